@@ -1,0 +1,3 @@
+from segnas.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `segnas` command."""

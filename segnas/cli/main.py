@@ -1,0 +1,173 @@
+"""`segnas` command line: parses arguments, loads settings, calls the jobs API, prints results.
+
+User mistakes (SegnasError) are printed as one line on stderr with exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from segnas.errors import SegnasError
+
+app = typer.Typer(help="Neural architecture search for real-time semantic segmentation.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn SegnasError into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SegnasError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; resume with --resume RUN_DIR")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def echo(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key.path=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SegnasError(f"--set: expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+@user_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
+    model: Optional[str] = typer.Option(None, help="Zoo network name (e.g. fast_scnn)."),
+    arch: Optional[Path] = typer.Option(None, help="Architecture file (arch.json) from a search."),
+    data: Optional[str] = typer.Option(None, help="Dataset: camvid, cityscapes, folder, synthetic."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    size: Optional[str] = typer.Option(None, help="Training crop HxW, e.g. 360x480."),
+    base_size: Optional[str] = typer.Option(None, help="Resize all images to HxW first."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
+    minutes: Optional[float] = typer.Option(None, help="Training-time budget in minutes."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Base learning rate."),
+    teacher: Optional[Path] = typer.Option(None, help="Checkpoint of a teacher for distillation."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on CPU."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory."),
+    set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
+) -> None:
+    """Train a zoo network or a searched architecture; writes a run directory."""
+    from segnas.config import TrainConfig, load_config
+    from segnas.config.io import build_config, set_dotted
+    from segnas.jobs import train_job
+
+    flags = {"model.name": model, "data.name": data, "data.root": data_root, "data.crop_size": size,
+             "data.base_size": base_size, "epochs": epochs, "time_budget_min": minutes,
+             "data.batch_size": batch_size, "optim.lr": lr, "loss.teacher": str(teacher) if teacher else None,
+             "bf16": bf16, "threads": threads, "seed": seed, "out_dir": out_dir}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if arch is not None:
+        overrides.update({"model.arch": str(arch), "model.name": None})
+    overrides.update(parse_overrides(set_))
+    if resume is not None:
+        cfg = None
+    elif config is not None:
+        cfg = load_config(TrainConfig, config, overrides)
+    else:
+        data_dict: dict[str, Any] = {}
+        for k, v in overrides.items():
+            set_dotted(data_dict, k, v)
+        cfg = build_config(TrainConfig, data_dict, "options")
+    result = train_job(cfg, resume=resume, echo=echo)
+    echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) from `segnas train`."),
+    data: str = typer.Option(..., help="Dataset name."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    split: str = typer.Option("val", help="Split to score."),
+    base_size: Optional[str] = typer.Option(None, help="Resize images to HxW first."),
+    batch_size: int = typer.Option(4, help="Evaluation batch size."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+) -> None:
+    """Score a checkpoint on a dataset split and print the per-class table."""
+    from segnas.jobs.evaluate import eval_job
+    from segnas.utils import atomic_write_text, parse_size
+
+    bs = parse_size(base_size, "--base-size") if base_size else None
+    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size)
+    table = Table(title=f"{checkpoint} on {data}/{split}")
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    table.add_column("acc %", justify="right")
+    for name, iou, acc in zip(names, metrics.iou, metrics.acc):
+        table.add_row(name, f"{100 * iou:.2f}", f"{100 * acc:.2f}")
+    console.print(table)
+    echo(f"mIoU {100 * metrics.miou:.2f}%  pixel acc {100 * metrics.pixel_acc:.2f}%  "
+         f"mean acc {100 * metrics.mean_acc:.2f}%  fwIoU {100 * metrics.fwiou:.2f}%")
+    if json_out:
+        atomic_write_text(json_out, json.dumps({"classes": names, **metrics.to_dict()}, indent=2))
+
+
+@app.command()
+@user_errors
+def predict(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) from `segnas train`."),
+    inputs: Path = typer.Argument(..., help="An image, or a folder of images / video frames."),
+    out: Path = typer.Option(Path("predictions"), help="Output folder."),
+    alpha: float = typer.Option(0.5, help="Overlay opacity."),
+) -> None:
+    """Write colourized masks and overlays for images or video frames."""
+    from segnas.jobs.evaluate import predict_job
+
+    written = predict_job(checkpoint, inputs, out, alpha)
+    echo(f"wrote {len(written)} masks and overlays to {out}")
+
+
+@app.command()
+@user_errors
+def demo(
+    minutes: float = typer.Option(2.5, help="Training-time budget in minutes."),
+    size: str = typer.Option("128x160", help="Synthetic image size HxW."),
+    out_dir: str = typer.Option("runs", help="Parent folder of run directories."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Train the reference network on the embedded synthetic dataset and write a report."""
+    from segnas.jobs.demo import demo_job
+    from segnas.utils import parse_size
+
+    demo_job(minutes, parse_size(size, "--size"), out_dir, threads, seed, echo=echo)
+
+
+def main() -> None:
+    app(prog_name="segnas")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Settings of a training job (also used by `eval`, `predict` and `demo`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from segnas.utils import parse_size
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def _size_or_none(v: Any) -> Optional[tuple[int, int]]:
+    return None if v is None else parse_size(v)
+
+
+class DataConfig(Settings):
+    name: str = "synthetic"
+    root: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    #: Training crop (HxW); None trains on whole images (all must then share one size).
+    crop_size: Optional[tuple[int, int]] = None
+    #: Resize every image to this size before augmentation / evaluation; None keeps native size.
+    base_size: Optional[tuple[int, int]] = None
+    scale: tuple[float, float] = (0.75, 1.5)
+    jitter: float = Field(0.3, ge=0)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(4, ge=1)
+    workers: int = Field(0, ge=0)
+    cache: bool = True
+    #: Extra keyword arguments of the dataset class (e.g. classes/palette for `folder`, size for `synthetic`).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _sizes = field_validator("crop_size", "base_size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+
+
+class ModelConfig(Settings):
+    #: Zoo network name, or None when `arch` gives an architecture file.
+    name: Optional[str] = "fast_scnn"
+    arch: Optional[str] = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.name is None) == (self.arch is None):
+            raise ValueError("give exactly one of model.name (zoo) or model.arch (arch.json)")
+        return self
+
+
+class OptimConfig(Settings):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(4e-5, ge=0)
+    #: No weight decay on biases and normalization weights.
+    no_decay_norm_bias: bool = True
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    power: float = 0.9
+    warmup_iters: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    clip_grad_norm: Optional[float] = Field(None, gt=0)
+
+
+class LossConfig(Settings):
+    kind: Literal["ce", "ohem"] = "ce"
+    ohem_thresh: float = Field(0.7, gt=0, le=1)
+    ohem_min_kept: int = Field(100_000, ge=1)
+    aux_weight: float = Field(0.4, ge=0)
+    class_weights: Optional[list[float]] = None
+    #: Knowledge distillation from a frozen teacher checkpoint (pixel-wise KL with temperature).
+    teacher: Optional[str] = None
+    kd_weight: float = Field(1.0, ge=0)
+    kd_temperature: float = Field(1.0, gt=0)
+
+
+class TrainConfig(Settings):
+    job: str = "train"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    epochs: int = Field(10, ge=1)
+    #: Stop after this many minutes of training (evaluation excluded); the LR schedule then runs
+    #: on whichever of iterations or time is further along.
+    time_budget_min: Optional[float] = Field(None, gt=0)
+    eval_every: int = Field(1, ge=1)
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
+    bf16: bool = False
+    channels_last: bool = False
+    threads: Optional[int] = Field(None, ge=1)
+    seed: int = 0
+    out_dir: str = "runs"
+    progress: bool = True

@@ -1,0 +1,40 @@
+"""Datasets by name. Each yields (image float32 CHW normalized, mask int64 HW, 255 = ignore).
+
+Every dataset class takes ``(root, split, transform=None, cache=False, **options)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset
+from segnas.data.transforms import eval_transforms, train_transforms
+from segnas.errors import SegnasError
+
+DATASETS: dict[str, str] = {
+    "camvid": "segnas.data.camvid:CamVid",
+    "cityscapes": "segnas.data.cityscapes:Cityscapes",
+    "folder": "segnas.data.folder:FolderDataset",
+    "synthetic": "segnas.data.synthetic:SyntheticStreets",
+}
+
+
+def dataset_class(name: str) -> type:
+    """Look a dataset class up by registry name."""
+    if name not in DATASETS:
+        raise SegnasError(f"dataset: unknown name {name!r}; choose one of {', '.join(sorted(DATASETS))}")
+    module, attr = DATASETS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_dataset(name: str, root: str | Path | None, split: str, transform=None, cache: bool = False,
+                  **options: Any):
+    """Instantiate dataset ``name`` for ``split`` (e.g. train/val) under ``root``."""
+    cls = dataset_class(name)
+    return cls(root, split=split, transform=transform, cache=cache, **options)
+
+
+__all__ = ["IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
+           "train_transforms", "eval_transforms"]

@@ -1,0 +1,106 @@
+"""Cityscapes in the official layout, fine annotations, 19 train classes.
+
+    root/leftImg8bit/{split}/{city}/{name}_leftImg8bit.png
+    root/gtFine/{split}/{city}/{name}_gtFine_labelIds.png
+
+Label ids are mapped to train ids with the official table from ``cityscapesscripts``
+(``cityscapesscripts.helpers.labels``): every label id in the table is declared, the ones with
+train id 255/-1 or ``ignoreInEval`` map to 255 (ignore); any other value is an error naming the
+file and the values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset
+from segnas.data.transforms import Compose
+from segnas.errors import SegnasError
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+MODES = ("fine",)
+
+
+def _official_labels():
+    try:
+        from cityscapesscripts.helpers.labels import labels
+    except ImportError:
+        raise SegnasError(
+            "cityscapes: the official label table needs the 'cityscapesscripts' package "
+            "(pip install cityscapesscripts)"
+        ) from None
+    return labels
+
+
+@lru_cache(maxsize=None)
+def cityscapes_mapping() -> dict[int, int]:
+    """``labelId -> trainId`` for every label id of the official table (255 = ignore)."""
+    mapping: dict[int, int] = {}
+    for lab in _official_labels():
+        if lab.id < 0:  # 'license plate' (id -1) never appears in labelIds images
+            continue
+        ignored = lab.ignoreInEval or lab.trainId in (255, -1) or lab.trainId < 0
+        mapping[lab.id] = IGNORE_INDEX if ignored else int(lab.trainId)
+    return mapping
+
+
+@lru_cache(maxsize=None)
+def cityscapes_classes() -> ClassInfo:
+    """The 19 train classes' names and colours, in train-id order."""
+    by_train_id = {}
+    for lab in _official_labels():
+        if lab.ignoreInEval or lab.trainId in (255, -1) or lab.trainId < 0:
+            continue
+        by_train_id.setdefault(int(lab.trainId), lab)
+    ids = sorted(by_train_id)
+    if ids != list(range(len(ids))):
+        raise SegnasError(f"cityscapes: official train ids are not contiguous: {ids}")
+    return ClassInfo(
+        names=tuple(by_train_id[i].name for i in ids),
+        colors=tuple(tuple(int(c) for c in by_train_id[i].color) for i in ids),
+    )
+
+
+def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """Every (image, labelIds) pair of ``split``, sorted by city then name."""
+    if not root.is_dir():
+        raise SegnasError(f"{root}: Cityscapes root folder not found")
+    image_dir = root / "leftImg8bit" / split
+    label_dir = root / "gtFine" / split
+    if not image_dir.is_dir():
+        raise SegnasError(f"{image_dir}: image folder not found (expected leftImg8bit/{split}/<city>/)")
+    if not label_dir.is_dir():
+        raise SegnasError(f"{label_dir}: label folder not found (expected gtFine/{split}/<city>/)")
+    pairs = []
+    for image in sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}")):
+        city = image.parent.name
+        name = image.name[: -len(IMAGE_SUFFIX)]
+        label = label_dir / city / f"{name}{LABEL_SUFFIX}"
+        if not label.is_file():
+            raise SegnasError(f"{label}: label file not found for image {image}")
+        pairs.append((image, label))
+    return pairs
+
+
+class Cityscapes(PairDataset):
+    """Cityscapes fine annotations mapped to the 19 train classes (255 = ignore)."""
+
+    def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
+                 cache: bool = False, mode: str = "fine", **options) -> None:
+        if options:
+            raise SegnasError(
+                f"cityscapes: unknown option(s) {', '.join(sorted(options))}; the only option is mode"
+            )
+        if mode not in MODES:
+            raise SegnasError(f"cityscapes: mode {mode!r} is not supported; choose one of {', '.join(MODES)}")
+        if root is None:
+            raise SegnasError("cityscapes: a data root is required (--data-root)")
+        root = Path(root)
+        pairs = cityscapes_pairs(root, split)
+        super().__init__(pairs, cityscapes_classes(), LabelMapper(cityscapes_mapping()),
+                         transform=transform, cache=cache, name=f"cityscapes[{split}] at {root}")
+        self.root = root
+        self.split = split
+        self.mode = mode

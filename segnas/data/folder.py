@@ -1,0 +1,215 @@
+"""Any user data set: image and mask folders, or list files.
+
+Layouts (a list file wins when both exist):
+
+    root/images/{split}/<stem>.<ext>   with   root/masks/{split}/<stem>.<ext>   (matched by stem;
+                                               masks may use another extension, e.g. .png for .jpg)
+    root/{split}.txt                   lines ``image_path mask_path`` relative to root
+
+Options (each may also come from ``root/dataset.yaml``, ``dataset.yml`` or ``dataset.json``;
+options given explicitly override the file):
+
+    classes              list of class names, in index order (required)
+    palette              list of [r, g, b], one per class: masks are colour images mapped with it
+    ignore_colors        list of [r, g, b] that mean ignore (only with ``palette``)
+    ignore_index_values  raw mask values that mean ignore (index masks; default [255])
+
+Without a palette, masks are single-channel class indices 0..C-1; any other value that is not an
+ignore value is an error naming the file and the values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from segnas.data.base import (IGNORE_INDEX, ClassInfo, ColorMapper, LabelMapper, PairDataset,
+                              list_images, read_pair_list)
+from segnas.data.transforms import Compose
+from segnas.errors import SegnasError
+
+DESCRIPTION_FILES = ("dataset.yaml", "dataset.yml", "dataset.json")
+FIELDS = ("classes", "palette", "ignore_colors", "ignore_index_values")
+DEFAULT_IGNORE_VALUES = (IGNORE_INDEX,)
+
+
+def read_description(root: Path) -> tuple[dict[str, Any], Path | None]:
+    """The fields of ``root/dataset.{yaml,yml,json}`` (first one found), and which file it was."""
+    for fname in DESCRIPTION_FILES:
+        path = root / fname
+        if path.is_file():
+            break
+    else:
+        return {}, None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegnasError(f"{path}: cannot read dataset description ({exc.__class__.__name__})") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise SegnasError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or exc.__class__.__name__
+            raise SegnasError(f"{where}: malformed YAML ({problem})") from None
+        if data is None:
+            data = {}
+    if not isinstance(data, dict):
+        raise SegnasError(f"{path}: expected a mapping with fields {', '.join(FIELDS)}, "
+                          f"got {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in FIELDS)
+    if unknown:
+        raise SegnasError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    return data, path
+
+
+def _check_classes(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        raise SegnasError(f"{where}: 'classes' is required: the list of class names in index order "
+                          f"(as an option or in dataset.yaml at the data root)")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise SegnasError(f"{where}: 'classes' must be a list of class names, got {value!r}")
+    if not value:
+        raise SegnasError(f"{where}: 'classes' is empty")
+    names = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip():
+            raise SegnasError(f"{where}: classes[{i}] must be a non-empty name, got {name!r}")
+        names.append(name.strip())
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SegnasError(f"{where}: duplicate class name(s) {', '.join(dup)}")
+    if len(names) > IGNORE_INDEX:
+        raise SegnasError(f"{where}: {len(names)} classes; at most {IGNORE_INDEX} are supported "
+                          f"({IGNORE_INDEX} is the ignore index)")
+    return tuple(names)
+
+
+def _check_color(value: Any, field: str, where: str) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) == 6:
+            try:
+                return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+            except ValueError:
+                pass
+    elif (isinstance(value, (list, tuple)) and len(value) == 3
+          and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+        return (int(value[0]), int(value[1]), int(value[2]))
+    raise SegnasError(f"{where}: {field} must be [r, g, b] with values 0..255 (or '#rrggbb'), got {value!r}")
+
+
+def _check_colors(value: Any, field: str, where: str) -> tuple[tuple[int, int, int], ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise SegnasError(f"{where}: '{field}' must be a list of [r, g, b] colours, got {value!r}")
+    return tuple(_check_color(c, f"{field}[{i}]", where) for i, c in enumerate(value))
+
+
+def _check_ignore_values(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise SegnasError(f"{where}: 'ignore_index_values' must be a list of integers, got {value!r}")
+    for i, v in enumerate(value):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise SegnasError(f"{where}: ignore_index_values[{i}] must be an integer >= 0, got {v!r}")
+    return tuple(int(v) for v in value)
+
+
+def folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """A split's pairs from ``{split}.txt`` if present, else from ``images/{split}`` + ``masks/{split}``."""
+    list_file = root / f"{split}.txt"
+    if list_file.is_file():
+        return read_pair_list(list_file, root)
+    image_dir = root / "images" / split
+    mask_dir = root / "masks" / split
+    if not image_dir.is_dir():
+        raise SegnasError(f"{image_dir}: image folder not found (expected images/{split}/ and "
+                          f"masks/{split}/, or a list file {split}.txt)")
+    if not mask_dir.is_dir():
+        raise SegnasError(f"{mask_dir}: mask folder not found (expected masks/{split}/ next to images/{split}/)")
+    masks: dict[str, Path] = {}
+    for m in list_images(mask_dir):
+        if m.stem in masks:
+            raise SegnasError(f"{m}: two masks for stem {m.stem!r} ({masks[m.stem].name} and {m.name})")
+        masks[m.stem] = m
+    pairs = []
+    for img in list_images(image_dir):
+        mask = masks.get(img.stem)
+        if mask is None:
+            raise SegnasError(f"{img}: no mask named {img.stem}.* in {mask_dir}")
+        pairs.append((img, mask))
+    return pairs
+
+
+class FolderDataset(PairDataset):
+    """A user data set described by ``classes`` (and optionally a ``palette``); see the module doc."""
+
+    def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
+                 cache: bool = False, classes: list[str] | None = None,
+                 palette: list[list[int]] | None = None, ignore_colors: list[list[int]] | None = None,
+                 ignore_index_values: list[int] | None = None, **options) -> None:
+        if options:
+            raise SegnasError(f"folder: unknown option(s) {', '.join(sorted(options))}; "
+                              f"known: {', '.join(FIELDS)}")
+        if root is None:
+            raise SegnasError("folder: a data root is required (--data-root)")
+        root = Path(root)
+        if not root.is_dir():
+            raise SegnasError(f"{root}: dataset root folder not found")
+        described, desc_path = read_description(root)
+        given = {"classes": classes, "palette": palette, "ignore_colors": ignore_colors,
+                 "ignore_index_values": ignore_index_values}
+        fields = {k: (given[k] if given[k] is not None else described.get(k)) for k in FIELDS}
+
+        def where(field: str) -> str:
+            return str(desc_path) if given[field] is None and field in described else "folder"
+
+        names = _check_classes(fields["classes"], where("classes"))
+        colors: tuple[tuple[int, int, int], ...] = ()
+        if fields["palette"] is not None:
+            colors = _check_colors(fields["palette"], "palette", where("palette"))
+            if len(colors) != len(names):
+                raise SegnasError(f"{where('palette')}: palette has {len(colors)} colours for "
+                                  f"{len(names)} classes; give one [r, g, b] per class")
+            if len(set(colors)) != len(colors):
+                dup = sorted({c for c in colors if colors.count(c) > 1})
+                raise SegnasError(f"{where('palette')}: palette colour(s) {dup} used by more than one class")
+        ignores: tuple[tuple[int, int, int], ...] = ()
+        if fields["ignore_colors"] is not None:
+            if not colors:
+                raise SegnasError(f"{where('ignore_colors')}: 'ignore_colors' needs a 'palette' "
+                                  f"(colour masks); for index masks use 'ignore_index_values'")
+            ignores = _check_colors(fields["ignore_colors"], "ignore_colors", where("ignore_colors"))
+            clash = sorted(set(ignores) & set(colors))
+            if clash:
+                raise SegnasError(f"{where('ignore_colors')}: ignore_colors {clash} are also palette colours")
+        ignore_values = DEFAULT_IGNORE_VALUES
+        if fields["ignore_index_values"] is not None:
+            ignore_values = _check_ignore_values(fields["ignore_index_values"], where("ignore_index_values"))
+            clash = sorted(v for v in ignore_values if v < len(names))
+            if clash:
+                raise SegnasError(f"{where('ignore_index_values')}: ignore_index_values {clash} are class "
+                                  f"indices (0..{len(names) - 1})")
+
+        if colors:
+            mapper = ColorMapper(colors, ignores)
+            label_mode = "rgb"
+        else:
+            mapper = LabelMapper({**{i: i for i in range(len(names))},
+                                  **{v: IGNORE_INDEX for v in ignore_values}})
+            label_mode = "index"
+        super().__init__(folder_pairs(root, split), ClassInfo(names, colors), mapper,
+                         transform=transform, label_mode=label_mode, cache=cache,
+                         name=f"folder[{split}] at {root}")
+        self.root = root
+        self.split = split

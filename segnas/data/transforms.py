@@ -1,0 +1,153 @@
+"""Paired image/mask transforms on tensors (image float CHW in [0, 1] until Normalize; mask int64 HW).
+
+Randomness comes from torch's global generator, so a seeded job (and a resumed one, whose RNG
+state is restored) sees the same augmentations.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from segnas.data.base import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+class Compose:
+    def __init__(self, transforms: Sequence) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        for t in self.transforms:
+            image, mask = t(image, mask)
+        return image, mask
+
+
+def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> Pair:
+    """Bilinear resize for the image, nearest for the mask."""
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    return image, mask
+
+
+class Resize:
+    """Resize to a fixed (H, W)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = tuple(size)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if tuple(image.shape[-2:]) == self.size:
+            return image, mask
+        return resize_pair(image, mask, self.size)
+
+
+class RandomScale:
+    """Rescale both sides by a factor drawn uniformly from [low, high]."""
+
+    def __init__(self, low: float = 0.75, high: float = 1.5) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        s = self.low + (self.high - self.low) * torch.rand(()).item()
+        h, w = image.shape[-2:]
+        return resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+class RandomCrop:
+    """Crop to (H, W) at a random place, padding first (image 0, mask ignore) if too small."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = tuple(size)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        ch, cw = self.size
+        h, w = image.shape[-2:]
+        ph, pw = max(ch - h, 0), max(cw - w, 0)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0.0)
+            mask = F.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
+            h, w = image.shape[-2:]
+        top = int(torch.randint(0, h - ch + 1, ()).item())
+        left = int(torch.randint(0, w - cw + 1, ()).item())
+        return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if torch.rand(()).item() < self.p:
+            return image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+class ColorJitter:
+    """Photometric jitter on an RGB image in [0, 1]: brightness, contrast, saturation factors
+    drawn from [1 - s, 1 + s], applied in random order."""
+
+    def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3) -> None:
+        self.strengths = (brightness, contrast, saturation)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        for k in torch.randperm(3).tolist():
+            s = self.strengths[k]
+            if s <= 0:
+                continue
+            f = 1.0 + (2 * torch.rand(()).item() - 1) * s
+            if k == 0:
+                image = image * f
+            elif k == 1:
+                mean = image.mean()
+                image = (image - mean) * f + mean
+            else:
+                gray = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
+                image = (image - gray) * f + gray
+        return image.clamp_(0.0, 1.0), mask
+
+
+class Normalize:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        return (image - self.mean) / self.std, mask
+
+
+def denormalize(image: torch.Tensor) -> torch.Tensor:
+    """Undo Normalize (for drawing); works on CHW or NCHW."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image * std + mean).clamp(0, 1)
+
+
+def train_transforms(
+    crop_size: tuple[int, int] | None,
+    scale: tuple[float, float] = (0.75, 1.5),
+    jitter: float = 0.3,
+    base_size: tuple[int, int] | None = None,
+) -> Compose:
+    """Training augmentation: optional resize to base size, random scale + crop (ignore padding)
+    when a crop size is given, flip, photometric jitter, normalize. Without a crop size images keep
+    their (base) size so that batches stack."""
+    steps: list = [Resize(base_size)] if base_size else []
+    if crop_size is not None:
+        steps += [RandomScale(*scale), RandomCrop(crop_size)]
+    steps.append(RandomHorizontalFlip())
+    if jitter > 0:
+        steps.append(ColorJitter(jitter, jitter, jitter))
+    steps.append(Normalize())
+    return Compose(steps)
+
+
+def eval_transforms(size: tuple[int, int] | None = None) -> Compose:
+    """Evaluation: optional resize to a fixed size, then normalize. No cropping: any size works."""
+    return Compose(([Resize(size)] if size else []) + [Normalize()])

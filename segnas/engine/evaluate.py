@@ -1,0 +1,53 @@
+"""Evaluation of a network on a dataset: confusion matrix → SegMetrics, at native image size."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from segnas.metrics import ConfusionMatrix, SegMetrics
+
+
+def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of consecutive samples, split wherever the image size changes (any size works)."""
+    images, masks = [], []
+    for i in range(len(dataset)):
+        img, mask = dataset[i]
+        if images and (img.shape != images[0].shape or len(images) == batch_size):
+            yield torch.stack(images), torch.stack(masks)
+            images, masks = [], []
+        images.append(img)
+        masks.append(mask)
+    if images:
+        yield torch.stack(images), torch.stack(masks)
+
+
+def autocast_context(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, bf16: bool = False,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Eval-mode logits (float32, N×C×H×W at input size)."""
+    model.eval()
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast_context(bf16):
+        out = model(images)
+    return out.float()
+
+
+def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int = 4,
+             bf16: bool = False, channels_last: bool = False) -> SegMetrics:
+    """Score ``model`` on every sample of ``dataset``."""
+    cm = ConfusionMatrix(num_classes)
+    was_training = model.training
+    for images, masks in iter_batches(dataset, batch_size):
+        cm.update(predict_logits(model, images, bf16, channels_last).argmax(1), masks)
+    model.train(was_training)
+    return cm.compute()

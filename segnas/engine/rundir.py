@@ -1,0 +1,71 @@
+"""Run directories: ``runs/<timestamp>-<job>/`` with config.yaml, log.txt, metrics.jsonl, checkpoints/."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from segnas.errors import SegnasError
+
+
+class RunDir:
+    """A job's folder. Opening an existing folder (resume) appends to its log and metrics."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        self.logger = logging.getLogger(f"segnas.run.{self.path.resolve()}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        if not self.logger.handlers:
+            handler = logging.FileHandler(self.path / "log.txt")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+            self.logger.addHandler(handler)
+
+    @classmethod
+    def create(cls, out_dir: str | Path, job: str) -> "RunDir":
+        """A fresh ``<out_dir>/<YYYYmmdd-HHMMSS>-<job>`` folder (suffixed if the name is taken)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(out_dir) / f"{stamp}-{job}"
+        path, k = base, 1
+        while path.exists():
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+        return cls(path)
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise SegnasError(f"{path}: not a run directory (no config.yaml)")
+        return cls(path)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
+
+    def log(self, message: str) -> None:
+        self.logger.info(message)
+
+    def write_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        f = self.path / "metrics.jsonl"
+        if not f.is_file():
+            return []
+        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, after_epoch: int) -> None:
+        """Drop records of epochs after ``after_epoch`` (written after the checkpoint we resume)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= after_epoch]
+        (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,37 @@
+"""Turning a model specification (zoo name or architecture file) into a network, and back from a
+checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from segnas.config.train import ModelConfig
+from segnas.data.base import ClassInfo
+from segnas.engine.checkpoint import load_checkpoint
+from segnas.spaces import build_from_arch, read_arch_file
+from segnas.zoo import build_model
+
+
+def model_spec_from_config(mc: ModelConfig) -> dict[str, Any]:
+    """A self-contained description stored in checkpoints: the zoo name, or the whole arch file."""
+    if mc.arch is not None:
+        return {"kind": "arch", **read_arch_file(mc.arch), "options": mc.options}
+    return {"kind": "zoo", "name": mc.name, "options": mc.options}
+
+
+def build_network(spec: dict[str, Any], num_classes: int) -> nn.Module:
+    if spec["kind"] == "arch":
+        return build_from_arch(spec, num_classes)
+    return build_model(spec["name"], num_classes, **spec.get("options", {}))
+
+
+def load_trained(checkpoint: str | Path) -> tuple[nn.Module, ClassInfo, dict[str, Any]]:
+    """Rebuild a trained network from a checkpoint alone; returns (model in eval mode, classes, state)."""
+    state = load_checkpoint(checkpoint)
+    classes = ClassInfo(tuple(state["classes"]["names"]), tuple(tuple(c) for c in state["classes"]["colors"]))
+    model = build_network(state["model_spec"], classes.num_classes)
+    model.load_state_dict(state["model"])
+    return model.eval(), classes, state

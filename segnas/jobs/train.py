@@ -1,0 +1,73 @@
+"""The training job: datasets and network from settings, a run directory, the engine's Trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from segnas.config.io import load_config, save_config
+from segnas.config.train import TrainConfig
+from segnas.data import build_dataset, eval_transforms, train_transforms
+from segnas.engine.checkpoint import load_checkpoint
+from segnas.engine.rundir import RunDir
+from segnas.engine.trainer import Trainer, TrainResult
+from segnas.jobs.models import build_network, load_trained, model_spec_from_config
+from segnas.errors import SegnasError
+from segnas.utils import seed_everything
+
+
+def make_datasets(cfg: TrainConfig):
+    """(train set with augmentation, val set at native or base size) from the data settings."""
+    dc = cfg.data
+    train_tf = train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size)
+    train = build_dataset(dc.name, dc.root, dc.train_split, train_tf, cache=dc.cache, **dc.options)
+    val = build_dataset(dc.name, dc.root, dc.val_split, eval_transforms(dc.base_size), cache=dc.cache,
+                        **dc.options) if dc.val_split else None
+    return train, val
+
+
+def train_job(cfg: TrainConfig, resume: str | Path | None = None,
+              echo: Callable[[str], None] | None = None) -> TrainResult:
+    """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
+
+    When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored).
+    """
+    if resume is not None:
+        run = RunDir.existing(resume)
+        cfg = load_config(TrainConfig, run.path / "config.yaml")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    # Everything that can fail on user input is built before a new run directory is created.
+    train_set, val_set = make_datasets(cfg)
+    spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg)
+    model = build_network(spec, train_set.num_classes)
+    teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
+    if resume is None:
+        run = RunDir.create(cfg.out_dir, cfg.job)
+        save_config(cfg, run.path / "config.yaml")
+    classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
+    trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
+    if not trainer.resume_if_possible():
+        run.log(f"start: {cfg.model_dump_json()}")
+    return trainer.fit()
+
+
+def load_teacher(checkpoint: str, num_classes: int):
+    """A frozen, eval-mode teacher network for distillation."""
+    teacher, classes, _ = load_trained(checkpoint)
+    if classes.num_classes != num_classes:
+        raise SegnasError(f"loss.teacher: {checkpoint} predicts {classes.num_classes} classes, "
+                          f"the dataset has {num_classes}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _spec_of_run(run: RunDir, cfg: TrainConfig) -> dict:
+    """A resumed run rebuilds the network from its checkpoint's spec (the arch file may have moved)."""
+    if run.last_checkpoint.is_file():
+        return load_checkpoint(run.last_checkpoint)["model_spec"]
+    return model_spec_from_config(cfg.model)

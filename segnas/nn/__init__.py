@@ -1,0 +1,20 @@
+"""The one copy of every building block: convolution units, heads, and the segmentation-net base."""
+
+from segnas.nn.blocks import (
+    ConvBNReLU,
+    DepthwiseSeparableConv,
+    InvertedResidual,
+    PyramidPooling,
+    SegHead,
+)
+from segnas.nn.segnet import SegmentationNet, pad_to_multiple
+
+__all__ = [
+    "ConvBNReLU",
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "PyramidPooling",
+    "SegHead",
+    "SegmentationNet",
+    "pad_to_multiple",
+]

@@ -1,0 +1,79 @@
+"""Convolutional building blocks shared by the zoo, the search spaces and the latency tables."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """k×k convolution → BatchNorm → ReLU (ReLU optional)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, relu: bool = True) -> None:
+        padding = dilation * (kernel - 1) // 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    """3×3 depthwise conv-BN-ReLU then 1×1 pointwise conv-BN-ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__(
+            ConvBNReLU(cin, cin, 3, stride, dilation=dilation, groups=cin),
+            ConvBNReLU(cin, cout, 1),
+        )
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 bottleneck: 1×1 expand → 3×3 depthwise (stride) → 1×1 linear project, residual
+    when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 6) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.use_residual = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            ConvBNReLU(cin, hidden, 1),
+            ConvBNReLU(hidden, hidden, 3, stride, groups=hidden),
+            ConvBNReLU(hidden, cout, 1, relu=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.use_residual else out
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet pyramid pooling: average-pool to several grid sizes, 1×1 conv each, upsample, concat,
+    fuse with a 1×1 conv."""
+
+    def __init__(self, cin: int, cout: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        inter = cin // len(bins)
+        self.bins = bins
+        self.stages = nn.ModuleList(ConvBNReLU(cin, inter, 1) for _ in bins)
+        self.project = ConvBNReLU(cin + inter * len(bins), cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        feats = [x]
+        for b, stage in zip(self.bins, self.stages):
+            pooled = F.adaptive_avg_pool2d(x, b)
+            feats.append(F.interpolate(stage(pooled), size=size, mode="bilinear", align_corners=False))
+        return self.project(torch.cat(feats, 1))
+
+
+class SegHead(nn.Sequential):
+    """Classifier head: 3×3 conv-BN-ReLU, dropout, 1×1 conv to class logits."""
+
+    def __init__(self, cin: int, num_classes: int, mid: int | None = None, dropout: float = 0.1) -> None:
+        mid = mid or cin
+        super().__init__(ConvBNReLU(cin, mid, 3), nn.Dropout(dropout), nn.Conv2d(mid, num_classes, 1))

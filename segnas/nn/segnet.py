@@ -1,0 +1,48 @@
+"""Base class of every segmentation network: any input size, logits at input resolution.
+
+Subclasses implement ``forward_features(x) -> (main_logits, [aux_logits...])`` at reduced
+resolution. The base pads the input to the network's stride (so H or W not divisible by 32 never
+crashes), upsamples logits to the padded size and crops back. In eval mode (and in ONNX export)
+it returns one tensor; in train mode it returns ``{"out": main, "aux": [...]}`` when aux heads exist.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
+    """Pad the bottom/right of an NCHW tensor so that H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph = (multiple - h % multiple) % multiple
+    pw = (multiple - w % multiple) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), value=value)
+
+
+class SegmentationNet(nn.Module):
+    """Pads to ``output_stride_multiple``, runs the network, returns full-resolution logits."""
+
+    #: H and W are padded up to a multiple of this (the network's largest downsampling factor).
+    stride_multiple: int = 32
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError  # abstract: every network defines its own body
+
+    def forward(self, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x, self.stride_multiple)
+        size = padded.shape[-2:]
+        main, aux = self.forward_features(padded)
+        out = F.interpolate(main, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
+        if not self.training or not aux:
+            return out
+        aux_out = [F.interpolate(a, size=size, mode="bilinear", align_corners=False)[..., :h, :w] for a in aux]
+        return {"out": out, "aux": aux_out}

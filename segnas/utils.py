@@ -1,0 +1,62 @@
+"""Small shared helpers: atomic file writes, seeding, input-size parsing."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from segnas.errors import SegnasError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write `path` via a temporary file in the same folder and an atomic rename.
+
+    `write` receives the temporary path and must create the file there; a crash leaves the old
+    file (or nothing) in place, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Atomically replace a text file."""
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a job is reproducible for a given seed."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def parse_size(text: str | tuple[int, int] | list[int], field: str = "size") -> tuple[int, int]:
+    """Parse 'HxW' (or a pair) into (H, W); raise a SegnasError naming `field` otherwise."""
+    if isinstance(text, (tuple, list)):
+        parts = list(text)
+    else:
+        parts = str(text).lower().replace(",", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except (ValueError, TypeError):
+        raise SegnasError(f"{field}: expected HxW such as 360x480, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise SegnasError(f"{field}: height and width must be positive, got {text!r}")
+    return h, w
