@@ -14,6 +14,10 @@ import torch
 from segnas.errors import SegnasError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Write `path` via a temporary file in the same folder and an atomic rename.
 
@@ -29,6 +33,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         write(tmp_path)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

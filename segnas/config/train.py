@@ -88,6 +88,9 @@ class TrainConfig(Settings):
     #: Stop after this many minutes of training (evaluation excluded); the LR schedule then runs
     #: on whichever of iterations or time is further along.
     time_budget_min: Optional[float] = Field(None, gt=0)
+    #: How training time is counted: wall clock, or process CPU time / threads ("cpu"), which
+    #: discounts other jobs competing for the same cores.
+    budget_clock: Literal["wall", "cpu"] = "wall"
     eval_every: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     bf16: bool = False

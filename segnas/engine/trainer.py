@@ -80,6 +80,10 @@ class Trainer:
         self.best_epoch = 0
         self.finished = False
         self._epoch_start: float | None = None
+        threads = max(torch.get_num_threads(), 1)
+        # The clock that training time (and the time budget) is counted on: wall time, or this
+        # process's CPU time divided by its threads (robust to other jobs sharing the machine).
+        self._clock = time.perf_counter if cfg.budget_clock == "wall" else (lambda: time.process_time() / threads)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -193,11 +197,12 @@ class Trainer:
         steps_total = cfg.epochs * len(loader)
         with progress_bar(cfg.progress) as bar:
             while not self.finished and self.epoch < cfg.epochs:
-                self._epoch_start = time.perf_counter()
+                wall_start = time.perf_counter()
+                self._epoch_start = self._clock()
                 losses = self.train_one_epoch(loader, steps_total, bar)
-                epoch_s = time.perf_counter() - self._epoch_start
-                self.elapsed += epoch_s
+                self.elapsed += self._clock() - self._epoch_start
                 self._epoch_start = None
+                epoch_s = time.perf_counter() - wall_start
                 self.epoch += 1
                 self.finished = self.epoch >= cfg.epochs or self._budget_spent()
                 record: dict[str, Any] = {"epoch": self.epoch, "step": self.step,
@@ -230,7 +235,7 @@ class Trainer:
     @property
     def elapsed_now(self) -> float:
         start = self._epoch_start
-        return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
+        return self.elapsed + (self._clock() - start if start is not None else 0.0)
 
     def _save_best(self, metrics: SegMetrics | None) -> None:
         save_checkpoint(self.run.best_checkpoint, {

@@ -1,0 +1,42 @@
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(1)
+
+
+def tiny_config(tmp_path, **overrides) -> dict:
+    """Settings of a seconds-long training run on small synthetic scenes."""
+    cfg = {
+        "job": "t",
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 12}, "crop_size": [48, 64],
+                 "batch_size": 4, "eval_batch_size": 4},
+        "model": {"name": "fast_scnn", "options": {"width": 0.5}},
+        "optim": {"name": "adamw", "lr": 0.003},
+        "epochs": 3,
+        "threads": 1,
+        "progress": False,
+        "out_dir": str(tmp_path / "runs"),
+    }
+    for key, value in overrides.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    return lambda **kw: tiny_config(tmp_path, **kw)
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    def write(**kw):
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(tiny_config(tmp_path, **kw)))
+        return path
+
+    return write

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from segnas.cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "demo"])
+def test_help_everywhere(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    result = run("train", "--data", "synthetic", "--size", "48x64", "--epochs", "1", "--batch-size", "4",
+                 "--threads", "1", "--out-dir", tmp / "runs", "--set", "data.options={size: [48, 64], length: 8}",
+                 "--set", "model.options.width=0.5", "--set", "progress=false")
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp / "runs").iterdir())
+    return run_dir / "checkpoints" / "best.pt", tmp
+
+
+def test_train_eval_predict(trained, tmp_path):
+    ckpt, _ = trained
+    result = run("eval", ckpt, "--data", "synthetic", "--json", tmp_path / "scores.json")
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output and "Pole" in result.output
+    assert (tmp_path / "scores.json").is_file()
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, size in enumerate([(37, 53), (64, 80)]):  # odd sizes, like arbitrary video frames
+        Image.fromarray(np.random.randint(0, 255, (*size, 3), dtype=np.uint8)).save(frames / f"f{i}.png")
+    result = run("predict", ckpt, frames, "--out", tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    mask = np.asarray(Image.open(tmp_path / "pred" / "f0_mask.png"))
+    assert mask.shape == (37, 53, 3)
+    assert (tmp_path / "pred" / "f1_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--data", "nope"], "nope"),
+    (["train", "--size", "12by3"], "12by3"),
+    (["train", "--data", "camvid", "--data-root", "/no/such/dir"], "/no/such/dir"),
+    (["train", "--config", "/no/such.yaml"], "/no/such.yaml"),
+    (["train", "--set", "optim.lr=-1"], "optim.lr"),
+    (["train", "--set", "epochs"], "epochs"),
+    (["eval", "/no/ckpt.pt", "--data", "synthetic"], "/no/ckpt.pt"),
+    (["predict", "/no/ckpt.pt", "x.png"], "/no/ckpt.pt"),
+    (["demo", "--size", "0x10"], "0x10"),
+])
+def test_user_mistakes_are_one_line_with_exit_2(args, needle):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "error:" in lines[0] and needle in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\n data: [\n")
+    result = run("train", "--config", bad)
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "line" in result.output
+
+
+def test_predict_on_missing_checkpoint_input(trained, tmp_path):
+    ckpt, _ = trained
+    result = run("predict", ckpt, tmp_path / "missing.png")
+    assert result.exit_code == 2 and "missing.png" in result.output
+
+
+def test_demo_writes_report(tmp_path):
+    result = run("demo", "--minutes", "0.05", "--size", "48x64", "--threads", "1", "--out-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir = next(tmp_path.iterdir())
+    report = (run_dir / "report.md").read_text()
+    assert "val mIoU" in report and "latency" in report
+    assert (run_dir / "sample_prediction.png").is_file() and (run_dir / "training_curve.png").is_file()

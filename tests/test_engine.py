@@ -1,0 +1,123 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segnas.config import TrainConfig
+from segnas.engine import load_checkpoint
+from segnas.engine.ema import ModelEMA
+from segnas.errors import SegnasError
+from segnas.jobs import train_job
+
+
+def test_training_lowers_loss_and_writes_run_directory(tiny_cfg):
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=4)))
+    run = Path(result.run_dir)
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0]
+    assert 0.0 <= result.best_miou <= 1.0
+    assert not list((run / "checkpoints").glob("*.tmp")), "temporary checkpoint files left behind"
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["model_spec"] == {"kind": "zoo", "name": "fast_scnn", "options": {"width": 0.5}}
+
+
+def test_same_seed_same_result(tiny_cfg):
+    a = train_job(TrainConfig.model_validate(tiny_cfg(epochs=2)))
+    b = train_job(TrainConfig.model_validate(tiny_cfg(epochs=2)))
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+
+
+def test_time_budget_stops_training(tiny_cfg):
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=500, time_budget_min=0.02)))
+    assert result.epochs_done < 500
+    assert result.train_seconds < 30
+    assert "val_miou" in result.history[-1]  # the final (budget-ended) epoch is evaluated
+
+
+def test_bf16_channels_last_ema_ohem_sgd(tiny_cfg):
+    cfg = tiny_cfg(epochs=1, bf16=True, channels_last=True, ema_decay=0.99, **{"loss.kind": "ohem",
+                   "optim.name": "sgd", "optim.lr": 0.01, "optim.clip_grad_norm": 1.0, "optim.warmup_iters": 2,
+                   "optim.schedule": "cosine"})
+    result = train_job(TrainConfig.model_validate(cfg))
+    assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
+
+
+def test_distillation_from_teacher_checkpoint(tiny_cfg):
+    teacher = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1)))
+    cfg = tiny_cfg(epochs=1, **{"loss.teacher": str(Path(teacher.run_dir) / "checkpoints" / "best.pt"),
+                                "loss.kd_weight": 0.5, "loss.kd_temperature": 2.0})
+    student = train_job(TrainConfig.model_validate(cfg))
+    assert student.history[-1]["train_kd"] > 0
+
+
+def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):
+    teacher = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1)))
+    cfg = tiny_cfg(**{"loss.teacher": str(Path(teacher.run_dir) / "checkpoints" / "best.pt")})
+    cfg["data"] = {"name": "folder", "root": str(tmp_path / "nothing"), "options": {"classes": ["a", "b"]}}
+    with pytest.raises(SegnasError):
+        train_job(TrainConfig.model_validate(cfg))
+
+
+def test_ema_tracks_weights():
+    model = torch.nn.Linear(3, 2)
+    ema = ModelEMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # effective decay min(0.5, 2/11)
+    d = 2 / 11
+    expected = d * (model.weight - 1.0) + (1 - d) * model.weight
+    assert torch.allclose(ema.module.weight, expected)
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SegnasError, match="bad.pt"):
+        load_checkpoint(bad)
+
+
+def _final_record(run: Path) -> dict:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_yaml, tmp_path):
+    """Kill a training process with SIGKILL mid-run, resume it, and compare with an uninterrupted run."""
+    cfg_path = tiny_yaml(epochs=5, **{"data.options": {"size": [48, 64], "length": 24}})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "segnas", "train", "--config", str(cfg_path)]
+
+    full = subprocess.run(cmd + ["--out-dir", str(tmp_path / "full")], capture_output=True, text=True, env=env)
+    assert full.returncode == 0, full.stderr
+    full_run = next((tmp_path / "full").iterdir())
+
+    proc = subprocess.Popen(cmd + ["--out-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline:
+        runs = list((tmp_path / "killed").glob("*")) if (tmp_path / "killed").exists() else []
+        if runs and (runs[0] / "metrics.jsonl").is_file() and len((runs[0] / "metrics.jsonl").read_text().splitlines()) >= 2:
+            run = runs[0]
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run is not None, "training did not reach epoch 2"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] < 5
+
+    resumed = subprocess.run([sys.executable, "-m", "segnas", "train", "--resume", str(run)],
+                             capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _final_record(full_run), _final_record(run)
+    assert a["epoch"] == b["epoch"] == 5
+    assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+    assert a["val_miou"] == pytest.approx(b["val_miou"], abs=1e-6)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 5

@@ -1,0 +1,76 @@
+import torch
+import torch.nn.functional as F
+
+from segnas.engine.losses import OhemCrossEntropy, SegmentationLoss, kd_loss
+
+
+def make(seed=0, n=2, c=5, h=8, w=9):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, h, w, generator=g) * 2
+    target = torch.randint(0, c, (n, h, w), generator=g)
+    target[:, 0, :] = 255
+    return logits, target
+
+
+def test_ohem_keeps_everything_when_threshold_is_one_or_min_kept_large():
+    logits, target = make()
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    assert torch.allclose(OhemCrossEntropy(thresh=1.0, min_kept=1)(logits, target), ce)
+    assert torch.allclose(OhemCrossEntropy(thresh=1e-6, min_kept=10**6)(logits, target), ce)
+
+
+def test_ohem_averages_only_hard_pixels():
+    logits, target = make(1)
+    pix = F.cross_entropy(logits, target, ignore_index=255, reduction="none")[target != 255]
+    thresh = 0.5
+    hard = pix[pix > -torch.log(torch.tensor(thresh))]
+    assert 0 < hard.numel() < pix.numel()
+    loss = OhemCrossEntropy(thresh=thresh, min_kept=1)(logits, target)
+    assert torch.allclose(loss, hard.mean())
+    assert loss > pix.mean()  # hard examples weigh more than the plain mean
+
+
+def test_ohem_min_kept_takes_hardest():
+    logits, target = make(2)
+    pix = F.cross_entropy(logits, target, ignore_index=255, reduction="none")[target != 255]
+    loss = OhemCrossEntropy(thresh=1e-9, min_kept=5)(logits, target)  # nothing passes the threshold
+    assert torch.allclose(loss, pix.topk(5).values.mean())
+
+
+def test_kd_zero_for_identical_and_positive_otherwise():
+    s, target = make(3)
+    assert kd_loss(s, s.clone(), 2.0, target).abs() < 1e-6
+    t, _ = make(4)
+    assert kd_loss(s, t, 1.0, target) > 0
+
+
+def test_kd_ignores_ignored_pixels_and_gradient_moves_student_to_teacher():
+    s, target = make(5)
+    t, _ = make(6)
+    all_ignored = torch.full_like(target, 255)
+    assert kd_loss(s, t, 1.0, all_ignored) == 0
+    s = s.clone().requires_grad_(True)
+    before = kd_loss(s, t, 2.0, target)
+    before.backward()
+    with torch.no_grad():
+        after = kd_loss(s - 0.5 * s.grad, t, 2.0, target)
+    assert after < before
+
+
+def test_kd_matches_kl_div_with_temperature():
+    s, _ = make(7)
+    t, _ = make(8)
+    T = 3.0
+    ref = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), log_target=True, reduction="none").sum(1).mean() * T * T
+    assert torch.allclose(kd_loss(s, t, T), ref, atol=1e-6)
+
+
+def test_segmentation_loss_combines_aux_and_kd():
+    logits, target = make(9)
+    aux = logits.flip(1)
+    crit = SegmentationLoss("ce", aux_weight=0.4, kd_weight=0.5, kd_temperature=1.0)
+    total, parts = crit({"out": logits, "aux": [aux]}, target, teacher_logits=aux)
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    expected = ce + 0.4 * F.cross_entropy(aux, target, ignore_index=255) + 0.5 * kd_loss(logits, aux, 1.0, target)
+    assert torch.allclose(total, expected, atol=1e-6)
+    assert set(parts) == {"seg", "aux0", "kd"}
