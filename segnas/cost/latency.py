@@ -1,15 +1,18 @@
-"""Whole-network latency measurement: warm-up, then timed runs until both a minimum count and a
-minimum time are reached; median, inter-quartile range and FPS are reported with the thread count."""
+"""Whole-network latency: warm-up, then timed runs until both a minimum count and a minimum time
+are reached; median, inter-quartile range and FPS are reported with backend and thread count."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import torch
+import numpy as np
 from torch import nn
+
+from segnas.cost.backends import pinned_threads, prepare
 
 
 @dataclass
@@ -20,6 +23,7 @@ class LatencyResult:
     iqr_ms: float
     runs: int
     threads: int
+    device: str = "cpu"
 
     @property
     def fps(self) -> float:
@@ -30,7 +34,7 @@ class LatencyResult:
 
 
 def time_callable(fn: Callable[[], object], warmup: int = 3, min_runs: int = 10, min_time_s: float = 1.0,
-                  max_runs: int = 1000) -> list[float]:
+                  max_runs: int = 10_000) -> list[float]:
     """Run ``fn`` ``warmup`` times, then until ``min_runs`` and ``min_time_s`` are both reached;
     return per-run milliseconds."""
     for _ in range(warmup):
@@ -44,26 +48,24 @@ def time_callable(fn: Callable[[], object], warmup: int = 3, min_runs: int = 10,
     return times
 
 
-def summarize(times_ms: list[float], backend: str, shape: tuple[int, ...], threads: int) -> LatencyResult:
+def summarize(times_ms: list[float], backend: str, shape: tuple[int, ...], threads: int,
+              device: str = "cpu") -> LatencyResult:
     q = statistics.quantiles(times_ms, n=4) if len(times_ms) >= 2 else [times_ms[0]] * 3
-    return LatencyResult(backend, tuple(shape), statistics.median(times_ms), q[2] - q[0], len(times_ms), threads)
+    return LatencyResult(backend, tuple(shape), statistics.median(times_ms), q[2] - q[0], len(times_ms),
+                         threads, device)
 
 
-@torch.inference_mode()
-def measure_latency(model: nn.Module, input_shape: tuple[int, int, int, int], threads: int | None = None,
-                    channels_last: bool = False, warmup: int = 3, min_runs: int = 10,
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, int, int, int], backend: str = "eager",
+                    threads: int | None = None, device: str = "cpu", warmup: int = 3, min_runs: int = 10,
                     min_time_s: float = 1.0) -> LatencyResult:
-    """Latency of ``model`` in PyTorch eager inference mode on CPU for one ``input_shape`` batch."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        model = model.eval()
-        x = torch.randn(*input_shape)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        times = time_callable(lambda: model(x), warmup, min_runs, min_time_s)
-        return summarize(times, "eager" + ("-cl" if channels_last else ""), input_shape, torch.get_num_threads())
-    finally:
-        torch.set_num_threads(previous)
+    """Latency of one ``input_shape`` batch through ``model`` on ``backend``."""
+    threads = threads or default_threads()
+    x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+    with pinned_threads(threads):
+        run = prepare(backend, model, input_shape, threads, device)
+        times = time_callable(lambda: run(x), warmup, min_runs, min_time_s)
+    return summarize(times, backend, input_shape, threads, device)

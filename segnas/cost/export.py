@@ -1,0 +1,133 @@
+"""Export to ONNX and TorchScript, with a parity check against eager PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from segnas.errors import SegnasError
+from segnas.utils import atomic_write
+
+
+@contextlib.contextmanager
+def _silenced_fds():
+    """Send file descriptors 1 and 2 to /dev/null (the TorchScript exporter dumps whole graphs
+    from C++ when it gives up, which Python-level redirection cannot catch)."""
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Silence the exporters' deprecation warnings and progress chatter."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int], dynamic: bool = False,
+                opset: int = 17) -> Path:
+    """Write ``model`` (eval mode) as ONNX with input ``image`` and output ``logits``.
+
+    Static shapes use the TorchScript-based exporter (fast: latency tables export hundreds of small
+    ops) and fall back to the torch.export-based one for what it cannot express (e.g. adaptive
+    pooling to sizes that do not divide the input). ``dynamic`` makes batch, H and W symbolic and
+    always uses the torch.export-based exporter.
+    """
+    path = Path(path)
+    model = model.eval()
+    x = torch.randn(*input_shape)
+    names = {"input_names": ["image"], "output_names": ["logits"]}
+
+    def legacy(tmp: Path) -> None:
+        torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, do_constant_folding=True, **names)
+
+    def modern(tmp: Path) -> None:
+        kwargs = {}
+        if dynamic:
+            dim = torch.export.Dim
+            kwargs["dynamic_shapes"] = {"x": {0: dim("batch", min=1, max=64), 2: dim("height", min=32, max=8192),
+                                              3: dim("width", min=32, max=8192)}}
+        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=max(opset, 18), **names, **kwargs)
+        program.save(str(tmp))
+
+    with torch.no_grad(), _quiet_export():
+        if dynamic:
+            atomic_write(path, modern)
+        else:
+            try:
+                with _silenced_fds():
+                    atomic_write(path, legacy)
+            except Exception:  # the legacy exporter lacks some ops; the torch.export one has them
+                atomic_write(path, modern)
+    return path
+
+
+def export_torchscript(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int]) -> Path:
+    """Trace, freeze and save ``model`` as TorchScript."""
+    path = Path(path)
+    with torch.no_grad(), _quiet_export():
+        traced = torch.jit.freeze(torch.jit.trace(model.eval(), torch.randn(*input_shape)))
+    atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+    return path
+
+
+@dataclass
+class ParityResult:
+    backend: str
+    input_shape: tuple[int, ...]
+    max_abs_diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+def check_parity(model: nn.Module, exported: str | Path, input_shape: tuple[int, int, int, int],
+                 tolerance: float = 1e-3, seed: int = 0) -> ParityResult:
+    """Max absolute difference between eager PyTorch and an exported file (.onnx via ONNX Runtime,
+    .pt/.ts via TorchScript) on one random input."""
+    exported = Path(exported)
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        ref = model.eval()(x).float().numpy()
+    if exported.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+        out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        backend = "onnxruntime"
+    else:
+        with torch.inference_mode():
+            out = torch.jit.load(str(exported))(x).float().numpy()
+        backend = "torchscript"
+    if out.shape != ref.shape:
+        raise SegnasError(f"{exported}: output shape {out.shape} differs from PyTorch's {ref.shape}")
+    return ParityResult(backend, tuple(input_shape), float(np.abs(out - ref).max()), tolerance)

@@ -1,0 +1,77 @@
+"""Facts about the machine that latency depends on: a fingerprint for cache keys, and the
+measured fp32 matmul peak used to express achieved GFLOP/s as a fraction of what the CPU can do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from segnas.cost.backends import pinned_threads
+from segnas.utils import atomic_write_text
+
+
+def cache_dir() -> Path:
+    """Where segnas caches measurements: $SEGNAS_CACHE, else ~/.cache/segnas."""
+    return Path(os.environ.get("SEGNAS_CACHE", Path.home() / ".cache" / "segnas"))
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_fingerprint(device: str = "cpu") -> str:
+    """Short hash of what makes timings comparable: CPU model, core count, device, library versions."""
+    parts = [cpu_model(), str(os.cpu_count()), device, torch.__version__]
+    for mod in ("onnxruntime", "openvino"):
+        try:
+            parts.append(f"{mod}={__import__(mod).__version__}")
+        except ImportError:
+            parts.append(f"{mod}=none")
+    if device != "cpu" and torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def measure_matmul_peak(threads: int, n: int = 2048, seconds: float = 2.0) -> float:
+    """fp32 GFLOP/s of a square n×n matmul on ``threads`` threads (best of repeated runs)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = 0.0
+    with pinned_threads(threads), torch.inference_mode():
+        for _ in range(2):
+            torch.mm(a, b)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def matmul_peak_gflops(threads: int, refresh: bool = False) -> float:
+    """The fp32 matmul peak for ``threads`` threads, measured once per machine and cached."""
+    path = cache_dir() / "machine.json"
+    key = f"{machine_fingerprint()}-{threads}t"
+    data: dict = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    if refresh or key not in data.get("matmul_peak_gflops", {}):
+        data.setdefault("matmul_peak_gflops", {})[key] = measure_matmul_peak(threads)
+        atomic_write_text(path, json.dumps(data, indent=2))
+    return data["matmul_peak_gflops"][key]

@@ -1,0 +1,151 @@
+"""Operators by name, and the latency key that identifies one operator instance.
+
+Search spaces build their networks from these factories and report the ``OpKey`` of every op they
+contain; the latency table measures ``key.build()`` on an input of ``key.input_shape``. Because
+supernet, derived network and latency table all use these same factories, the costs that a
+search optimizes are the costs of the network it exports.
+
+FasterSeg's operators (official code, ``operations.py``): ``conv`` (3×3 conv-BN-ReLU, called
+BasicResidual1x there, with no residual), ``conv_2x`` (two of them), the zoomed ``conv_downup``
+(bilinear ½ → conv → BN → bilinear back → ReLU; no upsampling when strided) and ``conv_2x_downup``,
+and ``skip`` (identity, or factorized reduce when the shape changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segnas.errors import SegnasError
+from segnas.nn.blocks import ConvBNReLU
+
+OpFactory = Callable[..., nn.Module]
+OPS: dict[str, OpFactory] = {}
+
+
+def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
+    """Decorator: ``factory(cin, cout, stride=1, dilation=1, **extra) -> nn.Module``."""
+
+    def wrap(factory: OpFactory) -> OpFactory:
+        OPS[name] = factory
+        return factory
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class OpKey:
+    """Everything an operator's latency depends on, besides the runtime and machine."""
+
+    op: str
+    cin: int
+    cout: int
+    h: int
+    w: int
+    stride: int = 1
+    dilation: int = 1
+    extra: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.cin, self.h, self.w)
+
+    def build(self) -> nn.Module:
+        if self.op not in OPS:
+            raise SegnasError(f"op: unknown operator {self.op!r}; known: {', '.join(sorted(OPS))}")
+        return OPS[self.op](self.cin, self.cout, stride=self.stride, dilation=self.dilation, **dict(self.extra))
+
+    def to_str(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.extra)
+        return f"{self.op}|{self.cin}|{self.cout}|{self.h}x{self.w}|s{self.stride}|d{self.dilation}|{extra}"
+
+
+def zoom_size(h: int, w: int) -> tuple[int, int]:
+    """The half-resolution size used by zoomed convolutions: ceil(h/2) × ceil(w/2), the same as a
+    stride-2 3×3 convolution gives, so every operator of a cell agrees on odd sizes."""
+    return (h + 1) // 2, (w + 1) // 2
+
+
+class ZoomedConv(nn.Module):
+    """Bilinear downsample ×½ → ``body`` (conv-BN, ReLU last) → bilinear back to the input size when
+    not strided. FasterSeg's "zoomed convolution": ~4× cheaper, larger receptive field."""
+
+    def __init__(self, body: nn.Sequential, stride: int) -> None:
+        super().__init__()
+        self.body = body
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        out = F.interpolate(x, size=zoom_size(h, w), mode="bilinear", align_corners=True)
+        out = self.body(out)
+        if self.stride == 1:
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+        return F.relu(out)
+
+
+class FactorizedReduce(nn.Module):
+    """Shape-changing skip: 1×1 conv-BN-ReLU (stride 1), or two offset 1×1 stride-2 convs
+    concatenated (stride 2), as in DARTS / FasterSeg."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        if stride == 1:
+            self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(cin, cout // 2, 1, stride=2, bias=False)
+            self.conv2 = nn.Conv2d(cin, cout - cout // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            out = self.conv(x)
+        else:
+            shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))  # keeps odd sizes aligned with conv1
+            out = torch.cat([self.conv1(x), self.conv2(shifted)], dim=1)
+        return F.relu(self.bn(out))
+
+
+def _conv_stack(cin: int, cout: int, n: int, stride: int, dilation: int, relu_last: bool = True) -> nn.Sequential:
+    layers = []
+    for i in range(n):
+        last = i == n - 1
+        layers.append(ConvBNReLU(cin if i == 0 else cout, cout, 3, stride if i == 0 else 1,
+                                 dilation=1 if stride == 2 else dilation, relu=relu_last or not last))
+    return nn.Sequential(*layers)
+
+
+@register_op("skip")
+def skip(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    return nn.Identity() if stride == 1 and cin == cout else FactorizedReduce(cin, cout, stride)
+
+
+@register_op("conv")
+def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    return _conv_stack(cin, cout, 1, stride, dilation)
+
+
+@register_op("conv_2x")
+def conv_2x(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    return _conv_stack(cin, cout, 2, stride, dilation)
+
+
+@register_op("conv_downup")
+def conv_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    # the body runs at half resolution already, so it is never strided itself
+    return ZoomedConv(_conv_stack(cin, cout, 1, 1, dilation, relu_last=False), stride)
+
+
+@register_op("conv_2x_downup")
+def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    return ZoomedConv(_conv_stack(cin, cout, 2, 1, dilation, relu_last=False), stride)
+
+
+@register_op("conv_bn_relu")
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Module:
+    return ConvBNReLU(cin, cout, kernel, stride, dilation=dilation)
