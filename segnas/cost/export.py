@@ -71,10 +71,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
     def modern(tmp: Path) -> None:
         kwargs = {}
         if dynamic:
-            dim = torch.export.Dim
-            kwargs["dynamic_shapes"] = {"x": {0: dim("batch", min=1, max=64), 2: dim("height", min=32, max=8192),
-                                              3: dim("width", min=32, max=8192)}}
-        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=max(opset, 18), **names, **kwargs)
+            auto = torch.export.Dim.DYNAMIC
+            kwargs["dynamic_shapes"] = ({0: auto, 2: auto, 3: auto},)
+        example = torch.randn(max(2, input_shape[0]), *input_shape[1:]) if dynamic else x  # size 1 would specialize
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=max(opset, 18), **names, **kwargs)
         program.save(str(tmp))
 
     with torch.no_grad(), _quiet_export():

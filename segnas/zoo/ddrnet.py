@@ -16,9 +16,15 @@ spp_planes=128, head_planes=64)``; DDRNet-23 is the same with ``planes=64, head_
 The training-only auxiliary head (``self.aux_heads``, ``seghead_extra`` in the official code)
 predicts from the high-resolution branch after the first bilateral fusion.
 
-Published size: DDRNet-23-slim 5.7M parameters (Cityscapes, 19 classes), paper Table 4
-(arXiv 2101.06085v2, comparison with real-time methods on Cityscapes: "DDRNet-23-Slim ... 36.3
-GFLOPs, 5.7M parameters"; DDRNet-23: 20.1M). No pretrained weights are used here.
+Published size: DDRNet-23-slim 5.7M parameters (Cityscapes, 19 classes), paper (arXiv
+2101.06085), table comparing accuracy and speed with real-time methods on Cityscapes, row
+DDRNet-23-Slim (36.3 GFLOPs, 5.7M parameters; DDRNet-23: 20.1M). This module: 5,695,923
+(DDRNet-23: 20,148,819). Cross-check against code: PaddleSeg 2.8.0's port
+(``paddleseg/models/ddrnet.py``, ``DualResNet(19, planes=32, spp_planes=128, head_planes=64)``)
+has 5,695,987 without its auxiliary head (the 64 more are the stem's conv biases), and with
+random weights copied across its logits equal this module's to 1e-6 relative once its two
+deviations from the official code are mimicked (DAPPM pooling exclusive of padding; TF-"same"
+padding of the stride-2 ``down3`` conv). No pretrained weights are used here.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from segnas.nn import ConvBNReLU, SegmentationNet
 
 PUBLISHED_PARAMS = 5_700_000
 PUBLISHED_PARAMS_SOURCE = (
-    "Hong et al., arXiv 2101.06085 (DDRNet), Table 4 (Cityscapes comparison): DDRNet-23-Slim 5.7M parameters"
+    "Hong et al., arXiv 2101.06085 (DDRNet), Cityscapes accuracy/speed comparison table, "
+    "row DDRNet-23-Slim: 5.7M parameters, 36.3 GFLOPs"
 )
 
 #: (planes, head_planes) of each variant; DAPPM branch width is 128 for both.
@@ -97,7 +104,7 @@ def bn_relu_conv(cin: int, cout: int, kernel: int = 1) -> nn.Sequential:
 
 
 class DAPPM(nn.Module):
-    """Deep Aggregation Pyramid Pooling Module (paper Fig. 5)."""
+    """Deep Aggregation Pyramid Pooling Module."""
 
     def __init__(self, cin: int, branch: int, cout: int) -> None:
         super().__init__()

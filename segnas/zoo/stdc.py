@@ -1,11 +1,11 @@
 """STDC-Seg (Fan et al., CVPR 2021, "Rethinking BiSeNet For Real-time Semantic Segmentation").
 
-STDC backbone (Short-Term Dense Concatenate network, paper Table 2 / Fig. 3): ConvX 3×3 s2 (32),
+STDC backbone (Short-Term Dense Concatenate network): ConvX 3×3 s2 (32),
 ConvX 3×3 s2 (64), then three stages of STDC modules (4 blocks each: 1×1 to C/2, 3×3 to C/4, 3×3
 to C/8, 3×3 to C/8; the block outputs are concatenated; a stride-2 module downsamples with a 3×3
 depthwise conv after the first block and an avg-pooled skip of the first block). STDC1 has
 2/2/2 modules in stages 3/4/5 (256/512/1024 channels), STDC2 4/5/3.
-Decoder (BiSeNet-style, paper Fig. 6): global-average context + attention refinement modules
+Decoder (BiSeNet-style): global-average context + attention refinement modules
 (ARM) on the 1/32 and 1/16 features, nearest upsampling with 3×3 conv heads, a feature fusion
 module (FFM) of the 1/8 backbone feature and the 1/8 context feature, and a 3×3 seg head.
 Layer by layer this follows the official code: github.com/MichaelFan01/STDC-Seg,
@@ -20,13 +20,18 @@ Training-only heads (``self.aux_heads``, left out of deployed parameter counts):
 The two seg heads' logits are the ``aux`` outputs in train mode. The detail head predicts a
 binary boundary map, not classes, so it is not among the ``aux`` outputs (these all get the
 class cross-entropy); in train mode its 1/8-resolution logits are left in
-``self.detail_logits`` for a detail loss (BCE + dice against Laplacian boundary targets, paper
-Sec. 3.2), which the training engine does not have yet.
+``self.detail_logits`` for a detail loss (BCE + dice against Laplacian boundary targets, the
+paper's detail guidance), which the training engine does not have yet.
 
 Published size: STDC1-Seg 8.29M parameters (19 Cityscapes classes), PaddleSeg
 ``docs/model_zoo_overview.md``, "Summary table", row ``STDC1-Seg50 | STDC1 | 74.74% | 24.83 |
 8.29`` (Params(M) column; STDC2-Seg50: 12.33M). The paper gives parameter counts only for the
-ImageNet backbones (Table 5: STDC1 8.44M with the classifier). No pretrained weights are used here.
+ImageNet backbones (with their classifier). This module: 8,275,104 (STDC2: 12,305,568).
+Cross-check against code: PaddleSeg 2.8.0 (PyPI) ``paddleseg/models/stdcseg.py``
+``STDCSeg(19, STDC1())`` has 8,276,851 parameters on its inference path (BN running statistics
+excluded; it keeps conv biases before BN that this module leaves out), and with random weights
+copied across, its 1/8-resolution logits equal this module's to 2e-6 relative (skip pooling set
+exclusive like Paddle's for that comparison). No pretrained weights are used here.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class STDCModule(nn.Module):
     downsamples the first block's output before the second block, and a 3×3 average pool
     downsamples it for the concatenation."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, count_include_pad: bool = True) -> None:
         super().__init__()
         half = cout // 2
         self.stride = stride
@@ -65,7 +70,7 @@ class STDCModule(nn.Module):
         ])
         if stride == 2:
             self.downsample = ConvBNReLU(half, half, 3, stride=2, groups=half, relu=False)
-            self.skip = nn.AvgPool2d(3, stride=2, padding=1)
+            self.skip = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=count_include_pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first = self.convs[0](x)
@@ -81,11 +86,12 @@ class STDCModule(nn.Module):
 
 class STDCNet(nn.Module):
     """STDC backbone; returns the features at strides 2, 4, 8, 16, 32
-    (channels 32, 64, 256, 512, 1024)."""
+    (channels 32, 64, 256, 512, 1024). ``count_include_pad`` of the skip pooling: True as in the
+    official PyTorch STDC-Seg, False as in PaddleSeg (Paddle's ``AvgPool2D`` is ``exclusive``)."""
 
     channels = (32, 64, 256, 512, 1024)
 
-    def __init__(self, variant: str = "stdc1", base: int = 64) -> None:
+    def __init__(self, variant: str = "stdc1", base: int = 64, count_include_pad: bool = True) -> None:
         super().__init__()
         if variant not in STDC_VARIANTS:
             raise ValueError(f"STDC variant must be one of {sorted(STDC_VARIANTS)}, got {variant!r}")
@@ -95,8 +101,8 @@ class STDCNet(nn.Module):
         cin = base
         for i, n in enumerate(STDC_VARIANTS[variant]):
             cout = base * 4 * 2 ** i
-            stages.append(nn.Sequential(*(STDCModule(cin if j == 0 else cout, cout, 2 if j == 0 else 1)
-                                          for j in range(n))))
+            stages.append(nn.Sequential(*(STDCModule(cin if j == 0 else cout, cout, 2 if j == 0 else 1,
+                                                     count_include_pad) for j in range(n))))
             cin = cout
         self.x8, self.x16, self.x32 = stages
 

@@ -1,0 +1,134 @@
+"""Per-operator latency table: measured on the target runtime on first use, cached on disk.
+
+Entries are keyed by the operator's ``OpKey`` (op, channels, input size, stride, dilation, extra
+settings); one table file holds one measurement context (backend, threads, device, machine
+fingerprint), so tables for different runtimes or machines never mix. Files are written
+atomically; a corrupt file, or one from another context, is reported with a warning and rebuilt.
+
+Each entry stores the operator's time minus the runtime's fixed per-call overhead (measured on an
+identity graph with the same input), so the latency of a network is predicted as the sum of its
+operators' entries plus one call overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from segnas.cost.backends import pinned_threads, prepare
+from segnas.cost.latency import default_threads, time_callable
+from segnas.cost.machine import cache_dir, machine_fingerprint
+from segnas.engine.progress import progress_bar
+from segnas.nn.ops import OpKey
+from segnas.utils import atomic_write_text
+
+FORMAT = "segnas-latency-table"
+VERSION = 1
+
+
+class _Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.0  # an empty graph is not exportable; one add is the cheapest real op
+
+
+class LatencyTable:
+    """Latency (ms) of operators on one runtime and machine; missing entries are measured on demand."""
+
+    def __init__(self, backend: str = "onnxruntime", threads: int | None = None, device: str = "cpu",
+                 path: str | Path | None = None, min_runs: int = 20, min_time_s: float = 0.3) -> None:
+        self.backend = backend
+        self.threads = threads or default_threads()
+        self.device = device
+        self.fingerprint = machine_fingerprint(device)
+        self.context = {"backend": backend, "threads": self.threads, "device": device,
+                        "fingerprint": self.fingerprint}
+        self.path = Path(path) if path else cache_dir() / "latency" / (
+            f"{backend}-{self.threads}t-{device}-{self.fingerprint}.json")
+        self.min_runs = min_runs
+        self.min_time_s = min_time_s
+        self.entries: dict[str, float] = {}
+        self.overheads: dict[str, float] = {}
+        self.measured = 0  # entries measured by this instance (not read from the cache)
+        self._load()
+
+    # ------------------------------------------------------------------ cache file
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("format") != FORMAT or data.get("version") != VERSION:
+                raise ValueError("not a segnas latency table of this version")
+            if data.get("context") != self.context:
+                raise ValueError(f"measured for {data.get('context')}, not {self.context}")
+            self.entries = {str(k): float(v) for k, v in data["entries"].items()}
+            self.overheads = {str(k): float(v) for k, v in data.get("overheads", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            warnings.warn(f"{self.path}: latency table unusable ({exc}); rebuilding it", stacklevel=2)
+            self.entries, self.overheads = {}, {}
+
+    def save(self) -> None:
+        payload = {"format": FORMAT, "version": VERSION, "context": self.context,
+                   "overheads": self.overheads, "entries": self.entries}
+        atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
+
+    # ------------------------------------------------------------------ measuring
+    def _time_module(self, module: nn.Module, shape: tuple[int, int, int, int]) -> float:
+        x = torch.randn(*shape).numpy()
+        with pinned_threads(self.threads):
+            run = prepare(self.backend, module.eval(), shape, self.threads, self.device)
+            times = time_callable(lambda: run(x), warmup=3, min_runs=self.min_runs, min_time_s=self.min_time_s)
+        times.sort()
+        return times[len(times) // 2]
+
+    def call_overhead(self, shape: tuple[int, int, int, int]) -> float:
+        """Fixed cost of one inference call for an input of ``shape`` (identity graph), cached."""
+        key = "x".join(map(str, shape))
+        if key not in self.overheads:
+            self.overheads[key] = self._time_module(_Identity(), shape)
+            self.save()
+        return self.overheads[key]
+
+    def _measure(self, key: OpKey) -> float:
+        raw = self._time_module(key.build(), key.input_shape)
+        return max(raw - self.call_overhead(key.input_shape), 0.0)
+
+    def lookup(self, key: OpKey, save: bool = True) -> float:
+        """Latency (ms, call overhead excluded) of one operator, measured now if not in the table."""
+        name = key.to_str()
+        if name not in self.entries:
+            self.entries[name] = self._measure(key)
+            self.measured += 1
+            if save:
+                self.save()
+        return self.entries[name]
+
+    def missing(self, keys: Iterable[OpKey]) -> list[OpKey]:
+        seen, out = set(), []
+        for k in keys:
+            s = k.to_str()
+            if s not in self.entries and s not in seen:
+                seen.add(s)
+                out.append(k)
+        return out
+
+    def ensure(self, keys: Iterable[OpKey], progress: bool = True) -> int:
+        """Measure every key not yet in the table (saving as it goes); returns how many were new."""
+        todo = self.missing(keys)
+        with progress_bar(progress and bool(todo)) as bar:
+            task = bar.add_task(f"latency table ({self.backend})", total=len(todo), info="") if bar else None
+            for i, key in enumerate(todo):
+                self.lookup(key, save=(i % 20 == 19))
+                if bar is not None:
+                    bar.update(task, advance=1, info=key.op)
+        if todo:
+            self.save()
+        return len(todo)
+
+    def __len__(self) -> int:
+        return len(self.entries)
