@@ -90,3 +90,33 @@ def test_demo_writes_report(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "val mIoU" in report and "latency" in report
     assert (run_dir / "sample_prediction.png").is_file() and (run_dir / "training_curve.png").is_file()
+
+
+def test_bench_prints_table_and_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    result = run("bench", "--model", "fast_scnn", "--size", "64x96", "--backend", "eager", "--backend", "onnxruntime",
+                 "--threads", "1", "--classes", "5", "--json", tmp_path / "rows.json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["backend"] for r in rows] == ["eager", "onnxruntime"]
+    assert all(r["median_ms"] > 0 and 0 < r["fraction_of_peak"] for r in rows)
+
+
+def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, monkeypatch):
+    ckpt, _ = trained
+    result = run("export", ckpt, "--out", tmp_path / "m.onnx", "--size", "48x64")
+    assert result.exit_code == 0, result.output
+    assert "parity onnxruntime" in result.output and (tmp_path / "m.onnx").is_file()
+
+    import segnas.jobs.bench as bench
+    from segnas.cost.export import ParityResult
+
+    monkeypatch.setattr(bench, "check_parity", lambda m, p, s, tol: ParityResult("onnxruntime", s, 0.5, tol))
+    result = run("export", ckpt, "--out", tmp_path / "bad.onnx", "--size", "48x64")
+    assert result.exit_code == 2 and "parity check failed" in result.output
+    assert not (tmp_path / "bad.onnx").exists()
+    monkeypatch.undo()
+    result = run("export", ckpt, "--out", tmp_path / "m.pt", "--size", "48x64", "--format", "torchscript")
+    assert result.exit_code == 0, result.output

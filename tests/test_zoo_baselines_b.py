@@ -78,16 +78,34 @@ def test_train_returns_main_and_aux_and_backward_works(module, cls):
     assert isinstance(plain(x), torch.Tensor)
 
 
+def calibrate_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Give BN running statistics of real activations (fresh ones, mean 0 and variance 1, blow
+    up the outputs of deep residual nets in eval mode), so outputs have a trained net's scale."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, 64, 96))
+    return model.eval()
+
+
 @pytest.mark.parametrize("module, cls", NETS)
 def test_onnx_export_matches_pytorch(module, cls):
     torch.manual_seed(0)
-    model = cls(num_classes=5).eval()
+    model = calibrate_batchnorm(cls(num_classes=5))
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         expected = model(x).numpy()
+    assert expected.std() > 0.05  # outputs large enough for the tolerance below to mean something
     buf = io.BytesIO()
     torch.onnx.export(model.eval(), x, buf, dynamo=False, opset_version=17)
     session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert got.shape == (1, 5, 64, 96)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # 1e-4 relative to the output scale: float32 kernels differ between the two runtimes, and
+    # the logits reach tens (DDRNet), where an absolute 1e-4 is below float32 accumulation noise
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert float(np.abs(got - expected).max()) <= 1e-4 * scale

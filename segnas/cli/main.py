@@ -165,6 +165,57 @@ def demo(
     demo_job(minutes, parse_size(size, "--size"), out_dir, threads, seed, echo=echo)
 
 
+@app.command()
+@user_errors
+def bench(
+    model: list[str] = typer.Option(..., "--model", "-m", help="Zoo name, arch.json or checkpoint (repeatable)."),
+    size: str = typer.Option("360x480", help="Input HxW."),
+    backend: list[str] = typer.Option(["onnxruntime"], "--backend", "-b",
+                                      help="eager, eager-cl, torchscript, onnxruntime, openvino (repeatable)."),
+    threads: Optional[int] = typer.Option(None, help="Threads (default: all cores available)."),
+    classes: int = typer.Option(19, help="Class count for zoo names and arch files."),
+    device: str = typer.Option("cpu", help="cpu, or cuda for eager/torchscript/onnxruntime on a GPU."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
+) -> None:
+    """Params, GFLOPs, latency (median/IQR), FPS and fraction of the machine's matmul peak."""
+    from segnas.jobs.bench import bench_job
+    from segnas.utils import atomic_write_text, parse_size
+
+    rows = bench_job(model, parse_size(size, "--size"), backend, threads, classes, device)
+    table = Table(title=f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
+    for col in ("model", "backend", "params M", "GFLOPs", "median ms", "IQR ms", "FPS", "GFLOP/s", "% peak"):
+        table.add_column(col, justify="left" if col in ("model", "backend") else "right")
+    for r in rows:
+        table.add_row(r["model"], r["backend"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", f"{r['median_ms']:.2f}",
+                      f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}", f"{r['achieved_gflops_s']:.1f}",
+                      f"{100 * r['fraction_of_peak']:.1f}")
+    console.print(table)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(rows, indent=2))
+
+
+@app.command()
+@user_errors
+def export(
+    model: str = typer.Argument(..., help="Checkpoint (.pt), arch.json or zoo name."),
+    out: Path = typer.Option(..., help="Output file (.onnx or .pt for TorchScript)."),
+    size: str = typer.Option("360x480", help="Input HxW used for tracing and the parity check."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only)."),
+    classes: int = typer.Option(19, help="Class count for zoo names and arch files."),
+    tolerance: float = typer.Option(1e-3, help="Largest accepted |PyTorch − exported| difference."),
+) -> None:
+    """Export to ONNX or TorchScript and check parity with PyTorch."""
+    from segnas.jobs.bench import export_job
+    from segnas.utils import parse_size
+
+    path, results = export_job(model, out, parse_size(size, "--size"), fmt, dynamic, classes, tolerance)
+    for r in results:
+        echo(f"parity {r.backend} at {'x'.join(map(str, r.input_shape))}: max |diff| {r.max_abs_diff:.2e} "
+             f"(tolerance {r.tolerance:g}) ok")
+    echo(f"wrote {path}")
+
+
 def main() -> None:
     app(prog_name="segnas")
 

@@ -35,3 +35,15 @@ def load_trained(checkpoint: str | Path) -> tuple[nn.Module, ClassInfo, dict[str
     model = build_network(state["model_spec"], classes.num_classes)
     model.load_state_dict(state["model"])
     return model.eval(), classes, state
+
+
+def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
+    """A network from a checkpoint (``.pt``), an architecture file (``.json``) or a zoo name;
+    returns the network in eval mode and a display name."""
+    path = Path(source)
+    if path.suffix == ".pt":
+        model, _, _ = load_trained(path)
+        return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
+    if path.suffix == ".json":
+        return build_from_arch(read_arch_file(path), num_classes).eval(), path.stem
+    return build_model(source, num_classes).eval(), source

@@ -9,6 +9,10 @@ FasterSeg's operators (official code, ``operations.py``): ``conv`` (3×3 conv-BN
 BasicResidual1x there, with no residual), ``conv_2x`` (two of them), the zoomed ``conv_downup``
 (bilinear ½ → conv → BN → bilinear back → ReLU; no upsampling when strided) and ``conv_2x_downup``,
 and ``skip`` (identity, or factorized reduce when the shape changes).
+
+Besides the searchable cell operators, the fixed pieces around them are ops too, so that a whole
+network's latency is the sum over its keys: ``conv_bn_relu`` (stems, 1×1 projections, refinement
+convs), ``head`` (3×3 conv-BN-ReLU + 1×1 classifier) and ``upsample`` (bilinear ×factor).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.nn.blocks import ConvBNReLU
+from segnas.nn.blocks import ConvBNReLU, SegHead
 
 OpFactory = Callable[..., nn.Module]
 OPS: dict[str, OpFactory] = {}
@@ -149,3 +153,33 @@ def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> n
 @register_op("conv_bn_relu")
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Module:
     return ConvBNReLU(cin, cout, kernel, stride, dilation=dilation)
+
+
+class Upsample(nn.Module):
+    """Bilinear upsampling by an integer factor (output size = factor × input size)."""
+
+    def __init__(self, factor: int, align_corners: bool) -> None:
+        super().__init__()
+        self.factor = factor
+        self.align_corners = align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return F.interpolate(x, size=(h * self.factor, w * self.factor), mode="bilinear",
+                             align_corners=self.align_corners)
+
+
+@register_op("upsample")
+def upsample(cin: int, cout: int, stride: int = 1, dilation: int = 1, factor: int = 2,
+             align_corners: bool = False) -> nn.Module:
+    if cin != cout or stride != 1 or factor < 1:
+        raise SegnasError(f"op upsample: needs cin == cout, stride 1 and factor >= 1 "
+                          f"(got cin={cin}, cout={cout}, stride={stride}, factor={factor})")
+    return Upsample(factor, align_corners)
+
+
+@register_op("head")
+def head(cin: int, cout: int, stride: int = 1, dilation: int = 1, mid: int = 0) -> nn.Module:
+    """Classifier head: 3×3 conv-BN-ReLU to ``mid`` channels (``cin`` when 0), then 1×1 conv with bias
+    to ``cout`` classes; no dropout (FasterSeg's ``Head``)."""
+    return SegHead(cin, cout, mid=mid or cin, dropout=0.0)

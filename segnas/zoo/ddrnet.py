@@ -164,6 +164,16 @@ class DDRNet(SegmentationNet):
         self.spp = DAPPM(16 * p, 128, 4 * p)
         self.head = DDRSegHead(4 * p, head, num_classes)
         self.aux_heads = nn.ModuleList([DDRSegHead(high, head, num_classes)]) if aux else nn.ModuleList()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialization of the official code: convs Kaiming-normal (fan-out, ReLU), BN 1 and 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.layer1(self.stem(x))

@@ -140,6 +140,18 @@ class PPLiteSeg(SegmentationNet):
         self.aux_heads = nn.ModuleList(
             PPLiteSegHead(w, m, num_classes) for w, m in zip(widths[1:], head_widths[1:])
         ) if aux else nn.ModuleList()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Paddle's default conv initialization (normal, std √(2 / fan-in)), BN 1 and 0. (PaddleSeg's
+        STDC backbone draws its convs from N(0, 0.001²), a placeholder for the ImageNet weights it
+        always loads; without them, the default is used here throughout.)"""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         _, _, f8, f16, f32 = self.backbone(x)

@@ -174,6 +174,22 @@ class STDCSeg(SegmentationNet):
             BiSeNetOutput(c8, 64, 1),  # detail guidance (boundary logits) on the 1/8 backbone feature
         ]) if aux else nn.ModuleList()
         self.detail_logits: torch.Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialization of the official code: backbone convs Kaiming-normal (fan-out), decoder
+        and head convs Kaiming-normal with a=1 (fan-in, gain 1), zero conv biases, BN 1 and 0."""
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Conv2d):
+                if name.startswith("backbone."):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                else:
+                    nn.init.kaiming_normal_(m.weight, a=1)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         _, _, f8, f16, f32 = self.backbone(x)
