@@ -182,4 +182,6 @@ def upsample(cin: int, cout: int, stride: int = 1, dilation: int = 1, factor: in
 def head(cin: int, cout: int, stride: int = 1, dilation: int = 1, mid: int = 0) -> nn.Module:
     """Classifier head: 3×3 conv-BN-ReLU to ``mid`` channels (``cin`` when 0), then 1×1 conv with bias
     to ``cout`` classes; no dropout (FasterSeg's ``Head``)."""
+    if stride != 1:
+        raise SegnasError(f"op head: stride must be 1 (got {stride})")
     return SegHead(cin, cout, mid=mid or cin, dropout=0.0)

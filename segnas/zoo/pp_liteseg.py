@@ -69,12 +69,12 @@ def adaptive_avg_pool2d(x: torch.Tensor, size: int) -> torch.Tensor:
     if not torch.onnx.is_in_onnx_export():
         return F.adaptive_avg_pool2d(x, size)
 
-    def bins(n: int) -> torch.Tensor:
-        m = torch.zeros(size, n, dtype=x.dtype, device=x.device)
+    def bins(n: int) -> torch.Tensor:  # size × n; row i averages [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)
+        rows = []
         for i in range(size):
             start, end = i * n // size, -(-(i + 1) * n // size)
-            m[i, start:end] = 1.0 / (end - start)
-        return m
+            rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n)])
+        return torch.tensor(rows, dtype=x.dtype, device=x.device)
 
     return bins(int(x.shape[-2])) @ x @ bins(int(x.shape[-1])).T
 

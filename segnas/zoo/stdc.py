@@ -91,16 +91,15 @@ class STDCNet(nn.Module):
 
     channels = (32, 64, 256, 512, 1024)
 
-    def __init__(self, variant: str = "stdc1", base: int = 64, count_include_pad: bool = True) -> None:
+    def __init__(self, variant: str = "stdc1", count_include_pad: bool = True) -> None:
         super().__init__()
         if variant not in STDC_VARIANTS:
             raise ValueError(f"STDC variant must be one of {sorted(STDC_VARIANTS)}, got {variant!r}")
-        self.x2 = ConvBNReLU(3, base // 2, 3, stride=2)
-        self.x4 = ConvBNReLU(base // 2, base, 3, stride=2)
+        self.x2 = ConvBNReLU(3, self.channels[0], 3, stride=2)
+        self.x4 = ConvBNReLU(self.channels[0], self.channels[1], 3, stride=2)
         stages = []
-        cin = base
-        for i, n in enumerate(STDC_VARIANTS[variant]):
-            cout = base * 4 * 2 ** i
+        cin = self.channels[1]
+        for cout, n in zip(self.channels[2:], STDC_VARIANTS[variant]):
             stages.append(nn.Sequential(*(STDCModule(cin if j == 0 else cout, cout, 2 if j == 0 else 1,
                                                      count_include_pad) for j in range(n))))
             cin = cout
