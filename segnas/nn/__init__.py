@@ -6,6 +6,7 @@ from segnas.nn.blocks import (
     InvertedResidual,
     PyramidPooling,
     SegHead,
+    adaptive_avg_pool2d,
 )
 from segnas.nn.segnet import SegmentationNet, pad_to_multiple
 
@@ -15,6 +16,7 @@ __all__ = [
     "InvertedResidual",
     "PyramidPooling",
     "SegHead",
+    "adaptive_avg_pool2d",
     "SegmentationNet",
     "pad_to_multiple",
 ]

@@ -51,6 +51,22 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
+def adaptive_avg_pool2d(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; under ONNX export, the same bins as two averaging
+    matrices (ONNX has no adaptive pooling to sizes that do not divide the input)."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, size)
+
+    def bins(n: int) -> torch.Tensor:  # size × n; row i averages [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)
+        rows = []
+        for i in range(size):
+            start, end = i * n // size, -(-(i + 1) * n // size)
+            rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n)])
+        return torch.tensor(rows, dtype=x.dtype, device=x.device)
+
+    return bins(int(x.shape[-2])) @ x @ bins(int(x.shape[-1])).T
+
+
 class PyramidPooling(nn.Module):
     """PSPNet pyramid pooling: average-pool to several grid sizes, 1×1 conv each, upsample, concat,
     fuse with a 1×1 conv."""
@@ -66,7 +82,7 @@ class PyramidPooling(nn.Module):
         size = x.shape[-2:]
         feats = [x]
         for b, stage in zip(self.bins, self.stages):
-            pooled = F.adaptive_avg_pool2d(x, b)
+            pooled = adaptive_avg_pool2d(x, b)
             feats.append(F.interpolate(stage(pooled), size=size, mode="bilinear", align_corners=False))
         return self.project(torch.cat(feats, 1))
 

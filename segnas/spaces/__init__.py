@@ -18,6 +18,7 @@ from segnas.utils import atomic_write_text
 
 #: name -> "module:attribute" of the space object; filled as spaces are added.
 SPACES: dict[str, str] = {}
+SPACES["multires"] = "segnas.spaces.multires:MULTIRES"
 
 
 def get_space(name: str) -> Any:

@@ -1,27 +1,32 @@
-"""Hand-designed real-time segmentation networks, built by name for any class count."""
+"""Hand-designed real-time segmentation networks, built by name for any class count.
+
+Each network lives in one file that cites its paper and the published parameter count
+(``PUBLISHED_PARAMS`` / ``PUBLISHED_PARAMS_SOURCE``) that the tests compare against.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from torch import nn
 
 from segnas.errors import SegnasError
+from segnas.zoo.bisenetv2 import BiSeNetV2
+from segnas.zoo.ddrnet import DDRNet
+from segnas.zoo.enet import ENet
 from segnas.zoo.fast_scnn import FastSCNN
+from segnas.zoo.pp_liteseg import PPLiteSeg
+from segnas.zoo.stdc import STDCSeg
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fast_scnn": FastSCNN,
+    "enet": ENet,
+    "bisenetv2": BiSeNetV2,
+    "stdc1_seg": functools.partial(STDCSeg, variant="stdc1"),
+    "ddrnet_23_slim": functools.partial(DDRNet, variant="23_slim"),
+    "pp_liteseg_t": functools.partial(PPLiteSeg, variant="t"),
 }
-
-
-def register_model(name: str) -> Callable:
-    """Decorator adding a network class or factory to the zoo under ``name``."""
-
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = factory
-        return factory
-
-    return wrap
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -29,9 +34,7 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     key = name.lower().replace("-", "_")
     if key not in MODELS:
         raise SegnasError(f"model: unknown name {name!r}; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[key](num_classes=num_classes, **kwargs)
-
-
-def deploy_parameter_count(model: nn.Module) -> int:
-    """Parameters used at inference (auxiliary heads, used only in training, are left out)."""
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux_heads"))
+    try:
+        return MODELS[key](num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        raise SegnasError(f"model.options: {exc}") from None

@@ -15,6 +15,9 @@ from torch import nn
 
 from segnas.nn import ConvBNReLU, DepthwiseSeparableConv, InvertedResidual, PyramidPooling, SegHead, SegmentationNet
 
+PUBLISHED_PARAMS = 1_110_000
+PUBLISHED_PARAMS_SOURCE = "Poudel et al., BMVC 2019, arXiv:1902.04502: '1.11 million parameters' (abstract and Table 4)"
+
 
 class FeatureFusion(nn.Module):
     """Adds the 1/8 path (1×1 conv) and the upsampled 1/32 path (depthwise 3×3 + 1×1 conv)."""

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segnas.nn import ConvBNReLU, SegmentationNet
+from segnas.nn import ConvBNReLU, SegmentationNet, adaptive_avg_pool2d
 from segnas.zoo.stdc import STDCNet
 
 PUBLISHED_PARAMS = 8_028_323
@@ -61,22 +61,6 @@ PPLITESEG_VARIANTS: dict[str, tuple[str, tuple[int, int, int], tuple[int, int, i
     "t": ("stdc1", (32, 64, 128), (32, 64, 64)),
     "b": ("stdc2", (64, 96, 128), (64, 64, 64)),
 }
-
-
-def adaptive_avg_pool2d(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d(x, size)``; under ONNX export, the same bins as two averaging
-    matrices (ONNX has no adaptive pooling to sizes that do not divide the input)."""
-    if not torch.onnx.is_in_onnx_export():
-        return F.adaptive_avg_pool2d(x, size)
-
-    def bins(n: int) -> torch.Tensor:  # size × n; row i averages [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)
-        rows = []
-        for i in range(size):
-            start, end = i * n // size, -(-(i + 1) * n // size)
-            rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n)])
-        return torch.tensor(rows, dtype=x.dtype, device=x.device)
-
-    return bins(int(x.shape[-2])) @ x @ bins(int(x.shape[-1])).T
 
 
 class SPPM(nn.Module):
