@@ -203,18 +203,23 @@ class PairDataset(Dataset):
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load_arrays(index)
-        img_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-        mask_t = torch.from_numpy(mask.astype(np.int64))
-        if self.transform is not None:
-            img_t, mask_t = self.transform(img_t, mask_t)
-        return img_t, mask_t
+        return to_sample(*self.load_arrays(index), self.transform)
 
     def validate(self) -> int:
         """Read every pair once (checking readability, sizes and labels); return the count."""
         for i in range(len(self)):
             self.load_arrays(i)
         return len(self)
+
+
+def to_sample(image: np.ndarray, mask: np.ndarray, transform: Transform | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 H×W×3 image and H×W mask → (float CHW in [0, 1], int64 HW), then ``transform``."""
+    img_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+    mask_t = torch.from_numpy(mask.astype(np.int64))
+    if transform is not None:
+        img_t, mask_t = transform(img_t, mask_t)
+    return img_t, mask_t
 
 
 def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:

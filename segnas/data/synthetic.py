@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segnas.data.base import IGNORE_INDEX, ClassInfo, Transform
+from segnas.data.base import IGNORE_INDEX, ClassInfo, Transform, to_sample
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write, parse_size
 
@@ -1019,12 +1019,7 @@ class SyntheticStreets(Dataset):
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load_arrays(index)
-        img_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-        mask_t = torch.from_numpy(mask.astype(np.int64))
-        if self.transform is not None:
-            img_t, mask_t = self.transform(img_t, mask_t)
-        return img_t, mask_t
+        return to_sample(*self.load_arrays(index), self.transform)
 
     def validate(self) -> int:
         """Nothing to read: render the first sample as a smoke test and return the length."""

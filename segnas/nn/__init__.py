@@ -7,6 +7,7 @@ from segnas.nn.blocks import (
     PyramidPooling,
     SegHead,
     adaptive_avg_pool2d,
+    kaiming_init,
 )
 from segnas.nn.segnet import SegmentationNet, pad_to_multiple
 
@@ -17,6 +18,7 @@ __all__ = [
     "PyramidPooling",
     "SegHead",
     "adaptive_avg_pool2d",
+    "kaiming_init",
     "SegmentationNet",
     "pad_to_multiple",
 ]

@@ -7,6 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def kaiming_init(model: nn.Module, mode: str = "fan_out") -> None:
+    """Kaiming-normal (ReLU gain) convolution weights, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ConvBNReLU(nn.Sequential):
     """k×k convolution → BatchNorm → ReLU (ReLU optional)."""
 

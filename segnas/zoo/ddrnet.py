@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segnas.nn import ConvBNReLU, SegmentationNet
+from segnas.nn import ConvBNReLU, SegmentationNet, kaiming_init
 
 PUBLISHED_PARAMS = 5_700_000
 PUBLISHED_PARAMS_SOURCE = (
@@ -168,12 +168,7 @@ class DDRNet(SegmentationNet):
 
     def reset_parameters(self) -> None:
         """Initialization of the official code: convs Kaiming-normal (fan-out, ReLU), BN 1 and 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self, mode="fan_out")
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.layer1(self.stem(x))

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segnas.nn import ConvBNReLU, SegmentationNet, adaptive_avg_pool2d
+from segnas.nn import ConvBNReLU, SegmentationNet, adaptive_avg_pool2d, kaiming_init
 from segnas.zoo.stdc import STDCNet
 
 PUBLISHED_PARAMS = 8_028_323
@@ -130,12 +130,7 @@ class PPLiteSeg(SegmentationNet):
         """Paddle's default conv initialization (normal, std √(2 / fan-in)), BN 1 and 0. (PaddleSeg's
         STDC backbone draws its convs from N(0, 0.001²), a placeholder for the ImageNet weights it
         always loads; without them, the default is used here throughout.)"""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self, mode="fan_in")
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         _, _, f8, f16, f32 = self.backbone(x)
