@@ -74,3 +74,16 @@ def test_segmentation_loss_combines_aux_and_kd():
     expected = ce + 0.4 * F.cross_entropy(aux, target, ignore_index=255) + 0.5 * kd_loss(logits, aux, 1.0, target)
     assert torch.allclose(total, expected, atol=1e-6)
     assert set(parts) == {"seg", "aux0", "kd"}
+
+
+def test_boundary_targets_mark_label_edges_only():
+    from segnas.engine.losses import boundary_targets, detail_loss
+
+    target = torch.zeros(1, 16, 16, dtype=torch.long)
+    target[:, :, 8:] = 3
+    gt = boundary_targets(target)
+    assert gt.shape == (1, 1, 16, 16)
+    assert gt[0, 0, :, 7:9].sum() > 0  # the vertical class border
+    assert gt[0, 0, :, :5].sum() == 0 and gt[0, 0, :, 12:].sum() == 0  # flat regions
+    good = (gt * 20 - 10).requires_grad_(True)
+    assert detail_loss(good, target) < detail_loss(torch.zeros_like(good), target)

@@ -76,6 +76,8 @@ class LossConfig(Settings):
     teacher: Optional[str] = None
     kd_weight: float = Field(1.0, ge=0)
     kd_temperature: float = Field(1.0, gt=0)
+    #: Weight of STDC's detail-guidance loss (used only by networks that output "detail").
+    detail_weight: float = Field(1.0, ge=0)
 
 
 class TrainConfig(Settings):

@@ -53,12 +53,44 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     return kl.mean() * t * t
 
 
+LAPLACIAN = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]]).view(1, 1, 3, 3)
+
+
+def boundary_targets(target: torch.Tensor) -> torch.Tensor:
+    """STDC's detail ground truth: Laplacian edges of the label map at strides 1, 2 and 4,
+    upsampled, fused with weights (0.6, 0.3, 0.1) and thresholded at 0.1 → N×1×H×W in {0, 1}.
+    The label map is padded by replication (the official code pads with zeros, which marks the
+    image border as a boundary wherever the class id is not 0)."""
+    labels = F.pad(target[:, None].float(), (1, 1, 1, 1), mode="replicate")
+    h, w = target.shape[-2:]
+    maps = []
+    for stride in (1, 2, 4):
+        edge = F.conv2d(labels, LAPLACIAN.to(labels.device), stride=stride).clamp(min=0)
+        edge = (edge > 0.1).float()
+        maps.append(F.interpolate(edge, size=(h, w), mode="nearest") if stride > 1 else edge)
+    fused = 0.6 * maps[0] + 0.3 * maps[1] + 0.1 * maps[2]
+    return (fused > 0.1).float()
+
+
+def detail_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """STDC detail guidance: binary cross-entropy + dice loss of boundary logits (N×1×H×W)
+    against ``boundary_targets(target)``."""
+    gt = boundary_targets(target)
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, gt)
+    prob = torch.sigmoid(logits).flatten(1)
+    inter = (prob * gt.flatten(1)).sum(1)
+    dice = 1 - (2 * inter + 1) / (prob.pow(2).sum(1) + gt.flatten(1).pow(2).sum(1) + 1)
+    return bce + dice.mean()
+
+
 class SegmentationLoss(nn.Module):
-    """Main loss + ``aux_weight`` × each auxiliary head's loss + ``kd_weight`` × KD to a teacher."""
+    """Main loss + ``aux_weight`` × each auxiliary head's loss + ``kd_weight`` × KD to a teacher
+    + ``detail_weight`` × detail-guidance loss when the network outputs ``"detail"`` logits."""
 
     def __init__(self, kind: str = "ce", aux_weight: float = 0.4, ohem_thresh: float = 0.7,
                  ohem_min_kept: int = 100_000, class_weights: Sequence[float] | None = None,
-                 kd_weight: float = 1.0, kd_temperature: float = 1.0,
+                 kd_weight: float = 1.0, kd_temperature: float = 1.0, detail_weight: float = 1.0,
                  ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
@@ -71,17 +103,20 @@ class SegmentationLoss(nn.Module):
         self.aux_weight = aux_weight
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
+        self.detail_weight = detail_weight
         self.ignore_index = ignore_index
 
     def forward(self, output, target: torch.Tensor, teacher_logits: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         if isinstance(output, dict):
-            main, aux = output["out"], output.get("aux", [])
+            main, aux, detail = output["out"], output.get("aux", []), output.get("detail")
         else:
-            main, aux = output, []
+            main, aux, detail = output, [], None
         parts = {"seg": self.main(main.float(), target)}
         for i, a in enumerate(aux):
             parts[f"aux{i}"] = self.aux_weight * self.aux(a.float(), target)
+        if detail is not None and self.detail_weight > 0:
+            parts["detail"] = self.detail_weight * detail_loss(detail, target)
         if teacher_logits is not None and self.kd_weight > 0:
             parts["kd"] = self.kd_weight * kd_loss(main, teacher_logits, self.kd_temperature, target,
                                                    self.ignore_index)

@@ -42,7 +42,7 @@ class TrainResult:
 def build_loss(cfg: TrainConfig) -> SegmentationLoss:
     lc = cfg.loss
     return SegmentationLoss(lc.kind, lc.aux_weight, lc.ohem_thresh, lc.ohem_min_kept, lc.class_weights,
-                            lc.kd_weight, lc.kd_temperature)
+                            lc.kd_weight, lc.kd_temperature, lc.detail_weight)
 
 
 class Trainer:

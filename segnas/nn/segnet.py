@@ -1,7 +1,8 @@
 """Base class of every segmentation network: any input size, logits at input resolution.
 
 Subclasses implement ``forward_features(x) -> (main_logits, [aux_logits...])`` at reduced
-resolution. The base pads the input to the network's stride (so H or W not divisible by 32 never
+resolution, or ``(main, aux, extras)`` where ``extras`` maps names to further training-only
+outputs that a loss knows by name (e.g. ``"detail"``: STDC's boundary logits). The base pads the input to the network's stride (so H or W not divisible by 32 never
 crashes), upsamples logits to the padded size and crops back. In eval mode (and in ONNX export)
 it returns one tensor; in train mode it returns ``{"out": main, "aux": [...]}`` when aux heads exist.
 """
@@ -40,9 +41,14 @@ class SegmentationNet(nn.Module):
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, self.stride_multiple)
         size = padded.shape[-2:]
-        main, aux = self.forward_features(padded)
-        out = F.interpolate(main, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
-        if not self.training or not aux:
+        main, aux, *rest = self.forward_features(padded)
+        extras = rest[0] if rest else {}
+        out = _upsample_crop(main, size, h, w)
+        if not self.training or not (aux or extras):
             return out
-        aux_out = [F.interpolate(a, size=size, mode="bilinear", align_corners=False)[..., :h, :w] for a in aux]
-        return {"out": out, "aux": aux_out}
+        return {"out": out, "aux": [_upsample_crop(a, size, h, w) for a in aux],
+                **{k: _upsample_crop(v, size, h, w) for k, v in extras.items()}}
+
+
+def _upsample_crop(x: torch.Tensor, size, h: int, w: int) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[..., :h, :w]

@@ -18,10 +18,9 @@ Training-only heads (``self.aux_heads``, left out of deployed parameter counts):
   [1] seg head on the 1/16 context feature (``conv_out32``),
   [2] the detail-guidance head on the 1/8 backbone feature (``conv_out_sp8``, 1 channel).
 The two seg heads' logits are the ``aux`` outputs in train mode. The detail head predicts a
-binary boundary map, not classes, so it is not among the ``aux`` outputs (these all get the
-class cross-entropy); in train mode its 1/8-resolution logits are left in
-``self.detail_logits`` for a detail loss (BCE + dice against Laplacian boundary targets, the
-paper's detail guidance), which the training engine does not have yet.
+binary boundary map, not classes: it is the ``"detail"`` output in train mode, trained by the
+engine's detail-guidance loss (BCE + dice against Laplacian boundary targets,
+``segnas.engine.losses.detail_loss``).
 
 Published size: STDC1-Seg 8.29M parameters (19 Cityscapes classes), PaddleSeg
 ``docs/model_zoo_overview.md``, "Summary table", row ``STDC1-Seg50 | STDC1 | 74.74% | 24.83 |
@@ -172,7 +171,6 @@ class STDCSeg(SegmentationNet):
             BiSeNetOutput(128, 64, num_classes),  # on the 1/16 context feature
             BiSeNetOutput(c8, 64, 1),  # detail guidance (boundary logits) on the 1/8 backbone feature
         ]) if aux else nn.ModuleList()
-        self.detail_logits: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -196,9 +194,6 @@ class STDCSeg(SegmentationNet):
         cp16 = self.conv_head32(F.interpolate(context, size=f16.shape[-2:], mode="nearest"))
         cp8 = self.conv_head16(F.interpolate(self.arm16(f16) + cp16, size=f8.shape[-2:], mode="nearest"))
         out = self.head(self.ffm(f8, cp8))
-        aux: list[torch.Tensor] = []
-        self.detail_logits = None
         if self.training and len(self.aux_heads):
-            aux = [self.aux_heads[0](cp8), self.aux_heads[1](cp16)]
-            self.detail_logits = self.aux_heads[2](f8)
-        return out, aux
+            return out, [self.aux_heads[0](cp8), self.aux_heads[1](cp16)], {"detail": self.aux_heads[2](f8)}
+        return out, []
