@@ -494,7 +494,8 @@ class MultiResSpace:
         strided = [i + 1 < n and path[i + 1] > path[i] for i in range(n)]
         ops = [CELL_OPS[op_grid[i, path[i]]] for i in range(n)]
         widths = [int(width_grid[i + 1, path[i + 1]]) for i in range(n - 1)]
-        removable = {i for i in range(n) if ops[i] == "skip" and not strided[i]}
+        plain_skips = {i for i in range(n) if ops[i] == "skip" and not strided[i]}
+        removable = set(plain_skips)
         # after every strided cell at least one cell stays before the next one (or the end)
         bounds = [i for i in range(n) if strided[i]] + [n]
         for a, b in zip(bounds, bounds[1:]):
@@ -503,7 +504,7 @@ class MultiResSpace:
                 removable.discard(seg[0])
         budget = max(len(path) - self.min_cells(path[-1]), 0)
         removed = set(sorted(removable, key=lambda i: -prio_grid[i, path[i]])[:budget])
-        for i in removable - removed:
+        for i in plain_skips - removed:  # kept plain skips fall back to a real operator
             ops[i] = CELL_OPS[alt_grid[i, path[i]]]
         kept = [i for i in range(n) if i not in removed]
         return Branch(tuple(path[i] for i in kept), tuple(ops[i] for i in kept), tuple(widths[i] for i in kept[:-1]))
