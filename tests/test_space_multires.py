@@ -28,7 +28,8 @@ SMALL = MultiResSpace(layers=8, base_width=4)  # cheap networks for forward pass
 
 
 def _official_dir() -> Path:
-    return Path(os.environ.get("SEGNAS_FASTERSEG_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fasterseg"))
+    default = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fasterseg"
+    return Path(os.environ.get("SEGNAS_FASTERSEG_DIR", default))
 
 
 needs_official = pytest.mark.skipif(not (_official_dir() / "arch_1.pt").is_file(),
@@ -238,10 +239,12 @@ def test_official_import_reproduces_official_structure(idx):
     n_cells = sum(len(b) for b in arch.branches) - exp["shared_cells"]
     assert len(model.cells) == n_cells
     params = count_parameters(model)
-    print(f"official arch_{idx}: {params:,} parameters (deployed), {count_parameters(model, deploy=False):,} with aux heads")
+    print(f"official arch_{idx}: {params:,} parameters (deployed), "
+          f"{count_parameters(model, deploy=False):,} with aux heads")
     assert params == exp["params"]
     if idx == 1:
-        rows = [(r["layer"], r["branch"], r["cin"], r["cout"], r["stride"]) for r in structure_rows(arch, 19) if r["part"] == "cell"]
+        rows = [(r["layer"], r["branch"], r["cin"], r["cout"], r["stride"])
+                for r in structure_rows(arch, 19) if r["part"] == "cell"]
         assert rows == STUDENT_CELLS
         # FLOPs scale exactly with the pixel count here: 256x512 × 16 = 1024x2048
         gmacs = count_flops(model, (1, 3, 256, 512)).gmacs * 16

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.nn.ops import OPS, OpKey
+from segnas.nn.ops import OpKey
 from segnas.nn.segnet import SegmentationNet, pad_to_multiple
 
 #: Cell operators, in the order of FasterSeg's ``PRIMITIVES`` (index = position in α).
@@ -114,7 +114,10 @@ class MultiResArch:
 
     def cell_channels(self, branch: Branch, i: int) -> tuple[int, int]:
         """(cin, cout) of cell ``i`` of ``branch``."""
-        cin = self.stem_channels()[-1] if i == 0 else self.channels(branch.scales[i], self.width_ratios[branch.widths[i - 1]])
+        if i == 0:
+            cin = self.stem_channels()[-1]
+        else:
+            cin = self.channels(branch.scales[i], self.width_ratios[branch.widths[i - 1]])
         if i == len(branch) - 1:
             return cin, self.channels(branch.scales[i], self.head_width)
         return cin, self.channels(branch.scales[i + 1], self.width_ratios[branch.widths[i]])
@@ -149,7 +152,8 @@ class MultiResArch:
             if name in d:
                 kwargs[name] = _float(d[name], name)
         if "width_ratios" in d:
-            kwargs["width_ratios"] = tuple(_float(v, f"width_ratios[{i}]") for i, v in enumerate(_list(d["width_ratios"], "width_ratios")))
+            ratios = _list(d["width_ratios"], "width_ratios")
+            kwargs["width_ratios"] = tuple(_float(v, f"width_ratios[{i}]") for i, v in enumerate(ratios))
         branches = []
         for b, bd in enumerate(_list(d["branches"], "branches")):
             where = f"branches[{b}]"
@@ -161,9 +165,10 @@ class MultiResArch:
             for key in ("scales", "ops", "widths"):
                 if key not in bd:
                     raise SegnasError(f"multires arch field {where}.{key}: missing")
-            scales = tuple(_int(v, f"{where}.scales[{i}]") for i, v in enumerate(_list(bd["scales"], f"{where}.scales")))
-            ops = tuple(_str(v, f"{where}.ops[{i}]") for i, v in enumerate(_list(bd["ops"], f"{where}.ops")))
-            widths = tuple(_int(v, f"{where}.widths[{i}]") for i, v in enumerate(_list(bd["widths"], f"{where}.widths")))
+            lists = {key: _list(bd[key], f"{where}.{key}") for key in ("scales", "ops", "widths")}
+            scales = tuple(_int(v, f"{where}.scales[{i}]") for i, v in enumerate(lists["scales"]))
+            ops = tuple(_str(v, f"{where}.ops[{i}]") for i, v in enumerate(lists["ops"]))
+            widths = tuple(_int(v, f"{where}.widths[{i}]") for i, v in enumerate(lists["widths"]))
             branches.append(Branch(scales, ops, widths))
         return cls(branches=tuple(branches), **kwargs)
 
@@ -223,7 +228,8 @@ def _validate(a: MultiResArch) -> None:
         if len(b.scales) != n:
             fail(f"{where}.scales", f"expected one scale per cell ({n}), got {len(b.scales)}")
         if len(b.widths) != n - 1:
-            fail(f"{where}.widths", f"expected {n - 1} widths (every cell but the last, which has the head width), got {len(b.widths)}")
+            fail(f"{where}.widths", f"expected {n - 1} widths (every cell but the last, which has the head "
+                                    f"width), got {len(b.widths)}")
         for i, op in enumerate(b.ops):
             if op not in CELL_OPS:
                 fail(f"{where}.ops[{i}]", f"unknown operator {op!r} (expected one of {', '.join(CELL_OPS)})")
@@ -298,6 +304,10 @@ def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> OpKey:
     return _key("conv_bn_relu", cin, cout, stride, kernel=kernel)
 
 
+def _upsample(channels: int, factor: int) -> OpKey:
+    return _key("upsample", channels, channels, factor=factor, align_corners=ALIGN_CORNERS)
+
+
 def _head(cin: int, num_classes: int) -> OpKey:
     return _key("head", cin, num_classes, mid=cin if cin <= HEAD_MID_LIMIT else cin // 2)
 
@@ -327,7 +337,8 @@ def plan_network(arch: MultiResArch, num_classes: int) -> Plan:
             b = branches[group[0]]
             cin, cout = arch.cell_channels(b, layer)
             stride = 2 if b.strided(layer) else 1
-            piece = Piece(f"cells.{layer}_{group[0]}", _key(b.ops[layer], cin, cout, stride), STEM_LEVELS + b.scales[layer])
+            piece = Piece(f"cells.{layer}_{group[0]}", _key(b.ops[layer], cin, cout, stride),
+                          STEM_LEVELS + b.scales[layer])
             steps.append(CellStep(piece, layer, tuple(group), b.scales[layer], stride == 2))
     head_ch = [arch.channels(s, arch.head_width) for s in range(arch.num_scales)]
     fusion = []
@@ -337,14 +348,14 @@ def plan_network(arch: MultiResArch, num_classes: int) -> Plan:
         for s in range(b.last - 1, -1, -1):
             level = STEM_LEVELS + s
             arm = Piece(f"fusion.b{k}_s{s}_arm", _conv(head_ch[s + 1], head_ch[s], 1), level + 1)
-            up = Piece(f"fusion.b{k}_s{s}_up", _key("upsample", head_ch[s], head_ch[s], factor=2, align_corners=ALIGN_CORNERS), level + 1)
+            up = Piece(f"fusion.b{k}_s{s}_up", _upsample(head_ch[s], 2), level + 1)
             refine = Piece(f"fusion.b{k}_s{s}_refine", _conv(head_ch[s] + feat_ch[s], head_ch[s], 3), level)
             per_branch.append((s, arm, up, refine))
         fusion.append(per_branch)
     fused = head_ch[0] * len(branches)
     ffm = Piece("ffm", _conv(fused, fused, 1), STEM_LEVELS)
     head = Piece("head", _head(fused, num_classes), STEM_LEVELS)
-    up = Piece("upsample", _key("upsample", num_classes, num_classes, factor=2 ** STEM_LEVELS, align_corners=ALIGN_CORNERS), STEM_LEVELS)
+    up = Piece("upsample", _upsample(num_classes, 2 ** STEM_LEVELS), STEM_LEVELS)
     aux = []
     for s in range(1, arch.num_scales):
         group = tuple(k for k, b in enumerate(branches) if b.last >= s)
@@ -415,7 +426,8 @@ class MultiResNet(SegmentationNet):
         main = self.head(self.ffm(torch.cat(outs, dim=1)))
         aux = []
         if self.training:
-            aux = [head(torch.cat([feats[k][s] for k in group], dim=1)) for head, (s, group) in zip(self.aux_heads, self._aux)]
+            aux = [head(torch.cat([feats[k][s] for k in group], dim=1))
+                   for head, (s, group) in zip(self.aux_heads, self._aux)]
         return main, aux
 
     def forward(self, x: torch.Tensor):
@@ -641,7 +653,9 @@ def _official_ops(alphas: list[torch.Tensor], path: list[int], widths: list, ign
     if downs:
         bounds = downs + [n]
         for a, b in zip(bounds, bounds[1:]):
-            if a + 1 in positions and b - 1 in positions and positions.index(b - 1) - positions.index(a + 1) == b - a - 2:
+            all_skips = (a + 1 in positions and b - 1 in positions
+                         and positions.index(b - 1) - positions.index(a + 1) == b - a - 2)
+            if all_skips:
                 best = (1.0, -1)
                 for j in range(a + 1, b):
                     if skip_prob(j) <= best[0]:
@@ -671,9 +685,11 @@ def derive_official(state: dict, idx: int | None = None, lasts: Sequence[int] | 
     if idx is None:
         found = sorted({int(k.split("_")[1]) for k in state if k.startswith("alpha_")})
         if len(found) != 1:
-            raise SegnasError(f"official arch: expected alpha_<idx>_<scale> tensors of one network, found indices {found}")
+            raise SegnasError(f"official arch: expected alpha_<idx>_<scale> tensors of one network, "
+                              f"found indices {found}")
         idx = found[0]
-    names = [f"alpha_{idx}_{s}" for s in range(3)] + [f"beta_{idx}_{s}" for s in (1, 2)] + [f"ratio_{idx}_{s}" for s in range(3)]
+    names = ([f"alpha_{idx}_{s}" for s in range(3)] + [f"beta_{idx}_{s}" for s in (1, 2)]
+             + [f"ratio_{idx}_{s}" for s in range(3)])
     for name in names:
         if name not in state:
             raise SegnasError(f"official arch: missing field {name!r}")
@@ -700,7 +716,8 @@ def derive_official(state: dict, idx: int | None = None, lasts: Sequence[int] | 
     if lasts is None:
         for name in ("mIoU02", "latency02", "mIoU12", "latency12"):
             if name not in state:
-                raise SegnasError(f"official arch: missing field {name!r} (needed to choose the branch pair; or pass lasts)")
+                raise SegnasError(f"official arch: missing field {name!r} (needed to choose the branch pair; "
+                                  "or pass lasts)")
         obj02 = _objective(float(state["mIoU02"]), float(state["latency02"]))
         obj12 = _objective(float(state["mIoU12"]), float(state["latency12"]))
         lasts = [2, 0] if obj02 > obj12 else [2, 1]
@@ -751,12 +768,14 @@ def structure_rows(arch: MultiResArch, num_classes: int) -> list[dict[str, Any]]
         for scale, arm, up, refine in per_branch:
             for p, sc in ((arm, scale + 1), (up, scale + 1), (refine, scale)):
                 t = p.template
-                op = t.op + (f"(k{dict(t.extra)['kernel']})" if t.op == "conv_bn_relu" else f"(x{dict(t.extra)['factor']})")
+                extra = dict(t.extra)
+                op = t.op + (f"(k{extra['kernel']})" if t.op == "conv_bn_relu" else f"(x{extra['factor']})")
                 rows.append(dict(part="fusion", branch=label([k]), layer="", scale=scale_name(sc), op=op,
                                  cin=t.cin, cout=t.cout, stride=1))
     for name, p in (("ffm", plan.ffm), ("head", plan.head), ("upsample", plan.upsample)):
         t = p.template
-        rows.append(dict(part=name, branch="", layer="", scale=scale_name(0), op=t.op, cin=t.cin, cout=t.cout, stride=1))
+        rows.append(dict(part=name, branch="", layer="", scale=scale_name(0), op=t.op, cin=t.cin, cout=t.cout,
+                         stride=1))
     return rows
 
 
@@ -776,7 +795,8 @@ def summarize(arch: MultiResArch, num_classes: int = 19, input_size: tuple[int, 
                  f"({count_parameters(model) / 1e6:.3f} M)")
     if flops:
         res = count_flops(model, (1, 3, *input_size))
-        lines.append(f"at {input_size[0]}x{input_size[1]}, {num_classes} classes: {res.gflops:.2f} GFLOPs = {res.gmacs:.2f} GMACs")
+        lines.append(f"at {input_size[0]}x{input_size[1]}, {num_classes} classes: "
+                     f"{res.gflops:.2f} GFLOPs = {res.gmacs:.2f} GMACs")
     return "\n".join(lines)
 
 
