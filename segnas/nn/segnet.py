@@ -34,8 +34,9 @@ class SegmentationNet(nn.Module):
         super().__init__()
         self.num_classes = num_classes
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        raise NotImplementedError  # abstract: every network defines its own body
+    def forward_features(self, x: torch.Tensor) -> tuple:
+        """(main logits, [aux logits], optional {name: extra training output}) at reduced size."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward_features")
 
     def forward(self, x: torch.Tensor):
         h, w = x.shape[-2:]
@@ -43,11 +44,15 @@ class SegmentationNet(nn.Module):
         size = padded.shape[-2:]
         main, aux, *rest = self.forward_features(padded)
         extras = rest[0] if rest else {}
-        out = _upsample_crop(main, size, h, w)
+        out = self.upsample_logits(main, size)[..., :h, :w]
         if not self.training or not (aux or extras):
             return out
         return {"out": out, "aux": [_upsample_crop(a, size, h, w) for a in aux],
                 **{k: _upsample_crop(v, size, h, w) for k, v in extras.items()}}
+
+    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+        """Main logits to the padded input size (bilinear); a network may use its own op here."""
+        return F.interpolate(main, size=size, mode="bilinear", align_corners=False)
 
 
 def _upsample_crop(x: torch.Tensor, size, h: int, w: int) -> torch.Tensor:

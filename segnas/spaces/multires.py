@@ -29,12 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
-from segnas.nn.segnet import SegmentationNet, pad_to_multiple
+from segnas.nn.segnet import SegmentationNet
 
 #: Cell operators, in the order of FasterSeg's ``PRIMITIVES`` (index = position in α).
 CELL_OPS: tuple[str, ...] = ("skip", "conv", "conv_downup", "conv_2x", "conv_2x_downup")
@@ -430,18 +429,9 @@ class MultiResNet(SegmentationNet):
                    for head, (s, group) in zip(self.aux_heads, self._aux)]
         return main, aux
 
-    def forward(self, x: torch.Tensor):
-        # Same contract as SegmentationNet.forward, but the ×8 upsampling is the registered
-        # ``upsample`` op (so that it is a latency-table piece) rather than the base class's resize.
-        h, w = x.shape[-2:]
-        padded = pad_to_multiple(x, self.stride_multiple)
-        main, aux = self.forward_features(padded)
-        out = self.upsample(main)[..., :h, :w]
-        if not self.training or not aux:
-            return out
-        size = padded.shape[-2:]
-        aux_out = [F.interpolate(a, size=size, mode="bilinear", align_corners=False)[..., :h, :w] for a in aux]
-        return {"out": out, "aux": aux_out}
+    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+        # the ×8 upsampling is the registered ``upsample`` op, so that it is a latency-table piece
+        return self.upsample(main)
 
 
 # ------------------------------------------------------------------------------------ space
