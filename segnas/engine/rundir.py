@@ -65,7 +65,7 @@ class RunDir:
             return []
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
 
-    def truncate_metrics(self, after_epoch: int) -> None:
-        """Drop records of epochs after ``after_epoch`` (written after the checkpoint we resume)."""
-        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= after_epoch]
+    def truncate_metrics(self, after_epoch: int, key: str = "epoch") -> None:
+        """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume)."""
+        kept = [r for r in self.read_metrics() if r.get(key, 0) <= after_epoch]
         (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,1 @@
+"""Search strategies. The differentiable engine is shared by FasterSeg, SSR and GAS."""

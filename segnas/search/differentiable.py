@@ -1,0 +1,228 @@
+"""Differentiable (DARTS-style, first-order) architecture search engine, generic over supernets.
+
+A supernet provides ``num_archs``, ``weight_parameters()``, ``arch_parameters(i)``,
+``set_width_mode(mode)`` ("max" | "min" | "random" | "gumbel") and ``forward(x, arch_index)``
+(logits, or ``{"out", "aux"}`` in training). Strategies plug in through two callables:
+
+- ``arch_losses(supernet, arch_index) -> {name: tensor}``: extra architecture losses added to the
+  segmentation loss on the architecture half (FasterSeg's latency terms, SSR's regularizer, …);
+- ``on_epoch_end(engine, phase, epoch) -> dict``: per-epoch work such as λ adaptation or
+  derivation; what it returns is logged in ``metrics.jsonl``.
+
+Phases: *pretrain* (weights only, sandwich rule over widths: max, min and random widths each step)
+then *search* (alternating first-order bilevel updates: weights on one half of the training set,
+architecture parameters on the other). The state is checkpointed atomically after every epoch
+and a killed search resumes from its run directory.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from segnas.config.train import OptimConfig
+from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from segnas.engine.evaluate import autocast_context
+from segnas.engine.losses import SegmentationLoss
+from segnas.engine.optim import lr_factor, parameter_groups, set_lr
+from segnas.engine.progress import progress_bar
+from segnas.engine.rundir import RunDir
+
+COSINE = OptimConfig(schedule="cosine")  # the weights' LR follows a cosine over both phases
+ArchLosses = Callable[[nn.Module, int], dict[str, torch.Tensor]]
+EpochHook = Callable[["DifferentiableSearch", str, int], dict[str, Any]]
+
+
+@dataclass
+class SearchSchedule:
+    pretrain_epochs: int = 20
+    search_epochs: int = 30
+    batch_size: int = 8
+    weight_lr: float = 0.02
+    weight_momentum: float = 0.9
+    weight_decay: float = 5e-4
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 0.0
+    sandwich_random: int = 1  # random-width passes per pretrain step besides max and min
+    aux_weight: float = 0.4
+    bf16: bool = False
+    seed: int = 0
+    workers: int = 0
+    progress: bool = True
+
+
+def split_halves(dataset: Dataset, seed: int) -> tuple[Subset, Subset]:
+    """Two disjoint halves of a training set (weights / architecture), fixed by ``seed``."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    half = len(order) // 2
+    return Subset(dataset, order[:half]), Subset(dataset, order[half:])
+
+
+class DifferentiableSearch:
+    def __init__(self, supernet: nn.Module, train_set: Dataset, schedule: SearchSchedule, run: RunDir,
+                 arch_losses: ArchLosses | None = None, on_epoch_end: EpochHook | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.net = supernet
+        self.s = schedule
+        self.run = run
+        self.arch_losses = arch_losses or (lambda net, i: {})
+        self.on_epoch_end = on_epoch_end or (lambda engine, phase, epoch: {})
+        self.echo = echo or (lambda m: None)
+        self.train_set = train_set
+        self.weights_half, self.arch_half = split_halves(train_set, schedule.seed)
+        self.criterion = SegmentationLoss("ce", aux_weight=schedule.aux_weight)
+        self.weight_opt = torch.optim.SGD(parameter_groups(supernet, schedule.weight_decay),
+                                          lr=schedule.weight_lr, momentum=schedule.weight_momentum)
+        # parameter_groups walks every module: keep architecture tensors out of the weight optimizer
+        arch_ids = {id(p) for i in range(supernet.num_archs) for p in supernet.arch_parameters(i)}
+        for group in self.weight_opt.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in arch_ids]
+        self.arch_opts = [torch.optim.Adam(list(supernet.arch_parameters(i)), lr=schedule.arch_lr,
+                                           betas=schedule.arch_betas, weight_decay=schedule.arch_weight_decay)
+                          for i in range(supernet.num_archs)]
+        self.generator = torch.Generator().manual_seed(schedule.seed)
+        self.phase = "pretrain"
+        self.epoch = 0  # epochs finished in the current phase
+        self.step = 0
+        self.elapsed = 0.0
+        self.state: dict[str, Any] = {}  # strategy-owned state (e.g. λ), checkpointed with the search
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"supernet": self.net.state_dict(), "weight_opt": self.weight_opt.state_dict(),
+                "arch_opts": [o.state_dict() for o in self.arch_opts], "phase": self.phase, "epoch": self.epoch,
+                "step": self.step, "elapsed_s": self.elapsed, "strategy_state": self.state,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "loader": self.generator.get_state()},
+                # load_checkpoint() expects these two keys in every segnas checkpoint
+                "model": {}, "model_spec": {"kind": "supernet"}}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.net.load_state_dict(st["supernet"])
+        self.weight_opt.load_state_dict(st["weight_opt"])
+        for o, s in zip(self.arch_opts, st["arch_opts"]):
+            o.load_state_dict(s)
+        self.phase, self.epoch, self.step, self.elapsed = st["phase"], st["epoch"], st["step"], st["elapsed_s"]
+        self.state = st["strategy_state"]
+        torch.set_rng_state(st["rng"]["torch"])
+        np.random.set_state(st["rng"]["numpy"])
+        random.setstate(st["rng"]["python"])
+        self.generator.set_state(st["rng"]["loader"])
+
+    @property
+    def checkpoint_path(self):
+        return self.run.path / "checkpoints" / "search_last.pt"
+
+    def resume_if_possible(self) -> bool:
+        if not self.checkpoint_path.is_file():
+            return False
+        self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        self.run.truncate_metrics(self.epochs_done, key="epochs_done")
+        self.echo(f"resuming search at {self.phase} epoch {self.epoch}")
+        return True
+
+    # ------------------------------------------------------------------ steps
+    def _loader(self, subset: Dataset) -> DataLoader:
+        bs = min(self.s.batch_size, len(subset))
+        return DataLoader(subset, batch_size=bs, shuffle=True, drop_last=True, generator=self.generator,
+                          num_workers=self.s.workers)
+
+    def _seg_loss(self, images: torch.Tensor, masks: torch.Tensor, arch_index: int) -> torch.Tensor:
+        with autocast_context(self.s.bf16):
+            out = self.net(images, arch_index)
+        return self.criterion(out, masks)[0]
+
+    def _weight_step(self, images: torch.Tensor, masks: torch.Tensor, modes: list[str]) -> float:
+        self.weight_opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for i in range(self.net.num_archs):
+            for mode in modes:
+                self.net.set_width_mode(mode)
+                loss = self._seg_loss(images, masks, i)
+                loss.backward()
+                total += float(loss.detach())
+        nn.utils.clip_grad_norm_([p for g in self.weight_opt.param_groups for p in g["params"]], 5.0)
+        self.weight_opt.step()
+        return total / (self.net.num_archs * len(modes))
+
+    def _arch_step(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        self.net.set_width_mode("gumbel")
+        for i, opt in enumerate(self.arch_opts):
+            opt.zero_grad(set_to_none=True)
+            parts = {"seg": self._seg_loss(images, masks, i), **self.arch_losses(self.net, i)}
+            sum(parts.values()).backward()
+            opt.step()
+            for k, v in parts.items():
+                logs[f"arch{i}_{k}"] = logs.get(f"arch{i}_{k}", 0.0) + float(v.detach())
+        self.weight_opt.zero_grad(set_to_none=True)  # arch losses also touched the weights' grads
+        return logs
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch + (self.s.pretrain_epochs if self.phase == "search" else 0)
+
+    def _phase_epochs(self) -> int:
+        return self.s.pretrain_epochs if self.phase == "pretrain" else self.s.search_epochs
+
+    def _set_weight_lr(self) -> None:
+        total = self.s.pretrain_epochs + self.s.search_epochs
+        set_lr(self.weight_opt, self.s.weight_lr * lr_factor(COSINE, self.epochs_done / max(total, 1), step=10**9))
+
+    def run_epoch(self, bar=None) -> dict[str, Any]:
+        self.net.train()
+        self._set_weight_lr()
+        logs: dict[str, float] = {}
+        n = 0
+        if self.phase == "pretrain":
+            modes = ["max", "min"] + ["random"] * self.s.sandwich_random
+            pairs: Iterator = ((b, None) for b in self._loader(self.train_set))
+        else:
+            modes = ["gumbel"]
+            pairs = zip(self._loader(self.weights_half), self._loader(self.arch_half))
+        task = bar.add_task(f"{self.phase} {self.epoch + 1}/{self._phase_epochs()}", total=None, info="") if bar else None
+        for (wi, wm), arch_batch in pairs:
+            logs["weight_loss"] = logs.get("weight_loss", 0.0) + self._weight_step(wi, wm, modes)
+            if arch_batch is not None:
+                for k, v in self._arch_step(*arch_batch).items():
+                    logs[k] = logs.get(k, 0.0) + v
+            n += 1
+            self.step += 1
+            if bar is not None:
+                bar.update(task, advance=1, info=f"loss {logs['weight_loss'] / n:.3f}")
+        if bar is not None:
+            bar.remove_task(task)
+        return {k: v / max(n, 1) for k, v in logs.items()}
+
+    def fit(self) -> dict[str, Any]:
+        """Run (or finish) both phases; returns the last epoch's record."""
+        record: dict[str, Any] = {}
+        with progress_bar(self.s.progress) as bar:
+            for phase in ("pretrain", "search"):
+                if phase == "pretrain" and self.phase == "search":
+                    continue
+                if self.phase != phase:
+                    self.phase, self.epoch = phase, 0
+                while self.epoch < self._phase_epochs():
+                    t0 = time.perf_counter()
+                    logs = self.run_epoch(bar)
+                    self.epoch += 1
+                    self.elapsed += time.perf_counter() - t0
+                    record = {"phase": phase, "epoch": self.epoch, "epochs_done": self.epochs_done, "step": self.step,
+                              "epoch_s": round(time.perf_counter() - t0, 2), **logs,
+                              **self.on_epoch_end(self, phase, self.epoch)}
+                    self.run.write_metrics(record)
+                    save_checkpoint(self.checkpoint_path, self.state_dict())
+                    line = f"{phase} epoch {self.epoch}/{self._phase_epochs()} " + " ".join(
+                        f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+                    self.run.log(line)
+                    self.echo(line)
+        return record
