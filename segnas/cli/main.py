@@ -56,6 +56,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def settings(cls, config: Optional[Path], overrides: dict[str, Any]):
+    """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied."""
+    from segnas.config.io import build_config, load_config, set_dotted
+
+    if config is not None:
+        return load_config(cls, config, overrides)
+    raw: dict[str, Any] = {}
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return build_config(cls, raw, "options")
+
+
 @app.command()
 @user_errors
 def train(
@@ -79,8 +91,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
     """Train a zoo network or a searched architecture; writes a run directory."""
-    from segnas.config import TrainConfig, load_config
-    from segnas.config.io import build_config, set_dotted
+    from segnas.config import TrainConfig
     from segnas.jobs import train_job
 
     flags = {"model.name": model, "data.name": data, "data.root": data_root, "data.crop_size": size,
@@ -91,15 +102,7 @@ def train(
     if arch is not None:
         overrides.update({"model.arch": str(arch), "model.name": None})
     overrides.update(parse_overrides(set_))
-    if resume is not None:
-        cfg = None
-    elif config is not None:
-        cfg = load_config(TrainConfig, config, overrides)
-    else:
-        data_dict: dict[str, Any] = {}
-        for k, v in overrides.items():
-            set_dotted(data_dict, k, v)
-        cfg = build_config(TrainConfig, data_dict, "options")
+    cfg = None if resume is not None else settings(TrainConfig, config, overrides)
     result = train_job(cfg, resume=resume, echo=echo)
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
@@ -214,6 +217,40 @@ def export(
         echo(f"parity {r.backend} at {'x'.join(map(str, r.input_shape))}: max |diff| {r.max_abs_diff:.2e} "
              f"(tolerance {r.tolerance:g}) ok")
     echo(f"wrote {path}")
+
+
+search_app = typer.Typer(help="Architecture search strategies.", no_args_is_help=True)
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("fasterseg")
+@user_errors
+def search_fasterseg(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
+    data: Optional[str] = typer.Option(None, help="Dataset name."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    size: Optional[str] = typer.Option(None, help="Deployment / training size HxW (latency is measured here)."),
+    search_size: Optional[str] = typer.Option(None, help="Search on images resized to HxW (e.g. half size)."),
+    target_ms: Optional[float] = typer.Option(None, help="Latency target of the student (ms)."),
+    target_fps: Optional[float] = typer.Option(None, help="…or as frames per second."),
+    backend: Optional[str] = typer.Option(None, help="Runtime the latency table is measured on."),
+    threads: Optional[int] = typer.Option(None, help="Threads for training and latency."),
+    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the job in this run directory."),
+    set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
+) -> None:
+    """FasterSeg: co-search teacher and student under a latency target, derive, train with KD."""
+    from segnas.config.search import SearchConfig
+    from segnas.jobs.search import fasterseg_job
+
+    flags = {"data.name": data, "data.root": data_root, "data.crop_size": size, "latency.size": size,
+             "search_size": search_size, "latency.target_ms": target_ms, "latency.target_fps": target_fps,
+             "latency.backend": backend, "threads": threads, "out_dir": out_dir}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(parse_overrides(set_))
+    cfg = None if resume is not None else settings(SearchConfig, config, overrides)
+    summary = fasterseg_job(cfg, resume, echo=echo)
+    echo(f"done: {summary['run_dir']}")
 
 
 def main() -> None:

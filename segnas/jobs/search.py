@@ -1,0 +1,59 @@
+"""Search jobs: run a strategy in a run directory, then report the found networks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from segnas.config.io import load_config, save_config
+from segnas.config.search import SearchConfig
+from segnas.cost import count_flops, count_parameters, measure_latency
+from segnas.engine.rundir import RunDir
+from segnas.utils import atomic_write_text, seed_everything
+
+
+def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
+                  echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Search → derive → (train teacher → train student with KD) → measure; returns the summary
+    also written to ``search_result.json``. ``resume`` continues a killed job at any stage."""
+    from segnas.search.fasterseg import FasterSegSearch
+    from segnas.spaces.multires import MULTIRES
+
+    echo = echo or (lambda m: None)
+    if resume is not None:
+        run = RunDir.existing(resume)
+        cfg = load_config(SearchConfig, run.path / "config.yaml")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    job = FasterSegSearch(cfg, echo)  # validates data and settings before anything is written
+    if resume is None:
+        run = RunDir.create(cfg.out_dir, cfg.job)
+        save_config(cfg, run.path / "config.yaml")
+    job.run = run
+    t0 = time.perf_counter()
+    teacher, student = job.search()
+    search_s = time.perf_counter() - t0
+    size = job.size
+    student_net = MULTIRES.build(student, job.num_classes).eval()
+    measured = measure_latency(student_net, (1, 3, *size), cfg.latency.backend,
+                               cfg.latency.threads or cfg.threads, min_time_s=3.0)
+    summary: dict[str, Any] = {
+        "search_seconds": round(search_s, 1), "size": list(size), "backend": cfg.latency.backend,
+        "target_ms": cfg.latency.target, "student_measured_ms": measured.median_ms,
+        "student_latency_vs_target": measured.median_ms / cfg.latency.target - 1.0,
+        "student_params": count_parameters(student_net),
+        "student_gflops": count_flops(student_net, (1, 3, *size)).gflops,
+        "teacher_params": count_parameters(MULTIRES.build(teacher, job.num_classes)),
+    }
+    echo(f"student: {measured.median_ms:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
+         f"({100 * summary['student_latency_vs_target']:+.1f}%)")
+    if cfg.final_epochs > 0:
+        summary["training"] = job.train_final()
+    atomic_write_text(run.path / "search_result.json", json.dumps(summary, indent=2))
+    summary["run_dir"] = str(run.path)
+    return summary

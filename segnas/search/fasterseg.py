@@ -1,0 +1,167 @@
+"""FasterSeg: teacher–student co-search over the ``multires`` space with decoupled fine-grained
+latency regularization, derivation, and final training with distillation.
+
+Pipeline (PAPERS.md §1): supernet pretraining with the sandwich rule → first-order bilevel search
+(weights SGD on one half of the training set, architecture Adam on the other) where the student's
+architecture loss is L_seg + λ·(w1·LAT(α|β,γ) + w2·LAT(β|α,γ) + w3·LAT(γ|α,β)) and the teacher's
+is L_seg alone → after every search epoch the student is derived, its latency predicted from the
+latency table, and λ halved (faster than the target band) or doubled (slower) → final derivation
+to ``teacher.json`` / ``student.json`` → training of the teacher, then of the student distilled
+from it (pixel-wise KL + OHEM + 0.2·aux heads).
+
+Latency is always that of the user's backend and deployment resolution (``latency.size``), read
+from an operator table measured on this machine, never a fixed table for 1024×2048 on TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from segnas.config.search import SearchConfig
+from segnas.config.train import TrainConfig
+from segnas.cost import LatencyTable, measure_latency, predict_latency
+from segnas.data import build_dataset, train_transforms
+from segnas.engine.rundir import RunDir
+from segnas.errors import SegnasError
+from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
+from segnas.spaces import write_arch_file
+from segnas.spaces.multires import MULTIRES, MultiResArch
+from segnas.spaces.multires_supernet import MultiResSupernet
+from segnas.utils import atomic_write_text
+
+TEACHER, STUDENT = 0, 1
+
+
+def latency_size(cfg: SearchConfig) -> tuple[int, int]:
+    size = cfg.latency.size or cfg.data.crop_size or cfg.data.base_size
+    if size is None:
+        raise SegnasError("latency.size: give the deployment input size (HxW), e.g. --size 360x480")
+    return tuple(size)
+
+
+def arch_latency(arch: MultiResArch, table: LatencyTable, num_classes: int, size: tuple[int, int]) -> float:
+    """Predicted latency (ms) of a derived network from the operator table."""
+    return predict_latency(MULTIRES.latency_keys(arch, num_classes, size), table, (1, 3, *size)).total_ms
+
+
+def latency_losses(cfg: SearchConfig, table: LatencyTable, lam: Callable[[], float]):
+    """The architecture loss terms: none for the teacher; the decoupled (or, for the ablation,
+    coupled) latency regularization for the student."""
+    w1, w2, w3 = cfg.latency.weights
+
+    def losses(net: MultiResSupernet, arch_index: int) -> dict[str, torch.Tensor]:
+        if arch_index == TEACHER or lam() == 0:
+            return {}
+        if cfg.latency.mode == "coupled":
+            return {"latency": lam() * (w1 + w2 + w3) * net.expected_latency(arch_index, table)}
+        lat_ops, lat_paths, lat_widths = net.latency_terms(arch_index, table)
+        return {"latency": lam() * (w1 * lat_ops + w2 * lat_paths + w3 * lat_widths)}
+
+    return losses
+
+
+def adapt_lambda(lam: float, latency_ms: float, target_ms: float, tolerance: float) -> float:
+    """FasterSeg's per-epoch λ rule: halve if faster than the band, double if slower."""
+    if latency_ms < target_ms * (1 - tolerance):
+        return lam / 2
+    if latency_ms > target_ms * (1 + tolerance):
+        return lam * 2
+    return lam
+
+
+class FasterSegSearch:
+    """A whole FasterSeg job in one run directory; resumable at every stage."""
+
+    def __init__(self, cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.run: RunDir | None = None  # set by the caller once the settings proved valid
+        self.echo = echo or (lambda m: None)
+        self.size = latency_size(cfg)
+        dc = cfg.data
+        # the search may run at a reduced resolution: whole images resized to search_size
+        tf = (train_transforms(None, jitter=dc.jitter, base_size=cfg.search_size) if cfg.search_size
+              else train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size))
+        self.train_set = build_dataset(dc.name, dc.root, dc.train_split, tf, cache=dc.cache, **dc.options)
+        self.num_classes = self.train_set.num_classes
+        sc = cfg.space
+        self.supernet = MultiResSupernet(num_classes=self.num_classes, layers=sc.layers, base_width=sc.base_width,
+                                         width_ratios=sc.width_ratios, stem_width=sc.stem_width,
+                                         head_width=sc.head_width, input_size=self.size)
+        self.table = LatencyTable(cfg.latency.backend, threads=cfg.latency.threads or cfg.threads)
+
+    # ---------------------------------------------------------------- search
+    def _epoch_end(self, engine: DifferentiableSearch, phase: str, epoch: int) -> dict[str, Any]:
+        if phase != "search":
+            return {}
+        lat = {}
+        for name, index in (("teacher", TEACHER), ("student", STUDENT)):
+            arch = self.derive(index)
+            lat[name] = arch_latency(arch, self.table, self.num_classes, self.size)
+            write_arch_file(self.run.path / "archs" / f"{name}_epoch{epoch:03d}.json", MULTIRES.name, MULTIRES.version,
+                            arch.to_dict(), predicted_latency_ms=lat[name])
+        lam = engine.state.setdefault("lambda", self.cfg.latency.lam)
+        if self.cfg.latency.adapt:
+            engine.state["lambda"] = adapt_lambda(lam, lat["student"], self.cfg.latency.target, self.cfg.latency.tolerance)
+        return {"lambda": lam, "teacher_latency_ms": lat["teacher"], "student_latency_ms": lat["student"]}
+
+    def derive(self, index: int) -> MultiResArch:
+        return self.supernet.derive(index, latency_fn=lambda a: arch_latency(a, self.table, self.num_classes, self.size),
+                                    target_ms=self.cfg.latency.target)
+
+    def search(self) -> tuple[MultiResArch, MultiResArch]:
+        cfg = self.cfg
+        self.echo(f"latency table: {cfg.latency.backend}, {self.table.threads} threads, input {self.size[0]}x{self.size[1]}")
+        self.table.ensure(self.supernet.latency_keys(STUDENT, self.table), progress=cfg.progress)
+        schedule = SearchSchedule(pretrain_epochs=cfg.pretrain_epochs, search_epochs=cfg.search_epochs,
+                                  batch_size=cfg.data.batch_size, weight_lr=cfg.weight_lr, arch_lr=cfg.arch_lr,
+                                  bf16=cfg.bf16, seed=cfg.seed, workers=cfg.data.workers, progress=cfg.progress)
+        engine = DifferentiableSearch(self.supernet, self.train_set, schedule, self.run,
+                                      latency_losses(cfg, self.table, lambda: engine.state.get("lambda", cfg.latency.lam)),
+                                      self._epoch_end, self.echo)
+        engine.resume_if_possible()
+        engine.fit()
+        archs = []
+        for name, index in (("teacher", TEACHER), ("student", STUDENT)):
+            arch = self.derive(index)
+            lat = arch_latency(arch, self.table, self.num_classes, self.size)
+            write_arch_file(self.run.path / f"{name}.json", MULTIRES.name, MULTIRES.version, arch.to_dict(),
+                            predicted_latency_ms=lat, target_ms=cfg.latency.target if index == STUDENT else None)
+            self.echo(f"derived {name}: predicted {lat:.2f} ms at {self.size[0]}x{self.size[1]} ({cfg.latency.backend})")
+            archs.append(arch)
+        return archs[0], archs[1]
+
+    # ---------------------------------------------------------------- final training
+    def final_config(self, name: str, teacher_ckpt: Path | None) -> TrainConfig:
+        cfg = self.cfg
+        loss = {"kind": "ohem", "aux_weight": 0.2 if teacher_ckpt else 0.4}
+        if teacher_ckpt:
+            loss.update(teacher=str(teacher_ckpt), kd_weight=1.0)
+        return TrainConfig.model_validate({
+            "job": f"{cfg.job}-{name}", "data": cfg.data.model_dump(), "model": {"name": None,
+                                                                              "arch": str(self.run.path / f"{name}.json")},
+            "optim": cfg.final_optim.model_dump(), "loss": loss, "epochs": cfg.final_epochs,
+            "time_budget_min": cfg.final_minutes, "eval_every": 5, "ema_decay": cfg.final_ema_decay,
+            "bf16": cfg.bf16, "channels_last": True, "threads": cfg.threads, "seed": cfg.seed,
+            "out_dir": str(self.run.path / "train"), "progress": cfg.progress})
+
+    def train_final(self) -> dict[str, Any]:
+        from segnas.jobs.train import train_job
+
+        results = {}
+        teacher_ckpt = None
+        for name in ("teacher", "student"):
+            done = self.run.path / f"{name}_train.json"
+            if done.is_file():
+                results[name] = json.loads(done.read_text())
+            else:
+                existing = sorted((self.run.path / "train").glob(f"*-{self.cfg.job}-{name}"))
+                r = train_job(self.final_config(name, teacher_ckpt), resume=existing[-1] if existing else None,
+                              echo=self.echo)
+                results[name] = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
+                atomic_write_text(done, json.dumps(results[name], indent=2))
+            teacher_ckpt = Path(results["teacher"]["run_dir"]) / "checkpoints" / "best.pt"
+        return results
