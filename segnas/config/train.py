@@ -31,7 +31,8 @@ class DataConfig(Settings):
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(4, ge=1)
     workers: int = Field(0, ge=0)
-    cache: bool = True
+    #: Keep decoded samples in memory: true, false, or None = when the split fits in 2 GB.
+    cache: Optional[bool] = None
     #: Extra keyword arguments of the dataset class (e.g. classes/palette for `folder`, size for `synthetic`).
     options: dict[str, Any] = Field(default_factory=dict)
 

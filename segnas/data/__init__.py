@@ -36,5 +36,20 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform=None
     return cls(root, split=split, transform=transform, cache=cache, **options)
 
 
-__all__ = ["IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+def open_split(name: str, root: str | Path | None, split: str, transform=None, cache: bool | None = None,
+               options: dict[str, Any] | None = None):
+    """Like ``build_dataset``; ``cache=None`` keeps decoded samples in memory when the whole split
+    would take under 2 GB (CamVid: ~190 MB; Cityscapes train: ~18 GB, so not cached)."""
+    options = options or {}
+    if cache is None:
+        probe = build_dataset(name, root, split, None, cache=False, **options)
+        image, mask = probe.load_arrays(0)
+        cache = len(probe) * (image.nbytes + mask.nbytes) < CACHE_LIMIT_BYTES
+    return build_dataset(name, root, split, transform, cache=cache, **options)
+
+
+__all__ = ["open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+import time
 from typing import Any, Callable
 
 import torch
@@ -13,6 +13,7 @@ from segnas.config.io import load_config, save_config
 from segnas.config.search import SearchConfig
 from segnas.cost import count_flops, count_parameters, measure_latency
 from segnas.engine.rundir import RunDir
+from segnas.jobs.train import train_job
 from segnas.utils import atomic_write_text, seed_everything
 
 
@@ -53,7 +54,25 @@ def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
     echo(f"student: {measured.median_ms:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
          f"({100 * summary['student_latency_vs_target']:+.1f}%)")
     if cfg.final_epochs > 0:
-        summary["training"] = job.train_final()
+        summary["training"] = train_final(job, echo)
     atomic_write_text(run.path / "search_result.json", json.dumps(summary, indent=2))
     summary["run_dir"] = str(run.path)
     return summary
+
+
+def train_final(job, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Train the derived teacher, then the student distilled from it; each stage is skipped when
+    its summary exists and resumed when its run directory exists."""
+    results: dict[str, Any] = {}
+    teacher_ckpt = None
+    for name in ("teacher", "student"):
+        done = job.run.path / f"{name}_train.json"
+        if done.is_file():
+            results[name] = json.loads(done.read_text())
+        else:
+            existing = sorted((job.run.path / "train").glob(f"*-{job.cfg.job}-{name}"))
+            r = train_job(job.final_config(name, teacher_ckpt), resume=existing[-1] if existing else None, echo=echo)
+            results[name] = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
+            atomic_write_text(done, json.dumps(results[name], indent=2))
+        teacher_ckpt = Path(results["teacher"]["run_dir"]) / "checkpoints" / "best.pt"
+    return results

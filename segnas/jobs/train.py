@@ -9,7 +9,7 @@ import torch
 
 from segnas.config.io import load_config, save_config
 from segnas.config.train import TrainConfig
-from segnas.data import build_dataset, eval_transforms, train_transforms
+from segnas.data import eval_transforms, open_split, train_transforms
 from segnas.engine.checkpoint import load_checkpoint
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult
@@ -21,10 +21,10 @@ from segnas.utils import seed_everything
 def make_datasets(cfg: TrainConfig):
     """(train set with augmentation, val set at native or base size) from the data settings."""
     dc = cfg.data
-    train_tf = train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size)
-    train = build_dataset(dc.name, dc.root, dc.train_split, train_tf, cache=dc.cache, **dc.options)
-    val = build_dataset(dc.name, dc.root, dc.val_split, eval_transforms(dc.base_size), cache=dc.cache,
-                        **dc.options) if dc.val_split else None
+    train = open_split(dc.name, dc.root, dc.train_split,
+                       train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size), dc.cache, dc.options)
+    val = (open_split(dc.name, dc.root, dc.val_split, eval_transforms(dc.base_size), dc.cache, dc.options)
+           if dc.val_split else None)
     return train, val
 
 

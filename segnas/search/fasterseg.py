@@ -6,8 +6,9 @@ Pipeline (PAPERS.md §1): supernet pretraining with the sandwich rule → first-
 architecture loss is L_seg + λ·(w1·LAT(α|β,γ) + w2·LAT(β|α,γ) + w3·LAT(γ|α,β)) and the teacher's
 is L_seg alone → after every search epoch the student is derived, its latency predicted from the
 latency table, and λ halved (faster than the target band) or doubled (slower) → final derivation
-to ``teacher.json`` / ``student.json`` → training of the teacher, then of the student distilled
-from it (pixel-wise KL + OHEM + 0.2·aux heads).
+to ``teacher.json`` / ``student.json``. The final training (teacher, then the student distilled
+from it: pixel-wise KL + OHEM + 0.2·aux heads) is run by ``segnas.jobs.search`` with the settings
+``final_config`` gives.
 
 Latency is always that of the user's backend and deployment resolution (``latency.size``), read
 from an operator table measured on this machine, never a fixed table for 1024×2048 on TensorRT.
@@ -15,7 +16,6 @@ from an operator table measured on this machine, never a fixed table for 1024×2
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,15 +23,14 @@ import torch
 
 from segnas.config.search import SearchConfig
 from segnas.config.train import TrainConfig
-from segnas.cost import LatencyTable, measure_latency, predict_latency
-from segnas.data import build_dataset, train_transforms
+from segnas.cost import LatencyTable, predict_latency
+from segnas.data import open_split, train_transforms
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
 from segnas.spaces import write_arch_file
 from segnas.spaces.multires import MULTIRES, MultiResArch
 from segnas.spaces.multires_supernet import MultiResSupernet
-from segnas.utils import atomic_write_text
 
 TEACHER, STUDENT = 0, 1
 
@@ -85,7 +84,7 @@ class FasterSegSearch:
         # the search may run at a reduced resolution: whole images resized to search_size
         tf = (train_transforms(None, jitter=dc.jitter, base_size=cfg.search_size) if cfg.search_size
               else train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size))
-        self.train_set = build_dataset(dc.name, dc.root, dc.train_split, tf, cache=dc.cache, **dc.options)
+        self.train_set = open_split(dc.name, dc.root, dc.train_split, tf, dc.cache, dc.options)
         self.num_classes = self.train_set.num_classes
         sc = cfg.space
         self.supernet = MultiResSupernet(num_classes=self.num_classes, layers=sc.layers, base_width=sc.base_width,
@@ -147,21 +146,3 @@ class FasterSegSearch:
             "time_budget_min": cfg.final_minutes, "eval_every": 5, "ema_decay": cfg.final_ema_decay,
             "bf16": cfg.bf16, "channels_last": True, "threads": cfg.threads, "seed": cfg.seed,
             "out_dir": str(self.run.path / "train"), "progress": cfg.progress})
-
-    def train_final(self) -> dict[str, Any]:
-        from segnas.jobs.train import train_job
-
-        results = {}
-        teacher_ckpt = None
-        for name in ("teacher", "student"):
-            done = self.run.path / f"{name}_train.json"
-            if done.is_file():
-                results[name] = json.loads(done.read_text())
-            else:
-                existing = sorted((self.run.path / "train").glob(f"*-{self.cfg.job}-{name}"))
-                r = train_job(self.final_config(name, teacher_ckpt), resume=existing[-1] if existing else None,
-                              echo=self.echo)
-                results[name] = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
-                atomic_write_text(done, json.dumps(results[name], indent=2))
-            teacher_ckpt = Path(results["teacher"]["run_dir"]) / "checkpoints" / "best.pt"
-        return results
