@@ -14,8 +14,6 @@ class MultiResSpaceConfig(Settings):
     layers: int = Field(16, ge=2)
     base_width: int = Field(12, ge=1)
     width_ratios: tuple[float, ...] = (4 / 12, 6 / 12, 8 / 12, 10 / 12, 1.0)
-    stem_width: float = Field(1.0, gt=0)
-    head_width: float = Field(1.0, gt=0)
 
 
 class LatencyConfig(Settings):
@@ -35,6 +33,9 @@ class LatencyConfig(Settings):
     #: slower than target·(1 + tolerance).
     tolerance: float = Field(0.1, ge=0, lt=1)
     adapt: bool = True
+    #: How long each operator is timed when the latency table is built (runs, then seconds).
+    table_min_runs: int = Field(20, ge=1)
+    table_min_time_s: float = Field(0.3, ge=0)
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: None if v is None else parse_size(v)))
 
@@ -59,6 +60,8 @@ class SearchConfig(Settings):
     #: Search on whole training images resized to this HxW (FasterSeg searched at half
     #: resolution); None searches on the data section's crops.
     search_size: Optional[tuple[int, int]] = None
+    #: Validation images scored per search epoch to choose the branch pair (0: skip scoring).
+    derive_val_images: int = Field(50, ge=0)
     pretrain_epochs: int = Field(20, ge=0)
     search_epochs: int = Field(30, ge=1)
     weight_lr: float = Field(0.02, gt=0)

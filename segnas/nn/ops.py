@@ -13,6 +13,10 @@ and ``skip`` (identity, or factorized reduce when the shape changes).
 Besides the searchable cell operators, the fixed pieces around them are ops too, so that a whole
 network's latency is the sum over its keys: ``conv_bn_relu`` (stems, 1×1 projections, refinement
 convs), ``head`` (3×3 conv-BN-ReLU + 1×1 classifier) and ``upsample`` (bilinear ×factor).
+
+The cell operators are assembled from a *layer kit* (``layers=``): ``PLAIN`` (``nn.Conv2d``,
+``nn.BatchNorm2d``) by default, or ``segnas.nn.slimmable.SlimmableLayers`` for the supernet, so the
+plain and the slimmable version of each operator are one implementation.
 """
 
 from __future__ import annotations
@@ -74,6 +78,27 @@ def zoom_size(h: int, w: int) -> tuple[int, int]:
     return (h + 1) // 2, (w + 1) // 2
 
 
+class PlainLayers:
+    """The layer kit of plain networks: the convolutions, BatchNorms and conv-BN-ReLU units that
+    operators are built from. ``segnas.nn.slimmable.SlimmableLayers`` has the same methods."""
+
+    #: True for kits whose layers change width at run time (operators then never shortcut to identity).
+    slimmable = False
+
+    def conv(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, dilation: int = 1) -> nn.Module:
+        return nn.Conv2d(cin, cout, kernel, stride, dilation * (kernel - 1) // 2, dilation=dilation, bias=False)
+
+    def bn(self, channels: int) -> nn.Module:
+        return nn.BatchNorm2d(channels)
+
+    def unit(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
+             relu: bool = True) -> nn.Module:
+        return ConvBNReLU(cin, cout, kernel, stride, dilation=dilation, relu=relu)
+
+
+PLAIN = PlainLayers()
+
+
 class ZoomedConv(nn.Module):
     """Bilinear downsample ×½ → ``body`` (conv-BN, ReLU last) → bilinear back to the input size when
     not strided. FasterSeg's "zoomed convolution": ~4× cheaper, larger receptive field."""
@@ -96,15 +121,25 @@ class FactorizedReduce(nn.Module):
     """Shape-changing skip: 1×1 conv-BN-ReLU (stride 1), or two offset 1×1 stride-2 convs
     concatenated (stride 2), as in DARTS / FasterSeg."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, layers: PlainLayers = PLAIN) -> None:
         super().__init__()
         self.stride = stride
         if stride == 1:
-            self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+            self.conv = layers.conv(cin, cout, 1)
         else:
-            self.conv1 = nn.Conv2d(cin, cout // 2, 1, stride=2, bias=False)
-            self.conv2 = nn.Conv2d(cin, cout - cout // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+            self.conv1 = layers.conv(cin, cout // 2, 1, stride=2)
+            self.conv2 = layers.conv(cin, cout - cout // 2, 1, stride=2)
+        self.bn = layers.bn(cout)
+
+    def set_channels(self, cin: int, cout: int) -> None:
+        """Active widths when built from slimmable layers: the strided halves take ⌊cout/2⌋ and
+        ⌈cout/2⌉ channels, as at construction."""
+        if self.stride == 1:
+            self.conv.set_channels(cin, cout)
+        else:
+            self.conv1.set_channels(cin, cout // 2)
+            self.conv2.set_channels(cin, cout - cout // 2)
+        self.bn.set_channels(cout, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -115,39 +150,45 @@ class FactorizedReduce(nn.Module):
         return F.relu(self.bn(out))
 
 
-def _conv_stack(cin: int, cout: int, n: int, stride: int, dilation: int, relu_last: bool = True) -> nn.Sequential:
-    layers = []
+def _conv_stack(cin: int, cout: int, n: int, stride: int, dilation: int, relu_last: bool = True,
+                layers: PlainLayers = PLAIN) -> nn.Sequential:
+    units = []
     for i in range(n):
         last = i == n - 1
-        layers.append(ConvBNReLU(cin if i == 0 else cout, cout, 3, stride if i == 0 else 1,
+        units.append(layers.unit(cin if i == 0 else cout, cout, 3, stride if i == 0 else 1,
                                  dilation=1 if stride == 2 else dilation, relu=relu_last or not last))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*units)
 
 
 @register_op("skip")
-def skip(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
-    return nn.Identity() if stride == 1 and cin == cout else FactorizedReduce(cin, cout, stride)
+def skip(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+    """Identity when the shape is kept (plain kits only: a slimmable skip may change width, so it is
+    always the factorized reduce, as in the official supernet)."""
+    if stride == 1 and cin == cout and not layers.slimmable:
+        return nn.Identity()
+    return FactorizedReduce(cin, cout, stride, layers)
 
 
 @register_op("conv")
-def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
-    return _conv_stack(cin, cout, 1, stride, dilation)
+def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+    return _conv_stack(cin, cout, 1, stride, dilation, layers=layers)
 
 
 @register_op("conv_2x")
-def conv_2x(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
-    return _conv_stack(cin, cout, 2, stride, dilation)
+def conv_2x(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+    return _conv_stack(cin, cout, 2, stride, dilation, layers=layers)
 
 
 @register_op("conv_downup")
-def conv_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+def conv_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
     # the body runs at half resolution already, so it is never strided itself
-    return ZoomedConv(_conv_stack(cin, cout, 1, 1, dilation, relu_last=False), stride)
+    return ZoomedConv(_conv_stack(cin, cout, 1, 1, dilation, relu_last=False, layers=layers), stride)
 
 
 @register_op("conv_2x_downup")
-def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
-    return ZoomedConv(_conv_stack(cin, cout, 2, 1, dilation, relu_last=False), stride)
+def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1,
+                   layers: PlainLayers = PLAIN) -> nn.Module:
+    return ZoomedConv(_conv_stack(cin, cout, 2, 1, dilation, relu_last=False, layers=layers), stride)
 
 
 @register_op("conv_bn_relu")

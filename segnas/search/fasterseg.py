@@ -24,7 +24,11 @@ import torch
 from segnas.config.search import SearchConfig
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyTable, predict_latency
-from segnas.data import open_split, train_transforms
+from torch.utils.data import Subset
+
+from segnas.data import eval_transforms, open_split, train_transforms
+from segnas.engine.evaluate import iter_batches
+from segnas.metrics import ConfusionMatrix
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
@@ -87,16 +91,24 @@ class FasterSegSearch:
         self.train_set = open_split(dc.name, dc.root, dc.train_split, tf, dc.cache, dc.options)
         self.num_classes = self.train_set.num_classes
         sc = cfg.space
-        self.supernet = MultiResSupernet(num_classes=self.num_classes, layers=sc.layers, base_width=sc.base_width,
-                                         width_ratios=sc.width_ratios, stem_width=sc.stem_width,
-                                         head_width=sc.head_width, input_size=self.size)
-        self.table = LatencyTable(cfg.latency.backend, threads=cfg.latency.threads or cfg.threads)
+        self.supernet = MultiResSupernet(num_classes=self.num_classes, input_size=self.size, layers=sc.layers,
+                                         base_width=sc.base_width, width_ratios=sc.width_ratios)
+        self.table = LatencyTable(cfg.latency.backend, threads=cfg.latency.threads or cfg.threads,
+                                  min_runs=cfg.latency.table_min_runs, min_time_s=cfg.latency.table_min_time_s)
+        self.val_set = None
+        if dc.val_split and cfg.derive_val_images:
+            val = open_split(dc.name, dc.root, dc.val_split, eval_transforms(cfg.search_size or dc.base_size),
+                             dc.cache, dc.options)
+            self.val_set = Subset(val, range(min(len(val), cfg.derive_val_images)))
+        self.mious: dict[int, dict[str, float]] = {}
 
     # ---------------------------------------------------------------- search
     def _epoch_end(self, engine: DifferentiableSearch, phase: str, epoch: int) -> dict[str, Any]:
         if phase != "search":
             return {}
         lat = {}
+        for index in (TEACHER, STUDENT):
+            self.mious[index] = self.head_mious(index)
         for name, index in (("teacher", TEACHER), ("student", STUDENT)):
             arch = self.derive(index)
             lat[name] = arch_latency(arch, self.table, self.num_classes, self.size)
@@ -105,19 +117,36 @@ class FasterSegSearch:
         lam = engine.state.setdefault("lambda", self.cfg.latency.lam)
         if self.cfg.latency.adapt:
             engine.state["lambda"] = adapt_lambda(lam, lat["student"], self.cfg.latency.target, self.cfg.latency.tolerance)
-        return {"lambda": lam, "teacher_latency_ms": lat["teacher"], "student_latency_ms": lat["student"]}
+        return {"lambda": lam, "teacher_latency_ms": lat["teacher"], "student_latency_ms": lat["student"],
+                **{f"arch{i}_miou_{h}": v for i, m in self.mious.items() for h, v in m.items()}}
+
+    @torch.no_grad()
+    def head_mious(self, index: int) -> dict[str, float] | None:
+        """Validation mIoU of the two candidate branch pairs' heads ("02", "12") of one architecture,
+        which the derivation weighs against latency (official ``train.py``)."""
+        if self.val_set is None:
+            return None
+        self.supernet.eval()
+        matrices = {h: ConfusionMatrix(self.num_classes) for h in ("02", "12")}
+        for images, masks in iter_batches(self.val_set, 4):
+            preds = self.supernet.forward_all(images, index)
+            for h, cm in matrices.items():
+                cm.update(preds[h].argmax(1), masks)
+        self.supernet.train()
+        return {h: cm.compute().miou for h, cm in matrices.items()}
 
     def derive(self, index: int) -> MultiResArch:
         return self.supernet.derive(index, latency_fn=lambda a: arch_latency(a, self.table, self.num_classes, self.size),
-                                    target_ms=self.cfg.latency.target)
+                                    target_ms=self.cfg.latency.target, mious=self.mious.get(index))
 
     def search(self) -> tuple[MultiResArch, MultiResArch]:
         cfg = self.cfg
         self.echo(f"latency table: {cfg.latency.backend}, {self.table.threads} threads, input {self.size[0]}x{self.size[1]}")
-        self.table.ensure(self.supernet.latency_keys(STUDENT, self.table), progress=cfg.progress)
+        self.table.ensure([k for i in (TEACHER, STUDENT) for k in self.supernet.latency_keys(i)], progress=cfg.progress)
         schedule = SearchSchedule(pretrain_epochs=cfg.pretrain_epochs, search_epochs=cfg.search_epochs,
                                   batch_size=cfg.data.batch_size, weight_lr=cfg.weight_lr, arch_lr=cfg.arch_lr,
-                                  bf16=cfg.bf16, seed=cfg.seed, workers=cfg.data.workers, progress=cfg.progress)
+                                  bf16=cfg.bf16, seed=cfg.seed, workers=cfg.data.workers, progress=cfg.progress,
+                                  aux_weight=1.0)  # the official search loss sums all five heads equally
         engine = DifferentiableSearch(self.supernet, self.train_set, schedule, self.run,
                                       latency_losses(cfg, self.table, lambda: engine.state.get("lambda", cfg.latency.lam)),
                                       self._epoch_end, self.echo)

@@ -53,6 +53,17 @@ def scale_name(scale: int) -> str:
     return f"1/{2 ** (STEM_LEVELS + scale)}"
 
 
+def feature_channels(base_width: int, scale: int, ratio: float) -> int:
+    """Channels of a feature at ``scale`` with width ``ratio``: round(8 · 2^scale · base_width · ratio)."""
+    return int(round(2 ** (STEM_LEVELS + scale) * base_width * ratio))
+
+
+def stem_channels(base_width: int, stem_width: float) -> tuple[int, int, int]:
+    """Output channels of the three stem convolutions (FasterSeg: 2·nf(2), 2·nf(4), nf(8))."""
+    nf = lambda s: int(round(s * base_width * stem_width))  # noqa: E731
+    return 2 * nf(2), 2 * nf(4), nf(8)
+
+
 # --------------------------------------------------------------------------------- architecture
 @dataclass(frozen=True)
 class Branch:
@@ -104,12 +115,11 @@ class MultiResArch:
         return 2 ** (STEM_LEVELS + self.num_scales - 1)
 
     def channels(self, scale: int, ratio: float) -> int:
-        return int(round(2 ** (STEM_LEVELS + scale) * self.base_width * ratio))
+        return feature_channels(self.base_width, scale, ratio)
 
     def stem_channels(self) -> tuple[int, int, int]:
         """Output channels of the three stem convolutions (FasterSeg: 2·nf(2), 2·nf(4), nf(8))."""
-        nf = lambda s: int(round(s * self.base_width * self.stem_width))  # noqa: E731
-        return 2 * nf(2), 2 * nf(4), nf(8)
+        return stem_channels(self.base_width, self.stem_width)
 
     def cell_channels(self, branch: Branch, i: int) -> tuple[int, int]:
         """(cin, cout) of cell ``i`` of ``branch``."""
@@ -317,12 +327,17 @@ def _prefix_key(b: Branch, i: int) -> tuple:
     return tuple((b.ops[j], b.scales[j + 1], b.widths[j]) for j in range(i + 1))
 
 
-def plan_network(arch: MultiResArch, num_classes: int) -> Plan:
-    """Every piece of the derived network with its channels, stride and resolution level."""
-    c1, c2, c3 = arch.stem_channels()
-    stem = [Piece("stem.0", _conv(3, c1, 3, 2), 0),
+def stem_plan(channels: tuple[int, int, int]) -> list[Piece]:
+    """The stem to 1/8: 3×3 conv-BN-ReLU s2 → ``conv_2x`` s2 → ``conv_2x`` s2."""
+    c1, c2, c3 = channels
+    return [Piece("stem.0", _conv(3, c1, 3, 2), 0),
             Piece("stem.1", _key("conv_2x", c1, c2, 2), 1),
             Piece("stem.2", _key("conv_2x", c2, c3, 2), 2)]
+
+
+def plan_network(arch: MultiResArch, num_classes: int) -> Plan:
+    """Every piece of the derived network with its channels, stride and resolution level."""
+    stem = stem_plan(arch.stem_channels())
     branches = arch.branches
     steps: list[CellStep] = []
     for layer in range(max(len(b) for b in branches)):
@@ -468,6 +483,12 @@ class MultiResSpace:
         ph, pw = -(-h // m) * m, -(-w // m) * m
         return [p.key(ph, pw) for p in plan_network(arch, num_classes).pieces]
 
+    def supernet(self, num_classes: int, input_size: tuple[int, int] = (1024, 2048), **options: Any):
+        """FasterSeg's co-search supernet of these settings (``multires_supernet.MultiResSupernet``)."""
+        from segnas.spaces.multires_supernet import MultiResSupernet
+
+        return MultiResSupernet.from_space(self, num_classes, input_size, **options)
+
     def min_cells(self, last: int) -> int:
         """Fewest cells a branch ending at scale ``last`` keeps (official: round(L/3) + 2·last)."""
         return min(self.layers, int(round(self.layers / 3)) + 2 * last)
@@ -603,8 +624,17 @@ def _objective(miou: float, latency: float, target: float = OFFICIAL_LATENCY_TAR
     return miou * math.pow(latency / target, w)
 
 
+def official_pair(objective02: float, objective12: float) -> tuple[int, int]:
+    """``train.py``'s choice of branch ends: 1/32 + 1/8 if its objective is strictly better, else
+    1/32 + 1/16."""
+    return (2, 0) if objective02 > objective12 else (2, 1)
+
+
 def _official_path(betas: list, last: int, layers: int) -> list[int]:
-    """``betas2path``: the scale path (input scale of each of ``layers`` cells) ending at ``last``."""
+    """``betas2path``: the scale path (input scale of each of ``layers`` cells) ending at ``last``.
+    Kept as the official code has it: for ``last == 2`` the best β1[i]·β2[j] (1 <= i <= j − 2,
+    j < layers − 4) strides after cells i + 1 and j + 2 (what those β rows choose); for ``last == 1``
+    the best β1[r] (1 <= r <= layers − 4) strides after cell r, one cell earlier than its row means."""
     downs = [0] * layers
     if last == 1:
         downs[int(torch.argmax(betas[1][1:-1, 0])) + 1] = 1
@@ -667,6 +697,31 @@ def _official_ops(alphas: list[torch.Tensor], path: list[int], widths: list, ign
     return ops, [path[i] for i in kept], [widths[i] for i in kept[:-1]]
 
 
+def official_branches(alphas: Sequence[torch.Tensor], betas: Sequence[torch.Tensor | None],
+                      ratios: Sequence[torch.Tensor], width_choices: Sequence[Any],
+                      ignore_skip: bool) -> dict[int, Branch]:
+    """The branch ending at each scale (0, 1, 2) that official FasterSeg derives from one searched
+    architecture: ``alphas[s]`` (L − s, 5) operator logits, ``betas[1]`` (L − 2, 2) and ``betas[2]``
+    (L − 3, 2) path logits (column 0: from the finer scale, 1: same scale; ``betas[0]`` unused),
+    ``ratios[s]`` width logits ((L − 1, n), (L − 1, n), (L − 2, n)); a width is
+    ``width_choices[argmax]`` (what ``Branch.widths`` then holds). Runs ``network_metas`` for
+    last = 0, 1, 2 in the official order on copies, so its in-place edits of α (skips set to −inf)
+    and β (softmaxed once more per branch) carry over between branches as they do there."""
+    alphas = [a.detach().float().cpu().clone() for a in alphas]
+    betas = [None] + [b.detach().float().cpu().clone() for b in betas[1:3]]
+    ratios = [r.detach().float().cpu() for r in ratios]
+    layers = alphas[0].shape[0]
+    branches = {}
+    for last in (0, 1, 2):
+        betas[1] = torch.softmax(betas[1], dim=-1)
+        betas[2] = torch.softmax(betas[2], dim=-1)
+        path = _official_path(betas, last, layers)
+        widths = [width_choices[int(ratios[path[i]][i - max(path[i], 1)].argmax())] for i in range(1, layers)]
+        ops, path, widths = _official_ops(alphas, path, widths, ignore_skip)
+        branches[last] = Branch(tuple(path), tuple(OFFICIAL_PRIMITIVES[o] for o in ops), tuple(widths))
+    return branches
+
+
 def derive_official(state: dict, idx: int | None = None, lasts: Sequence[int] | None = None,
                     base_width: int = 12, width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS,
                     stem_head_width: tuple[float, float] | None = None) -> MultiResArch:
@@ -683,9 +738,9 @@ def derive_official(state: dict, idx: int | None = None, lasts: Sequence[int] | 
     for name in names:
         if name not in state:
             raise SegnasError(f"official arch: missing field {name!r}")
-    alphas = [state[f"alpha_{idx}_{s}"].detach().float().cpu().clone() for s in range(3)]
-    betas = [None] + [state[f"beta_{idx}_{s}"].detach().float().cpu().clone() for s in (1, 2)]
-    ratios = [state[f"ratio_{idx}_{s}"].detach().float().cpu() for s in range(3)]
+    alphas = [state[f"alpha_{idx}_{s}"] for s in range(3)]
+    betas = [None] + [state[f"beta_{idx}_{s}"] for s in (1, 2)]
+    ratios = [state[f"ratio_{idx}_{s}"] for s in range(3)]
     layers = alphas[0].shape[0]
     ignore_skip = idx == 0  # train.py: the teacher (arch 0) never keeps a skip
     width_ratios = tuple(float(r) for r in width_ratios)
@@ -696,13 +751,7 @@ def derive_official(state: dict, idx: int | None = None, lasts: Sequence[int] | 
         if ratios[0].shape[1] != len(choices):
             raise SegnasError(f"official arch: ratio tensors have {ratios[0].shape[1]} width choices, "
                               f"width_ratios has {len(choices)}")
-    derived = {}
-    for last in (0, 1, 2):  # network_metas for each end scale, in the official order (α, β edits carry over)
-        betas[1] = torch.softmax(betas[1], dim=-1)
-        betas[2] = torch.softmax(betas[2], dim=-1)
-        path = _official_path(betas, last, layers)
-        widths = [choices[int(ratios[path[i]][i - max(path[i], 1)].argmax())] for i in range(1, layers)]
-        derived[last] = _official_ops(alphas, path, widths, ignore_skip)
+    derived = official_branches(alphas, betas, ratios, choices, ignore_skip)
     if lasts is None:
         for name in ("mIoU02", "latency02", "mIoU12", "latency12"):
             if name not in state:
@@ -710,17 +759,17 @@ def derive_official(state: dict, idx: int | None = None, lasts: Sequence[int] | 
                                   "or pass lasts)")
         obj02 = _objective(float(state["mIoU02"]), float(state["latency02"]))
         obj12 = _objective(float(state["mIoU12"]), float(state["latency12"]))
-        lasts = [2, 0] if obj02 > obj12 else [2, 1]
+        lasts = official_pair(obj02, obj12)
     branches = []
     for last in lasts:
-        ops, path, widths = derived[last]
+        b = derived[last]
         idxs = []
-        for w in widths:
+        for w in b.widths:
             match = [i for i, r in enumerate(width_ratios) if abs(r - w) < 1e-9]
             if not match:
                 raise SegnasError(f"official arch: width ratio {w} is not in width_ratios {width_ratios}")
             idxs.append(match[0])
-        branches.append(Branch(tuple(path), tuple(OFFICIAL_PRIMITIVES[o] for o in ops), tuple(idxs)))
+        branches.append(replace(b, widths=tuple(idxs)))
     stem_w, head_w = stem_head_width or OFFICIAL_STEM_HEAD_WIDTH.get(idx, (1.0, 1.0))
     return MultiResArch(tuple(branches), layers=layers, num_scales=3, base_width=base_width,
                         width_ratios=width_ratios, stem_width=float(stem_w), head_width=float(head_w))

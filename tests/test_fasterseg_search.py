@@ -1,0 +1,47 @@
+"""FasterSeg end to end on tiny settings: search → derive → arch files → (short) final training."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segnas.config.search import SearchConfig
+from segnas.jobs.search import fasterseg_job
+from segnas.search.fasterseg import adapt_lambda
+from segnas.spaces import build_from_arch, read_arch_file
+
+
+def test_lambda_adaptation_moves_towards_the_target():
+    assert adapt_lambda(0.01, latency_ms=5.0, target_ms=10.0, tolerance=0.1) == 0.005  # too fast: relax
+    assert adapt_lambda(0.01, latency_ms=15.0, target_ms=10.0, tolerance=0.1) == 0.02  # too slow: push
+    assert adapt_lambda(0.01, latency_ms=10.5, target_ms=10.0, tolerance=0.1) == 0.01
+
+
+@pytest.fixture
+def tiny_search(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    return SearchConfig.model_validate({
+        "data": {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96],
+                 "batch_size": 2},
+        "space": {"layers": 5, "base_width": 2, "width_ratios": [0.5, 1.0]},
+        "latency": {"target_ms": 5.0, "backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0},
+        "pretrain_epochs": 1, "search_epochs": 2, "derive_val_images": 4, "threads": 1,
+        "final_epochs": 1, "final_ema_decay": None, "out_dir": str(tmp_path / "runs"), "progress": False})
+
+
+def test_search_derives_trains_and_reports(tiny_search):
+    summary = fasterseg_job(tiny_search)
+    run = Path(summary["run_dir"])
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["pretrain", "search", "search"]
+    assert all("student_latency_ms" in r and "lambda" in r for r in records[1:])
+    for name in ("teacher", "student"):
+        data = read_arch_file(run / f"{name}.json")
+        assert data["space"] == "multires" and data["predicted_latency_ms"] > 0
+        build_from_arch(data, 11)
+    assert summary["student_measured_ms"] > 0
+    assert summary["training"]["student"]["best_val_miou"] >= 0
+    student_run = Path(json.loads((run / "student_train.json").read_text())["run_dir"])
+    student_metrics = [json.loads(x) for x in (student_run / "metrics.jsonl").read_text().splitlines()]
+    assert student_metrics[-1]["train_kd"] > 0  # distilled from the trained teacher
+    assert (run / "search_result.json").is_file()
