@@ -7,14 +7,11 @@ from pathlib import Path
 import time
 from typing import Any, Callable
 
-import torch
-
-from segnas.config.io import load_config, save_config
 from segnas.config.search import SearchConfig
 from segnas.cost import count_flops, count_parameters, measure_latency
-from segnas.engine.rundir import RunDir
+from segnas.jobs.common import open_run, start_job
 from segnas.jobs.train import train_job
-from segnas.utils import atomic_write_text, seed_everything
+from segnas.utils import atomic_write_text
 
 
 def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
@@ -25,17 +22,9 @@ def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
     from segnas.spaces.multires import MULTIRES
 
     echo = echo or (lambda m: None)
-    if resume is not None:
-        run = RunDir.existing(resume)
-        cfg = load_config(SearchConfig, run.path / "config.yaml")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    cfg, run = start_job(SearchConfig, cfg, resume)
     job = FasterSegSearch(cfg, echo)  # validates data and settings before anything is written
-    if resume is None:
-        run = RunDir.create(cfg.out_dir, cfg.job)
-        save_config(cfg, run.path / "config.yaml")
-    job.run = run
+    job.run = open_run(cfg, run)
     t0 = time.perf_counter()
     teacher, student = job.search()
     search_s = time.perf_counter() - t0
@@ -55,8 +44,8 @@ def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
          f"({100 * summary['student_latency_vs_target']:+.1f}%)")
     if cfg.final_epochs > 0:
         summary["training"] = train_final(job, echo)
-    atomic_write_text(run.path / "search_result.json", json.dumps(summary, indent=2))
-    summary["run_dir"] = str(run.path)
+    atomic_write_text(job.run.path / "search_result.json", json.dumps(summary, indent=2))
+    summary["run_dir"] = str(job.run.path)
     return summary
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from segnas.config.io import load_config, save_config
 from segnas.config.train import TrainConfig
 from segnas.data import eval_transforms, open_split, train_transforms
 from segnas.engine.checkpoint import load_checkpoint
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult
-from segnas.jobs.models import build_network, load_trained, model_spec_from_config
 from segnas.errors import SegnasError
-from segnas.utils import seed_everything
+from segnas.jobs.common import open_run, start_job
+from segnas.jobs.models import build_network, load_trained, model_spec_from_config
 
 
 def make_datasets(cfg: TrainConfig):
@@ -34,20 +31,13 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
 
     When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored).
     """
-    if resume is not None:
-        run = RunDir.existing(resume)
-        cfg = load_config(TrainConfig, run.path / "config.yaml")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    cfg, run = start_job(TrainConfig, cfg, resume)
     # Everything that can fail on user input is built before a new run directory is created.
     train_set, val_set = make_datasets(cfg)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg)
     model = build_network(spec, train_set.num_classes)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
-    if resume is None:
-        run = RunDir.create(cfg.out_dir, cfg.job)
-        save_config(cfg, run.path / "config.yaml")
+    run = open_run(cfg, run)
     classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
