@@ -35,6 +35,9 @@ def test_search_derives_trains_and_reports(tiny_search):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in records] == ["pretrain", "search", "search"]
     assert all("student_latency_ms" in r and "lambda" in r for r in records[1:])
+    # the λ logged for each search epoch is the previous one adapted to that epoch's derived student
+    first, second = records[1], records[2]
+    assert second["lambda"] == adapt_lambda(first["lambda"], first["student_latency_ms"], 5.0, 0.1)
     for name in ("teacher", "student"):
         data = read_arch_file(run / f"{name}.json")
         assert data["space"] == "multires" and data["predicted_latency_ms"] > 0
