@@ -1,7 +1,11 @@
-"""Fast-SCNN trained from scratch on CamVid train (360x480) on this CPU; val mIoU vs training time.
+"""A network trained from scratch on CamVid train (360x480) on this CPU; val mIoU vs training time.
 
-    python benchmarks/train_camvid.py                 # 60 training-minutes, results/train_camvid.json
+    python benchmarks/train_camvid.py                 # Fast-SCNN, 60 training-minutes, results/train_camvid.json
+    python benchmarks/train_camvid.py --model stdc1_seg   # any zoo name or arch.json: results/train_camvid_<name>.json
     python benchmarks/train_camvid.py --resume RUNDIR # continue a killed run
+
+The same recipe and budget serve every network (zoo baselines and searched ones) so that their
+val mIoUs compare.
 
 The LR schedule runs on the time budget (evaluation time excluded), so the run ends on time.
 Training time is counted as process CPU time / 2 threads, i.e. the wall time the run takes on
@@ -24,12 +28,13 @@ from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 
 
-def config(minutes: float, out_dir: str) -> TrainConfig:
+def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfig:
+    source = {"name": None, "arch": model} if model.endswith(".json") else {"name": model}
     return TrainConfig.model_validate({
-        "job": "bench-fastscnn-camvid",
+        "job": f"bench-{Path(model).stem}-camvid",
         "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": "360x480", "scale": [0.75, 1.5],
                  "jitter": 0.3, "batch_size": 8, "eval_batch_size": 4},
-        "model": {"name": "fast_scnn"},
+        "model": source,
         "optim": {"name": "sgd", "lr": 0.08, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "poly",
                   "warmup_iters": 100},
         "loss": {"kind": "ohem", "ohem_thresh": 0.7, "ohem_min_kept": 100000, "aux_weight": 0.4},
@@ -43,17 +48,21 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60.0, help="training-time budget")
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--resume", default=None, help="run directory to continue")
-    ap.add_argument("--name", default="train_camvid", help="result file name")
+    ap.add_argument("--model", default="fast_scnn", help="zoo name or arch.json")
+    ap.add_argument("--name", default=None, help="result file name (default from the model)")
     args = ap.parse_args()
     if not camvid_root().is_dir():
         sys.exit(f"CamVid not found at {camvid_root()} (set SEGNAS_CAMVID)")
-    result = train_job(config(args.minutes, args.out_dir), resume=args.resume, echo=print)
+    name = args.name or ("train_camvid" if args.model == "fast_scnn" else f"train_camvid_{Path(args.model).stem}")
+    cfg = config(args.minutes, args.out_dir, args.model)
+    result = train_job(cfg, resume=args.resume, echo=print)
     evals = [r for r in result.history if "val_miou" in r]
     first50 = next((r for r in evals if r["val_miou"] >= 0.5), None)
     epoch_s = [r["epoch_s"] for r in result.history]
     final = result.final
     out = {
-        "settings": config(args.minutes, args.out_dir).model_dump(mode="json"),
+        "model": args.model,
+        "settings": cfg.model_dump(mode="json"),
         "run_dir": result.run_dir,
         "epochs": result.epochs_done,
         "train_minutes": round(result.train_seconds / 60, 2),
@@ -68,7 +77,7 @@ def main() -> None:
                   for r in evals],
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    path = save_result(args.name, out)
+    path = save_result(name, out)
     print(f"final val mIoU {out['final_val_miou']:.4f} (best {out['best_val_miou']:.4f} @ epoch {out['best_epoch']}) "
           f"after {out['train_minutes']} train-min, {out['epochs']} epochs, {out['seconds_per_epoch_median']} s/epoch, "
           f"peak RSS {out['peak_rss_mb']} MB; 50% first at {out['first_50_miou_at_train_minutes']} min")
