@@ -120,3 +120,24 @@ def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, mon
     monkeypatch.undo()
     result = run("export", ckpt, "--out", tmp_path / "m.pt", "--size", "48x64", "--format", "torchscript")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--resume", "/tmp/x", "--epochs", "3"], "epochs"),
+    (["train", "--set", "a=[1,"], "--set a"),
+    (["train", "--set", "epochs=3", "--set", "epochs.x=1"], "epochs"),
+    (["train", "--data", "synthetic", "--set", "data.options.bogus=1"], "data.options"),
+])
+def test_more_user_mistakes(args, needle):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_search_checkpoint_is_refused_by_predict(tmp_path):
+    import torch
+
+    bad = tmp_path / "search_last.pt"
+    torch.save({"model": {}, "model_spec": {"kind": "supernet"}}, bad)
+    result = run("predict", bad, tmp_path)
+    assert result.exit_code == 2 and "not a trained-network checkpoint" in result.output

@@ -115,3 +115,15 @@ def test_predicted_latency_grows_when_an_op_gets_bigger(tmp_path):
 
 def test_matmul_peak_is_measured():
     assert measure_matmul_peak(1, n=256, seconds=0.1) > 0.5
+
+
+def test_measuring_latency_leaves_the_global_rng_alone(tmp_path):
+    table = LatencyTable("eager", threads=1, path=tmp_path / "t.json", min_runs=2, min_time_s=0.0)
+    conv = nn.Conv2d(3, 3, 3)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    table.ensure(keys(), progress=False)  # measures: builds random ops and inputs
+    from segnas.cost import measure_latency
+
+    measure_latency(conv, (1, 3, 16, 16), "eager", threads=1, min_runs=2, min_time_s=0.0)
+    assert torch.equal(before, torch.get_rng_state())

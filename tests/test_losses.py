@@ -87,3 +87,10 @@ def test_boundary_targets_mark_label_edges_only():
     assert gt[0, 0, :, :5].sum() == 0 and gt[0, 0, :, 12:].sum() == 0  # flat regions
     good = (gt * 20 - 10).requires_grad_(True)
     assert detail_loss(good, target) < detail_loss(torch.zeros_like(good), target)
+
+
+def test_ohem_with_class_weights_is_a_weighted_mean_of_the_hard_pixels():
+    logits, target = make(10)
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])
+    loss = OhemCrossEntropy(thresh=1.0, min_kept=1, weight=weight)(logits, target)  # keeps every pixel
+    assert torch.allclose(loss, F.cross_entropy(logits, target, weight=weight, ignore_index=255))

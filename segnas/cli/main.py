@@ -52,14 +52,23 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise SegnasError(f"--set: expected key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SegnasError(f"--set {key.strip()}: cannot read the value {value!r} (YAML)") from None
     return out
 
 
-def settings(cls, config: Optional[Path], overrides: dict[str, Any]):
-    """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied."""
+def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None):
+    """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied;
+    None when resuming (the run's own config.yaml is used, so other settings are refused)."""
     from segnas.config.io import build_config, load_config, set_dotted
 
+    if resume is not None:
+        if config is not None or overrides:
+            given = ", ".join(["--config"] * (config is not None) + sorted(overrides))
+            raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
+        return None
     if config is not None:
         return load_config(cls, config, overrides)
     raw: dict[str, Any] = {}
@@ -102,7 +111,7 @@ def train(
     if arch is not None:
         overrides.update({"model.arch": str(arch), "model.name": None})
     overrides.update(parse_overrides(set_))
-    cfg = None if resume is not None else settings(TrainConfig, config, overrides)
+    cfg = settings(TrainConfig, config, overrides, resume)
     result = train_job(cfg, resume=resume, echo=echo)
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
@@ -248,7 +257,7 @@ def search_fasterseg(
              "latency.backend": backend, "threads": threads, "out_dir": out_dir}
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_overrides(set_))
-    cfg = None if resume is not None else settings(SearchConfig, config, overrides)
+    cfg = settings(SearchConfig, config, overrides, resume)
     summary = fasterseg_job(cfg, resume, echo=echo)
     echo(f"done: {summary['run_dir']}")
 

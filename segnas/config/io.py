@@ -53,8 +53,10 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """Set ``data['a']['b'] = value`` for key 'a.b', creating levels as needed."""
     *parents, last = key.split(".")
     node = data
-    for p in parents:
+    for i, p in enumerate(parents):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise SegnasError(f"{key}: {'.'.join(parents[:i + 1])} is a value, not a section of settings")
     node[last] = value
 
 

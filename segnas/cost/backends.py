@@ -104,13 +104,13 @@ def prepare(backend: str, model: nn.Module, input_shape: tuple[int, int, int, in
         return _torch_runner(model, backend == "eager-cl", device)
     if backend == "torchscript":
         return _torchscript_runner(model, input_shape, device)
-    folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="segnas-onnx-"))
-    onnx_path = export_onnx(model, folder / "model.onnx", input_shape)
-    if backend == "onnxruntime":
-        return _onnxruntime_runner(onnx_path, threads, device)
-    if device != "cpu":
+    if backend == "openvino" and device != "cpu":
         raise SegnasError("backend: openvino is measured on CPU only here")
-    return _openvino_runner(onnx_path, threads)
+    with tempfile.TemporaryDirectory(prefix="segnas-onnx-") as tmp:  # the runtimes load the file fully
+        onnx_path = export_onnx(model, Path(workdir or tmp) / "model.onnx", input_shape)
+        if backend == "onnxruntime":
+            return _onnxruntime_runner(onnx_path, threads, device)
+        return _openvino_runner(onnx_path, threads)
 
 
 class pinned_threads:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from segnas.cost.backends import pinned_threads, prepare
@@ -65,7 +66,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int, int], ba
     """Latency of one ``input_shape`` batch through ``model`` on ``backend``."""
     threads = threads or default_threads()
     x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
-    with pinned_threads(threads):
+    with pinned_threads(threads), torch.random.fork_rng():
         run = prepare(backend, model, input_shape, threads, device)
         times = time_callable(lambda: run(x), warmup, min_runs, min_time_s)
     return summarize(times, backend, input_shape, threads, device)

@@ -90,12 +90,16 @@ class LatencyTable:
         """Fixed cost of one inference call for an input of ``shape`` (identity graph), cached."""
         key = "x".join(map(str, shape))
         if key not in self.overheads:
-            self.overheads[key] = self._time_module(_Identity(), shape)
+            with torch.random.fork_rng():
+                self.overheads[key] = self._time_module(_Identity(), shape)
             self.save()
         return self.overheads[key]
 
     def _measure(self, key: OpKey) -> float:
-        raw = self._time_module(key.build(), key.input_shape)
+        # Measuring draws random weights and inputs: keep the caller's RNG stream untouched, so
+        # that a job gives the same result whether its table was cached or not.
+        with torch.random.fork_rng():
+            raw = self._time_module(key.build(), key.input_shape)
         return max(raw - self.call_overhead(key.input_shape), 0.0)
 
     def lookup(self, key: OpKey, save: bool = True) -> float:

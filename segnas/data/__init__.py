@@ -33,7 +33,10 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform=None
                   **options: Any):
     """Instantiate dataset ``name`` for ``split`` (e.g. train/val) under ``root``."""
     cls = dataset_class(name)
-    return cls(root, split=split, transform=transform, cache=cache, **options)
+    try:
+        return cls(root, split=split, transform=transform, cache=cache, **options)
+    except TypeError as exc:  # an option the dataset does not take
+        raise SegnasError(f"data.options: {name}: {exc}") from None
 
 
 CACHE_LIMIT_BYTES = 2 * 1024**3

@@ -25,16 +25,23 @@ class OhemCrossEntropy(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        pixel_loss = F.cross_entropy(logits.float(), target, weight=self.weight,
-                                     ignore_index=self.ignore_index, reduction="none").flatten()
-        valid = target.flatten() != self.ignore_index
-        losses = pixel_loss[valid]
+        # Hardness is judged on the unweighted loss (−log p of the true class); class weights then
+        # weigh the kept pixels, normalized by their total weight like a weighted CE mean.
+        pixel_loss = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index,
+                                     reduction="none").flatten()
+        flat_target = target.flatten()
+        valid = flat_target != self.ignore_index
+        losses, classes = pixel_loss[valid], flat_target[valid]
         if losses.numel() == 0:
             return logits.sum() * 0.0
-        hard = losses[losses > self.loss_thresh]
-        if hard.numel() < min(self.min_kept, losses.numel()):
-            hard = losses.topk(min(self.min_kept, losses.numel())).values
-        return hard.mean()
+        keep = losses > self.loss_thresh
+        if int(keep.sum()) < min(self.min_kept, losses.numel()):
+            keep = torch.zeros_like(keep)
+            keep[losses.topk(min(self.min_kept, losses.numel())).indices] = True
+        if self.weight is None:
+            return losses[keep].mean()
+        w = self.weight[classes[keep]]
+        return (losses[keep] * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from segnas.errors import SegnasError
+from segnas.utils import atomic_write_text
 
 
 class RunDir:
@@ -63,9 +64,15 @@ class RunDir:
         f = self.path / "metrics.jsonl"
         if not f.is_file():
             return []
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        records = []
+        for line in f.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill mid-write: dropped on resume
+                continue
+        return records
 
     def truncate_metrics(self, after_epoch: int, key: str = "epoch") -> None:
         """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume)."""
         kept = [r for r in self.read_metrics() if r.get(key, 0) <= after_epoch]
-        (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))

@@ -25,6 +25,7 @@ from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import build_optimizer, lr_factor, set_lr
 from segnas.engine.progress import progress_bar
 from segnas.engine.rundir import RunDir
+from segnas.errors import SegnasError
 from segnas.metrics import SegMetrics
 
 
@@ -170,7 +171,8 @@ class Trainer:
                 output = self.model(images)
             loss, parts = self.criterion(output, masks, teacher_logits)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower optim.lr")
+                raise SegnasError(f"optim.lr: the loss became {loss.item()} at step {self.step}; "
+                                  f"lower the learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.clip_grad_norm:

@@ -55,7 +55,11 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
     else:
         raise SegnasError(f"--format: expected onnx or torchscript, got {fmt!r}")
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
-    results = [check_parity(model, out, s, tolerance) for s in shapes]
+    try:
+        results = [check_parity(model, out, s, tolerance) for s in shapes]
+    except Exception:
+        out.unlink(missing_ok=True)  # an unverified export is not left behind
+        raise
     bad = [r for r in results if not r.ok]
     if bad:
         out.unlink(missing_ok=True)

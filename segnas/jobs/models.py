@@ -11,6 +11,7 @@ from torch import nn
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
 from segnas.engine.checkpoint import load_checkpoint
+from segnas.errors import SegnasError
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.zoo import build_model
 
@@ -31,9 +32,16 @@ def build_network(spec: dict[str, Any], num_classes: int) -> nn.Module:
 def load_trained(checkpoint: str | Path) -> tuple[nn.Module, ClassInfo, dict[str, Any]]:
     """Rebuild a trained network from a checkpoint alone; returns (model in eval mode, classes, state)."""
     state = load_checkpoint(checkpoint)
+    if state["model_spec"].get("kind") not in ("zoo", "arch") or "classes" not in state:
+        raise SegnasError(f"{checkpoint}: not a trained-network checkpoint (a search state?); "
+                          "use checkpoints/best.pt or last.pt of a training run")
     classes = ClassInfo(tuple(state["classes"]["names"]), tuple(tuple(c) for c in state["classes"]["colors"]))
     model = build_network(state["model_spec"], classes.num_classes)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)[:200]
+        raise SegnasError(f"{checkpoint}: weights do not fit the network it describes ({first})") from None
     return model.eval(), classes, state
 
 

@@ -59,7 +59,7 @@ def train_final(job, echo: Callable[[str], None]) -> dict[str, Any]:
         if done.is_file():
             results[name] = json.loads(done.read_text())
         else:
-            existing = sorted((job.run.path / "train").glob(f"*-{job.cfg.job}-{name}"))
+            existing = sorted(p.parent for p in (job.run.path / "train").glob(f"*-{job.cfg.job}-{name}/config.yaml"))
             r = train_job(job.final_config(name, teacher_ckpt), resume=existing[-1] if existing else None, echo=echo)
             results[name] = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
             atomic_write_text(done, json.dumps(results[name], indent=2))

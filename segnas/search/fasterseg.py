@@ -32,7 +32,7 @@ from segnas.metrics import ConfusionMatrix
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
-from segnas.spaces import write_arch_file
+from segnas.spaces import read_arch_file, write_arch_file
 from segnas.spaces.multires import MULTIRES, MultiResArch
 from segnas.spaces.multires_supernet import MultiResSupernet
 
@@ -44,11 +44,6 @@ def latency_size(cfg: SearchConfig) -> tuple[int, int]:
     if size is None:
         raise SegnasError("latency.size: give the deployment input size (HxW), e.g. --size 360x480")
     return tuple(size)
-
-
-def arch_latency(arch: MultiResArch, table: LatencyTable, num_classes: int, size: tuple[int, int]) -> float:
-    """Predicted latency (ms) of a derived network from the operator table."""
-    return predict_latency(MULTIRES.latency_keys(arch, num_classes, size), table, (1, 3, *size)).total_ms
 
 
 def latency_losses(cfg: SearchConfig, table: LatencyTable, lam: Callable[[], float]):
@@ -109,9 +104,10 @@ class FasterSegSearch:
         lat = {}
         for index in (TEACHER, STUDENT):
             self.mious[index] = self.head_mious(index)
+        engine.state["mious"] = self.mious  # checkpointed: a resumed job derives the same networks
         for name, index in (("teacher", TEACHER), ("student", STUDENT)):
             arch = self.derive(index)
-            lat[name] = arch_latency(arch, self.table, self.num_classes, self.size)
+            lat[name] = self.supernet.derived_latency(arch, self.table)
             write_arch_file(self.run.path / "archs" / f"{name}_epoch{epoch:03d}.json", MULTIRES.name, MULTIRES.version,
                             arch.to_dict(), predicted_latency_ms=lat[name])
         lam = engine.state.setdefault("lambda", self.cfg.latency.lam)
@@ -127,16 +123,19 @@ class FasterSegSearch:
         if self.val_set is None:
             return None
         self.supernet.eval()
+        previous_mode = self.supernet.width_mode
+        self.supernet.set_width_mode("argmax")  # score the widths that derivation will keep
         matrices = {h: ConfusionMatrix(self.num_classes) for h in ("02", "12")}
         for images, masks in iter_batches(self.val_set, 4):
             preds = self.supernet.forward_all(images, index)
             for h, cm in matrices.items():
                 cm.update(preds[h].argmax(1), masks)
+        self.supernet.set_width_mode(previous_mode)
         self.supernet.train()
         return {h: cm.compute().miou for h, cm in matrices.items()}
 
     def derive(self, index: int) -> MultiResArch:
-        return self.supernet.derive(index, latency_fn=lambda a: arch_latency(a, self.table, self.num_classes, self.size),
+        return self.supernet.derive(index, latency_fn=lambda a: self.supernet.derived_latency(a, self.table),
                                     target_ms=self.cfg.latency.target, mious=self.mious.get(index))
 
     def search(self) -> tuple[MultiResArch, MultiResArch]:
@@ -151,11 +150,16 @@ class FasterSegSearch:
                                       latency_losses(cfg, self.table, lambda: engine.state.get("lambda", cfg.latency.lam)),
                                       self._epoch_end, self.echo)
         engine.resume_if_possible()
+        self.mious = {int(k): v for k, v in engine.state.get("mious", {}).items()}
         engine.fit()
         archs = []
         for name, index in (("teacher", TEACHER), ("student", STUDENT)):
+            done = self.run.path / f"{name}.json"
+            if done.is_file():  # a resumed job that already derived keeps what it trains on
+                archs.append(MULTIRES.arch_from_dict(read_arch_file(done)["arch"]))
+                continue
             arch = self.derive(index)
-            lat = arch_latency(arch, self.table, self.num_classes, self.size)
+            lat = self.supernet.derived_latency(arch, self.table)
             write_arch_file(self.run.path / f"{name}.json", MULTIRES.name, MULTIRES.version, arch.to_dict(),
                             predicted_latency_ms=lat, target_ms=cfg.latency.target if index == STUDENT else None)
             self.echo(f"derived {name}: predicted {lat:.2f} ms at {self.size[0]}x{self.size[1]} ({cfg.latency.backend})")

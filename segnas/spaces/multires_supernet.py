@@ -77,7 +77,7 @@ NUM_SCALES = 3
 HEADS: tuple[str, ...] = ("0", "1", "2", "02", "12")
 #: ``forward``'s main output; the other heads are its auxiliary outputs in training.
 MAIN_HEAD = "12"
-WIDTH_MODES: tuple[str, ...] = ("max", "min", "random", "gumbel")
+WIDTH_MODES: tuple[str, ...] = ("max", "min", "random", "gumbel", "argmax")
 ARCH_GROUPS: tuple[str, ...] = ("alpha", "beta", "gamma")
 #: Official weights of LAT(α | β, γ fixed), LAT(β | α, γ fixed), LAT(γ | α, β fixed) (architect.py).
 LATENCY_TERM_WEIGHTS: tuple[float, float, float] = (1 / 500, 497 / 500, 2 / 500)
@@ -250,7 +250,8 @@ class MultiResSupernet(nn.Module):
     def set_width_mode(self, mode: str) -> None:
         """How width-searching archs choose widths: ``"max"``, ``"min"``, ``"random"`` (uniform per
         node; the sandwich rule's max + min + random) or ``"gumbel"`` (search: hard Gumbel-softmax
-        over γ with straight-through gradients). Archs without width search always use the max."""
+        over γ with straight-through gradients) or ``"argmax"`` (γ's argmax, as derived). Archs without
+        width search always use the max."""
         if mode not in WIDTH_MODES:
             raise SegnasError(f"multires supernet: unknown width mode {mode!r} (expected {', '.join(WIDTH_MODES)})")
         self.width_mode = mode
@@ -266,6 +267,8 @@ class MultiResSupernet(nn.Module):
                 out.append(([self._max_index if mode == "max" else self._min_index] * rows, None))
             elif mode == "random":
                 out.append((torch.randint(len(self.width_ratios), (rows,)).tolist(), None))
+            elif mode == "argmax":  # the widths derivation picks: score the network it would derive
+                out.append((gamma.argmax(-1).tolist(), None))
             else:
                 y = F.gumbel_softmax(F.log_softmax(gamma, dim=-1), tau=1.0, hard=True)
                 idx = y.argmax(dim=-1)
