@@ -90,7 +90,8 @@ def _final_record(run: Path) -> dict:
 
 def test_killed_run_resumes_to_the_same_result(tiny_yaml, tmp_path):
     """Kill a training process with SIGKILL mid-run, resume it, and compare with an uninterrupted run."""
-    cfg_path = tiny_yaml(epochs=5, **{"data.options": {"size": [48, 64], "length": 24}})
+    cfg_path = tiny_yaml(epochs=5, ema_decay=0.9, **{"data.options": {"size": [48, 64], "length": 24},
+                                                     "optim.warmup_iters": 8})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "segnas", "train", "--config", str(cfg_path)]
 

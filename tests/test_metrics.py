@@ -49,6 +49,17 @@ def test_fwiou_and_logits_input():
     assert m.fwiou == pytest.approx(float((freqs * torch.tensor(m.iou, dtype=torch.float64)).sum()), abs=1e-9)
 
 
+def test_scores_on_a_hand_computed_example():
+    # ground truth 0 0 0 1 | prediction 0 0 1 1 -> class 0: tp 2, union 3; class 1: tp 1, union 2
+    cm = ConfusionMatrix(2)
+    cm.update(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 0, 1]))
+    m = cm.compute()
+    assert m.iou == pytest.approx([2 / 3, 1 / 2])
+    assert m.fwiou == pytest.approx(0.75 * 2 / 3 + 0.25 * 1 / 2)
+    assert m.mean_acc == pytest.approx((2 / 3 + 1) / 2)
+    assert m.pixel_acc == pytest.approx(3 / 4)
+
+
 def test_absent_class_is_left_out_of_mean():
     cm = ConfusionMatrix(3)
     cm.update(torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 255]))

@@ -94,3 +94,33 @@ def test_resume_after_interruption_matches(tmp_path):
         torch.testing.assert_close(a, b)
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epochs_done"] for x in lines] == [1, 2, 3]
+
+
+def test_resume_when_killed_between_metrics_and_checkpoint(tmp_path, monkeypatch):
+    import segnas.search.differentiable as engine_module
+
+    full = make(tmp_path, name="full")
+    full.fit()
+    real_save = engine_module.save_checkpoint
+    calls = {"n": 0}
+
+    def dying_save(path, state):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the 2nd epoch's metrics line is written, its checkpoint is not
+        real_save(path, state)
+
+    monkeypatch.setattr(engine_module, "save_checkpoint", dying_save)
+    part = make(tmp_path, name="part")
+    try:
+        part.fit()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(engine_module, "save_checkpoint", real_save)
+    resumed = make(tmp_path, name="part")
+    assert resumed.resume_if_possible()
+    resumed.fit()
+    lines = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epochs_done"] for r in lines] == [1, 2, 3]  # the orphaned epoch-2 line was replaced
+    for a, b in zip(full.net.state_dict().values(), resumed.net.state_dict().values()):
+        torch.testing.assert_close(a, b)

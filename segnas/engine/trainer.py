@@ -7,12 +7,10 @@ and every RNG state restored, so a resumed run matches an uninterrupted one.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -24,6 +22,7 @@ from segnas.engine.evaluate import autocast_context, evaluate
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import build_optimizer, lr_factor, set_lr
 from segnas.engine.progress import progress_bar
+from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.metrics import SegMetrics
@@ -101,12 +100,7 @@ class Trainer:
             "best_miou": self.best_miou,
             "best_epoch": self.best_epoch,
             "finished": self.finished,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "loader": self.generator.get_state(),
-            },
+            "rng": rng_state(self.generator),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -117,11 +111,7 @@ class Trainer:
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed_s"]
         self.best_miou, self.best_epoch = state["best_miou"], state["best_epoch"]
         self.finished = state.get("finished", False)
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        self.generator.set_state(rng["loader"])
+        restore_rng(state["rng"], self.generator)
 
     def resume_if_possible(self) -> bool:
         """Load ``last.pt`` from the run directory if it exists; True if resumed."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from segnas.data import build_dataset, eval_transforms
-from segnas.data.base import IMAGE_EXTENSIONS, read_image
+from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits
 from segnas.errors import SegnasError
@@ -34,7 +34,7 @@ def collect_inputs(path: str | Path) -> list[Path]:
     """One image, or every image in a folder (e.g. extracted video frames), sorted by name."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = list_images(path)
         if not files:
             raise SegnasError(f"{path}: no images in folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
         return files

@@ -17,12 +17,10 @@ and a killed search resumes from its run directory.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -33,6 +31,7 @@ from segnas.engine.evaluate import autocast_context
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
 from segnas.engine.progress import progress_bar
+from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
 
 COSINE = OptimConfig(schedule="cosine")  # the weights' LR follows a cosine over both phases
@@ -100,8 +99,7 @@ class DifferentiableSearch:
         return {"supernet": self.net.state_dict(), "weight_opt": self.weight_opt.state_dict(),
                 "arch_opts": [o.state_dict() for o in self.arch_opts], "phase": self.phase, "epoch": self.epoch,
                 "step": self.step, "elapsed_s": self.elapsed, "strategy_state": self.state,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                        "loader": self.generator.get_state()},
+                "rng": rng_state(self.generator),
                 # load_checkpoint() expects these two keys in every segnas checkpoint
                 "model": {}, "model_spec": {"kind": "supernet"}}
 
@@ -112,10 +110,7 @@ class DifferentiableSearch:
             o.load_state_dict(s)
         self.phase, self.epoch, self.step, self.elapsed = st["phase"], st["epoch"], st["step"], st["elapsed_s"]
         self.state = st["strategy_state"]
-        torch.set_rng_state(st["rng"]["torch"])
-        np.random.set_state(st["rng"]["numpy"])
-        random.setstate(st["rng"]["python"])
-        self.generator.set_state(st["rng"]["loader"])
+        restore_rng(st["rng"], self.generator)
 
     @property
     def checkpoint_path(self):
