@@ -28,7 +28,7 @@ def main() -> None:
         records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         final = [r for r in records if "val_miou" in r][-1]
     result = {"wall_seconds": round(wall, 1), "epochs": records[-1]["epoch"], "val_miou": round(final["val_miou"], 4),
-              "last_line": proc.stdout.strip().splitlines()[-1]}
+              "summary_line": next((x for x in proc.stdout.splitlines() if x.startswith("val mIoU")), "")}
     path = save_result("demo", result)
     print(f"segnas demo: {wall:.0f} s wall, {result['epochs']} epochs, val mIoU {100 * result['val_miou']:.1f}%; saved {path}")
 

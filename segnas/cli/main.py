@@ -42,7 +42,7 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def echo(message: str) -> None:
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
