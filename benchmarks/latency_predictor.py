@@ -6,6 +6,10 @@ For each size: builds (or reuses) the operator latency table on ONNX Runtime CPU
 architecture's latency from it (sum of operator entries + one call overhead), measures the whole
 exported network on the same runtime, and reports the median absolute relative error and
 Spearman's ρ. Targets: error ≤ 10%, ρ ≥ 0.95. Saves results/latency_predictor.{json,png}.
+
+Whole networks are timed in --rounds interleaved rounds (every network once per round, so slow
+drifts of the machine hit all alike) and the median is kept; Spearman's ρ between two rounds of
+the same networks is reported as the repeatability ceiling that no predictor can beat.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, save_result  # noqa: E402
 
-from segnas.cost import LatencyTable, measure_latency, predict_latency  # noqa: E402
+from segnas.cost import LatencyTable, predict_latency  # noqa: E402
+from segnas.cost.backends import pinned_threads, prepare  # noqa: E402
+from segnas.cost.latency import time_callable  # noqa: E402
 from segnas.spaces import get_space  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
@@ -35,6 +41,7 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per network")
     args = ap.parse_args()
     space = get_space(args.space)
     rng = np.random.default_rng(args.seed)
@@ -48,27 +55,41 @@ def main() -> None:
         keys = [space.latency_keys(a, 19, size) for a in archs]
         new = table.ensure([k for ks in keys for k in ks])
         table_s = time.perf_counter() - t0
-        pred, meas = [], []
-        for i, (arch, ks) in enumerate(zip(archs, keys)):
-            p = predict_latency(ks, table, shape).total_ms
-            m = measure_latency(space.build(arch, 19), shape, args.backend, args.threads, min_time_s=2.0).median_ms
-            pred.append(p)
-            meas.append(m)
-            points.append({"size": size_text, "arch": i, "predicted_ms": p, "measured_ms": m})
+        pred = [predict_latency(ks, table, shape).total_ms for ks in keys]
+        rounds = measure_interleaved([space.build(a, 19) for a in archs], shape, args.backend, args.threads,
+                                     args.rounds)
+        meas = [statistics.median(r[i] for r in rounds) for i in range(len(archs))]
+        for i, (p, m) in enumerate(zip(pred, meas)):
+            points.append({"size": size_text, "arch": i, "predicted_ms": p, "measured_ms": m,
+                           "rounds_ms": [r[i] for r in rounds]})
             print(f"{size_text} arch {i:2d}: predicted {p:8.2f} ms, measured {m:8.2f} ms ({100 * (p - m) / m:+.1f}%)")
         err = [abs(p - m) / m for p, m in zip(pred, meas)]
         rho = float(spearmanr(pred, meas).statistic)
+        ceiling = float(spearmanr(rounds[0], rounds[1]).statistic) if len(rounds) > 1 else float("nan")
         summary.append({"size": size_text, "backend": args.backend, "n": len(archs),
                         "median_abs_rel_error": statistics.median(err), "spearman": rho,
                         "mean_signed_rel_error": statistics.mean((p - m) / m for p, m in zip(pred, meas)),
+                        "repeatability_spearman": ceiling,
                         "table_entries_measured": new, "table_build_s": round(table_s, 1),
                         "measured_ms_range": [min(meas), max(meas)]})
-        print(f"{size_text}: median |error| {100 * summary[-1]['median_abs_rel_error']:.1f}%, Spearman {rho:.3f}, "
-              f"{new} new table entries in {table_s:.0f} s")
+        print(f"{size_text}: median |error| {100 * summary[-1]['median_abs_rel_error']:.1f}%, Spearman {rho:.3f} "
+              f"(round-to-round {ceiling:.3f}), {new} new table entries in {table_s:.0f} s")
     plot(points, RESULTS / "latency_predictor.png")
     path = save_result("latency_predictor", {"space": args.space, "threads": args.threads, "seed": args.seed,
                                              "summary": summary, "points": points})
     print(f"saved {path}")
+
+
+def measure_interleaved(models, shape, backend: str, threads: int, rounds: int) -> list[list[float]]:
+    """Median latency of every model in each of ``rounds`` rounds, models interleaved per round."""
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    with pinned_threads(threads):
+        runners = [prepare(backend, m, shape, threads) for m in models]
+        out = []
+        for _ in range(rounds):
+            out.append([statistics.median(time_callable(lambda: run(x), warmup=3, min_runs=10, min_time_s=1.0))
+                        for run in runners])
+    return out
 
 
 def plot(points: list[dict], path: Path) -> None:

@@ -76,10 +76,13 @@ def zoo(r: dict) -> list[str]:
 
 def predictor(r: dict) -> list[str]:
     lines = ["### Latency predictor vs measurement (`benchmarks/latency_predictor.py`)", "",
-             "| size | backend | architectures | median abs. error | Spearman ρ |", "|---|---|---|---|---|"]
+             "| size | backend | architectures | latency range | median abs. error | Spearman ρ | ρ between two timing rounds |",
+             "|---|---|---|---|---|---|---|"]
     for s in r["summary"]:
-        lines.append(f"| {s['size']} | {s['backend']} | {s['n']} | {100 * s['median_abs_rel_error']:.1f}% | "
-                     f"{s['spearman']:.3f} |")
+        lo, hi = s["measured_ms_range"]
+        lines.append(f"| {s['size']} | {s['backend']} | {s['n']} | {lo:.0f}–{hi:.0f} ms | "
+                     f"{100 * s['median_abs_rel_error']:.1f}% | {s['spearman']:.3f} | "
+                     f"{s.get('repeatability_spearman', float('nan')):.3f} |")
     lines += ["", f"Space `{r['space']}`. " + machine_line(r), "", "![predicted vs measured](results/latency_predictor.png)", ""]
     return lines
 
