@@ -5,7 +5,8 @@
 For each size: builds (or reuses) the operator latency table on ONNX Runtime CPU, predicts every
 architecture's latency from it (sum of operator entries + one call overhead), measures the whole
 exported network on the same runtime, and reports the median absolute relative error and
-Spearman's ρ. Targets: error ≤ 10%, ρ ≥ 0.95. Saves results/latency_predictor.{json,png}.
+Spearman's ρ. Targets: error ≤ 10%, ρ ≥ 0.95. Saves results/latency_predictor.{json,png}
+(``--sampling uniform``: results/latency_predictor_uniform.{json,png}).
 
 Whole networks are timed in --rounds interleaved rounds (every network once per round, so slow
 drifts of the machine hit all alike) and the median is kept; Spearman's ρ between two rounds of
@@ -42,10 +43,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per network")
+    ap.add_argument("--sampling", choices=["uniform", "spread"], default="spread",
+                    help="uniform widths, or a per-network width cap first (spans the latency range)")
     args = ap.parse_args()
     space = get_space(args.space)
     rng = np.random.default_rng(args.seed)
-    archs = [space.sample(rng) for _ in range(args.n)]
+    archs = [space.sample(rng, spread=args.sampling == "spread") for _ in range(args.n)]
     summary, points = [], []
     for size_text in args.sizes:
         size = parse_size(size_text)
@@ -66,7 +69,7 @@ def main() -> None:
         err = [abs(p - m) / m for p, m in zip(pred, meas)]
         rho = float(spearmanr(pred, meas).statistic)
         ceiling = float(spearmanr(rounds[0], rounds[1]).statistic) if len(rounds) > 1 else float("nan")
-        summary.append({"size": size_text, "backend": args.backend, "n": len(archs),
+        summary.append({"size": size_text, "backend": args.backend, "n": len(archs), "sampling": args.sampling,
                         "median_abs_rel_error": statistics.median(err), "spearman": rho,
                         "mean_signed_rel_error": statistics.mean((p - m) / m for p, m in zip(pred, meas)),
                         "repeatability_spearman": ceiling,
@@ -74,8 +77,9 @@ def main() -> None:
                         "measured_ms_range": [min(meas), max(meas)]})
         print(f"{size_text}: median |error| {100 * summary[-1]['median_abs_rel_error']:.1f}%, Spearman {rho:.3f} "
               f"(round-to-round {ceiling:.3f}), {new} new table entries in {table_s:.0f} s")
-    plot(points, RESULTS / "latency_predictor.png")
-    path = save_result("latency_predictor", {"space": args.space, "threads": args.threads, "seed": args.seed,
+    name = "latency_predictor" if args.sampling == "spread" else f"latency_predictor_{args.sampling}"
+    plot(points, RESULTS / f"{name}.png")
+    path = save_result(name, {"space": args.space, "threads": args.threads, "seed": args.seed,
                                              "summary": summary, "points": points})
     print(f"saved {path}")
 

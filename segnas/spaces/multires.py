@@ -493,14 +493,19 @@ class MultiResSpace:
         """Fewest cells a branch ending at scale ``last`` keeps (official: round(L/3) + 2·last)."""
         return min(self.layers, int(round(self.layers / 3)) + 2 * last)
 
-    def sample(self, rng: np.random.Generator) -> MultiResArch:
+    def sample(self, rng: np.random.Generator, spread: bool = False) -> MultiResArch:
         """A random derived network, drawn like FasterSeg derives one: one operator (plus a non-skip
         fallback), one width and one skip priority per supernet node (layer, scale), shared by all
-        branches; random paths; non-strided ``skip`` cells are removed down to ``min_cells``."""
+        branches; random paths; non-strided ``skip`` cells are removed down to ``min_cells``.
+
+        ``spread`` first draws a per-network cap on the width choice and then widths up to it, so
+        that a sample covers the space's latency range (uniform widths concentrate around the
+        middle); used where architectures must span slow to fast (benchmarks, proxy ground truth)."""
         L, S = self.layers, self.num_scales
         op_grid = rng.integers(0, len(CELL_OPS), size=(L, S))
         alt_grid = rng.integers(1, len(CELL_OPS), size=(L, S))
-        width_grid = rng.integers(0, len(self.width_ratios), size=(L, S))
+        cap = int(rng.integers(0, len(self.width_ratios))) if spread else len(self.width_ratios) - 1
+        width_grid = rng.integers(0, cap + 1, size=(L, S))
         prio_grid = rng.random(size=(L, S))
         lasts = [S - 1] + sorted(rng.choice(S - 1, size=self.num_branches - 1, replace=False).tolist(), reverse=True)
         branches = []
