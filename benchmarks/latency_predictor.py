@@ -1,6 +1,6 @@
 """Predicted vs measured whole-network latency for random architectures of a search space.
 
-    python benchmarks/latency_predictor.py [--space multires] [--n 32] [--sizes 360x480 512x1024]
+    python benchmarks/latency_predictor.py [--space multires] [--n 32] [--rounds 5] [--sizes 360x480 512x1024]
 
 For each size: builds (or reuses) the operator latency table on ONNX Runtime CPU, predicts every
 architecture's latency from it (sum of operator entries + one call overhead), measures the whole

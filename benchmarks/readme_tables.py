@@ -90,6 +90,16 @@ def predictor_uniform(r: dict) -> list[str]:
     return [line for line in predictor(r)[4:] if line.startswith("|")]  # extra rows for the same table
 
 
+def rounds_text() -> str:
+    parts = []
+    for name in ("latency_predictor", "latency_predictor_uniform"):
+        r = load(name)
+        if r and r["points"] and "rounds_ms" in r["points"][0]:
+            parts.append(f"{name.removeprefix('latency_predictor').lstrip('_') or 'spread'}: "
+                         f"{len(r['points'][0]['rounds_ms'])}")
+    return ", ".join(parts)
+
+
 def main() -> None:
     sections = []
     for name, fn in (("train_camvid", train_camvid), ("demo", demo), ("synthetic_separation", synthetic), ("zoo", zoo),
@@ -100,9 +110,9 @@ def main() -> None:
     r = load("latency_predictor") or load("latency_predictor_uniform")
     if r is not None:
         sections += ["", "Uniform sampling draws every width uniformly, so networks crowd in a narrow latency band; "
-                     "spread sampling first draws a per-network width cap. Networks are timed in 3 interleaved "
-                     "rounds (median kept); the last column is ρ between two of those rounds, the most any "
-                     f"predictor can reach on these timings. Space `{r['space']}`. " + machine_line(r), "",
+                     "spread sampling first draws a per-network width cap. Networks are timed in interleaved "
+                     f"rounds ({rounds_text()}; median kept); the last column is ρ between two single rounds, a measure of how well the timings repeat "
+                     f"(medians over all rounds repeat better). Space `{r['space']}`. " + machine_line(r), "",
                      "![predicted vs measured](benchmarks/results/latency_predictor.png)", ""]
     readme = ROOT / "README.md"
     text = readme.read_text()
