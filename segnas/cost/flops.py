@@ -30,7 +30,7 @@ def _macs_per_output(k: int):
 
 
 def _window_formula(*args, out_shape=None, **kwargs) -> int:
-    x_shape, kernel = args[0], args[1]
+    kernel = args[1]
     k = prod(kernel) if isinstance(kernel, (list, tuple)) and kernel else 1
     out = out_shape[0] if isinstance(out_shape, (list, tuple)) and isinstance(out_shape[0], (list, tuple, torch.Size)) else out_shape
     return 2 * k * prod(out)

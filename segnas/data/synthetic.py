@@ -146,10 +146,10 @@ def _draw_scene(rng: _Rand, aspect: float) -> dict[str, Any]:
     """All random parameters of one scene. Uses only ``rng`` and the aspect ratio, never the
     pixel size, so a sample looks the same at every resolution."""
     s: dict[str, Any] = {}
-    f = s["f"] = rng.uniform(0.72, 0.95)                 # focal length in image heights
+    s["f"] = rng.uniform(0.72, 0.95)                 # focal length in image heights
     s["yh"] = rng.uniform(0.36, 0.50)                    # horizon row (image heights)
     s["xv"] = aspect * rng.uniform(0.38, 0.62)           # vanishing point column
-    hc = s["hc"] = rng.uniform(1.3, 1.8)                 # camera height (m)
+    s["hc"] = rng.uniform(1.3, 1.8)                 # camera height (m)
     lanes = int(rng.integers(2, 5))
     lane_w = rng.uniform(2.8, 3.6)
     cam_lane = int(rng.integers(0, lanes))

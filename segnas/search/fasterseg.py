@@ -23,7 +23,7 @@ import torch
 
 from segnas.config.search import SearchConfig
 from segnas.config.train import TrainConfig
-from segnas.cost import LatencyTable, predict_latency
+from segnas.cost import LatencyTable
 from torch.utils.data import Subset
 
 from segnas.data import eval_transforms, open_split, train_transforms
