@@ -1,13 +1,19 @@
 """FasterSeg on CamVid on this CPU: search → derive → train teacher → train student with KD.
 
-    python benchmarks/fasterseg_camvid.py [--target-ms 25] [--mode decoupled|coupled] [--resume RUNDIR]
+    python benchmarks/fasterseg_camvid.py                       # decoupled (FasterSeg), full pipeline
+    python benchmarks/fasterseg_camvid.py --mode coupled --pretrained RUNDIR --final-minutes 0
+    python benchmarks/fasterseg_camvid.py --resume RUNDIR       # continue a killed job
 
-The search runs on training images resized to --search-size (half resolution by default, as
-FasterSeg searched at half size); latency is that of the deployment size --size on ONNX Runtime
-with 2 threads, from the operator table. The student's measured latency is compared with the
-target and its val mIoU with the zoo networks trained by benchmarks/train_camvid.py under the
-same budget (results/train_camvid*.json). ``--mode coupled`` is the ablation with one coupled
-latency term instead of FasterSeg's three decoupled ones.
+The search runs on whole training images resized to --search-size (120x160 by default: a quarter
+of the 480x360 deployment size on each side, to fit a 2-core CPU); latencies are those of the
+deployment size --size on ONNX Runtime with 2 threads, from the operator table. Teacher and
+student are then trained at 360x480 with the recipe and budget of benchmarks/train_camvid.py
+(budget counted as CPU time / 2 threads), so their val mIoU compares with the zoo networks
+trained by ``train_camvid.py --minutes <same>`` (results/train_camvid*.json of equal budget).
+
+``--mode coupled`` is the ablation: one coupled latency term instead of FasterSeg's three
+decoupled ones. ``--pretrained`` starts its search from the decoupled run's pre-trained supernet,
+so the two searches differ only in the latency regularization.
 Saves results/fasterseg_camvid_<mode>.json.
 """
 
@@ -16,60 +22,92 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, camvid_root, save_result  # noqa: E402
 
 from segnas.config.search import SearchConfig  # noqa: E402
-from segnas.cost import measure_latency  # noqa: E402
 from segnas.jobs.search import fasterseg_job  # noqa: E402
-from segnas.zoo import build_model  # noqa: E402
+from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces.multires import MULTIRES, MultiResArch  # noqa: E402
+
+
+def arch_stats(arch: MultiResArch) -> dict:
+    """What a derived network is made of: operators, mean width ratio, branch paths."""
+    ops = Counter(op for b in arch.branches for op in b.ops)
+    ratios = [arch.width_ratios[w] for b in arch.branches for w in b.widths]
+    return {"ops": dict(ops), "mean_width_ratio": round(sum(ratios) / max(len(ratios), 1), 3),
+            "branches": [{"end_scale": 8 * 2 ** b.last, "cells": len(b)} for b in arch.branches]}
+
+
+def search_trace(run_dir: Path) -> list[dict]:
+    """Per search epoch: λ, the derived student's predicted latency and the supernet's head mIoUs."""
+    keep = ("epoch", "epoch_s", "lambda", "student_latency_ms", "teacher_latency_ms", "arch1_miou_02", "arch1_miou_12")
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in keep if k in r} | {"phase": r["phase"]} for r in rows]
+
+
+def baselines(minutes: float) -> dict:
+    """Zoo networks trained by train_camvid.py under the same budget, with their zoo.json latency."""
+    zoo = json.loads((RESULTS / "zoo.json").read_text()) if (RESULTS / "zoo.json").is_file() else {}
+    lat = {}
+    for row in zoo.get("rows", []):
+        if row.get("size") == "360x480" and row.get("backend") == "onnxruntime":
+            lat[row["model"]] = row.get("median_ms")
+    out = {}
+    for f in sorted(RESULTS.glob("train_camvid*.json")):
+        r = json.loads(f.read_text())
+        if abs(r["train_minutes"] - minutes) <= 0.05 * minutes:
+            m = r.get("model", "fast_scnn")
+            out[m] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"], "latency_ms": lat.get(m)}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="360x480")
-    ap.add_argument("--search-size", default="180x240")
-    ap.add_argument("--target-ms", type=float, default=None, help="default: Fast-SCNN's latency here")
+    ap.add_argument("--search-size", default="120x160")
+    ap.add_argument("--target-ms", type=float, default=30.0)
     ap.add_argument("--mode", choices=["decoupled", "coupled"], default="decoupled")
-    ap.add_argument("--layers", type=int, default=10)
+    ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--base-width", type=int, default=8)
-    ap.add_argument("--pretrain-epochs", type=int, default=5)
-    ap.add_argument("--search-epochs", type=int, default=10)
-    ap.add_argument("--final-minutes", type=float, default=60.0, help="training budget per network")
+    ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--search-epochs", type=int, default=8)
+    ap.add_argument("--pretrained", default=None, help="search run whose pre-trained supernet to start from")
+    ap.add_argument("--final-minutes", type=float, default=15.0, help="training budget per network (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--resume", default=None)
     args = ap.parse_args()
-    h, w = (int(v) for v in args.size.split("x"))
-    target = args.target_ms
-    if target is None:
-        target = measure_latency(build_model("fast_scnn", 11), (1, 3, h, w), "onnxruntime", args.threads,
-                                 min_time_s=3.0).median_ms
-        print(f"target: Fast-SCNN's latency, {target:.2f} ms")
     cfg = SearchConfig.model_validate({
         "job": f"bench-fasterseg-{args.mode}",
         "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size, "scale": [0.75, 1.5],
                  "batch_size": 8},
         "space": {"layers": args.layers, "base_width": args.base_width},
-        "latency": {"target_ms": target, "size": args.size, "backend": "onnxruntime", "threads": args.threads,
-                    "mode": args.mode},
-        "search_size": args.search_size, "pretrain_epochs": args.pretrain_epochs,
-        "search_epochs": args.search_epochs, "final_minutes": args.final_minutes, "final_epochs": 10000,
+        "latency": {"target_ms": args.target_ms, "size": args.size, "backend": "onnxruntime",
+                    "threads": args.threads, "mode": args.mode},
+        "search_size": args.search_size, "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
+        "search_epochs": args.search_epochs, "final_minutes": args.final_minutes or None,
+        "final_epochs": 10000 if args.final_minutes else 0, "final_budget_clock": "cpu",
         "bf16": True, "threads": args.threads, "out_dir": args.out_dir})
     summary = fasterseg_job(None if args.resume else cfg, resume=args.resume, echo=print)
-    baselines = {}
-    for f in sorted(RESULTS.glob("train_camvid*.json")):
-        r = json.loads(f.read_text())
-        baselines[r.get("model", "fast_scnn")] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"]}
-    student = summary.get("training", {}).get("student", {})
-    out = {"mode": args.mode, "target_ms": target, **summary, "baselines_same_budget": baselines,
-           "student_val_miou": student.get("final", {}).get("val_miou")}
+    run_dir = Path(summary["run_dir"])
+    archs = {n: MULTIRES.arch_from_dict(read_arch_file(run_dir / f"{n}.json")["arch"]) for n in ("teacher", "student")}
+    training = summary.get("training", {})
+    out = {"mode": args.mode, "settings": vars(args), **summary,
+           "student_arch": arch_stats(archs["student"]), "teacher_arch": arch_stats(archs["teacher"]),
+           "search_trace": search_trace(run_dir),
+           "student_val_miou": training.get("student", {}).get("final", {}).get("val_miou"),
+           "teacher_val_miou": training.get("teacher", {}).get("final", {}).get("val_miou"),
+           "baselines_same_budget": baselines(args.final_minutes) if args.final_minutes else {}}
     path = save_result(f"fasterseg_camvid_{args.mode}", out)
     print(f"search {summary['search_seconds'] / 60:.1f} min; student {summary['student_measured_ms']:.2f} ms vs "
-          f"target {target:.2f} ms ({100 * summary['student_latency_vs_target']:+.1f}%), "
-          f"val mIoU {out['student_val_miou']}; saved {path}")
+          f"target {args.target_ms:.2f} ms ({100 * summary['student_latency_vs_target']:+.1f}%), "
+          f"val mIoU {out['student_val_miou']} (teacher {out['teacher_val_miou']}); saved {path}")
+    for name, b in out["baselines_same_budget"].items():
+        print(f"  {name}: {b['latency_ms']} ms, val mIoU {b['val_miou']:.4f} after {b['train_minutes']:.1f} min")
 
 
 if __name__ == "__main__":

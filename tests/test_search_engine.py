@@ -105,7 +105,7 @@ def test_resume_when_killed_between_metrics_and_checkpoint(tmp_path, monkeypatch
     calls = {"n": 0}
 
     def dying_save(path, state):
-        calls["n"] += 1
+        calls["n"] += path.name == "search_last.pt"
         if calls["n"] == 2:
             raise KeyboardInterrupt  # the 2nd epoch's metrics line is written, its checkpoint is not
         real_save(path, state)
@@ -124,3 +124,24 @@ def test_resume_when_killed_between_metrics_and_checkpoint(tmp_path, monkeypatch
     assert [r["epochs_done"] for r in lines] == [1, 2, 3]  # the orphaned epoch-2 line was replaced
     for a, b in zip(full.net.state_dict().values(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_search_from_another_runs_pretrained_supernet_matches(tmp_path):
+    full = make(tmp_path, name="full")
+    full.fit()
+    assert (tmp_path / "full" / "checkpoints" / "pretrained.pt").is_file()
+    other = make(tmp_path, pre=5, name="other")  # its own pretrain setting is replaced by the file's
+    assert other.start_from_pretrained(tmp_path / "full" / "checkpoints" / "pretrained.pt") == 1
+    record = other.fit()
+    assert record["epochs_done"] == 3 and set(other.net.modes) == {"gumbel"}  # no pre-training ran
+    for a, b in zip(full.net.state_dict().values(), other.net.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_fixed_width_arch_gets_one_pass_with_the_sandwich_gradient(tmp_path):
+    engine = make(tmp_path, pre=1, search=0)
+    engine.net.width_search = [False, True]
+    engine.fit()
+    # arch 0 (fixed widths) ran once per step, arch 1 three times (max, min, random)
+    steps = engine.step
+    assert len(engine.net.modes) == steps * (1 + 3)

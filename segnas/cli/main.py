@@ -245,6 +245,8 @@ def search_fasterseg(
     backend: Optional[str] = typer.Option(None, help="Runtime the latency table is measured on."),
     threads: Optional[int] = typer.Option(None, help="Threads for training and latency."),
     out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
+    pretrained: Optional[str] = typer.Option(None, help="Skip pre-training: start from this search run's "
+                                                          "pre-trained supernet (run dir or pretrained.pt)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the job in this run directory."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
@@ -254,11 +256,44 @@ def search_fasterseg(
 
     flags = {"data.name": data, "data.root": data_root, "data.crop_size": size, "latency.size": size,
              "search_size": search_size, "latency.target_ms": target_ms, "latency.target_fps": target_fps,
-             "latency.backend": backend, "threads": threads, "out_dir": out_dir}
+             "latency.backend": backend, "threads": threads, "out_dir": out_dir, "pretrained": pretrained}
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_overrides(set_))
     cfg = settings(SearchConfig, config, overrides, resume)
     summary = fasterseg_job(cfg, resume, echo=echo)
+    echo(f"done: {summary['run_dir']}")
+
+
+@search_app.command("ssr")
+@user_errors
+def search_ssr(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
+    data: Optional[str] = typer.Option(None, help="Dataset name."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    size: Optional[str] = typer.Option(None, help="Deployment / training size HxW (latency is measured here)."),
+    search_size: Optional[str] = typer.Option(None, help="Search on images resized to HxW."),
+    target_ms: Optional[float] = typer.Option(None, help="Latency target of the found network (ms)."),
+    target_fps: Optional[float] = typer.Option(None, help="…or as frames per second."),
+    resource: Optional[str] = typer.Option(None, help="Resource term: latency (default) or flops."),
+    target_gflops: Optional[float] = typer.Option(None, help="GFLOPs target when --resource flops."),
+    backend: Optional[str] = typer.Option(None, help="Runtime the latency table is measured on."),
+    threads: Optional[int] = typer.Option(None, help="Threads for training and latency."),
+    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the job in this run directory."),
+    set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
+) -> None:
+    """SSR: joint depth/width/dilation/resolution search with the SSR loss and space shrinking."""
+    from segnas.config.search import SSRConfig
+    from segnas.jobs.search import ssr_job
+
+    flags = {"data.name": data, "data.root": data_root, "data.crop_size": size, "latency.size": size,
+             "search_size": search_size, "latency.target_ms": target_ms, "latency.target_fps": target_fps,
+             "resource": resource, "target_gflops": target_gflops, "latency.backend": backend,
+             "threads": threads, "out_dir": out_dir}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(parse_overrides(set_))
+    cfg = settings(SSRConfig, config, overrides, resume)
+    summary = ssr_job(cfg, resume, echo=echo)
     echo(f"done: {summary['run_dir']}")
 
 

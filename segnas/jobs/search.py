@@ -7,7 +7,7 @@ from pathlib import Path
 import time
 from typing import Any, Callable
 
-from segnas.config.search import SearchConfig
+from segnas.config.search import SearchConfig, SSRConfig
 from segnas.cost import count_flops, count_parameters, measure_latency
 from segnas.jobs.common import open_run, start_job
 from segnas.jobs.train import train_job
@@ -28,19 +28,13 @@ def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
     t0 = time.perf_counter()
     teacher, student = job.search()
     search_s = time.perf_counter() - t0
-    size = job.size
-    student_net = MULTIRES.build(student, job.num_classes).eval()
-    measured = measure_latency(student_net, (1, 3, *size), cfg.latency.backend,
-                               cfg.latency.threads or cfg.threads, min_time_s=3.0)
+    found = measure_found(MULTIRES.build(student, job.num_classes), job.size, cfg)
     summary: dict[str, Any] = {
-        "search_seconds": round(search_s, 1), "size": list(size), "backend": cfg.latency.backend,
-        "target_ms": cfg.latency.target, "student_measured_ms": measured.median_ms,
-        "student_latency_vs_target": measured.median_ms / cfg.latency.target - 1.0,
-        "student_params": count_parameters(student_net),
-        "student_gflops": count_flops(student_net, (1, 3, *size)).gflops,
+        "search_seconds": round(search_s, 1), **{k: found.pop(k) for k in ("size", "backend", "target_ms")},
+        **{f"student_{k}": v for k, v in found.items()},
         "teacher_params": count_parameters(MULTIRES.build(teacher, job.num_classes)),
     }
-    echo(f"student: {measured.median_ms:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
+    echo(f"student: {summary['student_measured_ms']:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
          f"({100 * summary['student_latency_vs_target']:+.1f}%)")
     if cfg.final_epochs > 0:
         summary["training"] = train_final(job, echo)
@@ -55,13 +49,53 @@ def train_final(job, echo: Callable[[str], None]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     teacher_ckpt = None
     for name in ("teacher", "student"):
-        done = job.run.path / f"{name}_train.json"
-        if done.is_file():
-            results[name] = json.loads(done.read_text())
-        else:
-            existing = sorted(p.parent for p in (job.run.path / "train").glob(f"*-{job.cfg.job}-{name}/config.yaml"))
-            r = train_job(job.final_config(name, teacher_ckpt), resume=existing[-1] if existing else None, echo=echo)
-            results[name] = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
-            atomic_write_text(done, json.dumps(results[name], indent=2))
+        results[name] = train_stage(job.run.path, name, job.final_config(name, teacher_ckpt), echo)
         teacher_ckpt = Path(results["teacher"]["run_dir"]) / "checkpoints" / "best.pt"
     return results
+
+
+def ssr_job(cfg: SSRConfig | None, resume: str | Path | None = None,
+            echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """SSR search (with shrinking) → derive → (train) → measure; returns the summary also written to
+    ``search_result.json``. ``resume`` continues a killed job at any stage."""
+    from segnas.search.ssr import SSRSearch
+    from segnas.spaces.joint import JOINT
+
+    echo = echo or (lambda m: None)
+    cfg, run = start_job(SSRConfig, cfg, resume)
+    job = SSRSearch(cfg, echo)
+    job.run = open_run(cfg, run)
+    t0 = time.perf_counter()
+    arch = job.search()
+    search_s = time.perf_counter() - t0
+    summary = {"search_seconds": round(search_s, 1), "converged": job.supernet.is_single(),
+               **measure_found(JOINT.build(arch, job.num_classes), job.size, cfg)}
+    echo(f"found network: {summary['measured_ms']:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
+         f"({100 * summary['latency_vs_target']:+.1f}%)")
+    if cfg.final_epochs > 0:
+        summary["training"] = train_stage(job.run.path, "arch", job.final_config(), echo)
+    atomic_write_text(job.run.path / "search_result.json", json.dumps(summary, indent=2))
+    summary["run_dir"] = str(job.run.path)
+    return summary
+
+
+def measure_found(net, size: tuple[int, int], cfg) -> dict[str, Any]:
+    """Measured latency (vs the target), parameters and GFLOPs of a found network."""
+    net = net.eval()
+    measured = measure_latency(net, (1, 3, *size), cfg.latency.backend, cfg.latency.threads or cfg.threads,
+                               min_time_s=3.0)
+    return {"size": list(size), "backend": cfg.latency.backend, "target_ms": cfg.latency.target,
+            "measured_ms": measured.median_ms, "latency_vs_target": measured.median_ms / cfg.latency.target - 1.0,
+            "params": count_parameters(net), "gflops": count_flops(net, (1, 3, *size)).gflops}
+
+
+def train_stage(run_path: Path, name: str, train_cfg, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Train one found network; skipped when its summary exists, resumed when its run directory does."""
+    done = run_path / f"{name}_train.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    existing = sorted(p.parent for p in (run_path / "train").glob(f"*-{train_cfg.job}/config.yaml"))
+    r = train_job(train_cfg, resume=existing[-1] if existing else None, echo=echo)
+    result = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
+    atomic_write_text(done, json.dumps(result, indent=2))
+    return result

@@ -155,3 +155,24 @@ class SlimmableOp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
+
+
+class SlicedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm over the widest channel count that normalizes whatever number of leading
+    channels it is given (SSR's single BatchNorm under channel masks, sliced to the widest width
+    still searched); at full width it is exactly an ``nn.BatchNorm2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        if c > self.num_features:
+            raise SegnasError(f"sliced BatchNorm: input has {c} channels, more than its {self.num_features}")
+        if self.training:
+            self.num_batches_tracked += 1
+        momentum = 0.0 if self.momentum is None else self.momentum  # None: see nn.BatchNorm2d
+        if self.momentum is None and self.training:
+            momentum = 1.0 / float(self.num_batches_tracked)
+        # slices of the buffers are views: the running statistics of the first c channels update in place
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
+                            self.training, momentum, self.eps)

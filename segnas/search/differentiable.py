@@ -6,19 +6,23 @@ A supernet provides ``num_archs``, ``weight_parameters()``, ``arch_parameters(i)
 
 - ``arch_losses(supernet, arch_index) -> {name: tensor}``: extra architecture losses added to the
   segmentation loss on the architecture half (FasterSeg's latency terms, SSR's regularizer, …);
-- ``on_epoch_end(engine, phase, epoch) -> dict``: per-epoch work such as λ adaptation or
-  derivation; what it returns is logged in ``metrics.jsonl``.
+- ``on_epoch_end(engine, phase, epoch) -> dict``: per-epoch work such as λ adaptation,
+  derivation or shrinking; what it returns is logged in ``metrics.jsonl``. Setting
+  ``engine.state["stop"] = True`` ends the search after that epoch (checkpointed, so it stays ended).
 
 Phases: *pretrain* (weights only, sandwich rule over widths: max, min and random widths each step)
 then *search* (alternating first-order bilevel updates: weights on one half of the training set,
 architecture parameters on the other). The state is checkpointed atomically after every epoch
-and a killed search resumes from its run directory.
+and a killed search resumes from its run directory. The state at the end of pre-training is also
+kept (``checkpoints/pretrained.pt``) so that further searches — another latency target, an
+ablation — can start from the same pre-trained supernet (``start_from_pretrained``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -33,6 +37,7 @@ from segnas.engine.optim import lr_factor, parameter_groups, set_lr
 from segnas.engine.progress import progress_bar
 from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
+from segnas.errors import SegnasError
 
 COSINE = OptimConfig(schedule="cosine")  # the weights' LR follows a cosine over both phases
 ArchLosses = Callable[[nn.Module, int], dict[str, torch.Tensor]]
@@ -116,6 +121,35 @@ class DifferentiableSearch:
     def checkpoint_path(self):
         return self.run.path / "checkpoints" / "search_last.pt"
 
+    @property
+    def pretrained_path(self):
+        return self.run.path / "checkpoints" / "pretrained.pt"
+
+    def start_from_pretrained(self, path: str | Path) -> int:
+        """Begin the search phase from another run's ``pretrained.pt`` (weights, optimizer, step and
+        RNG exactly as that run began its search); returns its number of pre-training epochs, which
+        the caller must use as ``pretrain_epochs`` so the weights' LR schedule continues unchanged."""
+        st = load_checkpoint(path)
+        if st.get("model_spec", {}).get("kind") != "supernet-pretrained":
+            raise SegnasError(f"{path}: not a pre-trained supernet (checkpoints/pretrained.pt of a search run)")
+        try:
+            self.net.load_state_dict(st["supernet"])
+        except RuntimeError as exc:
+            raise SegnasError(f"{path}: pre-trained supernet does not match this search space "
+                              f"({str(exc).splitlines()[0]})") from None
+        self.weight_opt.load_state_dict(st["weight_opt"])
+        self.step, self.elapsed = st["step"], st["elapsed_s"]
+        restore_rng(st["rng"], self.generator)
+        self.phase, self.epoch = "search", 0
+        self.s.pretrain_epochs = st["pretrain_epochs"]
+        return st["pretrain_epochs"]
+
+    def _save_pretrained(self) -> None:
+        save_checkpoint(self.pretrained_path, {
+            "supernet": self.net.state_dict(), "weight_opt": self.weight_opt.state_dict(), "step": self.step,
+            "elapsed_s": self.elapsed, "rng": rng_state(self.generator), "pretrain_epochs": self.s.pretrain_epochs,
+            "model": {}, "model_spec": {"kind": "supernet-pretrained"}})
+
     def resume_if_possible(self) -> bool:
         if not self.checkpoint_path.is_file():
             return False
@@ -135,15 +169,25 @@ class DifferentiableSearch:
             out = self.net(images, arch_index)
         return self.criterion(out, masks)[0]
 
+    def _searches_width(self, arch_index: int) -> bool:
+        flags = getattr(self.net, "width_search", None)
+        return True if flags is None else bool(flags[arch_index])
+
     def _weight_step(self, images: torch.Tensor, masks: torch.Tensor, modes: list[str]) -> float:
         self.weight_opt.zero_grad(set_to_none=True)
         total = 0.0
         for i in range(self.net.num_archs):
-            for mode in modes:
-                self.net.set_width_mode(mode)
+            if self._searches_width(i):
+                for mode in modes:
+                    self.net.set_width_mode(mode)
+                    loss = self._seg_loss(images, masks, i)
+                    loss.backward()
+                    total += float(loss.detach())
+            else:  # every width mode gives the same network: one pass with the summed gradient
+                self.net.set_width_mode(modes[0])
                 loss = self._seg_loss(images, masks, i)
-                loss.backward()
-                total += float(loss.detach())
+                (loss * len(modes)).backward()
+                total += float(loss.detach()) * len(modes)
         nn.utils.clip_grad_norm_([p for g in self.weight_opt.param_groups for p in g["params"]], 5.0)
         self.weight_opt.step()
         return total / (self.net.num_archs * len(modes))
@@ -205,8 +249,10 @@ class DifferentiableSearch:
                 if phase == "pretrain" and self.phase == "search":
                     continue
                 if self.phase != phase:
+                    if phase == "search" and self.s.pretrain_epochs and not self.pretrained_path.is_file():
+                        self._save_pretrained()
                     self.phase, self.epoch = phase, 0
-                while self.epoch < self._phase_epochs():
+                while self.epoch < self._phase_epochs() and not self.state.get("stop"):
                     t0 = time.perf_counter()
                     logs = self.run_epoch(bar)
                     self.epoch += 1
@@ -220,4 +266,6 @@ class DifferentiableSearch:
                         f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
                     self.run.log(line)
                     self.echo(line)
+                    if self.state.get("stop"):  # the strategy ended the search (e.g. SSR's space is one network)
+                        return record
         return record

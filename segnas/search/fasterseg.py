@@ -24,26 +24,18 @@ import torch
 from segnas.config.search import SearchConfig
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyTable
-from torch.utils.data import Subset
 
-from segnas.data import eval_transforms, open_split, train_transforms
 from segnas.engine.evaluate import iter_batches
 from segnas.metrics import ConfusionMatrix
 from segnas.engine.rundir import RunDir
-from segnas.errors import SegnasError
+from segnas.search.common import (final_train_config, latency_size, latency_table, pretrained_checkpoint,
+                                  search_train_set, search_val_subset)
 from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
 from segnas.spaces import read_arch_file, write_arch_file
 from segnas.spaces.multires import MULTIRES, MultiResArch
 from segnas.spaces.multires_supernet import MultiResSupernet
 
 TEACHER, STUDENT = 0, 1
-
-
-def latency_size(cfg: SearchConfig) -> tuple[int, int]:
-    size = cfg.latency.size or cfg.data.crop_size or cfg.data.base_size
-    if size is None:
-        raise SegnasError("latency.size: give the deployment input size (HxW), e.g. --size 360x480")
-    return tuple(size)
 
 
 def latency_losses(cfg: SearchConfig, table: LatencyTable, lam: Callable[[], float]):
@@ -79,22 +71,13 @@ class FasterSegSearch:
         self.run: RunDir | None = None  # set by the caller once the settings proved valid
         self.echo = echo or (lambda m: None)
         self.size = latency_size(cfg)
-        dc = cfg.data
-        # the search may run at a reduced resolution: whole images resized to search_size
-        tf = (train_transforms(None, jitter=dc.jitter, base_size=cfg.search_size) if cfg.search_size
-              else train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size))
-        self.train_set = open_split(dc.name, dc.root, dc.train_split, tf, dc.cache, dc.options)
+        self.train_set = search_train_set(cfg)
         self.num_classes = self.train_set.num_classes
         sc = cfg.space
         self.supernet = MultiResSupernet(num_classes=self.num_classes, input_size=self.size, layers=sc.layers,
                                          base_width=sc.base_width, width_ratios=sc.width_ratios)
-        self.table = LatencyTable(cfg.latency.backend, threads=cfg.latency.threads or cfg.threads,
-                                  min_runs=cfg.latency.table_min_runs, min_time_s=cfg.latency.table_min_time_s)
-        self.val_set = None
-        if dc.val_split and cfg.derive_val_images:
-            val = open_split(dc.name, dc.root, dc.val_split, eval_transforms(cfg.search_size or dc.base_size),
-                             dc.cache, dc.options)
-            self.val_set = Subset(val, range(min(len(val), cfg.derive_val_images)))
+        self.table = latency_table(cfg.latency, cfg.threads)
+        self.val_set = search_val_subset(cfg, cfg.derive_val_images)
         self.mious: dict[int, dict[str, float]] = {}
 
     # ---------------------------------------------------------------- search
@@ -149,7 +132,9 @@ class FasterSegSearch:
         engine = DifferentiableSearch(self.supernet, self.train_set, schedule, self.run,
                                       latency_losses(cfg, self.table, lambda: engine.state.get("lambda", cfg.latency.lam)),
                                       self._epoch_end, self.echo)
-        engine.resume_if_possible()
+        if not engine.resume_if_possible() and cfg.pretrained:
+            n = engine.start_from_pretrained(pretrained_checkpoint(cfg.pretrained))
+            self.echo(f"search starts from the supernet pre-trained for {n} epochs in {cfg.pretrained}")
         self.mious = {int(k): v for k, v in engine.state.get("mious", {}).items()}
         engine.fit()
         archs = []
@@ -168,14 +153,4 @@ class FasterSegSearch:
 
     # ---------------------------------------------------------------- final training
     def final_config(self, name: str, teacher_ckpt: Path | None) -> TrainConfig:
-        cfg = self.cfg
-        loss = {"kind": "ohem", "aux_weight": 0.2 if teacher_ckpt else 0.4}
-        if teacher_ckpt:
-            loss.update(teacher=str(teacher_ckpt), kd_weight=1.0)
-        return TrainConfig.model_validate({
-            "job": f"{cfg.job}-{name}", "data": cfg.data.model_dump(), "model": {"name": None,
-                                                                              "arch": str(self.run.path / f"{name}.json")},
-            "optim": cfg.final_optim.model_dump(), "loss": loss, "epochs": cfg.final_epochs,
-            "time_budget_min": cfg.final_minutes, "eval_every": 5, "ema_decay": cfg.final_ema_decay,
-            "bf16": cfg.bf16, "channels_last": True, "threads": cfg.threads, "seed": cfg.seed,
-            "out_dir": str(self.run.path / "train"), "progress": cfg.progress})
+        return final_train_config(self.cfg, self.run.path, name, teacher_ckpt)

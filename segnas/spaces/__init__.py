@@ -19,6 +19,7 @@ from segnas.utils import atomic_write_text
 #: name -> "module:attribute" of the space object; filled as spaces are added.
 SPACES: dict[str, str] = {}
 SPACES["multires"] = "segnas.spaces.multires:MULTIRES"
+SPACES["joint"] = "segnas.spaces.joint:JOINT"
 
 
 def get_space(name: str) -> Any:

@@ -34,6 +34,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.nn.segnet import SegmentationNet
+from segnas.spaces.pieces import Piece, op_template as _key
 
 #: Cell operators, in the order of FasterSeg's ``PRIMITIVES`` (index = position in α).
 CELL_OPS: tuple[str, ...] = ("skip", "conv", "conv_downup", "conv_2x", "conv_2x_downup")
@@ -258,22 +259,6 @@ def _validate(a: MultiResArch) -> None:
 
 # ------------------------------------------------------------------------------ network plan
 @dataclass(frozen=True)
-class Piece:
-    """One compute piece: the module at ``name`` in the network is ``template.build()``; its input
-    has the resolution of the padded input divided by ``2**level``."""
-
-    name: str
-    template: OpKey
-    level: int
-
-    def key(self, padded_h: int, padded_w: int) -> OpKey:
-        return replace(self.template, h=padded_h >> self.level, w=padded_w >> self.level)
-
-    def build(self) -> nn.Module:
-        return self.template.build()
-
-
-@dataclass(frozen=True)
 class CellStep:
     """Cell ``layer`` of the branches in ``group`` (identical prefixes: computed once)."""
 
@@ -303,10 +288,6 @@ class Plan:
             for _, arm, up, refine in per_branch:
                 out += [arm, up, refine]
         return out + [self.ffm, self.head, self.upsample]
-
-
-def _key(op: str, cin: int, cout: int, stride: int = 1, **extra: Any) -> OpKey:
-    return OpKey(op, cin, cout, 0, 0, stride, 1, tuple(sorted(extra.items())))
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> OpKey:
