@@ -100,6 +100,64 @@ def rounds_text() -> str:
     return ", ".join(parts)
 
 
+def fasterseg(runs: dict[str, dict]) -> list[str]:
+    lines = ["### FasterSeg on CamVid (`benchmarks/fasterseg_camvid.py`)", "",
+             "| latency regularization | search | student: predicted → measured ms (target) | params | GFLOPs "
+             "| supernet mIoU of its heads | mean width ratio | operators | val mIoU after training |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for mode, r in runs.items():
+        last = [t for t in r["search_trace"] if t["phase"] == "search"][-1]
+        heads = f"{100 * last['arch1_miou_02']:.1f}% / {100 * last['arch1_miou_12']:.1f}%" if "arch1_miou_12" in last else "–"
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(r["student_arch"]["ops"].items()))
+        trained = f"{100 * r['student_val_miou']:.1f}% (teacher {100 * r['teacher_val_miou']:.1f}%)" \
+            if r.get("student_val_miou") is not None else "not trained"
+        lines.append(f"| {mode} | {r['search_seconds'] / 60:.0f} min | {last['student_latency_ms']:.1f} → "
+                     f"{r['student_measured_ms']:.1f} ({r['target_ms']:.0f}, {100 * r['student_latency_vs_target']:+.0f}%) | "
+                     f"{r['student_params'] / 1e6:.2f}M | {r['student_gflops']:.1f} | {heads} | "
+                     f"{r['student_arch']['mean_width_ratio']:.2f} | {ops} | {trained} |")
+    d = runs.get("decoupled")
+    if d:
+        s = d["settings"]
+        trace = [t for t in d["search_trace"] if t["phase"] == "search"]
+        lines += ["", "Per search epoch (decoupled), λ → derived student's predicted latency: " + ", ".join(
+            f"{t['lambda']:.3g} → {t['student_latency_ms']:.1f} ms" for t in trace) + ".", ""]
+        if d.get("baselines_same_budget"):
+            lines += [f"Same training budget ({s['final_minutes']:.0f} min, recipe of `train_camvid.py`): " + "; ".join(
+                f"{m} {b['latency_ms']:.1f} ms, {100 * b['val_miou']:.1f}%" if b.get("latency_ms") else
+                f"{m} {100 * b['val_miou']:.1f}%" for m, b in d["baselines_same_budget"].items()) + ".", ""]
+        lines += [f"Space: {s['layers']} layers, base width {s['base_width']}; search on {s['search_size']} images "
+                  f"({s['pretrain_epochs']} pre-training + {s['search_epochs']} search epochs), latency at {s['size']} "
+                  "on ONNX Runtime, 2 threads. Supernet mIoU: the student's two branch-pair heads (02 / 12) at "
+                  "argmax widths on 50 val images at the search size. " + machine_line(d), ""]
+    return lines
+
+
+def ssr(r: dict) -> list[str]:
+    lines = ["### SSR on CamVid (`benchmarks/ssr_camvid.py`)", "",
+             "| run | search | search epochs | s/epoch first → last | space shrunk to one network | gap at epoch "
+             f"{r['gap_at_equal_epochs']['epoch']} | final gap (soft − argmax val mIoU) | network: measured ms (target) | params | GFLOPs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run in r["runs"].items():
+        rows = [t for t in run["trace"] if t["phase"] == "search"]
+        lines.append(f"| {name} | {run['search_seconds'] / 60:.0f} min | {len(rows)} | {rows[0]['epoch_s']:.0f} → "
+                     f"{rows[-1]['epoch_s']:.0f} | {'yes' if run['converged'] else 'no'} | "
+                     f"{100 * r['gap_at_equal_epochs'][name]:+.1f} pts | {100 * r['final_gap'][name]:+.1f} pts | "
+                     f"{run['measured_ms']:.1f} ({r['target_ms']}, {100 * run['latency_vs_target']:+.0f}%) | "
+                     f"{run['params'] / 1e6:.2f}M | {run['gflops']:.2f} |")
+    if r.get("training"):
+        t = r["training"]
+        fs = r.get("fasterseg_same_budget") or {}
+        extra = [f"{m} {100 * b['val_miou']:.1f}%" for m, b in r.get("baselines_same_budget", {}).items()]
+        if fs.get("student_val_miou") is not None:
+            extra.append(f"FasterSeg student {100 * fs['student_val_miou']:.1f}% ({fs['student_measured_ms']:.1f} ms)")
+        lines += ["", f"The SSR network trained for {t['train_minutes']:.0f} min (recipe of `train_camvid.py`): "
+                  f"val mIoU **{100 * t['final_val_miou']:.1f}%**" + (f"; same budget: {'; '.join(extra)}" if extra else "") + "."]
+    lines += ["", f"Space range {r['space_latency_range_ms'][0]:.0f}–{r['space_latency_range_ms'][1]:.0f} ms predicted; "
+              f"search on {r['settings']['search_size']} images, latency at {r['settings']['size']} on ONNX Runtime. "
+              "`no_ssr` starts from the same pre-trained supernet with the SSR loss off. " + machine_line(r), ""]
+    return lines
+
+
 def main() -> None:
     sections = []
     for name, fn in (("train_camvid", train_camvid), ("demo", demo), ("synthetic_separation", synthetic), ("zoo", zoo),
@@ -114,6 +172,11 @@ def main() -> None:
                      f"rounds ({rounds_text()}; median kept); the last column is ρ between two single rounds, a measure of how well the timings repeat "
                      f"(medians over all rounds repeat better). Space `{r['space']}`. " + machine_line(r), "",
                      "![predicted vs measured](benchmarks/results/latency_predictor.png)", ""]
+    runs = {m: r for m in ("decoupled", "coupled") if (r := load(f"fasterseg_camvid_{m}")) is not None}
+    if runs:
+        sections += fasterseg(runs)
+    if (r := load("ssr_camvid")) is not None:
+        sections += ssr(r)
     readme = ROOT / "README.md"
     text = readme.read_text()
     head, rest = text.split(BEGIN, 1)

@@ -1,0 +1,131 @@
+"""SSR on CamVid on this CPU: search with the SSR loss and shrinking, the same search without the
+SSR loss (the discretization-gap ablation), then the found network trained.
+
+    python benchmarks/ssr_camvid.py [--target-ms T] [--final-minutes 15]
+
+Search on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
+side); latencies are those of --size on ONNX Runtime, 2 threads, from the operator table. The
+space is SSR's joint space at reduced width for a 2-core CPU (stages of 32 and 64 channels with
+3 and 5 slots; dilations 1, 2, 4, 8; full or half resolution; fact or dwfact blocks; widths 1,
+0.75, 0.5 of the stage). The target defaults to 40% of the way from the cheapest to the most
+expensive network of the space, as predicted by the table.
+
+Run A uses the SSR loss; run B starts from A's pre-trained supernet with the SSR loss off, same
+seed and epoch cap. Both log, per search epoch, the val mIoU of the soft supernet and of its
+argmax network on the same weights (the discretization gap), seconds per epoch and the candidates
+left. A's network is then trained with benchmarks/train_camvid.py's recipe and budget, so its val
+mIoU compares with the zoo (results/train_camvid*.json of equal budget) and FasterSeg.
+Saves results/ssr_camvid.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, camvid_root, save_result  # noqa: E402
+from fasterseg_camvid import baselines  # noqa: E402
+from train_camvid import config as train_config  # noqa: E402
+
+from segnas.config.search import SSRConfig  # noqa: E402
+from segnas.jobs import train_job  # noqa: E402
+from segnas.jobs.search import ssr_job  # noqa: E402
+from segnas.search.common import latency_table  # noqa: E402
+from segnas.search.ssr import space_from_config  # noqa: E402
+from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces.joint import Candidate  # noqa: E402
+
+SPACE = {"channels": [32, 64], "slots": [3, 5], "stem_channels": 16, "decoder_width": 32,
+         "dilations": [1, 2, 4, 8], "width_ratios": [1.0, 0.75, 0.5]}
+
+
+def space_range(cfg: SSRConfig, classes: int = 11) -> tuple[float, float]:
+    """Predicted latency of the cheapest (all skip) and most expensive network of the space."""
+    space = space_from_config(cfg)
+    table = latency_table(cfg.latency, cfg.threads)
+    size = tuple(cfg.latency.size)
+    slowest = None
+    for cand in space.candidates()[1:]:
+        arch = space.make_arch([[cand.slot(space.widths(s)[0], space.widths(s)[0])] * n
+                                for s, n in enumerate(space.slots)])
+        keys = space.latency_keys(arch, classes, size)
+        table.ensure(keys)
+        ms = sum(table.lookup(k) for k in keys)
+        slowest = ms if slowest is None else max(slowest, ms)
+    cheapest = space.make_arch([[Candidate("skip").slot()] * n for n in space.slots])
+    keys = space.latency_keys(cheapest, classes, size)
+    table.ensure(keys)
+    overhead = table.call_overhead((1, 3, *size))
+    return sum(table.lookup(k) for k in keys) + overhead, slowest + overhead
+
+
+def trace(run_dir: Path) -> list[dict]:
+    keep = ("phase", "epoch", "epoch_s", "soft_miou", "argmax_miou", "gap", "expected_cost", "derived_latency_ms",
+            "active_ops", "active_mid", "active_out", "single")
+    return [{k: r[k] for k in keep if k in r} for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="360x480")
+    ap.add_argument("--search-size", default="120x160")
+    ap.add_argument("--target-ms", type=float, default=None)
+    ap.add_argument("--pretrain-epochs", type=int, default=1)
+    ap.add_argument("--search-epochs", type=int, default=10, help="cap; the search ends once the space is one network")
+    ap.add_argument("--arch-lr", type=float, default=0.05)
+    ap.add_argument("--final-minutes", type=float, default=15.0, help="training budget of the found network (0: none)")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out-dir", default="runs")
+    args = ap.parse_args()
+    base = {"job": "bench-ssr", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
+                                         "scale": [0.75, 1.5], "batch_size": 8},
+            "space": SPACE, "latency": {"target_ms": args.target_ms or 1.0, "size": args.size,
+                                        "backend": args.backend, "threads": args.threads},
+            "search_size": args.search_size, "pretrain_epochs": args.pretrain_epochs,
+            "search_epochs": args.search_epochs, "arch_lr": args.arch_lr, "final_epochs": 0, "bf16": True,
+            "threads": args.threads, "out_dir": args.out_dir}
+    lo, hi = space_range(SSRConfig.model_validate(base))
+    target = args.target_ms or round(lo + 0.4 * (hi - lo), 1)
+    print(f"space latency range {lo:.1f}–{hi:.1f} ms; target {target} ms")
+    base["latency"]["target_ms"] = target
+    runs = {}
+    for name, update in (("ssr", {}), ("no_ssr", {"job": "bench-ssr-off", "ssr_weights": [0, 0, 0]})):
+        if name == "no_ssr":
+            update["pretrained"] = runs["ssr"]["run_dir"]
+        summary = ssr_job(SSRConfig.model_validate({**base, **update}), echo=print)
+        runs[name] = {**summary, "trace": trace(Path(summary["run_dir"])),
+                      "arch_predicted_ms": read_arch_file(Path(summary["run_dir"]) / "arch.json")["predicted_latency_ms"]}
+    searches = {n: [r for r in runs[n]["trace"] if r["phase"] == "search"] for n in runs}
+    k = min(len(v) for v in searches.values())
+    out = {"target_ms": target, "space_latency_range_ms": [lo, hi], "settings": vars(args), "space": SPACE,
+           "runs": runs,
+           "gap_at_equal_epochs": {"epoch": k, **{n: searches[n][k - 1].get("gap") for n in searches}},
+           "final_gap": {n: searches[n][-1].get("gap") for n in searches}}
+    if args.final_minutes:
+        arch = Path(runs["ssr"]["run_dir"]) / "arch.json"
+        result = train_job(train_config(args.final_minutes, args.out_dir, str(arch)), echo=print)
+        out["training"] = {"run_dir": result.run_dir, "train_minutes": round(result.train_seconds / 60, 2),
+                           "final_val_miou": round(result.final["val_miou"], 4),
+                           "best_val_miou": round(result.best_miou, 4)}
+        out["baselines_same_budget"] = baselines(args.final_minutes)
+        fs = RESULTS / "fasterseg_camvid_decoupled.json"
+        if fs.is_file():
+            f = json.loads(fs.read_text())
+            out["fasterseg_same_budget"] = {"student_val_miou": f.get("student_val_miou"),
+                                            "student_measured_ms": f.get("student_measured_ms")}
+    path = save_result("ssr_camvid", out)
+    a = runs["ssr"]
+    print(f"SSR: search {a['search_seconds'] / 60:.1f} min, converged {a['converged']}; network "
+          f"{a['measured_ms']:.2f} ms vs target {target} ms ({100 * a['latency_vs_target']:+.1f}%); "
+          f"val mIoU {out.get('training', {}).get('final_val_miou')}")
+    for n, rows in searches.items():
+        print(f"  {n}: epoch s {[r['epoch_s'] for r in rows]}; gap {[round(r.get('gap', 0), 4) for r in rows]}")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

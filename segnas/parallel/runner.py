@@ -1,0 +1,78 @@
+"""`run_all`: apply one function to many items on a chosen executor, saving and resuming results."""
+
+from __future__ import annotations
+
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from segnas.errors import SegnasError
+from segnas.parallel.executors import EXECUTORS
+from segnas.parallel.store import ResultStore, default_key
+
+
+def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "inline", workers: int = 2,
+            results_path: str | Path | None = None, key: Callable[[Any], str] | None = None,
+            progress: bool = False, threads_per_worker: int | None = 1,
+            ray_address: str | None = None) -> list[Any]:
+    """Results of `fn(item)` for every item, in input order.
+
+    `fn` must be a picklable top-level function (spawned processes import it by name) and return
+    JSON-serializable values (results come back as their JSON round trip, whatever the executor).
+    `executor`: "inline" (this process), "process" (a spawned process pool) or "ray"; `workers`
+    items run at once. With `results_path` (JSONL) each result is appended and fsynced as it
+    finishes, and results already there are reused, not recomputed: `key(item)` (default: a hash
+    of the item's JSON) must name everything the result depends on. Items with the same key are
+    computed once. Workers limit torch to `threads_per_worker` threads (None: leave as is).
+    A failing item raises SegnasError naming its key, after the items still running have finished
+    and every finished result is saved.
+    """
+    if executor not in EXECUTORS:
+        raise SegnasError(f"unknown executor {executor!r}; expected one of: {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise SegnasError(f"workers must be at least 1, got {workers}")
+    key = key or default_key
+    keys = [str(key(item)) for item in items]
+    store = ResultStore(results_path)
+    todo: dict[str, Any] = {}
+    for k, item in zip(keys, items):
+        if k not in store and k not in todo:
+            todo[k] = item
+    failures: list[tuple[str, BaseException]] = []
+    try:
+        with _progress(len(todo), progress) as advance:
+            outcomes = EXECUTORS[executor](fn, list(todo.items()), workers, threads_per_worker,
+                                           lambda: bool(failures), address=ray_address)
+            with closing(outcomes):
+                for k, ok, value in outcomes:
+                    if ok:
+                        try:
+                            store.add(k, value)
+                        except (TypeError, ValueError) as exc:
+                            failures.append((k, TypeError(f"result is not JSON-serializable: {exc}")))
+                    else:
+                        failures.append((k, value))
+                    advance()
+    finally:
+        store.close()
+    if failures:
+        k, exc = failures[0]
+        more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
+        saved = f"; finished results are saved in {results_path}, rerun to resume" if results_path else ""
+        message = " ".join(f"{type(exc).__name__}: {exc}".split()).rstrip(":")
+        raise SegnasError(f"item {k} failed: {message}{more}{saved}") from exc
+    return [store[k] for k in keys]
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A callable advancing a progress bar with ETA (a no-op when disabled or nothing to do)."""
+    if not enabled or total == 0:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("evaluations", total=total)
+        yield lambda: bar.advance(task)

@@ -1,0 +1,101 @@
+"""Append-only JSONL store of finished results, so that a killed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from segnas.errors import SegnasError
+
+
+def default_key(item: Any) -> str:
+    """A stable key for `item`: a hash of its JSON form (keys sorted); `to_dict()` is used if present."""
+    data = item.to_dict() if hasattr(item, "to_dict") else item
+    try:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise SegnasError(f"cannot derive a key for item {item!r} ({exc}); pass key=... to run_all") from None
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Results by key from a JSONL results file (missing file: none); the last line for a key wins.
+
+    A damaged last line (a run killed mid-write) is ignored with a warning and cut from the file so
+    that later appends start on a fresh line; damage anywhere else is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    results: dict[str, Any] = {}
+    offset = 0
+    for number, line in enumerate(lines, 1):
+        is_last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == b"")
+        if line.strip():
+            try:
+                record = json.loads(line)
+                results[str(record["key"])] = record["result"]
+            except (ValueError, KeyError, TypeError):
+                if not is_last:
+                    raise SegnasError(f"{path}, line {number}: expected a JSON object with 'key' and 'result', "
+                                      f"got {line[:80]!r}") from None
+                warnings.warn(f"{path}: ignoring a truncated last line ({len(line)} bytes), "
+                              "left by a run that was stopped while writing", stacklevel=3)
+                _truncate(path, offset)
+                break
+        offset += len(line) + 1
+    return results
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class ResultStore:
+    """Finished results by key, each appended to `path` (if given) and fsynced as soon as it is added."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else None
+        self.results: dict[str, Any] = load_results(self.path) if self.path is not None else {}
+        self._fh = None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.results
+
+    def __getitem__(self, key: str) -> Any:
+        return self.results[key]
+
+    def add(self, key: str, result: Any) -> None:
+        """Record `result` (JSON-serializable) under `key`; stored as its JSON round trip."""
+        text = json.dumps({"key": key, "result": result})
+        self.results[key] = json.loads(text)["result"]
+        if self.path is None:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")
+            if self._fh.tell() > 0 and not _ends_with_newline(self.path):
+                self._fh.write(b"\n")
+        self._fh.write(text.encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"

@@ -1,0 +1,110 @@
+import json
+import sys
+
+import pytest
+
+from _parallel_work import conv_score, fail_on_three
+from segnas.errors import SegnasError
+from segnas.parallel import default_key, load_results, run_all
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _expected(seeds):
+    return [conv_score(s) for s in seeds]
+
+
+def test_process_pool_matches_inline():
+    seeds = list(range(5))
+    inline = run_all(conv_score, seeds)
+    assert inline == _expected(seeds)
+    pooled = run_all(conv_score, seeds, executor="process", workers=2)
+    assert pooled == inline
+    assert all(r["threads"] == 1 for r in pooled)
+
+
+def test_ray_gives_the_same_results_and_saves_them_before_an_error(tmp_path):
+    pytest.importorskip("ray")
+    path = tmp_path / "results.jsonl"
+    with pytest.raises(SegnasError, match=f"item {default_key(3)} failed: ValueError: boom on 3"):
+        run_all(fail_on_three, list(range(6)), executor="ray", workers=2, results_path=path)
+    from_ray = load_results(path)
+    assert {default_key(s) for s in range(3)} <= set(from_ray) and default_key(3) not in from_ray
+    assert run_all(conv_score, list(range(6)), results_path=path) == _expected(range(6))
+    assert all(from_ray[default_key(s)] == conv_score(s) for s in range(6) if default_key(s) in from_ray)
+
+
+def test_resume_recomputes_only_missing_items(tmp_path):
+    path = tmp_path / "results.jsonl"
+    calls, interrupt = [], [True]
+
+    def flaky(seed):
+        calls.append(seed)
+        if seed == 3 and interrupt[0]:
+            raise ValueError("interrupted")
+        return conv_score(seed)
+
+    with pytest.raises(SegnasError, match=f"item {default_key(3)} failed: ValueError: interrupted"):
+        run_all(flaky, range(6), results_path=path)
+    assert [r["key"] for r in _lines(path)] == [default_key(s) for s in range(3)]
+    calls.clear()
+    interrupt[0] = False
+    assert run_all(flaky, list(range(6)), results_path=path) == _expected(range(6))
+    assert calls == [3, 4, 5]
+    calls.clear()
+    assert run_all(flaky, list(range(6)), results_path=path) == _expected(range(6))
+    assert calls == []
+
+
+def test_error_in_process_pool_saves_finished_results_then_resumes(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with pytest.raises(SegnasError, match=f"item {default_key(3)} failed: ValueError: boom on 3") as err:
+        run_all(fail_on_three, list(range(6)), executor="process", workers=2, results_path=path)
+    assert "\n" not in str(err.value)
+    saved = {r["key"] for r in _lines(path)}
+    assert {default_key(s) for s in range(3)} <= saved and default_key(3) not in saved
+    assert run_all(conv_score, list(range(6)), results_path=path) == _expected(range(6))
+    assert len(_lines(path)) == 6  # nothing saved before was computed again
+
+
+def test_truncated_last_line_is_ignored_with_a_warning(tmp_path):
+    path = tmp_path / "results.jsonl"
+    run_all(conv_score, [0, 1], results_path=path)
+    with open(path, "a") as fh:
+        fh.write('{"key": "' + default_key(2) + '", "resu')
+    calls = []
+
+    def counted(seed):
+        calls.append(seed)
+        return conv_score(seed)
+
+    with pytest.warns(UserWarning, match="truncated last line"):
+        assert run_all(counted, [0, 1, 2], results_path=path) == _expected([0, 1, 2])
+    assert calls == [2]
+    assert len(_lines(path)) == 3 and set(load_results(path)) == {default_key(s) for s in range(3)}
+
+
+def test_duplicate_items_are_computed_once():
+    calls = []
+
+    def counted(item):
+        calls.append(item["seed"])
+        return conv_score(item["seed"])
+
+    items = [{"seed": 1, "w": 2}, {"w": 2, "seed": 1}, {"seed": 2, "w": 2}]
+    assert run_all(counted, items, progress=True) == _expected([1, 1, 2])
+    assert calls == [1, 2]
+
+
+def test_user_mistakes_are_segnas_errors(monkeypatch):
+    with pytest.raises(SegnasError, match="unknown executor 'dask'.*inline, process, ray"):
+        run_all(conv_score, [0], executor="dask")
+    with pytest.raises(SegnasError, match="picklable"):
+        run_all(lambda s: s, [0], executor="process")
+    with pytest.raises(SegnasError, match="not JSON-serializable"):
+        run_all(lambda s: {1, 2}, [0])
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(SegnasError, match=r"pip install segnas\[ray\]"):
+        run_all(conv_score, [0], executor="ray")
