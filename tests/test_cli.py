@@ -139,3 +139,16 @@ def test_search_checkpoint_is_refused_by_predict(tmp_path):
     torch.save({"model": {}, "model_spec": {"kind": "supernet"}}, bad)
     result = run("predict", bad, tmp_path)
     assert result.exit_code == 2 and "not a trained-network checkpoint" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "space.channels=[8,4]"], "each stage's channels"),
+    (["--resource", "flops"], "target_gflops"),
+    (["--set", "shrink_threshold=1.5"], "shrink_threshold"),
+])
+def test_ssr_search_settings_errors_are_one_line(tmp_path, args, message):
+    result = run("search", "ssr", "--data", "synthetic", "--size", "48x64", "--target-ms", "5",
+                 "--out-dir", tmp_path, *args)
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing written for a refused job

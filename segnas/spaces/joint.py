@@ -271,6 +271,10 @@ class JointSpace:
         if len(self.channels) != len(self.slots) or not self.channels or min(self.slots) < 1:
             raise SegnasError(f"joint space: one slot count >= 1 per stage, got channels {list(self.channels)} "
                               f"and slots {list(self.slots)}")
+        widths = (self.stem_channels,) + self.channels
+        if self.stem_channels <= 3 or any(b <= a for a, b in zip(widths, widths[1:])):
+            raise SegnasError(f"joint space: stem_channels ({self.stem_channels}) must exceed 3 and each stage's "
+                              f"channels the previous ones, got channels {list(self.channels)}")
         unknown = [o for o in self.ops if o not in BLOCK_OPS]
         if unknown or not self.ops:
             raise SegnasError(f"joint space: ops must be among {', '.join(BLOCK_OPS)}, got {list(self.ops)}")

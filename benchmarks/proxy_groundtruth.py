@@ -1,0 +1,157 @@
+"""Ground truth for proxy search: sampled architectures trained from scratch on CamVid on this CPU.
+
+    python benchmarks/proxy_groundtruth.py --n 60 --minutes 8 --executor process --workers 2 \
+        --longer-minutes 24 --longer-subset 12
+
+Samples ``--n`` distinct ``multires`` architectures spread over the latency range (CPU-sized
+space: ``--layers 8 --base-width 8``), predicts each one's latency from the operator table at
+``--latency-size`` (built here, once, before any training starts, so that timings are not taken
+beside a training run), and trains each from scratch with ``benchmarks/train_camvid.py``'s recipe
+for ``--minutes`` of training time counted on the CPU clock (process CPU time / training threads,
+so other jobs on the machine do not shorten it), scoring val mIoU once at the end. Results go to
+``benchmarks/data/groundtruth_<space>_<data>.jsonl``, one line per network as it finishes; a
+killed run resumes (finished networks are skipped, a network killed mid-training continues from
+its last epoch in ``--out-dir``).
+
+Then ``--longer-subset`` of them, evenly spread over the short-budget mIoU ranking, train for
+``--longer-minutes`` into ``groundtruth_<space>_<data>_long.jsonl``; Kendall τ and Spearman ρ
+between short- and long-budget mIoU tell how far the short budget's ranking can be trusted as
+ground truth. Prints and saves ``benchmarks/results/proxy_groundtruth.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from segnas.cost import LatencyTable  # noqa: E402
+from segnas.search.groundtruth import (  # noqa: E402
+    dataset_num_classes, predicted_latency_ms, rank_correlations, run_groundtruth, sample_archs, training_recipe)
+from segnas.spaces import get_space  # noqa: E402
+from segnas.spaces.multires import MultiResSpace  # noqa: E402
+from segnas.utils import parse_size  # noqa: E402
+
+
+def make_space(args: argparse.Namespace):
+    if args.space == "multires":
+        return MultiResSpace(layers=args.layers, base_width=args.base_width)
+    return get_space(args.space)
+
+
+def data_section(args: argparse.Namespace) -> dict:
+    root = args.data_root or (str(common.camvid_root()) if args.data == "camvid" else None)
+    return {"name": args.data, "root": root, "crop_size": list(args.size),
+            "base_size": list(args.base_size) if args.base_size else None, "scale": [0.75, 1.5], "jitter": 0.3,
+            "batch_size": args.batch_size, "eval_batch_size": 4, "options": json.loads(args.data_options)}
+
+
+def spread_subset(results: list[dict], k: int) -> list[int]:
+    """Indices of ``k`` results evenly spaced over the ranking by val mIoU (lowest to highest)."""
+    order = sorted(range(len(results)), key=lambda i: results[i]["val_miou"])
+    if k >= len(order):
+        return order
+    picks = [order[round(j * (len(order) - 1) / (k - 1))] for j in range(k)] if k > 1 else [order[len(order) // 2]]
+    return sorted(set(picks))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=60, help="architectures to sample and train")
+    ap.add_argument("--minutes", type=float, default=8.0, help="short training budget (CPU-clock minutes)")
+    ap.add_argument("--longer-minutes", type=float, default=None, help="longer budget (default 3x --minutes)")
+    ap.add_argument("--longer-subset", type=int, default=12, help="architectures retrained at the longer budget")
+    ap.add_argument("--executor", choices=["inline", "process", "ray"], default="inline")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="training threads per network (default: cores / workers)")
+    ap.add_argument("--space", default="multires")
+    ap.add_argument("--layers", type=int, default=8, help="multires: cells per branch at most")
+    ap.add_argument("--base-width", type=int, default=8, help="multires: base width")
+    ap.add_argument("--data", default="camvid")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--data-options", default="{}", help="JSON keyword arguments of the dataset")
+    ap.add_argument("--size", type=parse_size, default=(360, 480), help="training crop HxW")
+    ap.add_argument("--base-size", type=parse_size, default=None, help="resize images to HxW first (reduced size)")
+    ap.add_argument("--latency-size", type=parse_size, default=None, help="HxW for latency/FLOPs (default: trained size)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--latency-threads", type=int, default=None)
+    ap.add_argument("--table-min-runs", type=int, default=20)
+    ap.add_argument("--table-min-time-s", type=float, default=0.3)
+    ap.add_argument("--train", default="{}", help="JSON overrides of the training recipe")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", default="runs/groundtruth", help="per-network training folders")
+    ap.add_argument("--data-dir", default=str(common.ROOT / "benchmarks" / "data"), help="where the JSONL files go")
+    ap.add_argument("--results-dir", default=str(common.RESULTS))
+    ap.add_argument("--name", default="proxy_groundtruth", help="result file name")
+    args = ap.parse_args()
+    if args.data == "camvid" and not Path(args.data_root or common.camvid_root()).is_dir():
+        sys.exit(f"CamVid not found at {args.data_root or common.camvid_root()} (set SEGNAS_CAMVID)")
+    longer = args.longer_minutes or 3 * args.minutes
+    threads = args.threads or max(1, (os.cpu_count() or 2) // (args.workers if args.executor != "inline" else 1))
+
+    space = make_space(args)
+    data = data_section(args)
+    lat_size = tuple(args.latency_size or args.base_size or args.size)
+    settings = {"data": data, "minutes": args.minutes, "size": list(lat_size), "latency": "table",
+                "backend": args.backend, "latency_threads": args.latency_threads,
+                "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
+                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": json.loads(args.train)}
+
+    archs = sample_archs(space, args.n, seed=args.seed)
+    num_classes = dataset_num_classes(data)
+    table = LatencyTable(args.backend, threads=args.latency_threads, min_runs=args.table_min_runs,
+                         min_time_s=args.table_min_time_s)
+    lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
+    print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
+          f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
+
+    data_dir = Path(args.data_dir)
+    short_path = data_dir / f"groundtruth_{space.name}_{args.data}.jsonl"
+    long_path = data_dir / f"groundtruth_{space.name}_{args.data}_long.jsonl"
+    print(f"training each for {args.minutes} CPU-clock minutes ({threads} threads, {args.executor} x{args.workers})"
+          f" -> {short_path}")
+    short = run_groundtruth(space, archs, settings, results_path=short_path, executor=args.executor,
+                            workers=args.workers, progress=True)
+    subset = spread_subset(short, args.longer_subset) if args.longer_subset > 0 else []
+    long = []
+    if subset:
+        print(f"retraining {len(subset)} of them for {longer} minutes -> {long_path}")
+        long = run_groundtruth(space, [archs[i] for i in subset], {**settings, "minutes": longer},
+                               results_path=long_path, executor=args.executor, workers=args.workers, progress=True)
+
+    miou = [r["val_miou"] for r in short]
+    corr_budget = rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
+    out = {
+        "space": space.name, "space_settings": {"layers": args.layers, "base_width": args.base_width}
+        if space.name == "multires" else {},
+        "data": args.data, "train_size": list(args.base_size or args.size), "crop_size": list(args.size),
+        "budget": {"short_minutes": args.minutes, "long_minutes": longer, "threads": threads,
+                   "clock": "cpu (process CPU time / training threads)",
+                   "recipe": training_recipe(json.loads(args.train))},
+        "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
+        "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None},
+        "val_miou_range": [min(miou), max(miou)],
+        "latency_ms_range": [min(r["latency_ms"] for r in short), max(r["latency_ms"] for r in short)],
+        "short_vs_long": corr_budget,
+        "miou_vs_latency": rank_correlations(miou, [r["latency_ms"] for r in short]),
+        "miou_vs_params": rank_correlations(miou, [r["params"] for r in short]),
+        "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4), "long_miou": round(r["val_miou"], 4),
+                    "latency_ms": round(short[i]["latency_ms"], 2)} for i, r in zip(subset, long)],
+    }
+    common.RESULTS = Path(args.results_dir)
+    path = common.save_result(args.name, out)
+    print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {args.minutes} min; short vs {longer} min on "
+          f"{corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "
+          f"Spearman rho {corr_budget['spearman_rho']:.3f}")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

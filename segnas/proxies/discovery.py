@@ -1,0 +1,393 @@
+"""SasWOT proxy discovery: evolve a proxy graph (``segnas.proxies.graph``) by strongly typed genetic
+programming (DEAP) so that its scores rank a set of architectures like their trained mIoU.
+
+``layer_stats`` measures an untrained network once (weights, loss gradients and output activations
+of every convolution/linear layer, sampled deterministically); ``discover`` evolves expressions over
+those statistics, maximizing Kendall's τ-b with the target mIoUs; the result, a ``DiscoveredProxy``,
+is a readable expression that saves to JSON, reloads, and scores new networks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from deap import algorithms, base, gp, tools
+from scipy.stats import kendalltau, spearmanr
+from torch import nn
+
+from segnas.errors import SegnasError
+from segnas.proxies import _copy, _prepare
+from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats,
+                                   pixel_ce, proxy, valid_pixels, weight_layers)
+from segnas.proxies.graph import PSET, PackedStats, evaluate_tree, pack, parse, uses_data
+from segnas.utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DiscoveredProxy", "discover", "layer_stats", "register_expression", "score_expression"]
+
+FORMAT = "segnas.proxy_expression"
+#: Fitness of an individual whose values are constant, non-finite or unrankable (below any τ).
+PENALTY = -2.0
+LayerStats = list[dict[str, torch.Tensor]]
+
+
+# ---------------------------------------------------------------- statistics
+
+def _sample_index(n: int, k: int | None, seed: int, salt: int) -> torch.Tensor | None:
+    """``k`` sorted positions in ``range(n)`` drawn for (seed, salt); None = all positions."""
+    if k is None or n <= k:
+        return None
+    g = torch.Generator().manual_seed((seed * 1_000_003 + salt) % (2 ** 62))
+    return torch.randint(n, (k,), generator=g).sort().values
+
+
+def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, max_weights: int | None,
+             max_activations: int | None) -> LayerStats:
+    """Statistics of ``net`` (a copy the caller may mutate) on prepared ``batches``."""
+    layers = weight_layers(net)
+    acts: list[list[torch.Tensor]] = [[] for _ in layers]
+    sizes: list[list[int]] = [[] for _ in layers]
+    index: dict[tuple[int, int], torch.Tensor | None] = {}
+    recording = [False]
+
+    def hook(i: int) -> Callable:
+        def record(module: nn.Module, args: tuple, out: object) -> None:
+            if not recording[0] or not isinstance(out, torch.Tensor):
+                return
+            flat = out.detach().flatten(1)
+            n = flat.shape[1]
+            if (i, n) not in index:
+                index[(i, n)] = _sample_index(n, max_activations, settings.seed, 2 * i + 1)
+            idx = index[(i, n)]
+            acts[i].append((flat if idx is None else flat[:, idx.to(flat.device)]).float().cpu().reshape(-1))
+            sizes[i].extend([n] * flat.shape[0])
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
+    total = max(valid_pixels(batches, settings.ignore_index), 1)
+    try:
+        for images, masks in batches:
+            recording[0] = False
+            freeze_batch_stats(net, images)
+            recording[0] = True
+            for imgs, msks in chunks(images, masks, settings.chunk_size):
+                loss = pixel_ce(forward_logits(net, imgs), msks, settings.ignore_index).sum() / total
+                if loss.requires_grad:
+                    loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    out: LayerStats = []
+    for i, m in enumerate(layers):
+        w = m.weight.detach().reshape(-1)
+        g = m.weight.grad.detach().reshape(-1) if m.weight.grad is not None else torch.zeros_like(w)
+        idx = _sample_index(w.numel(), max_weights, settings.seed, 2 * i)
+        if idx is not None:
+            w, g = w[idx.to(w.device)], g[idx.to(g.device)]
+        out.append({
+            "W": w.float().cpu().clone(), "G": g.float().cpu().clone(),
+            "A": torch.cat(acts[i]) if acts[i] else torch.zeros(0),
+            "numel_w": torch.tensor(float(m.weight.numel())),
+            "numel_a": torch.tensor(float(np.mean(sizes[i])) if sizes[i] else 0.0),
+        })
+    return out
+
+
+def layer_stats(net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
+                chunk_size: int = 4, max_weights: int | None = 4096,
+                max_activations: int | None = 256) -> LayerStats:
+    """Per-layer statistics of ``net`` (untrained; left untouched) on ``batches`` of (images, masks):
+    for every convolution/linear layer, in ``net.modules()`` order, a dict with ``W`` (weights),
+    ``G`` (gradient of the mean per-pixel cross-entropy over all labelled pixels), both flattened and
+    sampled at the same ≤ ``max_weights`` positions; ``A`` (output activations, ≤ ``max_activations``
+    fixed positions per image, all images concatenated); ``numel_w`` / ``numel_a`` (the true counts:
+    weights, activations per image). BatchNorm and chunking as in ``segnas.proxies.common``;
+    deterministic for a seed (the seed picks the sampled positions). ``None`` = no sampling."""
+    for name, k in (("max_weights", max_weights), ("max_activations", max_activations)):
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise SegnasError(f"layer_stats: {name} must be a positive integer or None, got {k!r}")
+    if chunk_size < 1:
+        raise SegnasError(f"layer_stats: chunk_size must be a positive integer, got {chunk_size}")
+    prepared = _prepare(net, batches)
+    settings = ProxySettings(seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
+    device = prepared[0][0].device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        with torch.enable_grad():
+            return _collect(_copy(net), prepared, settings, max_weights, max_activations)
+
+
+# ---------------------------------------------------------------- fitness
+
+def _rounded(values: Sequence[float]) -> np.ndarray:
+    """Values to 9 significant digits, so that rounding noise does not break ties into ranks."""
+    return np.array([float(f"{v:.9g}") for v in values], dtype=np.float64)
+
+
+def rank_correlations(values: Sequence[float], targets: Sequence[float]) -> tuple[float, float]:
+    """(Kendall τ-b, Spearman ρ) of ``values`` against ``targets``; NaN when undefined."""
+    v = _rounded(values)
+    if not np.all(np.isfinite(v)) or np.ptp(v) == 0:
+        return math.nan, math.nan
+    return float(kendalltau(v, targets).statistic), float(spearmanr(v, targets).statistic)
+
+
+class _Fitness(base.Fitness):
+    weights = (1.0,)
+
+
+class _Individual(gp.PrimitiveTree):
+    def __init__(self, content: Sequence) -> None:
+        super().__init__(content)
+        self.fitness = _Fitness()
+
+
+# ---------------------------------------------------------------- result
+
+@dataclass
+class DiscoveredProxy:
+    """An evolved (or hand-written) proxy expression with how it was found.
+
+    ``history`` has one record per generation: best / mean τ, the best expression, counts."""
+
+    expression: str
+    train_tau: float | None = None
+    train_rho: float | None = None
+    val_tau: float | None = None
+    val_rho: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tree = parse(self.expression)
+        self.expression = str(self.tree)
+
+    @classmethod
+    def from_expression(cls, expression: str) -> "DiscoveredProxy":
+        return cls(expression=expression)
+
+    def evaluate(self, stats: Sequence[Mapping[str, torch.Tensor]] | PackedStats) -> float:
+        """The proxy value on one network's ``layer_stats`` (higher = predicted better)."""
+        return evaluate_tree(self.tree, stats if isinstance(stats, PackedStats) else pack(stats))
+
+    def score_net(self, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
+                  chunk_size: int = 4, max_weights: int | None = 4096, max_activations: int | None = 256) -> float:
+        """The proxy value of ``net`` (``layer_stats`` then ``evaluate``)."""
+        return self.evaluate(layer_stats(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size,
+                                         max_weights=max_weights, max_activations=max_activations))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": 1, "expression": self.expression, "train_tau": self.train_tau,
+                "train_rho": self.train_rho, "val_tau": self.val_tau, "val_rho": self.val_rho,
+                "settings": self.settings, "history": self.history}
+
+    def save(self, path: str | Path) -> None:
+        """Write JSON atomically."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DiscoveredProxy":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SegnasError(f"{path}: cannot read a proxy expression ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("expression"), str):
+            raise SegnasError(f"{path}: not a {FORMAT} file (expected keys format, expression)")
+        try:
+            return cls(expression=data["expression"], train_tau=data.get("train_tau"),
+                       train_rho=data.get("train_rho"), val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
+                       history=list(data.get("history") or []), settings=dict(data.get("settings") or {}))
+        except SegnasError as exc:
+            raise SegnasError(f"{path}: {exc}") from None
+
+
+def as_proxy(expression: str | Path | DiscoveredProxy) -> DiscoveredProxy:
+    """A ``DiscoveredProxy`` from itself, a saved JSON file, or an expression string."""
+    if isinstance(expression, DiscoveredProxy):
+        return expression
+    if isinstance(expression, Path) or (isinstance(expression, str) and expression.strip().endswith(".json")):
+        return DiscoveredProxy.load(expression)
+    if isinstance(expression, str):
+        return DiscoveredProxy.from_expression(expression)
+    raise SegnasError(f"proxy expression: expected a string, a .json path or a DiscoveredProxy, got "
+                      f"{type(expression).__name__}")
+
+
+def score_expression(expression: str | Path | DiscoveredProxy, net: nn.Module, batches: Sequence[Batch], *,
+                     seed: int = 0, ignore_index: int = 255, chunk_size: int = 4) -> float:
+    """Score ``net`` with an expression (string, saved JSON path, or ``DiscoveredProxy``)."""
+    return as_proxy(expression).score_net(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
+
+
+def register_expression(name: str, expression: str | Path | DiscoveredProxy, *, max_weights: int | None = 4096,
+                        max_activations: int | None = 256) -> DiscoveredProxy:
+    """Register an expression as zero-cost proxy ``name`` so that ``segnas.proxies.score(name, ...)``
+    uses it; ``PROXIES.pop(name)`` removes it again."""
+    found = as_proxy(expression)
+    if name in PROXIES:
+        raise SegnasError(f"proxy: name {name!r} is already registered")
+
+    @proxy(name)
+    def expression_proxy(net: nn.Module, batches: list[Batch], settings: ProxySettings) -> float:
+        return found.evaluate(_collect(net, batches, settings, max_weights, max_activations))
+
+    return found
+
+
+# ---------------------------------------------------------------- evolution
+
+def _generate(pset: gp.PrimitiveSetTyped, min_: int, max_: int, type_: type | None = None) -> list:
+    """Half-and-half generation; a whole tree (root type) is at least 2 deep so that it can read data."""
+    if type_ is None or type_ is pset.ret:
+        min_, max_ = max(min_, 2), max(max_, 2)
+    return gp.genHalfAndHalf(pset, min_, max_, type_)
+
+
+def _check_inputs(stats_per_arch: Sequence, target_mious: Sequence[float], what: str) -> list[float]:
+    if len(stats_per_arch) != len(target_mious):
+        raise SegnasError(f"discover: {what} has {len(stats_per_arch)} statistics but {len(target_mious)} "
+                          "target mIoUs; expected one per architecture")
+    targets = [float(t) for t in target_mious]
+    if not all(math.isfinite(t) for t in targets):
+        raise SegnasError(f"discover: {what} target mIoUs must be finite numbers")
+    return targets
+
+
+def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float], *,
+             population: int = 64, generations: int = 20, seed: int = 0, crossover: float = 0.5,
+             mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
+             init_height: tuple[int, int] = (2, 4), validation: tuple[Sequence, Sequence[float]] | None = None,
+             cache_size: int = 2048, callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
+    """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
+    (``layer_stats`` of each architecture) and ``target_mious``.
+
+    Per generation: ``elite`` best unique individuals survive unchanged (hall of fame); the rest are
+    tournament-selected, crossed over (one point, typed) with probability ``crossover`` and mutated
+    with probability ``mutation`` (uniform subtree, node replacement or shrink, uniformly); trees
+    higher than ``max_height`` are rejected (``gp.staticLimit``); duplicates and trees reading no
+    statistic are replaced by fresh random trees; constant or unrankable ones get fitness −2. Ties
+    prefer the smaller tree. Deterministic for a seed (Python's ``random`` state is restored).
+    ``validation`` = (stats, mIoUs) is scored with the best tree each generation (never selects)."""
+    targets = _check_inputs(stats_per_arch, target_mious, "the training split")
+    if len(targets) < 3:
+        raise SegnasError(f"discover: needs at least 3 architectures, got {len(targets)}")
+    if len(set(targets)) < 2:
+        raise SegnasError("discover: all target mIoUs are equal; nothing to rank")
+    if population < 2 or generations < 0 or tournament < 1 or not 0 <= elite < population:
+        raise SegnasError(f"discover: expected population ≥ 2, generations ≥ 0, tournament ≥ 1 and "
+                          f"0 ≤ elite < population; got {population}, {generations}, {tournament}, {elite}")
+    if not (0 <= crossover <= 1 and 0 <= mutation <= 1):
+        raise SegnasError(f"discover: crossover and mutation are probabilities; got {crossover}, {mutation}")
+    lo, hi = init_height
+    if not 2 <= lo <= hi <= max_height:
+        raise SegnasError(f"discover: expected 2 ≤ init_height[0] ≤ init_height[1] ≤ max_height, got "
+                          f"{init_height} and {max_height}")
+    train = [pack(s, cache_size) for s in stats_per_arch]
+    val = None
+    if validation is not None:
+        val_stats, val_targets = validation
+        val = ([pack(s) for s in val_stats], _check_inputs(val_stats, val_targets, "the validation split"))
+    settings = {"population": population, "generations": generations, "seed": seed, "crossover": crossover,
+                "mutation": mutation, "tournament": tournament, "elite": elite, "max_height": max_height,
+                "init_height": list(init_height), "architectures": len(targets)}
+
+    toolbox = base.Toolbox()
+    toolbox.register("expr", _generate, PSET, lo, hi)
+    toolbox.register("expr_mut", _generate, min_=0, max_=2)
+    toolbox.register("mate", gp.cxOnePoint)
+    toolbox.register("mutate", lambda ind: random.choice((
+        lambda: gp.mutUniform(ind, toolbox.expr_mut, PSET),
+        lambda: gp.mutNodeReplacement(ind, PSET),
+        lambda: gp.mutShrink(ind)))())
+    limit = gp.staticLimit(key=lambda ind: ind.height, max_value=max_height)
+    toolbox.decorate("mate", limit)
+    toolbox.decorate("mutate", limit)
+
+    fitness_cache: dict[str, float] = {}
+    counts = {"evaluated": 0}
+
+    def fitness(ind: gp.PrimitiveTree) -> float:
+        key = str(ind)
+        if key not in fitness_cache:
+            counts["evaluated"] += 1
+            tau, _ = rank_correlations([evaluate_tree(ind, p) for p in train], targets)
+            fitness_cache[key] = tau if math.isfinite(tau) else PENALTY
+        return fitness_cache[key]
+
+    def fresh(seen: set[str]) -> _Individual:
+        for _ in range(50):
+            ind = _Individual(toolbox.expr())
+            if str(ind) not in seen and uses_data(ind):
+                return ind
+        return ind
+
+    def unique(pop: list[_Individual]) -> list[_Individual]:
+        seen: set[str] = set()
+        out = []
+        for ind in pop:
+            if str(ind) in seen or not uses_data(ind):
+                ind = fresh(seen)
+            seen.add(str(ind))
+            out.append(ind)
+        return out
+
+    def order(ind: _Individual) -> tuple:
+        return (-ind.fitness.values[0], len(ind), str(ind))
+
+    def record(gen: int, pop: list[_Individual], best: _Individual) -> dict[str, Any]:
+        taus = [ind.fitness.values[0] for ind in pop if ind.fitness.values[0] > PENALTY]
+        rec = {"generation": gen, "best_tau": best.fitness.values[0], "population_best_tau": max(taus, default=None),
+               "mean_tau": float(np.mean(taus)) if taus else None, "valid": len(taus),
+               "evaluated": counts["evaluated"], "best": str(best)}
+        if val is not None:
+            rec["val_tau"] = _finite(rank_correlations([evaluate_tree(best, p) for p in val[0]], val[1])[0])
+        log.info("proxy discovery: generation %d best τ %.4f (%d valid) %s", gen, rec["best_tau"], len(taus), best)
+        if callback is not None:
+            callback(rec)
+        return rec
+
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        pop = unique([_Individual(toolbox.expr()) for _ in range(population)])
+        for ind in pop:
+            ind.fitness.values = (fitness(ind),)
+        hall = sorted(pop, key=order)[:max(elite, 1)]
+        history = [record(0, pop, hall[0])]
+        for gen in range(1, generations + 1):
+            parents = tools.selTournament(pop, population - elite, tournsize=tournament)
+            offspring = algorithms.varAnd(parents, toolbox, crossover, mutation)
+            pop = unique([copy.deepcopy(ind) for ind in hall[:elite]] + offspring)
+            for ind in pop:
+                if not ind.fitness.valid:
+                    ind.fitness.values = (fitness(ind),)
+            merged = {str(ind): ind for ind in sorted(hall + pop, key=order)[::-1]}
+            hall = sorted(merged.values(), key=order)[:max(elite, 1)]
+            history.append(record(gen, pop, hall[0]))
+    finally:
+        random.setstate(state)
+
+    best = hall[0]
+    tau, rho = rank_correlations([evaluate_tree(best, p) for p in train], targets)
+    result = DiscoveredProxy(expression=str(best), train_tau=_finite(tau), train_rho=_finite(rho),
+                             history=history, settings=settings)
+    if val is not None:
+        vt, vr = rank_correlations([evaluate_tree(best, p) for p in val[0]], val[1])
+        result.val_tau, result.val_rho = _finite(vt), _finite(vr)
+    return result
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None

@@ -1,0 +1,242 @@
+"""Ground truth for training-free search: sampled architectures trained from scratch under one
+fixed, short time budget, with their latency, parameters and FLOPs.
+
+``evaluate_arch`` is the evaluator of DESIGN's contract: a pure, picklable function of one item
+``{"space", "arch", "settings"}`` that any ``segnas.parallel`` executor can run. Each item trains in
+its own folder ``<settings.out_dir>/<item key>/`` so that a killed evaluation resumes from its last
+epoch. ``settings`` holds:
+
+- ``data``: the data section of a training job (``DataConfig`` fields), required;
+- ``minutes``: training budget counted on the CPU clock (None: ``epochs`` alone ends training);
+- ``epochs`` (default 10000), ``seed`` (0), ``threads`` (training threads, None: torch's);
+- ``size``: [H, W] the latency and FLOPs are for (default: the data's crop or base size);
+- ``latency``: ``"table"`` (predicted from the operator latency table, default) or ``"measured"``;
+  ``backend`` (onnxruntime), ``latency_threads``, ``table_min_runs``, ``table_min_time_s``;
+- ``train``: overrides of the training recipe (``GROUNDTRUTH_RECIPE``: TrainConfig fields);
+- ``out_dir``: where the per-item run folders go (default ``runs/groundtruth``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from segnas.errors import SegnasError
+from segnas.parallel import default_key, load_results
+
+#: The training recipe of every ground-truth network (``benchmarks/train_camvid.py``'s, evaluated
+#: once, at the end of the budget).
+GROUNDTRUTH_RECIPE: dict[str, Any] = {
+    "optim": {"name": "sgd", "lr": 0.08, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "poly",
+              "warmup_iters": 100},
+    "loss": {"kind": "ohem", "ohem_thresh": 0.7, "ohem_min_kept": 100000, "aux_weight": 0.4},
+    "ema_decay": 0.998, "bf16": True, "channels_last": True, "eval_every": 10**9, "progress": False,
+}
+#: Settings that do not change a result (left out of an item's key).
+_NOT_IN_KEY = ("out_dir",)
+
+
+def resolve_space(space: Any) -> Any:
+    """A space object from a registered name, or the object itself."""
+    if isinstance(space, str):
+        from segnas.spaces import get_space
+
+        return get_space(space)
+    for attr in ("name", "sample", "mutate", "build", "arch_from_dict"):
+        if not hasattr(space, attr):
+            raise SegnasError(f"space: {space!r} lacks {attr!r}; expected a space name or a search space object")
+    return space
+
+
+def arch_key(arch: Any) -> str:
+    """A canonical string of an architecture (its sorted JSON), for deduplication and caching."""
+    data = arch.to_dict() if hasattr(arch, "to_dict") else arch
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def sample_archs(space: Any, n: int, seed: int = 0, max_tries: int | None = None) -> list[Any]:
+    """``n`` distinct architectures of ``space`` drawn with ``sample(rng, spread=True)`` (so they
+    span the latency range), in draw order; deterministic for ``seed``."""
+    space = resolve_space(space)
+    if n < 1:
+        raise SegnasError(f"sample_archs: n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    max_tries = max_tries or 100 * n
+    seen: set[str] = set()
+    out = []
+    for _ in range(max_tries):
+        arch = space.sample(rng, spread=True)
+        k = arch_key(arch)
+        if k not in seen:
+            seen.add(k)
+            out.append(arch)
+            if len(out) == n:
+                return out
+    raise SegnasError(f"sample_archs: only {len(out)} distinct architectures in {max_tries} draws (asked for {n})")
+
+
+def predicted_latency_ms(space: Any, arch: Any, table: Any, num_classes: int, size: Sequence[int]) -> float:
+    """Latency of ``arch`` at ``size`` (H, W), batch 1, composed from the operator latency ``table``."""
+    from segnas.cost import predict_latency
+
+    h, w = int(size[0]), int(size[1])
+    keys = resolve_space(space).latency_keys(arch, num_classes, (h, w))
+    return float(predict_latency(keys, table, (1, 3, h, w)).total_ms)
+
+
+def latency_function(space: Any, table: Any, num_classes: int, size: Sequence[int]) -> Callable[[Any], float]:
+    """``arch -> ms`` predicted from ``table`` (see ``predicted_latency_ms``)."""
+    space = resolve_space(space)
+    return lambda arch: predicted_latency_ms(space, arch, table, num_classes, size)
+
+
+# ------------------------------------------------------------------------------ evaluator
+def make_item(space: Any, arch: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The evaluator's input for one architecture (JSON-serializable)."""
+    space = resolve_space(space)
+    data = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)
+    return {"space": space.name, "arch": data, "settings": dict(settings)}
+
+
+def item_key(item: dict[str, Any]) -> str:
+    """A stable key of an item: everything its result depends on (not where it runs)."""
+    settings = {k: v for k, v in item["settings"].items() if k not in _NOT_IN_KEY}
+    return default_key({"space": item["space"], "arch": item["arch"], "settings": settings})
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def training_recipe(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``GROUNDTRUTH_RECIPE`` with ``overrides`` (TrainConfig fields) merged in, nested mappings too."""
+    return _merge(GROUNDTRUTH_RECIPE, overrides or {})
+
+
+def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path):
+    """The ``TrainConfig`` that trains one item's architecture from scratch."""
+    from pydantic import ValidationError
+
+    from segnas.config.train import TrainConfig
+
+    s = item["settings"]
+    if "data" not in s:
+        raise SegnasError("groundtruth settings: missing field 'data' (the data section of a training job)")
+    fields = training_recipe(s.get("train"))
+    fields.update({
+        "job": "groundtruth", "data": s["data"], "model": {"name": None, "arch": str(arch_path)},
+        "epochs": int(s.get("epochs", 10000)), "time_budget_min": s.get("minutes"), "budget_clock": "cpu",
+        "threads": s.get("threads"), "seed": int(s.get("seed", 0)), "out_dir": str(out_dir),
+    })
+    try:
+        return TrainConfig.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SegnasError(f"groundtruth settings: {where}: {err['msg']}") from None
+
+
+def _existing_run(folder: Path) -> Path | None:
+    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def dataset_num_classes(data: dict[str, Any]) -> int:
+    """Number of classes of the dataset a data section (``DataConfig`` fields) names."""
+    from segnas.data import build_dataset
+
+    split = data.get("train_split", "train")
+    return int(build_dataset(data.get("name", "synthetic"), data.get("root"), split, None, cache=False,
+                             **(data.get("options") or {})).num_classes)
+
+
+def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
+    """Train ``item["arch"]`` from scratch under the item's budget; its val mIoU and costs.
+
+    Returns ``{"space", "arch", "val_miou", "val_pixel_acc", "latency_ms", "latency_source",
+    "params", "gflops", "train_minutes", "epochs", "steps", "minutes"}`` (JSON-serializable).
+    Resumes the item's earlier, killed training if its folder holds one.
+    """
+    from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency
+    from segnas.jobs.train import train_job
+    from segnas.spaces import write_arch_file
+
+    for field in ("space", "arch", "settings"):
+        if field not in item:
+            raise SegnasError(f"groundtruth item: missing field {field!r} (expected space, arch, settings)")
+    space = resolve_space(item["space"])
+    arch = space.arch_from_dict(item["arch"])
+    s = item["settings"]
+    folder = Path(s.get("out_dir", "runs/groundtruth")) / f"{space.name}-{item_key(item)}"
+    arch_path = folder / "arch.json"
+    cfg = train_config(item, arch_path, folder)
+    if not arch_path.is_file():
+        write_arch_file(arch_path, space.name, space.version, arch.to_dict())
+    result = train_job(cfg, resume=_existing_run(folder))
+
+    data = s["data"]
+    size = s.get("size") or data.get("crop_size") or data.get("base_size")
+    if size is None:
+        raise SegnasError("groundtruth settings: give 'size' (H, W) for latency and FLOPs")
+    h, w = int(size[0]), int(size[1])
+    num_classes = dataset_num_classes(data)
+    net = space.build(arch, num_classes).eval()
+    source = s.get("latency", "table")
+    backend = s.get("backend", "onnxruntime")
+    if source == "table":
+        table = LatencyTable(backend, threads=s.get("latency_threads"), min_runs=int(s.get("table_min_runs", 20)),
+                             min_time_s=float(s.get("table_min_time_s", 0.3)))
+        latency = predicted_latency_ms(space, arch, table, num_classes, (h, w))
+    elif source == "measured":
+        latency = float(measure_latency(net, (1, 3, h, w), backend, threads=s.get("latency_threads")).median_ms)
+    else:
+        raise SegnasError(f"groundtruth settings: latency must be 'table' or 'measured', got {source!r}")
+    final = result.final
+    if "val_miou" not in final:
+        raise SegnasError("groundtruth settings: data.val_split is needed to score the trained network")
+    return {
+        "space": space.name, "arch": arch.to_dict(),
+        "val_miou": float(final["val_miou"]), "val_pixel_acc": float(final.get("val_pixel_acc", float("nan"))),
+        "latency_ms": latency, "latency_source": f"{source}:{backend}",
+        "params": int(count_parameters(net)), "gflops": float(count_flops(net, (1, 3, h, w)).gflops),
+        "train_minutes": round(result.train_seconds / 60.0, 4), "epochs": int(result.epochs_done),
+        "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "size": [h, w],
+    }
+
+
+def run_groundtruth(space: Any, archs: Sequence[Any], settings: dict[str, Any], *, results_path: str | Path | None,
+                    executor: str = "inline", workers: int = 1, progress: bool = False,
+                    threads_per_worker: int | None = 1) -> list[dict[str, Any]]:
+    """``evaluate_arch`` of every architecture through ``segnas.parallel.run_all`` (resumable via
+    ``results_path``); results in input order."""
+    from segnas.parallel import run_all
+
+    items = [make_item(space, a, settings) for a in archs]
+    return run_all(evaluate_arch, items, executor=executor, workers=workers, results_path=results_path,
+                   key=item_key, progress=progress, threads_per_worker=threads_per_worker)
+
+
+def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ground-truth JSONL file (each ``evaluate_arch``'s result plus its ``key``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegnasError(f"{path}: ground-truth file not found")
+    return [{"key": k, **v} for k, v in load_results(path).items()]
+
+
+def rank_correlations(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Kendall τ (tau-b) and Spearman ρ between two equally long score lists."""
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(a) != len(b):
+        raise SegnasError(f"rank_correlations: lists of different length ({len(a)} vs {len(b)})")
+    if len(a) < 2:
+        return {"kendall_tau": float("nan"), "spearman_rho": float("nan"), "n": len(a)}
+    return {"kendall_tau": float(kendalltau(a, b).statistic), "spearman_rho": float(spearmanr(a, b).statistic),
+            "n": len(a)}
