@@ -99,15 +99,14 @@ def main() -> None:
     space = make_space(args)
     data = data_section(args)
     lat_size = tuple(args.latency_size or args.base_size or args.size)
-    settings = {"data": data, "minutes": args.minutes, "size": list(lat_size), "latency": "table",
-                "backend": args.backend, "latency_threads": args.latency_threads,
-                "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
-                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": json.loads(args.train)}
-
     archs = sample_archs(space, args.n, seed=args.seed)
     num_classes = dataset_num_classes(data)
     table = LatencyTable(args.backend, threads=args.latency_threads, min_runs=args.table_min_runs,
                          min_time_s=args.table_min_time_s)
+    settings = {"data": data, "minutes": args.minutes, "size": list(lat_size), "latency": "table",
+                "backend": args.backend, "latency_threads": table.threads,
+                "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
+                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": json.loads(args.train)}
     lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
     print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
           f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
@@ -127,7 +126,8 @@ def main() -> None:
                                results_path=long_path, executor=args.executor, workers=args.workers, progress=True)
 
     miou = [r["val_miou"] for r in short]
-    corr_budget = rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
+    corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
+                   if len(subset) > 1 else None)
     out = {
         "space": space.name, "space_settings": {"layers": args.layers, "base_width": args.base_width}
         if space.name == "multires" else {},
@@ -147,9 +147,10 @@ def main() -> None:
     }
     common.RESULTS = Path(args.results_dir)
     path = common.save_result(args.name, out)
-    print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {args.minutes} min; short vs {longer} min on "
-          f"{corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "
-          f"Spearman rho {corr_budget['spearman_rho']:.3f}")
+    print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {args.minutes} min")
+    if corr_budget:
+        print(f"short vs {longer} min on {corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "
+              f"Spearman rho {corr_budget['spearman_rho']:.3f}")
     print(f"saved {path}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import pickle
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -218,6 +219,11 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
 
     pool = None
     if executor == "process" and workers > 1:
+        try:
+            pickle.dumps(scorer_args)
+        except Exception as exc:  # noqa: BLE001
+            raise SegnasError(f"executor 'process' needs a picklable space and proxy (a registered name or a "
+                              f"top-level function): {exc}") from None
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(scorer_args, 1))
     from segnas.engine.progress import progress_bar

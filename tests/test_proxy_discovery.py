@@ -1,0 +1,198 @@
+import json
+import math
+import random
+
+import pytest
+import torch
+from deap import gp
+
+from segnas.errors import SegnasError
+from segnas.proxies import PROXIES, score
+from segnas.proxies.common import weight_layers
+from segnas.proxies.discovery import (DiscoveredProxy, discover, layer_stats, rank_correlations, register_expression,
+                                      score_expression)
+from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse
+from segnas.zoo import build_model
+
+NUM_CLASSES = 5
+PLANTED = "layer_sum(mean_w(abs_w(mul_w(W, G))))"
+
+
+def tiny_net(dtype=torch.float32):
+    torch.manual_seed(0)
+    return build_model("fast_scnn", NUM_CLASSES, width=0.25).to(dtype)
+
+
+def data(n=2, h=32, w=48, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    images, masks = torch.randn(n, 3, h, w, generator=g), torch.randint(0, NUM_CLASSES, (n, h, w), generator=g)
+    masks[:, : h // 4] = 255  # a band of ignored pixels
+    return images, masks
+
+
+def fake_arch(gen):
+    """Per-layer statistics of a made-up architecture: weights and gradients at independent scales."""
+    a = math.exp(float(torch.empty(1).uniform_(-2, 2, generator=gen)))
+    b = math.exp(float(torch.empty(1).uniform_(-2, 2, generator=gen)))
+    layers = []
+    for _ in range(int(torch.randint(2, 7, (1,), generator=gen))):
+        n = int(torch.randint(20, 200, (1,), generator=gen))
+        layers.append({"W": a * torch.randn(n, generator=gen), "G": b * torch.randn(n, generator=gen),
+                       "A": torch.relu(torch.randn(50, generator=gen)), "numel_w": torch.tensor(float(n)),
+                       "numel_a": torch.tensor(50.0)})
+    return layers
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """16 architectures whose "mIoU" is the planted proxy plus 1% noise."""
+    gen = torch.Generator().manual_seed(0)
+    archs = [fake_arch(gen) for _ in range(16)]
+    truth = [sum(float((layer["W"] * layer["G"]).abs().mean()) for layer in s) for s in archs]
+    noise = torch.randn(len(archs), generator=gen).mul(0.01).tolist()
+    return archs, [t * (1 + e) for t, e in zip(truth, noise)]
+
+
+@pytest.fixture(scope="module")
+def real_stats():
+    return layer_stats(tiny_net(), [data()])
+
+
+def test_planted_expression_evaluates_to_its_definition(planted):
+    archs, _ = planted
+    expected = sum(float((layer["W"] * layer["G"]).abs().mean()) for layer in archs[0])
+    assert evaluate_expression(PLANTED, archs[0]) == pytest.approx(expected, rel=1e-6)
+    assert str(parse(PLANTED)) == PLANTED
+
+
+def test_expression_round_trip(tmp_path, planted):
+    archs, targets = planted
+    hand = DiscoveredProxy.from_expression("layer_mean(div(l2_w(sub_w(W, G)), add(std_a(A), nA)))")
+    hand.save(tmp_path / "hand.json")
+    assert DiscoveredProxy.load(tmp_path / "hand.json").evaluate(archs[3]) == hand.evaluate(archs[3])
+    found = discover(archs, targets, population=12, generations=2, seed=1)
+    found.save(tmp_path / "found.json")
+    again = DiscoveredProxy.load(tmp_path / "found.json")
+    assert again.expression == found.expression and again.history == found.history
+    assert again.train_tau == found.train_tau
+    assert [again.evaluate(s) for s in archs] == [found.evaluate(s) for s in archs]
+    assert json.loads((tmp_path / "found.json").read_text())["format"] == "segnas.proxy_expression"
+
+
+def test_discovery_finds_the_planted_proxy(planted):
+    archs, targets = planted
+    result = discover(archs, targets, population=40, generations=20, seed=0)
+    taus = [h["best_tau"] for h in result.history]
+    assert len(taus) == 21 and taus == sorted(taus)  # elitism: the best never gets worse
+    assert taus[-1] > taus[0] and taus[-1] >= 0.8
+    assert result.train_tau == pytest.approx(taus[-1])
+    values = [result.evaluate(s) for s in archs]
+    assert rank_correlations(values, targets)[0] == pytest.approx(result.train_tau)
+
+
+def test_discovery_is_deterministic(planted):
+    archs, targets = planted
+    state = random.getstate()
+    first = discover(archs, targets, population=16, generations=4, seed=5)
+    assert random.getstate() == state
+    second = discover(archs, targets, population=16, generations=4, seed=5)
+    assert first.expression == second.expression and first.history == second.history
+
+
+def test_validation_split_is_reported(planted):
+    archs, targets = planted
+    result = discover(archs[:10], targets[:10], population=12, generations=2, seed=0,
+                      validation=(archs[10:], targets[10:]))
+    assert all("val_tau" in h for h in result.history) and result.val_tau is not None
+
+
+def test_random_trees_are_finite(real_stats):
+    extreme = [{"W": torch.tensor([0.0, 1e30, -1e-30, float("nan")]), "G": torch.tensor([0.0, 0.0, float("inf"), 1.0]),
+                "A": torch.zeros(3), "numel_w": torch.tensor(4.0), "numel_a": torch.tensor(0.0)}]
+    packed = [pack(real_stats), pack(extreme)]
+    state = random.getstate()
+    random.seed(0)
+    try:
+        trees = [gp.PrimitiveTree(gp.genHalfAndHalf(PSET, 2, 7)) for _ in range(50)]
+    finally:
+        random.setstate(state)
+    for tree in trees:
+        for p in packed:
+            value = evaluate_tree(tree, p)
+            assert isinstance(value, float) and math.isfinite(value), str(tree)
+
+
+def test_layer_stats_on_a_segmentation_net():
+    net, batch = tiny_net(), data()
+    stats = layer_stats(net, [batch], max_weights=64, max_activations=32)
+    layers = weight_layers(net)
+    assert len(stats) == len(layers)
+    assert all(p.grad is None for p in net.parameters())
+    for layer, s in zip(layers, stats):
+        assert set(s) == {"W", "G", "A", "numel_w", "numel_a"}
+        assert s["W"].shape == s["G"].shape and s["W"].numel() == min(64, layer.weight.numel())
+        assert s["A"].numel() in (0, 2 * min(32, int(s["numel_a"])))  # 0: a layer the forward skips
+        assert int(s["numel_w"]) == layer.weight.numel()
+        assert all(torch.isfinite(t).all() for t in s.values())
+    assert any(s["G"].abs().sum() > 0 for s in stats)
+    again = layer_stats(net, [batch], max_weights=64, max_activations=32)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(stats, again) for k in a)
+    images, masks = batch
+    ignored = layer_stats(net, [(images, torch.full_like(masks, 255))], max_weights=64, max_activations=32)
+    assert all(not s["G"].any() for s in ignored)
+
+
+def test_layer_stats_do_not_depend_on_chunking():
+    net, batch = tiny_net(torch.float64), data(n=4)
+    one, four = (layer_stats(net, [batch], chunk_size=c) for c in (1, 4))
+    for a, b in zip(one, four):
+        assert torch.equal(a["W"], b["W"])
+        assert torch.allclose(a["G"], b["G"], rtol=1e-4, atol=1e-12)
+        assert torch.allclose(a["A"], b["A"], rtol=1e-4, atol=1e-6)
+
+
+def test_score_expression_and_registry(tmp_path):
+    net, batch = tiny_net(), data()
+    found = DiscoveredProxy.from_expression(PLANTED)
+    found.save(tmp_path / "p.json")
+    value = found.score_net(net, [batch])
+    assert math.isfinite(value) and value > 0
+    assert score_expression(PLANTED, net, [batch]) == value
+    assert score_expression(str(tmp_path / "p.json"), net, [batch]) == value
+    register_expression("test_discovered", tmp_path / "p.json")
+    try:
+        assert score("test_discovered", net, [batch]) == value
+        with pytest.raises(SegnasError, match="already registered"):
+            register_expression("test_discovered", PLANTED)
+    finally:
+        PROXIES.pop("test_discovered")
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("layer_sum(frobnicate_w(W))", "unknown primitive 'frobnicate_w'"),
+    ("layer_sum(abs_w(W))", "gives WeightTensor where LayerScalar"),
+    ("layer_sum(mean_w(add_w(W, A)))", "gives ActTensor where WeightTensor"),
+    ("layer_sum(mean_w(W)", "expected ')'"),
+    ("layer_sum(mean_w(W))) ", "unexpected ')'"),
+    ("__import__('os')", "unknown primitive '__import__'"),
+])
+def test_bad_expressions(tmp_path, expression, message):
+    with pytest.raises(SegnasError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(expression)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "segnas.proxy_expression", "expression": expression}))
+    with pytest.raises(SegnasError) as err:
+        DiscoveredProxy.load(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_discovery_input(planted):
+    archs, targets = planted
+    with pytest.raises(SegnasError, match="16 statistics but 15"):
+        discover(archs, targets[:15])
+    with pytest.raises(SegnasError, match="at least 3 architectures"):
+        discover(archs[:2], targets[:2])
+    with pytest.raises(SegnasError, match="all target mIoUs are equal"):
+        discover(archs[:4], [0.5] * 4)
+    with pytest.raises(SegnasError, match="lack 'G'"):
+        discover([[{k: v for k, v in s[0].items() if k != "G"}] for s in archs[:3]], targets[:3])
