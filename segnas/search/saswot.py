@@ -103,8 +103,8 @@ def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int =
     """``net -> score`` from a registered proxy name, a saved proxy file, or a callable.
 
     A name of ``segnas.proxies.PROXIES`` is scored on ``batches`` with ``seed``. A path to a file is
-    loaded with ``segnas.proxies.load_proxy(path)``, which must return ``fn(net, batches, seed) ->
-    float``. A callable is used as it is (``net -> float``)."""
+    a discovered proxy expression (``segnas.proxies.discovery.DiscoveredProxy``). A callable is used
+    as it is (``net -> float``)."""
     from segnas import proxies
 
     if callable(proxy):
@@ -116,13 +116,12 @@ def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int =
             raise SegnasError(f"proxy {proxy!r}: needs data batches to score networks on")
         return lambda net: proxies.score(proxy, net, batches, seed=seed)
     if Path(proxy).is_file():
-        loader = getattr(proxies, "load_proxy", None)
-        if loader is None:
-            raise SegnasError(f"proxy: {proxy}: loading saved proxies needs segnas.proxies.load_proxy (not available)")
-        fn = loader(proxy)
+        from segnas.proxies.discovery import DiscoveredProxy
+
+        found = DiscoveredProxy.load(proxy)
         if not batches:
             raise SegnasError(f"proxy {proxy}: needs data batches to score networks on")
-        return lambda net: float(fn(net, batches, seed))
+        return lambda net: float(found.score_net(net, batches, seed=seed))
     raise SegnasError(f"proxy: unknown name or missing file {proxy!r}; choose one of {', '.join(sorted(proxies.PROXIES))}"
                       " or give a saved proxy file")
 
@@ -185,8 +184,8 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
 
     ``proxy``: a proxy name (scored on ``batches``), a saved proxy file, or a callable on the built
     network (``proxy_input="net"``, needs ``num_classes``) or on the architecture (``"arch"``).
-    Stops after ``candidates`` networks are scored, after ``time_limit_s`` seconds, or after
-    ``max_draws`` proposals (default 50 per requested candidate) found nothing new and feasible.
+    Stops after ``candidates`` networks are scored, after ``time_limit_s`` seconds, or once
+    ``max_draws`` proposals in all (default 50 per requested candidate) have been drawn.
     """
     space = resolve_space(space)
     if candidates < 1 or population < 1 or sample_size < 1 or top_k < 1 or workers < 1:
