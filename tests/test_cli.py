@@ -152,3 +152,18 @@ def test_ssr_search_settings_errors_are_one_line(tmp_path, args, message):
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written for a refused job
+
+
+def test_proxy_score_and_saswot_search(tmp_path):
+    result = run("proxy", "score", "fast_scnn", "--proxy", "params", "--proxy", "grad_norm", "--images", "2",
+                 "--size", "32x48")
+    assert result.exit_code == 0, result.output
+    assert "params" in result.output and "grad_norm" in result.output
+    bad = run("proxy", "score", "fast_scnn", "--proxy", "nope")
+    assert bad.exit_code == 2 and "unknown name or missing file 'nope'" in bad.output
+    result = run("search", "saswot", "--size", "32x48", "--target-ms", "1000", "--proxy", "params",
+                 "--candidates", "6", "--score-size", "32x48", "--images", "2", "--backend", "eager",
+                 "--out-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir = next(tmp_path.iterdir())
+    assert (run_dir / "arch.json").is_file()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -295,6 +296,84 @@ def search_ssr(
     cfg = settings(SSRConfig, config, overrides, resume)
     summary = ssr_job(cfg, resume, echo=echo)
     echo(f"done: {summary['run_dir']}")
+
+
+@search_app.command("saswot")
+@user_errors
+def search_saswot(
+    data: str = typer.Option("synthetic", help="Dataset name (its images feed the proxy)."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    size: str = typer.Option(..., help="Deployment size HxW (latency is predicted here)."),
+    target_ms: float = typer.Option(..., help="Latency target (ms): slower candidates are rejected."),
+    proxy: str = typer.Option("nwot", help="Proxy name (segnas proxy score --help) or a discovered proxy .json."),
+    space: str = typer.Option("multires", help="Search space."),
+    candidates: int = typer.Option(1000, help="Candidates to score."),
+    minutes: Optional[float] = typer.Option(None, help="Stop scoring after this many minutes."),
+    score_size: str = typer.Option("128x160", help="Images are resized to HxW for scoring."),
+    images: int = typer.Option(8, help="Images the proxy sees."),
+    backend: str = typer.Option("onnxruntime", help="Runtime of the latency table."),
+    threads: Optional[int] = typer.Option(None, help="Threads for latency."),
+    seed: int = typer.Option(0),
+    out_dir: str = typer.Option("runs", help="Parent folder of run directories."),
+) -> None:
+    """SasWOT: training-free evolutionary search maximizing a zero-cost proxy under a latency target;
+    train only the winner afterwards with `segnas train --arch RUN/arch.json`."""
+    from segnas.search.saswot import saswot_search
+    from segnas.utils import parse_size
+
+    run = Path(out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-search-saswot"
+    result = saswot_search(run, target_ms=target_ms, latency_size=parse_size(size), space=space, proxy=proxy,
+                           data=data, root=data_root, images=images, score_size=parse_size(score_size),
+                           backend=backend, latency_threads=threads, candidates=candidates, seed=seed,
+                           time_limit_s=minutes * 60 if minutes else None, progress=True, echo=echo)
+    echo(f"scored {result.candidates_scored} candidates in {result.seconds:.0f} s; best {result.best_score:.4g} at "
+         f"{result.best_latency_ms:.2f} ms (target {target_ms} ms)")
+    echo(f"done: {run}")
+
+
+proxy_app = typer.Typer(help="Zero-cost proxies: score untrained networks, discover new proxies.", no_args_is_help=True)
+app.add_typer(proxy_app, name="proxy")
+
+
+@proxy_app.command("score")
+@user_errors
+def proxy_score(
+    models: list[str] = typer.Argument(..., help="Zoo names or arch.json files (untrained, seeded)."),
+    proxy: list[str] = typer.Option(["synflow", "nwot"], "--proxy", "-p", help="Proxy name or saved .json (repeatable)."),
+    data: str = typer.Option("synthetic", help="Dataset name."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    images: int = typer.Option(8, help="Images the proxies see."),
+    size: str = typer.Option("128x160", help="Images are resized to HxW."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Score networks with zero-cost proxies (no training)."""
+    from segnas.jobs.proxy import proxy_score_job
+
+    for row in proxy_score_job(models, proxy, data, data_root, images=images, size=size, seed=seed):
+        echo(f"{row['model']}: " + ", ".join(f"{p} {row[p]:.5g} ({row[p + '_s']:.2f} s)" for p in proxy))
+
+
+@proxy_app.command("discover")
+@user_errors
+def proxy_discover(
+    groundtruth: Path = typer.Argument(..., help="Ground-truth JSONL (benchmarks/proxy_groundtruth.py)."),
+    out: Path = typer.Option(..., help="Where to save the discovered expression (.json)."),
+    data: str = typer.Option("synthetic", help="Dataset name."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
+    images: int = typer.Option(8),
+    size: str = typer.Option("128x160"),
+    train_fraction: float = typer.Option(0.5, help="Share of architectures evolved on; the rest is held out."),
+    population: int = typer.Option(64),
+    generations: int = typer.Option(20),
+    seed: int = typer.Option(0),
+) -> None:
+    """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
+    from segnas.jobs.proxy import proxy_discover_job
+
+    s = proxy_discover_job(groundtruth, out, data, data_root, images=images, size=size,
+                           train_fraction=train_fraction, population=population, generations=generations,
+                           seed=seed, echo=echo)
+    echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 
 
 def main() -> None:

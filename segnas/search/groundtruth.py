@@ -231,12 +231,12 @@ def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
 
 
 def rank_correlations(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Kendall τ (tau-b) and Spearman ρ between two equally long score lists."""
-    from scipy.stats import kendalltau, spearmanr
+    """Kendall τ (tau-b) and Spearman ρ between two equally long score lists (NaN when undefined)."""
+    from segnas.proxies.discovery import rank_correlations as tau_rho
 
     if len(a) != len(b):
         raise SegnasError(f"rank_correlations: lists of different length ({len(a)} vs {len(b)})")
     if len(a) < 2:
         return {"kendall_tau": float("nan"), "spearman_rho": float("nan"), "n": len(a)}
-    return {"kendall_tau": float(kendalltau(a, b).statistic), "spearman_rho": float(spearmanr(a, b).statistic),
-            "n": len(a)}
+    tau, rho = tau_rho(a, b)
+    return {"kendall_tau": tau, "spearman_rho": rho, "n": len(a)}

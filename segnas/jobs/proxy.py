@@ -1,0 +1,91 @@
+"""Zero-cost proxy jobs: score networks without training, discover a proxy from ground truth, and
+the training-free (SasWOT) search."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from segnas.data import eval_transforms, open_split
+from segnas.errors import SegnasError
+from segnas.jobs.models import resolve_model
+from segnas.utils import atomic_write_text, parse_size
+
+
+def proxy_batches(data: str, root: str | None, split: str, images: int, batch_size: int,
+                  size: Sequence[int] | None, seed: int = 0) -> tuple[list, int]:
+    """A fixed, seeded choice of ``images`` images of a split (resized to ``size``), in batches;
+    returns (batches, number of classes)."""
+    from segnas.search.saswot import fixed_batches
+
+    dataset = open_split(data, root, split, eval_transforms(tuple(size) if size else None))
+    return fixed_batches(dataset, images, batch_size, seed), dataset.num_classes
+
+
+def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, root: str | None = None,
+                    split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
+                    seed: int = 0) -> list[dict[str, Any]]:
+    """Score untrained networks (zoo names or arch.json files; weights initialized from ``seed``)
+    with registered proxies or saved proxy expressions (``.json`` paths)."""
+    from segnas.proxies import PROXIES, score
+    from segnas.proxies.discovery import score_expression
+
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
+    for p in proxies:
+        if p not in PROXIES and not Path(p).is_file():
+            raise SegnasError(f"proxy: unknown name or missing file {p!r}; choose one of {', '.join(sorted(PROXIES))}")
+    rows = []
+    for source in models:
+        torch.manual_seed(seed)
+        net, name = resolve_model(source, num_classes)
+        row: dict[str, Any] = {"model": name}
+        for p in proxies:
+            t0 = time.perf_counter()
+            row[p] = score(p, net, batches, seed=seed) if p in PROXIES else score_expression(p, net, batches, seed=seed)
+            row[f"{p}_s"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+    return rows
+
+
+def proxy_discover_job(groundtruth: str | Path, out: str | Path, data: str, root: str | None = None,
+                       split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
+                       train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
+                       echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
+    trained val mIoU), report Kendall τ on the held-out rest, save the expression to ``out``."""
+    from segnas.proxies.discovery import discover, layer_stats
+    from segnas.search.groundtruth import load_groundtruth, resolve_space
+
+    echo = echo or (lambda m: None)
+    records = [r for r in load_groundtruth(groundtruth) if r.get("val_miou") is not None]
+    if len(records) < 6:
+        raise SegnasError(f"{groundtruth}: {len(records)} architectures with a val_miou; discovery needs at least 6")
+    if not 0 < train_fraction < 1:
+        raise SegnasError(f"train_fraction must be between 0 and 1, got {train_fraction}")
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
+    stats = []
+    for i, r in enumerate(records):
+        space = resolve_space(r["space"])
+        torch.manual_seed(seed)
+        net = space.build(space.arch_from_dict(r["arch"]), num_classes)
+        stats.append(layer_stats(net, batches, seed=seed))
+        echo(f"statistics {i + 1}/{len(records)}")
+    order = np.random.default_rng(seed).permutation(len(records)).tolist()
+    n_train = max(3, int(round(train_fraction * len(records))))
+    train, held = order[:n_train], order[n_train:]
+    mious = [r["val_miou"] for r in records]
+    found = discover([stats[i] for i in train], [mious[i] for i in train], population=population,
+                     generations=generations, seed=seed,
+                     validation=([stats[i] for i in held], [mious[i] for i in held]) if len(held) >= 3 else None,
+                     callback=lambda rec: echo(f"generation {rec.get('generation', '?')}: train τ {rec['best_tau']:.3f}"
+                                               + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")))
+    found.save(out)
+    summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
+               "held_out_rho": found.val_rho, "train_archs": len(train), "held_out_archs": len(held), "out": str(out)}
+    atomic_write_text(Path(out).with_suffix(".summary.json"), json.dumps(summary, indent=2))
+    return summary
