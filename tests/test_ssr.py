@@ -126,6 +126,7 @@ def tiny_ssr(tmp_path, monkeypatch):
         "space": {"channels": [8, 16], "slots": [2, 2], "stem_channels": 4, "decoder_width": 8,
                   "dilations": [1, 2], "width_ratios": [1.0, 0.5]},
         "latency": {"target_ms": 2.0, "backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0},
+        "resource": "flops", "target_gflops": 0.01,  # counted, not timed: the run is deterministic
         "pretrain_epochs": 1, "search_epochs": 30, "arch_lr": 0.3, "shrink_threshold": 0.6, "gap_val_images": 4,
         "threads": 1, "final_epochs": 1, "final_ema_decay": None, "out_dir": str(tmp_path / "runs"),
         "progress": False})
