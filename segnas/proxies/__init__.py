@@ -74,6 +74,14 @@ def score(name: str, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0,
     Works on a deep copy; seeds torch's RNG locally (the global state is restored); processes at most
     ``chunk_size`` images per forward/backward."""
     _check_names([name])
+    return float(run_isolated(PROXIES[name], net, batches, seed=seed, ignore_index=ignore_index,
+                              chunk_size=chunk_size))
+
+
+def run_isolated(fn, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
+                 chunk_size: int = 4):
+    """``fn(copy of net, checked batches, ProxySettings)`` with gradients on and torch's RNG seeded
+    locally (the caller's network and RNG state are left as they were)."""
     if chunk_size < 1:
         raise SegnasError(f"proxies: chunk_size must be a positive integer, got {chunk_size}")
     prepared = _prepare(net, batches)
@@ -83,7 +91,7 @@ def score(name: str, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0,
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         with torch.enable_grad():
-            return float(PROXIES[name](_copy(net), prepared, settings))
+            return fn(_copy(net), prepared, settings)
 
 
 def score_all(names: Iterable[str], net: nn.Module, batches: Sequence[Batch], *, seed: int = 0,

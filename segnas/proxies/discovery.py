@@ -25,7 +25,7 @@ from scipy.stats import kendalltau, spearmanr
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.proxies import _copy, _prepare
+from segnas.proxies import run_isolated
 from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats,
                                    pixel_ce, proxy, valid_pixels, weight_layers)
 from segnas.proxies.graph import PSET, PackedStats, evaluate_tree, pack, parse, uses_data
@@ -116,16 +116,9 @@ def layer_stats(net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, igno
     for name, k in (("max_weights", max_weights), ("max_activations", max_activations)):
         if k is not None and (not isinstance(k, int) or k < 1):
             raise SegnasError(f"layer_stats: {name} must be a positive integer or None, got {k!r}")
-    if chunk_size < 1:
-        raise SegnasError(f"layer_stats: chunk_size must be a positive integer, got {chunk_size}")
-    prepared = _prepare(net, batches)
-    settings = ProxySettings(seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
-    device = prepared[0][0].device
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        with torch.enable_grad():
-            return _collect(_copy(net), prepared, settings, max_weights, max_activations)
+    return run_isolated(lambda copy, prepared, settings: _collect(copy, prepared, settings, max_weights,
+                                                                   max_activations),
+                        net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
 
 
 # ---------------------------------------------------------------- fitness
