@@ -108,7 +108,8 @@ def fasterseg(runs: dict[str, dict]) -> list[str]:
     for mode, r in runs.items():
         last = [t for t in r["search_trace"] if t["phase"] == "search"][-1]
         heads = f"{100 * last['arch1_miou_02']:.1f}% / {100 * last['arch1_miou_12']:.1f}%" if "arch1_miou_12" in last else "–"
-        ops = ", ".join(f"{k} {v}" for k, v in sorted(r["student_arch"]["ops"].items()))
+        cells = sum(b["cells"] for b in r["student_arch"]["branches"])
+        ops = f"{cells} cells: " + ", ".join(f"{k} {v}" for k, v in sorted(r["student_arch"]["ops"].items()))
         trained = f"{100 * r['student_val_miou']:.1f}% (teacher {100 * r['teacher_val_miou']:.1f}%)" \
             if r.get("student_val_miou") is not None else "not trained"
         measured = r.get("student_remeasured_ms", r["student_measured_ms"])  # timed again on a quiet machine
@@ -116,12 +117,14 @@ def fasterseg(runs: dict[str, dict]) -> list[str]:
                      f"{measured:.1f} ({r['target_ms']:.0f}, {100 * (measured / r['target_ms'] - 1):+.0f}%) | "
                      f"{r['student_params'] / 1e6:.2f}M | {r['student_gflops']:.1f} | {heads} | "
                      f"{r['student_arch']['mean_width_ratio']:.2f} | {ops} | {trained} |")
+    lines.append("")
+    for mode, r in runs.items():
+        trace = [t for t in r["search_trace"] if t["phase"] == "search"]
+        lines += [f"Per search epoch ({mode}), λ → derived student's predicted latency: " + ", ".join(
+            f"{t['lambda']:.3g} → {t['student_latency_ms']:.1f} ms" for t in trace) + ".", ""]
     d = runs.get("decoupled")
     if d:
         s = d["settings"]
-        trace = [t for t in d["search_trace"] if t["phase"] == "search"]
-        lines += ["", "Per search epoch (decoupled), λ → derived student's predicted latency: " + ", ".join(
-            f"{t['lambda']:.3g} → {t['student_latency_ms']:.1f} ms" for t in trace) + ".", ""]
         if d.get("baselines_same_budget"):
             lines += [f"Same training budget ({s['final_minutes']:.0f} min, recipe of `train_camvid.py`): " + "; ".join(
                 f"{m} {b['latency_ms']:.1f} ms, {100 * b['val_miou']:.1f}%" if b.get("latency_ms") else
@@ -129,7 +132,8 @@ def fasterseg(runs: dict[str, dict]) -> list[str]:
         lines += [f"Space: {s['layers']} layers, base width {s['base_width']}; search on {s['search_size']} images "
                   f"({s['pretrain_epochs']} pre-training + {s['search_epochs']} search epochs), latency at {s['size']} "
                   "on ONNX Runtime, 2 threads. Supernet mIoU: the student's two branch-pair heads (02 / 12) at "
-                  "argmax widths on 50 val images at the search size. " + machine_line(d), ""]
+                  "argmax widths on 50 val images at the search size. Both searches start from the same pre-trained supernet "
+                  "(`--pretrained`). " + machine_line(d), ""]
     return lines
 
 

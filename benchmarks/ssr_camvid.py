@@ -80,8 +80,9 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--name", default="ssr_camvid", help="result file name")
     args = ap.parse_args()
-    base = {"job": "bench-ssr", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
+    base = {"job": f"bench-{args.name.replace('_', '-')}", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
                                          "scale": [0.75, 1.5], "batch_size": 8},
             "space": SPACE, "latency": {"target_ms": args.target_ms or 1.0, "size": args.size,
                                         "backend": args.backend, "threads": args.threads},
@@ -93,7 +94,7 @@ def main() -> None:
     print(f"space latency range {lo:.1f}–{hi:.1f} ms; target {target} ms")
     base["latency"]["target_ms"] = target
     runs = {}
-    for name, update in (("ssr", {}), ("no_ssr", {"job": "bench-ssr-off", "ssr_weights": [0, 0, 0]})):
+    for name, update in (("ssr", {}), ("no_ssr", {"job": f"{base['job']}-off", "ssr_weights": [0, 0, 0]})):
         if name == "no_ssr":
             update["pretrained"] = runs["ssr"]["run_dir"]
         summary = ssr_job(SSRConfig.model_validate({**base, **update}), echo=print)
@@ -117,7 +118,7 @@ def main() -> None:
             f = json.loads(fs.read_text())
             out["fasterseg_same_budget"] = {"student_val_miou": f.get("student_val_miou"),
                                             "student_measured_ms": f.get("student_measured_ms")}
-    path = save_result("ssr_camvid", out)
+    path = save_result(args.name, out)
     a = runs["ssr"]
     print(f"SSR: search {a['search_seconds'] / 60:.1f} min, converged {a['converged']}; network "
           f"{a['measured_ms']:.2f} ms vs target {target} ms ({100 * a['latency_vs_target']:+.1f}%); "
