@@ -81,6 +81,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="ssr_camvid", help="result file name")
+    ap.add_argument("--reuse", nargs=2, metavar=("SSR_RUN", "NO_SSR_RUN"), default=None,
+                    help="finished search runs to report and train instead of searching again")
+    ap.add_argument("--clip-grad-norm", type=float, default=5.0,
+                    help="final training only: without it the SSR network's loss became NaN at step 21 (lr 0.08)")
     args = ap.parse_args()
     base = {"job": f"bench-{args.name.replace('_', '-')}", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
                                          "scale": [0.75, 1.5], "batch_size": 8},
@@ -97,7 +101,11 @@ def main() -> None:
     for name, update in (("ssr", {}), ("no_ssr", {"job": f"{base['job']}-off", "ssr_weights": [0, 0, 0]})):
         if name == "no_ssr":
             update["pretrained"] = runs["ssr"]["run_dir"]
-        summary = ssr_job(SSRConfig.model_validate({**base, **update}), echo=print)
+        if args.reuse:
+            run_dir = args.reuse[0] if name == "ssr" else args.reuse[1]
+            summary = {**json.loads((Path(run_dir) / "search_result.json").read_text()), "run_dir": run_dir}
+        else:
+            summary = ssr_job(SSRConfig.model_validate({**base, **update}), echo=print)
         runs[name] = {**summary, "trace": trace(Path(summary["run_dir"])),
                       "arch_predicted_ms": read_arch_file(Path(summary["run_dir"]) / "arch.json")["predicted_latency_ms"]}
     searches = {n: [r for r in runs[n]["trace"] if r["phase"] == "search"] for n in runs}
@@ -108,8 +116,10 @@ def main() -> None:
            "final_gap": {n: searches[n][-1].get("gap") for n in searches}}
     if args.final_minutes:
         arch = Path(runs["ssr"]["run_dir"]) / "arch.json"
-        result = train_job(train_config(args.final_minutes, args.out_dir, str(arch)), echo=print)
-        out["training"] = {"run_dir": result.run_dir, "train_minutes": round(result.train_seconds / 60, 2),
+        cfg = train_config(args.final_minutes, args.out_dir, str(arch))
+        cfg.optim.clip_grad_norm = args.clip_grad_norm
+        result = train_job(cfg, echo=print)
+        out["training"] = {"run_dir": result.run_dir, "clip_grad_norm": args.clip_grad_norm, "train_minutes": round(result.train_seconds / 60, 2),
                            "final_val_miou": round(result.final["val_miou"], 4),
                            "best_val_miou": round(result.best_miou, 4)}
         out["baselines_same_budget"] = baselines(args.final_minutes)
