@@ -160,7 +160,8 @@ def ssr(r: dict) -> list[str]:
                   f"val mIoU **{100 * t['final_val_miou']:.1f}%**" + (f"; same budget: {'; '.join(extra)}" if extra else "") + "."]
     if not r.get("training"):
         lines += ["", "The found network is not trained yet: with `train_camvid.py`'s recipe (SGD lr 0.08, bf16) its "
-                  "training stopped on a NaN loss within the first epoch, also with gradient clipping at 5."]
+                  "training stopped on a NaN loss within the first epoch, also with gradient clipping at 5 and with lr 0.02 "
+                  "(cause not found yet)."]
     lines += ["", f"Space range {r['space_latency_range_ms'][0]:.0f}–{r['space_latency_range_ms'][1]:.0f} ms predicted; "
               f"search on {r['settings']['search_size']} images, latency at {r['settings']['size']} on ONNX Runtime. "
               "`no_ssr` starts from the same pre-trained supernet with the SSR loss off. " + machine_line(r), ""]
