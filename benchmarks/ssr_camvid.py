@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--reuse", nargs=2, metavar=("SSR_RUN", "NO_SSR_RUN"), default=None,
                     help="finished search runs to report and train instead of searching again")
     ap.add_argument("--lr", type=float, default=0.08, help="final training LR (train_camvid.py's recipe: 0.08)")
+    ap.add_argument("--no-channels-last", action="store_true",
+                    help="final training in NCHW: bf16 + channels-last gave NaN losses on joint networks")
     ap.add_argument("--clip-grad-norm", type=float, default=5.0,
                     help="final training only: without it the SSR network's loss became NaN at step 21 (lr 0.08)")
     args = ap.parse_args()
@@ -120,8 +122,10 @@ def main() -> None:
         cfg = train_config(args.final_minutes, args.out_dir, str(arch))
         cfg.optim.clip_grad_norm = args.clip_grad_norm
         cfg.optim.lr = args.lr
+        cfg.channels_last = not args.no_channels_last
         result = train_job(cfg, echo=print)
-        out["training"] = {"run_dir": result.run_dir, "clip_grad_norm": args.clip_grad_norm, "lr": args.lr, "train_minutes": round(result.train_seconds / 60, 2),
+        out["training"] = {"run_dir": result.run_dir, "clip_grad_norm": args.clip_grad_norm, "lr": args.lr,
+                           "channels_last": not args.no_channels_last, "train_minutes": round(result.train_seconds / 60, 2),
                            "final_val_miou": round(result.final["val_miou"], 4),
                            "best_val_miou": round(result.best_miou, 4)}
         out["baselines_same_budget"] = baselines(args.final_minutes)
