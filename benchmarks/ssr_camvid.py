@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--no-channels-last", action="store_true",
                     help="final training in NCHW: bf16 + channels-last gave NaN losses on joint networks")
     ap.add_argument("--clip-grad-norm", type=float, default=5.0,
-                    help="final training only: without it the SSR network's loss became NaN at step 21 (lr 0.08)")
+                    help="final training only (a NaN loss seen with bf16 + channels-last did not go away with it)")
     args = ap.parse_args()
     base = {"job": f"bench-{args.name.replace('_', '-')}", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
                                          "scale": [0.75, 1.5], "batch_size": 8},

@@ -118,7 +118,8 @@ class SSRConfig(SearchJobConfig):
     space: JointSpaceConfig = Field(default_factory=JointSpaceConfig)
     latency: LatencyTarget
     #: The resource term w·(E[cost]/target − 1)²: expected latency from the table (target in ms)
-    #: or expected GFLOPs (target_gflops).
+    #: or expected GFLOPs (target_gflops). The released code weighs it 1/100 of the segmentation
+    #: loss; 0.1 here, my choice, so that it is not lost beside the SSR terms in short searches.
     resource: Literal["latency", "flops"] = "latency"
     target_gflops: Optional[float] = Field(None, gt=0)
     resource_weight: float = Field(0.1, ge=0)

@@ -62,6 +62,22 @@ def final_train_config(cfg: SearchJobConfig, run_path: Path, name: str, teacher_
         "seed": cfg.seed, "out_dir": str(run_path / "train"), "progress": cfg.progress})
 
 
+def search_schedule(cfg: SearchJobConfig, **extra):
+    """The engine's schedule from a job's settings (``extra``: strategy-specific fields)."""
+    from segnas.search.differentiable import SearchSchedule
+
+    return SearchSchedule(pretrain_epochs=cfg.pretrain_epochs, search_epochs=cfg.search_epochs,
+                          batch_size=cfg.data.batch_size, weight_lr=cfg.weight_lr, arch_lr=cfg.arch_lr,
+                          bf16=cfg.bf16, seed=cfg.seed, workers=cfg.data.workers, progress=cfg.progress, **extra)
+
+
+def resume_or_start(engine, cfg: SearchJobConfig, echo) -> None:
+    """Continue the engine's own run if it has a checkpoint, else start from ``cfg.pretrained`` if set."""
+    if not engine.resume_if_possible() and cfg.pretrained:
+        n = engine.start_from_pretrained(pretrained_checkpoint(cfg.pretrained))
+        echo(f"search starts from the supernet pre-trained for {n} epochs in {cfg.pretrained}")
+
+
 def pretrained_checkpoint(path: str | Path) -> Path:
     """``checkpoints/pretrained.pt`` of a search run directory, or the file itself."""
     path = Path(path)

@@ -127,8 +127,8 @@ class DifferentiableSearch:
 
     def start_from_pretrained(self, path: str | Path) -> int:
         """Begin the search phase from another run's ``pretrained.pt`` (weights, optimizer, step and
-        RNG exactly as that run began its search); returns its number of pre-training epochs, which
-        the caller must use as ``pretrain_epochs`` so the weights' LR schedule continues unchanged."""
+        RNG exactly as that run began its search); adopts that run's number of pre-training epochs,
+        so the weights' LR schedule continues unchanged, and returns it."""
         st = load_checkpoint(path)
         if st.get("model_spec", {}).get("kind") != "supernet-pretrained":
             raise SegnasError(f"{path}: not a pre-trained supernet (checkpoints/pretrained.pt of a search run)")

@@ -28,9 +28,9 @@ from segnas.cost import LatencyTable
 from segnas.engine.evaluate import iter_batches
 from segnas.metrics import ConfusionMatrix
 from segnas.engine.rundir import RunDir
-from segnas.search.common import (final_train_config, latency_size, latency_table, pretrained_checkpoint,
+from segnas.search.common import (final_train_config, latency_size, latency_table, resume_or_start, search_schedule,
                                   search_train_set, search_val_subset)
-from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
+from segnas.search.differentiable import DifferentiableSearch
 from segnas.spaces import read_arch_file, write_arch_file
 from segnas.spaces.multires import MULTIRES, MultiResArch
 from segnas.spaces.multires_supernet import MultiResSupernet
@@ -125,16 +125,11 @@ class FasterSegSearch:
         cfg = self.cfg
         self.echo(f"latency table: {cfg.latency.backend}, {self.table.threads} threads, input {self.size[0]}x{self.size[1]}")
         self.table.ensure([k for i in (TEACHER, STUDENT) for k in self.supernet.latency_keys(i)], progress=cfg.progress)
-        schedule = SearchSchedule(pretrain_epochs=cfg.pretrain_epochs, search_epochs=cfg.search_epochs,
-                                  batch_size=cfg.data.batch_size, weight_lr=cfg.weight_lr, arch_lr=cfg.arch_lr,
-                                  bf16=cfg.bf16, seed=cfg.seed, workers=cfg.data.workers, progress=cfg.progress,
-                                  aux_weight=1.0)  # the official search loss sums all five heads equally
+        schedule = search_schedule(cfg, aux_weight=1.0)  # the official search loss sums all five heads equally
         engine = DifferentiableSearch(self.supernet, self.train_set, schedule, self.run,
                                       latency_losses(cfg, self.table, lambda: engine.state.get("lambda", cfg.latency.lam)),
                                       self._epoch_end, self.echo)
-        if not engine.resume_if_possible() and cfg.pretrained:
-            n = engine.start_from_pretrained(pretrained_checkpoint(cfg.pretrained))
-            self.echo(f"search starts from the supernet pre-trained for {n} epochs in {cfg.pretrained}")
+        resume_or_start(engine, cfg, self.echo)
         self.mious = {int(k): v for k, v in engine.state.get("mious", {}).items()}
         engine.fit()
         archs = []

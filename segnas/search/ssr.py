@@ -28,9 +28,9 @@ from segnas.engine.evaluate import iter_batches
 from segnas.engine.rundir import RunDir
 from segnas.metrics import ConfusionMatrix
 from segnas.nn.ops import OpKey
-from segnas.search.common import (final_train_config, latency_size, latency_table, pretrained_checkpoint,
+from segnas.search.common import (final_train_config, latency_size, latency_table, resume_or_start, search_schedule,
                                   search_train_set, search_val_subset)
-from segnas.search.differentiable import DifferentiableSearch, SearchSchedule
+from segnas.search.differentiable import DifferentiableSearch
 from segnas.spaces import read_arch_file, write_arch_file
 from segnas.spaces.joint import JOINT, JointArch, JointSpace
 from segnas.spaces.joint_supernet import JointSupernet
@@ -167,15 +167,10 @@ class SSRSearch:
         self.echo(f"latency table: {cfg.latency.backend}, {self.table.threads} threads, "
                   f"input {self.size[0]}x{self.size[1]}")
         self.supernet.cost_tables(self.latency_ms)  # measures every candidate once, up front
-        schedule = SearchSchedule(pretrain_epochs=cfg.pretrain_epochs, search_epochs=cfg.search_epochs,
-                                  batch_size=cfg.data.batch_size, weight_lr=cfg.weight_lr, arch_lr=cfg.arch_lr,
-                                  arch_weight_decay=cfg.arch_weight_decay, bf16=cfg.bf16, seed=cfg.seed,
-                                  workers=cfg.data.workers, progress=cfg.progress)
+        schedule = search_schedule(cfg, arch_weight_decay=cfg.arch_weight_decay)
         engine = DifferentiableSearch(self.supernet, self.train_set, schedule, self.run, self.arch_losses,
                                       self._epoch_end, self.echo)
-        if not engine.resume_if_possible() and cfg.pretrained:
-            n = engine.start_from_pretrained(pretrained_checkpoint(cfg.pretrained))
-            self.echo(f"search starts from the supernet pre-trained for {n} epochs in {cfg.pretrained}")
+        resume_or_start(engine, cfg, self.echo)
         engine.fit()
         arch = self.supernet.derive()
         lat = self.predicted_latency(arch)
