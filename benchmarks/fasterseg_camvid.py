@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, camvid_root, save_result  # noqa: E402
 
+from segnas.config.io import load_config, save_config  # noqa: E402
 from segnas.config.search import SearchConfig  # noqa: E402
 from segnas.cost import measure_latency  # noqa: E402
 from segnas.jobs.search import fasterseg_job  # noqa: E402
@@ -97,11 +98,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--resume", default=None)
+    ap.add_argument("--train", default=None, metavar="RUN",
+                    help="finished search run (of --mode) to train now with --final-minutes per network")
     ap.add_argument("--remeasure", action="store_true",
                     help="only time the saved student again (on a quiet machine) and add it to the result file")
     args = ap.parse_args()
     if args.remeasure:
         return remeasure(args.mode, args.threads)
+    if args.train:  # same run, its training settings replaced by this budget
+        args.resume = args.train
+        run_cfg = load_config(SearchConfig, Path(args.train) / "config.yaml")
+        save_config(run_cfg.model_copy(update={"final_minutes": args.final_minutes, "final_epochs": 10000,
+                                               "final_budget_clock": "cpu"}), Path(args.train) / "config.yaml")
     cfg = SearchConfig.model_validate({
         "job": f"bench-fasterseg-{args.mode}",
         "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size, "scale": [0.75, 1.5],

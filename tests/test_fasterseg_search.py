@@ -4,9 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from segnas.config.search import SearchConfig
+from segnas.cost import count_flops
+from segnas.cost.table import LatencyTable
 from segnas.jobs.search import fasterseg_job
+from segnas.search import fasterseg
 from segnas.search.fasterseg import adapt_lambda
 from segnas.spaces import build_from_arch, read_arch_file
 
@@ -62,3 +66,41 @@ def test_lambda_doubles_and_the_latency_term_falls_under_a_demanding_target(tiny
     assert [r["lambda"] for r in records] == [1.0, 2.0, 4.0, 8.0]
     expected = [r["arch1_latency"] / r["lambda"] for r in records]
     assert all(b < a for a, b in zip(expected, expected[1:])), expected
+
+
+class FlopsTable(LatencyTable):
+    """A deterministic stand-in for a measured table: an operator costs 1 ms per 10 MFLOPs, no call
+    overhead. The search sees costs that follow the work of each choice, without timing noise."""
+
+    def _measure(self, key) -> float:
+        with torch.random.fork_rng():  # building the operator must not move the search's RNG
+            return count_flops(key.build().eval(), key.input_shape).gflops * 100.0
+
+    def call_overhead(self, shape) -> float:
+        return 0.0
+
+
+def test_lambda_adaptation_moves_the_derived_latency_towards_the_target(tiny_search, tmp_path, monkeypatch):
+    """Same seed, data and starting λ, two targets: one below anything reachable, one above
+    everything. λ doubles under the first and halves under the second, and the student derived at
+    the end is faster under the tight target: the adaptation steers the *derived* network. (The
+    three terms weigh equally here: at the official 1/500, 497/500, 2/500 the operator and width
+    terms are too weak to flip an argmax within a few tiny epochs. With λ not adapting, both runs
+    are identical: the FLOPs table keeps the search's RNG untouched.)"""
+    monkeypatch.setattr(fasterseg, "latency_table", lambda target, threads: FlopsTable(
+        "eager", threads=1, path=tmp_path / "flops_table.json"))
+    base = tiny_search.model_copy(update={
+        "data": tiny_search.data.model_copy(update={"options": {"size": [64, 96], "length": 16}}),
+        "space": tiny_search.space.model_copy(update={"base_width": 4}),
+        "pretrain_epochs": 0, "search_epochs": 5, "arch_lr": 0.1, "final_epochs": 0, "derive_val_images": 2})
+
+    def search(target_ms: float) -> list[dict]:
+        latency = base.latency.model_copy(update={"lam": 10.0, "target_ms": target_ms, "weights": (1.0, 1.0, 1.0)})
+        run = Path(fasterseg_job(base.model_copy(update={"latency": latency}))["run_dir"])
+        return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+    tight, loose = search(0.1), search(100.0)
+    assert [r["lambda"] for r in tight] == [10.0, 20.0, 40.0, 80.0, 160.0]
+    assert [r["lambda"] for r in loose] == [10.0, 5.0, 2.5, 1.25, 0.625]
+    assert tight[-1]["student_latency_ms"] < loose[-1]["student_latency_ms"], (tight, loose)
+    assert tight[-1]["student_latency_ms"] < tight[0]["student_latency_ms"]

@@ -133,7 +133,12 @@ class SSRConfig(SearchJobConfig):
     pretrain_epochs: int = Field(2, ge=0)
     search_epochs: int = Field(60, ge=1)
     arch_lr: float = Field(2e-3, gt=0)
-    arch_weight_decay: float = Field(1e-3, ge=0)
+    #: Adam's L2 decay of α. The released code uses 1e-3 on a loss scaled by 100 (100·CE + …);
+    #: our losses are relative to CE = 1, so the same balance is 1e-5. (At 1e-3 the decay term
+    #: outweighs the α-gradients of CE and SSR here, and p never leaves the uniform distribution.)
+    arch_weight_decay: float = Field(1e-5, ge=0)
+    #: Adam's betas for α (released code: PyTorch's defaults).
+    arch_betas: tuple[float, float] = (0.9, 0.999)
 
     @model_validator(mode="after")
     def _resource_target(self) -> "SSRConfig":

@@ -142,6 +142,7 @@ class DifferentiableSearch:
         restore_rng(st["rng"], self.generator)
         self.phase, self.epoch = "search", 0
         self.s.pretrain_epochs = st["pretrain_epochs"]
+        self._save_pretrained()  # so that this run, too, can seed further searches
         return st["pretrain_epochs"]
 
     def _save_pretrained(self) -> None:

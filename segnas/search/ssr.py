@@ -167,7 +167,7 @@ class SSRSearch:
         self.echo(f"latency table: {cfg.latency.backend}, {self.table.threads} threads, "
                   f"input {self.size[0]}x{self.size[1]}")
         self.supernet.cost_tables(self.latency_ms)  # measures every candidate once, up front
-        schedule = search_schedule(cfg, arch_weight_decay=cfg.arch_weight_decay)
+        schedule = search_schedule(cfg, arch_weight_decay=cfg.arch_weight_decay, arch_betas=cfg.arch_betas)
         engine = DifferentiableSearch(self.supernet, self.train_set, schedule, self.run, self.arch_losses,
                                       self._epoch_end, self.echo)
         resume_or_start(engine, cfg, self.echo)
