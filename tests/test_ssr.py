@@ -154,3 +154,20 @@ def test_resumed_ssr_job_keeps_its_architecture(tiny_ssr):
     first = ssr_job(cfg)
     again = ssr_job(None, resume=first["run_dir"])
     assert read_arch_file(Path(first["run_dir"]) / "arch.json") == read_arch_file(Path(again["run_dir"]) / "arch.json")
+
+
+def test_joint_networks_leave_channels_last_under_bf16():
+    """bf16 + channels-last gives NaN weight gradients on joint networks (see JointNet): the trainer
+    keeps them in NCHW then, and only then."""
+    from types import SimpleNamespace
+
+    from segnas.engine.trainer import use_channels_last
+    from segnas.zoo import build_model
+
+    joint = SPACE.build(SPACE.sample(np.random.default_rng(0)), 11)
+    other = build_model("fast_scnn", 11)
+    settings = lambda bf16, cl: SimpleNamespace(bf16=bf16, channels_last=cl)  # noqa: E731
+    assert not use_channels_last(settings(True, True), joint)
+    assert use_channels_last(settings(False, True), joint)
+    assert use_channels_last(settings(True, True), other)
+    assert not use_channels_last(settings(True, False), other)

@@ -45,6 +45,12 @@ def build_loss(cfg: TrainConfig) -> SegmentationLoss:
                             lc.kd_weight, lc.kd_temperature, lc.detail_weight)
 
 
+def use_channels_last(cfg: TrainConfig, model: nn.Module) -> bool:
+    """Whether to train in channels-last: as configured, unless bf16 is on and the network is
+    marked as failing with that combination (``SegmentationNet.bf16_channels_last_ok``)."""
+    return cfg.channels_last and not (cfg.bf16 and not getattr(model, "bf16_channels_last_ok", True))
+
+
 class Trainer:
     """Trains ``model`` on ``train_set`` and scores it on ``val_set`` each ``eval_every`` epochs.
 
@@ -65,7 +71,11 @@ class Trainer:
         self.num_classes = len(classes["names"])
         self.teacher = teacher.eval() if teacher is not None else None
         self.echo = echo or (lambda msg: None)
-        if cfg.channels_last:
+        self.channels_last = use_channels_last(cfg, model)
+        if cfg.channels_last and not self.channels_last:
+            self.echo(f"{type(model).__name__}: training in NCHW, not channels-last (bf16 + channels-last is known "
+                      "to give NaN gradients on this network)")
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
             if self.teacher is not None:
                 self.teacher.to(memory_format=torch.channels_last)
@@ -151,7 +161,7 @@ class Trainer:
         task = bar.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
         for images, masks in loader:
             set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), self.step))
-            if cfg.channels_last:
+            if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             teacher_logits = None
             if self.teacher is not None:
@@ -204,7 +214,7 @@ class Trainer:
                 if self.val_set is not None and (self.epoch % cfg.eval_every == 0 or self.finished):
                     t0 = time.perf_counter()
                     metrics = evaluate(self.eval_model, self.val_set, self.num_classes,
-                                       cfg.data.eval_batch_size, cfg.bf16, cfg.channels_last)
+                                       cfg.data.eval_batch_size, cfg.bf16, self.channels_last)
                     record.update(val_miou=metrics.miou, val_pixel_acc=metrics.pixel_acc,
                                   val_mean_acc=metrics.mean_acc, val_fwiou=metrics.fwiou,
                                   val_iou=metrics.iou, eval_s=round(time.perf_counter() - t0, 3))

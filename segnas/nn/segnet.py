@@ -29,6 +29,9 @@ class SegmentationNet(nn.Module):
 
     #: H and W are padded up to a multiple of this (the network's largest downsampling factor).
     stride_multiple: int = 32
+    #: False where training with bf16 autocast in channels-last memory format is known to fail;
+    #: the trainer then keeps such a network in NCHW (see ``Trainer``).
+    bf16_channels_last_ok: bool = True
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()

@@ -214,6 +214,13 @@ class JointDecoder(nn.Module):
 class JointNet(SegmentationNet):
     """The plain derived network of a ``JointArch``."""
 
+    #: Trained with bf16 autocast in channels-last, these networks hit NaN weight gradients within a
+    #: few dozen steps: oneDNN's weight gradient of a dilated 3×1 convolution (24 channels, 45×60,
+    #: batch 8) came back NaN from finite inputs and output gradients, while replaying the same
+    #: tensors 300 times gave finite results — an intermittent kernel fault, not an overflow. In
+    #: NCHW, or in fp32, they train cleanly.
+    bf16_channels_last_ok = False
+
     def __init__(self, arch: JointArch, num_classes: int) -> None:
         super().__init__(num_classes)
         self.stride_multiple = arch.stride
