@@ -128,6 +128,9 @@ def tiny_ssr(tmp_path, monkeypatch):
         "latency": {"target_ms": 2.0, "backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0},
         "resource": "flops", "target_gflops": 0.01,  # counted, not timed: the run is deterministic
         "pretrain_epochs": 1, "search_epochs": 30, "arch_lr": 0.3, "shrink_threshold": 0.6, "gap_val_images": 4,
+        # A strong decay keeps the last two candidates of a decision off sigmoid saturation (where p
+        # stops moving), so that this 2-step-per-epoch search ends within the epoch cap.
+        "arch_weight_decay": 1e-3,
         "threads": 1, "final_epochs": 1, "final_ema_decay": None, "out_dir": str(tmp_path / "runs"),
         "progress": False})
 
