@@ -27,7 +27,7 @@ def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
     job.run = open_run(cfg, run)
     t0 = time.perf_counter()
     teacher, student = job.search()
-    search_s = time.perf_counter() - t0
+    search_s = searched_seconds(job.run.path, time.perf_counter() - t0)
     found = measure_found(MULTIRES.build(student, job.num_classes), job.size, cfg)
     summary: dict[str, Any] = {
         "search_seconds": round(search_s, 1), **{k: found.pop(k) for k in ("size", "backend", "target_ms")},
@@ -67,7 +67,7 @@ def ssr_job(cfg: SSRConfig | None, resume: str | Path | None = None,
     job.run = open_run(cfg, run)
     t0 = time.perf_counter()
     arch = job.search()
-    search_s = time.perf_counter() - t0
+    search_s = searched_seconds(job.run.path, time.perf_counter() - t0)
     summary = {"search_seconds": round(search_s, 1), "converged": job.supernet.is_single(),
                **measure_found(JOINT.build(arch, job.num_classes), job.size, cfg)}
     echo(f"found network: {summary['measured_ms']:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
@@ -77,6 +77,13 @@ def ssr_job(cfg: SSRConfig | None, resume: str | Path | None = None,
     atomic_write_text(job.run.path / "search_result.json", json.dumps(summary, indent=2))
     summary["run_dir"] = str(job.run.path)
     return summary
+
+
+def searched_seconds(run_path: Path, seconds: float) -> float:
+    """Search time to report: a job that had already finished (its ``search_result.json`` exists,
+    e.g. resumed to train with another budget) keeps the time its search took then."""
+    done = run_path / "search_result.json"
+    return float(json.loads(done.read_text())["search_seconds"]) if done.is_file() else seconds
 
 
 def measure_found(net, size: tuple[int, int], cfg) -> dict[str, Any]:
