@@ -156,14 +156,22 @@ def ssr(r: dict) -> list[str]:
                       f"{100 * t['gap']:+.1f}" for t in rows) + "."]
     if r.get("training"):
         t = r["training"]
-        how = "" if t.get("channels_last", True) else ", in NCHW: bf16 with channels-last gave NaN losses on this network"
+        how = ", in NCHW as every joint network under bf16 (see `JointNet`)"
         how += f", gradients clipped at {t['clip_grad_norm']}" if t.get("clip_grad_norm") else ""
         lines += ["", f"The SSR network trained for {t['train_minutes']:.0f} min (recipe of `train_camvid.py`{how}): "
                   f"val mIoU **{100 * t['final_val_miou']:.1f}%** (see the same-budget table below)."]
-    if not r.get("training"):
-        lines += ["", "The found network is not trained yet: with `train_camvid.py`'s recipe (SGD lr 0.08, bf16) its "
-                  "training stopped on a NaN loss within the first epoch, also with gradient clipping at 5 and with lr 0.02; "
-                  "it trains without NaN in fp32 or in bf16 without channels-last (`--no-channels-last`)."]
+    else:
+        lines += ["", "The found network is not trained (`--final-minutes 0`)."]
+    if (long := load("ssr_camvid_40epochs")) is not None:
+        t, first, last = long["trace"], long["trace"][0], long["trace"][-1]
+        tail = t[-8:]
+        lines += ["", f"A longer SSR-only run (`{long['command']}`, cap {len(t)} epochs, same space, target and "
+                  f"pre-trained supernet): operators {first['active_ops']} → {last['active_ops']}, width candidates "
+                  f"{first['active_mid']} → {last['active_mid']}, {first['epoch_s']:.0f} → {last['epoch_s']:.1f} s/epoch, "
+                  f"gap over the last {len(tail)} epochs {100 * min(x['gap'] for x in tail):+.1f} to "
+                  f"{100 * max(x['gap'] for x in tail):+.1f} pts; shrunk to one network: "
+                  f"{'yes' if last['single'] else 'no'}. Its network: predicted {last['derived_latency_ms']:.1f} ms, "
+                  f"measured {long['summary']['measured_ms']:.1f} ms (target {long['summary']['target_ms']} ms); not trained."]
     lines += ["", f"Space range {r['space_latency_range_ms'][0]:.0f}–{r['space_latency_range_ms'][1]:.0f} ms predicted; "
               f"search on {r['settings']['search_size']} images, latency at {r['settings']['size']} on ONNX Runtime. "
               "`no_ssr` starts from the same pre-trained supernet with the SSR loss off. " + machine_line(r), ""]

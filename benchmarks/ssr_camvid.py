@@ -1,7 +1,7 @@
 """SSR on CamVid on this CPU: search with the SSR loss and shrinking, the same search without the
 SSR loss (the discretization-gap ablation), then the found network trained.
 
-    python benchmarks/ssr_camvid.py [--target-ms T] [--final-minutes 10] [--no-channels-last]
+    python benchmarks/ssr_camvid.py [--target-ms T] [--final-minutes 10] [--pretrained RUN]
 
 Search on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
 side); latencies are those of --size on ONNX Runtime, 2 threads, from the operator table. The
@@ -28,8 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, camvid_root, save_result  # noqa: E402
-from fasterseg_camvid import baselines  # noqa: E402
+from common import camvid_root, save_result  # noqa: E402
 from train_camvid import config as train_config  # noqa: E402
 
 from segnas.config.search import SSRConfig  # noqa: E402
@@ -88,10 +87,7 @@ def main() -> None:
     ap.add_argument("--reuse", nargs=2, metavar=("SSR_RUN", "NO_SSR_RUN"), default=None,
                     help="finished search runs to report and train instead of searching again")
     ap.add_argument("--lr", type=float, default=0.08, help="final training LR (train_camvid.py's recipe: 0.08)")
-    ap.add_argument("--no-channels-last", action="store_true",
-                    help="final training in NCHW: bf16 + channels-last gave NaN losses on joint networks")
-    ap.add_argument("--clip-grad-norm", type=float, default=5.0,
-                    help="final training only (a NaN loss seen with bf16 + channels-last did not go away with it)")
+    ap.add_argument("--clip-grad-norm", type=float, default=5.0, help="final training only")
     args = ap.parse_args()
     base = {"job": f"bench-{args.name.replace('_', '-')}", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
                                          "scale": [0.75, 1.5], "batch_size": 8},
@@ -126,18 +122,11 @@ def main() -> None:
         cfg = train_config(args.final_minutes, args.out_dir, str(arch))
         cfg.optim.clip_grad_norm = args.clip_grad_norm
         cfg.optim.lr = args.lr
-        cfg.channels_last = not args.no_channels_last
         result = train_job(cfg, echo=print)
         out["training"] = {"run_dir": result.run_dir, "clip_grad_norm": args.clip_grad_norm, "lr": args.lr,
-                           "channels_last": not args.no_channels_last, "train_minutes": round(result.train_seconds / 60, 2),
+                           "train_minutes": round(result.train_seconds / 60, 2),
                            "final_val_miou": round(result.final["val_miou"], 4),
                            "best_val_miou": round(result.best_miou, 4)}
-        out["baselines_same_budget"] = baselines(args.final_minutes)
-        fs = RESULTS / "fasterseg_camvid_decoupled.json"
-        if fs.is_file():
-            f = json.loads(fs.read_text())
-            out["fasterseg_same_budget"] = {"student_val_miou": f.get("student_val_miou"),
-                                            "student_measured_ms": f.get("student_measured_ms")}
     path = save_result(args.name, out)
     a = runs["ssr"]
     print(f"SSR: search {a['search_seconds'] / 60:.1f} min, converged {a['converged']}; network "
