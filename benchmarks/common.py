@@ -41,3 +41,19 @@ def save_result(name: str, result: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2))
     os.replace(tmp, path)
     return path
+
+
+def baselines(minutes: float) -> dict:
+    """Zoo networks trained by train_camvid.py under the same budget, with their zoo.json latency."""
+    zoo = json.loads((RESULTS / "zoo.json").read_text()) if (RESULTS / "zoo.json").is_file() else {}
+    lat = {}
+    for row in zoo.get("rows", []):
+        if row.get("size") == "360x480" and row.get("backend") == "onnxruntime":
+            lat[row["model"]] = row.get("median_ms")
+    out = {}
+    for f in sorted(RESULTS.glob("train_camvid*.json")):
+        r = json.loads(f.read_text())
+        if abs(r["train_minutes"] - minutes) <= 0.05 * minutes:
+            m = r.get("model", "fast_scnn")
+            out[m] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"], "latency_ms": lat.get(m)}
+    return out

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, camvid_root, save_result  # noqa: E402
+from common import RESULTS, baselines, camvid_root, save_result  # noqa: E402
 
 from segnas.config.io import load_config, save_config  # noqa: E402
 from segnas.config.search import SearchConfig  # noqa: E402
@@ -49,22 +49,6 @@ def search_trace(run_dir: Path) -> list[dict]:
     keep = ("epoch", "epoch_s", "lambda", "student_latency_ms", "teacher_latency_ms", "arch1_miou_02", "arch1_miou_12")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: r[k] for k in keep if k in r} | {"phase": r["phase"]} for r in rows]
-
-
-def baselines(minutes: float) -> dict:
-    """Zoo networks trained by train_camvid.py under the same budget, with their zoo.json latency."""
-    zoo = json.loads((RESULTS / "zoo.json").read_text()) if (RESULTS / "zoo.json").is_file() else {}
-    lat = {}
-    for row in zoo.get("rows", []):
-        if row.get("size") == "360x480" and row.get("backend") == "onnxruntime":
-            lat[row["model"]] = row.get("median_ms")
-    out = {}
-    for f in sorted(RESULTS.glob("train_camvid*.json")):
-        r = json.loads(f.read_text())
-        if abs(r["train_minutes"] - minutes) <= 0.05 * minutes:
-            m = r.get("model", "fast_scnn")
-            out[m] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"], "latency_ms": lat.get(m)}
-    return out
 
 
 def remeasure(mode: str, threads: int) -> None:

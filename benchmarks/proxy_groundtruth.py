@@ -44,11 +44,13 @@ def make_space(args: argparse.Namespace):
     return get_space(args.space)
 
 
-def data_section(args: argparse.Namespace) -> dict:
-    root = args.data_root or (str(common.camvid_root()) if args.data == "camvid" else None)
-    return {"name": args.data, "root": root, "crop_size": list(args.size),
-            "base_size": list(args.base_size) if args.base_size else None, "scale": [0.75, 1.5], "jitter": 0.3,
-            "batch_size": args.batch_size, "eval_batch_size": 4, "options": json.loads(args.data_options)}
+def data_section(data: str, root: str | None, crop_size, base_size=None, batch_size: int = 8,
+                 options: dict | None = None) -> dict:
+    """The data section every ground-truth network trains with."""
+    root = root or (str(common.camvid_root()) if data == "camvid" else None)
+    return {"name": data, "root": root, "crop_size": list(crop_size),
+            "base_size": list(base_size) if base_size else None, "scale": [0.75, 1.5], "jitter": 0.3,
+            "batch_size": batch_size, "eval_batch_size": 4, "options": options or {}}
 
 
 def spread_subset(results: list[dict], k: int) -> list[int]:
@@ -97,7 +99,8 @@ def main() -> None:
     threads = args.threads or max(1, (os.cpu_count() or 2) // (args.workers if args.executor != "inline" else 1))
 
     space = make_space(args)
-    data = data_section(args)
+    data = data_section(args.data, args.data_root, args.size, args.base_size, args.batch_size,
+                        json.loads(args.data_options))
     lat_size = tuple(args.latency_size or args.base_size or args.size)
     archs = sample_archs(space, args.n, seed=args.seed)
     num_classes = dataset_num_classes(data)
@@ -131,7 +134,7 @@ def main() -> None:
     out = {
         "space": space.name, "space_settings": {"layers": args.layers, "base_width": args.base_width}
         if space.name == "multires" else {},
-        "data": args.data, "train_size": list(args.base_size or args.size), "crop_size": list(args.size),
+        "data": args.data, "batch_size": args.batch_size, "train_size": list(args.base_size or args.size), "crop_size": list(args.size),
         "budget": {"short_minutes": args.minutes, "long_minutes": longer, "threads": threads,
                    "clock": "cpu (process CPU time / training threads)",
                    "recipe": training_recipe(json.loads(args.train))},

@@ -193,6 +193,70 @@ def joint_latency(r: dict) -> list[str]:
     return lines
 
 
+def proxy_groundtruth(r: dict) -> list[str]:
+    b = r["budget"]
+    lines = ["### CamVid ground truth for zero-cost proxies (`benchmarks/proxy_groundtruth.py`)", "",
+             f"{r['n']} `{r['space']}` networks ({r['space_settings']}) sampled over the latency range "
+             f"({r['latency_ms_range'][0]:.1f}–{r['latency_ms_range'][1]:.1f} ms predicted at "
+             f"{r['latency']['size'][0]}x{r['latency']['size'][1]}, ONNX Runtime), each trained from scratch on CamVid "
+             f"at {r['train_size'][0]}x{r['train_size'][1]} for **{b['short_minutes']:g} CPU-minutes** "
+             f"({b['threads']} thread, {b['clock']}), val mIoU "
+             f"{100 * r['val_miou_range'][0]:.1f}–{100 * r['val_miou_range'][1]:.1f}%. "
+             f"mIoU vs latency: τ {r['miou_vs_latency']['kendall_tau']:+.2f}; vs parameters: τ "
+             f"{r['miou_vs_params']['kendall_tau']:+.2f}."]
+    if r.get("short_vs_long"):
+        c = r["short_vs_long"]
+        lines.append(f"How far the short budget ranks like a longer one: {c['n']} of them, spread over the ranking, "
+                     f"retrained for {b['long_minutes']:g} minutes: Kendall τ {c['kendall_tau']:.2f}, Spearman ρ "
+                     f"{c['spearman_rho']:.2f}.")
+    return lines + ["Data: `benchmarks/data/groundtruth_*.jsonl`. " + machine_line(r), ""]
+
+
+def proxies(r: dict) -> list[str]:
+    s = r["settings"]
+    lines = ["### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`)", "",
+             f"Held-out split: {r['splits'][0]['held_out_size']} of the {r['networks']} ground-truth networks "
+             f"(discovery saw the other {r['splits'][0]['train_size']}); each proxy on {s['images']} CamVid images at "
+             f"{s['size'][0]}x{s['size'][1]}, untrained networks, seed {s['seed']}.", "",
+             f"| proxy | Kendall τ | Spearman ρ | τ mean ± std over {s['splits']} splits | s / network |",
+             "|---|---|---|---|---|"]
+    for row in sorted(r["table"], key=lambda x: -x["held_out_tau"]):
+        name = f"**{row['proxy']}**" if row["proxy"] == "discovered" else row["proxy"]
+        lines.append(f"| {name} | {row['held_out_tau']:+.3f} | {row['held_out_rho']:+.3f} | "
+                     f"{row['mean_tau_over_splits']:+.3f} ± {row['std_tau_over_splits']:.3f} | "
+                     f"{row['seconds_per_net']:.2f} |")
+    g = r["goal"]
+    lines += ["", f"Discovered on split 0 (DEAP genetic programming, population {s['population']}, "
+              f"{s['generations']} generations): `{r['discovered']['expression']}`. Margin over the best classic "
+              f"proxy ({g['best_classic']}): {g['margin_over_best_classic']:+.3f} τ on split 0, "
+              f"{g['mean_margin_over_splits']:+.3f} on average over the splits (each split's own discovery against "
+              f"its own best classic proxy). Goal (margin ≥ 0.1 and τ ≥ 0.5): **{'met' if g['met'] else 'not met'}**. "
+              "s / network for `discovered` is its per-layer statistics. " + machine_line(r), "",
+              f"![proxies vs mIoU](benchmarks/results/{r['plot']})", ""]
+    return lines
+
+
+def saswot(r: dict) -> list[str]:
+    s = r["search"]
+    lines = ["### SasWOT training-free search on CamVid (`benchmarks/saswot_camvid.py`)", "",
+             f"Proxy `{Path(r['proxy']).name}`; {s['candidates_scored']} candidates scored in "
+             f"{s['seconds'] / 60:.1f} min ({s['candidates_per_minute']:.0f} per minute, {s['settings']['workers']} "
+             f"processes; {s['rejected_infeasible']} proposals rejected by the latency predictor first; stopped by "
+             f"{s['stopped']}). Winner: predicted {r['winner_predicted_ms']:.1f} ms, measured "
+             f"**{r['winner_measured_ms']:.1f} ms** against the {r['target_ms']:g} ms target "
+             f"({100 * r['winner_vs_target']:+.0f}%), {r['winner_params'] / 1e6:.2f}M parameters, "
+             f"{r['winner_gflops']:.2f} GFLOPs."]
+    if (g := r.get("groundtruth_budget")) and g.get("feasible_networks"):
+        lines.append(f"Trained under the ground truth's {g['minutes']:g}-minute budget it reaches "
+                     f"{100 * g['val_miou']:.1f}%: the ground truth's {g['feasible_networks']} networks within the "
+                     f"target have median {100 * g['feasible_median_miou']:.1f}% and best "
+                     f"{100 * g['feasible_best_miou']:.1f}% (winner at percentile {g['winner_percentile']:.0f}).")
+    if r.get("training"):
+        lines.append(f"Trained {r['training']['train_minutes']:.0f} CPU-minutes with `train_camvid.py`'s recipe: "
+                     f"val mIoU **{100 * r['training']['final_val_miou']:.1f}%** (same-budget table below).")
+    return lines + [machine_line(r), ""]
+
+
 def same_budget(minutes: float = 10.0) -> list[str]:
     """Every network trained with train_camvid.py's recipe for ``minutes`` CPU-minutes, by latency."""
     zoo = load("zoo") or {"rows": []}
@@ -258,6 +322,9 @@ def main() -> None:
         sections += ssr(r)
     if (r := load("joint_latency_error")) is not None:
         sections += joint_latency(r)
+    for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies), ("saswot_camvid", saswot)):
+        if (r := load(name)) is not None:
+            sections += fn(r)
     sections += same_budget()
     readme = ROOT / "README.md"
     text = readme.read_text()

@@ -162,7 +162,7 @@ def test_proxy_score_and_saswot_search(tmp_path):
     bad = run("proxy", "score", "fast_scnn", "--proxy", "nope")
     assert bad.exit_code == 2 and "unknown name or missing file 'nope'" in bad.output
     result = run("search", "saswot", "--size", "32x48", "--target-ms", "1000", "--proxy", "params",
-                 "--candidates", "6", "--score-size", "32x48", "--images", "2", "--backend", "eager",
+                 "--candidates", "6", "--score-size", "32x48", "--images", "2", "--backend", "eager", "--workers", "2",
                  "--out-dir", tmp_path)
     assert result.exit_code == 0, result.output
     run_dir = next(tmp_path.iterdir())

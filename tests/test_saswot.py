@@ -11,7 +11,8 @@ import pytest
 from segnas.cost import count_parameters
 from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
-    arch_key, evaluate_arch, item_key, load_groundtruth, make_item, rank_correlations, run_groundtruth, sample_archs)
+    arch_key, evaluate_arch, item_key, load_groundtruth, make_item, rank_correlations, run_groundtruth, sample_archs,
+    split_indices, untrained_net)
 from segnas.search.saswot import saswot_search, training_free_search
 from segnas.spaces import read_arch_file
 from segnas.spaces.joint import JointSpace
@@ -85,6 +86,28 @@ def test_groundtruth_runner_is_executor_independent_and_resumes(tmp_path, cache)
     assert again == inline and not (tmp_path / "c").exists()
     records = load_groundtruth(path)
     assert {r["key"] for r in records} == {item_key(make_item(TINY, a, tiny_settings(tmp_path))) for a in archs}
+
+
+def test_groundtruth_records_do_not_depend_on_finishing_order(tmp_path):
+    rows = [{"key": k, "result": {"space": TINY.name, "arch": a.to_dict(), "val_miou": m}}
+            for k, a, m in zip(("b", "a", "c"), sample_archs(TINY, 3, seed=0), (0.2, 0.1, 0.3))]
+    one, two = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    one.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    two.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]))
+    assert load_groundtruth(one) == load_groundtruth(two)
+    assert [r["key"] for r in load_groundtruth(one)] == ["a", "b", "c"]
+    first = untrained_net(load_groundtruth(one)[0], 5, seed=1)
+    again = untrained_net(load_groundtruth(one)[0], 5, seed=1)
+    assert all((p == q).all() for p, q in zip(first.parameters(), again.parameters()))
+
+
+def test_split_indices_partition_and_depend_on_the_seed():
+    train, held = split_indices(10, 0.5, seed=0)
+    assert sorted(train + held) == list(range(10)) and len(train) == 5
+    assert split_indices(10, 0.5, seed=0) == (train, held) and split_indices(10, 0.5, seed=1) != (train, held)
+    assert len(split_indices(4, 0.1)[0]) == 3  # at least 3 to train on
+    with pytest.raises(SegnasError, match="train_fraction"):
+        split_indices(10, 1.0)
 
 
 def test_sample_archs_are_distinct_deterministic_and_spread():
@@ -171,3 +194,19 @@ def test_saswot_search_writes_the_best_arch(tmp_path, cache):
     summary = json.loads(Path(tmp_path / "out" / "saswot_result.json").read_text())
     assert summary["candidates_scored"] == 6 and len(summary["history"]) == 6
     assert np.isfinite(summary["best"]["score"])
+
+
+def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_notice(tmp_path, cache):
+    from segnas.proxies.discovery import DiscoveredProxy
+
+    found = DiscoveredProxy.from_expression("layer_sum(mean_w(abs_w(W)))")
+    found.settings["scored_on"] = {"data": "synthetic", "split": "train", "images": 4, "size": [32, 48], "seed": 0}
+    found.save(tmp_path / "p.json")
+    kwargs = dict(target_ms=1e9, latency_size=(48, 64), space=SMALL, proxy=str(tmp_path / "p.json"),
+                  data="synthetic", data_options={"size": [48, 64], "length": 4}, images=4, batch_size=2,
+                  backend="eager", table_min_runs=1, table_min_time_s=0.0, candidates=2, population=2, sample_size=1)
+    same, other = [], []
+    saswot_search(tmp_path / "a", score_size=(32, 48), echo=same.append, **kwargs)
+    saswot_search(tmp_path / "b", score_size=(48, 64), echo=other.append, **kwargs)
+    assert not any(m.startswith("note:") for m in same)
+    assert any(m.startswith("note:") and "size [32, 48]" in m and "size [48, 64]" in m for m in other)

@@ -309,8 +309,10 @@ def search_saswot(
     space: str = typer.Option("multires", help="Search space."),
     candidates: int = typer.Option(1000, help="Candidates to score."),
     minutes: Optional[float] = typer.Option(None, help="Stop scoring after this many minutes."),
-    score_size: str = typer.Option("128x160", help="Images are resized to HxW for scoring."),
-    images: int = typer.Option(8, help="Images the proxy sees."),
+    score_size: Optional[str] = typer.Option(
+        None, help="Resize images to HxW for scoring (default: what a proxy file was discovered on, else 128x160)."),
+    images: Optional[int] = typer.Option(None, help="Images the proxy sees (default: a proxy file's, else 8)."),
+    workers: int = typer.Option(1, help="Processes scoring candidates in parallel (1 thread each)."),
     backend: str = typer.Option("onnxruntime", help="Runtime of the latency table."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency."),
     seed: int = typer.Option(0),
@@ -318,13 +320,16 @@ def search_saswot(
 ) -> None:
     """SasWOT: training-free evolutionary search maximizing a zero-cost proxy under a latency target;
     train only the winner afterwards with `segnas train --arch RUN/arch.json`."""
-    from segnas.search.saswot import saswot_search
+    from segnas.search.saswot import proxy_scored_on, saswot_search
     from segnas.utils import parse_size
 
+    seen = proxy_scored_on(proxy)
     run = Path(out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-search-saswot"
     result = saswot_search(run, target_ms=target_ms, latency_size=parse_size(size), space=space, proxy=proxy,
-                           data=data, root=data_root, images=images, score_size=parse_size(score_size),
+                           data=data, root=data_root, images=images or seen.get("images") or 8,
+                           score_size=parse_size(score_size or seen.get("size") or "128x160"),
                            backend=backend, latency_threads=threads, candidates=candidates, seed=seed,
+                           executor="process" if workers > 1 else "inline", workers=workers,
                            time_limit_s=minutes * 60 if minutes else None, progress=True, echo=echo)
     echo(f"scored {result.candidates_scored} candidates in {result.seconds:.0f} s; best {result.best_score:.4g} at "
          f"{result.best_latency_ms:.2f} ms (target {target_ms} ms)")

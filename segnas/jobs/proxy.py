@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from segnas.data import eval_transforms, open_split
@@ -25,6 +24,14 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
 
     dataset = open_split(data, root, split, eval_transforms(tuple(size) if size else None))
     return fixed_batches(dataset, images, batch_size, seed), dataset.num_classes
+
+
+def scored_on(data: str, split: str, images: int, size: Sequence[int] | str | None, seed: int) -> dict[str, Any]:
+    """What a discovered proxy's statistics were measured on (kept in its file, so that a search can
+    score candidates the same way)."""
+    size = parse_size(size) if isinstance(size, str) else size
+    return {"data": data, "split": split, "images": int(images), "size": list(size) if size else None,
+            "seed": int(seed)}
 
 
 def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, root: str | None = None,
@@ -59,31 +66,25 @@ def proxy_discover_job(groundtruth: str | Path, out: str | Path, data: str, root
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU), report Kendall τ on the held-out rest, save the expression to ``out``."""
     from segnas.proxies.discovery import discover, layer_stats
-    from segnas.search.groundtruth import load_groundtruth, resolve_space
+    from segnas.search.groundtruth import load_groundtruth, split_indices, untrained_net
 
     echo = echo or (lambda m: None)
     records = [r for r in load_groundtruth(groundtruth) if r.get("val_miou") is not None]
     if len(records) < 6:
         raise SegnasError(f"{groundtruth}: {len(records)} architectures with a val_miou; discovery needs at least 6")
-    if not 0 < train_fraction < 1:
-        raise SegnasError(f"train_fraction must be between 0 and 1, got {train_fraction}")
+    train, held = split_indices(len(records), train_fraction, seed)
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     stats = []
     for i, r in enumerate(records):
-        space = resolve_space(r["space"])
-        torch.manual_seed(seed)
-        net = space.build(space.arch_from_dict(r["arch"]), num_classes)
-        stats.append(layer_stats(net, batches, seed=seed))
+        stats.append(layer_stats(untrained_net(r, num_classes, seed), batches, seed=seed))
         echo(f"statistics {i + 1}/{len(records)}")
-    order = np.random.default_rng(seed).permutation(len(records)).tolist()
-    n_train = max(3, int(round(train_fraction * len(records))))
-    train, held = order[:n_train], order[n_train:]
     mious = [r["val_miou"] for r in records]
     found = discover([stats[i] for i in train], [mious[i] for i in train], population=population,
                      generations=generations, seed=seed,
                      validation=([stats[i] for i in held], [mious[i] for i in held]) if len(held) >= 3 else None,
                      callback=lambda rec: echo(f"generation {rec.get('generation', '?')}: train τ {rec['best_tau']:.3f}"
                                                + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")))
+    found.settings["scored_on"] = scored_on(data, split, images, size, seed)
     found.save(out)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
                "held_out_rho": found.val_rho, "train_archs": len(train), "held_out_archs": len(held), "out": str(out)}

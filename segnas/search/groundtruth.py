@@ -223,11 +223,34 @@ def run_groundtruth(space: Any, archs: Sequence[Any], settings: dict[str, Any], 
 
 
 def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ground-truth JSONL file (each ``evaluate_arch``'s result plus its ``key``)."""
+    """The records of a ground-truth JSONL file (each ``evaluate_arch``'s result plus its ``key``),
+    sorted by key, so that their order does not depend on the order parallel workers finished in."""
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: ground-truth file not found")
-    return [{"key": k, **v} for k, v in load_results(path).items()]
+    return [{"key": k, **v} for k, v in sorted(load_results(path).items())]
+
+
+def untrained_net(record: dict[str, Any], num_classes: int, seed: int = 0) -> Any:
+    """The network of a ground-truth record (``space``, ``arch``), initialized from ``seed`` (the
+    caller's RNG state is left as it was)."""
+    import torch
+
+    space = resolve_space(record["space"])
+    arch = space.arch_from_dict(record["arch"])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return space.build(arch, num_classes)
+
+
+def split_indices(n: int, train_fraction: float = 0.5, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A seeded random split of ``range(n)`` into (train, held-out) positions, the training part
+    ``round(train_fraction * n)`` long (at least 3)."""
+    if not 0 < train_fraction < 1:
+        raise SegnasError(f"train_fraction must be between 0 and 1, got {train_fraction}")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_train = max(3, int(round(train_fraction * n)))
+    return order[:n_train], order[n_train:]
 
 
 def rank_correlations(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:

@@ -307,6 +307,28 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> 
              torch.stack([m for _, m in samples[s:s + batch_size]])) for s in range(0, n, batch_size)]
 
 
+def proxy_scored_on(proxy: ProxyLike) -> dict[str, Any]:
+    """What a discovered proxy file's statistics were measured on (``data``, ``split``, ``images``,
+    ``size``, ``seed``); empty for a registered name, a callable or an older file."""
+    if not (isinstance(proxy, str) and Path(proxy).is_file()):
+        return {}
+    from segnas.proxies.discovery import DiscoveredProxy
+
+    return dict(DiscoveredProxy.load(proxy).settings.get("scored_on") or {})
+
+
+def _check_scored_on(proxy: ProxyLike, data: str, images: int, size: Sequence[int] | None,
+                     echo: Callable[[str], None] | None) -> None:
+    """A notice when a discovered proxy file is used on other data, image count or size than it was
+    discovered on (its values are then on another scale, and its ranking untested)."""
+    seen = proxy_scored_on(proxy)
+    now = {"data": data, "images": images, "size": list(size) if size else None}
+    diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
+    if diff and echo:
+        echo(f"note: {proxy} was discovered on " + ", ".join(f"{k} {a}" for k, (a, _) in diff.items())
+             + "; this search scores on " + ", ".join(f"{k} {b}" for k, (_, b) in diff.items()))
+
+
 def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequence[int], space: Any = "multires",
                   proxy: ProxyLike = "nwot", data: str = "synthetic", root: str | Path | None = None,
                   split: str = "train", data_options: dict[str, Any] | None = None, images: int = 8,
@@ -333,6 +355,7 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
     dataset = open_split(data, root, split, eval_transforms(size), False, data_options or {})
     batches = fixed_batches(dataset, images, batch_size, seed)
     num_classes = int(dataset.num_classes)
+    _check_scored_on(proxy, data, images, size, echo)
     table = table or LatencyTable(backend, threads=latency_threads, min_runs=table_min_runs,
                                   min_time_s=table_min_time_s)
     result = training_free_search(

@@ -1,0 +1,140 @@
+"""SasWOT on CamVid on this CPU: training-free search with the discovered proxy, then the winner trained.
+
+    python benchmarks/saswot_camvid.py --target-ms 28          # after benchmarks/proxies_camvid.py
+
+Regularized evolution (``segnas search saswot``'s engine) over the ground truth's space (``multires``,
+CPU-sized as in ``proxy_groundtruth.py``) scores up to ``--candidates`` untrained networks with the
+proxy (default: the expression ``proxies_camvid.py`` discovered, on the images and size it was
+discovered with), rejecting every candidate whose latency predicted at 360x480 on ONNX Runtime
+exceeds ``--target-ms``, for at most ``--time-limit-min`` minutes of wall time on ``--workers``
+processes. Run it on a quiet machine: the candidates per minute is the point.
+
+The winner is then timed (ONNX Runtime, 360x480, 2 threads) and trained twice:
+- under the ground truth's short budget (``--gt-minutes`` at the ground truth's size, 1 thread), to
+  place it among the ground-truth networks that meet the same target;
+- with ``train_camvid.py``'s recipe for ``--final-minutes`` CPU-minutes at 360x480, to compare with
+  the zoo networks trained under that same budget (``results/train_camvid*.json``).
+Saves ``results/saswot_camvid.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from proxy_groundtruth import data_section  # noqa: E402
+from train_camvid import config as train_config  # noqa: E402
+
+from segnas.cost import count_flops, count_parameters, measure_latency  # noqa: E402
+from segnas.jobs import train_job  # noqa: E402
+from segnas.search.groundtruth import evaluate_arch, load_groundtruth, make_item  # noqa: E402
+from segnas.search.saswot import saswot_search  # noqa: E402
+from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces.multires import MultiResSpace  # noqa: E402
+from segnas.utils import parse_size  # noqa: E402
+
+GT_FILE = common.ROOT / "benchmarks" / "data" / "groundtruth_multires_camvid.jsonl"
+
+
+def groundtruth_placement(records: list[dict], target_ms: float, winner_miou: float) -> dict:
+    """Where the winner's short-budget mIoU falls among ground-truth networks that meet the target."""
+    feasible = sorted(r["val_miou"] for r in records if r["latency_ms"] <= target_ms)
+    if not feasible:
+        return {"feasible_networks": 0}
+    return {"feasible_networks": len(feasible), "feasible_median_miou": float(np.median(feasible)),
+            "feasible_best_miou": feasible[-1],
+            "winner_percentile": 100.0 * sum(m <= winner_miou for m in feasible) / len(feasible)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target-ms", type=float, default=28.0, help="latency target at --size (ONNX Runtime)")
+    ap.add_argument("--proxy", default=str(common.RESULTS / "proxy_camvid_discovered.json"),
+                    help="proxy name or discovered proxy file")
+    ap.add_argument("--candidates", type=int, default=1000)
+    ap.add_argument("--time-limit-min", type=float, default=15.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--population", type=int, default=50)
+    ap.add_argument("--sample-size", type=int, default=10)
+    ap.add_argument("--images", type=int, default=8, help="CamVid training images the proxy sees")
+    ap.add_argument("--score-size", type=parse_size, default=(180, 240))
+    ap.add_argument("--size", type=parse_size, default=(360, 480), help="deployment size (latency)")
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--base-width", type=int, default=8)
+    ap.add_argument("--groundtruth", default=str(GT_FILE))
+    ap.add_argument("--gt-minutes", type=float, default=2.0, help="ground truth's short budget (0: skip)")
+    ap.add_argument("--final-minutes", type=float, default=10.0, help="train_camvid.py budget (0: skip)")
+    ap.add_argument("--reuse", default=None, help="run folder of a finished search to train again")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--name", default="saswot_camvid")
+    args = ap.parse_args()
+    if not common.camvid_root().is_dir():
+        sys.exit(f"CamVid not found at {common.camvid_root()} (set SEGNAS_CAMVID)")
+    space = MultiResSpace(layers=args.layers, base_width=args.base_width)
+    h, w = args.size
+
+    if args.reuse:
+        run = Path(args.reuse)
+        search = json.loads((run / "saswot_result.json").read_text())
+    else:
+        run = Path(args.out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-saswot"
+        saswot_search(run, target_ms=args.target_ms, latency_size=args.size, space=space, proxy=args.proxy,
+                      data="camvid", root=str(common.camvid_root()), images=args.images,
+                      score_size=args.score_size, candidates=args.candidates, population=args.population,
+                      sample_size=args.sample_size, seed=args.seed, time_limit_s=60 * args.time_limit_min,
+                      executor="process", workers=args.workers, echo=print)
+        search = json.loads((run / "saswot_result.json").read_text())
+    arch_file = run / "arch.json"
+    arch = space.arch_from_dict(read_arch_file(arch_file)["arch"])
+    net = space.build(arch, 11).eval()
+    measured = measure_latency(net, (1, 3, h, w), "onnxruntime", 2, min_time_s=5.0).median_ms
+    print(f"winner: predicted {search['predicted_latency_ms']:.2f} ms, measured {measured:.2f} ms "
+          f"(target {args.target_ms} ms); {search['candidates_scored']} candidates in {search['seconds'] / 60:.1f} min")
+    out = {
+        "target_ms": args.target_ms, "size": [h, w], "proxy": search["proxy"], "run_dir": str(run),
+        "space": {"name": space.name, "layers": args.layers, "base_width": args.base_width},
+        "search": {k: search[k] for k in ("candidates_scored", "seconds", "rejected_infeasible", "duplicates",
+                                          "stopped", "settings")}
+        | {"candidates_per_minute": 60.0 * search["candidates_scored"] / max(search["seconds"], 1e-9),
+           "best_proxy_score": search["proxy_score"]},
+        "winner_predicted_ms": search["predicted_latency_ms"], "winner_measured_ms": measured,
+        "winner_vs_target": measured / args.target_ms - 1.0, "winner_params": count_parameters(net),
+        "winner_gflops": count_flops(net, (1, 3, h, w)).gflops, "winner": arch.to_dict(),
+    }
+    common.save_result(args.name, out)
+
+    if args.gt_minutes:
+        records = load_groundtruth(args.groundtruth)
+        meta = json.loads((common.RESULTS / "proxy_groundtruth.json").read_text())
+        data = data_section("camvid", None, meta["crop_size"], meta["train_size"], meta.get("batch_size", 8))
+        settings = {"data": data, "minutes": args.gt_minutes, "size": [h, w], "threads": 1, "seed": 0,
+                    "out_dir": str(run / "groundtruth-budget")}
+        gt = evaluate_arch(make_item(space, arch, settings))
+        out["groundtruth_budget"] = {"minutes": args.gt_minutes, "val_miou": gt["val_miou"],
+                                     **groundtruth_placement(records, args.target_ms, gt["val_miou"])}
+        print(f"at the ground truth's {args.gt_minutes}-min budget: {100 * gt['val_miou']:.1f}% "
+              f"(feasible ground truth: {out['groundtruth_budget']})")
+        common.save_result(args.name, out)
+    if args.final_minutes:
+        result = train_job(train_config(args.final_minutes, args.out_dir, str(arch_file)), echo=print)
+        out["training"] = {"run_dir": result.run_dir, "train_minutes": round(result.train_seconds / 60, 2),
+                           "final_val_miou": round(result.final["val_miou"], 4),
+                           "best_val_miou": round(result.best_miou, 4)}
+        out["baselines_same_budget"] = common.baselines(args.final_minutes)
+        print(f"trained {out['training']['train_minutes']} min: val mIoU {100 * result.final['val_miou']:.1f}%")
+        for name, b in sorted(out["baselines_same_budget"].items(), key=lambda x: x[1]["latency_ms"] or 0):
+            print(f"  {name}: {100 * b['val_miou']:.1f}% at {b['latency_ms']} ms")
+    path = common.save_result(args.name, out)
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
