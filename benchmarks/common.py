@@ -32,6 +32,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (for result files)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def save_result(name: str, result: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` with the machine facts and a timestamp."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from segnas.parallel import default_key  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.discovery import discover, layer_stats  # noqa: E402
-from segnas.search.groundtruth import load_groundtruth, rank_correlations, split_indices, untrained_net  # noqa: E402
+from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
 DATA = common.ROOT / "benchmarks" / "data"
@@ -103,7 +103,8 @@ def scatter(path: Path, columns: dict[str, list[float]], mious: list[float], tra
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--groundtruth", default=str(DATA / "groundtruth_multires_camvid.jsonl"))
+    ap.add_argument("--groundtruth", nargs="+", default=[str(DATA / "groundtruth_multires_camvid.jsonl")],
+                    help="ground-truth file(s); several: training repeats, mIoU averaged per architecture")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--images", type=int, default=8, help="CamVid training images the proxies see")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -114,11 +115,13 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="proxies_camvid")
+    ap.add_argument("--proxy-out", default=str(common.RESULTS / "proxy_camvid_discovered.json"),
+                    help="where the expression found on split 0 goes")
     ap.add_argument("--scores-only", action="store_true",
                     help="only score the ground truth found so far with the classic proxies (fills the cache)")
     args = ap.parse_args()
 
-    records = [r for r in load_groundtruth(args.groundtruth) if r.get("val_miou") is not None]
+    records = load_groundtruth_runs(args.groundtruth)
     root = args.data_root or str(common.camvid_root())
     batches, num_classes = proxy_batches("camvid", root, "train", args.images, args.batch_size, args.size, args.seed)
     space = records[0]["space"]
@@ -155,7 +158,7 @@ def main() -> None:
 
     first = splits[0]
     first["found"].settings["scored_on"] = scored_on("camvid", "train", args.images, args.size, args.seed)
-    first["found"].save(common.RESULTS / "proxy_camvid_discovered.json")
+    first["found"].save(args.proxy_out)
     names = sorted(PROXIES) + ["discovered"]
     table = []
     for n in names:
@@ -191,15 +194,15 @@ def main() -> None:
     scatter(png, {**classic, "discovered": first["discovered_values"]}, mious, first["train"], first["held_out_indices"],
             {r["proxy"]: r["held_out_tau"] for r in table})
     path = common.save_result(args.name, {
-        "groundtruth": str(Path(args.groundtruth).relative_to(common.ROOT)) if Path(args.groundtruth).is_absolute()
-        else args.groundtruth, "networks": len(records), "space": space,
+        "groundtruth": [common.relative(p) for p in args.groundtruth],
+        "training_runs_per_network": len(args.groundtruth), "networks": len(records), "space": space,
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations},
         "table": table, "goal": goal,
         "splits": [{k: v for k, v in s.items() if k not in ("found", "discovered_values", "train", "held_out_indices")}
                    | {"train_size": len(s["train"]), "held_out_size": len(s["held_out_indices"])} for s in splits],
-        "discovered": {"expression": first["expression"], "file": "benchmarks/results/proxy_camvid_discovered.json",
+        "discovered": {"expression": first["expression"], "file": common.relative(args.proxy_out),
                        "history": first["found"].history},
         "plot": png.name,
     })

@@ -13,6 +13,11 @@ so other jobs on the machine do not shorten it), scoring val mIoU once at the en
 killed run resumes (finished networks are skipped, a network killed mid-training continues from
 its last epoch in ``--out-dir``).
 
+``--repeat-seeds`` trains every network again with other training seeds, into
+``groundtruth_<space>_<data>_seed<k>.jsonl``: the τ between two seeds is the ceiling on how well any
+proxy can rank a single run, and the per-network mean over seeds is a less noisy ground truth
+(``benchmarks/proxies_camvid.py --groundtruth`` takes all the files).
+
 Then ``--longer-subset`` of them, evenly spread over the short-budget mIoU ranking, train for
 ``--longer-minutes`` into ``groundtruth_<space>_<data>_long.jsonl``; Kendall τ and Spearman ρ
 between short- and long-budget mIoU tell how far the short budget's ranking can be trusted as
@@ -26,6 +31,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -87,7 +94,9 @@ def main() -> None:
     ap.add_argument("--table-min-runs", type=int, default=20)
     ap.add_argument("--table-min-time-s", type=float, default=0.3)
     ap.add_argument("--train", default="{}", help="JSON overrides of the training recipe")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="sampling and training seed")
+    ap.add_argument("--repeat-seeds", type=int, default=0,
+                    help="train every network again with this many other training seeds (seed+1, ...)")
     ap.add_argument("--out-dir", default="runs/groundtruth", help="per-network training folders")
     ap.add_argument("--data-dir", default=str(common.ROOT / "benchmarks" / "data"), help="where the JSONL files go")
     ap.add_argument("--results-dir", default=str(common.RESULTS))
@@ -128,7 +137,16 @@ def main() -> None:
         long = run_groundtruth(space, [archs[i] for i in subset], {**settings, "minutes": longer},
                                results_path=long_path, executor=args.executor, workers=args.workers, progress=True)
 
+    repeats = []
+    for seed in range(args.seed + 1, args.seed + 1 + args.repeat_seeds):
+        path = data_dir / f"groundtruth_{space.name}_{args.data}_seed{seed}.jsonl"
+        print(f"training seed {seed}: every network again -> {path}")
+        repeats.append((path, run_groundtruth(space, archs, {**settings, "seed": seed}, results_path=path,
+                                              executor=args.executor, workers=args.workers, progress=True)))
+
     miou = [r["val_miou"] for r in short]
+    runs = [miou] + [[r["val_miou"] for r in rep] for _, rep in repeats]
+    mean_miou = np.mean(runs, axis=0).tolist()
     corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
                    if len(subset) > 1 else None)
     out = {
@@ -139,10 +157,16 @@ def main() -> None:
                    "clock": "cpu (process CPU time / training threads)",
                    "recipe": training_recipe(json.loads(args.train))},
         "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
-        "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None},
+        "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None,
+                                 "repeats": [str(p) for p, _ in repeats]},
         "val_miou_range": [min(miou), max(miou)],
         "latency_ms_range": [min(r["latency_ms"] for r in short), max(r["latency_ms"] for r in short)],
         "short_vs_long": corr_budget,
+        # Repeats: how well one training run ranks like another (the noise ceiling of any proxy's τ), and
+        # how well the mean over seeds ranks like the longer budget.
+        "seed_vs_seed": [rank_correlations(runs[0], r) for r in runs[1:]],
+        "mean_of_seeds_vs_long": rank_correlations([mean_miou[i] for i in subset], [r["val_miou"] for r in long])
+        if repeats and len(subset) > 1 else None,
         "miou_vs_latency": rank_correlations(miou, [r["latency_ms"] for r in short]),
         "miou_vs_params": rank_correlations(miou, [r["params"] for r in short]),
         "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4), "long_miou": round(r["val_miou"], 4),
@@ -151,6 +175,9 @@ def main() -> None:
     common.RESULTS = Path(args.results_dir)
     path = common.save_result(args.name, out)
     print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {args.minutes} min")
+    for c in out["seed_vs_seed"]:
+        print(f"seed {args.seed} vs another training seed: Kendall tau {c['kendall_tau']:.3f}, "
+              f"Spearman rho {c['spearman_rho']:.3f}")
     if corr_budget:
         print(f"short vs {longer} min on {corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "
               f"Spearman rho {corr_budget['spearman_rho']:.3f}")

@@ -209,12 +209,21 @@ def proxy_groundtruth(r: dict) -> list[str]:
         lines.append(f"How far the short budget ranks like a longer one: {c['n']} of them, spread over the ranking, "
                      f"retrained for {b['long_minutes']:g} minutes: Kendall τ {c['kendall_tau']:.2f}, Spearman ρ "
                      f"{c['spearman_rho']:.2f}.")
+    for c in r.get("seed_vs_seed") or []:
+        lines.append(f"Two training seeds of the same {c['n']} networks rank them alike only to Kendall τ "
+                     f"{c['kendall_tau']:.2f} (Spearman ρ {c['spearman_rho']:.2f}): the ceiling on any proxy's τ "
+                     "against a single run.")
+    if c := r.get("mean_of_seeds_vs_long"):
+        lines.append(f"The mean over seeds against the longer budget: Kendall τ {c['kendall_tau']:.2f} "
+                     f"(ρ {c['spearman_rho']:.2f}).")
     return lines + ["Data: `benchmarks/data/groundtruth_*.jsonl`. " + machine_line(r), ""]
 
 
 def proxies(r: dict) -> list[str]:
     s = r["settings"]
-    lines = ["### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`)", "",
+    runs = r.get("training_runs_per_network", 1)
+    title = f", ground truth averaged over {runs} training seeds" if runs > 1 else ""
+    lines = [f"### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`{title})", "",
              f"Held-out split: {r['splits'][0]['held_out_size']} of the {r['networks']} ground-truth networks "
              f"(discovery saw the other {r['splits'][0]['train_size']}); each proxy on {s['images']} CamVid images at "
              f"{s['size'][0]}x{s['size'][1]}, untrained networks, seed {s['seed']}.", "",
@@ -322,7 +331,8 @@ def main() -> None:
         sections += ssr(r)
     if (r := load("joint_latency_error")) is not None:
         sections += joint_latency(r)
-    for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies), ("saswot_camvid", saswot)):
+    for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies),
+                     ("proxies_camvid_2seeds", proxies), ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)
     sections += same_budget()

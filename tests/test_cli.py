@@ -167,3 +167,26 @@ def test_proxy_score_and_saswot_search(tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "arch.json").is_file()
+
+
+def test_proxy_discover_on_repeated_groundtruth(tmp_path):
+    import json
+
+    from segnas.search.groundtruth import sample_archs
+    from segnas.spaces.multires import MultiResSpace
+
+    archs = sample_archs(MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0)), 8, seed=0)
+    files = []
+    for seed in (0, 1):  # two training seeds of the same networks, keyed differently
+        path = tmp_path / f"gt{seed}.jsonl"
+        path.write_text("".join(json.dumps({"key": f"{seed}-{i}", "result": {
+            "space": "multires", "arch": a.to_dict(), "val_miou": 0.1 + 0.01 * i + 0.005 * seed}}) + "\n"
+            for i, a in enumerate(archs)))
+        files.append(path)
+    out = tmp_path / "found.json"
+    result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
+                 "--population", "6", "--generations", "1")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["train_archs"] + summary["held_out_archs"] == 8
+    assert run("proxy", "score", "fast_scnn", "--proxy", out, "--images", "2", "--size", "32x48").exit_code == 0

@@ -11,8 +11,8 @@ import pytest
 from segnas.cost import count_parameters
 from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
-    arch_key, evaluate_arch, item_key, load_groundtruth, make_item, rank_correlations, run_groundtruth, sample_archs,
-    split_indices, untrained_net)
+    arch_key, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, rank_correlations,
+    run_groundtruth, sample_archs, split_indices, untrained_net)
 from segnas.search.saswot import saswot_search, training_free_search
 from segnas.spaces import read_arch_file
 from segnas.spaces.joint import JointSpace
@@ -99,6 +99,27 @@ def test_groundtruth_records_do_not_depend_on_finishing_order(tmp_path):
     first = untrained_net(load_groundtruth(one)[0], 5, seed=1)
     again = untrained_net(load_groundtruth(one)[0], 5, seed=1)
     assert all((p == q).all() for p, q in zip(first.parameters(), again.parameters()))
+
+
+def test_groundtruth_repeats_average_per_architecture(tmp_path):
+    archs = sample_archs(TINY, 3, seed=0)
+    first = [{"key": k, "result": {"space": TINY.name, "arch": a.to_dict(), "val_miou": m}}
+             for k, a, m in zip(("a", "b", "c"), archs, (0.2, 0.1, 0.3))]
+    # another seed: other keys, other order, one architecture missing, one without a result
+    second = [{"key": "z", "result": {"space": TINY.name, "arch": archs[1].to_dict(), "val_miou": 0.3}},
+              {"key": "y", "result": {"space": TINY.name, "arch": archs[0].to_dict(), "val_miou": 0.4}}]
+    one, two = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    one.write_text("".join(json.dumps(r) + "\n" for r in first))
+    two.write_text("".join(json.dumps(r) + "\n" for r in second))
+    assert load_groundtruth_runs(one) == [dict(r, val_miou_runs=[r["val_miou"]]) for r in load_groundtruth(one)]
+    both = load_groundtruth_runs([one, two])
+    assert [r["key"] for r in both] == ["a", "b"]
+    assert [r["val_miou"] for r in both] == pytest.approx([0.3, 0.2])
+    assert both[0]["val_miou_runs"] == [0.2, 0.4]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(SegnasError, match="every file"):
+        load_groundtruth_runs([one, empty])
 
 
 def test_split_indices_partition_and_depend_on_the_seed():

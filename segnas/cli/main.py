@@ -361,7 +361,8 @@ def proxy_score(
 @proxy_app.command("discover")
 @user_errors
 def proxy_discover(
-    groundtruth: Path = typer.Argument(..., help="Ground-truth JSONL (benchmarks/proxy_groundtruth.py)."),
+    groundtruth: list[Path] = typer.Argument(..., help="Ground-truth JSONL (benchmarks/proxy_groundtruth.py); "
+                                             "several: training repeats, averaged per architecture."),
     out: Path = typer.Option(..., help="Where to save the discovered expression (.json)."),
     data: str = typer.Option("synthetic", help="Dataset name."),
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
@@ -375,7 +376,7 @@ def proxy_discover(
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
 
-    s = proxy_discover_job(groundtruth, out, data, data_root, images=images, size=size,
+    s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
                            seed=seed, echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")

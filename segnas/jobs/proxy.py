@@ -59,17 +59,18 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     return rows
 
 
-def proxy_discover_job(groundtruth: str | Path, out: str | Path, data: str, root: str | None = None,
+def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Path, data: str, root: str | None = None,
                        split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
                        echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
-    trained val mIoU), report Kendall τ on the held-out rest, save the expression to ``out``."""
+    trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
+    held-out rest, save the expression to ``out``."""
     from segnas.proxies.discovery import discover, layer_stats
-    from segnas.search.groundtruth import load_groundtruth, split_indices, untrained_net
+    from segnas.search.groundtruth import load_groundtruth_runs, split_indices, untrained_net
 
     echo = echo or (lambda m: None)
-    records = [r for r in load_groundtruth(groundtruth) if r.get("val_miou") is not None]
+    records = load_groundtruth_runs(groundtruth)
     if len(records) < 6:
         raise SegnasError(f"{groundtruth}: {len(records)} architectures with a val_miou; discovery needs at least 6")
     train, held = split_indices(len(records), train_fraction, seed)

@@ -231,6 +231,27 @@ def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
     return [{"key": k, **v} for k, v in sorted(load_results(path).items())]
 
 
+def load_groundtruth_runs(paths: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The records of the first ground-truth file, with ``val_miou`` the mean over every file that
+    trained the same architecture (repeats with other training seeds) and ``val_miou_runs`` the
+    single runs. Architectures missing from any file, or without a val mIoU in one, are left out."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise SegnasError("no ground-truth file given")
+    first = [r for r in load_groundtruth(paths[0]) if r.get("val_miou") is not None]
+    by_arch = [{arch_key(r["arch"]): r["val_miou"] for r in load_groundtruth(p) if r.get("val_miou") is not None}
+               for p in paths[1:]]
+    out = []
+    for r in first:
+        k = arch_key(r["arch"])
+        runs = [float(r["val_miou"])] + [m[k] for m in by_arch if k in m]
+        if len(runs) == len(paths):
+            out.append({**r, "val_miou": float(np.mean(runs)), "val_miou_runs": runs})
+    if not out:
+        raise SegnasError(f"{', '.join(map(str, paths))}: no architecture has a val_miou in every file")
+    return out
+
+
 def untrained_net(record: dict[str, Any], num_classes: int, seed: int = 0) -> Any:
     """The network of a ground-truth record (``space``, ``arch``), initialized from ``seed`` (the
     caller's RNG state is left as it was)."""
