@@ -39,7 +39,7 @@ import common  # noqa: E402
 
 from segnas.cost import LatencyTable  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
-    dataset_num_classes, predicted_latency_ms, rank_correlations, run_groundtruth, sample_archs, training_recipe)
+    dataset_num_classes, noise_ceiling_tau, predicted_latency_ms, rank_correlations, run_groundtruth, sample_archs, training_recipe)
 from segnas.spaces import get_space  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -147,6 +147,9 @@ def main() -> None:
     miou = [r["val_miou"] for r in short]
     runs = [miou] + [[r["val_miou"] for r in rep] for _, rep in repeats]
     mean_miou = np.mean(runs, axis=0).tolist()
+    seed_pairs = [(i, j) for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    pairs = [rank_correlations(runs[i], runs[j]) for i, j in seed_pairs]
+    seed_tau = float(np.mean([c["kendall_tau"] for c in pairs])) if pairs else float("nan")
     corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
                    if len(subset) > 1 else None)
     out = {
@@ -162,11 +165,16 @@ def main() -> None:
         "val_miou_range": [min(miou), max(miou)],
         "latency_ms_range": [min(r["latency_ms"] for r in short), max(r["latency_ms"] for r in short)],
         "short_vs_long": corr_budget,
-        # Repeats: how well one training run ranks like another (the noise ceiling of any proxy's τ), and
+        # Repeats: how well one training run ranks like another (the ground truth's own noise, from which
+        # noise_ceiling_tau follows), and
         # how well the mean over seeds ranks like the longer budget.
-        "seed_vs_seed": [rank_correlations(runs[0], r) for r in runs[1:]],
+        "seed_vs_seed": [{**c, "seeds": [args.seed + i, args.seed + j]}
+                         for c, (i, j) in zip(pairs, seed_pairs)],
         "mean_of_seeds_vs_long": rank_correlations([mean_miou[i] for i in subset], [r["val_miou"] for r in long])
         if repeats and len(subset) > 1 else None,
+        "noise_ceiling_tau": ({"single_run": noise_ceiling_tau(seed_tau, 1),
+                               f"mean_of_{len(runs)}_runs": noise_ceiling_tau(seed_tau, len(runs))}
+                              if repeats else None),
         "miou_vs_latency": rank_correlations(miou, [r["latency_ms"] for r in short]),
         "miou_vs_params": rank_correlations(miou, [r["params"] for r in short]),
         "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4), "long_miou": round(r["val_miou"], 4),

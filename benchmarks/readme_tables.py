@@ -210,9 +210,13 @@ def proxy_groundtruth(r: dict) -> list[str]:
                      f"retrained for {b['long_minutes']:g} minutes: Kendall τ {c['kendall_tau']:.2f}, Spearman ρ "
                      f"{c['spearman_rho']:.2f}.")
     for c in r.get("seed_vs_seed") or []:
-        lines.append(f"Two training seeds of the same {c['n']} networks rank them alike only to Kendall τ "
-                     f"{c['kendall_tau']:.2f} (Spearman ρ {c['spearman_rho']:.2f}): the ceiling on any proxy's τ "
-                     "against a single run.")
+        seeds = f"Training seeds {c['seeds'][0]} and {c['seeds'][1]}" if c.get("seeds") else "Two training seeds"
+        lines.append(f"{seeds} of the same {c['n']} networks rank them alike only to Kendall τ "
+                     f"{c['kendall_tau']:.2f} (Spearman ρ {c['spearman_rho']:.2f}).")
+    if ceiling := r.get("noise_ceiling_tau"):
+        parts = [f"{v:.2f} against {k.replace('_', ' ')}" for k, v in ceiling.items()]
+        lines.append("So even a perfect proxy, one that knew every network's expected mIoU, would reach only about "
+                     f"Kendall τ {', '.join(parts)} (Gaussian noise model, `noise_ceiling_tau`).")
     if c := r.get("mean_of_seeds_vs_long"):
         lines.append(f"The mean over seeds against the longer budget: Kendall τ {c['kendall_tau']:.2f} "
                      f"(ρ {c['spearman_rho']:.2f}).")

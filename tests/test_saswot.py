@@ -11,8 +11,8 @@ import pytest
 from segnas.cost import count_parameters
 from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
-    arch_key, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, rank_correlations,
-    run_groundtruth, sample_archs, split_indices, untrained_net)
+    arch_key, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
+    rank_correlations, run_groundtruth, sample_archs, split_indices, untrained_net)
 from segnas.search.saswot import saswot_search, training_free_search
 from segnas.spaces import read_arch_file
 from segnas.spaces.joint import JointSpace
@@ -148,6 +148,22 @@ def test_sample_archs_are_distinct_deterministic_and_spread():
 def test_rank_correlations():
     assert rank_correlations([1, 2, 3, 4], [10, 20, 30, 40])["kendall_tau"] == pytest.approx(1.0)
     assert rank_correlations([1, 2, 3, 4], [4, 3, 2, 1])["spearman_rho"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_noise_ceiling_predicts_how_well_the_truth_ranks_like_noisy_runs(runs):
+    """Simulated ground truth: each run = expected mIoU + Gaussian noise. The ceiling computed from
+    the τ of two runs must match the τ of the expectation against the mean of ``runs`` runs."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=4000)
+    noisy = truth[None] + rng.normal(scale=0.8, size=(runs + 1, truth.size))
+    seed_tau = rank_correlations(noisy[0], noisy[1])["kendall_tau"]
+    actual = rank_correlations(truth, noisy[:runs].mean(axis=0))["kendall_tau"]
+    assert noise_ceiling_tau(seed_tau, runs) == pytest.approx(actual, abs=0.02)
+    assert noise_ceiling_tau(seed_tau, runs + 1) > noise_ceiling_tau(seed_tau, runs)
+    assert noise_ceiling_tau(1.0) == pytest.approx(1.0) and noise_ceiling_tau(-0.1) == 0.0
+    with pytest.raises(SegnasError, match="runs"):
+        noise_ceiling_tau(0.5, 0)
 
 
 # ------------------------------------------------------------------------------ search

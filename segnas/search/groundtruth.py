@@ -19,6 +19,7 @@ epoch. ``settings`` holds:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -284,3 +285,18 @@ def rank_correlations(a: Sequence[float], b: Sequence[float]) -> dict[str, float
         return {"kendall_tau": float("nan"), "spearman_rho": float("nan"), "n": len(a)}
     tau, rho = tau_rho(a, b)
     return {"kendall_tau": tau, "spearman_rho": rho, "n": len(a)}
+
+
+def noise_ceiling_tau(seed_vs_seed_tau: float, runs: int = 1) -> float:
+    """Kendall τ that a perfect proxy (one that knew every network's expected mIoU) would reach against
+    the mean of ``runs`` training runs, given the τ between two single runs.
+
+    Model: each run's mIoU = expected mIoU + independent Gaussian noise. Under bivariate normality
+    τ = (2/π)·asin(r), so the run-to-run correlation r = sin(π·τ/2); the mean of k runs has
+    reliability R = k·r / (1 + (k−1)·r) (Spearman–Brown) and correlates with the expectation at √R.
+    """
+    if runs < 1:
+        raise SegnasError(f"runs must be >= 1, got {runs}")
+    r = math.sin(math.pi * max(seed_vs_seed_tau, 0.0) / 2)
+    reliability = runs * r / (1 + (runs - 1) * r) if r > 0 else 0.0
+    return 2 / math.pi * math.asin(math.sqrt(reliability))
