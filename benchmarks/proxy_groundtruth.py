@@ -38,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from segnas.cost import LatencyTable  # noqa: E402
+from segnas.cost.machine import cpu_model  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
-    dataset_num_classes, noise_ceiling_tau, predicted_latency_ms, rank_correlations, run_groundtruth, sample_archs, training_recipe)
+    dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations, record_cpus,
+    run_groundtruth, sample_archs, training_recipe)
 from segnas.spaces import get_space  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -97,6 +99,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="sampling and training seed")
     ap.add_argument("--repeat-seeds", type=int, default=0,
                     help="train every network again with this many other training seeds (seed+1, ...)")
+    ap.add_argument("--allow-other-cpu", action="store_true",
+                    help="extend files trained on another CPU (their CPU-minute budget is not this one's)")
     ap.add_argument("--out-dir", default="runs/groundtruth", help="per-network training folders")
     ap.add_argument("--data-dir", default=str(common.ROOT / "benchmarks" / "data"), help="where the JSONL files go")
     ap.add_argument("--results-dir", default=str(common.RESULTS))
@@ -108,6 +112,16 @@ def main() -> None:
     threads = args.threads or max(1, (os.cpu_count() or 2) // (args.workers if args.executor != "inline" else 1))
 
     space = make_space(args)
+    data_dir = Path(args.data_dir)
+    short_path = data_dir / f"groundtruth_{space.name}_{args.data}.jsonl"
+    long_path = data_dir / f"groundtruth_{space.name}_{args.data}_long.jsonl"
+    repeat_paths = [data_dir / f"groundtruth_{space.name}_{args.data}_seed{seed}.jsonl"
+                    for seed in range(args.seed + 1, args.seed + 1 + args.repeat_seeds)]
+    for path in [short_path, long_path, *repeat_paths]:
+        other = record_cpus(load_groundtruth(path)) - {cpu_model()} if path.is_file() else set()
+        if other and not args.allow_other_cpu:
+            sys.exit(f"{path}: trained on {', '.join(sorted(other))}, but this machine is {cpu_model()}: a CPU-minute "
+                     "budget buys different training there (--allow-other-cpu to mix them anyway)")
     data = data_section(args.data, args.data_root, args.size, args.base_size, args.batch_size,
                         json.loads(args.data_options))
     lat_size = tuple(args.latency_size or args.base_size or args.size)
@@ -123,9 +137,6 @@ def main() -> None:
     print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
           f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
 
-    data_dir = Path(args.data_dir)
-    short_path = data_dir / f"groundtruth_{space.name}_{args.data}.jsonl"
-    long_path = data_dir / f"groundtruth_{space.name}_{args.data}_long.jsonl"
     print(f"training each for {args.minutes} CPU-clock minutes ({threads} threads, {args.executor} x{args.workers})"
           f" -> {short_path}")
     short = run_groundtruth(space, archs, settings, results_path=short_path, executor=args.executor,
@@ -138,8 +149,7 @@ def main() -> None:
                                results_path=long_path, executor=args.executor, workers=args.workers, progress=True)
 
     repeats = []
-    for seed in range(args.seed + 1, args.seed + 1 + args.repeat_seeds):
-        path = data_dir / f"groundtruth_{space.name}_{args.data}_seed{seed}.jsonl"
+    for seed, path in zip(range(args.seed + 1, args.seed + 1 + args.repeat_seeds), repeat_paths):
         print(f"training seed {seed}: every network again -> {path}")
         repeats.append((path, run_groundtruth(space, archs, {**settings, "seed": seed}, results_path=path,
                                               executor=args.executor, workers=args.workers, progress=True)))

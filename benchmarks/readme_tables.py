@@ -314,6 +314,24 @@ def same_budget(minutes: float = 10.0) -> list[str]:
     return lines
 
 
+def train_step_precision(results: list[dict]) -> list[str]:
+    """One table over every CPU that ran benchmarks/train_step_precision.py."""
+    lines = ["### Training step: fp32 vs bf16 autocast, NCHW vs channels-last (`benchmarks/train_step_precision.py`)", "",
+             "| CPU | native bf16 | fp32 NCHW | fp32 channels-last | bf16 NCHW | bf16 channels-last | bf16 speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ms = {(row["precision"], row["channels_last"]): row["ms_per_step"] for row in r["rows"]}
+        cells = " | ".join(f"{ms[(p, cl)]:.0f} ms" for p in ("fp32", "bf16") for cl in (False, True))
+        lines.append(f"| {r['machine']['cpu']} | {'yes' if r['native_bf16'] else 'no'} | {cells} | "
+                     f"{r['bf16_speedup']:.2f}x |")
+    r = results[0]
+    return lines + ["", f"One SGD step of `{r['model']}` at {r['size'][0]}x{r['size'][1]}, batch {r['batch']}, "
+                    f"{r['threads']} threads, median of {r['steps']} steps. Where the CPU has no native bf16 the "
+                    "trainer uses fp32 instead (`usable_bf16`). *" + "; ".join(
+                        f"{x['machine']['cpu']}: {x['date']}, {x['machine']['cores']} cores, torch {x['machine']['torch']}"
+                        for x in results) + ".*", ""]
+
+
 def main() -> None:
     sections = []
     for name, fn in (("train_camvid", train_camvid), ("demo", demo), ("synthetic_separation", synthetic), ("zoo", zoo),
@@ -340,6 +358,9 @@ def main() -> None:
         if (r := load(name)) is not None:
             sections += fn(r)
     sections += same_budget()
+    precision = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("train_step_precision_*.json"))]
+    if precision:
+        sections += train_step_precision(precision)
     readme = ROOT / "README.md"
     text = readme.read_text()
     head, rest = text.split(BEGIN, 1)

@@ -42,12 +42,27 @@ def test_time_budget_stops_training(tiny_cfg):
     assert "val_miou" in result.history[-1]  # the final (budget-ended) epoch is evaluated
 
 
-def test_bf16_channels_last_ema_ohem_sgd(tiny_cfg):
+def test_bf16_channels_last_ema_ohem_sgd(tiny_cfg, monkeypatch):
+    monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)  # bf16 on any CPU
     cfg = tiny_cfg(epochs=1, bf16=True, channels_last=True, ema_decay=0.99, **{"loss.kind": "ohem",
                    "optim.name": "sgd", "optim.lr": 0.01, "optim.clip_grad_norm": 1.0, "optim.warmup_iters": 2,
                    "optim.schedule": "cosine"})
     result = train_job(TrainConfig.model_validate(cfg))
     assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
+
+
+def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cfg, monkeypatch):
+    from segnas.engine.evaluate import usable_bf16
+
+    said = []
+    monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: False)
+    assert usable_bf16(True, said.append) is False and "no native bf16" in said[0]
+    assert usable_bf16(False, said.append) is False and len(said) == 1
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, bf16=True)), echo=said.append)
+    notices = lambda: sum("no native bf16" in m for m in said)  # noqa: E731
+    assert notices() == 2 and torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
+    monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)
+    assert usable_bf16(True, said.append) is True and notices() == 2
 
 
 def test_distillation_from_teacher_checkpoint(tiny_cfg):

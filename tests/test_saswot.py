@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from segnas.cost import count_parameters
+from segnas.cost.machine import cpu_model
 from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
     arch_key, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
@@ -55,6 +56,7 @@ def test_evaluate_arch_trains_a_tiny_network_and_reuses_its_run(tmp_path, cache)
     for name in ("latency_ms", "params", "gflops"):
         assert math.isfinite(result[name]) and result[name] > 0
     assert result["epochs"] == 1 and result["train_minutes"] >= 0 and result["steps"] == 2
+    assert result["cpu"] == cpu_model()
     assert TINY.arch_from_dict(result["arch"]) == TINY.arch_from_dict(item["arch"])
     folder = tmp_path / "runs" / f"multires-{item_key(item)}"
     assert (folder / "arch.json").is_file()
@@ -120,6 +122,12 @@ def test_groundtruth_repeats_average_per_architecture(tmp_path):
     empty.write_text("")
     with pytest.raises(SegnasError, match="every file"):
         load_groundtruth_runs([one, empty])
+    # a CPU-minute budget buys different training on another CPU: such files are not repeats
+    other_cpu = tmp_path / "3.jsonl"
+    other_cpu.write_text("".join(json.dumps({**r, "result": {**r["result"], "cpu": "B"}}) + "\n" for r in second))
+    one.write_text("".join(json.dumps({**r, "result": {**r["result"], "cpu": "A"}}) + "\n" for r in first))
+    with pytest.raises(SegnasError, match="different CPUs"):
+        load_groundtruth_runs([one, other_cpu])
 
 
 def test_split_indices_partition_and_depend_on_the_seed():

@@ -33,6 +33,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). Without it PyTorch emulates
+    bf16, and autocast makes CPU training slower than fp32 (2.5x on an AVX-512 Xeon without BF16)."""
+    try:
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return True
+    except AttributeError:  # private helpers: fall back to the kernel's CPU flags
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def machine_fingerprint(device: str = "cpu") -> str:
     """Short hash of what makes timings comparable: CPU model, core count, device, library versions."""
     parts = [cpu_model(), str(os.cpu_count()), device, torch.__version__]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -28,6 +28,19 @@ def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tens
 
 def autocast_context(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def usable_bf16(requested: bool, echo: Callable[[str], None] | None = None) -> bool:
+    """bf16 autocast as requested, unless the CPU lacks native bf16: then fp32, which is faster
+    there, with a one-line notice through ``echo``."""
+    from segnas.cost.machine import cpu_has_native_bf16, cpu_model
+
+    if requested and not cpu_has_native_bf16():
+        if echo:
+            echo(f"bf16 requested, but this CPU ({cpu_model()}) has no native bf16 (AVX512-BF16/AMX): "
+                 "computing in fp32, which is faster here")
+        return False
+    return requested
 
 
 @torch.inference_mode()

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from segnas.config.train import TrainConfig
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from segnas.engine.ema import ModelEMA
-from segnas.engine.evaluate import autocast_context, evaluate
+from segnas.engine.evaluate import autocast_context, evaluate, usable_bf16
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import build_optimizer, lr_factor, set_lr
 from segnas.engine.progress import progress_bar
@@ -45,10 +45,12 @@ def build_loss(cfg: TrainConfig) -> SegmentationLoss:
                             lc.kd_weight, lc.kd_temperature, lc.detail_weight)
 
 
-def use_channels_last(cfg: TrainConfig, model: nn.Module) -> bool:
-    """Whether to train in channels-last: as configured, unless bf16 is on and the network is
-    marked as failing with that combination (``SegmentationNet.bf16_channels_last_ok``)."""
-    return cfg.channels_last and not (cfg.bf16 and not getattr(model, "bf16_channels_last_ok", True))
+def use_channels_last(cfg: TrainConfig, model: nn.Module, bf16: bool | None = None) -> bool:
+    """Whether to train in channels-last: as configured, unless bf16 is on (``bf16``, default
+    ``cfg.bf16``) and the network is marked as failing with that combination
+    (``SegmentationNet.bf16_channels_last_ok``)."""
+    bf16 = cfg.bf16 if bf16 is None else bf16
+    return cfg.channels_last and not (bf16 and not getattr(model, "bf16_channels_last_ok", True))
 
 
 class Trainer:
@@ -71,7 +73,8 @@ class Trainer:
         self.num_classes = len(classes["names"])
         self.teacher = teacher.eval() if teacher is not None else None
         self.echo = echo or (lambda msg: None)
-        self.channels_last = use_channels_last(cfg, model)
+        self.bf16 = usable_bf16(cfg.bf16, self.echo)
+        self.channels_last = use_channels_last(cfg, model, self.bf16)
         if cfg.channels_last and not self.channels_last:
             self.echo(f"{type(model).__name__}: training in NCHW, not channels-last (bf16 + channels-last is known "
                       "to give NaN gradients on this network)")
@@ -165,9 +168,9 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             teacher_logits = None
             if self.teacher is not None:
-                with torch.inference_mode(), autocast_context(cfg.bf16):
+                with torch.inference_mode(), autocast_context(self.bf16):
                     teacher_logits = self.teacher(images).float().clone()
-            with autocast_context(cfg.bf16):
+            with autocast_context(self.bf16):
                 output = self.model(images)
             loss, parts = self.criterion(output, masks, teacher_logits)
             if not torch.isfinite(loss):
@@ -214,7 +217,7 @@ class Trainer:
                 if self.val_set is not None and (self.epoch % cfg.eval_every == 0 or self.finished):
                     t0 = time.perf_counter()
                     metrics = evaluate(self.eval_model, self.val_set, self.num_classes,
-                                       cfg.data.eval_batch_size, cfg.bf16, self.channels_last)
+                                       cfg.data.eval_batch_size, self.bf16, self.channels_last)
                     record.update(val_miou=metrics.miou, val_pixel_acc=metrics.pixel_acc,
                                   val_mean_acc=metrics.mean_acc, val_fwiou=metrics.fwiou,
                                   val_iou=metrics.iou, eval_s=round(time.perf_counter() - t0, 3))

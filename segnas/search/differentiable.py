@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from segnas.config.train import OptimConfig
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
-from segnas.engine.evaluate import autocast_context
+from segnas.engine.evaluate import autocast_context, usable_bf16
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
 from segnas.engine.progress import progress_bar
@@ -80,6 +80,7 @@ class DifferentiableSearch:
         self.arch_losses = arch_losses or (lambda net, i: {})
         self.on_epoch_end = on_epoch_end or (lambda engine, phase, epoch: {})
         self.echo = echo or (lambda m: None)
+        self.bf16 = usable_bf16(schedule.bf16, self.echo)
         self.train_set = train_set
         self.weights_half, self.arch_half = split_halves(train_set, schedule.seed)
         self.criterion = SegmentationLoss("ce", aux_weight=schedule.aux_weight)
@@ -166,7 +167,7 @@ class DifferentiableSearch:
                           num_workers=self.s.workers)
 
     def _seg_loss(self, images: torch.Tensor, masks: torch.Tensor, arch_index: int) -> torch.Tensor:
-        with autocast_context(self.s.bf16):
+        with autocast_context(self.bf16):
             out = self.net(images, arch_index)
         return self.criterion(out, masks)[0]
 

@@ -161,10 +161,11 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     """Train ``item["arch"]`` from scratch under the item's budget; its val mIoU and costs.
 
     Returns ``{"space", "arch", "val_miou", "val_pixel_acc", "latency_ms", "latency_source",
-    "params", "gflops", "train_minutes", "epochs", "steps", "minutes"}`` (JSON-serializable).
+    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "size", "cpu"}`` (JSON-serializable).
     Resumes the item's earlier, killed training if its folder holds one.
     """
     from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency
+    from segnas.cost.machine import cpu_model
     from segnas.jobs.train import train_job
     from segnas.spaces import write_arch_file
 
@@ -208,6 +209,8 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
         "params": int(count_parameters(net)), "gflops": float(count_flops(net, (1, 3, h, w)).gflops),
         "train_minutes": round(result.train_seconds / 60.0, 4), "epochs": int(result.epochs_done),
         "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "size": [h, w],
+        # a CPU-minute budget buys different training on another CPU: repeats must match this
+        "cpu": cpu_model(),
     }
 
 
@@ -232,6 +235,12 @@ def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
     return [{"key": k, **v} for k, v in sorted(load_results(path).items())]
 
 
+def record_cpus(records: Sequence[dict[str, Any]]) -> set[str]:
+    """The CPUs that ground-truth ``records`` were trained on (records older than the ``cpu`` field
+    name none)."""
+    return {r["cpu"] for r in records if r.get("cpu")}
+
+
 def load_groundtruth_runs(paths: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
     """The records of the first ground-truth file, with ``val_miou`` the mean over every file that
     trained the same architecture (repeats with other training seeds) and ``val_miou_runs`` the
@@ -239,9 +248,14 @@ def load_groundtruth_runs(paths: str | Path | Sequence[str | Path]) -> list[dict
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise SegnasError("no ground-truth file given")
-    first = [r for r in load_groundtruth(paths[0]) if r.get("val_miou") is not None]
-    by_arch = [{arch_key(r["arch"]): r["val_miou"] for r in load_groundtruth(p) if r.get("val_miou") is not None}
-               for p in paths[1:]]
+    files = [load_groundtruth(p) for p in paths]
+    cpus = {cpu for records in files for cpu in record_cpus(records)}
+    if len(cpus) > 1:
+        raise SegnasError(f"{', '.join(map(str, paths))}: trained on different CPUs ({', '.join(sorted(cpus))}); "
+                          "a CPU-minute budget buys different training on each, so the runs are not repeats")
+    first = [r for r in files[0] if r.get("val_miou") is not None]
+    by_arch = [{arch_key(r["arch"]): r["val_miou"] for r in records if r.get("val_miou") is not None}
+               for records in files[1:]]
     out = []
     for r in first:
         k = arch_key(r["arch"])
