@@ -101,8 +101,8 @@ def scatter(path: Path, columns: dict[str, list[float]], mious: list[float], tra
     plt.close(fig)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ground truth, proxy images, splits and GP settings (shared with proxy_discovery_null.py)."""
     ap.add_argument("--groundtruth", nargs="+", default=[str(DATA / "groundtruth_multires_camvid.jsonl")],
                     help="ground-truth file(s); several: training repeats, mIoU averaged per architecture")
     ap.add_argument("--data-root", default=None)
@@ -114,6 +114,11 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=64)
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main() -> None:
+    ap = discovery_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--name", default="proxies_camvid")
     ap.add_argument("--proxy-out", default=str(common.RESULTS / "proxy_camvid_discovered.json"),
                     help="where the expression found on split 0 goes")

@@ -249,6 +249,16 @@ def proxies(r: dict) -> list[str]:
     return lines
 
 
+def proxy_null(r: dict) -> list[str]:
+    s, t, h = r["settings"], r["train_tau"], r["held_out_tau"]
+    return [f"**Discovery against a null** (`benchmarks/proxy_discovery_null.py`, {r['networks']} networks, "
+            f"ground truth {', '.join(f'`{Path(p).name}`' for p in r['groundtruth'])}): on {s['splits']} splits, discovery on "
+            f"the real mIoU reaches train τ {t['real_mean']:+.3f} ± {t['real_std']:.3f} (held-out {h['real_mean']:+.3f}); "
+            f"on the same networks with their mIoU shuffled ({s['shuffles']} per split), where there is nothing to find, "
+            f"it reaches train τ {t['shuffled_mean']:+.3f} ± {t['shuffled_std']:.3f} (best {t['shuffled_max']:+.3f}; "
+            f"held-out {h['shuffled_mean']:+.3f}). " + machine_line(r), ""]
+
+
 def saswot(r: dict) -> list[str]:
     s = r["search"]
     lines = ["### SasWOT training-free search on CamVid (`benchmarks/saswot_camvid.py`)", "",
@@ -354,7 +364,8 @@ def main() -> None:
     if (r := load("joint_latency_error")) is not None:
         sections += joint_latency(r)
     for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies),
-                     ("proxies_camvid_2seeds", proxies), ("saswot_camvid", saswot)):
+                     ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
+                     ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)
     sections += same_budget()
