@@ -18,6 +18,10 @@ its last epoch in ``--out-dir``).
 proxy can rank a single run, and the per-network mean over seeds is a less noisy ground truth
 (``benchmarks/proxies_camvid.py --groundtruth`` takes all the files).
 
+``--steps`` gives a budget in optimizer steps instead, which means the same on every machine (a
+CPU-minute budget buys different training on another CPU, so files trained under one are only
+extended on the CPU that made them).
+
 Then ``--longer-subset`` of them, evenly spread over the short-budget mIoU ranking, train for
 ``--longer-minutes`` into ``groundtruth_<space>_<data>_long.jsonl``; Kendall τ and Spearman ρ
 between short- and long-budget mIoU tell how far the short budget's ranking can be trusted as
@@ -76,6 +80,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="architectures to sample and train")
     ap.add_argument("--minutes", type=float, default=8.0, help="short training budget (CPU-clock minutes)")
     ap.add_argument("--longer-minutes", type=float, default=None, help="longer budget (default 3x --minutes)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="budget in optimizer steps instead of CPU-minutes: the same on every machine "
+                         "(files get a _steps<N> suffix)")
+    ap.add_argument("--longer-steps", type=int, default=None, help="longer step budget (default 3x --steps)")
     ap.add_argument("--longer-subset", type=int, default=12, help="architectures retrained at the longer budget")
     ap.add_argument("--executor", choices=["inline", "process", "ray"], default="inline")
     ap.add_argument("--workers", type=int, default=1)
@@ -108,14 +116,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.data == "camvid" and not Path(args.data_root or common.camvid_root()).is_dir():
         sys.exit(f"CamVid not found at {args.data_root or common.camvid_root()} (set SEGNAS_CAMVID)")
-    longer = args.longer_minutes or 3 * args.minutes
+    if args.steps:  # a step budget replaces the CPU-minute one
+        budget, longer_budget = {"minutes": None, "max_steps": args.steps}, {
+            "minutes": None, "max_steps": args.longer_steps or 3 * args.steps}
+        unit, short_amount, longer = "steps", args.steps, longer_budget["max_steps"]
+        suffix = f"_steps{args.steps}"
+    else:
+        longer = args.longer_minutes or 3 * args.minutes
+        budget, longer_budget = {"minutes": args.minutes}, {"minutes": longer}
+        unit, short_amount, suffix = "CPU-clock minutes", args.minutes, ""
     threads = args.threads or max(1, (os.cpu_count() or 2) // (args.workers if args.executor != "inline" else 1))
 
     space = make_space(args)
     data_dir = Path(args.data_dir)
-    short_path = data_dir / f"groundtruth_{space.name}_{args.data}.jsonl"
-    long_path = data_dir / f"groundtruth_{space.name}_{args.data}_long.jsonl"
-    repeat_paths = [data_dir / f"groundtruth_{space.name}_{args.data}_seed{seed}.jsonl"
+    stem = f"groundtruth_{space.name}_{args.data}{suffix}"
+    short_path = data_dir / f"{stem}.jsonl"
+    long_path = data_dir / f"{stem}_long.jsonl"
+    repeat_paths = [data_dir / f"{stem}_seed{seed}.jsonl"
                     for seed in range(args.seed + 1, args.seed + 1 + args.repeat_seeds)]
     for path in [short_path, long_path, *repeat_paths]:
         other = record_cpus(load_groundtruth(path)) - {cpu_model()} if path.is_file() else set()
@@ -129,7 +146,7 @@ def main() -> None:
     num_classes = dataset_num_classes(data)
     table = LatencyTable(args.backend, threads=args.latency_threads, min_runs=args.table_min_runs,
                          min_time_s=args.table_min_time_s)
-    settings = {"data": data, "minutes": args.minutes, "size": list(lat_size), "latency": "table",
+    settings = {"data": data, **budget, "size": list(lat_size), "latency": "table",
                 "backend": args.backend, "latency_threads": table.threads,
                 "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
                 "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": json.loads(args.train)}
@@ -137,15 +154,15 @@ def main() -> None:
     print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
           f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
 
-    print(f"training each for {args.minutes} CPU-clock minutes ({threads} threads, {args.executor} x{args.workers})"
+    print(f"training each for {short_amount} {unit} ({threads} threads, {args.executor} x{args.workers})"
           f" -> {short_path}")
     short = run_groundtruth(space, archs, settings, results_path=short_path, executor=args.executor,
                             workers=args.workers, progress=True)
     subset = spread_subset(short, args.longer_subset) if args.longer_subset > 0 else []
     long = []
     if subset:
-        print(f"retraining {len(subset)} of them for {longer} minutes -> {long_path}")
-        long = run_groundtruth(space, [archs[i] for i in subset], {**settings, "minutes": longer},
+        print(f"retraining {len(subset)} of them for {longer} {unit} -> {long_path}")
+        long = run_groundtruth(space, [archs[i] for i in subset], {**settings, **longer_budget},
                                results_path=long_path, executor=args.executor, workers=args.workers, progress=True)
 
     repeats = []
@@ -166,8 +183,9 @@ def main() -> None:
         "space": space.name, "space_settings": {"layers": args.layers, "base_width": args.base_width}
         if space.name == "multires" else {},
         "data": args.data, "batch_size": args.batch_size, "train_size": list(args.base_size or args.size), "crop_size": list(args.size),
-        "budget": {"short_minutes": args.minutes, "long_minutes": longer, "threads": threads,
-                   "clock": "cpu (process CPU time / training threads)",
+        "budget": {**({"short_steps": args.steps, "long_steps": longer} if args.steps else
+                      {"short_minutes": args.minutes, "long_minutes": longer,
+                       "clock": "cpu (process CPU time / training threads)"}), "threads": threads,
                    "recipe": training_recipe(json.loads(args.train))},
         "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
         "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None,
@@ -192,12 +210,12 @@ def main() -> None:
     }
     common.RESULTS = Path(args.results_dir)
     path = common.save_result(args.name, out)
-    print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {args.minutes} min")
+    print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {short_amount} {unit}")
     for c in out["seed_vs_seed"]:
         print(f"seed {args.seed} vs another training seed: Kendall tau {c['kendall_tau']:.3f}, "
               f"Spearman rho {c['spearman_rho']:.3f}")
     if corr_budget:
-        print(f"short vs {longer} min on {corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "
+        print(f"short vs {longer} {unit} on {corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "
               f"Spearman rho {corr_budget['spearman_rho']:.3f}")
     print(f"saved {path}")
 

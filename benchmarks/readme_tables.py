@@ -195,19 +195,23 @@ def joint_latency(r: dict) -> list[str]:
 
 def proxy_groundtruth(r: dict) -> list[str]:
     b = r["budget"]
+    if "short_steps" in b:
+        short, longer = f"{b['short_steps']} optimizer steps", f"{b['long_steps']} steps"
+    else:
+        short, longer = f"{b['short_minutes']:g} CPU-minutes", f"{b['long_minutes']:g} minutes"
     lines = ["### CamVid ground truth for zero-cost proxies (`benchmarks/proxy_groundtruth.py`)", "",
              f"{r['n']} `{r['space']}` networks ({r['space_settings']}) sampled over the latency range "
              f"({r['latency_ms_range'][0]:.1f}–{r['latency_ms_range'][1]:.1f} ms predicted at "
              f"{r['latency']['size'][0]}x{r['latency']['size'][1]}, ONNX Runtime), each trained from scratch on CamVid "
-             f"at {r['train_size'][0]}x{r['train_size'][1]} for **{b['short_minutes']:g} CPU-minutes** "
-             f"({b['threads']} thread, {b['clock']}), val mIoU "
+             f"at {r['train_size'][0]}x{r['train_size'][1]} for **{short}** "
+             f"({b['threads']} thread{', ' + b['clock'] if 'clock' in b else ''}), val mIoU "
              f"{100 * r['val_miou_range'][0]:.1f}–{100 * r['val_miou_range'][1]:.1f}%. "
              f"mIoU vs latency: τ {r['miou_vs_latency']['kendall_tau']:+.2f}; vs parameters: τ "
              f"{r['miou_vs_params']['kendall_tau']:+.2f}."]
     if r.get("short_vs_long"):
         c = r["short_vs_long"]
         lines.append(f"How far the short budget ranks like a longer one: {c['n']} of them, spread over the ranking, "
-                     f"retrained for {b['long_minutes']:g} minutes: Kendall τ {c['kendall_tau']:.2f}, Spearman ρ "
+                     f"retrained for {longer}: Kendall τ {c['kendall_tau']:.2f}, Spearman ρ "
                      f"{c['spearman_rho']:.2f}.")
     for c in r.get("seed_vs_seed") or []:
         seeds = f"Training seeds {c['seeds'][0]} and {c['seeds'][1]}" if c.get("seeds") else "Two training seeds"

@@ -42,6 +42,16 @@ def test_time_budget_stops_training(tiny_cfg):
     assert "val_miou" in result.history[-1]  # the final (budget-ended) epoch is evaluated
 
 
+def test_step_budget_stops_mid_epoch_and_the_schedule_runs_over_it(tiny_cfg):
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=50, max_steps=5, **{"optim.schedule": "poly"})))
+    per_epoch = result.history[0]["step"]
+    assert result.history[-1]["step"] == 5 and per_epoch < 5
+    assert result.epochs_done == -(-5 // per_epoch) and "val_miou" in result.history[-1]
+    # no warm-up: the poly schedule has run over the 5 steps (lr ≈ 0.2^0.9 of the base at the last),
+    # not over 50 epochs (it would still be above 0.97 of the base)
+    assert result.history[-1]["lr"] < 0.5 * 0.003
+
+
 def test_bf16_channels_last_ema_ohem_sgd(tiny_cfg, monkeypatch):
     monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)  # bf16 on any CPU
     cfg = tiny_cfg(epochs=1, bf16=True, channels_last=True, ema_decay=0.99, **{"loss.kind": "ohem",

@@ -57,6 +57,12 @@ def test_evaluate_arch_trains_a_tiny_network_and_reuses_its_run(tmp_path, cache)
         assert math.isfinite(result[name]) and result[name] > 0
     assert result["epochs"] == 1 and result["train_minutes"] >= 0 and result["steps"] == 2
     assert result["cpu"] == cpu_model()
+    # a step budget, the same on any machine
+    steps = make_item(TINY, sample_archs(TINY, 1, seed=0)[0], {**tiny_settings(tmp_path / "runs"), "epochs": 5,
+                                                               "max_steps": 3})
+    assert item_key(steps) != item_key(item)
+    stepped = evaluate_arch(steps)
+    assert stepped["steps"] == 3 and stepped["max_steps"] == 3 and stepped["epochs"] == 2
     assert TINY.arch_from_dict(result["arch"]) == TINY.arch_from_dict(item["arch"])
     folder = tmp_path / "runs" / f"multires-{item_key(item)}"
     assert (folder / "arch.json").is_file()
@@ -124,10 +130,17 @@ def test_groundtruth_repeats_average_per_architecture(tmp_path):
         load_groundtruth_runs([one, empty])
     # a CPU-minute budget buys different training on another CPU: such files are not repeats
     other_cpu = tmp_path / "3.jsonl"
-    other_cpu.write_text("".join(json.dumps({**r, "result": {**r["result"], "cpu": "B"}}) + "\n" for r in second))
-    one.write_text("".join(json.dumps({**r, "result": {**r["result"], "cpu": "A"}}) + "\n" for r in first))
+    on_cpu = lambda records, cpu, **budget: "".join(  # noqa: E731
+        json.dumps({**r, "result": {**r["result"], "cpu": cpu, **budget}}) + "\n" for r in records)
+    other_cpu = tmp_path / "3.jsonl"
+    other_cpu.write_text(on_cpu(second, "B", minutes=2))
+    one.write_text(on_cpu(first, "A", minutes=2))
     with pytest.raises(SegnasError, match="different CPUs"):
         load_groundtruth_runs([one, other_cpu])
+    # a step budget means the same on any CPU
+    other_cpu.write_text(on_cpu(second, "B", minutes=None, max_steps=300))
+    one.write_text(on_cpu(first, "A", minutes=None, max_steps=300))
+    assert len(load_groundtruth_runs([one, other_cpu])) == 2
 
 
 def test_split_indices_partition_and_depend_on_the_seed():

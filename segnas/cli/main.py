@@ -90,6 +90,7 @@ def train(
     base_size: Optional[str] = typer.Option(None, help="Resize all images to HxW first."),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
     minutes: Optional[float] = typer.Option(None, help="Training-time budget in minutes."),
+    steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Base learning rate."),
     teacher: Optional[Path] = typer.Option(None, help="Checkpoint of a teacher for distillation."),
@@ -106,7 +107,7 @@ def train(
 
     flags = {"model.name": model, "data.name": data, "data.root": data_root, "data.crop_size": size,
              "data.base_size": base_size, "epochs": epochs, "time_budget_min": minutes,
-             "data.batch_size": batch_size, "optim.lr": lr, "loss.teacher": str(teacher) if teacher else None,
+             "max_steps": steps, "data.batch_size": batch_size, "optim.lr": lr, "loss.teacher": str(teacher) if teacher else None,
              "bf16": bf16, "threads": threads, "seed": seed, "out_dir": out_dir}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if arch is not None:

@@ -91,6 +91,9 @@ class TrainConfig(Settings):
     #: Stop after this many minutes of training (evaluation excluded); the LR schedule then runs
     #: on whichever of iterations or time is further along.
     time_budget_min: Optional[float] = Field(None, gt=0)
+    #: Stop after this many optimizer steps (a budget that means the same on every machine); the
+    #: LR schedule then runs over them.
+    max_steps: Optional[int] = Field(None, ge=1)
     #: How training time is counted: wall clock, or process CPU time / threads ("cpu"), which
     #: discounts other jobs competing for the same cores.
     budget_clock: Literal["wall", "cpu"] = "wall"

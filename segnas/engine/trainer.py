@@ -154,6 +154,8 @@ class Trainer:
         return p
 
     def _budget_spent(self) -> bool:
+        if self.cfg.max_steps and self.step >= self.cfg.max_steps:
+            return True
         return bool(self.cfg.time_budget_min) and self.elapsed_now >= 60.0 * self.cfg.time_budget_min
 
     def train_one_epoch(self, loader: DataLoader, steps_total: int, bar=None) -> dict[str, float]:
@@ -199,7 +201,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.cfg
         loader = self._loader()
-        steps_total = cfg.epochs * len(loader)
+        steps_total = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
         with progress_bar(cfg.progress) as bar:
             while not self.finished and self.epoch < cfg.epochs:
                 wall_start = time.perf_counter()

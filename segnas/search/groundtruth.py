@@ -1,5 +1,5 @@
 """Ground truth for training-free search: sampled architectures trained from scratch under one
-fixed, short time budget, with their latency, parameters and FLOPs.
+fixed, short budget (CPU-minutes or optimizer steps), with their latency, parameters and FLOPs.
 
 ``evaluate_arch`` is the evaluator of DESIGN's contract: a pure, picklable function of one item
 ``{"space", "arch", "settings"}`` that any ``segnas.parallel`` executor can run. Each item trains in
@@ -7,7 +7,9 @@ its own folder ``<settings.out_dir>/<item key>/`` so that a killed evaluation re
 epoch. ``settings`` holds:
 
 - ``data``: the data section of a training job (``DataConfig`` fields), required;
-- ``minutes``: training budget counted on the CPU clock (None: ``epochs`` alone ends training);
+- ``minutes``: training budget counted on the CPU clock, which buys different training on another CPU;
+  ``max_steps``: a budget in optimizer steps, the same on every machine (either, both, or neither:
+  then ``epochs`` alone ends training);
 - ``epochs`` (default 10000), ``seed`` (0), ``threads`` (training threads, None: torch's);
 - ``size``: [H, W] the latency and FLOPs are for (default: the data's crop or base size);
 - ``latency``: ``"table"`` (predicted from the operator latency table, default) or ``"measured"``;
@@ -133,6 +135,7 @@ def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path):
     fields.update({
         "job": "groundtruth", "data": s["data"], "model": {"name": None, "arch": str(arch_path)},
         "epochs": int(s.get("epochs", 10000)), "time_budget_min": s.get("minutes"), "budget_clock": "cpu",
+        "max_steps": s.get("max_steps"),
         "threads": s.get("threads"), "seed": int(s.get("seed", 0)), "out_dir": str(out_dir),
     })
     try:
@@ -161,7 +164,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     """Train ``item["arch"]`` from scratch under the item's budget; its val mIoU and costs.
 
     Returns ``{"space", "arch", "val_miou", "val_pixel_acc", "latency_ms", "latency_source",
-    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "size", "cpu"}`` (JSON-serializable).
+    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "max_steps", "size", "cpu"}`` (JSON-serializable).
     Resumes the item's earlier, killed training if its folder holds one.
     """
     from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency
@@ -208,7 +211,8 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
         "latency_ms": latency, "latency_source": f"{source}:{backend}",
         "params": int(count_parameters(net)), "gflops": float(count_flops(net, (1, 3, h, w)).gflops),
         "train_minutes": round(result.train_seconds / 60.0, 4), "epochs": int(result.epochs_done),
-        "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "size": [h, w],
+        "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "max_steps": s.get("max_steps"),
+        "size": [h, w],
         # a CPU-minute budget buys different training on another CPU: repeats must match this
         "cpu": cpu_model(),
     }
@@ -236,9 +240,9 @@ def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
 
 
 def record_cpus(records: Sequence[dict[str, Any]]) -> set[str]:
-    """The CPUs that ground-truth ``records`` were trained on (records older than the ``cpu`` field
-    name none)."""
-    return {r["cpu"] for r in records if r.get("cpu")}
+    """The CPUs that ground-truth ``records`` under a CPU-minute budget were trained on (records
+    older than the ``cpu`` field name none; a step budget means the same on any CPU)."""
+    return {r["cpu"] for r in records if r.get("cpu") and r.get("minutes")}
 
 
 def load_groundtruth_runs(paths: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
