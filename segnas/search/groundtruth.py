@@ -164,11 +164,13 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     """Train ``item["arch"]`` from scratch under the item's budget; its val mIoU and costs.
 
     Returns ``{"space", "arch", "val_miou", "val_pixel_acc", "latency_ms", "latency_source",
-    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "max_steps", "size", "cpu"}`` (JSON-serializable).
+    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "max_steps", "size", "cpu", "bf16"}``
+    (JSON-serializable).
     Resumes the item's earlier, killed training if its folder holds one.
     """
     from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency
     from segnas.cost.machine import cpu_model
+    from segnas.engine.evaluate import usable_bf16
     from segnas.jobs.train import train_job
     from segnas.spaces import write_arch_file
 
@@ -214,7 +216,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
         "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "max_steps": s.get("max_steps"),
         "size": [h, w],
         # a CPU-minute budget buys different training on another CPU: repeats must match this
-        "cpu": cpu_model(),
+        "cpu": cpu_model(), "bf16": usable_bf16(cfg.bf16),
     }
 
 
