@@ -43,8 +43,10 @@ import common  # noqa: E402
 
 from segnas.cost import LatencyTable  # noqa: E402
 from segnas.cost.machine import cpu_model  # noqa: E402
+from segnas.engine.evaluate import usable_bf16  # noqa: E402
+from segnas.errors import SegnasError  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
-    dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations, record_cpus,
+    check_one_cpu, dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
     run_groundtruth, sample_archs, training_recipe)
 from segnas.spaces import get_space  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
@@ -107,16 +109,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="sampling and training seed")
     ap.add_argument("--repeat-seeds", type=int, default=0,
                     help="train every network again with this many other training seeds (seed+1, ...)")
-    ap.add_argument("--allow-other-cpu", action="store_true",
-                    help="extend files trained on another CPU (their CPU-minute budget is not this one's)")
     ap.add_argument("--out-dir", default="runs/groundtruth", help="per-network training folders")
     ap.add_argument("--data-dir", default=str(common.ROOT / "benchmarks" / "data"), help="where the JSONL files go")
     ap.add_argument("--results-dir", default=str(common.RESULTS))
-    ap.add_argument("--name", default="proxy_groundtruth", help="result file name")
+    ap.add_argument("--name", default=None, help="result file name (default proxy_groundtruth[_steps<N>])")
     args = ap.parse_args()
     if args.data == "camvid" and not Path(args.data_root or common.camvid_root()).is_dir():
         sys.exit(f"CamVid not found at {args.data_root or common.camvid_root()} (set SEGNAS_CAMVID)")
-    if args.steps:  # a step budget replaces the CPU-minute one
+    train = json.loads(args.train)
+    if args.steps:  # a step budget replaces the CPU-minute one; fp32, as bf16 is native on some CPUs only
+        train = {"bf16": False, **train}
         budget, longer_budget = {"minutes": None, "max_steps": args.steps}, {
             "minutes": None, "max_steps": args.longer_steps or 3 * args.steps}
         unit, short_amount, longer = "steps", args.steps, longer_budget["max_steps"]
@@ -134,11 +136,11 @@ def main() -> None:
     long_path = data_dir / f"{stem}_long.jsonl"
     repeat_paths = [data_dir / f"{stem}_seed{seed}.jsonl"
                     for seed in range(args.seed + 1, args.seed + 1 + args.repeat_seeds)]
-    for path in [short_path, long_path, *repeat_paths]:
-        other = record_cpus(load_groundtruth(path)) - {cpu_model()} if path.is_file() else set()
-        if other and not args.allow_other_cpu:
-            sys.exit(f"{path}: trained on {', '.join(sorted(other))}, but this machine is {cpu_model()}: a CPU-minute "
-                     "budget buys different training there (--allow-other-cpu to mix them anyway)")
+    try:
+        check_one_cpu({str(p): load_groundtruth(p) for p in [short_path, long_path, *repeat_paths] if p.is_file()},
+                      this_cpu=cpu_model())
+    except SegnasError as exc:
+        sys.exit(str(exc))
     data = data_section(args.data, args.data_root, args.size, args.base_size, args.batch_size,
                         json.loads(args.data_options))
     lat_size = tuple(args.latency_size or args.base_size or args.size)
@@ -149,7 +151,7 @@ def main() -> None:
     settings = {"data": data, **budget, "size": list(lat_size), "latency": "table",
                 "backend": args.backend, "latency_threads": table.threads,
                 "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
-                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": json.loads(args.train)}
+                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": train}
     lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
     print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
           f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
@@ -186,7 +188,7 @@ def main() -> None:
         "budget": {**({"short_steps": args.steps, "long_steps": longer} if args.steps else
                       {"short_minutes": args.minutes, "long_minutes": longer,
                        "clock": "cpu (process CPU time / training threads)"}), "threads": threads,
-                   "recipe": training_recipe(json.loads(args.train))},
+                   "recipe": training_recipe(train), "bf16_used": usable_bf16(training_recipe(train)["bf16"])},
         "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
         "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None,
                                  "repeats": [str(p) for p, _ in repeats]},
@@ -210,7 +212,7 @@ def main() -> None:
                     "latency_ms": round(lats[i], 2)} for i, r in zip(subset, long)],
     }
     common.RESULTS = Path(args.results_dir)
-    path = common.save_result(args.name, out)
+    path = common.save_result(args.name or f"proxy_groundtruth{suffix}", out)
     print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {short_amount} {unit}")
     for c in out["seed_vs_seed"]:
         print(f"seed {args.seed} vs another training seed: Kendall tau {c['kendall_tau']:.3f}, "

@@ -68,7 +68,13 @@ def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cf
     monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: False)
     assert usable_bf16(True, said.append) is False and "no native bf16" in said[0]
     assert usable_bf16(False, said.append) is False and len(said) == 1
+    import segnas.engine.trainer as trainer
+
+    autocast_args = []
+    real_autocast = trainer.autocast_context
+    monkeypatch.setattr(trainer, "autocast_context", lambda bf16: autocast_args.append(bf16) or real_autocast(bf16))
     result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, bf16=True)), echo=said.append)
+    assert autocast_args and not any(autocast_args)  # trained and evaluated in fp32
     notices = lambda: sum("no native bf16" in m for m in said)  # noqa: E731
     assert notices() == 2 and torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
     monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)

@@ -12,7 +12,7 @@ from segnas.cost import count_parameters
 from segnas.cost.machine import cpu_model
 from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
-    arch_key, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
+    arch_key, check_one_cpu, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
     rank_correlations, run_groundtruth, sample_archs, split_indices, untrained_net)
 from segnas.search.saswot import saswot_search, training_free_search
 from segnas.spaces import read_arch_file
@@ -132,15 +132,21 @@ def test_groundtruth_repeats_average_per_architecture(tmp_path):
     other_cpu = tmp_path / "3.jsonl"
     on_cpu = lambda records, cpu, **budget: "".join(  # noqa: E731
         json.dumps({**r, "result": {**r["result"], "cpu": cpu, **budget}}) + "\n" for r in records)
-    other_cpu = tmp_path / "3.jsonl"
     other_cpu.write_text(on_cpu(second, "B", minutes=2))
     one.write_text(on_cpu(first, "A", minutes=2))
     with pytest.raises(SegnasError, match="different CPUs"):
         load_groundtruth_runs([one, other_cpu])
-    # a step budget means the same on any CPU
-    other_cpu.write_text(on_cpu(second, "B", minutes=None, max_steps=300))
-    one.write_text(on_cpu(first, "A", minutes=None, max_steps=300))
+    with pytest.raises(SegnasError, match="this machine is C"):
+        check_one_cpu({"1.jsonl": load_groundtruth(one)}, this_cpu="C")
+    check_one_cpu({"1.jsonl": load_groundtruth(one)}, this_cpu="A")
+    # a step budget means the same on any CPU, in one precision
+    other_cpu.write_text(on_cpu(second, "B", minutes=None, max_steps=300, bf16=False))
+    one.write_text(on_cpu(first, "A", minutes=None, max_steps=300, bf16=False))
     assert len(load_groundtruth_runs([one, other_cpu])) == 2
+    check_one_cpu({"1.jsonl": load_groundtruth(one)}, this_cpu="C")
+    one.write_text(on_cpu(first, "A", minutes=None, max_steps=300, bf16=True))
+    with pytest.raises(SegnasError, match="one precision"):
+        load_groundtruth_runs([one, other_cpu])
 
 
 def test_split_indices_partition_and_depend_on_the_seed():
@@ -183,6 +189,7 @@ def test_noise_ceiling_predicts_how_well_the_truth_ranks_like_noisy_runs(runs):
     assert noise_ceiling_tau(seed_tau, runs) == pytest.approx(actual, abs=0.02)
     assert noise_ceiling_tau(seed_tau, runs + 1) > noise_ceiling_tau(seed_tau, runs)
     assert noise_ceiling_tau(1.0) == pytest.approx(1.0) and noise_ceiling_tau(-0.1) == 0.0
+    assert math.isnan(noise_ceiling_tau(float("nan")))
     with pytest.raises(SegnasError, match="runs"):
         noise_ceiling_tau(0.5, 0)
 

@@ -36,7 +36,8 @@ def cpu_model() -> str:
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). Without it PyTorch emulates
-    bf16, and autocast makes CPU training slower than fp32 (2.5x on an AVX-512 Xeon without BF16)."""
+    bf16, and autocast makes CPU training slower than fp32 (1.3x for Fast-SCNN on an AVX-512 Xeon
+    without BF16, more for small networks; benchmarks/train_step_precision.py)."""
     try:
         if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
             return True

@@ -201,7 +201,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.cfg
         loader = self._loader()
-        steps_total = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
+        steps_total = cfg.epochs * len(loader)
+        steps_total = min(steps_total, cfg.max_steps or steps_total)
         with progress_bar(cfg.progress) as bar:
             while not self.finished and self.epoch < cfg.epochs:
                 wall_start = time.perf_counter()

@@ -247,6 +247,19 @@ def record_cpus(records: Sequence[dict[str, Any]]) -> set[str]:
     return {r["cpu"] for r in records if r.get("cpu") and r.get("minutes")}
 
 
+def check_one_cpu(files: dict[str, Sequence[dict[str, Any]]], this_cpu: str | None = None) -> None:
+    """Raise if the CPU-minute records of ``files`` (name -> records) were trained on more than one
+    CPU, or on another one than ``this_cpu``: a CPU-minute budget buys different training on each."""
+    cpus = {cpu: name for name, records in files.items() for cpu in record_cpus(records)}
+    if this_cpu is not None and cpus and set(cpus) != {this_cpu}:
+        other = sorted(set(cpus) - {this_cpu})
+        raise SegnasError(f"{cpus[other[0]]}: trained on {', '.join(other)}, but this machine is {this_cpu}: a "
+                          "CPU-minute budget buys different training here (use --steps, or another --data-dir)")
+    if len(cpus) > 1:
+        raise SegnasError(f"{', '.join(files)}: trained on different CPUs ({', '.join(sorted(cpus))}); a CPU-minute "
+                          "budget buys different training on each, so the runs are not repeats")
+
+
 def load_groundtruth_runs(paths: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
     """The records of the first ground-truth file, with ``val_miou`` the mean over every file that
     trained the same architecture (repeats with other training seeds) and ``val_miou_runs`` the
@@ -255,10 +268,10 @@ def load_groundtruth_runs(paths: str | Path | Sequence[str | Path]) -> list[dict
     if not paths:
         raise SegnasError("no ground-truth file given")
     files = [load_groundtruth(p) for p in paths]
-    cpus = {cpu for records in files for cpu in record_cpus(records)}
-    if len(cpus) > 1:
-        raise SegnasError(f"{', '.join(map(str, paths))}: trained on different CPUs ({', '.join(sorted(cpus))}); "
-                          "a CPU-minute budget buys different training on each, so the runs are not repeats")
+    check_one_cpu(dict(zip(map(str, paths), files)))
+    if len({r["bf16"] for records in files for r in records if "bf16" in r}) > 1:
+        raise SegnasError(f"{', '.join(map(str, paths))}: some networks trained in bf16, others in fp32; "
+                          "train them all in one precision")
     first = [r for r in files[0] if r.get("val_miou") is not None]
     by_arch = [{arch_key(r["arch"]): r["val_miou"] for r in records if r.get("val_miou") is not None}
                for records in files[1:]]
@@ -317,6 +330,8 @@ def noise_ceiling_tau(seed_vs_seed_tau: float, runs: int = 1) -> float:
     """
     if runs < 1:
         raise SegnasError(f"runs must be >= 1, got {runs}")
+    if math.isnan(seed_vs_seed_tau):
+        return float("nan")
     r = math.sin(math.pi * max(seed_vs_seed_tau, 0.0) / 2)
     reliability = runs * r / (1 + (runs - 1) * r) if r > 0 else 0.0
     return 2 / math.pi * math.asin(math.sqrt(reliability))
