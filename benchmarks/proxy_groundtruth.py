@@ -14,9 +14,10 @@ killed run resumes (finished networks are skipped, a network killed mid-training
 its last epoch in ``--out-dir``).
 
 ``--repeat-seeds`` trains every network again with other training seeds, into
-``groundtruth_<space>_<data>_seed<k>.jsonl``: the τ between two seeds is the ceiling on how well any
-proxy can rank a single run, and the per-network mean over seeds is a less noisy ground truth
-(``benchmarks/proxies_camvid.py --groundtruth`` takes all the files).
+``groundtruth_<space>_<data>_seed<k>.jsonl``: the τ between two seeds measures the ground truth's own
+noise, from which ``noise_ceiling_tau`` gives the best τ any proxy could reach, and the per-network
+mean over seeds is a less noisy ground truth (``benchmarks/proxies_camvid.py --groundtruth`` takes
+all the files).
 
 ``--steps`` gives a budget in optimizer steps instead, which means the same on every machine (a
 CPU-minute budget buys different training on another CPU, so files trained under one are only
@@ -43,7 +44,6 @@ import common  # noqa: E402
 
 from segnas.cost import LatencyTable  # noqa: E402
 from segnas.cost.machine import cpu_model  # noqa: E402
-from segnas.engine.evaluate import usable_bf16  # noqa: E402
 from segnas.errors import SegnasError  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
     check_one_cpu, dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
@@ -176,9 +176,11 @@ def main() -> None:
     miou = [r["val_miou"] for r in short]
     runs = [miou] + [[r["val_miou"] for r in rep] for _, rep in repeats]
     mean_miou = np.mean(runs, axis=0).tolist()
-    seed_pairs = [(i, j) for i in range(len(runs)) for j in range(i + 1, len(runs))]
-    pairs = [rank_correlations(runs[i], runs[j]) for i, j in seed_pairs]
-    seed_tau = float(np.mean([c["kendall_tau"] for c in pairs])) if pairs else float("nan")
+    # how well one training run ranks like another: the ground truth's own noise
+    seed_vs_seed = [{**rank_correlations(runs[i], runs[j]), "seeds": [args.seed + i, args.seed + j]}
+                    for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    seed_tau = float(np.mean([c["kendall_tau"] for c in seed_vs_seed])) if seed_vs_seed else float("nan")
+    precisions = {r["bf16"] for r in short if "bf16" in r}
     corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
                    if len(subset) > 1 else None)
     out = {
@@ -188,7 +190,7 @@ def main() -> None:
         "budget": {**({"short_steps": args.steps, "long_steps": longer} if args.steps else
                       {"short_minutes": args.minutes, "long_minutes": longer,
                        "clock": "cpu (process CPU time / training threads)"}), "threads": threads,
-                   "recipe": training_recipe(train), "bf16_used": usable_bf16(training_recipe(train)["bf16"])},
+                   "recipe": training_recipe(train), "bf16_used": precisions.pop() if len(precisions) == 1 else None},
         "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
         "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None,
                                  "repeats": [str(p) for p, _ in repeats]},
@@ -196,11 +198,7 @@ def main() -> None:
         # latency predicted on this machine (a record's latency_ms is from the machine that trained it)
         "latency_ms_range": [min(lats), max(lats)],
         "short_vs_long": corr_budget,
-        # Repeats: how well one training run ranks like another (the ground truth's own noise, from which
-        # noise_ceiling_tau follows), and
-        # how well the mean over seeds ranks like the longer budget.
-        "seed_vs_seed": [{**c, "seeds": [args.seed + i, args.seed + j]}
-                         for c, (i, j) in zip(pairs, seed_pairs)],
+        "seed_vs_seed": seed_vs_seed,
         "mean_of_seeds_vs_long": rank_correlations([mean_miou[i] for i in subset], [r["val_miou"] for r in long])
         if repeats and len(subset) > 1 else None,
         "noise_ceiling_tau": ({"single_run": noise_ceiling_tau(seed_tau, 1),
@@ -215,7 +213,7 @@ def main() -> None:
     path = common.save_result(args.name or f"proxy_groundtruth{suffix}", out)
     print(f"val mIoU {min(miou):.4f}-{max(miou):.4f} after {short_amount} {unit}")
     for c in out["seed_vs_seed"]:
-        print(f"seed {args.seed} vs another training seed: Kendall tau {c['kendall_tau']:.3f}, "
+        print(f"seed {c['seeds'][0]} vs seed {c['seeds'][1]}: Kendall tau {c['kendall_tau']:.3f}, "
               f"Spearman rho {c['spearman_rho']:.3f}")
     if corr_budget:
         print(f"short vs {longer} {unit} on {corr_budget['n']} networks: Kendall tau {corr_budget['kendall_tau']:.3f}, "

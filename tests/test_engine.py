@@ -58,7 +58,7 @@ def test_bf16_channels_last_ema_ohem_sgd(tiny_cfg, monkeypatch):
                    "optim.name": "sgd", "optim.lr": 0.01, "optim.clip_grad_norm": 1.0, "optim.warmup_iters": 2,
                    "optim.schedule": "cosine"})
     result = train_job(TrainConfig.model_validate(cfg))
-    assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
+    assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"])) and result.bf16
 
 
 def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cfg, monkeypatch):
@@ -74,7 +74,7 @@ def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cf
     real_autocast = trainer.autocast_context
     monkeypatch.setattr(trainer, "autocast_context", lambda bf16: autocast_args.append(bf16) or real_autocast(bf16))
     result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, bf16=True)), echo=said.append)
-    assert autocast_args and not any(autocast_args)  # trained and evaluated in fp32
+    assert autocast_args and not any(autocast_args) and not result.bf16  # trained and evaluated in fp32
     notices = lambda: sum("no native bf16" in m for m in said)  # noqa: E731
     assert notices() == 2 and torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
     monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)

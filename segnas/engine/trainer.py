@@ -37,6 +37,7 @@ class TrainResult:
     epochs_done: int
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    bf16: bool = False  # whether bf16 autocast was used (False where the CPU lacks native bf16)
 
 
 def build_loss(cfg: TrainConfig) -> SegmentationLoss:
@@ -238,7 +239,7 @@ class Trainer:
         history = self.run.read_metrics()
         final = next((r for r in reversed(history) if "val_miou" in r), history[-1] if history else {})
         return TrainResult(str(self.run.path), self.best_miou, self.best_epoch, final, self.epoch,
-                           self.elapsed, history)
+                           self.elapsed, history, self.bf16)
 
     @property
     def elapsed_now(self) -> float:

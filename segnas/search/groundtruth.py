@@ -170,7 +170,6 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     """
     from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency
     from segnas.cost.machine import cpu_model
-    from segnas.engine.evaluate import usable_bf16
     from segnas.jobs.train import train_job
     from segnas.spaces import write_arch_file
 
@@ -216,7 +215,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
         "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "max_steps": s.get("max_steps"),
         "size": [h, w],
         # a CPU-minute budget buys different training on another CPU: repeats must match this
-        "cpu": cpu_model(), "bf16": usable_bf16(cfg.bf16),
+        "cpu": cpu_model(), "bf16": result.bf16,
     }
 
 
