@@ -44,13 +44,20 @@ from segnas.utils import parse_size  # noqa: E402
 DATA = common.ROOT / "benchmarks" / "data"
 
 
+def score_key(record: dict, batches: list, seed: int) -> str:
+    """Cache key of one network's proxy scores: its architecture (not its training budget, so ground
+    truths that trained the same architectures share scores), the seed, the proxies and the images."""
+    return default_key({"space": record["space"], "arch": record["arch"], "seed": seed, "proxies": sorted(PROXIES),
+                        "images": [list(b[0].shape) for b in batches]})
+
+
 def classic_scores(records: list[dict], batches: list, num_classes: int, seed: int, cache: Path) -> list[dict]:
-    """Every registered proxy of every record's untrained network (value and seconds), cached by key."""
+    """Every registered proxy of every record's untrained network (value and seconds), cached by
+    ``score_key``."""
     store = ResultStore(cache)
     out = []
     for i, r in enumerate(records):
-        key = default_key({"record": r["key"], "seed": seed, "proxies": sorted(PROXIES),
-                           "images": [list(b[0].shape) for b in batches]})
+        key = score_key(r, batches, seed)
         if key not in store:
             net = untrained_net(r, num_classes, seed)
             row = {}
