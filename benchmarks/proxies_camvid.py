@@ -13,7 +13,9 @@ The architectures are split at random (``--train-fraction``, seed ``--seed``) in
 on which DEAP's genetic programming evolves a proxy expression (``segnas proxy discover``'s
 algorithm), and a held-out part on which Kendall τ-b and Spearman ρ of every proxy are reported.
 Because a held-out τ on ~30 networks is noisy (±0.1), discovery is repeated on ``--splits``
-different random splits; the table gives split 0 and the mean over splits. Signs are as the proxies
+different random splits; the table gives split 0 and the mean over splits. With ``--cv-folds K``
+each split's discovery first picks its size penalty (parsimony) by K-fold cross-validation on its
+training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. Signs are as the proxies
 define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
 
 Saves ``results/proxies_camvid.json``, the scatter plot ``results/proxies_camvid.png`` and the
@@ -34,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from segnas.jobs.proxy import proxy_batches, scored_on  # noqa: E402
-from segnas.parallel import default_key  # noqa: E402
+from segnas.parallel import default_key, run_all  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
-from segnas.proxies.discovery import discover, layer_stats  # noqa: E402
+from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
+from segnas.proxies.discovery import DiscoveredProxy, layer_stats  # noqa: E402
 from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
@@ -121,7 +124,35 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--population", type=int, default=64)
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="discoveries run at once (processes; 1 = in this process)")
+    ap.add_argument("--cv-folds", type=int, default=0,
+                    help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
+                         "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
     return ap
+
+
+def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: argparse.Namespace) -> list[DiscoveredProxy]:
+    """One discovery per job (``train`` indices, their ``targets``, ``seed``, optional ``held``
+    indices whose real mIoU is reported), run ``--workers`` at a time in processes through
+    ``segnas.parallel`` (1 torch thread each) and cached under ``runs/`` so a killed benchmark
+    resumes: plain, or with parsimony chosen by ``--cv-folds``-fold cross-validation on ``train``."""
+    options = {"population": args.population, "generations": args.generations}
+    stats = as_numpy(stats)
+    items, keys = [], {}
+    for job in jobs:
+        held = job.get("held")
+        items.append({"stats": [stats[i] for i in job["train"]], "targets": job["targets"], "cv_folds": args.cv_folds,
+                      "options": options | {"seed": job["seed"]},
+                      "validation": ([stats[i] for i in held], [records[i]["val_miou"] for i in held]) if held else None})
+        keys[id(items[-1])] = default_key({"archs": [records[i]["key"] for i in job["train"]], "job": job,
+                                           "cv_folds": args.cv_folds, "options": options, "images": args.images,
+                                           "size": list(args.size), "stats_seed": args.seed,
+                                           "held_mious": [records[i]["val_miou"] for i in held or []]})
+    cache = common.ROOT / "runs" / "benchmark_cache" / "proxy_discovery.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    found = run_all(discovery_task, items, executor="process" if args.workers > 1 else "inline",
+                    workers=args.workers, results_path=cache, key=lambda item: keys[id(item)], progress=True)
+    return [DiscoveredProxy.from_dict(f) for f in found]
 
 
 def main() -> None:
@@ -149,20 +180,22 @@ def main() -> None:
     mious = [float(r["val_miou"]) for r in records]
     classic = {name: [float(s[name]) for s in scores] for name in sorted(PROXIES)}
 
+    t0 = time.perf_counter()
+    parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
+    jobs = [{"train": train, "held": held, "targets": [mious[i] for i in train], "seed": args.seed + k}
+            for k, (train, held) in enumerate(parts)]
+    discovered = run_discoveries(jobs, stats, records, args)
+    discovery_s = time.perf_counter() - t0
     splits = []
-    for k in range(args.splits):
-        train, held = split_indices(len(records), args.train_fraction, args.seed + k)
-        t0 = time.perf_counter()
-        found = discover([stats[i] for i in train], [mious[i] for i in train], population=args.population,
-                         generations=args.generations, seed=args.seed + k,
-                         validation=([stats[i] for i in held], [mious[i] for i in held]))
+    for k, ((train, held), found) in enumerate(zip(parts, discovered)):
         values = [found.evaluate(s) for s in stats]
         held_corr = {n: correlations(v, mious, held) for n, v in classic.items()}
         held_corr["discovered"] = correlations(values, mious, held)
         best_classic = max(classic, key=lambda n: np.nan_to_num(held_corr[n]["kendall_tau"], nan=-2))
         splits.append({"split_seed": args.seed + k, "train": train, "expression": found.expression,
+                       "cross_validation": found.settings.get("cross_validation"),
                        "train_tau": found.train_tau, "held_out": held_corr, "held_out_indices": held,
-                       "best_classic": best_classic, "discovery_seconds": round(time.perf_counter() - t0, 1),
+                       "best_classic": best_classic,
                        "discovered_values": values, "found": found})
         print(f"split {k}: discovered held-out τ {held_corr['discovered']['kendall_tau']:+.3f} "
               f"(train τ {found.train_tau:+.3f}); best classic {best_classic} "
@@ -210,7 +243,8 @@ def main() -> None:
         "training_runs_per_network": len(args.groundtruth), "networks": len(records), "space": space,
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
-                     "generations": args.generations},
+                     "generations": args.generations, "cv_folds": args.cv_folds, "workers": args.workers},
+        "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,
         "splits": [{k: v for k, v in s.items() if k not in ("found", "discovered_values", "train", "held_out_indices")}
                    | {"train_size": len(s["train"]), "held_out_size": len(s["held_out_indices"])} for s in splits],

@@ -9,7 +9,8 @@ therefore scores well by chance alone. For each of ``--splits`` random splits (t
 settings as ``proxies_camvid.py``) this runs discovery once on the real mIoU and ``--shuffles``
 times on randomly permuted mIoU, and reports train and held-out τ of each. A discovery that has
 found real signal reaches a train τ above the shuffled runs' and keeps a held-out τ above 0;
-one that has only fitted noise does neither.
+one that has only fitted noise does neither. ``--cv-folds`` runs the cross-validated discovery of
+``proxies_camvid.py --cv-folds`` instead (the shuffled runs cross-validate on shuffled mIoU too).
 """
 
 from __future__ import annotations
@@ -23,23 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from proxies_camvid import DATA, discovery_arguments  # noqa: E402
+from proxies_camvid import discovery_arguments, run_discoveries  # noqa: E402
 
 from segnas.jobs.proxy import proxy_batches  # noqa: E402
-from segnas.proxies.discovery import discover, layer_stats  # noqa: E402
+from segnas.proxies.discovery import DiscoveredProxy, layer_stats  # noqa: E402
 from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
-
-
-def run_discovery(stats: list, mious: list[float], train: list[int], held: list[int], targets: list[float],
-                  args: argparse.Namespace, seed: int) -> dict:
-    """Discover on ``train`` with ``targets`` (real or shuffled mIoU); τ on train (against those
-    targets) and on ``held`` (against the real mIoU)."""
-    found = discover([stats[i] for i in train], targets, population=args.population,
-                     generations=args.generations, seed=seed)
-    values = [found.evaluate(stats[i]) for i in held]
-    return {"train_tau": found.train_tau,
-            "held_out_tau": rank_correlations(values, [mious[i] for i in held])["kendall_tau"],
-            "expression": found.expression}
 
 
 def main() -> None:
@@ -54,15 +43,26 @@ def main() -> None:
     stats = [layer_stats(untrained_net(r, num_classes, args.seed), batches, seed=args.seed) for r in records]
     mious = [float(r["val_miou"]) for r in records]
     rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
+    jobs = []  # per split: the real mIoU, then --shuffles permutations of it
+    for k, (train, held) in enumerate(parts):
+        real = [mious[i] for i in train]
+        for targets in [real] + [rng.permutation(real).tolist() for _ in range(args.shuffles)]:
+            jobs.append({"train": train, "targets": targets, "seed": args.seed + k})
+    found = iter(run_discoveries(jobs, stats, records, args))
+
+    def outcome(found_proxy: DiscoveredProxy, held: list[int]) -> dict:
+        """Train τ (against the targets it was discovered on) and held-out τ (against the real mIoU)."""
+        values = [found_proxy.evaluate(stats[i]) for i in held]
+        return {"train_tau": found_proxy.train_tau, "expression": found_proxy.expression,
+                "held_out_tau": rank_correlations(values, [mious[i] for i in held])["kendall_tau"]}
+
     rows = []
-    for k in range(args.splits):
-        train, held = split_indices(len(records), args.train_fraction, args.seed + k)
-        t0 = time.perf_counter()
-        real = run_discovery(stats, mious, train, held, [mious[i] for i in train], args, args.seed + k)
-        shuffled = [run_discovery(stats, mious, train, held, rng.permutation([mious[i] for i in train]).tolist(),
-                                  args, args.seed + k) for _ in range(args.shuffles)]
-        rows.append({"split_seed": args.seed + k, "real": real, "shuffled": shuffled,
-                     "seconds": round(time.perf_counter() - t0, 1)})
+    for k, (train, held) in enumerate(parts):
+        real = outcome(next(found), held)
+        shuffled = [outcome(next(found), held) for _ in range(args.shuffles)]
+        rows.append({"split_seed": args.seed + k, "real": real, "shuffled": shuffled})
         null_train = ", ".join(f"{s['train_tau']:+.3f}" for s in shuffled)
         null_held = ", ".join(f"{s['held_out_tau']:+.3f}" for s in shuffled)
         print(f"split {k}: real train τ {real['train_tau']:+.3f} held-out {real['held_out_tau']:+.3f}; shuffled "
@@ -77,7 +77,8 @@ def main() -> None:
 
     out = {"groundtruth": [common.relative(p) for p in args.groundtruth], "networks": len(records),
            "settings": {k: getattr(args, k) for k in ("images", "train_fraction", "splits", "shuffles",
-                                                      "population", "generations", "seed")} | {"size": list(args.size)},
+                                                      "population", "generations", "seed", "cv_folds", "workers")} | {"size": list(args.size)},
+           "discovery_seconds": round(time.perf_counter() - t0, 1),
            "train_tau": summary("train_tau"), "held_out_tau": summary("held_out_tau"), "splits": rows}
     path = common.save_result(args.name, out)
     t, h = out["train_tau"], out["held_out_tau"]

@@ -231,7 +231,10 @@ def proxies(r: dict) -> list[str]:
     s = r["settings"]
     runs = r.get("training_runs_per_network", 1)
     title = f", ground truth averaged over {runs} training seeds" if runs > 1 else ""
+    title += ", parsimony cross-validated" if s.get("cv_folds") else ""
+    files = ", ".join(f"`{Path(p).name}`" for p in r["groundtruth"])
     lines = [f"### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`{title})", "",
+             f"Ground truth {files}.",
              f"Held-out split: {r['splits'][0]['held_out_size']} of the {r['networks']} ground-truth networks "
              f"(discovery saw the other {r['splits'][0]['train_size']}); each proxy on {s['images']} CamVid images at "
              f"{s['size'][0]}x{s['size'][1]}, untrained networks, seed {s['seed']}.", "",
@@ -243,8 +246,14 @@ def proxies(r: dict) -> list[str]:
                      f"{row['mean_tau_over_splits']:+.3f} ± {row['std_tau_over_splits']:.3f} | "
                      f"{row['seconds_per_net']:.2f} |")
     g = r["goal"]
+    cv = ""
+    if s.get("cv_folds"):
+        chosen = [sp["cross_validation"]["chosen"]["parsimony"] for sp in r["splits"]]
+        cv = (f"; size penalty (parsimony) chosen per split by {s['cv_folds']}-fold cross-validation on its training "
+              f"networks only, from {[c['settings']['parsimony'] for c in r['splits'][0]['cross_validation']['candidates']]}: "
+              f"chose {chosen}")
     lines += ["", f"Discovered on split 0 (DEAP genetic programming, population {s['population']}, "
-              f"{s['generations']} generations): `{r['discovered']['expression']}`. Margin over the best classic "
+              f"{s['generations']} generations{cv}): `{r['discovered']['expression']}`. Margin over the best classic "
               f"proxy ({g['best_classic']}): {g['margin_over_best_classic']:+.3f} τ on split 0, "
               f"{g['mean_margin_over_splits']:+.3f} on average over the splits (each split's own discovery against "
               f"its own best classic proxy). Goal (margin ≥ 0.1 and τ ≥ 0.5): **{'met' if g['met'] else 'not met'}**. "
@@ -368,7 +377,10 @@ def main() -> None:
     if (r := load("joint_latency_error")) is not None:
         sections += joint_latency(r)
     for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies),
-                     ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
+                     ("proxies_camvid_2seeds", proxies), ("proxies_camvid_2seeds_cv", proxies),
+                     ("proxy_discovery_null", proxy_null), ("proxy_groundtruth_steps300", proxy_groundtruth),
+                     ("proxies_camvid_steps300", proxies), ("proxies_camvid_steps300_cv", proxies),
+                     ("proxy_discovery_null_steps300", proxy_null), ("proxy_discovery_null_steps300_cv", proxy_null),
                      ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)

@@ -188,5 +188,11 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
                  "--population", "6", "--generations", "1")
     assert result.exit_code == 0, result.output
     summary = json.loads(out.with_suffix(".summary.json").read_text())
-    assert summary["train_archs"] + summary["held_out_archs"] == 8
+    assert summary["train_archs"] + summary["held_out_archs"] == 8 and summary["parsimony"] == 0
     assert run("proxy", "score", "fast_scnn", "--proxy", out, "--images", "2", "--size", "32x48").exit_code == 0
+    result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
+                 "--population", "6", "--generations", "1", "--train-fraction", "0.75", "--cv-folds", "2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("cross-validation {'parsimony'") == 4
+    saved = json.loads(out.read_text())["settings"]
+    assert saved["parsimony"] == saved["cross_validation"]["chosen"]["parsimony"]

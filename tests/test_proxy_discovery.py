@@ -9,6 +9,7 @@ from deap import gp
 from segnas.errors import SegnasError
 from segnas.proxies import PROXIES, score
 from segnas.proxies.common import weight_layers
+from segnas.proxies.cross_validation import cross_validate, discover_cv, fold_indices
 from segnas.proxies.discovery import (DiscoveredProxy, discover, layer_stats, rank_correlations, register_expression,
                                       score_expression)
 from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse
@@ -196,3 +197,35 @@ def test_bad_discovery_input(planted):
         discover(archs[:4], [0.5] * 4)
     with pytest.raises(SegnasError, match="lack 'G'"):
         discover([[{k: v for k, v in s[0].items() if k != "G"}] for s in archs[:3]], targets[:3])
+    with pytest.raises(SegnasError, match="parsimony must be a non-negative"):
+        discover(archs, targets, parsimony=-0.1)
+
+
+def test_parsimony_prefers_smaller_trees_and_history_reports_plain_tau(planted):
+    archs, targets = planted
+    plain = discover(archs, targets, population=24, generations=6, seed=3)
+    lean = discover(archs, targets, population=24, generations=6, seed=3, parsimony=0.05)
+    assert len(lean.tree) <= len(plain.tree) and lean.settings["parsimony"] == 0.05
+    last = lean.history[-1]
+    assert last["best_fitness"] == pytest.approx(last["best_tau"] - 0.05 * len(lean.tree))
+    assert lean.train_tau == pytest.approx(last["best_tau"])
+
+
+def test_fold_indices_partition():
+    parts = fold_indices(20, 3, seed=4)
+    assert sorted(i for p in parts for i in p) == list(range(20)) and [len(p) for p in parts] == [7, 7, 6]
+    assert parts == fold_indices(20, 3, seed=4) and parts != fold_indices(20, 3, seed=5)
+    with pytest.raises(SegnasError, match="at least 3 architectures per fold"):
+        fold_indices(8, 3, seed=0)
+
+
+def test_cross_validation_picks_the_setting_that_generalizes(planted):
+    archs, targets = planted
+    candidates = [{"generations": 0}, {"generations": 12}]  # random trees against an evolved one
+    rows = cross_validate(archs, targets, candidates, folds=2, seed=0, population=24)
+    assert [r["settings"] for r in rows] == candidates and all(len(r["fold_taus"]) == 2 for r in rows)
+    assert rows[1]["mean_tau"] > rows[0]["mean_tau"] and rows[1]["mean_tau"] >= 0.6
+    found = discover_cv(archs, targets, candidates, folds=2, seed=0, population=24)
+    assert found.settings["cross_validation"]["chosen"] == {"generations": 12}
+    assert found.settings["generations"] == 12 and len(found.history) == 13
+    assert found.settings["cross_validation"]["candidates"] == rows

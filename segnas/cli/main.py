@@ -373,13 +373,15 @@ def proxy_discover(
     population: int = typer.Option(64),
     generations: int = typer.Option(20),
     seed: int = typer.Option(0),
+    cv_folds: int = typer.Option(0, help="Pick the size penalty (parsimony) by this many-fold cross-validation on "
+                                         "the training split; 0 = none."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
 
     s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
-                           seed=seed, echo=echo)
+                           seed=seed, cv_folds=cv_folds, echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 
 

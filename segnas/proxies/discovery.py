@@ -190,18 +190,23 @@ class DiscoveredProxy:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
+    def from_dict(cls, data: Any) -> "DiscoveredProxy":
+        """The inverse of ``to_dict``."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("expression"), str):
+            raise SegnasError(f"not a {FORMAT} file (expected keys format, expression)")
+        return cls(expression=data["expression"], train_tau=data.get("train_tau"), train_rho=data.get("train_rho"),
+                   val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
+                   history=list(data.get("history") or []), settings=dict(data.get("settings") or {}))
+
+    @classmethod
     def load(cls, path: str | Path) -> "DiscoveredProxy":
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SegnasError(f"{path}: cannot read a proxy expression ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("expression"), str):
-            raise SegnasError(f"{path}: not a {FORMAT} file (expected keys format, expression)")
         try:
-            return cls(expression=data["expression"], train_tau=data.get("train_tau"),
-                       train_rho=data.get("train_rho"), val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
-                       history=list(data.get("history") or []), settings=dict(data.get("settings") or {}))
+            return cls.from_dict(data)
         except SegnasError as exc:
             raise SegnasError(f"{path}: {exc}") from None
 
@@ -261,7 +266,7 @@ def _check_inputs(stats_per_arch: Sequence, target_mious: Sequence[float], what:
 def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float], *,
              population: int = 64, generations: int = 20, seed: int = 0, crossover: float = 0.5,
              mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
-             init_height: tuple[int, int] = (2, 4), validation: tuple[Sequence, Sequence[float]] | None = None,
+             init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0, validation: tuple[Sequence, Sequence[float]] | None = None,
              cache_size: int = 2048, callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
     """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
     (``layer_stats`` of each architecture) and ``target_mious``.
@@ -270,8 +275,10 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
     tournament-selected, crossed over (one point, typed) with probability ``crossover`` and mutated
     with probability ``mutation`` (uniform subtree, node replacement or shrink, uniformly); trees
     higher than ``max_height`` are rejected (``gp.staticLimit``); duplicates and trees reading no
-    statistic are replaced by fresh random trees; constant or unrankable ones get fitness −2. Ties
-    prefer the smaller tree. Deterministic for a seed (Python's ``random`` state is restored).
+    statistic are replaced by fresh random trees; constant or unrankable ones get fitness −2.
+    Selection uses τ − ``parsimony`` × (nodes in the tree), so a larger tree must rank better to win
+    (``segnas.proxies.cross_validation`` picks ``parsimony`` on the training split); ties prefer the
+    smaller tree. History and results report the plain τ. Deterministic for a seed (Python's ``random`` state is restored).
     ``validation`` = (stats, mIoUs) is scored with the best tree each generation (never selects)."""
     targets = _check_inputs(stats_per_arch, target_mious, "the training split")
     if len(targets) < 3:
@@ -281,6 +288,8 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
     if population < 2 or generations < 0 or tournament < 1 or not 0 <= elite < population:
         raise SegnasError(f"discover: expected population ≥ 2, generations ≥ 0, tournament ≥ 1 and "
                           f"0 ≤ elite < population; got {population}, {generations}, {tournament}, {elite}")
+    if not (math.isfinite(parsimony) and parsimony >= 0):
+        raise SegnasError(f"discover: parsimony must be a non-negative number, got {parsimony!r}")
     if not (0 <= crossover <= 1 and 0 <= mutation <= 1):
         raise SegnasError(f"discover: crossover and mutation are probabilities; got {crossover}, {mutation}")
     lo, hi = init_height
@@ -294,7 +303,7 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
         val = ([pack(s) for s in val_stats], _check_inputs(val_stats, val_targets, "the validation split"))
     settings = {"population": population, "generations": generations, "seed": seed, "crossover": crossover,
                 "mutation": mutation, "tournament": tournament, "elite": elite, "max_height": max_height,
-                "init_height": list(init_height), "architectures": len(targets)}
+                "init_height": list(init_height), "parsimony": parsimony, "architectures": len(targets)}
 
     toolbox = base.Toolbox()
     toolbox.register("expr", _generate, PSET, lo, hi)
@@ -308,16 +317,21 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
     toolbox.decorate("mate", limit)
     toolbox.decorate("mutate", limit)
 
-    fitness_cache: dict[str, float] = {}
+    tau_cache: dict[str, float] = {}
     counts = {"evaluated": 0}
 
-    def fitness(ind: gp.PrimitiveTree) -> float:
+    def train_tau(ind: gp.PrimitiveTree) -> float:
+        """Plain τ on the training split (PENALTY when unrankable), cached by expression."""
         key = str(ind)
-        if key not in fitness_cache:
+        if key not in tau_cache:
             counts["evaluated"] += 1
             tau, _ = rank_correlations([evaluate_tree(ind, p) for p in train], targets)
-            fitness_cache[key] = tau if math.isfinite(tau) else PENALTY
-        return fitness_cache[key]
+            tau_cache[key] = tau if math.isfinite(tau) else PENALTY
+        return tau_cache[key]
+
+    def fitness(ind: gp.PrimitiveTree) -> float:
+        tau = train_tau(ind)
+        return tau if tau == PENALTY else tau - parsimony * len(ind)
 
     def fresh(seen: set[str]) -> _Individual:
         for _ in range(50):
@@ -340,8 +354,9 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
         return (-ind.fitness.values[0], len(ind), str(ind))
 
     def record(gen: int, pop: list[_Individual], best: _Individual) -> dict[str, Any]:
-        taus = [ind.fitness.values[0] for ind in pop if ind.fitness.values[0] > PENALTY]
-        rec = {"generation": gen, "best_tau": best.fitness.values[0], "population_best_tau": max(taus, default=None),
+        taus = [train_tau(ind) for ind in pop if train_tau(ind) > PENALTY]
+        rec = {"generation": gen, "best_tau": train_tau(best), "best_fitness": best.fitness.values[0],
+               "population_best_tau": max(taus, default=None),
                "mean_tau": float(np.mean(taus)) if taus else None, "valid": len(taus),
                "evaluated": counts["evaluated"], "best": str(best)}
         if val is not None:
