@@ -229,3 +229,16 @@ def test_cross_validation_picks_the_setting_that_generalizes(planted):
     assert found.settings["cross_validation"]["chosen"] == {"generations": 12}
     assert found.settings["generations"] == 12 and len(found.history) == 13
     assert found.settings["cross_validation"]["candidates"] == rows
+
+
+def test_discovery_task_runs_in_a_process_pool_like_discover(planted):
+    from segnas.parallel import run_all
+    from segnas.proxies.cross_validation import as_numpy, discovery_task
+
+    archs, targets = planted
+    item = {"stats": as_numpy(archs[:12]), "targets": targets[:12], "options": {"population": 12, "generations": 2},
+            "validation": (as_numpy(archs[12:]), targets[12:])}
+    [found] = run_all(discovery_task, [item], executor="process", workers=1, key=lambda _: "one")
+    direct = discover(archs[:12], targets[:12], population=12, generations=2, validation=(archs[12:], targets[12:]))
+    again = DiscoveredProxy.from_dict(found)
+    assert again.expression == direct.expression and again.val_tau == pytest.approx(direct.val_tau)
