@@ -199,7 +199,7 @@ def proxy_groundtruth(r: dict) -> list[str]:
         short, longer = f"{b['short_steps']} optimizer steps", f"{b['long_steps']} steps"
     else:
         short, longer = f"{b['short_minutes']:g} CPU-minutes", f"{b['long_minutes']:g} minutes"
-    lines = ["### CamVid ground truth for zero-cost proxies (`benchmarks/proxy_groundtruth.py`)", "",
+    lines = [f"### CamVid ground truth for zero-cost proxies (`benchmarks/proxy_groundtruth.py`, {short})", "",
              f"{r['n']} `{r['space']}` networks ({r['space_settings']}) sampled over the latency range "
              f"({r['latency_ms_range'][0]:.1f}–{r['latency_ms_range'][1]:.1f} ms predicted at "
              f"{r['latency']['size'][0]}x{r['latency']['size'][1]}, ONNX Runtime), each trained from scratch on CamVid "
@@ -232,7 +232,8 @@ def proxies(r: dict) -> list[str]:
     runs = r.get("training_runs_per_network", 1)
     title = f", ground truth averaged over {runs} training seeds" if runs > 1 else ""
     title += ", parsimony cross-validated" if s.get("cv_folds") else ""
-    files = ", ".join(f"`{Path(p).name}`" for p in r["groundtruth"])
+    gts = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]  # older results: one file
+    files = ", ".join(f"`{Path(p).name}`" for p in gts)
     lines = [f"### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`{title})", "",
              f"Ground truth {files}.",
              f"Held-out split: {r['splits'][0]['held_out_size']} of the {r['networks']} ground-truth networks "
