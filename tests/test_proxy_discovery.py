@@ -224,7 +224,7 @@ def test_cross_validation_picks_the_setting_that_generalizes(planted):
     candidates = [{"generations": 0}, {"generations": 12}]  # random trees against an evolved one
     rows = cross_validate(archs, targets, candidates, folds=2, seed=0, population=24)
     assert [r["settings"] for r in rows] == candidates and all(len(r["fold_taus"]) == 2 for r in rows)
-    assert rows[1]["mean_tau"] > rows[0]["mean_tau"] and rows[1]["mean_tau"] >= 0.6
+    assert rows[1]["mean_tau"] > rows[0]["mean_tau"] and rows[1]["mean_tau"] >= 0.5
     found = discover_cv(archs, targets, candidates, folds=2, seed=0, population=24)
     assert found.settings["cross_validation"]["chosen"] == {"generations": 12}
     assert found.settings["generations"] == 12 and len(found.history) == 13
@@ -242,3 +242,16 @@ def test_discovery_task_runs_in_a_process_pool_like_discover(planted):
     direct = discover(archs[:12], targets[:12], population=12, generations=2, validation=(archs[12:], targets[12:]))
     again = DiscoveredProxy.from_dict(found)
     assert again.expression == direct.expression and again.val_tau == pytest.approx(direct.val_tau)
+
+
+def test_discovery_is_the_same_in_every_process(planted):
+    """DEAP's own typed crossover picks from a set of type classes (ordered by memory address): the
+    same seed used to evolve differently in each process."""
+    from segnas.parallel import run_all
+    from segnas.proxies.cross_validation import as_numpy, discovery_task
+
+    archs, targets = planted
+    item = {"stats": as_numpy(archs), "targets": targets, "options": {"population": 24, "generations": 6, "seed": 2}}
+    runs = [run_all(discovery_task, [item], executor="process", workers=1, key=lambda _: "one")[0] for _ in range(3)]
+    here = discover(archs, targets, population=24, generations=6, seed=2)
+    assert all(r["history"] == runs[0]["history"] for r in runs) and runs[0]["expression"] == here.expression

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -253,6 +254,27 @@ def _generate(pset: gp.PrimitiveSetTyped, min_: int, max_: int, type_: type | No
     return gp.genHalfAndHalf(pset, min_, max_, type_)
 
 
+def _cx_one_point(ind1: gp.PrimitiveTree, ind2: gp.PrimitiveTree) -> tuple[gp.PrimitiveTree, gp.PrimitiveTree]:
+    """DEAP's typed one-point crossover (swap two subtrees of one node type), with the shared types
+    in a fixed order: ``gp.cxOnePoint`` draws from a set of type classes, whose order follows their
+    memory addresses, so the same seed evolved differently in each process."""
+    if len(ind1) < 2 or len(ind2) < 2:
+        return ind1, ind2
+    types1: dict[type, list[int]] = defaultdict(list)
+    types2: dict[type, list[int]] = defaultdict(list)
+    for idx, node in enumerate(ind1[1:], 1):
+        types1[node.ret].append(idx)
+    for idx, node in enumerate(ind2[1:], 1):
+        types2[node.ret].append(idx)
+    common = sorted((t for t in types1 if t in types2), key=lambda t: t.__name__)
+    if common:
+        type_ = random.choice(common)
+        slice1 = ind1.searchSubtree(random.choice(types1[type_]))
+        slice2 = ind2.searchSubtree(random.choice(types2[type_]))
+        ind1[slice1], ind2[slice2] = ind2[slice2], ind1[slice1]
+    return ind1, ind2
+
+
 def _check_inputs(stats_per_arch: Sequence, target_mious: Sequence[float], what: str) -> list[float]:
     if len(stats_per_arch) != len(target_mious):
         raise SegnasError(f"discover: {what} has {len(stats_per_arch)} statistics but {len(target_mious)} "
@@ -308,7 +330,7 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
     toolbox = base.Toolbox()
     toolbox.register("expr", _generate, PSET, lo, hi)
     toolbox.register("expr_mut", _generate, min_=0, max_=2)
-    toolbox.register("mate", gp.cxOnePoint)
+    toolbox.register("mate", _cx_one_point)
     toolbox.register("mutate", lambda ind: random.choice((
         lambda: gp.mutUniform(ind, toolbox.expr_mut, PSET),
         lambda: gp.mutNodeReplacement(ind, PSET),
