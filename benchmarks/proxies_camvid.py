@@ -15,8 +15,8 @@ algorithm), and a held-out part on which Kendall τ-b and Spearman ρ of every p
 Because a held-out τ on ~30 networks is noisy (±0.1), discovery is repeated on ``--splits``
 different random splits; the table gives split 0 and the mean over splits. With ``--cv-folds K``
 each split's discovery first picks its size penalty (parsimony) by K-fold cross-validation on its
-training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. Signs are as the proxies
-define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
+training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. Signs
+are as the proxies define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
 
 Saves ``results/proxies_camvid.json``, the scatter plot ``results/proxies_camvid.png`` and the
 expression found on split 0, ``results/proxy_camvid_discovered.json`` (reload it with
@@ -40,7 +40,7 @@ from segnas.parallel import default_key, run_all  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
-from segnas.proxies.discovery import DiscoveredProxy, layer_stats  # noqa: E402
+from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy, layer_stats  # noqa: E402
 from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
@@ -138,20 +138,19 @@ def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: ar
     resumes: plain, or with parsimony chosen by ``--cv-folds``-fold cross-validation on ``train``."""
     options = {"population": args.population, "generations": args.generations}
     stats = as_numpy(stats)
-    items, keys = [], {}
+    items = []
     for job in jobs:
-        held = job.get("held")
-        items.append({"stats": [stats[i] for i in job["train"]], "targets": job["targets"], "cv_folds": args.cv_folds,
-                      "options": options | {"seed": job["seed"]},
+        held = job.get("held") or []
+        key = default_key({"archs": [records[i]["key"] for i in job["train"]], "job": job, "cv_folds": args.cv_folds,
+                           "options": options, "images": args.images, "size": list(args.size), "stats_seed": args.seed,
+                           "held_mious": [records[i]["val_miou"] for i in held], "algorithm": ALGORITHM_VERSION})
+        items.append({"key": key, "stats": [stats[i] for i in job["train"]], "targets": job["targets"],
+                      "cv_folds": args.cv_folds, "options": options | {"seed": job["seed"]},
                       "validation": ([stats[i] for i in held], [records[i]["val_miou"] for i in held]) if held else None})
-        keys[id(items[-1])] = default_key({"archs": [records[i]["key"] for i in job["train"]], "job": job,
-                                           "cv_folds": args.cv_folds, "options": options, "images": args.images,
-                                           "size": list(args.size), "stats_seed": args.seed,
-                                           "held_mious": [records[i]["val_miou"] for i in held or []]})
     cache = common.ROOT / "runs" / "benchmark_cache" / "proxy_discovery.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     found = run_all(discovery_task, items, executor="process" if args.workers > 1 else "inline",
-                    workers=args.workers, results_path=cache, key=lambda item: keys[id(item)], progress=True)
+                    workers=args.workers, results_path=cache, key=lambda item: item["key"], progress=True)
     return [DiscoveredProxy.from_dict(f) for f in found]
 
 

@@ -76,8 +76,9 @@ def main() -> None:
                 "shuffled_max": float(np.max(null))}
 
     out = {"groundtruth": [common.relative(p) for p in args.groundtruth], "networks": len(records),
-           "settings": {k: getattr(args, k) for k in ("images", "train_fraction", "splits", "shuffles",
-                                                      "population", "generations", "seed", "cv_folds", "workers")} | {"size": list(args.size)},
+           "settings": {k: getattr(args, k) for k in ("images", "train_fraction", "splits", "shuffles", "population",
+                                                      "generations", "seed", "cv_folds", "workers")}
+           | {"size": list(args.size)},
            "discovery_seconds": round(time.perf_counter() - t0, 1),
            "train_tau": summary("train_tau"), "held_out_tau": summary("held_out_tau"), "splits": rows}
     path = common.save_result(args.name, out)

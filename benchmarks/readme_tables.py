@@ -378,10 +378,9 @@ def main() -> None:
     if (r := load("joint_latency_error")) is not None:
         sections += joint_latency(r)
     for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies),
-                     ("proxies_camvid_2seeds", proxies), ("proxies_camvid_2seeds_cv", proxies),
-                     ("proxy_discovery_null", proxy_null), ("proxy_groundtruth_steps300", proxy_groundtruth),
-                     ("proxies_camvid_steps300", proxies), ("proxies_camvid_steps300_cv", proxies),
-                     ("proxy_discovery_null_steps300", proxy_null), ("proxy_discovery_null_steps300_cv", proxy_null),
+                     ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
+                     ("proxy_groundtruth_steps300", proxy_groundtruth), ("proxies_camvid_steps300", proxies),
+                     ("proxies_camvid_steps300_cv", proxies), ("proxy_discovery_null_steps300", proxy_null),
                      ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)

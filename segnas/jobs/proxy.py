@@ -67,8 +67,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
     held-out rest, save the expression to ``out``. ``cv_folds`` ≥ 2 picks discovery's parsimony by
     cross-validation inside the training split (``segnas.proxies.cross_validation``)."""
-    from segnas.proxies.cross_validation import discover_cv
-    from segnas.proxies.discovery import discover, layer_stats
+    from segnas.proxies.cross_validation import run_discovery
+    from segnas.proxies.discovery import layer_stats
     from segnas.search.groundtruth import load_groundtruth_runs, split_indices, untrained_net
 
     echo = echo or (lambda m: None)
@@ -82,20 +82,17 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         stats.append(layer_stats(untrained_net(r, num_classes, seed), batches, seed=seed))
         echo(f"statistics {i + 1}/{len(records)}")
     mious = [r["val_miou"] for r in records]
-    options: dict[str, Any] = dict(
-        population=population, generations=generations, seed=seed,
+    found = run_discovery(
+        [stats[i] for i in train], [mious[i] for i in train], cv_folds=cv_folds, population=population,
+        generations=generations, seed=seed,
         validation=([stats[i] for i in held], [mious[i] for i in held]) if len(held) >= 3 else None,
         callback=lambda rec: echo(f"generation {rec.get('generation', '?')}: train τ {rec['best_tau']:.3f}"
-                                  + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")))
-    if cv_folds:
-        found = discover_cv([stats[i] for i in train], [mious[i] for i in train], folds=cv_folds, **options,
-                            on_candidate=lambda row: echo(f"cross-validation {row['settings']}: "
-                                                          f"mean τ {row['mean_tau']:.3f}"))
-    else:
-        found = discover([stats[i] for i in train], [mious[i] for i in train], **options)
+                                  + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")),
+        on_candidate=lambda row: echo(f"cross-validation {row['settings']}: mean τ {row['mean_tau']:.3f}"))
     found.settings["scored_on"] = scored_on(data, split, images, size, seed)
     found.save(out)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
-               "held_out_rho": found.val_rho, "parsimony": found.settings["parsimony"], "train_archs": len(train), "held_out_archs": len(held), "out": str(out)}
+               "held_out_rho": found.val_rho, "parsimony": found.settings["parsimony"], "train_archs": len(train),
+               "held_out_archs": len(held), "out": str(out)}
     atomic_write_text(Path(out).with_suffix(".summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -21,7 +21,8 @@ from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, discover, rank_correlations
 from segnas.proxies.graph import pack
 
-__all__ = ["PARSIMONY_GRID", "as_numpy", "cross_validate", "discover_cv", "discovery_task", "fold_indices"]
+__all__ = ["PARSIMONY_GRID", "as_numpy", "cross_validate", "discover_cv", "discovery_task", "fold_indices",
+           "run_discovery"]
 
 #: Candidate settings tried by default: from no size penalty to one where each extra node costs
 #: 0.02 τ (a 10-node tree must rank 0.2 τ better than a 1-node one).
@@ -82,21 +83,27 @@ def discover_cv(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], 
     return found
 
 
+def run_discovery(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float], *,
+                  cv_folds: int = 0, on_candidate: Callable[[dict[str, Any]], None] | None = None,
+                  **options: Any) -> DiscoveredProxy:
+    """``discover_cv`` with ``cv_folds`` folds, or plain ``discover`` (parsimony 0 unless given)
+    when ``cv_folds`` is 0; ``options`` are ``discover``'s keyword arguments."""
+    if cv_folds:
+        return discover_cv(stats_per_arch, target_mious, folds=cv_folds, on_candidate=on_candidate, **options)
+    return discover(stats_per_arch, target_mious, **options)
+
+
 def discovery_task(item: Mapping[str, Any]) -> dict[str, Any]:
-    """One discovery as a ``segnas.parallel.run_all`` work item (picklable, JSON result): ``item``
-    holds ``stats`` and ``targets`` of the training networks, optionally ``validation`` = (stats,
-    targets) to report (statistics as ``layer_stats`` gives them or, cheaper to send to another
-    process, with numpy arrays for tensors: ``as_numpy``), ``cv_folds`` (≥ 2: ``discover_cv``; 0 or absent: ``discover``) and
-    ``discover``'s keyword arguments under ``options``. Returns ``DiscoveredProxy.to_dict()``."""
-    options = dict(item.get("options") or {})
-    stats = _as_torch(item["stats"])
+    """One ``run_discovery`` as a ``segnas.parallel.run_all`` work item (picklable, JSON result):
+    ``item`` holds ``stats`` and ``targets`` of the training networks, optionally ``validation`` =
+    (stats, targets) to report (statistics as ``layer_stats`` gives them or, cheaper to send to
+    another process, with numpy arrays for tensors: ``as_numpy``), ``cv_folds`` and ``discover``'s
+    keyword arguments under ``options``; other keys are ignored. Returns ``DiscoveredProxy.to_dict()``."""
     validation = item.get("validation")
     if validation is not None:
         validation = (_as_torch(validation[0]), validation[1])
-    if item.get("cv_folds"):
-        found = discover_cv(stats, item["targets"], folds=item["cv_folds"], validation=validation, **options)
-    else:
-        found = discover(stats, item["targets"], validation=validation, **options)
+    found = run_discovery(_as_torch(item["stats"]), item["targets"], cv_folds=item.get("cv_folds") or 0,
+                          validation=validation, **(item.get("options") or {}))
     return found.to_dict()
 
 

@@ -39,6 +39,10 @@ __all__ = ["DiscoveredProxy", "discover", "layer_stats", "register_expression", 
 FORMAT = "segnas.proxy_expression"
 #: Fitness of an individual whose values are constant, non-finite or unrankable (below any τ).
 PENALTY = -2.0
+#: Bumped whenever the same inputs, settings and seed evolve another expression, so that cached
+#: discoveries (``benchmarks/proxies_camvid.py``) are not reused across such a change.
+#: 2: parsimony, and a crossover that is the same in every process (``_cx_one_point``).
+ALGORITHM_VERSION = 2
 LayerStats = list[dict[str, torch.Tensor]]
 
 
@@ -288,8 +292,9 @@ def _check_inputs(stats_per_arch: Sequence, target_mious: Sequence[float], what:
 def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float], *,
              population: int = 64, generations: int = 20, seed: int = 0, crossover: float = 0.5,
              mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
-             init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0, validation: tuple[Sequence, Sequence[float]] | None = None,
-             cache_size: int = 2048, callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
+             init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0,
+             validation: tuple[Sequence, Sequence[float]] | None = None, cache_size: int = 2048,
+             callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
     """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
     (``layer_stats`` of each architecture) and ``target_mious``.
 
@@ -300,7 +305,8 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
     statistic are replaced by fresh random trees; constant or unrankable ones get fitness −2.
     Selection uses τ − ``parsimony`` × (nodes in the tree), so a larger tree must rank better to win
     (``segnas.proxies.cross_validation`` picks ``parsimony`` on the training split); ties prefer the
-    smaller tree. History and results report the plain τ. Deterministic for a seed (Python's ``random`` state is restored).
+    smaller tree. History and results report the plain τ. Deterministic for a seed, in any process
+    (Python's ``random`` state is restored).
     ``validation`` = (stats, mIoUs) is scored with the best tree each generation (never selects)."""
     targets = _check_inputs(stats_per_arch, target_mious, "the training split")
     if len(targets) < 3:
