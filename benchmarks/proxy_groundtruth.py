@@ -23,6 +23,10 @@ all the files).
 CPU-minute budget buys different training on another CPU, so files trained under one are only
 extended on the CPU that made them).
 
+``--device cuda`` trains on a GPU (fp32 stays fp32: TF32 is off), and ``--no-latency`` takes latency
+from the short-budget file instead of measuring it: together they add seeds or the longer budget to
+a finished step-budget file on a GPU machine, with the networks' keys unchanged.
+
 Then ``--longer-subset`` of them, evenly spread over the short-budget mIoU ranking, train for
 ``--longer-minutes`` into ``groundtruth_<space>_<data>_long.jsonl``; Kendall τ and Spearman ρ
 between short- and long-budget mIoU tell how far the short budget's ranking can be trusted as
@@ -77,6 +81,17 @@ def spread_subset(results: list[dict], k: int) -> list[int]:
     return sorted(set(picks))
 
 
+def latency_of_records(path: Path, archs: list) -> list[float]:
+    """Each architecture's latency from a finished ground-truth file (``--no-latency``)."""
+    from segnas.search.groundtruth import arch_key
+
+    by_arch = {arch_key(r["arch"]): r.get("latency_ms") for r in load_groundtruth(path)} if path.is_file() else {}
+    missing = [a for a in archs if by_arch.get(arch_key(a)) is None]
+    if missing:
+        sys.exit(f"{path}: --no-latency needs every network's latency_ms there; {len(missing)} of {len(archs)} lack one")
+    return [float(by_arch[arch_key(a)]) for a in archs]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=60, help="architectures to sample and train")
@@ -103,6 +118,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--latency-threads", type=int, default=None)
+    ap.add_argument("--no-latency", action="store_true",
+                    help="measure no latency here: take it from the records of the short-budget file, which "
+                         "must then be complete (for a run on another machine that adds seeds or the longer budget)")
+    ap.add_argument("--device", default="cpu",
+                    help="where networks train: cpu, cuda, auto (not part of a network's key: a step budget "
+                         "means the same training on either; fp32 stays fp32 on a GPU)")
     ap.add_argument("--table-min-runs", type=int, default=20)
     ap.add_argument("--table-min-time-s", type=float, default=0.3)
     ap.add_argument("--train", default="{}", help="JSON overrides of the training recipe")
@@ -151,27 +172,34 @@ def main() -> None:
     settings = {"data": data, **budget, "size": list(lat_size), "latency": "table",
                 "backend": args.backend, "latency_threads": table.threads,
                 "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
-                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": train}
-    lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
-    print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
-          f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
+                "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": train,
+                "device": args.device, "record_latency": not args.no_latency}
+    if args.no_latency:
+        if args.minutes and not args.steps:
+            sys.exit("--no-latency needs a --steps budget (a CPU-minute budget trains only on the CPU that began it)")
+        lats = latency_of_records(short_path, archs)
+        print(f"{len(archs)} {space.name} architectures, latency from {short_path}")
+    else:
+        lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
+        print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
+              f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
 
     print(f"training each for {short_amount} {unit} ({threads} threads, {args.executor} x{args.workers})"
           f" -> {short_path}")
     short = run_groundtruth(space, archs, settings, results_path=short_path, executor=args.executor,
                             workers=args.workers, progress=True)
+    repeats = []
+    for seed, path in zip(range(args.seed + 1, args.seed + 1 + args.repeat_seeds), repeat_paths):
+        print(f"training seed {seed}: every network again -> {path}")
+        repeats.append((path, run_groundtruth(space, archs, {**settings, "seed": seed}, results_path=path,
+                                              executor=args.executor, workers=args.workers, progress=True)))
+
     subset = spread_subset(short, args.longer_subset) if args.longer_subset > 0 else []
     long = []
     if subset:
         print(f"retraining {len(subset)} of them for {longer} {unit} -> {long_path}")
         long = run_groundtruth(space, [archs[i] for i in subset], {**settings, **longer_budget},
                                results_path=long_path, executor=args.executor, workers=args.workers, progress=True)
-
-    repeats = []
-    for seed, path in zip(range(args.seed + 1, args.seed + 1 + args.repeat_seeds), repeat_paths):
-        print(f"training seed {seed}: every network again -> {path}")
-        repeats.append((path, run_groundtruth(space, archs, {**settings, "seed": seed}, results_path=path,
-                                              executor=args.executor, workers=args.workers, progress=True)))
 
     miou = [r["val_miou"] for r in short]
     runs = [miou] + [[r["val_miou"] for r in rep] for _, rep in repeats]

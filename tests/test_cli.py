@@ -55,6 +55,7 @@ def test_train_eval_predict(trained, tmp_path):
     (["train", "--config", "/no/such.yaml"], "/no/such.yaml"),
     (["train", "--set", "optim.lr=-1"], "optim.lr"),
     (["train", "--set", "epochs"], "epochs"),
+    (["train", "--device", "gpu0"], "device"),
     (["eval", "/no/ckpt.pt", "--data", "synthetic"], "/no/ckpt.pt"),
     (["predict", "/no/ckpt.pt", "x.png"], "/no/ckpt.pt"),
     (["demo", "--size", "0x10"], "0x10"),

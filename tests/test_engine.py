@@ -153,3 +153,46 @@ def test_killed_run_resumes_to_the_same_result(tiny_yaml, tmp_path):
     assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
     assert a["val_miou"] == pytest.approx(b["val_miou"], abs=1e-6)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+# ------------------------------------------------------------------------------ device
+def test_device_setting_is_resolved_or_rejected_with_the_value_named():
+    from segnas.engine.device import describe_device, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "mps", "cuda:x"):
+        with pytest.raises(SegnasError, match="device"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(SegnasError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        assert describe_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig.model_validate({"device": "gpu"})
+
+
+def test_auto_device_without_a_gpu_trains_exactly_as_on_the_cpu(tiny_cfg):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: auto means cuda here")
+    a = train_job(TrainConfig.model_validate(tiny_cfg(epochs=2)))
+    b = train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, device="auto")))
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_lowers_loss_and_its_checkpoint_loads_on_the_cpu(tiny_cfg):
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=3, device="cuda")))
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0] and 0.0 <= result.best_miou <= 1.0
+    state = load_checkpoint(Path(result.run_dir) / "checkpoints" / "last.pt")
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+
+
+def test_cpu_clock_budget_is_refused_on_a_gpu(tiny_cfg, monkeypatch):
+    from segnas.engine import trainer
+
+    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cuda"))
+    with pytest.raises(SegnasError, match="budget_clock"):
+        train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, time_budget_min=1.0, budget_clock="cpu",
+                                                      device="cuda")))

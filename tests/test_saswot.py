@@ -14,6 +14,7 @@ from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
     arch_key, check_one_cpu, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
     rank_correlations, run_groundtruth, sample_archs, split_indices, untrained_net)
+from segnas.engine.device import describe_device
 from segnas.search.saswot import saswot_search, training_free_search
 from segnas.spaces import read_arch_file
 from segnas.spaces.joint import JointSpace
@@ -56,12 +57,16 @@ def test_evaluate_arch_trains_a_tiny_network_and_reuses_its_run(tmp_path, cache)
     for name in ("latency_ms", "params", "gflops"):
         assert math.isfinite(result[name]) and result[name] > 0
     assert result["epochs"] == 1 and result["train_minutes"] >= 0 and result["steps"] == 2
-    assert result["cpu"] == cpu_model()
+    assert result["cpu"] == cpu_model() and result["device"] == "cpu"
     # a step budget, the same on any machine
     steps = make_item(TINY, sample_archs(TINY, 1, seed=0)[0], {**tiny_settings(tmp_path / "runs"), "epochs": 5,
                                                                "max_steps": 3})
     assert item_key(steps) != item_key(item)
-    stepped = evaluate_arch(steps)
+    # where and how an item runs is not part of its key
+    assert item_key({**item, "settings": {**item["settings"], "device": "cuda", "record_latency": False}}) == item_key(item)
+    stepped = evaluate_arch({**steps, "settings": {**steps["settings"], "device": "auto", "record_latency": False}})
+    assert stepped["latency_ms"] is None and stepped["latency_source"] is None
+    assert stepped["device"] == describe_device("auto")
     assert stepped["steps"] == 3 and stepped["max_steps"] == 3 and stepped["epochs"] == 2
     assert TINY.arch_from_dict(result["arch"]) == TINY.arch_from_dict(item["arch"])
     folder = tmp_path / "runs" / f"multires-{item_key(item)}"

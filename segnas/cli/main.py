@@ -94,8 +94,9 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Base learning rate."),
     teacher: Optional[Path] = typer.Option(None, help="Checkpoint of a teacher for distillation."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on CPU."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast."),
     threads: Optional[int] = typer.Option(None, help="Torch threads."),
+    device: Optional[str] = typer.Option(None, help="cpu (default), cuda, cuda:N, or auto (a GPU when present)."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory."),
@@ -108,7 +109,7 @@ def train(
     flags = {"model.name": model, "data.name": data, "data.root": data_root, "data.crop_size": size,
              "data.base_size": base_size, "epochs": epochs, "time_budget_min": minutes,
              "max_steps": steps, "data.batch_size": batch_size, "optim.lr": lr, "loss.teacher": str(teacher) if teacher else None,
-             "bf16": bf16, "threads": threads, "seed": seed, "out_dir": out_dir}
+             "bf16": bf16, "threads": threads, "device": device, "seed": seed, "out_dir": out_dir}
     overrides = {k: v for k, v in flags.items() if v is not None}
     if arch is not None:
         overrides.update({"model.arch": str(arch), "model.name": None})

@@ -102,6 +102,8 @@ class TrainConfig(Settings):
     bf16: bool = False
     channels_last: bool = False
     threads: Optional[int] = Field(None, ge=1)
+    #: Where to train: cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else the CPU).
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     seed: int = 0
     out_dir: str = "runs"
     progress: bool = True

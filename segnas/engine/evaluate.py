@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from segnas.engine.device import module_device
 from segnas.metrics import ConfusionMatrix, SegMetrics
 
 
@@ -26,15 +27,21 @@ def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tens
         yield torch.stack(images), torch.stack(masks)
 
 
-def autocast_context(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+def autocast_context(bf16: bool, device_type: str = "cpu"):
+    return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def usable_bf16(requested: bool, echo: Callable[[str], None] | None = None) -> bool:
+def usable_bf16(requested: bool, echo: Callable[[str], None] | None = None, device_type: str = "cpu") -> bool:
     """bf16 autocast as requested, unless the CPU lacks native bf16: then fp32, which is faster
-    there, with a one-line notice through ``echo``."""
+    there, with a one-line notice through ``echo``. On a GPU, bf16 where the GPU supports it."""
     from segnas.cost.machine import cpu_has_native_bf16, cpu_model
 
+    if device_type == "cuda":
+        if requested and not torch.cuda.is_bf16_supported():
+            if echo:
+                echo(f"bf16 requested, but {torch.cuda.get_device_name()} has no bf16: computing in fp32")
+            return False
+        return requested
     if requested and not cpu_has_native_bf16():
         if echo:
             echo(f"bf16 requested, but this CPU ({cpu_model()}) has no native bf16 (AVX512-BF16/AMX): "
@@ -46,11 +53,13 @@ def usable_bf16(requested: bool, echo: Callable[[str], None] | None = None) -> b
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, bf16: bool = False,
                    channels_last: bool = False) -> torch.Tensor:
-    """Eval-mode logits (float32, N×C×H×W at input size)."""
+    """Eval-mode logits (float32, N×C×H×W at input size, on the model's device)."""
     model.eval()
+    device = module_device(model)
+    images = images.to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast_context(bf16):
+    with autocast_context(bf16, device.type):
         out = model(images)
     return out.float()
 

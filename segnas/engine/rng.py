@@ -10,9 +10,13 @@ import torch
 
 
 def rng_state(loader: torch.Generator) -> dict[str, Any]:
-    """torch, NumPy and Python global states plus the data loader's generator."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "loader": loader.get_state()}
+    """torch (CPU, and every GPU once CUDA is in use), NumPy and Python global states plus the data
+    loader's generator."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "loader": loader.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng(state: dict[str, Any], loader: torch.Generator) -> None:
@@ -20,3 +24,5 @@ def restore_rng(state: dict[str, Any], loader: torch.Generator) -> None:
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     loader.set_state(state["loader"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

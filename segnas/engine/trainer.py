@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.train import TrainConfig
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from segnas.engine.device import resolve_device
 from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import autocast_context, evaluate, usable_bf16
 from segnas.engine.losses import SegmentationLoss
@@ -74,7 +75,14 @@ class Trainer:
         self.num_classes = len(classes["names"])
         self.teacher = teacher.eval() if teacher is not None else None
         self.echo = echo or (lambda msg: None)
-        self.bf16 = usable_bf16(cfg.bf16, self.echo)
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and cfg.time_budget_min and cfg.budget_clock == "cpu":
+            raise SegnasError("budget_clock: 'cpu' counts this process's CPU time, which does not measure "
+                              "training on a GPU; use 'wall' (or a max_steps budget)")
+        self.model.to(self.device)
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+        self.bf16 = usable_bf16(cfg.bf16, self.echo, self.device.type)
         self.channels_last = use_channels_last(cfg, model, self.bf16)
         if cfg.channels_last and not self.channels_last:
             self.echo(f"{type(model).__name__}: training in NCHW, not channels-last (bf16 + channels-last is known "
@@ -83,7 +91,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
             if self.teacher is not None:
                 self.teacher.to(memory_format=torch.channels_last)
-        self.criterion = build_loss(cfg)
+        self.criterion = build_loss(cfg).to(self.device)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -146,7 +154,7 @@ class Trainer:
         bs = min(self.cfg.data.batch_size, len(self.train_set))
         return DataLoader(self.train_set, batch_size=bs, shuffle=True, drop_last=True,
                           num_workers=self.cfg.data.workers, generator=self.generator,
-                          persistent_workers=False)
+                          persistent_workers=False, pin_memory=self.device.type == "cuda")
 
     def _progress(self, steps_total: int) -> float:
         p = self.step / max(steps_total, 1)
@@ -167,13 +175,15 @@ class Trainer:
         task = bar.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
         for images, masks in loader:
             set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), self.step))
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             teacher_logits = None
             if self.teacher is not None:
-                with torch.inference_mode(), autocast_context(self.bf16):
+                with torch.inference_mode(), autocast_context(self.bf16, self.device.type):
                     teacher_logits = self.teacher(images).float().clone()
-            with autocast_context(self.bf16):
+            with autocast_context(self.bf16, self.device.type):
                 output = self.model(images)
             loss, parts = self.criterion(output, masks, teacher_logits)
             if not torch.isfinite(loss):

@@ -15,7 +15,11 @@ epoch. ``settings`` holds:
 - ``latency``: ``"table"`` (predicted from the operator latency table, default) or ``"measured"``;
   ``backend`` (onnxruntime), ``latency_threads``, ``table_min_runs``, ``table_min_time_s``;
 - ``train``: overrides of the training recipe (``GROUNDTRUTH_RECIPE``: TrainConfig fields);
-- ``out_dir``: where the per-item run folders go (default ``runs/groundtruth``).
+- ``out_dir``: where the per-item run folders go (default ``runs/groundtruth``);
+- ``device``: where to train (``cpu``, default, ``cuda``, ``auto``); ``record_latency``: false leaves
+  ``latency_ms`` out (None), for repeats whose latency the first run already gave. These two, like
+  ``out_dir``, say where and how an item runs, not what is trained: they are not in its key, so a
+  network trained on a GPU counts as done for the same settings on a CPU and the other way round.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ GROUNDTRUTH_RECIPE: dict[str, Any] = {
     "ema_decay": 0.998, "bf16": True, "channels_last": True, "eval_every": 10**9, "progress": False,
 }
 #: Settings that do not change a result (left out of an item's key).
-_NOT_IN_KEY = ("out_dir",)
+_NOT_IN_KEY = ("out_dir", "device", "record_latency")
 
 
 def resolve_space(space: Any) -> Any:
@@ -137,6 +141,7 @@ def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path):
         "epochs": int(s.get("epochs", 10000)), "time_budget_min": s.get("minutes"), "budget_clock": "cpu",
         "max_steps": s.get("max_steps"),
         "threads": s.get("threads"), "seed": int(s.get("seed", 0)), "out_dir": str(out_dir),
+        "device": s.get("device", "cpu"),
     })
     try:
         return TrainConfig.model_validate(fields)
@@ -164,12 +169,13 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     """Train ``item["arch"]`` from scratch under the item's budget; its val mIoU and costs.
 
     Returns ``{"space", "arch", "val_miou", "val_pixel_acc", "latency_ms", "latency_source",
-    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "max_steps", "size", "cpu", "bf16"}``
-    (JSON-serializable).
+    "params", "gflops", "train_minutes", "epochs", "steps", "minutes", "max_steps", "size", "cpu", "device",
+    "bf16"}`` (JSON-serializable).
     Resumes the item's earlier, killed training if its folder holds one.
     """
     from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency
     from segnas.cost.machine import cpu_model
+    from segnas.engine.device import describe_device
     from segnas.jobs.train import train_job
     from segnas.spaces import write_arch_file
 
@@ -195,7 +201,9 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     net = space.build(arch, num_classes).eval()
     source = s.get("latency", "table")
     backend = s.get("backend", "onnxruntime")
-    if source == "table":
+    if not s.get("record_latency", True):
+        latency = None
+    elif source == "table":
         table = LatencyTable(backend, threads=s.get("latency_threads"), min_runs=int(s.get("table_min_runs", 20)),
                              min_time_s=float(s.get("table_min_time_s", 0.3)))
         latency = predicted_latency_ms(space, arch, table, num_classes, (h, w))
@@ -209,13 +217,13 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "space": space.name, "arch": arch.to_dict(),
         "val_miou": float(final["val_miou"]), "val_pixel_acc": float(final.get("val_pixel_acc", float("nan"))),
-        "latency_ms": latency, "latency_source": f"{source}:{backend}",
+        "latency_ms": latency, "latency_source": f"{source}:{backend}" if latency is not None else None,
         "params": int(count_parameters(net)), "gflops": float(count_flops(net, (1, 3, h, w)).gflops),
         "train_minutes": round(result.train_seconds / 60.0, 4), "epochs": int(result.epochs_done),
         "steps": int(final.get("step", 0)), "minutes": s.get("minutes"), "max_steps": s.get("max_steps"),
         "size": [h, w],
         # a CPU-minute budget buys different training on another CPU: repeats must match this
-        "cpu": cpu_model(), "bf16": result.bf16,
+        "cpu": cpu_model(), "device": describe_device(cfg.device), "bf16": result.bf16,
     }
 
 
