@@ -17,6 +17,8 @@ different random splits; the table gives split 0 and the mean over splits. With 
 each split's discovery first picks its size penalty (parsimony) by K-fold cross-validation on its
 training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. Signs
 are as the proxies define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
+A fairer baseline sits beside them, ``selected_classic``: on each split, the classic proxy whose score, with
+either sign, ranks the training networks best, scored on the held-out ones (``select_classic``).
 
 Saves ``results/proxies_camvid.json``, the scatter plot ``results/proxies_camvid.png`` and the
 expression found on split 0, ``results/proxy_camvid_discovered.json`` (reload it with
@@ -79,6 +81,16 @@ def classic_scores(records: list[dict], batches: list, num_classes: int, seed: i
 def correlations(values: list[float], mious: list[float], idx: list[int]) -> dict:
     c = rank_correlations([values[i] for i in idx], [mious[i] for i in idx])
     return {"kendall_tau": c["kendall_tau"], "spearman_rho": c["spearman_rho"]}
+
+
+def select_classic(classic: dict[str, list[float]], mious: list[float], train: list[int]) -> dict:
+    """The classic proxy, with either sign, that ranks the training networks best (|τ|): the
+    baseline a user could pick from the same networks discovery learns from. Several classics rank
+    backwards here (fisher, grad_norm, snip), so this is a stronger baseline than any proxy as defined."""
+    taus = {n: correlations(v, mious, train)["kendall_tau"] for n, v in classic.items()}
+    name = max(taus, key=lambda n: abs(np.nan_to_num(taus[n])))
+    sign = 1.0 if taus[name] >= 0 else -1.0
+    return {"proxy": name, "sign": sign, "train_tau": sign * taus[name], "values": [sign * x for x in classic[name]]}
 
 
 def scatter(path: Path, columns: dict[str, list[float]], mious: list[float], train: list[int], held: list[int],
@@ -191,7 +203,10 @@ def main() -> None:
         held_corr = {n: correlations(v, mious, held) for n, v in classic.items()}
         held_corr["discovered"] = correlations(values, mious, held)
         best_classic = max(classic, key=lambda n: np.nan_to_num(held_corr[n]["kendall_tau"], nan=-2))
+        selected = select_classic(classic, mious, train)
+        held_corr["selected_classic"] = correlations(selected.pop("values"), mious, held)
         splits.append({"split_seed": args.seed + k, "train": train, "expression": found.expression,
+                       "selected_classic": selected,
                        "cross_validation": found.settings.get("cross_validation"),
                        "train_tau": found.train_tau, "held_out": held_corr, "held_out_indices": held,
                        "best_classic": best_classic,
@@ -203,35 +218,40 @@ def main() -> None:
     first = splits[0]
     first["found"].settings["scored_on"] = scored_on("camvid", "train", args.images, args.size, args.seed)
     first["found"].save(args.proxy_out)
-    names = sorted(PROXIES) + ["discovered"]
+    names = sorted(PROXIES) + ["selected_classic", "discovered"]
     table = []
     for n in names:
         taus = [s["held_out"][n]["kendall_tau"] for s in splits]
         rhos = [s["held_out"][n]["spearman_rho"] for s in splits]
-        values = first["discovered_values"] if n == "discovered" else classic[n]
         table.append({
             "proxy": n, "held_out_tau": first["held_out"][n]["kendall_tau"],
             "held_out_rho": first["held_out"][n]["spearman_rho"],
             "mean_tau_over_splits": float(np.nanmean(taus)), "std_tau_over_splits": float(np.nanstd(taus)),
             "mean_rho_over_splits": float(np.nanmean(rhos)),
-            "all_tau": rank_correlations(values, mious)["kendall_tau"] if n != "discovered" else None,
-            "seconds_per_net": float(np.mean([s[f"{n}_s"] for s in scores])) if n != "discovered" else stats_s,
+            "all_tau": rank_correlations(classic[n], mious)["kendall_tau"] if n in classic else None,
+            "seconds_per_net": float(np.mean([s[f"{n}_s"] for s in scores])) if n in classic else
+            stats_s if n == "discovered" else None,
         })
-    best_classic = max((r for r in table if r["proxy"] != "discovered"), key=lambda r: r["held_out_tau"])
+    best_classic = max((r for r in table if r["proxy"] in classic), key=lambda r: r["held_out_tau"])
     disc = table[-1]
-    mean_margin = float(np.mean([s["held_out"]["discovered"]["kendall_tau"]
-                                 - s["held_out"][s["best_classic"]]["kendall_tau"] for s in splits]))
-    print(f"\n{'proxy':12s} {'τ held-out':>10s} {'ρ held-out':>10s} {'τ mean±std (splits)':>20s} {'s/net':>6s}")
+    margins = {base: float(np.mean([s["held_out"]["discovered"]["kendall_tau"] - s["held_out"][pick(s)]["kendall_tau"]
+                                    for s in splits]))
+               for base, pick in (("best", lambda s: s["best_classic"]), ("selected", lambda s: "selected_classic"))}
+    mean_margin = margins["best"]
+    print(f"\n{'proxy':16s} {'τ held-out':>10s} {'ρ held-out':>10s} {'τ mean±std (splits)':>20s} {'s/net':>6s}")
     for r in table:
-        print(f"{r['proxy']:12s} {r['held_out_tau']:+10.3f} {r['held_out_rho']:+10.3f} "
-              f"{r['mean_tau_over_splits']:+13.3f}±{r['std_tau_over_splits']:.3f} {r['seconds_per_net']:6.2f}")
+        secs = f"{r['seconds_per_net']:6.2f}" if r["seconds_per_net"] is not None else "      "
+        print(f"{r['proxy']:16s} {r['held_out_tau']:+10.3f} {r['held_out_rho']:+10.3f} "
+              f"{r['mean_tau_over_splits']:+13.3f}±{r['std_tau_over_splits']:.3f} {secs}")
     goal = {"margin_over_best_classic": disc["held_out_tau"] - best_classic["held_out_tau"],
             "mean_margin_over_splits": mean_margin, "best_classic": best_classic["proxy"],
+            "mean_margin_over_selected_classic": margins["selected"],
             "met": bool(disc["held_out_tau"] - best_classic["held_out_tau"] >= 0.1 and disc["held_out_tau"] >= 0.5)}
     print(f"\ndiscovered (split 0): {first['expression']}\n"
           f"held-out τ {disc['held_out_tau']:+.3f} vs best classic {best_classic['proxy']} "
           f"{best_classic['held_out_tau']:+.3f} (margin {goal['margin_over_best_classic']:+.3f}; mean margin over "
-          f"{len(splits)} splits {mean_margin:+.3f}); goal (margin ≥ 0.1 and τ ≥ 0.5) "
+          f"{len(splits)} splits {mean_margin:+.3f}; over the classic chosen with its sign on the training "
+          f"networks {margins['selected']:+.3f}); goal (margin ≥ 0.1 and τ ≥ 0.5) "
           f"{'met' if goal['met'] else 'NOT met'}")
 
     png = common.RESULTS / f"{args.name}.png"

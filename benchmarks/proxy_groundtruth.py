@@ -222,6 +222,9 @@ def main() -> None:
         "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
         "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None,
                                  "repeats": [str(p) for p, _ in repeats]},
+        # where each file's networks trained (records older than the field trained on the CPU)
+        "devices": {name: sorted({r.get("device", "cpu") for r in recs}) for name, recs in
+                    [("short", short), ("long", long), *((p.name, rep) for p, rep in repeats)] if recs},
         "val_miou_range": [min(miou), max(miou)],
         # latency predicted on this machine (a record's latency_ms is from the machine that trained it)
         "latency_ms_range": [min(lats), max(lats)],

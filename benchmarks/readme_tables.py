@@ -224,6 +224,8 @@ def proxy_groundtruth(r: dict) -> list[str]:
     if c := r.get("mean_of_seeds_vs_long"):
         lines.append(f"The mean over seeds against the longer budget: Kendall τ {c['kendall_tau']:.2f} "
                      f"(ρ {c['spearman_rho']:.2f}).")
+    if devices := r.get("devices"):
+        lines.append("Trained on: " + "; ".join(f"{name} {', '.join(d)}" for name, d in devices.items()) + ".")
     return lines + ["Data: `benchmarks/data/groundtruth_*.jsonl`. " + machine_line(r), ""]
 
 
@@ -242,10 +244,15 @@ def proxies(r: dict) -> list[str]:
              f"| proxy | Kendall τ | Spearman ρ | τ mean ± std over {s['splits']} splits | s / network |",
              "|---|---|---|---|---|"]
     for row in sorted(r["table"], key=lambda x: -x["held_out_tau"]):
-        name = f"**{row['proxy']}**" if row["proxy"] == "discovered" else row["proxy"]
+        name = {"discovered": "**discovered**", "selected_classic": "classic chosen on the training split, signed"
+                }.get(row["proxy"], row["proxy"])
+        if row["proxy"] == "selected_classic":
+            picks = ", ".join(f"{'−' if sp['selected_classic']['sign'] < 0 else ''}{sp['selected_classic']['proxy']}"
+                              for sp in r["splits"])
+            name += f" ({picks})"
+        secs = f"{row['seconds_per_net']:.2f}" if row.get("seconds_per_net") is not None else "–"
         lines.append(f"| {name} | {row['held_out_tau']:+.3f} | {row['held_out_rho']:+.3f} | "
-                     f"{row['mean_tau_over_splits']:+.3f} ± {row['std_tau_over_splits']:.3f} | "
-                     f"{row['seconds_per_net']:.2f} |")
+                     f"{row['mean_tau_over_splits']:+.3f} ± {row['std_tau_over_splits']:.3f} | {secs} |")
     g = r["goal"]
     cv = ""
     if s.get("cv_folds"):
@@ -257,7 +264,10 @@ def proxies(r: dict) -> list[str]:
               f"{s['generations']} generations{cv}): `{r['discovered']['expression']}`. Margin over the best classic "
               f"proxy ({g['best_classic']}): {g['margin_over_best_classic']:+.3f} τ on split 0, "
               f"{g['mean_margin_over_splits']:+.3f} on average over the splits (each split's own discovery against "
-              f"its own best classic proxy). Goal (margin ≥ 0.1 and τ ≥ 0.5): **{'met' if g['met'] else 'not met'}**. "
+              f"its own best classic proxy)"
+              + (f"; over the classic proxy chosen, with its sign, on each split's training networks: "
+                 f"{g['mean_margin_over_selected_classic']:+.3f} on average" if "mean_margin_over_selected_classic" in g
+                 else "") + ". Goal (margin ≥ 0.1 and τ ≥ 0.5): **{'met' if g['met'] else 'not met'}**. "
               "s / network for `discovered` is its per-layer statistics. " + machine_line(r), "",
               f"![proxies vs mIoU](benchmarks/results/{r['plot']})", ""]
     return lines
@@ -380,7 +390,8 @@ def main() -> None:
     for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies),
                      ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
                      ("proxy_groundtruth_steps300", proxy_groundtruth), ("proxies_camvid_steps300", proxies),
-                     ("proxies_camvid_steps300_cv", proxies), ("proxy_discovery_null_steps300", proxy_null),
+                     ("proxies_camvid_steps300_cv", proxies), ("proxies_camvid_steps300_2seeds", proxies),
+                     ("proxy_discovery_null_steps300", proxy_null),
                      ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)
