@@ -267,7 +267,7 @@ def proxies(r: dict) -> list[str]:
               f"its own best classic proxy)"
               + (f"; over the classic proxy chosen, with its sign, on each split's training networks: "
                  f"{g['mean_margin_over_selected_classic']:+.3f} on average" if "mean_margin_over_selected_classic" in g
-                 else "") + ". Goal (margin ≥ 0.1 and τ ≥ 0.5): **{'met' if g['met'] else 'not met'}**. "
+                 else "") + f". Goal (margin ≥ 0.1 and τ ≥ 0.5): **{'met' if g['met'] else 'not met'}**. "
               "s / network for `discovered` is its per-layer statistics. " + machine_line(r), "",
               f"![proxies vs mIoU](benchmarks/results/{r['plot']})", ""]
     return lines
@@ -391,7 +391,7 @@ def main() -> None:
                      ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
                      ("proxy_groundtruth_steps300", proxy_groundtruth), ("proxies_camvid_steps300", proxies),
                      ("proxies_camvid_steps300_cv", proxies), ("proxies_camvid_steps300_2seeds", proxies),
-                     ("proxy_discovery_null_steps300", proxy_null),
+                     ("proxy_discovery_null_steps300", proxy_null), ("proxy_discovery_null_steps300_2seeds", proxy_null),
                      ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)
