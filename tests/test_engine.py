@@ -72,7 +72,8 @@ def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cf
 
     autocast_args = []
     real_autocast = trainer.autocast_context
-    monkeypatch.setattr(trainer, "autocast_context", lambda bf16: autocast_args.append(bf16) or real_autocast(bf16))
+    monkeypatch.setattr(trainer, "autocast_context",
+                        lambda bf16, *device: autocast_args.append(bf16) or real_autocast(bf16, *device))
     result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, bf16=True)), echo=said.append)
     assert autocast_args and not any(autocast_args) and not result.bf16  # trained and evaluated in fp32
     notices = lambda: sum("no native bf16" in m for m in said)  # noqa: E731
