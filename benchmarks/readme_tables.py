@@ -391,7 +391,9 @@ def main() -> None:
                      ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
                      ("proxy_groundtruth_steps300", proxy_groundtruth), ("proxies_camvid_steps300", proxies),
                      ("proxies_camvid_steps300_cv", proxies), ("proxies_camvid_steps300_2seeds", proxies),
+                     ("proxies_camvid_steps300_3seeds", proxies),
                      ("proxy_discovery_null_steps300", proxy_null), ("proxy_discovery_null_steps300_2seeds", proxy_null),
+                     ("proxy_discovery_null_steps300_3seeds", proxy_null),
                      ("saswot_camvid", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)
