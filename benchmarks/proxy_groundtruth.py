@@ -50,7 +50,7 @@ from segnas.cost import LatencyTable  # noqa: E402
 from segnas.cost.machine import cpu_model  # noqa: E402
 from segnas.errors import SegnasError  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
-    check_one_cpu, dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
+    arch_key, check_one_cpu, dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
     run_groundtruth, sample_archs, training_recipe)
 from segnas.spaces import get_space  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
@@ -83,8 +83,6 @@ def spread_subset(results: list[dict], k: int) -> list[int]:
 
 def latency_of_records(path: Path, archs: list) -> list[float]:
     """Each architecture's latency from a finished ground-truth file (``--no-latency``)."""
-    from segnas.search.groundtruth import arch_key
-
     by_arch = {arch_key(r["arch"]): r.get("latency_ms") for r in load_groundtruth(path)} if path.is_file() else {}
     missing = [a for a in archs if by_arch.get(arch_key(a)) is None]
     if missing:
@@ -175,7 +173,7 @@ def main() -> None:
                 "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": train,
                 "device": args.device, "record_latency": not args.no_latency}
     if args.no_latency:
-        if args.minutes and not args.steps:
+        if not args.steps:
             sys.exit("--no-latency needs a --steps budget (a CPU-minute budget trains only on the CPU that began it)")
         lats = latency_of_records(short_path, archs)
         print(f"{len(archs)} {space.name} architectures, latency from {short_path}")

@@ -197,3 +197,21 @@ def test_cpu_clock_budget_is_refused_on_a_gpu(tiny_cfg, monkeypatch):
     with pytest.raises(SegnasError, match="budget_clock"):
         train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, time_budget_min=1.0, budget_clock="cpu",
                                                       device="cuda")))
+
+
+def test_a_run_begun_on_a_gpu_resumes_on_the_cpu_when_told_to(tiny_cfg):
+    import yaml
+
+    from segnas.engine import save_checkpoint
+
+    run = Path(train_job(TrainConfig.model_validate(tiny_cfg(epochs=1))).run_dir)
+    # make it a GPU run killed after epoch 1 of 2
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "epochs": 2, "device": "cuda"}))
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    save_checkpoint(run / "checkpoints" / "last.pt", {**state, "finished": False})
+    if not torch.cuda.is_available():
+        with pytest.raises(SegnasError, match="no CUDA GPU"):
+            train_job(None, resume=run)
+    result = train_job(None, resume=run, device="cpu")
+    assert result.epochs_done == 2 and result.history[-1]["epoch"] == 2

@@ -115,7 +115,7 @@ def train(
         overrides.update({"model.arch": str(arch), "model.name": None})
     overrides.update(parse_overrides(set_))
     cfg = settings(TrainConfig, config, overrides, resume)
-    result = train_job(cfg, resume=resume, echo=echo)
+    result = train_job(cfg, resume=resume, echo=echo, device=device)
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
 

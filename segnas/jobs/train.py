@@ -26,12 +26,15 @@ def make_datasets(cfg: TrainConfig):
 
 
 def train_job(cfg: TrainConfig, resume: str | Path | None = None,
-              echo: Callable[[str], None] | None = None) -> TrainResult:
+              echo: Callable[[str], None] | None = None, device: str | None = None) -> TrainResult:
     """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
 
-    When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored).
+    When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored), except for
+    ``device``: where the run continues, when given (a run may move between a GPU and the CPU).
     """
     cfg, run = start_job(TrainConfig, cfg, resume)
+    if resume is not None and device is not None:
+        cfg = cfg.model_copy(update={"device": device})
     # Everything that can fail on user input is built before a new run directory is created.
     train_set, val_set = make_datasets(cfg)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg)

@@ -190,7 +190,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     cfg = train_config(item, arch_path, folder)
     if not arch_path.is_file():
         write_arch_file(arch_path, space.name, space.version, arch.to_dict())
-    result = train_job(cfg, resume=_existing_run(folder))
+    result = train_job(cfg, resume=_existing_run(folder), device=cfg.device)  # a killed item may resume elsewhere
 
     data = s["data"]
     size = s.get("size") or data.get("crop_size") or data.get("base_size")
