@@ -15,7 +15,9 @@ algorithm), and a held-out part on which Kendall τ-b and Spearman ρ of every p
 Because a held-out τ on ~30 networks is noisy (±0.1), discovery is repeated on ``--splits``
 different random splits; the table gives split 0 and the mean over splits. With ``--cv-folds K``
 each split's discovery first picks its size penalty (parsimony) by K-fold cross-validation on its
-training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. Signs
+training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. With
+``--members K`` each split evolves K expressions (other seeds) and the discovered proxy is their
+ensemble (``segnas.proxies.ensemble``); member 0 alone is the ``discovered_single`` row. Signs
 are as the proxies define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
 A fairer baseline sits beside them, ``selected_classic``: on each split, the classic proxy whose score, with
 either sign, ranks the training networks best, scored on the held-out ones (``select_classic``).
@@ -43,6 +45,7 @@ from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy, layer_stats  # noqa: E402
+from segnas.proxies.ensemble import ProxyEnsemble, member_seeds  # noqa: E402
 from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
@@ -137,6 +140,9 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="discoveries run at once (processes; 1 = in this process)")
+    ap.add_argument("--members", type=int, default=1,
+                    help="expressions evolved per split (seeds segnas.proxies.ensemble.member_seeds); more than 1: "
+                         "the discovered proxy is their ensemble, and member 0 alone is reported as discovered_single")
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
@@ -193,14 +199,23 @@ def main() -> None:
 
     t0 = time.perf_counter()
     parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
-    jobs = [{"train": train, "held": held, "targets": [mious[i] for i in train], "seed": args.seed + k}
-            for k, (train, held) in enumerate(parts)]
+    K = args.members
+    jobs = [{"train": train, "held": held, "targets": [mious[i] for i in train], "seed": seed}
+            for k, (train, held) in enumerate(parts) for seed in member_seeds(args.seed + k, K)]
     discovered = run_discoveries(jobs, stats, records, args)
     discovery_s = time.perf_counter() - t0
     splits = []
-    for k, ((train, held), found) in enumerate(zip(parts, discovered)):
+    for k, (train, held) in enumerate(parts):
+        members = discovered[k * K:(k + 1) * K]
+        found = members[0] if K == 1 else ProxyEnsemble.from_members(
+            members, [stats[i] for i in train], [mious[i] for i in train],
+            validation=([stats[i] for i in held], [mious[i] for i in held]),
+            settings={"members": K, "member_seeds": member_seeds(args.seed + k, K),
+                      "population": args.population, "generations": args.generations})
         values = [found.evaluate(s) for s in stats]
         held_corr = {n: correlations(v, mious, held) for n, v in classic.items()}
+        if K > 1:
+            held_corr["discovered_single"] = correlations([members[0].evaluate(s) for s in stats], mious, held)
         held_corr["discovered"] = correlations(values, mious, held)
         best_classic = max(classic, key=lambda n: np.nan_to_num(held_corr[n]["kendall_tau"], nan=-2))
         selected = select_classic(classic, mious, train)
@@ -209,6 +224,8 @@ def main() -> None:
                        "selected_classic": selected,
                        "cross_validation": found.settings.get("cross_validation"),
                        "train_tau": found.train_tau, "held_out": held_corr, "held_out_indices": held,
+                       "members": [{"expression": m.expression, "train_tau": m.train_tau, "held_out_tau": m.val_tau}
+                                   for m in members] if K > 1 else None,
                        "best_classic": best_classic,
                        "discovered_values": values, "found": found})
         print(f"split {k}: discovered held-out τ {held_corr['discovered']['kendall_tau']:+.3f} "
@@ -218,7 +235,7 @@ def main() -> None:
     first = splits[0]
     first["found"].settings["scored_on"] = scored_on("camvid", "train", args.images, args.size, args.seed)
     first["found"].save(args.proxy_out)
-    names = sorted(PROXIES) + ["selected_classic", "discovered"]
+    names = sorted(PROXIES) + ["selected_classic"] + (["discovered_single"] if K > 1 else []) + ["discovered"]
     table = []
     for n in names:
         taus = [s["held_out"][n]["kendall_tau"] for s in splits]
@@ -264,13 +281,14 @@ def main() -> None:
         "training_runs_per_network": len(args.groundtruth), "networks": len(records), "space": space,
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
-                     "generations": args.generations, "cv_folds": args.cv_folds, "workers": args.workers},
+                     "generations": args.generations, "cv_folds": args.cv_folds, "members": K,
+                     "workers": args.workers},
         "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,
         "splits": [{k: v for k, v in s.items() if k not in ("found", "discovered_values", "train", "held_out_indices")}
                    | {"train_size": len(s["train"]), "held_out_size": len(s["held_out_indices"])} for s in splits],
         "discovered": {"expression": first["expression"], "file": common.relative(args.proxy_out),
-                       "history": first["found"].history},
+                       "history": discovered[0].history},
         "plot": png.name,
     })
     print(f"saved {path} and {png}")

@@ -197,3 +197,10 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
     assert result.output.count("cross-validation {'parsimony'") == 4
     saved = json.loads(out.read_text())["settings"]
     assert saved["parsimony"] == saved["cross_validation"]["chosen"]["parsimony"]
+    result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
+                 "--population", "6", "--generations", "1", "--members", "2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("member ") == 2 and "mean_quantile(" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["format"] == "segnas.proxy_ensemble" and saved["settings"]["scored_on"]["images"] == 2
+    assert run("proxy", "score", "fast_scnn", "--proxy", out, "--images", "2", "--size", "32x48").exit_code == 0

@@ -376,13 +376,15 @@ def proxy_discover(
     seed: int = typer.Option(0),
     cv_folds: int = typer.Option(0, help="Pick the size penalty (parsimony) by this many-fold cross-validation on "
                                          "the training split; 0 = none."),
+    members: int = typer.Option(1, min=1, help="Evolve this many expressions (other seeds) and save their ensemble, "
+                                               "averaged on each one's quantile scale."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
 
     s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
-                           seed=seed, cv_folds=cv_folds, echo=echo)
+                           seed=seed, cv_folds=cv_folds, members=members, echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 
 

@@ -62,13 +62,16 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
 def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Path, data: str, root: str | None = None,
                        split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
-                       cv_folds: int = 0, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+                       cv_folds: int = 0, members: int = 1,
+                       echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
     held-out rest, save the expression to ``out``. ``cv_folds`` ≥ 2 picks discovery's parsimony by
-    cross-validation inside the training split (``segnas.proxies.cross_validation``)."""
+    cross-validation inside the training split (``segnas.proxies.cross_validation``); ``members`` > 1
+    evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``)."""
     from segnas.proxies.cross_validation import run_discovery
     from segnas.proxies.discovery import layer_stats
+    from segnas.proxies.ensemble import discover_ensemble
     from segnas.search.groundtruth import load_groundtruth_runs, split_indices, untrained_net
 
     echo = echo or (lambda m: None)
@@ -82,17 +85,23 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         stats.append(layer_stats(untrained_net(r, num_classes, seed), batches, seed=seed))
         echo(f"statistics {i + 1}/{len(records)}")
     mious = [r["val_miou"] for r in records]
-    found = run_discovery(
-        [stats[i] for i in train], [mious[i] for i in train], cv_folds=cv_folds, population=population,
-        generations=generations, seed=seed,
+    options = dict(
+        cv_folds=cv_folds, population=population, generations=generations, seed=seed,
         validation=([stats[i] for i in held], [mious[i] for i in held]) if len(held) >= 3 else None,
         callback=lambda rec: echo(f"generation {rec.get('generation', '?')}: train τ {rec['best_tau']:.3f}"
                                   + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")),
         on_candidate=lambda row: echo(f"cross-validation {row['settings']}: mean τ {row['mean_tau']:.3f}"))
+    train_stats, train_mious = [stats[i] for i in train], [mious[i] for i in train]
+    if members > 1:
+        found = discover_ensemble(train_stats, train_mious, members=members, on_member=lambda j, m: echo(
+            f"member {j + 1}/{members}: train τ {m.train_tau:.3f}, held-out τ {m.val_tau}; {m.expression}"),
+            **options)
+    else:
+        found = run_discovery(train_stats, train_mious, **options)
     found.settings["scored_on"] = scored_on(data, split, images, size, seed)
     found.save(out)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
-               "held_out_rho": found.val_rho, "parsimony": found.settings["parsimony"], "train_archs": len(train),
+               "held_out_rho": found.val_rho, "parsimony": found.settings.get("parsimony"), "train_archs": len(train),
                "held_out_archs": len(held), "out": str(out)}
     atomic_write_text(Path(out).with_suffix(".summary.json"), json.dumps(summary, indent=2))
     return summary

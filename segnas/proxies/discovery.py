@@ -17,7 +17,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forwar
                                    pixel_ce, proxy, valid_pixels, weight_layers)
 from segnas.proxies.graph import PSET, PackedStats, evaluate_tree, pack, parse, uses_data
 from segnas.utils import atomic_write_text
+
+if TYPE_CHECKING:
+    from segnas.proxies.ensemble import ProxyEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -216,26 +219,29 @@ class DiscoveredProxy:
             raise SegnasError(f"{path}: {exc}") from None
 
 
-def as_proxy(expression: str | Path | DiscoveredProxy) -> DiscoveredProxy:
-    """A ``DiscoveredProxy`` from itself, a saved JSON file, or an expression string."""
-    if isinstance(expression, DiscoveredProxy):
+def as_proxy(expression: str | Path | DiscoveredProxy | ProxyEnsemble) -> DiscoveredProxy | ProxyEnsemble:
+    """A proxy from itself, a saved JSON file (one expression or an ensemble), or an expression string."""
+    from segnas.proxies.ensemble import ProxyEnsemble, load_proxy
+
+    if isinstance(expression, (DiscoveredProxy, ProxyEnsemble)):
         return expression
     if isinstance(expression, Path) or (isinstance(expression, str) and expression.strip().endswith(".json")):
-        return DiscoveredProxy.load(expression)
+        return load_proxy(expression)
     if isinstance(expression, str):
         return DiscoveredProxy.from_expression(expression)
-    raise SegnasError(f"proxy expression: expected a string, a .json path or a DiscoveredProxy, got "
-                      f"{type(expression).__name__}")
+    raise SegnasError(f"proxy expression: expected a string, a .json path, a DiscoveredProxy or a ProxyEnsemble, "
+                      f"got {type(expression).__name__}")
 
 
-def score_expression(expression: str | Path | DiscoveredProxy, net: nn.Module, batches: Sequence[Batch], *,
-                     seed: int = 0, ignore_index: int = 255, chunk_size: int = 4) -> float:
-    """Score ``net`` with an expression (string, saved JSON path, or ``DiscoveredProxy``)."""
+def score_expression(expression: str | Path | DiscoveredProxy | ProxyEnsemble, net: nn.Module,
+                     batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255, chunk_size: int = 4) -> float:
+    """Score ``net`` with an expression (string, saved JSON path, ``DiscoveredProxy`` or ``ProxyEnsemble``)."""
     return as_proxy(expression).score_net(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
 
 
-def register_expression(name: str, expression: str | Path | DiscoveredProxy, *, max_weights: int | None = 4096,
-                        max_activations: int | None = 256) -> DiscoveredProxy:
+def register_expression(name: str, expression: str | Path | DiscoveredProxy | ProxyEnsemble, *,
+                        max_weights: int | None = 4096,
+                        max_activations: int | None = 256) -> DiscoveredProxy | ProxyEnsemble:
     """Register an expression as zero-cost proxy ``name`` so that ``segnas.proxies.score(name, ...)``
     uses it; ``PROXIES.pop(name)`` removes it again."""
     found = as_proxy(expression)

@@ -103,7 +103,7 @@ def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int =
     """``net -> score`` from a registered proxy name, a saved proxy file, or a callable.
 
     A name of ``segnas.proxies.PROXIES`` is scored on ``batches`` with ``seed``. A path to a file is
-    a discovered proxy expression (``segnas.proxies.discovery.DiscoveredProxy``). A callable is used
+    a discovered proxy expression or ensemble (``segnas.proxies.ensemble.load_proxy``). A callable is used
     as it is (``net -> float``)."""
     from segnas import proxies
 
@@ -116,9 +116,9 @@ def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int =
             raise SegnasError(f"proxy {proxy!r}: needs data batches to score networks on")
         return lambda net: proxies.score(proxy, net, batches, seed=seed)
     if Path(proxy).is_file():
-        from segnas.proxies.discovery import DiscoveredProxy
+        from segnas.proxies.ensemble import load_proxy
 
-        found = DiscoveredProxy.load(proxy)
+        found = load_proxy(proxy)
         if not batches:
             raise SegnasError(f"proxy {proxy}: needs data batches to score networks on")
         return lambda net: float(found.score_net(net, batches, seed=seed))
@@ -312,9 +312,9 @@ def proxy_scored_on(proxy: ProxyLike) -> dict[str, Any]:
     ``size``, ``seed``); empty for a registered name, a callable or an older file."""
     if not (isinstance(proxy, str) and Path(proxy).is_file()):
         return {}
-    from segnas.proxies.discovery import DiscoveredProxy
+    from segnas.proxies.ensemble import load_proxy
 
-    return dict(DiscoveredProxy.load(proxy).settings.get("scored_on") or {})
+    return dict(load_proxy(proxy).settings.get("scored_on") or {})
 
 
 def _check_scored_on(proxy: ProxyLike, data: str, images: int, size: Sequence[int] | None,

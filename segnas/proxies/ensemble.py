@@ -1,0 +1,211 @@
+"""Ensembles of discovered proxy expressions.
+
+One genetic-programming run fits its training networks' noise in its own way: on the CamVid ground
+truth, expressions evolved with different seeds on the same training networks differ by up to ±0.1
+in held-out Kendall τ. ``discover_ensemble`` evolves ``members`` expressions on the same training
+networks (member j with seed ``seed + 1000·j``, so neighbouring seeds share no member) and a
+``ProxyEnsemble`` averages them on a common scale: each member's value becomes its quantile among
+that member's values on the training networks (interpolated between them; beyond their range it
+keeps rising or falling within the last half-step, so the member's own ranking is kept exactly).
+Every member then counts alike whatever its units. The ensemble saves to and loads from JSON, like
+a single expression; ``load_proxy`` reads either kind of file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from segnas.errors import SegnasError
+from segnas.proxies.common import Batch
+from segnas.proxies.discovery import DiscoveredProxy, layer_stats, rank_correlations
+from segnas.proxies.graph import PackedStats, pack
+from segnas.utils import atomic_write_text
+
+__all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "discover_ensemble", "load_proxy",
+           "member_seeds"]
+
+ENSEMBLE_FORMAT = "segnas.proxy_ensemble"
+#: Member j of an ensemble evolves with seed ``seed + MEMBER_SEED_STRIDE * j``.
+MEMBER_SEED_STRIDE = 1000
+
+StatsLike = Sequence[Mapping[str, torch.Tensor]] | PackedStats
+
+
+def member_seeds(seed: int, members: int) -> list[int]:
+    """The evolution seeds of an ensemble's members (member 0 evolves with ``seed`` itself)."""
+    return [seed + MEMBER_SEED_STRIDE * j for j in range(members)]
+
+
+def quantile_scale(reference: Sequence[float], value: float) -> float:
+    """``value``'s quantile among ``reference`` (finite values, any order): ``(i + 0.5) / n`` at the
+    i-th smallest, linear in between; beyond the smallest or largest it approaches 0 or 1
+    (``tanh`` of the distance in units of the reference's range), so the map is strictly increasing.
+    NaN for a non-finite ``value``."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64))
+    if not math.isfinite(value):
+        return math.nan
+    n = len(ref)
+    lo, hi = float(ref[0]), float(ref[-1])
+    span = hi - lo if hi > lo else 1.0
+    tail = 0.5 / n
+    if value < lo:
+        return tail - tail * math.tanh((lo - value) / span)
+    if value > hi:
+        return 1.0 - tail + tail * math.tanh((value - hi) / span)
+    if hi == lo:
+        return 0.5
+    quantiles = (np.arange(n) + 0.5) / n
+    # equal reference values: np.interp needs increasing x; average the quantiles of ties
+    xs, inverse = np.unique(ref, return_inverse=True)
+    qs = np.bincount(inverse, weights=quantiles) / np.bincount(inverse)
+    return float(np.interp(value, xs, qs))
+
+
+@dataclass
+class ProxyEnsemble:
+    """Several proxy expressions averaged on their quantile scales (see the module docstring).
+
+    ``references[j]`` holds member j's values on the networks it was evolved on."""
+
+    members: list[DiscoveredProxy]
+    references: list[list[float]]
+    train_tau: float | None = None
+    train_rho: float | None = None
+    val_tau: float | None = None
+    val_rho: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.members or len(self.members) != len(self.references):
+            raise SegnasError(f"proxy ensemble: expected one reference per member and at least one member, got "
+                              f"{len(self.members)} members and {len(self.references)} references")
+        for j, ref in enumerate(self.references):
+            if len(ref) < 2 or not all(math.isfinite(float(v)) for v in ref):
+                raise SegnasError(f"proxy ensemble: member {j}'s reference needs at least 2 finite values")
+        self.references = [sorted(float(v) for v in ref) for ref in self.references]
+
+    @classmethod
+    def from_members(cls, members: Sequence[DiscoveredProxy], stats_per_arch: Sequence[StatsLike],
+                     target_mious: Sequence[float] | None = None, *,
+                     validation: tuple[Sequence[StatsLike], Sequence[float]] | None = None,
+                     settings: Mapping[str, Any] | None = None) -> "ProxyEnsemble":
+        """The ensemble of ``members`` scaled on ``stats_per_arch`` (the networks they were evolved
+        on); with ``target_mious`` its τ/ρ there, with ``validation`` = (stats, mIoUs) its τ/ρ there.
+        A member's non-finite values on the training networks are left out of its reference."""
+        packed = [s if isinstance(s, PackedStats) else pack(s) for s in stats_per_arch]
+        refs = [[v for v in (m.evaluate(p) for p in packed) if math.isfinite(v)] for m in members]
+        ensemble = cls(members=list(members), references=refs, settings=dict(settings or {}))
+        if target_mious is not None:
+            ensemble.train_tau, ensemble.train_rho = _correlations(ensemble, packed, target_mious)
+        if validation is not None:
+            ensemble.val_tau, ensemble.val_rho = _correlations(ensemble, validation[0], validation[1])
+        return ensemble
+
+    @property
+    def expression(self) -> str:
+        """A readable form: the members' expressions, averaged on their quantile scales."""
+        return "mean_quantile(" + ", ".join(m.expression for m in self.members) + ")"
+
+    def member_values(self, stats: StatsLike) -> list[float]:
+        """Each member's raw value on one network's statistics."""
+        packed = stats if isinstance(stats, PackedStats) else pack(stats)
+        return [m.evaluate(packed) for m in self.members]
+
+    def evaluate(self, stats: StatsLike) -> float:
+        """The mean of the members' quantiles on one network's ``layer_stats`` (higher = predicted
+        better); NaN when a member's value is not finite."""
+        scaled = [quantile_scale(ref, v) for ref, v in zip(self.references, self.member_values(stats))]
+        return float(np.mean(scaled))
+
+    def score_net(self, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
+                  chunk_size: int = 4, max_weights: int | None = 4096, max_activations: int | None = 256) -> float:
+        """The ensemble's value of ``net`` (``layer_stats`` then ``evaluate``)."""
+        return self.evaluate(layer_stats(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size,
+                                         max_weights=max_weights, max_activations=max_activations))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": ENSEMBLE_FORMAT, "version": 1, "expression": self.expression,
+                "train_tau": self.train_tau, "train_rho": self.train_rho, "val_tau": self.val_tau,
+                "val_rho": self.val_rho, "settings": self.settings,
+                "members": [m.to_dict() | {"reference": ref} for m, ref in zip(self.members, self.references)]}
+
+    def save(self, path: str | Path) -> None:
+        """Write JSON atomically."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ProxyEnsemble":
+        """The inverse of ``to_dict``."""
+        if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT or not isinstance(
+                data.get("members"), list):
+            raise SegnasError(f"not a {ENSEMBLE_FORMAT} file (expected keys format, members)")
+        members, refs = [], []
+        for j, m in enumerate(data["members"]):
+            if not isinstance(m, dict) or not isinstance(m.get("reference"), list):
+                raise SegnasError(f"member {j}: expected an expression with its reference values")
+            members.append(DiscoveredProxy.from_dict(m))
+            refs.append(m["reference"])
+        return cls(members=members, references=refs, train_tau=data.get("train_tau"),
+                   train_rho=data.get("train_rho"), val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
+                   settings=dict(data.get("settings") or {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ProxyEnsemble":
+        return cls.from_dict(_read_json(path))
+
+
+def _correlations(ensemble: ProxyEnsemble, stats: Sequence[StatsLike], targets: Sequence[float]
+                  ) -> tuple[float | None, float | None]:
+    tau, rho = rank_correlations([ensemble.evaluate(s) for s in stats], [float(t) for t in targets])
+    return (float(tau) if math.isfinite(tau) else None), (float(rho) if math.isfinite(rho) else None)
+
+
+def _read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SegnasError(f"{path}: cannot read a proxy file ({exc})") from None
+
+
+def load_proxy(path: str | Path) -> DiscoveredProxy | ProxyEnsemble:
+    """A saved proxy file: one expression (``DiscoveredProxy``) or an ensemble (``ProxyEnsemble``)."""
+    data = _read_json(path)
+    kind = ProxyEnsemble if isinstance(data, dict) and data.get("format") == ENSEMBLE_FORMAT else DiscoveredProxy
+    try:
+        return kind.from_dict(data)
+    except SegnasError as exc:
+        raise SegnasError(f"{path}: {exc}") from None
+
+
+def discover_ensemble(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float],
+                      *, members: int = 5, seed: int = 0,
+                      validation: tuple[Sequence, Sequence[float]] | None = None,
+                      discover_member: Callable[..., DiscoveredProxy] | None = None,
+                      on_member: Callable[[int, DiscoveredProxy], None] | None = None,
+                      **options: Any) -> ProxyEnsemble:
+    """Evolve ``members`` expressions on the same training networks (seeds ``member_seeds``) and
+    average them (``ProxyEnsemble``). ``discover_member`` (default
+    ``segnas.proxies.cross_validation.run_discovery``) gets ``options`` and each member's seed;
+    ``validation`` = (stats, mIoUs) is only reported, for each member and the ensemble."""
+    if members < 1:
+        raise SegnasError(f"discover: members must be at least 1, got {members}")
+    if discover_member is None:
+        from segnas.proxies.cross_validation import run_discovery as discover_member
+    found = []
+    for j, member_seed in enumerate(member_seeds(seed, members)):
+        found.append(discover_member(stats_per_arch, target_mious, seed=member_seed, validation=validation, **options))
+        if on_member is not None:
+            on_member(j, found[-1])
+    settings = {"members": members, "seed": seed, "member_seeds": member_seeds(seed, members),
+                "architectures": len(target_mious), **{k: v for k, v in found[0].settings.items()
+                                                        if k not in ("seed", "architectures", "cross_validation")}}
+    return ProxyEnsemble.from_members(found, stats_per_arch, target_mious, validation=validation, settings=settings)
