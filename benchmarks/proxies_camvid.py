@@ -17,7 +17,10 @@ different random splits; the table gives split 0 and the mean over splits. With 
 each split's discovery first picks its size penalty (parsimony) by K-fold cross-validation on its
 training networks only (``segnas.proxies.cross_validation``), then evolves on all of them. With
 ``--members K`` each split evolves K expressions (other seeds) and the discovered proxy is their
-ensemble (``segnas.proxies.ensemble``); member 0 alone is the ``discovered_single`` row. Signs
+ensemble (``segnas.proxies.ensemble``); member 0 alone is the ``discovered_single`` row. With
+``--inits R`` every proxy, classic and discovered, is scored as its mean over R weight
+initializations (a network's score at one draw of weights is itself noisy); discovery still evolves
+on the first initialization's statistics, which keeps its cost. Signs
 are as the proxies define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
 A fairer baseline sits beside them, ``selected_classic``: on each split, the classic proxy whose score, with
 either sign, ranks the training networks best, scored on the held-out ones (``select_classic``).
@@ -39,12 +42,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from segnas.jobs.proxy import proxy_batches, scored_on  # noqa: E402
+from segnas.jobs.proxy import init_stats, proxy_batches, scored_on  # noqa: E402
 from segnas.parallel import default_key, run_all  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
-from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy, layer_stats  # noqa: E402
+from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
 from segnas.proxies.ensemble import ProxyEnsemble, member_seeds  # noqa: E402
 from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -143,6 +146,9 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--members", type=int, default=1,
                     help="expressions evolved per split (seeds segnas.proxies.ensemble.member_seeds); more than 1: "
                          "the discovered proxy is their ensemble, and member 0 alone is reported as discovered_single")
+    ap.add_argument("--inits", type=int, default=1,
+                    help="score every proxy, classic and discovered, as its mean over this many weight "
+                         "initializations (seeds --seed ..); discovery itself evolves on the first")
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
@@ -187,15 +193,19 @@ def main() -> None:
     space = records[0]["space"]
     print(f"{len(records)} {space} networks from {args.groundtruth}; proxies on {args.images} images at "
           f"{args.size[0]}x{args.size[1]}")
-    scores = classic_scores(records, batches, num_classes, args.seed,
-                            DATA / f"proxy_scores_{space}_camvid.jsonl")
+    R = args.inits
+    scores = [classic_scores(records, batches, num_classes, args.seed + j, DATA / f"proxy_scores_{space}_camvid.jsonl")
+              for j in range(R)]
     if args.scores_only:
         return
     t0 = time.perf_counter()
-    stats = [layer_stats(untrained_net(r, num_classes, args.seed), batches, seed=args.seed) for r in records]
+    # every network at R initializations; discovery evolves on the first one's statistics (``stats``)
+    eval_stats = [init_stats(r, num_classes, batches, args.seed, R) for r in records]
     stats_s = (time.perf_counter() - t0) / len(records)
+    stats = [s[0] for s in eval_stats] if R > 1 else eval_stats
     mious = [float(r["val_miou"]) for r in records]
-    classic = {name: [float(s[name]) for s in scores] for name in sorted(PROXIES)}
+    classic = {name: [float(np.mean([init[i][name] for init in scores])) for i in range(len(records))]
+               for name in sorted(PROXIES)}
 
     t0 = time.perf_counter()
     parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
@@ -208,14 +218,14 @@ def main() -> None:
     for k, (train, held) in enumerate(parts):
         members = discovered[k * K:(k + 1) * K]
         found = members[0] if K == 1 else ProxyEnsemble.from_members(
-            members, [stats[i] for i in train], [mious[i] for i in train],
-            validation=([stats[i] for i in held], [mious[i] for i in held]),
+            members, [eval_stats[i] for i in train], [mious[i] for i in train],
+            validation=([eval_stats[i] for i in held], [mious[i] for i in held]),
             settings={"members": K, "member_seeds": member_seeds(args.seed + k, K),
                       "population": args.population, "generations": args.generations})
-        values = [found.evaluate(s) for s in stats]
+        values = [found.evaluate(s) for s in eval_stats]
         held_corr = {n: correlations(v, mious, held) for n, v in classic.items()}
         if K > 1:
-            held_corr["discovered_single"] = correlations([members[0].evaluate(s) for s in stats], mious, held)
+            held_corr["discovered_single"] = correlations([members[0].evaluate(s) for s in eval_stats], mious, held)
         held_corr["discovered"] = correlations(values, mious, held)
         best_classic = max(classic, key=lambda n: np.nan_to_num(held_corr[n]["kendall_tau"], nan=-2))
         selected = select_classic(classic, mious, train)
@@ -233,7 +243,7 @@ def main() -> None:
               f"{held_corr[best_classic]['kendall_tau']:+.3f}; {found.expression}", flush=True)
 
     first = splits[0]
-    first["found"].settings["scored_on"] = scored_on("camvid", "train", args.images, args.size, args.seed)
+    first["found"].settings["scored_on"] = scored_on("camvid", "train", args.images, args.size, args.seed, R)
     first["found"].save(args.proxy_out)
     names = sorted(PROXIES) + ["selected_classic"] + (["discovered_single"] if K > 1 else []) + ["discovered"]
     table = []
@@ -246,7 +256,7 @@ def main() -> None:
             "mean_tau_over_splits": float(np.nanmean(taus)), "std_tau_over_splits": float(np.nanstd(taus)),
             "mean_rho_over_splits": float(np.nanmean(rhos)),
             "all_tau": rank_correlations(classic[n], mious)["kendall_tau"] if n in classic else None,
-            "seconds_per_net": float(np.mean([s[f"{n}_s"] for s in scores])) if n in classic else
+            "seconds_per_net": R * float(np.mean([s[f"{n}_s"] for s in scores[0]])) if n in classic else
             stats_s if n == "discovered" else None,
         })
     best_classic = max((r for r in table if r["proxy"] in classic), key=lambda r: r["held_out_tau"])
@@ -281,7 +291,7 @@ def main() -> None:
         "training_runs_per_network": len(args.groundtruth), "networks": len(records), "space": space,
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
-                     "generations": args.generations, "cv_folds": args.cv_folds, "members": K,
+                     "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
                      "workers": args.workers},
         "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,

@@ -119,3 +119,20 @@ def test_bad_proxy_files_are_refused_with_the_file_named(tmp_path):
         ProxyEnsemble([DiscoveredProxy.from_expression(EXPRESSIONS[0])], [[1.0]])
     with pytest.raises(SegnasError, match="members must be at least 1"):
         discover_ensemble([], [], members=0)
+
+
+def test_statistics_of_several_initializations_are_averaged(noisy):
+    """A network's statistics may be a list, one per weight initialization: every expression (and
+    discovery's fitness) then uses the mean of its values over them."""
+    from segnas.proxies.graph import evaluate_expression
+
+    archs, targets = noisy
+    two = [[a, b] for a, b in zip(archs[:20], archs[20:])]  # the second half plays another initialization
+    expr = EXPRESSIONS[0]
+    assert evaluate_expression(expr, two[0]) == pytest.approx(
+        (evaluate_expression(expr, archs[0]) + evaluate_expression(expr, archs[20])) / 2)
+    found = discover(two, targets[:20], population=16, generations=3, seed=1)
+    means = [(found.evaluate(a) + found.evaluate(b)) / 2 for a, b in two]
+    assert found.train_tau == pytest.approx(rank_correlations(means, targets[:20])[0])
+    ens = ProxyEnsemble.from_members([found], two, targets[:20])
+    assert ens.train_tau == pytest.approx(found.train_tau)

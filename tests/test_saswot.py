@@ -280,3 +280,37 @@ def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_noti
     saswot_search(tmp_path / "b", score_size=(48, 64), echo=other.append, **kwargs)
     assert not any(m.startswith("note:") for m in same)
     assert any(m.startswith("note:") and "size [32, 48]" in m and "size [48, 64]" in m for m in other)
+
+
+def test_scores_over_several_initializations_are_the_mean_of_each_one(tmp_path):
+    import torch
+
+    from segnas.search.saswot import CandidateScorer
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 5, (2, 32, 48), generator=g))]
+    arch = sample_archs(SMALL, 1, seed=4)[0]
+    one = [CandidateScorer(SMALL, "nwot", batches, 5, proxy_seed=s, init_seed=s)(arch) for s in (3, 4)]
+    both = CandidateScorer(SMALL, "nwot", batches, 5, proxy_seed=3, init_seed=3, inits=2)(arch)
+    assert one[0] != one[1] and both == pytest.approx(np.mean(one))
+    with pytest.raises(SegnasError, match="inits: expected a positive number"):
+        CandidateScorer(SMALL, "nwot", batches, 5, inits=0)
+
+
+def test_a_proxy_file_gives_the_search_its_number_of_initializations(tmp_path, cache):
+    """`segnas search saswot` scores as the proxy was discovered: images, size and initializations."""
+    from typer.testing import CliRunner
+
+    from segnas.cli.main import app
+    from segnas.proxies.discovery import DiscoveredProxy
+
+    found = DiscoveredProxy.from_expression("layer_sum(mean_w(abs_w(W)))")
+    found.settings["scored_on"] = {"data": "synthetic", "split": "train", "images": 2, "size": [32, 48], "seed": 0,
+                                   "inits": 2}
+    found.save(tmp_path / "p.json")
+    result = CliRunner().invoke(app, ["search", "saswot", "--size", "32x48", "--target-ms", "1e9", "--proxy",
+                                      str(tmp_path / "p.json"), "--candidates", "2", "--backend", "eager",
+                                      "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next((tmp_path / "runs").glob("*/saswot_result.json")).read_text())
+    assert summary["settings"]["inits"] == 2 and summary["settings"]["images"] == 2 and "note:" not in result.output

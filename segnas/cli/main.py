@@ -314,6 +314,8 @@ def search_saswot(
     score_size: Optional[str] = typer.Option(
         None, help="Resize images to HxW for scoring (default: what a proxy file was discovered on, else 128x160)."),
     images: Optional[int] = typer.Option(None, help="Images the proxy sees (default: a proxy file's, else 8)."),
+    inits: Optional[int] = typer.Option(None, min=1, help="Average each candidate's score over this many weight "
+                                                          "initializations (default: a proxy file's, else 1)."),
     workers: int = typer.Option(1, help="Processes scoring candidates in parallel (1 thread each)."),
     backend: str = typer.Option("onnxruntime", help="Runtime of the latency table."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency."),
@@ -330,6 +332,7 @@ def search_saswot(
     result = saswot_search(run, target_ms=target_ms, latency_size=parse_size(size), space=space, proxy=proxy,
                            data=data, root=data_root, images=images or seen.get("images") or 8,
                            score_size=parse_size(score_size or seen.get("size") or "128x160"),
+                           inits=inits or seen.get("inits") or 1,
                            backend=backend, latency_threads=threads, candidates=candidates, seed=seed,
                            executor="process" if workers > 1 else "inline", workers=workers,
                            time_limit_s=minutes * 60 if minutes else None, progress=True, echo=echo)
@@ -351,12 +354,13 @@ def proxy_score(
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
     images: int = typer.Option(8, help="Images the proxies see."),
     size: str = typer.Option("128x160", help="Images are resized to HxW."),
+    inits: int = typer.Option(1, min=1, help="Average each score over this many weight initializations."),
     seed: int = typer.Option(0),
 ) -> None:
     """Score networks with zero-cost proxies (no training)."""
     from segnas.jobs.proxy import proxy_score_job
 
-    for row in proxy_score_job(models, proxy, data, data_root, images=images, size=size, seed=seed):
+    for row in proxy_score_job(models, proxy, data, data_root, images=images, size=size, seed=seed, inits=inits):
         echo(f"{row['model']}: " + ", ".join(f"{p} {row[p]:.5g} ({row[p + '_s']:.2f} s)" for p in proxy))
 
 
@@ -378,13 +382,15 @@ def proxy_discover(
                                          "the training split; 0 = none."),
     members: int = typer.Option(1, min=1, help="Evolve this many expressions (other seeds) and save their ensemble, "
                                                "averaged on each one's quantile scale."),
+    inits: int = typer.Option(1, min=1, help="Measure every network at this many weight initializations; an "
+                                             "expression's value is its mean over them (costs as many times more)."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
 
     s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
-                           seed=seed, cv_folds=cv_folds, members=members, echo=echo)
+                           seed=seed, cv_folds=cv_folds, members=members, inits=inits, echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 
 

@@ -26,19 +26,34 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
     return fixed_batches(dataset, images, batch_size, seed), dataset.num_classes
 
 
-def scored_on(data: str, split: str, images: int, size: Sequence[int] | str | None, seed: int) -> dict[str, Any]:
+def scored_on(data: str, split: str, images: int, size: Sequence[int] | str | None, seed: int,
+              inits: int = 1) -> dict[str, Any]:
     """What a discovered proxy's statistics were measured on (kept in its file, so that a search can
-    score candidates the same way)."""
+    score candidates the same way): images, and ``inits`` weight initializations (seeds ``seed + j``)."""
     size = parse_size(size) if isinstance(size, str) else size
     return {"data": data, "split": split, "images": int(images), "size": list(size) if size else None,
-            "seed": int(seed)}
+            "seed": int(seed), "inits": int(inits)}
+
+
+def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed: int, inits: int = 1) -> Any:
+    """``layer_stats`` of a ground-truth record's untrained network at initialization seed ``seed``;
+    with ``inits`` > 1 a list of them at seeds ``seed .. seed + inits - 1`` (also the statistics'
+    sampling seeds), whose proxy values are averaged (``segnas.proxies.graph.NetStats``)."""
+    from segnas.proxies.discovery import layer_stats
+    from segnas.search.groundtruth import untrained_net
+
+    if inits < 1:
+        raise SegnasError(f"inits: expected a positive number of initializations, got {inits}")
+    stats = [layer_stats(untrained_net(record, num_classes, seed + j), batches, seed=seed + j) for j in range(inits)]
+    return stats[0] if inits == 1 else stats
 
 
 def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, root: str | None = None,
                     split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
-                    seed: int = 0) -> list[dict[str, Any]]:
+                    seed: int = 0, inits: int = 1) -> list[dict[str, Any]]:
     """Score untrained networks (zoo names or arch.json files; weights initialized from ``seed``)
-    with registered proxies or saved proxy expressions (``.json`` paths)."""
+    with registered proxies or saved proxy expressions (``.json`` paths); with ``inits`` > 1 each
+    score is the mean over initializations ``seed .. seed + inits - 1`` (also the proxies' seeds)."""
     from segnas.proxies import PROXIES, score
     from segnas.proxies.discovery import score_expression
 
@@ -46,15 +61,23 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     for p in proxies:
         if p not in PROXIES and not Path(p).is_file():
             raise SegnasError(f"proxy: unknown name or missing file {p!r}; choose one of {', '.join(sorted(PROXIES))}")
+    if inits < 1:
+        raise SegnasError(f"inits: expected a positive number of initializations, got {inits}")
     rows = []
     for source in models:
-        torch.manual_seed(seed)
-        net, name = resolve_model(source, num_classes)
-        row: dict[str, Any] = {"model": name}
+        row: dict[str, Any] = {}
+        values: dict[str, list[float]] = {p: [] for p in proxies}
+        for s in range(seed, seed + inits):
+            torch.manual_seed(s)
+            net, row["model"] = resolve_model(source, num_classes)
+            for p in proxies:
+                t1 = time.perf_counter()
+                values[p].append(score(p, net, batches, seed=s) if p in PROXIES else
+                                 score_expression(p, net, batches, seed=s))
+                row[f"{p}_s"] = row.get(f"{p}_s", 0.0) + time.perf_counter() - t1
         for p in proxies:
-            t0 = time.perf_counter()
-            row[p] = score(p, net, batches, seed=seed) if p in PROXIES else score_expression(p, net, batches, seed=seed)
-            row[f"{p}_s"] = round(time.perf_counter() - t0, 3)
+            row[p] = float(sum(values[p]) / inits)
+            row[f"{p}_s"] = round(row[f"{p}_s"], 3)
         rows.append(row)
     return rows
 
@@ -62,17 +85,17 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
 def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Path, data: str, root: str | None = None,
                        split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
-                       cv_folds: int = 0, members: int = 1,
+                       cv_folds: int = 0, members: int = 1, inits: int = 1,
                        echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
     held-out rest, save the expression to ``out``. ``cv_folds`` ≥ 2 picks discovery's parsimony by
     cross-validation inside the training split (``segnas.proxies.cross_validation``); ``members`` > 1
-    evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``)."""
+    evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``); ``inits`` > 1
+    measures every network at that many initializations and evolves on the mean values (``init_stats``)."""
     from segnas.proxies.cross_validation import run_discovery
-    from segnas.proxies.discovery import layer_stats
     from segnas.proxies.ensemble import discover_ensemble
-    from segnas.search.groundtruth import load_groundtruth_runs, split_indices, untrained_net
+    from segnas.search.groundtruth import load_groundtruth_runs, split_indices
 
     echo = echo or (lambda m: None)
     records = load_groundtruth_runs(groundtruth)
@@ -82,7 +105,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     stats = []
     for i, r in enumerate(records):
-        stats.append(layer_stats(untrained_net(r, num_classes, seed), batches, seed=seed))
+        stats.append(init_stats(r, num_classes, batches, seed, inits))
         echo(f"statistics {i + 1}/{len(records)}")
     mious = [r["val_miou"] for r in records]
     options = dict(
@@ -98,7 +121,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
             **options)
     else:
         found = run_discovery(train_stats, train_mious, **options)
-    found.settings["scored_on"] = scored_on(data, split, images, size, seed)
+    found.settings["scored_on"] = scored_on(data, split, images, size, seed, inits)
     found.save(out)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
                "held_out_rho": found.val_rho, "parsimony": found.settings.get("parsimony"), "train_archs": len(train),

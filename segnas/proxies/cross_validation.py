@@ -19,7 +19,7 @@ import torch
 
 from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, discover, rank_correlations
-from segnas.proxies.graph import pack
+from segnas.proxies.graph import NetStats, pack_inits
 
 __all__ = ["PARSIMONY_GRID", "as_numpy", "cross_validate", "discover_cv", "discovery_task", "fold_indices",
            "run_discovery"]
@@ -38,7 +38,7 @@ def fold_indices(n: int, folds: int, seed: int) -> list[list[int]]:
     return [sorted(int(i) for i in part) for part in np.array_split(order, folds)]
 
 
-def cross_validate(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float],
+def cross_validate(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float],
                    candidates: Sequence[Mapping[str, Any]] = PARSIMONY_GRID, *, folds: int = 3, seed: int = 0,
                    on_candidate: Callable[[dict[str, Any]], None] | None = None,
                    **common: Any) -> list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def cross_validate(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]
     if not candidates:
         raise SegnasError("cross-validation: no candidate settings given")
     parts = fold_indices(len(stats_per_arch), folds, seed)
-    packed = [pack(s) for s in stats_per_arch]
+    packed = [pack_inits(s) for s in stats_per_arch]
     rows = []
     for settings in candidates:
         taus = []
@@ -65,7 +65,7 @@ def cross_validate(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]
     return rows
 
 
-def discover_cv(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float],
+def discover_cv(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float],
                 candidates: Sequence[Mapping[str, Any]] = PARSIMONY_GRID, *, folds: int = 3, seed: int = 0,
                 validation: tuple[Sequence, Sequence[float]] | None = None,
                 callback: Callable[[dict[str, Any]], None] | None = None,
@@ -83,7 +83,7 @@ def discover_cv(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], 
     return found
 
 
-def run_discovery(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float], *,
+def run_discovery(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], *,
                   cv_folds: int = 0, on_candidate: Callable[[dict[str, Any]], None] | None = None,
                   **options: Any) -> DiscoveredProxy:
     """``discover_cv`` with ``cv_folds`` folds, or plain ``discover`` (parsimony 0 unless given)
@@ -107,11 +107,17 @@ def discovery_task(item: Mapping[str, Any]) -> dict[str, Any]:
     return found.to_dict()
 
 
-def as_numpy(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]]) -> list[list[dict[str, np.ndarray]]]:
-    """``layer_stats`` of several networks with numpy arrays for tensors: pickled by value, where
-    thousands of tensors sent to a process pool would each hold a shared-memory file open."""
-    return [[{k: v.numpy() for k, v in layer.items()} for layer in arch] for arch in stats_per_arch]
+def as_numpy(stats_per_arch: Sequence[NetStats]) -> list:
+    """``layer_stats`` of several networks (of one or several initializations each) with numpy
+    arrays for tensors: pickled by value, where thousands of tensors sent to a process pool would
+    each hold a shared-memory file open."""
+    return [_convert(arch, lambda v: v.numpy()) for arch in stats_per_arch]
 
 
-def _as_torch(stats_per_arch: Sequence[Sequence[Mapping[str, Any]]]) -> list[list[dict[str, torch.Tensor]]]:
-    return [[{k: torch.as_tensor(v) for k, v in layer.items()} for layer in arch] for arch in stats_per_arch]
+def _as_torch(stats_per_arch: Sequence) -> list:
+    return [_convert(arch, torch.as_tensor) for arch in stats_per_arch]
+
+
+def _convert(stats: Any, fn: Callable[[Any], Any]) -> list:
+    """One network's statistics, as nested lists ending in per-layer dicts, with ``fn`` applied to every value."""
+    return [{k: fn(v) for k, v in item.items()} if isinstance(item, Mapping) else _convert(item, fn) for item in stats]

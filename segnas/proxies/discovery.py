@@ -29,7 +29,7 @@ from segnas.errors import SegnasError
 from segnas.proxies import run_isolated
 from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats,
                                    pixel_ce, proxy, valid_pixels, weight_layers)
-from segnas.proxies.graph import PSET, PackedStats, evaluate_tree, pack, parse, uses_data
+from segnas.proxies.graph import PSET, NetStats, evaluate_inits, pack_inits, parse, uses_data
 from segnas.utils import atomic_write_text
 
 if TYPE_CHECKING:
@@ -178,9 +178,10 @@ class DiscoveredProxy:
     def from_expression(cls, expression: str) -> "DiscoveredProxy":
         return cls(expression=expression)
 
-    def evaluate(self, stats: Sequence[Mapping[str, torch.Tensor]] | PackedStats) -> float:
-        """The proxy value on one network's ``layer_stats`` (higher = predicted better)."""
-        return evaluate_tree(self.tree, stats if isinstance(stats, PackedStats) else pack(stats))
+    def evaluate(self, stats: NetStats) -> float:
+        """The proxy value on one network's ``layer_stats`` (higher = predicted better); given the
+        statistics of several initializations, the mean of their values."""
+        return evaluate_inits(self.tree, pack_inits(stats))
 
     def score_net(self, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
                   chunk_size: int = 4, max_weights: int | None = 4096, max_activations: int | None = 256) -> float:
@@ -295,14 +296,15 @@ def _check_inputs(stats_per_arch: Sequence, target_mious: Sequence[float], what:
     return targets
 
 
-def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float], *,
+def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], *,
              population: int = 64, generations: int = 20, seed: int = 0, crossover: float = 0.5,
              mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
              init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0,
              validation: tuple[Sequence, Sequence[float]] | None = None, cache_size: int = 2048,
              callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
     """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
-    (``layer_stats`` of each architecture) and ``target_mious``.
+    (``layer_stats`` of each architecture, or a list of them for several initializations: then an
+    expression's value is its mean over them) and ``target_mious``.
 
     Per generation: ``elite`` best unique individuals survive unchanged (hall of fame); the rest are
     tournament-selected, crossed over (one point, typed) with probability ``crossover`` and mutated
@@ -330,11 +332,11 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
     if not 2 <= lo <= hi <= max_height:
         raise SegnasError(f"discover: expected 2 ≤ init_height[0] ≤ init_height[1] ≤ max_height, got "
                           f"{init_height} and {max_height}")
-    train = [pack(s, cache_size) for s in stats_per_arch]
+    train = [pack_inits(s, cache_size) for s in stats_per_arch]
     val = None
     if validation is not None:
         val_stats, val_targets = validation
-        val = ([pack(s) for s in val_stats], _check_inputs(val_stats, val_targets, "the validation split"))
+        val = ([pack_inits(s) for s in val_stats], _check_inputs(val_stats, val_targets, "the validation split"))
     settings = {"population": population, "generations": generations, "seed": seed, "crossover": crossover,
                 "mutation": mutation, "tournament": tournament, "elite": elite, "max_height": max_height,
                 "init_height": list(init_height), "parsimony": parsimony, "architectures": len(targets)}
@@ -359,7 +361,7 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
         key = str(ind)
         if key not in tau_cache:
             counts["evaluated"] += 1
-            tau, _ = rank_correlations([evaluate_tree(ind, p) for p in train], targets)
+            tau, _ = rank_correlations([evaluate_inits(ind, p) for p in train], targets)
             tau_cache[key] = tau if math.isfinite(tau) else PENALTY
         return tau_cache[key]
 
@@ -394,7 +396,7 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
                "mean_tau": float(np.mean(taus)) if taus else None, "valid": len(taus),
                "evaluated": counts["evaluated"], "best": str(best)}
         if val is not None:
-            rec["val_tau"] = _finite(rank_correlations([evaluate_tree(best, p) for p in val[0]], val[1])[0])
+            rec["val_tau"] = _finite(rank_correlations([evaluate_inits(best, p) for p in val[0]], val[1])[0])
         log.info("proxy discovery: generation %d best τ %.4f (%d valid) %s", gen, rec["best_tau"], len(taus), best)
         if callback is not None:
             callback(rec)
@@ -422,11 +424,11 @@ def discover(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], tar
         random.setstate(state)
 
     best = hall[0]
-    tau, rho = rank_correlations([evaluate_tree(best, p) for p in train], targets)
+    tau, rho = rank_correlations([evaluate_inits(best, p) for p in train], targets)
     result = DiscoveredProxy(expression=str(best), train_tau=_finite(tau), train_rho=_finite(rho),
                              history=history, settings=settings)
     if val is not None:
-        vt, vr = rank_correlations([evaluate_tree(best, p) for p in val[0]], val[1])
+        vt, vr = rank_correlations([evaluate_inits(best, p) for p in val[0]], val[1])
         result.val_tau, result.val_rho = _finite(vt), _finite(vr)
     return result
 

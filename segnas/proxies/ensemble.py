@@ -26,7 +26,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.proxies.common import Batch
 from segnas.proxies.discovery import DiscoveredProxy, layer_stats, rank_correlations
-from segnas.proxies.graph import PackedStats, pack
+from segnas.proxies.graph import NetStats, pack_inits
 from segnas.utils import atomic_write_text
 
 __all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "discover_ensemble", "load_proxy",
@@ -35,9 +35,6 @@ __all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "discover_e
 ENSEMBLE_FORMAT = "segnas.proxy_ensemble"
 #: Member j of an ensemble evolves with seed ``seed + MEMBER_SEED_STRIDE * j``.
 MEMBER_SEED_STRIDE = 1000
-
-StatsLike = Sequence[Mapping[str, torch.Tensor]] | PackedStats
-
 
 def member_seeds(seed: int, members: int) -> list[int]:
     """The evolution seeds of an ensemble's members (member 0 evolves with ``seed`` itself)."""
@@ -93,14 +90,14 @@ class ProxyEnsemble:
         self.references = [sorted(float(v) for v in ref) for ref in self.references]
 
     @classmethod
-    def from_members(cls, members: Sequence[DiscoveredProxy], stats_per_arch: Sequence[StatsLike],
+    def from_members(cls, members: Sequence[DiscoveredProxy], stats_per_arch: Sequence[NetStats],
                      target_mious: Sequence[float] | None = None, *,
-                     validation: tuple[Sequence[StatsLike], Sequence[float]] | None = None,
+                     validation: tuple[Sequence[NetStats], Sequence[float]] | None = None,
                      settings: Mapping[str, Any] | None = None) -> "ProxyEnsemble":
         """The ensemble of ``members`` scaled on ``stats_per_arch`` (the networks they were evolved
         on); with ``target_mious`` its τ/ρ there, with ``validation`` = (stats, mIoUs) its τ/ρ there.
         A member's non-finite values on the training networks are left out of its reference."""
-        packed = [s if isinstance(s, PackedStats) else pack(s) for s in stats_per_arch]
+        packed = [pack_inits(s) for s in stats_per_arch]
         refs = [[v for v in (m.evaluate(p) for p in packed) if math.isfinite(v)] for m in members]
         ensemble = cls(members=list(members), references=refs, settings=dict(settings or {}))
         if target_mious is not None:
@@ -114,12 +111,12 @@ class ProxyEnsemble:
         """A readable form: the members' expressions, averaged on their quantile scales."""
         return "mean_quantile(" + ", ".join(m.expression for m in self.members) + ")"
 
-    def member_values(self, stats: StatsLike) -> list[float]:
+    def member_values(self, stats: NetStats) -> list[float]:
         """Each member's raw value on one network's statistics."""
-        packed = stats if isinstance(stats, PackedStats) else pack(stats)
+        packed = pack_inits(stats)
         return [m.evaluate(packed) for m in self.members]
 
-    def evaluate(self, stats: StatsLike) -> float:
+    def evaluate(self, stats: NetStats) -> float:
         """The mean of the members' quantiles on one network's ``layer_stats`` (higher = predicted
         better); NaN when a member's value is not finite."""
         scaled = [quantile_scale(ref, v) for ref, v in zip(self.references, self.member_values(stats))]
@@ -162,7 +159,7 @@ class ProxyEnsemble:
         return cls.from_dict(_read_json(path))
 
 
-def _correlations(ensemble: ProxyEnsemble, stats: Sequence[StatsLike], targets: Sequence[float]
+def _correlations(ensemble: ProxyEnsemble, stats: Sequence[NetStats], targets: Sequence[float]
                   ) -> tuple[float | None, float | None]:
     tau, rho = rank_correlations([ensemble.evaluate(s) for s in stats], [float(t) for t in targets])
     return (float(tau) if math.isfinite(tau) else None), (float(rho) if math.isfinite(rho) else None)
@@ -186,7 +183,7 @@ def load_proxy(path: str | Path) -> DiscoveredProxy | ProxyEnsemble:
         raise SegnasError(f"{path}: {exc}") from None
 
 
-def discover_ensemble(stats_per_arch: Sequence[Sequence[Mapping[str, torch.Tensor]]], target_mious: Sequence[float],
+def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float],
                       *, members: int = 5, seed: int = 0,
                       validation: tuple[Sequence, Sequence[float]] | None = None,
                       discover_member: Callable[..., DiscoveredProxy] | None = None,

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from deap import gp
 
@@ -112,6 +113,25 @@ def pack(stats: Sequence[Mapping[str, torch.Tensor]], cache_size: int = 0) -> Pa
         count_w=torch.bincount(sw, minlength=n).double(), count_a=torch.bincount(sa, minlength=n).double(),
         numel_w=torch.tensor(numel_w, dtype=torch.float64), numel_a=torch.tensor(numel_a, dtype=torch.float64),
         cache_size=cache_size)
+
+
+#: One network's statistics: its ``layer_stats`` (a list of per-layer dicts) or them packed; or a
+#: list of either, one per weight initialization, whose proxy values are averaged.
+NetStats = Sequence[Mapping[str, torch.Tensor]] | PackedStats | Sequence[Sequence[Mapping[str, torch.Tensor]] | PackedStats]
+
+
+def pack_inits(stats: NetStats, cache_size: int = 0) -> list[PackedStats]:
+    """One network's statistics (``NetStats``) packed, one ``PackedStats`` per initialization."""
+    if isinstance(stats, PackedStats):
+        return [stats]
+    if not stats or isinstance(stats[0], Mapping):
+        return [pack(stats, cache_size)]
+    return [s if isinstance(s, PackedStats) else pack(s, cache_size) for s in stats]
+
+
+def evaluate_inits(tree: Sequence, packs: Sequence[PackedStats], pset: gp.PrimitiveSetTyped | None = None) -> float:
+    """The mean over initializations of ``evaluate_tree``."""
+    return float(np.mean([evaluate_tree(tree, p, pset or PSET) for p in packs]))
 
 
 # ---------------------------------------------------------------- operations
@@ -355,8 +375,8 @@ def evaluate_tree(tree: Sequence, packed: PackedStats, pset: gp.PrimitiveSetType
     return float(value)
 
 
-def evaluate_expression(expression: str | gp.PrimitiveTree,
-                        stats: Sequence[Mapping[str, torch.Tensor]] | PackedStats) -> float:
-    """The proxy value of an expression (text or tree) on one network's statistics."""
+def evaluate_expression(expression: str | gp.PrimitiveTree, stats: NetStats) -> float:
+    """The proxy value of an expression (text or tree) on one network's statistics (averaged over
+    initializations when there are several)."""
     tree = parse(expression) if isinstance(expression, str) else expression
-    return evaluate_tree(tree, stats if isinstance(stats, PackedStats) else pack(stats))
+    return evaluate_inits(tree, pack_inits(stats))

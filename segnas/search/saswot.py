@@ -128,11 +128,14 @@ def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int =
 
 class CandidateScorer:
     """Scores an architecture: builds its network (initialization seeded by ``init_seed``, the
-    caller's RNG untouched), applies the proxy, frees the network. With ``proxy_input="arch"`` the
-    proxy is called on the architecture itself (no network is built)."""
+    caller's RNG untouched), applies the proxy, frees the network. With ``inits`` > 1 the score is
+    the mean over that many initializations (seeds ``init_seed + r``, proxy seeds ``proxy_seed + r``),
+    which ranks architectures less by the luck of one draw of weights. With ``proxy_input="arch"``
+    the proxy is called on the architecture itself (no network is built)."""
 
     def __init__(self, space: Any, proxy: ProxyLike, batches: Sequence[Batch] | None, num_classes: int | None,
-                 proxy_seed: int = 0, init_seed: int = 0, proxy_input: Literal["net", "arch"] = "net") -> None:
+                 proxy_seed: int = 0, init_seed: int = 0, proxy_input: Literal["net", "arch"] = "net",
+                 inits: int = 1) -> None:
         if proxy_input not in ("net", "arch"):
             raise SegnasError(f"proxy_input: expected 'net' or 'arch', got {proxy_input!r}")
         if proxy_input == "arch" and not callable(proxy):
@@ -142,19 +145,23 @@ class CandidateScorer:
         self.space = resolve_space(space)
         self.proxy_input = proxy_input
         self.num_classes = num_classes
+        if not isinstance(inits, int) or inits < 1:
+            raise SegnasError(f"inits: expected a positive number of initializations, got {inits!r}")
         self.init_seed = init_seed
-        self.fn = proxy if proxy_input == "arch" else resolve_proxy(proxy, batches, proxy_seed)
+        self.fns = [proxy] if proxy_input == "arch" else [resolve_proxy(proxy, batches, proxy_seed + r)
+                                                          for r in range(inits)]
 
     def __call__(self, arch: Any) -> float:
         if self.proxy_input == "arch":
-            return float(self.fn(arch))
-        with torch.random.fork_rng():
-            torch.manual_seed(self.init_seed)
-            net = self.space.build(arch, self.num_classes)
-        try:
-            return float(self.fn(net))
-        finally:
+            return float(self.fns[0](arch))
+        values = []
+        for r, fn in enumerate(self.fns):
+            with torch.random.fork_rng():
+                torch.manual_seed(self.init_seed + r)
+                net = self.space.build(arch, self.num_classes)
+            values.append(float(fn(net)))
             del net
+        return float(np.mean(values))
 
 
 _WORKER_SCORER: CandidateScorer | None = None
@@ -175,7 +182,7 @@ def _score_in_worker(arch_dict: dict[str, Any]) -> float:
 def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any], float], target_ms: float, *,
                          candidates: int = 1000, population: int = 50, sample_size: int = 10, seed: int = 0,
                          time_limit_s: float | None = None, batches: Sequence[Batch] | None = None,
-                         num_classes: int | None = None, proxy_seed: int = 0,
+                         num_classes: int | None = None, proxy_seed: int = 0, inits: int = 1,
                          proxy_input: Literal["net", "arch"] = "net", top_k: int = 10,
                          executor: Literal["inline", "process"] = "inline", workers: int = 1,
                          max_draws: int | None = None, progress: bool = False,
@@ -183,7 +190,8 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
     """Regularized evolution maximizing ``proxy`` subject to ``latency_fn(arch) <= target_ms``.
 
     ``proxy``: a proxy name (scored on ``batches``), a saved proxy file, or a callable on the built
-    network (``proxy_input="net"``, needs ``num_classes``) or on the architecture (``"arch"``).
+    network (``proxy_input="net"``, needs ``num_classes``) or on the architecture (``"arch"``);
+    on networks, averaged over ``inits`` initializations (``CandidateScorer``).
     Stops after ``candidates`` networks are scored, after ``time_limit_s`` seconds, or once
     ``max_draws`` proposals in all (default 50 per requested candidate) have been drawn.
     """
@@ -194,7 +202,7 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
         raise SegnasError(f"target_ms: must be > 0, got {target_ms}")
     if executor not in ("inline", "process"):
         raise SegnasError(f"executor: expected 'inline' or 'process', got {executor!r}")
-    scorer_args = (space, proxy, batches, num_classes, proxy_seed, seed, proxy_input)
+    scorer_args = (space, proxy, batches, num_classes, proxy_seed, seed, proxy_input, inits)
     scorer = CandidateScorer(*scorer_args)
     rng = np.random.default_rng(seed)
     max_draws = max_draws or 50 * candidates + 1000
@@ -317,12 +325,13 @@ def proxy_scored_on(proxy: ProxyLike) -> dict[str, Any]:
     return dict(load_proxy(proxy).settings.get("scored_on") or {})
 
 
-def _check_scored_on(proxy: ProxyLike, data: str, images: int, size: Sequence[int] | None,
+def _check_scored_on(proxy: ProxyLike, data: str, images: int, size: Sequence[int] | None, inits: int,
                      echo: Callable[[str], None] | None) -> None:
-    """A notice when a discovered proxy file is used on other data, image count or size than it was
-    discovered on (its values are then on another scale, and its ranking untested)."""
+    """A notice when a discovered proxy file is used on other data, image count, size or number of
+    initializations than it was discovered on (its values are then on another scale, and its
+    ranking untested)."""
     seen = proxy_scored_on(proxy)
-    now = {"data": data, "images": images, "size": list(size) if size else None}
+    now = {"data": data, "images": images, "size": list(size) if size else None, "inits": inits}
     diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
     if diff and echo:
         echo(f"note: {proxy} was discovered on " + ", ".join(f"{k} {a}" for k, (a, _) in diff.items())
@@ -335,14 +344,15 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
                   batch_size: int = 8, score_size: Sequence[int] | None = (128, 160),
                   backend: str = "onnxruntime", latency_threads: int | None = None, table_min_runs: int = 20,
                   table_min_time_s: float = 0.3, table: Any = None, candidates: int = 1000, population: int = 50,
-                  sample_size: int = 10, seed: int = 0, proxy_seed: int = 0, time_limit_s: float | None = None,
+                  sample_size: int = 10, seed: int = 0, proxy_seed: int = 0, inits: int = 1,
+                  time_limit_s: float | None = None,
                   executor: Literal["inline", "process"] = "inline", workers: int = 1, top_k: int = 10,
                   progress: bool = False, echo: Callable[[str], None] | None = None) -> SearchResult:
     """Everything a ``segnas search saswot`` job needs: data batches, proxy, latency table, search,
     and ``<out_dir>/arch.json`` (the best network) plus ``<out_dir>/saswot_result.json``.
 
     Networks are scored on ``images`` images of ``data``/``split`` resized to ``score_size``
-    (None: native size); latency is predicted from the operator table of ``backend`` at
+    (None: native size), each the mean over ``inits`` initializations; latency is predicted from the operator table of ``backend`` at
     ``latency_size`` (the deployment size), or from ``table`` if given."""
     from segnas.cost import LatencyTable
     from segnas.data import eval_transforms, open_split
@@ -355,13 +365,13 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
     dataset = open_split(data, root, split, eval_transforms(size), False, data_options or {})
     batches = fixed_batches(dataset, images, batch_size, seed)
     num_classes = int(dataset.num_classes)
-    _check_scored_on(proxy, data, images, size, echo)
+    _check_scored_on(proxy, data, images, size, inits, echo)
     table = table or LatencyTable(backend, threads=latency_threads, min_runs=table_min_runs,
                                   min_time_s=table_min_time_s)
     result = training_free_search(
         space, proxy, latency_function(space, table, num_classes, lat_size), target_ms, candidates=candidates,
         population=population, sample_size=sample_size, seed=seed, time_limit_s=time_limit_s, batches=batches,
-        num_classes=num_classes, proxy_seed=proxy_seed, top_k=top_k, executor=executor, workers=workers,
+        num_classes=num_classes, proxy_seed=proxy_seed, inits=inits, top_k=top_k, executor=executor, workers=workers,
         progress=progress, echo=echo)
     out = Path(out_dir)
     proxy_name = proxy if isinstance(proxy, str) else getattr(proxy, "__name__", repr(proxy))
@@ -371,7 +381,8 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
     write_arch_file(out / "arch.json", space.name, space.version, result.best_arch.to_dict(), **info)
     settings = {"space": space.name, "data": data, "split": split, "images": sum(len(b[0]) for b in batches),
                 "score_size": list(size) if size else None, "population": population, "sample_size": sample_size,
-                "seed": seed, "proxy_seed": proxy_seed, "workers": workers, "time_limit_s": time_limit_s}
+                "seed": seed, "proxy_seed": proxy_seed, "inits": inits, "workers": workers,
+                "time_limit_s": time_limit_s}
     atomic_write_text(out / "saswot_result.json", json.dumps({"settings": settings, **info, **result.to_dict()},
                                                              indent=1))
     if echo:
