@@ -117,7 +117,8 @@ def pack(stats: Sequence[Mapping[str, torch.Tensor]], cache_size: int = 0) -> Pa
 
 #: One network's statistics: its ``layer_stats`` (a list of per-layer dicts) or them packed; or a
 #: list of either, one per weight initialization, whose proxy values are averaged.
-NetStats = Sequence[Mapping[str, torch.Tensor]] | PackedStats | Sequence[Sequence[Mapping[str, torch.Tensor]] | PackedStats]
+LayerStatsList = Sequence[Mapping[str, torch.Tensor]]
+NetStats = LayerStatsList | PackedStats | Sequence[LayerStatsList | PackedStats]
 
 
 def pack_inits(stats: NetStats, cache_size: int = 0) -> list[PackedStats]:

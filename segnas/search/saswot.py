@@ -352,8 +352,9 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
     and ``<out_dir>/arch.json`` (the best network) plus ``<out_dir>/saswot_result.json``.
 
     Networks are scored on ``images`` images of ``data``/``split`` resized to ``score_size``
-    (None: native size), each the mean over ``inits`` initializations; latency is predicted from the operator table of ``backend`` at
-    ``latency_size`` (the deployment size), or from ``table`` if given."""
+    (None: native size), each score the mean over ``inits`` initializations; latency is predicted
+    from the operator table of ``backend`` at ``latency_size`` (the deployment size), or from
+    ``table`` if given."""
     from segnas.cost import LatencyTable
     from segnas.data import eval_transforms, open_split
     from segnas.spaces import write_arch_file
