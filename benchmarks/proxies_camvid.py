@@ -19,8 +19,9 @@ training networks only (``segnas.proxies.cross_validation``), then evolves on al
 ``--members K`` each split evolves K expressions (other seeds) and the discovered proxy is their
 ensemble (``segnas.proxies.ensemble``); member 0 alone is the ``discovered_single`` row. With
 ``--inits R`` every proxy, classic and discovered, is scored as its mean over R weight
-initializations (a network's score at one draw of weights is itself noisy); discovery still evolves
-on the first initialization's statistics, which keeps its cost. Signs
+initializations (a network's score at one draw of weights is itself noisy); discovery evolves on
+the first initialization's statistics, which keeps its cost, or with ``--evolve-on-inits`` on the
+mean over all R (R times the evolution time). Signs
 are as the proxies define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
 A fairer baseline sits beside them, ``selected_classic``: on each split, the classic proxy whose score, with
 either sign, ranks the training networks best, scored on the held-out ones (``select_classic``).
@@ -146,9 +147,6 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--members", type=int, default=1,
                     help="expressions evolved per split (seeds segnas.proxies.ensemble.member_seeds); more than 1: "
                          "the discovered proxy is their ensemble, and member 0 alone is reported as discovered_single")
-    ap.add_argument("--inits", type=int, default=1,
-                    help="score every proxy, classic and discovered, as its mean over this many weight "
-                         "initializations (seeds --seed ..); discovery itself evolves on the first")
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
@@ -161,13 +159,16 @@ def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: ar
     ``segnas.parallel`` (1 torch thread each) and cached under ``runs/`` so a killed benchmark
     resumes: plain, or with parsimony chosen by ``--cv-folds``-fold cross-validation on ``train``."""
     options = {"population": args.population, "generations": args.generations}
+    # statistics of several initializations per network (--evolve-on-inits) evolve something else
+    evolve_inits = {"inits": args.inits} if getattr(args, "evolve_on_inits", False) and args.inits > 1 else {}
     stats = as_numpy(stats)
     items = []
     for job in jobs:
         held = job.get("held") or []
         key = default_key({"archs": [records[i]["key"] for i in job["train"]], "job": job, "cv_folds": args.cv_folds,
                            "options": options, "images": args.images, "size": list(args.size), "stats_seed": args.seed,
-                           "held_mious": [records[i]["val_miou"] for i in held], "algorithm": ALGORITHM_VERSION})
+                           "held_mious": [records[i]["val_miou"] for i in held], "algorithm": ALGORITHM_VERSION,
+                           **evolve_inits})
         items.append({"key": key, "stats": [stats[i] for i in job["train"]], "targets": job["targets"],
                       "cv_folds": args.cv_folds, "options": options | {"seed": job["seed"]},
                       "validation": ([stats[i] for i in held], [records[i]["val_miou"] for i in held]) if held else None})
@@ -183,6 +184,11 @@ def main() -> None:
     ap.add_argument("--name", default="proxies_camvid")
     ap.add_argument("--proxy-out", default=str(common.RESULTS / "proxy_camvid_discovered.json"),
                     help="where the expression found on split 0 goes")
+    ap.add_argument("--inits", type=int, default=1,
+                    help="score every proxy, classic and discovered, as its mean over this many weight "
+                         "initializations (seeds --seed ..); discovery itself evolves on the first")
+    ap.add_argument("--evolve-on-inits", action="store_true",
+                    help="discovery evolves on the mean over the --inits initializations too")
     ap.add_argument("--scores-only", action="store_true",
                     help="only score the ground truth found so far with the classic proxies (fills the cache)")
     args = ap.parse_args()
@@ -202,7 +208,7 @@ def main() -> None:
     # every network at R initializations; discovery evolves on the first one's statistics (``stats``)
     eval_stats = [init_stats(r, num_classes, batches, args.seed, R) for r in records]
     stats_s = (time.perf_counter() - t0) / len(records)
-    stats = [s[0] for s in eval_stats] if R > 1 else eval_stats
+    stats = [s[0] for s in eval_stats] if R > 1 and not args.evolve_on_inits else eval_stats
     mious = [float(r["val_miou"]) for r in records]
     classic = {name: [float(np.mean([init[i][name] for init in scores])) for i in range(len(records))]
                for name in sorted(PROXIES)}
@@ -292,6 +298,7 @@ def main() -> None:
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
+                     "evolve_on_inits": args.evolve_on_inits,
                      "workers": args.workers},
         "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,

@@ -234,7 +234,9 @@ def proxies(r: dict) -> list[str]:
     runs = r.get("training_runs_per_network", 1)
     title = f", ground truth averaged over {runs} training seeds" if runs > 1 else ""
     title += ", parsimony cross-validated" if s.get("cv_folds") else ""
-    title += f", every proxy averaged over {s['inits']} weight initializations" if s.get("inits", 1) > 1 else ""
+    if s.get("inits", 1) > 1:
+        title += (f", every proxy averaged over {s['inits']} weight initializations"
+                  + (" (discovery evolved on the averages)" if s.get("evolve_on_inits") else ""))
     gts = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]  # older results: one file
     files = ", ".join(f"`{Path(p).name}`" for p in gts)
     lines = [f"### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`{title})", "",
