@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from segnas.errors import SegnasError
