@@ -402,7 +402,7 @@ def main() -> None:
                      ("proxy_groundtruth_steps300", proxy_groundtruth), ("proxies_camvid_steps300", proxies),
                      ("proxies_camvid_steps300_cv", proxies), ("proxies_camvid_steps300_2seeds", proxies),
                      ("proxies_camvid_steps300_3seeds", proxies), ("proxies_camvid_steps300_5seeds", proxies),
-                     ("proxies_camvid_steps300_5seeds_2inits", proxies),
+                     ("proxies_camvid_steps300_5seeds_2inits", proxies), ("proxies_camvid_steps300_5seeds_2inits_evolved", proxies),
                      ("proxy_discovery_null_steps300", proxy_null), ("proxy_discovery_null_steps300_2seeds", proxy_null),
                      ("proxy_discovery_null_steps300_3seeds", proxy_null),
                      ("saswot_camvid", saswot)):
