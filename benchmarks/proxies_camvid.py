@@ -144,9 +144,6 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="discoveries run at once (processes; 1 = in this process)")
-    ap.add_argument("--members", type=int, default=1,
-                    help="expressions evolved per split (seeds segnas.proxies.ensemble.member_seeds); more than 1: "
-                         "the discovered proxy is their ensemble, and member 0 alone is reported as discovered_single")
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
@@ -184,6 +181,9 @@ def main() -> None:
     ap.add_argument("--name", default="proxies_camvid")
     ap.add_argument("--proxy-out", default=str(common.RESULTS / "proxy_camvid_discovered.json"),
                     help="where the expression found on split 0 goes")
+    ap.add_argument("--members", type=int, default=1,
+                    help="expressions evolved per split (seeds segnas.proxies.ensemble.member_seeds); more than 1: "
+                         "the discovered proxy is their ensemble, and member 0 alone is reported as discovered_single")
     ap.add_argument("--inits", type=int, default=1,
                     help="score every proxy, classic and discovered, as its mean over this many weight "
                          "initializations (seeds --seed ..); discovery itself evolves on the first")
@@ -205,7 +205,7 @@ def main() -> None:
     if args.scores_only:
         return
     t0 = time.perf_counter()
-    # every network at R initializations; discovery evolves on the first one's statistics (``stats``)
+    # every network at R initializations; discovery evolves on the first one's statistics, or on all
     eval_stats = [init_stats(r, num_classes, batches, args.seed, R) for r in records]
     stats_s = (time.perf_counter() - t0) / len(records)
     stats = [s[0] for s in eval_stats] if R > 1 and not args.evolve_on_inits else eval_stats

@@ -39,12 +39,12 @@ def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed
     """``layer_stats`` of a ground-truth record's untrained network at initialization seed ``seed``;
     with ``inits`` > 1 a list of them at seeds ``seed .. seed + inits - 1`` (also the statistics'
     sampling seeds), whose proxy values are averaged (``segnas.proxies.graph.NetStats``)."""
+    from segnas.proxies.common import check_inits
     from segnas.proxies.discovery import layer_stats
     from segnas.search.groundtruth import untrained_net
 
-    if inits < 1:
-        raise SegnasError(f"inits: expected a positive number of initializations, got {inits}")
-    stats = [layer_stats(untrained_net(record, num_classes, seed + j), batches, seed=seed + j) for j in range(inits)]
+    stats = [layer_stats(untrained_net(record, num_classes, seed + j), batches, seed=seed + j)
+             for j in range(check_inits(inits))]
     return stats[0] if inits == 1 else stats
 
 
@@ -55,14 +55,14 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     with registered proxies or saved proxy expressions (``.json`` paths); with ``inits`` > 1 each
     score is the mean over initializations ``seed .. seed + inits - 1`` (also the proxies' seeds)."""
     from segnas.proxies import PROXIES, score
+    from segnas.proxies.common import check_inits
     from segnas.proxies.discovery import score_expression
 
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     for p in proxies:
         if p not in PROXIES and not Path(p).is_file():
             raise SegnasError(f"proxy: unknown name or missing file {p!r}; choose one of {', '.join(sorted(PROXIES))}")
-    if inits < 1:
-        raise SegnasError(f"inits: expected a positive number of initializations, got {inits}")
+    check_inits(inits)
     rows = []
     for source in models:
         row: dict[str, Any] = {}

@@ -160,3 +160,11 @@ def accumulate_loss_gradients(net: nn.Module, batches: Sequence[Batch], settings
 def sum_over_layers(values: Sequence[torch.Tensor]) -> float:
     """Sum of per-layer scalars in float64 (0.0 for no layers)."""
     return float(sum((v.double() for v in values), torch.zeros((), dtype=torch.float64)))
+
+
+def check_inits(inits: object) -> int:
+    """``inits``, the number of weight initializations a score is averaged over, when it is a
+    positive integer; otherwise a one-line error naming the value."""
+    if not isinstance(inits, int) or isinstance(inits, bool) or inits < 1:
+        raise SegnasError(f"inits: expected a positive number of initializations, got {inits!r}")
+    return inits

@@ -156,8 +156,51 @@ class _Individual(gp.PrimitiveTree):
 
 # ---------------------------------------------------------------- result
 
+class SavedProxy:
+    """What a discovered expression and an ensemble of them share: scoring a network from its
+    statistics, and saving to / loading from JSON. Subclasses define ``evaluate``, ``to_dict`` and
+    ``from_dict``."""
+
+    def evaluate(self, stats: NetStats) -> float:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SavedProxy":
+        raise NotImplementedError
+
+    def score_net(self, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
+                  chunk_size: int = 4, max_weights: int | None = 4096, max_activations: int | None = 256) -> float:
+        """The proxy value of ``net`` (``layer_stats`` then ``evaluate``)."""
+        return self.evaluate(layer_stats(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size,
+                                         max_weights=max_weights, max_activations=max_activations))
+
+    def save(self, path: str | Path) -> None:
+        """Write JSON atomically."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SavedProxy":
+        return read_proxy_file(path, lambda data: cls)
+
+
+def read_proxy_file(path: str | Path, kind: Callable[[Any], type[SavedProxy]]) -> SavedProxy:
+    """A saved proxy, parsed by the class ``kind(data)`` picks for the file's JSON; errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SegnasError(f"{path}: cannot read a proxy file ({exc})") from None
+    try:
+        return kind(data).from_dict(data)
+    except SegnasError as exc:
+        raise SegnasError(f"{path}: {exc}") from None
+
+
 @dataclass
-class DiscoveredProxy:
+class DiscoveredProxy(SavedProxy):
     """An evolved (or hand-written) proxy expression with how it was found.
 
     ``history`` has one record per generation: best / mean τ, the best expression, counts."""
@@ -183,20 +226,10 @@ class DiscoveredProxy:
         statistics of several initializations, the mean of their values."""
         return evaluate_inits(self.tree, pack_inits(stats))
 
-    def score_net(self, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
-                  chunk_size: int = 4, max_weights: int | None = 4096, max_activations: int | None = 256) -> float:
-        """The proxy value of ``net`` (``layer_stats`` then ``evaluate``)."""
-        return self.evaluate(layer_stats(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size,
-                                         max_weights=max_weights, max_activations=max_activations))
-
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, "expression": self.expression, "train_tau": self.train_tau,
                 "train_rho": self.train_rho, "val_tau": self.val_tau, "val_rho": self.val_rho,
                 "settings": self.settings, "history": self.history}
-
-    def save(self, path: str | Path) -> None:
-        """Write JSON atomically."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any) -> "DiscoveredProxy":
@@ -206,18 +239,6 @@ class DiscoveredProxy:
         return cls(expression=data["expression"], train_tau=data.get("train_tau"), train_rho=data.get("train_rho"),
                    val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
                    history=list(data.get("history") or []), settings=dict(data.get("settings") or {}))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DiscoveredProxy":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise SegnasError(f"{path}: cannot read a proxy expression ({exc})") from None
-        try:
-            return cls.from_dict(data)
-        except SegnasError as exc:
-            raise SegnasError(f"{path}: {exc}") from None
 
 
 def as_proxy(expression: str | Path | DiscoveredProxy | ProxyEnsemble) -> DiscoveredProxy | ProxyEnsemble:

@@ -13,20 +13,16 @@ a single expression; ``load_proxy`` reads either kind of file.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.proxies.common import Batch
-from segnas.proxies.discovery import DiscoveredProxy, layer_stats, rank_correlations
+from segnas.proxies.discovery import DiscoveredProxy, SavedProxy, rank_correlations, read_proxy_file
 from segnas.proxies.graph import NetStats, pack_inits
-from segnas.utils import atomic_write_text
 
 __all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "discover_ensemble", "load_proxy",
            "member_seeds"]
@@ -66,7 +62,7 @@ def quantile_scale(reference: Sequence[float], value: float) -> float:
 
 
 @dataclass
-class ProxyEnsemble:
+class ProxyEnsemble(SavedProxy):
     """Several proxy expressions averaged on their quantile scales (see the module docstring).
 
     ``references[j]`` holds member j's values on the networks it was evolved on."""
@@ -121,21 +117,11 @@ class ProxyEnsemble:
         scaled = [quantile_scale(ref, v) for ref, v in zip(self.references, self.member_values(stats))]
         return float(np.mean(scaled))
 
-    def score_net(self, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
-                  chunk_size: int = 4, max_weights: int | None = 4096, max_activations: int | None = 256) -> float:
-        """The ensemble's value of ``net`` (``layer_stats`` then ``evaluate``)."""
-        return self.evaluate(layer_stats(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size,
-                                         max_weights=max_weights, max_activations=max_activations))
-
     def to_dict(self) -> dict[str, Any]:
         return {"format": ENSEMBLE_FORMAT, "version": 1, "expression": self.expression,
                 "train_tau": self.train_tau, "train_rho": self.train_rho, "val_tau": self.val_tau,
                 "val_rho": self.val_rho, "settings": self.settings,
                 "members": [m.to_dict() | {"reference": ref} for m, ref in zip(self.members, self.references)]}
-
-    def save(self, path: str | Path) -> None:
-        """Write JSON atomically."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any) -> "ProxyEnsemble":
@@ -153,10 +139,6 @@ class ProxyEnsemble:
                    train_rho=data.get("train_rho"), val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
                    settings=dict(data.get("settings") or {}))
 
-    @classmethod
-    def load(cls, path: str | Path) -> "ProxyEnsemble":
-        return cls.from_dict(_read_json(path))
-
 
 def _correlations(ensemble: ProxyEnsemble, stats: Sequence[NetStats], targets: Sequence[float]
                   ) -> tuple[float | None, float | None]:
@@ -164,22 +146,10 @@ def _correlations(ensemble: ProxyEnsemble, stats: Sequence[NetStats], targets: S
     return (float(tau) if math.isfinite(tau) else None), (float(rho) if math.isfinite(rho) else None)
 
 
-def _read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SegnasError(f"{path}: cannot read a proxy file ({exc})") from None
-
-
 def load_proxy(path: str | Path) -> DiscoveredProxy | ProxyEnsemble:
     """A saved proxy file: one expression (``DiscoveredProxy``) or an ensemble (``ProxyEnsemble``)."""
-    data = _read_json(path)
-    kind = ProxyEnsemble if isinstance(data, dict) and data.get("format") == ENSEMBLE_FORMAT else DiscoveredProxy
-    try:
-        return kind.from_dict(data)
-    except SegnasError as exc:
-        raise SegnasError(f"{path}: {exc}") from None
+    return read_proxy_file(path, lambda data: ProxyEnsemble if isinstance(data, dict)
+                           and data.get("format") == ENSEMBLE_FORMAT else DiscoveredProxy)
 
 
 def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float],

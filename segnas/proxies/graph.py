@@ -130,9 +130,9 @@ def pack_inits(stats: NetStats, cache_size: int = 0) -> list[PackedStats]:
     return [s if isinstance(s, PackedStats) else pack(s, cache_size) for s in stats]
 
 
-def evaluate_inits(tree: Sequence, packs: Sequence[PackedStats], pset: gp.PrimitiveSetTyped | None = None) -> float:
+def evaluate_inits(tree: Sequence, packs: Sequence[PackedStats]) -> float:
     """The mean over initializations of ``evaluate_tree``."""
-    return float(np.mean([evaluate_tree(tree, p, pset or PSET) for p in packs]))
+    return float(np.mean([evaluate_tree(tree, p) for p in packs]))
 
 
 # ---------------------------------------------------------------- operations

@@ -145,8 +145,9 @@ class CandidateScorer:
         self.space = resolve_space(space)
         self.proxy_input = proxy_input
         self.num_classes = num_classes
-        if not isinstance(inits, int) or inits < 1:
-            raise SegnasError(f"inits: expected a positive number of initializations, got {inits!r}")
+        from segnas.proxies.common import check_inits
+
+        check_inits(inits)
         self.init_seed = init_seed
         self.fns = [proxy] if proxy_input == "arch" else [resolve_proxy(proxy, batches, proxy_seed + r)
                                                           for r in range(inits)]
