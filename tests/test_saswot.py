@@ -297,6 +297,32 @@ def test_scores_over_several_initializations_are_the_mean_of_each_one(tmp_path):
         CandidateScorer(SMALL, "nwot", batches, 5, inits=0)
 
 
+def test_finalists_scored_again_over_more_initializations_pick_the_winner():
+    """With final_inits the top candidates are rescored as a mean over more initializations, and the
+    best of them by that mean wins, whichever the search's single draws ranked first."""
+    import torch
+
+    from segnas.search.saswot import CandidateScorer
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 5, (2, 32, 48), generator=g))]
+    kwargs = dict(candidates=12, population=6, sample_size=3, seed=1, batches=batches, num_classes=5, top_k=5)
+    plain = training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, **kwargs)
+    again = training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, final_inits=3, **kwargs)
+    assert plain.final_inits == 0 and all(c.final_score is None for c in plain.top)
+    assert [h["score"] for h in plain.history] == \
+        [h["score"] for h in again.history]  # the search itself is unchanged
+    assert again.final_inits == 3 and {c.index for c in again.top} == {c.index for c in plain.top}
+    finals = [c.final_score for c in again.top]
+    assert finals == sorted(finals, reverse=True) and again.best is again.top[0]
+    rescorer = CandidateScorer(SMALL, "nwot", batches, 5, proxy_seed=0, init_seed=1, inits=3)
+    assert again.best.final_score == pytest.approx(rescorer(again.best.arch))
+    assert again.to_dict()["best"]["final_score"] == pytest.approx(again.best.final_score)
+    assert training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, inits=3, final_inits=3, **kwargs).final_inits == 0
+    with pytest.raises(SegnasError, match="final_inits"):
+        training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, final_inits=-1, **kwargs)
+
+
 def test_a_proxy_file_gives_the_search_its_number_of_initializations(tmp_path, cache):
     """`segnas search saswot` scores as the proxy was discovered: images, size and initializations."""
     from typer.testing import CliRunner
@@ -314,3 +340,12 @@ def test_a_proxy_file_gives_the_search_its_number_of_initializations(tmp_path, c
     assert result.exit_code == 0, result.output
     summary = json.loads(next((tmp_path / "runs").glob("*/saswot_result.json")).read_text())
     assert summary["settings"]["inits"] == 2 and summary["settings"]["images"] == 2 and "note:" not in result.output
+    assert summary["settings"]["final_inits"] == 0
+    # a cheaper search at one initialization: its finalists are scored again at the file's two
+    result = CliRunner().invoke(app, ["search", "saswot", "--size", "32x48", "--target-ms", "1e9", "--proxy",
+                                      str(tmp_path / "p.json"), "--candidates", "3", "--backend", "eager",
+                                      "--inits", "1", "--out-dir", str(tmp_path / "fast")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next((tmp_path / "fast").glob("*/saswot_result.json")).read_text())
+    assert summary["settings"]["inits"] == 1 and summary["settings"]["final_inits"] == 2
+    assert "final_score" in summary["best"] and "finalists scored again over 2" in result.output

@@ -316,6 +316,9 @@ def search_saswot(
     images: Optional[int] = typer.Option(None, help="Images the proxy sees (default: a proxy file's, else 8)."),
     inits: Optional[int] = typer.Option(None, min=1, help="Average each candidate's score over this many weight "
                                                           "initializations (default: a proxy file's, else 1)."),
+    final_inits: Optional[int] = typer.Option(
+        None, min=0, help="Score the 10 best candidates again over this many initializations and pick the winner "
+                          "by that (default: a proxy file's when --inits is lower, else off)."),
     workers: int = typer.Option(1, help="Processes scoring candidates in parallel (1 thread each)."),
     backend: str = typer.Option("onnxruntime", help="Runtime of the latency table."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency."),
@@ -328,11 +331,13 @@ def search_saswot(
     from segnas.utils import parse_size
 
     seen = proxy_scored_on(proxy)
+    inits = inits or seen.get("inits") or 1
+    final_inits = seen.get("inits", 0) if final_inits is None else final_inits
     run = Path(out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-search-saswot"
     result = saswot_search(run, target_ms=target_ms, latency_size=parse_size(size), space=space, proxy=proxy,
                            data=data, root=data_root, images=images or seen.get("images") or 8,
                            score_size=parse_size(score_size or seen.get("size") or "128x160"),
-                           inits=inits or seen.get("inits") or 1,
+                           inits=inits, final_inits=final_inits,
                            backend=backend, latency_threads=threads, candidates=candidates, seed=seed,
                            executor="process" if workers > 1 else "inline", workers=workers,
                            time_limit_s=minutes * 60 if minutes else None, progress=True, echo=echo)

@@ -39,16 +39,21 @@ ProxyLike = str | Callable[..., float]
 # --------------------------------------------------------------------------------- result
 @dataclass
 class ScoredArch:
-    """One scored candidate; ``index`` is its position (1-based) in scoring order."""
+    """One scored candidate; ``index`` is its position (1-based) in scoring order; ``final_score``
+    its score again over more initializations, for the finalists of a search with ``final_inits``."""
 
     arch: Any
     score: float
     latency_ms: float
     index: int
+    final_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "score": _json_float(self.score), "latency_ms": self.latency_ms,
-                "index": self.index}
+        out = {"arch": self.arch.to_dict(), "score": _json_float(self.score), "latency_ms": self.latency_ms,
+               "index": self.index}
+        if self.final_score is not None:
+            out["final_score"] = _json_float(self.final_score)
+        return out
 
 
 @dataclass
@@ -57,7 +62,9 @@ class SearchResult:
 
     ``history`` has one record per scored candidate (``n``, ``score``, ``latency_ms``,
     ``best_score`` so far, ``seconds`` since the start); ``stopped`` is ``"candidates"``, ``"time"``
-    or ``"exhausted"`` (no new feasible candidate found in the allowed draws)."""
+    or ``"exhausted"`` (no new feasible candidate found in the allowed draws); ``final_inits`` the
+    initializations the ``top`` finalists were scored again on (0: not rescored; ``best`` is then
+    the best by that score), ``final_seconds`` what that took."""
 
     best: ScoredArch
     top: list[ScoredArch]
@@ -68,6 +75,8 @@ class SearchResult:
     duplicates: int
     stopped: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    final_inits: int = 0
+    final_seconds: float = 0.0
 
     @property
     def best_arch(self) -> Any:
@@ -84,7 +93,8 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         return {"best": self.best.to_dict(), "target_ms": self.target_ms, "candidates_scored": self.candidates_scored,
                 "seconds": round(self.seconds, 3), "rejected_infeasible": self.rejected,
-                "duplicates": self.duplicates, "stopped": self.stopped, "top": [t.to_dict() for t in self.top],
+                "duplicates": self.duplicates, "stopped": self.stopped, "final_inits": self.final_inits,
+                "final_seconds": round(self.final_seconds, 3), "top": [t.to_dict() for t in self.top],
                 "history": [{**h, "score": _json_float(h["score"]), "best_score": _json_float(h["best_score"])}
                             for h in self.history]}
 
@@ -184,7 +194,7 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
                          candidates: int = 1000, population: int = 50, sample_size: int = 10, seed: int = 0,
                          time_limit_s: float | None = None, batches: Sequence[Batch] | None = None,
                          num_classes: int | None = None, proxy_seed: int = 0, inits: int = 1,
-                         proxy_input: Literal["net", "arch"] = "net", top_k: int = 10,
+                         final_inits: int = 0, proxy_input: Literal["net", "arch"] = "net", top_k: int = 10,
                          executor: Literal["inline", "process"] = "inline", workers: int = 1,
                          max_draws: int | None = None, progress: bool = False,
                          echo: Callable[[str], None] | None = None) -> SearchResult:
@@ -193,6 +203,9 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
     ``proxy``: a proxy name (scored on ``batches``), a saved proxy file, or a callable on the built
     network (``proxy_input="net"``, needs ``num_classes``) or on the architecture (``"arch"``);
     on networks, averaged over ``inits`` initializations (``CandidateScorer``).
+    With ``final_inits`` > ``inits`` the ``top_k`` best candidates are scored again, averaged over
+    ``final_inits`` initializations (the search's own among them), and the best by that score wins:
+    the search explores at the cost of few initializations, the pick is less a lucky draw of weights.
     Stops after ``candidates`` networks are scored, after ``time_limit_s`` seconds, or once
     ``max_draws`` proposals in all (default 50 per requested candidate) have been drawn.
     """
@@ -203,6 +216,9 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
         raise SegnasError(f"target_ms: must be > 0, got {target_ms}")
     if executor not in ("inline", "process"):
         raise SegnasError(f"executor: expected 'inline' or 'process', got {executor!r}")
+    if final_inits < 0 or (final_inits and proxy_input == "arch"):
+        raise SegnasError(f"final_inits: expected 0 or a number of initializations for a proxy on networks, "
+                          f"got {final_inits}")
     scorer_args = (space, proxy, batches, num_classes, proxy_seed, seed, proxy_input, inits)
     scorer = CandidateScorer(*scorer_args)
     rng = np.random.default_rng(seed)
@@ -293,9 +309,23 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
         raise SegnasError(f"target_ms: no sampled network runs within {target_ms} ms "
                           f"(fastest of {draws} drawn: {fastest:.2f} ms); raise the target")
     top = sorted(scored.values(), key=lambda c: (-_fitness(c.score), c.index))[:top_k]
+    seconds = time.perf_counter() - start
+    final_seconds = 0.0
+    if final_inits > inits:
+        final = CandidateScorer(*scorer_args[:-1], final_inits)
+        search_rank = {c.index: rank for rank, c in enumerate(top, 1)}
+        for c in top:
+            c.final_score = final(c.arch)
+        top.sort(key=lambda c: (-_fitness(c.final_score), c.index))
+        best = top[0]
+        final_seconds = time.perf_counter() - start - seconds
+        if echo:
+            echo(f"{len(top)} finalists scored again over {final_inits} initializations in {final_seconds:.0f} s; "
+                 f"the winner ranked #{search_rank[best.index]} by the search's score")
     return SearchResult(best=best, top=top, target_ms=float(target_ms), candidates_scored=len(scored),
-                        seconds=time.perf_counter() - start, rejected=rejected, duplicates=duplicates,
-                        stopped=stopped, history=history)
+                        seconds=seconds, rejected=rejected, duplicates=duplicates, stopped=stopped,
+                        history=history, final_inits=final_inits if final_inits > inits else 0,
+                        final_seconds=final_seconds)
 
 
 # --------------------------------------------------------------------------------- job API
@@ -346,14 +376,15 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
                   backend: str = "onnxruntime", latency_threads: int | None = None, table_min_runs: int = 20,
                   table_min_time_s: float = 0.3, table: Any = None, candidates: int = 1000, population: int = 50,
                   sample_size: int = 10, seed: int = 0, proxy_seed: int = 0, inits: int = 1,
-                  time_limit_s: float | None = None,
+                  final_inits: int = 0, time_limit_s: float | None = None,
                   executor: Literal["inline", "process"] = "inline", workers: int = 1, top_k: int = 10,
                   progress: bool = False, echo: Callable[[str], None] | None = None) -> SearchResult:
     """Everything a ``segnas search saswot`` job needs: data batches, proxy, latency table, search,
     and ``<out_dir>/arch.json`` (the best network) plus ``<out_dir>/saswot_result.json``.
 
     Networks are scored on ``images`` images of ``data``/``split`` resized to ``score_size``
-    (None: native size), each score the mean over ``inits`` initializations; latency is predicted
+    (None: native size), each score the mean over ``inits`` initializations (the ``top_k``
+    finalists' again over ``final_inits``, see ``training_free_search``); latency is predicted
     from the operator table of ``backend`` at ``latency_size`` (the deployment size), or from
     ``table`` if given."""
     from segnas.cost import LatencyTable
@@ -373,17 +404,21 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
     result = training_free_search(
         space, proxy, latency_function(space, table, num_classes, lat_size), target_ms, candidates=candidates,
         population=population, sample_size=sample_size, seed=seed, time_limit_s=time_limit_s, batches=batches,
-        num_classes=num_classes, proxy_seed=proxy_seed, inits=inits, top_k=top_k, executor=executor, workers=workers,
+        num_classes=num_classes, proxy_seed=proxy_seed, inits=inits, final_inits=final_inits, top_k=top_k,
+        executor=executor, workers=workers,
         progress=progress, echo=echo)
     out = Path(out_dir)
     proxy_name = proxy if isinstance(proxy, str) else getattr(proxy, "__name__", repr(proxy))
     info = {"predicted_latency_ms": result.best_latency_ms, "target_ms": float(target_ms),
             "latency_size": list(lat_size), "backend": table.backend, "proxy": proxy_name,
             "proxy_score": _json_float(result.best_score), "candidates_scored": result.candidates_scored}
+    if result.final_inits:
+        info["final_proxy_score"] = _json_float(result.best.final_score)
     write_arch_file(out / "arch.json", space.name, space.version, result.best_arch.to_dict(), **info)
     settings = {"space": space.name, "data": data, "split": split, "images": sum(len(b[0]) for b in batches),
                 "score_size": list(size) if size else None, "population": population, "sample_size": sample_size,
-                "seed": seed, "proxy_seed": proxy_seed, "inits": inits, "workers": workers,
+                "seed": seed, "proxy_seed": proxy_seed, "inits": inits, "final_inits": result.final_inits,
+                "top_k": top_k, "workers": workers,
                 "time_limit_s": time_limit_s}
     atomic_write_text(out / "saswot_result.json", json.dumps({"settings": settings, **info, **result.to_dict()},
                                                              indent=1))
