@@ -281,13 +281,16 @@ def main() -> None:
     goal = {"margin_over_best_classic": disc["held_out_tau"] - best_classic["held_out_tau"],
             "mean_margin_over_splits": mean_margin, "best_classic": best_classic["proxy"],
             "mean_margin_over_selected_classic": selected_margin,
-            "met": bool(disc["held_out_tau"] - best_classic["held_out_tau"] >= 0.1 and disc["held_out_tau"] >= 0.5)}
+            "met": bool(disc["held_out_tau"] - best_classic["held_out_tau"] >= 0.1 and disc["held_out_tau"] >= 0.5),
+            # the same goal on the mean over the splits: split 0 alone is one draw of 60 held-out networks
+            "met_on_split_mean": bool(mean_margin >= 0.1 and disc["mean_tau_over_splits"] >= 0.5)}
     print(f"\ndiscovered (split 0): {first['expression']}\n"
           f"held-out τ {disc['held_out_tau']:+.3f} vs best classic {best_classic['proxy']} "
           f"{best_classic['held_out_tau']:+.3f} (margin {goal['margin_over_best_classic']:+.3f}; mean margin over "
           f"{len(splits)} splits {mean_margin:+.3f}; over the classic chosen with its sign on the training "
           f"networks {selected_margin:+.3f}); goal (margin ≥ 0.1 and τ ≥ 0.5) "
-          f"{'met' if goal['met'] else 'NOT met'}")
+          f"{'met' if goal['met'] else 'NOT met'} on split 0, {'met' if goal['met_on_split_mean'] else 'NOT met'} on "
+          f"the mean over the splits (τ {disc['mean_tau_over_splits']:+.3f}, margin {mean_margin:+.3f})")
 
     png = common.RESULTS / f"{args.name}.png"
     scatter(png, {**classic, "discovered": first["discovered_values"]}, mious, first["train"], first["held_out_indices"],
