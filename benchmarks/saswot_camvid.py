@@ -39,7 +39,7 @@ from train_camvid import config as train_config  # noqa: E402
 from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.search.groundtruth import evaluate_arch, load_groundtruth, make_item  # noqa: E402
-from segnas.search.saswot import proxy_scored_on, saswot_search  # noqa: E402
+from segnas.search.saswot import saswot_search  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -71,7 +71,7 @@ def steps_placement(space, arch, args, table, run: Path) -> dict:
     latency predicted from ``table``, the search's own), each also a mean over those seeds."""
     from segnas.search.groundtruth import load_groundtruth_runs, predicted_latency_ms
 
-    files = args.gt_steps_files or sorted(str(f) for f in steps_files(args.gt_steps))
+    files = args.gt_steps_files or [str(f) for f in steps_files(args.gt_steps)]
     records = load_groundtruth_runs(files)
     data = data_section("camvid", None, args.gt_size, args.gt_size, 8)
     settings = {"data": data, "minutes": None, "max_steps": args.gt_steps, "size": list(args.size), "threads": 2,
@@ -110,7 +110,8 @@ def main() -> None:
     ap.add_argument("--gt-steps", type=int, default=0, help="place the winner in the step-budget ground truth "
                     "with this many steps instead (0: skip)")
     ap.add_argument("--gt-steps-files", nargs="+", default=None,
-                    help="its files, one per training seed (default: every benchmarks/data one of that budget)")
+                    help="its files, training seeds 0, 1, ... in order (default: every benchmarks/data one of "
+                         "that budget)")
     ap.add_argument("--inits", type=int, default=None, help="initializations per candidate (default: the proxy file's)")
     ap.add_argument("--final-inits", type=int, default=None,
                     help="rescore the 10 best over this many (default: the proxy file's when --inits is lower)")
@@ -132,13 +133,11 @@ def main() -> None:
         search = json.loads((run / "saswot_result.json").read_text())
     else:
         run = Path(args.out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-saswot"
-        seen_inits = proxy_scored_on(args.proxy).get("inits", 1)
-        inits = args.inits or seen_inits
         saswot_search(run, target_ms=args.target_ms, latency_size=args.size, space=space, proxy=args.proxy,
                       data="camvid", root=str(common.camvid_root()), images=args.images,
                       score_size=args.score_size, candidates=args.candidates, population=args.population,
                       sample_size=args.sample_size, seed=args.seed, time_limit_s=60 * args.time_limit_min,
-                      inits=inits, final_inits=seen_inits if args.final_inits is None else args.final_inits,
+                      inits=args.inits, final_inits=args.final_inits,
                       table=table, executor="process", workers=args.workers, echo=print)
         search = json.loads((run / "saswot_result.json").read_text())
     arch_file = run / "arch.json"

@@ -331,8 +331,6 @@ def search_saswot(
     from segnas.utils import parse_size
 
     seen = proxy_scored_on(proxy)
-    inits = inits or seen.get("inits") or 1
-    final_inits = seen.get("inits", 0) if final_inits is None else final_inits
     run = Path(out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-search-saswot"
     result = saswot_search(run, target_ms=target_ms, latency_size=parse_size(size), space=space, proxy=proxy,
                            data=data, root=data_root, images=images or seen.get("images") or 8,

@@ -312,10 +312,12 @@ def training_free_search(space: Any, proxy: ProxyLike, latency_fn: Callable[[Any
     seconds = time.perf_counter() - start
     final_seconds = 0.0
     if final_inits > inits:
-        final = CandidateScorer(*scorer_args[:-1], final_inits)
+        # the search's score is already the mean over initializations 0 .. inits-1: score the rest only
+        extra = CandidateScorer(space, proxy, batches, num_classes, proxy_seed + inits, seed + inits, proxy_input,
+                                final_inits - inits)
         search_rank = {c.index: rank for rank, c in enumerate(top, 1)}
         for c in top:
-            c.final_score = final(c.arch)
+            c.final_score = (inits * c.score + (final_inits - inits) * extra(c.arch)) / final_inits
         top.sort(key=lambda c: (-_fitness(c.final_score), c.index))
         best = top[0]
         final_seconds = time.perf_counter() - start - seconds
@@ -375,8 +377,8 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
                   batch_size: int = 8, score_size: Sequence[int] | None = (128, 160),
                   backend: str = "onnxruntime", latency_threads: int | None = None, table_min_runs: int = 20,
                   table_min_time_s: float = 0.3, table: Any = None, candidates: int = 1000, population: int = 50,
-                  sample_size: int = 10, seed: int = 0, proxy_seed: int = 0, inits: int = 1,
-                  final_inits: int = 0, time_limit_s: float | None = None,
+                  sample_size: int = 10, seed: int = 0, proxy_seed: int = 0, inits: int | None = None,
+                  final_inits: int | None = None, time_limit_s: float | None = None,
                   executor: Literal["inline", "process"] = "inline", workers: int = 1, top_k: int = 10,
                   progress: bool = False, echo: Callable[[str], None] | None = None) -> SearchResult:
     """Everything a ``segnas search saswot`` job needs: data batches, proxy, latency table, search,
@@ -384,7 +386,8 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
 
     Networks are scored on ``images`` images of ``data``/``split`` resized to ``score_size``
     (None: native size), each score the mean over ``inits`` initializations (the ``top_k``
-    finalists' again over ``final_inits``, see ``training_free_search``); latency is predicted
+    finalists' again over ``final_inits``, see ``training_free_search``; None: a proxy file's
+    ``scored_on.inits``, else 1 and no rescoring); latency is predicted
     from the operator table of ``backend`` at ``latency_size`` (the deployment size), or from
     ``table`` if given."""
     from segnas.cost import LatencyTable
@@ -398,6 +401,9 @@ def saswot_search(out_dir: str | Path, *, target_ms: float, latency_size: Sequen
     dataset = open_split(data, root, split, eval_transforms(size), False, data_options or {})
     batches = fixed_batches(dataset, images, batch_size, seed)
     num_classes = int(dataset.num_classes)
+    seen_inits = proxy_scored_on(proxy).get("inits")
+    inits = inits or seen_inits or 1
+    final_inits = (seen_inits or 0) if final_inits is None else final_inits
     _check_scored_on(proxy, data, images, size, inits, echo)
     table = table or LatencyTable(backend, threads=latency_threads, min_runs=table_min_runs,
                                   min_time_s=table_min_time_s)
