@@ -49,17 +49,21 @@ def save_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def baselines(minutes: float) -> dict:
-    """Zoo networks trained by train_camvid.py under the same budget, with their zoo.json latency."""
+def baselines(minutes: float, cpu: str) -> dict:
+    """Zoo networks trained by train_camvid.py for ``minutes`` CPU-minutes on CPU ``cpu`` (a CPU-time
+    budget buys different training on another CPU), by model: val mIoU, parameters and latency
+    measured on that CPU (``train_camvid.py --time-only``, else zoo.json's when it ran there)."""
     zoo = json.loads((RESULTS / "zoo.json").read_text()) if (RESULTS / "zoo.json").is_file() else {}
-    lat = {}
-    for row in zoo.get("rows", []):
-        if row.get("size") == "360x480" and row.get("backend") == "onnxruntime":
-            lat[row["model"]] = row.get("median_ms")
+    zoo_rows = {row["model"]: row for row in zoo.get("rows", [])
+                if row.get("size") == "360x480" and row.get("backend") == "onnxruntime"}
+    same_cpu = zoo.get("machine", {}).get("cpu") == cpu
     out = {}
     for f in sorted(RESULTS.glob("train_camvid*.json")):
         r = json.loads(f.read_text())
-        if abs(r["train_minutes"] - minutes) <= 0.05 * minutes:
+        if abs(r["train_minutes"] - minutes) <= 0.05 * minutes and r["machine"]["cpu"] == cpu:
             m = r.get("model", "fast_scnn")
-            out[m] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"], "latency_ms": lat.get(m)}
+            row = zoo_rows.get(m, {})
+            out[m] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"],
+                      "latency_ms": r.get("latency_ms", row.get("median_ms") if same_cpu else None),
+                      "params": row["params_m"] * 1e6 if "params_m" in row else None}
     return out

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, baselines, camvid_root, save_result  # noqa: E402
+from common import RESULTS, baselines, camvid_root, machine, save_result  # noqa: E402
 
 from segnas.config.io import load_config, save_config  # noqa: E402
 from segnas.config.search import SearchConfig  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
            "search_trace": search_trace(run_dir),
            "student_val_miou": training.get("student", {}).get("final", {}).get("val_miou"),
            "teacher_val_miou": training.get("teacher", {}).get("final", {}).get("val_miou"),
-           "baselines_same_budget": baselines(args.final_minutes) if args.final_minutes else {}}
+           "baselines_same_budget": baselines(args.final_minutes, cpu=machine()["cpu"]) if args.final_minutes else {}}
     path = save_result(f"fasterseg_camvid_{args.mode}", out)
     print(f"search {summary['search_seconds'] / 60:.1f} min; student {summary['student_measured_ms']:.2f} ms vs "
           f"target {args.target_ms:.2f} ms ({100 * summary['student_latency_vs_target']:+.1f}%), "

@@ -117,7 +117,7 @@ def main() -> None:
                     help="rescore the 10 best over this many (default: the proxy file's when --inits is lower)")
     ap.add_argument("--final-minutes", type=float, default=10.0, help="train_camvid.py budget (0: skip)")
     ap.add_argument("--reuse", default=None, help="run folder of a finished search to train (its earlier "
-                    "timing in the result file is kept, so training can share the machine)")
+                    "timing and step-budget placement in the result file are kept, so training can share the machine)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="saswot_camvid")
@@ -176,7 +176,10 @@ def main() -> None:
               f"(feasible ground truth: {out['groundtruth_budget']})")
         common.save_result(args.name, out)
     if args.gt_steps:
-        out["groundtruth_steps"] = steps_placement(space, arch, args, table, run)
+        files = [Path(f).name for f in args.gt_steps_files or steps_files(args.gt_steps)]
+        kept = earlier.get("groundtruth_steps") if earlier.get("run_dir") == str(run) else None
+        same = kept and kept.get("steps") == args.gt_steps and kept.get("files") == files
+        out["groundtruth_steps"] = kept if same else steps_placement(space, arch, args, table, run)
         print(f"at the ground truth's {args.gt_steps}-step budget: {100 * out['groundtruth_steps']['val_miou']:.1f}% "
               f"(feasible ground truth: {out['groundtruth_steps']})")
         common.save_result(args.name, out)
@@ -185,7 +188,7 @@ def main() -> None:
         out["training"] = {"run_dir": result.run_dir, "train_minutes": round(result.train_seconds / 60, 2),
                            "final_val_miou": round(result.final["val_miou"], 4),
                            "best_val_miou": round(result.best_miou, 4)}
-        out["baselines_same_budget"] = common.baselines(args.final_minutes)
+        out["baselines_same_budget"] = common.baselines(args.final_minutes, cpu=common.machine()["cpu"])
         print(f"trained {out['training']['train_minutes']} min: val mIoU {100 * result.final['val_miou']:.1f}%")
         for name, b in sorted(out["baselines_same_budget"].items(), key=lambda x: x[1]["latency_ms"] or 0):
             print(f"  {name}: {100 * b['val_miou']:.1f}% at {b['latency_ms']} ms")

@@ -3,29 +3,34 @@
     python benchmarks/train_camvid.py                 # Fast-SCNN, 60 training-minutes, results/train_camvid.json
     python benchmarks/train_camvid.py --model stdc1_seg   # any zoo name or arch.json: results/train_camvid_<name>.json
     python benchmarks/train_camvid.py --resume RUNDIR # continue a killed run
+    python benchmarks/train_camvid.py --name NAME --time-only   # then, on a quiet machine: its latency here
 
 The same recipe and budget serve every network (zoo baselines and searched ones) so that their
 val mIoUs compare.
 
 The LR schedule runs on the time budget (evaluation time excluded), so the run ends on time.
 Training time is counted as process CPU time / 2 threads, i.e. the wall time the run takes on
-an otherwise idle 2-core machine, so other jobs on the machine do not shorten the training.
+an otherwise idle 2-core machine. That is not proof against sharing the cores: two 2-thread trainings at
+once on the 2-core Xeon took 6x the CPU time per epoch of one alone (their threads spin while they wait),
+so train one network at a time.
 Prints val mIoU, per-class IoU, seconds per epoch, peak RSS, and when 50% val mIoU was first seen.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import camvid_root, peak_rss_mb, save_result  # noqa: E402
+from common import RESULTS, camvid_root, machine, peak_rss_mb, save_result  # noqa: E402
 
 from segnas.config import TrainConfig  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
+from segnas.utils import atomic_write_text  # noqa: E402
 
 
 def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfig:
@@ -43,6 +48,22 @@ def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfi
     })
 
 
+def time_result(name: str) -> None:
+    """Add this machine's latency of a result file's network (CamVid's 11 classes) to the file."""
+    from segnas.cost import measure_latency
+    from segnas.jobs.models import resolve_model
+
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        sys.exit(f"{path}: no such result; train first (without --time-only)")
+    result = json.loads(path.read_text())
+    net, _ = resolve_model(result["model"], num_classes=len(CAMVID_CLASSES.names))
+    ms = measure_latency(net, (1, 3, 360, 480), "onnxruntime", 2, min_time_s=5.0).median_ms
+    result |= {"latency_ms": ms, "latency": f"ONNX Runtime, 360x480, 2 threads, {machine()['cpu']}"}
+    atomic_write_text(path, json.dumps(result, indent=2))
+    print(f"{result['model']}: {ms:.2f} ms; saved {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=60.0, help="training-time budget")
@@ -50,10 +71,16 @@ def main() -> None:
     ap.add_argument("--resume", default=None, help="run directory to continue")
     ap.add_argument("--model", default="fast_scnn", help="zoo name or arch.json")
     ap.add_argument("--name", default=None, help="result file name (default from the model)")
+    ap.add_argument("--time-only", action="store_true",
+                    help="only time the result file's network on this machine (ONNX Runtime, 360x480, 2 threads; "
+                         "run it on a quiet machine) and add latency_ms to the file")
     args = ap.parse_args()
+    name = args.name or ("train_camvid" if args.model == "fast_scnn" else f"train_camvid_{Path(args.model).stem}")
+    if args.time_only:
+        time_result(name)
+        return
     if not camvid_root().is_dir():
         sys.exit(f"CamVid not found at {camvid_root()} (set SEGNAS_CAMVID)")
-    name = args.name or ("train_camvid" if args.model == "fast_scnn" else f"train_camvid_{Path(args.model).stem}")
     cfg = config(args.minutes, args.out_dir, args.model)
     result = train_job(cfg, resume=args.resume, echo=print)
     evals = [r for r in result.history if "val_miou" in r]

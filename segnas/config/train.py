@@ -95,7 +95,8 @@ class TrainConfig(Settings):
     #: LR schedule then runs over them.
     max_steps: Optional[int] = Field(None, ge=1)
     #: How training time is counted: wall clock, or process CPU time / threads ("cpu"), which
-    #: discounts other jobs competing for the same cores.
+    #: discounts a job that merely waits for its cores; threads that spin while oversubscribed
+    #: still burn CPU time, so train one job per set of cores.
     budget_clock: Literal["wall", "cpu"] = "wall"
     eval_every: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)

@@ -104,7 +104,8 @@ class Trainer:
         self._epoch_start: float | None = None
         threads = max(torch.get_num_threads(), 1)
         # The clock that training time (and the time budget) is counted on: wall time, or this
-        # process's CPU time divided by its threads (robust to other jobs sharing the machine).
+        # process's CPU time divided by its threads (discounts waiting for the cores, not the CPU
+        # time that oversubscribed threads spin away).
         self._clock = time.perf_counter if cfg.budget_clock == "wall" else (lambda: time.process_time() / threads)
 
     # ----------------------------------------------------------------- state
