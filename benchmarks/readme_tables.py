@@ -421,7 +421,7 @@ def main() -> None:
                      ("proxies_camvid_steps300_3seeds", proxies), ("proxies_camvid_steps300_5seeds", proxies),
                      ("proxies_camvid_steps300_5seeds_2inits", proxies), ("proxies_camvid_steps300_5seeds_2inits_evolved", proxies),
                      ("proxy_discovery_null_steps300", proxy_null), ("proxy_discovery_null_steps300_2seeds", proxy_null),
-                     ("proxy_discovery_null_steps300_3seeds", proxy_null),
+                     ("proxy_discovery_null_steps300_3seeds", proxy_null), ("proxy_discovery_null_steps300_7seeds", proxy_null),
                      ("proxies_camvid_steps300_7seeds_2inits_evolved", proxies),
                      ("proxies_camvid_steps300_7seeds_4inits_evolved", proxies),
                      ("saswot_camvid", saswot), ("saswot_camvid_steps300", saswot)):
