@@ -8,9 +8,10 @@ space: ``--layers 8 --base-width 8``), predicts each one's latency from the oper
 ``--latency-size`` (built here, once, before any training starts, so that timings are not taken
 beside a training run), and trains each from scratch with ``benchmarks/train_camvid.py``'s recipe
 for ``--minutes`` of training time counted on the CPU clock (process CPU time / training threads,
-so waiting for a core does not shorten it; one thread per worker keeps cores from oversubscription), scoring val mIoU once at the end. Results go to
-``benchmarks/data/groundtruth_<space>_<data>.jsonl``, one line per network as it finishes; a
-killed run resumes (finished networks are skipped, a network killed mid-training continues from
+so waiting for a core does not shorten it; one thread per worker keeps the cores from being
+oversubscribed), scoring val mIoU once at the end. Results go to
+``benchmarks/data/groundtruth_<space>_<data>.jsonl``, one line per network as it finishes; a killed
+run resumes (finished networks are skipped, a network killed mid-training continues from
 its last epoch in ``--out-dir``).
 
 ``--repeat-seeds`` trains every network again with other training seeds, into

@@ -55,6 +55,11 @@ def steps_files(steps: int) -> list[Path]:
                     key=lambda f: int(f.stem.rsplit("seed", 1)[1]))]
 
 
+def gt_steps_files(args: argparse.Namespace) -> list[str]:
+    """``--gt-steps-files``, else every committed file of the ``--gt-steps`` ground truth (seed order)."""
+    return args.gt_steps_files or [str(f) for f in steps_files(args.gt_steps)]
+
+
 def groundtruth_placement(records: list[dict], target_ms: float, winner_miou: float) -> dict:
     """Where the winner's short-budget mIoU falls among ground-truth networks that meet the target."""
     feasible = sorted(r["val_miou"] for r in records if r["latency_ms"] <= target_ms)
@@ -71,7 +76,7 @@ def steps_placement(space, arch, args, table, run: Path) -> dict:
     latency predicted from ``table``, the search's own), each also a mean over those seeds."""
     from segnas.search.groundtruth import load_groundtruth_runs, predicted_latency_ms
 
-    files = args.gt_steps_files or [str(f) for f in steps_files(args.gt_steps)]
+    files = gt_steps_files(args)
     records = load_groundtruth_runs(files)
     data = data_section("camvid", None, args.gt_size, args.gt_size, 8)
     settings = {"data": data, "minutes": None, "max_steps": args.gt_steps, "size": list(args.size), "threads": 2,
@@ -117,7 +122,7 @@ def main() -> None:
                     help="rescore the 10 best over this many (default: the proxy file's when --inits is lower)")
     ap.add_argument("--final-minutes", type=float, default=10.0, help="train_camvid.py budget (0: skip)")
     ap.add_argument("--reuse", default=None, help="run folder of a finished search to train (its earlier "
-                    "timing and step-budget placement in the result file are kept, so training can share the machine)")
+                    "quiet-machine timing and step-budget placement in the result file are kept)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="saswot_camvid")
@@ -176,7 +181,7 @@ def main() -> None:
               f"(feasible ground truth: {out['groundtruth_budget']})")
         common.save_result(args.name, out)
     if args.gt_steps:
-        files = [Path(f).name for f in args.gt_steps_files or steps_files(args.gt_steps)]
+        files = [Path(f).name for f in gt_steps_files(args)]
         kept = earlier.get("groundtruth_steps") if earlier.get("run_dir") == str(run) else None
         same = kept and kept.get("steps") == args.gt_steps and kept.get("files") == files
         out["groundtruth_steps"] = kept if same else steps_placement(space, arch, args, table, run)
