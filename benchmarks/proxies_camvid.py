@@ -23,6 +23,10 @@ initializations (a network's score at one draw of weights is itself noisy); disc
 the first initialization's statistics, which keeps its cost, or with ``--evolve-on-inits`` on the
 mean over all R (R times the evolution time). Signs
 are as the proxies define them (higher = predicted better): a proxy that ranks backwards gets a negative τ.
+With ``--extra-train`` further networks, trained fewer times than the ``--groundtruth`` ones (e.g. the
+networks of the seed-0 file that have no repeats), join every split's training part and never its
+held-out part: discovery learns from more networks while every held-out τ is measured exactly as
+without them. The classic proxies are not scored on them (they only rank the held-out networks).
 A fairer baseline sits beside them, ``selected_classic``: on each split, the classic proxy whose score, with
 either sign, ranks the training networks best, scored on the held-out ones (``select_classic``).
 
@@ -50,7 +54,8 @@ from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
 from segnas.proxies.ensemble import ProxyEnsemble, member_seeds  # noqa: E402
-from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
+from segnas.search.groundtruth import (  # noqa: E402
+    arch_key, load_groundtruth_runs, rank_correlations, split_indices, untrained_net)
 from segnas.utils import parse_size  # noqa: E402
 
 DATA = common.ROOT / "benchmarks" / "data"
@@ -189,16 +194,22 @@ def main() -> None:
                          "initializations (seeds --seed ..); discovery itself evolves on the first")
     ap.add_argument("--evolve-on-inits", action="store_true",
                     help="discovery evolves on the mean over the --inits initializations too")
+    ap.add_argument("--extra-train", nargs="+", default=[],
+                    help="ground-truth file(s) of further networks for discovery's training part only (those "
+                         "not in --groundtruth; several files: mIoU averaged, networks in all of them)")
     ap.add_argument("--scores-only", action="store_true",
                     help="only score the ground truth found so far with the classic proxies (fills the cache)")
     args = ap.parse_args()
 
     records = load_groundtruth_runs(args.groundtruth)
+    main_keys = {arch_key(r["arch"]) for r in records}
+    extra = [r for r in load_groundtruth_runs(args.extra_train) if arch_key(r["arch"]) not in main_keys] \
+        if args.extra_train else []
     root = args.data_root or str(common.camvid_root())
     batches, num_classes = proxy_batches("camvid", root, "train", args.images, args.batch_size, args.size, args.seed)
     space = records[0]["space"]
     print(f"{len(records)} {space} networks from {args.groundtruth}; proxies on {args.images} images at "
-          f"{args.size[0]}x{args.size[1]}")
+          f"{args.size[0]}x{args.size[1]}" + (f"; {len(extra)} more for training from {args.extra_train}" if extra else ""))
     R = args.inits
     scores = [classic_scores(records, batches, num_classes, args.seed + j, DATA / f"proxy_scores_{space}_camvid.jsonl")
               for j in range(R)]
@@ -206,25 +217,26 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     # every network at R initializations; discovery evolves on the first one's statistics, or on all
-    eval_stats = [init_stats(r, num_classes, batches, args.seed, R) for r in records]
-    stats_s = (time.perf_counter() - t0) / len(records)
+    eval_stats = [init_stats(r, num_classes, batches, args.seed, R) for r in records + extra]
+    stats_s = (time.perf_counter() - t0) / len(eval_stats)
     stats = [s[0] for s in eval_stats] if R > 1 and not args.evolve_on_inits else eval_stats
-    mious = [float(r["val_miou"]) for r in records]
+    mious = [float(r["val_miou"]) for r in records + extra]  # the extra networks come last
+    extra_idx = list(range(len(records), len(records) + len(extra)))
     classic = {name: [float(np.mean([init[i][name] for init in scores])) for i in range(len(records))]
                for name in sorted(PROXIES)}
 
     t0 = time.perf_counter()
     parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
     K = args.members
-    jobs = [{"train": train, "held": held, "targets": [mious[i] for i in train], "seed": seed}
+    jobs = [{"train": train + extra_idx, "held": held, "targets": [mious[i] for i in train + extra_idx], "seed": seed}
             for k, (train, held) in enumerate(parts) for seed in member_seeds(args.seed + k, K)]
-    discovered = run_discoveries(jobs, stats, records, args)
+    discovered = run_discoveries(jobs, stats, records + extra, args)
     discovery_s = time.perf_counter() - t0
     splits = []
     for k, (train, held) in enumerate(parts):
         members = discovered[k * K:(k + 1) * K]
         found = members[0] if K == 1 else ProxyEnsemble.from_members(
-            members, [eval_stats[i] for i in train], [mious[i] for i in train],
+            members, [eval_stats[i] for i in train + extra_idx], [mious[i] for i in train + extra_idx],
             validation=([eval_stats[i] for i in held], [mious[i] for i in held]),
             settings={"members": K, "member_seeds": member_seeds(args.seed + k, K),
                       "population": args.population, "generations": args.generations})
@@ -261,7 +273,7 @@ def main() -> None:
             "held_out_rho": first["held_out"][n]["spearman_rho"],
             "mean_tau_over_splits": float(np.nanmean(taus)), "std_tau_over_splits": float(np.nanstd(taus)),
             "mean_rho_over_splits": float(np.nanmean(rhos)),
-            "all_tau": rank_correlations(classic[n], mious)["kendall_tau"] if n in classic else None,
+            "all_tau": rank_correlations(classic[n], mious[:len(records)])["kendall_tau"] if n in classic else None,
             "seconds_per_net": R * float(np.mean([s[f"{n}_s"] for s in scores[0]])) if n in classic else
             stats_s if n == "discovered" else None,
         })
@@ -293,11 +305,14 @@ def main() -> None:
           f"the mean over the splits (τ {disc['mean_tau_over_splits']:+.3f}, margin {mean_margin:+.3f})")
 
     png = common.RESULTS / f"{args.name}.png"
-    scatter(png, {**classic, "discovered": first["discovered_values"]}, mious, first["train"], first["held_out_indices"],
+    scatter(png, {**classic, "discovered": first["discovered_values"][:len(records)]}, mious[:len(records)],
+            first["train"], first["held_out_indices"],
             {r["proxy"]: r["held_out_tau"] for r in table})
     path = common.save_result(args.name, {
         "groundtruth": [common.relative(p) for p in args.groundtruth],
         "training_runs_per_network": len(args.groundtruth), "networks": len(records), "space": space,
+        "extra_train": {"files": [common.relative(p) for p in args.extra_train], "networks": len(extra),
+                        "training_runs_per_network": len(args.extra_train)} if extra else None,
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
@@ -306,7 +321,8 @@ def main() -> None:
         "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,
         "splits": [{k: v for k, v in s.items() if k not in ("found", "discovered_values", "train", "held_out_indices")}
-                   | {"train_size": len(s["train"]), "held_out_size": len(s["held_out_indices"])} for s in splits],
+                   | {"train_size": len(s["train"]) + len(extra), "held_out_size": len(s["held_out_indices"])}
+                   for s in splits],
         "discovered": {"expression": first["expression"], "file": common.relative(args.proxy_out),
                        "history": discovered[0].history},
         "plot": png.name,

@@ -26,7 +26,9 @@ extended on the CPU that made them).
 
 ``--device cuda`` trains on a GPU (fp32 stays fp32: TF32 is off), and ``--no-latency`` takes latency
 from the short-budget file instead of measuring it: together they add seeds or the longer budget to
-a finished step-budget file on a GPU machine, with the networks' keys unchanged.
+a finished step-budget file on a GPU machine, with the networks' keys unchanged. A larger ``--n`` there
+adds new networks (``sample_archs`` draws the same first ones for a seed) without a latency; a
+later run on the CPU of the short-budget file, without ``--no-latency``, predicts theirs and fills it in.
 
 Then ``--longer-subset`` of them, evenly spread over the short-budget mIoU ranking, train for
 ``--longer-minutes`` into ``groundtruth_<space>_<data>_long.jsonl``; Kendall τ and Spearman ρ
@@ -51,7 +53,7 @@ from segnas.cost import LatencyTable  # noqa: E402
 from segnas.cost.machine import cpu_model  # noqa: E402
 from segnas.errors import SegnasError  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
-    arch_key, check_one_cpu, dataset_num_classes, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
+    arch_key, check_one_cpu, dataset_num_classes, fill_latency, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
     run_groundtruth, sample_archs, training_recipe)
 from segnas.spaces import get_space  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
@@ -82,13 +84,11 @@ def spread_subset(results: list[dict], k: int) -> list[int]:
     return sorted(set(picks))
 
 
-def latency_of_records(path: Path, archs: list) -> list[float]:
-    """Each architecture's latency from a finished ground-truth file (``--no-latency``)."""
+def latency_of_records(path: Path, archs: list) -> list[float | None]:
+    """Each architecture's latency from the ground-truth file at ``path`` (``--no-latency``); None for
+    networks without one there (new networks trained on another machine: ``fill_latency`` adds it)."""
     by_arch = {arch_key(r["arch"]): r.get("latency_ms") for r in load_groundtruth(path)} if path.is_file() else {}
-    missing = [a for a in archs if by_arch.get(arch_key(a)) is None]
-    if missing:
-        sys.exit(f"{path}: --no-latency needs every network's latency_ms there; {len(missing)} of {len(archs)} lack one")
-    return [float(by_arch[arch_key(a)]) for a in archs]
+    return [by_arch.get(arch_key(a)) for a in archs]
 
 
 def main() -> None:
@@ -118,8 +118,12 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--latency-threads", type=int, default=None)
     ap.add_argument("--no-latency", action="store_true",
-                    help="measure no latency here: take it from the records of the short-budget file, which "
-                         "must then be complete (for a run on another machine that adds seeds or the longer budget)")
+                    help="measure no latency here: take it from the records of the short-budget file (for a run "
+                         "on another machine that adds seeds, networks or the longer budget); networks new there "
+                         "get theirs from a later run without this flag")
+    ap.add_argument("--fill-latency", action="store_true",
+                    help="only predict the latency of the short-budget file's networks that lack one, then stop "
+                         "(trains nothing)")
     ap.add_argument("--device", default="cpu",
                     help="where networks train: cpu, cuda, auto (not part of a network's key: a step budget "
                          "means the same training on either; fp32 stays fp32 on a GPU)")
@@ -173,15 +177,23 @@ def main() -> None:
                 "table_min_runs": args.table_min_runs, "table_min_time_s": args.table_min_time_s,
                 "threads": threads, "seed": args.seed, "out_dir": args.out_dir, "train": train,
                 "device": args.device, "record_latency": not args.no_latency}
+    if args.no_latency and args.fill_latency:
+        sys.exit("--fill-latency predicts latency here: it cannot go with --no-latency")
     if args.no_latency:
         if not args.steps:
             sys.exit("--no-latency needs a --steps budget (a CPU-minute budget trains only on the CPU that began it)")
         lats = latency_of_records(short_path, archs)
-        print(f"{len(archs)} {space.name} architectures, latency from {short_path}")
+        print(f"{len(archs)} {space.name} architectures, latency from {short_path} "
+              f"({sum(lat is None for lat in lats)} without one: a run here without --no-latency fills it in)")
     else:
         lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
         print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
               f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
+        filled = fill_latency(short_path, {arch_key(a): lat for a, lat in zip(archs, lats)}, f"table:{args.backend}")
+        if filled or args.fill_latency:
+            print(f"{short_path}: latency predicted here for {filled} networks trained under --no-latency")
+        if args.fill_latency:
+            return
 
     print(f"training each for {short_amount} {unit} ({threads} threads, {args.executor} x{args.workers})"
           f" -> {short_path}")
@@ -208,6 +220,7 @@ def main() -> None:
                     for i in range(len(runs)) for j in range(i + 1, len(runs))]
     seed_tau = float(np.mean([c["kendall_tau"] for c in seed_vs_seed])) if seed_vs_seed else float("nan")
     precisions = {r["bf16"] for r in short if "bf16" in r}
+    known_lats = [lat for lat in lats if lat is not None]
     corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
                    if len(subset) > 1 else None)
     out = {
@@ -226,7 +239,7 @@ def main() -> None:
                     [("short", short), ("long", long), *((p.name, rep) for p, rep in repeats)] if recs},
         "val_miou_range": [min(miou), max(miou)],
         # latency predicted on this machine (a record's latency_ms is from the machine that trained it)
-        "latency_ms_range": [min(lats), max(lats)],
+        "latency_ms_range": [min(known_lats), max(known_lats)] if known_lats else None,
         "short_vs_long": corr_budget,
         "seed_vs_seed": seed_vs_seed,
         "mean_of_seeds_vs_long": rank_correlations([mean_miou[i] for i in subset], [r["val_miou"] for r in long])
@@ -234,10 +247,12 @@ def main() -> None:
         "noise_ceiling_tau": ({"single_run": noise_ceiling_tau(seed_tau, 1),
                                f"mean_of_{len(runs)}_runs": noise_ceiling_tau(seed_tau, len(runs))}
                               if repeats else None),
-        "miou_vs_latency": rank_correlations(miou, lats),
+        "miou_vs_latency": rank_correlations(*zip(*[(m, lat) for m, lat in zip(miou, lats) if lat is not None]))
+        if len(known_lats) > 1 else None,
         "miou_vs_params": rank_correlations(miou, [r["params"] for r in short]),
         "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4), "long_miou": round(r["val_miou"], 4),
-                    "latency_ms": round(lats[i], 2)} for i, r in zip(subset, long)],
+                    "latency_ms": round(lats[i], 2) if lats[i] is not None else None}
+                   for i, r in zip(subset, long)],
     }
     common.RESULTS = Path(args.results_dir)
     path = common.save_result(args.name or f"proxy_groundtruth{suffix}", out)

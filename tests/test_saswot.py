@@ -12,7 +12,7 @@ from segnas.cost import count_parameters
 from segnas.cost.machine import cpu_model
 from segnas.errors import SegnasError
 from segnas.search.groundtruth import (
-    arch_key, check_one_cpu, evaluate_arch, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
+    arch_key, check_one_cpu, evaluate_arch, fill_latency, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
     rank_correlations, run_groundtruth, sample_archs, split_indices, untrained_net)
 from segnas.engine.device import describe_device
 from segnas.search.saswot import saswot_search, training_free_search
@@ -169,12 +169,30 @@ def test_sample_archs_are_distinct_deterministic_and_spread():
     assert len({arch_key(a) for a in archs}) == 24
     assert [arch_key(a) for a in archs] == [arch_key(a) for a in sample_archs(SMALL, 24, seed=0)]
     assert [arch_key(a) for a in archs] != [arch_key(a) for a in sample_archs(SMALL, 24, seed=1)]
+    # a larger n draws the same first networks: a ground truth grows by sampling more
+    assert [arch_key(a) for a in sample_archs(SMALL, 30, seed=0)[:24]] == [arch_key(a) for a in archs]
     sizes = [params(a) for a in archs]
     assert max(sizes) / min(sizes) > 2.5  # slow to fast, not bunched in the middle
     joint = JointSpace(channels=(8, 16), slots=(2, 2), stem_channels=4, decoder_width=8)
     assert len({arch_key(a) for a in sample_archs(joint, 10, seed=0)}) == 10
     with pytest.raises(SegnasError, match="distinct"):
         sample_archs(SMALL, 10, max_tries=3)
+
+
+def test_fill_latency_completes_records_trained_without_one(tmp_path):
+    archs = sample_archs(SMALL, 3, seed=0)
+    path = tmp_path / "gt.jsonl"
+    lines = [{"key": f"k{i}", "result": {"arch": a.to_dict(), "val_miou": 0.1 * i,
+                                         "latency_ms": 5.0 if i == 0 else None, "latency_source": None}}
+             for i, a in enumerate(archs)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    before = path.read_text()
+    assert fill_latency(path, {arch_key(archs[0]): 9.0}, "table:x") == 0  # has one already: kept
+    assert path.read_text() == before
+    assert fill_latency(path, {arch_key(a): 7.0 + i for i, a in enumerate(archs[:2])}, "table:x") == 1
+    records = [json.loads(line)["result"] for line in path.read_text().splitlines()]
+    assert [r["latency_ms"] for r in records] == [5.0, 8.0, None]  # order kept; unknown arch left as it was
+    assert records[1]["latency_source"] == "table:x" and records[2]["val_miou"] == 0.2
 
 
 def test_rank_correlations():

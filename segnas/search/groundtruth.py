@@ -248,6 +248,25 @@ def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
     return [{"key": k, **v} for k, v in sorted(load_results(path).items())]
 
 
+def fill_latency(path: str | Path, latency_by_arch: dict[str, float], source: str) -> int:
+    """Give the records of the ground-truth file ``path`` that have no ``latency_ms`` (networks trained
+    on another machine without measuring it) their latency from ``latency_by_arch`` (``arch_key`` ->
+    ms, predicted on the machine the latencies are for), with ``latency_source`` ``source``. Rewrites
+    the file atomically, records in their order; returns how many were filled."""
+    from segnas.utils import atomic_write_text
+
+    results = load_results(path)
+    filled = 0
+    for rec in results.values():
+        k = arch_key(rec["arch"])
+        if rec.get("latency_ms") is None and k in latency_by_arch:
+            rec["latency_ms"], rec["latency_source"] = float(latency_by_arch[k]), source
+            filled += 1
+    if filled:
+        atomic_write_text(path, "".join(json.dumps({"key": k, "result": r}) + "\n" for k, r in results.items()))
+    return filled
+
+
 def record_cpus(records: Sequence[dict[str, Any]]) -> set[str]:
     """The CPUs that ground-truth ``records`` under a CPU-minute budget were trained on (records
     older than the ``cpu`` field name none; a step budget means the same on any CPU)."""
