@@ -240,10 +240,14 @@ def proxies(r: dict) -> list[str]:
                   + (" (discovery evolved on the averages)" if s.get("evolve_on_inits") else ""))
     gts = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]  # older results: one file
     files = ", ".join(f"`{Path(p).name}`" for p in gts)
+    extra = r.get("extra_train") or {}
+    extra_n = extra.get("networks", 0)
+    extra_text = (f", and {extra_n} more networks trained {extra['training_runs_per_network']}x, from "
+                  f"{', '.join(f'`{Path(p).name}`' for p in extra['files'])}, which are never held out" if extra_n else "")
     lines = [f"### Zero-cost proxies vs CamVid mIoU (`benchmarks/proxies_camvid.py`{title})", "",
              f"Ground truth {files}.",
              f"Held-out split: {r['splits'][0]['held_out_size']} of the {r['networks']} ground-truth networks "
-             f"(discovery saw the other {r['splits'][0]['train_size']}); each proxy on {s['images']} CamVid images at "
+             f"(discovery saw the other {r['splits'][0]['train_size'] - extra_n}{extra_text}); each proxy on {s['images']} CamVid images at "
              f"{s['size'][0]}x{s['size'][1]}, untrained networks, seed {s['seed']}.", "",
              f"| proxy | Kendall τ | Spearman ρ | τ mean ± std over {s['splits']} splits | s / network |",
              "|---|---|---|---|---|"]
@@ -424,6 +428,7 @@ def main() -> None:
                      ("proxy_discovery_null_steps300_3seeds", proxy_null), ("proxy_discovery_null_steps300_7seeds", proxy_null),
                      ("proxies_camvid_steps300_7seeds_2inits_evolved", proxies),
                      ("proxies_camvid_steps300_7seeds_4inits_evolved", proxies),
+                     ("proxies_camvid_steps300_7seeds_2inits_evolved_extra212", proxies),
                      ("saswot_camvid", saswot), ("saswot_camvid_steps300", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)
