@@ -220,7 +220,8 @@ def main() -> None:
                     for i in range(len(runs)) for j in range(i + 1, len(runs))]
     seed_tau = float(np.mean([c["kendall_tau"] for c in seed_vs_seed])) if seed_vs_seed else float("nan")
     precisions = {r["bf16"] for r in short if "bf16" in r}
-    known_lats = [lat for lat in lats if lat is not None]
+    # networks trained elsewhere under --no-latency have no latency until a run here fills it in
+    known = [(m, lat) for m, lat in zip(miou, lats) if lat is not None]
     corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
                    if len(subset) > 1 else None)
     out = {
@@ -239,7 +240,7 @@ def main() -> None:
                     [("short", short), ("long", long), *((p.name, rep) for p, rep in repeats)] if recs},
         "val_miou_range": [min(miou), max(miou)],
         # latency predicted on this machine (a record's latency_ms is from the machine that trained it)
-        "latency_ms_range": [min(known_lats), max(known_lats)] if known_lats else None,
+        "latency_ms_range": [min(lat for _, lat in known), max(lat for _, lat in known)] if known else None,
         "short_vs_long": corr_budget,
         "seed_vs_seed": seed_vs_seed,
         "mean_of_seeds_vs_long": rank_correlations([mean_miou[i] for i in subset], [r["val_miou"] for r in long])
@@ -247,8 +248,7 @@ def main() -> None:
         "noise_ceiling_tau": ({"single_run": noise_ceiling_tau(seed_tau, 1),
                                f"mean_of_{len(runs)}_runs": noise_ceiling_tau(seed_tau, len(runs))}
                               if repeats else None),
-        "miou_vs_latency": rank_correlations(*zip(*[(m, lat) for m, lat in zip(miou, lats) if lat is not None]))
-        if len(known_lats) > 1 else None,
+        "miou_vs_latency": rank_correlations(*zip(*known)) if len(known) > 1 else None,
         "miou_vs_params": rank_correlations(miou, [r["params"] for r in short]),
         "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4), "long_miou": round(r["val_miou"], 4),
                     "latency_ms": round(lats[i], 2) if lats[i] is not None else None}
