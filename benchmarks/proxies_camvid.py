@@ -152,6 +152,8 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
+    ap.add_argument("--act-grads", action="store_true",
+                    help="expressions may also read GA, the loss gradients of the activations (PSET_GA)")
     return ap
 
 
@@ -161,6 +163,8 @@ def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: ar
     ``segnas.parallel`` (1 torch thread each) and cached under ``runs/`` so a killed benchmark
     resumes: plain, or with parsimony chosen by ``--cv-folds``-fold cross-validation on ``train``."""
     options = {"population": args.population, "generations": args.generations}
+    if getattr(args, "act_grads", False):
+        options["act_grads"] = True
     # statistics of several initializations per network (--evolve-on-inits) evolve something else
     evolve_inits = {"inits": args.inits} if getattr(args, "evolve_on_inits", False) and args.inits > 1 else {}
     stats = as_numpy(stats)

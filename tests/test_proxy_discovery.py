@@ -12,7 +12,7 @@ from segnas.proxies.common import weight_layers
 from segnas.proxies.cross_validation import cross_validate, discover_cv, fold_indices
 from segnas.proxies.discovery import (DiscoveredProxy, discover, layer_stats, rank_correlations, register_expression,
                                       score_expression)
-from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse
+from segnas.proxies.graph import PSET, PSET_GA, evaluate_expression, evaluate_tree, pack, parse
 from proxy_helpers import NUM_CLASSES, data, fake_arch, tiny_net
 
 PLANTED = "layer_sum(mean_w(abs_w(mul_w(W, G))))"
@@ -97,6 +97,39 @@ def test_random_trees_are_finite(real_stats):
             assert isinstance(value, float) and math.isfinite(value), str(tree)
 
 
+def with_act_grads(archs: list, seed: int = 1) -> list:
+    """The architectures' statistics plus activation gradients ``GA`` at a per-architecture scale."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for layers in archs:
+        scale = math.exp(float(torch.empty(1).uniform_(-2, 2, generator=gen)))
+        out.append([dict(layer, GA=scale * torch.randn(layer["A"].shape, generator=gen)) for layer in layers])
+    return out
+
+
+def test_discovery_can_read_activation_gradients(planted):
+    archs = with_act_grads(planted[0])
+    planted_ga = "layer_sum(mean_a(abs_a(mul_a(A, GA))))"
+    truth = [sum(float((layer["A"] * layer["GA"]).abs().mean()) for layer in s) for s in archs]
+    assert evaluate_expression(planted_ga, archs[0]) == pytest.approx(truth[0], rel=1e-6)
+    assert str(parse(planted_ga)) == planted_ga and str(parse(PLANTED)) == PLANTED
+    found = discover(archs, truth, population=40, generations=20, seed=0, act_grads=True)
+    assert found.train_tau >= 0.8 and "GA" in found.expression and found.settings["act_grads"] is True
+    assert DiscoveredProxy.from_dict(found.to_dict()).evaluate(archs[2]) == found.evaluate(archs[2])
+    # the original primitive set never draws GA, and without act_grads discovery stays on it
+    plain = discover(archs, truth, population=16, generations=3, seed=0)
+    assert "GA" not in plain.expression and "act_grads" not in plain.settings
+    assert "GA" in PSET_GA.mapping and "GA" not in PSET.mapping
+    with pytest.raises(SegnasError, match="lack them"):
+        evaluate_expression(planted_ga, planted[0][0])
+    with pytest.raises(SegnasError, match="act_grads needs statistics"):
+        discover(planted[0], truth, population=4, generations=1, act_grads=True)
+    partial = [dict(layer) for layer in archs[0]]
+    del partial[0]["GA"]
+    with pytest.raises(SegnasError, match="expected all or none"):
+        pack(partial)
+
+
 def test_layer_stats_on_a_segmentation_net():
     net, batch = tiny_net(), data()
     stats = layer_stats(net, [batch], max_weights=64, max_activations=32)
@@ -104,7 +137,8 @@ def test_layer_stats_on_a_segmentation_net():
     assert len(stats) == len(layers)
     assert all(p.grad is None for p in net.parameters())
     for layer, s in zip(layers, stats):
-        assert set(s) == {"W", "G", "A", "numel_w", "numel_a"}
+        assert set(s) == {"W", "G", "A", "GA", "numel_w", "numel_a"}
+        assert s["GA"].shape == s["A"].shape
         assert s["W"].shape == s["G"].shape and s["W"].numel() == min(64, layer.weight.numel())
         assert s["A"].numel() in (0, 2 * min(32, int(s["numel_a"])))  # 0: a layer the forward skips
         assert int(s["numel_w"]) == layer.weight.numel()
@@ -114,7 +148,8 @@ def test_layer_stats_on_a_segmentation_net():
     assert all(torch.equal(a[k], b[k]) for a, b in zip(stats, again) for k in a)
     images, masks = batch
     ignored = layer_stats(net, [(images, torch.full_like(masks, 255))], max_weights=64, max_activations=32)
-    assert all(not s["G"].any() for s in ignored)
+    assert any(s["GA"].abs().sum() > 0 for s in stats)
+    assert all(not s["G"].any() and not s["GA"].any() for s in ignored)
 
 
 def test_layer_stats_do_not_depend_on_chunking():
@@ -123,6 +158,8 @@ def test_layer_stats_do_not_depend_on_chunking():
     for a, b in zip(one, four):
         assert torch.equal(a["W"], b["W"])
         assert torch.allclose(a["G"], b["G"], rtol=1e-4, atol=1e-12)
+        assert torch.equal(a["A"], b["A"])
+        assert torch.allclose(a["GA"], b["GA"], rtol=1e-4, atol=1e-12)
         assert torch.allclose(a["A"], b["A"], rtol=1e-4, atol=1e-6)
 
 

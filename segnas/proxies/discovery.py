@@ -29,7 +29,7 @@ from segnas.errors import SegnasError
 from segnas.proxies import run_isolated
 from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats,
                                    pixel_ce, proxy, valid_pixels, weight_layers)
-from segnas.proxies.graph import PSET, NetStats, evaluate_inits, pack_inits, parse, uses_data
+from segnas.proxies.graph import PSET, PSET_GA, NetStats, evaluate_inits, pack_inits, parse, uses_data
 from segnas.utils import atomic_write_text
 
 if TYPE_CHECKING:
@@ -59,11 +59,17 @@ def _sample_index(n: int, k: int | None, seed: int, salt: int) -> torch.Tensor |
     return torch.randint(n, (k,), generator=g).sort().values
 
 
+def _sampled(flat: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """Rows of ``flat`` (images × positions) at positions ``idx`` (None = all), as one flat CPU float tensor."""
+    return (flat if idx is None else flat[:, idx.to(flat.device)]).float().cpu().reshape(-1)
+
+
 def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, max_weights: int | None,
              max_activations: int | None) -> LayerStats:
     """Statistics of ``net`` (a copy the caller may mutate) on prepared ``batches``."""
     layers = weight_layers(net)
     acts: list[list[torch.Tensor]] = [[] for _ in layers]
+    act_grads: list[list[torch.Tensor | None]] = [[] for _ in layers]  # same positions as acts
     sizes: list[list[int]] = [[] for _ in layers]
     index: dict[tuple[int, int], torch.Tensor | None] = {}
     recording = [False]
@@ -77,8 +83,14 @@ def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, 
             if (i, n) not in index:
                 index[(i, n)] = _sample_index(n, max_activations, settings.seed, 2 * i + 1)
             idx = index[(i, n)]
-            acts[i].append((flat if idx is None else flat[:, idx.to(flat.device)]).float().cpu().reshape(-1))
+            acts[i].append(_sampled(flat, idx))
             sizes[i].extend([n] * flat.shape[0])
+            slot = len(act_grads[i])
+            act_grads[i].append(None)  # stays None (zeros) where the output does not reach the loss
+            if out.requires_grad:
+                def keep(grad: torch.Tensor) -> None:
+                    act_grads[i][slot] = _sampled(grad.detach().flatten(1), idx)
+                out.register_hook(keep)
         return record
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
@@ -102,9 +114,11 @@ def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, 
         idx = _sample_index(w.numel(), max_weights, settings.seed, 2 * i)
         if idx is not None:
             w, g = w[idx.to(w.device)], g[idx.to(g.device)]
+        grads = [torch.zeros_like(a) if d is None else d for a, d in zip(acts[i], act_grads[i])]
         out.append({
             "W": w.float().cpu().clone(), "G": g.float().cpu().clone(),
             "A": torch.cat(acts[i]) if acts[i] else torch.zeros(0),
+            "GA": torch.cat(grads) if grads else torch.zeros(0),
             "numel_w": torch.tensor(float(m.weight.numel())),
             "numel_a": torch.tensor(float(np.mean(sizes[i])) if sizes[i] else 0.0),
         })
@@ -118,7 +132,8 @@ def layer_stats(net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, igno
     for every convolution/linear layer, in ``net.modules()`` order, a dict with ``W`` (weights),
     ``G`` (gradient of the mean per-pixel cross-entropy over all labelled pixels), both flattened and
     sampled at the same ≤ ``max_weights`` positions; ``A`` (output activations, ≤ ``max_activations``
-    fixed positions per image, all images concatenated); ``numel_w`` / ``numel_a`` (the true counts:
+    fixed positions per image, all images concatenated) and ``GA`` (that loss's gradient with respect
+    to them, at the same positions); ``numel_w`` / ``numel_a`` (the true counts:
     weights, activations per image). BatchNorm and chunking as in ``segnas.proxies.common``;
     deterministic for a seed (the seed picks the sampled positions). ``None`` = no sampling."""
     for name, k in (("max_weights", max_weights), ("max_activations", max_activations)):
@@ -322,7 +337,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
              mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
              init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0,
              validation: tuple[Sequence, Sequence[float]] | None = None, cache_size: int = 2048,
-             callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
+             act_grads: bool = False, callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
     """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
     (``layer_stats`` of each architecture, or a list of them for several initializations: then an
     expression's value is its mean over them) and ``target_mious``.
@@ -335,7 +350,8 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
     Selection uses τ − ``parsimony`` × (nodes in the tree), so a larger tree must rank better to win
     (``segnas.proxies.cross_validation`` picks ``parsimony`` on the training split); ties prefer the
     smaller tree. History and results report the plain τ. Deterministic for a seed, in any process
-    (Python's ``random`` state is restored).
+    (Python's ``random`` state is restored). With ``act_grads`` trees may also read ``GA``, the
+    activations' loss gradients (``PSET_GA``; the statistics must hold them).
     ``validation`` = (stats, mIoUs) is scored with the best tree each generation (never selects)."""
     targets = _check_inputs(stats_per_arch, target_mious, "the training split")
     if len(targets) < 3:
@@ -354,6 +370,10 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
         raise SegnasError(f"discover: expected 2 ≤ init_height[0] ≤ init_height[1] ≤ max_height, got "
                           f"{init_height} and {max_height}")
     train = [pack_inits(s, cache_size) for s in stats_per_arch]
+    if act_grads and any(p.GA is None for packs in train for p in packs):
+        raise SegnasError("discover: act_grads needs statistics with activation gradients ('GA'); measure them "
+                          "again with layer_stats")
+    pset = PSET_GA if act_grads else PSET
     val = None
     if validation is not None:
         val_stats, val_targets = validation
@@ -361,14 +381,16 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
     settings = {"population": population, "generations": generations, "seed": seed, "crossover": crossover,
                 "mutation": mutation, "tournament": tournament, "elite": elite, "max_height": max_height,
                 "init_height": list(init_height), "parsimony": parsimony, "architectures": len(targets)}
+    if act_grads:
+        settings["act_grads"] = True
 
     toolbox = base.Toolbox()
-    toolbox.register("expr", _generate, PSET, lo, hi)
+    toolbox.register("expr", _generate, pset, lo, hi)
     toolbox.register("expr_mut", _generate, min_=0, max_=2)
     toolbox.register("mate", _cx_one_point)
     toolbox.register("mutate", lambda ind: random.choice((
-        lambda: gp.mutUniform(ind, toolbox.expr_mut, PSET),
-        lambda: gp.mutNodeReplacement(ind, PSET),
+        lambda: gp.mutUniform(ind, toolbox.expr_mut, pset),
+        lambda: gp.mutNodeReplacement(ind, pset),
         lambda: gp.mutShrink(ind)))())
     limit = gp.staticLimit(key=lambda ind: ind.height, max_value=max_height)
     toolbox.decorate("mate", limit)
