@@ -54,6 +54,7 @@ from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
 from segnas.proxies.ensemble import ProxyEnsemble, member_seeds  # noqa: E402
+from segnas.proxies.graph import EXTRA_TERMINALS, canonical_extras  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
     arch_key, load_groundtruth_runs, rank_correlations, split_indices, untrained_net)
 from segnas.utils import parse_size  # noqa: E402
@@ -152,8 +153,8 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
-    ap.add_argument("--act-grads", action="store_true",
-                    help="expressions may also read GA, the loss gradients of the activations (PSET_GA)")
+    ap.add_argument("--extra-terminals", nargs="+", default=[], choices=sorted(EXTRA_TERMINALS),
+                    help="expressions may also read GA (the activations' loss gradients) and/or R (layer resolution)")
     return ap
 
 
@@ -163,8 +164,8 @@ def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: ar
     ``segnas.parallel`` (1 torch thread each) and cached under ``runs/`` so a killed benchmark
     resumes: plain, or with parsimony chosen by ``--cv-folds``-fold cross-validation on ``train``."""
     options = {"population": args.population, "generations": args.generations}
-    if getattr(args, "act_grads", False):
-        options["act_grads"] = True
+    if getattr(args, "extra_terminals", None):
+        options["extra_terminals"] = list(canonical_extras(args.extra_terminals))
     # statistics of several initializations per network (--evolve-on-inits) evolve something else
     evolve_inits = {"inits": args.inits} if getattr(args, "evolve_on_inits", False) and args.inits > 1 else {}
     stats = as_numpy(stats)
@@ -320,7 +321,7 @@ def main() -> None:
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
-                     "evolve_on_inits": args.evolve_on_inits,
+                     "evolve_on_inits": args.evolve_on_inits, "extra_terminals": list(canonical_extras(args.extra_terminals)),
                      "workers": args.workers},
         "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,

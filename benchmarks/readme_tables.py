@@ -238,6 +238,9 @@ def proxies(r: dict) -> list[str]:
     if s.get("inits", 1) > 1:
         title += (f", every proxy averaged over {s['inits']} weight initializations"
                   + (" (discovery evolved on the averages)" if s.get("evolve_on_inits") else ""))
+    extras = {"GA": "the activations' gradients (GA)", "R": "each layer's resolution (R)"}
+    if s.get("extra_terminals"):
+        title += ", discovery may also read " + " and ".join(extras[e] for e in s["extra_terminals"])
     gts = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]  # older results: one file
     files = ", ".join(f"`{Path(p).name}`" for p in gts)
     extra = r.get("extra_train") or {}
@@ -429,6 +432,7 @@ def main() -> None:
                      ("proxies_camvid_steps300_7seeds_2inits_evolved", proxies),
                      ("proxies_camvid_steps300_7seeds_4inits_evolved", proxies),
                      ("proxies_camvid_steps300_7seeds_2inits_evolved_extra212", proxies),
+                     ("proxies_camvid_steps300_7seeds_2inits_evolved_ga_m1", proxies),
                      ("saswot_camvid", saswot), ("saswot_camvid_steps300", saswot)):
         if (r := load(name)) is not None:
             sections += fn(r)

@@ -209,9 +209,9 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["settings"]["scored_on"]["inits"] == 2
     result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
-                 "--population", "6", "--generations", "1", "--act-grads")
+                 "--population", "6", "--generations", "1", "--extra-terminal", "R", "--extra-terminal", "GA")
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["settings"]["act_grads"] is True
+    assert json.loads(out.read_text())["settings"]["extra_terminals"] == ["GA", "R"]
     result = run("proxy", "score", "fast_scnn", "--proxy", out, "-p", "params", "--images", "2", "--size", "32x48",
                  "--inits", "2")
     assert result.exit_code == 0 and "params 1" in result.output, result.output

@@ -12,7 +12,7 @@ from segnas.proxies.common import weight_layers
 from segnas.proxies.cross_validation import cross_validate, discover_cv, fold_indices
 from segnas.proxies.discovery import (DiscoveredProxy, discover, layer_stats, rank_correlations, register_expression,
                                       score_expression)
-from segnas.proxies.graph import PSET, PSET_GA, evaluate_expression, evaluate_tree, pack, parse
+from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse, primitive_set
 from proxy_helpers import NUM_CLASSES, data, fake_arch, tiny_net
 
 PLANTED = "layer_sum(mean_w(abs_w(mul_w(W, G))))"
@@ -97,37 +97,48 @@ def test_random_trees_are_finite(real_stats):
             assert isinstance(value, float) and math.isfinite(value), str(tree)
 
 
-def with_act_grads(archs: list, seed: int = 1) -> list:
-    """The architectures' statistics plus activation gradients ``GA`` at a per-architecture scale."""
+def with_extras(archs: list, seed: int = 1) -> list:
+    """The architectures' statistics plus activation gradients ``GA`` at a per-architecture scale
+    and a resolution ``R`` per layer."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for layers in archs:
         scale = math.exp(float(torch.empty(1).uniform_(-2, 2, generator=gen)))
-        out.append([dict(layer, GA=scale * torch.randn(layer["A"].shape, generator=gen)) for layer in layers])
+        out.append([dict(layer, GA=scale * torch.randn(layer["A"].shape, generator=gen),
+                         R=torch.tensor(4.0 ** -float(torch.randint(0, 4, (1,), generator=gen))))
+                    for layer in layers])
     return out
 
 
-def test_discovery_can_read_activation_gradients(planted):
-    archs = with_act_grads(planted[0])
-    planted_ga = "layer_sum(mean_a(abs_a(mul_a(A, GA))))"
-    truth = [sum(float((layer["A"] * layer["GA"]).abs().mean()) for layer in s) for s in archs]
-    assert evaluate_expression(planted_ga, archs[0]) == pytest.approx(truth[0], rel=1e-6)
-    assert str(parse(planted_ga)) == planted_ga and str(parse(PLANTED)) == PLANTED
-    found = discover(archs, truth, population=40, generations=20, seed=0, act_grads=True)
-    assert found.train_tau >= 0.8 and "GA" in found.expression and found.settings["act_grads"] is True
+@pytest.mark.parametrize("name, planted_expr, truth", [
+    ("GA", "layer_sum(mean_a(abs_a(mul_a(A, GA))))",
+     lambda s: sum(float((layer["A"] * layer["GA"]).abs().mean()) for layer in s)),
+    ("R", "layer_sum(mul(R, mean_w(abs_w(W))))",
+     lambda s: sum(float(layer["R"] * layer["W"].abs().mean()) for layer in s)),
+])
+def test_discovery_can_read_extra_terminals(planted, name, planted_expr, truth):
+    archs = with_extras(planted[0])
+    targets = [truth(s) for s in archs]
+    assert evaluate_expression(planted_expr, archs[0]) == pytest.approx(targets[0], rel=1e-6)
+    assert str(parse(planted_expr)) == planted_expr and str(parse(PLANTED)) == PLANTED
+    found = discover(archs, targets, population=40, generations=20, seed=0, extra_terminals=[name])
+    assert found.train_tau >= 0.8 and found.settings["extra_terminals"] == [name]
     assert DiscoveredProxy.from_dict(found.to_dict()).evaluate(archs[2]) == found.evaluate(archs[2])
-    # the original primitive set never draws GA, and without act_grads discovery stays on it
-    plain = discover(archs, truth, population=16, generations=3, seed=0)
-    assert "GA" not in plain.expression and "act_grads" not in plain.settings
-    assert "GA" in PSET_GA.mapping and "GA" not in PSET.mapping
-    with pytest.raises(SegnasError, match="lack them"):
-        evaluate_expression(planted_ga, planted[0][0])
-    with pytest.raises(SegnasError, match="act_grads needs statistics"):
-        discover(planted[0], truth, population=4, generations=1, act_grads=True)
+    # the original primitive set lacks the terminal, and without extra_terminals discovery stays on it
+    plain = discover(archs, targets, population=16, generations=3, seed=0)
+    assert name not in str(plain.expression).replace("(", " ").replace(")", " ").replace(",", " ").split()
+    assert "extra_terminals" not in plain.settings
+    assert name in primitive_set([name]).mapping and name not in PSET.mapping
+    with pytest.raises(SegnasError, match=f"reads {name} but the statistics lack it"):
+        evaluate_expression(planted_expr, planted[0][0])
+    with pytest.raises(SegnasError, match=f"extra terminal {name!r} needs statistics"):
+        discover(planted[0], targets, population=4, generations=1, extra_terminals=[name])
     partial = [dict(layer) for layer in archs[0]]
-    del partial[0]["GA"]
+    del partial[0][name]
     with pytest.raises(SegnasError, match="expected all or none"):
         pack(partial)
+    with pytest.raises(SegnasError, match="unknown extra terminal 'X'"):
+        discover(archs, targets, population=4, generations=1, extra_terminals=["X"])
 
 
 def test_layer_stats_on_a_segmentation_net():
@@ -137,8 +148,9 @@ def test_layer_stats_on_a_segmentation_net():
     assert len(stats) == len(layers)
     assert all(p.grad is None for p in net.parameters())
     for layer, s in zip(layers, stats):
-        assert set(s) == {"W", "G", "A", "GA", "numel_w", "numel_a"}
+        assert set(s) == {"W", "G", "A", "GA", "R", "numel_w", "numel_a"}
         assert s["GA"].shape == s["A"].shape
+        assert 0 < float(s["R"]) <= 1 or (s["A"].numel() == 0 and float(s["R"]) == 0)
         assert s["W"].shape == s["G"].shape and s["W"].numel() == min(64, layer.weight.numel())
         assert s["A"].numel() in (0, 2 * min(32, int(s["numel_a"])))  # 0: a layer the forward skips
         assert int(s["numel_w"]) == layer.weight.numel()

@@ -387,15 +387,15 @@ def proxy_discover(
                                                "averaged on each one's quantile scale."),
     inits: int = typer.Option(1, min=1, help="Measure every network at this many weight initializations; an "
                                              "expression's value is its mean over them (costs as many times more)."),
-    act_grads: bool = typer.Option(False, help="Let expressions read GA, the loss gradients of the activations, "
-                                               "besides weights (W), weight gradients (G) and activations (A)."),
+    extra_terminal: list[str] = typer.Option([], help="Let expressions also read GA (the activations' loss "
+                                                      "gradients) or R (each layer's resolution); repeatable."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
 
     s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
-                           seed=seed, cv_folds=cv_folds, members=members, inits=inits, act_grads=act_grads,
+                           seed=seed, cv_folds=cv_folds, members=members, inits=inits, extra_terminals=extra_terminal,
                            echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 

@@ -85,7 +85,7 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
 def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Path, data: str, root: str | None = None,
                        split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
-                       cv_folds: int = 0, members: int = 1, inits: int = 1, act_grads: bool = False,
+                       cv_folds: int = 0, members: int = 1, inits: int = 1, extra_terminals: Sequence[str] = (),
                        echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
@@ -93,7 +93,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     cross-validation inside the training split (``segnas.proxies.cross_validation``); ``members`` > 1
     evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``); ``inits`` > 1
     measures every network at that many initializations and evolves on the mean values (``init_stats``);
-    ``act_grads`` lets expressions read the activations' loss gradients too (``GA``)."""
+    ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``)."""
     from segnas.proxies.cross_validation import run_discovery
     from segnas.proxies.ensemble import discover_ensemble
     from segnas.search.groundtruth import load_groundtruth_runs, split_indices
@@ -110,7 +110,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         echo(f"statistics {i + 1}/{len(records)}")
     mious = [r["val_miou"] for r in records]
     options = dict(
-        cv_folds=cv_folds, population=population, generations=generations, seed=seed, act_grads=act_grads,
+        cv_folds=cv_folds, population=population, generations=generations, seed=seed,
+        extra_terminals=extra_terminals,
         validation=([stats[i] for i in held], [mious[i] for i in held]) if len(held) >= 3 else None,
         callback=lambda rec: echo(f"generation {rec.get('generation', '?')}: train τ {rec['best_tau']:.3f}"
                                   + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")),

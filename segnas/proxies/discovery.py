@@ -29,7 +29,8 @@ from segnas.errors import SegnasError
 from segnas.proxies import run_isolated
 from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats,
                                    pixel_ce, proxy, valid_pixels, weight_layers)
-from segnas.proxies.graph import PSET, PSET_GA, NetStats, evaluate_inits, pack_inits, parse, uses_data
+from segnas.proxies.graph import (NetStats, canonical_extras, evaluate_inits, pack_inits, parse, primitive_set,
+                                  uses_data)
 from segnas.utils import atomic_write_text
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, 
     layers = weight_layers(net)
     acts: list[list[torch.Tensor]] = [[] for _ in layers]
     act_grads: list[list[torch.Tensor | None]] = [[] for _ in layers]  # same positions as acts
+    resolutions: list[list[float]] = [[] for _ in layers]
+    pixels = [1]  # of the images being forwarded
     sizes: list[list[int]] = [[] for _ in layers]
     index: dict[tuple[int, int], torch.Tensor | None] = {}
     recording = [False]
@@ -84,6 +87,7 @@ def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, 
                 index[(i, n)] = _sample_index(n, max_activations, settings.seed, 2 * i + 1)
             idx = index[(i, n)]
             acts[i].append(_sampled(flat, idx))
+            resolutions[i].append((out[0, 0].numel() if out.dim() > 2 else 1) / pixels[0])
             sizes[i].extend([n] * flat.shape[0])
             slot = len(act_grads[i])
             act_grads[i].append(None)  # stays None (zeros) where the output does not reach the loss
@@ -101,6 +105,7 @@ def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, 
             freeze_batch_stats(net, images)
             recording[0] = True
             for imgs, msks in chunks(images, masks, settings.chunk_size):
+                pixels[0] = imgs.shape[-2] * imgs.shape[-1]
                 loss = pixel_ce(forward_logits(net, imgs), msks, settings.ignore_index).sum() / total
                 if loss.requires_grad:
                     loss.backward()
@@ -121,6 +126,7 @@ def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, 
             "GA": torch.cat(grads) if grads else torch.zeros(0),
             "numel_w": torch.tensor(float(m.weight.numel())),
             "numel_a": torch.tensor(float(np.mean(sizes[i])) if sizes[i] else 0.0),
+            "R": torch.tensor(float(np.mean(resolutions[i])) if resolutions[i] else 0.0),
         })
     return out
 
@@ -133,8 +139,8 @@ def layer_stats(net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, igno
     ``G`` (gradient of the mean per-pixel cross-entropy over all labelled pixels), both flattened and
     sampled at the same ≤ ``max_weights`` positions; ``A`` (output activations, ≤ ``max_activations``
     fixed positions per image, all images concatenated) and ``GA`` (that loss's gradient with respect
-    to them, at the same positions); ``numel_w`` / ``numel_a`` (the true counts:
-    weights, activations per image). BatchNorm and chunking as in ``segnas.proxies.common``;
+    to them, at the same positions); ``R`` (the output's spatial positions over the image's pixels);
+    ``numel_w`` / ``numel_a`` (the true counts: weights, activations per image). BatchNorm and chunking as in ``segnas.proxies.common``;
     deterministic for a seed (the seed picks the sampled positions). ``None`` = no sampling."""
     for name, k in (("max_weights", max_weights), ("max_activations", max_activations)):
         if k is not None and (not isinstance(k, int) or k < 1):
@@ -337,7 +343,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
              mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
              init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0,
              validation: tuple[Sequence, Sequence[float]] | None = None, cache_size: int = 2048,
-             act_grads: bool = False, callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
+             extra_terminals: Sequence[str] = (), callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
     """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
     (``layer_stats`` of each architecture, or a list of them for several initializations: then an
     expression's value is its mean over them) and ``target_mious``.
@@ -350,8 +356,8 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
     Selection uses τ − ``parsimony`` × (nodes in the tree), so a larger tree must rank better to win
     (``segnas.proxies.cross_validation`` picks ``parsimony`` on the training split); ties prefer the
     smaller tree. History and results report the plain τ. Deterministic for a seed, in any process
-    (Python's ``random`` state is restored). With ``act_grads`` trees may also read ``GA``, the
-    activations' loss gradients (``PSET_GA``; the statistics must hold them).
+    (Python's ``random`` state is restored). ``extra_terminals`` (names in
+    ``segnas.proxies.graph.EXTRA_TERMINALS``: ``GA``, ``R``) lets trees read those statistics too.
     ``validation`` = (stats, mIoUs) is scored with the best tree each generation (never selects)."""
     targets = _check_inputs(stats_per_arch, target_mious, "the training split")
     if len(targets) < 3:
@@ -370,10 +376,12 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
         raise SegnasError(f"discover: expected 2 ≤ init_height[0] ≤ init_height[1] ≤ max_height, got "
                           f"{init_height} and {max_height}")
     train = [pack_inits(s, cache_size) for s in stats_per_arch]
-    if act_grads and any(p.GA is None for packs in train for p in packs):
-        raise SegnasError("discover: act_grads needs statistics with activation gradients ('GA'); measure them "
+    extras = canonical_extras(extra_terminals)
+    lacking = [e for e in extras if any(getattr(p, e) is None for packs in train for p in packs)]
+    if lacking:
+        raise SegnasError(f"discover: extra terminal {lacking[0]!r} needs statistics that hold it; measure them "
                           "again with layer_stats")
-    pset = PSET_GA if act_grads else PSET
+    pset = primitive_set(extras)
     val = None
     if validation is not None:
         val_stats, val_targets = validation
@@ -381,8 +389,8 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
     settings = {"population": population, "generations": generations, "seed": seed, "crossover": crossover,
                 "mutation": mutation, "tournament": tournament, "elite": elite, "max_height": max_height,
                 "init_height": list(init_height), "parsimony": parsimony, "architectures": len(targets)}
-    if act_grads:
-        settings["act_grads"] = True
+    if extras:
+        settings["extra_terminals"] = list(extras)
 
     toolbox = base.Toolbox()
     toolbox.register("expr", _generate, pset, lo, hi)

@@ -4,11 +4,13 @@ per-layer statistics of an untrained network, evaluated for all layers at once.
 Types keep every tree valid. ``WeightTensor`` values have a layer's weight shape (terminals ``W``
 and ``G``, the weights and their loss gradients, sampled at the same positions), so they mix
 elementwise with each other; ``ActTensor`` values have the shape of a layer's sampled output
-activations (terminal ``A``; in the primitive set ``PSET_GA`` also ``GA``, the loss gradient with
-respect to those activations) and mix only with themselves; both mix with a ``LayerScalar`` (one
+activations (terminal ``A``) and mix only with themselves; both mix with a ``LayerScalar`` (one
 number per layer, broadcast) and reduce to one. ``LayerScalar`` terminals are ``nW`` (weights in the
 layer), ``nA`` (output activations per image) and the constants 0.5, 1.0, 2.0. The root,
-``layer_sum`` or ``layer_mean``, turns the per-layer scalar into the proxy value.
+``layer_sum`` or ``layer_mean``, turns the per-layer scalar into the proxy value. Primitive sets
+built with extra terminals (``primitive_set``) may also read ``GA`` (``ActTensor``: the loss
+gradient with respect to the sampled activations) and ``R`` (``LayerScalar``: the output's spatial
+positions as a fraction of the input image's pixels, i.e. the layer's resolution).
 
 Primitive names carry their type: ``<op>_w`` on weight-shaped tensors, ``<op>_a`` on activations,
 no suffix on layer scalars. Unary: abs, neg, log (log(|x|+ε)), sqrt (√|x|), square, sigmoid, tanh,
@@ -41,8 +43,6 @@ BIG = 1e30
 EPS = 1e-20
 #: Keys of one layer's statistics (see ``segnas.proxies.discovery.layer_stats``).
 STAT_KEYS = ("W", "G", "A", "numel_w", "numel_a")
-#: Optional key: the activations' loss gradients (``GA`` in ``PSET_GA``).
-ACT_GRAD_KEY = "GA"
 
 
 class WeightTensor:
@@ -65,7 +65,7 @@ class ProxyValue:
 class PackedStats:
     """One network's per-layer statistics, flattened: ``W``/``G`` share layer index ``seg_w``,
     ``A`` (and ``GA`` when measured, else None) has ``seg_a``; ``numel_w``/``numel_a`` are the true
-    per-layer counts (float64, length L).
+    per-layer counts and ``R`` (None when not measured) the resolutions (float64, length L).
     ``cache`` memoizes per-layer scalar subtrees by their text (bounded, least recently used)."""
 
     W: torch.Tensor
@@ -78,6 +78,7 @@ class PackedStats:
     numel_w: torch.Tensor
     numel_a: torch.Tensor
     GA: torch.Tensor | None = None
+    R: torch.Tensor | None = None
     cache_size: int = 0
     cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -91,10 +92,12 @@ def pack(stats: Sequence[Mapping[str, torch.Tensor]], cache_size: int = 0) -> Pa
     if not stats:
         raise SegnasError("proxy graph: the network has no convolution or linear layer to score")
     ws, gs, acts, act_grads, seg_w, seg_a, numel_w, numel_a = [], [], [], [], [], [], [], []
-    with_grads = sum(ACT_GRAD_KEY in layer for layer in stats)
-    if with_grads not in (0, len(stats)):
-        raise SegnasError(f"proxy graph: {with_grads} of {len(stats)} layers have {ACT_GRAD_KEY!r} statistics; "
-                          "expected all or none")
+    for key in EXTRA_TERMINALS:
+        having = sum(key in layer for layer in stats)
+        if having not in (0, len(stats)):
+            raise SegnasError(f"proxy graph: {having} of {len(stats)} layers have {key!r} statistics; "
+                              "expected all or none")
+    with_grads, with_res = "GA" in stats[0], "R" in stats[0]
     for i, layer in enumerate(stats):
         missing = [k for k in STAT_KEYS if k not in layer]
         if missing:
@@ -106,9 +109,9 @@ def pack(stats: Sequence[Mapping[str, torch.Tensor]], cache_size: int = 0) -> Pa
         if w.numel() == 0 or w.shape != g.shape:
             raise SegnasError(f"proxy graph: layer {i} has W {tuple(w.shape)} and G {tuple(g.shape)}; "
                               "expected equal non-empty shapes")
-        da = layer[ACT_GRAD_KEY].detach().reshape(-1).double().cpu() if with_grads else None
+        da = layer["GA"].detach().reshape(-1).double().cpu() if with_grads else None
         if da is not None and da.shape != a.shape:
-            raise SegnasError(f"proxy graph: layer {i} has A {tuple(a.shape)} and {ACT_GRAD_KEY} {tuple(da.shape)}; "
+            raise SegnasError(f"proxy graph: layer {i} has A {tuple(a.shape)} and GA {tuple(da.shape)}; "
                               "expected equal shapes")
         if a.numel() == 0:
             a = torch.zeros(1, dtype=torch.float64)
@@ -127,7 +130,9 @@ def pack(stats: Sequence[Mapping[str, torch.Tensor]], cache_size: int = 0) -> Pa
         W=_safe(torch.cat(ws)), G=_safe(torch.cat(gs)), A=_safe(torch.cat(acts)), seg_w=sw, seg_a=sa,
         count_w=torch.bincount(sw, minlength=n).double(), count_a=torch.bincount(sa, minlength=n).double(),
         numel_w=torch.tensor(numel_w, dtype=torch.float64), numel_a=torch.tensor(numel_a, dtype=torch.float64),
-        GA=_safe(torch.cat(act_grads)) if with_grads else None, cache_size=cache_size)
+        GA=_safe(torch.cat(act_grads)) if with_grads else None,
+        R=torch.tensor([float(layer["R"]) for layer in stats], dtype=torch.float64) if with_res else None,
+        cache_size=cache_size)
 
 
 #: One network's statistics: its ``layer_stats`` (a list of per-layer dicts) or them packed; or a
@@ -250,15 +255,26 @@ def _layer_mean(p: PackedStats, s: torch.Tensor) -> torch.Tensor:
 
 
 CONSTANTS = {"0.5": 0.5, "1.0": 1.0, "2.0": 2.0}
-DATA_TERMINALS = ("W", "G", "A", "nW", "nA", ACT_GRAD_KEY)
+BASE_TERMINALS = {"W": WeightTensor, "G": WeightTensor, "A": ActTensor, "nW": LayerScalar, "nA": LayerScalar}
+#: Terminals a primitive set has only when asked for (``primitive_set``); their statistics have the same key.
+EXTRA_TERMINALS = {"GA": ActTensor, "R": LayerScalar}
+DATA_TERMINALS = tuple(BASE_TERMINALS) + tuple(EXTRA_TERMINALS)
 
 
-def build_primitive_set(act_grads: bool = False) -> gp.PrimitiveSetTyped:
-    """The typed primitive set: terminals ``W, G, A, nW, nA`` (and ``GA`` with ``act_grads``) and
-    constants, ops as in the module docstring, root ``layer_sum``/``layer_mean``."""
-    args = [WeightTensor, WeightTensor, ActTensor, LayerScalar, LayerScalar] + ([ActTensor] if act_grads else [])
-    pset = gp.PrimitiveSetTyped("proxy", args, ProxyValue)
-    pset.renameArguments(ARG0="W", ARG1="G", ARG2="A", ARG3="nW", ARG4="nA", **({"ARG5": ACT_GRAD_KEY} if act_grads else {}))
+def canonical_extras(extras: Sequence[str]) -> tuple[str, ...]:
+    """Extra terminal names, checked and in ``EXTRA_TERMINALS`` order."""
+    unknown = [e for e in extras if e not in EXTRA_TERMINALS]
+    if unknown:
+        raise SegnasError(f"proxy graph: unknown extra terminal {unknown[0]!r}; choose from {', '.join(EXTRA_TERMINALS)}")
+    return tuple(e for e in EXTRA_TERMINALS if e in extras)
+
+
+def build_primitive_set(extras: Sequence[str] = ()) -> gp.PrimitiveSetTyped:
+    """The typed primitive set: terminals ``W, G, A, nW, nA``, the ``extras`` among
+    ``EXTRA_TERMINALS`` and constants, ops as in the module docstring, root ``layer_sum``/``layer_mean``."""
+    names = list(BASE_TERMINALS) + list(canonical_extras(extras))
+    pset = gp.PrimitiveSetTyped("proxy", [{**BASE_TERMINALS, **EXTRA_TERMINALS}[n] for n in names], ProxyValue)
+    pset.renameArguments(**{f"ARG{i}": n for i, n in enumerate(names)})
     for name, value in CONSTANTS.items():
         pset.addTerminal(value, LayerScalar, name=name)
     tensors = {"w": WeightTensor, "a": ActTensor}
@@ -283,10 +299,19 @@ def build_primitive_set(act_grads: bool = False) -> gp.PrimitiveSetTyped:
     return pset
 
 
-#: The primitive sets (built once; read-only): the original one, and the one that also reads the
-#: activations' gradients. A tree of either parses and evaluates with ``PSET_GA``.
-PSET = build_primitive_set()
-PSET_GA = build_primitive_set(act_grads=True)
+@functools.lru_cache(maxsize=None)
+def _primitive_set(extras: tuple[str, ...]) -> gp.PrimitiveSetTyped:
+    return build_primitive_set(extras)
+
+
+def primitive_set(extras: Sequence[str] = ()) -> gp.PrimitiveSetTyped:
+    """The primitive set with these extra terminals (built once per combination; read-only)."""
+    return _primitive_set(canonical_extras(extras))
+
+
+#: The original primitive set, and the one with every extra terminal, which parses any expression.
+PSET = primitive_set()
+PSET_ALL = primitive_set(tuple(EXTRA_TERMINALS))
 
 _TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|[(),]|\S)")
 
@@ -295,7 +320,7 @@ def _type_name(t: type) -> str:
     return t.__name__
 
 
-def parse(expression: str, pset: gp.PrimitiveSetTyped = PSET_GA) -> gp.PrimitiveTree:
+def parse(expression: str, pset: gp.PrimitiveSetTyped = PSET_ALL) -> gp.PrimitiveTree:
     """Parse and type-check an expression (DEAP's ``str`` form); unknown names, wrong arity or types
     raise ``SegnasError``. Nothing is ``eval``-ed."""
     if not isinstance(expression, str) or not expression.strip():
@@ -365,11 +390,12 @@ def evaluate_tree(tree: Sequence, packed: PackedStats, pset: gp.PrimitiveSetType
     use_cache = packed.cache_size > 0
     texts, ends = _texts_and_ends(tree) if use_cache else (None, None)
     terminals = {"W": packed.W, "G": packed.G, "A": packed.A, "nW": packed.numel_w, "nA": packed.numel_a}
-    if packed.GA is not None:
-        terminals[ACT_GRAD_KEY] = packed.GA
-    elif any(isinstance(n, gp.Terminal) and n.value == ACT_GRAD_KEY for n in tree):
-        raise SegnasError(f"proxy graph: the expression reads {ACT_GRAD_KEY} (activation gradients) but the "
-                          "statistics lack them; measure them again with segnas.proxies.discovery.layer_stats")
+    for name in EXTRA_TERMINALS:
+        if getattr(packed, name) is not None:
+            terminals[name] = getattr(packed, name)
+        elif any(isinstance(n, gp.Terminal) and n.value == name for n in tree):
+            raise SegnasError(f"proxy graph: the expression reads {name} but the statistics lack it; measure "
+                              "them again with segnas.proxies.discovery.layer_stats")
 
     def run(i: int) -> tuple[torch.Tensor, int]:
         n = tree[i]
