@@ -155,6 +155,8 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                          "(segnas.proxies.cross_validation; 0 = plain discovery, parsimony 0)")
     ap.add_argument("--extra-terminals", nargs="+", default=[], choices=sorted(EXTRA_TERMINALS),
                     help="expressions may also read GA (the activations' loss gradients) and/or R (layer resolution)")
+    ap.add_argument("--network-ops", action="store_true",
+                    help="expressions may combine whole-network values (layer sums/means) with arithmetic")
     return ap
 
 
@@ -166,6 +168,8 @@ def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: ar
     options = {"population": args.population, "generations": args.generations}
     if getattr(args, "extra_terminals", None):
         options["extra_terminals"] = list(canonical_extras(args.extra_terminals))
+    if getattr(args, "network_ops", False):
+        options["network_ops"] = True
     # statistics of several initializations per network (--evolve-on-inits) evolve something else
     evolve_inits = {"inits": args.inits} if getattr(args, "evolve_on_inits", False) and args.inits > 1 else {}
     stats = as_numpy(stats)
@@ -322,6 +326,7 @@ def main() -> None:
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
                      "evolve_on_inits": args.evolve_on_inits, "extra_terminals": list(canonical_extras(args.extra_terminals)),
+                     "network_ops": args.network_ops,
                      "workers": args.workers},
         "discovery_seconds": round(discovery_s, 1),
         "table": table, "goal": goal,

@@ -241,6 +241,7 @@ def proxies(r: dict) -> list[str]:
     extras = {"GA": "the activations' gradients (GA)", "R": "each layer's resolution (R)"}
     if s.get("extra_terminals"):
         title += ", discovery may also read " + " and ".join(extras[e] for e in s["extra_terminals"])
+    title += ", expressions may combine whole-network values" if s.get("network_ops") else ""
     gts = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]  # older results: one file
     files = ", ".join(f"`{Path(p).name}`" for p in gts)
     extra = r.get("extra_train") or {}

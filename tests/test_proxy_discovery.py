@@ -10,7 +10,8 @@ from segnas.errors import SegnasError
 from segnas.proxies import PROXIES, score
 from segnas.proxies.common import weight_layers
 from segnas.proxies.cross_validation import cross_validate, discover_cv, fold_indices
-from segnas.proxies.discovery import (DiscoveredProxy, discover, layer_stats, rank_correlations, register_expression,
+from segnas.proxies.discovery import (DiscoveredProxy, discover, half_and_half, layer_stats, rank_correlations,
+                                      register_expression,
                                       score_expression)
 from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse, primitive_set
 from proxy_helpers import NUM_CLASSES, data, fake_arch, tiny_net
@@ -278,3 +279,34 @@ def test_discovery_is_the_same_in_every_process(planted):
     runs = [run_all(discovery_task, [item], executor="process", workers=1, key=lambda _: "one")[0] for _ in range(3)]
     here = discover(archs, targets, population=24, generations=6, seed=2)
     assert all(r["history"] == runs[0]["history"] for r in runs) and runs[0]["expression"] == here.expression
+
+
+def test_tree_generation_matches_deap_and_ends_network_ops_on_roots():
+    state = random.getstate()
+    try:
+        for seed in range(20):
+            random.seed(seed)
+            ours = [str(gp.PrimitiveTree(half_and_half(PSET, 2, 6))) for _ in range(10)]
+            random.seed(seed)
+            deap = [str(gp.PrimitiveTree(gp.genHalfAndHalf(PSET, 2, 6))) for _ in range(10)]
+            assert ours == deap
+        random.seed(0)
+        with_ops = primitive_set(network_ops=True)
+        trees = [gp.PrimitiveTree(half_and_half(with_ops, 2, 7)) for _ in range(200)]
+    finally:
+        random.setstate(state)
+    assert any(t[0].name.endswith("_p") for t in trees)  # network ops are drawn
+    stats = pack(fake_arch(torch.Generator().manual_seed(3)))
+    for tree in trees:
+        assert parse(str(tree)) is not None and math.isfinite(evaluate_tree(tree, stats, with_ops))
+
+
+def test_discovery_with_network_ops_finds_a_difference_of_network_values(planted):
+    archs, _ = planted
+    planted_ops = "sub_p(log_p(layer_mean(max_w(W))), log_p(layer_sum(nW)))"  # log(mean max W / total weights)
+    targets = [math.log(sum(float(l["W"].max()) for l in s) / len(s)) - math.log(sum(float(l["numel_w"]) for l in s))
+               for s in archs]
+    assert [evaluate_expression(planted_ops, s) for s in archs] == pytest.approx(targets, rel=1e-6)
+    found = discover(archs, targets, population=40, generations=20, seed=0, network_ops=True)
+    assert found.train_tau >= 0.9 and found.settings["network_ops"] is True
+    assert DiscoveredProxy.from_dict(found.to_dict()).expression == found.expression

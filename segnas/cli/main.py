@@ -389,6 +389,8 @@ def proxy_discover(
                                              "expression's value is its mean over them (costs as many times more)."),
     extra_terminal: list[str] = typer.Option([], help="Let expressions also read GA (the activations' loss "
                                                       "gradients) or R (each layer's resolution); repeatable."),
+    network_ops: bool = typer.Option(False, help="Let expressions combine whole-network values (sums or means over "
+                                                 "layers) with arithmetic."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
@@ -396,6 +398,7 @@ def proxy_discover(
     s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
                            seed=seed, cv_folds=cv_folds, members=members, inits=inits, extra_terminals=extra_terminal,
+                           network_ops=network_ops,
                            echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 

@@ -86,6 +86,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
                        split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
                        cv_folds: int = 0, members: int = 1, inits: int = 1, extra_terminals: Sequence[str] = (),
+                       network_ops: bool = False,
                        echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
@@ -93,7 +94,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     cross-validation inside the training split (``segnas.proxies.cross_validation``); ``members`` > 1
     evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``); ``inits`` > 1
     measures every network at that many initializations and evolves on the mean values (``init_stats``);
-    ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``)."""
+    ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``) and ``network_ops``
+    combine whole-network values."""
     from segnas.proxies.cross_validation import run_discovery
     from segnas.proxies.ensemble import discover_ensemble
     from segnas.search.groundtruth import load_groundtruth_runs, split_indices
@@ -111,7 +113,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     mious = [r["val_miou"] for r in records]
     options = dict(
         cv_folds=cv_folds, population=population, generations=generations, seed=seed,
-        extra_terminals=extra_terminals,
+        extra_terminals=extra_terminals, network_ops=network_ops,
         validation=([stats[i] for i in held], [mious[i] for i in held]) if len(held) >= 3 else None,
         callback=lambda rec: echo(f"generation {rec.get('generation', '?')}: train τ {rec['best_tau']:.3f}"
                                   + (f", held-out τ {rec['val_tau']:.3f}" if rec.get("val_tau") is not None else "")),

@@ -304,7 +304,30 @@ def _generate(pset: gp.PrimitiveSetTyped, min_: int, max_: int, type_: type | No
     """Half-and-half generation; a whole tree (root type) is at least 2 deep so that it can read data."""
     if type_ is None or type_ is pset.ret:
         min_, max_ = max(min_, 2), max(max_, 2)
-    return gp.genHalfAndHalf(pset, min_, max_, type_)
+    return half_and_half(pset, min_, max_, type_)
+
+
+def half_and_half(pset: gp.PrimitiveSetTyped, min_: int, max_: int, type_: type | None = None) -> list:
+    """DEAP's ``gp.genHalfAndHalf`` (the same random draws, so the same trees for a seed), except
+    that where a branch must end on a type without terminals (a whole-network value, with network
+    ops) it ends on a primitive that does not take that type (``layer_sum``/``layer_mean``)."""
+    grow = random.choice((True, False))  # genGrow is DEAP's first choice, genFull its second
+    height = random.randint(min_, max_)
+    expr: list = []
+    stack = [(0, pset.ret if type_ is None else type_)]
+    while stack:
+        depth, t = stack.pop()
+        # >= (DEAP: ==) ends the branches below such a primitive as soon as they can end
+        if depth >= height or (grow and depth >= min_ and random.random() < pset.terminalRatio):
+            if pset.terminals[t]:
+                expr.append(random.choice(pset.terminals[t]))
+                continue
+            prim = random.choice([p for p in pset.primitives[t] if t not in p.args])
+        else:
+            prim = random.choice(pset.primitives[t])
+        expr.append(prim)
+        stack.extend((depth + 1, arg) for arg in reversed(prim.args))
+    return expr
 
 
 def _cx_one_point(ind1: gp.PrimitiveTree, ind2: gp.PrimitiveTree) -> tuple[gp.PrimitiveTree, gp.PrimitiveTree]:
@@ -343,7 +366,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
              mutation: float = 0.2, tournament: int = 3, elite: int = 2, max_height: int = 8,
              init_height: tuple[int, int] = (2, 4), parsimony: float = 0.0,
              validation: tuple[Sequence, Sequence[float]] | None = None, cache_size: int = 2048,
-             extra_terminals: Sequence[str] = (), callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
+             extra_terminals: Sequence[str] = (), network_ops: bool = False, callback: Callable[[dict[str, Any]], None] | None = None) -> DiscoveredProxy:
     """Evolve a proxy expression maximizing Kendall τ-b between its values on ``stats_per_arch``
     (``layer_stats`` of each architecture, or a list of them for several initializations: then an
     expression's value is its mean over them) and ``target_mious``.
@@ -357,7 +380,8 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
     (``segnas.proxies.cross_validation`` picks ``parsimony`` on the training split); ties prefer the
     smaller tree. History and results report the plain τ. Deterministic for a seed, in any process
     (Python's ``random`` state is restored). ``extra_terminals`` (names in
-    ``segnas.proxies.graph.EXTRA_TERMINALS``: ``GA``, ``R``) lets trees read those statistics too.
+    ``segnas.proxies.graph.EXTRA_TERMINALS``: ``GA``, ``R``) lets trees read those statistics too;
+    ``network_ops`` lets them combine whole-network values (``layer_sum``/``layer_mean`` results).
     ``validation`` = (stats, mIoUs) is scored with the best tree each generation (never selects)."""
     targets = _check_inputs(stats_per_arch, target_mious, "the training split")
     if len(targets) < 3:
@@ -381,7 +405,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
     if lacking:
         raise SegnasError(f"discover: extra terminal {lacking[0]!r} needs statistics that hold it; measure them "
                           "again with layer_stats")
-    pset = primitive_set(extras)
+    pset = primitive_set(extras, network_ops)
     val = None
     if validation is not None:
         val_stats, val_targets = validation
@@ -391,6 +415,8 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
                 "init_height": list(init_height), "parsimony": parsimony, "architectures": len(targets)}
     if extras:
         settings["extra_terminals"] = list(extras)
+    if network_ops:
+        settings["network_ops"] = True
 
     toolbox = base.Toolbox()
     toolbox.register("expr", _generate, pset, lo, hi)

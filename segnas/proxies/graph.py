@@ -10,7 +10,9 @@ layer), ``nA`` (output activations per image) and the constants 0.5, 1.0, 2.0. T
 ``layer_sum`` or ``layer_mean``, turns the per-layer scalar into the proxy value. Primitive sets
 built with extra terminals (``primitive_set``) may also read ``GA`` (``ActTensor``: the loss
 gradient with respect to the sampled activations) and ``R`` (``LayerScalar``: the output's spatial
-positions as a fraction of the input image's pixels, i.e. the layer's resolution).
+positions as a fraction of the input image's pixels, i.e. the layer's resolution), and sets built
+with ``network_ops`` combine whole-network values above the root too: ``<op>_p`` for the unary
+``NETWORK_UNARY`` and every binary op (e.g. ``div_p(layer_mean(...), layer_sum(R))``).
 
 Primitive names carry their type: ``<op>_w`` on weight-shaped tensors, ``<op>_a`` on activations,
 no suffix on layer scalars. Unary: abs, neg, log (log(|x|+ε)), sqrt (√|x|), square, sigmoid, tanh,
@@ -269,9 +271,14 @@ def canonical_extras(extras: Sequence[str]) -> tuple[str, ...]:
     return tuple(e for e in EXTRA_TERMINALS if e in extras)
 
 
-def build_primitive_set(extras: Sequence[str] = ()) -> gp.PrimitiveSetTyped:
+#: Unary operations on whole-network values (``network_ops``).
+NETWORK_UNARY = ("abs", "neg", "log", "sqrt")
+
+
+def build_primitive_set(extras: Sequence[str] = (), network_ops: bool = False) -> gp.PrimitiveSetTyped:
     """The typed primitive set: terminals ``W, G, A, nW, nA``, the ``extras`` among
-    ``EXTRA_TERMINALS`` and constants, ops as in the module docstring, root ``layer_sum``/``layer_mean``."""
+    ``EXTRA_TERMINALS`` and constants, ops as in the module docstring, root ``layer_sum``/``layer_mean``;
+    with ``network_ops`` also ops on whole-network values (``<op>_p``)."""
     names = list(BASE_TERMINALS) + list(canonical_extras(extras))
     pset = gp.PrimitiveSetTyped("proxy", [{**BASE_TERMINALS, **EXTRA_TERMINALS}[n] for n in names], ProxyValue)
     pset.renameArguments(**{f"ARG{i}": n for i, n in enumerate(names)})
@@ -296,22 +303,28 @@ def build_primitive_set(extras: Sequence[str] = ()) -> gp.PrimitiveSetTyped:
             pset.addPrimitive(functools.partial(_reduce, fn, kind), [t], LayerScalar, name=f"{op}_{kind}")
     pset.addPrimitive(_layer_sum, [LayerScalar], ProxyValue, name="layer_sum")
     pset.addPrimitive(_layer_mean, [LayerScalar], ProxyValue, name="layer_mean")
+    if network_ops:
+        for op in NETWORK_UNARY:
+            pset.addPrimitive(functools.partial(_unary, ELEMENTWISE[op]), [ProxyValue], ProxyValue, name=f"{op}_p")
+        for op, fn in BINARY.items():
+            pset.addPrimitive(functools.partial(_binary, fn), [ProxyValue, ProxyValue], ProxyValue, name=f"{op}_p")
     return pset
 
 
 @functools.lru_cache(maxsize=None)
-def _primitive_set(extras: tuple[str, ...]) -> gp.PrimitiveSetTyped:
-    return build_primitive_set(extras)
+def _primitive_set(extras: tuple[str, ...], network_ops: bool) -> gp.PrimitiveSetTyped:
+    return build_primitive_set(extras, network_ops)
 
 
-def primitive_set(extras: Sequence[str] = ()) -> gp.PrimitiveSetTyped:
-    """The primitive set with these extra terminals (built once per combination; read-only)."""
-    return _primitive_set(canonical_extras(extras))
+def primitive_set(extras: Sequence[str] = (), network_ops: bool = False) -> gp.PrimitiveSetTyped:
+    """The primitive set with these extra terminals (and network ops), built once per combination;
+    read-only."""
+    return _primitive_set(canonical_extras(extras), bool(network_ops))
 
 
-#: The original primitive set, and the one with every extra terminal, which parses any expression.
+#: The original primitive set, and the one with everything, which parses any expression.
 PSET = primitive_set()
-PSET_ALL = primitive_set(tuple(EXTRA_TERMINALS))
+PSET_ALL = primitive_set(tuple(EXTRA_TERMINALS), network_ops=True)
 
 _TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|[(),]|\S)")
 
@@ -384,7 +397,7 @@ def _texts_and_ends(tree: Sequence) -> tuple[list[str], list[int]]:
     return texts, ends
 
 
-def evaluate_tree(tree: Sequence, packed: PackedStats, pset: gp.PrimitiveSetTyped = PSET) -> float:
+def evaluate_tree(tree: Sequence, packed: PackedStats, pset: gp.PrimitiveSetTyped = PSET_ALL) -> float:
     """The proxy value of ``tree`` (a typed ``PrimitiveTree`` rooted at ``ProxyValue``) on one
     network's packed statistics; always finite."""
     use_cache = packed.cache_size > 0
