@@ -191,6 +191,13 @@ def test_score_expression_and_registry(tmp_path):
             register_expression("test_discovered", PLANTED)
     finally:
         PROXIES.pop("test_discovered")
+    # expressions reading every extra statistic score a real network too
+    full = "div_p(layer_mean(mul(R, mean_a(mul_a(A, GA)))), layer_sum(std_w(G)))"
+    stats = layer_stats(net, [batch])
+    expected = (sum(float(s["R"] * (s["A"].double() * s["GA"].double()).mean()) if s["A"].numel() else 0.0
+                    for s in stats) / len(stats)
+                / sum(float(s["G"].double().std(unbiased=False)) for s in stats))
+    assert score_expression(full, net, [batch]) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("expression, message", [
