@@ -304,7 +304,6 @@ PROXY_VARIANTS = (
     ("proxies_camvid_steps300_7seeds_2inits_evolved_ga_m1", "+ GA (activation gradients)"),
     ("proxies_camvid_steps300_7seeds_2inits_evolved_r_m1", "+ R (layer resolution)"),
     ("proxies_camvid_steps300_7seeds_2inits_evolved_ops_m1", "+ network ops"),
-    ("proxies_camvid_steps300_7seeds_2inits_evolved_r_ops_m1", "+ R + network ops"),
     ("proxies_camvid_steps300_7seeds_2inits_evolved_r_ops", "+ R + network ops (member 0 of the 5-member run)"),
 )
 
