@@ -149,6 +149,9 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--population", type=int, default=64)
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-seed", type=int, default=None,
+                    help="split k (and its GP seeds) draws from split-seed + k (default --seed): fresh splits "
+                         "check a configuration chosen on others without re-measuring any statistic")
     ap.add_argument("--workers", type=int, default=2, help="discoveries run at once (processes; 1 = in this process)")
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="choose discovery's parsimony by this many-fold cross-validation inside the training split "
@@ -158,6 +161,12 @@ def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--network-ops", action="store_true",
                     help="expressions may combine whole-network values (layer sums/means) with arithmetic")
     return ap
+
+
+def split_seeds(args: argparse.Namespace) -> list[int]:
+    """The seed of each train/held-out split (and of its GP runs): --split-seed (default --seed) + k."""
+    first = args.seed if args.split_seed is None else args.split_seed
+    return [first + k for k in range(args.splits)]
 
 
 def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: argparse.Namespace) -> list[DiscoveredProxy]:
@@ -235,10 +244,11 @@ def main() -> None:
                for name in sorted(PROXIES)}
 
     t0 = time.perf_counter()
-    parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
+    seeds = split_seeds(args)
+    parts = [split_indices(len(records), args.train_fraction, seed) for seed in seeds]
     K = args.members
     jobs = [{"train": train + extra_idx, "held": held, "targets": [mious[i] for i in train + extra_idx], "seed": seed}
-            for k, (train, held) in enumerate(parts) for seed in member_seeds(args.seed + k, K)]
+            for k, (train, held) in enumerate(parts) for seed in member_seeds(seeds[k], K)]
     discovered = run_discoveries(jobs, stats, records + extra, args)
     discovery_s = time.perf_counter() - t0
     splits = []
@@ -247,7 +257,7 @@ def main() -> None:
         found = members[0] if K == 1 else ProxyEnsemble.from_members(
             members, [eval_stats[i] for i in train + extra_idx], [mious[i] for i in train + extra_idx],
             validation=([eval_stats[i] for i in held], [mious[i] for i in held]),
-            settings={"members": K, "member_seeds": member_seeds(args.seed + k, K),
+            settings={"members": K, "member_seeds": member_seeds(seeds[k], K),
                       "population": args.population, "generations": args.generations})
         values = [found.evaluate(s) for s in eval_stats]
         held_corr = {n: correlations(v, mious, held) for n, v in classic.items()}
@@ -257,7 +267,7 @@ def main() -> None:
         best_classic = max(classic, key=lambda n: np.nan_to_num(held_corr[n]["kendall_tau"], nan=-2))
         selected = select_classic(classic, mious, train)
         held_corr["selected_classic"] = correlations(selected.pop("values"), mious, held)
-        splits.append({"split_seed": args.seed + k, "train": train, "expression": found.expression,
+        splits.append({"split_seed": seeds[k], "train": train, "expression": found.expression,
                        "selected_classic": selected,
                        "cross_validation": found.settings.get("cross_validation"),
                        "train_tau": found.train_tau, "held_out": held_corr, "held_out_indices": held,
@@ -322,7 +332,7 @@ def main() -> None:
         "training_runs_per_network": len(args.groundtruth), "networks": len(records), "space": space,
         "extra_train": {"files": [common.relative(p) for p in args.extra_train], "networks": len(extra),
                         "training_runs_per_network": len(args.extra_train)} if extra else None,
-        "settings": {"images": args.images, "size": list(args.size), "seed": args.seed,
+        "settings": {"images": args.images, "size": list(args.size), "seed": args.seed, "split_seeds": seeds,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
                      "evolve_on_inits": args.evolve_on_inits, "extra_terminals": list(canonical_extras(args.extra_terminals)),

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from proxies_camvid import discovery_arguments, run_discoveries  # noqa: E402
+from proxies_camvid import discovery_arguments, run_discoveries, split_seeds  # noqa: E402
 
 from segnas.jobs.proxy import proxy_batches  # noqa: E402
 from segnas.proxies.discovery import DiscoveredProxy, layer_stats  # noqa: E402
@@ -44,12 +44,13 @@ def main() -> None:
     mious = [float(r["val_miou"]) for r in records]
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    parts = [split_indices(len(records), args.train_fraction, args.seed + k) for k in range(args.splits)]
+    seeds = split_seeds(args)
+    parts = [split_indices(len(records), args.train_fraction, seed) for seed in seeds]
     jobs = []  # per split: the real mIoU, then --shuffles permutations of it
     for k, (train, held) in enumerate(parts):
         real = [mious[i] for i in train]
         for targets in [real] + [rng.permutation(real).tolist() for _ in range(args.shuffles)]:
-            jobs.append({"train": train, "targets": targets, "seed": args.seed + k})
+            jobs.append({"train": train, "targets": targets, "seed": seeds[k]})
     found = iter(run_discoveries(jobs, stats, records, args))
 
     def outcome(found_proxy: DiscoveredProxy, held: list[int]) -> dict:
@@ -62,7 +63,7 @@ def main() -> None:
     for k, (train, held) in enumerate(parts):
         real = outcome(next(found), held)
         shuffled = [outcome(next(found), held) for _ in range(args.shuffles)]
-        rows.append({"split_seed": args.seed + k, "real": real, "shuffled": shuffled})
+        rows.append({"split_seed": seeds[k], "real": real, "shuffled": shuffled})
         null_train = ", ".join(f"{s['train_tau']:+.3f}" for s in shuffled)
         null_held = ", ".join(f"{s['held_out_tau']:+.3f}" for s in shuffled)
         print(f"split {k}: real train τ {real['train_tau']:+.3f} held-out {real['held_out_tau']:+.3f}; shuffled "
