@@ -336,6 +336,40 @@ def proxy_variants() -> list[str]:
             " result |", "|---|---|---|---|---|"] + rows + [""]
 
 
+def proxy_summary() -> list[str]:
+    """One line per `proxies_camvid*` result, oldest first: what discovery saw and how the discovered
+    proxy fared over the splits against the classic proxies."""
+    rows = []
+    for path in sorted(RESULTS.glob("proxies_camvid*.json"), key=lambda p: json.loads(p.read_text())["date"]):
+        r, s = json.loads(path.read_text()), json.loads(path.read_text())["settings"]
+        gts = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]
+        budget = "300 steps" if "steps300" in gts[0] else "2 CPU-min"
+        reads = " + ".join(list(s.get("extra_terminals") or []) + (["network ops"] if s.get("network_ops") else []))
+        seeds = s.get("split_seeds") or [s["seed"] + k for k in range(s["splits"])]
+        table = {row["proxy"]: row for row in r["table"]}
+        disc = table["discovered"]
+        classic = [n for n in table if n not in ("discovered", "discovered_single", "selected_classic")]
+        top = max(classic, key=lambda n: table[n]["mean_tau_over_splits"])
+        met = sum(sp["held_out"]["discovered"]["kendall_tau"] >= 0.5 and sp["held_out"]["discovered"]["kendall_tau"]
+                  - sp["held_out"][sp["best_classic"]]["kendall_tau"] >= 0.1 for sp in r["splits"])
+        g = r["goal"]
+        selected = f"{g['mean_margin_over_selected_classic']:+.3f}" if "mean_margin_over_selected_classic" in g else "–"
+        rows.append(f"| `{path.stem}` | {budget} × {r.get('training_runs_per_network', 1)} | {s.get('inits', 1)} | "
+                    f"{s.get('members', 1)} | {reads or '–'} | {seeds[0]}–{seeds[-1]} | "
+                    f"{disc['mean_tau_over_splits']:+.3f} ± {disc['std_tau_over_splits']:.3f} | "
+                    f"{top} {table[top]['mean_tau_over_splits']:+.3f} | {g['mean_margin_over_splits']:+.3f} | "
+                    f"{selected} | {met} / {len(r['splits'])} |")
+    if not rows:
+        return []
+    return ["### Proxy discovery runs at a glance (`benchmarks/proxies_camvid.py`; details in the sections below)", "",
+            "Held-out Kendall τ averaged over each run's splits. Margin: the discovered proxy's τ minus that of the "
+            "classic proxy best on the same held-out networks (an oracle choice), or minus the classic proxy chosen, "
+            "with its sign, on the split's training networks. Goal per split: τ ≥ 0.5 and oracle margin ≥ 0.1.", "",
+            "| result | ground truth × seeds | inits | members | extra reads | split seeds | discovered τ | "
+            "best classic τ | margin (oracle) | margin (chosen on train) | goal met |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
 def proxy_null(r: dict) -> list[str]:
     s, t, h = r["settings"], r["train_tau"], r["held_out_tau"]
     return [f"**Discovery against a null** (`benchmarks/proxy_discovery_null.py`, {r['networks']} networks, "
@@ -462,6 +496,7 @@ def main() -> None:
         sections += ssr(r)
     if (r := load("joint_latency_error")) is not None:
         sections += joint_latency(r)
+    sections += proxy_summary()
     for name, fn in (("proxy_groundtruth", proxy_groundtruth), ("proxies_camvid", proxies),
                      ("proxies_camvid_2seeds", proxies), ("proxy_discovery_null", proxy_null),
                      ("proxy_groundtruth_steps300", proxy_groundtruth), ("proxies_camvid_steps300", proxies),
