@@ -169,6 +169,17 @@ def split_seeds(args: argparse.Namespace) -> list[int]:
     return [first + k for k in range(args.splits)]
 
 
+def bagged(train: list[int], fraction: float, seed: int) -> list[int]:
+    """The training networks one ensemble member evolves on: all of them at ``fraction`` 1, else a
+    random ``fraction`` of them (at least 8) drawn with the member's ``seed``, in their order."""
+    if fraction >= 1.0:
+        return list(train)
+    if not 0.0 < fraction:
+        raise SystemExit(f"--bag-fraction must be in (0, 1], got {fraction}")
+    keep = np.random.default_rng(seed).choice(len(train), size=max(8, round(fraction * len(train))), replace=False)
+    return [train[i] for i in sorted(keep)]
+
+
 def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: argparse.Namespace) -> list[DiscoveredProxy]:
     """One discovery per job (``train`` indices, their ``targets``, ``seed``, optional ``held``
     indices whose real mIoU is reported), run ``--workers`` at a time in processes through
@@ -212,6 +223,9 @@ def main() -> None:
                          "initializations (seeds --seed ..); discovery itself evolves on the first")
     ap.add_argument("--evolve-on-inits", action="store_true",
                     help="discovery evolves on the mean over the --inits initializations too")
+    ap.add_argument("--bag-fraction", type=float, default=1.0,
+                    help="with --members > 1, each member evolves on its own random fraction of the training "
+                         "networks (drawn with its seed; bagging); the ensemble is still fitted on all of them")
     ap.add_argument("--extra-train", nargs="+", default=[],
                     help="ground-truth file(s) of further networks for discovery's training part only (those "
                          "not in --groundtruth; several files: mIoU averaged, networks in all of them)")
@@ -247,8 +261,11 @@ def main() -> None:
     seeds = split_seeds(args)
     parts = [split_indices(len(records), args.train_fraction, seed) for seed in seeds]
     K = args.members
-    jobs = [{"train": train + extra_idx, "held": held, "targets": [mious[i] for i in train + extra_idx], "seed": seed}
-            for k, (train, held) in enumerate(parts) for seed in member_seeds(seeds[k], K)]
+    jobs = []
+    for k, (train, held) in enumerate(parts):
+        for seed in member_seeds(seeds[k], K):
+            bag = bagged(train, args.bag_fraction, seed) + extra_idx
+            jobs.append({"train": bag, "held": held, "targets": [mious[i] for i in bag], "seed": seed})
     discovered = run_discoveries(jobs, stats, records + extra, args)
     discovery_s = time.perf_counter() - t0
     splits = []
@@ -335,6 +352,7 @@ def main() -> None:
         "settings": {"images": args.images, "size": list(args.size), "seed": args.seed, "split_seeds": seeds,
                      "train_fraction": args.train_fraction, "splits": args.splits, "population": args.population,
                      "generations": args.generations, "cv_folds": args.cv_folds, "members": K, "inits": R,
+                     "bag_fraction": args.bag_fraction,
                      "evolve_on_inits": args.evolve_on_inits, "extra_terminals": list(canonical_extras(args.extra_terminals)),
                      "network_ops": args.network_ops,
                      "workers": args.workers},

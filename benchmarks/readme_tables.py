@@ -353,9 +353,10 @@ def proxy_summary() -> list[str]:
         met = sum(sp["held_out"]["discovered"]["kendall_tau"] >= 0.5 and sp["held_out"]["discovered"]["kendall_tau"]
                   - sp["held_out"][sp["best_classic"]]["kendall_tau"] >= 0.1 for sp in r["splits"])
         g = r["goal"]
+        bag = f", each on {100 * s['bag_fraction']:.0f}% (bagged)" if s.get("bag_fraction", 1.0) < 1.0 else ""
         selected = f"{g['mean_margin_over_selected_classic']:+.3f}" if "mean_margin_over_selected_classic" in g else "–"
         rows.append(f"| `{path.stem}` | {budget} × {r.get('training_runs_per_network', 1)} | {s.get('inits', 1)} | "
-                    f"{s.get('members', 1)} | {reads or '–'} | {seeds[0]}–{seeds[-1]} | "
+                    f"{s.get('members', 1)}{bag} | {reads or '–'} | {seeds[0]}–{seeds[-1]} | "
                     f"{disc['mean_tau_over_splits']:+.3f} ± {disc['std_tau_over_splits']:.3f} | "
                     f"{top} {table[top]['mean_tau_over_splits']:+.3f} | {g['mean_margin_over_splits']:+.3f} | "
                     f"{selected} | {met} / {len(r['splits'])} |")
@@ -380,17 +381,26 @@ def proxy_null(r: dict) -> list[str]:
             f"held-out {h['shuffled_mean']:+.3f}). " + machine_line(r), ""]
 
 
+# SasWOT search results in README order: the first proxy's, then the R + network-ops proxy's at the
+# proxy file's 4 initializations per candidate and at 1 (the 10 best rescored at 4)
+SASWOT_RESULTS = ("saswot_camvid", "saswot_camvid_steps300", "saswot_camvid_steps300_r_ops",
+                  "saswot_camvid_steps300_r_ops_inits1")
+
+
 def saswot(r: dict) -> list[str]:
     s = r["search"]
     inits = s["settings"].get("inits", 1)
+    stop = (f"its {s['settings']['time_limit_s'] / 60:g}-minute time limit" if s["stopped"] == "time"
+            else "the candidate count")
     final = (f" The {s['settings']['top_k']} best were scored again over {s['final_inits']} initializations "
              f"({s['final_seconds']:.0f} s) and the best of them by that won." if s.get("final_inits") else "")
-    lines = [f"### SasWOT training-free search on CamVid (`benchmarks/saswot_camvid.py`, {r['target_ms']:g} ms target)",
+    lines = [f"### SasWOT training-free search on CamVid (`benchmarks/saswot_camvid.py`, {r['target_ms']:g} ms target, "
+             f"`{r['benchmark']}`)",
              "", f"Proxy `{Path(r['proxy']).name}`, each candidate at {inits} weight initialization"
              f"{'s' if inits > 1 else ''}; {s['candidates_scored']} candidates scored in "
              f"{s['seconds'] / 60:.1f} min ({s['candidates_per_minute']:.0f} per minute, {s['settings']['workers']} "
              f"processes; {s['rejected_infeasible']} proposals rejected by the latency predictor first; stopped by "
-             f"{s['stopped']}).{final} Winner: predicted {r['winner_predicted_ms']:.1f} ms, measured "
+             f"{stop}).{final} Winner: predicted {r['winner_predicted_ms']:.1f} ms, measured "
              f"**{r['winner_measured_ms']:.1f} ms** against the {r['target_ms']:g} ms target "
              f"({100 * r['winner_vs_target']:+.0f}%), {r['winner_params'] / 1e6:.2f}M parameters, "
              f"{r['winner_gflops']:.2f} GFLOPs."]
@@ -433,7 +443,7 @@ def same_budget(minutes: float = 10.0) -> list[str]:
         run = r["runs"]["ssr"]
         rows.append((r["machine"]["cpu"], run["measured_ms"], f"SSR network ({r['target_ms']} ms target)", "search",
                      run["params"], r["training"]["final_val_miou"]))
-    for name in ("saswot_camvid", "saswot_camvid_steps300"):
+    for name in SASWOT_RESULTS:
         r = load(name)
         if r and r.get("training"):
             rows.append((r["machine"]["cpu"], r["winner_measured_ms"],
@@ -511,7 +521,7 @@ def main() -> None:
                      ("proxies_camvid_steps300_7seeds_2inits_evolved_r_ops", proxies),
                      ("proxies_camvid_steps300_7seeds_4inits_evolved_r_ops", proxies),
                      ("proxies_camvid_steps300_7seeds_4inits_evolved_r_ops_splits100", proxies),
-                     ("saswot_camvid", saswot), ("saswot_camvid_steps300", saswot)):
+                     *((name, saswot) for name in SASWOT_RESULTS)):
         if (r := load(name)) is not None:
             sections += fn(r)
         if name == "proxies_camvid_steps300_7seeds_2inits_evolved_r_ops":
