@@ -53,7 +53,7 @@ from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
-from segnas.proxies.ensemble import ProxyEnsemble, member_seeds  # noqa: E402
+from segnas.proxies.ensemble import ProxyEnsemble, bagged_indices, member_seeds  # noqa: E402
 from segnas.proxies.graph import EXTRA_TERMINALS, canonical_extras  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
     arch_key, load_groundtruth_runs, rank_correlations, split_indices, untrained_net)
@@ -169,17 +169,6 @@ def split_seeds(args: argparse.Namespace) -> list[int]:
     return [first + k for k in range(args.splits)]
 
 
-def bagged(train: list[int], fraction: float, seed: int) -> list[int]:
-    """The training networks one ensemble member evolves on: all of them at ``fraction`` 1, else a
-    random ``fraction`` of them (at least 8) drawn with the member's ``seed``, in their order."""
-    if fraction >= 1.0:
-        return list(train)
-    if not 0.0 < fraction:
-        raise SystemExit(f"--bag-fraction must be in (0, 1], got {fraction}")
-    keep = np.random.default_rng(seed).choice(len(train), size=max(8, round(fraction * len(train))), replace=False)
-    return [train[i] for i in sorted(keep)]
-
-
 def run_discoveries(jobs: list[dict], stats: list, records: list[dict], args: argparse.Namespace) -> list[DiscoveredProxy]:
     """One discovery per job (``train`` indices, their ``targets``, ``seed``, optional ``held``
     indices whose real mIoU is reported), run ``--workers`` at a time in processes through
@@ -264,7 +253,7 @@ def main() -> None:
     jobs = []
     for k, (train, held) in enumerate(parts):
         for seed in member_seeds(seeds[k], K):
-            bag = bagged(train, args.bag_fraction, seed) + extra_idx
+            bag = [train[i] for i in bagged_indices(len(train), args.bag_fraction, seed)] + extra_idx
             jobs.append({"train": bag, "held": held, "targets": [mious[i] for i in bag], "seed": seed})
     discovered = run_discoveries(jobs, stats, records + extra, args)
     discovery_s = time.perf_counter() - t0

@@ -203,6 +203,12 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
     assert result.output.count("member ") == 2 and "mean_quantile(" in result.output
     saved = json.loads(out.read_text())
     assert saved["format"] == "segnas.proxy_ensemble" and saved["settings"]["scored_on"]["images"] == 2
+    result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
+                 "--population", "6", "--generations", "1", "--members", "2", "--bag-fraction", "0.5")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["settings"]["bag_fraction"] == 0.5
+    result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--bag-fraction", "0.5")
+    assert result.exit_code != 0 and "needs members > 1" in result.output, result.output
     assert run("proxy", "score", "fast_scnn", "--proxy", out, "--images", "2", "--size", "32x48").exit_code == 0
     result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
                  "--population", "6", "--generations", "1", "--inits", "2")

@@ -7,7 +7,8 @@ import torch
 
 from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, as_proxy, discover, layer_stats, rank_correlations
-from segnas.proxies.ensemble import (ProxyEnsemble, discover_ensemble, load_proxy, member_seeds, quantile_scale)
+from segnas.proxies.ensemble import (ProxyEnsemble, bagged_indices, discover_ensemble, load_proxy, member_seeds,
+                                     quantile_scale)
 from segnas.search.saswot import proxy_scored_on, resolve_proxy
 from proxy_helpers import data, fake_arch, tiny_net
 
@@ -87,6 +88,32 @@ def test_discover_ensemble_evolves_each_member_with_its_own_seed(noisy):
     assert ens.settings["population"] == 16 and ens.settings["members"] == 3
     values = [ens.evaluate(s) for s in held[0]]
     assert ens.val_tau == pytest.approx(rank_correlations(values, held[1])[0])
+
+
+def test_bagging_evolves_each_member_on_its_own_part_of_the_training_networks(noisy):
+    archs, targets = noisy
+    train = (archs[:30], targets[:30])
+    assert bagged_indices(30, 1.0, 5) == list(range(30))
+    bag = bagged_indices(30, 0.7, 5)
+    assert bag == sorted(set(bag)) and len(bag) == 21 and bag == bagged_indices(30, 0.7, 5)
+    assert bag != bagged_indices(30, 0.7, 1005) and len(bagged_indices(10, 0.1, 0)) == 8
+    seen = []
+
+    def member(stats, mious, seed, **options):  # records what each member was given
+        seen.append((seed, [next(i for i, a in enumerate(archs) if a is s) for s in stats], list(mious)))
+        return discover(stats, mious, seed=seed, **options)
+
+    ens = discover_ensemble(*train, members=3, seed=5, bag_fraction=0.7, population=12, generations=2,
+                            discover_member=member)
+    for (seed, idx, mious), expected_seed in zip(seen, member_seeds(5, 3)):
+        assert seed == expected_seed and idx == bagged_indices(30, 0.7, seed)
+        assert mious == [targets[i] for i in idx]
+    assert len({tuple(idx) for _, idx, _ in seen}) == 3 and ens.settings["bag_fraction"] == 0.7
+    # the ensemble's common scale is still fitted on every training network
+    assert ens.train_tau == pytest.approx(rank_correlations([ens.evaluate(s) for s in train[0]], train[1])[0])
+    for bad in (0.0, 1.5):
+        with pytest.raises(SegnasError, match="bag fraction must be in"):
+            bagged_indices(30, bad, 0)
 
 
 def test_averaging_members_ranks_held_out_networks_better_than_its_members(noisy):

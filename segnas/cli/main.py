@@ -391,6 +391,8 @@ def proxy_discover(
                                                       "gradients) or R (each layer's resolution); repeatable."),
     network_ops: bool = typer.Option(False, help="Let expressions combine whole-network values (sums or means over "
                                                  "layers) with arithmetic."),
+    bag_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="With --members > 1, each member evolves on "
+                                       "its own random share of the training networks (bagging)."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
@@ -398,7 +400,7 @@ def proxy_discover(
     s = proxy_discover_job([str(p) for p in groundtruth], out, data, data_root, images=images, size=size,
                            train_fraction=train_fraction, population=population, generations=generations,
                            seed=seed, cv_folds=cv_folds, members=members, inits=inits, extra_terminals=extra_terminal,
-                           network_ops=network_ops,
+                           network_ops=network_ops, bag_fraction=bag_fraction,
                            echo=echo)
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 

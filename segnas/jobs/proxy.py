@@ -86,13 +86,14 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
                        split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
                        cv_folds: int = 0, members: int = 1, inits: int = 1, extra_terminals: Sequence[str] = (),
-                       network_ops: bool = False,
+                       network_ops: bool = False, bag_fraction: float = 1.0,
                        echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
     held-out rest, save the expression to ``out``. ``cv_folds`` ≥ 2 picks discovery's parsimony by
     cross-validation inside the training split (``segnas.proxies.cross_validation``); ``members`` > 1
-    evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``); ``inits`` > 1
+    evolves that many expressions and saves their ensemble (``segnas.proxies.ensemble``), each on its
+    own random ``bag_fraction`` of the training networks when that is below 1; ``inits`` > 1
     measures every network at that many initializations and evolves on the mean values (``init_stats``);
     ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``) and ``network_ops``
     combine whole-network values."""
@@ -101,6 +102,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     from segnas.search.groundtruth import load_groundtruth_runs, split_indices
 
     echo = echo or (lambda m: None)
+    if bag_fraction < 1.0 and members < 2:
+        raise SegnasError(f"bag_fraction {bag_fraction} needs members > 1 (each member evolves on its own share)")
     records = load_groundtruth_runs(groundtruth)
     if len(records) < 6:
         raise SegnasError(f"{groundtruth}: {len(records)} architectures with a val_miou; discovery needs at least 6")
@@ -120,7 +123,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         on_candidate=lambda row: echo(f"cross-validation {row['settings']}: mean τ {row['mean_tau']:.3f}"))
     train_stats, train_mious = [stats[i] for i in train], [mious[i] for i in train]
     if members > 1:
-        found = discover_ensemble(train_stats, train_mious, members=members, on_member=lambda j, m: echo(
+        found = discover_ensemble(train_stats, train_mious, members=members, bag_fraction=bag_fraction,
+                                  on_member=lambda j, m: echo(
             f"member {j + 1}/{members}: train τ {m.train_tau:.3f}, held-out τ {m.val_tau}; {m.expression}"),
             **options)
     else:

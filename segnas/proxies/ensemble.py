@@ -8,7 +8,9 @@ networks (member j with seed ``seed + 1000·j``, so neighbouring seeds share no 
 that member's values on the training networks (interpolated between them; beyond their range it
 keeps rising or falling within the last half-step, so the member's own ranking is kept exactly).
 Every member then counts alike whatever its units. The ensemble saves to and loads from JSON, like
-a single expression; ``load_proxy`` reads either kind of file.
+a single expression; ``load_proxy`` reads either kind of file. With ``bag_fraction`` < 1 each
+member evolves on its own random part of the training networks (bagging), which makes the members
+differ in what they fit, not only in their seeds; the ensemble's scale still uses all of them.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, SavedProxy, rank_correlations, read_proxy_file
 from segnas.proxies.graph import NetStats, pack_inits
 
-__all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "discover_ensemble", "load_proxy",
-           "member_seeds"]
+__all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "bagged_indices", "discover_ensemble",
+           "load_proxy", "member_seeds"]
 
 ENSEMBLE_FORMAT = "segnas.proxy_ensemble"
 #: Member j of an ensemble evolves with seed ``seed + MEMBER_SEED_STRIDE * j``.
@@ -34,6 +36,17 @@ MEMBER_SEED_STRIDE = 1000
 def member_seeds(seed: int, members: int) -> list[int]:
     """The evolution seeds of an ensemble's members (member 0 evolves with ``seed`` itself)."""
     return [seed + MEMBER_SEED_STRIDE * j for j in range(members)]
+
+
+def bagged_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """The training networks (indices into ``n``) one member evolves on: all at ``fraction`` 1, else a
+    random ``fraction`` of them (at least 8, at most ``n``) drawn with the member's ``seed``, in order."""
+    if not 0.0 < fraction <= 1.0:
+        raise SegnasError(f"bag fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return list(range(n))
+    keep = np.random.default_rng(seed).choice(n, size=min(n, max(8, round(fraction * n))), replace=False)
+    return sorted(int(i) for i in keep)
 
 
 def quantile_scale(reference: Sequence[float], value: float) -> float:
@@ -153,7 +166,7 @@ def load_proxy(path: str | Path) -> DiscoveredProxy | ProxyEnsemble:
 
 
 def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float],
-                      *, members: int = 5, seed: int = 0,
+                      *, members: int = 5, seed: int = 0, bag_fraction: float = 1.0,
                       validation: tuple[Sequence, Sequence[float]] | None = None,
                       discover_member: Callable[..., DiscoveredProxy] | None = None,
                       on_member: Callable[[int, DiscoveredProxy], None] | None = None,
@@ -161,6 +174,7 @@ def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence
     """Evolve ``members`` expressions on the same training networks (seeds ``member_seeds``) and
     average them (``ProxyEnsemble``). ``discover_member`` (default
     ``segnas.proxies.cross_validation.run_discovery``) gets ``options`` and each member's seed;
+    ``bag_fraction`` < 1: each member evolves on ``bagged_indices`` of the training networks;
     ``validation`` = (stats, mIoUs) is only reported, for each member and the ensemble."""
     if members < 1:
         raise SegnasError(f"discover: members must be at least 1, got {members}")
@@ -168,10 +182,13 @@ def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence
         from segnas.proxies.cross_validation import run_discovery as discover_member
     found = []
     for j, member_seed in enumerate(member_seeds(seed, members)):
-        found.append(discover_member(stats_per_arch, target_mious, seed=member_seed, validation=validation, **options))
+        bag = bagged_indices(len(target_mious), bag_fraction, member_seed)
+        found.append(discover_member([stats_per_arch[i] for i in bag], [target_mious[i] for i in bag],
+                                     seed=member_seed, validation=validation, **options))
         if on_member is not None:
             on_member(j, found[-1])
     settings = {"members": members, "seed": seed, "member_seeds": member_seeds(seed, members),
+                **({"bag_fraction": bag_fraction} if bag_fraction < 1.0 else {}),
                 "architectures": len(target_mious), **{k: v for k, v in found[0].settings.items()
                                                         if k not in ("seed", "architectures", "cross_validation")}}
     return ProxyEnsemble.from_members(found, stats_per_arch, target_mious, validation=validation, settings=settings)
