@@ -47,13 +47,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from segnas.errors import SegnasError  # noqa: E402
 from segnas.jobs.proxy import init_stats, proxy_batches, scored_on  # noqa: E402
 from segnas.parallel import default_key, run_all  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.proxies import PROXIES, score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
-from segnas.proxies.ensemble import ProxyEnsemble, bagged_indices, member_seeds  # noqa: E402
+from segnas.proxies.ensemble import ProxyEnsemble, bagged_indices, check_bag_fraction, member_seeds  # noqa: E402
 from segnas.proxies.graph import EXTRA_TERMINALS, canonical_extras  # noqa: E402
 from segnas.search.groundtruth import (  # noqa: E402
     arch_key, load_groundtruth_runs, rank_correlations, split_indices, untrained_net)
@@ -221,6 +222,10 @@ def main() -> None:
     ap.add_argument("--scores-only", action="store_true",
                     help="only score the ground truth found so far with the classic proxies (fills the cache)")
     args = ap.parse_args()
+    try:
+        check_bag_fraction(args.bag_fraction, args.members)
+    except SegnasError as exc:
+        ap.error(str(exc))
 
     records = load_groundtruth_runs(args.groundtruth)
     main_keys = {arch_key(r["arch"]) for r in records}

@@ -7,8 +7,8 @@ import torch
 
 from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, as_proxy, discover, layer_stats, rank_correlations
-from segnas.proxies.ensemble import (ProxyEnsemble, bagged_indices, discover_ensemble, load_proxy, member_seeds,
-                                     quantile_scale)
+from segnas.proxies.ensemble import (ProxyEnsemble, bagged_indices, check_bag_fraction, discover_ensemble, load_proxy,
+                                     member_seeds, quantile_scale)
 from segnas.search.saswot import proxy_scored_on, resolve_proxy
 from proxy_helpers import data, fake_arch, tiny_net
 
@@ -114,6 +114,8 @@ def test_bagging_evolves_each_member_on_its_own_part_of_the_training_networks(no
     for bad in (0.0, 1.5):
         with pytest.raises(SegnasError, match="bag fraction must be in"):
             bagged_indices(30, bad, 0)
+    with pytest.raises(SegnasError, match="needs members > 1"):
+        check_bag_fraction(0.7, members=1)
 
 
 def test_averaging_members_ranks_held_out_networks_better_than_its_members(noisy):

@@ -98,12 +98,11 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``) and ``network_ops``
     combine whole-network values."""
     from segnas.proxies.cross_validation import run_discovery
-    from segnas.proxies.ensemble import discover_ensemble
+    from segnas.proxies.ensemble import check_bag_fraction, discover_ensemble
     from segnas.search.groundtruth import load_groundtruth_runs, split_indices
 
     echo = echo or (lambda m: None)
-    if bag_fraction < 1.0 and members < 2:
-        raise SegnasError(f"bag_fraction {bag_fraction} needs members > 1 (each member evolves on its own share)")
+    check_bag_fraction(bag_fraction, members)  # before the statistics, which take long
     records = load_groundtruth_runs(groundtruth)
     if len(records) < 6:
         raise SegnasError(f"{groundtruth}: {len(records)} architectures with a val_miou; discovery needs at least 6")

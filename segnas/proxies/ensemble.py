@@ -26,8 +26,8 @@ from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, SavedProxy, rank_correlations, read_proxy_file
 from segnas.proxies.graph import NetStats, pack_inits
 
-__all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "bagged_indices", "discover_ensemble",
-           "load_proxy", "member_seeds"]
+__all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "bagged_indices", "check_bag_fraction",
+           "discover_ensemble", "load_proxy", "member_seeds"]
 
 ENSEMBLE_FORMAT = "segnas.proxy_ensemble"
 #: Member j of an ensemble evolves with seed ``seed + MEMBER_SEED_STRIDE * j``.
@@ -38,11 +38,18 @@ def member_seeds(seed: int, members: int) -> list[int]:
     return [seed + MEMBER_SEED_STRIDE * j for j in range(members)]
 
 
+def check_bag_fraction(fraction: float, members: int | None = None) -> None:
+    """Refuse a bag fraction outside (0, 1], or below 1 for fewer than 2 ``members`` (when given)."""
+    if not 0.0 < fraction <= 1.0:
+        raise SegnasError(f"bag fraction must be in (0, 1], got {fraction}")
+    if members is not None and fraction < 1.0 and members < 2:
+        raise SegnasError(f"bag fraction {fraction} needs members > 1 (each member evolves on its own share)")
+
+
 def bagged_indices(n: int, fraction: float, seed: int) -> list[int]:
     """The training networks (indices into ``n``) one member evolves on: all at ``fraction`` 1, else a
     random ``fraction`` of them (at least 8, at most ``n``) drawn with the member's ``seed``, in order."""
-    if not 0.0 < fraction <= 1.0:
-        raise SegnasError(f"bag fraction must be in (0, 1], got {fraction}")
+    check_bag_fraction(fraction)
     if fraction == 1.0:
         return list(range(n))
     keep = np.random.default_rng(seed).choice(n, size=min(n, max(8, round(fraction * n))), replace=False)
@@ -178,6 +185,7 @@ def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence
     ``validation`` = (stats, mIoUs) is only reported, for each member and the ensemble."""
     if members < 1:
         raise SegnasError(f"discover: members must be at least 1, got {members}")
+    check_bag_fraction(bag_fraction)
     if discover_member is None:
         from segnas.proxies.cross_validation import run_discovery as discover_member
     found = []
