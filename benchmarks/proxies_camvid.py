@@ -56,8 +56,9 @@ from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E4
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
 from segnas.proxies.ensemble import ProxyEnsemble, bagged_indices, check_bag_fraction, member_seeds  # noqa: E402
 from segnas.proxies.graph import EXTRA_TERMINALS, canonical_extras  # noqa: E402
-from segnas.search.groundtruth import (  # noqa: E402
-    arch_key, load_groundtruth_runs, rank_correlations, split_indices, untrained_net)
+from segnas.spaces.base import arch_key  # noqa: E402
+from segnas.evaluate.records import load_groundtruth_runs, untrained_net  # noqa: E402
+from segnas.metrics.ranking import rank_correlations, split_indices  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
 DATA = common.ROOT / "benchmarks" / "data"

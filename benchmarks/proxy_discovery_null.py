@@ -28,7 +28,8 @@ from proxies_camvid import discovery_arguments, run_discoveries, split_seeds  # 
 
 from segnas.jobs.proxy import proxy_batches  # noqa: E402
 from segnas.proxies.discovery import DiscoveredProxy, layer_stats  # noqa: E402
-from segnas.search.groundtruth import load_groundtruth_runs, rank_correlations, split_indices, untrained_net  # noqa: E402
+from segnas.evaluate.records import load_groundtruth_runs, untrained_net  # noqa: E402
+from segnas.metrics.ranking import rank_correlations, split_indices  # noqa: E402
 
 
 def main() -> None:

@@ -52,9 +52,14 @@ import common  # noqa: E402
 from segnas.cost import LatencyTable  # noqa: E402
 from segnas.cost.machine import cpu_model  # noqa: E402
 from segnas.errors import SegnasError  # noqa: E402
-from segnas.search.groundtruth import (  # noqa: E402
-    arch_key, check_one_cpu, dataset_num_classes, fill_latency, load_groundtruth, noise_ceiling_tau, predicted_latency_ms, rank_correlations,
-    run_groundtruth, sample_archs, training_recipe)
+from segnas.spaces.base import arch_key  # noqa: E402
+from segnas.evaluate.records import check_one_cpu, fill_latency, load_groundtruth  # noqa: E402
+from segnas.config.train import DataConfig  # noqa: E402
+from segnas.cost import LatencyModel  # noqa: E402
+from segnas.data import dataset_classes  # noqa: E402
+from segnas.metrics.ranking import noise_ceiling_tau, rank_correlations  # noqa: E402
+from segnas.evaluate.groundtruth import run_groundtruth, sample_archs  # noqa: E402
+from segnas.evaluate.short_train import training_recipe  # noqa: E402
 from segnas.spaces import get_space  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -169,7 +174,7 @@ def main() -> None:
                         json.loads(args.data_options))
     lat_size = tuple(args.latency_size or args.base_size or args.size)
     archs = sample_archs(space, args.n, seed=args.seed)
-    num_classes = dataset_num_classes(data)
+    num_classes = dataset_classes(DataConfig.model_validate(data))
     table = LatencyTable(args.backend, threads=args.latency_threads, min_runs=args.table_min_runs,
                          min_time_s=args.table_min_time_s)
     settings = {"data": data, **budget, "size": list(lat_size), "latency": "table",
@@ -186,7 +191,8 @@ def main() -> None:
         print(f"{len(archs)} {space.name} architectures, latency from {short_path} "
               f"({sum(lat is None for lat in lats)} without one: a run here without --no-latency fills it in)")
     else:
-        lats = [predicted_latency_ms(space, a, table, num_classes, lat_size) for a in archs]
+        model = LatencyModel(table, lat_size)
+        lats = [model.predict(space, a, num_classes) for a in archs]
         print(f"{len(archs)} {space.name} architectures, predicted {min(lats):.1f}-{max(lats):.1f} ms at "
               f"{lat_size[0]}x{lat_size[1]} ({args.backend}, {table.threads} threads)")
         filled = fill_latency(short_path, {arch_key(a): lat for a, lat in zip(archs, lats)}, f"table:{args.backend}")

@@ -38,8 +38,9 @@ from train_camvid import config as train_config  # noqa: E402
 
 from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
-from segnas.search.groundtruth import evaluate_arch, load_groundtruth, make_item  # noqa: E402
-from segnas.search.saswot import saswot_search  # noqa: E402
+from segnas.evaluate.short_train import evaluate_arch, make_item  # noqa: E402
+from segnas.evaluate.records import load_groundtruth  # noqa: E402
+from UNKNOWN import saswot_search  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -74,7 +75,8 @@ def steps_placement(space, arch, args, table, run: Path) -> dict:
     """Train the winner for ``--gt-steps`` steps with each training seed of the step-budget ground
     truth and place its seed-mean mIoU among the ground-truth networks that meet the target (by
     latency predicted from ``table``, the search's own), each also a mean over those seeds."""
-    from segnas.search.groundtruth import load_groundtruth_runs, predicted_latency_ms
+    from segnas.evaluate.records import load_groundtruth_runs
+    from UNKNOWN import predicted_latency_ms
 
     files = gt_steps_files(args)
     records = load_groundtruth_runs(files)

@@ -51,7 +51,7 @@ def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfi
 def time_result(name: str) -> None:
     """Add this machine's latency of a result file's network (CamVid's 11 classes) to the file."""
     from segnas.cost import measure_latency
-    from segnas.jobs.models import resolve_model
+    from segnas.training.models import resolve_model
 
     path = RESULTS / f"{name}.json"
     if not path.is_file():

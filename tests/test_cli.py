@@ -173,7 +173,7 @@ def test_proxy_score_and_saswot_search(tmp_path):
 def test_proxy_discover_on_repeated_groundtruth(tmp_path):
     import json
 
-    from segnas.search.groundtruth import sample_archs
+    from segnas.evaluate.groundtruth import sample_archs
     from segnas.spaces.multires import MultiResSpace
 
     archs = sample_archs(MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0)), 8, seed=0)

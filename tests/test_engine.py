@@ -68,11 +68,11 @@ def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cf
     monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: False)
     assert usable_bf16(True, said.append) is False and "no native bf16" in said[0]
     assert usable_bf16(False, said.append) is False and len(said) == 1
-    import segnas.engine.trainer as trainer
+    import segnas.engine.step as step
 
     autocast_args = []
-    real_autocast = trainer.autocast_context
-    monkeypatch.setattr(trainer, "autocast_context",
+    real_autocast = step.autocast_context
+    monkeypatch.setattr(step, "autocast_context",
                         lambda bf16, *device: autocast_args.append(bf16) or real_autocast(bf16, *device))
     result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, bf16=True)), echo=said.append)
     assert autocast_args and not any(autocast_args) and not result.bf16  # trained and evaluated in fp32
@@ -191,9 +191,9 @@ def test_training_on_a_gpu_lowers_loss_and_its_checkpoint_loads_on_the_cpu(tiny_
 
 
 def test_cpu_clock_budget_is_refused_on_a_gpu(tiny_cfg, monkeypatch):
-    from segnas.engine import trainer
+    from segnas.engine import step
 
-    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(step, "resolve_device", lambda name: torch.device("cuda"))
     with pytest.raises(SegnasError, match="budget_clock"):
         train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, time_budget_min=1.0, budget_clock="cpu",
                                                       device="cuda")))

@@ -17,7 +17,7 @@ from segnas.nn.slimmable import (
     SwitchableBatchNorm2d,
 )
 from segnas.spaces.multires import CELL_OPS, MULTIRES, Branch, MultiResArch, MultiResSpace
-from segnas.spaces.multires_supernet import ARCH_GROUPS, HEADS, WIDTH_MODES, MultiResSupernet
+from segnas.spaces.multires.supernet import ARCH_GROUPS, HEADS, WIDTH_MODES, MultiResSupernet
 
 RATIOS = (0.5, 1.0)
 SIZE = (64, 96)

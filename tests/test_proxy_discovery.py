@@ -10,9 +10,9 @@ from segnas.errors import SegnasError
 from segnas.proxies import PROXIES, score
 from segnas.proxies.common import weight_layers
 from segnas.proxies.cross_validation import cross_validate, discover_cv, fold_indices
-from segnas.proxies.discovery import (DiscoveredProxy, discover, half_and_half, layer_stats, rank_correlations,
-                                      register_expression,
-                                      score_expression)
+from segnas.metrics.ranking import tau_rho as rank_correlations
+from segnas.proxies.ensemble import register_expression, score_expression
+from segnas.proxies.discovery import DiscoveredProxy, discover, half_and_half, layer_stats
 from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse, primitive_set
 from proxy_helpers import NUM_CLASSES, data, fake_arch, tiny_net
 

@@ -9,7 +9,7 @@ from segnas.errors import SegnasError
 from segnas.proxies.discovery import DiscoveredProxy, as_proxy, discover, layer_stats, rank_correlations
 from segnas.proxies.ensemble import (ProxyEnsemble, bagged_indices, check_bag_fraction, discover_ensemble, load_proxy,
                                      member_seeds, quantile_scale)
-from segnas.search.saswot import proxy_scored_on, resolve_proxy
+from segnas.evaluate.proxy import proxy_scored_on, resolve_proxy
 from proxy_helpers import data, fake_arch, tiny_net
 
 EXPRESSIONS = ("layer_sum(mean_w(abs_w(mul_w(W, G))))", "layer_mean(std_a(A))")

@@ -1,5 +1,6 @@
 """SasWOT pieces: the ground-truth evaluator and runner, architecture sampling, and the
-training-free evolutionary search (planted proxies, latency target, determinism)."""
+training-free evolutionary search (planted objectives, latency target, determinism), as a library
+call and as a `segnas search saswot` job."""
 
 import json
 import math
@@ -7,21 +8,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from segnas.config.train import DataConfig
 from segnas.cost import count_parameters
 from segnas.cost.machine import cpu_model
-from segnas.errors import SegnasError
-from segnas.search.groundtruth import (
-    arch_key, check_one_cpu, evaluate_arch, fill_latency, item_key, load_groundtruth, load_groundtruth_runs, make_item, noise_ceiling_tau,
-    rank_correlations, run_groundtruth, sample_archs, split_indices, untrained_net)
 from segnas.engine.device import describe_device
-from segnas.search.saswot import saswot_search, training_free_search
-from segnas.spaces import read_arch_file
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
+from segnas.evaluate.groundtruth import run_groundtruth, sample_archs
+from segnas.evaluate.proxy import ProxyEvaluator
+from segnas.evaluate.records import check_one_cpu, fill_latency, load_groundtruth, load_groundtruth_runs, untrained_net
+from segnas.evaluate.short_train import evaluate_arch, item_key, make_item
+from segnas.jobs.search import make_settings, search_job
+from segnas.metrics.ranking import noise_ceiling_tau, rank_correlations, split_indices
+from segnas.search.strategies.saswot import training_free_search
+from segnas.spaces import arch_key, read_arch_file
 from segnas.spaces.joint import JointSpace
 from segnas.spaces.multires import MultiResSpace
 
 TINY = MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0))
-SMALL = MultiResSpace(layers=6, base_width=2, width_ratios=(0.5, 0.75, 1.0))
+SMALL_OPTIONS = {"layers": 6, "base_width": 2, "width_ratios": [0.5, 0.75, 1.0]}
+SMALL = MultiResSpace(**SMALL_OPTIONS)
 DATA = {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64], "batch_size": 4}
 
 
@@ -218,14 +226,25 @@ def test_noise_ceiling_predicts_how_well_the_truth_ranks_like_noisy_runs(runs):
 
 
 # ------------------------------------------------------------------------------ search
+class PlantedParams(Evaluator):
+    """The planted objective as an evaluator: a SMALL architecture scores its parameter count."""
+
+    def __init__(self):
+        super().__init__()
+        self.params = Params()
+
+    def evaluate(self, arch):
+        return {"score": self.params(SMALL.arch_from_dict(arch))}
+
+
 def planted_search(seed=0, candidates=150, **kw):
     """Maximize the parameter count subject to a fake latency of params/1000 ms: the optimum sits
     just under the target."""
     params = Params()
     sizes = sorted(params(a) for a in sample_archs(SMALL, 40, seed=7))
     target = sizes[len(sizes) // 2] / 1000 * 1.003
-    result = training_free_search(SMALL, params, lambda a: params(a) / 1000, target, candidates=candidates,
-                                  population=20, sample_size=5, seed=seed, proxy_input="arch", **kw)
+    result = training_free_search(SMALL, PlantedParams(), lambda a: params(a) / 1000, target, candidates=candidates,
+                                  population=20, sample_size=5, seed=seed, **kw)
     return result, target, sizes
 
 
@@ -238,6 +257,7 @@ def test_search_finds_the_planted_optimum_under_the_target(seed):
     assert (target - result.best_latency_ms) / target < 0.01  # within 1% of the constrained optimum
     best_random = max(s for s in sizes if s / 1000 <= target)
     assert result.best_score >= 0.99 * best_random
+    assert result.best_score == max(h["score"] for h in result.history)
     assert result.top[0] is result.best and [t.score for t in result.top] == sorted(
         (t.score for t in result.top), reverse=True)
     assert [h["best_score"] for h in result.history] == sorted(h["best_score"] for h in result.history)
@@ -254,34 +274,61 @@ def test_search_is_deterministic_for_a_seed_and_honours_limits():
     timed, _, _ = planted_search(0, candidates=10**6, time_limit_s=0.5)
     assert timed.stopped == "time" and 0 < timed.candidates_scored < 10**6
     with pytest.raises(SegnasError, match="target_ms"):
-        training_free_search(SMALL, lambda a: 0.0, lambda a: 10.0, 1.0, candidates=5, proxy_input="arch")
+        training_free_search(SMALL, PlantedParams(), lambda a: 10.0, 1.0, candidates=5)
 
 
-def test_search_with_a_registered_proxy_inline_equals_process(tmp_path):
+def random_batches():
     import torch
 
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 5, (2, 32, 48), generator=g))]
+    return [(torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 5, (2, 32, 48), generator=g))]
+
+
+def test_search_with_a_registered_proxy_inline_equals_process():
     params = Params()
     run = lambda executor: training_free_search(  # noqa: E731
         SMALL, "params", lambda a: params(a) / 1000, 1e9, candidates=8, population=4, sample_size=2, seed=0,
-        batches=batches, num_classes=5, executor=executor, workers=2)
+        batches=random_batches(), num_classes=5, executor=executor, workers=2)
     inline, process = run("inline"), run("process")
     assert [h["score"] for h in inline.history] == [h["score"] for h in process.history]
     assert inline.best_score == max(params(t.arch) for t in inline.top)
 
 
-def test_saswot_search_writes_the_best_arch(tmp_path, cache):
-    result = saswot_search(tmp_path / "out", target_ms=1e9, latency_size=(48, 64), space=SMALL, proxy="nwot",
-                           data="synthetic", data_options={"size": [48, 64], "length": 4}, images=4, batch_size=2,
-                           score_size=(32, 48), backend="eager", table_min_runs=1, table_min_time_s=0.0,
-                           candidates=6, population=3, sample_size=2)
-    data = read_arch_file(tmp_path / "out" / "arch.json")
-    assert data["space"] == "multires" and SMALL.arch_from_dict(data["arch"]) == result.best_arch
-    assert data["proxy"] == "nwot" and data["predicted_latency_ms"] == pytest.approx(result.best_latency_ms)
-    summary = json.loads(Path(tmp_path / "out" / "saswot_result.json").read_text())
-    assert summary["candidates_scored"] == 6 and len(summary["history"]) == 6
-    assert np.isfinite(summary["best"]["score"])
+def saswot_job(out_dir, echo=None, **section):
+    """A tiny `segnas search saswot` job over SMALL on synthetic images, without final training."""
+    settings = make_settings("saswot", {
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 4}}, "out_dir": str(out_dir),
+        "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "table_min_runs": 1,
+                    "table_min_time_s": 0.0},
+        "progress": False, "final": {"epochs": 0}, "saswot": {"space_options": SMALL_OPTIONS, **section}})
+    summary = search_job(settings, echo=echo)
+    return Path(summary["run_dir"]), summary
+
+
+def run_config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_saswot_search_job_writes_the_best_arch(tmp_path, cache):
+    scoring = {"proxy": "nwot", "images": 4, "batch_size": 2, "size": [32, 48]}
+    run, summary = saswot_job(tmp_path / "out", scoring=scoring, candidates=6, population=3, sample_size=2)
+    result = json.loads((run / "search_result.json").read_text())
+    details, best = result["details"], result["details"]["top"][0]
+    assert result["method"] == "saswot" and result["space"] == "multires"
+    assert details["candidates_scored"] == 6 == len(details["history"]) and details["stopped"] == "candidates"
+    assert np.isfinite(best["score"]) and best["score"] == max(h["score"] for h in details["history"])
+    data = read_arch_file(run / "arch.json")
+    assert data["space"] == "multires" and data["method"] == "saswot" and data["arch"] == best["arch"]
+    assert data["score"] == best["score"] == details["score"] and data["candidates_scored"] == 6
+    assert data["predicted_latency_ms"] == pytest.approx(best["latency_ms"])
+    assert summary["networks"]["arch"]["predicted_ms"] == pytest.approx(best["latency_ms"])
+    assert run_config(run)["saswot"]["scoring"]["proxy"] == "nwot"
+    # the job runs the library's search: the same evaluator proposes and scores the same candidates
+    evaluator = ProxyEvaluator(SMALL, "nwot", data=DataConfig.model_validate(run_config(run)["data"]), images=4,
+                               batch_size=2, size=(32, 48))
+    alone = training_free_search(SMALL, evaluator, lambda a: 1.0, 2.0, candidates=6, population=3, sample_size=2)
+    assert [h["score"] for h in alone.history] == [h["score"] for h in details["history"]]
+    assert SMALL.arch_from_dict(data["arch"]) == alone.best_arch
 
 
 def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_notice(tmp_path, cache):
@@ -290,40 +337,32 @@ def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_noti
     found = DiscoveredProxy.from_expression("layer_sum(mean_w(abs_w(W)))")
     found.settings["scored_on"] = {"data": "synthetic", "split": "train", "images": 4, "size": [32, 48], "seed": 0}
     found.save(tmp_path / "p.json")
-    kwargs = dict(target_ms=1e9, latency_size=(48, 64), space=SMALL, proxy=str(tmp_path / "p.json"),
-                  data="synthetic", data_options={"size": [48, 64], "length": 4}, images=4, batch_size=2,
-                  backend="eager", table_min_runs=1, table_min_time_s=0.0, candidates=2, population=2, sample_size=1)
     same, other = [], []
-    saswot_search(tmp_path / "a", score_size=(32, 48), echo=same.append, **kwargs)
-    saswot_search(tmp_path / "b", score_size=(48, 64), echo=other.append, **kwargs)
+    for out, size, messages in ((tmp_path / "a", [32, 48], same), (tmp_path / "b", [48, 64], other)):
+        saswot_job(out, messages.append, scoring={"proxy": str(tmp_path / "p.json"), "images": 4, "batch_size": 2,
+                                                  "size": size})
     assert not any(m.startswith("note:") for m in same)
     assert any(m.startswith("note:") and "size [32, 48]" in m and "size [48, 64]" in m for m in other)
 
 
-def test_scores_over_several_initializations_are_the_mean_of_each_one(tmp_path):
-    import torch
-
-    from segnas.search.saswot import CandidateScorer
-
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 5, (2, 32, 48), generator=g))]
+def test_scores_over_several_initializations_are_the_mean_of_each_one():
+    batches = random_batches()
     arch = sample_archs(SMALL, 1, seed=4)[0]
-    one = [CandidateScorer(SMALL, "nwot", batches, 5, proxy_seed=s, init_seed=s)(arch) for s in (3, 4)]
-    both = CandidateScorer(SMALL, "nwot", batches, 5, proxy_seed=3, init_seed=3, inits=2)(arch)
+    score = lambda **kw: ProxyEvaluator(SMALL, "nwot", batches=batches, num_classes=5, **kw)(arch.to_dict())  # noqa: E731
+    one = [score(proxy_seed=s, init_seed=s)["score"] for s in (3, 4)]
+    both = score(proxy_seed=3, init_seed=3, inits=2)["score"]
     assert one[0] != one[1] and both == pytest.approx(np.mean(one))
+    set_up = ProxyEvaluator(SMALL, "nwot", batches=batches, num_classes=5, proxy_seed=3, init_seed=3, inits=2)
+    set_up.setup()
+    assert set_up.score_arch(arch) == both
     with pytest.raises(SegnasError, match="inits: expected a positive number"):
-        CandidateScorer(SMALL, "nwot", batches, 5, inits=0)
+        ProxyEvaluator(SMALL, "nwot", batches=batches, num_classes=5, inits=0)
 
 
 def test_finalists_scored_again_over_more_initializations_pick_the_winner():
     """With final_inits the top candidates are rescored as a mean over more initializations, and the
     best of them by that mean wins, whichever the search's single draws ranked first."""
-    import torch
-
-    from segnas.search.saswot import CandidateScorer
-
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 5, (2, 32, 48), generator=g))]
+    batches = random_batches()
     kwargs = dict(candidates=12, population=6, sample_size=3, seed=1, batches=batches, num_classes=5, top_k=5)
     plain = training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, **kwargs)
     again = training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, final_inits=3, **kwargs)
@@ -333,8 +372,8 @@ def test_finalists_scored_again_over_more_initializations_pick_the_winner():
     assert again.final_inits == 3 and {c.index for c in again.top} == {c.index for c in plain.top}
     finals = [c.final_score for c in again.top]
     assert finals == sorted(finals, reverse=True) and again.best is again.top[0]
-    rescorer = CandidateScorer(SMALL, "nwot", batches, 5, proxy_seed=0, init_seed=1, inits=3)
-    assert again.best.final_score == pytest.approx(rescorer(again.best.arch))
+    rescorer = ProxyEvaluator(SMALL, "nwot", batches=batches, num_classes=5, proxy_seed=0, init_seed=1, inits=3)
+    assert again.best.final_score == pytest.approx(rescorer(again.best.arch.to_dict())["score"])
     assert again.to_dict()["best"]["final_score"] == pytest.approx(again.best.final_score)
     assert training_free_search(SMALL, "nwot", lambda a: 1.0, 2.0, inits=3, final_inits=3, **kwargs).final_inits == 0
     with pytest.raises(SegnasError, match="final_inits"):
@@ -348,22 +387,34 @@ def test_a_proxy_file_gives_the_search_its_number_of_initializations(tmp_path, c
     from segnas.cli.main import app
     from segnas.proxies.discovery import DiscoveredProxy
 
-    found = DiscoveredProxy.from_expression("layer_sum(mean_w(abs_w(W)))")
+    proxy = str(tmp_path / "p.json")
+    found = DiscoveredProxy.from_expression("layer_mean(std_a(A))")  # reads activations: images and size count
     found.settings["scored_on"] = {"data": "synthetic", "split": "train", "images": 2, "size": [32, 48], "seed": 0,
                                    "inits": 2}
-    found.save(tmp_path / "p.json")
-    result = CliRunner().invoke(app, ["search", "saswot", "--size", "32x48", "--target-ms", "1e9", "--proxy",
-                                      str(tmp_path / "p.json"), "--candidates", "2", "--backend", "eager",
-                                      "--out-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(next((tmp_path / "runs").glob("*/saswot_result.json")).read_text())
-    assert summary["settings"]["inits"] == 2 and summary["settings"]["images"] == 2 and "note:" not in result.output
-    assert summary["settings"]["final_inits"] == 0
+    found.save(proxy)
+
+    def search(out, *args):
+        result = CliRunner().invoke(app, ["search", "saswot", "--size", "32x48", "--target-ms", "1e9", "--proxy", proxy,
+                                          "--backend", "eager", "--out-dir", str(out), "--set", "final.epochs=0",
+                                          "--set", "latency.table_min_runs=1", "--set", "latency.table_min_time_s=0",
+                                          "--set", "progress=false", *args])
+        assert result.exit_code == 0, result.output
+        run = next(out.iterdir())
+        details = json.loads((run / "search_result.json").read_text())["details"]
+        return result.output, details, DataConfig.model_validate(run_config(run)["data"])
+
+    def file_score(arch, data, images=2, size=(32, 48), inits=2):
+        return ProxyEvaluator("multires", proxy, data=data, images=images, size=size, inits=inits)(arch)["score"]
+
+    output, details, data = search(tmp_path / "runs", "--candidates", "2")
+    winner = details["top"][0]["arch"]
+    assert "note:" not in output and "final_score" not in details
+    assert details["score"] == pytest.approx(file_score(winner, data))
+    for other in ({"images": 8}, {"size": (48, 64)}, {"inits": 1}):  # each of the file's settings matters
+        assert file_score(winner, data, **other) != pytest.approx(details["score"])
     # a cheaper search at one initialization: its finalists are scored again at the file's two
-    result = CliRunner().invoke(app, ["search", "saswot", "--size", "32x48", "--target-ms", "1e9", "--proxy",
-                                      str(tmp_path / "p.json"), "--candidates", "3", "--backend", "eager",
-                                      "--inits", "1", "--out-dir", str(tmp_path / "fast")])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(next((tmp_path / "fast").glob("*/saswot_result.json")).read_text())
-    assert summary["settings"]["inits"] == 1 and summary["settings"]["final_inits"] == 2
-    assert "final_score" in summary["best"] and "finalists scored again over 2" in result.output
+    output, details, data = search(tmp_path / "fast", "--candidates", "3", "--inits", "1")
+    winner = details["top"][0]["arch"]
+    assert details["score"] == pytest.approx(file_score(winner, data, inits=1))
+    assert details["final_score"] == pytest.approx(file_score(winner, data))
+    assert all("final_score" in c for c in details["top"]) and "finalists scored again over 2" in output

@@ -255,7 +255,7 @@ def test_official_import_reproduces_official_structure(idx):
 
 @needs_official
 def test_official_summary_table():
-    text = summarize(import_official(_official_dir() / "arch_1.pt"), flops=False)
+    text = summarize(import_official(_official_dir() / "arch_1.pt"), 19, (1024, 2048), flops=False)
     assert "conv_2x_downup" in text and "3,421,875" in text and "1/32+1/16" in text
 
 

@@ -14,7 +14,7 @@ from segnas.errors import SegnasError
 from segnas.jobs.search import ssr_job
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.spaces.joint import JointArch, JointSpace
-from segnas.spaces.joint_supernet import normalized, ssr_loss
+from segnas.spaces.joint.supernet import normalized, ssr_loss
 
 SPACE = JointSpace(channels=(8, 16), slots=(2, 2), stem_channels=4, decoder_width=8, dilations=(1, 2),
                    width_ratios=(1.0, 0.5))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -235,113 +234,75 @@ search_app = typer.Typer(help="Architecture search strategies.", no_args_is_help
 app.add_typer(search_app, name="search")
 
 
-@search_app.command("fasterseg")
-@user_errors
-def search_fasterseg(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
-    data: Optional[str] = typer.Option(None, help="Dataset name."),
-    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
-    size: Optional[str] = typer.Option(None, help="Deployment / training size HxW (latency is measured here)."),
-    search_size: Optional[str] = typer.Option(None, help="Search on images resized to HxW (e.g. half size)."),
-    target_ms: Optional[float] = typer.Option(None, help="Latency target of the student (ms)."),
-    target_fps: Optional[float] = typer.Option(None, help="…or as frames per second."),
-    backend: Optional[str] = typer.Option(None, help="Runtime the latency table is measured on."),
-    threads: Optional[int] = typer.Option(None, help="Threads for training and latency."),
-    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
-    pretrained: Optional[str] = typer.Option(None, help="Skip pre-training: start from this search run's "
-                                                          "pre-trained supernet (run dir or pretrained.pt)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the job in this run directory."),
-    set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
-) -> None:
-    """FasterSeg: co-search teacher and student under a latency target, derive, train with KD."""
-    from segnas.config.search import SearchConfig
-    from segnas.jobs.search import fasterseg_job
-
-    flags = {"data.name": data, "data.root": data_root, "data.crop_size": size, "latency.size": size,
-             "search_size": search_size, "latency.target_ms": target_ms, "latency.target_fps": target_fps,
-             "latency.backend": backend, "threads": threads, "out_dir": out_dir, "pretrained": pretrained}
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    overrides.update(parse_overrides(set_))
-    cfg = settings(SearchConfig, config, overrides, resume)
-    summary = fasterseg_job(cfg, resume, echo=echo)
-    echo(f"done: {summary['run_dir']}")
+#: Options of every `segnas search METHOD`: flag -> (settings paths, type, help).
+SEARCH_OPTIONS: dict[str, tuple[tuple[str, ...], type, str]] = {
+    "data": (("data.name",), str, "Dataset: camvid, cityscapes, folder, synthetic."),
+    "data-root": (("data.root",), str, "Dataset folder."),
+    "size": (("data.crop_size", "latency.size"), str, "Deployment / training size HxW (latency is for this size)."),
+    "search-size": (("search_size",), str, "Search on images resized to HxW (e.g. half size)."),
+    "target-ms": (("latency.target_ms",), float, "Latency target of the found network (ms)."),
+    "target-fps": (("latency.target_fps",), float, "...or as frames per second."),
+    "backend": (("latency.backend",), str, "Runtime latency is measured and predicted on."),
+    "threads": (("threads",), int, "Threads for training and latency."),
+    "minutes": (("minutes",), float, "Search budget in minutes (wall clock)."),
+    "workers": (("workers",), int, "Candidate evaluations at once."),
+    "executor": (("executor",), str, "Where evaluations run: inline, process or ray."),
+    "ray-address": (("ray_address",), str, "Address of a running Ray cluster (or auto)."),
+    "device": (("device",), str, "cpu, cuda, cuda:N or auto, for supernets and final training."),
+    "seed": (("seed",), int, "Random seed."),
+    "out-dir": (("out_dir",), str, "Parent folder of run directories."),
+}
 
 
-@search_app.command("ssr")
-@user_errors
-def search_ssr(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
-    data: Optional[str] = typer.Option(None, help="Dataset name."),
-    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
-    size: Optional[str] = typer.Option(None, help="Deployment / training size HxW (latency is measured here)."),
-    search_size: Optional[str] = typer.Option(None, help="Search on images resized to HxW."),
-    target_ms: Optional[float] = typer.Option(None, help="Latency target of the found network (ms)."),
-    target_fps: Optional[float] = typer.Option(None, help="…or as frames per second."),
-    resource: Optional[str] = typer.Option(None, help="Resource term: latency (default) or flops."),
-    target_gflops: Optional[float] = typer.Option(None, help="GFLOPs target when --resource flops."),
-    backend: Optional[str] = typer.Option(None, help="Runtime the latency table is measured on."),
-    threads: Optional[int] = typer.Option(None, help="Threads for training and latency."),
-    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the job in this run directory."),
-    set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
-) -> None:
-    """SSR: joint depth/width/dilation/resolution search with the SSR loss and space shrinking."""
-    from segnas.config.search import SSRConfig
-    from segnas.jobs.search import ssr_job
+def _search_command(method: str) -> Callable[..., None]:
+    """`segnas search METHOD`: the shared options, the method's own flags, --config, --set, --resume."""
+    import inspect
 
-    flags = {"data.name": data, "data.root": data_root, "data.crop_size": size, "latency.size": size,
-             "search_size": search_size, "latency.target_ms": target_ms, "latency.target_fps": target_fps,
-             "resource": resource, "target_gflops": target_gflops, "latency.backend": backend,
-             "threads": threads, "out_dir": out_dir}
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    overrides.update(parse_overrides(set_))
-    cfg = settings(SSRConfig, config, overrides, resume)
-    summary = ssr_job(cfg, resume, echo=echo)
-    echo(f"done: {summary['run_dir']}")
+    from segnas.search.base import get_strategy
+
+    cls = get_strategy(method)
+    flags = {name: (paths, kind, text) for name, (paths, kind, text) in SEARCH_OPTIONS.items()}
+    flags.update({name: ((path,), kind, text) for name, (path, kind, text) in cls.cli_options.items()})
+    params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                default=typer.Option(None, "--config", "-c", help="YAML settings file."))]
+    params += [inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                 default=typer.Option(None, f"--{name}", help=text))
+               for name, (_, kind, text) in flags.items()]
+    params += [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                 default=typer.Option(None, help="Continue the search in this run directory.")),
+               inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
+                                 default=typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."))]
+
+    def command(**kwargs: Any) -> None:
+        from segnas.jobs.search import search_job, settings_class
+
+        overrides = {"method": method}
+        for name, (paths, _, _) in flags.items():
+            value = kwargs.get(name.replace("-", "_"))
+            if value is not None:
+                overrides.update({path: value for path in paths})
+        overrides.update(parse_overrides(kwargs["set_"]))
+        resume = kwargs["resume"]
+        if resume is not None:
+            overrides.pop("method")
+        cfg = settings(settings_class(method), kwargs["config"], overrides, resume)
+        summary = search_job(cfg, resume, echo=echo)
+        echo(f"done: {summary['run_dir']}")
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__name__ = f"search_{method}"
+    command.__doc__ = (inspect.getmodule(cls).__doc__ or method).strip().split("\n\n")[0].replace("\n", " ")
+    return command
 
 
-@search_app.command("saswot")
-@user_errors
-def search_saswot(
-    data: str = typer.Option("synthetic", help="Dataset name (its images feed the proxy)."),
-    data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
-    size: str = typer.Option(..., help="Deployment size HxW (latency is predicted here)."),
-    target_ms: float = typer.Option(..., help="Latency target (ms): slower candidates are rejected."),
-    proxy: str = typer.Option("nwot", help="Proxy name (segnas proxy score --help) or a discovered proxy .json."),
-    space: str = typer.Option("multires", help="Search space."),
-    candidates: int = typer.Option(1000, help="Candidates to score."),
-    minutes: Optional[float] = typer.Option(None, help="Stop scoring after this many minutes."),
-    score_size: Optional[str] = typer.Option(
-        None, help="Resize images to HxW for scoring (default: what a proxy file was discovered on, else 128x160)."),
-    images: Optional[int] = typer.Option(None, help="Images the proxy sees (default: a proxy file's, else 8)."),
-    inits: Optional[int] = typer.Option(None, min=1, help="Average each candidate's score over this many weight "
-                                                          "initializations (default: a proxy file's, else 1)."),
-    final_inits: Optional[int] = typer.Option(
-        None, min=0, help="Score the 10 best candidates again over this many initializations and pick the winner "
-                          "by that (default: a proxy file's when --inits is lower, else off)."),
-    workers: int = typer.Option(1, help="Processes scoring candidates in parallel (1 thread each)."),
-    backend: str = typer.Option("onnxruntime", help="Runtime of the latency table."),
-    threads: Optional[int] = typer.Option(None, help="Threads for latency."),
-    seed: int = typer.Option(0),
-    out_dir: str = typer.Option("runs", help="Parent folder of run directories."),
-) -> None:
-    """SasWOT: training-free evolutionary search maximizing a zero-cost proxy under a latency target;
-    train only the winner afterwards with `segnas train --arch RUN/arch.json`."""
-    from segnas.search.saswot import proxy_scored_on, saswot_search
-    from segnas.utils import parse_size
+def _register_search_commands() -> None:
+    from segnas.search.base import list_strategies
 
-    seen = proxy_scored_on(proxy)
-    run = Path(out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-search-saswot"
-    result = saswot_search(run, target_ms=target_ms, latency_size=parse_size(size), space=space, proxy=proxy,
-                           data=data, root=data_root, images=images or seen.get("images") or 8,
-                           score_size=parse_size(score_size or seen.get("size") or "128x160"),
-                           inits=inits, final_inits=final_inits,
-                           backend=backend, latency_threads=threads, candidates=candidates, seed=seed,
-                           executor="process" if workers > 1 else "inline", workers=workers,
-                           time_limit_s=minutes * 60 if minutes else None, progress=True, echo=echo)
-    echo(f"scored {result.candidates_scored} candidates in {result.seconds:.0f} s; best {result.best_score:.4g} at "
-         f"{result.best_latency_ms:.2f} ms (target {target_ms} ms)")
-    echo(f"done: {run}")
+    for method in list_strategies():
+        search_app.command(method)(user_errors(_search_command(method)))
+
+
+_register_search_commands()
 
 
 proxy_app = typer.Typer(help="Zero-cost proxies: score untrained networks, discover new proxies.", no_args_is_help=True)

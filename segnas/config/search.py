@@ -1,20 +1,24 @@
-"""Settings of the search jobs: the common part, FasterSeg (`segnas search fasterseg`) and SSR
-(`segnas search ssr`)."""
+"""Settings of a search job: the part every method shares (``SearchSettings``), the latency target,
+the final training of found networks, and the evaluator of sample-based methods.
+
+Each method's own settings are a section named after it (``fasterseg:``, ``ssr:``, ``saswot:``,
+``random:``, …), defined next to the strategy (``segnas.search.strategies``) and joined to
+``SearchSettings`` by ``segnas.jobs.search.settings_class(method)``.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from segnas.config.train import DataConfig, OptimConfig, Settings
+from segnas.errors import SegnasError
 from segnas.utils import parse_size
 
 
-class MultiResSpaceConfig(Settings):
-    layers: int = Field(16, ge=2)
-    base_width: int = Field(12, ge=1)
-    width_ratios: tuple[float, ...] = (4 / 12, 6 / 12, 8 / 12, 10 / 12, 1.0)
+def _size_or_none(v: Any) -> Optional[tuple[int, int]]:
+    return None if v is None else parse_size(v)
 
 
 class LatencyTarget(Settings):
@@ -29,119 +33,112 @@ class LatencyTarget(Settings):
     table_min_runs: int = Field(20, ge=1)
     table_min_time_s: float = Field(0.3, ge=0)
 
-    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: None if v is None else parse_size(v)))
+    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
 
     @model_validator(mode="after")
     def _one_target(self) -> "LatencyTarget":
-        if (self.target_ms is None) == (self.target_fps is None):
-            raise ValueError("give exactly one of latency.target_ms or latency.target_fps")
+        if self.target_ms is not None and self.target_fps is not None:
+            raise ValueError("give only one of latency.target_ms or latency.target_fps")
         return self
 
     @property
-    def target(self) -> float:
-        return self.target_ms if self.target_ms is not None else 1000.0 / self.target_fps
+    def target(self) -> Optional[float]:
+        """The target in ms (None when the search has none, e.g. a FLOPs-regularized one)."""
+        if self.target_ms is not None:
+            return self.target_ms
+        return 1000.0 / self.target_fps if self.target_fps is not None else None
 
 
-class LatencyConfig(LatencyTarget):
-    """FasterSeg's latency regularization on top of the target."""
-    #: λ, and FasterSeg's weights of the operator / path / width latency terms.
-    lam: float = Field(0.01, ge=0)
-    weights: tuple[float, float, float] = (1 / 500, 497 / 500, 2 / 500)
-    #: "decoupled" (FasterSeg) or "coupled" (one latency term; the ablation).
-    mode: Literal["decoupled", "coupled"] = "decoupled"
-    #: λ is halved when the derived student is faster than target·(1 − tolerance), doubled when
-    #: slower than target·(1 + tolerance).
-    tolerance: float = Field(0.1, ge=0, lt=1)
-    adapt: bool = True
+class FinalTraining(Settings):
+    """Training of every found network from scratch once the search ends (0 epochs: none)."""
+
+    epochs: int = Field(100, ge=0)
+    #: Optimizer-step budget (the same on every machine); the LR schedule runs over it.
+    steps: Optional[int] = Field(None, ge=1)
+    #: Time budget in minutes, counted on ``budget_clock`` (machine- and load-dependent).
+    minutes: Optional[float] = Field(None, gt=0)
+    budget_clock: Literal["wall", "cpu"] = "wall"
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=0.08, weight_decay=1e-4,
+                                                                  warmup_iters=100))
+    ema_decay: Optional[float] = 0.998
+    eval_every: int = Field(5, ge=1)
 
 
-class SearchJobConfig(Settings):
-    """What every differentiable search job shares: data, the two search phases, final training."""
+class ProxyEvaluatorSettings(Settings):
+    """Scoring candidates with a zero-cost proxy on a few fixed training images (no training)."""
 
-    _sizes = field_validator("search_size", mode="before")(classmethod(lambda cls, v: None if v is None else parse_size(v)))
+    #: A registered proxy name (``segnas proxy score --help``) or a discovered proxy ``.json``.
+    proxy: str = "nwot"
+    split: str = "train"
+    #: Images the proxy sees (None: a proxy file's own, else 8) and their size (None: a proxy
+    #: file's own, else 128x160).
+    images: Optional[int] = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    size: Optional[tuple[int, int]] = None
+    #: Score each candidate as the mean over this many weight initializations (None: a proxy file's, else 1).
+    inits: Optional[int] = Field(None, ge=1)
+    proxy_seed: int = 0
 
-    job: str = "search"
+    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+
+
+class TrainEvaluatorSettings(Settings):
+    """Scoring candidates by a short training from scratch (val mIoU after a step budget)."""
+
+    steps: int = Field(300, ge=1)
+    #: Overrides of the ground-truth training recipe (``TrainConfig`` fields).
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluatorSettings(Settings):
+    """How a sample-based method scores a candidate."""
+
+    kind: Literal["proxy", "train"] = "proxy"
+    proxy: ProxyEvaluatorSettings = Field(default_factory=ProxyEvaluatorSettings)
+    train: TrainEvaluatorSettings = Field(default_factory=TrainEvaluatorSettings)
+
+
+class SearchSettings(Settings):
+    """What every search shares; the method's own section is the field named ``method``."""
+
+    method: str
+    job: Optional[str] = None
     data: DataConfig = Field(default_factory=DataConfig)
     #: Search on whole training images resized to this HxW (FasterSeg searched at half
     #: resolution); None searches on the data section's crops.
     search_size: Optional[tuple[int, int]] = None
-    pretrain_epochs: int = Field(20, ge=0)
-    #: Start the search from another search run's pre-trained supernet (its run directory or its
-    #: ``checkpoints/pretrained.pt``) instead of pre-training; pretrain_epochs is then taken from it.
-    pretrained: Optional[str] = None
-    search_epochs: int = Field(30, ge=1)
-    weight_lr: float = Field(0.02, gt=0)
-    arch_lr: float = Field(3e-4, gt=0)
+    latency: LatencyTarget = Field(default_factory=LatencyTarget)
+    #: Search budget in minutes (wall clock): sample-based methods stop proposing, one-shot
+    #: methods stop after the epoch that exceeds it. None: the method's own end.
+    minutes: Optional[float] = Field(None, gt=0)
+    #: Candidate evaluations run at once, and where (``segnas.parallel`` executors).
+    workers: int = Field(1, ge=1)
+    executor: Literal["inline", "process", "ray"] = "inline"
+    ray_address: Optional[str] = None
+    #: Where supernets and final trainings run: cpu, cuda, cuda:N, or auto.
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     bf16: bool = False
     threads: Optional[int] = Field(None, ge=1)
     seed: int = 0
     out_dir: str = "runs"
     progress: bool = True
-    #: Final training of the derived network(s) through the engine; 0 epochs stops after derivation.
-    final_epochs: int = Field(100, ge=0)
-    final_minutes: Optional[float] = Field(None, gt=0)
-    #: How final_minutes is counted (see TrainConfig.budget_clock).
-    final_budget_clock: Literal["wall", "cpu"] = "wall"
-    final_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=0.08, weight_decay=1e-4,
-                                                                          warmup_iters=100))
-    final_ema_decay: Optional[float] = 0.998
+    final: FinalTraining = Field(default_factory=FinalTraining)
 
-
-class SearchConfig(SearchJobConfig):
-    """FasterSeg: teacher–student co-search on the ``multires`` space; the final training is the
-    teacher, then the student distilled from it (KL + OHEM + 0.2·aux)."""
-
-    job: str = "search-fasterseg"
-    space: MultiResSpaceConfig = Field(default_factory=MultiResSpaceConfig)
-    latency: LatencyConfig
-    #: Validation images scored per search epoch to choose the branch pair (0: skip scoring).
-    derive_val_images: int = Field(50, ge=0)
-
-
-class JointSpaceConfig(Settings):
-    """The ``joint`` space (``segnas.spaces.joint``); the defaults follow SSR's released encoder."""
-
-    channels: tuple[int, ...] = (64, 128)
-    slots: tuple[int, ...] = (5, 8)
-    stem_channels: int = Field(16, ge=4)
-    decoder_width: int = Field(64, ge=1)
-    ops: tuple[Literal["fact", "dwfact"], ...] = ("fact", "dwfact")
-    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
-    resolutions: tuple[bool, ...] = (False, True)
-    width_ratios: tuple[float, ...] = (1.0, 0.875, 0.75, 0.625, 0.5)
-
-
-class SSRConfig(SearchJobConfig):
-    """SSR: joint search with sigmoid-normalized weights, the SSR loss and progressive shrinking."""
-
-    job: str = "search-ssr"
-    space: JointSpaceConfig = Field(default_factory=JointSpaceConfig)
-    latency: LatencyTarget
-    #: The resource term w·(E[cost]/target − 1)²: expected latency from the table (target in ms)
-    #: or expected GFLOPs (target_gflops). The released code weighs it 1/100 of the segmentation
-    #: loss; 0.1 here, my choice, so that it is not lost beside the SSR terms in short searches.
-    resource: Literal["latency", "flops"] = "latency"
-    target_gflops: Optional[float] = Field(None, gt=0)
-    resource_weight: float = Field(0.1, ge=0)
-    #: Weights of the SSR loss for the operator, mid-width and out-width decisions, relative to the
-    #: segmentation loss (released code: 30, 15, 15 against 100·CE); all 0 switches SSR off.
-    ssr_weights: tuple[float, float, float] = (0.3, 0.15, 0.15)
-    #: After each search epoch, drop candidates whose p / max(p) is at most this.
-    shrink_threshold: float = Field(0.1, ge=0, lt=1)
-    #: Validation images for the per-epoch discretization gap (soft supernet vs its argmax network).
-    gap_val_images: int = Field(50, ge=0)
-    pretrain_epochs: int = Field(2, ge=0)
-    search_epochs: int = Field(60, ge=1)
-    arch_lr: float = Field(2e-3, gt=0)
-    #: Adam's L2 decay of α. The released code uses 1e-3 on a loss scaled by 100 (100·CE + …);
-    #: our losses are relative to CE = 1, so the same balance is 1e-5. (At 1e-3 the decay term
-    #: outweighs the α-gradients of CE and SSR here, and p never leaves the uniform distribution.)
-    arch_weight_decay: float = Field(1e-5, ge=0)
-    #: Adam's betas for α (released code: PyTorch's defaults).
-    arch_betas: tuple[float, float] = (0.9, 0.999)
+    _sizes = field_validator("search_size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
 
     @model_validator(mode="after")
-    def _resource_target(self) -> "SSRConfig":
-        if self.resource == "flops" and self.target_gflops is None:
-            raise ValueError("resource 'flops' needs target_gflops")
+    def _job_name(self) -> "SearchSettings":
+        if self.job is None:
+            self.job = f"search-{self.method}"
         return self
+
+    @property
+    def job_name(self) -> str:
+        return self.job or f"search-{self.method}"
+
+    def deployment_size(self) -> tuple[int, int]:
+        """The size latency is for: latency.size, else the training crop or base size."""
+        size = self.latency.size or self.data.crop_size or self.data.base_size
+        if size is None:
+            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. --size 360x480")
+        return tuple(size)

@@ -23,7 +23,7 @@ from torch import nn
 from segnas.cost.backends import pinned_threads, prepare
 from segnas.cost.latency import default_threads, time_callable
 from segnas.cost.machine import cache_dir, machine_fingerprint
-from segnas.engine.progress import progress_bar
+from segnas.progress import progress_bar
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
 

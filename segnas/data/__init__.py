@@ -9,6 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from segnas.config.train import DataConfig
 from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset
 from segnas.data.transforms import eval_transforms, train_transforms
 from segnas.errors import SegnasError
@@ -54,5 +55,17 @@ def open_split(name: str, root: str | Path | None, split: str, transform=None, c
     return build_dataset(name, root, split, transform, cache=cache, **options)
 
 
-__all__ = ["open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
+def open_data(cfg: DataConfig, split: str | None = None, transform=None, cache: bool | None | str = "settings"):
+    """The one data opener of every job: split ``split`` (default ``cfg.train_split``) of the dataset
+    a data settings section names, with ``transform``; ``cache`` defaults to the section's."""
+    return open_split(cfg.name, cfg.root, split or cfg.train_split, transform,
+                      cfg.cache if cache == "settings" else cache, cfg.options)
+
+
+def dataset_classes(cfg: DataConfig) -> int:
+    """Number of classes of the dataset a data settings section names (reads no image)."""
+    return int(build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).num_classes)
+
+
+__all__ = ["open_data", "dataset_classes", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms"]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from segnas.cost.machine import cpu_has_native_bf16, cpu_model
 from segnas.engine.device import module_device
 from segnas.metrics import ConfusionMatrix, SegMetrics
 
@@ -34,8 +35,6 @@ def autocast_context(bf16: bool, device_type: str = "cpu"):
 def usable_bf16(requested: bool, echo: Callable[[str], None] | None = None, device_type: str = "cpu") -> bool:
     """bf16 autocast as requested, unless the CPU lacks native bf16: then fp32, which is faster
     there, with a one-line notice through ``echo``. On a GPU, bf16 where the GPU supports it."""
-    from segnas.cost.machine import cpu_has_native_bf16, cpu_model
-
     if device_type == "cuda":
         if requested and not torch.cuda.is_bf16_supported():
             if echo:

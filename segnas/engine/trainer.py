@@ -7,6 +7,7 @@ and every RNG state restored, so a resumed run matches an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,14 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.train import TrainConfig
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
-from segnas.engine.device import resolve_device
 from segnas.engine.ema import ModelEMA
-from segnas.engine.evaluate import autocast_context, evaluate, usable_bf16
+from segnas.engine.evaluate import evaluate
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import build_optimizer, lr_factor, set_lr
-from segnas.engine.progress import progress_bar
-from segnas.engine.rng import restore_rng, rng_state
+from segnas.progress import progress_bar
 from segnas.engine.rundir import RunDir
+from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
 from segnas.errors import SegnasError
 from segnas.metrics import SegMetrics
 
@@ -75,38 +75,26 @@ class Trainer:
         self.num_classes = len(classes["names"])
         self.teacher = teacher.eval() if teacher is not None else None
         self.echo = echo or (lambda msg: None)
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and cfg.time_budget_min and cfg.budget_clock == "cpu":
+        place = Placement.resolve(cfg.device, cfg.bf16, self.echo)
+        if place.device.type == "cuda" and cfg.time_budget_min and cfg.budget_clock == "cpu":
             raise SegnasError("budget_clock: 'cpu' counts this process's CPU time, which does not measure "
                               "training on a GPU; use 'wall' (or a max_steps budget)")
-        self.model.to(self.device)
-        if self.teacher is not None:
-            self.teacher.to(self.device)
-        self.bf16 = usable_bf16(cfg.bf16, self.echo, self.device.type)
-        self.channels_last = use_channels_last(cfg, model, self.bf16)
-        if cfg.channels_last and not self.channels_last:
+        channels_last = use_channels_last(cfg, model, place.bf16)
+        if cfg.channels_last and not channels_last:
             self.echo(f"{type(model).__name__}: training in NCHW, not channels-last (bf16 + channels-last is known "
                       "to give NaN gradients on this network)")
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-            if self.teacher is not None:
-                self.teacher.to(memory_format=torch.channels_last)
-        self.criterion = build_loss(cfg).to(self.device)
+        self.place = dataclasses.replace(place, channels_last=channels_last)
+        self.place.module(self.model)
+        if self.teacher is not None:
+            self.place.module(self.teacher)
+        self.criterion = build_loss(cfg).to(self.place.device)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.epoch = 0
-        self.step = 0
-        self.elapsed = 0.0
+        #: epoch, step, training time on ``cfg.budget_clock`` (which the time budget counts), data order
+        self.loop = LoopState(cfg.seed, cfg.budget_clock)
         self.best_miou = -1.0
         self.best_epoch = 0
         self.finished = False
-        self._epoch_start: float | None = None
-        threads = max(torch.get_num_threads(), 1)
-        # The clock that training time (and the time budget) is counted on: wall time, or this
-        # process's CPU time divided by its threads (discounts waiting for the cores, not the CPU
-        # time that oversubscribed threads spin away).
-        self._clock = time.perf_counter if cfg.budget_clock == "wall" else (lambda: time.process_time() / threads)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -117,13 +105,10 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
-            "epoch": self.epoch,
-            "step": self.step,
-            "elapsed_s": self.elapsed,
+            **self.loop.state_dict(),  # epoch, step, elapsed_s, rng
             "best_miou": self.best_miou,
             "best_epoch": self.best_epoch,
             "finished": self.finished,
-            "rng": rng_state(self.generator),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -131,19 +116,19 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
-        self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed_s"]
+        self.loop.load_state_dict(state)
         self.best_miou, self.best_epoch = state["best_miou"], state["best_epoch"]
         self.finished = state.get("finished", False)
-        restore_rng(state["rng"], self.generator)
 
     def resume_if_possible(self) -> bool:
         """Load ``last.pt`` from the run directory if it exists; True if resumed."""
         if not self.run.last_checkpoint.is_file():
             return False
         self.load_state_dict(load_checkpoint(self.run.last_checkpoint))
-        self.run.truncate_metrics(self.epoch)
-        self.run.log(f"resumed at epoch {self.epoch}, step {self.step}, {self.elapsed:.1f}s trained")
-        self.echo(f"resuming {self.run.path} from epoch {self.epoch}")
+        loop = self.loop
+        self.run.truncate_metrics(loop.epoch)
+        self.run.log(f"resumed at epoch {loop.epoch}, step {loop.step}, {loop.elapsed:.1f}s trained")
+        self.echo(f"resuming {self.run.path} from epoch {loop.epoch}")
         return True
 
     # ----------------------------------------------------------------- loop
@@ -152,52 +137,46 @@ class Trainer:
         return self.ema.module if self.ema else self.model
 
     def _loader(self) -> DataLoader:
-        bs = min(self.cfg.data.batch_size, len(self.train_set))
-        return DataLoader(self.train_set, batch_size=bs, shuffle=True, drop_last=True,
-                          num_workers=self.cfg.data.workers, generator=self.generator,
-                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+        return train_loader(self.train_set, self.cfg.data.batch_size, self.loop.generator, self.cfg.data.workers,
+                            pin_memory=self.place.device.type == "cuda")
 
     def _progress(self, steps_total: int) -> float:
-        p = self.step / max(steps_total, 1)
+        p = self.loop.step / max(steps_total, 1)
         if self.cfg.time_budget_min:
-            p = max(p, self.elapsed_now / (60.0 * self.cfg.time_budget_min))
+            p = max(p, self.loop.clock.now / (60.0 * self.cfg.time_budget_min))
         return p
 
     def _budget_spent(self) -> bool:
-        if self.cfg.max_steps and self.step >= self.cfg.max_steps:
+        if self.cfg.max_steps and self.loop.step >= self.cfg.max_steps:
             return True
-        return bool(self.cfg.time_budget_min) and self.elapsed_now >= 60.0 * self.cfg.time_budget_min
+        return bool(self.cfg.time_budget_min) and self.loop.clock.now >= 60.0 * self.cfg.time_budget_min
 
     def train_one_epoch(self, loader: DataLoader, steps_total: int, bar=None) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
-        task = bar.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
+        loop = self.loop
+        task = bar.add_task(f"epoch {loop.epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
         for images, masks in loader:
-            set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), self.step))
-            images = images.to(self.device, non_blocking=True)
-            masks = masks.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), loop.step))
+            images, masks = self.place.batch(images, masks)
             teacher_logits = None
             if self.teacher is not None:
-                with torch.inference_mode(), autocast_context(self.bf16, self.device.type):
+                with torch.inference_mode(), self.place.autocast():
                     teacher_logits = self.teacher(images).float().clone()
-            with autocast_context(self.bf16, self.device.type):
+            with self.place.autocast():
                 output = self.model(images)
             loss, parts = self.criterion(output, masks, teacher_logits)
             if not torch.isfinite(loss):
-                raise SegnasError(f"optim.lr: the loss became {loss.item()} at step {self.step}; "
+                raise SegnasError(f"optim.lr: the loss became {loss.item()} at step {loop.step}; "
                                   f"lower the learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.optim.clip_grad_norm:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad_norm)
-            self.optimizer.step()
+            optimizer_step(self.optimizer, cfg.optim.clip_grad_norm, self.model.parameters())
             if self.ema:
                 self.ema.update(self.model)
-            self.step += 1
+            loop.step += 1
             n += 1
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
@@ -215,33 +194,32 @@ class Trainer:
         loader = self._loader()
         steps_total = cfg.epochs * len(loader)
         steps_total = min(steps_total, cfg.max_steps or steps_total)
+        loop = self.loop
         with progress_bar(cfg.progress) as bar:
-            while not self.finished and self.epoch < cfg.epochs:
+            while not self.finished and loop.epoch < cfg.epochs:
                 wall_start = time.perf_counter()
-                self._epoch_start = self._clock()
-                losses = self.train_one_epoch(loader, steps_total, bar)
-                self.elapsed += self._clock() - self._epoch_start
-                self._epoch_start = None
+                with loop.clock:
+                    losses = self.train_one_epoch(loader, steps_total, bar)
                 epoch_s = time.perf_counter() - wall_start
-                self.epoch += 1
-                self.finished = self.epoch >= cfg.epochs or self._budget_spent()
-                record: dict[str, Any] = {"epoch": self.epoch, "step": self.step,
+                loop.epoch += 1
+                self.finished = loop.epoch >= cfg.epochs or self._budget_spent()
+                record: dict[str, Any] = {"epoch": loop.epoch, "step": loop.step,
                                           "lr": self.optimizer.param_groups[0]["lr"],
-                                          "epoch_s": round(epoch_s, 3), "train_s": round(self.elapsed, 3),
+                                          "epoch_s": round(epoch_s, 3), "train_s": round(loop.elapsed, 3),
                                           **{f"train_{k}": round(v, 5) for k, v in losses.items()}}
-                if self.val_set is not None and (self.epoch % cfg.eval_every == 0 or self.finished):
+                if self.val_set is not None and (loop.epoch % cfg.eval_every == 0 or self.finished):
                     t0 = time.perf_counter()
                     metrics = evaluate(self.eval_model, self.val_set, self.num_classes,
-                                       cfg.data.eval_batch_size, self.bf16, self.channels_last)
+                                       cfg.data.eval_batch_size, self.place.bf16, self.place.channels_last)
                     record.update(val_miou=metrics.miou, val_pixel_acc=metrics.pixel_acc,
                                   val_mean_acc=metrics.mean_acc, val_fwiou=metrics.fwiou,
                                   val_iou=metrics.iou, eval_s=round(time.perf_counter() - t0, 3))
                     if metrics.miou > self.best_miou:
-                        self.best_miou, self.best_epoch = metrics.miou, self.epoch
+                        self.best_miou, self.best_epoch = metrics.miou, loop.epoch
                         self._save_best(metrics)
                 self.run.write_metrics(record)
                 save_checkpoint(self.run.last_checkpoint, self.state_dict())
-                line = (f"epoch {self.epoch}/{cfg.epochs} loss {losses.get('loss', float('nan')):.4f} "
+                line = (f"epoch {loop.epoch}/{cfg.epochs} loss {losses.get('loss', float('nan')):.4f} "
                         f"{epoch_s:.1f}s" + (f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""))
                 self.run.log(line)
                 self.echo(line)
@@ -249,13 +227,8 @@ class Trainer:
             self._save_best(None)
         history = self.run.read_metrics()
         final = next((r for r in reversed(history) if "val_miou" in r), history[-1] if history else {})
-        return TrainResult(str(self.run.path), self.best_miou, self.best_epoch, final, self.epoch,
-                           self.elapsed, history, self.bf16)
-
-    @property
-    def elapsed_now(self) -> float:
-        start = self._epoch_start
-        return self.elapsed + (self._clock() - start if start is not None else 0.0)
+        return TrainResult(str(self.run.path), self.best_miou, self.best_epoch, final, loop.epoch,
+                           loop.elapsed, history, self.place.bf16)
 
     def _save_best(self, metrics: SegMetrics | None) -> None:
         save_checkpoint(self.run.best_checkpoint, {
@@ -263,6 +236,6 @@ class Trainer:
             "model_spec": self.model_spec,
             "classes": self.classes,
             "config": self.cfg.model_dump(mode="json"),
-            "epoch": self.epoch,
+            "epoch": self.loop.epoch,
             "metrics": metrics.to_dict() if metrics else None,
         })

@@ -1,6 +1,6 @@
-"""The programmatic API behind the CLI: jobs composed from settings (train, eval, predict, demo)."""
+"""The programmatic API behind the CLI: jobs composed from settings (train, eval, predict, bench,
+export, demo, search, proxy)."""
 
-from segnas.jobs.models import build_network, load_trained, model_spec_from_config
-from segnas.jobs.train import make_datasets, train_job
+from segnas.training import build_network, load_trained, make_datasets, model_spec_from_config, train_job
 
 __all__ = ["build_network", "load_trained", "model_spec_from_config", "make_datasets", "train_job"]

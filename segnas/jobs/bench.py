@@ -9,7 +9,7 @@ from segnas.cost import check_parity, count_flops, count_parameters, export_onnx
 from segnas.cost.latency import default_threads
 from segnas.cost.machine import matmul_peak_gflops
 from segnas.errors import SegnasError
-from segnas.jobs.models import resolve_model
+from segnas.training.models import resolve_model
 
 
 def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[str], threads: int | None = None,

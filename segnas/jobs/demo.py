@@ -13,8 +13,8 @@ from segnas.cost import count_parameters, measure_latency
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
 from segnas.engine.trainer import TrainResult
-from segnas.jobs.models import load_trained
-from segnas.jobs.train import make_datasets, train_job
+from segnas.training.models import load_trained
+from segnas.training.job import make_datasets, train_job
 from segnas.report.draw import colorize, save_png
 from segnas.report.plots import plot_training_curve
 from segnas.report.run_report import write_train_report

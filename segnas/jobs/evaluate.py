@@ -13,7 +13,7 @@ from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.errors import SegnasError
-from segnas.jobs.models import load_trained
+from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
 from segnas.report.draw import colorize, overlay, save_png
 

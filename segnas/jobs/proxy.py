@@ -1,5 +1,5 @@
 """Zero-cost proxy jobs: score networks without training, discover a proxy from ground truth, and
-the training-free (SasWOT) search."""
+the ground truth they are judged against."""
 
 from __future__ import annotations
 
@@ -10,9 +10,19 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from segnas.data import eval_transforms, open_split
+from segnas.config.train import DataConfig
+from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
-from segnas.jobs.models import resolve_model
+from segnas.evaluate.proxy import fixed_batches
+from segnas.evaluate.records import load_groundtruth_runs, untrained_net
+from segnas.metrics.ranking import split_indices
+from segnas.proxies import PROXIES, score
+from segnas.proxies.common import check_inits
+from segnas.proxies.cross_validation import run_discovery
+from segnas.proxies.discovery import layer_stats
+from segnas.proxies.ensemble import score_expression
+from segnas.proxies.ensemble import check_bag_fraction, discover_ensemble
+from segnas.training.models import resolve_model
 from segnas.utils import atomic_write_text, parse_size
 
 
@@ -20,9 +30,7 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
                   size: Sequence[int] | None, seed: int = 0) -> tuple[list, int]:
     """A fixed, seeded choice of ``images`` images of a split (resized to ``size``), in batches;
     returns (batches, number of classes)."""
-    from segnas.search.saswot import fixed_batches
-
-    dataset = open_split(data, root, split, eval_transforms(tuple(size) if size else None))
+    dataset = open_data(DataConfig(name=data, root=root), split, eval_transforms(tuple(size) if size else None))
     return fixed_batches(dataset, images, batch_size, seed), dataset.num_classes
 
 
@@ -39,10 +47,6 @@ def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed
     """``layer_stats`` of a ground-truth record's untrained network at initialization seed ``seed``;
     with ``inits`` > 1 a list of them at seeds ``seed .. seed + inits - 1`` (also the statistics'
     sampling seeds), whose proxy values are averaged (``segnas.proxies.graph.NetStats``)."""
-    from segnas.proxies.common import check_inits
-    from segnas.proxies.discovery import layer_stats
-    from segnas.search.groundtruth import untrained_net
-
     stats = [layer_stats(untrained_net(record, num_classes, seed + j), batches, seed=seed + j)
              for j in range(check_inits(inits))]
     return stats[0] if inits == 1 else stats
@@ -54,10 +58,6 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     """Score untrained networks (zoo names or arch.json files; weights initialized from ``seed``)
     with registered proxies or saved proxy expressions (``.json`` paths); with ``inits`` > 1 each
     score is the mean over initializations ``seed .. seed + inits - 1`` (also the proxies' seeds)."""
-    from segnas.proxies import PROXIES, score
-    from segnas.proxies.common import check_inits
-    from segnas.proxies.discovery import score_expression
-
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     for p in proxies:
         if p not in PROXIES and not Path(p).is_file():
@@ -97,10 +97,6 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     measures every network at that many initializations and evolves on the mean values (``init_stats``);
     ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``) and ``network_ops``
     combine whole-network values."""
-    from segnas.proxies.cross_validation import run_discovery
-    from segnas.proxies.ensemble import check_bag_fraction, discover_ensemble
-    from segnas.search.groundtruth import load_groundtruth_runs, split_indices
-
     echo = echo or (lambda m: None)
     check_bag_fraction(bag_fraction, members)  # before the statistics, which take long
     records = load_groundtruth_runs(groundtruth)

@@ -1,108 +1,181 @@
-"""Search jobs: run a strategy in a run directory, then report the found networks."""
+"""The one search job: any registered strategy → its found networks as arch files → measured →
+trained (teachers first, then the networks distilled from them) → ``search_result.json``.
+
+Every search writes the same run directory: ``config.yaml`` (the common settings and the method's
+section), ``log.txt``, ``metrics.jsonl``, ``arch.json`` (the network measured against the target;
+other found networks as ``<name>.json``), ``search_result.json`` (schema below) and ``train/``;
+``--resume RUN_DIR`` continues a killed job at any stage.
+
+``search_result.json``: ``method``, ``space``, ``target_ms``, ``size``, ``backend``, ``threads``,
+``search_wall_seconds``, ``search_cpu_seconds`` (this process and its workers), ``resumed``,
+``networks`` (per name: ``role``, ``predicted_ms``, ``measured_ms``, ``latency_vs_target``,
+``params``, ``gflops``, ``training``) and ``details`` (the method's own figures).
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import resource
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-from segnas.config.search import SearchConfig, SSRConfig
-from segnas.cost import count_flops, count_parameters, measure_latency
-from segnas.jobs.common import open_run, start_job
-from segnas.jobs.train import train_job
+import yaml
+from pydantic import create_model
+
+from segnas.config.io import build_config
+from segnas.config.search import SearchSettings
+from segnas.config.train import TrainConfig
+from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
+from segnas.data import dataset_classes
+from segnas.engine.rundir import RunDir
+from segnas.errors import SegnasError
+from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
+from segnas.spaces.base import save_arch
+from segnas.training import open_run, start_job, train_job
 from segnas.utils import atomic_write_text
 
+Echo = Callable[[str], None]
+_CLASSES: dict[str, type[SearchSettings]] = {}
 
-def fasterseg_job(cfg: SearchConfig | None, resume: str | Path | None = None,
-                  echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Search → derive → (train teacher → train student with KD) → measure; returns the summary
-    also written to ``search_result.json``. ``resume`` continues a killed job at any stage."""
-    from segnas.search.fasterseg import FasterSegSearch
-    from segnas.spaces.multires import MULTIRES
 
+def settings_class(method: str) -> type[SearchSettings]:
+    """``SearchSettings`` with the section of ``method`` (a field of that name, all defaults)."""
+    if method not in _CLASSES:
+        section = get_strategy(method).settings_class
+        _CLASSES[method] = create_model(f"{section.__name__}Search", __base__=SearchSettings,
+                                        **{method: (section, section())})
+    return _CLASSES[method]
+
+
+def make_settings(method: str, data: dict[str, Any], source: str = "options") -> SearchSettings:
+    """Validated settings of a ``method`` search from a nested mapping (``method`` filled in)."""
+    return build_config(settings_class(method), {**data, "method": method}, source)
+
+
+def run_method(run_dir: str | Path) -> str:
+    """The method a search run directory was started with (read from its config.yaml)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise SegnasError(f"{run_dir}: not a run directory (no config.yaml)")
+    method = (yaml.safe_load(path.read_text()) or {}).get("method")
+    if not method:
+        raise SegnasError(f"{path}: no 'method' field; not a search run")
+    return str(method)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (pool workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None
+               ) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a search; returns the summary written to
+    ``search_result.json`` plus ``run_dir``."""
     echo = echo or (lambda m: None)
-    cfg, run = start_job(SearchConfig, cfg, resume)
-    job = FasterSegSearch(cfg, echo)  # validates data and settings before anything is written
-    job.run = open_run(cfg, run)
-    t0 = time.perf_counter()
-    teacher, student = job.search()
-    search_s = searched_seconds(job.run.path, time.perf_counter() - t0)
-    found = measure_found(MULTIRES.build(student, job.num_classes), job.size, cfg)
-    summary: dict[str, Any] = {
-        "search_seconds": round(search_s, 1), **{k: found.pop(k) for k in ("size", "backend", "target_ms")},
-        **{f"student_{k}": v for k, v in found.items()},
-        "teacher_params": count_parameters(MULTIRES.build(teacher, job.num_classes)),
-    }
-    echo(f"student: {summary['student_measured_ms']:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
-         f"({100 * summary['student_latency_vs_target']:+.1f}%)")
-    if cfg.final_epochs > 0:
-        summary["training"] = train_final(job, echo)
-    atomic_write_text(job.run.path / "search_result.json", json.dumps(summary, indent=2))
-    summary["run_dir"] = str(job.run.path)
-    return summary
+    cls = settings_class(run_method(resume) if resume is not None else settings.method)
+    cfg, run = start_job(cls, settings, resume)
+    strategy = get_strategy(cfg.method)()
+    if strategy.target_required(cfg) and cfg.latency.target is None:
+        raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
+    num_classes = dataset_classes(cfg.data)
+    latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
+    ctx = SearchContext(cfg, None, latency, num_classes, echo)
+    strategy.prepare(ctx)  # everything that can fail on user input, before the run directory exists
+    ctx.run = open_run(cfg, run)
+    done = ctx.run.path / "search_result.json"
+    echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    result = strategy.run(ctx)
+    clock = {"search_wall_seconds": round(time.perf_counter() - wall, 1),
+             "search_cpu_seconds": round(_cpu_seconds() - cpu, 1), "resumed": resume is not None}
+    clock = _search_clock(ctx.run, clock)
+    summary = {"method": cfg.method, "space": result.found.space.name, "target_ms": latency.target_ms,
+               "size": list(latency.size), "backend": latency.backend, "threads": latency.threads, **clock,
+               "networks": {}, "details": result.details}
+    for net in result.networks:
+        summary["networks"][net.name] = measure_found(net, ctx)
+    found = summary["networks"][result.found.name]
+    if latency.target_ms:
+        echo(f"found network: {found['measured_ms']:.2f} ms measured vs target {latency.target_ms:.2f} ms "
+             f"({100 * found['latency_vs_target']:+.1f}%)")
+    if cfg.final.epochs > 0:
+        train_found(result, ctx, summary, echo)
+    atomic_write_text(done, json.dumps(summary, indent=2))
+    return {**summary, "run_dir": str(ctx.run.path)}
 
 
-def train_final(job, echo: Callable[[str], None]) -> dict[str, Any]:
-    """Train the derived teacher, then the student distilled from it; each stage is skipped when
-    its summary exists and resumed when its run directory exists."""
-    results: dict[str, Any] = {}
-    teacher_ckpt = None
-    for name in ("teacher", "student"):
-        results[name] = train_stage(job.run.path, name, job.final_config(name, teacher_ckpt), echo)
-        teacher_ckpt = Path(results["teacher"]["run_dir"]) / "checkpoints" / "best.pt"
-    return results
+def _search_clock(run: RunDir, clock: dict[str, Any]) -> dict[str, Any]:
+    """The search's time, kept from the first completion (a job resumed only to train reports the
+    time its search took then)."""
+    path = run.path / "search_clock.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    atomic_write_text(path, json.dumps(clock))
+    return clock
 
 
-def ssr_job(cfg: SSRConfig | None, resume: str | Path | None = None,
-            echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """SSR search (with shrinking) → derive → (train) → measure; returns the summary also written to
-    ``search_result.json``. ``resume`` continues a killed job at any stage."""
-    from segnas.search.ssr import SSRSearch
-    from segnas.spaces.joint import JOINT
-
-    echo = echo or (lambda m: None)
-    cfg, run = start_job(SSRConfig, cfg, resume)
-    job = SSRSearch(cfg, echo)
-    job.run = open_run(cfg, run)
-    t0 = time.perf_counter()
-    arch = job.search()
-    search_s = searched_seconds(job.run.path, time.perf_counter() - t0)
-    summary = {"search_seconds": round(search_s, 1), "converged": job.supernet.is_single(),
-               **measure_found(JOINT.build(arch, job.num_classes), job.size, cfg)}
-    echo(f"found network: {summary['measured_ms']:.2f} ms measured vs target {cfg.latency.target:.2f} ms "
-         f"({100 * summary['latency_vs_target']:+.1f}%)")
-    if cfg.final_epochs > 0:
-        summary["training"] = train_stage(job.run.path, "arch", job.final_config(), echo)
-    atomic_write_text(job.run.path / "search_result.json", json.dumps(summary, indent=2))
-    summary["run_dir"] = str(job.run.path)
-    return summary
+def arch_file(run: RunDir, net: FoundNetwork) -> Path:
+    return run.path / ("arch.json" if net.role == "found" and net.name == "arch" else f"{net.name}.json")
 
 
-def searched_seconds(run_path: Path, seconds: float) -> float:
-    """Search time to report: a job that had already finished (its ``search_result.json`` exists,
-    e.g. resumed to train with another budget) keeps the time its search took then."""
-    done = run_path / "search_result.json"
-    return float(json.loads(done.read_text())["search_seconds"]) if done.is_file() else seconds
+def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
+    """Write ``net``'s arch file; its predicted and measured latency (vs the target), params, GFLOPs."""
+    latency = ctx.latency
+    path = arch_file(ctx.run, net)
+    predicted = net.predicted_ms if net.predicted_ms is not None else latency.predict(net.space, net.arch,
+                                                                                      ctx.num_classes)
+    save_arch(path, net.space, net.arch, predicted_latency_ms=predicted, target_ms=latency.target_ms,
+              backend=latency.backend, size=list(latency.size), method=ctx.settings.method, **net.info)
+    if net.role == "found" and not (ctx.run.path / "arch.json").is_file():
+        save_arch(ctx.run.path / "arch.json", net.space, net.arch, predicted_latency_ms=predicted,
+                  target_ms=latency.target_ms, method=ctx.settings.method, **net.info)
+    model = net.space.build(net.arch, ctx.num_classes).eval()
+    row: dict[str, Any] = {"role": net.role, "arch_file": path.name, "predicted_ms": predicted,
+                           "params": count_parameters(model), "gflops": count_flops(model, latency.input_shape).gflops}
+    if net.role == "found":
+        measured = measure_latency(model, latency.input_shape, latency.backend, latency.threads, min_time_s=3.0)
+        row["measured_ms"] = measured.median_ms
+        row["latency_vs_target"] = measured.median_ms / latency.target_ms - 1.0 if latency.target_ms else None
+    return row
 
 
-def measure_found(net, size: tuple[int, int], cfg) -> dict[str, Any]:
-    """Measured latency (vs the target), parameters and GFLOPs of a found network."""
-    net = net.eval()
-    measured = measure_latency(net, (1, 3, *size), cfg.latency.backend, cfg.latency.threads or cfg.threads,
-                               min_time_s=3.0)
-    return {"size": list(size), "backend": cfg.latency.backend, "target_ms": cfg.latency.target,
-            "measured_ms": measured.median_ms, "latency_vs_target": measured.median_ms / cfg.latency.target - 1.0,
-            "params": count_parameters(net), "gflops": count_flops(net, (1, 3, *size)).gflops}
+def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path | None) -> TrainConfig:
+    """Training of a found network from scratch with OHEM (+ aux heads); with a teacher, pixel-wise
+    KD from it too (KL + OHEM + 0.2·aux, FasterSeg's recipe)."""
+    s, f = ctx.settings, ctx.settings.final
+    loss: dict[str, Any] = {"kind": "ohem", "aux_weight": 0.2 if teacher_ckpt else 0.4}
+    if teacher_ckpt:
+        loss.update(teacher=str(teacher_ckpt), kd_weight=1.0)
+    return TrainConfig.model_validate({
+        "job": f"{s.job_name}-{net.name}", "data": s.data.model_dump(),
+        "model": {"name": None, "arch": str(arch_file(ctx.run, net))}, "optim": f.optim.model_dump(),
+        "loss": loss, "epochs": f.epochs if not (f.steps or f.minutes) else 10**6, "max_steps": f.steps,
+        "time_budget_min": f.minutes, "budget_clock": f.budget_clock, "eval_every": f.eval_every,
+        "ema_decay": f.ema_decay, "bf16": s.bf16, "channels_last": True, "threads": s.threads, "seed": s.seed,
+        "device": s.device, "out_dir": str(ctx.run.path / "train"), "progress": s.progress})
 
 
-def train_stage(run_path: Path, name: str, train_cfg, echo: Callable[[str], None]) -> dict[str, Any]:
+def train_found(result: SearchResult, ctx: SearchContext, summary: dict[str, Any], echo: Echo) -> None:
+    """Train the teachers, then every found network (distilled from its teacher when it names one)."""
+    checkpoints: dict[str, Path] = {}
+    for net in sorted(result.networks, key=lambda n: n.role != "teacher"):
+        teacher = checkpoints.get(net.distill_from) if net.distill_from else None
+        trained = train_stage(ctx.run.path, net.name, final_train_config(ctx, net, teacher), echo)
+        summary["networks"][net.name]["training"] = trained
+        checkpoints[net.name] = Path(trained["run_dir"]) / "checkpoints" / "best.pt"
+
+
+def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -> dict[str, Any]:
     """Train one found network; skipped when its summary exists, resumed when its run directory does."""
     done = run_path / f"{name}_train.json"
     if done.is_file():
         return json.loads(done.read_text())
     existing = sorted(p.parent for p in (run_path / "train").glob(f"*-{train_cfg.job}/config.yaml"))
     r = train_job(train_cfg, resume=existing[-1] if existing else None, echo=echo)
-    result = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final}
+    result = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final, "steps": r.final.get("step"),
+              "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1)}
     atomic_write_text(done, json.dumps(result, indent=2))
     return result

@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 from segnas.errors import SegnasError
+from segnas.parallel.worker import prepared
 
 Outcome = tuple[str, bool, Any]
 
@@ -23,13 +24,14 @@ class WorkerError(RuntimeError):
 
 
 def call_with_threads(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
-    """Run `fn(item)` in a worker after limiting torch to `threads` threads (None: leave as is)."""
+    """Run `fn(item)` in a worker after limiting torch to `threads` threads (None: leave as is); an
+    evaluator is set up once per worker (``segnas.parallel.worker.prepared``)."""
     if threads is not None:
         import torch
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-    return fn(item)
+    return prepared(fn)(item)
 
 
 def run_inline(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: int,
@@ -39,7 +41,7 @@ def run_inline(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], worker
         if stop():
             return
         try:
-            result = fn(item)
+            result = prepared(fn)(item)
         except Exception as exc:  # noqa: BLE001 - reported to the caller with the item's key
             yield key, False, exc
         else:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from segnas.errors import SegnasError
-from segnas.proxies.discovery import DiscoveredProxy, discover, rank_correlations
+from segnas.metrics.ranking import tau_rho
+from segnas.proxies.discovery import DiscoveredProxy, discover
 from segnas.proxies.graph import NetStats, pack_inits
 
 __all__ = ["PARSIMONY_GRID", "as_numpy", "cross_validate", "discover_cv", "discovery_task", "fold_indices",
@@ -56,7 +57,7 @@ def cross_validate(stats_per_arch: Sequence[NetStats], target_mious: Sequence[fl
             train = [i for j, part in enumerate(parts) if j != k for i in part]
             found = discover([stats_per_arch[i] for i in train], [target_mious[i] for i in train], seed=seed,
                              **{**common, **settings})
-            tau = rank_correlations([found.evaluate(packed[i]) for i in held], [target_mious[i] for i in held])[0]
+            tau = tau_rho([found.evaluate(packed[i]) for i in held], [target_mious[i] for i in held])[0]
             taus.append(tau if math.isfinite(tau) else 0.0)
         row = {"settings": dict(settings), "fold_taus": taus, "mean_tau": float(np.mean(taus))}
         rows.append(row)

@@ -17,28 +17,25 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from deap import algorithms, base, gp, tools
-from scipy.stats import kendalltau, spearmanr
 from torch import nn
 
 from segnas.errors import SegnasError
+from segnas.metrics.ranking import tau_rho
 from segnas.proxies import run_isolated
-from segnas.proxies.common import (PROXIES, Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats,
-                                   pixel_ce, proxy, valid_pixels, weight_layers)
+from segnas.proxies.common import (Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats, pixel_ce,
+                                   valid_pixels, weight_layers)
 from segnas.proxies.graph import (NetStats, canonical_extras, evaluate_inits, pack_inits, parse, primitive_set,
                                   uses_data)
 from segnas.utils import atomic_write_text
 
-if TYPE_CHECKING:
-    from segnas.proxies.ensemble import ProxyEnsemble
-
 log = logging.getLogger(__name__)
 
-__all__ = ["DiscoveredProxy", "discover", "layer_stats", "register_expression", "score_expression"]
+__all__ = ["DiscoveredProxy", "collect_stats", "discover", "layer_stats"]
 
 FORMAT = "segnas.proxy_expression"
 #: Fitness of an individual whose values are constant, non-finite or unrankable (below any τ).
@@ -65,7 +62,7 @@ def _sampled(flat: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return (flat if idx is None else flat[:, idx.to(flat.device)]).float().cpu().reshape(-1)
 
 
-def _collect(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, max_weights: int | None,
+def collect_stats(net: nn.Module, batches: Sequence[Batch], settings: ProxySettings, max_weights: int | None,
              max_activations: int | None) -> LayerStats:
     """Statistics of ``net`` (a copy the caller may mutate) on prepared ``batches``."""
     layers = weight_layers(net)
@@ -145,25 +142,12 @@ def layer_stats(net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, igno
     for name, k in (("max_weights", max_weights), ("max_activations", max_activations)):
         if k is not None and (not isinstance(k, int) or k < 1):
             raise SegnasError(f"layer_stats: {name} must be a positive integer or None, got {k!r}")
-    return run_isolated(lambda copy, prepared, settings: _collect(copy, prepared, settings, max_weights,
+    return run_isolated(lambda copy, prepared, settings: collect_stats(copy, prepared, settings, max_weights,
                                                                    max_activations),
                         net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
 
 
 # ---------------------------------------------------------------- fitness
-
-def _rounded(values: Sequence[float]) -> np.ndarray:
-    """Values to 9 significant digits, so that rounding noise does not break ties into ranks."""
-    return np.array([float(f"{v:.9g}") for v in values], dtype=np.float64)
-
-
-def rank_correlations(values: Sequence[float], targets: Sequence[float]) -> tuple[float, float]:
-    """(Kendall τ-b, Spearman ρ) of ``values`` against ``targets``; NaN when undefined."""
-    v = _rounded(values)
-    if not np.all(np.isfinite(v)) or np.ptp(v) == 0:
-        return math.nan, math.nan
-    return float(kendalltau(v, targets).statistic), float(spearmanr(v, targets).statistic)
-
 
 class _Fitness(base.Fitness):
     weights = (1.0,)
@@ -260,42 +244,6 @@ class DiscoveredProxy(SavedProxy):
         return cls(expression=data["expression"], train_tau=data.get("train_tau"), train_rho=data.get("train_rho"),
                    val_tau=data.get("val_tau"), val_rho=data.get("val_rho"),
                    history=list(data.get("history") or []), settings=dict(data.get("settings") or {}))
-
-
-def as_proxy(expression: str | Path | DiscoveredProxy | ProxyEnsemble) -> DiscoveredProxy | ProxyEnsemble:
-    """A proxy from itself, a saved JSON file (one expression or an ensemble), or an expression string."""
-    from segnas.proxies.ensemble import ProxyEnsemble, load_proxy
-
-    if isinstance(expression, (DiscoveredProxy, ProxyEnsemble)):
-        return expression
-    if isinstance(expression, Path) or (isinstance(expression, str) and expression.strip().endswith(".json")):
-        return load_proxy(expression)
-    if isinstance(expression, str):
-        return DiscoveredProxy.from_expression(expression)
-    raise SegnasError(f"proxy expression: expected a string, a .json path, a DiscoveredProxy or a ProxyEnsemble, "
-                      f"got {type(expression).__name__}")
-
-
-def score_expression(expression: str | Path | DiscoveredProxy | ProxyEnsemble, net: nn.Module,
-                     batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255, chunk_size: int = 4) -> float:
-    """Score ``net`` with an expression (string, saved JSON path, ``DiscoveredProxy`` or ``ProxyEnsemble``)."""
-    return as_proxy(expression).score_net(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
-
-
-def register_expression(name: str, expression: str | Path | DiscoveredProxy | ProxyEnsemble, *,
-                        max_weights: int | None = 4096,
-                        max_activations: int | None = 256) -> DiscoveredProxy | ProxyEnsemble:
-    """Register an expression as zero-cost proxy ``name`` so that ``segnas.proxies.score(name, ...)``
-    uses it; ``PROXIES.pop(name)`` removes it again."""
-    found = as_proxy(expression)
-    if name in PROXIES:
-        raise SegnasError(f"proxy: name {name!r} is already registered")
-
-    @proxy(name)
-    def expression_proxy(net: nn.Module, batches: list[Batch], settings: ProxySettings) -> float:
-        return found.evaluate(_collect(net, batches, settings, max_weights, max_activations))
-
-    return found
 
 
 # ---------------------------------------------------------------- evolution
@@ -438,7 +386,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
         key = str(ind)
         if key not in tau_cache:
             counts["evaluated"] += 1
-            tau, _ = rank_correlations([evaluate_inits(ind, p) for p in train], targets)
+            tau, _ = tau_rho([evaluate_inits(ind, p) for p in train], targets)
             tau_cache[key] = tau if math.isfinite(tau) else PENALTY
         return tau_cache[key]
 
@@ -473,7 +421,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
                "mean_tau": float(np.mean(taus)) if taus else None, "valid": len(taus),
                "evaluated": counts["evaluated"], "best": str(best)}
         if val is not None:
-            rec["val_tau"] = _finite(rank_correlations([evaluate_inits(best, p) for p in val[0]], val[1])[0])
+            rec["val_tau"] = _finite(tau_rho([evaluate_inits(best, p) for p in val[0]], val[1])[0])
         log.info("proxy discovery: generation %d best τ %.4f (%d valid) %s", gen, rec["best_tau"], len(taus), best)
         if callback is not None:
             callback(rec)
@@ -501,11 +449,11 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
         random.setstate(state)
 
     best = hall[0]
-    tau, rho = rank_correlations([evaluate_inits(best, p) for p in train], targets)
+    tau, rho = tau_rho([evaluate_inits(best, p) for p in train], targets)
     result = DiscoveredProxy(expression=str(best), train_tau=_finite(tau), train_rho=_finite(rho),
                              history=history, settings=settings)
     if val is not None:
-        vt, vr = rank_correlations([evaluate_inits(best, p) for p in val[0]], val[1])
+        vt, vr = tau_rho([evaluate_inits(best, p) for p in val[0]], val[1])
         result.val_tau, result.val_rho = _finite(vt), _finite(vr)
     return result
 

@@ -21,9 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.proxies.discovery import DiscoveredProxy, SavedProxy, rank_correlations, read_proxy_file
+from segnas.metrics.ranking import tau_rho
+from segnas.proxies.common import PROXIES, Batch, ProxySettings, proxy
+from segnas.proxies.cross_validation import run_discovery
+from segnas.proxies.discovery import DiscoveredProxy, SavedProxy, collect_stats, read_proxy_file
 from segnas.proxies.graph import NetStats, pack_inits
 
 __all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "bagged_indices", "check_bag_fraction",
@@ -162,7 +166,7 @@ class ProxyEnsemble(SavedProxy):
 
 def _correlations(ensemble: ProxyEnsemble, stats: Sequence[NetStats], targets: Sequence[float]
                   ) -> tuple[float | None, float | None]:
-    tau, rho = rank_correlations([ensemble.evaluate(s) for s in stats], [float(t) for t in targets])
+    tau, rho = tau_rho([ensemble.evaluate(s) for s in stats], [float(t) for t in targets])
     return (float(tau) if math.isfinite(tau) else None), (float(rho) if math.isfinite(rho) else None)
 
 
@@ -186,8 +190,7 @@ def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence
     if members < 1:
         raise SegnasError(f"discover: members must be at least 1, got {members}")
     check_bag_fraction(bag_fraction)
-    if discover_member is None:
-        from segnas.proxies.cross_validation import run_discovery as discover_member
+    discover_member = discover_member or run_discovery
     found = []
     for j, member_seed in enumerate(member_seeds(seed, members)):
         bag = bagged_indices(len(target_mious), bag_fraction, member_seed)
@@ -200,3 +203,39 @@ def discover_ensemble(stats_per_arch: Sequence[NetStats], target_mious: Sequence
                 "architectures": len(target_mious), **{k: v for k, v in found[0].settings.items()
                                                         if k not in ("seed", "architectures", "cross_validation")}}
     return ProxyEnsemble.from_members(found, stats_per_arch, target_mious, validation=validation, settings=settings)
+
+
+def as_proxy(expression: str | Path | DiscoveredProxy | ProxyEnsemble) -> DiscoveredProxy | ProxyEnsemble:
+    """A proxy from itself, a saved JSON file (one expression or an ensemble), or an expression string."""
+    if isinstance(expression, (DiscoveredProxy, ProxyEnsemble)):
+        return expression
+    if isinstance(expression, Path) or (isinstance(expression, str) and expression.strip().endswith(".json")):
+        return load_proxy(expression)
+    if isinstance(expression, str):
+        return DiscoveredProxy.from_expression(expression)
+    raise SegnasError(f"proxy expression: expected a string, a .json path, a DiscoveredProxy or a ProxyEnsemble, "
+                      f"got {type(expression).__name__}")
+
+
+
+def score_expression(expression: str | Path | DiscoveredProxy | ProxyEnsemble, net: nn.Module,
+                     batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255, chunk_size: int = 4) -> float:
+    """Score ``net`` with an expression (string, saved JSON path, ``DiscoveredProxy`` or ``ProxyEnsemble``)."""
+    return as_proxy(expression).score_net(net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
+
+
+
+def register_expression(name: str, expression: str | Path | DiscoveredProxy | ProxyEnsemble, *,
+                        max_weights: int | None = 4096,
+                        max_activations: int | None = 256) -> DiscoveredProxy | ProxyEnsemble:
+    """Register an expression as zero-cost proxy ``name`` so that ``segnas.proxies.score(name, ...)``
+    uses it; ``PROXIES.pop(name)`` removes it again."""
+    found = as_proxy(expression)
+    if name in PROXIES:
+        raise SegnasError(f"proxy: name {name!r} is already registered")
+
+    @proxy(name)
+    def expression_proxy(net: nn.Module, batches: list[Batch], settings: ProxySettings) -> float:
+        return found.evaluate(collect_stats(net, batches, settings, max_weights, max_activations))
+
+    return found

@@ -34,7 +34,7 @@ from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from segnas.engine.evaluate import autocast_context, usable_bf16
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
-from segnas.engine.progress import progress_bar
+from segnas.progress import progress_bar
 from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError

@@ -33,7 +33,7 @@ from segnas.search.common import (final_train_config, latency_size, latency_tabl
 from segnas.search.differentiable import DifferentiableSearch
 from segnas.spaces import read_arch_file, write_arch_file
 from segnas.spaces.multires import MULTIRES, MultiResArch
-from segnas.spaces.multires_supernet import MultiResSupernet
+from segnas.spaces.multires.supernet import MultiResSupernet
 
 TEACHER, STUDENT = 0, 1
 

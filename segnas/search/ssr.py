@@ -33,7 +33,7 @@ from segnas.search.common import (final_train_config, latency_size, latency_tabl
 from segnas.search.differentiable import DifferentiableSearch
 from segnas.spaces import read_arch_file, write_arch_file
 from segnas.spaces.joint import JOINT, JointArch, JointSpace
-from segnas.spaces.joint_supernet import JointSupernet
+from segnas.spaces.joint.supernet import JointSupernet
 
 #: Training batches used to re-estimate BatchNorm statistics of the argmax network before scoring it.
 BN_CALIBRATION_BATCHES = 10

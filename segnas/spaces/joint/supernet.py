@@ -10,11 +10,15 @@ and each block runs under expected channel masks Σ_j q_j·[c < w_j]; blocks run
 channels up to the widest active width, and inactive candidates are not computed at all, so the
 supernet gets cheaper as ``shrink`` removes candidates. "argmax" runs the derived discrete network
 on the shared weights; "max" / "min" / "random" fix the widths (pre-training's sandwich rule).
+
+Resources: ``expected_latency(0, latency)`` is the differentiable expected latency from a latency
+model's operator table (plus its call overhead); ``expected_cost(cost)`` the same expectation for
+any per-operator cost (GFLOPs).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import nn
@@ -23,9 +27,14 @@ from segnas.errors import SegnasError
 from segnas.nn.factorized import FactorizedResidual
 from segnas.nn.ops import OpKey
 from segnas.nn.segnet import pad_to_multiple
+from segnas.spaces.joint.arch import JointArch, Slot
+from segnas.spaces.joint.network import (JointDecoder, block_template, decoder_pieces, down_piece, plan_network,
+                                         stem_pieces)
+from segnas.spaces.joint.space import JointSpace
 from segnas.spaces.pieces import Piece
-from segnas.spaces.joint import (JointArch, JointDecoder, JointSpace, Slot, block_template, decoder_pieces,
-                                 down_piece, plan_network, stem_pieces)
+
+if TYPE_CHECKING:
+    from segnas.cost.latency_model import LatencyModel
 
 MODES = ("gumbel", "argmax", "max", "min", "random")
 
@@ -46,9 +55,11 @@ def ssr_loss(p: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
 
 
 class JointSupernet(nn.Module):
+    """SSR's supernet over a ``JointSpace`` (see the module docstring); one architecture."""
+
     num_archs = 1
 
-    def __init__(self, space: JointSpace, num_classes: int, input_size: tuple[int, int] = (512, 1024)) -> None:
+    def __init__(self, space: JointSpace, num_classes: int, input_size: tuple[int, int]) -> None:
         super().__init__()
         self.space = space
         self.num_classes = num_classes
@@ -213,7 +224,8 @@ class JointSupernet(nn.Module):
         return self._cost_cache[key]
 
     def expected_cost(self, cost: Callable[[list[OpKey]], list[float]]) -> torch.Tensor:
-        """Differentiable expected cost of the network under the current weights."""
+        """Differentiable expected cost of the network under the current weights (``cost`` as in
+        ``cost_tables``: e.g. GFLOPs of OpKeys for the FLOPs resource)."""
         fixed, tables = self.cost_tables(cost)
         total = torch.tensor(fixed)
         for s, table in enumerate(tables):
@@ -222,6 +234,13 @@ class JointSupernet(nn.Module):
             per_cand = torch.einsum("nka,kab,nkb->nk", qm, table, qo)  # (n, K)
             total = total + (p * per_cand).sum()
         return total
+
+    def expected_latency(self, arch_index: int, latency: LatencyModel) -> torch.Tensor:
+        """Differentiable expected latency (ms): the expected sum of the operators' table entries
+        (``latency.op_latencies``, missing ones measured) plus one runtime call overhead."""
+        if arch_index != 0:
+            raise SegnasError(f"joint supernet: arch_index {arch_index} outside 0..0 (one architecture)")
+        return self.expected_cost(latency.op_latencies) + latency.call_overhead()
 
     # ------------------------------------------------------------------ shrinking, derivation
     @torch.no_grad()

@@ -25,8 +25,9 @@ from the finer scale, 1 = same scale; ``ratio_a_0`` (L−1, n), ``ratio_a_1`` (L
 ``ratio_a_2`` (L−2, n) — the width of the feature at scale ``s`` after layer ``i`` is row
 ``i − max(s − 1, 0)``; ``n = len(width_ratios)``, or 1 for archs that do not search widths.
 
-Latency: ``expected_latency`` composes entries of a ``LatencyTable`` for the plain operators at the
-actual channel counts (``OpKey``s of the ``segnas.nn.ops`` registry, the same keys the derived
+Latency: ``expected_latency(arch_index, latency)`` composes entries of the latency model's operator
+table (``segnas.cost.LatencyModel``; a ``LatencyTable`` itself is accepted too) for the plain
+operators at the actual channel counts (``OpKey``s of the ``segnas.nn.ops`` registry, the same keys the derived
 network's pieces have), so what the search minimizes is measured on the user's runtime at the
 user's resolution. Unlike the official ``forward_latency``, the ``conv_2x_downup`` entry is looked
 up under its own key (the official code looks it up under the ``conv_2x`` key: a known bug), the
@@ -34,13 +35,13 @@ per-path recurrence reads the previous layer's latencies and each scale's own β
 reads some values already updated for the current layer and, at 1/16, the β of 1/32), and widths
 enter as expectations under ``softmax(γ)`` instead of one straight-through Gumbel sample.
 
-Derivation reuses ``segnas.spaces.multires.official_branches`` (the code that also imports the
+Derivation reuses ``segnas.spaces.multires.official.official_branches`` (the code that also imports the
 released official architectures), so its rules, quirks included, are the official ones.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,26 +52,16 @@ from segnas.nn.blocks import kaiming_init
 from segnas.nn.ops import OPS, OpKey
 from segnas.nn.segnet import pad_to_multiple
 from segnas.nn.slimmable import SlimmableLayers, SlimmableOp
-from segnas.spaces.multires import (
-    ALIGN_CORNERS,
-    CELL_OPS,
-    DEFAULT_WIDTH_RATIOS,
-    MULTIRES,
-    OFFICIAL_LATENCY_TARGET_MS,
-    OFFICIAL_STEM_HEAD_WIDTH,
-    STEM_LEVELS,
-    MultiResArch,
-    MultiResSpace,
-    _conv,
-    _head,
-    _objective,
-    _upsample,
-    feature_channels,
-    official_branches,
-    official_pair,
-    stem_channels,
-    stem_plan,
-)
+from segnas.spaces.multires.arch import (ALIGN_CORNERS, CELL_OPS, DEFAULT_WIDTH_RATIOS, STEM_LEVELS, MultiResArch,
+                                         feature_channels, stem_channels)
+from segnas.spaces.multires.network import conv_key, head_key, stem_plan, upsample_key
+from segnas.spaces.multires.official import (OFFICIAL_LATENCY_TARGET_MS, OFFICIAL_STEM_HEAD_WIDTH, official_branches,
+                                             official_objective, official_pair)
+from segnas.spaces.multires.space import MULTIRES, MultiResSpace
+
+if TYPE_CHECKING:
+    from segnas.cost.latency_model import LatencyModel
+    from segnas.cost.table import LatencyTable
 
 NUM_SCALES = 3
 #: The five prediction heads, named by the scales they read (0 = 1/8, 1 = 1/16, 2 = 1/32).
@@ -85,6 +76,11 @@ LATENCY_TERM_WEIGHTS: tuple[float, float, float] = (1 / 500, 497 / 500, 2 / 500)
 MIN_LAYERS = 5
 #: Branch ends of the two candidate networks, by the name of the head that predicts for them.
 PAIRS: dict[str, tuple[int, int]] = {"02": (2, 0), "12": (2, 1)}
+
+
+def _table_of(latency: LatencyModel | LatencyTable | Any) -> LatencyTable:
+    """The operator table of a latency model (its ``.table``), or a ``LatencyTable`` given directly."""
+    return latency.table if hasattr(latency, "table") else latency
 
 
 class MixedOp(nn.Module):
@@ -120,7 +116,7 @@ Width = tuple[int, "torch.Tensor | None"]  # (channels, straight-through score o
 class MultiResSupernet(nn.Module):
     """FasterSeg's co-search supernet for the ``multires`` space (see the module docstring)."""
 
-    def __init__(self, num_classes: int, input_size: tuple[int, int] = (1024, 2048), layers: int = 16,
+    def __init__(self, num_classes: int, input_size: tuple[int, int], layers: int = 16,
                  num_scales: int = NUM_SCALES, base_width: int = 12,
                  width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS, num_archs: int = 2,
                  stem_head_widths: Sequence[tuple[float, float]] | None = None,
@@ -177,7 +173,7 @@ class MultiResSupernet(nn.Module):
         return state
 
     @classmethod
-    def from_space(cls, space: MultiResSpace, num_classes: int, input_size: tuple[int, int] = (1024, 2048),
+    def from_space(cls, space: MultiResSpace, num_classes: int, input_size: tuple[int, int],
                    **options) -> MultiResSupernet:
         """The supernet of a ``MultiResSpace``'s settings (layers, scales, base width, width ratios)."""
         return cls(num_classes, input_size, layers=space.layers, num_scales=space.num_scales,
@@ -212,13 +208,13 @@ class MultiResSupernet(nn.Module):
     def _build_heads(self, head_width: float) -> nn.ModuleDict:
         c8, c16, c32 = (feature_channels(self.base_width, s, head_width) for s in range(NUM_SCALES))
         pieces = {
-            "arm16": _conv(c16, c8, 1), "refine16": _conv(c8 + c8, c8, 3),
-            "arm32": _conv(c32, c16, 1), "refine32": _conv(c16 + c16, c16, 3),
-            "arm32_8": _conv(c16, c8, 1), "refine32_8": _conv(c8 + c8, c8, 3),
-            "up": _upsample(c8, 2),
-            "head0": _head(c8, self.num_classes), "head1": _head(c8, self.num_classes),
-            "head2": _head(c8, self.num_classes), "head02": _head(2 * c8, self.num_classes),
-            "head12": _head(2 * c8, self.num_classes),
+            "arm16": conv_key(c16, c8, 1), "refine16": conv_key(c8 + c8, c8, 3),
+            "arm32": conv_key(c32, c16, 1), "refine32": conv_key(c16 + c16, c16, 3),
+            "arm32_8": conv_key(c16, c8, 1), "refine32_8": conv_key(c8 + c8, c8, 3),
+            "up": upsample_key(c8, 2),
+            "head0": head_key(c8, self.num_classes), "head1": head_key(c8, self.num_classes),
+            "head2": head_key(c8, self.num_classes), "head02": head_key(2 * c8, self.num_classes),
+            "head12": head_key(2 * c8, self.num_classes),
         }
         return nn.ModuleDict({name: key.build() for name, key in pieces.items()})
 
@@ -385,8 +381,9 @@ class MultiResSupernet(nn.Module):
             keys += [k for per_op in grid for row in per_op for k in row]
         return list(dict.fromkeys(keys))
 
-    def _latency_tables(self, arch_index: int, table, free_widths: bool, device: torch.device):
+    def _latency_tables(self, arch_index: int, latency, free_widths: bool, device: torch.device):
         """(stem ms, {(i, j, kind): tensor [op, in width, out width] of ms}), cached per table."""
+        table = _table_of(latency)
         key = (id(table), arch_index, free_widths, str(device))
         cached = self._latency_cache.get(key)
         if cached is not None and cached[0] is table:
@@ -400,9 +397,11 @@ class MultiResSupernet(nn.Module):
         self._latency_cache[key] = (table, (stem_ms, mats))
         return stem_ms, mats
 
-    def expected_latency(self, arch_index: int, table, fix: Iterable[str] | None = None) -> torch.Tensor:
-        """Differentiable expected latency (ms) of arch ``arch_index`` from ``table`` (a
-        ``segnas.cost.table.LatencyTable``), composed as the official ``forward_latency``: a mixed
+    def expected_latency(self, arch_index: int, latency: LatencyModel | LatencyTable,
+                         fix: Iterable[str] | None = None) -> torch.Tensor:
+        """Differentiable expected latency (ms) of arch ``arch_index`` from the operator table of
+        ``latency`` (a ``segnas.cost.LatencyModel``, or a ``LatencyTable``; entries missing from the
+        table are measured), composed as the official ``forward_latency``: a mixed
         op costs Σ_k α_k · E[T(op_k, C_in, C_out)] with the widths' expectation under softmax(γ);
         the latency of reaching a cell's input is the β-weighted mix of its two inputs' latencies;
         the result is the sum over the three scales of the latency of reaching the last layer's
@@ -416,7 +415,7 @@ class MultiResSupernet(nn.Module):
                               f"(expected {', '.join(ARCH_GROUPS)})")
         device = self.alphas(arch_index)[0].device
         free_widths = "gamma" not in fix and self.width_search[arch_index]
-        stem_ms, mats = self._latency_tables(arch_index, table, free_widths, device)
+        stem_ms, mats = self._latency_tables(arch_index, latency, free_widths, device)
         uniform = lambda p, n: torch.full(p.shape, 1.0 / n, device=device)  # noqa: E731
         alphas = [uniform(a, len(CELL_OPS)) if "alpha" in fix else F.softmax(a, dim=-1) for a in self.alphas(arch_index)]
         betas = [None] + [uniform(b, 2) if "beta" in fix else F.softmax(b, dim=-1) for b in self.betas(arch_index)]
@@ -449,19 +448,20 @@ class MultiResSupernet(nn.Module):
             outs, downs = new_outs, new_downs
         return outs[0] + outs[1] + outs[2]
 
-    def latency_terms(self, arch_index: int, table) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def latency_terms(self, arch_index: int, latency: LatencyModel | LatencyTable
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """FasterSeg's decoupled fine-grained latencies: LAT(α | β, γ fixed), LAT(β | α, γ fixed),
         LAT(γ | α, β fixed), each differentiable only w.r.t. its own group (the others held at
         uniform α / β and max width, as ``architect.py`` calls ``forward_latency``)."""
-        return (self.expected_latency(arch_index, table, fix=("beta", "gamma")),
-                self.expected_latency(arch_index, table, fix=("alpha", "gamma")),
-                self.expected_latency(arch_index, table, fix=("alpha", "beta")))
+        return (self.expected_latency(arch_index, latency, fix=("beta", "gamma")),
+                self.expected_latency(arch_index, latency, fix=("alpha", "gamma")),
+                self.expected_latency(arch_index, latency, fix=("alpha", "beta")))
 
-    def latency_loss(self, arch_index: int, table,
+    def latency_loss(self, arch_index: int, latency: LatencyModel | LatencyTable,
                      weights: Sequence[float] = LATENCY_TERM_WEIGHTS) -> torch.Tensor:
         """Σ weights · ``latency_terms`` (official weights 1/500, 497/500, 2/500); multiply by the
         latency weight λ (official 0.01 for the student, 0 for the teacher)."""
-        return sum(w * t for w, t in zip(weights, self.latency_terms(arch_index, table)))
+        return sum(w * t for w, t in zip(weights, self.latency_terms(arch_index, latency)))
 
     # ------------------------------------------------------------------ derivation
     def candidates(self, arch_index: int) -> dict[str, MultiResArch]:
@@ -490,17 +490,18 @@ class MultiResSupernet(nn.Module):
         objective = {}
         for name, arch in cands.items():
             miou = float(mious[name]) if mious is not None else 1.0
-            objective[name] = _objective(miou, float(latency_fn(arch)), target) if latency_fn else miou
+            objective[name] = official_objective(miou, float(latency_fn(arch)), target) if latency_fn else miou
         pair = official_pair(objective["02"], objective["12"])
         return cands[next(name for name, lasts in PAIRS.items() if lasts == pair)]
 
-    def derived_latency(self, arch: MultiResArch, table) -> float:
-        """Predicted latency (ms) of a derived network at this supernet's input size, from ``table``:
-        a ready ``latency_fn`` for ``derive``."""
+    def derived_latency(self, arch: MultiResArch, latency: LatencyModel | LatencyTable) -> float:
+        """Predicted latency (ms) of a derived network at this supernet's input size, from the
+        operator table of ``latency`` (a latency model or a ``LatencyTable``), call overhead
+        included: a ready ``latency_fn`` for ``derive``."""
         from segnas.cost.predictor import predict_latency
 
         keys = MULTIRES.latency_keys(arch, self.num_classes, self.input_size)
-        return predict_latency(keys, table, (1, 3, *self.input_size)).total_ms
+        return predict_latency(keys, _table_of(latency), (1, 3, *self.input_size)).total_ms
 
 
 def _mix(inputs, op: Callable[[torch.Tensor], torch.Tensor], s_in, s_out) -> torch.Tensor:

@@ -6,22 +6,20 @@ from pathlib import Path
 from typing import Callable
 
 from segnas.config.train import TrainConfig
-from segnas.data import eval_transforms, open_split, train_transforms
+from segnas.data import eval_transforms, open_data, train_transforms
 from segnas.engine.checkpoint import load_checkpoint
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult
 from segnas.errors import SegnasError
-from segnas.jobs.common import open_run, start_job
-from segnas.jobs.models import build_network, load_trained, model_spec_from_config
+from segnas.training.start import open_run, start_job
+from segnas.training.models import build_network, load_trained, model_spec_from_config
 
 
 def make_datasets(cfg: TrainConfig):
     """(train set with augmentation, val set at native or base size) from the data settings."""
     dc = cfg.data
-    train = open_split(dc.name, dc.root, dc.train_split,
-                       train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size), dc.cache, dc.options)
-    val = (open_split(dc.name, dc.root, dc.val_split, eval_transforms(dc.base_size), dc.cache, dc.options)
-           if dc.val_split else None)
+    train = open_data(dc, dc.train_split, train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size))
+    val = open_data(dc, dc.val_split, eval_transforms(dc.base_size)) if dc.val_split else None
     return train, val
 
 

@@ -1,0 +1,126 @@
+"""Step-level pieces every training loop shares (``Trainer`` and the one-shot search engine,
+``segnas.search.oneshot.engine``): where a loop computes and how its batches get there
+(``Placement``), the shuffled training loader, the optimizer step with gradient clipping, the
+training clock, and the loop's position (``LoopState``) that a checkpoint stores with every RNG
+stream so that a killed loop resumes exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from segnas.engine.device import resolve_device
+from segnas.engine.evaluate import autocast_context, usable_bf16
+from segnas.engine.rng import restore_rng, rng_state
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a loop computes: the device, bf16 autocast (only where usable) and channels-last."""
+
+    device: torch.device
+    bf16: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def resolve(cls, device: str = "cpu", bf16: bool = False,
+                echo: Callable[[str], None] | None = None) -> "Placement":
+        """The device a setting names (cpu, cuda, cuda:N, auto) and bf16 as requested where that
+        device computes it natively (else fp32, with a notice through ``echo``)."""
+        resolved = resolve_device(device)
+        return cls(resolved, usable_bf16(bf16, echo, resolved.type))
+
+    def module(self, module: nn.Module) -> nn.Module:
+        """``module`` moved to the device (and to channels-last when set)."""
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        return module
+
+    def batch(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        masks = masks.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images alone on the device (evaluation batches; masks are scored on the CPU)."""
+        return images.to(self.device, non_blocking=True)
+
+    def autocast(self) -> AbstractContextManager:
+        return autocast_context(self.bf16, self.device.type)
+
+
+def train_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """Shuffled full batches (at most the dataset's size) in the order ``generator`` draws."""
+    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
+                      num_workers=workers, generator=generator, persistent_workers=False, pin_memory=pin_memory)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, clip_norm: float | None = None,
+                   params: Iterable[torch.Tensor] | None = None) -> None:
+    """Clip the gradient norm of ``params`` (default: the optimizer's) to ``clip_norm`` when set, then
+    step."""
+    if clip_norm:
+        if params is None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+
+
+class TrainingClock:
+    """Training time in seconds, counted inside ``with clock:`` spans on the wall clock, or on this
+    process's CPU time divided by its threads (``"cpu"``: discounts waiting for the cores, not the CPU
+    time that oversubscribed threads spin away)."""
+
+    def __init__(self, kind: Literal["wall", "cpu"] = "wall") -> None:
+        threads = max(torch.get_num_threads(), 1)
+        self._read: Callable[[], float] = time.perf_counter if kind == "wall" else (
+            lambda: time.process_time() / threads)
+        self.elapsed = 0.0
+        self._start: float | None = None
+
+    def __enter__(self) -> "TrainingClock":
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.elapsed += self._read() - self._start
+        self._start = None
+
+    @property
+    def now(self) -> float:
+        """Elapsed time including the span running now."""
+        return self.elapsed + (self._read() - self._start if self._start is not None else 0.0)
+
+
+class LoopState:
+    """Where a loop is: epochs and optimizer steps done, training time, and the generator that draws
+    the data order. ``state_dict`` adds every global RNG stream (``segnas.engine.rng``)."""
+
+    def __init__(self, seed: int, clock: Literal["wall", "cpu"] = "wall") -> None:
+        self.epoch = 0
+        self.step = 0
+        self.clock = TrainingClock(clock)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock.elapsed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "elapsed_s": self.clock.elapsed,
+                "rng": rng_state(self.generator)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step, self.clock.elapsed = state["epoch"], state["step"], state["elapsed_s"]
+        restore_rng(state["rng"], self.generator)

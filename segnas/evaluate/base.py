@@ -1,0 +1,53 @@
+"""The evaluator contract: a picklable object that scores one architecture and returns one record.
+
+An evaluator holds only settings when pickled; heavy state (data batches, networks, a proxy's
+functions) is built by ``setup()`` once in each process that runs it — ``segnas.parallel`` calls it
+per worker (``segnas.parallel.worker.prepared``), so no module globals are needed.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+
+class Evaluator(ABC):
+    """``evaluator(arch_dict) -> record``: a JSON-serializable mapping with at least ``"score"``
+    (higher is better; ``None`` or non-finite ranks last)."""
+
+    #: Attributes that ``setup`` builds and pickling leaves out.
+    worker_state: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.worker_token = uuid.uuid4().hex  # names this evaluator's set-up copy in each worker
+        self.is_setup = False
+
+    def setup(self) -> None:
+        """Build the per-process state; called once per process before the first evaluation."""
+        self.is_setup = True
+
+    @abstractmethod
+    def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
+        """The record of one architecture (given as its ``to_dict()``)."""
+
+    def __call__(self, arch: dict[str, Any]) -> dict[str, Any]:
+        if not self.is_setup:
+            self.setup()
+        return self.evaluate(arch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self.worker_state}
+        state["is_setup"] = False
+        return state
+
+
+def fitness(score: float | None) -> float:
+    """A score for selection: None and non-finite values rank last."""
+    return float(score) if score is not None and math.isfinite(score) else -math.inf
+
+
+def json_float(x: float | None) -> float | None:
+    """``x`` as JSON can hold it (non-finite: None)."""
+    return float(x) if x is not None and math.isfinite(x) else None

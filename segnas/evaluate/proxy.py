@@ -1,0 +1,141 @@
+"""Zero-cost proxy evaluator: scores an architecture by a proxy on a few fixed training images,
+training nothing (SasWOT's scoring, and random search's cheapest option).
+
+The network is built with a fixed initialization seed (the caller's RNG untouched), scored and
+freed; with ``inits`` > 1 the score is the mean over that many initializations (seeds
+``init_seed + r``, proxy seeds ``proxy_seed + r``), which ranks architectures less by the luck of
+one draw of weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from segnas.config.train import DataConfig
+from segnas.data import eval_transforms, open_data
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator, json_float
+from segnas.proxies import PROXIES, score
+from segnas.proxies.common import check_inits
+from segnas.proxies.ensemble import load_proxy
+from segnas.spaces.base import SearchSpace, resolve_space
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+ProxyLike = str | Callable[[nn.Module], float]
+
+
+def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> list[Batch]:
+    """``images`` samples of ``dataset`` chosen by ``seed`` (no augmentation beyond the dataset's
+    transform), stacked into batches of ``batch_size``."""
+    if images < 1 or batch_size < 1:
+        raise SegnasError(f"images and batch_size must be >= 1, got {images} and {batch_size}")
+    if len(dataset) < 1:
+        raise SegnasError("data: the split has no images to score networks on")
+    n = min(images, len(dataset))
+    idx = sorted(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False).tolist())
+    samples = [dataset[i] for i in idx]
+    shapes = {tuple(im.shape) for im, _ in samples}
+    if len(shapes) > 1:
+        raise SegnasError(f"score_size: images have different sizes {sorted(shapes)}; give a size to resize to")
+    return [(torch.stack([im for im, _ in samples[s:s + batch_size]]),
+             torch.stack([m for _, m in samples[s:s + batch_size]])) for s in range(0, n, batch_size)]
+
+
+def check_proxy(proxy: ProxyLike) -> None:
+    """Raise SegnasError unless ``proxy`` is a registered name, an existing proxy file or a callable."""
+    if callable(proxy) or (isinstance(proxy, str) and (proxy in PROXIES or Path(proxy).is_file())):
+        return
+    raise SegnasError(f"proxy: unknown name or missing file {proxy!r}; choose one of {', '.join(sorted(PROXIES))}"
+                      " or give a saved proxy file")
+
+
+def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int = 0) -> Callable[[nn.Module], float]:
+    """``net -> score`` from a registered proxy name, a saved proxy file, or a callable.
+
+    A name of ``segnas.proxies.PROXIES`` is scored on ``batches`` with ``seed``. A path to a file is
+    a discovered proxy expression or ensemble (``segnas.proxies.ensemble.load_proxy``). A callable is used
+    as it is (``net -> float``)."""
+    check_proxy(proxy)
+    if callable(proxy):
+        return proxy
+    if not batches:
+        raise SegnasError(f"proxy {proxy}: needs data batches to score networks on")
+    if proxy in PROXIES:
+        return lambda net: score(proxy, net, batches, seed=seed)
+    found = load_proxy(proxy)
+    return lambda net: float(found.score_net(net, batches, seed=seed))
+
+
+def proxy_scored_on(proxy: ProxyLike) -> dict[str, Any]:
+    """What a discovered proxy file's statistics were measured on (``data``, ``split``, ``images``,
+    ``size``, ``seed``, ``inits``); empty for a registered name, a callable or an older file."""
+    if not (isinstance(proxy, str) and Path(proxy).is_file()):
+        return {}
+    return dict(load_proxy(proxy).settings.get("scored_on") or {})
+
+
+class ProxyEvaluator(Evaluator):
+    """Scores architectures of ``space`` by ``proxy`` on fixed batches: given (``batches`` and
+    ``num_classes``), or drawn by ``setup`` from ``data`` (``images`` of ``split`` resized to
+    ``size``, chosen by ``data_seed``). Record: ``{"score"}``."""
+
+    worker_state = ("fns",)
+
+    def __init__(self, space: str | SearchSpace, proxy: ProxyLike, *, batches: Sequence[Batch] | None = None,
+                 num_classes: int | None = None, data: DataConfig | None = None, split: str = "train",
+                 images: int = 8, batch_size: int = 8, size: Sequence[int] | None = None, data_seed: int = 0,
+                 proxy_seed: int = 0, init_seed: int = 0, inits: int = 1) -> None:
+        super().__init__()
+        check_proxy(proxy)
+        check_inits(inits)
+        if batches is None and data is None:
+            raise SegnasError("proxy evaluator: give data batches or a data section to draw them from")
+        if batches is not None and num_classes is None:
+            raise SegnasError("num_classes: needed to build the networks the proxy scores")
+        self.space = resolve_space(space)
+        self.proxy = proxy
+        self.batches = list(batches) if batches is not None else None
+        self.num_classes = num_classes
+        self.data, self.split, self.images, self.batch_size = data, split, images, batch_size
+        self.size = tuple(size) if size else None
+        self.data_seed, self.proxy_seed, self.init_seed, self.inits = data_seed, proxy_seed, init_seed, inits
+
+    def with_inits(self, init_seed: int, proxy_seed: int, inits: int) -> "ProxyEvaluator":
+        """The same evaluator over other initializations (finalists scored again)."""
+        other = ProxyEvaluator(self.space, self.proxy, batches=self.batches, num_classes=self.num_classes,
+                               data=self.data, split=self.split, images=self.images, batch_size=self.batch_size,
+                               size=self.size, data_seed=self.data_seed, proxy_seed=proxy_seed,
+                               init_seed=init_seed, inits=inits)
+        return other
+
+    def load_batches(self) -> tuple[list[Batch], int]:
+        """The scoring batches and the number of classes (drawn from the data once)."""
+        if self.batches is None:
+            dataset = open_data(self.data, self.split, eval_transforms(self.size), cache=False)
+            self.batches = fixed_batches(dataset, self.images, self.batch_size, self.data_seed)
+            self.num_classes = int(dataset.num_classes)
+        return self.batches, int(self.num_classes)
+
+    def setup(self) -> None:
+        batches, _ = self.load_batches()
+        self.fns = [resolve_proxy(self.proxy, batches, self.proxy_seed + r) for r in range(self.inits)]
+        super().setup()
+
+    def score_arch(self, arch: Any) -> float:
+        """Mean proxy score of ``arch`` over the evaluator's initializations."""
+        values = []
+        for r, fn in enumerate(self.fns):
+            with torch.random.fork_rng():
+                torch.manual_seed(self.init_seed + r)
+                net = self.space.build(arch, int(self.num_classes))
+            values.append(float(fn(net)))
+            del net
+        return float(np.mean(values))
+
+    def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
+        return {"score": json_float(self.score_arch(self.space.arch_from_dict(arch)))}

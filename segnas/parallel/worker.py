@@ -1,0 +1,25 @@
+"""Per-worker set-up of evaluation functions: an object with a ``worker_token`` and ``setup()``
+(``segnas.evaluate.Evaluator``) is set up once in each process that runs it and reused for every
+later item, whatever the executor (in-process, process pool, Ray)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+#: worker_token -> the set-up copy of an evaluator in this process (the most recent few).
+_PREPARED: dict[str, Any] = {}
+_KEEP = 4
+
+
+def prepared(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """This process's set-up copy of ``fn`` (``fn`` itself when it needs no set-up)."""
+    token = getattr(fn, "worker_token", None)
+    if token is None:
+        return fn
+    ready = _PREPARED.get(token)
+    if ready is None:
+        fn.setup()
+        ready = _PREPARED[token] = fn
+        while len(_PREPARED) > _KEEP:
+            _PREPARED.pop(next(iter(_PREPARED)))
+    return ready

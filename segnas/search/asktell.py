@@ -1,0 +1,277 @@
+"""Sample-based (ask/tell) strategies and the one loop that drives them.
+
+A strategy proposes one architecture at a time (``ask``) and learns from evaluated ones
+(``tell``). The loop owns everything else, the same for every method: a proposal slower than the
+latency target is rejected before it is evaluated (a table lookup), a duplicate is discarded, up to
+``workers`` proposals are evaluated together on a ``WorkerPool``, every evaluation is appended to
+``candidates.jsonl`` as it finishes, and the loop state is checkpointed after every batch, so a killed search resumes
+with the same proposals and reuses every finished evaluation. It stops after ``candidates``
+evaluations, after ``time_limit_s``, or when ``max_draws`` proposals found nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from segnas.progress import progress_bar
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator, fitness, json_float
+from segnas.parallel import WorkerPool, default_key
+from segnas.parallel.store import ResultStore
+from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
+from segnas.spaces.base import Architecture, SearchSpace, get_space
+from segnas.utils import atomic_write_text
+
+
+@dataclass
+class Candidate:
+    """One evaluated architecture; ``index`` is its position (1-based) in evaluation order;
+    ``final_score`` its score again by a finer evaluation, for the finalists of some strategies."""
+
+    arch: Any
+    key: str
+    score: float | None
+    latency_ms: float
+    index: int
+    record: dict[str, Any] = field(default_factory=dict)
+    final_score: float | None = None
+
+    @property
+    def fitness(self) -> float:
+        return fitness(self.score)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"arch": self.arch.to_dict(), "score": json_float(self.score), "latency_ms": self.latency_ms,
+               "index": self.index}
+        if self.final_score is not None:
+            out["final_score"] = json_float(self.final_score)
+        return out
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state
+
+
+class AskTellStrategy(Strategy):
+    """A sample-based method: ``begin`` (space, seed), then ``ask`` / ``tell`` until the loop ends,
+    then ``choose`` the winner among what was evaluated."""
+
+    family: ClassVar[str] = "ask-tell"
+
+    def begin(self, space: SearchSpace, seed: int, settings: Any) -> None:
+        """Start a search of ``space`` with ``seed`` and the strategy's settings section."""
+        self.space = space
+        self.settings = settings
+        self.rng = np.random.default_rng(seed)
+
+    @abstractmethod
+    def ask(self) -> Architecture:
+        """One proposal (SegnasError: nothing valid this time, draw again)."""
+
+    def tell(self, candidates: list[Candidate]) -> None:
+        """Evaluated proposals, in evaluation order (default: nothing to learn)."""
+
+    def choose(self, top: list[Candidate], ctx: SearchContext | None) -> list[Candidate]:
+        """The finalists reordered so that the winner is first (default: by score)."""
+        return top
+
+    @abstractmethod
+    def make_evaluator(self, ctx: SearchContext) -> Evaluator:
+        """The evaluator of this search's candidates."""
+
+    def search_space(self, ctx: SearchContext) -> SearchSpace:
+        """The space searched (default: the section's ``space`` with its ``space_options``)."""
+        return get_space(ctx.section.space, **ctx.section.space_options)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state(self.rng)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(self.rng, state["rng"])
+
+    # ------------------------------------------------------------------ the search job's entry
+    def run(self, ctx: SearchContext) -> SearchResult:
+        s, section = ctx.settings, ctx.section
+        space = self.search_space(ctx)
+        self.begin(space, s.seed, section)
+        loop = AskTellLoop(self, self.make_evaluator(ctx), lambda a: ctx.latency.predict(space, a, ctx.num_classes),
+                           ctx.latency.target_ms, candidates=section.candidates, time_limit_s=s.minutes and s.minutes * 60,
+                           workers=s.workers, executor=s.executor, ray_address=s.ray_address, run_dir=ctx.run.path,
+                           progress=s.progress, echo=ctx.echo, top_k=section.top_k)
+        outcome = loop.run()
+        top = self.choose(outcome.top, ctx)
+        best = top[0]
+        details = {**outcome.summary(), "top": [c.to_dict() for c in top], "score": json_float(best.score)}
+        if best.final_score is not None:
+            details["final_score"] = json_float(best.final_score)
+        return SearchResult([FoundNetwork("arch", space, best.arch, best.latency_ms, info={
+            "score": json_float(best.score), "candidates_scored": outcome.evaluated})], details)
+
+
+@dataclass
+class LoopOutcome:
+    best: Candidate
+    top: list[Candidate]
+    evaluated: int
+    seconds: float
+    rejected: int
+    duplicates: int
+    stopped: str
+    history: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        return {"candidates_scored": self.evaluated, "seconds": round(self.seconds, 3),
+                "rejected_infeasible": self.rejected, "duplicates": self.duplicates, "stopped": self.stopped,
+                "history": self.history}
+
+
+class AskTellLoop:
+    """Drives one ask/tell strategy (see the module docstring). ``latency_fn(arch) -> ms``;
+    ``target_ms`` None accepts every proposal. With ``run_dir`` the evaluations go to
+    ``<run_dir>/candidates.jsonl`` and the state to ``<run_dir>/search_state.json``."""
+
+    def __init__(self, strategy: AskTellStrategy, evaluator: Evaluator, latency_fn: Callable[[Any], float],
+                 target_ms: float | None, *, candidates: int = 1000, time_limit_s: float | None = None,
+                 workers: int = 1, executor: str = "inline", ray_address: str | None = None,
+                 run_dir: str | Path | None = None, max_draws: int | None = None, top_k: int = 10,
+                 progress: bool = False, echo: Callable[[str], None] | None = None) -> None:
+        if candidates < 1 or top_k < 1 or workers < 1:
+            raise SegnasError("candidates, top_k and workers must be >= 1")
+        if target_ms is not None and not target_ms > 0:
+            raise SegnasError(f"target_ms: must be > 0, got {target_ms}")
+        self.strategy, self.evaluator, self.latency_fn, self.target_ms = strategy, evaluator, latency_fn, target_ms
+        self.candidates, self.time_limit_s, self.top_k = candidates, time_limit_s, top_k
+        self.pool = WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address)
+        self.workers = workers
+        self.max_draws = max_draws or 50 * candidates + 1000
+        self.progress, self.echo = progress, echo or (lambda m: None)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.store = ResultStore(self.run_dir / "candidates.jsonl" if self.run_dir else None)
+        self.scored: list[Candidate] = []
+        self.keys: set[str] = set()
+        self.latencies: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.best: Candidate | None = None
+        self.draws = self.rejected = self.duplicates = 0
+        self.elapsed = 0.0
+        self.fastest = math.inf
+
+    # ------------------------------------------------------------------ checkpoint
+    @property
+    def state_path(self) -> Path | None:
+        return self.run_dir / "search_state.json" if self.run_dir else None
+
+    def save(self) -> None:
+        if self.state_path is None:
+            return
+        state = {"strategy": self.strategy.state_dict(), "draws": self.draws, "rejected": self.rejected,
+                 "duplicates": self.duplicates, "elapsed_s": self.elapsed, "history": self.history,
+                 "scored": [[c.key, c.latency_ms] for c in self.scored]}
+        atomic_write_text(self.state_path, json.dumps(state))
+
+    def resume(self) -> bool:
+        if self.state_path is None or not self.state_path.is_file():
+            return False
+        state = json.loads(self.state_path.read_text())
+        self.strategy.load_state_dict(state["strategy"])
+        self.draws, self.rejected, self.duplicates = state["draws"], state["rejected"], state["duplicates"]
+        self.elapsed, self.history = state["elapsed_s"], state["history"]
+        space = self.strategy.space
+        for key, latency in state["scored"]:
+            record = self.store[key]
+            self._add(Candidate(space.arch_from_dict(record["arch"]), key, record["score"], latency,
+                                len(self.scored) + 1, record))
+        self.echo(f"resuming the search after {len(self.scored)} evaluated candidates")
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _add(self, cand: Candidate) -> None:
+        self.scored.append(cand)
+        self.keys.add(cand.key)
+        if self.best is None or cand.fitness > self.best.fitness:
+            self.best = cand
+
+    def _propose(self, want: int) -> list[tuple[str, Any, float]]:
+        batch: list[tuple[str, Any, float]] = []
+        while len(batch) < want and self.draws < self.max_draws:
+            self.draws += 1
+            try:
+                arch = self.strategy.ask()
+            except SegnasError:  # a proposal that found nothing valid: draw again
+                continue
+            key = default_key(arch)
+            if key in self.keys or any(key == b[0] for b in batch):
+                self.duplicates += 1
+                continue
+            if key not in self.latencies:
+                self.latencies[key] = float(self.latency_fn(arch))
+            self.fastest = min(self.fastest, self.latencies[key])
+            if self.target_ms is not None and self.latencies[key] > self.target_ms:
+                self.rejected += 1
+                continue
+            batch.append((key, arch, self.latencies[key]))
+        return batch
+
+    def _evaluate(self, batch: list[tuple[str, Any, float]]) -> list[dict[str, Any]]:
+        todo = [(k, a) for k, a, _ in batch if k not in self.store]
+        for (k, arch), record in zip(todo, self.pool.map(self.evaluator, [a.to_dict() for _, a in todo])):
+            self.store.add(k, {"arch": arch.to_dict(), **record})
+        return [self.store[k] for k, _, _ in batch]
+
+    def run(self) -> LoopOutcome:
+        self.resume()
+        start = time.perf_counter() - self.elapsed
+        stopped = "candidates"
+        try:
+            with progress_bar(self.progress) as bar:
+                task = bar.add_task("search", total=self.candidates, completed=len(self.scored), info="") if bar else None
+                while len(self.scored) < self.candidates:
+                    if self.time_limit_s is not None and time.perf_counter() - start >= self.time_limit_s:
+                        stopped = "time"
+                        break
+                    want = min(self.workers, self.candidates - len(self.scored))
+                    batch = self._propose(want)
+                    if not batch:
+                        stopped = "exhausted"
+                        break
+                    new = []
+                    for (key, arch, lat), record in zip(batch, self._evaluate(batch)):
+                        cand = Candidate(arch, key, record["score"], lat, len(self.scored) + 1, record)
+                        self._add(cand)
+                        new.append(cand)
+                        self.history.append({"n": cand.index, "score": json_float(cand.score), "latency_ms": lat,
+                                             "best_score": json_float(self.best.score),
+                                             "seconds": round(time.perf_counter() - start, 3)})
+                        if bar is not None:
+                            bar.update(task, advance=1, info=f"best {self.best.score} @ {self.best.latency_ms:.1f} ms")
+                        if cand.index % 100 == 0:
+                            self.echo(f"{cand.index} scored: best {self.best.score} at {self.best.latency_ms:.2f} ms")
+                    self.strategy.tell(new)
+                    self.elapsed = time.perf_counter() - start
+                    self.save()
+                    if len(batch) < want:
+                        stopped = "exhausted"
+                        break
+        finally:
+            self.pool.close()
+            self.store.close()
+        self.elapsed = time.perf_counter() - start
+        self.save()
+        if self.best is None:
+            raise SegnasError(f"target_ms: no sampled network runs within {self.target_ms} ms "
+                              f"(fastest of {self.draws} drawn: {self.fastest:.2f} ms); raise the target")
+        top = sorted(self.scored, key=lambda c: (-c.fitness, c.index))[:self.top_k]
+        return LoopOutcome(self.best, top, len(self.scored), self.elapsed, self.rejected, self.duplicates, stopped,
+                           self.history)

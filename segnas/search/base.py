@@ -1,0 +1,126 @@
+"""The search contracts: a ``Strategy`` runs over a space in a ``SearchContext`` and returns a
+``SearchResult``; strategies register with ``@strategy("name")``.
+
+Two families share this contract:
+
+- one-shot strategies (``OneShotStrategy``: FasterSeg, SSR, GAS) own a supernet's architecture
+  parameters and hooks; the one engine (``segnas.search.oneshot.engine``) owns the training loop;
+- sample-based strategies (``AskTellStrategy``: SasWOT's evolution, random search, RL) propose
+  architectures (``ask``) and learn from their evaluations (``tell``); the one loop
+  (``segnas.search.asktell``) filters by latency, evaluates through ``segnas.parallel``, keeps the
+  budget and checkpoints.
+
+A strategy's own settings are a ``Settings`` class (``settings_class``): the section of the search
+settings named after the strategy (``segnas.config.search.SearchSettings``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal
+
+from segnas.config.search import SearchSettings
+from segnas.config.train import Settings
+from segnas.cost.latency_model import LatencyModel
+from segnas.engine.rundir import RunDir
+from segnas.registry import Registry
+from segnas.spaces.base import Architecture, SearchSpace
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy runs with; built by the search job (``segnas.jobs.search``)."""
+
+    settings: SearchSettings
+    run: RunDir | None
+    latency: LatencyModel
+    num_classes: int
+    echo: Echo = lambda message: None
+
+    @property
+    def section(self) -> Any:
+        """The strategy's own settings section."""
+        return getattr(self.settings, self.settings.method)
+
+
+@dataclass
+class FoundNetwork:
+    """One network a search hands over. ``role`` says what it is for: ``"found"`` (the network
+    measured against the target), ``"teacher"`` (trained first and distilled into the networks with
+    ``distill_from`` naming it)."""
+
+    name: str
+    space: SearchSpace
+    arch: Architecture
+    predicted_ms: float | None = None
+    role: Literal["found", "teacher"] = "found"
+    distill_from: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """What a strategy returns: the networks it found (the one measured against the target first
+    among ``role == "found"``) and method-specific figures for ``search_result.json``."""
+
+    networks: list[FoundNetwork]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def found(self) -> FoundNetwork:
+        return next(n for n in self.networks if n.role == "found")
+
+
+class Strategy(ABC):
+    """A search method. ``run`` may be called on a fresh strategy whose run directory holds a
+    killed run of the same settings: it then resumes (``state_dict`` / ``load_state_dict`` hold
+    everything needed to continue exactly)."""
+
+    name: ClassVar[str]
+    family: ClassVar[Literal["one-shot", "ask-tell"]]
+    #: The strategy's settings section (a ``Settings`` subclass; fields with defaults).
+    settings_class: ClassVar[type[Settings]]
+    #: Command-line flags of the strategy: flag name -> (settings path, type, help).
+    cli_options: ClassVar[dict[str, tuple[str, type, str]]] = {}
+    #: Whether the search needs a latency target (a FLOPs-regularized SSR search does not).
+    needs_target: ClassVar[bool] = True
+
+    def prepare(self, ctx: SearchContext) -> None:
+        """Check and build what can fail on user input (data, space, supernet) before the run
+        directory exists (``ctx.run`` is None here)."""
+
+    @abstractmethod
+    def run(self, ctx: SearchContext) -> SearchResult:
+        """Search (or finish a killed search) and return what was found."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+    def target_required(self, settings: SearchSettings) -> bool:
+        return self.needs_target
+
+
+# ---------------------------------------------------------------------------------- registry
+#: Modules that define the built-in strategies (imported on first lookup).
+BUILTIN_STRATEGY_MODULES: tuple[str, ...] = (
+    "segnas.search.strategies.fasterseg", "segnas.search.strategies.ssr", "segnas.search.strategies.saswot",
+    "segnas.search.strategies.random")
+STRATEGIES: Registry[type[Strategy]] = Registry("method", "search method", Strategy, BUILTIN_STRATEGY_MODULES)
+#: Class decorator: make a ``Strategy`` subclass available as ``segnas search <name>``.
+strategy = STRATEGIES.register
+
+
+def list_strategies() -> list[str]:
+    return STRATEGIES.names()
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    return STRATEGIES.get(name)

@@ -1,0 +1,47 @@
+"""The evaluator a sample-based search scores its candidates with, from its settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings
+from segnas.evaluate.base import Evaluator
+from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
+from segnas.evaluate.short_train import TrainEvaluator
+from segnas.search.base import SearchContext
+from segnas.spaces.base import SearchSpace
+
+
+def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchContext,
+                    init_seed: int | None = None) -> ProxyEvaluator:
+    """Scoring by a proxy: images, size and initializations default to what a discovered proxy file
+    was discovered on (a notice when they differ), else 8 images at 128x160 and 1 initialization."""
+    seen = proxy_scored_on(ps.proxy)
+    images = ps.images or seen.get("images") or 8
+    size = ps.size or tuple(seen.get("size") or (128, 160))
+    inits = ps.inits or seen.get("inits") or 1
+    now = {"data": ctx.settings.data.name, "images": images, "size": list(size), "inits": inits}
+    diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
+    if diff:
+        ctx.echo(f"note: {ps.proxy} was discovered on " + ", ".join(f"{k} {a}" for k, (a, _) in diff.items())
+                 + "; this search scores on " + ", ".join(f"{k} {b}" for k, (_, b) in diff.items()))
+    seed = ctx.settings.seed
+    return ProxyEvaluator(space, ps.proxy, data=ctx.settings.data, split=ps.split, images=images,
+                          batch_size=ps.batch_size, size=size, data_seed=seed, proxy_seed=ps.proxy_seed,
+                          init_seed=seed if init_seed is None else init_seed, inits=inits)
+
+
+def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: dict[str, Any]) -> TrainEvaluator:
+    """Scoring by a short training from scratch (``steps`` optimizer steps, the ground-truth recipe
+    with ``recipe`` overrides), each candidate's run kept under the search's run directory."""
+    s = ctx.settings
+    settings = {"data": s.data.model_dump(mode="json"), "max_steps": steps, "seed": s.seed, "threads": 1,
+                "size": list(ctx.latency.size), "backend": ctx.latency.backend, "train": recipe,
+                "out_dir": str(ctx.run.path / "candidates"), "device": s.device}
+    return TrainEvaluator(space.name, settings)
+
+
+def build_evaluator(es: EvaluatorSettings, space: SearchSpace, ctx: SearchContext) -> Evaluator:
+    if es.kind == "proxy":
+        return proxy_evaluator(es.proxy, space, ctx)
+    return train_evaluator(space, ctx, es.train.steps, es.train.recipe)

@@ -1,0 +1,119 @@
+"""One-shot strategies: a supernet trained by the one engine, its architecture parameters steered
+by the strategy's hooks, the result derived from it.
+
+A subclass gives the supernet (``build_supernet``), its extra architecture losses
+(``arch_losses``), its per-epoch work (``on_epoch_end``: λ adaptation, shrinking, per-epoch
+architecture files) and the derivation (``derive``); ``run`` does the rest: data, the latency
+table, the engine on the settings' device, resume from the run directory or a start from another
+run's pre-trained supernet, the fit, the derivation.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar, Optional
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.utils.data import Dataset
+
+from segnas.config.train import Settings
+from segnas.errors import SegnasError
+from segnas.search.base import SearchContext, SearchResult, Strategy
+from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
+from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
+
+
+class OneShotSettings(Settings):
+    """What every one-shot strategy's section holds: the two phases and their learning rates."""
+
+    pretrain_epochs: int = Field(20, ge=0)
+    #: Start the search from another search run's pre-trained supernet (its run directory or its
+    #: ``checkpoints/pretrained.pt``) instead of pre-training; pretrain_epochs is then taken from it.
+    pretrained: Optional[str] = None
+    search_epochs: int = Field(30, ge=1)
+    weight_lr: float = Field(0.02, gt=0)
+    arch_lr: float = Field(3e-4, gt=0)
+
+
+class OneShotStrategy(Strategy):
+    """A strategy over a supernet trained by ``OneShotEngine`` (it is the engine's ``SearchHooks``)."""
+
+    family = "one-shot"
+    settings_class: ClassVar[type[OneShotSettings]] = OneShotSettings
+
+    def __init__(self) -> None:
+        self.ctx: SearchContext | None = None
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.supernet: nn.Module | None = None
+        self.engine: OneShotEngine | None = None
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def build_supernet(self, ctx: SearchContext) -> nn.Module:
+        """The supernet, for ``ctx.num_classes`` classes and the deployment size ``ctx.latency.size``."""
+
+    @abstractmethod
+    def arch_losses(self, net: nn.Module, arch_index: int) -> dict[str, torch.Tensor]:
+        """Architecture losses of ``arch_index`` added to its segmentation loss in each search step."""
+
+    @abstractmethod
+    def on_epoch_end(self, engine: OneShotEngine, phase: str, epoch: int) -> dict[str, Any]:
+        """Work after each epoch; the returned figures are logged (``engine.stop(reason)`` ends the search)."""
+
+    @abstractmethod
+    def derive(self, ctx: SearchContext) -> SearchResult:
+        """The networks found once the search has ended."""
+
+    def val_images(self, ctx: SearchContext) -> int:
+        """Validation images the strategy scores the supernet on (``self.val_set``; 0: none)."""
+        return 0
+
+    def measure_latency(self, ctx: SearchContext) -> None:
+        """Measure every table entry the supernet's expected latency looks up, before the search
+        starts (here: by computing it once per architecture; a strategy that knows the keys can
+        ``ctx.latency.ensure`` them with a progress bar)."""
+        with torch.no_grad():
+            for i in range(self.supernet.num_archs):
+                self.supernet.expected_latency(i, ctx.latency)
+
+    def schedule(self, ctx: SearchContext) -> SearchSchedule:
+        """The engine's schedule from the common settings and the section (override to add to it)."""
+        s, sec = ctx.settings, ctx.section
+        return SearchSchedule(pretrain_epochs=sec.pretrain_epochs, search_epochs=sec.search_epochs,
+                              batch_size=s.data.batch_size, weight_lr=sec.weight_lr, arch_lr=sec.arch_lr,
+                              device=s.device, bf16=s.bf16, seed=s.seed, workers=s.data.workers,
+                              progress=s.progress, minutes=s.minutes)
+
+    # ------------------------------------------------------------------ state: the strategy's own (λ, …)
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ the search
+    def prepare(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        self.train_set = search_train_set(ctx.settings)
+        if len(self.train_set) < 2:
+            raise SegnasError(f"data.train_split: a one-shot search needs at least 2 training images "
+                              f"(weights and architecture halves), got {len(self.train_set)}")
+        self.supernet = self.build_supernet(ctx)
+        self.val_set = search_val_subset(ctx.settings, self.val_images(ctx))
+
+    def run(self, ctx: SearchContext) -> SearchResult:
+        if self.supernet is None:
+            self.prepare(ctx)
+        self.ctx = ctx
+        ctx.echo(f"latency table: {ctx.latency.describe()}")
+        self.measure_latency(ctx)
+        self.engine = OneShotEngine(self.supernet, self.train_set, self.schedule(ctx), ctx.run, self, ctx.echo)
+        pretrained = ctx.section.pretrained
+        if not self.engine.resume_if_possible() and pretrained:
+            n = self.engine.start_from_pretrained(pretrained_checkpoint(pretrained))
+            ctx.echo(f"search starts from the supernet pre-trained for {n} epochs in {pretrained}")
+        self.engine.fit()
+        return self.derive(ctx)

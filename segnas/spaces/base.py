@@ -1,0 +1,200 @@
+"""The search-space contract, the space registry and architecture files.
+
+A space is a ``SearchSpace`` subclass registered with ``@register_space("name")``; its architectures
+are frozen dataclasses with ``to_dict()``. Everything that searches (strategies, evaluators, the
+latency model, the ground-truth runner) talks to a space only through this contract, so a new space
+works with every method. ``tests/test_space_contract.py`` runs the contract over every registered
+space (timm's ``list_models()`` pattern).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Iterable, Iterator, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from segnas.errors import SegnasError
+from segnas.registry import Registry
+from segnas.nn.ops import OpKey
+from segnas.utils import atomic_write_text
+
+
+@runtime_checkable
+class Architecture(Protocol):
+    """A point of a space: immutable, comparable, serializable."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+ArchT = TypeVar("ArchT", bound=Architecture)
+
+
+@runtime_checkable
+class Supernet(Protocol):
+    """A weight-sharing network over a space, trained by the one-shot engine.
+
+    ``num_archs`` architectures are searched at once (FasterSeg's teacher and student: 2). Width
+    modes: ``max``/``min``/``random`` (pre-training's sandwich rule), ``gumbel`` (search),
+    ``argmax`` (the derived widths)."""
+
+    num_archs: int
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]: ...
+
+    def arch_parameters(self, arch_index: int) -> Iterable[nn.Parameter]: ...
+
+    def set_width_mode(self, mode: str) -> None: ...
+
+    def __call__(self, x: torch.Tensor, arch_index: int = 0) -> Any: ...
+
+    def expected_latency(self, arch_index: int, latency: Any) -> torch.Tensor:
+        """Differentiable expected latency (ms) of architecture ``arch_index`` from the latency
+        model's operator table (``segnas.cost.LatencyModel``)."""
+        ...
+
+
+class SearchSpace(ABC, Generic[ArchT]):
+    """What every method needs of a space: sample, mutate, (de)serialize, key, build, cost."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+
+    @abstractmethod
+    def arch_from_dict(self, data: Any) -> ArchT:
+        """The architecture of ``to_dict()`` output; a bad mapping raises SegnasError naming the field."""
+
+    @abstractmethod
+    def build(self, arch: ArchT, num_classes: int) -> nn.Module:
+        """The plain network (no search machinery), exportable to ONNX."""
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator, spread: bool = False) -> ArchT:
+        """A random architecture; ``spread`` makes samples span the space's latency range."""
+
+    @abstractmethod
+    def mutate(self, arch: ArchT, rng: np.random.Generator) -> ArchT:
+        """A valid neighbour different from ``arch`` (SegnasError if none is found)."""
+
+    @abstractmethod
+    def latency_keys(self, arch: ArchT, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
+        """The ``OpKey`` of every operator the network runs in eval mode at ``input_size`` (H, W)."""
+
+    def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> Supernet:
+        """The space's weight-sharing supernet, for one-shot methods."""
+        raise SegnasError(f"space {self.name!r} has no supernet; use a sample-based method on it")
+
+    # ------------------------------------------------------------------ serialization
+    def encode(self, arch: ArchT, **extra: Any) -> dict[str, Any]:
+        """The arch-file mapping ``{"space", "version", "arch", **extra}``."""
+        return {"space": self.name, "version": self.version, "arch": arch.to_dict(), **extra}
+
+    def decode(self, data: dict[str, Any], where: str = "architecture") -> ArchT:
+        """The architecture of an arch-file mapping of this space."""
+        if data.get("space") != self.name:
+            raise SegnasError(f"{where}: space {data.get('space')!r}, expected {self.name!r}")
+        return self.arch_from_dict(data["arch"])
+
+    def key(self, arch: ArchT | dict[str, Any]) -> str:
+        """A canonical string of an architecture, equal for equal architectures."""
+        return arch_key(arch)
+
+
+def arch_key(arch: Architecture | dict[str, Any]) -> str:
+    """A canonical string of an architecture (its sorted JSON), for deduplication and caching."""
+    data = arch.to_dict() if hasattr(arch, "to_dict") else arch
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------- registry
+#: Modules that define the built-in spaces (imported on first lookup).
+BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint")
+SPACES: Registry[type[SearchSpace]] = Registry("space", "search space", SearchSpace, BUILTIN_SPACE_MODULES)
+_DEFAULTS: dict[str, SearchSpace] = {}
+#: Class decorator: make a ``SearchSpace`` subclass available as ``name``.
+register_space = SPACES.register
+
+SpaceT = TypeVar("SpaceT", bound=SearchSpace)
+
+
+def register_default(space: SpaceT) -> SpaceT:
+    """Make ``space`` the shared instance that ``get_space(space.name)`` returns without options (a
+    space module's default instance, e.g. ``MULTIRES``); its class must be registered first."""
+    if SPACES.classes.get(getattr(space, "name", None)) is not type(space):
+        raise ValueError(f"{type(space).__name__}: register_default needs an instance of a registered space class")
+    _DEFAULTS[space.name] = space
+    return space
+
+
+def list_spaces() -> list[str]:
+    """Names of every registered space."""
+    return SPACES.names()
+
+
+def space_class(name: str) -> type[SearchSpace]:
+    return SPACES.get(name)
+
+
+def get_space(name: str, **options: Any) -> SearchSpace:
+    """The space ``name`` with ``options`` (its constructor's settings); without options one shared
+    instance with the defaults."""
+    cls = space_class(name)
+    if options:
+        return cls(**options)
+    if name not in _DEFAULTS:
+        _DEFAULTS[name] = cls()
+    return _DEFAULTS[name]
+
+
+def resolve_space(space: str | SearchSpace) -> SearchSpace:
+    """A space from a registered name, or the space itself."""
+    if isinstance(space, str):
+        return get_space(space)
+    if not isinstance(space, SearchSpace):
+        raise SegnasError(f"space: expected a space name or a SearchSpace, got {space!r}")
+    return space
+
+
+# ---------------------------------------------------------------------------------- arch files
+def read_arch_file(path: str | Path) -> dict[str, Any]:
+    """Read and check an arch.json; returns the raw ``{"space", "version", "arch"}`` mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegnasError(f"{path}: architecture file not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    for key in ("space", "arch"):
+        if not isinstance(data, dict) or key not in data:
+            raise SegnasError(f"{path}: missing field {key!r} (expected {{'space', 'version', 'arch'}})")
+    return data
+
+
+def write_arch_file(path: str | Path, space: str, version: int, arch: dict[str, Any], **extra: Any) -> None:
+    atomic_write_text(path, json.dumps({"space": space, "version": version, "arch": arch, **extra}, indent=2))
+
+
+def save_arch(path: str | Path, space: SearchSpace, arch: Architecture, **extra: Any) -> None:
+    """Write ``arch`` of ``space`` as an arch file (atomically), with ``extra`` fields."""
+    atomic_write_text(path, json.dumps(space.encode(arch, **extra), indent=2))
+
+
+def load_arch(path: str | Path) -> tuple[SearchSpace, Architecture]:
+    """The space and architecture of an arch file; errors name the file."""
+    data = read_arch_file(path)
+    space = get_space(data["space"])
+    try:
+        return space, space.arch_from_dict(data["arch"])
+    except SegnasError as exc:
+        raise SegnasError(f"{path}: {exc}") from None
+
+
+def build_from_arch(data: dict[str, Any], num_classes: int) -> nn.Module:
+    """Build the plain network that an architecture mapping describes."""
+    space = get_space(data["space"])
+    return space.build(space.arch_from_dict(data["arch"]), num_classes)

@@ -1,0 +1,139 @@
+"""The search core: strategy registry, settings, the ask/tell loop, per-worker evaluators, and
+resume through the CLI after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
+from segnas.parallel import WorkerPool
+from segnas.search.base import Strategy, get_strategy, list_strategies
+from segnas.jobs.search import make_settings, search_job
+
+TINY_DATA = {"name": "synthetic", "options": {"size": [48, 64], "length": 6}}
+TINY_LATENCY = {"size": [48, 64], "backend": "eager", "table_min_runs": 1, "table_min_time_s": 0.0}
+TINY_SCORING = {"images": 4, "batch_size": 2, "size": [32, 48]}
+
+
+def test_every_registered_strategy_has_a_settings_section_and_a_cli_command():
+    from typer.testing import CliRunner
+
+    from segnas.cli.main import app
+
+    assert {"fasterseg", "ssr", "saswot", "random"} <= set(list_strategies())
+    for name in list_strategies():
+        cls = get_strategy(name)
+        assert issubclass(cls, Strategy) and cls.name == name and cls.family in ("one-shot", "ask-tell")
+        cls.settings_class()  # every field has a default
+        result = CliRunner().invoke(app, ["search", name, "--help"])
+        assert result.exit_code == 0 and "--target-ms" in result.output and "--resume" in result.output
+    with pytest.raises(SegnasError, match="unknown search method 'nope'"):
+        get_strategy("nope")
+
+
+def test_random_search_is_small():
+    """The worked example of a new method: one file, under 100 lines."""
+    import segnas.search.strategies.random as random_module
+
+    assert len(Path(random_module.__file__).read_text().splitlines()) < 100
+
+
+class SlowSquare(Evaluator):
+    """Picklable test evaluator whose set-up is counted per process."""
+
+    def setup(self) -> None:
+        self.pid = os.getpid()
+        super().setup()
+
+    def evaluate(self, arch):
+        return {"score": float(arch["x"]) ** 2, "pid": self.pid}
+
+
+def test_an_evaluator_is_set_up_once_per_worker():
+    ev = SlowSquare()
+    with WorkerPool("process", 2) as pool:
+        first = pool.map(ev, [{"x": i} for i in range(4)])
+        second = pool.map(ev, [{"x": i} for i in range(4, 8)])
+    assert [r["score"] for r in first + second] == [float(i * i) for i in range(8)]
+    assert len({r["pid"] for r in first + second}) <= 2 and os.getpid() not in {r["pid"] for r in first}
+    inline = WorkerPool("inline", 1).map(ev, [{"x": 3}])
+    assert inline[0]["pid"] == os.getpid()
+
+
+def random_settings(out_dir, candidates=6, **extra):
+    return make_settings("random", {
+        "data": TINY_DATA, "latency": {"target_ms": 1e9, **TINY_LATENCY}, "out_dir": str(out_dir), "progress": False,
+        "final": {"epochs": 0}, "random": {"space_options": {"layers": 6, "base_width": 4}, "candidates": candidates,
+                                           "evaluator": {"proxy": TINY_SCORING}}, **extra})
+
+
+def test_random_search_job_writes_the_common_run_directory(tmp_path):
+    summary = search_job(random_settings(tmp_path))
+    run = Path(summary["run_dir"])
+    for name in ("config.yaml", "arch.json", "search_result.json", "candidates.jsonl", "search_state.json"):
+        assert (run / name).is_file(), name
+    result = json.loads((run / "search_result.json").read_text())
+    assert result["method"] == "random" and result["space"] == "multires"
+    assert result["details"]["candidates_scored"] == 6 and result["search_cpu_seconds"] > 0
+    arch = result["networks"]["arch"]
+    assert arch["measured_ms"] > 0 and arch["params"] > 0 and arch["predicted_ms"] > 0
+    again = search_job(random_settings(tmp_path / "again"))
+    assert json.loads((Path(again["run_dir"]) / "arch.json").read_text())["arch"] == \
+        json.loads((run / "arch.json").read_text())["arch"]
+
+
+def test_a_search_without_a_target_is_refused_before_a_run_directory_exists(tmp_path):
+    settings = make_settings("random", {"data": TINY_DATA, "latency": TINY_LATENCY, "out_dir": str(tmp_path)})
+    with pytest.raises(SegnasError, match="latency.target_ms"):
+        search_job(settings)
+    assert not any(tmp_path.iterdir())
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segnas.cli.main", *args]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["saswot"])
+def test_ask_tell_search_killed_mid_way_resumes_to_the_same_result(tmp_path, method):
+    """kill -9 during the search, then --resume: the same winner and the same history of scores
+    as an uninterrupted run."""
+    args = ["search", method, "--data", "synthetic", "--size", "48x64", "--target-ms", "1e9", "--backend", "eager",
+            "--candidates", "40", "--proxy", "nwot", "--threads", "1",
+            "--set", "data.options={size: [48, 64], length: 6}", "--set", "latency.table_min_runs=1",
+            "--set", "latency.table_min_time_s=0", "--set", f"{method}.space_options={{layers: 6, base_width: 4}}",
+            "--set", f"{method}.scoring={{images: 4, batch_size: 2, size: [32, 48]}}",
+            "--set", f"{method}.population=8", "--set", f"{method}.sample_size=3",
+            "--set", "final.epochs=0", "--set", "progress=false"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.run(_cli(*args, "--out-dir", str(tmp_path / "whole")), capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(_cli(*args, "--out-dir", str(tmp_path / "killed")), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = list((tmp_path / "killed").glob("*/candidates.jsonl"))
+        if runs and len(runs[0].read_text().splitlines()) >= 15 and (runs[0].parent / "search_state.json").is_file():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = runs[0].parent
+    assert not (run / "search_result.json").exists()
+    resumed = subprocess.run(_cli("search", method, "--resume", str(run)), capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    first = next((tmp_path / "whole").iterdir())
+    read = lambda d, f: json.loads((d / f).read_text())  # noqa: E731
+    assert read(run, "arch.json")["arch"] == read(first, "arch.json")["arch"]
+    scores = lambda d: [h["score"] for h in read(d, "search_result.json")["details"]["history"]]  # noqa: E731
+    assert scores(run) == scores(first) and len(scores(run)) == 40
