@@ -137,3 +137,51 @@ def test_ask_tell_search_killed_mid_way_resumes_to_the_same_result(tmp_path, met
     assert read(run, "arch.json")["arch"] == read(first, "arch.json")["arch"]
     scores = lambda d: [h["score"] for h in read(d, "search_result.json")["details"]["history"]]  # noqa: E731
     assert scores(run) == scores(first) and len(scores(run)) == 40
+
+
+JOINT_TINY = {"channels": [16, 32], "slots": [2, 2], "stem_channels": 8, "decoder_width": 8, "dilations": [1, 2]}
+
+
+def test_joint_supernet_select_runs_exactly_the_chosen_architecture():
+    import numpy as np
+
+    from segnas.spaces import get_space
+
+    space = get_space("joint", **JOINT_TINY)
+    net = space.supernet(5, (48, 64))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        arch = space.sample(rng)
+        net.select(arch)
+        assert net.derive() == arch
+    net.active("op0")[0, 1:] = False  # a shrunk space no longer holds other candidates
+    with pytest.raises(SegnasError, match="shrunk away"):
+        net.select(next(a for a in (space.sample(rng) for _ in range(50)) if a.slots[0][0].op != "skip"))
+
+
+def test_supernet_evaluator_scores_sub_networks_of_a_trained_supernet(tmp_path):
+    """Weight sharing: a sub-network scores in [0, 1], the same every time and in any worker."""
+    import numpy as np
+    import torch
+
+    from segnas.config.train import DataConfig
+    from segnas.engine.checkpoint import save_checkpoint
+    from segnas.evaluate.supernet import SupernetEvaluator
+    from segnas.spaces import get_space
+
+    space = get_space("joint", **JOINT_TINY)
+    torch.manual_seed(0)
+    supernet = space.supernet(11, (48, 64))
+    save_checkpoint(tmp_path / "s.pt", {"supernet": supernet.state_dict(), "model": {},
+                                        "model_spec": {"kind": "supernet"}})
+    data = DataConfig.model_validate(TINY_DATA)
+    ev = SupernetEvaluator("joint", tmp_path / "s.pt", 11, (48, 64), data, JOINT_TINY, val_images=3,
+                           calibration_images=4, batch_size=2)
+    archs = [a.to_dict() for a in (space.sample(np.random.default_rng(s)) for s in range(3))]
+    scores = [ev(a)["score"] for a in archs]
+    assert all(0 <= s <= 1 for s in scores) and ev(archs[0])["score"] == scores[0]
+    with WorkerPool("process", 2) as pool:
+        assert [r["score"] for r in pool.map(ev, archs)] == pytest.approx(scores)
+    with pytest.raises(SegnasError, match="no supernet"):
+        save_checkpoint(tmp_path / "bad.pt", {"model": {}, "model_spec": {"kind": "zoo"}})
+        SupernetEvaluator("joint", tmp_path / "bad.pt", 11, (48, 64), data, JOINT_TINY)(archs[0])

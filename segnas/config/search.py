@@ -90,12 +90,27 @@ class TrainEvaluatorSettings(Settings):
     recipe: dict[str, Any] = Field(default_factory=dict)
 
 
+class SupernetEvaluatorSettings(Settings):
+    """Scoring candidates by their sub-network in a trained supernet (weight sharing)."""
+
+    #: A one-shot search's run directory (its ``checkpoints/search_last.pt``, else ``pretrained.pt``)
+    #: or a checkpoint file; its supernet must be of the searched space with the same options.
+    checkpoint: Optional[str] = None
+    val_images: int = Field(50, ge=1)
+    calibration_images: int = Field(80, ge=1)
+    #: Images are resized to this HxW (None: the search size, else native).
+    size: Optional[tuple[int, int]] = None
+
+    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+
+
 class EvaluatorSettings(Settings):
     """How a sample-based method scores a candidate."""
 
-    kind: Literal["proxy", "train"] = "proxy"
+    kind: Literal["proxy", "train", "supernet"] = "proxy"
     proxy: ProxyEvaluatorSettings = Field(default_factory=ProxyEvaluatorSettings)
     train: TrainEvaluatorSettings = Field(default_factory=TrainEvaluatorSettings)
+    supernet: SupernetEvaluatorSettings = Field(default_factory=SupernetEvaluatorSettings)
 
 
 class SearchSettings(Settings):

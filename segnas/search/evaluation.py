@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings
+from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
+from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
 from segnas.evaluate.short_train import TrainEvaluator
+from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
 
@@ -41,7 +44,32 @@ def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: 
     return TrainEvaluator(space.name, settings)
 
 
-def build_evaluator(es: EvaluatorSettings, space: SearchSpace, ctx: SearchContext) -> Evaluator:
+def supernet_checkpoint(path: str | Path) -> Path:
+    """A one-shot run's supernet checkpoint (its last search state, else its pre-trained one), or
+    ``path`` itself when it is a file."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in ("search_last.pt", "pretrained.pt"):
+        if (path / "checkpoints" / name).is_file():
+            return path / "checkpoints" / name
+    raise SegnasError(f"{path}: no supernet checkpoint (checkpoints/search_last.pt or pretrained.pt)")
+
+
+def supernet_evaluator(ss: SupernetEvaluatorSettings, space: SearchSpace, space_options: dict[str, Any],
+                       ctx: SearchContext) -> SupernetEvaluator:
+    """Scoring by weight sharing in the supernet of a one-shot run over the same space."""
+    if ss.checkpoint is None:
+        raise SegnasError("evaluator.supernet.checkpoint: give a one-shot search run directory or checkpoint")
+    return SupernetEvaluator(space.name, supernet_checkpoint(ss.checkpoint), ctx.num_classes, ctx.latency.size,
+                             ctx.settings.data, space_options, ss.size or ctx.settings.search_size, ss.val_images,
+                             ss.calibration_images, seed=ctx.settings.seed)
+
+
+def build_evaluator(es: EvaluatorSettings, space: SearchSpace, ctx: SearchContext,
+                    space_options: dict[str, Any] | None = None) -> Evaluator:
     if es.kind == "proxy":
         return proxy_evaluator(es.proxy, space, ctx)
+    if es.kind == "supernet":
+        return supernet_evaluator(es.supernet, space, space_options or {}, ctx)
     return train_evaluator(space, ctx, es.train.steps, es.train.recipe)

@@ -39,7 +39,7 @@ class RandomSearch(AskTellStrategy):
                    "proxy": ("random.evaluator.proxy.proxy", str, "Proxy that scores candidates.")}
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
-        return build_evaluator(ctx.section.evaluator, self.space, ctx)
+        return build_evaluator(ctx.section.evaluator, self.space, ctx, ctx.section.space_options)
 
     def ask(self) -> Architecture:
         return self.space.sample(self.rng, spread=self.settings.spread)

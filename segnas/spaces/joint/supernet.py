@@ -310,5 +310,31 @@ class JointSupernet(nn.Module):
             stages.append(slots)
         return self.space.make_arch(stages)
 
+    @torch.no_grad()
+    def select(self, arch: JointArch) -> None:
+        """Make "argmax" mode run exactly ``arch`` on the shared weights (weight-sharing evaluation):
+        its candidate and widths get the largest weight of every decision. Overwrites α: call it
+        on a copy of a searching supernet. SegnasError if ``arch`` is not in the (shrunk) space."""
+        if tuple(arch.channels) != tuple(self.space.channels) or [len(st) for st in arch.slots] != list(self.space.slots):
+            raise SegnasError(f"joint supernet: architecture with channels {list(arch.channels)} and "
+                              f"{[len(st) for st in arch.slots]} slots is not in this space")
+        keys = [(c.op, c.dilation, c.half) for c in self.candidates]
+        for s, slots in enumerate(arch.slots):
+            widths = self.width_choices[s]
+            for i, slot in enumerate(slots):
+                key = ("skip", 1, False) if slot.op == "skip" else (slot.op, slot.dilation, slot.half)
+                if key not in keys or (slot.op != "skip" and not {slot.mid, slot.out} <= set(widths)):
+                    raise SegnasError(f"joint supernet: stage {s} slot {i} ({slot.to_dict()}) is not a choice here")
+                k = keys.index(key)
+                picks = [("op", (i,), k)]
+                if slot.op != "skip":
+                    picks += [("mid", (i, k), widths.index(slot.mid)), ("out", (i, k), widths.index(slot.out))]
+                for name, where, j in picks:
+                    if not bool(self.active(f"{name}{s}")[where][j]):
+                        raise SegnasError(f"joint supernet: stage {s} slot {i} ({slot.to_dict()}) was shrunk away")
+                    alpha = self.alphas[f"{name}{s}"][where]
+                    alpha.fill_(-10.0)
+                    alpha[j] = 10.0
+
     def derived_cost(self, arch: JointArch, cost: Callable[[list[OpKey]], list[float]]) -> float:
         return float(sum(cost(self.space.latency_keys(arch, self.num_classes, self.input_size))))

@@ -1,0 +1,105 @@
+"""Weight-sharing evaluator: scores an architecture by its sub-network inside a trained supernet,
+training nothing more (one-shot NAS's cheap accuracy estimate).
+
+For each candidate the supernet (loaded once per worker from a one-shot run's checkpoint) is
+copied, made to run exactly that architecture (``select``: the space's supernet must support it),
+its BatchNorm statistics are re-estimated on a few fixed training batches (shared weights carry
+statistics of the mixture, not of the sub-network), and it is scored by mIoU on a fixed subset of
+the validation split. Record: ``{"score": mIoU, "pixel_acc"}``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from segnas.config.train import DataConfig
+from segnas.data import eval_transforms, open_data
+from segnas.engine.checkpoint import load_checkpoint
+from segnas.engine.evaluate import iter_batches
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
+from segnas.evaluate.proxy import fixed_batches
+from segnas.metrics import ConfusionMatrix
+from segnas.spaces.base import get_space
+
+
+@torch.no_grad()
+def calibrate_bn(net: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> None:
+    """Re-estimate every BatchNorm's running statistics (cumulative average) on ``batches``."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    for images, _ in batches:
+        net(images)
+
+
+@torch.no_grad()
+def subset_miou(net: nn.Module, dataset: Any, num_classes: int, batch_size: int = 4) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) of ``net`` in eval mode on ``dataset``."""
+    net.eval()
+    cm = ConfusionMatrix(num_classes)
+    for images, masks in iter_batches(dataset, batch_size):
+        out = net(images)
+        cm.update((out["out"] if isinstance(out, dict) else out).argmax(1), masks)
+    metrics = cm.compute()
+    return metrics.miou, metrics.pixel_acc
+
+
+class SupernetEvaluator(Evaluator):
+    """Scores architectures of space ``space`` (with ``space_options``) by the supernet stored under
+    ``"supernet"`` in ``checkpoint`` (``checkpoints/search_last.pt`` or ``pretrained.pt`` of a
+    one-shot run), built for ``input_size`` with a ``num_classes`` head; images at ``size``."""
+
+    worker_state = ("supernet", "calibration", "val")
+
+    def __init__(self, space: str, checkpoint: str | Path, num_classes: int, input_size: Sequence[int],
+                 data: DataConfig, space_options: dict[str, Any] | None = None, size: Sequence[int] | None = None,
+                 val_images: int = 50, calibration_images: int = 80, batch_size: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        if not Path(checkpoint).is_file():
+            raise SegnasError(f"{checkpoint}: supernet checkpoint not found")
+        if not data.val_split:
+            raise SegnasError("data.val_split: the weight-sharing evaluator scores on the validation split")
+        self.space_name, self.space_options = space, dict(space_options or {})
+        self.checkpoint, self.num_classes = str(checkpoint), int(num_classes)
+        self.input_size, self.size = tuple(input_size), tuple(size) if size else None
+        self.data, self.val_images, self.calibration_images = data, val_images, calibration_images
+        self.batch_size, self.seed = batch_size, seed
+
+    def setup(self) -> None:
+        space = get_space(self.space_name, **self.space_options)
+        supernet = space.supernet(self.num_classes, self.input_size)
+        if not hasattr(supernet, "select"):
+            raise SegnasError(f"space {self.space_name!r}: its supernet cannot run a chosen architecture "
+                              "(no select()); use the proxy or short-training evaluator")
+        state = load_checkpoint(self.checkpoint)
+        if "supernet" not in state:
+            raise SegnasError(f"{self.checkpoint}: no supernet in this checkpoint (a one-shot search's "
+                              "checkpoints/search_last.pt or pretrained.pt)")
+        try:
+            supernet.load_state_dict(state["supernet"])
+        except RuntimeError as exc:
+            raise SegnasError(f"{self.checkpoint}: the supernet does not match space {self.space_name!r} "
+                              f"with {self.space_options} ({str(exc).splitlines()[0]})") from None
+        self.space, self.supernet = space, supernet
+        train = open_data(self.data, self.data.train_split, eval_transforms(self.size), cache=False)
+        self.calibration = fixed_batches(train, self.calibration_images, self.batch_size, self.seed)
+        val = open_data(self.data, self.data.val_split, eval_transforms(self.size), cache=False)
+        self.val = Subset(val, range(min(len(val), self.val_images)))
+        super().setup()
+
+    def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
+        net = copy.deepcopy(self.supernet)
+        net.select(self.space.arch_from_dict(arch))
+        net.set_width_mode("argmax")
+        calibrate_bn(net, self.calibration)
+        miou, pixel_acc = subset_miou(net, self.val, self.num_classes)
+        return {"score": float(miou), "pixel_acc": float(pixel_acc)}
