@@ -2,8 +2,9 @@
 
     python benchmarks/saswot_camvid.py --target-ms 28          # after benchmarks/proxies_camvid.py
 
-Regularized evolution (``segnas search saswot``'s engine) over the ground truth's space (``multires``,
-CPU-sized as in ``proxy_groundtruth.py``) scores up to ``--candidates`` untrained networks with the
+A ``segnas search saswot`` job (regularized evolution, ``segnas.jobs.search.search_job``, no final
+training) over the ground truth's space (``multires``, CPU-sized as in ``proxy_groundtruth.py``) scores
+up to ``--candidates`` untrained networks with the
 proxy (default: the expression ``proxies_camvid.py`` discovered, on the images and size it was
 discovered with), rejecting every candidate whose latency predicted at 360x480 on ONNX Runtime
 exceeds ``--target-ms``, for at most ``--time-limit-min`` minutes of wall time on ``--workers``
@@ -26,21 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from proxy_groundtruth import data_section  # noqa: E402
 from train_camvid import config as train_config  # noqa: E402
 
-from segnas.cost import LatencyTable, count_flops, count_parameters, measure_latency  # noqa: E402
-from segnas.jobs import train_job  # noqa: E402
+from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
+from segnas.evaluate.proxy import proxy_scored_on  # noqa: E402
+from segnas.evaluate.records import load_groundtruth, load_groundtruth_runs  # noqa: E402
 from segnas.evaluate.short_train import evaluate_arch, make_item  # noqa: E402
-from segnas.evaluate.records import load_groundtruth  # noqa: E402
-from UNKNOWN import saswot_search  # noqa: E402
+from segnas.jobs import train_job  # noqa: E402
+from segnas.jobs.search import make_settings, search_job  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -71,13 +73,10 @@ def groundtruth_placement(records: list[dict], target_ms: float, winner_miou: fl
             "winner_percentile": 100.0 * sum(m <= winner_miou for m in feasible) / len(feasible)}
 
 
-def steps_placement(space, arch, args, table, run: Path) -> dict:
+def steps_placement(space, arch, args, latency: LatencyModel, run: Path) -> dict:
     """Train the winner for ``--gt-steps`` steps with each training seed of the step-budget ground
     truth and place its seed-mean mIoU among the ground-truth networks that meet the target (by
-    latency predicted from ``table``, the search's own), each also a mean over those seeds."""
-    from segnas.evaluate.records import load_groundtruth_runs
-    from UNKNOWN import predicted_latency_ms
-
+    latency predicted by ``latency``, the search's own table), each also a mean over those seeds."""
     files = gt_steps_files(args)
     records = load_groundtruth_runs(files)
     data = data_section("camvid", None, args.gt_size, args.gt_size, 8)
@@ -89,11 +88,50 @@ def steps_placement(space, arch, args, table, run: Path) -> dict:
         runs.append(r["val_miou"])
         print(f"winner, {args.gt_steps} steps, training seed {seed}: val mIoU {100 * r['val_miou']:.1f}%", flush=True)
     for r in records:
-        r["latency_ms"] = predicted_latency_ms(space, space.arch_from_dict(r["arch"]), table, 11, args.size)
+        r["latency_ms"] = latency.predict(space, space.arch_from_dict(r["arch"]), 11)
     winner = float(np.mean(runs))
     return {"steps": args.gt_steps, "files": [Path(f).name for f in files], "val_miou_runs": runs,
             "val_miou": winner, "latency": "predicted on this machine's table (the search's)",
             **groundtruth_placement(records, args.target_ms, winner)}
+
+
+def search_settings(args: argparse.Namespace):
+    """The ``segnas search saswot`` job of these arguments (no final training: trained below). The
+    initializations are resolved here as the job would (``--inits``, else the proxy file's; the
+    finalists over ``--final-inits``, else the proxy file's) so that config.yaml names them."""
+    seen = proxy_scored_on(args.proxy).get("inits")
+    return make_settings("saswot", {
+        "job": "bench-saswot", "data": {"name": "camvid", "root": str(common.camvid_root())},
+        "latency": {"target_ms": args.target_ms, "size": list(args.size), "backend": "onnxruntime", "threads": 2},
+        "minutes": args.time_limit_min, "workers": args.workers, "executor": "process", "seed": args.seed,
+        "out_dir": args.out_dir, "progress": False, "final": {"epochs": 0},
+        "saswot": {"space": "multires", "space_options": {"layers": args.layers, "base_width": args.base_width},
+                   "scoring": {"proxy": args.proxy, "images": args.images, "size": list(args.score_size),
+                               "inits": args.inits or seen or 1},
+                   "candidates": args.candidates, "population": args.population, "sample_size": args.sample_size,
+                   "final_inits": (seen or 0) if args.final_inits is None else args.final_inits}})
+
+
+def search_record(run: Path) -> dict:
+    """A finished search run's figures under this benchmark's result names (from its config.yaml,
+    search_result.json and arch.json)."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    result = json.loads((run / "search_result.json").read_text())
+    section, details = cfg["saswot"], result["details"]
+    scoring, rescored = section["scoring"], "final_score" in details
+    settings = {"space": section["space"], "data": cfg["data"]["name"], "split": scoring["split"],
+                "images": scoring["images"], "score_size": scoring["size"], "population": section["population"],
+                "sample_size": section["sample_size"], "seed": cfg["seed"], "proxy_seed": scoring["proxy_seed"],
+                "inits": scoring["inits"], "final_inits": section["final_inits"] if rescored else 0,
+                "top_k": section["top_k"], "workers": cfg["workers"],
+                "time_limit_s": cfg["minutes"] and 60.0 * cfg["minutes"]}
+    return {**{k: details[k] for k in ("candidates_scored", "seconds", "rejected_infeasible", "duplicates", "stopped")},
+            "final_inits": settings["final_inits"],
+            # the search's wall time after its loop: the finalists' rescoring (0 without one)
+            "final_seconds": round(result["search_wall_seconds"] - details["seconds"], 3) if rescored else 0.0,
+            "settings": settings, "proxy": scoring["proxy"], "proxy_score": details["score"],
+            "final_proxy_score": details.get("final_score"),
+            "predicted_latency_ms": result["networks"]["arch"]["predicted_ms"]}
 
 
 def main() -> None:
@@ -123,8 +161,8 @@ def main() -> None:
     ap.add_argument("--final-inits", type=int, default=None,
                     help="rescore the 10 best over this many (default: the proxy file's when --inits is lower)")
     ap.add_argument("--final-minutes", type=float, default=10.0, help="train_camvid.py budget (0: skip)")
-    ap.add_argument("--reuse", default=None, help="run folder of a finished search to train (its earlier "
-                    "quiet-machine timing and step-budget placement in the result file are kept)")
+    ap.add_argument("--reuse", default=None, help="run folder of a finished `segnas search saswot` job to train "
+                    "(its earlier quiet-machine timing and step-budget placement in the result file are kept)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="saswot_camvid")
@@ -133,20 +171,8 @@ def main() -> None:
         sys.exit(f"CamVid not found at {common.camvid_root()} (set SEGNAS_CAMVID)")
     space = MultiResSpace(layers=args.layers, base_width=args.base_width)
     h, w = args.size
-    table = LatencyTable("onnxruntime", threads=2, min_runs=20, min_time_s=0.3)  # saswot_search's defaults
-
-    if args.reuse:
-        run = Path(args.reuse)
-        search = json.loads((run / "saswot_result.json").read_text())
-    else:
-        run = Path(args.out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-bench-saswot"
-        saswot_search(run, target_ms=args.target_ms, latency_size=args.size, space=space, proxy=args.proxy,
-                      data="camvid", root=str(common.camvid_root()), images=args.images,
-                      score_size=args.score_size, candidates=args.candidates, population=args.population,
-                      sample_size=args.sample_size, seed=args.seed, time_limit_s=60 * args.time_limit_min,
-                      inits=args.inits, final_inits=args.final_inits,
-                      table=table, executor="process", workers=args.workers, echo=print)
-        search = json.loads((run / "saswot_result.json").read_text())
+    run = Path(args.reuse) if args.reuse else Path(search_job(search_settings(args), echo=print)["run_dir"])
+    search = search_record(run)
     arch_file = run / "arch.json"
     arch = space.arch_from_dict(read_arch_file(arch_file)["arch"])
     net = space.build(arch, 11).eval()
@@ -161,10 +187,10 @@ def main() -> None:
     out = {
         "target_ms": args.target_ms, "size": [h, w], "proxy": search["proxy"], "run_dir": str(run),
         "space": {"name": space.name, "layers": args.layers, "base_width": args.base_width},
-        "search": {k: search.get(k) for k in ("candidates_scored", "seconds", "rejected_infeasible", "duplicates",
-                                              "stopped", "final_inits", "final_seconds", "settings")}
+        "search": {k: search[k] for k in ("candidates_scored", "seconds", "rejected_infeasible", "duplicates",
+                                          "stopped", "final_inits", "final_seconds", "settings")}
         | {"candidates_per_minute": 60.0 * search["candidates_scored"] / max(search["seconds"], 1e-9),
-           "best_proxy_score": search["proxy_score"], "final_proxy_score": search.get("final_proxy_score")},
+           "best_proxy_score": search["proxy_score"], "final_proxy_score": search["final_proxy_score"]},
         "winner_predicted_ms": search["predicted_latency_ms"], "winner_measured_ms": measured,
         "winner_vs_target": measured / args.target_ms - 1.0, "winner_params": count_parameters(net),
         "winner_gflops": count_flops(net, (1, 3, h, w)).gflops, "winner": arch.to_dict(),
@@ -186,7 +212,8 @@ def main() -> None:
         files = [Path(f).name for f in gt_steps_files(args)]
         kept = earlier.get("groundtruth_steps") if earlier.get("run_dir") == str(run) else None
         same = kept and kept.get("steps") == args.gt_steps and kept.get("files") == files
-        out["groundtruth_steps"] = kept if same else steps_placement(space, arch, args, table, run)
+        latency = LatencyModel.create("onnxruntime", args.size, args.target_ms, threads=2)  # the search job's table
+        out["groundtruth_steps"] = kept if same else steps_placement(space, arch, args, latency, run)
         print(f"at the ground truth's {args.gt_steps}-step budget: {100 * out['groundtruth_steps']['val_miou']:.1f}% "
               f"(feasible ground truth: {out['groundtruth_steps']})")
         common.save_result(args.name, out)

@@ -143,9 +143,10 @@ def test_search_checkpoint_is_refused_by_predict(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "space.channels=[8,4]"], "each stage's channels"),
+    (["--set", "ssr.space.channels=[8,4]"], "each stage's channels"),
     (["--resource", "flops"], "target_gflops"),
-    (["--set", "shrink_threshold=1.5"], "shrink_threshold"),
+    (["--set", "ssr.shrink_threshold=1.5"], "ssr.shrink_threshold: Input should be less than 1"),
+    (["--set", "shrink_threshold=0.5"], "shrink_threshold: Extra inputs are not permitted"),
 ])
 def test_ssr_search_settings_errors_are_one_line(tmp_path, args, message):
     result = run("search", "ssr", "--data", "synthetic", "--size", "48x64", "--target-ms", "5",
@@ -156,6 +157,8 @@ def test_ssr_search_settings_errors_are_one_line(tmp_path, args, message):
 
 
 def test_proxy_score_and_saswot_search(tmp_path):
+    import json
+
     result = run("proxy", "score", "fast_scnn", "--proxy", "params", "--proxy", "grad_norm", "--images", "2",
                  "--size", "32x48")
     assert result.exit_code == 0, result.output
@@ -163,11 +166,15 @@ def test_proxy_score_and_saswot_search(tmp_path):
     bad = run("proxy", "score", "fast_scnn", "--proxy", "nope")
     assert bad.exit_code == 2 and "unknown name or missing file 'nope'" in bad.output
     result = run("search", "saswot", "--size", "32x48", "--target-ms", "1000", "--proxy", "params",
-                 "--candidates", "6", "--score-size", "32x48", "--images", "2", "--backend", "eager", "--workers", "2",
-                 "--out-dir", tmp_path)
+                 "--candidates", "6", "--backend", "eager", "--workers", "2", "--executor", "process",
+                 "--set", "saswot.scoring.size=[32,48]", "--set", "saswot.scoring.images=2", "--set", "final.epochs=0",
+                 "--set", "progress=false", "--out-dir", tmp_path)
     assert result.exit_code == 0, result.output
     run_dir = next(tmp_path.iterdir())
-    assert (run_dir / "arch.json").is_file()
+    assert (run_dir / "arch.json").is_file() and (run_dir / "config.yaml").is_file()
+    summary = json.loads((run_dir / "search_result.json").read_text())
+    assert summary["method"] == "saswot" and summary["details"]["candidates_scored"] == 6
+    assert summary["networks"]["arch"]["predicted_ms"] <= 1000
 
 
 def test_proxy_discover_on_repeated_groundtruth(tmp_path):

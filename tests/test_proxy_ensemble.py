@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from segnas.errors import SegnasError
-from segnas.proxies.discovery import DiscoveredProxy, as_proxy, discover, layer_stats, rank_correlations
-from segnas.proxies.ensemble import (ProxyEnsemble, bagged_indices, check_bag_fraction, discover_ensemble, load_proxy,
-                                     member_seeds, quantile_scale)
+from segnas.metrics.ranking import tau_rho as rank_correlations
+from segnas.proxies.discovery import DiscoveredProxy, discover, layer_stats
+from segnas.proxies.ensemble import (ProxyEnsemble, as_proxy, bagged_indices, check_bag_fraction, discover_ensemble,
+                                     load_proxy, member_seeds, quantile_scale)
 from segnas.evaluate.proxy import proxy_scored_on, resolve_proxy
 from proxy_helpers import data, fake_arch, tiny_net
 

@@ -340,7 +340,7 @@ def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_noti
     same, other = [], []
     for out, size, messages in ((tmp_path / "a", [32, 48], same), (tmp_path / "b", [48, 64], other)):
         saswot_job(out, messages.append, scoring={"proxy": str(tmp_path / "p.json"), "images": 4, "batch_size": 2,
-                                                  "size": size})
+                                                  "size": size}, candidates=2, population=2, sample_size=1)
     assert not any(m.startswith("note:") for m in same)
     assert any(m.startswith("note:") and "size [32, 48]" in m and "size [48, 64]" in m for m in other)
 

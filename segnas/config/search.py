@@ -126,9 +126,10 @@ class SearchSettings(Settings):
     #: Search budget in minutes (wall clock): sample-based methods stop proposing, one-shot
     #: methods stop after the epoch that exceeds it. None: the method's own end.
     minutes: Optional[float] = Field(None, gt=0)
-    #: Candidate evaluations run at once, and where (``segnas.parallel`` executors).
+    #: Candidate evaluations run at once, and where (``segnas.parallel`` executors; one worker
+    #: always runs in this process).
     workers: int = Field(1, ge=1)
-    executor: Literal["inline", "process", "ray"] = "inline"
+    executor: Literal["inline", "process", "ray"] = "process"
     ray_address: Optional[str] = None
     #: Where supernets and final trainings run: cpu, cuda, cuda:N, or auto.
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")

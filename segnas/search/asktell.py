@@ -87,6 +87,10 @@ class AskTellStrategy(Strategy):
         """The finalists reordered so that the winner is first (default: by score)."""
         return top
 
+    def describe(self) -> dict[str, Any]:
+        """What ``search_result.json`` should record of how this search scored (default: nothing)."""
+        return {}
+
     @abstractmethod
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         """The evaluator of this search's candidates."""
@@ -113,11 +117,13 @@ class AskTellStrategy(Strategy):
         outcome = loop.run()
         top = self.choose(outcome.top, ctx)
         best = top[0]
-        details = {**outcome.summary(), "top": [c.to_dict() for c in top], "score": json_float(best.score)}
+        details = {**outcome.summary(), **self.describe(), "top": [c.to_dict() for c in top],
+                   "score": json_float(best.score)}
         if best.final_score is not None:
             details["final_score"] = json_float(best.final_score)
-        return SearchResult([FoundNetwork("arch", space, best.arch, best.latency_ms, info={
-            "score": json_float(best.score), "candidates_scored": outcome.evaluated})], details)
+        info = {"score": json_float(best.score), "candidates_scored": outcome.evaluated,
+                **{k: v for k, v in self.describe().items() if k == "scoring"}}
+        return SearchResult([FoundNetwork("arch", space, best.arch, best.latency_ms, info=info)], details)
 
 
 @dataclass

@@ -14,6 +14,7 @@ explores at the cost of few initializations, the pick is less a lucky draw of we
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, ClassVar, Optional
 
@@ -97,8 +98,19 @@ class SasWOT(RegularizedEvolution):
         return wanted if wanted > self.evaluator.inits else 0
 
     def choose(self, top: list[Candidate], ctx: SearchContext | None) -> list[Candidate]:
-        return rescore_finalists(top, self.evaluator, self.final_inits(), ctx.echo if ctx else None,
-                                 ctx.settings.workers if ctx else 1, ctx.settings.executor if ctx else "inline")
+        start = time.perf_counter()
+        top = rescore_finalists(top, self.evaluator, self.final_inits(), ctx.echo if ctx else None,
+                                ctx.settings.workers if ctx else 1, ctx.settings.executor if ctx else "inline")
+        self.final_seconds = time.perf_counter() - start
+        return top
+
+    def describe(self) -> dict[str, Any]:
+        ev = self.evaluator
+        proxy = ev.proxy if isinstance(ev.proxy, str) else getattr(ev.proxy, "__name__", repr(ev.proxy))
+        return {"scoring": {"proxy": proxy, "split": ev.split, "images": ev.images, "batch_size": ev.batch_size,
+                            "size": list(ev.size) if ev.size else None, "inits": ev.inits, "data_seed": ev.data_seed,
+                            "proxy_seed": ev.proxy_seed, "init_seed": ev.init_seed},
+                "final_inits": self.final_inits(), "final_seconds": round(getattr(self, "final_seconds", 0.0), 3)}
 
 
 def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_inits: int, echo=None,
