@@ -70,10 +70,11 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None
-               ) -> dict[str, Any]:
+def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
+               latency: LatencyModel | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; returns the summary written to
-    ``search_result.json`` plus ``run_dir``."""
+    ``search_result.json`` plus ``run_dir``. ``latency`` replaces the latency model the settings
+    describe (a calibrated or precomputed table; tests use a deterministic one)."""
     echo = echo or (lambda m: None)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
     cfg, run = start_job(cls, settings, resume)
@@ -81,7 +82,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
     num_classes = dataset_classes(cfg.data)
-    latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
+    if latency is None:
+        latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
     strategy.prepare(ctx)  # everything that can fail on user input, before the run directory exists
     ctx.run = open_run(cfg, run)
