@@ -26,7 +26,7 @@ from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import fixed_batches
 from segnas.metrics import ConfusionMatrix
-from segnas.spaces.base import get_space
+from segnas.spaces.base import WeightSharingSupernet, get_space
 
 
 @torch.no_grad()
@@ -77,7 +77,7 @@ class SupernetEvaluator(Evaluator):
     def setup(self) -> None:
         space = get_space(self.space_name, **self.space_options)
         supernet = space.supernet(self.num_classes, self.input_size)
-        if not hasattr(supernet, "select"):
+        if not isinstance(supernet, WeightSharingSupernet):
             raise SegnasError(f"space {self.space_name!r}: its supernet cannot run a chosen architecture "
                               "(no select()); use the proxy or short-training evaluator")
         state = load_checkpoint(self.checkpoint)

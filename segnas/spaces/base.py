@@ -58,6 +58,14 @@ class Supernet(Protocol):
         ...
 
 
+@runtime_checkable
+class WeightSharingSupernet(Supernet, Protocol):
+    """A supernet that can run one chosen architecture on its shared weights (in "argmax" width
+    mode after ``select``), for the weight-sharing evaluator (``segnas.evaluate.supernet``)."""
+
+    def select(self, arch: Any) -> None: ...
+
+
 class SearchSpace(ABC, Generic[ArchT]):
     """What every method needs of a space: sample, mutate, (de)serialize, key, build, cost."""
 
