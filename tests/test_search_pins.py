@@ -38,11 +38,30 @@ def test_the_pins_were_made_with_the_generators_settings():
     assert set(PINNED["saswot"]["runs"]) == {pins.saswot_run_name(p, w) for p, w in pins.SASWOT_RUNS}
 
 
-# ------------------------------------------------------------------------------ FasterSeg
 @pytest.fixture(scope="module")
-def fasterseg(tmp_path_factory):
-    return as_json(pins.run_fasterseg(tmp_path_factory.mktemp("fasterseg")))
+def found(tmp_path_factory):
+    """``found(method)``: what ``pins.run_<method>`` finds now, run once per module."""
+    runs: dict[str, dict] = {}
 
+    def get(method: str) -> dict:
+        if method not in runs:
+            runs[method] = as_json(getattr(pins, f"run_{method}")(tmp_path_factory.mktemp(method)))
+        return runs[method]
+
+    return get
+
+
+@pytest.fixture
+def fasterseg(found):
+    return found("fasterseg")
+
+
+@pytest.fixture
+def ssr(found):
+    return found("ssr")
+
+
+# ------------------------------------------------------------------------------ FasterSeg
 
 def test_fasterseg_derives_the_pinned_teacher_and_student(fasterseg):
     pinned = PINNED["fasterseg"]
@@ -60,11 +79,6 @@ def test_fasterseg_search_epochs_adapt_lambda_and_derive_as_pinned(fasterseg):
 
 
 # ------------------------------------------------------------------------------ SSR
-@pytest.fixture(scope="module")
-def ssr(tmp_path_factory):
-    return as_json(pins.run_ssr(tmp_path_factory.mktemp("ssr")))
-
-
 def test_ssr_derives_the_pinned_network(ssr):
     pinned = PINNED["ssr"]
     assert ssr["arch"] == pinned["arch"]

@@ -185,19 +185,26 @@ def one_shot_settings(method: str, old: dict[str, Any], workdir: Path):
                                   method: section})
 
 
-def run_fasterseg(workdir: Path) -> dict[str, Any]:
-    """FasterSeg on ``FASTERSEG_SETTINGS``: the derived teacher and student, and per search epoch
-    the λ used and the networks derived after it."""
+def run_one_shot(method: str, old: dict[str, Any], workdir: Path) -> Path:
+    """Run a one-shot search on the cafcd7d settings ``old`` with the FLOPs latency; its run directory."""
     from segnas.jobs.search import search_job
-    from segnas.spaces import read_arch_file
 
     workdir = Path(workdir)
     with deterministic_latency(workdir) as latency:
-        cfg = one_shot_settings("fasterseg", FASTERSEG_SETTINGS, workdir)
+        cfg = one_shot_settings(method, old, workdir)
         model = latency(cfg.deployment_size(), cfg.latency.target)
         run = Path(search_job(cfg, latency=model)["run_dir"])
     if not model.table.measured:
-        raise RuntimeError("the FasterSeg search did not use the FLOPs table it was given")
+        raise RuntimeError(f"the {method} search did not use the FLOPs table it was given")
+    return run
+
+
+def run_fasterseg(workdir: Path) -> dict[str, Any]:
+    """FasterSeg on ``FASTERSEG_SETTINGS``: the derived teacher and student, and per search epoch
+    the λ used and the networks derived after it."""
+    from segnas.spaces import read_arch_file
+
+    run = run_one_shot("fasterseg", FASTERSEG_SETTINGS, workdir)
     out: dict[str, Any] = {}
     for name in ("teacher", "student"):
         data = read_arch_file(run / f"{name}.json")
@@ -213,16 +220,9 @@ def run_fasterseg(workdir: Path) -> dict[str, Any]:
 def run_ssr(workdir: Path) -> dict[str, Any]:
     """SSR on ``SSR_SETTINGS``: the derived network, whether the space shrank to it, and per search
     epoch the argmax network and the candidates left after shrinking."""
-    from segnas.jobs.search import search_job
     from segnas.spaces import read_arch_file
 
-    workdir = Path(workdir)
-    with deterministic_latency(workdir) as latency:
-        cfg = one_shot_settings("ssr", SSR_SETTINGS, workdir)
-        model = latency(cfg.deployment_size(), cfg.latency.target)
-        run = Path(search_job(cfg, latency=model)["run_dir"])
-    if not model.table.measured:
-        raise RuntimeError("the SSR search did not use the FLOPs table it was given")
+    run = run_one_shot("ssr", SSR_SETTINGS, workdir)
     data = read_arch_file(run / "arch.json")
     search = [r for r in _records(run) if r["phase"] == "search"]
     return {"arch": data["arch"], "predicted_latency_ms": data["predicted_latency_ms"],
