@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, baselines, camvid_root, machine, save_result  # noqa: E402
 
 from segnas.config.io import load_config, save_config  # noqa: E402
-from segnas.config.search import SearchConfig  # noqa: E402
+from segnas.config.search import SearchSettings  # noqa: E402
 from segnas.cost import measure_latency  # noqa: E402
-from segnas.jobs.search import fasterseg_job  # noqa: E402
+from segnas.jobs.search import search_job, settings_class  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.multires import MULTIRES, MultiResArch  # noqa: E402
 
@@ -65,6 +65,35 @@ def remeasure(mode: str, threads: int) -> None:
     print(f"student {ms:.2f} ms vs target {result['target_ms']} ms ({100 * (ms / result['target_ms'] - 1):+.1f}%)")
 
 
+def settings(args: argparse.Namespace) -> SearchSettings:
+    """The search job's settings for these arguments."""
+    return settings_class("fasterseg").model_validate({
+        "method": "fasterseg", "job": f"bench-fasterseg-{args.mode}",
+        "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size, "scale": [0.75, 1.5],
+                 "batch_size": 8},
+        "latency": {"target_ms": args.target_ms, "size": args.size, "backend": "onnxruntime", "threads": args.threads},
+        "search_size": args.search_size,
+        "fasterseg": {"space": {"layers": args.layers, "base_width": args.base_width}, "mode": args.mode,
+                      "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
+                      "search_epochs": args.search_epochs, "arch_lr": args.arch_lr},
+        "final": {"minutes": args.final_minutes or None, "epochs": 10000 if args.final_minutes else 0,
+                  "budget_clock": "cpu"},
+        "bf16": True, "threads": args.threads, "out_dir": args.out_dir})
+
+
+def figures(summary: dict) -> dict:
+    """The search job's summary (``search_result.json``) as this benchmark's result fields."""
+    nets = summary["networks"]
+    student, teacher = nets["student"], nets["teacher"]
+    return {"search_seconds": summary["search_wall_seconds"], "search_cpu_seconds": summary["search_cpu_seconds"],
+            **{k: summary[k] for k in ("size", "backend", "target_ms")},
+            "student_measured_ms": student["measured_ms"], "student_latency_vs_target": student["latency_vs_target"],
+            "student_params": student["params"], "student_gflops": student["gflops"],
+            "teacher_params": teacher["params"],
+            "training": {name: net["training"] for name, net in nets.items() if "training" in net},
+            "run_dir": summary["run_dir"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="360x480")
@@ -91,21 +120,11 @@ def main() -> None:
         return remeasure(args.mode, args.threads)
     if args.train:  # same run, its training settings replaced by this budget
         args.resume = args.train
-        run_cfg = load_config(SearchConfig, Path(args.train) / "config.yaml")
-        save_config(run_cfg.model_copy(update={"final_minutes": args.final_minutes, "final_epochs": 10000,
-                                               "final_budget_clock": "cpu"}), Path(args.train) / "config.yaml")
-    cfg = SearchConfig.model_validate({
-        "job": f"bench-fasterseg-{args.mode}",
-        "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size, "scale": [0.75, 1.5],
-                 "batch_size": 8},
-        "space": {"layers": args.layers, "base_width": args.base_width},
-        "latency": {"target_ms": args.target_ms, "size": args.size, "backend": "onnxruntime",
-                    "threads": args.threads, "mode": args.mode},
-        "search_size": args.search_size, "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
-        "search_epochs": args.search_epochs, "arch_lr": args.arch_lr, "final_minutes": args.final_minutes or None,
-        "final_epochs": 10000 if args.final_minutes else 0, "final_budget_clock": "cpu",
-        "bf16": True, "threads": args.threads, "out_dir": args.out_dir})
-    summary = fasterseg_job(None if args.resume else cfg, resume=args.resume, echo=print)
+        path = Path(args.train) / "config.yaml"
+        run_cfg = load_config(settings_class("fasterseg"), path)
+        final = run_cfg.final.model_copy(update={"minutes": args.final_minutes, "epochs": 10000, "budget_clock": "cpu"})
+        save_config(run_cfg.model_copy(update={"final": final}), path)
+    summary = figures(search_job(None if args.resume else settings(args), resume=args.resume, echo=print))
     run_dir = Path(summary["run_dir"])
     archs = {n: MULTIRES.arch_from_dict(read_arch_file(run_dir / f"{n}.json")["arch"]) for n in ("teacher", "student")}
     training = summary.get("training", {})

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import camvid_root, save_result  # noqa: E402
 from train_camvid import config as train_config  # noqa: E402
 
-from segnas.config.search import SSRConfig  # noqa: E402
+from segnas.config.search import SearchSettings  # noqa: E402
+from segnas.cost import LatencyModel  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
-from segnas.jobs.search import ssr_job  # noqa: E402
-from segnas.search.common import latency_table  # noqa: E402
-from segnas.search.ssr import space_from_config  # noqa: E402
+from segnas.jobs.search import search_job, settings_class  # noqa: E402
+from segnas.search.strategies.ssr import joint_space  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.joint import Candidate  # noqa: E402
 
@@ -43,24 +43,33 @@ SPACE = {"channels": [32, 64], "slots": [3, 5], "stem_channels": 16, "decoder_wi
          "dilations": [1, 2, 4, 8], "width_ratios": [1.0, 0.75, 0.5]}
 
 
-def space_range(cfg: SSRConfig, classes: int = 11) -> tuple[float, float]:
+def space_range(cfg: SearchSettings, classes: int = 11) -> tuple[float, float]:
     """Predicted latency of the cheapest (all skip) and most expensive network of the space."""
-    space = space_from_config(cfg)
-    table = latency_table(cfg.latency, cfg.threads)
-    size = tuple(cfg.latency.size)
-    slowest = None
-    for cand in space.candidates()[1:]:
-        arch = space.make_arch([[cand.slot(space.widths(s)[0], space.widths(s)[0])] * n
-                                for s, n in enumerate(space.slots)])
-        keys = space.latency_keys(arch, classes, size)
-        table.ensure(keys)
-        ms = sum(table.lookup(k) for k in keys)
-        slowest = ms if slowest is None else max(slowest, ms)
+    space = joint_space(cfg.ssr.space)
+    latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
+    widest = [space.make_arch([[cand.slot(space.widths(s)[0], space.widths(s)[0])] * n
+                               for s, n in enumerate(space.slots)]) for cand in space.candidates()[1:]]
     cheapest = space.make_arch([[Candidate("skip").slot()] * n for n in space.slots])
-    keys = space.latency_keys(cheapest, classes, size)
-    table.ensure(keys)
-    overhead = table.call_overhead((1, 3, *size))
-    return sum(table.lookup(k) for k in keys) + overhead, slowest + overhead
+    latency.ensure([k for arch in [cheapest, *widest] for k in space.latency_keys(arch, classes, latency.size)])
+    return (latency.predict(space, cheapest, classes),
+            max(latency.predict(space, arch, classes) for arch in widest))
+
+
+def figures(summary: dict) -> dict:
+    """A search job's summary (``search_result.json``) as this benchmark's per-run fields (a run of
+    the former SSR job already has them)."""
+    if "networks" not in summary:
+        return summary
+    arch = summary["networks"]["arch"]
+    return {"search_seconds": summary["search_wall_seconds"], "search_cpu_seconds": summary["search_cpu_seconds"],
+            "converged": summary["details"]["converged"], **{k: summary[k] for k in ("size", "backend", "target_ms")},
+            **{k: arch[k] for k in ("measured_ms", "latency_vs_target", "params", "gflops")},
+            "run_dir": summary["run_dir"]}
+
+
+def settings(data: dict) -> SearchSettings:
+    """The search job's settings of this benchmark (a hook for smoke runs on other data)."""
+    return settings_class("ssr").model_validate(data)
 
 
 def trace(run_dir: Path) -> list[dict]:
@@ -89,26 +98,30 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.08, help="final training LR (train_camvid.py's recipe: 0.08)")
     ap.add_argument("--clip-grad-norm", type=float, default=5.0, help="final training only")
     args = ap.parse_args()
-    base = {"job": f"bench-{args.name.replace('_', '-')}", "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
-                                         "scale": [0.75, 1.5], "batch_size": 8},
-            "space": SPACE, "latency": {"target_ms": args.target_ms or 1.0, "size": args.size,
-                                        "backend": args.backend, "threads": args.threads},
-            "search_size": args.search_size, "pretrain_epochs": args.pretrain_epochs,
-            "search_epochs": args.search_epochs, "arch_lr": args.arch_lr, "final_epochs": 0, "bf16": True,
-            "threads": args.threads, "out_dir": args.out_dir, "pretrained": args.pretrained}
-    lo, hi = space_range(SSRConfig.model_validate(base))
+    base = {"method": "ssr", "job": f"bench-{args.name.replace('_', '-')}",
+            "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size, "scale": [0.75, 1.5],
+                     "batch_size": 8},
+            "latency": {"target_ms": args.target_ms, "size": args.size, "backend": args.backend,
+                        "threads": args.threads},
+            "search_size": args.search_size, "final": {"epochs": 0}, "bf16": True, "threads": args.threads,
+            "out_dir": args.out_dir,
+            "ssr": {"space": SPACE, "pretrain_epochs": args.pretrain_epochs, "search_epochs": args.search_epochs,
+                    "arch_lr": args.arch_lr, "pretrained": args.pretrained}}
+    lo, hi = space_range(settings(base))
     target = args.target_ms or round(lo + 0.4 * (hi - lo), 1)
     print(f"space latency range {lo:.1f}–{hi:.1f} ms; target {target} ms")
     base["latency"]["target_ms"] = target
     runs = {}
-    for name, update in (("ssr", {}), ("no_ssr", {"job": f"{base['job']}-off", "ssr_weights": [0, 0, 0]})):
+    for name, update in (("ssr", {}), ("no_ssr", {"ssr_weights": [0, 0, 0]})):
         if name == "no_ssr":
             update["pretrained"] = args.pretrained or runs["ssr"]["run_dir"]
         if args.reuse:
             run_dir = args.reuse[0] if name == "ssr" else args.reuse[1]
             summary = {**json.loads((Path(run_dir) / "search_result.json").read_text()), "run_dir": run_dir}
         else:
-            summary = ssr_job(SSRConfig.model_validate({**base, **update}), echo=print)
+            job = base["job"] + ("-off" if name == "no_ssr" else "")
+            summary = search_job(settings({**base, "job": job, "ssr": {**base["ssr"], **update}}), echo=print)
+        summary = figures(summary)
         runs[name] = {**summary, "trace": trace(Path(summary["run_dir"])),
                       "arch_predicted_ms": read_arch_file(Path(summary["run_dir"]) / "arch.json")["predicted_latency_ms"]}
     searches = {n: [r for r in runs[n]["trace"] if r["phase"] == "search"] for n in runs}

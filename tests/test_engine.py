@@ -52,8 +52,13 @@ def test_step_budget_stops_mid_epoch_and_the_schedule_runs_over_it(tiny_cfg):
     assert result.history[-1]["lr"] < 0.5 * 0.003
 
 
+def native_bf16(monkeypatch, native: bool) -> None:
+    """Make this CPU count as having (or lacking) native bf16."""
+    monkeypatch.setattr(sys.modules["segnas.engine.evaluate"], "cpu_has_native_bf16", lambda: native)
+
+
 def test_bf16_channels_last_ema_ohem_sgd(tiny_cfg, monkeypatch):
-    monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)  # bf16 on any CPU
+    native_bf16(monkeypatch, True)  # bf16 on any CPU
     cfg = tiny_cfg(epochs=1, bf16=True, channels_last=True, ema_decay=0.99, **{"loss.kind": "ohem",
                    "optim.name": "sgd", "optim.lr": 0.01, "optim.clip_grad_norm": 1.0, "optim.warmup_iters": 2,
                    "optim.schedule": "cosine"})
@@ -65,7 +70,7 @@ def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cf
     from segnas.engine.evaluate import usable_bf16
 
     said = []
-    monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: False)
+    native_bf16(monkeypatch, False)
     assert usable_bf16(True, said.append) is False and "no native bf16" in said[0]
     assert usable_bf16(False, said.append) is False and len(said) == 1
     import segnas.engine.step as step
@@ -78,7 +83,7 @@ def test_bf16_falls_back_to_fp32_with_a_notice_where_the_cpu_emulates_it(tiny_cf
     assert autocast_args and not any(autocast_args) and not result.bf16  # trained and evaluated in fp32
     notices = lambda: sum("no native bf16" in m for m in said)  # noqa: E731
     assert notices() == 2 and torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
-    monkeypatch.setattr("segnas.cost.machine.cpu_has_native_bf16", lambda: True)
+    native_bf16(monkeypatch, True)
     assert usable_bf16(True, said.append) is True and notices() == 2
 
 

@@ -1,14 +1,15 @@
-"""The differentiable search engine on a toy supernet: phases, architecture losses, resume."""
+"""The one-shot engine on a toy supernet: phases, architecture losses, resume, budget, stop."""
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from segnas.engine.rundir import RunDir
-from segnas.search.differentiable import DifferentiableSearch, SearchSchedule, split_halves
+from segnas.search.oneshot.engine import NoHooks, OneShotEngine, SearchSchedule, split_halves
 
 
 class ToySupernet(nn.Module):
@@ -43,11 +44,32 @@ def data(n=16):
     return TensorDataset(x, y)
 
 
-def make(tmp_path, pre=1, search=2, arch_losses=None, name="run", hook=None):
+class Hooks(NoHooks):
+    """Architecture losses and per-epoch work from plain functions; a counter as strategy state."""
+
+    def __init__(self, arch_losses=None, on_epoch_end=None):
+        self.losses, self.epoch_end, self.calls = arch_losses, on_epoch_end, 0
+
+    def arch_losses(self, net, i):
+        return self.losses(net, i) if self.losses else {}
+
+    def on_epoch_end(self, engine, phase, epoch):
+        self.calls += 1
+        return self.epoch_end(engine, phase, epoch) if self.epoch_end else {}
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+def make(tmp_path, pre=1, search=2, arch_losses=None, name="run", hook=None, **schedule):
     torch.manual_seed(0)
     net = ToySupernet()
-    sched = SearchSchedule(pretrain_epochs=pre, search_epochs=search, batch_size=4, progress=False, arch_lr=0.05)
-    return DifferentiableSearch(net, data(), sched, RunDir(tmp_path / name), arch_losses, hook)
+    sched = SearchSchedule(pretrain_epochs=pre, search_epochs=search, batch_size=4, progress=False, arch_lr=0.05,
+                           **schedule)
+    return OneShotEngine(net, data(), sched, RunDir(tmp_path / name), Hooks(arch_losses, hook))
 
 
 def test_halves_are_disjoint_and_cover():
@@ -89,6 +111,7 @@ def test_resume_after_interruption_matches(tmp_path):
         pass
     resumed = make(tmp_path, name="part")
     assert resumed.resume_if_possible()
+    assert resumed.hooks.calls == 1  # the strategy's state came back with the checkpoint of epoch 1
     resumed.fit()
     for a, b in zip(full.net.state_dict().values(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b)
@@ -97,7 +120,7 @@ def test_resume_after_interruption_matches(tmp_path):
 
 
 def test_resume_when_killed_between_metrics_and_checkpoint(tmp_path, monkeypatch):
-    import segnas.search.differentiable as engine_module
+    import segnas.search.oneshot.engine as engine_module
 
     full = make(tmp_path, name="full")
     full.fit()
@@ -145,3 +168,50 @@ def test_fixed_width_arch_gets_one_pass_with_the_sandwich_gradient(tmp_path):
     # arch 0 (fixed widths) ran once per step, arch 1 three times (max, min, random)
     steps = engine.step
     assert len(engine.net.modes) == steps * (1 + 3)
+
+
+def test_a_strategy_stops_the_search_and_it_stays_stopped(tmp_path):
+    def stop_after_first_search_epoch(engine, phase, epoch):
+        if phase == "search":
+            engine.stop("one network left")
+        return {}
+
+    engine = make(tmp_path, pre=1, search=5, hook=stop_after_first_search_epoch)
+    record = engine.fit()
+    assert record["epochs_done"] == 2 and record["stopped"] == "one network left"
+    again = make(tmp_path, pre=1, search=5)
+    assert again.resume_if_possible() and again.stopped == "one network left"
+    again.fit()  # nothing left to do
+    assert again.epochs_done == 2 and len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_time_budget_ends_the_search_after_the_epoch_that_spends_it(tmp_path):
+    import time
+
+    def slow(engine, phase, epoch):
+        time.sleep(0.7)  # counted: the budget is the search's wall clock, per-epoch work included
+        return {}
+
+    engine = make(tmp_path, pre=1, search=20, hook=slow, minutes=1 / 60)
+    record = engine.fit()
+    assert record["epochs_done"] == 2 and "time budget" in record["stopped"]
+    assert engine.loop.elapsed >= 1.0
+    resumed = make(tmp_path, pre=1, search=20, minutes=1 / 60)
+    assert resumed.resume_if_possible()
+    resumed.fit()
+    assert resumed.epochs_done == 2  # the stop was checkpointed
+
+
+def test_engine_places_the_supernet_on_the_settings_device(tmp_path):
+    engine = make(tmp_path, device="cpu")
+    assert engine.place.device.type == "cpu" and next(engine.net.parameters()).device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_engine_searches_on_a_gpu_and_its_checkpoint_resumes(tmp_path):
+    full = make(tmp_path, name="gpu", device="cuda")
+    full.fit()
+    assert next(full.net.parameters()).device.type == "cuda"
+    assert not torch.equal(full.net.alphas[1].detach().cpu(), torch.zeros(2))
+    resumed = make(tmp_path, name="gpu", device="cuda")
+    assert resumed.resume_if_possible() and resumed.epochs_done == 3

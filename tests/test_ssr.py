@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from segnas.config.search import SSRConfig
 from segnas.cost.export import export_onnx
 from segnas.errors import SegnasError
-from segnas.jobs.search import ssr_job
+from segnas.jobs.search import make_settings, search_job
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.spaces.joint import JointArch, JointSpace
 from segnas.spaces.joint.supernet import normalized, ssr_loss
@@ -117,46 +116,65 @@ def test_resource_gradient_lowers_expected_cost():
     assert net.expected_cost(gflops).item() - fixed < 0.7 * start
 
 
+def tiny_data(tmp_path, **section) -> dict:
+    return {
+        "method": "ssr",
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64],
+                 "batch_size": 2},
+        "latency": {"backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0},
+        "ssr": {"space": {"channels": [8, 16], "slots": [2, 2], "stem_channels": 4, "decoder_width": 8,
+                          "dilations": [1, 2], "width_ratios": [1.0, 0.5]},
+                "resource": "flops", "target_gflops": 0.01,  # counted, not timed: the run is deterministic
+                "pretrain_epochs": 1, "search_epochs": 30, "arch_lr": 0.3, "shrink_threshold": 0.6,
+                "gap_val_images": 4,
+                # A strong decay keeps the last two candidates of a decision off sigmoid saturation (where
+                # p stops moving), so that this 2-step-per-epoch search ends within the epoch cap.
+                "arch_weight_decay": 1e-3, **section},
+        "threads": 1, "final": {"epochs": 1, "ema_decay": None}, "out_dir": str(tmp_path / "runs"), "progress": False}
+
+
 @pytest.fixture
 def tiny_ssr(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
-    return SSRConfig.model_validate({
-        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64],
-                 "batch_size": 2},
-        "space": {"channels": [8, 16], "slots": [2, 2], "stem_channels": 4, "decoder_width": 8,
-                  "dilations": [1, 2], "width_ratios": [1.0, 0.5]},
-        "latency": {"target_ms": 2.0, "backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0},
-        "resource": "flops", "target_gflops": 0.01,  # counted, not timed: the run is deterministic
-        "pretrain_epochs": 1, "search_epochs": 30, "arch_lr": 0.3, "shrink_threshold": 0.6, "gap_val_images": 4,
-        # A strong decay keeps the last two candidates of a decision off sigmoid saturation (where p
-        # stops moving), so that this 2-step-per-epoch search ends within the epoch cap.
-        "arch_weight_decay": 1e-3,
-        "threads": 1, "final_epochs": 1, "final_ema_decay": None, "out_dir": str(tmp_path / "runs"),
-        "progress": False})
+    return lambda **section: tiny_data(tmp_path, **section)
 
 
 def test_ssr_search_shrinks_to_one_network_then_trains(tiny_ssr, tmp_path):
-    summary = ssr_job(tiny_ssr)
+    summary = search_job(make_settings("ssr", tiny_ssr()))  # FLOPs-regularized: no latency target needed
     run = Path(summary["run_dir"])
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     search = [r for r in records if r["phase"] == "search"]
-    assert summary["converged"] and search[-1]["single"] and len(search) < 30  # ended by itself
+    assert summary["details"]["converged"] and search[-1]["single"] and len(search) < 30  # ended by itself
+    assert "single network" in search[-1]["stopped"]
     ops = [r["active_ops"] for r in search]
     assert all(b <= a for a, b in zip(ops, ops[1:])) and ops[-1] == 4  # one candidate per slot
     assert all({"soft_miou", "argmax_miou", "gap", "derived_latency_ms"} <= set(r) for r in search)
+    assert (run / "archs" / f"arch_epoch{len(search):03d}.json").is_file()
     data = read_arch_file(run / "arch.json")
     assert data["space"] == "joint" and data["converged"] is True
     net = build_from_arch(data, 11).eval()
     path = export_onnx(net, tmp_path / "ssr.onnx", (1, 3, 48, 64))
     assert Path(path).is_file()
-    assert summary["measured_ms"] > 0 and summary["training"]["best_val_miou"] >= 0
+    found = summary["networks"]["arch"]
+    assert found["measured_ms"] > 0 and found["training"]["best_val_miou"] >= 0
 
 
 def test_resumed_ssr_job_keeps_its_architecture(tiny_ssr):
-    cfg = tiny_ssr.model_copy(update={"final_epochs": 0})
-    first = ssr_job(cfg)
-    again = ssr_job(None, resume=first["run_dir"])
+    first = search_job(make_settings("ssr", {**tiny_ssr(), "final": {"epochs": 0}}))
+    again = search_job(None, resume=first["run_dir"])
     assert read_arch_file(Path(first["run_dir"]) / "arch.json") == read_arch_file(Path(again["run_dir"]) / "arch.json")
+
+
+def test_the_latency_resource_needs_a_target_and_the_flops_resource_its_gflops(tiny_ssr):
+    from segnas.search.strategies.ssr import SSRSearch
+
+    latency = make_settings("ssr", {**tiny_ssr(), "ssr": {"resource": "latency"}})
+    assert SSRSearch().target_required(latency)
+    with pytest.raises(SegnasError, match="target"):
+        search_job(latency)
+    assert not SSRSearch().target_required(make_settings("ssr", tiny_ssr()))
+    with pytest.raises(SegnasError, match="target_gflops"):
+        make_settings("ssr", {**tiny_ssr(), "ssr": {"resource": "flops"}})
 
 
 def test_joint_networks_leave_channels_last_under_bf16():
@@ -174,3 +192,21 @@ def test_joint_networks_leave_channels_last_under_bf16():
     assert use_channels_last(settings(False, True), joint)
     assert use_channels_last(settings(True, True), other)
     assert not use_channels_last(settings(True, False), other)
+
+
+def test_latency_resource_regularizes_towards_the_target(tiny_ssr):
+    data = tiny_ssr(resource="latency", target_gflops=None, search_epochs=2, gap_val_images=0)
+    data.update(final={"epochs": 0}, latency={**data["latency"], "target_ms": 0.5})
+    run = Path(search_job(make_settings("ssr", data))["run_dir"])
+    search = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][1:]
+    assert all(r["arch0_resource"] > 0 and r["expected_cost"] > 0 for r in search)  # E[latency] in ms
+    assert read_arch_file(run / "arch.json")["predicted_latency_ms"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("resource", ["latency", "flops"])
+def test_ssr_searches_on_a_gpu(tiny_ssr, resource):
+    data = tiny_ssr(resource=resource, search_epochs=2)
+    data.update(final={"epochs": 0}, device="cuda", latency={**data["latency"], "target_ms": 2.0})
+    summary = search_job(make_settings("ssr", data))
+    assert summary["networks"]["arch"]["predicted_ms"] > 0

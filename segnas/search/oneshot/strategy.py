@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from segnas.config.train import Settings
+from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
@@ -97,6 +98,7 @@ class OneShotStrategy(Strategy):
     # ------------------------------------------------------------------ the search
     def prepare(self, ctx: SearchContext) -> None:
         self.ctx = ctx
+        resolve_device(ctx.settings.device)  # a device this machine lacks is refused before the run exists
         self.train_set = search_train_set(ctx.settings)
         if len(self.train_set) < 2:
             raise SegnasError(f"data.train_split: a one-shot search needs at least 2 training images "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, ClassVar, Iterable, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from pydantic import Field, model_validator
@@ -25,7 +25,7 @@ from segnas.config.train import Settings
 from segnas.cost.flops import count_flops
 from segnas.engine.evaluate import iter_batches
 from segnas.engine.step import Placement
-from segnas.errors import SegnasError
+from segnas.evaluate.supernet import calibrate_bn
 from segnas.metrics import ConfusionMatrix
 from segnas.nn.ops import OpKey
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
@@ -103,18 +103,6 @@ def supernet_miou(net: JointSupernet, dataset: Dataset, mode: str, num_classes: 
     return cm.compute().miou
 
 
-@torch.no_grad()
-def calibrate_bn(net: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], place: Placement) -> None:
-    """Re-estimate every BatchNorm's running statistics (cumulative average) on ``batches``."""
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    for images, _ in batches:
-        net(place.images(images))
-
-
 @strategy("ssr")
 class SSRSearch(OneShotStrategy):
     """Searches one network of the ``joint`` space, shrinking the space until it is that network."""
@@ -186,7 +174,8 @@ class SSRSearch(OneShotStrategy):
         discrete.set_width_mode("argmax")
         loader = DataLoader(self.train_set, batch_size=s.data.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(s.seed))
-        calibrate_bn(discrete, itertools.islice(loader, BN_CALIBRATION_BATCHES), place)
+        batches = itertools.islice(loader, BN_CALIBRATION_BATCHES)
+        calibrate_bn(discrete, ((place.images(images), masks) for images, masks in batches))
         hard = supernet_miou(discrete, self.val_set, "argmax", n, place)
         return {"soft_miou": soft, "argmax_miou": hard, "gap": soft - hard}
 
@@ -215,8 +204,9 @@ class SSRSearch(OneShotStrategy):
         arch = self.supernet.derive()
         ms = self.predict(arch)
         converged = self.supernet.is_single()
+        space = "shrunk to one network" if converged else "not fully shrunk: argmax"
         ctx.echo(f"derived: predicted {ms:.2f} ms at {ctx.latency.size[0]}x{ctx.latency.size[1]} "
-                 f"({ctx.latency.backend}); space {'shrunk to one network' if converged else 'not fully shrunk: argmax'}")
+                 f"({ctx.latency.backend}); space {space}")
         return SearchResult([FoundNetwork("arch", self.space, arch, ms, info={"converged": converged})],
                             {"converged": converged, "remaining": self.supernet.remaining(),
                              "stopped": self.engine.stopped})

@@ -227,11 +227,12 @@ class JointSupernet(nn.Module):
         """Differentiable expected cost of the network under the current weights (``cost`` as in
         ``cost_tables``: e.g. GFLOPs of OpKeys for the FLOPs resource)."""
         fixed, tables = self.cost_tables(cost)
-        total = torch.tensor(fixed)
+        device = self.alphas["op0"].device
+        total = torch.tensor(fixed, device=device)
         for s, table in enumerate(tables):
             p = self.probs(f"op{s}")                                   # (n, K)
             qm, qo = self.probs(f"mid{s}"), self.probs(f"out{s}")      # (n, K, W)
-            per_cand = torch.einsum("nka,kab,nkb->nk", qm, table, qo)  # (n, K)
+            per_cand = torch.einsum("nka,kab,nkb->nk", qm, table.to(device), qo)  # (n, K)
             total = total + (p * per_cand).sum()
         return total
 
