@@ -38,10 +38,12 @@ def relative(path: str | Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def save_result(name: str, result: dict[str, Any]) -> Path:
-    """Write ``benchmarks/results/<name>.json`` with the machine facts and a timestamp."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save_result(name: str, result: dict[str, Any], results_dir: str | Path | None = None) -> Path:
+    """Write ``<results_dir>/<name>.json`` (default ``benchmarks/results``) with the machine facts
+    and a timestamp."""
+    folder = Path(results_dir) if results_dir is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **result}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2))

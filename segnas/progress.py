@@ -19,3 +19,55 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), transient=True) as bar:
         yield bar
+
+
+#: Seconds between plain progress lines when stderr is not a terminal.
+PLAIN_EVERY_S = 30.0
+
+
+class Ticker:
+    """Progress of one task of ``total`` steps: ``advance()`` after each. See ``task_progress``."""
+
+    def __init__(self, description: str, total: int, bar: Progress | None, every_s: float | None) -> None:
+        import threading
+        import time
+
+        self.description, self.total, self.done = description, total, 0
+        self.bar, self.every_s = bar, every_s
+        self._time = time.perf_counter
+        self._start = self._time()
+        self._stop = threading.Event()
+        self._task = bar.add_task(description, total=total, info="") if bar is not None else None
+        self._thread = None
+        if bar is None and every_s is not None:
+            self._thread = threading.Thread(target=self._heartbeat, daemon=True)
+            self._thread.start()
+
+    def advance(self, steps: int = 1, info: str = "") -> None:
+        self.done += steps
+        if self.bar is not None:
+            self.bar.update(self._task, advance=steps, info=info)
+
+    def line(self) -> str:
+        return f"{self.description}: {self.done}/{self.total} after {self._time() - self._start:.0f} s"
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+@contextmanager
+def task_progress(description: str, total: int, enabled: bool = True) -> Iterator[Ticker]:
+    """A task's progress: a rich bar with ETA when stderr is a terminal, else a plain line on
+    stderr every ``PLAIN_EVERY_S`` seconds while it runs (none when ``enabled`` is False)."""
+    with progress_bar(enabled) as bar:
+        ticker = Ticker(description, total, bar, PLAIN_EVERY_S if enabled else None)
+        try:
+            yield ticker
+        finally:
+            ticker.close()

@@ -1,9 +1,11 @@
-"""Small shared helpers: atomic file writes, seeding, input-size parsing."""
+"""Small shared helpers: the cache folder, atomic file writes (and cleaning what a killed one left),
+seeding, input-size parsing."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -16,6 +18,14 @@ from segnas.errors import SegnasError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+#: Names ``atomic_write`` gives its temporary files: ``.<target name>.<random>.tmp``.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # mkstemp's random part: 8 characters
+
+
+def cache_dir() -> Path:
+    """Where segnas caches measurements and dataset checks: $SEGNAS_CACHE, else ~/.cache/segnas."""
+    return Path(os.environ.get("SEGNAS_CACHE", Path.home() / ".cache" / "segnas"))
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -26,7 +36,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,6 +53,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Atomically replace a text file."""
     atomic_write(path, lambda p: p.write_text(text))
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed midway (SIGKILL, power loss) left in ``folder``
+    (``.<name>.<random>.tmp``, as ``atomic_write`` names them); returns what was removed. Call it
+    only where no other process is writing: a job's own folders as it starts or resumes."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            removed.append(p)
+    return removed
 
 
 def seed_everything(seed: int) -> None:

@@ -20,6 +20,7 @@ SMALL: dict[str, dict] = {
     "multires": dict(layers=6, base_width=2, width_ratios=(0.5, 1.0)),
     "joint": dict(channels=(8, 16), slots=(2, 2), stem_channels=4, decoder_width=8, dilations=(1, 2),
                   width_ratios=(1.0, 0.5)),
+    "cells": dict(layout=(1, 1, 1, 1), channels=(4, 8, 8, 8), nodes=2, stem_channels=4, decoder_width=8),
 }
 NUM_CLASSES = 5
 SEEDS = (0, 1, 2)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segnas.errors import SegnasError
@@ -59,61 +60,100 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None):
+def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None,
+             flags: Optional[dict[str, str]] = None):
     """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied;
-    None when resuming (the run's own config.yaml is used, so other settings are refused)."""
+    None when resuming (the run's own config.yaml is used, so other settings are refused).
+    ``flags`` (settings path -> option) names the option that set a bad value in errors."""
     from segnas.config.io import build_config, load_config, set_dotted
 
+    flags = flags or {}
     if resume is not None:
         if config is not None or overrides:
-            given = ", ".join(["--config"] * (config is not None) + sorted(overrides))
+            given = ", ".join(["--config"] * (config is not None) + sorted({flags.get(k, k) for k in overrides}))
             raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
         return None
     if config is not None:
-        return load_config(cls, config, overrides)
+        return load_config(cls, config, overrides, flags)
     raw: dict[str, Any] = {}
     for key, value in overrides.items():
         set_dotted(raw, key, value)
-    return build_config(cls, raw, "options")
+    return build_config(cls, raw, "options", flags)
 
 
-@app.command()
+def _train_default(path: str) -> str:
+    """The default of a training setting, for --help."""
+    from segnas.config import TrainConfig
+
+    node: Any = TrainConfig
+    *parents, last = path.split(".")
+    for name in parents:
+        node = node.model_fields[name].default_factory
+    field = node.model_fields[last]
+    return str(field.default_factory() if field.default_factory else field.default)
+
+
+#: `segnas train` options -> the training settings they set.
+TRAIN_FLAGS = {"model": "model.name", "arch": "model.arch", "data": "data.name", "data_root": "data.root",
+               "size": "data.crop_size", "base_size": "data.base_size", "epochs": "epochs",
+               "minutes": "time_budget_min", "steps": "max_steps", "batch_size": "data.batch_size", "lr": "optim.lr",
+               "teacher": "loss.teacher", "bf16": "bf16", "threads": "threads", "device": "device", "seed": "seed",
+               "out_dir": "out_dir"}
+
+
+@app.command(no_args_is_help=True)
 @user_errors
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
-    model: Optional[str] = typer.Option(None, help="Zoo network name (e.g. fast_scnn)."),
-    arch: Optional[Path] = typer.Option(None, help="Architecture file (arch.json) from a search."),
-    data: Optional[str] = typer.Option(None, help="Dataset: camvid, cityscapes, folder, synthetic."),
+    model: Optional[str] = typer.Option(None, help="Zoo network name (e.g. fast_scnn); or give --arch.",
+                                        show_default=_train_default("model.name")),
+    arch: Optional[Path] = typer.Option(None, help="Architecture file (arch.json) from a search; or give --model."),
+    data: Optional[str] = typer.Option(None, help="Dataset: camvid, cityscapes, folder, synthetic.",
+                                       show_default=_train_default("data.name")),
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
-    size: Optional[str] = typer.Option(None, help="Training crop HxW, e.g. 360x480."),
-    base_size: Optional[str] = typer.Option(None, help="Resize all images to HxW first."),
-    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
-    minutes: Optional[float] = typer.Option(None, help="Training-time budget in minutes."),
-    steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
-    lr: Optional[float] = typer.Option(None, help="Base learning rate."),
-    teacher: Optional[Path] = typer.Option(None, help="Checkpoint of a teacher for distillation."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads."),
-    device: Optional[str] = typer.Option(None, help="cpu (default), cuda, cuda:N, or auto (a GPU when present)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories."),
+    size: Optional[str] = typer.Option(None, help="Training crop HxW, e.g. 360x480.", show_default="whole images"),
+    base_size: Optional[str] = typer.Option(None, help="Resize all images to HxW first.", show_default="native size"),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs (with --minutes or --steps: at most this many).",
+                                         show_default="10; with --minutes or --steps: until the budget is spent"),
+    minutes: Optional[float] = typer.Option(None, help="Training-time budget in minutes (> 0; 0 is refused).",
+                                            show_default="no limit"),
+    steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps (>= 1).",
+                                        show_default="no limit"),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size.", show_default=_train_default("data.batch_size")),
+    lr: Optional[float] = typer.Option(None, help="Base learning rate.", show_default=_train_default("optim.lr")),
+    teacher: Optional[Path] = typer.Option(None, help="Checkpoint of a teacher for distillation.",
+                                           show_default="none"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast.", show_default="--fp32"),
+    threads: Optional[int] = typer.Option(None, help="Torch threads.", show_default="torch's default"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N, or auto (a GPU when present).",
+                                         show_default=_train_default("device")),
+    seed: Optional[int] = typer.Option(None, help="Random seed.", show_default=_train_default("seed")),
+    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories.",
+                                          show_default=_train_default("out_dir")),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
-    """Train a zoo network or a searched architecture; writes a run directory."""
+    """Train a zoo network or a searched architecture; writes a run directory.
+
+    Without --epochs, a --minutes or --steps budget alone decides when training ends."""
     from segnas.config import TrainConfig
     from segnas.jobs import train_job
 
-    flags = {"model.name": model, "data.name": data, "data.root": data_root, "data.crop_size": size,
-             "data.base_size": base_size, "epochs": epochs, "time_budget_min": minutes,
-             "max_steps": steps, "data.batch_size": batch_size, "optim.lr": lr, "loss.teacher": str(teacher) if teacher else None,
-             "bf16": bf16, "threads": threads, "device": device, "seed": seed, "out_dir": out_dir}
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    if model is not None and arch is not None:
+        raise SegnasError(f"give either --model (a zoo network) or --arch (an architecture file), not both: "
+                          f"got --model {model} and --arch {arch}")
+    given = {"model": model, "arch": str(arch) if arch else None, "data": data, "data_root": data_root, "size": size,
+             "base_size": base_size, "epochs": epochs, "minutes": minutes, "steps": steps, "batch_size": batch_size,
+             "lr": lr, "teacher": str(teacher) if teacher else None, "bf16": bf16, "threads": threads,
+             "device": device, "seed": seed, "out_dir": out_dir}
+    overrides = {TRAIN_FLAGS[k]: v for k, v in given.items() if v is not None}
+    flags = {TRAIN_FLAGS[k]: "--" + k.replace("_", "-") for k, v in given.items() if v is not None}
+    if model is not None:  # the option replaces a config file's architecture, and the other way round
+        overrides["model.arch"], flags["model.arch"] = None, "--model"
     if arch is not None:
-        overrides.update({"model.arch": str(arch), "model.name": None})
+        overrides["model.name"], flags["model.name"] = None, "--arch"
     overrides.update(parse_overrides(set_))
-    cfg = settings(TrainConfig, config, overrides, resume)
+    cfg = settings(TrainConfig, config, overrides, resume, flags)
     result = train_job(cfg, resume=resume, echo=echo, device=device)
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
@@ -125,16 +165,26 @@ def eval_cmd(
     data: str = typer.Option(..., help="Dataset name."),
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
     split: str = typer.Option("val", help="Split to score."),
-    base_size: Optional[str] = typer.Option(None, help="Resize images to HxW first."),
+    base_size: Optional[str] = typer.Option(None, help="Resize images to HxW first; 'native' keeps their size.",
+                                            show_default="the checkpoint's data.base_size, else native"),
+    raw: bool = typer.Option(False, "--raw", help="Score the raw weights instead of the EMA weights training "
+                                                  "reported (when the checkpoint has both)."),
     batch_size: int = typer.Option(4, help="Evaluation batch size."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
 ) -> None:
     """Score a checkpoint on a dataset split and print the per-class table."""
-    from segnas.jobs.evaluate import eval_job
+    from segnas.jobs.evaluate import CHECKPOINT, eval_job
     from segnas.utils import atomic_write_text, parse_size
 
-    bs = parse_size(base_size, "--base-size") if base_size else None
-    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size)
+    if base_size is None:
+        bs: Any = CHECKPOINT
+    elif base_size.strip().lower() == "native":
+        bs = None
+    else:
+        bs = parse_size(base_size, "--base-size")
+    if batch_size < 1:
+        raise SegnasError(f"--batch-size: must be >= 1, got {batch_size}")
+    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size, raw=raw, echo=echo)
     table = Table(title=f"{checkpoint} on {data}/{split}")
     table.add_column("class")
     table.add_column("IoU %", justify="right")
@@ -154,7 +204,7 @@ def predict(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) from `segnas train`."),
     inputs: Path = typer.Argument(..., help="An image, or a folder of images / video frames."),
     out: Path = typer.Option(Path("predictions"), help="Output folder."),
-    alpha: float = typer.Option(0.5, help="Overlay opacity."),
+    alpha: float = typer.Option(0.5, help="Overlay opacity, 0 (image only) to 1 (mask only)."),
 ) -> None:
     """Write colourized masks and overlays for images or video frames."""
     from segnas.jobs.evaluate import predict_job
@@ -182,12 +232,15 @@ def demo(
 @app.command()
 @user_errors
 def bench(
-    model: list[str] = typer.Option(..., "--model", "-m", help="Zoo name, arch.json or checkpoint (repeatable)."),
+    model: list[str] = typer.Option(..., "--model", "-m",
+                                    help="Zoo name, arch.json, checkpoint or exported .onnx (repeatable)."),
     size: str = typer.Option("360x480", help="Input HxW."),
     backend: list[str] = typer.Option(["onnxruntime"], "--backend", "-b",
                                       help="eager, eager-cl, torchscript, onnxruntime, openvino (repeatable)."),
     threads: Optional[int] = typer.Option(None, help="Threads (default: all cores available)."),
-    classes: int = typer.Option(19, help="Class count for zoo names and arch files."),
+    classes: Optional[int] = typer.Option(None, help="Class count of zoo names and arch files (a checkpoint's and "
+                                                     "ONNX file's own are used).",
+                                          show_default="the arch file's num_classes, else 19"),
     device: str = typer.Option("cpu", help="cpu, or cuda for eager/torchscript/onnxruntime on a GPU."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
@@ -196,16 +249,35 @@ def bench(
     from segnas.utils import atomic_write_text, parse_size
 
     rows = bench_job(model, parse_size(size, "--size"), backend, threads, classes, device)
-    table = Table(title=f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
-    for col in ("model", "backend", "params M", "GFLOPs", "median ms", "IQR ms", "FPS", "GFLOP/s", "% peak"):
-        table.add_column(col, justify="left" if col in ("model", "backend") else "right")
-    for r in rows:
-        table.add_row(r["model"], r["backend"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", f"{r['median_ms']:.2f}",
-                      f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}", f"{r['achieved_gflops_s']:.1f}",
-                      f"{100 * r['fraction_of_peak']:.1f}")
-    console.print(table)
+    echo(f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
+    print_bench(rows)
     if json_out:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
+
+
+def _num(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def print_bench(rows: list[dict[str, Any]]) -> None:
+    """Per network, its name (whole) on a line, its class count, params and GFLOPs on the next,
+    then a table of its backends, so that long names fit an 80-column terminal."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r)
+    for name, group in by_model.items():
+        r0 = group[0]
+        where = f" ({r0['classes_from']})" if r0.get("classes_from") else ""
+        echo(f"[bold]{escape(name)}[/bold]")
+        echo(f"  {r0['classes']} classes{where}, {r0['params_m']:.2f} M params, {_num(r0['gflops'], '.2f')} GFLOPs")
+        table = Table(box=None, padding=(0, 1, 0, 2))
+        for col in ("backend", "median ms", "IQR ms", "FPS", "GFLOP/s", "% peak"):
+            table.add_column(col, justify="left" if col == "backend" else "right", no_wrap=True)
+        for r in group:
+            peak = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
+            table.add_row(r["backend"], f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}",
+                          _num(r["achieved_gflops_s"], ".1f"), _num(peak, ".1f"))
+        console.print(table)
 
 
 @app.command()
@@ -215,8 +287,9 @@ def export(
     out: Path = typer.Option(..., help="Output file (.onnx or .pt for TorchScript)."),
     size: str = typer.Option("360x480", help="Input HxW used for tracing and the parity check."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only)."),
-    classes: int = typer.Option(19, help="Class count for zoo names and arch files."),
+    dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only); parity is checked at a second size."),
+    classes: Optional[int] = typer.Option(None, help="Class count for zoo names and arch files.",
+                                          show_default="the arch file's num_classes, else 19"),
     tolerance: float = typer.Option(1e-3, help="Largest accepted |PyTorch − exported| difference."),
 ) -> None:
     """Export to ONNX or TorchScript and check parity with PyTorch."""
@@ -244,7 +317,7 @@ SEARCH_OPTIONS: dict[str, tuple[tuple[str, ...], type, str]] = {
     "target-fps": (("latency.target_fps",), float, "...or as frames per second."),
     "backend": (("latency.backend",), str, "Runtime latency is measured and predicted on."),
     "threads": (("threads",), int, "Threads for training and latency."),
-    "minutes": (("minutes",), float, "Search budget in minutes (wall clock)."),
+    "minutes": (("minutes",), float, "Search budget in minutes (wall clock; > 0, 0 is refused; default: no limit)."),
     "workers": (("workers",), int, "Candidate evaluations at once."),
     "executor": (("executor",), str, "Where evaluations run: inline, process or ray."),
     "ray-address": (("ray_address",), str, "Address of a running Ray cluster (or auto)."),
@@ -277,15 +350,17 @@ def _search_command(method: str) -> Callable[..., None]:
         from segnas.jobs.search import search_job, settings_class
 
         overrides = {"method": method}
+        given: dict[str, str] = {}
         for name, (paths, _, _) in flags.items():
             value = kwargs.get(name.replace("-", "_"))
             if value is not None:
                 overrides.update({path: value for path in paths})
+                given.update({path: f"--{name}" for path in paths})
         overrides.update(parse_overrides(kwargs["set_"]))
         resume = kwargs["resume"]
         if resume is not None:
             overrides.pop("method")
-        cfg = settings(settings_class(method), kwargs["config"], overrides, resume)
+        cfg = settings(settings_class(method), kwargs["config"], overrides, resume, given)
         summary = search_job(cfg, resume, echo=echo)
         echo(f"done: {summary['run_dir']}")
 

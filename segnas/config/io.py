@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Mapping, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -14,24 +15,31 @@ from segnas.utils import atomic_write_text
 M = TypeVar("M", bound=BaseModel)
 
 
-def validation_message(exc: ValidationError, source: str) -> str:
-    """First pydantic error as 'source: field.path: message (got value)'."""
+def validation_message(exc: ValidationError, source: str, flags: Optional[Mapping[str, str]] = None) -> str:
+    """First pydantic error as 'source: field.path: message (got value)'; a field the user gave as
+    a command-line option (``flags``: field path -> option) is named by that option too."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    msg = err["msg"].removeprefix("Value error, ")
     got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
     more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
-    return f"{source}: {loc}: {err['msg']}{got}{more}"
+    if flags and loc in flags:
+        return f"{flags[loc]} ({loc}): {msg}{got}{more}"
+    return f"{source}: {loc}: {msg}{got}{more}"
 
 
-def build_config(cls: type[M], data: dict[str, Any], source: str = "config") -> M:
-    """Validate a dict into ``cls``; a SegnasError naming the field on failure."""
+def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
+                 flags: Optional[Mapping[str, str]] = None) -> M:
+    """Validate a dict into ``cls``; a SegnasError naming the field (and the option that set it,
+    from ``flags``) on failure."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise SegnasError(validation_message(exc, source)) from None
+        raise SegnasError(validation_message(exc, source, flags)) from None
 
 
-def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None) -> M:
+def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None,
+                flags: Optional[Mapping[str, str]] = None) -> M:
     """Read YAML ``path`` into ``cls``, applying dotted-key ``overrides`` (e.g. {'optim.lr': 0.1})."""
     path = Path(path)
     if not path.is_file():
@@ -46,7 +54,7 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
         raise SegnasError(f"{path}: expected a mapping of settings at the top level")
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
-    return build_config(cls, data, str(path))
+    return build_config(cls, data, str(path), flags)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -60,6 +68,25 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+#: First line of every saved config.yaml.
+SAVED_HEADER = ("# File and folder settings are stored as absolute paths (resolved from the folder the job "
+                "was started in), so that --resume works from any folder.\n")
+
+
+def absolute_paths(config: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (``config`` dumped) with every setting marked as a path (``json_schema_extra``
+    ``{"path": True}``) made absolute against the current folder."""
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name, None)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if isinstance(value, BaseModel) and isinstance(data.get(name), dict):
+            absolute_paths(value, data[name])
+        elif extra.get("path") and isinstance(data.get(name), str) and data[name]:
+            data[name] = os.path.abspath(os.path.expanduser(data[name]))
+    return data
+
+
 def save_config(config: BaseModel, path: str | Path) -> None:
-    """Atomically write settings as YAML."""
-    atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    """Atomically write settings as YAML, with file and folder settings as absolute paths."""
+    data = absolute_paths(config, config.model_dump(mode="json"))
+    atomic_write_text(path, SAVED_HEADER + yaml.safe_dump(data, sort_keys=False))

@@ -12,13 +12,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from segnas.config.train import DataConfig, OptimConfig, Settings
+from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.errors import SegnasError
-from segnas.utils import parse_size
-
-
-def _size_or_none(v: Any) -> Optional[tuple[int, int]]:
-    return None if v is None else parse_size(v)
 
 
 class LatencyTarget(Settings):
@@ -33,7 +28,7 @@ class LatencyTarget(Settings):
     table_min_runs: int = Field(20, ge=1)
     table_min_time_s: float = Field(0.3, ge=0)
 
-    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
     @model_validator(mode="after")
     def _one_target(self) -> "LatencyTarget":
@@ -52,7 +47,9 @@ class LatencyTarget(Settings):
 class FinalTraining(Settings):
     """Training of every found network from scratch once the search ends (0 epochs: none)."""
 
-    epochs: int = Field(100, ge=0)
+    #: Epochs; None: until ``steps`` or ``minutes`` is spent, or FINAL_EPOCHS without either;
+    #: 0: no final training. Given together with a budget, whichever ends first stops training.
+    epochs: Optional[int] = Field(None, ge=0)
     #: Optimizer-step budget (the same on every machine); the LR schedule runs over it.
     steps: Optional[int] = Field(None, ge=1)
     #: Time budget in minutes, counted on ``budget_clock`` (machine- and load-dependent).
@@ -62,6 +59,21 @@ class FinalTraining(Settings):
                                                                   warmup_iters=100))
     ema_decay: Optional[float] = 0.998
     eval_every: int = Field(5, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.epochs != 0
+
+    @property
+    def epoch_limit(self) -> Optional[int]:
+        """The epochs of a final training: as given, else none with a budget, else FINAL_EPOCHS."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if (self.steps or self.minutes) else FINAL_EPOCHS
+
+
+#: Epochs of a final training given neither epochs nor a step or time budget.
+FINAL_EPOCHS = 100
 
 
 class ProxyEvaluatorSettings(Settings):
@@ -79,7 +91,7 @@ class ProxyEvaluatorSettings(Settings):
     inits: Optional[int] = Field(None, ge=1)
     proxy_seed: int = 0
 
-    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
 
 class TrainEvaluatorSettings(Settings):
@@ -95,13 +107,13 @@ class SupernetEvaluatorSettings(Settings):
 
     #: A one-shot search's run directory (its ``checkpoints/search_last.pt``, else ``pretrained.pt``)
     #: or a checkpoint file; its supernet must be of the searched space with the same options.
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = Field(None, json_schema_extra=PATH)
     val_images: int = Field(50, ge=1)
     calibration_images: int = Field(80, ge=1)
     #: Images are resized to this HxW (None: the search size, else native).
     size: Optional[tuple[int, int]] = None
 
-    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+    _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
 
 class EvaluatorSettings(Settings):
@@ -124,7 +136,7 @@ class SearchSettings(Settings):
     search_size: Optional[tuple[int, int]] = None
     latency: LatencyTarget = Field(default_factory=LatencyTarget)
     #: Search budget in minutes (wall clock): sample-based methods stop proposing, one-shot
-    #: methods stop after the epoch that exceeds it. None: the method's own end.
+    #: methods stop after the epoch that exceeds it. None: the method's own end (0 is refused).
     minutes: Optional[float] = Field(None, gt=0)
     #: Candidate evaluations run at once, and where (``segnas.parallel`` executors; one worker
     #: always runs in this process).
@@ -136,11 +148,11 @@ class SearchSettings(Settings):
     bf16: bool = False
     threads: Optional[int] = Field(None, ge=1)
     seed: int = 0
-    out_dir: str = "runs"
+    out_dir: str = Field("runs", json_schema_extra=PATH)
     progress: bool = True
     final: FinalTraining = Field(default_factory=FinalTraining)
 
-    _sizes = field_validator("search_size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+    _sizes = field_validator("search_size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
     @model_validator(mode="after")
     def _job_name(self) -> "SearchSettings":

@@ -6,20 +6,32 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from segnas.errors import SegnasError
 from segnas.utils import parse_size
+
+#: Epochs of a training given neither epochs nor a time or step budget.
+DEFAULT_EPOCHS = 10
+#: Marks a setting that names a file or folder: ``save_config`` writes it as an absolute path.
+PATH = {"path": True}
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-def _size_or_none(v: Any) -> Optional[tuple[int, int]]:
-    return None if v is None else parse_size(v)
+def size_or_none(v: Any) -> Optional[tuple[int, int]]:
+    """An HxW size (or None); a bad one is a field error, so that the message names the setting."""
+    if v is None:
+        return None
+    try:
+        return parse_size(v)
+    except SegnasError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 class DataConfig(Settings):
     name: str = "synthetic"
-    root: Optional[str] = None
+    root: Optional[str] = Field(None, json_schema_extra=PATH)
     train_split: str = "train"
     val_split: str = "val"
     #: Training crop (HxW); None trains on whole images (all must then share one size).
@@ -36,13 +48,13 @@ class DataConfig(Settings):
     #: Extra keyword arguments of the dataset class (e.g. classes/palette for `folder`, size for `synthetic`).
     options: dict[str, Any] = Field(default_factory=dict)
 
-    _sizes = field_validator("crop_size", "base_size", mode="before")(classmethod(lambda cls, v: _size_or_none(v)))
+    _sizes = field_validator("crop_size", "base_size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
 
 class ModelConfig(Settings):
     #: Zoo network name, or None when `arch` gives an architecture file.
     name: Optional[str] = "fast_scnn"
-    arch: Optional[str] = None
+    arch: Optional[str] = Field(None, json_schema_extra=PATH)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -74,7 +86,7 @@ class LossConfig(Settings):
     aux_weight: float = Field(0.4, ge=0)
     class_weights: Optional[list[float]] = None
     #: Knowledge distillation from a frozen teacher checkpoint (pixel-wise KL with temperature).
-    teacher: Optional[str] = None
+    teacher: Optional[str] = Field(None, json_schema_extra=PATH)
     kd_weight: float = Field(1.0, ge=0)
     kd_temperature: float = Field(1.0, gt=0)
     #: Weight of STDC's detail-guidance loss (used only by networks that output "detail").
@@ -87,9 +99,11 @@ class TrainConfig(Settings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    epochs: int = Field(10, ge=1)
+    #: Number of epochs. None: until the time or step budget is spent, or DEFAULT_EPOCHS (10)
+    #: when there is no budget. Given together with a budget, whichever ends first stops training.
+    epochs: Optional[int] = Field(None, ge=1)
     #: Stop after this many minutes of training (evaluation excluded); the LR schedule then runs
-    #: on whichever of iterations or time is further along.
+    #: on whichever of iterations or time is further along. None: no time limit (0 is refused).
     time_budget_min: Optional[float] = Field(None, gt=0)
     #: Stop after this many optimizer steps (a budget that means the same on every machine); the
     #: LR schedule then runs over them.
@@ -106,5 +120,11 @@ class TrainConfig(Settings):
     #: Where to train: cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else the CPU).
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     seed: int = 0
-    out_dir: str = "runs"
+    out_dir: str = Field("runs", json_schema_extra=PATH)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _default_epochs(self) -> "TrainConfig":
+        if self.epochs is None and self.time_budget_min is None and self.max_steps is None:
+            self.epochs = DEFAULT_EPOCHS
+        return self

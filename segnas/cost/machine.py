@@ -1,25 +1,26 @@
-"""Facts about the machine that latency depends on: a fingerprint for cache keys, and the
-measured fp32 matmul peak used to express achieved GFLOP/s as a fraction of what the CPU can do."""
+"""Facts about the machine that latency depends on: a fingerprint for cache keys, the measured fp32
+matmul peak used to express achieved GFLOP/s as a fraction of what the CPU can do, and the memory
+available to a job."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from segnas.cost.backends import pinned_threads
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, cache_dir
 
-
-def cache_dir() -> Path:
-    """Where segnas caches measurements: $SEGNAS_CACHE, else ~/.cache/segnas."""
-    return Path(os.environ.get("SEGNAS_CACHE", Path.home() / ".cache" / "segnas"))
+__all__ = ["cache_dir", "cpu_model", "cpu_has_native_bf16", "machine_fingerprint", "measure_matmul_peak",
+           "matmul_peak_gflops", "available_memory_bytes"]
 
 
 @lru_cache(maxsize=1)
@@ -79,16 +80,49 @@ def measure_matmul_peak(threads: int, n: int = 2048, seconds: float = 2.0) -> fl
 
 
 def matmul_peak_gflops(threads: int, refresh: bool = False) -> float:
-    """The fp32 matmul peak for ``threads`` threads, measured once per machine and cached."""
+    """The fp32 matmul peak for ``threads`` threads, measured once per machine and cached
+    (``machine.json`` in the cache folder; a file of another shape is rebuilt with a warning)."""
     path = cache_dir() / "machine.json"
     key = f"{machine_fingerprint()}-{threads}t"
-    data: dict = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            data = {}
-    if refresh or key not in data.get("matmul_peak_gflops", {}):
-        data.setdefault("matmul_peak_gflops", {})[key] = measure_matmul_peak(threads)
+    data = _read_machine_file(path)
+    if refresh or key not in data["matmul_peak_gflops"]:
+        data["matmul_peak_gflops"][key] = measure_matmul_peak(threads)
         atomic_write_text(path, json.dumps(data, indent=2))
     return data["matmul_peak_gflops"][key]
+
+
+def _read_machine_file(path: Path) -> dict:
+    """``machine.json`` as ``{"matmul_peak_gflops": {key: positive number}}``; a missing file gives an
+    empty one, an unreadable or misshapen one a warning and an empty one (rebuilt by the caller)."""
+    empty: dict = {"matmul_peak_gflops": {}}
+    if not path.is_file():
+        return empty
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        peaks = data.setdefault("matmul_peak_gflops", {})
+        if not isinstance(peaks, dict):
+            raise ValueError(f"'matmul_peak_gflops' must map keys to GFLOP/s, got {type(peaks).__name__}")
+        for k, v in peaks.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"matmul_peak_gflops[{k!r}] must be a positive number, got {v!r}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        warnings.warn(f"{path}: machine file unusable ({exc}); rebuilding it", stacklevel=3)
+        return empty
+    return data
+
+
+def available_memory_bytes() -> int | None:
+    """Memory a new allocation can get without swapping: ``MemAvailable`` of /proc/meminfo (Linux),
+    else free pages × page size (``os.sysconf``); None where neither is known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None

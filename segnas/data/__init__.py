@@ -12,6 +12,7 @@ from typing import Any
 from segnas.config.train import DataConfig
 from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset
 from segnas.data.transforms import eval_transforms, train_transforms
+from segnas.data.validate import DataReport, validate_dataset
 from segnas.errors import SegnasError
 
 DATASETS: dict[str, str] = {
@@ -68,4 +69,4 @@ def dataset_classes(cfg: DataConfig) -> int:
 
 
 __all__ = ["open_data", "dataset_classes", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
-           "train_transforms", "eval_transforms"]
+           "train_transforms", "eval_transforms", "validate_dataset", "DataReport"]

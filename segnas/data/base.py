@@ -5,6 +5,7 @@ A dataset yields ``(image, mask)``: image float32 CHW normalized, mask int64 HW 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -71,7 +72,43 @@ def read_image(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise SegnasError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
+        raise SegnasError(f"{path}: cannot read image ({read_problem(exc)})") from None
+
+
+def read_problem(exc: BaseException) -> str:
+    """What went wrong reading a file, in a few words: the exception's first line, else its type
+    (``OSError: image file is truncated (3 bytes not processed)``)."""
+    if isinstance(exc, UnidentifiedImageError):  # its text repeats the path
+        return "not an image format Pillow reads"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {first[:120]}" if first else exc.__class__.__name__
+
+
+def check_image_file(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, checked without keeping its pixels: a PNG's chunks and checksums are
+    verified (a truncated or damaged file fails) without decompressing them; other formats (JPEG,
+    ...) are decoded. A one-line SegnasError naming the file otherwise."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
+    except FileNotFoundError:
+        raise SegnasError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SegnasError(f"{path}: cannot read image ({read_problem(exc)})") from None
+    return h, w
+
+
+def check_same_size(image_hw: tuple[int, ...], mask_hw: tuple[int, ...], img_path: Path, lab_path: Path) -> None:
+    """A one-line SegnasError naming both files when a label map's size is not its image's."""
+    if tuple(image_hw[:2]) != tuple(mask_hw[:2]):
+        raise SegnasError(
+            f"{lab_path}: label size {mask_hw[1]}x{mask_hw[0]} (WxH) does not match "
+            f"image {img_path.name} size {image_hw[1]}x{image_hw[0]}"
+        )
 
 
 def read_label(path: Path, mode: str = "index") -> np.ndarray:
@@ -88,7 +125,7 @@ def read_label(path: Path, mode: str = "index") -> np.ndarray:
     except FileNotFoundError:
         raise SegnasError(f"{path}: label file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise SegnasError(f"{path}: cannot read label map ({exc.__class__.__name__})") from None
+        raise SegnasError(f"{path}: cannot read label map ({read_problem(exc)})") from None
     if arr.ndim != 2:
         raise SegnasError(f"{path}: label map must be single-channel, got shape {arr.shape}")
     return arr.astype(np.int64)
@@ -109,6 +146,10 @@ class LabelMapper:
         for raw, train_id in mapping.items():
             self.lut[raw] = train_id
 
+    def signature(self) -> str:
+        """What this mapper accepts, as a short string (dataset checks are cached under it)."""
+        return "index:" + hashlib.sha256(self.lut.tobytes()).hexdigest()[:16]
+
     def __call__(self, raw: np.ndarray, path: Path | str) -> np.ndarray:
         if raw.min(initial=0) < 0 or raw.max(initial=0) >= len(self.lut):
             bad = np.unique(raw[(raw < 0) | (raw >= len(self.lut))])
@@ -128,6 +169,10 @@ class ColorMapper:
         self.codes = {self._code(c): i for i, c in enumerate(colors)}
         for c in ignore_colors:
             self.codes[self._code(c)] = IGNORE_INDEX
+
+    def signature(self) -> str:
+        """What this mapper accepts, as a short string (dataset checks are cached under it)."""
+        return "rgb:" + hashlib.sha256(repr(sorted(self.codes.items())).encode()).hexdigest()[:16]
 
     @staticmethod
     def _code(c: Sequence[int]) -> int:
@@ -192,11 +237,7 @@ class PairDataset(Dataset):
         img_path, lab_path = self.pairs[index]
         image = read_image(img_path)
         mask = self.mapper(read_label(lab_path, self.label_mode), lab_path)
-        if image.shape[:2] != mask.shape[:2]:
-            raise SegnasError(
-                f"{lab_path}: label size {mask.shape[1]}x{mask.shape[0]} (WxH) does not match "
-                f"image {img_path.name} size {image.shape[1]}x{image.shape[0]}"
-            )
+        check_same_size(image.shape, mask.shape, img_path, lab_path)
         mask = mask.astype(np.uint8)  # train ids and 255 fit a byte; halves cache memory
         if self._cache is not None:
             self._cache[index] = (image, mask)
@@ -204,6 +245,16 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_sample(*self.load_arrays(index), self.transform)
+
+    def check_pair(self, index: int) -> tuple[int, int]:
+        """Check pair ``index`` as a job does before it starts (``segnas.data.validate``): the image
+        file's header and integrity (``check_image_file``), every label value or colour, and that the
+        sizes agree; returns the image's (H, W). Keeps nothing in memory."""
+        img_path, lab_path = self.pairs[index]
+        image_hw = check_image_file(img_path)
+        mask = self.mapper(read_label(lab_path, self.label_mode), lab_path)
+        check_same_size(image_hw, mask.shape, img_path, lab_path)
+        return image_hw
 
     def validate(self) -> int:
         """Read every pair once (checking readability, sizes and labels); return the count."""

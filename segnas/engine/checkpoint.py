@@ -1,14 +1,53 @@
-"""Atomic checkpoint files and the model specification that lets a checkpoint rebuild its network."""
+"""Atomic checkpoint files, loaded safely, with the previous one kept as a fallback.
+
+A checkpoint is read with ``torch.load(weights_only=True)`` and an explicit allowlist
+(``CHECKPOINT_GLOBALS``): tensors, containers and plain Python values, which torch allows by itself,
+plus numeric NumPy arrays and scalars (the NumPy RNG state every training checkpoint stores). Any
+other pickled object, a callable above all, is refused in one line instead of being run.
+
+Training and search loops call ``keep_previous`` before each new ``last.pt``: the checkpoint it
+replaces is kept as ``last.prev.pt``, which ``load_latest_checkpoint`` falls back to when the newest
+one is missing or unreadable, and says so.
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
+import shutil
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write
+
+#: NumPy dtypes a checkpoint's arrays and scalars may have (no object dtype: it pickles objects).
+NUMPY_DTYPES = ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")
+
+
+@lru_cache(maxsize=1)
+def checkpoint_globals() -> tuple:
+    """What a checkpoint may hold beyond what ``weights_only`` allows by itself: numeric NumPy arrays
+    and scalars, under their NumPy 2 and NumPy 1 names."""
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct, scalar
+    return (np.ndarray, np.dtype, _reconstruct, scalar,
+            (_reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar"),
+            (_reconstruct, "numpy._core.multiarray._reconstruct"), (scalar, "numpy._core.multiarray.scalar"),
+            *(type(np.dtype(code)) for code in NUMPY_DTYPES))
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint ``path`` replaced is kept: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -16,14 +55,87 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def keep_previous(path: str | Path) -> None:
+    """Keep the checkpoint at ``path`` as ``previous_path(path)`` before a new one replaces it
+    (atomically: a hard link renamed over the old fallback, a copy where links are not supported),
+    so that a checkpoint damaged later (disk, copy, hand) still leaves the one before it."""
+    path = Path(path)
+    if path.is_file():
+        atomic_write(previous_path(path), lambda tmp: _link_or_copy(path, tmp))
+
+
+def _link_or_copy(src: Path, tmp: Path) -> None:
+    tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A segnas checkpoint, read with ``weights_only=True`` and ``checkpoint_globals()``; a one-line
+    SegnasError if it is missing, unreadable, not a segnas checkpoint, or holds anything else."""
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or foreign file: name it, don't dump a traceback
+        with torch.serialization.safe_globals(list(checkpoint_globals())):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, foreign or unsafe file: name it, don't dump a traceback
+        unsafe = _refused_global(exc)
+        if unsafe:
+            raise SegnasError(f"{path}: refused: the checkpoint holds {unsafe}, which no segnas checkpoint holds "
+                              f"(loading it could run code); open only checkpoints you trust") from None
         raise SegnasError(f"{path}: not a readable segnas checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "model_spec" not in state:
         raise SegnasError(f"{path}: not a segnas checkpoint (missing 'model' or 'model_spec')")
+    return state
+
+
+def _refused_global(exc: Exception) -> str | None:
+    """The name of what the weights-only unpickler refused to build, if that is why loading failed."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    text = str(exc)
+    match = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"got <class '([\w.]+)'>", text)
+    return match.group(1) if match else None  # else damaged bytes ("Unsupported operand 0"), not a refusal
+
+
+def unusable_path(path: str | Path) -> Path:
+    """Where a checkpoint that could not be resumed from is kept for inspection: ``last.unusable.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.unusable{path.suffix}")
+
+
+def load_latest_checkpoint(path: str | Path, notice: Callable[[str], None] | None = None
+                           ) -> dict[str, Any] | None:
+    """The checkpoint to resume a loop from: ``path`` (its ``last.pt``), or None when neither it nor
+    the one before it (``last.prev.pt``) exists (nothing to resume).
+
+    When ``path`` is missing or unusable and the earlier one loads, that one is restored as ``path``
+    (the unusable file kept as ``last.unusable.pt``), so the next save keeps a good fallback, and
+    ``notice`` is told. When neither can be used, a one-line SegnasError says what to do."""
+    path = Path(path)
+    prev = previous_path(path)
+    if not path.is_file() and not prev.is_file():
+        return None
+    try:
+        return load_checkpoint(path)
+    except SegnasError as exc:
+        problem = str(exc)
+    if not prev.is_file():
+        raise SegnasError(f"{problem}; there is no earlier checkpoint ({prev.name}) to fall back to: delete "
+                          f"{path} to restart this run from its first epoch, or start a new run")
+    try:
+        state = load_checkpoint(prev)
+    except SegnasError as exc:
+        raise SegnasError(f"{problem}; the earlier checkpoint is unusable too ({exc}): delete {path} and "
+                          f"{prev} to restart this run from its first epoch, or start a new run") from None
+    kept = ""
+    if path.is_file():
+        os.replace(path, unusable_path(path))
+        kept = f" (the unusable file is kept as {unusable_path(path).name})"
+    atomic_write(path, lambda tmp: _link_or_copy(prev, tmp))
+    if notice is not None:
+        notice(f"{problem}; resuming from the checkpoint before it, {prev.name}{kept}")
     return state

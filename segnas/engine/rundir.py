@@ -1,4 +1,8 @@
-"""Run directories: ``runs/<timestamp>-<job>/`` with config.yaml, log.txt, metrics.jsonl, checkpoints/."""
+"""Run directories: ``runs/<timestamp>-<job>/`` with config.yaml, log.txt, metrics.jsonl, checkpoints/.
+
+Opening one (a new run, or a resumed one) deletes the temporary files of writes that a kill
+interrupted there (``segnas.utils.remove_stale_temps``), such as a ~10 MB ``.last.pt.*.tmp``.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, remove_stale_temps
 
 
 class RunDir:
-    """A job's folder. Opening an existing folder (resume) appends to its log and metrics."""
+    """A job's folder. Opening an existing folder (resume) appends to its log and metrics; opening
+    any removes the temporary files that killed writes left in it and in ``checkpoints/``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -26,6 +31,10 @@ class RunDir:
             handler = logging.FileHandler(self.path / "log.txt")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.logger.addHandler(handler)
+        stale = remove_stale_temps(self.path) + remove_stale_temps(self.path / "checkpoints")
+        if stale:
+            self.log(f"removed {len(stale)} temporary file(s) of interrupted writes: "
+                     f"{', '.join(p.name for p in stale)}")
 
     @classmethod
     def create(cls, out_dir: str | Path, job: str) -> "RunDir":
@@ -73,6 +82,9 @@ class RunDir:
         return records
 
     def truncate_metrics(self, after_epoch: int, key: str = "epoch") -> None:
-        """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume)."""
+        """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume;
+        every epoch record when a resumed run has no checkpoint left and starts over at 0)."""
+        if not (self.path / "metrics.jsonl").is_file():
+            return
         kept = [r for r in self.read_metrics() if r.get(key, 0) <= after_epoch]
         atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))

@@ -1,16 +1,17 @@
 """Step-level pieces every training loop shares (``Trainer`` and the one-shot search engine,
 ``segnas.search.oneshot.engine``): where a loop computes and how its batches get there
-(``Placement``), the shuffled training loader, the optimizer step with gradient clipping, the
-training clock, and the loop's position (``LoopState``) that a checkpoint stores with every RNG
-stream so that a killed loop resumes exactly.
+(``Placement``), the shuffled training loader (a worker's data error in one line), the optimizer
+step with gradient clipping, the training clock, and the loop's position (``LoopState``) that a
+checkpoint stores with every RNG stream so that a killed loop resumes exactly.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import autocast_context, usable_bf16
 from segnas.engine.rng import restore_rng, rng_state
+from segnas.errors import SegnasError
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,43 @@ class Placement:
 
 def train_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, workers: int = 0,
                  pin_memory: bool = False) -> DataLoader:
-    """Shuffled full batches (at most the dataset's size) in the order ``generator`` draws."""
-    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
-                      num_workers=workers, generator=generator, persistent_workers=False, pin_memory=pin_memory)
+    """Shuffled full batches (at most the dataset's size) in the order ``generator`` draws; a data
+    error in a worker process reaches the caller as the same one line as without workers."""
+    return OneLineErrorLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
+                              num_workers=workers, generator=generator, persistent_workers=False,
+                              pin_memory=pin_memory)
+
+
+class OneLineErrorLoader(DataLoader):
+    """A DataLoader that re-raises a worker's SegnasError with the worker's one-line message: the
+    DataLoader itself puts the worker's whole traceback into the message (``Caught SegnasError in
+    DataLoader worker process 0. Original Traceback ...``), which the CLI would print."""
+
+    def __iter__(self) -> Iterator[Any]:
+        # the base iterator is made now, not at the first batch: making it draws from the loader's
+        # generator, and two loaders zipped together must draw in the same order as plain ones
+        return self._one_line(super().__iter__())
+
+    @staticmethod
+    def _one_line(batches: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except SegnasError as exc:
+                raise SegnasError(worker_error_line(str(exc))) from None
+            yield batch
+
+
+def worker_error_line(message: str) -> str:
+    """The original one-line message of an error a DataLoader worker raised (the last line of the
+    traceback it carries); ``message`` itself when it is not such a message."""
+    if not message.startswith("Caught ") or "DataLoader worker" not in message.split("\n", 1)[0]:
+        return message
+    last = message.strip().splitlines()[-1]
+    match = re.match(r"[\w.]*Error: (.*)", last)
+    return match.group(1) if match else last
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, clip_norm: float | None = None,

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.train import TrainConfig
-from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from segnas.engine.checkpoint import keep_previous, load_latest_checkpoint, save_checkpoint
 from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import evaluate
 from segnas.engine.losses import SegmentationLoss
@@ -121,15 +121,22 @@ class Trainer:
         self.finished = state.get("finished", False)
 
     def resume_if_possible(self) -> bool:
-        """Load ``last.pt`` from the run directory if it exists; True if resumed."""
-        if not self.run.last_checkpoint.is_file():
+        """Load ``last.pt`` (or, if unusable, ``last.prev.pt``) from the run directory if there is one;
+        True if resumed. The metrics are cut back to the checkpoint's epoch (to none without one)."""
+        state = load_latest_checkpoint(self.run.last_checkpoint, self._notice)
+        if state is None:
+            self.run.truncate_metrics(0)
             return False
-        self.load_state_dict(load_checkpoint(self.run.last_checkpoint))
+        self.load_state_dict(state)
         loop = self.loop
         self.run.truncate_metrics(loop.epoch)
         self.run.log(f"resumed at epoch {loop.epoch}, step {loop.step}, {loop.elapsed:.1f}s trained")
         self.echo(f"resuming {self.run.path} from epoch {loop.epoch}")
         return True
+
+    def _notice(self, message: str) -> None:
+        self.run.log(message)
+        self.echo(message)
 
     # ----------------------------------------------------------------- loop
     @property
@@ -146,6 +153,9 @@ class Trainer:
             p = max(p, self.loop.clock.now / (60.0 * self.cfg.time_budget_min))
         return p
 
+    def _epoch_text(self, epoch: int) -> str:
+        return f"{epoch}/{self.cfg.epochs}" if self.cfg.epochs else str(epoch)
+
     def _budget_spent(self) -> bool:
         if self.cfg.max_steps and self.loop.step >= self.cfg.max_steps:
             return True
@@ -157,7 +167,7 @@ class Trainer:
         sums: dict[str, float] = {}
         n = 0
         loop = self.loop
-        task = bar.add_task(f"epoch {loop.epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
+        task = bar.add_task(f"epoch {self._epoch_text(loop.epoch + 1)}", total=len(loader), info="") if bar else None
         for images, masks in loader:
             set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), loop.step))
             images, masks = self.place.batch(images, masks)
@@ -192,17 +202,17 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.cfg
         loader = self._loader()
-        steps_total = cfg.epochs * len(loader)
-        steps_total = min(steps_total, cfg.max_steps or steps_total)
+        # cfg.epochs None: until the time or step budget (a time-only budget drives the LR by time)
+        steps_total = min(cfg.epochs * len(loader) if cfg.epochs else 2**62, cfg.max_steps or 2**62)
         loop = self.loop
         with progress_bar(cfg.progress) as bar:
-            while not self.finished and loop.epoch < cfg.epochs:
+            while not self.finished and (cfg.epochs is None or loop.epoch < cfg.epochs):
                 wall_start = time.perf_counter()
                 with loop.clock:
                     losses = self.train_one_epoch(loader, steps_total, bar)
                 epoch_s = time.perf_counter() - wall_start
                 loop.epoch += 1
-                self.finished = loop.epoch >= cfg.epochs or self._budget_spent()
+                self.finished = (cfg.epochs is not None and loop.epoch >= cfg.epochs) or self._budget_spent()
                 record: dict[str, Any] = {"epoch": loop.epoch, "step": loop.step,
                                           "lr": self.optimizer.param_groups[0]["lr"],
                                           "epoch_s": round(epoch_s, 3), "train_s": round(loop.elapsed, 3),
@@ -218,8 +228,9 @@ class Trainer:
                         self.best_miou, self.best_epoch = metrics.miou, loop.epoch
                         self._save_best(metrics)
                 self.run.write_metrics(record)
+                keep_previous(self.run.last_checkpoint)
                 save_checkpoint(self.run.last_checkpoint, self.state_dict())
-                line = (f"epoch {loop.epoch}/{cfg.epochs} loss {losses.get('loss', float('nan')):.4f} "
+                line = (f"epoch {self._epoch_text(loop.epoch)} loss {losses.get('loss', float('nan')):.4f} "
                         f"{epoch_s:.1f}s" + (f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""))
                 self.run.log(line)
                 self.echo(line)

@@ -5,61 +5,157 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from segnas.cost import check_parity, count_flops, count_parameters, export_onnx, export_torchscript, measure_latency
-from segnas.cost.latency import default_threads
+from segnas.cost import (BACKENDS, check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
+                         measure_latency)
+from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
+from segnas.cost.latency import default_threads, summarize, time_callable
 from segnas.cost.machine import matmul_peak_gflops
 from segnas.errors import SegnasError
-from segnas.training.models import resolve_model
+from segnas.progress import task_progress
+from segnas.spaces import read_arch_file
+from segnas.training.models import load_trained, resolve_model
+
+
+#: Class count of zoo names and architecture files when neither ``--classes`` nor the file gives one.
+DEFAULT_CLASSES = 19
+
+
+def network_classes(source: str, num_classes: int | None) -> tuple[int, str]:
+    """The class count a benchmarked network is built with, and where it comes from: a
+    checkpoint's classes, an architecture file's ``num_classes``, ``num_classes``, or the default."""
+    path = Path(source)
+    if path.suffix == ".pt":
+        _, classes, _ = load_trained(path)
+        return classes.num_classes, "checkpoint"
+    if path.suffix == ".json":
+        saved = read_arch_file(path).get("num_classes")
+        if num_classes is None and saved is not None:
+            return int(saved), "arch file"
+    if num_classes is not None:
+        return num_classes, "--classes"
+    return DEFAULT_CLASSES, "default; give --classes"
+
+
+def read_onnx(path: Path, backends: Sequence[str]) -> Any:
+    """The ONNX model in ``path``, checked to be measurable on ``backends``."""
+    import onnx
+
+    if not path.is_file():
+        raise SegnasError(f"{path}: ONNX file not found")
+    wrong = [b for b in backends if b != "onnxruntime"]
+    if wrong:
+        raise SegnasError(f"{path}: an ONNX file is measured on onnxruntime only, not {', '.join(wrong)}")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
+        raise SegnasError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+
+
+def _onnx_row(path: Path, size: tuple[int, int], backends: Sequence[str], threads: int,
+              device: str, min_time_s: float) -> list[dict[str, Any]]:
+    """Rows of an exported ONNX file: parameters from its initializers, latency on ONNX Runtime
+    (FLOPs are not counted from ONNX graphs)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = read_onnx(path, backends).graph
+    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in graph.initializer)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim]
+    shape = (1, 3, *size)
+    if len(dims) != 4 or any(d is not None and d != s for d, s in zip(dims[1:], shape[1:])):
+        fixed = "x".join(str(d) for d in dims[2:])
+        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size {fixed} "
+                          "or export with --dynamic")
+    run = _onnxruntime_runner(path, threads, device)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    classes = int(run(x).shape[1])
+    lat = summarize(time_callable(lambda: run(x), 3, 10, min_time_s), "onnxruntime", shape, threads, device)
+    return [{"model": path.name, "backend": "onnxruntime", "size": f"{size[0]}x{size[1]}", "threads": threads,
+             "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6, "gflops": None,
+             "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
+             "achieved_gflops_s": None, "fraction_of_peak": None}]
 
 
 def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[str], threads: int | None = None,
-              num_classes: int = 19, device: str = "cpu", min_time_s: float = 2.0,
-              echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (network, backend): params, GFLOPs/GMACs, median/IQR latency, FPS, achieved
-    GFLOP/s and its fraction of this machine's fp32 matmul peak."""
+              num_classes: int | None = None, device: str = "cpu", min_time_s: float = 2.0,
+              echo: Callable[[str], None] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
+    achieved GFLOP/s and its fraction of this machine's fp32 matmul peak. Sources: zoo names,
+    architecture files, checkpoints and exported ``.onnx`` files. The class count is a
+    checkpoint's or ONNX file's own, else an architecture file's ``num_classes``, else
+    ``num_classes``, else DEFAULT_CLASSES (each row says which)."""
+    if num_classes is not None and num_classes < 1:
+        raise SegnasError(f"--classes: must be >= 1, got {num_classes}")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise SegnasError(f"--backend: unknown {unknown[0]!r}; choose one of {', '.join(BACKENDS)}")
     threads = threads or default_threads()
-    peak = matmul_peak_gflops(threads)
     shape = (1, 3, *size)
-    rows = []
+    networks = []  # everything that can fail on user input, before anything is measured
     for source in sources:
-        model, name = resolve_model(source, num_classes)
-        params = count_parameters(model)
-        flops = count_flops(model, shape)
-        for backend in backends:
-            lat = measure_latency(model, shape, backend, threads, device, min_time_s=min_time_s)
-            achieved = flops.gflops / (lat.median_ms / 1000.0)
-            row = {"model": name, "backend": backend, "size": f"{size[0]}x{size[1]}", "threads": threads,
-                   "params_m": params / 1e6, "gflops": flops.gflops, "gmacs": flops.gmacs,
-                   "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
-                   "achieved_gflops_s": achieved, "peak_gflops_s": peak, "fraction_of_peak": achieved / peak}
-            rows.append(row)
-            if echo:
-                echo(f"{name:>16s} {backend:>12s} {lat.median_ms:8.2f} ms  {lat.fps:7.1f} FPS  "
-                     f"{flops.gflops:6.2f} GFLOPs  {100 * achieved / peak:5.1f}% of peak")
+        if Path(source).suffix == ".onnx":
+            read_onnx(Path(source), backends)
+            networks.append((source, None, source, 0, ""))
+            continue
+        classes, where = network_classes(source, num_classes)
+        model, name = resolve_model(source, classes)
+        networks.append((source, model, name, classes, where))
+    peak = matmul_peak_gflops(threads)
+    rows = []
+    with task_progress("bench", len(sources) * len(backends), progress) as ticker:
+        for source, model, name, classes, where in networks:
+            if model is None:
+                rows += [{**row, "peak_gflops_s": peak}
+                         for row in _onnx_row(Path(source), size, backends, threads, device, min_time_s)]
+                ticker.advance(len(backends))
+                continue
+            params = count_parameters(model)
+            flops = count_flops(model, shape)
+            for backend in backends:
+                lat = measure_latency(model, shape, backend, threads, device, min_time_s=min_time_s)
+                achieved = flops.gflops / (lat.median_ms / 1000.0)
+                row = {"model": name, "backend": backend, "size": f"{size[0]}x{size[1]}", "threads": threads,
+                       "classes": classes, "classes_from": where,
+                       "params_m": params / 1e6, "gflops": flops.gflops, "gmacs": flops.gmacs,
+                       "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
+                       "achieved_gflops_s": achieved, "peak_gflops_s": peak, "fraction_of_peak": achieved / peak}
+                rows.append(row)
+                ticker.advance(info=f"{name} {backend}")
+                if echo:
+                    echo(f"{name:>16s} {backend:>12s} {lat.median_ms:8.2f} ms  {lat.fps:7.1f} FPS  "
+                         f"{flops.gflops:6.2f} GFLOPs  {100 * achieved / peak:5.1f}% of peak")
     return rows
 
 
 def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "onnx", dynamic: bool = False,
-               num_classes: int = 19, tolerance: float = 1e-3) -> tuple[Path, list]:
+               num_classes: int | None = None, tolerance: float = 1e-3, progress: bool = True) -> tuple[Path, list]:
     """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic).
-    A file that fails the parity check is removed, never left behind as if it were good."""
-    model, _ = resolve_model(source, num_classes)
+    A file that fails the parity check is removed, never left behind as if it were good. The class
+    count is chosen as in ``bench_job``."""
+    if fmt not in ("onnx", "torchscript"):
+        raise SegnasError(f"--format: expected onnx or torchscript, got {fmt!r}")
+    if dynamic and fmt == "torchscript":
+        raise SegnasError("--dynamic: TorchScript traces one input size; use --format onnx")
+    if num_classes is not None and num_classes < 1:
+        raise SegnasError(f"--classes: must be >= 1, got {num_classes}")
+    model, _ = resolve_model(source, network_classes(source, num_classes)[0])
     shape = (1, 3, *size)
     out = Path(out)
-    if fmt == "onnx":
-        export_onnx(model, out, shape, dynamic=dynamic)
-    elif fmt == "torchscript":
-        if dynamic:
-            raise SegnasError("--dynamic: TorchScript traces one input size; use --format onnx")
-        export_torchscript(model, out, shape)
-    else:
-        raise SegnasError(f"--format: expected onnx or torchscript, got {fmt!r}")
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
-    try:
-        results = [check_parity(model, out, s, tolerance) for s in shapes]
-    except Exception:
-        out.unlink(missing_ok=True)  # an unverified export is not left behind
-        raise
+    with task_progress(f"export {out.name}", 1 + len(shapes), progress) as ticker:
+        if fmt == "onnx":
+            export_onnx(model, out, shape, dynamic=dynamic)
+        else:
+            export_torchscript(model, out, shape)
+        ticker.advance(info="parity")
+        try:
+            results = []
+            for s in shapes:
+                results.append(check_parity(model, out, s, tolerance))
+                ticker.advance()
+        except Exception:
+            out.unlink(missing_ok=True)  # an unverified export is not left behind
+            raise
     bad = [r for r in results if not r.ok]
     if bad:
         out.unlink(missing_ok=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from segnas.data import build_dataset, eval_transforms
 from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
@@ -15,20 +16,80 @@ from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.errors import SegnasError
 from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
+from segnas.progress import task_progress
 from segnas.report.draw import colorize, overlay, save_png
 
 
+#: ``eval_job``'s ``base_size`` default: the size the checkpoint's own settings evaluate at.
+CHECKPOINT = "checkpoint"
+
+
+def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, Any], raw: bool = False) -> str:
+    """Put the weights training reported into ``model``: the EMA weights when the checkpoint has
+    them (``last.pt`` keeps both; ``best.pt`` of an EMA run holds only the EMA ones), the raw
+    ones with ``raw``. Returns which: "EMA" or "raw"."""
+    ema = state.get("ema")
+    trained_with_ema = bool((state.get("config") or {}).get("ema_decay"))
+    if isinstance(ema, dict) and ema.get("module"):
+        if raw:
+            return "raw"
+        model.load_state_dict(ema["module"])
+        return "EMA"
+    if trained_with_ema:
+        if raw:
+            raise SegnasError(f"{checkpoint}: holds only the EMA weights (what training scored); the raw weights "
+                              "are in the run's checkpoints/last.pt")
+        return "EMA"
+    return "raw"
+
+
+def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:
+    """The evaluation size: ``base_size`` when given (None: native), else the checkpoint's
+    ``data.base_size``; with a phrase saying where it came from."""
+    if base_size != CHECKPOINT:
+        return (tuple(base_size) if base_size else None), "as given"
+    saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
+    if saved:
+        return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; --base-size native for native size"
+    return None, "native size: the checkpoint has no data.base_size"
+
+
+class _Ticking:
+    """A dataset that advances a progress ticker as its samples are read."""
+
+    def __init__(self, dataset: Any, ticker: Any) -> None:
+        self.dataset, self.ticker = dataset, ticker
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        item = self.dataset[i]
+        self.ticker.advance()
+        return item
+
+
 def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "val",
-             base_size: tuple[int, int] | None = None, batch_size: int = 4, bf16: bool = False,
-             options: dict[str, Any] | None = None) -> tuple[SegMetrics, list[str]]:
-    """Score a checkpoint on a dataset split; returns metrics and the class names. ``bf16`` is
-    ignored (fp32) on CPUs without native bf16, where it would only be slower."""
-    model, classes, _ = load_trained(checkpoint)
-    dataset = build_dataset(data, root, split, eval_transforms(base_size), **(options or {}))
+             base_size: tuple[int, int] | None | str = CHECKPOINT, batch_size: int = 4, bf16: bool = False,
+             options: dict[str, Any] | None = None, raw: bool = False, echo: Callable[[str], None] | None = None,
+             progress: bool = True) -> tuple[SegMetrics, list[str]]:
+    """Score a checkpoint on a dataset split; returns metrics and the class names. Scores the
+    weights training reported (EMA when the checkpoint has them; ``raw`` for the raw ones) at the
+    checkpoint's ``data.base_size`` unless ``base_size`` is given (None: native size); says which
+    through ``echo``. ``bf16`` is ignored (fp32) on CPUs without native bf16."""
+    model, classes, state = load_trained(checkpoint)
+    weights = select_weights(checkpoint, model, state, raw)
+    size, where = checkpoint_base_size(state, base_size)
+    dataset = build_dataset(data, root, split, eval_transforms(size), **(options or {}))
     if dataset.num_classes != classes.num_classes:
         raise SegnasError(f"{checkpoint}: model predicts {classes.num_classes} classes but dataset "
                           f"{data!r} has {dataset.num_classes}")
-    return evaluate(model, dataset, classes.num_classes, batch_size, usable_bf16(bf16)), list(classes.names)
+    if echo:
+        at = f"{size[0]}x{size[1]}" if size else "native size"
+        echo(f"scoring the {weights} weights at {at} ({where})")
+    with task_progress(f"eval {data}/{split}", len(dataset), progress) as ticker:
+        metrics = evaluate(model, _Ticking(dataset, ticker), classes.num_classes, batch_size, usable_bf16(bf16))
+    return metrics, list(classes.names)
 
 
 def collect_inputs(path: str | Path) -> list[Path]:
@@ -44,22 +105,44 @@ def collect_inputs(path: str | Path) -> list[Path]:
     return [path]
 
 
+def output_names(files: list[Path]) -> list[str]:
+    """The name each input's outputs are written under: its stem, or its whole name where two
+    inputs share a stem (``x.png`` and ``x.jpg`` -> ``x.png``, ``x.jpg``), so none is overwritten."""
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[f.stem] = stems.get(f.stem, 0) + 1
+    return [f.stem if stems[f.stem] == 1 else f.name for f in files]
+
+
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
-                bf16: bool = False) -> list[Path]:
-    """Write ``<stem>_mask.png`` (colourized classes) and ``<stem>_overlay.png`` for each input image.
-    Images of any size are accepted; the network pads to its stride internally."""
-    model, classes, _ = load_trained(checkpoint)
+                bf16: bool = False, progress: bool = True) -> list[Path]:
+    """Write ``<name>_mask.png`` (colourized classes) and ``<name>_overlay.png`` for each input
+    image (``name``: its stem, its whole file name where stems repeat). Images of any size are
+    accepted; the network pads to its stride internally."""
+    if not 0.0 <= alpha <= 1.0:
+        raise SegnasError(f"--alpha: the overlay opacity must be between 0 and 1, got {alpha:g}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SegnasError(f"--out {out_dir}: is a file; give a folder for the masks and overlays")
+    model, classes, state = load_trained(checkpoint)
+    select_weights(checkpoint, model, state)
+    files = collect_inputs(inputs)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SegnasError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
     bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
     palette = classes.palette()
     normalize = Normalize()
-    out_dir = Path(out_dir)
     written = []
-    for f in collect_inputs(inputs):
-        image = read_image(f)
-        x, _ = normalize(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, torch.empty(0))
-        pred = predict_logits(model, x[None], bf16).argmax(1)[0].numpy().astype(np.uint8)
-        colors = colorize(pred, palette)
-        save_png(out_dir / f"{f.stem}_mask.png", colors)
-        save_png(out_dir / f"{f.stem}_overlay.png", overlay(image, colors, alpha))
-        written.append(out_dir / f"{f.stem}_mask.png")
+    with task_progress("predict", len(files), progress) as ticker:
+        for f, name in zip(files, output_names(files)):
+            image = read_image(f)
+            x, _ = normalize(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, torch.empty(0))
+            pred = predict_logits(model, x[None], bf16).argmax(1)[0].numpy().astype(np.uint8)
+            colors = colorize(pred, palette)
+            save_png(out_dir / f"{name}_mask.png", colors)
+            save_png(out_dir / f"{name}_overlay.png", overlay(image, colors, alpha))
+            written.append(out_dir / f"{name}_mask.png")
+            ticker.advance()
     return written

@@ -27,7 +27,7 @@ from segnas.config.io import build_config
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
-from segnas.data import dataset_classes
+from segnas.data import dataset_classes, validate_dataset
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
@@ -82,6 +82,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
     num_classes = dataset_classes(cfg.data)
+    validate_dataset(cfg.data, cfg.progress, echo)
     if latency is None:
         latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
@@ -103,7 +104,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     if latency.target_ms:
         echo(f"found network: {found['measured_ms']:.2f} ms measured vs target {latency.target_ms:.2f} ms "
              f"({100 * found['latency_vs_target']:+.1f}%)")
-    if cfg.final.epochs > 0:
+    if cfg.final.enabled:
         train_found(result, ctx, summary, echo)
     atomic_write_text(done, json.dumps(summary, indent=2))
     return {**summary, "run_dir": str(ctx.run.path)}
@@ -154,7 +155,7 @@ def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path
     return TrainConfig.model_validate({
         "job": f"{s.job_name}-{net.name}", "data": s.data.model_dump(),
         "model": {"name": None, "arch": str(arch_file(ctx.run, net))}, "optim": f.optim.model_dump(),
-        "loss": loss, "epochs": f.epochs if not (f.steps or f.minutes) else 10**6, "max_steps": f.steps,
+        "loss": loss, "epochs": f.epoch_limit, "max_steps": f.steps,
         "time_budget_min": f.minutes, "budget_clock": f.budget_clock, "eval_every": f.eval_every,
         "ema_decay": f.ema_decay, "bf16": s.bf16, "channels_last": True, "threads": s.threads, "seed": s.seed,
         "device": s.device, "out_dir": str(ctx.run.path / "train"), "progress": s.progress})

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segnas.nn.segnet import exporting
+
 
 def kaiming_init(model: nn.Module, mode: str = "fan_out") -> None:
     """Kaiming-normal (ReLU gain) convolution weights, BatchNorm weight 1 and bias 0."""
@@ -62,19 +64,21 @@ class InvertedResidual(nn.Module):
 
 
 def adaptive_avg_pool2d(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d(x, size)``; under ONNX export, the same bins as two averaging
-    matrices (ONNX has no adaptive pooling to sizes that do not divide the input)."""
-    if not torch.onnx.is_in_onnx_export():
+    """``F.adaptive_avg_pool2d(x, size)``; under export, the same bins as two averaging matrices
+    (ONNX has no adaptive pooling to sizes that do not divide the input), built from the input's
+    shape with tensor ops so that a dynamic export pools every input size, not only the traced one."""
+    if not exporting():
         return F.adaptive_avg_pool2d(x, size)
 
-    def bins(n: int) -> torch.Tensor:  # size × n; row i averages [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)
-        rows = []
-        for i in range(size):
-            start, end = i * n // size, -(-(i + 1) * n // size)
-            rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n)])
-        return torch.tensor(rows, dtype=x.dtype, device=x.device)
+    def bins(n) -> torch.Tensor:  # size × n; row i averages [⌊i·n/size⌋, ⌈(i+1)·n/size⌉)
+        i = torch.arange(size, device=x.device)
+        start = torch.div(i * n, size, rounding_mode="floor")
+        end = torch.div((i + 1) * n + size - 1, size, rounding_mode="floor")  # ceil, all terms >= 0
+        j = torch.arange(n, device=x.device)
+        inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+        return inside.to(x.dtype) / (end - start).to(x.dtype)[:, None]
 
-    return bins(int(x.shape[-2])) @ x @ bins(int(x.shape[-1])).T
+    return bins(x.shape[-2]) @ x @ bins(x.shape[-1]).T
 
 
 class PyramidPooling(nn.Module):

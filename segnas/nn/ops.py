@@ -10,6 +10,9 @@ BasicResidual1x there, with no residual), ``conv_2x`` (two of them), the zoomed 
 (bilinear ½ → conv → BN → bilinear back → ReLU; no upsampling when strided) and ``conv_2x_downup``,
 and ``skip`` (identity, or factorized reduce when the shape changes).
 
+GAS's cell operators (``segnas.spaces.cells``) add ``sep_conv`` (depthwise-separable 3×3, dilated
+when ``dilation`` > 1) and ``pool`` (3×3 average or max pooling); ``skip`` and ``conv`` are shared.
+
 Besides the searchable cell operators, the fixed pieces around them are ops too, so that a whole
 network's latency is the sum over its keys: ``conv_bn_relu`` (stems, 1×1 projections, refinement
 convs), ``head`` (3×3 conv-BN-ReLU + 1×1 classifier) and ``upsample`` (bilinear ×factor).
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.nn.blocks import ConvBNReLU, SegHead
+from segnas.nn.blocks import ConvBNReLU, DepthwiseSeparableConv, SegHead
 
 OpFactory = Callable[..., nn.Module]
 OPS: dict[str, OpFactory] = {}
@@ -189,6 +192,23 @@ def conv_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers:
 def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1,
                    layers: PlainLayers = PLAIN) -> nn.Module:
     return ZoomedConv(_conv_stack(cin, cout, 2, 1, dilation, relu_last=False, layers=layers), stride)
+
+
+@register_op("sep_conv")
+def sep_conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    """Depthwise 3×3 conv-BN-ReLU (strided, dilated) then pointwise 1×1 conv-BN-ReLU."""
+    return DepthwiseSeparableConv(cin, cout, stride, dilation)
+
+
+@register_op("pool")
+def pool(cin: int, cout: int, stride: int = 1, dilation: int = 1, kind: str = "avg") -> nn.Module:
+    """3×3 pooling with padding 1 (the average excludes the padding), keeping the channels."""
+    if cin != cout or dilation != 1 or kind not in ("avg", "max"):
+        raise SegnasError(f"op pool: needs cin == cout, dilation 1 and kind avg or max "
+                          f"(got cin={cin}, cout={cout}, dilation={dilation}, kind={kind!r})")
+    if kind == "max":
+        return nn.MaxPool2d(3, stride, 1)
+    return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
 
 
 @register_op("conv_bn_relu")

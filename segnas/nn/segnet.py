@@ -14,12 +14,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def exporting() -> bool:
+    """True while a network is traced for export (either ONNX exporter, or ``torch.export``): shapes
+    may then be symbolic, and a Python branch on them would be fixed to the example input's."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
-    """Pad the bottom/right of an NCHW tensor so that H and W are multiples of ``multiple``."""
+    """Pad the bottom/right of an NCHW tensor so that H and W are multiples of ``multiple``.
+
+    The padded size is written as ``multiple · ⌈h / multiple⌉``, which symbolic shapes (dynamic
+    export) simplify through later halvings; under export the padding is always applied (a zero
+    pad for sizes that need none), so the exported graph pads every input size."""
     h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
-    if ph == 0 and pw == 0:
+    ph = (h + multiple - 1) // multiple * multiple - h  # no negative floor division: the ONNX exporter
+    pw = (w + multiple - 1) // multiple * multiple - w  # writes SymInt // as a truncating Div
+    if not exporting() and ph == 0 and pw == 0:
         return x
     return F.pad(x, (0, pw, 0, ph), value=value)
 

@@ -120,7 +120,7 @@ def arch_key(arch: Architecture | dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------- registry
 #: Modules that define the built-in spaces (imported on first lookup).
-BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint")
+BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint", "segnas.spaces.cells")
 SPACES: Registry[type[SearchSpace]] = Registry("space", "search space", SearchSpace, BUILTIN_SPACE_MODULES)
 _DEFAULTS: dict[str, SearchSpace] = {}
 #: Class decorator: make a ``SearchSpace`` subclass available as ``name``.
@@ -180,6 +180,10 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
     for key in ("space", "arch"):
         if not isinstance(data, dict) or key not in data:
             raise SegnasError(f"{path}: missing field {key!r} (expected {{'space', 'version', 'arch'}})")
+    try:  # every error in the architecture names the file
+        get_space(data["space"]).arch_from_dict(data["arch"])
+    except SegnasError as exc:
+        raise SegnasError(f"{path}: {exc}") from None
     return data
 
 

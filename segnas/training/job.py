@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Callable
 
 from segnas.config.train import TrainConfig
-from segnas.data import eval_transforms, open_data, train_transforms
-from segnas.engine.checkpoint import load_checkpoint
+from segnas.cost.memory import check_training_memory
+from segnas.data import eval_transforms, open_data, train_transforms, validate_dataset
+from segnas.engine.checkpoint import load_latest_checkpoint
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult
 from segnas.errors import SegnasError
@@ -34,10 +35,12 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     if resume is not None and device is not None:
         cfg = cfg.model_copy(update={"device": device})
     # Everything that can fail on user input is built before a new run directory is created.
+    data = validate_dataset(cfg.data, cfg.progress, echo)
     train_set, val_set = make_datasets(cfg)
-    spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg)
+    spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
+    check_training_memory(model, min(cfg.data.batch_size, len(train_set)), *data.train_sample_size(cfg.data), cfg.device)
     run = open_run(cfg, run)
     classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
@@ -57,8 +60,8 @@ def load_teacher(checkpoint: str, num_classes: int):
     return teacher
 
 
-def _spec_of_run(run: RunDir, cfg: TrainConfig) -> dict:
-    """A resumed run rebuilds the network from its checkpoint's spec (the arch file may have moved)."""
-    if run.last_checkpoint.is_file():
-        return load_checkpoint(run.last_checkpoint)["model_spec"]
-    return model_spec_from_config(cfg.model)
+def _spec_of_run(run: RunDir, cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict:
+    """A resumed run rebuilds the network from its checkpoint's spec (the arch file may have moved);
+    an unusable ``last.pt`` is replaced by the one before it here, with a notice."""
+    state = load_latest_checkpoint(run.last_checkpoint, lambda m: (run.log(m), echo and echo(m)))
+    return state["model_spec"] if state is not None else model_spec_from_config(cfg.model)

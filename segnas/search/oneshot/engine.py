@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segnas.config.train import OptimConfig
-from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from segnas.engine.checkpoint import keep_previous, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
 from segnas.progress import progress_bar
@@ -176,18 +176,22 @@ class OneShotEngine:
         return self.run.path / "checkpoints" / "pretrained.pt"
 
     def resume_if_possible(self) -> bool:
-        """Load the run directory's checkpoint if there is one; True if resumed."""
-        if not self.checkpoint_path.is_file():
+        """Load the run directory's checkpoint (or the one before it) if there is one; True if resumed.
+        The metrics are cut back to the checkpoint's epoch (to none without one)."""
+        st = load_latest_checkpoint(self.checkpoint_path, self.echo)
+        if st is None:
+            self.run.truncate_metrics(0, key="epochs_done")
             return False
-        self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        self.load_state_dict(st)
         self.run.truncate_metrics(self.epochs_done, key="epochs_done")
         self.echo(f"resuming search at {self.phase} epoch {self.loop.epoch}")
         return True
 
     def start_from_pretrained(self, path: str | Path) -> int:
-        """Begin the search phase from another run's ``pretrained.pt`` (weights, optimizer, step, time
-        and RNG exactly as that run began its search); adopts that run's number of pre-training
-        epochs, so the weights' LR schedule continues unchanged, and returns it."""
+        """Begin the search phase from another run's ``pretrained.pt`` (weights, optimizer, step and
+        RNG exactly as that run began its search); adopts that run's number of pre-training epochs,
+        so the weights' LR schedule continues unchanged, and returns it. The time budget counts
+        this run's time only."""
         st = load_checkpoint(path)
         if st.get("model_spec", {}).get("kind") != "supernet-pretrained":
             raise SegnasError(f"{path}: not a pre-trained supernet (checkpoints/pretrained.pt of a search run)")
@@ -197,7 +201,7 @@ class OneShotEngine:
             raise SegnasError(f"{path}: pre-trained supernet does not match this search space "
                               f"({str(exc).splitlines()[0]})") from None
         self.weight_opt.load_state_dict(st["weight_opt"])
-        self.loop.step, self.loop.clock.elapsed = st["step"], st["elapsed_s"]
+        self.loop.step = st["step"]
         restore_rng(st["rng"], self.loop.generator)
         self.phase, self.loop.epoch = "search", 0
         self.s.pretrain_epochs = st["pretrain_epochs"]
@@ -318,6 +322,7 @@ class OneShotEngine:
                     if self.stopped:
                         record["stopped"] = self.stopped
                     self.run.write_metrics(record)
+                    keep_previous(self.checkpoint_path)
                     save_checkpoint(self.checkpoint_path, self.state_dict())
                     line = f"{phase} epoch {loop.epoch}/{self._phase_epochs()} " + " ".join(
                         f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))

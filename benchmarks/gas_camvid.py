@@ -1,0 +1,192 @@
+"""GAS on CamVid on this CPU: the GCN-guided module (GGM) on vs off from one pre-trained supernet.
+
+Both searches have the same search budget; both derived networks are measured against the target
+and trained with the same step budget and two training seeds.
+
+    python benchmarks/gas_camvid.py [--target-ms T] [--pretrained RUN] [--final-steps 800]
+    python benchmarks/gas_camvid.py --reuse OFF_RUN ON_RUN        # report and train finished searches
+    python benchmarks/gas_camvid.py --smoke --results-dir /tmp/r  # a seconds-long check on synthetic data
+
+Searches on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
+side, as the FasterSeg and SSR benchmarks); latencies are those of --size (360x480) on ONNX Runtime
+with 2 threads, from the operator table. The space is ``cells`` with its defaults (7 cells over
+1/4 → 1/32, 3 nodes of 2 edges each, 8 operators). The target defaults to --target-fraction of
+the way from the fastest to the slowest network whose edges all carry one operator, as predicted
+by the table.
+
+Run "off" (GGM off) pre-trains the supernet (or starts from --pretrained) and searches; run "on"
+(GGM on) starts its search from the same pre-trained supernet (``gas.pretrained``) with the same
+seed, epochs and λ. (The GGM adds nothing while α is uniform, so pre-training would be the same
+with it on anyway.) For each derived network: predicted and measured latency vs the target,
+parameters, GFLOPs, distinct cells, cells that differ from the other run's, the architecture
+itself; then training from scratch with train_camvid.py's recipe for --final-steps optimizer steps
+at batch 8 (fp32: the same on every CPU), once per training seed, val mIoU mean ± std.
+Saves <results-dir>/<name>.json (default benchmarks/results/gas_camvid.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, camvid_root, save_result  # noqa: E402
+from train_camvid import config as train_config  # noqa: E402
+
+from segnas.config.search import SearchSettings  # noqa: E402
+from segnas.config.train import DataConfig  # noqa: E402
+from segnas.cost import LatencyModel  # noqa: E402
+from segnas.jobs import train_job  # noqa: E402
+from segnas.jobs.search import search_job, settings_class  # noqa: E402
+from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces.cells import CellsArch, CellsSpace, Edge  # noqa: E402
+
+#: The smoke mode's data and space: seconds per search on synthetic images.
+SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
+SMOKE_SPACE = {"layout": [1, 1, 1, 1], "channels": [4, 8, 8, 8], "nodes": 2, "stem_channels": 4, "decoder_width": 8}
+
+
+#: Command-line options: flag, type, default, help.
+OPTIONS: list[tuple[str, type, object, str | None]] = [
+    ("--size", str, "360x480", "deployment size the latency is for"),
+    ("--search-size", str, "120x160", "whole training images resized to this for the search"),
+    ("--target-ms", float, None, "latency target (default: see --target-fraction)"),
+    ("--target-fraction", float, 0.4, "default target: this far from the fastest to the slowest one-operator network"),
+    ("--pretrain-epochs", int, 10, None),
+    ("--search-epochs", int, 20, None),
+    ("--arch-lr", float, 3e-3, None),
+    ("--latency-weight", float, 0.5, "starting λ (adapted per epoch)"),
+    ("--ggm-gamma", float, 0.5, None),
+    ("--pretrained", str, None, "search run whose pre-trained supernet both searches start from (skips pre-training)"),
+    ("--final-steps", int, 800, "optimizer steps of each final training (0: none)"),
+    ("--train-seeds", int, 2, "final trainings per network (seeds 0, 1, ...)"),
+    ("--seed", int, 0, "search seed"),
+    ("--backend", str, "onnxruntime", None),
+    ("--threads", int, 2, None),
+    ("--out-dir", str, "runs", "parent folder of the run directories"),
+    ("--results-dir", str, str(RESULTS), "where the result file goes"),
+    ("--name", str, "gas_camvid", "result file name"),
+]
+
+
+def space_range(space: CellsSpace, latency: LatencyModel, classes: int) -> tuple[float, float]:
+    """Predicted latency of the fastest and the slowest network whose edges all carry one operator
+    (node i reading states 0 and i + 1)."""
+    archs = [space.make_arch([tuple(tuple(Edge(op, s) for s in sorted({0, i + 1})[:space.kept(i)])
+                                    for i in range(space.nodes))] * space.num_cells) for op in space.choices]
+    latency.ensure([k for a in archs for k in space.latency_keys(a, classes, latency.size)])
+    times = [latency.predict(space, a, classes) for a in archs]
+    return min(times), max(times)
+
+
+def base_settings(args: argparse.Namespace) -> dict:
+    data = SMOKE_DATA if args.smoke else {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
+                                          "scale": [0.75, 1.5], "batch_size": 8}
+    latency = {"target_ms": args.target_ms, "size": args.size, "backend": args.backend, "threads": args.threads}
+    if args.smoke:
+        latency.update(table_min_runs=2, table_min_time_s=0.0)
+    return {"method": "gas", "job": f"bench-{args.name.replace('_', '-')}", "data": data, "latency": latency,
+            "search_size": None if args.smoke else args.search_size, "final": {"epochs": 0}, "threads": args.threads,
+            "seed": args.seed, "out_dir": args.out_dir, "progress": not args.smoke,
+            "gas": {"space": SMOKE_SPACE if args.smoke else {}, "pretrain_epochs": args.pretrain_epochs,
+                    "search_epochs": args.search_epochs, "arch_lr": args.arch_lr,
+                    "latency_weight": args.latency_weight, "ggm_gamma": args.ggm_gamma}}
+
+
+def settings(data: dict) -> SearchSettings:
+    return settings_class("gas").model_validate(data)
+
+
+def figures(summary: dict) -> dict:
+    """One search's result fields from its summary (``search_result.json``) and run directory."""
+    run = Path(summary["run_dir"])
+    net = summary["networks"]["arch"]
+    keep = ("phase", "epoch", "epoch_s", "lambda", "expected_latency_ms", "derived_latency_ms", "distinct_cells",
+            "ggm_shift", "on_target")
+    records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    trace = [{k: r[k] for k in keep if k in r} for r in records]
+    arch = read_arch_file(run / "arch.json")
+    return {"run_dir": str(run), "search_seconds": summary["search_wall_seconds"],
+            "search_cpu_seconds": summary["search_cpu_seconds"],
+            **{k: net[k] for k in ("predicted_ms", "measured_ms", "latency_vs_target", "params", "gflops")},
+            **{k: summary["details"][k] for k in ("ggm", "picked", "distinct_cells", "cell_changes", "lambda")},
+            "arch": arch["arch"], "trace": trace}
+
+
+def train(arch_file: Path, args: argparse.Namespace, seed: int) -> dict:
+    """train_camvid.py's recipe for ``--final-steps`` optimizer steps (fp32) with training seed ``seed``."""
+    cfg = train_config(60.0, args.out_dir, str(arch_file))
+    update = {"time_budget_min": None, "max_steps": args.final_steps, "bf16": False, "seed": seed,
+              "job": f"{cfg.job}-{arch_file.parent.name}-seed{seed}", "progress": not args.smoke}
+    if args.smoke:
+        update.update(data=DataConfig.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
+                      channels_last=False)
+    result = train_job(cfg.model_copy(update=update), echo=print)
+    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"),
+            "train_seconds": round(result.train_seconds, 1), "final_val_miou": round(result.final["val_miou"], 4),
+            "best_val_miou": round(result.best_miou, 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag, kind, default, text in OPTIONS:
+        ap.add_argument(flag, type=kind, default=default, help=text)
+    ap.add_argument("--reuse", nargs=2, metavar=("OFF_RUN", "ON_RUN"), default=None,
+                    help="finished GGM-off and GGM-on search runs to report and train instead of searching")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny synthetic data and space, a few epochs and steps: checks the script, measures nothing")
+    args = ap.parse_args()
+    if args.smoke:
+        args.size, args.pretrain_epochs, args.search_epochs, args.arch_lr = "64x96", 1, 2, 0.05
+        args.final_steps = min(args.final_steps, 4)
+        args.name = args.name if args.name != "gas_camvid" else "gas_camvid_smoke"
+    elif not camvid_root().is_dir():
+        sys.exit(f"CamVid not found at {camvid_root()} (set SEGNAS_CAMVID)")
+    base = base_settings(args)
+    cfg = settings(base)
+    latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
+    classes = 11
+    lo, hi = space_range(CellsSpace(**base["gas"]["space"]), latency, classes)
+    target = args.target_ms or round(lo + args.target_fraction * (hi - lo), 2)
+    base["latency"]["target_ms"] = latency.target_ms = target
+    print(f"one-operator networks {lo:.2f}–{hi:.2f} ms; target {target} ms")
+
+    runs: dict[str, dict] = {}
+    for name, ggm in (("off", False), ("on", True)):
+        if args.reuse:
+            run_dir = args.reuse[0 if name == "off" else 1]
+            summary = {**json.loads((Path(run_dir) / "search_result.json").read_text()), "run_dir": run_dir}
+        else:
+            pretrained = args.pretrained or (runs["off"]["run_dir"] if name == "on" else None)
+            section = {**base["gas"], "ggm": ggm, "pretrained": pretrained}
+            summary = search_job(settings({**base, "job": f"{base['job']}-{name}", "gas": section}),
+                                 latency=latency, echo=print)
+        runs[name] = figures(summary)
+    archs = {n: CellsArch.from_dict(r["arch"]) for n, r in runs.items()}
+    differ = sum(a != b for a, b in zip(archs["off"].cells, archs["on"].cells))
+    for name, r in runs.items():
+        if args.final_steps:
+            r["training"] = [train(Path(r["run_dir"]) / "arch.json", args, s) for s in range(args.train_seeds)]
+            mious = [t["final_val_miou"] for t in r["training"]]
+            r["val_miou_mean"] = round(statistics.mean(mious), 4)
+            r["val_miou_std"] = round(statistics.stdev(mious), 4) if len(mious) > 1 else 0.0
+    out = {"target_ms": target, "one_operator_range_ms": [lo, hi], "settings": vars(args),
+           "latency": f"{latency.backend}, {latency.threads} threads, {cfg.deployment_size()}",
+           "final_training": {"steps": args.final_steps, "batch_size": base["data"]["batch_size"], "precision": "fp32",
+                              "seeds": list(range(args.train_seeds))},
+           "search_wall_hours_both_runs": round(sum(r["search_seconds"] for r in runs.values()) / 3600, 3),
+           "cells_differing_between_runs": differ, "runs": runs}
+    path = save_result(args.name, out, args.results_dir)
+    for name, r in runs.items():
+        print(f"GGM {name}: search {r['search_seconds'] / 60:.1f} min; {r['measured_ms']:.2f} ms measured, "
+              f"{r['predicted_ms']:.2f} predicted vs target {target} ms ({100 * r['latency_vs_target']:+.1f}%); "
+              f"{r['params'] / 1e6:.2f} M params, {r['gflops']:.2f} GFLOPs; {r['distinct_cells']} distinct cells; "
+              f"val mIoU {r.get('val_miou_mean')} ± {r.get('val_miou_std')}")
+    print(f"cells that differ between the two networks: {differ} of {len(archs['on'].cells)}; saved {path}")
+
+
+if __name__ == "__main__":
+    main()

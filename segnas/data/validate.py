@@ -1,0 +1,183 @@
+"""Checking a dataset's files before a job starts, so that a bad file is a one-line error up front
+instead of a failure mid-epoch (or a worker traceback) that leaves an empty run directory behind.
+
+For every image/label pair of the splits a job reads (``PairDataset.check_pair``): the image's
+header and integrity (a truncated file fails), every label value (declared classes or ignore
+values) or mask colour (in the palette or ignored), and that image and label sizes agree. Pairs
+are checked in a thread pool, with a progress bar on a terminal for large datasets.
+
+Checks are cached: a pair that passed is not read again while both its files keep their size and
+modification time. The cache lives in segnas's cache folder (``$SEGNAS_CACHE``, else
+``~/.cache/segnas``: ``datasets/<key>.json``, one file per dataset folder, class list and label
+mode), not next to the data, which may be read-only or shared. A second start on unchanged data
+only reads the files' metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from segnas.config.train import DataConfig
+from segnas.data.base import PairDataset
+from segnas.errors import SegnasError
+from segnas.progress import progress_bar
+from segnas.utils import atomic_write_text, cache_dir
+
+CACHE_VERSION = 1
+#: Datasets with at least this many pairs to read get a progress bar (on a terminal) and a notice.
+LARGE = 200
+
+
+@dataclass
+class SplitReport:
+    """What checking one split found: its size in samples and its largest image (H, W)."""
+
+    split: str
+    name: str
+    samples: int
+    max_size: tuple[int, int] | None = None
+    read: int = 0  # pairs read now (the others were unchanged since a check that passed)
+
+
+@dataclass
+class DataReport:
+    """The checked splits of a data settings section, by split name."""
+
+    splits: dict[str, SplitReport] = field(default_factory=dict)
+
+    def train_sample_size(self, cfg: DataConfig) -> tuple[tuple[int, int] | None, str]:
+        """The (H, W) of one training sample and the setting that decides it: the crop size, else the
+        base size, else the largest training image."""
+        if cfg.crop_size is not None:
+            return tuple(cfg.crop_size), "data.crop_size"
+        if cfg.base_size is not None:
+            return tuple(cfg.base_size), "data.base_size"
+        report = self.splits.get(cfg.train_split)
+        return (report.max_size if report else None), f"the largest {cfg.train_split} image"
+
+
+def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Callable[[str], None] | None = None
+                     ) -> DataReport:
+    """Check every file of the training and validation splits ``cfg`` names; a one-line SegnasError
+    naming the file and the problem if one is bad."""
+    from segnas.data import build_dataset  # the package's registry imports this module
+
+    report = DataReport()
+    for split in dict.fromkeys(s for s in (cfg.train_split, cfg.val_split) if s):
+        dataset = build_dataset(cfg.name, cfg.root, split, None, cache=False, **cfg.options)
+        if isinstance(dataset, PairDataset):
+            report.splits[split] = check_pairs(dataset, split, progress, echo)
+        else:  # generated data (synthetic): nothing to read
+            size = getattr(dataset, "size", None)
+            report.splits[split] = SplitReport(split, getattr(dataset, "name", cfg.name), len(dataset),
+                                               tuple(size) if size is not None else None)
+    return report
+
+
+def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
+                echo: Callable[[str], None] | None = None, threads: int | None = None) -> SplitReport:
+    """Check every pair of ``dataset`` not unchanged since it last passed (see the module doc)."""
+    cache = _CheckCache(dataset)
+    sizes: dict[int, tuple[int, int]] = {}
+    todo = []
+    for i, (img, lab) in enumerate(dataset.pairs):
+        known = cache.lookup(img, lab)
+        if known is None:
+            todo.append(i)
+        else:
+            sizes[i] = known
+    errors: dict[int, SegnasError] = {}
+    if todo:
+        if len(todo) >= LARGE and echo is not None:
+            echo(f"checking {len(todo)} image/label pairs of {dataset.name} (once: unchanged files are not "
+                 f"read again)")
+        threads = threads or max(1, min(16, os.cpu_count() or 1, len(todo)))
+        with progress_bar(progress and len(todo) >= LARGE) as bar, ThreadPoolExecutor(threads) as pool:
+            task = bar.add_task(f"checking {dataset.name}", total=len(todo), info="") if bar else None
+            futures = {pool.submit(dataset.check_pair, i): i for i in todo}
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                i, exc = futures[fut], fut.exception()
+                if exc is None:
+                    sizes[i] = fut.result()
+                    cache.store(*dataset.pairs[i], sizes[i])
+                elif isinstance(exc, SegnasError):
+                    if not errors:  # one bad file is enough to refuse the data: stop soon
+                        for other in futures:
+                            other.cancel()
+                    errors[i] = exc
+                else:
+                    raise exc
+                if bar is not None:
+                    bar.update(task, advance=1)
+        cache.save()
+    if errors:
+        first = min(errors)
+        more = f" ({len(errors) - 1} more bad pair(s) found)" if len(errors) > 1 else ""
+        raise SegnasError(f"{errors[first]}{more}")
+    max_size = max(sizes.values(), key=lambda hw: hw[0] * hw[1]) if sizes else None
+    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo))
+
+
+class _CheckCache:
+    """Pairs that passed, by their files' resolved paths, with both files' size and mtime."""
+
+    def __init__(self, dataset: PairDataset) -> None:
+        signature = getattr(dataset.mapper, "signature", None)
+        self.path: Path | None = None
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if signature is None or not dataset.pairs:
+            return  # a mapper that cannot say what it accepts: check every time
+        folder = dataset.pairs[0][0].resolve().parent
+        key = json.dumps([CACHE_VERSION, type(dataset).__name__, signature(), dataset.label_mode, str(folder)])
+        self.path = cache_dir() / "datasets" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        try:
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict) and data.get("version") == CACHE_VERSION and isinstance(data.get("pairs"), dict):
+                self.entries = data["pairs"]
+        except (OSError, ValueError):  # none yet, or unreadable: check everything again
+            pass
+
+    @staticmethod
+    def _key(img: Path, lab: Path) -> str:
+        return f"{img.resolve()}\t{lab.resolve()}"
+
+    @staticmethod
+    def _stamp(img: Path, lab: Path) -> list[int] | None:
+        try:
+            a, b = img.stat(), lab.stat()
+        except OSError:
+            return None
+        return [a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns]
+
+    def lookup(self, img: Path, lab: Path) -> tuple[int, int] | None:
+        """The image's (H, W) if this pair passed and neither file changed since; else None."""
+        if self.path is None:
+            return None
+        entry = self.entries.get(self._key(img, lab))
+        stamp = self._stamp(img, lab)
+        if not isinstance(entry, list) or len(entry) != 6 or stamp is None or entry[:4] != stamp:
+            return None
+        return int(entry[4]), int(entry[5])
+
+    def store(self, img: Path, lab: Path, size: tuple[int, int]) -> None:
+        stamp = self._stamp(img, lab)
+        if self.path is not None and stamp is not None:
+            self.entries[self._key(img, lab)] = [*stamp, int(size[0]), int(size[1])]
+            self.changed = True
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        try:
+            atomic_write_text(self.path, json.dumps({"version": CACHE_VERSION, "pairs": self.entries}))
+        except OSError:  # a read-only cache folder: the next start checks again
+            pass

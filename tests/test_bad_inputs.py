@@ -1,0 +1,243 @@
+"""The bad-input matrix (issue 30): every user mistake exits 2 with one line naming the file, field
+or value at fault, prints no traceback and leaves no run directory behind.
+
+A case is ``(args, needle)`` or ``(args, needle, setup)``: ``args`` are CLI arguments in which
+``{tmp}`` stands for the case's temporary folder (its run directories go to ``{tmp}/runs``),
+``needle`` is text the one error line must contain, and ``setup(tmp_path)`` creates the bad file(s).
+``CLI_CASES`` are mistakes in arguments and settings; ``DATA_CASES`` mistakes in datasets and the
+machine's files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from segnas.cli.main import app
+
+OUT = "{tmp}/runs"
+SYN = ["--data", "synthetic", "--set", "data.options={size: [32, 40], length: 4}", "--set", "progress=false",
+       "--out-dir", OUT]
+SEARCH = ["--data", "synthetic", "--size", "32x48", "--backend", "eager", "--set", "progress=false",
+          "--out-dir", OUT]
+
+
+def _checkpoint(tmp_path):
+    """A small trained-network checkpoint (untrained weights) at {tmp}/m.pt."""
+    from segnas.zoo import build_model
+
+    model = build_model("fast_scnn", 2, width=0.5)
+    torch.save({"model": model.state_dict(), "model_spec": {"kind": "zoo", "name": "fast_scnn",
+                                                            "options": {"width": 0.5}},
+                "classes": {"names": ["a", "b"], "colors": [[0, 0, 0], [255, 255, 255]]}}, tmp_path / "m.pt")
+
+
+def _image(tmp_path):
+    _checkpoint(tmp_path)
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "x.png")
+
+
+def _existing_file(tmp_path):
+    _image(tmp_path)
+    (tmp_path / "taken").write_text("a file, not a folder")
+
+
+def _arch_bad_field(tmp_path):
+    from segnas.spaces.multires import MultiResSpace
+
+    space = MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0))
+    arch = space.sample(np.random.default_rng(0)).to_dict()
+    arch["bogus_field"] = 3
+    (tmp_path / "bad.json").write_text(json.dumps({"space": "multires", "arch": arch}))
+
+
+def _arch_not_json(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+
+
+def _arch_no_space(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"arch": {}}))
+
+
+def _arch_file(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+
+
+def _resume_dir(tmp_path):
+    (tmp_path / "old").mkdir()
+
+
+def _ema_best(tmp_path):
+    """A best.pt of a run trained with EMA: it holds only the EMA weights."""
+    _checkpoint(tmp_path)
+    state = torch.load(tmp_path / "m.pt", weights_only=False)
+    state["config"] = {"ema_decay": 0.99}
+    torch.save(state, tmp_path / "best.pt")
+
+
+def _onnx_files(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not checked before the backend")
+    (tmp_path / "bad.onnx").write_text("not an ONNX model")
+
+
+CLI_CASES = [
+    # train: options and settings
+    (["train"] + SYN + ["--model", "fast_scnn", "--arch", "{tmp}/a.json"], "--model", _arch_file),
+    (["train"] + SYN + ["--model", "nope_net"], "nope_net"),
+    (["train"] + SYN + ["--arch", "{tmp}/missing.json"], "missing.json"),
+    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json", _arch_not_json),
+    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json", _arch_no_space),
+    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json", _arch_bad_field),
+    (["train"] + SYN + ["--set", "data.crop_size=[64,80,3]"], "data.crop_size"),
+    (["train"] + SYN + ["--size", "12by3"], "12by3"),
+    (["train"] + SYN + ["--minutes", "-1"], "--minutes"),
+    (["train"] + SYN + ["--minutes", "0"], "--minutes"),
+    (["train"] + SYN + ["--steps", "0"], "--steps"),
+    (["train"] + SYN + ["--epochs", "0"], "--epochs"),
+    (["train"] + SYN + ["--batch-size", "0"], "--batch-size"),
+    (["train"] + SYN + ["--teacher", "{tmp}/no_teacher.pt"], "no_teacher.pt"),
+    (["train"] + SYN + ["--set", "nosuch.key=1"], "nosuch"),
+    (["train", "--resume", "{tmp}/old", "--epochs", "3"], "--epochs", _resume_dir),
+    (["train", "--resume", "{tmp}/nowhere"], "nowhere"),
+    # search
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--minutes", "-1"], "--minutes"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--minutes", "0"], "--minutes"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "0.01"], "0.01"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--target-fps", "30"], "target_fps"),
+    # eval / predict
+    (["eval", "{tmp}/m.pt", "--data", "synthetic", "--base-size", "0x5"], "0x5", _checkpoint),
+    (["predict", "{tmp}/m.pt", "{tmp}/x.png", "--alpha", "5", "--out", "{tmp}/p"], "--alpha", _image),
+    (["predict", "{tmp}/m.pt", "{tmp}/x.png", "--out", "{tmp}/taken"], "taken", _existing_file),
+    (["predict", "{tmp}/m.pt", "{tmp}/none.png", "--out", "{tmp}/p"], "none.png", _checkpoint),
+    (["eval", "{tmp}/m.pt", "--data", "synthetic", "--batch-size", "0"], "--batch-size", _checkpoint),
+    (["eval", "{tmp}/best.pt", "--data", "synthetic", "--raw"], "best.pt", _ema_best),
+    # demo
+    (["demo", "--minutes", "0", "--out-dir", OUT], "--minutes"),
+    (["demo", "--minutes", "-1", "--out-dir", OUT], "--minutes"),
+    # bench / export
+    (["bench", "-m", "{tmp}/m.onnx", "--backend", "eager"], "m.onnx", _onnx_files),
+    (["bench", "-m", "{tmp}/bad.onnx"], "bad.onnx", _onnx_files),
+    (["bench", "-m", "nope_net", "--size", "32x48"], "nope_net"),
+    (["bench", "-m", "fast_scnn", "--size", "32by48"], "32by48"),
+    (["bench", "-m", "fast_scnn", "--size", "32x48", "--classes", "0"], "--classes"),
+    (["export", "fast_scnn", "--out", "{tmp}/m.onnx", "--format", "tflite", "--size", "32x48"], "tflite"),
+    (["export", "fast_scnn", "--out", "{tmp}/m.pt", "--format", "torchscript", "--dynamic", "--size", "32x48"],
+     "--dynamic"),
+]
+
+def _folder_data(tmp_path, name, palette=False):
+    """A folder dataset at {tmp}/<name> (train and val, 3 pairs each, classes in dataset.yaml); returns
+    its root. The second training pair is the one the cases damage."""
+    import yaml
+
+    root = tmp_path / name
+    colors = np.array([[0, 0, 0], [128, 64, 128], [0, 0, 142]], np.uint8)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for k in range(3):
+            rng = np.random.default_rng(k)
+            Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)).save(root / "images" / split / f"i{k}.png")
+            ids = np.arange(20)[None, :].repeat(16, 0) % 3
+            mask = Image.fromarray(colors[ids]) if palette else Image.fromarray(ids.astype(np.uint8), "L")
+            mask.save(root / "masks" / split / f"i{k}.png")
+    desc = {"classes": ["a", "b", "c"], **({"palette": colors.tolist()} if palette else {})}
+    (root / "dataset.yaml").write_text(yaml.safe_dump(desc))
+    return root
+
+
+def _truncated_image(tmp_path):
+    path = _folder_data(tmp_path, "truncated") / "images" / "train" / "i1.png"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _size_mismatch(tmp_path):
+    root = _folder_data(tmp_path, "mismatch")
+    Image.fromarray(np.zeros((16, 28), np.uint8), "L").save(root / "masks" / "train" / "i1.png")
+
+
+def _label_out_of_range(tmp_path):
+    root = _folder_data(tmp_path, "labels")
+    Image.fromarray(np.full((16, 20), 7, np.uint8), "L").save(root / "masks" / "train" / "i1.png")
+
+
+def _palette_colour_missing(tmp_path):
+    root = _folder_data(tmp_path, "palette", palette=True)
+    Image.fromarray(np.full((16, 20, 3), 9, np.uint8)).save(root / "masks" / "train" / "i1.png")
+
+
+def _corrupt_last_checkpoint(tmp_path):
+    """A run directory at {tmp}/run whose only checkpoint (last.pt, no last.prev.pt) is damaged."""
+    from segnas.config import TrainConfig
+    from segnas.config.io import save_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(TrainConfig.model_validate({"data": {"options": {"size": [32, 40], "length": 4}}, "progress": False,
+                                            "out_dir": str(tmp_path / "runs")}), run / "config.yaml")
+    (run / "checkpoints" / "last.pt").write_bytes(b"\x00" * 64)
+
+
+class _RunsCode:
+    """Pickles as a call of ``exec``: loading it with weights_only=False would run the code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def _pickled_callable_checkpoint(tmp_path):
+    _checkpoint(tmp_path)
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    torch.save({**state, "payload": _RunsCode(tmp_path / "ran.txt")}, tmp_path / "evil.pt")
+
+
+def _folder(name):
+    return ["--data", "folder", "--data-root", "{tmp}/" + name, "--epochs", "1", "--set", "progress=false",
+            "--out-dir", OUT]
+
+
+#: Mistakes in datasets and machine files (data validation, memory estimate, checkpoints, machine.json).
+DATA_CASES = [
+    # found by the up-front data check, before a run directory exists (not mid-epoch)
+    (["train"] + _folder("truncated"), "truncated/images/train/i1.png", _truncated_image),
+    (["train"] + _folder("mismatch"), "mismatch/masks/train/i1.png", _size_mismatch),
+    (["train"] + _folder("labels"), "[7]", _label_out_of_range),
+    (["train"] + _folder("palette"), "(9, 9, 9)", _palette_colour_missing),
+    # the memory estimate, before allocating
+    (["train"] + SYN + ["--size", "100000x100000"], "100000x100000"),
+    # checkpoints
+    (["train", "--resume", "{tmp}/run"], "last.pt: not a readable segnas checkpoint (UnpicklingError); there is no earlier",
+     _corrupt_last_checkpoint),
+    (["eval", "{tmp}/evil.pt", "--data", "synthetic"], "evil.pt: refused", _pickled_callable_checkpoint),
+]
+
+
+def _id(case) -> str:
+    return " ".join(case[0][:1] + [a for a in case[0][1:] if a not in SYN and a not in SEARCH])[:60]
+
+
+@pytest.mark.parametrize("case", CLI_CASES + DATA_CASES, ids=[_id(c) for c in CLI_CASES + DATA_CASES])
+def test_bad_input_is_one_line_exit_2(case, tmp_path, monkeypatch):
+    args, needle, *rest = case
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    if rest and rest[0] is not None:
+        rest[0](tmp_path)
+    runs = tmp_path / "runs"
+    before = set(runs.rglob("*")) if runs.exists() else set()
+    result = CliRunner().invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert needle.replace("{tmp}", str(tmp_path)) in lines[0], output
+    new_dirs = [p for p in (set(runs.rglob("*")) if runs.exists() else set()) - before if p.is_dir()]
+    assert not new_dirs, f"run directories left behind: {new_dirs}"

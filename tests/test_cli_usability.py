@@ -1,0 +1,360 @@
+"""What a new user hits first (issue 30) and what `eval` / `bench` report (issue 32): budgets,
+help, resumable settings, predict outputs, eval's weights and size, bench's class count and table,
+progress lines, the demo's latency warning, the search's target check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from segnas.cli.main import app
+
+runner = CliRunner()
+TINY = ["--data", "synthetic", "--size", "32x40", "--set", "data.options={size: [48, 64], length: 4}",
+        "--set", "model.options.width=0.5", "--batch-size", "4", "--threads", "1", "--set", "progress=false"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def small_arch(path: Path, **extra) -> Path:
+    from segnas.spaces.multires import MultiResSpace
+
+    space = MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0))
+    path.write_text(json.dumps({"space": "multires", "version": 1,
+                                "arch": space.sample(np.random.default_rng(0)).to_dict(), **extra}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    """A finished one-epoch run trained with EMA and a base size (last.pt keeps raw and EMA weights)."""
+    tmp = tmp_path_factory.mktemp("ema")
+    result = run("train", *TINY, "--base-size", "40x48", "--steps", "1", "--set", "ema_decay=0.5",
+                 "--out-dir", tmp / "runs")
+    assert result.exit_code == 0, result.output
+    return next((tmp / "runs").iterdir())
+
+
+# ----------------------------------------------------------------------------- item 1: budgets, help
+def test_a_step_budget_alone_is_not_capped_by_the_default_epochs(tmp_path):
+    # 4 images at batch 4: one step per epoch, so 12 steps are 12 epochs (the old default capped at 10)
+    result = run("train", *TINY, "--steps", "12", "--set", "eval_every=100", "--out-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    records = metrics(next(tmp_path.iterdir()))
+    assert records[-1]["epoch"] == 12 and records[-1]["step"] == 12
+
+
+def test_a_time_budget_alone_is_not_capped_by_the_default_epochs(tmp_path):
+    result = run("train", *TINY, "--minutes", "0.05", "--set", "eval_every=1000", "--out-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    records = metrics(next(tmp_path.iterdir()))
+    assert records[-1]["epoch"] > 10 and records[-1]["train_s"] >= 3.0
+
+
+def test_epochs_default_only_without_a_budget():
+    from segnas.config import TrainConfig
+
+    assert TrainConfig().epochs == 10
+    assert TrainConfig(time_budget_min=60).epochs is None
+    assert TrainConfig(max_steps=500).epochs is None
+    assert TrainConfig(max_steps=500, epochs=3).epochs == 3
+
+
+def test_search_final_training_has_the_same_meaning():
+    from segnas.config.search import FinalTraining
+
+    assert FinalTraining().epoch_limit == 100 and FinalTraining().enabled
+    assert FinalTraining(steps=800).epoch_limit is None  # the step budget alone ends it
+    assert FinalTraining(minutes=5).epoch_limit is None
+    assert FinalTraining(steps=800, epochs=4).epoch_limit == 4
+    assert not FinalTraining(epochs=0).enabled
+
+
+def test_train_help_shows_defaults(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for default in ("default: (fast_scnn)", "default: (synthetic)", "default: (8)", "default: (0.05)",
+                    "default: (runs)", "until the budget", "default: (no limit)"):
+        assert default in text, default
+
+
+def test_train_without_arguments_shows_help(monkeypatch):
+    import segnas.jobs
+
+    def refuse(*a, **k):
+        raise AssertionError("a training started")
+
+    monkeypatch.setattr(segnas.jobs, "train_job", refuse)
+    result = run("train")
+    assert "Usage" in result.output and "--model" in result.output
+
+
+# ----------------------------------------------------------------------------- item 3: resolved paths
+def test_config_yaml_stores_absolute_paths_and_resume_works_from_another_folder(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    small_arch(work / "arch.json")
+    result = run("train", *TINY, "--arch", "arch.json", "--steps", "1", "--out-dir", "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = next((work / "runs").iterdir())
+    text = (run_dir / "config.yaml").read_text()
+    assert text.startswith("# ") and "absolute paths" in text.splitlines()[0]
+    saved = yaml.safe_load(text)
+    assert saved["model"]["arch"] == str(work / "arch.json") and saved["out_dir"] == str(work / "runs")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("train", "--resume", run_dir.resolve())
+    assert result.exit_code == 0, result.output
+
+
+def test_save_config_resolves_every_path_setting(tmp_path, monkeypatch):
+    from segnas.config import TrainConfig, load_config, save_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig.model_validate({"data": {"name": "camvid", "root": "data/camvid"},
+                                      "model": {"name": None, "arch": "../a.json"},
+                                      "loss": {"teacher": "t/best.pt"}, "out_dir": "runs"})
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(TrainConfig, tmp_path / "c.yaml")
+    assert again.data.root == str(tmp_path / "data" / "camvid")
+    assert again.model.arch == str(tmp_path.parent / "a.json")
+    assert again.loss.teacher == str(tmp_path / "t" / "best.pt") and again.out_dir == str(tmp_path / "runs")
+
+
+# ----------------------------------------------------------------------------- item 5: predict
+def test_predict_keeps_both_outputs_of_images_sharing_a_stem(ema_run, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for ext in ("png", "jpg"):
+        Image.fromarray(np.random.randint(0, 255, (20, 24, 3), dtype=np.uint8)).save(frames / f"x.{ext}")
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(frames / "y.png")
+    result = run("predict", ema_run / "checkpoints" / "best.pt", frames, "--out", tmp_path / "out", "--alpha", "1")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["x.jpg_mask.png", "x.jpg_overlay.png", "x.png_mask.png", "x.png_overlay.png",
+                       "y_mask.png", "y_overlay.png"]
+    assert "wrote 3" in result.output
+
+
+# ----------------------------------------------------------------------------- item 7: eval
+def _scored(monkeypatch):
+    import segnas.jobs.evaluate as ev
+
+    seen = {}
+    real = ev.evaluate
+
+    def spy(model, dataset, *args, **kwargs):
+        seen["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        seen["shape"] = tuple(dataset[0][0].shape)
+        return real(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "evaluate", spy)
+    return seen
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_scores_the_ema_weights_at_the_checkpoints_base_size(ema_run, monkeypatch):
+    last = ema_run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    ema, raw = state["ema"]["module"], state["model"]
+    assert not _same(ema, raw)
+    seen = _scored(monkeypatch)
+
+    result = run("eval", last, "--data", "synthetic")
+    assert result.exit_code == 0, result.output
+    assert _same(seen["state"], ema) and seen["shape"][-2:] == (40, 48)
+    assert "EMA weights at 40x48 (the checkpoint's data.base_size" in result.output
+
+    result = run("eval", last, "--data", "synthetic", "--raw", "--base-size", "native")
+    assert result.exit_code == 0, result.output
+    assert _same(seen["state"], raw) and seen["shape"][-2:] == (128, 160)  # the synthetic scenes' own size
+    assert "raw weights at native size (as given)" in result.output
+
+
+def test_eval_progress_lines_when_not_on_a_terminal(ema_run, monkeypatch):
+    import sys
+
+    import segnas.progress
+
+    engine_eval = sys.modules["segnas.engine.evaluate"]
+
+    monkeypatch.setattr(segnas.progress, "PLAIN_EVERY_S", 0.01)
+    real = engine_eval.iter_batches
+
+    def slow(dataset, batch_size):
+        for batch in real(dataset, batch_size):
+            import time
+
+            time.sleep(0.05)
+            yield batch
+
+    monkeypatch.setattr(engine_eval, "iter_batches", slow)
+    result = run("eval", ema_run / "checkpoints" / "best.pt", "--data", "synthetic", "--batch-size", "1")
+    assert result.exit_code == 0, result.output
+    import re
+
+    assert re.search(r"^eval synthetic/val: \d+/\d+ after \d+ s$", result.output, re.M), result.output
+
+
+def test_task_progress_prints_periodic_lines(capsys, monkeypatch):
+    import time
+
+    import segnas.progress
+    from segnas.progress import task_progress
+
+    monkeypatch.setattr(segnas.progress, "PLAIN_EVERY_S", 0.02)
+    with task_progress("bench", 2) as ticker:
+        time.sleep(0.1)
+        ticker.advance()
+        time.sleep(0.1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[0].startswith("bench: 0/2 after") and any("1/2" in line for line in lines)
+    with task_progress("quiet", 1, enabled=False):
+        time.sleep(0.05)
+    assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- item 7: bench
+def _fake_latency(monkeypatch):
+    import segnas.jobs.bench as bench
+    from segnas.cost import LatencyResult
+
+    monkeypatch.setattr(bench, "measure_latency",
+                        lambda model, shape, backend, *a, **k: LatencyResult(backend, shape, 2.0, 0.1, 10, 1))
+    monkeypatch.setattr(bench, "matmul_peak_gflops", lambda threads: 100.0)
+
+
+def test_bench_class_count_from_arch_file_and_names_whole_in_80_columns(tmp_path, monkeypatch):
+    _fake_latency(monkeypatch)
+    monkeypatch.setenv("COLUMNS", "80")
+    arch = small_arch(tmp_path / "saswot_camvid_steps300_r_ops_inits1.json", num_classes=11)
+    result = run("bench", "-m", arch, "-m", "fast_scnn", "--size", "32x48", "-b", "onnxruntime", "-b", "eager-cl",
+                 "--threads", "1", "--json", tmp_path / "rows.json")
+    assert result.exit_code == 0, result.output
+    assert "saswot_camvid_steps300_r_ops_inits1" in result.output and "…" not in result.output
+    assert "11 classes (arch file)" in result.output and "19 classes (default; give --classes)" in result.output
+    assert "onnxruntime" in result.output and "eager-cl" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["classes"] for r in rows] == [11, 11, 19, 19]
+
+    result = run("bench", "-m", "fast_scnn", "--size", "32x48", "-b", "eager", "--classes", "7", "--threads", "1")
+    assert result.exit_code == 0 and "7 classes (--classes)" in result.output
+
+
+def test_bench_takes_a_checkpoints_classes_and_an_exported_onnx_file(ema_run, tmp_path, monkeypatch):
+    _fake_latency(monkeypatch)
+    best = ema_run / "checkpoints" / "best.pt"
+    result = run("bench", "-m", best, "--size", "32x48", "-b", "eager", "--classes", "3", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "11 classes (checkpoint)" in result.output  # synthetic scenes have 11 classes
+
+    result = run("export", best, "--out", tmp_path / "m.onnx", "--size", "32x48")
+    assert result.exit_code == 0, result.output
+    result = run("bench", "-m", tmp_path / "m.onnx", "--size", "32x48", "--threads", "1", "--json",
+                 tmp_path / "rows.json")
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "rows.json").read_text())[0]
+    assert row["model"] == "m.onnx" and row["backend"] == "onnxruntime" and row["classes"] == 11
+    assert row["median_ms"] > 0 and row["params_m"] > 0 and row["gflops"] is None
+    result = run("bench", "-m", tmp_path / "m.onnx", "--size", "64x64", "--threads", "1")
+    assert result.exit_code == 2 and "--size 32x48" in result.output
+
+
+# ----------------------------------------------------------------------------- item 8: demo warning
+def test_demo_report_flags_a_latency_iqr_larger_than_its_median(tmp_path, monkeypatch):
+    import segnas.jobs.demo as demo
+    from segnas.cost import LatencyResult
+
+    monkeypatch.setattr(demo, "measure_latency", lambda *a, **k: LatencyResult("eager", (1, 3, 32, 40), 2.0, 3.5, 10, 1))
+    result = run("demo", "--minutes", "0.02", "--size", "32x40", "--threads", "1", "--out-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    report = (next(tmp_path.iterdir()) / "report.md").read_text()
+    assert "Warning" in report and "IQR (3.50 ms) is larger than its median (2.00 ms)" in report
+    assert "unreliable" in result.output
+
+
+def test_demo_latency_warning_only_when_noisy():
+    from segnas.cost import LatencyResult
+    from segnas.jobs.demo import latency_warning
+
+    assert latency_warning(LatencyResult("eager", (1, 3, 8, 8), 2.0, 0.5, 10, 1)) is None
+    assert "IQR" in latency_warning(LatencyResult("eager", (1, 3, 8, 8), 2.0, 2.5, 10, 1))
+
+
+# ----------------------------------------------------------------------------- item 6: search target
+class _Latency:
+    """A latency model whose networks cost 1 ms per MMAC, with a fixed call overhead."""
+
+    target_ms: float
+    size = (32, 48)
+
+    def __init__(self, target_ms, overhead=0.05):
+        self.target_ms, self.overhead, self.predicted = target_ms, overhead, 0
+
+    def call_overhead(self):
+        return self.overhead
+
+    def describe(self):
+        return "fake"
+
+    def predict(self, space, arch, num_classes):
+        self.predicted += 1
+        keys = space.latency_keys(arch, num_classes, self.size)
+        return self.overhead + 1e-6 * sum(k.cin * k.cout * k.h * k.w / k.stride ** 2 for k in keys)
+
+
+def test_an_unreachable_target_is_refused_before_the_search():
+    from segnas.errors import SegnasError
+    from segnas.search.asktell import check_target_reachable
+    from segnas.spaces import get_space
+
+    space = get_space("multires")
+    with pytest.raises(SegnasError, match="below the runtime's call overhead"):
+        check_target_reachable(space, _Latency(0.01), 19)
+    torch_state = torch.get_rng_state()
+    fastest = min(_Latency(1).predict(space, space.sample(np.random.default_rng(s), spread=True), 19)
+                  for s in range(50))
+    latency = _Latency(fastest / 3)
+    with pytest.raises(SegnasError, match="latency.target_ms: .* out of reach of space 'multires'"):
+        check_target_reachable(space, latency, 19)
+    assert latency.predicted == 1  # one prediction, not a search
+    check_target_reachable(space, _Latency(fastest), 19)  # reachable: no error
+    check_target_reachable(space, _Latency(None), 19)  # no target: nothing to check
+    assert torch.equal(torch.get_rng_state(), torch_state)  # the search's random streams are untouched
+
+
+def test_ssr_with_a_flops_resource_needs_no_latency_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    result = run("search", "ssr", "--data", "synthetic", "--size", "48x64", "--backend", "eager", "--threads", "1",
+                 "--resource", "flops", "--target-gflops", "4", "--out-dir", tmp_path / "runs",
+                 "--set", "ssr.space={channels: [8, 16], slots: [2, 2], stem_channels: 4, decoder_width: 8, "
+                          "dilations: [1, 2], width_ratios: [1.0, 0.5]}",
+                 "--set", "ssr.pretrain_epochs=1", "--set", "ssr.search_epochs=1", "--set", "ssr.gap_val_images=0",
+                 "--set", "final.epochs=0", "--set", "progress=false", "--set", "latency.table_min_runs=1",
+                 "--set", "latency.table_min_time_s=0", "--set", "data.options={size: [48, 64], length: 4}",
+                 "--set", "data.batch_size=2")
+    assert result.exit_code == 0, result.output
+    assert "done: " in result.output
