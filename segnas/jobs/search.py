@@ -130,11 +130,11 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
     path = arch_file(ctx.run, net)
     predicted = net.predicted_ms if net.predicted_ms is not None else latency.predict(net.space, net.arch,
                                                                                       ctx.num_classes)
-    save_arch(path, net.space, net.arch, predicted_latency_ms=predicted, target_ms=latency.target_ms,
-              backend=latency.backend, size=list(latency.size), method=ctx.settings.method, **net.info)
+    extra = {"num_classes": ctx.num_classes, "predicted_latency_ms": predicted, "target_ms": latency.target_ms,
+             "backend": latency.backend, "size": list(latency.size), "method": ctx.settings.method, **net.info}
+    save_arch(path, net.space, net.arch, **extra)
     if net.role == "found" and not (ctx.run.path / "arch.json").is_file():
-        save_arch(ctx.run.path / "arch.json", net.space, net.arch, predicted_latency_ms=predicted,
-                  target_ms=latency.target_ms, method=ctx.settings.method, **net.info)
+        save_arch(ctx.run.path / "arch.json", net.space, net.arch, **extra)
     model = net.space.build(net.arch, ctx.num_classes).eval()
     row: dict[str, Any] = {"role": net.role, "arch_file": path.name, "predicted_ms": predicted,
                            "params": count_parameters(model), "gflops": count_flops(model, latency.input_shape).gflops}
