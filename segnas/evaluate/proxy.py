@@ -107,11 +107,10 @@ class ProxyEvaluator(Evaluator):
 
     def with_inits(self, init_seed: int, proxy_seed: int, inits: int) -> "ProxyEvaluator":
         """The same evaluator over other initializations (finalists scored again)."""
-        other = ProxyEvaluator(self.space, self.proxy, batches=self.batches, num_classes=self.num_classes,
-                               data=self.data, split=self.split, images=self.images, batch_size=self.batch_size,
-                               size=self.size, data_seed=self.data_seed, proxy_seed=proxy_seed,
-                               init_seed=init_seed, inits=inits)
-        return other
+        return ProxyEvaluator(self.space, self.proxy, batches=self.batches, num_classes=self.num_classes,
+                              data=self.data, split=self.split, images=self.images, batch_size=self.batch_size,
+                              size=self.size, data_seed=self.data_seed, proxy_seed=proxy_seed,
+                              init_seed=init_seed, inits=inits)
 
     def load_batches(self) -> tuple[list[Batch], int]:
         """The scoring batches and the number of classes (drawn from the data once)."""

@@ -35,6 +35,7 @@ from segnas.cost.machine import cpu_model
 from segnas.data import dataset_classes
 from segnas.engine.device import describe_device
 from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
 from segnas.parallel import default_key
 from segnas.spaces.base import resolve_space, save_arch
 from segnas.training import train_job
@@ -160,16 +161,15 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
 
 
 
-class TrainEvaluator:
+class TrainEvaluator(Evaluator):
     """Scores an architecture by ``evaluate_arch``: a short training from scratch under ``settings``
-    (the ground-truth item settings above); the score is the val mIoU. Picklable, no set-up."""
-
-    worker_token = None  # nothing to set up per worker
+    (the ground-truth item settings above); the score is the val mIoU. Nothing to set up per worker."""
 
     def __init__(self, space: str, settings: dict[str, Any]) -> None:
+        super().__init__()
         self.space = resolve_space(space)
         self.settings = dict(settings)
 
-    def __call__(self, arch: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
         record = evaluate_arch(make_item(self.space, arch, self.settings))
         return {"score": record["val_miou"], **record}

@@ -85,24 +85,34 @@ def run_process(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], worke
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def start_ray(workers: int, address: str | None = None) -> bool:
+    """Connect to Ray: the cluster at ``address``, or a local Ray of ``workers`` CPUs whose workers
+    import what this process imports. Returns True when this call started it (the caller shuts it
+    down), False when Ray was already running."""
+    try:
+        import ray
+    except ImportError:
+        raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
+    if ray.is_initialized():
+        return False
+    if address is None:
+        # like spawned processes, local workers see this process's sys.path, so they import what it imports
+        path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
+        ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    else:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    return True
+
+
 def run_ray(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: int,
             threads: int | None, stop: Callable[[], bool], address: str | None = None,
             **_: Any) -> Iterator[Outcome]:
     """Ray tasks of one CPU each; starts a local Ray of `workers` CPUs unless one is running or `address` is given."""
-    try:
-        import ray
-        from ray.exceptions import RayError, RayTaskError
-    except ImportError:
-        raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
-    started = not ray.is_initialized()
-    if started:
-        if address is None:
-            # like spawned processes, local workers see this process's sys.path, so they import what it imports
-            path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
-            ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}})
-        else:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    started = start_ray(workers, address)
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
     try:
         task = ray.remote(num_cpus=1)(call_with_threads)
         fn_ref = ray.put(fn)

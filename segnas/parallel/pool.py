@@ -4,14 +4,12 @@ again and again without paying the start of processes (or of Ray) for every batc
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
 from segnas.errors import SegnasError
-from segnas.parallel.executors import EXECUTORS, call_with_threads
+from segnas.parallel.executors import EXECUTORS, call_with_threads, start_ray
 
 
 class WorkerPool:
@@ -37,18 +35,9 @@ class WorkerPool:
         if self.executor == "process" and self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         elif self.executor == "ray" and self._ray_task is None:
-            try:
-                import ray
-            except ImportError:
-                raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
-            if not ray.is_initialized():
-                if self.ray_address is None:
-                    path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
-                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
-                             runtime_env={"env_vars": {"PYTHONPATH": path}})
-                else:
-                    ray.init(address=self.ray_address, log_to_driver=False)
-                self._ray_started = True
+            self._ray_started = start_ray(self.workers, self.ray_address)
+            import ray
+
             self._ray_task = ray.remote(num_cpus=1)(call_with_threads)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

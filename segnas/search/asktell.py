@@ -83,7 +83,7 @@ class AskTellStrategy(Strategy):
     def tell(self, candidates: list[Candidate]) -> None:
         """Evaluated proposals, in evaluation order (default: nothing to learn)."""
 
-    def choose(self, top: list[Candidate], ctx: SearchContext | None) -> list[Candidate]:
+    def choose(self, top: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         """The finalists reordered so that the winner is first (default: by score)."""
         return top
 

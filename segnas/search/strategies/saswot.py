@@ -90,17 +90,17 @@ class SasWOT(RegularizedEvolution):
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         self.evaluator = proxy_evaluator(ctx.section.scoring, self.space, ctx)
-        return self.evaluator
-
-    def final_inits(self) -> int:
         seen = proxy_scored_on(self.evaluator.proxy).get("inits") or 0
         wanted = seen if self.settings.final_inits is None else self.settings.final_inits
-        return wanted if wanted > self.evaluator.inits else 0
+        #: initializations the finalists are scored again over (0: not rescored)
+        self.final_inits = wanted if wanted > self.evaluator.inits else 0
+        self.final_seconds = 0.0
+        return self.evaluator
 
-    def choose(self, top: list[Candidate], ctx: SearchContext | None) -> list[Candidate]:
+    def choose(self, top: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         start = time.perf_counter()
-        top = rescore_finalists(top, self.evaluator, self.final_inits(), ctx.echo if ctx else None,
-                                ctx.settings.workers if ctx else 1, ctx.settings.executor if ctx else "inline")
+        top = rescore_finalists(top, self.evaluator, self.final_inits, ctx.echo, ctx.settings.workers,
+                                ctx.settings.executor)
         self.final_seconds = time.perf_counter() - start
         return top
 
@@ -110,7 +110,7 @@ class SasWOT(RegularizedEvolution):
         return {"scoring": {"proxy": proxy, "split": ev.split, "images": ev.images, "batch_size": ev.batch_size,
                             "size": list(ev.size) if ev.size else None, "inits": ev.inits, "data_seed": ev.data_seed,
                             "proxy_seed": ev.proxy_seed, "init_seed": ev.init_seed},
-                "final_inits": self.final_inits(), "final_seconds": round(getattr(self, "final_seconds", 0.0), 3)}
+                "final_inits": self.final_inits, "final_seconds": round(self.final_seconds, 3)}
 
 
 def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_inits: int, echo=None,
