@@ -3,10 +3,10 @@
 The contract every space implements, and the registry, are in ``segnas.spaces.base``.
 """
 
-from segnas.spaces.base import (Architecture, SearchSpace, Supernet, arch_key, build_from_arch, get_space,
+from segnas.spaces.base import (Architecture, DecisionSpace, SearchSpace, Supernet, arch_key, build_from_arch, get_space,
                                 list_spaces, load_arch, read_arch_file, register_space, resolve_space, save_arch,
                                 space_class, write_arch_file)
 
-__all__ = ["Architecture", "SearchSpace", "Supernet", "arch_key", "build_from_arch", "get_space", "list_spaces",
+__all__ = ["Architecture", "DecisionSpace", "SearchSpace", "Supernet", "arch_key", "build_from_arch", "get_space", "list_spaces",
            "load_arch", "read_arch_file", "register_space", "resolve_space", "save_arch", "space_class",
            "write_arch_file"]

@@ -66,6 +66,24 @@ class WeightSharingSupernet(Supernet, Protocol):
     def select(self, arch: Any) -> None: ...
 
 
+@runtime_checkable
+class DecisionSpace(Protocol):
+    """A space whose architectures are a fixed-length sequence of categorical decisions, for
+    controllers that emit one decision at a time (the RL strategy's LSTM).
+
+    ``decision_sizes()[i]`` is the number of choices at position ``i`` (it may depend on the
+    position, never on earlier values); ``to_decisions`` and ``from_decisions`` are inverse:
+    ``from_decisions(to_decisions(a)) == a``. ``decision_names()[i]`` names position ``i`` for logs."""
+
+    def decision_sizes(self) -> list[int]: ...
+
+    def decision_names(self) -> list[str]: ...
+
+    def to_decisions(self, arch: Any) -> list[int]: ...
+
+    def from_decisions(self, decisions: list[int]) -> Any: ...
+
+
 class SearchSpace(ABC, Generic[ArchT]):
     """What every method needs of a space: sample, mutate, (de)serialize, key, build, cost."""
 
