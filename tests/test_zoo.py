@@ -8,7 +8,7 @@ from segnas.errors import SegnasError
 from segnas.zoo import MODELS, build_model
 
 MODULES = {"fast_scnn": "fast_scnn", "enet": "enet", "bisenetv2": "bisenetv2", "stdc1_seg": "stdc",
-           "ddrnet_23_slim": "ddrnet", "pp_liteseg_t": "pp_liteseg"}
+           "ddrnet_23_slim": "ddrnet", "pp_liteseg_t": "pp_liteseg", "mobilenetv2_deeplabv3": "mobilenetv2"}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

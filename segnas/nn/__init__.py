@@ -3,6 +3,8 @@
 from segnas.nn.blocks import (
     ConvBNReLU,
     DepthwiseSeparableConv,
+    FeatureFusion,
+    GlobalPoolConv,
     InvertedResidual,
     PyramidPooling,
     SegHead,
@@ -14,6 +16,8 @@ from segnas.nn.segnet import SegmentationNet, pad_to_multiple
 __all__ = [
     "ConvBNReLU",
     "DepthwiseSeparableConv",
+    "FeatureFusion",
+    "GlobalPoolConv",
     "InvertedResidual",
     "PyramidPooling",
     "SegHead",

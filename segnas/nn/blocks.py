@@ -35,26 +35,40 @@ class ConvBNReLU(nn.Sequential):
 
 
 class DepthwiseSeparableConv(nn.Sequential):
-    """3×3 depthwise conv-BN-ReLU then 1×1 pointwise conv-BN-ReLU."""
+    """k×k (default 3×3) depthwise conv-BN-ReLU then 1×1 pointwise conv-BN-ReLU."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> None:
         super().__init__(
-            ConvBNReLU(cin, cin, 3, stride, dilation=dilation, groups=cin),
+            ConvBNReLU(cin, cin, kernel, stride, dilation=dilation, groups=cin),
             ConvBNReLU(cin, cout, 1),
         )
 
 
-class InvertedResidual(nn.Module):
-    """MobileNetV2 bottleneck: 1×1 expand → 3×3 depthwise (stride) → 1×1 linear project, residual
-    when shapes allow."""
+class GlobalPoolConv(nn.Module):
+    """Image pooling: global average → 1×1 conv-BN-ReLU → broadcast back to the input's H × W
+    (DeepLabv3's image-level feature; the auxiliary-cell search's "global average pooling" op)."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 6) -> None:
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = ConvBNReLU(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.conv(x.mean((2, 3), keepdim=True))
+        return pooled.expand(-1, -1, x.shape[-2], x.shape[-1])
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 bottleneck: 1×1 expand to ``cin × expansion`` → k×k depthwise (stride, dilation)
+    → 1×1 linear project, residual when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 6, kernel: int = 3,
+                 dilation: int = 1) -> None:
         super().__init__()
         hidden = cin * expansion
         self.use_residual = stride == 1 and cin == cout
         self.block = nn.Sequential(
             ConvBNReLU(cin, hidden, 1),
-            ConvBNReLU(hidden, hidden, 3, stride, groups=hidden),
+            ConvBNReLU(hidden, hidden, kernel, stride, dilation=dilation, groups=hidden),
             ConvBNReLU(hidden, cout, 1, relu=False),
         )
 
@@ -99,6 +113,22 @@ class PyramidPooling(nn.Module):
             pooled = adaptive_avg_pool2d(x, b)
             feats.append(F.interpolate(stage(pooled), size=size, mode="bilinear", align_corners=False))
         return self.project(torch.cat(feats, 1))
+
+
+class FeatureFusion(nn.Module):
+    """Fast-SCNN's feature fusion: the high-resolution path through a linear 1×1 conv, plus the
+    low-resolution path upsampled to it, through a depthwise 3×3 conv-BN-ReLU and a linear 1×1 conv;
+    ReLU of the sum."""
+
+    def __init__(self, high_ch: int, low_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.low_dw = ConvBNReLU(low_ch, low_ch, 3, groups=low_ch)
+        self.low_proj = ConvBNReLU(low_ch, out_ch, 1, relu=False)
+        self.high_proj = ConvBNReLU(high_ch, out_ch, 1, relu=False)
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        low = F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
+        return F.relu(self.high_proj(high) + self.low_proj(self.low_dw(low)))
 
 
 class SegHead(nn.Sequential):

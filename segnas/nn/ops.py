@@ -17,6 +17,14 @@ Besides the searchable cell operators, the fixed pieces around them are ops too,
 network's latency is the sum over its keys: ``conv_bn_relu`` (stems, 1×1 projections, refinement
 convs), ``head`` (3×3 conv-BN-ReLU + 1×1 classifier) and ``upsample`` (bilinear ×factor).
 
+The ``mobile`` space (Fast-SCNN / MobileNetV2 family, ``segnas.spaces.mobile``) adds
+``inverted_residual`` (MobileNetV2 bottleneck with expansion, kernel and dilation), ``dw_conv``
+(depthwise k×k conv-BN-ReLU), ``conv_bn`` (linear k×k conv-BN), ``pyramid_pooling`` (PSPNet
+pooling, the ``segnas.nn.PyramidPooling`` block) and ``classifier`` (1×1 conv with bias).
+
+The ``encdec`` space (auxiliary-cell RL search, ``segnas.spaces.encdec``) adds ``gap_conv`` (global
+average pooling → 1×1 conv-BN-ReLU, broadcast back) and a ``kernel`` setting of ``sep_conv`` (5×5).
+
 The cell operators are assembled from a *layer kit* (``layers=``): ``PLAIN`` (``nn.Conv2d``,
 ``nn.BatchNorm2d``) by default, or ``segnas.nn.slimmable.SlimmableLayers`` for the supernet, so the
 plain and the slimmable version of each operator are one implementation.
@@ -32,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.nn.blocks import ConvBNReLU, DepthwiseSeparableConv, SegHead
+from segnas.nn.blocks import (ConvBNReLU, DepthwiseSeparableConv, GlobalPoolConv, InvertedResidual, PyramidPooling,
+                               SegHead)
 
 OpFactory = Callable[..., nn.Module]
 OPS: dict[str, OpFactory] = {}
@@ -195,9 +204,19 @@ def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1,
 
 
 @register_op("sep_conv")
-def sep_conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
-    """Depthwise 3×3 conv-BN-ReLU (strided, dilated) then pointwise 1×1 conv-BN-ReLU."""
-    return DepthwiseSeparableConv(cin, cout, stride, dilation)
+def sep_conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Module:
+    """Depthwise k×k (default 3×3) conv-BN-ReLU (strided, dilated) then pointwise 1×1 conv-BN-ReLU."""
+    if kernel < 1 or kernel % 2 == 0:
+        raise SegnasError(f"op sep_conv: kernel must be odd and >= 1 (got {kernel})")
+    return DepthwiseSeparableConv(cin, cout, stride, dilation, kernel)
+
+
+@register_op("gap_conv")
+def gap_conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    """Global average pooling → 1×1 conv-BN-ReLU, broadcast to the input size (``segnas.nn.GlobalPoolConv``)."""
+    if stride != 1 or dilation != 1:
+        raise SegnasError(f"op gap_conv: needs stride 1 and dilation 1 (got stride={stride}, dilation={dilation})")
+    return GlobalPoolConv(cin, cout)
 
 
 @register_op("pool")
@@ -246,3 +265,45 @@ def head(cin: int, cout: int, stride: int = 1, dilation: int = 1, mid: int = 0) 
     if stride != 1:
         raise SegnasError(f"op head: stride must be 1 (got {stride})")
     return SegHead(cin, cout, mid=mid or cin, dropout=0.0)
+
+
+@register_op("inverted_residual")
+def inverted_residual(cin: int, cout: int, stride: int = 1, dilation: int = 1, expansion: int = 6,
+                      kernel: int = 3) -> nn.Module:
+    """MobileNetV2 bottleneck (``segnas.nn.InvertedResidual``): residual when stride 1 and cin == cout."""
+    if stride not in (1, 2) or (stride == 2 and dilation != 1) or expansion < 1 or kernel < 1 or kernel % 2 == 0:
+        raise SegnasError(f"op inverted_residual: needs stride 1 or 2 (dilation 1 when strided), expansion >= 1 "
+                          f"and an odd kernel (got stride={stride}, dilation={dilation}, expansion={expansion}, "
+                          f"kernel={kernel})")
+    return InvertedResidual(cin, cout, stride, expansion, kernel, dilation)
+
+
+@register_op("dw_conv")
+def dw_conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Module:
+    """Depthwise k×k conv-BN-ReLU (one filter per channel)."""
+    if cin != cout:
+        raise SegnasError(f"op dw_conv: needs cin == cout (got cin={cin}, cout={cout})")
+    return ConvBNReLU(cin, cin, kernel, stride, dilation=dilation, groups=cin)
+
+
+@register_op("conv_bn")
+def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 1) -> nn.Module:
+    """Linear k×k conv-BN (no activation): projections whose output is summed before a ReLU."""
+    return ConvBNReLU(cin, cout, kernel, stride, dilation=dilation, relu=False)
+
+
+@register_op("pyramid_pooling")
+def pyramid_pooling(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    """PSPNet pyramid pooling over bins 1, 2, 3, 6 (``segnas.nn.PyramidPooling``)."""
+    if stride != 1 or dilation != 1 or cin < 4:
+        raise SegnasError(f"op pyramid_pooling: needs stride 1, dilation 1 and cin >= 4 "
+                          f"(got stride={stride}, dilation={dilation}, cin={cin})")
+    return PyramidPooling(cin, cout)
+
+
+@register_op("classifier")
+def classifier(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    """1×1 convolution with bias: features to class logits."""
+    if stride != 1:
+        raise SegnasError(f"op classifier: stride must be 1 (got {stride})")
+    return nn.Conv2d(cin, cout, 1)

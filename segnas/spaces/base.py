@@ -138,7 +138,8 @@ def arch_key(arch: Architecture | dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------- registry
 #: Modules that define the built-in spaces (imported on first lookup).
-BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint", "segnas.spaces.cells")
+BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint", "segnas.spaces.cells",
+                                          "segnas.spaces.mobile", "segnas.spaces.encdec")
 SPACES: Registry[type[SearchSpace]] = Registry("space", "search space", SearchSpace, BUILTIN_SPACE_MODULES)
 _DEFAULTS: dict[str, SearchSpace] = {}
 #: Class decorator: make a ``SearchSpace`` subclass available as ``name``.

@@ -16,6 +16,7 @@ from segnas.zoo.bisenetv2 import BiSeNetV2
 from segnas.zoo.ddrnet import DDRNet
 from segnas.zoo.enet import ENet
 from segnas.zoo.fast_scnn import FastSCNN
+from segnas.zoo.mobilenetv2 import MobileDeepLabV3
 from segnas.zoo.pp_liteseg import PPLiteSeg
 from segnas.zoo.stdc import STDCSeg
 
@@ -26,6 +27,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "stdc1_seg": functools.partial(STDCSeg, variant="stdc1"),
     "ddrnet_23_slim": functools.partial(DDRNet, variant="23_slim"),
     "pp_liteseg_t": functools.partial(PPLiteSeg, variant="t"),
+    "mobilenetv2_deeplabv3": MobileDeepLabV3,
 }
 
 
