@@ -23,3 +23,15 @@ def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.nda
 
 def save_png(path: str | Path, rgb: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+
+
+def prediction_strip(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, palette: np.ndarray,
+                     gap: int = 4) -> np.ndarray:
+    """image | ground truth (colourized; left out when None) | prediction (colourized), side by
+    side with white gaps, as one uint8 RGB array."""
+    parts = [image] + ([colorize(truth, palette)] if truth is not None else []) + [colorize(pred, palette)]
+    spacer = np.full((image.shape[0], gap, 3), 255, np.uint8)
+    out = [parts[0]]
+    for p in parts[1:]:
+        out += [spacer, p.astype(np.uint8)]
+    return np.concatenate(out, axis=1)

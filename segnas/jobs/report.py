@@ -1,0 +1,173 @@
+"""`segnas report RUN_DIR`: one self-contained HTML page for any run directory (train, search,
+compare). The page is rendered by ``segnas.report.html_report``; this job adds what needs the layers
+above it: sample predictions of the run's trained network (its checkpoint and validation data) and
+the per-operator latency of the run's network(s) from the latency table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from segnas.config.search import LatencyTarget
+from segnas.config.train import DataConfig
+from segnas.cost import LatencyModel
+from segnas.data import dataset_classes, eval_transforms, open_data
+from segnas.data.transforms import denormalize
+from segnas.engine.evaluate import predict_logits
+from segnas.errors import SegnasError
+from segnas.jobs.evaluate import select_weights
+from segnas.report.breakdown import LatencyBreakdown, latency_breakdown
+from segnas.report.html_report import ReportInputs, Sample, SampleSet, architectures, write_report
+from segnas.report.runfiles import RunFiles, read_run
+from segnas.spaces import get_space
+from segnas.training.models import load_trained
+
+Echo = Callable[[str], None]
+
+
+def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int = 3, latency: bool = True,
+               latency_model: LatencyModel | None = None, echo: Echo | None = None) -> Path:
+    """Write the HTML report of the run at ``run_dir`` to ``out`` (default ``<run_dir>/report.html``),
+    atomically; returns its path. ``samples``: validation images predicted (0: none); ``latency``:
+    include the per-operator latency breakdown (missing table entries are measured, then cached);
+    ``latency_model`` replaces the one the run's settings describe."""
+    echo = echo or (lambda m: None)
+    if samples < 0:
+        raise SegnasError(f"--samples: must be >= 0, got {samples}")
+    run = read_run(run_dir)
+    out = Path(out) if out is not None else run.path / "report.html"
+    if out.is_dir():
+        raise SegnasError(f"--out {out}: is a folder; give the report's file name (e.g. {out / 'report.html'})")
+    if not out.parent.is_dir():
+        raise SegnasError(f"--out {out}: folder {out.parent} does not exist")
+    inputs = ReportInputs()
+    checkpoint = report_checkpoint(run)
+    state: dict[str, Any] | None = None
+    if checkpoint is None:
+        inputs.notes["samples"] = ["No trained network in this run (no checkpoints/best.pt or last.pt): "
+                                   "no sample predictions."]
+    else:
+        try:
+            model, classes, state = load_trained(checkpoint)
+            weights = select_weights(checkpoint, model, state)
+            inputs.class_names = list(classes.names)
+            if samples:
+                inputs.samples = predict_samples(model, classes, state, samples, f"{checkpoint} ({weights} weights)")
+            else:
+                inputs.notes["samples"] = ["Sample predictions left out (--samples 0)."]
+        except SegnasError as exc:
+            inputs.notes["samples"] = [f"No sample predictions: {exc}"]
+    inputs.archs = architectures(run)
+    spec = (state or {}).get("model_spec") or {}
+    if run.kind == "train" and spec.get("kind") == "arch":  # the checkpoint holds the whole arch file
+        inputs.archs = {Path((run.config.get("model") or {}).get("arch") or "network").stem: spec}
+    if latency:
+        inputs.latency, inputs.notes["latency"] = breakdowns(run, inputs.archs, state, latency_model, echo)
+    else:
+        inputs.notes["latency"] = ["Latency breakdown left out (--no-latency)."]
+    path = write_report(run, out, inputs)
+    echo(f"wrote {path}")
+    return path
+
+
+def report_checkpoint(run: RunFiles) -> Path | None:
+    """The checkpoint whose predictions the report shows: a training run's best (else last)
+    checkpoint; a search's final training of its found network; a comparison's best-scoring network
+    (its first seed)."""
+    def best_of(folder: Path) -> Path | None:
+        return next((p for p in (folder / "checkpoints" / "best.pt", folder / "checkpoints" / "last.pt")
+                     if p.is_file()), None)
+
+    if run.kind == "train":
+        return best_of(run.path)
+    if run.kind == "search":
+        networks = (run.search_result or {}).get("networks") or {}
+        found = [n for n, net in networks.items() if (net or {}).get("role") == "found"]
+        for name in found + [n for n in run.finals if n not in found]:
+            if name in run.finals and best_of(run.finals[name].path):
+                return best_of(run.finals[name].path)
+        return None
+    rows = sorted((run.compare or {}).get("rows", []), key=lambda r: -(r.get("val_miou_mean") or -1.0))
+    for r in rows:
+        for seed in r.get("seeds") or []:
+            if seed.get("run_dir"):
+                folder = Path(seed["run_dir"])
+                found_ckpt = best_of(folder if folder.is_absolute() else run.path / folder)
+                if found_ckpt:
+                    return found_ckpt
+    return None
+
+
+def predict_samples(model: torch.nn.Module, classes: Any, state: dict[str, Any], count: int,
+                    source: str) -> SampleSet:
+    """The first ``count`` validation images of the checkpoint's dataset (at its evaluation size),
+    their ground truth and the network's predictions; a missing dataset raises SegnasError."""
+    data = DataConfig.model_validate((state.get("config") or {}).get("data") or {})
+    split = data.val_split or data.train_split
+    dataset = open_data(data, split, eval_transforms(data.base_size), cache=False)
+    if dataset.num_classes != classes.num_classes:
+        raise SegnasError(f"the checkpoint predicts {classes.num_classes} classes, dataset {data.name!r} has "
+                          f"{dataset.num_classes}")
+    out = []
+    with torch.no_grad():
+        for i in range(min(count, len(dataset))):
+            image, mask = dataset[i]
+            pred = predict_logits(model, image[None]).argmax(1)[0].numpy().astype(np.uint8)
+            rgb = (denormalize(image).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            out.append(Sample(f"{split} image {i}", rgb, mask.numpy().astype(np.uint8), pred))
+    return SampleSet(out, classes.palette(), list(classes.names), f"{source}, {data.name} {split} split")
+
+
+def run_latency_model(run: RunFiles) -> LatencyModel:
+    """The latency model of the run's settings: its ``latency`` section (search, compare) or the
+    defaults (a training run), at the deployment size (``latency.size``, else the crop or base size)."""
+    settings = LatencyTarget.model_validate(run.config.get("latency") or {})
+    data = run.config.get("data") or {}
+    size = settings.size or data.get("crop_size") or data.get("base_size")
+    if size is None:
+        raise SegnasError("no deployment size in the run's settings (latency.size, data.crop_size or "
+                          "data.base_size)")
+    return LatencyModel.from_settings(settings, tuple(size), run.config.get("threads"))
+
+
+def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str, Any] | None,
+               model: LatencyModel | None, echo: Echo) -> tuple[dict[str, LatencyBreakdown], list[str]]:
+    """The latency breakdown of each architecture (by name) of the run; notes on what has none."""
+    notes: list[str] = []
+    if run.kind == "train" and not archs:
+        model_cfg = run.config.get("model") or {}
+        if model_cfg.get("arch"):
+            return {}, [f"No latency breakdown: {model_cfg['arch']}: architecture file not found, and no "
+                        "checkpoint holding it."]
+        return {}, [f"{model_cfg.get('name')!r} is a zoo network, not built from a search space's operators: no "
+                    "per-operator breakdown (measure it whole with `segnas bench`)."]
+    if run.kind == "compare":
+        zoo = [str(r.get("name")) for r in (run.compare or {}).get("rows", []) if r.get("kind") == "zoo"]
+        if zoo:
+            notes.append(f"Zoo networks ({', '.join(zoo)}) are measured whole, not from the operator table.")
+    if not archs:
+        return {}, notes + ["No architecture file in this run: nothing to break down."]
+    try:
+        model = model or run_latency_model(run)
+    except SegnasError as exc:
+        return {}, notes + [f"No latency breakdown: {exc}"]
+    out = {}
+    for name, data in archs.items():
+        try:
+            space = get_space(data["space"])
+            arch = space.arch_from_dict(data["arch"])
+            classes = data.get("num_classes") or _num_classes(run, state)
+            echo(f"latency breakdown of {name} ({model.describe()})")
+            out[name] = latency_breakdown(model, space, arch, int(classes), progress=True)
+        except SegnasError as exc:
+            notes.append(f"No latency breakdown of {name}: {exc}")
+    return out, notes
+
+
+def _num_classes(run: RunFiles, state: dict[str, Any] | None) -> int:
+    if state is not None and state.get("classes"):
+        return len(state["classes"]["names"])
+    return dataset_classes(DataConfig.model_validate(run.config.get("data") or {}))

@@ -1,0 +1,366 @@
+"""The HTML report of a run directory (train, search or compare): summary, settings, curves, Pareto
+plot, architecture diagram, sample predictions and per-operator latency, in one self-contained page.
+
+This module only renders: what needs the layers above it (a trained network's predictions) or a
+latency table comes in through ``ReportInputs`` (``segnas.jobs.report`` builds it)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from segnas.report.arch_draw import arch_decisions, draw_architecture
+from segnas.report.breakdown import LatencyBreakdown
+from segnas.report.draw import prediction_strip
+from segnas.report.html import HtmlDocument, rgb_png
+from segnas.report.pareto import pareto_figure, pareto_front, plottable
+from segnas.report.plots import candidates_figure, latency_by_op_figure, search_curves_figure, training_curve_figure
+from segnas.report.runfiles import RunFiles
+
+#: Sections in page order: anchor -> title.
+SECTIONS = {"summary": "Summary", "settings": "Settings", "curves": "Curves", "pareto": "Pareto front",
+            "architecture": "Architecture", "samples": "Sample predictions", "latency": "Latency breakdown"}
+#: Operators listed one by one in the latency table (the rest are summed in one row).
+TOP_OPS = 25
+
+
+@dataclass
+class Sample:
+    """One validation image with its ground truth (None when unlabelled) and the predicted classes."""
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray | None
+    pred: np.ndarray
+
+
+@dataclass
+class SampleSet:
+    samples: list[Sample]
+    palette: np.ndarray
+    class_names: list[str]
+    source: str
+
+
+@dataclass
+class ReportInputs:
+    """What the report needs beyond the run's files: sample predictions, latency breakdowns (by
+    network name), class names, and notes (by section anchor) on why a part is absent."""
+
+    samples: SampleSet | None = None
+    #: Arch-file mappings to draw by name (None: ``architectures(run)``, read from the run's files).
+    archs: dict[str, dict[str, Any]] | None = None
+    latency: dict[str, LatencyBreakdown] = field(default_factory=dict)
+    class_names: list[str] | None = None
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+
+def _num(v: Any, fmt: str = ".2f") -> str:
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
+
+
+def _count(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "-"
+
+
+def build_report(run: RunFiles, inputs: ReportInputs | None = None) -> HtmlDocument:
+    """The report page of ``run``."""
+    inputs = inputs or ReportInputs()
+    doc = HtmlDocument(f"segnas {run.kind} report: {run.name}",
+                       f"{run.path.resolve()} · written {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    for anchor, title in SECTIONS.items():
+        if anchor == "pareto" and run.kind != "compare":
+            continue
+        doc.section(title, anchor)
+        SECTION_WRITERS[anchor](doc, run, inputs)
+        for note in inputs.notes.get(anchor, []):
+            doc.note(note)
+    return doc
+
+
+def write_report(run: RunFiles, out: str | Path, inputs: ReportInputs | None = None) -> Path:
+    """Render the report of ``run`` and write it atomically to ``out``."""
+    return build_report(run, inputs).write(out)
+
+
+# ------------------------------------------------------------------------------------ summary
+def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    if run.kind == "train":
+        _train_summary(doc, run, inputs.class_names)
+    elif run.kind == "search":
+        _search_summary(doc, run)
+    else:
+        _compare_summary(doc, run)
+
+
+def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | None) -> None:
+    evals = [r for r in run.metrics if isinstance(r.get("val_miou"), (int, float))]
+    model = run.config.get("model") or {}
+    data = run.config.get("data") or {}
+    rows = [("network", f"arch file {model['arch']}" if model.get("arch") else f"zoo: {model.get('name')}"),
+            ("dataset", f"{data.get('name')} ({data.get('val_split', 'val')} split scored)"),
+            ("epochs / steps", f"{run.metrics[-1].get('epoch', '-')} / {run.metrics[-1].get('step', '-')}"
+             if run.metrics else "no epoch finished yet")]
+    if evals:
+        best = max(evals, key=lambda r: r["val_miou"])
+        last = evals[-1]
+        rows += [("best val mIoU", f"{_pct(best['val_miou'])} (epoch {best.get('epoch')})"),
+                 ("last val mIoU", _pct(last["val_miou"])),
+                 ("pixel accuracy / mean accuracy", f"{_pct(last.get('val_pixel_acc'))} / "
+                                                   f"{_pct(last.get('val_mean_acc'))}")]
+    if run.metrics and "train_s" in run.metrics[-1]:
+        rows.append(("training time", f"{run.metrics[-1]['train_s']:.1f} s"))
+    doc.table(("quantity", "value"), rows)
+    if evals and evals[-1].get("val_iou"):
+        ious = evals[-1]["val_iou"]
+        names = class_names if class_names and len(class_names) == len(ious) else [str(i) for i in range(len(ious))]
+        doc.heading("Per-class IoU (last evaluation)")
+        doc.table(("class", "IoU"), [(n, _pct(v)) for n, v in zip(names, ious)], numeric=(False, True))
+
+
+def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
+    res = run.search_result
+    method = run.config.get("method", "?")
+    if res is None:
+        doc.note("The search has not finished (no search_result.json): what it has written so far is shown.")
+        doc.table(("quantity", "value"), [("method", method), ("epochs logged", len(run.metrics)),
+                                          ("candidates evaluated", len(run.candidates))])
+        return
+    size = "x".join(str(s) for s in res.get("size", []))
+    doc.table(("quantity", "value"), [
+        ("method / space", f"{res.get('method')} / {res.get('space')}"),
+        ("latency target", f"{_num(res.get('target_ms'), '.4g')} ms at {size} ({res.get('backend')}, "
+                           f"{res.get('threads')} threads)" if res.get("target_ms") else "none"),
+        ("search time", f"{_num(res.get('search_wall_seconds'), '.1f')} s wall, "
+                        f"{_num(res.get('search_cpu_seconds'), '.1f')} s CPU"
+                        + (" (resumed)" if res.get("resumed") else "")),
+    ])
+    rows = []
+    for name, net in (res.get("networks") or {}).items():
+        training = net.get("training") or {}
+        vs = net.get("latency_vs_target")
+        rows.append((name, net.get("role"), _num(net.get("predicted_ms")), _num(net.get("measured_ms")),
+                     f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
+                     _count(net.get("params")), _num(net.get("gflops"), ".3f"),
+                     _pct(training.get("best_val_miou")) if training else "not trained"))
+    doc.heading("Found networks")
+    doc.table(("network", "role", "predicted ms", "measured ms", "vs target", "params", "GFLOPs", "val mIoU"),
+              rows, numeric=(False, False, True, True, True, True, True, True))
+    details = {k: v for k, v in (res.get("details") or {}).items()
+               if not isinstance(v, (list, dict)) and v is not None}
+    if details:
+        doc.heading(f"{res.get('method')} details")
+        doc.table(("field", "value"), [(k, _num(v, ".4g")) for k, v in details.items()])
+
+
+def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
+    cmp = run.compare or {}
+    doc.text(f"Latency target {_num(cmp.get('target_ms'), '.4g')} ms; latency measured on {cmp.get('latency', '?')}; "
+             f"total compute {_num(cmp.get('total_cpu_hours'), '.2f')} CPU-hours.")
+    rows = []
+    for r in cmp.get("rows", []):
+        std = r.get("val_miou_std")
+        val = _pct(r.get("val_miou_mean")) + (f" ± {100 * std:.2f}" if isinstance(std, (int, float)) else "")
+        vs = r.get("latency_vs_target")
+        cpu = [r.get("search_cpu_seconds"), r.get("train_cpu_seconds")]
+        rows.append((r.get("name"), r.get("kind"), r.get("status"), val, _pct(r.get("test_miou_mean")),
+                     _num(r.get("latency_ms")), f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
+                     _count(r.get("params")), _num(r.get("gflops"), ".3f"),
+                     " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu),
+                     len(r.get("seeds") or [])))
+    doc.table(("network", "kind", "status", "val mIoU (mean ± std)", "test mIoU", "latency ms", "vs target",
+               "params", "GFLOPs", "search / train CPU-h", "seeds"), rows,
+              numeric=(False, False, False, True, True, True, True, True, True, True, True))
+    classes: list[str] = []
+    means: dict[str, dict[str, float | None]] = {}
+    for r in cmp.get("rows", []):
+        means[str(r.get("name"))] = per_class = class_means(r)
+        classes += [c for c in per_class if c not in classes]
+    if classes:
+        doc.heading("Per-class IoU (mean over seeds)")
+        nets = [n for n in means if means[n]]
+        doc.table(["class", *nets], [[c, *(_pct(means[n].get(c)) for n in nets)] for c in classes],
+                  numeric=[False] + [True] * len(nets))
+
+
+def class_means(row: dict[str, Any]) -> dict[str, float | None]:
+    """Per-class IoU of a comparison row: its own ``per_class_iou`` (the mean over seeds), else the
+    mean of its seeds' (values that are not numbers, e.g. a class absent from the split, are skipped)."""
+    if isinstance(row.get("per_class_iou"), dict) and row["per_class_iou"]:
+        return dict(row["per_class_iou"])
+    per = [s.get("per_class_iou") or {} for s in row.get("seeds") or []]
+    out: dict[str, float | None] = {}
+    for c in dict.fromkeys(c for p in per for c in p):
+        values = [p[c] for p in per if isinstance(p.get(c), (int, float))]
+        out[c] = float(np.mean(values)) if values else None
+    return out
+
+
+# ------------------------------------------------------------------------------------ settings
+def _settings(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    if run.config_text:
+        doc.text("config.yaml of the run:")
+        doc.pre(run.config_text)
+    if run.kind == "compare" and (run.compare or {}).get("settings"):
+        doc.text("Settings recorded in compare.json:")
+        doc.pre(yaml.safe_dump(run.compare["settings"], sort_keys=False))
+    if not run.config_text and not (run.compare or {}).get("settings"):
+        doc.note("No settings recorded (no config.yaml).")
+
+
+# ------------------------------------------------------------------------------------ curves
+def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    shown = False
+    if run.kind == "train":
+        if run.metrics:
+            doc.figure(training_curve_figure(run.metrics), "training curve", "training loss and val mIoU per epoch")
+            shown = True
+    elif run.kind == "search":
+        fig = search_curves_figure(run.metrics) if run.metrics else None
+        if fig is not None:
+            doc.figure(fig, "search curves", "per epoch of the one-shot search (metrics.jsonl)")
+            shown = True
+        if run.candidates:
+            scores = [c.score for c in run.candidates]
+            found = next((i for i, c in enumerate(run.candidates) if c.arch and _same_arch(c.arch, run)), None)
+            target = (run.search_result or {}).get("target_ms") or ((run.config.get("latency") or {}).get("target_ms"))
+            doc.figure(candidates_figure([c.latency_ms for c in run.candidates], scores, target, found),
+                       "candidates", f"{len(run.candidates)} evaluated candidates (candidates.jsonl)")
+            shown = True
+        for name, final in run.finals.items():
+            if final.metrics:
+                doc.figure(training_curve_figure(final.metrics, f"final training of {name}"),
+                           f"final training of {name}", f"final training of {name}: {final.name}")
+                shown = True
+    if not shown and run.kind != "compare":
+        doc.note("No per-epoch records yet (metrics.jsonl is empty or missing).")
+    if run.kind == "compare":
+        doc.text("Per-network training curves are in each seed's run directory (see the summary's run_dir fields); "
+                 "run `segnas report` on one of them.")
+
+
+def _same_arch(arch: dict[str, Any], run: RunFiles) -> bool:
+    from segnas.spaces.base import arch_key
+
+    return run.found_key is not None and arch_key(arch) == run.found_key
+
+
+# ------------------------------------------------------------------------------------ pareto
+def _pareto(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    cmp = run.compare or {}
+    rows = cmp.get("rows", [])
+    if not plottable(rows):
+        doc.note("No network has both a measured latency and a validation mIoU yet: nothing to plot.")
+        return
+    doc.figure(pareto_figure(rows, cmp.get("target_ms"), latency_label=f"measured latency (ms; {cmp.get('latency')})"),
+               "Pareto front", "val mIoU (mean ± std over seeds) against measured latency; dashed: the target")
+    doc.text("On the Pareto front (no other network is both faster and more accurate): "
+             + ", ".join(pareto_front(rows)) + ".")
+
+
+# ------------------------------------------------------------------------------------ architecture
+def _architecture(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    archs = inputs.archs if inputs.archs is not None else architectures(run)
+    if not archs:
+        doc.note("No architecture file: a zoo network, or a search that has not derived one yet.")
+    for name, data in archs.items():
+        if len(archs) > 1:
+            doc.heading(name)
+        try:
+            fig = draw_architecture(data)
+        except Exception as exc:  # a drawing must not cost the rest of the report
+            fig = None
+            doc.note(f"The diagram of {name} could not be drawn ({type(exc).__name__}: {exc}).")
+        if fig is not None:
+            doc.figure(fig, f"architecture {name}", f"{data['space']} architecture {name}")
+        else:
+            doc.text(f"No diagram for space {data.get('space')!r}; its decisions:")
+        doc.table(("decision", "value"), arch_decisions(data.get("arch")), collapsed=fig is not None
+                  and f"all decisions of {name} (arch file)")
+
+
+def architectures(run: RunFiles) -> dict[str, dict[str, Any]]:
+    """The arch-file mappings a report draws, by name: a search's ``arch.json``; a train run's arch
+    file (from its settings); a comparison's arch file of every method row."""
+    from segnas.report.runfiles import read_json
+
+    if run.kind == "search":
+        return {"arch": run.arch} if run.arch else {}
+    if run.kind == "train":
+        path = (run.config.get("model") or {}).get("arch")
+        data = read_json(Path(path)) if path and Path(path).is_file() else None
+        return {Path(path).stem: data} if isinstance(data, dict) and "space" in data else {}
+    out = {}
+    for r in (run.compare or {}).get("rows", []):
+        if r.get("arch_file"):
+            path = Path(r["arch_file"])
+            path = path if path.is_absolute() else run.path / path
+            data = read_json(path) if path.is_file() else None
+            if isinstance(data, dict) and "space" in data and "arch" in data:
+                out[str(r.get("name"))] = data
+    return out
+
+
+# ------------------------------------------------------------------------------------ samples
+def _samples(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    s = inputs.samples
+    if s is None:
+        return
+    doc.text(f"image | ground truth | prediction — {s.source}")
+    for sample in s.samples:
+        doc.image(rgb_png(display_size(prediction_strip(sample.image, sample.truth, sample.pred, s.palette))),
+                  sample.name, sample.name)
+    doc.swatches([(n, tuple(int(v) for v in s.palette[i])) for i, n in enumerate(s.class_names)])
+
+
+def display_size(rgb: np.ndarray, min_height: int = 160, max_width: int = 1600) -> np.ndarray:
+    """A strip at a readable size: small images enlarged by a whole factor (pixels kept sharp),
+    wide ones shrunk to ``max_width``."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if h < min_height:
+        k = min(-(-min_height // h), max(1, max_width // w))
+        return np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+    if w > max_width:
+        return np.asarray(Image.fromarray(rgb).resize((max_width, round(h * max_width / w)), Image.BILINEAR))
+    return rgb
+
+
+# ------------------------------------------------------------------------------------ latency
+def _latency(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
+    if not inputs.latency:
+        return
+    first = next(iter(inputs.latency.values()))
+    doc.text(f"Predicted from the operator latency table ({first.context}): each operator's entry plus one "
+             "runtime call overhead, as every search predicts latency.")
+    doc.figure(latency_by_op_figure({n: b.by_op() for n, b in inputs.latency.items()}),
+               "latency per operator type", "predicted latency per operator type")
+    for name, b in inputs.latency.items():
+        doc.heading(f"{name}: {b.total_ms:.4g} ms predicted, {len(b.keys)} operators")
+        share = lambda ms: _pct(ms / b.total_ms if b.total_ms else None)  # noqa: E731
+        ops = b.rows()
+        rows = [(i, key.op, f"{key.cin}→{key.cout}", f"{key.h}x{key.w}", key.stride, key.dilation,
+                 ", ".join(f"{k}={v}" for k, v in key.extra), f"{ms:.4g}", share(ms)) for i, key, ms in ops[:TOP_OPS]]
+        if ops[TOP_OPS:]:
+            ms = sum(r[2] for r in ops[TOP_OPS:])
+            rows.append(("", f"{len(ops) - TOP_OPS} more", "", "", "", "", "", f"{ms:.4g}", share(ms)))
+        rows.append(("", "call overhead", "", "", "", "", "", f"{b.overhead_ms:.4g}", share(b.overhead_ms)))
+        doc.table(("#", "operator", "channels", "input", "stride", "dilation", "settings", "ms", "share"), rows,
+                  numeric=(True, False, False, False, True, True, False, True, True))
+
+
+SECTION_WRITERS = {"summary": _summary, "settings": _settings, "curves": _curves, "pareto": _pareto,
+                   "architecture": _architecture, "samples": _samples, "latency": _latency}

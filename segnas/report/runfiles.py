@@ -1,0 +1,160 @@
+"""Reading a run directory for a report, without changing anything in it: its kind (train, search,
+compare), settings, per-epoch metrics, evaluated candidates, summary files and architecture."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segnas.errors import SegnasError
+from segnas.spaces.base import arch_key
+
+KINDS = ("train", "search", "compare")
+
+
+@dataclass
+class Candidate:
+    """One evaluated candidate of an ask/tell search: its order, score and predicted latency."""
+
+    index: int
+    key: str
+    score: float | None
+    latency_ms: float | None
+    arch: dict[str, Any] | None
+
+
+@dataclass
+class RunFiles:
+    """What a run directory holds. ``finals``: the final-training runs of a search's networks."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any] = field(default_factory=dict)
+    config_text: str = ""
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    search_result: dict[str, Any] | None = None
+    compare: dict[str, Any] | None = None
+    arch: dict[str, Any] | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    finals: dict[str, "RunFiles"] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def found_key(self) -> str | None:
+        """The canonical key of the found architecture (``arch.json``), to mark it among candidates."""
+        return arch_key(self.arch["arch"]) if self.arch and isinstance(self.arch.get("arch"), dict) else None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a torn line (a run killed mid-write) is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is absent; unreadable JSON is an error naming the file."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+
+
+def run_kind(path: Path, config: dict[str, Any]) -> str:
+    """``compare`` (compare.json), ``search`` (search_result.json or a ``method`` setting) or ``train``."""
+    if (path / "compare.json").is_file():
+        return "compare"
+    if (path / "search_result.json").is_file() or "method" in config:
+        return "search"
+    if "model" in config:
+        return "train"
+    raise SegnasError(f"{path}: cannot tell the kind of run (no compare.json, no search_result.json, and "
+                      "config.yaml has neither 'method' nor 'model')")
+
+
+def read_run(path: str | Path) -> RunFiles:
+    """Read the run directory at ``path``; a folder that is not one is a one-line SegnasError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SegnasError(f"{path}: run directory not found")
+    cfg_path = path / "config.yaml"
+    if not cfg_path.is_file() and not (path / "compare.json").is_file():
+        raise SegnasError(f"{path}: not a run directory (no config.yaml)")
+    text = cfg_path.read_text() if cfg_path.is_file() else ""
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SegnasError(f"{cfg_path}: cannot read the settings ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise SegnasError(f"{cfg_path}: expected a mapping of settings, got {type(config).__name__}")
+    run = RunFiles(path, run_kind(path, config), config, text, read_jsonl(path / "metrics.jsonl"))
+    arch = read_json(path / "arch.json")
+    run.arch = arch if isinstance(arch, dict) and "space" in arch and "arch" in arch else None
+    if run.kind == "search":
+        run.search_result = read_json(path / "search_result.json")
+        run.candidates = read_candidates(path, run.search_result)
+        run.finals = final_runs(path, run.search_result)
+    elif run.kind == "compare":
+        run.compare = read_json(path / "compare.json")
+        if not isinstance(run.compare, dict) or not isinstance(run.compare.get("rows"), list):
+            raise SegnasError(f"{path / 'compare.json'}: expected an object with a 'rows' list")
+    return run
+
+
+def read_candidates(path: Path, result: dict[str, Any] | None) -> list[Candidate]:
+    """Candidates of an ask/tell search in evaluation order: scores from ``candidates.jsonl``,
+    predicted latencies from ``search_state.json`` (else the record's own ``latency_ms``)."""
+    records = {}
+    for line in read_jsonl(path / "candidates.jsonl"):
+        if "key" in line and isinstance(line.get("result"), dict):
+            records[str(line["key"])] = line["result"]
+    if not records:
+        return []
+    state = read_json(path / "search_state.json") or {}
+    order = [(str(k), lat) for k, lat in state.get("scored", []) if str(k) in records]
+    if not order:  # no state file: the store's order, latencies from the records
+        order = [(k, r.get("latency_ms")) for k, r in records.items()]
+    out = []
+    for i, (key, latency) in enumerate(order, 1):
+        r = records[key]
+        score = r.get("score")
+        out.append(Candidate(i, key, float(score) if isinstance(score, (int, float)) else None,
+                             float(latency) if isinstance(latency, (int, float)) else None,
+                             r.get("arch") if isinstance(r.get("arch"), dict) else None))
+    return out
+
+
+def final_runs(path: Path, result: dict[str, Any] | None) -> dict[str, RunFiles]:
+    """The final-training run of each found network (by name) that exists: named in
+    ``search_result.json`` (looked up under ``train/`` when the run was moved), else ``train/*``."""
+    out: dict[str, RunFiles] = {}
+    for name, net in ((result or {}).get("networks") or {}).items():
+        training = (net or {}).get("training") or {}
+        if not training.get("run_dir"):
+            continue
+        for candidate in (Path(training["run_dir"]), path / "train" / Path(training["run_dir"]).name):
+            if (candidate / "config.yaml").is_file():
+                out[name] = read_run(candidate)
+                break
+    if not out and (path / "train").is_dir():
+        for sub in sorted((path / "train").iterdir()):
+            if (sub / "config.yaml").is_file():
+                out[sub.name] = read_run(sub)
+    return out

@@ -1,0 +1,275 @@
+"""`segnas report`: one self-contained HTML page for a training run, a search run and a comparison,
+checked as files (sections, embedded images, no external reference, atomic writes) and in a real
+headless browser (no console error, every image decodes, the screenshot is not blank)."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from segnas.cli.main import app
+from segnas.config import TrainConfig
+from segnas.errors import SegnasError
+from segnas.jobs import train_job
+from segnas.jobs.report import report_job
+from segnas.jobs.search import make_settings, search_job
+from segnas.report.plots import search_curve_panels, search_curves_figure
+from segnas.spaces import get_space
+from segnas.spaces.base import save_arch
+from segnas.spaces.cells import CellsSpace
+from segnas.spaces.joint import JointSpace
+
+from conftest import tiny_config
+
+_spec = importlib.util.spec_from_file_location("make_search_pins",
+                                               Path(__file__).parent / "data" / "make_search_pins.py")
+pins = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pins)
+
+SIZE = (48, 64)
+CELLS = CellsSpace(layout=[1, 1, 1, 1], channels=[4, 8, 8, 8], nodes=2, stem_channels=4, decoder_width=8)
+JOINT = JointSpace(channels=(8, 16), slots=(2, 2), stem_channels=4, decoder_width=8, dilations=(1, 2),
+                   width_ratios=(1.0, 0.5))
+IMG = re.compile(r'<img src="([^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny training run (a ``cells`` architecture), a tiny random search (``multires``, its found
+    network trained 2 steps) and a hand-made comparison (a ``joint`` architecture and a zoo row),
+    with a FLOPs latency table: deterministic entries, nothing timed."""
+    tmp = tmp_path_factory.mktemp("report")
+    with pins.deterministic_latency(tmp) as latency:
+        arch_file = tmp / "cells_arch.json"
+        save_arch(arch_file, CELLS, CELLS.sample(np.random.default_rng(0)))
+        cfg = tiny_config(tmp, **{"model.name": None, "model.arch": str(arch_file), "model.options": {}, "epochs": 1})
+        train = Path(train_job(TrainConfig.model_validate(cfg)).run_dir)
+        settings = make_settings("random", {
+            "data": {"name": "synthetic", "options": {"size": list(SIZE), "length": 6}, "crop_size": list(SIZE),
+                     "batch_size": 4},
+            "latency": {"target_ms": 50.0, "size": list(SIZE), "backend": "eager"}, "threads": 1,
+            "out_dir": str(tmp / "runs"), "progress": False, "final": {"epochs": 1, "steps": 2, "ema_decay": None},
+            "random": {"space_options": {"layers": 6, "base_width": 4}, "candidates": 5,
+                       "evaluator": {"proxy": {"images": 4, "batch_size": 2, "size": [32, 48]}}}})
+        search = Path(search_job(settings, latency=latency(SIZE, 50.0))["run_dir"])
+        yield {"train": train, "search": search, "compare": make_compare(tmp / "compare", train),
+               "latency": latency(SIZE, 50.0)}
+
+
+def make_compare(path: Path, seed_run: Path) -> Path:
+    """A comparison run directory in compare.json's shape: one method row (a joint architecture,
+    its seed's run directory given relative to the comparison) and one zoo row."""
+    (path / "search").mkdir(parents=True)
+    save_arch(path / "search" / "arch.json", JOINT, JOINT.sample(np.random.default_rng(1)), num_classes=11)
+    shutil.copytree(seed_run, path / "train" / "seed0")
+    data = {"name": "synthetic", "options": {"size": list(SIZE), "length": 12}, "crop_size": list(SIZE)}
+    (path / "config.yaml").write_text(yaml.safe_dump(
+        {"job": "compare", "data": data, "latency": {"target_ms": 5.0, "size": list(SIZE), "backend": "eager"}}))
+    classes = {"Sky": 0.5, "Road": 0.25}
+    rows = [
+        {"name": "random", "kind": "method", "method": "random", "arch_file": "search/arch.json", "status": "ok",
+         "seeds": [{"seed": 0, "val_miou": 0.31, "test_miou": 0.3, "per_class_iou": classes,
+                    "train_cpu_seconds": 12.0, "steps": 2, "run_dir": "train/seed0"}],
+         "val_miou_mean": 0.31, "val_miou_std": 0.01, "test_miou_mean": 0.3, "latency_ms": 4.0,
+         "latency_vs_target": -0.2, "on_target": True, "params": 12345, "gflops": 0.01, "search_cpu_seconds": 30.0,
+         "train_cpu_seconds": 12.0},
+        {"name": "fast_scnn", "kind": "zoo", "method": None, "arch_file": None, "status": "missed target",
+         "seeds": [{"seed": 0, "val_miou": 0.4, "test_miou": None, "per_class_iou": {"Sky": 0.7, "Road": None},
+                    "train_cpu_seconds": 20.0, "steps": 2, "run_dir": None}],
+         "val_miou_mean": 0.4, "val_miou_std": None, "test_miou_mean": None, "latency_ms": 9.0,
+         "latency_vs_target": 0.8, "on_target": False, "params": 600000, "gflops": 0.2, "search_cpu_seconds": None,
+         "train_cpu_seconds": 20.0}]
+    (path / "compare.json").write_text(json.dumps({"settings": {"data": data}, "target_ms": 5.0,
+                                                   "latency": "eager, 1 threads, 48x64", "rows": rows,
+                                                   "total_cpu_hours": 0.02}))
+    return path
+
+
+def sections(html: str) -> list[str]:
+    return re.findall(r'<section id="([a-z]+)">', html)
+
+
+def section(html: str, name: str) -> str:
+    return html.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def check_self_contained(html: str) -> list[str]:
+    """Every embedded image decodes as a PNG; no src or href leaves the page. Returns the image alts."""
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:image/png;base64,|#)', html), "external reference"
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    for uri in IMG.findall(html):
+        Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).verify()
+    return re.findall(r'<img [^>]*alt="([^"]*)"', html)
+
+
+def latency_rows_ms(html: str) -> float:
+    """The sum of the ms column of the latency section's table (operators and call overhead)."""
+    table = section(html, "latency").split("<table>", 1)[1]
+    return sum(float(re.findall(r'<td class="num">([^<]*)</td>', row)[-2])
+               for row in table.split("<tr>")[2:])
+
+
+def test_train_report(runs):
+    path = report_job(runs["train"], latency_model=runs["latency"])
+    assert path == runs["train"] / "report.html"
+    html = path.read_text()
+    assert sections(html) == ["summary", "settings", "curves", "architecture", "samples", "latency"]
+    alts = check_self_contained(html)
+    assert {"training curve", "architecture cells_arch", "latency per operator type"} <= set(alts)
+    assert sum(a.startswith("val image") for a in alts) == 3  # three validation images with their predictions
+    assert "Building" in section(html, "summary")  # per-class IoU named by the checkpoint's classes
+    assert "Building" in section(html, "samples")  # the colour legend
+    assert "cells architecture" in section(html, "architecture")  # drawn from the run's arch file
+    arch = json.loads(Path(yaml.safe_load((runs["train"] / "config.yaml").read_text())["model"]["arch"]).read_text())
+    predicted = runs["latency"].predict(CELLS, CELLS.arch_from_dict(arch["arch"]), 11)
+    assert latency_rows_ms(html) == pytest.approx(predicted, rel=1e-3)  # the latency model's own prediction
+
+
+def test_a_moved_arch_file_is_drawn_from_the_checkpoint(runs, tmp_path):
+    arch_file = Path(yaml.safe_load((runs["train"] / "config.yaml").read_text())["model"]["arch"])
+    moved = arch_file.rename(tmp_path / "moved.json")
+    try:
+        html = report_job(runs["train"], tmp_path / "r.html", samples=0, latency_model=runs["latency"]).read_text()
+    finally:
+        moved.rename(arch_file)
+    assert {"architecture cells_arch", "latency per operator type"} <= set(check_self_contained(html))
+    assert "--samples 0" in section(html, "samples")
+
+
+def test_search_report(runs):
+    out = runs["search"].parent / "search.html"
+    html = report_job(runs["search"], out, samples=1, latency_model=runs["latency"]).read_text()
+    assert sections(html) == ["summary", "settings", "curves", "architecture", "samples", "latency"]
+    alts = check_self_contained(html)
+    assert {"candidates", "final training of arch", "architecture arch", "latency per operator type"} <= set(alts)
+    assert sum(a.startswith("val image") for a in alts) == 1
+    assert "random / multires" in section(html, "summary") and "method: random" in section(html, "settings")
+    found = json.loads((runs["search"] / "arch.json").read_text())
+    space = get_space("multires")
+    predicted = runs["latency"].predict(space, space.arch_from_dict(found["arch"]), 11)
+    assert latency_rows_ms(html) == pytest.approx(predicted, rel=1e-3)
+
+
+def test_compare_report(runs):
+    html = report_job(runs["compare"], latency_model=runs["latency"]).read_text()
+    assert sections(html) == ["summary", "settings", "curves", "pareto", "architecture", "samples", "latency"]
+    alts = check_self_contained(html)
+    assert "Pareto front" in alts and "architecture random" in alts
+    assert "fast_scnn" in section(html, "pareto")  # on the front: nothing beats it on mIoU
+    summary = section(html, "summary")
+    assert "31.00% ± 1.00" in summary and "missed target" in summary and "Road" in summary
+    assert "train/seed0" in section(html, "samples")  # the best network with a checkpoint: the method row's
+    assert "fast_scnn" in section(html, "latency")  # the zoo row is named as measured whole
+
+
+def test_one_shot_search_curves_show_lambda_and_candidates_left():
+    records = [{"phase": "pretrain", "epoch": 1, "weight_loss": 2.0},
+               {"phase": "search", "epoch": 1, "weight_loss": 1.8, "arch0_seg": 1.5, "lambda": 0.01,
+                "derived_latency_ms": 3.0, "active_ops": 20, "soft_miou": 0.1, "single": False},
+               {"phase": "search", "epoch": 2, "weight_loss": 1.7, "arch0_seg": 1.4, "lambda": 0.02,
+                "derived_latency_ms": 2.5, "active_ops": 12, "soft_miou": 0.12, "single": False}]
+    panels = {title: keys for title, _, keys in search_curve_panels(records)}
+    assert panels == {"losses": ["weight_loss", "arch0_seg"], "mIoU of the supernet": ["soft_miou"],
+                      "λ (latency weight)": ["lambda"], "predicted latency": ["derived_latency_ms"],
+                      "candidates left": ["active_ops"]}
+    assert search_curves_figure(records) is not None
+    assert search_curves_figure([{"phase": "search", "epoch": 1}]) is None
+
+
+def test_a_failed_report_leaves_the_previous_one(runs, monkeypatch):
+    import segnas.report.html_report as html_report
+
+    out = runs["compare"] / "again.html"
+    out.write_text("previous")
+
+    def boom(*args):
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setitem(html_report.SECTION_WRITERS, "latency", boom)
+    with pytest.raises(RuntimeError):
+        report_job(runs["compare"], out, samples=0, latency=False)
+    assert out.read_text() == "previous" and not list(runs["compare"].glob(".again.html*"))
+
+
+def test_bad_inputs_are_one_line_errors(runs, tmp_path):
+    run = CliRunner().invoke
+    for args, message in ((["report", str(tmp_path)], "no config.yaml"),
+                          (["report", str(tmp_path / "none")], "run directory not found"),
+                          (["report", str(runs["compare"]), "--out", str(tmp_path)], "is a folder"),
+                          (["report", str(runs["compare"]), "--samples", "-1"], "--samples")):
+        result = run(app, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "config.yaml").write_text("job: x\n")
+    with pytest.raises(SegnasError, match="cannot tell the kind of run"):
+        report_job(tmp_path)
+
+
+def test_report_cli_without_latency(runs, tmp_path):
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", str(runs["train"]), "--out", str(out), "--samples", "0",
+                                      "--no-latency"])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "--no-latency" in section(html, "latency") and "val image" not in html
+
+
+# --------------------------------------------------------------------------------- in a browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Appended to a copy of the page: after load, the body records how many images it has and how
+#: many did not decode.
+PROBE = ('<script>window.addEventListener("load", () => {const im = [...document.images]; '
+         'document.body.setAttribute("data-images", im.length); document.body.setAttribute("data-broken", '
+         'im.filter(i => !(i.complete && i.naturalWidth > 0)).length);});</script>')
+
+
+def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                           "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--enable-logging=stderr",
+                           "--v=0", *args, page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+
+
+def load(html: str, tmp_path: Path, name: str) -> tuple[str, list[str]]:
+    """The DOM after load of ``html`` (with the image probe) and the console messages."""
+    page = tmp_path / f"{name}.html"
+    page.write_text(html.replace("</body>", PROBE + "</body>"))
+    done = chromium(page, tmp_path / "profile", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; CI installs it)")
+def test_report_renders_in_a_headless_browser(runs, tmp_path):
+    # the checks can fail: a page with a script error and a broken image is caught
+    dom, console = load('<!DOCTYPE html><html><body><img src="data:image/png;base64,AAAA"><script>nope()</script>'
+                        "</body></html>", tmp_path, "bad")
+    assert console and 'data-broken="1"' in dom
+    report = report_job(runs["search"], runs["search"].parent / "browser.html", samples=1,
+                        latency_model=runs["latency"])
+    html = report.read_text()
+    dom, console = load(html, tmp_path, "report")
+    assert console == []
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    assert images == len(IMG.findall(html)) >= 5 and 'data-broken="0"' in dom
+    assert dom.count("<table>") >= 3 and '<section id="latency">' in dom
+    shot = tmp_path / "shot.png"
+    done = chromium(report, tmp_path / "profile", "--hide-scrollbars", "--window-size=1200,2400",
+                    f"--screenshot={shot}")
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert rgb.shape == (2400, 1200, 3)
+    inked = rgb.mean(axis=2) < 250
+    assert inked.mean() > 0.05 and inked[:300].mean() > 0.03  # not blank; the title and summary table on top
+    assert ((rgb.max(axis=2) - rgb.min(axis=2)) > 60).mean() > 0.002  # coloured plots, not only text
