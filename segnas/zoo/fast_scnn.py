@@ -10,27 +10,13 @@ An optional auxiliary head on the 1/8 features is used in training only.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from segnas.nn import ConvBNReLU, DepthwiseSeparableConv, InvertedResidual, PyramidPooling, SegHead, SegmentationNet
+from segnas.nn import (ConvBNReLU, DepthwiseSeparableConv, FeatureFusion, InvertedResidual, PyramidPooling, SegHead,
+                       SegmentationNet)
 
 PUBLISHED_PARAMS = 1_110_000
 PUBLISHED_PARAMS_SOURCE = "Poudel et al., BMVC 2019, arXiv:1902.04502: '1.11 million parameters' (abstract and Table 4)"
-
-
-class FeatureFusion(nn.Module):
-    """Adds the 1/8 path (1×1 conv) and the upsampled 1/32 path (depthwise 3×3 + 1×1 conv)."""
-
-    def __init__(self, high_ch: int, low_ch: int, out_ch: int) -> None:
-        super().__init__()
-        self.low_dw = ConvBNReLU(low_ch, low_ch, 3, groups=low_ch)
-        self.low_proj = ConvBNReLU(low_ch, out_ch, 1, relu=False)
-        self.high_proj = ConvBNReLU(high_ch, out_ch, 1, relu=False)
-
-    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        low = F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
-        return F.relu(self.high_proj(high) + self.low_proj(self.low_dw(low)))
 
 
 class FastSCNN(SegmentationNet):
