@@ -1,4 +1,10 @@
-"""Helpers shared by the benchmark scripts: data location, machine facts, result files."""
+"""Helpers shared by the benchmark scripts: data location, machine facts, result files.
+
+Each study lives in ``benchmarks/<study>/`` (its scripts, ``results/`` and a generated README;
+``benchmarks/studies.yaml`` lists them). Scripts import each other by module name
+(``from train_camvid import config``) wherever their study keeps them: importing this module puts
+every study folder on the import path.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +22,16 @@ import torch
 from segnas.cost.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS = ROOT / "benchmarks"
+#: Results of scripts not yet moved into a study folder (``benchmarks/<script>.py``).
+RESULTS = BENCHMARKS / "results"
+sys.path.extend(str(d) for d in sorted(BENCHMARKS.iterdir()) if d.is_dir() and any(d.glob("*.py"))
+                and str(d) not in sys.path)
+
+
+def results_dir(script: str | Path) -> Path:
+    """The ``results/`` folder of the study that holds ``script`` (pass ``__file__``)."""
+    return Path(script).resolve().parent / "results"
 
 
 def camvid_root() -> Path:
@@ -40,7 +56,7 @@ def relative(path: str | Path) -> str:
 
 def save_result(name: str, result: dict[str, Any], results_dir: str | Path | None = None) -> Path:
     """Write ``<results_dir>/<name>.json`` (default ``benchmarks/results``) with the machine facts
-    and a timestamp."""
+    and a timestamp; a study's script passes its own ``results_dir(__file__)``."""
     folder = Path(results_dir) if results_dir is not None else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
@@ -54,14 +70,17 @@ def save_result(name: str, result: dict[str, Any], results_dir: str | Path | Non
 def baselines(minutes: float, cpu: str) -> dict:
     """Zoo networks trained by train_camvid.py for ``minutes`` CPU-minutes on CPU ``cpu`` (a CPU-time
     budget buys different training on another CPU), by model: val mIoU, parameters and latency
-    measured on that CPU (``train_camvid.py --time-only``, else zoo.json's when it ran there)."""
-    zoo = json.loads((RESULTS / "zoo.json").read_text()) if (RESULTS / "zoo.json").is_file() else {}
+    measured on that CPU (``train_camvid.py --time-only``, else the zoo study's when it ran there)."""
+    zoo_file = BENCHMARKS / "zoo_latency" / "results" / "main.json"
+    zoo = json.loads(zoo_file.read_text()) if zoo_file.is_file() else {}
     zoo_rows = {row["model"]: row for row in zoo.get("rows", [])
                 if row.get("size") == "360x480" and row.get("backend") == "onnxruntime"}
     same_cpu = zoo.get("machine", {}).get("cpu") == cpu
     out = {}
-    for f in sorted(RESULTS.glob("train_camvid*.json")):
+    for f in sorted((BENCHMARKS / "training" / "results").glob("*.json")):
         r = json.loads(f.read_text())
+        if "train_minutes" not in r:  # not a training run (the training-step timing)
+            continue
         if abs(r["train_minutes"] - minutes) <= 0.05 * minutes and r["machine"]["cpu"] == cpu:
             m = r.get("model", "fast_scnn")
             row = zoo_rows.get(m, {})

@@ -1,0 +1,148 @@
+"""FasterSeg on CamVid on this CPU: search → derive → train teacher → train student with KD.
+
+    python benchmarks/fasterseg/fasterseg_camvid.py                       # decoupled (FasterSeg), full pipeline
+    python benchmarks/fasterseg/fasterseg_camvid.py --mode coupled --pretrained RUNDIR --final-minutes 0
+    python benchmarks/fasterseg/fasterseg_camvid.py --resume RUNDIR       # continue a killed job
+
+The search runs on whole training images resized to --search-size (120x160 by default: a quarter
+of the 480x360 deployment size on each side, to fit a 2-core CPU); latencies are those of the
+deployment size --size on ONNX Runtime with 2 threads, from the operator table. Teacher and
+student are then trained at 360x480 with the recipe and budget of benchmarks/training/train_camvid.py
+(budget counted as CPU time / 2 threads), so their val mIoU compares with the zoo networks
+trained by ``train_camvid.py --minutes <same>`` (results/train_camvid*.json of equal budget).
+
+``--mode coupled`` is the ablation: one coupled latency term instead of FasterSeg's three
+decoupled ones. ``--pretrained`` starts its search from the decoupled run's pre-trained supernet,
+so the two searches differ only in the latency regularization.
+Saves results/<mode>.json (decoupled, coupled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import baselines, camvid_root, machine, results_dir, save_result  # noqa: E402
+
+RESULTS = results_dir(__file__)
+
+from segnas.config.io import load_config, save_config  # noqa: E402
+from segnas.config.search import SearchSettings  # noqa: E402
+from segnas.cost import measure_latency  # noqa: E402
+from segnas.jobs.search import search_job, settings_class  # noqa: E402
+from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces.multires import MULTIRES, MultiResArch  # noqa: E402
+
+
+def arch_stats(arch: MultiResArch) -> dict:
+    """What a derived network is made of: operators, mean width ratio, branch paths."""
+    ops = Counter(op for b in arch.branches for op in b.ops)
+    ratios = [arch.width_ratios[w] for b in arch.branches for w in b.widths]
+    return {"ops": dict(ops), "mean_width_ratio": round(sum(ratios) / max(len(ratios), 1), 3),
+            "branches": [{"end_scale": 8 * 2 ** b.last, "cells": len(b)} for b in arch.branches]}
+
+
+def search_trace(run_dir: Path) -> list[dict]:
+    """Per search epoch: λ, the derived student's predicted latency and the supernet's head mIoUs."""
+    keep = ("epoch", "epoch_s", "lambda", "student_latency_ms", "teacher_latency_ms", "arch1_miou_02", "arch1_miou_12")
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in keep if k in r} | {"phase": r["phase"]} for r in rows]
+
+
+def remeasure(mode: str, threads: int) -> None:
+    """Time the student of results/<mode>.json again; adds ``student_remeasured_ms``."""
+    path = RESULTS / f"{mode}.json"
+    result = json.loads(path.read_text())
+    run_dir = Path(result["run_dir"])
+    net = MULTIRES.build(MULTIRES.arch_from_dict(read_arch_file(run_dir / "student.json")["arch"]), 11).eval()
+    h, w = result["size"]
+    ms = measure_latency(net, (1, 3, h, w), result["backend"], threads, min_time_s=5.0).median_ms
+    result.pop("benchmark", None), result.pop("date", None), result.pop("machine", None)
+    save_result(mode, {**result, "student_remeasured_ms": ms,
+                       "student_remeasured_vs_target": ms / result["target_ms"] - 1.0}, RESULTS)
+    print(f"student {ms:.2f} ms vs target {result['target_ms']} ms ({100 * (ms / result['target_ms'] - 1):+.1f}%)")
+
+
+def settings(args: argparse.Namespace) -> SearchSettings:
+    """The search job's settings for these arguments."""
+    return settings_class("fasterseg").model_validate({
+        "method": "fasterseg", "job": f"bench-fasterseg-{args.mode}",
+        "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size, "scale": [0.75, 1.5],
+                 "batch_size": 8},
+        "latency": {"target_ms": args.target_ms, "size": args.size, "backend": "onnxruntime", "threads": args.threads},
+        "search_size": args.search_size,
+        "fasterseg": {"space": {"layers": args.layers, "base_width": args.base_width}, "mode": args.mode,
+                      "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
+                      "search_epochs": args.search_epochs, "arch_lr": args.arch_lr},
+        "final": {"minutes": args.final_minutes or None, "epochs": 10000 if args.final_minutes else 0,
+                  "budget_clock": "cpu"},
+        "bf16": True, "threads": args.threads, "out_dir": args.out_dir})
+
+
+def figures(summary: dict) -> dict:
+    """The search job's summary (``search_result.json``) as this benchmark's result fields."""
+    nets = summary["networks"]
+    student, teacher = nets["student"], nets["teacher"]
+    return {"search_seconds": summary["search_wall_seconds"], "search_cpu_seconds": summary["search_cpu_seconds"],
+            **{k: summary[k] for k in ("size", "backend", "target_ms")},
+            "student_measured_ms": student["measured_ms"], "student_latency_vs_target": student["latency_vs_target"],
+            "student_params": student["params"], "student_gflops": student["gflops"],
+            "teacher_params": teacher["params"],
+            "training": {name: net["training"] for name, net in nets.items() if "training" in net},
+            "run_dir": summary["run_dir"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="360x480")
+    ap.add_argument("--search-size", default="120x160")
+    ap.add_argument("--target-ms", type=float, default=20.0)
+    ap.add_argument("--mode", choices=["decoupled", "coupled"], default="decoupled")
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--base-width", type=int, default=8)
+    ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--search-epochs", type=int, default=8)
+    ap.add_argument("--arch-lr", type=float, default=3e-3,
+                    help="10x FasterSeg's 3e-4: the CPU search has ~200 architecture steps, not thousands")
+    ap.add_argument("--pretrained", default=None, help="search run whose pre-trained supernet to start from")
+    ap.add_argument("--final-minutes", type=float, default=15.0, help="training budget per network (0: none)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--resume", default=None)
+    ap.add_argument("--train", default=None, metavar="RUN",
+                    help="finished search run (of --mode) to train now with --final-minutes per network")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="only time the saved student again (on a quiet machine) and add it to the result file")
+    args = ap.parse_args()
+    if args.remeasure:
+        return remeasure(args.mode, args.threads)
+    if args.train:  # same run, its training settings replaced by this budget
+        args.resume = args.train
+        path = Path(args.train) / "config.yaml"
+        run_cfg = load_config(settings_class("fasterseg"), path)
+        final = run_cfg.final.model_copy(update={"minutes": args.final_minutes, "epochs": 10000, "budget_clock": "cpu"})
+        save_config(run_cfg.model_copy(update={"final": final}), path)
+    summary = figures(search_job(None if args.resume else settings(args), resume=args.resume, echo=print))
+    run_dir = Path(summary["run_dir"])
+    archs = {n: MULTIRES.arch_from_dict(read_arch_file(run_dir / f"{n}.json")["arch"]) for n in ("teacher", "student")}
+    training = summary.get("training", {})
+    out = {"mode": args.mode, "settings": vars(args), **summary,
+           "student_arch": arch_stats(archs["student"]), "teacher_arch": arch_stats(archs["teacher"]),
+           "search_trace": search_trace(run_dir),
+           "student_val_miou": training.get("student", {}).get("final", {}).get("val_miou"),
+           "teacher_val_miou": training.get("teacher", {}).get("final", {}).get("val_miou"),
+           "baselines_same_budget": baselines(args.final_minutes, cpu=machine()["cpu"]) if args.final_minutes else {}}
+    path = save_result(args.mode, out, RESULTS)
+    print(f"search {summary['search_seconds'] / 60:.1f} min; student {summary['student_measured_ms']:.2f} ms vs "
+          f"target {args.target_ms:.2f} ms ({100 * summary['student_latency_vs_target']:+.1f}%), "
+          f"val mIoU {out['student_val_miou']} (teacher {out['teacher_val_miou']}); saved {path}")
+    for name, b in out["baselines_same_budget"].items():
+        print(f"  {name}: {b['latency_ms']} ms, val mIoU {b['val_miou']:.4f} after {b['train_minutes']:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""A network trained from scratch on CamVid train (360x480) on this CPU; val mIoU vs training time.
+
+    python benchmarks/training/train_camvid.py                 # Fast-SCNN, 60 training-minutes, results/fast_scnn_60min.json
+    python benchmarks/training/train_camvid.py --model stdc1_seg   # any zoo name or arch.json: results/<name>_<minutes>min.json
+    python benchmarks/training/train_camvid.py --resume RUNDIR # continue a killed run
+    python benchmarks/training/train_camvid.py --name NAME --time-only   # then, on a quiet machine: its latency here
+
+The same recipe and budget serve every network (zoo baselines and searched ones) so that their
+val mIoUs compare.
+
+The LR schedule runs on the time budget (evaluation time excluded), so the run ends on time.
+Training time is counted as process CPU time / 2 threads, i.e. the wall time the run takes on
+an otherwise idle 2-core machine. That is not proof against sharing the cores: two 2-thread trainings at
+once on the 2-core Xeon took 6x the CPU time per epoch of one alone (their threads spin while they wait),
+so train one network at a time.
+Prints val mIoU, per-class IoU, seconds per epoch, peak RSS, and when 50% val mIoU was first seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import camvid_root, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
+
+RESULTS = results_dir(__file__)
+
+from segnas.config import TrainConfig  # noqa: E402
+from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
+from segnas.jobs import train_job  # noqa: E402
+from segnas.utils import atomic_write_text  # noqa: E402
+
+
+def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfig:
+    source = {"name": None, "arch": model} if model.endswith(".json") else {"name": model}
+    return TrainConfig.model_validate({
+        "job": f"bench-{Path(model).stem}-camvid",
+        "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": "360x480", "scale": [0.75, 1.5],
+                 "jitter": 0.3, "batch_size": 8, "eval_batch_size": 4},
+        "model": source,
+        "optim": {"name": "sgd", "lr": 0.08, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "poly",
+                  "warmup_iters": 100},
+        "loss": {"kind": "ohem", "ohem_thresh": 0.7, "ohem_min_kept": 100000, "aux_weight": 0.4},
+        "epochs": 10000, "time_budget_min": minutes, "budget_clock": "cpu", "eval_every": 5, "ema_decay": 0.998,
+        "bf16": True, "channels_last": True, "threads": 2, "seed": 0, "out_dir": out_dir,
+    })
+
+
+def time_result(name: str) -> None:
+    """Add this machine's latency of a result file's network (CamVid's 11 classes) to the file."""
+    from segnas.cost import measure_latency
+    from segnas.training.models import resolve_model
+
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        sys.exit(f"{path}: no such result; train first (without --time-only)")
+    result = json.loads(path.read_text())
+    net, _ = resolve_model(result["model"], num_classes=len(CAMVID_CLASSES.names))
+    ms = measure_latency(net, (1, 3, 360, 480), "onnxruntime", 2, min_time_s=5.0).median_ms
+    result |= {"latency_ms": ms, "latency": f"ONNX Runtime, 360x480, 2 threads, {machine()['cpu']}"}
+    atomic_write_text(path, json.dumps(result, indent=2))
+    print(f"{result['model']}: {ms:.2f} ms; saved {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=60.0, help="training-time budget")
+    ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--resume", default=None, help="run directory to continue")
+    ap.add_argument("--model", default="fast_scnn", help="zoo name or arch.json")
+    ap.add_argument("--name", default=None, help="result id (default <model>_<minutes>min)")
+    ap.add_argument("--time-only", action="store_true",
+                    help="only time the result file's network on this machine (ONNX Runtime, 360x480, 2 threads; "
+                         "run it on a quiet machine) and add latency_ms to the file")
+    args = ap.parse_args()
+    name = args.name or f"{Path(args.model).stem}_{args.minutes:g}min"
+    if args.time_only:
+        time_result(name)
+        return
+    if not camvid_root().is_dir():
+        sys.exit(f"CamVid not found at {camvid_root()} (set SEGNAS_CAMVID)")
+    cfg = config(args.minutes, args.out_dir, args.model)
+    result = train_job(cfg, resume=args.resume, echo=print)
+    evals = [r for r in result.history if "val_miou" in r]
+    first50 = next((r for r in evals if r["val_miou"] >= 0.5), None)
+    epoch_s = [r["epoch_s"] for r in result.history]
+    final = result.final
+    out = {
+        "model": args.model,
+        "settings": cfg.model_dump(mode="json"),
+        "run_dir": result.run_dir,
+        "epochs": result.epochs_done,
+        "train_minutes": round(result.train_seconds / 60, 2),
+        "seconds_per_epoch_median": round(statistics.median(epoch_s), 2),
+        "final_val_miou": round(final["val_miou"], 4),
+        "best_val_miou": round(result.best_miou, 4),
+        "best_epoch": result.best_epoch,
+        "final_val_pixel_acc": round(final["val_pixel_acc"], 4),
+        "per_class_iou": {n: round(v, 4) for n, v in zip(CAMVID_CLASSES.names, final["val_iou"])},
+        "first_50_miou_at_train_minutes": round(first50["train_s"] / 60, 2) if first50 else None,
+        "curve": [{"epoch": r["epoch"], "train_min": round(r["train_s"] / 60, 2), "val_miou": round(r["val_miou"], 4)}
+                  for r in evals],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    path = save_result(name, out, RESULTS)
+    print(f"final val mIoU {out['final_val_miou']:.4f} (best {out['best_val_miou']:.4f} @ epoch {out['best_epoch']}) "
+          f"after {out['train_minutes']} train-min, {out['epochs']} epochs, {out['seconds_per_epoch_median']} s/epoch, "
+          f"peak RSS {out['peak_rss_mb']} MB; 50% first at {out['first_50_miou_at_train_minutes']} min")
+    for n, v in out["per_class_iou"].items():
+        print(f"  {n:12s} {v:.4f}")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

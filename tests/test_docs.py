@@ -1,0 +1,175 @@
+"""The documentation against the code: every ``segnas`` command in the README, the docs and the
+benchmark pages parses (its command path exists and every flag it uses is one of that command's
+options), the README stays short and starts with its two commands, the generated pages are up to
+date with the result files, no page points at a machine path, every method page lists every
+setting of its method, and the study manifest matches the files."""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import typer.main
+from pydantic import BaseModel
+
+from segnas.cli.main import app
+from segnas.search.base import get_strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "benchmarks").glob("**/README.md"))]
+#: Method pages this test holds to listing every setting of the method's section.
+METHOD_PAGES = ("fasterseg", "ssr", "gas", "saswot", "random")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]+$")  # METHOD, NAME, RUN: stands for the user's value
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M)
+
+
+def commands_in(text: str) -> list[str]:
+    """Every ``segnas`` command of the page: in code blocks (continuation lines joined, several per
+    line with ``&&``) and in inline code."""
+    found = []
+    for block in code_blocks(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                part = part.strip().removeprefix(".venv/bin/")
+                if part.startswith("segnas "):
+                    found.append(part.split(" #")[0])
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    found += [" ".join(c.split()) for c in re.findall(r"`(segnas [^`]+)`", prose)]
+    return found
+
+
+@lru_cache(maxsize=1)
+def root_command():  # typer's own click command (typer vendors click)
+    return typer.main.get_command(app)
+
+
+def resolve(tokens: list[str]):
+    """The command a token list names, and its path; None when the path holds a placeholder."""
+    cmd, path = root_command(), []
+    for tok in tokens:
+        if not hasattr(cmd, "commands") or tok.startswith("-"):
+            break
+        if PLACEHOLDER.match(tok):
+            return None
+        if "|" in tok:  # alternatives (`segnas search fasterseg|ssr`): each must exist
+            missing = [alt for alt in tok.split("|") if alt not in cmd.commands]
+            assert not missing, f"`segnas {' '.join(path)}` has no commands {missing}"
+            return None
+        assert tok in cmd.commands, f"`segnas {' '.join(path + [tok])}`: no such command"
+        cmd, path = cmd.commands[tok], path + [tok]
+    if hasattr(cmd, "commands"):  # a command group: fine as a mention, not with options
+        assert len(tokens) == len(path), f"`segnas {' '.join(tokens)}`: `segnas {' '.join(path)}` needs a subcommand"
+    return cmd, path
+
+
+def all_commands() -> list[tuple[str, str]]:
+    return [(page.relative_to(ROOT).as_posix(), c) for page in PAGES for c in commands_in(page.read_text())]
+
+
+def test_pages_have_commands() -> None:
+    """The extraction finds the README's commands (so the next test cannot pass on nothing)."""
+    found = [c for p, c in all_commands() if p == "README.md"]
+    assert any(c.startswith("segnas demo") for c in found) and any(c.startswith("segnas search") for c in found)
+
+
+@pytest.mark.parametrize("page,command", all_commands())
+def test_command_parses(page: str, command: str) -> None:
+    tokens = command.split()[1:]
+    found = resolve(tokens)
+    if found is None:
+        return
+    cmd, path = found
+    options = {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)} | {"--help"}
+    used = [t.split("=")[0] for t in tokens[len(path):] if re.match(r"^--?[a-zA-Z]", t)]
+    unknown = [f for f in used if f not in options]
+    assert not unknown, f"{page}: `{command}`: `segnas {' '.join(path)}` has no option {unknown}"
+
+
+def test_help_of_every_command_path() -> None:
+    """``--help`` works for every command path the pages use."""
+    from typer.testing import CliRunner
+
+    paths = set()
+    for _, command in all_commands():
+        found = resolve(command.split()[1:])
+        if found:
+            paths.add(tuple(found[1]))
+    runner = CliRunner()
+    for path in sorted(paths):
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, f"segnas {' '.join(path)} --help: {result.output[-300:]}"
+
+
+def test_readme_short_and_starts_with_the_two_commands() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    first = code_blocks(text)[0]
+    assert text.index("```") < text.index("\n## "), "the commands come before the first section"
+    setup_demo, setup_tests = [line for line in first.splitlines() if not line.startswith("#")]
+    assert setup_demo.endswith("segnas demo") and "pip install" in setup_demo
+    assert "pytest" in setup_tests and "pip install" in setup_tests
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert setup_tests in ci, ".ci/run must run the README's test command"
+
+
+def test_generated_pages_up_to_date() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    stale = [str(p.relative_to(ROOT)) for p, text in readme_tables.render_all().items()
+             if not p.is_file() or p.read_text() != text]
+    assert not stale, f"run `python benchmarks/readme_tables.py`: out of date: {stale}"
+
+
+def test_no_machine_paths_in_pages() -> None:
+    """No page points at a folder of the machines it was written on; a code example may still use
+    /tmp inside a container it starts."""
+    bad = []
+    for p in PAGES:
+        text = p.read_text()
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+        bad += [(p.relative_to(ROOT).as_posix(), m) for m in re.findall(r"(?<![\w.])/(?:work|home|Users)/\S*", text)]
+        bad += [(p.relative_to(ROOT).as_posix(), m) for m in re.findall(r"(?<![\w.])/tmp/\S*", prose)]
+    assert not bad, bad
+
+
+def settings_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Field names of a settings section and of the settings models nested in it."""
+    names = []
+    for name, f in model.model_fields.items():
+        names.append(name)
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            names += settings_fields(f.annotation)
+    return names
+
+
+@pytest.mark.parametrize("method", METHOD_PAGES)
+def test_method_page_lists_every_setting(method: str) -> None:
+    page = (ROOT / "docs" / "methods" / f"{method}.md").read_text()
+    missing = [n for n in settings_fields(get_strategy(method).settings_class) if f"`{n}`" not in page
+               and f"{n} (" not in page]
+    assert not missing, f"docs/methods/{method}.md does not describe {missing}"
+
+
+def test_study_manifest_matches_the_files() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    studies = readme_tables.load_manifest()
+    claimed = set()
+    for s in studies.values():
+        own = [x for x in s.scripts if not x.startswith("../")]
+        assert all((s.folder / x).is_file() for x in own), f"{s.key}: missing script among {own}"
+        assert s.current_ids is None or set(s.current_ids) <= set(s.results()), f"{s.key}: unknown current ids"
+        claimed |= {p.resolve() for p in s.paths(s.result_globs)}
+    for results in (ROOT / "benchmarks").glob("*/results"):
+        for f in results.iterdir():
+            if f.suffix in (".json", ".yaml") and not f.stem.endswith("proxy"):
+                assert f.resolve() in claimed, f"{f.relative_to(ROOT)} belongs to no study in benchmarks/studies.yaml"
