@@ -1,4 +1,5 @@
-"""Segmentation losses: CE with ignore, OHEM CE, pixel-wise KD, and the combined training loss."""
+"""Segmentation losses: CE with ignore, OHEM CE, pixel-wise KD (KL, or MSE of logits), and the combined
+training loss."""
 
 from __future__ import annotations
 
@@ -58,6 +59,12 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
             return kl.sum() * 0.0
         kl = kl[mask]
     return kl.mean() * t * t
+
+
+def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of student and teacher logits (N×C×H×W, the same size): the
+    distillation loss of Nekrasov et al.'s child training (the RL strategy, ``segnas.evaluate.rl``)."""
+    return F.mse_loss(student.float(), teacher.float())
 
 
 LAPLACIAN = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]]).view(1, 1, 3, 3)

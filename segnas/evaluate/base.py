@@ -19,6 +19,9 @@ class Evaluator(ABC):
 
     #: Attributes that ``setup`` builds and pickling leaves out.
     worker_state: ClassVar[tuple[str, ...]] = ()
+    #: Attributes a search may change between batches (e.g. a termination threshold the strategy
+    #: keeps): each batch's value reaches every worker's set-up copy (``segnas.parallel.worker``).
+    batch_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.worker_token = uuid.uuid4().hex  # names this evaluator's set-up copy in each worker

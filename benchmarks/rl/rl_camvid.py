@@ -1,0 +1,207 @@
+"""The RL search (auxiliary cells, Nekrasov et al.) on CamVid on this CPU, against random search.
+
+    python benchmarks/rl/rl_camvid.py [--candidates 60] [--target-ms T] [--teacher CKPT] [--final-steps 800]
+    python benchmarks/rl/rl_camvid.py --smoke --results-dir /tmp/r   # seconds-long check on synthetic data
+
+Every search draws children of the ``encdec`` space and scores them with the same child evaluator
+(``segnas.evaluate.rl.ChildEvaluator``: decoder on cached features, progressive termination,
+end-to-end fine-tuning, Polyak averaging, KD from ``--teacher``) from one pre-trained encoder
+(cached), under the same budget of ``--candidates`` children, on the ask/tell loop of the search
+job. Reported (``<results-dir>/<name>.json``, default ``benchmarks/rl/results/rl_camvid.json``):
+
+- best reward so far vs number of children and vs child CPU-time, for the controller (PPO) and for
+  random search (the same evaluator, termination included), seeds 0 and 1;
+- children per CPU-hour; the fraction of child compute progressive termination saved (terminated
+  children × the mean stage-2 CPU time of the children that ran it, over what all would have cost);
+- ablations at the same budget (seed 0): without auxiliary cells, without KD, without Polyak;
+- the best child of the PPO search (seed 0) trained from scratch with train_camvid.py's recipe for
+  ``--final-steps`` steps (fp32): val mIoU, latency (ONNX Runtime, 360x480, 2 threads), params, GFLOPs.
+
+Without ``--teacher`` a teacher is trained first: ``--teacher-model`` with train_camvid.py's recipe
+for ``--teacher-steps`` steps. The target defaults to the median predicted latency of 200 random
+children (so about half the space is reachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common  # noqa: E402
+from train_camvid import config as train_config  # noqa: E402
+
+from segnas.config.train import DataConfig  # noqa: E402
+from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
+from segnas.data import dataset_classes  # noqa: E402
+from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder  # noqa: E402
+from segnas.jobs import train_job  # noqa: E402
+from segnas.search.asktell import AskTellLoop  # noqa: E402
+from segnas.search.strategies.rl import RLSearch, RLSettings  # noqa: E402
+from segnas.spaces.base import Architecture, get_space, save_arch  # noqa: E402
+
+RESULTS = common.results_dir(__file__)
+SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 12}, "crop_size": [64, 96],
+              "batch_size": 2, "eval_batch_size": 2}
+SMOKE_SPACE = {"encoder_width": 0.25, "width": 8}
+SMOKE_CHILD = {"stage1_images": 6, "stage1_steps": 3, "stage1_batch": 3, "stage2_steps": 2, "stage2_batch": 2}
+
+
+class RandomChildren(RLSearch):
+    """Random search over the same space with the same evaluator: children drawn uniformly, the
+    controller never consulted (the termination average is still kept, as the evaluator needs it)."""
+
+    def ask(self) -> Architecture:
+        return self.space.sample(self.rng)
+
+    def tell(self, candidates) -> None:
+        learner, self.learner.update = self.learner.update, lambda *a, **k: {}
+        try:
+            super().tell(candidates)
+        finally:
+            self.learner.update = learner
+
+
+def data_settings(args: argparse.Namespace) -> DataConfig:
+    if args.smoke:
+        return DataConfig.model_validate(SMOKE_DATA)
+    return DataConfig.model_validate({"name": "camvid", "root": str(common.camvid_root()), "crop_size": args.crop,
+                                      "scale": [0.75, 1.5], "batch_size": 8})
+
+
+def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], args: argparse.Namespace) -> dict:
+    """One search of ``args.candidates`` children; its curve, compute and best child."""
+    space, latency, data = ctx["space"], ctx["latency"], ctx["data"]
+    settings = RLSettings(space_options=ctx["space_options"], candidates=args.candidates,
+                          child={**ctx["child"], **child}, controller={"agent": "ppo"},
+                          termination={"warmup": 1} if args.smoke else {})
+    strategy = RLSearch() if kind == "ppo" else RandomChildren()
+    strategy.begin(space, seed, settings)
+    options = {**ctx["space_options"], "encoder_weights": str(ctx["encoder"])}
+    evaluator = ChildEvaluator("encdec", options, data, settings.child, ctx["classes"], seed)
+    strategy.evaluator, strategy.target_ms = evaluator, latency.target_ms
+    strategy._sync_threshold()
+    run_dir = Path(args.out_dir) / f"bench-rl-{ctx['name']}-{kind}-seed{seed}"
+    outcome = AskTellLoop(strategy, evaluator, lambda a: latency.predict(space, a, ctx["classes"]), latency.target_ms,
+                          candidates=args.candidates, workers=args.workers, executor=args.executor,
+                          run_dir=run_dir, progress=not args.smoke, echo=print).run()
+    records = [json.loads(x)["result"] for x in (run_dir / "candidates.jsonl").read_text().splitlines()
+               if "result" in json.loads(x)]
+    cpu = np.cumsum([r["cpu_seconds"] for r in records]).tolist()
+    best, curve = -1.0, []
+    for n, (r, c) in enumerate(zip(records, cpu), 1):
+        best = max(best, r["score"] or 0.0)
+        curve.append({"n": n, "best": round(best, 4), "cpu_s": round(c, 1)})
+    ran2 = [r["stage2"]["cpu_seconds"] for r in records if r["stage2"]]
+    cut = sum(r["terminated"] for r in records)
+    saved = cut * (statistics.mean(ran2) if ran2 else 0.0)
+    top = outcome.best
+    return {"kind": kind, "seed": seed, "run_dir": str(run_dir), "curve": curve, "children": len(records),
+            "children_per_cpu_hour": round(len(records) / max(cpu[-1] / 3600, 1e-9), 1),
+            "terminated": cut, "termination_saved_fraction": round(saved / (cpu[-1] + saved), 4) if cpu else 0.0,
+            "best_reward": round(top.score, 4), "best_latency_ms": round(top.latency_ms, 3),
+            "best_arch": top.arch.to_dict(), "rejected_infeasible": outcome.rejected}
+
+
+def final_training(arch: dict, ctx: dict, args: argparse.Namespace) -> dict:
+    """The best child trained from scratch with train_camvid.py's recipe for ``--final-steps`` steps."""
+    space = get_space("encdec", **ctx["space_options"])
+    a = space.arch_from_dict(arch)
+    path = Path(args.out_dir) / f"bench-rl-{ctx['name']}-best.json"
+    save_arch(path, space, a)
+    cfg = train_config(60.0, args.out_dir, str(path))
+    update = {"time_budget_min": None, "max_steps": args.final_steps, "bf16": False, "seed": 0,
+              "job": f"{cfg.job}-rl-best", "progress": not args.smoke}
+    if args.smoke:
+        update.update(data=ctx["data"], eval_every=1, channels_last=False)
+    result = train_job(cfg.model_copy(update=update), echo=print)
+    net = space.build(a, ctx["classes"]).eval()
+    h, w = ctx["size"]
+    ms = measure_latency(net, (1, 3, h, w), "onnxruntime", 2, min_time_s=0.5 if args.smoke else 5.0).median_ms
+    return {"val_miou": round(result.final["val_miou"], 4), "steps": result.final.get("step"),
+            "latency_ms": round(ms, 3), "params": count_parameters(net),
+            "gflops": round(count_flops(net, (1, 3, h, w)).gflops, 3), "run_dir": result.run_dir}
+
+
+def teacher_checkpoint(ctx: dict, args: argparse.Namespace) -> str:
+    if args.teacher:
+        return args.teacher
+    cfg = train_config(60.0, args.out_dir, args.teacher_model)
+    update = {"time_budget_min": None, "max_steps": args.teacher_steps, "bf16": False, "job": "bench-rl-teacher",
+              "progress": not args.smoke}
+    if args.smoke:
+        update.update(data=ctx["data"], eval_every=1, channels_last=False, model=cfg.model.model_copy(
+            update={"options": {"width": 0.5}}))
+    return str(Path(train_job(cfg.model_copy(update=update), echo=print).run_dir) / "checkpoints" / "best.pt")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--candidates", type=int, default=60)
+    ap.add_argument("--target-ms", type=float, default=None)
+    ap.add_argument("--size", default="360x480", help="deployment size of the latency")
+    ap.add_argument("--crop", default="360x480", help="children's training crop")
+    ap.add_argument("--encoder-steps", type=int, default=2000)
+    ap.add_argument("--encoder-weights", default=None, help="encoder weights instead of pre-training")
+    ap.add_argument("--teacher", default=None, help="trained teacher checkpoint (default: train one)")
+    ap.add_argument("--teacher-model", default="ddrnet_23_slim")
+    ap.add_argument("--teacher-steps", type=int, default=2000)
+    ap.add_argument("--final-steps", type=int, default=800)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--executor", default="process")
+    ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--name", default="rl_camvid")
+    ap.add_argument("--smoke", action="store_true", help="tiny synthetic data and space: checks the script")
+    args = ap.parse_args()
+    if args.smoke:
+        args.candidates, args.size, args.crop = 4, "64x96", "64x96"
+        args.encoder_steps, args.final_steps, args.teacher_steps, args.teacher_model = 2, 2, 2, "fast_scnn"
+        args.name = args.name if args.name != "rl_camvid" else "rl_camvid_smoke"
+    elif not common.camvid_root().is_dir():
+        sys.exit(f"CamVid not found at {common.camvid_root()} (set SEGNAS_CAMVID)")
+    data = data_settings(args)
+    size = tuple(int(x) for x in args.size.split("x"))
+    space_options = SMOKE_SPACE if args.smoke else {}
+    space = get_space("encdec", **space_options)
+    classes = dataset_classes(data)
+    latency = LatencyModel.create("onnxruntime", size, threads=2, min_runs=2 if args.smoke else 20,
+                                  min_time_s=0.0 if args.smoke else 0.3)
+    if args.target_ms is None:
+        rng = np.random.default_rng(0)
+        times = [latency.predict(space, space.sample(rng), classes) for _ in range(20 if args.smoke else 200)]
+        args.target_ms = round(float(np.median(times)), 2)
+    latency.target_ms = args.target_ms
+    encoder = pretrained_encoder(data, space.encoder, space.encoder_width,
+                                 EncoderSettings(weights=args.encoder_weights, steps=args.encoder_steps), echo=print,
+                                 root=Path(args.out_dir) / "rl-smoke-encoder" if args.smoke else None)
+    ctx = {"space": space, "space_options": space_options, "latency": latency, "data": data, "classes": classes,
+           "encoder": encoder, "size": size, "name": args.name.replace("_", "-"),
+           "child": {**(SMOKE_CHILD if args.smoke else {}), "teacher": None}}
+    ctx["child"]["teacher"] = teacher_checkpoint(ctx, args)
+    runs = [search(kind, seed, {}, ctx, args) for kind in ("ppo", "random") for seed in (0, 1)]
+    ablations = {name: search("ppo", 0, child, {**ctx, "name": f"{ctx['name']}-{name}"}, args)
+                 for name, child in (("no_aux", {"aux_weight": 0.0}), ("no_kd", {"kd_weight": 0.0}),
+                                     ("no_polyak", {"polyak": False}))}
+    best = runs[0]
+    out = {"target_ms": args.target_ms, "settings": vars(args), "space_options": space_options,
+           "latency": f"onnxruntime, 2 threads, {size}", "encoder": str(encoder),
+           "child": ChildSettings(**ctx["child"]).model_dump(mode="json"), "runs": runs, "ablations": ablations,
+           "best_child": {"reward": best["best_reward"], "arch": best["best_arch"],
+                          **(final_training(best["best_arch"], ctx, args) if args.final_steps else {})}}
+    path = common.save_result(args.name, out, args.results_dir)
+    for r in runs + list(ablations.values()):
+        print(f"{r['kind']} seed {r['seed']}: best reward {r['best_reward']} after {r['children']} children, "
+              f"{r['children_per_cpu_hour']} children/CPU-hour, termination saved "
+              f"{100 * r['termination_saved_fraction']:.1f}% ({r['terminated']} cut)")
+    print(f"best child: {out['best_child']}; saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The pre-trained encoder every child of an RL search shares.
+
+The paper starts from an ImageNet-pre-trained MobileNet-v2; segnas downloads no weights, so the
+encoder is pre-trained here by segnas itself: the ``encdec`` encoder's zoo segmenter (the encoder
+with a small DeepLabv3-style head, e.g. ``mobilenetv2_deeplabv3``) trained as an ordinary
+segmentation network on the training split by the shared trainer (``segnas.training.train_job``).
+The result is cached under ``<cache>/encoders/<encoder>-<key>/`` (``segnas.utils.cache_dir``),
+keyed by everything it depends on (data settings, encoder kind and width, steps, recipe, its own
+seed), so later searches on the same data reuse it; a killed pre-training resumes from its run
+directory.
+
+A user with better weights (e.g. ImageNet weights converted to this encoder's state dict) gives
+them as ``weights`` instead: nothing is then pre-trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import Field, ValidationError
+
+from segnas.config.train import PATH, DataConfig, Settings, TrainConfig
+from segnas.errors import SegnasError
+from segnas.spaces.encdec.encoder import encoder_kind
+from segnas.training import train_job
+from segnas.utils import atomic_write_text, cache_dir
+
+#: The pre-training recipe (TrainConfig fields; ``recipe`` overrides them).
+ENCODER_RECIPE: dict[str, Any] = {
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 4e-5, "schedule": "poly",
+              "warmup_iters": 50},
+    "loss": {"kind": "ce"}, "ema_decay": None, "eval_every": 10**9,
+}
+#: Data settings that do not change the trained weights (left out of the cache key).
+_DATA_NOT_IN_KEY = ("workers", "cache", "eval_batch_size", "val_split")
+
+
+class EncoderSettings(Settings):
+    """Where the children's encoder comes from (the RL strategy's ``encoder:`` section)."""
+
+    #: Weights to use as they are (an encoder state dict, or a checkpoint of the encoder's segmenter
+    #: or of an encdec network, e.g. converted ImageNet weights): nothing is pre-trained.
+    weights: Optional[str] = Field(None, json_schema_extra=PATH)
+    #: Optimizer steps of the pre-training (0: a randomly initialized encoder, for tests).
+    steps: int = Field(2000, ge=0)
+    batch_size: Optional[int] = Field(None, ge=1)
+    #: Overrides of ``ENCODER_RECIPE`` (TrainConfig fields).
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    #: Seed of the pre-training (its own, not the search's: searches with other seeds share it).
+    seed: int = 0
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def encoder_cache_key(data: DataConfig, encoder: str, width: float, settings: EncoderSettings) -> str:
+    """A stable key of everything the pre-trained weights depend on."""
+    d = {k: v for k, v in data.model_dump(mode="json").items() if k not in _DATA_NOT_IN_KEY}
+    payload = {"data": d, "encoder": encoder, "width": width, "steps": settings.steps,
+               "batch_size": settings.batch_size, "recipe": _merge(ENCODER_RECIPE, settings.recipe),
+               "seed": settings.seed}
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pretrain_config(data: DataConfig, encoder: str, width: float, settings: EncoderSettings, folder: Path,
+                    device: str = "cpu", threads: int | None = None, progress: bool = False) -> TrainConfig:
+    """The training job that pre-trains ``encoder`` (its zoo segmenter) on the training split."""
+    fields = _merge(ENCODER_RECIPE, settings.recipe)
+    dc = data.model_dump(mode="json")
+    dc["val_split"] = ""  # the search's reward is measured on a part of the training split; no val here
+    if settings.batch_size:
+        dc["batch_size"] = settings.batch_size
+    fields.update({"job": f"encoder-{encoder}", "data": dc,
+                   "model": {"name": encoder_kind(encoder).segmenter, "options": {"width": width}},
+                   "max_steps": settings.steps, "epochs": None, "seed": settings.seed, "out_dir": str(folder),
+                   "device": device, "threads": threads, "progress": progress})
+    try:
+        return TrainConfig.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SegnasError(f"rl.encoder.recipe: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def pretrained_encoder(data: DataConfig, encoder: str, width: float, settings: EncoderSettings, device: str = "cpu",
+                       threads: int | None = None, progress: bool = False,
+                       echo: Callable[[str], None] | None = None, root: str | Path | None = None) -> Path | None:
+    """The weights file of the children's encoder: ``settings.weights``, else the cached pre-training
+    for these settings (run now, or resumed, when not finished). None with ``steps`` 0 and no file."""
+    echo = echo or (lambda m: None)
+    if settings.weights:
+        path = Path(settings.weights)
+        if not path.is_file():
+            raise SegnasError(f"rl.encoder.weights: {path}: file not found")
+        return path
+    if settings.steps == 0:
+        return None
+    key = encoder_cache_key(data, encoder, width, settings)
+    folder = Path(root) if root is not None else cache_dir() / "encoders" / f"{encoder}-{key}"
+    done = folder / "encoder.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if Path(info["checkpoint"]).is_file():
+            echo(f"encoder: reusing the pre-trained {encoder} of {folder}")
+            return Path(info["checkpoint"])
+    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
+    cfg = pretrain_config(data, encoder, width, settings, folder, device, threads, progress)
+    echo(f"encoder: pre-training {encoder} (width {width}) for {settings.steps} steps into {folder}")
+    result = train_job(cfg, resume=runs[-1] if runs else None, echo=echo, device=device)
+    checkpoint = Path(result.run_dir) / "checkpoints" / "best.pt"
+    atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": key, "steps": settings.steps,
+                                        "train_seconds": round(result.train_seconds, 1)}, indent=2))
+    return checkpoint

@@ -1,0 +1,188 @@
+"""RL search with auxiliary cells (Nekrasov et al., "Fast Neural Architecture Search of Compact
+Semantic Segmentation Models via Auxiliary Cells", CVPR 2019; PAPERS.md §4; docs/methods/rl.md).
+
+An ask/tell strategy: ``ask`` draws a decision sequence from an LSTM controller
+(``segnas.search.controllers.lstm``) and turns it into an architecture of a ``DecisionSpace``
+(``encdec`` by default); the loop (``segnas.search.asktell``) rejects proposals slower than the
+target, evaluates the rest with the two-stage child evaluator (``segnas.evaluate.rl.ChildEvaluator``:
+decoder on cached features, progressive termination, end-to-end fine-tuning, Polyak averaging,
+distillation) on ``--workers`` workers, and checkpoints; ``tell`` updates the controller (PPO or
+REINFORCE, with a moving-average baseline) on the batch's rewards and the termination threshold on
+their stage-1 rewards. The reward is the child's meta-validation reward, times
+(latency / target)^w when ``latency_weight`` w is set (MnasNet's form). The encoder the children
+share is pre-trained and cached before the first child (``segnas.evaluate.rl.encoder``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from segnas.config.train import Settings
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
+from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder
+from segnas.search.asktell import AskTellStrategy, Candidate
+from segnas.search.base import SearchContext, strategy
+from segnas.search.controllers.lstm import LSTMController, PolicyGradient
+from segnas.spaces.base import Architecture, DecisionSpace, SearchSpace
+
+
+class ControllerSettings(Settings):
+    """The LSTM controller and how it learns."""
+
+    agent: Literal["ppo", "reinforce"] = "ppo"
+    hidden: int = Field(100, ge=1)
+    layers: int = Field(2, ge=1)
+    #: Adam's learning rate (the official 1e-4 is for ~20000 children; a CPU search sees hundreds).
+    lr: float = Field(1e-3, gt=0)
+    baseline_decay: float = Field(0.95, ge=0, lt=1)
+    #: PPO: clip ε, buffer of the last ``buffer`` children, passes over it, minibatch size.
+    clip: float = Field(0.1, gt=0)
+    buffer: int = Field(100, ge=1)
+    epochs: int = Field(1, ge=1)
+    minibatch: int = Field(10, ge=1)
+    clip_grad_norm: float = Field(2.0, gt=0)
+    entropy_weight: float = Field(0.0, ge=0)
+
+
+class TerminationSettings(Settings):
+    """Progressive termination: after stage 1 a child continues only if its stage-1 reward reaches a
+    moving average (decay ``decay``) of the earlier children's stage-1 rewards; the first ``warmup``
+    children all continue."""
+
+    enabled: bool = True
+    decay: float = Field(0.9, ge=0, lt=1)
+    warmup: int = Field(5, ge=0)
+
+
+class RLSettings(Settings):
+    space: str = "encdec"
+    #: Settings of the space (its constructor's arguments), e.g. ``{width: 32, blocks: 3}``.
+    space_options: dict = Field(default_factory=dict)
+    candidates: int = Field(100, ge=1)
+    top_k: int = Field(10, ge=1)
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    child: ChildSettings = Field(default_factory=ChildSettings)
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    termination: TerminationSettings = Field(default_factory=TerminationSettings)
+    #: w of reward × (latency / target)^w (MnasNet's soft constraint uses −0.07); 0: accuracy only.
+    latency_weight: float = 0.0
+
+
+@strategy("rl")
+class RLSearch(AskTellStrategy):
+    settings_class: ClassVar[type[Settings]] = RLSettings
+    cli_options = {"space": ("rl.space", str, "Search space (a decision space with a fixed encoder)."),
+                   "candidates": ("rl.candidates", int, "Children to train and score."),
+                   "agent": ("rl.controller.agent", str, "Controller update: ppo or reinforce."),
+                   "teacher": ("rl.child.teacher", str, "Trained network checkpoint whose logits children distil."),
+                   "encoder-weights": ("rl.encoder.weights", str,
+                                       "Encoder weights to use instead of pre-training one (e.g. ImageNet)."),
+                   "encoder-steps": ("rl.encoder.steps", int, "Optimizer steps of the encoder's pre-training."),
+                   "latency-weight": ("rl.latency_weight", float, "w of reward × (latency/target)^w (0: off).")}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluator: Evaluator | None = None
+        self.target_ms: float | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self, ctx: SearchContext) -> None:
+        space = self.search_space(ctx)
+        self._check_space(space)
+        ChildEvaluator(ctx.section.space, ctx.section.space_options, ctx.settings.data, ctx.section.child,
+                       ctx.num_classes)  # refuses a missing crop size before the run directory exists
+        for field, path in (("rl.child.teacher", ctx.section.child.teacher), ("rl.encoder.weights",
+                                                                              ctx.section.encoder.weights)):
+            if path is not None and not Path(path).is_file():
+                raise SegnasError(f"{field}: {path}: file not found")
+        super().prepare(ctx)
+
+    @staticmethod
+    def _check_space(space: SearchSpace) -> None:
+        if not isinstance(space, DecisionSpace):
+            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, to_decisions, "
+                              "from_decisions); use encdec")
+
+    def begin(self, space: SearchSpace, seed: int, settings: RLSettings) -> None:
+        super().begin(space, seed, settings)
+        self._check_space(space)
+        c = settings.controller
+        self.controller = LSTMController(space.decision_sizes(), c.hidden, c.layers, seed=seed)
+        self.learner = PolicyGradient(self.controller, c.agent, c.lr, c.baseline_decay, c.clip, c.buffer, c.epochs,
+                                      c.minibatch, c.clip_grad_norm, c.entropy_weight)
+        #: moving average of the stage-1 rewards, and how many children it has seen
+        self.stage1_average: float | None = None
+        self.stage1_seen = 0
+        self.last_update: dict[str, float] = {}
+
+    def make_evaluator(self, ctx: SearchContext) -> Evaluator:
+        sec, s = ctx.section, ctx.settings
+        space = self.space
+        weights = None
+        if hasattr(space, "encoder") and hasattr(space, "encoder_width"):
+            weights = pretrained_encoder(s.data, space.encoder, space.encoder_width, sec.encoder, s.device,
+                                         s.threads, s.progress, ctx.echo)
+        options = {**sec.space_options, **({"encoder_weights": str(weights)} if weights else {})}
+        self.evaluator = ChildEvaluator(sec.space, options, s.data, sec.child, ctx.num_classes, s.seed, s.device)
+        self.target_ms = ctx.latency.target_ms
+        self._sync_threshold()
+        return self.evaluator
+
+    # ------------------------------------------------------------------ ask / tell
+    def ask(self) -> Architecture:
+        return self.space.from_decisions(self.controller.sample(self.rng))
+
+    def reward(self, cand: Candidate) -> float:
+        """The controller's reward: the child's score (0 if it has none), times (latency / target)^w."""
+        r = float(cand.score) if cand.score is not None and np.isfinite(cand.score) else 0.0
+        w = self.settings.latency_weight
+        if w and self.target_ms:
+            r *= (cand.latency_ms / self.target_ms) ** w
+        return r
+
+    def tell(self, candidates: list[Candidate]) -> None:
+        decisions = [self.space.to_decisions(c.arch) for c in candidates]
+        self.last_update = self.learner.update(decisions, [self.reward(c) for c in candidates], self.rng)
+        d = self.settings.termination.decay
+        for c in candidates:
+            first = (c.record.get("stage1") or {}).get("reward")
+            if first is None:
+                continue
+            self.stage1_average = first if self.stage1_average is None else d * self.stage1_average + (1 - d) * first
+            self.stage1_seen += 1
+        self._sync_threshold()
+
+    def threshold(self) -> float | None:
+        """The stage-1 reward the next children must reach to continue (None: all continue)."""
+        t = self.settings.termination
+        return self.stage1_average if t.enabled and self.stage1_seen >= max(t.warmup, 1) else None
+
+    def _sync_threshold(self) -> None:
+        if isinstance(self.evaluator, ChildEvaluator):
+            self.evaluator.threshold = self.threshold()
+
+    def choose(self, top: list[Candidate], ctx: SearchContext) -> list[Candidate]:
+        """The finalists by the controller's reward (the score unless ``latency_weight`` is set)."""
+        return sorted(top, key=lambda c: (-self.reward(c), c.index))
+
+    def describe(self) -> dict[str, Any]:
+        return {"controller": {"agent": self.settings.controller.agent, "updates": self.learner.updates,
+                               "baseline": self.learner.baseline, **self.last_update},
+                "termination_threshold": self.threshold()}
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "learner": self.learner.state_dict(), "stage1_average": self.stage1_average,
+                "stage1_seen": self.stage1_seen, "last_update": self.last_update}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.learner.load_state_dict(state["learner"])
+        self.stage1_average, self.stage1_seen = state["stage1_average"], state["stage1_seen"]
+        self.last_update = state["last_update"]
+        self._sync_threshold()

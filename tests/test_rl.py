@@ -1,0 +1,297 @@
+"""The RL strategy (Nekrasov et al.): the LSTM controller learns, the ask/tell search resumes exactly,
+children are evaluated in two stages with termination, Polyak averaging and distillation, the found
+network has no auxiliary cells, the encoder pre-training is cached, and the CLI command exists."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from segnas.config.train import DataConfig
+from segnas.data import dataset_classes
+from segnas.engine.checkpoint import save_checkpoint
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
+from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder
+from segnas.evaluate.rl import child as child_module
+from segnas.search.asktell import AskTellLoop
+from segnas.search.controllers.lstm import LSTMController, PolicyGradient
+from segnas.search.strategies.rl import RLSearch, RLSettings
+from segnas.spaces.base import DecisionSpace, SearchSpace, get_space
+from segnas.zoo import build_model
+
+TINY_DATA = {"name": "synthetic", "options": {"size": [48, 64], "length": 10}, "crop_size": [48, 64]}
+TINY_SPACE = {"encoder_width": 0.25, "width": 8}
+TINY_CHILD = {"stage1_images": 6, "stage1_steps": 4, "stage1_batch": 3, "stage2_steps": 2, "stage2_batch": 2}
+
+
+# ------------------------------------------------------------------ a fake decision space
+@dataclass(frozen=True)
+class Seq:
+    values: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values)}
+
+
+class FakeSpace(SearchSpace[Seq]):
+    """Eight decisions of four choices each (the first has two): nothing to build."""
+
+    name = "fake-seq"
+    version = 1
+    sizes = [2] + [4] * 7
+
+    def decision_sizes(self) -> list[int]:
+        return list(self.sizes)
+
+    def decision_names(self) -> list[str]:
+        return [f"d{i}" for i in range(len(self.sizes))]
+
+    def to_decisions(self, arch: Seq) -> list[int]:
+        return list(arch.values)
+
+    def from_decisions(self, decisions: list[int]) -> Seq:
+        return Seq(tuple(int(d) for d in decisions))
+
+    def arch_from_dict(self, data: Any) -> Seq:
+        return Seq(tuple(data["values"]))
+
+    def build(self, arch, num_classes):
+        raise NotImplementedError
+
+    def sample(self, rng, spread=False):
+        return Seq(tuple(int(rng.integers(s)) for s in self.sizes))
+
+    def mutate(self, arch, rng):
+        raise NotImplementedError
+
+    def latency_keys(self, arch, num_classes, input_size):
+        return []
+
+
+def planted(values) -> float:
+    """The planted reward: the share of decisions (after the first) that chose operator 1."""
+    return float(np.mean([v == 1 for v in list(values)[1:]]))
+
+
+class PlantedEvaluator(Evaluator):
+    def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
+        r = planted(arch["values"])
+        return {"score": r, "stage1": {"reward": r / 2}}
+
+
+def test_the_fake_space_is_a_decision_space():
+    assert isinstance(FakeSpace(), DecisionSpace)
+    assert isinstance(get_space("encdec"), DecisionSpace)
+
+
+@pytest.mark.parametrize("agent", ["ppo", "reinforce"])
+def test_the_controller_learns_a_planted_reward_faster_than_random_sampling(agent):
+    space, rng = FakeSpace(), np.random.default_rng(0)
+    controller = LSTMController(space.decision_sizes(), hidden=16, layers=2, seed=0)
+    learner = PolicyGradient(controller, agent, lr=0.02, buffer=10, minibatch=10)
+    rewards = []
+    for _ in range(50):
+        batch = [controller.sample(rng) for _ in range(2)]
+        rewards += [planted(d) for d in batch]
+        learner.update(batch, [planted(d) for d in batch], rng)
+    random_rewards = [planted(space.sample(rng).values) for _ in range(100)]  # the same budget, at random
+    last = float(np.mean(rewards[-30:]))
+    assert last > float(np.mean(random_rewards[-30:])) + 0.2, (agent, last)
+    assert last > float(np.mean(rewards[:20])) + 0.2
+
+
+def test_the_controller_log_probability_matches_its_sampling_distribution():
+    controller = LSTMController([3, 2], hidden=8, layers=1, seed=3)
+    log_prob, _ = controller.log_prob([[a, b] for a in range(3) for b in range(2)])
+    assert torch.isclose(log_prob.exp().sum(), torch.tensor(1.0), atol=1e-5)
+    rng = np.random.default_rng(0)
+    draws = [tuple(controller.sample(rng)) for _ in range(1000)]
+    freq = draws.count((0, 0)) / len(draws)
+    assert abs(freq - float(log_prob[0].detach().exp())) < 0.05
+    with pytest.raises(SegnasError, match="length 2"):
+        controller.log_prob([[0, 0, 0]])
+
+
+def _loop(run_dir: Path, candidates: int, agent: str = "ppo") -> RLSearch:
+    search = RLSearch()
+    settings = RLSettings(candidates=candidates, controller={"agent": agent, "hidden": 16, "lr": 0.01,
+                                                             "buffer": 8, "minibatch": 4},
+                          termination={"warmup": 3, "decay": 0.5})
+    search.begin(FakeSpace(), 7, settings)
+    AskTellLoop(search, PlantedEvaluator(), lambda a: 1.0, None, candidates=candidates, workers=2,
+                executor="inline", run_dir=run_dir).run()
+    return search
+
+
+@pytest.mark.parametrize("agent", ["ppo", "reinforce"])
+def test_a_search_stopped_after_k_batches_resumes_to_the_uninterrupted_controller(tmp_path, agent):
+    whole = _loop(tmp_path / "whole", 12, agent)
+    _loop(tmp_path / "cut", 6, agent)  # its checkpoint after 3 batches is what a kill there leaves
+    resumed = _loop(tmp_path / "cut", 12, agent)
+    for (name, a), b in zip(whole.controller.state_dict().items(), resumed.controller.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert whole.learner.baseline == resumed.learner.baseline and whole.learner.buffer == resumed.learner.buffer
+    lines = [(tmp_path / d / "candidates.jsonl").read_text().splitlines() for d in ("whole", "cut")]
+    assert [json.loads(x)["result"]["arch"] for x in lines[0]] == [json.loads(x)["result"]["arch"] for x in lines[1]]
+    assert [whole.controller.sample(np.random.default_rng(5)) for _ in range(3)] == \
+        [resumed.controller.sample(np.random.default_rng(5)) for _ in range(3)]
+    # the termination threshold: the moving average (decay 0.5) of the stage-1 rewards told so far
+    firsts = [json.loads(x)["result"]["stage1"]["reward"] for x in lines[0]]
+    average = firsts[0]
+    for r in firsts[1:]:
+        average = 0.5 * average + 0.5 * r
+    assert resumed.threshold() == pytest.approx(average) and whole.threshold() == pytest.approx(average)
+
+
+# ------------------------------------------------------------------ the child evaluator (encdec)
+@pytest.fixture(scope="module")
+def child_setup():
+    data = DataConfig.model_validate(TINY_DATA)
+    num_classes = dataset_classes(data)
+    arch = get_space("encdec", **TINY_SPACE).sample(np.random.default_rng(0)).to_dict()
+    return data, num_classes, arch
+
+
+def _evaluator(child_setup, **child) -> ChildEvaluator:
+    data, num_classes, _ = child_setup
+    return ChildEvaluator("encdec", TINY_SPACE, data, ChildSettings(**{**TINY_CHILD, **child}), num_classes, seed=0)
+
+
+def test_termination_skips_stage_two_for_a_child_below_the_threshold(child_setup):
+    arch = child_setup[2]
+    ev = _evaluator(child_setup)
+    full = ev(arch)
+    assert not full["terminated"] and full["stage2"] is not None and full["score"] == full["stage2"]["reward"]
+    ev.threshold = full["stage1"]["reward"] + 1.0
+    cut = ev(arch)
+    assert cut["terminated"] and cut["stage2"] is None and cut["score"] == cut["stage1"]["reward"]
+    assert cut["stage1"]["reward"] == full["stage1"]["reward"]  # a child trains the same way every time
+    ev.threshold = full["stage1"]["reward"]
+    assert not ev(arch)["terminated"]
+
+
+def test_polyak_weights_are_what_is_validated(child_setup, monkeypatch):
+    arch = child_setup[2]
+    averages, scored = [], []
+
+    class Recording(child_module.ModelEMA):
+        def update(self, model):
+            super().update(model)
+            self.raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self not in averages:
+                averages.append(self)
+
+    monkeypatch.setattr(child_module, "ModelEMA", Recording)
+    ev = _evaluator(child_setup, stage2_steps=0)
+    monkeypatch.setattr(ev, "_score", lambda model: scored.append(
+        {k: v.detach().clone() for k, v in model.state_dict().items()}) or
+        child_module.evaluate(model, ev.meta_val, ev.num_classes))
+    ev(arch)
+    (ema,) = averages
+    validated, averaged, raw = scored[0], ema.module.state_dict(), ema.raw
+    assert all(torch.equal(validated[k], averaged[k] if not k.startswith("encoder.") else raw[k]) for k in validated)
+    moved = [k for k in validated if validated[k].is_floating_point() and not torch.equal(validated[k], raw[k])]
+    assert moved and all(not k.startswith("encoder.") for k in moved)  # stage 1 leaves the encoder alone
+    scored.clear()
+    off = _evaluator(child_setup, stage2_steps=0, polyak=False)
+    monkeypatch.setattr(off, "_score", lambda model: scored.append(
+        {k: v.detach().clone() for k, v in model.state_dict().items()}) or
+        child_module.evaluate(model, off.meta_val, off.num_classes))
+    off(arch)
+    assert any(not torch.equal(scored[0][k], validated[k]) for k in moved)
+
+
+def test_distillation_adds_a_kd_term_only_with_a_teacher(child_setup, tmp_path):
+    data, num_classes, arch = child_setup
+    teacher = build_model("fast_scnn", num_classes, width=0.5)
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(path, {"model": teacher.state_dict(), "classes": {"names": [str(i) for i in range(num_classes)],
+                                                                       "colors": [[0, 0, 0]] * num_classes},
+                           "model_spec": {"kind": "zoo", "name": "fast_scnn", "options": {"width": 0.5}}})
+    without = _evaluator(child_setup, stage2_steps=0)(arch)
+    with_kd = _evaluator(child_setup, stage2_steps=0, teacher=str(path))(arch)
+    assert without["stage1"]["losses"]["kd"] == 0.0 and with_kd["stage1"]["losses"]["kd"] > 0.0
+    assert with_kd["stage1"]["losses"]["seg"] != without["stage1"]["losses"]["seg"]
+
+
+def test_the_found_network_has_no_auxiliary_cells(child_setup):
+    _, num_classes, arch_dict = child_setup
+    space = get_space("encdec", **TINY_SPACE)
+    arch = space.arch_from_dict(arch_dict)
+    with_aux = get_space("encdec", **TINY_SPACE, aux_cells=True).build(arch, num_classes).train()
+    out = with_aux(torch.randn(1, 3, 48, 64))
+    assert isinstance(out, dict) and len(out["aux"]) == len(arch.blocks)
+    found = space.build(arch, num_classes)  # the strategy's space: what the search job measures and exports
+    assert not any("aux" in name for name, _ in found.named_parameters())
+    assert isinstance(found.eval()(torch.randn(1, 3, 48, 64)), torch.Tensor)
+
+
+def test_meta_validation_is_carved_from_the_training_split():
+    train, val = child_module.meta_split(20, 0.2, seed=0)
+    assert len(val) == 4 and not set(train) & set(val) and sorted(train + val) == list(range(20))
+    with pytest.raises(SegnasError, match="meta_val_fraction"):
+        child_module.meta_split(1, 0.5, seed=0)
+
+
+def test_a_child_without_a_crop_size_is_refused(child_setup):
+    data = DataConfig.model_validate({**TINY_DATA, "crop_size": None})
+    with pytest.raises(SegnasError, match="rl.child.size"):
+        ChildEvaluator("encdec", TINY_SPACE, data, ChildSettings(), child_setup[1])
+
+
+def test_the_encoder_is_pre_trained_once_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    data = DataConfig.model_validate({**TINY_DATA, "batch_size": 2})
+    settings = EncoderSettings(steps=2)
+    path = pretrained_encoder(data, "mobilenetv2", 0.25, settings)
+    assert path.is_file() and (path.parents[2] / "encoder.json").is_file()
+    get_space("encdec", **TINY_SPACE, encoder_weights=str(path)).build(
+        get_space("encdec", **TINY_SPACE).sample(np.random.default_rng(0)), 11)  # the weights fit
+    messages = []
+    assert pretrained_encoder(data, "mobilenetv2", 0.25, settings, echo=messages.append) == path
+    assert any("reusing" in m for m in messages)
+    other = pretrained_encoder(data, "mobilenetv2", 0.25, EncoderSettings(steps=3))
+    assert other != path
+    assert pretrained_encoder(data, "mobilenetv2", 0.25, EncoderSettings(weights=str(path))) == path
+    with pytest.raises(SegnasError, match="rl.encoder.weights"):
+        pretrained_encoder(data, "mobilenetv2", 0.25, EncoderSettings(weights=str(tmp_path / "nope.pt")))
+
+
+def test_segnas_search_rl_help():
+    from typer.testing import CliRunner
+
+    from segnas.cli.main import app
+
+    result = CliRunner().invoke(app, ["search", "rl", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--agent", "--teacher", "--encoder-weights", "--latency-weight", "--workers", "--resume"):
+        assert flag in result.output
+
+
+def test_rl_search_job_runs_end_to_end_on_encdec(tmp_path, monkeypatch):
+    from segnas.jobs.search import make_settings, search_job
+
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    settings = make_settings("rl", {
+        "data": {**TINY_DATA, "batch_size": 2}, "out_dir": str(tmp_path), "progress": False, "final": {"epochs": 0},
+        "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "table_min_runs": 1,
+                    "table_min_time_s": 0.0},
+        "rl": {"space_options": TINY_SPACE, "candidates": 2, "encoder": {"steps": 1},
+               "child": {**TINY_CHILD, "stage1_steps": 2, "stage2_steps": 1},
+               "controller": {"hidden": 16}}})
+    summary = search_job(settings)
+    run = Path(summary["run_dir"])
+    assert summary["method"] == "rl" and summary["space"] == "encdec"
+    assert summary["details"]["candidates_scored"] == 2 and summary["details"]["controller"]["updates"] == 2
+    records = [json.loads(x)["result"] for x in (run / "candidates.jsonl").read_text().splitlines()]
+    assert all(r["stage1"] is not None and "score" in r for r in records)
+    state = json.loads((run / "search_state.json").read_text())["strategy"]
+    assert state["learner"]["updates"] == 2 and len(state["learner"]["buffer"]) == 2
+    assert list((tmp_path / "cache" / "encoders").iterdir())  # the encoder was pre-trained into the cache
