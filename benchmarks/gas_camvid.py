@@ -5,6 +5,7 @@ and trained with the same step budget and two training seeds.
 
     python benchmarks/gas_camvid.py [--target-ms T] [--pretrained RUN] [--final-steps 800]
     python benchmarks/gas_camvid.py --reuse OFF_RUN ON_RUN        # report and train finished searches
+    python benchmarks/gas_camvid.py --resume                      # continue killed searches (same --out-dir)
     python benchmarks/gas_camvid.py --smoke --results-dir /tmp/r  # a seconds-long check on synthetic data
 
 Searches on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
@@ -111,6 +112,7 @@ def figures(summary: dict) -> dict:
     arch = read_arch_file(run / "arch.json")
     return {"run_dir": str(run), "search_seconds": summary["search_wall_seconds"],
             "search_cpu_seconds": summary["search_cpu_seconds"],
+            "epoch_seconds_sum": round(sum(r.get("epoch_s", 0.0) for r in trace), 1),  # whole search, resumed or not
             **{k: net[k] for k in ("predicted_ms", "measured_ms", "latency_vs_target", "params", "gflops")},
             **{k: summary["details"][k] for k in ("ggm", "picked", "distinct_cells", "cell_changes", "lambda")},
             "arch": arch["arch"], "trace": trace}
@@ -130,12 +132,20 @@ def train(arch_file: Path, args: argparse.Namespace, seed: int) -> dict:
             "best_val_miou": round(result.best_miou, 4)}
 
 
+def latest_run(out_dir: Path, job: str) -> Path | None:
+    """The newest run directory of ``job`` under ``out_dir`` (``<timestamp>-<job>``), if any."""
+    runs = sorted(p for p in out_dir.glob(f"*-{job}") if (p / "config.yaml").is_file())
+    return runs[-1] if runs else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag, kind, default, text in OPTIONS:
         ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--reuse", nargs=2, metavar=("OFF_RUN", "ON_RUN"), default=None,
                     help="finished GGM-off and GGM-on search runs to report and train instead of searching")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the newest unfinished search of each run under --out-dir (finished ones are reused)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny synthetic data and space, a few epochs and steps: checks the script, measures nothing")
     args = ap.parse_args()
@@ -156,13 +166,18 @@ def main() -> None:
 
     runs: dict[str, dict] = {}
     for name, ggm in (("off", False), ("on", True)):
-        if args.reuse:
-            run_dir = args.reuse[0 if name == "off" else 1]
+        job = f"{base['job']}-{name}"
+        earlier = None if args.reuse else latest_run(Path(args.out_dir), job) if args.resume else None
+        if args.reuse or (earlier and (earlier / "search_result.json").is_file()):
+            run_dir = str(earlier) if earlier else args.reuse[0 if name == "off" else 1]
             summary = {**json.loads((Path(run_dir) / "search_result.json").read_text()), "run_dir": run_dir}
+        elif earlier:
+            print(f"GGM {name}: resuming {earlier}")
+            summary = search_job(None, resume=earlier, latency=latency, echo=print)
         else:
             pretrained = args.pretrained or (runs["off"]["run_dir"] if name == "on" else None)
             section = {**base["gas"], "ggm": ggm, "pretrained": pretrained}
-            summary = search_job(settings({**base, "job": f"{base['job']}-{name}", "gas": section}),
+            summary = search_job(settings({**base, "job": job, "gas": section}),
                                  latency=latency, echo=print)
         runs[name] = figures(summary)
     archs = {n: CellsArch.from_dict(r["arch"]) for n, r in runs.items()}

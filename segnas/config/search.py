@@ -142,10 +142,18 @@ class SearchSettings(Settings):
     #: always runs in this process).
     workers: int = Field(1, ge=1)
     executor: Literal["inline", "process", "ray"] = "process"
+    #: The Ray cluster to run on (``host:port`` of its head, or ``auto``); None: a local Ray.
     ray_address: Optional[str] = None
+    #: What one evaluation reserves on Ray (CPUs also set its torch threads; GPUs: a fraction or more).
+    task_cpus: float = Field(1.0, gt=0)
+    task_gpus: float = Field(0.0, ge=0)
+    #: Times an evaluation is run again when its worker dies (then it is recorded as failed).
+    task_retries: int = Field(2, ge=0)
     #: Where supernets and final trainings run: cpu, cuda, cuda:N, or auto.
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     bf16: bool = False
+    #: One-shot searches under torchrun: BatchNorm statistics over every process's batch.
+    sync_bn: bool = False
     threads: Optional[int] = Field(None, ge=1)
     seed: int = 0
     out_dir: str = Field("runs", json_schema_extra=PATH)

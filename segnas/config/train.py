@@ -116,6 +116,9 @@ class TrainConfig(Settings):
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     bf16: bool = False
     channels_last: bool = False
+    #: Under torchrun (data-parallel): BatchNorm statistics over the global batch of every process
+    #: (SyncBatchNorm); no effect in one process.
+    sync_bn: bool = False
     threads: Optional[int] = Field(None, ge=1)
     #: Where to train: cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else the CPU).
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")

@@ -2,6 +2,9 @@
 
 Opening one (a new run, or a resumed one) deletes the temporary files of writes that a kill
 interrupted there (``segnas.utils.remove_stale_temps``), such as a ~10 MB ``.last.pt.*.tmp``.
+
+Under torchrun every rank opens the same directory (rank 0 names it) and only rank 0 writes the
+log and the metrics (``segnas.engine.distributed``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segnas.engine import distributed
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write_text, remove_stale_temps
 
@@ -22,6 +26,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.main = distributed.is_main()
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
         self.logger = logging.getLogger(f"segnas.run.{self.path.resolve()}")
@@ -31,6 +36,8 @@ class RunDir:
             handler = logging.FileHandler(self.path / "log.txt")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.logger.addHandler(handler)
+        if not self.main:  # rank 0 may be writing: its temporary files are not stale
+            return
         stale = remove_stale_temps(self.path) + remove_stale_temps(self.path / "checkpoints")
         if stale:
             self.log(f"removed {len(stale)} temporary file(s) of interrupted writes: "
@@ -38,14 +45,18 @@ class RunDir:
 
     @classmethod
     def create(cls, out_dir: str | Path, job: str) -> "RunDir":
-        """A fresh ``<out_dir>/<YYYYmmdd-HHMMSS>-<job>`` folder (suffixed if the name is taken)."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(out_dir) / f"{stamp}-{job}"
-        path, k = base, 1
-        while path.exists():
-            k += 1
-            path = base.with_name(f"{base.name}-{k}")
-        return cls(path)
+        """A fresh ``<out_dir>/<YYYYmmdd-HHMMSS>-<job>`` folder (suffixed if the name is taken);
+        under torchrun the one rank 0 made."""
+        path = None
+        if distributed.is_main():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = Path(out_dir) / f"{stamp}-{job}"
+            path, k = base, 1
+            while path.exists():
+                k += 1
+                path = base.with_name(f"{base.name}-{k}")
+            path.mkdir(parents=True)
+        return cls(distributed.broadcast_object(path))
 
     @classmethod
     def existing(cls, path: str | Path) -> "RunDir":
@@ -63,9 +74,12 @@ class RunDir:
         return self.path / "checkpoints" / "best.pt"
 
     def log(self, message: str) -> None:
-        self.logger.info(message)
+        if self.main:
+            self.logger.info(message)
 
     def write_metrics(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -84,6 +98,8 @@ class RunDir:
     def truncate_metrics(self, after_epoch: int, key: str = "epoch") -> None:
         """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume;
         every epoch record when a resumed run has no checkpoint left and starts over at 0)."""
+        if not self.main:
+            return
         if not (self.path / "metrics.jsonl").is_file():
             return
         kept = [r for r in self.read_metrics() if r.get(key, 0) <= after_epoch]

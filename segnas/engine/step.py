@@ -15,8 +15,9 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import autocast_context, usable_bf16
 from segnas.engine.rng import restore_rng, rng_state
@@ -35,8 +36,9 @@ class Placement:
     def resolve(cls, device: str = "cpu", bf16: bool = False,
                 echo: Callable[[str], None] | None = None) -> "Placement":
         """The device a setting names (cpu, cuda, cuda:N, auto) and bf16 as requested where that
-        device computes it natively (else fp32, with a notice through ``echo``)."""
-        resolved = resolve_device(device)
+        device computes it natively (else fp32, with a notice through ``echo``). Under torchrun,
+        ``cuda`` is this rank's GPU."""
+        resolved = resolve_device(distributed.device_name(device))
         return cls(resolved, usable_bf16(bf16, echo, resolved.type))
 
     def module(self, module: nn.Module) -> nn.Module:
@@ -64,8 +66,18 @@ class Placement:
 def train_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, workers: int = 0,
                  pin_memory: bool = False) -> DataLoader:
     """Shuffled full batches (at most the dataset's size) in the order ``generator`` draws; a data
-    error in a worker process reaches the caller as the same one line as without workers."""
-    return OneLineErrorLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
+    error in a worker process reaches the caller as the same one line as without workers. Under
+    torchrun ``batch_size`` is the global batch and each rank loads its share of it
+    (``segnas.engine.distributed``)."""
+    ctx = distributed.context()
+    if not ctx.enabled:
+        return OneLineErrorLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
+                                  num_workers=workers, generator=generator, persistent_workers=False,
+                                  pin_memory=pin_memory)
+    # the same sampler and batch sampler DataLoader(shuffle=True) builds, each rank taking its slice
+    batches = BatchSampler(RandomSampler(dataset, generator=generator),
+                           distributed.global_batch(batch_size, len(dataset)), drop_last=True)
+    return OneLineErrorLoader(dataset, batch_sampler=distributed.ShardedBatchSampler(batches, ctx.rank, ctx.world_size),
                               num_workers=workers, generator=generator, persistent_workers=False,
                               pin_memory=pin_memory)
 
@@ -154,9 +166,17 @@ class LoopState:
         return self.clock.elapsed
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "elapsed_s": self.clock.elapsed,
-                "rng": rng_state(self.generator)}
+        """Under torchrun every rank must call it (each rank's RNG streams are gathered, as
+        ``rng_ranks``, so that each rank resumes its own)."""
+        state = {"epoch": self.epoch, "step": self.step, "elapsed_s": self.clock.elapsed,
+                 "rng": rng_state(self.generator)}
+        if distributed.context().enabled:
+            state["rng_ranks"] = distributed.gather_objects(state["rng"])
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.step, self.clock.elapsed = state["epoch"], state["step"], state["elapsed_s"]
-        restore_rng(state["rng"], self.generator)
+        ctx = distributed.context()
+        ranks = state.get("rng_ranks")
+        own = ranks[ctx.rank] if ctx.enabled and ranks is not None and len(ranks) == ctx.world_size else state["rng"]
+        restore_rng(own, self.generator)

@@ -8,6 +8,7 @@ and every RNG state restored, so a resumed run matches an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.train import TrainConfig
+from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_latest_checkpoint, save_checkpoint
 from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import evaluate
@@ -60,6 +62,10 @@ class Trainer:
 
     ``model_spec`` (how to rebuild the network) and ``classes`` are stored in every checkpoint so
     that `eval`, `predict` and `export` need only the checkpoint.
+
+    Under ``torchrun`` it trains data-parallel (``segnas.engine.distributed``): ``data.batch_size``
+    is the global batch, gradients are averaged, BatchNorm is synchronized when ``cfg.sync_bn``,
+    rank 0 evaluates and writes the run directory.
     """
 
     def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
@@ -67,6 +73,9 @@ class Trainer:
                  teacher: nn.Module | None = None, echo: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.run = run
+        self.dist = distributed.context()
+        if cfg.sync_bn:
+            model = distributed.convert_sync_batchnorm(model)
         self.model = model
         self.train_set = train_set
         self.val_set = val_set
@@ -74,7 +83,7 @@ class Trainer:
         self.classes = classes
         self.num_classes = len(classes["names"])
         self.teacher = teacher.eval() if teacher is not None else None
-        self.echo = echo or (lambda msg: None)
+        self.echo = echo if echo is not None and self.dist.is_main else (lambda msg: None)
         place = Placement.resolve(cfg.device, cfg.bf16, self.echo)
         if place.device.type == "cuda" and cfg.time_budget_min and cfg.budget_clock == "cpu":
             raise SegnasError("budget_clock: 'cpu' counts this process's CPU time, which does not measure "
@@ -85,6 +94,7 @@ class Trainer:
                       "to give NaN gradients on this network)")
         self.place = dataclasses.replace(place, channels_last=channels_last)
         self.place.module(self.model)
+        distributed.broadcast_module(self.model)  # every rank starts from rank 0's weights
         if self.teacher is not None:
             self.place.module(self.teacher)
         self.criterion = build_loss(cfg).to(self.place.device)
@@ -123,7 +133,7 @@ class Trainer:
     def resume_if_possible(self) -> bool:
         """Load ``last.pt`` (or, if unusable, ``last.prev.pt``) from the run directory if there is one;
         True if resumed. The metrics are cut back to the checkpoint's epoch (to none without one)."""
-        state = load_latest_checkpoint(self.run.last_checkpoint, self._notice)
+        state = distributed.main_first(lambda: load_latest_checkpoint(self.run.last_checkpoint, self._notice))
         if state is None:
             self.run.truncate_metrics(0)
             return False
@@ -150,7 +160,7 @@ class Trainer:
     def _progress(self, steps_total: int) -> float:
         p = self.loop.step / max(steps_total, 1)
         if self.cfg.time_budget_min:
-            p = max(p, self.loop.clock.now / (60.0 * self.cfg.time_budget_min))
+            p = max(p, self._clock_now() / (60.0 * self.cfg.time_budget_min))
         return p
 
     def _epoch_text(self, epoch: int) -> str:
@@ -159,7 +169,11 @@ class Trainer:
     def _budget_spent(self) -> bool:
         if self.cfg.max_steps and self.loop.step >= self.cfg.max_steps:
             return True
-        return bool(self.cfg.time_budget_min) and self.loop.clock.now >= 60.0 * self.cfg.time_budget_min
+        # under torchrun the ranks' clocks differ: they stop together, on the slowest clock
+        return bool(self.cfg.time_budget_min) and self._clock_now() >= 60.0 * self.cfg.time_budget_min
+
+    def _clock_now(self) -> float:
+        return distributed.max_over_ranks(self.loop.clock.now)
 
     def train_one_epoch(self, loader: DataLoader, steps_total: int, bar=None) -> dict[str, float]:
         cfg = self.cfg
@@ -178,17 +192,19 @@ class Trainer:
             with self.place.autocast():
                 output = self.model(images)
             loss, parts = self.criterion(output, masks, teacher_logits)
-            if not torch.isfinite(loss):
-                raise SegnasError(f"optim.lr: the loss became {loss.item()} at step {loop.step}; "
+            loss_value = distributed.check_finite_loss(loss)  # averaged over ranks under torchrun
+            if not math.isfinite(loss_value):
+                raise SegnasError(f"optim.lr: the loss became {loss_value} at step {loop.step}; "
                                   f"lower the learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(self.model.parameters())
             optimizer_step(self.optimizer, cfg.optim.clip_grad_norm, self.model.parameters())
             if self.ema:
                 self.ema.update(self.model)
             loop.step += 1
             n += 1
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            sums["loss"] = sums.get("loss", 0.0) + loss_value
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             if bar is not None:
@@ -197,7 +213,7 @@ class Trainer:
                 break
         if bar is not None:
             bar.remove_task(task)
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        return distributed.mean_over_ranks({k: v / max(n, 1) for k, v in sums.items()})
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -205,7 +221,7 @@ class Trainer:
         # cfg.epochs None: until the time or step budget (a time-only budget drives the LR by time)
         steps_total = min(cfg.epochs * len(loader) if cfg.epochs else 2**62, cfg.max_steps or 2**62)
         loop = self.loop
-        with progress_bar(cfg.progress) as bar:
+        with progress_bar(cfg.progress and self.dist.is_main) as bar:
             while not self.finished and (cfg.epochs is None or loop.epoch < cfg.epochs):
                 wall_start = time.perf_counter()
                 with loop.clock:
@@ -217,10 +233,14 @@ class Trainer:
                                           "lr": self.optimizer.param_groups[0]["lr"],
                                           "epoch_s": round(epoch_s, 3), "train_s": round(loop.elapsed, 3),
                                           **{f"train_{k}": round(v, 5) for k, v in losses.items()}}
+                distributed.average_buffers(self.model)  # BN statistics: the same network on every rank
+                if self.ema:
+                    distributed.average_buffers(self.ema.module)
                 if self.val_set is not None and (loop.epoch % cfg.eval_every == 0 or self.finished):
                     t0 = time.perf_counter()
-                    metrics = evaluate(self.eval_model, self.val_set, self.num_classes,
-                                       cfg.data.eval_batch_size, self.place.bf16, self.place.channels_last)
+                    metrics = distributed.broadcast_object(evaluate(
+                        self.eval_model, self.val_set, self.num_classes, cfg.data.eval_batch_size, self.place.bf16,
+                        self.place.channels_last) if self.dist.is_main else None)
                     record.update(val_miou=metrics.miou, val_pixel_acc=metrics.pixel_acc,
                                   val_mean_acc=metrics.mean_acc, val_fwiou=metrics.fwiou,
                                   val_iou=metrics.iou, eval_s=round(time.perf_counter() - t0, 3))
@@ -228,20 +248,25 @@ class Trainer:
                         self.best_miou, self.best_epoch = metrics.miou, loop.epoch
                         self._save_best(metrics)
                 self.run.write_metrics(record)
-                keep_previous(self.run.last_checkpoint)
-                save_checkpoint(self.run.last_checkpoint, self.state_dict())
+                state = self.state_dict()  # on every rank: it gathers each rank's RNG streams
+                if self.dist.is_main:
+                    keep_previous(self.run.last_checkpoint)
+                    save_checkpoint(self.run.last_checkpoint, state)
                 line = (f"epoch {self._epoch_text(loop.epoch)} loss {losses.get('loss', float('nan')):.4f} "
                         f"{epoch_s:.1f}s" + (f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""))
                 self.run.log(line)
                 self.echo(line)
-        if self.val_set is None and not self.run.best_checkpoint.is_file():
+        if self.val_set is None and self.dist.is_main and not self.run.best_checkpoint.is_file():
             self._save_best(None)
+        distributed.barrier()  # rank 0's metrics and checkpoints are written
         history = self.run.read_metrics()
         final = next((r for r in reversed(history) if "val_miou" in r), history[-1] if history else {})
         return TrainResult(str(self.run.path), self.best_miou, self.best_epoch, final, loop.epoch,
                            loop.elapsed, history, self.place.bf16)
 
     def _save_best(self, metrics: SegMetrics | None) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.run.best_checkpoint, {
             "model": self.eval_model.state_dict(),
             "model_spec": self.model_spec,

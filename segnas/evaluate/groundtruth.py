@@ -10,7 +10,7 @@ import numpy as np
 
 from segnas.errors import SegnasError
 from segnas.evaluate.short_train import evaluate_arch, item_key, make_item
-from segnas.parallel import run_all
+from segnas.parallel import TaskResources, run_all
 from segnas.spaces.base import arch_key, resolve_space
 
 
@@ -37,9 +37,12 @@ def sample_archs(space: Any, n: int, seed: int = 0, max_tries: int | None = None
 
 def run_groundtruth(space: Any, archs: Sequence[Any], settings: dict[str, Any], *, results_path: str | Path | None,
                     executor: str = "inline", workers: int = 1, progress: bool = False,
-                    threads_per_worker: int | None = 1) -> list[dict[str, Any]]:
+                    threads_per_worker: int | None = 1, ray_address: str | None = None,
+                    resources: TaskResources | None = None) -> list[dict[str, Any]]:
     """``evaluate_arch`` of every architecture through ``segnas.parallel.run_all`` (resumable via
-    ``results_path``); results in input order."""
+    ``results_path``; on Ray: the cluster at ``ray_address``, each item reserving ``resources``);
+    results in input order."""
     items = [make_item(space, a, settings) for a in archs]
     return run_all(evaluate_arch, items, executor=executor, workers=workers, results_path=results_path,
-                   key=item_key, progress=progress, threads_per_worker=threads_per_worker)
+                   key=item_key, progress=progress, threads_per_worker=threads_per_worker,
+                   ray_address=ray_address, resources=resources)

@@ -2,6 +2,9 @@
 
 Each keeps at most `workers` items in flight and submits no more once `stop()` is true, so that after
 a failure the items already running finish (and get saved) and nothing new starts.
+
+On Ray each item is a task reserving ``TaskResources`` (CPUs, GPUs); a task whose worker or node
+dies is run again by Ray up to ``retries`` times, then reported as a ``WorkerError`` naming why.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import pickle
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from segnas.errors import SegnasError
@@ -21,6 +25,54 @@ Outcome = tuple[str, bool, Any]
 
 class WorkerError(RuntimeError):
     """A worker failed outside `fn` (crashed, or could not load the function or item)."""
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """What one item reserves on Ray: ``cpus`` (also its torch threads, at least 1), ``gpus`` (a
+    fraction shares a GPU), and how many times it is run again when its worker dies."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.cpus > 0:
+            raise SegnasError(f"task_cpus: must be > 0, got {self.cpus}")
+        if self.gpus < 0:
+            raise SegnasError(f"task_gpus: must be >= 0, got {self.gpus}")
+        if self.retries < 0:
+            raise SegnasError(f"task_retries: must be >= 0, got {self.retries}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TaskResources":
+        """From the ``task_cpus``, ``task_gpus`` and ``task_retries`` fields of a settings object
+        (``segnas.config.search.SearchSettings``); defaults for those it lacks."""
+        return cls(float(getattr(settings, "task_cpus", 1.0)), float(getattr(settings, "task_gpus", 0.0)),
+                   int(getattr(settings, "task_retries", 2)))
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus))
+
+    def ray_task(self, fn: Callable[..., Any]) -> Any:
+        """``fn`` as a Ray remote function reserving these resources, retried when its worker dies
+        (an exception raised by ``fn`` itself is not retried)."""
+        import ray
+
+        return ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
+                          retry_exceptions=False)(fn)
+
+
+def ray_failure(exc: BaseException) -> BaseException:
+    """What a Ray task's failure was: the exception ``fn`` raised, or a one-line ``WorkerError``
+    when its worker (or node) died, or it could not be run, after every retry."""
+    from ray.exceptions import RayTaskError
+
+    if isinstance(exc, RayTaskError):
+        return exc.cause if exc.cause is not None else exc
+    lines = str(exc).strip().splitlines()
+    return WorkerError(f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": "))
 
 
 def call_with_threads(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
@@ -86,9 +138,10 @@ def run_process(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], worke
 
 
 def start_ray(workers: int, address: str | None = None) -> bool:
-    """Connect to Ray: the cluster at ``address``, or a local Ray of ``workers`` CPUs whose workers
-    import what this process imports. Returns True when this call started it (the caller shuts it
-    down), False when Ray was already running."""
+    """Connect to Ray: the cluster at ``address`` (``host:port`` of its head, or ``auto``: the
+    cluster this machine belongs to, or RAY_ADDRESS), or a local Ray of ``workers`` CPUs whose
+    workers import what this process imports. Returns True when this call connected (the caller
+    shuts the connection down), False when Ray was already initialized."""
     try:
         import ray
     except ImportError:
@@ -101,20 +154,27 @@ def start_ray(workers: int, address: str | None = None) -> bool:
         ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path}})
     else:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        try:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SegnasError(f"ray_address: cannot connect to a Ray cluster at {address!r} "
+                              f"({' '.join(str(exc).split())[:200]})") from None
     return True
 
 
 def run_ray(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: int,
             threads: int | None, stop: Callable[[], bool], address: str | None = None,
-            **_: Any) -> Iterator[Outcome]:
-    """Ray tasks of one CPU each; starts a local Ray of `workers` CPUs unless one is running or `address` is given."""
+            resources: TaskResources | None = None, **_: Any) -> Iterator[Outcome]:
+    """Ray tasks reserving ``resources`` (default: one CPU each), at most `workers` in flight;
+    starts a local Ray of `workers` CPUs unless one is running or `address` is given."""
     started = start_ray(workers, address)
     import ray
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError
 
+    if resources is not None:
+        threads = resources.threads
     try:
-        task = ray.remote(num_cpus=1)(call_with_threads)
+        task = (resources or TaskResources()).ray_task(call_with_threads)
         fn_ref = ray.put(fn)
         pending: dict[Any, str] = {}
         queue = iter(todo)
@@ -129,10 +189,8 @@ def run_ray(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: 
                 key = pending.pop(ref)
                 try:
                     outcome: Outcome = (key, True, ray.get(ref))
-                except RayTaskError as exc:
-                    outcome = (key, False, exc.cause if exc.cause is not None else exc)
-                except RayError as exc:  # the worker died or could not load the task: keep the first line
-                    outcome = (key, False, WorkerError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"))
+                except RayError as exc:  # fn raised, or the worker died after every retry
+                    outcome = (key, False, ray_failure(exc))
                 yield outcome
             fill()
     finally:

@@ -5,27 +5,33 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 from segnas.errors import SegnasError
-from segnas.parallel.executors import EXECUTORS, call_with_threads, start_ray
+from segnas.parallel.executors import EXECUTORS, TaskResources, call_with_threads, ray_failure, start_ray
+
+#: ``on_result(index, result)``: called in this process as each item of a batch finishes.
+OnResult = Callable[[int, Any], None]
 
 
 class WorkerPool:
     """``executor`` "inline" (this process), "process" (spawned processes) or "ray" (tasks on a local
-    Ray, or the cluster at ``ray_address``); ``workers`` items at once, torch limited to
-    ``threads_per_worker`` threads in each worker (inline: left as is)."""
+    Ray, or the cluster at ``ray_address``: ``host:port`` or ``auto``); ``workers`` items at once,
+    torch limited to ``threads_per_worker`` threads in each worker (inline: left as is). On Ray each
+    item reserves ``resources`` (CPUs, which also set its torch threads, GPUs) and is run again when
+    its worker dies, at most ``resources.retries`` times."""
 
     def __init__(self, executor: str = "inline", workers: int = 1, threads_per_worker: int | None = 1,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, *, resources: TaskResources | None = None) -> None:
         if executor not in EXECUTORS:
             raise SegnasError(f"executor: unknown {executor!r}; expected one of: {', '.join(EXECUTORS)}")
         if workers < 1:
             raise SegnasError(f"workers must be at least 1, got {workers}")
         self.executor = "inline" if workers == 1 and executor == "process" else executor
         self.workers = workers
-        self.threads = threads_per_worker
+        self.resources = resources
+        self.threads = resources.threads if resources is not None and self.executor == "ray" else threads_per_worker
         self.ray_address = ray_address
         self._pool: ProcessPoolExecutor | None = None
         self._ray_started = False
@@ -36,39 +42,56 @@ class WorkerPool:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         elif self.executor == "ray" and self._ray_task is None:
             self._ray_started = start_ray(self.workers, self.ray_address)
-            import ray
+            self._ray_task = (self.resources or TaskResources()).ray_task(call_with_threads)
 
-            self._ray_task = ray.remote(num_cpus=1)(call_with_threads)
-
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``fn(item)`` of every item, in order; the first failure raises SegnasError after the
-        batch has finished."""
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], on_result: OnResult | None = None) -> list[Any]:
+        """``fn(item)`` of every item, in order; ``on_result(index, result)`` is called as each one
+        finishes (to save it at once). The first failure raises SegnasError after the batch has
+        finished (every success reported)."""
         if not items:
             return []
+        results: list[Any] = [None] * len(items)
+        errors: list[BaseException | None] = [None] * len(items)
+
+        def finished(i: int, result: Any) -> None:
+            results[i] = result
+            if on_result is not None:
+                on_result(i, result)
+
         if self.executor == "inline":
-            return [call_with_threads(fn, item, None) for item in items]
+            for i, item in enumerate(items):
+                finished(i, call_with_threads(fn, item, None))
+            return results
         try:
             pickle.dumps(fn)
         except Exception as exc:  # noqa: BLE001
             raise SegnasError(f"executor {self.executor!r} needs a picklable function or evaluator ({exc})") from None
         self._start()
         if self.executor == "process":
-            futures = [self._pool.submit(call_with_threads, fn, item, self.threads) for item in items]
-            errors = [f.exception() for f in futures]
-            results = [f.result() if e is None else None for f, e in zip(futures, errors)]
+            pending = {self._pool.submit(call_with_threads, fn, item, self.threads): i for i, item in enumerate(items)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = pending.pop(future)
+                    if future.exception() is not None:
+                        errors[i] = future.exception()
+                    else:
+                        finished(i, future.result())
         else:
             import ray
 
             fn_ref = ray.put(fn)
-            refs = [self._ray_task.remote(fn_ref, item, self.threads) for item in items]
-            results, errors = [], []
-            for ref in refs:
-                try:
-                    results.append(ray.get(ref))
-                    errors.append(None)
-                except Exception as exc:  # noqa: BLE001 - reported below with the item
-                    results.append(None)
-                    errors.append(getattr(exc, "cause", None) or exc)
+            refs = {self._ray_task.remote(fn_ref, item, self.threads): i for i, item in enumerate(items)}
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    i = refs.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - reported below with the item
+                        errors[i] = ray_failure(exc) if isinstance(exc, ray.exceptions.RayError) else exc
+                    else:
+                        finished(i, value)
         failed = [(i, e) for i, e in enumerate(errors) if e is not None]
         if failed:
             i, exc = failed[0]

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from segnas.errors import SegnasError
-from segnas.parallel.executors import EXECUTORS
+from segnas.parallel.executors import EXECUTORS, TaskResources, WorkerError
 from segnas.parallel.store import ResultStore, default_key
 
 
 def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "inline", workers: int = 2,
             results_path: str | Path | None = None, key: Callable[[Any], str] | None = None,
             progress: bool = False, threads_per_worker: int | None = 1,
-            ray_address: str | None = None) -> list[Any]:
+            ray_address: str | None = None, resources: TaskResources | None = None) -> list[Any]:
     """Results of `fn(item)` for every item, in input order.
 
     `fn` must be a picklable top-level function (spawned processes import it by name) and return
@@ -24,8 +24,12 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
     finishes, and results already there are reused, not recomputed: `key(item)` (default: a hash
     of the item's JSON) must name everything the result depends on. Items with the same key are
     computed once. Workers limit torch to `threads_per_worker` threads (None: leave as is).
-    A failing item raises SegnasError naming its key, after the items still running have finished
-    and every finished result is saved.
+    On Ray (`ray_address`: a cluster's ``host:port`` or ``auto``; None: a local Ray) each item
+    reserves `resources` (CPUs, which also set its torch threads, and GPUs) and is run again when
+    its worker or node dies, up to `resources.retries` times.
+    When `fn` raises, no new item starts; an item whose worker kept dying is recorded as failed,
+    with the reason, in `results_path` (a rerun tries it again) and the other items still run.
+    Then SegnasError names the first failed key, once every finished result is saved.
     """
     if executor not in EXECUTORS:
         raise SegnasError(f"unknown executor {executor!r}; expected one of: {', '.join(EXECUTORS)}")
@@ -42,16 +46,20 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
     try:
         with _progress(len(todo), progress) as advance:
             outcomes = EXECUTORS[executor](fn, list(todo.items()), workers, threads_per_worker,
-                                           lambda: bool(failures), address=ray_address)
+                                           lambda: any(not isinstance(e, WorkerError) for _, e in failures),
+                                           address=ray_address, resources=resources)
             with closing(outcomes):
                 for k, ok, value in outcomes:
                     if ok:
                         try:
                             store.add(k, value)
                         except (TypeError, ValueError) as exc:
-                            failures.append((k, TypeError(f"result is not JSON-serializable: {exc}")))
-                    else:
+                            value = TypeError(f"result is not JSON-serializable: {exc}")
+                            ok = False
+                    if not ok:
                         failures.append((k, value))
+                        if isinstance(value, WorkerError):
+                            store.fail(k, " ".join(str(value).split()))
                     advance()
     finally:
         store.close()

@@ -1,4 +1,8 @@
-"""Append-only JSONL store of finished results, so that a killed run resumes where it stopped."""
+"""Append-only JSONL store of finished results, so that a killed run resumes where it stopped.
+
+Each line is ``{"key": ..., "result": ...}``, or ``{"key": ..., "failed": reason}`` for an item that
+failed (its worker kept dying, or it raised): a failed item has no result, so a rerun tries it again.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +30,23 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """Results by key from a JSONL results file (missing file: none); the last line for a key wins.
 
     A damaged last line (a run killed mid-write) is ignored with a warning and cut from the file so
-    that later appends start on a fresh line; damage anywhere else is an error.
+    that later appends start on a fresh line; damage anywhere else is an error. Lines recording a
+    failure are not results (``load_failures``).
     """
+    return _load(path)[0]
+
+
+def load_failures(path: str | Path) -> dict[str, str]:
+    """Why each item that failed and has no result since failed, by key, from a JSONL results file."""
+    results, failures = _load(path)
+    return {k: v for k, v in failures.items() if k not in results}
+
+
+def _load(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     path = Path(path)
+    failures: dict[str, str] = {}
     if not path.exists():
-        return {}
+        return {}, failures
     data = path.read_bytes()
     lines = data.split(b"\n")
     results: dict[str, Any] = {}
@@ -40,7 +56,10 @@ def load_results(path: str | Path) -> dict[str, Any]:
         if line.strip():
             try:
                 record = json.loads(line)
-                results[str(record["key"])] = record["result"]
+                if "failed" in record and "result" not in record:
+                    failures[str(record["key"])] = str(record["failed"])
+                else:
+                    results[str(record["key"])] = record["result"]
             except (ValueError, KeyError, TypeError):
                 if not is_last:
                     raise SegnasError(f"{path}, line {number}: expected a JSON object with 'key' and 'result', "
@@ -50,7 +69,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
                 _truncate(path, offset)
                 break
         offset += len(line) + 1
-    return results
+    return results, failures
 
 
 def _truncate(path: Path, size: int) -> None:
@@ -65,7 +84,9 @@ class ResultStore:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else None
-        self.results: dict[str, Any] = load_results(self.path) if self.path is not None else {}
+        self.results, failures = _load(self.path) if self.path is not None else ({}, {})
+        #: why items failed (in this run or an earlier one) that have no result
+        self.failures: dict[str, str] = {k: v for k, v in failures.items() if k not in self.results}
         self._fh = None
 
     def __contains__(self, key: str) -> bool:
@@ -78,6 +99,15 @@ class ResultStore:
         """Record `result` (JSON-serializable) under `key`; stored as its JSON round trip."""
         text = json.dumps({"key": key, "result": result})
         self.results[key] = json.loads(text)["result"]
+        self.failures.pop(key, None)
+        self._append(text)
+
+    def fail(self, key: str, reason: str) -> None:
+        """Record that the item ``key`` failed, and why (one line); a later ``add`` replaces it."""
+        self.failures[key] = reason
+        self._append(json.dumps({"key": key, "failed": reason}))
+
+    def _append(self, text: str) -> None:
         if self.path is None:
             return
         if self._fh is None:

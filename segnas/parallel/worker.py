@@ -22,4 +22,7 @@ def prepared(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         ready = _PREPARED[token] = fn
         while len(_PREPARED) > _KEEP:
             _PREPARED.pop(next(iter(_PREPARED)))
+    elif ready is not fn:  # settings a search may change between batches reach the set-up copy
+        for name in getattr(fn, "batch_settings", ()):
+            setattr(ready, name, getattr(fn, name))
     return ready

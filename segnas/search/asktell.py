@@ -24,7 +24,7 @@ import numpy as np
 from segnas.progress import progress_bar
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator, fitness, json_float
-from segnas.parallel import WorkerPool, default_key
+from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
 from segnas.spaces.base import Architecture, SearchSpace, get_space
@@ -117,7 +117,8 @@ class AskTellStrategy(Strategy):
         loop = AskTellLoop(self, self.make_evaluator(ctx), lambda a: ctx.latency.predict(space, a, ctx.num_classes),
                            ctx.latency.target_ms, candidates=section.candidates, time_limit_s=s.minutes and s.minutes * 60,
                            workers=s.workers, executor=s.executor, ray_address=s.ray_address, run_dir=ctx.run.path,
-                           progress=s.progress, echo=ctx.echo, top_k=section.top_k)
+                           progress=s.progress, echo=ctx.echo, top_k=section.top_k,
+                           resources=TaskResources.from_settings(s))
         outcome = loop.run()
         top = self.choose(outcome.top, ctx)
         best = top[0]
@@ -203,14 +204,15 @@ class AskTellLoop:
                  target_ms: float | None, *, candidates: int = 1000, time_limit_s: float | None = None,
                  workers: int = 1, executor: str = "inline", ray_address: str | None = None,
                  run_dir: str | Path | None = None, max_draws: int | None = None, top_k: int = 10,
-                 progress: bool = False, echo: Callable[[str], None] | None = None) -> None:
+                 progress: bool = False, echo: Callable[[str], None] | None = None,
+                 resources: TaskResources | None = None) -> None:
         if candidates < 1 or top_k < 1 or workers < 1:
             raise SegnasError("candidates, top_k and workers must be >= 1")
         if target_ms is not None and not target_ms > 0:
             raise SegnasError(f"target_ms: must be > 0, got {target_ms}")
         self.strategy, self.evaluator, self.latency_fn, self.target_ms = strategy, evaluator, latency_fn, target_ms
         self.candidates, self.time_limit_s, self.top_k = candidates, time_limit_s, top_k
-        self.pool = WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address)
+        self.pool = WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources)
         self.workers = workers
         self.max_draws = max_draws or 50 * candidates + 1000
         self.progress, self.echo = progress, echo or (lambda m: None)
@@ -283,8 +285,11 @@ class AskTellLoop:
 
     def _evaluate(self, batch: list[tuple[str, Any, float]]) -> list[dict[str, Any]]:
         todo = [(k, a) for k, a, _ in batch if k not in self.store]
-        for (k, arch), record in zip(todo, self.pool.map(self.evaluator, [a.to_dict() for _, a in todo])):
-            self.store.add(k, {"arch": arch.to_dict(), **record})
+
+        def save(i: int, record: dict[str, Any]) -> None:  # as each evaluation finishes
+            self.store.add(todo[i][0], {"arch": todo[i][1].to_dict(), **record})
+
+        self.pool.map(self.evaluator, [a.to_dict() for _, a in todo], on_result=save)
         return [self.store[k] for k, _, _ in batch]
 
     def run(self) -> LoopOutcome:

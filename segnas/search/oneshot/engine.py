@@ -15,6 +15,11 @@ architecture parameters on the other). A strategy plugs in through ``SearchHooks
 The engine runs on ``schedule.device`` (bf16 autocast where usable), checkpoints atomically after
 every epoch (a killed search resumes exactly from its run directory) and stops after the epoch
 that exhausts ``schedule.minutes``; the stop is checkpointed, so a resumed search stays stopped.
+Under ``torchrun`` it runs data-parallel (``segnas.engine.distributed``): each rank takes its share
+of every global batch, gradients of weights and of architecture parameters are averaged before
+each step (so the architecture parameters stay identical on every rank), BatchNorm is
+synchronized when ``schedule.sync_bn``, and rank 0 writes the checkpoints and metrics.
+
 The state at the end of pre-training is kept (``checkpoints/pretrained.pt``) so that further
 searches (another target, an ablation) can start from the same pre-trained supernet
 (``start_from_pretrained``).
@@ -32,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segnas.config.train import OptimConfig
+from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
@@ -66,6 +72,8 @@ class SearchSchedule:
     seed: int = 0
     workers: int = 0
     progress: bool = True
+    #: Under torchrun: BatchNorm statistics over every rank's batch (no effect in one process).
+    sync_bn: bool = False
     #: Wall-clock budget: the search stops after the epoch that exceeds it (None: no budget).
     minutes: float | None = None
 
@@ -113,9 +121,13 @@ class OneShotEngine:
         self.s = schedule
         self.run = run
         self.hooks = hooks or NoHooks()
-        self.echo = echo or (lambda m: None)
+        self.dist = distributed.context()
+        self.echo = echo if echo is not None and self.dist.is_main else (lambda m: None)
         self.place = Placement.resolve(schedule.device, schedule.bf16, self.echo)
+        if schedule.sync_bn:
+            supernet = distributed.convert_sync_batchnorm(supernet)
         self.net = self.place.module(supernet)
+        distributed.broadcast_module(self.net)  # every rank starts from rank 0's supernet
         self.train_set = train_set
         self.weights_half, self.arch_half = split_halves(train_set, schedule.seed)
         self.criterion = SegmentationLoss("ce", aux_weight=schedule.aux_weight).to(self.place.device)
@@ -178,7 +190,7 @@ class OneShotEngine:
     def resume_if_possible(self) -> bool:
         """Load the run directory's checkpoint (or the one before it) if there is one; True if resumed.
         The metrics are cut back to the checkpoint's epoch (to none without one)."""
-        st = load_latest_checkpoint(self.checkpoint_path, self.echo)
+        st = distributed.main_first(lambda: load_latest_checkpoint(self.checkpoint_path, self.echo))
         if st is None:
             self.run.truncate_metrics(0, key="epochs_done")
             return False
@@ -209,6 +221,9 @@ class OneShotEngine:
         return st["pretrain_epochs"]
 
     def _save_pretrained(self) -> None:
+        distributed.average_buffers(self.net)
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.pretrained_path, {
             "supernet": self.net.state_dict(), "weight_opt": self.weight_opt.state_dict(), "step": self.loop.step,
             "elapsed_s": self.loop.elapsed, "rng": rng_state(self.loop.generator),
@@ -243,6 +258,7 @@ class OneShotEngine:
                 loss = self._seg_loss(images, masks, i)
                 (loss * len(modes)).backward()
                 total += float(loss.detach()) * len(modes)
+        distributed.average_gradients(p for g in self.weight_opt.param_groups for p in g["params"])
         optimizer_step(self.weight_opt, self.s.weight_clip_norm)
         return total / (self.net.num_archs * len(modes))
 
@@ -253,6 +269,7 @@ class OneShotEngine:
             opt.zero_grad(set_to_none=True)
             parts = {"seg": self._seg_loss(images, masks, i), **self.hooks.arch_losses(self.net, i)}
             sum(parts.values()).backward()
+            distributed.average_gradients(p for g in opt.param_groups for p in g["params"])
             optimizer_step(opt)
             for k, v in parts.items():
                 logs[f"arch{i}_{k}"] = logs.get(f"arch{i}_{k}", 0.0) + float(v.detach())
@@ -292,16 +309,17 @@ class OneShotEngine:
                 bar.update(task, advance=1, info=f"loss {logs['weight_loss'] / n:.3f}")
         if bar is not None:
             bar.remove_task(task)
-        return {k: v / max(n, 1) for k, v in logs.items()}
+        return distributed.mean_over_ranks({k: v / max(n, 1) for k, v in logs.items()})
 
     def _budget_spent(self) -> bool:
-        return self.s.minutes is not None and self.loop.elapsed >= 60.0 * self.s.minutes
+        # under torchrun the ranks stop together, on the slowest clock
+        return self.s.minutes is not None and distributed.max_over_ranks(self.loop.elapsed) >= 60.0 * self.s.minutes
 
     def fit(self) -> dict[str, Any]:
         """Run (or finish) both phases; returns the last epoch's record."""
         record: dict[str, Any] = {}
         loop = self.loop
-        with progress_bar(self.s.progress) as bar:
+        with progress_bar(self.s.progress and self.dist.is_main) as bar:
             for phase in PHASES:
                 if self.stopped or (phase == "pretrain" and self.phase == "search"):
                     continue
@@ -313,6 +331,7 @@ class OneShotEngine:
                     t0 = time.perf_counter()
                     with loop.clock:
                         logs = self.run_epoch(bar)
+                        distributed.average_buffers(self.net)  # BN statistics: one supernet on every rank
                         loop.epoch += 1
                         record = {"phase": phase, "epoch": loop.epoch, "epochs_done": self.epochs_done,
                                   "step": loop.step, "epoch_s": round(time.perf_counter() - t0, 2), **logs,
@@ -322,8 +341,10 @@ class OneShotEngine:
                     if self.stopped:
                         record["stopped"] = self.stopped
                     self.run.write_metrics(record)
-                    keep_previous(self.checkpoint_path)
-                    save_checkpoint(self.checkpoint_path, self.state_dict())
+                    state = self.state_dict()  # on every rank: it gathers each rank's RNG streams
+                    if self.dist.is_main:
+                        keep_previous(self.checkpoint_path)
+                        save_checkpoint(self.checkpoint_path, state)
                     line = f"{phase} epoch {loop.epoch}/{self._phase_epochs()} " + " ".join(
                         f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
                     self.run.log(line)
@@ -331,4 +352,5 @@ class OneShotEngine:
                     if self.stopped:
                         self.run.log(f"search ended: {self.stopped}")
                         self.echo(f"search ended: {self.stopped}")
+        distributed.barrier()  # rank 0's checkpoints are written
         return record

@@ -86,7 +86,7 @@ class OneShotStrategy(Strategy):
         return SearchSchedule(pretrain_epochs=sec.pretrain_epochs, search_epochs=sec.search_epochs,
                               batch_size=s.data.batch_size, weight_lr=sec.weight_lr, arch_lr=sec.arch_lr,
                               device=s.device, bf16=s.bf16, seed=s.seed, workers=s.data.workers,
-                              progress=s.progress, minutes=s.minutes)
+                              progress=s.progress, minutes=s.minutes, sync_bn=s.sync_bn)
 
     # ------------------------------------------------------------------ state: the strategy's own (λ, …)
     def state_dict(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from segnas.config.search import ProxyEvaluatorSettings
 from segnas.config.train import Settings
 from segnas.evaluate.base import Evaluator, fitness
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
-from segnas.parallel import WorkerPool
+from segnas.parallel import TaskResources, WorkerPool
 from segnas.errors import SegnasError
 from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate
 from segnas.search.base import SearchContext, strategy
@@ -100,7 +100,8 @@ class SasWOT(RegularizedEvolution):
     def choose(self, top: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         start = time.perf_counter()
         top = rescore_finalists(top, self.evaluator, self.final_inits, ctx.echo, ctx.settings.workers,
-                                ctx.settings.executor)
+                                ctx.settings.executor, ctx.settings.ray_address,
+                                TaskResources.from_settings(ctx.settings))
         self.final_seconds = time.perf_counter() - start
         return top
 
@@ -114,7 +115,8 @@ class SasWOT(RegularizedEvolution):
 
 
 def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_inits: int, echo=None,
-                      workers: int = 1, executor: str = "inline") -> list[Candidate]:
+                      workers: int = 1, executor: str = "inline", ray_address: str | None = None,
+                      resources: TaskResources | None = None) -> list[Candidate]:
     """``top`` ordered by their score over ``final_inits`` initializations (the evaluator's own
     ``inits`` reused, the rest scored now); unchanged when ``final_inits`` is 0."""
     if not final_inits:
@@ -122,7 +124,7 @@ def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_ini
     inits = evaluator.inits
     extra = evaluator.with_inits(evaluator.init_seed + inits, evaluator.proxy_seed + inits, final_inits - inits)
     search_rank = {c.index: rank for rank, c in enumerate(top, 1)}
-    with WorkerPool(executor if workers > 1 else "inline", workers) as pool:
+    with WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources) as pool:
         records = pool.map(extra, [c.arch.to_dict() for c in top])
     for c, record in zip(top, records):
         more = record["score"] if record["score"] is not None else float("nan")
@@ -163,7 +165,8 @@ def training_free_search(space: Any, proxy: Any, latency_fn, target_ms: float, *
                          population: int = 50, sample_size: int = 10, seed: int = 0,
                          time_limit_s: float | None = None, batches=None, num_classes: int | None = None,
                          proxy_seed: int = 0, inits: int = 1, final_inits: int = 0, top_k: int = 10,
-                         executor: str = "inline", workers: int = 1, max_draws: int | None = None,
+                         executor: str = "inline", workers: int = 1, ray_address: str | None = None,
+                         resources: TaskResources | None = None, max_draws: int | None = None,
                          run_dir=None, progress: bool = False, echo=None) -> TrainingFreeResult:
     """SasWOT's evolution as a library call, without a search job: maximize ``proxy`` (a proxy name
     or file scored on ``batches``, or any ``Evaluator``) subject to ``latency_fn(arch) <= target_ms``.
@@ -176,8 +179,10 @@ def training_free_search(space: Any, proxy: Any, latency_fn, target_ms: float, *
     search = SasWOT()
     search.begin(space, seed, SasWOTSettings(candidates=candidates, population=population, sample_size=sample_size))
     outcome = AskTellLoop(search, evaluator, latency_fn, target_ms, candidates=candidates, time_limit_s=time_limit_s,
-                          workers=workers, executor=executor, run_dir=run_dir, max_draws=max_draws, top_k=top_k,
+                          workers=workers, executor=executor, ray_address=ray_address, resources=resources,
+                          run_dir=run_dir, max_draws=max_draws, top_k=top_k,
                           progress=progress, echo=echo).run()
     final = final_inits if isinstance(evaluator, ProxyEvaluator) and final_inits > evaluator.inits else 0
-    top = rescore_finalists(outcome.top, evaluator, final, echo, workers, executor) if final else outcome.top
+    top = (rescore_finalists(outcome.top, evaluator, final, echo, workers, executor, ray_address, resources)
+           if final else outcome.top)
     return TrainingFreeResult(outcome, top, float(target_ms), final)

@@ -1,0 +1,111 @@
+"""Data-parallel training under torchrun (issue 28): N processes train the same steps as one process
+with the global batch, a one-shot search keeps identical architecture parameters on every rank, and
+a rank killed with SIGKILL followed by a resume ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import _ddp_work
+from segnas.engine import distributed
+from segnas.errors import SegnasError
+
+HERE = Path(__file__).resolve().parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+
+def torchrun(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]), "OMP_NUM_THREADS": "1"}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    done = subprocess.run([*TORCHRUN, str(HERE / "_ddp_work.py"), *args], env=env, capture_output=True, text=True,
+                          timeout=240)
+    if check and done.returncode != 0:
+        raise AssertionError(f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def in_process(*args: str) -> dict:
+    """The same job in this process (WORLD_SIZE unset), torch's thread count restored after."""
+    threads = torch.get_num_threads()
+    try:
+        _ddp_work.main(list(args))
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads((Path(args[1]) / "rank0.json").read_text())
+
+
+def ranks(run: Path, n: int = 2) -> list[dict]:
+    return [json.loads((run / f"rank{r}.json").read_text()) for r in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ddp_train(tmp_path_factory) -> Path:
+    """An uninterrupted 2-process training (global batch 8: 4 images per rank, 3 epochs of 2 steps)."""
+    run = tmp_path_factory.mktemp("ddp") / "uninterrupted"
+    torchrun("train", str(run), "--batch", "8")
+    return run
+
+
+def test_two_processes_train_like_one_process_with_the_doubled_batch(ddp_train, tmp_path):
+    single = in_process("train", str(tmp_path / "one"), "--batch", "8")
+    r0, r1 = ranks(ddp_train)
+    assert r0["world_size"] == 2 and single["world_size"] == 1
+    assert r0["steps"] == single["steps"] == 6
+    assert r0["losses"] == pytest.approx(single["losses"], rel=1e-4, abs=1e-5)
+    assert r0["losses"][-1] < r0["losses"][0]  # it learns
+    assert r0["weights"] == pytest.approx(single["weights"], rel=1e-4, abs=1e-5)
+    assert r0["weights"] == r1["weights"]  # one network on every rank
+    # rank 0 alone wrote the run directory: one metrics line per epoch, one set of checkpoints
+    lines = (ddp_train / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    assert sorted(p.name for p in (ddp_train / "checkpoints").iterdir()) == ["best.pt", "last.prev.pt", "last.pt"]
+
+
+def test_a_rank_killed_mid_run_then_resumed_ends_like_an_uninterrupted_run(ddp_train, tmp_path):
+    run = tmp_path / "killed"
+    killed = torchrun("train", str(run), "--batch", "8", "--kill-rank", "1", "--kill-epoch", "2", check=False)
+    assert killed.returncode != 0 and not (run / "rank0.json").exists()
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    torchrun("train", str(run), "--batch", "8")
+    assert "resumed at epoch 1" in (run / "log.txt").read_text()
+    resumed, uninterrupted = ranks(run), ranks(ddp_train)
+    assert resumed[0]["losses"] == uninterrupted[0]["losses"]
+    assert resumed[0]["weights"] == pytest.approx(uninterrupted[0]["weights"], rel=1e-6, abs=1e-7)
+    assert resumed[1]["weights"] == resumed[0]["weights"]
+
+
+def test_a_one_shot_search_under_ddp_derives_the_same_architecture_on_every_rank(tmp_path):
+    torchrun("oneshot", str(tmp_path / "ddp"), "--batch", "8", "--epochs", "2")
+    r0, r1 = ranks(tmp_path / "ddp")
+    assert r0["alphas"] == r1["alphas"] and r0["derived"] == r1["derived"]
+    assert r0["weights"] == r1["weights"]
+    single = in_process("oneshot", str(tmp_path / "one"), "--batch", "8", "--epochs", "2")
+    assert r0["derived"] == single["derived"]
+    for a, b in zip(r0["alphas"], single["alphas"]):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+
+
+def test_outside_torchrun_every_distributed_call_is_a_no_op():
+    assert not distributed.context().enabled and distributed.is_main()
+    net = _ddp_work.tiny_net()
+    assert distributed.convert_sync_batchnorm(net) is net
+    assert not any(isinstance(m, distributed.SyncBatchNorm2d) for m in net.modules())
+    assert distributed.mean_over_ranks({"loss": 2.0}) == {"loss": 2.0}
+    assert distributed.global_batch(8, 5) == 5
+
+
+def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "context", lambda: distributed.DistContext(0, 2, 0))
+    with pytest.raises(SegnasError, match="data.batch_size: 7 is not divisible by the 2"):
+        distributed.global_batch(7, 16)
+    assert distributed.global_batch(8, 5) == 4
