@@ -29,24 +29,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, camvid_root, save_result  # noqa: E402
-from train_camvid import config as train_config  # noqa: E402
+from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
-from segnas.config.train import DataConfig  # noqa: E402
 from segnas.cost import LatencyModel  # noqa: E402
-from segnas.jobs import train_job  # noqa: E402
 from segnas.jobs.search import search_job, settings_class  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.cells import CellsArch, CellsSpace, Edge  # noqa: E402
 
-#: The smoke mode's data and space: seconds per search on synthetic images.
-SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
+#: The smoke mode's space: seconds per search on synthetic images (``SMOKE_DATA``).
 SMOKE_SPACE = {"layout": [1, 1, 1, 1], "channels": [4, 8, 8, 8], "nodes": 2, "stem_channels": 4, "decoder_width": 8}
 
 
@@ -118,20 +114,6 @@ def figures(summary: dict) -> dict:
             "arch": arch["arch"], "trace": trace}
 
 
-def train(arch_file: Path, args: argparse.Namespace, seed: int) -> dict:
-    """train_camvid.py's recipe for ``--final-steps`` optimizer steps (fp32) with training seed ``seed``."""
-    cfg = train_config(60.0, args.out_dir, str(arch_file))
-    update = {"time_budget_min": None, "max_steps": args.final_steps, "bf16": False, "seed": seed,
-              "job": f"{cfg.job}-{arch_file.parent.name}-seed{seed}", "progress": not args.smoke}
-    if args.smoke:
-        update.update(data=DataConfig.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
-                      channels_last=False)
-    result = train_job(cfg.model_copy(update=update), echo=print)
-    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"),
-            "train_seconds": round(result.train_seconds, 1), "final_val_miou": round(result.final["val_miou"], 4),
-            "best_val_miou": round(result.best_miou, 4)}
-
-
 def latest_run(out_dir: Path, job: str) -> Path | None:
     """The newest run directory of ``job`` under ``out_dir`` (``<timestamp>-<job>``), if any."""
     runs = sorted(p for p in out_dir.glob(f"*-{job}") if (p / "config.yaml").is_file())
@@ -184,10 +166,8 @@ def main() -> None:
     differ = sum(a != b for a, b in zip(archs["off"].cells, archs["on"].cells))
     for name, r in runs.items():
         if args.final_steps:
-            r["training"] = [train(Path(r["run_dir"]) / "arch.json", args, s) for s in range(args.train_seeds)]
-            mious = [t["final_val_miou"] for t in r["training"]]
-            r["val_miou_mean"] = round(statistics.mean(mious), 4)
-            r["val_miou_std"] = round(statistics.stdev(mious), 4) if len(mious) > 1 else 0.0
+            r.update(train_seeds(str(Path(r["run_dir"]) / "arch.json"), args.out_dir, args.final_steps,
+                                 args.train_seeds, args.smoke))
     out = {"target_ms": target, "one_operator_range_ms": [lo, hi], "settings": vars(args),
            "latency": f"{latency.backend}, {latency.threads} threads, {cfg.deployment_size()}",
            "final_training": {"steps": args.final_steps, "batch_size": base["data"]["batch_size"], "precision": "fp32",

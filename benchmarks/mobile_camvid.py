@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -33,11 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCHMARKS, RESULTS, camvid_root, save_result  # noqa: E402
-from train_camvid import config as train_config  # noqa: E402
+from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
-from segnas.config.train import DataConfig  # noqa: E402
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
-from segnas.jobs import train_job  # noqa: E402
 from segnas.jobs.search import make_settings, search_job  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.mobile import MOBILE, MOBILE_FAST_SCNN, MobileSpace  # noqa: E402
@@ -47,7 +44,6 @@ from segnas.zoo import build_model  # noqa: E402
 CLASSES = 11
 METHODS = ("saswot", "random")
 #: The smoke mode's data and space: seconds per search on synthetic images.
-SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
 SMOKE_SPACE = {"stem_widths": [[8], [8, 16], [16]], "stage_widths": [[16], [16, 24], [24], [24, 32], [32]],
                "stage_depths": [[0, 1], [1, 2], [0, 1], [1, 2], [0, 1]], "fusion_widths": [16, 24]}
 
@@ -109,28 +105,9 @@ def search(method: str, args: argparse.Namespace, target_ms: float, latency: Lat
             "proxy_score": details.get("score"), "arch": read_arch_file(run / "arch.json")["arch"]}
 
 
-def train(model: str, args: argparse.Namespace, seed: int) -> dict:
-    """train_camvid.py's recipe for ``--final-steps`` optimizer steps (fp32) with training seed ``seed``;
-    ``model`` is a zoo name or an arch file."""
-    cfg = train_config(60.0, args.out_dir, model)
-    tag = Path(model).parent.name if model.endswith(".json") else model
-    update = {"time_budget_min": None, "max_steps": args.final_steps, "bf16": False, "seed": seed,
-              "job": f"{cfg.job}-{tag}-seed{seed}", "progress": not args.smoke}
-    if args.smoke:
-        update.update(data=DataConfig.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
-                      channels_last=False)
-    result = train_job(cfg.model_copy(update=update), echo=print)
-    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"),
-            "train_seconds": round(result.train_seconds, 1), "final_val_miou": round(result.final["val_miou"], 4),
-            "best_val_miou": round(result.best_miou, 4)}
-
-
 def trained(record: dict, model: str, args: argparse.Namespace) -> None:
     """Train ``model`` once per seed into ``record`` (runs, mean and std of the final val mIoU)."""
-    record["training"] = [train(model, args, s) for s in range(args.train_seeds)]
-    mious = [t["final_val_miou"] for t in record["training"]]
-    record["val_miou_mean"] = round(statistics.mean(mious), 4)
-    record["val_miou_std"] = round(statistics.stdev(mious), 4) if len(mious) > 1 else 0.0
+    record.update(train_seeds(model, args.out_dir, args.final_steps, args.train_seeds, args.smoke))
 
 
 def main() -> None:

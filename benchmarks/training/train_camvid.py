@@ -50,6 +50,34 @@ def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfi
     })
 
 
+#: Synthetic data for the benchmarks' ``--smoke`` modes: seconds per training, measures nothing.
+SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
+
+
+def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False) -> dict:
+    """This recipe for ``steps`` optimizer steps in fp32 (the same training on every CPU) with
+    training seed ``seed``; ``model`` is a zoo name or an arch file. ``smoke``: on ``SMOKE_DATA``."""
+    cfg = config(60.0, out_dir, model)
+    tag = Path(model).parent.name if model.endswith(".json") else model
+    update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed,
+              "job": f"{cfg.job}-{tag}-seed{seed}", "progress": not smoke}
+    if smoke:
+        update.update(data=cfg.data.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
+                      channels_last=False)
+    result = train_job(cfg.model_copy(update=update), echo=print)
+    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"),
+            "train_seconds": round(result.train_seconds, 1), "final_val_miou": round(result.final["val_miou"], 4),
+            "best_val_miou": round(result.best_miou, 4)}
+
+
+def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = False) -> dict:
+    """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final val mIoU."""
+    runs = [train_for_steps(model, out_dir, steps, s, smoke) for s in range(seeds)]
+    mious = [t["final_val_miou"] for t in runs]
+    return {"training": runs, "val_miou_mean": round(statistics.mean(mious), 4),
+            "val_miou_std": round(statistics.stdev(mious), 4) if len(mious) > 1 else 0.0}
+
+
 def time_result(name: str) -> None:
     """Add this machine's latency of a result file's network (CamVid's 11 classes) to the file."""
     from segnas.cost import measure_latency

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from segnas.errors import SegnasError
+from segnas.spaces.fields import ArchFields
 
 VERSION = 1
 #: The zero operation: a search-time choice only (an edge whose strongest weight it is carries
@@ -116,18 +117,8 @@ class CellsArch:
 #: Fields of an architecture mapping, and those without a default.
 FIELDS = ("layout", "channels", "nodes", "cells", "stem_channels", "decoder_width", "decoder_strides")
 REQUIRED = FIELDS[:4]
-_KINDS = {dict: "a mapping", list: "a list", int: "an integer", str: "a string"}
-
-
-def _fail(where: str, msg: str) -> None:
-    raise SegnasError(f"cells arch field {where!r}: {msg}")
-
-
-def _typed(v: Any, where: str, kind: type) -> Any:
-    """``v`` if it is of ``kind`` (a bool is not an integer), else a SegnasError naming ``where``."""
-    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-        _fail(where, f"expected {_KINDS[kind]}, got {v!r}")
-    return v
+_CHECK = ArchFields("cells")
+_fail, _typed = _CHECK.fail, _CHECK.typed
 
 
 def validate_macro(m: Macro, fail) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segnas.errors import SegnasError
+from segnas.spaces.fields import ArchFields
 from segnas.spaces.encdec.encoder import ENCODERS
 
 VERSION = 1
@@ -129,18 +130,8 @@ class EncDecArch:
         return cls(_typed(d["encoder"], "encoder", str), float(width), _typed(d["width"], "width", int), blocks, cell)
 
 
-_KINDS = {dict: "a mapping", list: "a list", int: "an integer", str: "a string"}
-
-
-def _fail(where: str, msg: str) -> None:
-    raise SegnasError(f"encdec arch field {where!r}: {msg}")
-
-
-def _typed(v: Any, where: str, kind: type) -> Any:
-    """``v`` if it is of ``kind`` (a bool is not an integer), else a SegnasError naming ``where``."""
-    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-        _fail(where, f"expected {_KINDS[kind]}, got {v!r}")
-    return v
+_CHECK = ArchFields("encdec")
+_fail, _typed = _CHECK.fail, _CHECK.typed
 
 
 def _validate(a: EncDecArch) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from segnas.errors import SegnasError
+from segnas.spaces.fields import ArchFields
 
 VERSION = 1
 #: Stem layer kinds and the registered op each is built from (both 3×3, stride 2).
@@ -159,38 +160,20 @@ def fast_scnn(width: float = 1.0) -> MobileArch:
 
 
 # ---------------------------------------------------------------------------------- validation
-def _fail(where: str, msg: str) -> None:
-    raise SegnasError(f"mobile arch field {where!r}: {msg}")
-
-
-def _fields(d: Any, where: str, known: set[str], required: set[str]) -> None:
-    if not isinstance(d, dict):
-        _fail(where or "arch", f"expected a mapping, got {type(d).__name__}")
-    prefix = f"{where}." if where else ""
-    unknown = sorted(set(d) - known)
-    if unknown:
-        _fail(prefix + unknown[0], f"unknown field (expected {', '.join(sorted(known))})")
-    missing = sorted(required - set(d))
-    if missing:
-        _fail(prefix + missing[0], "missing")
+_CHECK = ArchFields("mobile")
+_fail, _fields = _CHECK.fail, _CHECK.fields
 
 
 def _list(v: Any, where: str) -> list:
-    if not isinstance(v, list):
-        _fail(where, f"expected a list, got {type(v).__name__}")
-    return v
+    return _CHECK.typed(v, where, list)
 
 
 def _int(v: Any, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        _fail(where, f"expected an integer, got {v!r}")
-    return v
+    return _CHECK.typed(v, where, int)
 
 
 def _str(v: Any, where: str) -> str:
-    if not isinstance(v, str):
-        _fail(where, f"expected a string, got {v!r}")
-    return v
+    return _CHECK.typed(v, where, str)
 
 
 def _validate(a: MobileArch) -> None:
