@@ -82,15 +82,6 @@ def test_predict_on_missing_checkpoint_input(trained, tmp_path):
     assert result.exit_code == 2 and "missing.png" in result.output
 
 
-def test_demo_writes_report(tmp_path):
-    result = run("demo", "--minutes", "0.05", "--size", "48x64", "--threads", "1", "--out-dir", tmp_path)
-    assert result.exit_code == 0, result.output
-    run_dir = next(tmp_path.iterdir())
-    report = (run_dir / "report.md").read_text()
-    assert "val mIoU" in report and "latency" in report
-    assert (run_dir / "sample_prediction.png").is_file() and (run_dir / "training_curve.png").is_file()
-
-
 def test_bench_prints_table_and_json(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
     result = run("bench", "--model", "fast_scnn", "--size", "64x96", "--backend", "eager", "--backend", "onnxruntime",

@@ -284,18 +284,7 @@ def test_bench_takes_a_checkpoints_classes_and_an_exported_onnx_file(ema_run, tm
 
 
 # ----------------------------------------------------------------------------- item 8: demo warning
-def test_demo_report_flags_a_latency_iqr_larger_than_its_median(tmp_path, monkeypatch):
-    import segnas.jobs.demo as demo
-    from segnas.cost import LatencyResult
-
-    monkeypatch.setattr(demo, "measure_latency", lambda *a, **k: LatencyResult("eager", (1, 3, 32, 40), 2.0, 3.5, 10, 1))
-    result = run("demo", "--minutes", "0.02", "--size", "32x40", "--threads", "1", "--out-dir", tmp_path)
-    assert result.exit_code == 0, result.output
-    report = (next(tmp_path.iterdir()) / "report.md").read_text()
-    assert "Warning" in report and "IQR (3.50 ms) is larger than its median (2.00 ms)" in report
-    assert "unreliable" in result.output
-
-
+# (the demo is a comparison: its run and its table's warning are tested in tests/test_compare.py)
 def test_demo_latency_warning_only_when_noisy():
     from segnas.cost import LatencyResult
     from segnas.jobs.demo import latency_warning

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -43,7 +44,9 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def echo(message: str) -> None:
-    console.print(message, highlight=False, soft_wrap=True)
+    """Print a line; under torchrun only rank 0 prints (the others would repeat it)."""
+    if os.environ.get("RANK", "0") == "0":
+        console.print(message, highlight=False, soft_wrap=True)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -98,7 +101,7 @@ TRAIN_FLAGS = {"model": "model.name", "arch": "model.arch", "data": "data.name",
                "size": "data.crop_size", "base_size": "data.base_size", "epochs": "epochs",
                "minutes": "time_budget_min", "steps": "max_steps", "batch_size": "data.batch_size", "lr": "optim.lr",
                "teacher": "loss.teacher", "bf16": "bf16", "threads": "threads", "device": "device", "seed": "seed",
-               "out_dir": "out_dir"}
+               "out_dir": "out_dir", "sync_bn": "sync_bn"}
 
 
 @app.command(no_args_is_help=True)
@@ -130,12 +133,17 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed.", show_default=_train_default("seed")),
     out_dir: Optional[str] = typer.Option(None, help="Parent folder of run directories.",
                                           show_default=_train_default("out_dir")),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn",
+                                           help="Under torchrun: BatchNorm statistics over every process's batch.",
+                                           show_default="--no-sync-bn"),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
     """Train a zoo network or a searched architecture; writes a run directory.
 
-    Without --epochs, a --minutes or --steps budget alone decides when training ends."""
+    Without --epochs, a --minutes or --steps budget alone decides when training ends. Under
+    `torchrun --nproc-per-node N -m segnas train ...` it trains data-parallel (--batch-size is the
+    global batch)."""
     from segnas.config import TrainConfig
     from segnas.jobs import train_job
 
@@ -145,7 +153,7 @@ def train(
     given = {"model": model, "arch": str(arch) if arch else None, "data": data, "data_root": data_root, "size": size,
              "base_size": base_size, "epochs": epochs, "minutes": minutes, "steps": steps, "batch_size": batch_size,
              "lr": lr, "teacher": str(teacher) if teacher else None, "bf16": bf16, "threads": threads,
-             "device": device, "seed": seed, "out_dir": out_dir}
+             "device": device, "seed": seed, "out_dir": out_dir, "sync_bn": sync_bn}
     overrides = {TRAIN_FLAGS[k]: v for k, v in given.items() if v is not None}
     flags = {TRAIN_FLAGS[k]: "--" + k.replace("_", "-") for k, v in given.items() if v is not None}
     if model is not None:  # the option replaces a config file's architecture, and the other way round
@@ -216,17 +224,40 @@ def predict(
 @app.command()
 @user_errors
 def demo(
-    minutes: float = typer.Option(2.5, help="Training-time budget in minutes."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps each network trains for.",
+                                        show_default="120"),
+    minutes: Optional[float] = typer.Option(None, help="CPU-minutes each network trains for, instead of --steps "
+                                                       "(machine- and load-dependent)."),
     size: str = typer.Option("128x160", help="Synthetic image size HxW."),
+    target_ms: Optional[float] = typer.Option(None, help="Latency target (ms, ONNX Runtime at --size).",
+                                              show_default="what 30% of the space's networks meet here"),
     out_dir: str = typer.Option("runs", help="Parent folder of run directories."),
     threads: Optional[int] = typer.Option(None, help="Torch threads."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """Train the reference network on the embedded synthetic dataset and write a report."""
+    """A small comparison on the embedded synthetic scenes: SasWOT and random search for a latency
+    target, their winners and Fast-SCNN trained briefly, the table and the Pareto plot."""
     from segnas.jobs.demo import demo_job
     from segnas.utils import parse_size
 
-    demo_job(minutes, parse_size(size, "--size"), out_dir, threads, seed, echo=echo)
+    demo_job(steps, minutes, parse_size(size, "--size"), out_dir, threads, seed, target_ms, echo=echo)
+
+
+@app.command(no_args_is_help=True)
+@user_errors
+def compare(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (see docs/compare.md)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the comparison in this run directory."),
+    set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
+) -> None:
+    """Compare search methods and zoo baselines for one latency target: every search, then every
+    network trained with one recipe, budget and seeds, measured in one latency session."""
+    from segnas.config.compare import CompareSettings
+    from segnas.jobs.compare import compare_job
+
+    cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
+    summary = compare_job(cfg, resume, echo=echo)
+    echo(f"done: {summary['run_dir']}")
 
 
 @app.command()
@@ -303,6 +334,21 @@ def export(
     echo(f"wrote {path}")
 
 
+@app.command(no_args_is_help=True)
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory of `segnas train`, `segnas search` or `segnas compare`."),
+    out: Optional[Path] = typer.Option(None, help="Where to write the HTML file.", show_default="RUN_DIR/report.html"),
+    samples: int = typer.Option(3, help="Validation images shown with their predictions (0: none)."),
+    latency: bool = typer.Option(True, "--latency/--no-latency",
+                                 help="Per-operator latency from the latency table (missing entries are measured)."),
+) -> None:
+    """Write one self-contained HTML report of a run: settings, curves, architecture, predictions, latency."""
+    from segnas.jobs.report import report_job
+
+    report_job(run_dir, out, samples, latency, echo=echo)
+
+
 search_app = typer.Typer(help="Architecture search strategies.", no_args_is_help=True)
 app.add_typer(search_app, name="search")
 
@@ -321,6 +367,10 @@ SEARCH_OPTIONS: dict[str, tuple[tuple[str, ...], type, str]] = {
     "workers": (("workers",), int, "Candidate evaluations at once."),
     "executor": (("executor",), str, "Where evaluations run: inline, process or ray."),
     "ray-address": (("ray_address",), str, "Address of a running Ray cluster (or auto)."),
+    "task-cpus": (("task_cpus",), float, "CPUs each evaluation reserves on Ray (also its torch threads)."),
+    "task-gpus": (("task_gpus",), float, "GPUs each evaluation reserves on Ray (a fraction shares one)."),
+    "task-retries": (("task_retries",), int, "Times an evaluation whose worker died is run again."),
+    "sync-bn": (("sync_bn",), bool, "One-shot searches under torchrun: BatchNorm over every process's batch."),
     "device": (("device",), str, "cpu, cuda, cuda:N or auto, for supernets and final training."),
     "seed": (("seed",), int, "Random seed."),
     "out-dir": (("out_dir",), str, "Parent folder of run directories."),

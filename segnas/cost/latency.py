@@ -1,5 +1,6 @@
 """Whole-network latency: warm-up, then timed runs until both a minimum count and a minimum time
-are reached; median, inter-quartile range and FPS are reported with backend and thread count."""
+are reached; median, inter-quartile range and FPS are reported with backend and thread count.
+``measure_latency_interleaved`` times several networks in one session, alternating rounds."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -70,3 +71,32 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int, int], ba
         run = prepare(backend, model, input_shape, threads, device)
         times = time_callable(lambda: run(x), warmup, min_runs, min_time_s)
     return summarize(times, backend, input_shape, threads, device)
+
+
+def measure_latency_interleaved(models: Mapping[str, nn.Module], input_shape: tuple[int, int, int, int],
+                                backend: str = "eager", threads: int | None = None, device: str = "cpu",
+                                warmup: int = 3, min_runs: int = 10, min_time_s: float = 1.0,
+                                max_runs: int = 10_000) -> dict[str, LatencyResult]:
+    """Latency of several networks measured in one session, so that their ratios are fair: each is
+    prepared on ``backend`` in this process, then all are timed in rounds that run every network
+    once (the order rotated each round), until there are ``min_runs`` rounds and ``min_time_s``
+    seconds per network have passed; the median of each. A load that comes and goes during the
+    session slows every network alike instead of whichever was measured at that moment."""
+    threads = threads or default_threads()
+    x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+    names = list(models)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with pinned_threads(threads), torch.random.fork_rng():
+        runners = {name: prepare(backend, models[name], input_shape, threads, device) for name in names}
+        for name in names:
+            for _ in range(warmup):
+                runners[name](x)
+        start, rounds = time.perf_counter(), 0
+        while rounds < max_runs and (rounds < min_runs or time.perf_counter() - start < min_time_s * len(names)):
+            shift = rounds % max(len(names), 1)
+            for name in names[shift:] + names[:shift]:
+                t0 = time.perf_counter()
+                runners[name](x)
+                times[name].append((time.perf_counter() - t0) * 1000.0)
+            rounds += 1
+    return {name: summarize(times[name], backend, input_shape, threads, device) for name in names}

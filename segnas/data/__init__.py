@@ -1,6 +1,7 @@
 """Datasets by name. Each yields (image float32 CHW normalized, mask int64 HW, 255 = ignore).
 
-Every dataset class takes ``(root, split, transform=None, cache=False, **options)``.
+Every dataset class takes ``(root, split, transform=None, cache=False, **options)`` and answers
+``has_split(root, split, **options)`` (whether that split exists, e.g. a test split).
 """
 
 from __future__ import annotations
@@ -63,10 +64,16 @@ def open_data(cfg: DataConfig, split: str | None = None, transform=None, cache: 
                       cfg.cache if cache == "settings" else cache, cfg.options)
 
 
+def has_split(cfg: DataConfig, split: str) -> bool:
+    """Whether the dataset a data settings section names has a labelled split ``split`` (e.g. a
+    ``test.txt`` list in the CamVid layout); its files are not checked here."""
+    return bool(dataset_class(cfg.name).has_split(cfg.root, split, **cfg.options))
+
+
 def dataset_classes(cfg: DataConfig) -> int:
     """Number of classes of the dataset a data settings section names (reads no image)."""
     return int(build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).num_classes)
 
 
-__all__ = ["open_data", "dataset_classes", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
+__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms", "validate_dataset", "DataReport"]

@@ -35,6 +35,11 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 
 
 class CamVid(PairDataset):
+    @staticmethod
+    def has_split(root: str | Path | None, split: str, **options) -> bool:
+        """Whether ``root`` holds ``split`` (its list file, or its image folder), e.g. ``test.txt``."""
+        return root is not None and ((Path(root) / f"{split}.txt").is_file() or (Path(root) / split).is_dir())
+
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
                  cache: bool = False, **options) -> None:
         if options:

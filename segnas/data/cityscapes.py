@@ -87,6 +87,11 @@ def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 class Cityscapes(PairDataset):
     """Cityscapes fine annotations mapped to the 19 train classes (255 = ignore)."""
 
+    @staticmethod
+    def has_split(root: str | Path | None, split: str, **options) -> bool:
+        """Whether ``root`` holds labels of ``split``; never ``test``, whose public labels are blank."""
+        return root is not None and split != "test" and (Path(root) / "gtFine" / split).is_dir()
+
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
                  cache: bool = False, mode: str = "fine", **options) -> None:
         if options:

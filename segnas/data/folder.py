@@ -154,6 +154,12 @@ def folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 class FolderDataset(PairDataset):
     """A user data set described by ``classes`` (and optionally a ``palette``); see the module doc."""
 
+    @staticmethod
+    def has_split(root: str | Path | None, split: str, **options) -> bool:
+        """Whether ``root`` holds ``split``: its list file or its ``images/{split}`` folder."""
+        return root is not None and ((Path(root) / f"{split}.txt").is_file()
+                                     or (Path(root) / "images" / split).is_dir())
+
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
                  cache: bool = False, classes: list[str] | None = None,
                  palette: list[list[int]] | None = None, ignore_colors: list[list[int]] | None = None,

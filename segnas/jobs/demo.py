@@ -1,78 +1,127 @@
-"""`segnas demo`: a short, search-free training of the reference network on the embedded synthetic
-street scenes, then a report with mIoU, latency and a sample prediction."""
+"""`segnas demo`: a small comparison (``segnas.jobs.compare``) on the embedded synthetic street scenes.
+
+A latency target is set on this machine, a training-free search (SasWOT, NWOT proxy) and random
+search (the same proxy) look for a network that meets it, the winners and Fast-SCNN are trained
+briefly with one recipe and budget, and the run gets the compare table, the Pareto plot, a sample
+prediction of every network and, where installed, the HTML report. Sized to finish within about
+five minutes on two quiet cores of a fresh machine (the latency table built on the way included).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from segnas.config.compare import CompareSettings
 from segnas.config.io import build_config
-from segnas.config.train import TrainConfig
-from segnas.cost import LatencyResult, count_parameters, measure_latency
+from segnas.cost import LatencyModel
+from segnas.data import eval_transforms, open_data
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
-from segnas.engine.trainer import TrainResult
-from segnas.training.models import load_trained
-from segnas.training.job import make_datasets, train_job
+from segnas.errors import SegnasError
+from segnas.jobs.compare import compare_job, latency_warning
 from segnas.report.draw import colorize, save_png
-from segnas.report.plots import plot_training_curve
-from segnas.report.run_report import write_train_report
-from segnas.utils import atomic_write_text
+from segnas.spaces import get_space
+from segnas.training.models import load_trained
+
+__all__ = ["DEMO_STEPS", "demo_job", "demo_settings", "demo_target", "latency_warning"]
+
+Echo = Callable[[str], None]
+#: Optimizer steps each network trains for (batch 16).
+DEMO_STEPS = 120
+#: The space both methods search: the multi-resolution space, small enough to train in the demo.
+DEMO_SPACE: dict[str, Any] = {"space": "multires", "space_options": {"layers": 10, "base_width": 8}}
+#: The training recipe of every network (short training from scratch: AdamW, cosine, no EMA).
+DEMO_RECIPE: dict[str, Any] = {
+    "optim": {"name": "adamw", "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 30},
+    "loss": {"kind": "ce"}, "ema_decay": None, "bf16": True, "channels_last": True}
+#: Candidates each method scores, and the proxy (on 8 training images at the demo size).
+DEMO_CANDIDATES = 16
+DEMO_PROXY = "nwot"
+#: The default target: this quantile of the predicted latencies of networks drawn from the space.
+TARGET_QUANTILE = 0.3
+TARGET_DRAWS = 48
+#: Latency on ONNX Runtime (the deployment runtime the latency model is validated on), operators
+#: timed briefly, since a fresh machine builds its table during the demo.
+DEMO_LATENCY: dict[str, Any] = {"backend": "onnxruntime", "table_min_runs": 5, "table_min_time_s": 0.02}
 
 
-def demo_config(minutes: float = 2.5, size: tuple[int, int] = (128, 160), out_dir: str = "runs",
-                threads: int | None = None, seed: int = 0) -> TrainConfig:
-    """The demo's training settings; a bad argument is a one-line error naming its option."""
-    flags = {"time_budget_min": "--minutes", "data.crop_size": "--size", "threads": "--threads", "seed": "--seed",
-             "out_dir": "--out-dir"}
-    return build_config(TrainConfig, {
+def demo_target(size: tuple[int, int], threads: int | None = None, seed: int = 0) -> float:
+    """A target the demo's space can meet on this machine: the ``TARGET_QUANTILE`` of the predicted
+    latency (ms) of ``TARGET_DRAWS`` networks drawn across its latency range."""
+    space = get_space(DEMO_SPACE["space"], **DEMO_SPACE["space_options"])
+    model = LatencyModel.create(DEMO_LATENCY["backend"], size, threads=threads,
+                                min_runs=DEMO_LATENCY["table_min_runs"], min_time_s=DEMO_LATENCY["table_min_time_s"])
+    rng = np.random.default_rng(seed)
+    predicted = [model.predict(space, space.sample(rng, spread=True), 11) for _ in range(TARGET_DRAWS)]
+    return round(float(np.quantile(predicted, TARGET_QUANTILE)), 2)
+
+
+def demo_settings(steps: int | None = None, minutes: float | None = None, size: tuple[int, int] = (128, 160),
+                  out_dir: str = "runs", threads: int | None = None, seed: int = 0,
+                  target_ms: float | None = None) -> CompareSettings:
+    """The demo's comparison settings; a bad argument is a one-line error naming its option.
+    ``target_ms`` None is filled in by ``demo_job`` (``demo_target``)."""
+    flags = {"train.cpu_minutes": "--minutes", "train.steps": "--steps", "data.crop_size": "--size",
+             "latency.size": "--size", "threads": "--threads", "seed": "--seed", "out_dir": "--out-dir",
+             "latency.target_ms": "--target-ms"}
+    scoring = {"proxy": DEMO_PROXY, "images": 8, "batch_size": 8, "size": list(size)}
+    return build_config(CompareSettings, {
         "job": "demo",
-        "data": {"name": "synthetic", "options": {"size": list(size)}, "crop_size": list(size),
+        "data": {"name": "synthetic", "options": {"size": list(size)}, "crop_size": list(size), "cache": True,
                  "scale": [0.75, 1.5], "jitter": 0.2, "batch_size": 16, "eval_batch_size": 16},
-        "model": {"name": "fast_scnn"},
-        "optim": {"name": "adamw", "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 30},
-        "epochs": None, "time_budget_min": minutes, "eval_every": 5, "bf16": True, "channels_last": True,
-        "threads": threads, "seed": seed, "out_dir": out_dir,
+        "latency": {**DEMO_LATENCY, "target_ms": target_ms if target_ms is not None else 1.0, "size": list(size)},
+        "methods": {
+            "saswot": {"saswot": {**DEMO_SPACE, "candidates": DEMO_CANDIDATES, "population": 8, "sample_size": 3,
+                                  "final_inits": 0, "top_k": 3, "scoring": scoring}},
+            "random": {"random": {**DEMO_SPACE, "candidates": DEMO_CANDIDATES, "top_k": 3,
+                                  "evaluator": {"kind": "proxy", "proxy": scoring}}}},
+        "zoo": ["fast_scnn"],
+        "train": {"steps": DEMO_STEPS if steps is None and minutes is None else steps, "cpu_minutes": minutes,
+                  "seeds": 1, "recipe": DEMO_RECIPE},
+        "measure_min_runs": 10, "measure_min_time_s": 0.5,
+        "executor": "inline", "threads": threads, "seed": seed, "out_dir": out_dir,
     }, "demo", flags)
 
 
-def demo_job(minutes: float = 2.5, size: tuple[int, int] = (128, 160), out_dir: str = "runs",
-             threads: int | None = None, seed: int = 0,
-             echo: Callable[[str], None] | None = None) -> tuple[TrainResult, Path]:
-    """Train, measure and report; returns the training result and the report path."""
+def demo_job(steps: int | None = None, minutes: float | None = None, size: tuple[int, int] = (128, 160),
+             out_dir: str = "runs", threads: int | None = None, seed: int = 0, target_ms: float | None = None,
+             echo: Echo | None = None) -> tuple[dict[str, Any], Path]:
+    """Run the demo comparison; returns the comparison summary and its ``compare.md``."""
     echo = echo or (lambda m: None)
-    cfg = demo_config(minutes, size, out_dir, threads, seed)
-    echo(f"training Fast-SCNN on synthetic street scenes {size[0]}x{size[1]} for up to {minutes} min")
-    result = train_job(cfg, echo=echo)
-    run = Path(result.run_dir)
-    model, classes, state = load_trained(run / "checkpoints" / "best.pt")
-    latency = measure_latency(model, (1, 3, *size), threads=threads)
-    _, val = make_datasets(cfg)
-    image, mask = val[0]
-    pred = predict_logits(model, image[None]).argmax(1)[0].numpy()
+    cfg = demo_settings(steps, minutes, size, out_dir, threads, seed, target_ms)  # bad options fail first
+    if target_ms is None:
+        echo(f"setting the latency target: the {TARGET_QUANTILE:.0%} quantile of {TARGET_DRAWS} networks of the "
+             f"space, predicted on this machine ({DEMO_LATENCY['backend']}, {size[0]}x{size[1]})")
+        target_ms = demo_target(size, threads, seed)
+        cfg = cfg.model_copy(update={"latency": cfg.latency.model_copy(update={"target_ms": target_ms})})
+    summary = compare_job(cfg, echo=echo)
+    run = Path(summary["run_dir"])
+    panels = sample_predictions(summary, run / "sample_prediction.png", cfg)
+    echo(f"table: {run / 'compare.md'}; plot: {run / 'pareto.png'}; sample ({' | '.join(panels)}): "
+         f"{run / 'sample_prediction.png'}")
+    return summary, run / "compare.md"
+
+
+def sample_predictions(summary: dict[str, Any], path: Path, cfg: CompareSettings) -> list[str]:
+    """One validation image, its ground truth and every trained network's prediction, side by side
+    (each network's first seed); returns the panels' names, left to right."""
+    image, mask = open_data(cfg.data, cfg.data.val_split, eval_transforms(cfg.data.base_size))[0]
     rgb = (denormalize(image).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    palette = classes.palette()
-    strip = np.concatenate([rgb, colorize(mask.numpy(), palette), colorize(pred, palette)], axis=1)
-    save_png(run / "sample_prediction.png", strip)
-    plot_training_curve(result.history, run / "training_curve.png")
-    report = write_train_report(run, result, list(classes.names), latency, count_parameters(model),
-                                images={"Sample (image | ground truth | prediction)": "sample_prediction.png",
-                                        "Training curve": "training_curve.png"})
-    warning = latency_warning(latency)
-    if warning:  # the report states the measurement is not to be trusted, next to it
-        atomic_write_text(report, report.read_text() + f"\n> **Warning:** {warning}\n")
-        echo(f"warning: {warning}")
-    echo(f"val mIoU {result.best_miou * 100:.1f}% | latency {latency.median_ms:.2f} ms "
-         f"({latency.fps:.0f} FPS, eager, {latency.threads} threads) | report {report}")
-    return result, report
-
-
-def latency_warning(latency: LatencyResult) -> str | None:
-    """A warning when a latency measurement is too noisy to report: its inter-quartile range is
-    larger than its median (typically another job on the same cores)."""
-    if latency.iqr_ms > latency.median_ms:
-        return (f"the latency measurement is unreliable: its IQR ({latency.iqr_ms:.2f} ms) is larger than its "
-                f"median ({latency.median_ms:.2f} ms); the machine was probably busy, measure again when it is idle")
-    return None
+    panels, palette, names = [rgb], None, []
+    for row in summary["rows"]:
+        seed = next((s for s in row["seeds"] if s["status"] == "ok"), None)
+        if seed is None:
+            continue
+        model, classes, _ = load_trained(Path(summary["run_dir"]) / seed["run_dir"] / "checkpoints" / "best.pt")
+        palette = classes.palette()
+        if len(panels) == 1:
+            panels.append(colorize(mask.numpy(), palette))
+        panels.append(colorize(predict_logits(model, image[None]).argmax(1)[0].numpy(), palette))
+        names.append(row["name"])
+    if palette is None:
+        raise SegnasError("demo: no network was trained; see the compare table for why")
+    save_png(path, np.concatenate(panels, axis=1))
+    return ["image", "ground truth", *names]

@@ -29,6 +29,11 @@ class SyntheticStreets(Dataset):
 
     classes = SYNTHETIC_CLASSES
 
+    @staticmethod
+    def has_split(root: str | Path | None, split: str, **options) -> bool:
+        """Every split the generator knows (train, val, test) exists."""
+        return split in SPLITS
+
     def __init__(self, root: str | Path | None = None, split: str = "train", transform: Transform | None = None,
                  cache: bool = False, size: Sequence[int] | str = DEFAULT_SIZE, length: int | None = None,
                  seed: int = 0) -> None:

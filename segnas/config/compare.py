@@ -1,0 +1,107 @@
+"""Settings of a comparison (``segnas compare``): search methods and zoo baselines on one dataset,
+one latency target, one search budget, one final-training recipe, budget and set of seeds.
+
+Each method's own settings are the settings of a ``segnas search METHOD`` run (its section under
+its name, e.g. ``methods: {saswot: {saswot: {candidates: 500}}}``), less what the comparison fixes
+for every method alike (``SHARED_SEARCH_FIELDS``); ``segnas.jobs.compare`` validates them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from segnas.config.search import LatencyTarget
+from segnas.config.train import PATH, DataConfig, Settings
+
+#: Search settings the comparison sets for every method (a method's own settings may not).
+SHARED_SEARCH_FIELDS = ("method", "job", "data", "latency", "minutes", "final", "seed", "threads", "device",
+                        "out_dir", "progress")
+#: Optimizer steps of a final training given neither steps nor minutes.
+DEFAULT_TRAIN_STEPS = 2000
+
+
+class CompareTraining(Settings):
+    """The final training of every network (found or zoo): one recipe, one budget, ``seeds`` seeds."""
+
+    #: Budget in optimizer steps: the same training on every machine (the default budget).
+    steps: Optional[int] = Field(None, ge=1)
+    #: Budget in CPU-minutes per network instead of steps (segnas's CPU clock: the process's CPU time
+    #: divided by its threads, a wall-clock minute on quiet cores). Not reproducible: another or a
+    #: busy machine buys a different training with it. Give steps or cpu_minutes, not both.
+    cpu_minutes: Optional[float] = Field(None, gt=0)
+    #: Trainings per network, seeds ``seed``, ``seed + 1``, ...; mIoU is reported as mean ± std.
+    seeds: int = Field(2, ge=1)
+    #: Overrides of the training recipe (``TrainConfig`` fields: optim, loss, ema_decay, bf16, ...)
+    #: over ``segnas.evaluate.short_train.GROUNDTRUTH_RECIPE``.
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "CompareTraining":
+        if self.steps is not None and self.cpu_minutes is not None:
+            raise ValueError("give train.steps or train.cpu_minutes, not both")
+        if self.steps is None and self.cpu_minutes is None:
+            self.steps = DEFAULT_TRAIN_STEPS
+        return self
+
+
+class CompareSettings(Settings):
+    job: str = "compare"
+    data: DataConfig = Field(default_factory=DataConfig)
+    #: The test split scored when the dataset has it (None: never); else the column is left out.
+    test_split: Optional[str] = "test"
+    #: The target (latency.target_ms or target_fps), runtime, threads and size of every latency.
+    latency: LatencyTarget = Field(default_factory=LatencyTarget)
+    #: Methods by name, each with its own search settings (a ``segnas search`` settings mapping,
+    #: its section under the method's name); a list of names takes every default. None: every
+    #: registered method (random search, the baseline every method must beat, among them).
+    methods: Optional[dict[str, dict[str, Any]]] = None
+    #: Zoo baselines by name. None: those measured within ``zoo_within`` times the target, and Fast-SCNN.
+    zoo: Optional[list[str]] = None
+    zoo_within: float = Field(3.0, gt=0)
+    #: Search budget of every method in CPU-minutes (a wall-clock minute of quiet cores, as training
+    #: budgets count them), held as a wall-clock limit; the CPU time each search spent (all its threads
+    #: and processes) is reported. None: each method's own end.
+    search_cpu_minutes: Optional[float] = Field(None, gt=0)
+    train: CompareTraining = Field(default_factory=CompareTraining)
+    #: Interleaved latency session: rounds at least, and seconds of timing per network at least.
+    measure_min_runs: int = Field(20, ge=1)
+    measure_min_time_s: float = Field(2.0, ge=0)
+    #: Jobs (searches, trainings) run at once, and where (``segnas.parallel``); threads per job.
+    workers: int = Field(1, ge=1)
+    executor: Literal["inline", "process", "ray"] = "process"
+    ray_address: Optional[str] = None
+    threads: Optional[int] = Field(None, ge=1)
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    seed: int = 0
+    out_dir: str = Field("runs", json_schema_extra=PATH)
+    progress: bool = True
+    #: Also write the HTML report (``segnas report``) of the comparison, where installed.
+    report: bool = True
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_list(cls, v: Any) -> Any:
+        """``[saswot, random]`` or ``"saswot,random"``: those methods with their default settings."""
+        if isinstance(v, str):
+            v = [m.strip() for m in v.split(",") if m.strip()]
+        if isinstance(v, (list, tuple)):
+            return {str(m): {} for m in v}
+        if isinstance(v, dict):
+            return {k: ({} if s is None else s) for k, s in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> "CompareSettings":
+        if self.latency.target is None:
+            raise ValueError("latency.target_ms: a comparison needs a latency target (or latency.target_fps)")
+        if self.methods is not None and not self.methods and not self.zoo:
+            raise ValueError("methods: empty, and no zoo network either; nothing to compare")
+        if (self.latency.size or self.data.crop_size or self.data.base_size) is None:
+            raise ValueError("latency.size: give the deployment input size (HxW), or data.crop_size")
+        return self
+
+    def deployment_size(self) -> tuple[int, int]:
+        """The size latency is for: latency.size, else the training crop or base size."""
+        return tuple(self.latency.size or self.data.crop_size or self.data.base_size)

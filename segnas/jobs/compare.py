@@ -1,0 +1,450 @@
+"""`segnas compare`: search methods and zoo baselines compared on one dataset for one latency target.
+
+Every chosen method searches (``segnas.jobs.search.search_job``, its final training off) under one
+budget; the network each found and the zoo baselines are then trained with one recipe, one budget
+and the same seeds, scored on the validation split (and the test split when the dataset has one),
+and measured in one interleaved latency session (``measure_latency_interleaved``) so that their
+latency ratios are fair.
+
+Every search and every training is a job run through ``segnas.parallel.run_all`` (in this process,
+a process pool or Ray) with its result appended to ``jobs.jsonl`` in the run directory; each job
+works in its own folder (``search/<method>/``, ``train/<network>-seed<k>/``), so a killed
+comparison resumed with ``--resume RUN_DIR`` reuses every finished job and continues a killed one
+from its last checkpoint. A method that fails on its input (a target its space cannot meet) is
+reported as failed and the others go on.
+
+Run directory: ``config.yaml``, ``jobs.jsonl``, ``zoo_selection.json`` (when the zoo is chosen by
+latency), ``latency.json`` (the interleaved session), ``compare.json`` (every figure, every seed),
+``compare.md`` (the table and per-class IoU) and ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from segnas.config.compare import SHARED_SEARCH_FIELDS, CompareSettings
+from segnas.config.io import build_config
+from segnas.config.search import SearchSettings
+from segnas.config.train import TrainConfig
+from segnas.cost import count_flops, count_parameters
+from segnas.cost.latency import LatencyResult, default_threads, measure_latency_interleaved
+from segnas.data import build_dataset, has_split, validate_dataset
+from segnas.errors import SegnasError
+from segnas.evaluate.base import json_float
+from segnas.evaluate.short_train import training_recipe
+from segnas.jobs.evaluate import eval_job
+from segnas.jobs.search import make_settings, search_job
+from segnas.parallel import run_all
+from segnas.report.pareto import plot_pareto
+from segnas.search.base import list_strategies
+from segnas.training import open_run, resolve_model, start_job, train_job
+from segnas.utils import atomic_write_text
+from segnas.zoo import MODELS
+
+Echo = Callable[[str], None]
+#: The zoo network every comparison trains (the reference of real-time segmentation on CPU).
+REFERENCE_ZOO = "fast_scnn"
+#: Results of finished jobs, one JSON line each, in the run directory.
+JOBS_FILE = "jobs.jsonl"
+
+
+# ---------------------------------------------------------------------------------- the plan
+def latency_threads(cfg: CompareSettings) -> int:
+    """Threads of every latency measurement: latency.threads, else the jobs' threads, else all cores."""
+    return cfg.latency.threads or cfg.threads or default_threads()
+
+
+def latency_description(cfg: CompareSettings) -> str:
+    h, w = cfg.deployment_size()
+    return f"{cfg.latency.backend}, {latency_threads(cfg)} threads, {h}x{w}"
+
+
+def chosen_methods(cfg: CompareSettings) -> dict[str, dict[str, Any]]:
+    """The methods compared with their own settings; every registered one when none are named."""
+    known = list_strategies()
+    methods = cfg.methods if cfg.methods is not None else {name: {} for name in known}
+    for name in methods:
+        if name not in known:
+            raise SegnasError(f"methods: unknown method {name!r} (known: {', '.join(known)})")
+    return methods
+
+
+def search_settings(cfg: CompareSettings, method: str, own: dict[str, Any], folder: Path) -> SearchSettings:
+    """The settings of ``method``'s search: its own settings with what the comparison fixes for all
+    (data, latency, budget, seed, threads, device; no final training: the comparison trains)."""
+    shared = sorted(set(own) & set(SHARED_SEARCH_FIELDS))
+    if shared:
+        raise SegnasError(f"methods.{method}.{shared[0]}: set by the comparison for every method alike "
+                          f"(set it at the top level, not per method)")
+    latency = {**cfg.latency.model_dump(mode="json"), "size": list(cfg.deployment_size()),
+               "threads": latency_threads(cfg)}
+    common = {"job": f"search-{method}", "data": cfg.data.model_dump(mode="json"), "latency": latency,
+              "minutes": cfg.search_cpu_minutes, "final": {"epochs": 0}, "seed": cfg.seed, "threads": cfg.threads,
+              "device": cfg.device, "out_dir": str(folder), "progress": False}
+    return make_settings(method, {**own, **common}, f"methods.{method}")
+
+
+def zoo_names(cfg: CompareSettings) -> list[str] | None:
+    """The zoo networks named in the settings (checked), or None when they are chosen by latency."""
+    if cfg.zoo is None:
+        return None
+    names = [name.lower().replace("-", "_") for name in cfg.zoo]
+    for given, name in zip(cfg.zoo, names):
+        if name not in MODELS:
+            raise SegnasError(f"zoo: unknown network {given!r} (known: {', '.join(sorted(MODELS))})")
+    return list(dict.fromkeys(names))
+
+
+def test_split(cfg: CompareSettings, echo: Echo) -> str | None:
+    """The test split scored, when the dataset has one (said once when it has not)."""
+    if cfg.test_split is None:
+        return None
+    if not has_split(cfg.data, cfg.test_split):
+        echo(f"data: {cfg.data.name} has no {cfg.test_split!r} split; the test mIoU column is left out")
+        return None
+    build_dataset(cfg.data.name, cfg.data.root, cfg.test_split, None, cache=False, **cfg.data.options)
+    return cfg.test_split
+
+
+def train_config(cfg: CompareSettings, name: str, model: dict[str, Any], seed: int, folder: Path) -> TrainConfig:
+    """The one final training of every network: the recipe with the comparison's overrides, the
+    step (or CPU-time) budget, evaluated once at the end, timed on the CPU clock."""
+    fields = training_recipe(cfg.train.recipe)
+    fields.update({"job": f"{name}-seed{seed}", "data": cfg.data.model_dump(mode="json"), "model": model,
+                   "epochs": fields.get("epochs") or 10000, "max_steps": cfg.train.steps,
+                   "time_budget_min": cfg.train.cpu_minutes, "budget_clock": "cpu", "eval_every": 10**9,
+                   "threads": cfg.threads, "seed": seed, "device": cfg.device, "out_dir": str(folder),
+                   "progress": False})
+    return build_config(TrainConfig, fields, "train.recipe")
+
+
+# ---------------------------------------------------------------------------------- the jobs
+def latest_run(folder: Path) -> Path | None:
+    """The newest run directory in ``folder`` (one holding a config.yaml), if any."""
+    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def relative(path: str | Path, root: str | Path) -> str:
+    """``path`` relative to the comparison's run directory ``root`` (results stay valid when it moves)."""
+    return str(Path(path).resolve().relative_to(Path(root).resolve()))
+
+
+def run_job(item: dict[str, Any]) -> dict[str, Any]:
+    """One job of a comparison, in whatever executor runs it: a search or a training."""
+    return run_search(item) if item["kind"] == "search" else run_training(item)
+
+
+def run_search(item: dict[str, Any]) -> dict[str, Any]:
+    """``item["method"]``'s search in its folder (continued when a killed one is there); the
+    network it found. A user-input failure (e.g. a target its space cannot meet) is a result."""
+    folder = Path(item["folder"])
+    run = latest_run(folder)
+    try:
+        if run is not None and (run / "search_result.json").is_file():
+            summary = {**json.loads((run / "search_result.json").read_text()), "run_dir": str(run)}
+        else:
+            settings = None if run is not None else make_settings(item["method"], item["settings"])
+            summary = search_job(settings, resume=run)
+    except SegnasError as exc:
+        return {"status": f"failed: {exc}"}
+    found = next(r for r in summary["networks"].values() if r["role"] == "found")
+    run_dir = relative(summary["run_dir"], item["root"])
+    return {"status": "ok", "run_dir": run_dir, "space": summary["space"],
+            "arch_file": str(Path(run_dir) / found["arch_file"]), "predicted_ms": found["predicted_ms"],
+            "search_cpu_seconds": summary["search_cpu_seconds"], "search_wall_seconds": summary["search_wall_seconds"],
+            "resumed": summary["resumed"]}
+
+
+def run_training(item: dict[str, Any]) -> dict[str, Any]:
+    """Train one network with one seed in its folder (continued when a killed run is there); its
+    val mIoU and per-class IoU, its test mIoU when ``item["test_split"]``, its CPU time and steps."""
+    cfg = TrainConfig.model_validate(item["config"])
+    seed = cfg.seed
+    try:
+        result = train_job(cfg, resume=latest_run(Path(cfg.out_dir)), device=cfg.device)
+        threads = cfg.threads or torch.get_num_threads()  # the CPU clock counts CPU time / threads
+        final = result.final
+        if "val_miou" not in final:
+            raise SegnasError(f"{result.run_dir}: the training ended without a validation score")
+        names = list(build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
+                                   **cfg.data.options).classes.names)
+        out: dict[str, Any] = {"status": "ok", "seed": seed, "val_miou": json_float(final["val_miou"]),
+                               "test_miou": None,
+                               "per_class_iou": {c: json_float(v) for c, v in zip(names, final["val_iou"])},
+                               "train_cpu_seconds": round(result.train_seconds * threads, 1),
+                               "steps": int(final.get("step", 0)), "epochs": int(result.epochs_done),
+                               "run_dir": relative(result.run_dir, item["root"])}
+        if item.get("test_split"):
+            metrics, test_names = eval_job(Path(result.run_dir) / "checkpoints" / "best.pt", cfg.data.name,
+                                           cfg.data.root, item["test_split"], batch_size=cfg.data.eval_batch_size,
+                                           bf16=cfg.bf16, options=cfg.data.options, progress=False)
+            out["test_miou"] = json_float(metrics.miou)
+            out["test_per_class_iou"] = {c: json_float(v) for c, v in zip(test_names, metrics.iou)}
+    except SegnasError as exc:
+        return {"status": f"failed: {exc}", "seed": seed}
+    return out
+
+
+def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run."""
+    if not items:
+        return {}
+    executor = "inline" if cfg.workers == 1 and cfg.executor == "process" else cfg.executor
+    results = run_all(run_job, items, executor=executor, workers=cfg.workers, results_path=run_path / JOBS_FILE,
+                      key=lambda item: item["key"], progress=cfg.progress, threads_per_worker=cfg.threads,
+                      ray_address=cfg.ray_address)
+    return {item["key"]: result for item, result in zip(items, results)}
+
+
+def training_items(cfg: CompareSettings, run_path: Path, name: str, model: dict[str, Any],
+                   test: str | None) -> list[dict[str, Any]]:
+    """The trainings of network ``name`` (``model``: a zoo name or an arch file), one per seed."""
+    return [{"kind": "train", "key": f"train:{name}:seed{seed}", "name": name, "test_split": test,
+             "root": str(run_path),
+             "config": train_config(cfg, name, model, seed, run_path / "train" / f"{name}-seed{seed}")
+             .model_dump(mode="json")}
+            for seed in range(cfg.seed, cfg.seed + cfg.train.seeds)]
+
+
+# ---------------------------------------------------------------------------------- latency
+def select_zoo(cfg: CompareSettings, run_path: Path, num_classes: int, echo: Echo) -> list[str]:
+    """The zoo baselines: as named, else those measured within ``zoo_within`` times the target
+    (one interleaved session, kept in ``zoo_selection.json``) and Fast-SCNN."""
+    named = zoo_names(cfg)
+    if named is not None:
+        return named
+    path = run_path / "zoo_selection.json"
+    if path.is_file():
+        return json.loads(path.read_text())["selected"]
+    target = cfg.latency.target
+    echo(f"measuring the zoo ({', '.join(MODELS)}) to keep those within {cfg.zoo_within:g}x the target")
+    models = {name: resolve_model(name, num_classes)[0] for name in MODELS}
+    measured = measure_latency_interleaved(models, (1, 3, *cfg.deployment_size()), cfg.latency.backend,
+                                           latency_threads(cfg), min_runs=5, min_time_s=0.5)
+    selected = [n for n in MODELS if n == REFERENCE_ZOO or measured[n].median_ms <= cfg.zoo_within * target]
+    atomic_write_text(path, json.dumps({"target_ms": target, "within": cfg.zoo_within,
+                                        "latency_ms": {n: r.median_ms for n, r in measured.items()},
+                                        "selected": selected}, indent=2))
+    echo(f"zoo baselines: {', '.join(selected)}")
+    return selected
+
+
+def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, str], num_classes: int,
+                     echo: Echo) -> dict[str, dict[str, Any]]:
+    """Latency (one interleaved session), parameters and GFLOPs of every network (``sources``:
+    name -> arch file or zoo name); kept in ``latency.json`` so that a resumed job reports the same."""
+    path = run_path / "latency.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if set(saved["networks"]) == set(sources):
+            return saved["networks"]
+    models = {name: resolve_model(source, num_classes)[0] for name, source in sources.items()}
+    shape = (1, 3, *cfg.deployment_size())
+    echo(f"measuring {len(models)} networks in one interleaved session ({latency_description(cfg)})")
+    measured = measure_latency_interleaved(models, shape, cfg.latency.backend, latency_threads(cfg),
+                                           min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s)
+    networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
+                       "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
+    atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "networks": networks}, indent=2))
+    return networks
+
+
+def latency_warning(latency: LatencyResult | dict[str, Any]) -> str | None:
+    """A warning when a latency measurement is too noisy to report: its inter-quartile range is
+    larger than its median (typically another job on the same cores)."""
+    iqr, median = (latency["iqr_ms"], latency["median_ms"]) if isinstance(latency, dict) else (latency.iqr_ms,
+                                                                                              latency.median_ms)
+    if iqr > median:
+        return (f"the latency measurement is unreliable: its IQR ({iqr:.2f} ms) is larger than its "
+                f"median ({median:.2f} ms); the machine was probably busy, measure again when it is idle")
+    return None
+
+
+# ---------------------------------------------------------------------------------- the summary
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[dict[str, Any]],
+             measured: dict[str, Any] | None, target_ms: float) -> dict[str, Any]:
+    """One row of ``compare.json``: a network's figures over its seeds, latency and costs."""
+    ok = [s for s in seeds if s["status"] == "ok"]
+    failed = next((s for s in seeds if s["status"] != "ok"), None)
+    val = [s["val_miou"] for s in ok if s["val_miou"] is not None]
+    test = [s["test_miou"] for s in ok if s.get("test_miou") is not None]
+    classes = list(ok[0]["per_class_iou"]) if ok else []
+    per_class = {c: json_float(_mean([s["per_class_iou"][c] for s in ok if s["per_class_iou"].get(c) is not None]))
+                 for c in classes}
+    latency = measured["latency"]["median_ms"] if measured else None
+    row: dict[str, Any] = {
+        "name": name, "kind": kind, "method": name if kind == "method" else None,
+        "arch_file": searched.get("arch_file") if searched else None, "status": "ok",
+        "seeds": [{k: s.get(k) for k in ("seed", "status", "val_miou", "test_miou", "per_class_iou",
+                                         "test_per_class_iou", "train_cpu_seconds", "steps", "epochs", "run_dir")}
+                  for s in seeds],
+        "val_miou_mean": _mean(val), "val_miou_std": _std(val),
+        "test_miou_mean": _mean(test), "test_miou_std": _std(test), "per_class_iou": per_class,
+        "latency_ms": latency, "latency_iqr_ms": measured["latency"]["iqr_ms"] if measured else None,
+        "latency_vs_target": latency / target_ms - 1.0 if latency is not None else None,
+        "on_target": latency <= target_ms if latency is not None else None,
+        "predicted_ms": searched.get("predicted_ms") if searched else None,
+        "params": measured["params"] if measured else None, "gflops": measured["gflops"] if measured else None,
+        "search_cpu_seconds": searched.get("search_cpu_seconds") if searched else None,
+        "train_cpu_seconds": round(sum(s["train_cpu_seconds"] for s in ok), 1) if ok else None,
+    }
+    if searched and searched["status"] != "ok":
+        row["status"] = searched["status"]
+    elif failed is not None:
+        row["status"] = f"failed: seed {failed['seed']}: {failed['status'].removeprefix('failed: ')}"
+    elif row["on_target"] is False:
+        row["status"] = "missed target"
+    return row
+
+
+def _pct(x: float | None, std: float | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * x:.2f}"
+
+
+def _hours(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.3f}"
+
+
+def compare_table(summary: dict[str, Any]) -> str:
+    """``compare.md``: what was compared, the table (test column only with a test split), per-class IoU."""
+    rows, test = summary["rows"], summary["test_split"] is not None
+    s = summary["settings"]
+    lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
+             f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
+             f"search budget: {summary['search_budget']}",
+             "- val mIoU: mean ± std over seeds; latency: median of one interleaved session of every network",
+             f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
+    if not test:
+        lines.append(f"- no test split in {s['data']['name']}: test mIoU left out")
+    lines += [""] + [f"> **Note:** {note}" for note in summary["notes"]] + ([""] if summary["notes"] else [])
+    head = ["network", "kind", "val mIoU %"] + (["test mIoU %"] if test else []) + [
+        "latency ms", "vs target", "params M", "GFLOPs", "search CPU-h", "train CPU-h", "status"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"], r["kind"], _pct(r["val_miou_mean"], r["val_miou_std"])]
+        if test:
+            cells.append(_pct(r["test_miou_mean"], r["test_miou_std"]))
+        cells += ["-" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}",
+                  "-" if r["latency_vs_target"] is None else f"{100 * r['latency_vs_target']:+.1f}%",
+                  "-" if r["params"] is None else f"{r['params'] / 1e6:.3f}",
+                  "-" if r["gflops"] is None else f"{r['gflops']:.3f}",
+                  _hours(r["search_cpu_seconds"]), _hours(r["train_cpu_seconds"]),
+                  r["status"].replace("|", "/").replace("\n", " ")]
+        lines.append("| " + " | ".join(cells) + " |")
+    scored = [r for r in rows if r["per_class_iou"]]
+    if scored:
+        classes = list(scored[0]["per_class_iou"])
+        lines += ["", "## Per-class val IoU % (mean over seeds)", "",
+                  "| class | " + " | ".join(r["name"] for r in scored) + " |", "|" + "---|" * (len(scored) + 1)]
+        for c in classes:
+            lines.append(f"| {c} | " + " | ".join(_pct(r["per_class_iou"].get(c)) for r in scored) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(run_path: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(run_path / "compare.json", json.dumps(summary, indent=2))
+    atomic_write_text(run_path / "compare.md", compare_table(summary))
+    plot_pareto(summary["rows"], summary["target_ms"], run_path / "pareto.png",
+                title=f"{summary['settings']['data']['name']}: {summary['train_budget']}",
+                latency_label=f"measured latency (ms; {summary['latency']})")
+
+
+def html_report(run_path: Path, echo: Echo) -> Any:
+    """The HTML report of the run, when this installation has ``segnas.jobs.report``."""
+    try:
+        module = importlib.import_module("segnas.jobs.report")
+    except ImportError:
+        return None
+    report = getattr(module, "report_job", None)
+    return report(run_path) if report is not None else None
+
+
+# ---------------------------------------------------------------------------------- the job
+def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
+                echo: Echo | None = None) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``."""
+    echo = echo or (lambda m: None)
+    cfg, run = start_job(CompareSettings, settings, resume)
+    # everything that can fail on user input, before the run directory exists
+    methods = chosen_methods(cfg)
+    zoo_names(cfg)
+    if not cfg.data.val_split:
+        raise SegnasError("data.val_split: a comparison scores every network on the validation split; name it")
+    validate_dataset(cfg.data, cfg.progress, echo)
+    train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
+    for method, own in methods.items():
+        search_settings(cfg, method, own, Path(cfg.out_dir))
+    test = test_split(cfg, echo)
+    num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
+                                **cfg.data.options).num_classes
+    if cfg.train.cpu_minutes:
+        echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
+             "or a busy machine trains each network for a different number of steps (train.steps is)")
+    run = open_run(cfg, run)
+    path = run.path
+    echo(f"compare: {', '.join(methods) or 'no method'} for {cfg.latency.target:g} ms "
+         f"({latency_description(cfg)}); run {path}")
+    zoo = select_zoo(cfg, path, num_classes, echo)
+
+    searches = [{"kind": "search", "key": f"search:{m}", "method": m,
+                 "settings": search_settings(cfg, m, own, path / "search" / m).model_dump(mode="json"),
+                 "folder": str(path / "search" / m), "root": str(path)} for m, own in methods.items()]
+    zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
+    done = run_jobs(cfg, path, searches + zoo_items)
+    found = {m: done[f"search:{m}"] for m in methods}
+    for m, r in found.items():
+        echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.0f} "
+                         f"CPU-s" if r["status"] == "ok" else r["status"]))
+    method_items = [it for m, r in found.items() if r["status"] == "ok"
+                    for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
+    done.update(run_jobs(cfg, path, method_items))
+
+    seeds = {it["name"]: [] for it in zoo_items + method_items}
+    for it in zoo_items + method_items:
+        seeds[it["name"]].append(done[it["key"]])
+    sources = {m: str(path / r["arch_file"]) for m, r in found.items() if r["status"] == "ok"}
+    sources.update({name: name for name in zoo})
+    sources = {n: s for n, s in sources.items() if any(x["status"] == "ok" for x in seeds[n])}
+    measured = measure_networks(cfg, path, sources, num_classes, echo) if sources else {}
+
+    target = cfg.latency.target
+    rows = [make_row(m, "method", found[m], seeds.get(m, []), measured.get(m), target) for m in methods]
+    rows += [make_row(name, "zoo", None, seeds[name], measured.get(name), target) for name in zoo]
+    notes = [f"{name}: {w}" for name, m in measured.items() if (w := latency_warning(m["latency"]))]
+    cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
+    budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
+              else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")
+    summary = {"settings": cfg.model_dump(mode="json"), "target_ms": target, "latency": latency_description(cfg),
+               "test_split": test, "train_budget": budget,
+               "search_budget": f"{cfg.search_cpu_minutes:g} CPU-minutes" if cfg.search_cpu_minutes
+               else "each method's own end", "notes": notes, "rows": rows,
+               "total_cpu_hours": round(cpu / 3600, 4)}
+    write_outputs(path, summary)
+    for note in notes:
+        echo(f"warning: {note}")
+    echo(compare_table(summary).split("\n\n## ")[0])
+    try:
+        html = html_report(path, echo) if cfg.report else None
+    except SegnasError as exc:
+        html = None
+        echo(f"warning: the HTML report was not written: {exc}")
+    if html:
+        echo(f"report: {html}")
+    return {**summary, "run_dir": str(path)}

@@ -1,0 +1,283 @@
+"""`segnas compare`: two methods and a zoo network end to end, resume after kill -9 to the same
+table, bad input (unknown method, a target a method cannot meet, no test split), the interleaved
+latency session and the Pareto plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from segnas.config.compare import CompareSettings
+from segnas.config.io import build_config
+from segnas.errors import SegnasError
+from segnas.jobs.compare import compare_job
+
+SIZE = [32, 48]
+SPACE = {"space_options": {"layers": 6, "base_width": 4}}
+SCORING = {"proxy": "nwot", "images": 2, "batch_size": 2, "size": SIZE}
+SASWOT = {"saswot": {**SPACE, "candidates": 3, "population": 2, "sample_size": 2, "top_k": 1, "final_inits": 0,
+                     "scoring": SCORING}}
+RANDOM = {"random": {**SPACE, "candidates": 2, "top_k": 1, "evaluator": {"proxy": SCORING}}}
+HEAD = ["network", "kind", "val mIoU %", "test mIoU %", "latency ms", "vs target", "params M", "GFLOPs",
+        "search CPU-h", "train CPU-h", "status"]
+
+
+def tiny(out: Path, **over) -> dict:
+    """Settings of a seconds-long comparison on tiny synthetic scenes (target out of the way)."""
+    cfg = {"data": {"name": "synthetic", "options": {"size": SIZE, "length": 4}, "batch_size": 2,
+                    "eval_batch_size": 4},
+           "latency": {"target_ms": 1e9, "size": SIZE, "backend": "eager", "table_min_runs": 1,
+                       "table_min_time_s": 0.0},
+           "methods": {"saswot": SASWOT, "random": RANDOM}, "zoo": ["fast_scnn"], "train": {"steps": 2, "seeds": 1},
+           "measure_min_runs": 2, "measure_min_time_s": 0.0, "threads": 1, "progress": False, "report": False,
+           "out_dir": str(out)}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    """One latency table and dataset-check cache for this file's tests, apart from the user's; the
+    search job's own timing of its found network kept short (the comparison times every network again)."""
+    import segnas.jobs.search as search
+
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path_factory.getbasetemp() / "compare-cache"))
+    quick = search.measure_latency
+    monkeypatch.setattr(search, "measure_latency", lambda *a, **k: quick(*a, **{**k, "min_runs": 2, "min_time_s": 0}))
+
+
+def run_compare(cfg: dict) -> tuple[dict, list[str]]:
+    lines: list[str] = []
+    summary = compare_job(build_config(CompareSettings, cfg), echo=lines.append)
+    return summary, lines
+
+
+def table_head(md: str) -> list[str]:
+    line = next(x for x in md.splitlines() if x.startswith("| network"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
+    summary, lines = run_compare(tiny(tmp_path / "runs", train={"steps": 2, "seeds": 2}))
+    run = Path(summary["run_dir"])
+    for name in ("config.yaml", "jobs.jsonl", "latency.json", "compare.json", "compare.md", "pareto.png"):
+        assert (run / name).is_file(), name
+    data = json.loads((run / "compare.json").read_text())
+    assert [(r["name"], r["kind"]) for r in data["rows"]] == [("saswot", "method"), ("random", "method"),
+                                                               ("fast_scnn", "zoo")]
+    assert data["latency"] == "eager, 1 threads, 32x48" and data["test_split"] == "test"
+    for row in data["rows"]:
+        assert row["status"] == "ok" and [s["seed"] for s in row["seeds"]] == [0, 1]
+        vals = [s["val_miou"] for s in row["seeds"]]
+        assert all(0.0 <= v <= 1.0 for v in vals) and row["val_miou_mean"] == pytest.approx(np.mean(vals))
+        assert row["val_miou_std"] == pytest.approx(np.std(vals, ddof=1))
+        assert all(s["steps"] == 2 and s["test_miou"] is not None for s in row["seeds"])
+        assert len(row["per_class_iou"]) == 11 and "Road" in row["seeds"][0]["per_class_iou"]
+        assert row["latency_ms"] > 0 and row["on_target"] and row["params"] > 0 and row["gflops"] > 0
+        assert row["train_cpu_seconds"] > 0
+        assert (run / row["seeds"][0]["run_dir"] / "checkpoints" / "best.pt").is_file()
+    for row in data["rows"][:2]:
+        assert (run / row["arch_file"]).is_file() and row["search_cpu_seconds"] is not None
+    assert data["rows"][2]["search_cpu_seconds"] is None and data["total_cpu_hours"] > 0
+    md = (run / "compare.md").read_text()
+    assert table_head(md) == HEAD
+    assert "Per-class val IoU" in md and "| Road |" in md
+    # every job ran once: 2 searches, 3 networks x 2 seeds
+    keys = [json.loads(x)["key"] for x in (run / "jobs.jsonl").read_text().splitlines()]
+    assert sorted(keys) == sorted(["search:saswot", "search:random"] +
+                                  [f"train:{n}:seed{s}" for n in ("saswot", "random", "fast_scnn") for s in (0, 1)])
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segnas.cli.main", *args]
+
+
+#: Figures that depend on the machine's speed or on where the run lives, left out when comparing runs.
+TIMINGS = {"latency_ms", "latency_iqr_ms", "latency_vs_target", "on_target", "search_cpu_seconds",
+           "train_cpu_seconds", "total_cpu_hours", "run_dir", "arch_file", "notes", "out_dir"}
+
+
+def _without_timings(data):
+    if isinstance(data, dict):
+        return {k: _without_timings(v) for k, v in data.items() if k not in TIMINGS}
+    if isinstance(data, list):
+        return [_without_timings(v) for v in data]
+    return data
+
+
+@pytest.mark.slow
+def test_a_comparison_killed_mid_way_resumes_to_the_same_table(tmp_path):
+    """kill -9 once the first job has finished, --resume: the same compare.json (timings aside) as
+    an uninterrupted run, and no finished job run again."""
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(tiny(tmp_path / "unused", methods={"random": RANDOM})))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEGNAS_CACHE": str(tmp_path / "cache")}
+    whole = subprocess.run(_cli("compare", "-c", str(config), "--set", f"out_dir={tmp_path / 'whole'}"),
+                           capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(_cli("compare", "-c", str(config), "--set", f"out_dir={tmp_path / 'killed'}"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, run = time.time() + 120, None
+    while time.time() < deadline and proc.poll() is None:
+        jobs = list((tmp_path / "killed").glob("*/jobs.jsonl"))
+        if jobs and jobs[0].read_text().count("\n") >= 1:
+            run = jobs[0].parent
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run is not None and not (run / "compare.json").exists(), "the comparison ended before it was killed"
+    before = (run / "jobs.jsonl").read_text().splitlines()
+    resumed = subprocess.run(_cli("compare", "--resume", str(run)), capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    after = [json.loads(x)["key"] for x in (run / "jobs.jsonl").read_text().splitlines()]
+    assert after[:len(before)] == [json.loads(x)["key"] for x in before] and len(after) == len(set(after)) == 3
+    first = next((tmp_path / "whole").iterdir())
+    read = lambda d: _without_timings(json.loads((d / "compare.json").read_text()))  # noqa: E731
+    assert read(run) == read(first)
+    def table(d: Path) -> list[list[str]]:  # every column but the timings
+        rows = [x.split("|") for x in (d / "compare.md").read_text().splitlines() if x.startswith("| ")]
+        return [r[1:5] + r[-2:] for r in rows]
+
+    assert table(run) == table(first)
+
+
+def test_an_unknown_method_is_one_line_before_any_work(tmp_path):
+    from segnas.cli.main import app
+
+    result = CliRunner().invoke(app, ["compare", "--set", "methods=[saswot, nosuch]", "--set", "latency.target_ms=5",
+                                      "--set", "latency.size=[32, 48]", "--set", f"out_dir={tmp_path / 'runs'}"])
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "'nosuch'" in lines[0] and "saswot" in lines[0] and "random" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
+    from segnas.search.strategies.saswot import SasWOT
+
+    def out_of_reach(self, ctx):
+        raise SegnasError("latency.target_ms: 1 ms is out of reach of space 'multires': raise the target")
+
+    monkeypatch.setattr(SasWOT, "prepare", out_of_reach)
+    summary, lines = run_compare(tiny(tmp_path / "runs", zoo=[]))
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert rows["saswot"]["status"].startswith("failed: latency.target_ms") and not rows["saswot"]["seeds"]
+    assert rows["saswot"]["val_miou_mean"] is None and rows["saswot"]["latency_ms"] is None
+    assert rows["random"]["status"] == "ok" and rows["random"]["val_miou_mean"] is not None
+    assert any(x.startswith("saswot: failed: latency.target_ms") for x in lines)
+    md = (Path(summary["run_dir"]) / "compare.md").read_text()
+    assert "| saswot | method | - |" in md and "out of reach" in md
+
+
+def _folder_dataset(root: Path) -> None:
+    """A folder dataset with train and val splits only (no test split)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for kind in ("images", "masks"):
+            (root / kind / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (*SIZE, 3), dtype=np.uint8)).save(root / "images" / split / f"{i}.png")
+            Image.fromarray(rng.integers(0, 3, SIZE, dtype=np.uint8)).save(root / "masks" / split / f"{i}.png")
+    (root / "dataset.yaml").write_text("classes: [a, b, c]\n")
+
+
+def test_a_dataset_without_a_test_split_has_no_test_column(tmp_path):
+    _folder_dataset(tmp_path / "data")
+    data = {"name": "folder", "root": str(tmp_path / "data"), "batch_size": 2, "eval_batch_size": 2}
+    summary, lines = run_compare(tiny(tmp_path / "runs", data=data, methods={}))
+    assert [x for x in lines if "has no 'test' split" in x] == [
+        "data: folder has no 'test' split; the test mIoU column is left out"]  # said once
+    assert summary["test_split"] is None and summary["rows"][0]["test_miou_mean"] is None
+    md = (Path(summary["run_dir"]) / "compare.md").read_text()
+    assert table_head(md) == [h for h in HEAD if h != "test mIoU %"]
+    assert list(summary["rows"][0]["per_class_iou"]) == ["a", "b", "c"]
+
+
+def test_interleaved_latency_measures_every_network_in_rounds():
+    from segnas.cost.latency import measure_latency_interleaved
+
+    small, large = torch.nn.Conv2d(3, 4, 1), torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3, padding=1)
+                                                                    for _ in range(12)])
+    results = measure_latency_interleaved({"small": small, "large": large}, (1, 3, 64, 64), "eager", threads=1,
+                                          min_runs=15, min_time_s=0.0)
+    assert set(results) == {"small", "large"} and results["small"].runs == results["large"].runs == 15
+    assert results["small"].median_ms < results["large"].median_ms
+
+
+def test_pareto_plot_and_front(tmp_path):
+    from segnas.report.pareto import pareto_front, plot_pareto
+
+    rows = [{"name": "a", "kind": "method", "latency_ms": 5.0, "val_miou_mean": 0.5, "val_miou_std": 0.01},
+            {"name": "b", "kind": "method", "latency_ms": 6.0, "val_miou_mean": 0.4, "val_miou_std": None},
+            {"name": "z", "kind": "zoo", "latency_ms": 9.0, "val_miou_mean": 0.6, "val_miou_std": 0.02},
+            {"name": "f", "kind": "method", "latency_ms": None, "val_miou_mean": None}]
+    assert pareto_front(rows) == ["a", "z"]
+    path = plot_pareto(rows, 7.0, tmp_path / "p.png", title="t")
+    assert Image.open(path).size[0] > 100
+
+
+@pytest.fixture
+def tiny_demo(monkeypatch):
+    """`segnas demo` with a tiny space, few candidates and eager latency: its wiring, in seconds
+    (its five-minute budget is benchmarks/demo/demo_time.py's to measure)."""
+    import segnas.jobs.demo as demo
+
+    monkeypatch.setattr(demo, "DEMO_SPACE", {"space": "multires", **SPACE})
+    monkeypatch.setattr(demo, "DEMO_CANDIDATES", 2)
+    monkeypatch.setattr(demo, "TARGET_DRAWS", 6)
+    monkeypatch.setattr(demo, "DEMO_LATENCY", {"backend": "eager", "table_min_runs": 1, "table_min_time_s": 0.0})
+
+
+def test_demo_runs_a_small_comparison(tmp_path, tiny_demo):
+    from segnas.cli.main import app
+
+    result = CliRunner().invoke(app, ["demo", "--steps", "2", "--size", "32x48", "--threads", "1",
+                                      "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "setting the latency target" in result.output and "sample (image | ground truth | saswot" in result.output
+    run = next(tmp_path.iterdir())
+    data = json.loads((run / "compare.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["saswot", "random", "fast_scnn"]
+    assert data["target_ms"] > 0 and data["train_budget"] == "2 optimizer steps"
+    assert all(r["seeds"][0]["steps"] == 2 for r in data["rows"] if r["seeds"])
+    assert table_head((run / "compare.md").read_text()) == HEAD
+    image = Image.open(run / "sample_prediction.png")
+    assert image.size == (48 * (2 + sum(bool(r["seeds"]) for r in data["rows"])), 32)
+    assert (run / "pareto.png").is_file()
+
+
+def test_a_noisy_latency_session_is_flagged_in_the_table(tmp_path, monkeypatch):
+    import segnas.jobs.compare as compare
+    from segnas.cost import LatencyResult
+
+    def noisy(models, shape, *args, **kwargs):
+        return {name: LatencyResult("eager", shape, 2.0, 3.5, 10, 1) for name in models}
+
+    monkeypatch.setattr(compare, "measure_latency_interleaved", noisy)
+    summary, lines = run_compare(tiny(tmp_path / "runs", methods={}))
+    md = (Path(summary["run_dir"]) / "compare.md").read_text()
+    assert "IQR (3.50 ms) is larger than its median (2.00 ms)" in md and "> **Note:**" in md
+    assert any(x.startswith("warning: fast_scnn: the latency measurement is unreliable") for x in lines)
+
+
+def test_demo_options_are_checked_before_any_work(tmp_path):
+    from segnas.cli.main import app
+
+    for args, needle in ((["--minutes", "0"], "--minutes"), (["--steps", "0"], "--steps"),
+                         (["--target-ms", "-1"], "--target-ms"), (["--steps", "5", "--minutes", "1"], "not both")):
+        result = CliRunner().invoke(app, ["demo", *args, "--out-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 2 and needle in result.output, result.output
+    assert not (tmp_path / "runs").exists()
