@@ -1,9 +1,13 @@
-"""The RL strategy (Nekrasov et al.): the LSTM controller learns, the ask/tell search resumes exactly,
-children are evaluated in two stages with termination, Polyak averaging and distillation, the found
-network has no auxiliary cells, the encoder pre-training is cached, and the CLI command exists."""
+"""The RL strategy (Nekrasov et al.): the LSTM controller learns, also from the proposals the loop
+skips (duplicates, over the target), the ask/tell search resumes exactly (also after kill -9 through
+the CLI), children are evaluated in two stages with termination (its threshold reaches worker
+processes), Polyak averaging and distillation, the found network has no auxiliary cells and its
+final training starts from the cached pre-trained encoder, and the CLI command exists."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +24,12 @@ from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder
 from segnas.evaluate.rl import child as child_module
-from segnas.search.asktell import AskTellLoop
+from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, Skipped
 from segnas.search.controllers.lstm import LSTMController, PolicyGradient
 from segnas.search.strategies.rl import RLSearch, RLSettings
 from segnas.spaces.base import DecisionSpace, SearchSpace, get_space
 from segnas.zoo import build_model
+from test_search_core import kill_and_resume
 
 TINY_DATA = {"name": "synthetic", "options": {"size": [48, 64], "length": 10}, "crop_size": [48, 64]}
 TINY_SPACE = {"encoder_width": 0.25, "width": 8}
@@ -119,13 +124,18 @@ def test_the_controller_log_probability_matches_its_sampling_distribution():
         controller.log_prob([[0, 0, 0]])
 
 
+def slow_if_first_is_one(arch) -> float:
+    """A latency of 2 ms for the architectures whose first decision is 1, else 1 ms (target 1.5)."""
+    return 1.0 + arch.values[0]
+
+
 def _loop(run_dir: Path, candidates: int, agent: str = "ppo") -> RLSearch:
     search = RLSearch()
     settings = RLSettings(candidates=candidates, controller={"agent": agent, "hidden": 16, "lr": 0.01,
                                                              "buffer": 8, "minibatch": 4},
                           termination={"warmup": 3, "decay": 0.5})
     search.begin(FakeSpace(), 7, settings)
-    AskTellLoop(search, PlantedEvaluator(), lambda a: 1.0, None, candidates=candidates, workers=2,
+    AskTellLoop(search, PlantedEvaluator(), slow_if_first_is_one, 1.5, candidates=candidates, workers=2,
                 executor="inline", run_dir=run_dir).run()
     return search
 
@@ -138,6 +148,8 @@ def test_a_search_stopped_after_k_batches_resumes_to_the_uninterrupted_controlle
     for (name, a), b in zip(whole.controller.state_dict().items(), resumed.controller.state_dict().values()):
         assert torch.equal(a, b), name
     assert whole.learner.baseline == resumed.learner.baseline and whole.learner.buffer == resumed.learner.buffer
+    assert whole.skipped == resumed.skipped and whole.skipped["infeasible"] > 0  # the rejected ones were learned from
+    assert whole.learner.updates == resumed.learner.updates
     lines = [(tmp_path / d / "candidates.jsonl").read_text().splitlines() for d in ("whole", "cut")]
     assert [json.loads(x)["result"]["arch"] for x in lines[0]] == [json.loads(x)["result"]["arch"] for x in lines[1]]
     assert [whole.controller.sample(np.random.default_rng(5)) for _ in range(3)] == \
@@ -148,6 +160,82 @@ def test_a_search_stopped_after_k_batches_resumes_to_the_uninterrupted_controlle
     for r in firsts[1:]:
         average = 0.5 * average + 0.5 * r
     assert resumed.threshold() == pytest.approx(average) and whole.threshold() == pytest.approx(average)
+
+
+# ------------------------------------------------------------------ skipped proposals
+class SmallSpace(FakeSpace):
+    """Three binary decisions: eight architectures, so a search draws duplicates."""
+
+    name = "fake-small"
+    sizes = [2, 2, 2]
+
+
+class Recording(AskTellStrategy):
+    """Random proposals; records what the loop tells."""
+
+    def ask(self):
+        return self.space.sample(self.rng)
+
+    def make_evaluator(self, ctx):
+        raise NotImplementedError
+
+    def tell(self, candidates):
+        self.told = getattr(self, "told", []) + [c.key for c in candidates]
+
+    def tell_skipped(self, skipped):
+        self.skipped = getattr(self, "skipped", []) + [(skipped, list(getattr(self, "told", [])))]
+
+
+def test_the_loop_tells_the_strategy_every_proposal_it_skips():
+    strategy = Recording()
+    strategy.begin(SmallSpace(), 0, None)
+    outcome = AskTellLoop(strategy, PlantedEvaluator(), slow_if_first_is_one, 1.5, candidates=4, workers=2).run()
+    assert outcome.evaluated == 4  # the four architectures within the target
+    reasons = [s.reason for s, _ in strategy.skipped]
+    assert reasons.count("infeasible") == outcome.rejected > 0 and reasons.count("duplicate") == outcome.duplicates > 0
+    for s, told in strategy.skipped:
+        if s.reason == "infeasible":
+            assert s.arch.values[0] == 1 and s.latency_ms == 2.0 and s.earlier is None
+        elif s.earlier is not None:  # a duplicate of an evaluated candidate: that one, already told
+            assert s.earlier.key == s.key and s.key in told and s.earlier.arch == s.arch
+        else:  # a duplicate of a proposal of the batch being drawn: told right after
+            assert s.key not in told and s.key in strategy.told
+
+
+class LearningLog(RLSearch):
+    def learn(self, decisions, rewards):
+        self.log = getattr(self, "log", []) + [list(zip(map(tuple, decisions), rewards))]
+        super().learn(decisions, rewards)
+
+
+def test_the_controller_learns_from_duplicates_and_from_proposals_over_the_target():
+    search = LearningLog()
+    search.begin(SmallSpace(), 3, RLSettings(candidates=4, infeasible_reward=-0.5,
+                                             controller={"hidden": 8, "buffer": 8, "minibatch": 4}))
+    outcome = AskTellLoop(search, PlantedEvaluator(), slow_if_first_is_one, 1.5, candidates=4, workers=1).run()
+    learned = [pair for update in search.log for pair in update]
+    assert outcome.evaluated == 4 and outcome.duplicates > 0 and outcome.rejected > 0
+    # every draw reached the controller: the evaluated children, the duplicates and the rejected ones
+    assert len(learned) == outcome.evaluated + outcome.duplicates + outcome.rejected
+    assert search.learner.updates == len(search.log) == len(learned)  # one child per batch: one update each
+    assert search.skipped == {"duplicate": outcome.duplicates, "infeasible": outcome.rejected}
+    for values, reward in learned:
+        # over the target: the penalty; a duplicate: its earlier child's reward (the planted score)
+        assert reward == (-0.5 if values[0] == 1 else planted(values))
+    assert search.describe()["controller"]["skipped_told"] == search.skipped
+
+
+def test_a_duplicate_within_a_batch_learns_its_twins_reward_with_that_batch():
+    search = LearningLog()
+    search.begin(SmallSpace(), 0, RLSettings(controller={"hidden": 8}))
+    arch = Seq((0, 1, 1))
+    search.tell_skipped(Skipped(arch, "k", "duplicate", 1.0, None))
+    assert not getattr(search, "log", []) and search.waiting == {"k": [[0, 1, 1]]}
+    state = search.state_dict()  # a checkpoint now would keep the waiting duplicate
+    search.tell([Candidate(arch, "k", 0.25, 1.0, 1, {"score": 0.25})])
+    assert search.log == [[((0, 1, 1), 0.25), ((0, 1, 1), 0.25)]] and search.waiting == {}
+    search.load_state_dict(state)
+    assert search.waiting == {"k": [[0, 1, 1]]}
 
 
 # ------------------------------------------------------------------ the child evaluator (encdec)
@@ -275,23 +363,81 @@ def test_segnas_search_rl_help():
         assert flag in result.output
 
 
-def test_rl_search_job_runs_end_to_end_on_encdec(tmp_path, monkeypatch):
+def test_rl_search_job_on_two_worker_processes(tmp_path, monkeypatch):
+    """The search job end to end with ``--workers 2 --executor process``: the termination threshold
+    the strategy updates after each batch reaches the workers' set-up evaluators (which are reused
+    between batches, so only ``Evaluator.batch_settings`` carries it), and the found network's final
+    training starts from the pre-trained encoder and says so."""
     from segnas.jobs.search import make_settings, search_job
+    from segnas.spaces.encdec import read_encoder_state
 
     monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
     settings = make_settings("rl", {
-        "data": {**TINY_DATA, "batch_size": 2}, "out_dir": str(tmp_path), "progress": False, "final": {"epochs": 0},
+        "data": {**TINY_DATA, "batch_size": 2}, "out_dir": str(tmp_path), "progress": False, "threads": 1,
+        "workers": 2, "executor": "process", "final": {"steps": 1, "eval_every": 1},
         "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "table_min_runs": 1,
                     "table_min_time_s": 0.0},
-        "rl": {"space_options": TINY_SPACE, "candidates": 2, "encoder": {"steps": 1},
+        "rl": {"space_options": TINY_SPACE, "candidates": 4, "encoder": {"steps": 1},
                "child": {**TINY_CHILD, "stage1_steps": 2, "stage2_steps": 1},
-               "controller": {"hidden": 16}}})
+               "controller": {"hidden": 16}, "termination": {"warmup": 1, "decay": 0.5}}})
     summary = search_job(settings)
     run = Path(summary["run_dir"])
     assert summary["method"] == "rl" and summary["space"] == "encdec"
-    assert summary["details"]["candidates_scored"] == 2 and summary["details"]["controller"]["updates"] == 2
+    details = summary["details"]
+    assert details["candidates_scored"] == 4 and details["controller"]["updates"] == 2 + sum(
+        details["controller"]["skipped_told"].values())
     records = [json.loads(x)["result"] for x in (run / "candidates.jsonl").read_text().splitlines()]
     assert all(r["stage1"] is not None and "score" in r for r in records)
+    # batch 1 ran without a threshold; batch 2 with the average of batch 1's stage-1 rewards
+    first = [r["stage1"]["reward"] for r in records[:2]]
+    assert [r["threshold"] for r in records[:2]] == [None, None]
+    assert [r["threshold"] for r in records[2:]] == [pytest.approx(0.5 * first[0] + 0.5 * first[1])] * 2
+    assert all(r["terminated"] == (r["stage1"]["reward"] < r["threshold"]) for r in records[2:])
     state = json.loads((run / "search_state.json").read_text())["strategy"]
-    assert state["learner"]["updates"] == 2 and len(state["learner"]["buffer"]) == 2
-    assert list((tmp_path / "cache" / "encoders").iterdir())  # the encoder was pre-trained into the cache
+    assert state["learner"]["updates"] == details["controller"]["updates"] and state["stage1_seen"] == 4
+    (encoder,) = (tmp_path / "cache" / "encoders").iterdir()  # the encoder was pre-trained into the cache
+    init = summary["networks"]["arch"]["training"]["init"]
+    assert Path(init["weights"]).parents[2] == encoder and init["weights"] == details["encoder_weights"]
+    assert init["loaded"] == len(read_encoder_state(init["weights"])) and init["shape_mismatch"] == 0
+
+
+def rl_kill_case(run: Path) -> bool:
+    """Far enough to kill: the first batch of children is checkpointed."""
+    return (run / "search_state.json").is_file()
+
+
+@pytest.mark.slow
+def test_rl_search_killed_mid_way_resumes_through_the_cli_to_the_same_search(tmp_path):
+    own = ["--candidates", "4", "--workers", "1", "--set", "data.crop_size=[48,64]", "--set", "data.batch_size=2",
+           "--set", "rl.space_options={encoder_width: 0.25, width: 8}", "--set", "rl.encoder.steps=1",
+           "--set", "rl.child={stage1_images: 4, stage1_steps: 2, stage1_batch: 2, stage2_steps: 1, "
+                    "stage2_batch: 2}",
+           "--set", "rl.controller.hidden=16", "--set", "rl.termination.warmup=1"]
+    whole, resumed = kill_and_resume(tmp_path, "rl", own, rl_kill_case)
+    read = lambda d, f: json.loads((d / f).read_text())  # noqa: E731
+
+    def children(run: Path) -> list:
+        records = [json.loads(x)["result"] for x in (run / "candidates.jsonl").read_text().splitlines()]
+        return [(r["arch"], r["score"], r["stage1"]["reward"], r["threshold"], r["terminated"]) for r in records]
+
+    assert children(resumed) == children(whole) and len(children(whole)) == 4
+    a, b = read(whole, "search_state.json")["strategy"], read(resumed, "search_state.json")["strategy"]
+    weights = [torch.load(io.BytesIO(base64.b64decode(s["learner"].pop("weights"))), weights_only=True) for s in (a, b)]
+    for part in ("controller", "optimizer"):
+        flat = [torch.nn.utils.parameters_to_vector([t for t in _tensors(w[part])]) for w in weights]
+        assert torch.equal(*flat), part
+    assert a == b  # baseline, PPO buffer, updates, termination average, skipped counts, random generator
+    assert read(resumed, "arch.json")["arch"] == read(whole, "arch.json")["arch"]
+    assert read(resumed, "search_result.json")["details"]["controller"]["updates"] == \
+        read(whole, "search_result.json")["details"]["controller"]["updates"]
+
+
+def _tensors(state: Any) -> list:
+    """Every tensor of a (nested) state dict, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state.reshape(-1).float()]
+    if isinstance(state, dict):
+        return [t for k in sorted(state, key=str) for t in _tensors(state[k])]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _tensors(v)]
+    return []

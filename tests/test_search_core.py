@@ -123,7 +123,18 @@ KILL_CASES = {
 def test_a_search_killed_mid_way_resumes_to_the_same_result(tmp_path, method):
     """kill -9 during the search, then --resume: the same result as an uninterrupted run (for an
     ask/tell and a one-shot strategy)."""
-    own, far_enough = KILL_CASES[method]
+    first, run = kill_and_resume(tmp_path, method, *KILL_CASES[method])
+    read = lambda d, f: json.loads((d / f).read_text())  # noqa: E731
+    assert read(run, "arch.json")["arch"] == read(first, "arch.json")["arch"]
+    if method == "saswot":
+        scores = lambda d: [h["score"] for h in read(d, "search_result.json")["details"]["history"]]  # noqa: E731
+        assert scores(run) == scores(first) and len(scores(run)) == 40
+
+
+def kill_and_resume(tmp_path: Path, method: str, own: list[str], far_enough) -> tuple[Path, Path]:
+    """Run ``segnas search METHOD`` (tiny synthetic settings plus ``own``) to the end; run it again,
+    kill -9 it once ``far_enough(run_dir)``, and finish it with ``--resume``. Returns the run
+    directories (uninterrupted, resumed). The runs share one cache (latency table, pre-trained weights)."""
     args = ["search", method, "--data", "synthetic", "--size", "48x64", "--target-ms", "1e9", "--backend", "eager",
             "--threads", "1", *own, "--set", "data.options={size: [48, 64], length: 8}",
             "--set", "latency.table_min_runs=1", "--set", "latency.table_min_time_s=0",
@@ -147,12 +158,7 @@ def test_a_search_killed_mid_way_resumes_to_the_same_result(tmp_path, method):
     resumed = subprocess.run(_cli("search", method, "--resume", str(run)), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
-    first = next((tmp_path / "whole").iterdir())
-    read = lambda d, f: json.loads((d / f).read_text())  # noqa: E731
-    assert read(run, "arch.json")["arch"] == read(first, "arch.json")["arch"]
-    if method == "saswot":
-        scores = lambda d: [h["score"] for h in read(d, "search_result.json")["details"]["history"]]  # noqa: E731
-        assert scores(run) == scores(first) and len(scores(run)) == 40
+    return next((tmp_path / "whole").iterdir()), run
 
 
 JOINT_TINY = {"channels": [16, 32], "slots": [2, 2], "stem_channels": 8, "decoder_width": 8, "dilations": [1, 2]}

@@ -1,7 +1,7 @@
 """The RL search (auxiliary cells, Nekrasov et al.) on CamVid on this CPU, against random search.
 
     python benchmarks/rl/rl_camvid.py [--candidates 60] [--target-ms T] [--teacher CKPT] [--final-steps 800]
-    python benchmarks/rl/rl_camvid.py --smoke --results-dir /tmp/r   # seconds-long check on synthetic data
+    python benchmarks/rl/rl_camvid.py --smoke --out-dir /tmp/r --results-dir /tmp/r   # minutes: checks the script
 
 Every search draws children of the ``encdec`` space and scores them with the same child evaluator
 (``segnas.evaluate.rl.ChildEvaluator``: decoder on cached features, progressive termination,
@@ -14,8 +14,10 @@ job. Reported (``<results-dir>/<name>.json``, default ``benchmarks/rl/results/rl
 - children per CPU-hour; the fraction of child compute progressive termination saved (terminated
   children × the mean stage-2 CPU time of the children that ran it, over what all would have cost);
 - ablations at the same budget (seed 0): without auxiliary cells, without KD, without Polyak;
-- the best child of the PPO search (seed 0) trained from scratch with train_camvid.py's recipe for
-  ``--final-steps`` steps (fp32): val mIoU, latency (ONNX Runtime, 360x480, 2 threads), params, GFLOPs.
+- the best child of the PPO search (seed 0) trained with train_camvid.py's recipe for ``--final-steps``
+  steps (fp32), starting from the children's pre-trained encoder (``model.init``, as in the paper:
+  training the other methods' networks do not get; ``init`` in the result records what was loaded):
+  val mIoU, latency (ONNX Runtime, 360x480, 2 threads), params, GFLOPs.
 
 Without ``--teacher`` a teacher is trained first: ``--teacher-model`` with train_camvid.py's recipe
 for ``--teacher-steps`` steps. The target defaults to the median predicted latency of 200 random
@@ -43,7 +45,7 @@ from segnas.data import dataset_classes  # noqa: E402
 from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.search.asktell import AskTellLoop  # noqa: E402
-from segnas.search.strategies.rl import RLSearch, RLSettings  # noqa: E402
+from segnas.search.strategies.rl import RLSearch, RLSettings, TerminationSettings  # noqa: E402
 from segnas.spaces.base import Architecture, get_space, save_arch  # noqa: E402
 
 RESULTS = common.results_dir(__file__)
@@ -51,21 +53,20 @@ SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 12}, 
               "batch_size": 2, "eval_batch_size": 2}
 SMOKE_SPACE = {"encoder_width": 0.25, "width": 8}
 SMOKE_CHILD = {"stage1_images": 6, "stage1_steps": 3, "stage1_batch": 3, "stage2_steps": 2, "stage2_batch": 2}
+#: Smoke runs have 4 children: the threshold applies from the second, so progressive termination triggers.
+SMOKE_TERMINATION = {"warmup": 1}
 
 
 class RandomChildren(RLSearch):
     """Random search over the same space with the same evaluator: children drawn uniformly, the
-    controller never consulted (the termination average is still kept, as the evaluator needs it)."""
+    controller never consulted nor trained (the termination average is still kept, as the evaluator
+    needs it)."""
 
     def ask(self) -> Architecture:
         return self.space.sample(self.rng)
 
-    def tell(self, candidates) -> None:
-        learner, self.learner.update = self.learner.update, lambda *a, **k: {}
-        try:
-            super().tell(candidates)
-        finally:
-            self.learner.update = learner
+    def learn(self, decisions, rewards) -> None:
+        pass
 
 
 def data_settings(args: argparse.Namespace) -> DataConfig:
@@ -75,15 +76,19 @@ def data_settings(args: argparse.Namespace) -> DataConfig:
                                       "scale": [0.75, 1.5], "batch_size": 8})
 
 
+def termination(args: argparse.Namespace) -> dict[str, Any]:
+    return TerminationSettings(**(SMOKE_TERMINATION if args.smoke else {})).model_dump()
+
+
 def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], args: argparse.Namespace) -> dict:
     """One search of ``args.candidates`` children; its curve, compute and best child."""
     space, latency, data = ctx["space"], ctx["latency"], ctx["data"]
     settings = RLSettings(space_options=ctx["space_options"], candidates=args.candidates,
                           child={**ctx["child"], **child}, controller={"agent": "ppo"},
-                          termination={"warmup": 1} if args.smoke else {})
+                          termination=termination(args))
     strategy = RLSearch() if kind == "ppo" else RandomChildren()
     strategy.begin(space, seed, settings)
-    options = {**ctx["space_options"], "encoder_weights": str(ctx["encoder"])}
+    options = {**ctx["space_options"], **({"encoder_weights": str(ctx["encoder"])} if ctx["encoder"] else {})}
     evaluator = ChildEvaluator("encdec", options, data, settings.child, ctx["classes"], seed)
     strategy.evaluator, strategy.target_ms = evaluator, latency.target_ms
     strategy._sync_threshold()
@@ -110,21 +115,23 @@ def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], arg
 
 
 def final_training(arch: dict, ctx: dict, args: argparse.Namespace) -> dict:
-    """The best child trained from scratch with train_camvid.py's recipe for ``--final-steps`` steps."""
+    """The best child trained with train_camvid.py's recipe for ``--final-steps`` steps, from the
+    pre-trained encoder (``model.init``; from scratch when there is none)."""
     space = get_space("encdec", **ctx["space_options"])
     a = space.arch_from_dict(arch)
     path = Path(args.out_dir) / f"bench-rl-{ctx['name']}-best.json"
     save_arch(path, space, a)
     cfg = train_config(60.0, args.out_dir, str(path))
     update = {"time_budget_min": None, "max_steps": args.final_steps, "bf16": False, "seed": 0,
-              "job": f"{cfg.job}-rl-best", "progress": not args.smoke}
+              "job": f"{cfg.job}-rl-best", "progress": not args.smoke,
+              "model": cfg.model.model_copy(update={"init": str(ctx["encoder"]) if ctx["encoder"] else None})}
     if args.smoke:
         update.update(data=ctx["data"], eval_every=1, channels_last=False)
     result = train_job(cfg.model_copy(update=update), echo=print)
     net = space.build(a, ctx["classes"]).eval()
     h, w = ctx["size"]
     ms = measure_latency(net, (1, 3, h, w), "onnxruntime", 2, min_time_s=0.5 if args.smoke else 5.0).median_ms
-    return {"val_miou": round(result.final["val_miou"], 4), "steps": result.final.get("step"),
+    return {"val_miou": round(result.final["val_miou"], 4), "steps": result.final.get("step"), "init": result.init,
             "latency_ms": round(ms, 3), "params": count_parameters(net),
             "gflops": round(count_flops(net, (1, 3, h, w)).gflops, 3), "run_dir": result.run_dir}
 
@@ -192,7 +199,8 @@ def main() -> None:
     best = runs[0]
     out = {"target_ms": args.target_ms, "settings": vars(args), "space_options": space_options,
            "latency": f"onnxruntime, 2 threads, {size}", "encoder": str(encoder),
-           "child": ChildSettings(**ctx["child"]).model_dump(mode="json"), "runs": runs, "ablations": ablations,
+           "child": ChildSettings(**ctx["child"]).model_dump(mode="json"), "termination": termination(args),
+           "runs": runs, "ablations": ablations,
            "best_child": {"reward": best["best_reward"], "arch": best["best_arch"],
                           **(final_training(best["best_arch"], ctx, args) if args.final_steps else {})}}
     path = common.save_result(args.name, out, args.results_dir)

@@ -56,6 +56,9 @@ class ModelConfig(Settings):
     name: Optional[str] = "fast_scnn"
     arch: Optional[str] = Field(None, json_schema_extra=PATH)
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Weights to start from (a segnas checkpoint or a state-dict file): every tensor whose name and
+    #: shape match is loaded into the built network before training; None: from scratch.
+    init: Optional[str] = Field(None, json_schema_extra=PATH)
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":

@@ -41,6 +41,8 @@ class TrainResult:
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     bf16: bool = False  # whether bf16 autocast was used (False where the CPU lacks native bf16)
+    #: What ``model.init`` loaded before training (weights file, tensors loaded / of the network), or None.
+    init: dict[str, Any] | None = None
 
 
 def build_loss(cfg: TrainConfig) -> SegmentationLoss:

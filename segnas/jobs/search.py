@@ -146,15 +146,16 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
 
 
 def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path | None) -> TrainConfig:
-    """Training of a found network from scratch with OHEM (+ aux heads); with a teacher, pixel-wise
-    KD from it too (KL + OHEM + 0.2·aux, FasterSeg's recipe)."""
+    """Training of a found network from scratch (from ``net.init`` when the strategy gives one) with
+    OHEM (+ aux heads); with a teacher, pixel-wise KD from it too (KL + OHEM + 0.2·aux, FasterSeg's recipe)."""
     s, f = ctx.settings, ctx.settings.final
     loss: dict[str, Any] = {"kind": "ohem", "aux_weight": 0.2 if teacher_ckpt else 0.4}
     if teacher_ckpt:
         loss.update(teacher=str(teacher_ckpt), kd_weight=1.0)
     return TrainConfig.model_validate({
         "job": f"{s.job_name}-{net.name}", "data": s.data.model_dump(),
-        "model": {"name": None, "arch": str(arch_file(ctx.run, net))}, "optim": f.optim.model_dump(),
+        "model": {"name": None, "arch": str(arch_file(ctx.run, net)), "init": net.init},
+        "optim": f.optim.model_dump(),
         "loss": loss, "epochs": f.epoch_limit, "max_steps": f.steps,
         "time_budget_min": f.minutes, "budget_clock": f.budget_clock, "eval_every": f.eval_every,
         "ema_decay": f.ema_decay, "bf16": s.bf16, "channels_last": True, "threads": s.threads, "seed": s.seed,
@@ -179,6 +180,6 @@ def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -
     existing = sorted(p.parent for p in (run_path / "train").glob(f"*-{train_cfg.job}/config.yaml"))
     r = train_job(train_cfg, resume=existing[-1] if existing else None, echo=echo)
     result = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final, "steps": r.final.get("step"),
-              "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1)}
+              "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1), "init": r.init}
     atomic_write_text(done, json.dumps(result, indent=2))
     return result

@@ -7,6 +7,11 @@ latency target is rejected before it is evaluated (a table lookup), a duplicate 
 ``candidates.jsonl`` as it finishes, and the loop state is checkpointed after every batch, so a killed search resumes
 with the same proposals and reuses every finished evaluation. It stops after ``candidates``
 evaluations, after ``time_limit_s``, or when ``max_draws`` proposals found nothing new.
+
+A proposal the loop does not evaluate (a duplicate of an earlier or same-batch one, or one over
+the latency target) is handed to the strategy's ``tell_skipped`` (default: ignored), so a learning
+strategy (the RL controller) gets a signal for every sample it drew. Whatever the hook changes
+must be in the strategy's ``state_dict``: the loop checkpoints it with the next batch.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 
@@ -56,6 +61,19 @@ class Candidate:
         return out
 
 
+@dataclass
+class Skipped:
+    """A proposal the loop did not evaluate. ``reason`` "duplicate": ``earlier`` is the evaluated
+    candidate with the same key (None when the earlier one is in the batch being evaluated: it
+    reaches ``tell`` right after); "infeasible": predicted at ``latency_ms``, over the target."""
+
+    arch: Any
+    key: str
+    reason: Literal["duplicate", "infeasible"]
+    latency_ms: float | None = None
+    earlier: Candidate | None = None
+
+
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return rng.bit_generator.state
 
@@ -82,6 +100,10 @@ class AskTellStrategy(Strategy):
 
     def tell(self, candidates: list[Candidate]) -> None:
         """Evaluated proposals, in evaluation order (default: nothing to learn)."""
+
+    def tell_skipped(self, skipped: Skipped) -> None:
+        """A proposal the loop discarded (duplicate) or rejected (over the target), as it happens,
+        before the batch it was drawn for is evaluated (default: nothing to learn)."""
 
     def choose(self, top: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         """The finalists reordered so that the winner is first (default: by score)."""
@@ -219,7 +241,7 @@ class AskTellLoop:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.store = ResultStore(self.run_dir / "candidates.jsonl" if self.run_dir else None)
         self.scored: list[Candidate] = []
-        self.keys: set[str] = set()
+        self.by_key: dict[str, Candidate] = {}
         self.latencies: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
         self.best: Candidate | None = None
@@ -258,7 +280,7 @@ class AskTellLoop:
     # ------------------------------------------------------------------ loop
     def _add(self, cand: Candidate) -> None:
         self.scored.append(cand)
-        self.keys.add(cand.key)
+        self.by_key[cand.key] = cand
         if self.best is None or cand.fitness > self.best.fitness:
             self.best = cand
 
@@ -271,14 +293,19 @@ class AskTellLoop:
             except SegnasError:  # a proposal that found nothing valid: draw again
                 continue
             key = default_key(arch)
-            if key in self.keys or any(key == b[0] for b in batch):
+            same = next((b for b in batch if b[0] == key), None)
+            if key in self.by_key or same is not None:
                 self.duplicates += 1
+                earlier = self.by_key.get(key)
+                self.strategy.tell_skipped(Skipped(arch, key, "duplicate",
+                                                   earlier.latency_ms if earlier else same[2], earlier))
                 continue
             if key not in self.latencies:
                 self.latencies[key] = float(self.latency_fn(arch))
             self.fastest = min(self.fastest, self.latencies[key])
             if self.target_ms is not None and self.latencies[key] > self.target_ms:
                 self.rejected += 1
+                self.strategy.tell_skipped(Skipped(arch, key, "infeasible", self.latencies[key]))
                 continue
             batch.append((key, arch, self.latencies[key]))
         return batch

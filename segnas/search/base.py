@@ -50,7 +50,8 @@ class SearchContext:
 class FoundNetwork:
     """One network a search hands over. ``role`` says what it is for: ``"found"`` (the network
     measured against the target), ``"teacher"`` (trained first and distilled into the networks with
-    ``distill_from`` naming it)."""
+    ``distill_from`` naming it). ``init``: a weights file the final training starts from
+    (``model.init``: the tensors matching by name and shape), None: from scratch."""
 
     name: str
     space: SearchSpace
@@ -59,6 +60,7 @@ class FoundNetwork:
     role: Literal["found", "teacher"] = "found"
     distill_from: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
 
 
 @dataclass

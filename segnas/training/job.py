@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
 from segnas.data import eval_transforms, open_data, train_transforms, validate_dataset
-from segnas.engine.checkpoint import load_latest_checkpoint
+from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult
 from segnas.errors import SegnasError
 from segnas.training.start import open_run, start_job
-from segnas.training.models import build_network, load_trained, model_spec_from_config
+from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
+from segnas.utils import atomic_write_text
 
 
 def make_datasets(cfg: TrainConfig):
@@ -39,14 +41,40 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     train_set, val_set = make_datasets(cfg)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
+    init = _init_weights(model, cfg, run, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     check_training_memory(model, min(cfg.data.batch_size, len(train_set)), *data.train_sample_size(cfg.data), cfg.device)
     run = open_run(cfg, run)
+    if init is not None and run.main and not (run.path / INIT_RECORD).is_file():
+        atomic_write_text(run.path / INIT_RECORD, json.dumps(init))
+        run.log(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}")
     classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
         run.log(f"start: {cfg.model_dump_json()}")
-    return trainer.fit()
+    result = trainer.fit()
+    result.init = init
+    return result
+
+
+#: The run directory's record of what ``model.init`` loaded (read back when the run resumes).
+INIT_RECORD = "init.json"
+
+
+def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Callable[[str], None] | None) -> dict | None:
+    """Load ``model.init`` into ``model`` (a new run, or a resumed one without a checkpoint yet);
+    a resumed run with a checkpoint gets its weights from there and reports its earlier load."""
+    if cfg.model.init is None:
+        return None
+    if run is not None and (run.last_checkpoint.is_file() or previous_path(run.last_checkpoint).is_file()):
+        record = run.path / INIT_RECORD
+        return json.loads(record.read_text()) if record.is_file() else None
+    init = load_init_weights(model, cfg.model.init)
+    if echo:
+        echo(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}"
+             + (f" ({init['shape_mismatch']} of the same name but another shape left as initialized)"
+                if init["shape_mismatch"] else ""))
+    return init
 
 
 def load_teacher(checkpoint: str, num_classes: int):

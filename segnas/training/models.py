@@ -1,16 +1,17 @@
 """Turning a model specification (zoo name or architecture file) into a network, and back from a
-checkpoint."""
+checkpoint; starting a network from other weights (``model.init``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
-from segnas.engine.checkpoint import load_checkpoint
+from segnas.engine.checkpoint import checkpoint_globals, load_checkpoint
 from segnas.errors import SegnasError
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.zoo import build_model
@@ -55,3 +56,33 @@ def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
     if path.suffix == ".json":
         return build_from_arch(read_arch_file(path), num_classes).eval(), path.stem
     return build_model(source, num_classes).eval(), source
+
+
+def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load into ``model`` every tensor of ``path`` (a segnas checkpoint, its ``model`` entry, or a
+    state dict) whose name and shape match one of ``model``'s; the rest of ``model`` keeps its
+    initialization. Returns ``{"weights", "loaded", "of", "shape_mismatch"}`` (tensors loaded, of
+    the network's, same name but another shape). One-line SegnasError naming ``model.init`` and the
+    file when it is missing, unreadable, not weights, or when no tensor matches."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegnasError(f"model.init: {path}: file not found")
+    try:
+        with torch.serialization.safe_globals(list(checkpoint_globals())):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, foreign or unsafe file: name it, no traceback
+        raise SegnasError(f"model.init: {path}: not a readable checkpoint or state dict "
+                          f"({exc.__class__.__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a segnas checkpoint
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SegnasError(f"model.init: {path}: expected a segnas checkpoint or a state dict (name -> tensor)")
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and k in own and v.shape == own[k].shape}
+    other = [k for k, v in state.items() if isinstance(v, torch.Tensor) and k in own and k not in fits]
+    if not fits:
+        example = f"; e.g. {other[0]!r} has shape {list(state[other[0]].shape)}, the network's " \
+                  f"{list(own[other[0]].shape)}" if other else f"; e.g. {next(iter(state))!r} is not one of its names"
+        raise SegnasError(f"model.init: {path}: no tensor matches the network by name and shape{example}")
+    model.load_state_dict(fits, strict=False)
+    return {"weights": str(path), "loaded": len(fits), "of": len(own), "shape_mismatch": len(other)}

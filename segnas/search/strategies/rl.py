@@ -9,8 +9,11 @@ decoder on cached features, progressive termination, end-to-end fine-tuning, Pol
 distillation) on ``--workers`` workers, and checkpoints; ``tell`` updates the controller (PPO or
 REINFORCE, with a moving-average baseline) on the batch's rewards and the termination threshold on
 their stage-1 rewards. The reward is the child's meta-validation reward, times
-(latency / target)^w when ``latency_weight`` w is set (MnasNet's form). The encoder the children
-share is pre-trained and cached before the first child (``segnas.evaluate.rl.encoder``).
+(latency / target)^w when ``latency_weight`` w is set (MnasNet's form). Every draw updates the
+controller (``tell_skipped``): a duplicate with its earlier child's reward, a proposal over the
+target with ``infeasible_reward``. The encoder the children share is pre-trained and cached before
+the first child (``segnas.evaluate.rl.encoder``); the found network's final training starts from it
+(``FoundNetwork.init`` → ``model.init``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from segnas.config.train import Settings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder
-from segnas.search.asktell import AskTellStrategy, Candidate
-from segnas.search.base import SearchContext, strategy
+from segnas.search.asktell import AskTellStrategy, Candidate, Skipped
+from segnas.search.base import SearchContext, SearchResult, strategy
 from segnas.search.controllers.lstm import LSTMController, PolicyGradient
 from segnas.spaces.base import Architecture, DecisionSpace, SearchSpace
 
@@ -71,6 +74,9 @@ class RLSettings(Settings):
     termination: TerminationSettings = Field(default_factory=TerminationSettings)
     #: w of reward × (latency / target)^w (MnasNet's soft constraint uses −0.07); 0: accuracy only.
     latency_weight: float = 0.0
+    #: The controller's reward for a proposal predicted slower than the target (never trained):
+    #: 0, the reward of a child that segments nothing, below every trained child's.
+    infeasible_reward: float = 0.0
 
 
 @strategy("rl")
@@ -89,6 +95,8 @@ class RLSearch(AskTellStrategy):
         super().__init__()
         self.evaluator: Evaluator | None = None
         self.target_ms: float | None = None
+        #: the pre-trained encoder's weights file (the children's and the final training's start)
+        self.encoder_weights: Path | None = None
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, ctx: SearchContext) -> None:
@@ -119,6 +127,10 @@ class RLSearch(AskTellStrategy):
         self.stage1_average: float | None = None
         self.stage1_seen = 0
         self.last_update: dict[str, float] = {}
+        #: duplicates of a child of the batch being evaluated: their decisions wait for its reward
+        self.waiting: dict[str, list[list[int]]] = {}
+        #: skipped proposals the controller learned from, by reason
+        self.skipped = {"duplicate": 0, "infeasible": 0}
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         sec, s = ctx.section, ctx.settings
@@ -127,6 +139,7 @@ class RLSearch(AskTellStrategy):
         if hasattr(space, "encoder") and hasattr(space, "encoder_width"):
             weights = pretrained_encoder(s.data, space.encoder, space.encoder_width, sec.encoder, s.device,
                                          s.threads, s.progress, ctx.echo)
+        self.encoder_weights = weights
         options = {**sec.space_options, **({"encoder_weights": str(weights)} if weights else {})}
         self.evaluator = ChildEvaluator(sec.space, options, s.data, sec.child, ctx.num_classes, s.seed, s.device)
         self.target_ms = ctx.latency.target_ms
@@ -145,9 +158,18 @@ class RLSearch(AskTellStrategy):
             r *= (cand.latency_ms / self.target_ms) ** w
         return r
 
+    def learn(self, decisions: list[list[int]], rewards: list[float]) -> None:
+        """One controller update on (decisions, reward) pairs."""
+        self.last_update = self.learner.update(decisions, rewards, self.rng) or self.last_update
+
     def tell(self, candidates: list[Candidate]) -> None:
         decisions = [self.space.to_decisions(c.arch) for c in candidates]
-        self.last_update = self.learner.update(decisions, [self.reward(c) for c in candidates], self.rng)
+        rewards = [self.reward(c) for c in candidates]
+        for c in candidates:  # same-batch duplicates drawn before this batch was evaluated
+            for d in self.waiting.pop(c.key, []):
+                decisions.append(d)
+                rewards.append(self.reward(c))
+        self.learn(decisions, rewards)
         d = self.settings.termination.decay
         for c in candidates:
             first = (c.record.get("stage1") or {}).get("reward")
@@ -156,6 +178,20 @@ class RLSearch(AskTellStrategy):
             self.stage1_average = first if self.stage1_average is None else d * self.stage1_average + (1 - d) * first
             self.stage1_seen += 1
         self._sync_threshold()
+
+    def tell_skipped(self, skipped: Skipped) -> None:
+        """The controller learns from every draw, as in the paper: a duplicate of an evaluated child
+        gets that child's reward now (one of the batch being evaluated: with that batch), a proposal
+        over the latency target gets ``infeasible_reward`` now (the termination average is left alone:
+        neither was trained)."""
+        decisions = self.space.to_decisions(skipped.arch)
+        self.skipped[skipped.reason] += 1
+        if skipped.reason == "infeasible":
+            self.learn([decisions], [self.settings.infeasible_reward])
+        elif skipped.earlier is not None:
+            self.learn([decisions], [self.reward(skipped.earlier)])
+        else:
+            self.waiting.setdefault(skipped.key, []).append(list(decisions))
 
     def threshold(self) -> float | None:
         """The stage-1 reward the next children must reach to continue (None: all continue)."""
@@ -172,17 +208,32 @@ class RLSearch(AskTellStrategy):
 
     def describe(self) -> dict[str, Any]:
         return {"controller": {"agent": self.settings.controller.agent, "updates": self.learner.updates,
-                               "baseline": self.learner.baseline, **self.last_update},
-                "termination_threshold": self.threshold()}
+                               "baseline": self.learner.baseline, **self.last_update,
+                               "skipped_told": dict(self.skipped),
+                               "infeasible_reward": self.settings.infeasible_reward},
+                "termination_threshold": self.threshold(),
+                "encoder_weights": str(self.encoder_weights) if self.encoder_weights else None}
+
+    def run(self, ctx: SearchContext) -> SearchResult:
+        """The ask/tell search; the found network's final training starts from the children's
+        pre-trained encoder (the paper's setting; see docs/methods/rl.md)."""
+        result = super().run(ctx)
+        if self.encoder_weights is not None:
+            result.found.init = str(self.encoder_weights)
+        return result
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "learner": self.learner.state_dict(), "stage1_average": self.stage1_average,
-                "stage1_seen": self.stage1_seen, "last_update": self.last_update}
+                "stage1_seen": self.stage1_seen, "last_update": dict(self.last_update),
+                "waiting": {k: [list(d) for d in v] for k, v in self.waiting.items()}, "skipped": dict(self.skipped)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.learner.load_state_dict(state["learner"])
         self.stage1_average, self.stage1_seen = state["stage1_average"], state["stage1_seen"]
         self.last_update = state["last_update"]
+        # (a checkpoint written before skipped proposals were learned from has neither)
+        self.waiting = {k: [list(d) for d in v] for k, v in state.get("waiting", {}).items()}
+        self.skipped = {"duplicate": 0, "infeasible": 0, **state.get("skipped", {})}
         self._sync_threshold()
