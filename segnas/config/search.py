@@ -45,7 +45,8 @@ class LatencyTarget(Settings):
 
 
 class FinalTraining(Settings):
-    """Training of every found network from scratch once the search ends (0 epochs: none)."""
+    """Training of every found network once the search ends (0 epochs: none): from scratch, or from the
+    weights a strategy names (``FoundNetwork.init``, e.g. the RL search's pre-trained encoder)."""
 
     #: Epochs; None: until ``steps`` or ``minutes`` is spent, or FINAL_EPOCHS without either;
     #: 0: no final training. Given together with a budget, whichever ends first stops training.
