@@ -23,8 +23,6 @@ from segnas.cost.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-#: Results of scripts not yet moved into a study folder (``benchmarks/<script>.py``).
-RESULTS = BENCHMARKS / "results"
 sys.path.extend(str(d) for d in sorted(BENCHMARKS.iterdir()) if d.is_dir() and any(d.glob("*.py"))
                 and str(d) not in sys.path)
 
@@ -54,10 +52,10 @@ def relative(path: str | Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def save_result(name: str, result: dict[str, Any], results_dir: str | Path | None = None) -> Path:
-    """Write ``<results_dir>/<name>.json`` (default ``benchmarks/results``) with the machine facts
-    and a timestamp; a study's script passes its own ``results_dir(__file__)``."""
-    folder = Path(results_dir) if results_dir is not None else RESULTS
+def save_result(name: str, result: dict[str, Any], results_dir: str | Path) -> Path:
+    """Write ``<results_dir>/<name>.json`` with the machine facts and a timestamp; a study's script
+    passes its own ``results_dir(__file__)`` (or its ``--results-dir``)."""
+    folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **result}

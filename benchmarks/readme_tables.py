@@ -53,6 +53,8 @@ class Study:
     current_ids: list[str] | None = None
     #: The command that produced each result, by result id.
     commands: dict[str, str] = field(default_factory=dict)
+    #: What is still to be run (shown on the page; a study with no results but this gets a page).
+    pending: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -94,14 +96,16 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, Study]:
     data = yaml.safe_load(path.read_text())
     studies = {}
     for key, entry in (data.get("studies") or {}).items():
-        unknown = set(entry) - {"title", "about", "scripts", "results", "renderer", "method", "current", "commands"}
+        unknown = set(entry) - {"title", "about", "scripts", "results", "renderer", "method", "current", "commands",
+                                "pending"}
         if unknown or not {"title", "about", "scripts", "results"} <= set(entry):
             raise SystemExit(f"{path}: study {key!r}: needs title, about, scripts, results"
                              + (f"; unknown fields {sorted(unknown)}" if unknown else ""))
         studies[key] = Study(key=key, title=entry["title"], about=entry["about"].strip(), scripts=entry["scripts"],
                              result_globs=entry["results"], renderer=entry.get("renderer", "generic"),
                              method=entry.get("method"), current_ids=entry.get("current"),
-                             commands=entry.get("commands") or {})
+                             commands=entry.get("commands") or {},
+                             pending=" ".join(entry["pending"].split()) if entry.get("pending") else None)
     return studies
 
 
@@ -127,10 +131,42 @@ def train_camvid(r: dict) -> list[str]:
     return lines
 
 
+#: The demo table's figures: compare.json row field, format, scale.
+DEMO_COLUMNS = (("val_miou_mean", ".1%", 1.0), ("latency_ms", ".2f", 1.0), ("latency_vs_target", "+.0%", 1.0),
+                ("predicted_ms", ".2f", 1.0), ("params", ".2f", 1e-6), ("gflops", ".2f", 1.0),
+                ("search_cpu_seconds", ".0f", 1.0), ("train_cpu_seconds", ".0f", 1.0))
+
+
+def figure(value: float | None, fmt: str, scale: float = 1.0) -> str:
+    """``value`` formatted, or a dash when missing."""
+    return format(scale * value, fmt) if value is not None else "–"
+
+
 def demo(r: dict) -> list[str]:
-    return [
-            f"{r['wall_seconds']:.0f} s wall on 2 cores (setup excluded), {r['epochs']} epochs of Fast-SCNN on the "
-            f"synthetic scenes at 128x160, val mIoU {100 * r['val_miou']:.1f}%. " + machine_line(r), ""]
+    """One demo_time.py result: the whole demo against the goal, its parts, the demo's own table."""
+    goal, wall = r["goal_seconds"], r["wall_seconds"]
+    lines = [f"`{r['command']}`: **{wall:.0f} s** wall ({wall / 60:.1f} min) on {r['cores_available']} cores against "
+             f"the {goal / 60:g}-minute goal: **{'met' if r['within_goal'] else 'not met'}**; {r['cpu_seconds']:.0f} "
+             f"CPU-seconds. " + ("Empty segnas cache, as on a fresh machine: the latency table is built during the "
+                                 "demo. " if r["fresh_cache"] else "Warm segnas cache (latency table already built). ")
+             + f"Load average before the start: {r['load_before'][0]:.2f}.", "",
+             "| part | wall s | CPU s | share of the wall time |", "|---|---|---|---|"]
+    for part in r["parts"]:
+        cpu = f"{part['cpu_seconds']:.1f}" if part["cpu_seconds"] is not None else "–"
+        lines.append(f"| {part['part']} | {part['wall_seconds']:.1f} | {cpu} | "
+                     f"{100 * part['wall_seconds'] / wall:.0f}% |")
+    target = r["target_ms"]
+    lines += ["", f"The demo's table (`compare.json`): the networks trained for {r['train_budget']}, latency "
+              f"measured in one interleaved session against the demo's target of {target:g} ms ({r['latency']}).", "",
+              "| network | kind | val mIoU | latency ms | vs target | predicted ms | params (M) | GFLOPs | search CPU-s "
+              "| training CPU-s | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        cells = [figure(row.get(key), fmt, scale) for key, fmt, scale in DEMO_COLUMNS]
+        lines.append(f"| {row['name']} | {row['kind']} | " + " | ".join(cells) + f" | {row['status']} |")
+    size = "x".join(map(str, r["size"]))
+    lines += ["", f"Synthetic scenes at {size}; search: {r['search_budget']}. "
+              + "".join(f"Note: {note} " for note in r["notes"]) + machine_line(r), ""]
+    return lines
 
 
 def synthetic(r: dict) -> list[str]:
@@ -761,14 +797,18 @@ def provenance(study: Study) -> list[tuple[str, dict, str]]:
 
 
 def study_page(study: Study, studies: dict[str, Study]) -> str:
-    body = RENDERERS.get(study.renderer, page_generic)(study, studies)
+    body = RENDERERS.get(study.renderer, page_generic)(study, studies) if study.results() else []
     scripts = ", ".join(f"`benchmarks/{os.path.normpath(f'{study.key}/{s}')}`" for s in study.scripts)
     current = ", ".join(f"`{i}`" for i in study.current())
     n = len(study.results())
     lines = [f"# {study.title}", "", NOTICE, "", study.about, "",
              f"Scripts: {scripts}. Results: {n} file{'s' if n != 1 else ''}"
              + (f" (current: {current})" if study.current_ids is not None else "") + ".", "", "## Results", ""]
+    if study.pending:
+        lines += [f"**Pending.** {study.pending}", ""]
     lines += body
+    if not n:
+        return "\n".join(lines).rstrip("\n") + "\n"
     lines += ["## How each result was produced", "",
               "| result | date | machine | seeds | command |", "|---|---|---|---|---|"]
     for i, r, cmd in provenance(study):
@@ -776,6 +816,11 @@ def study_page(study: Study, studies: dict[str, Study]) -> str:
         lines.append(f"| `{i}` | {r['date'][:10]} | {m['cpu']}, {m['cores']} cores, torch {m['torch']} | "
                      f"{seeds_of(r) or '–'} | {cmd} |")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def has_page(study: Study) -> bool:
+    """Whether the study gets a generated page: it has results, or says what is pending."""
+    return bool(study.results()) or study.pending is not None
 
 
 def index_page(studies: dict[str, Study]) -> str:
@@ -787,9 +832,9 @@ def index_page(studies: dict[str, Study]) -> str:
              "| study | method | what it answers | results | current |", "|---|---|---|---|---|"]
     for s in studies.values():
         n = len(s.results())
-        title = f"[{s.title}]({s.key}/README.md)" if n else s.title
+        title = f"[{s.title}]({s.key}/README.md)" if has_page(s) else s.title
         what = s.about.split(". ")[0].rstrip(".") + "."
-        current = ", ".join(f"`{i}`" for i in s.current()) if n else "not run yet"
+        current = ", ".join(f"`{i}`" for i in s.current()) if n else "pending" if s.pending else "not run yet"
         lines.append(f"| {title} | {s.method or '–'} | {what} | {n} | {current} |")
     lines += ["", "## Same training budget, every CPU", ""] + same_budget(studies, link="{study}/README.md")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -836,8 +881,20 @@ def headline_block(studies: dict[str, Study]) -> list[str]:
         return ["No results yet."]
     cpus = [row[0] for row in rows]
     cpu = max(sorted(set(cpus)), key=cpus.count)
-    return [f"On one CPU ({cpu}, 2 cores):", ""] + same_budget(studies, link="benchmarks/{study}/README.md", cpu=cpu) \
-        + ["Every study, with every result and how it was produced: [benchmarks/README.md](benchmarks/README.md)."]
+    used = {row[3] for row in rows if row[0] == cpu}
+    sources = [f"[{key}](benchmarks/{key}/README.md)" for key in studies if key in used]
+    named = " and ".join([", ".join(sources[:-1]), sources[-1]] if len(sources) > 1 else sources)
+    lines = [f"The same-budget results of the {named} studies: each method "
+             "searched with its own study's script and settings, then every network trained with one recipe for the "
+             f"same CPU-time budget, on one CPU ({cpu}, 2 cores):", ""]
+    lines += same_budget(studies, link="benchmarks/{study}/README.md", cpu=cpu)
+    compare = studies.get("compare")
+    if compare is not None and not compare.results():
+        lines += ["Not from `segnas compare`: its comparison of every method for one target, one training recipe, "
+                  "budget and seeds, and one latency session has not run on CamVid yet "
+                  f"([{compare.key} study](benchmarks/{compare.key}/README.md): pending).", ""]
+    return lines + ["Every study, with every result and how it was produced: "
+                    "[benchmarks/README.md](benchmarks/README.md)."]
 
 
 def reproducibility_block(studies: dict[str, Study]) -> list[str]:
@@ -863,7 +920,7 @@ def splice(text: str, name: str, lines: list[str]) -> str:
 def render_all() -> dict[Path, str]:
     """Every generated file and its content."""
     studies = load_manifest()
-    out = {s.folder / "README.md": study_page(s, studies) for s in studies.values() if s.results()}
+    out = {s.folder / "README.md": study_page(s, studies) for s in studies.values() if has_page(s)}
     out[BENCHMARKS / "README.md"] = index_page(studies)
     readme = ROOT / "README.md"
     text = splice(readme.read_text(), "METHODS", methods_block())

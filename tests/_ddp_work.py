@@ -1,5 +1,5 @@
-"""Tiny data-parallel jobs for tests/test_ddp.py and benchmarks/scaling.py, run by ``torchrun`` (or
-in one process: the same code, without WORLD_SIZE).
+"""Tiny data-parallel jobs for tests/test_ddp.py and benchmarks/scaling/scaling.py, run by
+``torchrun`` (or in one process: the same code, without WORLD_SIZE).
 
     python tests/_ddp_work.py train RUN_DIR [--batch N] [--epochs N] [--kill-rank R --kill-epoch E]
     python tests/_ddp_work.py oneshot RUN_DIR [--batch N]

@@ -1,6 +1,6 @@
 """How close to the matmul peak ONNX Runtime runs the ``mobile`` space's operators on this CPU.
 
-    python benchmarks/mobile_ops_peak.py [--threads 2] [--min-time 1.0] [--quick]
+    python benchmarks/mobile/mobile_ops_peak.py [--threads 2] [--min-time 1.0] [--quick]
 
 Every operator is the space's own (``OpKey.build()``, the module the latency table measures), at the
 shapes Fast-SCNN gives it at 360x480: the stem, the inverted-residual blocks (kernel 3 and 5,
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save_result  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import results_dir, save_result  # noqa: E402
 
 from segnas.cost import count_flops, measure_latency  # noqa: E402
 from segnas.nn.ops import OpKey  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per operator")
     ap.add_argument("--quick", action="store_true", help="a few operators, short timings: checks the script")
-    ap.add_argument("--results-dir", default=None)
+    ap.add_argument("--results-dir", default=str(results_dir(__file__)))
     args = ap.parse_args()
     cases = CASES[::5] if args.quick else CASES
     min_time = 0.05 if args.quick else args.min_time

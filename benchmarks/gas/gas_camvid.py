@@ -3,10 +3,10 @@
 Both searches have the same search budget; both derived networks are measured against the target
 and trained with the same step budget and two training seeds.
 
-    python benchmarks/gas_camvid.py [--target-ms T] [--pretrained RUN] [--final-steps 800]
-    python benchmarks/gas_camvid.py --reuse OFF_RUN ON_RUN        # report and train finished searches
-    python benchmarks/gas_camvid.py --resume                      # continue killed searches (same --out-dir)
-    python benchmarks/gas_camvid.py --smoke --results-dir /tmp/r  # a seconds-long check on synthetic data
+    python benchmarks/gas/gas_camvid.py [--target-ms T] [--pretrained RUN] [--final-steps 800]
+    python benchmarks/gas/gas_camvid.py --reuse OFF_RUN ON_RUN        # report and train finished searches
+    python benchmarks/gas/gas_camvid.py --resume                      # continue killed searches (same --out-dir)
+    python benchmarks/gas/gas_camvid.py --smoke --results-dir /tmp/r  # a seconds-long check on synthetic data
 
 Searches on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
 side, as the FasterSeg and SSR benchmarks); latencies are those of --size (360x480) on ONNX Runtime
@@ -22,7 +22,7 @@ with it on anyway.) For each derived network: predicted and measured latency vs 
 parameters, GFLOPs, distinct cells, cells that differ from the other run's, the architecture
 itself; then training from scratch with train_camvid.py's recipe for --final-steps optimizer steps
 at batch 8 (fp32: the same on every CPU), once per training seed, val mIoU mean ± std.
-Saves <results-dir>/<name>.json (default benchmarks/results/gas_camvid.json).
+Saves <results-dir>/<name>.json (default benchmarks/gas/results/gas_camvid.json).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, camvid_root, save_result  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import camvid_root, results_dir, save_result  # noqa: E402
 from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
@@ -64,7 +64,7 @@ OPTIONS: list[tuple[str, type, object, str | None]] = [
     ("--backend", str, "onnxruntime", None),
     ("--threads", int, 2, None),
     ("--out-dir", str, "runs", "parent folder of the run directories"),
-    ("--results-dir", str, str(RESULTS), "where the result file goes"),
+    ("--results-dir", str, str(results_dir(__file__)), "where the result file goes"),
     ("--name", str, "gas_camvid", "result file name"),
 ]
 

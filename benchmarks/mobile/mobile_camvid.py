@@ -1,8 +1,8 @@
 """Searching the ``mobile`` space on CamVid: SasWOT and random search under Fast-SCNN's latency, their
 winners vs Fast-SCNN trained with the same step budget.
 
-    python benchmarks/mobile_camvid.py [--target-ms T] [--candidates 1000] [--final-steps 800]   # quiet machine
-    python benchmarks/mobile_camvid.py --smoke --results-dir /tmp/r   # seconds, synthetic data: checks the script
+    python benchmarks/mobile/mobile_camvid.py [--target-ms T] [--candidates 1000] [--final-steps 800]   # quiet machine
+    python benchmarks/mobile/mobile_camvid.py --smoke --results-dir /tmp/r   # seconds, synthetic data: checks the script
 
 The target defaults to Fast-SCNN's latency at --size (360x480) predicted from the ONNX Runtime
 operator table (--threads 2): the searched networks must be as fast as the hand-designed one. Each
@@ -16,8 +16,8 @@ winner's predicted and measured latency, parameters, GFLOPs and architecture.
 
 Then the winners and Fast-SCNN (the zoo's) are trained from scratch with ``train_camvid.py``'s
 recipe for --final-steps optimizer steps at batch 8 in fp32 (the same on every CPU; as
-``gas_camvid.py``), once per training seed (--train-seeds, default 2), val mIoU mean ± std.
-Saves <results-dir>/<name>.json (default benchmarks/results/mobile_camvid.json).
+``gas/gas_camvid.py``), once per training seed (--train-seeds, default 2), val mIoU mean ± std.
+Saves <results-dir>/<name>.json (default benchmarks/mobile/results/mobile_camvid.json).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCHMARKS, RESULTS, camvid_root, save_result  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import BENCHMARKS, camvid_root, results_dir, save_result  # noqa: E402
 from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
@@ -65,7 +65,7 @@ OPTIONS: list[tuple[str, type, object, str | None]] = [
     ("--seed", int, 0, "search seed"),
     ("--threads", int, 2, None),
     ("--out-dir", str, "runs", "parent folder of the run directories"),
-    ("--results-dir", str, str(RESULTS), "where the result file goes"),
+    ("--results-dir", str, str(results_dir(__file__)), "where the result file goes"),
     ("--name", str, "mobile_camvid", "result file name"),
 ]
 

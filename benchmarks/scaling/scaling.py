@@ -2,15 +2,15 @@
 thread each), and data-parallel training under torchrun with 1 and 2 processes; speedup and
 efficiency (goal: >= 1.8x for candidate evaluation at 2 workers).
 
-    python benchmarks/scaling.py                 # the real measurement (a quiet machine, ~5 min)
-    python benchmarks/scaling.py --smoke         # seconds: checks that every part runs
+    python benchmarks/scaling/scaling.py                 # the real measurement (a quiet machine, ~5 min)
+    python benchmarks/scaling/scaling.py --smoke         # seconds: checks that every part runs
 
 Candidate evaluation = SasWOT's scoring (the NWOT proxy of a sampled multires network on fixed
 images, ``segnas.evaluate.ProxyEvaluator``) through ``segnas.parallel.WorkerPool`` on a local Ray
 of as many CPUs as workers; the pool's start and each worker's set-up are excluded (a warm-up batch).
 Training = the shared ``Trainer`` on fixed tensors, ``data.batch_size`` the global batch split over
 the processes; throughput counted from the second epoch on.
-Writes ``benchmarks/results/scaling.json`` (``--smoke``: ``scaling_smoke.json``).
+Writes ``benchmarks/scaling/results/scaling.json`` (``--smoke``: ``scaling_smoke.json``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save_result  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import results_dir, save_result  # noqa: E402
 
 from segnas.evaluate.proxy import ProxyEvaluator  # noqa: E402
 from segnas.evaluate.groundtruth import sample_archs  # noqa: E402
@@ -117,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run that only checks every part works")
     ap.add_argument("--candidates", type=int, default=None)
+    ap.add_argument("--results-dir", default=str(results_dir(__file__)), help="where the result file goes")
     args = ap.parse_args()
     if args.smoke:
         cand, csize, ddp = args.candidates or 4, (32, 48), dict(batch=4, images=8, epochs=2, size=(32, 48))
@@ -133,7 +134,7 @@ def main() -> None:
     print("candidate evaluation", out["candidate_scaling"], "| DDP training", out["ddp_scaling"])
     if args.smoke:
         print("(smoke run: the figures mean nothing on a busy machine)")
-    print(f"-> {save_result('scaling_smoke' if args.smoke else 'scaling', out)}")
+    print(f"-> {save_result('scaling_smoke' if args.smoke else 'scaling', out, args.results_dir)}")
 
 
 if __name__ == "__main__":

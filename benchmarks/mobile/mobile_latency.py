@@ -1,8 +1,8 @@
 """Latency prediction on the ``mobile`` space: predicted (operator table) vs measured whole-network
 latency of random members and Fast-SCNN, at two resolutions.
 
-    python benchmarks/mobile_latency.py [--n 32] [--rounds 3] [--sizes 360x480 512x1024]   # quiet machine
-    python benchmarks/mobile_latency.py --smoke                                            # seconds: checks the script
+    python benchmarks/mobile/mobile_latency.py [--n 32] [--rounds 3] [--sizes 360x480 512x1024]   # quiet machine
+    python benchmarks/mobile/mobile_latency.py --smoke                                            # seconds: checks the script
 
 The method of ``latency_model/latency_predictor.py`` (multires): ``--n`` networks sampled with
 ``spread`` (spanning the space's latency range) plus Fast-SCNN (``MOBILE_FAST_SCNN``, reported on
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save_result  # noqa: E402  (also puts the study folders on the import path)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import results_dir, save_result  # noqa: E402  (also puts the study folders on the import path)
 from latency_predictor import measure_interleaved, plot  # noqa: E402
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per network")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--results-dir", default=None)
+    ap.add_argument("--results-dir", default=str(results_dir(__file__)))
     ap.add_argument("--smoke", action="store_true", help="3 small networks, small sizes, a throw-away table")
     args = ap.parse_args()
     space = SMOKE_SPACE if args.smoke else MOBILE
