@@ -2,11 +2,11 @@
 thread each), and data-parallel training under torchrun with 1 and 2 processes; speedup and
 efficiency (goal: >= 1.8x for candidate evaluation at 2 workers).
 
-    python benchmarks/scaling/scaling.py                 # the real measurement (a quiet machine, ~5 min)
+    python benchmarks/scaling/scaling.py                 # the real measurement (a quiet machine, ~4 min; 3 interleaved repeats, medians)
     python benchmarks/scaling/scaling.py --smoke         # seconds: checks that every part runs
 
-Candidate evaluation = SasWOT's scoring (the NWOT proxy of a sampled multires network on fixed
-images, ``segnas.evaluate.ProxyEvaluator``) through ``segnas.parallel.WorkerPool`` on a local Ray
+Candidate evaluation = SasWOT's scoring (the NWOT proxy of a network sampled from the default
+multires space on 8 fixed 128x160 images, ``segnas.evaluate.ProxyEvaluator``) through ``segnas.parallel.WorkerPool`` on a local Ray
 of as many CPUs as workers; the pool's start and each worker's set-up are excluded (a warm-up batch).
 Training = the shared ``Trainer`` on fixed tensors, ``data.batch_size`` the global batch split over
 the processes; throughput counted from the second epoch on.
@@ -35,17 +35,21 @@ from segnas.evaluate.groundtruth import sample_archs  # noqa: E402
 from segnas.parallel import TaskResources, WorkerPool  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 
-SPACE = MultiResSpace(layers=6, base_width=4, width_ratios=(0.5, 0.75, 1.0))
+#: SasWOT's own scoring setting: networks of the default multires space, 8 images (the smoke run:
+#: a tiny space).
+SPACE = MultiResSpace()
+SMOKE_SPACE = MultiResSpace(layers=6, base_width=4, width_ratios=(0.5, 0.75, 1.0))
+IMAGES = 8
 
 
-def candidate_throughput(workers: int, candidates: int, size: tuple[int, int]) -> dict:
+def candidate_throughput(workers: int, candidates: int, size: tuple[int, int], space: MultiResSpace = SPACE) -> dict:
     """Candidate evaluations per second on a local Ray of ``workers`` CPUs, one thread each."""
     import ray
 
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(4, 3, *size, generator=g), torch.randint(0, 5, (4, *size), generator=g))]
-    evaluator = ProxyEvaluator(SPACE, "nwot", batches=batches, num_classes=5)
-    archs = [a.to_dict() for a in sample_archs(SPACE, candidates + 2 * workers, seed=1)]
+    batches = [(torch.randn(IMAGES, 3, *size, generator=g), torch.randint(0, 11, (IMAGES, *size), generator=g))]
+    evaluator = ProxyEvaluator(space, "nwot", batches=batches, num_classes=11)
+    archs = [a.to_dict() for a in sample_archs(space, candidates + 2 * workers, seed=1)]
     with WorkerPool("ray", workers, 1, resources=TaskResources(cpus=1)) as pool:
         pool.map(evaluator, archs[:2 * workers])  # start, import and set up every worker
         start = time.perf_counter()
@@ -111,26 +115,37 @@ def speedup(one: dict, two: dict, n: int = 2) -> dict:
     return {"speedup": round(s, 3), "efficiency": round(s / n, 3)}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median throughput among repeats of one setting."""
+    return sorted(runs, key=lambda r: r["per_second"])[len(runs) // 2]
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_ddp_worker":
         return ddp_worker(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run that only checks every part works")
     ap.add_argument("--candidates", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved measurements of each setting (median kept)")
     ap.add_argument("--results-dir", default=str(results_dir(__file__)), help="where the result file goes")
     args = ap.parse_args()
     if args.smoke:
         cand, csize, ddp = args.candidates or 4, (32, 48), dict(batch=4, images=8, epochs=2, size=(32, 48))
     else:
-        cand, csize, ddp = args.candidates or 64, (128, 192), dict(batch=8, images=64, epochs=4, size=(128, 192))
-    rows = {"candidates": [candidate_throughput(w, cand, csize) for w in (1, 2)],
-            "ddp": [ddp_throughput(p, **ddp) for p in (1, 2)]}
-    out = {"smoke": args.smoke, **rows,
+        cand, csize, ddp = args.candidates or 32, (128, 160), dict(batch=8, images=64, epochs=4, size=(128, 192))
+    repeats = 1 if args.smoke else args.repeats
+    runs: dict[str, list[dict]] = {"candidates": [], "ddp": []}
+    for _ in range(repeats):  # interleaved 1, 2, 1, 2, ...: drifts of the machine hit both alike
+        runs["candidates"] += [candidate_throughput(w, cand, csize, SMOKE_SPACE if args.smoke else SPACE)
+                               for w in (1, 2)]
+        runs["ddp"] += [ddp_throughput(p, **ddp) for p in (1, 2)]
+    rows = {name: [median_run(r[i::2]) for i in (0, 1)] for name, r in runs.items()}
+    out = {"smoke": args.smoke, "repeats": repeats, **rows, "runs": runs,
            "candidate_scaling": speedup(*rows["candidates"]), "ddp_scaling": speedup(*rows["ddp"]),
            "goal": "candidate evaluation speedup >= 1.8 at 2 workers"}
     for name in ("candidates", "ddp"):
         for r in rows[name]:
-            print(name, r)
+            print(name, "(median)", r)
     print("candidate evaluation", out["candidate_scaling"], "| DDP training", out["ddp_scaling"])
     if args.smoke:
         print("(smoke run: the figures mean nothing on a busy machine)")
