@@ -72,6 +72,26 @@ def _link_or_copy(src: Path, tmp: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The name -> tensor mapping in ``path``: a segnas checkpoint's ``model`` entry, or a state dict,
+    read with ``weights_only=True``; a one-line SegnasError naming ``what`` (the setting that gave
+    the file) and the file when it is missing, unreadable or holds no tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegnasError(f"{what}: {path}: file not found")
+    try:
+        with torch.serialization.safe_globals(list(checkpoint_globals())):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, foreign or unsafe file: name it, no traceback
+        raise SegnasError(f"{what}: {path}: not a readable checkpoint or state dict ({exc.__class__.__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a segnas checkpoint
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise SegnasError(f"{what}: {path}: expected a segnas checkpoint or a state dict (name -> tensor)")
+    return state
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A segnas checkpoint, read with ``weights_only=True`` and ``checkpoint_globals()``; a one-line
     SegnasError if it is missing, unreadable, not a segnas checkpoint, or holds anything else."""

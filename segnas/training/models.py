@@ -11,7 +11,7 @@ from torch import nn
 
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
-from segnas.engine.checkpoint import checkpoint_globals, load_checkpoint
+from segnas.engine.checkpoint import load_checkpoint, read_weights
 from segnas.errors import SegnasError
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.zoo import build_model
@@ -64,19 +64,7 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     initialization. Returns ``{"weights", "loaded", "of", "shape_mismatch"}`` (tensors loaded, of
     the network's, same name but another shape). One-line SegnasError naming ``model.init`` and the
     file when it is missing, unreadable, not weights, or when no tensor matches."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegnasError(f"model.init: {path}: file not found")
-    try:
-        with torch.serialization.safe_globals(list(checkpoint_globals())):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, foreign or unsafe file: name it, no traceback
-        raise SegnasError(f"model.init: {path}: not a readable checkpoint or state dict "
-                          f"({exc.__class__.__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a segnas checkpoint
-    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SegnasError(f"model.init: {path}: expected a segnas checkpoint or a state dict (name -> tensor)")
+    state = read_weights(path, "model.init")
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and k in own and v.shape == own[k].shape}
     other = [k for k, v in state.items() if isinstance(v, torch.Tensor) and k in own and k not in fits]

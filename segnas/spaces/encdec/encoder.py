@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segnas.engine.checkpoint import checkpoint_globals
+from segnas.engine.checkpoint import read_weights
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.spaces.pieces import Piece
@@ -67,20 +67,7 @@ def encoder_pieces(name: str, width: float) -> list[Piece]:
 def read_encoder_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The encoder tensors stored in ``path`` (see the module docstring), without the ``encoder.``
     prefix; a one-line SegnasError naming the file if it is missing or holds something else."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegnasError(f"encoder_weights: {path}: file not found")
-    try:
-        with torch.serialization.safe_globals(list(checkpoint_globals())):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, foreign or unsafe file: name it, no traceback
-        raise SegnasError(f"encoder_weights: {path}: not a readable state dict or checkpoint "
-                          f"({exc.__class__.__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a segnas training checkpoint
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise SegnasError(f"encoder_weights: {path}: expected a state dict (name → tensor) or a segnas checkpoint")
+    state = read_weights(path, "encoder_weights")
     if any(k.startswith(PREFIX) for k in state):
         state = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
     return state
