@@ -2,6 +2,8 @@ import pytest
 import torch
 import yaml
 
+from segnas.cost import LatencyModel
+
 torch.set_num_threads(1)
 
 
@@ -40,3 +42,12 @@ def tiny_yaml(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _no_latency_calibration(request, monkeypatch):
+    """A search fits the latency correction on a few dozen measured networks before it starts
+    (seconds to minutes): tests skip that, except those marked ``calibration``. Tests that run a
+    search in a subprocess set ``latency.calibration_networks: 0`` instead."""
+    if request.node.get_closest_marker("calibration") is None:
+        monkeypatch.setattr(LatencyModel, "calibrate", lambda self, *args, **kwargs: None)

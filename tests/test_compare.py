@@ -39,7 +39,7 @@ def tiny(out: Path, **over) -> dict:
     cfg = {"data": {"name": "synthetic", "options": {"size": SIZE, "length": 4}, "batch_size": 2,
                     "eval_batch_size": 4},
            "latency": {"target_ms": 1e9, "size": SIZE, "backend": "eager", "table_min_runs": 1,
-                       "table_min_time_s": 0.0},
+                       "table_min_time_s": 0.0, "calibration_networks": 0},
            "methods": {"saswot": SASWOT, "random": RANDOM}, "zoo": ["fast_scnn"], "train": {"steps": 2, "seeds": 1},
            "measure_min_runs": 2, "measure_min_time_s": 0.0, "threads": 1, "progress": False, "report": False,
            "out_dir": str(out)}
@@ -214,6 +214,7 @@ def test_interleaved_latency_measures_every_network_in_rounds():
     results = measure_latency_interleaved({"small": small, "large": large}, (1, 3, 64, 64), "eager", threads=1,
                                           min_runs=15, min_time_s=0.0)
     assert set(results) == {"small", "large"} and results["small"].runs == results["large"].runs == 15
+    assert len(results["small"].round_medians_ms) == 3  # three rounds, each a block of 5 timed runs
     assert results["small"].median_ms < results["large"].median_ms
 
 

@@ -32,7 +32,8 @@ def tiny_settings(tmp_path, **section) -> dict:
         "method": "fasterseg",
         "data": {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96],
                  "batch_size": 2},
-        "latency": {"target_ms": 5.0, "backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0},
+        "latency": {"target_ms": 5.0, "backend": "eager", "threads": 1, "table_min_runs": 1, "table_min_time_s": 0.0,
+                    "calibration_networks": 0},
         "fasterseg": {"space": {"layers": 5, "base_width": 2, "width_ratios": [0.5, 1.0]},
                       "pretrain_epochs": 1, "search_epochs": 2, "derive_val_images": 4, **section},
         "threads": 1, "final": {"epochs": 1, "ema_decay": None}, "out_dir": str(tmp_path / "runs"), "progress": False}

@@ -138,7 +138,7 @@ def kill_and_resume(tmp_path: Path, method: str, own: list[str], far_enough) -> 
     args = ["search", method, "--data", "synthetic", "--size", "48x64", "--target-ms", "1e9", "--backend", "eager",
             "--threads", "1", *own, "--set", "data.options={size: [48, 64], length: 8}",
             "--set", "latency.table_min_runs=1", "--set", "latency.table_min_time_s=0",
-            "--set", "final.epochs=0", "--set", "progress=false"]
+            "--set", "latency.calibration_networks=0", "--set", "final.epochs=0", "--set", "progress=false"]
     # one latency cache for both runs: the table measured by the first is read by the second
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEGNAS_CACHE": str(tmp_path / "cache")}
     whole = subprocess.run(_cli(*args, "--out-dir", str(tmp_path / "whole")), capture_output=True, text=True, env=env)

@@ -11,14 +11,15 @@ and trained with the same step budget and two training seeds.
 Searches on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
 side, as the FasterSeg and SSR benchmarks); latencies are those of --size (360x480) on ONNX Runtime
 with 2 threads, from the operator table. The space is ``cells`` with its defaults (7 cells over
-1/4 → 1/32, 3 nodes of 2 edges each, 8 operators). The target defaults to --target-fraction of
-the way from the fastest to the slowest network whose edges all carry one operator, as predicted
-by the table.
+1/4 → 1/32, 3 nodes of 2 edges each, 8 operators). The space's learned latency correction is
+calibrated first (32 measured networks, cached); the target defaults to --target-fraction of the
+way from the fastest to the slowest network whose edges all carry one operator, as predicted (corrected).
+Each search adapts λ on the corrected prediction of its derived networks.
 
 Run "off" (GGM off) pre-trains the supernet (or starts from --pretrained) and searches; run "on"
 (GGM on) starts its search from the same pre-trained supernet (``gas.pretrained``) with the same
 seed, epochs and λ. (The GGM adds nothing while α is uniform, so pre-training would be the same
-with it on anyway.) For each derived network: predicted and measured latency vs the target,
+with it on anyway.) For each derived network: predicted (table, corrected) and measured latency vs the target,
 parameters, GFLOPs, distinct cells, cells that differ from the other run's, the architecture
 itself; then training from scratch with train_camvid.py's recipe for --final-steps optimizer steps
 at batch 8 (fp32: the same on every CPU), once per training seed, val mIoU mean ± std.
@@ -82,9 +83,10 @@ def space_range(space: CellsSpace, latency: LatencyModel, classes: int) -> tuple
 def base_settings(args: argparse.Namespace) -> dict:
     data = SMOKE_DATA if args.smoke else {"name": "camvid", "root": str(camvid_root()), "crop_size": args.size,
                                           "scale": [0.75, 1.5], "batch_size": 8}
-    latency = {"target_ms": args.target_ms, "size": args.size, "backend": args.backend, "threads": args.threads}
+    latency = {"target_ms": args.target_ms, "size": args.size, "backend": args.backend, "threads": args.threads,
+               "calibration_networks": 32}
     if args.smoke:
-        latency.update(table_min_runs=2, table_min_time_s=0.0)
+        latency.update(table_min_runs=2, table_min_time_s=0.0, calibration_networks=0)
     return {"method": "gas", "job": f"bench-{args.name.replace('_', '-')}", "data": data, "latency": latency,
             "search_size": None if args.smoke else args.search_size, "final": {"epochs": 0}, "threads": args.threads,
             "seed": args.seed, "out_dir": args.out_dir, "progress": not args.smoke,
@@ -109,7 +111,8 @@ def figures(summary: dict) -> dict:
     return {"run_dir": str(run), "search_seconds": summary["search_wall_seconds"],
             "search_cpu_seconds": summary["search_cpu_seconds"],
             "epoch_seconds_sum": round(sum(r.get("epoch_s", 0.0) for r in trace), 1),  # whole search, resumed or not
-            **{k: net[k] for k in ("predicted_ms", "measured_ms", "latency_vs_target", "params", "gflops")},
+            **{k: net.get(k) for k in ("predicted_ms", "predicted_table_ms", "measured_ms", "latency_vs_target", "params",
+                                       "gflops")},
             **{k: summary["details"][k] for k in ("ggm", "picked", "distinct_cells", "cell_changes", "lambda")},
             "arch": arch["arch"], "trace": trace}
 
@@ -141,7 +144,10 @@ def main() -> None:
     cfg = settings(base)
     latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
     classes = 11
-    lo, hi = space_range(CellsSpace(**base["gas"]["space"]), latency, classes)
+    space = CellsSpace(**base["gas"]["space"])
+    if cfg.latency.calibration_networks:
+        latency.calibrate(space, classes, cfg.latency.calibration_networks, echo=print)
+    lo, hi = space_range(space, latency, classes)
     target = args.target_ms or round(lo + args.target_fraction * (hi - lo), 2)
     base["latency"]["target_ms"] = latency.target_ms = target
     print(f"one-operator networks {lo:.2f}–{hi:.2f} ms; target {target} ms")
@@ -177,7 +183,8 @@ def main() -> None:
     path = save_result(args.name, out, args.results_dir)
     for name, r in runs.items():
         print(f"GGM {name}: search {r['search_seconds'] / 60:.1f} min; {r['measured_ms']:.2f} ms measured, "
-              f"{r['predicted_ms']:.2f} predicted vs target {target} ms ({100 * r['latency_vs_target']:+.1f}%); "
+              f"{r['predicted_ms']:.2f} predicted ({r['predicted_table_ms']:.2f} by the table alone) vs target {target} ms "
+              f"({100 * r['latency_vs_target']:+.1f}%); "
               f"{r['params'] / 1e6:.2f} M params, {r['gflops']:.2f} GFLOPs; {r['distinct_cells']} distinct cells; "
               f"val mIoU {r.get('val_miou_mean')} ± {r.get('val_miou_std')}")
     print(f"cells that differ between the two networks: {differ} of {len(archs['on'].cells)}; saved {path}")

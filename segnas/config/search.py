@@ -27,6 +27,9 @@ class LatencyTarget(Settings):
     #: How long each operator is timed when the latency table is built (runs, then seconds).
     table_min_runs: int = Field(20, ge=1)
     table_min_time_s: float = Field(0.3, ge=0)
+    #: Random networks of the space measured whole to fit the learned correction of the table
+    #: before the search (cached per space, size and machine; 0: the table alone).
+    calibration_networks: int = Field(32, ge=0)
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
@@ -34,6 +37,8 @@ class LatencyTarget(Settings):
     def _one_target(self) -> "LatencyTarget":
         if self.target_ms is not None and self.target_fps is not None:
             raise ValueError("give only one of latency.target_ms or latency.target_fps")
+        if 0 < self.calibration_networks < 8:
+            raise ValueError(f"latency.calibration_networks: 0 (no correction) or at least 8, got {self.calibration_networks}")
         return self
 
     @property

@@ -1,6 +1,6 @@
 """Whole-network latency: warm-up, then timed runs until both a minimum count and a minimum time
 are reached; median, inter-quartile range and FPS are reported with backend and thread count.
-``measure_latency_interleaved`` times several networks in one session, alternating rounds."""
+``measure_latency_interleaved`` times several networks in one session, in alternating rounds."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class LatencyResult:
     runs: int
     threads: int
     device: str = "cpu"
+    #: per-round medians when measured in interleaved rounds (``measure_latency_interleaved``)
+    round_medians_ms: tuple[float, ...] = ()
 
     @property
     def fps(self) -> float:
@@ -75,28 +77,37 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int, int], ba
 
 def measure_latency_interleaved(models: Mapping[str, nn.Module], input_shape: tuple[int, int, int, int],
                                 backend: str = "eager", threads: int | None = None, device: str = "cpu",
-                                warmup: int = 3, min_runs: int = 10, min_time_s: float = 1.0,
+                                warmup: int = 3, min_runs: int = 10, min_time_s: float = 1.0, rounds: int = 3,
                                 max_runs: int = 10_000) -> dict[str, LatencyResult]:
-    """Latency of several networks measured in one session, so that their ratios are fair: each is
-    prepared on ``backend`` in this process, then all are timed in rounds that run every network
-    once (the order rotated each round), until there are ``min_runs`` rounds and ``min_time_s``
-    seconds per network have passed; the median of each. A load that comes and goes during the
-    session slows every network alike instead of whichever was measured at that moment."""
+    """Latency of several networks measured in one session, so that their ratios are fair.
+
+    Each is prepared on ``backend`` in this process; then, in each of ``rounds`` rounds (the order
+    of the networks rotated every round), each network runs ``warmup`` untimed runs and a block of
+    timed runs: at least ``min_runs / rounds`` runs and ``min_time_s / rounds`` seconds. The median
+    over all its timed runs is kept (``LatencyResult.round_medians_ms``: one median per round). A
+    load that comes and goes during the session slows every network alike instead of whichever
+    was measured at that moment.
+
+    Runs are timed in blocks, not alternated run by run: on ONNX Runtime the idle threads of the
+    session that just ran keep spinning for a while, and a run of another session right after it
+    competes with them — alternating single runs of 4 networks on 2 cores measured each about 3x
+    slower than alone, a block after 3 warm-up runs within the session-to-session noise."""
     threads = threads or default_threads()
+    rounds = max(int(rounds), 1)
     x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
     names = list(models)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[list[float]]] = {name: [] for name in names}
+    per_block_runs = max(-(-min_runs // rounds), 1)
     with pinned_threads(threads), torch.random.fork_rng():
         runners = {name: prepare(backend, models[name], input_shape, threads, device) for name in names}
-        for name in names:
-            for _ in range(warmup):
-                runners[name](x)
-        start, rounds = time.perf_counter(), 0
-        while rounds < max_runs and (rounds < min_runs or time.perf_counter() - start < min_time_s * len(names)):
-            shift = rounds % max(len(names), 1)
+        for r in range(rounds):
+            shift = r % max(len(names), 1)
             for name in names[shift:] + names[:shift]:
-                t0 = time.perf_counter()
-                runners[name](x)
-                times[name].append((time.perf_counter() - t0) * 1000.0)
-            rounds += 1
-    return {name: summarize(times[name], backend, input_shape, threads, device) for name in names}
+                times[name].append(time_callable(lambda: runners[name](x), warmup, per_block_runs,
+                                                 min_time_s / rounds, max(max_runs // rounds, 1)))
+    out = {}
+    for name in names:
+        result = summarize([t for block in times[name] for t in block], backend, input_shape, threads, device)
+        result.round_medians_ms = tuple(statistics.median(block) for block in times[name])
+        out[name] = result
+    return out

@@ -3,15 +3,22 @@ measured for them, and the predicted latency of any architecture of any space.
 
 Every strategy, evaluator and the ground-truth runner predict latency through ``LatencyModel``:
 ``predict(space, arch, num_classes)`` sums the table entries of the space's ``latency_keys`` and adds
-one runtime call overhead (``segnas.cost.predictor``); one-shot supernets compose their
-differentiable expected latency from ``op_latencies`` and ``call_overhead``.
+one runtime call overhead (``segnas.cost.predictor``), then applies the space's learned correction
+when one has been fitted (``calibrate``; ``segnas.cost.calibration``); one-shot supernets compose
+their differentiable expected latency from ``op_latencies`` and ``call_overhead`` (the table), and
+their derived networks are checked against the corrected prediction.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+import hashlib
+import json
+import time
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 from segnas.config.search import LatencyTarget
+from segnas.cost.calibration import (CorrectionCache, LatencyCorrection, calibration_archs, correction_key,
+                                     fit_correction, measure_networks)
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
 from segnas.errors import SegnasError
@@ -21,7 +28,24 @@ from segnas.nn.ops import OpKey
 class HasLatencyKeys(Protocol):
     """The part of a search space the latency model needs (``segnas.spaces.SearchSpace``)."""
 
+    name: ClassVar[str]
+    version: ClassVar[int]
+
     def latency_keys(self, arch: Any, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]: ...
+
+    def sample(self, rng: Any, spread: bool = False) -> Any: ...
+
+    def build(self, arch: Any, num_classes: int) -> Any: ...
+
+    def key(self, arch: Any) -> str: ...
+
+
+def space_id(space: HasLatencyKeys) -> str:
+    """The space's name and a hash of its settings (a space with other settings holds other
+    networks, so it gets its own correction)."""
+    options = {k: v for k, v in sorted(vars(space).items()) if not k.startswith("_")}
+    digest = hashlib.sha256(json.dumps(options, default=str).encode()).hexdigest()[:8]
+    return f"{space.name}@{digest}"
 
 
 class LatencyModel:
@@ -35,6 +59,7 @@ class LatencyModel:
         self.table = table
         self.size = (int(size[0]), int(size[1]))
         self.target_ms = target_ms
+        self.corrections = CorrectionCache(table.path.with_name(table.path.stem + ".corrections.json"), table.context)
 
     @classmethod
     def create(cls, backend: str = "onnxruntime", size: Sequence[int] = (360, 480), target_ms: float | None = None,
@@ -86,12 +111,58 @@ class LatencyModel:
 
     # ------------------------------------------------------------------ networks
     def explain(self, space: HasLatencyKeys, arch: Any, num_classes: int) -> Prediction:
-        """The prediction with its per-operator breakdown."""
-        return predict_latency(space.latency_keys(arch, num_classes, self.size), self.table, self.input_shape)
+        """The table's prediction with its per-operator breakdown, and the corrected one
+        (``corrected_ms``) when the space has a fitted correction."""
+        pred = predict_latency(space.latency_keys(arch, num_classes, self.size), self.table, self.input_shape)
+        correction = self.correction(space, num_classes)
+        if correction is not None:
+            pred.corrected_ms = correction.apply(pred)
+        return pred
 
     def predict(self, space: HasLatencyKeys, arch: Any, num_classes: int) -> float:
-        """Predicted latency (ms) of ``arch`` of ``space`` with a ``num_classes`` head."""
+        """Predicted latency (ms) of ``arch`` of ``space`` with a ``num_classes`` head: corrected when
+        the space has a fitted correction (``calibrate``), else the table's sum."""
+        return float(self.explain(space, arch, num_classes).best_ms)
+
+    def predict_table(self, space: HasLatencyKeys, arch: Any, num_classes: int) -> float:
+        """The table's prediction alone (sum of operator entries + call overhead)."""
         return float(self.explain(space, arch, num_classes).total_ms)
+
+    # ------------------------------------------------------------------ learned correction
+    def _correction_key(self, space: HasLatencyKeys, num_classes: int) -> str:
+        return correction_key(space_id(space), space.version, self.size, num_classes)
+
+    def correction(self, space: HasLatencyKeys, num_classes: int) -> LatencyCorrection | None:
+        """The fitted correction of ``space`` at this size and head, if it has been calibrated."""
+        return self.corrections.get(self._correction_key(space, num_classes))
+
+    def calibrate(self, space: HasLatencyKeys, num_classes: int, networks: int = 32, progress: bool = True,
+                  echo: Callable[[str], None] | None = None, min_time_s: float = 0.3) -> LatencyCorrection:
+        """Fit (or read from the cache) the correction of ``space``: measure ``networks`` random
+        networks of it whole on this runtime, fill their table entries, fit. A killed calibration
+        resumes: measured networks are kept in the cache file until the fit replaces them.
+        ``min_time_s``: seconds each network is timed per session (3 sessions)."""
+        key = self._correction_key(space, num_classes)
+        cached = self.corrections.get(key)
+        if cached is not None and cached.networks >= networks:
+            return cached
+        say = echo or (lambda message: None)
+        say(f"latency: calibrating the {space.name} space's correction on {networks} measured networks "
+            f"({self.describe()}); cached for later jobs")
+        t0 = time.perf_counter()
+        archs = calibration_archs(space, networks, seed=0)
+        measured = measure_networks(space, archs, num_classes, self.input_shape, self.backend, self.threads,
+                                    store=self.corrections.measurements(key), min_time_s=min_time_s,
+                                    progress=progress)
+        keys = [space.latency_keys(a, num_classes, self.size) for a in archs]
+        self.ensure([k for ks in keys for k in ks], progress=progress)
+        predictions = [predict_latency(ks, self.table, self.input_shape) for ks in keys]
+        fitted = fit_correction(predictions, measured, info={"seconds": round(time.perf_counter() - t0, 1)})
+        self.corrections.put(key, fitted)
+        say(f"latency: {space.name} correction fitted in {fitted.info['seconds']:.0f} s; median |error| on its "
+            f"networks (leave-one-out) {100 * fitted.loo_median_abs_error:.1f}%, table alone "
+            f"{100 * fitted.table_median_abs_error:.1f}%")
+        return fitted
 
     def meets_target(self, latency_ms: float) -> bool:
         return self.target_ms is None or latency_ms <= self.target_ms

@@ -1,5 +1,5 @@
 """Whole-network latency predicted from the operator table: the sum of the network's operator
-entries plus one runtime call overhead."""
+entries plus one runtime call overhead (a learned correction may refine it: ``segnas.cost.calibration``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,19 @@ from segnas.nn.ops import OpKey
 
 @dataclass
 class Prediction:
+    """The table's prediction (``total_ms`` = ``ops_ms`` + ``overhead_ms``, per operator in
+    ``per_op``) and, where the space has a fitted correction, the corrected one."""
+
     total_ms: float
     ops_ms: float
     overhead_ms: float
     per_op: list[tuple[str, float]]
+    corrected_ms: float | None = None
+
+    @property
+    def best_ms(self) -> float:
+        """The corrected prediction when there is one, else the table's."""
+        return self.corrected_ms if self.corrected_ms is not None else self.total_ms
 
 
 def predict_latency(keys: Sequence[OpKey], table: LatencyTable, input_shape: tuple[int, int, int, int]

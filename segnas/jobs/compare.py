@@ -158,6 +158,7 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
     run_dir = relative(summary["run_dir"], item["root"])
     return {"status": "ok", "run_dir": run_dir, "space": summary["space"],
             "arch_file": str(Path(run_dir) / found["arch_file"]), "predicted_ms": found["predicted_ms"],
+            "predicted_table_ms": found.get("predicted_table_ms"),
             "search_cpu_seconds": summary["search_cpu_seconds"], "search_wall_seconds": summary["search_wall_seconds"],
             "resumed": summary["resumed"]}
 
@@ -299,6 +300,7 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
         "latency_vs_target": latency / target_ms - 1.0 if latency is not None else None,
         "on_target": latency <= target_ms if latency is not None else None,
         "predicted_ms": searched.get("predicted_ms") if searched else None,
+        "predicted_table_ms": searched.get("predicted_table_ms") if searched else None,
         "params": measured["params"] if measured else None, "gflops": measured["gflops"] if measured else None,
         "search_cpu_seconds": searched.get("search_cpu_seconds") if searched else None,
         "train_cpu_seconds": round(sum(s["train_cpu_seconds"] for s in ok), 1) if ok else None,

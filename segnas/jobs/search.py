@@ -87,6 +87,9 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
     strategy.prepare(ctx)  # everything that can fail on user input, before the run directory exists
+    space = strategy.latency_space(ctx)
+    if space is not None and cfg.latency.calibration_networks:
+        latency.calibrate(space, num_classes, cfg.latency.calibration_networks, cfg.progress, echo)
     ctx.run = open_run(cfg, run)
     done = ctx.run.path / "search_result.json"
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
@@ -125,7 +128,8 @@ def arch_file(run: RunDir, net: FoundNetwork) -> Path:
 
 
 def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
-    """Write ``net``'s arch file; its predicted and measured latency (vs the target), params, GFLOPs."""
+    """Write ``net``'s arch file; its predicted latency (corrected, and the table's alone) and measured
+    latency (vs the target), params, GFLOPs."""
     latency = ctx.latency
     path = arch_file(ctx.run, net)
     predicted = net.predicted_ms if net.predicted_ms is not None else latency.predict(net.space, net.arch,
@@ -137,6 +141,8 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
         save_arch(ctx.run.path / "arch.json", net.space, net.arch, **extra)
     model = net.space.build(net.arch, ctx.num_classes).eval()
     row: dict[str, Any] = {"role": net.role, "arch_file": path.name, "predicted_ms": predicted,
+                           "predicted_table_ms": latency.predict_table(net.space, net.arch, ctx.num_classes),
+                           "correction": latency.correction(net.space, ctx.num_classes) is not None,
                            "params": count_parameters(model), "gflops": count_flops(model, latency.input_shape).gflops}
     if net.role == "found":
         measured = measure_latency(model, latency.input_shape, latency.backend, latency.threads, min_time_s=3.0)

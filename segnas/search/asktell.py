@@ -121,6 +121,9 @@ class AskTellStrategy(Strategy):
         """The space searched (default: the section's ``space`` with its ``space_options``)."""
         return get_space(ctx.section.space, **ctx.section.space_options)
 
+    def latency_space(self, ctx: SearchContext) -> SearchSpace | None:
+        return self.search_space(ctx)
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_state(self.rng)}
 

@@ -94,6 +94,11 @@ class Strategy(ABC):
         """Check and build what can fail on user input (data, space, supernet) before the run
         directory exists (``ctx.run`` is None here)."""
 
+    def latency_space(self, ctx: SearchContext) -> SearchSpace | None:
+        """The space whose networks the search predicts the latency of (known after ``prepare``):
+        the search job calibrates its learned latency correction first (``latency.calibration_networks``)."""
+        return None
+
     @abstractmethod
     def run(self, ctx: SearchContext) -> SearchResult:
         """Search (or finish a killed search) and return what was found."""

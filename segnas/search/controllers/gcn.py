@@ -3,7 +3,7 @@ cell's architecture parameters to the next cell's, used only during the search.
 
 The exact form (PAPERS.md §3 leaves it open; no public code exists). Cell k has α_k ∈ R^{E×K}
 (E candidate edges, K operators). Its E candidate edges are the graph's nodes for that cell, with
-features X̃_k = softmax(α_k) − 1/K: each edge's operator weights, centred (each row sums to 0, and
+features X̃_k = α_k − mean_row(α_k): each edge's operator logits, centred (each row sums to 0, and
 a cell with no preference has X̃ = 0). For every pair of adjacent cells (k−1, k), k ≥ 1:
 
     A_k  = softmax_rows( (X̃_k W_φ)(X̃_{k−1} W_ψ)ᵀ / √D )     (E×E) learned similarity adjacency:
@@ -25,6 +25,10 @@ Why this form:
 - *similarity adjacency*: which edge of cell k−1 informs which edge of cell k is learned from
   what the edges currently prefer, not fixed by edge position (cells of different strides play
   different roles, and a reduction cell's edges do not line up with a normal cell's);
+- *centred logits as features*: they carry exactly what the softmax weights carry (softmax is
+  invariant to a constant shift of a row) on the scale α itself moves on. Centred softmax weights,
+  tried first, are K times smaller near uniform α and made the GGM's correction vanish (mean
+  |α' − α| of 1e-5 to 1e-6 over a CamVid search, where α moved by 1e-2 and more);
 - *centred features, no biases, odd activation (tanh)*: Δ_k is exactly 0 when cell k−1 prefers
   nothing. The GGM passes *preferences* of the previous cell; it cannot become a prior shared by
   every cell (a bias, or uncentred softmax rows, whose constant part acts as one), which would
@@ -60,8 +64,8 @@ class GCNGuide(nn.Module):
             self.out = nn.Linear(dim, ops, bias=False)      # W_o: back to operator logits
 
     def features(self, alpha: torch.Tensor) -> torch.Tensor:
-        """X̃ = softmax(α) − 1/K: the centred operator weights of every edge."""
-        return torch.softmax(alpha, dim=-1) - 1.0 / self.ops
+        """X̃ = α − mean_row(α): the centred operator logits of every edge."""
+        return alpha - alpha.mean(dim=-1, keepdim=True)
 
     def adjacency(self, prev: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """A_k (E×E): row e weighs the nodes (edges) of cell k−1 that inform edge e of cell k."""

@@ -50,6 +50,8 @@ class OneShotStrategy(Strategy):
         self.val_set: Dataset | None = None
         self.supernet: nn.Module | None = None
         self.engine: OneShotEngine | None = None
+        #: the space of the derived networks (set by ``build_supernet``)
+        self.space: SearchSpace | None = None
 
     # ------------------------------------------------------------------ hooks
     @abstractmethod
@@ -67,6 +69,9 @@ class OneShotStrategy(Strategy):
     @abstractmethod
     def derive(self, ctx: SearchContext) -> SearchResult:
         """The networks found once the search has ended."""
+
+    def latency_space(self, ctx: SearchContext) -> SearchSpace | None:
+        return self.space
 
     def val_images(self, ctx: SearchContext) -> int:
         """Validation images the strategy scores the supernet on (``self.val_set``; 0: none)."""

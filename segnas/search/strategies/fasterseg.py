@@ -75,7 +75,6 @@ class FasterSegSearch(OneShotStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        self.space: MultiResSpace | None = None
         self.lam = 0.0
         #: per architecture, val mIoU of the two candidate branch pairs' heads (None: not scored)
         self.mious: dict[int, dict[str, float] | None] = {}

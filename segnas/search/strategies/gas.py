@@ -89,7 +89,6 @@ class GASSearch(OneShotStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        self.space: CellsSpace | None = None
         self.guide: GCNGuide | None = None
         self.lam = 0.0
         #: the last network derived within the target band: {"epoch", "arch", "predicted_ms"}

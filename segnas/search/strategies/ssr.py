@@ -113,7 +113,6 @@ class SSRSearch(OneShotStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        self.space: JointSpace | None = None
         self._flops: dict[OpKey, float] = {}
 
     def target_required(self, settings: SearchSettings) -> bool:

@@ -1,0 +1,299 @@
+"""A learned correction of the operator table's whole-network prediction, fitted on measured
+networks of one space, at one input size, on one runtime and machine.
+
+The table predicts a network as the sum of its operators' entries plus one call overhead. Inside a
+network an operator can cost more or less than alone (caches stay warm, the runtime fuses an
+operator with its neighbours, or runs element-wise glue — residual adds, concatenations — that no
+entry times). How much differs from one operator kind to another, and from space to space. The
+correction learns it from a few dozen measured networks:
+
+    measured − overhead  ≈  Σ_g (1 + d_g)·T_g  +  c·N  +  m·M  +  b
+
+where T_g is the sum of the table entries of the network's operators of kind g (``OpKey.op``, and
+the stride when not 1), N their number, M the megabytes of their inputs and b a constant. N and M
+stand for what ONNX Runtime runs differently inside a network (``benchmarks/latency_model/
+ort_fusions.py`` saves its optimized graphs): a unit timed alone converts its input to the blocked
+NCHWc layout and its output back (ReorderInput/ReorderOutput, one pass over each tensor), which
+consecutive units inside a network skip; and the network runs glue between units that no entry
+times (residual Adds, Concats, upsampling), whose cost grows with the tensors passed along. It is fitted by robust (Huber) least squares on *relative* errors (each network's equation is
+divided by its measured latency, so a 5 ms network counts as much as a 50 ms one) with a ridge
+penalty pulling every d_g, c and b towards 0 — with little data the correction stays close to the
+table — and every scale 1 + d_g kept ≥ ``MIN_SCALE``. The ridge strength is chosen by leave-one-out error on the calibration networks, which is
+also recorded as the correction's expected error.
+
+Corrections are cached next to the latency table (same context: backend, threads, device,
+machine), one per space (name and version), input size and number of classes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from segnas.cost.predictor import Prediction
+from segnas.utils import atomic_write_text
+
+FORMAT = "segnas-latency-corrections"
+VERSION = 1
+#: ridge strengths tried by leave-one-out (relative-error units)
+RIDGE_GRID = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+#: the lowest scale (1 + d_g) an operator kind may get: inside a network an operator may cost less
+#: than alone, but not nothing (negative scales would fit noise on collinear kinds)
+MIN_SCALE = 0.25
+#: relative error beyond which a calibration network counts linearly, not quadratically (Huber)
+HUBER = 0.05
+HUBER_ITERATIONS = 4
+
+
+def op_kind(key: str) -> str:
+    """The kind of an operator from its ``OpKey.to_str()``: its name, and its stride when not 1."""
+    parts = key.split("|")
+    return parts[0] if len(parts) < 5 or parts[4] == "s1" else f"{parts[0]}|{parts[4]}"
+
+
+@dataclass
+class LatencyCorrection:
+    """A fitted correction (module docstring); ``apply`` maps a table prediction to corrected ms."""
+
+    kinds: list[str]
+    scale: dict[str, float]            # 1 + d_g per operator kind (kinds unseen in calibration: 1)
+    per_op_ms: float                   # c
+    per_mb_ms: float                   # m
+    intercept_ms: float                # b
+    ridge: float
+    networks: int                      # calibration networks it was fitted on
+    loo_median_abs_error: float        # leave-one-out median |relative error| on them
+    table_median_abs_error: float      # the uncorrected table's on the same networks
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, prediction: Prediction) -> float:
+        """Corrected latency (ms) of a table prediction."""
+        sums = kind_sums(prediction)
+        ops = sum(self.scale.get(k, 1.0) * ms for k, ms in sums.items())
+        body = (ops + self.per_op_ms * len(prediction.per_op) + self.per_mb_ms * input_megabytes(prediction)
+                + self.intercept_ms)
+        return float(prediction.overhead_ms + max(body, 0.25 * prediction.ops_ms))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyCorrection":
+        return cls(**data)
+
+
+def kind_sums(prediction: Prediction) -> dict[str, float]:
+    """Table ms of a prediction's operators summed per operator kind."""
+    sums: dict[str, float] = {}
+    for key, ms in prediction.per_op:
+        kind = op_kind(key)
+        sums[kind] = sums.get(kind, 0.0) + ms
+    return sums
+
+
+def input_megabytes(prediction: Prediction) -> float:
+    """Megabytes (fp32) of the inputs of a prediction's operators, from their ``OpKey.to_str()``."""
+    total = 0
+    for key, _ in prediction.per_op:
+        parts = key.split("|")
+        if len(parts) >= 4 and "x" in parts[3]:
+            h, w = parts[3].split("x")
+            total += int(parts[1]) * int(h) * int(w)
+    return 4 * total / 1e6
+
+
+#: the shared columns after the per-kind ones: operators, input megabytes, constant
+SHARED = ("per_op_ms", "per_mb_ms", "intercept_ms")
+
+
+def _design(predictions: Sequence[Prediction], kinds: list[str]) -> np.ndarray:
+    rows = []
+    for p in predictions:
+        sums = kind_sums(p)
+        rows.append([sums.get(k, 0.0) for k in kinds] + [float(len(p.per_op)), input_megabytes(p), 1.0])
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _solve(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, ridge: float, lower: np.ndarray) -> np.ndarray:
+    """argmin_θ Σ_i ρ(w_i(x_i·θ − r_i)) + ridge·|θ|², θ ≥ ``lower``: bounded ridge least squares with
+    the Huber loss ρ (quadratic up to ``HUBER`` relative error, linear beyond), by iteratively
+    reweighted least squares — one network timed during a burst of load must not pull the fit."""
+    from scipy.optimize import lsq_linear
+
+    xw, rw = x * weight[:, None], residual * weight
+    robust = np.ones(len(rw))
+    theta = np.zeros(x.shape[1])
+    for _ in range(HUBER_ITERATIONS):
+        sw = np.sqrt(robust)
+        a = np.vstack([xw * sw[:, None], np.sqrt(ridge) * np.eye(x.shape[1])])
+        b = np.concatenate([rw * sw, np.zeros(x.shape[1])])
+        theta = lsq_linear(a, b, bounds=(lower, np.inf)).x
+        err = np.abs(xw @ theta - rw)
+        robust = np.minimum(1.0, HUBER / np.maximum(err, 1e-12))
+    return theta
+
+
+def fit_correction(predictions: Sequence[Prediction], measured_ms: Sequence[float],
+                   info: dict[str, Any] | None = None) -> LatencyCorrection:
+    """Fit a correction on table ``predictions`` of networks whose measured latencies are ``measured_ms``."""
+    if len(predictions) != len(measured_ms) or len(predictions) < 4:
+        raise ValueError(f"need ≥ 4 networks with a measurement each, got {len(predictions)} and {len(measured_ms)}")
+    kinds = sorted({k for p in predictions for k in kind_sums(p)})
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    x = _design(predictions, kinds)
+    base = np.asarray([p.ops_ms + p.overhead_ms for p in predictions])
+    residual = measured - base                      # what θ must explain (d_g·T_g + c·N + b)
+    weight = 1.0 / measured                         # relative errors
+    # Columns are scaled to unit relative size, so one ridge strength suits every column.
+    norm = np.maximum(np.abs(x * weight[:, None]).mean(axis=0), 1e-12)
+    xs = x / norm
+    lower = np.concatenate([np.full(len(kinds), MIN_SCALE - 1.0), np.full(len(SHARED), -np.inf)]) * norm
+
+    def loo_errors(ridge: float) -> list[float]:
+        errs = []
+        for i in range(len(measured)):
+            keep = np.arange(len(measured)) != i
+            theta = _solve(xs[keep], residual[keep], weight[keep], ridge, lower)
+            errs.append(abs(base[i] + xs[i] @ theta - measured[i]) / measured[i])
+        return errs
+
+    scored = [(statistics.median(loo_errors(r)), r) for r in RIDGE_GRID]
+    loo, ridge = min(scored)
+    theta = _solve(xs, residual, weight, ridge, lower) / norm
+    table_err = statistics.median(np.abs(base - measured) / measured)
+    return LatencyCorrection(kinds=kinds, scale={k: 1.0 + float(d) for k, d in zip(kinds, theta)},
+                             per_op_ms=float(theta[-3]), per_mb_ms=float(theta[-2]), intercept_ms=float(theta[-1]),
+                             ridge=ridge,
+                             networks=len(measured), loo_median_abs_error=float(loo),
+                             table_median_abs_error=float(table_err), info=dict(info or {}))
+
+
+def correction_key(space: str, version: int, size: Sequence[int], num_classes: int) -> str:
+    return f"{space}@v{version}/{int(size[0])}x{int(size[1])}/{num_classes}classes"
+
+
+class MeasurementStore(Protocol):
+    """Where measured networks are kept by architecture key, so a killed measurement resumes
+    (``segnas.parallel.ResultStore`` is one)."""
+
+    def __contains__(self, key: str) -> bool: ...
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def add(self, key: str, result: Any) -> None: ...
+
+
+class CorrectionCache:
+    """Fitted corrections of one measurement context, in one JSON file beside its latency table,
+    with the measured networks of calibrations in progress (``measurements``)."""
+
+    def __init__(self, path: str | Path, context: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.context = context
+        self.entries: dict[str, LatencyCorrection] = {}
+        self.measured: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("format") != FORMAT or data.get("version") != VERSION or data.get("context") != context:
+                    raise ValueError("another format, version or measurement context")
+                self.entries = {k: LatencyCorrection.from_dict(v) for k, v in data["entries"].items()}
+                self.measured = {k: dict(v) for k, v in data.get("measured", {}).items()}
+            except (ValueError, KeyError, TypeError) as exc:
+                warnings.warn(f"{self.path}: latency corrections unusable ({exc}); they will be refitted", stacklevel=2)
+                self.entries, self.measured = {}, {}
+
+    def get(self, key: str) -> LatencyCorrection | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, correction: LatencyCorrection) -> None:
+        """Keep a fitted correction (its calibration's measurements are dropped)."""
+        self.entries[key] = correction
+        self.measured.pop(key, None)
+        self._save()
+
+    def measurements(self, key: str) -> MeasurementStore:
+        """The networks measured so far for the calibration ``key``, saved as each one is added."""
+        cache = self
+
+        class Store:
+            def __contains__(self, arch: str) -> bool:
+                return arch in cache.measured.get(key, {})
+
+            def __getitem__(self, arch: str) -> Any:
+                return cache.measured[key][arch]
+
+            def add(self, arch: str, result: Any) -> None:
+                cache.measured.setdefault(key, {})[arch] = result
+                cache._save()
+
+        return Store()
+
+    def _save(self) -> None:
+        payload = {"format": FORMAT, "version": VERSION, "context": self.context,
+                   "entries": {k: v.to_dict() for k, v in sorted(self.entries.items())}, "measured": self.measured}
+        atomic_write_text(self.path, json.dumps(payload, indent=1))
+
+
+def calibration_archs(space: Any, n: int, seed: int = 0) -> list[Any]:
+    """``n`` distinct random architectures of ``space``: alternately spread over the latency range
+    and uniform, so the correction sees both the extremes and the typical networks."""
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    out: list[Any] = []
+    for attempt in range(20 * n):
+        if len(out) == n:
+            break
+        arch = space.sample(rng, spread=attempt % 2 == 0)
+        key = space.key(arch)
+        if key not in seen:
+            seen.add(key)
+            out.append(arch)
+    return out
+
+
+def median_abs_error(predicted: Iterable[float], measured: Iterable[float]) -> float:
+    return float(statistics.median(abs(p - m) / m for p, m in zip(predicted, measured)))
+
+
+def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_shape: tuple[int, int, int, int],
+                     backend: str, threads: int, store: MeasurementStore | None = None, chunk: int = 8,
+                     min_time_s: float = 0.3, rounds: int = 3, progress: bool = True) -> list[float]:
+    """Measured latency of every architecture: the lowest of its per-round medians (ms).
+
+    Networks are timed ``chunk`` at a time in one interleaved session (``measure_latency_interleaved``)
+    of ``rounds`` rounds, each a block of ≥ ``min_time_s`` seconds per network. A load that comes and
+    goes only ever adds time, so the quietest round's median is kept (on a shared 2-core machine a
+    round disturbed by another job measured up to 3x the other two). With a ``store``, finished networks are kept by architecture key (with
+    the architecture, its per-round medians and the seconds spent per network) and skipped on a rerun."""
+    from segnas.cost.latency import measure_latency_interleaved
+    from segnas.progress import progress_bar
+
+    keys = [space.key(a) for a in archs]
+    todo = [i for i, k in enumerate(keys) if store is None or k not in store]
+    found: dict[str, float] = {k: store[k]["measured_ms"] for k in keys if store is not None and k in store}
+    with progress_bar(progress and bool(todo)) as bar:
+        task = bar.add_task(f"measuring {space.name} networks", total=len(todo), info="") if bar else None
+        for start in range(0, len(todo), chunk):
+            group = todo[start:start + chunk]
+            models = {keys[i]: space.build(archs[i], num_classes).eval() for i in group}
+            t0 = time.perf_counter()
+            results = measure_latency_interleaved(models, input_shape, backend, threads, warmup=3, min_runs=3 * rounds,
+                                                  min_time_s=min_time_s * rounds, rounds=rounds)
+            seconds = (time.perf_counter() - t0) / len(group)
+            for i in group:  # the quietest round: another job's load only ever adds time
+                found[keys[i]] = min(results[keys[i]].round_medians_ms)
+                if store is not None:
+                    store.add(keys[i], {"measured_ms": found[keys[i]],
+                                        "rounds_ms": list(results[keys[i]].round_medians_ms),
+                                        "seconds": round(seconds, 2), "arch": archs[i].to_dict()})
+            if bar is not None:
+                bar.update(task, advance=len(group))
+    return [found[k] for k in keys]

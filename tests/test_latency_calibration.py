@@ -1,0 +1,155 @@
+"""The learned latency correction (``segnas.cost.calibration``): the fit recovers known per-kind
+costs, stays at the table when the table is right, and ``LatencyModel.calibrate`` measures, fits,
+caches and resumes; the search job calibrates the space it searches."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from segnas.cost import LatencyModel, LatencyTable, Prediction
+from segnas.cost import calibration as calib
+from segnas.cost.latency_model import space_id
+from segnas.spaces.cells import CellsSpace
+
+SPACE = CellsSpace(layout=[1, 1, 1, 1], channels=[4, 8, 8, 8], nodes=2, stem_channels=4, decoder_width=8)
+KINDS = ["conv|4|4|1x1|s1|d1|", "sep_conv|4|4|1x1|s1|d1|", "pool|4|4|1x1|s2|d1|"]
+
+
+def synthetic(rng: np.random.Generator, n: int, truth) -> tuple[list[Prediction], list[float]]:
+    """``n`` table predictions of random mixes of three operator kinds, and what ``truth`` says they measure."""
+    preds, measured = [], []
+    for _ in range(n):
+        mix = rng.dirichlet([0.5] * 3)  # networks differ in which kinds they are made of
+        per_op = [(KINDS[int(rng.choice(3, p=mix))], float(rng.uniform(0.1, 2.0))) for _ in range(int(rng.integers(5, 40)))]
+        ops = sum(ms for _, ms in per_op)
+        preds.append(Prediction(ops + 0.2, ops, 0.2, per_op))
+        measured.append(truth(per_op) + 0.2)
+    return preds, measured
+
+
+def test_kinds_are_op_names_with_their_stride():
+    assert calib.op_kind("conv|8|16|24x32|s1|d1|") == "conv"
+    assert calib.op_kind("sep_conv|8|16|24x32|s2|d2|kernel=5") == "sep_conv|s2"
+
+
+def test_the_fit_recovers_per_kind_costs_the_table_gets_wrong():
+    scale = {"conv": 1.3, "sep_conv": 0.7, "pool|s2": 1.0}
+
+    def truth(per_op):
+        return sum(scale[calib.op_kind(k)] * ms for k, ms in per_op) + 0.03 * len(per_op)
+
+    rng = np.random.default_rng(0)
+    preds, measured = synthetic(rng, 32, truth)
+    corr = calib.fit_correction(preds, measured)
+    held_p, held_m = synthetic(rng, 50, truth)
+    assert calib.median_abs_error([p.total_ms for p in held_p], held_m) > 0.05  # the table is off
+    assert calib.median_abs_error([corr.apply(p) for p in held_p], held_m) < 0.01
+    assert corr.scale["conv"] == pytest.approx(1.3, abs=0.05) and corr.scale["sep_conv"] == pytest.approx(0.7, abs=0.05)
+    assert corr.loo_median_abs_error < 0.01 < corr.table_median_abs_error
+    again = calib.LatencyCorrection.from_dict(json.loads(json.dumps(corr.to_dict())))
+    assert again.apply(held_p[0]) == pytest.approx(corr.apply(held_p[0]))
+
+
+def test_the_fit_stays_at_a_table_that_is_right_and_ignores_noise():
+    rng = np.random.default_rng(1)
+    noise = iter(rng.normal(0.0, 0.02, 1000))
+    preds, measured = synthetic(rng, 32, lambda per_op: sum(ms for _, ms in per_op) * (1 + next(noise)))
+    corr = calib.fit_correction(preds, measured)
+    held_p, held_m = synthetic(rng, 50, lambda per_op: sum(ms for _, ms in per_op))
+    assert calib.median_abs_error([corr.apply(p) for p in held_p], held_m) < 0.02
+    assert all(abs(s - 1.0) < 0.1 for s in corr.scale.values())
+
+
+def test_unknown_kinds_keep_the_table_and_too_few_networks_are_refused():
+    rng = np.random.default_rng(2)
+    preds, measured = synthetic(rng, 12, lambda per_op: sum(1.5 * ms for _, ms in per_op))
+    corr = calib.fit_correction(preds, measured)
+    other = Prediction(1.2, 1.0, 0.2, [("new_op|1|1|1x1|s1|d1|", 1.0)])
+    assert corr.apply(other) == pytest.approx(1.2 + corr.per_op_ms + corr.per_mb_ms * 4e-6 + corr.intercept_ms)
+    with pytest.raises(ValueError, match="≥ 4 networks"):
+        calib.fit_correction(preds[:3], measured[:3])
+
+
+def test_calibration_archs_are_distinct_and_a_prefix_of_a_longer_draw():
+    short, long = calib.calibration_archs(SPACE, 6), calib.calibration_archs(SPACE, 10)
+    assert [SPACE.key(a) for a in short] == [SPACE.key(a) for a in long[:6]]
+    assert len({SPACE.key(a) for a in long}) == 10
+
+
+def model_at(tmp_path, size=(32, 48)) -> LatencyModel:
+    table = LatencyTable("eager", threads=1, path=tmp_path / "table.json", min_runs=1, min_time_s=0.0)
+    return LatencyModel(table, size)
+
+
+@pytest.mark.calibration
+def test_calibrate_measures_fits_caches_and_predicts_corrected(tmp_path, monkeypatch):
+    model = model_at(tmp_path)
+    arch = SPACE.sample(np.random.default_rng(5))
+    before = model.explain(SPACE, arch, 11)
+    assert before.corrected_ms is None and model.predict(SPACE, arch, 11) == before.total_ms
+    corr = model.calibrate(SPACE, 11, networks=8, progress=False, min_time_s=0.0)
+    assert corr.networks == 8 and corr.info["seconds"] > 0
+    after = model.explain(SPACE, arch, 11)
+    assert after.total_ms == pytest.approx(before.total_ms) and after.corrected_ms == pytest.approx(corr.apply(after))
+    assert model.predict(SPACE, arch, 11) == after.corrected_ms
+    assert model.predict_table(SPACE, arch, 11) == after.total_ms
+    # cached beside the table: another model of the same context reads it and measures nothing
+    fresh = model_at(tmp_path)
+    monkeypatch.setattr("segnas.cost.latency_model.measure_networks", lambda *a, **k: pytest.fail("measured again"))
+    assert fresh.calibrate(SPACE, 11, networks=8, progress=False).to_dict() == corr.to_dict()
+    # other space settings, size or head: their own correction
+    assert fresh.correction(CellsSpace(**{**vars(SPACE), "decoder_width": 16}), 11) is None
+    assert fresh.correction(SPACE, 19) is None and model_at(tmp_path, (64, 96)).correction(SPACE, 11) is None
+    assert space_id(SPACE) != space_id(CellsSpace())
+    data = json.loads((tmp_path / "table.corrections.json").read_text())
+    assert data["context"] == fresh.table.context and len(data["entries"]) == 1 and not data["measured"]
+
+
+@pytest.mark.calibration
+def test_a_killed_calibration_resumes_with_the_networks_it_measured(tmp_path, monkeypatch):
+    model = model_at(tmp_path)
+    real = calib.measure_networks
+    timed: list[int] = []
+
+    def counting(space, archs, *args, store=None, **kwargs):
+        timed.append(sum(space.key(a) not in store for a in archs))
+        return real(space, archs, *args, store=store, **kwargs)
+
+    monkeypatch.setattr("segnas.cost.latency_model.measure_networks", counting)
+    key = model._correction_key(SPACE, 11)
+    store = model.corrections.measurements(key)
+    for arch in calib.calibration_archs(SPACE, 5):  # five networks measured before the kill
+        store.add(SPACE.key(arch), {"measured_ms": 1.0, "rounds_ms": [1.0, 1.0, 1.0], "seconds": 0.1,
+                                    "arch": arch.to_dict()})
+    resumed = model_at(tmp_path)  # a new process: the measurements are read from the cache file
+    resumed.calibrate(SPACE, 11, networks=8, progress=False, min_time_s=0.0)
+    assert timed == [3]
+
+
+def test_the_search_job_calibrates_the_space_it_searches(tmp_path, monkeypatch):
+    from segnas.jobs.search import make_settings, search_job
+
+    calls = []
+    monkeypatch.setattr(LatencyModel, "calibrate", lambda self, space, classes, networks, *a, **k:
+                        calls.append((space.name, vars(space).get("base_width"), classes, networks)))
+    latency = {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "table_min_runs": 1, "table_min_time_s": 0.0}
+    settings = {"data": {"name": "synthetic", "options": {"size": [48, 64], "length": 6}}, "out_dir": str(tmp_path),
+                "progress": False, "final": {"epochs": 0},
+                "random": {"space_options": {"layers": 6, "base_width": 4}, "candidates": 2,
+                           "evaluator": {"proxy": {"images": 4, "batch_size": 2, "size": [32, 48]}}}}
+    search_job(make_settings("random", {**settings, "latency": latency}))
+    assert calls == [("multires", 4, 11, 32)]
+    search_job(make_settings("random", {**settings, "latency": {**latency, "calibration_networks": 0}}))
+    assert len(calls) == 1
+    with pytest.raises(Exception, match="calibration_networks"):
+        make_settings("random", {**settings, "latency": {**latency, "calibration_networks": 3}})
+
+
+def test_measured_networks_median_over_sessions(tmp_path):
+    archs = calib.calibration_archs(SPACE, 2)
+    ms = calib.measure_networks(SPACE, archs, 11, (1, 3, 32, 48), "eager", 1, min_time_s=0.0, progress=False)
+    assert len(ms) == 2 and all(m > 0 for m in ms) and statistics.median(ms) > 0
