@@ -6,6 +6,8 @@ images without training it.
 gradients are never touched), deterministically for a seed, ``chunk_size`` images at a time;
 additive proxies do not depend on the chunk size. The loss is per-pixel cross-entropy over labelled
 pixels (``ignore_index`` excluded); BatchNorm uses each batch's statistics (``common`` explains how).
+Proxies combined by their ranks over a population of networks (AZ-NAS's Σ log(rank/m), mean rank)
+are not per-network proxies: ``segnas.proxies.aggregate`` scores them, by name, on a population.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import torch
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.proxies import fisher, flops, grad_norm, grasp, jacob_cov, nwot, params, snip, synflow, zen
+from segnas.proxies import (az_nas, fisher, flops, grad_norm, grasp, jacob_cov, meco, nwot, params, snip, swap, synflow,
+                            zen, zico)
 from segnas.proxies.common import PROXIES, Batch, ProxySettings, proxy
 
 #: The modules whose ``@proxy`` decorators fill ``PROXIES`` when imported.
-PROXY_MODULES = (fisher, flops, grad_norm, grasp, jacob_cov, nwot, params, snip, synflow, zen)
+PROXY_MODULES = (az_nas, fisher, flops, grad_norm, grasp, jacob_cov, meco, nwot, params, snip, swap, synflow, zen, zico)
 
 __all__ = ["PROXIES", "ProxySettings", "proxy", "score", "score_all"]
 
@@ -30,7 +33,11 @@ def _check_names(names: Iterable[str]) -> list[str]:
     names = list(names)
     unknown = [n for n in names if n not in PROXIES]
     if unknown:
-        raise SegnasError(f"proxy: unknown name {unknown[0]!r}; choose one of {', '.join(sorted(PROXIES))}")
+        from segnas.proxies.aggregate import is_aggregate  # imports this package
+
+        hint = (" (a rank aggregate over a population of networks: use segnas.proxies.aggregate.score_population)"
+                if is_aggregate(unknown[0]) else "")
+        raise SegnasError(f"proxy: unknown name {unknown[0]!r}{hint}; choose one of {', '.join(sorted(PROXIES))}")
     return names
 
 
