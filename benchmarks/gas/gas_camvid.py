@@ -21,7 +21,7 @@ Run "off" (GGM off) pre-trains the supernet (or starts from --pretrained) and se
 seed, epochs and λ. (The GGM adds nothing while α is uniform, so pre-training would be the same
 with it on anyway.) For each derived network: predicted (table, corrected) and measured latency vs the target,
 parameters, GFLOPs, distinct cells, cells that differ from the other run's, the architecture
-itself; then training from scratch with train_camvid.py's recipe for --final-steps optimizer steps
+itself (both networks timed again in one interleaved session at the end); then training from scratch with train_camvid.py's recipe for --final-steps optimizer steps
 at batch 8 (fp32: the same on every CPU), once per training seed, val mIoU mean ± std.
 Saves <results-dir>/<name>.json (default benchmarks/gas/results/gas_camvid.json).
 """
@@ -39,6 +39,7 @@ from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
 from segnas.cost import LatencyModel  # noqa: E402
+from segnas.cost.latency import measure_latency_interleaved  # noqa: E402
 from segnas.jobs.search import search_job, settings_class  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.cells import CellsArch, CellsSpace, Edge  # noqa: E402
@@ -170,6 +171,14 @@ def main() -> None:
         runs[name] = figures(summary)
     archs = {n: CellsArch.from_dict(r["arch"]) for n, r in runs.items()}
     differ = sum(a != b for a, b in zip(archs["off"].cells, archs["on"].cells))
+    # Both networks timed again in one interleaved session (each search timed its own network at its
+    # end, in whatever load the machine had then): the latencies reported below.
+    session = measure_latency_interleaved({n: space.build(a, classes) for n, a in archs.items()}, latency.input_shape,
+                                          latency.backend, latency.threads, min_runs=30, min_time_s=6.0)
+    for name, r in runs.items():
+        r["measured_at_search_end_ms"] = r["measured_ms"]
+        r["measured_ms"] = session[name].median_ms
+        r["latency_vs_target"] = r["measured_ms"] / target - 1.0
     for name, r in runs.items():
         if args.final_steps:
             r.update(train_seeds(str(Path(r["run_dir"]) / "arch.json"), args.out_dir, args.final_steps,

@@ -18,7 +18,7 @@ consecutive units inside a network skip; and the network runs glue between units
 times (residual Adds, Concats, upsampling), whose cost grows with the tensors passed along. It is fitted by robust (Huber) least squares on *relative* errors (each network's equation is
 divided by its measured latency, so a 5 ms network counts as much as a 50 ms one) with a ridge
 penalty pulling every d_g, c and b towards 0 — with little data the correction stays close to the
-table — and every scale 1 + d_g kept ≥ ``MIN_SCALE``. The ridge strength is chosen by leave-one-out error on the calibration networks, which is
+table — and every scale 1 + d_g kept within [``MIN_SCALE``, ``MAX_SCALE``]. The ridge strength is chosen by leave-one-out error on the calibration networks, which is
 also recorded as the correction's expected error.
 
 Corrections are cached next to the latency table (same context: backend, threads, device,
@@ -44,9 +44,14 @@ FORMAT = "segnas-latency-corrections"
 VERSION = 1
 #: ridge strengths tried by leave-one-out (relative-error units)
 RIDGE_GRID = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
-#: the lowest scale (1 + d_g) an operator kind may get: inside a network an operator may cost less
-#: than alone, but not nothing (negative scales would fit noise on collinear kinds)
-MIN_SCALE = 0.25
+#: the range of the scale (1 + d_g) of an operator kind: inside a network a kind costs between half
+#: and twice what it costs alone (wider scales fit the noise of a few dozen timings: on the `cells`
+#: space an unbounded fit priced pooling at 6x its table entries); the per-operator and
+#: per-megabyte terms carry what is not proportional to the entries
+MIN_SCALE, MAX_SCALE = 0.5, 2.0
+#: the ridge strength chosen is the strongest whose leave-one-out error is within this of the best
+#: (a weaker ridge must earn its extra freedom)
+RIDGE_TOLERANCE = 0.005
 #: relative error beyond which a calibration network counts linearly, not quadratically (Huber)
 HUBER = 0.05
 HUBER_ITERATIONS = 4
@@ -121,8 +126,9 @@ def _design(predictions: Sequence[Prediction], kinds: list[str]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def _solve(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, ridge: float, lower: np.ndarray) -> np.ndarray:
-    """argmin_θ Σ_i ρ(w_i(x_i·θ − r_i)) + ridge·|θ|², θ ≥ ``lower``: bounded ridge least squares with
+def _solve(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, ridge: float, lower: np.ndarray,
+           upper: np.ndarray) -> np.ndarray:
+    """argmin_θ Σ_i ρ(w_i(x_i·θ − r_i)) + ridge·|θ|², ``lower`` ≤ θ ≤ ``upper``: bounded ridge least squares with
     the Huber loss ρ (quadratic up to ``HUBER`` relative error, linear beyond), by iteratively
     reweighted least squares — one network timed during a burst of load must not pull the fit."""
     from scipy.optimize import lsq_linear
@@ -134,7 +140,7 @@ def _solve(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, ridge: float
         sw = np.sqrt(robust)
         a = np.vstack([xw * sw[:, None], np.sqrt(ridge) * np.eye(x.shape[1])])
         b = np.concatenate([rw * sw, np.zeros(x.shape[1])])
-        theta = lsq_linear(a, b, bounds=(lower, np.inf)).x
+        theta = lsq_linear(a, b, bounds=(lower, upper)).x
         err = np.abs(xw @ theta - rw)
         robust = np.minimum(1.0, HUBER / np.maximum(err, 1e-12))
     return theta
@@ -155,18 +161,20 @@ def fit_correction(predictions: Sequence[Prediction], measured_ms: Sequence[floa
     norm = np.maximum(np.abs(x * weight[:, None]).mean(axis=0), 1e-12)
     xs = x / norm
     lower = np.concatenate([np.full(len(kinds), MIN_SCALE - 1.0), np.full(len(SHARED), -np.inf)]) * norm
+    upper = np.concatenate([np.full(len(kinds), MAX_SCALE - 1.0), np.full(len(SHARED), np.inf)]) * norm
 
     def loo_errors(ridge: float) -> list[float]:
         errs = []
         for i in range(len(measured)):
             keep = np.arange(len(measured)) != i
-            theta = _solve(xs[keep], residual[keep], weight[keep], ridge, lower)
+            theta = _solve(xs[keep], residual[keep], weight[keep], ridge, lower, upper)
             errs.append(abs(base[i] + xs[i] @ theta - measured[i]) / measured[i])
         return errs
 
     scored = [(statistics.median(loo_errors(r)), r) for r in RIDGE_GRID]
-    loo, ridge = min(scored)
-    theta = _solve(xs, residual, weight, ridge, lower) / norm
+    best = min(err for err, _ in scored)
+    loo, ridge = max(((err, r) for err, r in scored if err <= best + RIDGE_TOLERANCE), key=lambda er: er[1])
+    theta = _solve(xs, residual, weight, ridge, lower, upper) / norm
     table_err = statistics.median(np.abs(base - measured) / measured)
     return LatencyCorrection(kinds=kinds, scale={k: 1.0 + float(d) for k, d in zip(kinds, theta)},
                              per_op_ms=float(theta[-3]), per_mb_ms=float(theta[-2]), intercept_ms=float(theta[-1]),
