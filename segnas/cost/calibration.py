@@ -202,12 +202,12 @@ class CorrectionCache:
     """Fitted corrections of one measurement context, in one JSON file beside its latency table,
     with the measured networks of calibrations in progress (``measurements``)."""
 
-    def __init__(self, path: str | Path, context: dict[str, Any]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None, context: dict[str, Any]) -> None:
+        self.path = Path(path) if path is not None else None  # None: in memory only
         self.context = context
         self.entries: dict[str, LatencyCorrection] = {}
         self.measured: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
+        if self.path is not None and self.path.is_file():
             try:
                 data = json.loads(self.path.read_text())
                 if data.get("format") != FORMAT or data.get("version") != VERSION or data.get("context") != context:
@@ -245,6 +245,8 @@ class CorrectionCache:
         return Store()
 
     def _save(self) -> None:
+        if self.path is None:
+            return
         payload = {"format": FORMAT, "version": VERSION, "context": self.context,
                    "entries": {k: v.to_dict() for k, v in sorted(self.entries.items())}, "measured": self.measured}
         atomic_write_text(self.path, json.dumps(payload, indent=1))

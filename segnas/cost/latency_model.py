@@ -59,7 +59,9 @@ class LatencyModel:
         self.table = table
         self.size = (int(size[0]), int(size[1]))
         self.target_ms = target_ms
-        self.corrections = CorrectionCache(table.path.with_name(table.path.stem + ".corrections.json"), table.context)
+        table_path = getattr(table, "path", None)  # a table kept in memory has its corrections there too
+        self.corrections = CorrectionCache(table_path.with_name(table_path.stem + ".corrections.json")
+                                           if table_path is not None else None, getattr(table, "context", {}))
 
     @classmethod
     def create(cls, backend: str = "onnxruntime", size: Sequence[int] = (360, 480), target_ms: float | None = None,

@@ -56,7 +56,8 @@ def demo_target(size: tuple[int, int], threads: int | None = None, seed: int = 0
     space = get_space(DEMO_SPACE["space"], **DEMO_SPACE["space_options"])
     model = LatencyModel.create(DEMO_LATENCY["backend"], size, threads=threads,
                                 min_runs=DEMO_LATENCY["table_min_runs"], min_time_s=DEMO_LATENCY["table_min_time_s"])
-    model.calibrate(space, 11, DEMO_LATENCY["calibration_networks"], echo=echo)
+    if DEMO_LATENCY.get("calibration_networks"):
+        model.calibrate(space, 11, DEMO_LATENCY["calibration_networks"], echo=echo)
     rng = np.random.default_rng(seed)
     predicted = [model.predict(space, space.sample(rng, spread=True), 11) for _ in range(TARGET_DRAWS)]
     return round(float(np.quantile(predicted, TARGET_QUANTILE)), 2)
