@@ -785,8 +785,36 @@ def page_generic(study: Study, studies: dict[str, Study]) -> list[str]:
     return lines
 
 
+def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
+    """GGM off vs on: latency against the target (table, corrected, measured), size, cells, training."""
+    lines: list[str] = []
+    for r in study.results().values():
+        if "runs" not in r:
+            continue
+        target = r["target_ms"]
+        lines += ["| GGM | search (CPU) | predicted: table → corrected ms | measured ms (vs target) | params | GFLOPs "
+                  "| distinct cells | mean GGM shift, last epoch | val mIoU |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, run in r["runs"].items():
+            last = [t for t in run["trace"] if t.get("phase") == "search"][-1]
+            shift = f"{last['ggm_shift']:.1e}" if "ggm_shift" in last else "–"
+            miou = (f"{100 * run['val_miou_mean']:.1f} ± {100 * (run.get('val_miou_std') or 0):.1f}%"
+                    if run.get("val_miou_mean") is not None else "not trained yet")
+            table = f"{run['predicted_table_ms']:.2f}" if run.get("predicted_table_ms") is not None else "–"
+            lines.append(f"| {name} | {run['search_cpu_seconds'] / 60:.0f} min | {table} → {run['predicted_ms']:.2f} | "
+                         f"{run['measured_ms']:.2f} ({100 * run['latency_vs_target']:+.1f}%) | "
+                         f"{run['params'] / 1e6:.2f} M | {run['gflops']:.2f} | {run['distinct_cells']} | {shift} | {miou} |")
+        lines += ["", f"Target {target:g} ms ({r['latency']}): {r['settings']['target_fraction']:.0%} of the way from "
+                  f"the fastest to the slowest one-operator network, as predicted with the `cells` space's learned "
+                  f"correction. Both searches start from one supernet pre-trained for "
+                  f"{r['settings']['pretrain_epochs']} epochs and run {r['settings']['search_epochs']} search epochs; "
+                  f"search CPU time excludes the pre-training. Cells that differ between the two networks: "
+                  f"{r['cells_differing_between_runs']} of 7. Measured: both networks in one interleaved session after "
+                  "both searches. " + machine_line(r), ""]
+    return lines
+
+
 RENDERERS: dict[str, Callable[[Study, dict[str, Study]], list[str]]] = {
-    "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
+    "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
     "training": page_training, "fasterseg": page_fasterseg, "ssr": page_ssr, "groundtruth": page_groundtruth,
     "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "generic": page_generic,
 }
