@@ -86,3 +86,16 @@ def baselines(minutes: float, cpu: str) -> dict:
                       "latency_ms": r.get("latency_ms", row.get("median_ms") if same_cpu else None),
                       "params": row["params_m"] * 1e6 if "params_m" in row else None}
     return out
+
+
+def interleaved_rounds(models: list[Any], shape: tuple[int, int, int, int], backend: str, threads: int,
+                       rounds: int) -> list[list[float]]:
+    """Per round, the median latency (ms) of every model: one interleaved session
+    (``segnas.cost.latency.measure_latency_interleaved``), each round a block of ≥ 10 runs and ≥ 1 s
+    per model after 3 warm-up runs."""
+    from segnas.cost.latency import measure_latency_interleaved
+
+    named = {str(i): m for i, m in enumerate(models)}
+    results = measure_latency_interleaved(named, shape, backend, threads, warmup=3, min_runs=10 * rounds,
+                                          min_time_s=1.0 * rounds, rounds=rounds)
+    return [[results[name].round_medians_ms[r] for name in named] for r in range(rounds)]

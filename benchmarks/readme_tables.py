@@ -668,6 +668,8 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
             "rest are held out and evaluated. Every network is timed whole in interleaved sessions of 8 "
             f"(3 rounds of ≥ 0.3 s blocks, the quietest round's median). The next-to-last column compares two single "
             "rounds of the same networks: the noise of the measurement itself, which no predictor can beat. "
+            "Time to calibrate a new machine: the calibration networks' measured seconds, plus their table entries at the "
+            "seconds per entry it took to time entries here, plus the fit. "
             f"Goal: ≥ 90% within ±10% and ρ ≥ 0.95 in every space. {first['backend']}, "
             f"{first['threads']} threads. " + machine_line(r), ""]
         if (study.folder / "results" / f"{name}.png").is_file():

@@ -13,10 +13,11 @@ import pytest
 from segnas.cost import LatencyModel, LatencyTable, Prediction
 from segnas.cost import calibration as calib
 from segnas.cost.latency_model import space_id
+from segnas.nn.ops import OpKey
 from segnas.spaces.cells import CellsSpace
 
 SPACE = CellsSpace(layout=[1, 1, 1, 1], channels=[4, 8, 8, 8], nodes=2, stem_channels=4, decoder_width=8)
-KINDS = ["conv|4|4|1x1|s1|d1|", "sep_conv|4|4|1x1|s1|d1|", "pool|4|4|1x1|s2|d1|"]
+KINDS = [OpKey("conv", 4, 4, 1, 1), OpKey("sep_conv", 4, 4, 1, 1), OpKey("pool", 4, 4, 1, 1, stride=2)]
 
 
 def synthetic(rng: np.random.Generator, n: int, truth) -> tuple[list[Prediction], list[float]]:
@@ -32,8 +33,8 @@ def synthetic(rng: np.random.Generator, n: int, truth) -> tuple[list[Prediction]
 
 
 def test_kinds_are_op_names_with_their_stride():
-    assert calib.op_kind("conv|8|16|24x32|s1|d1|") == "conv"
-    assert calib.op_kind("sep_conv|8|16|24x32|s2|d2|kernel=5") == "sep_conv|s2"
+    assert calib.op_kind(OpKey("conv", 8, 16, 24, 32)) == "conv"
+    assert calib.op_kind(OpKey("sep_conv", 8, 16, 24, 32, stride=2, dilation=2, extra=(("kernel", 5),))) == "sep_conv|s2"
 
 
 def test_the_fit_recovers_per_kind_costs_the_table_gets_wrong():
@@ -68,7 +69,7 @@ def test_unknown_kinds_keep_the_table_and_too_few_networks_are_refused():
     rng = np.random.default_rng(2)
     preds, measured = synthetic(rng, 12, lambda per_op: sum(1.5 * ms for _, ms in per_op))
     corr = calib.fit_correction(preds, measured)
-    other = Prediction(1.2, 1.0, 0.2, [("new_op|1|1|1x1|s1|d1|", 1.0)])
+    other = Prediction(1.2, 1.0, 0.2, [(OpKey("new_op", 1, 1, 1, 1), 1.0)])
     assert corr.apply(other) == pytest.approx(1.2 + corr.per_op_ms + corr.per_mb_ms * 4e-6 + corr.intercept_ms)
     with pytest.raises(ValueError, match="≥ 4 networks"):
         calib.fit_correction(preds[:3], measured[:3])

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import BENCHMARKS, results_dir, save_result  # noqa: E402
-from latency_predictor import measure_interleaved  # noqa: E402
+from common import BENCHMARKS, interleaved_rounds, results_dir, save_result  # noqa: E402
 from ssr_camvid import SPACE  # noqa: E402
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
@@ -67,8 +66,8 @@ def main() -> None:
     keys = {n: space.latency_keys(a, 11, size) for n, a in archs.items()}
     table.ensure([k for ks in keys.values() for k in ks])
     pred = {n: predict_latency(ks, table, shape).total_ms for n, ks in keys.items()}
-    rounds = measure_interleaved([space.build(a, 11) for a in archs.values()], shape, args.backend, args.threads,
-                                 args.rounds)
+    rounds = interleaved_rounds([space.build(a, 11) for a in archs.values()], shape, args.backend, args.threads,
+                                args.rounds)
     meas = {n: statistics.median(r[i] for r in rounds) for i, n in enumerate(archs)}
     slots = sum(space.slots)
     one_kind = {kind_name(c) for c in KINDS}

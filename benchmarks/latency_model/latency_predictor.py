@@ -9,19 +9,23 @@ spread over the latency range and uniform), fills the operator table for them (-
 times their entries again), then measures each whole network on the runtime (ONNX Runtime, 2
 threads: sessions of 8 networks, 3 rounds of ≥ 0.3 s blocks, the quietest round's median), in
 an order that alternates calibration and held-out networks, and appends it to
-``results/networks/<space>_<HxW>.jsonl`` — resumable, a rerun measures only what is missing.
+``<store-dir>/<space>_<HxW>.jsonl`` (default runs/latency_predictor/) — resumable, a rerun
+measures only what is missing. ``report`` reads those files and the operator table of this machine.
 Run it on an otherwise idle machine: on 2 cores any other process slows ONNX Runtime's 2 threads. ``report`` splits each space's networks into the first
 --calibration (the networks ``LatencyModel.calibrate`` would measure: same sampler, same seed) and
 the rest, held apart; fits the correction on the calibration networks only, and reports on the
 held-out ones, before and after the correction: median |relative error|, Spearman ρ and the share
 within ±10%. Goal: ≥ 90% within ±10% and ρ ≥ 0.95 in every space. The time to calibrate a new
-machine is the measured seconds of the calibration networks plus the table entries they need.
+machine: the measured seconds of the calibration networks, plus their table entries at the
+seconds per entry that ``measure`` took to time entries here (``<store-dir>/<space>_<HxW>.table.json``),
+plus the fit.
 Saves results/latency_predictor.{json,png}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -34,19 +38,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import results_dir, save_result  # noqa: E402
 
 RESULTS = results_dir(__file__)
-NETWORKS = RESULTS / "networks"
 CLASSES = 19
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
-from segnas.cost.calibration import (calibration_archs, fit_correction, median_abs_error,  # noqa: E402
-                                     measure_networks)
+from segnas.cost.calibration import calibration_archs, fit_correction, measure_networks  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.spaces import get_space, list_spaces  # noqa: E402
-from segnas.utils import parse_size  # noqa: E402
+from segnas.utils import atomic_write_text, parse_size  # noqa: E402
 
 
-def store_path(space: str, size: str) -> Path:
-    return NETWORKS / f"{space}_{size}.jsonl"
+def store_path(args: argparse.Namespace, space: str, size: str) -> Path:
+    return Path(args.store_dir) / f"{space}_{size}.jsonl"
+
+
+def table_timing_path(args: argparse.Namespace, space: str, size: str) -> Path:
+    return Path(args.store_dir) / f"{space}_{size}.table.json"
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -63,11 +69,14 @@ def measure(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             new = table.ensure(keys)
             t1 = time.perf_counter()
+            if new:  # what timing table entries costs on this machine, for the time to calibrate
+                atomic_write_text(table_timing_path(args, name, size_text),
+                                  json.dumps({"entries": new, "seconds": round(t1 - t0, 1)}))
             # calibration and held-out networks alternate, so a drift of the machine hits both alike
             c = min(args.calibration, len(archs))
             order = [a for pair in zip(archs[:c], archs[c:2 * c]) for a in pair] + archs[2 * c:]
             order += [a for a in archs[:c] if a not in order]
-            store = ResultStore(store_path(name, size_text))
+            store = ResultStore(store_path(args, name, size_text))
             measure_networks(space, order, CLASSES, (1, 3, *size), args.backend, args.threads, store=store,
                              progress=True)
             store.close()
@@ -81,7 +90,7 @@ def report(args: argparse.Namespace) -> None:
     for size_text in args.sizes:
         size = parse_size(size_text)
         for name in args.spaces:
-            path = store_path(name, size_text)
+            path = store_path(args, name, size_text)
             if not path.is_file():
                 continue
             space = get_space(name)
@@ -92,8 +101,7 @@ def report(args: argparse.Namespace) -> None:
                 continue
             rec = [store[space.key(a)] for a in archs]
             keys = [space.latency_keys(a, CLASSES, size) for a in archs]
-            new = table.ensure([k for ks in keys for k in ks])
-            t_entries = time.perf_counter()
+            table.ensure([k for ks in keys for k in ks])
             calib_keys = {k.to_str() for ks in keys[:args.calibration] for k in ks}
             pred = [predict_latency(ks, table, (1, 3, *size)) for ks in keys]
             meas = [min(r["rounds_ms"]) for r in rec]  # the quietest round (measure_networks)
@@ -111,9 +119,9 @@ def report(args: argparse.Namespace) -> None:
                                "within_10pct": float(np.mean([abs(e) <= 0.10 for e in err])),
                                "spearman": float(spearmanr(values, held_m).statistic),
                                "mean_signed_rel_error": statistics.mean(err)}
-            ceiling = float(np.median([spearmanr([r["rounds_ms"][0] for r in rec], [r["rounds_ms"][1] for r in rec])
-                                       .statistic]))
-            entry_s = _entry_seconds(table, calib_keys, args)
+            ceiling = float(spearmanr([r["rounds_ms"][0] for r in rec], [r["rounds_ms"][1] for r in rec]).statistic)
+            timing = table_timing_path(args, name, size_text)
+            per_entry = (lambda t: t["seconds"] / t["entries"])(json.loads(timing.read_text())) if timing.is_file() else None
             summary.append({
                 "space": name, "size": size_text, "backend": args.backend, "threads": args.threads,
                 "networks": len(archs), "calibration_networks": c, "held_out_networks": len(archs) - c,
@@ -123,11 +131,13 @@ def report(args: argparse.Namespace) -> None:
                 "repeatability_within_10pct": float(np.mean([abs(r["rounds_ms"][1] / r["rounds_ms"][0] - 1) <= 0.10
                                                              for r in rec])),
                 "measured_ms_range": [min(meas), max(meas)],
-                "calibration_seconds": round(sum(r["seconds"] for r in rec[:c]) + entry_s + fit_s, 1),
-                "calibration_table_entries": len(calib_keys), "new_table_entries": new,
+                # a new machine: measure the calibration networks, time their table entries, fit
+                "calibration_network_seconds": round(sum(r["seconds"] for r in rec[:c]), 1),
+                "calibration_table_entries": len(calib_keys), "table_seconds_per_entry": per_entry,
+                "calibration_seconds": round(sum(r["seconds"] for r in rec[:c]) + len(calib_keys) * (per_entry or 0)
+                                             + fit_s, 1),
                 "correction": corr.to_dict()})
-            del t_entries
-            for i, (p, pc, m) in enumerate(zip(held_p, held_c, held_m)):
+            for p, pc, m in zip(held_p, held_c, held_m):
                 points.append({"space": name, "size": size_text, "table_ms": p, "corrected_ms": pc, "measured_ms": m})
             s = summary[-1]
             print(f"{name:9s} {size_text}: table |err| {100 * s['table_median_abs_rel_error']:.1f}%, "
@@ -138,13 +148,6 @@ def report(args: argparse.Namespace) -> None:
     plot(points, RESULTS / "latency_predictor.png")
     path = save_result("latency_predictor", {"seed": args.seed, "summary": summary, "points": points}, RESULTS)
     print(f"saved {path}")
-
-
-def _entry_seconds(table: LatencyTable, keys: set[str], args: argparse.Namespace) -> float:
-    """Seconds a new machine spends timing ``keys``' table entries: estimated as the entries' time
-    budget (each entry runs ≥ min_runs and ≥ min_time_s after a warm-up, plus an export)."""
-    per_entry = max(table.min_time_s, 0.0) + 0.25  # export + session creation measured ≈ 0.2–0.3 s
-    return len(keys) * per_entry + sum(table.entries.get(k, 0.0) for k in keys) * table.min_runs / 1000
 
 
 def plot(points: list[dict], path: Path) -> None:
@@ -183,6 +186,8 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--store-dir", default="runs/latency_predictor",
+                    help="where the measured networks are kept (one resumable JSONL per space and size)")
     ap.add_argument("--fresh-table", action="store_true",
                     help="measure: time the networks' table entries again (in the same session as the networks)")
     args = ap.parse_args()

@@ -28,8 +28,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import results_dir, save_result  # noqa: E402  (also puts the study folders on the import path)
-from latency_predictor import measure_interleaved, plot  # noqa: E402
+from common import interleaved_rounds, results_dir, save_result  # noqa: E402
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
 from segnas.spaces.mobile import MOBILE, MOBILE_FAST_SCNN, MobileSpace  # noqa: E402
@@ -71,8 +70,8 @@ def main() -> None:
             new = table.ensure([k for ks in keys for k in ks])
             table_s = time.perf_counter() - t0
             pred = [predict_latency(ks, table, shape).total_ms for ks in keys]
-            rounds = measure_interleaved([space.build(a, CLASSES) for a in archs], shape, "onnxruntime", args.threads,
-                                         args.rounds)
+            rounds = interleaved_rounds([space.build(a, CLASSES) for a in archs], shape, "onnxruntime", args.threads,
+                                        args.rounds)
             meas = [statistics.median(r[i] for r in rounds) for i in range(len(archs))]
             for name, a, p, m, i in zip(names, archs, pred, meas, range(len(archs))):
                 points.append({"size": size_text, "network": name, "predicted_ms": p, "measured_ms": m,
@@ -100,6 +99,27 @@ def main() -> None:
     path = save_result(name, out, args.results_dir)
     plot(points, path.with_suffix(".png"))
     print(f"saved {path}")
+
+
+def plot(points: list[dict], path: Path) -> None:
+    """Predicted against measured latency, log-log, one colour per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for size in sorted({p["size"] for p in points}):
+        sel = [p for p in points if p["size"] == size]
+        ax.scatter([p["measured_ms"] for p in sel], [p["predicted_ms"] for p in sel], s=14, label=size)
+    lo = min(min(p["measured_ms"], p["predicted_ms"]) for p in points)
+    hi = max(max(p["measured_ms"], p["predicted_ms"]) for p in points)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="measured latency (ms)", ylabel="predicted latency (ms)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Protocol, Sequence
 import numpy as np
 
 from segnas.cost.predictor import Prediction
+from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
 
 FORMAT = "segnas-latency-corrections"
@@ -55,12 +56,13 @@ RIDGE_TOLERANCE = 0.005
 #: relative error beyond which a calibration network counts linearly, not quadratically (Huber)
 HUBER = 0.05
 HUBER_ITERATIONS = 4
+#: the corrected operators' time is never below this share of the table's
+FLOOR = 0.25
 
 
-def op_kind(key: str) -> str:
-    """The kind of an operator from its ``OpKey.to_str()``: its name, and its stride when not 1."""
-    parts = key.split("|")
-    return parts[0] if len(parts) < 5 or parts[4] == "s1" else f"{parts[0]}|{parts[4]}"
+def op_kind(key: OpKey) -> str:
+    """The kind of an operator: its name, and its stride when not 1."""
+    return key.op if key.stride == 1 else f"{key.op}|s{key.stride}"
 
 
 @dataclass
@@ -84,7 +86,7 @@ class LatencyCorrection:
         ops = sum(self.scale.get(k, 1.0) * ms for k, ms in sums.items())
         body = (ops + self.per_op_ms * len(prediction.per_op) + self.per_mb_ms * input_megabytes(prediction)
                 + self.intercept_ms)
-        return float(prediction.overhead_ms + max(body, 0.25 * prediction.ops_ms))
+        return float(prediction.overhead_ms + max(body, FLOOR * prediction.ops_ms))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,14 +106,8 @@ def kind_sums(prediction: Prediction) -> dict[str, float]:
 
 
 def input_megabytes(prediction: Prediction) -> float:
-    """Megabytes (fp32) of the inputs of a prediction's operators, from their ``OpKey.to_str()``."""
-    total = 0
-    for key, _ in prediction.per_op:
-        parts = key.split("|")
-        if len(parts) >= 4 and "x" in parts[3]:
-            h, w = parts[3].split("x")
-            total += int(parts[1]) * int(h) * int(w)
-    return 4 * total / 1e6
+    """Megabytes (fp32) of the inputs of a prediction's operators."""
+    return 4 * sum(key.cin * key.h * key.w for key, _ in prediction.per_op) / 1e6
 
 
 #: the shared columns after the per-kind ones: operators, input megabytes, constant
@@ -155,7 +151,7 @@ def fit_correction(predictions: Sequence[Prediction], measured_ms: Sequence[floa
     measured = np.asarray(measured_ms, dtype=np.float64)
     x = _design(predictions, kinds)
     base = np.asarray([p.ops_ms + p.overhead_ms for p in predictions])
-    residual = measured - base                      # what θ must explain (d_g·T_g + c·N + b)
+    residual = measured - base                      # what θ must explain (Σ d_g·T_g + c·N + m·M + b)
     weight = 1.0 / measured                         # relative errors
     # Columns are scaled to unit relative size, so one ridge strength suits every column.
     norm = np.maximum(np.abs(x * weight[:, None]).mean(axis=0), 1e-12)

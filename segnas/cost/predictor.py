@@ -18,7 +18,7 @@ class Prediction:
     total_ms: float
     ops_ms: float
     overhead_ms: float
-    per_op: list[tuple[str, float]]
+    per_op: list[tuple[OpKey, float]]
     corrected_ms: float | None = None
 
     @property
@@ -31,7 +31,7 @@ def predict_latency(keys: Sequence[OpKey], table: LatencyTable, input_shape: tup
                     ) -> Prediction:
     """Predicted latency of a network whose operators are ``keys`` for one ``input_shape`` batch."""
     table.ensure(keys, progress=False)
-    per_op = [(k.to_str(), table.lookup(k)) for k in keys]
+    per_op = [(k, table.lookup(k)) for k in keys]
     ops_ms = sum(ms for _, ms in per_op)
     overhead = table.call_overhead(tuple(input_shape))
     return Prediction(ops_ms + overhead, ops_ms, overhead, per_op)

@@ -77,13 +77,7 @@ def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     read with ``weights_only=True``; a one-line SegnasError naming ``what`` (the setting that gave
     the file) and the file when it is missing, unreadable or holds no tensors."""
     path = Path(path)
-    if not path.is_file():
-        raise SegnasError(f"{what}: {path}: file not found")
-    try:
-        with torch.serialization.safe_globals(list(checkpoint_globals())):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, foreign or unsafe file: name it, no traceback
-        raise SegnasError(f"{what}: {path}: not a readable checkpoint or state dict ({exc.__class__.__name__})") from None
+    state = _safe_load(path, f"{what}: {path}", "file not found", "a readable checkpoint or state dict")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a segnas checkpoint
     if not isinstance(state, dict) or not state or not all(
@@ -96,20 +90,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A segnas checkpoint, read with ``weights_only=True`` and ``checkpoint_globals()``; a one-line
     SegnasError if it is missing, unreadable, not a segnas checkpoint, or holds anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise SegnasError(f"{path}: checkpoint not found")
-    try:
-        with torch.serialization.safe_globals(list(checkpoint_globals())):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, foreign or unsafe file: name it, don't dump a traceback
-        unsafe = _refused_global(exc)
-        if unsafe:
-            raise SegnasError(f"{path}: refused: the checkpoint holds {unsafe}, which no segnas checkpoint holds "
-                              f"(loading it could run code); open only checkpoints you trust") from None
-        raise SegnasError(f"{path}: not a readable segnas checkpoint ({exc.__class__.__name__})") from None
+    state = _safe_load(path, str(path), "checkpoint not found", "a readable segnas checkpoint")
     if not isinstance(state, dict) or "model" not in state or "model_spec" not in state:
         raise SegnasError(f"{path}: not a segnas checkpoint (missing 'model' or 'model_spec')")
     return state
+
+
+def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` and ``checkpoint_globals()``; a one-line SegnasError
+    starting with ``where`` when the file is missing (``missing``), holds something the weights-only
+    unpickler refuses, or is not ``readable`` (corrupt, foreign) — never a traceback."""
+    if not path.is_file():
+        raise SegnasError(f"{where}: {missing}")
+    try:
+        with torch.serialization.safe_globals(list(checkpoint_globals())):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        unsafe = _refused_global(exc)
+        if unsafe:
+            raise SegnasError(f"{where}: refused: the file holds {unsafe}, which no segnas checkpoint holds "
+                              f"(loading it could run code); open only checkpoints you trust") from None
+        raise SegnasError(f"{where}: not {readable} ({exc.__class__.__name__})") from None
 
 
 def _refused_global(exc: Exception) -> str | None:

@@ -13,16 +13,13 @@ gathered chunk by chunk; K and the score are per batch, averaged over batches. L
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from segnas.errors import SegnasError
 from segnas.proxies.common import Batch, ProxySettings, chunks, freeze_batch_stats, proxy
+from segnas.proxies.relu_tap import ReluTap
 
 GRID = 16
-RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6, F.leaky_relu,
-         F.leaky_relu_}
 
 
 def grid_codes(activation: torch.Tensor) -> torch.Tensor:
@@ -35,20 +32,6 @@ def grid_codes(activation: torch.Tensor) -> torch.Tensor:
                 index = torch.linspace(0, size - 1, GRID, device=code.device).round().long()
                 code = code.index_select(dim, index)
     return code.flatten(1)
-
-
-class ReluCodes(TorchFunctionMode):
-    """Records the code of every ReLU output produced while active, in call order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.codes: list[torch.Tensor] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in RELUS and isinstance(out, torch.Tensor) and out.dim() >= 2:
-            self.codes.append(grid_codes(out))
-        return out
 
 
 def hamming_kernel(codes: list[torch.Tensor]) -> torch.Tensor:
@@ -69,9 +52,10 @@ def nwot(net: nn.Module, batches: list[Batch], settings: ProxySettings) -> float
             freeze_batch_stats(net, images)
             per_chunk: list[list[torch.Tensor]] = []
             for x, _ in chunks(images, masks, settings.chunk_size):
-                with ReluCodes() as recorder:
+                codes: list[torch.Tensor] = []
+                with ReluTap(lambda out: codes.append(grid_codes(out)), min_dim=2):
                     net(x)
-                per_chunk.append(recorder.codes)
+                per_chunk.append(codes)
             if not per_chunk[0]:
                 raise SegnasError("proxies: nwot needs ReLU activations; the network has none")
             layers = [torch.cat(layer) for layer in zip(*per_chunk)]

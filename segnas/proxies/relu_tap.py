@@ -1,6 +1,6 @@
-"""The ReLU outputs of a forward pass, as they are produced: the activations SWAP and AZ-NAS read.
+"""The ReLU outputs of a forward pass, as they are produced: the activations NASWOT, SWAP and AZ-NAS read.
 
-A ``TorchFunctionMode`` sees every ReLU of ``nwot.RELUS`` — ``nn.ReLU`` modules and the functional
+A ``TorchFunctionMode`` sees every ReLU of ``RELUS`` — ``nn.ReLU`` modules and the functional
 forms (``F.relu``, ``torch.relu``, ``Tensor.relu``, in place or not, ReLU6, LeakyReLU) — so networks
 that apply ReLU functionally (most of ``segnas.nn``) are read as fully as module-based ones. A ReLU
 called inside another function's handling is not seen twice (the mode is off while it handles a call).
@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from segnas.proxies.nwot import RELUS
+#: The ReLU family as torch functions (``nn.ReLU`` modules call ``F.relu``).
+RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6, F.leaky_relu,
+         F.leaky_relu_}
 
 
 class ReluTap(TorchFunctionMode):
