@@ -52,6 +52,12 @@ def relative(path: str | Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def latest_run(out_dir: str | Path, job: str) -> Path | None:
+    """The newest run directory of ``job`` under ``out_dir`` (``<timestamp>-<job>``), if any."""
+    runs = sorted(p for p in Path(out_dir).glob(f"*-{job}") if (p / "config.yaml").is_file())
+    return runs[-1] if runs else None
+
+
 def save_result(name: str, result: dict[str, Any], results_dir: str | Path) -> Path:
     """Write ``<results_dir>/<name>.json`` with the machine facts and a timestamp; a study's script
     passes its own ``results_dir(__file__)`` (or its ``--results-dir``)."""

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import camvid_root, results_dir, save_result  # noqa: E402
+from common import camvid_root, latest_run, results_dir, save_result  # noqa: E402
 from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
@@ -116,12 +116,6 @@ def figures(summary: dict) -> dict:
                                        "gflops")},
             **{k: summary["details"][k] for k in ("ggm", "picked", "distinct_cells", "cell_changes", "lambda")},
             "arch": arch["arch"], "trace": trace}
-
-
-def latest_run(out_dir: Path, job: str) -> Path | None:
-    """The newest run directory of ``job`` under ``out_dir`` (``<timestamp>-<job>``), if any."""
-    runs = sorted(p for p in out_dir.glob(f"*-{job}") if (p / "config.yaml").is_file())
-    return runs[-1] if runs else None
 
 
 def main() -> None:

@@ -22,10 +22,12 @@ import argparse
 import json
 import statistics
 import sys
+
+import yaml
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import camvid_root, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
+from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
 
 RESULTS = results_dir(__file__)
 
@@ -64,7 +66,12 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     if smoke:
         update.update(data=cfg.data.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
                       channels_last=False)
-    result = train_job(cfg.model_copy(update=update), echo=print)
+    earlier = None if smoke else latest_run(out_dir, update["job"])
+    if earlier is not None and yaml.safe_load((earlier / "config.yaml").read_text()).get("max_steps") != steps:
+        earlier = None  # a run of another step budget: start afresh
+    if earlier is not None:
+        print(f"continuing {earlier} (finished runs are read back)")
+    result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print)
     return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"),
             "train_seconds": round(result.train_seconds, 1), "final_val_miou": round(result.final["val_miou"], 4),
             "best_val_miou": round(result.best_miou, 4)}
