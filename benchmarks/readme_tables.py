@@ -622,6 +622,46 @@ def same_budget(studies: dict[str, "Study"], minutes: float = 10.0, link: str = 
                     "searched ones with CamVid's 11. Teachers are not meant to be fast and were not timed.", ""]
 
 
+def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, Any]]:
+    """Every network trained with train_camvid.py's recipe for ``steps`` optimizer steps (batch 8, fp32):
+    name, study, latency ms (None if not timed), params, val mIoU mean and std, seeds. Zoo networks:
+    the training study's ``--steps`` results; searched networks: the method studies' final trainings."""
+    rows = []
+    for r in studies["training"].results().values():
+        if r.get("steps") == steps and "val_miou_mean" in r:
+            rows.append({"name": r["model"] if "arch" not in r else Path(r["model"]).parent.name, "study": "training",
+                         "ms": r.get("latency_ms"), "params": r["params"], "mean": r["val_miou_mean"],
+                         "std": r["val_miou_std"], "seeds": len(r["training"]), "cpu": r["machine"]["cpu"]})
+    for r in studies["gas"].current().values():
+        if (r.get("final_training") or {}).get("steps") != steps:
+            continue
+        for name, run in r["runs"].items():
+            if run.get("val_miou_mean") is not None:
+                rows.append({"name": f"GAS network, GGM {name} ({r['target_ms']:g} ms target)", "study": "gas",
+                             "ms": run["measured_ms"], "params": run["params"], "mean": run["val_miou_mean"],
+                             "std": run["val_miou_std"], "seeds": len(run["training"]), "cpu": r["machine"]["cpu"]})
+    return sorted(rows, key=lambda x: (x["ms"] is None, x["ms"] or 0.0))
+
+
+def same_steps(studies: dict[str, "Study"], steps: int = 800, link: str = "../{study}/README.md") -> list[str]:
+    """The equal-steps table: every network given the same training, mean ± std over seeds."""
+    rows = same_steps_rows(studies, steps)
+    if not rows:
+        return []
+    lines = [f"### Same training: {steps} optimizer steps each", "",
+             "| network | latency ms (ONNX Runtime, 360x480, 2 threads) | params | val mIoU (mean ± std) | seeds | study |",
+             "|---|---|---|---|---|---|"]
+    for x in rows:
+        lat = f"{x['ms']:.1f}" if x["ms"] is not None else "not timed"
+        lines.append(f"| {x['name']} | {lat} | {x['params'] / 1e6:.2f}M | {100 * x['mean']:.1f} ± {100 * x['std']:.1f}% "
+                     f"| {x['seeds']} | [{x['study']}]({link.format(study=x['study'])}) |")
+    cpus = ", ".join(sorted({x["cpu"] for x in rows}))
+    return lines + ["", f"Every network trained from scratch on CamVid train with `train_camvid.py`'s recipe for exactly "
+                    f"{steps} optimizer steps at batch 8 in fp32 (the same training on any CPU and any load), once per "
+                    f"training seed; val mIoU of the EMA weights after the last step. CamVid's 11-class heads. Trained "
+                    f"and timed on: {cpus}; latency measured on an otherwise idle machine.", ""]
+
+
 def train_step_precision(results: list[dict]) -> list[str]:
     """One table over every CPU that ran train_step_precision.py."""
     lines = ["### Training step: fp32 vs bf16 autocast, NCHW vs channels-last (`train_step_precision.py`)", "",
@@ -708,6 +748,7 @@ def page_training(study: Study, studies: dict[str, Study]) -> list[str]:
     for r in res.values():
         if "train_minutes" in r and r["train_minutes"] > 30:
             lines += train_camvid(r)
+    lines += same_steps(studies)
     lines += ["### Same training budget: 10 CPU-minutes each", ""]
     lines += same_budget(studies, link="../{study}/README.md")
     precision = [r for r in res.values() if "bf16_speedup" in r]
@@ -812,6 +853,8 @@ def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
                   f"search CPU time excludes the pre-training. Cells that differ between the two networks: "
                   f"{r['cells_differing_between_runs']} of 7. Measured: both networks in one interleaved session after "
                   "both searches. " + machine_line(r), ""]
+        if (r.get("final_training") or {}).get("steps"):
+            lines += same_steps(studies, r["final_training"]["steps"])
     return lines
 
 

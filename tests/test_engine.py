@@ -52,6 +52,20 @@ def test_step_budget_stops_mid_epoch_and_the_schedule_runs_over_it(tiny_cfg):
     assert result.history[-1]["lr"] < 0.5 * 0.003
 
 
+def test_a_step_budget_trains_as_many_steps_on_a_loaded_machine(tiny_cfg, monkeypatch):
+    """A step budget is the same training whatever else the cores are doing: here every reading of
+    the CPU and wall clocks advances 10 minutes (a machine far too loaded for any time budget)."""
+    idle = train_job(TrainConfig.model_validate(tiny_cfg(epochs=None, max_steps=7, budget_clock="cpu")))
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(time, "process_time", lambda: 600.0 * next(ticks))
+    monkeypatch.setattr(time, "perf_counter", lambda: 600.0 * next(ticks))
+    loaded = train_job(TrainConfig.model_validate(tiny_cfg(epochs=None, max_steps=7, budget_clock="cpu",
+                                                           job="loaded")))
+    assert loaded.train_seconds > 100 * idle.train_seconds  # the clock did see the load
+    assert [r["step"] for r in loaded.history] == [r["step"] for r in idle.history] and idle.history[-1]["step"] == 7
+    assert loaded.final["val_miou"] == pytest.approx(idle.final["val_miou"])  # the same training
+
+
 def native_bf16(monkeypatch, native: bool) -> None:
     """Make this CPU count as having (or lacking) native bf16."""
     monkeypatch.setattr(sys.modules["segnas.engine.evaluate"], "cpu_has_native_bf16", lambda: native)

@@ -22,6 +22,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 
 import yaml
 from pathlib import Path
@@ -72,8 +73,9 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
     result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print)
-    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"),
-            "train_seconds": round(result.train_seconds, 1), "final_val_miou": round(result.final["val_miou"], 4),
+    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"), "epochs": result.epochs_done,
+            "train_cpu_seconds": round(result.train_seconds, 1),
+            "train_wall_seconds": round(sum(r["epoch_s"] for r in result.history), 1), "final_val_miou": round(result.final["val_miou"], 4),
             "best_val_miou": round(result.best_miou, 4)}
 
 
@@ -85,16 +87,40 @@ def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = 
             "val_miou_std": round(statistics.stdev(mious), 4) if len(mious) > 1 else 0.0}
 
 
-def time_result(name: str) -> None:
-    """Add this machine's latency of a result file's network (CamVid's 11 classes) to the file."""
-    from segnas.cost import measure_latency
+def steps_result(model: str, steps: int, seeds: int, out_dir: str) -> dict:
+    """``model`` trained ``seeds`` times for ``steps`` steps (``train_seeds``), with its parameter
+    count and, for an arch file, the architecture itself (the result stays reproducible without runs/)."""
     from segnas.training.models import resolve_model
 
-    path = RESULTS / f"{name}.json"
+    net, _ = resolve_model(model, num_classes=len(CAMVID_CLASSES.names))
+    out = {"model": model, "steps": steps, "batch_size": 8, "precision": "fp32",
+           "params": sum(p.numel() for p in net.parameters())}
+    if model.endswith(".json"):
+        out["arch"] = json.loads(Path(model).read_text())
+    return out | train_seeds(model, out_dir, steps, seeds)
+
+
+def network_of(result: dict):
+    """The network a result file reports (its embedded architecture when it has one), 11 classes."""
+    from segnas.training.models import resolve_model
+
+    if "arch" in result:
+        with tempfile.TemporaryDirectory() as tmp:
+            arch = Path(tmp) / "arch.json"
+            arch.write_text(json.dumps(result["arch"]))
+            return resolve_model(str(arch), num_classes=len(CAMVID_CLASSES.names))[0]
+    return resolve_model(result["model"], num_classes=len(CAMVID_CLASSES.names))[0]
+
+
+def time_result(name: str, results: Path) -> None:
+    """Add this machine's latency of a result file's network (CamVid's 11 classes) to the file."""
+    from segnas.cost import measure_latency
+
+    path = results / f"{name}.json"
     if not path.is_file():
         sys.exit(f"{path}: no such result; train first (without --time-only)")
     result = json.loads(path.read_text())
-    net, _ = resolve_model(result["model"], num_classes=len(CAMVID_CLASSES.names))
+    net = network_of(result)
     ms = measure_latency(net, (1, 3, 360, 480), "onnxruntime", 2, min_time_s=5.0).median_ms
     result |= {"latency_ms": ms, "latency": f"ONNX Runtime, 360x480, 2 threads, {machine()['cpu']}"}
     atomic_write_text(path, json.dumps(result, indent=2))
@@ -107,17 +133,30 @@ def main() -> None:
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--resume", default=None, help="run directory to continue")
     ap.add_argument("--model", default="fast_scnn", help="zoo name or arch.json")
-    ap.add_argument("--name", default=None, help="result id (default <model>_<minutes>min)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="same-budget mode: this many optimizer steps (batch 8, fp32) instead of --minutes, once per "
+                         "seed; result <model>_steps<N>.json with mean and std")
+    ap.add_argument("--seeds", type=int, default=2, help="training seeds in --steps mode")
+    ap.add_argument("--name", default=None, help="result id (default <model>_<minutes>min or <model>_steps<N>)")
+    ap.add_argument("--results-dir", default=str(RESULTS), help="where the result file goes")
     ap.add_argument("--time-only", action="store_true",
                     help="only time the result file's network on this machine (ONNX Runtime, 360x480, 2 threads; "
                          "run it on a quiet machine) and add latency_ms to the file")
     args = ap.parse_args()
-    name = args.name or f"{Path(args.model).stem}_{args.minutes:g}min"
+    tag = Path(args.model).parent.name if args.model.endswith(".json") else args.model
+    name = args.name or (f"{tag}_steps{args.steps}" if args.steps else f"{tag}_{args.minutes:g}min")
+    results = Path(args.results_dir)
     if args.time_only:
-        time_result(name)
+        time_result(name, results)
         return
     if not camvid_root().is_dir():
         sys.exit(f"CamVid not found at {camvid_root()} (set SEGNAS_CAMVID)")
+    if args.steps:
+        out = steps_result(args.model, args.steps, args.seeds, args.out_dir)
+        path = save_result(name, out, results)
+        print(f"{name}: val mIoU {out['val_miou_mean']:.4f} ± {out['val_miou_std']:.4f} over {args.seeds} seeds, "
+              f"{args.steps} steps each; saved {path}")
+        return
     cfg = config(args.minutes, args.out_dir, args.model)
     result = train_job(cfg, resume=args.resume, echo=print)
     evals = [r for r in result.history if "val_miou" in r]
@@ -141,7 +180,7 @@ def main() -> None:
                   for r in evals],
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    path = save_result(name, out, RESULTS)
+    path = save_result(name, out, results)
     print(f"final val mIoU {out['final_val_miou']:.4f} (best {out['best_val_miou']:.4f} @ epoch {out['best_epoch']}) "
           f"after {out['train_minutes']} train-min, {out['epochs']} epochs, {out['seconds_per_epoch_median']} s/epoch, "
           f"peak RSS {out['peak_rss_mb']} MB; 50% first at {out['first_50_miou_at_train_minutes']} min")
