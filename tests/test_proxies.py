@@ -9,7 +9,7 @@ from segnas.cost import count_parameters
 from segnas.errors import SegnasError
 from segnas.proxies import PROXIES, score, score_all
 from segnas.proxies.synflow import linearize, log_synflow
-from segnas.zoo import build_model
+from segnas.zoo import MODELS, build_model
 
 NUM_CLASSES = 5
 LOSS_PROXIES = ["grad_norm", "snip", "grasp", "fisher"]
@@ -159,3 +159,14 @@ def test_bad_batches_are_user_errors():
         score("snip", net, batch)
     with pytest.raises(SegnasError):
         score("snip", net, [batch], chunk_size=0)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_proxy_runs_on_every_zoo_network(model):
+    """Real networks have in-place activations, residual adds and auxiliary heads that tiny test
+    networks lack (synflow once crashed on ddrnet_23_slim's in-place ReLUs)."""
+    torch.manual_seed(0)
+    net = build_model(model, 5)
+    scores = score_all(sorted(PROXIES), net, [data(n=2, h=64, w=64)])
+    bad = {n: v for n, v in scores.items() if not math.isfinite(v)}
+    assert not bad, f"{model}: proxies not finite: {bad}"

@@ -9,7 +9,9 @@ weighted layers on the path) × (path product). Data and labels are not used, on
 Neutral state, so that R is exactly that path sum: the copy runs in float64 in eval mode, every
 normalization layer (BatchNorm, InstanceNorm, GroupNorm, LayerNorm) is replaced by identity and
 every convolution/linear bias is set to 0 (no bias paths; a constant input would otherwise be
-normalized away). The input is one 1×3×H×W image of ones at the batches' size.
+normalized away). The input is one 1×3×H×W image of ones at the batches' size. In-place
+activations are made out-of-place: with the norm layer before them now an identity, an in-place
+ReLU would overwrite the convolution output that the backward pass still needs.
 
 Log space: R is a product over depth, so a deep or wide net overflows float64 (e.g. 100 layers of
 row-sum 1e4). The score is first computed exactly; if it is not a finite positive float, every
@@ -40,6 +42,9 @@ def linearize(net: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, NORMS):
                 setattr(parent, name, nn.Identity())
+    for m in net.modules():
+        if getattr(m, "inplace", False) is True:
+            m.inplace = False
     net.double().eval()
     for p in net.parameters():
         p.abs_()
