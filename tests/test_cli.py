@@ -156,6 +156,13 @@ def test_proxy_score_and_saswot_search(tmp_path):
     assert "params" in result.output and "grad_norm" in result.output
     bad = run("proxy", "score", "fast_scnn", "--proxy", "nope")
     assert bad.exit_code == 2 and "unknown name or missing file 'nope'" in bad.output
+    # a rank aggregate ranks the networks given among themselves (params: fast_scnn > enet; flops: enet > fast_scnn)
+    ranked = run("proxy", "score", "fast_scnn", "enet", "-p", "rank_mean(params,flops)", "--images", "2",
+                 "--size", "32x48")
+    assert ranked.exit_code == 0, ranked.output
+    assert "fast_scnn: rank_mean(params,flops) 0.75" in ranked.output and "enet: rank_mean(params,flops) 0.75" in ranked.output
+    alone = run("proxy", "score", "fast_scnn", "-p", "az_nas")
+    assert alone.exit_code == 2 and "give at least two" in alone.output
     result = run("search", "saswot", "--size", "32x48", "--target-ms", "1000", "--proxy", "params",
                  "--candidates", "6", "--backend", "eager", "--workers", "2", "--executor", "process",
                  "--set", "saswot.scoring.size=[32,48]", "--set", "saswot.scoring.images=2", "--set", "final.epochs=0",

@@ -438,7 +438,7 @@ app.add_typer(proxy_app, name="proxy")
 @user_errors
 def proxy_score(
     models: list[str] = typer.Argument(..., help="Zoo names or arch.json files (untrained, seeded)."),
-    proxy: list[str] = typer.Option(["synflow", "nwot"], "--proxy", "-p", help="Proxy name or saved .json (repeatable)."),
+    proxy: list[str] = typer.Option(["synflow", "nwot"], "--proxy", "-p", help="Proxy name, saved .json, or rank aggregate: az_nas, rank_log(a,b,...), rank_mean(a,b,...) (repeatable)."),
     data: str = typer.Option("synthetic", help="Dataset name."),
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
     images: int = typer.Option(8, help="Images the proxies see."),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping, Sequence
 
 
 class Evaluator(ABC):
@@ -34,6 +34,12 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
         """The record of one architecture (given as its ``to_dict()``)."""
+
+    def population_scores(self, records: Sequence[Mapping[str, Any]]) -> list[float] | None:
+        """The scores of ``records`` relative to one another, for an evaluator whose score is a rank
+        within the population scored so far (a rank aggregate of proxies: its records keep what the
+        ranking needs, their ``score`` is None); None (the default) where each record's score stands."""
+        return None
 
     def __call__(self, arch: dict[str, Any]) -> dict[str, Any]:
         if not self.is_setup:

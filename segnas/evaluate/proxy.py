@@ -5,12 +5,18 @@ The network is built with a fixed initialization seed (the caller's RNG untouche
 freed; with ``inits`` > 1 the score is the mean over that many initializations (seeds
 ``init_seed + r``, proxy seeds ``proxy_seed + r``), which ranks architectures less by the luck of
 one draw of weights.
+
+A rank aggregate (``az_nas``, ``rank_log(a,b)``, ``rank_mean(a,b)``: ``segnas.proxies.aggregate``)
+is a proxy too, but its value exists only within a population: a record then keeps the components'
+scores (``components``, each the mean over the initializations) and ``score`` None, and
+``population_scores`` ranks any set of records against one another. The search loop re-ranks every
+network scored so far after each batch (as AZ-NAS's own search does).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +27,7 @@ from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator, json_float
 from segnas.proxies import PROXIES, score
+from segnas.proxies.aggregate import RankAggregate, resolve_aggregate
 from segnas.proxies.common import check_inits
 from segnas.proxies.ensemble import load_proxy
 from segnas.spaces.base import SearchSpace, resolve_space
@@ -47,11 +54,14 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> 
 
 
 def check_proxy(proxy: ProxyLike) -> None:
-    """Raise SegnasError unless ``proxy`` is a registered name, an existing proxy file or a callable."""
+    """Raise SegnasError unless ``proxy`` is a registered name, a rank aggregate of registered names,
+    an existing proxy file or a callable."""
     if callable(proxy) or (isinstance(proxy, str) and (proxy in PROXIES or Path(proxy).is_file())):
         return
-    raise SegnasError(f"proxy: unknown name or missing file {proxy!r}; choose one of {', '.join(sorted(PROXIES))}"
-                      " or give a saved proxy file")
+    if isinstance(proxy, str) and resolve_aggregate(proxy) is not None:  # its components are checked here
+        return
+    raise SegnasError(f"proxy: unknown name or missing file {proxy!r}; choose one of {', '.join(sorted(PROXIES))}, "
+                      "a rank aggregate (az_nas, rank_log(a,b,...), rank_mean(a,b,...)) or a saved proxy file")
 
 
 def resolve_proxy(proxy: ProxyLike, batches: Sequence[Batch] | None, seed: int = 0) -> Callable[[nn.Module], float]:
@@ -120,21 +130,50 @@ class ProxyEvaluator(Evaluator):
             self.num_classes = int(dataset.num_classes)
         return self.batches, int(self.num_classes)
 
+    @property
+    def aggregate(self) -> RankAggregate | None:
+        """The rank aggregate the proxy names, if it is one."""
+        return resolve_aggregate(self.proxy) if isinstance(self.proxy, str) else None
+
     def setup(self) -> None:
         batches, _ = self.load_batches()
-        self.fns = [resolve_proxy(self.proxy, batches, self.proxy_seed + r) for r in range(self.inits)]
+        agg = self.aggregate
+        if agg is not None:
+            self.fns = [lambda net, seed=self.proxy_seed + r: agg.component_scores(net, batches, seed=seed)
+                        for r in range(self.inits)]
+        else:
+            self.fns = [resolve_proxy(self.proxy, batches, self.proxy_seed + r) for r in range(self.inits)]
         super().setup()
 
-    def score_arch(self, arch: Any) -> float:
-        """Mean proxy score of ``arch`` over the evaluator's initializations."""
+    def _per_init(self, arch: Any) -> list[Any]:
+        """What each initialization's function gives for ``arch`` (a score, or components)."""
         values = []
         for r, fn in enumerate(self.fns):
             with torch.random.fork_rng():
                 torch.manual_seed(self.init_seed + r)
                 net = self.space.build(arch, int(self.num_classes))
-            values.append(float(fn(net)))
+            values.append(fn(net))
             del net
-        return float(np.mean(values))
+        return values
+
+    def score_arch(self, arch: Any) -> float:
+        """Mean proxy score of ``arch`` over the evaluator's initializations (not for an aggregate)."""
+        if self.aggregate is not None:
+            raise SegnasError(f"proxy {self.proxy}: a rank aggregate scores a population, not one network")
+        return float(np.mean([float(v) for v in self._per_init(arch)]))
 
     def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
-        return {"score": json_float(self.score_arch(self.space.arch_from_dict(arch)))}
+        decoded = self.space.arch_from_dict(arch)
+        if self.aggregate is None:
+            return {"score": json_float(self.score_arch(decoded))}
+        per_init = self._per_init(decoded)
+        return {"score": None, "components": {name: json_float(float(np.mean([v[name] for v in per_init])))
+                                              for name in self.aggregate.components}}
+
+    def population_scores(self, records: Sequence[Mapping[str, Any]]) -> list[float] | None:
+        """The aggregate of each record among ``records`` (None for a per-network proxy)."""
+        agg = self.aggregate
+        if agg is None:
+            return None
+        nan = float("nan")
+        return agg.combine([{k: nan if v is None else float(v) for k, v in r["components"].items()} for r in records])

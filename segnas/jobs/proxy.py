@@ -13,10 +13,11 @@ import torch
 from segnas.config.train import DataConfig
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
-from segnas.evaluate.proxy import fixed_batches
+from segnas.evaluate.proxy import check_proxy, fixed_batches
 from segnas.evaluate.records import load_groundtruth_runs, untrained_net
 from segnas.metrics.ranking import split_indices
 from segnas.proxies import PROXIES, score
+from segnas.proxies.aggregate import resolve_aggregate
 from segnas.proxies.common import check_inits
 from segnas.proxies.cross_validation import run_discovery
 from segnas.proxies.discovery import layer_stats
@@ -56,30 +57,43 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
                     split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
                     seed: int = 0, inits: int = 1) -> list[dict[str, Any]]:
     """Score untrained networks (zoo names or arch.json files; weights initialized from ``seed``)
-    with registered proxies or saved proxy expressions (``.json`` paths); with ``inits`` > 1 each
-    score is the mean over initializations ``seed .. seed + inits - 1`` (also the proxies' seeds)."""
-    batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
+    with registered proxies, saved proxy expressions (``.json`` paths) or rank aggregates
+    (``az_nas``, ``rank_log(a,b)``, ``rank_mean(a,b)``: the networks ranked among themselves, so at
+    least two); with ``inits`` > 1 each score is the mean over initializations
+    ``seed .. seed + inits - 1`` (also the proxies' seeds). An aggregate's time is its components'."""
     for p in proxies:
-        if p not in PROXIES and not Path(p).is_file():
-            raise SegnasError(f"proxy: unknown name or missing file {p!r}; choose one of {', '.join(sorted(PROXIES))}")
+        check_proxy(p)
     check_inits(inits)
+    aggregates = {p: resolve_aggregate(p) for p in proxies if p not in PROXIES and not Path(p).is_file()}
+    if aggregates and len(models) < 2:
+        raise SegnasError(f"proxy {next(iter(aggregates))}: a rank aggregate ranks networks among themselves; "
+                          "give at least two")
+    direct = [p for p in proxies if p not in aggregates]
+    components = [c for agg in aggregates.values() for c in agg.components]
+    measured = list(dict.fromkeys(direct + components))
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     rows = []
     for source in models:
         row: dict[str, Any] = {}
-        values: dict[str, list[float]] = {p: [] for p in proxies}
+        values: dict[str, list[float]] = {p: [] for p in measured}
         for s in range(seed, seed + inits):
             torch.manual_seed(s)
             net, row["model"] = resolve_model(source, num_classes)
-            for p in proxies:
+            for p in measured:
                 t1 = time.perf_counter()
                 values[p].append(score(p, net, batches, seed=s) if p in PROXIES else
                                  score_expression(p, net, batches, seed=s))
                 row[f"{p}_s"] = row.get(f"{p}_s", 0.0) + time.perf_counter() - t1
-        for p in proxies:
+        for p in measured:
             row[p] = float(sum(values[p]) / inits)
-            row[f"{p}_s"] = round(row[f"{p}_s"], 3)
         rows.append(row)
-    return rows
+    for name, agg in aggregates.items():
+        for row, value in zip(rows, agg.combine([{c: row[c] for c in agg.components} for row in rows])):
+            row[name], row[f"{name}_s"] = value, sum(row[f"{c}_s"] for c in agg.components)
+    for row in rows:
+        for p in proxies:
+            row[f"{p}_s"] = round(row[f"{p}_s"], 3)
+    return [{"model": row["model"], **{k: row[k] for p in proxies for k in (p, f"{p}_s")}} for row in rows]
 
 
 def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Path, data: str, root: str | None = None,

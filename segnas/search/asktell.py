@@ -12,6 +12,10 @@ A proposal the loop does not evaluate (a duplicate of an earlier or same-batch o
 the latency target) is handed to the strategy's ``tell_skipped`` (default: ignored), so a learning
 strategy (the RL controller) gets a signal for every sample it drew. Whatever the hook changes
 must be in the strategy's ``state_dict``: the loop checkpoints it with the next batch.
+
+Where the evaluator's score is a rank within the population (``Evaluator.population_scores``: a
+rank aggregate of proxies), the loop re-ranks every candidate scored so far after each batch and
+tells the strategy through ``rescored``; the history records each candidate's score as of its batch.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 
@@ -104,6 +108,11 @@ class AskTellStrategy(Strategy):
     def tell_skipped(self, skipped: Skipped) -> None:
         """A proposal the loop discarded (duplicate) or rejected (over the target), as it happens,
         before the batch it was drawn for is evaluated (default: nothing to learn)."""
+
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        """The scores of ``scored`` (every candidate so far, their ``score`` updated in place) changed:
+        they are ranks within the population (a rank aggregate). Strategies that keep scores of their
+        own update them here (default: nothing kept)."""
 
     def choose(self, top: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         """The finalists reordered so that the winner is first (default: by score)."""
@@ -277,6 +286,7 @@ class AskTellLoop:
             record = self.store[key]
             self._add(Candidate(space.arch_from_dict(record["arch"]), key, record["score"], latency,
                                 len(self.scored) + 1, record))
+        self._rerank()
         self.echo(f"resuming the search after {len(self.scored)} evaluated candidates")
         return True
 
@@ -286,6 +296,20 @@ class AskTellLoop:
         self.by_key[cand.key] = cand
         if self.best is None or cand.fitness > self.best.fitness:
             self.best = cand
+
+    def _rerank(self) -> None:
+        """Scores that are ranks within the population (``Evaluator.population_scores``): every
+        candidate scored so far gets its score among all of them, the best follows, and the strategy
+        hears of it (``AskTellStrategy.rescored``)."""
+        if not self.scored:
+            return
+        scores = self.evaluator.population_scores([c.record for c in self.scored])
+        if scores is None:
+            return
+        for cand, value in zip(self.scored, scores):
+            cand.score = value
+        self.best = max(self.scored, key=lambda c: (c.fitness, -c.index))
+        self.strategy.rescored(self.scored)
 
     def _propose(self, want: int) -> list[tuple[str, Any, float]]:
         batch: list[tuple[str, Any, float]] = []
@@ -343,8 +367,10 @@ class AskTellLoop:
                         cand = Candidate(arch, key, record["score"], lat, len(self.scored) + 1, record)
                         self._add(cand)
                         new.append(cand)
-                        self.history.append({"n": cand.index, "score": json_float(cand.score), "latency_ms": lat,
-                                             "best_score": json_float(self.best.score),
+                    self._rerank()
+                    for cand in new:
+                        self.history.append({"n": cand.index, "score": json_float(cand.score),
+                                             "latency_ms": cand.latency_ms, "best_score": json_float(self.best.score),
                                              "seconds": round(time.perf_counter() - start, 3)})
                         if bar is not None:
                             bar.update(task, advance=1, info=f"best {self.best.score} @ {self.best.latency_ms:.1f} ms")

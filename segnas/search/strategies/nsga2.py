@@ -152,12 +152,22 @@ class NSGA2(AskTellStrategy):
     def tell(self, candidates: list[Candidate]) -> None:
         scored = [c for c in candidates if is_scored(c)]
         self.offspring += scored
-        self.front = pareto_front(self.front + scored)
+        known = {c.index for c in self.front}
+        self.front = pareto_front(self.front + [c for c in scored if c.index not in known])
         if len(self.offspring) >= self.settings.population:
             chosen = selNSGA2([_Member(c) for c in self.parents + self.offspring], self.settings.population)
             self.parents, self.offspring = [m.cand for m in chosen], []
             self.generations += 1
             self._rate()
+
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        """Population-relative scores changed: parents and offspring take their new scores, the front
+        is that of every candidate scored so far, and the parents are rated again."""
+        by_index = {c.index: c for c in scored}
+        self.parents = [by_index.get(c.index, c) for c in self.parents]
+        self.offspring = [by_index.get(c.index, c) for c in self.offspring]
+        self.front = pareto_front(scored)
+        self._rate()
 
     def _rate(self) -> None:
         """Non-domination rank and crowding distance of every parent (among the parents)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field
 
@@ -91,6 +91,10 @@ class RegularizedEvolution(ProxyScored):
             if len(self.population) > self.settings.population:
                 self.population.popleft()
 
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        score = {c.index: c.score for c in scored}
+        self.population = deque((a, score.get(i, s), i) for a, s, i in self.population)
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "evaluated": self.evaluated,
                 "population": [[a.to_dict(), s, i] for a, s, i in self.population]}
@@ -136,6 +140,9 @@ class SasWOT(AskTellStrategy):
 
     def tell_skipped(self, skipped: Skipped) -> None:
         self.search.tell_skipped(skipped)
+
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        self.search.rescored(scored)
 
     def state_dict(self) -> dict[str, Any]:
         return self.search.state_dict()
@@ -234,7 +241,9 @@ def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_ini
                       workers: int = 1, executor: str = "inline", ray_address: str | None = None,
                       resources: TaskResources | None = None) -> list[Candidate]:
     """``top`` ordered by their score over ``final_inits`` initializations (the evaluator's own
-    ``inits`` reused, the rest scored now); unchanged when ``final_inits`` is 0."""
+    ``inits`` reused, the rest scored now); unchanged when ``final_inits`` is 0. With a rank
+    aggregate the finalists' component scores are averaged over all initializations and ranked
+    among the finalists."""
     if not final_inits:
         return top
     inits = evaluator.inits
@@ -242,9 +251,14 @@ def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_ini
     search_rank = {c.index: rank for rank, c in enumerate(top, 1)}
     with WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources) as pool:
         records = pool.map(extra, [c.arch.to_dict() for c in top])
-    for c, record in zip(top, records):
-        more = record["score"] if record["score"] is not None else float("nan")
-        c.final_score = (inits * fitness_or_nan(c.score) + (final_inits - inits) * more) / final_inits
+    if evaluator.aggregate is not None:  # components averaged over all inits, ranked among the finalists
+        merged = [{"components": {k: _weighted(c.record["components"][k], r["components"][k], inits, final_inits)
+                                  for k in r["components"]}} for c, r in zip(top, records)]
+        for c, value in zip(top, evaluator.population_scores(merged)):
+            c.final_score = value
+    else:
+        for c, record in zip(top, records):
+            c.final_score = _weighted(c.score, record["score"], inits, final_inits)
     top = sorted(top, key=lambda c: (-fitness(c.final_score), c.index))
     if echo:
         echo(f"{len(top)} finalists scored again over {final_inits} initializations; the winner ranked "
@@ -254,6 +268,12 @@ def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_ini
 
 def fitness_or_nan(score: float | None) -> float:
     return float("nan") if score is None else float(score)
+
+
+def _weighted(first: float | None, more: float | None, inits: int, final_inits: int) -> float:
+    """The mean over ``final_inits`` initializations of a value whose first ``inits`` have mean
+    ``first`` and the rest mean ``more`` (None: failed, NaN)."""
+    return (inits * fitness_or_nan(first) + (final_inits - inits) * fitness_or_nan(more)) / final_inits
 
 
 class TrainingFreeResult:
