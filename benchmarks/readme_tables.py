@@ -450,6 +450,28 @@ def proxy_variants(results: dict[str, dict]) -> list[str]:
             " result |", "|---|---|---|---|---|"] + rows + [""]
 
 
+def proxy_comparison(r: dict) -> list[str]:
+    """Every proxy (classic, recent, rank aggregates, discovered) on one ground truth's held-out splits."""
+    s = r["settings"]
+    lines = [f"### Every proxy on the same held-out networks (`proxy_comparison.py`, ground truth of `{r['discovery']}`)", "",
+             f"| proxy | kind | Kendall τ, mean ± std over {len(s['split_seeds'])} splits | worst split | Spearman ρ (mean) "
+             "| s / network |", "|---|---|---|---|---|---|"]
+    for row in r["table"]:
+        name = f"**{row['proxy']}**" if row["kind"] == "discovered" else f"`{row['proxy']}`"
+        kind = row["kind"] + (f" ({row['inits']} initializations)" if row.get("inits", 1) > 1 else "")
+        lines.append(f"| {name} | {kind} | {row['mean_tau']:+.3f} ± {row['std_tau']:.3f} | {row['min_tau']:+.3f} | "
+                     f"{row['mean_rho']:+.3f} | {row['seconds_per_net']:.1f} |")
+    aggs = "; ".join(f"`{n}` = {'Σ log(rank/m)' if a['kind'] == 'log' else 'mean rank/m'} of "
+                     f"{', '.join(a['components'])}" for n, a in r["aggregates"].items())
+    return lines + ["", f"The {r['networks']} ground-truth networks untrained, each proxy on {s['images']} CamVid training "
+                    f"images at {s['size'][0]}x{s['size'][1]}, {s['inits']} initialization(s) from seed {s['seed']}; "
+                    f"`swap_many` is SWAP on {s['swap_images']} images (on {s['images']} it saturates at 2^{s['images']}). "
+                    f"Each split holds out {int(round((1 - s['train_fraction']) * 100))}% of the networks; τ is taken on "
+                    "them, the same networks for every row. Rank aggregates rank all networks together (no labels "
+                    f"used): {aggs}. The discovered proxy was evolved on each split's other networks. "
+                    + machine_line(r), ""]
+
+
 def proxy_summary(found: dict[str, dict]) -> list[str]:
     """One line per discovery run, oldest first: what discovery saw and how the discovered proxy
     fared over the splits against the classic proxies."""
@@ -628,7 +650,7 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
     the training study's ``--steps`` results; searched networks: the method studies' final trainings."""
     rows = []
     for r in studies["training"].results().values():
-        if r.get("steps") == steps and "val_miou_mean" in r:
+        if r.get("steps") == steps and "val_miou_mean" in r and not r.get("holdout"):
             rows.append({"name": r["model"] if "arch" not in r else Path(r["model"]).parent.name, "study": "training",
                          "ms": r.get("latency_ms"), "params": r["params"], "mean": r["val_miou_mean"],
                          "std": r["val_miou_std"], "seeds": len(r["training"]), "cpu": r["machine"]["cpu"]})
@@ -790,6 +812,9 @@ def page_proxy_discovery(study: Study, studies: dict[str, Study]) -> list[str]:
     for i, r in res.items():
         if "shuffled_mean" in r.get("train_tau", {}):
             lines += proxy_null(r)
+    for i, r in res.items():
+        if i.startswith("compare_"):
+            lines += proxy_comparison(r)
     for i, r in study.current().items():
         if i in runs:
             lines += proxies(i, r)

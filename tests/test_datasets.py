@@ -324,6 +324,22 @@ def test_camvid_list_form_segnet_paths(tmp_path):
     raises(["camvid", "classes"], build_dataset, "camvid", tmp_path, "val", classes=CLASSES)
 
 
+def test_camvid_holdout_sequence_is_a_second_validation_set(tmp_path):
+    make_camvid(tmp_path, "train", n=3)
+    for k in range(2):  # two frames of another street
+        name = f"0006R0_{7740 + 30 * k:06d}.png"
+        save_rgb(tmp_path / "train" / name, seed=10 + k)
+        save_index(tmp_path / "trainannot" / name, index_mask(tuple(range(12))))
+    plain, rest = CamVid(tmp_path, "train"), build_dataset("camvid", tmp_path, "train", holdout="0006R0")
+    held = build_dataset("camvid", tmp_path, "holdout", holdout="0006R0")
+    assert len(plain) == 5 and len(rest) == 3 and len(held) == 2
+    assert {p.name[:6] for p, _ in rest.pairs} == {"0001TP"} and {p.name[:6] for p, _ in held.pairs} == {"0006R0"}
+    assert sorted(rest.pairs + held.pairs) == sorted(plain.pairs)  # a partition of the training split
+    assert CamVid.has_split(tmp_path, "holdout", holdout="0006R0") and not CamVid.has_split(tmp_path, "holdout")
+    raises(["holdout 'Seq05VD'", "0001TP, 0006R0"], build_dataset, "camvid", tmp_path, "train", holdout="Seq05VD")
+    raises(["split 'holdout' needs the option holdout"], CamVid, tmp_path, "holdout")
+
+
 # ------------------------------------------------------------------------------ bad inputs
 
 def test_error_missing_root_and_split(tmp_path):

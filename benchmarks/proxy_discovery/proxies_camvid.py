@@ -52,7 +52,7 @@ from segnas.errors import SegnasError  # noqa: E402
 from segnas.jobs.proxy import init_stats, proxy_batches, scored_on  # noqa: E402
 from segnas.parallel import default_key, run_all  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
-from segnas.proxies import PROXIES, score  # noqa: E402
+from segnas.proxies import score  # noqa: E402
 from segnas.proxies.cross_validation import as_numpy, discovery_task  # noqa: E402
 from segnas.proxies.discovery import ALGORITHM_VERSION, DiscoveredProxy  # noqa: E402
 from segnas.proxies.ensemble import ProxyEnsemble, bagged_indices, check_bag_fraction, member_seeds  # noqa: E402
@@ -73,29 +73,35 @@ def next_id() -> str:
     return f"d{max(taken, default=0) + 1:02d}"
 
 
-def score_key(record: dict, batches: list, seed: int) -> str:
-    """Cache key of one network's proxy scores: its architecture (not its training budget, so ground
-    truths that trained the same architectures share scores), the seed, the proxies and the images."""
-    return default_key({"space": record["space"], "arch": record["arch"], "seed": seed, "proxies": sorted(PROXIES),
+#: The classic proxies (2019–2021) that discovery is compared with.
+CLASSIC = ("fisher", "flops", "grad_norm", "grasp", "jacob_cov", "nwot", "params", "snip", "synflow", "zen")
+
+
+def score_key(record: dict, batches: list, seed: int, names: tuple[str, ...] = CLASSIC) -> str:
+    """Cache key of one network's scores by the proxies ``names``: its architecture (not its training
+    budget, so ground truths that trained the same architectures share scores), the seed, the
+    proxies and the images."""
+    return default_key({"space": record["space"], "arch": record["arch"], "seed": seed, "proxies": sorted(names),
                         "images": [list(b[0].shape) for b in batches]})
 
 
-def classic_scores(records: list[dict], batches: list, num_classes: int, seed: int, cache: Path) -> list[dict]:
-    """Every registered proxy of every record's untrained network (value and seconds), cached by
-    ``score_key``."""
+def classic_scores(records: list[dict], batches: list, num_classes: int, seed: int, cache: Path,
+                   names: tuple[str, ...] = CLASSIC) -> list[dict]:
+    """The proxies ``names`` (default the classic ones) of every record's untrained network (value
+    and seconds), cached by ``score_key``."""
     store = ResultStore(cache)
     out = []
     for i, r in enumerate(records):
-        key = score_key(r, batches, seed)
+        key = score_key(r, batches, seed, names)
         if key not in store:
             net = untrained_net(r, num_classes, seed)
             row = {}
-            for name in sorted(PROXIES):
+            for name in sorted(names):
                 t0 = time.perf_counter()
                 row[name] = score(name, net, batches, seed=seed)
                 row[f"{name}_s"] = time.perf_counter() - t0
             store.add(key, row)
-            print(f"proxies {i + 1}/{len(records)}: " + ", ".join(f"{n} {row[n]:.3g}" for n in sorted(PROXIES)),
+            print(f"proxies {i + 1}/{len(records)}: " + ", ".join(f"{n} {row[n]:.3g}" for n in sorted(names)),
                   flush=True)
         out.append(store[key])
     store.close()
@@ -261,7 +267,7 @@ def main() -> None:
     mious = [float(r["val_miou"]) for r in records + extra]  # the extra networks come last
     extra_idx = list(range(len(records), len(records) + len(extra)))
     classic = {name: [float(np.mean([init[i][name] for init in scores])) for i in range(len(records))]
-               for name in sorted(PROXIES)}
+               for name in CLASSIC}
 
     t0 = time.perf_counter()
     seeds = split_seeds(args)
@@ -305,7 +311,7 @@ def main() -> None:
     first = splits[0]
     first["found"].settings["scored_on"] = scored_on("camvid", "train", args.images, args.size, args.seed, R)
     first["found"].save(args.proxy_out)
-    names = sorted(PROXIES) + ["selected_classic"] + (["discovered_single"] if K > 1 else []) + ["discovered"]
+    names = list(CLASSIC) + ["selected_classic"] + (["discovered_single"] if K > 1 else []) + ["discovered"]
     table = []
     for n in names:
         taus = [s["held_out"][n]["kendall_tau"] for s in splits]

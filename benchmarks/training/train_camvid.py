@@ -57,13 +57,20 @@ def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfi
 SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
 
 
-def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False) -> dict:
+def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,
+                    holdout: str | None = None) -> dict:
     """This recipe for ``steps`` optimizer steps in fp32 (the same training on every CPU) with
-    training seed ``seed``; ``model`` is a zoo name or an arch file. ``smoke``: on ``SMOKE_DATA``."""
+    training seed ``seed``; ``model`` is a zoo name or an arch file. ``smoke``: on ``SMOKE_DATA``.
+    ``holdout``: a CamVid training sequence left out of training and scored after it (the EMA weights
+    of the last step) as a cross-sequence validation set. Continues (or reads back) the newest run
+    of the same job and budget under ``out_dir``."""
     cfg = config(60.0, out_dir, model)
     tag = Path(model).parent.name if model.endswith(".json") else model
     update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed,
-              "job": f"{cfg.job}-{tag}-seed{seed}", "progress": not smoke}
+              "job": f"{cfg.job}-{tag}" + (f"-without-{holdout}" if holdout else "") + f"-seed{seed}",
+              "progress": not smoke}
+    if holdout:
+        update["data"] = cfg.data.model_copy(update={"options": {"holdout": holdout}})
     if smoke:
         update.update(data=cfg.data.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
                       channels_last=False)
@@ -73,21 +80,34 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
     result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print)
-    return {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"), "epochs": result.epochs_done,
-            "train_cpu_seconds": round(result.train_seconds, 1),
-            "train_wall_seconds": round(sum(r["epoch_s"] for r in result.history), 1), "final_val_miou": round(result.final["val_miou"], 4),
-            "best_val_miou": round(result.best_miou, 4)}
+    out = {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"), "epochs": result.epochs_done,
+           "train_cpu_seconds": round(result.train_seconds, 1),
+           "train_wall_seconds": round(sum(r["epoch_s"] for r in result.history), 1),
+           "final_val_miou": round(result.final["val_miou"], 4), "best_val_miou": round(result.best_miou, 4)}
+    if holdout and not smoke:
+        from segnas.jobs.evaluate import eval_job
+
+        metrics, _ = eval_job(Path(result.run_dir) / "checkpoints" / "last.pt", "camvid", str(camvid_root()),
+                              "holdout", options={"holdout": holdout}, progress=False)
+        out["holdout_miou"] = round(metrics.miou, 4)
+    return out
 
 
-def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = False) -> dict:
-    """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final val mIoU."""
-    runs = [train_for_steps(model, out_dir, steps, s, smoke) for s in range(seeds)]
-    mious = [t["final_val_miou"] for t in runs]
-    return {"training": runs, "val_miou_mean": round(statistics.mean(mious), 4),
-            "val_miou_std": round(statistics.stdev(mious), 4) if len(mious) > 1 else 0.0}
+def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = False,
+                holdout: str | None = None) -> dict:
+    """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final
+    val mIoU (and of the held-out sequence's, with ``holdout``)."""
+    runs = [train_for_steps(model, out_dir, steps, s, smoke, holdout) for s in range(seeds)]
+    out = {"training": runs}
+    for key, name in (("final_val_miou", "val_miou"), ("holdout_miou", "holdout_miou")):
+        values = [t[key] for t in runs if key in t]
+        if values:
+            out |= {f"{name}_mean": round(statistics.mean(values), 4),
+                    f"{name}_std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+    return out
 
 
-def steps_result(model: str, steps: int, seeds: int, out_dir: str) -> dict:
+def steps_result(model: str, steps: int, seeds: int, out_dir: str, holdout: str | None = None) -> dict:
     """``model`` trained ``seeds`` times for ``steps`` steps (``train_seeds``), with its parameter
     count and, for an arch file, the architecture itself (the result stays reproducible without runs/)."""
     from segnas.training.models import resolve_model
@@ -97,7 +117,9 @@ def steps_result(model: str, steps: int, seeds: int, out_dir: str) -> dict:
            "params": sum(p.numel() for p in net.parameters())}
     if model.endswith(".json"):
         out["arch"] = json.loads(Path(model).read_text())
-    return out | train_seeds(model, out_dir, steps, seeds)
+    if holdout:
+        out["holdout"] = holdout
+    return out | train_seeds(model, out_dir, steps, seeds, holdout=holdout)
 
 
 def network_of(result: dict):
@@ -137,6 +159,9 @@ def main() -> None:
                     help="same-budget mode: this many optimizer steps (batch 8, fp32) instead of --minutes, once per "
                          "seed; result <model>_steps<N>.json with mean and std")
     ap.add_argument("--seeds", type=int, default=2, help="training seeds in --steps mode")
+    ap.add_argument("--holdout", default=None,
+                    help="--steps mode: leave this CamVid training sequence (e.g. 0006R0) out of training and "
+                         "report its mIoU beside val (cross-sequence); result <model>_steps<N>_without_<SEQ>")
     ap.add_argument("--name", default=None, help="result id (default <model>_<minutes>min or <model>_steps<N>)")
     ap.add_argument("--results-dir", default=str(RESULTS), help="where the result file goes")
     ap.add_argument("--time-only", action="store_true",
@@ -144,7 +169,8 @@ def main() -> None:
                          "run it on a quiet machine) and add latency_ms to the file")
     args = ap.parse_args()
     tag = Path(args.model).parent.name if args.model.endswith(".json") else args.model
-    name = args.name or (f"{tag}_steps{args.steps}" if args.steps else f"{tag}_{args.minutes:g}min")
+    name = args.name or (f"{tag}_steps{args.steps}" + (f"_without_{args.holdout}" if args.holdout else "")
+                         if args.steps else f"{tag}_{args.minutes:g}min")
     results = Path(args.results_dir)
     if args.time_only:
         time_result(name, results)
@@ -152,7 +178,7 @@ def main() -> None:
     if not camvid_root().is_dir():
         sys.exit(f"CamVid not found at {camvid_root()} (set SEGNAS_CAMVID)")
     if args.steps:
-        out = steps_result(args.model, args.steps, args.seeds, args.out_dir)
+        out = steps_result(args.model, args.steps, args.seeds, args.out_dir, args.holdout)
         path = save_result(name, out, results)
         print(f"{name}: val mIoU {out['val_miou_mean']:.4f} ± {out['val_miou_std']:.4f} over {args.seeds} seeds, "
               f"{args.steps} steps each; saved {path}")

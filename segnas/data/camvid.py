@@ -1,6 +1,12 @@
 """CamVid in the SegNet layout: ``{split}.txt`` list files, or ``{split}/`` + ``{split}annot/`` folders.
 
 11 classes; label 11 (Unlabelled/void) is ignored.
+
+Option ``holdout`` (a sequence name, e.g. ``0006R0``): CamVid's val images all come from sequence
+0016E5, which also supplies 204 of the 367 training images, so val overstates how a network does on
+streets it never saw. With ``holdout`` the ``train`` split leaves out every frame of that sequence
+(frames are named ``<sequence>_<frame>``) and the split ``holdout`` is exactly those frames: a
+cross-sequence validation set. Other splits are unchanged.
 """
 
 from __future__ import annotations
@@ -34,18 +40,51 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return [(p, annot / p.name) for p in images]
 
 
+#: The split a ``holdout`` sequence is taken from, and the name of the split it becomes.
+HOLDOUT_SOURCE, HOLDOUT_SPLIT = "train", "holdout"
+
+
+def sequence_of(path: Path) -> str:
+    """The sequence a CamVid frame belongs to (``0006R0_007740.png`` -> ``0006R0``)."""
+    return path.name.split("_", 1)[0]
+
+
+def holdout_pairs(root: Path, split: str, holdout: str) -> list[tuple[Path, Path]]:
+    """``split``'s pairs with the ``holdout`` sequence taken out of ``train`` (``HOLDOUT_SPLIT``: only it)."""
+    if split not in (HOLDOUT_SOURCE, HOLDOUT_SPLIT):
+        return camvid_pairs(root, split)
+    pairs = camvid_pairs(root, HOLDOUT_SOURCE)
+    sequences = sorted({sequence_of(p) for p, _ in pairs})
+    if holdout not in sequences:
+        raise SegnasError(f"camvid: holdout {holdout!r} is not a sequence of the {HOLDOUT_SOURCE} split "
+                          f"(its sequences: {', '.join(sequences)})")
+    if len(sequences) == 1:
+        raise SegnasError(f"camvid: holdout {holdout!r} is the only sequence of the {HOLDOUT_SOURCE} split; "
+                          "nothing would be left to train on")
+    keep = split == HOLDOUT_SPLIT
+    return [(p, a) for p, a in pairs if (sequence_of(p) == holdout) == keep]
+
+
 class CamVid(PairDataset):
     @staticmethod
     def has_split(root: str | Path | None, split: str, **options) -> bool:
-        """Whether ``root`` holds ``split`` (its list file, or its image folder), e.g. ``test.txt``."""
+        """Whether ``root`` holds ``split`` (its list file, or its image folder), e.g. ``test.txt``;
+        ``holdout`` exists where the ``holdout`` option is set."""
+        if split == HOLDOUT_SPLIT and options.get("holdout"):
+            split = HOLDOUT_SOURCE
         return root is not None and ((Path(root) / f"{split}.txt").is_file() or (Path(root) / split).is_dir())
 
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
-                 cache: bool = False, **options) -> None:
+                 cache: bool = False, holdout: str | None = None, **options) -> None:
         if options:
-            raise SegnasError(f"camvid: unknown option(s) {', '.join(sorted(options))}; CamVid takes none")
+            raise SegnasError(f"camvid: unknown option(s) {', '.join(sorted(options))}; CamVid takes 'holdout'")
         if root is None:
             raise SegnasError("camvid: a data root is required (--data-root)")
         root = Path(root)
-        super().__init__(camvid_pairs(root, split), CAMVID_CLASSES, LabelMapper(CAMVID_MAPPING),
-                         transform=transform, cache=cache, name=f"camvid[{split}] at {root}")
+        if holdout is None and split == HOLDOUT_SPLIT:
+            raise SegnasError(f"camvid: split {HOLDOUT_SPLIT!r} needs the option holdout (a {HOLDOUT_SOURCE} "
+                              "sequence, e.g. 0006R0)")
+        pairs = camvid_pairs(root, split) if holdout is None else holdout_pairs(root, split, str(holdout))
+        name = f"camvid[{split}{f', without {holdout}' if holdout and split == HOLDOUT_SOURCE else ''}] at {root}"
+        super().__init__(pairs, CAMVID_CLASSES, LabelMapper(CAMVID_MAPPING), transform=transform, cache=cache,
+                         name=name)
