@@ -994,16 +994,28 @@ def methods_block() -> list[str]:
 
 
 def headline_block(studies: dict[str, Study]) -> list[str]:
-    """The README's results table: the same-budget networks of the CPU with the most of them."""
+    """The README's results: the networks given equal optimizer steps (where any are), then the
+    CPU-time same-budget networks of the CPU with the most of them."""
     rows = same_budget_rows(studies)
-    if not rows:
+    steps = same_steps(studies, link="benchmarks/{study}/README.md")
+    if not rows and not steps:
         return ["No results yet."]
+    lines = []
+    if steps:
+        lines += ["Networks given exactly the same training (the fair comparison, the same on any machine):", ""]
+        lines += steps[2:]  # without the page's heading
+        lines += ["Earlier results under a CPU-time budget follow. A CPU-time budget buys different training on "
+                  "another CPU or under load (11 to 18 epochs for the same 10 minutes), so these rows are being "
+                  "re-run at equal steps.", ""]
+    if not rows:
+        return lines + ["Every study, with every result and how it was produced: "
+                        "[benchmarks/README.md](benchmarks/README.md)."]
     cpus = [row[0] for row in rows]
     cpu = max(sorted(set(cpus)), key=cpus.count)
     used = {row[3] for row in rows if row[0] == cpu}
     sources = [f"[{key}](benchmarks/{key}/README.md)" for key in studies if key in used]
     named = " and ".join([", ".join(sources[:-1]), sources[-1]] if len(sources) > 1 else sources)
-    lines = [f"The same-budget results of the {named} studies: each method "
+    lines += [f"The same-budget results of the {named} studies: each method "
              "searched with its own study's script and settings, then every network trained with one recipe for the "
              f"same CPU-time budget, on one CPU ({cpu}, 2 cores):", ""]
     lines += same_budget(studies, link="benchmarks/{study}/README.md", cpu=cpu)

@@ -33,24 +33,22 @@ from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, s
 RESULTS = results_dir(__file__)
 
 from segnas.config import TrainConfig  # noqa: E402
+from segnas.config.recipes import load_recipe, with_recipe  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.utils import atomic_write_text  # noqa: E402
 
 
 def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfig:
+    """The ``cpu-short`` recipe on CamVid train at 360x480 crops, for ``minutes`` of CPU time."""
     source = {"name": None, "arch": model} if model.endswith(".json") else {"name": model}
-    return TrainConfig.model_validate({
+    return TrainConfig.model_validate(with_recipe(load_recipe("cpu-short"), {
         "job": f"bench-{Path(model).stem}-camvid",
-        "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": "360x480", "scale": [0.75, 1.5],
-                 "jitter": 0.3, "batch_size": 8, "eval_batch_size": 4},
+        "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": "360x480"},
         "model": source,
-        "optim": {"name": "sgd", "lr": 0.08, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "poly",
-                  "warmup_iters": 100},
-        "loss": {"kind": "ohem", "ohem_thresh": 0.7, "ohem_min_kept": 100000, "aux_weight": 0.4},
-        "epochs": 10000, "time_budget_min": minutes, "budget_clock": "cpu", "eval_every": 5, "ema_decay": 0.998,
-        "bf16": True, "channels_last": True, "threads": 2, "seed": 0, "out_dir": out_dir,
-    })
+        "epochs": 10000, "time_budget_min": minutes, "budget_clock": "cpu", "eval_every": 5,
+        "threads": 2, "seed": 0, "out_dir": out_dir,
+    }))
 
 
 #: Synthetic data for the benchmarks' ``--smoke`` modes: seconds per training, measures nothing.

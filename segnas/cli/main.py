@@ -64,21 +64,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None,
-             flags: Optional[dict[str, str]] = None):
-    """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied;
-    None when resuming (the run's own config.yaml is used, so other settings are refused).
-    ``flags`` (settings path -> option) names the option that set a bad value in errors."""
-    from segnas.config.io import build_config, load_config, set_dotted
+             flags: Optional[dict[str, str]] = None, recipe: Optional[str] = None):
+    """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied, over a
+    training recipe (if given); None when resuming (the run's own config.yaml is used, so other
+    settings are refused). ``flags`` (settings path -> option) names the option that set a bad value."""
+    from segnas.config.io import build_config, load_config, merged, set_dotted
+    from segnas.config.recipes import load_recipe
 
     flags = flags or {}
     if resume is not None:
-        if config is not None or overrides:
-            given = ", ".join(["--config"] * (config is not None) + sorted({flags.get(k, k) for k in overrides}))
+        if config is not None or overrides or recipe is not None:
+            given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None)
+                              + sorted({flags.get(k, k) for k in overrides}))
             raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
         return None
+    under = load_recipe(recipe) if recipe is not None else {}
     if config is not None:
-        return load_config(cls, config, overrides, flags)
-    raw: dict[str, Any] = {}
+        return load_config(cls, config, overrides, flags, under=under)
+    raw: dict[str, Any] = merged(under, {})
     for key, value in overrides.items():
         set_dotted(raw, key, value)
     return build_config(cls, raw, "options", flags)
@@ -136,6 +139,9 @@ def train(
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn",
                                            help="Under torchrun: BatchNorm statistics over every process's batch.",
                                            show_default="--no-sync-bn"),
+    recipe: Optional[str] = typer.Option(None, help="A named training recipe (optimizer, loss, schedule, "
+                                         "augmentation) under your settings: cpu-short, or a .yaml file.",
+                                         show_default="none: the plain defaults"),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
@@ -161,7 +167,7 @@ def train(
     if arch is not None:
         overrides["model.name"], flags["model.name"] = None, "--arch"
     overrides.update(parse_overrides(set_))
-    cfg = settings(TrainConfig, config, overrides, resume, flags)
+    cfg = settings(TrainConfig, config, overrides, resume, flags, recipe)
     result = train_job(cfg, resume=resume, echo=echo, device=device)
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 

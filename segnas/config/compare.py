@@ -34,7 +34,7 @@ class CompareTraining(Settings):
     #: Trainings per network, seeds ``seed``, ``seed + 1``, ...; mIoU is reported as mean ± std.
     seeds: int = Field(2, ge=1)
     #: Overrides of the training recipe (``TrainConfig`` fields: optim, loss, ema_decay, bf16, ...)
-    #: over ``segnas.evaluate.short_train.GROUNDTRUTH_RECIPE``.
+    #: over the ``cpu-short`` recipe (``segnas/recipes``; ``segnas.evaluate.short_train.GROUNDTRUTH_RECIPE``).
     recipe: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
@@ -39,8 +40,9 @@ def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
 
 
 def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None,
-                flags: Optional[Mapping[str, str]] = None) -> M:
-    """Read YAML ``path`` into ``cls``, applying dotted-key ``overrides`` (e.g. {'optim.lr': 0.1})."""
+                flags: Optional[Mapping[str, str]] = None, under: Optional[dict[str, Any]] = None) -> M:
+    """Read YAML ``path`` into ``cls``, applying dotted-key ``overrides`` (e.g. {'optim.lr': 0.1});
+    ``under``: settings the file's own override (a recipe), nested sections merged."""
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: config file not found")
@@ -52,9 +54,19 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
         raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise SegnasError(f"{path}: expected a mapping of settings at the top level")
+    if under:
+        data = merged(under, data)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return build_config(cls, data, str(path), flags)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base`` (neither changed): nested sections merged, ``over``'s values win."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

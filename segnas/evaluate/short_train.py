@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from segnas.config.recipes import load_recipe, with_recipe
 from segnas.config.train import DataConfig, TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
 from segnas.cost.machine import cpu_model
@@ -40,14 +41,11 @@ from segnas.parallel import default_key
 from segnas.spaces.base import resolve_space, save_arch
 from segnas.training import train_job
 
-#: The training recipe of every ground-truth network (``benchmarks/train_camvid.py``'s, evaluated
-#: once, at the end of the budget).
-GROUNDTRUTH_RECIPE: dict[str, Any] = {
-    "optim": {"name": "sgd", "lr": 0.08, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "poly",
-              "warmup_iters": 100},
-    "loss": {"kind": "ohem", "ohem_thresh": 0.7, "ohem_min_kept": 100000, "aux_weight": 0.4},
-    "ema_decay": 0.998, "bf16": True, "channels_last": True, "eval_every": 10**9, "progress": False,
-}
+#: The training recipe of every ground-truth network: the ``cpu-short`` recipe (``segnas/recipes``)
+#: without its data settings (the ground-truth settings give the data), evaluated once, at the end
+#: of the budget.
+GROUNDTRUTH_RECIPE: dict[str, Any] = {**{k: v for k, v in load_recipe("cpu-short").items() if k != "data"},
+                                      "eval_every": 10**9, "progress": False}
 #: Settings that do not change a result (left out of an item's key).
 _NOT_IN_KEY = ("out_dir", "device", "record_latency")
 
@@ -65,16 +63,9 @@ def item_key(item: dict[str, Any]) -> str:
     return default_key({"space": item["space"], "arch": item["arch"], "settings": settings})
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def training_recipe(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``GROUNDTRUTH_RECIPE`` with ``overrides`` (TrainConfig fields) merged in, nested mappings too."""
-    return _merge(GROUNDTRUTH_RECIPE, overrides or {})
+    return with_recipe(GROUNDTRUTH_RECIPE, overrides or {})
 
 
 def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path) -> TrainConfig:

@@ -1,0 +1,64 @@
+"""Named training recipes: settings files of a training's optimizer, loss, schedule, augmentation
+and precision (``segnas/recipes/<name>.yaml``) that any network trains with (``segnas train
+--recipe NAME``), so that a comparison trains every network alike.
+
+A recipe is a partial training config: it may set any ``TrainConfig`` section except what names the
+run, the network, the data or the budget (``RUN_FIELDS``). Its settings sit under the config file
+and the command-line options: a setting given there wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segnas.config.io import build_config, merged
+from segnas.config.train import TrainConfig
+from segnas.errors import SegnasError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+#: What a recipe may not set: the run, the network, the dataset and the budget are the user's.
+RUN_FIELDS = frozenset({"job", "model", "epochs", "time_budget_min", "max_steps", "budget_clock", "eval_every",
+                        "threads", "device", "seed", "out_dir", "progress", "sync_bn"})
+RUN_DATA_FIELDS = frozenset({"name", "root", "train_split", "val_split", "crop_size", "base_size", "workers",
+                             "cache", "options"})
+
+
+def list_recipes() -> list[str]:
+    """The names of the recipes that ship with segnas."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str | Path) -> Path:
+    """The file of a shipped recipe name, or ``name`` itself when it is a YAML file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise SegnasError(f"recipe: no recipe {str(name)!r}; choose one of {', '.join(list_recipes())} "
+                      "or give a .yaml file")
+
+
+def load_recipe(name: str | Path) -> dict[str, Any]:
+    """The settings of a recipe (a shipped name or a YAML file), checked: only recipe fields, valid values."""
+    path = recipe_path(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SegnasError(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise SegnasError(f"{path}: expected a mapping of settings at the top level")
+    run = sorted(set(data) & RUN_FIELDS) + sorted(f"data.{k}" for k in set(data.get("data") or {}) & RUN_DATA_FIELDS)
+    if run:
+        raise SegnasError(f"{path}: {run[0]} is not a recipe setting (a recipe leaves the run, network, data and "
+                          "budget to the user)")
+    build_config(TrainConfig, merged({}, data), str(path))  # unknown fields and bad values, named
+    return data
+
+
+#: ``settings`` over a recipe: nested sections merged, a setting given in ``settings`` wins.
+with_recipe = merged
