@@ -94,3 +94,32 @@ def test_ohem_with_class_weights_is_a_weighted_mean_of_the_hard_pixels():
     weight = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])
     loss = OhemCrossEntropy(thresh=1.0, min_kept=1, weight=weight)(logits, target)  # keeps every pixel
     assert torch.allclose(loss, F.cross_entropy(logits, target, weight=weight, ignore_index=255))
+
+
+def smoothed_ce_by_definition(logits, target, eps, ignore=255):
+    """Per-pixel CE against the target (1 - ε) one-hot + ε / C uniform, ignored pixels dropped."""
+    c = logits.shape[1]
+    logp = F.log_softmax(logits.float(), 1).permute(0, 2, 3, 1).reshape(-1, c)
+    t = target.flatten()
+    keep = t != ignore
+    logp, t = logp[keep], t[keep]
+    q = torch.full_like(logp, eps / c)
+    q[torch.arange(len(t)), t] += 1 - eps
+    return -(q * logp).sum(1)
+
+
+def test_label_smoothing_ce_and_ohem_follow_the_definition():
+    torch.manual_seed(3)
+    logits, target = torch.randn(2, 5, 6, 7), torch.randint(0, 5, (2, 6, 7))
+    target[0, 0] = 255
+    eps = 0.1
+    per_pixel = smoothed_ce_by_definition(logits, target, eps)
+    ce = SegmentationLoss("ce", aux_weight=0.0, label_smoothing=eps)(logits, target)[0]
+    assert torch.allclose(ce, per_pixel.mean(), atol=1e-6)
+    # OHEM: the hard pixels are those of the plain loss; the smoothed loss is averaged over them
+    plain = F.cross_entropy(logits, target, ignore_index=255, reduction="none").flatten()
+    plain = plain[target.flatten() != 255]
+    hard = plain > -torch.log(torch.tensor(0.5))
+    ohem = OhemCrossEntropy(thresh=0.5, min_kept=1, label_smoothing=eps)(logits, target)
+    assert 0 < int(hard.sum()) < len(plain) and torch.allclose(ohem, per_pixel[hard].mean(), atol=1e-6)
+    assert torch.allclose(OhemCrossEntropy(0.5, 1)(logits, target), plain[hard].mean(), atol=1e-6)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -87,7 +87,13 @@ class LossConfig(Settings):
     ohem_thresh: float = Field(0.7, gt=0, le=1)
     ohem_min_kept: int = Field(100_000, ge=1)
     aux_weight: float = Field(0.4, ge=0)
-    class_weights: Optional[list[float]] = None
+    #: Per-class weights of the loss: a list (one per class), or ``median_frequency`` (computed from
+    #: the training split's labels before training: median class frequency / the class's frequency,
+    #: a frequency counted over the images the class appears in; Eigen & Fergus, 2015).
+    class_weights: Optional[Union[list[float], Literal["median_frequency"]]] = None
+    #: Label smoothing of the cross-entropy (main and auxiliary heads): the target puts 1 - ε on the
+    #: true class and spreads ε over all classes. OHEM still judges hardness without it.
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     #: Knowledge distillation from a frozen teacher checkpoint (pixel-wise KL with temperature).
     teacher: Optional[str] = Field(None, json_schema_extra=PATH)
     kd_weight: float = Field(1.0, ge=0)

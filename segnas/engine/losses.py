@@ -18,11 +18,12 @@ class OhemCrossEntropy(nn.Module):
     ``thresh``, keeping at least ``min_kept`` hardest pixels (as in FasterSeg / BiSeNet training)."""
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX,
-                 weight: torch.Tensor | None = None) -> None:
+                 weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.loss_thresh = -math.log(thresh)
         self.min_kept = min_kept
         self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -39,6 +40,10 @@ class OhemCrossEntropy(nn.Module):
         if int(keep.sum()) < min(self.min_kept, losses.numel()):
             keep = torch.zeros_like(keep)
             keep[losses.topk(min(self.min_kept, losses.numel())).indices] = True
+        if self.label_smoothing:  # the kept pixels' loss against the smoothed target
+            smoothed = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none",
+                                       label_smoothing=self.label_smoothing).flatten()
+            losses = smoothed[valid]
         if self.weight is None:
             return losses[keep].mean()
         w = self.weight[classes[keep]]
@@ -105,15 +110,15 @@ class SegmentationLoss(nn.Module):
     def __init__(self, kind: str = "ce", aux_weight: float = 0.4, ohem_thresh: float = 0.7,
                  ohem_min_kept: int = 100_000, class_weights: Sequence[float] | None = None,
                  kd_weight: float = 1.0, kd_temperature: float = 1.0, detail_weight: float = 1.0,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+                 ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0) -> None:
         super().__init__()
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         if kind == "ohem":
-            self.main = OhemCrossEntropy(ohem_thresh, ohem_min_kept, ignore_index, weight)
+            self.main = OhemCrossEntropy(ohem_thresh, ohem_min_kept, ignore_index, weight, label_smoothing)
         else:
-            self.main = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+            self.main = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
         # Auxiliary heads always use plain CE (their role is gradient flow, not hard mining).
-        self.aux = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+        self.aux = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
         self.aux_weight = aux_weight
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature

@@ -46,9 +46,14 @@ class TrainResult:
 
 
 def build_loss(cfg: TrainConfig) -> SegmentationLoss:
+    """The training loss of ``cfg`` (``loss.class_weights`` must be numbers by now: a job resolves
+    ``median_frequency`` from its training split, ``segnas.training.job``)."""
     lc = cfg.loss
+    if isinstance(lc.class_weights, str):
+        raise SegnasError(f"loss.class_weights: {lc.class_weights!r} is resolved from the training data by the "
+                          "training job; give numbers to build the loss directly")
     return SegmentationLoss(lc.kind, lc.aux_weight, lc.ohem_thresh, lc.ohem_min_kept, lc.class_weights,
-                            lc.kd_weight, lc.kd_temperature, lc.detail_weight)
+                            lc.kd_weight, lc.kd_temperature, lc.detail_weight, label_smoothing=lc.label_smoothing)
 
 
 def use_channels_last(cfg: TrainConfig, model: nn.Module, bf16: bool | None = None) -> bool:

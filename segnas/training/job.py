@@ -9,6 +9,7 @@ from typing import Callable
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
 from segnas.data import eval_transforms, open_data, train_transforms, validate_dataset
+from segnas.data.statistics import median_frequency_weights
 from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult
@@ -49,12 +50,30 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
         atomic_write_text(run.path / INIT_RECORD, json.dumps(init))
         run.log(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}")
     classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
+    cfg = resolve_class_weights(cfg, run, echo)
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
         run.log(f"start: {cfg.model_dump_json()}")
     result = trainer.fit()
     result.init = init
     return result
+
+
+def resolve_class_weights(cfg: TrainConfig, run: RunDir, echo: Callable[[str], None] | None = None) -> TrainConfig:
+    """``cfg`` with ``loss.class_weights: median_frequency`` replaced by the weights of its training
+    split's labels (read without augmentation; logged in the run). Other settings are returned as they are."""
+    if cfg.loss.class_weights != "median_frequency":
+        return cfg
+    dc = cfg.data
+    labels = open_data(dc, dc.train_split, eval_transforms(dc.base_size), cache=False)
+    weights = [round(w, 6) for w in median_frequency_weights(labels, labels.num_classes)]
+    message = "loss.class_weights (median frequency): " + ", ".join(
+        f"{name} {w:.3g}" for name, w in zip(labels.classes.names, weights))
+    if run.main:
+        run.log(message)
+    if echo:
+        echo(message)
+    return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
 
 
 #: The run directory's record of what ``model.init`` loaded (read back when the run resumes).
