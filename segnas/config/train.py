@@ -40,6 +40,10 @@ class DataConfig(Settings):
     base_size: Optional[tuple[int, int]] = None
     scale: tuple[float, float] = (0.75, 1.5)
     jitter: float = Field(0.3, ge=0)
+    #: Class-focused crops: classes (names or ids) that a training crop is placed on with
+    #: probability ``focus_prob`` when the image holds any of them (thin or rare classes).
+    focus_classes: list[Union[int, str]] = Field(default_factory=list)
+    focus_prob: float = Field(0.0, ge=0, le=1)
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(4, ge=1)
     workers: int = Field(0, ge=0)

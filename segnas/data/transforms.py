@@ -61,10 +61,28 @@ class RandomScale:
 
 
 class RandomCrop:
-    """Crop to (H, W) at a random place, padding first (image 0, mask ignore) if too small."""
+    """Crop to (H, W) at a random place, padding first (image 0, mask ignore) if too small.
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    Class-focused crops: with probability ``focus_prob``, when the mask holds any of
+    ``focus_classes`` (e.g. poles, signs, cyclists: thin or rare classes a uniform crop seldom
+    centres on), one of those present classes is drawn uniformly, then one of its pixels, and the
+    crop is placed at random among the windows that contain that pixel. With ``focus_prob`` 0 the
+    crop draws exactly the random numbers of a plain crop."""
+
+    def __init__(self, size: tuple[int, int], focus_classes: Sequence[int] = (), focus_prob: float = 0.0) -> None:
         self.size = tuple(size)
+        self.focus_classes = tuple(int(c) for c in focus_classes)
+        self.focus_prob = float(focus_prob) if self.focus_classes else 0.0
+
+    def _focus_pixel(self, mask: torch.Tensor) -> tuple[int, int] | None:
+        """A pixel of a focus class present in ``mask`` (class uniform, then pixel uniform), or None."""
+        present = [c for c in self.focus_classes if bool((mask == c).any())]
+        if not present:
+            return None
+        cls = present[int(torch.randint(0, len(present), ()).item())]
+        ys, xs = torch.nonzero(mask == cls, as_tuple=True)
+        k = int(torch.randint(0, len(ys), ()).item())
+        return int(ys[k]), int(xs[k])
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
         ch, cw = self.size
@@ -74,8 +92,16 @@ class RandomCrop:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
             mask = F.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
             h, w = image.shape[-2:]
-        top = int(torch.randint(0, h - ch + 1, ()).item())
-        left = int(torch.randint(0, w - cw + 1, ()).item())
+        pixel = None
+        if self.focus_prob > 0 and torch.rand(()).item() < self.focus_prob:
+            pixel = self._focus_pixel(mask)
+        if pixel is None:
+            top = int(torch.randint(0, h - ch + 1, ()).item())
+            left = int(torch.randint(0, w - cw + 1, ()).item())
+        else:  # a window [top, top + ch) that holds row y, within the image; the same for columns
+            y, x = pixel
+            top = int(torch.randint(max(0, y - ch + 1), min(y, h - ch) + 1, ()).item())
+            left = int(torch.randint(max(0, x - cw + 1), min(x, w - cw) + 1, ()).item())
         return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
 
 
@@ -134,13 +160,16 @@ def train_transforms(
     scale: tuple[float, float] = (0.75, 1.5),
     jitter: float = 0.3,
     base_size: tuple[int, int] | None = None,
+    focus_classes: Sequence[int] = (),
+    focus_prob: float = 0.0,
 ) -> Compose:
-    """Training augmentation: optional resize to base size, random scale + crop (ignore padding)
-    when a crop size is given, flip, photometric jitter, normalize. Without a crop size images keep
-    their (base) size so that batches stack."""
+    """Training augmentation: optional resize to base size, random scale + crop (ignore padding;
+    class-focused with ``focus_classes``/``focus_prob``, see ``RandomCrop``) when a crop size is
+    given, flip, photometric jitter, normalize. Without a crop size images keep their (base) size so
+    that batches stack."""
     steps: list = [Resize(base_size)] if base_size else []
     if crop_size is not None:
-        steps += [RandomScale(*scale), RandomCrop(crop_size)]
+        steps += [RandomScale(*scale), RandomCrop(crop_size, focus_classes, focus_prob)]
     steps.append(RandomHorizontalFlip())
     if jitter > 0:
         steps.append(ColorJitter(jitter, jitter, jitter))

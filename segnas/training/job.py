@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
@@ -22,9 +22,23 @@ from segnas.utils import atomic_write_text
 def make_datasets(cfg: TrainConfig):
     """(train set with augmentation, val set at native or base size) from the data settings."""
     dc = cfg.data
-    train = open_data(dc, dc.train_split, train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size))
+    train = open_data(dc, dc.train_split)
+    focus = class_ids(dc.focus_classes, train.classes.names, "data.focus_classes")
+    train.transform = train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size, focus, dc.focus_prob)
     val = open_data(dc, dc.val_split, eval_transforms(dc.base_size)) if dc.val_split else None
     return train, val
+
+
+def class_ids(classes: Sequence[int | str], names: Sequence[str], setting: str) -> list[int]:
+    """Class ids of ``classes`` given as ids or names (case-insensitive) of the dataset's ``names``."""
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    ids = []
+    for c in classes:
+        i = lookup.get(c.lower()) if isinstance(c, str) else c
+        if i is None or not 0 <= i < len(names):
+            raise SegnasError(f"{setting}: {c!r} is not a class of the dataset (its classes: {', '.join(names)})")
+        ids.append(int(i))
+    return ids
 
 
 def train_job(cfg: TrainConfig, resume: str | Path | None = None,
