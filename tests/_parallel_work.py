@@ -17,3 +17,4 @@ def fail_on_three(seed: int) -> dict:
     if seed == 3:
         raise ValueError("boom on 3")
     return conv_score(seed)
+

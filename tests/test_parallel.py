@@ -108,3 +108,31 @@ def test_user_mistakes_are_segnas_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(SegnasError, match=r"pip install segnas\[ray\]"):
         run_all(conv_score, [0], executor="ray")
+
+
+def test_a_dying_worker_process_is_replaced_and_only_its_own_item_fails(tmp_path):
+    """Seed 2 kills its worker once (it then succeeds); seed 5 kills it every time: after the pool
+    breaks, the items in flight run again one at a time, so only seed 5 is reported, as a
+    WorkerError after its retries, and every other item gets its result."""
+
+    from _dying_work import die_once_then_square
+    from segnas.parallel import WorkerError, WorkerPool
+    from segnas.parallel.executors import ProcessRunner
+
+    items = [(s, str(tmp_path)) for s in range(7)]
+    runner = ProcessRunner(workers=2, retries=1)
+    try:
+        outcomes = {key: (ok, value) for key, ok, value in runner.run(die_once_then_square, enumerate(items), None)}
+    finally:
+        runner.close()
+    assert sorted(outcomes) == list(range(7))
+    ok, error = outcomes[5]
+    assert not ok and isinstance(error, WorkerError) and "died each of the 2 times it ran alone" in str(error)
+    for seed in (0, 1, 2, 3, 4, 6):
+        assert outcomes[seed] == (True, seed * seed)
+    # WorkerPool.map (a search's batches) goes through the same runner: the batch reports seed 5's failure
+    (tmp_path / "again").mkdir()
+    with WorkerPool("process", 2, threads_per_worker=None) as pool:
+        with pytest.raises(SegnasError, match="item 5 of the batch failed: WorkerError"):
+            pool.map(die_once_then_square, [(s, str(tmp_path / "again")) for s in range(7)])
+        assert pool.map(die_once_then_square, [(3, str(tmp_path)), (4, str(tmp_path))]) == [9, 16]  # still works

@@ -4,7 +4,8 @@ Each keeps at most `workers` items in flight and submits no more once `stop()` i
 a failure the items already running finish (and get saved) and nothing new starts.
 
 On Ray each item is a task reserving ``TaskResources`` (CPUs, GPUs); a task whose worker or node
-dies is run again by Ray up to ``retries`` times, then reported as a ``WorkerError`` naming why.
+dies is run again by Ray up to ``retries`` times, then reported as a ``WorkerError`` naming why. In
+the process pool an item whose worker process dies is run again the same way (``ProcessRunner``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import pickle
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -110,31 +112,87 @@ def refill(pending: dict[Any, str], queue: Iterator[tuple[str, Any]], workers: i
         pending[submit(nxt[1])] = nxt[0]
 
 
+class ProcessRunner:
+    """``workers`` spawned processes (fork is unsafe once torch has started threads) that outlive one
+    batch, so a worker sets an evaluator up once.
+
+    A worker process that dies (killed, out of memory, a crash in native code) breaks the whole pool
+    and fails every item in flight, so which item killed it is not known. The runner starts a fresh
+    pool and runs those items again one at a time: an item that then kills its worker alone is run at
+    most ``retries`` more times and reported as a ``WorkerError`` naming how often its worker died;
+    the others finish normally."""
+
+    def __init__(self, workers: int, retries: int = 2) -> None:
+        self.workers, self.retries = workers, retries
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _fresh_pool(self) -> ProcessPoolExecutor:
+        self.close(block=False)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def run(self, fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], threads: int | None,
+            stop: Callable[[], bool] = lambda: False) -> Iterator[Outcome]:
+        """(key, ok, result or exception) of every item of ``todo`` as each finishes; nothing new
+        starts once ``stop()`` is true (items waiting to be run again alone are then reported failed)."""
+        pool = self._pool or self._fresh_pool()
+        pending: dict[Any, tuple[str, Any]] = {}
+        suspects: list[tuple[str, Any]] = []  # in flight when the pool broke: run again one at a time
+        deaths: dict[str, int] = {}  # deaths of an item's worker while it ran alone
+        queue = iter(todo)
+        while True:
+            while not stop() and len(pending) < (1 if suspects else self.workers):
+                nxt = suspects.pop(0) if suspects else next(queue, None)
+                if nxt is None:
+                    break
+                pending[pool.submit(call_with_threads, fn, nxt[1], threads)] = nxt
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            alone = len(pending) == 1
+            broken = False
+            for future in done:
+                key, item = pending.pop(future)
+                exc = future.exception()
+                if not isinstance(exc, BrokenProcessPool):
+                    yield (key, False, exc) if exc is not None else (key, True, future.result())
+                    continue
+                broken = True
+                if alone:
+                    deaths[key] = deaths.get(key, 0) + 1
+                if deaths.get(key, 0) > self.retries:
+                    yield key, False, WorkerError(f"its worker process died each of the {deaths[key]} times it ran "
+                                                  f"alone ({exc})")
+                else:
+                    suspects.append((key, item))
+            if broken:  # the rest of the batch fails with the same pool: wait for it, then start afresh
+                for future in list(pending):
+                    wait([future])
+                    suspects.append(pending.pop(future))
+                pool = self._fresh_pool()
+        for key, _ in suspects:  # stopped before they could run again
+            yield key, False, WorkerError("its worker process died and the run stopped before it was run again")
+
+    def close(self, block: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=block, cancel_futures=True)
+            self._pool = None
+
+
 def run_process(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: int,
-                threads: int | None, stop: Callable[[], bool], **_: Any) -> Iterator[Outcome]:
-    """A pool of `workers` spawned processes (fork is unsafe once torch has started threads)."""
+                threads: int | None, stop: Callable[[], bool], resources: TaskResources | None = None,
+                **_: Any) -> Iterator[Outcome]:
+    """A ``ProcessRunner`` of ``workers`` processes for this run (a dying worker's items run again,
+    at most ``resources.retries`` times)."""
     try:
         pickle.dumps(fn)
     except Exception as exc:  # noqa: BLE001
         raise SegnasError(f"executor 'process' needs a picklable top-level function, got {fn!r} ({exc})") from None
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    runner = ProcessRunner(workers, (resources or TaskResources()).retries)
     try:
-        pending: dict[Any, str] = {}
-        queue = iter(todo)
-
-        def fill() -> None:
-            refill(pending, queue, workers, stop, lambda item: pool.submit(call_with_threads, fn, item, threads))
-
-        fill()
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                key = pending.pop(future)
-                exc = future.exception()
-                yield (key, False, exc) if exc is not None else (key, True, future.result())
-            fill()
+        yield from runner.run(fn, todo, threads, stop)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        runner.close()
 
 
 def start_ray(workers: int, address: str | None = None) -> bool:

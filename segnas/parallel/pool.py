@@ -3,13 +3,12 @@ again and again without paying the start of processes (or of Ray) for every batc
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 from segnas.errors import SegnasError
-from segnas.parallel.executors import EXECUTORS, TaskResources, call_with_threads, ray_failure, start_ray
+from segnas.parallel.executors import (EXECUTORS, ProcessRunner, TaskResources, call_with_threads, ray_failure,
+                                       start_ray)
 
 #: ``on_result(index, result)``: called in this process as each item of a batch finishes.
 OnResult = Callable[[int, Any], None]
@@ -20,7 +19,8 @@ class WorkerPool:
     Ray, or the cluster at ``ray_address``: ``host:port`` or ``auto``); ``workers`` items at once,
     torch limited to ``threads_per_worker`` threads in each worker (inline: left as is). On Ray each
     item reserves ``resources`` (CPUs, which also set its torch threads, GPUs) and is run again when
-    its worker dies, at most ``resources.retries`` times."""
+    its worker dies, at most ``resources.retries`` times; in the process pool likewise
+    (``ProcessRunner``)."""
 
     def __init__(self, executor: str = "inline", workers: int = 1, threads_per_worker: int | None = 1,
                  ray_address: str | None = None, *, resources: TaskResources | None = None) -> None:
@@ -33,13 +33,13 @@ class WorkerPool:
         self.resources = resources
         self.threads = resources.threads if resources is not None and self.executor == "ray" else threads_per_worker
         self.ray_address = ray_address
-        self._pool: ProcessPoolExecutor | None = None
+        self._runner: ProcessRunner | None = None
         self._ray_started = False
         self._ray_task = None
 
     def _start(self) -> None:
-        if self.executor == "process" and self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        if self.executor == "process" and self._runner is None:
+            self._runner = ProcessRunner(self.workers, (self.resources or TaskResources()).retries)
         elif self.executor == "ray" and self._ray_task is None:
             self._ray_started = start_ray(self.workers, self.ray_address)
             self._ray_task = (self.resources or TaskResources()).ray_task(call_with_threads)
@@ -68,15 +68,11 @@ class WorkerPool:
             raise SegnasError(f"executor {self.executor!r} needs a picklable function or evaluator ({exc})") from None
         self._start()
         if self.executor == "process":
-            pending = {self._pool.submit(call_with_threads, fn, item, self.threads): i for i, item in enumerate(items)}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    i = pending.pop(future)
-                    if future.exception() is not None:
-                        errors[i] = future.exception()
-                    else:
-                        finished(i, future.result())
+            for i, ok, value in self._runner.run(fn, enumerate(items), self.threads):
+                if ok:
+                    finished(i, value)
+                else:
+                    errors[i] = value
         else:
             import ray
 
@@ -100,9 +96,9 @@ class WorkerPool:
         return results
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         if self._ray_started:
             import ray
 
