@@ -662,6 +662,18 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
                 rows.append({"name": f"GAS network, GGM {name} ({r['target_ms']:g} ms target)", "study": "gas",
                              "ms": run["measured_ms"], "params": run["params"], "mean": run["val_miou_mean"],
                              "std": run["val_miou_std"], "seeds": len(run["training"]), "cpu": r["machine"]["cpu"]})
+    for r in studies["ssr"].current().values():
+        run = (r.get("runs") or {}).get("ssr") or {}
+        if (r.get("final_training") or {}).get("steps") == steps and run.get("val_miou_mean") is not None:
+            rows.append({"name": f"SSR network ({r['target_ms']:g} ms target)", "study": "ssr", "ms": run["measured_ms"],
+                         "params": run["params"], "mean": run["val_miou_mean"], "std": run["val_miou_std"],
+                         "seeds": len(run["training"]), "cpu": r["machine"]["cpu"]})
+    for r in studies["saswot"].current().values():
+        ft = r.get("final_training") or {}
+        if ft.get("steps") == steps and ft.get("val_miou_mean") is not None:
+            rows.append({"name": f"SasWOT winner ({r['target_ms']:g} ms target)", "study": "saswot",
+                         "ms": r["winner_measured_ms"], "params": r["winner_params"], "mean": ft["val_miou_mean"],
+                         "std": ft["val_miou_std"], "seeds": len(ft["training"]), "cpu": r["machine"]["cpu"]})
     return sorted(rows, key=lambda x: (x["ms"] is None, x["ms"] or 0.0))
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from segnas.spaces.base import get_space
+from segnas.spaces.base import get_space, list_spaces
 from segnas.zoo import MODELS, build_model
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -40,9 +40,22 @@ def networks(result: dict) -> Iterator[tuple[str, Any]]:
     if isinstance(result.get("winner"), dict):  # SasWOT: the winner of the result's space
         space = result["space"]["name"] if isinstance(result["space"], dict) else result["space"]
         yield "winner", {"space": space, "arch": result["winner"]}
-    for name, run in (result.get("runs") or {}).items():  # GAS: one derived network per run
+    for name, run in (result.get("runs") or {}).items():  # GAS, SSR: one derived network per run
         if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):
-            yield name, {"space": "cells", "arch": run["arch"]}
+            yield name, {"space": run.get("space") or space_of(run["arch"]), "arch": run["arch"]}
+
+
+def space_of(arch: dict) -> str:
+    """The one registered space whose architectures ``arch`` is one of (results that did not record it)."""
+    fits = []
+    for name in list_spaces():
+        try:
+            get_space(name).arch_from_dict(arch)
+        except Exception:  # noqa: BLE001 - not an architecture of this space
+            continue
+        fits.append(name)
+    assert len(fits) == 1, f"an architecture that fits the spaces {fits}"
+    return fits[0]
 
 
 def build(network: Any):

@@ -17,8 +17,10 @@ The winner is then timed (ONNX Runtime, 360x480, 2 threads) and trained twice:
   trained once per training seed of the step-budget ground truth (``--gt-steps-files``, recipe of
   ``proxy_groundtruth.py --steps``) and its seed-mean mIoU placed among those networks' seed means,
   "meeting the target" judged by latency predicted on this machine's table, as in the search;
-- with ``train_camvid.py``'s recipe for ``--final-minutes`` CPU-minutes at 360x480, to compare with
-  the zoo networks trained under that same budget (``benchmarks/training/results/``).
+- with ``train_camvid.py``'s recipe for ``--final-steps`` optimizer steps at 360x480, once per
+  ``--train-seeds`` seed, to compare with every network given the same steps (the training study's
+  equal-steps table); or for ``--final-minutes`` CPU-minutes instead (machine- and load-dependent),
+  against the zoo trained under that budget.
 Saves ``results/<name>.json``.
 """
 
@@ -35,7 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 from proxy_groundtruth import data_section  # noqa: E402
-from train_camvid import config as train_config  # noqa: E402
+from train_camvid import config as train_config, train_seeds  # noqa: E402
 
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
 from segnas.evaluate.proxy import proxy_scored_on  # noqa: E402
@@ -162,7 +164,10 @@ def main() -> None:
     ap.add_argument("--inits", type=int, default=None, help="initializations per candidate (default: the proxy file's)")
     ap.add_argument("--final-inits", type=int, default=None,
                     help="rescore the 10 best over this many (default: the proxy file's when --inits is lower)")
-    ap.add_argument("--final-minutes", type=float, default=10.0, help="train_camvid.py budget (0: skip)")
+    ap.add_argument("--final-steps", type=int, default=800, help="optimizer steps of each final training (0: none)")
+    ap.add_argument("--train-seeds", type=int, default=2, help="final trainings, seeds 0, 1, ...")
+    ap.add_argument("--final-minutes", type=float, default=0.0,
+                    help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")
     ap.add_argument("--reuse", default=None, help="run folder of a finished `segnas search saswot` job to train "
                     "(its earlier quiet-machine timing and step-budget placement in the result file are kept)")
     ap.add_argument("--seed", type=int, default=0)
@@ -219,6 +224,11 @@ def main() -> None:
         print(f"at the ground truth's {args.gt_steps}-step budget: {100 * out['groundtruth_steps']['val_miou']:.1f}% "
               f"(feasible ground truth: {out['groundtruth_steps']})")
         common.save_result(args.name, out, RESULTS)
+    if args.final_steps and not args.final_minutes:
+        out["final_training"] = {"steps": args.final_steps, "batch_size": 8, "precision": "fp32",
+                                 **train_seeds(str(arch_file), args.out_dir, args.final_steps, args.train_seeds)}
+        print(f"trained {args.train_seeds} x {args.final_steps} steps: val mIoU "
+              f"{100 * out['final_training']['val_miou_mean']:.1f} ± {100 * out['final_training']['val_miou_std']:.1f}%")
     if args.final_minutes:
         result = train_job(train_config(args.final_minutes, args.out_dir, str(arch_file)), echo=print)
         out["training"] = {"run_dir": result.run_dir, "train_minutes": round(result.train_seconds / 60, 2),

@@ -1,7 +1,7 @@
 """SSR on CamVid on this CPU: search with the SSR loss and shrinking, the same search without the
 SSR loss (the discretization-gap ablation), then the found network trained.
 
-    python benchmarks/ssr/ssr_camvid.py [--target-ms T] [--final-minutes 10] [--pretrained RUN]
+    python benchmarks/ssr/ssr_camvid.py [--target-ms T] [--final-steps 800] [--pretrained RUN]
 
 Search on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
 side); latencies are those of --size on ONNX Runtime, 2 threads, from the operator table. The
@@ -15,9 +15,9 @@ hundreds; L2 decay of α 1e-5 (the released 1e-3 on a loss scaled by 100).
 Run A uses the SSR loss; run B starts from A's pre-trained supernet with the SSR loss off, same
 seed and epoch cap. Both log, per search epoch, the val mIoU of the soft supernet and of its
 argmax network on the same weights (the discretization gap), seconds per epoch and the candidates
-left. A's network is then trained with benchmarks/training/train_camvid.py's recipe and budget, so its val
-mIoU compares with the zoo (results/train_camvid*.json of equal budget) and FasterSeg.
-Saves results/ssr_camvid.json.
+left. A's network is then trained with benchmarks/training/train_camvid.py's recipe for --final-steps
+optimizer steps with --train-seeds seeds (the equal-steps comparison of the training study), or with
+--final-minutes for a CPU-time budget instead. Saves results/<name>.json with both architectures.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import camvid_root, results_dir, save_result  # noqa: E402
-from train_camvid import config as train_config  # noqa: E402
+from train_camvid import config as train_config, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
 from segnas.cost import LatencyModel  # noqa: E402
@@ -86,7 +86,10 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--search-epochs", type=int, default=12, help="cap; the search ends once the space is one network")
     ap.add_argument("--arch-lr", type=float, default=0.1)
-    ap.add_argument("--final-minutes", type=float, default=15.0, help="training budget of the found network (0: none)")
+    ap.add_argument("--final-steps", type=int, default=800, help="optimizer steps of each final training (0: none)")
+    ap.add_argument("--train-seeds", type=int, default=2, help="final trainings, seeds 0, 1, ...")
+    ap.add_argument("--final-minutes", type=float, default=0.0,
+                    help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="runs")
@@ -122,16 +125,22 @@ def main() -> None:
             job = base["job"] + ("-off" if name == "no_ssr" else "")
             summary = search_job(settings({**base, "job": job, "ssr": {**base["ssr"], **update}}), echo=print)
         summary = figures(summary)
+        found = read_arch_file(Path(summary["run_dir"]) / "arch.json")
         runs[name] = {**summary, "trace": trace(Path(summary["run_dir"])),
-                      "arch_predicted_ms": read_arch_file(Path(summary["run_dir"]) / "arch.json")["predicted_latency_ms"]}
+                      "arch_predicted_ms": found["predicted_latency_ms"], "space": found["space"], "arch": found["arch"]}
     searches = {n: [r for r in runs[n]["trace"] if r["phase"] == "search"] for n in runs}
     k = min(len(v) for v in searches.values())
     out = {"target_ms": target, "space_latency_range_ms": [lo, hi], "settings": vars(args), "space": SPACE,
            "runs": runs,
            "gap_at_equal_epochs": {"epoch": k, **{n: searches[n][k - 1].get("gap") for n in searches}},
            "final_gap": {n: searches[n][-1].get("gap") for n in searches}}
+    arch = Path(runs["ssr"]["run_dir"]) / "arch.json"
+    optim = {"clip_grad_norm": args.clip_grad_norm, "lr": args.lr}
+    if args.final_steps and not args.final_minutes:
+        runs["ssr"].update(train_seeds(str(arch), args.out_dir, args.final_steps, args.train_seeds, optim=optim))
+        out["final_training"] = {"steps": args.final_steps, "batch_size": 8, "precision": "fp32",
+                                 "seeds": list(range(args.train_seeds)), **optim}
     if args.final_minutes:
-        arch = Path(runs["ssr"]["run_dir"]) / "arch.json"
         cfg = train_config(args.final_minutes, args.out_dir, str(arch))
         cfg.optim.clip_grad_norm = args.clip_grad_norm
         cfg.optim.lr = args.lr
@@ -144,7 +153,7 @@ def main() -> None:
     a = runs["ssr"]
     print(f"SSR: search {a['search_seconds'] / 60:.1f} min, converged {a['converged']}; network "
           f"{a['measured_ms']:.2f} ms vs target {target} ms ({100 * a['latency_vs_target']:+.1f}%); "
-          f"val mIoU {out.get('training', {}).get('final_val_miou')}")
+          f"val mIoU {out.get('training', {}).get('final_val_miou') or a.get('val_miou_mean')}")
     for n, rows in searches.items():
         print(f"  {n}: epoch s {[r['epoch_s'] for r in rows]}; gap {[round(r.get('gap', 0), 4) for r in rows]}")
     print(f"saved {path}")

@@ -56,12 +56,13 @@ SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "
 
 
 def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,
-                    holdout: str | None = None) -> dict:
+                    holdout: str | None = None, optim: dict | None = None) -> dict:
     """This recipe for ``steps`` optimizer steps in fp32 (the same training on every CPU) with
     training seed ``seed``; ``model`` is a zoo name or an arch file. ``smoke``: on ``SMOKE_DATA``.
     ``holdout``: a CamVid training sequence left out of training and scored after it (the EMA weights
     of the last step) as a cross-sequence validation set. Continues (or reads back) the newest run
-    of the same job and budget under ``out_dir``."""
+    of the same job and budget under ``out_dir``. ``optim``: changes to the recipe's optimizer settings
+    (e.g. a gradient-norm clip a network needs)."""
     cfg = config(60.0, out_dir, model)
     tag = Path(model).parent.name if model.endswith(".json") else model
     update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed,
@@ -69,6 +70,8 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
               "progress": not smoke}
     if holdout:
         update["data"] = cfg.data.model_copy(update={"options": {"holdout": holdout}})
+    if optim:
+        update["optim"] = cfg.optim.model_copy(update=optim)
     if smoke:
         update.update(data=cfg.data.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
                       channels_last=False)
@@ -92,10 +95,10 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
 
 
 def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = False,
-                holdout: str | None = None) -> dict:
+                holdout: str | None = None, optim: dict | None = None) -> dict:
     """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final
     val mIoU (and of the held-out sequence's, with ``holdout``)."""
-    runs = [train_for_steps(model, out_dir, steps, s, smoke, holdout) for s in range(seeds)]
+    runs = [train_for_steps(model, out_dir, steps, s, smoke, holdout, optim) for s in range(seeds)]
     out = {"training": runs}
     for key, name in (("final_val_miou", "val_miou"), ("holdout_miou", "holdout_miou")):
         values = [t[key] for t in runs if key in t]
