@@ -589,6 +589,15 @@ def saswot(name: str, r: dict) -> list[str]:
     if r.get("training"):
         lines.append(f"Trained {r['training']['train_minutes']:.0f} CPU-minutes with `train_camvid.py`'s recipe: "
                      f"val mIoU **{100 * r['training']['final_val_miou']:.1f}%** (same-budget table in the training study).")
+    if s.get("mode") == "nsga2":
+        lines.append(f"NSGA-II over proxy score and latency; winner rule `{s['winner_rule']['rule']}` from a front of "
+                     f"{s['front_size']} networks.")
+    if s.get("budget_use") is not None:
+        lines.append(f"The winner uses **{100 * s['budget_use']:.0f}%** of the latency budget (predicted).")
+    if (ft := r.get("final_training")) and ft.get("val_miou_mean") is not None:
+        lines.append(f"Trained {ft['steps']} optimizer steps with `train_camvid.py`'s recipe, {len(ft['training'])} "
+                     f"seeds: val mIoU **{100 * ft['val_miou_mean']:.1f} ± {100 * ft['val_miou_std']:.1f}%** "
+                     "(equal-steps table in the training study).")
     return lines + [machine_line(r), ""]
 
 

@@ -113,7 +113,8 @@ def search_settings(args: argparse.Namespace):
                    "scoring": {"proxy": args.proxy, "images": args.images, "size": list(args.score_size),
                                "inits": args.inits or seen or 1},
                    "candidates": args.candidates, "population": args.population, "sample_size": args.sample_size,
-                   "final_inits": (seen or 0) if args.final_inits is None else args.final_inits}})
+                   "final_inits": (seen or 0) if args.final_inits is None else args.final_inits,
+                   "mode": args.mode, "nsga2": {"winner": args.winner_rule}}})
 
 
 def search_record(run: Path) -> dict:
@@ -135,7 +136,9 @@ def search_record(run: Path) -> dict:
             "final_seconds": round(result["search_wall_seconds"] - details["seconds"], 3) if rescored else 0.0,
             "settings": settings, "proxy": scoring["proxy"], "proxy_score": details["score"],
             "final_proxy_score": details.get("final_score"),
-            "predicted_latency_ms": result["networks"]["arch"]["predicted_ms"]}
+            "predicted_latency_ms": result["networks"]["arch"]["predicted_ms"],
+            "mode": details.get("mode", "evolution"), "budget_use": details.get("budget_use"),
+            "winner_rule": details.get("winner_rule"), "front_size": len(details.get("front") or []) or None}
 
 
 def main() -> None:
@@ -170,6 +173,10 @@ def main() -> None:
                     help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")
     ap.add_argument("--reuse", default=None, help="run folder of a finished `segnas search saswot` job to train "
                     "(its earlier quiet-machine timing and step-budget placement in the result file are kept)")
+    ap.add_argument("--mode", choices=["evolution", "nsga2"], default="evolution",
+                    help="evolution: maximize the proxy under the target; nsga2: proxy and latency (budget use)")
+    ap.add_argument("--winner-rule", choices=["budget", "knee", "score"], default="budget",
+                    help="nsga2: how the winner is picked from the Pareto front")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="main", help="result id")
@@ -195,7 +202,8 @@ def main() -> None:
         "target_ms": args.target_ms, "size": [h, w], "proxy": search["proxy"], "run_dir": str(run),
         "space": {"name": space.name, "layers": args.layers, "base_width": args.base_width},
         "search": {k: search[k] for k in ("candidates_scored", "seconds", "rejected_infeasible", "duplicates",
-                                          "stopped", "final_inits", "final_seconds", "settings")}
+                                          "stopped", "final_inits", "final_seconds", "settings", "mode", "budget_use",
+                                          "winner_rule", "front_size")}
         | {"candidates_per_minute": 60.0 * search["candidates_scored"] / max(search["seconds"], 1e-9),
            "best_proxy_score": search["proxy_score"], "final_proxy_score": search["final_proxy_score"]},
         "winner_predicted_ms": search["predicted_latency_ms"], "winner_measured_ms": measured,
