@@ -189,14 +189,16 @@ def test_time_budget_ends_the_search_after_the_epoch_that_spends_it(tmp_path):
     import time
 
     def slow(engine, phase, epoch):
-        time.sleep(0.7)  # counted: the budget is the search's wall clock, per-epoch work included
+        time.sleep(1.0)  # counted: the budget is the search's wall clock, per-epoch work included
         return {}
 
-    engine = make(tmp_path, pre=1, search=20, hook=slow, minutes=1 / 60)
+    # 1.5 s: spent during the second epoch (2 s of hooks), not the first, unless an epoch's own
+    # work takes over 0.5 s (a heavily loaded machine)
+    engine = make(tmp_path, pre=1, search=20, hook=slow, minutes=1.5 / 60)
     record = engine.fit()
     assert record["epochs_done"] == 2 and "time budget" in record["stopped"]
-    assert engine.loop.elapsed >= 1.0
-    resumed = make(tmp_path, pre=1, search=20, minutes=1 / 60)
+    assert engine.loop.elapsed >= 1.5
+    resumed = make(tmp_path, pre=1, search=20, minutes=1.5 / 60)
     assert resumed.resume_if_possible()
     resumed.fit()
     assert resumed.epochs_done == 2  # the stop was checkpointed
