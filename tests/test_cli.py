@@ -30,6 +30,17 @@ def trained(tmp_path_factory):
     return run_dir / "checkpoints" / "best.pt", tmp
 
 
+def test_eval_takes_dataset_options(trained):
+    ckpt, _ = trained
+    result = run("eval", ckpt, "--data", "synthetic", "--data-option", "size=[48, 64]", "--data-option", "length=3")
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output
+    bad = run("eval", ckpt, "--data", "synthetic", "--data-option", "length")
+    assert bad.exit_code == 2 and "--data-option: expected key=value, got 'length'" in bad.output
+    unknown = run("eval", ckpt, "--data", "camvid", "--data-root", ".", "--data-option", "nope=1")
+    assert unknown.exit_code == 2 and "nope" in unknown.output
+
+
 def test_train_eval_predict(trained, tmp_path):
     ckpt, _ = trained
     result = run("eval", ckpt, "--data", "synthetic", "--json", tmp_path / "scores.json")

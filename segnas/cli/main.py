@@ -49,17 +49,17 @@ def echo(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     """``key.path=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
     out = {}
     for item in items:
         if "=" not in item:
-            raise SegnasError(f"--set: expected key=value, got {item!r}")
+            raise SegnasError(f"{option}: expected key=value, got {item!r}")
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise SegnasError(f"--set {key.strip()}: cannot read the value {value!r} (YAML)") from None
+            raise SegnasError(f"{option} {key.strip()}: cannot read the value {value!r} (YAML)") from None
     return out
 
 
@@ -184,6 +184,8 @@ def eval_cmd(
     raw: bool = typer.Option(False, "--raw", help="Score the raw weights instead of the EMA weights training "
                                                   "reported (when the checkpoint has both)."),
     batch_size: int = typer.Option(4, help="Evaluation batch size."),
+    data_option: list[str] = typer.Option([], "--data-option", help="A dataset option as key=value (repeatable), "
+                                           "e.g. holdout=0006R0 for CamVid's held-out street."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
 ) -> None:
     """Score a checkpoint on a dataset split and print the per-class table."""
@@ -198,7 +200,8 @@ def eval_cmd(
         bs = parse_size(base_size, "--base-size")
     if batch_size < 1:
         raise SegnasError(f"--batch-size: must be >= 1, got {batch_size}")
-    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size, raw=raw, echo=echo)
+    options = parse_overrides(data_option, "--data-option")
+    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size, options=options, raw=raw, echo=echo)
     table = Table(title=f"{checkpoint} on {data}/{split}")
     table.add_column("class")
     table.add_column("IoU %", justify="right")
