@@ -43,6 +43,7 @@ from segnas.cost.latency import measure_latency_interleaved  # noqa: E402
 from segnas.jobs.search import search_job, settings_class  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.cells import CellsArch, CellsSpace, Edge  # noqa: E402
+from segnas.zoo import build_model  # noqa: E402
 
 #: The smoke mode's space: seconds per search on synthetic images (``SMOKE_DATA``).
 SMOKE_SPACE = {"layout": [1, 1, 1, 1], "channels": [4, 8, 8, 8], "nodes": 2, "stem_channels": 4, "decoder_width": 8}
@@ -165,19 +166,27 @@ def main() -> None:
         runs[name] = figures(summary)
     archs = {n: CellsArch.from_dict(r["arch"]) for n, r in runs.items()}
     differ = sum(a != b for a, b in zip(archs["off"].cells, archs["on"].cells))
-    # Both networks timed again in one interleaved session (each search timed its own network at its
-    # end, in whatever load the machine had then): the latencies reported below.
-    session = measure_latency_interleaved({n: space.build(a, classes) for n, a in archs.items()}, latency.input_shape,
-                                          latency.backend, latency.threads, min_runs=30, min_time_s=6.0)
+    # Both networks (and Fast-SCNN, a reference) timed again in one interleaved session (each search
+    # timed its own network at its end, in whatever load the machine had then): the latencies
+    # reported below, beside what this run's latency model (its table and correction: fresh ones
+    # when SEGNAS_CACHE points at an empty folder) predicts for them now. A table measured when the
+    # machine ran at another speed predicts another machine: compare predictions and measurements
+    # of one window.
+    nets = {n: space.build(a, classes) for n, a in archs.items()} | {"fast_scnn": build_model("fast_scnn", classes)}
+    session = measure_latency_interleaved(nets, latency.input_shape, latency.backend, latency.threads, min_runs=30,
+                                          min_time_s=6.0)
     for name, r in runs.items():
-        r["measured_at_search_end_ms"] = r["measured_ms"]
+        r["measured_at_search_end_ms"] = r.get("measured_at_search_end_ms", r["measured_ms"])
         r["measured_ms"] = session[name].median_ms
         r["latency_vs_target"] = r["measured_ms"] / target - 1.0
+        r["predicted_now_ms"] = latency.predict(space, archs[name], classes)
+        r["predicted_table_now_ms"] = latency.predict_table(space, archs[name], classes)
     for name, r in runs.items():
         if args.final_steps:
             r.update(train_seeds(str(Path(r["run_dir"]) / "arch.json"), args.out_dir, args.final_steps,
                                  args.train_seeds, args.smoke))
     out = {"target_ms": target, "one_operator_range_ms": [lo, hi], "settings": vars(args),
+           "fast_scnn_measured_ms": session["fast_scnn"].median_ms,
            "latency": f"{latency.backend}, {latency.threads} threads, {cfg.deployment_size()}",
            "final_training": {"steps": args.final_steps, "batch_size": base["data"]["batch_size"], "precision": "fp32",
                               "seeds": list(range(args.train_seeds))},
@@ -186,10 +195,12 @@ def main() -> None:
     path = save_result(args.name, out, args.results_dir)
     for name, r in runs.items():
         print(f"GGM {name}: search {r['search_seconds'] / 60:.1f} min; {r['measured_ms']:.2f} ms measured, "
-              f"{r['predicted_ms']:.2f} predicted ({r['predicted_table_ms']:.2f} by the table alone) vs target {target} ms "
+              f"{r['predicted_now_ms']:.2f} predicted now ({r['predicted_table_now_ms']:.2f} by the table alone; "
+              f"{r['predicted_ms']:.2f} during the search) vs target {target} ms "
               f"({100 * r['latency_vs_target']:+.1f}%); "
               f"{r['params'] / 1e6:.2f} M params, {r['gflops']:.2f} GFLOPs; {r['distinct_cells']} distinct cells; "
               f"val mIoU {r.get('val_miou_mean')} ± {r.get('val_miou_std')}")
+    print(f"Fast-SCNN in the same session: {out['fast_scnn_measured_ms']:.2f} ms")
     print(f"cells that differ between the two networks: {differ} of {len(archs['on'].cells)}; saved {path}")
 
 
