@@ -655,14 +655,18 @@ def same_budget(studies: dict[str, "Study"], minutes: float = 10.0, link: str = 
 
 def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, Any]]:
     """Every network trained with train_camvid.py's recipe for ``steps`` optimizer steps (batch 8, fp32):
-    name, study, latency ms (None if not timed), params, val mIoU mean and std, seeds. Zoo networks:
-    the training study's ``--steps`` results; searched networks: the method studies' final trainings."""
+    name, study, latency ms (None if not timed), params, val mIoU mean and std, seeds, and the network
+    (a zoo name or ``{"space", "arch"}``). Zoo networks: the training study's ``--steps`` results;
+    searched networks: the method studies' final trainings. Latencies come from the training study's
+    one-session timing of these networks (``time_equal_steps.py``) when it has one for ``steps``."""
     rows = []
     for r in studies["training"].results().values():
         if r.get("steps") == steps and "val_miou_mean" in r and not r.get("holdout"):
+            network = r["arch"] if "arch" in r else r["model"]
             rows.append({"name": r["model"] if "arch" not in r else Path(r["model"]).parent.name, "study": "training",
                          "ms": r.get("latency_ms"), "params": r["params"], "mean": r["val_miou_mean"],
-                         "std": r["val_miou_std"], "seeds": len(r["training"]), "cpu": r["machine"]["cpu"]})
+                         "std": r["val_miou_std"], "seeds": len(r["training"]), "cpu": r["machine"]["cpu"],
+                         "network": network})
     for r in studies["gas"].current().values():
         if (r.get("final_training") or {}).get("steps") != steps:
             continue
@@ -670,20 +674,35 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
             if run.get("val_miou_mean") is not None:
                 rows.append({"name": f"GAS network, GGM {name} ({r['target_ms']:g} ms target)", "study": "gas",
                              "ms": run["measured_ms"], "params": run["params"], "mean": run["val_miou_mean"],
-                             "std": run["val_miou_std"], "seeds": len(run["training"]), "cpu": r["machine"]["cpu"]})
+                             "std": run["val_miou_std"], "seeds": len(run["training"]), "cpu": r["machine"]["cpu"],
+                             "network": {"space": "cells", "arch": run["arch"]}})
     for r in studies["ssr"].current().values():
         run = (r.get("runs") or {}).get("ssr") or {}
         if (r.get("final_training") or {}).get("steps") == steps and run.get("val_miou_mean") is not None:
             rows.append({"name": f"SSR network ({r['target_ms']:g} ms target)", "study": "ssr", "ms": run["measured_ms"],
                          "params": run["params"], "mean": run["val_miou_mean"], "std": run["val_miou_std"],
-                         "seeds": len(run["training"]), "cpu": r["machine"]["cpu"]})
+                         "seeds": len(run["training"]), "cpu": r["machine"]["cpu"],
+                         "network": {"space": run["space"], "arch": run["arch"]}})
     for r in studies["saswot"].current().values():
         ft = r.get("final_training") or {}
         if ft.get("steps") == steps and ft.get("val_miou_mean") is not None:
             rows.append({"name": f"SasWOT winner ({r['target_ms']:g} ms target)", "study": "saswot",
                          "ms": r["winner_measured_ms"], "params": r["winner_params"], "mean": ft["val_miou_mean"],
-                         "std": ft["val_miou_std"], "seeds": len(ft["training"]), "cpu": r["machine"]["cpu"]})
+                         "std": ft["val_miou_std"], "seeds": len(ft["training"]), "cpu": r["machine"]["cpu"],
+                         "network": {"space": r["space"]["name"], "arch": r["winner"]}})
+    session = steps_timing(studies, steps)
+    for row in rows:
+        row["ms"] = session.get((row["study"], row["name"]), row["ms"] if not session else None)
     return sorted(rows, key=lambda x: (x["ms"] is None, x["ms"] or 0.0))
+
+
+def steps_timing(studies: dict[str, "Study"], steps: int) -> dict[tuple[str, str], float]:
+    """(study, row name) -> ms of the newest one-session timing of the ``steps`` table (empty if none)."""
+    found = [r for r in studies["training"].results().values() if r.get("timed_table_steps") == steps]
+    if not found:
+        return {}
+    newest = max(found, key=lambda r: r["date"])
+    return {(t["study"], t["name"]): t["median_ms"] for t in newest["networks"]}
 
 
 def same_steps(studies: dict[str, "Study"], steps: int = 800, link: str = "../{study}/README.md") -> list[str]:
@@ -699,10 +718,13 @@ def same_steps(studies: dict[str, "Study"], steps: int = 800, link: str = "../{s
         lines.append(f"| {x['name']} | {lat} | {x['params'] / 1e6:.2f}M | {100 * x['mean']:.1f} ± {100 * x['std']:.1f}% "
                      f"| {x['seeds']} | [{x['study']}]({link.format(study=x['study'])}) |")
     cpus = ", ".join(sorted({x["cpu"] for x in rows}))
+    timed = ("every network timed in one interleaved session (`time_equal_steps.py`), so the latencies compare"
+             if steps_timing(studies, steps) else "latencies from each study's own timing, taken at different times "
+             "(this machine's speed drifts by up to 1.4x between sessions: compare latencies within one study)")
     return lines + ["", f"Every network trained from scratch on CamVid train with `train_camvid.py`'s recipe for exactly "
                     f"{steps} optimizer steps at batch 8 in fp32 (the same training on any CPU and any load), once per "
                     f"training seed; val mIoU of the EMA weights after the last step. CamVid's 11-class heads. Trained "
-                    f"and timed on: {cpus}; latency measured on an otherwise idle machine.", ""]
+                    f"on: {cpus}; {timed}.", ""]
 
 
 def train_step_precision(results: list[dict]) -> list[str]:
