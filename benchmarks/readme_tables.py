@@ -920,6 +920,15 @@ def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
                          f"{run['params'] / 1e6:.2f} M | {run['gflops']:.2f} | {run['distinct_cells']} | {shift} | {miou} |")
         reference = (f" Fast-SCNN measured {r['fast_scnn_measured_ms']:.2f} ms in the same session."
                      if r.get("fast_scnn_measured_ms") else "")
+        if now:
+            runs = list(r["runs"].items())
+            drift = statistics.mean(run["predicted_table_now_ms"] / run["predicted_table_ms"] for _, run in runs)
+            reference += (f" The table measured in the timing window prices the networks {drift:.2f}x the search's "
+                          "table: the machine ran at another speed. Against the prediction of their own window the "
+                          "networks measure " + ", ".join(
+                              f"{100 * (run['measured_ms'] / run['predicted_now_ms'] - 1):+.1f}% (GGM {name})"
+                              for name, run in runs)
+                          + "; landing on a target in milliseconds needs the table of the machine as it runs then.")
         lines += ["", f"Target {target:g} ms ({r['latency']}): {r['settings']['target_fraction']:.0%} of the way from "
                   f"the fastest to the slowest one-operator network, as predicted with the `cells` space's learned "
                   f"correction. Both searches start from one supernet pre-trained for "
