@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -459,6 +460,10 @@ def proxy_comparison(r: dict) -> list[str]:
     for row in r["table"]:
         name = f"**{row['proxy']}**" if row["kind"] == "discovered" else f"`{row['proxy']}`"
         kind = row["kind"] + (f" ({row['inits']} initializations)" if row.get("inits", 1) > 1 else "")
+        if not math.isfinite(row["mean_tau"]):  # the same value for every network: no ranking
+            lines.append(f"| {name} | {kind} | – (the same score for every network) | – | – | "
+                         f"{row['seconds_per_net']:.1f} |")
+            continue
         lines.append(f"| {name} | {kind} | {row['mean_tau']:+.3f} ± {row['std_tau']:.3f} | {row['min_tau']:+.3f} | "
                      f"{row['mean_rho']:+.3f} | {row['seconds_per_net']:.1f} |")
     aggs = "; ".join(f"`{n}` = {'Σ log(rank/m)' if a['kind'] == 'log' else 'mean rank/m'} of "
@@ -468,8 +473,9 @@ def proxy_comparison(r: dict) -> list[str]:
                     f"`swap_many` is SWAP on {s['swap_images']} images (on {s['images']} it saturates at 2^{s['images']}). "
                     f"Each split holds out {int(round((1 - s['train_fraction']) * 100))}% of the networks; τ is taken on "
                     "them, the same networks for every row. Rank aggregates rank all networks together (no labels "
-                    f"used): {aggs}. The discovered proxy was evolved on each split's other networks. "
-                    + machine_line(r), ""]
+                    f"used): {aggs}. The discovered proxy was evolved on each split's other networks and is scored "
+                    "as in its discovery run (its own number of initializations); that run's own table scores the "
+                    "classic proxies at the same number. " + machine_line(r), ""]
 
 
 def proxy_summary(found: dict[str, dict]) -> list[str]:
