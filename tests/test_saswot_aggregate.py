@@ -20,6 +20,11 @@ from test_saswot import SMALL, Params, random_batches, saswot_job
 CHEAP = "rank_log(params,flops)"
 
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))  # inherited by spawned workers
+
+
 def evaluator(proxy=CHEAP, **kw) -> ProxyEvaluator:
     return ProxyEvaluator(SMALL, proxy, batches=random_batches(), num_classes=5, **kw)
 
