@@ -8,7 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 from segnas.cli.main import app
-from segnas.config.recipes import list_recipes, load_recipe, with_recipe
+from segnas.config.io import merged
+from segnas.config.recipes import list_recipes, load_recipe
 from segnas.errors import SegnasError
 from segnas.evaluate.short_train import GROUNDTRUTH_RECIPE
 
@@ -74,5 +75,5 @@ def test_the_ground_truth_trains_with_the_benchmarks_recipe():
     recipe = load_recipe("cpu-short")
     assert {k: v for k, v in GROUNDTRUTH_RECIPE.items() if k not in ("eval_every", "progress")} == \
         {k: v for k, v in recipe.items() if k != "data"}
-    assert with_recipe(recipe, {"optim": {"lr": 1.0}})["optim"] == {**recipe["optim"], "lr": 1.0}
+    assert merged(recipe, {"optim": {"lr": 1.0}})["optim"] == {**recipe["optim"], "lr": 1.0}
     assert recipe["optim"]["lr"] == 0.08  # merging left the recipe as it was

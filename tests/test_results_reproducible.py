@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from segnas.spaces.base import get_space, list_spaces
+from segnas.spaces.base import build_from_arch, get_space, list_spaces
 from segnas.zoo import MODELS, build_model
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -59,10 +59,7 @@ def space_of(arch: dict) -> str:
 
 
 def build(network: Any):
-    if isinstance(network, str):
-        return build_model(network, 11)
-    space = get_space(network["space"])
-    return space.build(space.arch_from_dict(network["arch"]), 11)
+    return build_model(network, 11) if isinstance(network, str) else build_from_arch(network, 11)
 
 
 RESULTS = sorted(str(p.relative_to(BENCHMARKS)) for p in BENCHMARKS.glob("*/results/*.json")

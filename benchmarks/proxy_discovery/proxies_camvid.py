@@ -85,7 +85,7 @@ def score_key(record: dict, batches: list, seed: int, names: tuple[str, ...] = C
                         "images": [list(b[0].shape) for b in batches]})
 
 
-def classic_scores(records: list[dict], batches: list, num_classes: int, seed: int, cache: Path,
+def proxy_scores(records: list[dict], batches: list, num_classes: int, seed: int, cache: Path,
                    names: tuple[str, ...] = CLASSIC) -> list[dict]:
     """The proxies ``names`` (default the classic ones) of every record's untrained network (value
     and seconds), cached by ``score_key``."""
@@ -255,7 +255,7 @@ def main() -> None:
     print(f"{len(records)} {space} networks from {args.groundtruth}; proxies on {args.images} images at "
           f"{args.size[0]}x{args.size[1]}" + (f"; {len(extra)} more for training from {args.extra_train}" if extra else ""))
     R = args.inits
-    scores = [classic_scores(records, batches, num_classes, args.seed + j, SCORES / f"proxy_scores_{space}_camvid.jsonl")
+    scores = [proxy_scores(records, batches, num_classes, args.seed + j, SCORES / f"proxy_scores_{space}_camvid.jsonl")
               for j in range(R)]
     if args.scores_only:
         return

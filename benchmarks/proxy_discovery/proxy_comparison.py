@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from proxies_camvid import CLASSIC, RESULTS, SCORES, classic_scores, correlations  # noqa: E402
+from proxies_camvid import CLASSIC, RESULTS, SCORES, proxy_scores, correlations  # noqa: E402
 
 from segnas.evaluate.records import load_groundtruth_runs  # noqa: E402
 from segnas.jobs.proxy import proxy_batches  # noqa: E402
@@ -53,7 +53,7 @@ AGGREGATES: dict[str, tuple[tuple[str, ...], str]] = {
 def scores_at(records: list[dict], batches: list, num_classes: int, seeds: list[int], space: str,
               names: tuple[str, ...], suffix: str = "") -> dict[str, tuple[list[float], float]]:
     """Each proxy of ``names`` per network (mean over ``seeds``) and its mean seconds per network."""
-    rows = [classic_scores(records, batches, num_classes, s, SCORES / f"proxy_scores_{space}_camvid.jsonl", names)
+    rows = [proxy_scores(records, batches, num_classes, s, SCORES / f"proxy_scores_{space}_camvid.jsonl", names)
             for s in seeds]
     return {n + suffix: ([float(np.mean([init[i][n] for init in rows])) for i in range(len(records))],
                          len(seeds) * float(np.mean([r[f"{n}_s"] for r in rows[0]]))) for n in names}

@@ -21,17 +21,15 @@ from common import results_dir, save_result  # noqa: E402
 from readme_tables import load_manifest, same_steps_rows  # noqa: E402
 
 from segnas.cost.latency import measure_latency_interleaved  # noqa: E402
-from segnas.spaces.base import get_space  # noqa: E402
+from segnas.spaces.base import build_from_arch  # noqa: E402
 from segnas.zoo import build_model  # noqa: E402
 
 CLASSES = 11
 
 
 def build(network):
-    if isinstance(network, str):
-        return build_model(network, CLASSES)
-    space = get_space(network["space"])
-    return space.build(space.arch_from_dict(network["arch"]), CLASSES)
+    """A zoo name or an architecture mapping ``{"space", "arch"}``, with CamVid's classes."""
+    return build_model(network, CLASSES) if isinstance(network, str) else build_from_arch(network, CLASSES)
 
 
 def main() -> None:

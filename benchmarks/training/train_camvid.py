@@ -22,10 +22,9 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
+from pathlib import Path
 
 import yaml
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
@@ -33,7 +32,8 @@ from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, s
 RESULTS = results_dir(__file__)
 
 from segnas.config import TrainConfig  # noqa: E402
-from segnas.config.recipes import load_recipe, with_recipe  # noqa: E402
+from segnas.config.io import merged  # noqa: E402
+from segnas.config.recipes import load_recipe  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.utils import atomic_write_text  # noqa: E402
@@ -42,7 +42,7 @@ from segnas.utils import atomic_write_text  # noqa: E402
 def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfig:
     """The ``cpu-short`` recipe on CamVid train at 360x480 crops, for ``minutes`` of CPU time."""
     source = {"name": None, "arch": model} if model.endswith(".json") else {"name": model}
-    return TrainConfig.model_validate(with_recipe(load_recipe("cpu-short"), {
+    return TrainConfig.model_validate(merged(load_recipe("cpu-short"), {
         "job": f"bench-{Path(model).stem}-camvid",
         "data": {"name": "camvid", "root": str(camvid_root()), "crop_size": "360x480"},
         "model": source,
@@ -111,11 +111,11 @@ def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = 
 def steps_result(model: str, steps: int, seeds: int, out_dir: str, holdout: str | None = None) -> dict:
     """``model`` trained ``seeds`` times for ``steps`` steps (``train_seeds``), with its parameter
     count and, for an arch file, the architecture itself (the result stays reproducible without runs/)."""
+    from segnas.cost import count_parameters
     from segnas.training.models import resolve_model
 
     net, _ = resolve_model(model, num_classes=len(CAMVID_CLASSES.names))
-    out = {"model": model, "steps": steps, "batch_size": 8, "precision": "fp32",
-           "params": sum(p.numel() for p in net.parameters())}
+    out = {"model": model, "steps": steps, "batch_size": 8, "precision": "fp32", "params": count_parameters(net)}
     if model.endswith(".json"):
         out["arch"] = json.loads(Path(model).read_text())
     if holdout:
@@ -125,13 +125,11 @@ def steps_result(model: str, steps: int, seeds: int, out_dir: str, holdout: str 
 
 def network_of(result: dict):
     """The network a result file reports (its embedded architecture when it has one), 11 classes."""
+    from segnas.spaces.base import build_from_arch
     from segnas.training.models import resolve_model
 
     if "arch" in result:
-        with tempfile.TemporaryDirectory() as tmp:
-            arch = Path(tmp) / "arch.json"
-            arch.write_text(json.dumps(result["arch"]))
-            return resolve_model(str(arch), num_classes=len(CAMVID_CLASSES.names))[0]
+        return build_from_arch(result["arch"], len(CAMVID_CLASSES.names))
     return resolve_model(result["model"], num_classes=len(CAMVID_CLASSES.names))[0]
 
 

@@ -58,7 +58,3 @@ def load_recipe(name: str | Path) -> dict[str, Any]:
                           "budget to the user)")
     build_config(TrainConfig, merged({}, data), str(path))  # unknown fields and bad values, named
     return data
-
-
-#: ``settings`` over a recipe: nested sections merged, a setting given in ``settings`` wins.
-with_recipe = merged

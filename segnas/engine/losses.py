@@ -29,8 +29,8 @@ class OhemCrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Hardness is judged on the unweighted loss (−log p of the true class); class weights then
         # weigh the kept pixels, normalized by their total weight like a weighted CE mean.
-        pixel_loss = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index,
-                                     reduction="none").flatten()
+        log_p = F.log_softmax(logits.float(), dim=1)
+        pixel_loss = F.nll_loss(log_p, target, ignore_index=self.ignore_index, reduction="none").flatten()
         flat_target = target.flatten()
         valid = flat_target != self.ignore_index
         losses, classes = pixel_loss[valid], flat_target[valid]
@@ -40,10 +40,9 @@ class OhemCrossEntropy(nn.Module):
         if int(keep.sum()) < min(self.min_kept, losses.numel()):
             keep = torch.zeros_like(keep)
             keep[losses.topk(min(self.min_kept, losses.numel())).indices] = True
-        if self.label_smoothing:  # the kept pixels' loss against the smoothed target
-            smoothed = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none",
-                                       label_smoothing=self.label_smoothing).flatten()
-            losses = smoothed[valid]
+        if self.label_smoothing:  # smoothed target: (1 − ε)·nll + ε·mean_c(−log p_c), on the kept pixels
+            uniform = -log_p.mean(dim=1).flatten()[valid]
+            losses = (1.0 - self.label_smoothing) * losses + self.label_smoothing * uniform
         if self.weight is None:
             return losses[keep].mean()
         w = self.weight[classes[keep]]

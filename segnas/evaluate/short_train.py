@@ -29,7 +29,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from segnas.config.recipes import load_recipe, with_recipe
+from segnas.config.io import merged
+from segnas.config.recipes import load_recipe
 from segnas.config.train import DataConfig, TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
 from segnas.cost.machine import cpu_model
@@ -65,7 +66,7 @@ def item_key(item: dict[str, Any]) -> str:
 
 def training_recipe(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``GROUNDTRUTH_RECIPE`` with ``overrides`` (TrainConfig fields) merged in, nested mappings too."""
-    return with_recipe(GROUNDTRUTH_RECIPE, overrides or {})
+    return merged(GROUNDTRUTH_RECIPE, overrides or {})
 
 
 def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path) -> TrainConfig:

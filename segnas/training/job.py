@@ -59,12 +59,20 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     init = _init_weights(model, cfg, run, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     check_training_memory(model, min(cfg.data.batch_size, len(train_set)), *data.train_sample_size(cfg.data), cfg.device)
-    run = open_run(cfg, run)
+    weights = class_weights(cfg, train_set)
+    run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
     if init is not None and run.main and not (run.path / INIT_RECORD).is_file():
         atomic_write_text(run.path / INIT_RECORD, json.dumps(init))
         run.log(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}")
     classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
-    cfg = resolve_class_weights(cfg, run, echo)
+    if weights is not None:
+        message = "loss.class_weights (median frequency): " + ", ".join(
+            f"{name} {w:.3g}" for name, w in zip(train_set.classes.names, weights))
+        if run.main:
+            run.log(message)
+        if echo:
+            echo(message)
+        cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
         run.log(f"start: {cfg.model_dump_json()}")
@@ -73,21 +81,12 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     return result
 
 
-def resolve_class_weights(cfg: TrainConfig, run: RunDir, echo: Callable[[str], None] | None = None) -> TrainConfig:
-    """``cfg`` with ``loss.class_weights: median_frequency`` replaced by the weights of its training
-    split's labels (read without augmentation; logged in the run). Other settings are returned as they are."""
+def class_weights(cfg: TrainConfig, train_set) -> list[float] | None:
+    """The weights ``loss.class_weights: median_frequency`` stands for, from the training split's
+    labels as stored (no augmentation); None for any other setting."""
     if cfg.loss.class_weights != "median_frequency":
-        return cfg
-    dc = cfg.data
-    labels = open_data(dc, dc.train_split, eval_transforms(dc.base_size), cache=False)
-    weights = [round(w, 6) for w in median_frequency_weights(labels, labels.num_classes)]
-    message = "loss.class_weights (median frequency): " + ", ".join(
-        f"{name} {w:.3g}" for name, w in zip(labels.classes.names, weights))
-    if run.main:
-        run.log(message)
-    if echo:
-        echo(message)
-    return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
+        return None
+    return [round(w, 6) for w in median_frequency_weights(train_set, train_set.num_classes)]
 
 
 #: The run directory's record of what ``model.init`` loaded (read back when the run resumes).
