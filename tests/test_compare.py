@@ -165,6 +165,27 @@ def test_an_unknown_method_is_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_one_method_twice_under_two_labels(tmp_path):
+    """``methods: {random: ..., random-small: {method: random, ...}}``: two searches of one method, two rows."""
+    small = {"method": "random", "random": {**RANDOM["random"], "space_options": {"layers": 5, "base_width": 4}}}
+    summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM, "random-small": small}, zoo=[]))
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert set(rows) == {"random", "random-small"}
+    assert rows["random"]["method"] == rows["random-small"]["method"] == "random"
+    run = Path(summary["run_dir"])
+    layers = {label: yaml.safe_load(next((run / "search" / label).glob("*/config.yaml")).read_text())
+              ["random"]["space_options"]["layers"] for label in rows}
+    assert layers == {"random": 6, "random-small": 5}
+
+
+def test_a_label_without_a_known_method_is_refused_naming_it(tmp_path):
+    with pytest.raises(SegnasError, match=r"methods\.fast-one: unknown method 'fast-one'"):
+        run_compare(tiny(tmp_path / "runs", methods={"fast-one": RANDOM}))
+    with pytest.raises(SegnasError, match=r"methods\.fast-one: unknown method 'nosuch'"):
+        run_compare(tiny(tmp_path / "runs", methods={"fast-one": {"method": "nosuch"}}))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
     from segnas.search.strategies.saswot import SasWOT
 

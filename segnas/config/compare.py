@@ -55,7 +55,9 @@ class CompareSettings(Settings):
     latency: LatencyTarget = Field(default_factory=LatencyTarget)
     #: Methods by name, each with its own search settings (a ``segnas search`` settings mapping,
     #: its section under the method's name); a list of names takes every default. None: every
-    #: registered method (random search, the baseline every method must beat, among them).
+    #: registered method (random search, the baseline every method must beat, among them). Another
+    #: label names its method with ``method:`` (one method in two spaces: ``saswot-mobile: {method:
+    #: saswot, saswot: {space: mobile}}``).
     methods: Optional[dict[str, dict[str, Any]]] = None
     #: Zoo baselines by name. None: those measured within ``zoo_within`` times the target, and Fast-SCNN.
     zoo: Optional[list[str]] = None

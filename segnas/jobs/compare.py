@@ -66,28 +66,39 @@ def latency_description(cfg: CompareSettings) -> str:
 
 
 def chosen_methods(cfg: CompareSettings) -> dict[str, dict[str, Any]]:
-    """The methods compared with their own settings; every registered one when none are named."""
+    """The compared entries by label, each with its own settings; every registered method when none
+    are named. A label other than a method's name says which method it runs with ``method:`` (e.g.
+    ``saswot-mobile: {method: saswot, saswot: {space: mobile}}``: one method, two spaces)."""
     known = list_strategies()
     methods = cfg.methods if cfg.methods is not None else {name: {} for name in known}
-    for name in methods:
-        if name not in known:
-            raise SegnasError(f"methods: unknown method {name!r} (known: {', '.join(known)})")
+    for label, own in methods.items():
+        method = method_of(label, own)
+        if method not in known:
+            raise SegnasError(f"methods.{label}: unknown method {method!r} (known: {', '.join(known)}; "
+                              f"another label names its method with 'method:')")
     return methods
 
 
-def search_settings(cfg: CompareSettings, method: str, own: dict[str, Any], folder: Path) -> SearchSettings:
-    """The settings of ``method``'s search: its own settings with what the comparison fixes for all
-    (data, latency, budget, seed, threads, device; no final training: the comparison trains)."""
+def method_of(label: str, own: dict[str, Any]) -> str:
+    """The registered method an entry of ``methods`` runs: its ``method:`` field, else its label."""
+    return str(own.get("method", label))
+
+
+def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folder: Path) -> SearchSettings:
+    """The settings of entry ``label``'s search: its own settings with what the comparison fixes for
+    all (data, latency, budget, seed, threads, device; no final training: the comparison trains)."""
+    method = method_of(label, own)
+    own = {k: v for k, v in own.items() if k != "method"}
     shared = sorted(set(own) & set(SHARED_SEARCH_FIELDS))
     if shared:
-        raise SegnasError(f"methods.{method}.{shared[0]}: set by the comparison for every method alike "
+        raise SegnasError(f"methods.{label}.{shared[0]}: set by the comparison for every method alike "
                           f"(set it at the top level, not per method)")
     latency = {**cfg.latency.model_dump(mode="json"), "size": list(cfg.deployment_size()),
                "threads": latency_threads(cfg)}
-    common = {"job": f"search-{method}", "data": cfg.data.model_dump(mode="json"), "latency": latency,
+    common = {"job": f"search-{label}", "data": cfg.data.model_dump(mode="json"), "latency": latency,
               "minutes": cfg.search_cpu_minutes, "final": {"epochs": 0}, "seed": cfg.seed, "threads": cfg.threads,
               "device": cfg.device, "out_dir": str(folder), "progress": False}
-    return make_settings(method, {**own, **common}, f"methods.{method}")
+    return make_settings(method, {**own, **common}, f"methods.{label}")
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:
@@ -156,7 +167,7 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
         return {"status": f"failed: {exc}"}
     found = next(r for r in summary["networks"].values() if r["role"] == "found")
     run_dir = relative(summary["run_dir"], item["root"])
-    return {"status": "ok", "run_dir": run_dir, "space": summary["space"],
+    return {"status": "ok", "method": item["method"], "run_dir": run_dir, "space": summary["space"],
             "arch_file": str(Path(run_dir) / found["arch_file"]), "predicted_ms": found["predicted_ms"],
             "predicted_table_ms": found.get("predicted_table_ms"),
             "search_cpu_seconds": summary["search_cpu_seconds"], "search_wall_seconds": summary["search_wall_seconds"],
@@ -289,7 +300,7 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
                  for c in classes}
     latency = measured["latency"]["median_ms"] if measured else None
     row: dict[str, Any] = {
-        "name": name, "kind": kind, "method": name if kind == "method" else None,
+        "name": name, "kind": kind, "method": (searched or {}).get("method", name) if kind == "method" else None,
         "arch_file": searched.get("arch_file") if searched else None, "status": "ok",
         "seeds": [{k: s.get(k) for k in ("seed", "status", "val_miou", "test_miou", "per_class_iou",
                                          "test_per_class_iou", "train_cpu_seconds", "steps", "epochs", "run_dir")}
@@ -335,8 +346,10 @@ def compare_table(summary: dict[str, Any]) -> str:
              f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
     if not test:
         lines.append(f"- no test split in {s['data']['name']}: test mIoU left out")
+    elif (held := (s["data"].get("options") or {}).get("holdout")) and summary["test_split"] == "holdout":
+        lines.append(f"- holdout mIoU: training sequence {held}, left out of training (unseen streets)")
     lines += [""] + [f"> **Note:** {note}" for note in summary["notes"]] + ([""] if summary["notes"] else [])
-    head = ["network", "kind", "val mIoU %"] + (["test mIoU %"] if test else []) + [
+    head = ["network", "kind", "val mIoU %"] + ([f"{summary['test_split']} mIoU %"] if test else []) + [
         "latency ms", "vs target", "params M", "GFLOPs", "search CPU-h", "train CPU-h", "status"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -405,7 +418,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
          f"({latency_description(cfg)}); run {path}")
     zoo = select_zoo(cfg, path, num_classes, echo)
 
-    searches = [{"kind": "search", "key": f"search:{m}", "method": m,
+    searches = [{"kind": "search", "key": f"search:{m}", "method": method_of(m, own),
                  "settings": search_settings(cfg, m, own, path / "search" / m).model_dump(mode="json"),
                  "folder": str(path / "search" / m), "root": str(path)} for m, own in methods.items()]
     zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
