@@ -89,8 +89,26 @@ def baselines(minutes: float, cpu: str) -> dict:
             m = r.get("model", "fast_scnn")
             row = zoo_rows.get(m, {})
             out[m] = {"val_miou": r["final_val_miou"], "train_minutes": r["train_minutes"],
+                      "budget": f"{r['train_minutes']:.1f} CPU-minutes",
                       "latency_ms": r.get("latency_ms", row.get("median_ms") if same_cpu else None),
                       "params": row["params_m"] * 1e6 if "params_m" in row else None}
+    return out
+
+
+def steps_baselines(steps: int) -> dict:
+    """Networks ``train_camvid.py --steps`` trained for ``steps`` optimizer steps, by model: val mIoU
+    (mean over training seeds), parameters and, where timed, latency (the equal-steps timing session)."""
+    folder = BENCHMARKS / "training" / "results"
+    timing_file = folder / f"timing_steps{steps}.json"
+    timed = json.loads(timing_file.read_text())["networks"] if timing_file.is_file() else []
+    timing = {n["name"]: n["median_ms"] for n in timed if n.get("study") == "training"}
+    out = {}
+    for f in sorted(folder.glob(f"*_steps{steps}.json")):
+        r = json.loads(f.read_text())
+        if "val_miou_mean" in r:
+            name = f.name[:-len(f"_steps{steps}.json")]
+            out[name] = {"val_miou": r["val_miou_mean"], "budget": f"{steps} steps x {len(r['training'])} seeds",
+                         "latency_ms": timing.get(name), "params": r.get("params")}
     return out
 
 

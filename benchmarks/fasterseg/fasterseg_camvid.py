@@ -1,15 +1,17 @@
 """FasterSeg on CamVid on this CPU: search → derive → train teacher → train student with KD.
 
     python benchmarks/fasterseg/fasterseg_camvid.py                       # decoupled (FasterSeg), full pipeline
-    python benchmarks/fasterseg/fasterseg_camvid.py --mode coupled --pretrained RUNDIR --final-minutes 0
+    python benchmarks/fasterseg/fasterseg_camvid.py --mode coupled --pretrained RUNDIR --final-steps 0
     python benchmarks/fasterseg/fasterseg_camvid.py --resume RUNDIR       # continue a killed job
 
 The search runs on whole training images resized to --search-size (120x160 by default: a quarter
 of the 480x360 deployment size on each side, to fit a 2-core CPU); latencies are those of the
 deployment size --size on ONNX Runtime with 2 threads, from the operator table. Teacher and
-student are then trained at 360x480 with the recipe and budget of benchmarks/training/train_camvid.py
-(budget counted as CPU time / 2 threads), so their val mIoU compares with the zoo networks
-trained by ``train_camvid.py --minutes <same>`` (results/train_camvid*.json of equal budget).
+student (distilled from the teacher) are then trained at 360x480 for --final-steps optimizer steps
+each at batch 8 in fp32 (the same training on every CPU), so the student's val mIoU compares with
+the networks ``train_camvid.py --steps <same>`` trained (results/<model>_steps<N>.json);
+``--final-minutes`` gives a CPU-time budget instead (machine- and load-dependent). Both derived
+architectures are saved in the result.
 
 ``--mode coupled`` is the ablation: one coupled latency term instead of FasterSeg's three
 decoupled ones. ``--pretrained`` starts its search from the decoupled run's pre-trained supernet,
@@ -26,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import baselines, camvid_root, machine, results_dir, save_result  # noqa: E402
+from common import baselines, camvid_root, machine, results_dir, save_result, steps_baselines  # noqa: E402
 
 RESULTS = results_dir(__file__)
 
@@ -78,9 +80,14 @@ def settings(args: argparse.Namespace) -> SearchSettings:
         "fasterseg": {"space": {"layers": args.layers, "base_width": args.base_width}, "mode": args.mode,
                       "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
                       "search_epochs": args.search_epochs, "arch_lr": args.arch_lr},
-        "final": {"minutes": args.final_minutes or None, "epochs": 10000 if args.final_minutes else 0,
-                  "budget_clock": "cpu"},
-        "bf16": True, "threads": args.threads, "out_dir": args.out_dir})
+        "final": final_budget(args), "bf16": not args.final_steps, "threads": args.threads, "out_dir": args.out_dir})
+
+
+def final_budget(args: argparse.Namespace) -> dict:
+    """The final trainings' budget: --final-minutes of CPU time when given, else --final-steps (0: none)."""
+    if args.final_minutes:
+        return {"minutes": args.final_minutes, "epochs": 10000, "budget_clock": "cpu"}
+    return {"steps": args.final_steps, "epochs": None} if args.final_steps else {"epochs": 0}
 
 
 def figures(summary: dict) -> dict:
@@ -109,12 +116,14 @@ def main() -> None:
     ap.add_argument("--arch-lr", type=float, default=3e-3,
                     help="10x FasterSeg's 3e-4: the CPU search has ~200 architecture steps, not thousands")
     ap.add_argument("--pretrained", default=None, help="search run whose pre-trained supernet to start from")
-    ap.add_argument("--final-minutes", type=float, default=15.0, help="training budget per network (0: none)")
+    ap.add_argument("--final-steps", type=int, default=800, help="optimizer steps of each final training (0: none)")
+    ap.add_argument("--final-minutes", type=float, default=0.0,
+                    help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--resume", default=None)
     ap.add_argument("--train", default=None, metavar="RUN",
-                    help="finished search run (of --mode) to train now with --final-minutes per network")
+                    help="finished search run (of --mode) to train now with this budget per network")
     ap.add_argument("--remeasure", action="store_true",
                     help="only time the saved student again (on a quiet machine) and add it to the result file")
     args = ap.parse_args()
@@ -124,24 +133,28 @@ def main() -> None:
         args.resume = args.train
         path = Path(args.train) / "config.yaml"
         run_cfg = load_config(settings_class("fasterseg"), path)
-        final = run_cfg.final.model_copy(update={"minutes": args.final_minutes, "epochs": 10000, "budget_clock": "cpu"})
-        save_config(run_cfg.model_copy(update={"final": final}), path)
+        final = run_cfg.final.model_copy(update={"steps": None, "minutes": None, **final_budget(args)})
+        save_config(run_cfg.model_copy(update={"final": final, "bf16": not args.final_steps}), path)
     summary = figures(search_job(None if args.resume else settings(args), resume=args.resume, echo=print))
     run_dir = Path(summary["run_dir"])
     archs = {n: MULTIRES.arch_from_dict(read_arch_file(run_dir / f"{n}.json")["arch"]) for n in ("teacher", "student")}
     training = summary.get("training", {})
+    same_budget = (baselines(args.final_minutes, cpu=machine()["cpu"]) if args.final_minutes
+                   else steps_baselines(args.final_steps) if args.final_steps else {})
     out = {"mode": args.mode, "settings": vars(args), **summary,
            "student_arch": arch_stats(archs["student"]), "teacher_arch": arch_stats(archs["teacher"]),
+           "student_arch_file": read_arch_file(run_dir / "student.json"),
+           "teacher_arch_file": read_arch_file(run_dir / "teacher.json"),
            "search_trace": search_trace(run_dir),
            "student_val_miou": training.get("student", {}).get("final", {}).get("val_miou"),
            "teacher_val_miou": training.get("teacher", {}).get("final", {}).get("val_miou"),
-           "baselines_same_budget": baselines(args.final_minutes, cpu=machine()["cpu"]) if args.final_minutes else {}}
+           "baselines_same_budget": same_budget}
     path = save_result(args.mode, out, RESULTS)
     print(f"search {summary['search_seconds'] / 60:.1f} min; student {summary['student_measured_ms']:.2f} ms vs "
           f"target {args.target_ms:.2f} ms ({100 * summary['student_latency_vs_target']:+.1f}%), "
           f"val mIoU {out['student_val_miou']} (teacher {out['teacher_val_miou']}); saved {path}")
     for name, b in out["baselines_same_budget"].items():
-        print(f"  {name}: {b['latency_ms']} ms, val mIoU {b['val_miou']:.4f} after {b['train_minutes']:.1f} min")
+        print(f"  {name}: {b['latency_ms']} ms, val mIoU {b['val_miou']:.4f} ({b['budget']})")
 
 
 if __name__ == "__main__":
