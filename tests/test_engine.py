@@ -234,3 +234,49 @@ def test_a_run_begun_on_a_gpu_resumes_on_the_cpu_when_told_to(tiny_cfg):
             train_job(None, resume=run)
     result = train_job(None, resume=run, device="cpu")
     assert result.epochs_done == 2 and result.history[-1]["epoch"] == 2
+
+
+class _NoBatchStatistics(torch.nn.Module):
+    """A network whose gradient over a batch is the mean of its gradients over the batch's halves
+    (no BatchNorm): accumulation over two half batches must then step exactly like one full batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _one_step_weights(tmp_path: Path, batch: int, accumulate: int, name: str) -> torch.Tensor:
+    from segnas.engine.rundir import RunDir
+    from segnas.engine.trainer import Trainer
+
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    masks = torch.randint(0, 3, (4, 8, 8), generator=torch.Generator().manual_seed(2))
+    data = torch.utils.data.TensorDataset(images, masks)
+    cfg = TrainConfig.model_validate({"data": {"batch_size": batch}, "optim": {"name": "sgd", "lr": 0.5,
+                                      "momentum": 0.0, "weight_decay": 0.0}, "loss": {"kind": "ce", "aux_weight": 0},
+                                      "max_steps": 1, "accumulate_batches": accumulate, "progress": False})
+    model = _NoBatchStatistics()
+    trainer = Trainer(model, data, None, cfg, RunDir.create(tmp_path, name), {}, {"names": ["a", "b", "c"]})
+    trainer.train_one_epoch(trainer._loader(), steps_total=1)
+    assert trainer.loop.step == 1
+    return model.conv.weight.detach().clone()
+
+
+def test_accumulating_two_half_batches_steps_like_one_full_batch(tmp_path):
+    full = _one_step_weights(tmp_path, batch=4, accumulate=1, name="full")
+    halves = _one_step_weights(tmp_path, batch=2, accumulate=2, name="halves")
+    start = _NoBatchStatistics().conv.weight.detach()
+    assert not torch.allclose(full, start)
+    torch.testing.assert_close(halves, full, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_counts_optimizer_steps_and_skips_an_incomplete_group(tiny_cfg):
+    # 12 images at batch 4: 3 batches an epoch, accumulated by 2 -> 1 optimizer step an epoch
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=3, accumulate_batches=2)))
+    assert [r["step"] for r in result.history] == [1, 2, 3]
+    with pytest.raises(SegnasError, match="accumulate_batches: 4 exceeds the 3 batches"):
+        train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, accumulate_batches=4)))

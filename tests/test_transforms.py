@@ -81,3 +81,40 @@ def test_focus_classes_by_name_and_bad_names_named(tiny_cfg):
     bad = TrainConfig.model_validate(tiny_cfg(**{"data.focus_classes": ["nope"]}))
     with pytest.raises(SegnasError, match="data.focus_classes: 'nope' is not a class of the dataset"):
         make_datasets(bad)
+
+
+def test_gaussian_blur_is_the_2d_gaussian_of_its_definition_and_keeps_the_mask():
+    from segnas.data.transforms import RandomBlur, gaussian_blur
+
+    image = torch.rand(3, 20, 24, generator=torch.Generator().manual_seed(0))
+    sigma, r = 1.2, 4  # radius round(3 sigma)
+    blurred = gaussian_blur(image, sigma)
+    ys, xs = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    kernel = torch.exp(-(xs ** 2 + ys ** 2) / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    y, x = 10, 12  # an interior pixel: no edge padding involved
+    expected = (image[:, y - r:y + r + 1, x - r:x + r + 1] * kernel).sum(dim=(1, 2))
+    torch.testing.assert_close(blurred[:, y, x], expected, rtol=1e-5, atol=1e-6)
+    flat = torch.full((3, 9, 9), 0.4)
+    torch.testing.assert_close(gaussian_blur(flat, 1.5), flat)  # edges replicated: a flat image stays flat
+    mask = torch.randint(0, 5, (20, 24))
+    out, out_mask = RandomBlur(p=1.0)(image, mask)
+    assert out.shape == image.shape and torch.equal(out_mask, mask) and not torch.equal(out, image)
+    assert RandomBlur(p=0.0)(image, mask)[0] is image
+
+
+def test_gaussian_noise_stays_in_range_and_its_strength_is_bounded():
+    from segnas.data.transforms import GaussianNoise
+
+    torch.manual_seed(0)
+    image = torch.full((3, 64, 64), 0.5)
+    deviations = [(GaussianNoise(0.05)(image.clone(), None)[0] - 0.5).std().item() for _ in range(40)]
+    assert max(deviations) <= 0.05 * 1.1 and min(deviations) < 0.02 < max(deviations)
+    noisy = GaussianNoise(0.5)(torch.rand(3, 16, 16), None)[0]
+    assert 0.0 <= noisy.min() and noisy.max() <= 1.0
+
+
+def test_blur_and_noise_join_the_training_augmentation_when_asked():
+    names = [type(t).__name__ for t in train_transforms((8, 8), blur_prob=0.2, noise_std=0.03).transforms]
+    assert names[-3:] == ["RandomBlur", "GaussianNoise", "Normalize"]
+    assert "RandomBlur" not in [type(t).__name__ for t in train_transforms((8, 8)).transforms]

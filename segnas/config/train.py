@@ -44,6 +44,10 @@ class DataConfig(Settings):
     #: probability ``focus_prob`` when the image holds any of them (thin or rare classes).
     focus_classes: list[Union[int, str]] = Field(default_factory=list)
     focus_prob: float = Field(0.0, ge=0, le=1)
+    #: Photometric robustness to another camera: Gaussian blur (σ 0.3-1.5 px) with probability
+    #: ``blur_prob``; additive pixel noise of a standard deviation up to ``noise_std`` (in [0, 1] units).
+    blur_prob: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0, le=0.5)
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(4, ge=1)
     workers: int = Field(0, ge=0)
@@ -126,6 +130,10 @@ class TrainConfig(Settings):
     #: still burn CPU time, so train one job per set of cores.
     budget_clock: Literal["wall", "cpu"] = "wall"
     eval_every: int = Field(1, ge=1)
+    #: Gradient accumulation: an optimizer step over this many batches (an effective batch of
+    #: ``accumulate_batches x data.batch_size`` in the memory of one batch); steps count optimizer
+    #: steps, and an epoch's last incomplete group of batches is skipped.
+    accumulate_batches: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     bf16: bool = False
     channels_last: bool = False

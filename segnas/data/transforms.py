@@ -139,6 +139,46 @@ class ColorJitter:
         return image.clamp_(0.0, 1.0), mask
 
 
+class RandomBlur:
+    """With probability ``p``, a Gaussian blur of the image (not the mask) with σ drawn from
+    [``sigma_low``, ``sigma_high``] pixels: the defocus and motion softness of another camera."""
+
+    def __init__(self, p: float = 0.3, sigma_low: float = 0.3, sigma_high: float = 1.5) -> None:
+        self.p, self.sigma = p, (sigma_low, sigma_high)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if torch.rand(()).item() >= self.p:
+            return image, mask
+        low, high = self.sigma
+        sigma = low + (high - low) * torch.rand(()).item()
+        return gaussian_blur(image, sigma), mask
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``image`` (CHW) blurred by a separable Gaussian of ``sigma`` pixels (radius 3σ, edges replicated)."""
+    radius = max(1, int(3.0 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = image.shape[0]
+    out = F.pad(image[None], (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return out[0]
+
+
+class GaussianNoise:
+    """Additive Gaussian pixel noise with a standard deviation drawn from [0, ``std``] per image
+    (in [0, 1] units): the sensor noise of a darker or cheaper camera."""
+
+    def __init__(self, std: float = 0.03) -> None:
+        self.std = std
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        std = self.std * torch.rand(()).item()
+        return (image + std * torch.randn_like(image)).clamp_(0.0, 1.0), mask
+
+
 class Normalize:
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         self.mean = torch.tensor(mean).view(3, 1, 1)
@@ -162,17 +202,23 @@ def train_transforms(
     base_size: tuple[int, int] | None = None,
     focus_classes: Sequence[int] = (),
     focus_prob: float = 0.0,
+    blur_prob: float = 0.0,
+    noise_std: float = 0.0,
 ) -> Compose:
     """Training augmentation: optional resize to base size, random scale + crop (ignore padding;
     class-focused with ``focus_classes``/``focus_prob``, see ``RandomCrop``) when a crop size is
-    given, flip, photometric jitter, normalize. Without a crop size images keep their (base) size so
-    that batches stack."""
+    given, flip, photometric jitter, blur with probability ``blur_prob``, noise up to ``noise_std``,
+    normalize. Without a crop size images keep their (base) size so that batches stack."""
     steps: list = [Resize(base_size)] if base_size else []
     if crop_size is not None:
         steps += [RandomScale(*scale), RandomCrop(crop_size, focus_classes, focus_prob)]
     steps.append(RandomHorizontalFlip())
     if jitter > 0:
         steps.append(ColorJitter(jitter, jitter, jitter))
+    if blur_prob > 0:
+        steps.append(RandomBlur(blur_prob))
+    if noise_std > 0:
+        steps.append(GaussianNoise(noise_std))
     steps.append(Normalize())
     return Compose(steps)
 

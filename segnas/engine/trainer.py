@@ -189,8 +189,14 @@ class Trainer:
         n = 0
         loop = self.loop
         task = bar.add_task(f"epoch {self._epoch_text(loop.epoch + 1)}", total=len(loader), info="") if bar else None
-        for images, masks in loader:
-            set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), loop.step))
+        accumulate = cfg.accumulate_batches
+        usable = len(loader) // accumulate * accumulate  # a last, incomplete group of batches is skipped
+        for i, (images, masks) in enumerate(loader):
+            if i >= usable:
+                break
+            if i % accumulate == 0:
+                set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), loop.step))
+                self.optimizer.zero_grad(set_to_none=True)
             images, masks = self.place.batch(images, masks)
             teacher_logits = None
             if self.teacher is not None:
@@ -203,19 +209,20 @@ class Trainer:
             if not math.isfinite(loss_value):
                 raise SegnasError(f"optim.lr: the loss became {loss_value} at step {loop.step}; "
                                   f"lower the learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(self.model.parameters())
-            optimizer_step(self.optimizer, cfg.optim.clip_grad_norm, self.model.parameters())
-            if self.ema:
-                self.ema.update(self.model)
-            loop.step += 1
+            (loss / accumulate if accumulate > 1 else loss).backward()
             n += 1
             sums["loss"] = sums.get("loss", 0.0) + loss_value
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             if bar is not None:
                 bar.update(task, advance=1, info=f"loss {sums['loss'] / n:.3f}")
+            if (i + 1) % accumulate:
+                continue
+            distributed.average_gradients(self.model.parameters())
+            optimizer_step(self.optimizer, cfg.optim.clip_grad_norm, self.model.parameters())
+            if self.ema:
+                self.ema.update(self.model)
+            loop.step += 1
             if self._budget_spent():
                 break
         if bar is not None:
@@ -226,7 +233,11 @@ class Trainer:
         cfg = self.cfg
         loader = self._loader()
         # cfg.epochs None: until the time or step budget (a time-only budget drives the LR by time)
-        steps_total = min(cfg.epochs * len(loader) if cfg.epochs else 2**62, cfg.max_steps or 2**62)
+        steps_per_epoch = len(loader) // cfg.accumulate_batches
+        if steps_per_epoch == 0:
+            raise SegnasError(f"accumulate_batches: {cfg.accumulate_batches} exceeds the {len(loader)} batches of "
+                              f"an epoch of {cfg.data.train_split!r}")
+        steps_total = min(cfg.epochs * steps_per_epoch if cfg.epochs else 2**62, cfg.max_steps or 2**62)
         loop = self.loop
         with progress_bar(cfg.progress and self.dist.is_main) as bar:
             while not self.finished and (cfg.epochs is None or loop.epoch < cfg.epochs):

@@ -24,7 +24,8 @@ def make_datasets(cfg: TrainConfig):
     dc = cfg.data
     train = open_data(dc, dc.train_split)
     focus = class_ids(dc.focus_classes, train.classes.names, "data.focus_classes")
-    train.transform = train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size, focus, dc.focus_prob)
+    train.transform = train_transforms(dc.crop_size, tuple(dc.scale), dc.jitter, dc.base_size, focus, dc.focus_prob,
+                                       dc.blur_prob, dc.noise_std)
     val = open_data(dc, dc.val_split, eval_transforms(dc.base_size)) if dc.val_split else None
     return train, val
 
