@@ -56,20 +56,25 @@ SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "
 
 
 def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,
-                    holdout: str | None = None, optim: dict | None = None) -> dict:
+                    holdout: str | None = None, optim: dict | None = None, recipe: dict | None = None,
+                    variant: str | None = None) -> dict:
     """This recipe for ``steps`` optimizer steps in fp32 (the same training on every CPU) with
     training seed ``seed``; ``model`` is a zoo name or an arch file. ``smoke``: on ``SMOKE_DATA``.
     ``holdout``: a CamVid training sequence left out of training and scored after it (the EMA weights
     of the last step) as a cross-sequence validation set. Continues (or reads back) the newest run
     of the same job and budget under ``out_dir``. ``optim``: changes to the recipe's optimizer settings
-    (e.g. a gradient-norm clip a network needs)."""
+    (e.g. a gradient-norm clip a network needs). ``recipe``: changes to any training settings (nested
+    ``TrainConfig`` fields), a run of its own job named by ``variant``."""
     cfg = config(60.0, out_dir, model)
+    if recipe:
+        cfg = TrainConfig.model_validate(merged(cfg.model_dump(mode="json"), recipe))
     tag = Path(model).parent.name if model.endswith(".json") else model
     update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed,
-              "job": f"{cfg.job}-{tag}" + (f"-without-{holdout}" if holdout else "") + f"-seed{seed}",
+              "job": f"{cfg.job}-{tag}" + (f"-{variant}" if variant else "") + (f"-without-{holdout}" if holdout else "")
+              + f"-seed{seed}",
               "progress": not smoke}
     if holdout:
-        update["data"] = cfg.data.model_copy(update={"options": {"holdout": holdout}})
+        update["data"] = cfg.data.model_copy(update={"options": {**cfg.data.options, "holdout": holdout}})
     if optim:
         update["optim"] = cfg.optim.model_copy(update=optim)
     if smoke:
@@ -84,21 +89,24 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     out = {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"), "epochs": result.epochs_done,
            "train_cpu_seconds": round(result.train_seconds, 1),
            "train_wall_seconds": round(sum(r["epoch_s"] for r in result.history), 1),
-           "final_val_miou": round(result.final["val_miou"], 4), "best_val_miou": round(result.best_miou, 4)}
+           "final_val_miou": round(result.final["val_miou"], 4), "best_val_miou": round(result.best_miou, 4),
+           "val_per_class_iou": {n: round(v, 4) for n, v in zip(CAMVID_CLASSES.names, result.final["val_iou"])}}
     if holdout and not smoke:
         from segnas.jobs.evaluate import eval_job
 
         metrics, _ = eval_job(Path(result.run_dir) / "checkpoints" / "last.pt", "camvid", str(camvid_root()),
                               "holdout", options={"holdout": holdout}, progress=False)
         out["holdout_miou"] = round(metrics.miou, 4)
+        out["holdout_per_class_iou"] = {n: round(v, 4) for n, v in zip(CAMVID_CLASSES.names, metrics.iou)}
     return out
 
 
 def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = False,
-                holdout: str | None = None, optim: dict | None = None) -> dict:
+                holdout: str | None = None, optim: dict | None = None, recipe: dict | None = None,
+                variant: str | None = None) -> dict:
     """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final
     val mIoU (and of the held-out sequence's, with ``holdout``)."""
-    runs = [train_for_steps(model, out_dir, steps, s, smoke, holdout, optim) for s in range(seeds)]
+    runs = [train_for_steps(model, out_dir, steps, s, smoke, holdout, optim, recipe, variant) for s in range(seeds)]
     out = {"training": runs}
     for key, name in (("final_val_miou", "val_miou"), ("holdout_miou", "holdout_miou")):
         values = [t[key] for t in runs if key in t]

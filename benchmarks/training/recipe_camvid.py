@@ -1,0 +1,139 @@
+"""The final-training recipe, one change at a time: val and cross-sequence mIoU at equal steps.
+
+    python benchmarks/training/recipe_camvid.py                          # every variant, 2 seeds, 2700 steps
+    python benchmarks/training/recipe_camvid.py --steps 800 --seeds 1    # a screening pass
+    python benchmarks/training/recipe_camvid.py --variants current,blur_noise --teacher CKPT
+    python benchmarks/training/recipe_camvid.py --smoke --out-dir /tmp/r --results-dir /tmp/r   # checks the script
+
+Each variant is the ``cpu-short`` recipe (``segnas/recipes/cpu-short.yaml``, train_camvid.py's) with
+one change (``VARIANTS``), or a combination given with ``--combine a+b``. Every network (Fast-SCNN and
+``--found``, a searched architecture: by default the GAS network of ``benchmarks/gas/results``) is
+trained from scratch for ``--steps`` optimizer steps at batch 8 in fp32 (2700 steps: 60 CPU-minutes
+of Fast-SCNN on the quiet 2-core Xeon, where 800 steps took 17.5 CPU-minutes), once per seed, with
+CamVid training sequence ``--holdout`` (0006R0, 101 frames) left out of training and scored after it:
+the cross-sequence mIoU, the streets no network saw. Val (sequence 0016E5) shares its street with
+204 training images and flatters every recipe.
+
+``accumulate2`` doubles the images per optimizer step (and the compute): it answers whether a larger
+batch helps, not which recipe is best per CPU-hour. ``kd`` needs ``--teacher`` (a segnas checkpoint
+of a stronger network trained once, e.g. ``train_camvid.py --model ddrnet_23_slim --steps 2700``).
+
+Saves ``<results-dir>/recipe_camvid_steps<N>.json``: per network and variant the runs, val and
+cross-sequence mIoU mean ± std, per-class IoU of both; prints the ablation table. Every training
+continues (or reads back) the newest run of its job: a killed benchmark loses no finished training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import BENCHMARKS, results_dir, save_result  # noqa: E402
+from train_camvid import train_seeds  # noqa: E402
+
+from segnas.config.io import merged  # noqa: E402
+from segnas.spaces.base import get_space, save_arch  # noqa: E402
+
+RESULTS = results_dir(__file__)
+
+#: Thin and rare CamVid classes, the ones short trainings leave near zero.
+RARE = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist", "Fence"]
+
+#: One change each to the current recipe (nested TrainConfig fields).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "current": {},
+    "median_frequency": {"loss": {"class_weights": "median_frequency"}},
+    "label_smoothing": {"loss": {"label_smoothing": 0.1}},
+    "focus_crops": {"data": {"focus_classes": RARE, "focus_prob": 0.5}},
+    "blur_noise": {"data": {"blur_prob": 0.3, "noise_std": 0.03}},
+    "wider_scale": {"data": {"scale": [0.5, 2.0]}},
+    "cosine": {"optim": {"schedule": "cosine"}},
+    "no_ohem": {"loss": {"kind": "ce"}},
+    "accumulate2": {"accumulate_batches": 2},
+    "kd": {"loss": {"kd_weight": 1.0, "kd_temperature": 1.0}},  # the teacher from --teacher
+}
+
+
+def variant_recipe(name: str, teacher: str | None) -> dict[str, Any]:
+    """The changes of ``name`` (``a+b``: both), the teacher filled in for ``kd``."""
+    recipe: dict[str, Any] = {}
+    for part in name.split("+"):
+        if part not in VARIANTS:
+            sys.exit(f"--variants: unknown variant {part!r} (known: {', '.join(VARIANTS)})")
+        change = VARIANTS[part]
+        if part == "kd":
+            if not teacher:
+                sys.exit("--variants: 'kd' needs --teacher CKPT (a trained segnas checkpoint)")
+            change = merged(change, {"loss": {"teacher": str(Path(teacher).resolve())}})
+        recipe = merged(recipe, change)
+    return recipe
+
+
+def found_arch(path: str | None, out_dir: str) -> str:
+    """An arch file of the searched network: ``path``, else GAS's (GGM on) written from its result."""
+    if path:
+        return path
+    result = json.loads((BENCHMARKS / "gas" / "results" / "gas_camvid.json").read_text())
+    space = get_space("cells")
+    folder = Path(out_dir) / "gas_on"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_arch(folder / "arch.json", space, space.arch_from_dict(result["runs"]["on"]["arch"]))
+    return str(folder / "arch.json")
+
+
+def row(model: str, variant: str, trained: dict[str, Any]) -> dict[str, Any]:
+    runs = trained["training"]
+    out = {"model": model, "variant": variant, **{k: v for k, v in trained.items() if k != "training"},
+           "training": runs}
+    for key in ("val_per_class_iou", "holdout_per_class_iou"):
+        if all(key in r for r in runs):
+            out[key] = {c: round(sum(r[key][c] for r in runs) / len(runs), 4) for c in runs[0][key]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=2700)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--holdout", default="0006R0")
+    ap.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "kd"),
+                    help="comma-separated; a+b combines two")
+    ap.add_argument("--teacher", default=None, help="checkpoint the kd variant distils")
+    ap.add_argument("--found", default=None, help="arch file of the searched network (default: GAS's)")
+    ap.add_argument("--models", default="fast_scnn,found", help="zoo names, 'found', or arch files")
+    ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--smoke", action="store_true", help="synthetic data, 2 steps: checks the script")
+    args = ap.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    recipes = {v: variant_recipe(v, args.teacher) for v in variants}  # every variant checked before training
+    if args.smoke:
+        args.steps, args.seeds, args.holdout = 2, 1, None
+    models = [found_arch(args.found, args.out_dir) if m == "found" else m for m in args.models.split(",")]
+    name = f"recipe_camvid_steps{args.steps}"
+    rows = []
+    for model in models:
+        for variant, recipe in recipes.items():
+            trained = train_seeds(model, args.out_dir, args.steps, args.seeds, args.smoke, args.holdout,
+                                  recipe=recipe, variant=variant.replace("+", "-"))
+            rows.append(row(model, variant, trained))
+            save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout,
+                               "batch_size": 8, "precision": "fp32", "variants": {v: recipes[v] for v in variants},
+                               "rows": rows}, Path(args.results_dir))
+    print(f"| network | variant | val mIoU | cross-sequence ({args.holdout}) mIoU |")
+    for r in rows:
+        val = f"{100 * r['val_miou_mean']:.1f} ± {100 * r['val_miou_std']:.1f}"
+        held = (f"{100 * r['holdout_miou_mean']:.1f} ± {100 * r['holdout_miou_std']:.1f}"
+                if "holdout_miou_mean" in r else "-")
+        print(f"| {Path(r['model']).parent.name if r['model'].endswith('.json') else r['model']} | {r['variant']} "
+              f"| {val} | {held} |")
+    print(f"saved {Path(args.results_dir) / (name + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
