@@ -5,6 +5,7 @@ latency session and the Pareto plot."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -98,6 +99,30 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     keys = [json.loads(x)["key"] for x in (run / "jobs.jsonl").read_text().splitlines()]
     assert sorted(keys) == sorted(["search:saswot", "search:random"] +
                                   [f"train:{n}:seed{s}" for n in ("saswot", "random", "fast_scnn") for s in (0, 1)])
+
+
+def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_path):
+    from segnas.cli.main import app
+    from segnas.jobs.compare import compare_status
+
+    summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM}, train={"steps": 2, "seeds": 2}))
+    run = Path(summary["run_dir"])
+    status = compare_status(run)
+    assert [j["job"] for j in status["jobs"]] == ["search:random", "train:fast_scnn:seed0", "train:fast_scnn:seed1",
+                                                 "train:random:seed0", "train:random:seed1"]
+    assert all(j["state"] == "done" for j in status["jobs"])
+    scored = {(r["name"], s["seed"]): s["val_miou"] for r in summary["rows"] for s in r["seeds"]}
+    assert {(j["name"], j["seed"]): j["val_miou"] for j in status["jobs"] if j["kind"] == "train"} == scored
+    # a training whose result is not recorded yet but whose run exists is running; one without a run is pending
+    jobs = run / "jobs.jsonl"
+    jobs.write_text("".join(x + "\n" for x in jobs.read_text().splitlines() if "train:random" not in x))
+    shutil.rmtree(run / "train" / "random-seed1")
+    states = {j["job"]: j for j in compare_status(run)["jobs"]}
+    assert states["train:random:seed0"]["state"] == "running" and "step 2" in states["train:random:seed0"]["progress"]
+    assert states["train:random:seed1"]["state"] == "pending"
+    result = CliRunner().invoke(app, ["compare", "--status", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "| train:random:seed1 | pending |" in result.output and "3 of 5 jobs done" in result.output
 
 
 def _cli(*args: str) -> list[str]:

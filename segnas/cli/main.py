@@ -258,11 +258,17 @@ def compare(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (see docs/compare.md)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the comparison in this run directory."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
+    status: Optional[Path] = typer.Option(None, help="Only show where the comparison in this run directory stands "
+                                                     "(every job: done, running, pending; safe while it runs)."),
 ) -> None:
     """Compare search methods and zoo baselines for one latency target: every search, then every
     network trained with one recipe, budget and seeds, measured in one latency session."""
     from segnas.config.compare import CompareSettings
-    from segnas.jobs.compare import compare_job
+    from segnas.jobs.compare import compare_job, compare_status, status_table
+
+    if status is not None:
+        echo(status_table(compare_status(status)).rstrip())
+        return
 
     cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
     summary = compare_job(cfg, resume, echo=echo)

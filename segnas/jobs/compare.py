@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from segnas.config.compare import SHARED_SEARCH_FIELDS, CompareSettings
-from segnas.config.io import build_config
+from segnas.config.io import build_config, load_config
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
@@ -41,6 +41,7 @@ from segnas.evaluate.short_train import training_recipe
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import make_settings, search_job
 from segnas.parallel import run_all
+from segnas.parallel.store import ResultStore
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
 from segnas.training import open_run, resolve_model, start_job, train_job
@@ -389,6 +390,78 @@ def html_report(run_path: Path, echo: Echo) -> Any:
         return None
     report = getattr(module, "report_job", None)
     return report(run_path) if report is not None else None
+
+
+# ---------------------------------------------------------------------------------- status
+def _last_record(folder: Path) -> dict[str, Any] | None:
+    """The last metrics record of the newest run in ``folder`` (a job under way), if any."""
+    run = latest_run(folder)
+    path = run / "metrics.jsonl" if run is not None else None
+    if path is None or not path.is_file():
+        return {} if run is not None else None
+    lines = [x for x in path.read_text().splitlines() if x.strip()]
+    try:
+        return json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:  # a line being written
+        return json.loads(lines[-2]) if len(lines) > 1 else {}
+
+
+def compare_status(run_dir: str | Path) -> dict[str, Any]:
+    """Every job a comparison plans (``jobs``, in order) with its state: ``done`` (and its figures),
+    ``failed`` (and why), ``running`` (a run directory with its progress) or ``pending``; and the
+    scored ``test_split``. Reads the run directory only: safe beside the comparison writing it."""
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file():
+        raise SegnasError(f"{run_dir}: not a comparison run directory (no config.yaml)")
+    cfg = load_config(CompareSettings, path / "config.yaml")
+    store = ResultStore(path / JOBS_FILE) if (path / JOBS_FILE).is_file() else ResultStore()
+    methods = cfg.methods if cfg.methods is not None else {name: {} for name in list_strategies()}
+    zoo = zoo_names(cfg)
+    if zoo is None:
+        selection = path / "zoo_selection.json"
+        zoo = json.loads(selection.read_text())["selected"] if selection.is_file() else []
+    seeds = range(cfg.seed, cfg.seed + cfg.train.seeds)
+    plan = [("search", label, None, path / "search" / label) for label in methods]
+    plan += [("train", name, seed, path / "train" / f"{name}-seed{seed}") for name in [*zoo, *methods] for seed in seeds]
+    rows = []
+    for kind, name, seed, folder in plan:
+        key = f"search:{name}" if kind == "search" else f"train:{name}:seed{seed}"
+        row: dict[str, Any] = {"job": key, "kind": kind, "name": name, "seed": seed}
+        if key in store:
+            result = store[key]
+            ok = result.get("status") == "ok"
+            row["state"] = "done" if ok else "failed"
+            if not ok:
+                row["why"] = result.get("status")
+            elif kind == "search":
+                row.update(predicted_ms=result.get("predicted_ms"), cpu_seconds=result.get("search_cpu_seconds"))
+            else:
+                row.update(val_miou=result.get("val_miou"), test_miou=result.get("test_miou"),
+                           steps=result.get("steps"), cpu_seconds=result.get("train_cpu_seconds"))
+        elif (record := _last_record(folder)) is not None:
+            row["state"] = "running"
+            row["progress"] = ", ".join(f"{k} {record[k]}" for k in ("phase", "epoch", "step") if k in record)
+        else:
+            row["state"] = "failed" if key in store.failures else "pending"
+            if key in store.failures:
+                row["why"] = store.failures[key]
+        rows.append(row)
+    return {"test_split": cfg.test_split, "jobs": rows}
+
+
+def status_table(status: dict[str, Any]) -> str:
+    """``compare_status`` as a Markdown table."""
+    rows = status["jobs"]
+    head = ["job", "state", "val mIoU %", f"{status['test_split'] or 'test'} mIoU %", "steps", "predicted ms", "CPU-h",
+            "progress or reason"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["job"], r["state"], _pct(r.get("val_miou")), _pct(r.get("test_miou")),
+                 str(r.get("steps") or "-"), "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}",
+                 _hours(r.get("cpu_seconds")), (r.get("progress") or r.get("why") or "").replace("|", "/")]
+        lines.append("| " + " | ".join(cells) + " |")
+    done = sum(r["state"] == "done" for r in rows)
+    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs done\n"
 
 
 # ---------------------------------------------------------------------------------- the job
