@@ -947,10 +947,56 @@ def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
     return lines
 
 
+def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
+    """A ``segnas compare`` result (``collect.py``): every network's mIoU over seeds on val and on the
+    test split (on CamVid: a training sequence left out), its latency in the one session, the target."""
+    test = r.get("test_split")
+    head = ["network", "kind", "val mIoU"] + ([f"{test} mIoU"] if test else []) + [
+        "latency ms", "vs target", "params (M)", "GFLOPs", "search CPU-h", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pm(mean: float | None, std: float | None) -> str:
+        return "–" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}%"
+
+    for row in sorted(r["rows"], key=lambda x: (x["latency_ms"] is None, x["latency_ms"] or 0.0)):
+        name = f"{row['name']} (`{row['method']}`)" if row["kind"] == "method" and row["method"] != row["name"] \
+            else row["name"]
+        cells = [name, row["kind"], pm(row["val_miou_mean"], row["val_miou_std"])]
+        if test:
+            cells.append(pm(row["test_miou_mean"], row["test_miou_std"]))
+        cells += [figure(row["latency_ms"], ".1f"), figure(row["latency_vs_target"], "+.0%"),
+                  figure(row["params"], ".2f", 1e-6), figure(row["gflops"], ".2f"),
+                  figure(row["search_cpu_seconds"], ".2f", 1 / 3600), row["status"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = r["settings"]
+    held = (s["data"].get("options") or {}).get("holdout")
+    lines += ["", f"`segnas compare` on {s['data']['name']}: every network trained with one recipe for "
+              f"{r['train_budget']}, {s['train']['seeds']} training seeds (mean ± std); search budget: "
+              f"{r['search_budget']}; latency target {r['target_ms']:g} ms, every network measured in one "
+              f"interleaved session ({r['latency']})."
+              + (f" `{test}` mIoU: CamVid training sequence {held}, left out of every training (streets no "
+                 "network saw); val's street also supplies training images." if held and test == "holdout" else "")
+              + f" Total: {r['total_cpu_hours']:.1f} CPU-hours. " + machine_line(r)
+              + (f" [Table, per-class IoU and Pareto plot]({link})." if link else ""), ""]
+    return lines
+
+
+def page_compare(study: Study, studies: dict[str, Study]) -> list[str]:
+    lines = []
+    for i, r in study.results().items():
+        lines += [f"### `{i}`", ""] + compare_table(r)
+        if (study.folder / "results" / f"{i}.png").is_file():
+            lines += [f"![mIoU against latency](results/{i}.png)", ""]
+        if (study.folder / "results" / f"{i}.md").is_file():
+            lines += [f"Per-class IoU: [results/{i}.md](results/{i}.md).", ""]
+    return lines
+
+
 RENDERERS: dict[str, Callable[[Study, dict[str, Study]], list[str]]] = {
     "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
     "training": page_training, "fasterseg": page_fasterseg, "ssr": page_ssr, "groundtruth": page_groundtruth,
-    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "generic": page_generic,
+    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare,
+    "generic": page_generic,
 }
 
 
@@ -1062,6 +1108,17 @@ def headline_block(studies: dict[str, Study]) -> list[str]:
     CPU-time same-budget networks of the CPU with the most of them."""
     rows = same_budget_rows(studies)
     steps = same_steps(studies, link="benchmarks/{study}/README.md")
+    compare = studies.get("compare")
+    compared = compare.results() if compare is not None else {}
+    if compared:  # the comparison supersedes the CPU-time table
+        newest = max(compared.values(), key=lambda r: r["date"])
+        lines = ["Every method for one latency target, one training recipe, budget and seeds, every network timed "
+                 "in one session (`segnas compare`, [compare study](benchmarks/compare/README.md)):", ""]
+        lines += compare_table(newest)
+        if steps:
+            lines += ["The method studies' own networks at equal optimizer steps:", ""] + steps[2:]
+        return lines + ["Every study, with every result and how it was produced: "
+                        "[benchmarks/README.md](benchmarks/README.md)."]
     if not rows and not steps:
         return ["No results yet."]
     lines = []
@@ -1083,8 +1140,7 @@ def headline_block(studies: dict[str, Study]) -> list[str]:
              "searched with its own study's script and settings, then every network trained with one recipe for the "
              f"same CPU-time budget, on one CPU ({cpu}, 2 cores):", ""]
     lines += same_budget(studies, link="benchmarks/{study}/README.md", cpu=cpu)
-    compare = studies.get("compare")
-    if compare is not None and not compare.results():
+    if compare is not None:
         lines += ["Not from `segnas compare`: its comparison of every method for one target, one training recipe, "
                   "budget and seeds, and one latency session has not run on CamVid yet "
                   f"([{compare.key} study](benchmarks/{compare.key}/README.md): pending).", ""]

@@ -24,6 +24,7 @@ from segnas.config.compare import CompareSettings
 from segnas.config.io import build_config
 from segnas.errors import SegnasError
 from segnas.jobs.compare import compare_job
+from segnas.spaces.base import build_from_arch
 
 SIZE = [32, 48]
 SPACE = {"space_options": {"layers": 6, "base_width": 4}}
@@ -91,6 +92,8 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
         assert (run / row["seeds"][0]["run_dir"] / "checkpoints" / "best.pt").is_file()
     for row in data["rows"][:2]:
         assert (run / row["arch_file"]).is_file() and row["search_cpu_seconds"] is not None
+        assert row["arch"] == json.loads((run / row["arch_file"]).read_text())
+        assert build_from_arch(row["arch"], 11) is not None
     assert data["rows"][2]["search_cpu_seconds"] is None and data["total_cpu_hours"] > 0
     md = (run / "compare.md").read_text()
     assert table_head(md) == HEAD
@@ -123,6 +126,32 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     result = CliRunner().invoke(app, ["compare", "--status", str(run)])
     assert result.exit_code == 0, result.output
     assert "| train:random:seed1 | pending |" in result.output and "3 of 5 jobs done" in result.output
+
+
+def test_a_finished_comparison_is_collected_and_rendered_with_its_architectures(tmp_path):
+    """benchmarks/compare/collect.py copies a run's figures, table and plot into a results folder;
+    the README's table generator renders every network of it, test column included."""
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    sys.path.insert(0, str(benchmarks / "compare"))
+    import collect
+    import readme_tables
+
+    summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM}))
+    out = tmp_path / "results"
+    path = collect.collect(Path(summary["run_dir"]), "tiny", out)
+    assert {p.name for p in out.iterdir()} == {"tiny.json", "tiny.md", "tiny.png"}
+    result = json.loads(path.read_text())
+    assert result["benchmark"] == "tiny" and "machine" in result
+    found = next(r for r in result["rows"] if r["kind"] == "method")
+    assert build_from_arch(found["arch"], 11) is not None
+    table = readme_tables.compare_table(result)
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    assert head[:4] == ["network", "kind", "val mIoU", "test mIoU"]
+    body = [line for line in table[2:] if line.startswith("| ")]
+    assert sorted(line.split(" | ")[0].strip("| ") for line in body) == ["fast_scnn", "random"]
+    with pytest.raises(SystemExit, match="no compare.json"):
+        collect.collect(tmp_path, "none", out)
 
 
 def _cli(*args: str) -> list[str]:

@@ -44,6 +44,7 @@ from segnas.parallel import run_all
 from segnas.parallel.store import ResultStore
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
+from segnas.spaces.base import read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.utils import atomic_write_text
 from segnas.zoo import MODELS
@@ -515,6 +516,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     target = cfg.latency.target
     rows = [make_row(m, "method", found[m], seeds.get(m, []), measured.get(m), target) for m in methods]
     rows += [make_row(name, "zoo", None, seeds[name], measured.get(name), target) for name in zoo]
+    for row in rows:  # the found networks themselves: compare.json stays reproducible without the run folders
+        if row["arch_file"]:
+            row["arch"] = read_arch_file(path / row["arch_file"])
     notes = [f"{name}: {w}" for name, m in measured.items() if (w := latency_warning(m["latency"]))]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
