@@ -102,6 +102,9 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     keys = [json.loads(x)["key"] for x in (run / "jobs.jsonl").read_text().splitlines()]
     assert sorted(keys) == sorted(["search:saswot", "search:random"] +
                                   [f"train:{n}:seed{s}" for n in ("saswot", "random", "fast_scnn") for s in (0, 1)])
+    # one job at a time: the searches, then every network's first seed before any second one
+    assert keys == ["search:saswot", "search:random"] + [f"train:{n}:seed{s}" for s in (0, 1)
+                                                         for n in ("saswot", "random", "fast_scnn")]
 
 
 def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_path):

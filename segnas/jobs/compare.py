@@ -496,14 +496,18 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                  "settings": search_settings(cfg, m, own, path / "search" / m).model_dump(mode="json"),
                  "folder": str(path / "search" / m), "root": str(path)} for m, own in methods.items()]
     zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
-    done = run_jobs(cfg, path, searches + zoo_items)
+    # one job at a time: the searches, then every network's first seed before any second one (a
+    # comparison stopped early has a row per network); in parallel the zoo trains beside the searches
+    serial = cfg.workers == 1
+    done = run_jobs(cfg, path, searches + ([] if serial else zoo_items))
     found = {m: done[f"search:{m}"] for m in methods}
     for m, r in found.items():
         echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.0f} "
                          f"CPU-s" if r["status"] == "ok" else r["status"]))
     method_items = [it for m, r in found.items() if r["status"] == "ok"
                     for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
-    done.update(run_jobs(cfg, path, method_items))
+    trainings = method_items + zoo_items if serial else method_items
+    done.update(run_jobs(cfg, path, sorted(trainings, key=lambda it: it["config"]["seed"]) if serial else trainings))
 
     seeds = {it["name"]: [] for it in zoo_items + method_items}
     for it in zoo_items + method_items:
