@@ -109,6 +109,33 @@ def test_distillation_from_teacher_checkpoint(tiny_cfg):
     assert student.history[-1]["train_kd"] > 0
 
 
+def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(tiny_cfg, tmp_path, monkeypatch):
+    import yaml
+
+    from segnas.training.cached import DONE_FILE
+
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    messages: list[str] = []
+    cfg = tiny_cfg(epochs=1, **{"loss.teacher_model": "enet", "loss.teacher_steps": 2, "loss.kd_weight": 0.5})
+    first = train_job(TrainConfig.model_validate(cfg), echo=messages.append)
+    teachers = list((tmp_path / "cache" / "teachers").iterdir())
+    assert len(teachers) == 1 and teachers[0].name.startswith("enet-") and (teachers[0] / DONE_FILE).is_file()
+    teacher_run = next(p for p in teachers[0].iterdir() if p.is_dir())
+    assert yaml.safe_load((teacher_run / "config.yaml").read_text())["max_steps"] == 2
+    recorded = yaml.safe_load((Path(first.run_dir) / "config.yaml").read_text())["loss"]
+    assert recorded["teacher"] == str(teacher_run / "checkpoints" / "best.pt") and first.history[-1]["train_kd"] > 0
+    assert load_checkpoint(recorded["teacher"])["model_spec"]["name"] == "enet"
+    # another student seed distils the same teacher: not trained again
+    second = train_job(TrainConfig.model_validate({**cfg, "seed": 1}), echo=messages.append)
+    assert len([p for p in teachers[0].iterdir() if p.is_dir()]) == 1 and any("reusing" in m for m in messages)
+    assert yaml.safe_load((Path(second.run_dir) / "config.yaml").read_text())["loss"]["teacher"] == recorded["teacher"]
+    # other teacher steps: another teacher
+    train_job(TrainConfig.model_validate({**cfg, "loss": {**cfg["loss"], "teacher_steps": 3}}))
+    assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 2
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "enet", "loss.teacher": recorded["teacher"]}))
+
+
 def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):
     teacher = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1)))
     cfg = tiny_cfg(**{"loss.teacher": str(Path(teacher.run_dir) / "checkpoints" / "best.pt")})

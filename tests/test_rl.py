@@ -339,7 +339,7 @@ def test_the_encoder_is_pre_trained_once_and_reused(tmp_path, monkeypatch):
     data = DataConfig.model_validate({**TINY_DATA, "batch_size": 2})
     settings = EncoderSettings(steps=2)
     path = pretrained_encoder(data, "mobilenetv2", 0.25, settings)
-    assert path.is_file() and (path.parents[2] / "encoder.json").is_file()
+    assert path.is_file() and (path.parents[2] / "trained.json").is_file()
     get_space("encdec", **TINY_SPACE, encoder_weights=str(path)).build(
         get_space("encdec", **TINY_SPACE).sample(np.random.default_rng(0)), 11)  # the weights fit
     messages = []

@@ -15,8 +15,9 @@ the cross-sequence mIoU, the streets no network saw. Val (sequence 0016E5) share
 204 training images and flatters every recipe.
 
 ``accumulate2`` doubles the images per optimizer step (and the compute): it answers whether a larger
-batch helps, not which recipe is best per CPU-hour. ``kd`` needs ``--teacher`` (a segnas checkpoint
-of a stronger network trained once, e.g. ``train_camvid.py --model ddrnet_23_slim --steps 2700``).
+batch helps, not which recipe is best per CPU-hour. ``kd`` distils ``--teacher-model`` (default
+DDRNet-23-slim) trained once with the same recipe for ``--teacher-steps`` (default twice ``--steps``)
+and cached (``loss.teacher_model``), or the checkpoint ``--teacher``.
 
 Saves ``<results-dir>/recipe_camvid_steps<N>.json``: per network and variant the runs, val and
 cross-sequence mIoU mean ± std, per-class IoU of both; prints the ablation table. Every training
@@ -55,21 +56,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cosine": {"optim": {"schedule": "cosine"}},
     "no_ohem": {"loss": {"kind": "ce"}},
     "accumulate2": {"accumulate_batches": 2},
-    "kd": {"loss": {"kd_weight": 1.0, "kd_temperature": 1.0}},  # the teacher from --teacher
+    "kd": {"loss": {"kd_weight": 1.0, "kd_temperature": 1.0}},  # the teacher from --teacher(-model)
 }
 
 
-def variant_recipe(name: str, teacher: str | None) -> dict[str, Any]:
-    """The changes of ``name`` (``a+b``: both), the teacher filled in for ``kd``."""
+def variant_recipe(name: str, teacher: dict[str, Any]) -> dict[str, Any]:
+    """The changes of ``name`` (``a+b``: both), the ``teacher`` loss settings filled in for ``kd``."""
     recipe: dict[str, Any] = {}
     for part in name.split("+"):
         if part not in VARIANTS:
             sys.exit(f"--variants: unknown variant {part!r} (known: {', '.join(VARIANTS)})")
         change = VARIANTS[part]
         if part == "kd":
-            if not teacher:
-                sys.exit("--variants: 'kd' needs --teacher CKPT (a trained segnas checkpoint)")
-            change = merged(change, {"loss": {"teacher": str(Path(teacher).resolve())}})
+            change = merged(change, {"loss": teacher})
         recipe = merged(recipe, change)
     return recipe
 
@@ -101,19 +100,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2700)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--holdout", default="0006R0")
-    ap.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "kd"),
-                    help="comma-separated; a+b combines two")
-    ap.add_argument("--teacher", default=None, help="checkpoint the kd variant distils")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; a+b combines two")
+    ap.add_argument("--teacher", default=None, help="checkpoint the kd variant distils (instead of --teacher-model)")
+    ap.add_argument("--teacher-model", default="ddrnet_23_slim", help="network the kd variant distils, trained once")
+    ap.add_argument("--teacher-steps", type=int, default=None, help="its optimizer steps (default: 2 x --steps)")
     ap.add_argument("--found", default=None, help="arch file of the searched network (default: GAS's)")
     ap.add_argument("--models", default="fast_scnn,found", help="zoo names, 'found', or arch files")
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--smoke", action="store_true", help="synthetic data, 2 steps: checks the script")
     args = ap.parse_args()
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    recipes = {v: variant_recipe(v, args.teacher) for v in variants}  # every variant checked before training
     if args.smoke:
         args.steps, args.seeds, args.holdout = 2, 1, None
+    teacher = ({"teacher": str(Path(args.teacher).resolve())} if args.teacher else
+               {"teacher_model": args.teacher_model, "teacher_steps": args.teacher_steps or 2 * args.steps})
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    recipes = {v: variant_recipe(v, teacher) for v in variants}  # every variant checked before training
     models = [found_arch(args.found, args.out_dir) if m == "found" else m for m in args.models.split(",")]
     name = f"recipe_camvid_steps{args.steps}"
     rows = []

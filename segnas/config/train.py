@@ -104,10 +104,21 @@ class LossConfig(Settings):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     #: Knowledge distillation from a frozen teacher checkpoint (pixel-wise KL with temperature).
     teacher: Optional[str] = Field(None, json_schema_extra=PATH)
+    #: Or a teacher network (zoo name or arch file) trained once with this run's data and recipe for
+    #: ``teacher_steps`` optimizer steps, cached and reused by every run that asks for the same one
+    #: (``segnas.training.cached``); the run's config.yaml then records its checkpoint as ``teacher``.
+    teacher_model: Optional[str] = None
+    teacher_steps: int = Field(2000, ge=1)
     kd_weight: float = Field(1.0, ge=0)
     kd_temperature: float = Field(1.0, gt=0)
     #: Weight of STDC's detail-guidance loss (used only by networks that output "detail").
     detail_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> "LossConfig":
+        if self.teacher and self.teacher_model:
+            raise ValueError("give loss.teacher (a checkpoint) or loss.teacher_model (trained once), not both")
+        return self
 
 
 class TrainConfig(Settings):

@@ -52,15 +52,20 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     cfg, run = start_job(TrainConfig, cfg, resume)
     if resume is not None and device is not None:
         cfg = cfg.model_copy(update={"device": device})
+
     # Everything that can fail on user input is built before a new run directory is created.
     data = validate_dataset(cfg.data, cfg.progress, echo)
     train_set, val_set = make_datasets(cfg)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
     init = _init_weights(model, cfg, run, echo)
-    teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     check_training_memory(model, min(cfg.data.batch_size, len(train_set)), *data.train_sample_size(cfg.data), cfg.device)
     weights = class_weights(cfg, train_set)
+    if run is None and cfg.loss.teacher_model:  # after every check of the student's own settings
+        from segnas.training.cached import with_teacher  # it trains through this module
+
+        cfg = with_teacher(cfg, echo, device)
+    teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
     if init is not None and run.main and not (run.path / INIT_RECORD).is_file():
         atomic_write_text(run.path / INIT_RECORD, json.dumps(init))

@@ -25,8 +25,8 @@ from pydantic import Field, ValidationError
 from segnas.config.train import PATH, DataConfig, Settings, TrainConfig
 from segnas.errors import SegnasError
 from segnas.spaces.encdec.encoder import encoder_kind
-from segnas.training import train_job
-from segnas.utils import atomic_write_text, cache_dir
+from segnas.training.cached import trained_once
+from segnas.utils import cache_dir
 
 #: The pre-training recipe (TrainConfig fields; ``recipe`` overrides them).
 ENCODER_RECIPE: dict[str, Any] = {
@@ -103,17 +103,5 @@ def pretrained_encoder(data: DataConfig, encoder: str, width: float, settings: E
         return None
     key = encoder_cache_key(data, encoder, width, settings)
     folder = Path(root) if root is not None else cache_dir() / "encoders" / f"{encoder}-{key}"
-    done = folder / "encoder.json"
-    if done.is_file():
-        info = json.loads(done.read_text())
-        if Path(info["checkpoint"]).is_file():
-            echo(f"encoder: reusing the pre-trained {encoder} of {folder}")
-            return Path(info["checkpoint"])
-    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
     cfg = pretrain_config(data, encoder, width, settings, folder, device, threads, progress)
-    echo(f"encoder: pre-training {encoder} (width {width}) for {settings.steps} steps into {folder}")
-    result = train_job(cfg, resume=runs[-1] if runs else None, echo=echo, device=device)
-    checkpoint = Path(result.run_dir) / "checkpoints" / "best.pt"
-    atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": key, "steps": settings.steps,
-                                        "train_seconds": round(result.train_seconds, 1)}, indent=2))
-    return checkpoint
+    return trained_once(cfg, folder, f"encoder {encoder} (width {width}, {settings.steps} steps)", echo, device)
