@@ -956,7 +956,9 @@ def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def pm(mean: float | None, std: float | None) -> str:
-        return "–" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}%"
+        if mean is None:
+            return "–"
+        return f"{100 * mean:.1f}%" if std is None else f"{100 * mean:.1f} ± {100 * std:.1f}%"
 
     for row in sorted(r["rows"], key=lambda x: (x["latency_ms"] is None, x["latency_ms"] or 0.0)):
         name = f"{row['name']} (`{row['method']}`)" if row["kind"] == "method" and row["method"] != row["name"] \
@@ -966,7 +968,7 @@ def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
             cells.append(pm(row["test_miou_mean"], row["test_miou_std"]))
         cells += [figure(row["latency_ms"], ".1f"), figure(row["latency_vs_target"], "+.0%"),
                   figure(row["params"], ".2f", 1e-6), figure(row["gflops"], ".2f"),
-                  figure(row["search_cpu_seconds"], ".2f", 1 / 3600), row["status"]]
+                  figure(row["search_cpu_seconds"], ".2f", 1 / 3600), row["status"].replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     s = r["settings"]
     held = (s["data"].get("options") or {}).get("holdout")

@@ -114,21 +114,35 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM}, train={"steps": 2, "seeds": 2}))
     run = Path(summary["run_dir"])
     status = compare_status(run)
-    assert [j["job"] for j in status["jobs"]] == ["search:random", "train:fast_scnn:seed0", "train:fast_scnn:seed1",
-                                                 "train:random:seed0", "train:random:seed1"]
+    jobs = run / "jobs.jsonl"
+    ran = [json.loads(x)["key"] for x in jobs.read_text().splitlines()]
+    assert [j["job"] for j in status["jobs"]] == ran  # planned in the order the comparison ran them
     assert all(j["state"] == "done" for j in status["jobs"])
     scored = {(r["name"], s["seed"]): s["val_miou"] for r in summary["rows"] for s in r["seeds"]}
     assert {(j["name"], j["seed"]): j["val_miou"] for j in status["jobs"] if j["kind"] == "train"} == scored
-    # a training whose result is not recorded yet but whose run exists is running; one without a run is pending
-    jobs = run / "jobs.jsonl"
-    jobs.write_text("".join(x + "\n" for x in jobs.read_text().splitlines() if "train:random" not in x))
+    # a training whose result is not recorded but whose run exists has started; one without a run is pending
+    lines = jobs.read_text().splitlines()
+    jobs.write_text("".join(x + "\n" for x in lines if "train:random" not in x) + '{"key": "train:fast')
     shutil.rmtree(run / "train" / "random-seed1")
     states = {j["job"]: j for j in compare_status(run)["jobs"]}
-    assert states["train:random:seed0"]["state"] == "running" and "step 2" in states["train:random:seed0"]["progress"]
+    assert jobs.read_text().endswith('{"key": "train:fast')  # read only: a line being written is left alone
+    assert states["train:random:seed0"]["state"] == "started" and "step 2" in states["train:random:seed0"]["progress"]
     assert states["train:random:seed1"]["state"] == "pending"
     result = CliRunner().invoke(app, ["compare", "--status", str(run)])
     assert result.exit_code == 0, result.output
-    assert "| train:random:seed1 | pending |" in result.output and "3 of 5 jobs done" in result.output
+    assert "| train:random:seed1 | pending |" in result.output and "3 of 5 jobs ended" in result.output
+    # the trainings of a method whose search failed are skipped
+    failed = json.dumps({"key": "search:random", "result": {"status": "failed: latency.target_ms: too low"}})
+    jobs.write_text("".join(x + "\n" for x in lines if "random" not in x) + failed + "\n")
+    states = {j["job"]: j for j in compare_status(run)["jobs"]}
+    assert states["search:random"]["state"] == "failed" and states["train:random:seed1"]["state"] == "skipped"
+
+
+def test_a_label_that_would_clash_or_break_paths_is_refused(tmp_path):
+    for label in ("fast_scnn", "a/b", "x:y"):
+        with pytest.raises(SegnasError, match="a label names folders and jobs"):
+            run_compare(tiny(tmp_path / "runs", methods={label: {"method": "random", **RANDOM}}))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_finished_comparison_is_collected_and_rendered_with_its_architectures(tmp_path):

@@ -121,19 +121,28 @@ def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(t
     teachers = list((tmp_path / "cache" / "teachers").iterdir())
     assert len(teachers) == 1 and teachers[0].name.startswith("enet-") and (teachers[0] / DONE_FILE).is_file()
     teacher_run = next(p for p in teachers[0].iterdir() if p.is_dir())
-    assert yaml.safe_load((teacher_run / "config.yaml").read_text())["max_steps"] == 2
-    recorded = yaml.safe_load((Path(first.run_dir) / "config.yaml").read_text())["loss"]
-    assert recorded["teacher"] == str(teacher_run / "checkpoints" / "best.pt") and first.history[-1]["train_kd"] > 0
+    teacher_cfg = yaml.safe_load((teacher_run / "config.yaml").read_text())
+    assert teacher_cfg["max_steps"] == 2 and teacher_cfg["seed"] == 0 and teacher_cfg["loss"]["kd_weight"] == 1.0
+    student_cfg = yaml.safe_load((Path(first.run_dir) / "config.yaml").read_text())
+    assert teacher_cfg["data"] == student_cfg["data"]
+    recorded = student_cfg["loss"]
+    assert recorded["teacher"] == str(teacher_run / "checkpoints" / "best.pt") and recorded["teacher_model"] is None
+    assert first.history[-1]["train_kd"] > 0
+    assert "loss.teacher_model enet" in (Path(first.run_dir) / "log.txt").read_text()
     assert load_checkpoint(recorded["teacher"])["model_spec"]["name"] == "enet"
-    # another student seed distils the same teacher: not trained again
-    second = train_job(TrainConfig.model_validate({**cfg, "seed": 1}), echo=messages.append)
+    # the student's run resumes (and reads back) with the teacher it recorded
+    assert train_job(None, resume=first.run_dir).final["val_miou"] == first.final["val_miou"]
+    # another student seed, or another distillation weight, distils the same teacher: not trained again
+    train_job(TrainConfig.model_validate({**cfg, "seed": 1, "loss": {**cfg["loss"], "kd_weight": 2.0}}),
+              echo=messages.append)
     assert len([p for p in teachers[0].iterdir() if p.is_dir()]) == 1 and any("reusing" in m for m in messages)
-    assert yaml.safe_load((Path(second.run_dir) / "config.yaml").read_text())["loss"]["teacher"] == recorded["teacher"]
     # other teacher steps: another teacher
     train_job(TrainConfig.model_validate({**cfg, "loss": {**cfg["loss"], "teacher_steps": 3}}))
     assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 2
     with pytest.raises(ValueError, match="not both"):
         TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "enet", "loss.teacher": recorded["teacher"]}))
+    with pytest.raises(SegnasError, match="loss.teacher_model: unknown network 'nosuch'"):
+        train_job(TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "nosuch"})))
 
 
 def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):
@@ -301,9 +310,25 @@ def test_accumulating_two_half_batches_steps_like_one_full_batch(tmp_path):
     torch.testing.assert_close(halves, full, rtol=1e-5, atol=1e-6)
 
 
-def test_accumulation_counts_optimizer_steps_and_skips_an_incomplete_group(tiny_cfg):
-    # 12 images at batch 4: 3 batches an epoch, accumulated by 2 -> 1 optimizer step an epoch
+def test_accumulation_counts_optimizer_steps_and_skips_an_incomplete_group(tiny_cfg, tmp_path, monkeypatch):
+    from segnas.engine.trainer import Trainer
+
+    forwards = []
+    real = Trainer.train_one_epoch
+
+    def counting(self, loader, steps_total, bar=None):
+        model_forward = self.model.forward
+        self.model.forward = lambda *a, **k: (forwards.append(1), model_forward(*a, **k))[1]
+        try:
+            return real(self, loader, steps_total, bar)
+        finally:
+            del self.model.forward
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", counting)
+    # 12 images at batch 4: 3 batches an epoch, accumulated by 2 -> 1 optimizer step and 2 batches an epoch
     result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=3, accumulate_batches=2)))
-    assert [r["step"] for r in result.history] == [1, 2, 3]
+    assert [r["step"] for r in result.history] == [1, 2, 3] and len(forwards) == 6
+    runs = set((tmp_path / "runs").iterdir())
     with pytest.raises(SegnasError, match="accumulate_batches: 4 exceeds the 3 batches"):
         train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, accumulate_batches=4)))
+    assert set((tmp_path / "runs").iterdir()) == runs  # refused before any run directory

@@ -8,7 +8,7 @@ The search runs on whole training images resized to --search-size (120x160 by de
 of the 480x360 deployment size on each side, to fit a 2-core CPU); latencies are those of the
 deployment size --size on ONNX Runtime with 2 threads, from the operator table. Teacher and
 student (distilled from the teacher) are then trained at 360x480 for --final-steps optimizer steps
-each at batch 8 in fp32 (the same training on every CPU), so the student's val mIoU compares with
+each at batch 8 in fp32 (the same training on every CPU; the search then runs in fp32 too), so the student's val mIoU compares with
 the networks ``train_camvid.py --steps <same>`` trained (results/<model>_steps<N>.json);
 ``--final-minutes`` gives a CPU-time budget instead (machine- and load-dependent). Both derived
 architectures are saved in the result.
@@ -80,7 +80,13 @@ def settings(args: argparse.Namespace) -> SearchSettings:
         "fasterseg": {"space": {"layers": args.layers, "base_width": args.base_width}, "mode": args.mode,
                       "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
                       "search_epochs": args.search_epochs, "arch_lr": args.arch_lr},
-        "final": final_budget(args), "bf16": not args.final_steps, "threads": args.threads, "out_dir": args.out_dir})
+        "final": final_budget(args), "bf16": bf16(args), "threads": args.threads, "out_dir": args.out_dir})
+
+
+def bf16(args: argparse.Namespace) -> bool:
+    """bf16 for the CPU-time budget (as the cpu-short baselines trained); fp32 for a step budget (the
+    same training on every CPU). One setting of the search job: the supernet search follows it."""
+    return bool(args.final_minutes) or not args.final_steps
 
 
 def final_budget(args: argparse.Namespace) -> dict:
@@ -134,7 +140,7 @@ def main() -> None:
         path = Path(args.train) / "config.yaml"
         run_cfg = load_config(settings_class("fasterseg"), path)
         final = run_cfg.final.model_copy(update={"steps": None, "minutes": None, **final_budget(args)})
-        save_config(run_cfg.model_copy(update={"final": final, "bf16": not args.final_steps}), path)
+        save_config(run_cfg.model_copy(update={"final": final, "bf16": bf16(args)}), path)
     summary = figures(search_job(None if args.resume else settings(args), resume=args.resume, echo=print))
     run_dir = Path(summary["run_dir"])
     archs = {n: MULTIRES.arch_from_dict(read_arch_file(run_dir / f"{n}.json")["arch"]) for n in ("teacher", "student")}

@@ -6,7 +6,7 @@
     python benchmarks/training/recipe_camvid.py --smoke --out-dir /tmp/r --results-dir /tmp/r   # checks the script
 
 Each variant is the ``cpu-short`` recipe (``segnas/recipes/cpu-short.yaml``, train_camvid.py's) with
-one change (``VARIANTS``), or a combination given with ``--combine a+b``. Every network (Fast-SCNN and
+one change (``VARIANTS``), or a combination given as ``--variants a+b``. Every network (Fast-SCNN and
 ``--found``, a searched architecture: by default the GAS network of ``benchmarks/gas/results``) is
 trained from scratch for ``--steps`` optimizer steps at batch 8 in fp32 (2700 steps: 60 CPU-minutes
 of Fast-SCNN on the quiet 2-core Xeon, where 800 steps took 17.5 CPU-minutes), once per seed, with

@@ -19,6 +19,7 @@ Prints val mIoU, per-class IoU, seconds per epoch, peak RSS, and when 50% val mI
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -67,7 +68,11 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     ``TrainConfig`` fields), a run of its own job named by ``variant``."""
     cfg = config(60.0, out_dir, model)
     if recipe:
+        if not variant:
+            raise ValueError("train_for_steps: a recipe change needs a variant name (its runs are its own job)")
         cfg = TrainConfig.model_validate(merged(cfg.model_dump(mode="json"), recipe))
+        # the job names the change itself too: a variant whose settings change never reads back old runs
+        variant += "-" + hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:6]
     tag = Path(model).parent.name if model.endswith(".json") else model
     update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed,
               "job": f"{cfg.job}-{tag}" + (f"-{variant}" if variant else "") + (f"-without-{holdout}" if holdout else "")

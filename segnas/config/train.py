@@ -141,9 +141,10 @@ class TrainConfig(Settings):
     #: still burn CPU time, so train one job per set of cores.
     budget_clock: Literal["wall", "cpu"] = "wall"
     eval_every: int = Field(1, ge=1)
-    #: Gradient accumulation: an optimizer step over this many batches (an effective batch of
-    #: ``accumulate_batches x data.batch_size`` in the memory of one batch); steps count optimizer
-    #: steps, and an epoch's last incomplete group of batches is skipped.
+    #: Gradient accumulation: an optimizer step on the mean gradient of this many batches (about a
+    #: ``accumulate_batches x data.batch_size`` batch in the memory of one: exactly for a network
+    #: without batch statistics and a per-pixel mean loss); steps count optimizer steps, and an
+    #: epoch's last incomplete group of batches is skipped.
     accumulate_batches: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     bf16: bool = False

@@ -233,10 +233,7 @@ class Trainer:
         cfg = self.cfg
         loader = self._loader()
         # cfg.epochs None: until the time or step budget (a time-only budget drives the LR by time)
-        steps_per_epoch = len(loader) // cfg.accumulate_batches
-        if steps_per_epoch == 0:
-            raise SegnasError(f"accumulate_batches: {cfg.accumulate_batches} exceeds the {len(loader)} batches of "
-                              f"an epoch of {cfg.data.train_split!r}")
+        steps_per_epoch = max(len(loader) // cfg.accumulate_batches, 1)  # (train_job checks that it fits)
         steps_total = min(cfg.epochs * steps_per_epoch if cfg.epochs else 2**62, cfg.max_steps or 2**62)
         loop = self.loop
         with progress_bar(cfg.progress and self.dist.is_main) as bar:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,7 @@ from segnas.evaluate.short_train import training_recipe
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import make_settings, search_job
 from segnas.parallel import run_all
-from segnas.parallel.store import ResultStore
+from segnas.parallel.store import read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
 from segnas.spaces.base import read_arch_file
@@ -74,6 +75,9 @@ def chosen_methods(cfg: CompareSettings) -> dict[str, dict[str, Any]]:
     known = list_strategies()
     methods = cfg.methods if cfg.methods is not None else {name: {} for name in known}
     for label, own in methods.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label) or label in MODELS:
+            raise SegnasError(f"methods.{label}: a label names folders and jobs: letters, digits, '_', '.', '-', "
+                              f"and not a zoo network's name")
         method = method_of(label, own)
         if method not in known:
             raise SegnasError(f"methods.{label}: unknown method {method!r} (known: {', '.join(known)}; "
@@ -408,28 +412,34 @@ def _last_record(folder: Path) -> dict[str, Any] | None:
 
 
 def compare_status(run_dir: str | Path) -> dict[str, Any]:
-    """Every job a comparison plans (``jobs``, in order) with its state: ``done`` (and its figures),
-    ``failed`` (and why), ``running`` (a run directory with its progress) or ``pending``; and the
-    scored ``test_split``. Reads the run directory only: safe beside the comparison writing it."""
+    """Every job a comparison plans (``jobs``, in the order they run) with its state: ``done`` (and
+    its figures), ``failed`` (and why), ``skipped`` (its search failed), ``started`` (a run directory
+    with its progress: running now, or waiting for ``--resume``) or ``pending``; and the scored
+    ``test_split``. Reads the run directory only: safe beside the comparison writing it."""
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise SegnasError(f"{run_dir}: not a comparison run directory (no config.yaml)")
     cfg = load_config(CompareSettings, path / "config.yaml")
-    store = ResultStore(path / JOBS_FILE) if (path / JOBS_FILE).is_file() else ResultStore()
-    methods = cfg.methods if cfg.methods is not None else {name: {} for name in list_strategies()}
+    results, failures = read_store(path / JOBS_FILE)
+    methods = list(cfg.methods if cfg.methods is not None else list_strategies())
     zoo = zoo_names(cfg)
     if zoo is None:
         selection = path / "zoo_selection.json"
         zoo = json.loads(selection.read_text())["selected"] if selection.is_file() else []
     seeds = range(cfg.seed, cfg.seed + cfg.train.seeds)
-    plan = [("search", label, None, path / "search" / label) for label in methods]
-    plan += [("train", name, seed, path / "train" / f"{name}-seed{seed}") for name in [*zoo, *methods] for seed in seeds]
+    plan = [("search", label, None) for label in methods]
+    if cfg.workers == 1:  # compare_job's order
+        plan += [("train", name, seed) for seed in seeds for name in [*methods, *zoo]]
+    else:
+        plan += [("train", name, seed) for name in [*zoo, *methods] for seed in seeds]
     rows = []
-    for kind, name, seed, folder in plan:
+    for kind, name, seed in plan:
         key = f"search:{name}" if kind == "search" else f"train:{name}:seed{seed}"
+        folder = path / "search" / name if kind == "search" else path / "train" / f"{name}-seed{seed}"
         row: dict[str, Any] = {"job": key, "kind": kind, "name": name, "seed": seed}
-        if key in store:
-            result = store[key]
+        search = results.get(f"search:{name}") if kind == "train" and name in methods else None
+        if key in results:
+            result = results[key]
             ok = result.get("status") == "ok"
             row["state"] = "done" if ok else "failed"
             if not ok:
@@ -439,13 +449,15 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
             else:
                 row.update(val_miou=result.get("val_miou"), test_miou=result.get("test_miou"),
                            steps=result.get("steps"), cpu_seconds=result.get("train_cpu_seconds"))
+        elif key in failures:
+            row.update(state="failed", why=failures[key])
+        elif search is not None and search.get("status") != "ok":
+            row.update(state="skipped", why=f"its search {search.get('status')}")
         elif (record := _last_record(folder)) is not None:
-            row["state"] = "running"
+            row["state"] = "started"
             row["progress"] = ", ".join(f"{k} {record[k]}" for k in ("phase", "epoch", "step") if k in record)
         else:
-            row["state"] = "failed" if key in store.failures else "pending"
-            if key in store.failures:
-                row["why"] = store.failures[key]
+            row["state"] = "pending"
         rows.append(row)
     return {"test_split": cfg.test_split, "jobs": rows}
 
@@ -461,8 +473,8 @@ def status_table(status: dict[str, Any]) -> str:
                  str(r.get("steps") or "-"), "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}",
                  _hours(r.get("cpu_seconds")), (r.get("progress") or r.get("why") or "").replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
-    done = sum(r["state"] == "done" for r in rows)
-    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs done\n"
+    done = sum(r["state"] in ("done", "failed", "skipped") for r in rows)
+    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended\n"
 
 
 # ---------------------------------------------------------------------------------- the job

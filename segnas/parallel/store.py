@@ -42,7 +42,14 @@ def load_failures(path: str | Path) -> dict[str, str]:
     return {k: v for k, v in failures.items() if k not in results}
 
 
-def _load(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+def read_store(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Results and failures (without a later result) by key, reading only: a damaged last line,
+    e.g. one a running job is writing now, is skipped and left in place (a reader beside a writer)."""
+    results, failures = _load(path, repair=False)
+    return results, {k: v for k, v in failures.items() if k not in results}
+
+
+def _load(path: str | Path, repair: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
     path = Path(path)
     failures: dict[str, str] = {}
     if not path.exists():
@@ -64,9 +71,10 @@ def _load(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
                 if not is_last:
                     raise SegnasError(f"{path}, line {number}: expected a JSON object with 'key' and 'result', "
                                       f"got {line[:80]!r}") from None
-                warnings.warn(f"{path}: ignoring a truncated last line ({len(line)} bytes), "
-                              "left by a run that was stopped while writing", stacklevel=3)
-                _truncate(path, offset)
+                if repair:
+                    warnings.warn(f"{path}: ignoring a truncated last line ({len(line)} bytes), "
+                                  "left by a run that was stopped while writing", stacklevel=3)
+                    _truncate(path, offset)
                 break
         offset += len(line) + 1
     return results, failures

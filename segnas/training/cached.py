@@ -5,49 +5,76 @@ everything its weights depend on, resumed when a run was killed, read back when 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from segnas.config.train import TrainConfig
+from segnas.config.train import LossConfig, TrainConfig
+from segnas.errors import SegnasError
 from segnas.training.job import train_job
 from segnas.utils import atomic_write_text, cache_dir
+from segnas.zoo import MODELS
 
-#: Settings that change where or how fast a training runs, not its weights (left out of its key).
-NOT_IN_KEY = ("job", "out_dir", "progress", "device", "threads")
+#: Settings that change where or how fast a training runs, or what it reports, not its weights
+#: (left out of its key): top-level fields, and fields of its data section.
+NOT_IN_KEY = ("job", "out_dir", "progress", "device", "threads", "eval_every")
+DATA_NOT_IN_KEY = ("workers", "cache", "eval_batch_size", "val_split")
 #: The record a finished cached training leaves in its folder.
 DONE_FILE = "trained.json"
 
 
 def training_key(cfg: TrainConfig) -> str:
-    """A stable key of everything the weights of training ``cfg`` depend on."""
+    """A stable key of everything the weights of training ``cfg`` depend on (an architecture file
+    by its content, not its path)."""
     payload = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_KEY}
+    payload["data"] = {k: v for k, v in payload["data"].items() if k not in DATA_NOT_IN_KEY}
+    if cfg.model.arch:
+        arch = Path(cfg.model.arch)
+        if not arch.is_file():
+            raise SegnasError(f"model.arch: {arch}: file not found")
+        payload["model"]["arch"] = hashlib.sha1(arch.read_bytes()).hexdigest()
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock: one process at a time trains (or reads) a cached training."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Callable[[str], None] | None = None,
                  device: str | None = None) -> Path:
     """The final checkpoint (``best.pt``: the last evaluation's weights) of training ``cfg`` in
     ``folder``: the finished one recorded there, else trained now (the newest killed run there
-    continued). ``what`` names it in messages."""
+    continued). ``what`` names it in messages. Processes asking for the same folder at once wait
+    for the one that trains it."""
     echo = echo or (lambda m: None)
     folder = Path(folder)
-    done = folder / DONE_FILE
-    if done.is_file():
-        info: dict[str, Any] = json.loads(done.read_text())
-        if Path(info["checkpoint"]).is_file():
-            echo(f"{what}: reusing {info['checkpoint']}")
-            return Path(info["checkpoint"])
-    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
-    echo(f"{what}: training it once into {folder}" + (" (continuing a killed run)" if runs else ""))
-    result = train_job(cfg.model_copy(update={"out_dir": str(folder)}), resume=runs[-1] if runs else None,
-                       echo=echo, device=device)
-    checkpoint = Path(result.run_dir) / "checkpoints" / "best.pt"
-    atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": training_key(cfg),
-                                        "final": {k: v for k, v in result.final.items() if k != "val_iou"},
-                                        "train_seconds": round(result.train_seconds, 1)}, indent=2))
-    return checkpoint
+    with _exclusive(folder):
+        done = folder / DONE_FILE
+        if done.is_file():
+            info: dict[str, Any] = json.loads(done.read_text())
+            if Path(info["checkpoint"]).is_file():
+                echo(f"{what}: reusing {info['checkpoint']}")
+                return Path(info["checkpoint"])
+        runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file())
+        echo(f"{what}: training it once into {folder}" + (" (continuing a killed run)" if runs else ""))
+        result = train_job(cfg.model_copy(update={"out_dir": str(folder)}), resume=runs[-1] if runs else None,
+                           echo=echo, device=device)
+        checkpoint = Path(result.run_dir) / "checkpoints" / "best.pt"
+        atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": training_key(cfg),
+                                            "final": {k: v for k, v in result.final.items() if k != "val_iou"},
+                                            "train_seconds": round(result.train_seconds, 1)}, indent=2))
+        return checkpoint
 
 
 def teacher_training(cfg: TrainConfig) -> TrainConfig:
@@ -56,19 +83,31 @@ def teacher_training(cfg: TrainConfig) -> TrainConfig:
     teacher for every student seed), scored once at the end."""
     name = cfg.loss.teacher_model
     data = cfg.model_dump(mode="json")
+    plain = LossConfig().model_dump(mode="json")  # no distillation of its own
     data.update(job=f"teacher-{Path(name).stem}", epochs=None, time_budget_min=None, max_steps=cfg.loss.teacher_steps,
                 seed=0, eval_every=10**9,
                 model={"name": None, "arch": name} if name.endswith(".json") else {"name": name},
-                loss={**data["loss"], "teacher": None, "teacher_model": None})
+                loss={**data["loss"], **{k: plain[k] for k in TEACHER_FIELDS}})
     return TrainConfig.model_validate(data)
 
 
+#: The loss settings of distillation itself (a teacher trains without them).
+TEACHER_FIELDS = ("teacher", "teacher_model", "teacher_steps", "kd_weight", "kd_temperature")
+
+
 def with_teacher(cfg: TrainConfig, echo: Callable[[str], None] | None = None, device: str | None = None) -> TrainConfig:
-    """``cfg`` with ``loss.teacher`` set to the checkpoint of its ``loss.teacher_model``, trained once
-    (``teacher_training``) and cached in segnas's cache folder; ``cfg`` itself without a teacher model."""
-    if not cfg.loss.teacher_model or cfg.loss.teacher:
+    """``cfg`` distilling the checkpoint of its ``loss.teacher_model``, trained once
+    (``teacher_training``) and cached in segnas's cache folder: ``loss.teacher`` set to it and
+    ``teacher_model`` cleared (a resumed run reads the checkpoint); ``cfg`` itself without one."""
+    name = cfg.loss.teacher_model
+    if not name:
         return cfg
+    if name.endswith(".json") and not Path(name).is_file():
+        raise SegnasError(f"loss.teacher_model: {name}: file not found")
+    if not name.endswith(".json") and name not in MODELS:
+        raise SegnasError(f"loss.teacher_model: unknown network {name!r} (a zoo name: {', '.join(sorted(MODELS))}; "
+                          "or an arch file)")
     teacher = teacher_training(cfg)
     folder = cache_dir() / "teachers" / f"{Path(cfg.loss.teacher_model).stem}-{training_key(teacher)}"
     checkpoint = trained_once(teacher, folder, f"loss.teacher_model {cfg.loss.teacher_model}", echo, device)
-    return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"teacher": str(checkpoint)})})
+    return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"teacher": str(checkpoint), "teacher_model": None})})

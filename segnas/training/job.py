@@ -61,12 +61,16 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     init = _init_weights(model, cfg, run, echo)
     check_training_memory(model, min(cfg.data.batch_size, len(train_set)), *data.train_sample_size(cfg.data), cfg.device)
     weights = class_weights(cfg, train_set)
-    if run is None and cfg.loss.teacher_model:  # after every check of the student's own settings
+    check_accumulation(cfg, len(train_set))
+    teacher_model = cfg.loss.teacher_model if run is None else None
+    if teacher_model:  # after every check of the student's own settings
         from segnas.training.cached import with_teacher  # it trains through this module
 
         cfg = with_teacher(cfg, echo, device)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
+    if teacher_model and run.main:
+        run.log(f"loss.teacher_model {teacher_model}: distilling {cfg.loss.teacher} (trained once, cached)")
     if init is not None and run.main and not (run.path / INIT_RECORD).is_file():
         atomic_write_text(run.path / INIT_RECORD, json.dumps(init))
         run.log(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}")
@@ -85,6 +89,14 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     result = trainer.fit()
     result.init = init
     return result
+
+
+def check_accumulation(cfg: TrainConfig, train_images: int) -> None:
+    """``accumulate_batches`` must fit an epoch's full batches (checked before any work)."""
+    batches = train_images // max(min(cfg.data.batch_size, train_images), 1)
+    if cfg.accumulate_batches > batches:
+        raise SegnasError(f"accumulate_batches: {cfg.accumulate_batches} exceeds the {batches} batches of an epoch of "
+                          f"{cfg.data.train_split!r} ({train_images} images at batch {cfg.data.batch_size})")
 
 
 def class_weights(cfg: TrainConfig, train_set) -> list[float] | None:

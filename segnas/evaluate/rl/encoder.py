@@ -15,17 +15,16 @@ them as ``weights`` instead: nothing is then pre-trained.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pydantic import Field, ValidationError
 
+from segnas.config.io import merged
 from segnas.config.train import PATH, DataConfig, Settings, TrainConfig
 from segnas.errors import SegnasError
 from segnas.spaces.encdec.encoder import encoder_kind
-from segnas.training.cached import trained_once
+from segnas.training.cached import trained_once, training_key
 from segnas.utils import cache_dir
 
 #: The pre-training recipe (TrainConfig fields; ``recipe`` overrides them).
@@ -34,8 +33,6 @@ ENCODER_RECIPE: dict[str, Any] = {
               "warmup_iters": 50},
     "loss": {"kind": "ce"}, "ema_decay": None, "eval_every": 10**9,
 }
-#: Data settings that do not change the trained weights (left out of the cache key).
-_DATA_NOT_IN_KEY = ("workers", "cache", "eval_batch_size", "val_split")
 
 
 class EncoderSettings(Settings):
@@ -53,26 +50,10 @@ class EncoderSettings(Settings):
     seed: int = 0
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def encoder_cache_key(data: DataConfig, encoder: str, width: float, settings: EncoderSettings) -> str:
-    """A stable key of everything the pre-trained weights depend on."""
-    d = {k: v for k, v in data.model_dump(mode="json").items() if k not in _DATA_NOT_IN_KEY}
-    payload = {"data": d, "encoder": encoder, "width": width, "steps": settings.steps,
-               "batch_size": settings.batch_size, "recipe": _merge(ENCODER_RECIPE, settings.recipe),
-               "seed": settings.seed}
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def pretrain_config(data: DataConfig, encoder: str, width: float, settings: EncoderSettings, folder: Path,
                     device: str = "cpu", threads: int | None = None, progress: bool = False) -> TrainConfig:
     """The training job that pre-trains ``encoder`` (its zoo segmenter) on the training split."""
-    fields = _merge(ENCODER_RECIPE, settings.recipe)
+    fields = merged(ENCODER_RECIPE, settings.recipe)
     dc = data.model_dump(mode="json")
     dc["val_split"] = ""  # the search's reward is measured on a part of the training split; no val here
     if settings.batch_size:
@@ -101,7 +82,6 @@ def pretrained_encoder(data: DataConfig, encoder: str, width: float, settings: E
         return path
     if settings.steps == 0:
         return None
-    key = encoder_cache_key(data, encoder, width, settings)
-    folder = Path(root) if root is not None else cache_dir() / "encoders" / f"{encoder}-{key}"
-    cfg = pretrain_config(data, encoder, width, settings, folder, device, threads, progress)
+    cfg = pretrain_config(data, encoder, width, settings, Path("."), device, threads, progress)
+    folder = Path(root) if root is not None else cache_dir() / "encoders" / f"{encoder}-{training_key(cfg)}"
     return trained_once(cfg, folder, f"encoder {encoder} (width {width}, {settings.steps} steps)", echo, device)
