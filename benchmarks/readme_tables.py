@@ -475,7 +475,24 @@ def proxy_comparison(r: dict) -> list[str]:
                     "them, the same networks for every row. Rank aggregates rank all networks together (no labels "
                     f"used): {aggs}. The discovered proxy was evolved on each split's other networks and is scored "
                     "as in its discovery run (its own number of initializations); that run's own table scores the "
-                    "classic proxies at the same number. " + machine_line(r), ""]
+                    "classic proxies at the same number. " + selected_aggregates(r) + machine_line(r), ""]
+
+
+def selected_aggregates(r: dict) -> str:
+    """What the rank aggregates selected on each split's training networks were made of."""
+    chosen = [(c["components"], set(c["lower_is_better"])) for row in r["table"] if row["kind"] == "selected rank aggregate"
+              for c in row["per_split"]]
+    if not chosen:
+        return ""
+    counts: dict[str, int] = {}
+    for parts, lower in chosen:
+        for p in parts:
+            label = f"{p} reversed" if p in lower else p
+            counts[label] = counts.get(label, 0) + 1
+    common = ", ".join(f"{k} ({v} of {len(chosen)})" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return ("The selected rank aggregates are picked on each split's training networks (the networks discovery "
+            "learns from) by greedy forward selection over every single proxy, either direction, up to 4, and "
+            f"scored on its held-out networks; their components: {common}. ")
 
 
 def proxy_summary(found: dict[str, dict]) -> list[str]:
