@@ -1024,7 +1024,13 @@ def seeds_of(r: dict[str, Any]) -> str:
     found = []
     for where in (r, r.get("settings") or {}, (r.get("search") or {}).get("settings") or {}):
         if isinstance(where, dict):
-            found += [f"{k} {v}" for k, v in where.items() if (k == "seed" or k.endswith("_seed")) and v is not None]
+            for k, v in where.items():
+                if not (k == "seed" or k.endswith("_seed") or k.endswith("_seeds")) or v is None:
+                    continue
+                if isinstance(v, (int, str)):
+                    found.append(f"{k} {v}")
+                elif isinstance(v, list) and v and all(isinstance(x, int) for x in v):
+                    found.append(f"{k} {', '.join(map(str, v))}")  # seed lists; records of seeds are not seeds
     runs = r.get("training_runs_per_network")
     return ", ".join(dict.fromkeys(found + ([f"{runs} training seeds"] if runs and runs > 1 else [])))
 
@@ -1144,9 +1150,9 @@ def headline_block(studies: dict[str, Study]) -> list[str]:
     if steps:
         lines += ["Networks given exactly the same training (the fair comparison, the same on any machine):", ""]
         lines += steps[2:]  # without the page's heading
-        lines += ["Earlier results under a CPU-time budget follow. A CPU-time budget buys different training on "
-                  "another CPU or under load (11 to 18 epochs for the same 10 minutes), so these rows are being "
-                  "re-run at equal steps.", ""]
+        lines += ["Results under a CPU-time budget follow, from before the equal-steps runs. A CPU-time budget buys "
+                  "different training on another CPU or under load (Fast-SCNN: 11 epochs in 10 minutes on one CPU, "
+                  "14 on another), so compare these rows only with each other.", ""]
     if not rows:
         return lines + ["Every study, with every result and how it was produced: "
                         "[benchmarks/README.md](benchmarks/README.md)."]

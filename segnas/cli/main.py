@@ -379,6 +379,8 @@ SEARCH_OPTIONS: dict[str, tuple[tuple[str, ...], type, str]] = {
     "backend": (("latency.backend",), str, "Runtime latency is measured and predicted on."),
     "threads": (("threads",), int, "Threads for training and latency."),
     "minutes": (("minutes",), float, "Search budget in minutes (wall clock; > 0, 0 is refused; default: no limit)."),
+    "final-steps": (("final.steps",), int, "Train the found network for this many optimizer steps afterwards "
+                                           "(default: 100 epochs; --set final.epochs=0: no training)."),
     "workers": (("workers",), int, "Candidate evaluations at once."),
     "executor": (("executor",), str, "Where evaluations run: inline, process or ray."),
     "ray-address": (("ray_address",), str, "Address of a running Ray cluster (or auto)."),

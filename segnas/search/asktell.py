@@ -209,7 +209,8 @@ def check_target_reachable(space: SearchSpace, latency: Any, num_classes: int, s
     if fastest > TARGET_CHECK_MARGIN * target:
         raise SegnasError(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
                           f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
-                          "raise the target")
+                          "raise the target, or search a smaller space (the method's space_options, e.g. fewer "
+                          "layers or a smaller base width; or --space mobile)")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fast evaluation of one child network of the RL search (Nekrasov et al., CVPR 2019; PAPERS.md §4).
+"""Fast evaluation of one child network of the RL search (Nekrasov et al., CVPR 2019; docs/methods/rl.md).
 
 A child is an ``EncDecNet`` of the ``encdec`` space (a fixed, pre-trained encoder and a searched
 decoder with auxiliary cells) trained briefly on a *meta-train* part of the training split and scored

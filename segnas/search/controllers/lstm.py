@@ -1,7 +1,7 @@
 """The RL strategy's controller: an LSTM that emits an architecture as a sequence of categorical
 decisions (any ``segnas.spaces.base.DecisionSpace``), and the two policy-gradient learners that
 train it from rewards, REINFORCE and PPO, each with an exponential-moving-average reward baseline
-(Nekrasov et al., CVPR 2019, after ENAS; PAPERS.md §4).
+(Nekrasov et al., CVPR 2019, after ENAS; docs/methods/rl.md).
 
 The controller (``LSTMController``): a learned start vector enters a stacked LSTM; at position i a
 linear head of that position maps the LSTM output to ``sizes[i]`` logits, a decision is drawn from

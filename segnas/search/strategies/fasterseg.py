@@ -1,7 +1,7 @@
 """FasterSeg: teacher–student co-search over the ``multires`` space with decoupled fine-grained
 latency regularization.
 
-Pipeline (PAPERS.md §1), on the one-shot engine: supernet pre-training with the sandwich rule →
+Pipeline (docs/methods/fasterseg.md), on the one-shot engine: supernet pre-training with the sandwich rule →
 first-order bilevel search (weights SGD on one half of the training set, architecture Adam on the
 other) where the student's architecture loss is L_seg + λ·(w1·LAT(α|β,γ) + w2·LAT(β|α,γ) +
 w3·LAT(γ|α,β)) and the teacher's is L_seg alone → after every search epoch both networks are

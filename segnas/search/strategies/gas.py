@@ -1,6 +1,6 @@
 """GAS: cell-independent search guided by a graph convolutional network, with a latency constraint.
 
-Pipeline (PAPERS.md §3; no public code exists: what the paper leaves open is decided here and
+Pipeline (docs/methods/gas.md; no public code exists: what the paper leaves open is decided here and
 documented in docs/methods/gas.md), on the one-shot engine over the ``cells`` space:
 
 - every cell has its own α (``segnas.spaces.cells.supernet``); with the GCN-guided module on

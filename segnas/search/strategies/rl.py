@@ -1,5 +1,5 @@
 """RL search with auxiliary cells (Nekrasov et al., "Fast Neural Architecture Search of Compact
-Semantic Segmentation Models via Auxiliary Cells", CVPR 2019; PAPERS.md §4; docs/methods/rl.md).
+Semantic Segmentation Models via Auxiliary Cells", CVPR 2019; docs/methods/rl.md).
 
 An ask/tell strategy: ``ask`` draws a decision sequence from an LSTM controller
 (``segnas.search.controllers.lstm``) and turns it into an architecture of a ``DecisionSpace``

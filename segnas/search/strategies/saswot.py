@@ -1,5 +1,5 @@
 """SasWOT's search stage: regularized evolution over a space that maximizes a zero-cost proxy under a
-latency target, training nothing (PAPERS.md §5; the proxy itself is discovered by
+latency target, training nothing (docs/methods/saswot.md; the proxy itself is discovered by
 ``segnas proxy discover``).
 
 Regularized evolution (Real et al., 2019): the first ``population`` proposals are random

@@ -1,6 +1,6 @@
 """SSR: joint-dimensional search with Solution Space Regularization and progressive shrinking.
 
-Pipeline (PAPERS.md §2) on the ``joint`` space's supernet (``segnas.spaces.joint.supernet``), on
+Pipeline (docs/methods/ssr.md) on the ``joint`` space's supernet (``segnas.spaces.joint.supernet``), on
 the one-shot engine: optional weight warm-up (sandwich rule over widths) → first-order bilevel
 search where the architecture loss is L_seg + Σ_g w_g·SSR_g (operators, mid widths, out widths;
 SSR = −KL(U‖p) over the active candidates) + w_r·(E[cost]/target − 1)², the cost being the

@@ -1,4 +1,4 @@
-"""The ``cells`` search space (GAS, PAPERS.md §3): a stem to 1/4, a sequence of cells over strides
+"""The ``cells`` search space (GAS, docs/methods/gas.md): a stem to 1/4, a sequence of cells over strides
 1/4 → 1/32, and a light decoder fusing two strides; every cell has its own architecture.
 
 Network (defaults sized for a search on a 2-core CPU, every number an option of ``CellsSpace``):

@@ -1,4 +1,4 @@
-"""The ``encdec`` search space (auxiliary-cell RL search, Nekrasov et al., CVPR 2019; PAPERS.md §4;
+"""The ``encdec`` search space (auxiliary-cell RL search, Nekrasov et al., CVPR 2019; docs/methods/rl.md;
 official code DrSleep/nas-segm-pytorch, ``MicroDecoder``/``ContextualCell``/``MicroController``).
 
 Network (every number an option of ``EncDecSpace``; the architecture records the encoder kind, its
