@@ -14,7 +14,7 @@ from segnas.metrics.ranking import tau_rho as rank_correlations
 from segnas.proxies.ensemble import register_expression, score_expression
 from segnas.proxies.discovery import DiscoveredProxy, discover, half_and_half, layer_stats
 from segnas.proxies.graph import PSET, evaluate_expression, evaluate_tree, pack, parse, primitive_set
-from proxy_helpers import NUM_CLASSES, data, fake_arch, tiny_net
+from proxy_helpers import data, fake_arch, tiny_net
 
 PLANTED = "layer_sum(mean_w(abs_w(mul_w(W, G))))"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import BENCHMARKS, interleaved_rounds, results_dir, save_result  # noqa: E402
+from common import BENCHMARKS, interleaved_rounds, save_result  # noqa: E402
 from ssr_camvid import SPACE  # noqa: E402
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402

@@ -24,6 +24,7 @@ from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
+from segnas.spaces.base import SearchSpace
 
 
 class OneShotSettings(Settings):
