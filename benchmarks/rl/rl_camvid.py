@@ -20,7 +20,8 @@ job. Reported (``<results-dir>/<name>.json``, default ``benchmarks/rl/results/rl
   val mIoU, latency (ONNX Runtime, 360x480, 2 threads), params, GFLOPs.
 
 Without ``--teacher`` a teacher is trained first: ``--teacher-model`` with train_camvid.py's recipe
-for ``--teacher-steps`` steps. The target defaults to the median predicted latency of 200 random
+for ``--teacher-steps`` steps, once (``<out-dir>/rl-teacher-<model>-<key>``: a killed training
+continues, a finished one is reused by the next run with the same settings). The target defaults to the median predicted latency of 200 random
 children (so about half the space is reachable).
 """
 
@@ -47,6 +48,7 @@ from segnas.jobs import train_job  # noqa: E402
 from segnas.search.asktell import AskTellLoop  # noqa: E402
 from segnas.search.strategies.rl import RLSearch, RLSettings, TerminationSettings  # noqa: E402
 from segnas.spaces.base import Architecture, get_space, save_arch  # noqa: E402
+from segnas.training.cached import trained_once, training_key  # noqa: E402
 
 RESULTS = common.results_dir(__file__)
 SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 12}, "crop_size": [64, 96],
@@ -145,7 +147,9 @@ def teacher_checkpoint(ctx: dict, args: argparse.Namespace) -> str:
     if args.smoke:
         update.update(data=ctx["data"], eval_every=1, channels_last=False, model=cfg.model.model_copy(
             update={"options": {"width": 0.5}}))
-    return str(Path(train_job(cfg.model_copy(update=update), echo=print).run_dir) / "checkpoints" / "best.pt")
+    teacher = cfg.model_copy(update=update)  # trained once per settings, resumed when killed, then reused
+    folder = Path(args.out_dir) / f"rl-teacher-{args.teacher_model}-{training_key(teacher)}"
+    return str(trained_once(teacher, folder, f"teacher {args.teacher_model}", echo=print))
 
 
 def main() -> None:
