@@ -206,6 +206,40 @@ def test_ggm_changes_the_architecture_gradients_and_is_an_exact_no_op_when_off()
     assert all(p.dtype == torch.float64 for p in guide.parameters())
 
 
+def test_the_architecture_weight_decay_reaches_alpha_but_not_the_ggm():
+    """Under Adam an L2 term on weights with a small loss gradient steps them towards zero by about
+    the learning rate per step: on the GGM's weights it erased the correction in a CamVid search."""
+    from segnas.search.oneshot.engine import arch_parameter_groups
+
+    net = SPACE.supernet(CLASSES, (48, 64))
+    guide = GCNGuide(len(SPACE.ops), dim=8, gamma=1.0, seed=0)
+    net.attach_guide(guide)
+    decayed, exempt = arch_parameter_groups(net, 0, 1e-3)
+    assert decayed["weight_decay"] == 1e-3 and [id(p) for p in decayed["params"]] == [id(a) for a in net.alphas]
+    assert exempt["weight_decay"] == 0.0 and [id(p) for p in exempt["params"]] == [id(p) for p in guide.parameters()]
+    # 200 Adam steps on a loss that ignores the GGM: decay alone would shrink its weights to noise
+    with torch.no_grad():
+        for a in net.alphas:
+            a.fill_(1.0)
+    start = [p.detach().clone() for p in guide.parameters()]
+    for groups, expect_kept in ((arch_parameter_groups(net, 0, 1e-3), True),
+                                ([{"params": list(net.arch_parameters()), "weight_decay": 1e-3}], False)):
+        with torch.no_grad():
+            for p, p0 in zip(guide.parameters(), start):
+                p.copy_(p0)
+        opt = torch.optim.Adam(groups, lr=3e-3)
+        for _ in range(200):
+            opt.zero_grad()
+            sum((a ** 2).sum() * 0.0 for a in net.alphas).backward()
+            for p in guide.parameters():
+                p.grad = torch.zeros_like(p)
+            opt.step()
+        kept = sum(p.norm() for p in guide.parameters()) / sum(p.norm() for p in start)
+        assert (kept > 0.99) if expect_kept else (kept < 0.2), kept
+    net.attach_guide(None)
+    assert len(arch_parameter_groups(net, 0, 1e-3)) == 1  # no GGM: one group, as before
+
+
 def test_ggm_updates_cell_k_from_cell_k_minus_1():
     guide = GCNGuide(5, dim=16, gamma=1.0, seed=0)
     alphas = [torch.randn(5, 5, generator=torch.Generator().manual_seed(k)) for k in range(3)]

@@ -46,7 +46,12 @@ class Supernet(Protocol):
 
     def weight_parameters(self) -> Iterator[nn.Parameter]: ...
 
-    def arch_parameters(self, arch_index: int) -> Iterable[nn.Parameter]: ...
+    def arch_parameters(self, arch_index: int) -> Iterable[nn.Parameter]:
+        """Everything the architecture optimizer trains for ``arch_index``: the architecture logits,
+        and the weights of modules that act on them during the search (GAS's GGM). The engine applies
+        ``arch_weight_decay`` to the logits only; a supernet with such modules lists their weights in
+        an optional ``arch_module_parameters(arch_index)``."""
+        ...
 
     def set_width_mode(self, mode: str) -> None: ...
 

@@ -60,7 +60,8 @@ class GASSettings(OneShotSettings):
     pretrain_epochs: int = Field(10, ge=0)
     search_epochs: int = Field(20, ge=1)
     #: Adam on α and the GGM: 10× DARTS' 3e-4, as a CPU search epoch has tens of architecture
-    #: steps, not hundreds; L2 decay 1e-3 and betas (0.5, 0.999) as DARTS.
+    #: steps, not hundreds; L2 decay 1e-3 (of α only, not of the GGM's weights) and betas
+    #: (0.5, 0.999) as DARTS.
     arch_lr: float = Field(3e-3, gt=0)
     arch_weight_decay: float = Field(1e-3, ge=0)
 

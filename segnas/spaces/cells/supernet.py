@@ -152,6 +152,11 @@ class CellsSupernet(nn.Module):
         self._check(arch_index)
         return list(self.alphas) + (list(self.guide.parameters()) if self.guide is not None else [])
 
+    def arch_module_parameters(self, arch_index: int = 0) -> list[nn.Parameter]:
+        """The GGM's weights: trained with α, without α's weight decay."""
+        self._check(arch_index)
+        return list(self.guide.parameters()) if self.guide is not None else []
+
     def weight_parameters(self) -> Iterator[nn.Parameter]:
         ids = {id(p) for p in self.alphas}
         return (p for p in self.parameters() if id(p) not in ids)
