@@ -131,6 +131,7 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     result = CliRunner().invoke(app, ["compare", "--status", str(run)])
     assert result.exit_code == 0, result.output
     assert "| train:random:seed1 | pending |" in result.output and "3 of 5 jobs ended" in result.output
+    assert "left: 2 trainings (~" in result.output  # timed by the finished ones
     # the trainings of a method whose search failed are skipped
     failed = json.dumps({"key": "search:random", "result": {"status": "failed: latency.target_ms: too low"}})
     jobs.write_text("".join(x + "\n" for x in lines if "random" not in x) + failed + "\n")

@@ -459,7 +459,20 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
         else:
             row["state"] = "pending"
         rows.append(row)
-    return {"test_split": cfg.test_split, "jobs": rows}
+    return {"test_split": cfg.test_split, "jobs": rows, "remaining": remaining_time(rows, results, cfg)}
+
+
+def remaining_time(rows: list[dict[str, Any]], results: dict[str, Any], cfg: CompareSettings) -> dict[str, Any]:
+    """Hours left at the pace so far: each unfinished search or training costs the mean of the
+    finished ones of its kind (a training's wall time ~ its CPU time / threads on quiet cores)."""
+    threads = cfg.threads or default_threads()
+    spent = {"search": [r["search_wall_seconds"] for k, r in results.items()
+                        if k.startswith("search:") and r.get("status") == "ok" and r.get("search_wall_seconds")],
+             "train": [r["train_cpu_seconds"] / threads for k, r in results.items()
+                       if k.startswith("train:") and r.get("status") == "ok" and r.get("train_cpu_seconds")]}
+    left = {kind: sum(r["state"] in ("pending", "started") for r in rows if r["kind"] == kind) for kind in spent}
+    hours = {kind: (left[kind] * statistics.mean(spent[kind]) / 3600 if spent[kind] else None) for kind in spent}
+    return {"jobs_left": left, "hours": hours}
 
 
 def status_table(status: dict[str, Any]) -> str:
@@ -474,7 +487,16 @@ def status_table(status: dict[str, Any]) -> str:
                  _hours(r.get("cpu_seconds")), (r.get("progress") or r.get("why") or "").replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     done = sum(r["state"] in ("done", "failed", "skipped") for r in rows)
-    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended\n"
+    left = status.get("remaining")
+    pace = ""
+    if left:
+        names = {"search": ("search", "searches"), "train": ("training", "trainings")}
+        parts = [f"{n} {names[kind][n != 1]} "
+                 + (f"(~{h:.1f} h at the pace so far)" if h is not None else "(none finished yet to time)")
+                 for kind, n in left["jobs_left"].items() if n
+                 for h in [left["hours"][kind]]]
+        pace = f"; left: {', '.join(parts)}" if parts else ""
+    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n"
 
 
 # ---------------------------------------------------------------------------------- the job
