@@ -97,7 +97,8 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     assert data["rows"][2]["search_cpu_seconds"] is None and data["total_cpu_hours"] > 0
     md = (run / "compare.md").read_text()
     assert table_head(md) == HEAD
-    assert "Per-class val IoU" in md and "| Road |" in md
+    assert "Per-class val IoU" in md and "Per-class test IoU" in md and "| Road |" in md
+    assert all(len(r["test_per_class_iou"]) == 11 for r in data["rows"])
     # every job ran once: 2 searches, 3 networks x 2 seeds
     keys = [json.loads(x)["key"] for x in (run / "jobs.jsonl").read_text().splitlines()]
     assert sorted(keys) == sorted(["search:saswot", "search:random"] +

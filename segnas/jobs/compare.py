@@ -302,8 +302,12 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     val = [s["val_miou"] for s in ok if s["val_miou"] is not None]
     test = [s["test_miou"] for s in ok if s.get("test_miou") is not None]
     classes = list(ok[0]["per_class_iou"]) if ok else []
-    per_class = {c: json_float(_mean([s["per_class_iou"][c] for s in ok if s["per_class_iou"].get(c) is not None]))
-                 for c in classes}
+
+    def class_means(key: str) -> dict[str, Any]:
+        scored = [s[key] for s in ok if s.get(key)]
+        return {c: json_float(_mean([x[c] for x in scored if x.get(c) is not None])) for c in classes} if scored else {}
+
+    per_class, test_per_class = class_means("per_class_iou"), class_means("test_per_class_iou")
     latency = measured["latency"]["median_ms"] if measured else None
     row: dict[str, Any] = {
         "name": name, "kind": kind, "method": (searched or {}).get("method", name) if kind == "method" else None,
@@ -313,6 +317,7 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
                   for s in seeds],
         "val_miou_mean": _mean(val), "val_miou_std": _std(val),
         "test_miou_mean": _mean(test), "test_miou_std": _std(test), "per_class_iou": per_class,
+        "test_per_class_iou": test_per_class,
         "latency_ms": latency, "latency_iqr_ms": measured["latency"]["iqr_ms"] if measured else None,
         "latency_vs_target": latency / target_ms - 1.0 if latency is not None else None,
         "on_target": latency <= target_ms if latency is not None else None,
@@ -369,13 +374,15 @@ def compare_table(summary: dict[str, Any]) -> str:
                   _hours(r["search_cpu_seconds"]), _hours(r["train_cpu_seconds"]),
                   r["status"].replace("|", "/").replace("\n", " ")]
         lines.append("| " + " | ".join(cells) + " |")
-    scored = [r for r in rows if r["per_class_iou"]]
-    if scored:
-        classes = list(scored[0]["per_class_iou"])
-        lines += ["", "## Per-class val IoU % (mean over seeds)", "",
+    for key, split in (("per_class_iou", "val"), ("test_per_class_iou", summary["test_split"])):
+        scored = [r for r in rows if r.get(key)]
+        if not scored:
+            continue
+        classes = list(scored[0][key])
+        lines += ["", f"## Per-class {split} IoU % (mean over seeds)", "",
                   "| class | " + " | ".join(r["name"] for r in scored) + " |", "|" + "---|" * (len(scored) + 1)]
         for c in classes:
-            lines.append(f"| {c} | " + " | ".join(_pct(r["per_class_iou"].get(c)) for r in scored) + " |")
+            lines.append(f"| {c} | " + " | ".join(_pct(r[key].get(c)) for r in scored) + " |")
     return "\n".join(lines) + "\n"
 
 
