@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pytest
@@ -126,3 +127,39 @@ def test_measuring_latency_leaves_the_global_rng_alone(tmp_path):
 
     measure_latency(conv, (1, 3, 16, 16), "eager", threads=1, min_runs=2, min_time_s=0.0)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_other_processes_load_is_measured_and_can_be_ignored(monkeypatch):
+    import subprocess
+    import sys
+
+    from segnas.cost.machine import other_processes_cores
+
+    monkeypatch.delenv("SEGNAS_IGNORE_LOAD", raising=False)
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+    try:
+        time.sleep(0.3)
+        busy = other_processes_cores(1.0)
+    finally:
+        spinner.kill()
+    assert busy is not None and busy > 0.6  # one spinning process: about one core
+    monkeypatch.setenv("SEGNAS_IGNORE_LOAD", "1")
+    assert other_processes_cores(0.1) is None
+
+
+def test_operators_measured_on_a_busy_machine_are_used_but_not_saved(tmp_path, monkeypatch):
+    import segnas.cost.table as table_module
+
+    monkeypatch.setattr(table_module, "other_processes_cores", lambda *a, **k: 1.5)
+    table = LatencyTable("eager", threads=1, path=tmp_path / "t.json", min_runs=2, min_time_s=0.0)
+    keys = [OpKey("conv", 4, 4, 8, 8), OpKey("sep_conv", 4, 8, 8, 8)]
+    with pytest.warns(UserWarning, match="other processes keep 1.5 cores busy"):
+        assert table.ensure(keys, progress=False) == 2
+    assert all(table.lookup(k) > 0 for k in keys)  # used by this job
+    table.lookup(OpKey("conv", 4, 4, 16, 16))  # a later save keeps the busy ones out
+    saved = json.loads((tmp_path / "t.json").read_text())["entries"]
+    assert set(saved) == {OpKey("conv", 4, 4, 16, 16).to_str()}
+    monkeypatch.setattr(table_module, "other_processes_cores", lambda *a, **k: 0.0)
+    fresh = LatencyTable("eager", threads=1, path=tmp_path / "t.json", min_runs=2, min_time_s=0.0)
+    assert fresh.ensure(keys, progress=False) == 2  # measured again, quietly, and kept
+    assert {k.to_str() for k in keys} <= set(json.loads((tmp_path / "t.json").read_text())["entries"])

@@ -111,6 +111,17 @@ def test_calibrate_measures_fits_caches_and_predicts_corrected(tmp_path, monkeyp
 
 
 @pytest.mark.calibration
+def test_a_correction_fitted_on_a_busy_machine_serves_its_job_but_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr("segnas.cost.latency_model.other_processes_cores", lambda *a, **k: 1.2)
+    model = model_at(tmp_path)
+    said: list[str] = []
+    corr = model.calibrate(SPACE, 11, networks=8, progress=False, min_time_s=0.0, echo=said.append)
+    assert corr.info["other_processes_cores"] == 1.2 and model.correction(SPACE, 11) is not None
+    assert any("other processes kept 1.2 cores busy" in m and "not cached" in m for m in said)
+    assert model_at(tmp_path).correction(SPACE, 11) is None  # the next job calibrates again
+
+
+@pytest.mark.calibration
 def test_a_killed_calibration_resumes_with_the_networks_it_measured(tmp_path, monkeypatch):
     model = model_at(tmp_path)
     real = calib.measure_networks

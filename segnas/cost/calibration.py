@@ -217,11 +217,13 @@ class CorrectionCache:
     def get(self, key: str) -> LatencyCorrection | None:
         return self.entries.get(key)
 
-    def put(self, key: str, correction: LatencyCorrection) -> None:
-        """Keep a fitted correction (its calibration's measurements are dropped)."""
+    def put(self, key: str, correction: LatencyCorrection, persist: bool = True) -> None:
+        """Keep a fitted correction (its calibration's measurements are dropped); ``persist``
+        False: for this process only (the next job calibrates again)."""
         self.entries[key] = correction
         self.measured.pop(key, None)
-        self._save()
+        if persist:
+            self._save()
 
     def measurements(self, key: str) -> MeasurementStore:
         """The networks measured so far for the calibration ``key``, saved as each one is added."""

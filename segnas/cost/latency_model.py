@@ -21,6 +21,7 @@ from segnas.cost.calibration import (CorrectionCache, LatencyCorrection, calibra
                                      fit_correction, measure_networks)
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
+from segnas.cost.machine import BUSY_CORES, other_processes_cores
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 
@@ -152,6 +153,7 @@ class LatencyModel:
         say(f"latency: calibrating the {space.name} space's correction on {networks} measured networks "
             f"({self.describe()}); cached for later jobs")
         t0 = time.perf_counter()
+        busy = [other_processes_cores()]
         archs = calibration_archs(space, networks, seed=0)
         measured = measure_networks(space, archs, num_classes, self.input_shape, self.backend, self.threads,
                                     store=self.corrections.measurements(key), min_time_s=min_time_s,
@@ -159,8 +161,15 @@ class LatencyModel:
         keys = [space.latency_keys(a, num_classes, self.size) for a in archs]
         self.ensure([k for ks in keys for k in ks], progress=progress)
         predictions = [predict_latency(ks, self.table, self.input_shape) for ks in keys]
-        fitted = fit_correction(predictions, measured, info={"seconds": round(time.perf_counter() - t0, 1)})
-        self.corrections.put(key, fitted)
+        busy.append(other_processes_cores())
+        others = max((b for b in busy if b is not None), default=None)
+        fitted = fit_correction(predictions, measured, info={"seconds": round(time.perf_counter() - t0, 1),
+                                                             "other_processes_cores": others})
+        loaded = others is not None and others > BUSY_CORES
+        if loaded:
+            say(f"latency: warning: other processes kept {others:.1f} cores busy while the {space.name} space was "
+                "calibrated; its correction is used by this job only, not cached (calibrate on a quiet machine)")
+        self.corrections.put(key, fitted, persist=not loaded)
         say(f"latency: {space.name} correction fitted in {fitted.info['seconds']:.0f} s; median |error| on its "
             f"networks (leave-one-out) {100 * fitted.loo_median_abs_error:.1f}%, table alone "
             f"{100 * fitted.table_median_abs_error:.1f}%")

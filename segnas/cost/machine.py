@@ -20,7 +20,33 @@ from segnas.cost.backends import pinned_threads
 from segnas.utils import atomic_write_text, cache_dir
 
 __all__ = ["cache_dir", "cpu_model", "cpu_has_native_bf16", "machine_fingerprint", "measure_matmul_peak",
-           "matmul_peak_gflops", "available_memory_bytes"]
+           "matmul_peak_gflops", "available_memory_bytes", "other_processes_cores", "BUSY_CORES"]
+
+#: Cores other processes may keep busy before latency measurements count as taken on a busy machine.
+BUSY_CORES = 0.25
+
+
+def _busy_ticks() -> int:
+    """Clock ticks every core spent busy since boot (/proc/stat: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(values) - values[3] - values[4]
+
+
+def other_processes_cores(seconds: float = 0.5) -> float | None:
+    """How many cores processes other than this one kept busy over the next ``seconds`` (this
+    process idles meanwhile); None where /proc/stat cannot be read, or when ``SEGNAS_IGNORE_LOAD``
+    is set (measurements on a shared machine are to be trusted as they come). Latency measured while
+    this is well above 0 is slower than the machine alone would run it."""
+    if os.environ.get("SEGNAS_IGNORE_LOAD"):
+        return None
+    try:
+        hz = os.sysconf("SC_CLK_TCK")
+        own0, busy0, t0 = time.process_time(), _busy_ticks(), time.perf_counter()
+        time.sleep(seconds)
+        own1, busy1, t1 = time.process_time(), _busy_ticks(), time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, ((busy1 - busy0) / hz - (own1 - own0)) / (t1 - t0))
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ from torch import nn
 
 from segnas.cost.backends import pinned_threads, prepare
 from segnas.cost.latency import default_threads, time_callable
-from segnas.cost.machine import cache_dir, machine_fingerprint
+from segnas.cost.machine import BUSY_CORES, cache_dir, machine_fingerprint, other_processes_cores
 from segnas.progress import progress_bar
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
@@ -59,6 +59,8 @@ class LatencyTable:
         self.entries: dict[str, float] = {}
         self.overheads: dict[str, float] = {}
         self.measured = 0  # entries measured by this instance (not read from the cache)
+        #: entries measured while other processes kept the cores busy: used, never saved
+        self.volatile: set[str] = set()
         self._load()
 
     # ------------------------------------------------------------------ cache file
@@ -78,8 +80,9 @@ class LatencyTable:
             self.entries, self.overheads = {}, {}
 
     def save(self) -> None:
+        entries = {k: v for k, v in self.entries.items() if k not in self.volatile}
         payload = {"format": FORMAT, "version": VERSION, "context": self.context,
-                   "overheads": self.overheads, "entries": self.entries}
+                   "overheads": self.overheads, "entries": entries}
         atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
 
     # ------------------------------------------------------------------ measuring
@@ -129,13 +132,21 @@ class LatencyTable:
     def ensure(self, keys: Iterable[OpKey], progress: bool = True) -> int:
         """Measure every key not yet in the table (saving as it goes); returns how many were new."""
         todo = self.missing(keys)
+        others = other_processes_cores() if todo else None
+        keep = others is None or others <= BUSY_CORES
+        if not keep:
+            warnings.warn(f"latency table: other processes keep {others:.1f} cores busy; the {len(todo)} operators "
+                          "measured now are used by this job only, not saved (measure on a quiet machine)",
+                          stacklevel=2)
         with progress_bar(progress and bool(todo)) as bar:
             task = bar.add_task(f"latency table ({self.backend})", total=len(todo), info="") if bar else None
             for i, key in enumerate(todo):
-                self.lookup(key, save=(i % 20 == 19))
+                self.lookup(key, save=keep and (i % 20 == 19))
+                if not keep:
+                    self.volatile.add(key.to_str())
                 if bar is not None:
                     bar.update(task, advance=1, info=key.op)
-        if todo:
+        if todo and keep:
             self.save()
         return len(todo)
 
