@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import results_dir, save_result  # noqa: E402
 
-from segnas.spaces.base import read_arch_file  # noqa: E402
 from segnas.utils import atomic_write_text  # noqa: E402
 
 RESULTS = results_dir(__file__)
@@ -32,9 +31,6 @@ def collect(run_dir: Path, name: str, out: Path) -> Path:
     if not summary_path.is_file():
         sys.exit(f"{run_dir}: no compare.json (not finished? `segnas compare --status {run_dir}` shows where it is)")
     summary = json.loads(summary_path.read_text())
-    for row in summary["rows"]:  # runs of an older segnas kept only the file's path
-        if row.get("arch_file") and "arch" not in row:
-            row["arch"] = read_arch_file(run_dir / row["arch_file"])
     path = save_result(name, {**summary, "run_dir": str(run_dir)}, out)
     atomic_write_text(out / f"{name}.md", (run_dir / "compare.md").read_text())
     shutil.copyfile(run_dir / "pareto.png", out / f"{name}.png")

@@ -8,8 +8,9 @@ The search runs on whole training images resized to --search-size (120x160 by de
 of the 480x360 deployment size on each side, to fit a 2-core CPU); latencies are those of the
 deployment size --size on ONNX Runtime with 2 threads, from the operator table. Teacher and
 student (distilled from the teacher) are then trained at 360x480 for --final-steps optimizer steps
-each at batch 8 in fp32 (the same training on every CPU; the search then runs in fp32 too), so the student's val mIoU compares with
-the networks ``train_camvid.py --steps <same>`` trained (results/<model>_steps<N>.json);
+each at batch 8 in fp32 (the same training on every CPU; the search then runs in fp32 too), so the
+student's val mIoU compares with the networks ``train_camvid.py --steps <same>`` trained
+(results/<model>_steps<N>.json);
 ``--final-minutes`` gives a CPU-time budget instead (machine- and load-dependent). Both derived
 architectures are saved in the result.
 

@@ -259,7 +259,7 @@ def compare(
     resume: Optional[Path] = typer.Option(None, help="Continue the comparison in this run directory."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
     status: Optional[Path] = typer.Option(None, help="Only show where the comparison in this run directory stands "
-                                                     "(every job: done, running, pending; safe while it runs)."),
+                                                     "(every job's state and scores, hours left; safe while it runs)."),
 ) -> None:
     """Compare search methods and zoo baselines for one latency target: every search, then every
     network trained with one recipe, budget and seeds, measured in one latency session."""

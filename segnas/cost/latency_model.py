@@ -19,9 +19,9 @@ from typing import Any, Callable, ClassVar, Protocol, Sequence
 from segnas.config.search import LatencyTarget
 from segnas.cost.calibration import (CorrectionCache, LatencyCorrection, calibration_archs, correction_key,
                                      fit_correction, measure_networks)
+from segnas.cost.machine import BUSY_CORES, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
-from segnas.cost.machine import BUSY_CORES, other_processes_cores
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 

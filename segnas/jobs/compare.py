@@ -221,6 +221,17 @@ def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]]) 
     return {item["key"]: result for item, result in zip(items, results)}
 
 
+def training_order(cfg: CompareSettings, methods: list[str], zoo: list[str]) -> list[tuple[str, int]]:
+    """(network, seed) of every final training in the order the comparison runs them: one job at a
+    time (``workers: 1``), every network's first seed before any second one, found networks before
+    the zoo (a comparison stopped early has scored every network once); in parallel, the zoo (which
+    trains beside the searches) and then the found networks."""
+    seeds = range(cfg.seed, cfg.seed + cfg.train.seeds)
+    if cfg.workers == 1:
+        return [(name, seed) for seed in seeds for name in [*methods, *zoo]]
+    return [(name, seed) for name in [*zoo, *methods] for seed in seeds]
+
+
 def training_items(cfg: CompareSettings, run_path: Path, name: str, model: dict[str, Any],
                    test: str | None) -> list[dict[str, Any]]:
     """The trainings of network ``name`` (``model``: a zoo name or an arch file), one per seed."""
@@ -428,17 +439,13 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
         raise SegnasError(f"{run_dir}: not a comparison run directory (no config.yaml)")
     cfg = load_config(CompareSettings, path / "config.yaml")
     results, failures = read_store(path / JOBS_FILE)
-    methods = list(cfg.methods if cfg.methods is not None else list_strategies())
+    methods = list(chosen_methods(cfg))
     zoo = zoo_names(cfg)
     if zoo is None:
         selection = path / "zoo_selection.json"
         zoo = json.loads(selection.read_text())["selected"] if selection.is_file() else []
-    seeds = range(cfg.seed, cfg.seed + cfg.train.seeds)
     plan = [("search", label, None) for label in methods]
-    if cfg.workers == 1:  # compare_job's order
-        plan += [("train", name, seed) for seed in seeds for name in [*methods, *zoo]]
-    else:
-        plan += [("train", name, seed) for name in [*zoo, *methods] for seed in seeds]
+    plan += [("train", name, seed) for name, seed in training_order(cfg, methods, zoo)]
     rows = []
     for kind, name, seed in plan:
         key = f"search:{name}" if kind == "search" else f"train:{name}:seed{seed}"
@@ -537,8 +544,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                  "settings": search_settings(cfg, m, own, path / "search" / m).model_dump(mode="json"),
                  "folder": str(path / "search" / m), "root": str(path)} for m, own in methods.items()]
     zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
-    # one job at a time: the searches, then every network's first seed before any second one (a
-    # comparison stopped early has a row per network); in parallel the zoo trains beside the searches
+    # one job at a time: the searches, then the trainings (training_order); in parallel the zoo
+    # trains beside the searches
     serial = cfg.workers == 1
     done = run_jobs(cfg, path, searches + ([] if serial else zoo_items))
     found = {m: done[f"search:{m}"] for m in methods}
@@ -547,8 +554,10 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                          f"CPU-s" if r["status"] == "ok" else r["status"]))
     method_items = [it for m, r in found.items() if r["status"] == "ok"
                     for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
-    trainings = method_items + zoo_items if serial else method_items
-    done.update(run_jobs(cfg, path, sorted(trainings, key=lambda it: it["config"]["seed"]) if serial else trainings))
+    trainings = {it["key"]: it for it in (method_items + zoo_items if serial else method_items)}
+    ordered = [trainings[key] for name, seed in training_order(cfg, list(methods), zoo)
+               if (key := f"train:{name}:seed{seed}") in trainings]
+    done.update(run_jobs(cfg, path, ordered))
 
     seeds = {it["name"]: [] for it in zoo_items + method_items}
     for it in zoo_items + method_items:
