@@ -376,3 +376,29 @@ def test_demo_options_are_checked_before_any_work(tmp_path):
         result = CliRunner().invoke(app, ["demo", *args, "--out-dir", str(tmp_path / "runs")])
         assert result.exit_code == 2 and needle in result.output, result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_saved_comparison_resumes_on_another_machine_without_rerunning_ended_jobs(tmp_path):
+    """benchmarks/compare/snapshot.py keeps ended jobs without their checkpoints, leaves a job under
+    way out, and a run rebuilt from it elsewhere resumes to the same table without running them again."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "compare"))
+    import snapshot
+
+    summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM}))
+    run = Path(summary["run_dir"])
+    assert list(run.rglob("*.pt")), "the trainings wrote no checkpoints: nothing to leave out"
+    under_way = run / "train" / "under_way-seed0" / "20260101-000000-train"
+    under_way.mkdir(parents=True)
+    keys = snapshot.save(run, tmp_path / "kept")
+    assert sorted(keys) == ["search:random", "train:fast_scnn:seed0", "train:random:seed0"]
+    kept = tmp_path / "kept"
+    assert not list(kept.rglob("*.pt")) and not (kept / "train" / "under_way-seed0").exists()
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.rmtree(run)
+    snapshot.restore(kept, moved)
+    with pytest.raises(SegnasError, match="already exists"):
+        snapshot.restore(kept, moved)
+    lines_before = (moved / "jobs.jsonl").read_text()
+    resumed = compare_job(None, resume=moved)
+    assert (moved / "jobs.jsonl").read_text() == lines_before  # no ended job ran again
+    assert _without_timings(resumed["rows"]) == _without_timings(summary["rows"])
