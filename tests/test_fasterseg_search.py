@@ -199,3 +199,24 @@ def test_a_missing_gpu_is_refused_before_the_run_directory_exists(tiny_search, t
     with pytest.raises(SegnasError, match="no CUDA GPU"):
         search_job(make_settings("fasterseg", {**tiny_search(), "device": "cuda"}))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.calibration
+def test_the_latency_correction_is_calibrated_on_networks_like_the_student(tiny_search, monkeypatch):
+    """The student (the network that must meet the target) has FasterSeg's narrower stem and head:
+    the correction is fitted on networks of that space, and the student's prediction uses it."""
+    from segnas.cost.latency_model import space_id
+    from segnas.spaces.multires import OFFICIAL_STEM_HEAD_WIDTH, MultiResSpace
+
+    monkeypatch.setenv("SEGNAS_IGNORE_LOAD", "1")
+    settings = tiny_search(search_epochs=1)
+    settings["latency"]["calibration_networks"] = 8
+    settings["final"] = {"epochs": 0}
+    summary = search_job(make_settings("fasterseg", settings))
+    student = read_arch_file(Path(summary["run_dir"]) / "student.json")["arch"]
+    stem, head = OFFICIAL_STEM_HEAD_WIDTH[1]
+    assert (student["stem_width"], student["head_width"]) == (stem, head) != (1.0, 1.0)
+    space = MultiResSpace(layers=5, base_width=2, width_ratios=[0.5, 1.0], stem_width=stem, head_width=head)
+    cache = json.loads(next((Path(os.environ["SEGNAS_CACHE"]) / "latency").glob("*.corrections.json")).read_text())
+    assert [k.split("/")[0] for k in cache["entries"]] == [f"{space_id(space)}@v{space.version}"]
+    assert summary["networks"]["student"]["correction"] is True

@@ -82,9 +82,16 @@ class FasterSegSearch(OneShotStrategy):
     # ------------------------------------------------------------------ hooks
     def build_supernet(self, ctx: SearchContext) -> MultiResSupernet:
         sc = ctx.section.space
-        self.space = MultiResSpace(layers=sc.layers, base_width=sc.base_width, width_ratios=sc.width_ratios)
+        supernet = MultiResSpace(layers=sc.layers, base_width=sc.base_width,
+                                 width_ratios=sc.width_ratios).supernet(ctx.num_classes, ctx.latency.size)
+        # The space of the networks that must meet the target: the student's, with its stem and head
+        # widths, so that the latency correction is calibrated on networks like it (a correction
+        # fitted at full stem and head width mispredicts a student at 8/12 of it).
+        stem, head = supernet.stem_head_widths[STUDENT]
+        self.space = MultiResSpace(layers=sc.layers, base_width=sc.base_width, width_ratios=sc.width_ratios,
+                                   stem_width=stem, head_width=head)
         self.lam = ctx.section.lam
-        return self.space.supernet(ctx.num_classes, ctx.latency.size)
+        return supernet
 
     def val_images(self, ctx: SearchContext) -> int:
         return ctx.section.derive_val_images
