@@ -207,3 +207,26 @@ def test_supernet_evaluator_scores_sub_networks_of_a_trained_supernet(tmp_path):
     with pytest.raises(SegnasError, match="no supernet"):
         save_checkpoint(tmp_path / "bad.pt", {"model": {}, "model_spec": {"kind": "zoo"}})
         SupernetEvaluator("joint", tmp_path / "bad.pt", 11, (48, 64), data, JOINT_TINY)(archs[0])
+
+
+def test_a_resumed_search_reports_the_time_of_every_process_that_worked_on_it(tmp_path):
+    """The search clock is saved while the search runs; a killed process's time (up to its last
+    save) is added to the resumed one's."""
+    from types import SimpleNamespace
+
+    from segnas.jobs.search import SearchClock
+
+    run = SimpleNamespace(path=tmp_path)
+    first = SearchClock(run, period_s=0.05)
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:  # busy: CPU time too
+        pass
+    time.sleep(0.15)  # a save after the work; the process is then "killed" (never stopped)
+    saved = json.loads((tmp_path / SearchClock.FILE).read_text())
+    assert saved["search_wall_seconds"] >= 0.3 and saved["search_cpu_seconds"] >= 0.2
+    first._stop.set()
+    second = SearchClock(run, period_s=60)
+    total = second.stop()
+    assert total["search_wall_seconds"] >= saved["search_wall_seconds"]
+    assert total["search_cpu_seconds"] >= saved["search_cpu_seconds"]
+    assert json.loads((tmp_path / SearchClock.FILE).read_text()) == total

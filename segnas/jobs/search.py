@@ -7,7 +7,8 @@ other found networks as ``<name>.json``), ``search_result.json`` (schema below) 
 ``--resume RUN_DIR`` continues a killed job at any stage.
 
 ``search_result.json``: ``method``, ``space``, ``target_ms``, ``size``, ``backend``, ``threads``,
-``search_wall_seconds``, ``search_cpu_seconds`` (this process and its workers), ``resumed``,
+``search_wall_seconds``, ``search_cpu_seconds`` (this process and its workers, summed over every
+process of a resumed search), ``resumed``,
 ``networks`` (per name: ``role``, ``predicted_ms``, ``measured_ms``, ``latency_vs_target``,
 ``params``, ``gflops``, ``training``) and ``details`` (the method's own figures).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -70,6 +72,43 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+#: Seconds between two saves of a running search's clock (a killed search loses at most this much).
+CLOCK_PERIOD_S = 30.0
+
+
+class SearchClock:
+    """Wall and CPU seconds a search has spent, over every process that worked on it: the totals
+    are saved in the run directory every ``CLOCK_PERIOD_S`` seconds, and a resumed search starts
+    from them (a killed process loses at most one period)."""
+
+    FILE = "search_clock.partial.json"
+
+    def __init__(self, run: RunDir, period_s: float = CLOCK_PERIOD_S) -> None:
+        self.path = run.path / self.FILE
+        prior = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.prior = (float(prior.get("search_wall_seconds", 0.0)), float(prior.get("search_cpu_seconds", 0.0)))
+        self.wall0, self.cpu0 = time.perf_counter(), _cpu_seconds()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._save_every, args=(period_s,), daemon=True)
+        self._thread.start()
+
+    def totals(self) -> dict[str, float]:
+        return {"search_wall_seconds": round(self.prior[0] + time.perf_counter() - self.wall0, 1),
+                "search_cpu_seconds": round(self.prior[1] + _cpu_seconds() - self.cpu0, 1)}
+
+    def _save_every(self, period_s: float) -> None:
+        while not self._stop.wait(period_s):
+            atomic_write_text(self.path, json.dumps(self.totals()))
+
+    def stop(self) -> dict[str, float]:
+        """The totals, saved; no more saves."""
+        self._stop.set()
+        self._thread.join()
+        totals = self.totals()
+        atomic_write_text(self.path, json.dumps(totals))
+        return totals
+
+
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
                latency: LatencyModel | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; returns the summary written to
@@ -93,11 +132,12 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     ctx.run = open_run(cfg, run)
     done = ctx.run.path / "search_result.json"
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
-    wall, cpu = time.perf_counter(), _cpu_seconds()
-    result = strategy.run(ctx)
-    clock = {"search_wall_seconds": round(time.perf_counter() - wall, 1),
-             "search_cpu_seconds": round(_cpu_seconds() - cpu, 1), "resumed": resume is not None}
-    clock = _search_clock(ctx.run, clock)
+    clock = SearchClock(ctx.run)
+    try:
+        result = strategy.run(ctx)
+    finally:
+        spent = clock.stop()
+    clock = _search_clock(ctx.run, {**spent, "resumed": resume is not None})
     summary = {"method": cfg.method, "space": result.found.space.name, "target_ms": latency.target_ms,
                "size": list(latency.size), "backend": latency.backend, "threads": latency.threads, **clock,
                "networks": {}, "details": result.details}
