@@ -173,16 +173,17 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
     for r in cmp.get("rows", []):
         std = r.get("val_miou_std")
         val = _pct(r.get("val_miou_mean")) + (f" ± {100 * std:.2f}" if isinstance(std, (int, float)) else "")
-        vs = r.get("latency_vs_target")
+        vs, at_search = r.get("latency_vs_target"), r.get("search_measured_ms")
         cpu = [r.get("search_cpu_seconds"), r.get("train_cpu_seconds")]
         rows.append((r.get("name"), r.get("kind"), r.get("status"), val, _pct(r.get("test_miou_mean")),
                      _num(r.get("latency_ms")), f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
+                     _num(at_search) if isinstance(at_search, (int, float)) else "-",
                      _count(r.get("params")), _num(r.get("gflops"), ".3f"),
                      " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu),
                      len(r.get("seeds") or [])))
     doc.table(("network", "kind", "status", "val mIoU (mean ± std)", "test mIoU", "latency ms", "vs target",
-               "params", "GFLOPs", "search / train CPU-h", "seeds"), rows,
-              numeric=(False, False, False, True, True, True, True, True, True, True, True))
+               "at its search ms", "params", "GFLOPs", "search / train CPU-h", "seeds"), rows,
+              numeric=(False, False, False, True, True, True, True, True, True, True, True, True))
     classes: list[str] = []
     means: dict[str, dict[str, float | None]] = {}
     for r in cmp.get("rows", []):
