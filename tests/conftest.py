@@ -34,6 +34,15 @@ def tiny_config(tmp_path, **overrides) -> dict:
     return cfg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache(tmp_path_factory):
+    """Tests never read or write the user's segnas cache (latency tables, dataset checks): one cache
+    folder for the test session; modules that need their own set SEGNAS_CACHE themselves."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGNAS_CACHE", str(tmp_path_factory.mktemp("segnas-cache")))
+        yield
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return lambda **kw: tiny_config(tmp_path, **kw)
