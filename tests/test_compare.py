@@ -419,3 +419,31 @@ def test_a_search_result_recorded_without_its_measured_latency_reads_it_from_the
     assert with_search_measurement(old, tmp_path)["measured_ms"] == 18.9
     assert with_search_measurement({**old, "measured_ms": 15.0}, tmp_path)["measured_ms"] == 15.0
     assert with_search_measurement({"status": "failed: x"}, tmp_path) == {"status": "failed: x"}
+
+
+def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tmp_path):
+    """measure=False (--no-latency) stops once every job has ended: no latency session and no
+    results; a resume (on the deployment machine) measures and writes them without running a job
+    again. Every training records where it ran."""
+    lines: list[str] = []
+    out = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", methods={"random": RANDOM})),
+                      echo=lines.append, measure=False)
+    run = Path(out["run_dir"])
+    assert out["measured"] is False and "segnas compare --resume" in lines[-1]
+    assert not (run / "latency.json").exists() and not (run / "compare.json").exists()
+    jobs = (run / "jobs.jsonl").read_text()
+    trainings = [json.loads(x)["result"] for x in jobs.splitlines() if json.loads(x)["key"].startswith("train:")]
+    assert len(trainings) == 2 and {t["device"] for t in trainings} == {"cpu"}
+    assert all(t["train_cpu_seconds"] > 0 and t["train_gpu_seconds"] is None for t in trainings)
+    summary = compare_job(None, resume=run)
+    assert (run / "jobs.jsonl").read_text() == jobs and (run / "latency.json").is_file()
+    assert [r["train_devices"] for r in summary["rows"]] == [["cpu"], ["cpu"]]
+    assert "ran on" not in (run / "compare.md").read_text()  # said only where some trained elsewhere
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_for_where_there_is_none_is_one_line_before_any_work(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(SegnasError, match="cuda"):
+        compare_job(build_config(CompareSettings, tiny(runs, methods={"random": RANDOM})), device="cuda", measure=False)
+    assert not runs.exists() or not any(runs.iterdir())

@@ -260,6 +260,15 @@ def compare(
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
     status: Optional[Path] = typer.Option(None, help="Only show where the comparison in this run directory stands "
                                                      "(every job's state and scores, hours left; safe while it runs)."),
+    device: Optional[str] = typer.Option(None, help="Where the searches and trainings still to run compute (cpu, "
+                                                    "cuda, cuda:N, auto), also with --resume: the run's config.yaml "
+                                                    "stays as it is and every training records its device.",
+                                         show_default="the settings' device"),
+    workers: Optional[int] = typer.Option(None, min=1, help="Jobs at a time, also with --resume.",
+                                          show_default="the settings' workers"),
+    latency: bool = typer.Option(True, "--latency/--no-latency",
+                                 help="--no-latency stops once every job has ended, before the latency session: "
+                                      "train on a GPU machine, then --resume on the deployment machine to measure."),
 ) -> None:
     """Compare search methods and zoo baselines for one latency target: every search, then every
     network trained with one recipe, budget and seeds, measured in one latency session."""
@@ -271,8 +280,8 @@ def compare(
         return
 
     cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
-    summary = compare_job(cfg, resume, echo=echo)
-    echo(f"done: {summary['run_dir']}")
+    summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency)
+    echo(f"{'done' if summary.get('measured', True) else 'trained'}: {summary['run_dir']}")
 
 
 @app.command()

@@ -36,6 +36,7 @@ from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, default_threads, measure_latency_interleaved
 from segnas.data import build_dataset, has_split, validate_dataset
+from segnas.engine.device import describe_device, resolve_device
 from segnas.errors import SegnasError
 from segnas.evaluate.base import json_float
 from segnas.evaluate.short_train import training_recipe
@@ -201,6 +202,7 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
     try:
         result = train_job(cfg, resume=latest_run(Path(cfg.out_dir)), device=cfg.device)
         threads = cfg.threads or torch.get_num_threads()  # the CPU clock counts CPU time / threads
+        on_gpu = resolve_device(cfg.device).type == "cuda"
         final = result.final
         if "val_miou" not in final:
             raise SegnasError(f"{result.run_dir}: the training ended without a validation score")
@@ -209,7 +211,9 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"status": "ok", "seed": seed, "val_miou": json_float(final["val_miou"]),
                                "test_miou": None,
                                "per_class_iou": {c: json_float(v) for c, v in zip(names, final["val_iou"])},
-                               "train_cpu_seconds": round(result.train_seconds * threads, 1),
+                               "device": describe_device(cfg.device),
+                               "train_cpu_seconds": None if on_gpu else round(result.train_seconds * threads, 1),
+                               "train_gpu_seconds": round(result.train_seconds, 1) if on_gpu else None,
                                "steps": int(final.get("step", 0)), "epochs": int(result.epochs_done),
                                "run_dir": relative(result.run_dir, item["root"])}
         if item.get("test_split"):
@@ -234,15 +238,16 @@ def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]]) 
     return {item["key"]: result for item, result in zip(items, results)}
 
 
-def training_order(cfg: CompareSettings, methods: list[str], zoo: list[str]) -> list[tuple[str, int]]:
-    """(network, seed) of every final training in the order the comparison runs them: one job at a
-    time (``workers: 1``), every network's first seed before any second one, found networks before
-    the zoo (a comparison stopped early has scored every network once); in parallel, the zoo (which
-    trains beside the searches) and then the found networks."""
+def training_order(cfg: CompareSettings, methods: list[str], zoo: list[str],
+                   beside_searches: bool) -> list[tuple[str, int]]:
+    """(network, seed) of every final training in the order the comparison runs them: every
+    network's first seed before any second one, found networks before the zoo (a comparison stopped
+    early has scored every network once); the zoo first when it trains beside searches still to run
+    (``beside_searches``: several workers)."""
     seeds = range(cfg.seed, cfg.seed + cfg.train.seeds)
-    if cfg.workers == 1:
-        return [(name, seed) for seed in seeds for name in [*methods, *zoo]]
-    return [(name, seed) for name in [*zoo, *methods] for seed in seeds]
+    if beside_searches:
+        return [(name, seed) for name in [*zoo, *methods] for seed in seeds]
+    return [(name, seed) for seed in seeds for name in [*methods, *zoo]]
 
 
 def training_items(cfg: CompareSettings, run_path: Path, name: str, model: dict[str, Any],
@@ -338,7 +343,8 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
         "name": name, "kind": kind, "method": (searched or {}).get("method", name) if kind == "method" else None,
         "arch_file": searched.get("arch_file") if searched else None, "status": "ok",
         "seeds": [{k: s.get(k) for k in ("seed", "status", "val_miou", "test_miou", "per_class_iou",
-                                         "test_per_class_iou", "train_cpu_seconds", "steps", "epochs", "run_dir")}
+                                         "test_per_class_iou", "device", "train_cpu_seconds", "train_gpu_seconds",
+                                         "steps", "epochs", "run_dir")}
                   for s in seeds],
         "val_miou_mean": _mean(val), "val_miou_std": _std(val),
         "test_miou_mean": _mean(test), "test_miou_std": _std(test), "per_class_iou": per_class,
@@ -351,7 +357,8 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
         "predicted_table_ms": searched.get("predicted_table_ms") if searched else None,
         "params": measured["params"] if measured else None, "gflops": measured["gflops"] if measured else None,
         "search_cpu_seconds": searched.get("search_cpu_seconds") if searched else None,
-        "train_cpu_seconds": round(sum(s["train_cpu_seconds"] for s in ok), 1) if ok else None,
+        "train_cpu_seconds": _total(ok, "train_cpu_seconds"), "train_gpu_seconds": _total(ok, "train_gpu_seconds"),
+        "train_devices": sorted({s.get("device") or "cpu" for s in ok}),
     }
     # A found network lands on target when measured on the machine its search's table was measured
     # on (at the end of its search; sessions on a shared machine differ by 20-30%), else in the session.
@@ -366,6 +373,12 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     return row
 
 
+def _total(seeds: list[dict[str, Any]], key: str) -> float | None:
+    """``key`` summed over the seeds that have it (trainings on a GPU have no CPU time and vice versa)."""
+    values = [s[key] for s in seeds if s.get(key) is not None]
+    return round(sum(values), 1) if values else None
+
+
 def _pct(x: float | None, std: float | None = None) -> str:
     if x is None:
         return "-"
@@ -374,6 +387,15 @@ def _pct(x: float | None, std: float | None = None) -> str:
 
 def _hours(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 3600:.3f}"
+
+
+def _train_hours(row: dict[str, Any]) -> str:
+    """The final trainings' CPU-hours, and their GPU-hours where some ran on a GPU."""
+    gpu = row.get("train_gpu_seconds")
+    if gpu is None:
+        return _hours(row["train_cpu_seconds"])
+    cpu = "" if row["train_cpu_seconds"] is None else f"{_hours(row['train_cpu_seconds'])} + "
+    return f"{cpu}{_hours(gpu)} GPU-h"
 
 
 def compare_table(summary: dict[str, Any]) -> str:
@@ -387,6 +409,9 @@ def compare_table(summary: dict[str, Any]) -> str:
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
              f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
+    devices = sorted({d for r in rows for d in r.get("train_devices") or []})
+    if devices != ["cpu"] and devices:
+        lines.append(f"- final trainings ran on: {', '.join(devices)} (same steps and recipe; fp32 without TF32)")
     if not test:
         lines.append(f"- no test split in {s['data']['name']}: test mIoU left out")
     elif (held := (s["data"].get("options") or {}).get("holdout")) and summary["test_split"] == "holdout":
@@ -405,7 +430,7 @@ def compare_table(summary: dict[str, Any]) -> str:
                   else f"{r['search_measured_ms']:.2f} ({100 * r['search_vs_target']:+.1f}%)",
                   "-" if r["params"] is None else f"{r['params'] / 1e6:.3f}",
                   "-" if r["gflops"] is None else f"{r['gflops']:.3f}",
-                  _hours(r["search_cpu_seconds"]), _hours(r["train_cpu_seconds"]),
+                  _hours(r["search_cpu_seconds"]), _train_hours(r),
                   r["status"].replace("|", "/").replace("\n", " ")]
         lines.append("| " + " | ".join(cells) + " |")
     for key, split in (("per_class_iou", "val"), ("test_per_class_iou", summary["test_split"])):
@@ -468,7 +493,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
         selection = path / "zoo_selection.json"
         zoo = json.loads(selection.read_text())["selected"] if selection.is_file() else []
     plan = [("search", label, None) for label in methods]
-    plan += [("train", name, seed) for name, seed in training_order(cfg, methods, zoo)]
+    beside = cfg.workers > 1 and any(f"search:{m}" not in results for m in methods)
+    plan += [("train", name, seed) for name, seed in training_order(cfg, methods, zoo, beside)]
     rows = []
     for kind, name, seed in plan:
         key = f"search:{name}" if kind == "search" else f"train:{name}:seed{seed}"
@@ -540,11 +566,31 @@ def status_table(status: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------- the job
+def with_execution(cfg: CompareSettings, device: str | None, workers: int | None) -> CompareSettings:
+    """``cfg`` with where its remaining jobs compute (``device``) and how many run at once
+    (``workers``) replaced: settings that change no figure's definition, so a resumed comparison may
+    continue on another machine (train on a GPU machine, measure on the deployment one). The run's
+    config.yaml is left as it is; every training records its own device."""
+    update = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
+    if not update:
+        return cfg
+    cfg = CompareSettings.model_validate({**cfg.model_dump(mode="json"), **update})
+    resolve_device(cfg.device)  # a GPU asked for where there is none: one line before any work
+    return cfg
+
+
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
-                echo: Echo | None = None) -> dict[str, Any]:
-    """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``."""
+                echo: Echo | None = None, *, device: str | None = None, workers: int | None = None,
+                measure: bool = True) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``.
+
+    ``device``/``workers`` override where and how many jobs run at once (``with_execution``);
+    ``measure=False`` stops once every job has ended, before the latency session (which belongs on
+    the deployment machine: a later ``resume`` there measures and writes the results); it then
+    returns ``{"run_dir": ..., "measured": False}``."""
     echo = echo or (lambda m: None)
     cfg, run = start_job(CompareSettings, settings, resume)
+    cfg = with_execution(cfg, device, workers)
     # everything that can fail on user input, before the run directory exists
     methods = chosen_methods(cfg)
     zoo_names(cfg)
@@ -571,17 +617,18 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                  "folder": str(path / "search" / m), "root": str(path)} for m, own in methods.items()]
     zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
     # one job at a time: the searches, then the trainings (training_order); in parallel the zoo
-    # trains beside the searches
-    serial = cfg.workers == 1
-    done = run_jobs(cfg, path, searches + ([] if serial else zoo_items))
+    # trains beside the searches still to run, else with the other trainings
+    ended = read_store(path / JOBS_FILE)[0]
+    beside = cfg.workers > 1 and any(item["key"] not in ended for item in searches)
+    done = run_jobs(cfg, path, searches + (zoo_items if beside else []))
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
         echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.0f} "
                          f"CPU-s" if r["status"] == "ok" else r["status"]))
     method_items = [it for m, r in found.items() if r["status"] == "ok"
                     for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
-    trainings = {it["key"]: it for it in (method_items + zoo_items if serial else method_items)}
-    ordered = [trainings[key] for name, seed in training_order(cfg, list(methods), zoo)
+    trainings = {it["key"]: it for it in (method_items if beside else method_items + zoo_items)}
+    ordered = [trainings[key] for name, seed in training_order(cfg, list(methods), zoo, beside)
                if (key := f"train:{name}:seed{seed}") in trainings]
     done.update(run_jobs(cfg, path, ordered))
 
@@ -591,6 +638,10 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     sources = {m: str(path / r["arch_file"]) for m, r in found.items() if r["status"] == "ok"}
     sources.update({name: name for name in zoo})
     sources = {n: s for n, s in sources.items() if any(x["status"] == "ok" for x in seeds[n])}
+    if not measure:
+        echo(f"every job has ended; measure and write the results on the deployment machine: "
+             f"segnas compare --resume {path}")
+        return {"run_dir": str(path), "measured": False}
     measured = measure_networks(cfg, path, sources, num_classes, echo) if sources else {}
 
     target = cfg.latency.target
