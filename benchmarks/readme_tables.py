@@ -1000,9 +1000,19 @@ def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
               "on the machine its latency table was measured on (it is on target within ±15% there)."
               + (f" `{test}` mIoU: CamVid training sequence {held}, left out of every training (streets no "
                  "network saw); val's street also supplies training images." if held and test == "holdout" else "")
-              + f" Total: {r['total_cpu_hours']:.1f} CPU-hours. " + machine_line(r)
+              + f" Total: {r['total_cpu_hours']:.1f} CPU-hours{trained_elsewhere(r)}. " + machine_line(r)
               + (f" [Table, per-class IoU and Pareto plot]({link})." if link else ""), ""]
     return lines
+
+
+def trained_elsewhere(r: dict[str, Any]) -> str:
+    """Where a comparison's final trainings ran, when not (all) on the CPU of the machine line."""
+    devices = sorted({d for row in r["rows"] for d in row.get("train_devices") or []})
+    if not devices or devices == ["cpu"]:
+        return ""
+    gpu_hours = sum(row.get("train_gpu_seconds") or 0.0 for row in r["rows"]) / 3600
+    return (f", and {gpu_hours:.1f} GPU-hours of final training on {', '.join(devices)} (the same optimizer "
+            "steps and recipe; fp32 without TF32; searches and latency on the CPU)")
 
 
 def page_compare(study: Study, studies: dict[str, Study]) -> list[str]:

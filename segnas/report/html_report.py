@@ -169,6 +169,9 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
     cmp = run.compare or {}
     doc.text(f"Latency target {_num(cmp.get('target_ms'), '.4g')} ms; latency measured on {cmp.get('latency', '?')}; "
              f"total compute {_num(cmp.get('total_cpu_hours'), '.2f')} CPU-hours.")
+    devices = sorted({d for r in cmp.get("rows", []) for d in r.get("train_devices") or []})
+    if devices and devices != ["cpu"]:
+        doc.text(f"Final trainings ran on: {', '.join(devices)} (same optimizer steps and recipe everywhere).")
     rows = []
     for r in cmp.get("rows", []):
         std = r.get("val_miou_std")
@@ -179,7 +182,9 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
                      _num(r.get("latency_ms")), f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
                      _num(at_search) if isinstance(at_search, (int, float)) else "-",
                      _count(r.get("params")), _num(r.get("gflops"), ".3f"),
-                     " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu),
+                     " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu)
+                     + (f" + {gpu / 3600:.3f} GPU-h" if isinstance(gpu := r.get("train_gpu_seconds"), (int, float))
+                        else ""),
                      len(r.get("seeds") or [])))
     doc.table(("network", "kind", "status", "val mIoU (mean ± std)", "test mIoU", "latency ms", "vs target",
                "at its search ms", "params", "GFLOPs", "search / train CPU-h", "seeds"), rows,
