@@ -447,3 +447,21 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_line_before_any_work(tmp_pat
     with pytest.raises(SegnasError, match="cuda"):
         compare_job(build_config(CompareSettings, tiny(runs, methods={"random": RANDOM})), device="cuda", measure=False)
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_found_network_timed_on_a_busy_machine_at_search_is_judged_on_the_session():
+    """The end-of-search measurement decides on target, unless other processes kept the cores busy
+    around it: then the interleaved session does (a search measured during a test run read +16%)."""
+    from segnas.jobs.compare import make_row
+
+    session = {"latency": {"median_ms": 14.0, "iqr_ms": 0.2}, "params": 1, "gflops": 1.0}
+    seeds = [{"seed": 0, "status": "ok", "val_miou": 0.5, "per_class_iou": {"a": 0.5}, "train_cpu_seconds": 1.0}]
+
+    def row(busy):
+        searched = {"status": "ok", "method": "saswot", "arch_file": "a.json", "measured_ms": 17.5,
+                    "measured_other_cores": busy, "search_cpu_seconds": 1.0}
+        return make_row("saswot", "method", searched, seeds, session, 15.0)
+
+    assert row(None)["status"] == "over target (+17%)" and row(0.1)["on_target"] is False
+    busy = row(1.2)
+    assert busy["on_target"] is True and busy["status"] == "ok" and busy["search_measured_other_cores"] == 1.2

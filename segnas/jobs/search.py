@@ -10,6 +10,7 @@ other found networks as ``<name>.json``), ``search_result.json`` (schema below) 
 ``search_wall_seconds``, ``search_cpu_seconds`` (this process and its workers, summed over every
 process of a resumed search), ``resumed``,
 ``networks`` (per name: ``role``, ``predicted_ms``, ``measured_ms``, ``latency_vs_target``,
+``measured_other_cores`` (cores other processes kept busy around that measurement),
 ``params``, ``gflops``, ``training``) and ``details`` (the method's own figures).
 """
 
@@ -29,6 +30,7 @@ from segnas.config.io import build_config
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
+from segnas.cost.machine import other_processes_cores
 from segnas.data import dataset_classes, validate_dataset
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
@@ -185,9 +187,12 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
                            "correction": latency.correction(net.space, ctx.num_classes) is not None,
                            "params": count_parameters(model), "gflops": count_flops(model, latency.input_shape).gflops}
     if net.role == "found":
+        before = other_processes_cores()
         measured = measure_latency(model, latency.input_shape, latency.backend, latency.threads, min_time_s=3.0)
+        others = max((b for b in (before, other_processes_cores()) if b is not None), default=None)
         row["measured_ms"] = measured.median_ms
         row["latency_vs_target"] = measured.median_ms / latency.target_ms - 1.0 if latency.target_ms else None
+        row["measured_other_cores"] = None if others is None else round(others, 2)
     return row
 
 
