@@ -1007,12 +1007,11 @@ def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
 
 def trained_elsewhere(r: dict[str, Any]) -> str:
     """Where a comparison's final trainings ran, when not (all) on the CPU of the machine line."""
-    devices = sorted({d for row in r["rows"] for d in row.get("train_devices") or []})
-    if not devices or devices == ["cpu"]:
+    devices = r.get("train_devices") or ["cpu"]
+    if devices == ["cpu"]:
         return ""
-    gpu_hours = sum(row.get("train_gpu_seconds") or 0.0 for row in r["rows"]) / 3600
-    return (f", and {gpu_hours:.1f} GPU-hours of final training on {', '.join(devices)} (the same optimizer "
-            "steps and recipe; fp32 without TF32; searches and latency on the CPU)")
+    return (f", and {r['total_gpu_hours']:.1f} GPU-hours of final training on {', '.join(devices)} (the same "
+            "optimizer steps and recipe; searches and latency on the CPU)")
 
 
 def page_compare(study: Study, studies: dict[str, Study]) -> list[str]:

@@ -438,6 +438,7 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
     summary = compare_job(None, resume=run)
     assert (run / "jobs.jsonl").read_text() == jobs and (run / "latency.json").is_file()
     assert [r["train_devices"] for r in summary["rows"]] == [["cpu"], ["cpu"]]
+    assert summary["train_devices"] == ["cpu"] and summary["total_gpu_hours"] == 0.0
     assert "ran on" not in (run / "compare.md").read_text()  # said only where some trained elsewhere
 
 

@@ -252,6 +252,12 @@ def training_order(cfg: CompareSettings, methods: list[str], zoo: list[str],
     return [(name, seed) for seed in seeds for name in [*methods, *zoo]]
 
 
+def zoo_beside_searches(cfg: CompareSettings, methods: list[str], ended: dict[str, Any]) -> bool:
+    """Whether the zoo trains beside searches: several workers, and a search (not in ``ended``,
+    the finished jobs by key) still to run."""
+    return cfg.workers > 1 and any(f"search:{m}" not in ended for m in methods)
+
+
 def training_items(cfg: CompareSettings, run_path: Path, name: str, model: dict[str, Any],
                    test: str | None) -> list[dict[str, Any]]:
     """The trainings of network ``name`` (``model``: a zoo name or an arch file), one per seed."""
@@ -367,7 +373,7 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     # A found network lands on target when measured on the machine its search's table was measured
     # on (at the end of its search; sessions on a shared machine differ by 20-30%), else (not
     # measured there, or while other processes kept the cores busy) in the session.
-    trusted = row["search_vs_target"] is not None and not (busy is not None and busy > BUSY_CORES)
+    trusted = row["search_vs_target"] is not None and not measured_on_busy_machine(busy)
     landing = row["search_vs_target"] if trusted else row["latency_vs_target"]
     row["on_target"] = abs(landing) <= TARGET_TOLERANCE if kind == "method" and landing is not None else None
     if searched and searched["status"] != "ok":
@@ -377,6 +383,11 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     elif row["on_target"] is False:
         row["status"] = f"{'over' if landing > 0 else 'under'} target ({100 * landing:+.0f}%)"
     return row
+
+
+def measured_on_busy_machine(other_cores: float | None) -> bool:
+    """Whether other processes kept more than ``BUSY_CORES`` cores busy around a measurement."""
+    return other_cores is not None and other_cores > BUSY_CORES
 
 
 def _total(seeds: list[dict[str, Any]], key: str) -> float | None:
@@ -415,9 +426,8 @@ def compare_table(summary: dict[str, Any]) -> str:
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
              f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
-    devices = sorted({d for r in rows for d in r.get("train_devices") or []})
-    if devices != ["cpu"] and devices:
-        lines.append(f"- final trainings ran on: {', '.join(devices)} (same steps and recipe; fp32 without TF32)")
+    if (devices := summary.get("train_devices") or ["cpu"]) != ["cpu"]:
+        lines.append(f"- final trainings ran on: {', '.join(devices)} (the same steps and recipe everywhere)")
     if not test:
         lines.append(f"- no test split in {s['data']['name']}: test mIoU left out")
     elif (held := (s["data"].get("options") or {}).get("holdout")) and summary["test_split"] == "holdout":
@@ -499,7 +509,7 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
         selection = path / "zoo_selection.json"
         zoo = json.loads(selection.read_text())["selected"] if selection.is_file() else []
     plan = [("search", label, None) for label in methods]
-    beside = cfg.workers > 1 and any(f"search:{m}" not in results for m in methods)
+    beside = zoo_beside_searches(cfg, methods, results)
     plan += [("train", name, seed) for name, seed in training_order(cfg, methods, zoo, beside)]
     rows = []
     for kind, name, seed in plan:
@@ -624,8 +634,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
     # one job at a time: the searches, then the trainings (training_order); in parallel the zoo
     # trains beside the searches still to run, else with the other trainings
-    ended = read_store(path / JOBS_FILE)[0]
-    beside = cfg.workers > 1 and any(item["key"] not in ended for item in searches)
+    beside = zoo_beside_searches(cfg, list(methods), read_store(path / JOBS_FILE)[0])
     done = run_jobs(cfg, path, searches + (zoo_items if beside else []))
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
@@ -659,7 +668,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     notes = [f"{name}: {w}" for name, m in measured.items() if (w := latency_warning(m["latency"]))]
     notes += [f"{r['name']}: measured at the end of its search while other processes kept "
               f"{r['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"
-              for r in rows if (r.get("search_measured_other_cores") or 0.0) > BUSY_CORES]
+              for r in rows if measured_on_busy_machine(r["search_measured_other_cores"])]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
               else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")
@@ -667,7 +676,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                "test_split": test, "train_budget": budget,
                "search_budget": f"{cfg.search_cpu_minutes:g} CPU-minutes" if cfg.search_cpu_minutes
                else "each method's own end", "notes": notes, "rows": rows,
-               "total_cpu_hours": round(cpu / 3600, 4)}
+               "total_cpu_hours": round(cpu / 3600, 4),
+               "train_devices": sorted({d for r in rows for d in r["train_devices"]}),
+               "total_gpu_hours": round(sum(r["train_gpu_seconds"] or 0.0 for r in rows) / 3600, 4)}
     write_outputs(path, summary)
     for note in notes:
         echo(f"warning: {note}")

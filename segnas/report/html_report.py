@@ -169,8 +169,7 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
     cmp = run.compare or {}
     doc.text(f"Latency target {_num(cmp.get('target_ms'), '.4g')} ms; latency measured on {cmp.get('latency', '?')}; "
              f"total compute {_num(cmp.get('total_cpu_hours'), '.2f')} CPU-hours.")
-    devices = sorted({d for r in cmp.get("rows", []) for d in r.get("train_devices") or []})
-    if devices and devices != ["cpu"]:
+    if (devices := cmp.get("train_devices") or ["cpu"]) != ["cpu"]:
         doc.text(f"Final trainings ran on: {', '.join(devices)} (same optimizer steps and recipe everywhere).")
     rows = []
     for r in cmp.get("rows", []):
