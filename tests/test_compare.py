@@ -442,6 +442,57 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
     assert "ran on" not in (run / "compare.md").read_text()  # said only where some trained elsewhere
 
 
+def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_reuse_it(tmp_path):
+    """--measure-now: once every search has ended, the deployment machine measures every network
+    while no training has ended (none runs there); the resume that writes the results reuses that
+    session. Before a search has ended it is one line naming the search."""
+    out = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", methods={"random": RANDOM})),
+                      measure=False)
+    run = Path(out["run_dir"])
+    jobs_path = run / "jobs.jsonl"
+    every_job = jobs_path.read_text()
+    searches_only = "".join(x + "\n" for x in every_job.splitlines() if json.loads(x)["key"].startswith("search:"))
+    jobs_path.write_text("")
+    with pytest.raises(SegnasError, match="search of random has not ended"):
+        compare_job(None, resume=run, measure_now=True)
+    assert not (run / "latency.json").exists()
+    jobs_path.write_text(searches_only)
+    lines: list[str] = []
+    now = compare_job(None, resume=run, measure_now=True, echo=lines.append)
+    assert now["latency_measured"] is True and jobs_path.read_text() == searches_only  # no training ran
+    session = json.loads((run / "latency.json").read_text())
+    assert set(session["networks"]) == {"random", "fast_scnn"} and not (run / "compare.json").exists()
+    assert any(line.startswith("random: ") and line.endswith(" ms") for line in "\n".join(lines).splitlines())
+    jobs_path.write_text(every_job)  # the trainings ended elsewhere
+    summary = compare_job(None, resume=run)
+    assert json.loads((run / "latency.json").read_text()) == session
+    assert {r["name"]: r["latency_ms"] for r in summary["rows"]} == {
+        n: m["latency"]["median_ms"] for n, m in session["networks"].items()}
+
+
+def test_the_latency_session_runs_on_the_machine_the_searches_targeted(tmp_path):
+    """Every search records the machine its latency figures hold for; a latency session elsewhere
+    is one line naming both machines (--any-machine measures anyway), and latency.json and
+    compare.md say where the session ran."""
+    from segnas.cost.machine import machine_record
+
+    out = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", methods={"random": RANDOM})),
+                      measure=False)
+    run = Path(out["run_dir"])
+    jobs_path = run / "jobs.jsonl"
+    records = [json.loads(x) for x in jobs_path.read_text().splitlines()]
+    search = next(r["result"] for r in records if r["key"] == "search:random")
+    assert search["machine"] == machine_record()
+    search["machine"] = {"cpu": "Another CPU", "cores": 64, "fingerprint": "0123456789ab"}
+    jobs_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(SegnasError, match=r"random searched for .* on Another CPU \(64 cores\); this machine is"):
+        compare_job(None, resume=run)
+    assert not (run / "latency.json").exists() and not (run / "compare.json").exists()
+    summary = compare_job(None, resume=run, any_machine=True)
+    assert json.loads((run / "latency.json").read_text())["machine"] == machine_record() == summary["latency_machine"]
+    assert f"on {machine_record()['cpu']} (" in (run / "compare.md").read_text()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_asked_for_where_there_is_none_is_one_line_before_any_work(tmp_path):
     runs = tmp_path / "runs"

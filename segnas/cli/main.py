@@ -269,6 +269,13 @@ def compare(
     latency: bool = typer.Option(True, "--latency/--no-latency",
                                  help="--no-latency stops once every job has ended, before the latency session: "
                                       "train on a GPU machine, then --resume on the deployment machine to measure."),
+    measure_now: bool = typer.Option(False, "--measure-now",
+                                     help="With --resume, once every search has ended: only the latency session, now, "
+                                          "while the trainings run elsewhere or wait; the resume that writes the "
+                                          "results reuses it."),
+    any_machine: bool = typer.Option(False, "--any-machine",
+                                     help="Run the latency session on this machine even where the searches "
+                                          "predicted latency for another (their target was met or missed there)."),
 ) -> None:
     """Compare search methods and zoo baselines for one latency target: every search, then every
     network trained with one recipe, budget and seeds, measured in one latency session."""
@@ -280,8 +287,14 @@ def compare(
         return
 
     cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
-    summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency)
-    echo(f"{'done' if summary.get('measured', True) else 'trained'}: {summary['run_dir']}")
+    if measure_now and resume is None:
+        raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
+                          "give its run directory with --resume")
+    summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
+                          measure_now=measure_now, any_machine=any_machine)
+    state = ("latency measured" if summary.get("latency_measured") else
+             "done" if summary.get("measured", True) else "trained")
+    echo(f"{state}: {summary['run_dir']}")
 
 
 @app.command()

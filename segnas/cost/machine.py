@@ -13,13 +13,14 @@ import time
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from segnas.cost.backends import pinned_threads
 from segnas.utils import atomic_write_text, cache_dir
 
-__all__ = ["cache_dir", "cpu_model", "cpu_has_native_bf16", "machine_fingerprint", "measure_matmul_peak",
+__all__ = ["cache_dir", "cpu_model", "cpu_has_native_bf16", "machine_fingerprint", "machine_record", "measure_matmul_peak",
            "matmul_peak_gflops", "available_memory_bytes", "other_processes_cores", "BUSY_CORES"]
 
 #: Cores other processes may keep busy before latency measurements count as taken on a busy machine.
@@ -88,6 +89,12 @@ def machine_fingerprint(device: str = "cpu") -> str:
     if device != "cpu" and torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name())
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def machine_record(device: str = "cpu") -> dict[str, Any]:
+    """What a latency figure holds for: the CPU model, its cores and the fingerprint that keys
+    latency tables (``machine_fingerprint``). Two figures compare only on one fingerprint."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "fingerprint": machine_fingerprint(device)}
 
 
 def measure_matmul_peak(threads: int, n: int = 2048, seconds: float = 2.0) -> float:

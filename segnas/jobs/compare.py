@@ -35,7 +35,7 @@ from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, default_threads, measure_latency_interleaved
-from segnas.cost.machine import BUSY_CORES
+from segnas.cost.machine import BUSY_CORES, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset
 from segnas.engine.device import describe_device, resolve_device
 from segnas.errors import SegnasError
@@ -180,20 +180,24 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
     return {"status": "ok", "method": item["method"], "run_dir": run_dir, "space": summary["space"],
             "arch_file": str(Path(run_dir) / found["arch_file"]), "predicted_ms": found["predicted_ms"],
             "predicted_table_ms": found.get("predicted_table_ms"), "measured_ms": found.get("measured_ms"),
-            "measured_other_cores": found.get("measured_other_cores"),
+            "measured_other_cores": found.get("measured_other_cores"), "machine": summary.get("machine"),
             "search_cpu_seconds": summary["search_cpu_seconds"], "search_wall_seconds": summary["search_wall_seconds"],
             "resumed": summary["resumed"]}
 
 
 def with_search_measurement(result: dict[str, Any], root: Path) -> dict[str, Any]:
     """A search's result with its found network's latency measured at the end of the search
-    (``measured_ms``; results written before it was recorded read it from ``search_result.json``)."""
-    if result.get("status") != "ok" or "measured_ms" in result:
+    (``measured_ms``, ``measured_other_cores``) and the machine it searched on (``machine``); results
+    written before these were recorded read what is missing from ``search_result.json``."""
+    missing = [k for k in ("measured_ms", "measured_other_cores", "machine") if k not in result]
+    if result.get("status") != "ok" or not missing:
         return result
     path = root / result["run_dir"] / "search_result.json"
-    networks = json.loads(path.read_text())["networks"] if path.is_file() else {}
-    found = next((r for r in networks.values() if r.get("role") == "found"), {})
-    return {**result, "measured_ms": found.get("measured_ms"), "measured_other_cores": found.get("measured_other_cores")}
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    found = next((r for r in saved.get("networks", {}).values() if r.get("role") == "found"), {})
+    recorded = {"measured_ms": found.get("measured_ms"), "measured_other_cores": found.get("measured_other_cores"),
+                "machine": saved.get("machine")}
+    return {**result, **{k: recorded[k] for k in missing}}
 
 
 def run_training(item: dict[str, Any]) -> dict[str, Any]:
@@ -291,15 +295,30 @@ def select_zoo(cfg: CompareSettings, run_path: Path, num_classes: int, echo: Ech
     return selected
 
 
+def check_deployment_machine(found: dict[str, dict[str, Any]], target_ms: float, any_machine: bool) -> None:
+    """Refuse a latency session on another machine than the one the searches predicted latency on
+    (their ``machine``, recorded since searches record it): the target was met or missed there."""
+    here = machine_record()
+    away = {m: r["machine"] for m, r in found.items()
+            if r.get("status") == "ok" and r.get("machine") and r["machine"]["fingerprint"] != here["fingerprint"]}
+    if away and not any_machine:
+        name, there = next(iter(away.items()))
+        raise SegnasError(f"{name} searched for {target_ms:g} ms on {there['cpu']} ({there['cores']} cores); this "
+                          f"machine is {here['cpu']} ({here['cores']} cores): run the latency session on the "
+                          f"machine searched for, or pass --any-machine to measure here")
+
+
 def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, str], num_classes: int,
-                     echo: Echo) -> dict[str, dict[str, Any]]:
+                     echo: Echo, found: dict[str, dict[str, Any]], any_machine: bool = False) -> dict[str, dict[str, Any]]:
     """Latency (one interleaved session), parameters and GFLOPs of every network (``sources``:
-    name -> arch file or zoo name); kept in ``latency.json`` so that a resumed job reports the same."""
+    name -> arch file or zoo name); kept with the machine in ``latency.json`` so that a resumed job
+    reports the same. A new session runs only on the machine the searches (``found``) targeted."""
     path = run_path / "latency.json"
     if path.is_file():
         saved = json.loads(path.read_text())
         if set(saved["networks"]) == set(sources):
             return saved["networks"]
+    check_deployment_machine(found, cfg.latency.target, any_machine)
     models = {name: resolve_model(source, num_classes)[0] for name, source in sources.items()}
     shape = (1, 3, *cfg.deployment_size())
     echo(f"measuring {len(models)} networks in one interleaved session ({latency_description(cfg)})")
@@ -307,8 +326,38 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
                                            min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s)
     networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
-    atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "networks": networks}, indent=2))
+    atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "machine": machine_record(),
+                                        "networks": networks}, indent=2))
     return networks
+
+
+def network_sources(path: Path, found: dict[str, dict[str, Any]], zoo: list[str]) -> dict[str, str]:
+    """What ``resolve_model`` builds each network of the comparison from: the arch file of every
+    search that found one, the zoo baselines by name."""
+    sources = {m: str(path / r["arch_file"]) for m, r in found.items() if r["status"] == "ok"}
+    sources.update({name: name for name in zoo})
+    return sources
+
+
+def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str], zoo: list[str],
+                             num_classes: int, echo: Echo, any_machine: bool = False) -> dict[str, Any]:
+    """The latency session once every search has ended, whatever the trainings' state
+    (``--measure-now``): the deployment machine measures while the trainings run elsewhere or wait.
+    Kept in ``latency.json``, which the resume that writes the results reuses when every network
+    has a training that ended well (else it measures the networks that have one again)."""
+    ended = read_store(path / JOBS_FILE)[0]
+    waiting = [m for m in methods if f"search:{m}" not in ended]
+    if waiting:
+        raise SegnasError(f"--measure-now: the search of {', '.join(waiting)} has not ended in {path}; "
+                          f"measure once every search has ended")
+    found = {m: ended[f"search:{m}"] for m in methods}
+    found = {m: with_search_measurement(r, path) for m, r in found.items()}
+    networks = measure_networks(cfg, path, network_sources(path, found, zoo), num_classes, echo, found, any_machine)
+    for name, m in networks.items():
+        if warning := latency_warning(m["latency"]):
+            echo(f"warning: {name}: {warning}")
+    echo("\n".join(f"{name}: {m['latency']['median_ms']:.2f} ms" for name, m in networks.items()))
+    return {"run_dir": str(path), "measured": False, "latency_measured": True}
 
 
 def latency_warning(latency: LatencyResult | dict[str, Any]) -> str | None:
@@ -422,7 +471,8 @@ def compare_table(summary: dict[str, Any]) -> str:
     lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
              f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
              f"search budget: {summary['search_budget']}",
-             "- val mIoU: mean ± std over seeds; latency: median of one interleaved session of every network;",
+             "- val mIoU: mean ± std over seeds; latency: median of one interleaved session of every network"
+             + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
              f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
@@ -597,13 +647,15 @@ def with_execution(cfg: CompareSettings, device: str | None, workers: int | None
 
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
                 echo: Echo | None = None, *, device: str | None = None, workers: int | None = None,
-                measure: bool = True) -> dict[str, Any]:
+                measure: bool = True, measure_now: bool = False, any_machine: bool = False) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``.
 
     ``device``/``workers`` override where and how many jobs run at once (``with_execution``);
     ``measure=False`` stops once every job has ended, before the latency session (which belongs on
     the deployment machine: a later ``resume`` there measures and writes the results); it then
-    returns ``{"run_dir": ..., "measured": False}``."""
+    returns ``{"run_dir": ..., "measured": False}``. ``measure_now`` runs only the latency session,
+    once every search has ended and before the trainings end (``measure_before_trainings``). The
+    latency session runs on the machine the searches targeted unless ``any_machine``."""
     echo = echo or (lambda m: None)
     cfg, run = start_job(CompareSettings, settings, resume)
     cfg = with_execution(cfg, device, workers)
@@ -627,6 +679,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     echo(f"compare: {', '.join(methods) or 'no method'} for {cfg.latency.target:g} ms "
          f"({latency_description(cfg)}); run {path}")
     zoo = select_zoo(cfg, path, num_classes, echo)
+    if measure_now:
+        return measure_before_trainings(cfg, path, list(methods), zoo, num_classes, echo, any_machine)
 
     searches = [{"kind": "search", "key": f"search:{m}", "method": method_of(m, own),
                  "settings": search_settings(cfg, m, own, path / "search" / m).model_dump(mode="json"),
@@ -650,14 +704,12 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     seeds = {it["name"]: [] for it in zoo_items + method_items}
     for it in zoo_items + method_items:
         seeds[it["name"]].append(done[it["key"]])
-    sources = {m: str(path / r["arch_file"]) for m, r in found.items() if r["status"] == "ok"}
-    sources.update({name: name for name in zoo})
-    sources = {n: s for n, s in sources.items() if any(x["status"] == "ok" for x in seeds[n])}
+    sources = {n: s for n, s in network_sources(path, found, zoo).items() if any(x["status"] == "ok" for x in seeds[n])}
     if not measure:
         echo(f"every job has ended; measure and write the results on the deployment machine: "
              f"segnas compare --resume {path}")
         return {"run_dir": str(path), "measured": False}
-    measured = measure_networks(cfg, path, sources, num_classes, echo) if sources else {}
+    measured = measure_networks(cfg, path, sources, num_classes, echo, found, any_machine) if sources else {}
 
     target = cfg.latency.target
     rows = [make_row(m, "method", found[m], seeds.get(m, []), measured.get(m), target) for m in methods]
@@ -672,7 +724,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
               else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")
+    session = path / "latency.json"
     summary = {"settings": cfg.model_dump(mode="json"), "target_ms": target, "latency": latency_description(cfg),
+               "latency_machine": json.loads(session.read_text()).get("machine") if session.is_file() else None,
                "test_split": test, "train_budget": budget,
                "search_budget": f"{cfg.search_cpu_minutes:g} CPU-minutes" if cfg.search_cpu_minutes
                else "each method's own end", "notes": notes, "rows": rows,

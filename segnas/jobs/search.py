@@ -7,6 +7,7 @@ other found networks as ``<name>.json``), ``search_result.json`` (schema below) 
 ``--resume RUN_DIR`` continues a killed job at any stage.
 
 ``search_result.json``: ``method``, ``space``, ``target_ms``, ``size``, ``backend``, ``threads``,
+``machine`` (the CPU, cores and fingerprint the latency figures hold for: ``cost.machine.machine_record``),
 ``search_wall_seconds``, ``search_cpu_seconds`` (this process and its workers, summed over every
 process of a resumed search), ``resumed``,
 ``networks`` (per name: ``role``, ``predicted_ms``, ``measured_ms``, ``latency_vs_target``,
@@ -30,7 +31,7 @@ from segnas.config.io import build_config
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
-from segnas.cost.machine import other_processes_cores
+from segnas.cost.machine import machine_record, other_processes_cores
 from segnas.data import dataset_classes, validate_dataset
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
@@ -141,7 +142,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         spent = clock.stop()
     clock = _search_clock(ctx.run, {**spent, "resumed": resume is not None})
     summary = {"method": cfg.method, "space": result.found.space.name, "target_ms": latency.target_ms,
-               "size": list(latency.size), "backend": latency.backend, "threads": latency.threads, **clock,
+               "size": list(latency.size), "backend": latency.backend, "threads": latency.threads,
+               "machine": machine_record(latency.table.device), **clock,
                "networks": {}, "details": result.details}
     for net in result.networks:
         summary["networks"][net.name] = measure_found(net, ctx)
