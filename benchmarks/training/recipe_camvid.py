@@ -19,6 +19,9 @@ batch helps, not which recipe is best per CPU-hour. ``kd`` distils ``--teacher-m
 DDRNet-23-slim) trained once with the same recipe for ``--teacher-steps`` (default twice ``--steps``)
 and cached (``loss.teacher_model``), or the checkpoint ``--teacher``.
 
+``--device cuda --workers W`` trains W networks at once on a GPU (the same steps in true fp32; each
+run records its device): a screen of every variant fits a lent GPU machine's short window.
+
 Saves ``<results-dir>/recipe_camvid_steps<N>.json``: per network and variant the runs, val and
 cross-sequence mIoU mean ± std, per-class IoU of both; prints the ablation table. Every training
 continues (or reads back) the newest run of its job: a killed benchmark loses no finished training.
@@ -35,7 +38,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import BENCHMARKS, results_dir, save_result  # noqa: E402
-from train_camvid import train_seeds  # noqa: E402
+from train_camvid import seeds_summary, train_for_steps  # noqa: E402
+
+from segnas.parallel import run_all  # noqa: E402
 
 from segnas.config.io import merged  # noqa: E402
 from segnas.spaces.base import get_space, save_arch  # noqa: E402
@@ -85,6 +90,12 @@ def found_arch(path: str | None, out_dir: str) -> str:
     return str(folder / "arch.json")
 
 
+def train_item(item: dict[str, Any]) -> dict[str, Any]:
+    """One training of the screen: ``item`` names the network, variant, recipe, seed and device."""
+    return train_for_steps(item["model"], item["out_dir"], item["steps"], item["seed"], item["smoke"], item["holdout"],
+                           recipe=item["recipe"], variant=item["variant"], device=item["device"])
+
+
 def row(model: str, variant: str, trained: dict[str, Any]) -> dict[str, Any]:
     runs = trained["training"]
     out = {"model": model, "variant": variant, **{k: v for k, v in trained.items() if k != "training"},
@@ -108,6 +119,8 @@ def main() -> None:
     ap.add_argument("--models", default="fast_scnn,found", help="zoo names, 'found', or arch files")
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: where the networks train")
+    ap.add_argument("--workers", type=int, default=1, help="trainings at once (a process each; 1 on a 2-core CPU)")
     ap.add_argument("--smoke", action="store_true", help="synthetic data, 2 steps: checks the script")
     args = ap.parse_args()
     if args.smoke:
@@ -118,15 +131,22 @@ def main() -> None:
     recipes = {v: variant_recipe(v, teacher) for v in variants}  # every variant checked before training
     models = [found_arch(args.found, args.out_dir) if m == "found" else m for m in args.models.split(",")]
     name = f"recipe_camvid_steps{args.steps}"
-    rows = []
-    for model in models:
-        for variant, recipe in recipes.items():
-            trained = train_seeds(model, args.out_dir, args.steps, args.seeds, args.smoke, args.holdout,
-                                  recipe=recipe, variant=variant.replace("+", "-"))
-            rows.append(row(model, variant, trained))
-            save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout,
-                               "batch_size": 8, "precision": "fp32", "variants": {v: recipes[v] for v in variants},
-                               "rows": rows}, Path(args.results_dir))
+    # every first seed before any second one: a window that ends early still screens every variant
+    items = [{"model": model, "variant": variant.replace("+", "-"), "recipe": recipe, "seed": seed,
+              "steps": args.steps, "out_dir": args.out_dir, "smoke": args.smoke, "holdout": args.holdout,
+              "device": args.device}
+             for seed in range(args.seeds) for model in models for variant, recipe in recipes.items()]
+    runs = run_all(train_item, items, executor="process" if args.workers > 1 else "inline", workers=args.workers,
+                   threads_per_worker=None, progress=not args.smoke,
+                   results_path=Path(args.out_dir) / f"{name}_trainings.jsonl",
+                   key=lambda it: f"{it['model']}|{it['variant']}|{json.dumps(it['recipe'], sort_keys=True)}|"
+                                  f"{it['seed']}|{it['steps']}|{it['holdout']}|{it['smoke']}")
+    rows = [row(model, variant, seeds_summary([r for it, r in zip(items, runs)
+                                               if it["model"] == model and it["variant"] == variant.replace("+", "-")]))
+            for model in models for variant in recipes]
+    save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout, "batch_size": 8,
+                       "precision": "fp32", "devices": sorted({r["device"] for r in runs}),
+                       "variants": {v: recipes[v] for v in variants}, "rows": rows}, Path(args.results_dir))
     print(f"| network | variant | val mIoU | cross-sequence ({args.holdout}) mIoU |")
     for r in rows:
         val = f"{100 * r['val_miou_mean']:.1f} ± {100 * r['val_miou_std']:.1f}"

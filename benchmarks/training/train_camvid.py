@@ -36,6 +36,7 @@ from segnas.config import TrainConfig  # noqa: E402
 from segnas.config.io import merged  # noqa: E402
 from segnas.config.recipes import load_recipe  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
+from segnas.engine.device import describe_device, resolve_device  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.utils import atomic_write_text  # noqa: E402
 
@@ -58,14 +59,15 @@ SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "
 
 def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,
                     holdout: str | None = None, optim: dict | None = None, recipe: dict | None = None,
-                    variant: str | None = None) -> dict:
+                    variant: str | None = None, device: str = "cpu") -> dict:
     """This recipe for ``steps`` optimizer steps in fp32 (the same training on every CPU) with
     training seed ``seed``; ``model`` is a zoo name or an arch file. ``smoke``: on ``SMOKE_DATA``.
     ``holdout``: a CamVid training sequence left out of training and scored after it (the EMA weights
     of the last step) as a cross-sequence validation set. Continues (or reads back) the newest run
     of the same job and budget under ``out_dir``. ``optim``: changes to the recipe's optimizer settings
     (e.g. a gradient-norm clip a network needs). ``recipe``: changes to any training settings (nested
-    ``TrainConfig`` fields), a run of its own job named by ``variant``."""
+    ``TrainConfig`` fields), a run of its own job named by ``variant``. ``device``: where it computes
+    (a GPU trains the same steps in true fp32; the device is recorded, not part of the job)."""
     cfg = config(60.0, out_dir, model)
     if recipe:
         if not variant:
@@ -74,7 +76,7 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
         # the job names the change itself too: a variant whose settings change never reads back old runs
         variant += "-" + hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:6]
     tag = Path(model).parent.name if model.endswith(".json") else model
-    update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed,
+    update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed, "device": device,
               "job": f"{cfg.job}-{tag}" + (f"-{variant}" if variant else "") + (f"-without-{holdout}" if holdout else "")
               + f"-seed{seed}",
               "progress": not smoke}
@@ -91,8 +93,10 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
     result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print)
-    out = {"seed": seed, "run_dir": result.run_dir, "steps": result.final.get("step"), "epochs": result.epochs_done,
-           "train_cpu_seconds": round(result.train_seconds, 1),
+    on_gpu = resolve_device(device).type == "cuda"
+    out = {"seed": seed, "device": describe_device(device), "run_dir": result.run_dir, "steps": result.final.get("step"),
+           "epochs": result.epochs_done,
+           "train_gpu_seconds" if on_gpu else "train_cpu_seconds": round(result.train_seconds, 1),
            "train_wall_seconds": round(sum(r["epoch_s"] for r in result.history), 1),
            "final_val_miou": round(result.final["val_miou"], 4), "best_val_miou": round(result.best_miou, 4),
            "val_per_class_iou": {n: round(v, 4) for n, v in zip(CAMVID_CLASSES.names, result.final["val_iou"])}}
@@ -111,7 +115,13 @@ def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = 
                 variant: str | None = None) -> dict:
     """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final
     val mIoU (and of the held-out sequence's, with ``holdout``)."""
-    runs = [train_for_steps(model, out_dir, steps, s, smoke, holdout, optim, recipe, variant) for s in range(seeds)]
+    return seeds_summary([train_for_steps(model, out_dir, steps, s, smoke, holdout, optim, recipe, variant)
+                          for s in range(seeds)])
+
+
+def seeds_summary(runs: list[dict]) -> dict:
+    """The runs of one network and recipe over seeds, and the mean and std of their final val mIoU
+    (and of the held-out sequence's, where scored)."""
     out = {"training": runs}
     for key, name in (("final_val_miou", "val_miou"), ("holdout_miou", "holdout_miou")):
         values = [t[key] for t in runs if key in t]
