@@ -113,7 +113,7 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
 
 def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_path):
     from segnas.cli.main import app
-    from segnas.jobs.compare import compare_status
+    from segnas.jobs.compare import compare_status, status_table
 
     summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM}, train={"steps": 2, "seeds": 2}))
     run = Path(summary["run_dir"])
@@ -136,6 +136,12 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     assert result.exit_code == 0, result.output
     assert "| train:random:seed1 | pending |" in result.output and "3 of 5 jobs ended" in result.output
     assert "left: 2 trainings (~" in result.output  # timed by the finished ones
+    # a training that ran on a GPU shows its GPU-hours
+    gpu = json.loads(lines[-1])
+    gpu["result"].update(train_cpu_seconds=None, train_gpu_seconds=1800.0, device="cuda (a GPU)")
+    jobs.write_text("".join(x + "\n" for x in lines[:-1]) + json.dumps(gpu) + "\n")
+    shown = status_table(compare_status(run))
+    assert f"| {gpu['key']} | done |" in shown and "| 0.500 GPU-h |" in shown
     # the trainings of a method whose search failed are skipped
     failed = json.dumps({"key": "search:random", "result": {"status": "failed: latency.target_ms: too low"}})
     jobs.write_text("".join(x + "\n" for x in lines if "random" not in x) + failed + "\n")

@@ -579,7 +579,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
                            cpu_seconds=result.get("search_cpu_seconds"))
             else:
                 row.update(val_miou=result.get("val_miou"), test_miou=result.get("test_miou"),
-                           steps=result.get("steps"), cpu_seconds=result.get("train_cpu_seconds"))
+                           steps=result.get("steps"), cpu_seconds=result.get("train_cpu_seconds"),
+                           gpu_seconds=result.get("train_gpu_seconds"))
         elif key in failures:
             row.update(state="failed", why=failures[key])
         elif search is not None and search.get("status") != "ok":
@@ -610,13 +611,14 @@ def status_table(status: dict[str, Any]) -> str:
     """``compare_status`` as a Markdown table."""
     rows = status["jobs"]
     head = ["job", "state", "val mIoU %", f"{status['test_split'] or 'test'} mIoU %", "steps", "predicted ms",
-            "measured ms", "CPU-h", "progress or reason"]
+            "measured ms", "CPU-h or GPU-h", "progress or reason"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["job"], r["state"], _pct(r.get("val_miou")), _pct(r.get("test_miou")),
                  str(r.get("steps") or "-"), "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}",
                  "-" if r.get("measured_ms") is None else f"{r['measured_ms']:.2f}",
-                 _hours(r.get("cpu_seconds")), (r.get("progress") or r.get("why") or "").replace("|", "/")]
+                 _train_hours({"train_cpu_seconds": r.get("cpu_seconds"), "train_gpu_seconds": r.get("gpu_seconds")}),
+                 (r.get("progress") or r.get("why") or "").replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     done = sum(r["state"] in ("done", "failed", "skipped") for r in rows)
     left = status.get("remaining")
