@@ -340,7 +340,7 @@ def test_cells_come_out_different_when_the_costs_ask_for_it(gas_search, tmp_path
     """Every cell has its own α: with a table that prices operators by resolution, each edge of each
     cell takes the operator that is cheap where it runs, so cells at fine and coarse strides differ
     (with the GGM on: it guides, it does not tie cells together)."""
-    data = tiny(tmp_path, target_ms=0.001, latency_weight=0.5, adapt=False, arch_lr=0.1)
+    data = tiny(tmp_path, target_ms=0.001, latency_weight=0.5, adapt=False, arch_lr=0.1, latency_loss="expected")
     data["gas"]["space"] = {**SPACE_OPTIONS, "ops": ["conv3x3", "sep3x3"]}
     run = gas_search(data, table=PlantedTable("eager", threads=1, path=tmp_path / "planted.json"))
     arch = CellsArch.from_dict(arch_of(run))
@@ -353,14 +353,50 @@ def test_cells_come_out_different_when_the_costs_ask_for_it(gas_search, tmp_path
     assert arch.distinct_cells >= 3
 
 
+def test_derived_latency_is_the_derived_networks_table_latency_with_the_expected_gradient(tmp_path):
+    """The target loss's LAT: its value is the table latency of the network derivation returns,
+    which uneven operator weights put far from the expected latency; its gradient is the expected
+    latency's (straight-through)."""
+    latency = LatencyModel(pins.flops_table(tmp_path / "t.json"), (48, 64), 1.0)
+    latency.table.save = lambda: None  # keep it in memory
+    net = SPACE.supernet(CLASSES, (48, 64))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for alpha in net.alphas:
+            alpha.normal_(0.0, 0.5)
+    derived = net.derived_latency(0, latency)
+    assert derived.item() == pytest.approx(latency.predict_table(SPACE, net.derive(), CLASSES), rel=1e-5)
+    expected = net.expected_latency(0, latency)
+    assert abs(derived.item() - expected.item()) > 0.01 * expected.item()
+    for g_derived, g_expected in zip(torch.autograd.grad(derived, list(net.alphas)),
+                                     torch.autograd.grad(expected, list(net.alphas))):
+        assert torch.equal(g_derived, g_expected)
+
+
+def test_the_target_loss_lifts_a_derived_network_below_the_target_and_lowers_one_above(gas_search, tmp_path):
+    """From the same seed: the derived network of a search without a latency term is L0. The target
+    loss at 2·L0 derives a slower network and at L0/2 a faster one; the expected-latency loss
+    (FasterSeg's form) at 2·L0 can only make it faster."""
+    def derived(**section) -> float:
+        run = gas_search(tiny(tmp_path, adapt=False, arch_lr=0.1, **section))
+        return records_of(run)[-1]["derived_latency_ms"]
+
+    free = derived(latency_weight=0.0)
+    assert derived(target_ms=2 * free, latency_weight=20.0) > free
+    assert derived(target_ms=free / 2, latency_weight=20.0) < free
+    assert derived(target_ms=2 * free, latency_weight=20.0, latency_loss="expected") < free
+
+
 def test_latency_term_lowers_the_expected_and_the_derived_latency(gas_search, tmp_path):
-    """Latency weight 0 against a large one, same seed, GGM off and on: the searchable part of the
-    expected latency (the fixed stem and decoder aside) and the derived network's latency fall."""
+    """Latency weight 0 against a large one, same seed, GGM off and on, with the expected-latency loss
+    (which pushes latency down whatever the target): the searchable part of the expected latency
+    (the fixed stem and decoder aside) and the derived network's latency fall."""
     latency = LatencyModel(pins.flops_table(tmp_path / "fixed.json"), (48, 64), 1.0)
     fixed = SPACE.supernet(CLASSES, (48, 64)).cost_tables(latency.op_latencies)[0]
 
     def last(weight: float, ggm: bool) -> dict:
-        return records_of(gas_search(tiny(tmp_path, latency_weight=weight, adapt=False, ggm=ggm, arch_lr=0.1)))[-1]
+        return records_of(gas_search(tiny(tmp_path, latency_weight=weight, adapt=False, ggm=ggm, arch_lr=0.1,
+                                          latency_loss="expected")))[-1]
 
     for ggm in (False, True):
         free, pushed = last(0.0, ggm), last(20.0, ggm)

@@ -29,7 +29,8 @@ latency model's table entry of the operator on that edge (0 for the identity) an
 α' over the operators other than ``none``: the operator derivation would pick is drawn from the
 non-zero ones, and a node keeps kept(i) of its i + 2 edges, so this is the derived network's
 latency when the kept edges are drawn at random. Pushing weight into ``none`` therefore does not
-lower it (it would not make the derived network faster either).
+lower it (it would not make the derived network faster either). ``derived_latency`` is the table
+latency of the network ``derive`` gives, with the expected latency's gradient (straight-through).
 """
 
 from __future__ import annotations
@@ -266,8 +267,28 @@ class CellsSupernet(nn.Module):
             total = total + (scale * (p * table.to(device)).sum(-1)).sum()
         return total
 
+    def derived_cost(self, cost: Callable[[list[OpKey]], list[float]]) -> torch.Tensor:
+        """The cost of the network ``derive`` gives (its kept edges and their operators) as the value,
+        with the gradient of ``expected_cost`` (straight-through): a loss on it sees the network the
+        search would return, not the soft mixture (whose expected cost can sit far from it while the
+        operator weights are nearly even), and still moves α smoothly."""
+        soft = self.expected_cost(cost)
+        fixed, tables = self.cost_tables(cost)
+        hard = fixed
+        with torch.no_grad():
+            for weights, table in zip(self.edge_weights(), tables):
+                hard += sum(float(table[edge_row(i, j), c]) for i, node in enumerate(self._discrete(weights))
+                            for j, c in node)
+        return soft + (hard - soft.detach())
+
     def expected_latency(self, arch_index: int, latency: LatencyModel) -> torch.Tensor:
         """Differentiable expected latency (ms): ``expected_cost`` over the latency model's table
         entries (``latency.op_latencies``, missing ones measured) plus one runtime call overhead."""
         self._check(arch_index)
         return self.expected_cost(latency.op_latencies) + latency.call_overhead()
+
+    def derived_latency(self, arch_index: int, latency: LatencyModel) -> torch.Tensor:
+        """The derived network's table latency (ms) with the expected latency's gradient
+        (``derived_cost`` over the latency model's table entries, plus one call overhead)."""
+        self._check(arch_index)
+        return self.derived_cost(latency.op_latencies) + latency.call_overhead()
