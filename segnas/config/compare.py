@@ -70,6 +70,9 @@ class CompareSettings(Settings):
     #: Interleaved latency session: rounds at least, and seconds of timing per network at least.
     measure_min_runs: int = Field(20, ge=1)
     measure_min_time_s: float = Field(2.0, ge=0)
+    #: Rounds of the latency session; each network's latency is its quietest round's median
+    #: (``LatencyResult.quietest_ms``: a busy host slows some rounds, never speeds one up).
+    measure_rounds: int = Field(5, ge=1)
     #: Jobs (searches, trainings) run at once, and where (``segnas.parallel``); threads per job.
     workers: int = Field(1, ge=1)
     executor: Literal["inline", "process", "ray"] = "process"

@@ -323,7 +323,8 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     shape = (1, 3, *cfg.deployment_size())
     echo(f"measuring {len(models)} networks in one interleaved session ({latency_description(cfg)})")
     measured = measure_latency_interleaved(models, shape, cfg.latency.backend, latency_threads(cfg),
-                                           min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s)
+                                           min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s,
+                                           rounds=cfg.measure_rounds)
     networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
     atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "machine": machine_record(),
@@ -356,8 +357,14 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
     for name, m in networks.items():
         if warning := latency_warning(m["latency"]):
             echo(f"warning: {name}: {warning}")
-    echo("\n".join(f"{name}: {m['latency']['median_ms']:.2f} ms" for name, m in networks.items()))
+    echo("\n".join(f"{name}: {session_ms(m['latency']):.2f} ms" for name, m in networks.items()))
     return {"run_dir": str(path), "measured": False, "latency_measured": True}
+
+
+def session_ms(latency: dict[str, Any]) -> float:
+    """A network's latency in the session: its quietest round's median (``LatencyResult.quietest_ms``;
+    sessions saved before it was recorded: the lowest round median they kept, else their median)."""
+    return latency.get("quietest_ms") or min(latency.get("round_medians_ms") or [latency["median_ms"]])
 
 
 def latency_warning(latency: LatencyResult | dict[str, Any]) -> str | None:
@@ -394,7 +401,7 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
         return {c: json_float(_mean([x[c] for x in scored if x.get(c) is not None])) for c in classes} if scored else {}
 
     per_class, test_per_class = class_means("per_class_iou"), class_means("test_per_class_iou")
-    latency = measured["latency"]["median_ms"] if measured else None
+    latency = session_ms(measured["latency"]) if measured else None
     at_search = searched.get("measured_ms") if searched else None
     busy = (searched or {}).get("measured_other_cores")
     row: dict[str, Any] = {
@@ -471,7 +478,8 @@ def compare_table(summary: dict[str, Any]) -> str:
     lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
              f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
              f"search budget: {summary['search_budget']}",
-             "- val mIoU: mean ± std over seeds; latency: median of one interleaved session of every network"
+             "- val mIoU: mean ± std over seeds; latency: one interleaved session of every network in "
+             f"{s.get('measure_rounds', 3)} rounds, each network's quietest round's median"
              + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
