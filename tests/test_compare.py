@@ -454,8 +454,8 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
 
 def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_reuse_it(tmp_path):
     """--measure-now: once every search has ended, the deployment machine measures every network
-    while no training has ended (none runs there); the resume that writes the results reuses that
-    session. Before a search has ended it is one line naming the search."""
+    while no training has ended (none runs there); run again, it adds a session; the resume that
+    writes the results reuses them. Before a search has ended it is one line naming the search."""
     out = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", methods={"random": RANDOM})),
                       measure=False)
     run = Path(out["run_dir"])
@@ -473,11 +473,37 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
     session = json.loads((run / "latency.json").read_text())
     assert set(session["networks"]) == {"random", "fast_scnn"} and not (run / "compare.json").exists()
     assert any(line.startswith("random: ") and line.endswith(" ms") for line in "\n".join(lines).splitlines())
+    # again: a second session's rounds join the first's, the quietest of all is the figure
+    compare_job(None, resume=run, measure_now=True)
+    twice = json.loads((run / "latency.json").read_text())
+    assert twice["sessions"] == 2 and jobs_path.read_text() == searches_only
+    for name, net in twice["networks"].items():
+        first, both = session["networks"][name]["latency"]["round_medians_ms"], net["latency"]["round_medians_ms"]
+        assert len(both) == 2 * len(first) and both[:len(first)] == first
+        assert net["latency"]["quietest_ms"] == min(both)
+        assert len(net["latency"]["session_quietest_ms"]) == 2
+    session = twice
     jobs_path.write_text(every_job)  # the trainings ended elsewhere
     summary = compare_job(None, resume=run)
     assert json.loads((run / "latency.json").read_text()) == session
     assert {r["name"]: r["latency_ms"] for r in summary["rows"]} == {
         n: m["latency"]["quietest_ms"] for n, m in session["networks"].items()}
+
+
+def test_sessions_that_disagree_are_said_to():
+    """A host that changed speed between two latency sessions (one network 20.1 ms in one, 10.6 in
+    the other) gets a note; sessions within 15% of each other none."""
+    from segnas.jobs.compare import add_session, session_spread_warning
+
+    def session(*rounds: float) -> dict:
+        return {"median_ms": sorted(rounds)[len(rounds) // 2], "round_medians_ms": list(rounds), "quietest_ms": min(rounds)}
+
+    changed = add_session(session(20.9, 20.4, 20.1), session(10.6, 19.5))
+    assert changed["quietest_ms"] == 10.6 and changed["session_quietest_ms"] == [20.1, 10.6]
+    assert "differed by 90% between 2 latency sessions (20.10, 10.60 ms)" in session_spread_warning(changed)
+    steady = add_session(add_session(session(10.2, 11.0), session(10.6, 10.9)), session(11.4))
+    assert steady["session_quietest_ms"] == [10.2, 10.6, 11.4] and session_spread_warning(steady) is None
+    assert session_spread_warning(session(10.0, 30.0)) is None  # one session: rounds may differ
 
 
 def test_the_latency_session_runs_on_the_machine_the_searches_targeted(tmp_path):

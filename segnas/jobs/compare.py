@@ -309,15 +309,17 @@ def check_deployment_machine(found: dict[str, dict[str, Any]], target_ms: float,
 
 
 def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, str], num_classes: int,
-                     echo: Echo, found: dict[str, dict[str, Any]], any_machine: bool = False) -> dict[str, dict[str, Any]]:
+                     echo: Echo, found: dict[str, dict[str, Any]], any_machine: bool = False,
+                     again: bool = False) -> dict[str, dict[str, Any]]:
     """Latency (one interleaved session), parameters and GFLOPs of every network (``sources``:
     name -> arch file or zoo name); kept with the machine in ``latency.json`` so that a resumed job
-    reports the same. A new session runs only on the machine the searches (``found``) targeted."""
+    reports the same. A new session runs only on the machine the searches (``found``) targeted.
+    ``again``: one more session of the same networks, its rounds added to the saved ones
+    (``add_session``), for a host whose slow spells outlast a session."""
     path = run_path / "latency.json"
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if set(saved["networks"]) == set(sources):
-            return saved["networks"]
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    if saved is not None and set(saved["networks"]) == set(sources) and not again:
+        return saved["networks"]
     check_deployment_machine(found, cfg.latency.target, any_machine)
     models = {name: resolve_model(source, num_classes)[0] for name, source in sources.items()}
     shape = (1, 3, *cfg.deployment_size())
@@ -327,9 +329,38 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
                                            rounds=cfg.measure_rounds)
     networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
+    sessions = 1
+    if saved is not None and set(saved["networks"]) == set(sources):
+        sessions = saved.get("sessions", 1) + 1
+        networks = {name: {**net, "latency": add_session(saved["networks"][name]["latency"], net["latency"])}
+                    for name, net in networks.items()}
     atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "machine": machine_record(),
-                                        "networks": networks}, indent=2))
+                                        "sessions": sessions, "networks": networks}, indent=2))
     return networks
+
+
+def add_session(earlier: dict[str, Any], latest: dict[str, Any]) -> dict[str, Any]:
+    """One network's latency over two sessions: every round's median kept, the quietest of them the
+    figure; the latest session's own median, IQR and runs stay as measured."""
+    rounds = list(earlier.get("round_medians_ms") or [earlier["median_ms"]]) + list(latest["round_medians_ms"])
+    per_session = list(earlier.get("session_quietest_ms") or [session_ms(earlier)]) + [latest["quietest_ms"]]
+    return {**latest, "round_medians_ms": rounds, "quietest_ms": min(rounds), "session_quietest_ms": per_session}
+
+
+#: Sessions whose quietest rounds of one network differ by more than this (max / min − 1) ran on a
+#: host that changed speed: a note says the networks' ratios may mix its states.
+SESSION_SPREAD = 0.15
+
+
+def session_spread_warning(latency: dict[str, Any]) -> str | None:
+    """A note when a network's sessions disagree (``add_session``'s per-session quietest rounds)."""
+    per_session = latency.get("session_quietest_ms") or []
+    if len(per_session) > 1 and max(per_session) / min(per_session) - 1 > SESSION_SPREAD:
+        return (f"its quietest round differed by {100 * (max(per_session) / min(per_session) - 1):.0f}% between "
+                f"{len(per_session)} latency sessions ({', '.join(f'{x:.2f}' for x in per_session)} ms): the host "
+                f"changed speed, and networks whose quietest rounds fell in different states compare unfairly; "
+                f"measure again (--measure-now) when it is steady")
+    return None
 
 
 def network_sources(path: Path, found: dict[str, dict[str, Any]], zoo: list[str]) -> dict[str, str]:
@@ -345,7 +376,8 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
     """The latency session once every search has ended, whatever the trainings' state
     (``--measure-now``): the deployment machine measures while the trainings run elsewhere or wait.
     Kept in ``latency.json``, which the resume that writes the results reuses when every network
-    has a training that ended well (else it measures the networks that have one again)."""
+    has a training that ended well (else it measures the networks that have one again). Run again,
+    it adds a session: each network's figure is then its quietest round over every session."""
     ended = read_store(path / JOBS_FILE)[0]
     waiting = [m for m in methods if f"search:{m}" not in ended]
     if waiting:
@@ -353,10 +385,12 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
                           f"measure once every search has ended")
     found = {m: ended[f"search:{m}"] for m in methods}
     found = {m: with_search_measurement(r, path) for m, r in found.items()}
-    networks = measure_networks(cfg, path, network_sources(path, found, zoo), num_classes, echo, found, any_machine)
+    networks = measure_networks(cfg, path, network_sources(path, found, zoo), num_classes, echo, found, any_machine,
+                                again=True)
     for name, m in networks.items():
-        if warning := latency_warning(m["latency"]):
-            echo(f"warning: {name}: {warning}")
+        for warning in (latency_warning(m["latency"]), session_spread_warning(m["latency"])):
+            if warning:
+                echo(f"warning: {name}: {warning}")
     echo("\n".join(f"{name}: {session_ms(m['latency']):.2f} ms" for name, m in networks.items()))
     return {"run_dir": str(path), "measured": False, "latency_measured": True}
 
@@ -728,6 +762,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         if row["arch_file"]:
             row["arch"] = read_arch_file(path / row["arch_file"])
     notes = [f"{name}: {w}" for name, m in measured.items() if (w := latency_warning(m["latency"]))]
+    notes += [f"{name}: {w}" for name, m in measured.items() if (w := session_spread_warning(m["latency"]))]
     notes += [f"{r['name']}: measured at the end of its search while other processes kept "
               f"{r['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"
               for r in rows if measured_on_busy_machine(r["search_measured_other_cores"])]
