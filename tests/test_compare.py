@@ -527,6 +527,14 @@ def test_the_latency_session_runs_on_the_machine_the_searches_targeted(tmp_path)
     summary = compare_job(None, resume=run, any_machine=True)
     assert json.loads((run / "latency.json").read_text())["machine"] == machine_record() == summary["latency_machine"]
     assert f"on {machine_record()['cpu']} (" in (run / "compare.md").read_text()
+    # a session of another machine does not add up with this one's: replaced, and said
+    saved = json.loads((run / "latency.json").read_text())
+    saved["machine"]["fingerprint"] = "elsewhere000"
+    (run / "latency.json").write_text(json.dumps(saved))
+    lines: list[str] = []
+    compare_job(None, resume=run, measure_now=True, any_machine=True, echo=lines.append)
+    assert json.loads((run / "latency.json").read_text())["sessions"] == 1
+    assert any("this session replaces it" in line for line in lines)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

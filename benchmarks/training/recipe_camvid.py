@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,8 @@ def main() -> None:
               "device": args.device}
              for seed in range(args.seeds) for model in models for variant, recipe in recipes.items()]
     runs = run_all(train_item, items, executor="process" if args.workers > 1 else "inline", workers=args.workers,
-                   threads_per_worker=None, progress=not args.smoke,
+                   threads_per_worker=None if args.device != "cpu" else max(1, (os.cpu_count() or 2) // args.workers),
+                   progress=not args.smoke,
                    results_path=Path(args.out_dir) / f"{name}_trainings.jsonl",
                    key=lambda it: f"{it['model']}|{it['variant']}|{json.dumps(it['recipe'], sort_keys=True)}|"
                                   f"{it['seed']}|{it['steps']}|{it['holdout']}|{it['smoke']}")

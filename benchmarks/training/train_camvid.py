@@ -92,7 +92,7 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
         earlier = None  # a run of another step budget: start afresh
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
-    result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print)
+    result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print, device=device)
     on_gpu = resolve_device(device).type == "cuda"
     out = {"seed": seed, "device": describe_device(device), "run_dir": result.run_dir, "steps": result.final.get("step"),
            "epochs": result.epochs_done,

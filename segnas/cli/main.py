@@ -286,10 +286,10 @@ def compare(
         echo(status_table(compare_status(status)).rstrip())
         return
 
-    cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
     if measure_now and resume is None:
         raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
                           "give its run directory with --resume")
+    cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
                           measure_now=measure_now, any_machine=any_machine)
     state = ("latency measured" if summary.get("latency_measured") else

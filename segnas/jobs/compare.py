@@ -330,13 +330,23 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
     sessions = 1
-    if saved is not None and set(saved["networks"]) == set(sources):
+    if again and saved is not None and not same_session_setting(saved, cfg, set(sources)):
+        echo("the earlier latency session in latency.json was of other networks, another machine or other "
+             "latency settings: this session replaces it")
+    elif saved is not None and set(saved["networks"]) == set(sources):
         sessions = saved.get("sessions", 1) + 1
         networks = {name: {**net, "latency": add_session(saved["networks"][name]["latency"], net["latency"])}
                     for name, net in networks.items()}
     atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "machine": machine_record(),
                                         "sessions": sessions, "networks": networks}, indent=2))
     return networks
+
+
+def same_session_setting(saved: dict[str, Any], cfg: CompareSettings, names: set[str]) -> bool:
+    """Whether a saved ``latency.json`` measured ``names`` on this machine with these latency
+    settings (its rounds then add up with a new session's)."""
+    return (set(saved["networks"]) == names and saved.get("latency") == latency_description(cfg)
+            and (saved.get("machine") or {}).get("fingerprint") == machine_record()["fingerprint"])
 
 
 def add_session(earlier: dict[str, Any], latest: dict[str, Any]) -> dict[str, Any]:
@@ -350,6 +360,11 @@ def add_session(earlier: dict[str, Any], latest: dict[str, Any]) -> dict[str, An
 #: Sessions whose quietest rounds of one network differ by more than this (max / min − 1) ran on a
 #: host that changed speed: a note says the networks' ratios may mix its states.
 SESSION_SPREAD = 0.15
+
+
+def latency_notes(latency: dict[str, Any]) -> list[str]:
+    """What a network's session figures need said: a noisy session, sessions that disagree."""
+    return [w for w in (latency_warning(latency), session_spread_warning(latency)) if w]
 
 
 def session_spread_warning(latency: dict[str, Any]) -> str | None:
@@ -388,9 +403,8 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
     networks = measure_networks(cfg, path, network_sources(path, found, zoo), num_classes, echo, found, any_machine,
                                 again=True)
     for name, m in networks.items():
-        for warning in (latency_warning(m["latency"]), session_spread_warning(m["latency"])):
-            if warning:
-                echo(f"warning: {name}: {warning}")
+        for warning in latency_notes(m["latency"]):
+            echo(f"warning: {name}: {warning}")
     echo("\n".join(f"{name}: {session_ms(m['latency']):.2f} ms" for name, m in networks.items()))
     return {"run_dir": str(path), "measured": False, "latency_measured": True}
 
@@ -496,13 +510,12 @@ def _hours(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 3600:.3f}"
 
 
-def _train_hours(row: dict[str, Any]) -> str:
-    """The final trainings' CPU-hours, and their GPU-hours where some ran on a GPU."""
-    gpu = row.get("train_gpu_seconds")
-    if gpu is None:
-        return _hours(row["train_cpu_seconds"])
-    cpu = "" if row["train_cpu_seconds"] is None else f"{_hours(row['train_cpu_seconds'])} + "
-    return f"{cpu}{_hours(gpu)} GPU-h"
+def _train_hours(cpu_seconds: float | None, gpu_seconds: float | None) -> str:
+    """Training CPU-hours, and GPU-hours where some of it ran on a GPU."""
+    if gpu_seconds is None:
+        return _hours(cpu_seconds)
+    cpu = "" if cpu_seconds is None else f"{_hours(cpu_seconds)} + "
+    return f"{cpu}{_hours(gpu_seconds)} GPU-h"
 
 
 def compare_table(summary: dict[str, Any]) -> str:
@@ -512,8 +525,9 @@ def compare_table(summary: dict[str, Any]) -> str:
     lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
              f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
              f"search budget: {summary['search_budget']}",
-             "- val mIoU: mean ± std over seeds; latency: one interleaved session of every network in "
-             f"{s.get('measure_rounds', 3)} rounds, each network's quietest round's median"
+             "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
+             + (f" ({n} sessions)" if (n := summary.get("latency_sessions") or 1) > 1 else "")
+             + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's quietest round's median"
              + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
@@ -538,7 +552,7 @@ def compare_table(summary: dict[str, Any]) -> str:
                   else f"{r['search_measured_ms']:.2f} ({100 * r['search_vs_target']:+.1f}%)",
                   "-" if r["params"] is None else f"{r['params'] / 1e6:.3f}",
                   "-" if r["gflops"] is None else f"{r['gflops']:.3f}",
-                  _hours(r["search_cpu_seconds"]), _train_hours(r),
+                  _hours(r["search_cpu_seconds"]), _train_hours(r["train_cpu_seconds"], r.get("train_gpu_seconds")),
                   r["status"].replace("|", "/").replace("\n", " ")]
         lines.append("| " + " | ".join(cells) + " |")
     for key, split in (("per_class_iou", "val"), ("test_per_class_iou", summary["test_split"])):
@@ -659,7 +673,7 @@ def status_table(status: dict[str, Any]) -> str:
         cells = [r["job"], r["state"], _pct(r.get("val_miou")), _pct(r.get("test_miou")),
                  str(r.get("steps") or "-"), "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}",
                  "-" if r.get("measured_ms") is None else f"{r['measured_ms']:.2f}",
-                 _train_hours({"train_cpu_seconds": r.get("cpu_seconds"), "train_gpu_seconds": r.get("gpu_seconds")}),
+                 _train_hours(r.get("cpu_seconds"), r.get("gpu_seconds")),
                  (r.get("progress") or r.get("why") or "").replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     done = sum(r["state"] in ("done", "failed", "skipped") for r in rows)
@@ -761,17 +775,18 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     for row in rows:  # the found networks themselves: compare.json stays reproducible without the run folders
         if row["arch_file"]:
             row["arch"] = read_arch_file(path / row["arch_file"])
-    notes = [f"{name}: {w}" for name, m in measured.items() if (w := latency_warning(m["latency"]))]
-    notes += [f"{name}: {w}" for name, m in measured.items() if (w := session_spread_warning(m["latency"]))]
+    notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
     notes += [f"{r['name']}: measured at the end of its search while other processes kept "
               f"{r['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"
               for r in rows if measured_on_busy_machine(r["search_measured_other_cores"])]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
               else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")
-    session = path / "latency.json"
+    session = json.loads((path / "latency.json").read_text()) if (path / "latency.json").is_file() else {}
+    rounds = {len(m["latency"].get("round_medians_ms") or [0]) for m in session.get("networks", {}).values()}
     summary = {"settings": cfg.model_dump(mode="json"), "target_ms": target, "latency": latency_description(cfg),
-               "latency_machine": json.loads(session.read_text()).get("machine") if session.is_file() else None,
+               "latency_machine": session.get("machine"), "latency_sessions": session.get("sessions", 1),
+               "latency_rounds": max(rounds, default=None),
                "test_split": test, "train_budget": budget,
                "search_budget": f"{cfg.search_cpu_minutes:g} CPU-minutes" if cfg.search_cpu_minutes
                else "each method's own end", "notes": notes, "rows": rows,

@@ -103,8 +103,9 @@ class GASSearch(OneShotStrategy):
         super().__init__()
         self.guide: GCNGuide | None = None
         self.lam = 0.0
-        #: the latency model's prediction over the table's for the last derived network (``target`` loss)
-        self.correction = 1.0
+        #: the latency model's prediction over the table's for the last derived network (``target``
+        #: loss; None: not yet derived in this process)
+        self.correction: float | None = None
         #: the last network derived within the target band: {"epoch", "arch", "predicted_ms"}
         self.on_target: dict[str, Any] | None = None
 
@@ -133,6 +134,8 @@ class GASSearch(OneShotStrategy):
         latency = self.ctx.latency
         if self.ctx.section.latency_loss == "expected":
             return {"latency": self.lam * net.expected_latency(arch_index, latency) / latency.target_ms}
+        if self.correction is None:
+            self.correction = self.correction_of(net.derive())
         ratio = self.correction * net.derived_latency(arch_index, latency) / latency.target_ms
         return {"latency": self.lam * (ratio - 1) ** 2}
 
@@ -154,8 +157,7 @@ class GASSearch(OneShotStrategy):
         record["on_target"] = abs(ms / target - 1) <= sec.tolerance
         if record["on_target"]:
             self.on_target = {"epoch": epoch, "arch": arch.to_dict(), "predicted_ms": ms}
-        table_ms = self.ctx.latency.predict_table(self.space, arch, self.ctx.num_classes)
-        self.correction = ms / table_ms if table_ms > 0 else 1.0
+        self.correction = self.correction_of(arch, ms)
         if sec.adapt:
             self.lam = (adapt_lambda(self.lam, ms, target, sec.tolerance) if sec.latency_loss == "expected"
                         else self.lam if record["on_target"] else 2 * self.lam)
@@ -183,9 +185,15 @@ class GASSearch(OneShotStrategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lam, self.on_target = state["lambda"], state["on_target"]
-        self.correction = state.get("correction", 1.0)  # checkpoints from before the target loss
+        self.correction = state.get("correction")  # None in checkpoints from before the target loss
         if self.guide is not None:
             self.guide.load_state_dict(state["guide"])
 
     def predict(self, arch: CellsArch) -> float:
         return self.ctx.latency.predict(self.space, arch, self.ctx.num_classes)
+
+    def correction_of(self, arch: CellsArch, predicted_ms: float | None = None) -> float:
+        """The latency model's prediction of ``arch`` over its table latency (1 without a correction)."""
+        table_ms = self.ctx.latency.predict_table(self.space, arch, self.ctx.num_classes)
+        ms = self.predict(arch) if predicted_ms is None else predicted_ms
+        return ms / table_ms if table_ms > 0 else 1.0
