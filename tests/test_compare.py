@@ -326,6 +326,41 @@ def test_interleaved_latency_measures_every_network_in_rounds():
     assert LatencyResult("eager", (1, 3, 64, 64), 9.0, 1.0, 15, 1).quietest_ms == 9.0  # one round: its median
 
 
+class _Host:
+    """A simulated host whose speed changes: every module sleeps ``cost`` ms, twice that while slow."""
+
+    def __init__(self, slow_for_s: float) -> None:
+        self.slow_until = time.perf_counter() + slow_for_s
+
+
+class _Sleeper(torch.nn.Module):
+    def __init__(self, host: _Host, cost_ms: float) -> None:
+        super().__init__()
+        self.host, self.cost_ms = host, cost_ms
+
+    def forward(self, x):
+        slow = time.perf_counter() < self.host.slow_until
+        time.sleep(self.cost_ms * (2 if slow else 1) / 1000)
+        return x
+
+
+def test_a_probed_session_takes_every_figure_in_the_hosts_fastest_state():
+    """The host runs everything twice as slow for the session's first 0.4 s: the probe tells those
+    blocks apart, and the figures are the blocks of the fastest state seen (a session that never saw
+    the fast state would give the slow state's, alike for every network)."""
+    from segnas.cost.latency import measure_latency_gated
+
+    host = _Host(slow_for_s=0.4)
+    models = {"a": _Sleeper(host, 2.0), "b": _Sleeper(host, 4.0)}
+    results = measure_latency_gated(models, (1, 3, 8, 8), _Sleeper(host, 1.0), backend="eager", threads=1,
+                                    block_runs=3, block_time_s=0.0, min_rounds=20, max_rounds=60)
+    for name, fast in (("a", 2.0), ("b", 4.0)):
+        r = results[name]
+        assert len(r.round_probe_ms) == len(r.round_medians_ms) >= 2
+        assert max(r.round_medians_ms) > 1.6 * fast  # some blocks ran slow
+        assert fast <= r.steady_ms < 1.4 * fast, (name, r.steady_ms, r.round_medians_ms, r.round_probe_ms)
+
+
 def test_pareto_plot_and_front(tmp_path):
     from segnas.report.pareto import pareto_front, plot_pareto
 
@@ -375,7 +410,7 @@ def test_a_noisy_latency_session_is_flagged_in_the_table(tmp_path, monkeypatch):
     def noisy(models, shape, *args, **kwargs):
         return {name: LatencyResult("eager", shape, 2.0, 3.5, 10, 1) for name in models}
 
-    monkeypatch.setattr(compare, "measure_latency_interleaved", noisy)
+    monkeypatch.setattr(compare, "measure_latency_gated", noisy)
     summary, lines = run_compare(tiny(tmp_path / "runs", methods={}))
     md = (Path(summary["run_dir"]) / "compare.md").read_text()
     assert "IQR (3.50 ms) is larger than its median (2.00 ms)" in md and "> **Note:**" in md
@@ -456,6 +491,8 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
     """--measure-now: once every search has ended, the deployment machine measures every network
     while no training has ended (none runs there); run again, it adds a session; the resume that
     writes the results reuses them. Before a search has ended it is one line naming the search."""
+    from segnas.jobs.compare import session_ms
+
     out = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", methods={"random": RANDOM})),
                       measure=False)
     run = Path(out["run_dir"])
@@ -481,13 +518,13 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
         first, both = session["networks"][name]["latency"]["round_medians_ms"], net["latency"]["round_medians_ms"]
         assert len(both) == 2 * len(first) and both[:len(first)] == first
         assert net["latency"]["quietest_ms"] == min(both)
-        assert len(net["latency"]["session_quietest_ms"]) == 2
+        assert len(net["latency"]["session_latency_ms"]) == 2
     session = twice
     jobs_path.write_text(every_job)  # the trainings ended elsewhere
     summary = compare_job(None, resume=run)
     assert json.loads((run / "latency.json").read_text()) == session
     assert {r["name"]: r["latency_ms"] for r in summary["rows"]} == {
-        n: m["latency"]["quietest_ms"] for n, m in session["networks"].items()}
+        n: session_ms(m["latency"]) for n, m in session["networks"].items()}
 
 
 def test_sessions_that_disagree_are_said_to():
@@ -499,10 +536,10 @@ def test_sessions_that_disagree_are_said_to():
         return {"median_ms": sorted(rounds)[len(rounds) // 2], "round_medians_ms": list(rounds), "quietest_ms": min(rounds)}
 
     changed = add_session(session(20.9, 20.4, 20.1), session(10.6, 19.5))
-    assert changed["quietest_ms"] == 10.6 and changed["session_quietest_ms"] == [20.1, 10.6]
+    assert changed["quietest_ms"] == 10.6 and changed["session_latency_ms"] == [20.1, 10.6]
     assert "differed by 90% between 2 latency sessions (20.10, 10.60 ms)" in session_spread_warning(changed)
     steady = add_session(add_session(session(10.2, 11.0), session(10.6, 10.9)), session(11.4))
-    assert steady["session_quietest_ms"] == [10.2, 10.6, 11.4] and session_spread_warning(steady) is None
+    assert steady["session_latency_ms"] == [10.2, 10.6, 11.4] and session_spread_warning(steady) is None
     assert session_spread_warning(session(10.0, 30.0)) is None  # one session: rounds may differ
 
 

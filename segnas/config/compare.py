@@ -73,6 +73,10 @@ class CompareSettings(Settings):
     #: Rounds of the latency session; each network's latency is its quietest round's median
     #: (``LatencyResult.quietest_ms``: a busy host slows some rounds, never speeds one up).
     measure_rounds: int = Field(5, ge=1)
+    #: A zoo network timed before every block of the session to tell the host's state
+    #: (``cost.latency.measure_latency_gated``): every figure is then taken in the fastest state seen.
+    #: None: no probe, each network's quietest round.
+    measure_probe: Optional[str] = "fast_scnn"
     #: Jobs (searches, trainings) run at once, and where (``segnas.parallel``); threads per job.
     workers: int = Field(1, ge=1)
     executor: Literal["inline", "process", "ray"] = "process"

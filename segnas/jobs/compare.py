@@ -34,7 +34,8 @@ from segnas.config.io import build_config, load_config
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
-from segnas.cost.latency import LatencyResult, default_threads, measure_latency_interleaved
+from segnas.cost.latency import (STEADY_TOLERANCE, LatencyResult, default_threads, measure_latency_gated,
+                                 measure_latency_interleaved)
 from segnas.cost.machine import BUSY_CORES, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset
 from segnas.engine.device import describe_device, resolve_device
@@ -324,9 +325,13 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     models = {name: resolve_model(source, num_classes)[0] for name, source in sources.items()}
     shape = (1, 3, *cfg.deployment_size())
     echo(f"measuring {len(models)} networks in one interleaved session ({latency_description(cfg)})")
-    measured = measure_latency_interleaved(models, shape, cfg.latency.backend, latency_threads(cfg),
-                                           min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s,
-                                           rounds=cfg.measure_rounds)
+    if cfg.measure_probe:
+        measured = measure_latency_gated(models, shape, resolve_model(cfg.measure_probe, num_classes)[0],
+                                         cfg.latency.backend, latency_threads(cfg), min_rounds=cfg.measure_rounds)
+    else:
+        measured = measure_latency_interleaved(models, shape, cfg.latency.backend, latency_threads(cfg),
+                                               min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s,
+                                               rounds=cfg.measure_rounds)
     networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
     sessions = 1
@@ -353,8 +358,13 @@ def add_session(earlier: dict[str, Any], latest: dict[str, Any]) -> dict[str, An
     """One network's latency over two sessions: every round's median kept, the quietest of them the
     figure; the latest session's own median, IQR and runs stay as measured."""
     rounds = list(earlier.get("round_medians_ms") or [earlier["median_ms"]]) + list(latest["round_medians_ms"])
-    per_session = list(earlier.get("session_quietest_ms") or [session_ms(earlier)]) + [latest["quietest_ms"]]
-    return {**latest, "round_medians_ms": rounds, "quietest_ms": min(rounds), "session_quietest_ms": per_session}
+    per_session = list(earlier.get("session_latency_ms") or [session_ms(earlier)]) + [session_ms(latest)]
+    merged = {**latest, "round_medians_ms": rounds, "quietest_ms": min(rounds), "session_latency_ms": per_session}
+    probes = list(earlier.get("round_probe_ms") or []) + list(latest.get("round_probe_ms") or [])
+    if len(probes) == len(rounds):  # both sessions probed: the steady rounds of the fastest state over both
+        kept = [r for r, p in zip(rounds, probes) if p <= min(probes) * (1 + STEADY_TOLERANCE)]
+        merged.update(round_probe_ms=probes, steady_ms=statistics.median(kept))
+    return merged
 
 
 #: Sessions whose quietest rounds of one network differ by more than this (max / min − 1) ran on a
@@ -369,7 +379,7 @@ def latency_notes(latency: dict[str, Any]) -> list[str]:
 
 def session_spread_warning(latency: dict[str, Any]) -> str | None:
     """A note when a network's sessions disagree (``add_session``'s per-session quietest rounds)."""
-    per_session = latency.get("session_quietest_ms") or []
+    per_session = latency.get("session_latency_ms") or []
     if len(per_session) > 1 and max(per_session) / min(per_session) - 1 > SESSION_SPREAD:
         return (f"its quietest round differed by {100 * (max(per_session) / min(per_session) - 1):.0f}% between "
                 f"{len(per_session)} latency sessions ({', '.join(f'{x:.2f}' for x in per_session)} ms): the host "
@@ -410,9 +420,11 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
 
 
 def session_ms(latency: dict[str, Any]) -> float:
-    """A network's latency in the session: its quietest round's median (``LatencyResult.quietest_ms``;
-    sessions saved before it was recorded: the lowest round median they kept, else their median)."""
-    return latency.get("quietest_ms") or min(latency.get("round_medians_ms") or [latency["median_ms"]])
+    """A network's latency in the session: the median of its rounds in the host's fastest state
+    (``steady_ms``, a probed session), else its quietest round's median (``quietest_ms``; sessions
+    saved before it was recorded: the lowest round median they kept, else their median)."""
+    return (latency.get("steady_ms") or latency.get("quietest_ms")
+            or min(latency.get("round_medians_ms") or [latency["median_ms"]]))
 
 
 def latency_warning(latency: LatencyResult | dict[str, Any]) -> str | None:
