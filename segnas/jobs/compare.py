@@ -539,7 +539,9 @@ def compare_table(summary: dict[str, Any]) -> str:
              f"search budget: {summary['search_budget']}",
              "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
              + (f" ({n} sessions)" if (n := summary.get("latency_sessions") or 1) > 1 else "")
-             + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's quietest round's median"
+             + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's figure from its blocks "
+             + ("in the host's fastest state seen (probe: " + str(s.get("measure_probe")) + ")"
+                if s.get("measure_probe") else "of its quietest round")
              + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
