@@ -326,8 +326,12 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     shape = (1, 3, *cfg.deployment_size())
     echo(f"measuring {len(models)} networks in one interleaved session ({latency_description(cfg)})")
     if cfg.measure_probe:
+        # the first measure_rounds rounds time at least measure_min_runs runs and measure_min_time_s
+        # seconds of every network, as an unprobed session does; later rounds as many blocks again
         measured = measure_latency_gated(models, shape, resolve_model(cfg.measure_probe, num_classes)[0],
-                                         cfg.latency.backend, latency_threads(cfg), min_rounds=cfg.measure_rounds)
+                                         cfg.latency.backend, latency_threads(cfg), min_rounds=cfg.measure_rounds,
+                                         block_runs=-(-cfg.measure_min_runs // cfg.measure_rounds),
+                                         block_time_s=cfg.measure_min_time_s / cfg.measure_rounds)
     else:
         measured = measure_latency_interleaved(models, shape, cfg.latency.backend, latency_threads(cfg),
                                                min_runs=cfg.measure_min_runs, min_time_s=cfg.measure_min_time_s,
