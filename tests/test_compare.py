@@ -188,7 +188,7 @@ def _cli(*args: str) -> list[str]:
 
 #: Figures that depend on the machine's speed or on where the run lives, left out when comparing runs.
 TIMINGS = {"latency_ms", "latency_iqr_ms", "latency_vs_target", "search_measured_ms", "search_vs_target",
-           "measured_ms", "on_target", "search_cpu_seconds",
+           "measured_ms", "on_target", "search_cpu_seconds", "latency_rounds",
            "train_cpu_seconds", "total_cpu_hours", "run_dir", "arch_file", "notes", "out_dir"}
 
 
@@ -516,8 +516,9 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
     assert twice["sessions"] == 2 and jobs_path.read_text() == searches_only
     for name, net in twice["networks"].items():
         first, both = session["networks"][name]["latency"]["round_medians_ms"], net["latency"]["round_medians_ms"]
-        assert len(both) == 2 * len(first) and both[:len(first)] == first
-        assert net["latency"]["quietest_ms"] == min(both)
+        # a probed session runs as many rounds as its host needs: the second one's follow the first's
+        assert len(both) > len(first) and both[:len(first)] == first
+        assert len(net["latency"]["round_probe_ms"]) == len(both) and net["latency"]["quietest_ms"] == min(both)
         assert len(net["latency"]["session_latency_ms"]) == 2
     session = twice
     jobs_path.write_text(every_job)  # the trainings ended elsewhere
@@ -529,18 +530,25 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
 
 def test_sessions_that_disagree_are_said_to():
     """A host that changed speed between two latency sessions (one network 20.1 ms in one, 10.6 in
-    the other) gets a note; sessions within 15% of each other none."""
+    the other) gets a note; sessions within 15% of each other none. Probed sessions add up over the
+    rounds of the fastest probe of any network and session, one state of the host for all."""
     from segnas.jobs.compare import add_session, session_spread_warning
 
-    def session(*rounds: float) -> dict:
-        return {"median_ms": sorted(rounds)[len(rounds) // 2], "round_medians_ms": list(rounds), "quietest_ms": min(rounds)}
+    def session(*rounds: float, probes: tuple[float, ...] = ()) -> dict:
+        return {"median_ms": sorted(rounds)[len(rounds) // 2], "round_medians_ms": list(rounds),
+                "quietest_ms": min(rounds), "round_probe_ms": list(probes)}
 
-    changed = add_session(session(20.9, 20.4, 20.1), session(10.6, 19.5))
+    changed = add_session({"a": session(20.9, 20.4, 20.1)}, {"a": session(10.6, 19.5)})["a"]
     assert changed["quietest_ms"] == 10.6 and changed["session_latency_ms"] == [20.1, 10.6]
+    assert changed["steady_ms"] is None  # unprobed: the quietest round is the figure
     assert "differed by 90% between 2 latency sessions (20.10, 10.60 ms)" in session_spread_warning(changed)
-    steady = add_session(add_session(session(10.2, 11.0), session(10.6, 10.9)), session(11.4))
+    steady = add_session(add_session({"a": session(10.2, 11.0)}, {"a": session(10.6, 10.9)}), {"a": session(11.4)})["a"]
     assert steady["session_latency_ms"] == [10.2, 10.6, 11.4] and session_spread_warning(steady) is None
     assert session_spread_warning(session(10.0, 30.0)) is None  # one session: rounds may differ
+    # probed: network b's own fastest probe (15) was the slow state; a's rounds show the fast one (9)
+    probed = add_session({"a": session(20.0, 21.0, probes=(15.0, 15.2)), "b": session(30.0, 31.0, probes=(15.1, 15.0))},
+                         {"a": session(10.0, 10.4, probes=(9.0, 9.1)), "b": session(29.0, probes=(14.9,))})
+    assert probed["a"]["steady_ms"] == 10.2 and probed["b"]["steady_ms"] is None
 
 
 def test_the_latency_session_runs_on_the_machine_the_searches_targeted(tmp_path):

@@ -41,9 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import BENCHMARKS, results_dir, save_result  # noqa: E402
 from train_camvid import seeds_summary, train_for_steps  # noqa: E402
 
-from segnas.parallel import run_all  # noqa: E402
-
 from segnas.config.io import merged  # noqa: E402
+from segnas.parallel import run_all  # noqa: E402
 from segnas.spaces.base import get_space, save_arch  # noqa: E402
 
 RESULTS = results_dir(__file__)

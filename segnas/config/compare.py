@@ -70,12 +70,12 @@ class CompareSettings(Settings):
     #: Interleaved latency session: rounds at least, and seconds of timing per network at least.
     measure_min_runs: int = Field(20, ge=1)
     measure_min_time_s: float = Field(2.0, ge=0)
-    #: Rounds of the latency session; each network's latency is its quietest round's median
-    #: (``LatencyResult.quietest_ms``: a busy host slows some rounds, never speeds one up).
+    #: Rounds of the latency session at least (each of measure_min_runs / measure_rounds runs and
+    #: measure_min_time_s / measure_rounds seconds per network).
     measure_rounds: int = Field(5, ge=1)
     #: A zoo network timed before every block of the session to tell the host's state
     #: (``cost.latency.measure_latency_gated``): every figure is then taken in the fastest state seen.
-    #: None: no probe, each network's quietest round.
+    #: None: no probe, each network's quietest round's median (``LatencyResult.quietest_ms``).
     measure_probe: Optional[str] = "fast_scnn"
     #: Jobs (searches, trainings) run at once, and where (``segnas.parallel``); threads per job.
     workers: int = Field(1, ge=1)

@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -129,6 +129,14 @@ def measure_latency_interleaved(models: Mapping[str, nn.Module], input_shape: tu
 STEADY_TOLERANCE = 0.1
 
 
+def steady_median(round_medians_ms: Sequence[float], round_probe_ms: Sequence[float], fastest_probe_ms: float,
+                  tolerance: float = STEADY_TOLERANCE) -> float | None:
+    """The median of the rounds whose probe ran within ``tolerance`` of ``fastest_probe_ms`` (the
+    fastest probe of every network's rounds: one state of the host for all), None if none did."""
+    kept = [m for m, p in zip(round_medians_ms, round_probe_ms) if p <= fastest_probe_ms * (1 + tolerance)]
+    return statistics.median(kept) if kept else None
+
+
 def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[int, int, int, int], probe: nn.Module,
                           backend: str = "onnxruntime", threads: int | None = None, device: str = "cpu",
                           block_runs: int = 5, block_time_s: float = 0.2, min_rounds: int = 5, max_rounds: int = 40,
@@ -150,8 +158,8 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
     blocks: dict[str, list[list[float]]] = {name: [] for name in names}
     probes: dict[str, list[float]] = {name: [] for name in names}
 
-    def steady(name: str, fastest: float) -> list[int]:
-        return [i for i, p in enumerate(probes[name]) if p <= fastest * (1 + tolerance)]
+    def steady_blocks(name: str, fastest: float) -> int:
+        return sum(p <= fastest * (1 + tolerance) for p in probes[name])
 
     with pinned_threads(threads), torch.random.fork_rng():
         runners = {name: prepare(backend, models[name], input_shape, threads, device) for name in names}
@@ -162,7 +170,7 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
                 probes[name].append(statistics.median(time_callable(lambda: reference(x), 1, block_runs, 0.0)))
                 blocks[name].append(time_callable(lambda: runners[name](x), 2, block_runs, block_time_s))
             fastest = min(p for values in probes.values() for p in values)
-            if r + 1 >= min_rounds and all(len(steady(n, fastest)) >= steady_rounds for n in names):
+            if r + 1 >= min_rounds and all(steady_blocks(n, fastest) >= steady_rounds for n in names):
                 break
     fastest = min(p for values in probes.values() for p in values)
     out = {}
@@ -170,7 +178,6 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
         result = summarize([t for block in blocks[name] for t in block], backend, input_shape, threads, device)
         result.round_medians_ms = tuple(statistics.median(block) for block in blocks[name])
         result.round_probe_ms = tuple(probes[name])
-        kept = [result.round_medians_ms[i] for i in steady(name, fastest)]
-        result.steady_ms = statistics.median(kept) if kept else None
+        result.steady_ms = steady_median(result.round_medians_ms, result.round_probe_ms, fastest, tolerance)
         out[name] = result
     return out

@@ -34,8 +34,8 @@ from segnas.config.io import build_config, load_config
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
-from segnas.cost.latency import (STEADY_TOLERANCE, LatencyResult, default_threads, measure_latency_gated,
-                                 measure_latency_interleaved)
+from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
+                                 steady_median)
 from segnas.cost.machine import BUSY_CORES, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset
 from segnas.engine.device import describe_device, resolve_device
@@ -315,8 +315,8 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     """Latency (one interleaved session), parameters and GFLOPs of every network (``sources``:
     name -> arch file or zoo name); kept with the machine in ``latency.json`` so that a resumed job
     reports the same. A new session runs only on the machine the searches (``found``) targeted.
-    ``again``: one more session of the same networks, its rounds added to the saved ones
-    (``add_session``), for a host whose slow spells outlast a session."""
+    ``again``: one more session; of the same networks, machine and settings it adds up with the
+    saved ones (``add_session``), for a host whose slow spells outlast a session."""
     path = run_path / "latency.json"
     saved = json.loads(path.read_text()) if path.is_file() else None
     if saved is not None and set(saved["networks"]) == set(sources) and not again:
@@ -339,13 +339,15 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     networks = {name: {"latency": measured[name].to_dict(), "params": count_parameters(model),
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
     sessions = 1
-    if again and saved is not None and not same_session_setting(saved, cfg, set(sources)):
-        echo("the earlier latency session in latency.json was of other networks, another machine or other "
-             "latency settings: this session replaces it")
-    elif saved is not None and set(saved["networks"]) == set(sources):
-        sessions = saved.get("sessions", 1) + 1
-        networks = {name: {**net, "latency": add_session(saved["networks"][name]["latency"], net["latency"])}
-                    for name, net in networks.items()}
+    if again and saved is not None:
+        if same_session_setting(saved, cfg, set(sources)):
+            sessions = saved.get("sessions", 1) + 1
+            latencies = add_session({n: saved["networks"][n]["latency"] for n in networks},
+                                    {n: net["latency"] for n, net in networks.items()})
+            networks = {n: {**net, "latency": latencies[n]} for n, net in networks.items()}
+        else:
+            echo("the earlier latency session in latency.json was of other networks, another machine or other "
+                 "latency settings: this session replaces it")
     atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "machine": machine_record(),
                                         "sessions": sessions, "networks": networks}, indent=2))
     return networks
@@ -358,21 +360,32 @@ def same_session_setting(saved: dict[str, Any], cfg: CompareSettings, names: set
             and (saved.get("machine") or {}).get("fingerprint") == machine_record()["fingerprint"])
 
 
-def add_session(earlier: dict[str, Any], latest: dict[str, Any]) -> dict[str, Any]:
-    """One network's latency over two sessions: every round's median kept, the quietest of them the
-    figure; the latest session's own median, IQR and runs stay as measured."""
-    rounds = list(earlier.get("round_medians_ms") or [earlier["median_ms"]]) + list(latest["round_medians_ms"])
-    per_session = list(earlier.get("session_latency_ms") or [session_ms(earlier)]) + [session_ms(latest)]
-    merged = {**latest, "round_medians_ms": rounds, "quietest_ms": min(rounds), "session_latency_ms": per_session}
-    probes = list(earlier.get("round_probe_ms") or []) + list(latest.get("round_probe_ms") or [])
-    if len(probes) == len(rounds):  # both sessions probed: the steady rounds of the fastest state over both
-        kept = [r for r, p in zip(rounds, probes) if p <= min(probes) * (1 + STEADY_TOLERANCE)]
-        merged.update(round_probe_ms=probes, steady_ms=statistics.median(kept))
+def add_session(earlier: dict[str, dict[str, Any]], latest: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every network's latency (by name) over the saved sessions and the latest one: every round's
+    median kept, each session's figure kept (``session_latency_ms``), and the figure taken over all
+    rounds: in probed sessions the steady rounds of the fastest probe of any network and session
+    (one state of the host for all, as within a session), else the quietest round. The latest
+    session's own median, IQR and runs stay as measured."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name, last in latest.items():
+        before = earlier[name]
+        rounds = list(before.get("round_medians_ms") or [before["median_ms"]]) + list(last["round_medians_ms"])
+        per_session = list(before.get("session_latency_ms") or [session_ms(before)]) + [session_ms(last)]
+        probes = list(before.get("round_probe_ms") or []) + list(last.get("round_probe_ms") or [])
+        merged[name] = {**last, "round_medians_ms": rounds, "quietest_ms": min(rounds),
+                        "session_latency_ms": per_session, "round_probe_ms": probes}
+    if all(len(m["round_probe_ms"]) == len(m["round_medians_ms"]) > 0 for m in merged.values()):
+        fastest = min(p for m in merged.values() for p in m["round_probe_ms"])
+        for m in merged.values():
+            m["steady_ms"] = steady_median(m["round_medians_ms"], m["round_probe_ms"], fastest)
+    else:  # a session without the probe: no common state to gate on
+        for m in merged.values():
+            m.update(round_probe_ms=[], steady_ms=None)
     return merged
 
 
-#: Sessions whose quietest rounds of one network differ by more than this (max / min − 1) ran on a
-#: host that changed speed: a note says the networks' ratios may mix its states.
+#: A network whose session figures differ by more than this (max / min − 1) was measured on a host
+#: that changed speed: a note says the networks' ratios may mix its states.
 SESSION_SPREAD = 0.15
 
 
@@ -382,12 +395,12 @@ def latency_notes(latency: dict[str, Any]) -> list[str]:
 
 
 def session_spread_warning(latency: dict[str, Any]) -> str | None:
-    """A note when a network's sessions disagree (``add_session``'s per-session quietest rounds)."""
+    """A note when a network's sessions disagree (``add_session``'s per-session figures)."""
     per_session = latency.get("session_latency_ms") or []
     if len(per_session) > 1 and max(per_session) / min(per_session) - 1 > SESSION_SPREAD:
-        return (f"its quietest round differed by {100 * (max(per_session) / min(per_session) - 1):.0f}% between "
+        return (f"its latency differed by {100 * (max(per_session) / min(per_session) - 1):.0f}% between "
                 f"{len(per_session)} latency sessions ({', '.join(f'{x:.2f}' for x in per_session)} ms): the host "
-                f"changed speed, and networks whose quietest rounds fell in different states compare unfairly; "
+                f"changed speed, and networks measured in different states compare unfairly; "
                 f"measure again (--measure-now) when it is steady")
     return None
 
@@ -406,7 +419,7 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
     (``--measure-now``): the deployment machine measures while the trainings run elsewhere or wait.
     Kept in ``latency.json``, which the resume that writes the results reuses when every network
     has a training that ended well (else it measures the networks that have one again). Run again,
-    it adds a session: each network's figure is then its quietest round over every session."""
+    it adds a session (``add_session``)."""
     ended = read_store(path / JOBS_FILE)[0]
     waiting = [m for m in methods if f"search:{m}" not in ended]
     if waiting:

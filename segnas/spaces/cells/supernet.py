@@ -256,13 +256,15 @@ class CellsSupernet(nn.Module):
             self._cost_cache[cost] = (float(sum(values[:len(fixed)])), tables)
         return self._cost_cache[cost]
 
-    def expected_cost(self, cost: Callable[[list[OpKey]], list[float]]) -> torch.Tensor:
-        """Differentiable expected cost of the derived network (module docstring)."""
+    def expected_cost(self, cost: Callable[[list[OpKey]], list[float]],
+                      alphas: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Differentiable expected cost of the derived network (module docstring); ``alphas``: the
+        cells' α' when the caller has them already (else ``effective_alphas()``)."""
         fixed, tables = self.cost_tables(cost)
         device = self.alphas[0].device
         scale = self.node_scale.to(device)
         total = torch.tensor(fixed, device=device)
-        for alpha, table in zip(self.effective_alphas(), tables):
+        for alpha, table in zip(self.effective_alphas() if alphas is None else alphas, tables):
             p = torch.softmax(alpha[:, self.columns], dim=-1)
             total = total + (scale * (p * table.to(device)).sum(-1)).sum()
         return total
@@ -272,11 +274,12 @@ class CellsSupernet(nn.Module):
         with the gradient of ``expected_cost`` (straight-through): a loss on it sees the network the
         search would return, not the soft mixture (whose expected cost can sit far from it while the
         operator weights are nearly even), and still moves α smoothly."""
-        soft = self.expected_cost(cost)
+        alphas = self.effective_alphas()
+        soft = self.expected_cost(cost, alphas)
         fixed, tables = self.cost_tables(cost)
         hard = fixed
         with torch.no_grad():
-            for weights, table in zip(self.edge_weights(), tables):
+            for weights, table in zip((torch.softmax(a.detach(), dim=-1) for a in alphas), tables):
                 hard += sum(float(table[edge_row(i, j), c]) for i, node in enumerate(self._discrete(weights))
                             for j, c in node)
         return soft + (hard - soft.detach())
