@@ -991,6 +991,7 @@ def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
                   figure(row["params"], ".2f", 1e-6), figure(row["gflops"], ".2f"),
                   figure(row["search_cpu_seconds"], ".2f", 1 / 3600), row["status"].replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += compare_verdict(r)
     s = r["settings"]
     held = (s["data"].get("options") or {}).get("holdout")
     lines += ["", f"`segnas compare` on {s['data']['name']}: every network trained with one recipe for "
@@ -1003,6 +1004,28 @@ def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
               + f" Total: {r['total_cpu_hours']:.1f} CPU-hours{trained_elsewhere(r)}. " + machine_line(r)
               + (f" [Table, per-class IoU and Pareto plot]({link})." if link else ""), ""]
     return lines
+
+
+def compare_verdict(r: dict[str, Any]) -> list[str]:
+    """The comparison's answer: the most accurate found and hand-designed networks within the target."""
+    within = [row for row in r["rows"] if row["latency_ms"] is not None and row["val_miou_mean"] is not None
+              and row["latency_ms"] <= r["target_ms"]]
+    best = {kind: max((row for row in within if row["kind"] == kind), key=lambda row: row["val_miou_mean"], default=None)
+            for kind in ("method", "zoo")}
+    if not best["method"] or not best["zoo"]:
+        return []
+    test = r.get("test_split")
+
+    def said(row: dict[str, Any]) -> str:
+        return (f"`{row['name']}` ({100 * row['val_miou_mean']:.1f}% val"
+                + (f", {100 * row['test_miou_mean']:.1f}% {test}" if test and row["test_miou_mean"] is not None else "")
+                + f" at {row['latency_ms']:.1f} ms)")
+
+    found, hand = best["method"], best["zoo"]
+    margin = 100 * (found["val_miou_mean"] - hand["val_miou_mean"])
+    verdict = "beats" if margin > 0 else "does not beat"
+    return ["", f"Within the {r['target_ms']:g} ms target the most accurate found network, {said(found)}, {verdict} "
+            f"the most accurate hand-designed one, {said(hand)}: {margin:+.1f} val mIoU points."]
 
 
 def trained_elsewhere(r: dict[str, Any]) -> str:
@@ -1060,6 +1083,9 @@ def seeds_of(r: dict[str, Any]) -> str:
                 elif isinstance(v, list) and v and all(isinstance(x, int) for x in v):
                     found.append(f"{k} {', '.join(map(str, v))}")  # seed lists; records of seeds are not seeds
     runs = r.get("training_runs_per_network")
+    train = (r.get("settings") or {}).get("train")
+    if not runs and isinstance(train, dict) and isinstance(train.get("seeds"), int):
+        runs = train["seeds"]  # a comparison's count of training seeds per network
     return ", ".join(dict.fromkeys(found + ([f"{runs} training seeds"] if runs and runs > 1 else [])))
 
 

@@ -182,6 +182,27 @@ def test_a_finished_comparison_is_collected_and_rendered_with_its_architectures(
         collect.collect(tmp_path, "none", out)
 
 
+def test_the_verdict_names_the_best_networks_within_the_target():
+    """The rendered answer compares the most accurate found and hand-designed networks that meet the
+    target; a faster, more accurate network over the target takes no part."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import readme_tables
+
+    def row(name, kind, val, ms):
+        return {"name": name, "kind": kind, "val_miou_mean": val, "test_miou_mean": val - 0.2, "latency_ms": ms}
+
+    result = {"target_ms": 15.0, "test_split": "holdout",
+              "rows": [row("a", "method", 0.60, 14.0), row("b", "method", 0.55, 9.0),
+                       row("z", "zoo", 0.58, 10.0), row("big", "zoo", 0.70, 40.0)]}
+    (line,) = [x for x in readme_tables.compare_verdict(result) if x]
+    assert "`a` (60.0% val, 40.0% holdout at 14.0 ms), beats" in line and "`z` (58.0% val" in line
+    assert line.endswith("+2.0 val mIoU points.")
+    result["rows"][0]["latency_ms"] = 16.0
+    assert "`b` (55.0% val" in readme_tables.compare_verdict(result)[1] and "does not beat" in \
+        readme_tables.compare_verdict(result)[1]
+    assert readme_tables.compare_verdict({**result, "rows": result["rows"][:2]}) == []
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "segnas.cli.main", *args]
 
