@@ -24,7 +24,7 @@ from segnas.config.compare import CompareSettings
 from segnas.config.io import build_config
 from segnas.errors import SegnasError
 from segnas.jobs.compare import compare_job
-from segnas.spaces.base import build_from_arch
+from segnas.spaces.base import arch_key, build_from_arch, get_space
 
 SIZE = [32, 48]
 SPACE = {"space_options": {"layers": 6, "base_width": 4}}
@@ -547,6 +547,17 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
     assert json.loads((run / "latency.json").read_text()) == session
     assert {r["name"]: r["latency_ms"] for r in summary["rows"]} == {
         n: session_ms(m["latency"]) for n, m in session["networks"].items()}
+    # the search run again finds another network under the same name: the saved session is not its
+    found = run / next(r["arch_file"] for r in summary["rows"] if r["name"] == "random")
+    saved = json.loads(found.read_text())
+    space = get_space(saved["space"])
+    other = next(a for a in (space.sample(np.random.default_rng(i)) for i in range(50))
+                 if arch_key(a) != arch_key(saved["arch"]))
+    found.write_text(json.dumps({**saved, "arch": other.to_dict()}))
+    compare_job(None, resume=run)
+    again = json.loads((run / "latency.json").read_text())
+    assert again["sessions"] == 1 and again["identities"]["random"] != session["identities"]["random"]
+    assert again["identities"]["fast_scnn"] == "fast_scnn"
 
 
 def test_sessions_that_disagree_are_said_to():

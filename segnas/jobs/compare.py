@@ -48,7 +48,7 @@ from segnas.parallel import run_all
 from segnas.parallel.store import read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
-from segnas.spaces.base import read_arch_file
+from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.utils import atomic_write_text
 from segnas.zoo import MODELS
@@ -319,7 +319,8 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
     saved ones (``add_session``), for a host whose slow spells outlast a session."""
     path = run_path / "latency.json"
     saved = json.loads(path.read_text()) if path.is_file() else None
-    if saved is not None and set(saved["networks"]) == set(sources) and not again:
+    identities = network_identities(sources)
+    if saved is not None and saved.get("identities") == identities and not again:
         return saved["networks"]
     check_deployment_machine(found, cfg.latency.target, any_machine)
     models = {name: resolve_model(source, num_classes)[0] for name, source in sources.items()}
@@ -340,7 +341,7 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
                        "gflops": count_flops(model, shape).gflops} for name, model in models.items()}
     sessions = 1
     if again and saved is not None:
-        if same_session_setting(saved, cfg, set(sources)):
+        if same_session_setting(saved, cfg, identities):
             sessions = saved.get("sessions", 1) + 1
             latencies = add_session({n: saved["networks"][n]["latency"] for n in networks},
                                     {n: net["latency"] for n, net in networks.items()})
@@ -349,14 +350,23 @@ def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, st
             echo("the earlier latency session in latency.json was of other networks, another machine or other "
                  "latency settings: this session replaces it")
     atomic_write_text(path, json.dumps({"latency": latency_description(cfg), "machine": machine_record(),
-                                        "sessions": sessions, "networks": networks}, indent=2))
+                                        "sessions": sessions, "identities": identities, "networks": networks},
+                                       indent=2))
     return networks
 
 
-def same_session_setting(saved: dict[str, Any], cfg: CompareSettings, names: set[str]) -> bool:
-    """Whether a saved ``latency.json`` measured ``names`` on this machine with these latency
-    settings (its rounds then add up with a new session's)."""
-    return (set(saved["networks"]) == names and saved.get("latency") == latency_description(cfg)
+def network_identities(sources: dict[str, str]) -> dict[str, str]:
+    """What each network of a session is, whatever folder its run lives in: a found network's
+    architecture (``arch_key`` of its arch file), a zoo network's name. A saved session is reused
+    only for the same networks: a search run again finds another one under the same name."""
+    return {name: arch_key(read_arch_file(source)) if Path(source).suffix == ".json" else source
+            for name, source in sorted(sources.items())}
+
+
+def same_session_setting(saved: dict[str, Any], cfg: CompareSettings, identities: dict[str, str]) -> bool:
+    """Whether a saved ``latency.json`` measured these networks (``identities``) on this machine with
+    these latency settings (its rounds then add up with a new session's)."""
+    return (saved.get("identities") == identities and saved.get("latency") == latency_description(cfg)
             and (saved.get("machine") or {}).get("fingerprint") == machine_record()["fingerprint"])
 
 
