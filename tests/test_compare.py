@@ -182,6 +182,29 @@ def test_a_finished_comparison_is_collected_and_rendered_with_its_architectures(
         collect.collect(tmp_path, "none", out)
 
 
+def test_rerun_runs_one_networks_jobs_again_and_keeps_the_others(tmp_path):
+    """--rerun forgets a method's search and trainings (its folders and the stale results move to
+    discarded/), the resume runs them again and every other job stays as it ended; a name that is not
+    in the comparison is one line naming it, found before anything changes."""
+    run = Path(compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", methods={"random": RANDOM})))["run_dir"])
+    jobs = run / "jobs.jsonl"
+    before = {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()}
+    old_search = sorted((run / "search" / "random").iterdir())
+    with pytest.raises(SegnasError, match="--rerun: gas: not a network of this comparison"):
+        compare_job(None, resume=run, rerun=["gas"], measure=False)
+    assert {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()} == before
+    lines: list[str] = []
+    compare_job(None, resume=run, rerun=["random"], measure=False, echo=lines.append)
+    after = {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()}
+    assert set(after) == set(before)
+    for key in before:
+        assert (after[key] == before[key]) == (not key.endswith(":random") and ":random:" not in key), key
+    (away,) = (run / "discarded").iterdir()
+    assert sorted(p.name for p in (away / "search" / "random").iterdir()) == [p.name for p in old_search]
+    assert (away / "train" / "random-seed0").is_dir() and (away / "compare.json").is_file()
+    assert not (run / "compare.json").exists() and any(line.startswith("run again: search:random") for line in lines)
+
+
 def test_the_verdict_names_the_best_networks_within_the_target():
     """The rendered answer compares the most accurate found and hand-designed networks that meet the
     target; a faster, more accurate network over the target takes no part."""

@@ -136,3 +136,18 @@ def test_a_dying_worker_process_is_replaced_and_only_its_own_item_fails(tmp_path
         with pytest.raises(SegnasError, match="item 5 of the batch failed: WorkerError"):
             pool.map(die_once_then_square, [(s, str(tmp_path / "again")) for s in range(7)])
         assert pool.map(die_once_then_square, [(3, str(tmp_path)), (4, str(tmp_path))]) == [9, 16]  # still works
+
+
+def test_forget_drops_the_records_of_some_keys_and_keeps_the_rest(tmp_path):
+    from segnas.parallel.store import ResultStore, forget, load_failures
+
+    path = tmp_path / "r.jsonl"
+    assert forget(path, {"a"}) == [] and not path.exists()
+    store = ResultStore(path)
+    store.add("a", 1)
+    store.fail("b", "worker died")
+    store.add("c", 3)
+    store.add("a", 2)
+    assert forget(path, {"a", "b", "z"}) == ["a", "b"]
+    assert load_results(path) == {"c": 3} and load_failures(path) == {}
+    assert forget(path, {"a"}) == [] and load_results(path) == {"c": 3}

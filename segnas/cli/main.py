@@ -273,6 +273,9 @@ def compare(
                                      help="With --resume, once every search has ended: only the latency session, now, "
                                           "while the trainings run elsewhere or wait; the resume that writes the "
                                           "results reuses it."),
+    rerun: list[str] = typer.Option([], "--rerun", help="With --resume: run this method's search and trainings (or "
+                                                        "this zoo network's trainings) again, e.g. after a fix; "
+                                                        "repeatable. Their earlier folders move to discarded/."),
     any_machine: bool = typer.Option(False, "--any-machine",
                                      help="Run the latency session on this machine even where the searches "
                                           "predicted latency for another (their target was met or missed there)."),
@@ -286,12 +289,14 @@ def compare(
         echo(status_table(compare_status(status)).rstrip())
         return
 
+    if rerun and resume is None:
+        raise SegnasError("--rerun runs jobs of an existing comparison again: give its run directory with --resume")
     if measure_now and resume is None:
         raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
                           "give its run directory with --resume")
     cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
-                          measure_now=measure_now, any_machine=any_machine)
+                          measure_now=measure_now, any_machine=any_machine, rerun=rerun)
     state = ("latency measured" if summary.get("latency_measured") else
              "done" if summary.get("measured", True) else "trained")
     echo(f"{state}: {summary['run_dir']}")

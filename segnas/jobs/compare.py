@@ -20,12 +20,14 @@ latency), ``latency.json`` (the interleaved session), ``compare.json`` (every fi
 
 from __future__ import annotations
 
+import glob
 import importlib
 import json
 import re
 import statistics
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -45,7 +47,7 @@ from segnas.evaluate.short_train import training_recipe
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import make_settings, search_job
 from segnas.parallel import run_all
-from segnas.parallel.store import read_store
+from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
@@ -271,6 +273,31 @@ def training_items(cfg: CompareSettings, run_path: Path, name: str, model: dict[
              "config": train_config(cfg, name, model, seed, run_path / "train" / f"{name}-seed{seed}")
              .model_dump(mode="json")}
             for seed in range(cfg.seed, cfg.seed + cfg.train.seeds)]
+
+
+#: What a comparison writes from its ended jobs; a job run again makes them stale.
+RESULT_FILES = ("compare.json", "compare.md", "pareto.png", "report.html")
+
+
+def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[str], echo: Echo) -> None:
+    """Make this resume run again the jobs of ``names``: a method's search and its trainings, a zoo
+    network's trainings. Their records leave ``jobs.jsonl``; their folders, and the results written
+    from them, move to ``discarded/<stamp>/`` (nothing is deleted). Not while the comparison runs."""
+    unknown = [n for n in names if n not in methods and n not in zoo]
+    if unknown:
+        raise SegnasError(f"--rerun: {', '.join(unknown)}: not a network of this comparison (methods: "
+                          f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
+    ended, failed = read_store(run_path / JOBS_FILE)
+    pattern = re.compile(rf"(search:({'|'.join(map(re.escape, names))})|train:({'|'.join(map(re.escape, names))}):seed\d+)$")
+    forgotten = forget(run_path / JOBS_FILE, {k for k in [*ended, *failed] if pattern.match(k)})
+    away = run_path / "discarded" / time.strftime("%Y%m%d-%H%M%S")
+    folders = [run_path / "search" / n for n in names if n in methods]
+    folders += [f for n in names for f in sorted((run_path / "train").glob(f"{glob.escape(n)}-seed*"))]
+    for item in [f for f in folders if f.exists()] + [run_path / f for f in RESULT_FILES if (run_path / f).exists()]:
+        (away / item.parent.relative_to(run_path)).mkdir(parents=True, exist_ok=True)
+        item.rename(away / item.relative_to(run_path))
+    echo(f"run again: {', '.join(forgotten) or 'no ended job'} of {', '.join(names)}"
+         + (f" (earlier folders and results in {away})" if away.exists() else ""))
 
 
 # ---------------------------------------------------------------------------------- latency
@@ -746,7 +773,8 @@ def with_execution(cfg: CompareSettings, device: str | None, workers: int | None
 
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
                 echo: Echo | None = None, *, device: str | None = None, workers: int | None = None,
-                measure: bool = True, measure_now: bool = False, any_machine: bool = False) -> dict[str, Any]:
+                measure: bool = True, measure_now: bool = False, any_machine: bool = False,
+                rerun: Sequence[str] = ()) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``.
 
     ``device``/``workers`` override where and how many jobs run at once (``with_execution``);
@@ -754,7 +782,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     the deployment machine: a later ``resume`` there measures and writes the results); it then
     returns ``{"run_dir": ..., "measured": False}``. ``measure_now`` runs only the latency session,
     once every search has ended and before the trainings end (``measure_before_trainings``). The
-    latency session runs on the machine the searches targeted unless ``any_machine``."""
+    latency session runs on the machine the searches targeted unless ``any_machine``. ``rerun``
+    (with ``resume``): networks whose ended jobs run again (``forget_jobs``)."""
     echo = echo or (lambda m: None)
     cfg, run = start_job(CompareSettings, settings, resume)
     cfg = with_execution(cfg, device, workers)
@@ -778,6 +807,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     echo(f"compare: {', '.join(methods) or 'no method'} for {cfg.latency.target:g} ms "
          f"({latency_description(cfg)}); run {path}")
     zoo = select_zoo(cfg, path, num_classes, echo)
+    if rerun:
+        forget_jobs(path, list(rerun), list(methods), zoo, echo)
     if measure_now:
         return measure_before_trainings(cfg, path, list(methods), zoo, num_classes, echo, any_machine)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segnas.errors import SegnasError
+from segnas.utils import atomic_write_text
 
 
 def default_key(item: Any) -> str:
@@ -47,6 +48,23 @@ def read_store(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     e.g. one a running job is writing now, is skipped and left in place (a reader beside a writer)."""
     results, failures = _load(path, repair=False)
     return results, {k: v for k, v in failures.items() if k not in results}
+
+
+def forget(path: str | Path, keys: set[str]) -> list[str]:
+    """Drop every record (result or failure) of ``keys`` from a JSONL results file, atomically, so
+    that the next run computes them again; the keys that had records. Not while a run writes it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    _load(path)  # a damaged last line is repaired first; damage anywhere else is an error
+    kept, dropped = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        key = str(json.loads(line)["key"])
+        (dropped if key in keys else kept).append(key if key in keys else line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return list(dict.fromkeys(dropped))
 
 
 def _load(path: str | Path, repair: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
