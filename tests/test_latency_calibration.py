@@ -165,3 +165,25 @@ def test_measured_networks_median_over_sessions(tmp_path):
     archs = calib.calibration_archs(SPACE, 2)
     ms = calib.measure_networks(SPACE, archs, 11, (1, 3, 32, 48), "eager", 1, min_time_s=0.0, progress=False)
     assert len(ms) == 2 and all(m > 0 for m in ms) and statistics.median(ms) > 0
+
+
+def test_a_probed_measurement_keeps_each_rounds_probe_and_takes_the_fastest_state_of_all():
+    """With a probe every record keeps its rounds' probes; the figures come from the rounds whose probe
+    was within the tolerance of the fastest probe of any network (of any session), else the quietest."""
+    from segnas.parallel.store import ResultStore
+
+    archs = calib.calibration_archs(SPACE, 3)
+    probe = SPACE.build(archs[0], 11).eval()
+    store = ResultStore()
+    ms = calib.measure_networks(SPACE, archs, 11, (1, 3, 32, 48), "eager", 1, store=store, chunk=2,
+                                min_time_s=0.0, rounds=2, progress=False, probe=probe)
+    records = [store[SPACE.key(a)] for a in archs]
+    assert all(len(r["probes_ms"]) == len(r["rounds_ms"]) >= 2 for r in records)
+    assert ms == calib.measured_figures(records) and all(m > 0 for m in ms)
+    # figures by hand: the probe's fastest is 1.0 ms; the rounds probed at 1.05 and 1.08 are kept
+    hand = [{"measured_ms": 9.0, "rounds_ms": [10.0, 20.0, 12.0], "probes_ms": [1.0, 2.0, 1.08]},
+            {"measured_ms": 30.0, "rounds_ms": [30.0, 40.0], "probes_ms": [1.5, 1.05]},
+            {"measured_ms": 5.0, "rounds_ms": [5.0, 7.0], "probes_ms": [1.6, 1.7]}]
+    assert calib.measured_figures(hand) == [11.0, 40.0, 5.0]
+    # a record without probes (measured unprobed): every figure is the quietest round
+    assert calib.measured_figures(hand[:2] + [{"measured_ms": 5.0, "rounds_ms": [5.0]}]) == [9.0, 30.0, 5.0]

@@ -273,35 +273,65 @@ def median_abs_error(predicted: Iterable[float], measured: Iterable[float]) -> f
 
 def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_shape: tuple[int, int, int, int],
                      backend: str, threads: int, store: MeasurementStore | None = None, chunk: int = 8,
-                     min_time_s: float = 0.3, rounds: int = 3, progress: bool = True) -> list[float]:
-    """Measured latency of every architecture: the lowest of its per-round medians (ms).
+                     min_time_s: float = 0.3, rounds: int = 3, progress: bool = True,
+                     probe: Any | None = None) -> list[float]:
+    """Measured latency of every architecture (ms), each in the quietest state of the machine seen.
 
-    Networks are timed ``chunk`` at a time in one interleaved session (``measure_latency_interleaved``)
-    of ``rounds`` rounds, each a block of ≥ ``min_time_s`` seconds per network. A load that comes and
-    goes only ever adds time, so the quietest round's median is kept (on a shared 2-core machine a
-    round disturbed by another job measured up to 3x the other two). With a ``store``, finished networks are kept by architecture key (with
-    the architecture, its per-round medians and the seconds spent per network) and skipped on a rerun."""
-    from segnas.cost.latency import measure_latency_interleaved
+    Networks are timed ``chunk`` at a time in one interleaved session of at least ``rounds`` rounds,
+    each a block of ≥ ``min_time_s`` seconds per network. Without a ``probe``: the lowest of a
+    network's per-round medians (a load that comes and goes only ever adds time; on a shared 2-core
+    machine a disturbed round measured up to 3x the others). With a ``probe`` (a fixed network, the
+    same module for every chunk): a probe-gated session (``measure_latency_gated``), for a host that
+    changes speed by itself (a cloud VM); every network's figure is then the median of its rounds
+    whose probe ran within the tolerance of the fastest probe of all networks measured
+    (``measured_figures``), one state of the machine for all. With a ``store``, finished networks
+    are kept by architecture key (with the architecture, its per-round medians and probes, and the
+    seconds spent per network) and skipped on a rerun."""
+    from segnas.cost.latency import measure_latency_gated, measure_latency_interleaved
     from segnas.progress import progress_bar
 
     keys = [space.key(a) for a in archs]
     todo = [i for i, k in enumerate(keys) if store is None or k not in store]
-    found: dict[str, float] = {k: store[k]["measured_ms"] for k in keys if store is not None and k in store}
+    records: dict[str, dict[str, Any]] = {k: store[k] for k in keys if store is not None and k in store}
     with progress_bar(progress and bool(todo)) as bar:
         task = bar.add_task(f"measuring {space.name} networks", total=len(todo), info="") if bar else None
         for start in range(0, len(todo), chunk):
             group = todo[start:start + chunk]
             models = {keys[i]: space.build(archs[i], num_classes).eval() for i in group}
             t0 = time.perf_counter()
-            results = measure_latency_interleaved(models, input_shape, backend, threads, warmup=3, min_runs=3 * rounds,
-                                                  min_time_s=min_time_s * rounds, rounds=rounds)
+            if probe is None:
+                results = measure_latency_interleaved(models, input_shape, backend, threads, warmup=3,
+                                                      min_runs=3 * rounds, min_time_s=min_time_s * rounds,
+                                                      rounds=rounds)
+            else:
+                results = measure_latency_gated(models, input_shape, probe, backend, threads, block_runs=3,
+                                                block_time_s=min_time_s, min_rounds=rounds)
             seconds = (time.perf_counter() - t0) / len(group)
-            for i in group:  # the quietest round: another job's load only ever adds time
-                found[keys[i]] = min(results[keys[i]].round_medians_ms)
+            for i in group:
+                result = results[keys[i]]
+                records[keys[i]] = {"measured_ms": min(result.round_medians_ms),
+                                    "rounds_ms": list(result.round_medians_ms),
+                                    "probes_ms": list(result.round_probe_ms or []),
+                                    "seconds": round(seconds, 2), "arch": archs[i].to_dict()}
                 if store is not None:
-                    store.add(keys[i], {"measured_ms": found[keys[i]],
-                                        "rounds_ms": list(results[keys[i]].round_medians_ms),
-                                        "seconds": round(seconds, 2), "arch": archs[i].to_dict()})
+                    store.add(keys[i], records[keys[i]])
             if bar is not None:
                 bar.update(task, advance=len(group))
-    return [found[k] for k in keys]
+    return measured_figures([records[k] for k in keys])
+
+
+def measured_figures(records: Sequence[dict[str, Any]]) -> list[float]:
+    """Each measured network's figure (ms): where every record has its rounds' probes, the median of
+    its rounds whose probe ran within the tolerance of the fastest probe of all of them (``steady_median``:
+    one state of the machine for all networks, whichever session timed them), else — and for a
+    network without such a round — its quietest round (``measured_ms``)."""
+    from segnas.cost.latency import steady_median
+
+    if not records or not all(r.get("probes_ms") for r in records):
+        return [float(r["measured_ms"]) for r in records]
+    fastest = min(p for r in records for p in r["probes_ms"])
+    out = []
+    for r in records:
+        steady = steady_median(r["rounds_ms"], r["probes_ms"], fastest)
+        out.append(float(steady if steady is not None else r["measured_ms"]))
+    return out
