@@ -187,3 +187,35 @@ def test_a_probed_measurement_keeps_each_rounds_probe_and_takes_the_fastest_stat
     assert calib.measured_figures(hand) == [11.0, 40.0, 5.0]
     # a record without probes (measured unprobed): every figure is the quietest round
     assert calib.measured_figures(hand[:2] + [{"measured_ms": 5.0, "rounds_ms": [5.0]}]) == [9.0, 30.0, 5.0]
+
+
+def test_a_probed_table_times_again_the_entries_timed_in_a_slow_state(tmp_path, monkeypatch):
+    """Each entry keeps the probe's median from just before its timing; entries timed over 10% above
+    the fastest probe are timed again (twice at most) and keep the timing of the faster state."""
+
+    class Scripted:
+        name = "scripted"
+
+        def __init__(self, values):
+            self.values = iter(values)
+
+        def __call__(self):
+            return next(self.values)
+
+    keys = list({k.to_str(): k for a in calib.calibration_archs(SPACE, 2)
+                 for k in SPACE.latency_keys(a, 11, (32, 48))}.values())[:3]
+    timings = iter([5.0, 9.0, 4.0, 7.0, 8.0])
+    path = tmp_path / "table.json"
+    table = LatencyTable("eager", threads=1, path=path, probe=Scripted([1.0, 2.0, 1.05, 1.5, 3.0]))
+    monkeypatch.setattr(table, "_measure", lambda key: next(timings))
+    monkeypatch.setattr("segnas.cost.table.other_processes_cores", lambda: 0.0)  # a quiet machine: entries kept
+    assert table.ensure(keys, progress=False) == 3
+    names = [k.to_str() for k in keys]
+    # the second entry: timed at probe 2.0 (9 ms), again at 1.5 (7 ms, kept), again at 3.0 (8 ms, not kept)
+    assert [table.entries[n] for n in names] == [5.0, 7.0, 4.0]
+    assert [table.probes[n] for n in names] == [1.0, 1.5, 1.05] and table.unsteady(keys) == [keys[1]]
+    saved = json.loads(path.read_text())
+    assert saved["probe"] == "scripted" and saved["probes"][names[1]] == 1.5
+    assert LatencyTable("eager", threads=1, path=path, probe=Scripted([])).probes == table.probes
+    unprobed = LatencyTable("eager", threads=1, path=path)
+    assert unprobed.probes == {} and unprobed.unsteady(keys) == [] and unprobed.entries == table.entries

@@ -6,7 +6,7 @@ learned correction (``segnas.cost.calibration``).
 
 ``measure`` draws --n distinct random networks per space (``calibration_archs``: alternately
 spread over the latency range and uniform), fills the operator table for them (--fresh-table:
-times their entries again), then measures each whole network on the runtime (ONNX Runtime, 2
+times their entries again; with a probe, entries timed in a slow state of the host are timed again), then measures each whole network on the runtime (ONNX Runtime, 2
 threads) in sessions of 8 networks gated by a probe (``--probe``, default Fast-SCNN: a short block
 of it before every block of ≥ 0.3 s of a network, at least 3 rounds; every figure the median of a
 network's rounds in the fastest state of the host seen over all sessions; ``--probe none``: 3
@@ -46,7 +46,7 @@ CLASSES = 19
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
 from segnas.cost.calibration import calibration_archs, fit_correction, measure_networks, measured_figures  # noqa: E402
-from segnas.cost.latency import STEADY_TOLERANCE  # noqa: E402
+from segnas.cost.latency import STEADY_TOLERANCE, HostProbe  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.spaces import get_space, list_spaces  # noqa: E402
 from segnas.utils import atomic_write_text, parse_size  # noqa: E402
@@ -69,9 +69,14 @@ def probe_network(args: argparse.Namespace) -> Any:
     return resolve_model(args.probe, CLASSES)[0].eval()
 
 
+#: The input of the probe timed before every table entry (any fixed size tells the host's state).
+TABLE_PROBE_SHAPE = (1, 3, 180, 240)
+
+
 def measure(args: argparse.Namespace) -> None:
-    table = LatencyTable(args.backend, threads=args.threads)
     probe = probe_network(args)
+    host = None if probe is None else HostProbe(probe, TABLE_PROBE_SHAPE, args.backend, args.threads, name=args.probe)
+    table = LatencyTable(args.backend, threads=args.threads, probe=host)
     for size_text in args.sizes:
         size = parse_size(size_text)
         for name in args.spaces:

@@ -129,6 +129,29 @@ def measure_latency_interleaved(models: Mapping[str, nn.Module], input_shape: tu
 STEADY_TOLERANCE = 0.1
 
 
+class HostProbe:
+    """A fixed reference network timed in a short block (``runs`` runs after one warm-up): its median
+    tells the host's speed state now, for timings taken beside it (``measure_latency_gated``, a
+    latency table's entries). ``name`` identifies the probe: only probes of one name compare."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int, int], backend: str = "onnxruntime",
+                 threads: int | None = None, device: str = "cpu", runs: int = 5, name: str = "probe") -> None:
+        self.model, self.input_shape, self.backend, self.device = model, input_shape, backend, device
+        self.threads = threads or default_threads()
+        self.runs = runs
+        self.name = f"{name}@{backend}/{self.threads}t/{'x'.join(map(str, input_shape))}"
+        self._x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+        self._run: Callable[[np.ndarray], object] | None = None
+
+    def __call__(self) -> float:
+        with pinned_threads(self.threads):
+            if self._run is None:
+                with torch.random.fork_rng():
+                    self._run = prepare(self.backend, self.model.eval(), self.input_shape, self.threads, self.device)
+            run = self._run
+            return statistics.median(time_callable(lambda: run(self._x), 1, self.runs, 0.0))
+
+
 def steady_median(round_medians_ms: Sequence[float], round_probe_ms: Sequence[float], fastest_probe_ms: float,
                   tolerance: float = STEADY_TOLERANCE) -> float | None:
     """The median of the rounds whose probe ran within ``tolerance`` of ``fastest_probe_ms`` (the
@@ -163,11 +186,11 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
 
     with pinned_threads(threads), torch.random.fork_rng():
         runners = {name: prepare(backend, models[name], input_shape, threads, device) for name in names}
-        reference = prepare(backend, probe, input_shape, threads, device)
+        reference = HostProbe(probe, input_shape, backend, threads, device, runs=block_runs)
         for r in range(max_rounds):
             shift = r % max(len(names), 1)
             for name in names[shift:] + names[:shift]:
-                probes[name].append(statistics.median(time_callable(lambda: reference(x), 1, block_runs, 0.0)))
+                probes[name].append(reference())
                 blocks[name].append(time_callable(lambda: runners[name](x), 2, block_runs, block_time_s))
             fastest = min(p for values in probes.values() for p in values)
             if r + 1 >= min_rounds and all(steady_blocks(n, fastest) >= steady_rounds for n in names):

@@ -8,6 +8,12 @@ atomically; a corrupt file, or one from another context, is reported with a warn
 Each entry stores the operator's time minus the runtime's fixed per-call overhead (measured on a
 graph with the same input and a one-element output), so the latency of a network is predicted as the sum of its
 operators' entries plus one call overhead.
+
+A table given a ``HostProbe`` times the probe before every entry and keeps its median with the
+entry: on a host that changes speed by itself (a cloud VM), the entries timed while the probe ran
+more than ``STEADY_TOLERANCE`` over its fastest time in the table are timed again (``probe_passes``
+times at most), each keeping its timing of the fastest state, so that the entries add up in one
+state of the machine.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from torch import nn
 
 from segnas.cost.backends import pinned_threads, prepare
-from segnas.cost.latency import default_threads, time_callable
+from segnas.cost.latency import STEADY_TOLERANCE, HostProbe, default_threads, time_callable
 from segnas.cost.machine import BUSY_CORES, cache_dir, machine_fingerprint, other_processes_cores
 from segnas.progress import progress_bar
 from segnas.nn.ops import OpKey
@@ -45,7 +51,8 @@ class LatencyTable:
     """Latency (ms) of operators on one runtime and machine; missing entries are measured on demand."""
 
     def __init__(self, backend: str = "onnxruntime", threads: int | None = None, device: str = "cpu",
-                 path: str | Path | None = None, min_runs: int = 20, min_time_s: float = 0.3) -> None:
+                 path: str | Path | None = None, min_runs: int = 20, min_time_s: float = 0.3,
+                 probe: HostProbe | None = None, probe_passes: int = 2) -> None:
         self.backend = backend
         self.threads = threads or default_threads()
         self.device = device
@@ -59,6 +66,9 @@ class LatencyTable:
         self.entries: dict[str, float] = {}
         self.overheads: dict[str, float] = {}
         self.measured = 0  # entries measured by this instance (not read from the cache)
+        self.probe, self.probe_passes = probe, probe_passes
+        #: the probe's median just before each entry was timed (entries timed with this probe only)
+        self.probes: dict[str, float] = {}
         #: entries measured while other processes kept the cores busy: used, never saved
         self.volatile: set[str] = set()
         self._load()
@@ -75,6 +85,8 @@ class LatencyTable:
                 raise ValueError(f"measured for {data.get('context')}, not {self.context}")
             self.entries = {str(k): float(v) for k, v in data["entries"].items()}
             self.overheads = {str(k): float(v) for k, v in data.get("overheads", {}).items()}
+            if self.probe is not None and data.get("probe") == self.probe.name:
+                self.probes = {str(k): float(v) for k, v in data.get("probes", {}).items() if k in self.entries}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             warnings.warn(f"{self.path}: latency table unusable ({exc}); rebuilding it", stacklevel=2)
             self.entries, self.overheads = {}, {}
@@ -83,6 +95,8 @@ class LatencyTable:
         entries = {k: v for k, v in self.entries.items() if k not in self.volatile}
         payload = {"format": FORMAT, "version": VERSION, "context": self.context,
                    "overheads": self.overheads, "entries": entries}
+        if self.probe is not None:
+            payload.update(probe=self.probe.name, probes={k: v for k, v in self.probes.items() if k in entries})
         atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
 
     # ------------------------------------------------------------------ measuring
@@ -114,11 +128,35 @@ class LatencyTable:
         """Latency (ms, call overhead excluded) of one operator, measured now if not in the table."""
         name = key.to_str()
         if name not in self.entries:
+            if self.probe is not None:
+                self.probes[name] = self.probe()
             self.entries[name] = self._measure(key)
             self.measured += 1
             if save:
                 self.save()
         return self.entries[name]
+
+    def unsteady(self, keys: Iterable[OpKey]) -> list[OpKey]:
+        """The entries of ``keys`` timed while the probe ran over ``STEADY_TOLERANCE`` of its fastest
+        time in the table (none without a probe)."""
+        if not self.probes:
+            return []
+        limit = min(self.probes.values()) * (1 + STEADY_TOLERANCE)
+        return list({k.to_str(): k for k in keys if self.probes.get(k.to_str(), 0.0) > limit}.values())
+
+    def retime_unsteady(self, keys: Iterable[OpKey]) -> int:
+        """Time again, up to ``probe_passes`` times, the entries of ``keys`` that ``unsteady`` names;
+        an entry keeps the timing whose probe ran fastest. Returns how many were timed again."""
+        keys, timed = list(keys), 0
+        for _ in range(self.probe_passes if self.probe is not None else 0):
+            slow = self.unsteady(keys)
+            for key in slow:
+                name, probe = key.to_str(), self.probe()
+                value = self._measure(key)
+                if probe < self.probes[name]:
+                    self.entries[name], self.probes[name] = value, probe
+            timed += len(slow)
+        return timed
 
     def missing(self, keys: Iterable[OpKey]) -> list[OpKey]:
         seen, out = set(), []
@@ -146,6 +184,8 @@ class LatencyTable:
                     self.volatile.add(key.to_str())
                 if bar is not None:
                     bar.update(task, advance=1, info=key.op)
+        if todo:
+            self.retime_unsteady(todo)
         if todo and keep:
             self.save()
         return len(todo)
