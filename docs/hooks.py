@@ -2,8 +2,8 @@
 work adds (method pages, comparison, report, scaling) join the navigation once they exist.
 
 The study pages live beside their results in ``benchmarks/<study>/README.md`` (readable on GitHub
-next to their scripts and plots); this hook adds them and their images to the site under the same
-paths, so ``benchmarks/README.md`` becomes the site's *Benchmarks and results* section.
+next to their scripts and plots); this hook adds them to the site under the same
+paths (with their plots and result tables), so ``benchmarks/README.md`` becomes the site's *Benchmarks and results* section.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _pages(item: Any) -> list[str]:
 def on_files(files: Files, config: Any) -> Files:
     bench = ROOT / "benchmarks"
     paths = [bench / "README.md"] + [ROOT / page for _, page in study_pages()]
-    paths += sorted(bench.glob("*/results/*.png"))
+    paths += sorted(bench.glob("*/results/*.png")) + sorted(bench.glob("*/results/*.md"))  # plots, per-class tables
     for path in paths:
         files.append(File(str(path.relative_to(ROOT)), str(ROOT), config["site_dir"], config["use_directory_urls"]))
     return files

@@ -4,7 +4,7 @@ export."""
 from segnas.cost.backends import BACKENDS
 from segnas.cost.export import check_parity, export_onnx, export_torchscript
 from segnas.cost.flops import FlopsResult, count_flops
-from segnas.cost.latency import LatencyResult, measure_latency
+from segnas.cost.latency import HostProbe, LatencyResult, measure_latency
 from segnas.cost.latency_model import LatencyModel
 from segnas.cost.params import count_parameters
 from segnas.cost.predictor import Prediction, predict_latency
