@@ -365,7 +365,7 @@ def proxies(name: str, r: dict) -> list[str]:
     extra_n = extra.get("networks", 0)
     extra_text = (f", and {extra_n} more networks trained {extra['training_runs_per_network']}x, from "
                   f"{', '.join(f'`{Path(p).name}`' for p in extra['files'])}, which are never held out" if extra_n else "")
-    lines = [f"### The current proxy in detail: `{name}`", "",
+    lines = [f"### In detail: `{name}`" + (f", the `{r['space']}` space" if r.get("space") else ""), "",
              f"Run `{name}`{title}.", f"Ground truth {files}.",
              f"Held-out split: {r['splits'][0]['held_out_size']} of the {r['networks']} ground-truth networks "
              f"(discovery saw the other {r['splits'][0]['train_size'] - extra_n}{extra_text}); each proxy on {s['images']} CamVid images at "
