@@ -13,6 +13,7 @@ import pytest
 from segnas.cost import LatencyModel, LatencyTable, Prediction
 from segnas.cost import calibration as calib
 from segnas.cost.latency_model import space_id
+from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.spaces.cells import CellsSpace
 
@@ -159,6 +160,31 @@ def test_the_search_job_calibrates_the_space_it_searches(tmp_path, monkeypatch):
     assert len(calls) == 1
     with pytest.raises(Exception, match="calibration_networks"):
         make_settings("random", {**settings, "latency": {**latency, "calibration_networks": 3}})
+    runs = set(tmp_path.iterdir())
+    with pytest.raises(SegnasError, match="latency.probe: model: unknown name 'no_such_net'"):
+        search_job(make_settings("random", {**settings, "latency": {**latency, "probe": "no_such_net"}}))
+    assert set(tmp_path.iterdir()) == runs  # found before the run directory exists
+
+
+@pytest.mark.calibration
+def test_a_probed_latency_model_gates_its_table_and_its_calibration(tmp_path, monkeypatch):
+    """latency.probe: the table times the probe before every entry, and the calibration's networks are
+    measured in probe-gated sessions."""
+    archs = calib.calibration_archs(SPACE, 8)
+    probe = SPACE.build(archs[0], 11).eval()
+    table = LatencyTable("eager", threads=1, path=tmp_path / "t.json", min_runs=2, min_time_s=0.0)
+    model = LatencyModel(table, (32, 48), probe=probe, probe_name="first")
+    assert table.probe is not None and table.probe.name == "first@eager/1t/1x3x32x48"
+    seen = []
+    real = calib.measure_networks
+
+    def spying(*args, **kwargs):
+        seen.append(kwargs.get("probe"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("segnas.cost.latency_model.measure_networks", spying)
+    model.calibrate(SPACE, 11, networks=8, progress=False, min_time_s=0.0)
+    assert seen == [probe] and table.probes and set(table.probes) == set(table.entries)
 
 
 def test_measured_networks_median_over_sessions(tmp_path):

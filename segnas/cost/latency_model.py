@@ -16,9 +16,12 @@ import json
 import time
 from typing import Any, Callable, ClassVar, Protocol, Sequence
 
+from torch import nn
+
 from segnas.config.search import LatencyTarget
 from segnas.cost.calibration import (CorrectionCache, LatencyCorrection, calibration_archs, correction_key,
                                      fit_correction, measure_networks)
+from segnas.cost.latency import HostProbe
 from segnas.cost.machine import BUSY_CORES, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
@@ -52,7 +55,8 @@ def space_id(space: HasLatencyKeys) -> str:
 class LatencyModel:
     """Latency (ms) at batch 1 and ``size`` (H, W) on ``table``'s runtime, with an optional target."""
 
-    def __init__(self, table: LatencyTable, size: Sequence[int], target_ms: float | None = None) -> None:
+    def __init__(self, table: LatencyTable, size: Sequence[int], target_ms: float | None = None,
+                 probe: nn.Module | None = None, probe_name: str | None = None) -> None:
         if len(size) != 2 or min(int(s) for s in size) < 1:
             raise SegnasError(f"latency.size: expected H, W >= 1, got {list(size)}")
         if target_ms is not None and not target_ms > 0:
@@ -60,6 +64,12 @@ class LatencyModel:
         self.table = table
         self.size = (int(size[0]), int(size[1]))
         self.target_ms = target_ms
+        #: the probe of probe-gated timing (``LatencySettings.probe``): the table's (``HostProbe``)
+        #: and the calibration's networks use it; None: unprobed
+        self.probe = probe
+        if probe is not None and table.probe is None:
+            table.probe = HostProbe(probe, (1, 3, *self.size), table.backend, table.threads, table.device,
+                                    name=probe_name or type(probe).__name__)
         table_path = getattr(table, "path", None)  # a table kept in memory has its corrections there too
         self.corrections = CorrectionCache(table_path.with_name(table_path.stem + ".corrections.json")
                                            if table_path is not None else None, getattr(table, "context", {}))
@@ -74,14 +84,18 @@ class LatencyModel:
 
     @classmethod
     def from_settings(cls, settings: LatencyTarget, default_size: Sequence[int] | None = None,
-                      threads: int | None = None) -> "LatencyModel":
+                      threads: int | None = None, probe: nn.Module | None = None) -> "LatencyModel":
         """The model a job's ``latency`` section describes (size: ``settings.size``, else
-        ``default_size``; threads: ``settings.threads``, else ``threads``)."""
+        ``default_size``; threads: ``settings.threads``, else ``threads``); ``probe``: the network
+        ``settings.probe`` names, built by the caller."""
         size = settings.size or default_size
         if size is None:
             raise SegnasError("latency.size: give the deployment input size (HxW), e.g. --size 360x480")
-        return cls.create(settings.backend, size, settings.target, settings.threads or threads,
-                          min_runs=settings.table_min_runs, min_time_s=settings.table_min_time_s)
+        model = cls.create(settings.backend, size, settings.target, settings.threads or threads,
+                           min_runs=settings.table_min_runs, min_time_s=settings.table_min_time_s)
+        if probe is not None:
+            model = cls(model.table, model.size, model.target_ms, probe=probe, probe_name=settings.probe)
+        return model
 
     @property
     def backend(self) -> str:
@@ -157,7 +171,7 @@ class LatencyModel:
         archs = calibration_archs(space, networks, seed=0)
         measured = measure_networks(space, archs, num_classes, self.input_shape, self.backend, self.threads,
                                     store=self.corrections.measurements(key), min_time_s=min_time_s,
-                                    progress=progress)
+                                    progress=progress, probe=self.probe)
         keys = [space.latency_keys(a, num_classes, self.size) for a in archs]
         self.ensure([k for ks in keys for k in ks], progress=progress)
         predictions = [predict_latency(ks, self.table, self.input_shape) for ks in keys]

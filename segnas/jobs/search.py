@@ -40,7 +40,7 @@ from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
 from segnas.spaces.base import save_arch
-from segnas.training import open_run, start_job, train_job
+from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.utils import atomic_write_text
 
 Echo = Callable[[str], None]
@@ -115,6 +115,16 @@ class SearchClock:
         return totals
 
 
+def latency_probe(source: str | None, num_classes: int) -> torch.nn.Module | None:
+    """The network ``latency.probe`` names (a zoo name or an arch file), or None."""
+    if not source:
+        return None
+    try:
+        return resolve_model(source, num_classes)[0].eval()
+    except SegnasError as exc:
+        raise SegnasError(f"latency.probe: {exc}") from None
+
+
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
                latency: LatencyModel | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; returns the summary written to
@@ -129,7 +139,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     num_classes = dataset_classes(cfg.data)
     validate_dataset(cfg.data, cfg.progress, echo)
     if latency is None:
-        latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads)
+        latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads,
+                                             probe=latency_probe(cfg.latency.probe, num_classes))
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
     strategy.prepare(ctx)  # everything that can fail on user input, before the run directory exists
     space = strategy.latency_space(ctx)
