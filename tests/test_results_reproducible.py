@@ -40,6 +40,9 @@ def networks(result: dict) -> Iterator[tuple[str, Any]]:
     if isinstance(result.get("winner"), dict):  # SasWOT: the winner of the result's space
         space = result["space"]["name"] if isinstance(result["space"], dict) else result["space"]
         yield "winner", {"space": space, "arch": result["winner"]}
+    for row in result.get("rows") or []:  # segnas compare: every network of its table
+        if isinstance(row, dict) and reports_training(row):
+            yield row["name"], row["name"] if row.get("kind") == "zoo" else row.get("arch")
     for name, run in (result.get("runs") or {}).items():  # GAS, SSR: one derived network per run
         if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):
             yield name, {"space": run.get("space") or space_of(run["arch"]), "arch": run["arch"]}
