@@ -6,12 +6,12 @@ learned correction (``segnas.cost.calibration``).
 
 ``measure`` draws --n distinct random networks per space (``calibration_archs``: alternately
 spread over the latency range and uniform), fills the operator table for them (--fresh-table:
-times their entries again; with a probe, entries timed in a slow state of the host are timed again), then measures each whole network on the runtime (ONNX Runtime, 2
-threads) in sessions of 8 networks gated by a probe (``--probe``, default Fast-SCNN: a short block
-of it before every block of ≥ 0.3 s of a network, at least 3 rounds; every figure the median of a
-network's rounds in the fastest state of the host seen over all sessions; ``--probe none``: 3
-rounds, the quietest round's median), in
-an order that alternates calibration and held-out networks, and appends it to
+times their entries again; with a probe, entries timed in a slow state of the host are timed
+again), then measures each whole network on the runtime (ONNX Runtime, 2 threads) in sessions
+of 8 networks gated by a probe (``--probe``, default Fast-SCNN: a short block of it before every
+block of ≥ 0.3 s of a network, at least 3 rounds; every figure the median of a network's rounds in
+the fastest state of the host seen over all sessions; ``--probe none``: 3 rounds, the quietest
+round's median), in an order that alternates calibration and held-out networks, and appends it to
 ``<store-dir>/<space>_<HxW>.jsonl`` (default runs/latency_predictor/) — resumable, a rerun
 measures only what is missing. ``report`` reads those files and the operator table of this machine.
 Run it on an otherwise idle machine: on 2 cores any other process slows ONNX Runtime's 2 threads. ``report`` splits each space's networks into the first
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,8 +46,9 @@ RESULTS = results_dir(__file__)
 CLASSES = 19
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
-from segnas.cost.calibration import calibration_archs, fit_correction, measure_networks, measured_figures  # noqa: E402
-from segnas.cost.latency import STEADY_TOLERANCE, HostProbe  # noqa: E402
+from segnas.cost.calibration import (calibration_archs, fastest_probe, fit_correction, measure_networks,  # noqa: E402
+                                     measured_figures)
+from segnas.cost.latency import HostProbe, steady_rounds  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.spaces import get_space, list_spaces  # noqa: E402
 from segnas.utils import atomic_write_text, parse_size  # noqa: E402
@@ -60,7 +62,7 @@ def table_timing_path(args: argparse.Namespace, space: str, size: str) -> Path:
     return Path(args.store_dir) / f"{space}_{size}.table.json"
 
 
-def probe_network(args: argparse.Namespace) -> Any:
+def probe_network(args: argparse.Namespace) -> torch.nn.Module | None:
     """The fixed network timed before every block of the gated sessions (``--probe``), or None."""
     if args.probe == "none":
         return None
@@ -139,7 +141,8 @@ def report(args: argparse.Namespace) -> None:
                                "within_10pct": float(np.mean([abs(e) <= 0.10 for e in err])),
                                "spearman": float(spearmanr(values, held_m).statistic),
                                "mean_signed_rel_error": statistics.mean(err)}
-            twice = [pair for r in rec if len(pair := repeat_pair(r, rec)) == 2]
+            fastest = fastest_probe(rec)
+            twice = [pair for r in rec if len(pair := repeat_pair(r, fastest)) == 2]
             ceiling = float(spearmanr([a for a, _ in twice], [b for _, b in twice]).statistic)
             timing = table_timing_path(args, name, size_text)
             per_entry = (lambda t: t["seconds"] / t["entries"])(json.loads(timing.read_text())) if timing.is_file() else None
@@ -171,14 +174,12 @@ def report(args: argparse.Namespace) -> None:
     print(f"saved {path}")
 
 
-def repeat_pair(record: dict[str, Any], records: list[dict[str, Any]]) -> list[float]:
+def repeat_pair(record: dict[str, Any], fastest: float | None) -> list[float]:
     """Two timings of one network for the repeatability ceiling: its first two rounds, or in a gated
-    measurement its first two rounds in the steady state (fewer when it has fewer)."""
-    if not all(r.get("probes_ms") for r in records):
+    measurement (``fastest``: the fastest probe of all) its first two steady rounds (fewer when it has fewer)."""
+    if fastest is None:
         return record["rounds_ms"][:2]
-    fastest = min(p for r in records for p in r["probes_ms"])
-    return [m for m, p in zip(record["rounds_ms"], record["probes_ms"])
-            if p <= fastest * (1 + STEADY_TOLERANCE)][:2]
+    return steady_rounds(record["rounds_ms"], record["probes_ms"], fastest)[:2]
 
 
 def plot(points: list[dict], path: Path) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
+from torch import nn
 
 from segnas.cost.predictor import Prediction
 from segnas.nn.ops import OpKey
@@ -274,7 +275,7 @@ def median_abs_error(predicted: Iterable[float], measured: Iterable[float]) -> f
 def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_shape: tuple[int, int, int, int],
                      backend: str, threads: int, store: MeasurementStore | None = None, chunk: int = 8,
                      min_time_s: float = 0.3, rounds: int = 3, progress: bool = True,
-                     probe: Any | None = None) -> list[float]:
+                     probe: nn.Module | None = None) -> list[float]:
     """Measured latency of every architecture (ms), each in the quietest state of the machine seen.
 
     Networks are timed ``chunk`` at a time in one interleaved session of at least ``rounds`` rounds,
@@ -320,6 +321,14 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
     return measured_figures([records[k] for k in keys])
 
 
+def fastest_probe(records: Sequence[dict[str, Any]]) -> float | None:
+    """The fastest probe over measured networks' rounds, where every record has its rounds' probes
+    (a gated measurement), else None."""
+    if not records or not all(r.get("probes_ms") for r in records):
+        return None
+    return min(p for r in records for p in r["probes_ms"])
+
+
 def measured_figures(records: Sequence[dict[str, Any]]) -> list[float]:
     """Each measured network's figure (ms): where every record has its rounds' probes, the median of
     its rounds whose probe ran within the tolerance of the fastest probe of all of them (``steady_median``:
@@ -327,9 +336,9 @@ def measured_figures(records: Sequence[dict[str, Any]]) -> list[float]:
     network without such a round — its quietest round (``measured_ms``)."""
     from segnas.cost.latency import steady_median
 
-    if not records or not all(r.get("probes_ms") for r in records):
+    fastest = fastest_probe(records)
+    if fastest is None:
         return [float(r["measured_ms"]) for r in records]
-    fastest = min(p for r in records for p in r["probes_ms"])
     out = []
     for r in records:
         steady = steady_median(r["rounds_ms"], r["probes_ms"], fastest)

@@ -152,11 +152,17 @@ class HostProbe:
             return statistics.median(time_callable(lambda: run(self._x), 1, self.runs, 0.0))
 
 
+def steady_rounds(round_medians_ms: Sequence[float], round_probe_ms: Sequence[float], fastest_probe_ms: float,
+                  tolerance: float = STEADY_TOLERANCE) -> list[float]:
+    """The rounds, in order, whose probe ran within ``tolerance`` of ``fastest_probe_ms`` (the fastest
+    probe of every network's rounds: one state of the host for all)."""
+    return [m for m, p in zip(round_medians_ms, round_probe_ms) if p <= fastest_probe_ms * (1 + tolerance)]
+
+
 def steady_median(round_medians_ms: Sequence[float], round_probe_ms: Sequence[float], fastest_probe_ms: float,
                   tolerance: float = STEADY_TOLERANCE) -> float | None:
-    """The median of the rounds whose probe ran within ``tolerance`` of ``fastest_probe_ms`` (the
-    fastest probe of every network's rounds: one state of the host for all), None if none did."""
-    kept = [m for m, p in zip(round_medians_ms, round_probe_ms) if p <= fastest_probe_ms * (1 + tolerance)]
+    """The median of the ``steady_rounds``, None if there are none."""
+    kept = steady_rounds(round_medians_ms, round_probe_ms, fastest_probe_ms, tolerance)
     return statistics.median(kept) if kept else None
 
 

@@ -77,10 +77,11 @@ class LatencyModel:
     @classmethod
     def create(cls, backend: str = "onnxruntime", size: Sequence[int] = (360, 480), target_ms: float | None = None,
                threads: int | None = None, device: str = "cpu", min_runs: int = 20,
-               min_time_s: float = 0.3) -> "LatencyModel":
+               min_time_s: float = 0.3, probe: nn.Module | None = None,
+               probe_name: str | None = None) -> "LatencyModel":
         """A model over the cached table of ``backend`` with ``threads`` on this machine."""
         table = LatencyTable(backend, threads=threads, device=device, min_runs=min_runs, min_time_s=min_time_s)
-        return cls(table, size, target_ms)
+        return cls(table, size, target_ms, probe=probe, probe_name=probe_name)
 
     @classmethod
     def from_settings(cls, settings: LatencyTarget, default_size: Sequence[int] | None = None,
@@ -91,11 +92,9 @@ class LatencyModel:
         size = settings.size or default_size
         if size is None:
             raise SegnasError("latency.size: give the deployment input size (HxW), e.g. --size 360x480")
-        model = cls.create(settings.backend, size, settings.target, settings.threads or threads,
-                           min_runs=settings.table_min_runs, min_time_s=settings.table_min_time_s)
-        if probe is not None:
-            model = cls(model.table, model.size, model.target_ms, probe=probe, probe_name=settings.probe)
-        return model
+        return cls.create(settings.backend, size, settings.target, settings.threads or threads,
+                          min_runs=settings.table_min_runs, min_time_s=settings.table_min_time_s, probe=probe,
+                          probe_name=settings.probe)
 
     @property
     def backend(self) -> str:

@@ -144,19 +144,16 @@ class LatencyTable:
         limit = min(self.probes.values()) * (1 + STEADY_TOLERANCE)
         return list({k.to_str(): k for k in keys if self.probes.get(k.to_str(), 0.0) > limit}.values())
 
-    def retime_unsteady(self, keys: Iterable[OpKey]) -> int:
+    def retime_unsteady(self, keys: Iterable[OpKey]) -> None:
         """Time again, up to ``probe_passes`` times, the entries of ``keys`` that ``unsteady`` names;
-        an entry keeps the timing whose probe ran fastest. Returns how many were timed again."""
-        keys, timed = list(keys), 0
+        an entry keeps the timing whose probe ran fastest."""
+        keys = list(keys)
         for _ in range(self.probe_passes if self.probe is not None else 0):
-            slow = self.unsteady(keys)
-            for key in slow:
+            for key in self.unsteady(keys):
                 name, probe = key.to_str(), self.probe()
                 value = self._measure(key)
                 if probe < self.probes[name]:
                     self.entries[name], self.probes[name] = value, probe
-            timed += len(slow)
-        return timed
 
     def missing(self, keys: Iterable[OpKey]) -> list[OpKey]:
         seen, out = set(), []

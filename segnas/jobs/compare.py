@@ -287,9 +287,8 @@ def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[
     if unknown:
         raise SegnasError(f"--rerun: {', '.join(unknown)}: not a network of this comparison (methods: "
                           f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
-    ended, failed = read_store(run_path / JOBS_FILE)
-    pattern = re.compile(rf"(search:({'|'.join(map(re.escape, names))})|train:({'|'.join(map(re.escape, names))}):seed\d+)$")
-    forgotten = forget(run_path / JOBS_FILE, {k for k in [*ended, *failed] if pattern.match(k)})
+    ended, failed = read_store(run_path / JOBS_FILE)  # keys: search:<name>, train:<name>:seed<N>
+    forgotten = forget(run_path / JOBS_FILE, {k for k in [*ended, *failed] if k.split(":")[1] in names})
     away = run_path / "discarded" / time.strftime("%Y%m%d-%H%M%S")
     folders = [run_path / "search" / n for n in names if n in methods]
     folders += [f for n in names for f in sorted((run_path / "train").glob(f"{glob.escape(n)}-seed*"))]

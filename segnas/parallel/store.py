@@ -52,19 +52,15 @@ def read_store(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 def forget(path: str | Path, keys: set[str]) -> list[str]:
     """Drop every record (result or failure) of ``keys`` from a JSONL results file, atomically, so
-    that the next run computes them again; the keys that had records. Not while a run writes it."""
+    that the next run computes them again; the keys that had records, sorted. Not while a run writes it."""
     path = Path(path)
     if not path.exists():
         return []
     _load(path)  # a damaged last line is repaired first; damage anywhere else is an error
-    kept, dropped = [], []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        key = str(json.loads(line)["key"])
-        (dropped if key in keys else kept).append(key if key in keys else line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-    return list(dict.fromkeys(dropped))
+    records = [(str(json.loads(line)["key"]), line) for line in path.read_text().splitlines() if line.strip()]
+    dropped = {key for key, _ in records if key in keys}
+    atomic_write_text(path, "".join(line + "\n" for key, line in records if key not in dropped))
+    return sorted(dropped)
 
 
 def _load(path: str | Path, repair: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
