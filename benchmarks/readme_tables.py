@@ -921,6 +921,73 @@ def page_generic(study: Study, studies: dict[str, Study]) -> list[str]:
     return lines
 
 
+def mobile_latency(r: dict) -> list[str]:
+    """The latency model on random members of the space, per size, against the targets."""
+    t = r["targets"]
+    lines = [f"Goal: median |error| ≤ {100 * t['median_abs_rel_error']:.0f}% and Spearman ρ ≥ {t['spearman']} "
+             f"({r['backend']}, {r['threads']} threads).", "",
+             "| size | networks | median abs. error | Spearman ρ | repeatability ρ | measured ms | Fast-SCNN predicted / measured ms | goal |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in r["summary"]:
+        low, high = s["measured_ms_range"]
+        fs = s.get("fast_scnn") or {}
+        lines.append(f"| {s['size']} | {s['n']} | {100 * s['median_abs_rel_error']:.1f}% | {s['spearman']:.3f} | "
+                     f"{s['repeatability_spearman']:.3f} | {low:.1f}–{high:.1f} | "
+                     f"{figure(fs.get('predicted_ms'), '.1f')} / {figure(fs.get('measured_ms'), '.1f')} | "
+                     f"{'met' if s['meets_targets'] else 'missed'} |")
+    return lines
+
+
+def supernet_rank(r: dict) -> list[str]:
+    """How the weight-sharing supernet ranks the ground truth's networks, beside the proxies."""
+    sn = r["supernet"]
+    lines = [f"The supernet trained {sn['epochs']} epochs ({sn['steps']} steps of batch {sn['batch_size']}, the "
+             f"largest, the smallest and {sn['sandwich_random']} random members each step; "
+             f"{sn['seconds'] / 60:.0f} min) on {sn['meta_train_images']} CamVid training images at "
+             f"{r['size'][0]}x{r['size'][1]}; the {r['networks']} ground-truth networks (`{r['groundtruth']}`) "
+             f"scored on their slices of it. Held-out τ: the mean over the proxy comparison's "
+             f"{r['split_parts']} splits (their held-out halves), as in its table.", "",
+             "| scored by | Kendall τ (all) | Spearman ρ (all) | held-out τ, mean ± std (min) | s per network |",
+             "|---|---|---|---|---|"]
+    rows = [(f"supernet, on {v['images']} images of the "
+             + ("validation split" if split == "val" else "meta-validation part"), v) for split, v in r["scores"].items()]
+    for name, v in rows + [("parameter count", r["params"])]:
+        h = v["held_out_tau"]
+        lines.append(f"| {name} | {v['kendall_tau']:+.3f} | {v['spearman_rho']:+.3f} | {h['mean']:+.3f} ± "
+                     f"{h['std']:.3f} ({h['min']:+.3f}) | {figure(v.get('seconds_per_network'), '.1f')} |")
+    proxies = sorted(r.get("proxies_held_out_tau", {}).items(), key=lambda kv: -kv[1])
+    if proxies:
+        lines += ["", "The proxies on the same held-out halves (`compare_mobile_d1`): "
+                  + ", ".join(f"{k} {v:+.3f}" for k, v in proxies[:6]) + "."]
+    return lines
+
+
+def ops_peak(r: dict) -> list[str]:
+    """Each operator kind's FLOP rate as a fraction of the machine's best GEMM rate."""
+    lines = [f"Peak: {r['peak_gflop_per_s']:.0f} GFLOP/s (the best GEMM measured; {r['backend']}, {r['threads']} "
+             f"threads){'; ' + r['note'] if r.get('note') else ''}.", "",
+             "| operator | ms | GFLOPs | GFLOP/s | of peak |", "|---|---|---|---|---|"]
+    return lines + [f"| {o['op']} | {o['ms']:.2f} | {o['gflops']:.3f} | {o['gflop_per_s']:.1f} | "
+                    f"{100 * o['fraction_of_matmul_peak']:.0f}% |" for o in r["rows"]]
+
+
+def page_mobile(study: Study, studies: dict[str, Study]) -> list[str]:
+    """The latency model, the supernet's ranking, and the other results as recorded."""
+    lines = []
+    for i, r in study.results().items():
+        lines += [f"### `{i}`", ""]
+        if i == "mobile_latency":
+            lines += mobile_latency(r)
+        elif i.startswith("supernet_rank"):
+            lines += supernet_rank(r)
+        elif i == "mobile_ops_peak":
+            lines += ops_peak(r)
+        else:
+            lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scalar_items(r)]
+        lines += ["", machine_line(r), ""]
+    return lines
+
+
 def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
     """GGM off vs on: latency against the target (table, corrected, measured), size, cells, training."""
     lines: list[str] = []
@@ -1065,7 +1132,7 @@ PROGRESS: dict[str, Callable[[Study], list[str]]] = {"compare": progress_compare
 RENDERERS: dict[str, Callable[[Study, dict[str, Study]], list[str]]] = {
     "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
     "training": page_training, "fasterseg": page_fasterseg, "ssr": page_ssr, "groundtruth": page_groundtruth,
-    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare,
+    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare, "mobile": page_mobile,
     "generic": page_generic,
 }
 

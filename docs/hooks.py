@@ -20,6 +20,7 @@ DOCS = ROOT / "docs"
 OPTIONAL_PAGES = (
     ("Methods", "RL with auxiliary cells", "methods/rl.md"),
     ("Methods", "The mobile space", "methods/mobile.md"),
+    ("Methods", "Weight-sharing search", "methods/supernet.md"),
     ("Results", "Comparing methods", "compare.md"),
     ("Results", "Run reports", "report.md"),
     ("Results", "Scaling out", "scaling.md"),

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "benchmarks").glob("**/README.md"))]
 #: Method pages this test holds to listing every setting of the method's section.
-METHOD_PAGES = ("fasterseg", "ssr", "gas", "saswot", "random")
+METHOD_PAGES = ("fasterseg", "ssr", "gas", "saswot", "random", "supernet")
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]+$")  # METHOD, NAME, RUN: stands for the user's value
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ from segnas.evaluate.records import load_groundtruth, load_groundtruth_runs  # n
 from segnas.evaluate.short_train import evaluate_arch, make_item  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.jobs.search import make_settings, search_job  # noqa: E402
-from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces import read_arch_file, save_arch  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
@@ -141,6 +142,34 @@ def search_record(run: Path) -> dict:
             "winner_rule": details.get("winner_rule"), "front_size": len(details.get("front") or []) or None}
 
 
+def final_training(arch_file: Path, args: argparse.Namespace) -> dict:
+    """``train_camvid.py``'s recipe for ``--final-steps`` steps, once per ``--train-seeds`` seed, the
+    ``--holdout`` sequence left out and scored; resumable (each seed's run continues)."""
+    holdout = args.holdout or None
+    out = {"steps": args.final_steps, "batch_size": 8, "precision": "fp32", "holdout": holdout,
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(),
+           **train_seeds(str(arch_file), args.out_dir, args.final_steps, args.train_seeds, holdout=holdout)}
+    print(f"trained {args.train_seeds} x {args.final_steps} steps: val mIoU "
+          f"{100 * out['val_miou_mean']:.1f} ± {100 * out['val_miou_std']:.1f}%"
+          + (f", {holdout} {100 * out['holdout_miou_mean']:.1f} ± {100 * out['holdout_miou_std']:.1f}%" if holdout else ""))
+    return out
+
+
+def retrain(args: argparse.Namespace) -> None:
+    """``--retrain NAME``: the final trainings of an earlier result's winner (its architecture is in
+    the result: the search's run folder need not exist), added to that result."""
+    path = RESULTS / f"{args.retrain}.json"
+    if not path.is_file():
+        sys.exit(f"--retrain: {path} not found")
+    out = json.loads(path.read_text())
+    space = MultiResSpace(layers=out["space"]["layers"], base_width=out["space"]["base_width"])
+    arch_file = Path(args.out_dir) / f"saswot-{args.retrain}-winner" / "arch.json"
+    arch_file.parent.mkdir(parents=True, exist_ok=True)
+    save_arch(arch_file, space, space.arch_from_dict(out["winner"]))
+    out["final_training"] = final_training(arch_file, args)
+    print(f"saved {common.save_result(args.retrain, out, RESULTS)}")  # its own date and machine kept
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target-ms", type=float, default=28.0, help="latency target at --size (ONNX Runtime)")
@@ -169,10 +198,15 @@ def main() -> None:
                     help="rescore the 10 best over this many (default: the proxy file's when --inits is lower)")
     ap.add_argument("--final-steps", type=int, default=800, help="optimizer steps of each final training (0: none)")
     ap.add_argument("--train-seeds", type=int, default=2, help="final trainings, seeds 0, 1, ...")
+    ap.add_argument("--holdout", default="0006R0", help="CamVid training sequence left out of the final trainings "
+                    "and scored after them (cross-sequence mIoU, as in `segnas compare`; '' for none)")
     ap.add_argument("--final-minutes", type=float, default=0.0,
                     help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")
     ap.add_argument("--reuse", default=None, help="run folder of a finished `segnas search saswot` job to train "
                     "(its earlier quiet-machine timing and step-budget placement in the result file are kept)")
+    ap.add_argument("--retrain", default=None, metavar="NAME",
+                    help="no search: give the winner of results/NAME.json the final trainings (--final-steps x "
+                         "--train-seeds, --holdout) and add them to that result")
     ap.add_argument("--mode", choices=["evolution", "nsga2"], default="evolution",
                     help="evolution: maximize the proxy under the target; nsga2: proxy and latency (budget use)")
     ap.add_argument("--winner-rule", choices=["budget", "knee", "score"], default="budget",
@@ -183,6 +217,8 @@ def main() -> None:
     args = ap.parse_args()
     if not common.camvid_root().is_dir():
         sys.exit(f"CamVid not found at {common.camvid_root()} (set SEGNAS_CAMVID)")
+    if args.retrain:
+        return retrain(args)
     space = MultiResSpace(layers=args.layers, base_width=args.base_width)
     h, w = args.size
     run = Path(args.reuse) if args.reuse else Path(search_job(search_settings(args), echo=print)["run_dir"])
@@ -233,10 +269,7 @@ def main() -> None:
               f"(feasible ground truth: {out['groundtruth_steps']})")
         common.save_result(args.name, out, RESULTS)
     if args.final_steps and not args.final_minutes:
-        out["final_training"] = {"steps": args.final_steps, "batch_size": 8, "precision": "fp32",
-                                 **train_seeds(str(arch_file), args.out_dir, args.final_steps, args.train_seeds)}
-        print(f"trained {args.train_seeds} x {args.final_steps} steps: val mIoU "
-              f"{100 * out['final_training']['val_miou_mean']:.1f} ± {100 * out['final_training']['val_miou_std']:.1f}%")
+        out["final_training"] = final_training(arch_file, args)
     if args.final_minutes:
         result = train_job(train_config(args.final_minutes, args.out_dir, str(arch_file)), echo=print)
         out["training"] = {"run_dir": result.run_dir, "train_minutes": round(result.train_seconds / 60, 2),

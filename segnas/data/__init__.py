@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from segnas.config.train import DataConfig
-from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset
+from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset, meta_split
 from segnas.data.transforms import eval_transforms, train_transforms
 from segnas.data.validate import DataReport, validate_dataset
 from segnas.errors import SegnasError
@@ -75,5 +75,5 @@ def dataset_classes(cfg: DataConfig) -> int:
     return int(build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).num_classes)
 
 
-__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "DATASETS", "build_dataset", "dataset_class",
+__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms", "validate_dataset", "DataReport"]

@@ -190,6 +190,18 @@ class ColorMapper:
         return ids[inverse].reshape(codes.shape)
 
 
+def meta_split(n: int, fraction: float, seed: int, cap: int | None = None,
+               setting: str = "meta_val_fraction") -> tuple[list[int], list[int]]:
+    """(meta-train, meta-validation) indices of a training split of ``n`` images, drawn with ``seed``:
+    a search scores on the meta-validation part and never sees the validation split; ``cap``: at
+    most that many meta-validation images; ``setting`` names the fraction in errors."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    held = max(1, int(round(fraction * n)))
+    if held >= n:
+        raise SegnasError(f"{setting}: {fraction} of {n} training images leaves none to train on")
+    return order[held:], order[:held][:cap] if cap else order[:held]
+
+
 class PairDataset(Dataset):
     """A dataset of (image file, label file) pairs with a label mapping and optional caching.
 

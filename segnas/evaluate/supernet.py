@@ -5,7 +5,8 @@ For each candidate the supernet (loaded once per worker from a one-shot run's ch
 copied, made to run exactly that architecture (``select``: the space's supernet must support it),
 its BatchNorm statistics are re-estimated on a few fixed training batches (shared weights carry
 statistics of the mixture, not of the sub-network), and it is scored by mIoU on a fixed subset of
-the validation split. Record: ``{"score": mIoU, "pixel_acc"}``.
+the validation split, or on given training images held out of the supernet's training (``meta_val``:
+then the validation split stays unseen by the search). Record: ``{"score": mIoU, "pixel_acc"}``.
 """
 
 from __future__ import annotations
@@ -56,17 +57,20 @@ def subset_miou(net: nn.Module, dataset: Any, num_classes: int, batch_size: int 
 class SupernetEvaluator(Evaluator):
     """Scores architectures of space ``space`` (with ``space_options``) by the supernet stored under
     ``"supernet"`` in ``checkpoint`` (``checkpoints/search_last.pt`` or ``pretrained.pt`` of a
-    one-shot run), built for ``input_size`` with a ``num_classes`` head; images at ``size``."""
+    one-shot run), built for ``input_size`` with a ``num_classes`` head; images at ``size``. With
+    ``meta_val`` (indices of the training split) it scores on those images and calibrates on the others."""
 
     worker_state = ("supernet", "calibration", "val")
 
     def __init__(self, space: str, checkpoint: str | Path, num_classes: int, input_size: Sequence[int],
                  data: DataConfig, space_options: dict[str, Any] | None = None, size: Sequence[int] | None = None,
-                 val_images: int = 50, calibration_images: int = 80, batch_size: int = 8, seed: int = 0) -> None:
+                 val_images: int = 50, calibration_images: int = 80, batch_size: int = 8, seed: int = 0,
+                 meta_val: Sequence[int] | None = None) -> None:
         super().__init__()
         if not Path(checkpoint).is_file():
             raise SegnasError(f"{checkpoint}: supernet checkpoint not found")
-        if not data.val_split:
+        self.meta_val = list(meta_val) if meta_val is not None else None
+        if self.meta_val is None and not data.val_split:
             raise SegnasError("data.val_split: the weight-sharing evaluator scores on the validation split")
         self.space_name, self.space_options = space, dict(space_options or {})
         self.checkpoint, self.num_classes = str(checkpoint), int(num_classes)
@@ -91,8 +95,13 @@ class SupernetEvaluator(Evaluator):
                               f"with {self.space_options} ({str(exc).splitlines()[0]})") from None
         self.space, self.supernet = space, supernet
         train = open_data(self.data, self.data.train_split, eval_transforms(self.size), cache=False)
+        if self.meta_val is not None:
+            held = set(self.meta_val)
+            val: Any = Subset(train, self.meta_val)
+            train = Subset(train, [i for i in range(len(train)) if i not in held])
+        else:
+            val = open_data(self.data, self.data.val_split, eval_transforms(self.size), cache=False)
         self.calibration = fixed_batches(train, self.calibration_images, self.batch_size, self.seed)
-        val = open_data(self.data, self.data.val_split, eval_transforms(self.size), cache=False)
         self.val = Subset(val, range(min(len(val), self.val_images)))
         super().setup()
 

@@ -157,22 +157,65 @@ class SlimmableOp(nn.Module):
         return self.op(x)
 
 
+def sliced_bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn`` on the first ``x.shape[1]`` of its channels (weights and running statistics sliced; in
+    training the slices of the running statistics update in place); at full width exactly ``bn(x)``."""
+    c = x.shape[1]
+    if c == bn.num_features:
+        return bn(x)
+    if c > bn.num_features:
+        raise SegnasError(f"sliced BatchNorm: input has {c} channels, more than its {bn.num_features}")
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked += 1
+    momentum = 0.0 if bn.momentum is None else bn.momentum  # None: a cumulative average (see nn.BatchNorm2d)
+    if bn.momentum is None and bn.training:
+        momentum = 1.0 / float(bn.num_batches_tracked)
+    # slices of the buffers are views: the running statistics of the first c channels update in place
+    return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
+                        bn.training, momentum, bn.eps)
+
+
+def sliced_conv_weight(conv: nn.Conv2d, cout: int, cin: int, kernel: int | None = None,
+                       in_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight (and bias) of ``conv`` for ``cin`` inputs and ``cout`` outputs: the leading channels
+    (or the input channels ``in_index``), the centre ``kernel``×``kernel`` of its kernel (the
+    weight sharing of elastic kernels: a 3×3 filter is the centre of the 5×5 one). A depthwise
+    ``conv`` takes ``cin`` channels to as many."""
+    weight = conv.weight
+    if conv.groups == 1:
+        weight = weight[:cout] if in_index is None else weight[:cout].index_select(1, in_index)
+        weight = weight[:, :cin]
+    elif conv.groups == conv.in_channels == conv.out_channels:
+        weight, cout = weight[:cin], cin
+    else:
+        raise SegnasError(f"sliced conv: groups {conv.groups} neither 1 nor depthwise")
+    big = conv.kernel_size[0]
+    k = kernel or big
+    if k > big or (big - k) % 2:
+        raise SegnasError(f"sliced conv: kernel {k} does not fit centred in {big}")
+    if k < big:
+        off = (big - k) // 2
+        weight = weight[:, :, off:off + k, off:off + k]
+    return weight, conv.bias[:cout] if conv.bias is not None else None
+
+
+def sliced_conv(conv: nn.Conv2d, x: torch.Tensor, cout: int | None = None, kernel: int | None = None,
+                dilation: int | None = None, in_index: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv`` run on ``x``'s channels to ``cout`` outputs (``sliced_conv_weight``), with ``kernel``
+    and ``dilation`` instead of its own where given (padding keeps the size, as built)."""
+    cin = x.shape[1]
+    weight, bias = sliced_conv_weight(conv, cout or conv.out_channels, cin, kernel, in_index)
+    k, d = weight.shape[-1], dilation or conv.dilation[0]
+    groups = cin if conv.groups > 1 else 1
+    return F.conv2d(x, weight, bias, conv.stride, d * (k - 1) // 2, d, groups)
+
+
 class SlicedBatchNorm2d(nn.BatchNorm2d):
     """A BatchNorm over the widest channel count that normalizes whatever number of leading
     channels it is given (SSR's single BatchNorm under channel masks, sliced to the widest width
     still searched); at full width it is exactly an ``nn.BatchNorm2d``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if c == self.num_features:
+        if x.shape[1] == self.num_features:
             return super().forward(x)
-        if c > self.num_features:
-            raise SegnasError(f"sliced BatchNorm: input has {c} channels, more than its {self.num_features}")
-        if self.training:
-            self.num_batches_tracked += 1
-        momentum = 0.0 if self.momentum is None else self.momentum  # None: see nn.BatchNorm2d
-        if self.momentum is None and self.training:
-            momentum = 1.0 / float(self.num_batches_tracked)
-        # slices of the buffers are views: the running statistics of the first c channels update in place
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
-                            self.training, momentum, self.eps)
+        return sliced_bn(self, x)

@@ -119,7 +119,8 @@ class Strategy(ABC):
 #: Modules that define the built-in strategies (imported on first lookup).
 BUILTIN_STRATEGY_MODULES: tuple[str, ...] = (
     "segnas.search.strategies.fasterseg", "segnas.search.strategies.ssr", "segnas.search.strategies.saswot",
-    "segnas.search.strategies.random", "segnas.search.strategies.gas", "segnas.search.strategies.rl")
+    "segnas.search.strategies.random", "segnas.search.strategies.gas", "segnas.search.strategies.rl",
+    "segnas.search.strategies.supernet")
 STRATEGIES: Registry[type[Strategy]] = Registry("method", "search method", Strategy, BUILTIN_STRATEGY_MODULES)
 #: Class decorator: make a ``Strategy`` subclass available as ``segnas search <name>``.
 strategy = STRATEGIES.register

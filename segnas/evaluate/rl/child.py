@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
-from segnas.data import IGNORE_INDEX, eval_transforms, open_data, train_transforms
+from segnas.data import IGNORE_INDEX, eval_transforms, meta_split, open_data, train_transforms
 from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import evaluate
 from segnas.engine.losses import SegmentationLoss, logit_mse
@@ -89,15 +89,6 @@ def reward_of(metrics: SegMetrics) -> float:
     return float(np.prod(parts) ** (1.0 / len(parts)))
 
 
-def meta_split(n: int, fraction: float, seed: int, cap: int | None = None) -> tuple[list[int], list[int]]:
-    """(meta-train, meta-validation) indices of a training split of ``n`` images, drawn with ``seed``."""
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    held = max(1, int(round(fraction * n)))
-    if held >= n:
-        raise SegnasError(f"rl.child.meta_val_fraction: {fraction} of {n} training images leaves none to train on")
-    return order[held:], order[:held][:cap] if cap else order[:held]
-
-
 def child_seed(seed: int, arch: dict[str, Any]) -> int:
     """A child's own seed: the same architecture trains the same way in any order and on any worker."""
     return (seed * 1_000_003 + int(hashlib.sha1(arch_key(arch).encode()).hexdigest()[:8], 16)) % 2**31
@@ -140,7 +131,8 @@ class ChildEvaluator(Evaluator):
         self.space = get_space(self.space_name, **self.space_options, aux_cells=s.aux_weight > 0)
         augment = train_transforms(self.crop, tuple(dc.scale), dc.jitter, dc.base_size)
         train = open_data(dc, dc.train_split, augment)
-        train_idx, val_idx = meta_split(len(train), s.meta_val_fraction, self.seed, s.meta_val_images)
+        train_idx, val_idx = meta_split(len(train), s.meta_val_fraction, self.seed, s.meta_val_images,
+                                        setting="rl.child.meta_val_fraction")
         self.meta_train: Dataset = Subset(train, train_idx)
         self.meta_val: Dataset = Subset(open_data(dc, dc.train_split, eval_transforms(dc.base_size)), val_idx)
         self.teacher = None

@@ -23,16 +23,19 @@ The space encodes every member as a fixed-length sequence of categorical decisio
 which sampling and mutation work. Every piece is an ``OpKey`` of ``segnas.nn.ops``
 (``inverted_residual``, ``sep_conv``, ``conv_bn_relu``, ``pyramid_pooling``, ``dw_conv``,
 ``conv_bn``, ``classifier``, ``upsample``), so the latency table measures the operators the network
-runs. No supernet yet: search it with sample-based methods (``random``, ``saswot``).
+runs. Its weight-sharing supernet (``supernet.MobileSupernet``: once-for-all style elastic depth,
+expansion, kernel, dilation and width) is searched by sampling (``segnas search supernet``); the
+sample-based methods (``random``, ``saswot``, ``rl``) work on the space directly.
 
 Modules: ``arch`` (``MobileArch``, ``StemLayer``, ``Stage``, ``Block``, ``fast_scnn``), ``network``
 (``plan_network``, ``MobileNet``), ``space`` (``MobileSpace``, registered as ``"mobile"``,
-``MOBILE``, ``MOBILE_FAST_SCNN``).
+``MOBILE``, ``MOBILE_FAST_SCNN``), ``supernet`` (``MobileSupernet``).
 """
 
 from segnas.spaces.mobile.arch import CONTEXTS, STEM_OPS, VERSION, Block, MobileArch, Stage, StemLayer, fast_scnn
 from segnas.spaces.mobile.network import MobileNet, padded_size, plan_network
 from segnas.spaces.mobile.space import MOBILE, MOBILE_FAST_SCNN, Decision, MobileSpace
+from segnas.spaces.mobile.supernet import MobileSupernet
 
 __all__ = ["CONTEXTS", "STEM_OPS", "VERSION", "Block", "MobileArch", "Stage", "StemLayer", "fast_scnn", "MobileNet",
-           "padded_size", "plan_network", "MOBILE", "MOBILE_FAST_SCNN", "Decision", "MobileSpace"]
+           "padded_size", "plan_network", "MOBILE", "MOBILE_FAST_SCNN", "Decision", "MobileSpace", "MobileSupernet"]

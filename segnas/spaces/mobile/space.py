@@ -14,6 +14,7 @@ from segnas.spaces.base import SearchSpace, register_default, register_space
 from segnas.spaces.mobile.arch import (CONTEXTS, HIGH_STRIDE, STAGE_STRIDES, STEM_OPS, VERSION, Block, MobileArch,
                                        Stage, StemLayer, fast_scnn)
 from segnas.spaces.mobile.network import MobileNet, padded_size, plan_network
+from segnas.spaces.mobile.supernet import MobileSupernet
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class MobileSpace(SearchSpace[MobileArch]):
             _outside("stem[0].op", arch.stem[0].op, ("conv",))
         for i in (1, 2):
             value[f"stem.{i}.op"], value[f"stem.{i}.width"] = arch.stem[i].op, arch.stem[i].width
-        slots = self._match(arch)
+        slots = self.slots_of(arch)
         for s, stage in enumerate(slots):
             value[f"stage.{s}.depth"] = len(stage.blocks) if stage else 0
             if stage:
@@ -180,8 +181,9 @@ class MobileSpace(SearchSpace[MobileArch]):
                 _outside(_field_of(d.name, slots), value[d.name], d.choices)
         return out
 
-    def _match(self, arch: MobileArch) -> list[Stage | None]:
-        """The slot of every stage of ``arch`` (None for empty slots), slots taken in order."""
+    def slots_of(self, arch: MobileArch) -> list[Stage | None]:
+        """The stage of ``arch`` in each stage slot (None for empty slots), slots taken in order;
+        SegnasError naming the field when ``arch`` does not fit the slots."""
         best: list[str] = []  # why assignments failed, first failure first
 
         def fits(stage: Stage, s: int, where: str) -> str | None:
@@ -243,6 +245,12 @@ class MobileSpace(SearchSpace[MobileArch]):
 
     def build(self, arch: MobileArch, num_classes: int, aux: bool = True) -> MobileNet:
         return MobileNet(arch, num_classes, aux=aux)
+
+    def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> MobileSupernet:
+        """The weight-sharing supernet over this space's members (``segnas.spaces.mobile.supernet``)."""
+        if options:
+            raise SegnasError(f"mobile supernet: no options (got {', '.join(options)})")
+        return MobileSupernet(self, num_classes, input_size)
 
     def latency_keys(self, arch: MobileArch, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
         ph, pw = padded_size(arch, input_size)

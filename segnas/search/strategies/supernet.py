@@ -1,0 +1,167 @@
+"""Weight-sharing search: train a space's supernet once, then search its members by their accuracy
+on the shared weights.
+
+1. *Supernet training* (the one-shot engine's pre-training phase, ``segnas.search.oneshot``): every
+   step trains the largest member, the smallest and ``sandwich_random`` members drawn uniformly
+   (the sandwich rule of slimmable networks and BigNAS), on the training split less a held-out
+   *meta-validation* part (``meta_val_fraction``). Checkpointed every epoch; resumable.
+2. *Search*: regularized evolution (``segnas.search.strategies.saswot.RegularizedEvolution``) through
+   the ask/tell loop; the loop rejects members predicted slower than the target; each candidate is
+   scored by the weight-sharing evaluator (``segnas.evaluate.supernet``: its slices of the weights,
+   BatchNorm statistics re-estimated on training images, mIoU on the meta-validation images, never
+   on the validation split).
+
+Any space whose supernet can run a chosen member (``WeightSharingSupernet``: ``mobile``, ``joint``,
+``cells``) works; the ``mobile`` space's is once-for-all style (``segnas.spaces.mobile.supernet``).
+With ``inherit_weights`` the winner's final training starts from its slices of the supernet (as
+once-for-all fine-tunes its members); off by default, so that a comparison at equal training steps
+stays equal. Not done here: once-for-all's progressive shrinking and its accuracy predictor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Sequence
+
+import torch
+from pydantic import Field
+
+from segnas.config.train import PATH, Settings
+from segnas.data import meta_split
+from segnas.engine.checkpoint import save_checkpoint
+from segnas.errors import SegnasError
+from segnas.evaluate.base import Evaluator
+from segnas.evaluate.supernet import SupernetEvaluator
+from segnas.search.asktell import AskTellStrategy, Candidate, Skipped
+from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
+from segnas.search.evaluation import supernet_checkpoint
+from segnas.search.oneshot.data import search_train_set
+from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
+from segnas.search.strategies.saswot import RegularizedEvolution
+from segnas.spaces.base import Architecture, WeightSharingSupernet, get_space
+
+
+class SupernetSearchSettings(Settings):
+    space: str = "mobile"
+    #: Settings of the space (its constructor's arguments).
+    space_options: dict = Field(default_factory=dict)
+    #: Epochs of supernet training over the meta-training images.
+    epochs: int = Field(20, ge=1)
+    #: Random members per training step besides the largest and the smallest.
+    sandwich_random: int = Field(2, ge=0)
+    weight_lr: float = Field(0.02, gt=0)
+    #: The supernet of an earlier ``segnas search supernet`` run (its run directory or checkpoint) instead
+    #: of training one; it must be of the same space, options and meta-validation split.
+    pretrained: Optional[str] = Field(None, json_schema_extra=PATH)
+    #: Fraction of the training split held out to score candidates on (never trained on by the supernet).
+    meta_val_fraction: float = Field(0.15, gt=0, lt=1)
+    #: Candidates are scored on at most this many meta-validation images.
+    meta_val_images: int = Field(50, ge=1)
+    #: Training images each candidate's BatchNorm statistics are re-estimated on.
+    calibration_images: int = Field(80, ge=1)
+    candidates: int = Field(300, ge=1)
+    population: int = Field(50, ge=2)
+    sample_size: int = Field(10, ge=1)
+    top_k: int = Field(10, ge=1)
+    #: The winner's final training starts from its slices of the supernet's weights.
+    inherit_weights: bool = False
+
+
+@strategy("supernet")
+class SupernetSearch(AskTellStrategy):
+    """See the module docstring."""
+
+    settings_class: ClassVar[type[Settings]] = SupernetSearchSettings
+    cli_options = {"space": ("supernet.space", str, "Search space."),
+                   "epochs": ("supernet.epochs", int, "Epochs of supernet training."),
+                   "candidates": ("supernet.candidates", int, "Candidates to score on the supernet."),
+                   "pretrained": ("supernet.pretrained", str, "Search an earlier run's supernet (no training).")}
+
+    def __init__(self) -> None:
+        self.checkpoint: Path | None = None
+        self.meta_train: list[int] = []
+        self.meta_val: list[int] = []
+
+    # ------------------------------------------------------------------ the evolution (delegated)
+    def begin(self, space, seed, settings) -> None:
+        self.space, self.settings = space, settings
+        self.search = RegularizedEvolution()
+        self.search.begin(space, seed, settings)
+
+    def ask(self) -> Architecture:
+        return self.search.ask()
+
+    def tell(self, candidates: list[Candidate]) -> None:
+        self.search.tell(candidates)
+
+    def tell_skipped(self, skipped: Skipped) -> None:
+        self.search.tell_skipped(skipped)
+
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        self.search.rescored(scored)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.search.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.search.load_state_dict(state)
+
+    # ------------------------------------------------------------------ supernet
+    def prepare(self, ctx: SearchContext) -> None:
+        section = ctx.section
+        space = self.search_space(ctx)
+        supernet = space.supernet(ctx.num_classes, ctx.latency.size)  # SegnasError for a space without one
+        if not isinstance(supernet, WeightSharingSupernet):
+            raise SegnasError(f"supernet.space: the supernet of {space.name!r} cannot run a chosen member "
+                              "(no select()); use saswot or random on it")
+        if section.pretrained is not None:
+            supernet_checkpoint(section.pretrained)  # refused now if missing
+        train = search_train_set(ctx.settings)
+        self.meta_train, self.meta_val = meta_split(len(train), section.meta_val_fraction, ctx.settings.seed,
+                                                    setting="supernet.meta_val_fraction")
+        super().prepare(ctx)
+
+    def train_supernet(self, ctx: SearchContext) -> Path:
+        """Train (or finish training) the supernet in this run; its checkpoint."""
+        from torch.utils.data import Subset
+
+        s, section = ctx.settings, ctx.section
+        supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
+        schedule = SearchSchedule(pretrain_epochs=section.epochs, search_epochs=0, batch_size=s.data.batch_size,
+                                  weight_lr=section.weight_lr, sandwich_random=section.sandwich_random,
+                                  device=s.device, bf16=s.bf16, seed=s.seed, workers=s.data.workers,
+                                  progress=s.progress, sync_bn=s.sync_bn)
+        engine = OneShotEngine(supernet, Subset(search_train_set(s), self.meta_train), schedule, ctx.run,
+                               echo=ctx.echo)
+        engine.resume_if_possible()
+        engine.fit()
+        return engine.pretrained_path
+
+    def make_evaluator(self, ctx: SearchContext) -> Evaluator:
+        section = ctx.section
+        return SupernetEvaluator(self.space.name, self.checkpoint, ctx.num_classes, ctx.latency.size,
+                                 ctx.settings.data, section.space_options, ctx.settings.search_size,
+                                 section.meta_val_images, section.calibration_images, seed=ctx.settings.seed,
+                                 meta_val=self.meta_val)
+
+    def run(self, ctx: SearchContext) -> SearchResult:
+        pretrained = ctx.section.pretrained
+        self.checkpoint = supernet_checkpoint(pretrained) if pretrained else self.train_supernet(ctx)
+        ctx.echo(f"searching the supernet of {self.checkpoint}")
+        result = super().run(ctx)
+        if ctx.section.inherit_weights:
+            result.found.init = self.save_inherited(ctx, result.found)
+        result.details["supernet"] = {"checkpoint": str(self.checkpoint), "meta_val_images": len(self.meta_val),
+                                      "meta_train_images": len(self.meta_train)}
+        return result
+
+    def save_inherited(self, ctx: SearchContext, found: FoundNetwork) -> str:
+        """The winner's slices of the supernet's weights as a model file for its final training."""
+        supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
+        supernet.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["supernet"])
+        if not hasattr(supernet, "subnet"):
+            raise SegnasError(f"supernet.inherit_weights: the supernet of {self.space.name!r} cannot hand "
+                              "over a member's weights")
+        path = ctx.run.path / "inherited.pt"
+        save_checkpoint(path, {"model": supernet.subnet(found.arch).state_dict()})
+        return str(path)

@@ -1,0 +1,147 @@
+"""The ``mobile`` space's weight-sharing supernet and the ``supernet`` search over it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segnas.cost import LatencyModel
+from segnas.engine.checkpoint import load_checkpoint
+from segnas.errors import SegnasError
+from segnas.jobs.search import make_settings, search_job
+from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
+from segnas.spaces import get_space, read_arch_file
+from segnas.spaces.base import WeightSharingSupernet
+from segnas.spaces.mobile import MOBILE, MOBILE_FAST_SCNN, MobileSpace
+from segnas.data import open_data, train_transforms
+from segnas.config.train import DataConfig
+
+from test_mobile_space import SMALL_OPTIONS, MacsTable
+
+CLASSES = 5
+
+
+def scrambled(net: nn.Module, seed: int = 0) -> nn.Module:
+    """``net`` with random BatchNorm affine weights and running statistics (so that slicing them matters)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+    return net
+
+
+def members(space: MobileSpace, n: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def test_a_member_computes_on_its_slices_exactly_what_the_plain_network_computes():
+    supernet = scrambled(MOBILE.supernet(CLASSES, (64, 96))).eval()
+    assert isinstance(supernet, WeightSharingSupernet)
+    x = torch.randn(2, 3, 70, 90)  # padded inside, as the plain network pads
+    for arch in [MOBILE_FAST_SCNN, supernet.largest, supernet.smallest, *members(MOBILE, 5)]:
+        supernet.select(arch)
+        supernet.set_width_mode("argmax")
+        net = supernet.subnet(arch).eval()
+        assert type(net) is type(MOBILE.build(arch, CLASSES))
+        assert {k: v.shape for k, v in net.state_dict().items()} == \
+               {k: v.shape for k, v in MOBILE.build(arch, CLASSES).state_dict().items()}
+        with torch.no_grad():
+            ours, plain = supernet(x), net(x)
+        assert ours.shape == (2, CLASSES, 70, 90)
+        torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_the_comparison_can_fail_members_share_and_differ():
+    """Two members differ, and a change to a shared weight reaches every member that uses it."""
+    supernet = scrambled(MOBILE.supernet(CLASSES, (64, 96))).eval()
+    x = torch.randn(1, 3, 64, 96)
+    a, b = MOBILE_FAST_SCNN, members(MOBILE, 1, seed=3)[0]
+    outs = []
+    for arch in (a, b):
+        supernet.select(arch)
+        supernet.set_width_mode("argmax")
+        with torch.no_grad():
+            outs.append(supernet(x))
+    assert not torch.allclose(outs[0], outs[1])
+    net = supernet.subnet(a).eval()
+    with torch.no_grad():
+        supernet.stem[0][0].weight[0].add_(1.0)  # the first stem filter: in every member
+        supernet.select(a)
+        assert not torch.allclose(supernet(x), net(x))
+
+
+def test_modes_run_the_largest_smallest_random_and_selected_members():
+    space = MobileSpace(**SMALL_OPTIONS)
+    supernet = space.supernet(CLASSES, (48, 64))
+    assert supernet.largest == space.from_decisions([len(d.choices) - 1 for d in space.decisions])
+    assert supernet.smallest.context == "none" and supernet.smallest.stem[1].op == "dsconv"
+    x = torch.randn(2, 3, 48, 64)
+    torch.manual_seed(0)
+    drawn = set()
+    supernet.train()
+    for mode in ("max", "min", "random", "random", "random"):
+        supernet.set_width_mode(mode)
+        out = supernet(x)
+        assert set(out) == {"out", "aux"} and out["out"].shape == (2, CLASSES, 48, 64)
+        drawn.add(supernet.active)
+    assert len(drawn) >= 4  # random draws differ
+    with pytest.raises(SegnasError, match="select"):
+        space.supernet(CLASSES, (48, 64)).set_width_mode("argmax")
+    with pytest.raises(SegnasError, match="not by gradient"):
+        supernet.set_width_mode("gumbel")
+    with pytest.raises(SegnasError, match="stages"):
+        supernet.select(MOBILE_FAST_SCNN)  # outside the small space
+
+
+def test_sandwich_training_changes_the_shared_weights_and_keeps_every_member_trainable(tmp_path):
+    from segnas.engine.rundir import RunDir
+
+    space = MobileSpace(**SMALL_OPTIONS)
+    supernet = space.supernet(11, (48, 64))  # the synthetic scenes' 11 classes
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    data = DataConfig.model_validate({"name": "synthetic", "options": {"size": [48, 64], "length": 4}})
+    train = open_data(data, "train", train_transforms((48, 64)))
+    engine = OneShotEngine(supernet, train, SearchSchedule(pretrain_epochs=1, search_epochs=0, batch_size=2,
+                                                           progress=False, sandwich_random=1),
+                           RunDir.create(tmp_path, "t"))
+    engine.fit()
+    after = supernet.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert any(k.startswith("stem.0") for k in changed) and any(k.startswith("slots.") for k in changed)
+    state = load_checkpoint(engine.pretrained_path)
+    fresh = space.supernet(11, (48, 64))
+    fresh.load_state_dict(state["supernet"])  # what the weight-sharing evaluator loads
+
+
+def test_supernet_search_trains_then_scores_members_on_held_out_training_images(tmp_path):
+    settings = make_settings("supernet", {
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64],
+                 "batch_size": 2},
+        "out_dir": str(tmp_path), "threads": 1, "progress": False, "final": {"epochs": 0},
+        "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "threads": 1},
+        "supernet": {"space": "mobile", "space_options": SMALL_OPTIONS, "epochs": 1, "sandwich_random": 0,
+                     "candidates": 4, "population": 2, "sample_size": 2, "meta_val_fraction": 0.25,
+                     "meta_val_images": 2, "calibration_images": 2, "inherit_weights": True}})
+    latency = LatencyModel(MacsTable("eager", threads=1, path=tmp_path / "table.json"), (48, 64), 1e9)
+    run = Path(search_job(settings, latency=latency)["run_dir"])
+    result = json.loads((run / "search_result.json").read_text())
+    details = result["details"]
+    assert result["method"] == "supernet" and details["candidates_scored"] == 4
+    assert details["supernet"]["meta_val_images"] == 2 and details["supernet"]["meta_train_images"] == 6
+    assert all(0.0 <= c["score"] <= 1.0 for c in details["top"])
+    arch = get_space("mobile").arch_from_dict(read_arch_file(run / "arch.json")["arch"])
+    assert MobileSpace(**SMALL_OPTIONS).contains(arch)
+    inherited = torch.load(run / "inherited.pt", weights_only=False)["model"]
+    assert inherited.keys() == MOBILE.build(arch, 11).state_dict().keys()
+    assert (run / "checkpoints" / "pretrained.pt").is_file()
