@@ -165,6 +165,39 @@ class AskTellStrategy(Strategy):
         return SearchResult([FoundNetwork("arch", space, best.arch, best.latency_ms, info=info)], details)
 
 
+
+class DelegatingStrategy(AskTellStrategy):
+    """A strategy whose proposals come from another ask/tell search (``self.search``, made by
+    ``make_search``) while it keeps its own evaluator and choice of the winner (SasWOT, the
+    weight-sharing search)."""
+
+    @abstractmethod
+    def make_search(self, settings: Any) -> AskTellStrategy:
+        """The search that proposes (it is begun with this strategy's space, seed and settings)."""
+
+    def begin(self, space: SearchSpace, seed: int, settings: Any) -> None:
+        self.space, self.settings = space, settings
+        self.search = self.make_search(settings)
+        self.search.begin(space, seed, settings)
+
+    def ask(self) -> Architecture:
+        return self.search.ask()
+
+    def tell(self, candidates: list[Candidate]) -> None:
+        self.search.tell(candidates)
+
+    def tell_skipped(self, skipped: Skipped) -> None:
+        self.search.tell_skipped(skipped)
+
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        self.search.rescored(scored)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.search.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.search.load_state_dict(state)
+
 #: The target check before a search: spread samples drawn, and how much slower than the target
 #: the cheapest of them (by its operators' multiply-adds) must be predicted for the target to be
 #: refused (a margin: a rarer network might be a little faster than the cheapest drawn).

@@ -36,7 +36,7 @@ from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
 from segnas.parallel import TaskResources, WorkerPool
 from segnas.errors import SegnasError
-from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, Skipped
+from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy
 from segnas.search.base import SearchContext, strategy
 from segnas.search.evaluation import proxy_evaluator, train_evaluator
 from segnas.search.strategies.nsga2 import NSGA2, NSGA2Settings, rank_front
@@ -114,7 +114,7 @@ SEARCHES: dict[str, type[ProxyScored]] = {"evolution": RegularizedEvolution, "ns
 
 
 @strategy("saswot")
-class SasWOT(AskTellStrategy):
+class SasWOT(DelegatingStrategy):
     """The search of ``settings.mode`` (``SEARCHES``), its evaluator and how the winner is chosen."""
 
     settings_class: ClassVar[type[Settings]] = SasWOTSettings
@@ -125,30 +125,13 @@ class SasWOT(AskTellStrategy):
                    "final-inits": ("saswot.final_inits", int, "Rescore the best over this many initializations."),
                    "mode": ("saswot.mode", str, "evolution (maximize the proxy) or nsga2 (proxy and latency).")}
 
+    def make_search(self, settings: SasWOTSettings) -> ProxyScored:
+        return SEARCHES[settings.mode]()
+
     def begin(self, space, seed, settings) -> None:
-        self.space, self.settings = space, settings
-        self.search = SEARCHES[settings.mode]()
-        self.search.begin(space, seed, settings)
+        super().begin(space, seed, settings)
         self.target_ms: float | None = None
         self.trained: list[dict[str, Any]] = []
-
-    def ask(self) -> Architecture:
-        return self.search.ask()
-
-    def tell(self, candidates: list[Candidate]) -> None:
-        self.search.tell(candidates)
-
-    def tell_skipped(self, skipped: Skipped) -> None:
-        self.search.tell_skipped(skipped)
-
-    def rescored(self, scored: Sequence[Candidate]) -> None:
-        self.search.rescored(scored)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.search.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.search.load_state_dict(state)
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         self.evaluator = self.search.make_evaluator(ctx)

@@ -21,7 +21,7 @@ stays equal. Not done here: once-for-all's progressive shrinking and its accurac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import ClassVar, Optional
 
 import torch
 from pydantic import Field
@@ -32,13 +32,13 @@ from segnas.engine.checkpoint import save_checkpoint
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.supernet import SupernetEvaluator
-from segnas.search.asktell import AskTellStrategy, Candidate, Skipped
+from segnas.search.asktell import AskTellStrategy, DelegatingStrategy
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
 from segnas.search.evaluation import supernet_checkpoint
 from segnas.search.oneshot.data import search_train_set
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
 from segnas.search.strategies.saswot import RegularizedEvolution
-from segnas.spaces.base import Architecture, WeightSharingSupernet, get_space
+from segnas.spaces.base import WeightSharingSupernet
 
 
 class SupernetSearchSettings(Settings):
@@ -68,7 +68,7 @@ class SupernetSearchSettings(Settings):
 
 
 @strategy("supernet")
-class SupernetSearch(AskTellStrategy):
+class SupernetSearch(DelegatingStrategy):
     """See the module docstring."""
 
     settings_class: ClassVar[type[Settings]] = SupernetSearchSettings
@@ -82,29 +82,8 @@ class SupernetSearch(AskTellStrategy):
         self.meta_train: list[int] = []
         self.meta_val: list[int] = []
 
-    # ------------------------------------------------------------------ the evolution (delegated)
-    def begin(self, space, seed, settings) -> None:
-        self.space, self.settings = space, settings
-        self.search = RegularizedEvolution()
-        self.search.begin(space, seed, settings)
-
-    def ask(self) -> Architecture:
-        return self.search.ask()
-
-    def tell(self, candidates: list[Candidate]) -> None:
-        self.search.tell(candidates)
-
-    def tell_skipped(self, skipped: Skipped) -> None:
-        self.search.tell_skipped(skipped)
-
-    def rescored(self, scored: Sequence[Candidate]) -> None:
-        self.search.rescored(scored)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.search.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.search.load_state_dict(state)
+    def make_search(self, settings: SupernetSearchSettings) -> AskTellStrategy:
+        return RegularizedEvolution()
 
     # ------------------------------------------------------------------ supernet
     def prepare(self, ctx: SearchContext) -> None:
