@@ -124,6 +124,39 @@ def test_sandwich_training_changes_the_shared_weights_and_keeps_every_member_tra
     fresh.load_state_dict(state["supernet"])  # what the weight-sharing evaluator loads
 
 
+def test_inplace_distillation_mixes_the_largest_members_predictions_into_the_loss(tmp_path):
+    """A member distilled from its own logits has no distillation loss: at weight 1 the loss is 0,
+    at 0.5 half the label loss; the largest member's predictions are what the others learn from."""
+    from segnas.engine.rundir import RunDir
+
+    space = MobileSpace(**SMALL_OPTIONS)
+    data = DataConfig.model_validate({"name": "synthetic", "options": {"size": [48, 64], "length": 4}})
+    train = open_data(data, "train", train_transforms((48, 64)))
+    engine = OneShotEngine(space.supernet(11, (48, 64)), train, SearchSchedule(pretrain_epochs=1, search_epochs=0,
+                           batch_size=2, progress=False, inplace_distill=1.0), RunDir.create(tmp_path, "t"))
+    images, masks = engine.place.batch(*next(iter(engine._loader(train))))
+    engine.net.eval()  # no dropout: two passes of one member give the same logits
+    engine.net.set_width_mode("min")
+    with torch.no_grad():
+        label_only = float(engine.criterion(engine.net(images), masks)[0])
+        own = engine.net(images)
+        assert float(engine._seg_loss(images, masks, 0, teacher=own)[0]) == pytest.approx(0.0, abs=1e-5)
+        engine.s.inplace_distill = 0.5
+        assert float(engine._seg_loss(images, masks, 0, teacher=own)[0]) == pytest.approx(0.5 * label_only, rel=1e-4)
+    engine.net.train()
+    calls, seg_loss = [], engine._seg_loss
+
+    def recorded(images, masks, arch_index, teacher=None):
+        loss, main = seg_loss(images, masks, arch_index, teacher)
+        calls.append((engine.net.width_mode, teacher, main.detach()))
+        return loss, main
+
+    engine._seg_loss = recorded
+    engine._weight_step(images, masks, ["max", "min", "random"])
+    assert [c[0] for c in calls] == ["max", "min", "random"] and calls[0][1] is None
+    assert all(torch.equal(teacher, calls[0][2]) for _, teacher, _ in calls[1:])  # the largest's logits
+
+
 def test_supernet_search_trains_then_scores_members_on_held_out_training_images(tmp_path):
     settings = make_settings("supernet", {
         "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64],
@@ -132,7 +165,8 @@ def test_supernet_search_trains_then_scores_members_on_held_out_training_images(
         "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "threads": 1},
         "supernet": {"space": "mobile", "space_options": SMALL_OPTIONS, "epochs": 1, "sandwich_random": 0,
                      "candidates": 4, "population": 2, "sample_size": 2, "meta_val_fraction": 0.25,
-                     "meta_val_images": 2, "calibration_images": 2, "inherit_weights": True}})
+                     "meta_val_images": 2, "calibration_images": 2, "inherit_weights": True,
+                     "inplace_distill": 0.5}})
     latency = LatencyModel(MacsTable("eager", threads=1, path=tmp_path / "table.json"), (48, 64), 1e9)
     run = Path(search_job(settings, latency=latency)["run_dir"])
     result = json.loads((run / "search_result.json").read_text())

@@ -1,5 +1,5 @@
-"""Searching the ``mobile`` space on CamVid: SasWOT and random search under Fast-SCNN's latency, their
-winners vs Fast-SCNN trained with the same step budget.
+"""Searching the ``mobile`` space on CamVid: SasWOT, random search and (``--methods ... supernet``) the
+weight-sharing search under Fast-SCNN's latency, their winners vs Fast-SCNN trained with the same step budget.
 
     python benchmarks/mobile/mobile_camvid.py [--target-ms T] [--candidates 1000] [--final-steps 800]   # quiet machine
     python benchmarks/mobile/mobile_camvid.py --smoke --results-dir /tmp/r   # seconds, synthetic data: checks the script
@@ -42,7 +42,7 @@ from segnas.utils import parse_size  # noqa: E402
 from segnas.zoo import build_model  # noqa: E402
 
 CLASSES = 11
-METHODS = ("saswot", "random")
+METHODS = ("saswot", "random", "supernet")
 #: The smoke mode's data and space: seconds per search on synthetic images.
 SMOKE_SPACE = {"stem_widths": [[8], [8, 16], [16]], "stage_widths": [[16], [16, 24], [24], [24, 32], [32]],
                "stage_depths": [[0, 1], [1, 2], [0, 1], [1, 2], [0, 1]], "fusion_widths": [16, 24]}
@@ -59,6 +59,9 @@ OPTIONS: list[tuple[str, type, object, str | None]] = [
     ("--population", int, 50, "SasWOT's population"),
     ("--sample-size", int, 10, "SasWOT's tournament size"),
     ("--time-limit-min", float, 30.0, "wall-time limit of each search"),
+    ("--supernet-epochs", int, 40, "the weight-sharing search's supernet training (at --score-size)"),
+    ("--inplace-distill", float, 0.0, "its in-place distillation weight"),
+    ("--pretrained", str, None, "search this earlier supernet run instead of training one"),
     ("--workers", int, 2, None),
     ("--final-steps", int, 800, "optimizer steps of each final training (0: none)"),
     ("--train-seeds", int, 2, "final trainings per network (seeds 0, 1, ...)"),
@@ -78,14 +81,19 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
     section = {"space": "mobile", "space_options": SMOKE_SPACE if args.smoke else {}, "candidates": args.candidates}
     if method == "saswot":
         section.update(scoring=scoring, population=args.population, sample_size=args.sample_size)
+    elif method == "supernet":
+        section.update(epochs=1 if args.smoke else args.supernet_epochs, inplace_distill=args.inplace_distill,
+                       pretrained=args.pretrained, population=args.population, sample_size=args.sample_size,
+                       **({"meta_val_images": 2, "calibration_images": 2} if args.smoke else {}))
     else:
         section.update(evaluator={"kind": "proxy", "proxy": scoring})
     data = SMOKE_DATA if args.smoke else {"name": "camvid", "root": str(camvid_root())}
     latency = {"target_ms": target_ms, "size": args.size, "backend": "onnxruntime", "threads": args.threads}
     if args.smoke:
-        latency.update(table_min_runs=2, table_min_time_s=0.0)
+        latency.update(table_min_runs=2, table_min_time_s=0.0, calibration_networks=0)  # no correction: seconds
     return make_settings(method, {
         "job": f"bench-mobile-{method}", "data": data, "latency": latency, "minutes": args.time_limit_min,
+        "search_size": list(parse_size(args.score_size)) if method == "supernet" else None,
         "workers": 1 if args.smoke else args.workers, "executor": "inline" if args.smoke else "process",
         "seed": args.seed, "threads": args.threads, "out_dir": args.out_dir, "progress": not args.smoke,
         "final": {"epochs": 0}, method: section})
@@ -102,7 +110,7 @@ def search(method: str, args: argparse.Namespace, target_ms: float, latency: Lat
             "search_wall_minutes": round(summary["search_wall_seconds"] / 60, 2),
             "predicted_ms": net["predicted_ms"], "measured_ms": net["measured_ms"],
             "latency_vs_target": net["latency_vs_target"], "params": net["params"], "gflops": net["gflops"],
-            "proxy_score": details.get("score"), "arch": read_arch_file(run / "arch.json")["arch"]}
+            "score": details.get("score"), "arch": read_arch_file(run / "arch.json")["arch"]}
 
 
 def trained(record: dict, model: str, args: argparse.Namespace) -> None:
@@ -114,7 +122,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag, kind, default, text in OPTIONS:
         ap.add_argument(flag, type=kind, default=default, help=text)
-    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=["saswot", "random"],
+                    help="searches to run (supernet: train the space's supernet first, about 40 CPU-minutes)")
     ap.add_argument("--smoke", action="store_true",
                     help="synthetic data, a small space, a few candidates and steps: checks the script, measures nothing")
     args = ap.parse_args()

@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--size", type=parse_size, default=(180, 240), help="training and scoring size (the ground truth's)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--sandwich-random", type=int, default=2)
+    ap.add_argument("--inplace-distill", type=float, default=0.0,
+                    help="weight of the largest member's predictions in the smaller members' loss (BigNAS)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--meta-val-fraction", type=float, default=0.15)
@@ -109,7 +111,8 @@ def main() -> None:
     meta_train, meta_val = meta_split(len(train), args.meta_val_fraction, args.seed)
     run = RunDir(Path(args.out_dir) / args.name)
     schedule = SearchSchedule(pretrain_epochs=args.epochs, search_epochs=0, batch_size=settings.data.batch_size,
-                              weight_lr=args.lr, sandwich_random=args.sandwich_random, device=args.device,
+                              weight_lr=args.lr, sandwich_random=args.sandwich_random,
+                              inplace_distill=args.inplace_distill, device=args.device,
                               seed=args.seed, progress=not args.smoke)
     engine = OneShotEngine(space.supernet(CLASSES, tuple(args.size)), Subset(train, meta_train), schedule, run,
                            echo=print)
@@ -117,7 +120,8 @@ def main() -> None:
     engine.fit()
     trained = {"epochs": args.epochs, "steps": engine.step, "seconds": round(engine.loop.elapsed, 1),
                "meta_train_images": len(meta_train), "meta_val_images": len(meta_val),
-               "sandwich_random": args.sandwich_random, "lr": args.lr, "batch_size": settings.data.batch_size}
+               "sandwich_random": args.sandwich_random, "inplace_distill": args.inplace_distill, "lr": args.lr,
+               "batch_size": settings.data.batch_size}
     print(f"supernet: {trained}")
 
     cache_file = run.path / "scores.json"

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from segnas.config.train import OptimConfig
 from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_checkpoint, load_latest_checkpoint, save_checkpoint
-from segnas.engine.losses import SegmentationLoss
+from segnas.engine.losses import SegmentationLoss, kd_loss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
 from segnas.progress import progress_bar
 from segnas.engine.rng import restore_rng, rng_state
@@ -66,6 +66,9 @@ class SearchSchedule:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 0.0
     sandwich_random: int = 1  # random-width passes per pretrain step besides max and min
+    #: In-place distillation (BigNAS): in each pre-training step every member but the largest learns
+    #: from the largest's predictions (detached) with this weight, the labels with 1 minus it (0: off).
+    inplace_distill: float = 0.0
     aux_weight: float = 0.4
     device: str = "cpu"
     bf16: bool = False
@@ -249,10 +252,18 @@ class OneShotEngine:
         return train_loader(subset, self.s.batch_size, self.loop.generator, self.s.workers,
                             pin_memory=self.place.device.type == "cuda")
 
-    def _seg_loss(self, images: torch.Tensor, masks: torch.Tensor, arch_index: int) -> torch.Tensor:
+    def _seg_loss(self, images: torch.Tensor, masks: torch.Tensor, arch_index: int,
+                  teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The segmentation loss of ``arch_index`` in the current mode, and its main logits; with
+        ``teacher`` (logits), mixed with the distillation loss by ``inplace_distill``."""
         with self.place.autocast():
             out = self.net(images, arch_index)
-        return self.criterion(out, masks)[0]
+        loss = self.criterion(out, masks)[0]
+        main = out["out"] if isinstance(out, dict) else out
+        if teacher is not None:
+            w = self.s.inplace_distill
+            loss = (1.0 - w) * loss + w * kd_loss(main, teacher, target=masks)
+        return loss, main
 
     def _searches_width(self, arch_index: int) -> bool:
         flags = getattr(self.net, "width_search", None)
@@ -263,14 +274,17 @@ class OneShotEngine:
         total = 0.0
         for i in range(self.net.num_archs):
             if self._searches_width(i):
+                teacher = None
                 for mode in modes:
                     self.net.set_width_mode(mode)
-                    loss = self._seg_loss(images, masks, i)
+                    loss, main = self._seg_loss(images, masks, i, teacher)
                     loss.backward()
                     total += float(loss.detach())
+                    if mode == "max" and self.s.inplace_distill > 0:
+                        teacher = main.detach()
             else:  # every width mode gives the same network: one pass with the summed gradient
                 self.net.set_width_mode(modes[0])
-                loss = self._seg_loss(images, masks, i)
+                loss, _ = self._seg_loss(images, masks, i)
                 (loss * len(modes)).backward()
                 total += float(loss.detach()) * len(modes)
         distributed.average_gradients(p for g in self.weight_opt.param_groups for p in g["params"])
@@ -282,7 +296,7 @@ class OneShotEngine:
         self.net.set_width_mode("gumbel")
         for i, opt in enumerate(self.arch_opts):
             opt.zero_grad(set_to_none=True)
-            parts = {"seg": self._seg_loss(images, masks, i), **self.hooks.arch_losses(self.net, i)}
+            parts = {"seg": self._seg_loss(images, masks, i)[0], **self.hooks.arch_losses(self.net, i)}
             sum(parts.values()).backward()
             distributed.average_gradients(p for g in opt.param_groups for p in g["params"])
             optimizer_step(opt)

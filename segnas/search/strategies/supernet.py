@@ -4,7 +4,8 @@ on the shared weights.
 1. *Supernet training* (the one-shot engine's pre-training phase, ``segnas.search.oneshot``): every
    step trains the largest member, the smallest and ``sandwich_random`` members drawn uniformly
    (the sandwich rule of slimmable networks and BigNAS), on the training split less a held-out
-   *meta-validation* part (``meta_val_fraction``). Checkpointed every epoch; resumable.
+   *meta-validation* part (``meta_val_fraction``); optionally the smaller members also learn from
+   the largest one's predictions (``inplace_distill``, BigNAS). Checkpointed every epoch; resumable.
 2. *Search*: regularized evolution (``segnas.search.strategies.saswot.RegularizedEvolution``) through
    the ask/tell loop; the loop rejects members predicted slower than the target; each candidate is
    scored by the weight-sharing evaluator (``segnas.evaluate.supernet``: its slices of the weights,
@@ -50,6 +51,9 @@ class SupernetSearchSettings(Settings):
     #: Random members per training step besides the largest and the smallest.
     sandwich_random: int = Field(2, ge=0)
     weight_lr: float = Field(0.02, gt=0)
+    #: In-place distillation (BigNAS): the smaller members learn from the largest's predictions with
+    #: this weight, from the labels with 1 minus it (0: labels only).
+    inplace_distill: float = Field(0.0, ge=0, le=1)
     #: The supernet of an earlier ``segnas search supernet`` run (its run directory or checkpoint) instead
     #: of training one; it must be of the same space, options and meta-validation split.
     pretrained: Optional[str] = Field(None, json_schema_extra=PATH)
@@ -108,6 +112,7 @@ class SupernetSearch(DelegatingStrategy):
         supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
         schedule = SearchSchedule(pretrain_epochs=section.epochs, search_epochs=0, batch_size=s.data.batch_size,
                                   weight_lr=section.weight_lr, sandwich_random=section.sandwich_random,
+                                  inplace_distill=section.inplace_distill,
                                   device=s.device, bf16=s.bf16, seed=s.seed, workers=s.data.workers,
                                   progress=s.progress, sync_bn=s.sync_bn)
         engine = OneShotEngine(supernet, Subset(search_train_set(s), self.meta_train), schedule, ctx.run,
