@@ -943,9 +943,8 @@ def supernet_rank(r: dict) -> list[str]:
     sn = r["supernet"]
     lines = [f"The supernet trained {sn['epochs']} epochs ({sn['steps']} steps of batch {sn['batch_size']}, the "
              f"largest, the smallest and {sn['sandwich_random']} random members each step"
-             + (f", in-place distillation {sn['inplace_distill']:g}" if sn.get("inplace_distill") else "") + "; "
-             f"
-             f"{sn['seconds'] / 60:.0f} min) on {sn['meta_train_images']} CamVid training images at "
+             + (f", in-place distillation {sn['inplace_distill']:g}" if sn.get("inplace_distill") else "")
+             + f"; {sn['seconds'] / 60:.0f} min) on {sn['meta_train_images']} CamVid training images at "
              f"{r['size'][0]}x{r['size'][1]}; the {r['networks']} ground-truth networks (`{r['groundtruth']}`) "
              f"scored on their slices of it. Held-out τ: the mean over the proxy comparison's "
              f"{r['split_parts']} splits (their held-out halves), as in its table.", "",
