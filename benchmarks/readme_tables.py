@@ -941,11 +941,13 @@ def mobile_latency(r: dict) -> list[str]:
 def supernet_rank(r: dict) -> list[str]:
     """How the weight-sharing supernet ranks the ground truth's networks, beside the proxies."""
     sn = r["supernet"]
+    files = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]
     lines = [f"The supernet trained {sn['epochs']} epochs ({sn['steps']} steps of batch {sn['batch_size']}, the "
              f"largest, the smallest and {sn['sandwich_random']} random members each step"
              + (f", in-place distillation {sn['inplace_distill']:g}" if sn.get("inplace_distill") else "")
              + f"; {sn['seconds'] / 60:.0f} min) on {sn['meta_train_images']} CamVid training images at "
-             f"{r['size'][0]}x{r['size'][1]}; the {r['networks']} ground-truth networks (`{r['groundtruth']}`) "
+             f"{r['size'][0]}x{r['size'][1]}; the {r['networks']} ground-truth networks ("
+             + " and ".join(f"`{g}`" for g in files) + (", their mean" if len(files) > 1 else "") + ") "
              f"scored on their slices of it. Held-out τ: the mean over the proxy comparison's "
              f"{r['split_parts']} splits (their held-out halves), as in its table.", "",
              "| scored by | Kendall τ (all) | Spearman ρ (all) | held-out τ, mean ± std (min) | s per network |",
@@ -958,7 +960,8 @@ def supernet_rank(r: dict) -> list[str]:
                      f"{h['std']:.3f} ({h['min']:+.3f}) | {figure(v.get('seconds_per_network'), '.1f')} |")
     proxies = sorted(r.get("proxies_held_out_tau", {}).items(), key=lambda kv: -kv[1])
     if proxies:
-        lines += ["", "The proxies on the same held-out halves (`compare_mobile_d1`): "
+        against = ", against the first ground-truth file alone" if len(files) > 1 else ""
+        lines += ["", f"The proxies on the same held-out halves{against} (`compare_mobile_d1`): "
                   + ", ".join(f"{k} {v:+.3f}" for k, v in proxies[:6]) + "."]
     return lines
 

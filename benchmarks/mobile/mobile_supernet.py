@@ -7,15 +7,17 @@ Trains the ``mobile`` space's weight-sharing supernet as ``segnas search superne
 engine's sandwich rule: the largest, the smallest and --sandwich-random random members each step) on
 CamVid's training split less its meta-validation part, at the ground truth's size (--size, whole
 images resized, the ground truth's augmentation), then scores every network of the ``mobile``
-ground truth (--groundtruth, 60 networks trained 300 steps) with the weight-sharing evaluator:
+ground truth (--groundtruth, 60 networks trained 300 steps; with several files, the same networks
+trained with other seeds, the target is their mean) with the weight-sharing evaluator:
 its slices of the weights, BatchNorm statistics re-estimated on --calibration-images training
 images, mIoU on --score-images images of the validation split (the ground truth's own metric) and
 of the meta-validation part (what the search scores on). Reported: Kendall τ and Spearman ρ against
 the ground truth on all networks and on the held-out halves of the proxy comparison's splits
 (``proxy_discovery/results/compare_mobile_d1.json``, whose table gives every proxy's τ on the same
 halves), the parameter count's τ on them, supernet training time and steps, seconds per network
-scored. The training resumes from its run folder (--out-dir/--name) and the scores already taken
-are kept (``scores.json`` there). Saves <results-dir>/<name>.json.
+scored. The training resumes from its run folder (--run-dir, default --out-dir/--name) and the
+scores already taken are kept (``scores.json`` there), so the same supernet is judged against
+another ground truth in seconds. Saves <results-dir>/<name>.json.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from segnas.config.train import DataConfig  # noqa: E402
 from segnas.cost import count_parameters  # noqa: E402
 from segnas.data import meta_split  # noqa: E402
 from segnas.engine.rundir import RunDir  # noqa: E402
-from segnas.evaluate.records import load_groundtruth  # noqa: E402
+from segnas.evaluate.records import load_groundtruth_runs  # noqa: E402
 from segnas.evaluate.supernet import SupernetEvaluator  # noqa: E402
 from segnas.jobs.search import make_settings  # noqa: E402
 from segnas.metrics.ranking import rank_correlations, split_indices  # noqa: E402
@@ -73,7 +75,8 @@ def proxy_rows(path: Path) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--groundtruth", default=str(GT_FILE))
+    ap.add_argument("--groundtruth", nargs="+", default=[str(GT_FILE)],
+                    help="ground-truth files (the same networks with other training seeds: their mean is the target)")
     ap.add_argument("--size", type=parse_size, default=(180, 240), help="training and scoring size (the ground truth's)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--sandwich-random", type=int, default=2)
@@ -89,6 +92,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out-dir", default="runs/mobile_supernet")
     ap.add_argument("--name", default="supernet_rank")
+    ap.add_argument("--run-dir", default=None, help="the supernet's run folder (default: --out-dir/--name); "
+                    "another result of the same supernet (e.g. against another ground truth) names it")
     ap.add_argument("--results-dir", default=None)
     ap.add_argument("--smoke", action="store_true", help="synthetic data, a small space, 4 networks: checks the script")
     args = ap.parse_args()
@@ -103,13 +108,13 @@ def main() -> None:
         args.epochs, args.calibration_images, args.score_images = 1, 2, 2
     else:
         space = MOBILE
-        records = load_groundtruth(args.groundtruth)
+        records = load_groundtruth_runs(args.groundtruth)
         data = data_section("camvid", None, args.size, args.size, args.batch_size)
     settings = make_settings("supernet", {"data": data, "seed": args.seed, "device": args.device,
                                           "supernet": {"space": "mobile"}})
     train = search_train_set(settings)
     meta_train, meta_val = meta_split(len(train), args.meta_val_fraction, args.seed)
-    run = RunDir(Path(args.out_dir) / args.name)
+    run = RunDir(args.run_dir or Path(args.out_dir) / args.name)
     schedule = SearchSchedule(pretrain_epochs=args.epochs, search_epochs=0, batch_size=settings.data.batch_size,
                               weight_lr=args.lr, sandwich_random=args.sandwich_random,
                               inplace_distill=args.inplace_distill, device=args.device,
@@ -127,7 +132,8 @@ def main() -> None:
     cache_file = run.path / "scores.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     dc = DataConfig.model_validate(settings.data.model_dump())
-    out = {"groundtruth": Path(args.groundtruth).name if not args.smoke else "smoke", "networks": len(records),
+    out = {"groundtruth": [Path(f).name for f in args.groundtruth] if not args.smoke else ["smoke"],
+           "networks": len(records),
            "size": list(args.size), "supernet": trained, "space": "mobile", "scores": {}}
     mious = [float(r["val_miou"]) for r in records]
     parts = [split_indices(len(records), 0.5, s) for s in range(5)] if len(records) >= 8 else [(list(range(len(records))),) * 2]
