@@ -597,7 +597,10 @@ def saswot(name: str, r: dict) -> list[str]:
              f"processes; {s['rejected_infeasible']} proposals rejected by the latency predictor first; stopped by "
              f"{stop}).{final} Winner: predicted {r['winner_predicted_ms']:.1f} ms, measured "
              f"**{r['winner_measured_ms']:.1f} ms** against the {r['target_ms']:g} ms target "
-             f"({100 * r['winner_vs_target']:+.0f}%), {r['winner_params'] / 1e6:.2f}M parameters, "
+             f"({100 * r['winner_vs_target']:+.0f}%"
+             + (f"; {r['winner_measured_at_search_ms']:.1f} ms in the search's own timing"
+                if r.get("winner_measured_at_search_ms") else "") + "), "
+             f"{r['winner_params'] / 1e6:.2f}M parameters, "
              f"{r['winner_gflops']:.2f} GFLOPs."]
     if (g := r.get("groundtruth_budget")) and g.get("feasible_networks"):
         lines.append(f"Trained under the ground truth's {g['minutes']:g}-minute budget it reaches "

@@ -34,6 +34,7 @@ from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
+from mobile_camvid import SMOKE_SPACE  # noqa: E402
 from proxy_groundtruth import data_section  # noqa: E402
 from train_camvid import SMOKE_DATA  # noqa: E402
 
@@ -54,8 +55,6 @@ from segnas.utils import atomic_write_text, parse_size  # noqa: E402
 GT_FILE = common.BENCHMARKS / "groundtruth" / "data" / "groundtruth_mobile_camvid_steps300.jsonl"
 PROXY_TABLE = common.BENCHMARKS / "proxy_discovery" / "results" / "compare_mobile_d1.json"
 CLASSES = 11
-SMOKE_SPACE = {"stem_widths": [[8], [8, 16], [16]], "stage_widths": [[16], [16, 24], [24], [24, 32], [32]],
-               "stage_depths": [[0, 1], [1, 2], [0, 1], [1, 2], [0, 1]], "fusion_widths": [16, 24]}
 
 
 def held_out_taus(scores: list[float], mious: list[float], parts: list[tuple[list[int], list[int]]]) -> dict:

@@ -86,7 +86,8 @@ def steps_placement(space, arch, args, latency: LatencyModel, run: Path) -> dict
     records = load_groundtruth_runs(files)
     data = data_section("camvid", None, args.gt_size, args.gt_size, 8)
     settings = {"data": data, "minutes": None, "max_steps": args.gt_steps, "size": list(args.size), "threads": 2,
-                "train": {"bf16": False}, "out_dir": str(run / "groundtruth-steps"), "record_latency": False}
+                "train": {"bf16": False}, "out_dir": str(run / "groundtruth-steps"), "record_latency": False,
+                "device": args.device}
     runs = []
     for seed in range(len(files)):
         r = evaluate_arch(make_item(space, arch, {**settings, "seed": seed}))
@@ -138,6 +139,7 @@ def search_record(run: Path) -> dict:
             "settings": settings, "proxy": scoring["proxy"], "proxy_score": details["score"],
             "final_proxy_score": details.get("final_score"),
             "predicted_latency_ms": result["networks"]["arch"]["predicted_ms"],
+            "search_measured_ms": result["networks"]["arch"].get("measured_ms"),
             "mode": details.get("mode", "evolution"), "budget_use": details.get("budget_use"),
             "winner_rule": details.get("winner_rule"), "front_size": len(details.get("front") or []) or None}
 
@@ -148,7 +150,8 @@ def final_training(arch_file: Path, args: argparse.Namespace) -> dict:
     holdout = args.holdout or None
     out = {"steps": args.final_steps, "batch_size": 8, "precision": "fp32", "holdout": holdout,
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(),
-           **train_seeds(str(arch_file), args.out_dir, args.final_steps, args.train_seeds, holdout=holdout)}
+           **train_seeds(str(arch_file), args.out_dir, args.final_steps, args.train_seeds, holdout=holdout,
+                         device=args.device)}
     print(f"trained {args.train_seeds} x {args.final_steps} steps: val mIoU "
           f"{100 * out['val_miou_mean']:.1f} ± {100 * out['val_miou_std']:.1f}%"
           + (f", {holdout} {100 * out['holdout_miou_mean']:.1f} ± {100 * out['holdout_miou_std']:.1f}%" if holdout else ""))
@@ -204,6 +207,7 @@ def main() -> None:
                     help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")
     ap.add_argument("--reuse", default=None, help="run folder of a finished `segnas search saswot` job to train "
                     "(its earlier quiet-machine timing and step-budget placement in the result file are kept)")
+    ap.add_argument("--device", default="cpu", help="where the final trainings compute (cuda: the same steps in fp32)")
     ap.add_argument("--retrain", default=None, metavar="NAME",
                     help="no search: give the winner of results/NAME.json the final trainings (--final-steps x "
                          "--train-seeds, --holdout) and add them to that result")
@@ -243,6 +247,7 @@ def main() -> None:
         | {"candidates_per_minute": 60.0 * search["candidates_scored"] / max(search["seconds"], 1e-9),
            "best_proxy_score": search["proxy_score"], "final_proxy_score": search["final_proxy_score"]},
         "winner_predicted_ms": search["predicted_latency_ms"], "winner_measured_ms": measured,
+        "winner_measured_at_search_ms": search["search_measured_ms"],
         "winner_vs_target": measured / args.target_ms - 1.0, "winner_params": count_parameters(net),
         "winner_gflops": count_flops(net, (1, 3, h, w)).gflops, "winner": arch.to_dict(),
     }

@@ -112,10 +112,10 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
 
 def train_seeds(model: str, out_dir: str, steps: int, seeds: int, smoke: bool = False,
                 holdout: str | None = None, optim: dict | None = None, recipe: dict | None = None,
-                variant: str | None = None) -> dict:
-    """``train_for_steps`` once per seed 0..seeds-1: the runs, and the mean and std of their final
-    val mIoU (and of the held-out sequence's, with ``holdout``)."""
-    return seeds_summary([train_for_steps(model, out_dir, steps, s, smoke, holdout, optim, recipe, variant)
+                variant: str | None = None, device: str = "cpu") -> dict:
+    """``train_for_steps`` once per seed 0..seeds-1 (on ``device``): the runs, and the mean and std of
+    their final val mIoU (and of the held-out sequence's, with ``holdout``)."""
+    return seeds_summary([train_for_steps(model, out_dir, steps, s, smoke, holdout, optim, recipe, variant, device)
                           for s in range(seeds)])
 
 

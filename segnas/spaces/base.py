@@ -40,7 +40,9 @@ class Supernet(Protocol):
 
     ``num_archs`` architectures are searched at once (FasterSeg's teacher and student: 2). Width
     modes: ``max``/``min``/``random`` (pre-training's sandwich rule), ``gumbel`` (search),
-    ``argmax`` (the derived widths)."""
+    ``argmax`` (the derived widths). A supernet searched by sampling its members rather than by
+    gradient (the ``mobile`` space's) has a class attribute ``differentiable = False``: no
+    architecture parameters, and ``gumbel`` is refused."""
 
     num_archs: int
 

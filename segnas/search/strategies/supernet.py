@@ -24,12 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Optional
 
-import torch
 from pydantic import Field
+from torch.utils.data import Subset
 
 from segnas.config.train import PATH, Settings
 from segnas.data import meta_split
-from segnas.engine.checkpoint import save_checkpoint
+from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.supernet import SupernetEvaluator
@@ -106,8 +106,6 @@ class SupernetSearch(DelegatingStrategy):
 
     def train_supernet(self, ctx: SearchContext) -> Path:
         """Train (or finish training) the supernet in this run; its checkpoint."""
-        from torch.utils.data import Subset
-
         s, section = ctx.settings, ctx.section
         supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
         schedule = SearchSchedule(pretrain_epochs=section.epochs, search_epochs=0, batch_size=s.data.batch_size,
@@ -142,7 +140,7 @@ class SupernetSearch(DelegatingStrategy):
     def save_inherited(self, ctx: SearchContext, found: FoundNetwork) -> str:
         """The winner's slices of the supernet's weights as a model file for its final training."""
         supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
-        supernet.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["supernet"])
+        supernet.load_state_dict(load_checkpoint(self.checkpoint)["supernet"])
         if not hasattr(supernet, "subnet"):
             raise SegnasError(f"supernet.inherit_weights: the supernet of {self.space.name!r} cannot hand "
                               "over a member's weights")

@@ -80,6 +80,8 @@ class MobileSupernet(SegmentationNet):
 
     num_archs = 1
     width_search = (True,)
+    #: Searched by sampling members, not by gradient: no architecture parameters, no ``gumbel`` mode.
+    differentiable = False
 
     def __init__(self, space: Any, num_classes: int, input_size: tuple[int, int]) -> None:
         super().__init__(num_classes)
@@ -158,10 +160,12 @@ class MobileSupernet(SegmentationNet):
         return {"max": self.largest, "min": self.smallest}.get(mode) or self.selected
 
     def expected_latency(self, arch_index: int, latency: Any) -> torch.Tensor:
-        """The predicted latency (ms) of the member the current mode runs (the ``random`` mode: a draw);
-        a constant: nothing here is differentiable."""
+        """The latency (ms) the operator table gives the member the current mode runs (the ``random``
+        mode: a draw): its operators' entries and the runtime's call overhead. A constant: nothing
+        here is differentiable."""
         self._check(arch_index)
-        return torch.tensor(float(latency.predict(self.space, self.current(), self.num_classes)))
+        keys = self.space.latency_keys(self.current(), self.num_classes, self.input_size)
+        return torch.tensor(float(sum(latency.op_latencies(keys)) + latency.call_overhead()))
 
     def forward(self, x: torch.Tensor, arch_index: int = 0):
         self._check(arch_index)
