@@ -942,29 +942,35 @@ def mobile_latency(r: dict) -> list[str]:
 
 
 def supernet_rank(r: dict) -> list[str]:
-    """How the weight-sharing supernet ranks the ground truth's networks, beside the proxies."""
-    sn = r["supernet"]
-    files = [r["groundtruth"]] if isinstance(r["groundtruth"], str) else r["groundtruth"]
+    """How the weight-sharing supernet ranks the ground truth's networks, beside the parameter count
+    and the proxies: against the mean over the ground-truth files and, with several, the first alone."""
+    sn, files = r["supernet"], r["groundtruth"]
+    first = "first_run" in r["params"]
     lines = [f"The supernet trained {sn['epochs']} epochs ({sn['steps']} steps of batch {sn['batch_size']}, the "
              f"largest, the smallest and {sn['sandwich_random']} random members each step"
              + (f", in-place distillation {sn['inplace_distill']:g}" if sn.get("inplace_distill") else "")
              + f"; {sn['seconds'] / 60:.0f} min) on {sn['meta_train_images']} CamVid training images at "
              f"{r['size'][0]}x{r['size'][1]}; the {r['networks']} ground-truth networks ("
-             + " and ".join(f"`{g}`" for g in files) + (", their mean" if len(files) > 1 else "") + ") "
-             f"scored on their slices of it. Held-out τ: the mean over the proxy comparison's "
-             f"{r['split_parts']} splits (their held-out halves), as in its table.", "",
-             "| scored by | Kendall τ (all) | Spearman ρ (all) | held-out τ, mean ± std (min) | s per network |",
-             "|---|---|---|---|---|"]
+             + " and ".join(f"`{g}`" for g in files) + ") scored on their slices of it. Held-out τ: the mean "
+             f"over the proxy comparison's {r['split_parts']} splits (their held-out halves), as in its table"
+             + ("; against the mean of the files' runs, and against the first file alone (the proxies' target)"
+                if first else "") + ".", "",
+             "| scored by | Kendall τ | Spearman ρ | held-out τ, mean ± std (min) |"
+             + (" τ, first file | held-out τ, first file |" if first else "") + " s per network |",
+             "|---|---|---|---|" + ("---|---|" if first else "") + "---|"]
     rows = [(f"supernet, on {v['images']} images of the "
              + ("validation split" if split == "val" else "meta-validation part"), v) for split, v in r["scores"].items()]
     for name, v in rows + [("parameter count", r["params"])]:
-        h = v["held_out_tau"]
-        lines.append(f"| {name} | {v['kendall_tau']:+.3f} | {v['spearman_rho']:+.3f} | {h['mean']:+.3f} ± "
-                     f"{h['std']:.3f} ({h['min']:+.3f}) | {figure(v.get('seconds_per_network'), '.1f')} |")
+        m = v["mean"]
+        h = m["held_out_tau"]
+        extra = (f" {v['first_run']['kendall_tau']:+.3f} | {v['first_run']['held_out_tau']['mean']:+.3f} |"
+                 if first else "")
+        lines.append(f"| {name} | {m['kendall_tau']:+.3f} | {m['spearman_rho']:+.3f} | {h['mean']:+.3f} ± "
+                     f"{h['std']:.3f} ({h['min']:+.3f}) |{extra} {figure(v.get('seconds_per_network'), '.1f')} |")
     proxies = sorted(r.get("proxies_held_out_tau", {}).items(), key=lambda kv: -kv[1])
     if proxies:
-        against = ", against the first ground-truth file alone" if len(files) > 1 else ""
-        lines += ["", f"The proxies on the same held-out halves{against} (`compare_mobile_d1`): "
+        against = ", against the first file alone" if first else ""
+        lines += ["", f"The proxies' held-out τ on the same halves{against} (`compare_mobile_d1`): "
                   + ", ".join(f"{k} {v:+.3f}" for k, v in proxies[:6]) + "."]
     return lines
 

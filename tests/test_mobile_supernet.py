@@ -181,3 +181,15 @@ def test_supernet_search_trains_then_scores_members_on_held_out_training_images(
     init = load_init_weights(MOBILE.build(arch, 11), run / "inherited.pt")  # what the final training loads
     assert init["loaded"] == init["of"] and init["shape_mismatch"] == 0
     assert (run / "checkpoints" / "pretrained.pt").is_file()
+
+
+def test_inherit_weights_is_refused_before_the_search_for_a_supernet_that_cannot_hand_them_over(tmp_path):
+    settings = make_settings("supernet", {
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}}, "out_dir": str(tmp_path),
+        "threads": 1, "progress": False, "final": {"epochs": 0},
+        "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "threads": 1},
+        "supernet": {"space": "joint", "inherit_weights": True}})
+    with pytest.raises(SegnasError, match="inherit_weights"):
+        search_job(settings, latency=LatencyModel(MacsTable("eager", threads=1, path=tmp_path / "t.json"), (48, 64),
+                                                  1e9))
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no run directory was made

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from pydantic import Field
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from segnas.config.train import PATH, Settings
 from segnas.data import meta_split
@@ -83,6 +83,8 @@ class SupernetSearch(DelegatingStrategy):
 
     def __init__(self) -> None:
         self.checkpoint: Path | None = None
+        self.supernet: WeightSharingSupernet | None = None
+        self.train_set: Dataset | None = None
         self.meta_train: list[int] = []
         self.meta_val: list[int] = []
 
@@ -97,23 +99,25 @@ class SupernetSearch(DelegatingStrategy):
         if not isinstance(supernet, WeightSharingSupernet):
             raise SegnasError(f"supernet.space: the supernet of {space.name!r} cannot run a chosen member "
                               "(no select()); use saswot or random on it")
+        if section.inherit_weights and not hasattr(supernet, "subnet"):
+            raise SegnasError(f"supernet.inherit_weights: the supernet of {space.name!r} cannot hand over a "
+                              "member's weights (no subnet()); set it to false")
         if section.pretrained is not None:
             supernet_checkpoint(section.pretrained)  # refused now if missing
-        train = search_train_set(ctx.settings)
-        self.meta_train, self.meta_val = meta_split(len(train), section.meta_val_fraction, ctx.settings.seed,
-                                                    setting="supernet.meta_val_fraction")
+        self.supernet, self.train_set = supernet, search_train_set(ctx.settings)
+        self.meta_train, self.meta_val = meta_split(len(self.train_set), section.meta_val_fraction,
+                                                    ctx.settings.seed, setting="supernet.meta_val_fraction")
         super().prepare(ctx)
 
     def train_supernet(self, ctx: SearchContext) -> Path:
         """Train (or finish training) the supernet in this run; its checkpoint."""
         s, section = ctx.settings, ctx.section
-        supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
         schedule = SearchSchedule(pretrain_epochs=section.epochs, search_epochs=0, batch_size=s.data.batch_size,
                                   weight_lr=section.weight_lr, sandwich_random=section.sandwich_random,
                                   inplace_distill=section.inplace_distill,
                                   device=s.device, bf16=s.bf16, seed=s.seed, workers=s.data.workers,
                                   progress=s.progress, sync_bn=s.sync_bn)
-        engine = OneShotEngine(supernet, Subset(search_train_set(s), self.meta_train), schedule, ctx.run,
+        engine = OneShotEngine(self.supernet, Subset(self.train_set, self.meta_train), schedule, ctx.run,
                                echo=ctx.echo)
         engine.resume_if_possible()
         engine.fit()
@@ -139,11 +143,7 @@ class SupernetSearch(DelegatingStrategy):
 
     def save_inherited(self, ctx: SearchContext, found: FoundNetwork) -> str:
         """The winner's slices of the supernet's weights as a model file for its final training."""
-        supernet = self.search_space(ctx).supernet(ctx.num_classes, ctx.latency.size)
-        supernet.load_state_dict(load_checkpoint(self.checkpoint)["supernet"])
-        if not hasattr(supernet, "subnet"):
-            raise SegnasError(f"supernet.inherit_weights: the supernet of {self.space.name!r} cannot hand "
-                              "over a member's weights")
+        self.supernet.load_state_dict(load_checkpoint(self.checkpoint)["supernet"])  # also when --pretrained
         path = ctx.run.path / "inherited.pt"
-        save_checkpoint(path, {"model": supernet.subnet(found.arch).state_dict()})
+        save_checkpoint(path, {"model": self.supernet.subnet(found.arch).state_dict()})
         return str(path)

@@ -53,25 +53,22 @@ def unit(m: ConvBNReLU, x: torch.Tensor, cout: int | None = None, kernel: int | 
     return F.relu(out) if len(m) > 2 else out
 
 
-def copy_unit(dst: ConvBNReLU, src: ConvBNReLU, in_index: torch.Tensor | None = None) -> None:
-    """Copy into ``dst`` (a plain ``ConvBNReLU`` of a member) its slices of ``src``'s weights."""
-    conv, bn = dst[0], dst[1]
-    cin = conv.in_channels if conv.groups == 1 else conv.out_channels
-    weight, bias = sliced_conv_weight(src[0], conv.out_channels, cin, conv.kernel_size[0], in_index)
-    conv.weight.copy_(weight)
-    if bias is not None:
-        conv.bias.copy_(bias)
-    c = bn.num_features
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(bn, name).copy_(getattr(src[1], name)[:c])
-    bn.num_batches_tracked.copy_(src[1].num_batches_tracked)
-
-
-def copy_conv(dst: nn.Conv2d, src: nn.Conv2d) -> None:
-    weight, bias = sliced_conv_weight(src, dst.out_channels, dst.in_channels)
+def copy_conv(dst: nn.Conv2d, src: nn.Conv2d, in_index: torch.Tensor | None = None) -> None:
+    """Copy into ``dst`` (a plain convolution of a member) its slices of ``src``'s weights."""
+    cin = dst.in_channels if dst.groups == 1 else dst.out_channels
+    weight, bias = sliced_conv_weight(src, dst.out_channels, cin, dst.kernel_size[0], in_index)
     dst.weight.copy_(weight)
     if bias is not None:
         dst.bias.copy_(bias)
+
+
+def copy_unit(dst: ConvBNReLU, src: ConvBNReLU, in_index: torch.Tensor | None = None) -> None:
+    """Copy into ``dst`` (a plain ``ConvBNReLU`` of a member) its slices of ``src``'s weights and statistics."""
+    copy_conv(dst[0], src[0], in_index)
+    bn, c = dst[1], dst[1].num_features
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(bn, name).copy_(getattr(src[1], name)[:c])
+    bn.num_batches_tracked.copy_(src[1].num_batches_tracked)
 
 
 class MobileSupernet(SegmentationNet):
