@@ -624,8 +624,9 @@ def saswot(name: str, r: dict) -> list[str]:
         lines.append(f"The winner uses **{100 * s['budget_use']:.0f}%** of the latency budget (predicted).")
     if (ft := r.get("final_training")) and ft.get("val_miou_mean") is not None:
         lines.append(f"Trained {ft['steps']} optimizer steps with `train_camvid.py`'s recipe, {len(ft['training'])} "
-                     f"seeds: val mIoU **{100 * ft['val_miou_mean']:.1f} ± {100 * ft['val_miou_std']:.1f}%** "
-                     "(equal-steps table in the training study).")
+                     f"seeds: val mIoU **{100 * ft['val_miou_mean']:.1f} ± {100 * ft['val_miou_std']:.1f}%**"
+                     + (f", {ft['holdout']} {100 * ft['holdout_miou_mean']:.1f} ± {100 * ft['holdout_miou_std']:.1f}% "
+                        "(winners table above)." if ft.get("holdout") else " (equal-steps table in the training study)."))
     return lines + [machine_line(r), ""]
 
 
@@ -685,8 +686,8 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
     """Every network trained with train_camvid.py's recipe for ``steps`` optimizer steps (batch 8, fp32):
     name, study, latency ms (None if not timed), params, val mIoU mean and std, seeds, and the network
     (a zoo name or ``{"space", "arch"}``). Zoo networks: the training study's ``--steps`` results;
-    searched networks: the method studies' final trainings. Latencies come from the training study's
-    one-session timing of these networks (``time_equal_steps.py``) when it has one for ``steps``."""
+    searched networks: the method studies' final trainings. Only trainings on the whole training split
+    (none with a held-out sequence left out). Latencies come from the training study's one-session timing of these networks (``time_equal_steps.py``) when it has one for ``steps``."""
     rows = []
     for r in studies["training"].results().values():
         if r.get("steps") == steps and "val_miou_mean" in r and not r.get("holdout"):
@@ -696,7 +697,7 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
                          "std": r["val_miou_std"], "seeds": len(r["training"]), "cpu": r["machine"]["cpu"],
                          "network": network})
     for r in studies["gas"].current().values():
-        if (r.get("final_training") or {}).get("steps") != steps:
+        if (r.get("final_training") or {}).get("steps") != steps or (r.get("final_training") or {}).get("holdout"):
             continue
         for name, run in r["runs"].items():
             if run.get("val_miou_mean") is not None:
@@ -706,14 +707,15 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
                              "network": {"space": "cells", "arch": run["arch"]}})
     for r in studies["ssr"].current().values():
         run = (r.get("runs") or {}).get("ssr") or {}
-        if (r.get("final_training") or {}).get("steps") == steps and run.get("val_miou_mean") is not None:
+        if (r.get("final_training") or {}).get("steps") == steps and run.get("val_miou_mean") is not None \
+                and not r["final_training"].get("holdout"):
             rows.append({"name": f"SSR network ({r['target_ms']:g} ms target)", "study": "ssr", "ms": run["measured_ms"],
                          "params": run["params"], "mean": run["val_miou_mean"], "std": run["val_miou_std"],
                          "seeds": len(run["training"]), "cpu": r["machine"]["cpu"],
                          "network": {"space": run["space"], "arch": run["arch"]}})
     for r in studies["saswot"].current().values():
         ft = r.get("final_training") or {}
-        if ft.get("steps") == steps and ft.get("val_miou_mean") is not None:
+        if ft.get("steps") == steps and ft.get("val_miou_mean") is not None and not ft.get("holdout"):
             rows.append({"name": f"SasWOT winner ({r['target_ms']:g} ms target)", "study": "saswot",
                          "ms": r["winner_measured_ms"], "params": r["winner_params"], "mean": ft["val_miou_mean"],
                          "std": ft["val_miou_std"], "seeds": len(ft["training"]), "cpu": r["machine"]["cpu"],
@@ -798,8 +800,11 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
         lines += ["### Predicted vs measured, before and after the learned correction", ""] + predictor(r) + [
             "", f"Networks drawn by the calibration's sampler (alternately spread over the latency range and "
             f"uniform); the first {first['calibration_networks']} of each space and size fit the correction, the "
-            "rest are held out and evaluated. Every network is timed whole in interleaved sessions of 8 "
-            f"(3 rounds of ≥ 0.3 s blocks, the quietest round's median). The next-to-last column compares two single "
+            "rest are held out and evaluated. Every network is timed whole in interleaved sessions of 8 " + (
+                "gated by a probe (Fast-SCNN timed before every ≥ 0.3 s block of a network, at least 3 rounds; each "
+                "figure the median of a network's rounds in the fastest state of the host seen over all sessions)"
+                if first.get("probed") else "(3 rounds of ≥ 0.3 s blocks, the quietest round's median)") +
+            ". The next-to-last column compares two single "
             "rounds of the same networks: the noise of the measurement itself, which no predictor can beat. "
             "Time to calibrate a new machine: the calibration networks' measured seconds, plus their table entries at the "
             "seconds per entry it took to time entries here, plus the fit. "
@@ -893,7 +898,48 @@ def page_proxy_discovery(study: Study, studies: dict[str, Study]) -> list[str]:
 
 
 def page_saswot(study: Study, studies: dict[str, Study]) -> list[str]:
-    return [line for i, r in study.current().items() for line in saswot(i, r)]
+    return saswot_winners(study.current()) + [line for i, r in study.current().items() for line in saswot(i, r)]
+
+
+def saswot_winners(results: dict[str, dict]) -> list[str]:
+    """The winners given the same final training, side by side: search mode, latency budget use (one
+    timing session for all when ``saswot_camvid.py --time`` ran), ground-truth percentile, val and
+    held-out mIoU."""
+    trained = {n: r for n, r in results.items() if (r.get("final_training") or {}).get("val_miou_mean") is not None}
+    if not trained:
+        return []
+    sessions = {r["winner_session"]["date"] for r in trained.values() if r.get("winner_session")}
+    same_session = len(sessions) == 1 and all(r.get("winner_session") for r in trained.values())
+    ft0 = next(iter(trained.values()))["final_training"]
+    holdout = ft0.get("holdout")
+    lines = [f"### Winners at equal training: {ft0['steps']} steps, {len(ft0['training'])} seeds each", "",
+             "| result | search | predicted ms | measured ms | budget use (measured) | ground-truth percentile | "
+             "val mIoU % | " + (f"{holdout} mIoU % (unseen street) |" if holdout else "") + " params |",
+             "|---|---|---|---|---|---|---|" + ("---|" if holdout else "") + "---|"]
+    for name, r in trained.items():
+        s, ft = r["search"], r["final_training"]
+        ms = r["winner_session"]["ms"] if same_session else r["winner_measured_ms"]
+        mode = "NSGA-II (proxy, latency)" if s.get("mode") == "nsga2" else "evolution (proxy under the target)"
+        pct = (r.get("groundtruth_steps") or {}).get("winner_percentile")
+        row = (f"| `{name}` | {mode}, {s['settings'].get('inits', 1)} init | {r['winner_predicted_ms']:.1f} | {ms:.1f} | "
+               f"{100 * ms / r['target_ms']:.0f}% of {r['target_ms']:g} ms | {f'{pct:.0f}' if pct is not None else '–'} | "
+               f"{100 * ft['val_miou_mean']:.1f} ± {100 * ft['val_miou_std']:.1f} | ")
+        if holdout:
+            row += f"{100 * ft['holdout_miou_mean']:.1f} ± {100 * ft['holdout_miou_std']:.1f} | "
+        lines.append(row + f"{r['winner_params'] / 1e6:.2f}M |")
+    if same_session:
+        w = next(iter(trained.values()))["winner_session"]
+        timing = (f"Measured: every winner and Fast-SCNN ({w['fast_scnn_ms']:.1f} ms) in one probe-gated session "
+                  f"(`saswot_camvid.py --time`, {w['date'][:10]}, {w['machine']['cpu']}), ONNX Runtime, "
+                  f"{w['size'][0]}x{w['size'][1]}, 2 threads.")
+    else:
+        timing = "Measured: each winner right after its own search (sessions differ: compare latencies with care)."
+    cpus = ", ".join(sorted({t.get("device", "cpu") for r in trained.values() for t in r["final_training"]["training"]}))
+    return lines + ["", f"Each winner trained from scratch with `train_camvid.py`'s recipe for {ft0['steps']} optimizer "
+                    f"steps at batch 8, once per seed" + (f", CamVid training sequence {holdout} left out and scored "
+                    "after training (cross-sequence mIoU)" if holdout else "") + f"; mean ± std over seeds. {timing} "
+                    "Predicted: the search's latency table. Ground-truth percentile: among the step-budget ground "
+                    f"truth's networks predicted within the target (below). Trained on: {cpus}.", ""]
 
 
 def scalar_items(r: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:

@@ -46,8 +46,8 @@ RESULTS = results_dir(__file__)
 CLASSES = 19
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
-from segnas.cost.calibration import (calibration_archs, fastest_probe, fit_correction, measure_networks,  # noqa: E402
-                                     measured_figures)
+from segnas.cost.calibration import (calibration_archs, fastest_probe, fit_correction, input_megabytes,  # noqa: E402
+                                     kind_sums, measure_networks, measured_figures)
 from segnas.cost.latency import HostProbe, steady_rounds  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.spaces import get_space, list_spaces  # noqa: E402
@@ -161,8 +161,11 @@ def report(args: argparse.Namespace) -> None:
                 "calibration_seconds": round(sum(r["seconds"] for r in rec[:c]) + len(calib_keys) * (per_entry or 0)
                                              + fit_s, 1),
                 "correction": corr.to_dict()})
-            for p, pc, m in zip(held_p, held_c, held_m):
-                points.append({"space": name, "size": size_text, "table_ms": p, "corrected_ms": pc, "measured_ms": m})
+            for i, (p, m) in enumerate(zip(pred, meas)):  # every network with the correction's inputs: refit offline
+                points.append({"space": name, "size": size_text, "role": "calibration" if i < c else "held_out",
+                               "table_ms": p.total_ms, "corrected_ms": corr.apply(p), "measured_ms": m,
+                               "overhead_ms": p.overhead_ms, "operators": len(p.per_op),
+                               "input_mb": input_megabytes(p), "kind_ms": kind_sums(p)})
             s = summary[-1]
             print(f"{name:9s} {size_text}: table |err| {100 * s['table_median_abs_rel_error']:.1f}%, "
                   f"±10% {100 * s['table_within_10pct']:.0f}%, ρ {s['table_spearman']:.3f} → corrected "
@@ -193,7 +196,7 @@ def plot(points: list[dict], path: Path) -> None:
     for row, size in zip(axes, sizes):
         for ax, field in zip(row, ("table_ms", "corrected_ms")):
             for space in sorted({p["space"] for p in points}):
-                sel = [p for p in points if p["size"] == size and p["space"] == space]
+                sel = [p for p in points if p["size"] == size and p["space"] == space and p.get("role") != "calibration"]
                 ax.scatter([p["measured_ms"] for p in sel], [p[field] for p in sel], s=8, label=space)
             lo = min(p["measured_ms"] for p in points if p["size"] == size)
             hi = max(p["measured_ms"] for p in points if p["size"] == size)

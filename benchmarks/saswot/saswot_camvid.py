@@ -22,6 +22,12 @@ The winner is then timed (ONNX Runtime, 360x480, 2 threads) and trained twice:
   equal-steps table); or for ``--final-minutes`` CPU-minutes instead (machine- and load-dependent),
   against the zoo trained under that budget.
 Saves ``results/<name>.json``.
+
+    python benchmarks/saswot/saswot_camvid.py --time inits1 nsga2     # on an otherwise idle machine
+
+times the winners of those results, and Fast-SCNN beside them, in one probe-gated session
+(``measure_latency_gated``, the comparison's measurement), so their latencies and budget use
+compare; each result gets the session's figures (``winner_session``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from proxy_groundtruth import data_section  # noqa: E402
 from train_camvid import config as train_config, train_seeds  # noqa: E402
 
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
+from segnas.cost.latency import measure_latency_gated  # noqa: E402
 from segnas.evaluate.proxy import proxy_scored_on  # noqa: E402
 from segnas.evaluate.records import load_groundtruth, load_groundtruth_runs  # noqa: E402
 from segnas.evaluate.short_train import evaluate_arch, make_item  # noqa: E402
@@ -173,6 +180,33 @@ def retrain(args: argparse.Namespace) -> None:
     print(f"saved {common.save_result(args.retrain, out, RESULTS)}")  # its own date and machine kept
 
 
+def time_winners(names: list[str], size: tuple[int, int]) -> None:
+    """``--time``: the winners of results ``names`` and Fast-SCNN timed in one probe-gated session."""
+    from segnas.zoo import build_model
+
+    results = {}
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            sys.exit(f"--time: {path} not found")
+        results[name] = json.loads(path.read_text())
+    nets = {"fast_scnn": build_model("fast_scnn", 11).eval()}
+    for name, r in results.items():
+        space = MultiResSpace(layers=r["space"]["layers"], base_width=r["space"]["base_width"])
+        nets[name] = space.build(space.arch_from_dict(r["winner"]), 11).eval()
+    session = measure_latency_gated(nets, (1, 3, *size), build_model("fast_scnn", 11).eval(), "onnxruntime", 2,
+                                    block_time_s=0.5, min_rounds=8, steady_rounds=3)
+    figures = {n: res.steady_ms if res.steady_ms is not None else res.median_ms for n, res in session.items()}
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(), "size": list(size),
+             "how": "ONNX Runtime, 2 threads, one probe-gated session (probe: fast_scnn)",
+             "fast_scnn_ms": figures["fast_scnn"], "with": sorted(results)}
+    for name, r in results.items():
+        r["winner_session"] = stamp | {"ms": figures[name], "budget_use": figures[name] / r["target_ms"]}
+        common.save_result(name, r, RESULTS)  # the result keeps its own date and machine
+        print(f"{name}: {figures[name]:.2f} ms ({100 * figures[name] / r['target_ms']:.0f}% of {r['target_ms']:g} ms)")
+    print(f"fast_scnn: {figures['fast_scnn']:.2f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target-ms", type=float, default=28.0, help="latency target at --size (ONNX Runtime)")
@@ -211,6 +245,8 @@ def main() -> None:
     ap.add_argument("--retrain", default=None, metavar="NAME",
                     help="no search: give the winner of results/NAME.json the final trainings (--final-steps x "
                          "--train-seeds, --holdout) and add them to that result")
+    ap.add_argument("--time", nargs="+", default=None, metavar="NAME",
+                    help="no search: time the winners of results/NAME.json and Fast-SCNN in one session")
     ap.add_argument("--mode", choices=["evolution", "nsga2"], default="evolution",
                     help="evolution: maximize the proxy under the target; nsga2: proxy and latency (budget use)")
     ap.add_argument("--winner-rule", choices=["budget", "knee", "score"], default="budget",
@@ -219,6 +255,8 @@ def main() -> None:
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="main", help="result id")
     args = ap.parse_args()
+    if args.time:
+        return time_winners(args.time, args.size)
     if not common.camvid_root().is_dir():
         sys.exit(f"CamVid not found at {common.camvid_root()} (set SEGNAS_CAMVID)")
     if args.retrain:
