@@ -588,8 +588,11 @@ def saswot(name: str, r: dict) -> list[str]:
     inits = s["settings"].get("inits", 1)
     stop = (f"its {s['settings']['time_limit_s'] / 60:g}-minute time limit" if s["stopped"] == "time"
             else "the candidate count")
-    final = (f" The {s['settings']['top_k']} best were scored again over {s['final_inits']} initializations "
-             f"({s['final_seconds']:.0f} s) and the best of them by that won." if s.get("final_inits") else "")
+    finalists = s.get("finalists") or s["settings"]["top_k"]
+    final = ((f" The {finalists} best were scored again over {s['final_inits']} initializations ({s['final_seconds']:.0f} s) "
+              "and the best of them by that won." if finalists > 1 else
+              f" The winner rule left one finalist (scored again over {s['final_inits']} initializations).")
+             if s.get("final_inits") else "")
     lines = [f"### `{name}`: {r['target_ms']:g} ms target, each candidate at {inits} initialization{'s' if inits > 1 else ''}",
              "", f"Proxy `{Path(r['proxy']).name}`, each candidate at {inits} weight initialization"
              f"{'s' if inits > 1 else ''}; {s['candidates_scored']} candidates scored in "
@@ -618,8 +621,12 @@ def saswot(name: str, r: dict) -> list[str]:
         lines.append(f"Trained {r['training']['train_minutes']:.0f} CPU-minutes with `train_camvid.py`'s recipe: "
                      f"val mIoU **{100 * r['training']['final_val_miou']:.1f}%** (same-budget table in the training study).")
     if s.get("mode") == "nsga2":
-        lines.append(f"NSGA-II over proxy score and latency; winner rule `{s['winner_rule']['rule']}` from a front of "
-                     f"{s['front_size']} networks.")
+        rule = s["winner_rule"]
+        short = (rule["rule"] == "budget" and s.get("budget_use") is not None
+                 and s["budget_use"] < rule.get("min_budget_use", 0.0))
+        lines.append(f"NSGA-II over proxy score and latency; winner rule `{rule['rule']}` from a front of "
+                     f"{s['front_size']} networks" + (f" (none reached {100 * rule['min_budget_use']:.0f}% of the target: "
+                                                       "the slowest member won)." if short else "."))
     if s.get("budget_use") is not None:
         lines.append(f"The winner uses **{100 * s['budget_use']:.0f}%** of the latency budget (predicted).")
     if (ft := r.get("final_training")) and ft.get("val_miou_mean") is not None:
@@ -938,7 +945,7 @@ def saswot_winners(results: dict[str, dict]) -> list[str]:
     return lines + ["", f"Each winner trained from scratch with `train_camvid.py`'s recipe for {ft0['steps']} optimizer "
                     f"steps at batch 8, once per seed" + (f", CamVid training sequence {holdout} left out and scored "
                     "after training (cross-sequence mIoU)" if holdout else "") + f"; mean ± std over seeds. {timing} "
-                    "Predicted: the search's latency table. Ground-truth percentile: among the step-budget ground "
+                    "Predicted: the search's own latency prediction. Ground-truth percentile: among the step-budget ground "
                     f"truth's networks predicted within the target (below). Trained on: {cpus}.", ""]
 
 

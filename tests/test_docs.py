@@ -173,3 +173,27 @@ def test_study_manifest_matches_the_files() -> None:
         for f in results.iterdir():
             if f.suffix in (".json", ".yaml") and not f.stem.endswith("proxy"):
                 assert f.resolve() in claimed, f"{f.relative_to(ROOT)} belongs to no study in benchmarks/studies.yaml"
+
+
+def test_saswot_winners_table_compares_in_one_session_only() -> None:
+    """The winners table uses the shared timing session when every winner has it, else each
+    search's own timing; results without final trainings are left out."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    def result(ms: float, session_ms: float | None, date: str = "2026-12-05 00:00:00") -> dict:
+        r = {"search": {"mode": "nsga2", "settings": {"inits": 1}}, "target_ms": 28.0, "winner_predicted_ms": 27.0,
+             "winner_measured_ms": ms, "winner_params": 1.5e6, "groundtruth_steps": {"winner_percentile": 99.0},
+             "final_training": {"steps": 800, "holdout": "0006R0", "training": [{}, {}], "val_miou_mean": 0.5,
+                                "val_miou_std": 0.01, "holdout_miou_mean": 0.33, "holdout_miou_std": 0.02}}
+        if session_ms is not None:
+            r["winner_session"] = {"ms": session_ms, "date": date, "machine": {"cpu": "X"}, "size": [360, 480],
+                                   "fast_scnn_ms": 5.0}
+        return r
+
+    shared = readme_tables.saswot_winners({"a": result(30.0, 14.0), "b": result(15.0, 7.0), "c": {"search": {}}})
+    rows = [line for line in shared if line.startswith("| `")]
+    assert [r.split("|")[4].strip() for r in rows] == ["14.0", "7.0"] and "one probe-gated session" in "".join(shared)
+    apart = readme_tables.saswot_winners({"a": result(30.0, 14.0), "b": result(15.0, 7.0, "2026-12-06 00:00:00")})
+    assert [r.split("|")[4].strip() for r in apart if r.startswith("| `")] == ["30.0", "15.0"]
+    assert readme_tables.saswot_winners({"c": {"search": {}}}) == []

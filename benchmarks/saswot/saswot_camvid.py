@@ -115,7 +115,8 @@ def search_settings(args: argparse.Namespace):
     seen = proxy_scored_on(args.proxy).get("inits")
     return make_settings("saswot", {
         "job": "bench-saswot", "data": {"name": "camvid", "root": str(common.camvid_root())},
-        "latency": {"target_ms": args.target_ms, "size": list(args.size), "backend": "onnxruntime", "threads": 2},
+        "latency": {"target_ms": args.target_ms, "size": list(args.size), "backend": "onnxruntime", "threads": 2,
+                    "probe": args.probe or None},
         "minutes": args.time_limit_min, "workers": args.workers, "executor": "process", "seed": args.seed,
         "out_dir": args.out_dir, "progress": False, "final": {"epochs": 0},
         "saswot": {"space": "multires", "space_options": {"layers": args.layers, "base_width": args.base_width},
@@ -148,7 +149,8 @@ def search_record(run: Path) -> dict:
             "predicted_latency_ms": result["networks"]["arch"]["predicted_ms"],
             "search_measured_ms": result["networks"]["arch"].get("measured_ms"),
             "mode": details.get("mode", "evolution"), "budget_use": details.get("budget_use"),
-            "winner_rule": details.get("winner_rule"), "front_size": len(details.get("front") or []) or None}
+            "winner_rule": details.get("winner_rule"), "front_size": len(details.get("front") or []) or None,
+            "finalists": len(details.get("top") or []) or None}
 
 
 def final_training(arch_file: Path, args: argparse.Namespace) -> dict:
@@ -251,6 +253,9 @@ def main() -> None:
                     help="evolution: maximize the proxy under the target; nsga2: proxy and latency (budget use)")
     ap.add_argument("--winner-rule", choices=["budget", "knee", "score"], default="budget",
                     help="nsga2: how the winner is picked from the Pareto front")
+    ap.add_argument("--probe", default="fast_scnn",
+                    help="latency table entries timed with this probe network (a host that changes speed by itself "
+                         "gets its entries retimed in its fastest state); '' for none")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="main", help="result id")
@@ -281,7 +286,7 @@ def main() -> None:
         "space": {"name": space.name, "layers": args.layers, "base_width": args.base_width},
         "search": {k: search[k] for k in ("candidates_scored", "seconds", "rejected_infeasible", "duplicates",
                                           "stopped", "final_inits", "final_seconds", "settings", "mode", "budget_use",
-                                          "winner_rule", "front_size")}
+                                          "winner_rule", "front_size", "finalists")}
         | {"candidates_per_minute": 60.0 * search["candidates_scored"] / max(search["seconds"], 1e-9),
            "best_proxy_score": search["proxy_score"], "final_proxy_score": search["final_proxy_score"]},
         "winner_predicted_ms": search["predicted_latency_ms"], "winner_measured_ms": measured,
