@@ -804,7 +804,7 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
         if not isinstance(r.get("summary"), list):
             continue
         first = r["summary"][0]
-        lines += ["### Predicted vs measured, before and after the learned correction", ""] + predictor(r) + [
+        lines += [f"### Predicted vs measured, before and after the learned correction (`{name}`)", ""] + predictor(r) + [
             "", f"Networks drawn by the calibration's sampler (alternately spread over the latency range and "
             f"uniform); the first {first['calibration_networks']} of each space and size fit the correction, the "
             "rest are held out and evaluated. Every network is timed whole in interleaved sessions of 8 " + (

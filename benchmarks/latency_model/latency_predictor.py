@@ -22,7 +22,7 @@ within ±10%. Goal: ≥ 90% within ±10% and ρ ≥ 0.95 in every space. The tim
 machine: the measured seconds of the calibration networks, plus their table entries at the
 seconds per entry that ``measure`` took to time entries here (``<store-dir>/<space>_<HxW>.table.json``),
 plus the fit.
-Saves results/latency_predictor.{json,png}.
+Saves results/<--name>.{json,png} (default latency_predictor).
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def report(args: argparse.Namespace) -> None:
                   f"{100 * s['corrected_median_abs_rel_error']:.1f}%, ±10% {100 * s['corrected_within_10pct']:.0f}%, "
                   f"ρ {s['corrected_spearman']:.3f} ({s['held_out_networks']} held out; calibration "
                   f"{s['calibration_seconds'] / 60:.1f} min)")
-    plot(points, RESULTS / "latency_predictor.png")
-    path = save_result("latency_predictor", {"seed": args.seed, "summary": summary, "points": points}, RESULTS)
+    plot(points, RESULTS / f"{args.name}.png")
+    path = save_result(args.name, {"seed": args.seed, "summary": summary, "points": points}, RESULTS)
     print(f"saved {path}")
 
 
@@ -226,6 +226,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store-dir", default="runs/latency_predictor",
                     help="where the measured networks are kept (one resumable JSONL per space and size)")
+    ap.add_argument("--name", default="latency_predictor", help="report: result id (results/NAME.json and .png)")
     ap.add_argument("--fresh-table", action="store_true",
                     help="measure: time the networks' table entries again (in the same session as the networks)")
     args = ap.parse_args()
