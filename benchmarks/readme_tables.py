@@ -941,12 +941,12 @@ def saswot_winners(results: dict[str, dict]) -> list[str]:
                   f"{w['size'][0]}x{w['size'][1]}, 2 threads.")
     else:
         timing = "Measured: each winner right after its own search (sessions differ: compare latencies with care)."
-    cpus = ", ".join(sorted({t.get("device", "cpu") for r in trained.values() for t in r["final_training"]["training"]}))
+    devices = ", ".join(sorted({t.get("device", "cpu") for r in trained.values() for t in r["final_training"]["training"]}))
     return lines + ["", f"Each winner trained from scratch with `train_camvid.py`'s recipe for {ft0['steps']} optimizer "
                     f"steps at batch 8, once per seed" + (f", CamVid training sequence {holdout} left out and scored "
                     "after training (cross-sequence mIoU)" if holdout else "") + f"; mean ± std over seeds. {timing} "
                     "Predicted: the search's own latency prediction. Ground-truth percentile: among the step-budget ground "
-                    f"truth's networks predicted within the target (below). Trained on: {cpus}.", ""]
+                    f"truth's networks predicted within the target (below). Trained on: {devices}.", ""]
 
 
 def scalar_items(r: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:

@@ -132,7 +132,8 @@ def report(args: argparse.Namespace) -> None:
             corr = fit_correction(pred[:c], meas[:c])
             fit_s = time.perf_counter() - t_fit
             held_p = [p.total_ms for p in pred[c:]]
-            held_c = [corr.apply(p) for p in pred[c:]]
+            corrected = [corr.apply(p) for p in pred]
+            held_c = corrected[c:]
             held_m = meas[c:]
             rows = {}
             for label, values in (("table", held_p), ("corrected", held_c)):
@@ -161,9 +162,9 @@ def report(args: argparse.Namespace) -> None:
                 "calibration_seconds": round(sum(r["seconds"] for r in rec[:c]) + len(calib_keys) * (per_entry or 0)
                                              + fit_s, 1),
                 "correction": corr.to_dict()})
-            for i, (p, m) in enumerate(zip(pred, meas)):  # every network with the correction's inputs: refit offline
+            for i, (p, pc, m) in enumerate(zip(pred, corrected, meas)):  # with the correction's inputs: refit offline
                 points.append({"space": name, "size": size_text, "role": "calibration" if i < c else "held_out",
-                               "table_ms": p.total_ms, "corrected_ms": corr.apply(p), "measured_ms": m,
+                               "table_ms": p.total_ms, "corrected_ms": pc, "measured_ms": m,
                                "overhead_ms": p.overhead_ms, "operators": len(p.per_op),
                                "input_mb": input_megabytes(p), "kind_ms": kind_sums(p)})
             s = summary[-1]

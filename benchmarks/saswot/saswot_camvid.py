@@ -174,12 +174,17 @@ def retrain(args: argparse.Namespace) -> None:
     if not path.is_file():
         sys.exit(f"--retrain: {path} not found")
     out = json.loads(path.read_text())
-    space = MultiResSpace(layers=out["space"]["layers"], base_width=out["space"]["base_width"])
+    space = result_space(out)
     arch_file = Path(args.out_dir) / f"saswot-{args.retrain}-winner" / "arch.json"
     arch_file.parent.mkdir(parents=True, exist_ok=True)
     save_arch(arch_file, space, space.arch_from_dict(out["winner"]))
     out["final_training"] = final_training(arch_file, args)
     print(f"saved {common.save_result(args.retrain, out, RESULTS)}")  # its own date and machine kept
+
+
+def result_space(result: dict) -> MultiResSpace:
+    """The space a result's search ran in (its winner is an architecture of it)."""
+    return MultiResSpace(layers=result["space"]["layers"], base_width=result["space"]["base_width"])
 
 
 def time_winners(names: list[str], size: tuple[int, int]) -> None:
@@ -192,18 +197,19 @@ def time_winners(names: list[str], size: tuple[int, int]) -> None:
         if not path.is_file():
             sys.exit(f"--time: {path} not found")
         results[name] = json.loads(path.read_text())
-    nets = {"fast_scnn": build_model("fast_scnn", 11).eval()}
+    fast_scnn = build_model("fast_scnn", 11).eval()  # timed beside the winners, and the session's probe
+    nets = {"fast_scnn": fast_scnn}
     for name, r in results.items():
-        space = MultiResSpace(layers=r["space"]["layers"], base_width=r["space"]["base_width"])
+        space = result_space(r)
         nets[name] = space.build(space.arch_from_dict(r["winner"]), 11).eval()
-    session = measure_latency_gated(nets, (1, 3, *size), build_model("fast_scnn", 11).eval(), "onnxruntime", 2,
+    session = measure_latency_gated(nets, (1, 3, *size), fast_scnn, "onnxruntime", 2,
                                     block_time_s=0.5, min_rounds=8, steady_rounds=3)
     figures = {n: res.steady_ms if res.steady_ms is not None else res.median_ms for n, res in session.items()}
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(), "size": list(size),
              "how": "ONNX Runtime, 2 threads, one probe-gated session (probe: fast_scnn)",
              "fast_scnn_ms": figures["fast_scnn"], "with": sorted(results)}
     for name, r in results.items():
-        r["winner_session"] = stamp | {"ms": figures[name], "budget_use": figures[name] / r["target_ms"]}
+        r["winner_session"] = stamp | {"ms": figures[name]}
         common.save_result(name, r, RESULTS)  # the result keeps its own date and machine
         print(f"{name}: {figures[name]:.2f} ms ({100 * figures[name] / r['target_ms']:.0f}% of {r['target_ms']:g} ms)")
     print(f"fast_scnn: {figures['fast_scnn']:.2f} ms")
