@@ -221,8 +221,8 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
                                "test_miou": None,
                                "per_class_iou": {c: json_float(v) for c, v in zip(names, final["val_iou"])},
                                "device": describe_device(cfg.device),
-                               "train_cpu_seconds": None if on_gpu else round(result.train_seconds * threads, 1),
-                               "train_gpu_seconds": round(result.train_seconds, 1) if on_gpu else None,
+                               "train_cpu_seconds": None if on_gpu else round(result.train_seconds * threads, 3),
+                               "train_gpu_seconds": round(result.train_seconds, 3) if on_gpu else None,
                                "steps": int(final.get("step", 0)), "epochs": int(result.epochs_done),
                                "run_dir": relative(result.run_dir, item["root"])}
         if item.get("test_split"):
