@@ -99,8 +99,8 @@ class SearchClock:
         self._thread.start()
 
     def totals(self) -> dict[str, float]:
-        return {"search_wall_seconds": round(self.prior[0] + time.perf_counter() - self.wall0, 1),
-                "search_cpu_seconds": round(self.prior[1] + _cpu_seconds() - self.cpu0, 1)}
+        return {"search_wall_seconds": round(self.prior[0] + time.perf_counter() - self.wall0, 3),
+                "search_cpu_seconds": round(self.prior[1] + _cpu_seconds() - self.cpu0, 3)}
 
     def _save_every(self, period_s: float) -> None:
         while not self._stop.wait(period_s):
