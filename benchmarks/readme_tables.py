@@ -1099,6 +1099,61 @@ def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
     return lines
 
 
+def rl_row(label: str, run: dict[str, Any]) -> str:
+    """One RL or random search: its budget, its best reward along the way, its compute."""
+    curve = run["curve"]
+    at = lambda n: next((c["best"] for c in curve if c["n"] >= n), curve[-1]["best"]) if curve else None
+    half = max(len(curve) // 2, 1)
+    cpu_h = curve[-1]["cpu_s"] / 3600 if curve else 0.0
+    return (f"| {label} | {run['seed']} | {run['children']} | {figure(at(half), '.4f')} | {run['best_reward']:.4f} | "
+            f"{run['best_latency_ms']:.2f} | {cpu_h:.2f} | {run['children_per_cpu_hour']:.0f} | "
+            f"{run['terminated']} ({100 * run['termination_saved_fraction']:.0f}%) |")
+
+
+def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
+    """PPO against random search (same evaluator, same budget), the ablations, the best child trained."""
+    lines: list[str] = []
+    for i, r in study.results().items():
+        s = r["settings"]
+        searches = len(r["runs"]) + len(r["ablations"])
+        head = ["| search | seed | children | best reward after half | best reward | its predicted ms | child CPU-hours "
+                "| children per CPU-hour | cut by termination (compute saved) |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"### `{i}`", ""]
+        if not r.get("complete", True):
+            lines += [f"**Incomplete:** {searches} of 7 searches done"
+                      + ("" if searches < 7 else ", the best child's final training not yet") + "; the run resumes.", ""]
+        lines += head + [rl_row("PPO" if run["kind"] == "ppo" else "random", run) for run in r["runs"]]
+        if r["ablations"]:
+            lines += ["", "Ablations (PPO, seed 0, same budget):", ""] + head
+            lines += [rl_row(f"without {name.removeprefix('no_').replace('_', ' ')}", run)
+                      for name, run in r["ablations"].items()]
+        best = r.get("best_child") or {}
+        if best.get("val_miou") is not None:
+            lines += ["", "| best child (PPO, seed 0) | reward | val mIoU | steps | measured ms | params | GFLOPs |",
+                      "|---|---|---|---|---|---|---|",
+                      f"| `{i}` | {best['reward']:.4f} | {100 * best['val_miou']:.1f}% | {best['steps']} | "
+                      f"{best['latency_ms']:.2f} | {best['params'] / 1e6:.2f} M | {best['gflops']:.2f} |"]
+        child, term = r["child"], r["termination"]
+        teacher = (f"a {s['teacher_model']} teacher trained {s['teacher_steps']} steps" if not s.get("teacher")
+                   else "a given teacher")
+        lines += ["", f"Each search scores {s['candidates']} children of the `encdec` space with one evaluator: "
+                  f"stage 1 trains the decoder {child['stage1_steps']} steps on {child['stage1_images']} cached "
+                  f"{s['crop']} crops (KD weight {child['kd_weight']} from {teacher}, auxiliary cells "
+                  f"{child['aux_weight']}), stage 2 fine-tunes end to end {child['stage2_steps']} steps unless "
+                  f"progressive termination cuts the child (its stage-1 reward below the moving average, decay "
+                  f"{term['decay']}, of the earlier children's; the first {term['warmup']} all continue), Polyak "
+                  f"averaging {'on' if child['polyak'] else 'off'}; the reward, on a meta-validation split carved "
+                  f"from the training split, is the geometric mean of mIoU, mean accuracy and frequency-weighted "
+                  f"IoU. Encoder (MobileNetV2) pre-trained {s['encoder_steps']} steps on the training split. "
+                  f"Latency target {r['target_ms']:g} ms ({r['latency']}), the median prediction of random children; "
+                  f"proposals predicted over it are not trained (the controller learns from them). Compute saved: cut children × the mean stage-2 CPU time of the others, over what all "
+                  f"would have cost. " + machine_line(r)]
+        if (Path(study.folder) / "results" / f"{i}.png").is_file():
+            lines += ["", f"![best reward so far](results/{i}.png)"]
+        lines.append("")
+    return lines
+
+
 def compare_table(r: dict[str, Any], link: str | None = None) -> list[str]:
     """A ``segnas compare`` result (``collect.py``): every network's mIoU over seeds on val and on the
     test split (on CamVid: a training sequence left out), its latency in the one session, the target."""
@@ -1198,7 +1253,7 @@ PROGRESS: dict[str, Callable[[Study], list[str]]] = {"compare": progress_compare
 RENDERERS: dict[str, Callable[[Study, dict[str, Study]], list[str]]] = {
     "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
     "training": page_training, "fasterseg": page_fasterseg, "ssr": page_ssr, "groundtruth": page_groundtruth,
-    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare, "mobile": page_mobile,
+    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare, "mobile": page_mobile, "rl": page_rl,
     "generic": page_generic,
 }
 

@@ -7,7 +7,9 @@ Every search draws children of the ``encdec`` space and scores them with the sam
 (``segnas.evaluate.rl.ChildEvaluator``: decoder on cached features, progressive termination,
 end-to-end fine-tuning, Polyak averaging, KD from ``--teacher``) from one pre-trained encoder
 (cached), under the same budget of ``--candidates`` children, on the ask/tell loop of the search
-job. Reported (``<results-dir>/<name>.json``, default ``benchmarks/rl/results/rl_camvid.json``):
+job. Reported (``<results-dir>/<name>.json`` and a plot ``<name>.png``, default
+``benchmarks/rl/results/rl_camvid``; saved after every search, ``complete`` false until the best child
+is trained, so a cut run leaves what it has and resumes):
 
 - best reward so far vs number of children and vs child CPU-time, for the controller (PPO) and for
   random search (the same evaluator, termination included), seeds 0 and 1;
@@ -116,6 +118,39 @@ def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], arg
             "best_arch": top.arch.to_dict(), "rejected_infeasible": outcome.rejected}
 
 
+def plot(out: dict[str, Any], path: Path) -> None:
+    """Best reward so far against children and against child CPU-hours, every search of ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    searches = [(f"{r['kind']} seed {r['seed']}", r) for r in out["runs"]]
+    searches += [(f"ppo {name.replace('_', ' ')}", r) for name, r in out["ablations"].items()]
+    for label, r in searches:
+        style = "-" if r["kind"] == "ppo" else "--"
+        best = [c["best"] for c in r["curve"]]
+        axes[0].step([c["n"] for c in r["curve"]], best, style, where="post", label=label)
+        axes[1].step([c["cpu_s"] / 3600 for c in r["curve"]], best, style, where="post", label=label)
+    for ax, x in zip(axes, ("children", "child CPU-hours")):
+        ax.set_xlabel(x)
+        ax.set_ylabel("best reward so far")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def save(out: dict[str, Any], args: argparse.Namespace) -> Path:
+    path = common.save_result(args.name, out, args.results_dir)
+    plot(out, Path(args.results_dir) / f"{args.name}.png")
+    return path
+
+
 def final_training(arch: dict, ctx: dict, args: argparse.Namespace) -> dict:
     """The best child trained with train_camvid.py's recipe for ``--final-steps`` steps, from the
     pre-trained encoder (``model.init``; from scratch when there is none)."""
@@ -196,18 +231,24 @@ def main() -> None:
            "encoder": encoder, "size": size, "name": args.name.replace("_", "-"),
            "child": {**(SMOKE_CHILD if args.smoke else {}), "teacher": None}}
     ctx["child"]["teacher"] = teacher_checkpoint(ctx, args)
-    runs = [search(kind, seed, {}, ctx, args) for kind in ("ppo", "random") for seed in (0, 1)]
-    ablations = {name: search("ppo", 0, child, {**ctx, "name": f"{ctx['name']}-{name}"}, args)
-                 for name, child in (("no_aux", {"aux_weight": 0.0}), ("no_kd", {"kd_weight": 0.0}),
-                                     ("no_polyak", {"polyak": False}))}
-    best = runs[0]
-    out = {"target_ms": args.target_ms, "settings": vars(args), "space_options": space_options,
-           "latency": f"onnxruntime, 2 threads, {size}", "encoder": str(encoder),
-           "child": ChildSettings(**ctx["child"]).model_dump(mode="json"), "termination": termination(args),
-           "runs": runs, "ablations": ablations,
-           "best_child": {"reward": best["best_reward"], "arch": best["best_arch"],
-                          **(final_training(best["best_arch"], ctx, args) if args.final_steps else {})}}
-    path = common.save_result(args.name, out, args.results_dir)
+    out: dict[str, Any] = {"target_ms": args.target_ms, "settings": vars(args), "space_options": space_options,
+                           "latency": f"onnxruntime, 2 threads, {size}", "encoder": str(encoder),
+                           "child": ChildSettings(**ctx["child"]).model_dump(mode="json"),
+                           "termination": termination(args), "complete": False, "runs": [], "ablations": {}}
+    # seed 0 of both searches first, then seed 1, then the ablations; the result is saved after each
+    # search, marked incomplete until the best child's final training is in (a cut run resumes)
+    for seed in (0, 1):
+        for kind in ("ppo", "random"):
+            out["runs"].append(search(kind, seed, {}, ctx, args))
+            save(out, args)
+    for name, child in (("no_aux", {"aux_weight": 0.0}), ("no_kd", {"kd_weight": 0.0}), ("no_polyak", {"polyak": False})):
+        out["ablations"][name] = search("ppo", 0, child, {**ctx, "name": f"{ctx['name']}-{name}"}, args)
+        save(out, args)
+    runs, ablations, best = out["runs"], out["ablations"], out["runs"][0]
+    out["best_child"] = {"reward": best["best_reward"], "arch": best["best_arch"],
+                         **(final_training(best["best_arch"], ctx, args) if args.final_steps else {})}
+    out["complete"] = True
+    path = save(out, args)
     for r in runs + list(ablations.values()):
         print(f"{r['kind']} seed {r['seed']}: best reward {r['best_reward']} after {r['children']} children, "
               f"{r['children_per_cpu_hour']} children/CPU-hour, termination saved "
