@@ -809,7 +809,8 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
             f"uniform); the first {first['calibration_networks']} of each space and size fit the correction, the "
             "rest are held out and evaluated. Every network is timed whole in interleaved sessions of 8 " + (
                 "gated by a probe (Fast-SCNN timed before every ≥ 0.3 s block of a network, at least 3 rounds; each "
-                "figure the median of a network's rounds in the fastest state of the host seen over all sessions)"
+                "figure the median of a network's rounds in one state of the host over all sessions: rounds whose probe "
+                "ran at most 10% over the lower quartile of all probes)"
                 if first.get("probed") else "(3 rounds of ≥ 0.3 s blocks, the quietest round's median)") +
             ". The next-to-last column compares two single "
             "rounds of the same networks: the noise of the measurement itself, which no predictor can beat. "
@@ -817,6 +818,7 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
             "seconds per entry it took to time entries here, plus the fit. "
             f"Goal: ≥ 90% within ±10% and ρ ≥ 0.95 in every space. {first['backend']}, "
             f"{first['threads']} threads. " + machine_line(r), ""]
+        lines += across_sessions(r)
         if (study.folder / "results" / f"{name}.png").is_file():
             lines += [f"![predicted vs measured]({'results'}/{name}.png)", ""]
     for r in res.values():
@@ -825,6 +827,26 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
     for r in res.values():
         if "rows" in r:
             lines += joint_latency(r)
+    return lines
+
+
+def across_sessions(r: dict) -> list[str]:
+    """The same networks measured in two sessions (``report --previous``): the measurements apart, and
+    each session's correction predicting the other's measurements."""
+    lines = []
+    for s in r["summary"]:
+        p = s.get("previous")
+        if not p:
+            continue
+        lines += [f"**Across sessions** (`{s['space']}`, {s['size']}): the same {s['networks']} networks were measured "
+                  f"in an earlier session too (`{p['result']}`, {p['date'][:16]}, {p['machine']['cpu']}). The two "
+                  f"sessions' measurements agree within ±10% for {100 * p['measured_within_10pct']:.0f}% of the "
+                  f"networks (median difference {100 * p['measured_median_abs_rel_diff']:.1f}%, ρ "
+                  f"{p['measured_spearman']:.3f}). The earlier session's corrected prediction lands within ±10% of this "
+                  f"session's measurement for {100 * p['its_correction_here_within_10pct']:.0f}% of the held-out "
+                  f"networks, this session's correction within ±10% of the earlier measurement for "
+                  f"{100 * p['this_correction_there_within_10pct']:.0f}%. A prediction can only hold as well as the "
+                  "host's speed holds from one session to the next.", ""]
     return lines
 
 

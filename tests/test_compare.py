@@ -388,10 +388,11 @@ class _Sleeper(torch.nn.Module):
         return x
 
 
-def test_a_probed_session_takes_every_figure_in_the_hosts_fastest_state():
-    """The host runs everything twice as slow for the session's first 0.4 s: the probe tells those
-    blocks apart, and the figures are the blocks of the fastest state seen (a session that never saw
-    the fast state would give the slow state's, alike for every network)."""
+def test_a_probed_session_takes_every_figure_in_one_state_of_the_host():
+    """The host runs everything twice as slow for the session's first 0.4 s (about a quarter of its
+    rounds): the probe tells those blocks apart, and the figures are the blocks of the fast state, the
+    fastest the host spent a quarter of the session in (a session that never saw the fast state would
+    give the slow state's, alike for every network)."""
     from segnas.cost.latency import measure_latency_gated
 
     host = _Host(slow_for_s=0.4)
@@ -586,7 +587,7 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
 def test_sessions_that_disagree_are_said_to():
     """A host that changed speed between two latency sessions (one network 20.1 ms in one, 10.6 in
     the other) gets a note; sessions within 15% of each other none. Probed sessions add up over the
-    rounds of the fastest probe of any network and session, one state of the host for all."""
+    rounds of the reference probe over every network and session, one state of the host for all."""
     from segnas.jobs.compare import add_session, session_spread_warning
 
     def session(*rounds: float, probes: tuple[float, ...] = ()) -> dict:

@@ -2,7 +2,7 @@
 learned correction (``segnas.cost.calibration``).
 
     python benchmarks/latency_model/latency_predictor.py measure [--spaces all] [--sizes 360x480 512x1024] [--n 200] [--fresh-table]
-    python benchmarks/latency_model/latency_predictor.py report  [--calibration 32]
+    python benchmarks/latency_model/latency_predictor.py report  [--calibration 32] [--previous RESULT]
 
 ``measure`` draws --n distinct random networks per space (``calibration_archs``: alternately
 spread over the latency range and uniform), fills the operator table for them (--fresh-table:
@@ -10,7 +10,7 @@ times their entries again; with a probe, entries timed in a slow state of the ho
 again), then measures each whole network on the runtime (ONNX Runtime, 2 threads) in sessions
 of 8 networks gated by a probe (``--probe``, default Fast-SCNN: a short block of it before every
 block of ≥ 0.3 s of a network, at least 3 rounds; every figure the median of a network's rounds in
-the fastest state of the host seen over all sessions; ``--probe none``: 3 rounds, the quietest
+one state of the host over all sessions, ``segnas.cost.latency.reference_probe``; ``--probe none``: 3 rounds, the quietest
 round's median), in an order that alternates calibration and held-out networks, and appends it to
 ``<store-dir>/<space>_<HxW>.jsonl`` (default runs/latency_predictor/) — resumable, a rerun
 measures only what is missing. ``report`` reads those files and the operator table of this machine.
@@ -46,8 +46,8 @@ RESULTS = results_dir(__file__)
 CLASSES = 19
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
-from segnas.cost.calibration import (calibration_archs, fastest_probe, fit_correction, input_megabytes,  # noqa: E402
-                                     kind_sums, measure_networks, measured_figures)
+from segnas.cost.calibration import (calibration_archs, fit_correction, input_megabytes,  # noqa: E402
+                                     kind_sums, measure_networks, measured_figures, reference_state)
 from segnas.cost.latency import HostProbe, steady_rounds  # noqa: E402
 from segnas.parallel.store import ResultStore  # noqa: E402
 from segnas.spaces import get_space, list_spaces  # noqa: E402
@@ -142,8 +142,8 @@ def report(args: argparse.Namespace) -> None:
                                "within_10pct": float(np.mean([abs(e) <= 0.10 for e in err])),
                                "spearman": float(spearmanr(values, held_m).statistic),
                                "mean_signed_rel_error": statistics.mean(err)}
-            fastest = fastest_probe(rec)
-            twice = [pair for r in rec if len(pair := repeat_pair(r, fastest)) == 2]
+            state = reference_state(rec)
+            twice = [pair for r in rec if len(pair := repeat_pair(r, state)) == 2]
             ceiling = float(spearmanr([a for a, _ in twice], [b for _, b in twice]).statistic)
             timing = table_timing_path(args, name, size_text)
             per_entry = (lambda t: t["seconds"] / t["entries"])(json.loads(timing.read_text())) if timing.is_file() else None
@@ -167,6 +167,8 @@ def report(args: argparse.Namespace) -> None:
                                "table_ms": p.total_ms, "corrected_ms": pc, "measured_ms": m,
                                "overhead_ms": p.overhead_ms, "operators": len(p.per_op),
                                "input_mb": input_megabytes(p), "kind_ms": kind_sums(p)})
+            if args.previous:
+                summary[-1].update(across_sessions(args.previous, name, size_text, corrected, meas, c))
             s = summary[-1]
             print(f"{name:9s} {size_text}: table |err| {100 * s['table_median_abs_rel_error']:.1f}%, "
                   f"±10% {100 * s['table_within_10pct']:.0f}%, ρ {s['table_spearman']:.3f} → corrected "
@@ -178,12 +180,37 @@ def report(args: argparse.Namespace) -> None:
     print(f"saved {path}")
 
 
-def repeat_pair(record: dict[str, Any], fastest: float | None) -> list[float]:
+def across_sessions(previous: str, space: str, size: str, corrected: list[float], measured: list[float],
+                    calibration: int) -> dict[str, Any]:
+    """The same networks (same sampler, seed and count) measured in another session, result
+    ``previous``: how far the two sessions' measurements are apart (every network), and how each
+    session's correction predicts the other session's measurement of the held-out networks."""
+    old = json.loads((RESULTS / f"{previous}.json").read_text())
+    points = [p for p in old["points"] if p["space"] == space and p["size"] == size]
+    if len(points) != len(measured):
+        raise SystemExit(f"--previous {previous}: {len(points)} networks of {space} {size}, here {len(measured)}; "
+                         "measure the same --n and --seed")
+    before = [p["measured_ms"] for p in points]
+    ratio = [m / b - 1 for m, b in zip(measured, before)]
+
+    def within(pred: list[float], meas: list[float]) -> float:
+        return float(np.mean([abs(p / m - 1) <= 0.10 for p, m in zip(pred[calibration:], meas[calibration:])]))
+
+    return {"previous": {"result": previous, "date": old["date"], "machine": old["machine"],
+                         "measured_within_10pct": float(np.mean([abs(r) <= 0.10 for r in ratio])),
+                         "measured_spearman": float(spearmanr(before, measured).statistic),
+                         "measured_median_abs_rel_diff": statistics.median(map(abs, ratio)),
+                         # a correction calibrated in one session, used in the other (held-out networks)
+                         "its_correction_here_within_10pct": within([p["corrected_ms"] for p in points], measured),
+                         "this_correction_there_within_10pct": within(corrected, before)}}
+
+
+def repeat_pair(record: dict[str, Any], state: float | None) -> list[float]:
     """Two timings of one network for the repeatability ceiling: its first two rounds, or in a gated
-    measurement (``fastest``: the fastest probe of all) its first two steady rounds (fewer when it has fewer)."""
-    if fastest is None:
+    measurement (``state``: the reference probe of all) its first two steady rounds (fewer when it has fewer)."""
+    if state is None:
         return record["rounds_ms"][:2]
-    return steady_rounds(record["rounds_ms"], record["probes_ms"], fastest)[:2]
+    return steady_rounds(record["rounds_ms"], record["probes_ms"], state)[:2]
 
 
 def plot(points: list[dict], path: Path) -> None:
@@ -223,11 +250,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--probe", default="fast_scnn",
                     help="zoo network or arch file timed before every block to tell the host's state (a cloud VM "
-                         "changes speed by itself); every figure from the fastest state seen; none: quietest round")
+                         "changes speed by itself); every figure from one state of the host; none: quietest round")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store-dir", default="runs/latency_predictor",
                     help="where the measured networks are kept (one resumable JSONL per space and size)")
     ap.add_argument("--name", default="latency_predictor", help="report: result id (results/NAME.json and .png)")
+    ap.add_argument("--previous", default=None,
+                    help="report: a result id measured in another session with the same --n and --seed; adds how "
+                         "far the two sessions' measurements are apart, and how its correction predicts this session")
     ap.add_argument("--fresh-table", action="store_true",
                     help="measure: time the networks' table entries again (in the same session as the networks)")
     args = ap.parse_args()

@@ -284,7 +284,7 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
     machine a disturbed round measured up to 3x the others). With a ``probe`` (a fixed network, the
     same module for every chunk): a probe-gated session (``measure_latency_gated``), for a host that
     changes speed by itself (a cloud VM); every network's figure is then the median of its rounds
-    whose probe ran within the tolerance of the fastest probe of all networks measured
+    whose probe ran within the tolerance over the reference probe of all networks measured
     (``measured_figures``), one state of the machine for all. With a ``store``, finished networks
     are kept by architecture key (with the architecture, its per-round medians and probes, and the
     seconds spent per network) and skipped on a rerun."""
@@ -321,26 +321,28 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
     return measured_figures([records[k] for k in keys])
 
 
-def fastest_probe(records: Sequence[dict[str, Any]]) -> float | None:
-    """The fastest probe over measured networks' rounds, where every record has its rounds' probes
-    (a gated measurement), else None."""
+def reference_state(records: Sequence[dict[str, Any]]) -> float | None:
+    """The ``reference_probe`` over measured networks' rounds, where every record has its rounds'
+    probes (a gated measurement), else None."""
+    from segnas.cost.latency import reference_probe
+
     if not records or not all(r.get("probes_ms") for r in records):
         return None
-    return min(p for r in records for p in r["probes_ms"])
+    return reference_probe(p for r in records for p in r["probes_ms"])
 
 
 def measured_figures(records: Sequence[dict[str, Any]]) -> list[float]:
     """Each measured network's figure (ms): where every record has its rounds' probes, the median of
-    its rounds whose probe ran within the tolerance of the fastest probe of all of them (``steady_median``:
-    one state of the machine for all networks, whichever session timed them), else — and for a
-    network without such a round — its quietest round (``measured_ms``)."""
+    its rounds whose probe ran within the tolerance over the ``reference_state`` of all of them
+    (``steady_median``: one state of the machine for all networks, whichever session timed them), and
+    for a network without such a round the median of its rounds; else its quietest round (``measured_ms``)."""
     from segnas.cost.latency import steady_median
 
-    fastest = fastest_probe(records)
-    if fastest is None:
+    state = reference_state(records)
+    if state is None:
         return [float(r["measured_ms"]) for r in records]
     out = []
     for r in records:
-        steady = steady_median(r["rounds_ms"], r["probes_ms"], fastest)
-        out.append(float(steady if steady is not None else r["measured_ms"]))
+        steady = steady_median(r["rounds_ms"], r["probes_ms"], state)
+        out.append(float(steady if steady is not None else statistics.median(r["rounds_ms"])))
     return out

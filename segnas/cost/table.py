@@ -11,9 +11,9 @@ operators' entries plus one call overhead.
 
 A table given a ``HostProbe`` times the probe before every entry and keeps its median with the
 entry: on a host that changes speed by itself (a cloud VM), the entries timed while the probe ran
-more than ``STEADY_TOLERANCE`` over its fastest time in the table are timed again (``probe_passes``
-times at most), each keeping its timing of the fastest state, so that the entries add up in one
-state of the machine.
+more than ``STEADY_TOLERANCE`` over its ``reference_probe`` in the table (the fastest state the host
+spent a quarter of the time in) are timed again (``probe_passes`` times at most), each keeping its
+timing of the faster state, so that the entries add up in one state of the machine.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from segnas.cost.backends import pinned_threads, prepare
-from segnas.cost.latency import STEADY_TOLERANCE, HostProbe, default_threads, time_callable
+from segnas.cost.latency import STEADY_TOLERANCE, HostProbe, default_threads, reference_probe, time_callable
 from segnas.cost.machine import BUSY_CORES, cache_dir, machine_fingerprint, other_processes_cores
 from segnas.progress import progress_bar
 from segnas.nn.ops import OpKey
@@ -137,11 +137,11 @@ class LatencyTable:
         return self.entries[name]
 
     def unsteady(self, keys: Iterable[OpKey]) -> list[OpKey]:
-        """The entries of ``keys`` timed while the probe ran over ``STEADY_TOLERANCE`` of its fastest
-        time in the table (none without a probe)."""
+        """The entries of ``keys`` timed while the probe ran over ``STEADY_TOLERANCE`` above its
+        ``reference_probe`` over the table (none without a probe)."""
         if not self.probes:
             return []
-        limit = min(self.probes.values()) * (1 + STEADY_TOLERANCE)
+        limit = reference_probe(self.probes.values()) * (1 + STEADY_TOLERANCE)
         return list({k.to_str(): k for k in keys if self.probes.get(k.to_str(), 0.0) > limit}.values())
 
     def retime_unsteady(self, keys: Iterable[OpKey]) -> None:

@@ -37,7 +37,7 @@ from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
-                                 steady_median)
+                                 reference_probe, steady_median)
 from segnas.cost.machine import BUSY_CORES, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset
 from segnas.engine.device import describe_device, resolve_device
@@ -399,8 +399,8 @@ def same_session_setting(saved: dict[str, Any], cfg: CompareSettings, identities
 def add_session(earlier: dict[str, dict[str, Any]], latest: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Every network's latency (by name) over the saved sessions and the latest one: every round's
     median kept, each session's figure kept (``session_latency_ms``), and the figure taken over all
-    rounds: in probed sessions the steady rounds of the fastest probe of any network and session
-    (one state of the host for all, as within a session), else the quietest round. The latest
+    rounds: in probed sessions the steady rounds of the reference probe over every network and
+    session (one state of the host for all, as within a session), else the quietest round. The latest
     session's own median, IQR and runs stay as measured."""
     merged: dict[str, dict[str, Any]] = {}
     for name, last in latest.items():
@@ -411,9 +411,9 @@ def add_session(earlier: dict[str, dict[str, Any]], latest: dict[str, dict[str, 
         merged[name] = {**last, "round_medians_ms": rounds, "quietest_ms": min(rounds),
                         "session_latency_ms": per_session, "round_probe_ms": probes}
     if all(len(m["round_probe_ms"]) == len(m["round_medians_ms"]) > 0 for m in merged.values()):
-        fastest = min(p for m in merged.values() for p in m["round_probe_ms"])
+        state = reference_probe(p for m in merged.values() for p in m["round_probe_ms"])
         for m in merged.values():
-            m["steady_ms"] = steady_median(m["round_medians_ms"], m["round_probe_ms"], fastest)
+            m["steady_ms"] = steady_median(m["round_medians_ms"], m["round_probe_ms"], state)
     else:  # a session without the probe: no common state to gate on
         for m in merged.values():
             m.update(round_probe_ms=[], steady_ms=None)
@@ -473,7 +473,7 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
 
 
 def session_ms(latency: dict[str, Any]) -> float:
-    """A network's latency in the session: the median of its rounds in the host's fastest state
+    """A network's latency in the session: the median of its rounds in the reference state of the host
     (``steady_ms``, a probed session), else its quietest round's median (``quietest_ms``; sessions
     saved before it was recorded: the lowest round median they kept, else their median)."""
     return (latency.get("steady_ms") or latency.get("quietest_ms")
@@ -593,7 +593,7 @@ def compare_table(summary: dict[str, Any]) -> str:
              "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
              + (f" ({n} sessions)" if (n := summary.get("latency_sessions") or 1) > 1 else "")
              + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's figure from its blocks "
-             + ("in the host's fastest state seen (probe: " + str(s.get("measure_probe")) + ")"
+             + ("in one state of the host, the fastest it spent a quarter of the session in (probe: " + str(s.get("measure_probe")) + ")"
                 if s.get("measure_probe") else "of its quietest round")
              + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
              "  at search: the found network measured at the end of its search, on the machine its latency",
