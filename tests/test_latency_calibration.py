@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -219,6 +220,30 @@ def test_a_probed_measurement_keeps_each_rounds_probe_and_takes_one_state_for_al
     assert calib.measured_figures(rare) == [10.0, 40.0, 6.0]
     # a record without probes (measured unprobed): every figure is the quietest round
     assert calib.measured_figures(hand[:2] + [{"measured_ms": 5.0, "rounds_ms": [5.0]}]) == [9.0, 30.0, 5.0]
+
+
+def test_a_session_run_in_a_slow_spell_waits_for_the_others_state_and_is_timed_again(monkeypatch):
+    """The second session of a probed measurement runs wholly in a slow spell (probe 2 ms, networks
+    twice as slow): it is given the first session's probes to wait for their state, and its networks,
+    without a round in that state, are timed again; every figure then comes from the fast state."""
+    import segnas.cost.latency as latency
+
+    archs = calib.calibration_archs(SPACE, 4)
+    fast = {SPACE.key(a): 10.0 + i for i, a in enumerate(archs)}
+    calls: list[tuple[list[str], int]] = []
+
+    def scripted(models, *args, earlier_probes=(), **kwargs):
+        calls.append((list(models), len(earlier_probes)))
+        slow = len(calls) == 2  # the second session: a slow spell throughout
+        return {k: SimpleNamespace(round_medians_ms=(fast[k] * (2 if slow else 1),) * 3,
+                                   round_probe_ms=((2.0 if slow else 1.0),) * 3) for k in models}
+
+    monkeypatch.setattr(latency, "measure_latency_gated", scripted)
+    ms = calib.measure_networks(SPACE, archs, 11, (1, 3, 32, 48), "eager", 1, chunk=2, progress=False,
+                                probe=SPACE.build(archs[0], 11))
+    keys = [SPACE.key(a) for a in archs]
+    assert [c[1] for c in calls] == [0, 6, 12] and calls[2][0] == keys[2:]
+    assert ms == [fast[k] for k in keys]
 
 
 def test_a_probed_table_times_again_the_entries_timed_in_a_slow_state(tmp_path, monkeypatch):

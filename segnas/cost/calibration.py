@@ -275,7 +275,7 @@ def median_abs_error(predicted: Iterable[float], measured: Iterable[float]) -> f
 def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_shape: tuple[int, int, int, int],
                      backend: str, threads: int, store: MeasurementStore | None = None, chunk: int = 8,
                      min_time_s: float = 0.3, rounds: int = 3, progress: bool = True,
-                     probe: nn.Module | None = None) -> list[float]:
+                     probe: nn.Module | None = None, retries: int = 1) -> list[float]:
     """Measured latency of every architecture (ms), each in the quietest state of the machine seen.
 
     Networks are timed ``chunk`` at a time in one interleaved session of at least ``rounds`` rounds,
@@ -285,39 +285,56 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
     same module for every chunk): a probe-gated session (``measure_latency_gated``), for a host that
     changes speed by itself (a cloud VM); every network's figure is then the median of its rounds
     whose probe ran within the tolerance over the reference probe of all networks measured
-    (``measured_figures``), one state of the machine for all. With a ``store``, finished networks
+    (``measured_figures``), one state of the machine for all: each session waits for the state of
+    the sessions before it, and the networks still without a round in the final state are timed
+    again in up to ``retries`` more sessions (their rounds added). With a ``store``, finished networks
     are kept by architecture key (with the architecture, its per-round medians and probes, and the
     seconds spent per network) and skipped on a rerun."""
-    from segnas.cost.latency import measure_latency_gated, measure_latency_interleaved
+    from segnas.cost.latency import measure_latency_gated, measure_latency_interleaved, steady_rounds
     from segnas.progress import progress_bar
 
     keys = [space.key(a) for a in archs]
     todo = [i for i, k in enumerate(keys) if store is None or k not in store]
     records: dict[str, dict[str, Any]] = {k: store[k] for k in keys if store is not None and k in store}
+
+    def session(group: list[int], again: bool) -> None:
+        models = {keys[i]: space.build(archs[i], num_classes).eval() for i in group}
+        t0 = time.perf_counter()
+        if probe is None:
+            results = measure_latency_interleaved(models, input_shape, backend, threads, warmup=3,
+                                                  min_runs=3 * rounds, min_time_s=min_time_s * rounds, rounds=rounds)
+        else:
+            seen = [p for r in records.values() for p in r.get("probes_ms") or []]
+            results = measure_latency_gated(models, input_shape, probe, backend, threads, block_runs=3,
+                                            block_time_s=min_time_s, min_rounds=rounds, earlier_probes=seen)
+        seconds = (time.perf_counter() - t0) / len(group)
+        for i in group:
+            result, before = results[keys[i]], records.get(keys[i]) if again else None
+            rounds_ms = (before["rounds_ms"] if before else []) + list(result.round_medians_ms)
+            records[keys[i]] = {"measured_ms": min(rounds_ms), "rounds_ms": rounds_ms,
+                                "probes_ms": (before["probes_ms"] if before else []) + list(result.round_probe_ms or []),
+                                "seconds": round(seconds + (before["seconds"] if before else 0.0), 2),
+                                "arch": archs[i].to_dict()}
+            if store is not None:
+                store.add(keys[i], records[keys[i]])
+
+    def unsteady() -> list[int]:
+        state = reference_state([records[k] for k in keys])
+        if state is None:
+            return []
+        return [i for i, k in enumerate(keys)
+                if not steady_rounds(records[k]["rounds_ms"], records[k]["probes_ms"], state)]
+
     with progress_bar(progress and bool(todo)) as bar:
         task = bar.add_task(f"measuring {space.name} networks", total=len(todo), info="") if bar else None
         for start in range(0, len(todo), chunk):
-            group = todo[start:start + chunk]
-            models = {keys[i]: space.build(archs[i], num_classes).eval() for i in group}
-            t0 = time.perf_counter()
-            if probe is None:
-                results = measure_latency_interleaved(models, input_shape, backend, threads, warmup=3,
-                                                      min_runs=3 * rounds, min_time_s=min_time_s * rounds,
-                                                      rounds=rounds)
-            else:
-                results = measure_latency_gated(models, input_shape, probe, backend, threads, block_runs=3,
-                                                block_time_s=min_time_s, min_rounds=rounds)
-            seconds = (time.perf_counter() - t0) / len(group)
-            for i in group:
-                result = results[keys[i]]
-                records[keys[i]] = {"measured_ms": min(result.round_medians_ms),
-                                    "rounds_ms": list(result.round_medians_ms),
-                                    "probes_ms": list(result.round_probe_ms or []),
-                                    "seconds": round(seconds, 2), "arch": archs[i].to_dict()}
-                if store is not None:
-                    store.add(keys[i], records[keys[i]])
+            session(todo[start:start + chunk], again=False)
             if bar is not None:
-                bar.update(task, advance=len(group))
+                bar.update(task, advance=len(todo[start:start + chunk]))
+    for _ in range(retries if probe is not None else 0):
+        again = unsteady()
+        for start in range(0, len(again), chunk):
+            session(again[start:start + chunk], again=True)
     return measured_figures([records[k] for k in keys])
 
 

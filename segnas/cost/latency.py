@@ -181,7 +181,8 @@ def steady_median(round_medians_ms: Sequence[float], round_probe_ms: Sequence[fl
 def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[int, int, int, int], probe: nn.Module,
                           backend: str = "onnxruntime", threads: int | None = None, device: str = "cpu",
                           block_runs: int = 5, block_time_s: float = 0.2, min_rounds: int = 5, max_rounds: int = 40,
-                          steady_rounds: int = 2, tolerance: float = STEADY_TOLERANCE) -> dict[str, LatencyResult]:
+                          steady_rounds: int = 2, tolerance: float = STEADY_TOLERANCE,
+                          earlier_probes: Sequence[float] = ()) -> dict[str, LatencyResult]:
     """Latency of several networks in one session, each figure taken in the same state of the host.
 
     A cloud host changes speed for seconds to minutes at a time, and not alike for every network
@@ -193,6 +194,8 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
     ``reference_probe`` (the fastest state the host spent a quarter of the session in), or
     ``max_rounds``. ``steady_ms``: the median of those blocks' medians (None for a network that has
     none), so that every figure comes from one state of the host and the ratios are fair.
+    ``earlier_probes``: the probes of earlier sessions of the same measurement, so that a session
+    run wholly in a slow spell waits for the state the others were taken in (up to ``max_rounds``).
     """
     threads = threads or default_threads()
     x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
@@ -211,10 +214,10 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
             for name in names[shift:] + names[:shift]:
                 probes[name].append(reference())
                 blocks[name].append(time_callable(lambda: runners[name](x), 2, block_runs, block_time_s))
-            state = reference_probe(p for values in probes.values() for p in values)
+            state = reference_probe([*earlier_probes, *(p for values in probes.values() for p in values)])
             if r + 1 >= min_rounds and all(steady_blocks(n, state) >= steady_rounds for n in names):
                 break
-    state = reference_probe(p for values in probes.values() for p in values)
+    state = reference_probe([*earlier_probes, *(p for values in probes.values() for p in values)])
     out = {}
     for name in names:
         result = summarize([t for block in blocks[name] for t in block], backend, input_shape, threads, device)
