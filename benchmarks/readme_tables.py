@@ -1129,7 +1129,7 @@ def rl_row(label: str, run: dict[str, Any]) -> str:
     cpu_h = curve[-1]["cpu_s"] / 3600 if curve else 0.0
     return (f"| {label} | {run['seed']} | {run['children']} | {figure(at(half), '.4f')} | {run['best_reward']:.4f} | "
             f"{run['best_latency_ms']:.2f} | {cpu_h:.2f} | {run['children_per_cpu_hour']:.0f} | "
-            f"{run['terminated']} ({100 * run['termination_saved_fraction']:.0f}%) |")
+            f"{run['terminated']} ({100 * run['termination_saved_fraction']:.0f}%) | {run.get('rejected_infeasible', '–')} |")
 
 
 def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
@@ -1139,7 +1139,8 @@ def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
         s = r["settings"]
         searches = len(r["runs"]) + len(r["ablations"])
         head = ["| search | seed | children | best reward after half | best reward | its predicted ms | child CPU-hours "
-                "| children per CPU-hour | cut by termination (compute saved) |", "|---|---|---|---|---|---|---|---|---|"]
+                "| children per CPU-hour | cut by termination (compute saved) | proposals over the target, not trained |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"### `{i}`", ""]
         if not r.get("complete", True):
             lines += [f"**Incomplete:** {searches} of 7 searches done"
