@@ -809,8 +809,8 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
             f"uniform); the first {first['calibration_networks']} of each space and size fit the correction, the "
             "rest are held out and evaluated. Every network is timed whole in interleaved sessions of 8 " + (
                 "gated by a probe (Fast-SCNN timed before every ≥ 0.3 s block of a network, at least 3 rounds; each "
-                "figure the median of a network's rounds in one state of the host over all sessions: rounds whose probe "
-                "ran at most 10% over the lower quartile of all probes)"
+                "figure the median of a network's rounds in one state of the host over all sessions: rounds whose "
+                "probe ran at most 10% over the lower quartile of all probes)"
                 if first.get("probed") else "(3 rounds of ≥ 0.3 s blocks, the quietest round's median)") +
             ". The next-to-last column compares two single "
             "rounds of the same networks: the noise of the measurement itself, which no predictor can beat. "
@@ -838,12 +838,12 @@ def across_sessions(r: dict) -> list[str]:
         p = s.get("previous")
         if not p:
             continue
-        lines += [f"**Across sessions** (`{s['space']}`, {s['size']}): the same {s['networks']} networks were measured "
-                  f"in an earlier session too (`{p['result']}`, {p['date'][:16]}, {p['machine']['cpu']}). The two "
-                  f"sessions' measurements agree within ±10% for {100 * p['measured_within_10pct']:.0f}% of the "
-                  f"networks (median difference {100 * p['measured_median_abs_rel_diff']:.1f}%, ρ "
-                  f"{p['measured_spearman']:.3f}). The earlier session's corrected prediction lands within ±10% of this "
-                  f"session's measurement for {100 * p['its_correction_here_within_10pct']:.0f}% of the held-out "
+        lines += [f"**Across sessions** (`{s['space']}`, {s['size']}): the same {s['networks']} networks were "
+                  f"measured in an earlier session too (`{p['result']}`, {p['date'][:16]}, {p['machine']['cpu']}). "
+                  f"The two sessions' measurements agree within ±10% for {100 * p['measured_within_10pct']:.0f}% of "
+                  f"the networks (median difference {100 * p['measured_median_abs_rel_diff']:.1f}%, ρ "
+                  f"{p['measured_spearman']:.3f}). The earlier session's corrected prediction lands within ±10% of "
+                  f"this session's measurement for {100 * p['its_correction_here_within_10pct']:.0f}% of the held-out "
                   f"networks, this session's correction within ±10% of the earlier measurement for "
                   f"{100 * p['this_correction_there_within_10pct']:.0f}%. A prediction can only hold as well as the "
                   "host's speed holds from one session to the next.", ""]
@@ -1121,15 +1121,19 @@ def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:
     return lines
 
 
+#: Searches of one rl_camvid.py run: PPO and random search at seeds 0 and 1, then three ablations.
+RL_SEARCHES = 7
+
+
 def rl_row(label: str, run: dict[str, Any]) -> str:
     """One RL or random search: its budget, its best reward along the way, its compute."""
-    curve = run["curve"]
-    at = lambda n: next((c["best"] for c in curve if c["n"] >= n), curve[-1]["best"]) if curve else None
-    half = max(len(curve) // 2, 1)
+    curve = run["curve"]  # one point per child, n = 1, 2, ...
+    half = curve[max(len(curve) // 2, 1) - 1]["best"] if curve else None
     cpu_h = curve[-1]["cpu_s"] / 3600 if curve else 0.0
-    return (f"| {label} | {run['seed']} | {run['children']} | {figure(at(half), '.4f')} | {run['best_reward']:.4f} | "
+    return (f"| {label} | {run['seed']} | {run['children']} | {figure(half, '.4f')} | {run['best_reward']:.4f} | "
             f"{run['best_latency_ms']:.2f} | {cpu_h:.2f} | {run['children_per_cpu_hour']:.0f} | "
-            f"{run['terminated']} ({100 * run['termination_saved_fraction']:.0f}%) | {run.get('rejected_infeasible', '–')} |")
+            f"{run['terminated']} ({100 * run['termination_saved_fraction']:.0f}%) | "
+            f"{run.get('rejected_infeasible', '–')} |")
 
 
 def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
@@ -1138,13 +1142,14 @@ def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
     for i, r in study.results().items():
         s = r["settings"]
         searches = len(r["runs"]) + len(r["ablations"])
-        head = ["| search | seed | children | best reward after half | best reward | its predicted ms | child CPU-hours "
-                "| children per CPU-hour | cut by termination (compute saved) | proposals over the target, not trained |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        head = ["| search | seed | children | best reward after half | best reward | its predicted ms "
+                "| child CPU-hours | children per CPU-hour | cut by termination (compute saved) "
+                "| proposals over the target, not trained |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"### `{i}`", ""]
         if not r.get("complete", True):
-            lines += [f"**Incomplete:** {searches} of 7 searches done"
-                      + ("" if searches < 7 else ", the best child's final training not yet") + "; the run resumes.", ""]
+            lines += [f"**Incomplete:** {searches} of {RL_SEARCHES} searches done"
+                      + ("" if searches < RL_SEARCHES else ", the best child's final training not yet")
+                      + "; the run resumes.", ""]
         lines += head + [rl_row("PPO" if run["kind"] == "ppo" else "random", run) for run in r["runs"]]
         if r["ablations"]:
             lines += ["", "Ablations (PPO, seed 0, same budget):", ""] + head
@@ -1169,9 +1174,10 @@ def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
                   f"from the training split, is the geometric mean of mIoU, mean accuracy and frequency-weighted "
                   f"IoU. Encoder (MobileNetV2) pre-trained {s['encoder_steps']} steps on the training split. "
                   f"Latency target {r['target_ms']:g} ms ({r['latency']}), the median prediction of random children; "
-                  f"proposals predicted over it are not trained (the controller learns from them). Compute saved: cut children × the mean stage-2 CPU time of the others, over what all "
-                  f"would have cost. " + machine_line(r)]
-        if (Path(study.folder) / "results" / f"{i}.png").is_file():
+                  f"proposals predicted over it are not trained (the controller learns from them). Compute saved: "
+                  f"cut children × the mean stage-2 CPU time of the others, over what all would have cost. "
+                  + machine_line(r)]
+        if (study.folder / "results" / f"{i}.png").is_file():
             lines += ["", f"![best reward so far](results/{i}.png)"]
         lines.append("")
     return lines
@@ -1276,7 +1282,8 @@ PROGRESS: dict[str, Callable[[Study], list[str]]] = {"compare": progress_compare
 RENDERERS: dict[str, Callable[[Study, dict[str, Study]], list[str]]] = {
     "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
     "training": page_training, "fasterseg": page_fasterseg, "ssr": page_ssr, "groundtruth": page_groundtruth,
-    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare, "mobile": page_mobile, "rl": page_rl,
+    "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare, "mobile": page_mobile,
+    "rl": page_rl,
     "generic": page_generic,
 }
 

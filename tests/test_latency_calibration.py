@@ -248,7 +248,8 @@ def test_a_session_run_in_a_slow_spell_waits_for_the_others_state_and_is_timed_a
 
 def test_a_probed_table_times_again_the_entries_timed_in_a_slow_state(tmp_path, monkeypatch):
     """Each entry keeps the probe's median from just before its timing; entries timed over 10% above
-    the reference probe (the lower quartile of the table's probes) are timed again (twice at most) and keep the timing of the faster state."""
+    the reference probe (the lower quartile of the table's probes) are timed again (twice at most)
+    and keep the timing of the faster state."""
 
     class Scripted:
         name = "scripted"

@@ -12,9 +12,11 @@ of 8 networks gated by a probe (``--probe``, default Fast-SCNN: a short block of
 block of ≥ 0.3 s of a network, at least 3 rounds; every figure the median of a network's rounds in
 one state of the host over all sessions, ``segnas.cost.latency.reference_probe``: each session
 waits for the state of the sessions before it, and networks still without a round in it are timed
-again once; ``--probe none``: 3 rounds, the quietest round's median), in an order that alternates calibration and held-out networks, and appends it to
-``<store-dir>/<space>_<HxW>.jsonl`` (default runs/latency_predictor/) — resumable, a rerun
-measures only what is missing (and times again the networks without a round in the reference state). ``report`` reads those files and the operator table of this machine.
+again once; ``--probe none``: 3 rounds, the quietest round's median), in an order that alternates
+calibration and held-out networks, and appends it to ``<store-dir>/<space>_<HxW>.jsonl`` (default
+runs/latency_predictor/) — resumable, a rerun measures only what is missing (and times again the
+networks without a round in the reference state). ``report`` reads those files and the operator
+table of this machine.
 Run it on an otherwise idle machine: on 2 cores any other process slows ONNX Runtime's 2 threads. ``report`` splits each space's networks into the first
 --calibration (the networks ``LatencyModel.calibrate`` would measure: same sampler, same seed) and
 the rest, held apart; fits the correction on the calibration networks only, and reports on the

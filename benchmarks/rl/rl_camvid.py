@@ -241,15 +241,16 @@ def main() -> None:
         for kind in ("ppo", "random"):
             out["runs"].append(search(kind, seed, {}, ctx, args))
             save(out, args)
-    for name, child in (("no_aux", {"aux_weight": 0.0}), ("no_kd", {"kd_weight": 0.0}), ("no_polyak", {"polyak": False})):
+    for name, child in (("no_aux", {"aux_weight": 0.0}), ("no_kd", {"kd_weight": 0.0}),
+                        ("no_polyak", {"polyak": False})):
         out["ablations"][name] = search("ppo", 0, child, {**ctx, "name": f"{ctx['name']}-{name}"}, args)
         save(out, args)
-    runs, ablations, best = out["runs"], out["ablations"], out["runs"][0]
+    best = out["runs"][0]
     out["best_child"] = {"reward": best["best_reward"], "arch": best["best_arch"],
                          **(final_training(best["best_arch"], ctx, args) if args.final_steps else {})}
     out["complete"] = True
     path = save(out, args)
-    for r in runs + list(ablations.values()):
+    for r in out["runs"] + list(out["ablations"].values()):
         print(f"{r['kind']} seed {r['seed']}: best reward {r['best_reward']} after {r['children']} children, "
               f"{r['children_per_cpu_hour']} children/CPU-hour, termination saved "
               f"{100 * r['termination_saved_fraction']:.1f}% ({r['terminated']} cut)")

@@ -261,7 +261,7 @@ def main() -> None:
                     help="nsga2: how the winner is picked from the Pareto front")
     ap.add_argument("--probe", default="fast_scnn",
                     help="latency table entries timed with this probe network (a host that changes speed by itself "
-                         "gets its entries retimed in its fastest state); '' for none")
+                         "gets its entries retimed in one state of the host); '' for none")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--name", default="main", help="result id")

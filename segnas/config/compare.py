@@ -74,7 +74,8 @@ class CompareSettings(Settings):
     #: measure_min_time_s / measure_rounds seconds per network).
     measure_rounds: int = Field(5, ge=1)
     #: A zoo network timed before every block of the session to tell the host's state
-    #: (``cost.latency.measure_latency_gated``): every figure is then taken in one state of the host (``reference_probe``).
+    #: (``cost.latency.measure_latency_gated``): every figure is then taken in one state of the host
+    #: (``cost.latency.reference_probe``).
     #: None: no probe, each network's quietest round's median (``LatencyResult.quietest_ms``).
     measure_probe: Optional[str] = "fast_scnn"
     #: Jobs (searches, trainings) run at once, and where (``segnas.parallel``); threads per job.

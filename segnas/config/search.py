@@ -32,7 +32,8 @@ class LatencyTarget(Settings):
     calibration_networks: int = Field(32, ge=0)
     #: A network (zoo name or arch file) timed beside every table entry and calibration network to
     #: tell a host that changes speed by itself (a cloud VM) in its slow state: entries timed then are
-    #: timed again, networks take their rounds in one state of the host (``reference_probe``). None: unprobed timing.
+    #: timed again, networks take their rounds in one state of the host (``cost.latency.reference_probe``).
+    #: None: unprobed timing.
     probe: Optional[str] = None
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))

@@ -309,12 +309,12 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
                                             block_time_s=min_time_s, min_rounds=rounds, earlier_probes=seen)
         seconds = (time.perf_counter() - t0) / len(group)
         for i in group:
-            result, before = results[keys[i]], records.get(keys[i]) if again else None
-            rounds_ms = (before["rounds_ms"] if before else []) + list(result.round_medians_ms)
+            result = results[keys[i]]
+            before = records[keys[i]] if again else {"rounds_ms": [], "probes_ms": [], "seconds": 0.0}
+            rounds_ms = before["rounds_ms"] + list(result.round_medians_ms)
             records[keys[i]] = {"measured_ms": min(rounds_ms), "rounds_ms": rounds_ms,
-                                "probes_ms": (before["probes_ms"] if before else []) + list(result.round_probe_ms or []),
-                                "seconds": round(seconds + (before["seconds"] if before else 0.0), 2),
-                                "arch": archs[i].to_dict()}
+                                "probes_ms": before["probes_ms"] + list(result.round_probe_ms or []),
+                                "seconds": round(before["seconds"] + seconds, 2), "arch": archs[i].to_dict()}
             if store is not None:
                 store.add(keys[i], records[keys[i]])
 
@@ -328,9 +328,10 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
     with progress_bar(progress and bool(todo)) as bar:
         task = bar.add_task(f"measuring {space.name} networks", total=len(todo), info="") if bar else None
         for start in range(0, len(todo), chunk):
-            session(todo[start:start + chunk], again=False)
+            group = todo[start:start + chunk]
+            session(group, again=False)
             if bar is not None:
-                bar.update(task, advance=len(todo[start:start + chunk]))
+                bar.update(task, advance=len(group))
     for _ in range(retries if probe is not None else 0):
         again = unsteady()
         for start in range(0, len(again), chunk):

@@ -593,7 +593,8 @@ def compare_table(summary: dict[str, Any]) -> str:
              "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
              + (f" ({n} sessions)" if (n := summary.get("latency_sessions") or 1) > 1 else "")
              + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's figure from its blocks "
-             + ("in one state of the host, the fastest it spent a quarter of the session in (probe: " + str(s.get("measure_probe")) + ")"
+             + ("in one state of the host, the fastest it spent a quarter of the session in (probe: "
+                + str(s.get("measure_probe")) + ")"
                 if s.get("measure_probe") else "of its quietest round")
              + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
              "  at search: the found network measured at the end of its search, on the machine its latency",
