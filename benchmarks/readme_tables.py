@@ -1133,7 +1133,7 @@ def rl_row(label: str, run: dict[str, Any]) -> str:
     return (f"| {label} | {run['seed']} | {run['children']} | {figure(half, '.4f')} | {run['best_reward']:.4f} | "
             f"{run['best_latency_ms']:.2f} | {cpu_h:.2f} | {run['children_per_cpu_hour']:.0f} | "
             f"{run['terminated']} ({100 * run['termination_saved_fraction']:.0f}%) | "
-            f"{run.get('rejected_infeasible', '–')} |")
+            f"{run.get('rejected_infeasible', '–')} | {run.get('rejected_degenerate', '–')} |")
 
 
 def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
@@ -1144,7 +1144,8 @@ def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
         searches = len(r["runs"]) + len(r["ablations"])
         head = ["| search | seed | children | best reward after half | best reward | its predicted ms "
                 "| child CPU-hours | children per CPU-hour | cut by termination (compute saved) "
-                "| proposals over the target, not trained |", "|---|---|---|---|---|---|---|---|---|---|"]
+                "| proposals over the target, not trained | proposals that cannot segment, not trained |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"### `{i}`", ""]
         if not r.get("complete", True):
             lines += [f"**Incomplete:** {searches} of {RL_SEARCHES} searches done"
@@ -1174,7 +1175,8 @@ def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
                   f"from the training split, is the geometric mean of mIoU, mean accuracy and frequency-weighted "
                   f"IoU. Encoder (MobileNetV2) pre-trained {s['encoder_steps']} steps on the training split. "
                   f"Latency target {r['target_ms']:g} ms ({r['latency']}), the median prediction of random children; "
-                  f"proposals predicted over it are not trained (the controller learns from them). Compute saved: "
+                  f"proposals predicted over it are not trained, nor are those whose cell cuts the image off "
+                  f"(the controller learns from both: reward 0 for the latter). Compute saved: "
                   f"cut children × the mean stage-2 CPU time of the others, over what all would have cost. "
                   + machine_line(r)]
         if (study.folder / "results" / f"{i}.png").is_file():

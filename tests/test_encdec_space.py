@@ -111,6 +111,32 @@ def test_a_real_operator_on_a_zero_state_runs_on_zeros():
         assert torch.allclose(c(x), conv(torch.zeros_like(x))) and c(x).abs().sum() > 0
 
 
+def test_a_cell_is_defective_exactly_when_its_output_ignores_where_the_pixels_are():
+    """``defect`` against the network itself: a cell that carries the image pixel by pixel gives
+    another output when the input's pixels are shuffled; one cut off by ``none`` or reduced by
+    ``gap`` gives the same (global pooling does not see the order). Draws include defective cells;
+    ``sample`` and ``mutate`` never return one."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = torch.randn(1, 4, 8, 8)
+    shuffled = x.flatten(2)[:, :, torch.randperm(64)].view_as(x)
+    found = {True: 0, False: 0}
+    for _ in range(200):
+        arch = SPACE._draw(rng, spread=True)
+        cell = ContextualCell(arch.cell, 4).eval()
+        with torch.no_grad():
+            same = torch.allclose(cell(x), cell(shuffled), atol=1e-5)
+        assert (SPACE.defect(arch) is not None) == same, arch.cell
+        found[same] += 1
+    assert found[True] >= 5 and found[False] >= 100
+    for seed in range(200):
+        arch = SPACE.sample(np.random.default_rng(seed), spread=True)
+        assert SPACE.defect(arch) is None and SPACE.defect(SPACE.mutate(arch, rng)) is None
+    cut = Cell("skip", (CellLayer((1, 1), ("none", "none")), CellLayer((3, 4), ("sep3x3", "conv3x3")),
+                        CellLayer((5, 5), ("conv3x3", "gap"))))
+    assert "does not depend on its input" in SPACE.defect(SPACE.make_arch(((1, 2), (1, 4), (2, 2)), cut))
+
+
 @pytest.mark.parametrize("op", OP_NAMES)
 def test_every_operator_builds_runs_and_is_a_latency_table_key(op):
     torch.manual_seed(0)

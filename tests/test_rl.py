@@ -218,11 +218,33 @@ def test_the_controller_learns_from_duplicates_and_from_proposals_over_the_targe
     # every draw reached the controller: the evaluated children, the duplicates and the rejected ones
     assert len(learned) == outcome.evaluated + outcome.duplicates + outcome.rejected
     assert search.learner.updates == len(search.log) == len(learned)  # one child per batch: one update each
-    assert search.skipped == {"duplicate": outcome.duplicates, "infeasible": outcome.rejected}
+    assert search.skipped == {"duplicate": outcome.duplicates, "infeasible": outcome.rejected, "degenerate": 0}
     for values, reward in learned:
         # over the target: the penalty; a duplicate: its earlier child's reward (the planted score)
         assert reward == (-0.5 if values[0] == 1 else planted(values))
     assert search.describe()["controller"]["skipped_told"] == search.skipped
+
+
+class CutSpace(SmallSpace):
+    """The small space where an architecture ending in 1, 1 cannot segment (``defect``)."""
+
+    name = "fake-cut"
+
+    def defect(self, arch):
+        return "cut off" if arch.values[1:] == (1, 1) else None
+
+
+def test_proposals_that_cannot_segment_are_not_evaluated_and_teach_the_controller_reward_0():
+    search = LearningLog()
+    search.begin(CutSpace(), 2, RLSettings(candidates=6, controller={"hidden": 8, "buffer": 8, "minibatch": 4}))
+    # six of the eight architectures can segment: the search draws until it has trained them all
+    outcome = AskTellLoop(search, PlantedEvaluator(), lambda a: 1.0, None, candidates=6, workers=1).run()
+    learned = [pair for update in search.log for pair in update]
+    assert outcome.evaluated == 6 and outcome.degenerate > 0
+    assert outcome.summary()["rejected_degenerate"] == outcome.degenerate == search.skipped["degenerate"]
+    assert all(c.arch.values[1:] != (1, 1) for c in outcome.top)  # none of them was trained
+    cut = [reward for values, reward in learned if values[1:] == (1, 1)]
+    assert len(cut) == outcome.degenerate and set(cut) == {0.0}
 
 
 def test_a_duplicate_within_a_batch_learns_its_twins_reward_with_that_batch():

@@ -115,7 +115,8 @@ def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], arg
             "children_per_cpu_hour": round(len(records) / max(cpu[-1] / 3600, 1e-9), 1),
             "terminated": cut, "termination_saved_fraction": round(saved / (cpu[-1] + saved), 4) if cpu else 0.0,
             "best_reward": round(top.score, 4), "best_latency_ms": round(top.latency_ms, 3),
-            "best_arch": top.arch.to_dict(), "rejected_infeasible": outcome.rejected}
+            "best_arch": top.arch.to_dict(), "rejected_infeasible": outcome.rejected,
+            "rejected_degenerate": outcome.degenerate}
 
 
 def plot(out: dict[str, Any], path: Path) -> None:

@@ -8,8 +8,8 @@ latency target is rejected before it is evaluated (a table lookup), a duplicate 
 with the same proposals and reuses every finished evaluation. It stops after ``candidates``
 evaluations, after ``time_limit_s``, or when ``max_draws`` proposals found nothing new.
 
-A proposal the loop does not evaluate (a duplicate of an earlier or same-batch one, or one over
-the latency target) is handed to the strategy's ``tell_skipped`` (default: ignored), so a learning
+A proposal the loop does not evaluate (a duplicate of an earlier or same-batch one, one over
+the latency target, or one whose network cannot segment: ``SearchSpace.defect``) is handed to the strategy's ``tell_skipped`` (default: ignored), so a learning
 strategy (the RL controller) gets a signal for every sample it drew. Whatever the hook changes
 must be in the strategy's ``state_dict``: the loop checkpoints it with the next batch.
 
@@ -69,13 +69,15 @@ class Candidate:
 class Skipped:
     """A proposal the loop did not evaluate. ``reason`` "duplicate": ``earlier`` is the evaluated
     candidate with the same key (None when the earlier one is in the batch being evaluated: it
-    reaches ``tell`` right after); "infeasible": predicted at ``latency_ms``, over the target."""
+    reaches ``tell`` right after); "infeasible": predicted at ``latency_ms``, over the target;
+    "degenerate": the space's ``defect`` names why its network cannot segment (``why``)."""
 
     arch: Any
     key: str
-    reason: Literal["duplicate", "infeasible"]
+    reason: Literal["duplicate", "infeasible", "degenerate"]
     latency_ms: float | None = None
     earlier: Candidate | None = None
+    why: str | None = None
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -106,7 +108,7 @@ class AskTellStrategy(Strategy):
         """Evaluated proposals, in evaluation order (default: nothing to learn)."""
 
     def tell_skipped(self, skipped: Skipped) -> None:
-        """A proposal the loop discarded (duplicate) or rejected (over the target), as it happens,
+        """A proposal the loop discarded (duplicate) or rejected (over the target, degenerate), as it happens,
         before the batch it was drawn for is evaluated (default: nothing to learn)."""
 
     def rescored(self, scored: Sequence[Candidate]) -> None:
@@ -256,11 +258,12 @@ class LoopOutcome:
     duplicates: int
     stopped: str
     history: list[dict[str, Any]]
+    degenerate: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"candidates_scored": self.evaluated, "seconds": round(self.seconds, 3),
-                "rejected_infeasible": self.rejected, "duplicates": self.duplicates, "stopped": self.stopped,
-                "history": self.history}
+                "rejected_infeasible": self.rejected, "rejected_degenerate": self.degenerate,
+                "duplicates": self.duplicates, "stopped": self.stopped, "history": self.history}
 
 
 class AskTellLoop:
@@ -291,7 +294,7 @@ class AskTellLoop:
         self.latencies: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
         self.best: Candidate | None = None
-        self.draws = self.rejected = self.duplicates = 0
+        self.draws = self.rejected = self.duplicates = self.degenerate = 0
         self.elapsed = 0.0
         self.fastest = math.inf
 
@@ -304,7 +307,7 @@ class AskTellLoop:
         if self.state_path is None:
             return
         state = {"strategy": self.strategy.state_dict(), "draws": self.draws, "rejected": self.rejected,
-                 "duplicates": self.duplicates, "elapsed_s": self.elapsed, "history": self.history,
+                 "duplicates": self.duplicates, "degenerate": self.degenerate, "elapsed_s": self.elapsed, "history": self.history,
                  "scored": [[c.key, c.latency_ms] for c in self.scored]}
         atomic_write_text(self.state_path, json.dumps(state))
 
@@ -314,6 +317,7 @@ class AskTellLoop:
         state = json.loads(self.state_path.read_text())
         self.strategy.load_state_dict(state["strategy"])
         self.draws, self.rejected, self.duplicates = state["draws"], state["rejected"], state["duplicates"]
+        self.degenerate = state.get("degenerate", 0)  # (absent from a checkpoint written before it was counted)
         self.elapsed, self.history = state["elapsed_s"], state["history"]
         space = self.strategy.space
         for key, latency in state["scored"]:
@@ -360,6 +364,11 @@ class AskTellLoop:
                 earlier = self.by_key.get(key)
                 self.strategy.tell_skipped(Skipped(arch, key, "duplicate",
                                                    earlier.latency_ms if earlier else same[2], earlier))
+                continue
+            why = self.strategy.space.defect(arch)
+            if why is not None:
+                self.degenerate += 1
+                self.strategy.tell_skipped(Skipped(arch, key, "degenerate", why=why))
                 continue
             if key not in self.latencies:
                 self.latencies[key] = float(self.latency_fn(arch))
@@ -426,4 +435,4 @@ class AskTellLoop:
                               f"(fastest of {self.draws} drawn: {self.fastest:.2f} ms); raise the target")
         top = sorted(self.scored, key=lambda c: (-c.fitness, c.index))[:self.top_k]
         return LoopOutcome(self.best, top, len(self.scored), self.elapsed, self.rejected, self.duplicates, stopped,
-                           self.history)
+                           self.history, self.degenerate)

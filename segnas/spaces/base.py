@@ -117,6 +117,12 @@ class SearchSpace(ABC, Generic[ArchT]):
     def latency_keys(self, arch: ArchT, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
         """The ``OpKey`` of every operator the network runs in eval mode at ``input_size`` (H, W)."""
 
+    def defect(self, arch: ArchT) -> str | None:
+        """Why a network of ``arch`` cannot segment (e.g. its output ignores the image), or None.
+        ``sample`` and ``mutate`` never return such an architecture; the search loop skips any a
+        strategy proposes without training it."""
+        return None
+
     def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> Supernet:
         """The space's weight-sharing supernet, for one-shot methods."""
         raise SegnasError(f"space {self.name!r} has no supernet; use a sample-based method on it")

@@ -130,7 +130,7 @@ class RLSearch(AskTellStrategy):
         #: duplicates of a child of the batch being evaluated: their decisions wait for its reward
         self.waiting: dict[str, list[list[int]]] = {}
         #: skipped proposals the controller learned from, by reason
-        self.skipped = {"duplicate": 0, "infeasible": 0}
+        self.skipped = {"duplicate": 0, "infeasible": 0, "degenerate": 0}
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         sec, s = ctx.section, ctx.settings
@@ -182,12 +182,15 @@ class RLSearch(AskTellStrategy):
     def tell_skipped(self, skipped: Skipped) -> None:
         """The controller learns from every draw, as in the paper: a duplicate of an evaluated child
         gets that child's reward now (one of the batch being evaluated: with that batch), a proposal
-        over the latency target gets ``infeasible_reward`` now (the termination average is left alone:
-        neither was trained)."""
+        over the latency target gets ``infeasible_reward`` now, and one whose network cannot segment
+        (its cell cuts the image off) gets 0, the reward of a network that predicts nothing (the
+        termination average is left alone: none of these was trained)."""
         decisions = self.space.to_decisions(skipped.arch)
         self.skipped[skipped.reason] += 1
         if skipped.reason == "infeasible":
             self.learn([decisions], [self.settings.infeasible_reward])
+        elif skipped.reason == "degenerate":
+            self.learn([decisions], [0.0])
         elif skipped.earlier is not None:
             self.learn([decisions], [self.reward(skipped.earlier)])
         else:
@@ -235,5 +238,5 @@ class RLSearch(AskTellStrategy):
         self.last_update = state["last_update"]
         # (a checkpoint written before skipped proposals were learned from has neither)
         self.waiting = {k: [list(d) for d in v] for k, v in state.get("waiting", {}).items()}
-        self.skipped = {"duplicate": 0, "infeasible": 0, **state.get("skipped", {})}
+        self.skipped = {"duplicate": 0, "infeasible": 0, "degenerate": 0, **state.get("skipped", {})}
         self._sync_threshold()

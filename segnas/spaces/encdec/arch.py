@@ -130,6 +130,47 @@ class EncDecArch:
         return cls(_typed(d["encoder"], "encoder", str), float(width), _typed(d["width"], "width", int), blocks, cell)
 
 
+def cell_ops(cell: Cell) -> list[tuple[int, str, int]]:
+    """Every branch of the cell in order: (state it writes, operator, state it reads). State 0 is
+    the input, 1 the first layer's output; layer l ≥ 1 writes its branches to 3l − 1 and 3l and
+    their sum to 3l + 1."""
+    branches = [(1, cell.first, 0)]
+    for l, layer in enumerate(cell.layers, start=1):
+        branches += [(3 * l - 1, layer.ops[0], layer.inputs[0]), (3 * l, layer.ops[1], layer.inputs[1])]
+    return branches
+
+
+def cell_outputs(cell: Cell) -> tuple[int, ...]:
+    """The states the cell's output sums: the first layer's output and every layer's sum that no
+    later layer reads (the official code's "loose ends")."""
+    loose = [1]
+    for l, layer in enumerate(cell.layers, start=1):
+        loose = [s for s in loose if s not in layer.inputs] + [3 * l + 1]
+    return tuple(loose)
+
+
+#: How far a state carries the image: 0 not at all (zero, or a constant made from zero),
+#: 1 as one value per image (after global pooling), 2 pixel by pixel.
+_NOTHING, _GLOBAL, _PIXELS = 0, 1, 2
+
+
+def cell_defect(cell: Cell) -> str | None:
+    """Why a network with this cell cannot segment, or None: its output must vary with the input
+    pixel by pixel. Every path from the input can be cut by ``none`` (a zero, and any operator on a
+    zero gives a constant) or reduced by ``gap`` to one value per image; the decoder reaches the
+    classifier only through the cell, so such a network predicts one class map whatever the image."""
+    carried = [_PIXELS]
+    for state, op, source in cell_ops(cell):
+        carried.append(_NOTHING if op == NONE else min(carried[source], _GLOBAL) if op == "gap" else carried[source])
+        if state % 3 == 0:  # the layer's second branch: its sum follows
+            carried.append(max(carried[-2], carried[-1]))
+    reach = max(carried[s] for s in cell_outputs(cell))
+    if reach == _PIXELS:
+        return None
+    how = "is one value per image (global pooling)" if reach == _GLOBAL else "does not depend on its input"
+    return f"the cell's output {how}: every path from the input passes through 'none' or 'gap'"
+
+
 _CHECK = ArchFields("encdec")
 _fail, _typed = _CHECK.fail, _CHECK.typed
 

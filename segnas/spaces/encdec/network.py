@@ -18,7 +18,7 @@ from torch import nn
 
 from segnas.nn.ops import OpKey
 from segnas.nn.segnet import SegmentationNet
-from segnas.spaces.encdec.arch import CELL_OPS, INPUT_LEVELS, NONE, NUM_INPUTS, Cell, EncDecArch
+from segnas.spaces.encdec.arch import CELL_OPS, INPUT_LEVELS, NONE, NUM_INPUTS, Cell, EncDecArch, cell_ops, cell_outputs
 from segnas.spaces.encdec.encoder import build_encoder, encoder_kind, encoder_pieces
 from segnas.spaces.pieces import Piece, op_template
 
@@ -28,25 +28,6 @@ STRIDE = 2 ** INPUT_LEVELS[-1]
 
 
 # ------------------------------------------------------------------------------------- plans
-def cell_ops(cell: Cell) -> list[tuple[int, str, int]]:
-    """Every branch of the cell in order: (state it writes, operator, state it reads). State 0 is
-    the input, 1 the first layer's output; layer l ≥ 1 writes its branches to 3l − 1 and 3l and
-    their sum to 3l + 1."""
-    branches = [(1, cell.first, 0)]
-    for l, layer in enumerate(cell.layers, start=1):
-        branches += [(3 * l - 1, layer.ops[0], layer.inputs[0]), (3 * l, layer.ops[1], layer.inputs[1])]
-    return branches
-
-
-def cell_outputs(cell: Cell) -> tuple[int, ...]:
-    """The states the cell's output sums: the first layer's output and every layer's sum that no
-    later layer reads (the official code's "loose ends")."""
-    loose = [1]
-    for l, layer in enumerate(cell.layers, start=1):
-        loose = [s for s in loose if s not in layer.inputs] + [3 * l + 1]
-    return tuple(loose)
-
-
 def op_key(op: str, channels: int) -> OpKey:
     """The ``OpKey`` template of cell operator ``op`` (not ``none``) on ``channels`` channels."""
     name, dilation, extra = CELL_OPS[op]

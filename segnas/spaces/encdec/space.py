@@ -12,12 +12,15 @@ import numpy as np
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.spaces.base import SearchSpace, register_default, register_space
-from segnas.spaces.encdec.arch import OP_NAMES, VERSION, Cell, CellLayer, EncDecArch, layer_positions, pool_size
+from segnas.spaces.encdec.arch import (OP_NAMES, VERSION, Cell, CellLayer, EncDecArch, cell_defect, layer_positions,
+                                       pool_size)
 from segnas.spaces.encdec.encoder import ENCODERS, load_encoder_weights
 from segnas.spaces.encdec.network import EncDecNet, costs_time, padded_size, plan_network
 
 #: Operators without spatial filters: ``sample(spread=True)`` draws a per-network share of them.
 CHEAP_OPS = ("conv1x1", "gap", "skip", "none")
+#: Draws ``sample`` and ``mutate`` make before giving up on finding an architecture without a defect.
+MAX_DRAWS = 1000
 
 
 @register_space("encdec")
@@ -126,9 +129,20 @@ class EncDecSpace(SearchSpace[EncDecArch]):
         ph, pw = padded_size(input_size)
         return [k for k in (p.key(ph, pw) for p in plan_network(arch, num_classes)) if costs_time(k)]
 
+    def defect(self, arch: EncDecArch) -> str | None:
+        return cell_defect(arch.cell)
+
     def sample(self, rng: np.random.Generator, spread: bool = False) -> EncDecArch:
         """Every decision uniform over its choices; ``spread`` first draws the network's share of
-        cheap operators (1×1 conv, pooling, skip, none), so samples span the latency range."""
+        cheap operators (1×1 conv, pooling, skip, none), so samples span the latency range. Drawn
+        again while the cell cuts the image off (``defect``)."""
+        for _ in range(MAX_DRAWS):
+            arch = self._draw(rng, spread)
+            if self.defect(arch) is None:
+                return arch
+        raise SegnasError(f"encdec: no architecture that carries the image in {MAX_DRAWS} draws")
+
+    def _draw(self, rng: np.random.Generator, spread: bool) -> EncDecArch:
         share = float(rng.uniform()) if spread else None
         cheap = [OP_NAMES.index(o) for o in CHEAP_OPS]
         costly = [i for i in range(len(OP_NAMES)) if i not in cheap]
@@ -142,12 +156,18 @@ class EncDecSpace(SearchSpace[EncDecArch]):
         return self.from_decisions(values)
 
     def mutate(self, arch: EncDecArch, rng: np.random.Generator) -> EncDecArch:
-        """A neighbour: one decision (a block input, a cell input or operator) changed."""
-        values, sizes = self.to_decisions(arch), self.decision_sizes()
+        """A neighbour: one decision (a block input, a cell input or operator) changed, so that the
+        cell still carries the image (``defect``)."""
+        sizes = self.decision_sizes()
         free = [i for i, s in enumerate(sizes) if s > 1]
-        i = free[int(rng.integers(len(free)))]
-        values[i] = (values[i] + 1 + int(rng.integers(sizes[i] - 1))) % sizes[i]
-        return self.from_decisions(values)
+        for _ in range(MAX_DRAWS):
+            values = self.to_decisions(arch)
+            i = free[int(rng.integers(len(free)))]
+            values[i] = (values[i] + 1 + int(rng.integers(sizes[i] - 1))) % sizes[i]
+            child = self.from_decisions(values)
+            if self.defect(child) is None:
+                return child
+        raise SegnasError(f"encdec: no neighbour that carries the image in {MAX_DRAWS} draws")
 
 
 #: The space with its default settings: what ``get_space("encdec")`` returns.
