@@ -727,6 +727,14 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
                          "ms": r["winner_measured_ms"], "params": r["winner_params"], "mean": ft["val_miou_mean"],
                          "std": ft["val_miou_std"], "seeds": len(ft["training"]), "cpu": r["machine"]["cpu"],
                          "network": {"space": r["space"]["name"], "arch": r["winner"]}})
+    for r in studies["rl"].current().values():
+        best = r.get("best_child") or {}
+        if best.get("steps") == steps and (best.get("scratch") or {}).get("val_miou_mean") is not None:
+            t = best["scratch"]
+            rows.append({"name": f"RL best child ({r['target_ms']:g} ms target)", "study": "rl",
+                         "ms": best["latency_ms"], "params": best["params"], "mean": t["val_miou_mean"],
+                         "std": t["val_miou_std"], "seeds": len(t["training"]), "cpu": best["machine"]["cpu"],
+                         "network": {"space": "encdec", "arch": best["arch"]}})
     session = steps_timing(studies, steps)
     for row in rows:
         row["ms"] = session.get((row["study"], row["name"]), row["ms"] if not session else None)
@@ -1157,11 +1165,19 @@ def page_rl(study: Study, studies: dict[str, Study]) -> list[str]:
             lines += [rl_row(f"without {name.removeprefix('no_').replace('_', ' ')}", run)
                       for name, run in r["ablations"].items()]
         best = r.get("best_child") or {}
-        if best.get("val_miou") is not None:
-            lines += ["", "| best child (PPO, seed 0) | reward | val mIoU | steps | measured ms | params | GFLOPs |",
-                      "|---|---|---|---|---|---|---|",
-                      f"| `{i}` | {best['reward']:.4f} | {100 * best['val_miou']:.1f}% | {best['steps']} | "
-                      f"{best['latency_ms']:.2f} | {best['params'] / 1e6:.2f} M | {best['gflops']:.2f} |"]
+        if best.get("scratch"):
+            lines += ["", "| best child (PPO, seed 0), trained | reward | val mIoU (mean ± std) | seeds | steps "
+                      "| measured ms | params | GFLOPs |", "|---|---|---|---|---|---|---|---|"]
+            for how, key in (("from scratch (as every method's network)", "scratch"),
+                             ("from the pre-trained encoder (the paper's setting)", "encoder_init")):
+                t = best.get(key)
+                if t:
+                    lines.append(f"| {how} | {best['reward']:.4f} | {100 * t['val_miou_mean']:.1f} ± "
+                                 f"{100 * t['val_miou_std']:.1f}% | {len(t['training'])} | {best['steps']} | "
+                                 f"{best['latency_ms']:.2f} | {best['params'] / 1e6:.2f} M | {best['gflops']:.2f} |")
+            lines += ["", f"train_camvid.py's recipe (batch {best['batch_size']}, {best['precision']}, crops 360x480); "
+                      "the other networks trained the same way are in the equal-steps table of the "
+                      "[training study](../training/README.md)."]
         child, term = r["child"], r["termination"]
         teacher = (f"a {s['teacher_model']} teacher trained {s['teacher_steps']} steps" if not s.get("teacher")
                    else "a given teacher")

@@ -17,9 +17,10 @@ is trained, so a cut run leaves what it has and resumes):
   children × the mean stage-2 CPU time of the children that ran it, over what all would have cost);
 - ablations at the same budget (seed 0): without auxiliary cells, without KD, without Polyak;
 - the best child of the PPO search (seed 0) trained with train_camvid.py's recipe for ``--final-steps``
-  steps (fp32), starting from the children's pre-trained encoder (``model.init``, as in the paper:
-  training the other methods' networks do not get; ``init`` in the result records what was loaded):
-  val mIoU, latency (ONNX Runtime, 360x480, 2 threads), params, GFLOPs.
+  steps (fp32), ``--train-seeds`` seeds: from scratch, as the other methods' networks (it joins
+  their equal-steps table), and from the children's pre-trained encoder (``model.init``, as in the
+  paper: training the other networks do not get): val mIoU, latency (ONNX Runtime, 360x480, 2
+  threads), params, GFLOPs.
 
 Without ``--teacher`` a teacher is trained first: ``--teacher-model`` with train_camvid.py's recipe
 for ``--teacher-steps`` steps, once (``<out-dir>/rl-teacher-<model>-<key>``: a killed training
@@ -33,6 +34,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 from train_camvid import config as train_config  # noqa: E402
+from train_camvid import train_seeds  # noqa: E402
 
 from segnas.config.train import DataConfig  # noqa: E402
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
 from segnas.data import dataset_classes  # noqa: E402
 from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder  # noqa: E402
-from segnas.jobs import train_job  # noqa: E402
 from segnas.search.asktell import AskTellLoop  # noqa: E402
 from segnas.search.strategies.rl import RLSearch, RLSettings, TerminationSettings  # noqa: E402
 from segnas.spaces.base import Architecture, get_space, save_arch  # noqa: E402
@@ -153,25 +155,27 @@ def save(out: dict[str, Any], args: argparse.Namespace) -> Path:
 
 
 def final_training(arch: dict, ctx: dict, args: argparse.Namespace) -> dict:
-    """The best child trained with train_camvid.py's recipe for ``--final-steps`` steps, from the
-    pre-trained encoder (``model.init``; from scratch when there is none)."""
+    """The best child trained with train_camvid.py's recipe for ``--final-steps`` steps, once per
+    ``--train-seeds`` seed: from scratch (``scratch``: the other methods' final training, so it joins
+    their equal-steps table) and from the children's pre-trained encoder (``encoder_init``: the
+    paper's setting, training the other networks do not get); then its latency, params and GFLOPs.
+    Resumable: each training continues its newest run."""
     space = get_space("encdec", **ctx["space_options"])
     a = space.arch_from_dict(arch)
     path = Path(args.out_dir) / f"bench-rl-{ctx['name']}-best.json"
     save_arch(path, space, a)
-    cfg = train_config(60.0, args.out_dir, str(path))
-    update = {"time_budget_min": None, "max_steps": args.final_steps, "bf16": False, "seed": 0,
-              "job": f"{cfg.job}-rl-best", "progress": not args.smoke,
-              "model": cfg.model.model_copy(update={"init": str(ctx["encoder"]) if ctx["encoder"] else None})}
-    if args.smoke:
-        update.update(data=ctx["data"], eval_every=1, channels_last=False)
-    result = train_job(cfg.model_copy(update=update), echo=print)
+    out: dict[str, Any] = {"steps": args.final_steps, "batch_size": 8, "precision": "fp32",
+                           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine()}
+    out["scratch"] = train_seeds(str(path), args.out_dir, args.final_steps, args.train_seeds, smoke=args.smoke)
+    if ctx["encoder"]:
+        out["encoder_init"] = train_seeds(str(path), args.out_dir, args.final_steps, args.train_seeds,
+                                          smoke=args.smoke, recipe={"model": {"init": str(ctx["encoder"])}},
+                                          variant="encoder-init")
     net = space.build(a, ctx["classes"]).eval()
     h, w = ctx["size"]
     ms = measure_latency(net, (1, 3, h, w), "onnxruntime", 2, min_time_s=0.5 if args.smoke else 5.0).median_ms
-    return {"val_miou": round(result.final["val_miou"], 4), "steps": result.final.get("step"), "init": result.init,
-            "latency_ms": round(ms, 3), "params": count_parameters(net),
-            "gflops": round(count_flops(net, (1, 3, h, w)).gflops, 3), "run_dir": result.run_dir}
+    return out | {"latency_ms": round(ms, 3), "params": count_parameters(net),
+                  "gflops": round(count_flops(net, (1, 3, h, w)).gflops, 3)}
 
 
 def teacher_checkpoint(ctx: dict, args: argparse.Namespace) -> str:
@@ -200,6 +204,7 @@ def main() -> None:
     ap.add_argument("--teacher-model", default="ddrnet_23_slim")
     ap.add_argument("--teacher-steps", type=int, default=2000)
     ap.add_argument("--final-steps", type=int, default=800)
+    ap.add_argument("--train-seeds", type=int, default=2, help="training seeds of the best child's final training")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--executor", default="process")
     ap.add_argument("--out-dir", default="runs")
