@@ -839,23 +839,28 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
 
 
 def across_sessions(r: dict) -> list[str]:
-    """The same networks measured in two sessions (``report --previous``): the measurements apart, and
-    each session's correction predicting the other's measurements."""
-    lines = []
-    for s in r["summary"]:
-        p = s.get("previous")
-        if not p:
+    """The networks measured in this session and an earlier one (``report --previous``, matched by
+    key): the measurements apart, and each session's correction predicting the other's."""
+    rows = [(s, s["previous"]) for s in r["summary"] if s.get("previous")]
+    if not rows:
+        return []
+    pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    lines = ["| space | size | networks in both | measurements within ±10% | median difference | ρ "
+             "| earlier correction, this measurement (±10%) | this correction, earlier measurement (±10%) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s, p in rows:
+        if "measured_within_10pct" not in p:
+            lines.append(f"| `{s['space']}` | {s['size']} | {p['networks']} | – | – | – | – | – |")
             continue
-        lines += [f"**Across sessions** (`{s['space']}`, {s['size']}): the same {s['networks']} networks were "
-                  f"measured in an earlier session too (`{p['result']}`, {p['date'][:16]}, {p['machine']['cpu']}). "
-                  f"The two sessions' measurements agree within ±10% for {100 * p['measured_within_10pct']:.0f}% of "
-                  f"the networks (median difference {100 * p['measured_median_abs_rel_diff']:.1f}%, ρ "
-                  f"{p['measured_spearman']:.3f}). The earlier session's corrected prediction lands within ±10% of "
-                  f"this session's measurement for {100 * p['its_correction_here_within_10pct']:.0f}% of the held-out "
-                  f"networks, this session's correction within ±10% of the earlier measurement for "
-                  f"{100 * p['this_correction_there_within_10pct']:.0f}%. A prediction can only hold as well as the "
-                  "host's speed holds from one session to the next.", ""]
-    return lines
+        lines.append(f"| `{s['space']}` | {s['size']} | {p['networks']} | {pct(p['measured_within_10pct'])} | "
+                     f"{100 * p['measured_median_abs_rel_diff']:.1f}% | {p['measured_spearman']:.3f} | "
+                     f"{pct(p['its_correction_here_within_10pct'])} ({p['held_out_networks']} held out in both) | "
+                     f"{pct(p['this_correction_there_within_10pct'])} |")
+    p = rows[0][1]
+    earlier = f"`{p['result']}`, {p['date'][:16]}" + (f", {p['machine']['cpu']}" if "machine" in p else "")
+    return ["**Across sessions**: the networks this session and an earlier one (" + earlier + ") both measured. "
+            "A prediction can only hold as well as the host's speed holds from one session to the next.", ""] \
+        + lines + [""]
 
 
 def ort_fusions(r: dict) -> list[str]:

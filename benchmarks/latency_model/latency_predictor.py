@@ -165,13 +165,14 @@ def report(args: argparse.Namespace) -> None:
                 "calibration_seconds": round(sum(r["seconds"] for r in rec[:c]) + len(calib_keys) * (per_entry or 0)
                                              + fit_s, 1),
                 "correction": corr.to_dict()})
-            for i, (p, pc, m) in enumerate(zip(pred, corrected, meas)):  # with the correction's inputs: refit offline
-                points.append({"space": name, "size": size_text, "role": "calibration" if i < c else "held_out",
+            for i, (a, p, pc, m) in enumerate(zip(archs, pred, corrected, meas)):  # with the correction's inputs
+                points.append({"space": name, "size": size_text, "key": space.key(a),
+                               "role": "calibration" if i < c else "held_out",
                                "table_ms": p.total_ms, "corrected_ms": pc, "measured_ms": m,
                                "overhead_ms": p.overhead_ms, "operators": len(p.per_op),
                                "input_mb": input_megabytes(p), "kind_ms": kind_sums(p)})
             if args.previous:
-                summary[-1].update(across_sessions(args.previous, name, size_text, corrected, meas, c))
+                summary[-1].update(across_sessions(args.previous, points[-len(archs):], c))
             s = summary[-1]
             print(f"{name:9s} {size_text}: table |err| {100 * s['table_median_abs_rel_error']:.1f}%, "
                   f"±10% {100 * s['table_within_10pct']:.0f}%, ρ {s['table_spearman']:.3f} → corrected "
@@ -183,29 +184,36 @@ def report(args: argparse.Namespace) -> None:
     print(f"saved {path}")
 
 
-def across_sessions(previous: str, space: str, size: str, corrected: list[float], measured: list[float],
-                    calibration: int) -> dict[str, Any]:
-    """The same networks (same sampler, seed and count) measured in another session, result
-    ``previous``: how far the two sessions' measurements are apart (every network), and how each
-    session's correction predicts the other session's measurement of the held-out networks."""
+def across_sessions(previous: str, here: list[dict[str, Any]], calibration: int) -> dict[str, Any]:
+    """The networks that result ``previous`` (another session) also measured, matched by key: how
+    far the two sessions' measurements are apart, and how each session's correction predicts the
+    other session's measurement of the networks held out in both. ``here``: this session's points of
+    one space and size, calibration networks first."""
     old = json.loads((RESULTS / f"{previous}.json").read_text())
-    points = [p for p in old["points"] if p["space"] == space and p["size"] == size]
-    if len(points) != len(measured):
-        raise SystemExit(f"--previous {previous}: {len(points)} networks of {space} {size}, here {len(measured)}; "
-                         "measure the same --n and --seed")
-    before = [p["measured_ms"] for p in points]
-    ratio = [m / b - 1 for m, b in zip(measured, before)]
+    space, size = here[0]["space"], here[0]["size"]
+    before = {p["key"]: p for p in old["points"] if p["space"] == space and p["size"] == size and "key" in p}
+    if not before:
+        raise SystemExit(f"--previous {previous}: no networks of {space} {size} with their keys")
+    shared = [(p, before[p["key"]]) for p in here if p["key"] in before]
+    if len(shared) < 4:
+        return {"previous": {"result": previous, "date": old["date"], "networks": len(shared)}}
+    ratio = [p["measured_ms"] / q["measured_ms"] - 1 for p, q in shared]
+    held = [(p, q) for p, q in shared if p["role"] == "held_out" and q["role"] == "held_out"]
 
-    def within(pred: list[float], meas: list[float]) -> float:
-        return float(np.mean([abs(p / m - 1) <= 0.10 for p, m in zip(pred[calibration:], meas[calibration:])]))
+    def within(pred: list[float], meas: list[float]) -> float | None:
+        return float(np.mean([abs(x / m - 1) <= 0.10 for x, m in zip(pred, meas)])) if pred else None
 
-    return {"previous": {"result": previous, "date": old["date"], "machine": old["machine"],
+    return {"previous": {"result": previous, "date": old["date"], "machine": old["machine"], "networks": len(shared),
                          "measured_within_10pct": float(np.mean([abs(r) <= 0.10 for r in ratio])),
-                         "measured_spearman": float(spearmanr(before, measured).statistic),
+                         "measured_spearman": float(spearmanr([q["measured_ms"] for _, q in shared],
+                                                              [p["measured_ms"] for p, _ in shared]).statistic),
                          "measured_median_abs_rel_diff": statistics.median(map(abs, ratio)),
-                         # a correction calibrated in one session, used in the other (held-out networks)
-                         "its_correction_here_within_10pct": within([p["corrected_ms"] for p in points], measured),
-                         "this_correction_there_within_10pct": within(corrected, before)}}
+                         # a correction calibrated in one session, used in the other (networks held out in both)
+                         "held_out_networks": len(held),
+                         "its_correction_here_within_10pct": within([q["corrected_ms"] for _, q in held],
+                                                                    [p["measured_ms"] for p, _ in held]),
+                         "this_correction_there_within_10pct": within([p["corrected_ms"] for p, _ in held],
+                                                                      [q["measured_ms"] for _, q in held])}}
 
 
 def repeat_pair(record: dict[str, Any], state: float | None) -> list[float]:
@@ -259,8 +267,9 @@ def main() -> None:
                     help="where the measured networks are kept (one resumable JSONL per space and size)")
     ap.add_argument("--name", default="latency_predictor", help="report: result id (results/NAME.json and .png)")
     ap.add_argument("--previous", default=None,
-                    help="report: a result id measured in another session with the same --n and --seed; adds how "
-                         "far the two sessions' measurements are apart, and how its correction predicts this session")
+                    help="report: a result id measured in another session; for the networks both measured (by key) "
+                         "adds how far the two sessions' measurements are apart, and how each correction predicts the "
+                         "other session")
     ap.add_argument("--fresh-table", action="store_true",
                     help="measure: time the networks' table entries again (in the same session as the networks)")
     args = ap.parse_args()
