@@ -858,9 +858,19 @@ def across_sessions(r: dict) -> list[str]:
                      f"{pct(p['this_correction_there_within_10pct'])} |")
     p = rows[0][1]
     earlier = f"`{p['result']}`, {p['date'][:16]}" + (f", {p['machine']['cpu']}" if "machine" in p else "")
-    return ["**Across sessions**: the networks this session and an earlier one (" + earlier + ") both measured. "
-            "A prediction can only hold as well as the host's speed holds from one session to the next.", ""] \
+    lines = ["**Across sessions**: the networks this session and an earlier one (" + earlier + ") both measured. "
+             "A prediction can only hold as well as the host's speed holds from one session to the next.", ""] \
         + lines + [""]
+    figures = [(s, p["figures_within_10pct"]) for s, p in rows if p.get("figures_within_10pct")]
+    if figures:
+        names = list(figures[0][1])
+        lines += ["Which figure of a network's timing rounds repeats from one session to the next (share of the "
+                  "networks within ±10%; the probe rule's is the one above; fast mode: the median of the rounds "
+                  "within 10% of the fastest):", "",
+                  "| space | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| `{s['space']}` | " + " | ".join(pct(f[n]) for n in names) + " |" for s, f in figures]
+        lines.append("")
+    return lines
 
 
 def ort_fusions(r: dict) -> list[str]:

@@ -168,6 +168,8 @@ def report(args: argparse.Namespace) -> None:
             for i, (a, p, pc, m) in enumerate(zip(archs, pred, corrected, meas)):  # with the correction's inputs
                 points.append({"space": name, "size": size_text, "key": space.key(a),
                                "role": "calibration" if i < c else "held_out",
+                               "rounds_ms": [round(x, 3) for x in rec[i]["rounds_ms"]],
+                               "probes_ms": [round(x, 3) for x in rec[i].get("probes_ms") or []],
                                "table_ms": p.total_ms, "corrected_ms": pc, "measured_ms": m,
                                "overhead_ms": p.overhead_ms, "operators": len(p.per_op),
                                "input_mb": input_megabytes(p), "kind_ms": kind_sums(p)})
@@ -204,6 +206,7 @@ def across_sessions(previous: str, here: list[dict[str, Any]], calibration: int)
         return float(np.mean([abs(x / m - 1) <= 0.10 for x, m in zip(pred, meas)])) if pred else None
 
     return {"previous": {"result": previous, "date": old["date"], "machine": old["machine"], "networks": len(shared),
+                         "figures_within_10pct": figures_across(shared),
                          "measured_within_10pct": float(np.mean([abs(r) <= 0.10 for r in ratio])),
                          "measured_spearman": float(spearmanr([q["measured_ms"] for _, q in shared],
                                                               [p["measured_ms"] for p, _ in shared]).statistic),
@@ -214,6 +217,27 @@ def across_sessions(previous: str, here: list[dict[str, Any]], calibration: int)
                                                                     [p["measured_ms"] for p, _ in held]),
                          "this_correction_there_within_10pct": within([p["corrected_ms"] for p, _ in held],
                                                                       [q["measured_ms"] for _, q in held])}}
+
+
+#: Figures of a network's timing rounds that might repeat better from one session to the next than the
+#: probe rule's (``measured_figures``): compared across sessions by ``figures_across``.
+ROUND_FIGURES = {
+    "fastest round": min,
+    "fast mode": lambda r: statistics.median([x for x in r if x <= 1.1 * min(r)]),  # rounds within 10% of it
+    "median round": statistics.median,
+}
+
+
+def figures_across(shared: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float] | None:
+    """For networks timed in two sessions (this session's point, the earlier one's): the share whose
+    figure agrees within ±10%, for the probe rule's figure and for each of ``ROUND_FIGURES``."""
+    if not all(p.get("rounds_ms") and q.get("rounds_ms") for p, q in shared):
+        return None
+    out = {"probe rule": float(np.mean([abs(p["measured_ms"] / q["measured_ms"] - 1) <= 0.10 for p, q in shared]))}
+    for name, figure in ROUND_FIGURES.items():
+        out[name] = float(np.mean([abs(figure(p["rounds_ms"]) / figure(q["rounds_ms"]) - 1) <= 0.10
+                                   for p, q in shared]))
+    return out
 
 
 def repeat_pair(record: dict[str, Any], state: float | None) -> list[float]:
