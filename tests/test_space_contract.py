@@ -110,7 +110,15 @@ def test_mutate_returns_a_valid_different_arch(space):
             new = space.mutate(arch, rng)
             assert new != arch and space.key(new) != space.key(arch)
             assert space.arch_from_dict(json.loads(json.dumps(new.to_dict()))) == new  # passes validation
+            assert space.defect(new) is None
             arch = new
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_samples_have_no_defect(space, spread):
+    """``defect``: what the search loop never trains; ``sample`` never returns it."""
+    rng = np.random.default_rng(0)
+    assert all(space.defect(space.sample(rng, spread=spread)) is None for _ in range(50))
 
 
 def test_encode_decode_round_trip(space):
