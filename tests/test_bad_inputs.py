@@ -109,6 +109,8 @@ CLI_CASES = [
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--minutes", "0"], "--minutes"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--target-fps", "30"], "target_fps"),
+    (["search", "rl"] + SEARCH + ["--target-ms", "5", "--space", "mobile"], "rl.space: 'mobile'"),
+    (["search", "fasterseg"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
     # eval / predict
     (["eval", "{tmp}/m.pt", "--data", "synthetic", "--base-size", "0x5"], "0x5", _checkpoint),
     (["predict", "{tmp}/m.pt", "{tmp}/x.png", "--alpha", "5", "--out", "{tmp}/p"], "--alpha", _image),

@@ -317,7 +317,7 @@ class _Latency:
 
 def test_an_unreachable_target_is_refused_before_the_search():
     from segnas.errors import SegnasError
-    from segnas.search.asktell import check_target_reachable
+    from segnas.search.target import check_target_reachable
     from segnas.spaces import get_space
 
     space = get_space("multires")

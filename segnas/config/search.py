@@ -35,6 +35,10 @@ class LatencyTarget(Settings):
     #: timed again, networks take their rounds in one state of the host (``cost.latency.reference_probe``).
     #: None: unprobed timing.
     probe: Optional[str] = None
+    #: Refuse, before the search, a target no network of the space is predicted to meet (the cheapest
+    #: of 256 drawn over 1.5x the target) or one below the runtime's call overhead. False: a one-shot
+    #: search runs anyway, its latency term pushing towards the space's fastest networks.
+    check_target: bool = True
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 

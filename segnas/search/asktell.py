@@ -36,6 +36,7 @@ from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
+from segnas.search.target import check_target_reachable
 from segnas.spaces.base import Architecture, SearchSpace, get_space
 from segnas.utils import atomic_write_text
 
@@ -144,7 +145,8 @@ class AskTellStrategy(Strategy):
     # ------------------------------------------------------------------ the search job's entry
     def prepare(self, ctx: SearchContext) -> None:
         """Refuse a latency target no network of the space can meet, before the search runs."""
-        check_target_reachable(self.search_space(ctx), ctx.latency, ctx.num_classes, ctx.settings.seed, ctx.echo)
+        if ctx.settings.latency.check_target:
+            check_target_reachable(self.search_space(ctx), ctx.latency, ctx.num_classes, ctx.settings.seed, ctx.echo)
 
     def run(self, ctx: SearchContext) -> SearchResult:
         s, section = ctx.settings, ctx.section
@@ -199,54 +201,6 @@ class DelegatingStrategy(AskTellStrategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.search.load_state_dict(state)
-
-#: The target check before a search: spread samples drawn, and how much slower than the target
-#: the cheapest of them (by its operators' multiply-adds) must be predicted for the target to be
-#: refused (a margin: a rarer network might be a little faster than the cheapest drawn).
-TARGET_CHECK_DRAWS = 256
-TARGET_CHECK_MARGIN = 1.5
-
-
-def check_target_reachable(space: SearchSpace, latency: Any, num_classes: int, seed: int = 0,
-                           echo: Callable[[str], None] | None = None) -> None:
-    """SegnasError naming ``latency.target_ms`` when the target is below the runtime's call
-    overhead, or when the cheapest of TARGET_CHECK_DRAWS spread samples of ``space`` is predicted
-    TARGET_CHECK_MARGIN times slower than the target. Costs one prediction (its operators are
-    measured into the table, which the search reuses); leaves every random generator as it was."""
-    import torch
-
-    target = latency.target_ms
-    if target is None:
-        return
-    overhead = latency.call_overhead()
-    if target <= overhead:
-        raise SegnasError(f"latency.target_ms: {target:g} ms is below the runtime's call overhead alone "
-                          f"({overhead:.3f} ms on {latency.describe()}); no network can meet it, raise the target")
-    rng = np.random.default_rng(seed)
-    archs: dict[str, Any] = {}
-    for _ in range(TARGET_CHECK_DRAWS):
-        try:
-            arch = space.sample(rng, spread=True)
-        except SegnasError:
-            continue
-        archs.setdefault(default_key(arch), arch)
-    if not archs:
-        return
-
-    def macs(arch: Any) -> float:
-        return sum(k.cin * k.cout * k.h * k.w / k.stride ** 2 for k in space.latency_keys(arch, num_classes, latency.size))
-
-    cheapest = min(archs.values(), key=macs)
-    if echo:
-        echo(f"checking the latency target {target:g} ms against the cheapest of {len(archs)} networks drawn")
-    with torch.random.fork_rng():
-        fastest = float(latency.predict(space, cheapest, num_classes))
-    if fastest > TARGET_CHECK_MARGIN * target:
-        raise SegnasError(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
-                          f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
-                          "raise the target, or search a smaller space (the method's space_options, e.g. fewer "
-                          "layers or a smaller base width; or --space mobile)")
-
 
 @dataclass
 class LoopOutcome:

@@ -32,6 +32,7 @@ from segnas.search.asktell import AskTellStrategy, Candidate, Skipped
 from segnas.search.base import SearchContext, SearchResult, strategy
 from segnas.search.controllers.lstm import LSTMController, PolicyGradient
 from segnas.spaces.base import Architecture, DecisionSpace, SearchSpace
+from segnas.spaces.encdec import EncDecSpace
 
 
 class ControllerSettings(Settings):
@@ -102,6 +103,9 @@ class RLSearch(AskTellStrategy):
     def prepare(self, ctx: SearchContext) -> None:
         space = self.search_space(ctx)
         self._check_space(space)
+        if not isinstance(space, EncDecSpace):  # the controller drives any decision space, the evaluator not
+            raise SegnasError(f"rl.space: {space.name!r}: the RL child evaluator trains encdec children (a fixed "
+                              "encoder whose features it caches, auxiliary cells); use encdec")
         ChildEvaluator(ctx.section.space, ctx.section.space_options, ctx.settings.data, ctx.section.child,
                        ctx.num_classes)  # refuses a missing crop size before the run directory exists
         for field, path in (("rl.child.teacher", ctx.section.child.teacher), ("rl.encoder.weights",

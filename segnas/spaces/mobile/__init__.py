@@ -25,7 +25,8 @@ which sampling and mutation work. Every piece is an ``OpKey`` of ``segnas.nn.ops
 ``conv_bn``, ``classifier``, ``upsample``), so the latency table measures the operators the network
 runs. Its weight-sharing supernet (``supernet.MobileSupernet``: once-for-all style elastic depth,
 expansion, kernel, dilation and width) is searched by sampling (``segnas search supernet``); the
-sample-based methods (``random``, ``saswot``, ``rl``) work on the space directly.
+sample-based methods (``random``, ``saswot``) work on the space directly (``rl``'s child evaluator
+trains ``encdec`` children only).
 
 Modules: ``arch`` (``MobileArch``, ``StemLayer``, ``Stage``, ``Block``, ``fast_scnn``), ``network``
 (``plan_network``, ``MobileNet``), ``space`` (``MobileSpace``, registered as ``"mobile"``,

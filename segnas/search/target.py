@@ -1,0 +1,59 @@
+"""The latency target's check before any search work: a target below the runtime's call overhead,
+or far below the cheapest network a space holds, is refused with the fastest network found."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from segnas.errors import SegnasError
+from segnas.parallel import default_key
+from segnas.spaces.base import SearchSpace
+
+#: The target check before a search: spread samples drawn, and how much slower than the target
+#: the cheapest of them (by its operators' multiply-adds) must be predicted for the target to be
+#: refused (a margin: a rarer network might be a little faster than the cheapest drawn).
+TARGET_CHECK_DRAWS = 256
+TARGET_CHECK_MARGIN = 1.5
+
+
+def check_target_reachable(space: SearchSpace, latency: Any, num_classes: int, seed: int = 0,
+                           echo: Callable[[str], None] | None = None) -> None:
+    """SegnasError naming ``latency.target_ms`` when the target is below the runtime's call
+    overhead, or when the cheapest of TARGET_CHECK_DRAWS spread samples of ``space`` is predicted
+    TARGET_CHECK_MARGIN times slower than the target. Costs one prediction (its operators are
+    measured into the table, which the search reuses); leaves every random generator as it was."""
+    import torch
+
+    target = latency.target_ms
+    if target is None:
+        return
+    overhead = latency.call_overhead()
+    if target <= overhead:
+        raise SegnasError(f"latency.target_ms: {target:g} ms is below the runtime's call overhead alone "
+                          f"({overhead:.3f} ms on {latency.describe()}); no network can meet it, raise the target")
+    rng = np.random.default_rng(seed)
+    archs: dict[str, Any] = {}
+    for _ in range(TARGET_CHECK_DRAWS):
+        try:
+            arch = space.sample(rng, spread=True)
+        except SegnasError:
+            continue
+        archs.setdefault(default_key(arch), arch)
+    if not archs:
+        return
+
+    def macs(arch: Any) -> float:
+        return sum(k.cin * k.cout * k.h * k.w / k.stride ** 2 for k in space.latency_keys(arch, num_classes, latency.size))
+
+    cheapest = min(archs.values(), key=macs)
+    if echo:
+        echo(f"checking the latency target {target:g} ms against the cheapest of {len(archs)} networks drawn")
+    with torch.random.fork_rng():
+        fastest = float(latency.predict(space, cheapest, num_classes))
+    if fastest > TARGET_CHECK_MARGIN * target:
+        raise SegnasError(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
+                          f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
+                          "raise the target, or search a smaller space (fewer layers or a smaller base width in "
+                          "the method's space settings; for saswot, random and supernet, --space mobile)")
