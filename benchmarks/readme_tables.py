@@ -861,7 +861,8 @@ def across_sessions(r: dict) -> list[str]:
     lines = ["**Across sessions**: the networks this session and an earlier one (" + earlier + ") both measured. "
              "A prediction can only hold as well as the host's speed holds from one session to the next.", ""] \
         + lines + [""]
-    figures = [(s, p["figures_within_10pct"]) for s, p in rows if p.get("figures_within_10pct")]
+    figures = [(s, {"probe rule": p["measured_within_10pct"], **p["figures_within_10pct"]})
+               for s, p in rows if p.get("figures_within_10pct")]
     if figures:
         names = list(figures[0][1])
         lines += ["Which figure of a network's timing rounds repeats from one session to the next (share of the "

@@ -226,8 +226,6 @@ def test_a_session_run_in_a_slow_spell_waits_for_the_others_state_and_is_timed_a
     """The second session of a probed measurement runs wholly in a slow spell (probe 2 ms, networks
     twice as slow): it is given the first session's probes to wait for their state, and its networks,
     without a round in that state, are timed again; every figure then comes from the fast state."""
-    import segnas.cost.latency as latency
-
     archs = calib.calibration_archs(SPACE, 4)
     fast = {SPACE.key(a): 10.0 + i for i, a in enumerate(archs)}
     calls: list[tuple[list[str], int]] = []
@@ -238,7 +236,7 @@ def test_a_session_run_in_a_slow_spell_waits_for_the_others_state_and_is_timed_a
         return {k: SimpleNamespace(round_medians_ms=(fast[k] * (2 if slow else 1),) * 3,
                                    round_probe_ms=((2.0 if slow else 1.0),) * 3) for k in models}
 
-    monkeypatch.setattr(latency, "measure_latency_gated", scripted)
+    monkeypatch.setattr(calib, "measure_latency_gated", scripted)
     ms = calib.measure_networks(SPACE, archs, 11, (1, 3, 32, 48), "eager", 1, chunk=2, progress=False,
                                 probe=SPACE.build(archs[0], 11))
     keys = [SPACE.key(a) for a in archs]

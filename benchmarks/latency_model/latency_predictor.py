@@ -230,14 +230,11 @@ ROUND_FIGURES = {
 
 def figures_across(shared: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float] | None:
     """For networks timed in two sessions (this session's point, the earlier one's): the share whose
-    figure agrees within ±10%, for the probe rule's figure and for each of ``ROUND_FIGURES``."""
+    figure agrees within ±10%, for each of ``ROUND_FIGURES`` (the probe rule's: ``measured_within_10pct``)."""
     if not all(p.get("rounds_ms") and q.get("rounds_ms") for p, q in shared):
         return None
-    out = {"probe rule": float(np.mean([abs(p["measured_ms"] / q["measured_ms"] - 1) <= 0.10 for p, q in shared]))}
-    for name, figure in ROUND_FIGURES.items():
-        out[name] = float(np.mean([abs(figure(p["rounds_ms"]) / figure(q["rounds_ms"]) - 1) <= 0.10
-                                   for p, q in shared]))
-    return out
+    return {name: float(np.mean([abs(figure(p["rounds_ms"]) / figure(q["rounds_ms"]) - 1) <= 0.10 for p, q in shared]))
+            for name, figure in ROUND_FIGURES.items()}
 
 
 def repeat_pair(record: dict[str, Any], state: float | None) -> list[float]:

@@ -38,6 +38,8 @@ from typing import Any, Iterable, Protocol, Sequence
 import numpy as np
 from torch import nn
 
+from segnas.cost.latency import (measure_latency_gated, measure_latency_interleaved, reference_probe, steady_median,
+                                 steady_rounds)
 from segnas.cost.predictor import Prediction
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
@@ -290,7 +292,6 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
     again in up to ``retries`` more sessions (their rounds added). With a ``store``, finished networks
     are kept by architecture key (with the architecture, its per-round medians and probes, and the
     seconds spent per network) and skipped on a rerun."""
-    from segnas.cost.latency import measure_latency_gated, measure_latency_interleaved, steady_rounds
     from segnas.progress import progress_bar
 
     keys = [space.key(a) for a in archs]
@@ -342,8 +343,6 @@ def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_s
 def reference_state(records: Sequence[dict[str, Any]]) -> float | None:
     """The ``reference_probe`` over measured networks' rounds, where every record has its rounds'
     probes (a gated measurement), else None."""
-    from segnas.cost.latency import reference_probe
-
     if not records or not all(r.get("probes_ms") for r in records):
         return None
     return reference_probe(p for r in records for p in r["probes_ms"])
@@ -354,8 +353,6 @@ def measured_figures(records: Sequence[dict[str, Any]]) -> list[float]:
     its rounds whose probe ran within the tolerance over the ``reference_state`` of all of them
     (``steady_median``: one state of the machine for all networks, whichever session timed them), and
     for a network without such a round the median of its rounds; else its quietest round (``measured_ms``)."""
-    from segnas.cost.latency import steady_median
-
     state = reference_state(records)
     if state is None:
         return [float(r["measured_ms"]) for r in records]

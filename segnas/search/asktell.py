@@ -36,7 +36,7 @@ from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
-from segnas.search.target import check_target_reachable
+from segnas.search.target import refuse_unreachable_target
 from segnas.spaces.base import Architecture, SearchSpace, get_space
 from segnas.utils import atomic_write_text
 
@@ -71,14 +71,13 @@ class Skipped:
     """A proposal the loop did not evaluate. ``reason`` "duplicate": ``earlier`` is the evaluated
     candidate with the same key (None when the earlier one is in the batch being evaluated: it
     reaches ``tell`` right after); "infeasible": predicted at ``latency_ms``, over the target;
-    "degenerate": the space's ``defect`` names why its network cannot segment (``why``)."""
+    "degenerate": the space's ``defect`` says its network cannot segment."""
 
     arch: Any
     key: str
     reason: Literal["duplicate", "infeasible", "degenerate"]
     latency_ms: float | None = None
     earlier: Candidate | None = None
-    why: str | None = None
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -145,8 +144,7 @@ class AskTellStrategy(Strategy):
     # ------------------------------------------------------------------ the search job's entry
     def prepare(self, ctx: SearchContext) -> None:
         """Refuse a latency target no network of the space can meet, before the search runs."""
-        if ctx.settings.latency.check_target:
-            check_target_reachable(self.search_space(ctx), ctx.latency, ctx.num_classes, ctx.settings.seed, ctx.echo)
+        refuse_unreachable_target(self.search_space(ctx), ctx)
 
     def run(self, ctx: SearchContext) -> SearchResult:
         s, section = ctx.settings, ctx.section
@@ -319,10 +317,9 @@ class AskTellLoop:
                 self.strategy.tell_skipped(Skipped(arch, key, "duplicate",
                                                    earlier.latency_ms if earlier else same[2], earlier))
                 continue
-            why = self.strategy.space.defect(arch)
-            if why is not None:
+            if self.strategy.space.defect(arch) is not None:
                 self.degenerate += 1
-                self.strategy.tell_skipped(Skipped(arch, key, "degenerate", why=why))
+                self.strategy.tell_skipped(Skipped(arch, key, "degenerate"))
                 continue
             if key not in self.latencies:
                 self.latencies[key] = float(self.latency_fn(arch))

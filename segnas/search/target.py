@@ -9,6 +9,7 @@ import numpy as np
 
 from segnas.errors import SegnasError
 from segnas.parallel import default_key
+from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
 
 #: The target check before a search: spread samples drawn, and how much slower than the target
@@ -57,3 +58,9 @@ def check_target_reachable(space: SearchSpace, latency: Any, num_classes: int, s
                           f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
                           "raise the target, or search a smaller space (fewer layers or a smaller base width in "
                           "the method's space settings; for saswot, random and supernet, --space mobile)")
+
+
+def refuse_unreachable_target(space: SearchSpace, ctx: SearchContext) -> None:
+    """``check_target_reachable`` for a search job, unless ``latency.check_target`` is false."""
+    if ctx.settings.latency.check_target:
+        check_target_reachable(space, ctx.latency, ctx.num_classes, ctx.settings.seed, ctx.echo)

@@ -24,7 +24,7 @@ from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
-from segnas.search.target import check_target_reachable
+from segnas.search.target import refuse_unreachable_target
 from segnas.spaces.base import SearchSpace
 
 
@@ -112,8 +112,8 @@ class OneShotStrategy(Strategy):
                               f"(weights and architecture halves), got {len(self.train_set)}")
         self.supernet = self.build_supernet(ctx)
         # a target no network of the space can meet is refused before the supernet trains
-        if self.space is not None and ctx.settings.latency.check_target:
-            check_target_reachable(self.space, ctx.latency, ctx.num_classes, ctx.settings.seed, ctx.echo)
+        if self.space is not None:
+            refuse_unreachable_target(self.space, ctx)
         self.val_set = search_val_subset(ctx.settings, self.val_images(ctx))
 
     def run(self, ctx: SearchContext) -> SearchResult:

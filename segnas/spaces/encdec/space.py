@@ -158,10 +158,10 @@ class EncDecSpace(SearchSpace[EncDecArch]):
     def mutate(self, arch: EncDecArch, rng: np.random.Generator) -> EncDecArch:
         """A neighbour: one decision (a block input, a cell input or operator) changed, so that the
         cell still carries the image (``defect``)."""
-        sizes = self.decision_sizes()
+        sizes, base = self.decision_sizes(), self.to_decisions(arch)
         free = [i for i, s in enumerate(sizes) if s > 1]
         for _ in range(MAX_DRAWS):
-            values = self.to_decisions(arch)
+            values = list(base)
             i = free[int(rng.integers(len(free)))]
             values[i] = (values[i] + 1 + int(rng.integers(sizes[i] - 1))) % sizes[i]
             child = self.from_decisions(values)
