@@ -74,7 +74,7 @@ def test_arch_files_round_trip_and_errors_name_the_field():
         node[path[-1]] = value
         with pytest.raises(SegnasError, match=match):
             CellsArch.from_dict(bad)
-    with pytest.raises(SegnasError, match="unknown field 'depth'"):
+    with pytest.raises(SegnasError, match="'depth': unknown field"):
         CellsArch.from_dict({**arch.to_dict(), "depth": 3})
     with pytest.raises(SegnasError, match=r"cells\[0\].*2 nodes"):
         CellsArch.from_dict({**arch.to_dict(), "cells": [arch.to_dict()["cells"][0][:1]] + arch.to_dict()["cells"][1:]})

@@ -60,7 +60,7 @@ def test_arch_roundtrip_and_clear_errors():
     bad["slots"][0][0] = {"op": "fact", "dilation": 1, "half": False, "mid": 99, "out": 8}
     with pytest.raises(SegnasError, match=r"slots\[0\]\[0\].mid"):
         JointArch.from_dict(bad)
-    with pytest.raises(SegnasError, match="unknown field 'depth'"):
+    with pytest.raises(SegnasError, match="'depth': unknown field"):
         JointArch.from_dict({**arch.to_dict(), "depth": 3})
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from segnas.errors import SegnasError
 from segnas.spaces.fields import ArchFields
 
 VERSION = 1
@@ -92,11 +91,7 @@ class CellsArch:
 
     @classmethod
     def from_dict(cls, d: Any) -> CellsArch:
-        d = _typed(d, "arch", dict)
-        problems = [f"unknown field {k!r}" for k in sorted(set(d) - set(FIELDS))]
-        problems += [f"missing field {k!r}" for k in REQUIRED if k not in d]
-        if problems:
-            raise SegnasError(f"cells arch: {problems[0]} (fields: {', '.join(FIELDS)})")
+        _CHECK.fields(d, "", set(FIELDS), set(REQUIRED))
         ints = {k: tuple(_typed(v, f"{k}[{i}]", int) for i, v in enumerate(_typed(d[k], k, list)))
                 for k in ("layout", "channels", "decoder_strides") if k in d}
         scalars = {k: _typed(d[k], k, int) for k in ("nodes", "stem_channels", "decoder_width") if k in d}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from segnas.errors import SegnasError
 from segnas.spaces.fields import ArchFields
 from segnas.spaces.encdec.encoder import ENCODERS
 
@@ -100,11 +99,7 @@ class EncDecArch:
 
     @classmethod
     def from_dict(cls, d: Any) -> EncDecArch:
-        d = _typed(d, "arch", dict)
-        problems = [f"unknown field {k!r}" for k in sorted(set(d) - set(FIELDS))]
-        problems += [f"missing field {k!r}" for k in FIELDS if k not in d]
-        if problems:
-            raise SegnasError(f"encdec arch: {problems[0]} (fields: {', '.join(FIELDS)})")
+        _CHECK.fields(d, "", set(FIELDS), set(FIELDS))
         width = d["encoder_width"]
         if isinstance(width, bool) or not isinstance(width, (int, float)):
             _fail("encoder_width", f"expected a number, got {width!r}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segnas.errors import SegnasError
+from segnas.spaces.fields import ArchFields
 
 VERSION = 1
 #: Slot operators: the registered op each block kind is built from.
@@ -52,15 +53,7 @@ class JointArch:
 
     @classmethod
     def from_dict(cls, d: Any) -> JointArch:
-        if not isinstance(d, dict):
-            raise SegnasError(f"joint arch: expected a mapping, got {type(d).__name__}")
-        known = {"channels", "stem_channels", "decoder_width", "slots"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SegnasError(f"joint arch: unknown field {unknown[0]!r} (expected {', '.join(sorted(known))})")
-        for key in ("channels", "slots"):
-            if key not in d:
-                raise SegnasError(f"joint arch: missing field {key!r}")
+        _CHECK.fields(d, "", {"channels", "stem_channels", "decoder_width", "slots"}, {"channels", "slots"})
         channels = tuple(_int(v, f"channels[{i}]") for i, v in enumerate(_list(d["channels"], "channels")))
         stages = []
         for s, st in enumerate(_list(d["slots"], "slots")):
@@ -87,16 +80,15 @@ class JointArch:
         return cls(channels, tuple(stages), **kwargs)
 
 
+_CHECK = ArchFields("joint")
+
+
 def _list(v: Any, where: str) -> list:
-    if not isinstance(v, list):
-        raise SegnasError(f"joint arch field {where!r}: expected a list, got {type(v).__name__}")
-    return v
+    return _CHECK.typed(v, where, list)
 
 
 def _int(v: Any, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SegnasError(f"joint arch field {where!r}: expected an integer, got {v!r}")
-    return v
+    return _CHECK.typed(v, where, int)
 
 
 def _validate(a: JointArch) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from segnas.errors import SegnasError
+from segnas.spaces.fields import ArchFields
 
 #: Cell operators, in the order of FasterSeg's ``PRIMITIVES`` (index = position in α).
 CELL_OPS: tuple[str, ...] = ("skip", "conv", "conv_downup", "conv_2x", "conv_2x_downup")
@@ -125,14 +126,9 @@ class MultiResArch:
 
     @classmethod
     def from_dict(cls, d: Any) -> MultiResArch:
-        if not isinstance(d, dict):
-            raise SegnasError(f"multires arch: expected a mapping, got {type(d).__name__}")
-        known = {"layers", "num_scales", "base_width", "width_ratios", "stem_width", "head_width", "branches"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SegnasError(f"multires arch: unknown field {unknown[0]!r} (expected {', '.join(sorted(known))})")
-        if "branches" not in d:
-            raise SegnasError("multires arch: missing field 'branches' (a list of {scales, ops, widths})")
+        ArchFields("multires").fields(
+            d, "", {"layers", "num_scales", "base_width", "width_ratios", "stem_width", "head_width", "branches"},
+            {"branches"})
         kwargs: dict[str, Any] = {}
         for name in ("layers", "num_scales", "base_width"):
             if name in d:
