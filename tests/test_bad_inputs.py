@@ -110,6 +110,10 @@ CLI_CASES = [
     (["search", "saswot"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--target-fps", "30"], "target_fps"),
     (["search", "rl"] + SEARCH + ["--target-ms", "5", "--space", "mobile"], "rl.space: 'mobile'"),
+    (["search", "rl"] + SEARCH + ["--target-ms", "5", "--set", "rl.space_options={aux_cells: false}"],
+     "rl.space_options.aux_cells"),
+    (["search", "rl"] + SEARCH + ["--target-ms", "5", "--set", "rl.child.polyak_decay=[0.9, 1.5]"],
+     "polyak_decay"),
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
     # eval / predict
     (["eval", "{tmp}/m.pt", "--data", "synthetic", "--base-size", "0x5"], "0x5", _checkpoint),

@@ -73,7 +73,7 @@ def test_unknown_kinds_keep_the_table_and_too_few_networks_are_refused():
     corr = calib.fit_correction(preds, measured)
     other = Prediction(1.2, 1.0, 0.2, [(OpKey("new_op", 1, 1, 1, 1), 1.0)])
     assert corr.apply(other) == pytest.approx(1.2 + corr.per_op_ms + corr.per_mb_ms * 4e-6 + corr.intercept_ms)
-    with pytest.raises(ValueError, match="≥ 4 networks"):
+    with pytest.raises(SegnasError, match="≥ 4 networks"):
         calib.fit_correction(preds[:3], measured[:3])
 
 
@@ -275,3 +275,19 @@ def test_a_probed_table_times_again_the_entries_timed_in_a_slow_state(tmp_path, 
     assert LatencyTable("eager", threads=1, path=path, probe=Scripted([])).probes == table.probes
     unprobed = LatencyTable("eager", threads=1, path=path)
     assert unprobed.probes == {} and unprobed.unsteady(keys) == [] and unprobed.entries == table.entries
+
+
+def test_a_correction_kept_for_one_process_is_never_written_by_a_later_save(tmp_path):
+    path = tmp_path / "corrections.json"
+    cache = calib.CorrectionCache(path, {"machine": "m"})
+    fitted = calib.LatencyCorrection(kinds=["conv"], scale={"conv": 1.1}, per_op_ms=0.0, per_mb_ms=0.0,
+                                     intercept_ms=0.5, ridge=1.0, networks=8, loo_median_abs_error=0.05,
+                                     table_median_abs_error=0.2)
+    cache.put("busy", fitted, persist=False)
+    cache.measurements("another").add("arch", {"measured_ms": 1.0})  # saves the file
+    assert cache.get("busy") == fitted
+    saved = json.loads(path.read_text())
+    assert saved["entries"] == {} and "arch" in saved["measured"]["another"]
+    assert calib.CorrectionCache(path, {"machine": "m"}).get("busy") is None
+    cache.put("busy", fitted)  # a later, quiet fit is cached
+    assert calib.CorrectionCache(path, {"machine": "m"}).get("busy") == fitted

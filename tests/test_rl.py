@@ -124,6 +124,23 @@ def test_the_controller_log_probability_matches_its_sampling_distribution():
         controller.log_prob([[0, 0, 0]])
 
 
+def test_ppo_takes_each_ratio_against_the_policy_that_drew_the_child():
+    search = RLSearch()
+    search.begin(FakeSpace(), 0, RLSettings(controller={"hidden": 8, "lr": 0.05, "buffer": 8, "minibatch": 4}))
+    first = search.ask()
+    decisions = search.space.to_decisions(first)
+    drawn = search.drawn[tuple(decisions)][0]
+    assert drawn == pytest.approx(float(search.controller.log_prob([decisions])[0][0].detach()), abs=1e-5)
+    other = search.ask()  # drawn and rejected while the first child trains: the controller moves
+    assert search.space.to_decisions(other) != decisions
+    search.learner.baseline = 0.5  # (an earlier child's reward: the rejected one's advantage is not 0)
+    search.tell_skipped(Skipped(other, "other", "infeasible", 9.0))
+    assert abs(float(search.controller.log_prob([decisions])[0][0].detach()) - drawn) > 1e-4
+    search.tell([Candidate(first, "first", 0.5, 1.0, 0, {"score": 0.5})])
+    assert [lp for d, lp, _ in search.learner.buffer if d == decisions] == [pytest.approx(drawn)]
+    assert search.drawn == {}
+
+
 def slow_if_first_is_one(arch) -> float:
     """A latency of 2 ms for the architectures whose first decision is 1, else 1 ms (target 1.5)."""
     return 1.0 + arch.values[0]

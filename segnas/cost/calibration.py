@@ -33,7 +33,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
 from torch import nn
@@ -41,6 +41,7 @@ from torch import nn
 from segnas.cost.latency import (measure_latency_gated, measure_latency_interleaved, reference_probe, steady_median,
                                  steady_rounds)
 from segnas.cost.predictor import Prediction
+from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
 
@@ -149,7 +150,8 @@ def fit_correction(predictions: Sequence[Prediction], measured_ms: Sequence[floa
                    info: dict[str, Any] | None = None) -> LatencyCorrection:
     """Fit a correction on table ``predictions`` of networks whose measured latencies are ``measured_ms``."""
     if len(predictions) != len(measured_ms) or len(predictions) < 4:
-        raise ValueError(f"need ≥ 4 networks with a measurement each, got {len(predictions)} and {len(measured_ms)}")
+        raise SegnasError(f"latency correction: needs ≥ 4 networks with a measurement each, got {len(predictions)} "
+                          f"and {len(measured_ms)} (latency.calibration_networks, or a space with more networks)")
     kinds = sorted({k for p in predictions for k in kind_sums(p)})
     measured = np.asarray(measured_ms, dtype=np.float64)
     x = _design(predictions, kinds)
@@ -174,7 +176,7 @@ def fit_correction(predictions: Sequence[Prediction], measured_ms: Sequence[floa
     best = min(err for err, _ in scored)
     loo, ridge = max(((err, r) for err, r in scored if err <= best + RIDGE_TOLERANCE), key=lambda er: er[1])
     theta = _solve(xs, residual, weight, ridge, lower, upper) / norm
-    table_err = statistics.median(np.abs(base - measured) / measured)
+    table_err = median_abs_error(base, measured)
     return LatencyCorrection(kinds=kinds, scale={k: 1.0 + float(d) for k, d in zip(kinds, theta)},
                              per_op_ms=float(theta[-3]), per_mb_ms=float(theta[-2]), intercept_ms=float(theta[-1]),
                              ridge=ridge,
@@ -184,6 +186,22 @@ def fit_correction(predictions: Sequence[Prediction], measured_ms: Sequence[floa
 
 def correction_key(space: str, version: int, size: Sequence[int], num_classes: int) -> str:
     return f"{space}@v{version}/{int(size[0])}x{int(size[1])}/{num_classes}classes"
+
+
+class HasLatencyKeys(Protocol):
+    """What the latency model and its calibration need of a search space (``segnas.spaces.SearchSpace``
+    has it): the table's operator keys of a network, random networks, and the built network."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+
+    def latency_keys(self, arch: Any, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]: ...
+
+    def sample(self, rng: Any, spread: bool = False) -> Any: ...
+
+    def build(self, arch: Any, num_classes: int) -> Any: ...
+
+    def key(self, arch: Any) -> str: ...
 
 
 class MeasurementStore(Protocol):
@@ -205,6 +223,8 @@ class CorrectionCache:
         self.path = Path(path) if path is not None else None  # None: in memory only
         self.context = context
         self.entries: dict[str, LatencyCorrection] = {}
+        #: corrections kept for this process only (``put(persist=False)``): never written
+        self.transient: dict[str, LatencyCorrection] = {}
         self.measured: dict[str, dict[str, Any]] = {}
         if self.path is not None and self.path.is_file():
             try:
@@ -218,15 +238,18 @@ class CorrectionCache:
                 self.entries, self.measured = {}, {}
 
     def get(self, key: str) -> LatencyCorrection | None:
-        return self.entries.get(key)
+        return self.entries.get(key) or self.transient.get(key)
 
     def put(self, key: str, correction: LatencyCorrection, persist: bool = True) -> None:
         """Keep a fitted correction (its calibration's measurements are dropped); ``persist``
         False: for this process only (the next job calibrates again)."""
-        self.entries[key] = correction
         self.measured.pop(key, None)
         if persist:
+            self.entries[key] = correction
+            self.transient.pop(key, None)
             self._save()
+        else:
+            self.transient[key] = correction
 
     def measurements(self, key: str) -> MeasurementStore:
         """The networks measured so far for the calibration ``key``, saved as each one is added."""
@@ -253,7 +276,7 @@ class CorrectionCache:
         atomic_write_text(self.path, json.dumps(payload, indent=1))
 
 
-def calibration_archs(space: Any, n: int, seed: int = 0) -> list[Any]:
+def calibration_archs(space: HasLatencyKeys, n: int, seed: int = 0) -> list[Any]:
     """``n`` distinct random architectures of ``space``: alternately spread over the latency range
     and uniform, so the correction sees both the extremes and the typical networks."""
     rng = np.random.default_rng(seed)
@@ -274,7 +297,8 @@ def median_abs_error(predicted: Iterable[float], measured: Iterable[float]) -> f
     return float(statistics.median(abs(p - m) / m for p, m in zip(predicted, measured)))
 
 
-def measure_networks(space: Any, archs: Sequence[Any], num_classes: int, input_shape: tuple[int, int, int, int],
+def measure_networks(space: HasLatencyKeys, archs: Sequence[Any], num_classes: int,
+                     input_shape: tuple[int, int, int, int],
                      backend: str, threads: int, store: MeasurementStore | None = None, chunk: int = 8,
                      min_time_s: float = 0.3, rounds: int = 3, progress: bool = True,
                      probe: nn.Module | None = None, retries: int = 1) -> list[float]:

@@ -14,34 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from segnas.config.search import LatencyTarget
-from segnas.cost.calibration import (CorrectionCache, LatencyCorrection, calibration_archs, correction_key,
-                                     fit_correction, measure_networks)
+from segnas.cost.calibration import (CorrectionCache, HasLatencyKeys, LatencyCorrection, calibration_archs,
+                                     correction_key, fit_correction, measure_networks)
 from segnas.cost.latency import HostProbe
 from segnas.cost.machine import BUSY_CORES, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
-
-
-class HasLatencyKeys(Protocol):
-    """The part of a search space the latency model needs (``segnas.spaces.SearchSpace``)."""
-
-    name: ClassVar[str]
-    version: ClassVar[int]
-
-    def latency_keys(self, arch: Any, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]: ...
-
-    def sample(self, rng: Any, spread: bool = False) -> Any: ...
-
-    def build(self, arch: Any, num_classes: int) -> Any: ...
-
-    def key(self, arch: Any) -> str: ...
 
 
 def space_id(space: HasLatencyKeys) -> str:

@@ -9,7 +9,8 @@ from torch import nn
 
 
 class ModelEMA:
-    """Keeps ``shadow = d·shadow + (1−d)·weights`` after each step; buffers (BN stats) are copied.
+    """Keeps ``shadow = d·shadow + (1−d)·weights`` after each step, floating-point buffers (BN
+    statistics) included; integer buffers (BN's step count) are copied.
 
     The effective decay warms up as min(decay, (1 + n) / (10 + n)) so early averages are not
     dominated by the random initialization.

@@ -7,19 +7,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from segnas.cost import LatencyModel
 from segnas.errors import SegnasError
 from segnas.parallel import default_key
 from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
 
 #: The target check before a search: spread samples drawn, and how much slower than the target
-#: the cheapest of them (by its operators' multiply-adds) must be predicted for the target to be
-#: refused (a margin: a rarer network might be a little faster than the cheapest drawn).
+#: the cheapest of them must be predicted for the target to be refused (a margin: the cheapest is
+#: picked by a rough size, channels in × out × output pixels summed over its operators, which
+#: ignores kernel sizes and groups; and a rarer network might be a little faster than any drawn).
 TARGET_CHECK_DRAWS = 256
 TARGET_CHECK_MARGIN = 1.5
 
 
-def check_target_reachable(space: SearchSpace, latency: Any, num_classes: int, seed: int = 0,
+def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classes: int, seed: int = 0,
                            echo: Callable[[str], None] | None = None) -> None:
     """SegnasError naming ``latency.target_ms`` when the target is below the runtime's call
     overhead, or when the cheapest of TARGET_CHECK_DRAWS spread samples of ``space`` is predicted
@@ -45,10 +47,10 @@ def check_target_reachable(space: SearchSpace, latency: Any, num_classes: int, s
     if not archs:
         return
 
-    def macs(arch: Any) -> float:
+    def size(arch: Any) -> float:
         return sum(k.cin * k.cout * k.h * k.w / k.stride ** 2 for k in space.latency_keys(arch, num_classes, latency.size))
 
-    cheapest = min(archs.values(), key=macs)
+    cheapest = min(archs.values(), key=size)
     if echo:
         echo(f"checking the latency target {target:g} ms against the cheapest of {len(archs)} networks drawn")
     with torch.random.fork_rng():

@@ -2,7 +2,7 @@
 termination, Polyak averaging and distillation (``child``), and the pre-trained, cached encoder its
 children share (``encoder``)."""
 
-from segnas.evaluate.rl.child import ChildEvaluator, ChildSettings, meta_split, reward_of
+from segnas.evaluate.rl.child import ChildEvaluator, ChildSettings, child_crop, reward_of
 from segnas.evaluate.rl.encoder import EncoderSettings, pretrained_encoder
 
-__all__ = ["ChildEvaluator", "ChildSettings", "EncoderSettings", "meta_split", "pretrained_encoder", "reward_of"]
+__all__ = ["ChildEvaluator", "ChildSettings", "EncoderSettings", "child_crop", "pretrained_encoder", "reward_of"]

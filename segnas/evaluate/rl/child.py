@@ -15,7 +15,9 @@ on the held-out *meta-validation* part (never the validation split):
    with SGD, the decoder with Adam, as the official code).
 
 With ``polyak`` on, a Polyak average of the weights (``segnas.engine.ema.ModelEMA``, decay
-``polyak_decay[stage]``) is what each validation scores, and stage 2 starts from stage 1's average.
+``polyak_decay[stage]`` after the average's warm-up: at step n the decay is min(d, (1+n)/(10+n)),
+so over the default 100 and 50 steps it reaches 0.9 at step 80 of stage 1 and 0.85 at the end of
+stage 2) is what each validation scores, and stage 2 starts from stage 1's average.
 The reward is the geometric mean of mIoU, mean accuracy and frequency-weighted IoU.
 The losses, optimizers, gradient clipping, EMA, data loader and evaluation are the engine's pieces.
 """
@@ -71,7 +73,8 @@ class ChildSettings(Settings):
     #: Weight of each auxiliary cell's loss (0: the auxiliary cells take no part in training).
     aux_weight: float = Field(0.15, ge=0)
     polyak: bool = True
-    #: Polyak decays of stage 1 and stage 2 (the paper's 0.9 and 0.99).
+    #: Polyak decays of stage 1 and stage 2 (the paper's 0.9 and 0.99), each reached after the
+    #: average's warm-up min(d, (1+n)/(10+n)) at step n: a short stage stays below it.
     polyak_decay: tuple[float, float] = (0.9, 0.99)
     #: A trained segnas network checkpoint (``checkpoints/best.pt``) whose logits stage 1 distils.
     teacher: Optional[str] = Field(None, json_schema_extra=PATH)
@@ -80,6 +83,13 @@ class ChildSettings(Settings):
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
+    @field_validator("polyak_decay")
+    @classmethod
+    def _decays(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= d < 1 for d in v):
+            raise ValueError(f"each decay must be in [0, 1), got {list(v)}")
+        return v
+
 
 def reward_of(metrics: SegMetrics) -> float:
     """Geometric mean of mIoU, mean accuracy and frequency-weighted IoU (0 when one is undefined)."""
@@ -87,6 +97,14 @@ def reward_of(metrics: SegMetrics) -> float:
     if any(not math.isfinite(p) or p <= 0 for p in parts):
         return 0.0
     return float(np.prod(parts) ** (1.0 / len(parts)))
+
+
+def child_crop(settings: ChildSettings, data: DataConfig) -> tuple[int, int]:
+    """The children's training crop: ``rl.child.size``, else the data section's crop size."""
+    crop = settings.size or data.crop_size
+    if crop is None:
+        raise SegnasError("rl.child.size: give the children's training crop (HxW), or data.crop_size")
+    return (int(crop[0]), int(crop[1]))
 
 
 def child_seed(seed: int, arch: dict[str, Any]) -> int:
@@ -120,10 +138,7 @@ class ChildEvaluator(Evaluator):
         self.data, self.settings, self.num_classes = data, settings, num_classes
         self.seed, self.device = seed, torch.device(device)
         self.threshold: float | None = None
-        crop = settings.size or data.crop_size
-        if crop is None:
-            raise SegnasError("rl.child.size: give the children's training crop (HxW), or data.crop_size")
-        self.crop = tuple(crop)
+        self.crop = child_crop(settings, data)
 
     # ------------------------------------------------------------------ per-worker state
     def setup(self) -> None:

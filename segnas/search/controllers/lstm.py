@@ -53,17 +53,23 @@ class LSTMController(nn.Module):
     def length(self) -> int:
         return len(self.sizes)
 
-    @torch.no_grad()
     def sample(self, rng: np.random.Generator) -> list[int]:
         """One decision sequence drawn from the policy with ``rng``."""
-        x, state, out = self.start, None, []
+        return self.draw(rng)[0]
+
+    @torch.no_grad()
+    def draw(self, rng: np.random.Generator) -> tuple[list[int], float]:
+        """One decision sequence drawn from the policy with ``rng``, and its log-probability under
+        the policy that drew it (PPO's "old" policy for this sequence)."""
+        x, state, out, log_prob = self.start, None, [], 0.0
         for i, head in enumerate(self.heads):
             y, state = self.lstm(x, state)
             p = torch.softmax(head(y[:, -1]).double(), -1)[0].numpy()
             choice = int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"), len(p) - 1))
             out.append(choice)
+            log_prob += float(np.log(p[choice]))
             x = self.embed(self.offsets[i:i + 1] + choice)[None]
-        return out
+        return out, log_prob
 
     def log_prob(self, decisions: torch.Tensor | Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability and entropy (summed over positions) of each of a batch of sequences (B, L)."""
@@ -87,9 +93,11 @@ class PolicyGradient:
     """Trains an ``LSTMController`` from (decisions, reward) pairs: ``update`` after each evaluated
     batch. ``agent`` "reinforce": one step on the batch's −log π·(r − b); "ppo": the pairs join a
     buffer of the last ``buffer`` ones, then ``epochs`` passes over it in minibatches of
-    ``minibatch`` with PPO's clipped surrogate (clip ``clip``). The baseline b is an exponential
-    moving average of the rewards (decay ``baseline_decay``), updated by each reward before its
-    advantage is taken, as the official code does."""
+    ``minibatch`` with PPO's clipped surrogate (clip ``clip``), each pair's ratio taken against the
+    log-probability of the policy that drew it. The baseline b is an exponential moving average of
+    the rewards (decay ``baseline_decay``), advanced by each reward in turn: REINFORCE takes each
+    reward's advantage against the baseline it has just advanced (as the official code does), PPO
+    the whole buffer's against the latest one."""
 
     def __init__(self, controller: LSTMController, agent: Literal["ppo", "reinforce"] = "ppo", lr: float = 1e-3,
                  baseline_decay: float = 0.95, clip: float = 0.1, buffer: int = 100, epochs: int = 1,
@@ -118,9 +126,12 @@ class PolicyGradient:
             nn.utils.clip_grad_norm_(self.controller.parameters(), self.clip_grad_norm)
         self.optimizer.step()
 
-    def update(self, decisions: Sequence[Sequence[int]], rewards: Sequence[float],
-               rng: np.random.Generator) -> dict[str, float]:
-        """Learn from one evaluated batch; ``rng`` orders PPO's minibatches. Returns figures to log."""
+    def update(self, decisions: Sequence[Sequence[int]], rewards: Sequence[float], rng: np.random.Generator,
+               drawn_log_probs: Sequence[float | None] | None = None) -> dict[str, float]:
+        """Learn from one evaluated batch; ``rng`` orders PPO's minibatches. ``drawn_log_probs``:
+        each sequence's log-probability when it was drawn (``LSTMController.draw``); where None, the
+        current policy's (the same when no update came between the draw and this one). Returns
+        figures to log."""
         if not decisions:
             return {}
         decisions = [list(map(int, d)) for d in decisions]
@@ -134,8 +145,12 @@ class PolicyGradient:
             stats = {"loss": float(loss.detach()), "entropy": float(entropy.detach().mean())}
         else:
             with torch.no_grad():
-                old, _ = self.controller.log_prob(decisions)
-            for d, lp, r in zip(decisions, old.tolist(), rewards):
+                old = self.controller.log_prob(decisions)[0].tolist()
+            drawn = list(drawn_log_probs) if drawn_log_probs is not None else [None] * len(decisions)
+            if len(drawn) != len(decisions):
+                raise SegnasError(f"controller: {len(drawn)} drawn log-probabilities for {len(decisions)} sequences")
+            old = [lp if lp is not None else now for lp, now in zip(drawn, old)]
+            for d, lp, r in zip(decisions, old, rewards):
                 self._advance_baseline(r)
                 self.buffer.append((d, lp, r))
             self.buffer = self.buffer[-self.buffer_size:]

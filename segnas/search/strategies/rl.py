@@ -27,7 +27,7 @@ from pydantic import Field
 from segnas.config.train import Settings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
-from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, pretrained_encoder
+from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, child_crop, pretrained_encoder
 from segnas.search.asktell import AskTellStrategy, Candidate, Skipped
 from segnas.search.base import SearchContext, SearchResult, strategy
 from segnas.search.controllers.lstm import LSTMController, PolicyGradient
@@ -83,7 +83,7 @@ class RLSettings(Settings):
 @strategy("rl")
 class RLSearch(AskTellStrategy):
     settings_class: ClassVar[type[Settings]] = RLSettings
-    cli_options = {"space": ("rl.space", str, "Search space (a decision space with a fixed encoder)."),
+    cli_options = {"space": ("rl.space", str, "Search space (encdec: a fixed encoder and a searched decoder)."),
                    "candidates": ("rl.candidates", int, "Children to train and score."),
                    "agent": ("rl.controller.agent", str, "Controller update: ppo or reinforce."),
                    "teacher": ("rl.child.teacher", str, "Trained network checkpoint whose logits children distil."),
@@ -101,28 +101,26 @@ class RLSearch(AskTellStrategy):
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, ctx: SearchContext) -> None:
+        sec = ctx.section
+        for key, instead in (("aux_cells", "rl.child.aux_weight (0: none)"), ("encoder_weights", "rl.encoder.weights")):
+            if key in sec.space_options:
+                raise SegnasError(f"rl.space_options.{key}: set by the search itself; use {instead}")
         space = self.search_space(ctx)
-        self._check_space(space)
-        if not isinstance(space, EncDecSpace):  # the controller drives any decision space, the evaluator not
+        # the controller drives any DecisionSpace; the child evaluator trains encdec children only
+        if not isinstance(space, EncDecSpace):
             raise SegnasError(f"rl.space: {space.name!r}: the RL child evaluator trains encdec children (a fixed "
                               "encoder whose features it caches, auxiliary cells); use encdec")
-        ChildEvaluator(ctx.section.space, ctx.section.space_options, ctx.settings.data, ctx.section.child,
-                       ctx.num_classes)  # refuses a missing crop size before the run directory exists
-        for field, path in (("rl.child.teacher", ctx.section.child.teacher), ("rl.encoder.weights",
-                                                                              ctx.section.encoder.weights)):
+        child_crop(sec.child, ctx.settings.data)  # a missing crop size, before the run directory exists
+        for field, path in (("rl.child.teacher", sec.child.teacher), ("rl.encoder.weights", sec.encoder.weights)):
             if path is not None and not Path(path).is_file():
                 raise SegnasError(f"{field}: {path}: file not found")
         super().prepare(ctx)
 
-    @staticmethod
-    def _check_space(space: SearchSpace) -> None:
-        if not isinstance(space, DecisionSpace):
-            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, to_decisions, "
-                              "from_decisions); use encdec")
-
     def begin(self, space: SearchSpace, seed: int, settings: RLSettings) -> None:
         super().begin(space, seed, settings)
-        self._check_space(space)
+        if not isinstance(space, DecisionSpace):
+            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, to_decisions, "
+                              "from_decisions)")
         c = settings.controller
         self.controller = LSTMController(space.decision_sizes(), c.hidden, c.layers, seed=seed)
         self.learner = PolicyGradient(self.controller, c.agent, c.lr, c.baseline_decay, c.clip, c.buffer, c.epochs,
@@ -133,18 +131,19 @@ class RLSearch(AskTellStrategy):
         self.last_update: dict[str, float] = {}
         #: duplicates of a child of the batch being evaluated: their decisions wait for its reward
         self.waiting: dict[str, list[list[int]]] = {}
+        #: log-probabilities of the draws not yet learned from, by decision sequence (PPO's old policy)
+        self.drawn: dict[tuple[int, ...], list[float]] = {}
         #: skipped proposals the controller learned from, by reason
         self.skipped = {"duplicate": 0, "infeasible": 0, "degenerate": 0}
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         sec, s = ctx.section, ctx.settings
         space = self.space
-        weights = None
-        if hasattr(space, "encoder") and hasattr(space, "encoder_width"):
-            weights = pretrained_encoder(s.data, space.encoder, space.encoder_width, sec.encoder, s.device,
-                                         s.threads, s.progress, ctx.echo)
+        assert isinstance(space, EncDecSpace)  # prepare refused any other
+        weights = pretrained_encoder(s.data, space.encoder, space.encoder_width, sec.encoder, s.device,
+                                     s.threads, s.progress, ctx.echo)
         self.encoder_weights = weights
-        options = {**sec.space_options, **({"encoder_weights": str(weights)} if weights else {})}
+        options = {**sec.space_options, "encoder_weights": str(weights)}
         self.evaluator = ChildEvaluator(sec.space, options, s.data, sec.child, ctx.num_classes, s.seed, s.device)
         self.target_ms = ctx.latency.target_ms
         self._sync_threshold()
@@ -152,7 +151,9 @@ class RLSearch(AskTellStrategy):
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Architecture:
-        return self.space.from_decisions(self.controller.sample(self.rng))
+        decisions, log_prob = self.controller.draw(self.rng)
+        self.drawn.setdefault(tuple(decisions), []).append(log_prob)
+        return self.space.from_decisions(decisions)
 
     def reward(self, cand: Candidate) -> float:
         """The controller's reward: the child's score (0 if it has none), times (latency / target)^w."""
@@ -163,8 +164,14 @@ class RLSearch(AskTellStrategy):
         return r
 
     def learn(self, decisions: list[list[int]], rewards: list[float]) -> None:
-        """One controller update on (decisions, reward) pairs."""
-        self.last_update = self.learner.update(decisions, rewards, self.rng) or self.last_update
+        """One controller update on (decisions, reward) pairs, each against the policy that drew it."""
+        drawn = []
+        for d in decisions:
+            queue = self.drawn.get(tuple(d), [])
+            drawn.append(queue.pop(0) if queue else None)
+            if not queue:
+                self.drawn.pop(tuple(d), None)
+        self.last_update = self.learner.update(decisions, rewards, self.rng, drawn) or self.last_update
 
     def tell(self, candidates: list[Candidate]) -> None:
         decisions = [self.space.to_decisions(c.arch) for c in candidates]
@@ -232,15 +239,16 @@ class RLSearch(AskTellStrategy):
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "learner": self.learner.state_dict(), "stage1_average": self.stage1_average,
-                "stage1_seen": self.stage1_seen, "last_update": dict(self.last_update),
-                "waiting": {k: [list(d) for d in v] for k, v in self.waiting.items()}, "skipped": dict(self.skipped)}
+                "stage1_seen": self.stage1_seen, "last_update": dict(self.last_update), "skipped": dict(self.skipped),
+                "waiting": {k: [list(d) for d in v] for k, v in self.waiting.items()},
+                "drawn": [[list(d), list(lps)] for d, lps in self.drawn.items()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.learner.load_state_dict(state["learner"])
         self.stage1_average, self.stage1_seen = state["stage1_average"], state["stage1_seen"]
         self.last_update = state["last_update"]
-        # (a checkpoint written before skipped proposals were learned from has neither)
         self.waiting = {k: [list(d) for d in v] for k, v in state.get("waiting", {}).items()}
+        self.drawn = {tuple(d): [float(lp) for lp in lps] for d, lps in state.get("drawn", [])}
         self.skipped = {"duplicate": 0, "infeasible": 0, "degenerate": 0, **state.get("skipped", {})}
         self._sync_threshold()
