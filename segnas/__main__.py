@@ -1,3 +1,5 @@
+import sys
+
 from segnas.cli.main import main
 
-main()
+sys.exit(main())

@@ -72,6 +72,13 @@ def _resume_dir(tmp_path):
     (tmp_path / "old").mkdir()
 
 
+def _other_runs(tmp_path):
+    """A random-search run at {tmp}/searchrun, a file at {tmp}/taken."""
+    (tmp_path / "searchrun").mkdir()
+    (tmp_path / "searchrun" / "config.yaml").write_text("method: random\njob: r\n")
+    (tmp_path / "taken").write_text("a file, not a folder")
+
+
 def _ema_best(tmp_path):
     """A best.pt of a run trained with EMA: it holds only the EMA weights."""
     _checkpoint(tmp_path)
@@ -132,6 +139,20 @@ CLI_CASES = [
     (["bench", "-m", "fast_scnn", "--size", "32by48"], "32by48"),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--classes", "0"], "--classes"),
     (["export", "fast_scnn", "--out", "{tmp}/m.onnx", "--format", "tflite", "--size", "32x48"], "tflite"),
+    (["export", "fast_scnn", "--out", "{tmp}/m.txt", "--size", "32x48"], "must end in .onnx"),
+    (["export", "fast_scnn", "--out", "{tmp}/m.onnx", "--format", "torchscript", "--size", "32x48"], "must end in .pt"),
+    (["export", "fast_scnn", "--out", "{tmp}/taken/m.onnx", "--size", "32x48"], "taken is a file", _other_runs),
+    (["export", "fast_scnn", "--out", "{tmp}/m.onnx", "--size", "32x48", "--tolerance", "-1"], "--tolerance"),
+    # output folders and runs of another kind
+    (["train"] + SYN + ["--out-dir", "{tmp}/taken"], "--out-dir", _other_runs),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--out-dir", "{tmp}/taken/x"], "a file", _other_runs),
+    (["search", "saswot", "--resume", "{tmp}/searchrun"], "segnas search random --resume", _other_runs),
+    (["train", "--resume", "{tmp}/searchrun"], "a search run, not a training run", _other_runs),
+    (["compare", "--resume", "{tmp}/searchrun"], "a search run, not a comparison run", _other_runs),
+    (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
+    # proxies found unknown before any latency work
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "saswot.scoring.proxy (--proxy)"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "random.evaluator.proxy.proxy"),
     (["export", "fast_scnn", "--out", "{tmp}/m.pt", "--format", "torchscript", "--dynamic", "--size", "32x48"],
      "--dynamic"),
 ]

@@ -313,6 +313,14 @@ def test_a_label_without_a_known_method_is_refused_naming_it(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_shared_setting_given_per_method_names_the_top_level_one_to_set(tmp_path):
+    with pytest.raises(SegnasError, match=r"methods\.random\.minutes: .*top-level 'search_cpu_minutes'"):
+        run_compare(tiny(tmp_path / "runs", methods={"random": {**RANDOM, "minutes": 3}}))
+    with pytest.raises(SegnasError, match=r"methods\.random\.seed: .*top-level 'seed'"):
+        run_compare(tiny(tmp_path / "runs", methods={"random": {**RANDOM, "seed": 3}}))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
     from segnas.search.strategies.saswot import SasWOT
 

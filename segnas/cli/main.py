@@ -441,7 +441,7 @@ def _search_command(method: str) -> Callable[..., None]:
                                  default=typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."))]
 
     def command(**kwargs: Any) -> None:
-        from segnas.jobs.search import search_job, settings_class
+        from segnas.jobs.search import run_method, search_job, settings_class
 
         overrides = {"method": method}
         given: dict[str, str] = {}
@@ -454,6 +454,10 @@ def _search_command(method: str) -> Callable[..., None]:
         resume = kwargs["resume"]
         if resume is not None:
             overrides.pop("method")
+            started = run_method(resume)
+            if started != method:
+                raise SegnasError(f"{resume}: a {started} search run; continue it with "
+                                  f"segnas search {started} --resume {resume}")
         cfg = settings(settings_class(method), kwargs["config"], overrides, resume, given)
         summary = search_job(cfg, resume, echo=echo)
         echo(f"done: {summary['run_dir']}")
@@ -535,8 +539,28 @@ def proxy_discover(
     echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
 
 
-def main() -> None:
-    app(prog_name="segnas")
+def main() -> int:
+    """The ``segnas`` command: a usage mistake the parser finds (an option's value of the wrong
+    type, an unknown option or command) is one line naming it, exit status 2, as user errors are."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
+    try:
+        code = app(prog_name="segnas", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # a bare group or command: its help, as --help gives
+        exc.show()
+        return 0
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "segnas"
+        err_console.print(f"[red]error:[/red] {exc.format_message()} (see {where} --help)", highlight=False,
+                          soft_wrap=True)
+        return 2
+    except typer.Abort:
+        err_console.print("interrupted")
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -22,8 +22,11 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(root)"
     msg = err["msg"].removeprefix("Value error, ")
-    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-    more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+    shown = "input" in err and not isinstance(err["input"], dict) and repr(err["input"]) not in msg
+    got = f" (got {err['input']!r})" if shown else ""
+    # (one value given to several fields, as --size is, fails each of them the same way: counted once)
+    others = len({(e["msg"], repr(e.get("input"))) for e in exc.errors()} - {(err["msg"], repr(err.get("input")))})
+    more = f" [and {others} more error{'s' * (others > 1)}]" if others else ""
     if flags and loc in flags:
         return f"{flags[loc]} ({loc}): {msg}{got}{more}"
     return f"{source}: {loc}: {msg}{got}{more}"

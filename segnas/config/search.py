@@ -45,7 +45,7 @@ class LatencyTarget(Settings):
     @model_validator(mode="after")
     def _one_target(self) -> "LatencyTarget":
         if self.target_ms is not None and self.target_fps is not None:
-            raise ValueError("give only one of latency.target_ms or latency.target_fps")
+            raise ValueError("give only one of latency.target_ms (--target-ms) or latency.target_fps (--target-fps)")
         if 0 < self.calibration_networks < 8:
             raise ValueError(f"latency.calibration_networks: 0 (no correction) or at least 8, got {self.calibration_networks}")
         return self

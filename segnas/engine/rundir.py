@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ class RunDir:
             self.log(f"removed {len(stale)} temporary file(s) of interrupted writes: "
                      f"{', '.join(p.name for p in stale)}")
 
+    @staticmethod
+    def check_parent(out_dir: str | Path) -> None:
+        """SegnasError naming ``out_dir`` when no run directory can be made in it: it, or the
+        nearest of its parents that exists, is a file or cannot be written."""
+        path = Path(out_dir)
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            what = "is a file" if existing == path else f"is under {existing}, a file"
+            raise SegnasError(f"out_dir (--out-dir): {out_dir}: {what}; give a folder for the run directories")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SegnasError(f"out_dir (--out-dir): {out_dir}: {existing} cannot be written")
+
     @classmethod
     def create(cls, out_dir: str | Path, job: str) -> "RunDir":
         """A fresh ``<out_dir>/<YYYYmmdd-HHMMSS>-<job>`` folder (suffixed if the name is taken);
@@ -61,6 +74,8 @@ class RunDir:
     @classmethod
     def existing(cls, path: str | Path) -> "RunDir":
         path = Path(path)
+        if not path.exists():
+            raise SegnasError(f"{path}: run directory not found")
         if not (path / "config.yaml").is_file():
             raise SegnasError(f"{path}: not a run directory (no config.yaml)")
         return cls(path)

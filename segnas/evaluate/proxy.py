@@ -53,14 +53,14 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> 
              torch.stack([m for _, m in samples[s:s + batch_size]])) for s in range(0, n, batch_size)]
 
 
-def check_proxy(proxy: ProxyLike) -> None:
-    """Raise SegnasError unless ``proxy`` is a registered name, a rank aggregate of registered names,
-    an existing proxy file or a callable."""
+def check_proxy(proxy: ProxyLike, field: str = "proxy") -> None:
+    """Raise SegnasError naming ``field`` unless ``proxy`` is a registered name, a rank aggregate of
+    registered names, an existing proxy file or a callable."""
     if callable(proxy) or (isinstance(proxy, str) and (proxy in PROXIES or Path(proxy).is_file())):
         return
     if isinstance(proxy, str) and resolve_aggregate(proxy) is not None:  # its components are checked here
         return
-    raise SegnasError(f"proxy: unknown name or missing file {proxy!r}; choose one of {', '.join(sorted(PROXIES))}, "
+    raise SegnasError(f"{field}: unknown name or missing file {proxy!r}; choose one of {', '.join(sorted(PROXIES))}, "
                       "a rank aggregate (az_nas, rank_log(a,b,...), rank_mean(a,b,...)) or a saved proxy file")
 
 

@@ -138,9 +138,17 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
         raise SegnasError("--dynamic: TorchScript traces one input size; use --format onnx")
     if num_classes is not None and num_classes < 1:
         raise SegnasError(f"--classes: must be >= 1, got {num_classes}")
+    if not tolerance > 0:
+        raise SegnasError(f"--tolerance: must be > 0, got {tolerance:g}")
+    out = Path(out)
+    suffix = {"onnx": ".onnx", "torchscript": ".pt"}[fmt]
+    if out.suffix != suffix:  # the parity check and every reader go by the suffix
+        raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if out.is_dir() or not parent.is_dir():
+        raise SegnasError(f"--out: {out}: {'is a folder' if out.is_dir() else f'{parent} is a file'}; give a file path")
     model, _ = resolve_model(source, network_classes(source, num_classes)[0])
     shape = (1, 3, *size)
-    out = Path(out)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
     with task_progress(f"export {out.name}", 1 + len(shapes), progress) as ticker:
         if fmt == "onnx":

@@ -104,8 +104,9 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
     own = {k: v for k, v in own.items() if k != "method"}
     shared = sorted(set(own) & set(SHARED_SEARCH_FIELDS))
     if shared:
-        raise SegnasError(f"methods.{label}.{shared[0]}: set by the comparison for every method alike "
-                          f"(set it at the top level, not per method)")
+        top = {"minutes": "search_cpu_minutes", "final": "train"}.get(shared[0], shared[0])
+        raise SegnasError(f"methods.{label}.{shared[0]}: set by the comparison for every method alike (set the "
+                          f"top-level {top!r}, not per method)")
     latency = {**cfg.latency.model_dump(mode="json"), "size": list(cfg.deployment_size()),
                "threads": latency_threads(cfg)}
     common = {"job": f"search-{label}", "data": cfg.data.model_dump(mode="json"), "latency": latency,
@@ -785,7 +786,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     latency session runs on the machine the searches targeted unless ``any_machine``. ``rerun``
     (with ``resume``): networks whose ended jobs run again (``forget_jobs``)."""
     echo = echo or (lambda m: None)
-    cfg, run = start_job(CompareSettings, settings, resume)
+    cfg, run = start_job(CompareSettings, settings, resume, "comparison")
     cfg = with_execution(cfg, device, workers)
     # everything that can fail on user input, before the run directory exists
     methods = chosen_methods(cfg)

@@ -41,6 +41,7 @@ from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
 from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
+from segnas.training.start import refuse_other_run, run_kind
 from segnas.utils import atomic_write_text
 
 Echo = Callable[[str], None]
@@ -63,13 +64,10 @@ def make_settings(method: str, data: dict[str, Any], source: str = "options") ->
 
 def run_method(run_dir: str | Path) -> str:
     """The method a search run directory was started with (read from its config.yaml)."""
+    RunDir.existing(run_dir)  # found, and a run directory
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise SegnasError(f"{run_dir}: not a run directory (no config.yaml)")
-    method = (yaml.safe_load(path.read_text()) or {}).get("method")
-    if not method:
-        raise SegnasError(f"{path}: no 'method' field; not a search run")
-    return str(method)
+    refuse_other_run(run_dir, run_kind(run_dir), "search")
+    return str(yaml.safe_load(path.read_text())["method"])
 
 
 def _cpu_seconds() -> float:
@@ -132,7 +130,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     describe (a calibrated or precomputed table; tests use a deterministic one)."""
     echo = echo or (lambda m: None)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
-    cfg, run = start_job(cls, settings, resume)
+    cfg, run = start_job(cls, settings, resume, "search")
     strategy = get_strategy(cfg.method)()
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")

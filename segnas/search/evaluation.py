@@ -8,7 +8,7 @@ from typing import Any
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
-from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
+from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
 from segnas.evaluate.short_train import TrainEvaluator
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
@@ -32,6 +32,17 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
     return ProxyEvaluator(space, ps.proxy, data=ctx.settings.data, split=ps.split, images=images,
                           batch_size=ps.batch_size, size=size, data_seed=seed, proxy_seed=ps.proxy_seed,
                           init_seed=seed if init_seed is None else init_seed, inits=inits)
+
+
+def check_evaluator(es: EvaluatorSettings, where: str) -> None:
+    """Refuse an evaluator setting that would fail only once the search runs (an unknown proxy, a
+    missing supernet checkpoint), naming the field under ``where`` (e.g. ``random.evaluator``)."""
+    if es.kind == "proxy":
+        check_proxy(es.proxy.proxy, f"{where}.proxy.proxy (--proxy)")
+    elif es.kind == "supernet":
+        if es.supernet.checkpoint is None:
+            raise SegnasError(f"{where}.supernet.checkpoint: give a one-shot search run directory or checkpoint")
+        supernet_checkpoint(es.supernet.checkpoint)
 
 
 def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: dict[str, Any]) -> TrainEvaluator:

@@ -49,7 +49,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored), except for
     ``device``: where the run continues, when given (a run may move between a GPU and the CPU).
     """
-    cfg, run = start_job(TrainConfig, cfg, resume)
+    cfg, run = start_job(TrainConfig, cfg, resume, "training")
     if resume is not None and device is not None:
         cfg = cfg.model_copy(update={"device": device})
 

@@ -6,21 +6,53 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+import yaml
 
 from segnas.config.io import load_config, save_config
 from segnas.engine.rundir import RunDir
+from segnas.errors import SegnasError
 from segnas.utils import seed_everything
 
 C = TypeVar("C")
 
 
-def start_job(cls: type[C], cfg: C | None, resume: str | Path | None) -> tuple[C, RunDir | None]:
+#: The command that continues each kind of run.
+CONTINUE = {"search": "segnas search METHOD --resume", "comparison": "segnas compare --resume",
+            "training": "segnas train --resume"}
+
+
+def run_kind(run_dir: str | Path) -> str:
+    """What a run directory holds, by its config.yaml: a search (``method``), a comparison
+    (``methods``) or a training."""
+    try:
+        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    except yaml.YAMLError:
+        data = None  # load_config names the file and the line
+    if isinstance(data, dict) and "methods" in data:
+        return "comparison"
+    if isinstance(data, dict) and "method" in data:
+        return "search"
+    return "training"
+
+
+def refuse_other_run(run_dir: str | Path, found: str, wanted: str) -> None:
+    """SegnasError when a ``found`` run is given to continue a ``wanted`` one."""
+    if found != wanted:
+        raise SegnasError(f"{run_dir}: a {found} run, not a {wanted} run; continue it with "
+                          f"{CONTINUE[found].replace('METHOD', 'its method')} {run_dir}")
+
+
+def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str) -> tuple[C, RunDir | None]:
     """The job's settings (a resumed run's own config.yaml wins) with threads and seeds applied;
-    the existing run directory when resuming, else None (see ``open_run``)."""
+    the existing run directory when resuming (which must be a ``kind`` run: "search",
+    "comparison" or "training"), else None (see ``open_run``)."""
     run = None
     if resume is not None:
         run = RunDir.existing(resume)
+        refuse_other_run(resume, run_kind(run.path), kind)
         cfg = load_config(cls, run.path / "config.yaml")
+    else:
+        RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

@@ -16,7 +16,7 @@ from segnas.config.train import Settings
 from segnas.evaluate.base import Evaluator
 from segnas.search.asktell import AskTellStrategy
 from segnas.search.base import SearchContext, strategy
-from segnas.search.evaluation import build_evaluator
+from segnas.search.evaluation import build_evaluator, check_evaluator
 from segnas.spaces.base import Architecture
 
 
@@ -37,6 +37,10 @@ class RandomSearch(AskTellStrategy):
     cli_options = {"space": ("random.space", str, "Search space."),
                    "candidates": ("random.candidates", int, "Candidates to evaluate."),
                    "proxy": ("random.evaluator.proxy.proxy", str, "Proxy that scores candidates.")}
+
+    def prepare(self, ctx: SearchContext) -> None:
+        check_evaluator(ctx.section.evaluator, "random.evaluator")
+        super().prepare(ctx)
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         return build_evaluator(ctx.section.evaluator, self.space, ctx, ctx.section.space_options)

@@ -33,7 +33,7 @@ from pydantic import Field
 from segnas.config.search import ProxyEvaluatorSettings
 from segnas.config.train import Settings
 from segnas.evaluate.base import Evaluator, fitness, json_float
-from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
+from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
 from segnas.parallel import TaskResources, WorkerPool
 from segnas.errors import SegnasError
 from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy
@@ -124,6 +124,10 @@ class SasWOT(DelegatingStrategy):
                    "inits": ("saswot.scoring.inits", int, "Weight initializations each score is averaged over."),
                    "final-inits": ("saswot.final_inits", int, "Rescore the best over this many initializations."),
                    "mode": ("saswot.mode", str, "evolution (maximize the proxy) or nsga2 (proxy and latency).")}
+
+    def prepare(self, ctx: SearchContext) -> None:
+        check_proxy(ctx.section.scoring.proxy, "saswot.scoring.proxy (--proxy)")
+        super().prepare(ctx)
 
     def make_search(self, settings: SasWOTSettings) -> ProxyScored:
         return SEARCHES[settings.mode]()
