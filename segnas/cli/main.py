@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -87,16 +88,23 @@ def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Opt
     return build_config(cls, raw, "options", flags)
 
 
+def _setting_default(cls: Any, path: str) -> Any:
+    """The default of the setting at dotted ``path`` of the settings class ``cls`` (None: none)."""
+    first, *rest = path.split(".")
+    field = cls.model_fields.get(first)
+    if field is None:
+        return None
+    value = field.default_factory() if field.default_factory else field.default
+    for name in rest:
+        value = getattr(value, name, None)
+    return value
+
+
 def _train_default(path: str) -> str:
     """The default of a training setting, for --help."""
     from segnas.config import TrainConfig
 
-    node: Any = TrainConfig
-    *parents, last = path.split(".")
-    for name in parents:
-        node = node.model_fields[name].default_factory
-    field = node.model_fields[last]
-    return str(field.default_factory() if field.default_factory else field.default)
+    return str(_setting_default(TrainConfig, path))
 
 
 #: `segnas train` options -> the training settings they set.
@@ -432,9 +440,15 @@ def _search_command(method: str) -> Callable[..., None]:
     flags.update({name: ((path,), kind, text) for name, (path, kind, text) in cls.cli_options.items()})
     params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                 default=typer.Option(None, "--config", "-c", help="YAML settings file."))]
+    from segnas.jobs.search import settings_class
+
+    def shown(paths: tuple[str, ...]) -> str | bool:
+        default = _setting_default(settings_class(method), paths[0])
+        return False if default is None or isinstance(default, (dict, list)) or default == "" else str(default)
+
     params += [inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                 default=typer.Option(None, f"--{name}", help=text))
-               for name, (_, kind, text) in flags.items()]
+                                 default=typer.Option(None, f"--{name}", help=text, show_default=shown(paths)))
+               for name, (paths, kind, text) in flags.items()]
     params += [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                  default=typer.Option(None, help="Continue the search in this run directory.")),
                inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
@@ -464,7 +478,8 @@ def _search_command(method: str) -> Callable[..., None]:
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__name__ = f"search_{method}"
-    command.__doc__ = (inspect.getmodule(cls).__doc__ or method).strip().split("\n\n")[0].replace("\n", " ")
+    summary = (inspect.getmodule(cls).__doc__ or method).strip().split("\n\n")[0].replace("\n", " ")
+    command.__doc__ = re.sub(r"``([^`]+)``", r"\1", summary)  # reST literals read as plain text in --help
     return command
 
 
