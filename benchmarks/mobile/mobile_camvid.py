@@ -7,9 +7,10 @@ weight-sharing search under Fast-SCNN's latency, their winners vs Fast-SCNN trai
 The target defaults to Fast-SCNN's latency at --size (360x480) predicted from the ONNX Runtime
 operator table (--threads 2): the searched networks must be as fast as the hand-designed one. Each
 method is a ``segnas search`` job (``segnas.jobs.search.search_job``, no final training) over the
-default ``mobile`` space scoring up to --candidates untrained networks with --proxy (default: the
-proxy discovery study's current proxy, discovered on ``multires``: re-validate it on a ``mobile``
-ground truth before reading much into the ranking), rejecting candidates predicted slower than
+default ``mobile`` space scoring up to --candidates untrained networks with --proxy (default: nwot,
+the proxy that ranked this space's 60-network ground truth best in the proxy comparison
+``compare_mobile_d1``, held-out Kendall τ +0.29; the proxy discovered on ``mobile`` did not beat it
+and the one discovered on ``multires`` was not validated here), rejecting candidates predicted slower than
 the target, within --time-limit-min of wall time on --workers processes. Reported per search:
 candidates scored, search CPU-minutes (this process and its workers) and wall minutes, the
 winner's predicted and measured latency, parameters, GFLOPs and architecture.
@@ -23,6 +24,7 @@ Saves <results-dir>/<name>.json (default benchmarks/mobile/results/mobile_camvid
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -31,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import BENCHMARKS, camvid_root, results_dir, save_result  # noqa: E402
+from common import camvid_root, latest_run, results_dir, save_result  # noqa: E402
 from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
+from segnas.config.io import load_config  # noqa: E402
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
 from segnas.jobs.search import make_settings, search_job  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
@@ -51,8 +54,7 @@ SMOKE_SPACE = {"stem_widths": [[8], [8, 16], [16]], "stage_widths": [[16], [16, 
 OPTIONS: list[tuple[str, type, object, str | None]] = [
     ("--size", str, "360x480", "deployment size the latency is for"),
     ("--target-ms", float, None, "latency target (default: Fast-SCNN's, predicted from the table)"),
-    ("--proxy", str, str(BENCHMARKS / "proxy_discovery" / "results" / "proxy.json"),
-     "proxy name or discovered proxy file"),
+    ("--proxy", str, "nwot", "proxy name or discovered proxy file"),
     ("--images", int, 8, "CamVid training images the proxy sees"),
     ("--score-size", str, "180x240", "their size"),
     ("--candidates", int, 1000, "candidates each search scores"),
@@ -65,6 +67,7 @@ OPTIONS: list[tuple[str, type, object, str | None]] = [
     ("--workers", int, 2, None),
     ("--final-steps", int, 800, "optimizer steps of each final training (0: none)"),
     ("--train-seeds", int, 2, "final trainings per network (seeds 0, 1, ...)"),
+    ("--device", str, "cpu", "where the final trainings compute (cuda: the same steps in fp32 on a GPU)"),
     ("--seed", int, 0, "search seed"),
     ("--threads", int, 2, None),
     ("--out-dir", str, "runs", "parent folder of the run directories"),
@@ -100,8 +103,20 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
 
 
 def search(method: str, args: argparse.Namespace, target_ms: float, latency: LatencyModel) -> dict:
-    """One search's figures and its winner."""
-    summary = search_job(search_settings(method, args, target_ms), latency=latency, echo=print)
+    """One search's figures and its winner: the newest run of its job under --out-dir with the same
+    settings is read back when finished, continued when killed; else a new search."""
+    settings = search_settings(method, args, target_ms)
+    earlier = None if args.smoke else latest_run(args.out_dir, settings.job)
+    if earlier is not None and load_config(type(settings), earlier / "config.yaml") != settings:
+        earlier = None  # another study's search (other settings): not this one's
+    if earlier is not None and (earlier / "search_result.json").is_file():
+        print(f"{method}: reading back {earlier}")
+        summary = {**json.loads((earlier / "search_result.json").read_text()), "run_dir": str(earlier)}
+    elif earlier is not None:
+        print(f"{method}: resuming {earlier}")
+        summary = search_job(None, resume=earlier, latency=latency, echo=print)
+    else:
+        summary = search_job(settings, latency=latency, echo=print)
     run = Path(summary["run_dir"])
     net, details = summary["networks"]["arch"], summary["details"]
     return {"run_dir": str(run), "candidates_scored": details["candidates_scored"],
@@ -115,7 +130,7 @@ def search(method: str, args: argparse.Namespace, target_ms: float, latency: Lat
 
 def trained(record: dict, model: str, args: argparse.Namespace) -> None:
     """Train ``model`` once per seed into ``record`` (runs, mean and std of the final val mIoU)."""
-    record.update(train_seeds(model, args.out_dir, args.final_steps, args.train_seeds, args.smoke))
+    record.update(train_seeds(model, args.out_dir, args.final_steps, args.train_seeds, args.smoke, device=args.device))
 
 
 def main() -> None:
