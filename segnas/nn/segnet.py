@@ -9,6 +9,8 @@ it returns one tensor; in train mode it returns ``{"out": main, "aux": [...]}`` 
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,19 +53,25 @@ class SegmentationNet(nn.Module):
         """(main logits, [aux logits], optional {name: extra training output}) at reduced size."""
         raise NotImplementedError(f"{type(self).__name__} must define forward_features")
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, Any]:
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, self.stride_multiple)
-        size = padded.shape[-2:]
         main, aux, *rest = self.forward_features(padded)
-        extras = rest[0] if rest else {}
+        return self.assemble(main, aux, rest[0] if rest else {}, tuple(padded.shape[-2:]), (h, w))
+
+    def assemble(self, main: torch.Tensor, aux: Sequence[torch.Tensor], extras: dict[str, torch.Tensor],
+                 size: Sequence[int], crop: Sequence[int]) -> torch.Tensor | dict[str, Any]:
+        """What ``forward`` returns from ``forward_features``' outputs: the main logits upsampled to
+        the padded input ``size`` and cropped to ``crop`` (H, W); in training mode, with auxiliary or
+        extra outputs, ``{"out", "aux", **extras}``, each upsampled and cropped alike."""
+        h, w = int(crop[0]), int(crop[1])
         out = self.upsample_logits(main, size)[..., :h, :w]
         if not self.training or not (aux or extras):
             return out
         return {"out": out, "aux": [_upsample_crop(a, size, h, w) for a in aux],
                 **{k: _upsample_crop(v, size, h, w) for k, v in extras.items()}}
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Main logits to the padded input size (bilinear); a network may use its own op here."""
         return F.interpolate(main, size=size, mode="bilinear", align_corners=False)
 

@@ -6,6 +6,7 @@ builds its fixed parts and every candidate edge from the same plans."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -168,5 +169,5 @@ class CellsNet(SegmentationNet):
             states.append(cell(states[-2], states[-1]))
         return self.decoder(states), []
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return self.decoder.out(main)  # the registered ``upsample`` op: a latency-table piece

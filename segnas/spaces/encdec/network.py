@@ -10,10 +10,9 @@ training-only: ``aux_heads.{b}.cell.ops.{state}``, ``aux_heads.{b}.classifier`` 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segnas.nn.ops import OpKey
@@ -232,18 +231,14 @@ class EncDecNet(SegmentationNet):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self._decode(self.encoder(x))
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
-        return self.out(main)  # the registered ``upsample`` op: a latency-table piece
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        return self.out(main)  # the registered ``upsample`` op (a latency-table piece): ×4 to ``size``
 
-    def forward_decoder(self, features: Sequence[torch.Tensor], size: Sequence[int] | None = None):
+    def forward_decoder(self, features: Sequence[torch.Tensor],
+                        size: Sequence[int] | None = None) -> torch.Tensor | dict[str, Any]:
         """What ``forward`` returns, from the encoder's four maps of a padded input (e.g. cached
         features, to train the decoder alone): logits at the padded size cropped to ``size`` (H, W;
         default: no crop), and in training mode with auxiliary heads ``{"out", "aux"}``."""
         main, aux = self._decode(features)
-        full = self.out(main)
-        h, w = (int(size[0]), int(size[1])) if size is not None else tuple(full.shape[-2:])
-        out = full[..., :h, :w]
-        if not self.training or not aux:
-            return out
-        return {"out": out, "aux": [F.interpolate(a, size=full.shape[-2:], mode="bilinear",
-                                                  align_corners=False)[..., :h, :w] for a in aux]}
+        padded = tuple(4 * d for d in features[0].shape[-2:])  # the first map is at 1/4
+        return self.assemble(main, aux, {}, padded, tuple(size) if size is not None else padded)

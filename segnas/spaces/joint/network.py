@@ -101,5 +101,5 @@ class JointNet(SegmentationNet):
             feats.append(x)
         return self.decoder(feats), []
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return self.decoder.out(main)  # the registered ×4 ``upsample`` op: a latency-table piece

@@ -10,6 +10,8 @@ is the low-resolution branch).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -91,5 +93,5 @@ class MobileNet(SegmentationNet):
         aux = [head(high) for head in self.aux_heads] if self.training else []
         return out, aux
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return self.out(main)  # the registered ×8 ``upsample`` op: a latency-table piece

@@ -27,7 +27,7 @@ the space is searched by sampling (``segnas search supernet``), not by gradient.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -199,7 +199,7 @@ class MobileSupernet(SegmentationNet):
             aux.append(sliced_conv(head[2], head[1](mid)))
         return out, aux
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return self.out(main)
 
     def _slots(self, arch: MobileArch):

@@ -11,7 +11,7 @@ network. Training-only auxiliary heads see each coarser scale (1/16, 1/32 by def
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -189,7 +189,7 @@ class MultiResNet(SegmentationNet):
                    for head, (s, group) in zip(self.aux_heads, self._aux)]
         return main, aux
 
-    def upsample_logits(self, main: torch.Tensor, size) -> torch.Tensor:
+    def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         # the ×8 upsampling is the registered ``upsample`` op, so that it is a latency-table piece
         return self.upsample(main)
 
