@@ -12,14 +12,16 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from segnas.cost.machine import cpu_model
+from segnas.utils import atomic_write, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -58,16 +60,49 @@ def latest_run(out_dir: str | Path, job: str) -> Path | None:
     return runs[-1] if runs else None
 
 
+def resumed_search(settings: Any, latency: Any = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The summary of the search job ``settings`` describes: the newest run of its job under its
+    ``out_dir`` read back when it finished with the same settings, continued when it was cut; else a
+    new search. (A time-limited search done again finds another winner, so a study that trained the
+    first one must not search again.)"""
+    from segnas.config.io import absolute_paths, load_config
+    from segnas.jobs.search import search_job
+
+    earlier = latest_run(settings.out_dir, settings.job)
+    if earlier is not None:
+        before = load_config(type(settings), earlier / "config.yaml")
+        def dumped(cfg: Any) -> dict[str, Any]:
+            return absolute_paths(cfg, cfg.model_dump(mode="json"))
+
+        if dumped(before) != dumped(settings):
+            earlier = None  # another study's search (other settings): not this one's
+    if earlier is not None and (earlier / "search_result.json").is_file():
+        echo(f"{settings.method}: reading back {earlier}")
+        return {**json.loads((earlier / "search_result.json").read_text()), "run_dir": str(earlier)}
+    if earlier is not None:
+        echo(f"{settings.method}: resuming {earlier}")
+        return search_job(None, resume=earlier, latency=latency, echo=echo)
+    return search_job(settings, latency=latency, echo=echo)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically (never a half-written plot), then close it."""
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi))
+    plt.close(fig)
+
+
 def save_result(name: str, result: dict[str, Any], results_dir: str | Path) -> Path:
-    """Write ``<results_dir>/<name>.json`` with the machine facts and a timestamp; a study's script
-    passes its own ``results_dir(__file__)`` (or its ``--results-dir``)."""
-    folder = Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **result}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    """Write ``<results_dir>/<name>.json`` atomically with the machine facts, a timestamp and the
+    command that produced it, ``produced_by`` (a result that carries its own, one rewritten later
+    by a re-timing option, keeps it); a study's script passes its own ``results_dir(__file__)`` (or
+    its ``--results-dir``)."""
+    path = Path(results_dir) / f"{name}.json"
+    command = shlex.join(["python", relative(sys.argv[0]), *sys.argv[1:]])
+    payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+               "produced_by": command, **result}
+    atomic_write_text(path, json.dumps(payload, indent=2))
     return path
 
 

@@ -1342,10 +1342,14 @@ def seeds_of(r: dict[str, Any]) -> str:
 
 
 def provenance(study: Study) -> list[tuple[str, dict, str]]:
-    """(result id, result, how it was produced) for every result of a study: the manifest's command,
-    else the script that wrote it (the one its ``benchmark`` name starts with) and its settings."""
+    """(result id, result, how it was produced) for every result of a study: the command the result
+    recorded (``produced_by``: ``save_result`` keeps it), else the manifest's, else the script that wrote it (the one
+    its ``benchmark`` name starts with) and its settings."""
     out = []
     for i, r in study.results().items():
+        if r.get("produced_by"):
+            out.append((i, r, f"`{r['produced_by']}`"))
+            continue
         if i in study.commands:
             out.append((i, r, f"`{' '.join(study.commands[i].split())}`"))
             continue

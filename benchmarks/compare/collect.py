@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import results_dir, save_result  # noqa: E402
 
-from segnas.utils import atomic_write_text  # noqa: E402
+from segnas.utils import atomic_write, atomic_write_text  # noqa: E402
 
 RESULTS = results_dir(__file__)
 
@@ -33,7 +33,7 @@ def collect(run_dir: Path, name: str, out: Path) -> Path:
     summary = json.loads(summary_path.read_text())
     path = save_result(name, {**summary, "run_dir": str(run_dir)}, out)
     atomic_write_text(out / f"{name}.md", (run_dir / "compare.md").read_text())
-    shutil.copyfile(run_dir / "pareto.png", out / f"{name}.png")
+    atomic_write(out / f"{name}.png", lambda p: shutil.copyfile(run_dir / "pareto.png", p))
     return path
 
 

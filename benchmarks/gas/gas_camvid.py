@@ -5,7 +5,6 @@ and trained with the same step budget and two training seeds.
 
     python benchmarks/gas/gas_camvid.py [--target-ms T] [--pretrained RUN] [--final-steps 800]
     python benchmarks/gas/gas_camvid.py --reuse OFF_RUN ON_RUN        # report and train finished searches
-    python benchmarks/gas/gas_camvid.py --resume                      # continue killed searches (same --out-dir)
     python benchmarks/gas/gas_camvid.py --smoke --results-dir /tmp/r  # a seconds-long check on synthetic data
 
 Searches on whole training images resized to --search-size (120x160: a quarter of 480x360 on each
@@ -23,7 +22,9 @@ with it on anyway.) For each derived network: predicted (table, corrected) and m
 parameters, GFLOPs, distinct cells, cells that differ from the other run's, the architecture
 itself (both networks timed again in one interleaved session at the end); then training from scratch with train_camvid.py's recipe for --final-steps optimizer steps
 at batch 8 (fp32: the same on every CPU), once per training seed, val mIoU mean ± std.
-Saves <results-dir>/<name>.json (default benchmarks/gas/results/gas_camvid.json).
+Saves <results-dir>/<name>.json (default benchmarks/gas/results/gas_camvid.json). The same command
+again reads back the finished searches of the same settings under --out-dir, continues a cut one
+and each cut training (a killed run redoes nothing it finished).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import camvid_root, latest_run, results_dir, save_result  # noqa: E402
+from common import camvid_root, results_dir, resumed_search, save_result  # noqa: E402
 from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
 from segnas.cost import LatencyModel  # noqa: E402
 from segnas.cost.latency import measure_latency_interleaved  # noqa: E402
-from segnas.jobs.search import search_job, settings_class  # noqa: E402
+from segnas.jobs.search import settings_class  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.cells import CellsArch, CellsSpace, Edge  # noqa: E402
 from segnas.zoo import build_model  # noqa: E402
@@ -125,8 +126,6 @@ def main() -> None:
         ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--reuse", nargs=2, metavar=("OFF_RUN", "ON_RUN"), default=None,
                     help="finished GGM-off and GGM-on search runs to report and train instead of searching")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the newest unfinished search of each run under --out-dir (finished ones are reused)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny synthetic data and space, a few epochs and steps: checks the script, measures nothing")
     args = ap.parse_args()
@@ -151,18 +150,13 @@ def main() -> None:
     runs: dict[str, dict] = {}
     for name, ggm in (("off", False), ("on", True)):
         job = f"{base['job']}-{name}"
-        earlier = None if args.reuse else latest_run(Path(args.out_dir), job) if args.resume else None
-        if args.reuse or (earlier and (earlier / "search_result.json").is_file()):
-            run_dir = str(earlier) if earlier else args.reuse[0 if name == "off" else 1]
+        if args.reuse:
+            run_dir = args.reuse[0 if name == "off" else 1]
             summary = {**json.loads((Path(run_dir) / "search_result.json").read_text()), "run_dir": run_dir}
-        elif earlier:
-            print(f"GGM {name}: resuming {earlier}")
-            summary = search_job(None, resume=earlier, latency=latency, echo=print)
         else:
             pretrained = args.pretrained or (runs["off"]["run_dir"] if name == "on" else None)
             section = {**base["gas"], "ggm": ggm, "pretrained": pretrained}
-            summary = search_job(settings({**base, "job": job, "gas": section}),
-                                 latency=latency, echo=print)
+            summary = resumed_search(settings({**base, "job": job, "gas": section}), latency)
         runs[name] = figures(summary)
     archs = {n: CellsArch.from_dict(r["arch"]) for n, r in runs.items()}
     differ = sum(a != b for a, b in zip(archs["off"].cells, archs["on"].cells))

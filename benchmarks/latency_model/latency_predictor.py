@@ -43,7 +43,7 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import results_dir, save_result  # noqa: E402
+from common import results_dir, save_figure, save_result  # noqa: E402
 
 RESULTS = results_dir(__file__)
 CLASSES = 19
@@ -267,8 +267,7 @@ def plot(points: list[dict], path: Path) -> None:
                    ylabel=f"{field.split('_')[0]} prediction (ms)", title=f"{size}, held-out networks")
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main() -> None:

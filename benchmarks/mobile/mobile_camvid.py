@@ -24,7 +24,6 @@ Saves <results-dir>/<name>.json (default benchmarks/mobile/results/mobile_camvid
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,12 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import camvid_root, latest_run, results_dir, save_result  # noqa: E402
+from common import camvid_root, results_dir, resumed_search, save_result  # noqa: E402
 from train_camvid import SMOKE_DATA, train_seeds  # noqa: E402
 
-from segnas.config.io import load_config  # noqa: E402
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency  # noqa: E402
-from segnas.jobs.search import make_settings, search_job  # noqa: E402
+from segnas.jobs.search import make_settings  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.mobile import MOBILE, MOBILE_FAST_SCNN, MobileSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -103,20 +101,9 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
 
 
 def search(method: str, args: argparse.Namespace, target_ms: float, latency: LatencyModel) -> dict:
-    """One search's figures and its winner: the newest run of its job under --out-dir with the same
-    settings is read back when finished, continued when killed; else a new search."""
-    settings = search_settings(method, args, target_ms)
-    earlier = None if args.smoke else latest_run(args.out_dir, settings.job)
-    if earlier is not None and load_config(type(settings), earlier / "config.yaml") != settings:
-        earlier = None  # another study's search (other settings): not this one's
-    if earlier is not None and (earlier / "search_result.json").is_file():
-        print(f"{method}: reading back {earlier}")
-        summary = {**json.loads((earlier / "search_result.json").read_text()), "run_dir": str(earlier)}
-    elif earlier is not None:
-        print(f"{method}: resuming {earlier}")
-        summary = search_job(None, resume=earlier, latency=latency, echo=print)
-    else:
-        summary = search_job(settings, latency=latency, echo=print)
+    """One search's figures and its winner (a finished search of the same settings is read back, a
+    cut one continued: ``common.resumed_search``)."""
+    summary = resumed_search(search_settings(method, args, target_ms), latency)
     run = Path(summary["run_dir"])
     net, details = summary["networks"]["arch"], summary["details"]
     return {"run_dir": str(run), "candidates_scored": details["candidates_scored"],

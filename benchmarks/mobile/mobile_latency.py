@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import interleaved_rounds, results_dir, save_result  # noqa: E402
+from common import interleaved_rounds, results_dir, save_figure, save_result  # noqa: E402
 
 from segnas.cost import LatencyTable, predict_latency  # noqa: E402
 from segnas.spaces.mobile import MOBILE, MOBILE_FAST_SCNN, MobileSpace  # noqa: E402
@@ -118,8 +118,7 @@ def plot(points: list[dict], path: Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="measured latency (ms)", ylabel="predicted latency (ms)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

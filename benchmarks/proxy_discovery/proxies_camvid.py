@@ -149,8 +149,7 @@ def scatter(path: Path, columns: dict[str, list[float]], mious: list[float], tra
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110)
 
 
 def discovery_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:

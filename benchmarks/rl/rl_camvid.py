@@ -53,6 +53,7 @@ from segnas.search.asktell import AskTellLoop  # noqa: E402
 from segnas.search.strategies.rl import RLSearch, RLSettings, TerminationSettings  # noqa: E402
 from segnas.spaces.base import Architecture, get_space, save_arch  # noqa: E402
 from segnas.training.cached import trained_once, training_key  # noqa: E402
+from segnas.utils import atomic_write_text  # noqa: E402
 
 RESULTS = common.results_dir(__file__)
 SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 12}, "crop_size": [64, 96],
@@ -86,6 +87,21 @@ def termination(args: argparse.Namespace) -> dict[str, Any]:
     return TerminationSettings(**(SMOKE_TERMINATION if args.smoke else {})).model_dump()
 
 
+def same_search(run_dir: Path, described: dict[str, Any]) -> None:
+    """Keep what a search's run folder was started with (``search.json``); a later run of this script
+    continues the folder only with the same settings (it is keyed by name, kind and seed alone)."""
+    path = run_dir / "search.json"
+    described = json.loads(json.dumps(described))  # as it reads back
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != described:
+            changed = sorted(k for k in described if before.get(k) != described[k])
+            sys.exit(f"{run_dir}: started with other settings ({', '.join(changed)} differ: {path}); "
+                     "give another --name or --out-dir")
+        return
+    atomic_write_text(path, json.dumps(described, indent=1))  # a new folder, or one started before this record
+
+
 def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], args: argparse.Namespace) -> dict:
     """One search of ``args.candidates`` children; its curve, compute and best child."""
     space, latency, data = ctx["space"], ctx["latency"], ctx["data"]
@@ -99,6 +115,9 @@ def search(kind: str, seed: int, child: dict[str, Any], ctx: dict[str, Any], arg
     strategy.evaluator, strategy.target_ms = evaluator, latency.target_ms
     strategy._sync_threshold()
     run_dir = Path(args.out_dir) / f"bench-rl-{ctx['name']}-{kind}-seed{seed}"
+    same_search(run_dir, {"kind": kind, "seed": seed, "settings": settings.model_dump(mode="json"),
+                          "target_ms": latency.target_ms, "latency": latency.describe(),
+                          "data": data.model_dump(mode="json"), "encoder": str(ctx["encoder"])})
     outcome = AskTellLoop(strategy, evaluator, lambda a: latency.predict(space, a, ctx["classes"]), latency.target_ms,
                           candidates=args.candidates, workers=args.workers, executor=args.executor,
                           run_dir=run_dir, progress=not args.smoke, echo=print).run()
@@ -142,10 +161,7 @@ def plot(out: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    common.save_figure(fig, path, dpi=90)
 
 
 def save(out: dict[str, Any], args: argparse.Namespace) -> Path:

@@ -21,7 +21,8 @@ The winner is then timed (ONNX Runtime, 360x480, 2 threads) and trained twice:
   ``--train-seeds`` seed, to compare with every network given the same steps (the training study's
   equal-steps table); or for ``--final-minutes`` CPU-minutes instead (machine- and load-dependent),
   against the zoo trained under that budget.
-Saves ``results/<name>.json``.
+Saves ``results/<name>.json``. The same command again reads back its finished search (same settings,
+newest under --out-dir) or continues a cut one, so a killed run trains the same winner.
 
     python benchmarks/saswot/saswot_camvid.py --time inits1 nsga2     # on an otherwise idle machine
 
@@ -52,7 +53,7 @@ from segnas.evaluate.proxy import proxy_scored_on  # noqa: E402
 from segnas.evaluate.records import load_groundtruth, load_groundtruth_runs  # noqa: E402
 from segnas.evaluate.short_train import evaluate_arch, make_item  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
-from segnas.jobs.search import make_settings, search_job  # noqa: E402
+from segnas.jobs.search import make_settings  # noqa: E402
 from segnas.spaces import read_arch_file, save_arch  # noqa: E402
 from segnas.spaces.multires import MultiResSpace  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
@@ -274,7 +275,7 @@ def main() -> None:
         return retrain(args)
     space = MultiResSpace(layers=args.layers, base_width=args.base_width)
     h, w = args.size
-    run = Path(args.reuse) if args.reuse else Path(search_job(search_settings(args), echo=print)["run_dir"])
+    run = Path(args.reuse) if args.reuse else Path(common.resumed_search(search_settings(args))["run_dir"])
     search = search_record(run)
     arch_file = run / "arch.json"
     arch = space.arch_from_dict(read_arch_file(arch_file)["arch"])

@@ -18,6 +18,7 @@ argmax network on the same weights (the discretization gap), seconds per epoch a
 left. A's network is then trained with benchmarks/training/train_camvid.py's recipe for --final-steps
 optimizer steps with --train-seeds seeds (the equal-steps comparison of the training study), or with
 --final-minutes for a CPU-time budget instead. Saves results/<name>.json with both architectures.
+The same command again reads back each finished search of the same settings and continues a cut one.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import camvid_root, results_dir, save_result  # noqa: E402
+from common import camvid_root, results_dir, resumed_search, save_result  # noqa: E402
 from train_camvid import config as train_config, train_seeds  # noqa: E402
 
 from segnas.config.search import SearchSettings  # noqa: E402
 from segnas.cost import LatencyModel  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
-from segnas.jobs.search import search_job, settings_class  # noqa: E402
+from segnas.jobs.search import settings_class  # noqa: E402
 from segnas.search.strategies.ssr import joint_space  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.joint import Candidate  # noqa: E402
@@ -123,7 +124,7 @@ def main() -> None:
             summary = {**json.loads((Path(run_dir) / "search_result.json").read_text()), "run_dir": run_dir}
         else:
             job = base["job"] + ("-off" if name == "no_ssr" else "")
-            summary = search_job(settings({**base, "job": job, "ssr": {**base["ssr"], **update}}), echo=print)
+            summary = resumed_search(settings({**base, "job": job, "ssr": {**base["ssr"], **update}}))
         summary = figures(summary)
         found = read_arch_file(Path(summary["run_dir"]) / "arch.json")
         runs[name] = {**summary, "trace": trace(Path(summary["run_dir"])),
