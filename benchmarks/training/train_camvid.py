@@ -25,7 +25,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
@@ -33,11 +32,14 @@ from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, s
 RESULTS = results_dir(__file__)
 
 from segnas.config import TrainConfig  # noqa: E402
-from segnas.config.io import merged  # noqa: E402
+from segnas.config.io import absolute_paths, load_config, merged  # noqa: E402
 from segnas.config.recipes import load_recipe  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.engine.device import describe_device, resolve_device  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
+from segnas.spaces import read_arch_file  # noqa: E402
+from segnas.spaces.base import arch_key  # noqa: E402
+from segnas.training.cached import training_key  # noqa: E402
 from segnas.utils import atomic_write_text  # noqa: E402
 
 
@@ -55,6 +57,11 @@ def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfi
 
 #: Synthetic data for the benchmarks' ``--smoke`` modes: seconds per training, measures nothing.
 SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
+
+
+def same_training(cfg: TrainConfig) -> str:
+    """``training_key`` of ``cfg`` with its paths absolute, as a run's config.yaml keeps them."""
+    return training_key(TrainConfig.model_validate(absolute_paths(cfg, cfg.model_dump(mode="json"))))
 
 
 def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,
@@ -75,7 +82,9 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
         cfg = TrainConfig.model_validate(merged(cfg.model_dump(mode="json"), recipe))
         # the job names the change itself too: a variant whose settings change never reads back old runs
         variant += "-" + hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:6]
-    tag = Path(model).parent.name if model.endswith(".json") else model
+    # an arch file by its folder and its network: a changed network at the same path is a new job
+    tag = (f"{Path(model).parent.name}-{hashlib.sha1(arch_key(read_arch_file(model)['arch']).encode()).hexdigest()[:6]}"
+           if model.endswith(".json") else model)
     update = {"time_budget_min": None, "max_steps": steps, "bf16": False, "seed": seed, "device": device,
               "job": f"{cfg.job}-{tag}" + (f"-{variant}" if variant else "") + (f"-without-{holdout}" if holdout else "")
               + f"-seed{seed}",
@@ -87,12 +96,13 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     if smoke:
         update.update(data=cfg.data.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
                       channels_last=False)
+    cfg = cfg.model_copy(update=update)
     earlier = None if smoke else latest_run(out_dir, update["job"])
-    if earlier is not None and yaml.safe_load((earlier / "config.yaml").read_text()).get("max_steps") != steps:
-        earlier = None  # a run of another step budget: start afresh
+    if earlier is not None and same_training(load_config(TrainConfig, earlier / "config.yaml")) != same_training(cfg):
+        earlier = None  # a run of other settings (steps, optimizer, data): start afresh
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
-    result = train_job(cfg.model_copy(update=update), resume=earlier, echo=print, device=device)
+    result = train_job(cfg, resume=earlier, echo=print, device=device)
     on_gpu = resolve_device(device).type == "cuda"
     out = {"seed": seed, "device": describe_device(device), "run_dir": result.run_dir, "steps": result.final.get("step"),
            "epochs": result.epochs_done,
