@@ -138,6 +138,7 @@ CLI_CASES = [
     (["bench", "-m", "nope_net", "--size", "32x48"], "nope_net"),
     (["bench", "-m", "fast_scnn", "--size", "32by48"], "32by48"),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--classes", "0"], "--classes"),
+    (["bench", "-m", "fast_scnn", "--size", "32x48", "--threads", "0"], "--threads"),
     (["export", "fast_scnn", "--out", "{tmp}/m.onnx", "--format", "tflite", "--size", "32x48"], "tflite"),
     (["export", "fast_scnn", "--out", "{tmp}/m.txt", "--size", "32x48"], "must end in .onnx"),
     (["export", "fast_scnn", "--out", "{tmp}/m.onnx", "--format", "torchscript", "--size", "32x48"], "must end in .pt"),

@@ -446,8 +446,11 @@ def _search_command(method: str) -> Callable[..., None]:
         default = _setting_default(settings_class(method), paths[0])
         return False if default is None or isinstance(default, (dict, list)) or default == "" else str(default)
 
+    def declared(name: str, kind: type) -> str:
+        return f"--{name}/--no-{name}" if kind is bool else f"--{name}"
+
     params += [inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                 default=typer.Option(None, f"--{name}", help=text, show_default=shown(paths)))
+                                 default=typer.Option(None, declared(name, kind), help=text, show_default=shown(paths)))
                for name, (paths, kind, text) in flags.items()]
     params += [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                  default=typer.Option(None, help="Continue the search in this run directory.")),

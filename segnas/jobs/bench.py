@@ -89,6 +89,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise SegnasError(f"--backend: unknown {unknown[0]!r}; choose one of {', '.join(BACKENDS)}")
+    if threads is not None and threads < 1:
+        raise SegnasError(f"--threads: must be >= 1, got {threads} (leave it out for all cores available)")
     threads = threads or default_threads()
     shape = (1, 3, *size)
     networks = []  # everything that can fail on user input, before anything is measured

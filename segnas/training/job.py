@@ -85,6 +85,8 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
         cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
+        if resume is not None and echo is not None:
+            echo(f"{resume}: no checkpoint yet (the run was stopped before its first one): training from the start")
         run.log(f"start: {cfg.model_dump_json()}")
     result = trainer.fit()
     result.init = init
