@@ -112,6 +112,7 @@ def main() -> None:
         records = [{"arch": space.sample(rng).to_dict(), "val_miou": float(v)} for v in rng.uniform(size=8)]
         data = {**SMOKE_DATA, "options": {**SMOKE_DATA["options"], "length": 8}}
         args.epochs, args.calibration_images, args.score_images = 1, 2, 2
+        args.name = args.name if args.name != "supernet_rank" else "supernet_rank_smoke"  # never the real run's folder
     else:
         space = MOBILE
         records = load_groundtruth_runs(args.groundtruth)
@@ -158,7 +159,8 @@ def main() -> None:
         evaluator.setup()
         scores, seconds = [], []
         for r in records:
-            key = f"{split}:{arch_key(r['arch'])}"
+            key = (f"{split}:{args.score_images}:{args.calibration_images}:{args.seed}:{args.size[0]}x{args.size[1]}:"
+                   f"{arch_key(r['arch'])}")  # a score depends on these as well as on the supernet
             if key not in cache:
                 t0 = time.perf_counter()
                 cache[key] = evaluator.evaluate(r["arch"])["score"]
