@@ -1371,6 +1371,10 @@ def study_page(study: Study, studies: dict[str, Study]) -> str:
              + (f" (current: {current})" if study.current_ids is not None else "") + ".", "", "## Results", ""]
     if study.pending:
         lines += [f"**Pending.** {study.pending}", ""]
+    partial = [i for i, r in study.results().items() if r.get("complete") is False]
+    if partial and not any(line.startswith("**Incomplete:**") for line in body):  # (a renderer may say more)
+        lines += [f"**Incomplete:** {', '.join(f'`{i}`' for i in partial)}: the run that writes "
+                  f"{'them' if len(partial) > 1 else 'it'} has not finished; figures below may change.", ""]
     lines += body
     if not n:
         return "\n".join(lines).rstrip("\n") + "\n"

@@ -300,6 +300,7 @@ def main() -> None:
         "winner_measured_at_search_ms": search["search_measured_ms"],
         "winner_vs_target": measured / args.target_ms - 1.0, "winner_params": count_parameters(net),
         "winner_gflops": count_flops(net, (1, 3, h, w)).gflops, "winner": arch.to_dict(),
+        "complete": False,  # until every part asked for is in (each save below adds one)
     }
     common.save_result(args.name, out, RESULTS)
 
@@ -334,7 +335,7 @@ def main() -> None:
         print(f"trained {out['training']['train_minutes']} min: val mIoU {100 * result.final['val_miou']:.1f}%")
         for name, b in sorted(out["baselines_same_budget"].items(), key=lambda x: x[1]["latency_ms"] or 0):
             print(f"  {name}: {100 * b['val_miou']:.1f}% at {b['latency_ms']} ms")
-    path = common.save_result(args.name, out, RESULTS)
+    path = common.save_result(args.name, {**out, "complete": True}, RESULTS)
     print(f"saved {path}")
 
 
