@@ -69,7 +69,10 @@ def restore(source: Path, run: Path) -> None:
         raise SegnasError(f"{source}: no saved comparison here (no config.yaml)")
     if run.exists():
         raise SegnasError(f"{run}: already exists; restore into a new path")
-    shutil.copytree(source, run)
+    partial = run.with_name(f".{run.name}.restoring")
+    shutil.rmtree(partial, ignore_errors=True)  # what a cut restore left
+    shutil.copytree(source, partial)
+    partial.rename(run)  # the run directory appears whole or not at all
 
 
 def main() -> None:
