@@ -2,7 +2,8 @@
 
     python benchmarks/fasterseg/fasterseg_camvid.py                       # decoupled (FasterSeg), full pipeline
     python benchmarks/fasterseg/fasterseg_camvid.py --mode coupled --pretrained RUNDIR --final-steps 0
-    python benchmarks/fasterseg/fasterseg_camvid.py --resume RUNDIR       # continue a killed job
+    python benchmarks/fasterseg/fasterseg_camvid.py --resume RUNDIR       # continue a killed job (the same
+                                                                          # command without it does too)
 
 The search runs on whole training images resized to --search-size (120x160 by default: a quarter
 of the 480x360 deployment size on each side, to fit a 2-core CPU); latencies are those of the
@@ -29,7 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import baselines, camvid_root, machine, results_dir, save_result, steps_baselines  # noqa: E402
+from common import (baselines, camvid_root, machine, results_dir, resumed_search, save_result,  # noqa: E402
+                    steps_baselines)
 
 RESULTS = results_dir(__file__)
 
@@ -142,7 +144,8 @@ def main() -> None:
         run_cfg = load_config(settings_class("fasterseg"), path)
         final = run_cfg.final.model_copy(update={"steps": None, "minutes": None, **final_budget(args)})
         save_config(run_cfg.model_copy(update={"final": final, "bf16": bf16(args)}), path)
-    summary = figures(search_job(None if args.resume else settings(args), resume=args.resume, echo=print))
+    summary = figures(search_job(None, resume=args.resume, echo=print) if args.resume
+                      else resumed_search(settings(args)))  # the same command again continues a cut run
     run_dir = Path(summary["run_dir"])
     archs = {n: MULTIRES.arch_from_dict(read_arch_file(run_dir / f"{n}.json")["arch"]) for n in ("teacher", "student")}
     training = summary.get("training", {})
