@@ -123,3 +123,23 @@ def test_label_smoothing_ce_and_ohem_follow_the_definition():
     ohem = OhemCrossEntropy(thresh=0.5, min_kept=1, label_smoothing=eps)(logits, target)
     assert 0 < int(hard.sum()) < len(plain) and torch.allclose(ohem, per_pixel[hard].mean(), atol=1e-6)
     assert torch.allclose(OhemCrossEntropy(0.5, 1)(logits, target), plain[hard].mean(), atol=1e-6)
+
+
+def test_the_boundary_term_is_the_cross_entropy_of_the_pixels_on_a_label_edge():
+    torch.manual_seed(4)
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[:, :, 4:] = 1  # one vertical edge between columns 3 and 4
+    target[:, 0, 0] = 255
+    logits = torch.randn(1, 3, 8, 8, requires_grad=True)
+    loss, parts = SegmentationLoss("ce", aux_weight=0.0, boundary_weight=2.0)(logits, target)
+    pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    # by definition: the labelled pixels next to a pixel of another class (here columns 3 and 4;
+    # the ignored pixel makes no edge)
+    edge = torch.zeros(1, 8, 8, dtype=torch.bool)
+    edge[:, :, 3:5] = True
+    assert abs(parts["boundary"] - 2.0 * float(pixel[edge].mean().detach())) < 1e-5
+    assert torch.allclose(loss, F.cross_entropy(logits, target, ignore_index=255) + 2.0 * pixel[edge].mean())
+    # a label map without an edge adds nothing; off by default
+    flat = torch.zeros(1, 8, 8, dtype=torch.long)
+    assert SegmentationLoss("ce", aux_weight=0.0, boundary_weight=1.0)(logits, flat)[1]["boundary"] == 0.0
+    assert "boundary" not in SegmentationLoss("ce", aux_weight=0.0)(logits, target)[1]

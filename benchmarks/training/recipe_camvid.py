@@ -60,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wider_scale": {"data": {"scale": [0.5, 2.0]}},
     "cosine": {"optim": {"schedule": "cosine"}},
     "no_ohem": {"loss": {"kind": "ce"}},
+    "boundary": {"loss": {"boundary_weight": 1.0}},
     "accumulate2": {"accumulate_batches": 2},
     "kd": {"loss": {"kd_weight": 1.0, "kd_temperature": 1.0}},  # the teacher from --teacher(-model)
 }

@@ -113,6 +113,9 @@ class LossConfig(Settings):
     kd_temperature: float = Field(1.0, gt=0)
     #: Weight of STDC's detail-guidance loss (used only by networks that output "detail").
     detail_weight: float = Field(1.0, ge=0)
+    #: Weight of a boundary term for any network: the main head's cross-entropy averaged over the
+    #: pixels on a class boundary of the labels (``segnas.engine.losses.boundary_ce``); 0: off.
+    boundary_weight: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _one_teacher(self) -> "LossConfig":

@@ -102,14 +102,36 @@ def detail_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + dice.mean()
 
 
+def label_edges(target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """N×H×W: the labelled pixels with a pixel of another labelled class among their 3×3 neighbours
+    (a band two pixels wide along every class boundary; ignored pixels make no edge)."""
+    t = target[:, None].long()
+    valid = t != ignore_index
+    highest = F.max_pool2d(torch.where(valid, t, -1).float(), 3, stride=1, padding=1)
+    lowest = -F.max_pool2d(-torch.where(valid, t, 2**20).float(), 3, stride=1, padding=1)
+    return ((highest != lowest) & valid)[:, 0]
+
+
+def boundary_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy averaged over the pixels on a class boundary (``label_edges``): a
+    boundary-aware term for any network, which weighs object edges and thin classes (poles, signs)
+    that a pixel average, dominated by road, sky and buildings, neglects."""
+    on_edge = label_edges(target, ignore_index)
+    if not on_edge.any():
+        return logits.sum() * 0.0
+    pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    return pixel[on_edge].mean()
+
+
 class SegmentationLoss(nn.Module):
     """Main loss + ``aux_weight`` × each auxiliary head's loss + ``kd_weight`` × KD to a teacher
-    + ``detail_weight`` × detail-guidance loss when the network outputs ``"detail"`` logits."""
+    + ``detail_weight`` × detail-guidance loss when the network outputs ``"detail"`` logits
+    + ``boundary_weight`` × the main head's cross-entropy on label boundaries (``boundary_ce``)."""
 
     def __init__(self, kind: str = "ce", aux_weight: float = 0.4, ohem_thresh: float = 0.7,
                  ohem_min_kept: int = 100_000, class_weights: Sequence[float] | None = None,
                  kd_weight: float = 1.0, kd_temperature: float = 1.0, detail_weight: float = 1.0,
-                 ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0) -> None:
+                 ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0, boundary_weight: float = 0.0) -> None:
         super().__init__()
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         if kind == "ohem":
@@ -122,6 +144,7 @@ class SegmentationLoss(nn.Module):
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
         self.detail_weight = detail_weight
+        self.boundary_weight = boundary_weight
         self.ignore_index = ignore_index
 
     def forward(self, output, target: torch.Tensor, teacher_logits: torch.Tensor | None = None
@@ -133,6 +156,8 @@ class SegmentationLoss(nn.Module):
         parts = {"seg": self.main(main.float(), target)}
         for i, a in enumerate(aux):
             parts[f"aux{i}"] = self.aux_weight * self.aux(a.float(), target)
+        if self.boundary_weight > 0:
+            parts["boundary"] = self.boundary_weight * boundary_ce(main, target, self.ignore_index)
         if detail is not None and self.detail_weight > 0:
             parts["detail"] = self.detail_weight * detail_loss(detail, target)
         if teacher_logits is not None and self.kd_weight > 0:

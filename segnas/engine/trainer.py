@@ -53,7 +53,8 @@ def build_loss(cfg: TrainConfig) -> SegmentationLoss:
         raise SegnasError(f"loss.class_weights: {lc.class_weights!r} is resolved from the training data by the "
                           "training job; give numbers to build the loss directly")
     return SegmentationLoss(lc.kind, lc.aux_weight, lc.ohem_thresh, lc.ohem_min_kept, lc.class_weights,
-                            lc.kd_weight, lc.kd_temperature, lc.detail_weight, label_smoothing=lc.label_smoothing)
+                            lc.kd_weight, lc.kd_temperature, lc.detail_weight, label_smoothing=lc.label_smoothing,
+                            boundary_weight=lc.boundary_weight)
 
 
 def use_channels_last(cfg: TrainConfig, model: nn.Module, bf16: bool | None = None) -> bool:
