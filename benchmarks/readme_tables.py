@@ -831,7 +831,7 @@ def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
             lines += [f"![predicted vs measured]({'results'}/{name}.png)", ""]
     for r in res.values():
         if "networks_per_space" in r:
-            lines += ort_fusions(r)
+            lines += fusions(r)
     for r in res.values():
         if "rows" in r:
             lines += joint_latency(r)
@@ -874,23 +874,32 @@ def across_sessions(r: dict) -> list[str]:
     return lines
 
 
-def ort_fusions(r: dict) -> list[str]:
-    """What ONNX Runtime runs inside a network that the table's units do not time, and the reverse."""
+def fusions(r: dict) -> list[str]:
+    """What the runtime runs inside a network that the table's units do not time, and the reverse."""
     def counts(d: dict) -> str:
         return ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "–"
 
-    lines = ["### What the runtime runs that the table's units do not", "",
+    runtime = r.get("runtime", "onnxruntime")
+    name = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}[runtime]
+    lines = [f"### What {name} runs that the table's units do not", "",
              "| space | kernels per network | run in the network, timed by no unit | timed by units, fused away in the network |",
              "|---|---|---|---|"]
     for space, s in r["summary"].items():
         lines.append(f"| `{space}` | {s['kernels_per_network']:.0f} | {counts(s['untimed_per_network'])} | "
                      f"{counts(s['fused_away_per_network'])} |")
+    how = ("node types of ONNX Runtime's optimized graphs (ORT_ENABLE_ALL, saved with `optimized_model_filepath`) "
+           "of the whole network minus the sum over its table units. A unit timed alone converts to and from the "
+           "blocked NCHWc layout (Reorder*), which consecutive units skip; the network runs residual Adds, Concats "
+           "and upsampling between units that no entry times."
+           if runtime == "onnxruntime" else
+           "the kernel types (`layerType`) of the OpenVINO CPU plugin's runtime model (f32, as segnas measures it) "
+           "of the whole network minus the sum over its table units. OpenVINO fuses element-wise operations such "
+           "as residual adds and activations into the convolution before them and compiles other element-wise "
+           "chains (cells' sums of edges) into one `Subgraph` kernel; a unit timed alone reorders its layout "
+           "in and out, which consecutive units inside a network skip.")
     return lines + ["", f"Per network, mean over {r['networks_per_space']} random networks per space at {r['size']}: "
-                    "node types of ONNX Runtime's optimized graphs (ORT_ENABLE_ALL, saved with "
-                    "`optimized_model_filepath`) of the whole network minus the sum over its table units. A unit timed "
-                    "alone converts to and from the blocked NCHWc layout (Reorder*), which consecutive units skip; the "
-                    "network runs residual Adds, Concats and upsampling between units that no entry times. The "
-                    "learned correction's per-operator and per-megabyte terms stand for both.", ""]
+                    + how + " The learned correction's per-operator and per-megabyte terms stand for both. "
+                    + machine_line(r), ""]
 
 
 def page_training(study: Study, studies: dict[str, Study]) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -80,15 +80,20 @@ def _onnxruntime_runner(onnx_path: Path, threads: int, device: str) -> Runner:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def _openvino_runner(onnx_path: Path, threads: int) -> Runner:
+def openvino_compiled(onnx_path: Path, threads: int) -> Any:
+    """The OpenVINO CPU plugin's compiled model of an ONNX file, as segnas measures it (f32
+    inference precision forced, latency hint, one stream, ``threads`` threads)."""
     try:
         import openvino as ov
     except ImportError:
         raise SegnasError("backend: openvino is not installed (pip install 'segnas[openvino]')") from None
-    core = ov.Core()
-    compiled = core.compile_model(str(onnx_path), "CPU", {
+    return ov.Core().compile_model(str(onnx_path), "CPU", {
         "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+
+
+def _openvino_runner(onnx_path: Path, threads: int) -> Runner:
+    compiled = openvino_compiled(onnx_path, threads)
     request = compiled.create_infer_request()
     return lambda x: request.infer({0: x})[compiled.output(0)].copy()
 

@@ -1,13 +1,17 @@
-"""Which kernels ONNX Runtime actually runs for a network, against the units the latency table times.
+"""Which kernels the runtime actually runs for a network, against the units the latency table times.
 
-    python benchmarks/latency_model/ort_fusions.py [--spaces all] [--size 360x480] [--n 4]
+    python benchmarks/latency_model/fusions.py [--runtime onnxruntime] [--spaces all] [--size 360x480] [--n 4]
+    python benchmarks/latency_model/fusions.py --runtime openvino
 
 For --n random networks of every registered space: exports the network and each of its table units
-(``latency_keys``: one ``OpKey`` each), lets ONNX Runtime optimize every graph at the level segnas
-runs it (ORT_ENABLE_ALL) and saves the optimized graph (``SessionOptions.optimized_model_filepath``),
-then counts node types. The whole network's optimized nodes minus the sum of its units' nodes are
-the kernels no table entry times (element-wise glue: residual adds, concatenations, resizes
-between units), or entries that time kernels the network fuses away. Saves results/ort_fusions.json.
+(``latency_keys``: one ``OpKey`` each) and lets the runtime optimize every graph as segnas runs it,
+then counts the kernel types it will execute: ONNX Runtime's optimized graph at ORT_ENABLE_ALL
+(``SessionOptions.optimized_model_filepath``), or the OpenVINO CPU plugin's runtime model
+(``CompiledModel.get_runtime_model()``, each node's ``layerType``; compiled as
+``segnas.cost.backends.openvino_compiled``). The whole network's kernels minus the sum of its units'
+are the kernels no table entry times (element-wise glue: residual adds, concatenations, resizes
+between units), or entries that time kernels the network fuses away. Saves
+results/ort_fusions.json (ONNX Runtime) or results/openvino_fusions.json.
 """
 
 from __future__ import annotations
@@ -26,18 +30,29 @@ from common import results_dir, save_result  # noqa: E402
 RESULTS = results_dir(__file__)
 
 from segnas.cost.calibration import calibration_archs  # noqa: E402
+from segnas.cost.backends import openvino_compiled  # noqa: E402
 from segnas.cost.export import export_onnx  # noqa: E402
 from segnas.spaces import get_space, list_spaces  # noqa: E402
 from segnas.utils import parse_size  # noqa: E402
 
 
-def optimized_nodes(model, shape: tuple[int, int, int, int], threads: int = 2) -> Counter:
-    """Node types of ``model``'s graph after ONNX Runtime's optimizations (ORT_ENABLE_ALL)."""
-    import onnx
-    import onnxruntime as ort
+#: Result name of each runtime's study.
+RESULT = {"onnxruntime": "ort_fusions", "openvino": "openvino_fusions"}
+#: OpenVINO runtime-model nodes that are not kernels (graph inputs, outputs and constants).
+OPENVINO_NOT_KERNELS = {"Input", "Output", "Const", "Parameter", "Result"}
 
+
+def optimized_nodes(model, shape: tuple[int, int, int, int], threads: int = 2, runtime: str = "onnxruntime") -> Counter:
+    """Kernel types ``runtime`` executes for ``model`` after its graph optimizations."""
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model.eval(), Path(tmp) / "m.onnx", shape)
+        if runtime == "openvino":
+            nodes = openvino_compiled(path, threads).get_runtime_model().get_ops()
+            kinds = (n.get_rt_info()["layerType"].astype(str) for n in nodes)
+            return Counter(k for k in kinds if k not in OPENVINO_NOT_KERNELS)
+        import onnx
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
@@ -53,6 +68,7 @@ def main() -> None:
     ap.add_argument("--spaces", nargs="+", default=["all"])
     ap.add_argument("--size", default="360x480")
     ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--runtime", choices=sorted(RESULT), default="onnxruntime")
     args = ap.parse_args()
     spaces = list_spaces() if args.spaces == ["all"] else args.spaces
     size = parse_size(args.size)
@@ -61,12 +77,12 @@ def main() -> None:
     for name in spaces:
         space = get_space(name)
         for i, arch in enumerate(calibration_archs(space, args.n, seed=1)):
-            whole = optimized_nodes(space.build(arch, 19), (1, 3, *size))
+            whole = optimized_nodes(space.build(arch, 19), (1, 3, *size), runtime=args.runtime)
             units: Counter = Counter()
             for key in space.latency_keys(arch, 19, size):
                 text = key.to_str()
                 if text not in unit_cache:
-                    unit_cache[text] = optimized_nodes(key.build(), key.input_shape)
+                    unit_cache[text] = optimized_nodes(key.build(), key.input_shape, runtime=args.runtime)
                 units.update(unit_cache[text])
             untimed = {k: v for k, v in (whole - units).items()}
             extra = {k: v for k, v in (units - whole).items()}
@@ -82,8 +98,8 @@ def main() -> None:
                                                  for k in sorted({k for r in rows for k in r["in_network_not_in_units"]})},
                          "fused_away_per_network": {k: sum(r["in_units_not_in_network"].get(k, 0) for r in rows) / len(rows)
                                                     for k in sorted({k for r in rows for k in r["in_units_not_in_network"]})}}
-    path = save_result("ort_fusions", {"size": args.size, "networks_per_space": args.n, "summary": summary,
-                                       "networks": out}, RESULTS)
+    path = save_result(RESULT[args.runtime], {"runtime": args.runtime, "size": args.size, "networks_per_space": args.n,
+                                              "summary": summary, "networks": out}, RESULTS)
     print(f"saved {path}")
 
 
