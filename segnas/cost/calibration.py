@@ -11,11 +11,12 @@ correction learns it from a few dozen measured networks:
 
 where T_g is the sum of the table entries of the network's operators of kind g (``OpKey.op``, and
 the stride when not 1), N their number, M the megabytes of their inputs and b a constant. N and M
-stand for what ONNX Runtime runs differently inside a network (``benchmarks/latency_model/
-ort_fusions.py`` saves its optimized graphs): a unit timed alone converts its input to the blocked
-NCHWc layout and its output back (ReorderInput/ReorderOutput, one pass over each tensor), which
-consecutive units inside a network skip; and the network runs glue between units that no entry
-times (residual Adds, Concats, upsampling), whose cost grows with the tensors passed along. It is fitted by robust (Huber) least squares on *relative* errors (each network's equation is
+stand for what the runtime runs differently inside a network (``benchmarks/latency_model/
+fusions.py`` counts the kernels): a unit timed alone converts its input to the runtime's blocked
+layout and its output back (ONNX Runtime's ReorderInput/ReorderOutput, OpenVINO's Reorder: one
+pass over each tensor), which consecutive units inside a network skip; and the network runs glue
+between units that no entry times (residual Adds, Concats, upsampling; OpenVINO fuses the adds into
+their convolutions), whose cost grows with the tensors passed along. It is fitted by robust (Huber) least squares on *relative* errors (each network's equation is
 divided by its measured latency, so a 5 ms network counts as much as a 50 ms one) with a ridge
 penalty pulling every d_g, c and b towards 0 — with little data the correction stays close to the
 table — and every scale 1 + d_g kept within [``MIN_SCALE``, ``MAX_SCALE``]. The ridge strength is chosen by leave-one-out error on the calibration networks, which is
