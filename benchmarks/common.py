@@ -65,16 +65,13 @@ def resumed_search(settings: Any, latency: Any = None, echo: Callable[[str], Non
     ``out_dir`` read back when it finished with the same settings, continued when it was cut; else a
     new search. (A time-limited search done again finds another winner, so a study that trained the
     first one must not search again.)"""
-    from segnas.config.io import absolute_paths, load_config
+    from segnas.config.io import load_config, saved_form
     from segnas.jobs.search import search_job
 
     earlier = latest_run(settings.out_dir, settings.job)
     if earlier is not None:
         before = load_config(type(settings), earlier / "config.yaml")
-        def dumped(cfg: Any) -> dict[str, Any]:
-            return absolute_paths(cfg, cfg.model_dump(mode="json"))
-
-        if dumped(before) != dumped(settings):
+        if saved_form(before) != saved_form(settings):
             earlier = None  # another study's search (other settings): not this one's
     if earlier is not None and (earlier / "search_result.json").is_file():
         echo(f"{settings.method}: reading back {earlier}")

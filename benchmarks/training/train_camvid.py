@@ -32,7 +32,7 @@ from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, s
 RESULTS = results_dir(__file__)
 
 from segnas.config import TrainConfig  # noqa: E402
-from segnas.config.io import absolute_paths, load_config, merged  # noqa: E402
+from segnas.config.io import load_config, merged, saved_form  # noqa: E402
 from segnas.config.recipes import load_recipe  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.engine.device import describe_device, resolve_device  # noqa: E402
@@ -61,7 +61,7 @@ SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "
 
 def same_training(cfg: TrainConfig) -> str:
     """``training_key`` of ``cfg`` with its paths absolute, as a run's config.yaml keeps them."""
-    return training_key(TrainConfig.model_validate(absolute_paths(cfg, cfg.model_dump(mode="json"))))
+    return training_key(TrainConfig.model_validate(saved_form(cfg)))
 
 
 def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,

@@ -101,7 +101,13 @@ def absolute_paths(config: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def saved_form(config: BaseModel) -> dict[str, Any]:
+    """Settings as ``save_config`` writes them: dumped, file and folder settings absolute (two
+    settings compare equal this way whether they were built here or read back from a run)."""
+    return absolute_paths(config, config.model_dump(mode="json"))
+
+
 def save_config(config: BaseModel, path: str | Path) -> None:
     """Atomically write settings as YAML, with file and folder settings as absolute paths."""
-    data = absolute_paths(config, config.model_dump(mode="json"))
+    data = saved_form(config)
     atomic_write_text(path, SAVED_HEADER + yaml.safe_dump(data, sort_keys=False))
