@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from segnas.data.transforms import RandomCrop, eval_transforms, train_transforms
+from segnas.data.transforms import BatchCrop, RandomCrop, eval_transforms, train_transforms
 from segnas.zoo import build_model
 
 
@@ -118,3 +118,43 @@ def test_blur_and_noise_join_the_training_augmentation_when_asked():
     names = [type(t).__name__ for t in train_transforms((8, 8), blur_prob=0.2, noise_std=0.03).transforms]
     assert names[-3:] == ["RandomBlur", "GaussianNoise", "Normalize"]
     assert "RandomBlur" not in [type(t).__name__ for t in train_transforms((8, 8)).transforms]
+
+
+def test_batch_crop_draws_one_size_per_batch_and_a_place_per_sample():
+    """Every sample of a batch is cut to the same drawn fraction of its sides (a multiple of 32),
+    each at its own place: its pixels are a window of the sample."""
+    torch.manual_seed(0)
+    height, width = 96, 128
+    image = torch.arange(height * width, dtype=torch.float32).view(1, height, width).expand(3, -1, -1)
+    mask = torch.arange(height * width).view(height, width)
+    crop = BatchCrop([1.0, 0.5])
+    sizes, tops = set(), set()
+    for _ in range(20):
+        images, masks = crop([(image, mask)] * 4)
+        sizes.add(tuple(images.shape[-2:]))
+        assert images.shape[-2:] == masks.shape[-2:] and images.shape[:2] == (4, 3)
+        for img, m in zip(images, masks):
+            top, left = divmod(int(m[0, 0]), width)
+            h, w = m.shape
+            assert torch.equal(m, mask[top:top + h, left:left + w]) and torch.equal(img[0], image[0, top:top + h, left:left + w])
+            tops.add(top)
+    assert sizes == {(96, 128), (32, 64)}  # 0.5 x 96 = 48 -> 32; 0.5 x 128 = 64
+    assert len(tops) > 2
+
+
+def test_batch_crop_of_whole_samples_draws_no_random_numbers():
+    samples = [(torch.rand(3, 8, 8), torch.zeros(8, 8, dtype=torch.long))] * 2
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    images, masks = BatchCrop([1.0])(samples)
+    assert images.shape == (2, 3, 8, 8) and masks.shape == (2, 8, 8)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5, -0.2])
+def test_crop_fractions_outside_zero_one_are_refused_naming_the_setting(fraction):
+    from segnas.config.train import DataConfig
+    with pytest.raises(ValueError, match="crop_fractions"):
+        DataConfig(crop_size=(64, 64), crop_fractions=[1.0, fraction])
+    with pytest.raises(ValueError, match="crop_fractions.*crop_size"):
+        DataConfig(crop_fractions=[0.5])

@@ -61,6 +61,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cosine": {"optim": {"schedule": "cosine"}},
     "no_ohem": {"loss": {"kind": "ce"}},
     "boundary": {"loss": {"boundary_weight": 1.0}},
+    "multi_crop": {"data": {"crop_fractions": [1.0, 0.75, 0.5]}},
+    "swa": {"ema_decay": None, "swa_start": 0.75, "swa_lr": 0.01},  # instead of the EMA
     "accumulate2": {"accumulate_batches": 2},
     "kd": {"loss": {"kd_weight": 1.0, "kd_temperature": 1.0}},  # the teacher from --teacher(-model)
 }

@@ -39,6 +39,10 @@ class DataConfig(Settings):
     #: Resize every image to this size before augmentation / evaluation; None keeps native size.
     base_size: Optional[tuple[int, int]] = None
     scale: tuple[float, float] = (0.75, 1.5)
+    #: Random crops at several sizes: each training batch is cropped to one of these fractions of
+    #: ``crop_size``'s sides (drawn per batch; sides rounded down to a multiple of 32), each sample
+    #: at its own random place (``segnas.data.transforms.BatchCrop``). [1.0]: every batch at crop_size.
+    crop_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     jitter: float = Field(0.3, ge=0)
     #: Class-focused crops: classes (names or ids) that a training crop is placed on with
     #: probability ``focus_prob`` when the image holds any of them (thin or rare classes).
@@ -57,6 +61,20 @@ class DataConfig(Settings):
     options: dict[str, Any] = Field(default_factory=dict)
 
     _sizes = field_validator("crop_size", "base_size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
+
+    @field_validator("crop_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"each fraction of crop_size must lie in (0, 1], got {bad[0]}")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions_need_crop(self) -> "DataConfig":
+        if self.crop_fractions != [1.0] and self.crop_size is None:
+            raise ValueError("crop_fractions: crops at several sizes need data.crop_size (the largest crop)")
+        return self
 
 
 class ModelConfig(Settings):
@@ -150,6 +168,15 @@ class TrainConfig(Settings):
     #: epoch's last incomplete group of batches is skipped.
     accumulate_batches: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
+    #: Stochastic weight averaging (Izmailov et al., 2018): from this fraction of the training
+    #: budget on, the weights after every optimizer step enter an equal-weight average, which is
+    #: what is evaluated and saved as best.pt, its BatchNorm statistics recomputed on
+    #: ``swa_bn_batches`` training batches first (``segnas.engine.swa``). None: off. Not with
+    #: ``ema_decay`` (one average of the weights).
+    swa_start: Optional[float] = Field(None, gt=0, lt=1)
+    #: Learning rate held constant from ``swa_start`` on (SWA's schedule); None: the schedule goes on.
+    swa_lr: Optional[float] = Field(None, gt=0)
+    swa_bn_batches: int = Field(32, ge=1)
     bf16: bool = False
     channels_last: bool = False
     #: Under torchrun (data-parallel): BatchNorm statistics over the global batch of every process
@@ -161,6 +188,15 @@ class TrainConfig(Settings):
     seed: int = 0
     out_dir: str = Field("runs", json_schema_extra=PATH)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_average(self) -> "TrainConfig":
+        if self.swa_start is not None and self.ema_decay is not None:
+            raise ValueError("swa_start: give ema_decay or swa_start (one average of the weights), not both; "
+                             "set ema_decay to null to use SWA")
+        if self.swa_lr is not None and self.swa_start is None:
+            raise ValueError("swa_lr: the SWA learning rate needs swa_start")
+        return self
 
     @model_validator(mode="after")
     def _default_epochs(self) -> "TrainConfig":

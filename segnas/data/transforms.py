@@ -105,6 +105,46 @@ class RandomCrop:
         return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
 
 
+class BatchCrop:
+    """Random crops at several sizes: a collate function that draws one of ``fractions`` per batch
+    (uniformly) and crops every sample of the batch at its own random place to that fraction of
+    its sides, rounded down to a multiple of ``multiple`` (networks that downsample 32x need it;
+    never below one multiple). A fraction of 1 keeps the samples whole: with ``fractions`` (1,),
+    a plain collate that draws no random numbers.
+
+    The samples come cropped at the largest size (``data.crop_size``), so a smaller crop is a
+    random crop of the scaled image as well: each batch sees objects with less or more context."""
+
+    def __init__(self, fractions: Sequence[float], multiple: int = 32) -> None:
+        if not fractions or any(not 0 < f <= 1 for f in fractions):
+            raise ValueError(f"crop fractions must lie in (0, 1], got {list(fractions)}")
+        self.fractions = tuple(float(f) for f in fractions)
+        self.multiple = multiple
+
+    def size(self, height: int, width: int, fraction: float) -> tuple[int, int]:
+        """The crop of ``fraction`` of a height x width sample."""
+        if fraction >= 1:
+            return height, width
+        m = self.multiple
+        return (min(height, max(m, int(height * fraction) // m * m)),
+                min(width, max(m, int(width * fraction) // m * m)))
+
+    def __call__(self, samples: Sequence[Pair]) -> Pair:
+        fraction = 1.0
+        if self.fractions != (1.0,):
+            fraction = self.fractions[int(torch.randint(0, len(self.fractions), ()).item())]
+        if fraction < 1:
+            cropped = []
+            for image, mask in samples:
+                h, w = image.shape[-2:]
+                ch, cw = self.size(h, w, fraction)
+                top = int(torch.randint(0, h - ch + 1, ()).item())
+                left = int(torch.randint(0, w - cw + 1, ()).item())
+                cropped.append((image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]))
+            samples = cropped
+        return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
+
+
 class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5) -> None:
         self.p = p

@@ -64,8 +64,9 @@ class Placement:
 
 
 def train_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, workers: int = 0,
-                 pin_memory: bool = False) -> DataLoader:
-    """Shuffled full batches (at most the dataset's size) in the order ``generator`` draws; a data
+                 pin_memory: bool = False, collate_fn: Callable | None = None) -> DataLoader:
+    """Shuffled full batches (at most the dataset's size) in the order ``generator`` draws, stacked by
+    ``collate_fn`` (default: the DataLoader's); a data
     error in a worker process reaches the caller as the same one line as without workers. Under
     torchrun ``batch_size`` is the global batch and each rank loads its share of it
     (``segnas.engine.distributed``)."""
@@ -73,13 +74,13 @@ def train_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, 
     if not ctx.enabled:
         return OneLineErrorLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
                                   num_workers=workers, generator=generator, persistent_workers=False,
-                                  pin_memory=pin_memory)
+                                  pin_memory=pin_memory, collate_fn=collate_fn)
     # the same sampler and batch sampler DataLoader(shuffle=True) builds, each rank taking its slice
     batches = BatchSampler(RandomSampler(dataset, generator=generator),
                            distributed.global_batch(batch_size, len(dataset)), drop_last=True)
     return OneLineErrorLoader(dataset, batch_sampler=distributed.ShardedBatchSampler(batches, ctx.rank, ctx.world_size),
                               num_workers=workers, generator=generator, persistent_workers=False,
-                              pin_memory=pin_memory)
+                              pin_memory=pin_memory, collate_fn=collate_fn)
 
 
 class OneLineErrorLoader(DataLoader):

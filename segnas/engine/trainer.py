@@ -1,4 +1,4 @@
-"""The training loop: optimizer and schedule, losses, EMA, bf16, evaluation, checkpoints, resume.
+"""The training loop: optimizer and schedule, losses, EMA or SWA, bf16, evaluation, checkpoints, resume.
 
 A run is fully described by its run directory: ``fit()`` on a directory holding
 ``checkpoints/last.pt`` continues from it with model, optimizer, EMA, epoch, step, elapsed time
@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.train import TrainConfig
+from segnas.data.transforms import BatchCrop
 from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_latest_checkpoint, save_checkpoint
 from segnas.engine.ema import ModelEMA
@@ -27,6 +28,7 @@ from segnas.engine.optim import build_optimizer, lr_factor, set_lr
 from segnas.progress import progress_bar
 from segnas.engine.rundir import RunDir
 from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
+from segnas.engine.swa import WeightAverage
 from segnas.errors import SegnasError
 from segnas.metrics import SegMetrics
 
@@ -108,6 +110,7 @@ class Trainer:
         self.criterion = build_loss(cfg).to(self.place.device)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+        self.swa = WeightAverage(model, cfg.swa_start, cfg.swa_bn_batches) if cfg.swa_start else None
         #: epoch, step, training time on ``cfg.budget_clock`` (which the time budget counts), data order
         self.loop = LoopState(cfg.seed, cfg.budget_clock)
         self.best_miou = -1.0
@@ -123,6 +126,7 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            "swa": self.swa.state_dict() if self.swa else None,
             **self.loop.state_dict(),  # epoch, step, elapsed_s, rng
             "best_miou": self.best_miou,
             "best_epoch": self.best_epoch,
@@ -134,6 +138,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
+        if self.swa and state.get("swa"):
+            self.swa.load_state_dict(state["swa"])
         self.loop.load_state_dict(state)
         self.best_miou, self.best_epoch = state["best_miou"], state["best_epoch"]
         self.finished = state.get("finished", False)
@@ -159,11 +165,24 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     @property
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema else self.model
+        """The network evaluated and saved as best.pt: the EMA, the SWA average once it holds
+        weights (its BatchNorm statistics recomputed), else the trained weights."""
+        if self.ema:
+            return self.ema.module
+        if self.swa and self.swa.count:
+            return self.swa.ready(self._bn_batches)
+        return self.model
 
-    def _loader(self) -> DataLoader:
-        return train_loader(self.train_set, self.cfg.data.batch_size, self.loop.generator, self.cfg.data.workers,
-                            pin_memory=self.place.device.type == "cuda")
+    def _loader(self, generator: torch.Generator | None = None) -> DataLoader:
+        dc = self.cfg.data
+        return train_loader(self.train_set, dc.batch_size, generator or self.loop.generator, dc.workers,
+                            pin_memory=self.place.device.type == "cuda",
+                            collate_fn=BatchCrop(dc.crop_fractions) if dc.crop_fractions != [1.0] else None)
+
+    def _bn_batches(self):
+        """Training image batches for SWA's BatchNorm statistics, in an order of their own."""
+        for images, masks in self._loader(torch.Generator().manual_seed(self.cfg.seed + 7919)):
+            yield self.place.batch(images, masks)[0]
 
     def _progress(self, steps_total: int) -> float:
         p = self.loop.step / max(steps_total, 1)
@@ -183,6 +202,13 @@ class Trainer:
     def _clock_now(self) -> float:
         return distributed.max_over_ranks(self.loop.clock.now)
 
+    def _lr(self, steps_total: int) -> float:
+        """The learning rate of the next step: the schedule's, or SWA's constant rate once averaging."""
+        cfg, progress = self.cfg, self._progress(steps_total)
+        if cfg.swa_lr is not None and progress >= cfg.swa_start:
+            return cfg.swa_lr
+        return cfg.optim.lr * lr_factor(cfg.optim, progress, self.loop.step)
+
     def train_one_epoch(self, loader: DataLoader, steps_total: int, bar=None) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
@@ -196,7 +222,7 @@ class Trainer:
             if i >= usable:
                 break
             if i % accumulate == 0:
-                set_lr(self.optimizer, cfg.optim.lr * lr_factor(cfg.optim, self._progress(steps_total), loop.step))
+                set_lr(self.optimizer, self._lr(steps_total))
                 self.optimizer.zero_grad(set_to_none=True)
             images, masks = self.place.batch(images, masks)
             teacher_logits = None
@@ -223,6 +249,8 @@ class Trainer:
             optimizer_step(self.optimizer, cfg.optim.clip_grad_norm, self.model.parameters())
             if self.ema:
                 self.ema.update(self.model)
+            if self.swa:
+                self.swa.update(self.model, self._progress(steps_total))
             loop.step += 1
             if self._budget_spent():
                 break
