@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from segnas.config import TrainConfig
+from segnas.config.train import LossConfig
 from segnas.engine import load_checkpoint
 from segnas.engine.ema import ModelEMA
 from segnas.errors import SegnasError
@@ -143,6 +144,24 @@ def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(t
         TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "enet", "loss.teacher": recorded["teacher"]}))
     with pytest.raises(SegnasError, match="loss.teacher_model: unknown network 'nosuch'"):
         train_job(TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "nosuch"})))
+
+
+def test_a_cached_trainings_key_survives_a_new_setting_at_its_default(tiny_cfg):
+    """Keys leave settings at their defaults out: a setting that a later segnas adds (at a default
+    that keeps the old behaviour) does not retrain every cached teacher and encoder; any value that
+    changes the training changes the key."""
+    from segnas.training.cached import training_key
+
+    base = TrainConfig.model_validate(tiny_cfg())
+    every_default = TrainConfig.model_validate({**tiny_cfg(), **{
+        "loss": LossConfig().model_dump(mode="json"), "swa_start": None, "accumulate_batches": 1,
+        "data": {**tiny_cfg()["data"], "crop_fractions": [1.0], "blur_prob": 0.0}}})
+    assert training_key(every_default) == training_key(base)
+    for changed in ({"swa_start": 0.5, "ema_decay": None}, {"loss.boundary_weight": 0.5}, {"data.crop_fractions": [0.5]},
+                    {"seed": 1}, {"model.options": {"width": 0.25}}):
+        assert training_key(TrainConfig.model_validate(tiny_cfg(**changed))) != training_key(base), changed
+    # where and how fast it runs is not in the key
+    assert training_key(TrainConfig.model_validate(tiny_cfg(threads=2, out_dir="elsewhere"))) == training_key(base)
 
 
 def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):

@@ -26,16 +26,23 @@ DATA_NOT_IN_KEY = ("workers", "cache", "eval_batch_size", "val_split")
 DONE_FILE = "trained.json"
 
 
+#: The form of ``training_key``; bump it when a changed default changes what a training learns
+#: (keys leave out settings at their defaults, so that a setting added with a default that keeps
+#: the old behaviour keeps every cached training valid).
+KEY_FORMAT = 2
+
+
 def training_key(cfg: TrainConfig) -> str:
-    """A stable key of everything the weights of training ``cfg`` depend on (an architecture file
-    by its content, not its path)."""
-    payload = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_KEY}
-    payload["data"] = {k: v for k, v in payload["data"].items() if k not in DATA_NOT_IN_KEY}
+    """A stable key of everything the weights of training ``cfg`` depend on: its settings that
+    differ from the defaults (an architecture file by its content, not its path)."""
+    payload = {k: v for k, v in cfg.model_dump(mode="json", exclude_defaults=True).items() if k not in NOT_IN_KEY}
+    payload["data"] = {k: v for k, v in payload.get("data", {}).items() if k not in DATA_NOT_IN_KEY}
     if cfg.model.arch:
         arch = Path(cfg.model.arch)
         if not arch.is_file():
             raise SegnasError(f"model.arch: {arch}: file not found")
         payload["model"]["arch"] = hashlib.sha1(arch.read_bytes()).hexdigest()
+    payload["key_format"] = KEY_FORMAT
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
