@@ -1350,6 +1350,12 @@ def seeds_of(r: dict[str, Any]) -> str:
     return ", ".join(dict.fromkeys(found + ([f"{runs} training seeds"] if runs and runs > 1 else [])))
 
 
+def shown_command(command: str) -> str:
+    """A recorded command as a page shows it: absolute paths of the machine it ran on (a run folder,
+    a scratch directory) as ``PATH``."""
+    return " ".join("PATH" if word.startswith("/") else word for word in command.split(" "))
+
+
 def provenance(study: Study) -> list[tuple[str, dict, str]]:
     """(result id, result, how it was produced) for every result of a study: the command the result
     recorded (``produced_by``: ``save_result`` keeps it), else the manifest's, else the script that wrote it (the one
@@ -1357,7 +1363,7 @@ def provenance(study: Study) -> list[tuple[str, dict, str]]:
     out = []
     for i, r in study.results().items():
         if r.get("produced_by"):
-            out.append((i, r, f"`{r['produced_by']}`"))
+            out.append((i, r, f"`{shown_command(r['produced_by'])}`"))
             continue
         if i in study.commands:
             out.append((i, r, f"`{' '.join(study.commands[i].split())}`"))

@@ -36,7 +36,7 @@ def tiny_settings(tmp_path, **section) -> dict:
                     "calibration_networks": 0},
         "fasterseg": {"space": {"layers": 5, "base_width": 2, "width_ratios": [0.5, 1.0]},
                       "pretrain_epochs": 1, "search_epochs": 2, "derive_val_images": 4, **section},
-        "threads": 1, "final": {"epochs": 1, "ema_decay": None}, "out_dir": str(tmp_path / "runs"), "progress": False}
+        "threads": 1, "final": {"epochs": 1, "overrides": {"ema_decay": None}}, "out_dir": str(tmp_path / "runs"), "progress": False}
 
 
 @pytest.fixture

@@ -296,7 +296,7 @@ def arch_of(run: Path) -> dict:
 
 def test_search_derives_trains_and_reports(gas_search, tmp_path):
     data = tiny(tmp_path)
-    data["final"] = {"epochs": 1, "ema_decay": None}
+    data["final"] = {"epochs": 1, "overrides": {"ema_decay": None}}
     run = gas_search(data)
     records = records_of(run)
     assert [r["phase"] for r in records] == ["pretrain", "search", "search", "search"]

@@ -77,3 +77,53 @@ def test_the_ground_truth_trains_with_the_benchmarks_recipe():
         {k: v for k, v in recipe.items() if k != "data"}
     assert merged(recipe, {"optim": {"lr": 1.0}})["optim"] == {**recipe["optim"], "lr": 1.0}
     assert recipe["optim"]["lr"] == 0.08  # merging left the recipe as it was
+
+
+def _final_training(tmp_path, final: dict, teacher=None, **search):
+    """The TrainConfig a search's final training of its found network would run with."""
+    from types import SimpleNamespace
+
+    from segnas.jobs.search import final_train_config, make_settings
+
+    settings = make_settings("random", {"data": {"name": "synthetic", "crop_size": [48, 64], "batch_size": 2},
+                                        "latency": {"target_ms": 10}, "final": final, "out_dir": str(tmp_path),
+                                        **search})
+    ctx = SimpleNamespace(settings=settings, run=SimpleNamespace(path=tmp_path))
+    net = SimpleNamespace(name="arch", role="found", init=None)
+    return final_train_config(ctx, net, teacher)
+
+
+def test_a_searchs_final_training_uses_the_named_recipe_under_the_searchs_data_settings(tmp_path):
+    recipe = load_recipe("cpu-short")
+    cfg = _final_training(tmp_path, {"steps": 5})
+    assert cfg.optim.model_dump(exclude_unset=True) == recipe["optim"]
+    assert cfg.loss.kind == recipe["loss"]["kind"] and cfg.ema_decay == recipe["ema_decay"] and cfg.bf16
+    assert cfg.data.batch_size == 2 and cfg.data.jitter == recipe["data"]["jitter"]  # the search's data wins
+    assert cfg.max_steps == 5 and cfg.model.arch == str(tmp_path / "arch.json")
+    swa = _final_training(tmp_path, {"steps": 5, "overrides": {"ema_decay": None, "swa_start": 0.75, "bf16": False}})
+    assert swa.ema_decay is None and swa.swa_start == 0.75 and not swa.bf16
+    distilled = _final_training(tmp_path, {"steps": 5}, teacher=tmp_path / "teacher.pt")
+    assert distilled.loss.teacher == str(tmp_path / "teacher.pt") and distilled.loss.aux_weight == 0.2
+    assert distilled.loss.kind == "ohem"
+
+
+@pytest.mark.parametrize("final, message", [
+    ({"recipe": "nope"}, "final: no recipe 'nope'"),
+    ({"overrides": {"max_steps": 3}}, "final.overrides: max_steps is not a recipe setting"),
+    ({"overrides": {"optim": {"lr": -1}}}, "final.overrides: optim.lr"),
+])
+def test_a_bad_final_recipe_is_refused_before_the_search(tmp_path, final, message):
+    with pytest.raises(SegnasError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        _final_training(tmp_path, final)
+
+
+def test_a_search_run_of_an_earlier_segnas_reads_its_final_optimizer_as_overrides(tmp_path):
+    cfg = _final_training(tmp_path, {"steps": 5, "ema_decay": None,
+                                     "optim": {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}})
+    assert cfg.ema_decay is None and cfg.optim.lr == 0.08 and cfg.loss.kind == "ohem"
+    # the old defaults were cpu-short's: such a run's settings equal today's defaults
+    from segnas.jobs.search import make_settings
+
+    old = make_settings("random", {"latency": {"target_ms": 10}, "final": {
+        "ema_decay": 0.998, "optim": {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}}})
+    assert old.final == make_settings("random", {"latency": {"target_ms": 10}}).final

@@ -60,7 +60,7 @@ def runs(tmp_path_factory):
             "data": {"name": "synthetic", "options": {"size": list(SIZE), "length": 6}, "crop_size": list(SIZE),
                      "batch_size": 4},
             "latency": {"target_ms": 50.0, "size": list(SIZE), "backend": "eager"}, "threads": 1,
-            "out_dir": str(tmp / "runs"), "progress": False, "final": {"epochs": 1, "steps": 2, "ema_decay": None},
+            "out_dir": str(tmp / "runs"), "progress": False, "final": {"epochs": 1, "steps": 2, "overrides": {"ema_decay": None}},
             "random": {"space_options": {"layers": 6, "base_width": 4}, "candidates": 5,
                        "evaluator": {"proxy": {"images": 4, "batch_size": 2, "size": [32, 48]}}}})
         search = Path(search_job(settings, latency=latency(SIZE, 50.0))["run_dir"])

@@ -130,7 +130,7 @@ def tiny_data(tmp_path, **section) -> dict:
                 # A strong decay keeps the last two candidates of a decision off sigmoid saturation (where
                 # p stops moving), so that this 2-step-per-epoch search ends within the epoch cap.
                 "arch_weight_decay": 1e-3, **section},
-        "threads": 1, "final": {"epochs": 1, "ema_decay": None}, "out_dir": str(tmp_path / "runs"), "progress": False}
+        "threads": 1, "final": {"epochs": 1, "overrides": {"ema_decay": None}}, "out_dir": str(tmp_path / "runs"), "progress": False}
 
 
 @pytest.fixture

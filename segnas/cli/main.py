@@ -522,7 +522,7 @@ def proxy_score(
 @proxy_app.command("discover")
 @user_errors
 def proxy_discover(
-    groundtruth: list[Path] = typer.Argument(..., help="Ground-truth JSONL (benchmarks/proxy_groundtruth.py); "
+    groundtruth: list[Path] = typer.Argument(..., help="Ground-truth JSONL (benchmarks/groundtruth/proxy_groundtruth.py); "
                                              "several: training repeats, averaged per architecture."),
     out: Path = typer.Option(..., help="Where to save the discovered expression (.json)."),
     data: str = typer.Option("synthetic", help="Dataset name."),

@@ -52,9 +52,22 @@ def load_recipe(name: str | Path) -> dict[str, Any]:
         raise SegnasError(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise SegnasError(f"{path}: expected a mapping of settings at the top level")
+    check_recipe(data, str(path))
+    return data
+
+
+def check_recipe(data: dict[str, Any], where: str) -> None:
+    """Refuse, naming ``where``, recipe settings that set the run, network, data or budget, are
+    unknown, or have bad values."""
     run = sorted(set(data) & RUN_FIELDS) + sorted(f"data.{k}" for k in set(data.get("data") or {}) & RUN_DATA_FIELDS)
     if run:
-        raise SegnasError(f"{path}: {run[0]} is not a recipe setting (a recipe leaves the run, network, data and "
+        raise SegnasError(f"{where}: {run[0]} is not a recipe setting (a recipe leaves the run, network, data and "
                           "budget to the user)")
-    build_config(TrainConfig, merged({}, data), str(path))  # unknown fields and bad values, named
-    return data
+    build_config(TrainConfig, merged({}, data), where)  # unknown fields and bad values, named
+
+
+def recipe_with(name: str | Path, overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """Recipe ``name``'s settings with ``overrides`` (recipe fields, checked and named by ``where``)
+    on top."""
+    check_recipe(overrides, where)
+    return merged(load_recipe(name), overrides)

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from segnas.config.recipes import load_recipe, recipe_with
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.errors import SegnasError
 
@@ -60,7 +61,8 @@ class LatencyTarget(Settings):
 
 class FinalTraining(Settings):
     """Training of every found network once the search ends (0 epochs: none): from scratch, or from the
-    weights a strategy names (``FoundNetwork.init``, e.g. the RL search's pre-trained encoder)."""
+    weights a strategy names (``FoundNetwork.init``, e.g. the RL search's pre-trained encoder), with a
+    named training recipe, the one ``segnas train --recipe`` and ``segnas compare`` use."""
 
     #: Epochs; None: until ``steps`` or ``minutes`` is spent, or FINAL_EPOCHS without either;
     #: 0: no final training. Given together with a budget, whichever ends first stops training.
@@ -70,10 +72,41 @@ class FinalTraining(Settings):
     #: Time budget in minutes, counted on ``budget_clock`` (machine- and load-dependent).
     minutes: Optional[float] = Field(None, gt=0)
     budget_clock: Literal["wall", "cpu"] = "wall"
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="sgd", lr=0.08, weight_decay=1e-4,
-                                                                  warmup_iters=100))
-    ema_decay: Optional[float] = 0.998
+    #: The training recipe: a shipped name (``segnas/recipes``) or a YAML file (``segnas.config.recipes``).
+    recipe: str = "cpu-short"
+    #: Recipe settings on top of it (``TrainConfig`` fields, e.g. ``{ema_decay: null, swa_start: 0.75}``).
+    overrides: dict[str, Any] = Field(default_factory=dict)
     eval_every: int = Field(5, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_form(cls, data: Any) -> Any:
+        """Runs of segnas before named recipes kept ``final.optim`` and ``final.ema_decay``: read as
+        overrides of the recipe where they differ from it (the old defaults were cpu-short's)."""
+        if not isinstance(data, dict) or not ("optim" in data or "ema_decay" in data):
+            return data
+        data = dict(data)
+        legacy = {k: data.pop(k) for k in ("optim", "ema_decay") if k in data}
+        try:
+            recipe = load_recipe(data.get("recipe", "cpu-short"))
+        except SegnasError:
+            recipe = {}  # the recipe check names it
+        if "optim" in legacy and OptimConfig.model_validate(legacy["optim"]) == OptimConfig.model_validate(
+                recipe.get("optim", {})):
+            del legacy["optim"]
+        if "ema_decay" in legacy and legacy["ema_decay"] == recipe.get("ema_decay"):
+            del legacy["ema_decay"]
+        if legacy:
+            data["overrides"] = {**legacy, **(data.get("overrides") or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _known_recipe(self) -> "FinalTraining":
+        try:
+            recipe_with(self.recipe, self.overrides, "final.overrides")
+        except SegnasError as exc:
+            raise ValueError(str(exc).removeprefix("recipe: ")) from None
+        return self
 
     @property
     def enabled(self) -> bool:

@@ -29,7 +29,8 @@ import torch
 import yaml
 from pydantic import create_model
 
-from segnas.config.io import build_config
+from segnas.config.io import build_config, merged
+from segnas.config.recipes import recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
@@ -221,19 +222,21 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
 
 def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path | None) -> TrainConfig:
     """Training of a found network from scratch (from ``net.init`` when the strategy gives one) with
-    OHEM (+ aux heads); with a teacher, pixel-wise KD from it too (KL + OHEM + 0.2·aux, FasterSeg's recipe)."""
+    the recipe ``final.recipe`` (and ``final.overrides``); the data settings given to the search sit on
+    its augmentation; with a teacher, pixel-wise KD from it too (weight 1, auxiliary heads 0.2:
+    FasterSeg's recipe); bf16 when the recipe or the search asks for it."""
     s, f = ctx.settings, ctx.settings.final
-    loss: dict[str, Any] = {"kind": "ohem", "aux_weight": 0.2 if teacher_ckpt else 0.4}
+    recipe = recipe_with(f.recipe, f.overrides, "final.overrides")
     if teacher_ckpt:
-        loss.update(teacher=str(teacher_ckpt), kd_weight=1.0)
-    return TrainConfig.model_validate({
-        "job": f"{s.job_name}-{net.name}", "data": s.data.model_dump(),
+        recipe = merged(recipe, {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}})
+    return build_config(TrainConfig, {
+        **recipe, "job": f"{s.job_name}-{net.name}",
+        "data": merged(recipe.get("data", {}), s.data.model_dump(mode="json", exclude_unset=True)),
         "model": {"name": None, "arch": str(arch_file(ctx.run, net)), "init": net.init},
-        "optim": f.optim.model_dump(),
-        "loss": loss, "epochs": f.epoch_limit, "max_steps": f.steps,
-        "time_budget_min": f.minutes, "budget_clock": f.budget_clock, "eval_every": f.eval_every,
-        "ema_decay": f.ema_decay, "bf16": s.bf16, "channels_last": True, "threads": s.threads, "seed": s.seed,
-        "device": s.device, "out_dir": str(ctx.run.path / "train"), "progress": s.progress})
+        "epochs": f.epoch_limit, "max_steps": f.steps, "time_budget_min": f.minutes, "budget_clock": f.budget_clock,
+        "eval_every": f.eval_every, "bf16": s.bf16 or recipe.get("bf16", False), "threads": s.threads,
+        "seed": s.seed, "device": s.device, "out_dir": str(ctx.run.path / "train"), "progress": s.progress},
+        "final")
 
 
 def train_found(result: SearchResult, ctx: SearchContext, summary: dict[str, Any], echo: Echo) -> None:
