@@ -670,3 +670,18 @@ def test_a_found_network_timed_on_a_busy_machine_at_search_is_judged_on_the_sess
     assert row(None)["status"] == "over target (+17%)" and row(0.1)["on_target"] is False
     busy = row(1.2)
     assert busy["on_target"] is True and busy["status"] == "ok" and busy["search_measured_other_cores"] == 1.2
+
+
+def test_the_final_training_keeps_the_recipes_augmentation_under_the_data_settings_given(tmp_path):
+    """``train.recipe``'s data section (augmentation) reaches every final training, under the data
+    settings the comparison gives; a run field in it is refused before any work."""
+    from segnas.jobs.compare import train_config
+
+    cfg = build_config(CompareSettings, tiny(tmp_path, train={"steps": 2, "seeds": 1, "recipe": {
+        "data": {"blur_prob": 0.3, "batch_size": 16}, "loss": {"label_smoothing": 0.1}}}))
+    trained = train_config(cfg, "fast_scnn", {"name": "fast_scnn"}, 0, tmp_path)
+    assert trained.data.blur_prob == 0.3 and trained.loss.label_smoothing == 0.1 and trained.loss.kind == "ohem"
+    assert trained.data.batch_size == 2  # the comparison's data settings win
+    assert trained.data.options == {"size": SIZE, "length": 4} and trained.max_steps == 2
+    with pytest.raises(SegnasError, match="train.recipe: max_steps is not a recipe setting"):
+        build_config(CompareSettings, tiny(tmp_path, train={"steps": 2, "recipe": {"max_steps": 5}}))

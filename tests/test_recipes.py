@@ -108,7 +108,7 @@ def test_a_searchs_final_training_uses_the_named_recipe_under_the_searchs_data_s
 
 
 @pytest.mark.parametrize("final, message", [
-    ({"recipe": "nope"}, "final: no recipe 'nope'"),
+    ({"recipe": "nope"}, "final.recipe: no recipe 'nope'"),
     ({"overrides": {"max_steps": 3}}, "final.overrides: max_steps is not a recipe setting"),
     ({"overrides": {"optim": {"lr": -1}}}, "final.overrides: optim.lr"),
 ])

@@ -12,8 +12,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from segnas.config.recipes import check_recipe
 from segnas.config.search import LatencyTarget
 from segnas.config.train import PATH, DataConfig, Settings
+from segnas.errors import SegnasError
 
 #: Search settings the comparison sets for every method (a method's own settings may not).
 SHARED_SEARCH_FIELDS = ("method", "job", "data", "latency", "minutes", "final", "seed", "threads", "device",
@@ -36,6 +38,15 @@ class CompareTraining(Settings):
     #: Overrides of the training recipe (``TrainConfig`` fields: optim, loss, ema_decay, bf16, ...)
     #: over the ``cpu-short`` recipe (``segnas/recipes``; ``segnas.evaluate.short_train.GROUNDTRUTH_RECIPE``).
     recipe: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_fields(cls, recipe: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_recipe(recipe, "train.recipe")
+        except SegnasError as exc:
+            raise ValueError(str(exc).removeprefix("train.recipe: ")) from None
+        return recipe
 
     @model_validator(mode="after")
     def _one_budget(self) -> "CompareTraining":

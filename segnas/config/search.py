@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from segnas.config.recipes import load_recipe, recipe_with
+from segnas.config.recipes import check_recipe, load_recipe
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.errors import SegnasError
 
@@ -100,13 +100,23 @@ class FinalTraining(Settings):
             data["overrides"] = {**legacy, **(data.get("overrides") or {})}
         return data
 
-    @model_validator(mode="after")
-    def _known_recipe(self) -> "FinalTraining":
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, recipe: str) -> str:
         try:
-            recipe_with(self.recipe, self.overrides, "final.overrides")
+            load_recipe(recipe)
         except SegnasError as exc:
             raise ValueError(str(exc).removeprefix("recipe: ")) from None
-        return self
+        return recipe
+
+    @field_validator("overrides")
+    @classmethod
+    def _recipe_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_recipe(overrides, "final.overrides")
+        except SegnasError as exc:
+            raise ValueError(str(exc).removeprefix("final.overrides: ")) from None
+        return overrides
 
     @property
     def enabled(self) -> bool:
