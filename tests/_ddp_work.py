@@ -3,11 +3,12 @@
 
     python tests/_ddp_work.py train RUN_DIR [--batch N] [--epochs N] [--kill-rank R --kill-epoch E]
     python tests/_ddp_work.py oneshot RUN_DIR [--batch N]
+    python tests/_ddp_work.py search RUN_DIR
 
 ``train`` trains a small conv-BN network with the shared ``Trainer`` on fixed tensors (no random
 augmentation, so that one process with the global batch and N processes with a share each see the
 same data); with ``--kill-rank`` that rank SIGKILLs itself in the middle of epoch ``--kill-epoch``.
-``oneshot`` runs the one-shot engine on a small GAS supernet. Each rank writes ``rank<R>.json``
+``oneshot`` runs the one-shot engine on a small GAS supernet; ``search`` a whole tiny GAS search job. Each rank writes ``rank<R>.json``
 (losses, a digest of the final weights, architecture parameters, the derived architecture).
 """
 
@@ -115,9 +116,34 @@ def oneshot(args: argparse.Namespace) -> None:
     Path(args.run_dir, f"rank{distributed.context().rank}.json").write_text(json.dumps(out))
 
 
+def search(args: argparse.Namespace) -> None:
+    """A tiny GAS search job with its latency calibration, measurement of the found network and a
+    final training; each rank records how many latency entries it measured itself and the summary."""
+    import segnas.jobs.search as search_module
+    from segnas.cost import LatencyModel
+    from segnas.jobs.search import make_settings, search_job
+
+    torch.set_num_threads(1)
+    quick = search_module.time_found
+    search_module.time_found = lambda *a, **k: quick(*a, **{**k, "min_runs": 2, "min_time_s": 0.0, "rounds": 2})
+    cfg = make_settings("gas", {
+        "data": {"name": "synthetic", "options": {"size": [32, 48], "length": 8}, "crop_size": [32, 48],
+                 "batch_size": 4},
+        "latency": {"target_ms": 1000.0, "backend": "eager", "threads": 1, "check_target": False,
+                    "calibration_networks": 8, "table_min_runs": 1, "table_min_time_s": 0.0},
+        "gas": {"space": {"layout": [1, 1, 1, 1], "channels": [4, 8, 8, 8], "nodes": 2, "stem_channels": 4,
+                          "decoder_width": 8}, "pretrain_epochs": 1, "search_epochs": 1},
+        "threads": 1, "final": {"steps": 2, "overrides": {"ema_decay": None, "bf16": False}},
+        "out_dir": args.run_dir, "progress": False, "seed": 0})
+    latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), 1)
+    summary = search_job(cfg, latency=latency)
+    out = {"measured_entries": latency.table.measured, "summary": summary}
+    Path(args.run_dir, f"rank{distributed.context().rank}.json").write_text(json.dumps(out, default=str))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("job", choices=["train", "oneshot"])
+    ap.add_argument("job", choices=["train", "oneshot", "search"])
     ap.add_argument("run_dir")
     ap.add_argument("--batch", type=int, default=8, help="the global batch")
     ap.add_argument("--epochs", type=int, default=3)
@@ -127,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kill-epoch", type=int, default=0)
     args = ap.parse_args(argv)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
-    (train if args.job == "train" else oneshot)(args)
+    {"train": train, "oneshot": oneshot, "search": search}[args.job](args)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,19 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(monkey
     with pytest.raises(SegnasError, match="data.batch_size: 7 is not divisible by the 2"):
         distributed.global_batch(7, 16)
     assert distributed.global_batch(8, 5) == 4
+
+
+def test_a_search_job_under_torchrun_measures_latency_on_rank_0_alone(tmp_path, monkeypatch):
+    """The latency table, the space's correction and the found network are timed by rank 0 (ranks
+    timing at once would share the cores); the other ranks read its cache and figures. The final
+    training runs data-parallel; one search_result.json."""
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    torchrun("search", str(tmp_path / "runs"))
+    r0, r1 = ranks(tmp_path / "runs")
+    assert r0["measured_entries"] > 0 and r1["measured_entries"] == 0
+    found, other = r0["summary"]["networks"]["arch"], r1["summary"]["networks"]["arch"]
+    assert {k: v for k, v in found.items() if k != "training"} == {k: v for k, v in other.items() if k != "training"}
+    assert found["training"]["best_val_miou"] == other["training"]["best_val_miou"]
+    assert found["measured_ms"] > 0 and found["correction"] and found["training"]["steps"] == 2
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1 and (runs[0] / "search_result.json").is_file()

@@ -37,6 +37,7 @@ from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import machine_record, other_processes_cores
 from segnas.data import dataset_classes, validate_dataset
+from segnas.engine import distributed
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
@@ -141,10 +142,18 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
-    strategy.prepare(ctx)  # everything that can fail on user input, before the run directory exists
-    space = strategy.latency_space(ctx)
-    if space is not None and cfg.latency.calibration_networks:
-        latency.calibrate(space, num_classes, cfg.latency.calibration_networks, cfg.progress, echo)
+
+    def prepare() -> None:
+        """Everything that can fail on user input, before the run directory exists, and the latency
+        correction; under torchrun rank 0 measures, then the others read its cache."""
+        if not distributed.is_main():
+            latency.reload()
+        strategy.prepare(ctx)
+        space = strategy.latency_space(ctx)
+        if space is not None and cfg.latency.calibration_networks:
+            latency.calibrate(space, num_classes, cfg.latency.calibration_networks, cfg.progress, echo)
+
+    distributed.main_first(prepare)
     ctx.run = open_run(cfg, run)
     done = ctx.run.path / "search_result.json"
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
@@ -153,20 +162,23 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         result = strategy.run(ctx)
     finally:
         spent = clock.stop()
-    clock = _search_clock(ctx.run, {**spent, "resumed": resume is not None})
+    clock = distributed.broadcast_object(_search_clock(ctx.run, {**spent, "resumed": resume is not None})
+                                         if distributed.is_main() else None)
     summary = {"method": cfg.method, "space": result.found.space.name, "target_ms": latency.target_ms,
                "size": list(latency.size), "backend": latency.backend, "threads": latency.threads,
                "machine": machine_record(latency.table.device), **clock,
                "networks": {}, "details": result.details}
-    for net in result.networks:
-        summary["networks"][net.name] = measure_found(net, ctx)
+    # timed by rank 0 alone (ranks timing at once would share the cores), its figures sent to the others
+    summary["networks"] = distributed.broadcast_object(
+        {net.name: measure_found(net, ctx) for net in result.networks} if distributed.is_main() else None)
     found = summary["networks"][result.found.name]
     if latency.target_ms:
         echo(f"found network: {found['measured_ms']:.2f} ms measured vs target {latency.target_ms:.2f} ms "
              f"({100 * found['latency_vs_target']:+.1f}%)")
     if cfg.final.enabled:
-        train_found(result, ctx, summary, echo)
-    atomic_write_text(done, json.dumps(summary, indent=2))
+        train_found(result, ctx, summary, echo)  # data-parallel under torchrun
+    if distributed.is_main():
+        atomic_write_text(done, json.dumps(summary, indent=2))
     return {**summary, "run_dir": str(ctx.run.path)}
 
 
