@@ -78,7 +78,8 @@ def train(args: argparse.Namespace) -> None:
     cfg = TrainConfig.model_validate({
         "data": {"batch_size": args.batch, "eval_batch_size": 8}, "epochs": args.epochs, "seed": 0,
         "optim": {"lr": 0.05, "schedule": "constant"}, "loss": {"aux_weight": 0.0}, "progress": False,
-        "sync_bn": not args.no_sync_bn, "threads": 1, "out_dir": str(args.run_dir)})
+        "sync_bn": not args.no_sync_bn, "threads": 1, "out_dir": str(args.run_dir),
+        **({"swa_start": 0.5, "swa_bn_batches": 2} if args.swa else {})})
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     run = RunDir(args.run_dir)
@@ -91,6 +92,8 @@ def train(args: argparse.Namespace) -> None:
     out = {"world_size": distributed.context().world_size, "losses": [r["train_loss"] for r in result.history],
            "val_miou": [r.get("val_miou") for r in result.history], "weights": digest(trainer.model),
            "steps": trainer.loop.step}
+    if trainer.swa:
+        out["swa_weights"] = digest(trainer.swa.module)
     Path(args.run_dir, f"rank{rank}.json").write_text(json.dumps(out))
 
 
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--no-sync-bn", action="store_true")
+    ap.add_argument("--swa", action="store_true", help="train: with stochastic weight averaging from half-way")
     ap.add_argument("--kill-rank", type=int, default=None)
     ap.add_argument("--kill-epoch", type=int, default=0)
     args = ap.parse_args(argv)

@@ -125,3 +125,11 @@ def test_a_search_job_under_torchrun_measures_latency_on_rank_0_alone(tmp_path, 
     assert found["measured_ms"] > 0 and found["correction"] and found["training"]["steps"] == 2
     runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert len(runs) == 1 and (runs[0] / "search_result.json").is_file()
+
+
+def test_swa_with_synchronized_batchnorm_under_torchrun_gives_every_rank_the_same_average(tmp_path):
+    """The average's BatchNorm statistics are recomputed on every rank at once (SyncBatchNorm gathers
+    them over the ranks' batches): rank 0 alone would wait forever for the others' all-reduce."""
+    torchrun("train", str(tmp_path / "swa"), "--batch", "8", "--epochs", "2", "--swa")
+    r0, r1 = ranks(tmp_path / "swa")
+    assert r0["swa_weights"] == pytest.approx(r1["swa_weights"]) and r0["val_miou"][-1] is not None

@@ -121,9 +121,58 @@ def test_a_search_run_of_an_earlier_segnas_reads_its_final_optimizer_as_override
     cfg = _final_training(tmp_path, {"steps": 5, "ema_decay": None,
                                      "optim": {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}})
     assert cfg.ema_decay is None and cfg.optim.lr == 0.08 and cfg.loss.kind == "ohem"
-    # the old defaults were cpu-short's: such a run's settings equal today's defaults
+    # the old defaults were cpu-short's, but the final training followed the search's bf16 (off by default)
     from segnas.jobs.search import make_settings
 
     old = make_settings("random", {"latency": {"target_ms": 10}, "final": {
         "ema_decay": 0.998, "optim": {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}}})
+    assert old.final.overrides == {"bf16": False}
+    old = make_settings("random", {"latency": {"target_ms": 10}, "bf16": True, "final": {"ema_decay": 0.998}})
     assert old.final == make_settings("random", {"latency": {"target_ms": 10}}).final
+
+
+def test_final_overrides_are_checked_with_the_recipe_before_the_search(tmp_path):
+    # SWA over cpu-short's EMA: refused at once, not after the search
+    with pytest.raises(SegnasError, match="recipe cpu-short with final.overrides: .*ema_decay or swa_start"):
+        _final_training(tmp_path, {"overrides": {"swa_start": 0.75}})
+    cfg = _final_training(tmp_path, {"steps": 5, "overrides": {"ema_decay": None, "swa_start": 0.75,
+                                                               "data": {"crop_fractions": [1.0, 0.5]}}})
+    assert cfg.swa_start == 0.75 and cfg.data.crop_fractions == [1.0, 0.5]
+
+
+def test_crop_fractions_may_be_part_of_a_recipe_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("data: {crop_fractions: [1.0, 0.75]}\nema_decay: null\nswa_start: 0.8\n")
+    assert load_recipe(path)["data"]["crop_fractions"] == [1.0, 0.75]
+    result = train(tmp_path, "--recipe", path)
+    assert result.exit_code == 0, result.output
+    assert saved_config(tmp_path)["data"]["crop_fractions"] == [1.0, 0.75]
+
+
+def test_a_recipe_file_of_a_search_is_kept_by_its_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text("optim: {lr: 0.02}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = _final_training(tmp_path, {"steps": 5, "recipe": "mine.yaml"})
+    assert cfg.optim.lr == 0.02
+    from segnas.jobs.search import make_settings
+    assert make_settings("random", {"latency": {"target_ms": 10}, "final": {"recipe": "mine.yaml"}}).final.recipe == \
+        str(tmp_path / "mine.yaml")
+
+
+def test_the_final_trainings_data_is_the_same_after_the_settings_are_saved_and_read_back(tmp_path):
+    """A resumed search reads its settings back from config.yaml (every field written): the recipe's
+    augmentation must still sit under the data settings that were given."""
+    from types import SimpleNamespace
+
+    from segnas.config.io import load_config, save_config
+    from segnas.jobs.search import final_train_config, make_settings, settings_class
+
+    settings = make_settings("random", {"data": {"name": "synthetic", "crop_size": [48, 64], "batch_size": 2},
+                                        "latency": {"target_ms": 10}, "out_dir": str(tmp_path),
+                                        "final": {"overrides": {"data": {"blur_prob": 0.3, "scale": [0.5, 2.0]}}}})
+    save_config(settings, tmp_path / "config.yaml")
+    again = load_config(settings_class("random"), tmp_path / "config.yaml")
+    net = SimpleNamespace(name="arch", role="found", init=None)
+    made = [final_train_config(SimpleNamespace(settings=s, run=SimpleNamespace(path=tmp_path)), net, None).data
+            for s in (settings, again)]
+    assert made[0] == made[1] and made[0].blur_prob == 0.3 and made[0].scale == (0.5, 2.0) and made[0].batch_size == 2

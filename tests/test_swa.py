@@ -103,3 +103,21 @@ def test_a_run_with_swa_cut_after_averaging_began_resumes_to_the_same_result(tin
     assert a["epoch"] == b["epoch"] == 4
     assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
     assert a["val_miou"] == pytest.approx(b["val_miou"], abs=1e-6)
+
+
+def test_eval_of_an_swa_run_scores_the_average_and_refuses_raw_weights_that_best_pt_lacks(tiny_cfg):
+    from segnas.errors import SegnasError
+    from segnas.jobs.evaluate import select_weights
+    from segnas.training.models import build_network
+
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, swa_start=0.5, **{"data.val_split": ""})))
+    checkpoints = Path(result.run_dir) / "checkpoints"
+    last, best = load_checkpoint(checkpoints / "last.pt"), load_checkpoint(checkpoints / "best.pt")
+    model = build_network(last["model_spec"], len(last["classes"]["names"]))
+    assert select_weights(checkpoints / "last.pt", model, last) == "SWA"
+    averaged = {k.removeprefix("module."): v for k, v in last["swa"]["averaged"].items() if k != "n_averaged"}
+    assert all(torch.equal(v, averaged[k]) for k, v in model.state_dict().items())
+    assert select_weights(checkpoints / "last.pt", model, last, raw=True) == "raw"
+    assert best["weights"] == "SWA" and select_weights(checkpoints / "best.pt", model, best) == "SWA"
+    with pytest.raises(SegnasError, match="only the SWA weights"):
+        select_weights(checkpoints / "best.pt", model, best, raw=True)

@@ -95,8 +95,9 @@ def bf16(args: argparse.Namespace) -> bool:
 def final_budget(args: argparse.Namespace) -> dict:
     """The final trainings' budget: --final-minutes of CPU time when given, else --final-steps (0: none)."""
     if args.final_minutes:
-        return {"minutes": args.final_minutes, "epochs": 10000, "budget_clock": "cpu"}
-    return {"steps": args.final_steps, "epochs": None} if args.final_steps else {"epochs": 0}
+        return {"minutes": args.final_minutes, "epochs": 10000, "budget_clock": "cpu", "overrides": {"bf16": True}}
+    return ({"steps": args.final_steps, "epochs": None, "overrides": {"bf16": False}} if args.final_steps
+            else {"epochs": 0})
 
 
 def figures(summary: dict) -> dict:

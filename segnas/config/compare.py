@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from segnas.config.recipes import check_recipe
+from segnas.config.recipes import recipe_with
 from segnas.config.search import LatencyTarget
 from segnas.config.train import PATH, DataConfig, Settings
 from segnas.errors import SegnasError
@@ -43,7 +43,7 @@ class CompareTraining(Settings):
     @classmethod
     def _recipe_fields(cls, recipe: dict[str, Any]) -> dict[str, Any]:
         try:
-            check_recipe(recipe, "train.recipe")
+            recipe_with("cpu-short", recipe, "train.recipe")
         except SegnasError as exc:
             raise ValueError(str(exc).removeprefix("train.recipe: ")) from None
         return recipe

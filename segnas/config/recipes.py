@@ -56,18 +56,30 @@ def load_recipe(name: str | Path) -> dict[str, Any]:
     return data
 
 
-def check_recipe(data: dict[str, Any], where: str) -> None:
-    """Refuse, naming ``where``, recipe settings that set the run, network, data or budget, are
-    unknown, or have bad values."""
+#: What a recipe leaves to the run, filled in only to check the recipe's rules across settings
+#: (``data.crop_fractions`` needs a crop size); the run's own values are checked when it starts.
+RUN_STAND_INS: dict[str, Any] = {"data": {"crop_size": [64, 64]}}
+
+
+def refuse_run_fields(data: dict[str, Any], where: str) -> None:
+    """Refuse, naming ``where``, recipe settings that set the run, network, data or budget."""
     run = sorted(set(data) & RUN_FIELDS) + sorted(f"data.{k}" for k in set(data.get("data") or {}) & RUN_DATA_FIELDS)
     if run:
         raise SegnasError(f"{where}: {run[0]} is not a recipe setting (a recipe leaves the run, network, data and "
                           "budget to the user)")
-    build_config(TrainConfig, merged({}, data), where)  # unknown fields and bad values, named
+
+
+def check_recipe(data: dict[str, Any], where: str) -> None:
+    """Refuse, naming ``where``, recipe settings that set the run, network, data or budget, are
+    unknown, or have bad values."""
+    refuse_run_fields(data, where)
+    build_config(TrainConfig, merged(RUN_STAND_INS, data), where)  # unknown fields and bad values, named
 
 
 def recipe_with(name: str | Path, overrides: dict[str, Any], where: str) -> dict[str, Any]:
-    """Recipe ``name``'s settings with ``overrides`` (recipe fields, checked and named by ``where``)
-    on top."""
-    check_recipe(overrides, where)
-    return merged(load_recipe(name), overrides)
+    """Recipe ``name``'s settings with ``overrides`` on top, checked together (the overrides may not
+    set the run; together they must make a valid training), errors named by ``where``."""
+    refuse_run_fields(overrides, where)
+    recipe = merged(load_recipe(name), overrides)
+    build_config(TrainConfig, merged(RUN_STAND_INS, recipe), where)
+    return recipe

@@ -8,11 +8,12 @@ Each method's own settings are a section named after it (``fasterseg:``, ``ssr:`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from segnas.config.recipes import check_recipe, load_recipe
+from segnas.config.recipes import load_recipe, recipe_path, recipe_with, refuse_run_fields
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.errors import SegnasError
 
@@ -78,45 +79,31 @@ class FinalTraining(Settings):
     overrides: dict[str, Any] = Field(default_factory=dict)
     eval_every: int = Field(5, ge=1)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _earlier_form(cls, data: Any) -> Any:
-        """Runs of segnas before named recipes kept ``final.optim`` and ``final.ema_decay``: read as
-        overrides of the recipe where they differ from it (the old defaults were cpu-short's)."""
-        if not isinstance(data, dict) or not ("optim" in data or "ema_decay" in data):
-            return data
-        data = dict(data)
-        legacy = {k: data.pop(k) for k in ("optim", "ema_decay") if k in data}
-        try:
-            recipe = load_recipe(data.get("recipe", "cpu-short"))
-        except SegnasError:
-            recipe = {}  # the recipe check names it
-        if "optim" in legacy and OptimConfig.model_validate(legacy["optim"]) == OptimConfig.model_validate(
-                recipe.get("optim", {})):
-            del legacy["optim"]
-        if "ema_decay" in legacy and legacy["ema_decay"] == recipe.get("ema_decay"):
-            del legacy["ema_decay"]
-        if legacy:
-            data["overrides"] = {**legacy, **(data.get("overrides") or {})}
-        return data
-
     @field_validator("recipe")
     @classmethod
     def _known_recipe(cls, recipe: str) -> str:
         try:
-            load_recipe(recipe)
+            path = recipe_path(recipe)
         except SegnasError as exc:
             raise ValueError(str(exc).removeprefix("recipe: ")) from None
-        return recipe
+        return str(path.resolve()) if Path(recipe).suffix in (".yaml", ".yml") else recipe  # a file: from any folder
 
     @field_validator("overrides")
     @classmethod
-    def _recipe_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+    def _no_run_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
         try:
-            check_recipe(overrides, "final.overrides")
+            refuse_run_fields(overrides, "final.overrides")
         except SegnasError as exc:
             raise ValueError(str(exc).removeprefix("final.overrides: ")) from None
         return overrides
+
+    @model_validator(mode="after")
+    def _valid_training(self) -> "FinalTraining":
+        try:
+            recipe_with(self.recipe, self.overrides, f"recipe {Path(self.recipe).name} with final.overrides")
+        except SegnasError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -219,6 +206,31 @@ class SearchSettings(Settings):
     final: FinalTraining = Field(default_factory=FinalTraining)
 
     _sizes = field_validator("search_size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_final(cls, data: Any) -> Any:
+        """Runs of segnas before named recipes kept ``final.optim`` and ``final.ema_decay`` and trained
+        in the search's ``bf16``: read as overrides of the recipe where they differ from it."""
+        final = data.get("final") if isinstance(data, dict) else None
+        if not isinstance(final, dict) or not ("optim" in final or "ema_decay" in final):
+            return data
+        final = dict(final)
+        earlier = {k: final.pop(k) for k in ("optim", "ema_decay") if k in final}
+        earlier["bf16"] = bool(data.get("bf16", False))
+        try:
+            recipe = load_recipe(final.get("recipe", "cpu-short"))
+        except SegnasError:
+            recipe = {}  # the recipe's own check names it
+        if "optim" in earlier and OptimConfig.model_validate(earlier["optim"]) == OptimConfig.model_validate(
+                recipe.get("optim", {})):
+            del earlier["optim"]
+        for key in ("ema_decay", "bf16"):
+            if key in earlier and earlier[key] == recipe.get(key):
+                del earlier[key]
+        if earlier:
+            final["overrides"] = {**earlier, **(final.get("overrides") or {})}
+        return {**data, "final": final}
 
     @model_validator(mode="after")
     def _job_name(self) -> "SearchSettings":

@@ -42,6 +42,7 @@ class DataConfig(Settings):
     #: Random crops at several sizes: each training batch is cropped to one of these fractions of
     #: ``crop_size``'s sides (drawn per batch; sides rounded down to a multiple of 32), each sample
     #: at its own random place (``segnas.data.transforms.BatchCrop``). [1.0]: every batch at crop_size.
+    #: Trainings use it (``segnas train``, final trainings); a one-shot search's supernet does not.
     crop_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     jitter: float = Field(0.3, ge=0)
     #: Class-focused crops: classes (names or ids) that a training crop is placed on with

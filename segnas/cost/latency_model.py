@@ -55,20 +55,23 @@ class LatencyModel:
         if probe is not None and table.probe is None:
             table.probe = HostProbe(probe, (1, 3, *self.size), table.backend, table.threads, table.device,
                                     name=probe_name or type(probe).__name__)
-        self.corrections = self._corrections()
+        table_path = getattr(table, "path", None)  # a table kept in memory has its corrections there too
+        self.corrections = CorrectionCache(table_path.with_name(table_path.stem + ".corrections.json")
+                                           if table_path is not None else None, getattr(table, "context", {}))
 
-    def _corrections(self) -> CorrectionCache:
-        table_path = getattr(self.table, "path", None)  # a table kept in memory has its corrections there too
-        return CorrectionCache(table_path.with_name(table_path.stem + ".corrections.json")
-                               if table_path is not None else None, getattr(self.table, "context", {}))
+    def shared(self) -> dict[str, Any]:
+        """What this model measured and fitted (table entries, call overheads, corrections), for
+        another process to ``adopt``: rank 0 of a ``torchrun`` job times, the others take its figures."""
+        return {"entries": dict(getattr(self.table, "entries", {})), "overheads": dict(getattr(self.table, "overheads", {})),
+                "corrections": {**self.corrections.entries, **self.corrections.transient}}
 
-    def reload(self) -> None:
-        """Read the table and the corrections again from the cache: what another process (rank 0 of
-        a ``torchrun`` job) measured and fitted meanwhile."""
-        if hasattr(self.table, "reload"):
-            self.table.reload()
-        if getattr(self.table, "path", None) is not None:
-            self.corrections = self._corrections()
+    def adopt(self, shared: dict[str, Any]) -> None:
+        """Use another process's figures (``shared``) in memory; nothing is written to the cache."""
+        if hasattr(self.table, "entries"):
+            self.table.entries.update(shared["entries"])
+            self.table.overheads.update(shared["overheads"])
+        for key, correction in shared["corrections"].items():
+            self.corrections.put(key, correction, persist=False)
 
     @classmethod
     def create(cls, backend: str = "onnxruntime", size: Sequence[int] = (360, 480), target_ms: float | None = None,

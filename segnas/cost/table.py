@@ -91,14 +91,6 @@ class LatencyTable:
             warnings.warn(f"{self.path}: latency table unusable ({exc}); rebuilding it", stacklevel=2)
             self.entries, self.overheads = {}, {}
 
-    def reload(self) -> None:
-        """Read the cache file again, adding what another process saved since (entries of this
-        instance that the file lacks are kept)."""
-        kept, kept_overheads = dict(self.entries), dict(self.overheads)
-        self._load()
-        self.entries = {**kept, **self.entries}
-        self.overheads = {**kept_overheads, **self.overheads}
-
     def save(self) -> None:
         entries = {k: v for k, v in self.entries.items() if k not in self.volatile}
         payload = {"format": FORMAT, "version": VERSION, "context": self.context,

@@ -24,6 +24,7 @@ Under ``torchrun --nproc-per-node N`` (gloo on the CPU, NCCL for CUDA tensors):
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -82,7 +83,8 @@ def context() -> DistContext:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
             backend = "cpu:gloo,cuda:nccl"
-        dist.init_process_group(backend)
+        # a long timeout: the other ranks wait while rank 0 alone times latency (``segnas.search.ranks``)
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=4))
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -49,7 +49,8 @@ class WeightAverage:
         average changed since) on the first ``bn_batches`` image batches of ``batches()``, whose
         random numbers do not touch the caller's streams."""
         if not self.bn_fresh:
-            with torch.random.fork_rng():
+            device = next(self.module.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 update_bn(itertools.islice(batches(), self.bn_batches), self.module)
             self.module.eval()
             self.bn_fresh = True

@@ -173,6 +173,11 @@ class Trainer:
             return self.swa.ready(self._bn_batches)
         return self.model
 
+    @property
+    def eval_weights(self) -> str:
+        """Which weights ``eval_model`` holds: "EMA", "SWA" or "raw"."""
+        return "EMA" if self.ema else "SWA" if self.swa and self.swa.count else "raw"
+
     def _loader(self, generator: torch.Generator | None = None) -> DataLoader:
         dc = self.cfg.data
         return train_loader(self.train_set, dc.batch_size, generator or self.loop.generator, dc.workers,
@@ -280,6 +285,9 @@ class Trainer:
                 distributed.average_buffers(self.model)  # BN statistics: the same network on every rank
                 if self.ema:
                     distributed.average_buffers(self.ema.module)
+                if self.swa and self.swa.count and (loop.epoch % cfg.eval_every == 0 or self.finished):
+                    # on every rank: under torchrun SyncBatchNorm gathers the statistics of each rank's batches
+                    self.swa.ready(self._bn_batches)
                 if self.val_set is not None and (loop.epoch % cfg.eval_every == 0 or self.finished):
                     t0 = time.perf_counter()
                     metrics = distributed.broadcast_object(evaluate(
@@ -317,5 +325,6 @@ class Trainer:
             "classes": self.classes,
             "config": self.cfg.model_dump(mode="json"),
             "epoch": self.loop.epoch,
+            "weights": self.eval_weights,
             "metrics": metrics.to_dict() if metrics else None,
         })

@@ -144,7 +144,7 @@ def train_config(cfg: CompareSettings, name: str, model: dict[str, Any], seed: i
     fields = training_recipe(cfg.train.recipe)
     # the recipe's augmentation (cpu-short's, then train.recipe's) under the data settings given
     data = merged(merged(load_recipe("cpu-short").get("data", {}), cfg.train.recipe.get("data", {})),
-                  cfg.data.model_dump(mode="json", exclude_unset=True))
+                  cfg.data.model_dump(mode="json", exclude_defaults=True))
     fields.update({"job": f"{name}-seed{seed}", "data": data, "model": model,
                    "epochs": fields.get("epochs") or 10000, "max_steps": cfg.train.steps,
                    "time_budget_min": cfg.train.cpu_minutes, "budget_clock": "cpu", "eval_every": 10**9,

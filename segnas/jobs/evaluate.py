@@ -25,22 +25,26 @@ CHECKPOINT = "checkpoint"
 
 
 def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, Any], raw: bool = False) -> str:
-    """Put the weights training reported into ``model``: the EMA weights when the checkpoint has
-    them (``last.pt`` keeps both; ``best.pt`` of an EMA run holds only the EMA ones), the raw
-    ones with ``raw``. Returns which: "EMA" or "raw"."""
-    ema = state.get("ema")
-    trained_with_ema = bool((state.get("config") or {}).get("ema_decay"))
+    """Put the weights training reported into ``model``: the EMA or SWA average when the checkpoint
+    has it (``last.pt`` keeps both; ``best.pt`` holds only what was scored), the raw ones with
+    ``raw``. Returns which: "EMA", "SWA" or "raw"."""
+    ema, swa = state.get("ema"), state.get("swa")
     if isinstance(ema, dict) and ema.get("module"):
         if raw:
             return "raw"
         model.load_state_dict(ema["module"])
         return "EMA"
-    if trained_with_ema:
+    if isinstance(swa, dict) and swa.get("averaged") and int(swa["averaged"]["n_averaged"]) > 0:
         if raw:
-            raise SegnasError(f"{checkpoint}: holds only the EMA weights (what training scored); the raw weights "
-                              "are in the run's checkpoints/last.pt")
-        return "EMA"
-    return "raw"
+            return "raw"
+        model.load_state_dict({k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"})
+        return "SWA"
+    config = state.get("config") or {}
+    held = state.get("weights") or ("EMA" if config.get("ema_decay") else "raw")  # best.pt: what was scored
+    if held != "raw" and raw:
+        raise SegnasError(f"{checkpoint}: holds only the {held} weights (what training scored); the raw weights "
+                          "are in the run's checkpoints/last.pt")
+    return held
 
 
 def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:

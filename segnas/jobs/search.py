@@ -41,6 +41,7 @@ from segnas.engine import distributed
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
+from segnas.search.ranks import timed_on_rank0
 from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.start import refuse_other_run, run_kind
@@ -144,16 +145,13 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
 
     def prepare() -> None:
-        """Everything that can fail on user input, before the run directory exists, and the latency
-        correction; under torchrun rank 0 measures, then the others read its cache."""
-        if not distributed.is_main():
-            latency.reload()
+        """Everything that can fail on user input, before the run directory exists; the latency correction."""
         strategy.prepare(ctx)
         space = strategy.latency_space(ctx)
         if space is not None and cfg.latency.calibration_networks:
             latency.calibrate(space, num_classes, cfg.latency.calibration_networks, cfg.progress, echo)
 
-    distributed.main_first(prepare)
+    timed_on_rank0(latency, prepare)
     ctx.run = open_run(cfg, run)
     done = ctx.run.path / "search_result.json"
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
@@ -234,19 +232,19 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
 
 def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path | None) -> TrainConfig:
     """Training of a found network from scratch (from ``net.init`` when the strategy gives one) with
-    the recipe ``final.recipe`` (and ``final.overrides``); the data settings given to the search sit on
-    its augmentation; with a teacher, pixel-wise KD from it too (weight 1, auxiliary heads 0.2:
-    FasterSeg's recipe); bf16 when the recipe or the search asks for it."""
+    the recipe ``final.recipe`` (and ``final.overrides``, bf16 included); the search's data settings
+    that differ from the defaults sit on the recipe's augmentation; with a teacher, pixel-wise KD
+    from it too (weight 1, auxiliary heads 0.2: FasterSeg's recipe)."""
     s, f = ctx.settings, ctx.settings.final
     recipe = recipe_with(f.recipe, f.overrides, "final.overrides")
     if teacher_ckpt:
         recipe = merged(recipe, {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}})
     return build_config(TrainConfig, {
         **recipe, "job": f"{s.job_name}-{net.name}",
-        "data": merged(recipe.get("data", {}), s.data.model_dump(mode="json", exclude_unset=True)),
+        "data": merged(recipe.get("data", {}), s.data.model_dump(mode="json", exclude_defaults=True)),
         "model": {"name": None, "arch": str(arch_file(ctx.run, net)), "init": net.init},
         "epochs": f.epoch_limit, "max_steps": f.steps, "time_budget_min": f.minutes, "budget_clock": f.budget_clock,
-        "eval_every": f.eval_every, "bf16": s.bf16 or recipe.get("bf16", False), "threads": s.threads,
+        "eval_every": f.eval_every, "threads": s.threads,
         "seed": s.seed, "device": s.device, "out_dir": str(ctx.run.path / "train"), "progress": s.progress},
         "final")
 

@@ -19,12 +19,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from segnas.config.train import Settings
-from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
+from segnas.search.ranks import timed_on_rank0
 from segnas.search.target import refuse_unreachable_target
 from segnas.spaces.base import SearchSpace
 
@@ -88,12 +88,6 @@ class OneShotStrategy(Strategy):
             for i in range(self.supernet.num_archs):
                 self.supernet.expected_latency(i, ctx.latency)
 
-    def _measure_latency_once(self, ctx: SearchContext) -> None:
-        """``measure_latency``; under torchrun rank 0 measures first and the others read its table."""
-        if not distributed.is_main():
-            ctx.latency.reload()
-        self.measure_latency(ctx)
-
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
         """The engine's schedule from the common settings and the section (override to add to it)."""
         s, sec = ctx.settings, ctx.section
@@ -128,7 +122,7 @@ class OneShotStrategy(Strategy):
             self.prepare(ctx)
         self.ctx = ctx
         ctx.echo(f"latency table: {ctx.latency.describe()}")
-        distributed.main_first(lambda: self._measure_latency_once(ctx))
+        timed_on_rank0(ctx.latency, lambda: self.measure_latency(ctx))
         self.engine = OneShotEngine(self.supernet, self.train_set, self.schedule(ctx), ctx.run, self, ctx.echo)
         pretrained = ctx.section.pretrained
         if not self.engine.resume_if_possible() and pretrained:
