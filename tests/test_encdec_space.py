@@ -189,6 +189,8 @@ def test_forward_decoder_on_cached_features_matches_forward():
         assert [f.shape[-2:] for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
         assert torch.allclose(net.forward_decoder(feats), net(x), atol=1e-6)
         assert net.forward_decoder(feats, size=(60, 90)).shape == (1, CLASSES, 60, 90)
+        quarter, _ = net.decode(feats)  # what RL's stage 1 trains: the logits before the ×4 upsampling
+        assert quarter.shape[-2:] == (16, 24) and torch.allclose(net.out(quarter), net(x), atol=1e-6)
     net.train()
     out = net.forward_decoder([f.expand(2, -1, -1, -1) for f in feats], size=(60, 90))
     assert out["out"].shape == (2, CLASSES, 60, 90) and [a.shape[-2:] for a in out["aux"]] == [(60, 90)] * 3

@@ -5,8 +5,9 @@ decoder with auxiliary cells) trained briefly on a *meta-train* part of the trai
 on the held-out *meta-validation* part (never the validation split):
 
 1. **stage 1** trains only the decoder, on encoder features computed once per worker (``setup``)
-   for ``stage1_images`` augmented meta-train crops, at 1/4 resolution (logits resized to the first
-   encoder output, masks downsampled to it), with the auxiliary cells' losses (``aux_weight``) and,
+   for ``stage1_images`` augmented meta-train crops, at 1/4 resolution (the decoder's logits before
+   their ×4 upsampling, the auxiliary logits resized to them, masks downsampled to them; no
+   full-size maps), with the auxiliary cells' losses (``aux_weight``) and,
    given a teacher checkpoint, distillation of the teacher's logits (MSE, ``kd_weight``);
 2. **progressive termination**: the child continues only if its stage-1 reward reaches the
    ``threshold`` the strategy sends with each batch (a moving average of earlier children's stage-1
@@ -248,7 +249,8 @@ class ChildEvaluator(Evaluator):
             if len(order) < batch:
                 order += gen.permutation(n).tolist()
             idx, order = order[:batch], order[batch:]
-            out = _outputs(net.forward_decoder([f[idx].to(self.device) for f in feats]), size)
+            main, aux = net.decode([f[idx].to(self.device) for f in feats])  # at 1/4: the masks' size
+            out = {"out": _resize(main, size), "aux": [_resize(a, size) for a in aux]}
             target = masks[idx].to(self.device)
             loss, parts = criterion(out, target)
             kd = logit_mse(out["out"], soft[idx].to(self.device)) if soft is not None else None

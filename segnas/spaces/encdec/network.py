@@ -223,13 +223,15 @@ class EncDecNet(SegmentationNet):
         self.aux_heads = nn.ModuleList()
         return self
 
-    def _decode(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def decode(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The decoder's logits at 1/4 of the padded input (before the ×4 upsampling) from the
+        encoder's four maps, and in training mode the auxiliary heads' (at their blocks' sizes)."""
         main, blocks = self.decoder(features)
         aux = [head(x) for head, x in zip(self.aux_heads, blocks)] if self.training else []
         return main, aux
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self._decode(self.encoder(x))
+        return self.decode(self.encoder(x))
 
     def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return self.out(main)  # the registered ``upsample`` op (a latency-table piece): ×4 to ``size``
@@ -239,6 +241,6 @@ class EncDecNet(SegmentationNet):
         """What ``forward`` returns, from the encoder's four maps of a padded input (e.g. cached
         features, to train the decoder alone): logits at the padded size cropped to ``size`` (H, W;
         default: no crop), and in training mode with auxiliary heads ``{"out", "aux"}``."""
-        main, aux = self._decode(features)
+        main, aux = self.decode(features)
         padded = tuple(4 * d for d in features[0].shape[-2:])  # the first map is at 1/4
         return self.assemble(main, aux, {}, padded, tuple(size) if size is not None else padded)
