@@ -43,9 +43,13 @@ def networks(result: dict) -> Iterator[tuple[str, Any]]:
     for row in result.get("rows") or []:  # segnas compare: every network of its table
         if isinstance(row, dict) and reports_training(row):
             yield row["name"], row["name"] if row.get("kind") == "zoo" else row.get("arch")
-    for name, run in (result.get("runs") or {}).items():  # GAS, SSR: one derived network per run
+    runs = result.get("runs") or {}
+    for name, run in runs.items() if isinstance(runs, dict) else ():  # GAS, SSR: one derived network per run
         if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):
             yield name, {"space": run.get("space") or space_of(run["arch"]), "arch": run["arch"]}
+    best = result.get("best_child")
+    if isinstance(best, dict) and isinstance(best.get("arch"), dict) and reports_training(best):  # RL
+        yield "best_child", {"space": space_of(best["arch"]), "arch": best["arch"]}
 
 
 def space_of(arch: dict) -> str:
