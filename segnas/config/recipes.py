@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from segnas.config.io import build_config, merged
-from segnas.config.train import TrainConfig
+from segnas.config.train import DataConfig, TrainConfig
 from segnas.errors import SegnasError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -74,6 +74,13 @@ def check_recipe(data: dict[str, Any], where: str) -> None:
     unknown, or have bad values."""
     refuse_run_fields(data, where)
     build_config(TrainConfig, merged(RUN_STAND_INS, data), where)  # unknown fields and bad values, named
+
+
+def recipe_data(recipe: dict[str, Any], data: DataConfig) -> dict[str, Any]:
+    """The data settings of a training with ``recipe``: its augmentation under ``data``'s settings
+    that differ from the defaults (so that a run's settings, read back in full from its config.yaml,
+    give the same training)."""
+    return merged(recipe.get("data", {}), data.model_dump(mode="json", exclude_defaults=True))
 
 
 def recipe_with(name: str | Path, overrides: dict[str, Any], where: str) -> dict[str, Any]:

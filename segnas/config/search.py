@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from segnas.config.recipes import load_recipe, recipe_path, recipe_with, refuse_run_fields
+from segnas.config.recipes import load_recipe, recipe_path, recipe_with
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.errors import SegnasError
 
@@ -87,15 +87,6 @@ class FinalTraining(Settings):
         except SegnasError as exc:
             raise ValueError(str(exc).removeprefix("recipe: ")) from None
         return str(path.resolve()) if Path(recipe).suffix in (".yaml", ".yml") else recipe  # a file: from any folder
-
-    @field_validator("overrides")
-    @classmethod
-    def _no_run_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
-        try:
-            refuse_run_fields(overrides, "final.overrides")
-        except SegnasError as exc:
-            raise ValueError(str(exc).removeprefix("final.overrides: ")) from None
-        return overrides
 
     @model_validator(mode="after")
     def _valid_training(self) -> "FinalTraining":

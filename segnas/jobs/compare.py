@@ -33,7 +33,7 @@ import torch
 
 from segnas.config.compare import SHARED_SEARCH_FIELDS, CompareSettings
 from segnas.config.io import build_config, load_config, merged
-from segnas.config.recipes import load_recipe
+from segnas.config.recipes import load_recipe, recipe_data
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
@@ -142,9 +142,8 @@ def train_config(cfg: CompareSettings, name: str, model: dict[str, Any], seed: i
     """The one final training of every network: the recipe with the comparison's overrides, the
     step (or CPU-time) budget, evaluated once at the end, timed on the CPU clock."""
     fields = training_recipe(cfg.train.recipe)
-    # the recipe's augmentation (cpu-short's, then train.recipe's) under the data settings given
-    data = merged(merged(load_recipe("cpu-short").get("data", {}), cfg.train.recipe.get("data", {})),
-                  cfg.data.model_dump(mode="json", exclude_defaults=True))
+    # the recipe's augmentation (cpu-short's with train.recipe's) under the comparison's data settings
+    data = recipe_data(merged(load_recipe("cpu-short"), cfg.train.recipe), cfg.data)
     fields.update({"job": f"{name}-seed{seed}", "data": data, "model": model,
                    "epochs": fields.get("epochs") or 10000, "max_steps": cfg.train.steps,
                    "time_budget_min": cfg.train.cpu_minutes, "budget_clock": "cpu", "eval_every": 10**9,

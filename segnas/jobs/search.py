@@ -30,7 +30,7 @@ import yaml
 from pydantic import create_model
 
 from segnas.config.io import build_config, merged
-from segnas.config.recipes import recipe_with
+from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
@@ -241,7 +241,7 @@ def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path
         recipe = merged(recipe, {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}})
     return build_config(TrainConfig, {
         **recipe, "job": f"{s.job_name}-{net.name}",
-        "data": merged(recipe.get("data", {}), s.data.model_dump(mode="json", exclude_defaults=True)),
+        "data": recipe_data(recipe, s.data),
         "model": {"name": None, "arch": str(arch_file(ctx.run, net)), "init": net.init},
         "epochs": f.epoch_limit, "max_steps": f.steps, "time_budget_min": f.minutes, "budget_clock": f.budget_clock,
         "eval_every": f.eval_every, "threads": s.threads,
