@@ -735,10 +735,29 @@ def same_steps_rows(studies: dict[str, "Study"], steps: int) -> list[dict[str, A
                          "ms": best["latency_ms"], "params": best["params"], "mean": t["val_miou_mean"],
                          "std": t["val_miou_std"], "seeds": len(t["training"]), "cpu": best["machine"]["cpu"],
                          "network": {"space": "encdec", "arch": best["arch"]}})
+    rows += mobile_steps_rows(studies, steps, rows)
     session = steps_timing(studies, steps)
     for row in rows:
         row["ms"] = session.get((row["study"], row["name"]), row["ms"] if not session else None)
     return sorted(rows, key=lambda x: (x["ms"] is None, x["ms"] or 0.0))
+
+
+def mobile_steps_rows(studies: dict[str, "Study"], steps: int, earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mobile study's search winners and its Fast-SCNN trained for ``steps`` steps (Fast-SCNN only
+    where the training study has no row of it at ``steps``), as ``same_steps_rows`` rows."""
+    rows = []
+    for r in studies["mobile"].current().values():
+        if (r.get("final_training") or {}).get("steps") != steps or "searches" not in r:
+            continue
+        named = [(f"mobile: {name} winner ({r['target_ms']:g} ms target)", run, {"space": "mobile", "arch": run["arch"]})
+                 for name, run in r["searches"].items()]
+        if not any(x["network"] == "fast_scnn" for x in earlier):
+            named.append(("fast_scnn", r["fast_scnn"], "fast_scnn"))
+        rows += [{"name": name, "study": "mobile", "ms": run["measured_ms"], "params": run["params"],
+                  "mean": run["val_miou_mean"], "std": run["val_miou_std"], "seeds": len(run["training"]),
+                  "cpu": r["machine"]["cpu"], "network": network}
+                 for name, run, network in named if run.get("val_miou_mean") is not None]
+    return rows
 
 
 def steps_timing(studies: dict[str, "Study"], steps: int) -> dict[tuple[str, str], float]:
@@ -1092,12 +1111,65 @@ def ops_peak(r: dict) -> list[str]:
                     f"{100 * o['fraction_of_matmul_peak']:.0f}% |" for o in r["rows"]]
 
 
+#: Issue 26's goal against Fast-SCNN: this many val mIoU points more at equal or lower latency, or
+#: its mIoU matched at this latency ratio or more.
+MOBILE_GOAL_POINTS, MOBILE_GOAL_SPEEDUP = 2.0, 1.3
+
+
+def mobile_camvid(r: dict, studies: dict[str, Study]) -> list[str]:
+    """The searches' winners against Fast-SCNN at the same training steps, and the goal's verdict
+    (latencies from the one-session timing of the equal-steps networks when there is one)."""
+    ft = r["final_training"]
+    session = steps_timing(studies, ft["steps"])
+    fast = r["fast_scnn"]
+    fast_ms = session.get(("mobile", "fast_scnn")) or session.get(("training", "fast_scnn")) or fast["measured_ms"]
+
+    def ms(name: str, run: dict) -> float:
+        return session.get(("mobile", f"mobile: {name} winner ({r['target_ms']:g} ms target)"), run["measured_ms"])
+
+    def miou(run: dict) -> str:
+        if run.get("val_miou_mean") is None:
+            return "not trained"
+        return f"{100 * run['val_miou_mean']:.1f} ± {100 * run['val_miou_std']:.1f}%"
+
+    lines = ["| network | candidates scored | search CPU-min (wall) | predicted ms | measured ms | params (M) | GFLOPs "
+             "| val mIoU (mean ± std) |", "|---|---|---|---|---|---|---|---|"]
+    for name, run in r["searches"].items():
+        lines.append(f"| {name} winner | {run['candidates_scored']} | {run['search_cpu_minutes']:.0f} "
+                     f"({run['search_wall_minutes']:.0f}) | {run['predicted_ms']:.2f} | {ms(name, run):.2f} | "
+                     f"{run['params'] / 1e6:.2f} | {run['gflops']:.2f} | {miou(run)} |")
+    lines.append(f"| Fast-SCNN (zoo) | – | – | {fast['predicted_ms']:.2f} | {fast_ms:.2f} | {fast['params'] / 1e6:.2f} "
+                 f"| {fast['gflops']:.2f} | {miou(fast)} |")
+    timing = ("every network timed in one interleaved session (`time_equal_steps.py --steps "
+              f"{ft['steps']}`)" if session else "each latency measured when its search ended, Fast-SCNN's before the searches")
+    s = r["settings"]
+    lines += ["", f"Searches over the default `mobile` space under a {r['target_ms']:g} ms target (Fast-SCNN's latency "
+              f"predicted from the operator table; {r['latency']}): SasWOT with the `{s['proxy']}` proxy on {s['images']} "
+              f"images at {s['score_size']}, random search scored by the same proxy, each up to {s['candidates']} "
+              f"candidates or {s['time_limit_min']:g} wall-minutes on {s['workers']} workers. Winners and Fast-SCNN "
+              f"trained from scratch with `train_camvid.py`'s recipe for {ft['steps']} optimizer steps at batch "
+              f"{ft['batch_size']} in {ft['precision']}, seeds {', '.join(map(str, ft['seeds']))}; {timing}."]
+    trained = {n: run for n, run in r["searches"].items() if run.get("val_miou_mean") is not None}
+    if trained and fast.get("val_miou_mean") is not None:
+        verdicts = []
+        for name, run in trained.items():
+            gain = 100 * (run["val_miou_mean"] - fast["val_miou_mean"])
+            speedup = fast_ms / ms(name, run)
+            met = (gain >= MOBILE_GOAL_POINTS and speedup >= 1.0) or (gain >= 0 and speedup >= MOBILE_GOAL_SPEEDUP)
+            verdicts.append(f"{name}: {gain:+.1f} points at {speedup:.2f}x Fast-SCNN's speed ({'met' if met else 'missed'})")
+        lines += ["", f"Goal: ≥ +{MOBILE_GOAL_POINTS:g} val mIoU at equal or lower latency, or Fast-SCNN's mIoU at ≥ "
+                  f"{MOBILE_GOAL_SPEEDUP:g}x lower latency. " + "; ".join(verdicts) + "."]
+    return lines
+
+
 def page_mobile(study: Study, studies: dict[str, Study]) -> list[str]:
-    """The latency model, the supernet's ranking, and the other results as recorded."""
+    """The search against Fast-SCNN, the latency model, the supernet's ranking, and the other results as recorded."""
     lines = []
     for i, r in study.results().items():
         lines += [f"### `{i}`", ""]
-        if i == "mobile_latency":
+        if "searches" in r and "fast_scnn" in r:
+            lines += mobile_camvid(r, studies)
+        elif i == "mobile_latency":
             lines += mobile_latency(r)
         elif i.startswith("supernet_rank"):
             lines += supernet_rank(r)

@@ -72,6 +72,11 @@ def _resume_dir(tmp_path):
     (tmp_path / "old").mkdir()
 
 
+def _broken_run(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.yaml").write_text("method: random\njob: [r\n")
+
+
 def _other_runs(tmp_path):
     """A random-search run at {tmp}/searchrun, a file at {tmp}/taken."""
     (tmp_path / "searchrun").mkdir()
@@ -151,6 +156,8 @@ CLI_CASES = [
     (["train", "--resume", "{tmp}/searchrun"], "a search run, not a training run", _other_runs),
     (["compare", "--resume", "{tmp}/searchrun"], "a search run, not a comparison run", _other_runs),
     (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
+    (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
+    (["train", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
     # proxies found unknown before any latency work
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "saswot.scoring.proxy (--proxy)"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "random.evaluator.proxy.proxy"),

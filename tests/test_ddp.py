@@ -133,3 +133,17 @@ def test_swa_with_synchronized_batchnorm_under_torchrun_gives_every_rank_the_sam
     torchrun("train", str(tmp_path / "swa"), "--batch", "8", "--epochs", "2", "--swa")
     r0, r1 = ranks(tmp_path / "swa")
     assert r0["swa_weights"] == pytest.approx(r1["swa_weights"]) and r0["val_miou"][-1] is not None
+
+
+@pytest.mark.parametrize("method", ["random", "saswot", "rl", "supernet"])
+def test_a_sample_based_search_under_torchrun_is_refused_before_it_starts(tmp_path, monkeypatch, method):
+    """Every rank would run the whole search (the same candidates N times, all timing latency at
+    once): sample-based searches parallelize with --workers instead."""
+    from segnas.jobs.search import make_settings, search_job
+
+    monkeypatch.setattr(distributed, "context", lambda: distributed.DistContext(0, 2, 0))
+    settings = make_settings(method, {"data": {"name": "synthetic"}, "latency": {"target_ms": 10},
+                                      "out_dir": str(tmp_path)})
+    with pytest.raises(SegnasError, match=f"segnas search {method}: a sample-based search .* not under torchrun"):
+        search_job(settings)
+    assert not list(tmp_path.iterdir())

@@ -197,3 +197,30 @@ def test_saswot_winners_table_compares_in_one_session_only() -> None:
     apart = readme_tables.saswot_winners({"a": result(30.0, 14.0), "b": result(15.0, 7.0, "2026-12-06 00:00:00")})
     assert [r.split("|")[4].strip() for r in apart if r.startswith("| `")] == ["30.0", "15.0"]
     assert readme_tables.saswot_winners({"c": {"search": {}}}) == []
+
+
+def test_mobile_study_judges_the_goal_against_fast_scnn() -> None:
+    """The mobile page's verdict: +2 points at no more latency, or Fast-SCNN's mIoU at 1.3x its speed."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    def run(miou: float, ms: float) -> dict:
+        return {"candidates_scored": 500, "search_cpu_minutes": 55.0, "search_wall_minutes": 30.0, "predicted_ms": ms,
+                "measured_ms": ms, "params": 1.0e6, "gflops": 1.0, "arch": {}, "training": [{}, {}],
+                "val_miou_mean": miou, "val_miou_std": 0.004}
+
+    def verdicts(searches: dict) -> str:
+        r = {"target_ms": 4.5, "latency": "onnxruntime", "final_training": {"steps": 1234, "batch_size": 8,
+             "precision": "fp32", "seeds": [0, 1]}, "fast_scnn": run(0.60, 4.0), "searches": searches,
+             "settings": {"proxy": "nwot", "images": 8, "score_size": "180x240", "candidates": 1000,
+                          "time_limit_min": 30.0, "workers": 2}}
+        return readme_tables.mobile_camvid(r, readme_tables.load_manifest())[-1]
+
+    line = verdicts({"better": run(0.625, 4.0), "faster": run(0.60, 3.0), "close": run(0.615, 3.2),
+                     "slower": run(0.63, 4.4)})
+    assert "better: +2.5 points at 1.00x Fast-SCNN's speed (met)" in line
+    assert "faster: +0.0 points at 1.33x Fast-SCNN's speed (met)" in line
+    assert "close: +1.5 points at 1.25x Fast-SCNN's speed (missed)" in line
+    assert "slower: +3.0 points at 0.91x Fast-SCNN's speed (missed)" in line
+    untrained = {**run(0.7, 1.0), "val_miou_mean": None}
+    assert "Goal" not in verdicts({"untrained": untrained})

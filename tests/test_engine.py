@@ -132,6 +132,11 @@ def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(t
     assert "loss.teacher_model enet" in (Path(first.run_dir) / "log.txt").read_text()
     assert load_checkpoint(recorded["teacher"])["model_spec"]["name"] == "enet"
     # the student's run resumes (and reads back) with the teacher it recorded
+    from segnas.training.cached import resumable_training
+
+    assert resumable_training(cfg["out_dir"], TrainConfig.model_validate(cfg)) == Path(first.run_dir)
+    assert resumable_training(cfg["out_dir"], TrainConfig.model_validate(
+        {**cfg, "loss": {**cfg["loss"], "teacher_steps": 3}})) is None  # another teacher
     assert train_job(None, resume=first.run_dir).final["val_miou"] == first.final["val_miou"]
     # another student seed, or another distillation weight, distils the same teacher: not trained again
     train_job(TrainConfig.model_validate({**cfg, "seed": 1, "loss": {**cfg["loss"], "kd_weight": 2.0}}),
@@ -162,6 +167,37 @@ def test_a_cached_trainings_key_survives_a_new_setting_at_its_default(tiny_cfg):
         assert training_key(TrainConfig.model_validate(tiny_cfg(**changed))) != training_key(base), changed
     # where and how fast it runs is not in the key
     assert training_key(TrainConfig.model_validate(tiny_cfg(threads=2, out_dir="elsewhere"))) == training_key(base)
+
+
+def test_the_defaults_a_training_key_leaves_out_are_pinned() -> None:
+    """Keys leave defaults out, so a changed default would reuse cached trainings made under the old
+    one: this pin fails on any change of TrainConfig's defaults."""
+    import hashlib
+
+    from segnas.training.cached import KEY_FORMAT
+
+    defaults = TrainConfig.model_construct().model_dump(mode="json")
+    digest = hashlib.sha1(json.dumps(defaults, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert (KEY_FORMAT, digest) == (2, "69d992f65d10325c"), (
+        "TrainConfig's defaults changed: if a changed default changes what a training learns, bump KEY_FORMAT in "
+        "segnas/training/cached.py (cached teachers and encoders are then trained again); a new setting whose "
+        f"default keeps the old training needs only this pin updated (to {digest!r})")
+
+
+def test_a_run_of_other_settings_is_not_continued(tiny_cfg, tmp_path):
+    """A job resumes its newest run only when that run trains the same thing (a recipe changed, or
+    segnas updated, between two sessions of a study: it trains afresh and says so)."""
+    from segnas.training.cached import resumable_training
+
+    cfg = TrainConfig.model_validate(tiny_cfg(epochs=1))
+    run = Path(train_job(cfg).run_dir)
+    assert resumable_training(cfg.out_dir, cfg) == run
+    assert resumable_training(cfg.out_dir, cfg.model_copy(update={"threads": 1, "progress": False})) == run
+    said: list[str] = []
+    other = TrainConfig.model_validate(tiny_cfg(epochs=1, **{"optim.lr": 0.5}))
+    assert resumable_training(cfg.out_dir, other, echo=said.append) is None and "other settings" in said[0]
+    assert resumable_training(cfg.out_dir, cfg, job="another-job") is None
+    assert resumable_training(tmp_path / "nothing-here", cfg) is None
 
 
 def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):

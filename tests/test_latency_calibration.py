@@ -121,6 +121,8 @@ def test_a_correction_fitted_on_a_busy_machine_serves_its_job_but_is_not_cached(
     assert corr.info["other_processes_cores"] == 1.2 and model.correction(SPACE, 11) is not None
     assert any("other processes kept 1.2 cores busy" in m and "not cached" in m for m in said)
     assert model_at(tmp_path).correction(SPACE, 11) is None  # the next job calibrates again
+    # ...measuring afresh: the networks timed on the busy machine are not kept for it
+    assert not json.loads((tmp_path / "table.corrections.json").read_text())["measured"]
 
 
 @pytest.mark.calibration
@@ -186,6 +188,16 @@ def test_a_probed_latency_model_gates_its_table_and_its_calibration(tmp_path, mo
     monkeypatch.setattr("segnas.cost.latency_model.measure_networks", spying)
     model.calibrate(SPACE, 11, networks=8, progress=False, min_time_s=0.0)
     assert seen == [probe] and table.probes and set(table.probes) == set(table.entries)
+    # another job on the same cached table reads the stored probes back, and keeps them when it saves
+    again = LatencyTable("eager", threads=1, path=tmp_path / "t.json", min_runs=2, min_time_s=0.0)
+    LatencyModel(again, (32, 48), probe=probe, probe_name="first")
+    assert again.probes == table.probes
+    again.save()
+    assert LatencyModel(LatencyTable("eager", threads=1, path=tmp_path / "t.json"), (32, 48), probe=probe,
+                        probe_name="first").table.probes == table.probes
+    other = LatencyTable("eager", threads=1, path=tmp_path / "t.json")
+    LatencyModel(other, (32, 48), probe=probe, probe_name="another")
+    assert other.probes == {}  # figures of another probe do not compare
 
 
 def test_measured_networks_median_over_sessions(tmp_path):

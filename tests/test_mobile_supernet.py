@@ -193,3 +193,19 @@ def test_inherit_weights_is_refused_before_the_search_for_a_supernet_that_cannot
         search_job(settings, latency=LatencyModel(MacsTable("eager", threads=1, path=tmp_path / "t.json"), (48, 64),
                                                   1e9))
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no run directory was made
+
+
+def test_the_supernet_searchs_time_budget_covers_training_the_supernet_and_the_evolution():
+    """``minutes`` is the whole search's: the evolution gets what training the supernet left."""
+    from types import SimpleNamespace
+
+    from segnas.search.strategies.supernet import SupernetSearch
+
+    search = SupernetSearch()
+    ctx = SimpleNamespace(settings=SimpleNamespace(minutes=2.0))
+    assert search.time_limit_s(ctx) == 120.0  # a pretrained supernet: no training in this run
+    search.training_seconds = 90.0
+    assert search.time_limit_s(ctx) == 30.0
+    search.training_seconds = 500.0
+    assert search.time_limit_s(ctx) == 1.0  # one batch of candidates still runs
+    assert search.time_limit_s(SimpleNamespace(settings=SimpleNamespace(minutes=None))) is None

@@ -105,6 +105,9 @@ def test_a_searchs_final_training_uses_the_named_recipe_under_the_searchs_data_s
     distilled = _final_training(tmp_path, {"steps": 5}, teacher=tmp_path / "teacher.pt")
     assert distilled.loss.teacher == str(tmp_path / "teacher.pt") and distilled.loss.aux_weight == 0.2
     assert distilled.loss.kind == "ohem"
+    retuned = _final_training(tmp_path, {"steps": 5, "overrides": {"loss": {"kd_weight": 0.3, "aux_weight": 0.1}}},
+                              teacher=tmp_path / "teacher.pt")  # the user's overrides win over the KD defaults
+    assert retuned.loss.kd_weight == 0.3 and retuned.loss.aux_weight == 0.1 and retuned.loss.teacher
 
 
 @pytest.mark.parametrize("final, message", [

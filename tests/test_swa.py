@@ -121,3 +121,7 @@ def test_eval_of_an_swa_run_scores_the_average_and_refuses_raw_weights_that_best
     assert best["weights"] == "SWA" and select_weights(checkpoints / "best.pt", model, best) == "SWA"
     with pytest.raises(SegnasError, match="only the SWA weights"):
         select_weights(checkpoints / "best.pt", model, best, raw=True)
+    assert last["swa"]["bn_fresh"] is True  # the finished run recomputed them before its last checkpoint
+    stale = {**last, "swa": {**last["swa"], "bn_fresh": False}}  # a run cut between two evaluations
+    with pytest.raises(SegnasError, match="changed after its BatchNorm statistics were last recomputed"):
+        select_weights(checkpoints / "last.pt", model, stale)

@@ -204,7 +204,7 @@ def time_winners(names: list[str], size: tuple[int, int]) -> None:
         space = result_space(r)
         nets[name] = space.build(space.arch_from_dict(r["winner"]), 11).eval()
     session = measure_latency_gated(nets, (1, 3, *size), fast_scnn, "onnxruntime", 2,
-                                    block_time_s=0.5, min_rounds=8, steady_rounds=3)
+                                    block_time_s=0.5, min_rounds=8, min_steady=3)
     figures = {n: res.steady_ms if res.steady_ms is not None else res.median_ms for n, res in session.items()}
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(), "size": list(size),
              "how": "ONNX Runtime, 2 threads, one probe-gated session (probe: fast_scnn)",

@@ -27,19 +27,19 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import camvid_root, latest_run, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
+from common import camvid_root, machine, peak_rss_mb, results_dir, save_result  # noqa: E402
 
 RESULTS = results_dir(__file__)
 
 from segnas.config import TrainConfig  # noqa: E402
-from segnas.config.io import load_config, merged, saved_form  # noqa: E402
+from segnas.config.io import merged  # noqa: E402
 from segnas.config.recipes import load_recipe  # noqa: E402
 from segnas.data.camvid import CAMVID_CLASSES  # noqa: E402
 from segnas.engine.device import describe_device, resolve_device  # noqa: E402
 from segnas.jobs import train_job  # noqa: E402
 from segnas.spaces import read_arch_file  # noqa: E402
 from segnas.spaces.base import arch_key  # noqa: E402
-from segnas.training.cached import training_key  # noqa: E402
+from segnas.training.cached import resumable_training  # noqa: E402
 from segnas.utils import atomic_write_text  # noqa: E402
 
 
@@ -57,11 +57,6 @@ def config(minutes: float, out_dir: str, model: str = "fast_scnn") -> TrainConfi
 
 #: Synthetic data for the benchmarks' ``--smoke`` modes: seconds per training, measures nothing.
 SMOKE_DATA = {"name": "synthetic", "options": {"size": [64, 96], "length": 8}, "crop_size": [64, 96], "batch_size": 2}
-
-
-def same_training(cfg: TrainConfig) -> str:
-    """``training_key`` of ``cfg`` with its paths absolute, as a run's config.yaml keeps them."""
-    return training_key(TrainConfig.model_validate(saved_form(cfg)))
 
 
 def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool = False,
@@ -97,9 +92,8 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
         update.update(data=cfg.data.model_validate({**SMOKE_DATA, "eval_batch_size": 2}), eval_every=1,
                       channels_last=False)
     cfg = cfg.model_copy(update=update)
-    earlier = None if smoke else latest_run(out_dir, update["job"])
-    if earlier is not None and same_training(load_config(TrainConfig, earlier / "config.yaml")) != same_training(cfg):
-        earlier = None  # a run of other settings (steps, optimizer, data): start afresh
+    # a run of other settings (steps, optimizer, data) is not continued: this one starts afresh
+    earlier = None if smoke else resumable_training(out_dir, cfg, update["job"], print)
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
     result = train_job(cfg, resume=earlier, echo=print, device=device)

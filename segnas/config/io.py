@@ -42,6 +42,16 @@ def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
         raise SegnasError(validation_message(exc, source, flags)) from None
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; SegnasError naming the file and line when it is not valid YAML."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
 def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None,
                 flags: Optional[Mapping[str, str]] = None, under: Optional[dict[str, Any]] = None) -> M:
     """Read YAML ``path`` into ``cls``, applying dotted-key ``overrides`` (e.g. {'optim.lr': 0.1});
@@ -49,12 +59,7 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise SegnasError(f"{path}: expected a mapping of settings at the top level")
     if under:

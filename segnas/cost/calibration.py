@@ -242,15 +242,17 @@ class CorrectionCache:
         return self.entries.get(key) or self.transient.get(key)
 
     def put(self, key: str, correction: LatencyCorrection, persist: bool = True) -> None:
-        """Keep a fitted correction (its calibration's measurements are dropped); ``persist``
-        False: for this process only (the next job calibrates again)."""
-        self.measured.pop(key, None)
+        """Keep a fitted correction (its calibration's measurements are dropped, from the file too);
+        ``persist`` False: for this process only (the next job calibrates again, measuring afresh:
+        measurements taken on a busy machine are not reused)."""
+        measured = self.measured.pop(key, None) is not None
         if persist:
             self.entries[key] = correction
             self.transient.pop(key, None)
-            self._save()
         else:
             self.transient[key] = correction
+        if persist or measured:
+            self._save()
 
     def measurements(self, key: str) -> MeasurementStore:
         """The networks measured so far for the calibration ``key``, saved as each one is added."""

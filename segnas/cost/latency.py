@@ -181,7 +181,7 @@ def steady_median(round_medians_ms: Sequence[float], round_probe_ms: Sequence[fl
 def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[int, int, int, int], probe: nn.Module,
                           backend: str = "onnxruntime", threads: int | None = None, device: str = "cpu",
                           block_runs: int = 5, block_time_s: float = 0.2, min_rounds: int = 5, max_rounds: int = 40,
-                          steady_rounds: int = 2, tolerance: float = STEADY_TOLERANCE,
+                          min_steady: int = 2, tolerance: float = STEADY_TOLERANCE,
                           earlier_probes: Sequence[float] = ()) -> dict[str, LatencyResult]:
     """Latency of several networks in one session, each figure taken in the same state of the host.
 
@@ -190,7 +190,7 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
     276 paired blocks their times correlated at 0.78). Before every block of a network the ``probe``
     (a fixed reference network) runs a short block of its own: its median tells the host's state.
     Rounds (the networks' order rotated every round) go on past ``min_rounds`` until every network
-    has ``steady_rounds`` blocks whose probe was within ``tolerance`` over the session's
+    has ``min_steady`` blocks whose probe was within ``tolerance`` over the session's
     ``reference_probe`` (the fastest state the host spent a quarter of the session in), or
     ``max_rounds``. ``steady_ms``: the median of those blocks' medians (None for a network that has
     none), so that every figure comes from one state of the host and the ratios are fair.
@@ -215,7 +215,7 @@ def measure_latency_gated(models: Mapping[str, nn.Module], input_shape: tuple[in
                 probes[name].append(reference())
                 blocks[name].append(time_callable(lambda: runners[name](x), 2, block_runs, block_time_s))
             state = reference_probe([*earlier_probes, *(p for values in probes.values() for p in values)])
-            if r + 1 >= min_rounds and all(steady_blocks(n, state) >= steady_rounds for n in names):
+            if r + 1 >= min_rounds and all(steady_blocks(n, state) >= min_steady for n in names):
                 break
     state = reference_probe([*earlier_probes, *(p for values in probes.values() for p in values)])
     out = {}

@@ -22,7 +22,7 @@ from segnas.config.search import LatencyTarget
 from segnas.cost.calibration import (CorrectionCache, HasLatencyKeys, LatencyCorrection, calibration_archs,
                                      correction_key, fit_correction, measure_networks)
 from segnas.cost.latency import HostProbe
-from segnas.cost.machine import BUSY_CORES, other_processes_cores
+from segnas.cost.machine import busiest, is_busy, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
 from segnas.errors import SegnasError
@@ -53,8 +53,8 @@ class LatencyModel:
         #: and the calibration's networks use it; None: unprobed
         self.probe = probe
         if probe is not None and table.probe is None:
-            table.probe = HostProbe(probe, (1, 3, *self.size), table.backend, table.threads, table.device,
-                                    name=probe_name or type(probe).__name__)
+            table.use_probe(HostProbe(probe, (1, 3, *self.size), table.backend, table.threads, table.device,
+                                      name=probe_name or type(probe).__name__))
         table_path = getattr(table, "path", None)  # a table kept in memory has its corrections there too
         self.corrections = CorrectionCache(table_path.with_name(table_path.stem + ".corrections.json")
                                            if table_path is not None else None, getattr(table, "context", {}))
@@ -174,10 +174,10 @@ class LatencyModel:
         self.ensure([k for ks in keys for k in ks], progress=progress)
         predictions = [predict_latency(ks, self.table, self.input_shape) for ks in keys]
         busy.append(other_processes_cores())
-        others = max((b for b in busy if b is not None), default=None)
+        others = busiest(*busy)
         fitted = fit_correction(predictions, measured, info={"seconds": round(time.perf_counter() - t0, 1),
                                                              "other_processes_cores": others})
-        loaded = others is not None and others > BUSY_CORES
+        loaded = is_busy(others)
         if loaded:
             say(f"latency: warning: other processes kept {others:.1f} cores busy while the {space.name} space was "
                 "calibrated; its correction is used by this job only, not cached (calibrate on a quiet machine)")

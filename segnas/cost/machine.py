@@ -21,10 +21,21 @@ from segnas.cost.backends import pinned_threads
 from segnas.utils import atomic_write_text, cache_dir
 
 __all__ = ["cache_dir", "cpu_model", "cpu_has_native_bf16", "machine_fingerprint", "machine_record", "measure_matmul_peak",
-           "matmul_peak_gflops", "available_memory_bytes", "other_processes_cores", "BUSY_CORES"]
+           "matmul_peak_gflops", "available_memory_bytes", "other_processes_cores", "busiest", "is_busy", "BUSY_CORES"]
 
 #: Cores other processes may keep busy before latency measurements count as taken on a busy machine.
 BUSY_CORES = 0.25
+
+
+def busiest(*samples: float | None) -> float | None:
+    """The most cores other processes kept busy in ``samples`` (``other_processes_cores`` figures
+    taken around one measurement); None when none could be read."""
+    return max((s for s in samples if s is not None), default=None)
+
+
+def is_busy(other_cores: float | None) -> bool:
+    """Whether other processes kept more than ``BUSY_CORES`` cores busy (None, unknown: not busy)."""
+    return other_cores is not None and other_cores > BUSY_CORES
 
 
 def _busy_ticks() -> int:

@@ -28,7 +28,7 @@ from torch import nn
 
 from segnas.cost.backends import pinned_threads, prepare
 from segnas.cost.latency import STEADY_TOLERANCE, HostProbe, default_threads, reference_probe, time_callable
-from segnas.cost.machine import BUSY_CORES, cache_dir, machine_fingerprint, other_processes_cores
+from segnas.cost.machine import cache_dir, is_busy, machine_fingerprint, other_processes_cores
 from segnas.progress import progress_bar
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
@@ -71,7 +71,17 @@ class LatencyTable:
         self.probes: dict[str, float] = {}
         #: entries measured while other processes kept the cores busy: used, never saved
         self.volatile: set[str] = set()
+        #: the probe name and figures the cache file holds (read back by ``use_probe``)
+        self._stored_probes: tuple[str | None, dict[str, float]] = (None, {})
         self._load()
+
+    def use_probe(self, probe: HostProbe) -> None:
+        """Gate the timing of new entries by ``probe`` from now on; the probe figures stored with the
+        entries timed under the same probe are read back (and kept when the table is saved)."""
+        self.probe = probe
+        name, stored = self._stored_probes
+        if name == probe.name:
+            self.probes = {**stored, **self.probes}
 
     # ------------------------------------------------------------------ cache file
     def _load(self) -> None:
@@ -85,8 +95,10 @@ class LatencyTable:
                 raise ValueError(f"measured for {data.get('context')}, not {self.context}")
             self.entries = {str(k): float(v) for k, v in data["entries"].items()}
             self.overheads = {str(k): float(v) for k, v in data.get("overheads", {}).items()}
-            if self.probe is not None and data.get("probe") == self.probe.name:
-                self.probes = {str(k): float(v) for k, v in data.get("probes", {}).items() if k in self.entries}
+            self._stored_probes = (data.get("probe"), {str(k): float(v) for k, v in data.get("probes", {}).items()
+                                                       if k in self.entries})
+            if self.probe is not None:
+                self.use_probe(self.probe)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             warnings.warn(f"{self.path}: latency table unusable ({exc}); rebuilding it", stacklevel=2)
             self.entries, self.overheads = {}, {}
@@ -168,7 +180,7 @@ class LatencyTable:
         """Measure every key not yet in the table (saving as it goes); returns how many were new."""
         todo = self.missing(keys)
         others = other_processes_cores() if todo else None
-        keep = others is None or others <= BUSY_CORES
+        keep = not is_busy(others)
         if not keep:
             warnings.warn(f"latency table: other processes keep {others:.1f} cores busy; the {len(todo)} operators "
                           "measured now are used by this job only, not saved (measure on a quiet machine)",

@@ -57,8 +57,8 @@ class WeightAverage:
         return self.module
 
     def state_dict(self) -> dict:
-        return {"averaged": self.averaged.state_dict(), "start": self.start}
+        return {"averaged": self.averaged.state_dict(), "start": self.start, "bn_fresh": self.bn_fresh}
 
     def load_state_dict(self, state: dict) -> None:
         self.averaged.load_state_dict(state["averaged"])
-        self.bn_fresh = False
+        self.bn_fresh = bool(state.get("bn_fresh", False))

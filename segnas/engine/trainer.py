@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -166,11 +166,14 @@ class Trainer:
     @property
     def eval_model(self) -> nn.Module:
         """The network evaluated and saved as best.pt: the EMA, the SWA average once it holds
-        weights (its BatchNorm statistics recomputed), else the trained weights."""
+        weights (its BatchNorm statistics recomputed before: ``swa.ready``, on every rank), else the
+        trained weights."""
         if self.ema:
             return self.ema.module
         if self.swa and self.swa.count:
-            return self.swa.ready(self._bn_batches)
+            if not self.swa.bn_fresh:
+                raise RuntimeError("the SWA average is evaluated before its BatchNorm statistics were recomputed")
+            return self.swa.module
         return self.model
 
     @property
@@ -184,7 +187,7 @@ class Trainer:
                             pin_memory=self.place.device.type == "cuda",
                             collate_fn=BatchCrop(dc.crop_fractions) if dc.crop_fractions != [1.0] else None)
 
-    def _bn_batches(self):
+    def _bn_batches(self) -> Iterator[torch.Tensor]:
         """Training image batches for SWA's BatchNorm statistics, in an order of their own."""
         for images, masks in self._loader(torch.Generator().manual_seed(self.cfg.seed + 7919)):
             yield self.place.batch(images, masks)[0]
@@ -308,6 +311,8 @@ class Trainer:
                         f"{epoch_s:.1f}s" + (f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""))
                 self.run.log(line)
                 self.echo(line)
+        if self.swa and self.swa.count:  # on every rank (SyncBatchNorm); nothing to do when they are fresh
+            self.swa.ready(self._bn_batches)
         if self.val_set is None and self.dist.is_main and not self.run.best_checkpoint.is_file():
             self._save_best(None)
         distributed.barrier()  # rank 0's metrics and checkpoints are written

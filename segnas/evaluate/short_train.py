@@ -41,6 +41,7 @@ from segnas.evaluate.base import Evaluator
 from segnas.parallel import default_key
 from segnas.spaces.base import resolve_space, save_arch
 from segnas.training import train_job
+from segnas.training.cached import resumable_training
 
 #: The training recipe of every ground-truth network: the ``cpu-short`` recipe (``segnas/recipes``)
 #: without its data settings (the ground-truth settings give the data), evaluated once, at the end
@@ -90,11 +91,6 @@ def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path) -> TrainC
         raise SegnasError(f"groundtruth settings: {where}: {err['msg']}") from None
 
 
-def _existing_run(folder: Path) -> Path | None:
-    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
-    return runs[-1] if runs else None
-
-
 def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     """Train ``item["arch"]`` from scratch under the item's budget; its val mIoU and costs.
 
@@ -114,7 +110,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     cfg = train_config(item, arch_path, folder)
     if not arch_path.is_file():
         save_arch(arch_path, space, arch)
-    result = train_job(cfg, resume=_existing_run(folder), device=cfg.device)  # a killed item may resume elsewhere
+    result = train_job(cfg, resume=resumable_training(folder, cfg), device=cfg.device)  # a killed item may resume elsewhere
 
     data = s["data"]
     size = s.get("size") or data.get("crop_size") or data.get("base_size")

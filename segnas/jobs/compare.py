@@ -32,19 +32,18 @@ from typing import Any, Callable, Sequence
 import torch
 
 from segnas.config.compare import SHARED_SEARCH_FIELDS, CompareSettings
-from segnas.config.io import build_config, load_config, merged
-from segnas.config.recipes import load_recipe, recipe_data
+from segnas.config.io import build_config, load_config
+from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
                                  reference_probe, steady_median)
-from segnas.cost.machine import BUSY_CORES, machine_record
+from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset
 from segnas.engine.device import describe_device, resolve_device
 from segnas.errors import SegnasError
 from segnas.evaluate.base import json_float
-from segnas.evaluate.short_train import training_recipe
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import make_settings, search_job
 from segnas.parallel import run_all
@@ -53,6 +52,7 @@ from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
+from segnas.training.cached import resumable_training
 from segnas.utils import atomic_write_text
 from segnas.zoo import MODELS
 
@@ -141,11 +141,11 @@ def test_split(cfg: CompareSettings, echo: Echo) -> str | None:
 def train_config(cfg: CompareSettings, name: str, model: dict[str, Any], seed: int, folder: Path) -> TrainConfig:
     """The one final training of every network: the recipe with the comparison's overrides, the
     step (or CPU-time) budget, evaluated once at the end, timed on the CPU clock."""
-    fields = training_recipe(cfg.train.recipe)
+    recipe = recipe_with("cpu-short", cfg.train.recipe, "train.recipe")
+    fields = {k: v for k, v in recipe.items() if k != "data"}
     # the recipe's augmentation (cpu-short's with train.recipe's) under the comparison's data settings
-    data = recipe_data(merged(load_recipe("cpu-short"), cfg.train.recipe), cfg.data)
-    fields.update({"job": f"{name}-seed{seed}", "data": data, "model": model,
-                   "epochs": fields.get("epochs") or 10000, "max_steps": cfg.train.steps,
+    fields.update({"job": f"{name}-seed{seed}", "data": recipe_data(recipe, cfg.data), "model": model,
+                   "epochs": 10000, "max_steps": cfg.train.steps,
                    "time_budget_min": cfg.train.cpu_minutes, "budget_clock": "cpu", "eval_every": 10**9,
                    "threads": cfg.threads, "seed": seed, "device": cfg.device, "out_dir": str(folder),
                    "progress": False})
@@ -213,7 +213,7 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.model_validate(item["config"])
     seed = cfg.seed
     try:
-        result = train_job(cfg, resume=latest_run(Path(cfg.out_dir)), device=cfg.device)
+        result = train_job(cfg, resume=resumable_training(cfg.out_dir, cfg), device=cfg.device)
         threads = cfg.threads or torch.get_num_threads()  # the CPU clock counts CPU time / threads
         on_gpu = resolve_device(cfg.device).type == "cuda"
         final = result.final
@@ -339,9 +339,9 @@ def check_deployment_machine(found: dict[str, dict[str, Any]], target_ms: float,
                           f"machine searched for, or pass --any-machine to measure here")
 
 
-def measure_networks(cfg: CompareSettings, run_path: Path, sources: dict[str, str], num_classes: int,
-                     echo: Echo, found: dict[str, dict[str, Any]], any_machine: bool = False,
-                     again: bool = False) -> dict[str, dict[str, Any]]:
+def measure_latency_session(cfg: CompareSettings, run_path: Path, sources: dict[str, str], num_classes: int,
+                            echo: Echo, found: dict[str, dict[str, Any]], any_machine: bool = False,
+                            again: bool = False) -> dict[str, dict[str, Any]]:
     """Latency (one interleaved session), parameters and GFLOPs of every network (``sources``:
     name -> arch file or zoo name); kept with the machine in ``latency.json`` so that a resumed job
     reports the same. A new session runs only on the machine the searches (``found``) targeted.
@@ -467,8 +467,8 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
                           f"measure once every search has ended")
     found = {m: ended[f"search:{m}"] for m in methods}
     found = {m: with_search_measurement(r, path) for m, r in found.items()}
-    networks = measure_networks(cfg, path, network_sources(path, found, zoo), num_classes, echo, found, any_machine,
-                                again=True)
+    networks = measure_latency_session(cfg, path, network_sources(path, found, zoo), num_classes, echo, found,
+                                       any_machine, again=True)
     for name, m in networks.items():
         for warning in latency_notes(m["latency"]):
             echo(f"warning: {name}: {warning}")
@@ -546,7 +546,7 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     # A found network lands on target when measured on the machine its search's table was measured
     # on (at the end of its search; sessions on a shared machine differ by 20-30%), else (not
     # measured there, or while other processes kept the cores busy) in the session.
-    trusted = row["search_vs_target"] is not None and not measured_on_busy_machine(busy)
+    trusted = row["search_vs_target"] is not None and not is_busy(busy)
     landing = row["search_vs_target"] if trusted else row["latency_vs_target"]
     row["on_target"] = abs(landing) <= TARGET_TOLERANCE if kind == "method" and landing is not None else None
     if searched and searched["status"] != "ok":
@@ -556,11 +556,6 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     elif row["on_target"] is False:
         row["status"] = f"{'over' if landing > 0 else 'under'} target ({100 * landing:+.0f}%)"
     return row
-
-
-def measured_on_busy_machine(other_cores: float | None) -> bool:
-    """Whether other processes kept more than ``BUSY_CORES`` cores busy around a measurement."""
-    return other_cores is not None and other_cores > BUSY_CORES
 
 
 def _total(seeds: list[dict[str, Any]], key: str) -> float | None:
@@ -843,7 +838,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         echo(f"every job has ended; measure and write the results on the deployment machine: "
              f"segnas compare --resume {path}")
         return {"run_dir": str(path), "measured": False}
-    measured = measure_networks(cfg, path, sources, num_classes, echo, found, any_machine) if sources else {}
+    measured = measure_latency_session(cfg, path, sources, num_classes, echo, found, any_machine) if sources else {}
 
     target = cfg.latency.target
     rows = [make_row(m, "method", found[m], seeds.get(m, []), measured.get(m), target) for m in methods]
@@ -854,7 +849,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
     notes += [f"{r['name']}: measured at the end of its search while other processes kept "
               f"{r['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"
-              for r in rows if measured_on_busy_machine(r["search_measured_other_cores"])]
+              for r in rows if is_busy(r["search_measured_other_cores"])]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
               else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")

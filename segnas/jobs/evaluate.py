@@ -37,6 +37,10 @@ def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, An
     if isinstance(swa, dict) and swa.get("averaged") and int(swa["averaged"]["n_averaged"]) > 0:
         if raw:
             return "raw"
+        if swa.get("bn_fresh") is False:
+            raise SegnasError(f"{checkpoint}: its SWA average changed after its BatchNorm statistics were last "
+                              "recomputed (a training cut between evaluations): evaluate the run's best.pt, resume "
+                              "the training to its end, or use --raw")
         model.load_state_dict({k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"})
         return "SWA"
     config = state.get("config") or {}

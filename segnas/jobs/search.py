@@ -35,7 +35,7 @@ from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
-from segnas.cost.machine import machine_record, other_processes_cores
+from segnas.cost.machine import busiest, machine_record, other_processes_cores
 from segnas.data import dataset_classes, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir
@@ -44,6 +44,7 @@ from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_st
 from segnas.search.ranks import timed_on_rank0
 from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
+from segnas.training.cached import resumable_training
 from segnas.training.start import refuse_other_run, run_kind
 from segnas.utils import atomic_write_text
 
@@ -135,6 +136,10 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
     cfg, run = start_job(cls, settings, resume, "search")
     strategy = get_strategy(cfg.method)()
+    if distributed.context().enabled and strategy.family != "one-shot":
+        raise SegnasError(f"segnas search {cfg.method}: a sample-based search runs its candidates in parallel with "
+                          "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
+                          "fasterseg, ssr and gas data-parallel)")
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
     num_classes = dataset_classes(cfg.data)
@@ -222,7 +227,7 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
     if net.role == "found":
         before = other_processes_cores()
         measured = time_found(model, latency.input_shape, latency.backend, latency.threads)
-        others = max((b for b in (before, other_processes_cores()) if b is not None), default=None)
+        others = busiest(before, other_processes_cores())
         row["measured_ms"] = measured.quietest_ms
         row["measured_median_ms"] = measured.median_ms
         row["latency_vs_target"] = measured.quietest_ms / latency.target_ms - 1.0 if latency.target_ms else None
@@ -236,9 +241,9 @@ def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path
     that differ from the defaults sit on the recipe's augmentation; with a teacher, pixel-wise KD
     from it too (weight 1, auxiliary heads 0.2: FasterSeg's recipe)."""
     s, f = ctx.settings, ctx.settings.final
-    recipe = recipe_with(f.recipe, f.overrides, "final.overrides")
-    if teacher_ckpt:
-        recipe = merged(recipe, {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}})
+    # the teacher's KD weights are defaults under the user's final.overrides (which may retune them)
+    kd = {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}} if teacher_ckpt else {}
+    recipe = recipe_with(f.recipe, merged(kd, f.overrides), "final.overrides")
     return build_config(TrainConfig, {
         **recipe, "job": f"{s.job_name}-{net.name}",
         "data": recipe_data(recipe, s.data),
@@ -264,8 +269,7 @@ def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -
     done = run_path / f"{name}_train.json"
     if done.is_file():
         return json.loads(done.read_text())
-    existing = sorted(p.parent for p in (run_path / "train").glob(f"*-{train_cfg.job}/config.yaml"))
-    r = train_job(train_cfg, resume=existing[-1] if existing else None, echo=echo)
+    r = train_job(train_cfg, resume=resumable_training(run_path / "train", train_cfg, train_cfg.job, echo), echo=echo)
     result = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final, "steps": r.final.get("step"),
               "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1), "init": r.init}
     atomic_write_text(done, json.dumps(result, indent=2))

@@ -142,6 +142,10 @@ class AskTellStrategy(Strategy):
         set_rng_state(self.rng, state["rng"])
 
     # ------------------------------------------------------------------ the search job's entry
+    def time_limit_s(self, ctx: SearchContext) -> float | None:
+        """Wall seconds the ask/tell loop may run: the search's ``minutes`` (None: no limit)."""
+        return ctx.settings.minutes * 60 if ctx.settings.minutes else None
+
     def prepare(self, ctx: SearchContext) -> None:
         """Refuse a latency target no network of the space can meet, before the search runs."""
         refuse_unreachable_target(self.search_space(ctx), ctx)
@@ -151,7 +155,7 @@ class AskTellStrategy(Strategy):
         space = self.search_space(ctx)
         self.begin(space, s.seed, section)
         loop = AskTellLoop(self, self.make_evaluator(ctx), lambda a: ctx.latency.predict(space, a, ctx.num_classes),
-                           ctx.latency.target_ms, candidates=section.candidates, time_limit_s=s.minutes and s.minutes * 60,
+                           ctx.latency.target_ms, candidates=section.candidates, time_limit_s=self.time_limit_s(ctx),
                            workers=s.workers, executor=s.executor, ray_address=s.ray_address, run_dir=ctx.run.path,
                            progress=s.progress, echo=ctx.echo, top_k=section.top_k,
                            resources=TaskResources.from_settings(s))

@@ -74,6 +74,14 @@ class WeightSharingSupernet(Supernet, Protocol):
 
 
 @runtime_checkable
+class MemberExtractable(Protocol):
+    """A weight-sharing supernet that hands over one member's slices of its weights as a standalone
+    network of the space (``subnet``), for the member's training to start from."""
+
+    def subnet(self, arch: Any) -> nn.Module: ...
+
+
+@runtime_checkable
 class DecisionSpace(Protocol):
     """A space whose architectures are a fixed-length sequence of categorical decisions, for
     controllers that emit one decision at a time (the RL strategy's LSTM).

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from segnas.config.io import load_config, saved_form
 from segnas.config.train import LossConfig, TrainConfig
 from segnas.errors import SegnasError
 from segnas.training.job import train_job
@@ -26,7 +27,7 @@ DATA_NOT_IN_KEY = ("workers", "cache", "eval_batch_size", "val_split")
 DONE_FILE = "trained.json"
 
 
-#: The form of ``training_key``; bump it when a changed default changes what a training learns
+#: The form of ``training_key``; bump it when a changed default changes what a training learns (a test pins the defaults)
 #: (keys leave out settings at their defaults, so that a setting added with a default that keeps
 #: the old behaviour keeps every cached training valid).
 KEY_FORMAT = 2
@@ -98,6 +99,45 @@ def teacher_training(cfg: TrainConfig) -> TrainConfig:
     return TrainConfig.model_validate(data)
 
 
+def teacher_folder(cfg: TrainConfig) -> Path:
+    """Where the teacher ``loss.teacher_model`` of student ``cfg`` is trained once and kept."""
+    return cache_dir() / "teachers" / f"{Path(cfg.loss.teacher_model).stem}-{training_key(teacher_training(cfg))}"
+
+
+def same_training(run: TrainConfig, cfg: TrainConfig) -> bool:
+    """Whether the run whose settings are ``run`` (read back from its config.yaml) trains what ``cfg``
+    would: the same ``training_key``, paths made absolute as a run keeps them; a ``cfg`` naming a
+    ``loss.teacher_model`` matches a run that distils that teacher's cached checkpoint."""
+    def key(c: TrainConfig, teacher: str | None) -> str:
+        c = TrainConfig.model_validate(saved_form(c))
+        return training_key(c.model_copy(update={"loss": c.loss.model_copy(update={"teacher": teacher,
+                                                                                  "teacher_model": None})}))
+
+    if cfg.loss.teacher_model:
+        folder = teacher_folder(cfg)
+        if not run.loss.teacher or not Path(run.loss.teacher).resolve().is_relative_to(folder.resolve()):
+            return False
+        return key(run, None) == key(cfg, None)
+    return key(run, run.loss.teacher) == key(cfg, cfg.loss.teacher)
+
+
+def resumable_training(folder: str | Path, cfg: TrainConfig, job: str | None = None,
+                       echo: Callable[[str], None] | None = None) -> Path | None:
+    """The newest run directory in ``folder`` (of ``job``, when given) to continue or read back for
+    training ``cfg``: None when there is none, or when it trains something else (``same_training``:
+    a changed recipe, or segnas updated between two sessions of a study): that run is left as it is,
+    said through ``echo``, and ``cfg`` trains afresh."""
+    folder = Path(folder)
+    runs = sorted(p for p in folder.glob(f"*-{job}" if job else "*") if (p / "config.yaml").is_file()) \
+        if folder.is_dir() else []
+    if not runs:
+        return None
+    if same_training(load_config(TrainConfig, runs[-1] / "config.yaml"), cfg):
+        return runs[-1]
+    (echo or (lambda m: None))(f"{runs[-1]}: trained with other settings than this job's; training afresh")
+    return None
+
+
 #: The loss settings of distillation itself (a teacher trains without them).
 TEACHER_FIELDS = ("teacher", "teacher_model", "teacher_steps", "kd_weight", "kd_temperature")
 
@@ -114,7 +154,5 @@ def with_teacher(cfg: TrainConfig, echo: Callable[[str], None] | None = None, de
     if not name.endswith(".json") and name not in MODELS:
         raise SegnasError(f"loss.teacher_model: unknown network {name!r} (a zoo name: {', '.join(sorted(MODELS))}; "
                           "or an arch file)")
-    teacher = teacher_training(cfg)
-    folder = cache_dir() / "teachers" / f"{Path(cfg.loss.teacher_model).stem}-{training_key(teacher)}"
-    checkpoint = trained_once(teacher, folder, f"loss.teacher_model {cfg.loss.teacher_model}", echo, device)
+    checkpoint = trained_once(teacher_training(cfg), teacher_folder(cfg), f"loss.teacher_model {name}", echo, device)
     return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"teacher": str(checkpoint), "teacher_model": None})})

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-import yaml
 
-from segnas.config.io import load_config, save_config
+from segnas.config.io import load_config, read_yaml, save_config
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.utils import seed_everything
@@ -23,11 +22,8 @@ CONTINUE = {"search": "segnas search METHOD --resume", "comparison": "segnas com
 
 def run_kind(run_dir: str | Path) -> str:
     """What a run directory holds, by its config.yaml: a search (``method``), a comparison
-    (``methods``) or a training."""
-    try:
-        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    except yaml.YAMLError:
-        data = None  # load_config names the file and the line
+    (``methods``) or a training. SegnasError when its config.yaml is not valid YAML."""
+    data = read_yaml(Path(run_dir) / "config.yaml")
     if isinstance(data, dict) and "methods" in data:
         return "comparison"
     if isinstance(data, dict) and "method" in data:

@@ -39,7 +39,7 @@ from segnas.search.evaluation import supernet_checkpoint
 from segnas.search.oneshot.data import search_train_set
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
 from segnas.search.strategies.saswot import RegularizedEvolution
-from segnas.spaces.base import WeightSharingSupernet
+from segnas.spaces.base import MemberExtractable, WeightSharingSupernet
 
 
 class SupernetSearchSettings(Settings):
@@ -87,6 +87,8 @@ class SupernetSearch(DelegatingStrategy):
         self.train_set: Dataset | None = None
         self.meta_train: list[int] = []
         self.meta_val: list[int] = []
+        #: wall seconds training the supernet took in this run (0 with a pretrained one)
+        self.training_seconds = 0.0
 
     def make_search(self, settings: SupernetSearchSettings) -> AskTellStrategy:
         return RegularizedEvolution()
@@ -99,7 +101,7 @@ class SupernetSearch(DelegatingStrategy):
         if not isinstance(supernet, WeightSharingSupernet):
             raise SegnasError(f"supernet.space: the supernet of {space.name!r} cannot run a chosen member "
                               "(no select()); use saswot or random on it")
-        if section.inherit_weights and not hasattr(supernet, "subnet"):
+        if section.inherit_weights and not isinstance(supernet, MemberExtractable):
             raise SegnasError(f"supernet.inherit_weights: the supernet of {space.name!r} cannot hand over a "
                               "member's weights (no subnet()); set it to false")
         if section.pretrained is not None:
@@ -116,12 +118,18 @@ class SupernetSearch(DelegatingStrategy):
                                   weight_lr=section.weight_lr, sandwich_random=section.sandwich_random,
                                   inplace_distill=section.inplace_distill,
                                   device=s.device, bf16=s.bf16, seed=s.seed, workers=s.data.workers,
-                                  progress=s.progress, sync_bn=s.sync_bn)
+                                  progress=s.progress, sync_bn=s.sync_bn, minutes=s.minutes)
         engine = OneShotEngine(self.supernet, Subset(self.train_set, self.meta_train), schedule, ctx.run,
                                echo=ctx.echo)
         engine.resume_if_possible()
         engine.fit()
+        self.training_seconds = engine.loop.elapsed
         return engine.pretrained_path
+
+    def time_limit_s(self, ctx: SearchContext) -> float | None:
+        """The search's ``minutes`` less what training the supernet took (at least one batch of candidates)."""
+        limit = super().time_limit_s(ctx)
+        return None if limit is None else max(limit - self.training_seconds, 1.0)
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         section = ctx.section

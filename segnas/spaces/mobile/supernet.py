@@ -40,7 +40,7 @@ from segnas.nn.blocks import (ConvBNReLU, DepthwiseSeparableConv, FeatureFusion,
 from segnas.nn.ops import Upsample
 from segnas.nn.segnet import SegmentationNet
 from segnas.nn.slimmable import sliced_bn, sliced_conv, sliced_conv_weight
-from segnas.spaces.mobile.arch import HIGH_STRIDE, MobileArch
+from segnas.spaces.mobile.arch import HIGH_STRIDE, Block, MobileArch, Stage
 from segnas.spaces.mobile.network import HEAD_DROPOUT, MobileNet
 
 MODES = ("max", "min", "random", "argmax")
@@ -164,7 +164,7 @@ class MobileSupernet(SegmentationNet):
         keys = self.space.latency_keys(self.current(), self.num_classes, self.input_size)
         return torch.tensor(float(sum(latency.op_latencies(keys)) + latency.call_overhead()))
 
-    def forward(self, x: torch.Tensor, arch_index: int = 0):
+    def forward(self, x: torch.Tensor, arch_index: int = 0) -> Any:
         self._check(arch_index)
         self.active = self.current()
         return super().forward(x)
@@ -202,12 +202,12 @@ class MobileSupernet(SegmentationNet):
     def upsample_logits(self, main: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return self.out(main)
 
-    def _slots(self, arch: MobileArch):
+    def _slots(self, arch: MobileArch) -> list[tuple[int, Stage]]:
         """(slot index, stage) of every stage of ``arch``."""
         return [(s, stage) for s, stage in enumerate(self.space.slots_of(arch)) if stage is not None]
 
     @staticmethod
-    def _block(m: InvertedResidual, x: torch.Tensor, width: int, block) -> torch.Tensor:
+    def _block(m: InvertedResidual, x: torch.Tensor, width: int, block: Block) -> torch.Tensor:
         expand, depthwise, project = m.block
         out = unit(expand, x, x.shape[1] * block.expansion)
         out = unit(depthwise, out, kernel=block.kernel, dilation=block.dilation)
