@@ -181,6 +181,14 @@ def test_supernet_search_trains_then_scores_members_on_held_out_training_images(
     init = load_init_weights(MOBILE.build(arch, 11), run / "inherited.pt")  # what the final training loads
     assert init["loaded"] == init["of"] and init["shape_mismatch"] == 0
     assert (run / "checkpoints" / "pretrained.pt").is_file()
+    # searching this supernet again: only over the same held-out images (its run's seed and fraction)
+    section = {**settings.supernet.model_dump(), "pretrained": str(run)}
+    for change in ({"seed": 1}, {"supernet": {**section, "meta_val_fraction": 0.5}}):
+        again = make_settings("supernet", {**settings.model_dump(mode="json"), "supernet": section,
+                                           "job": "again", **change})
+        with pytest.raises(SegnasError, match="supernet.pretrained: .* holding out 2 of 8 training images"):
+            search_job(again, latency=latency)
+    assert not list(tmp_path.glob("*-again"))
 
 
 def test_inherit_weights_is_refused_before_the_search_for_a_supernet_that_cannot_hand_them_over(tmp_path):

@@ -21,6 +21,7 @@ stays equal. Not done here: once-for-all's progressive shrinking and its accurac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar, Optional
 
@@ -40,6 +41,7 @@ from segnas.search.oneshot.data import search_train_set
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
 from segnas.search.strategies.saswot import RegularizedEvolution
 from segnas.spaces.base import MemberExtractable, WeightSharingSupernet
+from segnas.utils import atomic_write_text
 
 
 class SupernetSearchSettings(Settings):
@@ -69,6 +71,10 @@ class SupernetSearchSettings(Settings):
     top_k: int = Field(10, ge=1)
     #: The winner's final training starts from its slices of the supernet's weights.
     inherit_weights: bool = False
+
+
+#: Beside a supernet search's checkpoints: the training images it held out (never trained on).
+HELD_OUT_FILE = "held_out.json"
 
 
 @strategy("supernet")
@@ -104,12 +110,27 @@ class SupernetSearch(DelegatingStrategy):
         if section.inherit_weights and not isinstance(supernet, MemberExtractable):
             raise SegnasError(f"supernet.inherit_weights: the supernet of {space.name!r} cannot hand over a "
                               "member's weights (no subnet()); set it to false")
-        if section.pretrained is not None:
-            supernet_checkpoint(section.pretrained)  # refused now if missing
         self.supernet, self.train_set = supernet, search_train_set(ctx.settings)
         self.meta_train, self.meta_val = meta_split(len(self.train_set), section.meta_val_fraction,
                                                     ctx.settings.seed, setting="supernet.meta_val_fraction")
+        if section.pretrained is not None:
+            self.check_held_out(supernet_checkpoint(section.pretrained), ctx)  # refused now if missing
         super().prepare(ctx)
+
+    def check_held_out(self, checkpoint: Path, ctx: SearchContext) -> None:
+        """Refuse a pretrained supernet that trained on images this search scores candidates on (its
+        run holds out others: another seed, training split or ``meta_val_fraction``)."""
+        record = checkpoint.parent / HELD_OUT_FILE
+        if not record.is_file():
+            ctx.echo(f"supernet.pretrained: {checkpoint} records no held-out images (not a supernet search's "
+                     "run): candidates may be scored on images it trained on")
+            return
+        held = json.loads(record.read_text())
+        if held["meta_val"] != self.meta_val or held["images"] != len(self.train_set):
+            raise SegnasError(f"supernet.pretrained: {checkpoint} was trained holding out {len(held['meta_val'])} of "
+                              f"{held['images']} training images, not the {len(self.meta_val)} of "
+                              f"{len(self.train_set)} this search scores on: search with its run's seed, data and "
+                              "supernet.meta_val_fraction")
 
     def train_supernet(self, ctx: SearchContext) -> Path:
         """Train (or finish training) the supernet in this run; its checkpoint."""
@@ -121,6 +142,9 @@ class SupernetSearch(DelegatingStrategy):
                                   progress=s.progress, sync_bn=s.sync_bn, minutes=s.minutes)
         engine = OneShotEngine(self.supernet, Subset(self.train_set, self.meta_train), schedule, ctx.run,
                                echo=ctx.echo)
+        held_out = ctx.run.path / "checkpoints" / HELD_OUT_FILE
+        held_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(held_out, json.dumps({"images": len(self.train_set), "meta_val": self.meta_val}))
         engine.resume_if_possible()
         engine.fit()
         self.training_seconds = engine.loop.elapsed
