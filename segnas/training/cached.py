@@ -27,9 +27,9 @@ DATA_NOT_IN_KEY = ("workers", "cache", "eval_batch_size", "val_split")
 DONE_FILE = "trained.json"
 
 
-#: The form of ``training_key``; bump it when a changed default changes what a training learns (a test pins the defaults)
+#: The form of ``training_key``; bump it when a changed default changes what a training learns
 #: (keys leave out settings at their defaults, so that a setting added with a default that keeps
-#: the old behaviour keeps every cached training valid).
+#: the old behaviour keeps every cached training valid; a test pins the defaults).
 KEY_FORMAT = 2
 
 
