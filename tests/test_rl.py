@@ -11,6 +11,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -480,3 +481,54 @@ def _tensors(state: Any) -> list:
     if isinstance(state, (list, tuple)):
         return [t for v in state for t in _tensors(v)]
     return []
+
+
+MOBILE_SMALL = {"stem_widths": [[8], [8, 16], [16]], "stage_widths": [[16], [16, 24], [24], [24, 32], [32]],
+                "stage_depths": [[0, 1], [1, 2], [0, 1], [1, 2], [0, 1]], "fusion_widths": [16, 24]}
+
+
+def mobile_rl_settings(tmp_path, **rl):
+    from segnas.jobs.search import make_settings
+
+    return make_settings("rl", {
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64],
+                 "batch_size": 2},
+        "out_dir": str(tmp_path), "progress": False, "threads": 1, "final": {"epochs": 0},
+        "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "table_min_runs": 1,
+                    "table_min_time_s": 0.0, "calibration_networks": 0},
+        "rl": {"space": "mobile", "space_options": MOBILE_SMALL, "candidates": 5, "controller": {"hidden": 16},
+               "evaluator": {"kind": "proxy", "proxy": {"proxy": "nwot", "images": 2, "size": [48, 64],
+                                                         "batch_size": 2}}, **rl}})
+
+
+def test_the_controller_searches_the_mobile_space_rewarded_by_the_rank_of_a_proxy_score(tmp_path, monkeypatch):
+    """Outside encdec the children are scored by rl.evaluator (here a proxy) and the controller's
+    reward is a score's rank among the children scored so far (a proxy's scale is arbitrary)."""
+    from segnas.jobs.search import search_job
+
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    summary = search_job(mobile_rl_settings(tmp_path))
+    details = summary["details"]
+    assert summary["space"] == "mobile" and details["candidates_scored"] == 5
+    assert details["controller"]["updates"] == 5 + sum(details["controller"]["skipped_told"].values())
+    state = json.loads((Path(summary["run_dir"]) / "search_state.json").read_text())["strategy"]
+    scores = sorted(state["scores_seen"].values())
+    assert len(scores) == 5 and scores[-1] > 1.0  # nwot's scale, not a reward's
+    search = RLSearch()
+    search.rank_rewards, search.scores_seen, search.settings = True, state["scores_seen"], RLSettings()
+    ranked = [search.reward(SimpleNamespace(score=s, latency_ms=1.0)) for s in scores]
+    assert ranked == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+@pytest.mark.parametrize("rl, message", [
+    ({"child": {"stage1_steps": 3}}, "rl.child: settings of the encdec child evaluator"),
+    ({"termination": {"enabled": False}}, "rl.termination: settings of the encdec child evaluator"),
+    ({"evaluator": {"kind": "proxy", "proxy": {"proxy": "nosuch"}}}, "rl.evaluator.proxy.proxy"),
+    ({"space": "encdec", "space_options": {}}, "rl.evaluator: encdec children are scored by the child evaluator"),
+])
+def test_settings_for_another_kind_of_child_are_refused_before_the_search(tmp_path, rl, message):
+    from segnas.jobs.search import search_job
+
+    with pytest.raises(SegnasError, match=message):
+        search_job(mobile_rl_settings(tmp_path, **rl))
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -4,12 +4,15 @@ Semantic Segmentation Models via Auxiliary Cells", CVPR 2019; docs/methods/rl.md
 An ask/tell strategy: ``ask`` draws a decision sequence from an LSTM controller
 (``segnas.search.controllers.lstm``) and turns it into an architecture of a ``DecisionSpace``
 (``encdec`` by default); the loop (``segnas.search.asktell``) rejects proposals slower than the
-target, evaluates the rest with the two-stage child evaluator (``segnas.evaluate.rl.ChildEvaluator``:
-decoder on cached features, progressive termination, end-to-end fine-tuning, Polyak averaging,
-distillation) on ``--workers`` workers, and checkpoints; ``tell`` updates the controller (PPO or
-REINFORCE, with a moving-average baseline) on the batch's rewards and the termination threshold on
-their stage-1 rewards. The reward is the child's meta-validation reward, times
-(latency / target)^w when ``latency_weight`` w is set (MnasNet's form). Every draw updates the
+target, evaluates the rest on ``--workers`` workers, and checkpoints; ``tell`` updates the controller
+(PPO or REINFORCE, with a moving-average baseline) on the batch's rewards. On ``encdec`` the children
+are scored by the paper's two-stage child evaluator (``segnas.evaluate.rl.ChildEvaluator``: decoder
+on cached features, progressive termination, end-to-end fine-tuning, Polyak averaging, distillation;
+``tell`` also moves the termination threshold) and the reward is the child's meta-validation reward;
+on any other decision space (``mobile``) by ``rl.evaluator`` (a proxy, a short training or a
+supernet, as random search's) and the reward is the score's rank among the children scored so far
+(0 to 1: a proxy's scale is arbitrary). Either is multiplied by (latency / target)^w when
+``latency_weight`` w is set (MnasNet's form). Every draw updates the
 controller (``tell_skipped``): a duplicate with its earlier child's reward, a proposal over the
 target with ``infeasible_reward``. The encoder the children share is pre-trained and cached before
 the first child (``segnas.evaluate.rl.encoder``); the found network's final training starts from it
@@ -19,11 +22,12 @@ the first child (``segnas.evaluate.rl.encoder``); the found network's final trai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from pydantic import Field
 
+from segnas.config.search import EvaluatorSettings
 from segnas.config.train import Settings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
@@ -31,6 +35,7 @@ from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, c
 from segnas.search.asktell import AskTellStrategy, Candidate, Skipped
 from segnas.search.base import SearchContext, SearchResult, strategy
 from segnas.search.controllers.lstm import LSTMController, PolicyGradient
+from segnas.search.evaluation import build_evaluator, check_evaluator
 from segnas.spaces.base import Architecture, DecisionSpace, SearchSpace
 from segnas.spaces.encdec import EncDecSpace
 
@@ -70,6 +75,9 @@ class RLSettings(Settings):
     candidates: int = Field(100, ge=1)
     top_k: int = Field(10, ge=1)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    #: How children of a space other than ``encdec`` are scored (``child``, ``encoder`` and
+    #: ``termination`` are the ``encdec`` child evaluator's).
+    evaluator: EvaluatorSettings = Field(default_factory=EvaluatorSettings)
     child: ChildSettings = Field(default_factory=ChildSettings)
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
     termination: TerminationSettings = Field(default_factory=TerminationSettings)
@@ -83,7 +91,8 @@ class RLSettings(Settings):
 @strategy("rl")
 class RLSearch(AskTellStrategy):
     settings_class: ClassVar[type[Settings]] = RLSettings
-    cli_options = {"space": ("rl.space", str, "Search space (encdec: a fixed encoder and a searched decoder)."),
+    cli_options = {"space": ("rl.space", str, "Search space (encdec: a fixed encoder and a searched decoder; "
+                                              "or any decision space, e.g. mobile, scored by rl.evaluator)."),
                    "candidates": ("rl.candidates", int, "Children to train and score."),
                    "agent": ("rl.controller.agent", str, "Controller update: ppo or reinforce."),
                    "teacher": ("rl.child.teacher", str, "Trained network checkpoint whose logits children distil."),
@@ -98,6 +107,8 @@ class RLSearch(AskTellStrategy):
         self.target_ms: float | None = None
         #: the pre-trained encoder's weights file (the children's and the final training's start)
         self.encoder_weights: Path | None = None
+        #: rewards are scores' ranks among the children's (scores of an arbitrary scale: rl.evaluator's)
+        self.rank_rewards = False
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, ctx: SearchContext) -> None:
@@ -106,10 +117,20 @@ class RLSearch(AskTellStrategy):
             if key in sec.space_options:
                 raise SegnasError(f"rl.space_options.{key}: set by the search itself; use {instead}")
         space = self.search_space(ctx)
-        # the controller drives any DecisionSpace; the child evaluator trains encdec children only
-        if not isinstance(space, EncDecSpace):
-            raise SegnasError(f"rl.space: {space.name!r}: the RL child evaluator trains encdec children (a fixed "
-                              "encoder whose features it caches, auxiliary cells); use encdec")
+        if not isinstance(space, DecisionSpace):
+            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, to_decisions, "
+                              "from_decisions)")
+        if not isinstance(space, EncDecSpace):  # the children scored by rl.evaluator
+            encdec_only = [f for f in ("child", "encoder", "termination")
+                           if getattr(sec, f) != RLSettings.model_fields[f].default_factory()]
+            if encdec_only:
+                raise SegnasError(f"rl.{encdec_only[0]}: settings of the encdec child evaluator; the children of "
+                                  f"{space.name!r} are scored by rl.evaluator")
+            check_evaluator(sec.evaluator, "rl.evaluator")
+            super().prepare(ctx)
+            return
+        if sec.evaluator != EvaluatorSettings():
+            raise SegnasError("rl.evaluator: encdec children are scored by the child evaluator (rl.child)")
         child_crop(sec.child, ctx.settings.data)  # a missing crop size, before the run directory exists
         for field, path in (("rl.child.teacher", sec.child.teacher), ("rl.encoder.weights", sec.encoder.weights)):
             if path is not None and not Path(path).is_file():
@@ -118,9 +139,7 @@ class RLSearch(AskTellStrategy):
 
     def begin(self, space: SearchSpace, seed: int, settings: RLSettings) -> None:
         super().begin(space, seed, settings)
-        if not isinstance(space, DecisionSpace):
-            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, to_decisions, "
-                              "from_decisions)")
+        assert isinstance(space, DecisionSpace)  # prepare refused any other
         c = settings.controller
         self.controller = LSTMController(space.decision_sizes(), c.hidden, c.layers, seed=seed)
         self.learner = PolicyGradient(self.controller, c.agent, c.lr, c.baseline_decay, c.clip, c.buffer, c.epochs,
@@ -135,17 +154,22 @@ class RLSearch(AskTellStrategy):
         self.drawn: dict[tuple[int, ...], list[float]] = {}
         #: skipped proposals the controller learned from, by reason
         self.skipped = {"duplicate": 0, "infeasible": 0, "degenerate": 0}
+        #: every child's score so far, by key (outside ``encdec`` a reward is a score's rank among them)
+        self.scores_seen: dict[str, float] = {}
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:
         sec, s = ctx.section, ctx.settings
         space = self.space
-        assert isinstance(space, EncDecSpace)  # prepare refused any other
+        self.target_ms = ctx.latency.target_ms
+        if not isinstance(space, EncDecSpace):
+            self.evaluator = build_evaluator(sec.evaluator, space, ctx, sec.space_options)
+            self.rank_rewards = True
+            return self.evaluator
         weights = pretrained_encoder(s.data, space.encoder, space.encoder_width, sec.encoder, s.device,
                                      s.threads, s.progress, ctx.echo)
         self.encoder_weights = weights
         options = {**sec.space_options, "encoder_weights": str(weights)}
         self.evaluator = ChildEvaluator(sec.space, options, s.data, sec.child, ctx.num_classes, s.seed, s.device)
-        self.target_ms = ctx.latency.target_ms
         self._sync_threshold()
         return self.evaluator
 
@@ -156,8 +180,12 @@ class RLSearch(AskTellStrategy):
         return self.space.from_decisions(decisions)
 
     def reward(self, cand: Candidate) -> float:
-        """The controller's reward: the child's score (0 if it has none), times (latency / target)^w."""
+        """The controller's reward: the child's score (0 if it has none; outside ``encdec`` its rank
+        among the scores seen so far), times (latency / target)^w."""
         r = float(cand.score) if cand.score is not None and np.isfinite(cand.score) else 0.0
+        if self.rank_rewards and r:
+            seen = np.sort(list(self.scores_seen.values()))
+            r = float(np.searchsorted(seen, cand.score, side="right")) / max(len(seen), 1)
         w = self.settings.latency_weight
         if w and self.target_ms:
             r *= (cand.latency_ms / self.target_ms) ** w
@@ -174,6 +202,7 @@ class RLSearch(AskTellStrategy):
         self.last_update = self.learner.update(decisions, rewards, self.rng, drawn) or self.last_update
 
     def tell(self, candidates: list[Candidate]) -> None:
+        self.scores_seen.update((c.key, float(c.score)) for c in candidates if c.score is not None and np.isfinite(c.score))
         decisions = [self.space.to_decisions(c.arch) for c in candidates]
         rewards = [self.reward(c) for c in candidates]
         for c in candidates:  # same-batch duplicates drawn before this batch was evaluated
@@ -189,6 +218,10 @@ class RLSearch(AskTellStrategy):
             self.stage1_average = first if self.stage1_average is None else d * self.stage1_average + (1 - d) * first
             self.stage1_seen += 1
         self._sync_threshold()
+
+    def rescored(self, scored: Sequence[Candidate]) -> None:
+        """Scores that are ranks within the population moved: the rewards rank against the new ones."""
+        self.scores_seen = {c.key: float(c.score) for c in scored if c.score is not None and np.isfinite(c.score)}
 
     def tell_skipped(self, skipped: Skipped) -> None:
         """The controller learns from every draw, as in the paper: a duplicate of an evaluated child
@@ -240,6 +273,7 @@ class RLSearch(AskTellStrategy):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "learner": self.learner.state_dict(), "stage1_average": self.stage1_average,
                 "stage1_seen": self.stage1_seen, "last_update": dict(self.last_update), "skipped": dict(self.skipped),
+                "scores_seen": dict(self.scores_seen),
                 "waiting": {k: [list(d) for d in v] for k, v in self.waiting.items()},
                 "drawn": [[list(d), list(lps)] for d, lps in self.drawn.items()]}
 
@@ -251,4 +285,5 @@ class RLSearch(AskTellStrategy):
         self.waiting = {k: [list(d) for d in v] for k, v in state.get("waiting", {}).items()}
         self.drawn = {tuple(d): [float(lp) for lp in lps] for d, lps in state.get("drawn", [])}
         self.skipped = {"duplicate": 0, "infeasible": 0, "degenerate": 0, **state.get("skipped", {})}
+        self.scores_seen = {k: float(v) for k, v in state.get("scores_seen", {}).items()}
         self._sync_threshold()
