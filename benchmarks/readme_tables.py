@@ -1144,7 +1144,8 @@ def mobile_camvid(r: dict, studies: dict[str, Study]) -> list[str]:
               f"{ft['steps']}`)" if session else "each latency measured when its search ended, Fast-SCNN's before the searches")
     s = r["settings"]
     lines += ["", f"Searches over the default `mobile` space under a {r['target_ms']:g} ms target (Fast-SCNN's latency "
-              f"predicted from the operator table; {r['latency']}): SasWOT with the `{s['proxy']}` proxy on {s['images']} "
+              f"predicted as the searches predict their candidates: the operator table with the space's learned correction; "
+              f"{r['latency']}; the ratios of one session compare, its absolute figures move with the host's state): SasWOT with the `{s['proxy']}` proxy on {s['images']} "
               f"images at {s['score_size']}, random search scored by the same proxy, each up to {s['candidates']} "
               f"candidates or {s['time_limit_min']:g} wall-minutes on {s['workers']} workers. Winners and Fast-SCNN "
               f"trained from scratch with `train_camvid.py`'s recipe for {ft['steps']} optimizer steps at batch "

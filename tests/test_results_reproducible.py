@@ -47,6 +47,10 @@ def networks(result: dict) -> Iterator[tuple[str, Any]]:
     for name, run in runs.items() if isinstance(runs, dict) else ():  # GAS, SSR: one derived network per run
         if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):
             yield name, {"space": run.get("space") or space_of(run["arch"]), "arch": run["arch"]}
+    searches = result.get("searches") or {}
+    for name, run in searches.items() if isinstance(searches, dict) else ():  # the mobile study's winners
+        if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):
+            yield name, {"space": space_of(run["arch"]), "arch": run["arch"]}
     best = result.get("best_child")
     if isinstance(best, dict) and isinstance(best.get("arch"), dict) and reports_training(best):  # RL
         yield "best_child", {"space": space_of(best["arch"]), "arch": best["arch"]}
