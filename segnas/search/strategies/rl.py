@@ -182,8 +182,9 @@ class RLSearch(AskTellStrategy):
     def reward(self, cand: Candidate) -> float:
         """The controller's reward: the child's score (0 if it has none; outside ``encdec`` its rank
         among the scores seen so far), times (latency / target)^w."""
-        r = float(cand.score) if cand.score is not None and np.isfinite(cand.score) else 0.0
-        if self.rank_rewards and r:
+        scored = cand.score is not None and bool(np.isfinite(cand.score))
+        r = float(cand.score) if scored else 0.0
+        if self.rank_rewards and scored:  # a proxy score of 0 is a score too
             seen = np.sort(list(self.scores_seen.values()))
             r = float(np.searchsorted(seen, cand.score, side="right")) / max(len(seen), 1)
         w = self.settings.latency_weight
