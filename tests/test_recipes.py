@@ -121,17 +121,27 @@ def test_a_bad_final_recipe_is_refused_before_the_search(tmp_path, final, messag
 
 
 def test_a_search_run_of_an_earlier_segnas_reads_its_final_optimizer_as_overrides(tmp_path):
-    cfg = _final_training(tmp_path, {"steps": 5, "ema_decay": None,
-                                     "optim": {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}})
-    assert cfg.ema_decay is None and cfg.optim.lr == 0.08 and cfg.loss.kind == "ohem"
-    # the old defaults were cpu-short's, but the final training followed the search's bf16 (off by default)
-    from segnas.jobs.search import make_settings
+    from segnas.config.io import load_config
+    from segnas.jobs.search import make_settings, settings_class
 
-    old = make_settings("random", {"latency": {"target_ms": 10}, "final": {
-        "ema_decay": 0.998, "optim": {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}}})
-    assert old.final.overrides == {"bf16": False}
-    old = make_settings("random", {"latency": {"target_ms": 10}, "bf16": True, "final": {"ema_decay": 0.998}})
-    assert old.final == make_settings("random", {"latency": {"target_ms": 10}}).final
+    def saved(final: dict, **search):
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({"method": "random", "latency": {"target_ms": 10}, "final": final, **search}))
+        return load_config(settings_class("random"), path, saved=True)
+
+    sgd = {"name": "sgd", "lr": 0.08, "weight_decay": 1e-4, "warmup_iters": 100}
+    old = saved({"steps": 5, "ema_decay": None, "optim": {**sgd, "lr": 0.05}})
+    assert old.final.overrides == {"ema_decay": None, "optim": {**sgd, "lr": 0.05}, "bf16": False}
+    # the old defaults were cpu-short's, but the final training followed the search's bf16 (off by default)
+    assert saved({"ema_decay": 0.998, "optim": sgd}).final.overrides == {"bf16": False}
+    assert saved({"ema_decay": 0.998}, bf16=True).final == make_settings("random", {"latency": {"target_ms": 10}}).final
+
+
+@pytest.mark.parametrize("key", ["optim", "ema_decay"])
+def test_a_users_final_optimizer_outside_the_overrides_is_refused_with_where_it_goes(tmp_path, key):
+    value = {"lr": 0.05} if key == "optim" else 0.99
+    with pytest.raises(SegnasError, match=rf"final\.{key}: .* go under final\.overrides \(final\.overrides\.{key}\)"):
+        _final_training(tmp_path, {key: value})
 
 
 def test_final_overrides_are_checked_with_the_recipe_before_the_search(tmp_path):

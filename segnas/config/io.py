@@ -20,7 +20,7 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     """First pydantic error as 'source: field.path: message (got value)'; a field the user gave as
     a command-line option (``flags``: field path -> option) is named by that option too."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     shown = "input" in err and not isinstance(err["input"], dict) and repr(err["input"]) not in msg
     got = f" (got {err['input']!r})" if shown else ""
@@ -29,15 +29,22 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     more = f" [and {others} more error{'s' * (others > 1)}]" if others else ""
     if flags and loc in flags:
         return f"{flags[loc]} ({loc}): {msg}{got}{more}"
+    if not loc:  # a check of the whole settings: its message names the fields
+        return f"{source}: {msg}{got}{more}"
     return f"{source}: {loc}: {msg}{got}{more}"
 
 
+#: Validation context of settings read back from a run directory (``load_config(saved=True)``):
+#: validators that upgrade the form an earlier segnas saved apply only there, never to a user's file.
+SAVED_RUN = "saved_run"
+
+
 def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
-                 flags: Optional[Mapping[str, str]] = None) -> M:
+                 flags: Optional[Mapping[str, str]] = None, saved: bool = False) -> M:
     """Validate a dict into ``cls``; a SegnasError naming the field (and the option that set it,
-    from ``flags``) on failure."""
+    from ``flags``) on failure. ``saved``: the settings a run directory holds (see ``SAVED_RUN``)."""
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={SAVED_RUN: True} if saved else None)
     except ValidationError as exc:
         raise SegnasError(validation_message(exc, source, flags)) from None
 
@@ -53,9 +60,11 @@ def read_yaml(path: Path) -> Any:
 
 
 def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None,
-                flags: Optional[Mapping[str, str]] = None, under: Optional[dict[str, Any]] = None) -> M:
+                flags: Optional[Mapping[str, str]] = None, under: Optional[dict[str, Any]] = None,
+                saved: bool = False) -> M:
     """Read YAML ``path`` into ``cls``, applying dotted-key ``overrides`` (e.g. {'optim.lr': 0.1});
-    ``under``: settings the file's own override (a recipe), nested sections merged."""
+    ``under``: settings the file's own override (a recipe), nested sections merged; ``saved``: a run
+    directory's config.yaml (``SAVED_RUN``)."""
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: config file not found")
@@ -66,7 +75,7 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
         data = merged(under, data)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
-    return build_config(cls, data, str(path), flags)
+    return build_config(cls, data, str(path), flags, saved)
 
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from segnas.config.io import SAVED_RUN
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.errors import SegnasError
@@ -200,12 +201,17 @@ class SearchSettings(Settings):
 
     @model_validator(mode="before")
     @classmethod
-    def _earlier_final(cls, data: Any) -> Any:
+    def _earlier_final(cls, data: Any, info: ValidationInfo) -> Any:
         """Runs of segnas before named recipes kept ``final.optim`` and ``final.ema_decay`` and trained
-        in the search's ``bf16``: read as overrides of the recipe where they differ from it."""
+        in the search's ``bf16``: a saved run's are read as overrides of the recipe where they differ
+        from it; a user's settings name the place they go."""
         final = data.get("final") if isinstance(data, dict) else None
         if not isinstance(final, dict) or not ("optim" in final or "ema_decay" in final):
             return data
+        if not (info.context or {}).get(SAVED_RUN):
+            key = "optim" if "optim" in final else "ema_decay"
+            raise ValueError(f"final.{key}: a final training's settings go under final.overrides "
+                             f"(final.overrides.{key}), on top of its recipe (final.recipe)")
         final = dict(final)
         earlier = {k: final.pop(k) for k in ("optim", "ema_decay") if k in final}
         earlier["bf16"] = bool(data.get("bf16", False))

@@ -24,7 +24,7 @@ from segnas.cost.calibration import (CorrectionCache, HasLatencyKeys, LatencyCor
 from segnas.cost.latency import HostProbe
 from segnas.cost.machine import busiest, is_busy, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
-from segnas.cost.table import LatencyTable
+from segnas.cost.table import LatencyTable, OperatorCosts
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 
@@ -40,7 +40,7 @@ def space_id(space: HasLatencyKeys) -> str:
 class LatencyModel:
     """Latency (ms) at batch 1 and ``size`` (H, W) on ``table``'s runtime, with an optional target."""
 
-    def __init__(self, table: LatencyTable, size: Sequence[int], target_ms: float | None = None,
+    def __init__(self, table: LatencyTable | OperatorCosts, size: Sequence[int], target_ms: float | None = None,
                  probe: nn.Module | None = None, probe_name: str | None = None) -> None:
         if len(size) != 2 or min(int(s) for s in size) < 1:
             raise SegnasError(f"latency.size: expected H, W >= 1, got {list(size)}")
@@ -52,22 +52,25 @@ class LatencyModel:
         #: the probe of probe-gated timing (``LatencySettings.probe``): the table's (``HostProbe``)
         #: and the calibration's networks use it; None: unprobed
         self.probe = probe
-        if probe is not None and table.probe is None:
+        measured = isinstance(table, LatencyTable)
+        if probe is not None and measured and table.probe is None:
             table.use_probe(HostProbe(probe, (1, 3, *self.size), table.backend, table.threads, table.device,
                                       name=probe_name or type(probe).__name__))
-        table_path = getattr(table, "path", None)  # a table kept in memory has its corrections there too
-        self.corrections = CorrectionCache(table_path.with_name(table_path.stem + ".corrections.json")
-                                           if table_path is not None else None, getattr(table, "context", {}))
+        # corrections are cached beside a measured table; made-up costs keep theirs in memory
+        self.corrections = CorrectionCache(table.path.with_name(table.path.stem + ".corrections.json")
+                                           if measured else None, table.context if measured else {})
 
     def shared(self) -> dict[str, Any]:
         """What this model measured and fitted (table entries, call overheads, corrections), for
         another process to ``adopt``: rank 0 of a ``torchrun`` job times, the others take its figures."""
-        return {"entries": dict(getattr(self.table, "entries", {})), "overheads": dict(getattr(self.table, "overheads", {})),
+        measured = isinstance(self.table, LatencyTable)
+        return {"entries": dict(self.table.entries) if measured else {},
+                "overheads": dict(self.table.overheads) if measured else {},
                 "corrections": {**self.corrections.entries, **self.corrections.transient}}
 
     def adopt(self, shared: dict[str, Any]) -> None:
         """Use another process's figures (``shared``) in memory; nothing is written to the cache."""
-        if hasattr(self.table, "entries"):
+        if isinstance(self.table, LatencyTable):
             self.table.entries.update(shared["entries"])
             self.table.overheads.update(shared["overheads"])
         for key, correction in shared["corrections"].items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from segnas.cost.table import LatencyTable
+from segnas.cost.table import OperatorCosts
 from segnas.nn.ops import OpKey
 
 
@@ -27,7 +27,7 @@ class Prediction:
         return self.corrected_ms if self.corrected_ms is not None else self.total_ms
 
 
-def predict_latency(keys: Sequence[OpKey], table: LatencyTable, input_shape: tuple[int, int, int, int]
+def predict_latency(keys: Sequence[OpKey], table: OperatorCosts, input_shape: tuple[int, int, int, int]
                     ) -> Prediction:
     """Predicted latency of a network whose operators are ``keys`` for one ``input_shape`` batch."""
     table.ensure(keys, progress=False)

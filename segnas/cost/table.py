@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Protocol
 
 import torch
 from torch import nn
@@ -45,6 +45,17 @@ class _CallOverhead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :1, :1, :1] * 1.0
+
+
+class OperatorCosts(Protocol):
+    """What a latency prediction needs of a table: a cost (ms) per operator and per runtime call.
+    ``LatencyTable`` measures them; tests give made-up costs (then nothing is measured or shared)."""
+
+    def ensure(self, keys: Iterable[OpKey], progress: bool = True) -> int: ...
+
+    def lookup(self, key: OpKey, save: bool = True) -> float: ...
+
+    def call_overhead(self, shape: tuple[int, int, int, int]) -> float: ...
 
 
 class LatencyTable:

@@ -674,7 +674,7 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise SegnasError(f"{run_dir}: not a comparison run directory (no config.yaml)")
-    cfg = load_config(CompareSettings, path / "config.yaml")
+    cfg = load_config(CompareSettings, path / "config.yaml", saved=True)
     results, failures = read_store(path / JOBS_FILE)
     methods = list(chosen_methods(cfg))
     zoo = zoo_names(cfg)

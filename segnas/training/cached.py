@@ -132,7 +132,7 @@ def resumable_training(folder: str | Path, cfg: TrainConfig, job: str | None = N
         if folder.is_dir() else []
     if not runs:
         return None
-    if same_training(load_config(TrainConfig, runs[-1] / "config.yaml"), cfg):
+    if same_training(load_config(TrainConfig, runs[-1] / "config.yaml", saved=True), cfg):
         return runs[-1]
     (echo or (lambda m: None))(f"{runs[-1]}: trained with other settings than this job's; training afresh")
     return None

@@ -46,7 +46,7 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str)
     if resume is not None:
         run = RunDir.existing(resume)
         refuse_other_run(resume, run_kind(run.path), kind)
-        cfg = load_config(cls, run.path / "config.yaml")
+        cfg = load_config(cls, run.path / "config.yaml", saved=True)
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
     if cfg.threads:
