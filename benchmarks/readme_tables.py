@@ -1068,6 +1068,28 @@ def mobile_latency(r: dict) -> list[str]:
     return lines
 
 
+def mobile_corrected(studies: dict[str, "Study"]) -> list[str]:
+    """The ``mobile`` rows of the latency study (``latency_predictor.py``): the table and the learned
+    correction on held-out networks, against this space's goal (median |error| ≤ 10%, ρ ≥ 0.95)."""
+    rows = [(name, s) for name, r in studies["latency_model"].results().items()
+            if isinstance(r.get("summary"), list) for s in r["summary"] if s["space"] == "mobile"]
+    if not rows:
+        return []
+    lines = ["### Latency prediction with the learned correction", "",
+             "The operator table and its learned correction (fitted on the first calibration networks of each "
+             "size) on held-out random members, from the [latency study](../latency_model/README.md). Goal: "
+             "median |error| ≤ 10% and Spearman ρ ≥ 0.95 at each size.", "",
+             "| result | size | held out (calibration) | table: median abs. error / ρ | corrected: median abs. error "
+             "/ within ±10% / ρ | two timing rounds: ρ | goal |", "|---|---|---|---|---|---|---|"]
+    for name, s in sorted(rows, key=lambda x: x[1]["size"]):
+        met = s["corrected_median_abs_rel_error"] <= 0.10 and s["corrected_spearman"] >= 0.95
+        lines.append(f"| `{name}` | {s['size']} | {s['held_out_networks']} ({s['calibration_networks']}) | "
+                     f"{100 * s['table_median_abs_rel_error']:.1f}% / {s['table_spearman']:.3f} | "
+                     f"{100 * s['corrected_median_abs_rel_error']:.1f}% / {100 * s['corrected_within_10pct']:.0f}% / "
+                     f"{s['corrected_spearman']:.3f} | {s['repeatability_spearman']:.3f} | {'met' if met else 'missed'} |")
+    return lines + [""]
+
+
 def supernet_rank(r: dict) -> list[str]:
     """How the weight-sharing supernet ranks the ground truth's networks, beside the parameter count
     and the proxies: against the mean over the ground-truth files and, with several, the first alone."""
@@ -1179,7 +1201,7 @@ def page_mobile(study: Study, studies: dict[str, Study]) -> list[str]:
         else:
             lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scalar_items(r)]
         lines += ["", machine_line(r), ""]
-    return lines
+    return lines + mobile_corrected(studies)
 
 
 def page_gas(study: Study, studies: dict[str, Study]) -> list[str]:

@@ -374,6 +374,14 @@ def test_a_child_without_a_crop_size_is_refused(child_setup):
         ChildEvaluator("encdec", TINY_SPACE, data, ChildSettings(), child_setup[1])
 
 
+def test_the_child_evaluators_device_is_resolved_like_every_jobs(child_setup):
+    data, num_classes, _ = child_setup
+    auto = ChildEvaluator("encdec", TINY_SPACE, data, ChildSettings(), num_classes, device="auto")
+    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SegnasError, match="device: 'tpu'"):
+        ChildEvaluator("encdec", TINY_SPACE, data, ChildSettings(), num_classes, device="tpu")
+
+
 def test_the_encoder_is_pre_trained_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
     data = DataConfig.model_validate({**TINY_DATA, "batch_size": 2})

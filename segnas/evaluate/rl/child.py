@@ -39,6 +39,7 @@ from torch.utils.data import Dataset, Subset
 
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
 from segnas.data import IGNORE_INDEX, eval_transforms, meta_split, open_data, train_transforms
+from segnas.engine.device import resolve_device
 from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import evaluate
 from segnas.engine.losses import SegmentationLoss, logit_mse
@@ -137,7 +138,7 @@ class ChildEvaluator(Evaluator):
         super().__init__()
         self.space_name, self.space_options = space, dict(space_options)
         self.data, self.settings, self.num_classes = data, settings, num_classes
-        self.seed, self.device = seed, torch.device(device)
+        self.seed, self.device = seed, resolve_device(device)
         self.threshold: float | None = None
         self.crop = child_crop(settings, data)
 
