@@ -74,6 +74,35 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return removed
 
 
+def check_output_file(path: str | Path, option: str) -> Path:
+    """``path`` as a file a job writes when it ends, checked before the work: not a folder, and its
+    closest existing folder a writable folder (``atomic_write`` makes the missing ones); a
+    SegnasError naming ``option`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise SegnasError(f"{option} {path}: is a folder; give a file name")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise SegnasError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SegnasError(f"{option} {path}: cannot write in {parent}")
+    return path
+
+
+def read_text_file(path: str | Path) -> str:
+    """The text of a settings or architecture file; a SegnasError naming it when it cannot be read
+    as UTF-8 text (a checkpoint given by mistake, a UTF-16 file written by a shell redirect)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SegnasError(f"{path}: not a UTF-8 text file (a binary file, e.g. a checkpoint, or another "
+                          "text encoding such as UTF-16)") from None
+    except IsADirectoryError:
+        raise SegnasError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise SegnasError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a job is reproducible for a given seed."""
     random.seed(seed)

@@ -97,6 +97,20 @@ def _onnx_files(tmp_path):
     (tmp_path / "bad.onnx").write_text("not an ONNX model")
 
 
+def _onnx_fixed_size(tmp_path):
+    """{tmp}/fixed.onnx: Fast-SCNN exported for 32x48 only."""
+    from segnas.cost import export_onnx
+    from segnas.zoo import build_model
+
+    export_onnx(build_model("fast_scnn", 2, width=0.5).eval(), tmp_path / "fixed.onnx", (1, 3, 32, 48))
+
+
+def _not_utf8(tmp_path):
+    """{tmp}/a16.json: an architecture file in UTF-16 (a shell redirect); {tmp}/p.json: a broken proxy file."""
+    (tmp_path / "a16.json").write_text('{"space": "mobile", "arch": {}}', encoding="utf-16")
+    (tmp_path / "p.json").write_text('{"expression": ')
+
+
 CLI_CASES = [
     # train: options and settings
     (["train"] + SYN + ["--model", "fast_scnn", "--arch", "{tmp}/a.json"], "--model", _arch_file),
@@ -164,6 +178,18 @@ CLI_CASES = [
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "random.evaluator.proxy.proxy"),
     (["export", "fast_scnn", "--out", "{tmp}/m.pt", "--format", "torchscript", "--dynamic", "--size", "32x48"],
      "--dynamic"),
+    # found before the work, not part-way through it
+    (["train"] + SYN + ["--set", "loss.class_weights=[1, 2]"], "loss.class_weights: 2 weights for the dataset's"),
+    (["train"] + SYN + ["--set", "device=cuda:99"], "device: 'cuda:99'"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "device=cuda:99"], "device: 'cuda:99'"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "{tmp}/p.json"],
+     "saswot.scoring.proxy (--proxy): ", _not_utf8),
+    (["bench", "-m", "fast_scnn", "-m", "{tmp}/fixed.onnx", "--size", "64x96"], "give --size 32x48", _onnx_fixed_size),
+    (["bench", "-m", "fast_scnn", "--size", "32x48", "--device", "cuda:99"], "device: 'cuda:99'"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=train", "--set",
+                                      "random.evaluator.train.recipe={optim: {lr: -1}}"],
+     "random.evaluator.train.recipe: optim.lr"),
+    (["train"] + SYN + ["--arch", "{tmp}/a16.json"], "a16.json: not a UTF-8 text file", _not_utf8),
 ]
 
 def _folder_data(tmp_path, name, palette=False):

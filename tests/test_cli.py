@@ -118,6 +118,11 @@ def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, mon
     result = run("export", ckpt, "--out", tmp_path / "bad.onnx", "--size", "48x64")
     assert result.exit_code == 2 and "parity check failed" in result.output
     assert not (tmp_path / "bad.onnx").exists()
+    good = (tmp_path / "m.onnx").read_bytes()  # a failed export over an earlier one leaves that one as it was
+    result = run("export", ckpt, "--out", tmp_path / "m.onnx", "--size", "48x64", "--dynamic")
+    assert result.exit_code == 2 and "the earlier file there is kept" in result.output
+    assert (tmp_path / "m.onnx").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     monkeypatch.undo()
     result = run("export", ckpt, "--out", tmp_path / "m.pt", "--size", "48x64", "--format", "torchscript")
     assert result.exit_code == 0, result.output

@@ -198,8 +198,10 @@ def eval_cmd(
 ) -> None:
     """Score a checkpoint on a dataset split and print the per-class table."""
     from segnas.jobs.evaluate import CHECKPOINT, eval_job
-    from segnas.utils import atomic_write_text, parse_size
+    from segnas.utils import atomic_write_text, check_output_file, parse_size
 
+    if json_out:
+        check_output_file(json_out, "--json")
     if base_size is None:
         bs: Any = CHECKPOINT
     elif base_size.strip().lower() == "native":
@@ -327,8 +329,10 @@ def bench(
 ) -> None:
     """Params, GFLOPs, latency (median/IQR), FPS and fraction of the machine's matmul peak."""
     from segnas.jobs.bench import bench_job
-    from segnas.utils import atomic_write_text, parse_size
+    from segnas.utils import atomic_write_text, check_output_file, parse_size
 
+    if json_out:
+        check_output_file(json_out, "--json")
     rows = bench_job(model, parse_size(size, "--size"), backend, threads, classes, device)
     echo(f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
     print_bench(rows)

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, read_text_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,8 +51,9 @@ def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
 
 def read_yaml(path: Path) -> Any:
     """The YAML document in ``path``; SegnasError naming the file and line when it is not valid YAML."""
+    text = read_text_file(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -17,6 +17,7 @@ import yaml
 from segnas.config.io import build_config, merged
 from segnas.config.train import DataConfig, TrainConfig
 from segnas.errors import SegnasError
+from segnas.utils import read_text_file
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 #: What a recipe may not set: the run, the network, the dataset and the budget are the user's.
@@ -46,8 +47,9 @@ def recipe_path(name: str | Path) -> Path:
 def load_recipe(name: str | Path) -> dict[str, Any]:
     """The settings of a recipe (a shipped name or a YAML file), checked: only recipe fields, valid values."""
     path = recipe_path(name)
+    text = read_text_file(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise SegnasError(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):

@@ -13,7 +13,7 @@ from typing import Any
 from segnas.config.train import DataConfig
 from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset, meta_split
 from segnas.data.transforms import eval_transforms, train_transforms
-from segnas.data.validate import DataReport, validate_dataset
+from segnas.data.validate import DataReport, validate_dataset, validate_split
 from segnas.errors import SegnasError
 
 DATASETS: dict[str, str] = {
@@ -76,4 +76,4 @@ def dataset_classes(cfg: DataConfig) -> int:
 
 
 __all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
-           "train_transforms", "eval_transforms", "validate_dataset", "DataReport"]
+           "train_transforms", "eval_transforms", "validate_dataset", "validate_split", "DataReport"]

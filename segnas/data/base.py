@@ -64,6 +64,11 @@ def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colors)
 
 
+#: What Pillow raises on a file it cannot read: not an image, truncated or damaged, a broken header
+#: (ValueError, SyntaxError), or one over Pillow's pixel limit (a decompression bomb).
+IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as uint8 HxWx3 RGB; a clear SegnasError if it is missing or unreadable."""
     try:
@@ -71,7 +76,7 @@ def read_image(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise SegnasError(f"{path}: cannot read image ({read_problem(exc)})") from None
 
 
@@ -97,7 +102,7 @@ def check_image_file(path: Path) -> tuple[int, int]:
                 im.load()
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise SegnasError(f"{path}: cannot read image ({read_problem(exc)})") from None
     return h, w
 
@@ -124,7 +129,7 @@ def read_label(path: Path, mode: str = "index") -> np.ndarray:
             arr = np.asarray(im)
     except FileNotFoundError:
         raise SegnasError(f"{path}: label file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except IMAGE_READ_ERRORS as exc:
         raise SegnasError(f"{path}: cannot read label map ({read_problem(exc)})") from None
     if arr.ndim != 2:
         raise SegnasError(f"{path}: label map must be single-channel, got shape {arr.shape}")

@@ -21,7 +21,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from segnas.config.train import DataConfig
 from segnas.data.base import PairDataset
@@ -66,18 +66,23 @@ def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Callable[[str
                      ) -> DataReport:
     """Check every file of the training and validation splits ``cfg`` names; a one-line SegnasError
     naming the file and the problem if one is bad."""
-    from segnas.data import build_dataset  # the package's registry imports this module
-
     report = DataReport()
     for split in dict.fromkeys(s for s in (cfg.train_split, cfg.val_split) if s):
-        dataset = build_dataset(cfg.name, cfg.root, split, None, cache=False, **cfg.options)
-        if isinstance(dataset, PairDataset):
-            report.splits[split] = check_pairs(dataset, split, progress, echo)
-        else:  # generated data (synthetic): nothing to read
-            size = getattr(dataset, "size", None)
-            report.splits[split] = SplitReport(split, getattr(dataset, "name", cfg.name), len(dataset),
-                                               tuple(size) if size is not None else None)
+        report.splits[split] = validate_split(cfg.name, cfg.root, split, cfg.options, progress, echo)
     return report
+
+
+def validate_split(name: str, root: str | None, split: str, options: dict[str, Any] | None = None,
+                   progress: bool = True, echo: Callable[[str], None] | None = None) -> SplitReport:
+    """Check every file of one split of dataset ``name`` (as ``validate_dataset`` does for the training
+    and validation splits): for a split scored later (``segnas eval``, a comparison's test split)."""
+    from segnas.data import build_dataset  # the package's registry imports this module
+
+    dataset = build_dataset(name, root, split, None, cache=False, **(options or {}))
+    if isinstance(dataset, PairDataset):
+        return check_pairs(dataset, split, progress, echo)
+    size = getattr(dataset, "size", None)  # generated data (synthetic): nothing to read
+    return SplitReport(split, getattr(dataset, "name", name), len(dataset), tuple(size) if size is not None else None)
 
 
 def check_pairs(dataset: PairDataset, split: str, progress: bool = True,

@@ -21,6 +21,7 @@ from segnas.config.train import TrainConfig
 from segnas.data.transforms import BatchCrop
 from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_latest_checkpoint, save_checkpoint
+from segnas.engine.device import resolve_device
 from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import evaluate
 from segnas.engine.losses import SegmentationLoss
@@ -67,6 +68,15 @@ def use_channels_last(cfg: TrainConfig, model: nn.Module, bf16: bool | None = No
     return cfg.channels_last and not (bf16 and not getattr(model, "bf16_channels_last_ok", True))
 
 
+def check_placement(cfg: TrainConfig) -> None:
+    """SegnasError, before any work, for a device this machine lacks (``cfg.device``) or a CPU-time
+    budget of a training on a GPU."""
+    device = resolve_device(distributed.device_name(cfg.device))
+    if device.type == "cuda" and cfg.time_budget_min and cfg.budget_clock == "cpu":
+        raise SegnasError("budget_clock: 'cpu' counts this process's CPU time, which does not measure "
+                          "training on a GPU; use 'wall' (or a max_steps budget)")
+
+
 class Trainer:
     """Trains ``model`` on ``train_set`` and scores it on ``val_set`` each ``eval_every`` epochs.
 
@@ -94,10 +104,8 @@ class Trainer:
         self.num_classes = len(classes["names"])
         self.teacher = teacher.eval() if teacher is not None else None
         self.echo = echo if echo is not None and self.dist.is_main else (lambda msg: None)
+        check_placement(cfg)
         place = Placement.resolve(cfg.device, cfg.bf16, self.echo)
-        if place.device.type == "cuda" and cfg.time_budget_min and cfg.budget_clock == "cpu":
-            raise SegnasError("budget_clock: 'cpu' counts this process's CPU time, which does not measure "
-                              "training on a GPU; use 'wall' (or a max_steps budget)")
         channels_last = use_channels_last(cfg, model, place.bf16)
         if cfg.channels_last and not channels_last:
             self.echo(f"{type(model).__name__}: training in NCHW, not channels-last (bf16 + channels-last is known "

@@ -55,8 +55,14 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> 
 
 def check_proxy(proxy: ProxyLike, field: str = "proxy") -> None:
     """Raise SegnasError naming ``field`` unless ``proxy`` is a registered name, a rank aggregate of
-    registered names, an existing proxy file or a callable."""
-    if callable(proxy) or (isinstance(proxy, str) and (proxy in PROXIES or Path(proxy).is_file())):
+    registered names, a readable proxy file or a callable."""
+    if callable(proxy) or (isinstance(proxy, str) and proxy in PROXIES):
+        return
+    if isinstance(proxy, str) and Path(proxy).is_file():
+        try:
+            load_proxy(proxy)  # parsed now, not when the search starts scoring
+        except SegnasError as exc:
+            raise SegnasError(f"{field}: {exc}") from None
         return
     if isinstance(proxy, str) and resolve_aggregate(proxy) is not None:  # its components are checked here
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -10,6 +11,7 @@ from segnas.cost import (BACKENDS, check_parity, count_flops, count_parameters, 
 from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
 from segnas.cost.latency import default_threads, summarize, time_callable
 from segnas.cost.machine import matmul_peak_gflops
+from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.progress import task_progress
 from segnas.spaces import read_arch_file
@@ -36,8 +38,8 @@ def network_classes(source: str, num_classes: int | None) -> tuple[int, str]:
     return DEFAULT_CLASSES, "default; give --classes"
 
 
-def read_onnx(path: Path, backends: Sequence[str]) -> Any:
-    """The ONNX model in ``path``, checked to be measurable on ``backends``."""
+def read_onnx(path: Path, backends: Sequence[str], size: tuple[int, int]) -> Any:
+    """The ONNX model in ``path``, checked to be measurable on ``backends`` at input ``size``."""
     import onnx
 
     if not path.is_file():
@@ -46,9 +48,15 @@ def read_onnx(path: Path, backends: Sequence[str]) -> Any:
     if wrong:
         raise SegnasError(f"{path}: an ONNX file is measured on onnxruntime only, not {', '.join(wrong)}")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
         raise SegnasError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or any(d is not None and d != s for d, s in zip(dims[1:], (3, *size))):
+        fixed = "x".join(str(d) for d in dims[2:])
+        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size {fixed} "
+                          "or export with --dynamic")
+    return model
 
 
 def _onnx_row(path: Path, size: tuple[int, int], backends: Sequence[str], threads: int,
@@ -58,14 +66,9 @@ def _onnx_row(path: Path, size: tuple[int, int], backends: Sequence[str], thread
     import numpy as np
     from onnx import numpy_helper
 
-    graph = read_onnx(path, backends).graph
+    graph = read_onnx(path, backends, size).graph
     params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in graph.initializer)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim]
     shape = (1, 3, *size)
-    if len(dims) != 4 or any(d is not None and d != s for d, s in zip(dims[1:], shape[1:])):
-        fixed = "x".join(str(d) for d in dims[2:])
-        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size {fixed} "
-                          "or export with --dynamic")
     run = _onnxruntime_runner(path, threads, device)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     classes = int(run(x).shape[1])
@@ -92,11 +95,14 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
     if threads is not None and threads < 1:
         raise SegnasError(f"--threads: must be >= 1, got {threads} (leave it out for all cores available)")
     threads = threads or default_threads()
+    resolve_device(device)
+    if device != "cpu" and "openvino" in backends:
+        raise SegnasError("--backend: openvino is measured on the CPU only here (leave out --device)")
     shape = (1, 3, *size)
     networks = []  # everything that can fail on user input, before anything is measured
     for source in sources:
         if Path(source).suffix == ".onnx":
-            read_onnx(Path(source), backends)
+            read_onnx(Path(source), backends, size)
             networks.append((source, None, source, 0, ""))
             continue
         classes, where = network_classes(source, num_classes)
@@ -149,27 +155,33 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
     parent = next((p for p in out.parents if p.exists()), Path("."))
     if out.is_dir() or not parent.is_dir():
         raise SegnasError(f"--out: {out}: {'is a folder' if out.is_dir() else f'{parent} is a file'}; give a file path")
+    if not os.access(parent, os.W_OK):
+        raise SegnasError(f"--out: {out}: cannot write in {parent}")
     model, _ = resolve_model(source, network_classes(source, num_classes)[0])
     shape = (1, 3, *size)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
-    with task_progress(f"export {out.name}", 1 + len(shapes), progress) as ticker:
-        if fmt == "onnx":
-            export_onnx(model, out, shape, dynamic=dynamic)
-        else:
-            export_torchscript(model, out, shape)
-        ticker.advance(info="parity")
-        try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written and checked beside ``out`` under another name: ``out`` (a file of an earlier export
+    # included) is replaced only by a file that passed the parity check
+    trial = out.with_name(f".{out.stem}.unchecked{suffix}")
+    try:
+        with task_progress(f"export {out.name}", 1 + len(shapes), progress) as ticker:
+            if fmt == "onnx":
+                export_onnx(model, trial, shape, dynamic=dynamic)
+            else:
+                export_torchscript(model, trial, shape)
+            ticker.advance(info="parity")
             results = []
             for s in shapes:
-                results.append(check_parity(model, out, s, tolerance))
+                results.append(check_parity(model, trial, s, tolerance))
                 ticker.advance()
-        except Exception:
-            out.unlink(missing_ok=True)  # an unverified export is not left behind
-            raise
-    bad = [r for r in results if not r.ok]
-    if bad:
-        out.unlink(missing_ok=True)
-        r = bad[0]
-        raise SegnasError(f"{out}: parity check failed at input {r.input_shape}: max |diff| {r.max_abs_diff:.3g} "
-                          f"> tolerance {tolerance:g}; file removed")
+        bad = [r for r in results if not r.ok]
+        if bad:
+            r = bad[0]
+            kept = " (the earlier file there is kept)" if out.exists() else ""
+            raise SegnasError(f"{out}: parity check failed at input {r.input_shape}: max |diff| "
+                              f"{r.max_abs_diff:.3g} > tolerance {tolerance:g}; not written{kept}")
+        os.replace(trial, out)
+    finally:
+        trial.unlink(missing_ok=True)
     return out, results

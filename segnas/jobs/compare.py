@@ -40,12 +40,12 @@ from segnas.cost import count_flops, count_parameters
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
                                  reference_probe, steady_median)
 from segnas.cost.machine import is_busy, machine_record
-from segnas.data import build_dataset, has_split, validate_dataset
+from segnas.data import build_dataset, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
 from segnas.errors import SegnasError
 from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
-from segnas.jobs.search import make_settings, search_job
+from segnas.jobs.search import latency_probe, make_settings, search_job
 from segnas.parallel import run_all
 from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
@@ -134,7 +134,7 @@ def test_split(cfg: CompareSettings, echo: Echo) -> str | None:
     if not has_split(cfg.data, cfg.test_split):
         echo(f"data: {cfg.data.name} has no {cfg.test_split!r} split; the test mIoU column is left out")
         return None
-    build_dataset(cfg.data.name, cfg.data.root, cfg.test_split, None, cache=False, **cfg.data.options)
+    validate_split(cfg.data.name, cfg.data.root, cfg.test_split, cfg.data.options, cfg.progress, echo)
     return cfg.test_split
 
 
@@ -765,9 +765,7 @@ def with_execution(cfg: CompareSettings, device: str | None, workers: int | None
     update = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
     if not update:
         return cfg
-    cfg = CompareSettings.model_validate({**cfg.model_dump(mode="json"), **update})
-    resolve_device(cfg.device)  # a GPU asked for where there is none: one line before any work
-    return cfg
+    return CompareSettings.model_validate({**cfg.model_dump(mode="json"), **update})
 
 
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
@@ -798,6 +796,13 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     test = test_split(cfg, echo)
     num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                                 **cfg.data.options).num_classes
+    resolve_device(cfg.device)
+    latency_probe(cfg.latency.probe, num_classes)  # the probes, named now rather than after the trainings
+    if cfg.measure_probe:
+        try:
+            resolve_model(cfg.measure_probe, num_classes)
+        except SegnasError as exc:
+            raise SegnasError(f"measure_probe: {exc}") from None
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")

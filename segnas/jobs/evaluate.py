@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segnas.data import build_dataset, eval_transforms
+from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
@@ -88,6 +88,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     model, classes, state = load_trained(checkpoint)
     weights = select_weights(checkpoint, model, state, raw)
     size, where = checkpoint_base_size(state, base_size)
+    validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way through
     dataset = build_dataset(data, root, split, eval_transforms(size), **(options or {}))
     if dataset.num_classes != classes.num_classes:
         raise SegnasError(f"{checkpoint}: model predicts {classes.num_classes} classes but dataset "

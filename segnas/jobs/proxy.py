@@ -19,12 +19,13 @@ from segnas.metrics.ranking import split_indices
 from segnas.proxies import PROXIES, score
 from segnas.proxies.aggregate import resolve_aggregate
 from segnas.proxies.common import check_inits
-from segnas.proxies.cross_validation import run_discovery
+from segnas.proxies.cross_validation import fold_indices, run_discovery
 from segnas.proxies.discovery import layer_stats
 from segnas.proxies.ensemble import score_expression
 from segnas.proxies.ensemble import check_bag_fraction, discover_ensemble
+from segnas.proxies.graph import canonical_extras
 from segnas.training.models import resolve_model
-from segnas.utils import atomic_write_text, parse_size
+from segnas.utils import atomic_write_text, check_output_file, parse_size
 
 
 def proxy_batches(data: str, root: str | None, split: str, images: int, batch_size: int,
@@ -117,6 +118,13 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     if len(records) < 6:
         raise SegnasError(f"{groundtruth}: {len(records)} architectures with a val_miou; discovery needs at least 6")
     train, held = split_indices(len(records), train_fraction, seed)
+    # the evolution's settings and the output, checked before the statistics (minutes)
+    check_output_file(out, "--out")
+    canonical_extras(extra_terminals)
+    if population < 2 or generations < 0:
+        raise SegnasError(f"--population, --generations: expected ≥ 2 and ≥ 0, got {population} and {generations}")
+    if cv_folds:
+        fold_indices(len(train), cv_folds, seed)  # enough training networks for the folds
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     stats = []
     for i, r in enumerate(records):

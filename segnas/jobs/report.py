@@ -24,6 +24,7 @@ from segnas.report.html_report import ReportInputs, Sample, SampleSet, architect
 from segnas.report.runfiles import RunFiles, read_run
 from segnas.spaces import get_space
 from segnas.training.models import load_trained
+from segnas.utils import check_output_file
 
 Echo = Callable[[str], None]
 
@@ -43,6 +44,7 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
         raise SegnasError(f"--out {out}: is a folder; give the report's file name (e.g. {out / 'report.html'})")
     if not out.parent.is_dir():
         raise SegnasError(f"--out {out}: folder {out.parent} does not exist")
+    check_output_file(out, "--out")
     inputs = ReportInputs()
     checkpoint = report_checkpoint(run)
     state: dict[str, Any] | None = None

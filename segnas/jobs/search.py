@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 from pydantic import create_model
 
-from segnas.config.io import build_config, merged
+from segnas.config.io import build_config, merged, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
@@ -38,6 +37,7 @@ from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
 from segnas.data import dataset_classes, validate_dataset
 from segnas.engine import distributed
+from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
@@ -71,7 +71,10 @@ def run_method(run_dir: str | Path) -> str:
     RunDir.existing(run_dir)  # found, and a run directory
     path = Path(run_dir) / "config.yaml"
     refuse_other_run(run_dir, run_kind(run_dir), "search")
-    return str(yaml.safe_load(path.read_text())["method"])
+    saved = read_yaml(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("method"), str):
+        raise SegnasError(f"{path}: no 'method' setting; not the config.yaml of a search run")
+    return saved["method"]
 
 
 def _cpu_seconds() -> float:
@@ -140,6 +143,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         raise SegnasError(f"segnas search {cfg.method}: a sample-based search runs its candidates in parallel with "
                           "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
                           "fasterseg, ssr and gas data-parallel)")
+    resolve_device(cfg.device)  # where the supernet and the final training run: here, or refused now
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
     num_classes = dataset_classes(cfg.data)

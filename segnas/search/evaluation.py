@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from segnas.config.io import build_config, merged
+from segnas.config.recipes import RUN_STAND_INS, refuse_run_fields
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
+from segnas.config.train import TrainConfig
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
-from segnas.evaluate.short_train import TrainEvaluator
+from segnas.evaluate.short_train import TrainEvaluator, training_recipe
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
@@ -36,9 +39,13 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
 
 def check_evaluator(es: EvaluatorSettings, where: str) -> None:
     """Refuse an evaluator setting that would fail only once the search runs (an unknown proxy, a
-    missing supernet checkpoint), naming the field under ``where`` (e.g. ``random.evaluator``)."""
+    missing supernet checkpoint, a bad training recipe), naming the field under ``where`` (e.g.
+    ``random.evaluator``)."""
     if es.kind == "proxy":
         check_proxy(es.proxy.proxy, f"{where}.proxy.proxy (--proxy)")
+    elif es.kind == "train":
+        refuse_run_fields(es.train.recipe, f"{where}.train.recipe")
+        build_config(TrainConfig, merged(RUN_STAND_INS, training_recipe(es.train.recipe)), f"{where}.train.recipe")
     elif es.kind == "supernet":
         if es.supernet.checkpoint is None:
             raise SegnasError(f"{where}.supernet.checkpoint: give a one-shot search run directory or checkpoint")

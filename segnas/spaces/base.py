@@ -21,7 +21,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.registry import Registry
 from segnas.nn.ops import OpKey
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, read_text_file
 
 
 @runtime_checkable
@@ -214,7 +214,7 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SegnasError(f"{path}: architecture file not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text_file(path))
     except json.JSONDecodeError as exc:
         raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
     for key in ("space", "arch"):

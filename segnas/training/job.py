@@ -12,7 +12,7 @@ from segnas.data import eval_transforms, open_data, train_transforms, validate_d
 from segnas.data.statistics import median_frequency_weights
 from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
 from segnas.engine.rundir import RunDir
-from segnas.engine.trainer import Trainer, TrainResult
+from segnas.engine.trainer import Trainer, TrainResult, check_placement
 from segnas.errors import SegnasError
 from segnas.training.start import open_run, start_job
 from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
@@ -54,6 +54,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
         cfg = cfg.model_copy(update={"device": device})
 
     # Everything that can fail on user input is built before a new run directory is created.
+    check_placement(cfg)
     data = validate_dataset(cfg.data, cfg.progress, echo)
     train_set, val_set = make_datasets(cfg)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
@@ -103,8 +104,13 @@ def check_accumulation(cfg: TrainConfig, train_images: int) -> None:
 
 def class_weights(cfg: TrainConfig, train_set) -> list[float] | None:
     """The weights ``loss.class_weights: median_frequency`` stands for, from the training split's
-    labels as stored (no augmentation); None for any other setting."""
-    if cfg.loss.class_weights != "median_frequency":
+    labels as stored (no augmentation); None for any other setting (a list of weights given is
+    checked to have one weight per class)."""
+    given = cfg.loss.class_weights
+    if isinstance(given, (list, tuple)) and len(given) != train_set.num_classes:
+        raise SegnasError(f"loss.class_weights: {len(given)} weights for the dataset's {train_set.num_classes} "
+                          f"classes ({', '.join(train_set.classes.names)})")
+    if given != "median_frequency":
         return None
     return [round(w, 6) for w in median_frequency_weights(train_set, train_set.num_classes)]
 
