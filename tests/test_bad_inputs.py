@@ -181,6 +181,8 @@ CLI_CASES = [
     # found before the work, not part-way through it
     (["train"] + SYN + ["--set", "loss.class_weights=[1, 2]"], "loss.class_weights: 2 weights for the dataset's"),
     (["train"] + SYN + ["--set", "device=cuda:99"], "device: 'cuda:99'"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={data: {focus_classes: [nosuch]}}"],
+     "final.overrides: data.focus_classes: 'nosuch'"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "device=cuda:99"], "device: 'cuda:99'"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "{tmp}/p.json"],
      "saswot.scoring.proxy (--proxy): ", _not_utf8),
@@ -279,6 +281,9 @@ DATA_CASES = [
     (["train", "--resume", "{tmp}/run"], "last.pt: not a readable segnas checkpoint (UnpicklingError); there is no earlier",
      _corrupt_last_checkpoint),
     (["eval", "{tmp}/evil.pt", "--data", "synthetic"], "evil.pt: refused", _pickled_callable_checkpoint),
+    # a split scored later is checked before the first image is scored
+    (["eval", "{tmp}/m.pt", "--data", "folder", "--data-root", "{tmp}/truncated", "--split", "train"],
+     "truncated/images/train/i1.png", lambda tmp: (_checkpoint(tmp), _truncated_image(tmp))),
 ]
 
 

@@ -35,7 +35,7 @@ from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
-from segnas.data import dataset_classes, validate_dataset
+from segnas.data import build_dataset, dataset_classes, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir
@@ -45,6 +45,7 @@ from segnas.search.ranks import timed_on_rank0
 from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
+from segnas.training.job import check_classes
 from segnas.training.start import refuse_other_run, run_kind
 from segnas.utils import atomic_write_text
 
@@ -148,6 +149,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
     num_classes = dataset_classes(cfg.data)
     validate_dataset(cfg.data, cfg.progress, echo)
+    check_final_training(cfg)
     if latency is None:
         latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
@@ -237,6 +239,18 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
         row["latency_vs_target"] = measured.quietest_ms / latency.target_ms - 1.0 if latency.target_ms else None
         row["measured_other_cores"] = None if others is None else round(others, 2)
     return row
+
+
+def check_final_training(s: SearchSettings) -> None:
+    """The final training's recipe and overrides with the search's data settings: valid together, and
+    the classes they name the dataset's; checked before the search rather than after it."""
+    f = s.final
+    if f.epochs == 0:
+        return
+    recipe = recipe_with(f.recipe, f.overrides, "final.overrides")
+    cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
+    names = build_dataset(s.data.name, s.data.root, s.data.train_split, None, cache=False, **s.data.options).classes.names
+    check_classes(cfg, names, "final.overrides: ")
 
 
 def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path | None) -> TrainConfig:

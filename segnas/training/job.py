@@ -42,6 +42,16 @@ def class_ids(classes: Sequence[int | str], names: Sequence[str], setting: str) 
     return ids
 
 
+def check_classes(cfg: TrainConfig, names: Sequence[str], where: str = "") -> None:
+    """The settings that name the dataset's classes (``names``), checked before any work: known focus
+    classes, one class weight per class; errors name the setting under ``where`` (e.g. ``final: ``)."""
+    class_ids(cfg.data.focus_classes, names, f"{where}data.focus_classes")
+    given = cfg.loss.class_weights
+    if isinstance(given, (list, tuple)) and len(given) != len(names):
+        raise SegnasError(f"{where}loss.class_weights: {len(given)} weights for the dataset's {len(names)} "
+                          f"classes ({', '.join(names)})")
+
+
 def train_job(cfg: TrainConfig, resume: str | Path | None = None,
               echo: Callable[[str], None] | None = None, device: str | None = None) -> TrainResult:
     """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
@@ -57,6 +67,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     check_placement(cfg)
     data = validate_dataset(cfg.data, cfg.progress, echo)
     train_set, val_set = make_datasets(cfg)
+    check_classes(cfg, train_set.classes.names)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
     init = _init_weights(model, cfg, run, echo)
@@ -104,13 +115,8 @@ def check_accumulation(cfg: TrainConfig, train_images: int) -> None:
 
 def class_weights(cfg: TrainConfig, train_set) -> list[float] | None:
     """The weights ``loss.class_weights: median_frequency`` stands for, from the training split's
-    labels as stored (no augmentation); None for any other setting (a list of weights given is
-    checked to have one weight per class)."""
-    given = cfg.loss.class_weights
-    if isinstance(given, (list, tuple)) and len(given) != train_set.num_classes:
-        raise SegnasError(f"loss.class_weights: {len(given)} weights for the dataset's {train_set.num_classes} "
-                          f"classes ({', '.join(train_set.classes.names)})")
-    if given != "median_frequency":
+    labels as stored (no augmentation); None for any other setting."""
+    if cfg.loss.class_weights != "median_frequency":
         return None
     return [round(w, 6) for w in median_frequency_weights(train_set, train_set.num_classes)]
 
