@@ -156,8 +156,9 @@ def settings_fields(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[
 def test_method_page_lists_every_setting(method: str) -> None:
     page = (ROOT / "docs" / "methods" / f"{method}.md").read_text()
     fields = settings_fields(get_strategy(method).settings_class, DESCRIBED_ELSEWHERE.get(method, ()))
-    # named alone, under its section (`child.size`), or after another field of it (`, .stage1_steps`)
-    missing = [n for n in fields if not re.search(rf"`(?:[\w.]*\.)?{n}`", page) and f"{n} (" not in page]
+    # named alone, under its section (`child.size`), after another field of it (`, .stage1_steps`), or as
+    # the section of a field (`controller.agent`)
+    missing = [n for n in fields if not re.search(rf"`(?:[\w.]*\.)?{n}(?:\.[\w.]+)?`", page) and f"{n} (" not in page]
     assert not missing, f"docs/methods/{method}.md does not describe {missing}"
 
 

@@ -301,9 +301,9 @@ def test_training_on_a_gpu_lowers_loss_and_its_checkpoint_loads_on_the_cpu(tiny_
 
 
 def test_cpu_clock_budget_is_refused_on_a_gpu(tiny_cfg, monkeypatch):
-    from segnas.engine import step
+    from segnas.engine import trainer
 
-    monkeypatch.setattr(step, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cuda"))  # the check before the run
     with pytest.raises(SegnasError, match="budget_clock"):
         train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, time_budget_min=1.0, budget_clock="cpu",
                                                       device="cuda")))

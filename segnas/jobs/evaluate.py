@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -140,6 +141,8 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegnasError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise SegnasError(f"--out {out_dir}: cannot write in the folder")
     bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
     palette = classes.palette()
     normalize = Normalize()
