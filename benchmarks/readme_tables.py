@@ -1452,16 +1452,16 @@ def shown_command(command: str) -> str:
 
 
 def provenance(study: Study) -> list[tuple[str, dict, str]]:
-    """(result id, result, how it was produced) for every result of a study: the command the result
-    recorded (``produced_by``: ``save_result`` keeps it), else the manifest's, else the script that wrote it (the one
-    its ``benchmark`` name starts with) and its settings."""
+    """(result id, result, how it was produced) for every result of a study: the manifest's command
+    (all its steps), else the command the result recorded (``produced_by``: ``save_result`` keeps
+    it), else the script that wrote it (the one its ``benchmark`` name starts with) and its settings."""
     out = []
     for i, r in study.results().items():
+        if i in study.commands:  # the manifest's: every step (a script measured, then reported, say)
+            out.append((i, r, f"`{' '.join(study.commands[i].split())}`"))
+            continue
         if r.get("produced_by"):
             out.append((i, r, f"`{shown_command(r['produced_by'])}`"))
-            continue
-        if i in study.commands:
-            out.append((i, r, f"`{' '.join(study.commands[i].split())}`"))
             continue
         script = next((s for s in study.scripts if r.get("benchmark", "").startswith(Path(s).stem)),
                       study.scripts[0] if study.scripts else None)
