@@ -116,9 +116,9 @@ CLI_CASES = [
     (["train"] + SYN + ["--model", "fast_scnn", "--arch", "{tmp}/a.json"], "--model", _arch_file),
     (["train"] + SYN + ["--model", "nope_net"], "nope_net"),
     (["train"] + SYN + ["--arch", "{tmp}/missing.json"], "missing.json"),
-    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json", _arch_not_json),
-    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json", _arch_no_space),
-    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json", _arch_bad_field),
+    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json: invalid JSON at line 1", _arch_not_json),
+    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json: missing field 'space'", _arch_no_space),
+    (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bogus_field", _arch_bad_field),
     (["train"] + SYN + ["--set", "data.crop_size=[64,80,3]"], "data.crop_size"),
     (["train"] + SYN + ["--size", "12by3"], "12by3"),
     (["train"] + SYN + ["--minutes", "-1"], "--minutes"),
@@ -308,3 +308,4 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, monkeypatch):
     assert needle.replace("{tmp}", str(tmp_path)) in lines[0], output
     new_dirs = [p for p in (set(runs.rglob("*")) if runs.exists() else set()) - before if p.is_dir()]
     assert not new_dirs, f"run directories left behind: {new_dirs}"
+    assert not (tmp_path / "ran.txt").exists(), "code pickled into a checkpoint ran"

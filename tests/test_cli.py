@@ -84,7 +84,7 @@ def test_bad_yaml_names_file_and_line(tmp_path):
     bad.write_text("epochs: 3\n data: [\n")
     result = run("train", "--config", bad)
     assert result.exit_code == 2
-    assert "bad.yaml" in result.output and "line" in result.output
+    assert "bad.yaml: line 2 invalid YAML" in result.output
 
 
 def test_predict_on_missing_checkpoint_input(trained, tmp_path):

@@ -201,10 +201,23 @@ def test_a_run_of_other_settings_is_not_continued(tiny_cfg, tmp_path):
 
 
 def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):
+    import numpy as np
+    from PIL import Image
+
     teacher = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1)))
+    root = tmp_path / "two_classes"  # a folder dataset of 2 classes; the teacher predicts the synthetic scenes' 11
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for k in range(2):
+            image = np.random.default_rng(k).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "images" / split / f"i{k}.png")
+            Image.fromarray((np.arange(64)[None].repeat(48, 0) % 2).astype(np.uint8), "L").save(
+                root / "masks" / split / f"i{k}.png")
     cfg = tiny_cfg(**{"loss.teacher": str(Path(teacher.run_dir) / "checkpoints" / "best.pt")})
-    cfg["data"] = {"name": "folder", "root": str(tmp_path / "nothing"), "options": {"classes": ["a", "b"]}}
-    with pytest.raises(SegnasError):
+    cfg["data"] = {"name": "folder", "root": str(root), "options": {"classes": ["a", "b"]}, "crop_size": [48, 64],
+                   "batch_size": 2, "eval_batch_size": 2}
+    with pytest.raises(SegnasError, match=r"loss\.teacher: .*best\.pt predicts \d+ classes, the dataset has 2"):
         train_job(TrainConfig.model_validate(cfg))
 
 

@@ -153,11 +153,11 @@ def test_unknown_proxy_name():
 
 def test_bad_batches_are_user_errors():
     net, batch = tiny_net(), data()
-    with pytest.raises(SegnasError):
+    with pytest.raises(SegnasError, match="batches is empty"):
         score("snip", net, [])
-    with pytest.raises(SegnasError):
+    with pytest.raises(SegnasError, match="got one pair"):
         score("snip", net, batch)
-    with pytest.raises(SegnasError):
+    with pytest.raises(SegnasError, match="chunk_size must be a positive integer"):
         score("snip", net, [batch], chunk_size=0)
 
 

@@ -33,6 +33,10 @@ def test_every_shipped_recipe_loads(name):
     assert load_recipe(name)
 
 
+def test_the_shipped_recipes_are_found():
+    assert "cpu-short" in list_recipes()
+
+
 def test_a_recipe_sits_under_the_users_settings(tmp_path):
     result = train(tmp_path, "--recipe", "cpu-short", "--lr", "0.01")
     assert result.exit_code == 0, result.output

@@ -447,6 +447,11 @@ def test_rl_search_job_on_two_worker_processes(tmp_path, monkeypatch):
     init = summary["networks"]["arch"]["training"]["init"]
     assert Path(init["weights"]).parents[2] == encoder and init["weights"] == details["encoder_weights"]
     assert init["loaded"] == len(read_encoder_state(init["weights"])) and init["shape_mismatch"] == 0
+    # the found network trained and saved without the children's auxiliary cells
+    from segnas.engine import load_checkpoint
+
+    trained = load_checkpoint(Path(summary["networks"]["arch"]["training"]["run_dir"]) / "checkpoints" / "best.pt")
+    assert trained["model"] and not [k for k in trained["model"] if "aux" in k]
 
 
 def rl_kill_case(run: Path) -> bool:
@@ -515,6 +520,10 @@ def test_the_controller_searches_the_mobile_space_rewarded_by_the_rank_of_a_prox
     from segnas.jobs.search import search_job
 
     monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    learned: list[float] = []  # the rewards the job's controller learns from
+    original = RLSearch.learn
+    monkeypatch.setattr(RLSearch, "learn", lambda self, decisions, rewards: (
+        learned.extend(float(r) for r in rewards), original(self, decisions, rewards))[-1])
     summary = search_job(mobile_rl_settings(tmp_path))
     details = summary["details"]
     assert summary["space"] == "mobile" and details["candidates_scored"] == 5
@@ -522,6 +531,8 @@ def test_the_controller_searches_the_mobile_space_rewarded_by_the_rank_of_a_prox
     state = json.loads((Path(summary["run_dir"]) / "search_state.json").read_text())["strategy"]
     scores = sorted(state["scores_seen"].values())
     assert len(scores) == 5 and scores[-1] > 1.0  # nwot's scale, not a reward's
+    # every reward the job's controller learned from is a rank among the children so far, not a raw score
+    assert len(learned) >= 5 and all(0 <= r <= 1 for r in learned) and max(learned) == 1.0
     search = RLSearch()
     search.rank_rewards, search.scores_seen, search.settings = True, state["scores_seen"], RLSettings()
     ranked = [search.reward(SimpleNamespace(score=s, latency_ms=1.0)) for s in scores]

@@ -276,10 +276,10 @@ def test_saswot_job_in_nsga2_mode_records_the_front_and_trains_its_finalists(tmp
     nsga = job("nsga2", mode="nsga2", nsga2={"winner": "score", "train_top": 2, "train": {"steps": 2, "recipe": recipe}})
     d = nsga["details"]
     assert d["mode"] == "nsga2" and d["candidates_scored"] == 8 and d["front"]
-    assert d["budget_use"] == pytest.approx(d["top"][0]["latency_ms"] / 1e9, abs=1e-4)
+    assert d["budget_use"] == pytest.approx(d["top"][0]["latency_ms"] / 1e9, rel=1e-3)
     assert [t["index"] for t in d["trained"]] == [t["index"] for t in sorted(d["front"], key=lambda f: -f["score"])[:2]]
     assert all(0 <= t["val_miou"] <= 1 and t["steps"] == 2 for t in d["trained"])
     assert d["top"][0]["index"] == max(d["trained"], key=lambda t: t["val_miou"])["index"]
     evolution = job("evolution")["details"]
     assert evolution["mode"] == "evolution" and "front" not in evolution
-    assert evolution["budget_use"] == pytest.approx(evolution["top"][0]["latency_ms"] / 1e9, abs=1e-4)
+    assert evolution["budget_use"] == pytest.approx(evolution["top"][0]["latency_ms"] / 1e9, rel=1e-3)

@@ -48,23 +48,32 @@ def test_random_search_is_small():
 
 
 class SlowSquare(Evaluator):
-    """Picklable test evaluator whose set-up is counted per process."""
+    """Picklable test evaluator whose set-ups are counted: each appends its process id to ``log``."""
+
+    log: str | None = None
 
     def setup(self) -> None:
         self.pid = os.getpid()
+        if self.log:
+            with open(self.log, "a") as fh:
+                fh.write(f"{self.pid}\n")
         super().setup()
 
     def evaluate(self, arch):
         return {"score": float(arch["x"]) ** 2, "pid": self.pid}
 
 
-def test_an_evaluator_is_set_up_once_per_worker():
+def test_an_evaluator_is_set_up_once_per_worker(tmp_path):
     ev = SlowSquare()
+    ev.log = str(tmp_path / "setups.txt")
     with WorkerPool("process", 2) as pool:
         first = pool.map(ev, [{"x": i} for i in range(4)])
         second = pool.map(ev, [{"x": i} for i in range(4, 8)])
     assert [r["score"] for r in first + second] == [float(i * i) for i in range(8)]
-    assert len({r["pid"] for r in first + second}) <= 2 and os.getpid() not in {r["pid"] for r in first}
+    pids = {r["pid"] for r in first + second}
+    assert len(pids) <= 2 and os.getpid() not in {r["pid"] for r in first}
+    setups = (tmp_path / "setups.txt").read_text().split()
+    assert sorted(setups) == sorted(str(p) for p in pids)  # one set-up per worker over both batches
     inline = WorkerPool("inline", 1).map(ev, [{"x": 3}])
     assert inline[0]["pid"] == os.getpid()
 

@@ -135,10 +135,11 @@ def test_resume_when_killed_between_metrics_and_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(engine_module, "save_checkpoint", dying_save)
     part = make(tmp_path, name="part")
-    try:
+    with pytest.raises(KeyboardInterrupt):
         part.fit()
-    except KeyboardInterrupt:
-        pass
+    assert calls["n"] == 2
+    orphaned = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epochs_done"] for r in orphaned] == [1, 2]  # the kill came after the line, before its checkpoint
     monkeypatch.setattr(engine_module, "save_checkpoint", real_save)
     resumed = make(tmp_path, name="part")
     assert resumed.resume_if_possible()

@@ -161,8 +161,13 @@ def test_ssr_search_shrinks_to_one_network_then_trains(tiny_ssr, tmp_path):
 
 def test_resumed_ssr_job_keeps_its_architecture(tiny_ssr):
     first = search_job(make_settings("ssr", {**tiny_ssr(), "final": {"epochs": 0}}))
-    again = search_job(None, resume=first["run_dir"])
-    assert read_arch_file(Path(first["run_dir"]) / "arch.json") == read_arch_file(Path(again["run_dir"]) / "arch.json")
+    run = Path(first["run_dir"])
+    found = read_arch_file(run / "arch.json")
+    # the run as a kill after the last checkpoint leaves it: the architecture comes back from the checkpoint
+    (run / "arch.json").unlink()
+    (run / "search_result.json").unlink()
+    again = search_job(None, resume=run)
+    assert again["run_dir"] == str(run) and read_arch_file(run / "arch.json") == found
 
 
 def test_the_latency_resource_needs_a_target_and_the_flops_resource_its_gflops(tiny_ssr):
@@ -170,7 +175,7 @@ def test_the_latency_resource_needs_a_target_and_the_flops_resource_its_gflops(t
 
     latency = make_settings("ssr", {**tiny_ssr(), "ssr": {"resource": "latency"}})
     assert SSRSearch().target_required(latency)
-    with pytest.raises(SegnasError, match="target"):
+    with pytest.raises(SegnasError, match="latency.target_ms: give the latency target"):
         search_job(latency)
     assert not SSRSearch().target_required(make_settings("ssr", tiny_ssr()))
     with pytest.raises(SegnasError, match="target_gflops"):
@@ -195,12 +200,19 @@ def test_joint_networks_leave_channels_last_under_bf16():
 
 
 def test_latency_resource_regularizes_towards_the_target(tiny_ssr):
-    data = tiny_ssr(resource="latency", target_gflops=None, search_epochs=2, gap_val_images=0)
-    data.update(final={"epochs": 0}, latency={**data["latency"], "target_ms": 0.5})
-    run = Path(search_job(make_settings("ssr", data))["run_dir"])
-    search = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][1:]
-    assert all(r["arch0_resource"] > 0 and r["expected_cost"] > 0 for r in search)  # E[latency] in ms
-    assert read_arch_file(run / "arch.json")["predicted_latency_ms"] > 0
+    """Same seed, a target far below the space's latencies: with the resource term the expected
+    latency ends lower than without it."""
+    def search(weight: float) -> list[dict]:
+        data = tiny_ssr(resource="latency", target_gflops=None, search_epochs=2, gap_val_images=0,
+                        resource_weight=weight)
+        data.update(final={"epochs": 0}, latency={**data["latency"], "target_ms": 0.5})
+        run = Path(search_job(make_settings("ssr", data))["run_dir"])
+        assert read_arch_file(run / "arch.json")["predicted_latency_ms"] > 0
+        return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][1:]
+
+    free, pulled = search(0.0), search(50.0)
+    assert all(r["arch0_resource"] > 0 and r["expected_cost"] > 0 for r in pulled)  # E[latency] in ms
+    assert pulled[-1]["expected_cost"] < free[-1]["expected_cost"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

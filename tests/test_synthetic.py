@@ -163,14 +163,18 @@ def test_a_per_pixel_colour_rule_is_not_enough():
     assert _colour_rule_accuracy(coded(tr), coded(va)) > 0.95
 
 
-def test_disk_cache_round_trip(tmp_path):
+def test_disk_cache_round_trip(tmp_path, monkeypatch):
+    import segnas.data.synthetic.dataset as synthetic_module
+
     ds = SyntheticStreets(tmp_path, "val", cache=True, size=SMALL, length=4)
     first = ds.load_arrays(2)
     files = list(tmp_path.rglob("*"))
     npz = [p for p in files if p.suffix == ".npz"]
     assert len(npz) == 1 and not [p for p in files if p.name.endswith(".tmp")]
-    again = SyntheticStreets(tmp_path, "val", cache=True, size=SMALL, length=4).load_arrays(2)
     fresh = SyntheticStreets(None, "val", size=SMALL, length=4).load_arrays(2)
+    with monkeypatch.context() as m:  # the second instance reads the file: nothing is rendered
+        m.setattr(synthetic_module, "render", lambda *a, **k: pytest.fail("rendered instead of read from the cache"))
+        again = SyntheticStreets(tmp_path, "val", cache=True, size=SMALL, length=4).load_arrays(2)
     assert same(first, fresh) and same(again, fresh)
     # Another size or seed never reads this cache; a damaged file is regenerated.
     other = SyntheticStreets(tmp_path, "val", cache=True, size=(40, 56), length=4).load_arrays(2)

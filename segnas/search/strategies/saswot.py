@@ -178,7 +178,7 @@ class SasWOT(DelegatingStrategy):
 
 def budget_use(winner: Candidate, target_ms: float | None) -> float | None:
     """How much of the latency target ``winner`` is predicted to use (None without a target)."""
-    return round(winner.latency_ms / target_ms, 4) if target_ms else None
+    return float(f"{winner.latency_ms / target_ms:.4g}") if target_ms else None  # 4 significant digits
 
 
 def front_details(search: NSGA2, ns: NSGA2Settings, target_ms: float | None,
