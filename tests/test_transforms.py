@@ -29,11 +29,14 @@ def test_flip_is_applied_to_image_and_mask_together():
     image = torch.arange(12.0).view(1, 3, 4).expand(3, 3, 4).clone() / 12
     mask = torch.arange(12).view(3, 4)
     tf = train_transforms(None, jitter=0.0)
-    for _ in range(6):
+    seen = set()
+    for _ in range(20):
         img, m = tf(image, mask)
         flipped = bool(m[0, 0] == 3)
+        seen.add(flipped)
         ref = image.flip(-1) if flipped else image
         assert torch.allclose(img, eval_transforms()(ref, mask)[0])
+    assert seen == {True, False}  # both paths were taken
 
 
 @pytest.mark.parametrize("size", [(97, 131), (45, 61), (64, 64)])
