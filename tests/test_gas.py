@@ -491,7 +491,7 @@ def test_the_result_is_the_last_network_derived_on_target():
 
 
 def test_gas_settings_are_checked():
-    with pytest.raises(SegnasError, match="gas.space.layout"):
+    with pytest.raises(SegnasError, match="gas.space: cells space: layout: cells per stage"):
         make_settings("gas", {"gas": {"space": {"layout": [1, 1]}}})
     with pytest.raises(Exception, match="unknown cells space option"):
         make_settings("gas", {"gas": {"space": {"colour": 1}}})
