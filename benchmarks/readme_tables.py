@@ -1079,11 +1079,11 @@ def mobile_corrected(studies: dict[str, "Study"]) -> list[str]:
              "The operator table and its learned correction (fitted on the first calibration networks of each "
              "size) on held-out random members, from the [latency study](../latency_model/README.md). Goal: "
              "median |error| ≤ 10% and Spearman ρ ≥ 0.95 at each size.", "",
-             "| result | size | held out (calibration) | table: median abs. error / ρ | corrected: median abs. error "
-             "/ within ±10% / ρ | two timing rounds: ρ | goal |", "|---|---|---|---|---|---|---|"]
-    for name, s in sorted(rows, key=lambda x: x[1]["size"]):
+             "| result | runtime | size | held out (calibration) | table: median abs. error / ρ | corrected: median "
+             "abs. error / within ±10% / ρ | two timing rounds: ρ | goal |", "|---|---|---|---|---|---|---|---|"]
+    for name, s in sorted(rows, key=lambda x: (x[1]["size"], x[1]["backend"])):
         met = s["corrected_median_abs_rel_error"] <= 0.10 and s["corrected_spearman"] >= 0.95
-        lines.append(f"| `{name}` | {s['size']} | {s['held_out_networks']} ({s['calibration_networks']}) | "
+        lines.append(f"| `{name}` | {s['backend']} | {s['size']} | {s['held_out_networks']} ({s['calibration_networks']}) | "
                      f"{100 * s['table_median_abs_rel_error']:.1f}% / {s['table_spearman']:.3f} | "
                      f"{100 * s['corrected_median_abs_rel_error']:.1f}% / {100 * s['corrected_within_10pct']:.0f}% / "
                      f"{s['corrected_spearman']:.3f} | {s['repeatability_spearman']:.3f} | {'met' if met else 'missed'} |")
