@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from segnas.config.io import merged
-from segnas.config.recipes import load_recipe
+from segnas.config.io import build_config, merged
+from segnas.config.recipes import RUN_STAND_INS, load_recipe, refuse_run_fields
 from segnas.config.train import DataConfig, TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters, measure_latency
 from segnas.cost.machine import cpu_model
@@ -68,6 +68,13 @@ def item_key(item: dict[str, Any]) -> str:
 def training_recipe(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``GROUNDTRUTH_RECIPE`` with ``overrides`` (TrainConfig fields) merged in, nested mappings too."""
     return merged(GROUNDTRUTH_RECIPE, overrides or {})
+
+
+def check_training_recipe(overrides: dict[str, Any], where: str) -> None:
+    """Refuse, naming ``where``, ``training_recipe`` overrides that set the run (the evaluator does)
+    or make no valid training together with the recipe."""
+    refuse_run_fields(overrides, where)
+    build_config(TrainConfig, merged(RUN_STAND_INS, training_recipe(overrides)), where)
 
 
 def train_config(item: dict[str, Any], arch_path: Path, out_dir: Path) -> TrainConfig:

@@ -16,6 +16,7 @@ from segnas.errors import SegnasError
 from segnas.progress import task_progress
 from segnas.spaces import read_arch_file
 from segnas.training.models import load_trained, resolve_model
+from segnas.utils import check_output_file
 
 
 #: Class count of zoo names and architecture files when neither ``--classes`` nor the file gives one.
@@ -152,11 +153,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
     suffix = {"onnx": ".onnx", "torchscript": ".pt"}[fmt]
     if out.suffix != suffix:  # the parity check and every reader go by the suffix
         raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
-    parent = next((p for p in out.parents if p.exists()), Path("."))
-    if out.is_dir() or not parent.is_dir():
-        raise SegnasError(f"--out: {out}: {'is a folder' if out.is_dir() else f'{parent} is a file'}; give a file path")
-    if not os.access(parent, os.W_OK):
-        raise SegnasError(f"--out: {out}: cannot write in {parent}")
+    check_output_file(out, "--out")
     model, _ = resolve_model(source, network_classes(source, num_classes)[0])
     shape = (1, 3, *size)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])

@@ -798,11 +798,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                                 **cfg.data.options).num_classes
     resolve_device(cfg.device)
     latency_probe(cfg.latency.probe, num_classes)  # the probes, named now rather than after the trainings
-    if cfg.measure_probe:
-        try:
-            resolve_model(cfg.measure_probe, num_classes)
-        except SegnasError as exc:
-            raise SegnasError(f"measure_probe: {exc}") from None
+    latency_probe(cfg.measure_probe, num_classes, "measure_probe")
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")

@@ -23,7 +23,7 @@ import resource
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from pydantic import create_model
@@ -35,7 +35,7 @@ from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
-from segnas.data import build_dataset, dataset_classes, validate_dataset
+from segnas.data import build_dataset, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir
@@ -121,14 +121,15 @@ class SearchClock:
         return totals
 
 
-def latency_probe(source: str | None, num_classes: int) -> torch.nn.Module | None:
-    """The network ``latency.probe`` names (a zoo name or an arch file), or None."""
+def latency_probe(source: str | None, num_classes: int, field: str = "latency.probe") -> torch.nn.Module | None:
+    """The probe network the setting ``field`` names (a zoo name or an arch file), or None; errors
+    name the setting."""
     if not source:
         return None
     try:
         return resolve_model(source, num_classes)[0].eval()
     except SegnasError as exc:
-        raise SegnasError(f"latency.probe: {exc}") from None
+        raise SegnasError(f"{field}: {exc}") from None
 
 
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
@@ -147,9 +148,11 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     resolve_device(cfg.device)  # where the supernet and the final training run: here, or refused now
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
-    num_classes = dataset_classes(cfg.data)
+    names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
+                          **cfg.data.options).classes.names
+    num_classes = len(names)
     validate_dataset(cfg.data, cfg.progress, echo)
-    check_final_training(cfg)
+    check_final_training(cfg, names)
     if latency is None:
         latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
@@ -241,15 +244,14 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
     return row
 
 
-def check_final_training(s: SearchSettings) -> None:
+def check_final_training(s: SearchSettings, names: Sequence[str]) -> None:
     """The final training's recipe and overrides with the search's data settings: valid together, and
-    the classes they name the dataset's; checked before the search rather than after it."""
+    the classes they name among the dataset's (``names``); checked before the search, not after it."""
     f = s.final
     if f.epochs == 0:
         return
     recipe = recipe_with(f.recipe, f.overrides, "final.overrides")
     cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
-    names = build_dataset(s.data.name, s.data.root, s.data.train_split, None, cache=False, **s.data.options).classes.names
     check_classes(cfg, names, "final.overrides: ")
 
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segnas.config.io import build_config, merged
-from segnas.config.recipes import RUN_STAND_INS, refuse_run_fields
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
-from segnas.config.train import TrainConfig
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
-from segnas.evaluate.short_train import TrainEvaluator, training_recipe
+from segnas.evaluate.short_train import TrainEvaluator, check_training_recipe
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
@@ -44,8 +41,7 @@ def check_evaluator(es: EvaluatorSettings, where: str) -> None:
     if es.kind == "proxy":
         check_proxy(es.proxy.proxy, f"{where}.proxy.proxy (--proxy)")
     elif es.kind == "train":
-        refuse_run_fields(es.train.recipe, f"{where}.train.recipe")
-        build_config(TrainConfig, merged(RUN_STAND_INS, training_recipe(es.train.recipe)), f"{where}.train.recipe")
+        check_training_recipe(es.train.recipe, f"{where}.train.recipe")
     elif es.kind == "supernet":
         if es.supernet.checkpoint is None:
             raise SegnasError(f"{where}.supernet.checkpoint: give a one-shot search run directory or checkpoint")
