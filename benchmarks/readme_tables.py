@@ -1138,6 +1138,19 @@ def ops_peak(r: dict) -> list[str]:
 MOBILE_GOAL_POINTS, MOBILE_GOAL_SPEEDUP = 2.0, 1.3
 
 
+def mobile_trained_search(r: dict) -> str:
+    """What the study says of its ``saswot_trained`` search (SasWOT in NSGA-II mode whose first front
+    members were trained briefly): its finalists' short-training val mIoU; empty when it has none."""
+    run = r["searches"].get("saswot_trained")
+    if not run or not run.get("trained_finalists"):
+        return ""
+    s, finalists = r["settings"], run["trained_finalists"]
+    scores = ", ".join(f"{100 * f['val_miou']:.1f}% at {f['latency_ms']:.2f} ms" for f in finalists)
+    return (f", and `saswot_trained`: SasWOT in NSGA-II mode (proxy score and latency within the target), its first "
+            f"{len(finalists)} front members by the budget rule trained {s['train_steps']} steps each (the ground-truth "
+            f"recipe) and the best val mIoU winning ({scores} predicted)")
+
+
 def mobile_camvid(r: dict, studies: dict[str, Study]) -> list[str]:
     """The searches' winners against Fast-SCNN at the same training steps, and the goal's verdict
     (latencies from the one-session timing of the equal-steps networks when there is one)."""
@@ -1168,8 +1181,8 @@ def mobile_camvid(r: dict, studies: dict[str, Study]) -> list[str]:
     lines += ["", f"Searches over the default `mobile` space under a {r['target_ms']:g} ms target (Fast-SCNN's latency "
               f"predicted as the searches predict their candidates: the operator table with the space's learned correction; "
               f"{r['latency']}; the ratios of one session compare, its absolute figures move with the host's state): SasWOT with the `{s['proxy']}` proxy on {s['images']} "
-              f"images at {s['score_size']}, random search scored by the same proxy, each up to {s['candidates']} "
-              f"candidates or {s['time_limit_min']:g} wall-minutes on {s['workers']} workers. Winners and Fast-SCNN "
+              f"images at {s['score_size']}, random search scored by the same proxy{mobile_trained_search(r)}, each up to "
+              f"{s['candidates']} candidates or {s['time_limit_min']:g} wall-minutes on {s['workers']} workers. Winners and Fast-SCNN "
               f"trained from scratch with `train_camvid.py`'s recipe for {ft['steps']} optimizer steps at batch "
               f"{ft['batch_size']} in {ft['precision']}, seeds {', '.join(map(str, ft['seeds']))}; {timing}."]
     trained = {n: run for n, run in r["searches"].items() if run.get("val_miou_mean") is not None}

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -189,6 +190,12 @@ def test_proxy_score_and_saswot_search(tmp_path):
     summary = json.loads((run_dir / "search_result.json").read_text())
     assert summary["method"] == "saswot" and summary["details"]["candidates_scored"] == 6
     assert summary["networks"]["arch"]["predicted_ms"] <= 1000
+    refused = run("search", "saswot", "--resume", run_dir, "--candidates", "10", "--executor", "inline")
+    assert refused.exit_code == 2 and "drop --candidates (a resumed run takes anew only" in refused.output
+    resumed = run("search", "saswot", "--resume", run_dir, "--executor", "inline", "--set", "task_retries=0")
+    assert resumed.exit_code == 0, resumed.output
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["executor"] == "inline" and saved["task_retries"] == 0 and saved["saswot"]["candidates"] == 6
 
 
 def test_proxy_discover_on_repeated_groundtruth(tmp_path):

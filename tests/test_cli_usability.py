@@ -347,3 +347,44 @@ def test_ssr_with_a_flops_resource_needs_no_latency_target(tmp_path, monkeypatch
                  "--set", "data.batch_size=2")
     assert result.exit_code == 0, result.output
     assert "done: " in result.output
+
+
+def test_resume_takes_anew_only_where_the_run_computes(tmp_path):
+    """A run moved to another machine continues with its data elsewhere (``--data-root``, kept in its
+    config.yaml for the next resume); a setting that changes what it computes is refused, named."""
+    data = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k in range(2):
+            name = f"0001TP_{6690 + 30 * k:06d}.png"
+            for folder, array in ((split, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)),
+                                  (f"{split}annot", rng.integers(0, 12, (48, 64), dtype=np.uint8))):
+                (data / folder).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(data / folder / name)
+    result = run("train", "--data", "camvid", "--data-root", data, "--arch", small_arch(tmp_path / "arch.json"),
+                 "--size", "32x40", "--batch-size", "2", "--threads", "1", "--steps", "1", "--set", "progress=false",
+                 "--out-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    moved = data.rename(tmp_path / "moved")
+
+    result = run("train", "--resume", run_dir)
+    assert result.exit_code == 2 and str(data) in result.output
+    result = run("train", "--resume", run_dir, "--epochs", "3", "--data-root", moved)
+    assert result.exit_code == 2 and "drop --epochs (a resumed run takes anew only data.root," in result.output
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["root"] == str(data)  # nothing changed
+
+    result = run("train", "--resume", run_dir, "--data-root", moved, "--threads", "2")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["root"] == str(moved) and saved["threads"] == 2
+    result = run("train", "--resume", run_dir)  # the next resume reads the new place from config.yaml
+    assert result.exit_code == 0, result.output
+
+
+def test_resumable_values_reads_the_dotted_settings_a_dump_holds():
+    from segnas.training import RESUMABLE, resumable_values
+
+    assert resumable_values({"data": {"root": "/d", "batch_size": 8}, "device": "cpu", "seed": 1}) == {
+        "data.root": "/d", "device": "cpu"}
+    assert resumable_values({}) == {} and "seed" not in RESUMABLE

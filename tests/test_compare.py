@@ -685,3 +685,25 @@ def test_the_final_training_keeps_the_recipes_augmentation_under_the_data_settin
     assert trained.data.options == {"size": SIZE, "length": 4} and trained.max_steps == 2
     with pytest.raises(SegnasError, match="train.recipe: max_steps is not a recipe setting"):
         build_config(CompareSettings, tiny(tmp_path, train={"steps": 2, "recipe": {"max_steps": 5}}))
+
+
+def test_a_search_under_way_continues_with_the_comparisons_settings_of_where_it_computes(tmp_path, monkeypatch):
+    """A comparison resumed with ``--set data.root=...`` (its data moved) continues a search that
+    was cut with the new place: the search's resume takes the comparison's ``RESUMABLE`` settings."""
+    import segnas.jobs.compare as compare
+
+    started = tmp_path / "search" / "random" / "20260101-000000-search"
+    started.mkdir(parents=True)
+    (started / "config.yaml").write_text("method: random\n")
+    seen = {}
+
+    def search_job(settings, resume=None, changes=None, **_):
+        seen.update(settings=settings, resume=resume, changes=changes)
+        raise SegnasError("stop here")
+
+    monkeypatch.setattr(compare, "search_job", search_job)
+    item = {"method": "random", "folder": str(started.parent), "root": str(tmp_path),
+            "settings": {"data": {"root": "/moved/camvid", "batch_size": 8}, "device": "cpu", "threads": 2, "seed": 3}}
+    assert compare.run_search(item) == {"status": "failed: stop here"}
+    assert seen == {"settings": None, "resume": started,
+                    "changes": {"data.root": "/moved/camvid", "device": "cpu", "threads": 2}}

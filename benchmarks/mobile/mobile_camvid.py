@@ -1,5 +1,7 @@
-"""Searching the ``mobile`` space on CamVid: SasWOT, random search and (``--methods ... supernet``) the
-weight-sharing search under Fast-SCNN's latency, their winners vs Fast-SCNN trained with the same step budget.
+"""Searching the ``mobile`` space on CamVid: SasWOT, random search, (``--methods ... saswot_trained``)
+SasWOT in NSGA-II mode with its --train-top front members trained --train-steps steps and the best
+val mIoU winning, and (``supernet``) the weight-sharing search, under Fast-SCNN's latency; their
+winners vs Fast-SCNN trained with the same step budget.
 
     python benchmarks/mobile/mobile_camvid.py [--target-ms T] [--candidates 1000] [--final-steps 800]   # quiet machine
     python benchmarks/mobile/mobile_camvid.py --smoke --results-dir /tmp/r   # seconds, synthetic data: checks the script
@@ -45,7 +47,7 @@ from segnas.utils import parse_size  # noqa: E402
 from segnas.zoo import build_model  # noqa: E402
 
 CLASSES = 11
-METHODS = ("saswot", "random", "supernet")
+METHODS = ("saswot", "random", "saswot_trained", "supernet")
 #: The smoke mode's data and space: seconds per search on synthetic images.
 SMOKE_SPACE = {"stem_widths": [[8], [8, 16], [16]], "stage_widths": [[16], [16, 24], [24], [24, 32], [32]],
                "stage_depths": [[0, 1], [1, 2], [0, 1], [1, 2], [0, 1]], "fusion_widths": [16, 24]}
@@ -61,6 +63,8 @@ OPTIONS: list[tuple[str, type, object, str | None]] = [
     ("--population", int, 50, "SasWOT's population"),
     ("--sample-size", int, 10, "SasWOT's tournament size"),
     ("--time-limit-min", float, 30.0, "wall-time limit of each search"),
+    ("--train-top", int, 4, "saswot_trained: the NSGA-II front members trained briefly (the best val mIoU wins)"),
+    ("--train-steps", int, 900, "saswot_trained: their short training's optimizer steps"),
     ("--supernet-epochs", int, 40, "the weight-sharing search's supernet training (at --score-size)"),
     ("--inplace-distill", float, 0.0, "its in-place distillation weight"),
     ("--pretrained", str, None, "search this earlier supernet run instead of training one"),
@@ -82,8 +86,11 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
     if args.smoke:
         scoring["batch_size"] = 2
     section = {"space": "mobile", "space_options": SMOKE_SPACE if args.smoke else {}, "candidates": args.candidates}
-    if method == "saswot":
+    if method in ("saswot", "saswot_trained"):
         section.update(scoring=scoring, population=args.population, sample_size=args.sample_size)
+        if method == "saswot_trained":  # NSGA-II; the front's first members trained briefly, the best wins
+            section.update(mode="nsga2", top_k=max(args.train_top, 1), nsga2={
+                "train_top": args.train_top, "train": {"steps": 2 if args.smoke else args.train_steps}})
     elif method == "supernet":
         section.update(epochs=1 if args.smoke else args.supernet_epochs, inplace_distill=args.inplace_distill,
                        pretrained=args.pretrained, population=args.population, sample_size=args.sample_size,
@@ -94,12 +101,13 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
     latency = {"target_ms": target_ms, "size": args.size, "backend": "onnxruntime", "threads": args.threads}
     if args.smoke:
         latency.update(table_min_runs=2, table_min_time_s=0.0, calibration_networks=0)  # no correction: seconds
-    return make_settings(method, {
+    kind = "saswot" if method == "saswot_trained" else method
+    return make_settings(kind, {
         "job": f"bench-mobile-{method}", "data": data, "latency": latency, "minutes": args.time_limit_min,
         "search_size": list(parse_size(args.score_size)) if method == "supernet" else None,
         "workers": 1 if args.smoke else args.workers, "executor": "inline" if args.smoke else "process",
         "seed": args.seed, "threads": args.threads, "out_dir": args.out_dir, "progress": not args.smoke,
-        "final": {"epochs": 0}, method: section})
+        "final": {"epochs": 0}, kind: section})
 
 
 def search(method: str, args: argparse.Namespace, target_ms: float, latency: LatencyModel) -> dict:
@@ -114,7 +122,8 @@ def search(method: str, args: argparse.Namespace, target_ms: float, latency: Lat
             "search_wall_minutes": round(summary["search_wall_seconds"] / 60, 2),
             "predicted_ms": net["predicted_ms"], "measured_ms": net["measured_ms"],
             "latency_vs_target": net["latency_vs_target"], "params": net["params"], "gflops": net["gflops"],
-            "score": details.get("score"), "arch": read_arch_file(run / "arch.json")["arch"]}
+            "score": details.get("score"), "trained_finalists": details.get("trained"),
+            "arch": read_arch_file(run / "arch.json")["arch"]}
 
 
 def trained(record: dict, model: str, args: argparse.Namespace) -> None:

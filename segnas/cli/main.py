@@ -67,17 +67,19 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
 def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None,
              flags: Optional[dict[str, str]] = None, recipe: Optional[str] = None):
     """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied, over a
-    training recipe (if given); None when resuming (the run's own config.yaml is used, so other
-    settings are refused). ``flags`` (settings path -> option) names the option that set a bad value."""
+    training recipe (if given); None when resuming (the run's own config.yaml is used: the job takes
+    the ``overrides`` as its ``changes``, which must be ``RESUMABLE`` settings). ``flags`` (settings
+    path -> option) names the option that set a bad value."""
     from segnas.config.io import build_config, load_config, merged, set_dotted
     from segnas.config.recipes import load_recipe
+    from segnas.training import check_resumable
 
     flags = flags or {}
     if resume is not None:
-        if config is not None or overrides or recipe is not None:
-            given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None)
-                              + sorted({flags.get(k, k) for k in overrides}))
+        if config is not None or recipe is not None:
+            given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None))
             raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
+        check_resumable(overrides, resume, flags)
         return None
     under = load_recipe(recipe) if recipe is not None else {}
     if config is not None:
@@ -150,7 +152,8 @@ def train(
     recipe: Optional[str] = typer.Option(None, help="A named training recipe (optimizer, loss, schedule, "
                                          "augmentation) under your settings: cpu-short, or a .yaml file.",
                                          show_default="none: the plain defaults"),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory; other options "
+                                          "then change only where it computes (data root, device, threads, executor; kept in its config.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
     """Train a zoo network or a searched architecture; writes a run directory.
@@ -176,7 +179,7 @@ def train(
         overrides["model.name"], flags["model.name"] = None, "--arch"
     overrides.update(parse_overrides(set_))
     cfg = settings(TrainConfig, config, overrides, resume, flags, recipe)
-    result = train_job(cfg, resume=resume, echo=echo, device=device)
+    result = train_job(cfg, resume=resume, echo=echo, changes=overrides if resume else None)
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
 
@@ -266,7 +269,8 @@ def demo(
 @user_errors
 def compare(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (see docs/compare.md)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the comparison in this run directory."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the comparison in this run directory; --set then "
+                                          "changes only where it computes (data root, device, threads, executor; kept in its config.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
     status: Optional[Path] = typer.Option(None, help="Only show where the comparison in this run directory stands "
                                                      "(every job's state and scores, hours left; safe while it runs)."),
@@ -304,9 +308,11 @@ def compare(
     if measure_now and resume is None:
         raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
                           "give its run directory with --resume")
-    cfg = settings(CompareSettings, config, parse_overrides(set_), resume)
+    overrides = parse_overrides(set_)
+    cfg = settings(CompareSettings, config, overrides, resume)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
-                          measure_now=measure_now, any_machine=any_machine, rerun=rerun)
+                          measure_now=measure_now, any_machine=any_machine, rerun=rerun,
+                          changes=overrides if resume else None)
     state = ("latency measured" if summary.get("latency_measured") else
              "done" if summary.get("measured", True) else "trained")
     echo(f"{state}: {summary['run_dir']}")
@@ -457,7 +463,8 @@ def _search_command(method: str) -> Callable[..., None]:
                                  default=typer.Option(None, declared(name, kind), help=text, show_default=shown(paths)))
                for name, (paths, kind, text) in flags.items()]
     params += [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                                 default=typer.Option(None, help="Continue the search in this run directory.")),
+                                 default=typer.Option(None, help="Continue the search in this run directory; "
+                                                      "other options then change only where it computes (data root, device, threads, executor; kept in its config.yaml).")),
                inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
                                  default=typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."))]
 
@@ -480,7 +487,7 @@ def _search_command(method: str) -> Callable[..., None]:
                 raise SegnasError(f"{resume}: a {started} search run; continue it with "
                                   f"segnas search {started} --resume {resume}")
         cfg = settings(settings_class(method), kwargs["config"], overrides, resume, given)
-        summary = search_job(cfg, resume, echo=echo)
+        summary = search_job(cfg, resume, echo=echo, changes=overrides if resume else None)
         echo(f"done: {summary['run_dir']}")
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

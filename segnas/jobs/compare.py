@@ -27,7 +27,7 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -51,7 +51,7 @@ from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
-from segnas.training import open_run, resolve_model, start_job, train_job
+from segnas.training import open_run, resolve_model, resumable_values, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.utils import atomic_write_text
 from segnas.zoo import MODELS
@@ -179,7 +179,8 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
             summary = {**json.loads((run / "search_result.json").read_text()), "run_dir": str(run)}
         else:
             settings = None if run is not None else make_settings(item["method"], item["settings"])
-            summary = search_job(settings, resume=run)
+            # a search continued takes the comparison's settings of where it computes (data.root, device, ...)
+            summary = search_job(settings, resume=run, changes=resumable_values(item["settings"]) if run else None)
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
     found = next(r for r in summary["networks"].values() if r["role"] == "found")
@@ -771,7 +772,7 @@ def with_execution(cfg: CompareSettings, device: str | None, workers: int | None
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
                 echo: Echo | None = None, *, device: str | None = None, workers: int | None = None,
                 measure: bool = True, measure_now: bool = False, any_machine: bool = False,
-                rerun: Sequence[str] = ()) -> dict[str, Any]:
+                rerun: Sequence[str] = (), changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``.
 
     ``device``/``workers`` override where and how many jobs run at once (``with_execution``);
@@ -780,9 +781,11 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     returns ``{"run_dir": ..., "measured": False}``. ``measure_now`` runs only the latency session,
     once every search has ended and before the trainings end (``measure_before_trainings``). The
     latency session runs on the machine the searches targeted unless ``any_machine``. ``rerun``
-    (with ``resume``): networks whose ended jobs run again (``forget_jobs``)."""
+    (with ``resume``): networks whose ended jobs run again (``forget_jobs``). ``changes``: the
+    ``training.start.RESUMABLE`` settings a resumed comparison takes anew (its searches still
+    running continue with them too)."""
     echo = echo or (lambda m: None)
-    cfg, run = start_job(CompareSettings, settings, resume, "comparison")
+    cfg, run = start_job(CompareSettings, settings, resume, "comparison", changes)
     cfg = with_execution(cfg, device, workers)
     # everything that can fail on user input, before the run directory exists
     methods = chosen_methods(cfg)

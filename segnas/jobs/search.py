@@ -23,7 +23,7 @@ import resource
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from pydantic import create_model
@@ -133,13 +133,14 @@ def latency_probe(source: str | None, num_classes: int, field: str = "latency.pr
 
 
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
-               latency: LatencyModel | None = None) -> dict[str, Any]:
+               latency: LatencyModel | None = None, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; returns the summary written to
     ``search_result.json`` plus ``run_dir``. ``latency`` replaces the latency model the settings
-    describe (a calibrated or precomputed table; tests use a deterministic one)."""
+    describe (a calibrated or precomputed table; tests use a deterministic one). ``changes``: the
+    ``training.start.RESUMABLE`` settings a resumed search takes anew."""
     echo = echo or (lambda m: None)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
-    cfg, run = start_job(cls, settings, resume, "search")
+    cfg, run = start_job(cls, settings, resume, "search", changes)
     strategy = get_strategy(cfg.method)()
     if distributed.context().enabled and strategy.family != "one-shot":
         raise SegnasError(f"segnas search {cfg.method}: a sample-based search runs its candidates in parallel with "

@@ -3,7 +3,7 @@ engine): the network from a zoo name or an architecture file, the datasets, the 
 
 from segnas.training.job import load_teacher, make_datasets, train_job
 from segnas.training.models import build_network, load_trained, model_spec_from_config, resolve_model
-from segnas.training.start import open_run, start_job
+from segnas.training.start import RESUMABLE, check_resumable, open_run, resumable_values, start_job
 
-__all__ = ["build_network", "load_teacher", "load_trained", "make_datasets", "model_spec_from_config", "open_run",
-           "resolve_model", "start_job", "train_job"]
+__all__ = ["RESUMABLE", "build_network", "check_resumable", "load_teacher", "load_trained", "make_datasets",
+           "model_spec_from_config", "open_run", "resolve_model", "resumable_values", "start_job", "train_job"]

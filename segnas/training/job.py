@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
@@ -53,13 +53,15 @@ def check_classes(cfg: TrainConfig, names: Sequence[str], where: str = "") -> No
 
 
 def train_job(cfg: TrainConfig, resume: str | Path | None = None,
-              echo: Callable[[str], None] | None = None, device: str | None = None) -> TrainResult:
+              echo: Callable[[str], None] | None = None, device: str | None = None,
+              changes: Mapping[str, Any] | None = None) -> TrainResult:
     """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
 
     When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored), except for
-    ``device``: where the run continues, when given (a run may move between a GPU and the CPU).
+    ``changes`` (``training.start.RESUMABLE`` settings, kept in it) and ``device``: where the run
+    continues, when given (a run may move between a GPU and the CPU; config.yaml kept as it is).
     """
-    cfg, run = start_job(TrainConfig, cfg, resume, "training")
+    cfg, run = start_job(TrainConfig, cfg, resume, "training", changes)
     if resume is not None and device is not None:
         cfg = cfg.model_copy(update={"device": device})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Mapping, Optional, TypeVar
 
 import torch
 
@@ -18,6 +18,34 @@ C = TypeVar("C")
 #: The command that continues each kind of run.
 CONTINUE = {"search": "segnas search METHOD --resume", "comparison": "segnas compare --resume",
             "training": "segnas train --resume"}
+
+
+#: Settings a resumed run may take anew (``--resume RUN --set KEY=VALUE``, or the option that sets
+#: one): where and how it computes, never what it computes (a moved dataset, another device).
+RESUMABLE = ("data.root", "data.workers", "data.cache", "threads", "device", "executor", "ray_address",
+             "task_cpus", "task_gpus", "task_retries", "progress")
+
+
+def check_resumable(changes: Mapping[str, Any], resume: str | Path,
+                    flags: Optional[Mapping[str, str]] = None) -> None:
+    """SegnasError naming the settings among ``changes`` (dotted keys; ``flags``: the option that
+    gave each) that a resumed run cannot take: those outside ``RESUMABLE``."""
+    refused = sorted({(flags or {}).get(k, k) for k in changes if k not in RESUMABLE})
+    if refused:
+        raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {', '.join(refused)} "
+                          f"(a resumed run takes anew only {', '.join(RESUMABLE)})")
+
+
+def resumable_values(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``RESUMABLE`` settings (dotted keys) that the dumped ``settings`` hold, with their values."""
+    out = {}
+    for key in RESUMABLE:
+        node: Any = settings
+        for part in key.split("."):
+            node = node.get(part, KeyError) if isinstance(node, Mapping) else KeyError
+        if node is not KeyError:
+            out[key] = node
+    return out
 
 
 def run_kind(run_dir: str | Path) -> str:
@@ -38,15 +66,20 @@ def refuse_other_run(run_dir: str | Path, found: str, wanted: str) -> None:
                           f"{CONTINUE[found].replace('METHOD', 'its method')} {run_dir}")
 
 
-def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str) -> tuple[C, RunDir | None]:
+def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
+              changes: Optional[Mapping[str, Any]] = None) -> tuple[C, RunDir | None]:
     """The job's settings (a resumed run's own config.yaml wins) with threads and seeds applied;
     the existing run directory when resuming (which must be a ``kind`` run: "search",
-    "comparison" or "training"), else None (see ``open_run``)."""
+    "comparison" or "training"), else None (see ``open_run``). ``changes``: ``RESUMABLE`` settings
+    (dotted keys) the resumed run takes anew, kept in its config.yaml for the next resume."""
     run = None
     if resume is not None:
         run = RunDir.existing(resume)
         refuse_other_run(resume, run_kind(run.path), kind)
-        cfg = load_config(cls, run.path / "config.yaml", saved=True)
+        check_resumable(changes or {}, resume)
+        cfg = load_config(cls, run.path / "config.yaml", dict(changes or {}), saved=True)
+        if changes:
+            save_config(cfg, run.path / "config.yaml")
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
     if cfg.threads:
