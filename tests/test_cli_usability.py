@@ -372,7 +372,12 @@ def test_resume_takes_anew_only_where_the_run_computes(tmp_path):
     assert result.exit_code == 2 and str(data) in result.output
     result = run("train", "--resume", run_dir, "--epochs", "3", "--data-root", moved)
     assert result.exit_code == 2 and "drop --epochs (a resumed run takes anew only data.root," in result.output
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["root"] == str(data)  # nothing changed
+    result = run("train", "--resume", run_dir, "--set", "executor=inline")  # a search's setting, not a training's
+    assert result.exit_code == 2 and ("drop executor (a resumed run takes anew only data.root, data.workers, "
+                                      "data.cache, threads, device, progress)") in result.output
+    result = run("train", "--resume", run_dir, "--data-root", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "nowhere" in result.output
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["root"] == str(data)  # nothing kept
 
     result = run("train", "--resume", run_dir, "--data-root", moved, "--threads", "2")
     assert result.exit_code == 0, result.output

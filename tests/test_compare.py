@@ -687,23 +687,37 @@ def test_the_final_training_keeps_the_recipes_augmentation_under_the_data_settin
         build_config(CompareSettings, tiny(tmp_path, train={"steps": 2, "recipe": {"max_steps": 5}}))
 
 
-def test_a_search_under_way_continues_with_the_comparisons_settings_of_where_it_computes(tmp_path, monkeypatch):
-    """A comparison resumed with ``--set data.root=...`` (its data moved) continues a search that
-    was cut with the new place: the search's resume takes the comparison's ``RESUMABLE`` settings."""
+def test_a_job_under_way_continues_with_the_comparisons_settings_of_where_it_computes(tmp_path, monkeypatch):
+    """A comparison resumed with ``--set data.root=...`` (its data moved) continues a search that was
+    cut with the comparison's settings of where it computes (``RESUMABLE``) and the search's own
+    other settings; config.yaml keeps them once the job's checks pass."""
     import segnas.jobs.compare as compare
+    from segnas.config.io import read_yaml, save_config
+    from segnas.jobs.search import make_settings, settings_class
+    from segnas.training import open_run, start_job
 
     started = tmp_path / "search" / "random" / "20260101-000000-search"
     started.mkdir(parents=True)
-    (started / "config.yaml").write_text("method: random\n")
+    before = make_settings("random", {"data": {"name": "synthetic", "root": str(tmp_path / "old")}, "threads": 1,
+                                      "latency": {"target_ms": 5.0}, "random": {"candidates": 4}})
+    save_config(before, started / "config.yaml")
+    now = {"data": {"name": "synthetic", "root": str(tmp_path / "moved")}, "threads": 2, "latency": {"target_ms": 5.0},
+           "random": {"candidates": 99}}
     seen = {}
 
-    def search_job(settings, resume=None, changes=None, **_):
-        seen.update(settings=settings, resume=resume, changes=changes)
+    def search_job(settings, resume=None, **_):
+        cfg, run = start_job(settings_class("random"), settings, resume, "search")
+        seen.update(cfg=cfg, run=run)
         raise SegnasError("stop here")
 
     monkeypatch.setattr(compare, "search_job", search_job)
-    item = {"method": "random", "folder": str(started.parent), "root": str(tmp_path),
-            "settings": {"data": {"root": "/moved/camvid", "batch_size": 8}, "device": "cpu", "threads": 2, "seed": 3}}
+    item = {"method": "random", "folder": str(started.parent), "root": str(tmp_path), "settings": now}
     assert compare.run_search(item) == {"status": "failed: stop here"}
-    assert seen == {"settings": None, "resume": started,
-                    "changes": {"data.root": "/moved/camvid", "device": "cpu", "threads": 2}}
+    cfg = seen["cfg"]
+    assert cfg.data.root == str(tmp_path / "moved") and cfg.threads == 2 and cfg.random.candidates == 4
+    assert cfg.latency.threads == 1  # its latency figures stay at the threads they were measured with
+    assert read_yaml(started / "config.yaml")["data"]["root"] == str(tmp_path / "old")  # not yet: no check passed
+    open_run(cfg, seen["run"])
+    saved = read_yaml(started / "config.yaml")
+    assert saved["data"]["root"] == str(tmp_path / "moved") and saved["random"]["candidates"] == 4
+    assert "resumed with data.root=" in (started / "log.txt").read_text()

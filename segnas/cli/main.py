@@ -79,7 +79,7 @@ def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Opt
         if config is not None or recipe is not None:
             given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None))
             raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
-        check_resumable(overrides, resume, flags)
+        check_resumable(cls, overrides, resume, flags)
         return None
     under = load_recipe(recipe) if recipe is not None else {}
     if config is not None:
@@ -471,7 +471,8 @@ def _search_command(method: str) -> Callable[..., None]:
     def command(**kwargs: Any) -> None:
         from segnas.jobs.search import run_method, search_job, settings_class
 
-        overrides = {"method": method}
+        resume = kwargs["resume"]
+        overrides = {} if resume is not None else {"method": method}  # a resumed run keeps its method
         given: dict[str, str] = {}
         for name, (paths, _, _) in flags.items():
             value = kwargs.get(name.replace("-", "_"))
@@ -479,9 +480,7 @@ def _search_command(method: str) -> Callable[..., None]:
                 overrides.update({path: value for path in paths})
                 given.update({path: f"--{name}" for path in paths})
         overrides.update(parse_overrides(kwargs["set_"]))
-        resume = kwargs["resume"]
         if resume is not None:
-            overrides.pop("method")
             started = run_method(resume)
             if started != method:
                 raise SegnasError(f"{resume}: a {started} search run; continue it with "

@@ -79,6 +79,17 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
     return build_config(cls, data, str(path), flags, saved)
 
 
+def has_setting(cls: type, path: str) -> bool:
+    """Whether the settings class ``cls`` has the setting at dotted ``path`` (e.g. ``data.root``)."""
+    node: Any = cls
+    for name in path.split("."):
+        field = getattr(node, "model_fields", {}).get(name)
+        if field is None:
+            return False
+        node = field.annotation
+    return True
+
+
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` on top of ``base`` (neither changed): nested sections merged, ``over``'s values win."""
     out = copy.deepcopy(base)

@@ -27,6 +27,9 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        #: Settings a resume changed (``training.start.start_job``), kept in config.yaml by
+        #: ``open_run`` once the job's checks have passed.
+        self.changed_settings: Any = None
         self.main = distributed.is_main()
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)

@@ -51,7 +51,7 @@ from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
-from segnas.training import open_run, resolve_model, resumable_values, start_job, train_job
+from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.utils import atomic_write_text
 from segnas.zoo import MODELS
@@ -178,9 +178,8 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
         if run is not None and (run / "search_result.json").is_file():
             summary = {**json.loads((run / "search_result.json").read_text()), "run_dir": str(run)}
         else:
-            settings = None if run is not None else make_settings(item["method"], item["settings"])
             # a search continued takes the comparison's settings of where it computes (data.root, device, ...)
-            summary = search_job(settings, resume=run, changes=resumable_values(item["settings"]) if run else None)
+            summary = search_job(make_settings(item["method"], item["settings"]), resume=run)
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
     found = next(r for r in summary["networks"].values() if r["role"] == "found")
@@ -782,8 +781,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     once every search has ended and before the trainings end (``measure_before_trainings``). The
     latency session runs on the machine the searches targeted unless ``any_machine``. ``rerun``
     (with ``resume``): networks whose ended jobs run again (``forget_jobs``). ``changes``: the
-    ``training.start.RESUMABLE`` settings a resumed comparison takes anew (its searches still
-    running continue with them too)."""
+    ``training.start.RESUMABLE`` settings a resumed comparison takes anew (its searches and
+    trainings under way continue with them too)."""
     echo = echo or (lambda m: None)
     cfg, run = start_job(CompareSettings, settings, resume, "comparison", changes)
     cfg = with_execution(cfg, device, workers)

@@ -106,11 +106,13 @@ def teacher_folder(cfg: TrainConfig) -> Path:
 
 def same_training(run: TrainConfig, cfg: TrainConfig) -> bool:
     """Whether the run whose settings are ``run`` (read back from its config.yaml) trains what ``cfg``
-    would: the same ``training_key``, paths made absolute as a run keeps them; a ``cfg`` naming a
+    would: the same ``training_key``, paths made absolute as a run keeps them, the dataset's place
+    (``data.root``) aside: a run continues with its data moved; a ``cfg`` naming a
     ``loss.teacher_model`` matches a run that distils that teacher's cached checkpoint."""
     def key(c: TrainConfig, teacher: str | None) -> str:
         c = TrainConfig.model_validate(saved_form(c))
-        return training_key(c.model_copy(update={"loss": c.loss.model_copy(update={"teacher": teacher,
+        return training_key(c.model_copy(update={"data": c.data.model_copy(update={"root": None}),
+                                                 "loss": c.loss.model_copy(update={"teacher": teacher,
                                                                                   "teacher_model": None})}))
 
     if cfg.loss.teacher_model:

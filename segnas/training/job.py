@@ -57,9 +57,9 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
               changes: Mapping[str, Any] | None = None) -> TrainResult:
     """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
 
-    When resuming, the run's own config.yaml is authoritative (``cfg`` is ignored), except for
-    ``changes`` (``training.start.RESUMABLE`` settings, kept in it) and ``device``: where the run
-    continues, when given (a run may move between a GPU and the CPU; config.yaml kept as it is).
+    When resuming, the run's own config.yaml is authoritative, except for the settings of where it
+    computes (``training.start.RESUMABLE``) that ``cfg`` holds or ``changes`` give (``start_job``),
+    and ``device``: where the run continues, when given (config.yaml kept as it is).
     """
     cfg, run = start_job(TrainConfig, cfg, resume, "training", changes)
     if resume is not None and device is not None:

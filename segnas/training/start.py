@@ -7,7 +7,8 @@ from typing import Any, Mapping, Optional, TypeVar
 
 import torch
 
-from segnas.config.io import load_config, read_yaml, save_config
+from segnas.config.io import has_setting, load_config, read_yaml, save_config, saved_form
+from segnas.cost.latency import default_threads
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.utils import seed_everything
@@ -26,14 +27,16 @@ RESUMABLE = ("data.root", "data.workers", "data.cache", "threads", "device", "ex
              "task_cpus", "task_gpus", "task_retries", "progress")
 
 
-def check_resumable(changes: Mapping[str, Any], resume: str | Path,
+def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
                     flags: Optional[Mapping[str, str]] = None) -> None:
     """SegnasError naming the settings among ``changes`` (dotted keys; ``flags``: the option that
-    gave each) that a resumed run cannot take: those outside ``RESUMABLE``."""
-    refused = sorted({(flags or {}).get(k, k) for k in changes if k not in RESUMABLE})
+    gave each) that a resumed run of settings class ``cls`` cannot take: those outside ``RESUMABLE``
+    or not among its settings."""
+    allowed = [k for k in RESUMABLE if has_setting(cls, k)]
+    refused = sorted({(flags or {}).get(k, k) for k in changes if k not in allowed})
     if refused:
         raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {', '.join(refused)} "
-                          f"(a resumed run takes anew only {', '.join(RESUMABLE)})")
+                          f"(a resumed run takes anew only {', '.join(allowed)})")
 
 
 def resumable_values(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,18 +71,24 @@ def refuse_other_run(run_dir: str | Path, found: str, wanted: str) -> None:
 
 def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
               changes: Optional[Mapping[str, Any]] = None) -> tuple[C, RunDir | None]:
-    """The job's settings (a resumed run's own config.yaml wins) with threads and seeds applied;
-    the existing run directory when resuming (which must be a ``kind`` run: "search",
-    "comparison" or "training"), else None (see ``open_run``). ``changes``: ``RESUMABLE`` settings
-    (dotted keys) the resumed run takes anew, kept in its config.yaml for the next resume."""
+    """The job's settings with threads and seeds applied, and the existing run directory when
+    resuming (which must be a ``kind`` run: "search", "comparison" or "training"), else None (see
+    ``open_run``).
+
+    A resumed run's own config.yaml wins, except for the ``RESUMABLE`` settings given as ``changes``
+    (dotted keys; any other is refused) or held by ``cfg`` (a caller continuing its own job where
+    it computes now): those apply, and ``open_run`` keeps them in config.yaml once the job's
+    checks have passed. A new ``threads`` leaves the latency measurements at the threads they had."""
     run = None
     if resume is not None:
         run = RunDir.existing(resume)
         refuse_other_run(resume, run_kind(run.path), kind)
-        check_resumable(changes or {}, resume)
-        cfg = load_config(cls, run.path / "config.yaml", dict(changes or {}), saved=True)
-        if changes:
-            save_config(cfg, run.path / "config.yaml")
+        check_resumable(cls, changes or {}, resume)
+        path = run.path / "config.yaml"
+        given = {**(resumable_values(saved_form(cfg)) if cfg is not None else {}), **(changes or {})}
+        given = with_latency_threads_kept(read_yaml(path), given)
+        cfg = load_config(cls, path, given, saved=True)
+        run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
     if cfg.threads:
@@ -88,10 +97,25 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
     return cfg, run
 
 
+def with_latency_threads_kept(saved: Any, changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` plus, when they change ``threads`` of a run whose latency measurements take
+    their threads from it (``latency.threads`` unset), ``latency.threads`` pinned to the old
+    value: the candidates measured or predicted after a resume compare with those before."""
+    latency = saved.get("latency") if isinstance(saved, dict) else None
+    if ("threads" not in changes or not isinstance(latency, dict) or latency.get("threads") is not None
+            or changes["threads"] == saved.get("threads")):
+        return changes
+    return {**changes, "latency.threads": saved.get("threads") or default_threads()}
+
+
 def open_run(cfg, run: RunDir | None) -> RunDir:
     """The run directory: the resumed one, or a new one holding the settings. Call it only once
     everything that can fail on user input has been built, so no empty run is left behind."""
     if run is not None:
+        changed = run.changed_settings
+        if changed is not None and saved_form(changed) != read_yaml(run.path / "config.yaml"):
+            save_config(changed, run.path / "config.yaml")
+            run.log(f"resumed with {', '.join(f'{k}={v}' for k, v in resumable_values(saved_form(changed)).items())}")
         return run
     run = RunDir.create(cfg.out_dir, cfg.job)
     save_config(cfg, run.path / "config.yaml")
