@@ -1145,7 +1145,8 @@ def mobile_trained_search(r: dict) -> str:
     if not run or not run.get("trained_finalists"):
         return ""
     s, finalists = r["settings"], run["trained_finalists"]
-    scores = ", ".join(f"{100 * f['val_miou']:.1f}% at {f['latency_ms']:.2f} ms" for f in finalists)
+    scores = ", ".join(("diverged" if f["val_miou"] is None else f"{100 * f['val_miou']:.1f}%")
+                       + f" at {f['latency_ms']:.2f} ms" for f in finalists)
     return (f", and `saswot_trained`: SasWOT in NSGA-II mode (proxy score and latency within the target), its first "
             f"{len(finalists)} front members by the budget rule trained {s['train_steps']} steps each (the ground-truth "
             f"recipe) and the best val mIoU winning ({scores} predicted)")

@@ -3,3 +3,9 @@
 
 class SegnasError(Exception):
     """A user-facing error that names the file, field or value at fault and what was expected."""
+
+
+class TrainingDiverged(SegnasError):
+    """A training whose loss became non-finite: the network does not train under its settings. When
+    one network is trained, a user's error (lower the learning rate); in a search that trains its
+    candidates briefly, that candidate failed and the search goes on."""

@@ -400,3 +400,13 @@ def test_accumulation_counts_optimizer_steps_and_skips_an_incomplete_group(tiny_
     with pytest.raises(SegnasError, match="accumulate_batches: 4 exceeds the 3 batches"):
         train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, accumulate_batches=4)))
     assert set((tmp_path / "runs").iterdir()) == runs  # refused before any run directory
+
+
+def test_a_loss_that_becomes_nan_stops_the_training_as_diverged(tiny_cfg):
+    """A non-finite loss ends the training with ``TrainingDiverged`` (a SegnasError naming the learning
+    rate): a search that trains candidates briefly counts that candidate failed and goes on."""
+    from segnas.errors import TrainingDiverged
+
+    cfg = tiny_cfg(epochs=None, max_steps=4, **{"optim.name": "sgd", "optim.lr": 1e12})
+    with pytest.raises(TrainingDiverged, match=r"optim.lr: the loss became nan at step \d+; lower the learning rate"):
+        train_job(TrainConfig.model_validate(cfg))

@@ -157,6 +157,33 @@ def test_finalists_are_trained_when_asked_and_the_best_trained_wins(nsga):
         search(nsga2={"train_top": 3})
 
 
+def test_a_finalist_whose_short_training_diverges_loses_and_the_search_goes_on(nsga, monkeypatch):
+    """TrainEvaluator scores a diverged training as failed (None); the best of the others wins; a
+    search none of whose finalists trained is refused, naming the recipe."""
+    import segnas.evaluate.short_train as short_train
+    from segnas.errors import TrainingDiverged
+
+    slowest = max(nsga.top[:3], key=lambda t: t.latency_ms)
+
+    def evaluate_arch(item):
+        if arch_key(SMALL.arch_from_dict(item["arch"])) == arch_key(slowest.arch):
+            raise TrainingDiverged("optim.lr: the loss became nan at step 7")
+        return {"val_miou": params(SMALL.arch_from_dict(item["arch"])) / 1e6, "steps": 1}
+
+    monkeypatch.setattr(short_train, "make_item", lambda space, arch, settings: {"arch": arch})
+    monkeypatch.setattr(short_train, "evaluate_arch", evaluate_arch)
+    trainer = short_train.TrainEvaluator("multires", {})
+    trained = search(nsga2={"train_top": 3}, trainer=trainer)
+    records = {r["index"]: r for r in trained.nsga2["trained"]}
+    assert records[slowest.index]["val_miou"] is None and "nan at step 7" in records[slowest.index]["diverged"]
+    finite = [r for r in records.values() if r["val_miou"] is not None]
+    assert len(finite) == 2 and trained.best.index == max(finite, key=lambda r: r["val_miou"])["index"]
+
+    monkeypatch.setattr(short_train, "evaluate_arch", lambda item: (_ for _ in ()).throw(TrainingDiverged("nan")))
+    with pytest.raises(SegnasError, match="the short training of every one of the 3 finalists failed"):
+        search(nsga2={"train_top": 3}, trainer=trainer)
+
+
 def test_finalists_scored_again_over_more_initializations_are_ranked_by_that():
     import torch
 

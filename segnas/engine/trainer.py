@@ -30,7 +30,7 @@ from segnas.progress import progress_bar
 from segnas.engine.rundir import RunDir
 from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
 from segnas.engine.swa import WeightAverage
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, TrainingDiverged
 from segnas.metrics import SegMetrics
 
 
@@ -250,7 +250,7 @@ class Trainer:
             loss, parts = self.criterion(output, masks, teacher_logits)
             loss_value = distributed.check_finite_loss(loss)  # averaged over ranks under torchrun
             if not math.isfinite(loss_value):
-                raise SegnasError(f"optim.lr: the loss became {loss_value} at step {loop.step}; "
+                raise TrainingDiverged(f"optim.lr: the loss became {loss_value} at step {loop.step}; "
                                   f"lower the learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
             (loss / accumulate if accumulate > 1 else loss).backward()
             n += 1

@@ -36,7 +36,7 @@ from segnas.cost import LatencyModel, count_flops, count_parameters, measure_lat
 from segnas.cost.machine import cpu_model
 from segnas.data import dataset_classes
 from segnas.engine.device import describe_device
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, TrainingDiverged
 from segnas.evaluate.base import Evaluator
 from segnas.parallel import default_key
 from segnas.spaces.base import resolve_space, save_arch
@@ -166,5 +166,8 @@ class TrainEvaluator(Evaluator):
         self.settings = dict(settings)
 
     def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
-        record = evaluate_arch(make_item(self.space, arch, self.settings))
+        try:
+            record = evaluate_arch(make_item(self.space, arch, self.settings))
+        except TrainingDiverged as exc:  # a candidate that does not train under the recipe: it failed
+            return {"score": None, "val_miou": None, "diverged": str(exc)}
         return {"score": record["val_miou"], **record}

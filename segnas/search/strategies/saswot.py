@@ -24,6 +24,7 @@ best val mIoU wins. Both modes report the winner's ``budget_use``: predicted ms 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
@@ -214,12 +215,17 @@ def pick_from_front(front: list[Candidate], target_ms: float | None, ns: NSGA2Se
     with WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources) as pool:
         records = pool.map(trainer, [c.arch.to_dict() for c in chosen])
     miou = {c.index: fitness(r["score"]) for c, r in zip(chosen, records)}
+    if not any(math.isfinite(v) for v in miou.values()):
+        raise SegnasError(f"nsga2.train: the short training of every one of the {len(chosen)} finalists failed "
+                          f"({records[0].get('diverged', 'no score')}); change nsga2.train.recipe")
     ranked = sorted(chosen, key=lambda c: -miou[c.index])
     if echo:
+        failed = [i + 1 for i, c in enumerate(chosen) if not math.isfinite(miou[c.index])]
         echo(f"{len(chosen)} front members trained briefly; the winner was #{chosen.index(ranked[0]) + 1} "
-             f"by the {ns.winner} rule")
+             f"by the {ns.winner} rule" + (f"; #{', #'.join(map(str, failed))} did not train (diverged)" if failed else ""))
     trained = [{"index": c.index, "arch": c.arch.to_dict(), "score": json_float(c.score),
-                "latency_ms": c.latency_ms, "val_miou": json_float(r["score"]), "steps": r.get("steps")}
+                "latency_ms": c.latency_ms, "val_miou": json_float(r["score"]), "steps": r.get("steps"),
+                **({"diverged": r["diverged"]} if "diverged" in r else {})}
                for c, r in zip(chosen, records)]
     return ranked + finalists[ns.train_top:], trained
 
