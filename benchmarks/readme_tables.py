@@ -921,12 +921,55 @@ def fusions(r: dict) -> list[str]:
                     + machine_line(r), ""]
 
 
+#: Issue 33's goal for a new recipe: this many cross-sequence mIoU points over the current one.
+RECIPE_GOAL_POINTS = 5.0
+
+
+def recipe_ablation(r: dict) -> list[str]:
+    """The recipe screen (``recipe_camvid.py``): per network, each variant's val and cross-sequence
+    mIoU, its change in cross-sequence mIoU against the current recipe, and the rare classes'
+    cross-sequence IoU."""
+    held, rare = r["holdout"], r.get("rare_classes", [])
+    full = r["steps"] >= 2700 and r["seeds"] >= 2
+    lines = [f"### The final-training recipe, one change at a time: {r['steps']} steps, {r['seeds']} seed(s)", "",
+             f"| network | variant | val mIoU | cross-sequence ({held}) mIoU | Δ cross-sequence |"
+             + "".join(f" {c} |" for c in rare), "|---|---|---|---|---|" + "---|" * len(rare)]
+
+    def pm(row: dict, key: str) -> str:
+        mean = row.get(f"{key}_mean")
+        return "–" if mean is None else f"{100 * mean:.1f} ± {100 * row[f'{key}_std']:.1f}"
+
+    for model in dict.fromkeys(row["model"] for row in r["rows"]):
+        rows = [row for row in r["rows"] if row["model"] == model]
+        base = next((row for row in rows if row["variant"] == "current"), None)
+        label = Path(model).parent.name if model.endswith(".json") else model
+        for row in sorted(rows, key=lambda x: -(x.get("holdout_miou_mean") or 0.0)):
+            delta = ("–" if base is None or row.get("holdout_miou_mean") is None or row is base else
+                     f"{100 * (row['holdout_miou_mean'] - base['holdout_miou_mean']):+.1f}")
+            iou = row.get("holdout_per_class_iou") or {}
+            lines.append(f"| {label} | {row['variant']} | {pm(row, 'val_miou')} | {pm(row, 'holdout_miou')} | {delta} |"
+                         + "".join(f" {100 * iou[c]:.1f} |" if c in iou else " – |" for c in rare))
+    variants = ", ".join(f"`{v}` {json.dumps(change, sort_keys=True)}" for v, change in r["variants"].items() if change)
+    lines += ["", f"Each variant is the `cpu-short` recipe with one change ({variants}), trained from scratch for "
+              f"{r['steps']} optimizer steps at batch {r['batch_size']} in {r['precision']} on CamVid's training "
+              f"split without sequence {held}, which is then scored (the cross-sequence mIoU: streets no network saw; "
+              f"val shares its street with training images); devices: {', '.join(r['devices'])}. Per-class columns: "
+              f"cross-sequence IoU of the thin and rare classes."]
+    lines += ["", f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at 2700 steps, 2 seeds "
+                 "each" + ("." if full else f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): "
+                           "it picks the changes to run at that budget, it does not judge the goal.")]
+    return lines + [""]
+
+
 def page_training(study: Study, studies: dict[str, Study]) -> list[str]:
     res = study.results()
     lines: list[str] = []
     for r in res.values():
         if "train_minutes" in r and r["train_minutes"] > 30:
             lines += train_camvid(r)
+    for r in res.values():
+        if "variants" in r and "rows" in r:
+            lines += recipe_ablation(r) + [machine_line(r), ""]
     lines += same_steps(studies)
     lines += ["### Same training budget: 10 CPU-minutes each", ""]
     lines += same_budget(studies, link="../{study}/README.md")

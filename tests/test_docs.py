@@ -228,3 +228,24 @@ def test_mobile_study_judges_the_goal_against_fast_scnn() -> None:
     assert "slower: +3.0 points at 0.91x Fast-SCNN's speed (missed)" in line
     untrained = {**run(0.7, 1.0), "val_miou_mean": None}
     assert "Goal" not in verdicts({"untrained": untrained})
+
+
+def test_recipe_screen_table_compares_each_variant_with_the_current_recipe() -> None:
+    """The recipe ablation: variants ranked by cross-sequence mIoU, each one's change against the
+    current recipe's, the rare classes' IoU; a pass below 2700 steps x 2 seeds is called a screen."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    def row(variant: str, held: float, pole: float) -> dict:
+        return {"model": "fast_scnn", "variant": variant, "val_miou_mean": 0.6, "val_miou_std": 0.0,
+                "holdout_miou_mean": held, "holdout_miou_std": 0.01, "holdout_per_class_iou": {"Pole": pole}}
+
+    r = {"steps": 800, "seeds": 1, "holdout": "0006R0", "rare_classes": ["Pole", "Fence"], "batch_size": 8,
+         "precision": "fp32", "devices": ["cpu"], "variants": {"current": {}, "cosine": {"optim": {"schedule": "cosine"}}},
+         "rows": [row("current", 0.50, 0.01), row("cosine", 0.53, 0.05)]}
+    lines = readme_tables.recipe_ablation(r)
+    table = [x for x in lines if x.startswith("| fast_scnn")]
+    assert table == ["| fast_scnn | cosine | 60.0 ± 0.0 | 53.0 ± 1.0 | +3.0 | 5.0 | – |",
+                     "| fast_scnn | current | 60.0 ± 0.0 | 50.0 ± 1.0 | – | 1.0 | – |"]
+    assert "this is a screening pass (800 steps, 1 seed(s))" in lines[-2]
+    assert "screening" not in readme_tables.recipe_ablation({**r, "steps": 2700, "seeds": 2})[-2]

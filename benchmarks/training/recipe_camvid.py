@@ -148,7 +148,8 @@ def main() -> None:
     rows = [row(model, variant, seeds_summary([r for it, r in zip(items, runs)
                                                if it["model"] == model and it["variant"] == variant.replace("+", "-")]))
             for model in models for variant in recipes]
-    save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout, "batch_size": 8,
+    save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout, "rare_classes": RARE,
+                       "batch_size": 8,
                        "precision": "fp32", "devices": sorted({r["device"] for r in runs}),
                        "variants": {v: recipes[v] for v in variants}, "rows": rows}, Path(args.results_dir))
     print(f"| network | variant | val mIoU | cross-sequence ({args.holdout}) mIoU |")
