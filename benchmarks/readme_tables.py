@@ -944,13 +944,22 @@ def recipe_ablation(r: dict) -> list[str]:
         base = next((row for row in rows if row["variant"] == "current"), None)
         label = Path(model).parent.name if model.endswith(".json") else model
         for row in sorted(rows, key=lambda x: -(x.get("holdout_miou_mean") or 0.0)):
-            delta = ("–" if base is None or row.get("holdout_miou_mean") is None or row is base else
+            delta = ("–" if base is None or row is base or row.get("holdout_miou_mean") is None
+                     or base.get("holdout_miou_mean") is None else
                      f"{100 * (row['holdout_miou_mean'] - base['holdout_miou_mean']):+.1f}")
             iou = row.get("holdout_per_class_iou") or {}
             lines.append(f"| {label} | {row['variant']} | {pm(row, 'val_miou')} | {pm(row, 'holdout_miou')} | {delta} |"
-                         + "".join(f" {100 * iou[c]:.1f} |" if c in iou else " – |" for c in rare))
-    variants = ", ".join(f"`{v}` {json.dumps(change, sort_keys=True)}" for v, change in r["variants"].items() if change)
-    lines += ["", f"Each variant is the `cpu-short` recipe with one change ({variants}), trained from scratch for "
+                         + "".join(f" {100 * iou[c]:.1f} |" if iou.get(c) is not None and math.isfinite(iou[c])
+                                   else " – |" for c in rare))
+
+    def shown(change: dict) -> str:  # a teacher checkpoint by its file name, not this machine's path
+        teacher = (change.get("loss") or {}).get("teacher")
+        return json.dumps({**change, "loss": {**change["loss"], "teacher": Path(teacher).name}} if teacher else change,
+                          sort_keys=True)
+
+    variants = ", ".join(f"`{v}` {shown(change)}" for v, change in r["variants"].items() if change)
+    lines += ["", f"Each variant is the `cpu-short` recipe with one change, or the changes its name joins with `+` "
+              f"({variants}), trained from scratch for "
               f"{r['steps']} optimizer steps at batch {r['batch_size']} in {r['precision']} on CamVid's training "
               f"split without sequence {held}, which is then scored (the cross-sequence mIoU: streets no network saw; "
               f"val shares its street with training images); devices: {', '.join(r['devices'])}. Per-class columns: "
@@ -1188,11 +1197,13 @@ def mobile_trained_search(r: dict) -> str:
     if not run or not run.get("trained_finalists"):
         return ""
     s, finalists = r["settings"], run["trained_finalists"]
+    diverged = sum(f["val_miou"] is None for f in finalists)
     scores = ", ".join(("diverged" if f["val_miou"] is None else f"{100 * f['val_miou']:.1f}%")
                        + f" at {f['latency_ms']:.2f} ms" for f in finalists)
     return (f", and `saswot_trained`: SasWOT in NSGA-II mode (proxy score and latency within the target), its first "
-            f"{len(finalists)} front members by the budget rule trained {s['train_steps']} steps each (the ground-truth "
-            f"recipe) and the best val mIoU winning ({scores} predicted)")
+            f"{len(finalists)} front members by the budget rule trained for {s['train_steps']} steps (the ground-truth "
+            f"recipe{f'; {diverged} diverged before the end' if diverged else ''}) and the best val mIoU winning "
+            f"({scores} predicted)")
 
 
 def mobile_camvid(r: dict, studies: dict[str, Study]) -> list[str]:

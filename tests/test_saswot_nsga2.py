@@ -310,3 +310,21 @@ def test_saswot_job_in_nsga2_mode_records_the_front_and_trains_its_finalists(tmp
     evolution = job("evolution")["details"]
     assert evolution["mode"] == "evolution" and "front" not in evolution
     assert evolution["budget_use"] == pytest.approx(evolution["top"][0]["latency_ms"] / 1e9, rel=1e-3)
+
+
+def test_a_search_none_of_whose_candidates_trains_is_refused_naming_the_recipe(monkeypatch):
+    """A sample-based search scored by short training, every candidate of which diverged, stops with
+    the reason instead of 'winning' with a network that never trained."""
+    import segnas.evaluate.short_train as short_train
+    from segnas.errors import TrainingDiverged
+    from segnas.search.asktell import AskTellLoop
+    from segnas.search.strategies.random import RandomSearch, RandomSettings
+
+    monkeypatch.setattr(short_train, "make_item", lambda space, arch, settings: {"arch": arch})
+    monkeypatch.setattr(short_train, "evaluate_arch", lambda item: (_ for _ in ()).throw(
+        TrainingDiverged("optim.lr: the loss became nan at step 3")))
+    search = RandomSearch()
+    search.begin(SMALL, 0, RandomSettings(candidates=3))
+    loop = AskTellLoop(search, short_train.TrainEvaluator("multires", {}), lambda a: 1.0, None, candidates=3)
+    with pytest.raises(SegnasError, match=r"no candidate's short training gave a score \(3 scored; .*nan at step 3"):
+        loop.run()

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,9 +105,10 @@ def row(model: str, variant: str, trained: dict[str, Any]) -> dict[str, Any]:
     runs = trained["training"]
     out = {"model": model, "variant": variant, **{k: v for k, v in trained.items() if k != "training"},
            "training": runs}
-    for key in ("val_per_class_iou", "holdout_per_class_iou"):
+    for key in ("val_per_class_iou", "holdout_per_class_iou"):  # a class absent from a split has no IoU (NaN)
         if all(key in r for r in runs):
-            out[key] = {c: round(sum(r[key][c] for r in runs) / len(runs), 4) for c in runs[0][key]}
+            out[key] = {c: round(statistics.mean(v), 4) if (v := [r[key][c] for r in runs if math.isfinite(r[key][c])])
+                        else None for c in runs[0][key]}
     return out
 
 

@@ -388,6 +388,11 @@ class AskTellLoop:
         if self.best is None:
             raise SegnasError(f"target_ms: no sampled network runs within {self.target_ms} ms "
                               f"(fastest of {self.draws} drawn: {self.fastest:.2f} ms); raise the target")
+        if not math.isfinite(self.best.fitness):
+            diverged = next((c.record["diverged"] for c in self.scored if c.record and c.record.get("diverged")), None)
+            if diverged is not None:  # a short-training evaluator none of whose candidates trained
+                raise SegnasError(f"evaluator.train: no candidate's short training gave a score ({len(self.scored)} "
+                                  f"scored; {diverged}); change evaluator.train.recipe")
         top = sorted(self.scored, key=lambda c: (-c.fitness, c.index))[:self.top_k]
         return LoopOutcome(self.best, top, len(self.scored), self.elapsed, self.rejected, self.duplicates, stopped,
                            self.history, self.degenerate)
