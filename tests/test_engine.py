@@ -336,7 +336,7 @@ def test_a_run_begun_on_a_gpu_resumes_on_the_cpu_when_told_to(tiny_cfg):
     if not torch.cuda.is_available():
         with pytest.raises(SegnasError, match="no CUDA GPU"):
             train_job(None, resume=run)
-    result = train_job(None, resume=run, device="cpu")
+    result = train_job(None, resume=run, changes={"device": "cpu"})
     assert result.epochs_done == 2 and result.history[-1]["epoch"] == 2
 
 

@@ -96,7 +96,7 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
     earlier = None if smoke else resumable_training(out_dir, cfg, update["job"], print)
     if earlier is not None:
         print(f"continuing {earlier} (finished runs are read back)")
-    result = train_job(cfg, resume=earlier, echo=print, device=device)
+    result = train_job(cfg, resume=earlier, echo=print)  # continued on cfg's device
     on_gpu = resolve_device(device).type == "cuda"
     out = {"seed": seed, "device": describe_device(device), "run_dir": result.run_dir, "steps": result.final.get("step"),
            "epochs": result.epochs_done,

@@ -153,7 +153,8 @@ def train(
                                          "augmentation) under your settings: cpu-short, or a .yaml file.",
                                          show_default="none: the plain defaults"),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run directory; other options "
-                                          "then change only where it computes (data root, device, threads, executor; kept in its config.yaml)."),
+                                          "then change only where it computes (data root, device, threads; kept "
+                                          "in its config.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
 ) -> None:
     """Train a zoo network or a searched architecture; writes a run directory.
@@ -270,7 +271,8 @@ def demo(
 def compare(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (see docs/compare.md)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the comparison in this run directory; --set then "
-                                          "changes only where it computes (data root, device, threads, executor; kept in its config.yaml)."),
+                                          "changes only where it computes (data root, device, threads, executor; "
+                                          "kept in its config.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."),
     status: Optional[Path] = typer.Option(None, help="Only show where the comparison in this run directory stands "
                                                      "(every job's state and scores, hours left; safe while it runs)."),
@@ -464,7 +466,8 @@ def _search_command(method: str) -> Callable[..., None]:
                for name, (paths, kind, text) in flags.items()]
     params += [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                  default=typer.Option(None, help="Continue the search in this run directory; "
-                                                      "other options then change only where it computes (data root, device, threads, executor; kept in its config.yaml).")),
+                                                      "other options then change only where it computes (data root, "
+                                                      "device, threads, executor; kept in its config.yaml).")),
                inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
                                  default=typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."))]
 

@@ -117,7 +117,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     cfg = train_config(item, arch_path, folder)
     if not arch_path.is_file():
         save_arch(arch_path, space, arch)
-    result = train_job(cfg, resume=resumable_training(folder, cfg), device=cfg.device)  # a killed item may resume elsewhere
+    result = train_job(cfg, resume=resumable_training(folder, cfg))  # a killed item may resume elsewhere
 
     data = s["data"]
     size = s.get("size") or data.get("crop_size") or data.get("base_size")

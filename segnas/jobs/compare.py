@@ -213,7 +213,7 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.model_validate(item["config"])
     seed = cfg.seed
     try:
-        result = train_job(cfg, resume=resumable_training(cfg.out_dir, cfg), device=cfg.device)
+        result = train_job(cfg, resume=resumable_training(cfg.out_dir, cfg))  # continued where cfg computes
         threads = cfg.threads or torch.get_num_threads()  # the CPU clock counts CPU time / threads
         on_gpu = resolve_device(cfg.device).type == "cuda"
         final = result.final

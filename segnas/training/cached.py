@@ -59,12 +59,11 @@ def _exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Callable[[str], None] | None = None,
-                 device: str | None = None) -> Path:
+def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Callable[[str], None] | None = None) -> Path:
     """The final checkpoint (``best.pt``: the last evaluation's weights) of training ``cfg`` in
     ``folder``: the finished one recorded there, else trained now (the newest killed run there
     continued). ``what`` names it in messages. Processes asking for the same folder at once wait
-    for the one that trains it."""
+    for the one that trains it. A killed run continues on ``cfg``'s device."""
     echo = echo or (lambda m: None)
     folder = Path(folder)
     with _exclusive(folder):
@@ -77,7 +76,7 @@ def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Callable
         runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file())
         echo(f"{what}: training it once into {folder}" + (" (continuing a killed run)" if runs else ""))
         result = train_job(cfg.model_copy(update={"out_dir": str(folder)}), resume=runs[-1] if runs else None,
-                           echo=echo, device=device)
+                           echo=echo)
         checkpoint = Path(result.run_dir) / "checkpoints" / "best.pt"
         atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": training_key(cfg),
                                             "final": {k: v for k, v in result.final.items() if k != "val_iou"},
@@ -144,7 +143,7 @@ def resumable_training(folder: str | Path, cfg: TrainConfig, job: str | None = N
 TEACHER_FIELDS = ("teacher", "teacher_model", "teacher_steps", "kd_weight", "kd_temperature")
 
 
-def with_teacher(cfg: TrainConfig, echo: Callable[[str], None] | None = None, device: str | None = None) -> TrainConfig:
+def with_teacher(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> TrainConfig:
     """``cfg`` distilling the checkpoint of its ``loss.teacher_model``, trained once
     (``teacher_training``) and cached in segnas's cache folder: ``loss.teacher`` set to it and
     ``teacher_model`` cleared (a resumed run reads the checkpoint); ``cfg`` itself without one."""
@@ -156,5 +155,5 @@ def with_teacher(cfg: TrainConfig, echo: Callable[[str], None] | None = None, de
     if not name.endswith(".json") and name not in MODELS:
         raise SegnasError(f"loss.teacher_model: unknown network {name!r} (a zoo name: {', '.join(sorted(MODELS))}; "
                           "or an arch file)")
-    checkpoint = trained_once(teacher_training(cfg), teacher_folder(cfg), f"loss.teacher_model {name}", echo, device)
+    checkpoint = trained_once(teacher_training(cfg), teacher_folder(cfg), f"loss.teacher_model {name}", echo)
     return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"teacher": str(checkpoint), "teacher_model": None})})

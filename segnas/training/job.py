@@ -53,17 +53,15 @@ def check_classes(cfg: TrainConfig, names: Sequence[str], where: str = "") -> No
 
 
 def train_job(cfg: TrainConfig, resume: str | Path | None = None,
-              echo: Callable[[str], None] | None = None, device: str | None = None,
+              echo: Callable[[str], None] | None = None,
               changes: Mapping[str, Any] | None = None) -> TrainResult:
     """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
 
     When resuming, the run's own config.yaml is authoritative, except for the settings of where it
-    computes (``training.start.RESUMABLE``) that ``cfg`` holds or ``changes`` give (``start_job``),
-    and ``device``: where the run continues, when given (config.yaml kept as it is).
+    computes (``training.start.RESUMABLE``: device, data.root, threads, ...) that ``cfg`` holds or
+    ``changes`` give (``start_job``): a run may move between a GPU and the CPU.
     """
     cfg, run = start_job(TrainConfig, cfg, resume, "training", changes)
-    if resume is not None and device is not None:
-        cfg = cfg.model_copy(update={"device": device})
 
     # Everything that can fail on user input is built before a new run directory is created.
     check_placement(cfg)
@@ -80,7 +78,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     if teacher_model:  # after every check of the student's own settings
         from segnas.training.cached import with_teacher  # it trains through this module
 
-        cfg = with_teacher(cfg, echo, device)
+        cfg = with_teacher(cfg, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
     if teacher_model and run.main:

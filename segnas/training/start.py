@@ -112,10 +112,13 @@ def open_run(cfg, run: RunDir | None) -> RunDir:
     """The run directory: the resumed one, or a new one holding the settings. Call it only once
     everything that can fail on user input has been built, so no empty run is left behind."""
     if run is not None:
-        changed = run.changed_settings
-        if changed is not None and saved_form(changed) != read_yaml(run.path / "config.yaml"):
-            save_config(changed, run.path / "config.yaml")
-            run.log(f"resumed with {', '.join(f'{k}={v}' for k, v in resumable_values(saved_form(changed)).items())}")
+        path = run.path / "config.yaml"
+        now = saved_form(run.changed_settings) if run.changed_settings is not None else None
+        before = read_yaml(path)
+        if now is not None and now != before:
+            save_config(run.changed_settings, path)
+            moved = {k: v for k, v in resumable_values(now).items() if resumable_values(before).get(k) != v}
+            run.log(f"resumed with {', '.join(f'{k}={v}' for k, v in moved.items()) or 'its settings rewritten'}")
         return run
     run = RunDir.create(cfg.out_dir, cfg.job)
     save_config(cfg, run.path / "config.yaml")

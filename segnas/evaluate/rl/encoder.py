@@ -84,4 +84,4 @@ def pretrained_encoder(data: DataConfig, encoder: str, width: float, settings: E
         return None
     cfg = pretrain_config(data, encoder, width, settings, Path("."), device, threads, progress)
     folder = Path(root) if root is not None else cache_dir() / "encoders" / f"{encoder}-{training_key(cfg)}"
-    return trained_once(cfg, folder, f"encoder {encoder} (width {width}, {settings.steps} steps)", echo, device)
+    return trained_once(cfg, folder, f"encoder {encoder} (width {width}, {settings.steps} steps)", echo)
