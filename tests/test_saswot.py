@@ -109,6 +109,30 @@ def test_groundtruth_runner_is_executor_independent_and_resumes(tmp_path, cache)
     assert {r["key"] for r in records} == {item_key(make_item(TINY, a, tiny_settings(tmp_path))) for a in archs}
 
 
+def test_a_network_whose_training_diverges_is_recorded_and_the_ground_truth_goes_on(tmp_path, cache, monkeypatch):
+    """A diverged training is a ground-truth record with val_miou None and its reason; the other
+    networks train, a resume trains none again, and readers of the file leave it out."""
+    import segnas.evaluate.short_train as short_train
+    from segnas.errors import TrainingDiverged
+
+    archs = sample_archs(TINY, 2, seed=3)
+    real = short_train.train_job
+
+    def train_job(cfg, **kw):
+        if Path(cfg.out_dir).name.endswith(item_key(make_item(TINY, archs[0], tiny_settings(tmp_path / "runs")))):
+            raise TrainingDiverged("optim.lr: the loss became nan at step 1")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(short_train, "train_job", train_job)
+    path = tmp_path / "gt.jsonl"
+    first, second = run_groundtruth(TINY, archs, tiny_settings(tmp_path / "runs"), results_path=path)
+    assert first["val_miou"] is None and "nan at step 1" in first["diverged"] and first["space"] == TINY.name
+    assert TINY.arch_from_dict(first["arch"]) == archs[0] and 0.0 <= second["val_miou"] <= 1.0
+    monkeypatch.setattr(short_train, "train_job", lambda *a, **k: pytest.fail("a recorded network trained again"))
+    assert run_groundtruth(TINY, archs, tiny_settings(tmp_path / "runs"), results_path=path) == [first, second]
+    assert [arch_key(r["arch"]) for r in load_groundtruth_runs(path)] == [arch_key(archs[1])]
+
+
 def test_groundtruth_records_do_not_depend_on_finishing_order(tmp_path):
     rows = [{"key": k, "result": {"space": TINY.name, "arch": a.to_dict(), "val_miou": m}}
             for k, a, m in zip(("b", "a", "c"), sample_archs(TINY, 3, seed=0), (0.2, 0.1, 0.3))]

@@ -170,7 +170,7 @@ def test_a_finalist_whose_short_training_diverges_loses_and_the_search_goes_on(n
             raise TrainingDiverged("optim.lr: the loss became nan at step 7")
         return {"val_miou": params(SMALL.arch_from_dict(item["arch"])) / 1e6, "steps": 1}
 
-    monkeypatch.setattr(short_train, "make_item", lambda space, arch, settings: {"arch": arch})
+    monkeypatch.setattr(short_train, "make_item", lambda space, arch, settings: {"space": "multires", "arch": arch})
     monkeypatch.setattr(short_train, "evaluate_arch", evaluate_arch)
     trainer = short_train.TrainEvaluator("multires", {})
     trained = search(nsga2={"train_top": 3}, trainer=trainer)
@@ -320,7 +320,7 @@ def test_a_search_none_of_whose_candidates_trains_is_refused_naming_the_recipe(m
     from segnas.search.asktell import AskTellLoop
     from segnas.search.strategies.random import RandomSearch, RandomSettings
 
-    monkeypatch.setattr(short_train, "make_item", lambda space, arch, settings: {"arch": arch})
+    monkeypatch.setattr(short_train, "make_item", lambda space, arch, settings: {"space": "multires", "arch": arch})
     monkeypatch.setattr(short_train, "evaluate_arch", lambda item: (_ for _ in ()).throw(
         TrainingDiverged("optim.lr: the loss became nan at step 3")))
     search = RandomSearch()

@@ -218,7 +218,17 @@ def main() -> None:
                                               executor=args.executor, ray_address=args.ray_address,
                                               resources=resources, workers=args.workers, progress=True)))
 
-    subset = spread_subset(short, args.longer_subset) if args.longer_subset > 0 else []
+    # a network whose training diverged under the recipe (in any run) has no place in the rankings
+    trained = [i for i, r in enumerate(short) if r["val_miou"] is not None
+               and all(rep[i]["val_miou"] is not None for _, rep in repeats)]
+    diverged = [i for i in range(len(short)) if i not in set(trained)]
+    if diverged:
+        print(f"{len(diverged)} networks diverged under the recipe and are left out: indices {diverged}")
+    if len(trained) < 2:
+        raise SystemExit(f"{short_path}: {len(trained)} of {len(short)} networks trained without diverging; "
+                         "change --train (e.g. a lower optim.lr)")
+    subset = ([trained[j] for j in spread_subset([short[i] for i in trained], args.longer_subset)]
+              if args.longer_subset > 0 else [])
     long = []
     if subset:
         print(f"retraining {len(subset)} of them for {longer} {unit} -> {long_path}")
@@ -227,8 +237,8 @@ def main() -> None:
                                ray_address=args.ray_address, resources=resources, workers=args.workers,
                                progress=True)
 
-    miou = [r["val_miou"] for r in short]
-    runs = [miou] + [[r["val_miou"] for r in rep] for _, rep in repeats]
+    miou = [short[i]["val_miou"] for i in trained]
+    runs = [miou] + [[rep[i]["val_miou"] for i in trained] for _, rep in repeats]
     mean_miou = np.mean(runs, axis=0).tolist()
     # how well one training run ranks like another: the ground truth's own noise
     seed_vs_seed = [{**rank_correlations(runs[i], runs[j]), "seeds": [args.seed + i, args.seed + j]}
@@ -236,9 +246,11 @@ def main() -> None:
     seed_tau = float(np.mean([c["kendall_tau"] for c in seed_vs_seed])) if seed_vs_seed else float("nan")
     precisions = {r["bf16"] for r in short if "bf16" in r}
     # networks trained elsewhere under --no-latency have no latency until a run here fills it in
-    known = [(m, lat) for m, lat in zip(miou, lats) if lat is not None]
-    corr_budget = (rank_correlations([short[i]["val_miou"] for i in subset], [r["val_miou"] for r in long])
-                   if len(subset) > 1 else None)
+    known = [(m, lats[i]) for m, i in zip(miou, trained) if lats[i] is not None]
+    both = [(i, j) for j, (i, r) in enumerate(zip(subset, long)) if r["val_miou"] is not None]
+    corr_budget = (rank_correlations([short[i]["val_miou"] for i, _ in both], [long[j]["val_miou"] for _, j in both])
+                   if len(both) > 1 else None)
+    mean_by_index = dict(zip(trained, mean_miou))
     out = {
         "space": space.name, "space_settings": {"layers": args.layers, "base_width": args.base_width}
         if space.name == "multires" else {},
@@ -248,7 +260,7 @@ def main() -> None:
                        "clock": "cpu (process CPU time / training threads)"}), "threads": threads,
                    "recipe": training_recipe(train), "bf16_used": precisions.pop() if len(precisions) == 1 else None},
         "latency": {"size": list(lat_size), "backend": args.backend, "threads": table.threads},
-        "n": len(short), "files": {"short": str(short_path), "long": str(long_path) if subset else None,
+        "n": len(short), "diverged": diverged, "files": {"short": str(short_path), "long": str(long_path) if subset else None,
                                  "repeats": [str(p) for p, _ in repeats]},
         # where each file's networks trained (records older than the field trained on the CPU)
         "devices": {name: sorted({r.get("device", "cpu") for r in recs}) for name, recs in
@@ -258,14 +270,16 @@ def main() -> None:
         "latency_ms_range": [min(lat for _, lat in known), max(lat for _, lat in known)] if known else None,
         "short_vs_long": corr_budget,
         "seed_vs_seed": seed_vs_seed,
-        "mean_of_seeds_vs_long": rank_correlations([mean_miou[i] for i in subset], [r["val_miou"] for r in long])
-        if repeats and len(subset) > 1 else None,
+        "mean_of_seeds_vs_long": rank_correlations([mean_by_index[i] for i, _ in both],
+                                                   [long[j]["val_miou"] for _, j in both])
+        if repeats and len(both) > 1 else None,
         "noise_ceiling_tau": ({"single_run": noise_ceiling_tau(seed_tau, 1),
                                f"mean_of_{len(runs)}_runs": noise_ceiling_tau(seed_tau, len(runs))}
                               if repeats else None),
         "miou_vs_latency": rank_correlations(*zip(*known)) if len(known) > 1 else None,
-        "miou_vs_params": rank_correlations(miou, [r["params"] for r in short]),
-        "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4), "long_miou": round(r["val_miou"], 4),
+        "miou_vs_params": rank_correlations(miou, [short[i]["params"] for i in trained]),
+        "subset": [{"index": i, "short_miou": round(short[i]["val_miou"], 4),
+                    "long_miou": round(r["val_miou"], 4) if r["val_miou"] is not None else None,
                     "latency_ms": round(lats[i], 2) if lats[i] is not None else None}
                    for i, r in zip(subset, long)],
     }

@@ -78,7 +78,7 @@ def gt_steps_files(args: argparse.Namespace) -> list[str]:
 
 def groundtruth_placement(records: list[dict], target_ms: float, winner_miou: float) -> dict:
     """Where the winner's short-budget mIoU falls among ground-truth networks that meet the target."""
-    feasible = sorted(r["val_miou"] for r in records if r["latency_ms"] <= target_ms)
+    feasible = sorted(r["val_miou"] for r in records if r["val_miou"] is not None and r["latency_ms"] <= target_ms)
     if not feasible:
         return {"feasible_networks": 0}
     return {"feasible_networks": len(feasible), "feasible_median_miou": float(np.median(feasible)),

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segnas.errors import SegnasError
-from segnas.evaluate.short_train import evaluate_arch, item_key, make_item
+from segnas.evaluate.short_train import evaluate_or_diverged, item_key, make_item
 from segnas.parallel import TaskResources, run_all
 from segnas.spaces.base import arch_key, resolve_space
 
@@ -41,8 +41,9 @@ def run_groundtruth(space: Any, archs: Sequence[Any], settings: dict[str, Any], 
                     resources: TaskResources | None = None) -> list[dict[str, Any]]:
     """``evaluate_arch`` of every architecture through ``segnas.parallel.run_all`` (resumable via
     ``results_path``; on Ray: the cluster at ``ray_address``, each item reserving ``resources``);
-    results in input order."""
+    results in input order. A network whose training diverges is recorded with ``val_miou`` None and
+    the reason in ``diverged`` (``evaluate_or_diverged``); the others go on."""
     items = [make_item(space, a, settings) for a in archs]
-    return run_all(evaluate_arch, items, executor=executor, workers=workers, results_path=results_path,
+    return run_all(evaluate_or_diverged, items, executor=executor, workers=workers, results_path=results_path,
                    key=item_key, progress=progress, threads_per_worker=threads_per_worker,
                    ray_address=ray_address, resources=resources)

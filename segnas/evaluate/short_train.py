@@ -155,6 +155,17 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def evaluate_or_diverged(item: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_arch``'s record, or for a network whose training diverged under the item's recipe
+    ``{"space", "arch", "val_miou": None, "diverged": reason}``: a ground truth or a search records it
+    as not trainable and goes on (a resumed run does not train it again)."""
+    try:
+        return evaluate_arch(item)
+    except TrainingDiverged as exc:
+        return {"space": item["space"], "arch": item["arch"], "val_miou": None,
+                "diverged": str(exc)}
+
+
 
 class TrainEvaluator(Evaluator):
     """Scores an architecture by ``evaluate_arch``: a short training from scratch under ``settings``
@@ -166,8 +177,5 @@ class TrainEvaluator(Evaluator):
         self.settings = dict(settings)
 
     def evaluate(self, arch: dict[str, Any]) -> dict[str, Any]:
-        try:
-            record = evaluate_arch(make_item(self.space, arch, self.settings))
-        except TrainingDiverged as exc:  # a candidate that does not train under the recipe: it failed
-            return {"score": None, "val_miou": None, "diverged": str(exc)}
-        return {"score": record["val_miou"], **record}
+        record = evaluate_or_diverged(make_item(self.space, arch, self.settings))
+        return {"score": record["val_miou"], **record}  # a diverged candidate failed: score None
