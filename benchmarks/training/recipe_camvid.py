@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "label_smoothing": {"loss": {"label_smoothing": 0.1}},
     "focus_crops": {"data": {"focus_classes": RARE, "focus_prob": 0.5}},
     "blur_noise": {"data": {"blur_prob": 0.3, "noise_std": 0.03}},
+    "strong_jitter": {"data": {"jitter": 0.5}},  # brightness, contrast, saturation ±50% (current ±30%)
     "wider_scale": {"data": {"scale": [0.5, 2.0]}},
     "cosine": {"optim": {"schedule": "cosine"}},
     "no_ohem": {"loss": {"kind": "ce"}},

@@ -424,7 +424,7 @@ SEARCH_OPTIONS: dict[str, tuple[tuple[str, ...], type, str]] = {
     "target-ms": (("latency.target_ms",), float, "Latency target of the found network (ms)."),
     "target-fps": (("latency.target_fps",), float, "...or as frames per second."),
     "backend": (("latency.backend",), str, "Runtime latency is measured and predicted on."),
-    "threads": (("threads",), int, "Threads for training and latency."),
+    "threads": (("threads",), int, "Threads for training and latency (default: all cores available)."),
     "minutes": (("minutes",), float, "Search budget in minutes (wall clock; > 0, 0 is refused; default: no limit)."),
     "final-steps": (("final.steps",), int, "Train the found network for this many optimizer steps afterwards "
                                            "(default: 100 epochs; --set final.epochs=0: no training)."),
