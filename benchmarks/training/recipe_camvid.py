@@ -25,6 +25,8 @@ run records its device): a screen of every variant fits a lent GPU machine's sho
 Saves ``<results-dir>/recipe_camvid_steps<N>.json``: per network and variant the runs, val and
 cross-sequence mIoU mean ± std, per-class IoU of both; prints the ablation table. Every training
 continues (or reads back) the newest run of its job: a killed benchmark loses no finished training.
+The finished trainings' records go to ``--data-dir`` (``benchmarks/training/data``, committed), so a
+screen cut short continues on the next machine from what it finished.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ def main() -> None:
     ap.add_argument("--found", default=None, help="arch file of the searched network (default: GAS's)")
     ap.add_argument("--models", default="fast_scnn,found", help="zoo names, 'found', or arch files")
     ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"),
+                    help="where the finished trainings' records go (committed: a screen continues on another machine)")
     ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--device", default="cpu", help="cpu, or cuda: where the networks train")
     ap.add_argument("--workers", type=int, default=1, help="trainings at once (a process each; 1 on a 2-core CPU)")
@@ -146,7 +150,7 @@ def main() -> None:
     runs = run_all(train_item, items, executor="process" if args.workers > 1 else "inline", workers=args.workers,
                    threads_per_worker=None if args.device != "cpu" else max(1, (os.cpu_count() or 2) // args.workers),
                    progress=not args.smoke,
-                   results_path=Path(args.out_dir) / f"{name}_trainings.jsonl",
+                   results_path=Path(args.out_dir if args.smoke else args.data_dir) / f"{name}_trainings.jsonl",
                    key=lambda it: f"{it['model']}|{it['variant']}|{json.dumps(it['recipe'], sort_keys=True)}|"
                                   f"{it['seed']}|{it['steps']}|{it['holdout']}|{it['smoke']}")
     rows = [row(model, variant, seeds_summary([r for it, r in zip(items, runs)
