@@ -939,7 +939,9 @@ def recipe_ablation(r: dict) -> list[str]:
 
     def pm(row: dict, key: str) -> str:
         mean = row.get(f"{key}_mean")
-        return "–" if mean is None else f"{100 * mean:.1f} ± {100 * row[f'{key}_std']:.1f}"
+        if mean is None:
+            return "–"
+        return f"{100 * mean:.1f}" + (f" ± {100 * row[f'{key}_std']:.1f}" if r["seeds"] >= 2 else "")  # one run: no spread
 
     for model in dict.fromkeys(row["model"] for row in r["rows"]):
         rows = [row for row in r["rows"] if row["model"] == model]
