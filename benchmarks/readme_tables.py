@@ -38,7 +38,9 @@ METHOD_DOCS = ROOT / "docs" / "methods"
 #: The order of the README's methods table; pages not listed here follow in name order.
 METHOD_ORDER = ("fasterseg", "ssr", "gas", "rl", "saswot", "random", "supernet", "mobile")
 #: The quick start on the user's own data: every method with the same data options.
-USER_DATA = "--data folder --data-root my_data --size 360x480 --target-ms 25 --minutes 60 --final-steps 2700"
+SEARCH_MINUTES, FINAL_STEPS = 60, 2700
+USER_DATA = (f"--data folder --data-root my_data --size 360x480 --target-ms 25 --minutes {SEARCH_MINUTES} "
+             f"--final-steps {FINAL_STEPS}")
 #: Pages of a space rather than a method: the search its page recommends there, on the user's data.
 SPACE_COMMANDS = {"mobile": f"segnas search saswot --space mobile {USER_DATA} --proxy nwot"}
 
@@ -923,8 +925,9 @@ def fusions(r: dict) -> list[str]:
                     + machine_line(r), ""]
 
 
-#: Issue 33's goal for a new recipe: this many cross-sequence mIoU points over the current one.
-RECIPE_GOAL_POINTS = 5.0
+#: Issue 33's goal for a new recipe: this many cross-sequence mIoU points over the current one, at
+#: this many steps (60 CPU-minutes of Fast-SCNN) and seeds.
+RECIPE_GOAL_POINTS, RECIPE_GOAL_STEPS, RECIPE_GOAL_SEEDS = 5.0, 2700, 2
 
 
 def recipe_ablation(r: dict) -> list[str]:
@@ -932,7 +935,7 @@ def recipe_ablation(r: dict) -> list[str]:
     mIoU, its change in cross-sequence mIoU against the current recipe, and the rare classes'
     cross-sequence IoU."""
     held, rare = r["holdout"], r.get("rare_classes", [])
-    full = r["steps"] >= 2700 and r["seeds"] >= 2
+    full = r["steps"] >= RECIPE_GOAL_STEPS and r["seeds"] >= RECIPE_GOAL_SEEDS
     lines = [f"### The final-training recipe, one change at a time: {r['steps']} steps, {r['seeds']} seed(s)", "",
              f"| network | variant | val mIoU | cross-sequence ({held}) mIoU | Δ cross-sequence |"
              + "".join(f" {c} |" for c in rare), "|---|---|---|---|---|" + "---|" * len(rare)]
@@ -968,8 +971,8 @@ def recipe_ablation(r: dict) -> list[str]:
               f"split without sequence {held}, which is then scored (the cross-sequence mIoU: streets no network saw; "
               f"val shares its street with training images); devices: {', '.join(r['devices'])}. Per-class columns: "
               f"cross-sequence IoU of the thin and rare classes."]
-    lines += ["", f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at 2700 steps, 2 seeds "
-                 "each" + ("." if full else f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): "
+    lines += ["", f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at "
+                 f"{RECIPE_GOAL_STEPS} steps, {RECIPE_GOAL_SEEDS} seeds each" + ("." if full else f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): "
                            "it picks the changes to run at that budget, it does not judge the goal.")]
     return lines + [""]
 
@@ -1624,17 +1627,17 @@ def methods_block() -> list[str]:
         if cmd:  # the page's example, on the user's data
             cmd = re.sub(r"--data \S+ --data-root \S+", "--data folder --data-root my_data", cmd)
             lines.append(f"| {first_heading(page)} | `{cmd}` | [{page.stem}](docs/methods/{page.name}) |")
-    return lines + ["", "Each searches for at most 60 minutes (`--minutes`; a one-shot method ends the epoch it is in) "
-                        "and trains its network for 2700 optimizer steps (`--final-steps`). FasterSeg, SSR and GAS "
+    return lines + ["", f"Each searches for at most {SEARCH_MINUTES} minutes (`--minutes`; a one-shot method ends the "
+                        f"epoch it is in) and trains its network for {FINAL_STEPS} optimizer steps (`--final-steps`). "
+                        "FasterSeg, SSR and GAS "
                         "default to their papers' sizes, far too large for a CPU: "
                         "[getting started](docs/getting-started.md) gives CPU-sized settings."]
 
 
 def headline_block(studies: dict[str, Study]) -> list[str]:
-    """The README's results: the networks given equal optimizer steps (where any are), then the
-    CPU-time same-budget networks of the CPU with the most of them."""
-    rows = same_budget_rows(studies)
-    steps = same_steps(studies, link="benchmarks/{study}/README.md")
+    """The README's results: the newest ``segnas compare`` table where there is one (the method
+    studies' own equal-steps tables, trained and timed apart, stay on their pages); else the networks
+    given equal optimizer steps, then the CPU-time same-budget networks of the CPU with the most of them."""
     compare = studies.get("compare")
     compared = compare.results() if compare is not None else {}
     if compared:  # the comparison supersedes the CPU-time table
@@ -1642,9 +1645,10 @@ def headline_block(studies: dict[str, Study]) -> list[str]:
         lines = ["Every method for one latency target, one training recipe, budget and seeds, every network timed "
                  "in one session (`segnas compare`, [compare study](benchmarks/compare/README.md)):", ""]
         lines += compare_table(newest)
-        # the method studies' own equal-steps tables were trained and timed apart: their pages keep them
         return lines + ["Every study, with every result and how it was produced: "
                         "[benchmarks/README.md](benchmarks/README.md)."]
+    rows = same_budget_rows(studies)
+    steps = same_steps(studies, link="benchmarks/{study}/README.md")
     if not rows and not steps:
         return ["No results yet."]
     lines = []

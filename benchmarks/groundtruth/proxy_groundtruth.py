@@ -221,7 +221,7 @@ def main() -> None:
     # a network whose training diverged under the recipe (in any run) has no place in the rankings
     trained = [i for i, r in enumerate(short) if r["val_miou"] is not None
                and all(rep[i]["val_miou"] is not None for _, rep in repeats)]
-    diverged = [i for i in range(len(short)) if i not in set(trained)]
+    diverged = sorted(set(range(len(short))) - set(trained))
     if diverged:
         print(f"{len(diverged)} networks diverged under the recipe and are left out: indices {diverged}")
     if len(trained) < 2:

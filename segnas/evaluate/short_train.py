@@ -162,9 +162,7 @@ def evaluate_or_diverged(item: dict[str, Any]) -> dict[str, Any]:
     try:
         return evaluate_arch(item)
     except TrainingDiverged as exc:
-        return {"space": item["space"], "arch": item["arch"], "val_miou": None,
-                "diverged": str(exc)}
-
+        return {"space": item["space"], "arch": item["arch"], "val_miou": None, "diverged": str(exc)}
 
 
 class TrainEvaluator(Evaluator):

@@ -117,7 +117,8 @@ def open_run(cfg, run: RunDir | None) -> RunDir:
         before = read_yaml(path)
         if now is not None and now != before:
             save_config(run.changed_settings, path)
-            moved = {k: v for k, v in resumable_values(now).items() if resumable_values(before).get(k) != v}
+            old = resumable_values(before)
+            moved = {k: v for k, v in resumable_values(now).items() if old.get(k) != v}
             run.log(f"resumed with {', '.join(f'{k}={v}' for k, v in moved.items()) or 'its settings rewritten'}")
         return run
     run = RunDir.create(cfg.out_dir, cfg.job)
