@@ -40,9 +40,13 @@ def networks(result: dict) -> Iterator[tuple[str, Any]]:
     if isinstance(result.get("winner"), dict):  # SasWOT: the winner of the result's space
         space = result["space"]["name"] if isinstance(result["space"], dict) else result["space"]
         yield "winner", {"space": space, "arch": result["winner"]}
-    for row in result.get("rows") or []:  # segnas compare: every network of its table
-        if isinstance(row, dict) and reports_training(row):
+    for row in result.get("rows") or []:
+        if not (isinstance(row, dict) and reports_training(row)):
+            continue
+        if "name" in row:  # segnas compare: every network of its table
             yield row["name"], row["name"] if row.get("kind") == "zoo" else row.get("arch")
+        else:  # a recipe screen: one zoo network per row, trained under one recipe variant
+            yield f"{row['model']}/{row.get('variant')}", row["model"]
     runs = result.get("runs") or {}
     for name, run in runs.items() if isinstance(runs, dict) else ():  # GAS, SSR: one derived network per run
         if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):
