@@ -964,7 +964,7 @@ def recipe_ablation(r: dict) -> list[str]:
         return json.dumps({**change, "loss": {**change["loss"], "teacher": Path(teacher).name}} if teacher else change,
                           sort_keys=True)
 
-    variants = ", ".join(f"`{v}` {shown(change)}" for v, change in r["variants"].items() if change)
+    variants = ", ".join(f"`{v}` {shown(change)}" for v, change in r["variants"].items() if change and "+" not in v)
     lines += ["", f"Each variant is the `cpu-short` recipe with one change, or the changes its name joins with `+` "
               f"({variants}), trained from scratch for "
               f"{r['steps']} optimizer steps at batch {r['batch_size']} in {r['precision']} on CamVid's training "
