@@ -971,10 +971,27 @@ def recipe_ablation(r: dict) -> list[str]:
               f"split without sequence {held}, which is then scored (the cross-sequence mIoU: streets no network saw; "
               f"val shares its street with training images); devices: {', '.join(r['devices'])}. Per-class columns: "
               f"cross-sequence IoU of the thin and rare classes."]
-    lines += ["", f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at "
-                 f"{RECIPE_GOAL_STEPS} steps, {RECIPE_GOAL_SEEDS} seeds each" + ("." if full else f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): "
-                           "it picks the changes to run at that budget, it does not judge the goal.")]
-    return lines + [""]
+    goal = (f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at {RECIPE_GOAL_STEPS} "
+            f"steps, {RECIPE_GOAL_SEEDS} seeds each")
+    if not full:
+        goal += (f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): it picks the changes to run "
+                 "at that budget, it does not judge the goal.")
+    else:
+        goal += ": " + "; ".join(recipe_verdict(r, model) for model in dict.fromkeys(row["model"] for row in r["rows"])) + "."
+    return lines + ["", goal, ""]
+
+
+def recipe_verdict(r: dict, model: str) -> str:
+    """Whether ``model``'s best variant meets the recipe goal against its current recipe."""
+    rows = [row for row in r["rows"] if row["model"] == model and row.get("holdout_miou_mean") is not None]
+    base = next((row for row in rows if row["variant"] == "current"), None)
+    others = [row for row in rows if row is not base]
+    label = Path(model).parent.name if model.endswith(".json") else model
+    if base is None or not others:
+        return f"{label}: no variant to judge against the current recipe"
+    best = max(others, key=lambda row: row["holdout_miou_mean"])
+    gain = 100 * (best["holdout_miou_mean"] - base["holdout_miou_mean"])
+    return f"{label} {'met' if gain >= RECIPE_GOAL_POINTS else 'not met'} (best: {best['variant']}, {gain:+.1f})"
 
 
 def page_training(study: Study, studies: dict[str, Study]) -> list[str]:

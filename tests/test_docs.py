@@ -232,7 +232,7 @@ def test_mobile_study_judges_the_goal_against_fast_scnn() -> None:
 
 def test_recipe_screen_table_compares_each_variant_with_the_current_recipe() -> None:
     """The recipe ablation: variants ranked by cross-sequence mIoU, each one's change against the
-    current recipe's, the rare classes' IoU; a pass below 2700 steps x 2 seeds is called a screen."""
+    current recipe's, the rare classes' IoU; a pass below 2700 steps x 2 seeds is called a screen, a full one judges the goal."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import readme_tables
 
@@ -253,4 +253,8 @@ def test_recipe_screen_table_compares_each_variant_with_the_current_recipe() -> 
                                          row("cosine", 0.53, 0.05)]}
     assert "| fast_scnn | cosine | 60.0 ± 0.0 | 53.0 ± 1.0 | – | 5.0 | – |" in readme_tables.recipe_ablation(no_base)
     assert "this is a screening pass (800 steps, 1 seed(s))" in lines[-2]
-    assert "screening" not in readme_tables.recipe_ablation({**r, "steps": 2700, "seeds": 2})[-2]
+    full = readme_tables.recipe_ablation({**r, "steps": 2700, "seeds": 2})[-2]
+    assert "screening" not in full and full.endswith(": fast_scnn not met (best: cosine, +3.0).")
+    met = {**r, "steps": 2700, "seeds": 2, "rows": [row("current", 0.50, 0.01), row("cosine", 0.56, 0.05)]}
+    assert readme_tables.recipe_ablation(met)[-2].endswith(": fast_scnn met (best: cosine, +6.0).")
+    assert "no variant to judge" in readme_tables.recipe_ablation({**met, "rows": [row("cosine", 0.56, 0.05)]})[-2]
