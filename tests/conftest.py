@@ -64,4 +64,26 @@ def _no_latency_calibration(request, monkeypatch):
     (seconds to minutes): tests skip that, except those marked ``calibration``. Tests that run a
     search in a subprocess set ``latency.calibration_networks: 0`` instead."""
     if request.node.get_closest_marker("calibration") is None:
-        monkeypatch.setattr(LatencyModel, "calibrate", lambda self, *args, **kwargs: None)
+        skip_latency_calibration(monkeypatch)
+
+
+def skip_latency_calibration(patch: pytest.MonkeyPatch) -> None:
+    """No latency calibration under ``patch`` (for module fixtures, which run before the function
+    fixtures of this file)."""
+    patch.setattr(LatencyModel, "calibrate", lambda self, *args, **kwargs: None)
+
+
+@pytest.fixture(autouse=True)
+def _quick_found_network_timing(monkeypatch):
+    """A search times its found network for seconds at its end (``segnas.jobs.search.time_found``):
+    tests time it in two short rounds (what they check is that it is timed and recorded). Searches in
+    a subprocess patch it themselves (``tests/_ddp_work.py``)."""
+    quick_found_network_timing(monkeypatch)
+
+
+def quick_found_network_timing(patch: pytest.MonkeyPatch) -> None:
+    """The found network timed in two short rounds under ``patch``."""
+    import segnas.jobs.search as search
+
+    quick = search.time_found
+    patch.setattr(search, "time_found", lambda *a, **k: quick(*a, **{**k, "min_runs": 2, "min_time_s": 0.0, "rounds": 2}))

@@ -183,7 +183,8 @@ def test_proxy_score_and_saswot_search(tmp_path):
     result = run("search", "saswot", "--size", "32x48", "--target-ms", "1000", "--proxy", "params",
                  "--candidates", "6", "--backend", "eager", "--workers", "2", "--executor", "process",
                  "--set", "saswot.scoring.size=[32,48]", "--set", "saswot.scoring.images=2", "--set", "final.epochs=0",
-                 "--set", "progress=false", "--out-dir", tmp_path)
+                 "--set", "progress=false", "--set", "latency.table_min_runs=1", "--set", "latency.table_min_time_s=0",
+                 "--out-dir", tmp_path)
     assert result.exit_code == 0, result.output
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "arch.json").is_file() and (run_dir / "config.yaml").is_file()

@@ -51,13 +51,8 @@ def tiny(out: Path, **over) -> dict:
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
-    """One latency table and dataset-check cache for this file's tests, apart from the user's; the
-    search job's own timing of its found network kept short (the comparison times every network again)."""
-    import segnas.jobs.search as search
-
+    """One latency table and dataset-check cache for this file's tests, apart from the user's."""
     monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path_factory.getbasetemp() / "compare-cache"))
-    quick = search.time_found
-    monkeypatch.setattr(search, "time_found", lambda *a, **k: quick(*a, **{**k, "min_runs": 2, "min_time_s": 0}))
 
 
 def run_compare(cfg: dict) -> tuple[dict, list[str]]:

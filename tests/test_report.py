@@ -31,7 +31,7 @@ from segnas.spaces.base import save_arch
 from segnas.spaces.cells import CellsSpace
 from segnas.spaces.joint import JointSpace
 
-from conftest import tiny_config
+from conftest import quick_found_network_timing, skip_latency_calibration, tiny_config
 
 _spec = importlib.util.spec_from_file_location("make_search_pins",
                                                Path(__file__).parent / "data" / "make_search_pins.py")
@@ -49,9 +49,12 @@ IMG = re.compile(r'<img src="([^"]*)"')
 def runs(tmp_path_factory):
     """A tiny training run (a ``cells`` architecture), a tiny random search (``multires``, its found
     network trained 2 steps) and a hand-made comparison (a ``joint`` architecture and a zoo row),
-    with a FLOPs latency table: deterministic entries, nothing timed."""
+    with a FLOPs latency table: deterministic entries, nothing timed (a module fixture runs before the
+    function fixtures that keep the search's timing short: it does so itself)."""
     tmp = tmp_path_factory.mktemp("report")
-    with pins.deterministic_latency(tmp) as latency:
+    with pins.deterministic_latency(tmp) as latency, pytest.MonkeyPatch.context() as patch:
+        skip_latency_calibration(patch)
+        quick_found_network_timing(patch)
         arch_file = tmp / "cells_arch.json"
         save_arch(arch_file, CELLS, CELLS.sample(np.random.default_rng(0)))
         cfg = tiny_config(tmp, **{"model.name": None, "model.arch": str(arch_file), "model.options": {}, "epochs": 1})
