@@ -946,10 +946,12 @@ def recipe_ablation(r: dict) -> list[str]:
             return "–"
         return f"{100 * mean:.1f}" + (f" ± {100 * row[f'{key}_std']:.1f}" if r["seeds"] >= 2 else "")  # one run: no spread
 
+    verdicts = []
     for model in dict.fromkeys(row["model"] for row in r["rows"]):
         rows = [row for row in r["rows"] if row["model"] == model]
         base = next((row for row in rows if row["variant"] == "current"), None)
         label = Path(model).parent.name if model.endswith(".json") else model
+        verdicts.append(recipe_verdict(label, base, rows))
         for row in sorted(rows, key=lambda x: -(x.get("holdout_miou_mean") or 0.0)):
             delta = ("–" if base is None or row is base or row.get("holdout_miou_mean") is None
                      or base.get("holdout_miou_mean") is None else
@@ -977,17 +979,15 @@ def recipe_ablation(r: dict) -> list[str]:
         goal += (f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): it picks the changes to run "
                  "at that budget, it does not judge the goal.")
     else:
-        goal += ": " + "; ".join(recipe_verdict(r, model) for model in dict.fromkeys(row["model"] for row in r["rows"])) + "."
+        goal += ": " + "; ".join(verdicts) + "."
     return lines + ["", goal, ""]
 
 
-def recipe_verdict(r: dict, model: str) -> str:
-    """Whether ``model``'s best variant meets the recipe goal against its current recipe."""
-    rows = [row for row in r["rows"] if row["model"] == model and row.get("holdout_miou_mean") is not None]
-    base = next((row for row in rows if row["variant"] == "current"), None)
-    others = [row for row in rows if row is not base]
-    label = Path(model).parent.name if model.endswith(".json") else model
-    if base is None or not others:
+def recipe_verdict(label: str, base: dict | None, rows: list[dict]) -> str:
+    """Whether the best of one network's variant ``rows`` meets the recipe goal against ``base``,
+    its current recipe's row."""
+    others = [row for row in rows if row is not base and row.get("holdout_miou_mean") is not None]
+    if base is None or base.get("holdout_miou_mean") is None or not others:
         return f"{label}: no variant to judge against the current recipe"
     best = max(others, key=lambda row: row["holdout_miou_mean"])
     gain = 100 * (best["holdout_miou_mean"] - base["holdout_miou_mean"])

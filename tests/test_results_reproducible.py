@@ -45,8 +45,8 @@ def networks(result: dict) -> Iterator[tuple[str, Any]]:
             continue
         if "name" in row:  # segnas compare: every network of its table
             yield row["name"], row["name"] if row.get("kind") == "zoo" else row.get("arch")
-        else:  # a recipe screen: one zoo network per row, trained under one recipe variant
-            yield f"{row['model']}/{row.get('variant')}", row["model"]
+        else:  # a recipe screen: one network per row (a zoo name or a searched architecture) and variant
+            yield f"{row['model']}/{row.get('variant')}", row.get("arch") or row["model"]
     runs = result.get("runs") or {}
     for name, run in runs.items() if isinstance(runs, dict) else ():  # GAS, SSR: one derived network per run
         if isinstance(run, dict) and isinstance(run.get("arch"), dict) and reports_training(run):

@@ -105,9 +105,14 @@ def train_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def row(model: str, variant: str, trained: dict[str, Any]) -> dict[str, Any]:
+    """One network's result under one variant; a searched network (an arch file) carries its
+    architecture, so that the result names a network anyone can build."""
     runs = trained["training"]
     out = {"model": model, "variant": variant, **{k: v for k, v in trained.items() if k != "training"},
            "training": runs}
+    if model.endswith(".json"):
+        data = json.loads(Path(model).read_text())
+        out["arch"] = {"space": data["space"], "arch": data["arch"]}
     for key in ("val_per_class_iou", "holdout_per_class_iou"):  # a class absent from a split has no IoU (NaN)
         if all(key in r for r in runs):
             out[key] = {c: round(statistics.mean(v), 4) if (v := [r[key][c] for r in runs if math.isfinite(r[key][c])])
