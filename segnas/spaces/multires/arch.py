@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from segnas.errors import SegnasError
 from segnas.spaces.fields import ArchFields
 
 #: Cell operators, in the order of FasterSeg's ``PRIMITIVES`` (index = position in α).
@@ -23,6 +22,9 @@ CELL_OPS: tuple[str, ...] = ("skip", "conv", "conv_downup", "conv_2x", "conv_2x_
 DEFAULT_WIDTH_RATIOS: tuple[float, ...] = (4 / 12, 6 / 12, 8 / 12, 10 / 12, 1.0)
 #: The stem halves the resolution this many times: cells start at 1/8.
 STEM_LEVELS = 3
+#: The fields of one branch's mapping, each a list.
+BRANCH_FIELDS = ("scales", "ops", "widths")
+_CHECK = ArchFields("multires")
 #: Classifier heads use half as many middle channels above this input width (FasterSeg's ``Head``).
 HEAD_MID_LIMIT = 256
 #: Bilinear upsampling inside the network follows the official code (align_corners=True).
@@ -126,7 +128,7 @@ class MultiResArch:
 
     @classmethod
     def from_dict(cls, d: Any) -> MultiResArch:
-        ArchFields("multires").fields(
+        _CHECK.fields(
             d, "", {"layers", "num_scales", "base_width", "width_ratios", "stem_width", "head_width", "branches"},
             {"branches"})
         kwargs: dict[str, Any] = {}
@@ -142,15 +144,8 @@ class MultiResArch:
         branches = []
         for b, bd in enumerate(_list(d["branches"], "branches")):
             where = f"branches[{b}]"
-            if not isinstance(bd, dict):
-                raise SegnasError(f"multires arch field {where!r}: expected a mapping with scales, ops, widths")
-            extra = sorted(set(bd) - {"scales", "ops", "widths"})
-            if extra:
-                raise SegnasError(f"multires arch field {where}.{extra[0]!r}: unknown (expected scales, ops, widths)")
-            for key in ("scales", "ops", "widths"):
-                if key not in bd:
-                    raise SegnasError(f"multires arch field {where}.{key}: missing")
-            lists = {key: _list(bd[key], f"{where}.{key}") for key in ("scales", "ops", "widths")}
+            _CHECK.fields(bd, where, set(BRANCH_FIELDS), set(BRANCH_FIELDS))
+            lists = {key: _list(bd[key], f"{where}.{key}") for key in BRANCH_FIELDS}
             scales = tuple(_int(v, f"{where}.scales[{i}]") for i, v in enumerate(lists["scales"]))
             ops = tuple(_str(v, f"{where}.ops[{i}]") for i, v in enumerate(lists["ops"]))
             widths = tuple(_int(v, f"{where}.widths[{i}]") for i, v in enumerate(lists["widths"]))
@@ -160,32 +155,31 @@ class MultiResArch:
 
 def _list(v: Any, where: str) -> list:
     if not isinstance(v, (list, tuple)):
-        raise SegnasError(f"multires arch field {where!r}: expected a list, got {v!r}")
+        _CHECK.fail(where, f"expected a list, got {v!r}")
     return list(v)
 
 
 def _int(v: Any, where: str) -> int:
+    """An integer (numpy's too: a derived architecture's indices may be numpy integers)."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise SegnasError(f"multires arch field {where!r}: expected an integer, got {v!r}")
+        _CHECK.fail(where, f"expected an integer, got {v!r}")
     return int(v)
 
 
 def _float(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-        raise SegnasError(f"multires arch field {where!r}: expected a number, got {v!r}")
+        _CHECK.fail(where, f"expected a number, got {v!r}")
     return float(v)
 
 
 def _str(v: Any, where: str) -> str:
     if not isinstance(v, str):
-        raise SegnasError(f"multires arch field {where!r}: expected an operator name, got {v!r}")
+        _CHECK.fail(where, f"expected an operator name, got {v!r}")
     return v
 
 
 def _validate(a: MultiResArch) -> None:
-    def fail(where: str, msg: str) -> None:
-        raise SegnasError(f"multires arch field {where!r}: {msg}")
-
+    fail = _CHECK.fail
     if a.layers < 1:
         fail("layers", f"must be >= 1, got {a.layers}")
     if a.num_scales < 1:
