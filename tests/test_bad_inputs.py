@@ -181,7 +181,7 @@ CLI_CASES = [
     # found before the work, not part-way through it
     (["train"] + SYN + ["--set", "loss.class_weights=[1, 2]"], "loss.class_weights: 2 weights for the dataset's"),
     (["train"] + SYN + ["--set", "device=cuda:99"], "device: 'cuda:99'"),
-    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={data: {focus_classes: [nosuch]}}"],
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={data: {focus_classes: [nosuch], focus_prob: 0.5}}"],
      "final.overrides: data.focus_classes: 'nosuch'"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "device=cuda:99"], "device: 'cuda:99'"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "{tmp}/p.json"],

@@ -81,9 +81,23 @@ def test_focus_classes_by_name_and_bad_names_named(tiny_cfg):
     crop = next(t for t in train.transform.transforms if type(t).__name__ == "RandomCrop")
     assert crop.focus_classes[1] == 2 and train.classes.names[crop.focus_classes[0]].lower() == "pole"
     assert crop.focus_prob == 0.5
-    bad = TrainConfig.model_validate(tiny_cfg(**{"data.focus_classes": ["nope"]}))
+    bad = TrainConfig.model_validate(tiny_cfg(**{"data.focus_classes": ["nope"], "data.focus_prob": 0.5}))
     with pytest.raises(SegnasError, match="data.focus_classes: 'nope' is not a class of the dataset"):
         make_datasets(bad)
+
+
+@pytest.mark.parametrize("data,named", [
+    ({"focus_classes": ["pole"]}, "focus_prob"),  # classes, but no crop placed on them
+    ({"focus_prob": 0.5}, "focus_classes"),  # a share of crops, but no classes
+    ({"focus_classes": ["pole"], "focus_prob": 0.5, "crop_size": None}, "need data.crop_size"),  # no crops at all
+])
+def test_focus_crop_settings_that_would_do_nothing_are_refused(tiny_cfg, data, named):
+    from pydantic import ValidationError
+
+    from segnas.config import TrainConfig
+
+    with pytest.raises(ValidationError, match=named):
+        TrainConfig.model_validate(tiny_cfg(**{f"data.{k}": v for k, v in data.items()}))
 
 
 def test_gaussian_blur_is_the_2d_gaussian_of_its_definition_and_keeps_the_mask():

@@ -72,9 +72,15 @@ class DataConfig(Settings):
         return v
 
     @model_validator(mode="after")
-    def _fractions_need_crop(self) -> "DataConfig":
+    def _crop_settings_need_crops(self) -> "DataConfig":
+        """Crop settings that would otherwise do nothing, silently, are refused."""
         if self.crop_fractions != [1.0] and self.crop_size is None:
             raise ValueError("crop_fractions: crops at several sizes need data.crop_size (the largest crop)")
+        if bool(self.focus_classes) != (self.focus_prob > 0):
+            raise ValueError("focus_classes, focus_prob: class-focused crops need both the classes and the share "
+                             f"of crops placed on them (> 0); got {self.focus_classes} and {self.focus_prob:g}")
+        if self.focus_classes and self.crop_size is None:
+            raise ValueError("focus_classes: class-focused crops need data.crop_size (--size)")
         return self
 
 
