@@ -319,6 +319,42 @@ def test_a_shared_setting_given_per_method_names_the_top_level_one_to_set(tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_cpu_time_budget_on_a_gpu_is_refused_before_any_work(tmp_path, monkeypatch):
+    import segnas.jobs.compare as compare
+
+    monkeypatch.setattr(compare, "resolve_device", lambda device: torch.device("cuda"))  # as on a GPU machine
+    with pytest.raises(SegnasError, match=r"train\.cpu_minutes: .*train\.steps"):
+        run_compare(tiny(tmp_path / "runs", device="cuda", train={"cpu_minutes": 1, "seeds": 1}))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_gpu_training_records_the_wall_clock_of_its_epochs(tmp_path, monkeypatch):
+    import segnas.jobs.compare as compare
+
+    cfg = build_config(CompareSettings, tiny(tmp_path / "runs"))
+    train = compare.train_config(cfg, "fast_scnn", {"name": "fast_scnn"}, 0, tmp_path / "train")
+    monkeypatch.setattr(compare, "resolve_device", lambda device: torch.device("cuda"))  # recorded as a GPU's
+    out = compare.run_training({"config": train.model_dump(mode="json"), "root": str(tmp_path)})
+    metrics = [json.loads(x) for x in next((tmp_path / "train").glob("*/metrics.jsonl")).read_text().splitlines()]
+    assert out["status"] == "ok" and out["train_cpu_seconds"] is None
+    assert out["train_gpu_seconds"] == pytest.approx(sum(m["epoch_s"] for m in metrics), abs=1e-3)
+
+
+@pytest.mark.parametrize("device,threads,workers,cpus,gpus", [("cpu", 4, 2, 4.0, 0.0), ("cuda", None, 4, 1.0, 0.25)])
+def test_jobs_on_ray_reserve_their_threads_and_a_share_of_the_gpu(tmp_path, monkeypatch, device, threads, workers,
+                                                                 cpus, gpus):
+    import segnas.jobs.compare as compare
+
+    seen = {}
+    monkeypatch.setattr(compare, "resolve_device", lambda d: torch.device(d))
+    monkeypatch.setattr(compare, "run_all", lambda fn, items, **kw: seen.update(kw) or [{} for _ in items])
+    cfg = build_config(CompareSettings, tiny(tmp_path, executor="ray", device=device, threads=threads,
+                                             workers=workers))
+    compare.run_jobs(cfg, tmp_path, [{"key": "train:x:seed0"}])
+    assert (seen["resources"].cpus, seen["resources"].gpus) == (cpus, gpus)
+    assert seen["threads_per_worker"] == threads
+
+
 def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
     from segnas.search.strategies.saswot import SasWOT
 

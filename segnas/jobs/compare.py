@@ -46,7 +46,7 @@ from segnas.errors import SegnasError
 from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import latency_probe, make_settings, search_job
-from segnas.parallel import run_all
+from segnas.parallel import TaskResources, run_all
 from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
@@ -226,7 +226,10 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
                                "per_class_iou": {c: json_float(v) for c, v in zip(names, final["val_iou"])},
                                "device": describe_device(cfg.device),
                                "train_cpu_seconds": None if on_gpu else round(result.train_seconds * threads, 3),
-                               "train_gpu_seconds": round(result.train_seconds, 3) if on_gpu else None,
+                               # a GPU's time: the wall clock of the training epochs (the CPU clock
+                               # counts only the process driving it)
+                               "train_gpu_seconds": round(sum(r.get("epoch_s", 0.0) for r in result.history), 3)
+                               if on_gpu else None,
                                "steps": int(final.get("step", 0)), "epochs": int(result.epochs_done),
                                "run_dir": relative(result.run_dir, item["root"])}
         if item.get("test_split"):
@@ -241,13 +244,17 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run."""
+    """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run. On Ray
+    each job reserves its ``threads`` CPUs (1 when unset) and, on a GPU, a ``1/workers`` share of
+    one, as the jobs of a process pool share the machine's GPU."""
     if not items:
         return {}
     executor = "inline" if cfg.workers == 1 and cfg.executor == "process" else cfg.executor
+    resources = TaskResources(cpus=float(cfg.threads or 1),
+                              gpus=1.0 / cfg.workers if resolve_device(cfg.device).type == "cuda" else 0.0)
     results = run_all(run_job, items, executor=executor, workers=cfg.workers, results_path=run_path / JOBS_FILE,
                       key=lambda item: item["key"], progress=cfg.progress, threads_per_worker=cfg.threads,
-                      ray_address=cfg.ray_address)
+                      ray_address=cfg.ray_address, resources=resources if executor == "ray" else None)
     return {item["key"]: result for item, result in zip(items, results)}
 
 
@@ -798,7 +805,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     test = test_split(cfg, echo)
     num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                                 **cfg.data.options).num_classes
-    resolve_device(cfg.device)
+    if resolve_device(cfg.device).type == "cuda" and cfg.train.cpu_minutes:
+        raise SegnasError(f"train.cpu_minutes: a CPU-time budget does not measure training on a GPU (device "
+                          f"{cfg.device}); give the trainings a step budget, train.steps")
     latency_probe(cfg.latency.probe, num_classes)  # the probes, named now rather than after the trainings
     latency_probe(cfg.measure_probe, num_classes, "measure_probe")
     if cfg.train.cpu_minutes:
