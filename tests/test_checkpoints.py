@@ -83,6 +83,20 @@ def test_every_training_checkpoint_holds_only_allowlisted_things(tiny_cfg):
     assert load_checkpoint(run / "checkpoints" / "last.prev.pt")["epoch"] == 1 and state["epoch"] == 2
 
 
+def test_every_use_of_a_last_checkpoint_takes_the_weights_training_scored(tiny_cfg):
+    """export, bench, proxies and a distillation teacher read last.pt's EMA weights, as eval does, not
+    the raw ones beside them."""
+    from segnas.training import load_teacher, resolve_model
+
+    run = _train(tiny_cfg, epochs=2, ema_decay=0.9, **{"data.options": {"size": [48, 64], "length": 8}})
+    last = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    ema = {k.removeprefix("module."): v for k, v in state["ema"]["module"].items()}
+    assert any(not torch.equal(v, ema[k]) for k, v in state["model"].items())  # the two differ
+    for model in (resolve_model(str(last))[0], load_teacher(str(last), len(state["classes"]["names"]))):
+        assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+
+
 class ToySupernet(nn.Module):
     num_archs = 1
 

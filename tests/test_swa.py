@@ -107,8 +107,7 @@ def test_a_run_with_swa_cut_after_averaging_began_resumes_to_the_same_result(tin
 
 def test_eval_of_an_swa_run_scores_the_average_and_refuses_raw_weights_that_best_pt_lacks(tiny_cfg):
     from segnas.errors import SegnasError
-    from segnas.jobs.evaluate import select_weights
-    from segnas.training.models import build_network
+    from segnas.training.models import build_network, select_weights
 
     result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=2, swa_start=0.5, **{"data.val_split": ""})))
     checkpoints = Path(result.run_dir) / "checkpoints"

@@ -8,14 +8,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.errors import SegnasError
-from segnas.training.models import load_trained
+from segnas.training.models import load_trained, select_weights
 from segnas.metrics import SegMetrics
 from segnas.progress import task_progress
 from segnas.report.draw import colorize, overlay, save_png
@@ -23,33 +22,6 @@ from segnas.report.draw import colorize, overlay, save_png
 
 #: ``eval_job``'s ``base_size`` default: the size the checkpoint's own settings evaluate at.
 CHECKPOINT = "checkpoint"
-
-
-def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, Any], raw: bool = False) -> str:
-    """Put the weights training reported into ``model``: the EMA or SWA average when the checkpoint
-    has it (``last.pt`` keeps both; ``best.pt`` holds only what was scored), the raw ones with
-    ``raw``. Returns which: "EMA", "SWA" or "raw"."""
-    ema, swa = state.get("ema"), state.get("swa")
-    if isinstance(ema, dict) and ema.get("module"):
-        if raw:
-            return "raw"
-        model.load_state_dict(ema["module"])
-        return "EMA"
-    if isinstance(swa, dict) and swa.get("averaged") and int(swa["averaged"]["n_averaged"]) > 0:
-        if raw:
-            return "raw"
-        if swa.get("bn_fresh") is False:
-            raise SegnasError(f"{checkpoint}: its SWA average changed after its BatchNorm statistics were last "
-                              "recomputed (a training cut between evaluations): evaluate the run's best.pt, resume "
-                              "the training to its end, or use --raw")
-        model.load_state_dict({k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"})
-        return "SWA"
-    config = state.get("config") or {}
-    held = state.get("weights") or ("EMA" if config.get("ema_decay") else "raw")  # best.pt: what was scored
-    if held != "raw" and raw:
-        raise SegnasError(f"{checkpoint}: holds only the {held} weights (what training scored); the raw weights "
-                          "are in the run's checkpoints/last.pt")
-    return held
 
 
 def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:

@@ -18,12 +18,11 @@ from segnas.data import dataset_classes, eval_transforms, open_data
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
 from segnas.errors import SegnasError
-from segnas.jobs.evaluate import select_weights
 from segnas.report.breakdown import LatencyBreakdown, latency_breakdown
 from segnas.report.html_report import ReportInputs, Sample, SampleSet, architectures, write_report
 from segnas.report.runfiles import RunFiles, read_run
 from segnas.spaces import get_space
-from segnas.training.models import load_trained
+from segnas.training.models import load_trained, select_weights
 from segnas.utils import check_output_file
 
 Echo = Callable[[str], None]

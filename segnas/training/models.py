@@ -46,12 +46,40 @@ def load_trained(checkpoint: str | Path) -> tuple[nn.Module, ClassInfo, dict[str
     return model.eval(), classes, state
 
 
+def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, Any], raw: bool = False) -> str:
+    """Put the weights training reported into ``model``: the EMA or SWA average when the checkpoint
+    has it (``last.pt`` keeps both; ``best.pt`` holds only what was scored), the raw ones with
+    ``raw``. Returns which: "EMA", "SWA" or "raw"."""
+    ema, swa = state.get("ema"), state.get("swa")
+    if isinstance(ema, dict) and ema.get("module"):
+        if raw:
+            return "raw"
+        model.load_state_dict(ema["module"])
+        return "EMA"
+    if isinstance(swa, dict) and swa.get("averaged") and int(swa["averaged"]["n_averaged"]) > 0:
+        if raw:
+            return "raw"
+        if swa.get("bn_fresh") is False:
+            raise SegnasError(f"{checkpoint}: its SWA average changed after its BatchNorm statistics were last "
+                              "recomputed (a training cut between evaluations): evaluate the run's best.pt, resume "
+                              "the training to its end, or use --raw")
+        model.load_state_dict({k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"})
+        return "SWA"
+    config = state.get("config") or {}
+    held = state.get("weights") or ("EMA" if config.get("ema_decay") else "raw")  # best.pt: what was scored
+    if held != "raw" and raw:
+        raise SegnasError(f"{checkpoint}: holds only the {held} weights (what training scored); the raw weights "
+                          "are in the run's checkpoints/last.pt")
+    return held
+
+
 def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
     """A network from a checkpoint (``.pt``), an architecture file (``.json``) or a zoo name;
     returns the network in eval mode and a display name."""
     path = Path(source)
     if path.suffix == ".pt":
-        model, _, _ = load_trained(path)
+        model, _, state = load_trained(path)
+        select_weights(path, model, state)  # the weights training scored (its EMA or SWA average)
         return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
     if path.suffix == ".json":
         return build_from_arch(read_arch_file(path), num_classes).eval(), path.stem
