@@ -109,6 +109,19 @@ def test_a_bad_validation_split_is_refused_up_front_too(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_whole_images_of_different_sizes_in_one_batch_are_refused_up_front(tmp_path):
+    root = tmp_path / "ds"
+    make_folder(root)
+    for folder, mode in (("images", "RGB"), ("masks", "L")):  # one training pair at half the size
+        path = root / folder / "train" / "img3.png"
+        Image.open(path).convert(mode).resize((W // 2, H // 2), Image.NEAREST).save(path)
+    with pytest.raises(SegnasError, match=rf"data.crop_size: the train images differ in size \({H}x{W}, "
+                                          rf"{H // 2}x{W // 2}\), so whole images cannot form batches of 2"):
+        train_job(folder_cfg(tmp_path, root))
+    assert not (tmp_path / "runs").exists()
+    train_job(folder_cfg(tmp_path, root, data={"crop_size": [H // 2, W // 2]}, max_steps=1))  # crops: fine
+
+
 def test_checks_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
     root = tmp_path / "ds"
     make_folder(root)

@@ -36,13 +36,15 @@ LARGE = 200
 
 @dataclass
 class SplitReport:
-    """What checking one split found: its size in samples and its largest image (H, W)."""
+    """What checking one split found: its size in samples, its largest image (H, W) and, when its
+    images differ in size, one of another size."""
 
     split: str
     name: str
     samples: int
     max_size: tuple[int, int] | None = None
     read: int = 0  # pairs read now (the others were unchanged since a check that passed)
+    other_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -60,6 +62,16 @@ class DataReport:
             return tuple(cfg.base_size), "data.base_size"
         report = self.splits.get(cfg.train_split)
         return (report.max_size if report else None), f"the largest {cfg.train_split} image"
+
+    def check_whole_image_batches(self, cfg: DataConfig) -> None:
+        """Refuse, before training, batches of whole training images (no crop or base size) whose
+        images differ in size: they cannot be stacked into one batch."""
+        report = self.splits.get(cfg.train_split)
+        if cfg.crop_size is None and cfg.base_size is None and cfg.batch_size > 1 and report and report.other_size:
+            (h1, w1), (h2, w2) = report.max_size, report.other_size
+            raise SegnasError(f"data.crop_size: the {cfg.train_split} images differ in size ({h1}x{w1}, {h2}x{w2}), "
+                              f"so whole images cannot form batches of {cfg.batch_size}: give --size (training "
+                              "crops) or data.base_size (every image resized to it)")
 
 
 def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Callable[[str], None] | None = None
@@ -128,7 +140,8 @@ def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
         more = f" ({len(errors) - 1} more bad pair(s) found)" if len(errors) > 1 else ""
         raise SegnasError(f"{errors[first]}{more}")
     max_size = max(sizes.values(), key=lambda hw: hw[0] * hw[1]) if sizes else None
-    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo))
+    other = next((hw for hw in sizes.values() if hw != max_size), None)
+    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo), other)
 
 
 class _CheckCache:

@@ -67,6 +67,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     # Everything that can fail on user input is built before a new run directory is created.
     check_placement(cfg)
     data = validate_dataset(cfg.data, cfg.progress, echo)
+    data.check_whole_image_batches(cfg.data)
     train_set, val_set = make_datasets(cfg)
     check_classes(cfg, train_set.classes.names)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
