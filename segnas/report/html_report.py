@@ -354,7 +354,7 @@ def _latency(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     doc.figure(latency_by_op_figure({n: b.by_op() for n, b in inputs.latency.items()}),
                "latency per operator type", "predicted latency per operator type")
     for name, b in inputs.latency.items():
-        doc.heading(f"{name}: {b.total_ms:.4g} ms predicted, {len(b.keys)} operators")
+        doc.heading(f"{name}: {b.total_ms:.4g} ms by the operator table (before the learned correction), {len(b.keys)} operators")
         share = lambda ms: _pct(ms / b.total_ms if b.total_ms else None)  # noqa: E731
         ops = b.rows()
         rows = [(i, key.op, f"{key.cin}→{key.cout}", f"{key.h}x{key.w}", key.stride, key.dilation,
