@@ -9,6 +9,7 @@ space (timm's ``list_models()`` pattern).
 
 from __future__ import annotations
 
+import inspect
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -192,6 +193,11 @@ def get_space(name: str, **options: Any) -> SearchSpace:
     instance with the defaults."""
     cls = space_class(name)
     if options:
+        known = inspect.signature(cls).parameters
+        unknown = sorted(set(options) - set(known))
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in known.values()):
+            raise SegnasError(f"space_options: {unknown[0]!r} is not an option of space {name!r} (its options: "
+                              f"{', '.join(known) or 'none'})")
         return cls(**options)
     if name not in _DEFAULTS:
         _DEFAULTS[name] = cls()

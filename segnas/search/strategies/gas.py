@@ -93,7 +93,7 @@ class GASSearch(OneShotStrategy):
     """Searches one network of the ``cells`` space, every cell on its own, guided by the GGM."""
 
     settings_class: ClassVar[type[Settings]] = GASSettings
-    #: (the GGM is switched off with ``--set gas.ggm=false``: a bool flag here could only switch it on)
+    #: (the GGM is switched off with ``--set gas.ggm=false``)
     cli_options = {"latency-weight": ("gas.latency_weight", float,
                                       "Starting weight λ of the latency loss (gas.latency_loss)."),
                    "pretrained": ("gas.pretrained", str, "Skip pre-training: start from this search run's "
