@@ -147,6 +147,8 @@ CLI_CASES = [
     (["search", "rl"] + SEARCH + ["--target-ms", "5", "--set", "rl.child.polyak_decay=[0.9, 1.5]"],
      "polyak_decay"),
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
+    (["search", "gas"] + SEARCH + ["--target-ms", "5", "--pretrained", "{tmp}/nowhere"],
+     "gas.pretrained: {tmp}/nowhere: not found"),
     # eval / predict
     (["eval", "{tmp}/m.pt", "--data", "synthetic", "--base-size", "0x5"], "0x5", _checkpoint),
     (["predict", "{tmp}/m.pt", "{tmp}/x.png", "--alpha", "5", "--out", "{tmp}/p"], "--alpha", _image),
