@@ -147,6 +147,9 @@ CLI_CASES = [
     (["search", "rl"] + SEARCH + ["--target-ms", "5", "--set", "rl.child.polyak_decay=[0.9, 1.5]"],
      "polyak_decay"),
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=supernet", "--set",
+                                      "random.evaluator.supernet.checkpoint={tmp}/p.json"],
+     "random.evaluator.kind: the supernet of space 'multires' cannot run a chosen architecture", _not_utf8),
     (["search", "gas"] + SEARCH + ["--target-ms", "5", "--pretrained", "{tmp}/nowhere"],
      "gas.pretrained: {tmp}/nowhere: not found"),
     # eval / predict

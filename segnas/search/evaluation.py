@@ -12,7 +12,7 @@ from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
 from segnas.evaluate.short_train import TrainEvaluator, check_training_recipe
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
-from segnas.spaces.base import SearchSpace
+from segnas.spaces.base import SearchSpace, WeightSharingSupernet
 
 
 def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchContext,
@@ -34,10 +34,10 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
                           init_seed=seed if init_seed is None else init_seed, inits=inits)
 
 
-def check_evaluator(es: EvaluatorSettings, where: str) -> None:
+def check_evaluator(es: EvaluatorSettings, where: str, space: SearchSpace, ctx: SearchContext) -> None:
     """Refuse an evaluator setting that would fail only once the search runs (an unknown proxy, a
-    missing supernet checkpoint, a bad training recipe), naming the field under ``where`` (e.g.
-    ``random.evaluator``)."""
+    missing supernet checkpoint, a space whose supernet cannot run a member, a bad training recipe),
+    naming the field under ``where`` (e.g. ``random.evaluator``)."""
     if es.kind == "proxy":
         check_proxy(es.proxy.proxy, f"{where}.proxy.proxy (--proxy)")
     elif es.kind == "train":
@@ -46,6 +46,9 @@ def check_evaluator(es: EvaluatorSettings, where: str) -> None:
         if es.supernet.checkpoint is None:
             raise SegnasError(f"{where}.supernet.checkpoint: give a one-shot search run directory or checkpoint")
         supernet_checkpoint(es.supernet.checkpoint)
+        if not isinstance(space.supernet(ctx.num_classes, ctx.latency.size), WeightSharingSupernet):
+            raise SegnasError(f"{where}.kind: the supernet of space {space.name!r} cannot run a chosen architecture "
+                              "(no select()); use the proxy or short-training evaluator, or a space such as mobile")
 
 
 def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: dict[str, Any]) -> TrainEvaluator:

@@ -39,7 +39,7 @@ class RandomSearch(AskTellStrategy):
                    "proxy": ("random.evaluator.proxy.proxy", str, "Proxy that scores candidates.")}
 
     def prepare(self, ctx: SearchContext) -> None:
-        check_evaluator(ctx.section.evaluator, "random.evaluator")
+        check_evaluator(ctx.section.evaluator, "random.evaluator", self.search_space(ctx), ctx)
         super().prepare(ctx)
 
     def make_evaluator(self, ctx: SearchContext) -> Evaluator:

@@ -126,7 +126,7 @@ class RLSearch(AskTellStrategy):
             if encdec_only:
                 raise SegnasError(f"rl.{encdec_only[0]}: settings of the encdec child evaluator; the children of "
                                   f"{space.name!r} are scored by rl.evaluator")
-            check_evaluator(sec.evaluator, "rl.evaluator")
+            check_evaluator(sec.evaluator, "rl.evaluator", space, ctx)
             super().prepare(ctx)
             return
         if sec.evaluator != EvaluatorSettings():
