@@ -31,6 +31,17 @@ def trained(tmp_path_factory):
     return run_dir / "checkpoints" / "best.pt", tmp
 
 
+def test_a_method_flag_named_like_a_shared_option_is_refused(monkeypatch):
+    import segnas.search.base as base
+    from segnas.cli.main import _search_command
+
+    real = base.get_strategy("random")
+    clashing = type("Clashing", (real,), {"cli_options": {"target-ms": ("random.candidates", int, "x")}})
+    monkeypatch.setattr(base, "get_strategy", lambda name: clashing)
+    with pytest.raises(TypeError, match="its flag --target-ms is an option every method shares"):
+        _search_command("random")
+
+
 def test_eval_takes_dataset_options(trained):
     ckpt, _ = trained
     result = run("eval", ckpt, "--data", "synthetic", "--data-option", "size=[48, 64]", "--data-option", "length=3")

@@ -448,6 +448,10 @@ def _search_command(method: str) -> Callable[..., None]:
     from segnas.search.base import get_strategy
 
     cls = get_strategy(method)
+    clash = sorted(set(cls.cli_options) & (set(SEARCH_OPTIONS) | {"config", "resume", "set"}))
+    if clash:  # a method's flag would silently replace the shared option
+        raise TypeError(f"search method {method!r}: its flag --{clash[0]} is an option every method shares; "
+                        "name it otherwise")
     flags = {name: (paths, kind, text) for name, (paths, kind, text) in SEARCH_OPTIONS.items()}
     flags.update({name: ((path,), kind, text) for name, (path, kind, text) in cls.cli_options.items()})
     params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
