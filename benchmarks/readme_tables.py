@@ -972,7 +972,7 @@ def recipe_ablation(r: dict) -> list[str]:
               f"{r['steps']} optimizer steps at batch {r['batch_size']} in {r['precision']} on CamVid's training "
               f"split without sequence {held}, which is then scored (the cross-sequence mIoU: streets no network saw; "
               f"val shares its street with training images); devices: {', '.join(r['devices'])}. Per-class columns: "
-              f"cross-sequence IoU of the thin and rare classes."]
+              f"cross-sequence IoU of the thin and rare classes" + held_presence(r) + "."]
     goal = (f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at {RECIPE_GOAL_STEPS} "
             f"steps, {RECIPE_GOAL_SEEDS} seeds each")
     if not full:
@@ -981,6 +981,15 @@ def recipe_ablation(r: dict) -> list[str]:
     else:
         goal += ": " + "; ".join(verdicts) + "."
     return lines + ["", goal, ""]
+
+
+def held_presence(r: dict) -> str:
+    """How many of the held-out frames hold each rare class (an IoU over few frames is noisy), if recorded."""
+    presence, rare = r.get("holdout_frames_with_class"), r.get("rare_classes", [])
+    if not presence:
+        return ""
+    return (f" (of the {presence['frames']} held-out frames, " + ", ".join(f"{c} is in {presence[c]}" for c in rare)
+            + ": an IoU over few frames and pixels is noisy and moves the mean)")
 
 
 def recipe_verdict(label: str, base: dict | None, rows: list[dict]) -> str:

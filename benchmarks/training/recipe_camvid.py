@@ -40,12 +40,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import BENCHMARKS, results_dir, save_result  # noqa: E402
+from common import BENCHMARKS, camvid_root, results_dir, save_result  # noqa: E402
 from train_camvid import seeds_summary, train_for_steps  # noqa: E402
 
 from segnas.config.io import merged  # noqa: E402
+from segnas.data import build_dataset  # noqa: E402
 from segnas.parallel import run_all  # noqa: E402
 from segnas.spaces.base import get_space, save_arch  # noqa: E402
 
@@ -96,6 +99,18 @@ def found_arch(path: str | None, out_dir: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     save_arch(folder / "arch.json", space, space.arch_from_dict(result["runs"]["on"]["arch"]))
     return str(folder / "arch.json")
+
+
+def frames_with_class(holdout: str) -> dict[str, int]:
+    """In how many frames of the held-out sequence each class appears: a class seen in few frames
+    (and pixels) gives a noisy IoU, which moves the cross-sequence mean."""
+    data = build_dataset("camvid", str(camvid_root()), "holdout", None, holdout=holdout, cache=False)
+    counts = [0] * data.num_classes
+    for i in range(len(data)):
+        present = np.unique(data.load_arrays(i)[1])
+        for c in present[present < data.num_classes]:
+            counts[int(c)] += 1
+    return {"frames": len(data), **dict(zip(data.classes.names, counts))}
 
 
 def train_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +176,9 @@ def main() -> None:
     rows = [row(model, variant, seeds_summary([r for it, r in zip(items, runs)
                                                if it["model"] == model and it["variant"] == variant.replace("+", "-")]))
             for model in models for variant in recipes]
+    presence = frames_with_class(args.holdout) if args.holdout else None
     save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout, "rare_classes": RARE,
+                       "holdout_frames_with_class": presence,
                        "batch_size": 8,
                        "precision": "fp32", "devices": sorted({r["device"] for r in runs}),
                        "variants": {v: recipes[v] for v in variants}, "rows": rows}, Path(args.results_dir))
