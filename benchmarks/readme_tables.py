@@ -975,7 +975,10 @@ def recipe_ablation(r: dict) -> list[str]:
               f"cross-sequence IoU of the thin and rare classes" + held_presence(r) + "."]
     goal = (f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at {RECIPE_GOAL_STEPS} "
             f"steps, {RECIPE_GOAL_SEEDS} seeds each")
-    if not full:
+    if r["steps"] >= RECIPE_GOAL_STEPS and not full:
+        goal += (f"; {r['seeds']} seed(s) so far (runs of one recipe differ by 1-2 points from seed to seed): "
+                 "not yet judged.")
+    elif not full:
         goal += (f"; this is a screening pass ({r['steps']} steps, {r['seeds']} seed(s)): it picks the changes to run "
                  "at that budget, it does not judge the goal.")
     else:
