@@ -198,6 +198,8 @@ CLI_CASES = [
      "saswot.scoring.proxy (--proxy): ", _not_utf8),
     (["bench", "-m", "fast_scnn", "-m", "{tmp}/fixed.onnx", "--size", "64x96"], "give --size 32x48", _onnx_fixed_size),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--device", "cuda:99"], "device: 'cuda:99'"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=train", "--proxy", "synflow"],
+     "random.evaluator: proxy: settings of the proxy evaluator, which is not used (kind: train)"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=train", "--set",
                                       "random.evaluator.train.recipe={optim: {lr: -1}}"],
      "random.evaluator.train.recipe: optim.lr"),

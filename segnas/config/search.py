@@ -161,6 +161,15 @@ class EvaluatorSettings(Settings):
     train: TrainEvaluatorSettings = Field(default_factory=TrainEvaluatorSettings)
     supernet: SupernetEvaluatorSettings = Field(default_factory=SupernetEvaluatorSettings)
 
+    @model_validator(mode="after")
+    def _settings_of_the_chosen_kind(self) -> "EvaluatorSettings":
+        """Settings of another evaluator than ``kind``'s would do nothing: refused, named."""
+        for other in ("proxy", "train", "supernet"):
+            if other != self.kind and getattr(self, other) != type(getattr(self, other))():
+                raise ValueError(f"{other}: settings of the {other} evaluator, which is not used (kind: {self.kind}); "
+                                 f"set kind: {other}, or leave them out")
+        return self
+
 
 class SearchSettings(Settings):
     """What every search shares; the method's own section is the field named ``method``."""
