@@ -98,7 +98,7 @@ def train_for_steps(model: str, out_dir: str, steps: int, seed: int, smoke: bool
         print(f"continuing {earlier} (finished runs are read back)")
     result = train_job(cfg, resume=earlier, echo=print)  # continued on cfg's device
     on_gpu = resolve_device(device).type == "cuda"
-    wall = sum(r["epoch_s"] for r in result.history)
+    wall = result.epochs_wall_seconds
     out = {"seed": seed, "device": describe_device(device), "run_dir": result.run_dir, "steps": result.final.get("step"),
            "epochs": result.epochs_done,  # a GPU's time: the wall clock (the CPU clock counts the driving process)
            "train_gpu_seconds" if on_gpu else "train_cpu_seconds": round(wall if on_gpu else result.train_seconds, 1),

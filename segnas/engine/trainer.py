@@ -47,6 +47,12 @@ class TrainResult:
     #: What ``model.init`` loaded before training (weights file, tensors loaded / of the network), or None.
     init: dict[str, Any] | None = None
 
+    @property
+    def epochs_wall_seconds(self) -> float:
+        """Wall-clock seconds of the training epochs (evaluations aside): a GPU training's time, which
+        ``train_seconds`` on the CPU clock does not measure."""
+        return sum(r.get("epoch_s", 0.0) for r in self.history)
+
 
 def build_loss(cfg: TrainConfig) -> SegmentationLoss:
     """The training loss of ``cfg`` (``loss.class_weights`` must be numbers by now: a job resolves

@@ -28,7 +28,7 @@ def network_classes(source: str, num_classes: int | None) -> tuple[int, str]:
     checkpoint's classes, an architecture file's ``num_classes``, ``num_classes``, or the default."""
     path = Path(source)
     if path.suffix == ".pt":
-        _, classes, _ = load_trained(path)
+        classes = load_trained(path)[1]
         return classes.num_classes, "checkpoint"
     if path.suffix == ".json":
         saved = read_arch_file(path).get("num_classes")

@@ -226,10 +226,7 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
                                "per_class_iou": {c: json_float(v) for c, v in zip(names, final["val_iou"])},
                                "device": describe_device(cfg.device),
                                "train_cpu_seconds": None if on_gpu else round(result.train_seconds * threads, 3),
-                               # a GPU's time: the wall clock of the training epochs (the CPU clock
-                               # counts only the process driving it)
-                               "train_gpu_seconds": round(sum(r.get("epoch_s", 0.0) for r in result.history), 3)
-                               if on_gpu else None,
+                               "train_gpu_seconds": round(result.epochs_wall_seconds, 3) if on_gpu else None,
                                "steps": int(final.get("step", 0)), "epochs": int(result.epochs_done),
                                "run_dir": relative(result.run_dir, item["root"])}
         if item.get("test_split"):

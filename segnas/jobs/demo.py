@@ -119,7 +119,7 @@ def sample_predictions(summary: dict[str, Any], path: Path, cfg: CompareSettings
         seed = next((s for s in row["seeds"] if s["status"] == "ok"), None)
         if seed is None:
             continue
-        model, classes, _ = load_trained(Path(summary["run_dir"]) / seed["run_dir"] / "checkpoints" / "best.pt")
+        model, classes, _, _ = load_trained(Path(summary["run_dir"]) / seed["run_dir"] / "checkpoints" / "best.pt")
         palette = classes.palette()
         if len(panels) == 1:
             panels.append(colorize(mask.numpy(), palette))

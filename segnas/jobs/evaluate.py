@@ -14,7 +14,7 @@ from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.errors import SegnasError
-from segnas.training.models import load_trained, select_weights
+from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
 from segnas.progress import task_progress
 from segnas.report.draw import colorize, overlay, save_png
@@ -58,8 +58,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     weights training reported (EMA when the checkpoint has them; ``raw`` for the raw ones) at the
     checkpoint's ``data.base_size`` unless ``base_size`` is given (None: native size); says which
     through ``echo``. ``bf16`` is ignored (fp32) on CPUs without native bf16."""
-    model, classes, state = load_trained(checkpoint)
-    weights = select_weights(checkpoint, model, state, raw)
+    model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
     validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way through
     dataset = build_dataset(data, root, split, eval_transforms(size), **(options or {}))
@@ -106,8 +105,7 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SegnasError(f"--out {out_dir}: is a file; give a folder for the masks and overlays")
-    model, classes, state = load_trained(checkpoint)
-    select_weights(checkpoint, model, state)
+    model, classes, state, _ = load_trained(checkpoint)
     files = collect_inputs(inputs)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

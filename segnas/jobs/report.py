@@ -22,7 +22,7 @@ from segnas.report.breakdown import LatencyBreakdown, latency_breakdown
 from segnas.report.html_report import ReportInputs, Sample, SampleSet, architectures, write_report
 from segnas.report.runfiles import RunFiles, read_run
 from segnas.spaces import get_space
-from segnas.training.models import load_trained, select_weights
+from segnas.training.models import load_trained
 from segnas.utils import check_output_file
 
 Echo = Callable[[str], None]
@@ -52,8 +52,7 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
                                    "no sample predictions."]
     else:
         try:
-            model, classes, state = load_trained(checkpoint)
-            weights = select_weights(checkpoint, model, state)
+            model, classes, state, weights = load_trained(checkpoint)
             inputs.class_names = list(classes.names)
             if samples:
                 inputs.samples = predict_samples(model, classes, state, samples, f"{checkpoint} ({weights} weights)")

@@ -15,8 +15,7 @@ from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult, check_placement
 from segnas.errors import SegnasError
 from segnas.training.start import open_run, start_job
-from segnas.training.models import (build_network, load_init_weights, load_trained, model_spec_from_config,
-                                    select_weights)
+from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
 from segnas.utils import atomic_write_text
 
 
@@ -145,8 +144,7 @@ def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Callable[[s
 
 def load_teacher(checkpoint: str, num_classes: int):
     """A frozen, eval-mode teacher network for distillation."""
-    teacher, classes, state = load_trained(checkpoint)
-    select_weights(checkpoint, teacher, state)  # the weights its training scored
+    teacher, classes, _, _ = load_trained(checkpoint)  # the weights its training scored
     if classes.num_classes != num_classes:
         raise SegnasError(f"loss.teacher: {checkpoint} predicts {classes.num_classes} classes, "
                           f"the dataset has {num_classes}")

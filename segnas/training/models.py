@@ -30,8 +30,10 @@ def build_network(spec: dict[str, Any], num_classes: int) -> nn.Module:
     return build_model(spec["name"], num_classes, **spec.get("options", {}))
 
 
-def load_trained(checkpoint: str | Path) -> tuple[nn.Module, ClassInfo, dict[str, Any]]:
-    """Rebuild a trained network from a checkpoint alone; returns (model in eval mode, classes, state)."""
+def load_trained(checkpoint: str | Path, raw: bool = False) -> tuple[nn.Module, ClassInfo, dict[str, Any], str]:
+    """Rebuild a trained network from a checkpoint alone, holding the weights its training scored (its
+    EMA or SWA average where it has one; the raw ones with ``raw``: ``select_weights``); returns
+    (model in eval mode, classes, state, which weights: "EMA", "SWA" or "raw")."""
     state = load_checkpoint(checkpoint)
     if state["model_spec"].get("kind") not in ("zoo", "arch") or "classes" not in state:
         raise SegnasError(f"{checkpoint}: not a trained-network checkpoint (a search state?); "
@@ -43,7 +45,8 @@ def load_trained(checkpoint: str | Path) -> tuple[nn.Module, ClassInfo, dict[str
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)[:200]
         raise SegnasError(f"{checkpoint}: weights do not fit the network it describes ({first})") from None
-    return model.eval(), classes, state
+    weights = select_weights(checkpoint, model, state, raw)
+    return model.eval(), classes, state, weights
 
 
 def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, Any], raw: bool = False) -> str:
@@ -78,8 +81,7 @@ def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
     returns the network in eval mode and a display name."""
     path = Path(source)
     if path.suffix == ".pt":
-        model, _, state = load_trained(path)
-        select_weights(path, model, state)  # the weights training scored (its EMA or SWA average)
+        model = load_trained(path)[0]
         return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
     if path.suffix == ".json":
         return build_from_arch(read_arch_file(path), num_classes).eval(), path.stem

@@ -107,9 +107,10 @@ class OneShotStrategy(Strategy):
     def prepare(self, ctx: SearchContext) -> None:
         self.ctx = ctx
         resolve_device(ctx.settings.device)  # a device this machine lacks is refused before the run exists
-        if ctx.section.pretrained and not pretrained_checkpoint(ctx.section.pretrained).is_file():
-            raise SegnasError(f"{ctx.settings.method}.pretrained: {pretrained_checkpoint(ctx.section.pretrained)}: "
-                              "not found (give a search run directory holding checkpoints/pretrained.pt, or that file)")
+        pretrained = ctx.section.pretrained and pretrained_checkpoint(ctx.section.pretrained)
+        if pretrained and not pretrained.is_file():
+            raise SegnasError(f"{ctx.settings.method}.pretrained: {pretrained}: not found (give a search run "
+                              "directory holding checkpoints/pretrained.pt, or that file)")
         self.train_set = search_train_set(ctx.settings)
         if len(self.train_set) < 2:
             raise SegnasError(f"data.train_split: a one-shot search needs at least 2 training images "
