@@ -36,10 +36,45 @@ TINY = MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0))
 SMALL = MultiResSpace(layers=6, base_width=2, width_ratios=(0.5, 0.75, 1.0))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+class Ports:
+    """Distinct listening ports below the kernel's ephemeral range, each checked free by binding it.
+
+    Ports picked from the ephemeral range (bind to port 0) can be taken again by any outgoing
+    connection, or fall inside another node's worker-port range, before Ray binds them: a node then
+    fails to start and the cluster never reaches two nodes (seen in CI)."""
+
+    def __init__(self) -> None:
+        high = ephemeral_low()
+        low = max(10100, high - 12000)
+        self.next, self.high = low + (os.getpid() * 97) % max(1, high - low - 2000), high
+
+    def _free(self, port: int) -> bool:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    def block(self, n: int) -> int:
+        """The first of ``n`` consecutive free ports, none handed out before."""
+        while self.next + n < self.high:
+            first, self.next = self.next, self.next + n
+            if all(self._free(p) for p in range(first, first + n)):
+                return first
+        raise AssertionError("no free ports below the ephemeral range")
+
+    def one(self) -> int:
+        return self.block(1)
 
 
 class LocalCluster:
@@ -48,32 +83,42 @@ class LocalCluster:
 
     def __init__(self, temp: Path, env: dict[str, str]) -> None:
         self.temp, self.env = temp, env
-        self.port = free_port()
+        self.ports = Ports()
+        self.port = self.ports.one()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: dict[str, subprocess.Popen] = {}
 
     def _ports(self) -> list[str]:
-        low = 30000 + (os.getpid() * 97 + len(self.nodes) * 211) % 25000
-        return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-                "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
-                "--min-worker-port", str(low), "--max-worker-port", str(low + 60)]
+        flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                 "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+        workers = self.ports.block(61)
+        return [a for flag in flags for a in (flag, str(self.ports.one()))] + [
+            "--min-worker-port", str(workers), "--max-worker-port", str(workers + 60)]
+
+    def log(self, name: str) -> Path:
+        return self.temp.parent / f"{name}.log"
 
     def start(self, name: str, head: bool) -> None:
         common = [RAY, "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
                   "--object-store-memory", str(80 * 2**20), "--disable-usage-stats", *self._ports()]
-        role = (["--head", "--port", str(self.port), "--include-dashboard", "false", "--temp-dir", str(self.temp)]
+        role = (["--head", "--port", str(self.port),
+                 "--include-dashboard", "false", "--temp-dir", str(self.temp)]
                 if head
                 else ["--address", self.address])
-        log = open(self.temp.parent / f"{name}.log", "w")
+        log = open(self.log(name), "w")
         self.nodes[name] = subprocess.Popen(common + role, env={**self.env, "SEGNAS_TEST_NODE": name},
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def exited(self) -> list[str]:
+        """The started nodes whose ``ray start`` process has ended, each with its log's last lines."""
+        return [f"{name} (exit {proc.returncode}): {self.log(name).read_text()[-1500:]}"
+                for name, proc in self.nodes.items() if proc.poll() is not None]
 
     def wait_for_head(self, timeout: float = 90.0) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.nodes["head"].poll() is not None:
-                raise AssertionError(f"ray start --head exited: see {self.temp.parent / 'head.log'}")
+                raise AssertionError(f"ray start --head ended: {self.exited()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -86,8 +131,25 @@ class LocalCluster:
         while time.time() < deadline:
             if sum(n["Alive"] for n in ray.nodes()) >= alive:
                 return
+            if self.exited():
+                break
             time.sleep(0.5)
-        raise AssertionError(f"{alive} Ray nodes not up after {timeout}s")
+        tails = {name: self.log(name).read_text()[-800:] for name in self.nodes}
+        raise AssertionError(f"{alive} Ray nodes not up after {timeout}s; ended: {self.exited() or 'none'}; "
+                             f"logs: {tails}")
+
+    def start_worker(self) -> None:
+        """Start the second node and wait for it; a node that ended before joining is started once
+        more, on new ports (it may have lost a port to another process in between)."""
+        for attempt in range(2):
+            self.start("worker", head=False)
+            try:
+                self.wait_for(2)
+                return
+            except AssertionError:
+                if attempt or "worker" not in [n.split(" ")[0] for n in self.exited()]:
+                    raise
+                self.kill("worker")
 
     def kill(self, name: str) -> None:
         proc = self.nodes.pop(name)
@@ -123,8 +185,7 @@ def cluster():
         try:
             c.wait_for_head()
             ray.init(address=c.address, log_to_driver=False)
-            c.start("worker", head=False)
-            c.wait_for(2)
+            c.start_worker()
             yield c
         finally:
             ray.shutdown()
@@ -136,8 +197,9 @@ def cluster():
 
 def ensure_two_nodes(c: LocalCluster) -> None:
     if "worker" not in c.nodes:
-        c.start("worker", head=False)
-    c.wait_for(2)
+        c.start_worker()
+    else:
+        c.wait_for(2)
 
 
 def tiny_settings(out_dir: Path) -> dict:
