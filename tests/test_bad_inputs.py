@@ -204,6 +204,19 @@ CLI_CASES = [
                                       "random.evaluator.train.recipe={optim: {lr: -1}}"],
      "random.evaluator.train.recipe: optim.lr"),
     (["train"] + SYN + ["--arch", "{tmp}/a16.json"], "a16.json: not a UTF-8 text file", _not_utf8),
+    # shared settings a method would not use (device=cuda:99 fails fast should they be let through)
+    (["search", "fasterseg"] + SEARCH + ["--target-ms", "5", "--workers", "2", "--set", "device=cuda:99"],
+     "workers (--workers): not used by segnas search fasterseg"),
+    (["search", "gas"] + SEARCH + ["--target-ms", "5", "--executor", "ray", "--set", "device=cuda:99"],
+     "executor (--executor): not used by segnas search gas"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--search-size", "32x48", "--set", "device=cuda:99"],
+     "search_size (--search-size): not used by segnas search random"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--search-size", "32x48", "--set", "device=cuda:99"],
+     "search_size (--search-size): not used by segnas search saswot"),
+    (["search", "rl"] + SEARCH + ["--target-ms", "5", "--sync-bn", "--set", "device=cuda:99"],
+     "sync_bn (--sync-bn): not used by segnas search rl"),
+    (["search", "ssr"] + SEARCH + ["--target-ms", "5", "--target-gflops", "2", "--set", "device=cuda:99"],
+     "target_gflops: used only with resource 'flops'"),
 ]
 
 def _folder_data(tmp_path, name, palette=False):

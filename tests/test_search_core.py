@@ -240,3 +240,27 @@ def test_a_resumed_search_reports_the_time_of_every_process_that_worked_on_it(tm
     assert total["search_wall_seconds"] >= saved["search_wall_seconds"]
     assert total["search_cpu_seconds"] >= saved["search_cpu_seconds"]
     assert json.loads((tmp_path / SearchClock.FILE).read_text()) == total
+
+
+@pytest.mark.parametrize("method, data, refused", [
+    ("fasterseg", {"workers": 2}, "workers (--workers): not used by segnas search fasterseg"),
+    ("ssr", {"task_retries": 0}, "task_retries (--task-retries): not used by segnas search ssr"),
+    ("random", {"search_size": [32, 48]}, "search_size (--search-size): not used by segnas search random"),
+    ("random", {"search_size": [32, 48], "random": {"evaluator": {"kind": "supernet", "supernet": {"size": [32, 48]}}}},
+     "search_size (--search-size)"),  # the evaluator's own size wins
+    ("saswot", {"sync_bn": True}, "sync_bn (--sync-bn): not used by segnas search saswot"),
+    ("random", {"search_size": [32, 48], "random": {"evaluator": {"kind": "supernet"}}}, None),
+    ("supernet", {"search_size": [32, 48], "workers": 2}, None),
+    ("gas", {"search_size": [32, 48], "sync_bn": True}, None),
+    ("rl", {"workers": 2, "executor": "ray"}, None),
+])
+def test_shared_settings_a_method_does_not_use_are_refused_in_new_settings_only(method, data, refused):
+    from segnas.config.io import build_config
+
+    if refused is None:
+        make_settings(method, data)
+        return
+    with pytest.raises(SegnasError, match=refused.replace("(", r"\(").replace(")", r"\)")):
+        make_settings(method, data)
+    # a run directory's settings (an earlier segnas let them through) still load, to resume
+    build_config(type(make_settings(method, {})), {**data, "method": method}, saved=True)

@@ -171,6 +171,10 @@ class EvaluatorSettings(Settings):
         return self
 
 
+#: The settings of running a sample-based search's candidate evaluations in parallel.
+CANDIDATE_EXECUTION = ("workers", "executor", "ray_address", "task_cpus", "task_gpus", "task_retries")
+
+
 class SearchSettings(Settings):
     """What every search shares; the method's own section is the field named ``method``."""
 

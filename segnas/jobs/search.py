@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from pydantic import create_model
+from pydantic import ValidationInfo, create_model, model_validator
 
-from segnas.config.io import build_config, merged, read_yaml
+from segnas.config.io import SAVED_RUN, build_config, merged, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
@@ -54,10 +54,22 @@ _CLASSES: dict[str, type[SearchSettings]] = {}
 
 
 def settings_class(method: str) -> type[SearchSettings]:
-    """``SearchSettings`` with the section of ``method`` (a field of that name, all defaults)."""
+    """``SearchSettings`` with the section of ``method`` (a field of that name, all defaults); new
+    settings that set a shared setting the method does not use are refused, named."""
     if method not in _CLASSES:
-        section = get_strategy(method).settings_class
+        cls = get_strategy(method)
+        section = cls.settings_class
+
+        def used(settings: SearchSettings, info: ValidationInfo) -> SearchSettings:
+            if (info.context or {}).get(SAVED_RUN):
+                return settings  # a run already started (with an earlier segnas) continues as it was
+            for name, why in cls.unused_settings(settings).items():
+                if getattr(settings, name) != SearchSettings.model_fields[name].default:
+                    raise ValueError(f"{name} (--{name.replace('_', '-')}): not used by segnas search {method}: {why}; leave it out")
+            return settings
+
         _CLASSES[method] = create_model(f"{section.__name__}Search", __base__=SearchSettings,
+                                        __validators__={"_used_settings": model_validator(mode="after")(used)},
                                         **{method: (section, section())})
     return _CLASSES[method]
 

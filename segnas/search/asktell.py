@@ -30,6 +30,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 
+from segnas.config.search import EvaluatorSettings, SearchSettings
 from segnas.progress import progress_bar
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator, fitness, json_float
@@ -93,6 +94,22 @@ class AskTellStrategy(Strategy):
     then ``choose`` the winner among what was evaluated."""
 
     family: ClassVar[str] = "ask-tell"
+
+    @classmethod
+    def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
+        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)"}
+        if not cls.uses_search_size(settings):
+            unused["search_size"] = ("this search scores no candidate on resized whole images (a proxy scores at its "
+                                     "own size, a short training on the data section's crops, the weight-sharing "
+                                     "evaluator at its size when set)")
+        return unused
+
+    @classmethod
+    def uses_search_size(cls, settings: SearchSettings) -> bool:
+        """Whether candidates are scored on whole images resized to ``search_size``: by the
+        weight-sharing evaluator (the section's ``evaluator``) without a size of its own."""
+        ev = getattr(getattr(settings, settings.method, None), "evaluator", None)
+        return isinstance(ev, EvaluatorSettings) and ev.kind == "supernet" and ev.supernet.size is None
 
     def begin(self, space: SearchSpace, seed: int, settings: Any) -> None:
         """Start a search of ``space`` with ``seed`` and the strategy's settings section."""
@@ -180,6 +197,22 @@ class DelegatingStrategy(AskTellStrategy):
     @abstractmethod
     def make_search(self, settings: Any) -> AskTellStrategy:
         """The search that proposes (it is begun with this strategy's space, seed and settings)."""
+
+    @classmethod
+    def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
+        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)"}
+        if not cls.uses_search_size(settings):
+            unused["search_size"] = ("this search scores no candidate on resized whole images (a proxy scores at its "
+                                     "own size, a short training on the data section's crops, the weight-sharing "
+                                     "evaluator at its size when set)")
+        return unused
+
+    @classmethod
+    def uses_search_size(cls, settings: SearchSettings) -> bool:
+        """Whether candidates are scored on whole images resized to ``search_size``: by the
+        weight-sharing evaluator (the section's ``evaluator``) without a size of its own."""
+        ev = getattr(getattr(settings, settings.method, None), "evaluator", None)
+        return isinstance(ev, EvaluatorSettings) and ev.kind == "supernet" and ev.supernet.size is None
 
     def begin(self, space: SearchSpace, seed: int, settings: Any) -> None:
         self.space, self.settings = space, settings

@@ -114,6 +114,13 @@ class Strategy(ABC):
     def target_required(self, settings: SearchSettings) -> bool:
         return self.needs_target
 
+    @classmethod
+    def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
+        """Shared settings this search does not use, each with why: set to other than their
+        defaults they would silently do nothing, so new settings naming them are refused
+        (``segnas.jobs.search.settings_class``)."""
+        return {}
+
 
 # ---------------------------------------------------------------------------------- registry
 #: Modules that define the built-in strategies (imported on first lookup).

@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
+from segnas.config.search import CANDIDATE_EXECUTION, SearchSettings
 from segnas.config.train import Settings
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
@@ -46,6 +47,12 @@ class OneShotStrategy(Strategy):
 
     family = "one-shot"
     settings_class: ClassVar[type[OneShotSettings]] = OneShotSettings
+
+    @classmethod
+    def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
+        why = ("a one-shot search trains one supernet and evaluates no candidates in parallel (it runs "
+               "data-parallel under torchrun)")
+        return dict.fromkeys(CANDIDATE_EXECUTION, why)
 
     def __init__(self) -> None:
         self.ctx: SearchContext | None = None

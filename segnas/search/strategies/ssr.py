@@ -17,9 +17,10 @@ import itertools
 from typing import Any, ClassVar, Literal, Optional
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import DataLoader, Dataset
 
+from segnas.config.io import SAVED_RUN
 from segnas.config.search import SearchSettings
 from segnas.config.train import Settings
 from segnas.cost.flops import count_flops
@@ -79,9 +80,12 @@ class SSRSettings(OneShotSettings):
     arch_betas: tuple[float, float] = (0.9, 0.999)
 
     @model_validator(mode="after")
-    def _resource_target(self) -> "SSRSettings":
+    def _resource_target(self, info: ValidationInfo) -> "SSRSettings":
         if self.resource == "flops" and self.target_gflops is None:
             raise ValueError("resource 'flops' needs target_gflops")
+        if self.resource == "latency" and self.target_gflops is not None and not (info.context or {}).get(SAVED_RUN):
+            raise ValueError("target_gflops: used only with resource 'flops' (--resource flops); the latency "
+                             "resource's target is latency.target_ms")
         return self
 
 

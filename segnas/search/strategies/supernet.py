@@ -28,6 +28,7 @@ from typing import ClassVar, Optional
 from pydantic import Field
 from torch.utils.data import Dataset, Subset
 
+from segnas.config.search import SearchSettings
 from segnas.config.train import PATH, Settings
 from segnas.data import meta_split
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -86,6 +87,10 @@ class SupernetSearch(DelegatingStrategy):
                    "epochs": ("supernet.epochs", int, "Epochs of supernet training."),
                    "candidates": ("supernet.candidates", int, "Candidates to score on the supernet."),
                    "pretrained": ("supernet.pretrained", str, "Search an earlier run's supernet (no training).")}
+
+    @classmethod
+    def uses_search_size(cls, settings: SearchSettings) -> bool:
+        return True  # the supernet trains, and its members are scored, on images of that size
 
     def __init__(self) -> None:
         self.checkpoint: Path | None = None
