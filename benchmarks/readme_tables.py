@@ -940,24 +940,28 @@ def recipe_ablation(r: dict) -> list[str]:
              f"| network | variant | val mIoU | cross-sequence ({held}) mIoU | Δ cross-sequence |"
              + "".join(f" {c} |" for c in rare), "|---|---|---|---|---|" + "---|" * len(rare)]
 
+    def seeds(row: dict) -> int:  # a screened variant's row has fewer seeds than the result
+        return row.get("seeds", r["seeds"])
+
     def pm(row: dict, key: str) -> str:
         mean = row.get(f"{key}_mean")
         if mean is None:
             return "–"
-        return f"{100 * mean:.1f}" + (f" ± {100 * row[f'{key}_std']:.1f}" if r["seeds"] >= 2 else "")  # one run: no spread
+        return f"{100 * mean:.1f}" + (f" ± {100 * row[f'{key}_std']:.1f}" if seeds(row) >= 2 else "")  # one run: no spread
 
     verdicts = []
     for model in dict.fromkeys(row["model"] for row in r["rows"]):
         rows = [row for row in r["rows"] if row["model"] == model]
         base = next((row for row in rows if row["variant"] == "current"), None)
         label = Path(model).parent.name if model.endswith(".json") else model
-        verdicts.append(recipe_verdict(label, base, rows))
+        verdicts.append(recipe_verdict(label, base, [row for row in rows if seeds(row) >= r["seeds"]]))
         for row in sorted(rows, key=lambda x: -(x.get("holdout_miou_mean") or 0.0)):
             delta = ("–" if base is None or row is base or row.get("holdout_miou_mean") is None
                      or base.get("holdout_miou_mean") is None else
                      f"{100 * (row['holdout_miou_mean'] - base['holdout_miou_mean']):+.1f}")
             iou = row.get("holdout_per_class_iou") or {}
-            lines.append(f"| {label} | {row['variant']} | {pm(row, 'val_miou')} | {pm(row, 'holdout_miou')} | {delta} |"
+            screen = f" ({seeds(row)} seed)" if seeds(row) < r["seeds"] else ""
+            lines.append(f"| {label} | {row['variant']}{screen} | {pm(row, 'val_miou')} | {pm(row, 'holdout_miou')} | {delta} |"
                          + "".join(f" {100 * iou[c]:.1f} |" if iou.get(c) is not None and math.isfinite(iou[c])
                                    else " – |" for c in rare))
 
@@ -972,7 +976,9 @@ def recipe_ablation(r: dict) -> list[str]:
               f"{r['steps']} optimizer steps at batch {r['batch_size']} in {r['precision']} on CamVid's training "
               f"split without sequence {held}, which is then scored (the cross-sequence mIoU: streets no network saw; "
               f"val shares its street with training images); devices: {', '.join(r['devices'])}. Per-class columns: "
-              f"cross-sequence IoU of the thin and rare classes" + held_presence(r) + "."]
+              f"cross-sequence IoU of the thin and rare classes" + held_presence(r) + "."
+              + (" A variant marked with fewer seeds was screened with the first seed only: shown, not judged."
+                 if any(seeds(row) < r["seeds"] for row in r["rows"]) else "")]
     goal = (f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at {RECIPE_GOAL_STEPS} "
             f"steps, {RECIPE_GOAL_SEEDS} seeds each")
     if r["steps"] >= RECIPE_GOAL_STEPS and not full:

@@ -3,6 +3,7 @@
     python benchmarks/training/recipe_camvid.py                          # every variant, 2 seeds, 2700 steps
     python benchmarks/training/recipe_camvid.py --steps 800 --seeds 1    # a screening pass
     python benchmarks/training/recipe_camvid.py --variants current,blur_noise --teacher CKPT
+    python benchmarks/training/recipe_camvid.py --variants current,boundary --screen-variants strong_jitter
     python benchmarks/training/recipe_camvid.py --smoke --out-dir /tmp/r --results-dir /tmp/r   # checks the script
 
 Each variant is the ``cpu-short`` recipe (``segnas/recipes/cpu-short.yaml``, train_camvid.py's) with
@@ -18,6 +19,9 @@ the cross-sequence mIoU, the streets no network saw. Val (sequence 0016E5) share
 batch helps, not which recipe is best per CPU-hour. ``kd`` distils ``--teacher-model`` (default
 DDRNet-23-slim) trained once with the same recipe for ``--teacher-steps`` (default twice ``--steps``)
 and cached (``loss.teacher_model``), or the checkpoint ``--teacher``.
+
+``--screen-variants`` are trained with the first seed only, beside the full ablation of
+``--variants``: their rows say so and the goal is judged on the full rows only.
 
 ``--device cuda --workers W`` trains W networks at once on a GPU (the same steps in true fp32; each
 run records its device): a screen of every variant fits a lent GPU machine's short window.
@@ -141,6 +145,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--holdout", default="0006R0")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; a+b combines two")
+    ap.add_argument("--screen-variants", default="", help="variants trained with the first seed only (a screen)")
     ap.add_argument("--teacher", default=None, help="checkpoint the kd variant distils (instead of --teacher-model)")
     ap.add_argument("--teacher-model", default="ddrnet_23_slim", help="network the kd variant distils, trained once")
     ap.add_argument("--teacher-steps", type=int, default=None, help="its optimizer steps (default: 2 x --steps)")
@@ -159,6 +164,8 @@ def main() -> None:
     teacher = ({"teacher": str(Path(args.teacher).resolve())} if args.teacher else
                {"teacher_model": args.teacher_model, "teacher_steps": args.teacher_steps or 2 * args.steps})
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    screened = [v.strip() for v in args.screen_variants.split(",") if v.strip() and v.strip() not in variants]
+    variants += screened
     recipes = {v: variant_recipe(v, teacher) for v in variants}  # every variant checked before training
     models = [found_arch(args.found, args.out_dir) if m == "found" else m for m in args.models.split(",")]
     name = f"recipe_camvid_steps{args.steps}"
@@ -166,7 +173,8 @@ def main() -> None:
     items = [{"model": model, "variant": variant.replace("+", "-"), "recipe": recipe, "seed": seed,
               "steps": args.steps, "out_dir": args.out_dir, "smoke": args.smoke, "holdout": args.holdout,
               "device": args.device}
-             for seed in range(args.seeds) for model in models for variant, recipe in recipes.items()]
+             for seed in range(args.seeds) for model in models for variant, recipe in recipes.items()
+             if seed == 0 or variant not in screened]
     runs = run_all(train_item, items, executor="process" if args.workers > 1 else "inline", workers=args.workers,
                    threads_per_worker=None if args.device != "cpu" else max(1, (os.cpu_count() or 2) // args.workers),
                    progress=not args.smoke,
@@ -175,6 +183,7 @@ def main() -> None:
                                   f"{it['seed']}|{it['steps']}|{it['holdout']}|{it['smoke']}")
     rows = [row(model, variant, seeds_summary([r for it, r in zip(items, runs)
                                                if it["model"] == model and it["variant"] == variant.replace("+", "-")]))
+            | {"seeds": 1 if variant in screened else args.seeds}
             for model in models for variant in recipes]
     presence = frames_with_class(args.holdout) if args.holdout else None
     save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout, "rare_classes": RARE,
