@@ -199,7 +199,7 @@ CLI_CASES = [
     (["bench", "-m", "fast_scnn", "-m", "{tmp}/fixed.onnx", "--size", "64x96"], "give --size 32x48", _onnx_fixed_size),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--device", "cuda:99"], "device: 'cuda:99'"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=train", "--proxy", "synflow"],
-     "random.evaluator: proxy: settings of the proxy evaluator, which is not used (kind: train)"),
+     "random.evaluator.proxy: settings of the proxy evaluator, which is not used (kind: train)"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=train", "--set",
                                       "random.evaluator.train.recipe={optim: {lr: -1}}"],
      "random.evaluator.train.recipe: optim.lr"),
@@ -216,7 +216,27 @@ CLI_CASES = [
     (["search", "rl"] + SEARCH + ["--target-ms", "5", "--sync-bn", "--set", "device=cuda:99"],
      "sync_bn (--sync-bn): not used by segnas search rl"),
     (["search", "ssr"] + SEARCH + ["--target-ms", "5", "--target-gflops", "2", "--set", "device=cuda:99"],
-     "target_gflops: used only with resource 'flops'"),
+     "--target-gflops (ssr.target_gflops): used only with resource 'flops'"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--ray-address", "auto", "--set", "device=cuda:99"],
+     "ray_address (--ray-address): used only with executor ray (executor: process)"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "bf16=true", "--set", "device=cuda:99"],
+     "bf16: not used by segnas search saswot"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--final-steps", "50", "--set", "final.epochs=0",
+                                      "--set", "device=cuda:99"],
+     "--final-steps (final.steps): a setting of the final training, which epochs 0 turns off"),
+    (["search", "supernet"] + SEARCH + ["--target-ms", "5", "--pretrained", "{tmp}", "--epochs", "3",
+                                        "--set", "device=cuda:99"],
+     "--epochs (supernet.epochs): a setting of the supernet's training, which pretrained"),
+    (["train"] + SYN + ["--set", "data.scale=[0.5, 2.0]"], "data.scale: random scaling (0.5-2) is applied before"),
+    (["train", "--arch", "{tmp}/a.json", "--data", "synthetic", "--set", "model.options={width: 0.5}"],
+     "model.options: keyword arguments of a zoo network"),
+    (["train"] + SYN + ["--set", "optim.name=adamw", "--set", "optim.momentum=0.5"],
+     "optim.momentum: SGD's; the adamw optimizer uses betas"),
+    (["train"] + SYN + ["--set", "optim.schedule=cosine", "--set", "optim.power=2"], "optim.power: the poly schedule's"),
+    (["train"] + SYN + ["--set", "loss.kind=ce", "--set", "loss.ohem_min_kept=10"], "loss.ohem_min_kept: OHEM's"),
+    (["train"] + SYN + ["--set", "swa_bn_batches=4"], "swa_bn_batches: SWA's BatchNorm re-estimate"),
+    (["compare", "--status", "{tmp}", "--workers", "2"], "--status only shows where a comparison stands"),
+    (["compare", "--resume", "{tmp}", "--measure-now", "--no-latency"], "--measure-now runs the latency session"),
 ]
 
 def _folder_data(tmp_path, name, palette=False):
@@ -334,3 +354,18 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, monkeypatch):
     new_dirs = [p for p in (set(runs.rglob("*")) if runs.exists() else set()) - before if p.is_dir()]
     assert not new_dirs, f"run directories left behind: {new_dirs}"
     assert not (tmp_path / "ran.txt").exists(), "code pickled into a checkpoint ran"
+
+
+def test_settings_refused_as_idle_still_load_from_a_run_directory():
+    """A run an earlier segnas started with a setting now refused as doing nothing still resumes:
+    the checks apply to new settings only."""
+    from segnas.config.io import build_config
+    from segnas.config.train import TrainConfig
+    from segnas.errors import SegnasError
+
+    idle = {"optim": {"name": "adamw", "momentum": 0.5}, "loss": {"ohem_min_kept": 2}, "swa_bn_batches": 4,
+            "data": {"scale": [0.5, 2.0]}, "model": {"name": None, "arch": "a.json", "options": {"w": 1}}}
+    with pytest.raises(SegnasError, match="data.scale: .* leave it out .and 3 more errors"):
+        build_config(TrainConfig, idle)
+    cfg = build_config(TrainConfig, idle, saved=True)
+    assert cfg.optim.momentum == 0.5 and cfg.swa_bn_batches == 4

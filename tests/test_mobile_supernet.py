@@ -182,7 +182,10 @@ def test_supernet_search_trains_then_scores_members_on_held_out_training_images(
     assert init["loaded"] == init["of"] and init["shape_mismatch"] == 0
     assert (run / "checkpoints" / "pretrained.pt").is_file()
     # searching this supernet again: only over the same held-out images (its run's seed and fraction)
-    section = {**settings.supernet.model_dump(), "pretrained": str(run)}
+    from segnas.search.strategies.supernet import SUPERNET_TRAINING
+
+    section = {**{k: v for k, v in settings.supernet.model_dump().items() if k not in SUPERNET_TRAINING},
+               "pretrained": str(run)}  # (its training settings are refused beside pretrained)
     for change in ({"seed": 1}, {"supernet": {**section, "meta_val_fraction": 0.5}}):
         again = make_settings("supernet", {**settings.model_dump(mode="json"), "supernet": section,
                                            "job": "again", **change})

@@ -294,8 +294,9 @@ def test_saswot_job_in_nsga2_mode_records_the_front_and_trains_its_finalists(tmp
             "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "table_min_runs": 1,
                         "table_min_time_s": 0.0, "calibration_networks": 0},
             "progress": False, "final": {"epochs": 0},
-            "saswot": {"space_options": SMALL_OPTIONS, "candidates": 8, "population": 4, "sample_size": 2,
-                       "scoring": {"proxy": "params", "images": 2, "batch_size": 2, "size": [32, 48]}, **section}})
+            "saswot": {"space_options": SMALL_OPTIONS, "candidates": 8, "population": 4,
+                       "scoring": {"proxy": "params", "images": 2, "batch_size": 2, "size": [32, 48]},
+                       **({"sample_size": 2} if section.get("mode") != "nsga2" else {}), **section}})
         summary = search_job(settings)
         return json.loads((tmp_path / name / summary["run_dir"].split("/")[-1] / "search_result.json").read_text())
 

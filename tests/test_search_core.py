@@ -264,3 +264,34 @@ def test_shared_settings_a_method_does_not_use_are_refused_in_new_settings_only(
         make_settings(method, data)
     # a run directory's settings (an earlier segnas let them through) still load, to resume
     build_config(type(make_settings(method, {})), {**data, "method": method}, saved=True)
+
+
+def test_short_trainings_inline_keep_the_search_process_threads(tmp_path):
+    """A candidate's short training run in the search process (the inline pool) trains with the
+    process's threads and leaves them as they were: the final training after it is not left on one
+    thread (the evaluator's trainings once set 1 thread for good)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        settings = random_settings(tmp_path, candidates=2, data={**TINY_DATA, "batch_size": 2})
+        data = settings.model_dump(mode="json")
+        data["random"]["evaluator"] = {"kind": "train", "train": {"steps": 1}}
+        summary = search_job(make_settings("random", data))
+        assert torch.get_num_threads() == 2
+        configs = list((Path(summary["run_dir"]) / "candidates").rglob("config.yaml"))
+        assert configs and all("threads: null" in c.read_text() for c in configs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_settings_that_errors_name_by_a_flag_have_that_flag():
+    """``config.search.named`` names these settings by a ``segnas search`` flag: each exists."""
+    from segnas.cli.main import SEARCH_OPTIONS
+    from segnas.config.search import FLAGGED, named
+
+    for field in FLAGGED:
+        flag = field.replace("_", "-")
+        assert SEARCH_OPTIONS[flag][0] == (field,) and named(field) == f"{field} (--{flag})"
+    assert named("bf16") == "bf16"

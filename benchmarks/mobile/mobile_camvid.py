@@ -87,13 +87,16 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
         scoring["batch_size"] = 2
     section = {"space": "mobile", "space_options": SMOKE_SPACE if args.smoke else {}, "candidates": args.candidates}
     if method in ("saswot", "saswot_trained"):
-        section.update(scoring=scoring, population=args.population, sample_size=args.sample_size)
+        section.update(scoring=scoring, population=args.population)
         if method == "saswot_trained":  # NSGA-II; the front's first members trained briefly, the best wins
             section.update(mode="nsga2", top_k=max(args.train_top, 1), nsga2={
                 "train_top": args.train_top, "train": {"steps": 2 if args.smoke else args.train_steps}})
+        else:
+            section.update(sample_size=args.sample_size)
     elif method == "supernet":
-        section.update(epochs=1 if args.smoke else args.supernet_epochs, inplace_distill=args.inplace_distill,
-                       pretrained=args.pretrained, population=args.population, sample_size=args.sample_size,
+        training = {"pretrained": args.pretrained} if args.pretrained else {  # a pre-trained supernet is not trained
+            "epochs": 1 if args.smoke else args.supernet_epochs, "inplace_distill": args.inplace_distill}
+        section.update(**training, population=args.population, sample_size=args.sample_size,
                        **({"meta_val_images": 2, "calibration_images": 2} if args.smoke else {}))
     else:
         section.update(evaluator={"kind": "proxy", "proxy": scoring})

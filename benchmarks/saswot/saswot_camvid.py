@@ -123,9 +123,10 @@ def search_settings(args: argparse.Namespace):
         "saswot": {"space": "multires", "space_options": {"layers": args.layers, "base_width": args.base_width},
                    "scoring": {"proxy": args.proxy, "images": args.images, "size": list(args.score_size),
                                "inits": args.inits or seen or 1},
-                   "candidates": args.candidates, "population": args.population, "sample_size": args.sample_size,
-                   "final_inits": (seen or 0) if args.final_inits is None else args.final_inits,
-                   "mode": args.mode, "nsga2": {"winner": args.winner_rule}}})
+                   "candidates": args.candidates, "population": args.population,
+                   "final_inits": (seen or 0) if args.final_inits is None else args.final_inits, "mode": args.mode,
+                   **({"sample_size": args.sample_size} if args.mode == "evolution"
+                      else {"nsga2": {"winner": args.winner_rule}})}})
 
 
 def search_record(run: Path) -> dict:

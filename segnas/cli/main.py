@@ -302,8 +302,16 @@ def compare(
     from segnas.jobs.compare import compare_job, compare_status, status_table
 
     if status is not None:
+        others = [flag for flag, given in (("--config", config), ("--resume", resume), ("--set", set_),
+                                           ("--device", device), ("--workers", workers), ("--no-latency", not latency),
+                                           ("--measure-now", measure_now), ("--rerun", rerun),
+                                           ("--any-machine", any_machine)) if given]
+        if others:
+            raise SegnasError(f"--status only shows where a comparison stands; it runs nothing: leave out {others[0]}")
         echo(status_table(compare_status(status)).rstrip())
         return
+    if measure_now and not latency:
+        raise SegnasError("--measure-now runs the latency session, which --no-latency leaves out: give one of them")
 
     if rerun and resume is None:
         raise SegnasError("--rerun runs jobs of an existing comparison again: give its run directory with --resume")

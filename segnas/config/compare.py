@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from segnas.config.recipes import recipe_with
-from segnas.config.search import LatencyTarget
-from segnas.config.train import PATH, DataConfig, Settings
+from segnas.config.search import LatencyTarget, refuse_idle_execution
+from segnas.config.train import PATH, DataConfig, Settings, refuse_idle
 from segnas.errors import SegnasError
 
 #: Search settings the comparison sets for every method (a method's own settings may not).
@@ -114,7 +114,10 @@ class CompareSettings(Settings):
         return v
 
     @model_validator(mode="after")
-    def _checks(self) -> "CompareSettings":
+    def _checks(self, info: ValidationInfo) -> "CompareSettings":
+        refuse_idle_execution(self, info)
+        refuse_idle(self, info, {"zoo_within": (self.zoo is not None, "the latency window of the zoo baselines chosen "
+                                                                      "by latency; zoo names them")})
         if self.latency.target is None:
             raise ValueError("latency.target_ms: a comparison needs a latency target (or latency.target_fps)")
         if self.methods is not None and not self.methods and not self.zoo:

@@ -22,6 +22,9 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    field, sep, rest = msg.partition(": ")
+    if loc and sep and field.isidentifier() and field.islower():  # a section's check naming one of its fields
+        loc, msg = f"{loc}.{field}", rest
     shown = "input" in err and not isinstance(err["input"], dict) and repr(err["input"]) not in msg
     got = f" (got {err['input']!r})" if shown else ""
     # (one value given to several fields, as --size is, fails each of them the same way: counted once)

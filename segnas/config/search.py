@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from segnas.config.io import SAVED_RUN
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
-from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
+from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, refuse_idle, size_or_none
 from segnas.errors import SegnasError
 
 
@@ -90,7 +90,9 @@ class FinalTraining(Settings):
         return str(path.resolve()) if Path(recipe).suffix in (".yaml", ".yml") else recipe  # a file: from any folder
 
     @model_validator(mode="after")
-    def _valid_training(self) -> "FinalTraining":
+    def _valid_training(self, info: ValidationInfo) -> "FinalTraining":
+        refuse_idle(self, info, {name: (self.epochs == 0, "a setting of the final training, which epochs 0 turns "
+                                                          "off") for name in type(self).model_fields if name != "epochs"})
         try:
             recipe_with(self.recipe, self.overrides, f"recipe {Path(self.recipe).name} with final.overrides")
         except SegnasError as exc:
@@ -173,6 +175,32 @@ class EvaluatorSettings(Settings):
 
 #: The settings of running a sample-based search's candidate evaluations in parallel.
 CANDIDATE_EXECUTION = ("workers", "executor", "ray_address", "task_cpus", "task_gpus", "task_retries")
+#: Execution settings only some executors use: setting -> those executors.
+EXECUTOR_ONLY = {"ray_address": ("ray",), "task_cpus": ("ray",), "task_gpus": ("ray",),
+                 "task_retries": ("process", "ray")}
+
+
+#: Search settings that ``segnas search`` has a flag for (``--search-size`` for ``search_size``) among
+#: those its errors name (a test checks them against the CLI).
+FLAGGED = frozenset(CANDIDATE_EXECUTION) | {"search_size", "sync_bn"}
+
+
+def named(field: str) -> str:
+    """A search setting as an error names it: with its ``segnas search`` flag where it has one."""
+    return f"{field} (--{field.replace('_', '-')})" if field in FLAGGED else field
+
+
+def refuse_idle_execution(settings: Any, info: ValidationInfo) -> None:
+    """New settings (not a saved run's) whose executor would ignore some of them: Ray's settings
+    without Ray, retries inline. (``workers`` > 1 inline is kept: evaluations run one at a time in
+    batches of ``workers``, as the pool would run them, and the search's course is the pool's.)"""
+    if (info.context or {}).get(SAVED_RUN):
+        return
+    fields = type(settings).model_fields
+    for name, executors in EXECUTOR_ONLY.items():
+        if name in fields and settings.executor not in executors and getattr(settings, name) != fields[name].default:
+            raise ValueError(f"{named(name)}: used only with executor {' or '.join(executors)} "
+                             f"(executor: {settings.executor})")
 
 
 class SearchSettings(Settings):
@@ -188,8 +216,8 @@ class SearchSettings(Settings):
     #: Search budget in minutes (wall clock): sample-based methods stop proposing, one-shot
     #: methods stop after the epoch that exceeds it. None: the method's own end (0 is refused).
     minutes: Optional[float] = Field(None, gt=0)
-    #: Candidate evaluations run at once, and where (``segnas.parallel`` executors; one worker
-    #: always runs in this process).
+    #: Candidate evaluations run at once, and where (``segnas.parallel`` executors; one worker of
+    #: the process executor runs in this process).
     workers: int = Field(1, ge=1)
     executor: Literal["inline", "process", "ray"] = "process"
     #: The Ray cluster to run on (``host:port`` of its head, or ``auto``); None: a local Ray.
@@ -241,6 +269,11 @@ class SearchSettings(Settings):
         if earlier:
             final["overrides"] = {**earlier, **(final.get("overrides") or {})}
         return {**data, "final": final}
+
+    @model_validator(mode="after")
+    def _execution(self, info: ValidationInfo) -> "SearchSettings":
+        refuse_idle_execution(self, info)
+        return self
 
     @model_validator(mode="after")
     def _job_name(self) -> "SearchSettings":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from segnas.config.io import SAVED_RUN
 from segnas.errors import SegnasError
 from segnas.utils import parse_size
 
@@ -27,6 +28,17 @@ def size_or_none(v: Any) -> Optional[tuple[int, int]]:
         return parse_size(v)
     except SegnasError as exc:
         raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+
+def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple[bool, str]]) -> None:
+    """Refuse the first field of ``idle`` (field -> (unused now, whose it is)) that is unused yet set
+    to other than its default, in new settings (a run directory's load as saved)."""
+    if (info.context or {}).get(SAVED_RUN):
+        return
+    fields = type(settings).model_fields
+    for name, (unused, whose) in idle.items():
+        if unused and getattr(settings, name) != fields[name].get_default(call_default_factory=True):
+            raise ValueError(f"{name}: {whose}; leave it out")
 
 
 class DataConfig(Settings):
@@ -72,7 +84,7 @@ class DataConfig(Settings):
         return v
 
     @model_validator(mode="after")
-    def _crop_settings_need_crops(self) -> "DataConfig":
+    def _crop_settings_need_crops(self, info: ValidationInfo) -> "DataConfig":
         """Crop settings that would otherwise do nothing, silently, are refused."""
         if self.crop_fractions != [1.0] and self.crop_size is None:
             raise ValueError("crop_fractions: crops at several sizes need data.crop_size (the largest crop)")
@@ -81,6 +93,9 @@ class DataConfig(Settings):
                              f"of crops placed on them (> 0); got {self.focus_classes} and {self.focus_prob:g}")
         if self.focus_classes and self.crop_size is None:
             raise ValueError("focus_classes: class-focused crops need data.crop_size (--size)")
+        refuse_idle(self, info, {"scale": (self.crop_size is None, f"random scaling ({self.scale[0]:g}-"
+                                                                   f"{self.scale[1]:g}) is applied before the training "
+                                                                   "crop: it needs data.crop_size (--size)")})
         return self
 
 
@@ -94,9 +109,11 @@ class ModelConfig(Settings):
     init: Optional[str] = Field(None, json_schema_extra=PATH)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelConfig":
+    def _one_source(self, info: ValidationInfo) -> "ModelConfig":
         if (self.name is None) == (self.arch is None):
             raise ValueError("give exactly one of model.name (zoo) or model.arch (arch.json)")
+        refuse_idle(self, info, {"options": (self.arch is not None, "keyword arguments of a zoo network (model.name); "
+                                                                   "an arch file's network is built from the file alone")})
         return self
 
 
@@ -113,6 +130,15 @@ class OptimConfig(Settings):
     warmup_iters: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     clip_grad_norm: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _settings_of_the_chosen(self, info: ValidationInfo) -> "OptimConfig":
+        """A setting of an optimizer or schedule other than the chosen one would do nothing: refused."""
+        refuse_idle(self, info, {"momentum": (self.name != "sgd", f"SGD's; the {self.name} optimizer uses betas"),
+                                 "betas": (self.name != "adamw", f"AdamW's; the {self.name} optimizer uses momentum"),
+                                 "power": (self.schedule != "poly", f"the poly schedule's exponent (schedule: "
+                                                                    f"{self.schedule})")})
+        return self
 
 
 class LossConfig(Settings):
@@ -143,9 +169,13 @@ class LossConfig(Settings):
     boundary_weight: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
-    def _one_teacher(self) -> "LossConfig":
+    def _one_teacher(self, info: ValidationInfo) -> "LossConfig":
         if self.teacher and self.teacher_model:
             raise ValueError("give loss.teacher (a checkpoint) or loss.teacher_model (trained once), not both")
+        ohem = (self.kind != "ohem", f"OHEM's (loss.kind: {self.kind})")
+        # (the distillation settings are not checked here: a search's final training gets its teacher
+        # after the recipe and its overrides are checked)
+        refuse_idle(self, info, {"ohem_thresh": ohem, "ohem_min_kept": ohem})
         return self
 
 
@@ -203,6 +233,12 @@ class TrainConfig(Settings):
                              "set ema_decay to null to use SWA")
         if self.swa_lr is not None and self.swa_start is None:
             raise ValueError("swa_lr: the SWA learning rate needs swa_start")
+        return self
+
+    @model_validator(mode="after")
+    def _swa_settings(self, info: ValidationInfo) -> "TrainConfig":
+        refuse_idle(self, info, {"swa_bn_batches": (self.swa_start is None, "SWA's BatchNorm re-estimate, which "
+                                                                            "needs swa_start")})
         return self
 
     @model_validator(mode="after")

@@ -113,7 +113,11 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
     common = {"job": f"search-{label}", "data": cfg.data.model_dump(mode="json"), "latency": latency,
               "minutes": cfg.search_cpu_minutes, "final": {"epochs": 0}, "seed": cfg.seed, "threads": cfg.threads,
               "device": cfg.device, "out_dir": str(folder), "progress": False}
-    return make_settings(method, {**own, **common}, f"methods.{label}")
+    settings = make_settings(method, {**own, **common}, f"methods.{label}")
+    if getattr(getattr(settings, method), "inherit_weights", False):
+        raise SegnasError(f"methods.{label}.{method}.inherit_weights: a comparison trains every network from scratch "
+                          "for the same steps; leave it out")
+    return settings
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:

@@ -30,7 +30,7 @@ from pydantic import ValidationInfo, create_model, model_validator
 
 from segnas.config.io import SAVED_RUN, build_config, merged, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
-from segnas.config.search import SearchSettings
+from segnas.config.search import SearchSettings, named
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
@@ -65,7 +65,7 @@ def settings_class(method: str) -> type[SearchSettings]:
                 return settings  # a run already started (with an earlier segnas) continues as it was
             for name, why in cls.unused_settings(settings).items():
                 if getattr(settings, name) != SearchSettings.model_fields[name].default:
-                    raise ValueError(f"{name} (--{name.replace('_', '-')}): not used by segnas search {method}: {why}; leave it out")
+                    raise ValueError(f"{named(name)}: not used by segnas search {method}: {why}; leave it out")
             return settings
 
         _CLASSES[method] = create_model(f"{section.__name__}Search", __base__=SearchSettings,

@@ -97,7 +97,9 @@ class AskTellStrategy(Strategy):
 
     @classmethod
     def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
-        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)"}
+        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)",
+                  "bf16": "no supernet trains here, and the final training computes as its recipe says "
+                          "(final.overrides.bf16)"}
         if not cls.uses_search_size(settings):
             unused["search_size"] = ("this search scores no candidate on resized whole images (a proxy scores at its "
                                      "own size, a short training on the data section's crops, the weight-sharing "
@@ -200,7 +202,9 @@ class DelegatingStrategy(AskTellStrategy):
 
     @classmethod
     def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
-        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)"}
+        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)",
+                  "bf16": "no supernet trains here, and the final training computes as its recipe says "
+                          "(final.overrides.bf16)"}
         if not cls.uses_search_size(settings):
             unused["search_size"] = ("this search scores no candidate on resized whole images (a proxy scores at its "
                                      "own size, a short training on the data section's crops, the weight-sharing "
@@ -272,7 +276,7 @@ class AskTellLoop:
             raise SegnasError(f"target_ms: must be > 0, got {target_ms}")
         self.strategy, self.evaluator, self.latency_fn, self.target_ms = strategy, evaluator, latency_fn, target_ms
         self.candidates, self.time_limit_s, self.top_k = candidates, time_limit_s, top_k
-        self.pool = WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources)
+        self.pool = WorkerPool(executor, workers, 1, ray_address, resources=resources)
         self.workers = workers
         self.max_draws = max_draws or 50 * candidates + 1000
         self.progress, self.echo = progress, echo or (lambda m: None)

@@ -53,9 +53,11 @@ def check_evaluator(es: EvaluatorSettings, where: str, space: SearchSpace, ctx: 
 
 def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: dict[str, Any]) -> TrainEvaluator:
     """Scoring by a short training from scratch (``steps`` optimizer steps, the ground-truth recipe
-    with ``recipe`` overrides), each candidate's run kept under the search's run directory."""
+    with ``recipe`` overrides), each candidate's run kept under the search's run directory. Each
+    training keeps the threads of the process it runs in: the search's (``threads``) when inline,
+    one per pool worker, ``task_cpus`` on Ray (``segnas.parallel``)."""
     s = ctx.settings
-    settings = {"data": s.data.model_dump(mode="json"), "max_steps": steps, "seed": s.seed, "threads": 1,
+    settings = {"data": s.data.model_dump(mode="json"), "max_steps": steps, "seed": s.seed, "threads": None,
                 "size": list(ctx.latency.size), "backend": ctx.latency.backend, "train": recipe,
                 "out_dir": str(ctx.run.path / "candidates"), "device": s.device}
     return TrainEvaluator(space.name, settings)

@@ -20,7 +20,7 @@ from segnas.zoo import build_model
 def model_spec_from_config(mc: ModelConfig) -> dict[str, Any]:
     """A self-contained description stored in checkpoints: the zoo name, or the whole arch file."""
     if mc.arch is not None:
-        return {"kind": "arch", **read_arch_file(mc.arch), "options": mc.options}
+        return {"kind": "arch", **read_arch_file(mc.arch)}
     return {"kind": "zoo", "name": mc.name, "options": mc.options}
 
 

@@ -42,10 +42,10 @@ import numpy as np
 from deap import base
 from deap.tools import selNSGA2, sortNondominated
 from deap.tools.emo import assignCrowdingDist
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from segnas.config.search import TrainEvaluatorSettings
-from segnas.config.train import Settings
+from segnas.config.train import Settings, refuse_idle
 from segnas.errors import SegnasError
 from segnas.evaluate.base import fitness
 from segnas.parallel import default_key
@@ -68,6 +68,12 @@ class NSGA2Settings(Settings):
     train_top: int = Field(0, ge=0)
     #: The short training of those members (steps and recipe overrides of the ground-truth recipe).
     train: TrainEvaluatorSettings = Field(default_factory=TrainEvaluatorSettings)
+
+    @model_validator(mode="after")
+    def _training_of_the_top(self, info: ValidationInfo) -> "NSGA2Settings":
+        refuse_idle(self, info, {"train": (self.train_top == 0, "the short training of the train_top members, "
+                                                                "which is off (train_top: 0)")})
+        return self
 
 
 class _Fitness(base.Fitness):

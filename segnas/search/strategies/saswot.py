@@ -29,10 +29,10 @@ import time
 from collections import deque
 from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from segnas.config.search import ProxyEvaluatorSettings
-from segnas.config.train import Settings
+from segnas.config.train import Settings, refuse_idle
 from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
 from segnas.parallel import TaskResources, WorkerPool
@@ -60,6 +60,14 @@ class SasWOTSettings(Settings):
     #: score and latency within the target, the winner picked from the front by ``nsga2.winner``.
     mode: Literal["evolution", "nsga2"] = "evolution"
     nsga2: NSGA2Settings = Field(default_factory=NSGA2Settings)
+
+    @model_validator(mode="after")
+    def _settings_of_the_mode(self, info: ValidationInfo) -> "SasWOTSettings":
+        """Settings of the search mode not chosen would do nothing: refused, named."""
+        refuse_idle(self, info, {"nsga2": (self.mode != "nsga2", f"NSGA-II's (mode: {self.mode})"),
+                                 "sample_size": (self.mode != "evolution", "regularized evolution's tournament "
+                                                                           f"(mode: {self.mode})")})
+        return self
 
 
 class ProxyScored(AskTellStrategy):
@@ -212,7 +220,7 @@ def pick_from_front(front: list[Candidate], target_ms: float | None, ns: NSGA2Se
     if trainer is None or not ns.train_top:
         return finalists, []
     chosen = finalists[:ns.train_top]
-    with WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources) as pool:
+    with WorkerPool(executor, workers, 1, ray_address, resources=resources) as pool:
         records = pool.map(trainer, [c.arch.to_dict() for c in chosen])
     miou = {c.index: fitness(r["score"]) for c, r in zip(chosen, records)}
     if not any(math.isfinite(v) for v in miou.values()):
@@ -242,7 +250,7 @@ def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_ini
     inits = evaluator.inits
     extra = evaluator.with_inits(evaluator.init_seed + inits, evaluator.proxy_seed + inits, final_inits - inits)
     search_rank = {c.index: rank for rank, c in enumerate(top, 1)}
-    with WorkerPool(executor if workers > 1 else "inline", workers, 1, ray_address, resources=resources) as pool:
+    with WorkerPool(executor, workers, 1, ray_address, resources=resources) as pool:
         records = pool.map(extra, [c.arch.to_dict() for c in top])
     if evaluator.aggregate is not None:  # components averaged over all inits, ranked among the finalists
         merged = [{"components": {k: _weighted(c.record["components"][k], r["components"][k], inits, final_inits)
@@ -316,8 +324,8 @@ def training_free_search(space: Any, proxy: Any, latency_fn, target_ms: float, *
     space = resolve_space(space)
     evaluator = proxy if isinstance(proxy, Evaluator) else ProxyEvaluator(
         space, proxy, batches=batches, num_classes=num_classes, proxy_seed=proxy_seed, init_seed=seed, inits=inits)
-    settings = SasWOTSettings(candidates=candidates, population=population, sample_size=sample_size, mode=mode,
-                              top_k=top_k, nsga2=nsga2 if nsga2 is not None else {})
+    own = {"sample_size": sample_size} if mode == "evolution" else {"nsga2": nsga2 or {}}  # (the other mode's: none)
+    settings = SasWOTSettings(candidates=candidates, population=population, mode=mode, top_k=top_k, **own)
     if settings.nsga2.train_top and trainer is None:
         raise SegnasError("nsga2.train_top: give the short-training evaluator (trainer=) that scores the finalists")
     search = SasWOT()

@@ -25,11 +25,11 @@ import json
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import Dataset, Subset
 
 from segnas.config.search import SearchSettings
-from segnas.config.train import PATH, Settings
+from segnas.config.train import PATH, Settings, refuse_idle
 from segnas.data import meta_split
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from segnas.errors import SegnasError
@@ -43,6 +43,10 @@ from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
 from segnas.search.strategies.saswot import RegularizedEvolution
 from segnas.spaces.base import MemberExtractable, WeightSharingSupernet
 from segnas.utils import atomic_write_text
+
+
+#: The settings of training the supernet (unused when it is pre-trained).
+SUPERNET_TRAINING = ("epochs", "sandwich_random", "weight_lr", "inplace_distill")
 
 
 class SupernetSearchSettings(Settings):
@@ -73,6 +77,15 @@ class SupernetSearchSettings(Settings):
     #: The winner's final training starts from its slices of the supernet's weights.
     inherit_weights: bool = False
 
+    @model_validator(mode="after")
+    def _training_or_pretrained(self, info: ValidationInfo) -> "SupernetSearchSettings":
+        """With ``pretrained`` no supernet is trained: its training settings are refused, named."""
+        replaced = (self.pretrained is not None, f"a setting of the supernet's training, which pretrained "
+                                                 f"({self.pretrained}) replaces")
+        refuse_idle(self, info, dict.fromkeys(SUPERNET_TRAINING, replaced))
+        return self
+
+
 
 #: Beside a supernet search's checkpoints: the training images it held out (never trained on).
 HELD_OUT_FILE = "held_out.json"
@@ -91,6 +104,13 @@ class SupernetSearch(DelegatingStrategy):
     @classmethod
     def uses_search_size(cls, settings: SearchSettings) -> bool:
         return True  # the supernet trains, and its members are scored, on images of that size
+
+    @classmethod
+    def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
+        unused = super().unused_settings(settings)
+        if settings.supernet.pretrained is None:
+            del unused["bf16"]  # the supernet's training computes in it
+        return unused
 
     def __init__(self) -> None:
         self.checkpoint: Path | None = None
