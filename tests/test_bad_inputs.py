@@ -235,6 +235,8 @@ CLI_CASES = [
     (["train"] + SYN + ["--set", "optim.schedule=cosine", "--set", "optim.power=2"], "optim.power: the poly schedule's"),
     (["train"] + SYN + ["--set", "loss.kind=ce", "--set", "loss.ohem_min_kept=10"], "loss.ohem_min_kept: OHEM's"),
     (["train"] + SYN + ["--set", "swa_bn_batches=4"], "swa_bn_batches: SWA's BatchNorm re-estimate"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={swa_bn_batches: 16}",
+                                      "--set", "device=cuda:99"], "swa_bn_batches: SWA's BatchNorm re-estimate"),
     (["compare", "--status", "{tmp}", "--workers", "2"], "--status only shows where a comparison stands"),
     (["compare", "--resume", "{tmp}", "--measure-now", "--no-latency"], "--measure-now runs the latency session"),
 ]
@@ -358,7 +360,8 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, monkeypatch):
 
 def test_settings_refused_as_idle_still_load_from_a_run_directory():
     """A run an earlier segnas started with a setting now refused as doing nothing still resumes:
-    the checks apply to new settings only."""
+    the checks apply to a user's settings for a new run only, not to a run directory's or to those
+    segnas derives from them (a search's final training, a comparison's jobs)."""
     from segnas.config.io import build_config
     from segnas.config.train import TrainConfig
     from segnas.errors import SegnasError
@@ -366,6 +369,11 @@ def test_settings_refused_as_idle_still_load_from_a_run_directory():
     idle = {"optim": {"name": "adamw", "momentum": 0.5}, "loss": {"ohem_min_kept": 2}, "swa_bn_batches": 4,
             "data": {"scale": [0.5, 2.0]}, "model": {"name": None, "arch": "a.json", "options": {"w": 1}}}
     with pytest.raises(SegnasError, match="data.scale: .* leave it out .and 3 more errors"):
-        build_config(TrainConfig, idle)
-    cfg = build_config(TrainConfig, idle, saved=True)
-    assert cfg.optim.momentum == 0.5 and cfg.swa_bn_batches == 4
+        build_config(TrainConfig, idle, new=True)
+    for cfg in (build_config(TrainConfig, idle, saved=True), TrainConfig.model_validate(idle)):
+        assert cfg.optim.momentum == 0.5 and cfg.swa_bn_batches == 4
+    from segnas.config.search import FinalTraining
+
+    with pytest.raises(SegnasError, match="swa_bn_batches"):
+        build_config(FinalTraining, {"overrides": {"swa_bn_batches": 16}}, new=True)
+    assert FinalTraining.model_validate({"overrides": {"swa_bn_batches": 16}}).overrides == {"swa_bn_batches": 16}

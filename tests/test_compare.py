@@ -755,3 +755,15 @@ def test_a_job_under_way_continues_with_the_comparisons_settings_of_where_it_com
     saved = read_yaml(started / "config.yaml")
     assert saved["data"]["root"] == str(tmp_path / "moved") and saved["random"]["candidates"] == 4
     assert "resumed with data.root=" in (started / "log.txt").read_text()
+
+
+def test_a_setting_a_method_would_not_use_is_refused_when_a_comparison_starts_not_when_it_resumes(tmp_path):
+    from segnas.errors import SegnasError
+    from segnas.jobs.compare import search_settings
+
+    cfg = build_config(CompareSettings, tiny(tmp_path))
+    with pytest.raises(SegnasError, match=r"methods.fasterseg: workers \(--workers\): not used by segnas search"):
+        search_settings(cfg, "fasterseg", {"workers": 2}, tmp_path, new=True)
+    assert search_settings(cfg, "fasterseg", {"workers": 2}, tmp_path).workers == 2  # one under way resumes
+    with pytest.raises(SegnasError, match="inherit_weights: a comparison trains every network from scratch"):
+        search_settings(cfg, "supernet", {"supernet": {"inherit_weights": True}}, tmp_path, new=True)

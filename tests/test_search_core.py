@@ -258,12 +258,14 @@ def test_shared_settings_a_method_does_not_use_are_refused_in_new_settings_only(
     from segnas.config.io import build_config
 
     if refused is None:
-        make_settings(method, data)
+        make_settings(method, data, new=True)
         return
     with pytest.raises(SegnasError, match=refused.replace("(", r"\(").replace(")", r"\)")):
-        make_settings(method, data)
-    # a run directory's settings (an earlier segnas let them through) still load, to resume
+        make_settings(method, data, new=True)
+    # a run directory's settings (an earlier segnas let them through), and settings segnas derives
+    # from them, still load
     build_config(type(make_settings(method, {})), {**data, "method": method}, saved=True)
+    make_settings(method, data)
 
 
 def test_short_trainings_inline_keep_the_search_process_threads(tmp_path):

@@ -89,8 +89,8 @@ def search_settings(method: str, args: argparse.Namespace, target_ms: float):
     if method in ("saswot", "saswot_trained"):
         section.update(scoring=scoring, population=args.population)
         if method == "saswot_trained":  # NSGA-II; the front's first members trained briefly, the best wins
-            section.update(mode="nsga2", top_k=max(args.train_top, 1), nsga2={
-                "train_top": args.train_top, "train": {"steps": 2 if args.smoke else args.train_steps}})
+            section.update(mode="nsga2", top_k=max(args.train_top, 1), nsga2={"train_top": args.train_top} | (
+                {"train": {"steps": 2 if args.smoke else args.train_steps}} if args.train_top else {}))
         else:
             section.update(sample_size=args.sample_size)
     elif method == "supernet":

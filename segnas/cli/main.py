@@ -83,11 +83,11 @@ def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Opt
         return None
     under = load_recipe(recipe) if recipe is not None else {}
     if config is not None:
-        return load_config(cls, config, overrides, flags, under=under)
+        return load_config(cls, config, overrides, flags, under=under, new=True)
     raw: dict[str, Any] = merged(under, {})
     for key, value in overrides.items():
         set_dotted(raw, key, value)
-    return build_config(cls, raw, "options", flags)
+    return build_config(cls, raw, "options", flags, new=True)
 
 
 def _setting_default(cls: Any, path: str) -> Any:

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from segnas.config.io import new_settings
 from segnas.config.recipes import recipe_with
 from segnas.config.search import LatencyTarget, refuse_idle_execution
 from segnas.config.train import PATH, DataConfig, Settings, refuse_idle
@@ -41,9 +42,9 @@ class CompareTraining(Settings):
 
     @field_validator("recipe")
     @classmethod
-    def _recipe_fields(cls, recipe: dict[str, Any]) -> dict[str, Any]:
+    def _recipe_fields(cls, recipe: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         try:
-            recipe_with("cpu-short", recipe, "train.recipe")
+            recipe_with("cpu-short", recipe, "train.recipe", new=new_settings(info))
         except SegnasError as exc:
             raise ValueError(str(exc).removeprefix("train.recipe: ")) from None
         return recipe
@@ -115,7 +116,7 @@ class CompareSettings(Settings):
 
     @model_validator(mode="after")
     def _checks(self, info: ValidationInfo) -> "CompareSettings":
-        refuse_idle_execution(self, info)
+        refuse_idle_execution(self, info, flags=False)  # (segnas compare sets them with --set)
         refuse_idle(self, info, {"zoo_within": (self.zoo is not None, "the latency window of the zoo baselines chosen "
                                                                       "by latency; zoo names them")})
         if self.latency.target is None:

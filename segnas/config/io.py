@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo
 
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write_text, read_text_file
@@ -40,14 +40,26 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
 #: Validation context of settings read back from a run directory (``load_config(saved=True)``):
 #: validators that upgrade the form an earlier segnas saved apply only there, never to a user's file.
 SAVED_RUN = "saved_run"
+#: Validation context of the settings a user gives for a new run (``build_config(new=True)``: the
+#: command line, a comparison's methods when it starts): the checks that refuse a setting which would
+#: do nothing apply there only, so that a run directory's settings, and those segnas derives from
+#: them, load as they were saved.
+NEW_SETTINGS = "new_settings"
+
+
+def new_settings(info: ValidationInfo) -> bool:
+    """Whether a validator runs on a user's settings for a new run (``NEW_SETTINGS``)."""
+    return bool((info.context or {}).get(NEW_SETTINGS))
 
 
 def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
-                 flags: Optional[Mapping[str, str]] = None, saved: bool = False) -> M:
+                 flags: Optional[Mapping[str, str]] = None, saved: bool = False, new: bool = False) -> M:
     """Validate a dict into ``cls``; a SegnasError naming the field (and the option that set it,
-    from ``flags``) on failure. ``saved``: the settings a run directory holds (see ``SAVED_RUN``)."""
+    from ``flags``) on failure. ``saved``: the settings a run directory holds (see ``SAVED_RUN``);
+    ``new``: a user's settings for a new run (``NEW_SETTINGS``)."""
+    context = {SAVED_RUN: True} if saved else {NEW_SETTINGS: True} if new else None
     try:
-        return cls.model_validate(data, context={SAVED_RUN: True} if saved else None)
+        return cls.model_validate(data, context=context)
     except ValidationError as exc:
         raise SegnasError(validation_message(exc, source, flags)) from None
 
@@ -65,10 +77,10 @@ def read_yaml(path: Path) -> Any:
 
 def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None,
                 flags: Optional[Mapping[str, str]] = None, under: Optional[dict[str, Any]] = None,
-                saved: bool = False) -> M:
+                saved: bool = False, new: bool = False) -> M:
     """Read YAML ``path`` into ``cls``, applying dotted-key ``overrides`` (e.g. {'optim.lr': 0.1});
     ``under``: settings the file's own override (a recipe), nested sections merged; ``saved``: a run
-    directory's config.yaml (``SAVED_RUN``)."""
+    directory's config.yaml (``SAVED_RUN``); ``new``: a user's settings for a new run (``NEW_SETTINGS``)."""
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: config file not found")
@@ -79,7 +91,7 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
         data = merged(under, data)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
-    return build_config(cls, data, str(path), flags, saved)
+    return build_config(cls, data, str(path), flags, saved, new)
 
 
 def has_setting(cls: type, path: str) -> bool:

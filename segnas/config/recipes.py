@@ -85,10 +85,10 @@ def recipe_data(recipe: dict[str, Any], data: DataConfig) -> dict[str, Any]:
     return merged(recipe.get("data", {}), data.model_dump(mode="json", exclude_defaults=True))
 
 
-def recipe_with(name: str | Path, overrides: dict[str, Any], where: str) -> dict[str, Any]:
+def recipe_with(name: str | Path, overrides: dict[str, Any], where: str, new: bool = False) -> dict[str, Any]:
     """Recipe ``name``'s settings with ``overrides`` on top, checked together (the overrides may not
     set the run; together they must make a valid training), errors named by ``where``."""
     refuse_run_fields(overrides, where)
     recipe = merged(load_recipe(name), overrides)
-    build_config(TrainConfig, merged(RUN_STAND_INS, recipe), where)
+    build_config(TrainConfig, merged(RUN_STAND_INS, recipe), where, new=new)
     return recipe

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from segnas.config.io import SAVED_RUN
+from segnas.config.io import SAVED_RUN, new_settings
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
 from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, refuse_idle, size_or_none
 from segnas.errors import SegnasError
@@ -94,7 +94,8 @@ class FinalTraining(Settings):
         refuse_idle(self, info, {name: (self.epochs == 0, "a setting of the final training, which epochs 0 turns "
                                                           "off") for name in type(self).model_fields if name != "epochs"})
         try:
-            recipe_with(self.recipe, self.overrides, f"recipe {Path(self.recipe).name} with final.overrides")
+            recipe_with(self.recipe, self.overrides, f"recipe {Path(self.recipe).name} with final.overrides",
+                        new=new_settings(info))
         except SegnasError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -190,16 +191,17 @@ def named(field: str) -> str:
     return f"{field} (--{field.replace('_', '-')})" if field in FLAGGED else field
 
 
-def refuse_idle_execution(settings: Any, info: ValidationInfo) -> None:
-    """New settings (not a saved run's) whose executor would ignore some of them: Ray's settings
-    without Ray, retries inline. (``workers`` > 1 inline is kept: evaluations run one at a time in
-    batches of ``workers``, as the pool would run them, and the search's course is the pool's.)"""
-    if (info.context or {}).get(SAVED_RUN):
+def refuse_idle_execution(settings: Any, info: ValidationInfo, flags: bool = True) -> None:
+    """A user's new settings whose executor would ignore some of them: Ray's settings without Ray,
+    retries inline (named with their ``segnas search`` flag with ``flags``). (``workers`` > 1 inline
+    is kept: evaluations run one at a time in batches of ``workers``, as the pool would run them,
+    and the search's course is the pool's.)"""
+    if not new_settings(info):
         return
     fields = type(settings).model_fields
     for name, executors in EXECUTOR_ONLY.items():
         if name in fields and settings.executor not in executors and getattr(settings, name) != fields[name].default:
-            raise ValueError(f"{named(name)}: used only with executor {' or '.join(executors)} "
+            raise ValueError(f"{named(name) if flags else name}: used only with executor {' or '.join(executors)} "
                              f"(executor: {settings.executor})")
 
 

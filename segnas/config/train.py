@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from segnas.config.io import SAVED_RUN
+from segnas.config.io import new_settings
 from segnas.errors import SegnasError
 from segnas.utils import parse_size
 
@@ -32,8 +32,8 @@ def size_or_none(v: Any) -> Optional[tuple[int, int]]:
 
 def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple[bool, str]]) -> None:
     """Refuse the first field of ``idle`` (field -> (unused now, whose it is)) that is unused yet set
-    to other than its default, in new settings (a run directory's load as saved)."""
-    if (info.context or {}).get(SAVED_RUN):
+    to other than its default, in a user's settings for a new run (``config.io.NEW_SETTINGS``)."""
+    if not new_settings(info):
         return
     fields = type(settings).model_fields
     for name, (unused, whose) in idle.items():

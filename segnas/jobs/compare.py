@@ -98,9 +98,11 @@ def method_of(label: str, own: dict[str, Any]) -> str:
     return str(own.get("method", label))
 
 
-def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folder: Path) -> SearchSettings:
+def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folder: Path,
+                    new: bool = False) -> SearchSettings:
     """The settings of entry ``label``'s search: its own settings with what the comparison fixes for
-    all (data, latency, budget, seed, threads, device; no final training: the comparison trains)."""
+    all (data, latency, budget, seed, threads, device; no final training: the comparison trains);
+    ``new``: checked as a user's settings for a new search (a comparison that starts)."""
     method = method_of(label, own)
     own = {k: v for k, v in own.items() if k != "method"}
     shared = sorted(set(own) & set(SHARED_SEARCH_FIELDS))
@@ -113,8 +115,8 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
     common = {"job": f"search-{label}", "data": cfg.data.model_dump(mode="json"), "latency": latency,
               "minutes": cfg.search_cpu_minutes, "final": {"epochs": 0}, "seed": cfg.seed, "threads": cfg.threads,
               "device": cfg.device, "out_dir": str(folder), "progress": False}
-    settings = make_settings(method, {**own, **common}, f"methods.{label}")
-    if getattr(getattr(settings, method), "inherit_weights", False):
+    settings = make_settings(method, {**own, **common}, f"methods.{label}", new=new)
+    if new and getattr(getattr(settings, method), "inherit_weights", False):
         raise SegnasError(f"methods.{label}.{method}.inherit_weights: a comparison trains every network from scratch "
                           "for the same steps; leave it out")
     return settings
@@ -802,7 +804,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     validate_dataset(cfg.data, cfg.progress, echo)
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
     for method, own in methods.items():
-        search_settings(cfg, method, own, Path(cfg.out_dir))
+        search_settings(cfg, method, own, Path(cfg.out_dir), new=resume is None)
     test = test_split(cfg, echo)
     num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                                 **cfg.data.options).num_classes

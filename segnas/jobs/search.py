@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from pydantic import ValidationInfo, create_model, model_validator
 
-from segnas.config.io import SAVED_RUN, build_config, merged, read_yaml
+from segnas.config.io import build_config, merged, new_settings, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings, named
 from segnas.config.train import TrainConfig
@@ -61,7 +61,7 @@ def settings_class(method: str) -> type[SearchSettings]:
         section = cls.settings_class
 
         def used(settings: SearchSettings, info: ValidationInfo) -> SearchSettings:
-            if (info.context or {}).get(SAVED_RUN):
+            if not new_settings(info):
                 return settings  # a run already started (with an earlier segnas) continues as it was
             for name, why in cls.unused_settings(settings).items():
                 if getattr(settings, name) != SearchSettings.model_fields[name].default:
@@ -74,9 +74,10 @@ def settings_class(method: str) -> type[SearchSettings]:
     return _CLASSES[method]
 
 
-def make_settings(method: str, data: dict[str, Any], source: str = "options") -> SearchSettings:
-    """Validated settings of a ``method`` search from a nested mapping (``method`` filled in)."""
-    return build_config(settings_class(method), {**data, "method": method}, source)
+def make_settings(method: str, data: dict[str, Any], source: str = "options", new: bool = False) -> SearchSettings:
+    """Validated settings of a ``method`` search from a nested mapping (``method`` filled in);
+    ``new``: a user's settings for a new search (``config.io.NEW_SETTINGS``)."""
+    return build_config(settings_class(method), {**data, "method": method}, source, new=new)
 
 
 def run_method(run_dir: str | Path) -> str:
