@@ -954,7 +954,10 @@ def recipe_ablation(r: dict) -> list[str]:
         rows = [row for row in r["rows"] if row["model"] == model]
         base = next((row for row in rows if row["variant"] == "current"), None)
         label = Path(model).parent.name if model.endswith(".json") else model
-        verdicts.append(recipe_verdict(label, base, [row for row in rows if seeds(row) >= r["seeds"]]))
+        judged = [row for row in rows if seeds(row) >= r["seeds"]]
+        verdicts.append(recipe_verdict(label, base, judged) if any(row is not base for row in judged) or
+                        len(judged) == len(rows) else f"{label} not yet judged (every variant so far screened with "
+                                                      f"fewer than {r['seeds']} seeds)")
         for row in sorted(rows, key=lambda x: -(x.get("holdout_miou_mean") or 0.0)):
             delta = ("–" if base is None or row is base or row.get("holdout_miou_mean") is None
                      or base.get("holdout_miou_mean") is None else

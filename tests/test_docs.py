@@ -264,3 +264,6 @@ def test_recipe_screen_table_compares_each_variant_with_the_current_recipe() -> 
     lines = readme_tables.recipe_ablation(screened)
     assert "| fast_scnn | blur (1 seed) | 60.0 | 58.0 | +8.0 | 2.0 | – |" in lines
     assert lines[-2].endswith(": fast_scnn not met (best: cosine, +1.0).") and "shown, not judged" in lines[-4]
+    only_screened = {**screened, "rows": [row("current", 0.50, 0.01), {**row("blur", 0.58, 0.02), "seeds": 1}]}
+    assert readme_tables.recipe_ablation(only_screened)[-2].endswith(
+        ": fast_scnn not yet judged (every variant so far screened with fewer than 2 seeds).")
