@@ -955,9 +955,10 @@ def recipe_ablation(r: dict) -> list[str]:
         base = next((row for row in rows if row["variant"] == "current"), None)
         label = Path(model).parent.name if model.endswith(".json") else model
         judged = [row for row in rows if seeds(row) >= r["seeds"]]
-        verdicts.append(recipe_verdict(label, base, judged) if any(row is not base for row in judged) or
-                        len(judged) == len(rows) else f"{label} not yet judged (every variant so far screened with "
-                                                      f"fewer than {r['seeds']} seeds)")
+        if len(judged) < len(rows) and all(row is base for row in judged):
+            verdicts.append(f"{label} not yet judged (every variant so far screened with fewer than {r['seeds']} seeds)")
+        else:
+            verdicts.append(recipe_verdict(label, base, judged))
         for row in sorted(rows, key=lambda x: -(x.get("holdout_miou_mean") or 0.0)):
             delta = ("–" if base is None or row is base or row.get("holdout_miou_mean") is None
                      or base.get("holdout_miou_mean") is None else

@@ -196,13 +196,10 @@ def refuse_idle_execution(settings: Any, info: ValidationInfo, flags: bool = Tru
     retries inline (named with their ``segnas search`` flag with ``flags``). (``workers`` > 1 inline
     is kept: evaluations run one at a time in batches of ``workers``, as the pool would run them,
     and the search's course is the pool's.)"""
-    if not new_settings(info):
-        return
-    fields = type(settings).model_fields
-    for name, executors in EXECUTOR_ONLY.items():
-        if name in fields and settings.executor not in executors and getattr(settings, name) != fields[name].default:
-            raise ValueError(f"{named(name) if flags else name}: used only with executor {' or '.join(executors)} "
-                             f"(executor: {settings.executor})")
+    refuse_idle(settings, info, {name: (settings.executor not in executors, f"used only with executor "
+                                           f"{' or '.join(executors)} (executor: {settings.executor})")
+                                 for name, executors in EXECUTOR_ONLY.items() if name in type(settings).model_fields},
+                named if flags else str)
 
 
 class SearchSettings(Settings):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -30,15 +30,17 @@ def size_or_none(v: Any) -> Optional[tuple[int, int]]:
         raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
-def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple[bool, str]]) -> None:
+def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple[bool, str]],
+                named: Callable[[str], str] = str) -> None:
     """Refuse the first field of ``idle`` (field -> (unused now, whose it is)) that is unused yet set
-    to other than its default, in a user's settings for a new run (``config.io.NEW_SETTINGS``)."""
+    to other than its default, in a user's settings for a new run (``config.io.NEW_SETTINGS``); the
+    error names it as ``named`` says (e.g. with its flag)."""
     if not new_settings(info):
         return
     fields = type(settings).model_fields
     for name, (unused, whose) in idle.items():
         if unused and getattr(settings, name) != fields[name].get_default(call_default_factory=True):
-            raise ValueError(f"{name}: {whose}; leave it out")
+            raise ValueError(f"{named(name)}: {whose}; leave it out")
 
 
 class DataConfig(Settings):

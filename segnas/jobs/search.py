@@ -28,10 +28,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from pydantic import ValidationInfo, create_model, model_validator
 
-from segnas.config.io import build_config, merged, new_settings, read_yaml
+from segnas.config.io import build_config, merged, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings, named
-from segnas.config.train import TrainConfig
+from segnas.config.train import TrainConfig, refuse_idle
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
@@ -61,11 +61,8 @@ def settings_class(method: str) -> type[SearchSettings]:
         section = cls.settings_class
 
         def used(settings: SearchSettings, info: ValidationInfo) -> SearchSettings:
-            if not new_settings(info):
-                return settings  # a run already started (with an earlier segnas) continues as it was
-            for name, why in cls.unused_settings(settings).items():
-                if getattr(settings, name) != SearchSettings.model_fields[name].default:
-                    raise ValueError(f"{named(name)}: not used by segnas search {method}: {why}; leave it out")
+            refuse_idle(settings, info, {name: (True, f"not used by segnas search {method}: {why}")
+                                         for name, why in cls.unused_settings(settings).items()}, named)
             return settings
 
         _CLASSES[method] = create_model(f"{section.__name__}Search", __base__=SearchSettings,

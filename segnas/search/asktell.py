@@ -200,24 +200,6 @@ class DelegatingStrategy(AskTellStrategy):
     def make_search(self, settings: Any) -> AskTellStrategy:
         """The search that proposes (it is begun with this strategy's space, seed and settings)."""
 
-    @classmethod
-    def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:
-        unused = {"sync_bn": "only one-shot searches synchronize BatchNorm (under torchrun)",
-                  "bf16": "no supernet trains here, and the final training computes as its recipe says "
-                          "(final.overrides.bf16)"}
-        if not cls.uses_search_size(settings):
-            unused["search_size"] = ("this search scores no candidate on resized whole images (a proxy scores at its "
-                                     "own size, a short training on the data section's crops, the weight-sharing "
-                                     "evaluator at its size when set)")
-        return unused
-
-    @classmethod
-    def uses_search_size(cls, settings: SearchSettings) -> bool:
-        """Whether candidates are scored on whole images resized to ``search_size``: by the
-        weight-sharing evaluator (the section's ``evaluator``) without a size of its own."""
-        ev = getattr(getattr(settings, settings.method, None), "evaluator", None)
-        return isinstance(ev, EvaluatorSettings) and ev.kind == "supernet" and ev.supernet.size is None
-
     def begin(self, space: SearchSpace, seed: int, settings: Any) -> None:
         self.space, self.settings = space, settings
         self.search = self.make_search(settings)
