@@ -1016,15 +1016,50 @@ def recipe_verdict(label: str, base: dict | None, rows: list[dict]) -> str:
     return f"{label} {'met' if gain >= RECIPE_GOAL_POINTS else 'not met'} (best: {best['variant']}, {gain:+.1f})"
 
 
+def is_long_run(r: dict) -> bool:
+    """Whether recipe result ``r`` is a long run of one recipe rather than an ablation."""
+    return r["steps"] > RECIPE_GOAL_STEPS and len(r["variants"]) == 1
+
+
+def recipe_long_run(r: dict, at_goal: dict | None) -> list[str]:
+    """A long run of one recipe (``recipe_camvid.py`` past the goal's steps): where it lands on val
+    and on the unseen street, class by class, beside the same recipe at the goal's steps (``at_goal``)."""
+    held = r["holdout"]
+    lines = [f"### Where a long run lands: {r['steps']} steps", ""]
+    for row in r["rows"]:
+        label = Path(row["model"]).parent.name if row["model"].endswith(".json") else row["model"]
+        short = next((s for s in (at_goal or {}).get("rows", [])
+                      if s["model"] == row["model"] and s["variant"] == row["variant"]), None)
+        shown = [(r, row)] + ([(at_goal, short)] if short else [])
+        classes = list(row.get("holdout_per_class_iou") or {})
+        lines += [f"| {label}, {row['variant']} | steps | CPU-hours | val mIoU | cross-sequence ({held}) mIoU |"
+                  + "".join(f" {c} |" for c in classes), "|---|---|---|---|---|" + "---|" * len(classes)]
+        for result, x in shown:
+            runs = x["training"]
+            hours = statistics.mean(t["train_cpu_seconds"] for t in runs) / 3600
+            seeds = f"{len(runs)} seed" + ("s, mean" if len(runs) > 1 else "")
+            lines.append(f"| {seeds} | {result['steps']} | {hours:.1f} | {100 * x['val_miou_mean']:.1f} "
+                         f"| {100 * x['holdout_miou_mean']:.1f} |"
+                         + "".join(f" {100 * x['holdout_per_class_iou'][c]:.1f} |" for c in classes))
+        if short:
+            lines += ["", f"{label} with `{row['variant']}` trained {r['steps'] / at_goal['steps']:g}x as long: "
+                      f"{100 * (row['val_miou_mean'] - short['val_miou_mean']):+.1f} val mIoU, "
+                      f"{100 * (row['holdout_miou_mean'] - short['holdout_miou_mean']):+.1f} cross-sequence mIoU "
+                      f"against its {at_goal['steps']}-step runs."]
+    return lines + ["", f"Same recipe, data (CamVid train without {held}) and batch ({r['batch_size']}, "
+                        f"{r['precision']}) as the ablation; per-class columns: cross-sequence IoU.", ""]
+
+
 def page_training(study: Study, studies: dict[str, Study]) -> list[str]:
     res = study.results()
     lines: list[str] = []
     for r in res.values():
         if "train_minutes" in r and r["train_minutes"] > 30:
             lines += train_camvid(r)
-    for r in res.values():
-        if "variants" in r and "rows" in r:
-            lines += recipe_ablation(r) + [machine_line(r), ""]
+    recipes = [r for r in res.values() if "variants" in r and "rows" in r]
+    at_goal = next((r for r in recipes if r["steps"] == RECIPE_GOAL_STEPS and not is_long_run(r)), None)
+    for r in recipes:
+        lines += (recipe_long_run(r, at_goal) if is_long_run(r) else recipe_ablation(r)) + [machine_line(r), ""]
     lines += same_steps(studies)
     lines += ["### Same training budget: 10 CPU-minutes each", ""]
     lines += same_budget(studies, link="../{study}/README.md")

@@ -267,3 +267,27 @@ def test_recipe_screen_table_compares_each_variant_with_the_current_recipe() -> 
     only_screened = {**screened, "rows": [row("current", 0.50, 0.01), {**row("blur", 0.58, 0.02), "seeds": 1}]}
     assert readme_tables.recipe_ablation(only_screened)[-2].endswith(
         ": fast_scnn not yet judged (every variant so far screened with fewer than 2 seeds).")
+
+
+def test_a_long_recipe_run_is_shown_beside_the_same_recipe_at_the_goals_steps() -> None:
+    """A recipe result past the goal's steps with one variant is a long run: its val and cross-sequence
+    mIoU, class by class, beside the mean of the same recipe's runs at the goal's steps, and the gain."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    def row(val: float, held: float, seeds: int) -> dict:
+        return {"model": "fast_scnn", "variant": "current", "val_miou_mean": val, "holdout_miou_mean": held,
+                "holdout_per_class_iou": {"Road": held + 0.4, "Pole": held - 0.3},
+                "training": [{"train_cpu_seconds": 3600.0 * 4 * (2700 / 10800 if seeds > 1 else 1)}] * seeds}
+
+    common = {"holdout": "0006R0", "batch_size": 8, "precision": "fp32", "devices": ["cpu"]}
+    long = {**common, "steps": 10800, "seeds": 1, "variants": {"current": {}}, "rows": [row(0.66, 0.43, 1)]}
+    short = {**common, "steps": 2700, "seeds": 2, "variants": {"current": {}, "boundary": {}},
+             "rows": [row(0.62, 0.40, 2)]}
+    assert readme_tables.is_long_run(long) and not readme_tables.is_long_run(short)
+    lines = readme_tables.recipe_long_run(long, short)
+    assert "| 1 seed | 10800 | 4.0 | 66.0 | 43.0 | 83.0 | 13.0 |" in lines
+    assert "| 2 seeds, mean | 2700 | 1.0 | 62.0 | 40.0 | 80.0 | 10.0 |" in lines
+    assert any("trained 4x as long: +4.0 val mIoU, +3.0 cross-sequence mIoU against its 2700-step runs" in x
+               for x in lines)
+    assert not any("as long" in x for x in readme_tables.recipe_long_run(long, None))
