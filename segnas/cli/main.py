@@ -258,8 +258,10 @@ def demo(
     threads: Optional[int] = typer.Option(None, help="Torch threads."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """A small comparison on the embedded synthetic scenes: SasWOT and random search for a latency
-    target, their winners and Fast-SCNN trained briefly, the table and the Pareto plot."""
+    """A small comparison on the embedded synthetic scenes, in a few minutes on 2 cores.
+
+    SasWOT and random search for a latency target, their winners and Fast-SCNN trained briefly, the
+    table and the Pareto plot."""
     from segnas.jobs.demo import demo_job
     from segnas.utils import parse_size
 
@@ -296,8 +298,10 @@ def compare(
                                      help="Run the latency session on this machine even where the searches "
                                           "predicted latency for another (their target was met or missed there)."),
 ) -> None:
-    """Compare search methods and zoo baselines for one latency target: every search, then every
-    network trained with one recipe, budget and seeds, measured in one latency session."""
+    """Compare search methods and zoo baselines for one latency target on your data.
+
+    Every search, then every network trained with one recipe, budget and seeds, measured in one
+    latency session (docs/compare.md)."""
     from segnas.config.compare import CompareSettings
     from segnas.jobs.compare import compare_job, compare_status, status_table
 
