@@ -1057,7 +1057,7 @@ def page_training(study: Study, studies: dict[str, Study]) -> list[str]:
         if "train_minutes" in r and r["train_minutes"] > 30:
             lines += train_camvid(r)
     recipes = [r for r in res.values() if "variants" in r and "rows" in r]
-    at_goal = next((r for r in recipes if r["steps"] == RECIPE_GOAL_STEPS and not is_long_run(r)), None)
+    at_goal = next((r for r in recipes if r["steps"] == RECIPE_GOAL_STEPS), None)
     for r in recipes:
         lines += (recipe_long_run(r, at_goal) if is_long_run(r) else recipe_ablation(r)) + [machine_line(r), ""]
     lines += same_steps(studies)

@@ -163,8 +163,11 @@ def main() -> None:
         args.steps, args.seeds, args.holdout = 2, 1, None
     teacher = ({"teacher": str(Path(args.teacher).resolve())} if args.teacher else
                {"teacher_model": args.teacher_model, "teacher_steps": args.teacher_steps or 2 * args.steps})
-    variants = list(dict.fromkeys(v.strip() for v in args.variants.split(",") if v.strip()))
-    screened = [v.strip() for v in args.screen_variants.split(",") if v.strip() and v.strip() not in variants]
+    def names(text: str) -> list[str]:  # in order, each once
+        return list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+
+    variants = names(args.variants)
+    screened = [v for v in names(args.screen_variants) if v not in variants]
     variants += screened
     recipes = {v: variant_recipe(v, teacher) for v in variants}  # every variant checked before training
     models = [found_arch(args.found, args.out_dir) if m == "found" else m for m in args.models.split(",")]

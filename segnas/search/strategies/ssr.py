@@ -20,9 +20,8 @@ import torch
 from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import DataLoader, Dataset
 
-from segnas.config.io import new_settings
 from segnas.config.search import SearchSettings
-from segnas.config.train import Settings
+from segnas.config.train import Settings, refuse_idle
 from segnas.cost.flops import count_flops
 from segnas.engine.evaluate import iter_batches
 from segnas.engine.step import Placement
@@ -83,9 +82,9 @@ class SSRSettings(OneShotSettings):
     def _resource_target(self, info: ValidationInfo) -> "SSRSettings":
         if self.resource == "flops" and self.target_gflops is None:
             raise ValueError("resource 'flops' needs target_gflops")
-        if self.resource == "latency" and self.target_gflops is not None and new_settings(info):
-            raise ValueError("target_gflops: used only with resource 'flops' (--resource flops); the latency "
-                             "resource's target is latency.target_ms")
+        refuse_idle(self, info, {"target_gflops": (self.resource == "latency", "used only with resource 'flops' "
+                                                   "(--resource flops); the latency resource's target is "
+                                                   "latency.target_ms")})
         return self
 
 
