@@ -94,6 +94,16 @@ def test_train_help_shows_defaults(monkeypatch):
         assert default in text, default
 
 
+def test_help_paragraphs_flow_with_the_terminal(monkeypatch):
+    """A docstring's source line breaks do not show: a paragraph fills the terminal's width."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    line = next(ln for ln in result.output.splitlines() if "Without --epochs" in ln)
+    assert "global batch" in line, line
+
+
 def test_train_without_arguments_shows_help(monkeypatch):
     import segnas.jobs
 

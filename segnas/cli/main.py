@@ -21,7 +21,7 @@ from rich.table import Table
 
 from segnas.errors import SegnasError
 
-app = typer.Typer(help="Neural architecture search for real-time semantic segmentation.",
+app = typer.Typer(rich_markup_mode="markdown", help="Neural architecture search for real-time semantic segmentation.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
@@ -423,7 +423,7 @@ def report(
     report_job(run_dir, out, samples, latency, echo=echo)
 
 
-search_app = typer.Typer(help="Architecture search strategies.", no_args_is_help=True)
+search_app = typer.Typer(rich_markup_mode="markdown", help="Architecture search strategies.", no_args_is_help=True)
 app.add_typer(search_app, name="search")
 
 
@@ -525,7 +525,7 @@ def _register_search_commands() -> None:
 _register_search_commands()
 
 
-proxy_app = typer.Typer(help="Zero-cost proxies: score untrained networks, discover new proxies.", no_args_is_help=True)
+proxy_app = typer.Typer(rich_markup_mode="markdown", help="Zero-cost proxies: score untrained networks, discover new proxies.", no_args_is_help=True)
 app.add_typer(proxy_app, name="proxy")
 
 
