@@ -1772,6 +1772,24 @@ def splice(text: str, name: str, lines: list[str]) -> str:
     return head + begin + "\n" + "\n".join(lines) + "\n" + end + tail
 
 
+def settings_blocks() -> dict[str, list[str]]:
+    """The settings page's tables (docs/reference/config.md), generated from the settings classes."""
+    from segnas.config.compare import CompareSettings
+    from segnas.config.recipes import load_recipe
+    from segnas.config.reference import flatten, setting_docs, settings_table
+    from segnas.config.search import EvaluatorSettings, LatencyTarget, SearchSettings
+    from segnas.config.train import DataConfig, TrainConfig
+
+    shared = (DataConfig, LatencyTarget)
+    return {"SETTINGS_DATA": [settings_table(setting_docs(DataConfig, "data."))],
+            "SETTINGS_TRAIN": [settings_table(setting_docs(TrainConfig, sections=shared),
+                                              ("cpu-short", flatten(load_recipe("cpu-short"))))],
+            "SETTINGS_SEARCH": [settings_table(setting_docs(SearchSettings, sections=shared))],
+            "SETTINGS_LATENCY": [settings_table(setting_docs(LatencyTarget, "latency."))],
+            "SETTINGS_EVALUATOR": [settings_table(setting_docs(EvaluatorSettings, "evaluator."))],
+            "SETTINGS_COMPARE": [settings_table(setting_docs(CompareSettings, sections=shared))]}
+
+
 def render_all() -> dict[Path, str]:
     """Every generated file and its content."""
     studies = load_manifest()
@@ -1782,6 +1800,11 @@ def render_all() -> dict[Path, str]:
     out[readme] = splice(text, "RESULTS", headline_block(studies))
     repro = ROOT / "docs" / "reproducibility.md"
     out[repro] = splice(repro.read_text(), "TABLE", reproducibility_block(studies))
+    settings = ROOT / "docs" / "reference" / "config.md"
+    text = settings.read_text()
+    for name, lines in settings_blocks().items():
+        text = splice(text, name, lines)
+    out[settings] = text
     return out
 
 

@@ -115,6 +115,8 @@ CLI_CASES = [
     # train: options and settings
     (["train"] + SYN + ["--model", "fast_scnn", "--arch", "{tmp}/a.json"], "--model", _arch_file),
     (["train"] + SYN + ["--model", "nope_net"], "nope_net"),
+    (["train"] + SYN + ["--data-root", "{tmp}/my_data"], "--data-root (data.root): the synthetic dataset"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--data-root", "{tmp}/my_data"], "reads no folder"),
     (["train"] + SYN + ["--arch", "{tmp}/missing.json"], "missing.json"),
     (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json: invalid JSON at line 1", _arch_not_json),
     (["train"] + SYN + ["--arch", "{tmp}/bad.json"], "bad.json: missing field 'space'", _arch_no_space),

@@ -2,7 +2,8 @@
 benchmark pages parses (its command path exists and every flag it uses is one of that command's
 options), the README stays short and starts with its two commands, the generated pages are up to
 date with the result files, no page points at a machine path, every method page lists every
-setting of its method, and the study manifest matches the files."""
+setting of its method, the settings page explains every shared setting, and the study manifest
+matches the files."""
 
 from __future__ import annotations
 
@@ -140,6 +141,24 @@ def test_no_machine_paths_in_pages() -> None:
         bad += [(p.relative_to(ROOT).as_posix(), m) for m in re.findall(r"(?<![\w.])/(?:work|home|Users)/\S*", text)]
         bad += [(p.relative_to(ROOT).as_posix(), m) for m in re.findall(r"(?<![\w.])/tmp/\S*", prose)]
     assert not bad, bad
+
+
+def test_settings_page_explains_every_setting() -> None:
+    """Every setting the settings page lists has a meaning (the ``#:`` comment above its field), and the
+    page shows what the code accepts: a bound, a default, a recipe's value."""
+    from segnas.config.compare import CompareSettings
+    from segnas.config.reference import setting_docs
+    from segnas.config.search import EvaluatorSettings, SearchSettings
+    from segnas.config.train import DataConfig, TrainConfig
+
+    unexplained = [r.key for model in (TrainConfig, SearchSettings, EvaluatorSettings, CompareSettings)
+                   for r in setting_docs(model) if not r.meaning]
+    assert not unexplained, f"settings without a #: comment above their field: {unexplained}"
+    page = (ROOT / "docs" / "reference" / "config.md").read_text()
+    assert "| `data.crop_size` | HxW, or null | `null` |" in page
+    assert "| `optim.lr` | number > 0 | `0.05` | `0.08` |" in page  # the default and cpu-short's value
+    assert "| `focus_prob` |" not in page and "| `data.focus_prob` | number ≥ 0, ≤ 1 | `0.0` |" in page
+    assert {r.key for r in setting_docs(DataConfig)} == set(DataConfig.model_fields)
 
 
 def settings_fields(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:

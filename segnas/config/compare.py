@@ -28,7 +28,8 @@ DEFAULT_TRAIN_STEPS = 2000
 class CompareTraining(Settings):
     """The final training of every network (found or zoo): one recipe, one budget, ``seeds`` seeds."""
 
-    #: Budget in optimizer steps: the same training on every machine (the default budget).
+    #: Budget in optimizer steps: the same training on every machine. None: 2000 (``DEFAULT_TRAIN_STEPS``)
+    #: unless ``cpu_minutes`` is given.
     steps: Optional[int] = Field(None, ge=1)
     #: Budget in CPU-minutes per network instead of steps (segnas's CPU clock: the process's CPU time
     #: divided by its threads, a wall-clock minute on quiet cores). Not reproducible: another or a
@@ -59,6 +60,7 @@ class CompareTraining(Settings):
 
 
 class CompareSettings(Settings):
+    #: The job's name (the run directory's suffix).
     job: str = "compare"
     data: DataConfig = Field(default_factory=DataConfig)
     #: The test split scored when the dataset has it (None: never); else the column is left out.
@@ -73,14 +75,16 @@ class CompareSettings(Settings):
     methods: Optional[dict[str, dict[str, Any]]] = None
     #: Zoo baselines by name. None: those measured within ``zoo_within`` times the target, and Fast-SCNN.
     zoo: Optional[list[str]] = None
+    #: With ``zoo`` None: the zoo networks whose measured latency is within this factor of the target.
     zoo_within: float = Field(3.0, gt=0)
     #: Search budget of every method in CPU-minutes (a wall-clock minute of quiet cores, as training
     #: budgets count them), held as a wall-clock limit; the CPU time each search spent (all its threads
     #: and processes) is reported. None: each method's own end.
     search_cpu_minutes: Optional[float] = Field(None, gt=0)
     train: CompareTraining = Field(default_factory=CompareTraining)
-    #: Interleaved latency session: rounds at least, and seconds of timing per network at least.
+    #: The interleaved latency session that times every network: runs per network at least.
     measure_min_runs: int = Field(20, ge=1)
+    #: Seconds of timing per network at least, over the session's rounds.
     measure_min_time_s: float = Field(2.0, ge=0)
     #: Rounds of the latency session at least (each of measure_min_runs / measure_rounds runs and
     #: measure_min_time_s / measure_rounds seconds per network).
@@ -90,14 +94,21 @@ class CompareSettings(Settings):
     #: (``cost.latency.reference_probe``).
     #: None: no probe, each network's quietest round's median (``LatencyResult.quietest_ms``).
     measure_probe: Optional[str] = "fast_scnn"
-    #: Jobs (searches, trainings) run at once, and where (``segnas.parallel``); threads per job.
+    #: Jobs (searches, trainings) run at once.
     workers: int = Field(1, ge=1)
+    #: inline (in this process), process (a local pool of processes) or ray (a Ray cluster).
     executor: Literal["inline", "process", "ray"] = "process"
+    #: The Ray cluster to run on (``host:port`` of its head, or ``auto``); None: a local Ray.
     ray_address: Optional[str] = None
+    #: torch threads of each job (and of latency timing without latency.threads); None: torch's default.
     threads: Optional[int] = Field(None, ge=1)
+    #: Where searches and trainings run: cpu, cuda, cuda:N, or auto.
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    #: The first training seed and every search's seed.
     seed: int = 0
+    #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
+    #: Progress bars and per-job lines on the terminal.
     progress: bool = True
     #: Also write the HTML report (``segnas report``) of the comparison, where installed.
     report: bool = True

@@ -22,13 +22,18 @@ from segnas.errors import SegnasError
 class LatencyTarget(Settings):
     #: Target latency of the found network at the deployment size, in ms (or give target_fps).
     target_ms: Optional[float] = Field(None, gt=0)
+    #: Target frame rate instead of ``target_ms``.
     target_fps: Optional[float] = Field(None, gt=0)
     #: Deployment input size (HxW) the latency is measured for; defaults to the search crop size.
     size: Optional[tuple[int, int]] = None
+    #: The runtime latency is measured on: onnxruntime, openvino (the ``openvino`` extra), torchscript,
+    #: eager or eager-cl (eager PyTorch, channels-last).
     backend: str = "onnxruntime"
+    #: The runtime's threads; None: the search's ``threads``, else every core.
     threads: Optional[int] = Field(None, ge=1)
-    #: How long each operator is timed when the latency table is built (runs, then seconds).
+    #: Runs each latency-table entry (an operator at its input shape) is timed at least.
     table_min_runs: int = Field(20, ge=1)
+    #: Seconds each table entry is timed at least.
     table_min_time_s: float = Field(0.3, ge=0)
     #: Random networks of the space measured whole to fit the learned correction of the table
     #: before the search (cached per space, size and machine; 0: the table alone).
@@ -66,18 +71,20 @@ class FinalTraining(Settings):
     weights a strategy names (``FoundNetwork.init``, e.g. the RL search's pre-trained encoder), with a
     named training recipe, the one ``segnas train --recipe`` and ``segnas compare`` use."""
 
-    #: Epochs; None: until ``steps`` or ``minutes`` is spent, or FINAL_EPOCHS without either;
+    #: Epochs; None: until ``steps`` or ``minutes`` is spent, or 100 (``FINAL_EPOCHS``) without either;
     #: 0: no final training. Given together with a budget, whichever ends first stops training.
     epochs: Optional[int] = Field(None, ge=0)
     #: Optimizer-step budget (the same on every machine); the LR schedule runs over it.
     steps: Optional[int] = Field(None, ge=1)
     #: Time budget in minutes, counted on ``budget_clock`` (machine- and load-dependent).
     minutes: Optional[float] = Field(None, gt=0)
+    #: How ``minutes`` is counted: wall clock, or process CPU time / threads.
     budget_clock: Literal["wall", "cpu"] = "wall"
     #: The training recipe: a shipped name (``segnas/recipes``) or a YAML file (``segnas.config.recipes``).
     recipe: str = "cpu-short"
     #: Recipe settings on top of it (``TrainConfig`` fields, e.g. ``{ema_decay: null, swa_start: 0.75}``).
     overrides: dict[str, Any] = Field(default_factory=dict)
+    #: Score the validation split every this many epochs (and at the end).
     eval_every: int = Field(5, ge=1)
 
     @field_validator("recipe")
@@ -121,14 +128,17 @@ class ProxyEvaluatorSettings(Settings):
 
     #: A registered proxy name (``segnas proxy score --help``) or a discovered proxy ``.json``.
     proxy: str = "nwot"
+    #: The split the proxy's images come from.
     split: str = "train"
-    #: Images the proxy sees (None: a proxy file's own, else 8) and their size (None: a proxy
-    #: file's own, else 128x160).
+    #: Images the proxy sees (None: a proxy file's own, else 8).
     images: Optional[int] = Field(None, ge=1)
+    #: Images per forward pass of the proxy.
     batch_size: int = Field(8, ge=1)
+    #: The images' size (HxW); None: a proxy file's own, else 128x160.
     size: Optional[tuple[int, int]] = None
     #: Score each candidate as the mean over this many weight initializations (None: a proxy file's, else 1).
     inits: Optional[int] = Field(None, ge=1)
+    #: Seed of the proxy's own randomness (e.g. its random inputs).
     proxy_seed: int = 0
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
@@ -137,6 +147,7 @@ class ProxyEvaluatorSettings(Settings):
 class TrainEvaluatorSettings(Settings):
     """Scoring candidates by a short training from scratch (val mIoU after a step budget)."""
 
+    #: Optimizer steps of each candidate's training.
     steps: int = Field(300, ge=1)
     #: Overrides of the ground-truth training recipe (``TrainConfig`` fields).
     recipe: dict[str, Any] = Field(default_factory=dict)
@@ -148,7 +159,9 @@ class SupernetEvaluatorSettings(Settings):
     #: A one-shot search's run directory (its ``checkpoints/search_last.pt``, else ``pretrained.pt``)
     #: or a checkpoint file; its supernet must be of the searched space with the same options.
     checkpoint: Optional[str] = Field(None, json_schema_extra=PATH)
+    #: Validation images each candidate is scored on.
     val_images: int = Field(50, ge=1)
+    #: Training images that re-estimate each candidate's BatchNorm statistics first.
     calibration_images: int = Field(80, ge=1)
     #: Images are resized to this HxW (None: the search size, else native).
     size: Optional[tuple[int, int]] = None
@@ -159,6 +172,8 @@ class SupernetEvaluatorSettings(Settings):
 class EvaluatorSettings(Settings):
     """How a sample-based method scores a candidate."""
 
+    #: proxy: a zero-cost proxy (no training); train: a short training from scratch; supernet: the
+    #: candidate's sub-network in a trained supernet. Each has its section below.
     kind: Literal["proxy", "train", "supernet"] = "proxy"
     proxy: ProxyEvaluatorSettings = Field(default_factory=ProxyEvaluatorSettings)
     train: TrainEvaluatorSettings = Field(default_factory=TrainEvaluatorSettings)
@@ -205,7 +220,9 @@ def refuse_idle_execution(settings: Any, info: ValidationInfo, flags: bool = Tru
 class SearchSettings(Settings):
     """What every search shares; the method's own section is the field named ``method``."""
 
+    #: The search method (``segnas search METHOD``).
     method: str
+    #: The job's name (the run directory's suffix); None: search-METHOD.
     job: Optional[str] = None
     data: DataConfig = Field(default_factory=DataConfig)
     #: Search on whole training images resized to this HxW (FasterSeg searched at half
@@ -215,25 +232,32 @@ class SearchSettings(Settings):
     #: Search budget in minutes (wall clock): sample-based methods stop proposing, one-shot
     #: methods stop after the epoch that exceeds it. None: the method's own end (0 is refused).
     minutes: Optional[float] = Field(None, gt=0)
-    #: Candidate evaluations run at once, and where (``segnas.parallel`` executors; one worker of
-    #: the process executor runs in this process).
+    #: Candidate evaluations run at once (sample-based methods; one worker of the process executor runs
+    #: in this process).
     workers: int = Field(1, ge=1)
+    #: inline (in this process), process (a local pool of processes) or ray (a Ray cluster).
     executor: Literal["inline", "process", "ray"] = "process"
     #: The Ray cluster to run on (``host:port`` of its head, or ``auto``); None: a local Ray.
     ray_address: Optional[str] = None
-    #: What one evaluation reserves on Ray (CPUs also set its torch threads; GPUs: a fraction or more).
+    #: CPUs one evaluation reserves on Ray (also its torch threads).
     task_cpus: float = Field(1.0, gt=0)
+    #: GPUs one evaluation reserves on Ray (a fraction or more).
     task_gpus: float = Field(0.0, ge=0)
     #: Times an evaluation is run again when its worker dies (then it is recorded as failed).
     task_retries: int = Field(2, ge=0)
     #: Where supernets and final trainings run: cpu, cuda, cuda:N, or auto.
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    #: bfloat16 autocast in supernet training where supported (final trainings follow their recipe).
     bf16: bool = False
     #: One-shot searches under torchrun: BatchNorm statistics over every process's batch.
     sync_bn: bool = False
+    #: torch threads; None: torch's default (the machine's cores).
     threads: Optional[int] = Field(None, ge=1)
+    #: Seed of the search (sampling, initialization, data order) and of the final training.
     seed: int = 0
+    #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
+    #: Progress bars and per-epoch lines on the terminal.
     progress: bool = True
     final: FinalTraining = Field(default_factory=FinalTraining)
 

@@ -44,31 +44,43 @@ def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple
 
 
 class DataConfig(Settings):
+    #: The dataset: camvid, cityscapes, folder (your images and masks) or synthetic (street scenes
+    #: generated in memory, no files); docs/datasets.md.
     name: str = "synthetic"
+    #: The dataset's folder (every dataset but synthetic).
     root: Optional[str] = Field(None, json_schema_extra=PATH)
+    #: The split trained on.
     train_split: str = "train"
+    #: The split scored during training (``best.pt`` is the best on it); empty: none.
     val_split: str = "val"
     #: Training crop (HxW); None trains on whole images (all must then share one size).
     crop_size: Optional[tuple[int, int]] = None
     #: Resize every image to this size before augmentation / evaluation; None keeps native size.
     base_size: Optional[tuple[int, int]] = None
+    #: Random rescaling before the training crop: a factor drawn from this range (needs ``crop_size``).
     scale: tuple[float, float] = (0.75, 1.5)
     #: Random crops at several sizes: each training batch is cropped to one of these fractions of
     #: ``crop_size``'s sides (drawn per batch; sides rounded down to a multiple of 32), each sample
     #: at its own random place (``segnas.data.transforms.BatchCrop``). [1.0]: every batch at crop_size.
     #: Trainings use it (``segnas train``, final trainings); a one-shot search's supernet does not.
     crop_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    #: Colour jitter: brightness, contrast and saturation factors drawn from [1 - jitter, 1 + jitter]; 0: off.
     jitter: float = Field(0.3, ge=0)
     #: Class-focused crops: classes (names or ids) that a training crop is placed on with
     #: probability ``focus_prob`` when the image holds any of them (thin or rare classes).
     focus_classes: list[Union[int, str]] = Field(default_factory=list)
+    #: The share of training crops placed on one of ``focus_classes``.
     focus_prob: float = Field(0.0, ge=0, le=1)
     #: Photometric robustness to another camera: Gaussian blur (σ 0.3-1.5 px) with probability
     #: ``blur_prob``; additive pixel noise of a standard deviation up to ``noise_std`` (in [0, 1] units).
     blur_prob: float = Field(0.0, ge=0, le=1)
+    #: The largest standard deviation of the additive pixel noise (0: none).
     noise_std: float = Field(0.0, ge=0, le=0.5)
+    #: Training batch size (under torchrun: the global batch).
     batch_size: int = Field(8, ge=1)
+    #: Batch size when scoring the validation split.
     eval_batch_size: int = Field(4, ge=1)
+    #: Data-loading worker processes (0: load in the training process).
     workers: int = Field(0, ge=0)
     #: Keep decoded samples in memory: true, false, or None = when the split fits in 2 GB.
     cache: Optional[bool] = None
@@ -98,13 +110,19 @@ class DataConfig(Settings):
         refuse_idle(self, info, {"scale": (self.crop_size is None, f"random scaling ({self.scale[0]:g}-"
                                                                    f"{self.scale[1]:g}) is applied before the training "
                                                                    "crop: it needs data.crop_size (--size)")})
+        if self.root is not None and self.name == "synthetic" and new_settings(info):
+            raise ValueError("root: the synthetic dataset (the default of data.name, --data) is generated in memory "
+                             "and reads no folder: name your dataset with --data (camvid, cityscapes, folder), or "
+                             "leave the folder out")
         return self
 
 
 class ModelConfig(Settings):
     #: Zoo network name, or None when `arch` gives an architecture file.
     name: Optional[str] = "fast_scnn"
+    #: An architecture file (``arch.json``) of a search, instead of a zoo ``name``.
     arch: Optional[str] = Field(None, json_schema_extra=PATH)
+    #: Keyword arguments of the zoo network (e.g. ``{width: 0.5}``).
     options: dict[str, Any] = Field(default_factory=dict)
     #: Weights to start from (a segnas checkpoint or a state-dict file): every tensor whose name and
     #: shape match is loaded into the built network before training; None: from scratch.
@@ -120,17 +138,27 @@ class ModelConfig(Settings):
 
 
 class OptimConfig(Settings):
+    #: The optimizer.
     name: Literal["sgd", "adamw"] = "sgd"
+    #: Peak learning rate (after the warm-up).
     lr: float = Field(0.05, gt=0)
+    #: SGD's momentum.
     momentum: float = Field(0.9, ge=0, lt=1)
+    #: AdamW's betas.
     betas: tuple[float, float] = (0.9, 0.999)
+    #: Weight decay (decoupled with AdamW).
     weight_decay: float = Field(4e-5, ge=0)
     #: No weight decay on biases and normalization weights.
     no_decay_norm_bias: bool = True
+    #: Learning-rate decay over the budget: poly, (1 - progress) ** power; cosine; or none.
     schedule: Literal["poly", "cosine", "constant"] = "poly"
+    #: The poly schedule's exponent.
     power: float = 0.9
+    #: Linear warm-up of the learning rate over this many first steps.
     warmup_iters: int = Field(0, ge=0)
+    #: The decayed learning rate's floor, as a fraction of ``lr``.
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    #: Clip the gradients' global norm to this value; None: no clipping.
     clip_grad_norm: Optional[float] = Field(None, gt=0)
 
     @model_validator(mode="after")
@@ -144,9 +172,13 @@ class OptimConfig(Settings):
 
 
 class LossConfig(Settings):
+    #: Cross-entropy over every pixel, or OHEM: over the hard pixels only.
     kind: Literal["ce", "ohem"] = "ce"
+    #: OHEM's hard pixels: those whose true-class probability is below this.
     ohem_thresh: float = Field(0.7, gt=0, le=1)
+    #: OHEM keeps at least this many hardest pixels per batch.
     ohem_min_kept: int = Field(100_000, ge=1)
+    #: Weight of each auxiliary head's loss (networks with auxiliary heads).
     aux_weight: float = Field(0.4, ge=0)
     #: Per-class weights of the loss: a list (one per class), or ``median_frequency`` (computed from
     #: the training split's labels before training: median class frequency / the class's frequency,
@@ -161,8 +193,11 @@ class LossConfig(Settings):
     #: ``teacher_steps`` optimizer steps, cached and reused by every run that asks for the same one
     #: (``segnas.training.cached``); the run's config.yaml then records its checkpoint as ``teacher``.
     teacher_model: Optional[str] = None
+    #: Optimizer steps of the ``teacher_model``'s training.
     teacher_steps: int = Field(2000, ge=1)
+    #: Weight of the distillation term (with a teacher).
     kd_weight: float = Field(1.0, ge=0)
+    #: Softmax temperature of the distillation term.
     kd_temperature: float = Field(1.0, gt=0)
     #: Weight of STDC's detail-guidance loss (used only by networks that output "detail").
     detail_weight: float = Field(1.0, ge=0)
@@ -182,6 +217,7 @@ class LossConfig(Settings):
 
 
 class TrainConfig(Settings):
+    #: The job's name: the run directory is ``out_dir/<date>-<time>-<job>``.
     job: str = "train"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -200,12 +236,15 @@ class TrainConfig(Settings):
     #: discounts a job that merely waits for its cores; threads that spin while oversubscribed
     #: still burn CPU time, so train one job per set of cores.
     budget_clock: Literal["wall", "cpu"] = "wall"
+    #: Score the validation split every this many epochs (and at the end).
     eval_every: int = Field(1, ge=1)
     #: Gradient accumulation: an optimizer step on the mean gradient of this many batches (about a
     #: ``accumulate_batches x data.batch_size`` batch in the memory of one: exactly for a network
     #: without batch statistics and a per-pixel mean loss); steps count optimizer steps, and an
     #: epoch's last incomplete group of batches is skipped.
     accumulate_batches: int = Field(1, ge=1)
+    #: An exponential moving average of the weights, with this decay, is what is evaluated and saved;
+    #: None: the raw weights.
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     #: Stochastic weight averaging (Izmailov et al., 2018): from this fraction of the training
     #: budget on, the weights after every optimizer step enter an equal-weight average, which is
@@ -215,17 +254,24 @@ class TrainConfig(Settings):
     swa_start: Optional[float] = Field(None, gt=0, lt=1)
     #: Learning rate held constant from ``swa_start`` on (SWA's schedule); None: the schedule goes on.
     swa_lr: Optional[float] = Field(None, gt=0)
+    #: Training batches that re-estimate the BatchNorm statistics of the SWA average.
     swa_bn_batches: int = Field(32, ge=1)
+    #: bfloat16 autocast where the CPU or GPU supports it natively (else fp32).
     bf16: bool = False
+    #: Channels-last memory layout (faster convolutions on most CPUs).
     channels_last: bool = False
     #: Under torchrun (data-parallel): BatchNorm statistics over the global batch of every process
     #: (SyncBatchNorm); no effect in one process.
     sync_bn: bool = False
+    #: torch threads; None: torch's default (the machine's cores).
     threads: Optional[int] = Field(None, ge=1)
     #: Where to train: cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else the CPU).
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    #: Seed of the weights' initialization, the data order and the augmentation.
     seed: int = 0
+    #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
+    #: Progress bars and per-epoch lines on the terminal.
     progress: bool = True
 
     @model_validator(mode="after")
