@@ -1538,7 +1538,10 @@ def trained_elsewhere(r: dict[str, Any]) -> str:
     devices = r.get("train_devices") or ["cpu"]
     if devices == ["cpu"]:
         return ""
-    return (f", and {r['total_gpu_hours']:.1f} GPU-hours of final training on {', '.join(devices)} (the same "
+    gpus = [d for d in devices if d != "cpu"]
+    where = " and ".join(g.split(" (", 1)[-1].rstrip(")") if " (" in g else g for g in gpus)
+    rest = ", the other final trainings on the CPU" if "cpu" in devices else ""
+    return (f", and {r['total_gpu_hours']:.1f} GPU-hours of final training on {where}{rest} (the same "
             "optimizer steps and recipe; searches and latency on the CPU)")
 
 
@@ -1703,8 +1706,8 @@ def methods_block() -> list[str]:
             lines.append(f"| {first_heading(page)} | `{cmd}` | [{page.stem}](docs/methods/{page.name}) |")
     return lines + ["", f"Each searches for at most {SEARCH_MINUTES} minutes (`--minutes`; a one-shot method ends the "
                         f"epoch it is in) and trains its network for {FINAL_STEPS} optimizer steps (`--final-steps`). "
-                        "FasterSeg, SSR and GAS "
-                        "default to their papers' sizes, far too large for a CPU: "
+                        "FasterSeg and SSR default to their papers' sizes, far too large for a CPU, and GAS (whose "
+                        "paper gives none) to 30 supernet epochs at the deployment size: "
                         "[getting started](docs/getting-started.md) gives CPU-sized settings."]
 
 

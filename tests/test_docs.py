@@ -161,6 +161,32 @@ def test_settings_page_explains_every_setting() -> None:
     assert {r.key for r in setting_docs(DataConfig)} == set(DataConfig.model_fields)
 
 
+def test_settings_page_examples_are_valid_settings() -> None:
+    """The settings page's example files are accepted as a user's new settings."""
+    import yaml
+
+    from segnas.config.io import build_config
+    from segnas.config.train import TrainConfig
+    from segnas.jobs.search import make_settings
+
+    blocks = [yaml.safe_load(b) for b in code_blocks((ROOT / "docs" / "reference" / "config.md").read_text())]
+    search = next(b for b in blocks if "saswot" in b)
+    assert make_settings("saswot", search, new=True).saswot.space == "mobile"
+    for block in blocks:
+        if "saswot" not in block:
+            build_config(TrainConfig, block, "docs/reference/config.md", new=True)
+
+
+def test_the_worked_example_is_the_code() -> None:
+    """Every code line of adding-a-method's worked example is a line of random search's source."""
+    page = (ROOT / "docs" / "adding-a-method.md").read_text()
+    example = next(b for b in code_blocks(page) if "class RandomSearch" in b)
+    source = {line.strip() for line in (ROOT / "segnas" / "search" / "strategies" / "random.py").read_text().splitlines()}
+    stale = [line.strip() for line in example.splitlines() if line.strip() and not line.strip().startswith("#")
+             and line.strip() not in source]
+    assert not stale, f"docs/adding-a-method.md's example differs from random.py: {stale}"
+
+
 def settings_fields(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
     """Field names of a settings section and of the settings models nested in it (but ``skip``'s)."""
     names = []
