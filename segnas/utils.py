@@ -117,9 +117,11 @@ def parse_size(text: str | tuple[int, int] | list[int], field: str = "size") -> 
     else:
         parts = str(text).lower().replace(",", "x").split("x")
     try:
+        if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in parts):
+            raise ValueError  # 32.9 would become 32
         h, w = (int(p) for p in parts)
     except (ValueError, TypeError):
-        raise SegnasError(f"{field}: expected HxW such as 360x480, got {text!r}") from None
+        raise SegnasError(f"{field}: expected HxW such as 360x480 (whole pixels), got {text!r}") from None
     if h <= 0 or w <= 0:
         raise SegnasError(f"{field}: height and width must be positive, got {text!r}")
     return h, w

@@ -157,7 +157,7 @@ def test_settings_page_explains_every_setting() -> None:
     page = (ROOT / "docs" / "reference" / "config.md").read_text()
     assert "| `data.crop_size` | HxW, or null | `null` |" in page
     assert "| `optim.lr` | number > 0 | `0.05` | `0.08` |" in page  # the default and cpu-short's value
-    assert "| `focus_prob` |" not in page and "| `data.focus_prob` | number ≥ 0, ≤ 1 | `0.0` |" in page
+    assert "| `focus_prob` |" not in page and "| `data.focus_prob` | number in [0, 1] | `0.0` |" in page
     assert {r.key for r in setting_docs(DataConfig)} == set(DataConfig.model_fields)
 
 

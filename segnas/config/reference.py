@@ -10,7 +10,7 @@ import re
 import types
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import annotated_types as at
 from pydantic import BaseModel
@@ -50,6 +50,9 @@ def field_meanings(model: type[BaseModel]) -> dict[str, str]:
 
 def _type_name(annotation: Any) -> str:
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # a constrained element (e.g. Betas' coefficients)
+        bounds = _bounds([m for info in args[1:] for m in getattr(info, "metadata", [info])])
+        return _type_name(args[0]) + (f" {bounds}" if bounds else "")
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args if a is not type(None))
     if origin is Literal:
@@ -64,9 +67,15 @@ def _type_name(annotation: Any) -> str:
 
 
 def _bounds(metadata: list[Any]) -> str:
-    signs = {at.Gt: (">", "gt"), at.Ge: ("≥", "ge"), at.Lt: ("<", "lt"), at.Le: ("≤", "le")}
-    return ", ".join(f"{sign} {getattr(m, attr)}" for m in metadata for kind, (sign, attr) in signs.items()
-                     if isinstance(m, kind))
+    """``> 0``, ``≥ 1``, or ``in [0, 1)`` with both a lower and an upper bound."""
+    low = next(((f"{m.gt:g}", "(", ">") if isinstance(m, at.Gt) else (f"{m.ge:g}", "[", "≥")
+                for m in metadata if isinstance(m, (at.Gt, at.Ge))), None)
+    high = next(((f"{m.lt:g}", ")", "<") if isinstance(m, at.Lt) else (f"{m.le:g}", "]", "≤")
+                 for m in metadata if isinstance(m, (at.Lt, at.Le))), None)
+    if low and high:
+        return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+    bound = low or high
+    return f"{bound[2]} {bound[0]}" if bound else ""
 
 
 def _yaml(value: Any, type_name: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -16,8 +16,17 @@ DEFAULT_EPOCHS = 10
 PATH = {"path": True}
 
 
+#: A coefficient in [0, 1) (Adam's betas).
+UnitCoefficient = Annotated[float, Field(ge=0, lt=1)]
+#: Adam's (β1, β2).
+Betas = tuple[UnitCoefficient, UnitCoefficient]
+#: A weight of a loss term: 0 or more.
+NonNegative = Annotated[float, Field(ge=0)]
+
+
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    #: (an infinite number is refused like NaN: no setting means it)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 def size_or_none(v: Any) -> Optional[tuple[int, int]]:
@@ -89,6 +98,13 @@ class DataConfig(Settings):
 
     _sizes = field_validator("crop_size", "base_size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"a range [low, high] of scale factors with 0 < low <= high, got [{v[0]:g}, {v[1]:g}]")
+        return v
+
     @field_validator("crop_fractions")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:
@@ -145,7 +161,7 @@ class OptimConfig(Settings):
     #: SGD's momentum.
     momentum: float = Field(0.9, ge=0, lt=1)
     #: AdamW's betas.
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Betas = (0.9, 0.999)
     #: Weight decay (decoupled with AdamW).
     weight_decay: float = Field(4e-5, ge=0)
     #: No weight decay on biases and normalization weights.
@@ -153,7 +169,7 @@ class OptimConfig(Settings):
     #: Learning-rate decay over the budget: poly, (1 - progress) ** power; cosine; or none.
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     #: The poly schedule's exponent.
-    power: float = 0.9
+    power: float = Field(0.9, ge=0)
     #: Linear warm-up of the learning rate over this many first steps.
     warmup_iters: int = Field(0, ge=0)
     #: The decayed learning rate's floor, as a fraction of ``lr``.
@@ -183,7 +199,7 @@ class LossConfig(Settings):
     #: Per-class weights of the loss: a list (one per class), or ``median_frequency`` (computed from
     #: the training split's labels before training: median class frequency / the class's frequency,
     #: a frequency counted over the images the class appears in; Eigen & Fergus, 2015).
-    class_weights: Optional[Union[list[float], Literal["median_frequency"]]] = None
+    class_weights: Optional[Union[list[NonNegative], Literal["median_frequency"]]] = None
     #: Label smoothing of the cross-entropy (main and auxiliary heads): the target puts 1 - ε on the
     #: true class and spreads ε over all classes. OHEM still judges hardness without it.
     label_smoothing: float = Field(0.0, ge=0, lt=1)

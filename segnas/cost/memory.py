@@ -113,6 +113,20 @@ def check_training_memory(model: nn.Module, batch: int, size: tuple[int, int] | 
     return est
 
 
+def check_inference_size(size: tuple[int, int] | None, num_classes: int, field: str = "--size", batch: int = 1) -> None:
+    """Refuse, in one line naming ``field``, an input size whose forward pass cannot fit in the memory
+    available: a lower bound, the float32 input and logits (``(3 + num_classes)`` values per pixel)
+    and one feature map of the same size, so that only sizes that surely fail are refused."""
+    if size is None:
+        return
+    need = 2 * batch * int(size[0]) * int(size[1]) * (3 + num_classes) * 4
+    ram = available_memory_bytes()
+    if ram is not None and need > ram:
+        raise SegnasError(f"{field}: a forward pass of {batch} × {size[0]}x{size[1]} needs more than {_human(need)} "
+                          f"for its input and output alone, more than the {_human(ram)} of memory available; use a "
+                          "smaller size")
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1024 or unit == "PB":

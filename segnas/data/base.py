@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from segnas.errors import SegnasError
+from segnas.utils import read_text_file
 
 IGNORE_INDEX = 255
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -295,7 +296,7 @@ def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
     if not list_file.is_file():
         raise SegnasError(f"{list_file}: list file not found")
     pairs = []
-    for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(list_file).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

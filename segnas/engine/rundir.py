@@ -71,7 +71,11 @@ class RunDir:
             while path.exists():
                 k += 1
                 path = base.with_name(f"{base.name}-{k}")
-            path.mkdir(parents=True)
+            try:
+                path.mkdir(parents=True)
+            except OSError as exc:
+                raise SegnasError(f"out_dir (--out-dir): {out_dir}: cannot create {path.name} there "
+                                  f"({exc.strerror})") from None
         return cls(distributed.broadcast_object(path))
 
     @classmethod

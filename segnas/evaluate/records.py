@@ -11,6 +11,7 @@ import numpy as np
 
 from segnas.errors import SegnasError
 from segnas.parallel import load_results
+from segnas.parallel.store import read_store
 from segnas.spaces.base import arch_key, resolve_space
 from segnas.utils import atomic_write_text
 
@@ -21,7 +22,25 @@ def load_groundtruth(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: ground-truth file not found")
-    return [{"key": k, **v} for k, v in sorted(load_results(path).items())]
+    records = [{"key": k, **v} for k, v in sorted(read_store(path)[0].items())]  # reads only: the file is the user's
+    for r in records:
+        check_record(r, path)
+    return records
+
+
+def check_record(record: dict[str, Any], path: Path) -> None:
+    """Refuse, naming the file and the record's key, a ground-truth record whose network or score
+    could not be used: found before any work rather than when that record's turn comes."""
+    where = f"{path}, record {record['key']!r}"
+    if not isinstance(record.get("space"), str) or not isinstance(record.get("arch"), dict):
+        raise SegnasError(f"{where}: expected a 'space' name and an 'arch' mapping")
+    try:
+        resolve_space(record["space"]).arch_from_dict(record["arch"])
+    except SegnasError as exc:
+        raise SegnasError(f"{where}: {exc}") from None
+    score = record.get("val_miou")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1):
+        raise SegnasError(f"{where}: val_miou must be a number in [0, 1] (or null), got {score!r}")
 
 
 def fill_latency(path: str | Path, latency_by_arch: dict[str, float], source: str) -> int:

@@ -11,6 +11,7 @@ from segnas.cost import (BACKENDS, check_parity, count_flops, count_parameters, 
 from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
 from segnas.cost.latency import default_threads, summarize, time_callable
 from segnas.cost.machine import matmul_peak_gflops
+from segnas.cost.memory import check_inference_size
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.progress import task_progress
@@ -107,6 +108,7 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
             networks.append((source, None, source, 0, ""))
             continue
         classes, where = network_classes(source, num_classes)
+        check_inference_size(size, classes)
         model, name = resolve_model(source, classes)
         networks.append((source, model, name, classes, where))
     peak = matmul_peak_gflops(threads)
@@ -154,7 +156,9 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
     if out.suffix != suffix:  # the parity check and every reader go by the suffix
         raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
     check_output_file(out, "--out")
-    model, _ = resolve_model(source, network_classes(source, num_classes)[0])
+    classes = network_classes(source, num_classes)[0]
+    check_inference_size(size, classes)
+    model, _ = resolve_model(source, classes)
     shape = (1, 3, *size)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from segnas.cost import LatencyModel
 from segnas.data import eval_transforms, open_data
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
+from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.jobs.compare import compare_job, latency_warning
 from segnas.report.draw import colorize, save_png
@@ -96,6 +97,7 @@ def demo_job(steps: int | None = None, minutes: float | None = None, size: tuple
     """Run the demo comparison; returns the comparison summary and its ``compare.md``."""
     echo = echo or (lambda m: None)
     cfg = demo_settings(steps, minutes, size, out_dir, threads, seed, target_ms)  # bad options fail first
+    RunDir.check_parent(cfg.out_dir)  # before the target's latency work
     if target_ms is None:
         echo(f"setting the latency target: the {TARGET_QUANTILE:.0%} quantile of {TARGET_DRAWS} networks of the "
              f"space, predicted on this machine ({DEMO_LATENCY['backend']}, {size[0]}x{size[1]})")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from segnas.data import build_dataset, eval_transforms, validate_split
-from segnas.data.base import IMAGE_EXTENSIONS, list_images, read_image
+from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.errors import SegnasError
@@ -65,6 +65,11 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     if dataset.num_classes != classes.num_classes:
         raise SegnasError(f"{checkpoint}: model predicts {classes.num_classes} classes but dataset "
                           f"{data!r} has {dataset.num_classes}")
+    if tuple(dataset.classes.names) != tuple(classes.names):
+        differ = next((a, b) for a, b in zip(classes.names, dataset.classes.names) if a != b)
+        raise SegnasError(f"{checkpoint}: trained on classes {', '.join(classes.names)}, but dataset {data!r} names "
+                          f"them {', '.join(dataset.classes.names)} (first difference: {differ[0]!r} vs {differ[1]!r});"
+                          " scores would be of other classes")
     if echo:
         at = f"{size[0]}x{size[1]}" if size else "native size"
         echo(f"scoring the {weights} weights at {at} ({where})")
@@ -107,6 +112,8 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         raise SegnasError(f"--out {out_dir}: is a file; give a folder for the masks and overlays")
     model, classes, state, _ = load_trained(checkpoint)
     files = collect_inputs(inputs)
+    for f in files:  # a damaged frame is found before any output is written
+        check_image_file(f)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

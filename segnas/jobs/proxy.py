@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from segnas.config.train import DataConfig
+from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
 from segnas.evaluate.proxy import check_proxy, fixed_batches
@@ -72,7 +73,10 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     direct = [p for p in proxies if p not in aggregates]
     components = [c for agg in aggregates.values() for c in agg.components]
     measured = list(dict.fromkeys(direct + components))
+    check_inference_size(parse_size(size) if size else None, 1, "--size", batch_size)
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
+    for source in models:  # every network is found before any is scored
+        resolve_model(source, num_classes)
     rows = []
     for source in models:
         row: dict[str, Any] = {}
@@ -125,6 +129,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         raise SegnasError(f"--population, --generations: expected ≥ 2 and ≥ 0, got {population} and {generations}")
     if cv_folds:
         fold_indices(len(train), cv_folds, seed)  # enough training networks for the folds
+    check_inference_size(parse_size(size) if size else None, 1, "--size", batch_size)
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     stats = []
     for i, r in enumerate(records):

@@ -35,6 +35,7 @@ from segnas.config.train import TrainConfig, refuse_idle
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
+from segnas.cost.memory import check_inference_size
 from segnas.data import build_dataset, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
@@ -162,6 +163,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                           **cfg.data.options).classes.names
     num_classes = len(names)
+    check_inference_size(cfg.deployment_size(), num_classes, "latency.size (--size)")
     validate_dataset(cfg.data, cfg.progress, echo)
     check_final_training(cfg, names)
     if latency is None:

@@ -12,6 +12,7 @@ import yaml
 
 from segnas.errors import SegnasError
 from segnas.spaces.base import arch_key
+from segnas.utils import read_text_file
 
 KINDS = ("train", "search", "compare")
 
@@ -97,7 +98,7 @@ def read_run(path: str | Path) -> RunFiles:
     cfg_path = path / "config.yaml"
     if not cfg_path.is_file() and not (path / "compare.json").is_file():
         raise SegnasError(f"{path}: not a run directory (no config.yaml)")
-    text = cfg_path.read_text() if cfg_path.is_file() else ""
+    text = read_text_file(cfg_path) if cfg_path.is_file() else ""
     try:
         config = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -109,6 +110,10 @@ def read_run(path: str | Path) -> RunFiles:
     run.arch = arch if isinstance(arch, dict) and "space" in arch and "arch" in arch else None
     if run.kind == "search":
         run.search_result = read_json(path / "search_result.json")
+        networks = (run.search_result or {}).get("networks") if isinstance(run.search_result, dict) else None
+        if run.search_result is not None and not (isinstance(run.search_result, dict) and
+                                                  (networks is None or isinstance(networks, dict))):
+            raise SegnasError(f"{path / 'search_result.json'}: expected an object with a 'networks' mapping")
         run.candidates = read_candidates(path, run.search_result)
         run.finals = final_runs(path, run.search_result)
     elif run.kind == "compare":
@@ -127,8 +132,10 @@ def read_candidates(path: Path, result: dict[str, Any] | None) -> list[Candidate
             records[str(line["key"])] = line["result"]
     if not records:
         return []
-    state = read_json(path / "search_state.json") or {}
-    order = [(str(k), lat) for k, lat in state.get("scored", []) if str(k) in records]
+    state = read_json(path / "search_state.json")
+    scored = state.get("scored") if isinstance(state, dict) else None  # (a damaged state: the store's order)
+    pairs = [p for p in scored if isinstance(p, (list, tuple)) and len(p) == 2] if isinstance(scored, list) else []
+    order = [(str(k), lat) for k, lat in pairs if str(k) in records]
     if not order:  # no state file: the store's order, latencies from the records
         order = [(k, r.get("latency_ms")) for k, r in records.items()]
     out = []
@@ -146,8 +153,8 @@ def final_runs(path: Path, result: dict[str, Any] | None) -> dict[str, RunFiles]
     ``search_result.json`` (looked up under ``train/`` when the run was moved), else ``train/*``."""
     out: dict[str, RunFiles] = {}
     for name, net in ((result or {}).get("networks") or {}).items():
-        training = (net or {}).get("training") or {}
-        if not training.get("run_dir"):
+        training = net.get("training") if isinstance(net, dict) else None
+        if not isinstance(training, dict) or not isinstance(training.get("run_dir"), str):
             continue
         for candidate in (Path(training["run_dir"]), path / "train" / Path(training["run_dir"]).name):
             if (candidate / "config.yaml").is_file():

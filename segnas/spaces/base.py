@@ -198,7 +198,12 @@ def get_space(name: str, **options: Any) -> SearchSpace:
         if unknown and not any(p.kind is p.VAR_KEYWORD for p in known.values()):
             raise SegnasError(f"space_options: {unknown[0]!r} is not an option of space {name!r} (its options: "
                               f"{', '.join(known) or 'none'})")
-        return cls(**options)
+        try:
+            return cls(**options)
+        except SegnasError as exc:
+            raise SegnasError(f"space_options: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a value of the wrong kind (a list for a number, ...)
+            raise SegnasError(f"space_options: space {name!r}: {exc}") from None
     if name not in _DEFAULTS:
         _DEFAULTS[name] = cls()
     return _DEFAULTS[name]
@@ -226,8 +231,15 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
     for key in ("space", "arch"):
         if not isinstance(data, dict) or key not in data:
             raise SegnasError(f"{path}: missing field {key!r} (expected {{'space', 'version', 'arch'}})")
+    if not isinstance(data["space"], str):
+        raise SegnasError(f"{path}: field 'space' must be a space name, got {data['space']!r}")
     try:  # every error in the architecture names the file
-        get_space(data["space"]).arch_from_dict(data["arch"])
+        space = get_space(data["space"])
+        version = data.get("version", space.version)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= space.version:
+            raise SegnasError(f"field 'version': {version!r}; this segnas reads {space.name} architectures of "
+                              f"versions 1-{space.version} (a newer file needs a newer segnas)")
+        space.arch_from_dict(data["arch"])
     except SegnasError as exc:
         raise SegnasError(f"{path}: {exc}") from None
     return data

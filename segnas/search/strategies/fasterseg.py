@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from segnas.config.train import Settings
+from segnas.config.train import NonNegative, Settings
 from segnas.engine.evaluate import iter_batches
 from segnas.metrics import ConfusionMatrix
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
@@ -47,7 +47,7 @@ class FasterSegSettings(OneShotSettings):
     derive_val_images: int = Field(50, ge=0)
     #: λ, and FasterSeg's weights of the operator / path / width latency terms.
     lam: float = Field(0.01, ge=0)
-    weights: tuple[float, float, float] = LATENCY_TERM_WEIGHTS
+    weights: tuple[NonNegative, NonNegative, NonNegative] = LATENCY_TERM_WEIGHTS
     #: "decoupled" (FasterSeg) or "coupled" (one latency term; the ablation).
     mode: Literal["decoupled", "coupled"] = "decoupled"
     #: λ is halved when the derived student is faster than target·(1 − tolerance), doubled when

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.search import SearchSettings
-from segnas.config.train import Settings, refuse_idle
+from segnas.config.train import Betas, Settings, refuse_idle
 from segnas.cost.flops import count_flops
 from segnas.engine.evaluate import iter_batches
 from segnas.engine.step import Placement
@@ -76,7 +76,7 @@ class SSRSettings(OneShotSettings):
     #: outweighs the α-gradients of CE and SSR here, and p never leaves the uniform distribution.)
     arch_weight_decay: float = Field(1e-5, ge=0)
     #: Adam's betas for α (released code: PyTorch's defaults).
-    arch_betas: tuple[float, float] = (0.9, 0.999)
+    arch_betas: Betas = (0.9, 0.999)
 
     @model_validator(mode="after")
     def _resource_target(self, info: ValidationInfo) -> "SSRSettings":
