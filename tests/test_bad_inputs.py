@@ -111,10 +111,71 @@ def _not_utf8(tmp_path):
     (tmp_path / "p.json").write_text('{"expression": ')
 
 
+def _frames_one_damaged(tmp_path):
+    """Frames f0.png (good) and f1.png (truncated): predict must write nothing."""
+    _checkpoint(tmp_path)
+    (tmp_path / "frames").mkdir()
+    for name in ("f0", "f1"):
+        Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "frames" / f"{name}.png")
+    damaged = tmp_path / "frames" / "f1.png"
+    damaged.write_bytes(damaged.read_bytes()[:60])
+
+
+def _duplicate_key(tmp_path):
+    (tmp_path / "dup.yaml").write_text("optim:\n  lr: 0.001\nepochs: 1\noptim:\n  momentum: 0.8\n")
+
+
+def _other_method_file(tmp_path):
+    (tmp_path / "s1.yaml").write_text("method: saswot\n")
+
+
+def _arch_newer(tmp_path):
+    from segnas.spaces.multires import MultiResSpace
+
+    arch = MultiResSpace(layers=4, base_width=2, width_ratios=(0.5, 1.0)).sample(np.random.default_rng(0))
+    (tmp_path / "v.json").write_text(json.dumps({"space": "multires", "version": 99, "arch": arch.to_dict()}))
+    (tmp_path / "sp.json").write_text(json.dumps({"space": ["multires"], "arch": arch.to_dict()}))
+
+
+def _other_class_names(tmp_path):
+    """m.pt predicts classes a, b, c; the folder dataset at {tmp}/named calls them a, b, car."""
+    from segnas.zoo import build_model
+
+    model = build_model("fast_scnn", 3, width=0.5)
+    torch.save({"model": model.state_dict(), "model_spec": {"kind": "zoo", "name": "fast_scnn",
+                                                            "options": {"width": 0.5}},
+                "classes": {"names": ["a", "b", "c"], "colors": [[0, 0, 0], [9, 9, 9], [255, 255, 255]]}},
+               tmp_path / "m.pt")
+    root = _folder_data(tmp_path, "named")
+    (root / "dataset.yaml").write_text("classes: [a, b, car]\n")
+
+
+def _damaged_search_result(tmp_path):
+    (tmp_path / "rr").mkdir()
+    (tmp_path / "rr" / "config.yaml").write_text("method: random\n")
+    (tmp_path / "rr" / "search_result.json").write_text("[1, 2]")
+
+
 CLI_CASES = [
     # train: options and settings
     (["train"] + SYN + ["--model", "fast_scnn", "--arch", "{tmp}/a.json"], "--model", _arch_file),
     (["train"] + SYN + ["--model", "nope_net"], "nope_net"),
+    (["train"] + SYN + ["--set", "optim.name=adamw", "--set", "optim.betas=[1.5, 0.9]"], "optim.betas"),
+    (["train"] + SYN + ["--set", "optim.power=-2"], "optim.power"),
+    (["train"] + SYN + ["--set", "optim.lr=inf"], "optim.lr"),
+    (["train"] + SYN + ["--size", "32x40", "--set", "data.scale=[2.0, 0.5]"], "data.scale"),
+    (["train"] + SYN + ["--set", "data.crop_size=[32.9, 40]"], "whole pixels"),
+    (["train"] + SYN + ["--set", "loss.class_weights=[1, -1]"], "loss.class_weights"),
+    (["train"] + SYN + ["-c", "{tmp}/dup.yaml"], "dup.yaml: line 4 invalid YAML (key 'optim' given twice",
+     _duplicate_key),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "-c", "{tmp}/s1.yaml"], "method: saswot, but this is",
+     _other_method_file),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "saswot.space_options={layers: 1}"],
+     "space_options: multires space: layers"),
+    (["search", "ssr"] + SEARCH + ["--target-ms", "5", "--set", "ssr.arch_betas=[1.5, 0.9]"], "arch_betas"),
+    (["search", "random"] + SEARCH[:2] + ["--size", "100000x100000"] + SEARCH[4:] + ["--target-ms", "5"],
+     "latency.size (--size): a forward pass"),
+    (["bench", "-m", "fast_scnn", "--size", "100000x100000"], "--size: a forward pass of 1 × 100000x100000"),
     (["train"] + SYN + ["--data-root", "{tmp}/my_data"], "--data-root (data.root): the synthetic dataset"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--data-root", "{tmp}/my_data"], "reads no folder"),
     (["train"] + SYN + ["--arch", "{tmp}/missing.json"], "missing.json"),
@@ -159,6 +220,13 @@ CLI_CASES = [
     (["predict", "{tmp}/m.pt", "{tmp}/x.png", "--alpha", "5", "--out", "{tmp}/p"], "--alpha", _image),
     (["predict", "{tmp}/m.pt", "{tmp}/x.png", "--out", "{tmp}/taken"], "taken", _existing_file),
     (["predict", "{tmp}/m.pt", "{tmp}/none.png", "--out", "{tmp}/p"], "none.png", _checkpoint),
+    (["predict", "{tmp}/m.pt", "{tmp}/frames", "--out", "{tmp}/runs/pred"], "f1.png", _frames_one_damaged),
+    (["eval", "{tmp}/m.pt", "--data", "folder", "--data-root", "{tmp}/named"], "first difference: 'c' vs 'car'",
+     _other_class_names),
+    (["train"] + SYN + ["--arch", "{tmp}/v.json"], "v.json: field 'version': 99", _arch_newer),
+    (["report", "{tmp}/rr", "--no-latency", "--samples", "0"], "search_result.json: expected an object",
+     _damaged_search_result),
+    (["train"] + SYN + ["--arch", "{tmp}/sp.json"], "sp.json: field 'space' must be a space name", _arch_newer),
     (["eval", "{tmp}/m.pt", "--data", "synthetic", "--batch-size", "0"], "--batch-size", _checkpoint),
     (["eval", "{tmp}/best.pt", "--data", "synthetic", "--raw"], "best.pt", _ema_best),
     # demo

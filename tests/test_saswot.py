@@ -133,6 +133,24 @@ def test_a_network_whose_training_diverges_is_recorded_and_the_ground_truth_goes
     assert [arch_key(r["arch"]) for r in load_groundtruth_runs(path)] == [arch_key(archs[1])]
 
 
+def test_a_groundtruth_file_is_only_read_and_its_records_checked_first(tmp_path):
+    """Reading a user's ground-truth file changes nothing in it (a damaged last line is skipped, not
+    cut off), and a record whose network or score cannot be used is named before any work."""
+    arch = sample_archs(TINY, 1, seed=0)[0].to_dict()
+    good = json.dumps({"key": "a", "result": {"space": TINY.name, "arch": arch, "val_miou": 0.4}}) + "\n"
+    path = tmp_path / "gt.jsonl"
+    path.write_text(good + '{"key": "b", "res')
+    before = path.read_bytes()
+    assert [r["key"] for r in load_groundtruth(path)] == ["a"]
+    assert path.read_bytes() == before
+    for bad, needle in (({**arch, "layers": "x"}, "record 'c'"), (arch, "val_miou must be a number")):
+        score = "high" if bad is arch else 0.4
+        path.write_text(good + json.dumps({"key": "c", "result": {"space": TINY.name, "arch": bad,
+                                                                  "val_miou": score}}) + "\n")
+        with pytest.raises(SegnasError, match=needle):
+            load_groundtruth(path)
+
+
 def test_groundtruth_records_do_not_depend_on_finishing_order(tmp_path):
     rows = [{"key": k, "result": {"space": TINY.name, "arch": a.to_dict(), "val_miou": m}}
             for k, a, m in zip(("b", "a", "c"), sample_archs(TINY, 3, seed=0), (0.2, 0.1, 0.3))]
