@@ -1539,7 +1539,7 @@ def trained_elsewhere(r: dict[str, Any]) -> str:
     if devices == ["cpu"]:
         return ""
     gpus = [d for d in devices if d != "cpu"]
-    where = " and ".join(g.split(" (", 1)[-1].rstrip(")") if " (" in g else g for g in gpus)
+    where = " and ".join(g[g.index(" (") + 2:-1] if " (" in g else g for g in gpus)
     rest = ", the other final trainings on the CPU" if "cpu" in devices else ""
     return (f", and {r['total_gpu_hours']:.1f} GPU-hours of final training on {where}{rest} (the same "
             "optimizer steps and recipe; searches and latency on the CPU)")

@@ -162,6 +162,8 @@ CLI_CASES = [
     (["train"] + SYN + ["--model", "nope_net"], "nope_net"),
     (["train"] + SYN + ["--set", "optim.name=adamw", "--set", "optim.betas=[1.5, 0.9]"], "optim.betas"),
     (["train"] + SYN + ["--set", "optim.power=-2"], "optim.power"),
+    (["train"] + SYN + ["--set", "model.options={width: -1}"], "model.options: width"),
+    (["train"] + SYN + ["--recipe", "{tmp}/missing.yaml"], "missing.yaml: recipe file not found"),
     (["train"] + SYN + ["--set", "optim.lr=inf"], "optim.lr"),
     (["train"] + SYN + ["--size", "32x40", "--set", "data.scale=[2.0, 0.5]"], "data.scale"),
     (["train"] + SYN + ["--set", "data.crop_size=[32.9, 40]"], "whole pixels"),
@@ -447,3 +449,27 @@ def test_settings_refused_as_idle_still_load_from_a_run_directory():
     with pytest.raises(SegnasError, match="swa_bn_batches"):
         build_config(FinalTraining, {"overrides": {"swa_bn_batches": 16}}, new=True)
     assert FinalTraining.model_validate({"overrides": {"swa_bn_batches": 16}}).overrides == {"swa_bn_batches": 16}
+
+
+def test_values_an_earlier_segnas_took_still_load_from_a_run_directory():
+    """The range checks (``Bounds``, finite numbers, the scale range) apply to a user's settings for a
+    new run; a run directory's settings load as saved, so that a run under way always resumes."""
+    from segnas.config.io import build_config
+    from segnas.config.train import TrainConfig
+    from segnas.errors import SegnasError
+
+    old = {"optim": {"power": -0.5}, "time_budget_min": float("inf"), "loss": {"class_weights": [1.0, -1.0]},
+           "data": {"scale": [1.5, 0.75], "crop_size": [32, 32]}}
+    cfg = build_config(TrainConfig, old, saved=True)
+    assert cfg.optim.power == -0.5 and cfg.data.scale == (1.5, 0.75) and cfg.loss.class_weights == [1.0, -1.0]
+    with pytest.raises(SegnasError, match=r"data.scale: a range .*\[and 2 more errors\]"):
+        build_config(TrainConfig, old, new=True)
+
+
+def test_a_settings_file_may_share_settings_with_yaml_anchors(tmp_path):
+    """A key given twice is refused, but a merge (``<<: *anchor``) whose keys the mapping overrides is not."""
+    from segnas.config.io import read_yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text("base: &b {lr: 0.1, momentum: 0.8}\noptim: {<<: *b, lr: 0.2}\n")
+    assert read_yaml(path)["optim"] == {"lr": 0.2, "momentum": 0.8}

@@ -23,8 +23,8 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     field, sep, rest = msg.partition(": ")
-    if loc and sep and field.isidentifier() and field.islower():  # a section's check naming one of its fields
-        loc, msg = f"{loc}.{field}", rest
+    if sep and field.isidentifier() and field.islower():  # a section's check naming one of its fields
+        loc, msg = f"{loc}.{field}" if loc else field, rest
     shown = "input" in err and not isinstance(err["input"], dict) and repr(err["input"]) not in msg
     got = f" (got {err['input']!r})" if shown else ""
     # (one value given to several fields, as --size is, fails each of them the same way: counted once)
@@ -71,6 +71,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor``: keys the mapping may override
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen

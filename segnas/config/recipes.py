@@ -12,12 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from segnas.config.io import build_config, merged
+from segnas.config.io import build_config, merged, read_yaml
 from segnas.config.train import DataConfig, TrainConfig
 from segnas.errors import SegnasError
-from segnas.utils import read_text_file
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 #: What a recipe may not set: the run, the network, the dataset and the budget are the user's.
@@ -35,8 +32,10 @@ def list_recipes() -> list[str]:
 def recipe_path(name: str | Path) -> Path:
     """The file of a shipped recipe name, or ``name`` itself when it is a YAML file."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
+    if path.suffix in (".yaml", ".yml"):
+        if path.is_file():
+            return path
+        raise SegnasError(f"recipe: {path}: recipe file not found (shipped recipes: {', '.join(list_recipes())})")
     shipped = RECIPES_DIR / f"{name}.yaml"
     if shipped.is_file():
         return shipped
@@ -47,11 +46,7 @@ def recipe_path(name: str | Path) -> Path:
 def load_recipe(name: str | Path) -> dict[str, Any]:
     """The settings of a recipe (a shipped name or a YAML file), checked: only recipe fields, valid values."""
     path = recipe_path(name)
-    text = read_text_file(path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SegnasError(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise SegnasError(f"{path}: expected a mapping of settings at the top level")
     check_recipe(data, str(path))

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 import annotated_types as at
 from pydantic import BaseModel
 
-from segnas.config.train import Settings
+from segnas.config.train import Bounds, Settings
 
 _FIELD = re.compile(r"^    (\w+)\s*:")
 
@@ -67,7 +67,10 @@ def _type_name(annotation: Any) -> str:
 
 
 def _bounds(metadata: list[Any]) -> str:
-    """``> 0``, ``≥ 1``, or ``in [0, 1)`` with both a lower and an upper bound."""
+    """``> 0``, ``≥ 1``, or ``in [0, 1)`` with both a lower and an upper bound (pydantic's or ``Bounds``)."""
+    metadata = [m for b in metadata for m in ([at.Gt(b.gt)] * (b.gt is not None) + [at.Ge(b.ge)] * (b.ge is not None)
+                                              + [at.Lt(b.lt)] * (b.lt is not None) + [at.Le(b.le)] * (b.le is not None)
+                                              if isinstance(b, Bounds) else [b])]
     low = next(((f"{m.gt:g}", "(", ">") if isinstance(m, at.Gt) else (f"{m.ge:g}", "[", "≥")
                 for m in metadata if isinstance(m, (at.Gt, at.Ge))), None)
     high = next(((f"{m.lt:g}", ")", "<") if isinstance(m, at.Lt) else (f"{m.le:g}", "]", "≤")

@@ -24,7 +24,7 @@ class LatencyTarget(Settings):
     target_ms: Optional[float] = Field(None, gt=0)
     #: Target frame rate instead of ``target_ms``.
     target_fps: Optional[float] = Field(None, gt=0)
-    #: Deployment input size (HxW) the latency is measured for; defaults to the search crop size.
+    #: Deployment input size (HxW) the latency is measured for; None: the training crop, else the base size.
     size: Optional[tuple[int, int]] = None
     #: The runtime latency is measured on: onnxruntime, openvino (the ``openvino`` extra), torchscript,
     #: eager or eager-cl (eager PyTorch, channels-last).
@@ -36,7 +36,7 @@ class LatencyTarget(Settings):
     #: Seconds each table entry is timed at least.
     table_min_time_s: float = Field(0.3, ge=0)
     #: Random networks of the space measured whole to fit the learned correction of the table
-    #: before the search (cached per space, size and machine; 0: the table alone).
+    #: before the search (cached per space, size and machine): 0 (the table alone) or at least 8.
     calibration_networks: int = Field(32, ge=0)
     #: A network (zoo name or arch file) timed beside every table entry and calibration network to
     #: tell a host that changes speed by itself (a cloud VM) in its slow state: entries timed then are

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+import math
+import types
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -16,17 +19,83 @@ DEFAULT_EPOCHS = 10
 PATH = {"path": True}
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """Bounds of a number setting (``Annotated[float, Bounds(ge=0)]``) that a user's settings for a new
+    run must keep; a run directory's settings load as they were saved (an earlier segnas took more),
+    so that a run under way always resumes."""
+
+    gt: Optional[float] = None
+    ge: Optional[float] = None
+    lt: Optional[float] = None
+    le: Optional[float] = None
+
+    def holds(self, x: float) -> bool:
+        return ((self.gt is None or x > self.gt) and (self.ge is None or x >= self.ge)
+                and (self.lt is None or x < self.lt) and (self.le is None or x <= self.le))
+
+    def __str__(self) -> str:
+        parts = [f"{sign} {v:g}" for sign, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+                 if v is not None]
+        return " and ".join(parts)
+
+
+#: A weight of a loss term: 0 or more.
+NonNegative = Annotated[float, Bounds(ge=0)]
 #: A coefficient in [0, 1) (Adam's betas).
-UnitCoefficient = Annotated[float, Field(ge=0, lt=1)]
+UnitCoefficient = Annotated[float, Bounds(ge=0, lt=1)]
 #: Adam's (β1, β2).
 Betas = tuple[UnitCoefficient, UnitCoefficient]
-#: A weight of a loss term: 0 or more.
-NonNegative = Annotated[float, Field(ge=0)]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` is of the kind ``annotation`` describes (to pick a union's member)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _fits(value, get_args(annotation)[0])
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if annotation in (int, float):
+        return _is_number(value)
+    return origin in (Union, types.UnionType) and any(_fits(value, a) for a in get_args(annotation))
+
+
+def out_of_bounds(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> Optional[str]:
+    """Why ``value`` breaks its annotation's ``Bounds`` or is not a finite number (None when it keeps
+    them), looking into tuples, lists and unions."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return out_of_bounds(value, args[0], [*metadata, *args[1:]])
+    if _is_number(value):
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        broken = next((b for b in metadata if isinstance(b, Bounds) and not b.holds(value)), None)
+        return f"must be {broken}, got {value:g}" if broken else None
+    if origin in (Union, types.UnionType):
+        return next((why for a in args if _fits(value, a) for why in [out_of_bounds(value, a)] if why), None)
+    if isinstance(value, (list, tuple)) and origin in (list, tuple) and args:
+        elements = args if origin is tuple and Ellipsis not in args else [args[0]] * len(value)
+        return next((why for x, a in zip(value, elements) for why in [out_of_bounds(x, a)] if why), None)
+    return None
 
 
 class Settings(BaseModel):
-    #: (an infinite number is refused like NaN: no setting means it)
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _numbers_in_bounds(self, info: ValidationInfo) -> "Settings":
+        """In a user's settings for a new run: every number finite (no setting means infinity) and
+        within its field's ``Bounds``."""
+        if new_settings(info):
+            for name, field in type(self).model_fields.items():
+                why = out_of_bounds(getattr(self, name), field.annotation, field.metadata)
+                if why:
+                    raise ValueError(f"{name}: {why}")
+        return self
 
 
 def size_or_none(v: Any) -> Optional[tuple[int, int]]:
@@ -66,7 +135,8 @@ class DataConfig(Settings):
     crop_size: Optional[tuple[int, int]] = None
     #: Resize every image to this size before augmentation / evaluation; None keeps native size.
     base_size: Optional[tuple[int, int]] = None
-    #: Random rescaling before the training crop: a factor drawn from this range (needs ``crop_size``).
+    #: Random rescaling before the training crop: a factor drawn from [low, high], 0 < low <= high
+    #: (needs ``crop_size``).
     scale: tuple[float, float] = (0.75, 1.5)
     #: Random crops at several sizes: each training batch is cropped to one of these fractions of
     #: ``crop_size``'s sides (drawn per batch; sides rounded down to a multiple of 32), each sample
@@ -98,13 +168,6 @@ class DataConfig(Settings):
 
     _sizes = field_validator("crop_size", "base_size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
-    @field_validator("scale")
-    @classmethod
-    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1]:
-            raise ValueError(f"a range [low, high] of scale factors with 0 < low <= high, got [{v[0]:g}, {v[1]:g}]")
-        return v
-
     @field_validator("crop_fractions")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:
@@ -123,6 +186,9 @@ class DataConfig(Settings):
                              f"of crops placed on them (> 0); got {self.focus_classes} and {self.focus_prob:g}")
         if self.focus_classes and self.crop_size is None:
             raise ValueError("focus_classes: class-focused crops need data.crop_size (--size)")
+        if new_settings(info) and not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale: a range [low, high] of scale factors with 0 < low <= high, got "
+                             f"[{self.scale[0]:g}, {self.scale[1]:g}]")
         refuse_idle(self, info, {"scale": (self.crop_size is None, f"random scaling ({self.scale[0]:g}-"
                                                                    f"{self.scale[1]:g}) is applied before the training "
                                                                    "crop: it needs data.crop_size (--size)")})
@@ -166,10 +232,10 @@ class OptimConfig(Settings):
     weight_decay: float = Field(4e-5, ge=0)
     #: No weight decay on biases and normalization weights.
     no_decay_norm_bias: bool = True
-    #: Learning-rate decay over the budget: poly, (1 - progress) ** power; cosine; or none.
+    #: Learning-rate decay over the budget: poly, (1 - progress) ** power; cosine; or constant (none).
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     #: The poly schedule's exponent.
-    power: float = Field(0.9, ge=0)
+    power: NonNegative = 0.9
     #: Linear warm-up of the learning rate over this many first steps.
     warmup_iters: int = Field(0, ge=0)
     #: The decayed learning rate's floor, as a fraction of ``lr``.

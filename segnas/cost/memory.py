@@ -123,7 +123,7 @@ def check_inference_size(size: tuple[int, int] | None, num_classes: int, field: 
     ram = available_memory_bytes()
     if ram is not None and need > ram:
         raise SegnasError(f"{field}: a forward pass of {batch} × {size[0]}x{size[1]} needs more than {_human(need)} "
-                          f"for its input and output alone, more than the {_human(ram)} of memory available; use a "
+                          f"for its input, output and one feature map alone, more than the {_human(ram)} of memory available; use a "
                           "smaller size")
 
 

@@ -48,16 +48,16 @@ class RunDir:
                      f"{', '.join(p.name for p in stale)}")
 
     @staticmethod
-    def check_parent(out_dir: str | Path) -> None:
-        """SegnasError naming ``out_dir`` when no run directory can be made in it: it, or the
+    def check_parent(out_dir: str | Path, setting: str = "out_dir (--out-dir)") -> None:
+        """SegnasError naming ``setting`` and ``out_dir`` when nothing can be made in it: it, or the
         nearest of its parents that exists, is a file or cannot be written."""
         path = Path(out_dir)
         existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
         if not existing.is_dir():
             what = "is a file" if existing == path else f"is under {existing}, a file"
-            raise SegnasError(f"out_dir (--out-dir): {out_dir}: {what}; give a folder for the run directories")
+            raise SegnasError(f"{setting}: {out_dir}: {what}; give a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise SegnasError(f"out_dir (--out-dir): {out_dir}: {existing} cannot be written")
+            raise SegnasError(f"{setting}: {out_dir}: {existing} cannot be written")
 
     @classmethod
     def create(cls, out_dir: str | Path, job: str) -> "RunDir":

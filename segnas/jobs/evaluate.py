@@ -13,6 +13,7 @@ from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
+from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
@@ -112,6 +113,7 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         raise SegnasError(f"--out {out_dir}: is a file; give a folder for the masks and overlays")
     model, classes, state, _ = load_trained(checkpoint)
     files = collect_inputs(inputs)
+    RunDir.check_parent(out_dir, "--out")
     for f in files:  # a damaged frame is found before any output is written
         check_image_file(f)
     try:

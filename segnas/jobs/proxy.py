@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from segnas.config.io import build_config
 from segnas.config.train import DataConfig
 from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
@@ -33,7 +34,9 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
                   size: Sequence[int] | None, seed: int = 0) -> tuple[list, int]:
     """A fixed, seeded choice of ``images`` images of a split (resized to ``size``), in batches;
     returns (batches, number of classes)."""
-    dataset = open_data(DataConfig(name=data, root=root), split, eval_transforms(tuple(size) if size else None))
+    dc = build_config(DataConfig, {"name": data, "root": root}, "options", {"name": "--data", "root": "--data-root"},
+                      new=True)  # (a folder given with the synthetic scenes is refused, not ignored)
+    dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
     return fixed_batches(dataset, images, batch_size, seed), dataset.num_classes
 
 

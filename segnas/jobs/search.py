@@ -163,7 +163,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                           **cfg.data.options).classes.names
     num_classes = len(names)
-    check_inference_size(cfg.deployment_size(), num_classes, "latency.size (--size)")
+    check_inference_size(latency.size if latency is not None else cfg.deployment_size(), num_classes,
+                         "latency.size (--size)")
     validate_dataset(cfg.data, cfg.progress, echo)
     check_final_training(cfg, names)
     if latency is None:

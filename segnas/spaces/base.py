@@ -219,6 +219,10 @@ def resolve_space(space: str | SearchSpace) -> SearchSpace:
 
 
 # ---------------------------------------------------------------------------------- arch files
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def read_arch_file(path: str | Path) -> dict[str, Any]:
     """Read and check an arch.json; returns the raw ``{"space", "version", "arch"}`` mapping."""
     path = Path(path)
@@ -236,9 +240,10 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
     try:  # every error in the architecture names the file
         space = get_space(data["space"])
         version = data.get("version", space.version)
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= space.version:
+        if not _is_int(version) or not 1 <= version <= space.version:
+            newer = " (a newer file needs a newer segnas)" if _is_int(version) and version > space.version else ""
             raise SegnasError(f"field 'version': {version!r}; this segnas reads {space.name} architectures of "
-                              f"versions 1-{space.version} (a newer file needs a newer segnas)")
+                              f"versions 1-{space.version}{newer}")
         space.arch_from_dict(data["arch"])
     except SegnasError as exc:
         raise SegnasError(f"{path}: {exc}") from None

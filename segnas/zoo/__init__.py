@@ -36,6 +36,12 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     key = name.lower().replace("-", "_")
     if key not in MODELS:
         raise SegnasError(f"model: unknown name {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    for option, value in kwargs.items():  # a size that a network would clamp or fail on later
+        positive = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if option == "width" and not positive:
+            raise SegnasError(f"model.options: width: a width multiplier > 0, got {value!r}")
+        if option.endswith("channels") and not (positive and isinstance(value, int)):
+            raise SegnasError(f"model.options: {option}: a whole number of channels >= 1, got {value!r}")
     try:
         return MODELS[key](num_classes=num_classes, **kwargs)
     except TypeError as exc:

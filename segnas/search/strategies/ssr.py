@@ -21,7 +21,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import DataLoader, Dataset
 
 from segnas.config.search import SearchSettings
-from segnas.config.train import Betas, Settings, refuse_idle
+from segnas.config.train import Betas, NonNegative, Settings, refuse_idle
 from segnas.cost.flops import count_flops
 from segnas.engine.evaluate import iter_batches
 from segnas.engine.step import Placement
@@ -63,7 +63,7 @@ class SSRSettings(OneShotSettings):
     resource_weight: float = Field(0.1, ge=0)
     #: Weights of the SSR loss for the operator, mid-width and out-width decisions, relative to the
     #: segmentation loss (released code: 30, 15, 15 against 100·CE); all 0 switches SSR off.
-    ssr_weights: tuple[float, float, float] = (0.3, 0.15, 0.15)
+    ssr_weights: tuple[NonNegative, NonNegative, NonNegative] = (0.3, 0.15, 0.15)
     #: After each search epoch, drop candidates whose p / max(p) is at most this.
     shrink_threshold: float = Field(0.1, ge=0, lt=1)
     #: Validation images for the per-epoch discretization gap (soft supernet vs its argmax network).

@@ -10,7 +10,7 @@ steps to coarser scales, one at a time (see ``segnas.spaces.multires`` for the w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -178,22 +178,28 @@ def _str(v: Any, where: str) -> str:
     return v
 
 
-def _validate(a: MultiResArch) -> None:
-    fail = _CHECK.fail
-    if a.layers < 1:
-        fail("layers", f"must be >= 1, got {a.layers}")
-    if a.num_scales < 1:
-        fail("num_scales", f"must be >= 1, got {a.num_scales}")
-    if a.base_width < 1:
-        fail("base_width", f"must be >= 1, got {a.base_width}")
-    if not a.width_ratios:
+def check_shape(fail: Callable[[str, str], None], layers: int, num_scales: int, base_width: int,
+                width_ratios: Sequence[float], stem_width: float, head_width: float) -> None:
+    """The checks an architecture and the space share: ``fail(field, message)`` for the first bad one."""
+    if layers < 1:
+        fail("layers", f"must be >= 1, got {layers}")
+    if num_scales < 1:
+        fail("num_scales", f"must be >= 1, got {num_scales}")
+    if base_width < 1:
+        fail("base_width", f"must be >= 1, got {base_width}")
+    if not width_ratios:
         fail("width_ratios", "must not be empty")
-    for i, r in enumerate(a.width_ratios):
+    for i, r in enumerate(width_ratios):
         if not r > 0:
             fail(f"width_ratios[{i}]", f"must be > 0, got {r}")
-    for name in ("stem_width", "head_width"):
-        if not getattr(a, name) > 0:
-            fail(name, f"must be > 0, got {getattr(a, name)}")
+    for name, value in (("stem_width", stem_width), ("head_width", head_width)):
+        if not value > 0:
+            fail(name, f"must be > 0, got {value}")
+
+
+def _validate(a: MultiResArch) -> None:
+    fail = _CHECK.fail
+    check_shape(fail, a.layers, a.num_scales, a.base_width, a.width_ratios, a.stem_width, a.head_width)
     if not 1 <= len(a.branches) <= a.num_scales:
         fail("branches", f"expected 1 to {a.num_scales} branches, got {len(a.branches)}")
     lasts = [b.last for b in a.branches if b.scales]

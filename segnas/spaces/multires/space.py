@@ -11,7 +11,8 @@ import numpy as np
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.spaces.base import SearchSpace, register_default, register_space
-from segnas.spaces.multires.arch import CELL_OPS, DEFAULT_WIDTH_RATIOS, VERSION, Branch, MultiResArch
+from segnas.spaces.multires.arch import (CELL_OPS, DEFAULT_WIDTH_RATIOS, VERSION, Branch, MultiResArch,
+                                         check_shape)
 from segnas.spaces.multires.network import MultiResNet, plan_network, prefix_key
 
 if TYPE_CHECKING:
@@ -34,20 +35,13 @@ class MultiResSpace(SearchSpace[MultiResArch]):
         self.stem_width = stem_width
         self.head_width = head_width
         self.num_branches = num_branches
+
         def fail(where: str, msg: str) -> None:
             raise SegnasError(f"multires space: {where}: {msg}")
 
-        if num_scales < 1:
-            fail("num_scales", f"at least 1, got {num_scales}")
+        check_shape(fail, layers, num_scales, base_width, self.width_ratios, stem_width, head_width)
         if layers < num_scales:
             fail("layers", f"at least one layer per scale ({num_scales}), got {layers}")
-        if base_width < 1:
-            fail("base_width", f"at least 1 channel, got {base_width}")
-        if not self.width_ratios or min(self.width_ratios) <= 0:
-            fail("width_ratios", f"one or more ratios > 0, got {list(self.width_ratios)}")
-        for name, value in (("stem_width", stem_width), ("head_width", head_width)):
-            if value <= 0:
-                fail(name, f"a width multiplier > 0, got {value}")
         if not 1 <= num_branches <= num_scales:
             fail("num_branches", f"1..{num_scales}, got {num_branches}")
 
