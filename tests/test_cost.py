@@ -1,5 +1,6 @@
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -156,6 +157,9 @@ def test_operators_measured_on_a_busy_machine_are_used_but_not_saved(tmp_path, m
     with pytest.warns(UserWarning, match="other processes keep 1.5 cores busy"):
         assert table.ensure(keys, progress=False) == 2
     assert all(table.lookup(k) > 0 for k in keys)  # used by this job
+    with warnings.catch_warnings():  # told once per job, not once per candidate that needs new entries
+        warnings.simplefilter("error")
+        assert table.ensure([OpKey("conv", 4, 4, 12, 12)], progress=False) == 1
     table.lookup(OpKey("conv", 4, 4, 16, 16))  # a later save keeps the busy ones out
     saved = json.loads((tmp_path / "t.json").read_text())["entries"]
     assert set(saved) == {OpKey("conv", 4, 4, 16, 16).to_str()}

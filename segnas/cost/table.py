@@ -19,6 +19,7 @@ timing of the faster state, so that the entries add up in one state of the machi
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -35,6 +36,8 @@ from segnas.utils import atomic_write_text
 
 FORMAT = "segnas-latency-table"
 VERSION = 2  # 2: call overhead measured on a one-element output
+#: Seconds a measurement of other processes' load stands for (each takes half a second).
+LOAD_RECHECK_S = 30.0
 
 
 class _CallOverhead(nn.Module):
@@ -82,6 +85,9 @@ class LatencyTable:
         self.probes: dict[str, float] = {}
         #: entries measured while other processes kept the cores busy: used, never saved
         self.volatile: set[str] = set()
+        #: (when, cores) of the last measurement of other processes' load, and whether it was reported
+        self._host_load: tuple[float, float | None] | None = None
+        self._busy_reported = False
         #: the probe name and figures the cache file holds (read back by ``use_probe``)
         self._stored_probes: tuple[str | None, dict[str, float]] = (None, {})
         self._load()
@@ -190,12 +196,13 @@ class LatencyTable:
     def ensure(self, keys: Iterable[OpKey], progress: bool = True) -> int:
         """Measure every key not yet in the table (saving as it goes); returns how many were new."""
         todo = self.missing(keys)
-        others = other_processes_cores() if todo else None
+        others = self.host_load() if todo else None
         keep = not is_busy(others)
-        if not keep:
-            warnings.warn(f"latency table: other processes keep {others:.1f} cores busy; the {len(todo)} operators "
-                          "measured now are used by this job only, not saved (measure on a quiet machine)",
-                          stacklevel=2)
+        if not keep and not self._busy_reported:  # once per job: a search asks for new entries per candidate
+            self._busy_reported = True
+            warnings.warn(f"latency table: other processes keep {others:.1f} cores busy; the operators measured "
+                          "now are used by this job only, not saved (measure on a quiet machine, or set "
+                          "SEGNAS_IGNORE_LOAD=1 to keep them anyway)", stacklevel=2)
         with progress_bar(progress and bool(todo)) as bar:
             task = bar.add_task(f"latency table ({self.backend})", total=len(todo), info="") if bar else None
             for i, key in enumerate(todo):
@@ -209,6 +216,14 @@ class LatencyTable:
         if todo and keep:
             self.save()
         return len(todo)
+
+    def host_load(self) -> float | None:
+        """Cores other processes keep busy (``other_processes_cores``: half a second of sampling),
+        measured again at most every ``LOAD_RECHECK_S`` seconds."""
+        now = time.monotonic()
+        if self._host_load is None or now - self._host_load[0] > LOAD_RECHECK_S:
+            self._host_load = (now, other_processes_cores())
+        return self._host_load[1]
 
     def __len__(self) -> int:
         return len(self.entries)
