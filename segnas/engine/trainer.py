@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from segnas.config.io import saved_form
 from segnas.config.train import TrainConfig
 from segnas.data.transforms import BatchCrop
 from segnas.engine import distributed
@@ -137,7 +138,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "model_spec": self.model_spec,
             "classes": self.classes,
-            "config": self.cfg.model_dump(mode="json"),
+            "config": saved_form(self.cfg),  # file and folder settings absolute: read from any folder
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "swa": self.swa.state_dict() if self.swa else None,
@@ -342,7 +343,7 @@ class Trainer:
             "model": self.eval_model.state_dict(),
             "model_spec": self.model_spec,
             "classes": self.classes,
-            "config": self.cfg.model_dump(mode="json"),
+            "config": saved_form(self.cfg),  # file and folder settings absolute: read from any folder
             "epoch": self.loop.epoch,
             "weights": self.eval_weights,
             "metrics": metrics.to_dict() if metrics else None,

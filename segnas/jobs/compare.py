@@ -53,6 +53,7 @@ from segnas.search.base import list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
+from segnas.training.start import run_kind
 from segnas.utils import atomic_write_text
 from segnas.zoo import MODELS
 
@@ -667,6 +668,8 @@ def _last_record(folder: Path) -> dict[str, Any] | None:
     """The last metrics record of the newest run in ``folder`` (a job under way), if any."""
     run = latest_run(folder)
     path = run / "metrics.jsonl" if run is not None else None
+    if run is not None and (run / "candidates.jsonl").is_file():  # a sample-based search: no epochs
+        return {"candidates scored": len(read_store(run / "candidates.jsonl")[0])}
     if path is None or not path.is_file():
         return {} if run is not None else None
     lines = [x for x in path.read_text().splitlines() if x.strip()]
@@ -684,6 +687,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise SegnasError(f"{run_dir}: not a comparison run directory (no config.yaml)")
+    if (kind := run_kind(path)) != "comparison":
+        raise SegnasError(f"{run_dir}: a {kind} run, not a comparison run (segnas report {run_dir} shows it)")
     cfg = load_config(CompareSettings, path / "config.yaml", saved=True)
     results, failures = read_store(path / JOBS_FILE)
     methods = list(chosen_methods(cfg))
@@ -720,7 +725,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
             row.update(state="skipped", why=f"its search {search.get('status')}")
         elif (record := _last_record(folder)) is not None:
             row["state"] = "started"
-            row["progress"] = ", ".join(f"{k} {record[k]}" for k in ("phase", "epoch", "step") if k in record)
+            row["progress"] = ", ".join(f"{k} {record[k]}" for k in ("phase", "epoch", "step", "candidates scored")
+                                        if k in record)
         else:
             row["state"] = "pending"
         rows.append(row)
@@ -763,7 +769,10 @@ def status_table(status: dict[str, Any]) -> str:
                  for kind, n in left["jobs_left"].items() if n
                  for h in [left["hours"][kind]]]
         pace = f"; left: {', '.join(parts)}" if parts else ""
-    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n"
+    failed = [r["job"].split(":")[1] for r in rows if r["state"] == "failed"]
+    again = (f"\nA failed job stays failed when the comparison resumes; `segnas compare --resume RUN --rerun "
+             f"{failed[0]}` runs it again (e.g. after a fix).\n") if failed else ""
+    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n{again}"
 
 
 # ---------------------------------------------------------------------------------- the job

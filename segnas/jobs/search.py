@@ -212,10 +212,10 @@ def _search_clock(run: RunDir, clock: dict[str, Any]) -> dict[str, Any]:
     """The search's time, kept from the first completion (a job resumed only to train reports the
     time its search took then)."""
     path = run.path / "search_clock.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    atomic_write_text(path, json.dumps(clock))
-    return clock
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(clock))
+    (run.path / SearchClock.FILE).unlink(missing_ok=True)  # the running totals, superseded
+    return json.loads(path.read_text())
 
 
 def arch_file(run: RunDir, net: FoundNetwork) -> Path:
@@ -304,7 +304,8 @@ def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -
     if done.is_file():
         return json.loads(done.read_text())
     r = train_job(train_cfg, resume=resumable_training(run_path / "train", train_cfg, train_cfg.job, echo), echo=echo)
-    result = {"run_dir": r.run_dir, "best_val_miou": r.best_miou, "final": r.final, "steps": r.final.get("step"),
-              "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1), "init": r.init}
+    result = {"run_dir": str(Path(r.run_dir).resolve()), "best_val_miou": r.best_miou, "final": r.final,
+              "steps": r.final.get("step"), "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1),
+              "init": r.init}
     atomic_write_text(done, json.dumps(result, indent=2))
     return result

@@ -80,7 +80,7 @@ def read_json(path: Path) -> Any:
 
 def run_kind(path: Path, config: dict[str, Any]) -> str:
     """``compare`` (compare.json), ``search`` (search_result.json or a ``method`` setting) or ``train``."""
-    if (path / "compare.json").is_file():
+    if (path / "compare.json").is_file() or "methods" in config or "zoo_within" in config:
         return "compare"
     if (path / "search_result.json").is_file() or "method" in config:
         return "search"
@@ -117,6 +117,9 @@ def read_run(path: str | Path) -> RunFiles:
         run.candidates = read_candidates(path, run.search_result)
         run.finals = final_runs(path, run.search_result)
     elif run.kind == "compare":
+        if not (path / "compare.json").is_file():
+            raise SegnasError(f"{path}: a comparison under way (no compare.json yet); `segnas compare --status "
+                              f"{path}` shows its jobs, and its report can be written once it ends")
         run.compare = read_json(path / "compare.json")
         if not isinstance(run.compare, dict) or not isinstance(run.compare.get("rows"), list):
             raise SegnasError(f"{path / 'compare.json'}: expected an object with a 'rows' list")

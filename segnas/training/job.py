@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from segnas.config.io import saved_form
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
 from segnas.data import eval_transforms, open_data, train_transforms, validate_dataset
@@ -100,7 +101,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     if not trainer.resume_if_possible():
         if resume is not None and echo is not None:
             echo(f"{resume}: no checkpoint yet (the run was stopped before its first one): training from the start")
-        run.log(f"start: {cfg.model_dump_json()}")
+        run.log(f"start: {json.dumps(saved_form(cfg))}")
     result = trainer.fit()
     result.init = init
     return result
