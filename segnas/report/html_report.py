@@ -135,8 +135,9 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
     method = run.config.get("method", "?")
     if res is None:
         doc.note("The search has not finished (no search_result.json): what it has written so far is shown.")
-        doc.table(("quantity", "value"), [("method", method), ("epochs logged", len(run.metrics)),
-                                          ("candidates evaluated", len(run.candidates))])
+        progress = [("candidates evaluated", len(run.candidates))] if run.candidates or not run.metrics else \
+            [("epochs logged", len(run.metrics))]
+        doc.table(("quantity", "value"), [("method", method), *progress])
         return
     size = "x".join(str(s) for s in res.get("size", []))
     doc.table(("quantity", "value"), [
@@ -156,7 +157,7 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
                      _count(net.get("params")), _num(net.get("gflops"), ".3f"),
                      _pct(training.get("best_val_miou")) if training else "not trained"))
     doc.heading("Found networks")
-    doc.table(("network", "role", "predicted ms", "measured ms", "vs target", "params", "GFLOPs", "val mIoU"),
+    doc.table(("network", "role", "predicted ms", "measured ms", "vs target", "params", "GFLOPs", "best val mIoU"),
               rows, numeric=(False, False, True, True, True, True, True, True))
     details = {k: v for k, v in (res.get("details") or {}).items()
                if not isinstance(v, (list, dict)) and v is not None}
