@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -261,3 +262,16 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
     result = run("proxy", "score", "fast_scnn", "--proxy", out, "-p", "params", "--images", "2", "--size", "32x48",
                  "--inits", "2")
     assert result.exit_code == 0 and "params 1" in result.output, result.output
+
+
+def test_checkpoints_hold_absolute_paths(tmp_path, monkeypatch):
+    """A checkpoint's settings name their folders absolutely, so that a report or an evaluation run
+    from another folder finds the data and runs it names."""
+    monkeypatch.chdir(tmp_path)
+    result = run("train", "--data", "synthetic", "--size", "32x40", "--steps", "1", "--batch-size", "2",
+                 "--threads", "1", "--out-dir", "runs", "--set", "data.options={size: [32, 40], length: 4}",
+                 "--set", "model.options.width=0.5", "--set", "progress=false")
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    saved = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)["config"]
+    assert saved["out_dir"] == str(tmp_path / "runs")
