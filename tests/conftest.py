@@ -87,3 +87,10 @@ def quick_found_network_timing(patch: pytest.MonkeyPatch) -> None:
 
     quick = search.time_found
     patch.setattr(search, "time_found", lambda *a, **k: quick(*a, **{**k, "min_runs": 2, "min_time_s": 0.0, "rounds": 2}))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts with torch on one thread, whatever an earlier test's job set."""
+    yield
+    torch.set_num_threads(1)

@@ -71,6 +71,10 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     run = Path(summary["run_dir"])
     for name in ("config.yaml", "jobs.jsonl", "latency.json", "compare.json", "compare.md", "pareto.png"):
         assert (run / name).is_file(), name
+    # every job's end is told, on the terminal and in the comparison's log
+    ended = [x for x in lines if x.startswith(("search:", "train:"))]
+    assert len(ended) == 2 + 3 * 2 and any(x.startswith("train:fast_scnn:seed1: done, val mIoU") for x in ended)
+    assert all(x in (run / "log.txt").read_text() for x in ended)
     data = json.loads((run / "compare.json").read_text())
     assert [(r["name"], r["kind"]) for r in data["rows"]] == [("saswot", "method"), ("random", "method"),
                                                                ("fast_scnn", "zoo")]

@@ -247,18 +247,33 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run. On Ray
-    each job reserves its ``threads`` CPUs (1 when unset) and, on a GPU, a ``1/workers`` share of
-    one, as the jobs of a process pool share the machine's GPU."""
+def job_ended(key: str, result: dict[str, Any]) -> str:
+    """The line that tells a finished job: its score, or why it failed."""
+    status = result.get("status", "ok")
+    if status != "ok":
+        return f"{key}: {status}"
+    if key.startswith("train:") and isinstance(result.get("val_miou"), (int, float)):
+        return f"{key}: done, val mIoU {100 * result['val_miou']:.1f}%"
+    return f"{key}: done"
+
+
+def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
+             tell: Echo | None = None) -> dict[str, dict[str, Any]]:
+    """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run, each
+    told to ``tell`` when it ends (``job_ended``). On Ray each job reserves its ``threads`` CPUs (1
+    when unset) and, on a GPU, a ``1/workers`` share of one, as the jobs of a process pool share the
+    machine's GPU."""
     if not items:
         return {}
     executor = "inline" if cfg.workers == 1 and cfg.executor == "process" else cfg.executor
+    tell = tell or (lambda m: None)
+
     resources = TaskResources(cpus=float(cfg.threads or 1),
                               gpus=1.0 / cfg.workers if resolve_device(cfg.device).type == "cuda" else 0.0)
     results = run_all(run_job, items, executor=executor, workers=cfg.workers, results_path=run_path / JOBS_FILE,
                       key=lambda item: item["key"], progress=cfg.progress, threads_per_worker=cfg.threads,
-                      ray_address=cfg.ray_address, resources=resources if executor == "ray" else None)
+                      ray_address=cfg.ray_address, resources=resources if executor == "ray" else None,
+                      label="comparison jobs", on_result=lambda key, result: tell(job_ended(key, result)))
     return {item["key"]: result for item, result in zip(items, results)}
 
 
@@ -827,6 +842,11 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
              "or a busy machine trains each network for a different number of steps (train.steps is)")
     run = open_run(cfg, run)
     path = run.path
+
+    def tell(line: str) -> None:  # a job's end, on the terminal and in the comparison's log.txt
+        run.log(line)
+        echo(line)
+
     echo(f"compare: {', '.join(methods) or 'no method'} for {cfg.latency.target:g} ms "
          f"({latency_description(cfg)}); run {path}")
     zoo = select_zoo(cfg, path, num_classes, echo)
@@ -842,7 +862,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     # one job at a time: the searches, then the trainings (training_order); in parallel the zoo
     # trains beside the searches still to run, else with the other trainings
     beside = zoo_beside_searches(cfg, list(methods), read_store(path / JOBS_FILE)[0])
-    done = run_jobs(cfg, path, searches + (zoo_items if beside else []))
+    done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell)
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
         echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.0f} "
@@ -852,7 +872,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     trainings = {it["key"]: it for it in (method_items if beside else method_items + zoo_items)}
     ordered = [trainings[key] for name, seed in training_order(cfg, list(methods), zoo, beside)
                if (key := f"train:{name}:seed{seed}") in trainings]
-    done.update(run_jobs(cfg, path, ordered))
+    done.update(run_jobs(cfg, path, ordered, tell))
 
     seeds = {it["name"]: [] for it in zoo_items + method_items}
     for it in zoo_items + method_items:

@@ -14,7 +14,8 @@ from segnas.parallel.store import ResultStore, default_key
 def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "inline", workers: int = 2,
             results_path: str | Path | None = None, key: Callable[[Any], str] | None = None,
             progress: bool = False, threads_per_worker: int | None = 1,
-            ray_address: str | None = None, resources: TaskResources | None = None) -> list[Any]:
+            ray_address: str | None = None, resources: TaskResources | None = None,
+            label: str = "evaluations", on_result: Callable[[str, Any], None] | None = None) -> list[Any]:
     """Results of `fn(item)` for every item, in input order.
 
     `fn` must be a picklable top-level function (spawned processes import it by name) and return
@@ -30,6 +31,8 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
     When `fn` raises, no new item starts; an item whose worker kept dying is recorded as failed,
     with the reason, in `results_path` (a rerun tries it again) and the other items still run.
     Then SegnasError names the first failed key, once every finished result is saved.
+    `label` names the items on the progress bar; `on_result(key, result)` is told of each item
+    finished in this call, once its result is saved.
     """
     if executor not in EXECUTORS:
         raise SegnasError(f"unknown executor {executor!r}; expected one of: {', '.join(EXECUTORS)}")
@@ -44,7 +47,7 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
             todo[k] = item
     failures: list[tuple[str, BaseException]] = []
     try:
-        with _progress(len(todo), progress) as advance:
+        with _progress(len(todo), progress, label) as advance:
             outcomes = EXECUTORS[executor](fn, list(todo.items()), workers, threads_per_worker,
                                            lambda: any(not isinstance(e, WorkerError) for _, e in failures),
                                            address=ray_address, resources=resources)
@@ -56,6 +59,9 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
                         except (TypeError, ValueError) as exc:
                             value = TypeError(f"result is not JSON-serializable: {exc}")
                             ok = False
+                        else:
+                            if on_result is not None:
+                                on_result(k, store[k])
                     if not ok:
                         failures.append((k, value))
                         if isinstance(value, WorkerError):
@@ -73,14 +79,14 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
 
 
 @contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+def _progress(total: int, enabled: bool, label: str = "evaluations") -> Iterator[Callable[[], None]]:
     """A callable advancing a progress bar with ETA (a no-op when disabled or nothing to do)."""
     if not enabled or total == 0:
         yield lambda: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("evaluations", total=total)
+        task = bar.add_task(label, total=total)
         yield lambda: bar.advance(task)
