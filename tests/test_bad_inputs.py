@@ -162,6 +162,7 @@ CLI_CASES = [
     (["train"] + SYN + ["--model", "nope_net"], "nope_net"),
     (["train"] + SYN + ["--set", "optim.name=adamw", "--set", "optim.betas=[1.5, 0.9]"], "optim.betas"),
     (["train"] + SYN + ["--set", "optim.power=-2"], "optim.power"),
+    (["train"] + SYN + ["--set", "=5"], "--set: expected key=value, got '=5'"),
     (["train"] + SYN + ["--set", "model.options={width: -1}"], "model.options: width"),
     (["train"] + SYN + ["--recipe", "{tmp}/missing.yaml"], "missing.yaml: recipe file not found"),
     (["train"] + SYN + ["--set", "optim.lr=inf"], "optim.lr"),

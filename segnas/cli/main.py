@@ -54,9 +54,9 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     """``key.path=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
     out = {}
     for item in items:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not all(part.strip().isidentifier() for part in key.split(".")):
             raise SegnasError(f"{option}: expected key=value, got {item!r}")
-        key, value = item.split("=", 1)
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:

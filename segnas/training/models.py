@@ -39,7 +39,10 @@ def load_trained(checkpoint: str | Path, raw: bool = False) -> tuple[nn.Module, 
         raise SegnasError(f"{checkpoint}: not a trained-network checkpoint (a search state?); "
                           "use checkpoints/best.pt or last.pt of a training run")
     classes = ClassInfo(tuple(state["classes"]["names"]), tuple(tuple(c) for c in state["classes"]["colors"]))
-    model = build_network(state["model_spec"], classes.num_classes)
+    try:
+        model = build_network(state["model_spec"], classes.num_classes)
+    except SegnasError as exc:
+        raise SegnasError(f"{checkpoint}: the network it describes cannot be built ({exc})") from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
