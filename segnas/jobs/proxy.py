@@ -34,6 +34,8 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
                   size: Sequence[int] | None, seed: int = 0) -> tuple[list, int]:
     """A fixed, seeded choice of ``images`` images of a split (resized to ``size``), in batches;
     returns (batches, number of classes)."""
+    if images < 1:
+        raise SegnasError(f"--images: must be >= 1, got {images}")
     dc = build_config(DataConfig, {"name": data, "root": root}, "options", {"name": "--data", "root": "--data-root"},
                       new=True)  # (a folder given with the synthetic scenes is refused, not ignored)
     dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
