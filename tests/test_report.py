@@ -138,6 +138,10 @@ def test_train_report(runs):
     arch = json.loads(Path(yaml.safe_load((runs["train"] / "config.yaml").read_text())["model"]["arch"]).read_text())
     predicted = runs["latency"].predict(CELLS, CELLS.arch_from_dict(arch["arch"]), 11)
     assert latency_rows_ms(html) == pytest.approx(predicted, rel=1e-3)  # the latency model's own prediction
+    # entries the table lacked were timed for this page, and the page says so; a second page needs none
+    assert "operator entries were timed now for this page" in html
+    again = report_job(runs["train"], runs["train"] / "again.html", samples=0, latency_model=runs["latency"])
+    assert "timed now for this page" not in again.read_text()
 
 
 def test_a_moved_arch_file_is_drawn_from_the_checkpoint(runs, tmp_path):

@@ -170,7 +170,8 @@ class Trainer:
         loop = self.loop
         self.run.truncate_metrics(loop.epoch)
         self.run.log(f"resumed at epoch {loop.epoch}, step {loop.step}, {loop.elapsed:.1f}s trained")
-        self.echo(f"resuming {self.run.path} from epoch {loop.epoch}")
+        self.echo(f"{self.run.path}: already finished at epoch {loop.epoch}" if self.finished else
+                  f"resuming {self.run.path} from epoch {loop.epoch}")
         return True
 
     def _notice(self, message: str) -> None:

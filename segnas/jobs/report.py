@@ -155,6 +155,7 @@ def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str,
     except SegnasError as exc:
         return {}, notes + [f"No latency breakdown: {exc}"]
     out = {}
+    measured_before, volatile_before = model.table.measured, len(model.table.volatile)
     for name, data in archs.items():
         try:
             space = get_space(data["space"])
@@ -164,6 +165,11 @@ def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str,
             out[name] = latency_breakdown(model, space, arch, int(classes), progress=True)
         except SegnasError as exc:
             notes.append(f"No latency breakdown of {name}: {exc}")
+    fresh, unsaved = model.table.measured - measured_before, len(model.table.volatile) - volatile_before
+    if fresh:
+        notes.append(f"{fresh} operator entries were timed now for this page (not in the cache)"
+                     + (f", {unsaved} of them while other processes kept the cores busy (not kept)" if unsaved else "")
+                     + ": its figures may differ from those the run's own measurement gave.")
     return out, notes
 
 
