@@ -163,6 +163,8 @@ CLI_CASES = [
     (["train"] + SYN + ["--set", "optim.name=adamw", "--set", "optim.betas=[1.5, 0.9]"], "optim.betas"),
     (["train"] + SYN + ["--set", "optim.power=-2"], "optim.power"),
     (["train"] + SYN + ["--set", "=5"], "--set: expected key=value, got '=5'"),
+    (["train"] + SYN + ["--size", "32x40", "--set", "data.scale=[2.0, 0.5]", "--set", "optim.power=-2"],
+     "got [2, 0.5] [and 1 more error]"),  # brackets in a message are printed, not read as markup
     (["train"] + SYN + ["--set", "model.options={width: -1}"], "model.options: width"),
     (["train"] + SYN + ["--recipe", "{tmp}/missing.yaml"], "missing.yaml: recipe file not found"),
     (["train"] + SYN + ["--set", "optim.lr=inf"], "optim.lr"),

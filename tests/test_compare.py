@@ -146,7 +146,8 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     jobs.write_text("".join(x + "\n" for x in lines if "random" not in x) + failed + "\n")
     states = {j["job"]: j for j in compare_status(run)["jobs"]}
     assert states["search:random"]["state"] == "failed" and states["train:random:seed1"]["state"] == "skipped"
-    assert "`segnas compare --resume RUN --rerun random` runs it again" in status_table(compare_status(run))
+    assert f"`segnas compare --resume {run} --rerun NAME` runs NAME's jobs again (e.g. after a fix; failed: random)" \
+        in status_table(compare_status(run))
     # a sample-based search under way shows how many candidates it scored
     jobs.write_text("".join(x + "\n" for x in lines if "random" not in x))
     search_run = next(p for p in (run / "search" / "random").iterdir() if (p / "candidates.jsonl").is_file())
@@ -159,7 +160,7 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     assert result.exit_code == 2 and "a training run, not a comparison run" in result.output
     (run / "compare.json").rename(run / "compare.json.away")
     result = CliRunner().invoke(app, ["report", str(run), "--no-latency", "--samples", "0"])
-    assert result.exit_code == 2 and "a comparison under way (no compare.json yet)" in result.output
+    assert result.exit_code == 2 and "a comparison without its table yet (no compare.json" in result.output
 
 
 def test_a_label_that_would_clash_or_break_paths_is_refused(tmp_path):

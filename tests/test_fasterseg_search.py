@@ -68,7 +68,7 @@ def test_search_derives_trains_and_reports(tiny_search):
     assert summary["method"] == "fasterseg" and student["role"] == "found" and student["measured_ms"] > 0
     assert summary["networks"]["teacher"]["role"] == "teacher"
     assert student["training"]["best_val_miou"] >= 0
-    student_run = Path(json.loads((run / "student_train.json").read_text())["run_dir"])
+    student_run = run / json.loads((run / "student_train.json").read_text())["run_dir"]  # relative to the run
     assert records_of(student_run)[-1]["train_kd"] > 0  # distilled from the trained teacher
     assert (run / "search_result.json").is_file()
 

@@ -450,7 +450,8 @@ def test_rl_search_job_on_two_worker_processes(tmp_path, monkeypatch):
     # the found network trained and saved without the children's auxiliary cells
     from segnas.engine import load_checkpoint
 
-    trained = load_checkpoint(Path(summary["networks"]["arch"]["training"]["run_dir"]) / "checkpoints" / "best.pt")
+    trained = load_checkpoint(Path(summary["run_dir"]) / summary["networks"]["arch"]["training"]["run_dir"]
+                              / "checkpoints" / "best.pt")
     assert trained["model"] and not [k for k in trained["model"] if "aux" in k]
 
 

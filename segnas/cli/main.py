@@ -35,7 +35,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SegnasError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; resume with --resume RUN_DIR")
@@ -45,9 +45,10 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def echo(message: str) -> None:
-    """Print a line; under torchrun only rank 0 prints (the others would repeat it)."""
+    """Print a line as it is (brackets and colons are not markup or emoji codes); under torchrun only
+    rank 0 prints (the others would repeat it)."""
     if os.environ.get("RANK", "0") == "0":
-        console.print(message, highlight=False, soft_wrap=True)
+        console.print(message, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
@@ -55,7 +56,7 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not all(part.strip().isidentifier() for part in key.split(".")):
+        if not sep or not all(part.strip() for part in key.split(".")):
             raise SegnasError(f"{option}: expected key=value, got {item!r}")
         try:
             out[key.strip()] = yaml.safe_load(value)
@@ -373,7 +374,7 @@ def print_bench(rows: list[dict[str, Any]]) -> None:
     for name, group in by_model.items():
         r0 = group[0]
         where = f" ({r0['classes_from']})" if r0.get("classes_from") else ""
-        echo(f"[bold]{escape(name)}[/bold]")
+        console.print(f"[bold]{escape(name)}[/bold]", highlight=False, soft_wrap=True)
         echo(f"  {r0['classes']} classes{where}, {r0['params_m']:.2f} M params, {_num(r0['gflops'], '.2f')} GFLOPs")
         table = Table(box=None, padding=(0, 1, 0, 2))
         for col in ("backend", "median ms", "IQR ms", "FPS", "GFLOP/s", "% peak"):
@@ -609,8 +610,8 @@ def main() -> int:
         return 0
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "segnas"
-        err_console.print(f"[red]error:[/red] {exc.format_message()} (see {where} --help)", highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(exc.format_message())} (see {where} --help)", highlight=False,
+                          soft_wrap=True, emoji=False)
         return 2
     except typer.Abort:
         err_console.print("interrupted")

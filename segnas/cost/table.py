@@ -36,7 +36,7 @@ from segnas.utils import atomic_write_text
 
 FORMAT = "segnas-latency-table"
 VERSION = 2  # 2: call overhead measured on a one-element output
-#: Seconds a measurement of other processes' load stands for (each takes half a second).
+#: Seconds a busy reading of other processes' load stands for (each reading takes half a second).
 LOAD_RECHECK_S = 30.0
 
 
@@ -218,10 +218,12 @@ class LatencyTable:
         return len(todo)
 
     def host_load(self) -> float | None:
-        """Cores other processes keep busy (``other_processes_cores``: half a second of sampling),
-        measured again at most every ``LOAD_RECHECK_S`` seconds."""
+        """Cores other processes keep busy (``other_processes_cores``: half a second of sampling). A
+        busy reading stands for ``LOAD_RECHECK_S`` seconds (a search asks per candidate); a quiet one
+        is taken again each time, so that entries are only kept when the host was quiet just before."""
         now = time.monotonic()
-        if self._host_load is None or now - self._host_load[0] > LOAD_RECHECK_S:
+        last = self._host_load
+        if last is None or not is_busy(last[1]) or now - last[0] > LOAD_RECHECK_S:
             self._host_load = (now, other_processes_cores())
         return self._host_load[1]
 

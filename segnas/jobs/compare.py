@@ -253,7 +253,7 @@ def job_ended(key: str, result: dict[str, Any]) -> str:
     if status != "ok":
         return f"{key}: {status}"
     if key.startswith("train:") and isinstance(result.get("val_miou"), (int, float)):
-        return f"{key}: done, val mIoU {100 * result['val_miou']:.1f}%"
+        return f"{key}: done, val mIoU {_pct(result['val_miou'])}%"
     return f"{key}: done"
 
 
@@ -734,8 +734,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
                 row.update(val_miou=result.get("val_miou"), test_miou=result.get("test_miou"),
                            steps=result.get("steps"), cpu_seconds=result.get("train_cpu_seconds"),
                            gpu_seconds=result.get("train_gpu_seconds"))
-        elif key in failures:
-            row.update(state="failed", why=failures[key])
+        elif key in failures:  # its worker died: --resume tries it again
+            row.update(state="failed", why=f"{failures[key]} (--resume runs it again)", retried=True)
         elif search is not None and search.get("status") != "ok":
             row.update(state="skipped", why=f"its search {search.get('status')}")
         elif (record := _last_record(folder)) is not None:
@@ -745,7 +745,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
         else:
             row["state"] = "pending"
         rows.append(row)
-    return {"test_split": cfg.test_split, "jobs": rows, "remaining": remaining_time(rows, results, cfg)}
+    return {"run_dir": str(run_dir), "test_split": cfg.test_split, "jobs": rows,
+            "remaining": remaining_time(rows, results, cfg)}
 
 
 def remaining_time(rows: list[dict[str, Any]], results: dict[str, Any], cfg: CompareSettings) -> dict[str, Any]:
@@ -784,9 +785,11 @@ def status_table(status: dict[str, Any]) -> str:
                  for kind, n in left["jobs_left"].items() if n
                  for h in [left["hours"][kind]]]
         pace = f"; left: {', '.join(parts)}" if parts else ""
-    failed = [r["job"].split(":")[1] for r in rows if r["state"] == "failed"]
-    again = (f"\nA failed job stays failed when the comparison resumes; `segnas compare --resume RUN --rerun "
-             f"{failed[0]}` runs it again (e.g. after a fix).\n") if failed else ""
+    failed = list(dict.fromkeys(r["job"].split(":")[1] for r in rows
+                                if r["state"] == "failed" and not r.get("retried")))
+    again = (f"\nA failed job stays failed when the comparison resumes; `segnas compare --resume "
+             f"{status.get('run_dir', 'RUN')} --rerun NAME` runs NAME's jobs again (e.g. after a fix; failed: "
+             f"{', '.join(failed)}).\n") if failed else ""
     return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n{again}"
 
 

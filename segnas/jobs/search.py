@@ -19,6 +19,7 @@ medians, ``LatencyResult.quietest_ms``; ``measured_median_ms``: over every run),
 from __future__ import annotations
 
 import json
+import os
 import resource
 import threading
 import time
@@ -295,7 +296,14 @@ def train_found(result: SearchResult, ctx: SearchContext, summary: dict[str, Any
         teacher = checkpoints.get(net.distill_from) if net.distill_from else None
         trained = train_stage(ctx.run.path, net.name, final_train_config(ctx, net, teacher), echo)
         summary["networks"][net.name]["training"] = trained
-        checkpoints[net.name] = Path(trained["run_dir"]) / "checkpoints" / "best.pt"
+        checkpoints[net.name] = training_dir(ctx.run.path, trained["run_dir"]) / "checkpoints" / "best.pt"
+
+
+def training_dir(run_path: Path, recorded: str) -> Path:
+    """The folder of a found network's training that a search recorded: relative to the search's run
+    directory (an earlier segnas recorded it relative to where the search was started, or absolute)."""
+    inside = run_path / recorded
+    return inside if inside.is_dir() or not Path(recorded).is_dir() else Path(recorded)
 
 
 def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -> dict[str, Any]:
@@ -304,8 +312,9 @@ def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -
     if done.is_file():
         return json.loads(done.read_text())
     r = train_job(train_cfg, resume=resumable_training(run_path / "train", train_cfg, train_cfg.job, echo), echo=echo)
-    result = {"run_dir": str(Path(r.run_dir).resolve()), "best_val_miou": r.best_miou, "final": r.final,
-              "steps": r.final.get("step"), "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1),
-              "init": r.init}
+    # the training's folder relative to the search's run directory: found again when that is moved
+    result = {"run_dir": os.path.relpath(Path(r.run_dir).resolve(), run_path.resolve()),
+              "best_val_miou": r.best_miou, "final": r.final, "steps": r.final.get("step"),
+              "epochs": r.epochs_done, "train_seconds": round(r.train_seconds, 1), "init": r.init}
     atomic_write_text(done, json.dumps(result, indent=2))
     return result

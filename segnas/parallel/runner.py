@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -61,7 +62,10 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
                             ok = False
                         else:
                             if on_result is not None:
-                                on_result(k, store[k])
+                                try:  # a report of the result: never the reason to lose the others
+                                    on_result(k, store[k])
+                                except Exception as exc:  # noqa: BLE001
+                                    warnings.warn(f"on_result({k}) failed: {exc}", stacklevel=2)
                     if not ok:
                         failures.append((k, value))
                         if isinstance(value, WorkerError):

@@ -135,8 +135,8 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
     method = run.config.get("method", "?")
     if res is None:
         doc.note("The search has not finished (no search_result.json): what it has written so far is shown.")
-        progress = [("candidates evaluated", len(run.candidates))] if run.candidates or not run.metrics else \
-            [("epochs logged", len(run.metrics))]
+        progress = ([("candidates evaluated", len(run.candidates))] if run.candidates else []) + \
+            ([("epochs logged", len(run.metrics))] if run.metrics or not run.candidates else [])
         doc.table(("quantity", "value"), [("method", method), *progress])
         return
     size = "x".join(str(s) for s in res.get("size", []))

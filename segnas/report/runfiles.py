@@ -79,8 +79,9 @@ def read_json(path: Path) -> Any:
 
 
 def run_kind(path: Path, config: dict[str, Any]) -> str:
-    """``compare`` (compare.json), ``search`` (search_result.json or a ``method`` setting) or ``train``."""
-    if (path / "compare.json").is_file() or "methods" in config or "zoo_within" in config:
+    """``compare`` (compare.json or a ``methods`` setting), ``search`` (search_result.json or a ``method``
+    setting) or ``train``: ``training.start.run_kind``'s rule, with the result files of a run."""
+    if (path / "compare.json").is_file() or "methods" in config:
         return "compare"
     if (path / "search_result.json").is_file() or "method" in config:
         return "search"
@@ -118,8 +119,9 @@ def read_run(path: str | Path) -> RunFiles:
         run.finals = final_runs(path, run.search_result)
     elif run.kind == "compare":
         if not (path / "compare.json").is_file():
-            raise SegnasError(f"{path}: a comparison under way (no compare.json yet); `segnas compare --status "
-                              f"{path}` shows its jobs, and its report can be written once it ends")
+            raise SegnasError(f"{path}: a comparison without its table yet (no compare.json: under way, or waiting "
+                              f"for its latency session, `segnas compare --resume` on the deployment machine); "
+                              f"`segnas compare --status {path}` shows its jobs")
         run.compare = read_json(path / "compare.json")
         if not isinstance(run.compare, dict) or not isinstance(run.compare.get("rows"), list):
             raise SegnasError(f"{path / 'compare.json'}: expected an object with a 'rows' list")
@@ -159,7 +161,8 @@ def final_runs(path: Path, result: dict[str, Any] | None) -> dict[str, RunFiles]
         training = net.get("training") if isinstance(net, dict) else None
         if not isinstance(training, dict) or not isinstance(training.get("run_dir"), str):
             continue
-        for candidate in (Path(training["run_dir"]), path / "train" / Path(training["run_dir"]).name):
+        recorded = training["run_dir"]  # relative to the run (an earlier segnas: to where it started, or absolute)
+        for candidate in (path / recorded, path / "train" / Path(recorded).name, Path(recorded)):
             if (candidate / "config.yaml").is_file():
                 out[name] = read_run(candidate)
                 break
