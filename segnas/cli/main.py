@@ -21,8 +21,14 @@ from rich.table import Table
 
 from segnas.errors import SegnasError
 
-app = typer.Typer(rich_markup_mode="markdown", help="Neural architecture search for real-time semantic segmentation.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+def command_group(help: str, **options: Any) -> typer.Typer:
+    """A command group whose help paragraphs flow with the terminal (markdown markup: a docstring's
+    source line breaks do not show)."""
+    return typer.Typer(rich_markup_mode="markdown", help=help, no_args_is_help=True, **options)
+
+
+app = command_group("Neural architecture search for real-time semantic segmentation.", add_completion=False,
+                    pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -35,7 +41,8 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SegnasError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True,
+                              emoji=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; resume with --resume RUN_DIR")
@@ -424,7 +431,7 @@ def report(
     report_job(run_dir, out, samples, latency, echo=echo)
 
 
-search_app = typer.Typer(rich_markup_mode="markdown", help="Architecture search strategies.", no_args_is_help=True)
+search_app = command_group("Architecture search strategies.")
 app.add_typer(search_app, name="search")
 
 
@@ -534,7 +541,7 @@ def _register_search_commands() -> None:
 _register_search_commands()
 
 
-proxy_app = typer.Typer(rich_markup_mode="markdown", help="Zero-cost proxies: score untrained networks, discover new proxies.", no_args_is_help=True)
+proxy_app = command_group("Zero-cost proxies: score untrained networks, discover new proxies.")
 app.add_typer(proxy_app, name="proxy")
 
 

@@ -68,17 +68,14 @@ def _type_name(annotation: Any) -> str:
 
 def _bounds(metadata: list[Any]) -> str:
     """``> 0``, ``≥ 1``, or ``in [0, 1)`` with both a lower and an upper bound (pydantic's or ``Bounds``)."""
-    metadata = [m for b in metadata for m in ([at.Gt(b.gt)] * (b.gt is not None) + [at.Ge(b.ge)] * (b.ge is not None)
-                                              + [at.Lt(b.lt)] * (b.lt is not None) + [at.Le(b.le)] * (b.le is not None)
-                                              if isinstance(b, Bounds) else [b])]
-    low = next(((f"{m.gt:g}", "(", ">") if isinstance(m, at.Gt) else (f"{m.ge:g}", "[", "≥")
-                for m in metadata if isinstance(m, (at.Gt, at.Ge))), None)
-    high = next(((f"{m.lt:g}", ")", "<") if isinstance(m, at.Lt) else (f"{m.le:g}", "]", "≤")
-                 for m in metadata if isinstance(m, (at.Lt, at.Le))), None)
+    limits = {a: v for m in metadata if isinstance(m, (at.Gt, at.Ge, at.Lt, at.Le, Bounds))
+              for a in ("gt", "ge", "lt", "le") if (v := getattr(m, a, None)) is not None}
+    low = ("(", ">", limits["gt"]) if "gt" in limits else ("[", "≥", limits["ge"]) if "ge" in limits else None
+    high = (")", "<", limits["lt"]) if "lt" in limits else ("]", "≤", limits["le"]) if "le" in limits else None
     if low and high:
-        return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+        return f"in {low[0]}{low[2]:g}, {high[2]:g}{high[0]}"
     bound = low or high
-    return f"{bound[2]} {bound[0]}" if bound else ""
+    return f"{bound[1]} {bound[2]:g}" if bound else ""
 
 
 def _yaml(value: Any, type_name: str) -> str:
@@ -135,7 +132,6 @@ def settings_table(rows: list[SettingDoc], recipe: Optional[tuple[str, dict[str,
         meaning = re.sub(r"\bNone\b", "null", r.meaning).replace("|", "\\|")
         cells = [f"`{r.key}`", r.type.replace("|", "\\|"), r.default]
         if recipe:
-            value = recipe[1].get(r.key, cells)  # (cells: a key the recipe does not set)
-            cells.append("" if value is cells else _yaml(value, r.type))
+            cells.append(_yaml(recipe[1][r.key], r.type) if r.key in recipe[1] else "")
         lines.append("| " + " | ".join(cells + [meaning]) + " |")
     return "\n".join(lines)

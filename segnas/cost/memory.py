@@ -113,7 +113,8 @@ def check_training_memory(model: nn.Module, batch: int, size: tuple[int, int] | 
     return est
 
 
-def check_inference_size(size: tuple[int, int] | None, num_classes: int, field: str = "--size", batch: int = 1) -> None:
+def check_inference_size(size: tuple[int, int] | None, num_classes: int, field: str = "--size",
+                         batch: int = 1) -> None:
     """Refuse, in one line naming ``field``, an input size whose forward pass cannot fit in the memory
     available: a lower bound, the float32 input and logits (``(3 + num_classes)`` values per pixel)
     and one feature map of the same size, so that only sizes that surely fail are refused."""
@@ -123,8 +124,8 @@ def check_inference_size(size: tuple[int, int] | None, num_classes: int, field: 
     ram = available_memory_bytes()
     if ram is not None and need > ram:
         raise SegnasError(f"{field}: a forward pass of {batch} × {size[0]}x{size[1]} needs more than {_human(need)} "
-                          f"for its input, output and one feature map alone, more than the {_human(ram)} of memory available; use a "
-                          "smaller size")
+                          f"for its input, output and one feature map alone, more than the {_human(ram)} of memory "
+                          "available; use a smaller size")
 
 
 def _human(n: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,19 +108,15 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     if not 0.0 <= alpha <= 1.0:
         raise SegnasError(f"--alpha: the overlay opacity must be between 0 and 1, got {alpha:g}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SegnasError(f"--out {out_dir}: is a file; give a folder for the masks and overlays")
+    RunDir.check_parent(out_dir, "--out")  # a file, or a folder that cannot be written
     model, classes, state, _ = load_trained(checkpoint)
     files = collect_inputs(inputs)
-    RunDir.check_parent(out_dir, "--out")
     for f in files:  # a damaged frame is found before any output is written
         check_image_file(f)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegnasError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise SegnasError(f"--out {out_dir}: cannot write in the folder")
     bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
     palette = classes.palette()
     normalize = Normalize()

@@ -36,6 +36,7 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
     returns (batches, number of classes)."""
     if images < 1:
         raise SegnasError(f"--images: must be >= 1, got {images}")
+    check_inference_size(tuple(size) if size else None, 1, "--size", batch_size)
     dc = build_config(DataConfig, {"name": data, "root": root}, "options", {"name": "--data", "root": "--data-root"},
                       new=True)  # (a folder given with the synthetic scenes is refused, not ignored)
     dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
@@ -78,7 +79,6 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     direct = [p for p in proxies if p not in aggregates]
     components = [c for agg in aggregates.values() for c in agg.components]
     measured = list(dict.fromkeys(direct + components))
-    check_inference_size(parse_size(size) if size else None, 1, "--size", batch_size)
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     for source in models:  # every network is found before any is scored
         resolve_model(source, num_classes)
@@ -134,7 +134,6 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         raise SegnasError(f"--population, --generations: expected ≥ 2 and ≥ 0, got {population} and {generations}")
     if cv_folds:
         fold_indices(len(train), cv_folds, seed)  # enough training networks for the folds
-    check_inference_size(parse_size(size) if size else None, 1, "--size", batch_size)
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
     stats = []
     for i, r in enumerate(records):

@@ -155,10 +155,8 @@ def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str,
     except SegnasError as exc:
         return {}, notes + [f"No latency breakdown: {exc}"]
     out = {}
-    def timed_now() -> tuple[int, int]:  # (entries measured, of them on a busy host) by a LatencyTable
-        return getattr(model.table, "measured", 0), len(getattr(model.table, "volatile", ()))
-
-    measured_before, volatile_before = timed_now()
+    table = model.table  # (what a LatencyTable measured now, and of that on a busy host: noted below)
+    measured_before, volatile_before = getattr(table, "measured", 0), len(getattr(table, "volatile", ()))
     for name, data in archs.items():
         try:
             space = get_space(data["space"])
@@ -168,7 +166,8 @@ def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str,
             out[name] = latency_breakdown(model, space, arch, int(classes), progress=True)
         except SegnasError as exc:
             notes.append(f"No latency breakdown of {name}: {exc}")
-    fresh, unsaved = (now - before for now, before in zip(timed_now(), (measured_before, volatile_before)))
+    fresh = getattr(table, "measured", 0) - measured_before
+    unsaved = len(getattr(table, "volatile", ())) - volatile_before
     if fresh:
         notes.append(f"{fresh} operator entries were timed now for this page (not in the cache)"
                      + (f", {unsaved} of them while other processes kept the cores busy (not kept)" if unsaved else "")

@@ -164,12 +164,12 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                           **cfg.data.options).classes.names
     num_classes = len(names)
-    check_inference_size(latency.size if latency is not None else cfg.deployment_size(), num_classes,
-                         "latency.size (--size)")
+    size = latency.size if latency is not None else cfg.deployment_size()
+    check_inference_size(size, num_classes, "latency.size (--size)")
     validate_dataset(cfg.data, cfg.progress, echo)
     check_final_training(cfg, names)
     if latency is None:
-        latency = LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads,
+        latency = LatencyModel.from_settings(cfg.latency, size, cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
 
@@ -213,10 +213,12 @@ def _search_clock(run: RunDir, clock: dict[str, Any]) -> dict[str, Any]:
     """The search's time, kept from the first completion (a job resumed only to train reports the
     time its search took then)."""
     path = run.path / "search_clock.json"
-    if not path.is_file():
+    if path.is_file():
+        clock = json.loads(path.read_text())
+    else:
         atomic_write_text(path, json.dumps(clock))
     (run.path / SearchClock.FILE).unlink(missing_ok=True)  # the running totals, superseded
-    return json.loads(path.read_text())
+    return clock
 
 
 def arch_file(run: RunDir, net: FoundNetwork) -> Path:

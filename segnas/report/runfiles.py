@@ -111,9 +111,8 @@ def read_run(path: str | Path) -> RunFiles:
     run.arch = arch if isinstance(arch, dict) and "space" in arch and "arch" in arch else None
     if run.kind == "search":
         run.search_result = read_json(path / "search_result.json")
-        networks = (run.search_result or {}).get("networks") if isinstance(run.search_result, dict) else None
-        if run.search_result is not None and not (isinstance(run.search_result, dict) and
-                                                  (networks is None or isinstance(networks, dict))):
+        result = run.search_result
+        if result is not None and not (isinstance(result, dict) and isinstance(result.get("networks", {}), dict)):
             raise SegnasError(f"{path / 'search_result.json'}: expected an object with a 'networks' mapping")
         run.candidates = read_candidates(path, run.search_result)
         run.finals = final_runs(path, run.search_result)
