@@ -71,6 +71,7 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     run = Path(summary["run_dir"])
     for name in ("config.yaml", "jobs.jsonl", "latency.json", "compare.json", "compare.md", "pareto.png"):
         assert (run / name).is_file(), name
+    assert not [p for p in run.rglob("*") if p.is_dir() and not any(p.iterdir())]  # no empty folder left
     # every job's end is told, on the terminal and in the comparison's log
     ended = [x for x in lines if x.startswith(("search:", "train:"))]
     assert len(ended) == 2 + 3 * 2 and any(x.startswith("train:fast_scnn:seed1: done, val mIoU") for x in ended)
@@ -389,6 +390,19 @@ def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(t
     assert any(x.startswith("saswot: failed: latency.target_ms") for x in lines)
     md = (Path(summary["run_dir"]) / "compare.md").read_text()
     assert "| saswot | method | - |" in md and "out of reach" in md
+
+
+def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkeypatch):
+    from segnas.search.strategies.saswot import SasWOT
+
+    def broken(self, ctx):
+        raise RuntimeError("a bug in the method")
+
+    monkeypatch.setattr(SasWOT, "prepare", broken)
+    lines: list[str] = []
+    with pytest.raises(SegnasError, match="search:saswot failed: RuntimeError: a bug in the method"):
+        compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", zoo=[])), echo=lines.append)
+    assert "search:saswot: failed: RuntimeError: a bug in the method" in lines
 
 
 def _folder_dataset(root: Path) -> None:

@@ -46,9 +46,12 @@ def test_resume_recomputes_only_missing_items(tmp_path):
             raise ValueError("interrupted")
         return conv_score(seed)
 
+    told = []
     with pytest.raises(SegnasError, match=f"item {default_key(3)} failed: ValueError: interrupted"):
-        run_all(flaky, range(6), results_path=path)
+        run_all(flaky, range(6), results_path=path, on_result=lambda k, r: told.append(("ok", k)),
+                on_failure=lambda k, e: told.append((type(e).__name__, k)))
     assert [r["key"] for r in _lines(path)] == [default_key(s) for s in range(3)]
+    assert told == [*(("ok", default_key(s)) for s in range(3)), ("ValueError", default_key(3))]
     calls.clear()
     interrupt[0] = False
     assert run_all(flaky, list(range(6)), results_path=path) == _expected(range(6))

@@ -144,6 +144,18 @@ def test_train_report(runs):
     assert "timed now for this page" not in again.read_text()
 
 
+def test_the_train_page_shows_the_per_class_iou_of_the_evaluation_best_pt_was_saved_at(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["train"], run)
+    evaluation = {"val_miou": 0.5, "val_pixel_acc": 0.8, "val_mean_acc": 0.6}
+    with open(run / "metrics.jsonl", "w") as fh:  # the best at epoch 1, a worse one last
+        fh.write(json.dumps({"epoch": 1, **evaluation, "val_iou": [0.123] * 11}) + "\n")
+        fh.write(json.dumps({"epoch": 2, **evaluation, "val_miou": 0.25, "val_iou": [0.456] * 11}) + "\n")
+    summary = section(report_job(run, samples=0, latency_model=runs["latency"]).read_text(), "summary")
+    assert "Per-class IoU (best evaluation, epoch 1)" in summary
+    assert "12.3" in summary and "45.6" not in summary and "25.0" in summary  # the last mIoU is still told
+
+
 def test_a_moved_arch_file_is_drawn_from_the_checkpoint(runs, tmp_path):
     arch_file = Path(yaml.safe_load((runs["train"] / "config.yaml").read_text())["model"]["arch"])
     moved = arch_file.rename(tmp_path / "moved.json")

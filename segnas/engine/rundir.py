@@ -31,8 +31,7 @@ class RunDir:
         #: ``open_run`` once the job's checks have passed.
         self.changed_settings: Any = None
         self.main = distributed.is_main()
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "checkpoints").mkdir(exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)  # checkpoints/ is made by the first checkpoint written
         self.logger = logging.getLogger(f"segnas.run.{self.path.resolve()}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False

@@ -47,6 +47,7 @@ from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import latency_probe, make_settings, search_job
 from segnas.parallel import TaskResources, run_all
+from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import list_strategies
@@ -260,7 +261,7 @@ def job_ended(key: str, result: dict[str, Any]) -> str:
 def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
              tell: Echo | None = None) -> dict[str, dict[str, Any]]:
     """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run, each
-    told to ``tell`` when it ends (``job_ended``). On Ray each job reserves its ``threads`` CPUs (1
+    told to ``tell`` when it ends (``job_ended``; also a job that raised or whose worker died). On Ray each job reserves its ``threads`` CPUs (1
     when unset) and, on a GPU, a ``1/workers`` share of one, as the jobs of a process pool share the
     machine's GPU."""
     if not items:
@@ -273,7 +274,8 @@ def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
     results = run_all(run_job, items, executor=executor, workers=cfg.workers, results_path=run_path / JOBS_FILE,
                       key=lambda item: item["key"], progress=cfg.progress, threads_per_worker=cfg.threads,
                       ray_address=cfg.ray_address, resources=resources if executor == "ray" else None,
-                      label="comparison jobs", on_result=lambda key, result: tell(job_ended(key, result)))
+                      label="comparison jobs", on_result=lambda key, result: tell(job_ended(key, result)),
+                      on_failure=lambda key, exc: tell(f"{key}: failed: {failure_message(exc)}"))
     return {item["key"]: result for item, result in zip(items, results)}
 
 

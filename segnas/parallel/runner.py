@@ -16,7 +16,8 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
             results_path: str | Path | None = None, key: Callable[[Any], str] | None = None,
             progress: bool = False, threads_per_worker: int | None = 1,
             ray_address: str | None = None, resources: TaskResources | None = None,
-            label: str = "evaluations", on_result: Callable[[str, Any], None] | None = None) -> list[Any]:
+            label: str = "evaluations", on_result: Callable[[str, Any], None] | None = None,
+            on_failure: Callable[[str, BaseException], None] | None = None) -> list[Any]:
     """Results of `fn(item)` for every item, in input order.
 
     `fn` must be a picklable top-level function (spawned processes import it by name) and return
@@ -33,7 +34,8 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
     with the reason, in `results_path` (a rerun tries it again) and the other items still run.
     Then SegnasError names the first failed key, once every finished result is saved.
     `label` names the items on the progress bar; `on_result(key, result)` is told of each item
-    finished in this call, once its result is saved.
+    finished in this call, once its result is saved; `on_failure(key, error)` of each item that
+    failed in this call (its worker died, or `fn` raised), once its failure is recorded.
     """
     if executor not in EXECUTORS:
         raise SegnasError(f"unknown executor {executor!r}; expected one of: {', '.join(EXECUTORS)}")
@@ -61,15 +63,12 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
                             value = TypeError(f"result is not JSON-serializable: {exc}")
                             ok = False
                         else:
-                            if on_result is not None:
-                                try:  # a report of the result: never the reason to lose the others
-                                    on_result(k, store[k])
-                                except Exception as exc:  # noqa: BLE001
-                                    warnings.warn(f"on_result({k}) failed: {exc}", stacklevel=2)
+                            _tell(on_result, k, store[k])
                     if not ok:
                         failures.append((k, value))
                         if isinstance(value, WorkerError):
                             store.fail(k, " ".join(str(value).split()))
+                        _tell(on_failure, k, value)
                     advance()
     finally:
         store.close()
@@ -77,9 +76,24 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
         k, exc = failures[0]
         more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
         saved = f"; finished results are saved in {results_path}, rerun to resume" if results_path else ""
-        message = " ".join(f"{type(exc).__name__}: {exc}".split()).rstrip(":")
-        raise SegnasError(f"item {k} failed: {message}{more}{saved}") from exc
+        raise SegnasError(f"item {k} failed: {failure_message(exc)}{more}{saved}") from exc
     return [store[k] for k in keys]
+
+
+def failure_message(exc: BaseException) -> str:
+    """Why an item failed, on one line: the error's type and message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split()).rstrip(":")
+
+
+def _tell(callback: Callable[[str, Any], None] | None, key: str, value: Any) -> None:
+    """``callback(key, value)``, a report of an item: a failing one warns, never the reason to lose
+    the other items' results."""
+    if callback is None:
+        return
+    try:
+        callback(key, value)
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"reporting {key} failed: {exc}", stacklevel=3)
 
 
 @contextmanager

@@ -113,20 +113,20 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
             ("dataset", f"{data.get('name')} ({data.get('val_split', 'val')} split scored)"),
             ("epochs / steps", f"{run.metrics[-1].get('epoch', '-')} / {run.metrics[-1].get('step', '-')}"
              if run.metrics else "no epoch finished yet")]
+    # the evaluation best.pt was saved at (the first of equals, as the trainer keeps it)
+    best = max(evals, key=lambda r: r["val_miou"]) if evals else {}
     if evals:
-        best = max(evals, key=lambda r: r["val_miou"])
-        last = evals[-1]
         rows += [("best val mIoU", f"{_pct(best['val_miou'])} (epoch {best.get('epoch')})"),
-                 ("last val mIoU", _pct(last["val_miou"])),
-                 ("pixel accuracy / mean accuracy", f"{_pct(last.get('val_pixel_acc'))} / "
-                                                   f"{_pct(last.get('val_mean_acc'))}")]
+                 ("its pixel accuracy / mean accuracy", f"{_pct(best.get('val_pixel_acc'))} / "
+                                                        f"{_pct(best.get('val_mean_acc'))}"),
+                 ("last val mIoU", _pct(evals[-1]["val_miou"]))]
     if run.metrics and "train_s" in run.metrics[-1]:
         rows.append(("training time", f"{run.metrics[-1]['train_s']:.1f} s"))
     doc.table(("quantity", "value"), rows)
-    if evals and evals[-1].get("val_iou"):
-        ious = evals[-1]["val_iou"]
+    if best.get("val_iou"):  # best.pt's: the checkpoint whose predictions the page shows
+        ious = best["val_iou"]
         names = class_names if class_names and len(class_names) == len(ious) else [str(i) for i in range(len(ious))]
-        doc.heading("Per-class IoU (last evaluation)")
+        doc.heading(f"Per-class IoU (best evaluation, epoch {best.get('epoch')})")
         doc.table(("class", "IoU"), [(n, _pct(v)) for n, v in zip(names, ious)], numeric=(False, True))
 
 
