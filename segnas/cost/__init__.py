@@ -11,4 +11,4 @@ from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LatencyTable
 
 __all__ = ["BACKENDS", "check_parity", "export_onnx", "export_torchscript", "FlopsResult", "count_flops",
-           "LatencyResult", "LatencyModel", "measure_latency", "count_parameters", "Prediction", "predict_latency", "LatencyTable"]
+           "HostProbe", "LatencyResult", "LatencyModel", "measure_latency", "count_parameters", "Prediction", "predict_latency", "LatencyTable"]

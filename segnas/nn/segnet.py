@@ -64,7 +64,7 @@ class SegmentationNet(nn.Module):
         """What ``forward`` returns from ``forward_features``' outputs: the main logits upsampled to
         the padded input ``size`` and cropped to ``crop`` (H, W); in training mode, with auxiliary or
         extra outputs, ``{"out", "aux", **extras}``, each upsampled and cropped alike."""
-        h, w = int(crop[0]), int(crop[1])
+        h, w = crop[0], crop[1]  # not int(): that would fix an exported graph to the traced size
         out = self.upsample_logits(main, size)[..., :h, :w]
         if not self.training or not (aux or extras):
             return out
