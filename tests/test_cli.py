@@ -1,3 +1,7 @@
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +76,38 @@ def test_train_eval_predict(trained, tmp_path):
     assert (tmp_path / "pred" / "f1_overlay.png").is_file()
 
 
+def test_predict_runs_the_network_at_the_size_it_was_trained_at(trained, tmp_path):
+    """A checkpoint trained on images resized to data.base_size predicts each frame resized to it (as
+    eval scores), with the mask written at the frame's own size; --base-size native opts out."""
+    import torch
+    import torch.nn.functional as F
+
+    from segnas.data.transforms import Normalize
+    from segnas.report.draw import colorize
+    from segnas.training.models import load_trained
+
+    ckpt, _ = trained
+    state = torch.load(ckpt, weights_only=False)
+    state["config"]["data"]["base_size"] = [48, 64]
+    resized = tmp_path / "resized.pt"
+    torch.save(state, resized)
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(frame).save(tmp_path / "f.png")
+    result = run("predict", resized, tmp_path / "f.png", "--out", tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    assert "predicting at 48x64 (the checkpoint's data.base_size" in result.output
+    model, classes, _, _ = load_trained(resized)
+    x, _ = Normalize()(torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0, torch.empty(0))
+    with torch.no_grad():
+        logits = model.eval()(F.interpolate(x[None], size=(48, 64), mode="bilinear", align_corners=False))
+    expected = colorize(F.interpolate(logits, size=(96, 128), mode="bilinear", align_corners=False)
+                        .argmax(1)[0].numpy().astype(np.uint8), classes.palette())
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pred" / "f_mask.png")), expected)
+    result = run("predict", resized, tmp_path / "f.png", "--out", tmp_path / "native", "--base-size", "native")
+    assert result.exit_code == 0 and "predicting at each image's own size (as given)" in result.output
+    assert np.asarray(Image.open(tmp_path / "native" / "f_mask.png")).shape == (96, 128, 3)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["train", "--data", "nope"], "nope"),
     (["train", "--size", "12by3"], "12by3"),
@@ -139,6 +175,41 @@ def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, mon
     monkeypatch.undo()
     result = run("export", ckpt, "--out", tmp_path / "m.pt", "--size", "48x64", "--format", "torchscript")
     assert result.exit_code == 0, result.output
+    import torch
+
+    scripted = torch.jit.load(tmp_path / "m.pt")
+    assert scripted(torch.zeros(2, 3, 48, 64)).shape[-2:] == (48, 64)  # another batch runs
+    with pytest.raises(torch.jit.Error, match="takes inputs of 48x64"):  # another size would give wrong logits
+        scripted(torch.zeros(1, 3, 64, 96))
+
+
+def test_an_exported_onnx_file_says_what_it_expects_and_the_docs_example_runs_it(trained, tmp_path, monkeypatch):
+    import onnx
+
+    from segnas.training.models import load_trained
+
+    ckpt, _ = trained
+    result = run("export", ckpt, "--out", tmp_path / "model.onnx", "--size", "48x64", "--dynamic")
+    assert result.exit_code == 0, result.output
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    classes = load_trained(ckpt)[1]
+    assert json.loads(meta["classes"]) == list(classes.names) and len(json.loads(meta["palette"])) == classes.num_classes
+    assert json.loads(meta["mean"]) == [0.485, 0.456, 0.406] and meta["exported_size"].startswith("any")
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        assert dims[:1] + dims[2:] == ["batch", "height", "width"]
+    # the deployment page's example, run as written on a frame of the exported size: segnas predict's mask
+    page = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    example = next(b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "InferenceSession" in b)
+    frame = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(frame).save(tmp_path / "frame.png")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "deployment.md", "exec"), {})
+    assert run("predict", ckpt, tmp_path / "frame.png", "--out", tmp_path / "pred").exit_code == 0
+    ours = np.asarray(Image.open(tmp_path / "frame_mask.png"))
+    theirs = np.asarray(Image.open(tmp_path / "pred" / "frame_mask.png"))
+    assert ours.shape == theirs.shape and (ours == theirs).all(-1).mean() > 0.99
 
 
 @pytest.mark.parametrize("args, needle", [

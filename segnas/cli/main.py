@@ -192,6 +192,16 @@ def train(
     echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
 
+def _checkpoint_base_size(value: str | None) -> Any:
+    """``--base-size`` of eval and predict: HxW, 'native' (None), or unset: the checkpoint's own."""
+    from segnas.jobs.evaluate import CHECKPOINT
+    from segnas.utils import parse_size
+
+    if value is None:
+        return CHECKPOINT
+    return None if value.strip().lower() == "native" else parse_size(value, "--base-size")
+
+
 @app.command("eval")
 @user_errors
 def eval_cmd(
@@ -209,17 +219,12 @@ def eval_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
 ) -> None:
     """Score a checkpoint on a dataset split and print the per-class table."""
-    from segnas.jobs.evaluate import CHECKPOINT, eval_job
-    from segnas.utils import atomic_write_text, check_output_file, parse_size
+    from segnas.jobs.evaluate import eval_job
+    from segnas.utils import atomic_write_text, check_output_file
 
     if json_out:
         check_output_file(json_out, "--json")
-    if base_size is None:
-        bs: Any = CHECKPOINT
-    elif base_size.strip().lower() == "native":
-        bs = None
-    else:
-        bs = parse_size(base_size, "--base-size")
+    bs = _checkpoint_base_size(base_size)
     if batch_size < 1:
         raise SegnasError(f"--batch-size: must be >= 1, got {batch_size}")
     options = parse_overrides(data_option, "--data-option")
@@ -244,11 +249,14 @@ def predict(
     inputs: Path = typer.Argument(..., help="An image, or a folder of images / video frames."),
     out: Path = typer.Option(Path("predictions"), help="Output folder."),
     alpha: float = typer.Option(0.5, help="Overlay opacity, 0 (image only) to 1 (mask only)."),
+    base_size: Optional[str] = typer.Option(None, help="Resize each image to HxW for the network (masks are "
+                                                       "written at the image's size); 'native' keeps its size.",
+                                            show_default="the checkpoint's data.base_size, else native"),
 ) -> None:
     """Write colourized masks and overlays for images or video frames."""
     from segnas.jobs.evaluate import predict_job
 
-    written = predict_job(checkpoint, inputs, out, alpha)
+    written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo)
     echo(f"wrote {len(written)} masks and overlays to {out}")
 
 
@@ -398,7 +406,8 @@ def print_bench(rows: list[dict[str, Any]]) -> None:
 def export(
     model: str = typer.Argument(..., help="Checkpoint (.pt), arch.json or zoo name."),
     out: Path = typer.Option(..., help="Output file (.onnx or .pt for TorchScript)."),
-    size: str = typer.Option("360x480", help="Input HxW used for tracing and the parity check."),
+    size: str = typer.Option("360x480", help="Input HxW the file is exported and checked at (the only size a "
+                                             "static ONNX or TorchScript file takes)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only); parity is checked at a second size."),
     classes: Optional[int] = typer.Option(None, help="Class count for zoo names and arch files.",

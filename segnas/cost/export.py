@@ -9,6 +9,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -51,14 +52,19 @@ def _quiet_export():
             lg.setLevel(lv)
 
 
+#: The names of a dynamic export's symbolic dimensions (input ``image`` and output ``logits``, NCHW).
+DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+
+
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int], dynamic: bool = False,
-                opset: int = 17) -> Path:
-    """Write ``model`` (eval mode) as ONNX with input ``image`` and output ``logits``.
+                opset: int = 17, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``model`` (eval mode) as ONNX with input ``image`` and output ``logits``, and
+    ``metadata`` as the file's metadata properties.
 
     Static shapes use the TorchScript-based exporter (fast: latency tables export hundreds of small
     ops) and fall back to the torch.export-based one for what it cannot express (e.g. adaptive
-    pooling to sizes that do not divide the input). ``dynamic`` makes batch, H and W symbolic and
-    always uses the torch.export-based exporter.
+    pooling to sizes that do not divide the input). ``dynamic`` makes batch, H and W symbolic
+    (named ``DYNAMIC_DIMS``) and always uses the torch.export-based exporter (opset 18 at least).
     """
     path = Path(path)
     model = model.eval()
@@ -67,15 +73,14 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
 
     def legacy(tmp: Path) -> None:
         torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, do_constant_folding=True, **names)
+        _finish_onnx(tmp, False, metadata)
 
     def modern(tmp: Path) -> None:
-        kwargs = {}
-        if dynamic:
-            auto = torch.export.Dim.DYNAMIC
-            kwargs["dynamic_shapes"] = ({0: auto, 2: auto, 3: auto},)
+        kwargs = {"dynamic_shapes": (DYNAMIC_DIMS,)} if dynamic else {}
         example = torch.randn(max(2, input_shape[0]), *input_shape[1:]) if dynamic else x  # size 1 would specialize
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=max(opset, 18), **names, **kwargs)
         program.save(str(tmp))
+        _finish_onnx(tmp, dynamic, metadata)
 
     with torch.no_grad(), _quiet_export():
         if dynamic:
@@ -89,12 +94,49 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
     return path
 
 
+def _finish_onnx(file: Path, dynamic: bool, metadata: Mapping[str, str] | None) -> None:
+    """Name a dynamic export's output dimensions as its input's (the exporter writes expressions
+    such as ``Min(height, 32*((height + 31)//32))``, equal to them) and add ``metadata``."""
+    if not dynamic and not metadata:
+        return
+    import onnx
+
+    proto = onnx.load(str(file))
+    if dynamic:
+        dims = proto.graph.output[0].type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for i, name in DYNAMIC_DIMS.items():
+                dims[i].dim_param = name
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(file))
+
+
+class FixedInputSize(nn.Module):
+    """A traced network that refuses inputs of another height and width than it was traced at:
+    tracing fixes that size into the graph (padding to the stride, upsampling, cropping), so
+    another size would run and give wrong logits. The batch size may vary."""
+
+    def __init__(self, traced: nn.Module, height: int, width: int) -> None:
+        super().__init__()
+        self.net, self.height, self.width = traced, height, width
+        self.message = (f"this TorchScript file takes inputs of {height}x{width}, the size it was exported at "
+                        "(export again with --size, or as ONNX with --dynamic for any size)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] != self.height or x.shape[3] != self.width:
+            raise RuntimeError(self.message)
+        return self.net(x)
+
+
 def export_torchscript(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int]) -> Path:
-    """Trace, freeze and save ``model`` as TorchScript."""
+    """Trace ``model`` at ``input_shape``, guard its input size (``FixedInputSize``), freeze and save."""
     path = Path(path)
     with torch.no_grad(), _quiet_export():
-        traced = torch.jit.freeze(torch.jit.trace(model.eval(), torch.randn(*input_shape)))
-    atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+        traced = torch.jit.trace(model.eval(), torch.randn(*input_shape))
+        guarded = torch.jit.freeze(torch.jit.script(FixedInputSize(traced, *input_shape[2:]).eval()))
+    atomic_write(path, lambda tmp: torch.jit.save(guarded, str(tmp)))
     return path
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import segnas
 
 from segnas.cost import (BACKENDS, check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
                          measure_latency)
@@ -12,6 +15,7 @@ from segnas.cost.backends import _onnxruntime_runner  # an exported file is run 
 from segnas.cost.latency import default_threads, summarize, time_callable
 from segnas.cost.machine import matmul_peak_gflops
 from segnas.cost.memory import check_inference_size
+from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.progress import task_progress
@@ -138,6 +142,25 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
     return rows
 
 
+def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynamic: bool,
+                    trained: tuple | None = None) -> dict[str, str]:
+    """What an exported ONNX file tells whoever runs it (its metadata properties): the input it
+    expects (RGB in [0, 1], normalized by ``mean`` and ``std``; the size it was exported at), where
+    it came from, and for a checkpoint (``trained``: what ``load_trained`` returned for it) the
+    classes of its output channels, their colours and the size it was trained at."""
+    meta = {"segnas_version": segnas.__version__, "source": str(source), "num_classes": str(num_classes),
+            "input": "image: float32 NCHW, RGB scaled to [0, 1], then (x - mean) / std per channel",
+            "output": "logits: float32 NCHW at the input size, one channel per class; argmax over C gives the mask",
+            "mean": json.dumps(list(IMAGENET_MEAN)), "std": json.dumps(list(IMAGENET_STD)),
+            "exported_size": "any (dynamic batch, height, width)" if dynamic else f"{size[0]}x{size[1]}"}
+    if trained:
+        _, info, state, weights = trained
+        base = ((state.get("config") or {}).get("data") or {}).get("base_size")
+        meta.update(classes=json.dumps(list(info.names)), palette=json.dumps([list(c) for c in info.colors]),
+                    weights=weights, trained_size=f"{base[0]}x{base[1]}" if base else "native")
+    return meta
+
+
 def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "onnx", dynamic: bool = False,
                num_classes: int | None = None, tolerance: float = 1e-3, progress: bool = True) -> tuple[Path, list]:
     """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic).
@@ -156,9 +179,11 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
     if out.suffix != suffix:  # the parity check and every reader go by the suffix
         raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
     check_output_file(out, "--out")
-    classes = network_classes(source, num_classes)[0]
+    trained = load_trained(source) if Path(source).suffix == ".pt" else None
+    classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
     check_inference_size(size, classes)
-    model, _ = resolve_model(source, classes)
+    model = trained[0] if trained else resolve_model(source, classes)[0]
+    metadata = export_metadata(source, classes, size, dynamic, trained)
     shape = (1, 3, *size)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +193,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
     try:
         with task_progress(f"export {out.name}", 1 + len(shapes), progress) as ticker:
             if fmt == "onnx":
-                export_onnx(model, trial, shape, dynamic=dynamic)
+                export_onnx(model, trial, shape, dynamic=dynamic, metadata=metadata)
             else:
                 export_torchscript(model, trial, shape)
             ticker.advance(info="parity")

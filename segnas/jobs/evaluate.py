@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, list_images, read_image
@@ -101,15 +102,19 @@ def output_names(files: list[Path]) -> list[str]:
 
 
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
-                bf16: bool = False, progress: bool = True) -> list[Path]:
+                bf16: bool = False, progress: bool = True, base_size: tuple[int, int] | None | str = CHECKPOINT,
+                echo: Callable[[str], None] | None = None) -> list[Path]:
     """Write ``<name>_mask.png`` (colourized classes) and ``<name>_overlay.png`` for each input
-    image (``name``: its stem, its whole file name where stems repeat). Images of any size are
-    accepted; the network pads to its stride internally."""
+    image (``name``: its stem, its whole file name where stems repeat), at the image's own size.
+    Each image is resized to the size the network was trained at (the checkpoint's
+    ``data.base_size``, as ``eval_job`` scores it) unless ``base_size`` is given (None: native
+    size), and its logits resized back; any size works (the network pads to its stride)."""
     if not 0.0 <= alpha <= 1.0:
         raise SegnasError(f"--alpha: the overlay opacity must be between 0 and 1, got {alpha:g}")
     out_dir = Path(out_dir)
     RunDir.check_parent(out_dir, "--out")  # a file, or a folder that cannot be written
     model, classes, state, _ = load_trained(checkpoint)
+    size, where = checkpoint_base_size(state, base_size)
     files = collect_inputs(inputs)
     for f in files:  # a damaged frame is found before any output is written
         check_image_file(f)
@@ -120,12 +125,19 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
     palette = classes.palette()
     normalize = Normalize()
+    if echo:
+        at = f"{size[0]}x{size[1]}" if size else "each image's own size"
+        echo(f"predicting at {at} ({where})")
     written = []
     with task_progress("predict", len(files), progress) as ticker:
         for f, name in zip(files, output_names(files)):
             image = read_image(f)
             x, _ = normalize(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, torch.empty(0))
-            pred = predict_logits(model, x[None], bf16).argmax(1)[0].numpy().astype(np.uint8)
+            x = x[None] if size is None else F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)
+            logits = predict_logits(model, x, bf16)
+            if logits.shape[-2:] != image.shape[:2]:
+                logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+            pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
             colors = colorize(pred, palette)
             save_png(out_dir / f"{name}_mask.png", colors)
             save_png(out_dir / f"{name}_overlay.png", overlay(image, colors, alpha))
