@@ -268,9 +268,22 @@ def test_a_machine_file_of_the_wrong_shape_is_rebuilt_with_a_warning(tmp_path, m
     key = f"{machine.machine_fingerprint()}-1t"
     (tmp_path / "machine.json").write_text(content.replace("KEY", key), encoding="latin-1")
     monkeypatch.setattr(machine, "measure_matmul_peak", lambda threads: 123.0)
+    monkeypatch.setattr(machine, "other_processes_cores", lambda *a, **k: 0.0)
     with pytest.warns(UserWarning, match="machine.json: machine file unusable.*rebuilding"):
         assert machine.matmul_peak_gflops(1) == 123.0
     assert json.loads((tmp_path / "machine.json").read_text()) == {"matmul_peak_gflops": {key: 123.0}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert machine.matmul_peak_gflops(1) == 123.0  # the rebuilt file is read without a warning
+
+
+def test_a_matmul_peak_measured_on_a_busy_host_is_not_cached(tmp_path, monkeypatch):
+    import segnas.cost.machine as machine
+
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(machine, "measure_matmul_peak", lambda threads: 50.0)
+    monkeypatch.setattr(machine, "other_processes_cores", lambda *a, **k: 1.5)
+    assert machine.matmul_peak_gflops(1) == 50.0 and not (tmp_path / "machine.json").exists()
+    monkeypatch.setattr(machine, "measure_matmul_peak", lambda threads: 120.0)
+    monkeypatch.setattr(machine, "other_processes_cores", lambda *a, **k: 0.0)
+    assert machine.matmul_peak_gflops(1) == 120.0 and (tmp_path / "machine.json").exists()

@@ -147,11 +147,15 @@ def test_bench_prints_table_and_json(tmp_path, monkeypatch):
     result = run("bench", "--model", "fast_scnn", "--size", "64x96", "--backend", "eager", "--backend", "onnxruntime",
                  "--threads", "1", "--classes", "5", "--json", tmp_path / "rows.json")
     assert result.exit_code == 0, result.output
-    import json
-
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["backend"] for r in rows] == ["eager", "onnxruntime"]
     assert all(r["median_ms"] > 0 and 0 < r["fraction_of_peak"] for r in rows)
+    # measured beside other work: said, and kept in the rows
+    monkeypatch.setattr("segnas.jobs.bench.other_processes_cores", lambda *a, **k: 1.5)
+    result = run("bench", "--model", "fast_scnn", "--size", "64x96", "--backend", "eager", "--threads", "1",
+                 "--classes", "5", "--json", tmp_path / "rows.json")
+    assert result.exit_code == 0 and "other processes kept 1.5 cores busy" in result.output
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["other_processes_cores"] == 1.5
 
 
 def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, monkeypatch):

@@ -163,7 +163,11 @@ def test_operators_measured_on_a_busy_machine_are_used_but_not_saved(tmp_path, m
     table.lookup(OpKey("conv", 4, 4, 16, 16))  # a later save keeps the busy ones out
     saved = json.loads((tmp_path / "t.json").read_text())["entries"]
     assert set(saved) == {OpKey("conv", 4, 4, 16, 16).to_str()}
+    assert table.call_overhead((1, 3, 8, 8)) > 0  # the call overhead too: used, not saved
+    assert json.loads((tmp_path / "t.json").read_text())["overheads"] == {}
     monkeypatch.setattr(table_module, "other_processes_cores", lambda *a, **k: 0.0)
     fresh = LatencyTable("eager", threads=1, path=tmp_path / "t.json", min_runs=2, min_time_s=0.0)
     assert fresh.ensure(keys, progress=False) == 2  # measured again, quietly, and kept
     assert {k.to_str() for k in keys} <= set(json.loads((tmp_path / "t.json").read_text())["entries"])
+    fresh.call_overhead((1, 3, 8, 8))
+    assert "1x3x8x8" in json.loads((tmp_path / "t.json").read_text())["overheads"]

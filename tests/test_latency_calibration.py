@@ -121,7 +121,25 @@ def test_a_correction_fitted_on_a_busy_machine_serves_its_job_but_is_not_cached(
     assert any("other processes kept 1.2 cores busy" in m and "not cached" in m for m in said)
     assert model_at(tmp_path).correction(SPACE, 11) is None  # the next job calibrates again
     # ...measuring afresh: the networks timed on the busy machine are not kept for it
-    assert not json.loads((tmp_path / "table.corrections.json").read_text())["measured"]
+    saved = tmp_path / "table.corrections.json"
+    assert not saved.exists() or not json.loads(saved.read_text())["measured"]
+
+
+@pytest.mark.calibration
+def test_networks_measured_on_a_busy_host_are_not_kept_for_a_resumed_calibration(tmp_path, monkeypatch):
+    monkeypatch.setattr("segnas.cost.latency_model.other_processes_cores", lambda *a, **k: 1.2)
+
+    def killed(space, archs, *args, store=None, **kwargs):
+        for arch in archs[:3]:
+            store.add(space.key(arch), {"measured_ms": 1.0, "rounds_ms": [1.0], "arch": arch.to_dict()})
+        assert all(space.key(a) in store for a in archs[:3])  # this process reads them back
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("segnas.cost.latency_model.measure_networks", killed)
+    with pytest.raises(KeyboardInterrupt):
+        model_at(tmp_path).calibrate(SPACE, 11, networks=8, progress=False, min_time_s=0.0)
+    saved = tmp_path / "table.corrections.json"
+    assert not saved.exists() or not json.loads(saved.read_text())["measured"]
 
 
 @pytest.mark.calibration

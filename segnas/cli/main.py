@@ -369,9 +369,14 @@ def bench(
 
     if json_out:
         check_output_file(json_out, "--json")
+    from segnas.cost.machine import is_busy
+    from segnas.jobs.bench import busy_warning
+
     rows = bench_job(model, parse_size(size, "--size"), backend, threads, classes, device)
     echo(f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
     print_bench(rows)
+    if is_busy(rows[0]["other_processes_cores"]):
+        echo(busy_warning(rows[0]["other_processes_cores"]))
     if json_out:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
 

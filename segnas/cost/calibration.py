@@ -34,7 +34,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
 from torch import nn
@@ -254,20 +254,25 @@ class CorrectionCache:
         if persist or measured:
             self._save()
 
-    def measurements(self, key: str) -> MeasurementStore:
-        """The networks measured so far for the calibration ``key``, saved as each one is added."""
+    def measurements(self, key: str, keep: Callable[[], bool] = lambda: True) -> MeasurementStore:
+        """The networks measured so far for the calibration ``key``; each one added is saved when
+        ``keep()`` (the host is quiet), else held for this process only."""
         cache = self
+        held: dict[str, Any] = {}
 
         class Store:
             def __contains__(self, arch: str) -> bool:
-                return arch in cache.measured.get(key, {})
+                return arch in held or arch in cache.measured.get(key, {})
 
             def __getitem__(self, arch: str) -> Any:
-                return cache.measured[key][arch]
+                return held[arch] if arch in held else cache.measured[key][arch]
 
             def add(self, arch: str, result: Any) -> None:
-                cache.measured.setdefault(key, {})[arch] = result
-                cache._save()
+                if keep():
+                    cache.measured.setdefault(key, {})[arch] = result
+                    cache._save()
+                else:
+                    held[arch] = result
 
         return Store()
 

@@ -24,7 +24,7 @@ from segnas.cost.calibration import (CorrectionCache, HasLatencyKeys, LatencyCor
 from segnas.cost.latency import HostProbe
 from segnas.cost.machine import busiest, is_busy, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
-from segnas.cost.table import LatencyTable, OperatorCosts
+from segnas.cost.table import LOAD_RECHECK_S, LatencyTable, OperatorCosts
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 
@@ -169,9 +169,19 @@ class LatencyModel:
             f"({self.describe()}); cached for later jobs")
         t0 = time.perf_counter()
         busy = [other_processes_cores()]
+        read_at = [time.monotonic()]
+
+        def quiet() -> bool:
+            """Whether the host is quiet (read again at most every LOAD_RECHECK_S): a network measured
+            on a busy host is not kept for a resumed calibration."""
+            if time.monotonic() - read_at[0] > LOAD_RECHECK_S:
+                read_at[0] = time.monotonic()
+                busy.append(other_processes_cores())
+            return not is_busy(busy[-1])
+
         archs = calibration_archs(space, networks, seed=0)
         measured = measure_networks(space, archs, num_classes, self.input_shape, self.backend, self.threads,
-                                    store=self.corrections.measurements(key), min_time_s=min_time_s,
+                                    store=self.corrections.measurements(key, keep=quiet), min_time_s=min_time_s,
                                     progress=progress, probe=self.probe)
         keys = [space.latency_keys(a, num_classes, self.size) for a in archs]
         self.ensure([k for ks in keys for k in ks], progress=progress)

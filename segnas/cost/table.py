@@ -83,7 +83,8 @@ class LatencyTable:
         self.probe, self.probe_passes = probe, probe_passes
         #: the probe's median just before each entry was timed (entries timed with this probe only)
         self.probes: dict[str, float] = {}
-        #: entries measured while other processes kept the cores busy: used, never saved
+        #: entries (and call overheads, by input shape) measured while other processes kept the
+        #: cores busy: used, never saved
         self.volatile: set[str] = set()
         #: (when, cores) of the last measurement of other processes' load, and whether it was reported
         self._host_load: tuple[float, float | None] | None = None
@@ -122,8 +123,9 @@ class LatencyTable:
 
     def save(self) -> None:
         entries = {k: v for k, v in self.entries.items() if k not in self.volatile}
+        overheads = {k: v for k, v in self.overheads.items() if k not in self.volatile}
         payload = {"format": FORMAT, "version": VERSION, "context": self.context,
-                   "overheads": self.overheads, "entries": entries}
+                   "overheads": overheads, "entries": entries}
         if self.probe is not None:
             payload.update(probe=self.probe.name, probes={k: v for k, v in self.probes.items() if k in entries})
         atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
@@ -138,9 +140,12 @@ class LatencyTable:
         return times[len(times) // 2]
 
     def call_overhead(self, shape: tuple[int, int, int, int]) -> float:
-        """Fixed cost of one inference call for an input of ``shape``, cached."""
+        """Fixed cost of one inference call for an input of ``shape``, cached (measured on a busy
+        host: for this job only, as busy table entries are; it is taken off every entry)."""
         key = "x".join(map(str, shape))
         if key not in self.overheads:
+            if is_busy(self.host_load()):
+                self.volatile.add(key)
             with torch.random.fork_rng():
                 self.overheads[key] = self._time_module(_CallOverhead(), shape)
             self.save()

@@ -13,7 +13,7 @@ from segnas.cost import (BACKENDS, check_parity, count_flops, count_parameters, 
                          measure_latency)
 from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
 from segnas.cost.latency import default_threads, summarize, time_callable
-from segnas.cost.machine import matmul_peak_gflops
+from segnas.cost.machine import busiest, is_busy, matmul_peak_gflops, other_processes_cores
 from segnas.cost.memory import check_inference_size
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
@@ -115,6 +115,7 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
         check_inference_size(size, classes)
         model, name = resolve_model(source, classes)
         networks.append((source, model, name, classes, where))
+    load_before = other_processes_cores()
     peak = matmul_peak_gflops(threads)
     rows = []
     with task_progress("bench", len(sources) * len(backends), progress) as ticker:
@@ -139,7 +140,18 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
                 if echo:
                     echo(f"{name:>16s} {backend:>12s} {lat.median_ms:8.2f} ms  {lat.fps:7.1f} FPS  "
                          f"{flops.gflops:6.2f} GFLOPs  {100 * achieved / peak:5.1f}% of peak")
+    others = busiest(load_before, other_processes_cores())
+    for row in rows:  # what the figures hold for: a busy host runs every network slower
+        row["other_processes_cores"] = others
+    if echo and is_busy(others):
+        echo(busy_warning(others))
     return rows
+
+
+def busy_warning(others: float) -> str:
+    """The line that says a measurement was taken beside other work."""
+    return (f"warning: other processes kept {others:.1f} cores busy around the measurement: these latencies are "
+            "slower than this machine alone runs them (measure on a quiet machine)")
 
 
 def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynamic: bool,
