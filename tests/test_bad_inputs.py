@@ -37,6 +37,17 @@ def _checkpoint(tmp_path):
                 "classes": {"names": ["a", "b"], "colors": [[0, 0, 0], [255, 255, 255]]}}, tmp_path / "m.pt")
 
 
+def _torchscript_file(tmp_path):
+    """A TorchScript file at {tmp}/m.ts.pt (what `segnas export --format torchscript` writes) and a
+    run directory at {tmp}/run."""
+    from segnas.zoo import build_model
+
+    from segnas.cost.export import export_torchscript
+
+    export_torchscript(build_model("fast_scnn", 2, width=0.5), tmp_path / "m.ts.pt", (1, 3, 32, 48))
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+
+
 def _image(tmp_path):
     _checkpoint(tmp_path)
     Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "x.png")
@@ -241,6 +252,9 @@ CLI_CASES = [
     (["bench", "-m", "{tmp}/m.onnx", "--backend", "eager"], "m.onnx", _onnx_files),
     (["bench", "-m", "{tmp}/bad.onnx"], "bad.onnx", _onnx_files),
     (["bench", "-m", "nope_net", "--size", "32x48"], "nope_net"),
+    (["bench", "-m", "{tmp}/m.ts.pt", "--size", "32x48"], "m.ts.pt: a TorchScript export", _torchscript_file),
+    (["export", "{tmp}/run", "--out", "{tmp}/m.onnx", "--size", "32x48"], "give its checkpoints/best.pt",
+     _torchscript_file),
     (["bench", "-m", "fast_scnn", "--size", "32by48"], "32by48"),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--classes", "0"], "--classes"),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--threads", "0"], "--threads"),

@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -102,6 +103,9 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
     unpickler refuses, or is not ``readable`` (corrupt, foreign) — never a traceback."""
     if not path.is_file():
         raise SegnasError(f"{where}: {missing}")
+    if _is_torchscript(path):
+        raise SegnasError(f"{where}: a TorchScript export, not a segnas checkpoint: give the training checkpoint it "
+                          "was exported from (runs/RUN/checkpoints/best.pt)")
     try:
         with torch.serialization.safe_globals(list(checkpoint_globals())):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -111,6 +115,16 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
             raise SegnasError(f"{where}: refused: the file holds {unsafe}, which no segnas checkpoint holds "
                               f"(loading it could run code); open only checkpoints you trust") from None
         raise SegnasError(f"{where}: not {readable} ({exc.__class__.__name__})") from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding compiled ``code/``), which torch.load
+    would only refuse, with a warning."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _refused_global(exc: Exception) -> str | None:

@@ -83,6 +83,9 @@ def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
     """A network from a checkpoint (``.pt``), an architecture file (``.json``) or a zoo name;
     returns the network in eval mode and a display name."""
     path = Path(source)
+    if path.is_dir():
+        hint = "; give its checkpoints/best.pt" if (path / "checkpoints").is_dir() else ""
+        raise SegnasError(f"{source}: a folder, not a checkpoint (.pt), an arch file (.json) or a zoo name{hint}")
     if path.suffix == ".pt":
         model = load_trained(path)[0]
         return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
