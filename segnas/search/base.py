@@ -129,13 +129,19 @@ BUILTIN_STRATEGY_MODULES: tuple[str, ...] = (
     "segnas.search.strategies.random", "segnas.search.strategies.gas", "segnas.search.strategies.rl",
     "segnas.search.strategies.supernet")
 STRATEGIES: Registry[type[Strategy]] = Registry("method", "search method", Strategy, BUILTIN_STRATEGY_MODULES)
-#: Class decorator: make a ``Strategy`` subclass available as ``segnas search <name>``.
-strategy = STRATEGIES.register
+
+
+def strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator: make a ``Strategy`` subclass available as ``segnas search <name>`` (and as
+    a method of ``segnas compare``); sets its ``name``."""
+    return STRATEGIES.register(name)
 
 
 def list_strategies() -> list[str]:
+    """The registered method names, the built-in ones included."""
     return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name``; a SegnasError listing the known names otherwise."""
     return STRATEGIES.get(name)

@@ -13,7 +13,7 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Iterable, Iterator, Protocol, TypeVar, runtime_checkable
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -164,8 +164,13 @@ BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spac
                                           "segnas.spaces.mobile", "segnas.spaces.encdec")
 SPACES: Registry[type[SearchSpace]] = Registry("space", "search space", SearchSpace, BUILTIN_SPACE_MODULES)
 _DEFAULTS: dict[str, SearchSpace] = {}
-#: Class decorator: make a ``SearchSpace`` subclass available as ``name``.
-register_space = SPACES.register
+
+
+def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
+    """Class decorator: make a ``SearchSpace`` subclass available as ``name`` (``get_space``,
+    ``--space``, architecture files); sets its ``name``."""
+    return SPACES.register(name)
+
 
 SpaceT = TypeVar("SpaceT", bound=SearchSpace)
 
