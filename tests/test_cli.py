@@ -106,6 +106,13 @@ def test_predict_runs_the_network_at_the_size_it_was_trained_at(trained, tmp_pat
     result = run("predict", resized, tmp_path / "f.png", "--out", tmp_path / "native", "--base-size", "native")
     assert result.exit_code == 0 and "predicting at each image's own size (as given)" in result.output
     assert np.asarray(Image.open(tmp_path / "native" / "f_mask.png")).shape == (96, 128, 3)
+    # an export without --size is made at that size too, and says so in its metadata
+    import onnx
+
+    result = run("export", resized, "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 0 and "parity onnxruntime at 1x3x48x64" in result.output, result.output
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert meta["trained_size"] == meta["exported_size"] == "48x64"
 
 
 @pytest.mark.parametrize("args, needle", [

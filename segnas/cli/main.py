@@ -411,8 +411,9 @@ def print_bench(rows: list[dict[str, Any]]) -> None:
 def export(
     model: str = typer.Argument(..., help="Checkpoint (.pt), arch.json or zoo name."),
     out: Path = typer.Option(..., help="Output file (.onnx or .pt for TorchScript)."),
-    size: str = typer.Option("360x480", help="Input HxW the file is exported and checked at (the only size a "
-                                             "static ONNX or TorchScript file takes)."),
+    size: Optional[str] = typer.Option(None, help="Input HxW the file is exported and checked at (the only size "
+                                                  "a static ONNX or TorchScript file takes).",
+                                       show_default="the checkpoint's data.base_size, else 360x480"),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only); parity is checked at a second size."),
     classes: Optional[int] = typer.Option(None, help="Class count for zoo names and arch files.",
@@ -423,7 +424,8 @@ def export(
     from segnas.jobs.bench import export_job
     from segnas.utils import parse_size
 
-    path, results = export_job(model, out, parse_size(size, "--size"), fmt, dynamic, classes, tolerance)
+    path, results = export_job(model, out, parse_size(size, "--size") if size else None, fmt, dynamic, classes,
+                               tolerance)
     for r in results:
         echo(f"parity {r.backend} at {'x'.join(map(str, r.input_shape))}: max |diff| {r.max_abs_diff:.2e} "
              f"(tolerance {r.tolerance:g}) ok")

@@ -18,6 +18,7 @@ from segnas.cost.memory import check_inference_size
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
+from segnas.jobs.evaluate import checkpoint_base_size
 from segnas.progress import task_progress
 from segnas.spaces import read_arch_file
 from segnas.training.models import load_trained, resolve_model
@@ -167,15 +168,21 @@ def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynami
             "exported_size": "any (dynamic batch, height, width)" if dynamic else f"{size[0]}x{size[1]}"}
     if trained:
         _, info, state, weights = trained
-        base = ((state.get("config") or {}).get("data") or {}).get("base_size")
+        base = checkpoint_base_size(state)[0]
         meta.update(classes=json.dumps(list(info.names)), palette=json.dumps([list(c) for c in info.colors]),
                     weights=weights, trained_size=f"{base[0]}x{base[1]}" if base else "native")
     return meta
 
 
-def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "onnx", dynamic: bool = False,
-               num_classes: int | None = None, tolerance: float = 1e-3, progress: bool = True) -> tuple[Path, list]:
-    """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic).
+#: The size an export is traced and checked at when neither ``--size`` nor the checkpoint gives one.
+DEFAULT_EXPORT_SIZE = (360, 480)
+
+
+def export_job(source: str, out: str | Path, size: tuple[int, int] | None = None, fmt: str = "onnx",
+               dynamic: bool = False, num_classes: int | None = None, tolerance: float = 1e-3,
+               progress: bool = True) -> tuple[Path, list]:
+    """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic;
+    None: a checkpoint's ``data.base_size``, the size it was trained at, else DEFAULT_EXPORT_SIZE).
     A file that fails the parity check is removed, never left behind as if it were good. The class
     count is chosen as in ``bench_job``."""
     if fmt not in ("onnx", "torchscript"):
@@ -192,6 +199,8 @@ def export_job(source: str, out: str | Path, size: tuple[int, int], fmt: str = "
         raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
     check_output_file(out, "--out")
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
+    if size is None:
+        size = (checkpoint_base_size(trained[2])[0] if trained else None) or DEFAULT_EXPORT_SIZE
     classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
     check_inference_size(size, classes)
     model = trained[0] if trained else resolve_model(source, classes)[0]
