@@ -76,6 +76,15 @@ def test_train_eval_predict(trained, tmp_path):
     assert (tmp_path / "pred" / "f1_overlay.png").is_file()
 
 
+def test_a_training_without_a_validation_split_says_so_at_its_end(tmp_path):
+    result = run("train", "--data", "synthetic", "--size", "48x64", "--steps", "1", "--batch-size", "2", "--threads",
+                 "1", "--out-dir", tmp_path, "--set", "data.options={size: [48, 64], length: 4}",
+                 "--set", "model.options.width=0.5", "--set", "data.val_split=null", "--set", "progress=false")
+    assert result.exit_code == 0, result.output
+    assert "no validation split: best.pt holds the last weights" in result.output and "-100" not in result.output
+    assert run("eval", tmp_path, "--data", "synthetic").output.count("a folder, not a checkpoint file") == 1
+
+
 def test_predict_runs_the_network_at_the_size_it_was_trained_at(trained, tmp_path):
     """A checkpoint trained on images resized to data.base_size predicts each frame resized to it (as
     eval scores), with the mask written at the frame's own size; --base-size native opts out."""

@@ -51,6 +51,19 @@ def test_a_segnas_checkpoint_and_a_partial_state_dict_are_both_accepted(tmp_path
     assert all(torch.equal(net.state_dict()[k], v) for k, v in part.items())
 
 
+def test_a_checkpoint_with_an_ema_gives_the_averaged_weights_training_scored(tmp_path):
+    raw, averaged = _net(seed=1).state_dict(), _net(seed=3).state_dict()
+    last = tmp_path / "last.pt"  # as a training's last.pt keeps them: raw in "model", the EMA beside
+    save_checkpoint(last, {"model": raw, "ema": {"module": averaged, "decay": 0.999},
+                           "model_spec": {"kind": "zoo", "name": "fast_scnn"}})
+    net = _net(seed=2)
+    load_init_weights(net, last)
+    assert all(torch.equal(v, averaged[k]) for k, v in net.state_dict().items())
+    with pytest.raises(SegnasError, match="a folder, not a checkpoint file; give its checkpoints/best.pt"):
+        (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+        load_init_weights(net, tmp_path / "run")
+
+
 def test_an_unusable_init_file_is_one_line_naming_it(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")

@@ -189,7 +189,10 @@ def train(
     overrides.update(parse_overrides(set_))
     cfg = settings(TrainConfig, config, overrides, resume, flags, recipe)
     result = train_job(cfg, resume=resume, echo=echo, changes=overrides if resume else None)
-    echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
+    if result.best_miou < 0:  # nothing was scored
+        echo(f"no validation split: best.pt holds the last weights; run: {result.run_dir}")
+    else:
+        echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
 
 
 def _checkpoint_base_size(value: str | None) -> Any:

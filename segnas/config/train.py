@@ -129,8 +129,9 @@ class DataConfig(Settings):
     root: Optional[str] = Field(None, json_schema_extra=PATH)
     #: The split trained on.
     train_split: str = "train"
-    #: The split scored during training (``best.pt`` is the best on it); empty: none.
-    val_split: str = "val"
+    #: The split scored during training (``best.pt`` is the best on it); null or empty: none
+    #: (nothing is scored, ``best.pt`` holds the last weights).
+    val_split: Optional[str] = "val"
     #: Training crop (HxW); None trains on whole images (all must then share one size).
     crop_size: Optional[tuple[int, int]] = None
     #: Resize every image to this size before augmentation / evaluation; None keeps native size.

@@ -74,13 +74,15 @@ def _link_or_copy(src: Path, tmp: Path) -> None:
 
 
 def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """The name -> tensor mapping in ``path``: a segnas checkpoint's ``model`` entry, or a state dict,
-    read with ``weights_only=True``; a one-line SegnasError naming ``what`` (the setting that gave
-    the file) and the file when it is missing, unreadable or holds no tensors."""
+    """The name -> tensor mapping in ``path``: a segnas checkpoint's weights (its EMA average where it
+    keeps one, as ``last.pt`` does: the weights training scored; else its ``model`` entry), or a
+    state dict, read with ``weights_only=True``; a one-line SegnasError naming ``what`` (the setting
+    that gave the file) and the file when it is missing, unreadable or holds no tensors."""
     path = Path(path)
     state = _safe_load(path, f"{what}: {path}", "file not found", "a readable checkpoint or state dict")
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a segnas checkpoint
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a segnas checkpoint
+        ema = state.get("ema")
+        state = ema["module"] if isinstance(ema, dict) and isinstance(ema.get("module"), dict) else state["model"]
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise SegnasError(f"{what}: {path}: expected a segnas checkpoint or a state dict (name -> tensor)")
@@ -101,6 +103,9 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
     """``torch.load`` with ``weights_only=True`` and ``checkpoint_globals()``; a one-line SegnasError
     starting with ``where`` when the file is missing (``missing``), holds something the weights-only
     unpickler refuses, or is not ``readable`` (corrupt, foreign) — never a traceback."""
+    if path.is_dir():
+        hint = "; give its checkpoints/best.pt" if (path / "checkpoints").is_dir() else ""
+        raise SegnasError(f"{where}: a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise SegnasError(f"{where}: {missing}")
     if _is_torchscript(path):
