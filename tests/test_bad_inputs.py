@@ -182,6 +182,10 @@ CLI_CASES = [
     (["train"] + SYN + ["--size", "32x40", "--set", "data.scale=[2.0, 0.5]"], "data.scale"),
     (["train"] + SYN + ["--set", "data.crop_size=[32.9, 40]"], "whole pixels"),
     (["train"] + SYN + ["--set", "loss.class_weights=[1, -1]"], "loss.class_weights"),
+    (["train"] + SYN + ["--set", "loss.class_weights=median"], "loss.class_weights: a list of numbers (one per class) "
+                                                              "or median_frequency (got 'median')"),
+    (["train"] + SYN + ["--set", "loss.smoothing=0.1"], "loss.smoothing: unknown setting (did you mean "
+                                                        "loss.label_smoothing?)"),
     (["train"] + SYN + ["-c", "{tmp}/dup.yaml"], "dup.yaml: line 4 invalid YAML (key 'optim' given twice",
      _duplicate_key),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "-c", "{tmp}/s1.yaml"], "method: saswot, but this is",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
 
@@ -16,12 +18,40 @@ from segnas.utils import atomic_write_text, read_text_file
 M = TypeVar("M", bound=BaseModel)
 
 
-def validation_message(exc: ValidationError, source: str, flags: Optional[Mapping[str, str]] = None) -> str:
+def _settings_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings class a field holds (itself, or inside Optional/Union), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_settings_model, typing.get_args(annotation)) if m is not None), None)
+
+
+def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
+    """'unknown setting', with the closest name of its section when one is close, else the
+    sub-section that has that name (``shrink_threshold`` -> ``ssr.shrink_threshold``)."""
+    for part in path[:-1]:
+        field = model.model_fields.get(part) if model else None
+        model = _settings_model(field.annotation) if field else None
+    if model is None:
+        return "unknown setting"
+    close = difflib.get_close_matches(path[-1], list(model.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f"unknown setting (did you mean {'.'.join([*path[:-1], close[0]])}?)"
+    owners = [name for name, field in model.model_fields.items()
+              if path[-1] in getattr(_settings_model(field.annotation), "model_fields", {})]
+    return "unknown setting" + (f" (did you mean {'.'.join([*path[:-1], owners[0], path[-1]])}?)" if owners else "")
+
+
+def validation_message(exc: ValidationError, source: str, flags: Optional[Mapping[str, str]] = None,
+                       model: type[BaseModel] | None = None) -> str:
     """First pydantic error as 'source: field.path: message (got value)'; a field the user gave as
-    a command-line option (``flags``: field path -> option) is named by that option too."""
+    a command-line option (``flags``: field path -> option) is named by that option too. A key no
+    settings class (``model``) has is an unknown setting, with the closest name when one is close."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    path = [str(p) for p in err["loc"] if "[" not in str(p)]  # without pydantic's union-member tags
+    loc = ".".join(path)
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and path:
+        msg = _unknown_setting(model, path)
     field, sep, rest = msg.partition(": ")
     if sep and field.isidentifier() and field.islower():  # a section's check naming one of its fields
         loc, msg = f"{loc}.{field}" if loc else field, rest
@@ -61,7 +91,7 @@ def build_config(cls: type[M], data: dict[str, Any], source: str = "config",
     try:
         return cls.model_validate(data, context=context)
     except ValidationError as exc:
-        raise SegnasError(validation_message(exc, source, flags)) from None
+        raise SegnasError(validation_message(exc, source, flags, cls)) from None
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
