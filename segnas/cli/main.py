@@ -367,14 +367,12 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
     """Params, GFLOPs, latency (median/IQR), FPS and fraction of the machine's matmul peak."""
-    from segnas.jobs.bench import bench_job
+    from segnas.cost.machine import is_busy
+    from segnas.jobs.bench import bench_job, busy_warning
     from segnas.utils import atomic_write_text, check_output_file, parse_size
 
     if json_out:
         check_output_file(json_out, "--json")
-    from segnas.cost.machine import is_busy
-    from segnas.jobs.bench import busy_warning
-
     rows = bench_job(model, parse_size(size, "--size"), backend, threads, classes, device)
     echo(f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
     print_bench(rows)

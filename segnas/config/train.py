@@ -267,13 +267,6 @@ class LossConfig(Settings):
     #: the training split's labels before training: median class frequency / the class's frequency,
     #: a frequency counted over the images the class appears in; Eigen & Fergus, 2015).
     class_weights: Optional[Union[list[NonNegative], Literal["median_frequency"]]] = None
-
-    @field_validator("class_weights", mode="before")
-    @classmethod
-    def _weights_or_rule(cls, value: Any) -> Any:
-        if isinstance(value, str) and value != "median_frequency":
-            raise ValueError("a list of numbers (one per class) or median_frequency")
-        return value
     #: Label smoothing of the cross-entropy (main and auxiliary heads): the target puts 1 - ε on the
     #: true class and spreads ε over all classes. OHEM still judges hardness without it.
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -294,6 +287,13 @@ class LossConfig(Settings):
     #: Weight of a boundary term for any network: the main head's cross-entropy averaged over the
     #: pixels on a class boundary of the labels (``segnas.engine.losses.boundary_ce``); 0: off.
     boundary_weight: float = Field(0.0, ge=0)
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights_or_rule(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "median_frequency":
+            raise ValueError("a list of numbers (one per class) or median_frequency")
+        return value
 
     @model_validator(mode="after")
     def _one_teacher(self, info: ValidationInfo) -> "LossConfig":

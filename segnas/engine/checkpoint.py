@@ -103,9 +103,7 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
     """``torch.load`` with ``weights_only=True`` and ``checkpoint_globals()``; a one-line SegnasError
     starting with ``where`` when the file is missing (``missing``), holds something the weights-only
     unpickler refuses, or is not ``readable`` (corrupt, foreign) — never a traceback."""
-    if path.is_dir():
-        hint = "; give its checkpoints/best.pt" if (path / "checkpoints").is_dir() else ""
-        raise SegnasError(f"{where}: a folder, not a checkpoint file{hint}")
+    refuse_folder(path, where, "a checkpoint file")
     if not path.is_file():
         raise SegnasError(f"{where}: {missing}")
     if _is_torchscript(path):
@@ -120,6 +118,14 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
             raise SegnasError(f"{where}: refused: the file holds {unsafe}, which no segnas checkpoint holds "
                               f"(loading it could run code); open only checkpoints you trust") from None
         raise SegnasError(f"{where}: not {readable} ({exc.__class__.__name__})") from None
+
+
+def refuse_folder(path: Path, where: str, expected: str) -> None:
+    """A one-line SegnasError when ``path`` is a folder where ``expected`` was: a run directory's is
+    pointed to its ``checkpoints/best.pt``."""
+    if path.is_dir():
+        hint = "; give its checkpoints/best.pt" if (path / "checkpoints").is_dir() else ""
+        raise SegnasError(f"{where}: a folder, not {expected}{hint}")
 
 
 def _is_torchscript(path: Path) -> bool:

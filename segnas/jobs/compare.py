@@ -261,9 +261,9 @@ def job_ended(key: str, result: dict[str, Any]) -> str:
 def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
              tell: Echo | None = None) -> dict[str, dict[str, Any]]:
     """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run, each
-    told to ``tell`` when it ends (``job_ended``; also a job that raised or whose worker died). On Ray each job reserves its ``threads`` CPUs (1
-    when unset) and, on a GPU, a ``1/workers`` share of one, as the jobs of a process pool share the
-    machine's GPU."""
+    told to ``tell`` when it ends (``job_ended``; also a job that raised or whose worker died). On
+    Ray each job reserves its ``threads`` CPUs (1 when unset) and, on a GPU, a ``1/workers`` share
+    of one, as the jobs of a process pool share the machine's GPU."""
     if not items:
         return {}
     executor = "inline" if cfg.workers == 1 and cfg.executor == "process" else cfg.executor

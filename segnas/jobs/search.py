@@ -41,6 +41,7 @@ from segnas.data import build_dataset, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir
+from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
 from segnas.search.ranks import timed_on_rank0
@@ -298,14 +299,8 @@ def train_found(result: SearchResult, ctx: SearchContext, summary: dict[str, Any
         teacher = checkpoints.get(net.distill_from) if net.distill_from else None
         trained = train_stage(ctx.run.path, net.name, final_train_config(ctx, net, teacher), echo)
         summary["networks"][net.name]["training"] = trained
-        checkpoints[net.name] = training_dir(ctx.run.path, trained["run_dir"]) / "checkpoints" / "best.pt"
-
-
-def training_dir(run_path: Path, recorded: str) -> Path:
-    """The folder of a found network's training that a search recorded: relative to the search's run
-    directory (an earlier segnas recorded it relative to where the search was started, or absolute)."""
-    inside = run_path / recorded
-    return inside if inside.is_dir() or not Path(recorded).is_dir() else Path(recorded)
+        folder = training_folder(ctx.run.path, trained["run_dir"]) or ctx.run.path / trained["run_dir"]
+        checkpoints[net.name] = folder / "checkpoints" / "best.pt"
 
 
 def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -> dict[str, Any]:

@@ -152,6 +152,16 @@ def read_candidates(path: Path, result: dict[str, Any] | None) -> list[Candidate
     return out
 
 
+def training_folder(path: Path, recorded: str) -> Path | None:
+    """The folder of a found network's final training that the search at ``path`` recorded:
+    relative to the search's run directory (an earlier segnas recorded it relative to where the
+    search was started, or absolute; a moved run is looked up under its ``train/``); None if gone."""
+    for candidate in (path / recorded, path / "train" / Path(recorded).name, Path(recorded)):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    return None
+
+
 def final_runs(path: Path, result: dict[str, Any] | None) -> dict[str, RunFiles]:
     """The final-training run of each found network (by name) that exists: named in
     ``search_result.json`` (looked up under ``train/`` when the run was moved), else ``train/*``."""
@@ -160,11 +170,9 @@ def final_runs(path: Path, result: dict[str, Any] | None) -> dict[str, RunFiles]
         training = net.get("training") if isinstance(net, dict) else None
         if not isinstance(training, dict) or not isinstance(training.get("run_dir"), str):
             continue
-        recorded = training["run_dir"]  # relative to the run (an earlier segnas: to where it started, or absolute)
-        for candidate in (path / recorded, path / "train" / Path(recorded).name, Path(recorded)):
-            if (candidate / "config.yaml").is_file():
-                out[name] = read_run(candidate)
-                break
+        folder = training_folder(path, training["run_dir"])
+        if folder is not None:
+            out[name] = read_run(folder)
     if not out and (path / "train").is_dir():
         for sub in sorted((path / "train").iterdir()):
             if (sub / "config.yaml").is_file():

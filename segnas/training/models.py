@@ -11,7 +11,7 @@ from torch import nn
 
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
-from segnas.engine.checkpoint import load_checkpoint, read_weights
+from segnas.engine.checkpoint import load_checkpoint, read_weights, refuse_folder
 from segnas.errors import SegnasError
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.zoo import build_model
@@ -83,9 +83,7 @@ def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
     """A network from a checkpoint (``.pt``), an architecture file (``.json``) or a zoo name;
     returns the network in eval mode and a display name."""
     path = Path(source)
-    if path.is_dir():
-        hint = "; give its checkpoints/best.pt" if (path / "checkpoints").is_dir() else ""
-        raise SegnasError(f"{source}: a folder, not a checkpoint (.pt), an arch file (.json) or a zoo name{hint}")
+    refuse_folder(path, str(source), "a checkpoint (.pt), an arch file (.json) or a zoo name")
     if path.suffix == ".pt":
         model = load_trained(path)[0]
         return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
