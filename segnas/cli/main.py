@@ -216,6 +216,9 @@ def eval_cmd(
                                             show_default="the checkpoint's data.base_size, else native"),
     raw: bool = typer.Option(False, "--raw", help="Score the raw weights instead of the EMA weights training "
                                                   "reported (when the checkpoint has both)."),
+    label_size: bool = typer.Option(False, "--label-size", help="Score against the labels at their own size "
+                                    "(the network's output resized to them, as published full-resolution results "
+                                    "are) rather than labels resized to the evaluation size (as training scores)."),
     batch_size: int = typer.Option(4, help="Evaluation batch size."),
     data_option: list[str] = typer.Option([], "--data-option", help="A dataset option as key=value (repeatable), "
                                            "e.g. holdout=0006R0 for CamVid's held-out street."),
@@ -231,7 +234,8 @@ def eval_cmd(
     if batch_size < 1:
         raise SegnasError(f"--batch-size: must be >= 1, got {batch_size}")
     options = parse_overrides(data_option, "--data-option")
-    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size, options=options, raw=raw, echo=echo)
+    metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size, options=options, raw=raw, echo=echo,
+                              label_size=label_size)
     table = Table(title=f"{checkpoint} on {data}/{split}")
     table.add_column("class")
     table.add_column("IoU %", justify="right")

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from segnas.errors import SegnasError
@@ -71,14 +71,44 @@ IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, I
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as uint8 HxWx3 RGB; a clear SegnasError if it is missing or unreadable."""
+    """Read an image file as uint8 HxWx3 RGB, turned as its EXIF orientation says (as viewers and
+    annotation tools show it); 16-bit greyscale is scaled to 8 bits (the top byte, as OpenCV reads
+    it). A clear SegnasError if it is missing or unreadable."""
     try:
         with Image.open(path) as im:
+            if exif_orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
+            if im.mode in WIDE_GREY_MODES:
+                grey = np.asarray(im).astype(np.int64)
+                if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
+                    raise SegnasError(f"{path}: {im.mode} image values outside 0..65535; save it with 8 or 16 bits")
+                return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode == "F":
+                raise SegnasError(f"{path}: a floating-point image (mode F); save it with 8 or 16 bits per channel")
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
     except IMAGE_READ_ERRORS as exc:
         raise SegnasError(f"{path}: cannot read image ({read_problem(exc)})") from None
+
+
+#: Pillow's modes of one-channel images wider than 8 bits (16-bit PNG and TIFF, 32-bit integer).
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: EXIF orientations that turn the stored pixels by 90 degrees (width and height swap).
+EXIF_ORIENTATION = 0x0112
+EXIF_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """An open image's EXIF orientation (1: as stored; 2-8: flipped and/or turned). A PNG's is read
+    only from an eXIf chunk before its pixels (Pillow would decode the pixels to look further)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except IMAGE_READ_ERRORS:  # a damaged EXIF block: the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def read_problem(exc: BaseException) -> str:
@@ -97,10 +127,15 @@ def check_image_file(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if im.format == "PNG":
-                im.verify()
-            else:
+            if im.mode == "F":
+                raise SegnasError(f"{path}: a floating-point image (mode F); save it with 8 or 16 bits per channel")
+            if im.format != "PNG":
                 im.load()
+            if exif_orientation(im) in EXIF_QUARTER_TURNS:
+                w, h = h, w  # read_image turns it
+        if im.format == "PNG":
+            with Image.open(path) as png:  # verify() must come first after opening
+                png.verify()
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
     except IMAGE_READ_ERRORS as exc:
@@ -114,6 +149,8 @@ def check_same_size(image_hw: tuple[int, ...], mask_hw: tuple[int, ...], img_pat
         raise SegnasError(
             f"{lab_path}: label size {mask_hw[1]}x{mask_hw[0]} (WxH) does not match "
             f"image {img_path.name} size {image_hw[1]}x{image_hw[0]}"
+            + (" (swapped: an image with an EXIF orientation is read turned as viewers show it, and its mask "
+               "must be drawn on it so)" if tuple(image_hw[:2]) == tuple(mask_hw[1::-1][:2]) else "")
         )
 
 
@@ -124,8 +161,12 @@ def read_label(path: Path, mode: str = "index") -> np.ndarray:
             if mode == "rgb":
                 return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
             if im.mode in ("RGB", "RGBA"):
+                rgb = np.asarray(im)[..., :3]
+                grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
                 raise SegnasError(
-                    f"{path}: label map is a colour image; give a palette to read colour masks"
+                    f"{path}: label map is a colour image; "
+                    + ("its three channels are equal: save it with one channel (mode L or P)" if grey
+                       else "give a palette to read colour masks")
                 )
             arr = np.asarray(im)
     except FileNotFoundError:
@@ -134,6 +175,9 @@ def read_label(path: Path, mode: str = "index") -> np.ndarray:
         raise SegnasError(f"{path}: cannot read label map ({read_problem(exc)})") from None
     if arr.ndim != 2:
         raise SegnasError(f"{path}: label map must be single-channel, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.array_equal(arr, np.floor(arr)):
+        bad = np.unique(arr[arr != np.floor(arr)])[:5].tolist()
+        raise SegnasError(f"{path}: label values must be whole class indices, got {bad}")
     return arr.astype(np.int64)
 
 
@@ -208,13 +252,24 @@ def meta_split(n: int, fraction: float, seed: int, cap: int | None = None,
     return order[held:], order[:held][:cap] if cap else order[:held]
 
 
+@dataclass(frozen=True)
+class PairCheck:
+    """What checking one image/label pair found: the image's (H, W) and the train ids its mask holds."""
+
+    size: tuple[int, int]
+    classes: frozenset[int]
+
+
 class PairDataset(Dataset):
     """A dataset of (image file, label file) pairs with a label mapping and optional caching.
 
     Subclasses only find the pairs and describe the classes; reading, mapping, checking and
     transforming live here. ``cache=True`` keeps decoded arrays in memory (CamVid train is
     ~190 MB), which matters on a 2-core machine where decoding competes with training.
+    ``left_out``: label files found that pair with no image (said before a job starts).
     """
+
+    left_out: list[Path] = []
 
     def __init__(
         self,
@@ -264,15 +319,16 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_sample(*self.load_arrays(index), self.transform)
 
-    def check_pair(self, index: int) -> tuple[int, int]:
+    def check_pair(self, index: int) -> PairCheck:
         """Check pair ``index`` as a job does before it starts (``segnas.data.validate``): the image
         file's header and integrity (``check_image_file``), every label value or colour, and that the
-        sizes agree; returns the image's (H, W). Keeps nothing in memory."""
+        sizes agree; returns the image's (H, W) and the classes its mask holds. Keeps nothing in memory."""
         img_path, lab_path = self.pairs[index]
         image_hw = check_image_file(img_path)
         mask = self.mapper(read_label(lab_path, self.label_mode), lab_path)
         check_same_size(image_hw, mask.shape, img_path, lab_path)
-        return image_hw
+        held = np.flatnonzero(np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=1))
+        return PairCheck(image_hw, frozenset(int(c) for c in held))
 
     def validate(self) -> int:
         """Read every pair once (checking readability, sizes and labels); return the count."""
@@ -323,8 +379,11 @@ def _resolve(root: Path, rel: str) -> Path:
     return p
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Sorted image files directly inside ``folder``; a SegnasError if the folder is missing."""
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Sorted image files inside ``folder`` (and its subfolders if ``recursive``), leaving out hidden
+    files and folders (``.name``, such as macOS's ``._x.jpg``); a SegnasError if the folder is missing."""
     if not folder.is_dir():
         raise SegnasError(f"{folder}: folder not found")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))

@@ -2,8 +2,10 @@
 
 Layouts (a list file wins when both exist):
 
-    root/images/{split}/<stem>.<ext>   with   root/masks/{split}/<stem>.<ext>   (matched by stem;
-                                               masks may use another extension, e.g. .png for .jpg)
+    root/images/{split}/<stem>.<ext>   with   root/masks/{split}/<stem>.<ext>   (matched by stem,
+                                               subfolders included: images/train/seqA/0001.jpg with
+                                               masks/train/seqA/0001.png; masks may use another
+                                               extension; hidden files are left out)
     root/{split}.txt                   lines ``image_path mask_path`` relative to root
 
 Options (each may also come from ``root/dataset.yaml``, ``dataset.yml`` or ``dataset.json``;
@@ -125,11 +127,12 @@ def _check_ignore_values(value: Any, where: str) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
-def folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """A split's pairs from ``{split}.txt`` if present, else from ``images/{split}`` + ``masks/{split}``."""
+def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """A split's pairs from ``{split}.txt`` if present, else from ``images/{split}`` + ``masks/{split}``;
+    and the masks left out (no image of their name)."""
     list_file = root / f"{split}.txt"
     if list_file.is_file():
-        return read_pair_list(list_file, root)
+        return read_pair_list(list_file, root), []
     image_dir = root / "images" / split
     mask_dir = root / "masks" / split
     if not image_dir.is_dir():
@@ -137,18 +140,27 @@ def folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
                           f"masks/{split}/, or a list file {split}.txt)")
     if not mask_dir.is_dir():
         raise SegnasError(f"{mask_dir}: mask folder not found (expected masks/{split}/ next to images/{split}/)")
-    masks: dict[str, Path] = {}
-    for m in list_images(mask_dir):
-        if m.stem in masks:
-            raise SegnasError(f"{m}: two masks for stem {m.stem!r} ({masks[m.stem].name} and {m.name})")
-        masks[m.stem] = m
+    masks = by_relative_stem(mask_dir, "masks")
+    images = by_relative_stem(image_dir, "images")
     pairs = []
-    for img in list_images(image_dir):
-        mask = masks.get(img.stem)
+    for stem, img in images.items():
+        mask = masks.get(stem)
         if mask is None:
-            raise SegnasError(f"{img}: no mask named {img.stem}.* in {mask_dir}")
+            raise SegnasError(f"{img}: no mask named {stem}.* in {mask_dir}")
         pairs.append((img, mask))
-    return pairs
+    return pairs, [masks[stem] for stem in sorted(set(masks) - set(images))]
+
+
+def by_relative_stem(folder: Path, kind: str) -> dict[str, Path]:
+    """The image files under ``folder`` and its subfolders by their path inside it without the
+    extension (``seqA/0001``), which pairs an image with its mask; two files of one stem are refused."""
+    found: dict[str, Path] = {}
+    for path in list_images(folder, recursive=True):
+        stem = path.relative_to(folder).with_suffix("").as_posix()
+        if stem in found:
+            raise SegnasError(f"{path}: two {kind} for stem {stem!r} ({found[stem].name} and {path.name})")
+        found[stem] = path
+    return found
 
 
 class FolderDataset(PairDataset):
@@ -207,6 +219,9 @@ class FolderDataset(PairDataset):
                 raise SegnasError(f"{where('ignore_index_values')}: ignore_index_values {clash} are class "
                                   f"indices (0..{len(names) - 1})")
 
+        if colors and fields["ignore_index_values"] is not None:
+            raise SegnasError(f"{where('ignore_index_values')}: 'ignore_index_values' applies to index masks; "
+                              "with a 'palette' (colour masks) give the colours that mean ignore as 'ignore_colors'")
         if colors:
             mapper = ColorMapper(colors, ignores)
             label_mode = "rgb"
@@ -214,8 +229,8 @@ class FolderDataset(PairDataset):
             mapper = LabelMapper({**{i: i for i in range(len(names))},
                                   **{v: IGNORE_INDEX for v in ignore_values}})
             label_mode = "index"
-        super().__init__(folder_pairs(root, split), ClassInfo(names, colors), mapper,
-                         transform=transform, label_mode=label_mode, cache=cache,
-                         name=f"folder[{split}] at {root}")
+        pairs, self.left_out = folder_pairs(root, split)
+        super().__init__(pairs, ClassInfo(names, colors), mapper, transform=transform, label_mode=label_mode,
+                         cache=cache, name=f"folder[{split}] at {root}")
         self.root = root
         self.split = split

@@ -263,6 +263,21 @@ def train_transforms(
     return Compose(steps)
 
 
-def eval_transforms(size: tuple[int, int] | None = None) -> Compose:
-    """Evaluation: optional resize to a fixed size, then normalize. No cropping: any size works."""
-    return Compose(([Resize(size)] if size else []) + [Normalize()])
+class ResizeImage:
+    """Resize the image to a fixed (H, W), keeping the mask at its own size (to score the network's
+    output upsampled to the labels, as published results at full label size are)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = tuple(size)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if tuple(image.shape[-2:]) == self.size:
+            return image, mask
+        return F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False)[0], mask
+
+
+def eval_transforms(size: tuple[int, int] | None = None, label_size: bool = False) -> Compose:
+    """Evaluation: optional resize to a fixed size (of the mask too, nearest, unless ``label_size``:
+    then the mask keeps its size), then normalize. No cropping: any size works."""
+    resize = ResizeImage if label_size else Resize
+    return Compose(([resize(size)] if size else []) + [Normalize()])

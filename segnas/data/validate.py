@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segnas.config.train import DataConfig
-from segnas.data.base import PairDataset
+from segnas.data.base import IGNORE_INDEX, PairCheck, PairDataset
 from segnas.errors import SegnasError
 from segnas.progress import progress_bar
 from segnas.utils import atomic_write_text, cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: with the classes each mask holds
 #: Datasets with at least this many pairs to read get a progress bar (on a terminal) and a notice.
 LARGE = 200
 
@@ -45,6 +45,8 @@ class SplitReport:
     max_size: tuple[int, int] | None = None
     read: int = 0  # pairs read now (the others were unchanged since a check that passed)
     other_size: tuple[int, int] | None = None
+    classes: frozenset[int] | None = None  # the train ids its masks hold (None: not read from files)
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -62,6 +64,25 @@ class DataReport:
             return tuple(cfg.base_size), "data.base_size"
         report = self.splits.get(cfg.train_split)
         return (report.max_size if report else None), f"the largest {cfg.train_split} image"
+
+    def check_training_classes(self, cfg: DataConfig, echo: Callable[[str], None] | None = None) -> None:
+        """Refuse training masks that hold fewer than two classes (nothing to tell apart: e.g. a
+        two-class mask saved as 0/255, whose 255 is ignore), and say which declared classes no
+        training mask holds (a network cannot learn them)."""
+        report = self.splits.get(cfg.train_split)
+        if report is None or report.classes is None or not report.class_names:
+            return
+        names = report.class_names
+        if len(report.classes) < 2:
+            held = ", ".join(f"{names[c]!r} ({c})" for c in sorted(report.classes)) or "none"
+            raise SegnasError(
+                f"{report.name}: the {cfg.train_split} masks hold pixels of fewer than two classes (held: {held}); "
+                f"every other pixel is ignore ({IGNORE_INDEX}), so there is nothing to learn: masks must hold class "
+                f"indices 0..{len(names) - 1} (a two-class mask saved as 0/{IGNORE_INDEX} must be saved as 0/1)")
+        missing = [f"{names[c]!r} ({c})" for c in range(len(names)) if c not in report.classes]
+        if missing and echo is not None:
+            echo(f"note: no {cfg.train_split} mask holds class(es) {', '.join(missing)}: the network cannot learn "
+                 f"{'it' if len(missing) == 1 else 'them'}")
 
     def check_whole_image_batches(self, cfg: DataConfig) -> None:
         """Refuse, before training, batches of whole training images (no crop or base size) whose
@@ -81,6 +102,7 @@ def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Callable[[str
     report = DataReport()
     for split in dict.fromkeys(s for s in (cfg.train_split, cfg.val_split) if s):
         report.splits[split] = validate_split(cfg.name, cfg.root, split, cfg.options, progress, echo)
+    report.check_training_classes(cfg, echo)
     return report
 
 
@@ -100,15 +122,19 @@ def validate_split(name: str, root: str | None, split: str, options: dict[str, A
 def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
                 echo: Callable[[str], None] | None = None, threads: int | None = None) -> SplitReport:
     """Check every pair of ``dataset`` not unchanged since it last passed (see the module doc)."""
+    if dataset.left_out and echo is not None:
+        first = dataset.left_out[0]
+        echo(f"note: {len(dataset.left_out)} label file(s) of {dataset.name} have no image of their name and are "
+             f"left out (first: {first.parent.name}/{first.name})")
     cache = _CheckCache(dataset)
-    sizes: dict[int, tuple[int, int]] = {}
+    checks: dict[int, PairCheck] = {}
     todo = []
     for i, (img, lab) in enumerate(dataset.pairs):
         known = cache.lookup(img, lab)
         if known is None:
             todo.append(i)
         else:
-            sizes[i] = known
+            checks[i] = known
     errors: dict[int, SegnasError] = {}
     if todo:
         if len(todo) >= LARGE and echo is not None:
@@ -123,8 +149,8 @@ def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
                     continue
                 i, exc = futures[fut], fut.exception()
                 if exc is None:
-                    sizes[i] = fut.result()
-                    cache.store(*dataset.pairs[i], sizes[i])
+                    checks[i] = fut.result()
+                    cache.store(*dataset.pairs[i], checks[i])
                 elif isinstance(exc, SegnasError):
                     if not errors:  # one bad file is enough to refuse the data: stop soon
                         for other in futures:
@@ -139,9 +165,11 @@ def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
         first = min(errors)
         more = f" ({len(errors) - 1} more bad pair(s) found)" if len(errors) > 1 else ""
         raise SegnasError(f"{errors[first]}{more}")
-    max_size = max(sizes.values(), key=lambda hw: hw[0] * hw[1]) if sizes else None
-    other = next((hw for hw in sizes.values() if hw != max_size), None)
-    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo), other)
+    sizes = [check.size for check in checks.values()]
+    max_size = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
+    other = next((hw for hw in sizes if hw != max_size), None)
+    held = frozenset().union(*(check.classes for check in checks.values()))
+    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo), other, held, dataset.classes.names)
 
 
 class _CheckCache:
@@ -176,20 +204,20 @@ class _CheckCache:
             return None
         return [a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns]
 
-    def lookup(self, img: Path, lab: Path) -> tuple[int, int] | None:
-        """The image's (H, W) if this pair passed and neither file changed since; else None."""
+    def lookup(self, img: Path, lab: Path) -> PairCheck | None:
+        """What checking this pair found if it passed and neither file changed since; else None."""
         if self.path is None:
             return None
         entry = self.entries.get(self._key(img, lab))
         stamp = self._stamp(img, lab)
-        if not isinstance(entry, list) or len(entry) != 6 or stamp is None or entry[:4] != stamp:
+        if not isinstance(entry, list) or len(entry) != 7 or stamp is None or entry[:4] != stamp:
             return None
-        return int(entry[4]), int(entry[5])
+        return PairCheck((int(entry[4]), int(entry[5])), frozenset(int(c) for c in entry[6]))
 
-    def store(self, img: Path, lab: Path, size: tuple[int, int]) -> None:
+    def store(self, img: Path, lab: Path, check: PairCheck) -> None:
         stamp = self._stamp(img, lab)
         if self.path is not None and stamp is not None:
-            self.entries[self._key(img, lab)] = [*stamp, int(size[0]), int(size[1])]
+            self.entries[self._key(img, lab)] = [*stamp, int(check.size[0]), int(check.size[1]), sorted(check.classes)]
             self.changed = True
 
     def save(self) -> None:

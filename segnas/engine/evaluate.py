@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -15,11 +16,11 @@ from segnas.metrics import ConfusionMatrix, SegMetrics
 
 
 def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of consecutive samples, split wherever the image size changes (any size works)."""
+    """Batches of consecutive samples, split wherever the image or mask size changes (any size works)."""
     images, masks = [], []
     for i in range(len(dataset)):
         img, mask = dataset[i]
-        if images and (img.shape != images[0].shape or len(images) == batch_size):
+        if images and (img.shape != images[0].shape or mask.shape != masks[0].shape or len(images) == batch_size):
             yield torch.stack(images), torch.stack(masks)
             images, masks = [], []
         images.append(img)
@@ -65,10 +66,14 @@ def predict_logits(model: nn.Module, images: torch.Tensor, bf16: bool = False,
 
 def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int = 4,
              bf16: bool = False, channels_last: bool = False) -> SegMetrics:
-    """Score ``model`` on every sample of ``dataset``."""
+    """Score ``model`` on every sample of ``dataset``; where a mask is larger or smaller than its image
+    (``eval_transforms(label_size=True)``), against the logits resized bilinearly to the mask."""
     cm = ConfusionMatrix(num_classes)
     was_training = model.training
     for images, masks in iter_batches(dataset, batch_size):
-        cm.update(predict_logits(model, images, bf16, channels_last).argmax(1), masks)
+        logits = predict_logits(model, images, bf16, channels_last)
+        if logits.shape[-2:] != masks.shape[-2:]:
+            logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+        cm.update(logits.argmax(1), masks)
     model.train(was_training)
     return cm.compute()

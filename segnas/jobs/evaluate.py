@@ -54,15 +54,17 @@ class _Ticking:
 def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "val",
              base_size: tuple[int, int] | None | str = CHECKPOINT, batch_size: int = 4, bf16: bool = False,
              options: dict[str, Any] | None = None, raw: bool = False, echo: Callable[[str], None] | None = None,
-             progress: bool = True) -> tuple[SegMetrics, list[str]]:
+             progress: bool = True, label_size: bool = False) -> tuple[SegMetrics, list[str]]:
     """Score a checkpoint on a dataset split; returns metrics and the class names. Scores the
     weights training reported (EMA when the checkpoint has them; ``raw`` for the raw ones) at the
     checkpoint's ``data.base_size`` unless ``base_size`` is given (None: native size); says which
-    through ``echo``. ``bf16`` is ignored (fp32) on CPUs without native bf16."""
+    through ``echo``. The labels are resized to that size too (nearest), as training's validation
+    scores, unless ``label_size``: then the logits are resized to each label's own size. ``bf16`` is
+    ignored (fp32) on CPUs without native bf16."""
     model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
     validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way through
-    dataset = build_dataset(data, root, split, eval_transforms(size), **(options or {}))
+    dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
     if dataset.num_classes != classes.num_classes:
         raise SegnasError(f"{checkpoint}: model predicts {classes.num_classes} classes but dataset "
                           f"{data!r} has {dataset.num_classes}")
@@ -73,7 +75,8 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
                           " scores would be of other classes")
     if echo:
         at = f"{size[0]}x{size[1]}" if size else "native size"
-        echo(f"scoring the {weights} weights at {at} ({where})")
+        against = ", against the labels at their own size" if label_size and size else ""
+        echo(f"scoring the {weights} weights at {at} ({where}){against}")
     with task_progress(f"eval {data}/{split}", len(dataset), progress) as ticker:
         metrics = evaluate(model, _Ticking(dataset, ticker), classes.num_classes, batch_size, usable_bf16(bf16))
     return metrics, list(classes.names)
