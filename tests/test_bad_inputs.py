@@ -279,6 +279,12 @@ CLI_CASES = [
     # proxies found unknown before any latency work
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "saswot.scoring.proxy (--proxy)"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "random.evaluator.proxy.proxy"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "swap"],
+     "saswot.scoring.images: swap needs at least 24 images, got 8"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--proxy", "jacob_cov", "--set",
+                                      "random.evaluator.proxy.batch_size=1"],
+     "random.evaluator.proxy.images: jacob_cov needs at least 2 images per batch, got 1"),
+    (["proxy", "score", "fast_scnn", "-p", "swap"], "--images: swap needs at least 24 images, got 8"),
     (["export", "fast_scnn", "--out", "{tmp}/m.pt", "--format", "torchscript", "--dynamic", "--size", "32x48"],
      "--dynamic"),
     # found before the work, not part-way through it

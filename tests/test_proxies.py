@@ -170,3 +170,32 @@ def test_every_proxy_runs_on_every_zoo_network(model):
     scores = score_all(sorted(PROXIES), net, [data(n=2, h=64, w=64)])
     bad = {n: v for n, v in scores.items() if not math.isfinite(v)}
     assert not bad, f"{model}: proxies not finite: {bad}"
+
+
+def test_the_relu_tap_sees_prelu_and_relu6_modules_and_no_other_clamp():
+    from segnas.proxies.relu_tap import ReluTap
+
+    seen = []
+    for module, expected in ((nn.PReLU(), 1), (nn.ReLU6(), 1), (nn.ReLU6(inplace=True), 1), (nn.Hardtanh(), 0),
+                             (nn.Hardtanh(0.0, 1.0), 1), (nn.LeakyReLU(), 1)):
+        seen.clear()
+        with ReluTap(seen.append):
+            module(torch.randn(1, 2, 3, 3))
+        assert len(seen) == expected, module
+
+
+def test_too_few_images_for_a_proxy_are_refused_before_scoring():
+    from segnas.evaluate.proxy import check_proxy_images, fixed_batches
+
+    check_proxy_images("nwot", 9, 8)  # the ninth image joins the first batch
+    images = [(torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.long))] * 9
+    assert [b[0].shape[0] for b in fixed_batches(images, 9, 8)] == [9]
+    assert [b[0].shape[0] for b in fixed_batches(images, 9, 4)] == [4, 5]
+    with pytest.raises(SegnasError, match=r"scoring.images: jacob_cov needs at least 2 images per batch, got 1"):
+        check_proxy_images("jacob_cov", 1, 8)
+    with pytest.raises(SegnasError, match=r"--images: swap needs at least 24 images, got 16"):
+        check_proxy_images("swap", 16, 8, "--images")
+    with pytest.raises(SegnasError, match="swap needs at least 24 images"):
+        check_proxy_images("rank_mean(nwot,swap)", 8, 8)
+    check_proxy_images("swap", 24, 8)
+    check_proxy_images("synflow", 1, 1)

@@ -166,3 +166,30 @@ def test_statistics_of_several_initializations_are_averaged(noisy):
     assert found.train_tau == pytest.approx(rank_correlations(means, targets[:20])[0])
     ens = ProxyEnsemble.from_members([found], two, targets[:20])
     assert ens.train_tau == pytest.approx(found.train_tau)
+
+
+def test_proxy_score_takes_images_size_and_inits_from_the_proxy_files(tmp_path, monkeypatch):
+    import segnas.jobs.proxy as proxy_job
+
+    ens = ProxyEnsemble.from_members([DiscoveredProxy.from_expression(EXPRESSIONS[0])],
+                                     [layer_stats(tiny_net(), [data()], seed=s) for s in range(3)],
+                                     settings={"scored_on": {"images": 3, "size": [32, 48], "inits": 2}})
+    ens.save(tmp_path / "ens.json")
+    assert proxy_job.discovered_settings([str(tmp_path / "ens.json"), "nwot"]) == \
+        {"images": 3, "size": "32x48", "inits": 2}
+    seen = {}
+
+    def batches(data_name, root, split, images, batch_size, size, seed):
+        seen.update(images=images, size=size)
+        raise SegnasError("stop here")
+
+    monkeypatch.setattr(proxy_job, "proxy_batches", batches)
+    with pytest.raises(SegnasError, match="stop here"):
+        proxy_job.proxy_score_job(["fast_scnn"], [str(tmp_path / "ens.json")], "synthetic")
+    assert seen == {"images": 3, "size": (32, 48)}
+    with pytest.raises(SegnasError, match="stop here"):
+        proxy_job.proxy_score_job(["fast_scnn"], [str(tmp_path / "ens.json")], "synthetic", images=5, size="native")
+    assert seen == {"images": 5, "size": None}
+    with pytest.raises(SegnasError, match="stop here"):  # a registered name alone: the defaults
+        proxy_job.proxy_score_job(["fast_scnn"], ["nwot"], "synthetic")
+    assert seen == {"images": 8, "size": (128, 160)}

@@ -573,9 +573,12 @@ def proxy_score(
     proxy: list[str] = typer.Option(["synflow", "nwot"], "--proxy", "-p", help="Proxy name, saved .json, or rank aggregate: az_nas, rank_log(a,b,...), rank_mean(a,b,...) (repeatable)."),
     data: str = typer.Option("synthetic", help="Dataset name."),
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
-    images: int = typer.Option(8, help="Images the proxies see."),
-    size: str = typer.Option("128x160", help="Images are resized to HxW."),
-    inits: int = typer.Option(1, min=1, help="Average each score over this many weight initializations."),
+    images: Optional[int] = typer.Option(None, min=1, help="Images the proxies see.",
+                                         show_default="a proxy file's own, else 8"),
+    size: Optional[str] = typer.Option(None, help="Images are resized to HxW ('native': their own size).",
+                                       show_default="a proxy file's own, else 128x160"),
+    inits: Optional[int] = typer.Option(None, min=1, help="Average each score over this many weight "
+                                        "initializations.", show_default="a proxy file's own, else 1"),
     seed: int = typer.Option(0),
 ) -> None:
     """Score networks with zero-cost proxies (no training)."""

@@ -126,13 +126,15 @@ FINAL_EPOCHS = 100
 class ProxyEvaluatorSettings(Settings):
     """Scoring candidates with a zero-cost proxy on a few fixed training images (no training)."""
 
-    #: A registered proxy name (``segnas proxy score --help``) or a discovered proxy ``.json``.
+    #: A registered proxy name (listed on the SasWOT page), a rank aggregate (``az_nas``,
+    #: ``rank_log(a,b)``, ``rank_mean(a,b)``) or a discovered proxy ``.json``.
     proxy: str = "nwot"
     #: The split the proxy's images come from.
     split: str = "train"
-    #: Images the proxy sees (None: a proxy file's own, else 8).
+    #: Images the proxy sees (None: a proxy file's own, else 8; swap needs 24 or more).
     images: Optional[int] = Field(None, ge=1)
-    #: Images per forward pass of the proxy.
+    #: Images per batch: the proxies' statistical unit (each batch's BatchNorm statistics, NWOT's kernel,
+    #: jacob_cov's correlations), which changes the scores; forward passes take at most 4 images.
     batch_size: int = Field(8, ge=1)
     #: The images' size (HxW); None: a proxy file's own, else 128x160.
     size: Optional[tuple[int, int]] = None

@@ -28,7 +28,7 @@ from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator, json_float
 from segnas.proxies import PROXIES, score
 from segnas.proxies.aggregate import RankAggregate, resolve_aggregate
-from segnas.proxies.common import check_inits
+from segnas.proxies.common import check_inits, images_problem
 from segnas.proxies.ensemble import load_proxy
 from segnas.spaces.base import SearchSpace, resolve_space
 
@@ -49,8 +49,23 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> 
     shapes = {tuple(im.shape) for im, _ in samples}
     if len(shapes) > 1:
         raise SegnasError(f"score_size: images have different sizes {sorted(shapes)}; give a size to resize to")
-    return [(torch.stack([im for im, _ in samples[s:s + batch_size]]),
-             torch.stack([m for _, m in samples[s:s + batch_size]])) for s in range(0, n, batch_size)]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:  # a last batch of one image joins the one before it
+        starts.pop()
+    ends = starts[1:] + [n]
+    return [(torch.stack([im for im, _ in samples[s:e]]), torch.stack([m for _, m in samples[s:e]]))
+            for s, e in zip(starts, ends)]
+
+
+def check_proxy_images(proxy: ProxyLike, images: int, batch_size: int, field: str = "scoring.images") -> None:
+    """Refuse, naming ``field``, fewer images (in all, or per batch) than ``proxy`` or a component of
+    its rank aggregate needs to tell networks apart (``segnas.proxies.common.ImageNeeds``)."""
+    if not isinstance(proxy, str):
+        return
+    aggregate = None if proxy in PROXIES or Path(proxy).is_file() else resolve_aggregate(proxy)
+    problem = images_problem(aggregate.components if aggregate else [proxy], images, batch_size)
+    if problem:
+        raise SegnasError(f"{field}: {problem}")
 
 
 def check_proxy(proxy: ProxyLike, field: str = "proxy") -> None:
@@ -109,6 +124,8 @@ class ProxyEvaluator(Evaluator):
         super().__init__()
         check_proxy(proxy)
         check_inits(inits)
+        if batches is None:
+            check_proxy_images(proxy, images, batch_size, "scoring.images (and scoring.batch_size)")
         if batches is None and data is None:
             raise SegnasError("proxy evaluator: give data batches or a data section to draw them from")
         if batches is not None and num_classes is None:

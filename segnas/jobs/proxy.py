@@ -15,7 +15,7 @@ from segnas.config.train import DataConfig
 from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
-from segnas.evaluate.proxy import check_proxy, fixed_batches
+from segnas.evaluate.proxy import check_proxy, check_proxy_images, fixed_batches, proxy_scored_on
 from segnas.evaluate.records import load_groundtruth_runs, untrained_net
 from segnas.metrics.ranking import split_indices
 from segnas.proxies import PROXIES, score
@@ -61,17 +61,43 @@ def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed
     return stats[0] if inits == 1 else stats
 
 
+#: ``proxy_score_job``'s images, size and initializations when neither given nor kept by a proxy file.
+SCORE_DEFAULTS = {"images": 8, "size": "128x160", "inits": 1}
+
+
+def discovered_settings(proxies: Sequence[str]) -> dict[str, Any]:
+    """The images, size and initializations that the proxy files among ``proxies`` were discovered
+    on, each where every file records the same value."""
+    seen = [proxy_scored_on(p) for p in proxies if Path(p).is_file()]
+    seen = [s for s in seen if s]
+    agreed = {}
+    for key in SCORE_DEFAULTS:
+        values = [s.get(key) for s in seen]
+        if values and values[0] is not None and all(v == values[0] for v in values):
+            agreed[key] = "x".join(map(str, values[0])) if key == "size" else values[0]
+    return agreed
+
+
 def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, root: str | None = None,
-                    split: str = "train", images: int = 8, batch_size: int = 8, size: str | None = "128x160",
-                    seed: int = 0, inits: int = 1) -> list[dict[str, Any]]:
+                    split: str = "train", images: int | None = None, batch_size: int = 8,
+                    size: str | None = None, seed: int = 0, inits: int | None = None) -> list[dict[str, Any]]:
     """Score untrained networks (zoo names or arch.json files; weights initialized from ``seed``)
     with registered proxies, saved proxy expressions (``.json`` paths) or rank aggregates
     (``az_nas``, ``rank_log(a,b)``, ``rank_mean(a,b)``: the networks ranked among themselves, so at
     least two); with ``inits`` > 1 each score is the mean over initializations
-    ``seed .. seed + inits - 1`` (also the proxies' seeds). An aggregate's time is its components'."""
+    ``seed .. seed + inits - 1`` (also the proxies' seeds). An aggregate's time is its components'.
+    ``images``, ``size`` (HxW; "native": the images' own) and ``inits`` not given are what the proxy
+    files were discovered on, else ``SCORE_DEFAULTS``."""
     for p in proxies:
         check_proxy(p)
+    settings = {**SCORE_DEFAULTS, **discovered_settings(proxies)}
+    images = settings["images"] if images is None else images
+    size = settings["size"] if size is None else size
+    size = None if str(size).strip().lower() == "native" else size
+    inits = settings["inits"] if inits is None else inits
     check_inits(inits)
+    for p in proxies:
+        check_proxy_images(p, images, batch_size, "--images")
     aggregates = {p: resolve_aggregate(p) for p in proxies if p not in PROXIES and not Path(p).is_file()}
     if aggregates and len(models) < 2:
         raise SegnasError(f"proxy {next(iter(aggregates))}: a rank aggregate ranks networks among themselves; "

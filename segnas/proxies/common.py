@@ -40,17 +40,49 @@ ProxyFn = Callable[[nn.Module, list[Batch], ProxySettings], float]
 PROXIES: dict[str, ProxyFn] = {}
 
 
-def proxy(name: str) -> Callable[[ProxyFn], ProxyFn]:
+@dataclass(frozen=True)
+class ImageNeeds:
+    """The images a proxy's score means something with: ``images`` in all and ``per_batch`` in each
+    batch (its statistical unit); ``why`` says what happens with fewer."""
+
+    images: int = 1
+    per_batch: int = 1
+    why: str = ""
+
+
+#: What each proxy needs beyond one image, by name (``proxy(name, needs=...)``).
+NEEDS: dict[str, ImageNeeds] = {}
+
+
+def proxy(name: str, needs: ImageNeeds | None = None) -> Callable[[ProxyFn], ProxyFn]:
     """Register ``fn(net, batches, settings) -> float`` as proxy ``name`` (higher = better, except
-    where the proxy's docstring says otherwise)."""
+    where the proxy's docstring says otherwise), with the images it ``needs``."""
 
     def register(fn: ProxyFn) -> ProxyFn:
         if name in PROXIES:
             raise ValueError(f"proxy {name!r} is registered twice")
         PROXIES[name] = fn
+        if needs is not None:
+            NEEDS[name] = needs
         return fn
 
     return register
+
+
+def images_problem(names: Sequence[str], images: int, batch_size: int) -> str | None:
+    """Why ``images`` images in batches of ``batch_size`` are too few for one of proxies ``names``
+    (a batch of one image left over joins the batch before it: ``fixed_batches``); None if enough."""
+    smallest = min(images, batch_size)
+    for name in names:
+        need = NEEDS.get(name)
+        if need is None:
+            continue
+        if images < need.images:
+            return f"{name} needs at least {need.images} images, got {images}: {need.why}"
+        if smallest < need.per_batch:
+            return (f"{name} needs at least {need.per_batch} images per batch, got {smallest} "
+                    f"({images} images in batches of {batch_size}): {need.why}")
+    return None
 
 
 def main_logits(output: object) -> torch.Tensor:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segnas.proxies.common import Batch, ProxySettings, chunks, forward_logits, freeze_batch_stats, proxy
+from segnas.proxies.common import (Batch, ImageNeeds, ProxySettings, chunks, forward_logits, freeze_batch_stats,
+                                   proxy)
 
 EPS = 1e-5
 
@@ -28,7 +29,7 @@ def correlation_score(jacobians: torch.Tensor) -> float:
     return float(-(torch.log(v + EPS) + 1.0 / (v + EPS)).sum())
 
 
-@proxy("jacob_cov")
+@proxy("jacob_cov", ImageNeeds(per_batch=2, why="it correlates the Jacobians of a batch's images"))
 def jacob_cov(net: nn.Module, batches: list[Batch], settings: ProxySettings) -> float:
     for p in net.parameters():
         p.requires_grad_(False)

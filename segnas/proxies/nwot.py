@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from segnas.errors import SegnasError
-from segnas.proxies.common import Batch, ProxySettings, chunks, freeze_batch_stats, proxy
+from segnas.proxies.common import Batch, ImageNeeds, ProxySettings, chunks, freeze_batch_stats, proxy
 from segnas.proxies.relu_tap import ReluTap
 
 GRID = 16
@@ -44,7 +44,8 @@ def hamming_kernel(codes: list[torch.Tensor]) -> torch.Tensor:
     return k
 
 
-@proxy("nwot")
+@proxy("nwot", ImageNeeds(per_batch=2, why="its kernel compares the images of a batch; one image's carries "
+                                                "no information"))
 def nwot(net: nn.Module, batches: list[Batch], settings: ProxySettings) -> float:
     scores = []
     with torch.no_grad():

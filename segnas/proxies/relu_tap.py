@@ -1,7 +1,8 @@
 """The ReLU outputs of a forward pass, as they are produced: the activations NASWOT, SWAP and AZ-NAS read.
 
 A ``TorchFunctionMode`` sees every ReLU of ``RELUS`` — ``nn.ReLU`` modules and the functional
-forms (``F.relu``, ``torch.relu``, ``Tensor.relu``, in place or not, ReLU6, LeakyReLU) — so networks
+forms (``F.relu``, ``torch.relu``, ``Tensor.relu``, in place or not, ReLU6 (``nn.ReLU6`` is a hardtanh
+from 0), LeakyReLU, PReLU as ENet uses) — so networks
 that apply ReLU functionally (most of ``segnas.nn``) are read as fully as module-based ones. A ReLU
 called inside another function's handling is not seen twice (the mode is off while it handles a call).
 """
@@ -16,7 +17,19 @@ from torch.overrides import TorchFunctionMode
 
 #: The ReLU family as torch functions (``nn.ReLU`` modules call ``F.relu``).
 RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6, F.leaky_relu,
-         F.leaky_relu_}
+         F.leaky_relu_, F.prelu, torch.prelu}
+#: Clamps that are a ReLU when their lower bound is 0 (``nn.ReLU6`` calls ``F.hardtanh(x, 0, 6)``).
+CLAMPS = {F.hardtanh, F.hardtanh_}
+
+
+def is_relu(func, args: tuple, kwargs: dict) -> bool:
+    """Whether a torch function call is of the ReLU family."""
+    if func in RELUS:
+        return True
+    if func in CLAMPS:
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        return low == 0
+    return False
 
 
 class ReluTap(TorchFunctionMode):
@@ -30,7 +43,8 @@ class ReluTap(TorchFunctionMode):
         self.min_dim = min_dim
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in RELUS and isinstance(out, torch.Tensor) and out.dim() >= self.min_dim:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.dim() >= self.min_dim and is_relu(func, args, kwargs):
             self.on_output(out)
         return out

@@ -40,7 +40,7 @@ from torch import nn
 
 from segnas.cost import count_parameters
 from segnas.errors import SegnasError
-from segnas.proxies.common import Batch, ProxyFn, ProxySettings, calibrated_chunks, proxy
+from segnas.proxies.common import Batch, ImageNeeds, ProxyFn, ProxySettings, calibrated_chunks, proxy
 from segnas.proxies.relu_tap import ReluTap
 from segnas.proxies.zen import gaussian_init
 
@@ -89,7 +89,10 @@ def swap_score(net: nn.Module, batches: list[Batch], settings: ProxySettings) ->
     return float(patterns.distinct())
 
 
-swap = proxy("swap")(swap_score)
+#: Fewer images than this cap the score at 2^images, which networks reach (see the module docstring).
+MIN_IMAGES = 24
+swap = proxy("swap", ImageNeeds(images=MIN_IMAGES, why="with S images the score is at most 2^S, a ceiling "
+                                "networks reach at 8 and 16 images (every network would score alike)"))(swap_score)
 
 
 def size_factor(net: nn.Module, mu: float, sigma: float) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
-from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
+from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, check_proxy_images, proxy_scored_on
 from segnas.evaluate.short_train import TrainEvaluator, check_training_recipe
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
@@ -20,7 +20,7 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
     """Scoring by a proxy: images, size and initializations default to what a discovered proxy file
     was discovered on (a notice when they differ), else 8 images at 128x160 and 1 initialization."""
     seen = proxy_scored_on(ps.proxy)
-    images = ps.images or seen.get("images") or 8
+    images = proxy_images(ps)
     size = ps.size or tuple(seen.get("size") or (128, 160))
     inits = ps.inits or seen.get("inits") or 1
     now = {"data": ctx.settings.data.name, "images": images, "size": list(size), "inits": inits}
@@ -34,12 +34,23 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
                           init_seed=seed if init_seed is None else init_seed, inits=inits)
 
 
+def proxy_images(ps: ProxyEvaluatorSettings) -> int:
+    """The images a proxy scores on: as set, else what its proxy file was discovered on, else 8."""
+    return ps.images or proxy_scored_on(ps.proxy).get("images") or 8
+
+
+def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str) -> None:
+    """Refuse an unknown proxy, or fewer images than it needs, naming the fields under ``where``."""
+    check_proxy(ps.proxy, f"{where}.proxy (--proxy)")
+    check_proxy_images(ps.proxy, proxy_images(ps), ps.batch_size, f"{where}.images")
+
+
 def check_evaluator(es: EvaluatorSettings, where: str, space: SearchSpace, ctx: SearchContext) -> None:
     """Refuse an evaluator setting that would fail only once the search runs (an unknown proxy, a
     missing supernet checkpoint, a space whose supernet cannot run a member, a bad training recipe),
     naming the field under ``where`` (e.g. ``random.evaluator``)."""
     if es.kind == "proxy":
-        check_proxy(es.proxy.proxy, f"{where}.proxy.proxy (--proxy)")
+        check_proxy_settings(es.proxy, f"{where}.proxy")
     elif es.kind == "train":
         check_training_recipe(es.train.recipe, f"{where}.train.recipe")
     elif es.kind == "supernet":

@@ -34,12 +34,12 @@ from pydantic import Field, ValidationInfo, model_validator
 from segnas.config.search import ProxyEvaluatorSettings
 from segnas.config.train import Settings, refuse_idle
 from segnas.evaluate.base import Evaluator, fitness, json_float
-from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, proxy_scored_on
+from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
 from segnas.parallel import TaskResources, WorkerPool
 from segnas.errors import SegnasError
 from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy
 from segnas.search.base import SearchContext, strategy
-from segnas.search.evaluation import proxy_evaluator, train_evaluator
+from segnas.search.evaluation import check_proxy_settings, proxy_evaluator, train_evaluator
 from segnas.search.strategies.nsga2 import NSGA2, NSGA2Settings, rank_front
 from segnas.spaces.base import Architecture, resolve_space
 
@@ -135,7 +135,7 @@ class SasWOT(DelegatingStrategy):
                    "mode": ("saswot.mode", str, "evolution (maximize the proxy) or nsga2 (proxy and latency).")}
 
     def prepare(self, ctx: SearchContext) -> None:
-        check_proxy(ctx.section.scoring.proxy, "saswot.scoring.proxy (--proxy)")
+        check_proxy_settings(ctx.section.scoring, "saswot.scoring")
         super().prepare(ctx)
 
     def make_search(self, settings: SasWOTSettings) -> ProxyScored:
