@@ -1,8 +1,8 @@
 """GAS's GCN-guided module (GGM): a graph convolutional network that passes information from each
 cell's architecture parameters to the next cell's, used only during the search.
 
-The exact form (the paper, as summarised for this project, leaves it open; no public code exists). Cell k has α_k ∈ R^{E×K}
-(E candidate edges, K operators). Its E candidate edges are the graph's nodes for that cell, with
+The exact form (the paper, as summarised for this project, leaves it open; no public code exists).
+Cell k has α_k ∈ R^{E×K} (E candidate edges, K operators). Its E candidate edges are the graph's nodes for that cell, with
 features X̃_k = α_k − mean_row(α_k): each edge's operator logits, centred (each row sums to 0, and
 a cell with no preference has X̃ = 0). For every pair of adjacent cells (k−1, k), k ≥ 1:
 
