@@ -2,9 +2,9 @@
 cell's architecture parameters to the next cell's, used only during the search.
 
 The exact form (the paper, as summarised for this project, leaves it open; no public code exists).
-Cell k has α_k ∈ R^{E×K} (E candidate edges, K operators). Its E candidate edges are the graph's nodes for that cell, with
-features X̃_k = α_k − mean_row(α_k): each edge's operator logits, centred (each row sums to 0, and
-a cell with no preference has X̃ = 0). For every pair of adjacent cells (k−1, k), k ≥ 1:
+Cell k has α_k ∈ R^{E×K} (E candidate edges, K operators). Its E candidate edges are the graph's
+nodes for that cell, with features X̃_k = α_k − mean_row(α_k): each edge's operator logits, centred
+(each row sums to 0, and a cell with no preference has X̃ = 0). For every pair of adjacent cells (k−1, k), k ≥ 1:
 
     A_k  = softmax_rows( (X̃_k W_φ)(X̃_{k−1} W_ψ)ᵀ / √D )     (E×E) learned similarity adjacency:
                                                              node e of cell k ← nodes of cell k−1
