@@ -1,4 +1,5 @@
 import json
+import os
 import time
 import warnings
 
@@ -10,6 +11,7 @@ from torch import nn
 from segnas.cost import LatencyTable, check_parity, count_flops, export_onnx, export_torchscript, predict_latency
 from segnas.cost.backends import pinned_threads, prepare
 from segnas.cost.machine import measure_matmul_peak
+from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.zoo import build_model
 
@@ -171,3 +173,36 @@ def test_operators_measured_on_a_busy_machine_are_used_but_not_saved(tmp_path, m
     assert {k.to_str() for k in keys} <= set(json.loads((tmp_path / "t.json").read_text())["entries"])
     fresh.call_overhead((1, 3, 8, 8))
     assert "1x3x8x8" in json.loads((tmp_path / "t.json").read_text())["overheads"]
+
+
+def test_threads_default_to_the_container_quota_and_the_fingerprint_holds_the_cpu_features(tmp_path, monkeypatch):
+    from segnas.cost import latency, machine
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert latency.cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert latency.cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("200000")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert latency.cgroup_cpu_quota(tmp_path) == 2.0
+    monkeypatch.setattr(latency, "cgroup_cpu_quota", lambda: 1.5)
+    assert latency.default_threads() == min(2, len(os.sched_getaffinity(0)))
+    before = machine.machine_fingerprint()
+    monkeypatch.setattr(machine, "cpu_features", lambda: ("avx2", "amx_tile"))
+    assert machine.machine_fingerprint() != before
+
+
+def test_a_backend_unknown_or_not_installed_is_refused_before_any_work(monkeypatch):
+    import importlib.util
+
+    from segnas.cost.backends import check_backend
+
+    with pytest.raises(SegnasError, match=r"latency.backend: unknown 'onnx'; choose one of eager"):
+        check_backend("onnx", "latency.backend")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(SegnasError, match=r"--backend: openvino is not installed"):
+        check_backend("openvino", "--backend")
+    check_backend("onnxruntime")

@@ -13,6 +13,7 @@ import pytest
 from segnas.cost import LatencyModel, LatencyTable, Prediction
 from segnas.cost import calibration as calib
 from segnas.cost.latency_model import space_id
+from segnas.cost.table import VERSION as TABLE_VERSION
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.spaces.cells import CellsSpace
@@ -108,7 +109,8 @@ def test_calibrate_measures_fits_caches_and_predicts_corrected(tmp_path, monkeyp
     assert fresh.correction(SPACE, 19) is None and model_at(tmp_path, (64, 96)).correction(SPACE, 11) is None
     assert space_id(SPACE) != space_id(CellsSpace())
     data = json.loads((tmp_path / "table.corrections.json").read_text())
-    assert data["context"] == fresh.table.context and len(data["entries"]) == 1 and not data["measured"]
+    assert data["context"] == {**fresh.table.context, "table_version": TABLE_VERSION}
+    assert len(data["entries"]) == 1 and not data["measured"]
 
 
 @pytest.mark.calibration
@@ -326,3 +328,32 @@ def test_a_correction_kept_for_one_process_is_never_written_by_a_later_save(tmp_
     assert calib.CorrectionCache(path, {"machine": "m"}).get("busy") is None
     cache.put("busy", fitted)  # a later, quiet fit is cached
     assert calib.CorrectionCache(path, {"machine": "m"}).get("busy") == fitted
+
+
+def fitted_correction() -> calib.LatencyCorrection:
+    return calib.LatencyCorrection(kinds=["conv"], scale={"conv": 1.1}, per_op_ms=0.0, per_mb_ms=0.0, intercept_ms=0.5,
+                                   ridge=1.0, networks=8, loo_median_abs_error=0.05, table_median_abs_error=0.2)
+
+
+def test_corrections_of_another_table_version_or_shape_are_refitted_not_used(tmp_path):
+    path = tmp_path / "corrections.json"
+    old = calib.CorrectionCache(path, {"machine": "m", "table_version": TABLE_VERSION - 1})
+    old.put("space", fitted_correction())
+    with pytest.warns(UserWarning, match="latency corrections unusable"):
+        assert calib.CorrectionCache(path, {"machine": "m", "table_version": TABLE_VERSION}).get("space") is None
+    for shape in ([1, 2], {"format": calib.FORMAT, "version": calib.VERSION, "context": {"machine": "m"},
+                           "entries": []}):
+        path.write_text(json.dumps(shape))
+        with pytest.warns(UserWarning, match="latency corrections unusable"):
+            assert calib.CorrectionCache(path, {"machine": "m"}).get("space") is None
+
+
+def test_a_rank_adopting_rank_0s_correction_writes_nothing(tmp_path):
+    path = tmp_path / "corrections.json"
+    context = {"machine": "m"}
+    calib.CorrectionCache(path, context).measurements("space").add("arch", {"measured_ms": 1.0})  # a killed calibration
+    rank0, rank1 = calib.CorrectionCache(path, context), calib.CorrectionCache(path, context)  # both resume it
+    rank0.put("space", fitted_correction())
+    rank1.hold("space", fitted_correction())
+    assert rank1.get("space") == fitted_correction()
+    assert calib.CorrectionCache(path, context).get("space") == fitted_correction()

@@ -12,6 +12,7 @@ Threads are pinned per backend and restored afterwards for PyTorch.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -78,6 +79,15 @@ def _onnxruntime_runner(onnx_path: Path, threads: int, device: str) -> Runner:
     session = ort.InferenceSession(str(onnx_path), opts, providers=onnx_providers(device))
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
+
+
+def check_backend(backend: str, field: str = "backend") -> None:
+    """Refuse, naming ``field``, a runtime that is not one of ``BACKENDS`` or is not installed, before
+    any work (OpenVINO is an optional extra)."""
+    if backend not in BACKENDS:
+        raise SegnasError(f"{field}: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise SegnasError(f"{field}: openvino is not installed (pip install 'segnas[openvino]')")
 
 
 def openvino_compiled(onnx_path: Path, threads: int) -> Any:

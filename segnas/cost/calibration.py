@@ -234,12 +234,16 @@ class CorrectionCache:
                     raise ValueError("another format, version or measurement context")
                 self.entries = {k: LatencyCorrection.from_dict(v) for k, v in data["entries"].items()}
                 self.measured = {k: dict(v) for k, v in data.get("measured", {}).items()}
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 warnings.warn(f"{self.path}: latency corrections unusable ({exc}); they will be refitted", stacklevel=2)
                 self.entries, self.measured = {}, {}
 
     def get(self, key: str) -> LatencyCorrection | None:
         return self.entries.get(key) or self.transient.get(key)
+
+    def hold(self, key: str, correction: LatencyCorrection) -> None:
+        """Use a correction another process fitted, in memory only: nothing is written."""
+        self.transient[key] = correction
 
     def put(self, key: str, correction: LatencyCorrection, persist: bool = True) -> None:
         """Keep a fitted correction (its calibration's measurements are dropped, from the file too);

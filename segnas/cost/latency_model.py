@@ -25,6 +25,7 @@ from segnas.cost.latency import HostProbe
 from segnas.cost.machine import busiest, is_busy, other_processes_cores
 from segnas.cost.predictor import Prediction, predict_latency
 from segnas.cost.table import LOAD_RECHECK_S, LatencyTable, OperatorCosts
+from segnas.cost.table import VERSION as TABLE_VERSION
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 
@@ -58,7 +59,8 @@ class LatencyModel:
                                       name=probe_name or type(probe).__name__))
         # corrections are cached beside a measured table; made-up costs keep theirs in memory
         self.corrections = CorrectionCache(table.path.with_name(table.path.stem + ".corrections.json")
-                                           if measured else None, table.context if measured else {})
+                                           if measured else None,  # fitted on one table version's entries
+                                           {**table.context, "table_version": TABLE_VERSION} if measured else {})
 
     def shared(self) -> dict[str, Any]:
         """What this model measured and fitted (table entries, call overheads, corrections), for
@@ -74,7 +76,7 @@ class LatencyModel:
             self.table.entries.update(shared["entries"])
             self.table.overheads.update(shared["overheads"])
         for key, correction in shared["corrections"].items():
-            self.corrections.put(key, correction, persist=False)
+            self.corrections.hold(key, correction)
 
     @classmethod
     def create(cls, backend: str = "onnxruntime", size: Sequence[int] = (360, 480), target_ms: float | None = None,

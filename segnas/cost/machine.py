@@ -61,15 +61,42 @@ def other_processes_cores(seconds: float = 0.5) -> float | None:
     return max(0.0, ((busy1 - busy0) / hz - (own1 - own0)) / (t1 - t0))
 
 
-@lru_cache(maxsize=1)
-def cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where it cannot be read)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            name, sep, value = line.partition(":")
+            if sep and name.strip() not in fields:
+                fields[name.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name; on ARM, whose kernels give none, its implementer and part numbers."""
+    info = _cpuinfo()
+    if info.get("model name"):
+        return info["model name"]
+    if info.get("CPU part"):
+        return f"{platform.machine()} implementer {info.get('CPU implementer', '?')} part {info['CPU part']}"
     return platform.processor() or platform.machine()
+
+
+#: CPU features that decide which kernels a runtime picks (x86 flags, ARM features).
+KERNEL_FEATURES = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                   "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "sve2", "bf16", "i8mm")
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> tuple[str, ...]:
+    """Which of ``KERNEL_FEATURES`` this CPU has: two machines of one generic model name ("Intel(R)
+    Xeon(R) Processor" on cloud VMs) differ there when their kernels do."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return tuple(f for f in KERNEL_FEATURES if f in flags)
 
 
 @lru_cache(maxsize=1)
@@ -90,8 +117,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def machine_fingerprint(device: str = "cpu") -> str:
-    """Short hash of what makes timings comparable: CPU model, core count, device, library versions."""
-    parts = [cpu_model(), str(os.cpu_count()), device, torch.__version__]
+    """Short hash of what makes timings comparable: CPU model and kernel features, core count,
+    device, library versions."""
+    parts = [cpu_model(), ",".join(cpu_features()), str(os.cpu_count()), device, torch.__version__]
     for mod in ("onnxruntime", "openvino"):
         try:
             parts.append(f"{mod}={__import__(mod).__version__}")

@@ -9,9 +9,10 @@ from typing import Any, Callable, Sequence
 
 import segnas
 
-from segnas.cost import (BACKENDS, check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
+from segnas.cost import (check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
                          measure_latency)
 from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
+from segnas.cost.backends import check_backend
 from segnas.cost.latency import default_threads, summarize, time_callable
 from segnas.cost.machine import busiest, is_busy, matmul_peak_gflops, other_processes_cores
 from segnas.cost.memory import check_inference_size
@@ -96,11 +97,13 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
     ``num_classes``, else DEFAULT_CLASSES (each row says which)."""
     if num_classes is not None and num_classes < 1:
         raise SegnasError(f"--classes: must be >= 1, got {num_classes}")
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise SegnasError(f"--backend: unknown {unknown[0]!r}; choose one of {', '.join(BACKENDS)}")
+    for backend in backends:
+        check_backend(backend, "--backend")
     if threads is not None and threads < 1:
         raise SegnasError(f"--threads: must be >= 1, got {threads} (leave it out for all cores available)")
+    if threads is not None and threads > default_threads() and echo is not None:
+        echo(f"note: {threads} threads on {default_threads()} available cores: the threads share cores, and the "
+             "timings and the matmul peak are of an oversubscribed CPU")
     threads = threads or default_threads()
     resolve_device(device)
     if device != "cpu" and "openvino" in backends:

@@ -37,6 +37,7 @@ from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
+from segnas.cost.backends import check_backend
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
                                  reference_probe, steady_median)
 from segnas.cost.machine import is_busy, machine_record
@@ -828,6 +829,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     # everything that can fail on user input, before the run directory exists
     methods = chosen_methods(cfg)
     zoo_names(cfg)
+    check_backend(cfg.latency.backend, "latency.backend (--backend)")
     if not cfg.data.val_split:
         raise SegnasError("data.val_split: a comparison scores every network on the validation split; name it")
     validate_dataset(cfg.data, cfg.progress, echo)

@@ -34,6 +34,7 @@ from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings, named
 from segnas.config.train import TrainConfig, refuse_idle
 from segnas.cost import LatencyModel, count_flops, count_parameters
+from segnas.cost.backends import check_backend
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
 from segnas.cost.memory import check_inference_size
@@ -160,6 +161,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
                           "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
                           "fasterseg, ssr and gas data-parallel)")
     resolve_device(cfg.device)  # where the supernet and the final training run: here, or refused now
+    check_backend(cfg.latency.backend, "latency.backend (--backend)")
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (--target-ms or --target-fps)")
     names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,

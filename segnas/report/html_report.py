@@ -152,12 +152,16 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
     for name, net in (res.get("networks") or {}).items():
         training = net.get("training") or {}
         vs = net.get("latency_vs_target")
-        rows.append((name, net.get("role"), _num(net.get("predicted_ms")), _num(net.get("measured_ms")),
+        predicted = _num(net.get("predicted_ms"))
+        if net.get("correction") and net.get("predicted_table_ms") is not None:
+            predicted = f"{_num(net['predicted_table_ms'])} → {predicted}"
+        rows.append((name, net.get("role"), predicted, _num(net.get("measured_ms")),
                      f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
                      _count(net.get("params")), _num(net.get("gflops"), ".3f"),
                      _pct(training.get("best_val_miou")) if training else "not trained"))
     doc.heading("Found networks")
-    doc.table(("network", "role", "predicted ms", "measured ms", "vs target", "params", "GFLOPs", "best val mIoU"),
+    doc.table(("network", "role", "predicted ms (table → corrected)", "measured ms (quietest round)", "vs target",
+               "params", "GFLOPs", "best val mIoU"),
               rows, numeric=(False, False, True, True, True, True, True, True))
     details = {k: v for k, v in (res.get("details") or {}).items()
                if not isinstance(v, (list, dict)) and v is not None}
