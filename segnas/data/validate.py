@@ -3,8 +3,9 @@ instead of a failure mid-epoch (or a worker traceback) that leaves an empty run 
 
 For every image/label pair of the splits a job reads (``PairDataset.check_pair``): the image's
 header and integrity (a truncated file fails), every label value (declared classes or ignore
-values) or mask colour (in the palette or ignored), and that image and label sizes agree. Pairs
-are checked in a thread pool, with a progress bar on a terminal for large datasets.
+values) or mask colour (in the palette or ignored), and that image and label sizes agree; over the
+training split, that its masks hold at least two classes (a declared class none holds is named).
+Pairs are checked in a thread pool, with a progress bar on a terminal for large datasets.
 
 Checks are cached: a pair that passed is not read again while both its files keep their size and
 modification time. The cache lives in segnas's cache folder (``$SEGNAS_CACHE``, else
