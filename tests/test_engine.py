@@ -129,6 +129,9 @@ def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(t
     recorded = student_cfg["loss"]
     assert recorded["teacher"] == str(teacher_run / "checkpoints" / "best.pt") and recorded["teacher_model"] is None
     assert first.history[-1]["train_kd"] > 0
+    # training the teacher left the student's random streams alone: with the teacher cached, the same run
+    again = train_job(TrainConfig.model_validate({**cfg, "out_dir": str(tmp_path / "again")}))
+    assert again.history[-1]["train_loss"] == first.history[-1]["train_loss"]
     assert "loss.teacher_model enet" in (Path(first.run_dir) / "log.txt").read_text()
     assert load_checkpoint(recorded["teacher"])["model_spec"]["name"] == "enet"
     # the student's run resumes (and reads back) with the teacher it recorded

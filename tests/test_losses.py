@@ -143,3 +143,13 @@ def test_the_boundary_term_is_the_cross_entropy_of_the_pixels_on_a_label_edge():
     flat = torch.zeros(1, 8, 8, dtype=torch.long)
     assert SegmentationLoss("ce", aux_weight=0.0, boundary_weight=1.0)(logits, flat)[1]["boundary"] == 0.0
     assert "boundary" not in SegmentationLoss("ce", aux_weight=0.0)(logits, target)[1]
+
+
+def test_ohem_keeping_every_pixel_is_the_weighted_smoothed_cross_entropy_the_aux_heads_use():
+    logits, target = make(seed=4)
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5])
+    for w in (None, weight):
+        for eps in (0.0, 0.1):
+            ohem = OhemCrossEntropy(thresh=1.0, min_kept=1, weight=w, label_smoothing=eps)(logits, target)
+            ce = F.cross_entropy(logits, target, weight=w, ignore_index=255, label_smoothing=eps)
+            assert torch.allclose(ohem, ce, atol=1e-5), (w, eps)

@@ -40,13 +40,15 @@ class OhemCrossEntropy(nn.Module):
         if int(keep.sum()) < min(self.min_kept, losses.numel()):
             keep = torch.zeros_like(keep)
             keep[losses.topk(min(self.min_kept, losses.numel())).indices] = True
-        if self.label_smoothing:  # smoothed target: (1 − ε)·nll + ε·mean_c(−log p_c), on the kept pixels
-            uniform = -log_p.mean(dim=1).flatten()[valid]
+        # as F.cross_entropy(weight, label_smoothing=ε) on the kept pixels: (1 − ε)·w_y·nll +
+        # ε·mean_c(w_c·(−log p_c)), summed and divided by the kept pixels' w_y (1 without weights)
+        w = self.weight[classes] if self.weight is not None else torch.ones_like(losses)
+        losses = losses * w
+        if self.label_smoothing:
+            per_class = log_p if self.weight is None else log_p * self.weight.view(1, -1, *([1] * (log_p.dim() - 2)))
+            uniform = -per_class.mean(dim=1).flatten()[valid]
             losses = (1.0 - self.label_smoothing) * losses + self.label_smoothing * uniform
-        if self.weight is None:
-            return losses[keep].mean()
-        w = self.weight[classes[keep]]
-        return (losses[keep] * w).sum() / w.sum().clamp_min(1e-12)
+        return losses[keep].sum() / w[keep].sum().clamp_min(1e-12)
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,

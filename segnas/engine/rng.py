@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,3 +27,15 @@ def restore_rng(state: dict[str, Any], loader: torch.Generator) -> None:
     loader.set_state(state["loader"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def kept_rng() -> Iterator[None]:
+    """Run a block that draws from, or reseeds, the global random streams (a nested training), then
+    put them back as they were: what follows draws as if the block had not run."""
+    keep = torch.Generator()
+    state = rng_state(keep)
+    try:
+        yield
+    finally:
+        restore_rng(state, keep)

@@ -12,6 +12,7 @@ from segnas.cost.memory import check_training_memory
 from segnas.data import eval_transforms, open_data, train_transforms, validate_dataset
 from segnas.data.statistics import median_frequency_weights
 from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
+from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult, check_placement
 from segnas.errors import SegnasError
@@ -80,7 +81,8 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     if teacher_model:  # after every check of the student's own settings
         from segnas.training.cached import with_teacher  # it trains through this module
 
-        cfg = with_teacher(cfg, echo)
+        with kept_rng():  # training the teacher reseeds: the student draws as with a cached one
+            cfg = with_teacher(cfg, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
     if teacher_model and run.main:
