@@ -55,6 +55,8 @@ def test_search_derives_trains_and_reports(tiny_search):
     records = records_of(run)
     assert [r["phase"] for r in records] == ["pretrain", "search", "search"]
     assert all("student_latency_ms" in r and "lambda" in r for r in records[1:])
+    # the official search step: the student's α/β also learn from its widest and narrowest networks
+    assert all("arch1_seg_max" in r and "arch1_seg_min" in r and "arch0_seg_max" not in r for r in records[1:])
     # the λ logged for each search epoch is the previous one adapted to that epoch's derived student
     first, second = records[1], records[2]
     assert second["lambda"] == adapt_lambda(first["lambda"], first["student_latency_ms"], 5.0, 0.1)
@@ -102,7 +104,8 @@ def test_lambda_doubles_and_the_latency_term_falls_under_a_demanding_target(tiny
     expected latency (the regularized quantity, λ factored out) falls epoch after epoch. (Whether the
     *derived* network gets faster depends on argmax flips; the CamVid benchmark measures that.) Costs
     come from FLOPs, not timings: a measured table's noise is as large as these tiny steps."""
-    data = tiny_search(pretrain_epochs=0, search_epochs=4, arch_lr=0.05, lam=1.0)
+    # (without the widest and narrowest passes, whose segmentation losses also move α and β)
+    data = tiny_search(pretrain_epochs=0, search_epochs=4, arch_lr=0.05, lam=1.0, search_extremes=False)
     data.update(final={"epochs": 0}, latency={**data["latency"], "target_ms": 1e-3, "check_target": False})
     records = records_of(flops_search(data))
     assert [r["lambda"] for r in records] == [1.0, 2.0, 4.0, 8.0]
@@ -220,3 +223,23 @@ def test_the_latency_correction_is_calibrated_on_networks_like_the_student(tiny_
     cache = json.loads(next((Path(os.environ["SEGNAS_CACHE"]) / "latency").glob("*.corrections.json")).read_text())
     assert [k.split("/")[0] for k in cache["entries"]] == [f"{space_id(space)}@v{space.version}"]
     assert summary["networks"]["student"]["correction"] is True
+
+
+def test_the_width_passes_follow_the_settings(tiny_search, monkeypatch):
+    from segnas.search.oneshot.engine import OneShotEngine
+
+    seen: list[tuple[str, str]] = []
+    real = OneShotEngine._seg_loss
+
+    def counted(self, images, masks, index, *rest):
+        seen.append((self.phase, self.net.width_mode if index == 1 else "teacher"))
+        return real(self, images, masks, index, *rest)
+
+    monkeypatch.setattr(OneShotEngine, "_seg_loss", counted)
+    search_job(make_settings("fasterseg", {**tiny_search(search_extremes=False, pretrain_random_widths=1),
+                                           "final": {"epochs": 0}}))
+    student = [mode for phase, mode in seen if mode != "teacher"]
+    assert {m for m in student} <= {"max", "min", "random", "gumbel"} and "max" in student
+    assert not any(phase == "search" and mode in ("max", "min") for phase, mode in seen)
+    pretrain = [mode for phase, mode in seen if phase == "pretrain" and mode != "teacher"]
+    assert pretrain.count("random") == pretrain.count("max")  # one random width per step

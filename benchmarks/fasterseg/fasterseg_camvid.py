@@ -82,7 +82,9 @@ def settings(args: argparse.Namespace) -> SearchSettings:
         "search_size": args.search_size,
         "fasterseg": {"space": {"layers": args.layers, "base_width": args.base_width}, "mode": args.mode,
                       "pretrain_epochs": args.pretrain_epochs, "pretrained": args.pretrained,
-                      "search_epochs": args.search_epochs, "arch_lr": args.arch_lr},
+                      "search_epochs": args.search_epochs, "arch_lr": args.arch_lr,
+                      "pretrain_random_widths": 2 if args.official_widths else 1,
+                      "search_extremes": args.official_widths},
         "final": final_budget(args), "bf16": bf16(args), "threads": args.threads, "out_dir": args.out_dir})
 
 
@@ -126,6 +128,9 @@ def main() -> None:
     ap.add_argument("--arch-lr", type=float, default=3e-3,
                     help="10x FasterSeg's 3e-4: the CPU search has ~200 architecture steps, not thousands")
     ap.add_argument("--pretrained", default=None, help="search run whose pre-trained supernet to start from")
+    ap.add_argument("--official-widths", action="store_true",
+                    help="the official width passes (two random widths in pre-training, the widest and narrowest "
+                         "in every search step): fasterseg's defaults; the recorded results ran without them")
     ap.add_argument("--final-steps", type=int, default=800, help="optimizer steps of each final training (0: none)")
     ap.add_argument("--final-minutes", type=float, default=0.0,
                     help="a CPU-time budget instead of --final-steps (machine- and load-dependent; 0: steps)")

@@ -21,7 +21,7 @@ term, SasWOT's feasibility test) vary from run to run. At cafcd7d the jobs built
 through module-level factories, which were replaced; since the search redesign every search runs
 through ``segnas.jobs.search.search_job``, which takes the latency model (over the FLOPs table) as
 its ``latency`` argument, and the cafcd7d settings below are translated to today's search settings
-(``one_shot_settings``, ``run_saswot``). The on-disk cache (``SEGNAS_CACHE``) points into the work
+(``one_shot_settings``, ``run_saswot``; FasterSeg's official width passes, added later, set off). The on-disk cache (``SEGNAS_CACHE``) points into the work
 folder, so no table measured earlier on this machine is read.
 
 Checked at cafcd7d (torch 2.13.0 CPU): two runs of this script wrote identical files; each search
@@ -180,6 +180,8 @@ def one_shot_settings(method: str, old: dict[str, Any], workdir: Path):
     section = {k: v for k, v in old.items() if k not in COMMON and k != "final_epochs"}
     if "lam" in latency:
         section["lam"] = latency.pop("lam")
+    if method == "fasterseg":  # cafcd7d's width passes: one random width in pre-training, none extra in the search
+        section.update(pretrain_random_widths=1, search_extremes=False)
     return make_settings(method, {**{k: old[k] for k in COMMON}, "latency": latency,
                                   "final": {"epochs": old["final_epochs"]}, "out_dir": str(workdir / "runs"),
                                   method: section})

@@ -66,6 +66,9 @@ class SearchSchedule:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 0.0
     sandwich_random: int = 1  # random-width passes per pretrain step besides max and min
+    #: In each search step, the width-searching architectures also at their widest and narrowest
+    #: widths, in the weights' loss and in the architecture's (FasterSeg's official search step).
+    search_extremes: bool = False
     #: In-place distillation (BigNAS): in each pre-training step every member but the largest learns
     #: from the largest's predictions (detached) with this weight, the labels with 1 minus it (0: off).
     inplace_distill: float = 0.0
@@ -269,27 +272,31 @@ class OneShotEngine:
         flags = getattr(self.net, "width_search", None)
         return True if flags is None else bool(flags[arch_index])
 
+    def _extremes(self) -> list[str]:
+        """The extra width modes of a search step (``search_extremes``)."""
+        return ["max", "min"] if self.s.search_extremes and self.phase == "search" else []
+
     def _weight_step(self, images: torch.Tensor, masks: torch.Tensor, modes: list[str]) -> float:
         self.weight_opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total, passes = 0.0, 0
         for i in range(self.net.num_archs):
             if self._searches_width(i):
                 teacher = None
-                for mode in modes:
+                for mode in modes + self._extremes():
                     self.net.set_width_mode(mode)
                     loss, main = self._seg_loss(images, masks, i, teacher)
                     loss.backward()
-                    total += float(loss.detach())
+                    total, passes = total + float(loss.detach()), passes + 1
                     if mode == "max" and self.s.inplace_distill > 0:
                         teacher = main.detach()
             else:  # every width mode gives the same network: one pass with the summed gradient
                 self.net.set_width_mode(modes[0])
                 loss, _ = self._seg_loss(images, masks, i)
                 (loss * len(modes)).backward()
-                total += float(loss.detach()) * len(modes)
+                total, passes = total + float(loss.detach()) * len(modes), passes + len(modes)
         distributed.average_gradients(p for g in self.weight_opt.param_groups for p in g["params"])
         optimizer_step(self.weight_opt, self.s.weight_clip_norm)
-        return total / (self.net.num_archs * len(modes))
+        return total / max(passes, 1)
 
     def _arch_step(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         logs: dict[str, float] = {}
@@ -297,6 +304,11 @@ class OneShotEngine:
         for i, opt in enumerate(self.arch_opts):
             opt.zero_grad(set_to_none=True)
             parts = {"seg": self._seg_loss(images, masks, i)[0], **self.hooks.arch_losses(self.net, i)}
+            if self._searches_width(i):
+                for mode in self._extremes():  # α and β also learn from the widest and narrowest networks
+                    self.net.set_width_mode(mode)
+                    parts[f"seg_{mode}"] = self._seg_loss(images, masks, i)[0]
+                self.net.set_width_mode("gumbel")
             sum(parts.values()).backward()
             distributed.average_gradients(p for g in opt.param_groups for p in g["params"])
             optimizer_step(opt)

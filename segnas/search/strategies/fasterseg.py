@@ -54,6 +54,11 @@ class FasterSegSettings(OneShotSettings):
     #: slower than target·(1 + tolerance).
     tolerance: float = Field(0.1, ge=0, lt=1)
     adapt: bool = True
+    #: Random-width passes per pre-training step besides the widest and narrowest (official: 2).
+    pretrain_random_widths: int = Field(2, ge=0)
+    #: Each search step also trains the student at its widest and narrowest widths, weights and α/β
+    #: alike (the official search step); off: the sampled widths only, a third of the work.
+    search_extremes: bool = True
 
 
 def adapt_lambda(lam: float, latency_ms: float, target_ms: float, tolerance: float) -> float:
@@ -103,6 +108,8 @@ class FasterSegSearch(OneShotStrategy):
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
         schedule = super().schedule(ctx)
         schedule.aux_weight = 1.0  # the official search loss sums all five heads equally
+        schedule.sandwich_random = ctx.section.pretrain_random_widths
+        schedule.search_extremes = ctx.section.search_extremes
         return schedule
 
     def arch_losses(self, net: MultiResSupernet, arch_index: int) -> dict[str, torch.Tensor]:
