@@ -177,6 +177,11 @@ def test_proxy_score_takes_images_size_and_inits_from_the_proxy_files(tmp_path, 
     ens.save(tmp_path / "ens.json")
     assert proxy_job.discovered_settings([str(tmp_path / "ens.json"), "nwot"]) == \
         {"images": 3, "size": "32x48", "inits": 2}
+    ens.settings["scored_on"] = {"images": 3, "size": None}  # discovered at the images' own size
+    ens.save(tmp_path / "native.json")
+    assert proxy_job.discovered_settings([str(tmp_path / "native.json")]) == {"images": 3, "size": "native"}
+    assert proxy_job.discovered_settings([str(tmp_path / "ens.json"), str(tmp_path / "native.json")]) == \
+        {"images": 3}
     seen = {}
 
     def batches(data_name, root, split, images, batch_size, size, seed):

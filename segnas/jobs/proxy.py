@@ -72,9 +72,13 @@ def discovered_settings(proxies: Sequence[str]) -> dict[str, Any]:
     seen = [s for s in seen if s]
     agreed = {}
     for key in SCORE_DEFAULTS:
-        values = [s.get(key) for s in seen]
-        if values and values[0] is not None and all(v == values[0] for v in values):
-            agreed[key] = "x".join(map(str, values[0])) if key == "size" else values[0]
+        values = [s.get(key, "unrecorded") for s in seen]
+        if not values or values[0] == "unrecorded" or any(v != values[0] for v in values):
+            continue
+        if key == "size":  # recorded None: the images' own size
+            agreed[key] = "x".join(map(str, values[0])) if values[0] else "native"
+        elif values[0] is not None:
+            agreed[key] = values[0]
     return agreed
 
 
