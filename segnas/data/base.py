@@ -83,8 +83,7 @@ def read_image(path: Path) -> np.ndarray:
                 if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
                     raise SegnasError(f"{path}: {im.mode} image values outside 0..65535; save it with 8 or 16 bits")
                 return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
-            if im.mode == "F":
-                raise SegnasError(f"{path}: a floating-point image (mode F); save it with 8 or 16 bits per channel")
+            refuse_float_image(im, path)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
@@ -97,6 +96,12 @@ WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 #: EXIF orientations that turn the stored pixels by 90 degrees (width and height swap).
 EXIF_ORIENTATION = 0x0112
 EXIF_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def refuse_float_image(im: Image.Image, path: Path) -> None:
+    """A one-line SegnasError for a floating-point image (its scale is unknown: 0-1, 0-255, ...)."""
+    if im.mode == "F":
+        raise SegnasError(f"{path}: a floating-point image (mode F); save it with 8 or 16 bits per channel")
 
 
 def exif_orientation(im: Image.Image) -> int:
@@ -127,8 +132,7 @@ def check_image_file(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if im.mode == "F":
-                raise SegnasError(f"{path}: a floating-point image (mode F); save it with 8 or 16 bits per channel")
+            refuse_float_image(im, path)
             if im.format != "PNG":
                 im.load()
             if exif_orientation(im) in EXIF_QUARTER_TURNS:

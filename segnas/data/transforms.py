@@ -37,14 +37,19 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) 
 
 
 class Resize:
-    """Resize to a fixed (H, W)."""
+    """Resize to a fixed (H, W): the image bilinearly, the mask by nearest neighbour, or not at all
+    with ``keep_mask`` (to score the network's output resized to the labels, as published results at
+    full label size are)."""
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    def __init__(self, size: tuple[int, int], keep_mask: bool = False) -> None:
         self.size = tuple(size)
+        self.keep_mask = keep_mask
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
         if tuple(image.shape[-2:]) == self.size:
             return image, mask
+        if self.keep_mask:
+            return F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False)[0], mask
         return resize_pair(image, mask, self.size)
 
 
@@ -263,21 +268,7 @@ def train_transforms(
     return Compose(steps)
 
 
-class ResizeImage:
-    """Resize the image to a fixed (H, W), keeping the mask at its own size (to score the network's
-    output upsampled to the labels, as published results at full label size are)."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.size = tuple(size)
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        if tuple(image.shape[-2:]) == self.size:
-            return image, mask
-        return F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False)[0], mask
-
-
 def eval_transforms(size: tuple[int, int] | None = None, label_size: bool = False) -> Compose:
     """Evaluation: optional resize to a fixed size (of the mask too, nearest, unless ``label_size``:
     then the mask keeps its size), then normalize. No cropping: any size works."""
-    resize = ResizeImage if label_size else Resize
-    return Compose(([resize(size)] if size else []) + [Normalize()])
+    return Compose(([Resize(size, keep_mask=label_size)] if size else []) + [Normalize()])

@@ -35,6 +35,9 @@ from segnas.spaces.base import SearchSpace, resolve_space
 Batch = tuple[torch.Tensor, torch.Tensor]
 ProxyLike = str | Callable[[nn.Module], float]
 
+#: What a proxy scores on when neither its settings nor a discovered proxy file say.
+DEFAULT_IMAGES, DEFAULT_SIZE, DEFAULT_INITS = 8, (128, 160), 1
+
 
 def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> list[Batch]:
     """``images`` samples of ``dataset`` chosen by ``seed`` (no augmentation beyond the dataset's

@@ -101,10 +101,11 @@ def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[
         check_backend(backend, "--backend")
     if threads is not None and threads < 1:
         raise SegnasError(f"--threads: must be >= 1, got {threads} (leave it out for all cores available)")
-    if threads is not None and threads > default_threads() and echo is not None:
-        echo(f"note: {threads} threads on {default_threads()} available cores: the threads share cores, and the "
+    cores = default_threads()
+    if threads is not None and threads > cores and echo is not None:
+        echo(f"note: {threads} threads on {cores} available cores: the threads share cores, and the "
              "timings and the matmul peak are of an oversubscribed CPU")
-    threads = threads or default_threads()
+    threads = threads or cores
     resolve_device(device)
     if device != "cpu" and "openvino" in backends:
         raise SegnasError("--backend: openvino is measured on the CPU only here (leave out --device)")

@@ -15,7 +15,8 @@ from segnas.config.train import DataConfig
 from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
-from segnas.evaluate.proxy import check_proxy, check_proxy_images, fixed_batches, proxy_scored_on
+from segnas.evaluate.proxy import (DEFAULT_IMAGES, DEFAULT_INITS, DEFAULT_SIZE, check_proxy, check_proxy_images,
+                                   fixed_batches, proxy_scored_on)
 from segnas.evaluate.records import load_groundtruth_runs, untrained_net
 from segnas.metrics.ranking import split_indices
 from segnas.proxies import PROXIES, score
@@ -62,7 +63,7 @@ def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed
 
 
 #: ``proxy_score_job``'s images, size and initializations when neither given nor kept by a proxy file.
-SCORE_DEFAULTS = {"images": 8, "size": "128x160", "inits": 1}
+SCORE_DEFAULTS = {"images": DEFAULT_IMAGES, "size": "x".join(map(str, DEFAULT_SIZE)), "inits": DEFAULT_INITS}
 
 
 def discovered_settings(proxies: Sequence[str]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
-from segnas.evaluate.proxy import ProxyEvaluator, check_proxy, check_proxy_images, proxy_scored_on
+from segnas.evaluate.proxy import (DEFAULT_IMAGES, DEFAULT_INITS, DEFAULT_SIZE, ProxyEvaluator, check_proxy,
+                                   check_proxy_images, proxy_scored_on)
 from segnas.evaluate.short_train import TrainEvaluator, check_training_recipe
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
@@ -20,9 +21,9 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
     """Scoring by a proxy: images, size and initializations default to what a discovered proxy file
     was discovered on (a notice when they differ), else 8 images at 128x160 and 1 initialization."""
     seen = proxy_scored_on(ps.proxy)
-    images = proxy_images(ps)
-    size = ps.size or tuple(seen.get("size") or (128, 160))
-    inits = ps.inits or seen.get("inits") or 1
+    images = proxy_images(ps, seen)
+    size = ps.size or tuple(seen.get("size") or DEFAULT_SIZE)
+    inits = ps.inits or seen.get("inits") or DEFAULT_INITS
     now = {"data": ctx.settings.data.name, "images": images, "size": list(size), "inits": inits}
     diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
     if diff:
@@ -34,9 +35,11 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
                           init_seed=seed if init_seed is None else init_seed, inits=inits)
 
 
-def proxy_images(ps: ProxyEvaluatorSettings) -> int:
-    """The images a proxy scores on: as set, else what its proxy file was discovered on, else 8."""
-    return ps.images or proxy_scored_on(ps.proxy).get("images") or 8
+def proxy_images(ps: ProxyEvaluatorSettings, seen: dict[str, Any] | None = None) -> int:
+    """The images a proxy scores on: as set, else what its proxy file was discovered on (``seen``:
+    its ``proxy_scored_on``, read when not given), else ``DEFAULT_IMAGES``."""
+    seen = proxy_scored_on(ps.proxy) if seen is None else seen
+    return ps.images or seen.get("images") or DEFAULT_IMAGES
 
 
 def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str) -> None:
