@@ -1009,6 +1009,8 @@ def recipe_verdict(label: str, base: dict | None, rows: list[dict]) -> str:
     """Whether the best of one network's variant ``rows`` meets the recipe goal against ``base``,
     its current recipe's row."""
     others = [row for row in rows if row is not base and row.get("holdout_miou_mean") is not None]
+    if base is not None and len(rows) == 1:
+        return f"{label}: trained with the current recipe only (no variant to judge)"
     if base is None or base.get("holdout_miou_mean") is None or not others:
         return f"{label}: no variant to judge against the current recipe"
     best = max(others, key=lambda row: row["holdout_miou_mean"])

@@ -179,6 +179,9 @@ def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, mon
     result = run("export", ckpt, "--out", tmp_path / "m.onnx", "--size", "48x64")
     assert result.exit_code == 0, result.output
     assert "parity onnxruntime" in result.output and (tmp_path / "m.onnx").is_file()
+    result = run("export", ckpt, "--out", tmp_path / "c.onnx", "--size", "48x64", "--classes", "99")
+    assert result.exit_code == 2 and "--classes 99" in result.output and "was trained for" in result.output
+    assert not (tmp_path / "c.onnx").exists()
 
     import segnas.jobs.bench as bench
     from segnas.cost.export import ParityResult

@@ -303,6 +303,9 @@ def test_recipe_screen_table_compares_each_variant_with_the_current_recipe() -> 
     met = {**r, "steps": 2700, "seeds": 2, "rows": [row("current", 0.50, 0.01), row("cosine", 0.56, 0.05)]}
     assert readme_tables.recipe_ablation(met)[-2].endswith(": fast_scnn met (best: cosine, +6.0).")
     assert "no variant to judge" in readme_tables.recipe_ablation({**met, "rows": [row("cosine", 0.56, 0.05)]})[-2]
+    found = {**row("current", 0.45, 0.0), "model": "/runs/gas_on/arch.json"}  # a second network, its recipe only
+    assert readme_tables.recipe_ablation({**met, "rows": met["rows"] + [found]})[-2].endswith(
+        ": fast_scnn met (best: cosine, +6.0); gas_on: trained with the current recipe only (no variant to judge).")
     # a variant screened with one seed beside 2-seed rows: shown so, without a spread, and not judged
     screened = {**met, "rows": [row("current", 0.50, 0.01), row("cosine", 0.51, 0.05),
                                 {**row("blur", 0.58, 0.02), "seeds": 1}]}

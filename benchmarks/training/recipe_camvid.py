@@ -21,7 +21,9 @@ DDRNet-23-slim) trained once with the same recipe for ``--teacher-steps`` (defau
 and cached (``loss.teacher_model``), or the checkpoint ``--teacher``.
 
 ``--screen-variants`` are trained with the first seed only, beside the full ablation of
-``--variants``: their rows say so and the goal is judged on the full rows only.
+``--variants``: their rows say so and the goal is judged on the full rows only. The first network of
+``--models`` carries the ablation; ``--other-variants`` (e.g. ``current``) limits the others to the
+recipes they are to be shown with.
 
 ``--device cuda --workers W`` trains W networks at once on a GPU (the same steps in true fp32; each
 run records its device): a screen of every variant fits a lent GPU machine's short window.
@@ -151,6 +153,9 @@ def main() -> None:
     ap.add_argument("--teacher-steps", type=int, default=None, help="its optimizer steps (default: 2 x --steps)")
     ap.add_argument("--found", default=None, help="arch file of the searched network (default: GAS's)")
     ap.add_argument("--models", default="fast_scnn,found", help="zoo names, 'found', or arch files")
+    ap.add_argument("--other-variants", default=None,
+                    help="the variants the networks after the first in --models train with (default: all of "
+                         "--variants and --screen-variants): the first network carries the ablation")
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"),
                     help="where the finished trainings' records go (committed: a screen continues on another machine)")
@@ -171,13 +176,21 @@ def main() -> None:
     variants += screened
     recipes = {v: variant_recipe(v, teacher) for v in variants}  # every variant checked before training
     models = [found_arch(args.found, args.out_dir) if m == "found" else m for m in args.models.split(",")]
+    others = names(args.other_variants) if args.other_variants is not None else variants
+    unknown = [v for v in others if v not in variants]
+    if unknown:
+        sys.exit(f"--other-variants: {', '.join(unknown)} not in --variants or --screen-variants")
+
+    def trains(model: str, variant: str) -> bool:  # the first network every variant, the others theirs
+        return model == models[0] or variant in others
+
     name = f"recipe_camvid_steps{args.steps}"
     # every first seed before any second one: a window that ends early still screens every variant
     items = [{"model": model, "variant": variant.replace("+", "-"), "recipe": recipe, "seed": seed,
               "steps": args.steps, "out_dir": args.out_dir, "smoke": args.smoke, "holdout": args.holdout,
               "device": args.device}
              for seed in range(args.seeds) for model in models for variant, recipe in recipes.items()
-             if seed == 0 or variant not in screened]
+             if (seed == 0 or variant not in screened) and trains(model, variant)]
     runs = run_all(train_item, items, executor="process" if args.workers > 1 else "inline", workers=args.workers,
                    threads_per_worker=None if args.device != "cpu" else max(1, (os.cpu_count() or 2) // args.workers),
                    progress=not args.smoke,
@@ -187,7 +200,7 @@ def main() -> None:
     rows = [row(model, variant, seeds_summary([r for it, r in zip(items, runs)
                                                if it["model"] == model and it["variant"] == variant.replace("+", "-")]))
             | {"seeds": 1 if variant in screened else args.seeds}
-            for model in models for variant in recipes]
+            for model in models for variant in recipes if trains(model, variant)]
     presence = frames_with_class(args.holdout) if args.holdout else None
     save_result(name, {"steps": args.steps, "seeds": args.seeds, "holdout": args.holdout, "rare_classes": RARE,
                        "holdout_frames_with_class": presence,

@@ -421,7 +421,8 @@ def export(
                                        show_default="the checkpoint's data.base_size, else 360x480"),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only); parity is checked at a second size."),
-    classes: Optional[int] = typer.Option(None, help="Class count for zoo names and arch files.",
+    classes: Optional[int] = typer.Option(None, help="Class count for zoo names and arch files (a checkpoint "
+                                                     "keeps its own).",
                                           show_default="the arch file's num_classes, else 19"),
     tolerance: float = typer.Option(1e-3, help="Largest accepted |PyTorch − exported| difference."),
 ) -> None:

@@ -205,6 +205,9 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | None = None
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
     if size is None:
         size = (checkpoint_base_size(trained[2])[0] if trained else None) or DEFAULT_EXPORT_SIZE
+    if trained and num_classes is not None and num_classes != trained[1].num_classes:
+        raise SegnasError(f"--classes {num_classes}: {source} was trained for {trained[1].num_classes} classes and "
+                          "is exported with them; leave --classes out")
     classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
     check_inference_size(size, classes)
     model = trained[0] if trained else resolve_model(source, classes)[0]
