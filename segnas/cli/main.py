@@ -73,7 +73,7 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
 
 
 def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None,
-             flags: Optional[dict[str, str]] = None, recipe: Optional[str] = None):
+             flags: Optional[dict[str, str]] = None, recipe: Optional[str] = None) -> Any:
     """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied, over a
     training recipe (if given); None when resuming (the run's own config.yaml is used: the job takes
     the ``overrides`` as its ``changes``, which must be ``RESUMABLE`` settings). ``flags`` (settings

@@ -1,8 +1,5 @@
-"""Datasets by name. Each yields (image float32 CHW normalized, mask int64 HW, 255 = ignore).
-
-Every dataset class takes ``(root, split, transform=None, cache=False, **options)`` and answers
-``has_split(root, split, **options)`` (whether that split exists, e.g. a test split).
-"""
+"""Datasets by name, each a ``SegmentationDataset``: it yields (image float32 CHW normalized,
+mask int64 HW, 255 = ignore)."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from segnas.config.train import DataConfig
-from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset, meta_split
+from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset, SegmentationDataset, Transform, meta_split
 from segnas.data.transforms import eval_transforms, train_transforms
 from segnas.data.validate import DataReport, validate_dataset, validate_split
 from segnas.errors import SegnasError
@@ -32,8 +29,8 @@ def dataset_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_dataset(name: str, root: str | Path | None, split: str, transform=None, cache: bool = False,
-                  **options: Any):
+def build_dataset(name: str, root: str | Path | None, split: str, transform: Transform | None = None,
+                  cache: bool = False, **options: Any) -> SegmentationDataset:
     """Instantiate dataset ``name`` for ``split`` (e.g. train/val) under ``root``."""
     cls = dataset_class(name)
     try:
@@ -45,8 +42,8 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform=None
 CACHE_LIMIT_BYTES = 2 * 1024**3
 
 
-def open_split(name: str, root: str | Path | None, split: str, transform=None, cache: bool | None = None,
-               options: dict[str, Any] | None = None):
+def open_split(name: str, root: str | Path | None, split: str, transform: Transform | None = None,
+               cache: bool | None = None, options: dict[str, Any] | None = None) -> SegmentationDataset:
     """Like ``build_dataset``; ``cache=None`` keeps decoded samples in memory when the whole split
     would take under 2 GB (CamVid: ~190 MB; Cityscapes train: ~18 GB, so not cached)."""
     options = options or {}
@@ -57,7 +54,8 @@ def open_split(name: str, root: str | Path | None, split: str, transform=None, c
     return build_dataset(name, root, split, transform, cache=cache, **options)
 
 
-def open_data(cfg: DataConfig, split: str | None = None, transform=None, cache: bool | None | str = "settings"):
+def open_data(cfg: DataConfig, split: str | None = None, transform: Transform | None = None,
+              cache: bool | None | str = "settings") -> SegmentationDataset:
     """The one data opener of every job: split ``split`` (default ``cfg.train_split``) of the dataset
     a data settings section names, with ``transform``; ``cache`` defaults to the section's."""
     return open_split(cfg.name, cfg.root, split or cfg.train_split, transform,
@@ -75,5 +73,5 @@ def dataset_classes(cfg: DataConfig) -> int:
     return int(build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).num_classes)
 
 
-__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
+__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms", "validate_dataset", "validate_split", "DataReport"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -262,6 +262,28 @@ class PairCheck:
 
     size: tuple[int, int]
     classes: frozenset[int]
+
+
+class SegmentationDataset(Protocol):
+    """What every dataset of the registry (``segnas.data.DATASETS``) is to a job: its classes, its
+    samples (``transform`` applied) and their decoded arrays (none applied). Its class is built as
+    ``cls(root, split=..., transform=..., cache=..., **options)`` and answers the static
+    ``has_split(root, split, **options)``."""
+
+    classes: ClassInfo
+    transform: Transform | None
+    name: str
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded uint8 HxWx3 image and its HxW mask of class ids (255: ignore)."""
+        ...
 
 
 class PairDataset(Dataset):

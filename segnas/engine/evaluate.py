@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Iterator
 
 import torch
@@ -29,7 +29,8 @@ def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tens
         yield torch.stack(images), torch.stack(masks)
 
 
-def autocast_context(bf16: bool, device_type: str = "cpu"):
+def autocast_context(bf16: bool, device_type: str = "cpu") -> AbstractContextManager:
+    """bf16 autocast on ``device_type`` when ``bf16``, else a context that changes nothing."""
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 

@@ -4,7 +4,7 @@ training loss."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +149,7 @@ class SegmentationLoss(nn.Module):
         self.boundary_weight = boundary_weight
         self.ignore_index = ignore_index
 
-    def forward(self, output, target: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    def forward(self, output: torch.Tensor | dict[str, Any], target: torch.Tensor, teacher_logits: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         if isinstance(output, dict):
             main, aux, detail = output["out"], output.get("aux", []), output.get("detail")

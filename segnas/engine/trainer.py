@@ -27,12 +27,12 @@ from segnas.engine.ema import ModelEMA
 from segnas.engine.evaluate import evaluate
 from segnas.engine.losses import SegmentationLoss
 from segnas.engine.optim import build_optimizer, lr_factor, set_lr
-from segnas.progress import progress_bar
 from segnas.engine.rundir import RunDir
 from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
 from segnas.engine.swa import WeightAverage
 from segnas.errors import SegnasError, TrainingDiverged
 from segnas.metrics import SegMetrics
+from segnas.progress import Progress, progress_bar
 
 
 @dataclass
@@ -233,7 +233,7 @@ class Trainer:
             return cfg.swa_lr
         return cfg.optim.lr * lr_factor(cfg.optim, progress, self.loop.step)
 
-    def train_one_epoch(self, loader: DataLoader, steps_total: int, bar=None) -> dict[str, float]:
+    def train_one_epoch(self, loader: DataLoader, steps_total: int, bar: Progress | None = None) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         sums: dict[str, float] = {}

@@ -13,7 +13,7 @@ are not per-network proxies: ``segnas.proxies.aggregate`` scores them, by name, 
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -85,8 +85,8 @@ def score(name: str, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0,
                               chunk_size=chunk_size))
 
 
-def run_isolated(fn, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255,
-                 chunk_size: int = 4):
+def run_isolated(fn: Callable[[nn.Module, list[Batch], ProxySettings], Any], net: nn.Module,
+                 batches: Sequence[Batch], *, seed: int = 0, ignore_index: int = 255, chunk_size: int = 4) -> Any:
     """``fn(copy of net, checked batches, ProxySettings)`` with gradients on and torch's RNG seeded
     locally (the caller's network and RNG state are left as they were)."""
     if chunk_size < 1:

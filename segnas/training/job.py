@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from torch import nn
+
 from segnas.config.io import saved_form
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
-from segnas.data import eval_transforms, open_data, train_transforms, validate_dataset
+from segnas.data import SegmentationDataset, eval_transforms, open_data, train_transforms, validate_dataset
 from segnas.data.statistics import median_frequency_weights
 from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
 from segnas.engine.rng import kept_rng
@@ -21,7 +23,7 @@ from segnas.training.models import build_network, load_init_weights, load_traine
 from segnas.utils import atomic_write_text
 
 
-def make_datasets(cfg: TrainConfig):
+def make_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset | None]:
     """(train set with augmentation, val set at native or base size) from the data settings."""
     dc = cfg.data
     train = open_data(dc, dc.train_split)
@@ -117,7 +119,7 @@ def check_accumulation(cfg: TrainConfig, train_images: int) -> None:
                           f"{cfg.data.train_split!r} ({train_images} images at batch {cfg.data.batch_size})")
 
 
-def class_weights(cfg: TrainConfig, train_set) -> list[float] | None:
+def class_weights(cfg: TrainConfig, train_set: SegmentationDataset) -> list[float] | None:
     """The weights ``loss.class_weights: median_frequency`` stands for, from the training split's
     labels as stored (no augmentation); None for any other setting."""
     if cfg.loss.class_weights != "median_frequency":
@@ -145,7 +147,7 @@ def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Callable[[s
     return init
 
 
-def load_teacher(checkpoint: str, num_classes: int):
+def load_teacher(checkpoint: str, num_classes: int) -> nn.Module:
     """A frozen, eval-mode teacher network for distillation."""
     teacher, classes, _, _ = load_trained(checkpoint)  # the weights its training scored
     if classes.num_classes != num_classes:

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, TypeVar
 import torch
 
 from segnas.config.io import has_setting, load_config, read_yaml, save_config, saved_form
+from segnas.config.train import Settings
 from segnas.cost.latency import default_threads
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
@@ -108,9 +109,10 @@ def with_latency_threads_kept(saved: Any, changes: dict[str, Any]) -> dict[str, 
     return {**changes, "latency.threads": saved.get("threads") or default_threads()}
 
 
-def open_run(cfg, run: RunDir | None) -> RunDir:
-    """The run directory: the resumed one, or a new one holding the settings. Call it only once
-    everything that can fail on user input has been built, so no empty run is left behind."""
+def open_run(cfg: Settings, run: RunDir | None) -> RunDir:
+    """The run directory: the resumed one, or a new one holding the settings ``cfg`` (a job's
+    settings: ``out_dir`` and ``job`` name its folder). Call it only once everything that can fail
+    on user input has been built, so no empty run is left behind."""
     if run is not None:
         path = run.path / "config.yaml"
         now = saved_form(run.changed_settings) if run.changed_settings is not None else None

@@ -42,7 +42,8 @@ class Canvas:
         shaded = x < s["shadow_x"] if s["sun_left"] else x > s["shadow_x"]
         return s["shadow_k"] if shaded else 1.0
 
-    def sprite(self, x: float, z: float, left: float, right: float, top: float, bottom: float = 0.0):
+    def sprite(self, x: float, z: float, left: float, right: float, top: float, bottom: float = 0.0
+               ) -> tuple[slice, slice, np.ndarray, np.ndarray, float] | None:
         """Pixel box of a flat sprite standing at (x, z) spanning [-left, right] x [bottom, top]
         metres; returns (rows, cols, lx, ly, metres per pixel) or None if off-screen."""
         if z < 1.0:
@@ -59,7 +60,7 @@ class Canvas:
         ly = ((gy - np.arange(y0, y1, dtype=np.float32) - 0.5) / scale)[:, None]
         return slice(y0, y1), slice(x0, x1), lx, ly, 1.0 / scale
 
-    def paint(self, rows: slice, cols: slice, mask: np.ndarray, color, label: int) -> None:
+    def paint(self, rows: slice, cols: slice, mask: np.ndarray, color: np.ndarray | float, label: int) -> None:
         """Set ``mask`` pixels of the box to ``color`` ((3,), a scalar, or (h, w, 3)-broadcastable)."""
         if isinstance(color, np.ndarray) and color.ndim == 3:
             src = np.moveaxis(color, -1, 0)

@@ -49,7 +49,7 @@ class Rand:
     def __init__(self, gen: np.random.Generator) -> None:
         self.gen, self._buf, self._i = gen, [], 0
 
-    def random(self, n: int | None = None):
+    def random(self, n: int | None = None) -> Any:  # a float, or an array of n
         if n is not None:
             return np.array([self.random() for _ in range(n)])
         if self._i >= len(self._buf):
@@ -57,7 +57,7 @@ class Rand:
         self._i += 1
         return self._buf[self._i - 1]
 
-    def uniform(self, lo: float, hi: float, n: int | None = None):
+    def uniform(self, lo: float, hi: float, n: int | None = None) -> Any:  # a float, or an array of n
         if n is not None:
             return lo + (hi - lo) * self.random(n)
         return lo + (hi - lo) * self.random()
@@ -67,7 +67,7 @@ class Rand:
             lo, hi = 0, lo
         return min(lo + int(self.random() * (hi - lo)), hi - 1)
 
-    def normal(self, mean: float, sd: float, n: int | None = None):
+    def normal(self, mean: float, sd: float, n: int | None = None) -> Any:  # a float, or an array of n
         if n is not None:
             return np.array([self.normal(mean, sd) for _ in range(n)])
         u1, u2 = 1.0 - self.random(), self.random()

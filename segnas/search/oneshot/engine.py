@@ -41,7 +41,7 @@ from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from segnas.engine.losses import SegmentationLoss, kd_loss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
-from segnas.progress import progress_bar
+from segnas.progress import Progress, progress_bar
 from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
 from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
@@ -324,7 +324,7 @@ class OneShotEngine:
         total = self.s.pretrain_epochs + self.s.search_epochs
         set_lr(self.weight_opt, self.s.weight_lr * lr_factor(COSINE, self.epochs_done / max(total, 1), step=10**9))
 
-    def run_epoch(self, bar=None) -> dict[str, float]:
+    def run_epoch(self, bar: Progress | None = None) -> dict[str, float]:
         """One epoch of the current phase; returns its mean losses."""
         self.net.train()
         self._set_weight_lr()

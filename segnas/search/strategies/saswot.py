@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field, ValidationInfo, model_validator
@@ -35,13 +36,14 @@ from segnas.config.search import ProxyEvaluatorSettings
 from segnas.config.train import Settings, refuse_idle
 from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
-from segnas.parallel import TaskResources, WorkerPool
 from segnas.errors import SegnasError
+from segnas.parallel import TaskResources, WorkerPool
+from segnas.proxies.common import Batch
 from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy
 from segnas.search.base import SearchContext, strategy
 from segnas.search.evaluation import check_proxy_settings, proxy_evaluator, train_evaluator
 from segnas.search.strategies.nsga2 import NSGA2, NSGA2Settings, rank_front
-from segnas.spaces.base import Architecture, resolve_space
+from segnas.spaces.base import Architecture, SearchSpace, resolve_space
 
 
 class SasWOTSettings(Settings):
@@ -80,7 +82,7 @@ class ProxyScored(AskTellStrategy):
 class RegularizedEvolution(ProxyScored):
     """Aging evolution; settings ``population`` and ``sample_size``."""
 
-    def begin(self, space, seed, settings) -> None:
+    def begin(self, space: SearchSpace, seed: int, settings: Any) -> None:
         super().begin(space, seed, settings)
         self.population: deque[tuple[Any, float | None, int]] = deque()  # (arch, score, index)
         self.evaluated = 0
@@ -141,7 +143,7 @@ class SasWOT(DelegatingStrategy):
     def make_search(self, settings: SasWOTSettings) -> ProxyScored:
         return SEARCHES[settings.mode]()
 
-    def begin(self, space, seed, settings) -> None:
+    def begin(self, space: SearchSpace, seed: int, settings: SasWOTSettings) -> None:
         super().begin(space, seed, settings)
         self.target_ms: float | None = None
         self.trained: list[dict[str, Any]] = []
@@ -238,7 +240,8 @@ def pick_from_front(front: list[Candidate], target_ms: float | None, ns: NSGA2Se
     return ranked + finalists[ns.train_top:], trained
 
 
-def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_inits: int, echo=None,
+def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_inits: int,
+                      echo: Callable[[str], None] | None = None,
                       workers: int = 1, executor: str = "inline", ray_address: str | None = None,
                       resources: TaskResources | None = None) -> list[Candidate]:
     """``top`` ordered by their score over ``final_inits`` initializations (the evaluator's own
@@ -305,13 +308,14 @@ class TrainingFreeResult:
                 "history": self.history}
 
 
-def training_free_search(space: Any, proxy: Any, latency_fn, target_ms: float, *, candidates: int = 1000,
+def training_free_search(space: Any, proxy: Any, latency_fn: Callable[[Architecture], float], target_ms: float, *, candidates: int = 1000,
                          population: int = 50, sample_size: int = 10, seed: int = 0,
-                         time_limit_s: float | None = None, batches=None, num_classes: int | None = None,
+                         time_limit_s: float | None = None, batches: Sequence[Batch] | None = None, num_classes: int | None = None,
                          proxy_seed: int = 0, inits: int = 1, final_inits: int = 0, top_k: int = 10,
                          executor: str = "inline", workers: int = 1, ray_address: str | None = None,
                          resources: TaskResources | None = None, max_draws: int | None = None,
-                         run_dir=None, progress: bool = False, echo=None, mode: str = "evolution",
+                         run_dir: str | Path | None = None, progress: bool = False,
+                         echo: Callable[[str], None] | None = None, mode: str = "evolution",
                          nsga2: NSGA2Settings | dict[str, Any] | None = None,
                          trainer: Evaluator | None = None) -> TrainingFreeResult:
     """SasWOT's search as a library call, without a search job: maximize ``proxy`` (a proxy name

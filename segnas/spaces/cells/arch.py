@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, NoReturn, Protocol
 
 from segnas.spaces.fields import ArchFields
 
@@ -116,7 +116,7 @@ _CHECK = ArchFields("cells")
 _fail, _typed = _CHECK.fail, _CHECK.typed
 
 
-def validate_macro(m: Macro, fail) -> None:
+def validate_macro(m: Macro, fail: Callable[[str, str], NoReturn]) -> None:
     """Check the macro settings of an architecture or a space; ``fail(field, message)`` raises."""
     n = len(STAGE_STRIDES)
     if len(m.layout) != n or min(m.layout) < 0 or min(m.layout[1:]) < 1:

@@ -4,7 +4,7 @@ mutation, and the space contract (``segnas.spaces.base.SearchSpace``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class CellsSpace(SearchSpace[CellsArch]):
         self.layout, self.channels = tuple(int(v) for v in self.layout), tuple(int(v) for v in self.channels)
         self.decoder_strides, self.ops = tuple(int(v) for v in self.decoder_strides), tuple(self.ops)
 
-        def fail(where: str, msg: str) -> None:
+        def fail(where: str, msg: str) -> NoReturn:
             raise SegnasError(f"cells space: {where}: {msg}")
 
         validate_macro(self, fail)

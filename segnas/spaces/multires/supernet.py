@@ -328,7 +328,7 @@ class MultiResSupernet(nn.Module):
         return {k: F.interpolate(v, size=size, mode="bilinear", align_corners=ALIGN_CORNERS)[..., :h, :w]
                 for k, v in preds.items()}
 
-    def forward(self, x: torch.Tensor, arch_index: int = 0):
+    def forward(self, x: torch.Tensor, arch_index: int = 0) -> torch.Tensor | dict[str, Any]:
         """Main logits (head ``"12"``) in eval mode; ``{"out": main, "aux": [heads 0, 1, 2, 02]}`` in
         training (the official search loss sums CE over all five: use aux weight 1)."""
         preds = self.forward_all(x, arch_index)
