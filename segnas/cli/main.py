@@ -72,32 +72,6 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     return out
 
 
-def settings(cls, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path] = None,
-             flags: Optional[dict[str, str]] = None, recipe: Optional[str] = None) -> Any:
-    """Settings of type ``cls`` from a YAML file (if given) with dotted-key overrides applied, over a
-    training recipe (if given); None when resuming (the run's own config.yaml is used: the job takes
-    the ``overrides`` as its ``changes``, which must be ``RESUMABLE`` settings). ``flags`` (settings
-    path -> option) names the option that set a bad value."""
-    from segnas.config.io import build_config, load_config, merged, set_dotted
-    from segnas.config.recipes import load_recipe
-    from segnas.training import check_resumable
-
-    flags = flags or {}
-    if resume is not None:
-        if config is not None or recipe is not None:
-            given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None))
-            raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
-        check_resumable(cls, overrides, resume, flags)
-        return None
-    under = load_recipe(recipe) if recipe is not None else {}
-    if config is not None:
-        return load_config(cls, config, overrides, flags, under=under, new=True)
-    raw: dict[str, Any] = merged(under, {})
-    for key, value in overrides.items():
-        set_dotted(raw, key, value)
-    return build_config(cls, raw, "options", flags, new=True)
-
-
 def _setting_default(cls: Any, path: str) -> Any:
     """The default of the setting at dotted ``path`` of the settings class ``cls`` (None: none)."""
     first, *rest = path.split(".")
@@ -170,6 +144,7 @@ def train(
     Without --epochs, a --minutes or --steps budget alone decides when training ends. Under
     `torchrun --nproc-per-node N -m segnas train ...` it trains data-parallel (--batch-size is the
     global batch)."""
+    from segnas.api import job_settings
     from segnas.config import TrainConfig
     from segnas.jobs import train_job
 
@@ -187,7 +162,7 @@ def train(
     if arch is not None:
         overrides["model.name"], flags["model.name"] = None, "--arch"
     overrides.update(parse_overrides(set_))
-    cfg = settings(TrainConfig, config, overrides, resume, flags, recipe)
+    cfg = job_settings(TrainConfig, config, overrides, resume, flags, recipe)
     result = train_job(cfg, resume=resume, echo=echo, changes=overrides if resume else None)
     if result.best_miou < 0:  # nothing was scored
         echo(f"no validation split: best.pt holds the last weights; run: {result.run_dir}")
@@ -325,6 +300,7 @@ def compare(
 
     Every search, then every network trained with one recipe, budget and seeds, measured in one
     latency session (docs/compare.md)."""
+    from segnas.api import job_settings
     from segnas.config.compare import CompareSettings
     from segnas.jobs.compare import compare_job, compare_status, status_table
 
@@ -346,7 +322,7 @@ def compare(
         raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
                           "give its run directory with --resume")
     overrides = parse_overrides(set_)
-    cfg = settings(CompareSettings, config, overrides, resume)
+    cfg = job_settings(CompareSettings, config, overrides, resume)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
                           measure_now=measure_now, any_machine=any_machine, rerun=rerun,
                           changes=overrides if resume else None)
@@ -518,6 +494,7 @@ def _search_command(method: str) -> Callable[..., None]:
                                  default=typer.Option([], "--set", help="Any setting as key.path=value (repeatable)."))]
 
     def command(**kwargs: Any) -> None:
+        from segnas.api import job_settings
         from segnas.jobs.search import run_method, search_job, settings_class
 
         resume = kwargs["resume"]
@@ -542,7 +519,7 @@ def _search_command(method: str) -> Callable[..., None]:
                 raise SegnasError(f"{kwargs['config']}: method: {named['method']}, but this is segnas search "
                                   f"{method}; run segnas search {named['method']} -c {kwargs['config']}, or drop "
                                   "the file's method")
-        cfg = settings(settings_class(method), kwargs["config"], overrides, resume, given)
+        cfg = job_settings(settings_class(method), kwargs["config"], overrides, resume, given)
         summary = search_job(cfg, resume, echo=echo, changes=overrides if resume else None)
         echo(f"done: {summary['run_dir']}")
 

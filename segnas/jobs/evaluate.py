@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, list_images, read_image
@@ -104,6 +105,56 @@ def output_names(files: list[Path]) -> list[str]:
     return [f.stem if stems[f.stem] == 1 else f.name for f in files]
 
 
+class Segmenter:
+    """A trained network ready to segment images: ``Segmenter(checkpoint)(image)`` is the class-id
+    mask of an RGB image (a uint8 HxWx3 array, a PIL image or an image file) at the image's own
+    size. Each image is resized to the size the network was trained at (the checkpoint's
+    ``data.base_size``) unless ``base_size`` is given (None: native size), and the logits resized
+    back, as ``segnas predict`` and ``segnas eval`` do. ``classes`` names the mask's ids and their
+    colours; ``colorize`` paints a mask in them."""
+
+    def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | None | str = CHECKPOINT,
+                 bf16: bool = False) -> None:
+        self.model, self.classes, state, self.weights = load_trained(checkpoint)
+        self.size, self.size_from = checkpoint_base_size(state, base_size)
+        self.bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
+        self._normalize = Normalize()
+
+    def logits(self, image: Any) -> torch.Tensor:
+        """Float32 1xCxHxW class scores of ``image`` at its own size."""
+        rgb = self.rgb(image)
+        x, _ = self._normalize(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0, torch.empty(0))
+        x = x[None] if self.size is None else F.interpolate(x[None], size=self.size, mode="bilinear",
+                                                             align_corners=False)
+        logits = predict_logits(self.model, x, self.bf16)
+        if logits.shape[-2:] != rgb.shape[:2]:
+            logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
+        return logits
+
+    def __call__(self, image: Any) -> np.ndarray:
+        """The uint8 HxW mask of class ids (``classes.names[i]`` is class ``i``)."""
+        return self.logits(image).argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """A uint8 HxWx3 picture of ``mask`` in the classes' colours."""
+        return colorize(mask, self.classes.palette())
+
+    @staticmethod
+    def rgb(image: Any) -> np.ndarray:
+        """``image`` as a uint8 HxWx3 RGB array: a file is read as ``segnas predict`` reads it (EXIF
+        orientation applied), a PIL image converted, an array checked."""
+        if isinstance(image, (str, Path)):
+            check_image_file(Path(image))
+            return read_image(Path(image))
+        if isinstance(image, Image.Image):
+            return np.array(image.convert("RGB"))
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise SegnasError(f"image: expected a uint8 HxWx3 RGB array, a PIL image or an image file, got an array "
+                              f"of shape {array.shape} and dtype {array.dtype}")
+        return array
+
+
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
                 bf16: bool = False, progress: bool = True, base_size: tuple[int, int] | None | str = CHECKPOINT,
                 echo: Callable[[str], None] | None = None) -> list[Path]:
@@ -116,8 +167,7 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         raise SegnasError(f"--alpha: the overlay opacity must be between 0 and 1, got {alpha:g}")
     out_dir = Path(out_dir)
     RunDir.check_parent(out_dir, "--out")  # a file, or a folder that cannot be written
-    model, classes, state, _ = load_trained(checkpoint)
-    size, where = checkpoint_base_size(state, base_size)
+    segmenter = Segmenter(checkpoint, base_size, bf16)
     files = collect_inputs(inputs)
     for f in files:  # a damaged frame is found before any output is written
         check_image_file(f)
@@ -125,23 +175,14 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegnasError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
-    bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
-    palette = classes.palette()
-    normalize = Normalize()
     if echo:
-        at = f"{size[0]}x{size[1]}" if size else "each image's own size"
-        echo(f"predicting at {at} ({where})")
+        at = f"{segmenter.size[0]}x{segmenter.size[1]}" if segmenter.size else "each image's own size"
+        echo(f"predicting at {at} ({segmenter.size_from})")
     written = []
     with task_progress("predict", len(files), progress) as ticker:
         for f, name in zip(files, output_names(files)):
             image = read_image(f)
-            x, _ = normalize(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, torch.empty(0))
-            x = x[None] if size is None else F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)
-            logits = predict_logits(model, x, bf16)
-            if logits.shape[-2:] != image.shape[:2]:
-                logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-            pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            colors = colorize(pred, palette)
+            colors = segmenter.colorize(segmenter(image))
             save_png(out_dir / f"{name}_mask.png", colors)
             save_png(out_dir / f"{name}_overlay.png", overlay(image, colors, alpha))
             written.append(out_dir / f"{name}_mask.png")

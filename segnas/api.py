@@ -1,0 +1,139 @@
+"""segnas from Python: the commands as functions, and a trained network that segments images.
+
+Settings are given as the settings reference names them: dotted names, as ``--set`` takes them
+(``{"model.name": "fast_scnn", "data.root": "my_data", "max_steps": 2700}``), or nested sections
+(``{"data": {"name": "folder", "root": "my_data"}}``, merged with what lies beneath); a settings
+file (``config``) and a training recipe (``recipe``) sit under them, as on the command line. Every check of the command line runs
+before any work and raises ``SegnasError`` naming the bad setting. ``echo`` receives the lines the
+command would print (None: silent); progress bars show on a terminal (setting ``progress``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, TypeVar
+
+from segnas.config.io import build_config, load_config, merged, set_dotted
+from segnas.config.recipes import load_recipe
+from segnas.errors import SegnasError
+from segnas.jobs.evaluate import CHECKPOINT, Segmenter
+from segnas.training import check_resumable
+
+S = TypeVar("S")
+Echo = Optional[Callable[[str], None]]
+
+
+def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, Any],
+                 resume: str | Path | None = None, flags: Mapping[str, str] | None = None,
+                 recipe: str | Path | None = None, source: str = "options") -> S | None:
+    """Settings of type ``cls``: ``values`` (dotted names or nested sections) over the settings file
+    ``config`` (if given) over the training recipe ``recipe`` (if given). None when resuming: the
+    run's own config.yaml holds its settings, and ``values`` may only change where it computes
+    (``training.start.RESUMABLE``). ``flags`` (setting -> option) names the option that gave a bad
+    value; ``source`` names where the values came from in an error."""
+    flags = dict(flags or {})
+    if resume is not None:
+        if config is not None or recipe is not None:
+            given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None))
+            raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
+        check_resumable(cls, values, resume, flags)
+        return None
+    under = load_recipe(recipe) if recipe is not None else {}
+    if config is not None:
+        return load_config(cls, Path(config), dict(values), flags, under=under, new=True)
+    raw: dict[str, Any] = merged(under, {})
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    return build_config(cls, raw, source, flags, new=True)
+
+
+def dotted(settings: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """``settings`` by dotted names: nested sections flattened (``{"data": {"root": "d"}}`` is
+    ``{"data.root": "d"}``), so that a section given in part keeps the rest of what lies beneath
+    it (the recipe's, the settings file's); an empty mapping stays a value."""
+    out: dict[str, Any] = {}
+    for key, value in (settings or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(dotted(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | None = None,
+          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = print) -> Any:
+    """``segnas train``: trains a zoo network (``model.name``) or a found one (``model.arch``) and
+    returns its ``TrainResult`` (``run_dir``, ``best_miou``, ``history``, ...)."""
+    from segnas.config import TrainConfig
+    from segnas.jobs import train_job
+
+    values = dotted(settings)
+    cfg = job_settings(TrainConfig, config, values, resume, recipe=recipe, source="settings")
+    return train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
+
+
+def search(method: str, settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
+           resume: str | Path | None = None, echo: Echo = print) -> dict[str, Any]:
+    """``segnas search METHOD``: searches, measures and trains the found network; returns the
+    content of the run's ``search_result.json`` plus ``run_dir``. The latency target is
+    ``latency.target_ms``; the deployment size ``data.crop_size`` (or ``latency.size``)."""
+    from segnas.jobs.search import run_method, search_job, settings_class
+
+    values = dotted(settings)
+    if resume is not None and run_method(resume) != method:
+        raise SegnasError(f"{resume}: a {run_method(resume)} search run; continue it with "
+                          f"search({run_method(resume)!r}, resume=...)")
+    cfg = job_settings(settings_class(method), config, values if resume else {"method": method, **values}, resume,
+                       source="settings")
+    return search_job(cfg, resume, echo=echo, changes=values if resume else None)
+
+
+def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
+            resume: str | Path | None = None, echo: Echo = print, **options: Any) -> dict[str, Any]:
+    """``segnas compare``: every method's search, every network trained alike, one latency session;
+    returns the content of the run's ``compare.json`` plus ``run_dir``. ``options`` are
+    ``compare_job``'s (``device``, ``workers``, ``measure``, ``rerun``, ...)."""
+    from segnas.config.compare import CompareSettings
+    from segnas.jobs.compare import compare_job
+
+    values = dotted(settings)
+    cfg = job_settings(CompareSettings, config, values, resume, source="settings")
+    return compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options)
+
+
+def load(trained: str | Path, *, base_size: tuple[int, int] | None | str = CHECKPOINT,
+         bf16: bool = False) -> Segmenter:
+    """A trained network ready to segment images: ``load(x)(image)`` is the class-id mask at the
+    image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
+    ``best.pt``) or a search's run directory (its found network's final training)."""
+    return Segmenter(checkpoint_of(Path(trained)), base_size, bf16)
+
+
+def checkpoint_of(path: Path) -> Path:
+    """The checkpoint ``path`` stands for: itself, a training run's ``best.pt``, or the ``best.pt``
+    of the final training of the network a search run found."""
+    if not path.is_dir():
+        return path
+    result_file = path / "search_result.json"
+    if result_file.is_file():
+        from segnas.report.runfiles import training_folder
+
+        result = json.loads(result_file.read_text())
+        found = next((n for n in (result.get("networks") or {}).values() if n.get("role") == "found"), None)
+        recorded = (found or {}).get("training") or {}
+        folder = training_folder(path, recorded["run_dir"]) if "run_dir" in recorded else None
+        if folder is None:
+            arch = path / (found or {}).get("arch_file", "arch.json")
+            raise SegnasError(f"{path}: the search trained no found network (final.epochs 0, or its training "
+                              f"folder is gone); train it: train({{'model.arch': '{arch}', ...}})")
+        path = folder
+    best = path / "checkpoints" / "best.pt"
+    if not best.is_file():
+        raise SegnasError(f"{path}: no checkpoints/best.pt: give a checkpoint, a finished training's run "
+                          "directory or a search's")
+    return best
+
+
+__all__ = ["train", "search", "compare", "load", "job_settings", "dotted", "Segmenter"]

@@ -1,0 +1,153 @@
+"""segnas.api: the commands from Python, and a trained network that segments images."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from segnas import SegnasError, api
+from segnas.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "python.md"
+TINY = {"model.name": "fast_scnn", "model.options.width": 0.5, "data.name": "synthetic",
+        "data.options": {"size": [48, 64], "length": 8}, "data.crop_size": "48x64", "max_steps": 2, "threads": 1,
+        "progress": False}
+
+
+def page_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("api")
+    return api.train({**TINY, "out_dir": str(out)}, recipe="cpu-short", echo=None)
+
+
+def test_dotted_and_nested_settings_are_one_and_a_section_given_in_part_keeps_the_recipe():
+    nested = api.job_settings(TrainConfig, None, api.dotted({"data": {"name": "synthetic", "crop_size": "48x64"},
+                                                             "optim": {"lr": 0.05}}), recipe="cpu-short")
+    flat = api.job_settings(TrainConfig, None, {"data.name": "synthetic", "data.crop_size": [48, 64], "optim.lr": 0.05},
+                            recipe="cpu-short")
+    assert nested == flat
+    assert nested.optim.lr == 0.05 and nested.optim.schedule == "poly" and nested.data.scale == (0.75, 1.5)
+    assert api.dotted({"data.options": {}, "a": {"b": {"c": 1}}}) == {"data.options": {}, "a.b.c": 1}
+
+
+def test_a_bad_setting_is_refused_before_any_work_naming_it(tmp_path):
+    with pytest.raises(SegnasError, match=r"settings: optim.lr: .*greater than 0"):
+        api.train({**TINY, "optim.lr": -1, "out_dir": str(tmp_path)}, echo=None)
+    with pytest.raises(SegnasError, match="unknown_setting"):
+        api.train({**TINY, "unknown_setting": 1, "out_dir": str(tmp_path)}, echo=None)
+    assert not any(tmp_path.iterdir())  # no run directory was left behind
+
+
+def test_train_then_load_segments_as_segnas_predict_does(trained, tmp_path):
+    assert trained.epochs_done >= 1 and Path(trained.run_dir, "checkpoints", "best.pt").is_file()
+    segment = api.load(trained.run_dir)  # a training's run directory stands for its best.pt
+    frame = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    mask = segment(frame)
+    assert mask.shape == (50, 70) and mask.dtype == np.uint8
+    # the mask as the definition gives it: normalized input, eval-mode logits, argmax
+    from segnas.data.transforms import Normalize
+
+    x, _ = Normalize()(torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0, torch.empty(0))
+    with torch.no_grad():
+        expected = segment.model.eval()(x[None]).argmax(1)[0].numpy()
+    assert np.array_equal(mask, expected)
+    # a file, a PIL image and the array give one mask; segnas predict writes its colours
+    Image.fromarray(frame).save(tmp_path / "f.png")
+    assert np.array_equal(segment(tmp_path / "f.png"), mask) and np.array_equal(segment(Image.open(tmp_path / "f.png")), mask)
+    from segnas.jobs.evaluate import predict_job
+
+    predict_job(Path(trained.run_dir) / "checkpoints" / "best.pt", tmp_path / "f.png", tmp_path / "pred", progress=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pred" / "f_mask.png")), segment.colorize(mask))
+    # at the size it was trained at: resized there and back
+    resized = api.load(Path(trained.run_dir) / "checkpoints" / "best.pt", base_size=(48, 64))
+    with torch.no_grad():
+        logits = resized.model(F.interpolate(x[None], size=(48, 64), mode="bilinear", align_corners=False))
+    assert np.array_equal(resized(frame), F.interpolate(logits, size=(50, 70), mode="bilinear",
+                                                        align_corners=False).argmax(1)[0].numpy())
+    with pytest.raises(SegnasError, match=r"uint8 HxWx3 RGB array.*shape \(4, 4\)"):
+        segment(np.zeros((4, 4)))
+
+
+def test_load_finds_a_searchs_trained_network_or_says_why_not(trained, tmp_path):
+    search = tmp_path / "search"
+    (search / "train").mkdir(parents=True)
+    training = Path(trained.run_dir)
+    (search / "train" / training.name).symlink_to(training)
+    result = {"networks": {"teacher": {"role": "teacher", "arch_file": "teacher.json"},
+                           "found": {"role": "found", "arch_file": "arch.json",
+                                     "training": {"run_dir": f"train/{training.name}"}}}}
+    (search / "search_result.json").write_text(json.dumps(result))
+    assert api.checkpoint_of(search) == search / "train" / training.name / "checkpoints" / "best.pt"
+    del result["networks"]["found"]["training"]
+    (search / "search_result.json").write_text(json.dumps(result))
+    with pytest.raises(SegnasError, match=r"trained no found network.*'model.arch': '.*arch.json'"):
+        api.load(search)
+    with pytest.raises(SegnasError, match="no checkpoints/best.pt"):
+        api.load(tmp_path)
+
+
+def test_search_and_compare_take_the_settings_as_the_command_line_does(monkeypatch, tmp_path):
+    """What the search and compare jobs receive: the method filled in, the settings validated (the
+    method's own under its name); a resume takes only the settings of where it computes."""
+    import segnas.jobs.compare as compare_jobs
+    import segnas.jobs.search as search_jobs
+
+    got = {}
+    monkeypatch.setattr(search_jobs, "search_job", lambda cfg, resume, **kw: got.update(cfg=cfg, resume=resume, **kw)
+                        or {"run_dir": "r"})
+    monkeypatch.setattr(compare_jobs, "compare_job", lambda cfg, resume, **kw: got.update(cfg=cfg, **kw)
+                        or {"run_dir": "c"})
+    data = {"data.name": "synthetic", "data.crop_size": "64x96", "latency.target_ms": 20}
+    api.search("gas", {**data, "gas": {"ggm": False}}, echo=None)
+    assert got["cfg"].method == "gas" and got["cfg"].gas.ggm is False and got["cfg"].latency.target_ms == 20
+    with pytest.raises(SegnasError, match="settings: gas.ggm"):
+        api.search("gas", {**data, "gas.ggm": "maybe"}, echo=None)
+    api.compare({**data, "methods": ["gas", "saswot"],
+                 "train.steps": 10}, echo=None, workers=2)
+    assert list(got["cfg"].methods) == ["gas", "saswot"] and got["cfg"].train.steps == 10 and got["workers"] == 2
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method: gas\n")
+    with pytest.raises(SegnasError, match="drop optim.lr"):
+        api.train({"optim.lr": 0.1}, resume=run, echo=None)
+    with pytest.raises(SegnasError, match="a gas search run; continue it with search\\('gas'"):
+        api.search("saswot", resume=run, echo=None)
+
+
+def test_the_pages_first_run_runs_as_written(tmp_path, monkeypatch):
+    """docs/python.md's first example, as written (synthetic scenes), in an empty folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    exec(compile(page_blocks()[0], str(PAGE), "exec"), {})
+    assert Image.open(tmp_path / "mask.png").size == (160, 128)
+
+
+def test_the_pages_settings_on_your_data_are_valid(monkeypatch):
+    """Every settings mapping docs/python.md passes to train, search and compare on a user's data is
+    accepted as the command line accepts it (the jobs themselves are not run here)."""
+    import segnas.jobs as jobs
+    import segnas.jobs.compare as compare_jobs
+    import segnas.jobs.search as search_jobs
+
+    calls = []
+    result = {"run_dir": "r", "networks": {"n": {"role": "found", "measured_ms": 1.0,
+                                                 "training": {"best_val_miou": 0.5}}}}
+    monkeypatch.setattr(jobs, "train_job", lambda cfg, **kw: calls.append(cfg))
+    monkeypatch.setattr(search_jobs, "search_job", lambda cfg, resume, **kw: calls.append(cfg) or result)
+    monkeypatch.setattr(compare_jobs, "compare_job", lambda cfg, resume, **kw: calls.append(cfg) or result)
+    monkeypatch.setattr(api, "load", lambda path: calls.append(path))
+    exec(compile(page_blocks()[1], str(PAGE), "exec"), {})
+    assert [type(c).__name__ for c in calls[:1]] == ["TrainConfig"] and len(calls) == 4
+    assert calls[0].data.crop_size == (360, 480) and calls[0].max_steps == 2700 and calls[0].optim.lr == 0.08
+    assert calls[1].method == "gas" and calls[1].latency.target_ms == 25 and calls[1].final.steps == 2700
+    assert calls[2] == "r" and calls[3].train.steps == 1800 and calls[3].latency.target_ms == 15
