@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from segnas.config.io import build_config, load_config, merged, set_dotted
 from segnas.config.recipes import load_recipe
+from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
 from segnas.training import check_resumable
@@ -63,7 +64,7 @@ def dotted(settings: Mapping[str, Any] | None, prefix: str = "") -> dict[str, An
 
 
 def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | None = None,
-          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = print) -> Any:
+          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = print) -> TrainResult:
     """``segnas train``: trains a zoo network (``model.name``) or a found one (``model.arch``) and
     returns its ``TrainResult`` (``run_dir``, ``best_miou``, ``history``, ...)."""
     from segnas.config import TrainConfig
@@ -79,12 +80,14 @@ def search(method: str, settings: Mapping[str, Any] | None = None, *, config: st
     """``segnas search METHOD``: searches, measures and trains the found network; returns the
     content of the run's ``search_result.json`` plus ``run_dir``. The latency target is
     ``latency.target_ms``; the deployment size ``data.crop_size`` (or ``latency.size``)."""
-    from segnas.jobs.search import run_method, search_job, settings_class
+    from segnas.jobs.search import check_method_of_file, run_method, search_job, settings_class
 
     values = dotted(settings)
-    if resume is not None and run_method(resume) != method:
-        raise SegnasError(f"{resume}: a {run_method(resume)} search run; continue it with "
-                          f"search({run_method(resume)!r}, resume=...)")
+    started = run_method(resume) if resume is not None else method
+    if started != method:
+        raise SegnasError(f"{resume}: a {started} search run; continue it with search({started!r}, resume=...)")
+    if resume is None:
+        check_method_of_file(config, method)
     cfg = job_settings(settings_class(method), config, values if resume else {"method": method, **values}, resume,
                        source="settings")
     return search_job(cfg, resume, echo=echo, changes=values if resume else None)

@@ -122,6 +122,9 @@ def test_search_and_compare_take_the_settings_as_the_command_line_does(monkeypat
         api.train({"optim.lr": 0.1}, resume=run, echo=None)
     with pytest.raises(SegnasError, match="a gas search run; continue it with search\\('gas'"):
         api.search("saswot", resume=run, echo=None)
+    (tmp_path / "other.yaml").write_text("method: saswot\n")
+    with pytest.raises(SegnasError, match="method: saswot, but this is a gas search"):
+        api.search("gas", data, config=tmp_path / "other.yaml", echo=None)
 
 
 def test_the_pages_first_run_runs_as_written(tmp_path, monkeypatch):

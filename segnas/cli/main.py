@@ -495,7 +495,7 @@ def _search_command(method: str) -> Callable[..., None]:
 
     def command(**kwargs: Any) -> None:
         from segnas.api import job_settings
-        from segnas.jobs.search import run_method, search_job, settings_class
+        from segnas.jobs.search import check_method_of_file, run_method, search_job, settings_class
 
         resume = kwargs["resume"]
         overrides = {} if resume is not None else {"method": method}  # a resumed run keeps its method
@@ -511,14 +511,8 @@ def _search_command(method: str) -> Callable[..., None]:
             if started != method:
                 raise SegnasError(f"{resume}: a {started} search run; continue it with "
                                   f"segnas search {started} --resume {resume}")
-        elif kwargs["config"] is not None:
-            from segnas.config.io import read_yaml
-
-            named = (read_yaml(kwargs["config"]) or {}) if Path(kwargs["config"]).is_file() else {}
-            if isinstance(named, dict) and named.get("method", method) != method:
-                raise SegnasError(f"{kwargs['config']}: method: {named['method']}, but this is segnas search "
-                                  f"{method}; run segnas search {named['method']} -c {kwargs['config']}, or drop "
-                                  "the file's method")
+        else:
+            check_method_of_file(kwargs["config"], method)
         cfg = job_settings(settings_class(method), kwargs["config"], overrides, resume, given)
         summary = search_job(cfg, resume, echo=echo, changes=overrides if resume else None)
         echo(f"done: {summary['run_dir']}")

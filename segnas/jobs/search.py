@@ -81,6 +81,16 @@ def make_settings(method: str, data: dict[str, Any], source: str = "options", ne
     return build_config(settings_class(method), {**data, "method": method}, source, new=new)
 
 
+def check_method_of_file(config: str | Path | None, method: str) -> None:
+    """A settings file for a new search may name its method (``method:``) only if it is ``method``:
+    one naming another is refused rather than run as ``method``."""
+    path = Path(config) if config is not None else None
+    named_method = (read_yaml(path) or {}) if path is not None and path.is_file() else {}
+    if isinstance(named_method, dict) and named_method.get("method", method) != method:
+        raise SegnasError(f"{path}: method: {named_method['method']}, but this is a {method} search; search with "
+                          f"{named_method['method']}, or drop the file's method")
+
+
 def run_method(run_dir: str | Path) -> str:
     """The method a search run directory was started with (read from its config.yaml)."""
     RunDir.existing(run_dir)  # found, and a run directory
