@@ -5,7 +5,8 @@ Settings are given as the settings reference names them: dotted names, as ``--se
 (``{"data": {"name": "folder", "root": "my_data"}}``, merged with what lies beneath); a settings
 file (``config``) and a training recipe (``recipe``) sit under them, as on the command line. Every check of the command line runs
 before any work and raises ``SegnasError`` naming the bad setting. ``echo`` receives the lines the
-command would print (None: silent); progress bars show on a terminal (setting ``progress``).
+command would print (``echo=print`` shows them; None: silent); progress bars show on a terminal
+(setting ``progress``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from segnas.config.io import build_config, load_config, merged, set_dotted
+from pydantic import BaseModel
+
+from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model
 from segnas.config.recipes import load_recipe
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
 from segnas.training import check_resumable
+from segnas.training.start import run_kind
 
 S = TypeVar("S")
 Echo = Optional[Callable[[str], None]]
@@ -49,59 +53,77 @@ def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, A
     return build_config(cls, raw, source, flags, new=True)
 
 
-def dotted(settings: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    """``settings`` by dotted names: nested sections flattened (``{"data": {"root": "d"}}`` is
-    ``{"data.root": "d"}``), so that a section given in part keeps the rest of what lies beneath
-    it (the recipe's, the settings file's); an empty mapping stays a value."""
+def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """``settings`` of the settings class ``cls`` by dotted names: its sections given as mappings
+    flattened (``{"data": {"root": "d"}}`` is ``{"data.root": "d"}``), so that a section given in part
+    keeps the rest of what lies beneath it (the recipe's, the settings file's). A setting whose value
+    is a mapping (``data.options``, ``methods``) is a value: it replaces, as ``--set`` does."""
     out: dict[str, Any] = {}
     for key, value in (settings or {}).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(dotted(value, f"{name}."))
+        field = cls.model_fields.get(key) if "." not in key else None
+        section = settings_model(field.annotation) if field is not None else None
+        if section is not None and isinstance(value, Mapping):
+            out.update(dotted(section, value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
 def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | None = None,
-          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = print) -> TrainResult:
+          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = None) -> TrainResult:
     """``segnas train``: trains a zoo network (``model.name``) or a found one (``model.arch``) and
     returns its ``TrainResult`` (``run_dir``, ``best_miou``, ``history``, ...)."""
     from segnas.config import TrainConfig
     from segnas.jobs import train_job
 
-    values = dotted(settings)
+    values = dotted(TrainConfig, settings)
+    if resume is None:  # a network given one way replaces one a settings file gives the other way (as --arch)
+        if "model.arch" in values and "model.name" not in values:
+            values["model.name"] = None
+        if "model.name" in values and "model.arch" not in values:
+            values["model.arch"] = None
     cfg = job_settings(TrainConfig, config, values, resume, recipe=recipe, source="settings")
     return train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
 
 
-def search(method: str, settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
-           resume: str | Path | None = None, echo: Echo = print) -> dict[str, Any]:
+def search(method: str | None = None, settings: Mapping[str, Any] | None = None, *,
+           config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = None) -> dict[str, Any]:
     """``segnas search METHOD``: searches, measures and trains the found network; returns the
     content of the run's ``search_result.json`` plus ``run_dir``. The latency target is
-    ``latency.target_ms``; the deployment size ``data.crop_size`` (or ``latency.size``)."""
+    ``latency.target_ms``; the deployment size ``latency.size``, else ``data.crop_size``. With
+    ``resume`` the method may be left out (the run names it)."""
     from segnas.jobs.search import check_method_of_file, run_method, search_job, settings_class
 
-    values = dotted(settings)
-    started = run_method(resume) if resume is not None else method
-    if started != method:
-        raise SegnasError(f"{resume}: a {started} search run; continue it with search({started!r}, resume=...)")
+    if resume is not None:
+        started = run_method(resume)
+        if method not in (None, started):
+            raise SegnasError(f"{resume}: a {started} search run; continue it with search({started!r}, resume=...)")
+        method = started
+    elif method is None:
+        raise SegnasError("search: name the method (e.g. search('gas', {...})), or give resume=RUN_DIR")
+    cls = settings_class(method)
+    values = dotted(cls, settings)
+    if "method" in values:
+        raise SegnasError(f"settings: method: the method is search()'s first argument ({method!r}); leave it out")
     if resume is None:
         check_method_of_file(config, method)
-    cfg = job_settings(settings_class(method), config, values if resume else {"method": method, **values}, resume,
+    cfg = job_settings(cls, config, values if resume else {"method": method, **values}, resume,
                        source="settings")
     return search_job(cfg, resume, echo=echo, changes=values if resume else None)
 
 
 def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
-            resume: str | Path | None = None, echo: Echo = print, **options: Any) -> dict[str, Any]:
+            resume: str | Path | None = None, echo: Echo = None, **options: Any) -> dict[str, Any]:
     """``segnas compare``: every method's search, every network trained alike, one latency session;
-    returns the content of the run's ``compare.json`` plus ``run_dir``. ``options`` are
-    ``compare_job``'s (``device``, ``workers``, ``measure``, ``rerun``, ...)."""
+    returns the content of the run's ``compare.json`` plus ``run_dir`` (with ``measure=False``: where
+    it stopped, before the latency session). ``options`` are ``compare_job``'s (``device``,
+    ``workers``, ``measure``, ``measure_now``, ``rerun``, ``any_machine``)."""
     from segnas.config.compare import CompareSettings
     from segnas.jobs.compare import compare_job
 
-    values = dotted(settings)
+    if isinstance(options.get("rerun"), str):
+        options["rerun"] = [options["rerun"]]
+    values = dotted(CompareSettings, settings)
     cfg = job_settings(CompareSettings, config, values, resume, source="settings")
     return compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options)
 
@@ -120,6 +142,10 @@ def checkpoint_of(path: Path) -> Path:
     if not path.is_dir():
         return path
     result_file = path / "search_result.json"
+    kind = run_kind(path) if (path / "config.yaml").is_file() else None
+    if kind == "search" and not result_file.is_file():
+        raise SegnasError(f"{path}: a search that has not finished (no search_result.json); continue it with "
+                          "search(resume=...)")
     if result_file.is_file():
         from segnas.report.runfiles import training_folder
 
@@ -139,4 +165,4 @@ def checkpoint_of(path: Path) -> Path:
     return best
 
 
-__all__ = ["train", "search", "compare", "load", "job_settings", "dotted", "Segmenter"]
+__all__ = ["train", "search", "compare", "load", "Segmenter"]

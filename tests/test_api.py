@@ -30,14 +30,23 @@ def trained(tmp_path_factory):
     return api.train({**TINY, "out_dir": str(out)}, recipe="cpu-short", echo=None)
 
 
-def test_dotted_and_nested_settings_are_one_and_a_section_given_in_part_keeps_the_recipe():
-    nested = api.job_settings(TrainConfig, None, api.dotted({"data": {"name": "synthetic", "crop_size": "48x64"},
-                                                             "optim": {"lr": 0.05}}), recipe="cpu-short")
+def test_dotted_and_nested_settings_are_one_and_a_section_given_in_part_keeps_the_recipe(tmp_path):
+    nested = api.job_settings(TrainConfig, None, api.dotted(TrainConfig, {"data": {"name": "synthetic",
+                                                                                   "crop_size": "48x64"},
+                                                                          "optim": {"lr": 0.05}, "loss": {}}),
+                              recipe="cpu-short")
     flat = api.job_settings(TrainConfig, None, {"data.name": "synthetic", "data.crop_size": [48, 64], "optim.lr": 0.05},
                             recipe="cpu-short")
     assert nested == flat
     assert nested.optim.lr == 0.05 and nested.optim.schedule == "poly" and nested.data.scale == (0.75, 1.5)
-    assert api.dotted({"data.options": {}, "a": {"b": {"c": 1}}}) == {"data.options": {}, "a.b.c": 1}
+    assert nested.loss.kind == "ohem"  # an empty section changes nothing
+    # a setting whose value is a mapping is one value: it replaces the settings file's, as --set does
+    (tmp_path / "s.yaml").write_text("data: {name: synthetic, options: {size: [48, 64], length: 8}}\n")
+    cfg = api.job_settings(TrainConfig, tmp_path / "s.yaml",
+                           api.dotted(TrainConfig, {"data": {"options": {"length": 4}}}))
+    assert cfg.data.options == {"length": 4}
+    assert api.dotted(TrainConfig, {"data.options": {"size": [8, 8]}, "model": {"options": {"width": 0.5}}}) == {
+        "data.options": {"size": [8, 8]}, "model.options": {"width": 0.5}}
 
 
 def test_a_bad_setting_is_refused_before_any_work_naming_it(tmp_path):
@@ -54,22 +63,25 @@ def test_train_then_load_segments_as_segnas_predict_does(trained, tmp_path):
     frame = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     mask = segment(frame)
     assert mask.shape == (50, 70) and mask.dtype == np.uint8
-    # the mask as the definition gives it: normalized input, eval-mode logits, argmax
-    from segnas.data.transforms import Normalize
-
-    x, _ = Normalize()(torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0, torch.empty(0))
+    # the scores as the definition gives them: RGB scaled to [0, 1], normalized by ImageNet's mean
+    # and std, eval-mode logits at the image's size; the mask their argmax
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = ((torch.from_numpy(frame).float() / 255.0 - mean) / std).permute(2, 0, 1)
     with torch.no_grad():
-        expected = segment.model.eval()(x[None]).argmax(1)[0].numpy()
-    assert np.array_equal(mask, expected)
-    # a file, a PIL image and the array give one mask; segnas predict writes its colours
+        expected = segment.model.eval()(x[None])
+    assert torch.allclose(segment.logits(frame), expected, atol=1e-5)
+    assert np.array_equal(mask, expected.argmax(1)[0].numpy())
+    # a file, a PIL image, the array and a BGR view turned back to RGB give one mask; segnas predict
+    # writes its colours
     Image.fromarray(frame).save(tmp_path / "f.png")
     assert np.array_equal(segment(tmp_path / "f.png"), mask) and np.array_equal(segment(Image.open(tmp_path / "f.png")), mask)
+    assert np.array_equal(segment(frame[..., ::-1].copy()[..., ::-1]), mask)
     from segnas.jobs.evaluate import predict_job
 
     predict_job(Path(trained.run_dir) / "checkpoints" / "best.pt", tmp_path / "f.png", tmp_path / "pred", progress=False)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "pred" / "f_mask.png")), segment.colorize(mask))
     # at the size it was trained at: resized there and back
-    resized = api.load(Path(trained.run_dir) / "checkpoints" / "best.pt", base_size=(48, 64))
+    resized = api.load(Path(trained.run_dir) / "checkpoints" / "best.pt", base_size="48x64")
     with torch.no_grad():
         logits = resized.model(F.interpolate(x[None], size=(48, 64), mode="bilinear", align_corners=False))
     assert np.array_equal(resized(frame), F.interpolate(logits, size=(50, 70), mode="bilinear",
@@ -94,6 +106,10 @@ def test_load_finds_a_searchs_trained_network_or_says_why_not(trained, tmp_path)
         api.load(search)
     with pytest.raises(SegnasError, match="no checkpoints/best.pt"):
         api.load(tmp_path)
+    (search / "search_result.json").unlink()  # a search still running, or killed
+    (search / "config.yaml").write_text("method: gas\n")
+    with pytest.raises(SegnasError, match="a search that has not finished"):
+        api.load(search)
 
 
 def test_search_and_compare_take_the_settings_as_the_command_line_does(monkeypatch, tmp_path):
@@ -112,6 +128,8 @@ def test_search_and_compare_take_the_settings_as_the_command_line_does(monkeypat
     assert got["cfg"].method == "gas" and got["cfg"].gas.ggm is False and got["cfg"].latency.target_ms == 20
     with pytest.raises(SegnasError, match="settings: gas.ggm"):
         api.search("gas", {**data, "gas.ggm": "maybe"}, echo=None)
+    with pytest.raises(SegnasError, match="method: the method is search\\(\\)'s first argument"):
+        api.search("gas", {**data, "method": "saswot"})
     api.compare({**data, "methods": ["gas", "saswot"],
                  "train.steps": 10}, echo=None, workers=2)
     assert list(got["cfg"].methods) == ["gas", "saswot"] and got["cfg"].train.steps == 10 and got["workers"] == 2
@@ -122,6 +140,8 @@ def test_search_and_compare_take_the_settings_as_the_command_line_does(monkeypat
         api.train({"optim.lr": 0.1}, resume=run, echo=None)
     with pytest.raises(SegnasError, match="a gas search run; continue it with search\\('gas'"):
         api.search("saswot", resume=run, echo=None)
+    api.search(resume=run, settings={"threads": 1})  # the run names its method; only where it computes changes
+    assert got["cfg"] is None and got["resume"] == run and got["changes"] == {"threads": 1}
     (tmp_path / "other.yaml").write_text("method: saswot\n")
     with pytest.raises(SegnasError, match="method: saswot, but this is a gas search"):
         api.search("gas", data, config=tmp_path / "other.yaml", echo=None)
@@ -154,3 +174,21 @@ def test_the_pages_settings_on_your_data_are_valid(monkeypatch):
     assert calls[0].data.crop_size == (360, 480) and calls[0].max_steps == 2700 and calls[0].optim.lr == 0.08
     assert calls[1].method == "gas" and calls[1].latency.target_ms == 25 and calls[1].final.steps == 2700
     assert calls[2] == "r" and calls[3].train.steps == 1800 and calls[3].latency.target_ms == 15
+
+
+def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way_replaces_the_other(
+        monkeypatch, tmp_path):
+    with pytest.raises(SegnasError, match="--rerun runs jobs of an existing comparison again"):
+        api.compare({"data.name": "synthetic", "data.crop_size": "64x96", "latency.target_ms": 20,
+                     "methods": ["gas"], "out_dir": str(tmp_path)}, rerun="gas")
+    assert not any(tmp_path.iterdir())
+    import segnas.jobs as jobs
+
+    got = []
+    monkeypatch.setattr(jobs, "train_job", lambda cfg, **kw: got.append(cfg))
+    (tmp_path / "s.yaml").write_text("model: {name: fast_scnn}\n")
+    api.train({"model.arch": str(tmp_path / "arch.json")}, config=tmp_path / "s.yaml")
+    assert got[-1].model.name is None and got[-1].model.arch.endswith("arch.json")
+    (tmp_path / "a.yaml").write_text(f"model: {{arch: {tmp_path / 'arch.json'}}}\n")
+    api.train({"model.name": "enet"}, config=tmp_path / "a.yaml")
+    assert got[-1].model.name == "enet" and got[-1].model.arch is None

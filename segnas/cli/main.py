@@ -313,14 +313,6 @@ def compare(
             raise SegnasError(f"--status only shows where a comparison stands; it runs nothing: leave out {others[0]}")
         echo(status_table(compare_status(status)).rstrip())
         return
-    if measure_now and not latency:
-        raise SegnasError("--measure-now runs the latency session, which --no-latency leaves out: give one of them")
-
-    if rerun and resume is None:
-        raise SegnasError("--rerun runs jobs of an existing comparison again: give its run directory with --resume")
-    if measure_now and resume is None:
-        raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
-                          "give its run directory with --resume")
     overrides = parse_overrides(set_)
     cfg = job_settings(CompareSettings, config, overrides, resume)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,

@@ -18,11 +18,11 @@ from segnas.utils import atomic_write_text, read_text_file
 M = TypeVar("M", bound=BaseModel)
 
 
-def _settings_model(annotation: Any) -> type[BaseModel] | None:
+def settings_model(annotation: Any) -> type[BaseModel] | None:
     """The settings class a field holds (itself, or inside Optional/Union), if any."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    return next((m for m in map(_settings_model, typing.get_args(annotation)) if m is not None), None)
+    return next((m for m in map(settings_model, typing.get_args(annotation)) if m is not None), None)
 
 
 def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
@@ -30,14 +30,14 @@ def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
     sub-section that has that name (``shrink_threshold`` -> ``ssr.shrink_threshold``)."""
     for part in path[:-1]:
         field = model.model_fields.get(part) if model else None
-        model = _settings_model(field.annotation) if field else None
+        model = settings_model(field.annotation) if field else None
     if model is None:
         return "unknown setting"
     close = difflib.get_close_matches(path[-1], list(model.model_fields), n=1, cutoff=0.6)
     if close:
         return f"unknown setting (did you mean {'.'.join([*path[:-1], close[0]])}?)"
     owners = [name for name, field in model.model_fields.items()
-              if path[-1] in getattr(_settings_model(field.annotation), "model_fields", {})]
+              if path[-1] in getattr(settings_model(field.annotation), "model_fields", {})]
     return "unknown setting" + (f" (did you mean {'.'.join([*path[:-1], owners[0], path[-1]])}?)" if owners else "")
 
 

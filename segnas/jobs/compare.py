@@ -824,6 +824,13 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     ``training.start.RESUMABLE`` settings a resumed comparison takes anew (its searches and
     trainings under way continue with them too)."""
     echo = echo or (lambda m: None)
+    if measure_now and not measure:
+        raise SegnasError("--measure-now runs the latency session, which --no-latency leaves out: give one of them")
+    if rerun and resume is None:
+        raise SegnasError("--rerun runs jobs of an existing comparison again: give its run directory with --resume")
+    if measure_now and resume is None:
+        raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
+                          "give its run directory with --resume")
     cfg, run = start_job(CompareSettings, settings, resume, "comparison", changes)
     cfg = with_execution(cfg, device, workers)
     # everything that can fail on user input, before the run directory exists

@@ -20,6 +20,7 @@ from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
 from segnas.progress import task_progress
 from segnas.report.draw import colorize, overlay, save_png
+from segnas.utils import parse_size
 
 
 #: ``eval_job``'s ``base_size`` default: the size the checkpoint's own settings evaluate at.
@@ -113,8 +114,10 @@ class Segmenter:
     back, as ``segnas predict`` and ``segnas eval`` do. ``classes`` names the mask's ids and their
     colours; ``colorize`` paints a mask in them."""
 
-    def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | None | str = CHECKPOINT,
+    def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | str | None = CHECKPOINT,
                  bf16: bool = False) -> None:
+        if isinstance(base_size, str) and base_size != CHECKPOINT:
+            base_size = parse_size(base_size, "base_size")
         self.model, self.classes, state, self.weights = load_trained(checkpoint)
         self.size, self.size_from = checkpoint_base_size(state, base_size)
         self.bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
@@ -152,7 +155,7 @@ class Segmenter:
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             raise SegnasError(f"image: expected a uint8 HxWx3 RGB array, a PIL image or an image file, got an array "
                               f"of shape {array.shape} and dtype {array.dtype}")
-        return array
+        return np.ascontiguousarray(array)  # a view such as BGR frame[..., ::-1] has negative strides
 
 
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
