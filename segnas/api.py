@@ -23,6 +23,7 @@ from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
 from segnas.training import check_resumable
+from segnas.metrics import SegMetrics
 from segnas.training.start import run_kind
 
 S = TypeVar("S")
@@ -128,12 +129,24 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     return compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options)
 
 
-def load(trained: str | Path, *, base_size: tuple[int, int] | None | str = CHECKPOINT,
-         bf16: bool = False) -> Segmenter:
+def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECKPOINT, bf16: bool = False,
+         device: str = "cpu") -> Segmenter:
     """A trained network ready to segment images: ``load(x)(image)`` is the class-id mask at the
     image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
     ``best.pt``) or a search's run directory (its found network's final training)."""
-    return Segmenter(checkpoint_of(Path(trained)), base_size, bf16)
+    return Segmenter(checkpoint_of(Path(trained)), base_size, bf16, device)
+
+
+def evaluate(trained: str | Path, data: str, root: str | Path | None = None, split: str = "val", *,
+             options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
+             label_size: bool = False, raw: bool = False, echo: Echo = None) -> SegMetrics:
+    """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained
+    network (as ``load`` takes it) on split ``split`` of dataset ``data`` (camvid, cityscapes,
+    folder, synthetic) under ``root``; ``options`` as ``data.options``."""
+    from segnas.jobs.evaluate import eval_job
+
+    return eval_job(checkpoint_of(Path(trained)), data, None if root is None else str(root), split, base_size,
+                    options=dict(options or {}), raw=raw, echo=echo, progress=False, label_size=label_size)[0]
 
 
 def checkpoint_of(path: Path) -> Path:
@@ -165,4 +178,4 @@ def checkpoint_of(path: Path) -> Path:
     return best
 
 
-__all__ = ["train", "search", "compare", "load", "Segmenter"]
+__all__ = ["train", "search", "compare", "load", "evaluate", "Segmenter"]

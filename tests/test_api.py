@@ -192,3 +192,10 @@ def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way
     (tmp_path / "a.yaml").write_text(f"model: {{arch: {tmp_path / 'arch.json'}}}\n")
     api.train({"model.name": "enet"}, config=tmp_path / "a.yaml")
     assert got[-1].model.name == "enet" and got[-1].model.arch is None
+
+
+def test_evaluate_scores_a_training_as_its_validation_did(trained):
+    metrics = api.evaluate(trained.run_dir, "synthetic", options={"size": [48, 64], "length": 8})
+    assert len(metrics.iou) == 11 and metrics.miou == pytest.approx(trained.best_miou, abs=0.01)
+    with pytest.raises(SegnasError, match="base_size"):
+        api.evaluate(trained.run_dir, "synthetic", base_size="48")

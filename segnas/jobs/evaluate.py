@@ -13,6 +13,7 @@ from PIL import Image
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, list_images, read_image
 from segnas.data.transforms import Normalize
+from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
@@ -28,10 +29,10 @@ CHECKPOINT = "checkpoint"
 
 
 def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:
-    """The evaluation size: ``base_size`` when given (None: native), else the checkpoint's
-    ``data.base_size``; with a phrase saying where it came from."""
+    """The evaluation size: ``base_size`` when given ((H, W) or "HxW"; None: native), else the
+    checkpoint's ``data.base_size``; with a phrase saying where it came from."""
     if base_size != CHECKPOINT:
-        return (tuple(base_size) if base_size else None), "as given"
+        return (parse_size(base_size, "base_size") if base_size else None), "as given"
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
         return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; --base-size native for native size"
@@ -112,15 +113,15 @@ class Segmenter:
     size. Each image is resized to the size the network was trained at (the checkpoint's
     ``data.base_size``) unless ``base_size`` is given (None: native size), and the logits resized
     back, as ``segnas predict`` and ``segnas eval`` do. ``classes`` names the mask's ids and their
-    colours; ``colorize`` paints a mask in them."""
+    colours; ``colorize`` paints a mask in them. ``device``: cpu, cuda, cuda:N or auto."""
 
     def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | str | None = CHECKPOINT,
-                 bf16: bool = False) -> None:
-        if isinstance(base_size, str) and base_size != CHECKPOINT:
-            base_size = parse_size(base_size, "base_size")
+                 bf16: bool = False, device: str = "cpu") -> None:
+        where = resolve_device(device)
         self.model, self.classes, state, self.weights = load_trained(checkpoint)
+        self.model.to(where)
         self.size, self.size_from = checkpoint_base_size(state, base_size)
-        self.bf16 = usable_bf16(bf16)  # fp32 where the CPU would only emulate bf16
+        self.bf16 = usable_bf16(bf16, device_type=where.type)  # fp32 where the CPU would only emulate bf16
         self._normalize = Normalize()
 
     def logits(self, image: Any) -> torch.Tensor:
