@@ -74,11 +74,13 @@ def test_train_then_load_segments_as_segnas_predict_does(trained, tmp_path):
     # a file, a PIL image, the array and a BGR view turned back to RGB give one mask; segnas predict
     # writes its colours
     Image.fromarray(frame).save(tmp_path / "f.png")
-    assert np.array_equal(segment(tmp_path / "f.png"), mask) and np.array_equal(segment(Image.open(tmp_path / "f.png")), mask)
+    assert np.array_equal(segment(tmp_path / "f.png"), mask)
+    assert np.array_equal(segment(Image.open(tmp_path / "f.png")), mask)
     assert np.array_equal(segment(frame[..., ::-1].copy()[..., ::-1]), mask)
     from segnas.jobs.evaluate import predict_job
 
-    predict_job(Path(trained.run_dir) / "checkpoints" / "best.pt", tmp_path / "f.png", tmp_path / "pred", progress=False)
+    predict_job(Path(trained.run_dir) / "checkpoints" / "best.pt", tmp_path / "f.png", tmp_path / "pred",
+                progress=False)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "pred" / "f_mask.png")), segment.colorize(mask))
     # at the size it was trained at: resized there and back
     resized = api.load(Path(trained.run_dir) / "checkpoints" / "best.pt", base_size="48x64")

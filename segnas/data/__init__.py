@@ -73,5 +73,6 @@ def dataset_classes(cfg: DataConfig) -> int:
     return int(build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).num_classes)
 
 
-__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset", "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
+__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset",
+           "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms", "validate_dataset", "validate_split", "DataReport"]

@@ -149,8 +149,8 @@ class SegmentationLoss(nn.Module):
         self.boundary_weight = boundary_weight
         self.ignore_index = ignore_index
 
-    def forward(self, output: torch.Tensor | dict[str, Any], target: torch.Tensor, teacher_logits: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, output: torch.Tensor | dict[str, Any], target: torch.Tensor,
+                teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         if isinstance(output, dict):
             main, aux, detail = output["out"], output.get("aux", []), output.get("detail")
         else:

@@ -110,9 +110,9 @@ def output_names(files: list[Path]) -> list[str]:
 class Segmenter:
     """A trained network ready to segment images: ``Segmenter(checkpoint)(image)`` is the class-id
     mask of an RGB image (a uint8 HxWx3 array, a PIL image or an image file) at the image's own
-    size. Each image is resized to the size the network was trained at (the checkpoint's
-    ``data.base_size``) unless ``base_size`` is given (None: native size), and the logits resized
-    back, as ``segnas predict`` and ``segnas eval`` do. ``classes`` names the mask's ids and their
+    size. A network trained on images resized to one size (the checkpoint's ``data.base_size``)
+    sees each image resized to it, and its logits are resized back, as ``segnas predict`` and
+    ``segnas eval`` do; ``base_size`` chooses another size (None: each image's own). ``classes`` names the mask's ids and their
     colours; ``colorize`` paints a mask in them. ``device``: cpu, cuda, cuda:N or auto."""
 
     def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | str | None = CHECKPOINT,

@@ -85,10 +85,10 @@ def check_method_of_file(config: str | Path | None, method: str) -> None:
     """A settings file for a new search may name its method (``method:``) only if it is ``method``:
     one naming another is refused rather than run as ``method``."""
     path = Path(config) if config is not None else None
-    named_method = (read_yaml(path) or {}) if path is not None and path.is_file() else {}
-    if isinstance(named_method, dict) and named_method.get("method", method) != method:
-        raise SegnasError(f"{path}: method: {named_method['method']}, but this is a {method} search; search with "
-                          f"{named_method['method']}, or drop the file's method")
+    data = (read_yaml(path) or {}) if path is not None and path.is_file() else {}
+    if isinstance(data, dict) and data.get("method", method) != method:
+        raise SegnasError(f"{path}: method: {data['method']}, but this is a {method} search; search with "
+                          f"{data['method']}, or drop the file's method")
 
 
 def run_method(run_dir: str | Path) -> str:

@@ -308,9 +308,10 @@ class TrainingFreeResult:
                 "history": self.history}
 
 
-def training_free_search(space: Any, proxy: Any, latency_fn: Callable[[Architecture], float], target_ms: float, *, candidates: int = 1000,
-                         population: int = 50, sample_size: int = 10, seed: int = 0,
-                         time_limit_s: float | None = None, batches: Sequence[Batch] | None = None, num_classes: int | None = None,
+def training_free_search(space: Any, proxy: Any, latency_fn: Callable[[Architecture], float], target_ms: float, *,
+                         candidates: int = 1000, population: int = 50, sample_size: int = 10, seed: int = 0,
+                         time_limit_s: float | None = None, batches: Sequence[Batch] | None = None,
+                         num_classes: int | None = None,
                          proxy_seed: int = 0, inits: int = 1, final_inits: int = 0, top_k: int = 10,
                          executor: str = "inline", workers: int = 1, ray_address: str | None = None,
                          resources: TaskResources | None = None, max_draws: int | None = None,
