@@ -93,7 +93,7 @@ def read_text_file(path: str | Path) -> str:
     """The text of a settings or architecture file; a SegnasError naming it when it cannot be read
     as UTF-8 text (a checkpoint given by mistake, a UTF-16 file written by a shell redirect)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not text
     except UnicodeDecodeError:
         raise SegnasError(f"{path}: not a UTF-8 text file (a binary file, e.g. a checkpoint, or another "
                           "text encoding such as UTF-16)") from None

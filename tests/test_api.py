@@ -90,6 +90,24 @@ def test_train_then_load_segments_as_segnas_predict_does(trained, tmp_path):
                                                         align_corners=False).argmax(1)[0].numpy())
     with pytest.raises(SegnasError, match=r"uint8 HxWx3 RGB array.*shape \(4, 4\)"):
         segment(np.zeros((4, 4)))
+    with pytest.raises(SegnasError, match=r"uint8 HxWx3 RGB array.*shape \(0, 0, 3\)"):
+        segment(np.zeros((0, 0, 3), np.uint8))
+    assert api.load(trained.run_dir, base_size="native").size is None
+
+
+def test_an_open_image_segments_as_its_file_and_sizes_past_the_memory_are_refused(trained, tmp_path):
+    segment = api.load(trained.run_dir)
+    grey16 = np.random.default_rng(1).integers(0, 65535, (30, 40), dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g.png")  # 16-bit grey: its top byte, as predict reads it
+    assert np.array_equal(segment.rgb(Image.open(tmp_path / "g.png")), segment.rgb(tmp_path / "g.png"))
+    assert np.array_equal(segment.rgb(tmp_path / "g.png")[..., 0], (grey16 >> 8).astype(np.uint8))
+    with pytest.raises(SegnasError, match=r"image: a floating-point image \(mode F\)"):
+        segment(Image.fromarray(np.full((4, 4), 0.5, np.float32)))
+    checkpoint = Path(trained.run_dir) / "checkpoints" / "best.pt"
+    with pytest.raises(SegnasError, match=r"base_size: a forward pass of 1 × 100000x100000 needs more than"):
+        api.load(checkpoint, base_size="100000x100000")
+    with pytest.raises(SegnasError, match=r"--base-size: a forward pass of 4 × 100000x100000"):
+        api.evaluate(checkpoint, "synthetic", None, "val", base_size="100000x100000")
 
 
 def test_load_finds_a_searchs_trained_network_or_says_why_not(trained, tmp_path):
@@ -201,3 +219,15 @@ def test_evaluate_scores_a_training_as_its_validation_did(trained):
     assert len(metrics.iou) == 11 and metrics.miou == pytest.approx(trained.best_miou, abs=0.01)
     with pytest.raises(SegnasError, match="base_size"):
         api.evaluate(trained.run_dir, "synthetic", base_size="48")
+
+
+def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, tmp_path):
+    from segnas.jobs.bench import bench_job, export_job
+
+    checkpoint = str(Path(trained.run_dir) / "checkpoints" / "best.pt")
+    path, _ = export_job(checkpoint, tmp_path / "m.onnx", "48x64", progress=False)
+    assert path.is_file()
+    with pytest.raises(SegnasError, match=r"--size: expected HxW .* got \(64.5, 96\)"):
+        export_job(checkpoint, tmp_path / "n.onnx", (64.5, 96), progress=False)
+    with pytest.raises(SegnasError, match=r"--size: expected HxW .* got '64\*96'"):
+        bench_job([checkpoint], "64*96", ["eager"], progress=False)

@@ -167,6 +167,33 @@ def test_predict_keeps_both_outputs_of_images_sharing_a_stem(ema_run, tmp_path):
     assert "wrote 3" in result.output
 
 
+def test_predict_mirrors_subfolders_and_never_reads_or_replaces_its_own_outputs(ema_run, tmp_path):
+    frames = tmp_path / "frames"
+    (frames / "cam1").mkdir(parents=True)
+    image = np.random.randint(0, 255, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(image).save(frames / "x.png")
+    Image.fromarray(image).save(frames / "cam1" / "x.png")
+    Image.fromarray(image).save(frames / "x_mask.png")  # e.g. a label kept beside its image
+    before = (frames / "x_mask.png").read_bytes()
+    ckpt = ema_run / "checkpoints" / "best.pt"
+    result = run("predict", ckpt, frames, "--out", frames)
+    assert result.exit_code == 2 and "is the input folder" in result.output
+    assert (frames / "x_mask.png").read_bytes() == before and not (frames / "x_overlay.png").exists()
+    for _ in range(2):  # an output folder inside the input folder: a rerun predicts the same 3 images
+        result = run("predict", ckpt, frames, "--out", frames / "pred")
+        assert result.exit_code == 0 and "wrote 3" in result.output, result.output
+    assert sorted(p.relative_to(frames / "pred").as_posix() for p in (frames / "pred").rglob("*.png")) == [
+        "cam1/x_mask.png", "cam1/x_overlay.png", "x_mask.png", "x_mask_mask.png", "x_mask_overlay.png",
+        "x_overlay.png"]
+    # a prediction that would land on an input (frames/frames/x.png -> OUT/frames/x_mask.png with OUT the
+    # parent of frames): refused before anything is written
+    (frames / "frames").mkdir()
+    Image.fromarray(image).save(frames / "frames" / "x.png")
+    result = run("predict", ckpt, frames, "--out", tmp_path)
+    assert result.exit_code == 2 and "would replace an input image" in result.output, result.output
+    assert (frames / "x_mask.png").read_bytes() == before and not (tmp_path / "x_mask.png").exists()
+
+
 # ----------------------------------------------------------------------------- item 7: eval
 def _scored(monkeypatch):
     import segnas.jobs.evaluate as ev

@@ -196,6 +196,9 @@ def test_folder_index_masks(tmp_path):
            ignore_index_values=[1])
     raises(["ignore_index_values[0]"], FolderDataset, tmp_path, "train", classes=CLASSES,
            ignore_index_values=[-1])
+    # no lookup table sized by a value no 8- or 16-bit mask holds
+    raises(["ignore_index_values[1]", "0..65535", "10000000000000"], FolderDataset, tmp_path, "train",
+           classes=CLASSES, ignore_index_values=[255, 10**13])
 
 
 def test_folder_color_masks_with_palette(tmp_path):
@@ -237,7 +240,9 @@ def test_folder_list_files(tmp_path):
     save_rgb(tmp_path / "pics" / "b.jpg", seed=2)
     save_index(tmp_path / "labels" / "a_label.png", index_mask([2, 1, 0]))
     save_index(tmp_path / "labels" / "b_label.png", index_mask([1]))
-    (tmp_path / "val.txt").write_text("# image mask\npics/a.jpg labels/a_label.png\n\npics/b.jpg labels/b_label.png\n")
+    # with a byte-order mark and Windows line ends, as Notepad saves it
+    (tmp_path / "val.txt").write_bytes("\ufeff# image mask\r\npics/a.jpg labels/a_label.png\r\n\r\n"
+                                       "pics/b.jpg labels/b_label.png\r\n".encode())
     ds = FolderDataset(tmp_path, "val", classes=CLASSES)
     assert len(ds) == 2
     _, mask = check_sample(ds)
@@ -251,6 +256,8 @@ def test_folder_option_errors(tmp_path):
     raises(["'classes' is required"], FolderDataset, tmp_path, "train")
     raises(["'classes' must be a list"], FolderDataset, tmp_path, "train", classes="road")
     raises(["duplicate", "road"], FolderDataset, tmp_path, "train", classes=["road", "road"])
+    raises(["duplicate", "Road", "ignoring case"], FolderDataset, tmp_path, "train", classes=["Road", "road"])
+    raises(["'classes' lists 1 class", "at least two"], FolderDataset, tmp_path, "train", classes=["road"])
     raises(["palette has 2 colours for 3 classes"], FolderDataset, tmp_path, "train",
            classes=CLASSES, palette=PALETTE[:2])
     raises(["palette[1]", "300"], FolderDataset, tmp_path, "train", classes=CLASSES,
@@ -288,6 +295,9 @@ def test_folder_description_file_errors(tmp_path):
     bad_json = tmp_path / "dataset.json"
     bad_json.write_text('{"classes": [a]}')
     raises([bad_json, "malformed JSON"], FolderDataset, tmp_path, "train")
+    # a byte-order mark, as Windows editors save UTF-8, is not part of the text
+    bad_json.write_text('\ufeff{"classes": ["background", "road", "car"]}', encoding="utf-8")
+    assert FolderDataset(tmp_path, "train").classes.names == tuple(CLASSES)
 
 
 # ----------------------------------------------------------------------------------- CamVid

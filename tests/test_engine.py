@@ -405,6 +405,20 @@ def test_accumulation_counts_optimizer_steps_and_skips_an_incomplete_group(tiny_
     assert set((tmp_path / "runs").iterdir()) == runs  # refused before any run directory
 
 
+def test_batches_of_one_image_are_refused_where_a_batchnorm_sees_one_value(tiny_cfg, tmp_path):
+    """Fast-SCNN's pyramid pooling normalizes 1x1 maps: a batch of one cannot train it (refused before
+    any run directory); ENet normalizes whole feature maps only and trains on batches of one."""
+    with pytest.raises(SegnasError, match=r"data.batch_size: training batches of one image \(data.batch_size "
+                                          r"is 1\) cannot train the network's BatchNorm layer 'global_features"):
+        train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, **{"data.batch_size": 1})))
+    with pytest.raises(SegnasError, match=r"the training split holds 1 image"):
+        train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, **{"data.options": {"size": [48, 64], "length": 1}})))
+    assert not (tmp_path / "runs").exists()
+    result = train_job(TrainConfig.model_validate(tiny_cfg(epochs=1, **{"data.batch_size": 1,
+                                                                       "model": {"name": "enet"}})))
+    assert result.history
+
+
 def test_a_loss_that_becomes_nan_stops_the_training_as_diverged(tiny_cfg):
     """A non-finite loss ends the training with ``TrainingDiverged`` (a SegnasError naming the learning
     rate): a search that trains candidates briefly counts that candidate failed and goes on."""

@@ -227,10 +227,16 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path):
     for args, message in ((["report", str(tmp_path)], "no config.yaml"),
                           (["report", str(tmp_path / "none")], "run directory not found"),
                           (["report", str(runs["compare"]), "--out", str(tmp_path)], "is a folder"),
-                          (["report", str(runs["compare"]), "--samples", "-1"], "--samples")):
+                          (["report", str(runs["compare"]), "--samples", "-1"], "--samples"),
+                          (["report", str(runs["compare"] / "compare.json")], "is a file; give the run directory"),
+                          (["report", str(runs["compare"]), "--out", str(runs["compare"] / "compare.json" / "r.html")],
+                           "is a file, not a folder")):
         result = run(app, args)
         assert result.exit_code == 2 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+    result = run(app, ["report", str(runs["compare"]), "--samples", "0", "--no-latency", "--out",
+                       str(tmp_path / "new" / "r.html")])  # a missing folder is made
+    assert result.exit_code == 0 and (tmp_path / "new" / "r.html").is_file(), result.output
     (tmp_path / "config.yaml").write_text("job: x\n")
     with pytest.raises(SegnasError, match="cannot tell the kind of run"):
         report_job(tmp_path)

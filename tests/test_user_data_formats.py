@@ -107,9 +107,13 @@ def test_binary_masks_saved_as_0_and_255_are_refused_and_a_missing_class_is_name
     with pytest.raises(SegnasError, match=r"train masks hold pixels of fewer than two classes \(held: "
                                           r"'background' \(0\)\).*saved as 0/255 must be saved as 0/1"):
         check(tmp_path)
+    for mask in (tmp_path / "masks" / "train").iterdir():  # all 0, no ignored pixel: no 0/255 hint
+        Image.fromarray(np.zeros((H, W), np.uint8), "L").save(mask)
+    with pytest.raises(SegnasError, match=r"fewer than two classes \(held: 'background' \(0\)\); there is "
+                                          r"nothing to tell apart$"):
+        check(tmp_path)
     for mask in (tmp_path / "masks" / "train").iterdir():  # now 0/1: 'car' (2) is in no mask
-        ids = np.asarray(Image.open(mask))
-        Image.fromarray((ids == 255).astype(np.uint8), "L").save(mask)
+        Image.fromarray((np.arange(W)[None, :].repeat(H, 0) % 2).astype(np.uint8), "L").save(mask)
     lines: list[str] = []
     check(tmp_path, lines.append)
     assert lines == ["note: no train mask holds class(es) 'car' (2): the network cannot learn it"]

@@ -103,8 +103,8 @@ TRAIN_FLAGS = {"model": "model.name", "arch": "model.arch", "data": "data.name",
 @user_errors
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file."),
-    model: Optional[str] = typer.Option(None, help="Zoo network name (e.g. fast_scnn); or give --arch.",
-                                        show_default=_train_default("model.name")),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo network name (e.g. fast_scnn); or give "
+                                        "--arch.", show_default=_train_default("model.name")),
     arch: Optional[Path] = typer.Option(None, help="Architecture file (arch.json) from a search; or give --model."),
     data: Optional[str] = typer.Option(None, help="Dataset: camvid, cityscapes, folder, synthetic.",
                                        show_default=_train_default("data.name")),
@@ -228,8 +228,8 @@ def eval_cmd(
 @user_errors
 def predict(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) from `segnas train`."),
-    inputs: Path = typer.Argument(..., help="An image, or a folder of images / video frames."),
-    out: Path = typer.Option(Path("predictions"), help="Output folder."),
+    inputs: Path = typer.Argument(..., help="An image, or a folder of images / video frames (subfolders too)."),
+    out: Path = typer.Option(Path("predictions"), help="Output folder (a folder's subfolders mirrored in it)."),
     alpha: float = typer.Option(0.5, help="Overlay opacity, 0 (image only) to 1 (mask only)."),
     base_size: Optional[str] = typer.Option(None, help="Resize each image to HxW for the network (masks are "
                                                        "written at the image's size); 'native' keeps its size.",

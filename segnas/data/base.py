@@ -76,19 +76,24 @@ def read_image(path: Path) -> np.ndarray:
     it). A clear SegnasError if it is missing or unreadable."""
     try:
         with Image.open(path) as im:
-            if exif_orientation(im) != 1:
-                im = ImageOps.exif_transpose(im)
-            if im.mode in WIDE_GREY_MODES:
-                grey = np.asarray(im).astype(np.int64)
-                if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
-                    raise SegnasError(f"{path}: {im.mode} image values outside 0..65535; save it with 8 or 16 bits")
-                return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
-            refuse_float_image(im, path)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return image_rgb(im, path)
     except FileNotFoundError:
         raise SegnasError(f"{path}: image file not found") from None
     except IMAGE_READ_ERRORS as exc:
         raise SegnasError(f"{path}: cannot read image ({read_problem(exc)})") from None
+
+
+def image_rgb(im: Image.Image, where: Path | str) -> np.ndarray:
+    """An open image's pixels as ``read_image`` reads a file (``where`` names it in errors)."""
+    if exif_orientation(im) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in WIDE_GREY_MODES:
+        grey = np.asarray(im).astype(np.int64)
+        if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
+            raise SegnasError(f"{where}: {im.mode} image values outside 0..65535; save it with 8 or 16 bits")
+        return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    refuse_float_image(im, where)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
 #: Pillow's modes of one-channel images wider than 8 bits (16-bit PNG and TIFF, 32-bit integer).
@@ -98,7 +103,7 @@ EXIF_ORIENTATION = 0x0112
 EXIF_QUARTER_TURNS = (5, 6, 7, 8)
 
 
-def refuse_float_image(im: Image.Image, path: Path) -> None:
+def refuse_float_image(im: Image.Image, path: Path | str) -> None:
     """A one-line SegnasError for a floating-point image (its scale is unknown: 0-1, 0-255, ...)."""
     if im.mode == "F":
         raise SegnasError(f"{path}: a floating-point image (mode F); save it with 8 or 16 bits per channel")
@@ -258,7 +263,8 @@ def meta_split(n: int, fraction: float, seed: int, cap: int | None = None,
 
 @dataclass(frozen=True)
 class PairCheck:
-    """What checking one image/label pair found: the image's (H, W) and the train ids its mask holds."""
+    """What checking one image/label pair found: the image's (H, W) and the train ids its mask holds
+    (``IGNORE_INDEX`` among them when it has ignored pixels)."""
 
     size: tuple[int, int]
     classes: frozenset[int]
@@ -353,8 +359,9 @@ class PairDataset(Dataset):
         image_hw = check_image_file(img_path)
         mask = self.mapper(read_label(lab_path, self.label_mode), lab_path)
         check_same_size(image_hw, mask.shape, img_path, lab_path)
-        held = np.flatnonzero(np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=1))
-        return PairCheck(image_hw, frozenset(int(c) for c in held))
+        ignored = mask == IGNORE_INDEX
+        held = {int(c) for c in np.flatnonzero(np.bincount(mask[~ignored].ravel(), minlength=1))}
+        return PairCheck(image_hw, frozenset(held | ({IGNORE_INDEX} if ignored.any() else set())))
 
     def validate(self) -> int:
         """Read every pair once (checking readability, sizes and labels); return the count."""

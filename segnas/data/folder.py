@@ -34,6 +34,8 @@ from segnas.errors import SegnasError
 DESCRIPTION_FILES = ("dataset.yaml", "dataset.yml", "dataset.json")
 FIELDS = ("classes", "palette", "ignore_colors", "ignore_index_values")
 DEFAULT_IGNORE_VALUES = (IGNORE_INDEX,)
+#: The largest value an 8- or 16-bit mask holds.
+MAX_MASK_VALUE = 65535
 
 
 def read_description(root: Path) -> tuple[dict[str, Any], Path | None]:
@@ -45,7 +47,7 @@ def read_description(root: Path) -> tuple[dict[str, Any], Path | None]:
     else:
         return {}, None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not text
     except (OSError, UnicodeDecodeError) as exc:
         raise SegnasError(f"{path}: cannot read dataset description ({exc.__class__.__name__})") from None
     if path.suffix == ".json":
@@ -80,16 +82,18 @@ def _check_classes(value: Any, where: str) -> tuple[str, ...]:
                           f"(as an option or in dataset.yaml at the data root)")
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise SegnasError(f"{where}: 'classes' must be a list of class names, got {value!r}")
-    if not value:
-        raise SegnasError(f"{where}: 'classes' is empty")
+    if len(value) < 2:
+        raise SegnasError(f"{where}: 'classes' lists {len(value)} class(es); segmentation needs at least two "
+                          "(e.g. [background, object])")
     names = []
     for i, name in enumerate(value):
         if not isinstance(name, str) or not name.strip():
             raise SegnasError(f"{where}: classes[{i}] must be a non-empty name, got {name!r}")
         names.append(name.strip())
-    dup = sorted({n for n in names if names.count(n) > 1})
+    lower = [n.lower() for n in names]  # settings name classes case-insensitively (data.focus_classes)
+    dup = sorted({n for n in names if lower.count(n.lower()) > 1})
     if dup:
-        raise SegnasError(f"{where}: duplicate class name(s) {', '.join(dup)}")
+        raise SegnasError(f"{where}: duplicate class name(s) {', '.join(dup)} (names are compared ignoring case)")
     if len(names) > IGNORE_INDEX:
         raise SegnasError(f"{where}: {len(names)} classes; at most {IGNORE_INDEX} are supported "
                           f"({IGNORE_INDEX} is the ignore index)")
@@ -122,8 +126,9 @@ def _check_ignore_values(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise SegnasError(f"{where}: 'ignore_index_values' must be a list of integers, got {value!r}")
     for i, v in enumerate(value):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise SegnasError(f"{where}: ignore_index_values[{i}] must be an integer >= 0, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_MASK_VALUE:
+            raise SegnasError(f"{where}: ignore_index_values[{i}] must be a mask value 0..{MAX_MASK_VALUE} "
+                              f"(masks are 8- or 16-bit), got {v!r}")
     return tuple(int(v) for v in value)
 
 

@@ -30,7 +30,7 @@ from segnas.errors import SegnasError
 from segnas.progress import progress_bar
 from segnas.utils import atomic_write_text, cache_dir
 
-CACHE_VERSION = 2  # 2: with the classes each mask holds
+CACHE_VERSION = 3  # 2: with the classes each mask holds; 3: and whether it has ignored pixels
 #: Datasets with at least this many pairs to read get a progress bar (on a terminal) and a notice.
 LARGE = 200
 
@@ -46,7 +46,7 @@ class SplitReport:
     max_size: tuple[int, int] | None = None
     read: int = 0  # pairs read now (the others were unchanged since a check that passed)
     other_size: tuple[int, int] | None = None
-    classes: frozenset[int] | None = None  # the train ids its masks hold (None: not read from files)
+    classes: frozenset[int] | None = None  # the train ids its masks hold, and IGNORE_INDEX (None: not read)
     class_names: tuple[str, ...] = ()
 
 
@@ -74,12 +74,14 @@ class DataReport:
         if report is None or report.classes is None or not report.class_names:
             return
         names = report.class_names
-        if len(report.classes) < 2:
-            held = ", ".join(f"{names[c]!r} ({c})" for c in sorted(report.classes)) or "none"
-            raise SegnasError(
-                f"{report.name}: the {cfg.train_split} masks hold pixels of fewer than two classes (held: {held}); "
-                f"every other pixel is ignore ({IGNORE_INDEX}), so there is nothing to learn: masks must hold class "
-                f"indices 0..{len(names) - 1} (a two-class mask saved as 0/{IGNORE_INDEX} must be saved as 0/1)")
+        learnable = report.classes - {IGNORE_INDEX}
+        if len(learnable) < 2:
+            held = ", ".join(f"{names[c]!r} ({c})" for c in sorted(learnable)) or "none"
+            why = (f"every other pixel is ignore ({IGNORE_INDEX}), so there is nothing to learn: masks must hold class "
+                   f"indices 0..{len(names) - 1} (a two-class mask saved as 0/{IGNORE_INDEX} must be saved as 0/1)"
+                   if IGNORE_INDEX in report.classes else "there is nothing to tell apart")
+            raise SegnasError(f"{report.name}: the {cfg.train_split} masks hold pixels of fewer than two classes "
+                              f"(held: {held}); {why}")
         missing = [f"{names[c]!r} ({c})" for c in range(len(names)) if c not in report.classes]
         if missing and echo is not None:
             echo(f"note: no {cfg.train_split} mask holds class(es) {', '.join(missing)}: the network cannot learn "

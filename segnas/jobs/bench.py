@@ -23,7 +23,7 @@ from segnas.jobs.evaluate import checkpoint_base_size
 from segnas.progress import task_progress
 from segnas.spaces import read_arch_file
 from segnas.training.models import load_trained, resolve_model
-from segnas.utils import check_output_file
+from segnas.utils import check_output_file, parse_size
 
 
 #: Class count of zoo names and architecture files when neither ``--classes`` nor the file gives one.
@@ -87,14 +87,15 @@ def _onnx_row(path: Path, size: tuple[int, int], backends: Sequence[str], thread
              "achieved_gflops_s": None, "fraction_of_peak": None}]
 
 
-def bench_job(sources: Sequence[str], size: tuple[int, int], backends: Sequence[str], threads: int | None = None,
+def bench_job(sources: Sequence[str], size: tuple[int, int] | str, backends: Sequence[str], threads: int | None = None,
               num_classes: int | None = None, device: str = "cpu", min_time_s: float = 2.0,
               echo: Callable[[str], None] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
     achieved GFLOP/s and its fraction of this machine's fp32 matmul peak. Sources: zoo names,
     architecture files, checkpoints and exported ``.onnx`` files. The class count is a
     checkpoint's or ONNX file's own, else an architecture file's ``num_classes``, else
-    ``num_classes``, else DEFAULT_CLASSES (each row says which)."""
+    ``num_classes``, else DEFAULT_CLASSES (each row says which). ``size``: (H, W) or "HxW"."""
+    size = parse_size(size, "--size")
     if num_classes is not None and num_classes < 1:
         raise SegnasError(f"--classes: must be >= 1, got {num_classes}")
     for backend in backends:
@@ -182,13 +183,14 @@ def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynami
 DEFAULT_EXPORT_SIZE = (360, 480)
 
 
-def export_job(source: str, out: str | Path, size: tuple[int, int] | None = None, fmt: str = "onnx",
+def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None = None, fmt: str = "onnx",
                dynamic: bool = False, num_classes: int | None = None, tolerance: float = 1e-3,
                progress: bool = True) -> tuple[Path, list]:
     """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic;
     None: a checkpoint's ``data.base_size``, the size it was trained at, else DEFAULT_EXPORT_SIZE).
     A file that fails the parity check is removed, never left behind as if it were good. The class
     count is chosen as in ``bench_job``."""
+    size = parse_size(size, "--size") if size is not None else None
     if fmt not in ("onnx", "torchscript"):
         raise SegnasError(f"--format: expected onnx or torchscript, got {fmt!r}")
     if dynamic and fmt == "torchscript":

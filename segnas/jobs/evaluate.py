@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segnas.data import build_dataset, eval_transforms, validate_split
-from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, list_images, read_image
+from segnas.cost.memory import check_inference_size
+from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, image_rgb, list_images, read_image
 from segnas.data.transforms import Normalize
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
@@ -29,10 +30,11 @@ CHECKPOINT = "checkpoint"
 
 
 def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:
-    """The evaluation size: ``base_size`` when given ((H, W) or "HxW"; None: native), else the
-    checkpoint's ``data.base_size``; with a phrase saying where it came from."""
+    """The evaluation size: ``base_size`` when given ((H, W) or "HxW"; None or "native": each image's
+    own), else the checkpoint's ``data.base_size``; with a phrase saying where it came from."""
     if base_size != CHECKPOINT:
-        return (parse_size(base_size, "base_size") if base_size else None), "as given"
+        native = not base_size or (isinstance(base_size, str) and base_size.strip().lower() == "native")
+        return (None if native else parse_size(base_size, "base_size")), "as given"
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
         return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; --base-size native for native size"
@@ -66,7 +68,9 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     ignored (fp32) on CPUs without native bf16."""
     model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
-    validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way through
+    report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
+    check_inference_size(size or report.max_size, classes.num_classes,
+                         "--base-size" if size else f"the largest {split} image", batch_size)
     dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
     if dataset.num_classes != classes.num_classes:
         raise SegnasError(f"{checkpoint}: model predicts {classes.num_classes} classes but dataset "
@@ -85,26 +89,36 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     return metrics, list(classes.names)
 
 
-def collect_inputs(path: str | Path) -> list[Path]:
-    """One image, or every image in a folder (e.g. extracted video frames), sorted by name."""
+def collect_inputs(path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """One image, or every image in a folder and its subfolders (e.g. extracted video frames),
+    sorted by path; leaving out what lies in ``out_dir`` (where predictions go), which must not be
+    the folder itself."""
     path = Path(path)
     if path.is_dir():
-        files = list_images(path)
+        out = Path(out_dir).resolve() if out_dir is not None else None
+        if out is not None and out == path.resolve():
+            raise SegnasError(f"--out {out_dir}: is the input folder: the predictions would mix with the images "
+                              "(and could replace one of the same name); choose another folder")
+        inside = out is not None and out.is_relative_to(path.resolve())  # frames/pred: not read as input
+        files = [f for f in list_images(path, recursive=True) if not (inside and f.resolve().is_relative_to(out))]
         if not files:
-            raise SegnasError(f"{path}: no images in folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            raise SegnasError(f"{path}: no images in folder or its subfolders (looked for "
+                              f"{', '.join(IMAGE_EXTENSIONS)})")
         return files
     if not path.is_file():
         raise SegnasError(f"{path}: input image or folder not found")
     return [path]
 
 
-def output_names(files: list[Path]) -> list[str]:
-    """The name each input's outputs are written under: its stem, or its whole name where two
-    inputs share a stem (``x.png`` and ``x.jpg`` -> ``x.png``, ``x.jpg``), so none is overwritten."""
-    stems: dict[str, int] = {}
-    for f in files:
-        stems[f.stem] = stems.get(f.stem, 0) + 1
-    return [f.stem if stems[f.stem] == 1 else f.name for f in files]
+def output_names(files: list[Path], root: Path | None = None) -> list[Path]:
+    """The name each input's outputs are written under, relative to the output folder: its stem, in
+    the subfolder it has under ``root`` (the input folder); its whole name where two inputs of one
+    folder share a stem (``x.png`` and ``x.jpg`` -> ``x.png``, ``x.jpg``), so none is overwritten."""
+    relative = [f.relative_to(root) if root is not None else Path(f.name) for f in files]
+    stems: dict[Path, int] = {}
+    for rel in relative:
+        stems[rel.with_suffix("")] = stems.get(rel.with_suffix(""), 0) + 1
+    return [rel.with_suffix("") if stems[rel.with_suffix("")] == 1 else rel for rel in relative]
 
 
 class Segmenter:
@@ -121,12 +135,14 @@ class Segmenter:
         self.model, self.classes, state, self.weights = load_trained(checkpoint)
         self.model.to(where)
         self.size, self.size_from = checkpoint_base_size(state, base_size)
+        check_inference_size(self.size, self.classes.num_classes, "base_size")
         self.bf16 = usable_bf16(bf16, device_type=where.type)  # fp32 where the CPU would only emulate bf16
         self._normalize = Normalize()
 
     def logits(self, image: Any) -> torch.Tensor:
         """Float32 1xCxHxW class scores of ``image`` at its own size."""
         rgb = self.rgb(image)
+        check_inference_size(rgb.shape[:2], self.classes.num_classes, "image")  # its logits are of its size
         x, _ = self._normalize(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0, torch.empty(0))
         x = x[None] if self.size is None else F.interpolate(x[None], size=self.size, mode="bilinear",
                                                              align_corners=False)
@@ -151,9 +167,9 @@ class Segmenter:
             check_image_file(Path(image))
             return read_image(Path(image))
         if isinstance(image, Image.Image):
-            return np.array(image.convert("RGB"))
+            return image_rgb(image, "image")
         array = np.asarray(image)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
             raise SegnasError(f"image: expected a uint8 HxWx3 RGB array, a PIL image or an image file, got an array "
                               f"of shape {array.shape} and dtype {array.dtype}")
         return np.ascontiguousarray(array)  # a view such as BGR frame[..., ::-1] has negative strides
@@ -163,7 +179,8 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
                 bf16: bool = False, progress: bool = True, base_size: tuple[int, int] | None | str = CHECKPOINT,
                 echo: Callable[[str], None] | None = None) -> list[Path]:
     """Write ``<name>_mask.png`` (colourized classes) and ``<name>_overlay.png`` for each input
-    image (``name``: its stem, its whole file name where stems repeat), at the image's own size.
+    image (``name``: its stem, its whole file name where stems repeat; in the subfolder it has in
+    the input folder), at the image's own size.
     Each image is resized to the size the network was trained at (the checkpoint's
     ``data.base_size``, as ``eval_job`` scores it) unless ``base_size`` is given (None: native
     size), and its logits resized back; any size works (the network pads to its stride)."""
@@ -172,9 +189,17 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     RunDir.check_parent(out_dir, "--out")  # a file, or a folder that cannot be written
     segmenter = Segmenter(checkpoint, base_size, bf16)
-    files = collect_inputs(inputs)
-    for f in files:  # a damaged frame is found before any output is written
-        check_image_file(f)
+    files = collect_inputs(inputs, out_dir)
+    for f in files:  # a damaged or too large frame is found before any output is written
+        check_inference_size(check_image_file(f), segmenter.classes.num_classes, str(f))
+    names = output_names(files, Path(inputs) if Path(inputs).is_dir() else None)
+    inputs_at = {f.resolve() for f in files}
+    for name in names:
+        for kind in ("mask", "overlay"):
+            target = out_dir / name.parent / f"{name.name}_{kind}.png"
+            if target.resolve() in inputs_at:
+                raise SegnasError(f"--out {out_dir}: the prediction {target} would replace an input image; "
+                                  "choose another folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -184,11 +209,13 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         echo(f"predicting at {at} ({segmenter.size_from})")
     written = []
     with task_progress("predict", len(files), progress) as ticker:
-        for f, name in zip(files, output_names(files)):
+        for f, name in zip(files, names):
             image = read_image(f)
             colors = segmenter.colorize(segmenter(image))
-            save_png(out_dir / f"{name}_mask.png", colors)
-            save_png(out_dir / f"{name}_overlay.png", overlay(image, colors, alpha))
-            written.append(out_dir / f"{name}_mask.png")
+            folder = out_dir / name.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            save_png(folder / f"{name.name}_mask.png", colors)
+            save_png(folder / f"{name.name}_overlay.png", overlay(image, colors, alpha))
+            written.append(folder / f"{name.name}_mask.png")
             ticker.advance()
     return written

@@ -41,9 +41,7 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
     out = Path(out) if out is not None else run.path / "report.html"
     if out.is_dir():
         raise SegnasError(f"--out {out}: is a folder; give the report's file name (e.g. {out / 'report.html'})")
-    if not out.parent.is_dir():
-        raise SegnasError(f"--out {out}: folder {out.parent} does not exist")
-    check_output_file(out, "--out")
+    check_output_file(out, "--out")  # a missing folder is made, as export and predict make theirs
     inputs = ReportInputs()
     checkpoint = report_checkpoint(run)
     state: dict[str, Any] | None = None

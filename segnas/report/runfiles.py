@@ -94,6 +94,8 @@ def run_kind(path: Path, config: dict[str, Any]) -> str:
 def read_run(path: str | Path) -> RunFiles:
     """Read the run directory at ``path``; a folder that is not one is a one-line SegnasError."""
     path = Path(path)
+    if path.is_file():
+        raise SegnasError(f"{path}: is a file; give the run directory that holds it (e.g. runs/RUN)")
     if not path.is_dir():
         raise SegnasError(f"{path}: run directory not found")
     cfg_path = path / "config.yaml"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from segnas.config.io import saved_form
@@ -76,7 +77,9 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
     init = _init_weights(model, cfg, run, echo)
-    check_training_memory(model, min(cfg.data.batch_size, len(train_set)), *data.train_sample_size(cfg.data), cfg.device)
+    batch = min(cfg.data.batch_size, len(train_set))
+    check_training_memory(model, batch, *data.train_sample_size(cfg.data), cfg.device)
+    check_batch_statistics(model, batch, data.train_sample_size(cfg.data)[0], len(train_set))
     weights = class_weights(cfg, train_set)
     check_accumulation(cfg, len(train_set))
     teacher_model = cfg.loss.teacher_model if run is None else None
@@ -109,6 +112,42 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     result = trainer.fit()
     result.init = init
     return result
+
+
+def check_batch_statistics(model: nn.Module, batch: int, size: tuple[int, int] | None, train_images: int) -> None:
+    """Refuse (before any work) training batches of one sample for a network with a BatchNorm layer
+    that then sees a single value per channel (after global pooling, or a feature map of 1x1): its
+    batch statistics do not exist and the first training step would fail."""
+    if batch >= 2:
+        return
+    single: list[str] = []
+
+    def record(name: str) -> Callable:
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0]
+            if x.dim() >= 2 and x.numel() == x.shape[0] * x.shape[1]:
+                single.append(name)
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not hooks:
+        return
+    h, w = size or (64, 64)
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(torch.zeros(1, 3, h, w))
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    if single:
+        why = f"the training split holds {train_images} image" if train_images < 2 else "data.batch_size is 1"
+        raise SegnasError(f"data.batch_size: training batches of one image ({why}) cannot train the network's "
+                          f"BatchNorm layer {single[0]!r}, which sees one value per channel; use batches of at "
+                          "least 2 images")
 
 
 def check_accumulation(cfg: TrainConfig, train_images: int) -> None:
