@@ -930,10 +930,18 @@ def fusions(r: dict) -> list[str]:
 RECIPE_GOAL_POINTS, RECIPE_GOAL_STEPS, RECIPE_GOAL_SEEDS = 5.0, 2700, 2
 
 
-def recipe_ablation(r: dict) -> list[str]:
+def accumulation_control(screen: dict, control: dict) -> bool:
+    """Whether recipe result ``control`` is the current recipe alone at twice the steps of ``screen``,
+    which screens ``accumulate2`` (twice the images per step): the same images and compute."""
+    return ("accumulate2" in screen["variants"] and set(control["variants"]) == {"current"}
+            and control["steps"] == 2 * screen["steps"] and control["holdout"] == screen["holdout"])
+
+
+def recipe_ablation(r: dict, control: dict | None = None) -> list[str]:
     """The recipe screen (``recipe_camvid.py``): per network, each variant's val and cross-sequence
     mIoU, its change in cross-sequence mIoU against the current recipe, and the rare classes'
-    cross-sequence IoU."""
+    cross-sequence IoU; with ``control`` (``accumulation_control``), the current recipe at twice the
+    steps beside ``accumulate2``."""
     held, rare = r["holdout"], r.get("rare_classes", [])
     full = r["steps"] >= RECIPE_GOAL_STEPS and r["seeds"] >= RECIPE_GOAL_SEEDS
     lines = [f"### The final-training recipe, one change at a time: {r['steps']} steps, {r['seeds']} seed(s)", "",
@@ -983,6 +991,16 @@ def recipe_ablation(r: dict) -> list[str]:
               f"cross-sequence IoU of the thin and rare classes" + held_presence(r) + "."
               + (" A variant marked with fewer seeds was screened with the first seed only: shown, not judged."
                  if any(seeds(row) < r["seeds"] for row in r["rows"]) else "")]
+    for row in (control or {}).get("rows", []):
+        acc = next((x for x in r["rows"] if x["model"] == row["model"] and x["variant"] == "accumulate2"), None)
+        if acc is not None:
+            label = Path(row["model"]).parent.name if row["model"].endswith(".json") else row["model"]
+            lines += ["", f"`accumulate2` sees twice the images per optimizer step, at twice the compute. The current "
+                      f"recipe for twice the steps ({control['steps']}: the same images and compute, "
+                      f"{len(row['training'])} seed) reaches {pm(row, 'val_miou')} val and {pm(row, 'holdout_miou')} "
+                      f"cross-sequence mIoU with {label}, against `accumulate2`'s {pm(acc, 'val_miou')} and "
+                      f"{pm(acc, 'holdout_miou')}: {100 * (acc['holdout_miou_mean'] - row['holdout_miou_mean']):+.1f} "
+                      "cross-sequence points for the larger batch at equal compute."]
     goal = (f"Goal: ≥ +{RECIPE_GOAL_POINTS:g} cross-sequence points over the current recipe at {RECIPE_GOAL_STEPS} "
             f"steps, {RECIPE_GOAL_SEEDS} seeds each")
     if r["steps"] >= RECIPE_GOAL_STEPS and not full:
@@ -1060,8 +1078,12 @@ def page_training(study: Study, studies: dict[str, Study]) -> list[str]:
             lines += train_camvid(r)
     recipes = [r for r in res.values() if "variants" in r and "rows" in r]
     at_goal = next((r for r in recipes if r["steps"] == RECIPE_GOAL_STEPS), None)
+    controls = {id(r): c for r in recipes for c in recipes if accumulation_control(r, c)}
     for r in recipes:
-        lines += (recipe_long_run(r, at_goal) if is_long_run(r) else recipe_ablation(r)) + [machine_line(r), ""]
+        if id(r) in {id(c) for c in controls.values()}:
+            continue  # told beside the screen whose accumulation it controls
+        lines += (recipe_long_run(r, at_goal) if is_long_run(r) else recipe_ablation(r, controls.get(id(r))))
+        lines += [machine_line(r), ""]
     lines += same_steps(studies)
     lines += ["### Same training budget: 10 CPU-minutes each", ""]
     lines += same_budget(studies, link="../{study}/README.md")

@@ -154,6 +154,10 @@ def test_the_train_page_shows_the_per_class_iou_of_the_evaluation_best_pt_was_sa
     summary = section(report_job(run, samples=0, latency_model=runs["latency"]).read_text(), "summary")
     assert "Per-class IoU (best evaluation, epoch 1)" in summary
     assert "12.3" in summary and "45.6" not in summary and "25.0" in summary  # the last mIoU is still told
+    # a run killed before its first checkpoint: the classes are named from its dataset all the same
+    shutil.rmtree(run / "checkpoints")
+    summary = section(report_job(run, samples=0, latency=False).read_text(), "summary")
+    assert "Pole" in summary and "SignSymbol" in summary
 
 
 def test_a_moved_arch_file_is_drawn_from_the_checkpoint(runs, tmp_path):

@@ -58,6 +58,8 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
                 inputs.notes["samples"] = ["Sample predictions left out (--samples 0)."]
         except SegnasError as exc:
             inputs.notes["samples"] = [f"No sample predictions: {exc}"]
+    if inputs.class_names is None and run.kind == "train":  # no readable checkpoint: the run's dataset names them
+        inputs.class_names = dataset_class_names(run.config)
     inputs.archs = architectures(run)
     spec = (state or {}).get("model_spec") or {}
     if run.kind == "train" and spec.get("kind") == "arch":  # the checkpoint holds the whole arch file
@@ -97,6 +99,16 @@ def report_checkpoint(run: RunFiles) -> Path | None:
                 if found_ckpt:
                     return found_ckpt
     return None
+
+
+def dataset_class_names(config: dict[str, Any]) -> list[str] | None:
+    """The class names of the training split a run's settings name; None when that data cannot be
+    opened here (moved, or settings of another version)."""
+    try:
+        data = DataConfig.model_validate(config.get("data") or {})
+        return list(open_data(data, data.train_split, None, cache=False).classes.names)
+    except (SegnasError, ValueError, OSError):
+        return None
 
 
 def predict_samples(model: torch.nn.Module, classes: Any, state: dict[str, Any], count: int,
