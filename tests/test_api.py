@@ -201,6 +201,10 @@ def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way
     with pytest.raises(SegnasError, match="--rerun runs jobs of an existing comparison again"):
         api.compare({"data.name": "synthetic", "data.crop_size": "64x96", "latency.target_ms": 20,
                      "methods": ["gas"], "out_dir": str(tmp_path)}, rerun="gas")
+    for option, value in (("device", "gpu"), ("workers", 0)):
+        with pytest.raises(SegnasError, match=f"--{option}"):
+            api.compare({"data.name": "synthetic", "data.crop_size": "64x96", "latency.target_ms": 20,
+                         "methods": ["gas"], "out_dir": str(tmp_path)}, **{option: value})
     assert not any(tmp_path.iterdir())
     import segnas.jobs as jobs
 

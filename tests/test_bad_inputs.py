@@ -293,6 +293,9 @@ CLI_CASES = [
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={data: {focus_classes: [nosuch], focus_prob: 0.5}}"],
      "final.overrides: data.focus_classes: 'nosuch'"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "device=cuda:99"], "device: 'cuda:99'"),
+    # FasterSeg's student is distilled from its teacher: a teacher of the user's own is refused before the search
+    (["search", "fasterseg"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides.loss.teacher_model=fast_scnn"],
+     "final.overrides: loss: give loss.teacher"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "{tmp}/p.json"],
      "saswot.scoring.proxy (--proxy): ", _not_utf8),
     (["bench", "-m", "fast_scnn", "-m", "{tmp}/fixed.onnx", "--size", "64x96"], "give --size 32x48", _onnx_fixed_size),

@@ -432,3 +432,24 @@ def test_resumable_values_reads_the_dotted_settings_a_dump_holds():
     assert resumable_values({"data": {"root": "/d", "batch_size": 8}, "device": "cpu", "seed": 1}) == {
         "data.root": "/d", "device": "cpu"}
     assert resumable_values({}) == {} and "seed" not in RESUMABLE
+
+
+def test_a_setting_that_holds_a_name_or_a_file_is_saved_absolute_only_when_it_is_a_file(tmp_path, monkeypatch):
+    from segnas.config.compare import CompareSettings
+    from segnas.config.io import saved_form
+    from segnas.jobs.search import make_settings
+
+    monkeypatch.chdir(tmp_path)
+    settings = make_settings("gas", {"data": {"name": "synthetic"}, "latency": {"probe": "probe/arch.json"},
+                                     "gas": {"pretrained": "runs/old"}})
+    saved = saved_form(settings)
+    assert saved["latency"]["probe"] == str(tmp_path / "probe" / "arch.json")
+    assert saved["gas"]["pretrained"] == str(tmp_path / "runs" / "old")
+    saved = saved_form(make_settings("saswot", {"data": {"name": "synthetic"}, "latency": {"probe": "fast_scnn"},
+                                                "saswot": {"scoring": {"proxy": "my_proxy.json"}}}))
+    assert saved["latency"]["probe"] == "fast_scnn" and saved["saswot"]["scoring"]["proxy"] == str(
+        tmp_path / "my_proxy.json")
+    assert saved_form(make_settings("saswot", {"data": {"name": "synthetic"}}))["saswot"]["scoring"]["proxy"] == "nwot"
+    compare = CompareSettings.model_validate({"data": {"name": "synthetic"}, "latency": {"target_ms": 5, "size": [48, 64]},
+                                              "measure_probe": "probe.json"})
+    assert saved_form(compare)["measure_probe"] == str(tmp_path / "probe.json")

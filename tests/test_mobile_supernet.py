@@ -194,6 +194,23 @@ def test_supernet_search_trains_then_scores_members_on_held_out_training_images(
     assert not list(tmp_path.glob("*-again"))
 
 
+def test_a_time_budget_spent_while_the_supernet_trains_still_searches_the_supernet_as_trained(tmp_path):
+    settings = make_settings("supernet", {
+        "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}, "crop_size": [48, 64],
+                 "batch_size": 2},
+        "out_dir": str(tmp_path), "threads": 1, "progress": False, "final": {"epochs": 0}, "minutes": 1e-4,
+        "latency": {"target_ms": 1e9, "size": [48, 64], "backend": "eager", "threads": 1},
+        "supernet": {"space": "mobile", "space_options": SMALL_OPTIONS, "epochs": 3, "sandwich_random": 0,
+                     "candidates": 4, "population": 2, "sample_size": 2, "meta_val_fraction": 0.25,
+                     "meta_val_images": 2, "calibration_images": 2}})
+    latency = LatencyModel(MacsTable("eager", threads=1, path=tmp_path / "table.json"), (48, 64), 1e9)
+    run = Path(search_job(settings, latency=latency)["run_dir"])
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["phase"] == "pretrain" and metrics[-1]["epoch"] == 1 and "time budget" in metrics[-1]["stopped"]
+    assert (run / "checkpoints" / "pretrained.pt").is_file() and (run / "arch.json").is_file()
+    assert json.loads((run / "search_result.json").read_text())["details"]["candidates_scored"] >= 1
+
+
 def test_inherit_weights_is_refused_before_the_search_for_a_supernet_that_cannot_hand_them_over(tmp_path):
     settings = make_settings("supernet", {
         "data": {"name": "synthetic", "options": {"size": [48, 64], "length": 8}}, "out_dir": str(tmp_path),

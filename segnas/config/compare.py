@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from segnas.config.io import new_settings
 from segnas.config.recipes import recipe_with
 from segnas.config.search import LatencyTarget, refuse_idle_execution
-from segnas.config.train import PATH, DataConfig, Settings, refuse_idle
+from segnas.config.train import NAME_OR_FILE, PATH, DataConfig, Settings, refuse_idle
 from segnas.errors import SegnasError
 
 #: Search settings the comparison sets for every method (a method's own settings may not).
@@ -93,7 +93,7 @@ class CompareSettings(Settings):
     #: (``cost.latency.measure_latency_gated``): every figure is then taken in one state of the host
     #: (``cost.latency.reference_probe``).
     #: None: no probe, each network's quietest round's median (``LatencyResult.quietest_ms``).
-    measure_probe: Optional[str] = "fast_scnn"
+    measure_probe: Optional[str] = Field("fast_scnn", json_schema_extra=NAME_OR_FILE)
     #: Jobs (searches, trainings) run at once.
     workers: int = Field(1, ge=1)
     #: inline (in this process), process (a local pool of processes) or ray (a Ray cluster).

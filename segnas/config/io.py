@@ -189,9 +189,16 @@ def absolute_paths(config: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if isinstance(value, BaseModel) and isinstance(data.get(name), dict):
             absolute_paths(value, data[name])
-        elif extra.get("path") and isinstance(data.get(name), str) and data[name]:
+        elif extra.get("path") and isinstance(data.get(name), str) and data[name] and (
+                extra["path"] is True or names_a_file(data[name])):
             data[name] = os.path.abspath(os.path.expanduser(data[name]))
     return data
+
+
+def names_a_file(value: str) -> bool:
+    """Whether a setting that holds a name or a file (``NAME_OR_FILE``) holds a file: a path with a
+    folder or a file suffix, or an existing file (names have neither)."""
+    return "/" in value or os.sep in value or Path(value).suffix != "" or os.path.isfile(value)
 
 
 def saved_form(config: BaseModel) -> dict[str, Any]:

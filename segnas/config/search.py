@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from segnas.config.io import SAVED_RUN, new_settings
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
-from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, refuse_idle, size_or_none
+from segnas.config.train import NAME_OR_FILE, PATH, DataConfig, OptimConfig, Settings, refuse_idle, size_or_none
 from segnas.errors import SegnasError
 
 
@@ -42,7 +42,7 @@ class LatencyTarget(Settings):
     #: tell a host that changes speed by itself (a cloud VM) in its slow state: entries timed then are
     #: timed again, networks take their rounds in one state of the host (``cost.latency.reference_probe``).
     #: None: unprobed timing.
-    probe: Optional[str] = None
+    probe: Optional[str] = Field(None, json_schema_extra=NAME_OR_FILE)
     #: Refuse, before the search, a target no network of the space is predicted to meet (the cheapest
     #: of 256 drawn over 1.5x the target) or one below the runtime's call overhead. False: a one-shot
     #: search runs anyway, its latency term pushing towards the space's fastest networks.
@@ -128,7 +128,7 @@ class ProxyEvaluatorSettings(Settings):
 
     #: A registered proxy name (listed on the SasWOT page), a rank aggregate (``az_nas``,
     #: ``rank_log(a,b)``, ``rank_mean(a,b)``) or a discovered proxy ``.json``.
-    proxy: str = "nwot"
+    proxy: str = Field("nwot", json_schema_extra=NAME_OR_FILE)
     #: The split the proxy's images come from.
     split: str = "train"
     #: Images the proxy sees (None: a proxy file's own, else 8; swap needs 24 or more).

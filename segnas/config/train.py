@@ -17,6 +17,9 @@ from segnas.utils import parse_size
 DEFAULT_EPOCHS = 10
 #: Marks a setting that names a file or folder: ``save_config`` writes it as an absolute path.
 PATH = {"path": True}
+#: Marks a setting that holds a name (a zoo network, a registered proxy) or a file: ``save_config``
+#: writes a file as an absolute path (``config.io.names_a_file``) and a name as it is.
+NAME_OR_FILE = {"path": "file"}
 
 
 @dataclass(frozen=True)

@@ -805,7 +805,8 @@ def with_execution(cfg: CompareSettings, device: str | None, workers: int | None
     update = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
     if not update:
         return cfg
-    return CompareSettings.model_validate({**cfg.model_dump(mode="json"), **update})
+    return build_config(CompareSettings, {**cfg.model_dump(mode="json"), **update}, "options",
+                        {"device": "--device", "workers": "--workers"})
 
 
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,

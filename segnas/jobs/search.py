@@ -180,7 +180,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     size = latency.size if latency is not None else cfg.deployment_size()
     check_inference_size(size, num_classes, "latency.size (--size)")
     validate_dataset(cfg.data, cfg.progress, echo)
-    check_final_training(cfg, names)
+    check_final_training(cfg, names, strategy.hands_over_teacher)
     if latency is None:
         latency = LatencyModel.from_settings(cfg.latency, size, cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
@@ -274,15 +274,23 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
     return row
 
 
-def check_final_training(s: SearchSettings, names: Sequence[str]) -> None:
-    """The final training's recipe and overrides with the search's data settings: valid together, and
-    the classes they name among the dataset's (``names``); checked before the search, not after it."""
+def check_final_training(s: SearchSettings, names: Sequence[str], with_teacher: bool = False) -> None:
+    """The final training's recipe and overrides with the search's data settings: valid together
+    (``with_teacher``: also for a network distilled from a found teacher), and the classes they name
+    among the dataset's (``names``); checked before the search, not after it."""
     f = s.final
     if f.epochs == 0:
         return
-    recipe = recipe_with(f.recipe, f.overrides, "final.overrides")
-    cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
-    check_classes(cfg, names, "final.overrides: ")
+    for teacher in ([None, Path("teacher.pt")] if with_teacher else [None]):
+        recipe = recipe_with(f.recipe, merged(distillation(teacher), f.overrides), "final.overrides")
+        cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
+        check_classes(cfg, names, "final.overrides: ")
+
+
+def distillation(teacher_ckpt: Path | None) -> dict[str, Any]:
+    """The loss settings of a final training distilled from a found teacher (pixel-wise KD, weight 1,
+    auxiliary heads 0.2: FasterSeg's recipe), defaults under the user's ``final.overrides``."""
+    return {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}} if teacher_ckpt else {}
 
 
 def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path | None) -> TrainConfig:
@@ -291,9 +299,7 @@ def final_train_config(ctx: SearchContext, net: FoundNetwork, teacher_ckpt: Path
     that differ from the defaults sit on the recipe's augmentation; with a teacher, pixel-wise KD
     from it too (weight 1, auxiliary heads 0.2: FasterSeg's recipe)."""
     s, f = ctx.settings, ctx.settings.final
-    # the teacher's KD weights are defaults under the user's final.overrides (which may retune them)
-    kd = {"loss": {"teacher": str(teacher_ckpt), "kd_weight": 1.0, "aux_weight": 0.2}} if teacher_ckpt else {}
-    recipe = recipe_with(f.recipe, merged(kd, f.overrides), "final.overrides")
+    recipe = recipe_with(f.recipe, merged(distillation(teacher_ckpt), f.overrides), "final.overrides")
     return build_config(TrainConfig, {
         **recipe, "job": f"{s.job_name}-{net.name}",
         "data": recipe_data(recipe, s.data),

@@ -89,6 +89,9 @@ class Strategy(ABC):
     cli_options: ClassVar[dict[str, tuple[str, type, str]]] = {}
     #: Whether the search needs a latency target (a FLOPs-regularized SSR search does not).
     needs_target: ClassVar[bool] = True
+    #: Whether a found network is distilled from another found one (``FoundNetwork.distill_from``) in
+    #: its final training: the final training's settings are then checked with a teacher.
+    hands_over_teacher: ClassVar[bool] = False
 
     def prepare(self, ctx: SearchContext) -> None:
         """Check and build what can fail on user input (data, space, supernet) before the run

@@ -393,5 +393,7 @@ class OneShotEngine:
                     if self.stopped:
                         self.run.log(f"search ended: {self.stopped}")
                         self.echo(f"search ended: {self.stopped}")
+            if self.stopped and self.phase == "pretrain" and self.s.pretrain_epochs and not self.pretrained_path.is_file():
+                self._save_pretrained()  # stopped while pre-training: what there is, for the next phase or search
         distributed.barrier()  # rank 0's checkpoints are written
         return record

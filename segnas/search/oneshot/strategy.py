@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from segnas.config.search import CANDIDATE_EXECUTION, SearchSettings
-from segnas.config.train import Settings
+from segnas.config.train import PATH, Settings
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy
@@ -36,7 +36,7 @@ class OneShotSettings(Settings):
     pretrain_epochs: int = Field(20, ge=0)
     #: Start the search from another search run's pre-trained supernet (its run directory or its
     #: ``checkpoints/pretrained.pt``) instead of pre-training; pretrain_epochs is then taken from it.
-    pretrained: Optional[str] = None
+    pretrained: Optional[str] = Field(None, json_schema_extra=PATH)
     search_epochs: int = Field(30, ge=1)
     weight_lr: float = Field(0.02, gt=0)
     arch_lr: float = Field(3e-4, gt=0)

@@ -75,6 +75,7 @@ class FasterSegSearch(OneShotStrategy):
     """Co-searches a teacher (no latency term, fixed widths) and a student under the target."""
 
     settings_class: ClassVar[type[Settings]] = FasterSegSettings
+    hands_over_teacher = True  # the student is distilled from the teacher
     cli_options = {"pretrained": ("fasterseg.pretrained", str, "Skip pre-training: start from this search run's "
                                   "pre-trained supernet (run dir or pretrained.pt).")}
 
