@@ -93,7 +93,7 @@ def test_every_use_of_a_last_checkpoint_takes_the_weights_training_scored(tiny_c
     state = load_checkpoint(last)
     ema = {k.removeprefix("module."): v for k, v in state["ema"]["module"].items()}
     assert any(not torch.equal(v, ema[k]) for k, v in state["model"].items())  # the two differ
-    for model in (resolve_model(str(last))[0], load_teacher(str(last), len(state["classes"]["names"]))):
+    for model in (resolve_model(str(last))[0], load_teacher(str(last), state["classes"]["names"])):
         assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
 
 

@@ -222,6 +222,16 @@ def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):
                    "batch_size": 2, "eval_batch_size": 2}
     with pytest.raises(SegnasError, match=r"loss\.teacher: .*best\.pt predicts \d+ classes, the dataset has 2"):
         train_job(TrainConfig.model_validate(cfg))
+    # the same number of classes in another order: it would teach other classes
+    best = Path(teacher.run_dir) / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=False)
+    state["classes"]["names"] = list(reversed(state["classes"]["names"]))
+    torch.save(state, tmp_path / "reordered.pt")
+    with pytest.raises(SegnasError, match=r"loss\.teacher: .*reordered\.pt was trained on classes Bicyclist, .*first "
+                                          r"difference: 'Bicyclist' vs 'Sky'"):
+        train_job(TrainConfig.model_validate(tiny_cfg(**{"loss.teacher": str(tmp_path / "reordered.pt")})))
+    with pytest.raises(SegnasError, match=r"loss\.teacher \(--teacher\): .*nope\.pt"):
+        train_job(TrainConfig.model_validate(tiny_cfg(**{"loss.teacher": str(tmp_path / "nope.pt")})))
 
 
 def test_ema_tracks_weights():
@@ -427,3 +437,25 @@ def test_a_loss_that_becomes_nan_stops_the_training_as_diverged(tiny_cfg):
     cfg = tiny_cfg(epochs=None, max_steps=4, **{"optim.name": "sgd", "optim.lr": 1e12})
     with pytest.raises(TrainingDiverged, match=r"optim.lr: the loss became nan at step \d+; lower the learning rate"):
         train_job(TrainConfig.model_validate(cfg))
+    run = next(Path(cfg["out_dir"]).iterdir())  # its log says why it ended
+    assert "stopped: optim.lr: the loss became nan" in (run / "log.txt").read_text()
+
+
+def test_a_run_another_process_runs_is_refused_and_a_refused_resume_touches_nothing(tiny_cfg, tmp_path):
+    import fcntl
+
+    from segnas.engine.rundir import LOCK_FILE
+
+    run = Path(train_job(TrainConfig.model_validate(tiny_cfg(epochs=1))).run_dir)
+    with open(run / LOCK_FILE, "a") as other:  # another process's resume, still running
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SegnasError, match="another process is running this job now"):
+            train_job(None, resume=run)
+    # a search run given to a training's resume: refused before its folder is touched
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "config.yaml").write_text("method: saswot\n")
+    (search / ".search_state.json.ab12cd34.tmp").write_text("{")
+    with pytest.raises(SegnasError, match="a search run, not a training run"):
+        train_job(None, resume=search)
+    assert sorted(p.name for p in search.iterdir()) == [".search_state.json.ab12cd34.tmp", "config.yaml"]

@@ -340,7 +340,10 @@ def test_distillation_adds_a_kd_term_only_with_a_teacher(child_setup, tmp_path):
     data, num_classes, arch = child_setup
     teacher = build_model("fast_scnn", num_classes, width=0.5)
     path = tmp_path / "teacher.pt"
-    save_checkpoint(path, {"model": teacher.state_dict(), "classes": {"names": [str(i) for i in range(num_classes)],
+    from segnas.data import open_data
+
+    names = list(open_data(data).classes.names)  # a teacher of the dataset's classes
+    save_checkpoint(path, {"model": teacher.state_dict(), "classes": {"names": names,
                                                                        "colors": [[0, 0, 0]] * num_classes},
                            "model_spec": {"kind": "zoo", "name": "fast_scnn", "options": {"width": 0.5}}})
     without = _evaluator(child_setup, stage2_steps=0)(arch)

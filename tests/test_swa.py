@@ -67,6 +67,12 @@ def test_a_run_with_swa_evaluates_and_saves_the_average_at_the_swa_rate(tiny_cfg
     assert [r["lr"] for r in records][2:] == [0.001, 0.001] and records[0]["lr"] > 0.001
     last = load_checkpoint(Path(result.run_dir) / "checkpoints" / "last.pt")
     assert last["swa"]["averaged"]["n_averaged"].item() == 6  # 3 steps an epoch, the last 2 epochs
+    # model.init from last.pt starts from the average training scored (best.pt's weights), not the raw ones
+    from segnas.engine.checkpoint import read_weights
+
+    best = load_checkpoint(Path(result.run_dir) / "checkpoints" / "best.pt")["model"]
+    init = read_weights(Path(result.run_dir) / "checkpoints" / "last.pt", "model.init")
+    assert all(torch.equal(init[k], best[k]) for k in best)
 
 
 def test_without_a_val_split_best_pt_is_the_average_with_its_own_batchnorm_statistics(tiny_cfg):

@@ -58,6 +58,10 @@ def echo(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
+#: An "HxW" size given to --set.
+SIZE_TEXT = re.compile(r"\d+\s*x\s*\d+", re.IGNORECASE)
+
+
 def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     """``key.path=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
     out = {}
@@ -65,8 +69,8 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not all(part.strip() for part in key.split(".")):
             raise SegnasError(f"{option}: expected key=value, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
+        try:  # a size such as 0x64 stays text (YAML would read a hexadecimal number)
+            out[key.strip()] = value.strip() if SIZE_TEXT.fullmatch(value.strip()) else yaml.safe_load(value)
         except yaml.YAMLError:
             raise SegnasError(f"{option} {key.strip()}: cannot read the value {value!r} (YAML)") from None
     return out
@@ -161,7 +165,10 @@ def train(
         overrides["model.arch"], flags["model.arch"] = None, "--model"
     if arch is not None:
         overrides["model.name"], flags["model.name"] = None, "--arch"
-    overrides.update(parse_overrides(set_))
+    sets = parse_overrides(set_)
+    overrides.update(sets)
+    if resume is None:  # an error names the option, not the settings file
+        flags.update({key: "" for key in sets})
     cfg = job_settings(TrainConfig, config, overrides, resume, flags, recipe)
     result = train_job(cfg, resume=resume, echo=echo, changes=overrides if resume else None)
     if result.best_miou < 0:  # nothing was scored

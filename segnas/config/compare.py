@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from segnas.config.io import new_settings
 from segnas.config.recipes import recipe_with
 from segnas.config.search import LatencyTarget, refuse_idle_execution
-from segnas.config.train import NAME_OR_FILE, PATH, DataConfig, Settings, refuse_idle
+from segnas.config.train import NAME_OR_FILE, PATH, DataConfig, JobName, Settings, refuse_idle
 from segnas.errors import SegnasError
 
 #: Search settings the comparison sets for every method (a method's own settings may not).
@@ -61,7 +61,7 @@ class CompareTraining(Settings):
 
 class CompareSettings(Settings):
     #: The job's name (the run directory's suffix).
-    job: str = "compare"
+    job: JobName = "compare"
     data: DataConfig = Field(default_factory=DataConfig)
     #: The test split scored when the dataset has it (None: never); else the column is left out.
     test_split: Optional[str] = "test"

@@ -44,7 +44,8 @@ def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
 def validation_message(exc: ValidationError, source: str, flags: Optional[Mapping[str, str]] = None,
                        model: type[BaseModel] | None = None) -> str:
     """First pydantic error as 'source: field.path: message (got value)'; a field the user gave as
-    a command-line option (``flags``: field path -> option) is named by that option too. A key no
+    a command-line option (``flags``: field path -> option, "" for one given by its own name) is
+    named by that option too, not by ``source``. A key no
     settings class (``model``) has is an unknown setting, with the closest name when one is close."""
     err = exc.errors()[0]
     path = [str(p) for p in err["loc"] if "[" not in str(p)]  # without pydantic's union-member tags
@@ -60,8 +61,8 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     # (one value given to several fields, as --size is, fails each of them the same way: counted once)
     others = len({(e["msg"], repr(e.get("input"))) for e in exc.errors()} - {(err["msg"], repr(err.get("input")))})
     more = f" [and {others} more error{'s' * (others > 1)}]" if others else ""
-    if flags and loc in flags:
-        return f"{flags[loc]} ({loc}): {msg}{got}{more}"
+    if flags and loc in flags:  # an option ("" for --set: the setting's own name says it)
+        return f"{flags[loc]} ({loc}): {msg}{got}{more}" if flags[loc] else f"{loc}: {msg}{got}{more}"
     if not loc:  # a check of the whole settings: its message names the fields
         return f"{source}: {msg}{got}{more}"
     return f"{source}: {loc}: {msg}{got}{more}"

@@ -15,7 +15,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from segnas.config.io import SAVED_RUN, new_settings
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
-from segnas.config.train import NAME_OR_FILE, PATH, DataConfig, OptimConfig, Settings, refuse_idle, size_or_none
+from segnas.config.train import (NAME_OR_FILE, PATH, DataConfig, JobName, OptimConfig, Settings, refuse_idle,
+                                 size_or_none)
 from segnas.errors import SegnasError
 
 
@@ -225,7 +226,7 @@ class SearchSettings(Settings):
     #: The search method (``segnas search METHOD``).
     method: str
     #: The job's name (the run directory's suffix); None: search-METHOD.
-    job: Optional[str] = None
+    job: Optional[JobName] = None
     data: DataConfig = Field(default_factory=DataConfig)
     #: Search on whole training images resized to this HxW (FasterSeg searched at half
     #: resolution); None searches on the data section's crops.
@@ -259,7 +260,7 @@ class SearchSettings(Settings):
     seed: int = 0
     #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
-    #: Progress bars and per-epoch lines on the terminal.
+    #: Progress bars on the terminal (the one-line summary of each epoch is printed either way).
     progress: bool = True
     final: FinalTraining = Field(default_factory=FinalTraining)
 

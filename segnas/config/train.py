@@ -7,7 +7,7 @@ import types
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from segnas.config.io import new_settings
 from segnas.errors import SegnasError
@@ -15,6 +15,16 @@ from segnas.utils import parse_size
 
 #: Epochs of a training given neither epochs nor a time or step budget.
 DEFAULT_EPOCHS = 10
+def plain_name(value: str) -> str:
+    """A job's name as it names its run directory (``<out_dir>/<stamp>-<job>``): no folders in it."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value:
+        raise ValueError(f"must be a plain name (it names the run directory's folder), got {value!r}")
+    return value
+
+
+#: A job's name (``plain_name``).
+JobName = Annotated[str, AfterValidator(plain_name)]
+
 #: Marks a setting that names a file or folder: ``save_config`` writes it as an absolute path.
 PATH = {"path": True}
 #: Marks a setting that holds a name (a zoo network, a registered proxy) or a file: ``save_config``
@@ -311,7 +321,7 @@ class LossConfig(Settings):
 
 class TrainConfig(Settings):
     #: The job's name: the run directory is ``out_dir/<date>-<time>-<job>``.
-    job: str = "train"
+    job: JobName = "train"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -364,7 +374,7 @@ class TrainConfig(Settings):
     seed: int = 0
     #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
-    #: Progress bars and per-epoch lines on the terminal.
+    #: Progress bars on the terminal (the one-line summary of each epoch is printed either way).
     progress: bool = True
 
     @model_validator(mode="after")

@@ -74,15 +74,24 @@ def _link_or_copy(src: Path, tmp: Path) -> None:
 
 
 def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """The name -> tensor mapping in ``path``: a segnas checkpoint's weights (its EMA average where it
-    keeps one, as ``last.pt`` does: the weights training scored; else its ``model`` entry), or a
-    state dict, read with ``weights_only=True``; a one-line SegnasError naming ``what`` (the setting
-    that gave the file) and the file when it is missing, unreadable or holds no tensors."""
+    """The name -> tensor mapping in ``path``: a segnas checkpoint's weights (its EMA or SWA average
+    where it keeps one, as ``last.pt`` does: the weights training scored; else its ``model`` entry),
+    or a state dict, read with ``weights_only=True``; a one-line SegnasError naming ``what`` (the
+    setting that gave the file) and the file when it is missing, unreadable or holds no tensors."""
     path = Path(path)
     state = _safe_load(path, f"{what}: {path}", "file not found", "a readable checkpoint or state dict")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a segnas checkpoint
-        ema = state.get("ema")
-        state = ema["module"] if isinstance(ema, dict) and isinstance(ema.get("module"), dict) else state["model"]
+        ema, swa = state.get("ema"), state.get("swa")
+        if isinstance(ema, dict) and isinstance(ema.get("module"), dict):
+            state = ema["module"]
+        elif isinstance(swa, dict) and isinstance(swa.get("averaged"), dict) and int(swa["averaged"].get(
+                "n_averaged", 0)) > 0:
+            if swa.get("bn_fresh") is False:
+                raise SegnasError(f"{what}: {path}: its SWA average changed after its BatchNorm statistics were last "
+                                  "recomputed (a training cut between evaluations): use the run's best.pt")
+            state = {k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"}
+        else:
+            state = state["model"]
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise SegnasError(f"{what}: {path}: expected a segnas checkpoint or a state dict (name -> tensor)")

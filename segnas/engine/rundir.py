@@ -9,16 +9,33 @@ log and the metrics (``segnas.engine.distributed``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 from segnas.engine import distributed
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write_text, remove_stale_temps
+
+
+#: The file a process locks while it runs a job in a run directory (``RunDir._hold``).
+LOCK_FILE = ".lock"
+
+
+class _Held:
+    """An open, locked lock file: the lock lasts as long as this object (the RunDirs that share it)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+
+#: The run directories this process holds, while any of its RunDirs of them lives.
+_HELD: "weakref.WeakValueDictionary[str, _Held]" = weakref.WeakValueDictionary()
 
 
 class RunDir:
@@ -41,10 +58,28 @@ class RunDir:
             self.logger.addHandler(handler)
         if not self.main:  # rank 0 may be writing: its temporary files are not stale
             return
+        self._hold()  # before anything is removed: another process's temporary files are not stale
         stale = remove_stale_temps(self.path) + remove_stale_temps(self.path / "checkpoints")
         if stale:
             self.log(f"removed {len(stale)} temporary file(s) of interrupted writes: "
                      f"{', '.join(p.name for p in stale)}")
+
+    def _hold(self) -> None:
+        """Hold the folder while this RunDir (or another of this process for it) lives, with a lock
+        file: another process opening it (a second ``--resume`` of a job still running) is refused
+        in one line."""
+        key = str(self.path.resolve())
+        held = _HELD.get(key)
+        if held is None:
+            handle = open(self.path / LOCK_FILE, "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise SegnasError(f"{self.path}: another process is running this job now; let it end (or stop "
+                                  "it) before continuing it") from None
+            held = _HELD[key] = _Held(handle)
+        self._held = held
 
     @staticmethod
     def check_parent(out_dir: str | Path, setting: str = "out_dir (--out-dir)") -> None:
@@ -79,12 +114,18 @@ class RunDir:
 
     @classmethod
     def existing(cls, path: str | Path) -> "RunDir":
+        """The run directory at ``path``, opened to continue its job (``check_existing`` first)."""
+        cls.check_existing(path)
+        return cls(path)
+
+    @staticmethod
+    def check_existing(path: str | Path) -> None:
+        """SegnasError unless ``path`` is a run directory; touches nothing in it."""
         path = Path(path)
         if not path.exists():
             raise SegnasError(f"{path}: run directory not found")
         if not (path / "config.yaml").is_file():
             raise SegnasError(f"{path}: not a run directory (no config.yaml)")
-        return cls(path)
 
     @property
     def last_checkpoint(self) -> Path:

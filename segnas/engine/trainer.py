@@ -258,8 +258,10 @@ class Trainer:
             loss, parts = self.criterion(output, masks, teacher_logits)
             loss_value = distributed.check_finite_loss(loss)  # averaged over ranks under torchrun
             if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"optim.lr: the loss became {loss_value} at step {loop.step}; "
-                                  f"lower the learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
+                diverged = TrainingDiverged(f"optim.lr: the loss became {loss_value} at step {loop.step}; lower the "
+                                            f"learning rate (now {cfg.optim.lr}) or enable optim.clip_grad_norm")
+                self.run.log(f"stopped: {diverged}")  # the run directory says why it ended
+                raise diverged
             (loss / accumulate if accumulate > 1 else loss).backward()
             n += 1
             sums["loss"] = sums.get("loss", 0.0) + loss_value

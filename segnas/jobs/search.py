@@ -93,7 +93,7 @@ def check_method_of_file(config: str | Path | None, method: str) -> None:
 
 def run_method(run_dir: str | Path) -> str:
     """The method a search run directory was started with (read from its config.yaml)."""
-    RunDir.existing(run_dir)  # found, and a run directory
+    RunDir.check_existing(run_dir)
     path = Path(run_dir) / "config.yaml"
     refuse_other_run(run_dir, run_kind(run_dir), "search")
     saved = read_yaml(path)

@@ -88,7 +88,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
 
         with kept_rng():  # training the teacher reseeds: the student draws as with a cached one
             cfg = with_teacher(cfg, echo)
-    teacher = load_teacher(cfg.loss.teacher, train_set.num_classes) if cfg.loss.teacher else None
+    teacher = load_teacher(cfg.loss.teacher, train_set.classes.names) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
     if teacher_model and run.main:
         run.log(f"loss.teacher_model {teacher_model}: distilling {cfg.loss.teacher} (trained once, cached)")
@@ -186,12 +186,20 @@ def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Callable[[s
     return init
 
 
-def load_teacher(checkpoint: str, num_classes: int) -> nn.Module:
-    """A frozen, eval-mode teacher network for distillation."""
-    teacher, classes, _, _ = load_trained(checkpoint)  # the weights its training scored
-    if classes.num_classes != num_classes:
+def load_teacher(checkpoint: str, names: Sequence[str]) -> nn.Module:
+    """A frozen, eval-mode teacher network for distillation, of the dataset's classes ``names``."""
+    try:
+        teacher, classes, _, _ = load_trained(checkpoint)  # the weights its training scored
+    except SegnasError as exc:
+        raise SegnasError(f"loss.teacher (--teacher): {exc}") from None
+    if classes.num_classes != len(names):
         raise SegnasError(f"loss.teacher: {checkpoint} predicts {classes.num_classes} classes, "
-                          f"the dataset has {num_classes}")
+                          f"the dataset has {len(names)}")
+    if [n.lower() for n in classes.names] != [n.lower() for n in names]:
+        differ = next((a, b) for a, b in zip(classes.names, names) if a.lower() != b.lower())
+        raise SegnasError(f"loss.teacher: {checkpoint} was trained on classes {', '.join(classes.names)}, the "
+                          f"dataset names them {', '.join(names)} (first difference: {differ[0]!r} vs "
+                          f"{differ[1]!r}): it would teach other classes")
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher

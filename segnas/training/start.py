@@ -82,9 +82,10 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
     checks have passed. A new ``threads`` leaves the latency measurements at the threads they had."""
     run = None
     if resume is not None:
-        run = RunDir.existing(resume)
-        refuse_other_run(resume, run_kind(run.path), kind)
+        RunDir.check_existing(resume)
+        refuse_other_run(resume, run_kind(resume), kind)  # before the folder is touched
         check_resumable(cls, changes or {}, resume)
+        run = RunDir.existing(resume)
         path = run.path / "config.yaml"
         given = {**(resumable_values(saved_form(cfg)) if cfg is not None else {}), **(changes or {})}
         given = with_latency_threads_kept(read_yaml(path), given)

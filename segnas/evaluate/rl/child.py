@@ -156,7 +156,7 @@ class ChildEvaluator(Evaluator):
         if s.teacher:
             from segnas.training.job import load_teacher
 
-            self.teacher = load_teacher(s.teacher, self.num_classes).to(self.device)
+            self.teacher = load_teacher(s.teacher, train.classes.names).to(self.device)
         self.cache: dict[str, dict[str, Any]] = {}
         super().setup()
 
