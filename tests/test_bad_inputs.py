@@ -293,6 +293,9 @@ CLI_CASES = [
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={data: {focus_classes: [nosuch], focus_prob: 0.5}}"],
      "final.overrides: data.focus_classes: 'nosuch'"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "device=cuda:99"], "device: 'cuda:99'"),
+    (["proxy", "score", "fast_scnn", "--seed", "-1"], "--seed"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--seed", "-1"], "seed"),
+    (["demo", "--size", "100000x100000"], "--size: a forward pass of 1 × 100000x100000"),
     # FasterSeg's student is distilled from its teacher: a teacher of the user's own is refused before the search
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides.loss.teacher_model=fast_scnn"],
      "final.overrides: loss: give loss.teacher"),

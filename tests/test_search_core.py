@@ -297,3 +297,22 @@ def test_settings_that_errors_name_by_a_flag_have_that_flag():
         flag = field.replace("_", "-")
         assert SEARCH_OPTIONS[flag][0] == (field,) and named(field) == f"{field} (--{flag})"
     assert named("bf16") == "bf16"
+
+
+def test_a_search_logs_what_it_prints_and_a_damaged_run_is_refused_in_one_line(tmp_path):
+    args = ["search", "random", "--data", "synthetic", "--size", "48x64", "--target-ms", "1e9", "--backend", "eager",
+            "--threads", "1", "--candidates", "4", "--set", "data.options={size: [48, 64], length: 8}",
+            "--set", "random.space_options={layers: 6, base_width: 4}",
+            "--set", "latency.calibration_networks=0", "--set", "final.epochs=0", "--set", "progress=false",
+            "--out-dir", str(tmp_path / "runs")]
+    env = {**os.environ, "SEGNAS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(_cli(*args), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert "random: latency" in (run / "log.txt").read_text()  # the log holds what the terminal showed
+    for name in ("search_result.json", "arch.json"):  # as if killed before the end
+        (run / name).unlink()
+    (run / "candidates.jsonl").write_text("")  # a file of the run lost
+    resumed = subprocess.run(_cli("search", "random", "--resume", str(run)), capture_output=True, text=True, env=env)
+    assert resumed.returncode == 2 and "search_state.json: names candidate" in resumed.stderr
+    assert len(resumed.stderr.strip().splitlines()) == 1, resumed.stderr

@@ -105,7 +105,7 @@ class CompareSettings(Settings):
     #: Where searches and trainings run: cpu, cuda, cuda:N, or auto.
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     #: The first training seed and every search's seed.
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
     #: Progress bars and per-job lines on the terminal.

@@ -142,7 +142,7 @@ class ProxyEvaluatorSettings(Settings):
     #: Score each candidate as the mean over this many weight initializations (None: a proxy file's, else 1).
     inits: Optional[int] = Field(None, ge=1)
     #: Seed of the proxy's own randomness (e.g. its random inputs).
-    proxy_seed: int = 0
+    proxy_seed: int = Field(0, ge=0)
 
     _size = field_validator("size", mode="before")(classmethod(lambda cls, v: size_or_none(v)))
 
@@ -257,7 +257,7 @@ class SearchSettings(Settings):
     #: torch threads; None: torch's default (the machine's cores).
     threads: Optional[int] = Field(None, ge=1)
     #: Seed of the search (sampling, initialization, data order) and of the final training.
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
     #: Progress bars on the terminal (the one-line summary of each epoch is printed either way).

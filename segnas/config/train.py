@@ -371,7 +371,7 @@ class TrainConfig(Settings):
     #: Where to train: cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else the CPU).
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     #: Seed of the weights' initialization, the data order and the augmentation.
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     #: The folder run directories are created in.
     out_dir: str = Field("runs", json_schema_extra=PATH)
     #: Progress bars on the terminal (the one-line summary of each epoch is printed either way).

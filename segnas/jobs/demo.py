@@ -17,7 +17,9 @@ import numpy as np
 from segnas.config.compare import CompareSettings
 from segnas.config.io import build_config
 from segnas.cost import LatencyModel
+from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
+from segnas.data.synthetic.classes import SYNTHETIC_CLASSES
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
 from segnas.engine.rundir import RunDir
@@ -98,6 +100,7 @@ def demo_job(steps: int | None = None, minutes: float | None = None, size: tuple
     echo = echo or (lambda m: None)
     cfg = demo_settings(steps, minutes, size, out_dir, threads, seed, target_ms)  # bad options fail first
     RunDir.check_parent(cfg.out_dir)  # before the target's latency work
+    check_inference_size(tuple(size), SYNTHETIC_CLASSES.num_classes, "--size")
     if target_ms is None:
         echo(f"setting the latency target: the {TARGET_QUANTILE:.0%} quantile of {TARGET_DRAWS} networks of the "
              f"space, predicted on this machine ({DEMO_LATENCY['backend']}, {size[0]}x{size[1]})")

@@ -83,6 +83,12 @@ def discovered_settings(proxies: Sequence[str]) -> dict[str, Any]:
     return agreed
 
 
+def check_seed(seed: int) -> None:
+    """A seed numpy takes: refused in one line otherwise, before any work."""
+    if seed < 0:
+        raise SegnasError(f"--seed: must be >= 0, got {seed}")
+
+
 def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, root: str | None = None,
                     split: str = "train", images: int | None = None, batch_size: int = 8,
                     size: str | None = None, seed: int = 0, inits: int | None = None) -> list[dict[str, Any]]:
@@ -93,6 +99,7 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     ``seed .. seed + inits - 1`` (also the proxies' seeds). An aggregate's time is its components'.
     ``images``, ``size`` (HxW; "native": the images' own) and ``inits`` not given are what the proxy
     files were discovered on, else ``SCORE_DEFAULTS``."""
+    check_seed(seed)
     for p in proxies:
         check_proxy(p)
     settings = {**SCORE_DEFAULTS, **discovered_settings(proxies)}
@@ -152,6 +159,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     measures every network at that many initializations and evolves on the mean values (``init_stats``);
     ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``) and ``network_ops``
     combine whole-network values."""
+    check_seed(seed)
     echo = echo or (lambda m: None)
     check_bag_fraction(bag_fraction, members)  # before the statistics, which take long
     records = load_groundtruth_runs(groundtruth)

@@ -91,6 +91,14 @@ def check_method_of_file(config: str | Path | None, method: str) -> None:
                           f"{data['method']}, or drop the file's method")
 
 
+def logged(echo: Echo, run: RunDir) -> Echo:
+    """``echo`` that also writes each line to ``run``'s log."""
+    def both(message: str) -> None:
+        run.log(message)
+        echo(message)
+    return both
+
+
 def run_method(run_dir: str | Path) -> str:
     """The method a search run directory was started with (read from its config.yaml)."""
     RunDir.check_existing(run_dir)
@@ -195,6 +203,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
 
     timed_on_rank0(latency, prepare)
     ctx.run = open_run(cfg, run)
+    echo = ctx.echo = logged(echo, ctx.run)  # what the search prints, its log.txt keeps too
     done = ctx.run.path / "search_result.json"
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
     clock = SearchClock(ctx.run)

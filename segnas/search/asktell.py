@@ -289,13 +289,21 @@ class AskTellLoop:
     def resume(self) -> bool:
         if self.state_path is None or not self.state_path.is_file():
             return False
-        state = json.loads(self.state_path.read_text())
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SegnasError(f"{self.state_path}: damaged (not the JSON a search writes); this run cannot "
+                              "continue: start the search again") from None
         self.strategy.load_state_dict(state["strategy"])
         self.draws, self.rejected, self.duplicates = state["draws"], state["rejected"], state["duplicates"]
         self.degenerate = state.get("degenerate", 0)  # (absent from a checkpoint written before it was counted)
         self.elapsed, self.history = state["elapsed_s"], state["history"]
         space = self.strategy.space
         for key, latency in state["scored"]:
+            if key not in self.store:
+                raise SegnasError(f"{self.state_path}: names candidate {key}, which candidates.jsonl of the run "
+                                  "does not hold (a file of the run deleted or replaced); this run cannot continue: "
+                                  "start the search again")
             record = self.store[key]
             self._add(Candidate(space.arch_from_dict(record["arch"]), key, record["score"], latency,
                                 len(self.scored) + 1, record))

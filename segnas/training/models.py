@@ -88,7 +88,8 @@ def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
         model = load_trained(path)[0]
         return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
     if path.suffix == ".json":
-        return build_from_arch(read_arch_file(path), num_classes).eval(), path.stem
+        name = path.parent.name if path.stem == "arch" and path.parent.name else path.stem  # a run's arch.json
+        return build_from_arch(read_arch_file(path), num_classes).eval(), name
     return build_model(source, num_classes).eval(), source
 
 
