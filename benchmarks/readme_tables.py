@@ -930,6 +930,11 @@ def fusions(r: dict) -> list[str]:
 RECIPE_GOAL_POINTS, RECIPE_GOAL_STEPS, RECIPE_GOAL_SEEDS = 5.0, 2700, 2
 
 
+def network_label(model: str) -> str:
+    """A recipe result's network: a zoo name, or an arch file by its folder's name."""
+    return Path(model).parent.name if model.endswith(".json") else model
+
+
 def accumulation_control(screen: dict, control: dict) -> bool:
     """Whether recipe result ``control`` is the current recipe alone at twice the steps of ``screen``,
     which screens ``accumulate2`` (twice the images per step): the same images and compute."""
@@ -961,7 +966,7 @@ def recipe_ablation(r: dict, control: dict | None = None) -> list[str]:
     for model in dict.fromkeys(row["model"] for row in r["rows"]):
         rows = [row for row in r["rows"] if row["model"] == model]
         base = next((row for row in rows if row["variant"] == "current"), None)
-        label = Path(model).parent.name if model.endswith(".json") else model
+        label = network_label(model)
         judged = [row for row in rows if seeds(row) >= r["seeds"]]
         if len(judged) < len(rows) and all(row is base for row in judged):
             verdicts.append(f"{label} not yet judged (every variant so far screened with fewer than {r['seeds']} seeds)")
@@ -994,7 +999,7 @@ def recipe_ablation(r: dict, control: dict | None = None) -> list[str]:
     for row in (control or {}).get("rows", []):
         acc = next((x for x in r["rows"] if x["model"] == row["model"] and x["variant"] == "accumulate2"), None)
         if acc is not None:
-            label = Path(row["model"]).parent.name if row["model"].endswith(".json") else row["model"]
+            label = network_label(row["model"])
             lines += ["", f"`accumulate2` sees twice the images per optimizer step, at twice the compute. The current "
                       f"recipe for twice the steps ({control['steps']}: the same images and compute, "
                       f"{len(row['training'])} seed) reaches {pm(row, 'val_miou')} val and {pm(row, 'holdout_miou')} "
@@ -1047,7 +1052,7 @@ def recipe_long_run(r: dict, at_goal: dict | None) -> list[str]:
     held = r["holdout"]
     lines = [f"### Where a long run lands: {r['steps']} steps", ""]
     for row in r["rows"]:
-        label = Path(row["model"]).parent.name if row["model"].endswith(".json") else row["model"]
+        label = network_label(row["model"])
         short = next((s for s in (at_goal or {}).get("rows", [])
                       if s["model"] == row["model"] and s["variant"] == row["variant"]), None)
         shown = [(r, row)] + ([(at_goal, short)] if short else [])
@@ -1079,8 +1084,9 @@ def page_training(study: Study, studies: dict[str, Study]) -> list[str]:
     recipes = [r for r in res.values() if "variants" in r and "rows" in r]
     at_goal = next((r for r in recipes if r["steps"] == RECIPE_GOAL_STEPS), None)
     controls = {id(r): c for r in recipes for c in recipes if accumulation_control(r, c)}
+    told_beside = {id(c) for c in controls.values()}
     for r in recipes:
-        if id(r) in {id(c) for c in controls.values()}:
+        if id(r) in told_beside:
             continue  # told beside the screen whose accumulation it controls
         lines += (recipe_long_run(r, at_goal) if is_long_run(r) else recipe_ablation(r, controls.get(id(r))))
         lines += [machine_line(r), ""]

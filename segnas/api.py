@@ -4,8 +4,8 @@ Settings are given as the settings reference names them: dotted names, as ``--se
 (``{"model.name": "fast_scnn", "data.root": "my_data", "max_steps": 2700}``), or nested sections
 (``{"data": {"name": "folder", "root": "my_data"}}``, merged with what lies beneath); a settings
 file (``config``) and a training recipe (``recipe``) sit under them, as on the command line. Every
-check of the command line runs before any work and raises ``SegnasError`` naming the bad setting. ``echo`` receives the lines the
-command would print (``echo=print`` shows them; None: silent); progress bars show on a terminal
+check of the command line runs before any work and raises ``SegnasError`` naming the bad setting.
+``echo`` receives the lines the command would print (``echo=print`` shows them; None: silent); progress bars show on a terminal
 (setting ``progress``).
 """
 

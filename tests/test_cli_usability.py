@@ -450,6 +450,7 @@ def test_a_setting_that_holds_a_name_or_a_file_is_saved_absolute_only_when_it_is
     assert saved["latency"]["probe"] == "fast_scnn" and saved["saswot"]["scoring"]["proxy"] == str(
         tmp_path / "my_proxy.json")
     assert saved_form(make_settings("saswot", {"data": {"name": "synthetic"}}))["saswot"]["scoring"]["proxy"] == "nwot"
-    compare = CompareSettings.model_validate({"data": {"name": "synthetic"}, "latency": {"target_ms": 5, "size": [48, 64]},
+    compare = CompareSettings.model_validate({"data": {"name": "synthetic"},
+                                              "latency": {"target_ms": 5, "size": [48, 64]},
                                               "measure_probe": "probe.json"})
     assert saved_form(compare)["measure_probe"] == str(tmp_path / "probe.json")

@@ -179,12 +179,9 @@ def train(
 
 def _checkpoint_base_size(value: str | None) -> Any:
     """``--base-size`` of eval and predict: HxW, 'native' (None), or unset: the checkpoint's own."""
-    from segnas.jobs.evaluate import CHECKPOINT
-    from segnas.utils import parse_size
+    from segnas.jobs.evaluate import CHECKPOINT, parse_base_size
 
-    if value is None:
-        return CHECKPOINT
-    return None if value.strip().lower() == "native" else parse_size(value, "--base-size")
+    return CHECKPOINT if value is None else parse_base_size(value, "--base-size")
 
 
 @app.command("eval")

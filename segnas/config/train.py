@@ -15,6 +15,8 @@ from segnas.utils import parse_size
 
 #: Epochs of a training given neither epochs nor a time or step budget.
 DEFAULT_EPOCHS = 10
+
+
 def plain_name(value: str) -> str:
     """A job's name as it names its run directory (``<out_dir>/<stamp>-<job>``): no folders in it."""
     if not value or value in (".", "..") or "/" in value or "\\" in value:

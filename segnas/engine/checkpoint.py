@@ -73,6 +73,25 @@ def _link_or_copy(src: Path, tmp: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+#: Why an SWA average read from a checkpoint cannot stand for what training scored.
+STALE_SWA = ("its SWA average changed after its BatchNorm statistics were last recomputed (a training cut between "
+             "evaluations)")
+
+
+def kept_average(state: dict[str, Any]) -> tuple[str, dict[str, torch.Tensor], bool] | None:
+    """The average a segnas checkpoint keeps beside its raw weights (``last.pt`` does: the weights
+    training scored): ("EMA" or "SWA", name -> tensor, whether its BatchNorm statistics fit it); None
+    when it keeps none (``best.pt`` holds only what was scored)."""
+    ema, swa = state.get("ema"), state.get("swa")
+    if isinstance(ema, dict) and isinstance(ema.get("module"), dict) and ema["module"]:
+        return "EMA", ema["module"], True
+    averaged = swa.get("averaged") if isinstance(swa, dict) else None
+    if isinstance(averaged, dict) and int(averaged.get("n_averaged", 0)) > 0:
+        weights = {k.removeprefix("module."): v for k, v in averaged.items() if k != "n_averaged"}
+        return "SWA", weights, swa.get("bn_fresh") is not False
+    return None
+
+
 def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """The name -> tensor mapping in ``path``: a segnas checkpoint's weights (its EMA or SWA average
     where it keeps one, as ``last.pt`` does: the weights training scored; else its ``model`` entry),
@@ -81,17 +100,10 @@ def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     state = _safe_load(path, f"{what}: {path}", "file not found", "a readable checkpoint or state dict")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a segnas checkpoint
-        ema, swa = state.get("ema"), state.get("swa")
-        if isinstance(ema, dict) and isinstance(ema.get("module"), dict):
-            state = ema["module"]
-        elif isinstance(swa, dict) and isinstance(swa.get("averaged"), dict) and int(swa["averaged"].get(
-                "n_averaged", 0)) > 0:
-            if swa.get("bn_fresh") is False:
-                raise SegnasError(f"{what}: {path}: its SWA average changed after its BatchNorm statistics were last "
-                                  "recomputed (a training cut between evaluations): use the run's best.pt")
-            state = {k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"}
-        else:
-            state = state["model"]
+        average = kept_average(state)
+        if average is not None and not average[2]:
+            raise SegnasError(f"{what}: {path}: {STALE_SWA}: use the run's best.pt")
+        state = average[1] if average is not None else state["model"]
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise SegnasError(f"{what}: {path}: expected a segnas checkpoint or a state dict (name -> tensor)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.cost.memory import check_inference_size
-from segnas.data.base import IMAGE_EXTENSIONS, check_image_file, image_rgb, list_images, read_image
+from segnas.data.base import (IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb, list_images,
+                               read_image)
 from segnas.data.transforms import Normalize
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
@@ -29,12 +31,18 @@ from segnas.utils import parse_size
 CHECKPOINT = "checkpoint"
 
 
+def parse_base_size(value: Any, field: str) -> tuple[int, int] | None:
+    """A size images are resized to: (H, W) or "HxW"; None or "native" for each image's own."""
+    if not value or (isinstance(value, str) and value.strip().lower() == "native"):
+        return None
+    return parse_size(value, field)
+
+
 def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:
     """The evaluation size: ``base_size`` when given ((H, W) or "HxW"; None or "native": each image's
     own), else the checkpoint's ``data.base_size``; with a phrase saying where it came from."""
     if base_size != CHECKPOINT:
-        native = not base_size or (isinstance(base_size, str) and base_size.strip().lower() == "native")
-        return (None if native else parse_size(base_size, "base_size")), "as given"
+        return parse_base_size(base_size, "base_size"), "as given"
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
         return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; --base-size native for native size"
@@ -72,14 +80,8 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     check_inference_size(size or report.max_size, classes.num_classes,
                          "--base-size" if size else f"the largest {split} image", batch_size)
     dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
-    if dataset.num_classes != classes.num_classes:
-        raise SegnasError(f"{checkpoint}: model predicts {classes.num_classes} classes but dataset "
-                          f"{data!r} has {dataset.num_classes}")
-    if tuple(dataset.classes.names) != tuple(classes.names):
-        differ = next((a, b) for a, b in zip(classes.names, dataset.classes.names) if a != b)
-        raise SegnasError(f"{checkpoint}: trained on classes {', '.join(classes.names)}, but dataset {data!r} names "
-                          f"them {', '.join(dataset.classes.names)} (first difference: {differ[0]!r} vs {differ[1]!r});"
-                          " scores would be of other classes")
+    check_same_classes(classes, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",
+                       "scores would be of other classes")
     if echo:
         at = f"{size[0]}x{size[1]}" if size else "native size"
         against = ", against the labels at their own size" if label_size and size else ""
@@ -115,10 +117,13 @@ def output_names(files: list[Path], root: Path | None = None) -> list[Path]:
     the subfolder it has under ``root`` (the input folder); its whole name where two inputs of one
     folder share a stem (``x.png`` and ``x.jpg`` -> ``x.png``, ``x.jpg``), so none is overwritten."""
     relative = [f.relative_to(root) if root is not None else Path(f.name) for f in files]
-    stems: dict[Path, int] = {}
-    for rel in relative:
-        stems[rel.with_suffix("")] = stems.get(rel.with_suffix(""), 0) + 1
+    stems = Counter(rel.with_suffix("") for rel in relative)
     return [rel.with_suffix("") if stems[rel.with_suffix("")] == 1 else rel for rel in relative]
+
+
+def prediction_files(out_dir: Path, name: Path) -> tuple[Path, Path]:
+    """Where ``predict_job`` writes the mask and the overlay of the input named ``name``."""
+    return out_dir / name.parent / f"{name.name}_mask.png", out_dir / name.parent / f"{name.name}_overlay.png"
 
 
 class Segmenter:
@@ -126,8 +131,9 @@ class Segmenter:
     mask of an RGB image (a uint8 HxWx3 array, a PIL image or an image file) at the image's own
     size. A network trained on images resized to one size (the checkpoint's ``data.base_size``)
     sees each image resized to it, and its logits are resized back, as ``segnas predict`` and
-    ``segnas eval`` do; ``base_size`` chooses another size (None: each image's own). ``classes`` names the mask's ids and their
-    colours; ``colorize`` paints a mask in them. ``device``: cpu, cuda, cuda:N or auto."""
+    ``segnas eval`` do; ``base_size`` chooses another size (None or "native": each image's own).
+    ``classes`` names the mask's ids and their colours; ``colorize`` paints a mask in them.
+    ``device``: cpu, cuda, cuda:N or auto."""
 
     def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | str | None = CHECKPOINT,
                  bf16: bool = False, device: str = "cpu") -> None:
@@ -195,8 +201,7 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     names = output_names(files, Path(inputs) if Path(inputs).is_dir() else None)
     inputs_at = {f.resolve() for f in files}
     for name in names:
-        for kind in ("mask", "overlay"):
-            target = out_dir / name.parent / f"{name.name}_{kind}.png"
+        for target in prediction_files(out_dir, name):
             if target.resolve() in inputs_at:
                 raise SegnasError(f"--out {out_dir}: the prediction {target} would replace an input image; "
                                   "choose another folder")
@@ -212,10 +217,9 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
         for f, name in zip(files, names):
             image = read_image(f)
             colors = segmenter.colorize(segmenter(image))
-            folder = out_dir / name.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            save_png(folder / f"{name.name}_mask.png", colors)
-            save_png(folder / f"{name.name}_overlay.png", overlay(image, colors, alpha))
-            written.append(folder / f"{name.name}_mask.png")
+            mask_file, overlay_file = prediction_files(out_dir, name)
+            save_png(mask_file, colors)  # (atomic_write makes the subfolder)
+            save_png(overlay_file, overlay(image, colors, alpha))
+            written.append(mask_file)
             ticker.advance()
     return written

@@ -13,6 +13,7 @@ from segnas.config.io import saved_form
 from segnas.config.train import TrainConfig
 from segnas.cost.memory import check_training_memory
 from segnas.data import SegmentationDataset, eval_transforms, open_data, train_transforms, validate_dataset
+from segnas.data.base import check_same_classes
 from segnas.data.statistics import median_frequency_weights
 from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
 from segnas.engine.rng import kept_rng
@@ -77,9 +78,9 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
     init = _init_weights(model, cfg, run, echo)
-    batch = min(cfg.data.batch_size, len(train_set))
-    check_training_memory(model, batch, *data.train_sample_size(cfg.data), cfg.device)
-    check_batch_statistics(model, batch, data.train_sample_size(cfg.data)[0], len(train_set))
+    batch, (sample_size, size_setting) = min(cfg.data.batch_size, len(train_set)), data.train_sample_size(cfg.data)
+    check_training_memory(model, batch, sample_size, size_setting, cfg.device)
+    check_batch_statistics(model, batch, sample_size, len(train_set))
     weights = class_weights(cfg, train_set)
     check_accumulation(cfg, len(train_set))
     teacher_model = cfg.loss.teacher_model if run is None else None
@@ -192,14 +193,7 @@ def load_teacher(checkpoint: str, names: Sequence[str]) -> nn.Module:
         teacher, classes, _, _ = load_trained(checkpoint)  # the weights its training scored
     except SegnasError as exc:
         raise SegnasError(f"loss.teacher (--teacher): {exc}") from None
-    if classes.num_classes != len(names):
-        raise SegnasError(f"loss.teacher: {checkpoint} predicts {classes.num_classes} classes, "
-                          f"the dataset has {len(names)}")
-    if [n.lower() for n in classes.names] != [n.lower() for n in names]:
-        differ = next((a, b) for a, b in zip(classes.names, names) if a.lower() != b.lower())
-        raise SegnasError(f"loss.teacher: {checkpoint} was trained on classes {', '.join(classes.names)}, the "
-                          f"dataset names them {', '.join(names)} (first difference: {differ[0]!r} vs "
-                          f"{differ[1]!r}): it would teach other classes")
+    check_same_classes(classes, names, f"loss.teacher: {checkpoint}", "the dataset", "it would teach other classes")
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher

@@ -11,7 +11,7 @@ from torch import nn
 
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
-from segnas.engine.checkpoint import load_checkpoint, read_weights, refuse_folder
+from segnas.engine.checkpoint import STALE_SWA, kept_average, load_checkpoint, read_weights, refuse_folder
 from segnas.errors import SegnasError
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.zoo import build_model
@@ -56,21 +56,16 @@ def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, An
     """Put the weights training reported into ``model``: the EMA or SWA average when the checkpoint
     has it (``last.pt`` keeps both; ``best.pt`` holds only what was scored), the raw ones with
     ``raw``. Returns which: "EMA", "SWA" or "raw"."""
-    ema, swa = state.get("ema"), state.get("swa")
-    if isinstance(ema, dict) and ema.get("module"):
+    average = kept_average(state)
+    if average is not None:
+        kind, weights, fresh = average
         if raw:
             return "raw"
-        model.load_state_dict(ema["module"])
-        return "EMA"
-    if isinstance(swa, dict) and swa.get("averaged") and int(swa["averaged"]["n_averaged"]) > 0:
-        if raw:
-            return "raw"
-        if swa.get("bn_fresh") is False:
-            raise SegnasError(f"{checkpoint}: its SWA average changed after its BatchNorm statistics were last "
-                              "recomputed (a training cut between evaluations): evaluate the run's best.pt, resume "
-                              "the training to its end, or use --raw")
-        model.load_state_dict({k.removeprefix("module."): v for k, v in swa["averaged"].items() if k != "n_averaged"})
-        return "SWA"
+        if not fresh:
+            raise SegnasError(f"{checkpoint}: {STALE_SWA}: evaluate the run's best.pt, resume the training to its "
+                              "end, or use --raw")
+        model.load_state_dict(weights)
+        return kind
     config = state.get("config") or {}
     held = state.get("weights") or ("EMA" if config.get("ema_decay") else "raw")  # best.pt: what was scored
     if held != "raw" and raw:

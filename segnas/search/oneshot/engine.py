@@ -388,12 +388,11 @@ class OneShotEngine:
                         save_checkpoint(self.checkpoint_path, state)
                     line = f"{phase} epoch {loop.epoch}/{self._phase_epochs()} " + " ".join(
                         f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
-                    self.run.log(line)
-                    self.echo(line)
+                    self.echo(line)  # the search job's echo writes the run's log too
                     if self.stopped:
-                        self.run.log(f"search ended: {self.stopped}")
                         self.echo(f"search ended: {self.stopped}")
-            if self.stopped and self.phase == "pretrain" and self.s.pretrain_epochs and not self.pretrained_path.is_file():
-                self._save_pretrained()  # stopped while pre-training: what there is, for the next phase or search
+            stopped_pretraining = self.stopped and self.phase == "pretrain" and self.s.pretrain_epochs
+            if stopped_pretraining and not self.pretrained_path.is_file():
+                self._save_pretrained()  # what there is, for the next phase or another search
         distributed.barrier()  # rank 0's checkpoints are written
         return record
