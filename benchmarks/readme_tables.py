@@ -1809,7 +1809,8 @@ def settings_blocks() -> dict[str, list[str]]:
     """The settings page's tables (docs/reference/config.md), generated from the settings classes."""
     from segnas.config.compare import CompareSettings
     from segnas.config.recipes import load_recipe
-    from segnas.config.reference import flatten, setting_docs, settings_table
+    from segnas.config.io import flatten
+    from segnas.config.reference import setting_docs, settings_table
     from segnas.config.search import EvaluatorSettings, LatencyTarget, SearchSettings
     from segnas.config.train import DataConfig, TrainConfig
 

@@ -14,3 +14,29 @@ def die_once_then_square(item: tuple[int, str]) -> int:
         marker.touch()
         os._exit(3)
     return seed * seed
+
+
+def note_pid_then_sleep(item: tuple[int, str]) -> int:
+    """Write this worker's pid to ``worker-<seed>.pid`` in the folder ``item[1]``, then sleep a minute
+    (a worker still busy when its parent is killed)."""
+    import time
+
+    seed, folder = item
+    (Path(folder) / f"worker-{seed}.pid").write_text(str(os.getpid()))
+    time.sleep(60)
+    return seed
+
+
+def run_one_sleeping_item(folder: str) -> None:
+    """A parent for the orphan test: a process pool of one worker running ``note_pid_then_sleep``."""
+    from segnas.parallel.executors import ProcessRunner
+
+    runner = ProcessRunner(workers=1)
+    for _ in runner.run(note_pid_then_sleep, [("0", (0, folder))], None):
+        pass
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_one_sleeping_item(sys.argv[1])

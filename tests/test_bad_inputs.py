@@ -88,6 +88,24 @@ def _broken_run(tmp_path):
     (tmp_path / "broken" / "config.yaml").write_text("method: random\njob: [r\n")
 
 
+def _edited_run(tmp_path):
+    """A training run at {tmp}/edited whose config.yaml was edited after it started: its learning
+    rate (refused on resume) and its threads (a setting a resume may change)."""
+    from segnas.config import TrainConfig
+    from segnas.training.start import check_unedited, open_run
+
+    run = open_run(TrainConfig.model_validate({"out_dir": str(tmp_path), "job": "edited"}), None)
+    path = run.path.rename(tmp_path / "edited") / "config.yaml"
+    path.write_text(path.read_text().replace("threads: null", "threads: 2"))
+    check_unedited(path.parent)  # threads: where it computes, not what
+    return path
+
+
+def _edited_lr(tmp_path):
+    path = _edited_run(tmp_path)
+    path.write_text(path.read_text().replace("lr: 0.05", "lr: 0.1"))
+
+
 def _other_runs(tmp_path):
     """A random-search run at {tmp}/searchrun, a file at {tmp}/taken."""
     (tmp_path / "searchrun").mkdir()
@@ -211,6 +229,10 @@ CLI_CASES = [
     (["train"] + SYN + ["--batch-size", "0"], "--batch-size"),
     (["train"] + SYN + ["--teacher", "{tmp}/no_teacher.pt"], "no_teacher.pt"),
     (["train"] + SYN + ["--set", "nosuch.key=1"], "nosuch"),
+    (["train"] + SYN + ["--lr", "0.1", "--set", "optim.lr=0.2"], "--lr and --set optim.lr=0.2: two values for optim.lr"),
+    (["train"] + SYN + ["--set", "seed=1", "--set", "seed=2"], "--set seed: given twice, 1 and 2"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--candidates", "4", "--set", "random.candidates=8"],
+     "--candidates and --set random.candidates=8: two values for random.candidates"),
     (["train", "--resume", "{tmp}/old", "--epochs", "3"], "--epochs", _resume_dir),
     (["train", "--resume", "{tmp}/nowhere"], "nowhere"),
     # search
@@ -275,6 +297,9 @@ CLI_CASES = [
     (["compare", "--resume", "{tmp}/searchrun"], "a search run, not a comparison run", _other_runs),
     (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
     (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
+    (["train", "--resume", "{tmp}/edited", "--data-root", "{tmp}"], "data.root (--data-root): ", _edited_run),
+    (["train", "--resume", "{tmp}/edited"], "edited/config.yaml: optim.lr was 0.05 when the run started and is 0.1 now",
+     _edited_lr),
     (["train", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
     # proxies found unknown before any latency work
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "saswot.scoring.proxy (--proxy)"),
@@ -285,6 +310,15 @@ CLI_CASES = [
                                       "random.evaluator.proxy.batch_size=1"],
      "random.evaluator.proxy.images: jacob_cov needs at least 2 images per batch, got 1"),
     (["proxy", "score", "fast_scnn", "-p", "swap"], "--images: swap needs at least 24 images, got 8"),
+    # the proxy's images: a split the dataset lacks, more images than it holds, a size beyond memory
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "saswot.scoring.split=nosuch"],
+     "saswot.scoring.split: synthetic: unknown split 'nosuch'"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "data.options={length: 6}", "--set",
+                                      "random.evaluator.proxy.images=9"],
+     "random.evaluator.proxy.images: 9 images, but split 'train' holds 6; set random.evaluator.proxy.images to 6"),
+    (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "saswot.scoring.size=[100000, 100000]"],
+     "saswot.scoring.size: a forward pass of 8 × 100000x100000"),
+    (["proxy", "score", "fast_scnn", "--data", "synthetic", "--images", "300"], "--images: 300 images, but the split holds 256"),
     (["export", "fast_scnn", "--out", "{tmp}/m.pt", "--format", "torchscript", "--dynamic", "--size", "32x48"],
      "--dynamic"),
     # found before the work, not part-way through it
@@ -340,6 +374,17 @@ CLI_CASES = [
     (["train"] + SYN + ["--set", "optim.schedule=cosine", "--set", "optim.power=2"], "optim.power: the poly schedule's"),
     (["train"] + SYN + ["--set", "loss.kind=ce", "--set", "loss.ohem_min_kept=10"], "loss.ohem_min_kept: OHEM's"),
     (["train"] + SYN + ["--set", "swa_bn_batches=4"], "swa_bn_batches: SWA's BatchNorm re-estimate"),
+    (["train"] + SYN + ["--set", "optim.schedule=constant", "--set", "optim.min_lr_ratio=0.1"],
+     "optim.min_lr_ratio: the floor of a decaying learning rate"),
+    (["train"] + SYN + ["--set", "loss.kd_temperature=2"], "loss.kd_temperature: a setting of distillation, which "
+                                                            "needs a teacher"),
+    (["train"] + SYN + ["--set", "loss.teacher_steps=50"], "loss.teacher_steps: the training of loss.teacher_model"),
+    (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={loss: {kd_weight: 2}}"],
+     "final.overrides: loss.kd_weight: a setting of distillation, which needs a teacher (loss.teacher or "
+     "loss.teacher_model), and segnas search random hands its final training none"),
+    (["train"] + SYN + ["--set", "budget_clock=cpu"], "budget_clock: how a time budget is counted, and there is none"),
+    (["train"] + SYN + ["--set", "data.val_split=null", "--set", "eval_every=2"],
+     "eval_every: how often the validation split is scored, and data.val_split names none"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={swa_bn_batches: 16}",
                                       "--set", "device=cuda:99"], "swa_bn_batches: SWA's BatchNorm re-estimate"),
     (["compare", "--status", "{tmp}", "--workers", "2"], "--status only shows where a comparison stands"),
@@ -506,3 +551,16 @@ def test_a_settings_file_may_share_settings_with_yaml_anchors(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("base: &b {lr: 0.1, momentum: 0.8}\noptim: {<<: *b, lr: 0.2}\n")
     assert read_yaml(path)["optim"] == {"lr": 0.2, "momentum": 0.8}
+
+
+def test_distillation_settings_pass_where_a_teacher_comes():
+    """kd settings are refused only where no teacher comes: FasterSeg hands its student one, and
+    ``segnas train`` takes them with a teacher."""
+    from segnas.config import TrainConfig
+    from segnas.config.io import build_config
+    from segnas.jobs.search import check_final_training, make_settings
+
+    s = make_settings("fasterseg", {"final": {"overrides": {"loss": {"kd_temperature": 2.0}}}}, new=True)
+    check_final_training(s, ["road", "car"], with_teacher=True)
+    build_config(TrainConfig, {"loss": {"teacher": "t.pt", "kd_weight": 2.0}}, new=True)
+    build_config(TrainConfig, {"loss": {"teacher_model": "fast_scnn", "teacher_steps": 5}}, new=True)

@@ -214,6 +214,7 @@ def test_the_latency_correction_is_calibrated_on_networks_like_the_student(tiny_
     monkeypatch.setenv("SEGNAS_IGNORE_LOAD", "1")
     settings = tiny_search(search_epochs=1)
     settings["latency"]["calibration_networks"] = 8
+    settings["latency"]["check_target"] = False  # the calibration is tested, not the target (on a busy host, out of reach)
     settings["final"] = {"epochs": 0}
     summary = search_job(make_settings("fasterseg", settings))
     student = read_arch_file(Path(summary["run_dir"]) / "student.json")["arch"]

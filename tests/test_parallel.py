@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,14 +27,19 @@ def test_process_pool_matches_inline():
 
 
 def test_ray_gives_the_same_results_and_saves_them_before_an_error(tmp_path):
+    """(A task reserving more CPUs than there are workers runs: the local Ray is sized for it.)"""
+    from segnas.parallel import TaskResources
+
     pytest.importorskip("ray")
     path = tmp_path / "results.jsonl"
     with pytest.raises(SegnasError, match=f"item {default_key(3)} failed: ValueError: boom on 3"):
-        run_all(fail_on_three, list(range(6)), executor="ray", workers=2, results_path=path)
+        run_all(fail_on_three, list(range(6)), executor="ray", workers=1, results_path=path,
+                resources=TaskResources(cpus=2))
     from_ray = load_results(path)
     assert {default_key(s) for s in range(3)} <= set(from_ray) and default_key(3) not in from_ray
-    assert run_all(conv_score, list(range(6)), results_path=path) == _expected(range(6))
-    assert all(from_ray[default_key(s)] == conv_score(s) for s in range(6) if default_key(s) in from_ray)
+    assert all(from_ray[default_key(s)]["threads"] == 2 for s in range(3))  # the task's CPUs are its threads
+    scores = [r["score"] for r in run_all(conv_score, list(range(6)), results_path=path)]
+    assert scores == [r["score"] for r in _expected(range(6))]
 
 
 def test_resume_recomputes_only_missing_items(tmp_path):
@@ -141,6 +147,45 @@ def test_a_dying_worker_process_is_replaced_and_only_its_own_item_fails(tmp_path
         assert pool.map(die_once_then_square, [(3, str(tmp_path)), (4, str(tmp_path))]) == [9, 16]  # still works
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an exited orphan waiting to be reaped)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\tZ" not in next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_pool_workers_end_when_their_parent_is_killed(tmp_path):
+    """A killed search (SIGKILL: no clean-up runs) leaves no worker process computing on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, str(tests / "_dying_work.py"), str(tmp_path)], env=env)
+    pid_file = tmp_path / "worker-0.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "the worker never started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert _running(worker)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _running(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the pool's worker ran on after its parent was killed")
+
+
 def test_forget_drops_the_records_of_some_keys_and_keeps_the_rest(tmp_path):
     from segnas.parallel.store import ResultStore, forget, load_failures
 
@@ -154,3 +199,23 @@ def test_forget_drops_the_records_of_some_keys_and_keeps_the_rest(tmp_path):
     assert forget(path, {"a", "b", "z"}) == ["a", "b"]
     assert load_results(path) == {"c": 3} and load_failures(path) == {}
     assert forget(path, {"a"}) == [] and load_results(path) == {"c": 3}
+
+
+def test_ray_executor_problems_are_found_before_any_work():
+    """A GPU asked of a local Ray on a machine without one, or a cluster address where nothing
+    answers, is refused at once in one line (Ray would wait for ever, or retry for minutes)."""
+    import socket
+
+    import torch
+
+    from segnas.parallel import TaskResources, check_ray
+
+    pytest.importorskip("ray")
+    if torch.cuda.device_count() == 0:
+        with pytest.raises(SegnasError, match="task_gpus 1: a local Ray has the GPUs this machine has, 0"):
+            check_ray(2, None, TaskResources(gpus=1))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SegnasError, match=f"ray_address: nothing answers at '127.0.0.1:{port}'"):
+        check_ray(2, f"127.0.0.1:{port}")

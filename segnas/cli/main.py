@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import typer
 import yaml
@@ -64,16 +64,38 @@ SIZE_TEXT = re.compile(r"\d+\s*x\s*\d+", re.IGNORECASE)
 
 def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     """``key.path=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
-    out = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not all(part.strip() for part in key.split(".")):
             raise SegnasError(f"{option}: expected key=value, got {item!r}")
         try:  # a size such as 0x64 stays text (YAML would read a hexadecimal number)
-            out[key.strip()] = value.strip() if SIZE_TEXT.fullmatch(value.strip()) else yaml.safe_load(value)
+            parsed = value.strip() if SIZE_TEXT.fullmatch(value.strip()) else yaml.safe_load(value)
         except yaml.YAMLError:
-            raise SegnasError(f"{option} {key.strip()}: cannot read the value {value!r} (YAML)") from None
+            raise SegnasError(f"{option} {key}: cannot read the value {value!r} (YAML)") from None
+        if key in out and out[key] != parsed:
+            raise SegnasError(f"{option} {key}: given twice, {out[key]!r} and {parsed!r}; give it once")
+        out[key] = parsed
     return out
+
+
+def _comparable(value: Any) -> Any:
+    """A size as text ("48x64") or as a pair ([48, 64]) in one form; any other value as it is."""
+    if isinstance(value, str) and SIZE_TEXT.fullmatch(value.strip()):
+        return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
+    return tuple(value) if isinstance(value, list) else value
+
+
+def with_sets(overrides: dict[str, Any], flags: Mapping[str, str], sets: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` (settings the options gave; ``flags``: setting -> the option that gave it alone)
+    with the ``--set`` values on top; a setting an option and ``--set`` give different values is
+    refused. (An option that sets several settings, such as a search's ``--size``, may be refined by
+    ``--set`` of one of them: leave those out of ``flags``.)"""
+    for key, value in sets.items():
+        if key in flags and key in overrides and _comparable(overrides[key]) != _comparable(value):
+            raise SegnasError(f"{flags[key]} and --set {key}={value}: two values for {key}; give one of them")
+    return {**overrides, **sets}
 
 
 def _setting_default(cls: Any, path: str) -> Any:
@@ -166,7 +188,7 @@ def train(
     if arch is not None:
         overrides["model.name"], flags["model.name"] = None, "--arch"
     sets = parse_overrides(set_)
-    overrides.update(sets)
+    overrides = with_sets(overrides, flags, sets)
     if resume is None:  # an error names the option, not the settings file
         flags.update({key: "" for key in sets})
     cfg = job_settings(TrainConfig, config, overrides, resume, flags, recipe)
@@ -501,7 +523,8 @@ def _search_command(method: str) -> Callable[..., None]:
             if value is not None:
                 overrides.update({path: value for path in paths})
                 given.update({path: f"--{name}" for path in paths})
-        overrides.update(parse_overrides(kwargs["set_"]))
+        alone = {paths[0]: f"--{name}" for name, (paths, _, _) in flags.items() if len(paths) == 1}
+        overrides = with_sets(overrides, alone, parse_overrides(kwargs["set_"]))
         if resume is not None:
             started = run_method(resume)
             if started != method:

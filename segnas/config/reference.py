@@ -113,17 +113,6 @@ def setting_docs(model: type[BaseModel], prefix: str = "",
     return rows
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{a: {b: 1}}`` -> ``{"a.b": 1}`` (a recipe's values by setting key)."""
-    out: dict[str, Any] = {}
-    for k, v in mapping.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def settings_table(rows: list[SettingDoc], recipe: Optional[tuple[str, dict[str, Any]]] = None) -> str:
     """A markdown table of ``rows``; with ``recipe`` (name, its values by key) a column of what it sets."""
     head = ["setting", "type", "default"] + ([f"`{recipe[0]}` recipe"] if recipe else []) + ["meaning"]

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from segnas.config.io import SAVED_RUN, new_settings
+from segnas.config.io import SAVED_RUN, merged, new_settings
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
 from segnas.config.train import (NAME_OR_FILE, PATH, DataConfig, JobName, OptimConfig, Settings, refuse_idle,
                                  size_or_none)
@@ -101,8 +101,14 @@ class FinalTraining(Settings):
     def _valid_training(self, info: ValidationInfo) -> "FinalTraining":
         refuse_idle(self, info, {name: (self.epochs == 0, "a setting of the final training, which epochs 0 turns "
                                                           "off") for name in type(self).model_fields if name != "epochs"})
+        # whether a teacher comes is the method's: distillation settings are checked by the search
+        # (``jobs.search.check_final_training``), here with a stand-in teacher
+        overrides = self.overrides
+        loss = merged(load_recipe(self.recipe), overrides).get("loss")
+        if isinstance(loss, dict) and not (loss.get("teacher") or loss.get("teacher_model")):
+            overrides = merged({"loss": {"teacher": "teacher.pt"}}, overrides)
         try:
-            recipe_with(self.recipe, self.overrides, f"recipe {Path(self.recipe).name} with final.overrides",
+            recipe_with(self.recipe, overrides, f"recipe {Path(self.recipe).name} with final.overrides",
                         new=new_settings(info))
         except SegnasError as exc:
             raise ValueError(str(exc)) from None
@@ -162,9 +168,9 @@ class SupernetEvaluatorSettings(Settings):
     #: A one-shot search's run directory (its ``checkpoints/search_last.pt``, else ``pretrained.pt``)
     #: or a checkpoint file; its supernet must be of the searched space with the same options.
     checkpoint: Optional[str] = Field(None, json_schema_extra=PATH)
-    #: Validation images each candidate is scored on.
+    #: Validation images each candidate is scored on (at most: the split's all when fewer).
     val_images: int = Field(50, ge=1)
-    #: Training images that re-estimate each candidate's BatchNorm statistics first.
+    #: Training images that re-estimate each candidate's BatchNorm statistics first (at most, as ``val_images``).
     calibration_images: int = Field(80, ge=1)
     #: Images are resized to this HxW (None: the search size, else native).
     size: Optional[tuple[int, int]] = None

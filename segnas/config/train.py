@@ -130,10 +130,18 @@ def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple
     error names it as ``named`` says (e.g. with its flag)."""
     if not new_settings(info):
         return
+    found = first_idle(settings, idle)
+    if found:
+        raise ValueError(f"{named(found[0])}: {found[1]}; leave it out")
+
+
+def first_idle(settings: BaseModel, idle: dict[str, tuple[bool, str]]) -> tuple[str, str] | None:
+    """(field, whose it is) of the first field of ``idle`` that is unused yet set to other than its default."""
     fields = type(settings).model_fields
     for name, (unused, whose) in idle.items():
         if unused and getattr(settings, name) != fields[name].get_default(call_default_factory=True):
-            raise ValueError(f"{named(name)}: {whose}; leave it out")
+            return name, whose
+    return None
 
 
 class DataConfig(Settings):
@@ -265,7 +273,10 @@ class OptimConfig(Settings):
         refuse_idle(self, info, {"momentum": (self.name != "sgd", f"SGD's; the {self.name} optimizer uses betas"),
                                  "betas": (self.name != "adamw", f"AdamW's; the {self.name} optimizer uses momentum"),
                                  "power": (self.schedule != "poly", f"the poly schedule's exponent (schedule: "
-                                                                    f"{self.schedule})")})
+                                                                    f"{self.schedule})"),
+                                 "min_lr_ratio": (self.schedule == "constant", "the floor of a decaying learning "
+                                                                               "rate; the constant schedule does not "
+                                                                               "decay")})
         return self
 
 
@@ -315,10 +326,17 @@ class LossConfig(Settings):
         if self.teacher and self.teacher_model:
             raise ValueError("give loss.teacher (a checkpoint) or loss.teacher_model (trained once), not both")
         ohem = (self.kind != "ohem", f"OHEM's (loss.kind: {self.kind})")
-        # (the distillation settings are not checked here: a search's final training gets its teacher
-        # after the recipe and its overrides are checked)
-        refuse_idle(self, info, {"ohem_thresh": ohem, "ohem_min_kept": ohem})
+        refuse_idle(self, info, {"ohem_thresh": ohem, "ohem_min_kept": ohem, **self.idle_distillation()})
         return self
+
+    def idle_distillation(self) -> dict[str, tuple[bool, str]]:
+        """The distillation settings, each with whether it is unused (no teacher) and whose it is. (A
+        search's final overrides are checked against them by the search, which knows whether its
+        method hands its final training a teacher: ``jobs.search.check_final_training``.)"""
+        kd = (not (self.teacher or self.teacher_model), "a setting of distillation, which needs a teacher "
+                                                        "(loss.teacher or loss.teacher_model)")
+        return {"kd_weight": kd, "kd_temperature": kd,
+                "teacher_steps": (not self.teacher_model, "the training of loss.teacher_model, which is not given")}
 
 
 class TrainConfig(Settings):
@@ -391,7 +409,11 @@ class TrainConfig(Settings):
     @model_validator(mode="after")
     def _swa_settings(self, info: ValidationInfo) -> "TrainConfig":
         refuse_idle(self, info, {"swa_bn_batches": (self.swa_start is None, "SWA's BatchNorm re-estimate, which "
-                                                                            "needs swa_start")})
+                                                                            "needs swa_start"),
+                                 "budget_clock": (self.time_budget_min is None, "how a time budget is counted, and "
+                                                                                "there is none (--minutes)"),
+                                 "eval_every": (not self.data.val_split, "how often the validation split is scored, "
+                                                                         "and data.val_split names none")})
         return self
 
     @model_validator(mode="after")

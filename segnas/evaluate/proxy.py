@@ -39,14 +39,17 @@ ProxyLike = str | Callable[[nn.Module], float]
 DEFAULT_IMAGES, DEFAULT_SIZE, DEFAULT_INITS = 8, (128, 160), 1
 
 
-def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0) -> list[Batch]:
+def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0, field: str = "images") -> list[Batch]:
     """``images`` samples of ``dataset`` chosen by ``seed`` (no augmentation beyond the dataset's
-    transform), stacked into batches of ``batch_size``."""
+    transform), stacked into batches of ``batch_size``; more images than ``dataset`` holds are
+    refused, naming ``field``."""
     if images < 1 or batch_size < 1:
         raise SegnasError(f"images and batch_size must be >= 1, got {images} and {batch_size}")
     if len(dataset) < 1:
         raise SegnasError("data: the split has no images to score networks on")
-    n = min(images, len(dataset))
+    if images > len(dataset):
+        raise SegnasError(f"{field}: {images} images, but the split holds {len(dataset)}")
+    n = images
     idx = sorted(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False).tolist())
     samples = [dataset[i] for i in idx]
     shapes = {tuple(im.shape) for im, _ in samples}
@@ -152,7 +155,7 @@ class ProxyEvaluator(Evaluator):
         """The scoring batches and the number of classes (drawn from the data once)."""
         if self.batches is None:
             dataset = open_data(self.data, self.split, eval_transforms(self.size), cache=False)
-            self.batches = fixed_batches(dataset, self.images, self.batch_size, self.data_seed)
+            self.batches = fixed_batches(dataset, self.images, self.batch_size, self.data_seed, "scoring.images")
             self.num_classes = int(dataset.num_classes)
         return self.batches, int(self.num_classes)
 

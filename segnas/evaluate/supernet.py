@@ -101,7 +101,7 @@ class SupernetEvaluator(Evaluator):
             train = Subset(train, [i for i in range(len(train)) if i not in held])
         else:
             val = open_data(self.data, self.data.val_split, eval_transforms(self.size), cache=False)
-        self.calibration = fixed_batches(train, self.calibration_images, self.batch_size, self.seed)
+        self.calibration = fixed_batches(train, min(self.calibration_images, len(train)), self.batch_size, self.seed)
         self.val = Subset(val, range(min(len(val), self.val_images)))
         super().setup()
 

@@ -47,7 +47,7 @@ from segnas.errors import SegnasError
 from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.search import latency_probe, make_settings, search_job
-from segnas.parallel import TaskResources, run_all
+from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
@@ -259,6 +259,13 @@ def job_ended(key: str, result: dict[str, Any]) -> str:
     return f"{key}: done"
 
 
+def job_resources(cfg: CompareSettings) -> TaskResources:
+    """What one job reserves on Ray: its ``threads`` CPUs (1 when unset) and, on a GPU, a
+    ``1/workers`` share of one."""
+    return TaskResources(cpus=float(cfg.threads or 1),
+                         gpus=1.0 / cfg.workers if resolve_device(cfg.device).type == "cuda" else 0.0)
+
+
 def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
              tell: Echo | None = None) -> dict[str, dict[str, Any]]:
     """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run, each
@@ -269,9 +276,7 @@ def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
         return {}
     executor = "inline" if cfg.workers == 1 and cfg.executor == "process" else cfg.executor
     tell = tell or (lambda m: None)
-
-    resources = TaskResources(cpus=float(cfg.threads or 1),
-                              gpus=1.0 / cfg.workers if resolve_device(cfg.device).type == "cuda" else 0.0)
+    resources = job_resources(cfg)
     results = run_all(run_job, items, executor=executor, workers=cfg.workers, results_path=run_path / JOBS_FILE,
                       key=lambda item: item["key"], progress=cfg.progress, threads_per_worker=cfg.threads,
                       ray_address=cfg.ray_address, resources=resources if executor == "ray" else None,
@@ -852,6 +857,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                           f"{cfg.device}); give the trainings a step budget, train.steps")
     latency_probe(cfg.latency.probe, num_classes)  # the probes, named now rather than after the trainings
     latency_probe(cfg.measure_probe, num_classes, "measure_probe")
+    if cfg.executor == "ray":
+        check_ray(cfg.workers, cfg.ray_address, job_resources(cfg))
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")

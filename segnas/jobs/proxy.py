@@ -41,7 +41,7 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
     dc = build_config(DataConfig, {"name": data, "root": root}, "options", {"name": "--data", "root": "--data-root"},
                       new=True)  # (a folder given with the synthetic scenes is refused, not ignored)
     dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
-    return fixed_batches(dataset, images, batch_size, seed), dataset.num_classes
+    return fixed_batches(dataset, images, batch_size, seed, "--images"), dataset.num_classes
 
 
 def scored_on(data: str, split: str, images: int, size: Sequence[int] | str | None, seed: int,

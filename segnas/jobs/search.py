@@ -32,7 +32,7 @@ from pydantic import ValidationInfo, create_model, model_validator
 from segnas.config.io import build_config, merged, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings, named
-from segnas.config.train import TrainConfig, refuse_idle
+from segnas.config.train import TrainConfig, first_idle, refuse_idle
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.backends import check_backend
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
@@ -42,6 +42,7 @@ from segnas.data import build_dataset, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir
+from segnas.parallel import TaskResources, check_ray
 from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
@@ -197,6 +198,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     def prepare() -> None:
         """Everything that can fail on user input, before the run directory exists; the latency correction."""
         strategy.prepare(ctx)
+        if getattr(cfg, "executor", "inline") == "ray":
+            check_ray(cfg.workers, cfg.ray_address, TaskResources.from_settings(cfg))
         space = strategy.latency_space(ctx)
         if space is not None and cfg.latency.calibration_networks:
             latency.calibrate(space, num_classes, cfg.latency.calibration_networks, cfg.progress, echo)
@@ -294,6 +297,10 @@ def check_final_training(s: SearchSettings, names: Sequence[str], with_teacher: 
         recipe = recipe_with(f.recipe, merged(distillation(teacher), f.overrides), "final.overrides")
         cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
         check_classes(cfg, names, "final.overrides: ")
+        idle = None if with_teacher else first_idle(cfg.loss, cfg.loss.idle_distillation())
+        if idle:
+            raise SegnasError(f"final.overrides: loss.{idle[0]}: {idle[1]}, and segnas search {s.method} hands its "
+                              "final training none; leave it out")
 
 
 def distillation(teacher_ckpt: Path | None) -> dict[str, Any]:

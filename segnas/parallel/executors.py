@@ -10,9 +10,11 @@ the process pool an item whose worker process dies is run again the same way (``
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import pickle
+import socket
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from segnas.errors import SegnasError
-from segnas.parallel.worker import prepared
+from segnas.parallel.worker import exit_with_parent, prepared
 
 Outcome = tuple[str, bool, Any]
 
@@ -114,7 +116,7 @@ def refill(pending: dict[Any, str], queue: Iterator[tuple[str, Any]], workers: i
 
 class ProcessRunner:
     """``workers`` spawned processes (fork is unsafe once torch has started threads) that outlive one
-    batch, so a worker sets an evaluator up once.
+    batch, so a worker sets an evaluator up once, and end when this process ends, even killed.
 
     A worker process that dies (killed, out of memory, a crash in native code) breaks the whole pool
     and fails every item in flight, so which item killed it is not known. The runner starts a fresh
@@ -128,7 +130,8 @@ class ProcessRunner:
 
     def _fresh_pool(self) -> ProcessPoolExecutor:
         self.close(block=False)
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def run(self, fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], threads: int | None,
@@ -195,29 +198,79 @@ def run_process(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], worke
         runner.close()
 
 
-def start_ray(workers: int, address: str | None = None) -> bool:
+def no_answer(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why nothing accepts a connection at a ``host:port`` address (also ``ray://host:port``), or
+    None when something does or the address names no port (``auto``)."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def start_ray(workers: int, address: str | None = None, resources: TaskResources | None = None) -> bool:
     """Connect to Ray: the cluster at ``address`` (``host:port`` of its head, or ``auto``: the
-    cluster this machine belongs to, or RAY_ADDRESS), or a local Ray of ``workers`` CPUs whose
-    workers import what this process imports. Returns True when this call connected (the caller
-    shuts the connection down), False when Ray was already initialized."""
+    cluster this machine belongs to, or RAY_ADDRESS), or a local Ray with CPUs for ``workers`` tasks
+    of ``resources`` at once, whose workers import what this process imports. Refused (SegnasError)
+    when no node of it can hold one task's ``resources`` (Ray would wait for one for ever). Returns
+    True when this call connected (the caller shuts the connection down), False when Ray was
+    already initialized."""
     try:
         import ray
     except ImportError:
         raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
-    if ray.is_initialized():
-        return False
-    if address is None:
+    resources = resources or TaskResources()
+    started = not ray.is_initialized()
+    if not started:
+        where = "the Ray this process is connected to"
+    elif address is None:
+        where = "the local Ray"
         # like spawned processes, local workers see this process's sys.path, so they import what it imports
         path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
-        ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(num_cpus=max(workers, math.ceil(workers * resources.cpus)), include_dashboard=False,
+                 ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     else:
+        where = f"the Ray cluster at {address!r}"
+        unreachable = no_answer(address)
+        if unreachable:  # Ray itself would retry for minutes before it gives up
+            raise SegnasError(f"ray_address: nothing answers at {address!r} ({unreachable}); is the cluster's head "
+                              "started (ray start --head) and the address its host:port?")
         try:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SegnasError(f"ray_address: cannot connect to a Ray cluster at {address!r} "
                               f"({' '.join(str(exc).split())[:200]})") from None
-    return True
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
+        if started:
+            ray.shutdown()
+        held = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "none"
+        raise SegnasError(f"task_cpus {resources.cpus:g}, task_gpus {resources.gpus:g}: no node of {where} has that "
+                          f"much for one evaluation (its nodes: {held})")
+    return started
+
+
+def check_ray(workers: int, address: str | None = None, resources: TaskResources | None = None) -> None:
+    """Before a job makes its run directory: refuse what would make its Ray executor fail or wait
+    for ever once it runs (Ray missing, a GPU asked of a local Ray on a machine without one, a cluster
+    that cannot be reached or holds no node with one task's resources)."""
+    resources = resources or TaskResources()
+    try:
+        import ray
+    except ImportError:
+        raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
+    if address is None:
+        import torch
+
+        if resources.gpus > torch.cuda.device_count():
+            raise SegnasError(f"task_gpus {resources.gpus:g}: a local Ray has the GPUs this machine has, "
+                              f"{torch.cuda.device_count()}")
+        return
+    if start_ray(workers, address, resources):
+        ray.shutdown()
 
 
 def run_ray(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: int,
@@ -225,7 +278,7 @@ def run_ray(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], workers: 
             resources: TaskResources | None = None, **_: Any) -> Iterator[Outcome]:
     """Ray tasks reserving ``resources`` (default: one CPU each), at most `workers` in flight;
     starts a local Ray of `workers` CPUs unless one is running or `address` is given."""
-    started = start_ray(workers, address)
+    started = start_ray(workers, address, resources)
     import ray
     from ray.exceptions import RayError
 

@@ -41,7 +41,7 @@ class WorkerPool:
         if self.executor == "process" and self._runner is None:
             self._runner = ProcessRunner(self.workers, (self.resources or TaskResources()).retries)
         elif self.executor == "ray" and self._ray_task is None:
-            self._ray_started = start_ray(self.workers, self.ray_address)
+            self._ray_started = start_ray(self.workers, self.ray_address, self.resources)
             self._ray_task = (self.resources or TaskResources()).ray_task(call_with_threads)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], on_result: OnResult | None = None) -> list[Any]:

@@ -4,6 +4,9 @@ later item, whatever the executor (in-process, process pool, Ray)."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Any, Callable
 
 #: worker_token -> the set-up copy of an evaluator in this process (the most recent few).
@@ -26,3 +29,19 @@ def prepared(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         for name in getattr(fn, "batch_settings", ()):
             setattr(ready, name, getattr(fn, name))
     return ready
+
+
+def exit_with_parent(parent_pid: int, period_s: float = 1.0) -> None:
+    """Make this worker process exit once the process that started it (``parent_pid``) is gone.
+
+    A pool worker waits on a queue whose writing end it holds itself, so it never learns that a
+    killed parent will send nothing more, and would run on as an orphan holding cores and memory.
+    A daemon thread checks every ``period_s`` whether the parent changed and then ends the process,
+    whatever item it is running."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="segnas-exit-with-parent", daemon=True).start()

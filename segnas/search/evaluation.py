@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
+from segnas.cost.memory import check_inference_size
+from segnas.data import build_dataset
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import (DEFAULT_IMAGES, DEFAULT_INITS, DEFAULT_SIZE, ProxyEvaluator, check_proxy,
@@ -22,7 +24,7 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
     was discovered on (a notice when they differ), else 8 images at 128x160 and 1 initialization."""
     seen = proxy_scored_on(ps.proxy)
     images = proxy_images(ps, seen)
-    size = ps.size or tuple(seen.get("size") or DEFAULT_SIZE)
+    size = proxy_size(ps, seen)
     inits = ps.inits or seen.get("inits") or DEFAULT_INITS
     now = {"data": ctx.settings.data.name, "images": images, "size": list(size), "inits": inits}
     diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
@@ -42,10 +44,26 @@ def proxy_images(ps: ProxyEvaluatorSettings, seen: dict[str, Any] | None = None)
     return ps.images or seen.get("images") or DEFAULT_IMAGES
 
 
-def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str) -> None:
-    """Refuse an unknown proxy, or fewer images than it needs, naming the fields under ``where``."""
+def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str, ctx: SearchContext | None = None) -> None:
+    """Refuse an unknown proxy, or fewer images than it needs, naming the fields under ``where``;
+    with ``ctx``, also a split the dataset lacks, more images than that split holds, and a scoring
+    size too large for memory."""
     check_proxy(ps.proxy, f"{where}.proxy (--proxy)")
-    check_proxy_images(ps.proxy, proxy_images(ps), ps.batch_size, f"{where}.images")
+    seen = proxy_scored_on(ps.proxy)
+    images = proxy_images(ps, seen)
+    check_proxy_images(ps.proxy, images, ps.batch_size, f"{where}.images")
+    if ctx is None:
+        return
+    check_inference_size(proxy_size(ps, seen), ctx.num_classes, f"{where}.size", min(ps.batch_size, images))
+    data = ctx.settings.data
+    try:
+        held = len(build_dataset(data.name, data.root, ps.split, None, cache=False, **data.options))
+    except SegnasError as exc:
+        raise SegnasError(f"{where}.split: {exc}") from None
+    if images > held:
+        source = "" if ps.images else " (what its proxy file was discovered on)" if seen.get("images") else " (the default)"
+        raise SegnasError(f"{where}.images: {images} images{source}, but split {ps.split!r} holds {held}; "
+                          f"set {where}.images to {held} or fewer")
 
 
 def check_evaluator(es: EvaluatorSettings, where: str, space: SearchSpace, ctx: SearchContext) -> None:
@@ -53,7 +71,7 @@ def check_evaluator(es: EvaluatorSettings, where: str, space: SearchSpace, ctx: 
     missing supernet checkpoint, a space whose supernet cannot run a member, a bad training recipe),
     naming the field under ``where`` (e.g. ``random.evaluator``)."""
     if es.kind == "proxy":
-        check_proxy_settings(es.proxy, f"{where}.proxy")
+        check_proxy_settings(es.proxy, f"{where}.proxy", ctx)
     elif es.kind == "train":
         check_training_recipe(es.train.recipe, f"{where}.train.recipe")
     elif es.kind == "supernet":
@@ -75,6 +93,11 @@ def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: 
                 "size": list(ctx.latency.size), "backend": ctx.latency.backend, "train": recipe,
                 "out_dir": str(ctx.run.path / "candidates"), "device": s.device}
     return TrainEvaluator(space.name, settings)
+
+
+def proxy_size(ps: ProxyEvaluatorSettings, seen: dict[str, Any]) -> tuple[int, int]:
+    """The size a proxy's images are scored at: as set, else its proxy file's (``seen``), else ``DEFAULT_SIZE``."""
+    return tuple(ps.size or seen.get("size") or DEFAULT_SIZE)
 
 
 def supernet_checkpoint(path: str | Path) -> Path:

@@ -7,12 +7,12 @@ from typing import Any, Mapping, Optional, TypeVar
 
 import torch
 
-from segnas.config.io import has_setting, load_config, read_yaml, save_config, saved_form
+from segnas.config.io import flatten, has_setting, load_config, read_yaml, save_config, saved_form
 from segnas.config.train import Settings
 from segnas.cost.latency import default_threads
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
-from segnas.utils import seed_everything
+from segnas.utils import atomic_write_text, seed_everything
 
 C = TypeVar("C")
 
@@ -26,6 +26,31 @@ CONTINUE = {"search": "segnas search METHOD --resume", "comparison": "segnas com
 #: one): where and how it computes, never what it computes (a moved dataset, another device).
 RESUMABLE = ("data.root", "data.workers", "data.cache", "threads", "device", "executor", "ray_address",
              "task_cpus", "task_gpus", "task_retries", "progress")
+
+
+#: A copy of a run's config.yaml as the run started (``open_run``): a resume refuses a config.yaml
+#: edited since in any setting but the ``RESUMABLE`` ones (``check_unedited``).
+STARTED_FILE = ".started.yaml"
+
+
+def check_unedited(run_dir: str | Path) -> None:
+    """SegnasError when a run's config.yaml was edited, since the run started, in a setting that a
+    resume cannot take anew (what it computes: its checkpoints and results were made with the old
+    value, which the resumed job would mix with the new). Runs made before ``STARTED_FILE``
+    existed are not checked."""
+    path = Path(run_dir)
+    if not (path / STARTED_FILE).is_file():
+        return
+    kept = set(RESUMABLE) | {"latency.threads"}  # (latency.threads: pinned by a resume that changes threads)
+    started, now = ({k: v for k, v in flatten(read_yaml(path / name) or {}).items() if k not in kept}
+                    for name in (STARTED_FILE, "config.yaml"))
+    edited = sorted(k for k in started.keys() | now.keys() if started.get(k, KeyError) != now.get(k, KeyError))
+    if edited:
+        key = edited[0]
+        was, is_now = (repr(d[key]) if key in d else "not set" for d in (started, now))
+        raise SegnasError(f"{path / 'config.yaml'}: {key} was {was} when the run started and is {is_now} now; a "
+                          "resumed run continues what it started computing: put it back, or start a new run with "
+                          f"the edited file as --config{f' ({len(edited)} settings edited)' if len(edited) > 1 else ''}")
 
 
 def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
@@ -84,12 +109,17 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
     if resume is not None:
         RunDir.check_existing(resume)
         refuse_other_run(resume, run_kind(resume), kind)  # before the folder is touched
+        check_unedited(resume)
         check_resumable(cls, changes or {}, resume)
         run = RunDir.existing(resume)
         path = run.path / "config.yaml"
         given = {**(resumable_values(saved_form(cfg)) if cfg is not None else {}), **(changes or {})}
         given = with_latency_threads_kept(read_yaml(path), given)
         cfg = load_config(cls, path, given, saved=True)
+        data = getattr(cfg, "data", None)
+        if (changes or {}).get("data.root") is not None and getattr(data, "name", None) == "synthetic":
+            raise SegnasError(f"data.root (--data-root): {resume} runs on the synthetic scenes, generated in "
+                              "memory; it reads no folder")
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
@@ -126,4 +156,5 @@ def open_run(cfg: Settings, run: RunDir | None) -> RunDir:
         return run
     run = RunDir.create(cfg.out_dir, cfg.job)
     save_config(cfg, run.path / "config.yaml")
+    atomic_write_text(run.path / STARTED_FILE, (run.path / "config.yaml").read_text(encoding="utf-8"))
     return run

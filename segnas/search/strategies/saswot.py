@@ -137,7 +137,7 @@ class SasWOT(DelegatingStrategy):
                    "mode": ("saswot.mode", str, "evolution (maximize the proxy) or nsga2 (proxy and latency).")}
 
     def prepare(self, ctx: SearchContext) -> None:
-        check_proxy_settings(ctx.section.scoring, "saswot.scoring")
+        check_proxy_settings(ctx.section.scoring, "saswot.scoring", ctx)
         super().prepare(ctx)
 
     def make_search(self, settings: SasWOTSettings) -> ProxyScored:

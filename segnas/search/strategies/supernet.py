@@ -68,7 +68,7 @@ class SupernetSearchSettings(Settings):
     meta_val_fraction: float = Field(0.15, gt=0, lt=1)
     #: Candidates are scored on at most this many meta-validation images.
     meta_val_images: int = Field(50, ge=1)
-    #: Training images each candidate's BatchNorm statistics are re-estimated on.
+    #: Training images each candidate's BatchNorm statistics are re-estimated on (at most: the split's all when fewer).
     calibration_images: int = Field(80, ge=1)
     candidates: int = Field(300, ge=1)
     population: int = Field(50, ge=2)
