@@ -343,7 +343,8 @@ def test_a_run_begun_on_a_gpu_resumes_on_the_cpu_when_told_to(tiny_cfg):
     run = Path(train_job(TrainConfig.model_validate(tiny_cfg(epochs=1))).run_dir)
     # make it a GPU run killed after epoch 1 of 2
     config = yaml.safe_load((run / "config.yaml").read_text())
-    (run / "config.yaml").write_text(yaml.safe_dump({**config, "epochs": 2, "device": "cuda"}))
+    for name in ("config.yaml", ".started.yaml"):  # (as begun: config.yaml alone edited would be refused)
+        (run / name).write_text(yaml.safe_dump({**config, "epochs": 2, "device": "cuda"}))
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     save_checkpoint(run / "checkpoints" / "last.pt", {**state, "finished": False})
     if not torch.cuda.is_available():

@@ -279,12 +279,3 @@ def test_a_task_whose_worker_keeps_dying_is_recorded_as_failed(cluster, tmp_path
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert sum("failed" in x for x in lines) == 1
 
-
-def test_a_task_no_node_can_hold_is_refused_at_once(cluster):
-    """Ray would wait for ever for a node with 64 CPUs; the run is refused before any work instead."""
-    from segnas.parallel import check_ray
-
-    with pytest.raises(SegnasError, match=r"task_cpus 64, task_gpus 0: no node of the Ray .* has that much for one "
-                                          r"evaluation \(its nodes: \d+ CPUs and 0 GPUs"):
-        check_ray(2, cluster.address, TaskResources(cpus=64))
-    check_ray(2, cluster.address, TaskResources(cpus=1))

@@ -74,16 +74,22 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
             parsed = value.strip() if SIZE_TEXT.fullmatch(value.strip()) else yaml.safe_load(value)
         except yaml.YAMLError:
             raise SegnasError(f"{option} {key}: cannot read the value {value!r} (YAML)") from None
-        if key in out and out[key] != parsed:
+        if key in out and _comparable(out[key]) != _comparable(parsed):
             raise SegnasError(f"{option} {key}: given twice, {out[key]!r} and {parsed!r}; give it once")
         out[key] = parsed
     return out
 
 
 def _comparable(value: Any) -> Any:
-    """A size as text ("48x64") or as a pair ([48, 64]) in one form; any other value as it is."""
+    """A size as text ("48x64") or as a pair ([48, 64]), a number as text ("1e-2", which YAML reads
+    as text) or as a number, in one form; any other value as it is."""
     if isinstance(value, str) and SIZE_TEXT.fullmatch(value.strip()):
         return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -340,6 +346,8 @@ def compare(
         echo(status_table(compare_status(status)).rstrip())
         return
     overrides = parse_overrides(set_)
+    execution = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
+    with_sets(execution, {"device": "--device", "workers": "--workers"}, overrides)  # (the options win in compare_job)
     cfg = job_settings(CompareSettings, config, overrides, resume)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
                           measure_now=measure_now, any_machine=any_machine, rerun=rerun,

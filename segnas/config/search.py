@@ -103,11 +103,11 @@ class FinalTraining(Settings):
                                                           "off") for name in type(self).model_fields if name != "epochs"})
         # whether a teacher comes is the method's: distillation settings are checked by the search
         # (``jobs.search.check_final_training``), here with a stand-in teacher
-        overrides = self.overrides
-        loss = merged(load_recipe(self.recipe), overrides).get("loss")
-        if isinstance(loss, dict) and not (loss.get("teacher") or loss.get("teacher_model")):
-            overrides = merged({"loss": {"teacher": "teacher.pt"}}, overrides)
         try:
+            overrides = self.overrides
+            loss = merged(load_recipe(self.recipe), overrides).get("loss")
+            if isinstance(loss, dict) and not (loss.get("teacher") or loss.get("teacher_model")):
+                overrides = merged({"loss": {"teacher": "teacher.pt"}}, overrides)
             recipe_with(self.recipe, overrides, f"recipe {Path(self.recipe).name} with final.overrides",
                         new=new_settings(info))
         except SegnasError as exc:

@@ -336,7 +336,7 @@ class LossConfig(Settings):
         kd = (not (self.teacher or self.teacher_model), "a setting of distillation, which needs a teacher "
                                                         "(loss.teacher or loss.teacher_model)")
         return {"kd_weight": kd, "kd_temperature": kd,
-                "teacher_steps": (not self.teacher_model, "the training of loss.teacher_model, which is not given")}
+                "teacher_steps": (kd[0], "the training of a loss.teacher_model, which is not given")}
 
 
 class TrainConfig(Settings):
@@ -410,8 +410,6 @@ class TrainConfig(Settings):
     def _swa_settings(self, info: ValidationInfo) -> "TrainConfig":
         refuse_idle(self, info, {"swa_bn_batches": (self.swa_start is None, "SWA's BatchNorm re-estimate, which "
                                                                             "needs swa_start"),
-                                 "budget_clock": (self.time_budget_min is None, "how a time budget is counted, and "
-                                                                                "there is none (--minutes)"),
                                  "eval_every": (not self.data.val_split, "how often the validation split is scored, "
                                                                          "and data.val_split names none")})
         return self

@@ -189,7 +189,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     size = latency.size if latency is not None else cfg.deployment_size()
     check_inference_size(size, num_classes, "latency.size (--size)")
     validate_dataset(cfg.data, cfg.progress, echo)
-    check_final_training(cfg, names, strategy.hands_over_teacher)
+    check_final_training(cfg, names, strategy.hands_over_teacher, new=resume is None)
     if latency is None:
         latency = LatencyModel.from_settings(cfg.latency, size, cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
@@ -286,7 +286,8 @@ def measure_found(net: FoundNetwork, ctx: SearchContext) -> dict[str, Any]:
     return row
 
 
-def check_final_training(s: SearchSettings, names: Sequence[str], with_teacher: bool = False) -> None:
+def check_final_training(s: SearchSettings, names: Sequence[str], with_teacher: bool = False,
+                         new: bool = True) -> None:
     """The final training's recipe and overrides with the search's data settings: valid together
     (``with_teacher``: also for a network distilled from a found teacher), and the classes they name
     among the dataset's (``names``); checked before the search, not after it."""
@@ -297,7 +298,7 @@ def check_final_training(s: SearchSettings, names: Sequence[str], with_teacher: 
         recipe = recipe_with(f.recipe, merged(distillation(teacher), f.overrides), "final.overrides")
         cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
         check_classes(cfg, names, "final.overrides: ")
-        idle = None if with_teacher else first_idle(cfg.loss, cfg.loss.idle_distillation())
+        idle = None if with_teacher or not new else first_idle(cfg.loss, cfg.loss.idle_distillation())
         if idle:
             raise SegnasError(f"final.overrides: loss.{idle[0]}: {idle[1]}, and segnas search {s.method} hands its "
                               "final training none; leave it out")

@@ -214,8 +214,9 @@ def no_answer(address: str, timeout_s: float = 5.0) -> str | None:
 def start_ray(workers: int, address: str | None = None, resources: TaskResources | None = None) -> bool:
     """Connect to Ray: the cluster at ``address`` (``host:port`` of its head, or ``auto``: the
     cluster this machine belongs to, or RAY_ADDRESS), or a local Ray with CPUs for ``workers`` tasks
-    of ``resources`` at once, whose workers import what this process imports. Refused (SegnasError)
-    when no node of it can hold one task's ``resources`` (Ray would wait for one for ever). Returns
+    of ``resources`` at once, whose workers import what this process imports. A local Ray that
+    cannot hold one task's ``resources`` is refused (SegnasError: Ray would wait for ever); a
+    cluster is not (its autoscaler may add the nodes the tasks ask for). Returns
     True when this call connected (the caller shuts the connection down), False when Ray was
     already initialized."""
     try:
@@ -224,16 +225,12 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
         raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
     resources = resources or TaskResources()
     started = not ray.is_initialized()
-    if not started:
-        where = "the Ray this process is connected to"
-    elif address is None:
-        where = "the local Ray"
+    if started and address is None:
         # like spawned processes, local workers see this process's sys.path, so they import what it imports
         path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
         ray.init(num_cpus=max(workers, math.ceil(workers * resources.cpus)), include_dashboard=False,
                  ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
-    else:
-        where = f"the Ray cluster at {address!r}"
+    elif started:
         unreachable = no_answer(address)
         if unreachable:  # Ray itself would retry for minutes before it gives up
             raise SegnasError(f"ray_address: nothing answers at {address!r} ({unreachable}); is the cluster's head "
@@ -243,26 +240,26 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SegnasError(f"ray_address: cannot connect to a Ray cluster at {address!r} "
                               f"({' '.join(str(exc).split())[:200]})") from None
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
-        if started:
+    if address is None and started:  # (a cluster may grow: an autoscaler adds the nodes its tasks ask for)
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
             ray.shutdown()
-        held = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "none"
-        raise SegnasError(f"task_cpus {resources.cpus:g}, task_gpus {resources.gpus:g}: no node of {where} has that "
-                          f"much for one evaluation (its nodes: {held})")
+            held = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "none"
+            raise SegnasError(f"task_cpus {resources.cpus:g}, task_gpus {resources.gpus:g}: the local Ray cannot hold "
+                              f"one evaluation (it has {held})")
     return started
 
 
 def check_ray(workers: int, address: str | None = None, resources: TaskResources | None = None) -> None:
     """Before a job makes its run directory: refuse what would make its Ray executor fail or wait
     for ever once it runs (Ray missing, a GPU asked of a local Ray on a machine without one, a cluster
-    that cannot be reached or holds no node with one task's resources)."""
+    address where nothing answers)."""
     resources = resources or TaskResources()
     try:
         import ray
     except ImportError:
         raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
-    if address is None:
+    if address is None and not ray.is_initialized():
         import torch
 
         if resources.gpus > torch.cuda.device_count():

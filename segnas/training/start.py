@@ -10,6 +10,7 @@ import torch
 from segnas.config.io import flatten, has_setting, load_config, read_yaml, save_config, saved_form
 from segnas.config.train import Settings
 from segnas.cost.latency import default_threads
+from segnas.engine import distributed
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write_text, seed_everything
@@ -42,7 +43,7 @@ def check_unedited(run_dir: str | Path) -> None:
     if not (path / STARTED_FILE).is_file():
         return
     kept = set(RESUMABLE) | {"latency.threads"}  # (latency.threads: pinned by a resume that changes threads)
-    started, now = ({k: v for k, v in flatten(read_yaml(path / name) or {}).items() if k not in kept}
+    started, now = ({k: v for k, v in flatten(settings_mapping(path / name)).items() if k not in kept}
                     for name in (STARTED_FILE, "config.yaml"))
     edited = sorted(k for k in started.keys() | now.keys() if started.get(k, KeyError) != now.get(k, KeyError))
     if edited:
@@ -51,6 +52,14 @@ def check_unedited(run_dir: str | Path) -> None:
         raise SegnasError(f"{path / 'config.yaml'}: {key} was {was} when the run started and is {is_now} now; a "
                           "resumed run continues what it started computing: put it back, or start a new run with "
                           f"the edited file as --config{f' ({len(edited)} settings edited)' if len(edited) > 1 else ''}")
+
+
+def settings_mapping(path: Path) -> dict[str, Any]:
+    """The settings a run's YAML file holds; SegnasError naming it when they are not a mapping."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SegnasError(f"{path}: not a settings mapping (key: value lines)")
+    return data
 
 
 def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
@@ -148,13 +157,22 @@ def open_run(cfg: Settings, run: RunDir | None) -> RunDir:
         path = run.path / "config.yaml"
         now = saved_form(run.changed_settings) if run.changed_settings is not None else None
         before = read_yaml(path)
-        if now is not None and now != before:
-            save_config(run.changed_settings, path)
+        if now is not None and now != before:  # (the settings checked unedited by start_job: the same as started)
+            save_settings(run.changed_settings, run.path)
             old = resumable_values(before)
             moved = {k: v for k, v in resumable_values(now).items() if old.get(k) != v}
             run.log(f"resumed with {', '.join(f'{k}={v}' for k, v in moved.items()) or 'its settings rewritten'}")
         return run
     run = RunDir.create(cfg.out_dir, cfg.job)
-    save_config(cfg, run.path / "config.yaml")
-    atomic_write_text(run.path / STARTED_FILE, (run.path / "config.yaml").read_text(encoding="utf-8"))
+    save_settings(cfg, run.path)
     return run
+
+
+def save_settings(cfg: Settings, run_path: Path) -> None:
+    """A run's config.yaml, and the copy a resume checks it against (``STARTED_FILE``); under
+    torchrun by rank 0 alone (another rank's temporary file could be taken for a killed write's by
+    rank 0, which removes those as it opens the folder)."""
+    if not distributed.is_main():
+        return
+    save_config(cfg, run_path / "config.yaml")
+    atomic_write_text(run_path / STARTED_FILE, (run_path / "config.yaml").read_text(encoding="utf-8"))
