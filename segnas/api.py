@@ -11,14 +11,20 @@ check of the command line runs before any work and raises ``SegnasError`` naming
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import random
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
+import numpy as np
+import torch
 from pydantic import BaseModel
 
 from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model
 from segnas.config.recipes import load_recipe
+from segnas.engine.rundir import release_all
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
@@ -27,7 +33,30 @@ from segnas.training import check_resumable
 from segnas.training.start import run_kind
 
 S = TypeVar("S")
+F = TypeVar("F", bound=Callable[..., Any])
 Echo = Optional[Callable[[str], None]]
+
+
+def leaves_the_process_as_it_was(job: F) -> F:
+    """A job called from Python puts back what it changes in the caller's process for its run:
+    torch's thread count, the random generators (Python's, NumPy's, torch's CPU one), and the run
+    folders it locked and logs it opened (also when it fails: an exception's traceback, which a REPL
+    keeps, would otherwise keep its run folder locked)."""
+
+    @functools.wraps(job)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            return job(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+            release_all()
+
+    return call  # type: ignore[return-value]
 
 
 def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, Any],
@@ -66,10 +95,11 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
         if section is not None and isinstance(value, Mapping):
             out.update(dotted(section, value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = value
+            out[f"{prefix}{key}"] = os.fspath(value) if isinstance(value, os.PathLike) else value
     return out
 
 
+@leaves_the_process_as_it_was
 def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | None = None,
           config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = None) -> TrainResult:
     """``segnas train``: trains a zoo network (``model.name``) or a found one (``model.arch``) and
@@ -87,6 +117,7 @@ def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | Non
     return train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
 
 
+@leaves_the_process_as_it_was
 def search(method: str | None = None, settings: Mapping[str, Any] | None = None, *,
            config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = None) -> dict[str, Any]:
     """``segnas search METHOD``: searches, measures and trains the found network; returns the
@@ -113,6 +144,7 @@ def search(method: str | None = None, settings: Mapping[str, Any] | None = None,
     return search_job(cfg, resume, echo=echo, changes=values if resume else None)
 
 
+@leaves_the_process_as_it_was
 def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
             resume: str | Path | None = None, echo: Echo = None, **options: Any) -> dict[str, Any]:
     """``segnas compare``: every method's search, every network trained alike, one latency session;
@@ -137,6 +169,7 @@ def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECK
     return Segmenter(checkpoint_of(Path(trained)), base_size, bf16, device)
 
 
+@leaves_the_process_as_it_was
 def evaluate(trained: str | Path, data: str, root: str | Path | None = None, split: str = "val", *,
              options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
              label_size: bool = False, raw: bool = False, echo: Echo = None) -> SegMetrics:

@@ -235,3 +235,36 @@ def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, 
         export_job(checkpoint, tmp_path / "n.onnx", (64.5, 96), progress=False)
     with pytest.raises(SegnasError, match=r"--size: expected HxW .* got '64\*96'"):
         bench_job([checkpoint], "64*96", ["eager"], progress=False)
+
+
+def test_a_call_leaves_the_process_as_it_was_even_when_it_fails(tmp_path):
+    """Threads and random streams are the caller's again after a job; its run folder is unlocked and
+    its log closed even while a caught exception's traceback keeps the job's frames alive (a REPL
+    keeps the last one); a folder given as a Path is taken as its text."""
+    import fcntl
+    import os
+    import random
+
+    torch.set_num_threads(2)
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    expected = random.random(), np.random.random(), torch.rand(1).item()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+
+    def stop(line: str) -> None:  # raises once the run folder exists, at the first epoch's line
+        raise RuntimeError(f"stopped at: {line}")
+
+    with pytest.raises(RuntimeError, match="stopped at") as caught:
+        api.train({**TINY, "threads": 1, "out_dir": tmp_path}, echo=stop)
+    assert torch.get_num_threads() == 2
+    assert (random.random(), np.random.random(), torch.rand(1).item()) == expected
+    run = next(tmp_path.glob("*-train"))
+    with open(run / ".lock", "a") as other:  # another holder of the lock: refused while the job keeps it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    opened = []
+    for fd in os.listdir("/proc/self/fd") if Path("/proc").is_dir() else []:
+        try:
+            opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # (the listing's own descriptor, closed since)
+            pass
+    assert str(run / "log.txt") not in opened
+    assert caught.value is not None  # (the traceback, with the job's frames, still alive here)

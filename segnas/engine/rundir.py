@@ -38,6 +38,21 @@ class _Held:
 _HELD: "weakref.WeakValueDictionary[str, _Held]" = weakref.WeakValueDictionary()
 
 
+def release_all() -> None:
+    """Unlock every run folder this process holds and close their logs: the end of a job called from
+    Python, whose RunDirs an exception's traceback (kept by a REPL or a notebook) may keep alive."""
+    for key, held in list(_HELD.items()):
+        try:
+            fcntl.flock(held.handle, fcntl.LOCK_UN)
+        finally:
+            held.handle.close()
+        _HELD.pop(key, None)
+        logger = logging.getLogger(f"segnas.run.{key}")
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+
+
 class RunDir:
     """A job's folder. Opening an existing folder (resume) appends to its log and metrics; opening
     any removes the temporary files that killed writes left in it and in ``checkpoints/``."""

@@ -76,6 +76,9 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     ignored (fp32) on CPUs without native bf16."""
     model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
+    if data == "synthetic" and root is not None:
+        raise SegnasError(f"root (--data-root) {root}: the synthetic dataset is generated in memory and reads no folder; "
+                          "name your dataset with --data (camvid, cityscapes, folder), or leave the folder out")
     report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
     check_inference_size(size or report.max_size, classes.num_classes,
                          "--base-size" if size else f"the largest {split} image", batch_size)
