@@ -32,6 +32,8 @@ from segnas.metrics import SegMetrics
 from segnas.training import check_resumable
 from segnas.training.start import run_kind
 
+#: ``compare``'s options, passed on to ``compare_job``.
+COMPARE_OPTIONS = frozenset({"device", "workers", "measure", "measure_now", "rerun", "any_machine"})
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
 Echo = Optional[Callable[[str], None]]
@@ -45,6 +47,9 @@ def leaves_the_process_as_it_was(job: F) -> F:
 
     @functools.wraps(job)
     def call(*args: Any, **kwargs: Any) -> Any:
+        echo = kwargs.get("echo")
+        if echo is not None and not callable(echo):
+            raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
         threads = torch.get_num_threads()
         states = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
@@ -88,14 +93,21 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
     flattened (``{"data": {"root": "d"}}`` is ``{"data.root": "d"}``), so that a section given in part
     keeps the rest of what lies beneath it (the recipe's, the settings file's). A setting whose value
     is a mapping (``data.options``, ``methods``) is a value: it replaces, as ``--set`` does."""
+    if settings is not None and not isinstance(settings, Mapping):
+        raise SegnasError(f"settings{' ' + prefix.rstrip('.') if prefix else ''}: expected a mapping of setting names "
+                          f"to values, got {type(settings).__name__}")
     out: dict[str, Any] = {}
     for key, value in (settings or {}).items():
+        if not isinstance(key, str):
+            raise SegnasError(f"settings: {prefix}{key!r}: setting names are text, such as 'optim.lr'")
         field = cls.model_fields.get(key) if "." not in key else None
         section = settings_model(field.annotation) if field is not None else None
-        if section is not None and isinstance(value, Mapping):
-            out.update(dotted(section, value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = os.fspath(value) if isinstance(value, os.PathLike) else value
+        given = dotted(section, value, f"{prefix}{key}.") if section is not None and isinstance(value, Mapping) else \
+            {f"{prefix}{key}": os.fspath(value) if isinstance(value, os.PathLike) else value}
+        for name, v in given.items():
+            if name in out and out[name] != v:
+                raise SegnasError(f"settings: {name} given twice, dotted and nested ({out[name]!r} and {v!r}); give it once")
+            out[name] = v
     return out
 
 
@@ -154,6 +166,9 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     from segnas.config.compare import CompareSettings
     from segnas.jobs.compare import compare_job
 
+    unknown = sorted(set(options) - COMPARE_OPTIONS)
+    if unknown:
+        raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are {', '.join(sorted(COMPARE_OPTIONS))}")
     if isinstance(options.get("rerun"), str):
         options["rerun"] = [options["rerun"]]
     values = dotted(CompareSettings, settings)

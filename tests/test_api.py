@@ -268,3 +268,24 @@ def test_a_call_leaves_the_process_as_it_was_even_when_it_fails(tmp_path):
             pass
     assert str(run / "log.txt") not in opened
     assert caught.value is not None  # (the traceback, with the job's frames, still alive here)
+
+
+def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, tmp_path):
+    with pytest.raises(SegnasError, match="echo: a function that takes each line"):
+        api.train({**TINY, "out_dir": str(tmp_path)}, echo=True)
+    with pytest.raises(SegnasError, match="settings: expected a mapping of setting names to values, got list"):
+        api.train([("max_steps", 2)])
+    with pytest.raises(SegnasError, match="settings: 1: setting names are text"):
+        api.train({1: 2})
+    with pytest.raises(SegnasError, match=r"settings: optim.lr given twice, dotted and nested \(0.1 and 0.2\)"):
+        api.train({**TINY, "out_dir": str(tmp_path), "optim.lr": 0.1, "optim": {"lr": 0.2}})
+    with pytest.raises(SegnasError, match="compare: unknown option 'foo'"):
+        api.compare({}, foo=1)
+    assert not list(tmp_path.iterdir())
+    segment = api.load(trained.run_dir)
+    with pytest.raises(SegnasError, match="mask: expected an HxW array of class ids"):
+        segment.colorize(np.zeros((4, 4), np.float32))
+    with pytest.raises(SegnasError, match="mask: class id 200, but the network has 11 classes"):
+        segment.colorize(np.full((4, 4), 200, np.uint8))
+    with pytest.raises(SegnasError, match="image: expected a uint8 HxWx3 RGB array"):
+        segment(torch.rand(48, 64, 3, requires_grad=True))

@@ -165,7 +165,12 @@ class Segmenter:
         return self.logits(image).argmax(1)[0].cpu().numpy().astype(np.uint8)
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
-        """A uint8 HxWx3 picture of ``mask`` in the classes' colours."""
+        """A uint8 HxWx3 picture of ``mask`` (class ids) in the classes' colours."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or mask.dtype.kind not in "ui":
+            raise SegnasError(f"mask: expected an HxW array of class ids, got shape {mask.shape} and dtype {mask.dtype}")
+        if mask.size and int(mask.max()) >= len(self.classes.names):
+            raise SegnasError(f"mask: class id {int(mask.max())}, but the network has {len(self.classes.names)} classes")
         return colorize(mask, self.classes.palette())
 
     @staticmethod
@@ -177,6 +182,8 @@ class Segmenter:
             return read_image(Path(image))
         if isinstance(image, Image.Image):
             return image_rgb(image, "image")
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu()
         array = np.asarray(image)
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
             raise SegnasError(f"image: expected a uint8 HxWx3 RGB array, a PIL image or an image file, got an array "
