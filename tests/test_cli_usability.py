@@ -366,9 +366,14 @@ def test_an_unreachable_target_is_refused_before_the_search():
     fastest = min(_Latency(1).predict(space, space.sample(np.random.default_rng(s), spread=True), 19)
                   for s in range(50))
     latency = _Latency(fastest / 3)
-    with pytest.raises(SegnasError, match="latency.target_ms: .* out of reach of space 'multires'"):
+    with pytest.raises(SegnasError, match="latency.target_ms: .* out of reach of space 'multires'.*fewer layers or a "
+                                          "smaller base_width in the method's space settings; for saswot"):
         check_target_reachable(space, latency, 19)
     assert latency.predicted == 1  # one prediction, not a search
+    for name, hint in (("cells", r"smaller channels or fewer cells in layout in the method's space settings; for"),
+                       ("mobile", r"shallower stage_depths in the method's space settings\)")):  # its own options
+        with pytest.raises(SegnasError, match=hint):
+            check_target_reachable(get_space(name), _Latency(1e-9, overhead=0.0), 19)
     check_target_reachable(space, _Latency(fastest), 19)  # reachable: no error
     check_target_reachable(space, _Latency(None), 19)  # no target: nothing to check
     assert torch.equal(torch.get_rng_state(), torch_state)  # the search's random streams are untouched

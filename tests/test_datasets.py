@@ -456,3 +456,15 @@ def test_real_camvid():
         for i in (0, len(ds) // 2, len(ds) - 1):
             _, mask = check_sample(ds, i, shape=(360, 480))
             assert set(torch.unique(mask).tolist()) <= allowed
+
+
+def test_a_list_file_names_paths_with_spaces_quoted_or_tab_separated(tmp_path):
+    from segnas.data.base import read_pair_list
+
+    lines = ['"images/a b.jpg" "masks/a b.png"', "images/c d.jpg\tmasks/c d.png", "images/e.jpg masks/e.png"]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    pairs = read_pair_list(tmp_path / "train.txt", tmp_path)
+    assert [(p.name, q.name) for p, q in pairs] == [("a b.jpg", "a b.png"), ("c d.jpg", "c d.png"), ("e.jpg", "e.png")]
+    (tmp_path / "bad.txt").write_text("images/a b.jpg masks/a b.png\n")
+    with pytest.raises(SegnasError, match=r"bad.txt:1: expected 'image_path label_path' \(a path with spaces: quoted"):
+        read_pair_list(tmp_path / "bad.txt", tmp_path)

@@ -99,6 +99,11 @@ def test_random_search_job_writes_the_common_run_directory(tmp_path):
     again = search_job(random_settings(tmp_path / "again"))
     assert json.loads((Path(again["run_dir"]) / "arch.json").read_text())["arch"] == \
         json.loads((run / "arch.json").read_text())["arch"]
+    # resuming a finished search changes nothing: its result is not measured and written again
+    said: list[str] = []
+    before = (run / "search_result.json").read_bytes()
+    assert search_job(None, resume=run, echo=said.append) == {**result, "run_dir": str(run)}
+    assert (run / "search_result.json").read_bytes() == before and "this search has finished" in said[0]
 
 
 def test_a_search_without_a_target_is_refused_before_a_run_directory_exists(tmp_path):

@@ -271,7 +271,7 @@ def predict(
     from segnas.jobs.evaluate import predict_job
 
     written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo)
-    echo(f"wrote {len(written)} masks and overlays to {out}")
+    echo(f"wrote {len(written)} mask{'s' if len(written) != 1 else ''} and overlays to {out}")
 
 
 @app.command()

@@ -6,6 +6,7 @@ A dataset yields ``(image, mask)``: image float32 CHW normalized, mask int64 HW 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -400,9 +401,10 @@ def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
+        parts = line.split("\t") if "\t" in line else shlex.split(line) if '"' in line or "'" in line else line.split()
         if len(parts) != 2:
-            raise SegnasError(f"{list_file}:{lineno}: expected 'image_path label_path', got {line!r}")
+            raise SegnasError(f"{list_file}:{lineno}: expected 'image_path label_path' (a path with spaces: quoted, "
+                              f"or the two separated by a tab), got {line!r}")
         pairs.append((_resolve(root, parts[0]), _resolve(root, parts[1])))
     return pairs
 

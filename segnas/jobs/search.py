@@ -174,6 +174,9 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     echo = echo or (lambda m: None)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
     cfg, run = start_job(cls, settings, resume, "search", changes)
+    if run is not None and (run.path / "search_result.json").is_file():  # nothing left to do: not timed again
+        echo(f"{run.path}: this search has finished; its result: {run.path / 'search_result.json'}")
+        return {**json.loads((run.path / "search_result.json").read_text()), "run_dir": str(run.path)}
     strategy = get_strategy(cfg.method)()
     if distributed.context().enabled and strategy.family != "one-shot":
         raise SegnasError(f"segnas search {cfg.method}: a sample-based search runs its candidates in parallel with "

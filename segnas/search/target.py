@@ -58,8 +58,9 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
     if fastest > TARGET_CHECK_MARGIN * target:
         raise SegnasError(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
                           f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
-                          "raise the target, or search a smaller space (fewer layers or a smaller base width in "
-                          "the method's space settings; for saswot, random, rl and supernet, --space mobile)")
+                          f"raise the target, or search a smaller space ({space.smaller} in the method's space "
+                          "settings" + ("" if space.name == "mobile" else "; for saswot, random, rl and supernet, "
+                                        "--space mobile") + ")")
 
 
 def refuse_unreachable_target(space: SearchSpace, ctx: SearchContext) -> None:

@@ -30,6 +30,7 @@ class CellsSpace(SearchSpace[CellsArch]):
     ``decoder_strides``."""
 
     version: ClassVar[int] = VERSION
+    smaller: ClassVar[str] = "smaller channels or fewer cells in layout"
     layout: tuple[int, ...] = (1, 2, 2, 2)
     channels: tuple[int, ...] = (12, 24, 48, 96)
     nodes: int = 3

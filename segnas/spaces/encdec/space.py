@@ -32,6 +32,7 @@ class EncDecSpace(SearchSpace[EncDecArch]):
     search's child training) and ``encoder_weights`` (a file of pre-trained encoder weights)."""
 
     version: ClassVar[int] = VERSION
+    smaller: ClassVar[str] = "a smaller width, encoder_width or fewer blocks"
     encoder: str = "mobilenetv2"
     encoder_width: float = 1.0
     width: int = 48

@@ -36,6 +36,7 @@ class JointSpace(SearchSpace[JointArch]):
     """The ``joint`` space settings: stage layout (channels, slots), the choices of every slot."""
 
     version: ClassVar[int] = VERSION
+    smaller: ClassVar[str] = "smaller channels or fewer slots"
     channels: tuple[int, ...] = (64, 128)
     slots: tuple[int, ...] = (5, 8)
     stem_channels: int = 16

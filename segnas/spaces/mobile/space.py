@@ -39,6 +39,7 @@ class MobileSpace(SearchSpace[MobileArch]):
     the stride-2 block)."""
 
     version: ClassVar[int] = VERSION
+    smaller: ClassVar[str] = "smaller stem_widths and stage_widths, or shallower stage_depths"
     stem_widths: tuple[tuple[int, ...], ...] = ((16, 24, 32), (24, 32, 48), (32, 48, 64))
     #: Kinds of the second and third stem layers (the first is a plain conv on the 3 input channels).
     stem_ops: tuple[str, ...] = ("dsconv", "conv")

@@ -24,6 +24,7 @@ class MultiResSpace(SearchSpace[MultiResArch]):
     """The ``multires`` space: settings for sampling, and the space contract."""
 
     version: ClassVar[int] = VERSION
+    smaller: ClassVar[str] = "fewer layers or a smaller base_width"
 
     def __init__(self, layers: int = 16, num_scales: int = 3, base_width: int = 12,
                  width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS, stem_width: float = 1.0,
