@@ -289,3 +289,12 @@ def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, 
         segment.colorize(np.full((4, 4), 200, np.uint8))
     with pytest.raises(SegnasError, match="image: expected a uint8 HxWx3 RGB array"):
         segment(torch.rand(48, 64, 3, requires_grad=True))
+
+
+def test_a_budget_within_the_warm_up_is_noted(tmp_path):
+    said: list[str] = []
+    api.train({**TINY, "out_dir": str(tmp_path)}, recipe="cpu-short", echo=said.append)  # 2 steps, a 100-step warm-up
+    assert any("the 2-step budget ends within the learning rate's 100-step warm-up" in line for line in said)
+    said.clear()
+    api.train({**TINY, "out_dir": str(tmp_path)}, echo=said.append)  # no warm-up
+    assert not any("warm-up" in line for line in said)

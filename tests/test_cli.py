@@ -49,9 +49,14 @@ def test_a_method_flag_named_like_a_shared_option_is_refused(monkeypatch):
 
 def test_eval_takes_dataset_options(trained):
     ckpt, _ = trained
-    result = run("eval", ckpt, "--data", "synthetic", "--data-option", "size=[48, 64]", "--data-option", "length=3")
+    import torch
+
+    threads = torch.get_num_threads()
+    result = run("eval", ckpt, "--data", "synthetic", "--data-option", "size=[48, 64]", "--data-option", "length=3",
+                 "--threads", "1")
     assert result.exit_code == 0, result.output
-    assert "mIoU" in result.output
+    assert "mIoU" in result.output and torch.get_num_threads() == 1  # (--threads: torch's threads for the command)
+    torch.set_num_threads(threads)
     bad = run("eval", ckpt, "--data", "synthetic", "--data-option", "length")
     assert bad.exit_code == 2 and "--data-option: expected key=value, got 'length'" in bad.output
     unknown = run("eval", ckpt, "--data", "camvid", "--data-root", ".", "--data-option", "nope=1")
@@ -300,9 +305,9 @@ def test_proxy_score_and_saswot_search(tmp_path):
     refused = run("search", "saswot", "--resume", run_dir, "--candidates", "10", "--executor", "inline")
     assert refused.exit_code == 2 and "drop --candidates (a resumed run takes anew only" in refused.output
     resumed = run("search", "saswot", "--resume", run_dir, "--executor", "inline", "--set", "task_retries=0")
-    assert resumed.exit_code == 0, resumed.output
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["executor"] == "inline" and saved["task_retries"] == 0 and saved["saswot"]["candidates"] == 6
+    assert resumed.exit_code == 0 and "this search has finished" in resumed.output, resumed.output
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # a finished run is left as it is
+    assert saved["executor"] == "process" and saved["saswot"]["candidates"] == 6
 
 
 def test_proxy_discover_on_repeated_groundtruth(tmp_path):

@@ -104,6 +104,14 @@ def with_sets(overrides: dict[str, Any], flags: Mapping[str, str], sets: Mapping
     return {**overrides, **sets}
 
 
+def use_threads(threads: int | None) -> None:
+    """Limit torch to ``threads`` threads for this command (None: leave torch's default)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _setting_default(cls: Any, path: str) -> Any:
     """The default of the setting at dotted ``path`` of the settings class ``cls`` (None: none)."""
     first, *rest = path.split(".")
@@ -230,8 +238,10 @@ def eval_cmd(
     data_option: list[str] = typer.Option([], "--data-option", help="A dataset option as key=value (repeatable), "
                                            "e.g. holdout=0006R0 for CamVid's held-out street."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
 ) -> None:
     """Score a checkpoint on a dataset split and print the per-class table."""
+    use_threads(threads)
     from segnas.jobs.evaluate import eval_job
     from segnas.utils import atomic_write_text, check_output_file
 
@@ -266,8 +276,10 @@ def predict(
     base_size: Optional[str] = typer.Option(None, help="Resize each image to HxW for the network (masks are "
                                                        "written at the image's size); 'native' keeps its size.",
                                             show_default="the checkpoint's data.base_size, else native"),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
 ) -> None:
     """Write colourized masks and overlays for images or video frames."""
+    use_threads(threads)
     from segnas.jobs.evaluate import predict_job
 
     written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo)
@@ -427,8 +439,10 @@ def export(
                                                      "keeps its own).",
                                           show_default="the arch file's num_classes, else 19"),
     tolerance: float = typer.Option(1e-3, help="Largest accepted |PyTorch − exported| difference."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
 ) -> None:
     """Export to ONNX or TorchScript and check parity with PyTorch."""
+    use_threads(threads)
     from segnas.jobs.bench import export_job
     from segnas.utils import parse_size
 

@@ -105,6 +105,13 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
         if echo:
             echo(message)
         cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
+    if cfg.max_steps is not None and cfg.optim.warmup_iters >= cfg.max_steps:
+        note = (f"note: the {cfg.max_steps}-step budget ends within the learning rate's {cfg.optim.warmup_iters}-step "
+                "warm-up (optim.warmup_iters): the rate never reaches optim.lr; train longer or shorten the warm-up")
+        if run.main:
+            run.log(note)
+        if echo:
+            echo(note)
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
         if resume is not None and echo is not None:
