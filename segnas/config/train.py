@@ -9,7 +9,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union,
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from segnas.config.io import new_settings
+from segnas.config.io import build_config, new_settings
 from segnas.errors import SegnasError
 from segnas.utils import parse_size
 
@@ -221,6 +221,13 @@ class DataConfig(Settings):
                              "and reads no folder: name your dataset with --data (camvid, cityscapes, folder), or "
                              "leave the folder out")
         return self
+
+
+def options_data(name: str, root: str | None) -> DataConfig:
+    """The data section that ``--data`` and ``--data-root`` name, checked as a new run's (a folder
+    given with the synthetic scenes is refused, not ignored)."""
+    return build_config(DataConfig, {"name": name, "root": root}, "options", {"name": "--data", "root": "--data-root"},
+                        new=True)
 
 
 class ModelConfig(Settings):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from segnas.config.train import options_data
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.cost.memory import check_inference_size
 from segnas.data.base import (IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb, list_images,
@@ -76,9 +77,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     ignored (fp32) on CPUs without native bf16."""
     model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
-    if data == "synthetic" and root is not None:
-        raise SegnasError(f"root (--data-root) {root}: the synthetic dataset is generated in memory and reads no folder; "
-                          "name your dataset with --data (camvid, cityscapes, folder), or leave the folder out")
+    options_data(data, root)  # (a folder given with the synthetic scenes refused)
     report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
     check_inference_size(size or report.max_size, classes.num_classes,
                          "--base-size" if size else f"the largest {split} image", batch_size)

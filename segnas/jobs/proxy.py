@@ -10,8 +10,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from segnas.config.io import build_config
-from segnas.config.train import DataConfig
+from segnas.config.train import options_data
 from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
@@ -38,8 +37,7 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
     if images < 1:
         raise SegnasError(f"--images: must be >= 1, got {images}")
     check_inference_size(tuple(size) if size else None, 1, "--size", batch_size)
-    dc = build_config(DataConfig, {"name": data, "root": root}, "options", {"name": "--data", "root": "--data-root"},
-                      new=True)  # (a folder given with the synthetic scenes is refused, not ignored)
+    dc = options_data(data, root)
     dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
     return fixed_batches(dataset, images, batch_size, seed, "--images"), dataset.num_classes
 

@@ -198,6 +198,15 @@ def run_process(fn: Callable[[Any], Any], todo: Iterable[tuple[str, Any]], worke
         runner.close()
 
 
+def import_ray() -> Any:
+    """The ``ray`` module, or SegnasError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
+    return ray
+
+
 def no_answer(address: str, timeout_s: float = 5.0) -> str | None:
     """Why nothing accepts a connection at a ``host:port`` address (also ``ray://host:port``), or
     None when something does or the address names no port (``auto``)."""
@@ -219,10 +228,7 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
     cluster is not (its autoscaler may add the nodes the tasks ask for). Returns
     True when this call connected (the caller shuts the connection down), False when Ray was
     already initialized."""
-    try:
-        import ray
-    except ImportError:
-        raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
+    ray = import_ray()
     resources = resources or TaskResources()
     started = not ray.is_initialized()
     if started and address is None:
@@ -255,10 +261,7 @@ def check_ray(workers: int, address: str | None = None, resources: TaskResources
     for ever once it runs (Ray missing, a GPU asked of a local Ray on a machine without one, a cluster
     address where nothing answers)."""
     resources = resources or TaskResources()
-    try:
-        import ray
-    except ImportError:
-        raise SegnasError("executor 'ray' needs Ray: pip install segnas[ray]") from None
+    ray = import_ray()
     if address is None and not ray.is_initialized():
         import torch
 

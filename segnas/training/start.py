@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, TypeVar
 import torch
 
 from segnas.config.io import flatten, has_setting, load_config, read_yaml, save_config, saved_form
-from segnas.config.train import Settings
+from segnas.config.train import Settings, options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir
@@ -125,10 +125,8 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         given = {**(resumable_values(saved_form(cfg)) if cfg is not None else {}), **(changes or {})}
         given = with_latency_threads_kept(read_yaml(path), given)
         cfg = load_config(cls, path, given, saved=True)
-        data = getattr(cfg, "data", None)
-        if (changes or {}).get("data.root") is not None and getattr(data, "name", None) == "synthetic":
-            raise SegnasError(f"data.root (--data-root): {resume} runs on the synthetic scenes, generated in "
-                              "memory; it reads no folder")
+        if (changes or {}).get("data.root") is not None:  # (a folder given with the synthetic scenes refused)
+            options_data(cfg.data.name, changes["data.root"])
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
