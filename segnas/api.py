@@ -41,7 +41,8 @@ Echo = Optional[Callable[[str], None]]
 
 def leaves_the_process_as_it_was(job: F) -> F:
     """A job called from Python puts back what it changes in the caller's process for its run:
-    torch's thread count, the random generators (Python's, NumPy's, torch's CPU one), and the run
+    torch's thread count, the random generators (Python's, NumPy's, torch's CPU and CUDA ones), the
+    TF32 switches (a job on a GPU turns TF32 off: ``resolve_device``), and the run
     folders it locked and logs it opened (also when it fails: an exception's traceback, which a REPL
     keeps, would otherwise keep its run folder locked)."""
 
@@ -52,6 +53,8 @@ def leaves_the_process_as_it_was(job: F) -> F:
             raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
         threads = torch.get_num_threads()
         states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         try:
             return job(*args, **kwargs)
         finally:
@@ -59,6 +62,9 @@ def leaves_the_process_as_it_was(job: F) -> F:
             random.setstate(states[0])
             np.random.set_state(states[1])
             torch.set_rng_state(states[2])
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
             release_all()
 
     return call  # type: ignore[return-value]

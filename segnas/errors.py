@@ -9,3 +9,9 @@ class TrainingDiverged(SegnasError):
     """A training whose loss became non-finite: the network does not train under its settings. When
     one network is trained, a user's error (lower the learning rate); in a search that trains its
     candidates briefly, that candidate failed and the search goes on."""
+
+
+class TargetOutOfReach(SegnasError):
+    """A latency target no network of a search's space can meet. For one search, a user's error
+    (raise the target, or search a smaller space); in a comparison, that method's result (it fails,
+    the other methods go on)."""

@@ -237,6 +237,29 @@ def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, 
         bench_job([checkpoint], "64*96", ["eager"], progress=False)
 
 
+def test_a_job_on_a_gpu_leaves_tf32_as_the_caller_set_it(tmp_path, monkeypatch):
+    """A job on a GPU turns TF32 off for its fp32 arithmetic (``resolve_device``); the caller's
+    switches are put back when it returns."""
+    import segnas.engine.trainer as trainer
+
+    turned_off = []
+
+    def as_on_a_gpu(name: str = "cpu") -> torch.device:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        turned_off.append(name)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(trainer, "resolve_device", as_on_a_gpu)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        api.train({**TINY, "threads": 1, "out_dir": tmp_path})
+        assert turned_off
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def test_a_call_leaves_the_process_as_it_was_even_when_it_fails(tmp_path):
     """Threads and random streams are the caller's again after a job; its run folder is unlocked and
     its log closed even while a caught exception's traceback keeps the job's frames alive (a REPL

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from segnas.config.compare import CompareSettings
 from segnas.config.io import build_config
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.jobs.compare import compare_job
 from segnas.spaces.base import arch_key, build_from_arch, get_space
 
@@ -331,6 +331,15 @@ def test_a_label_without_a_known_method_is_refused_naming_it(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_method_failing_on_its_input_is_refused_before_any_search_starts(tmp_path):
+    """A check the second method's search makes on the data (its proxy's images against the split)
+    refuses the comparison before the first method searches, naming the method."""
+    many = {"random": {**RANDOM["random"], "evaluator": {"proxy": {**SCORING, "images": 50}}}}
+    with pytest.raises(SegnasError, match=r"methods\.random: random\.evaluator\.proxy\.images: 50 images.*holds 4"):
+        run_compare(tiny(tmp_path / "runs", methods={"saswot": SASWOT, "random": many}, zoo=[]))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_shared_setting_given_per_method_names_the_top_level_one_to_set(tmp_path):
     with pytest.raises(SegnasError, match=r"methods\.random\.minutes: .*top-level 'search_cpu_minutes'"):
         run_compare(tiny(tmp_path / "runs", methods={"random": {**RANDOM, "minutes": 3}}))
@@ -379,7 +388,7 @@ def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(t
     from segnas.search.strategies.saswot import SasWOT
 
     def out_of_reach(self, ctx):
-        raise SegnasError("latency.target_ms: 1 ms is out of reach of space 'multires': raise the target")
+        raise TargetOutOfReach("latency.target_ms: 1 ms is out of reach of space 'multires': raise the target")
 
     monkeypatch.setattr(SasWOT, "prepare", out_of_reach)
     summary, lines = run_compare(tiny(tmp_path / "runs", zoo=[]))

@@ -43,15 +43,15 @@ from segnas.cost.latency import (LatencyResult, default_threads, measure_latency
 from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
-from segnas.jobs.search import latency_probe, make_settings, search_job
+from segnas.jobs.search import latency_probe, make_settings, prepare_search, search_job
 from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
 from segnas.report.pareto import plot_pareto
-from segnas.search.base import list_strategies
+from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
@@ -123,6 +123,22 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
         raise SegnasError(f"methods.{label}.{method}.inherit_weights: a comparison trains every network from scratch "
                           "for the same steps; leave it out")
     return settings
+
+
+def check_searches(cfg: CompareSettings, methods: dict[str, dict[str, Any]], echo: Echo) -> None:
+    """Every method's search checked as it will run (``prepare_search``: its space, proxy,
+    evaluator, supernet, Ray) before any of them starts, so that one failing on its input is refused
+    now, named, not after the others have searched. A target a method's space cannot meet is not
+    refused: that method's row will say so, and the others go on."""
+    for label, own in methods.items():
+        settings = search_settings(cfg, label, own, Path(cfg.out_dir))
+        try:
+            prepare_search(settings, get_strategy(settings.method)(), lambda line, at=label: echo(f"{at}: {line}"),
+                           check_data=False, calibrate=False)
+        except TargetOutOfReach as exc:
+            echo(f"{label}: {exc} (its row will say so; the other methods go on)")
+        except SegnasError as exc:
+            raise SegnasError(f"methods.{label}: {exc}") from None
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:
@@ -849,6 +865,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
     for method, own in methods.items():
         search_settings(cfg, method, own, Path(cfg.out_dir), new=resume is None)
+    if resume is None:
+        check_searches(cfg, methods, echo)
     test = test_split(cfg, echo)
     num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                                 **cfg.data.options).num_classes

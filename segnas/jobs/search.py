@@ -45,7 +45,7 @@ from segnas.engine.rundir import RunDir
 from segnas.parallel import TaskResources, check_ray
 from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
-from segnas.search.base import FoundNetwork, SearchContext, SearchResult, get_strategy
+from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy, get_strategy
 from segnas.search.ranks import timed_on_rank0
 from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
@@ -165,19 +165,12 @@ def latency_probe(source: str | None, num_classes: int, field: str = "latency.pr
         raise SegnasError(f"{field}: {exc}") from None
 
 
-def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
-               latency: LatencyModel | None = None, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or, with ``resume``, continue) a search; returns the summary written to
-    ``search_result.json`` plus ``run_dir``. ``latency`` replaces the latency model the settings
-    describe (a calibrated or precomputed table; tests use a deterministic one). ``changes``: the
-    ``training.start.RESUMABLE`` settings a resumed search takes anew."""
-    echo = echo or (lambda m: None)
-    cls = settings_class(run_method(resume) if resume is not None else settings.method)
-    cfg, run = start_job(cls, settings, resume, "search", changes)
-    if run is not None and (run.path / "search_result.json").is_file():  # nothing left to do: not timed again
-        echo(f"{run.path}: this search has finished; its result: {run.path / 'search_result.json'}")
-        return {**json.loads((run.path / "search_result.json").read_text()), "run_dir": str(run.path)}
-    strategy = get_strategy(cfg.method)()
+def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency: LatencyModel | None = None,
+                   new: bool = True, check_data: bool = True, calibrate: bool = True) -> SearchContext:
+    """Everything a search does before its run directory exists: each check that can fail on user
+    input (device, backend, target, data, final training, the strategy's ``prepare``, Ray), then the
+    latency correction (``calibrate``). ``new``: the settings of a new search; ``check_data=False``:
+    the data was checked by the caller (a comparison checks it once for every method)."""
     if distributed.context().enabled and strategy.family != "one-shot":
         raise SegnasError(f"segnas search {cfg.method}: a sample-based search runs its candidates in parallel with "
                           "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
@@ -191,23 +184,41 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     num_classes = len(names)
     size = latency.size if latency is not None else cfg.deployment_size()
     check_inference_size(size, num_classes, "latency.size (--size)")
-    validate_dataset(cfg.data, cfg.progress, echo)
-    check_final_training(cfg, names, strategy.hands_over_teacher, new=resume is None)
+    if check_data:
+        validate_dataset(cfg.data, cfg.progress, echo)
+    check_final_training(cfg, names, strategy.hands_over_teacher, new=new)
     if latency is None:
         latency = LatencyModel.from_settings(cfg.latency, size, cfg.threads,
                                              probe=latency_probe(cfg.latency.probe, num_classes))
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
 
     def prepare() -> None:
-        """Everything that can fail on user input, before the run directory exists; the latency correction."""
         strategy.prepare(ctx)
         if getattr(cfg, "executor", "inline") == "ray":
             check_ray(cfg.workers, cfg.ray_address, TaskResources.from_settings(cfg))
         space = strategy.latency_space(ctx)
-        if space is not None and cfg.latency.calibration_networks:
+        if calibrate and space is not None and cfg.latency.calibration_networks:
             latency.calibrate(space, num_classes, cfg.latency.calibration_networks, cfg.progress, echo)
 
     timed_on_rank0(latency, prepare)
+    return ctx
+
+
+def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
+               latency: LatencyModel | None = None, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a search; returns the summary written to
+    ``search_result.json`` plus ``run_dir``. ``latency`` replaces the latency model the settings
+    describe (a calibrated or precomputed table; tests use a deterministic one). ``changes``: the
+    ``training.start.RESUMABLE`` settings a resumed search takes anew."""
+    echo = echo or (lambda m: None)
+    cls = settings_class(run_method(resume) if resume is not None else settings.method)
+    cfg, run = start_job(cls, settings, resume, "search", changes)
+    if run is not None and (run.path / "search_result.json").is_file():  # nothing left to do: not timed again
+        echo(f"{run.path}: this search has finished; its result: {run.path / 'search_result.json'}")
+        return {**json.loads((run.path / "search_result.json").read_text()), "run_dir": str(run.path)}
+    strategy = get_strategy(cfg.method)()
+    ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None)
+    latency = ctx.latency
     ctx.run = open_run(cfg, run)
     echo = ctx.echo = logged(echo, ctx.run)  # what the search prints, its log.txt keeps too
     done = ctx.run.path / "search_result.json"

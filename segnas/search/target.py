@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from segnas.cost import LatencyModel
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.parallel import default_key
 from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
@@ -23,7 +23,7 @@ TARGET_CHECK_MARGIN = 1.5
 
 def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classes: int, seed: int = 0,
                            echo: Callable[[str], None] | None = None) -> None:
-    """SegnasError naming ``latency.target_ms`` when the target is below the runtime's call
+    """TargetOutOfReach naming ``latency.target_ms`` when the target is below the runtime's call
     overhead, or when the cheapest of TARGET_CHECK_DRAWS spread samples of ``space`` is predicted
     TARGET_CHECK_MARGIN times slower than the target. Costs one prediction (its operators are
     measured into the table, which the search reuses); leaves every random generator as it was."""
@@ -34,7 +34,7 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
         return
     overhead = latency.call_overhead()
     if target <= overhead:
-        raise SegnasError(f"latency.target_ms: {target:g} ms is below the runtime's call overhead alone "
+        raise TargetOutOfReach(f"latency.target_ms: {target:g} ms is below the runtime's call overhead alone "
                           f"({overhead:.3f} ms on {latency.describe()}); no network can meet it, raise the target")
     rng = np.random.default_rng(seed)
     archs: dict[str, Any] = {}
@@ -56,7 +56,7 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
     with torch.random.fork_rng():
         fastest = float(latency.predict(space, cheapest, num_classes))
     if fastest > TARGET_CHECK_MARGIN * target:
-        raise SegnasError(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
+        raise TargetOutOfReach(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
                           f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
                           f"raise the target, or search a smaller space ({space.smaller} in the method's space "
                           "settings" + ("" if space.name == "mobile" else "; for saswot, random, rl and supernet, "
