@@ -202,16 +202,23 @@ def test_joint_networks_leave_channels_last_under_bf16():
 def test_latency_resource_regularizes_towards_the_target(tiny_ssr):
     """Same seed, a target far below the space's latencies: with the resource term the expected
     latency ends lower than without it."""
+    lines: list[str] = []
+
     def search(weight: float) -> list[dict]:
         data = tiny_ssr(resource="latency", target_gflops=None, search_epochs=2, gap_val_images=0,
                         resource_weight=weight)
         # (a target far below the space on any host: not refused as out of reach, which depends on its speed)
         data.update(final={"epochs": 0}, latency={**data["latency"], "target_ms": 0.5, "check_target": False})
-        run = Path(search_job(make_settings("ssr", data))["run_dir"])
+        run = Path(search_job(make_settings("ssr", data), echo=lines.append)["run_dir"])
         assert read_arch_file(run / "arch.json")["predicted_latency_ms"] > 0
         return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][1:]
 
-    free, pulled = search(0.0), search(50.0)
+    free = search(0.0)
+    # the table's operators are timed before the search, said in a line; the second search finds them kept
+    timing = [x for x in lines if x.startswith("latency table: timing ")]
+    assert len(timing) == 1 and int(timing[0].split()[3]) > 10
+    pulled = search(50.0)
+    assert len([x for x in lines if x.startswith("latency table: timing ")]) == 1
     assert all(r["arch0_resource"] > 0 and r["expected_cost"] > 0 for r in pulled)  # E[latency] in ms
     assert pulled[-1]["expected_cost"] < free[-1]["expected_cost"]
 

@@ -22,6 +22,7 @@ from segnas.config.search import CANDIDATE_EXECUTION, SearchSettings
 from segnas.config.train import PATH, Settings
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
+from segnas.nn.ops import OpKey
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
@@ -87,13 +88,20 @@ class OneShotStrategy(Strategy):
         """Validation images the strategy scores the supernet on (``self.val_set``; 0: none)."""
         return 0
 
+    @abstractmethod
+    def latency_keys(self) -> list[OpKey]:
+        """Every table entry the supernet's latency terms look up (``measure_latency`` times them
+        before the search starts)."""
+
     def measure_latency(self, ctx: SearchContext) -> None:
-        """Measure every table entry the supernet's expected latency looks up, before the search
-        starts (here: by computing it once per architecture; a strategy that knows the keys can
-        ``ctx.latency.ensure`` them with a progress bar)."""
-        with torch.no_grad():
-            for i in range(self.supernet.num_archs):
-                self.supernet.expected_latency(i, ctx.latency)
+        """Time every table entry the supernet's latency terms look up, before the search starts
+        (a line says how many, with a progress bar when progress is on; the table caches them)."""
+        keys = self.latency_keys()
+        missing = len(ctx.latency.table.missing(keys))
+        if missing:
+            ctx.echo(f"latency table: timing {missing} operators on {ctx.latency.describe()} (kept for later "
+                     "searches on this machine)")
+        ctx.latency.ensure(keys, progress=ctx.settings.progress)
 
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
         """The engine's schedule from the common settings and the section (override to add to it)."""

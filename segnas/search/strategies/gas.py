@@ -33,6 +33,7 @@ from pydantic import Field, field_validator
 
 from segnas.config.train import Settings
 from segnas.errors import SegnasError
+from segnas.nn.ops import OpKey
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
 from segnas.search.controllers.gcn import GCNGuide
 from segnas.search.oneshot import OneShotEngine, OneShotSettings, OneShotStrategy, SearchSchedule
@@ -120,8 +121,8 @@ class GASSearch(OneShotStrategy):
         self.lam = sec.latency_weight
         return net
 
-    def measure_latency(self, ctx: SearchContext) -> None:
-        ctx.latency.ensure(self.supernet.latency_keys(), progress=ctx.settings.progress)
+    def latency_keys(self) -> list[OpKey]:
+        return self.supernet.latency_keys()
 
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
         schedule = super().schedule(ctx)

@@ -197,21 +197,30 @@ class JointSupernet(nn.Module):
         m = self.stride_multiple
         return -(-self.input_size[0] // m) * m, -(-self.input_size[1] // m) * m
 
+    def _cost_keys(self) -> tuple[list[OpKey], list[list[OpKey]]]:
+        """The operators of the fixed parts, and per stage those of every candidate block (candidate ×
+        mid width × out width, skip excluded)."""
+        ph, pw = self._padded()
+        fixed = [p.key(ph, pw) for p in plan_network(self.reference, self.num_classes)]
+        blocks = []
+        for s, c in enumerate(self.space.channels):
+            widths = self.width_choices[s]
+            blocks.append([Piece("", block_template(c, cand.slot(m, o)), s + 2).key(ph, pw)
+                           for cand in self.candidates[1:] for m in widths for o in widths])
+        return fixed, blocks
+
+    def latency_keys(self) -> list[OpKey]:
+        """Every operator the expected latency looks up."""
+        fixed, blocks = self._cost_keys()
+        return fixed + [k for ks in blocks for k in ks]
+
     def cost_tables(self, cost: Callable[[list[OpKey]], list[float]]) -> tuple[float, list[torch.Tensor]]:
         """(cost of the fixed parts, per stage a (candidates, mid, out) tensor of block costs); ``cost``
         maps OpKeys to values (latency ms from a table, or GFLOPs). Cached per ``cost`` (bound methods
         of one object compare equal, so ``obj.method`` hits the cache every time)."""
         key = cost
         if key not in self._cost_cache:
-            ph, pw = self._padded()
-            fixed = [p.key(ph, pw) for p in plan_network(self.reference, self.num_classes)]
-            blocks = []
-            for s, c in enumerate(self.space.channels):
-                level = s + 2
-                widths = self.width_choices[s]
-                keys = [Piece("", block_template(c, cand.slot(m, o)), level).key(ph, pw)
-                        for cand in self.candidates[1:] for m in widths for o in widths]
-                blocks.append(keys)
+            fixed, blocks = self._cost_keys()
             values = cost(fixed + [k for ks in blocks for k in ks])
             fixed_cost = float(sum(values[:len(fixed)]))
             tables, pos = [], len(fixed)
