@@ -14,16 +14,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-import random
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 
 from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model
 from segnas.config.recipes import load_recipe
+from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import release_all
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
@@ -52,18 +51,12 @@ def leaves_the_process_as_it_was(job: F) -> F:
         if echo is not None and not callable(echo):
             raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
         threads = torch.get_num_threads()
-        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         try:
-            return job(*args, **kwargs)
+            with kept_rng():
+                return job(*args, **kwargs)
         finally:
             torch.set_num_threads(threads)
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.set_rng_state(states[2])
-            if cuda_states is not None:
-                torch.cuda.set_rng_state_all(cuda_states)
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
             release_all()
 

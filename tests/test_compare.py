@@ -407,7 +407,7 @@ def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkey
     def broken(self, ctx):
         raise RuntimeError("a bug in the method")
 
-    monkeypatch.setattr(SasWOT, "prepare", broken)
+    monkeypatch.setattr(SasWOT, "run", broken)
     lines: list[str] = []
     with pytest.raises(SegnasError, match="search:saswot failed: RuntimeError: a bug in the method"):
         compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", zoo=[])), echo=lines.append)

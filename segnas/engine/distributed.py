@@ -17,7 +17,8 @@ Under ``torchrun --nproc-per-node N`` (gloo on the CPU, NCCL for CUDA tensors):
   the global batch, on the CPU as on a GPU; otherwise BN statistics are averaged over ranks
   (``average_buffers``) before each evaluation and checkpoint;
 - logged figures are averaged over ranks (``mean_over_ranks``); decisions that could differ
-  between ranks (a time budget, a non-finite loss) are taken together (``any_rank``);
+  between ranks (a time budget, a non-finite loss) are taken together (``max_over_ranks``,
+  ``check_finite_loss``);
 - rank 0 alone writes checkpoints, metrics and logs (``is_main``); ``main_first`` lets it repair
   a damaged checkpoint before the other ranks read it.
 """
@@ -232,11 +233,6 @@ def max_over_ranks(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on any rank (a decision all ranks must share)."""
-    return bool(flag) if not context().enabled else max_over_ranks(1.0 if flag else 0.0) > 0
 
 
 def gather_objects(obj: T) -> list[T]:

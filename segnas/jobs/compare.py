@@ -21,7 +21,6 @@ latency), ``latency.json`` (the interleaved session), ``compare.json`` (every fi
 from __future__ import annotations
 
 import glob
-import importlib
 import json
 import re
 import statistics
@@ -46,6 +45,7 @@ from segnas.engine.device import describe_device, resolve_device
 from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
+from segnas.jobs.report import report_job
 from segnas.jobs.search import latency_probe, make_settings, prepare_search, search_job
 from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
@@ -692,16 +692,6 @@ def write_outputs(run_path: Path, summary: dict[str, Any]) -> None:
                 latency_label=f"measured latency (ms; {summary['latency']})")
 
 
-def html_report(run_path: Path, echo: Echo) -> Any:
-    """The HTML report of the run, when this installation has ``segnas.jobs.report``."""
-    try:
-        module = importlib.import_module("segnas.jobs.report")
-    except ImportError:
-        return None
-    report = getattr(module, "report_job", None)
-    return report(run_path) if report is not None else None
-
-
 # ---------------------------------------------------------------------------------- status
 def _last_record(folder: Path) -> dict[str, Any] | None:
     """The last metrics record of the newest run in ``folder`` (a job under way), if any."""
@@ -865,8 +855,6 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
     for method, own in methods.items():
         search_settings(cfg, method, own, Path(cfg.out_dir), new=resume is None)
-    if resume is None:
-        check_searches(cfg, methods, echo)
     test = test_split(cfg, echo)
     num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                                 **cfg.data.options).num_classes
@@ -877,6 +865,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     latency_probe(cfg.measure_probe, num_classes, "measure_probe")
     if cfg.executor == "ray":
         check_ray(cfg.workers, cfg.ray_address, job_resources(cfg))
+    if resume is None:
+        check_searches(cfg, methods, echo)
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")
@@ -953,7 +943,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         echo(f"warning: {note}")
     echo(compare_table(summary).split("\n\n## ")[0])
     try:
-        html = html_report(path, echo) if cfg.report else None
+        html = report_job(path) if cfg.report else None
     except SegnasError as exc:
         html = None
         echo(f"warning: the HTML report was not written: {exc}")

@@ -44,9 +44,6 @@ class ConfusionMatrix:
         idx = target[keep] * self.num_classes + pred[keep]
         self.matrix += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
 
-    def reset(self) -> None:
-        self.matrix.zero_()
-
     def compute(self) -> SegMetrics:
         m = self.matrix.double()
         tp = m.diag()

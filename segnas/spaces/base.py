@@ -67,6 +67,16 @@ class Supernet(Protocol):
 
 
 @runtime_checkable
+class TableCostedSupernet(Supernet, Protocol):
+    """A differentiable supernet whose latency terms read operator table entries it can list, so
+    that they are timed before the search starts (FasterSeg's, SSR's and GAS's)."""
+
+    def latency_keys(self, arch_index: int) -> list[OpKey]:
+        """Every table entry the latency terms of architecture ``arch_index`` look up."""
+        ...
+
+
+@runtime_checkable
 class WeightSharingSupernet(Supernet, Protocol):
     """A supernet that can run one chosen architecture on its shared weights (in "argmax" width
     mode after ``select``), for the weight-sharing evaluator (``segnas.evaluate.supernet``)."""

@@ -22,13 +22,12 @@ from segnas.config.search import CANDIDATE_EXECUTION, SearchSettings
 from segnas.config.train import PATH, Settings
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
-from segnas.nn.ops import OpKey
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
 from segnas.search.ranks import timed_on_rank0
 from segnas.search.target import refuse_unreachable_target
-from segnas.spaces.base import SearchSpace
+from segnas.spaces.base import SearchSpace, TableCostedSupernet
 
 
 class OneShotSettings(Settings):
@@ -88,15 +87,14 @@ class OneShotStrategy(Strategy):
         """Validation images the strategy scores the supernet on (``self.val_set``; 0: none)."""
         return 0
 
-    @abstractmethod
-    def latency_keys(self) -> list[OpKey]:
-        """Every table entry the supernet's latency terms look up (``measure_latency`` times them
-        before the search starts)."""
-
     def measure_latency(self, ctx: SearchContext) -> None:
         """Time every table entry the supernet's latency terms look up, before the search starts
         (a line says how many, with a progress bar when progress is on; the table caches them)."""
-        keys = self.latency_keys()
+        supernet = self.supernet
+        if not isinstance(supernet, TableCostedSupernet):
+            raise TypeError(f"{type(supernet).__name__}: a one-shot search's supernet lists its latency table "
+                            "entries (spaces.base.TableCostedSupernet)")
+        keys = [k for index in range(supernet.num_archs) for k in supernet.latency_keys(index)]
         missing = len(ctx.latency.table.missing(keys))
         if missing:
             ctx.echo(f"latency table: timing {missing} operators on {ctx.latency.describe()} (kept for later "

@@ -23,7 +23,6 @@ from pydantic import Field
 from segnas.config.train import NonNegative, Settings
 from segnas.engine.evaluate import iter_batches
 from segnas.metrics import ConfusionMatrix
-from segnas.nn.ops import OpKey
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
 from segnas.search.oneshot import OneShotEngine, OneShotSettings, OneShotStrategy, SearchSchedule
 from segnas.spaces.base import save_arch
@@ -102,9 +101,6 @@ class FasterSegSearch(OneShotStrategy):
 
     def val_images(self, ctx: SearchContext) -> int:
         return ctx.section.derive_val_images
-
-    def latency_keys(self) -> list[OpKey]:
-        return [k for index in NAMES for k in self.supernet.latency_keys(index)]
 
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
         schedule = super().schedule(ctx)

@@ -33,7 +33,6 @@ from pydantic import Field, field_validator
 
 from segnas.config.train import Settings
 from segnas.errors import SegnasError
-from segnas.nn.ops import OpKey
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
 from segnas.search.controllers.gcn import GCNGuide
 from segnas.search.oneshot import OneShotEngine, OneShotSettings, OneShotStrategy, SearchSchedule
@@ -120,9 +119,6 @@ class GASSearch(OneShotStrategy):
             net.attach_guide(self.guide)
         self.lam = sec.latency_weight
         return net
-
-    def latency_keys(self) -> list[OpKey]:
-        return self.supernet.latency_keys()
 
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
         schedule = super().schedule(ctx)

@@ -122,9 +122,6 @@ class SSRSearch(OneShotStrategy):
         return getattr(settings, self.name).resource != "flops"
 
     # ------------------------------------------------------------------ costs
-    def latency_keys(self) -> list[OpKey]:
-        return self.supernet.latency_keys()
-
     def gflops(self, keys: list[OpKey]) -> list[float]:
         """GFLOPs of operators (the FLOPs resource), counted once each."""
         for k in keys:

@@ -234,8 +234,9 @@ class CellsSupernet(nn.Module):
         return [[[plan.edge(i, j, op).key(ph, pw) for op in self.space.choices]
                  for i in range(self.space.nodes) for j in range(i + 2)] for plan in self.plans]
 
-    def latency_keys(self) -> list[OpKey]:
+    def latency_keys(self, arch_index: int = 0) -> list[OpKey]:
         """Every operator the expected latency looks up (fixed parts and every candidate)."""
+        self._check(arch_index)
         ph, pw = padded_size(self.input_size)
         keys = [p.key(ph, pw) for p in self._fixed_pieces()]
         keys += [k for cell in self._edge_keys() for edge in cell for k in edge]

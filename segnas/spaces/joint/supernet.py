@@ -197,6 +197,11 @@ class JointSupernet(nn.Module):
         m = self.stride_multiple
         return -(-self.input_size[0] // m) * m, -(-self.input_size[1] // m) * m
 
+    @staticmethod
+    def _check(arch_index: int) -> None:
+        if arch_index != 0:
+            raise SegnasError(f"joint supernet: arch_index {arch_index} outside 0..0 (one architecture)")
+
     def _cost_keys(self) -> tuple[list[OpKey], list[list[OpKey]]]:
         """The operators of the fixed parts, and per stage those of every candidate block (candidate ×
         mid width × out width, skip excluded)."""
@@ -209,8 +214,9 @@ class JointSupernet(nn.Module):
                            for cand in self.candidates[1:] for m in widths for o in widths])
         return fixed, blocks
 
-    def latency_keys(self) -> list[OpKey]:
+    def latency_keys(self, arch_index: int = 0) -> list[OpKey]:
         """Every operator the expected latency looks up."""
+        self._check(arch_index)
         fixed, blocks = self._cost_keys()
         return fixed + [k for ks in blocks for k in ks]
 
@@ -248,8 +254,7 @@ class JointSupernet(nn.Module):
     def expected_latency(self, arch_index: int, latency: LatencyModel) -> torch.Tensor:
         """Differentiable expected latency (ms): the expected sum of the operators' table entries
         (``latency.op_latencies``, missing ones measured) plus one runtime call overhead."""
-        if arch_index != 0:
-            raise SegnasError(f"joint supernet: arch_index {arch_index} outside 0..0 (one architecture)")
+        self._check(arch_index)
         return self.expected_cost(latency.op_latencies) + latency.call_overhead()
 
     # ------------------------------------------------------------------ shrinking, derivation

@@ -30,11 +30,11 @@ from segnas.spaces.multires.official import (OFFICIAL_LATENCY_TARGET_MS, OFFICIA
                                              derive_official, import_official, official_branches, official_objective,
                                              official_pair)
 from segnas.spaces.multires.space import MULTIRES, MultiResSpace
-from segnas.spaces.multires.summary import print_summary, structure_rows, summarize
+from segnas.spaces.multires.summary import structure_rows, summarize
 
 __all__ = ["ALIGN_CORNERS", "CELL_OPS", "DEFAULT_WIDTH_RATIOS", "HEAD_MID_LIMIT", "STEM_LEVELS", "VERSION", "Branch",
            "MultiResArch", "feature_channels", "scale_name", "stem_channels", "CellStep", "MultiResNet", "Plan",
            "conv_key", "head_key", "plan_network", "prefix_key", "stem_plan", "upsample_key",
            "OFFICIAL_LATENCY_TARGET_MS", "OFFICIAL_PRIMITIVES", "OFFICIAL_STEM_HEAD_WIDTH", "derive_official",
            "import_official", "official_branches", "official_objective", "official_pair", "MULTIRES",
-           "MultiResSpace", "print_summary", "structure_rows", "summarize"]
+           "MultiResSpace", "structure_rows", "summarize"]

@@ -3,12 +3,10 @@ layer, scale, operator, channels, stride), its parameter count and FLOPs."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from segnas.spaces.multires.arch import MultiResArch, scale_name
 from segnas.spaces.multires.network import MultiResNet, plan_network
-from segnas.spaces.multires.official import import_official
 
 
 def structure_rows(arch: MultiResArch, num_classes: int) -> list[dict[str, Any]]:
@@ -54,13 +52,3 @@ def summarize(arch: MultiResArch, num_classes: int, input_size: tuple[int, int],
         lines.append(f"at {input_size[0]}x{input_size[1]}, {num_classes} classes: "
                      f"{res.gflops:.2f} GFLOPs = {res.gmacs:.2f} GMACs")
     return "\n".join(lines)
-
-
-def print_summary(arch: MultiResArch | str | Path, num_classes: int, input_size: tuple[int, int],
-                  flops: bool = True) -> str:
-    """Print ``summarize`` of an architecture or of an official ``arch_*.pt`` file; returns the text."""
-    if not isinstance(arch, MultiResArch):
-        arch = import_official(arch)
-    text = summarize(arch, num_classes, input_size, flops)
-    print(text)
-    return text
