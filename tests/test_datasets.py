@@ -282,7 +282,7 @@ def test_folder_description_file_errors(tmp_path):
     make_index_folder(tmp_path)
     desc = tmp_path / "dataset.yaml"
     desc.write_text("classes: [road, car\npalette: [[0, 0, 0]]\n")
-    raises([desc, "malformed YAML"], FolderDataset, tmp_path, "train")
+    raises([desc, "invalid YAML"], FolderDataset, tmp_path, "train")
     desc.write_text("- road\n- car\n")
     raises([desc, "mapping"], FolderDataset, tmp_path, "train")
     desc.write_text("classes: [a, b, c]\ncolours: [[0, 0, 0]]\n")

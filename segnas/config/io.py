@@ -119,7 +119,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: Path) -> Any:
     """The YAML document in ``path``; SegnasError naming the file and line when it is not valid YAML
     (a key given twice in one mapping included)."""
-    text = read_text_file(path)
+    return parse_yaml(read_text_file(path), path)
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """The YAML document ``text`` read from ``path`` (``read_yaml`` for text already read)."""
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:

@@ -29,7 +29,9 @@ from typing import Any
 from segnas.data.base import (IGNORE_INDEX, ClassInfo, ColorMapper, LabelMapper, PairDataset,
                               list_images, read_pair_list)
 from segnas.data.transforms import Compose
+from segnas.config.io import parse_yaml
 from segnas.errors import SegnasError
+from segnas.utils import read_text_file
 
 DESCRIPTION_FILES = ("dataset.yaml", "dataset.yml", "dataset.json")
 FIELDS = ("classes", "palette", "ignore_colors", "ignore_index_values")
@@ -46,25 +48,14 @@ def read_description(root: Path) -> tuple[dict[str, Any], Path | None]:
             break
     else:
         return {}, None
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not text
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegnasError(f"{path}: cannot read dataset description ({exc.__class__.__name__})") from None
+    text = read_text_file(path)
     if path.suffix == ".json":
         try:
             data = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as exc:
             raise SegnasError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
     else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            problem = getattr(exc, "problem", None) or exc.__class__.__name__
-            raise SegnasError(f"{where}: malformed YAML ({problem})") from None
+        data = parse_yaml(text, path)
         if data is None:
             data = {}
     if not isinstance(data, dict):

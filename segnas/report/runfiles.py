@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from segnas.config.io import parse_yaml
 from segnas.errors import SegnasError
 from segnas.spaces.base import arch_key
 from segnas.utils import read_text_file
@@ -102,10 +101,7 @@ def read_run(path: str | Path) -> RunFiles:
     if not cfg_path.is_file() and not (path / "compare.json").is_file():
         raise SegnasError(f"{path}: not a run directory (no config.yaml)")
     text = read_text_file(cfg_path) if cfg_path.is_file() else ""
-    try:
-        config = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SegnasError(f"{cfg_path}: cannot read the settings ({str(exc).splitlines()[0]})") from None
+    config = parse_yaml(text, cfg_path) or {}
     if not isinstance(config, dict):
         raise SegnasError(f"{cfg_path}: expected a mapping of settings, got {type(config).__name__}")
     run = RunFiles(path, run_kind(path, config), config, text, read_jsonl(path / "metrics.jsonl"))
