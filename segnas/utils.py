@@ -3,12 +3,13 @@ seeding, input-size parsing."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -87,6 +88,22 @@ def check_output_file(path: str | Path, option: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SegnasError(f"{option} {path}: cannot write in {parent}")
     return path
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a torn line (a run killed mid-write) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
 
 
 def read_text_file(path: str | Path) -> str:

@@ -192,7 +192,7 @@ def test_compare_report(runs):
     assert "Pareto front" in alts and "architecture random" in alts
     assert "fast_scnn" in section(html, "pareto")  # on the front: nothing beats it on mIoU
     summary = section(html, "summary")
-    assert "31.00% ± 1.00" in summary and "missed target" in summary and "Road" in summary
+    assert "31.00 ± 1.00%" in summary and "missed target" in summary and "Road" in summary
     assert "train/seed0" in section(html, "samples")  # the best network with a checkpoint: the method row's
     assert "fast_scnn" in section(html, "latency")  # the zoo row is named as measured whole
 

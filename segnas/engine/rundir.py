@@ -20,7 +20,7 @@ from typing import Any
 
 from segnas.engine import distributed
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text, remove_stale_temps
+from segnas.utils import atomic_write_text, read_jsonl, remove_stale_temps
 
 
 #: The file a process locks while it runs a job in a run directory (``RunDir._hold``).
@@ -161,16 +161,8 @@ class RunDir:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        f = self.path / "metrics.jsonl"
-        if not f.is_file():
-            return []
-        records = []
-        for line in f.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a kill mid-write: dropped on resume
-                continue
-        return records
+        """The metrics records (a line torn by a kill mid-write is dropped on resume)."""
+        return read_jsonl(self.path / "metrics.jsonl")
 
     def truncate_metrics(self, after_epoch: int, key: str = "epoch") -> None:
         """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume;

@@ -326,7 +326,7 @@ class Trainer:
                     keep_previous(self.run.last_checkpoint)
                     save_checkpoint(self.run.last_checkpoint, state)
                 line = (f"epoch {self._epoch_text(loop.epoch)} loss {losses.get('loss', float('nan')):.4f} "
-                        f"{epoch_s:.1f}s" + (f" val mIoU {record['val_miou']:.4f}" if "val_miou" in record else ""))
+                        f"{epoch_s:.1f}s" + (f" val mIoU {100 * record['val_miou']:.2f}%" if "val_miou" in record else ""))
                 self.run.log(line)
                 self.echo(line)
         if self.swa and self.swa.count:  # on every rank (SyncBatchNorm); nothing to do when they are fresh

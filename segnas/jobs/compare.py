@@ -50,13 +50,14 @@ from segnas.jobs.search import latency_probe, make_settings, prepare_search, sea
 from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
+from segnas.report.format import pct, signed_pct
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.training.start import run_kind
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, read_jsonl
 from segnas.zoo import MODELS
 
 Echo = Callable[[str], None]
@@ -271,7 +272,7 @@ def job_ended(key: str, result: dict[str, Any]) -> str:
     if status != "ok":
         return f"{key}: {status}"
     if key.startswith("train:") and isinstance(result.get("val_miou"), (int, float)):
-        return f"{key}: done, val mIoU {_pct(result['val_miou'])}%"
+        return f"{key}: done, val mIoU {pct(result['val_miou'])}%"
     return f"{key}: done"
 
 
@@ -614,12 +615,6 @@ def _total(seeds: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(values), 1) if values else None
 
 
-def _pct(x: float | None, std: float | None = None) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * x:.2f}"
-
-
 def _hours(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 3600:.3f}"
 
@@ -660,13 +655,13 @@ def compare_table(summary: dict[str, Any]) -> str:
         "latency ms", "vs target", "at search ms", "params M", "GFLOPs", "search CPU-h", "train CPU-h", "status"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["name"], r["kind"], _pct(r["val_miou_mean"], r["val_miou_std"])]
+        cells = [r["name"], r["kind"], pct(r["val_miou_mean"], r["val_miou_std"])]
         if test:
-            cells.append(_pct(r["test_miou_mean"], r["test_miou_std"]))
+            cells.append(pct(r["test_miou_mean"], r["test_miou_std"]))
         cells += ["-" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}",
-                  "-" if r["latency_vs_target"] is None else f"{100 * r['latency_vs_target']:+.1f}%",
+                  signed_pct(r["latency_vs_target"]),
                   "-" if r.get("search_measured_ms") is None
-                  else f"{r['search_measured_ms']:.2f} ({100 * r['search_vs_target']:+.1f}%)",
+                  else f"{r['search_measured_ms']:.2f} ({signed_pct(r['search_vs_target'])})",
                   "-" if r["params"] is None else f"{r['params'] / 1e6:.3f}",
                   "-" if r["gflops"] is None else f"{r['gflops']:.3f}",
                   _hours(r["search_cpu_seconds"]), _train_hours(r["train_cpu_seconds"], r.get("train_gpu_seconds")),
@@ -680,7 +675,7 @@ def compare_table(summary: dict[str, Any]) -> str:
         lines += ["", f"## Per-class {split} IoU % (mean over seeds)", "",
                   "| class | " + " | ".join(r["name"] for r in scored) + " |", "|" + "---|" * (len(scored) + 1)]
         for c in classes:
-            lines.append(f"| {c} | " + " | ".join(_pct(r[key].get(c)) for r in scored) + " |")
+            lines.append(f"| {c} | " + " | ".join(pct(r[key].get(c)) for r in scored) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -696,16 +691,12 @@ def write_outputs(run_path: Path, summary: dict[str, Any]) -> None:
 def _last_record(folder: Path) -> dict[str, Any] | None:
     """The last metrics record of the newest run in ``folder`` (a job under way), if any."""
     run = latest_run(folder)
-    path = run / "metrics.jsonl" if run is not None else None
-    if run is not None and (run / "candidates.jsonl").is_file():  # a sample-based search: no epochs
+    if run is None:
+        return None
+    if (run / "candidates.jsonl").is_file():  # a sample-based search: no epochs
         return {"candidates scored": len(read_store(run / "candidates.jsonl")[0])}
-    if path is None or not path.is_file():
-        return {} if run is not None else None
-    lines = [x for x in path.read_text().splitlines() if x.strip()]
-    try:
-        return json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:  # a line being written
-        return json.loads(lines[-2]) if len(lines) > 1 else {}
+    records = read_jsonl(run / "metrics.jsonl")  # (a line being written is left out)
+    return records[-1] if records else {}
 
 
 def compare_status(run_dir: str | Path) -> dict[str, Any]:
@@ -783,7 +774,7 @@ def status_table(status: dict[str, Any]) -> str:
             "measured ms", "CPU-h or GPU-h", "progress or reason"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["job"], r["state"], _pct(r.get("val_miou")), _pct(r.get("test_miou")),
+        cells = [r["job"], r["state"], pct(r.get("val_miou")), pct(r.get("test_miou")),
                  str(r.get("steps") or "-"), "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}",
                  "-" if r.get("measured_ms") is None else f"{r['measured_ms']:.2f}",
                  _train_hours(r.get("cpu_seconds"), r.get("gpu_seconds")),

@@ -19,6 +19,7 @@ from segnas.report.arch_draw import arch_decisions, draw_architecture
 from segnas.report.breakdown import LatencyBreakdown
 from segnas.report.draw import prediction_strip
 from segnas.report.html import HtmlDocument, rgb_png
+from segnas.report.format import pct, signed_pct
 from segnas.report.pareto import pareto_figure, pareto_front, plottable
 from segnas.report.plots import candidates_figure, latency_by_op_figure, search_curves_figure, training_curve_figure
 from segnas.report.runfiles import RunFiles
@@ -59,10 +60,6 @@ class ReportInputs:
     latency: dict[str, LatencyBreakdown] = field(default_factory=dict)
     class_names: list[str] | None = None
     notes: dict[str, list[str]] = field(default_factory=dict)
-
-
-def _pct(v: Any) -> str:
-    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
 
 def _num(v: Any, fmt: str = ".2f") -> str:
@@ -116,10 +113,10 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
     # the evaluation best.pt was saved at (the first of equals, as the trainer keeps it)
     best = max(evals, key=lambda r: r["val_miou"]) if evals else {}
     if evals:
-        rows += [("best val mIoU", f"{_pct(best['val_miou'])} (epoch {best.get('epoch')})"),
-                 ("its pixel accuracy / mean accuracy", f"{_pct(best.get('val_pixel_acc'))} / "
-                                                        f"{_pct(best.get('val_mean_acc'))}"),
-                 ("last val mIoU", _pct(evals[-1]["val_miou"]))]
+        rows += [("best val mIoU", f"{pct(best['val_miou'], unit='%')} (epoch {best.get('epoch')})"),
+                 ("its pixel accuracy / mean accuracy", f"{pct(best.get('val_pixel_acc'), unit='%')} / "
+                                                        f"{pct(best.get('val_mean_acc'), unit='%')}"),
+                 ("last val mIoU", pct(evals[-1]["val_miou"], unit="%"))]
     if run.metrics and "train_s" in run.metrics[-1]:
         rows.append(("training time", f"{run.metrics[-1]['train_s']:.1f} s"))
     doc.table(("quantity", "value"), rows)
@@ -127,7 +124,7 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
         ious = best["val_iou"]
         names = class_names if class_names and len(class_names) == len(ious) else [str(i) for i in range(len(ious))]
         doc.heading(f"Per-class IoU (best evaluation, epoch {best.get('epoch')})")
-        doc.table(("class", "IoU"), [(n, _pct(v)) for n, v in zip(names, ious)], numeric=(False, True))
+        doc.table(("class", "IoU"), [(n, pct(v, unit="%")) for n, v in zip(names, ious)], numeric=(False, True))
 
 
 def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
@@ -156,9 +153,9 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
         if net.get("correction") and net.get("predicted_table_ms") is not None:
             predicted = f"{_num(net['predicted_table_ms'])} → {predicted}"
         rows.append((name, net.get("role"), predicted, _num(net.get("measured_ms")),
-                     f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
+                     signed_pct(vs),
                      _count(net.get("params")), _num(net.get("gflops"), ".3f"),
-                     _pct(training.get("best_val_miou")) if training else "not trained"))
+                     pct(training.get("best_val_miou"), unit="%") if training else "not trained"))
     doc.heading("Found networks")
     doc.table(("network", "role", "predicted ms (table → corrected)", "measured ms (quietest round)", "vs target",
                "params", "GFLOPs", "best val mIoU"),
@@ -179,11 +176,11 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
     rows = []
     for r in cmp.get("rows", []):
         std = r.get("val_miou_std")
-        val = _pct(r.get("val_miou_mean")) + (f" ± {100 * std:.2f}" if isinstance(std, (int, float)) else "")
+        val = pct(r.get("val_miou_mean"), std, "%")
         vs, at_search = r.get("latency_vs_target"), r.get("search_measured_ms")
         cpu = [r.get("search_cpu_seconds"), r.get("train_cpu_seconds")]
-        rows.append((r.get("name"), r.get("kind"), r.get("status"), val, _pct(r.get("test_miou_mean")),
-                     _num(r.get("latency_ms")), f"{100 * vs:+.1f}%" if isinstance(vs, (int, float)) else "-",
+        rows.append((r.get("name"), r.get("kind"), r.get("status"), val, pct(r.get("test_miou_mean"), unit="%"),
+                     _num(r.get("latency_ms")), signed_pct(vs),
                      _num(at_search) if isinstance(at_search, (int, float)) else "-",
                      _count(r.get("params")), _num(r.get("gflops"), ".3f"),
                      " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu)
@@ -201,7 +198,7 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
     if classes:
         doc.heading("Per-class IoU (mean over seeds)")
         nets = [n for n in means if means[n]]
-        doc.table(["class", *nets], [[c, *(_pct(means[n].get(c)) for n in nets)] for c in classes],
+        doc.table(["class", *nets], [[c, *(pct(means[n].get(c), unit="%") for n in nets)] for c in classes],
                   numeric=[False] + [True] * len(nets))
 
 
@@ -360,7 +357,7 @@ def _latency(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
                "latency per operator type", "predicted latency per operator type")
     for name, b in inputs.latency.items():
         doc.heading(f"{name}: {b.total_ms:.4g} ms by the operator table (before the learned correction), {len(b.keys)} operators")
-        share = lambda ms: _pct(ms / b.total_ms if b.total_ms else None)  # noqa: E731
+        share = lambda ms: pct(ms / b.total_ms if b.total_ms else None, unit="%")  # noqa: E731
         ops = b.rows()
         rows = [(i, key.op, f"{key.cin}→{key.cout}", f"{key.h}x{key.w}", key.stride, key.dilation,
                  ", ".join(f"{k}={v}" for k, v in key.extra), f"{ms:.4g}", share(ms)) for i, key, ms in ops[:TOP_OPS]]

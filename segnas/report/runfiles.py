@@ -11,7 +11,7 @@ from typing import Any
 from segnas.config.io import parse_yaml
 from segnas.errors import SegnasError
 from segnas.spaces.base import arch_key
-from segnas.utils import read_text_file
+from segnas.utils import read_jsonl, read_text_file
 
 KINDS = ("train", "search", "compare")
 
@@ -50,21 +50,6 @@ class RunFiles:
     def found_key(self) -> str | None:
         """The canonical key of the found architecture (``arch.json``), to mark it among candidates."""
         return arch_key(self.arch["arch"]) if self.arch and isinstance(self.arch.get("arch"), dict) else None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; a torn line (a run killed mid-write) is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
 
 
 def read_json(path: Path) -> Any:
