@@ -142,3 +142,10 @@ def parse_size(text: str | tuple[int, int] | list[int], field: str = "size") -> 
     if h <= 0 or w <= 0:
         raise SegnasError(f"{field}: height and width must be positive, got {text!r}")
     return h, w
+
+
+def parse_size_or_native(value: Any, field: str = "size") -> tuple[int, int] | None:
+    """``parse_size``, or None for each image's own size (``native``, or no value)."""
+    if not value or (isinstance(value, str) and value.strip().lower() == "native"):
+        return None
+    return parse_size(value, field)

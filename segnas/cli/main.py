@@ -84,7 +84,9 @@ def _comparable(value: Any) -> Any:
     """A size as text ("48x64") or as a pair ([48, 64]), a number as text ("1e-2", which YAML reads
     as text) or as a number, in one form; any other value as it is."""
     if isinstance(value, str) and SIZE_TEXT.fullmatch(value.strip()):
-        return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
+        from segnas.utils import parse_size
+
+        return parse_size(value)
     if isinstance(value, str):
         try:
             return float(value)
@@ -215,9 +217,10 @@ def train(
 
 def _checkpoint_base_size(value: str | None) -> Any:
     """``--base-size`` of eval and predict: HxW, 'native' (None), or unset: the checkpoint's own."""
-    from segnas.jobs.evaluate import CHECKPOINT, parse_base_size
+    from segnas.jobs.evaluate import CHECKPOINT
+    from segnas.utils import parse_size_or_native
 
-    return CHECKPOINT if value is None else parse_base_size(value, "--base-size")
+    return CHECKPOINT if value is None else parse_size_or_native(value, "--base-size")
 
 
 @app.command("eval")

@@ -25,25 +25,18 @@ from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
 from segnas.progress import task_progress
 from segnas.report.draw import colorize, overlay, save_png
-from segnas.utils import parse_size
+from segnas.utils import parse_size_or_native
 
 
 #: ``eval_job``'s ``base_size`` default: the size the checkpoint's own settings evaluate at.
 CHECKPOINT = "checkpoint"
 
 
-def parse_base_size(value: Any, field: str) -> tuple[int, int] | None:
-    """A size images are resized to: (H, W) or "HxW"; None or "native" for each image's own."""
-    if not value or (isinstance(value, str) and value.strip().lower() == "native"):
-        return None
-    return parse_size(value, field)
-
-
 def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> tuple[tuple[int, int] | None, str]:
     """The evaluation size: ``base_size`` when given ((H, W) or "HxW"; None or "native": each image's
     own), else the checkpoint's ``data.base_size``; with a phrase saying where it came from."""
     if base_size != CHECKPOINT:
-        return parse_base_size(base_size, "base_size"), "as given"
+        return parse_size_or_native(base_size, "base_size"), "as given"
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
         return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; --base-size native for native size"

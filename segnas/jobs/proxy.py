@@ -27,7 +27,7 @@ from segnas.proxies.ensemble import score_expression
 from segnas.proxies.ensemble import check_bag_fraction, discover_ensemble
 from segnas.proxies.graph import canonical_extras
 from segnas.training.models import resolve_model
-from segnas.utils import atomic_write_text, check_output_file, parse_size
+from segnas.utils import atomic_write_text, check_output_file, parse_size_or_native
 
 
 def proxy_batches(data: str, root: str | None, split: str, images: int, batch_size: int,
@@ -42,11 +42,10 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
     return fixed_batches(dataset, images, batch_size, seed, "--images"), dataset.num_classes
 
 
-def scored_on(data: str, split: str, images: int, size: Sequence[int] | str | None, seed: int,
+def scored_on(data: str, split: str, images: int, size: Sequence[int] | None, seed: int,
               inits: int = 1) -> dict[str, Any]:
     """What a discovered proxy's statistics were measured on (kept in its file, so that a search can
     score candidates the same way): images, and ``inits`` weight initializations (seeds ``seed + j``)."""
-    size = parse_size(size) if isinstance(size, str) else size
     return {"data": data, "split": split, "images": int(images), "size": list(size) if size else None,
             "seed": int(seed), "inits": int(inits)}
 
@@ -103,7 +102,7 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     settings = {**SCORE_DEFAULTS, **discovered_settings(proxies)}
     images = settings["images"] if images is None else images
     size = settings["size"] if size is None else size
-    size = None if str(size).strip().lower() == "native" else size
+    size = parse_size_or_native(size, "--size")
     inits = settings["inits"] if inits is None else inits
     check_inits(inits)
     for p in proxies:
@@ -115,7 +114,7 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     direct = [p for p in proxies if p not in aggregates]
     components = [c for agg in aggregates.values() for c in agg.components]
     measured = list(dict.fromkeys(direct + components))
-    batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed)
     for source in models:  # every network is found before any is scored
         resolve_model(source, num_classes)
     rows = []
@@ -171,7 +170,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
         raise SegnasError(f"--population, --generations: expected ≥ 2 and ≥ 0, got {population} and {generations}")
     if cv_folds:
         fold_indices(len(train), cv_folds, seed)  # enough training networks for the folds
-    batches, num_classes = proxy_batches(data, root, split, images, batch_size, parse_size(size) if size else None, seed)
+    size = parse_size_or_native(size, "--size")
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed)
     stats = []
     for i, r in enumerate(records):
         stats.append(init_stats(r, num_classes, batches, seed, inits))
