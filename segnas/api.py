@@ -15,7 +15,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -28,6 +28,7 @@ from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
 from segnas.metrics import SegMetrics
+from segnas.progress import Echo
 from segnas.training import check_resumable
 from segnas.training.start import run_kind
 
@@ -35,7 +36,6 @@ from segnas.training.start import run_kind
 COMPARE_OPTIONS = frozenset({"device", "workers", "measure", "measure_now", "rerun", "any_machine"})
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
-Echo = Optional[Callable[[str], None]]
 
 
 def leaves_the_process_as_it_was(job: F) -> F:
@@ -112,7 +112,7 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
 
 @leaves_the_process_as_it_was
 def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | None = None,
-          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = None) -> TrainResult:
+          config: str | Path | None = None, resume: str | Path | None = None, echo: Echo | None = None) -> TrainResult:
     """``segnas train``: trains a zoo network (``model.name``) or a found one (``model.arch``) and
     returns its ``TrainResult`` (``run_dir``, ``best_miou``, ``history``, ...)."""
     from segnas.config import TrainConfig
@@ -130,7 +130,7 @@ def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | Non
 
 @leaves_the_process_as_it_was
 def search(method: str | None = None, settings: Mapping[str, Any] | None = None, *,
-           config: str | Path | None = None, resume: str | Path | None = None, echo: Echo = None) -> dict[str, Any]:
+           config: str | Path | None = None, resume: str | Path | None = None, echo: Echo | None = None) -> dict[str, Any]:
     """``segnas search METHOD``: searches, measures and trains the found network; returns the
     content of the run's ``search_result.json`` plus ``run_dir``. The latency target is
     ``latency.target_ms``; the deployment size ``latency.size``, else ``data.crop_size``. With
@@ -157,7 +157,7 @@ def search(method: str | None = None, settings: Mapping[str, Any] | None = None,
 
 @leaves_the_process_as_it_was
 def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
-            resume: str | Path | None = None, echo: Echo = None, **options: Any) -> dict[str, Any]:
+            resume: str | Path | None = None, echo: Echo | None = None, **options: Any) -> dict[str, Any]:
     """``segnas compare``: every method's search, every network trained alike, one latency session;
     returns the content of the run's ``compare.json`` plus ``run_dir`` (with ``measure=False``: where
     it stopped, before the latency session). ``options`` are ``compare_job``'s (``device``,
@@ -186,7 +186,7 @@ def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECK
 @leaves_the_process_as_it_was
 def evaluate(trained: str | Path, data: str, root: str | Path | None = None, split: str = "val", *,
              options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
-             label_size: bool = False, raw: bool = False, echo: Echo = None) -> SegMetrics:
+             label_size: bool = False, raw: bool = False, echo: Echo | None = None) -> SegMetrics:
     """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained
     network (as ``load`` takes it) on split ``split`` of dataset ``data`` (camvid, cityscapes,
     folder, synthetic) under ``root``; ``options`` as ``data.options``."""

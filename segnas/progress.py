@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+#: Where a job writes its lines (``print``, a logger, a list's ``append``).
+Echo = Callable[[str], None]
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
@@ -28,6 +28,7 @@ from segnas.cost.table import LOAD_RECHECK_S, LatencyTable, OperatorCosts
 from segnas.cost.table import VERSION as TABLE_VERSION
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
+from segnas.progress import Echo
 
 
 def space_id(space: HasLatencyKeys) -> str:
@@ -157,7 +158,7 @@ class LatencyModel:
         return self.corrections.get(self._correction_key(space, num_classes))
 
     def calibrate(self, space: HasLatencyKeys, num_classes: int, networks: int = 32, progress: bool = True,
-                  echo: Callable[[str], None] | None = None, min_time_s: float = 0.3) -> LatencyCorrection:
+                  echo: Echo | None = None, min_time_s: float = 0.3) -> LatencyCorrection:
         """Fit (or read from the cache) the correction of ``space``: measure ``networks`` random
         networks of it whole on this runtime, fill their table entries, fit. A killed calibration
         resumes: measured networks are kept in the cache file until the fit replaces them.

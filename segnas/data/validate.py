@@ -22,12 +22,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from segnas.config.train import DataConfig
 from segnas.data.base import IGNORE_INDEX, PairCheck, PairDataset
 from segnas.errors import SegnasError
-from segnas.progress import progress_bar
+from segnas.progress import Echo, progress_bar
 from segnas.utils import atomic_write_text, cache_dir
 
 CACHE_VERSION = 3  # 2: with the classes each mask holds; 3: and whether it has ignored pixels
@@ -66,7 +66,7 @@ class DataReport:
         report = self.splits.get(cfg.train_split)
         return (report.max_size if report else None), f"the largest {cfg.train_split} image"
 
-    def check_training_classes(self, cfg: DataConfig, echo: Callable[[str], None] | None = None) -> None:
+    def check_training_classes(self, cfg: DataConfig, echo: Echo | None = None) -> None:
         """Refuse training masks that hold fewer than two classes (nothing to tell apart: e.g. a
         two-class mask saved as 0/255, whose 255 is ignore), and say which declared classes no
         training mask holds (a network cannot learn them)."""
@@ -98,7 +98,7 @@ class DataReport:
                               "crops) or data.base_size (every image resized to it)")
 
 
-def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Callable[[str], None] | None = None
+def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Echo | None = None
                      ) -> DataReport:
     """Check every file of the training and validation splits ``cfg`` names; a one-line SegnasError
     naming the file and the problem if one is bad."""
@@ -110,7 +110,7 @@ def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Callable[[str
 
 
 def validate_split(name: str, root: str | None, split: str, options: dict[str, Any] | None = None,
-                   progress: bool = True, echo: Callable[[str], None] | None = None) -> SplitReport:
+                   progress: bool = True, echo: Echo | None = None) -> SplitReport:
     """Check every file of one split of dataset ``name`` (as ``validate_dataset`` does for the training
     and validation splits): for a split scored later (``segnas eval``, a comparison's test split)."""
     from segnas.data import build_dataset  # the package's registry imports this module
@@ -123,7 +123,7 @@ def validate_split(name: str, root: str | None, split: str, options: dict[str, A
 
 
 def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
-                echo: Callable[[str], None] | None = None, threads: int | None = None) -> SplitReport:
+                echo: Echo | None = None, threads: int | None = None) -> SplitReport:
     """Check every pair of ``dataset`` not unchanged since it last passed (see the module doc)."""
     if dataset.left_out and echo is not None:
         first = dataset.left_out[0]

@@ -19,12 +19,13 @@ import shutil
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from segnas.errors import SegnasError
+from segnas.progress import Echo
 from segnas.utils import atomic_write
 
 #: NumPy dtypes a checkpoint's arrays and scalars may have (no object dtype: it pickles objects).
@@ -174,7 +175,7 @@ def unusable_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.unusable{path.suffix}")
 
 
-def load_latest_checkpoint(path: str | Path, notice: Callable[[str], None] | None = None
+def load_latest_checkpoint(path: str | Path, notice: Echo | None = None
                            ) -> dict[str, Any] | None:
     """The checkpoint to resume a loop from: ``path`` (its ``last.pt``), or None when neither it nor
     the one before it (``last.prev.pt``) exists (nothing to resume).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from segnas.cost.machine import cpu_has_native_bf16, cpu_model
 from segnas.engine.device import module_device
 from segnas.metrics import ConfusionMatrix, SegMetrics
+from segnas.progress import Echo
 
 
 def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -34,7 +35,7 @@ def autocast_context(bf16: bool, device_type: str = "cpu") -> AbstractContextMan
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def usable_bf16(requested: bool, echo: Callable[[str], None] | None = None, device_type: str = "cpu") -> bool:
+def usable_bf16(requested: bool, echo: Echo | None = None, device_type: str = "cpu") -> bool:
     """bf16 autocast as requested, unless the CPU lacks native bf16: then fp32, which is faster
     there, with a one-line notice through ``echo``. On a GPU, bf16 where the GPU supports it."""
     if device_type == "cuda":

@@ -22,6 +22,7 @@ from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import autocast_context, usable_bf16
 from segnas.engine.rng import restore_rng, rng_state
 from segnas.errors import SegnasError
+from segnas.progress import Echo
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Placement:
 
     @classmethod
     def resolve(cls, device: str = "cpu", bf16: bool = False,
-                echo: Callable[[str], None] | None = None) -> "Placement":
+                echo: Echo | None = None) -> "Placement":
         """The device a setting names (cpu, cuda, cuda:N, auto) and bf16 as requested where that
         device computes it natively (else fp32, with a notice through ``echo``). Under torchrun,
         ``cuda`` is this rank's GPU."""

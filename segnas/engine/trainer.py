@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from segnas.engine.step import LoopState, Placement, optimizer_step, train_loade
 from segnas.engine.swa import WeightAverage
 from segnas.errors import SegnasError, TrainingDiverged
 from segnas.metrics import SegMetrics
-from segnas.progress import Progress, progress_bar
+from segnas.progress import Echo, Progress, progress_bar
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
                  run: RunDir, model_spec: dict[str, Any], classes: dict[str, Any],
-                 teacher: nn.Module | None = None, echo: Callable[[str], None] | None = None) -> None:
+                 teacher: nn.Module | None = None, echo: Echo | None = None) -> None:
         self.cfg = cfg
         self.run = run
         self.dist = distributed.context()

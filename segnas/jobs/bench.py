@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import segnas
 
@@ -20,7 +20,7 @@ from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import checkpoint_base_size
-from segnas.progress import task_progress
+from segnas.progress import Echo, task_progress
 from segnas.spaces import read_arch_file
 from segnas.training.models import load_trained, resolve_model
 from segnas.utils import check_output_file, parse_size
@@ -89,7 +89,7 @@ def _onnx_row(path: Path, size: tuple[int, int], backends: Sequence[str], thread
 
 def bench_job(sources: Sequence[str], size: tuple[int, int] | str, backends: Sequence[str], threads: int | None = None,
               num_classes: int | None = None, device: str = "cpu", min_time_s: float = 2.0,
-              echo: Callable[[str], None] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+              echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
     achieved GFLOP/s and its fraction of this machine's fp32 matmul peak. Sources: zoo names,
     architecture files, checkpoints and exported ``.onnx`` files. The class count is a

@@ -26,7 +26,7 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -50,6 +50,7 @@ from segnas.jobs.search import latency_probe, make_settings, prepare_search, sea
 from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
+from segnas.progress import Echo
 from segnas.report.format import pct, signed_pct
 from segnas.report.pareto import plot_pareto
 from segnas.search.base import get_strategy, list_strategies
@@ -60,7 +61,6 @@ from segnas.training.start import run_kind
 from segnas.utils import atomic_write_text, read_jsonl
 from segnas.zoo import MODELS
 
-Echo = Callable[[str], None]
 #: The zoo network every comparison trains (the reference of real-time segmentation on CPU).
 REFERENCE_ZOO = "fast_scnn"
 #: Results of finished jobs, one JSON line each, in the run directory.

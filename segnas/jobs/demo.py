@@ -10,7 +10,7 @@ five minutes on two quiet cores of a fresh machine (the latency table built on t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +25,13 @@ from segnas.engine.evaluate import predict_logits
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.jobs.compare import compare_job, latency_warning
+from segnas.progress import Echo
 from segnas.report.draw import colorize, save_png
 from segnas.spaces import get_space
 from segnas.training.models import load_trained
 
 __all__ = ["DEMO_STEPS", "demo_job", "demo_settings", "demo_target", "latency_warning"]
 
-Echo = Callable[[str], None]
 #: Optimizer steps each network trains for (batch 16).
 DEMO_STEPS = 120
 #: The space both methods search: the multi-resolution space, small enough to train in the demo.

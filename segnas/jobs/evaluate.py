@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
 from segnas.training.models import load_trained
 from segnas.metrics import SegMetrics
-from segnas.progress import task_progress
+from segnas.progress import Echo, task_progress
 from segnas.report.draw import colorize, overlay, save_png
 from segnas.utils import parse_size_or_native
 
@@ -60,7 +60,7 @@ class _Ticking:
 
 def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "val",
              base_size: tuple[int, int] | None | str = CHECKPOINT, batch_size: int = 4, bf16: bool = False,
-             options: dict[str, Any] | None = None, raw: bool = False, echo: Callable[[str], None] | None = None,
+             options: dict[str, Any] | None = None, raw: bool = False, echo: Echo | None = None,
              progress: bool = True, label_size: bool = False) -> tuple[SegMetrics, list[str]]:
     """Score a checkpoint on a dataset split; returns metrics and the class names. Scores the
     weights training reported (EMA when the checkpoint has them; ``raw`` for the raw ones) at the
@@ -185,7 +185,7 @@ class Segmenter:
 
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
                 bf16: bool = False, progress: bool = True, base_size: tuple[int, int] | None | str = CHECKPOINT,
-                echo: Callable[[str], None] | None = None) -> list[Path]:
+                echo: Echo | None = None) -> list[Path]:
     """Write ``<name>_mask.png`` (colourized classes) and ``<name>_overlay.png`` for each input
     image (``name``: its stem, its whole file name where stems repeat; in the subfolder it has in
     the input folder), at the image's own size.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -18,6 +18,7 @@ from segnas.evaluate.proxy import (DEFAULT_IMAGES, DEFAULT_INITS, DEFAULT_SIZE, 
                                    fixed_batches, proxy_scored_on)
 from segnas.evaluate.records import load_groundtruth_runs, untrained_net
 from segnas.metrics.ranking import split_indices
+from segnas.progress import Echo
 from segnas.proxies import PROXIES, score
 from segnas.proxies.aggregate import resolve_aggregate
 from segnas.proxies.common import check_inits
@@ -146,7 +147,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
                        cv_folds: int = 0, members: int = 1, inits: int = 1, extra_terminals: Sequence[str] = (),
                        network_ops: bool = False, bag_fraction: float = 1.0,
-                       echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+                       echo: Echo | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
     held-out rest, save the expression to ``out``. ``cv_folds`` ≥ 2 picks discovery's parsimony by

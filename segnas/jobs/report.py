@@ -6,7 +6,7 @@ the per-operator latency of the run's network(s) from the latency table."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,14 +18,13 @@ from segnas.data import dataset_classes, eval_transforms, open_data
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
 from segnas.errors import SegnasError
+from segnas.progress import Echo
 from segnas.report.breakdown import LatencyBreakdown, latency_breakdown
 from segnas.report.html_report import ReportInputs, Sample, SampleSet, architectures, write_report
 from segnas.report.runfiles import RunFiles, read_run
 from segnas.spaces import get_space
 from segnas.training.models import load_trained
 from segnas.utils import check_output_file
-
-Echo = Callable[[str], None]
 
 
 def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int = 3, latency: bool = True,

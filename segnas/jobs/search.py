@@ -24,7 +24,7 @@ import resource
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from pydantic import ValidationInfo, create_model, model_validator
@@ -43,6 +43,7 @@ from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir
 from segnas.parallel import TaskResources, check_ray
+from segnas.progress import Echo
 from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy, get_strategy
@@ -54,7 +55,6 @@ from segnas.training.job import check_classes
 from segnas.training.start import refuse_other_run, run_kind
 from segnas.utils import atomic_write_text
 
-Echo = Callable[[str], None]
 _CLASSES: dict[str, type[SearchSettings]] = {}
 
 

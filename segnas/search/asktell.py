@@ -31,7 +31,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 import numpy as np
 
 from segnas.config.search import EvaluatorSettings, SearchSettings
-from segnas.progress import progress_bar
+from segnas.progress import Echo, progress_bar
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.parallel import TaskResources, WorkerPool, default_key
@@ -190,7 +190,6 @@ class AskTellStrategy(Strategy):
         return SearchResult([FoundNetwork("arch", space, best.arch, best.latency_ms, info=info)], details)
 
 
-
 class DelegatingStrategy(AskTellStrategy):
     """A strategy whose proposals come from another ask/tell search (``self.search``, made by
     ``make_search``) while it keeps its own evaluator and choice of the winner (SasWOT, the
@@ -250,7 +249,7 @@ class AskTellLoop:
                  target_ms: float | None, *, candidates: int = 1000, time_limit_s: float | None = None,
                  workers: int = 1, executor: str = "inline", ray_address: str | None = None,
                  run_dir: str | Path | None = None, max_draws: int | None = None, top_k: int = 10,
-                 progress: bool = False, echo: Callable[[str], None] | None = None,
+                 progress: bool = False, echo: Echo | None = None,
                  resources: TaskResources | None = None) -> None:
         if candidates < 1 or top_k < 1 or workers < 1:
             raise SegnasError("candidates, top_k and workers must be >= 1")

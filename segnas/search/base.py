@@ -24,10 +24,9 @@ from segnas.config.search import SearchSettings
 from segnas.config.train import Settings
 from segnas.cost.latency_model import LatencyModel
 from segnas.engine.rundir import RunDir
+from segnas.progress import Echo
 from segnas.registry import Registry
 from segnas.spaces.base import Architecture, SearchSpace
-
-Echo = Callable[[str], None]
 
 
 @dataclass

@@ -3,13 +3,14 @@ or far below the cheapest network a space holds, is refused with the fastest net
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from segnas.cost import LatencyModel
 from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.parallel import default_key
+from segnas.progress import Echo
 from segnas.search.base import SearchContext
 from segnas.spaces.base import SearchSpace
 
@@ -22,7 +23,7 @@ TARGET_CHECK_MARGIN = 1.5
 
 
 def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classes: int, seed: int = 0,
-                           echo: Callable[[str], None] | None = None) -> None:
+                           echo: Echo | None = None) -> None:
     """TargetOutOfReach naming ``latency.target_ms`` when the target is below the runtime's call
     overhead, or when the cheapest of TARGET_CHECK_DRAWS spread samples of ``space`` is predicted
     TARGET_CHECK_MARGIN times slower than the target. Costs one prediction (its operators are

@@ -10,11 +10,12 @@ import hashlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from segnas.config.io import load_config, saved_form
 from segnas.config.train import LossConfig, TrainConfig
 from segnas.errors import SegnasError
+from segnas.progress import Echo
 from segnas.training.job import train_job
 from segnas.utils import atomic_write_text, cache_dir
 from segnas.zoo import MODELS
@@ -59,7 +60,7 @@ def _exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Callable[[str], None] | None = None) -> Path:
+def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Echo | None = None) -> Path:
     """The final checkpoint (``best.pt``: the last evaluation's weights) of training ``cfg`` in
     ``folder``: the finished one recorded there, else trained now (the newest killed run there
     continued). ``what`` names it in messages. Processes asking for the same folder at once wait
@@ -123,7 +124,7 @@ def same_training(run: TrainConfig, cfg: TrainConfig) -> bool:
 
 
 def resumable_training(folder: str | Path, cfg: TrainConfig, job: str | None = None,
-                       echo: Callable[[str], None] | None = None) -> Path | None:
+                       echo: Echo | None = None) -> Path | None:
     """The newest run directory in ``folder`` (of ``job``, when given) to continue or read back for
     training ``cfg``: None when there is none, or when it trains something else (``same_training``:
     a changed recipe, or segnas updated between two sessions of a study): that run is left as it is,
@@ -143,7 +144,7 @@ def resumable_training(folder: str | Path, cfg: TrainConfig, job: str | None = N
 TEACHER_FIELDS = ("teacher", "teacher_model", "teacher_steps", "kd_weight", "kd_temperature")
 
 
-def with_teacher(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> TrainConfig:
+def with_teacher(cfg: TrainConfig, echo: Echo | None = None) -> TrainConfig:
     """``cfg`` distilling the checkpoint of its ``loss.teacher_model``, trained once
     (``teacher_training``) and cached in segnas's cache folder: ``loss.teacher`` set to it and
     ``teacher_model`` cleared (a resumed run reads the checkpoint); ``cfg`` itself without one."""

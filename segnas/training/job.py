@@ -20,6 +20,7 @@ from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult, check_placement
 from segnas.errors import SegnasError
+from segnas.progress import Echo
 from segnas.training.start import open_run, start_job
 from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
 from segnas.utils import atomic_write_text
@@ -59,7 +60,7 @@ def check_classes(cfg: TrainConfig, names: Sequence[str], where: str = "") -> No
 
 
 def train_job(cfg: TrainConfig, resume: str | Path | None = None,
-              echo: Callable[[str], None] | None = None,
+              echo: Echo | None = None,
               changes: Mapping[str, Any] | None = None) -> TrainResult:
     """Train as ``cfg`` says in a new run directory, or continue the run at ``resume``.
 
@@ -178,7 +179,7 @@ def class_weights(cfg: TrainConfig, train_set: SegmentationDataset) -> list[floa
 INIT_RECORD = "init.json"
 
 
-def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Callable[[str], None] | None) -> dict | None:
+def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Echo | None) -> dict | None:
     """Load ``model.init`` into ``model`` (a new run, or a resumed one without a checkpoint yet);
     a resumed run with a checkpoint gets its weights from there and reports its earlier load."""
     if cfg.model.init is None:
@@ -206,7 +207,7 @@ def load_teacher(checkpoint: str, names: Sequence[str]) -> nn.Module:
     return teacher
 
 
-def _spec_of_run(run: RunDir, cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict:
+def _spec_of_run(run: RunDir, cfg: TrainConfig, echo: Echo | None = None) -> dict:
     """A resumed run rebuilds the network from its checkpoint's spec (the arch file may have moved);
     an unusable ``last.pt`` is replaced by the one before it here, with a notice."""
     state = load_latest_checkpoint(run.last_checkpoint, lambda m: (run.log(m), echo and echo(m)))

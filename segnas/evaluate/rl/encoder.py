@@ -16,13 +16,14 @@ them as ``weights`` instead: nothing is then pre-trained.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from pydantic import Field, ValidationError
 
 from segnas.config.io import merged
 from segnas.config.train import PATH, DataConfig, Settings, TrainConfig
 from segnas.errors import SegnasError
+from segnas.progress import Echo
 from segnas.spaces.encdec.encoder import encoder_kind
 from segnas.training.cached import trained_once, training_key
 from segnas.utils import cache_dir
@@ -71,7 +72,7 @@ def pretrain_config(data: DataConfig, encoder: str, width: float, settings: Enco
 
 def pretrained_encoder(data: DataConfig, encoder: str, width: float, settings: EncoderSettings, device: str = "cpu",
                        threads: int | None = None, progress: bool = False,
-                       echo: Callable[[str], None] | None = None, root: str | Path | None = None) -> Path | None:
+                       echo: Echo | None = None, root: str | Path | None = None) -> Path | None:
     """The weights file of the children's encoder: ``settings.weights``, else the cached pre-training
     for these settings (run now, or resumed, when not finished). None with ``steps`` 0 and no file."""
     echo = echo or (lambda m: None)

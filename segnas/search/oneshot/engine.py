@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ from segnas.engine import distributed
 from segnas.engine.checkpoint import keep_previous, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from segnas.engine.losses import SegmentationLoss, kd_loss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
-from segnas.progress import Progress, progress_bar
+from segnas.progress import Echo, Progress, progress_bar
 from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
 from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
@@ -138,7 +138,7 @@ class OneShotEngine:
     """Trains ``supernet`` (moved to ``schedule.device``) on ``train_set`` in run directory ``run``."""
 
     def __init__(self, supernet: nn.Module, train_set: Dataset, schedule: SearchSchedule, run: RunDir,
-                 hooks: SearchHooks | None = None, echo: Callable[[str], None] | None = None) -> None:
+                 hooks: SearchHooks | None = None, echo: Echo | None = None) -> None:
         self.s = schedule
         self.run = run
         self.hooks = hooks or NoHooks()

@@ -38,6 +38,7 @@ from segnas.evaluate.base import Evaluator, fitness, json_float
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
 from segnas.errors import SegnasError
 from segnas.parallel import TaskResources, WorkerPool
+from segnas.progress import Echo
 from segnas.proxies.common import Batch
 from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy
 from segnas.search.base import SearchContext, strategy
@@ -203,7 +204,7 @@ def front_details(search: NSGA2, ns: NSGA2Settings, target_ms: float | None,
 
 def pick_from_front(front: list[Candidate], target_ms: float | None, ns: NSGA2Settings, top_k: int,
                     evaluator: Evaluator | None = None, final_inits: int = 0, trainer: Evaluator | None = None,
-                    fallback: list[Candidate] | None = None, echo: Callable[[str], None] | None = None,
+                    fallback: list[Candidate] | None = None, echo: Echo | None = None,
                     workers: int = 1, executor: str = "inline", ray_address: str | None = None,
                     resources: TaskResources | None = None) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """The finalists of ``front``, the winner first, and the records of those trained.
@@ -241,7 +242,7 @@ def pick_from_front(front: list[Candidate], target_ms: float | None, ns: NSGA2Se
 
 
 def rescore_finalists(top: list[Candidate], evaluator: ProxyEvaluator, final_inits: int,
-                      echo: Callable[[str], None] | None = None,
+                      echo: Echo | None = None,
                       workers: int = 1, executor: str = "inline", ray_address: str | None = None,
                       resources: TaskResources | None = None) -> list[Candidate]:
     """``top`` ordered by their score over ``final_inits`` initializations (the evaluator's own
@@ -316,7 +317,7 @@ def training_free_search(space: Any, proxy: Any, latency_fn: Callable[[Architect
                          executor: str = "inline", workers: int = 1, ray_address: str | None = None,
                          resources: TaskResources | None = None, max_draws: int | None = None,
                          run_dir: str | Path | None = None, progress: bool = False,
-                         echo: Callable[[str], None] | None = None, mode: str = "evolution",
+                         echo: Echo | None = None, mode: str = "evolution",
                          nsga2: NSGA2Settings | dict[str, Any] | None = None,
                          trainer: Evaluator | None = None) -> TrainingFreeResult:
     """SasWOT's search as a library call, without a search job: maximize ``proxy`` (a proxy name
