@@ -4,6 +4,7 @@ seeding, input-size parsing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -88,6 +89,11 @@ def check_output_file(path: str | Path, option: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SegnasError(f"{option} {path}: cannot write in {parent}")
     return path
+
+
+def json_float(x: float | None) -> float | None:
+    """``x`` as JSON can hold it (non-finite: None)."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

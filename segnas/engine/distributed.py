@@ -84,7 +84,7 @@ def context() -> DistContext:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
             backend = "cpu:gloo,cuda:nccl"
-        # a long timeout: the other ranks wait while rank 0 alone times latency (``segnas.search.ranks``)
+        # a long timeout: the other ranks wait while rank 0 alone times latency (``segnas.search.rank0_latency``)
         dist.init_process_group(backend, timeout=datetime.timedelta(hours=4))
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -3,6 +3,6 @@
 a step or time budget; ``groundtruth``: the resumable runner of many short trainings; ``records``:
 ground-truth files)."""
 
-from segnas.evaluate.base import Evaluator, fitness, json_float
+from segnas.evaluate.base import Evaluator, fitness
 
-__all__ = ["Evaluator", "fitness", "json_float"]
+__all__ = ["Evaluator", "fitness"]

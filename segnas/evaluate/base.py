@@ -57,6 +57,3 @@ def fitness(score: float | None) -> float:
     return float(score) if score is not None and math.isfinite(score) else -math.inf
 
 
-def json_float(x: float | None) -> float | None:
-    """``x`` as JSON can hold it (non-finite: None)."""
-    return float(x) if x is not None and math.isfinite(x) else None

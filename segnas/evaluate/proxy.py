@@ -25,12 +25,13 @@ from torch import nn
 from segnas.config.train import DataConfig
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
-from segnas.evaluate.base import Evaluator, json_float
+from segnas.evaluate.base import Evaluator
 from segnas.proxies import PROXIES, score
 from segnas.proxies.aggregate import RankAggregate, resolve_aggregate
 from segnas.proxies.common import check_inits, images_problem
 from segnas.proxies.ensemble import load_proxy
 from segnas.spaces.base import SearchSpace, resolve_space
+from segnas.utils import json_float
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ProxyLike = str | Callable[[nn.Module], float]

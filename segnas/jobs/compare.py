@@ -43,7 +43,6 @@ from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
 from segnas.errors import SegnasError, TargetOutOfReach
-from segnas.evaluate.base import json_float
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
 from segnas.jobs.search import latency_probe, make_settings, prepare_search, search_job
@@ -58,7 +57,7 @@ from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.training.start import run_kind
-from segnas.utils import atomic_write_text, read_jsonl
+from segnas.utils import atomic_write_text, json_float, read_jsonl
 from segnas.zoo import MODELS
 
 #: The zoo network every comparison trains (the reference of real-time segmentation on CPU).

@@ -47,7 +47,7 @@ from segnas.progress import Echo
 from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy, get_strategy
-from segnas.search.ranks import timed_on_rank0
+from segnas.search.rank0_latency import timed_on_rank0
 from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training

@@ -31,7 +31,7 @@ from segnas.proxies.common import (Batch, ProxySettings, chunks, forward_logits,
                                    valid_pixels, weight_layers)
 from segnas.proxies.graph import (NetStats, canonical_extras, evaluate_inits, pack_inits, parse, primitive_set,
                                   uses_data)
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, json_float
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
                "mean_tau": float(np.mean(taus)) if taus else None, "valid": len(taus),
                "evaluated": counts["evaluated"], "best": str(best)}
         if val is not None:
-            rec["val_tau"] = _finite(tau_rho([evaluate_inits(best, p) for p in val[0]], val[1])[0])
+            rec["val_tau"] = json_float(tau_rho([evaluate_inits(best, p) for p in val[0]], val[1])[0])
         log.info("proxy discovery: generation %d best τ %.4f (%d valid) %s", gen, rec["best_tau"], len(taus), best)
         if callback is not None:
             callback(rec)
@@ -450,13 +450,11 @@ def discover(stats_per_arch: Sequence[NetStats], target_mious: Sequence[float], 
 
     best = hall[0]
     tau, rho = tau_rho([evaluate_inits(best, p) for p in train], targets)
-    result = DiscoveredProxy(expression=str(best), train_tau=_finite(tau), train_rho=_finite(rho),
+    result = DiscoveredProxy(expression=str(best), train_tau=json_float(tau), train_rho=json_float(rho),
                              history=history, settings=settings)
     if val is not None:
         vt, vr = tau_rho([evaluate_inits(best, p) for p in val[0]], val[1])
-        result.val_tau, result.val_rho = _finite(vt), _finite(vr)
+        result.val_tau, result.val_rho = json_float(vt), json_float(vr)
     return result
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None

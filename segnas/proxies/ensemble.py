@@ -29,6 +29,7 @@ from segnas.proxies.common import PROXIES, Batch, ProxySettings, proxy
 from segnas.proxies.cross_validation import run_discovery
 from segnas.proxies.discovery import DiscoveredProxy, SavedProxy, collect_stats, read_proxy_file
 from segnas.proxies.graph import NetStats, pack_inits
+from segnas.utils import json_float
 
 __all__ = ["ENSEMBLE_FORMAT", "MEMBER_SEED_STRIDE", "ProxyEnsemble", "bagged_indices", "check_bag_fraction",
            "discover_ensemble", "load_proxy", "member_seeds"]
@@ -167,7 +168,7 @@ class ProxyEnsemble(SavedProxy):
 def _correlations(ensemble: ProxyEnsemble, stats: Sequence[NetStats], targets: Sequence[float]
                   ) -> tuple[float | None, float | None]:
     tau, rho = tau_rho([ensemble.evaluate(s) for s in stats], [float(t) for t in targets])
-    return (float(tau) if math.isfinite(tau) else None), (float(rho) if math.isfinite(rho) else None)
+    return json_float(tau), json_float(rho)
 
 
 def load_proxy(path: str | Path) -> DiscoveredProxy | ProxyEnsemble:

@@ -33,13 +33,13 @@ import numpy as np
 from segnas.config.search import EvaluatorSettings, SearchSettings
 from segnas.progress import Echo, progress_bar
 from segnas.errors import SegnasError
-from segnas.evaluate.base import Evaluator, fitness, json_float
+from segnas.evaluate.base import Evaluator, fitness
 from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
 from segnas.search.target import refuse_unreachable_target
 from segnas.spaces.base import Architecture, SearchSpace, get_space
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, json_float
 
 
 @dataclass

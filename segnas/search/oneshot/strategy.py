@@ -25,7 +25,7 @@ from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy
 from segnas.search.oneshot.data import pretrained_checkpoint, search_train_set, search_val_subset
 from segnas.search.oneshot.engine import OneShotEngine, SearchSchedule
-from segnas.search.ranks import timed_on_rank0
+from segnas.search.rank0_latency import timed_on_rank0
 from segnas.search.target import refuse_unreachable_target
 from segnas.spaces.base import SearchSpace, TableCostedSupernet
 

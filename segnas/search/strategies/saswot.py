@@ -34,7 +34,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from segnas.config.search import ProxyEvaluatorSettings
 from segnas.config.train import Settings, refuse_idle
-from segnas.evaluate.base import Evaluator, fitness, json_float
+from segnas.evaluate.base import Evaluator, fitness
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
 from segnas.errors import SegnasError
 from segnas.parallel import TaskResources, WorkerPool
@@ -45,6 +45,7 @@ from segnas.search.base import SearchContext, strategy
 from segnas.search.evaluation import check_proxy_settings, proxy_evaluator, train_evaluator
 from segnas.search.strategies.nsga2 import NSGA2, NSGA2Settings, rank_front
 from segnas.spaces.base import Architecture, SearchSpace, resolve_space
+from segnas.utils import json_float
 
 
 class SasWOTSettings(Settings):
