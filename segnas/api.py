@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model
 from segnas.config.recipes import load_recipe
 from segnas.engine.rng import kept_rng
-from segnas.engine.rundir import release_all
+from segnas.engine.rundir import best_checkpoint, release_all
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
@@ -218,7 +218,7 @@ def checkpoint_of(path: Path) -> Path:
             raise SegnasError(f"{path}: the search trained no found network (final.epochs 0, or its training "
                               f"folder is gone); train it: train({{'model.arch': '{arch}', ...}})")
         path = folder
-    best = path / "checkpoints" / "best.pt"
+    best = best_checkpoint(path)
     if not best.is_file():
         raise SegnasError(f"{path}: no checkpoints/best.pt: give a checkpoint, a finished training's run "
                           "directory or a search's")

@@ -53,6 +53,16 @@ def release_all() -> None:
             handler.close()
 
 
+def best_checkpoint(run_path: str | Path) -> Path:
+    """A training run's best weights (the last ones when it has no validation split)."""
+    return Path(run_path) / "checkpoints" / "best.pt"
+
+
+def last_checkpoint(run_path: str | Path) -> Path:
+    """A training run's latest state, which ``--resume`` continues from."""
+    return Path(run_path) / "checkpoints" / "last.pt"
+
+
 class RunDir:
     """A job's folder. Opening an existing folder (resume) appends to its log and metrics; opening
     any removes the temporary files that killed writes left in it and in ``checkpoints/``."""
@@ -144,11 +154,11 @@ class RunDir:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "last.pt"
+        return last_checkpoint(self.path)
 
     @property
     def best_checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "best.pt"
+        return best_checkpoint(self.path)
 
     def log(self, message: str) -> None:
         if self.main:

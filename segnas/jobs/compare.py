@@ -42,6 +42,7 @@ from segnas.cost.latency import (LatencyResult, default_threads, measure_latency
 from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
+from segnas.engine.rundir import best_checkpoint
 from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
@@ -255,7 +256,7 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
                                "steps": int(final.get("step", 0)), "epochs": int(result.epochs_done),
                                "run_dir": relative(result.run_dir, item["root"])}
         if item.get("test_split"):
-            metrics, test_names = eval_job(Path(result.run_dir) / "checkpoints" / "best.pt", cfg.data.name,
+            metrics, test_names = eval_job(best_checkpoint(result.run_dir), cfg.data.name,
                                            cfg.data.root, item["test_split"], batch_size=cfg.data.eval_batch_size,
                                            bf16=cfg.bf16, options=cfg.data.options, progress=False)
             out["test_miou"] = json_float(metrics.miou)

@@ -22,7 +22,7 @@ from segnas.data import eval_transforms, open_data
 from segnas.data.synthetic.classes import SYNTHETIC_CLASSES
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
-from segnas.engine.rundir import RunDir
+from segnas.engine.rundir import RunDir, best_checkpoint
 from segnas.errors import SegnasError
 from segnas.jobs.compare import compare_job, latency_warning
 from segnas.progress import Echo
@@ -124,7 +124,7 @@ def sample_predictions(summary: dict[str, Any], path: Path, cfg: CompareSettings
         seed = next((s for s in row["seeds"] if s["status"] == "ok"), None)
         if seed is None:
             continue
-        model, classes, _, _ = load_trained(Path(summary["run_dir"]) / seed["run_dir"] / "checkpoints" / "best.pt")
+        model, classes, _, _ = load_trained(best_checkpoint(Path(summary["run_dir"]) / seed["run_dir"]))
         palette = classes.palette()
         if len(panels) == 1:
             panels.append(colorize(mask.numpy(), palette))

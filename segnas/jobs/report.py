@@ -17,6 +17,7 @@ from segnas.cost import LatencyModel
 from segnas.data import dataset_classes, eval_transforms, open_data
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
+from segnas.engine.rundir import best_checkpoint, last_checkpoint
 from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.report.breakdown import LatencyBreakdown, latency_breakdown
@@ -77,7 +78,7 @@ def report_checkpoint(run: RunFiles) -> Path | None:
     checkpoint; a search's final training of its found network; a comparison's best-scoring network
     (its first seed)."""
     def best_of(folder: Path) -> Path | None:
-        return next((p for p in (folder / "checkpoints" / "best.pt", folder / "checkpoints" / "last.pt")
+        return next((p for p in (best_checkpoint(folder), last_checkpoint(folder))
                      if p.is_file()), None)
 
     if run.kind == "train":

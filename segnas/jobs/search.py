@@ -41,7 +41,7 @@ from segnas.cost.memory import check_inference_size
 from segnas.data import build_dataset, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
-from segnas.engine.rundir import RunDir
+from segnas.engine.rundir import RunDir, best_checkpoint
 from segnas.parallel import TaskResources, check_ray
 from segnas.progress import Echo
 from segnas.report.runfiles import training_folder
@@ -349,7 +349,7 @@ def train_found(result: SearchResult, ctx: SearchContext, summary: dict[str, Any
         trained = train_stage(ctx.run.path, net.name, final_train_config(ctx, net, teacher), echo)
         summary["networks"][net.name]["training"] = trained
         folder = training_folder(ctx.run.path, trained["run_dir"]) or ctx.run.path / trained["run_dir"]
-        checkpoints[net.name] = folder / "checkpoints" / "best.pt"
+        checkpoints[net.name] = best_checkpoint(folder)
 
 
 def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -> dict[str, Any]:

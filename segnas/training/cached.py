@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from segnas.config.io import load_config, saved_form
 from segnas.config.train import LossConfig, TrainConfig
+from segnas.engine.rundir import best_checkpoint
 from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.training.job import train_job
@@ -78,7 +79,7 @@ def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Echo | N
         echo(f"{what}: training it once into {folder}" + (" (continuing a killed run)" if runs else ""))
         result = train_job(cfg.model_copy(update={"out_dir": str(folder)}), resume=runs[-1] if runs else None,
                            echo=echo)
-        checkpoint = Path(result.run_dir) / "checkpoints" / "best.pt"
+        checkpoint = best_checkpoint(result.run_dir)
         atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": training_key(cfg),
                                             "final": {k: v for k, v in result.final.items() if k != "val_iou"},
                                             "train_seconds": round(result.train_seconds, 1)}, indent=2))
