@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from segnas.errors import SegnasError
 from segnas.parallel.executors import EXECUTORS, TaskResources, WorkerError
 from segnas.parallel.store import ResultStore, default_key
+from segnas.progress import task_progress
 
 
 def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "inline", workers: int = 2,
@@ -50,7 +51,7 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
             todo[k] = item
     failures: list[tuple[str, BaseException]] = []
     try:
-        with _progress(len(todo), progress, label) as advance:
+        with task_progress(label, len(todo), progress and bool(todo)) as ticker:
             outcomes = EXECUTORS[executor](fn, list(todo.items()), workers, threads_per_worker,
                                            lambda: any(not isinstance(e, WorkerError) for _, e in failures),
                                            address=ray_address, resources=resources)
@@ -69,7 +70,7 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
                         if isinstance(value, WorkerError):
                             store.fail(k, " ".join(str(value).split()))
                         _tell(on_failure, k, value)
-                    advance()
+                    ticker.advance()
     finally:
         store.close()
     if failures:
@@ -94,17 +95,3 @@ def _tell(callback: Callable[[str, Any], None] | None, key: str, value: Any) -> 
         callback(key, value)
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"reporting {key} failed: {exc}", stacklevel=3)
-
-
-@contextmanager
-def _progress(total: int, enabled: bool, label: str = "evaluations") -> Iterator[Callable[[], None]]:
-    """A callable advancing a progress bar with ETA (a no-op when disabled or nothing to do)."""
-    if not enabled or total == 0:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda: bar.advance(task)
