@@ -16,7 +16,7 @@ from segnas.errors import SegnasError
 from segnas.proxies import PROXIES, proxy, score
 from segnas.proxies.aggregate import (AGGREGATES, RankAggregate, aggregate_ranks, ranks, register_aggregate,
                                       resolve_aggregate, score_population)
-from segnas.proxies.az_nas import AZ_PROXIES, kaiming_init, rademacher, to_grid
+from segnas.proxies.az_nas import AZ_PROXIES, az_init, rademacher, to_grid
 from segnas.proxies.meco import min_eigenvalues
 from segnas.proxies.relu_tap import ReluTap
 from segnas.proxies.swap import regularized_swap, size_factor
@@ -119,7 +119,7 @@ def swap_reference(net, images, seed) -> int:
 def az_reference(net, images, seed, batch=0) -> tuple[float, float, float]:
     """compute_az_nas_score.py on the ReLU outputs (Kaiming init, the batch's BN statistics)."""
     net = copy.deepcopy(net)
-    kaiming_init(net, torch.Generator().manual_seed(seed))
+    az_init(net, torch.Generator().manual_seed(seed))
     net.train()
     feats = relu_outputs(net, images)
     entropies = []
@@ -220,9 +220,9 @@ def test_az_complexity_is_flops():
     assert score("az_complexity", net, [batch]) == score("flops", net, [batch]) > 0
 
 
-def test_kaiming_init_draws_the_fan_in_scale():
+def test_az_init_draws_the_fan_in_scale():
     conv = nn.Conv2d(64, 256, 3)
-    kaiming_init(conv, torch.Generator().manual_seed(0))
+    az_init(conv, torch.Generator().manual_seed(0))
     assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.02)
     assert float(conv.bias.detach().abs().max()) == 0.0
 

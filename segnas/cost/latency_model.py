@@ -202,6 +202,3 @@ class LatencyModel:
             f"networks (leave-one-out) {100 * fitted.loo_median_abs_error:.1f}%, table alone "
             f"{100 * fitted.table_median_abs_error:.1f}%")
         return fitted
-
-    def meets_target(self, latency_ms: float) -> bool:
-        return self.target_ms is None or latency_ms <= self.target_ms

@@ -12,6 +12,7 @@ cross-sequence validation set. Other splits are unchanged.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset, list_images, read_pair_list
 from segnas.data.transforms import Compose
@@ -67,7 +68,7 @@ def holdout_pairs(root: Path, split: str, holdout: str) -> list[tuple[Path, Path
 
 class CamVid(PairDataset):
     @staticmethod
-    def has_split(root: str | Path | None, split: str, **options) -> bool:
+    def has_split(root: str | Path | None, split: str, **options: Any) -> bool:
         """Whether ``root`` holds ``split`` (its list file, or its image folder), e.g. ``test.txt``;
         ``holdout`` exists where the ``holdout`` option is set."""
         if split == HOLDOUT_SPLIT and options.get("holdout"):
@@ -75,7 +76,7 @@ class CamVid(PairDataset):
         return root is not None and ((Path(root) / f"{split}.txt").is_file() or (Path(root) / split).is_dir())
 
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
-                 cache: bool = False, holdout: str | None = None, **options) -> None:
+                 cache: bool = False, holdout: str | None = None, **options: Any) -> None:
         if options:
             raise SegnasError(f"camvid: unknown option(s) {', '.join(sorted(options))}; CamVid takes 'holdout'")
         if root is None:

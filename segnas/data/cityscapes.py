@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset
 from segnas.data.transforms import Compose
@@ -88,12 +89,12 @@ class Cityscapes(PairDataset):
     """Cityscapes fine annotations mapped to the 19 train classes (255 = ignore)."""
 
     @staticmethod
-    def has_split(root: str | Path | None, split: str, **options) -> bool:
+    def has_split(root: str | Path | None, split: str, **options: Any) -> bool:
         """Whether ``root`` holds labels of ``split``; never ``test``, whose public labels are blank."""
         return root is not None and split != "test" and (Path(root) / "gtFine" / split).is_dir()
 
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
-                 cache: bool = False, mode: str = "fine", **options) -> None:
+                 cache: bool = False, mode: str = "fine", **options: Any) -> None:
         if options:
             raise SegnasError(
                 f"cityscapes: unknown option(s) {', '.join(sorted(options))}; the only option is mode"

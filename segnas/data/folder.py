@@ -163,7 +163,7 @@ class FolderDataset(PairDataset):
     """A user data set described by ``classes`` (and optionally a ``palette``); see the module doc."""
 
     @staticmethod
-    def has_split(root: str | Path | None, split: str, **options) -> bool:
+    def has_split(root: str | Path | None, split: str, **options: Any) -> bool:
         """Whether ``root`` holds ``split``: its list file or its ``images/{split}`` folder."""
         return root is not None and ((Path(root) / f"{split}.txt").is_file()
                                      or (Path(root) / "images" / split).is_dir())
@@ -171,7 +171,7 @@ class FolderDataset(PairDataset):
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
                  cache: bool = False, classes: list[str] | None = None,
                  palette: list[list[int]] | None = None, ignore_colors: list[list[int]] | None = None,
-                 ignore_index_values: list[int] | None = None, **options) -> None:
+                 ignore_index_values: list[int] | None = None, **options: Any) -> None:
         if options:
             raise SegnasError(f"folder: unknown option(s) {', '.join(sorted(options))}; "
                               f"known: {', '.join(FIELDS)}")

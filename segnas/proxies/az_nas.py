@@ -30,7 +30,7 @@ model-specific ``extract_*_features`` methods):
   and each image's Rademacher vector for pair l comes from its own seeded generator (``rademacher``):
   the scores do not depend on ``chunk_size``. Each batch of ``batches`` is the reference's batch;
   the three scores are averaged over batches.
-- Weights are re-drawn as in the reference (``kaiming_init``: Kaiming normal, fan-in, ReLU gain;
+- Weights are re-drawn as in the reference (``az_init``: Kaiming normal, fan-in, ReLU gain;
   biases 0; normalization weights 1, biases 0) from the seed. BatchNorm uses the batch's statistics
   (``common``), as constants in the backward pass; the reference's train-mode BatchNorm also
   differentiates through them.
@@ -59,7 +59,7 @@ AZ_PROXIES = ("az_expressivity", "az_progressivity", "az_trainability", "az_comp
 
 
 @torch.no_grad()
-def kaiming_init(net: nn.Module, generator: torch.Generator) -> None:
+def az_init(net: nn.Module, generator: torch.Generator) -> None:
     """AZ-NAS's initialization: convolution and linear weights Kaiming normal (fan-in, ReLU gain),
     biases 0; BatchNorm and GroupNorm weights 1, biases 0 (drawn on the CPU from ``generator``)."""
     for m in net.modules():
@@ -182,7 +182,7 @@ def _finite_or_minus_inf(value: float) -> float:
 def az_scores(net: nn.Module, batches: list[Batch], settings: ProxySettings, *, trainability: bool = True) -> AZScores:
     """Expressivity, progressivity and (with ``trainability``) trainability of ``net`` (a copy the
     caller may mutate: it is re-initialized), averaged over ``batches``."""
-    kaiming_init(net, torch.Generator().manual_seed(settings.seed))
+    az_init(net, torch.Generator().manual_seed(settings.seed))
     per_batch: list[tuple[float, float, float]] = []
     for b, (images, _) in enumerate(batches):
         freeze_batch_stats(net, images)

@@ -9,7 +9,7 @@ called inside another function's handling is not seen twice (the mode is off whi
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tens
 CLAMPS = {F.hardtanh, F.hardtanh_}
 
 
-def is_relu(func, args: tuple, kwargs: dict) -> bool:
+def is_relu(func: Callable[..., Any], args: tuple, kwargs: dict) -> bool:
     """Whether a torch function call is of the ReLU family."""
     if func in RELUS:
         return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class SyntheticStreets(Dataset):
     classes = SYNTHETIC_CLASSES
 
     @staticmethod
-    def has_split(root: str | Path | None, split: str, **options) -> bool:
+    def has_split(root: str | Path | None, split: str, **options: Any) -> bool:
         """Every split the generator knows (train, val, test) exists."""
         return split in SPLITS
 

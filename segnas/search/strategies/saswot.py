@@ -40,7 +40,7 @@ from segnas.errors import SegnasError
 from segnas.parallel import TaskResources, WorkerPool
 from segnas.progress import Echo
 from segnas.proxies.common import Batch
-from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy
+from segnas.search.asktell import AskTellLoop, AskTellStrategy, Candidate, DelegatingStrategy, LoopOutcome
 from segnas.search.base import SearchContext, strategy
 from segnas.search.evaluation import check_proxy_settings, proxy_evaluator, train_evaluator
 from segnas.search.strategies.nsga2 import NSGA2, NSGA2Settings, rank_front
@@ -286,8 +286,8 @@ class TrainingFreeResult:
     """Outcome of ``training_free_search``: the winner, the finalists and how the loop went; in
     ``nsga2`` mode also the Pareto front (``front``), the winner rule and the trained finalists."""
 
-    def __init__(self, outcome, top: list[Candidate], target_ms: float, final_inits: int, mode: str = "evolution",
-                 nsga2: dict[str, Any] | None = None) -> None:
+    def __init__(self, outcome: LoopOutcome, top: list[Candidate], target_ms: float, final_inits: int,
+                 mode: str = "evolution", nsga2: dict[str, Any] | None = None) -> None:
         self.top, self.best = top, top[0]
         self.target_ms, self.final_inits, self.mode = target_ms, final_inits, mode
         self.candidates_scored, self.seconds = outcome.evaluated, outcome.seconds

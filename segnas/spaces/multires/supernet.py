@@ -174,7 +174,7 @@ class MultiResSupernet(nn.Module):
 
     @classmethod
     def from_space(cls, space: MultiResSpace, num_classes: int, input_size: tuple[int, int],
-                   **options) -> MultiResSupernet:
+                   **options: Any) -> MultiResSupernet:
         """The supernet of a ``MultiResSpace``'s settings (layers, scales, base width, width ratios)."""
         return cls(num_classes, input_size, layers=space.layers, num_scales=space.num_scales,
                    base_width=space.base_width, width_ratios=space.width_ratios, **options)
