@@ -25,7 +25,8 @@ from segnas.search.controllers.gcn import GCNGuide
 from segnas.search.strategies.gas import GASSearch
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.spaces.cells import CellsArch, CellsSpace, Edge, cell_plans
-from segnas.spaces.cells.network import padded_size
+from segnas.nn.segnet import padded_size
+from segnas.spaces.cells.network import STAGE_STRIDES
 from segnas.spaces.cells.supernet import edge_row
 
 _spec = importlib.util.spec_from_file_location("make_search_pins",
@@ -327,7 +328,7 @@ class PlantedTable(LatencyTable):
     def _measure(self, key) -> float:
         if key.op not in ("conv", "sep_conv"):
             return 0.001
-        fine = key.h >= padded_size((48, 64))[0] // 8
+        fine = key.h >= padded_size((48, 64), STAGE_STRIDES[-1])[0] // 8
         return 1.0 if (key.op == "conv") == fine else 0.01
 
     def call_overhead(self, shape) -> float:
@@ -345,7 +346,7 @@ def test_cells_come_out_different_when_the_costs_ask_for_it(gas_search, tmp_path
     data["gas"]["space"] = {**SPACE_OPTIONS, "ops": ["conv3x3", "sep3x3"]}
     run = gas_search(data, table=PlantedTable("eager", threads=1, path=tmp_path / "planted.json"))
     arch = CellsArch.from_dict(arch_of(run))
-    ph, pw = padded_size((48, 64))
+    ph, pw = padded_size((48, 64), STAGE_STRIDES[-1])
     for plan, cell in zip(cell_plans(arch), arch.cells):
         for i, node in enumerate(cell):
             for e in node:

@@ -22,6 +22,11 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
+def padded_size(size: Sequence[int], multiple: int) -> tuple[int, int]:
+    """The (H, W) that ``pad_to_multiple`` makes of an input of ``size``."""
+    return -(-int(size[0]) // multiple) * multiple, -(-int(size[1]) // multiple) * multiple
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
     """Pad the bottom/right of an NCHW tensor so that H and W are multiples of ``multiple``.
 

@@ -11,7 +11,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from segnas.nn.ops import OpKey
 from segnas.nn.segnet import SegmentationNet
 from segnas.spaces.cells.arch import CELL_OPS, STAGE_STRIDES, Cell, CellsArch, Macro
 from segnas.spaces.pieces import Piece, op_template
@@ -44,11 +43,6 @@ class CellPlan:
         c = self.channels
         return Piece(f"cells.{self.index}.{node}.{source}", op_template(name, c, c, stride, dilation, **dict(extra)),
                      level)
-
-
-def costs_time(key: OpKey) -> bool:
-    """False for the identity (a stride-1 ``skip`` that keeps the channels): it runs no operator."""
-    return not (key.op == "skip" and key.stride == 1 and key.cin == key.cout)
 
 
 def stem_pieces(m: Macro) -> list[Piece]:
@@ -108,10 +102,6 @@ def plan_network(arch: CellsArch, num_classes: int) -> list[Piece]:
         pieces += [plan.pre0, plan.pre1]
         pieces += [plan.edge(i, e.input, e.op) for i, node in enumerate(cell) for e in node]
     return pieces + decoder_pieces(arch, num_classes)
-
-
-def padded_size(size: tuple[int, int], multiple: int = STAGE_STRIDES[-1]) -> tuple[int, int]:
-    return -(-size[0] // multiple) * multiple, -(-size[1] // multiple) * multiple
 
 
 class CellsDecoder(nn.Module):

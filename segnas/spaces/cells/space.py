@@ -12,7 +12,8 @@ from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
 from segnas.spaces.base import SearchSpace, register_default, register_space
 from segnas.spaces.cells.arch import CELL_OPS, DEFAULT_OPS, NONE, VERSION, Cell, CellsArch, Edge, validate_macro
-from segnas.spaces.cells.network import CellsNet, costs_time, padded_size, plan_network
+from segnas.spaces.cells.network import STAGE_STRIDES, CellsNet, plan_network
+from segnas.spaces.pieces import pieces_latency_keys
 
 if TYPE_CHECKING:
     from segnas.spaces.cells.supernet import CellsSupernet
@@ -80,8 +81,7 @@ class CellsSpace(SearchSpace[CellsArch]):
         return CellsNet(arch, num_classes)
 
     def latency_keys(self, arch: CellsArch, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
-        ph, pw = padded_size(input_size)
-        return [k for k in (p.key(ph, pw) for p in plan_network(arch, num_classes)) if costs_time(k)]
+        return pieces_latency_keys(plan_network(arch, num_classes), input_size, STAGE_STRIDES[-1])
 
     def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> CellsSupernet:
         """The weight-sharing supernet (``supernet.CellsSupernet``), costed at ``input_size`` (H, W)."""

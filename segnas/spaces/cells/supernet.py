@@ -42,12 +42,11 @@ from torch import nn
 
 from segnas.errors import SegnasError
 from segnas.nn.ops import OpKey
-from segnas.nn.segnet import pad_to_multiple
+from segnas.nn.segnet import pad_to_multiple, padded_size
 from segnas.spaces.cells.arch import NONE, CellsArch, Edge
-from segnas.spaces.cells.network import (STAGE_STRIDES, CellPlan, CellsDecoder, cell_plans, costs_time,
-                                         decoder_pieces, padded_size, stem_pieces)
+from segnas.spaces.cells.network import STAGE_STRIDES, CellPlan, CellsDecoder, cell_plans, decoder_pieces, stem_pieces
 from segnas.spaces.cells.space import CellsSpace
-from segnas.spaces.pieces import Piece
+from segnas.spaces.pieces import Piece, costs_time
 
 if TYPE_CHECKING:
     from segnas.cost.latency_model import LatencyModel
@@ -230,14 +229,14 @@ class CellsSupernet(nn.Module):
 
     def _edge_keys(self) -> list[list[list[OpKey]]]:
         """Per cell, per edge, per operator choice: the key at the costed input size."""
-        ph, pw = padded_size(self.input_size)
+        ph, pw = padded_size(self.input_size, STAGE_STRIDES[-1])
         return [[[plan.edge(i, j, op).key(ph, pw) for op in self.space.choices]
                  for i in range(self.space.nodes) for j in range(i + 2)] for plan in self.plans]
 
     def latency_keys(self, arch_index: int = 0) -> list[OpKey]:
         """Every operator the expected latency looks up (fixed parts and every candidate)."""
         self._check(arch_index)
-        ph, pw = padded_size(self.input_size)
+        ph, pw = padded_size(self.input_size, STAGE_STRIDES[-1])
         keys = [p.key(ph, pw) for p in self._fixed_pieces()]
         keys += [k for cell in self._edge_keys() for edge in cell for k in edge]
         return [k for k in keys if costs_time(k)]
@@ -246,7 +245,7 @@ class CellsSupernet(nn.Module):
         """(cost of the fixed parts, per cell an (E, choices) tensor of edge costs); ``cost`` maps
         OpKeys to values (latency ms from a table, or GFLOPs). Cached per ``cost``."""
         if cost not in self._cost_cache:
-            ph, pw = padded_size(self.input_size)
+            ph, pw = padded_size(self.input_size, STAGE_STRIDES[-1])
             fixed = [k for k in (p.key(ph, pw) for p in self._fixed_pieces()) if costs_time(k)]
             edges = [k for cell in self._edge_keys() for edge in cell for k in edge]
             timed = [k for k in edges if costs_time(k)]

@@ -33,11 +33,6 @@ def op_key(op: str, channels: int) -> OpKey:
     return op_template(name, channels, channels, 1, dilation, **dict(extra))
 
 
-def costs_time(key: OpKey) -> bool:
-    """False for the identity (a stride-1 ``skip`` keeping the channels): it runs no operator."""
-    return not (key.op == "skip" and key.stride == 1 and key.cin == key.cout)
-
-
 def cell_pieces(cell: Cell, channels: int, level: int, prefix: str) -> list[Piece]:
     """The cell's operators (``none`` branches have none) at ``level``."""
     return [Piece(f"{prefix}ops.{state}", op_key(op, channels), level)
@@ -97,10 +92,6 @@ def out_piece(num_classes: int) -> Piece:
 def plan_network(arch: EncDecArch, num_classes: int) -> list[Piece]:
     """Every piece the eval-mode network runs (identity skips included), encoder first."""
     return encoder_pieces(arch.encoder, arch.encoder_width) + decoder_pieces(arch, num_classes) + [out_piece(num_classes)]
-
-
-def padded_size(size: Sequence[int]) -> tuple[int, int]:
-    return -(-int(size[0]) // STRIDE) * STRIDE, -(-int(size[1]) // STRIDE) * STRIDE
 
 
 # ------------------------------------------------------------------------------------- modules

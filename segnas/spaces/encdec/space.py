@@ -15,7 +15,8 @@ from segnas.spaces.base import SearchSpace, register_default, register_space
 from segnas.spaces.encdec.arch import (OP_NAMES, VERSION, Cell, CellLayer, EncDecArch, cell_defect, layer_positions,
                                        pool_size)
 from segnas.spaces.encdec.encoder import ENCODERS, load_encoder_weights
-from segnas.spaces.encdec.network import EncDecNet, costs_time, padded_size, plan_network
+from segnas.spaces.encdec.network import STRIDE, EncDecNet, plan_network
+from segnas.spaces.pieces import pieces_latency_keys
 
 #: Operators without spatial filters: ``sample(spread=True)`` draws a per-network share of them.
 CHEAP_OPS = ("conv1x1", "gap", "skip", "none")
@@ -127,8 +128,7 @@ class EncDecSpace(SearchSpace[EncDecArch]):
         return net
 
     def latency_keys(self, arch: EncDecArch, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
-        ph, pw = padded_size(input_size)
-        return [k for k in (p.key(ph, pw) for p in plan_network(arch, num_classes)) if costs_time(k)]
+        return pieces_latency_keys(plan_network(arch, num_classes), input_size, STRIDE)
 
     def defect(self, arch: EncDecArch) -> str | None:
         return cell_defect(arch.cell)

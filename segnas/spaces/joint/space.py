@@ -13,6 +13,7 @@ from segnas.nn.ops import OpKey
 from segnas.spaces.base import SearchSpace, register_default, register_space
 from segnas.spaces.joint.arch import BLOCK_OPS, DEFAULT_WIDTH_RATIOS, VERSION, JointArch, Slot
 from segnas.spaces.joint.network import JointNet, plan_network
+from segnas.spaces.pieces import pieces_latency_keys
 
 if TYPE_CHECKING:
     from segnas.spaces.joint.supernet import JointSupernet
@@ -82,9 +83,7 @@ class JointSpace(SearchSpace[JointArch]):
         return JointNet(arch, num_classes)
 
     def latency_keys(self, arch: JointArch, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
-        m = arch.stride
-        ph, pw = -(-input_size[0] // m) * m, -(-input_size[1] // m) * m
-        return [p.key(ph, pw) for p in plan_network(arch, num_classes)]
+        return pieces_latency_keys(plan_network(arch, num_classes), input_size, arch.stride)
 
     def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> JointSupernet:
         """SSR's supernet over this space (``supernet.JointSupernet``), costed at ``input_size`` (H, W)."""

@@ -26,7 +26,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.nn.factorized import FactorizedResidual
 from segnas.nn.ops import OpKey
-from segnas.nn.segnet import pad_to_multiple
+from segnas.nn.segnet import pad_to_multiple, padded_size
 from segnas.spaces.joint.arch import JointArch, Slot
 from segnas.spaces.joint.network import (JointDecoder, block_template, decoder_pieces, down_piece, plan_network,
                                          stem_pieces)
@@ -194,8 +194,7 @@ class JointSupernet(nn.Module):
                 self.alphas["op0"].sum() * 0 for k, v in terms.items()}
 
     def _padded(self) -> tuple[int, int]:
-        m = self.stride_multiple
-        return -(-self.input_size[0] // m) * m, -(-self.input_size[1] // m) * m
+        return padded_size(self.input_size, self.stride_multiple)
 
     @staticmethod
     def _check(arch_index: int) -> None:

@@ -34,9 +34,9 @@ Modules: ``arch`` (``MobileArch``, ``StemLayer``, ``Stage``, ``Block``, ``fast_s
 """
 
 from segnas.spaces.mobile.arch import CONTEXTS, STEM_OPS, VERSION, Block, MobileArch, Stage, StemLayer, fast_scnn
-from segnas.spaces.mobile.network import MobileNet, padded_size, plan_network
+from segnas.spaces.mobile.network import MobileNet, plan_network
 from segnas.spaces.mobile.space import MOBILE, MOBILE_FAST_SCNN, Decision, MobileSpace
 from segnas.spaces.mobile.supernet import MobileSupernet
 
 __all__ = ["CONTEXTS", "STEM_OPS", "VERSION", "Block", "MobileArch", "Stage", "StemLayer", "fast_scnn", "MobileNet",
-           "padded_size", "plan_network", "MOBILE", "MOBILE_FAST_SCNN", "Decision", "MobileSpace", "MobileSupernet"]
+           "plan_network", "MOBILE", "MOBILE_FAST_SCNN", "Decision", "MobileSpace", "MobileSupernet"]

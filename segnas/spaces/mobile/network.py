@@ -56,12 +56,6 @@ def plan_network(arch: MobileArch, num_classes: int) -> list[Piece]:
                                               align_corners=False), HIGH_LEVEL)]
 
 
-def padded_size(arch: MobileArch, size: tuple[int, int]) -> tuple[int, int]:
-    """The input size after the network pads it to a multiple of its stride."""
-    m = arch.stride
-    return -(-size[0] // m) * m, -(-size[1] // m) * m
-
-
 class MobileNet(SegmentationNet):
     """The plain network of a ``MobileArch``: learning to downsample (→ 1/8, the high-resolution
     branch) → inverted-residual stages and the context module (the low-resolution branch) → fusion

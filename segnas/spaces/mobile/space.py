@@ -13,8 +13,9 @@ from segnas.nn.ops import OpKey
 from segnas.spaces.base import SearchSpace, register_default, register_space
 from segnas.spaces.mobile.arch import (CONTEXTS, HIGH_STRIDE, STAGE_STRIDES, STEM_OPS, VERSION, Block, MobileArch,
                                        Stage, StemLayer, fast_scnn)
-from segnas.spaces.mobile.network import MobileNet, padded_size, plan_network
+from segnas.spaces.mobile.network import MobileNet, plan_network
 from segnas.spaces.mobile.supernet import MobileSupernet
+from segnas.spaces.pieces import pieces_latency_keys
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,7 @@ class MobileSpace(SearchSpace[MobileArch]):
         return MobileSupernet(self, num_classes, input_size)
 
     def latency_keys(self, arch: MobileArch, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
-        ph, pw = padded_size(arch, input_size)
-        return [p.key(ph, pw) for p in plan_network(arch, num_classes)]
+        return pieces_latency_keys(plan_network(arch, num_classes), input_size, arch.stride)
 
     def sample(self, rng: np.random.Generator, spread: bool = False) -> MobileArch:
         """Every decision drawn uniformly; ``spread`` first draws a size u ~ U(0, 1) for the network

@@ -14,6 +14,7 @@ from segnas.spaces.base import SearchSpace, register_default, register_space
 from segnas.spaces.multires.arch import (CELL_OPS, DEFAULT_WIDTH_RATIOS, VERSION, Branch, MultiResArch,
                                          check_shape)
 from segnas.spaces.multires.network import MultiResNet, plan_network, prefix_key
+from segnas.spaces.pieces import pieces_latency_keys
 
 if TYPE_CHECKING:
     from segnas.spaces.multires.supernet import MultiResSupernet
@@ -55,10 +56,7 @@ class MultiResSpace(SearchSpace[MultiResArch]):
 
     def latency_keys(self, arch: MultiResArch, num_classes: int, input_size: tuple[int, int]) -> list[OpKey]:
         """OpKey of every piece run in eval mode, at the sizes after padding to ``arch.stride``."""
-        h, w = input_size
-        m = arch.stride
-        ph, pw = -(-h // m) * m, -(-w // m) * m
-        return [p.key(ph, pw) for p in plan_network(arch, num_classes).pieces]
+        return pieces_latency_keys(plan_network(arch, num_classes).pieces, input_size, arch.stride)
 
     def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> MultiResSupernet:
         """FasterSeg's co-search supernet of these settings (``supernet.MultiResSupernet``) composing

@@ -50,7 +50,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.nn.blocks import kaiming_init
 from segnas.nn.ops import OPS, OpKey
-from segnas.nn.segnet import pad_to_multiple
+from segnas.nn.segnet import pad_to_multiple, padded_size
 from segnas.nn.slimmable import SlimmableLayers, SlimmableOp
 from segnas.spaces.multires.arch import (ALIGN_CORNERS, CELL_OPS, DEFAULT_WIDTH_RATIOS, STEM_LEVELS, MultiResArch,
                                          feature_channels, stem_channels)
@@ -338,8 +338,7 @@ class MultiResSupernet(nn.Module):
 
     # ------------------------------------------------------------------ latency
     def _padded_size(self) -> tuple[int, int]:
-        m = self.stride_multiple
-        return tuple(-(-v // m) * m for v in self.input_size)
+        return padded_size(self.input_size, self.stride_multiple)
 
     def _latency_grids(self, arch_index: int, free_widths: bool):
         """The stem's keys and, per cell output (layer i, scale j, 'keep'/'down'), the ``OpKey`` grid
