@@ -316,3 +316,13 @@ def test_strongly_favoured_structure_is_derived(a):
     assert sn.derive(a, latency_fn=slow02, mious={"02": 0.6, "12": 0.5}) == cands["12"]
     for arch in cands.values():
         assert MULTIRES.build(arch, 4) is not None
+
+
+def test_the_plain_and_the_slimmable_layers_are_both_layer_kits():
+    """Operators are built from either kit (``nn.ops.LayerKit``): both have every member of it."""
+    from segnas.nn.ops import PLAIN, LayerKit
+    from segnas.nn.slimmable import SlimmableLayers
+
+    for kit in (PLAIN, SlimmableLayers([1.0, 0.5])):
+        assert isinstance(kit, LayerKit), type(kit).__name__
+    assert not PLAIN.slimmable and SlimmableLayers([1.0]).slimmable

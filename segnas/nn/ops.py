@@ -33,7 +33,7 @@ plain and the slimmable version of each operator are one implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +90,24 @@ def zoom_size(h: int, w: int) -> tuple[int, int]:
     return (h + 1) // 2, (w + 1) // 2
 
 
+@runtime_checkable
+class LayerKit(Protocol):
+    """What operators are built from: convolutions, BatchNorms and conv-BN-ReLU units. Plain networks
+    use ``PlainLayers``; FasterSeg's supernet ``segnas.nn.slimmable.SlimmableLayers``, whose layers
+    change width at run time (``slimmable``: operators then never shortcut to identity)."""
+
+    slimmable: bool
+
+    def conv(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, dilation: int = 1) -> nn.Module: ...
+
+    def bn(self, channels: int) -> nn.Module: ...
+
+    def unit(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
+             relu: bool = True) -> nn.Module: ...
+
+
 class PlainLayers:
-    """The layer kit of plain networks: the convolutions, BatchNorms and conv-BN-ReLU units that
-    operators are built from. ``segnas.nn.slimmable.SlimmableLayers`` has the same methods."""
+    """The layer kit (``LayerKit``) of plain networks."""
 
     #: True for kits whose layers change width at run time (operators then never shortcut to identity).
     slimmable = False
@@ -133,7 +148,7 @@ class FactorizedReduce(nn.Module):
     """Shape-changing skip: 1×1 conv-BN-ReLU (stride 1), or two offset 1×1 stride-2 convs
     concatenated (stride 2), as in DARTS / FasterSeg."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, layers: PlainLayers = PLAIN) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, layers: LayerKit = PLAIN) -> None:
         super().__init__()
         self.stride = stride
         if stride == 1:
@@ -163,7 +178,7 @@ class FactorizedReduce(nn.Module):
 
 
 def _conv_stack(cin: int, cout: int, n: int, stride: int, dilation: int, relu_last: bool = True,
-                layers: PlainLayers = PLAIN) -> nn.Sequential:
+                layers: LayerKit = PLAIN) -> nn.Sequential:
     units = []
     for i in range(n):
         last = i == n - 1
@@ -173,7 +188,7 @@ def _conv_stack(cin: int, cout: int, n: int, stride: int, dilation: int, relu_la
 
 
 @register_op("skip")
-def skip(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+def skip(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: LayerKit = PLAIN) -> nn.Module:
     """Identity when the shape is kept (plain kits only: a slimmable skip may change width, so it is
     always the factorized reduce, as in the official supernet)."""
     if stride == 1 and cin == cout and not layers.slimmable:
@@ -182,24 +197,24 @@ def skip(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainL
 
 
 @register_op("conv")
-def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+def conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: LayerKit = PLAIN) -> nn.Module:
     return _conv_stack(cin, cout, 1, stride, dilation, layers=layers)
 
 
 @register_op("conv_2x")
-def conv_2x(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+def conv_2x(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: LayerKit = PLAIN) -> nn.Module:
     return _conv_stack(cin, cout, 2, stride, dilation, layers=layers)
 
 
 @register_op("conv_downup")
-def conv_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: PlainLayers = PLAIN) -> nn.Module:
+def conv_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1, layers: LayerKit = PLAIN) -> nn.Module:
     # the body runs at half resolution already, so it is never strided itself
     return ZoomedConv(_conv_stack(cin, cout, 1, 1, dilation, relu_last=False, layers=layers), stride)
 
 
 @register_op("conv_2x_downup")
 def conv_2x_downup(cin: int, cout: int, stride: int = 1, dilation: int = 1,
-                   layers: PlainLayers = PLAIN) -> nn.Module:
+                   layers: LayerKit = PLAIN) -> nn.Module:
     return ZoomedConv(_conv_stack(cin, cout, 2, 1, dilation, relu_last=False, layers=layers), stride)
 
 

@@ -97,7 +97,7 @@ class SlimmableConvBNReLU(nn.Sequential):
 
 
 class SlimmableLayers:
-    """Layer kit (see ``segnas.nn.ops.PlainLayers``) of slimmable layers whose output widths are the
+    """Layer kit (``segnas.nn.ops.LayerKit``) of slimmable layers whose output widths are the
     given ratios of each layer's full output channels (one BatchNorm per ratio)."""
 
     slimmable = True
