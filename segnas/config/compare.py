@@ -12,10 +12,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from segnas.config.base import JobName, NAME_OR_FILE, PATH, Settings, refuse_idle
 from segnas.config.io import new_settings
 from segnas.config.recipes import recipe_with
 from segnas.config.search import LatencyTarget, refuse_idle_execution
-from segnas.config.train import NAME_OR_FILE, PATH, DataConfig, JobName, Settings, refuse_idle
+from segnas.config.train import DataConfig
 from segnas.errors import SegnasError
 
 #: Search settings the comparison sets for every method (a method's own settings may not).

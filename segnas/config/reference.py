@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 import annotated_types as at
 from pydantic import BaseModel
 
-from segnas.config.train import Bounds, Settings
+from segnas.config.base import Bounds, Settings
 
 _FIELD = re.compile(r"^    (\w+)\s*:")
 

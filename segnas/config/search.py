@@ -13,10 +13,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from segnas.config.base import JobName, NAME_OR_FILE, PATH, Settings, refuse_idle, size_or_none
 from segnas.config.io import SAVED_RUN, merged, new_settings
 from segnas.config.recipes import load_recipe, recipe_path, recipe_with
-from segnas.config.train import (NAME_OR_FILE, PATH, DataConfig, JobName, OptimConfig, Settings, refuse_idle,
-                                 size_or_none)
+from segnas.config.train import DataConfig, OptimConfig
 from segnas.errors import SegnasError
 
 

@@ -2,146 +2,15 @@
 
 from __future__ import annotations
 
-import math
-import types
-from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from segnas.config.base import PATH, Betas, JobName, NonNegative, Settings, refuse_idle, size_or_none
 from segnas.config.io import build_config, new_settings
-from segnas.errors import SegnasError
-from segnas.utils import parse_size
 
 #: Epochs of a training given neither epochs nor a time or step budget.
 DEFAULT_EPOCHS = 10
-
-
-def plain_name(value: str) -> str:
-    """A job's name as it names its run directory (``<out_dir>/<stamp>-<job>``): no folders in it."""
-    if not value or value in (".", "..") or "/" in value or "\\" in value:
-        raise ValueError(f"must be a plain name (it names the run directory's folder), got {value!r}")
-    return value
-
-
-#: A job's name (``plain_name``).
-JobName = Annotated[str, AfterValidator(plain_name)]
-
-#: Marks a setting that names a file or folder: ``save_config`` writes it as an absolute path.
-PATH = {"path": True}
-#: Marks a setting that holds a name (a zoo network, a registered proxy) or a file: ``save_config``
-#: writes a file as an absolute path (``config.io.names_a_file``) and a name as it is.
-NAME_OR_FILE = {"path": "file"}
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """Bounds of a number setting (``Annotated[float, Bounds(ge=0)]``) that a user's settings for a new
-    run must keep; a run directory's settings load as they were saved (an earlier segnas took more),
-    so that a run under way always resumes."""
-
-    gt: Optional[float] = None
-    ge: Optional[float] = None
-    lt: Optional[float] = None
-    le: Optional[float] = None
-
-    def holds(self, x: float) -> bool:
-        return ((self.gt is None or x > self.gt) and (self.ge is None or x >= self.ge)
-                and (self.lt is None or x < self.lt) and (self.le is None or x <= self.le))
-
-    def __str__(self) -> str:
-        parts = [f"{sign} {v:g}" for sign, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
-                 if v is not None]
-        return " and ".join(parts)
-
-
-#: A weight of a loss term: 0 or more.
-NonNegative = Annotated[float, Bounds(ge=0)]
-#: A coefficient in [0, 1) (Adam's betas).
-UnitCoefficient = Annotated[float, Bounds(ge=0, lt=1)]
-#: Adam's (β1, β2).
-Betas = tuple[UnitCoefficient, UnitCoefficient]
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` is of the kind ``annotation`` describes (to pick a union's member)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _fits(value, get_args(annotation)[0])
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
-    if annotation in (int, float):
-        return _is_number(value)
-    return origin in (Union, types.UnionType) and any(_fits(value, a) for a in get_args(annotation))
-
-
-def out_of_bounds(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> Optional[str]:
-    """Why ``value`` breaks its annotation's ``Bounds`` or is not a finite number (None when it keeps
-    them), looking into tuples, lists and unions."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return out_of_bounds(value, args[0], [*metadata, *args[1:]])
-    if _is_number(value):
-        if not math.isfinite(value):
-            return f"must be a finite number, got {value}"
-        broken = next((b for b in metadata if isinstance(b, Bounds) and not b.holds(value)), None)
-        return f"must be {broken}, got {value:g}" if broken else None
-    if origin in (Union, types.UnionType):
-        return next((why for a in args if _fits(value, a) for why in [out_of_bounds(value, a)] if why), None)
-    if isinstance(value, (list, tuple)) and origin in (list, tuple) and args:
-        elements = args if origin is tuple and Ellipsis not in args else [args[0]] * len(value)
-        return next((why for x, a in zip(value, elements) for why in [out_of_bounds(x, a)] if why), None)
-    return None
-
-
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    @model_validator(mode="after")
-    def _numbers_in_bounds(self, info: ValidationInfo) -> "Settings":
-        """In a user's settings for a new run: every number finite (no setting means infinity) and
-        within its field's ``Bounds``."""
-        if new_settings(info):
-            for name, field in type(self).model_fields.items():
-                why = out_of_bounds(getattr(self, name), field.annotation, field.metadata)
-                if why:
-                    raise ValueError(f"{name}: {why}")
-        return self
-
-
-def size_or_none(v: Any) -> Optional[tuple[int, int]]:
-    """An HxW size (or None); a bad one is a field error, so that the message names the setting."""
-    if v is None:
-        return None
-    try:
-        return parse_size(v)
-    except SegnasError as exc:
-        raise ValueError(str(exc).split(": ", 1)[-1]) from None
-
-
-def refuse_idle(settings: BaseModel, info: ValidationInfo, idle: dict[str, tuple[bool, str]],
-                named: Callable[[str], str] = str) -> None:
-    """Refuse the first field of ``idle`` (field -> (unused now, whose it is)) that is unused yet set
-    to other than its default, in a user's settings for a new run (``config.io.NEW_SETTINGS``); the
-    error names it as ``named`` says (e.g. with its flag)."""
-    if not new_settings(info):
-        return
-    found = first_idle(settings, idle)
-    if found:
-        raise ValueError(f"{named(found[0])}: {found[1]}; leave it out")
-
-
-def first_idle(settings: BaseModel, idle: dict[str, tuple[bool, str]]) -> tuple[str, str] | None:
-    """(field, whose it is) of the first field of ``idle`` that is unused yet set to other than its default."""
-    fields = type(settings).model_fields
-    for name, (unused, whose) in idle.items():
-        if unused and getattr(settings, name) != fields[name].get_default(call_default_factory=True):
-            return name, whose
-    return None
 
 
 class DataConfig(Settings):

@@ -29,10 +29,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from pydantic import ValidationInfo, create_model, model_validator
 
+from segnas.config.base import first_idle, refuse_idle
 from segnas.config.io import build_config, merged, read_yaml
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings, named
-from segnas.config.train import TrainConfig, first_idle, refuse_idle
+from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.backends import check_backend
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved

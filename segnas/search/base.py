@@ -20,8 +20,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
+from segnas.config.base import Settings
 from segnas.config.search import SearchSettings
-from segnas.config.train import Settings
 from segnas.cost.latency_model import LatencyModel
 from segnas.engine.rundir import RunDir
 from segnas.progress import Echo

@@ -7,8 +7,9 @@ from typing import Any, Mapping, Optional, TypeVar
 
 import torch
 
+from segnas.config.base import Settings
 from segnas.config.io import flatten, has_setting, load_config, read_yaml, save_config, saved_form
-from segnas.config.train import Settings, options_data
+from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir

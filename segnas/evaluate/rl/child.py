@@ -37,7 +37,9 @@ from pydantic import Field, field_validator
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from segnas.config.train import PATH, DataConfig, OptimConfig, Settings, size_or_none
+
+from segnas.config.base import PATH, Settings, size_or_none
+from segnas.config.train import DataConfig, OptimConfig
 from segnas.data import IGNORE_INDEX, eval_transforms, meta_split, open_data, train_transforms
 from segnas.engine.device import resolve_device
 from segnas.engine.ema import ModelEMA

@@ -20,8 +20,9 @@ from typing import Any, Optional
 
 from pydantic import Field, ValidationError
 
+from segnas.config.base import PATH, Settings
 from segnas.config.io import merged
-from segnas.config.train import PATH, DataConfig, Settings, TrainConfig
+from segnas.config.train import DataConfig, TrainConfig
 from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.spaces.encdec.encoder import encoder_kind

@@ -18,8 +18,8 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
+from segnas.config.base import PATH, Settings
 from segnas.config.search import CANDIDATE_EXECUTION, SearchSettings
-from segnas.config.train import PATH, Settings
 from segnas.engine.device import resolve_device
 from segnas.errors import SegnasError
 from segnas.search.base import SearchContext, SearchResult, Strategy

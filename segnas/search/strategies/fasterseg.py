@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from segnas.config.train import NonNegative, Settings
+from segnas.config.base import NonNegative, Settings
 from segnas.engine.evaluate import iter_batches
 from segnas.metrics import ConfusionMatrix
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy

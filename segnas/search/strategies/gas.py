@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from segnas.config.train import Settings
+from segnas.config.base import Settings
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
 from segnas.search.controllers.gcn import GCNGuide

@@ -44,8 +44,8 @@ from deap.tools import selNSGA2, sortNondominated
 from deap.tools.emo import assignCrowdingDist
 from pydantic import Field, ValidationInfo, model_validator
 
+from segnas.config.base import Settings, refuse_idle
 from segnas.config.search import TrainEvaluatorSettings
-from segnas.config.train import Settings, refuse_idle
 from segnas.errors import SegnasError
 from segnas.evaluate.base import fitness
 from segnas.parallel import default_key

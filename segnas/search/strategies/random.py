@@ -11,8 +11,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from segnas.config.base import Settings
 from segnas.config.search import EvaluatorSettings
-from segnas.config.train import Settings
 from segnas.evaluate.base import Evaluator
 from segnas.search.asktell import AskTellStrategy
 from segnas.search.base import SearchContext, strategy

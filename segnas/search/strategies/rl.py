@@ -27,8 +27,8 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field
 
+from segnas.config.base import Settings
 from segnas.config.search import EvaluatorSettings
-from segnas.config.train import Settings
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.rl import ChildEvaluator, ChildSettings, EncoderSettings, child_crop, pretrained_encoder

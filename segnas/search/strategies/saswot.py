@@ -32,8 +32,8 @@ from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field, ValidationInfo, model_validator
 
+from segnas.config.base import Settings, refuse_idle
 from segnas.config.search import ProxyEvaluatorSettings
-from segnas.config.train import Settings, refuse_idle
 from segnas.evaluate.base import Evaluator, fitness
 from segnas.evaluate.proxy import ProxyEvaluator, proxy_scored_on
 from segnas.errors import SegnasError

@@ -20,8 +20,8 @@ import torch
 from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import DataLoader, Dataset
 
+from segnas.config.base import Betas, NonNegative, Settings, refuse_idle
 from segnas.config.search import SearchSettings
-from segnas.config.train import Betas, NonNegative, Settings, refuse_idle
 from segnas.cost.flops import count_flops
 from segnas.engine.evaluate import iter_batches
 from segnas.engine.step import Placement

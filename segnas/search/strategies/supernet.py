@@ -28,8 +28,8 @@ from typing import ClassVar, Optional
 from pydantic import Field, ValidationInfo, model_validator
 from torch.utils.data import Dataset, Subset
 
+from segnas.config.base import PATH, Settings, refuse_idle
 from segnas.config.search import SearchSettings
-from segnas.config.train import PATH, Settings, refuse_idle
 from segnas.data import meta_split
 from segnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from segnas.errors import SegnasError
