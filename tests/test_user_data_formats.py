@@ -122,6 +122,16 @@ def test_binary_masks_saved_as_0_and_255_are_refused_and_a_missing_class_is_name
     assert lines == ["note: no train mask holds class(es) 'car' (2): the network cannot learn it"]
 
 
+def test_a_class_no_validation_mask_holds_is_named_with_how_the_mean_counts_it(tmp_path):
+    make_folder(tmp_path, n=2)
+    for mask in (tmp_path / "masks" / "val").iterdir():  # 'car' (2) in no validation mask
+        Image.fromarray((np.arange(W)[None, :].repeat(H, 0) % 2).astype(np.uint8), "L").save(mask)
+    lines: list[str] = []
+    check(tmp_path, lines.append)
+    assert lines == ["note: no val mask holds class(es) 'car' (2): mIoU leaves it out where no pixel is predicted "
+                     "as it, and counts an IoU of 0 where some are"]
+
+
 class _Halves(nn.Module):
     """Class 1 on the left half of the input, class 0 on the right (a fixed network)."""
 
