@@ -289,3 +289,20 @@ def test_memory_estimate_scales_a_measured_forward_and_leaves_the_network_alone(
         memory.check_training_memory(model, 2, (256, 320), "data.base_size")
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 64 * 2**30)
     assert memory.check_training_memory(model, 2, (256, 320)).total_bytes < 64 * 2**30
+
+
+def test_training_and_eval_name_a_class_no_validation_mask_holds(tmp_path):
+    root = tmp_path / "data"
+    make_folder(root, n=2)
+    for mask in (root / "masks" / "val").iterdir():  # 'car' (2) in no validation mask
+        Image.fromarray((np.arange(W)[None, :].repeat(H, 0) % 2).astype(np.uint8), "L").save(mask)
+    lines: list[str] = []
+    result = train_job(folder_cfg(tmp_path, root, max_steps=1), echo=lines.append)
+    note = "note: no val mask holds class(es) 'car' (2): mIoU leaves it out"
+    assert sum(x.startswith(note) for x in lines) == 1
+    from segnas.jobs.evaluate import eval_job
+
+    lines.clear()
+    eval_job(Path(result.run_dir) / "checkpoints" / "best.pt", "folder", str(root), "val",
+             options={"classes": CLASSES}, progress=False, echo=lines.append)
+    assert sum(x.startswith(note) for x in lines) == 1

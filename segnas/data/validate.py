@@ -49,6 +49,17 @@ class SplitReport:
     classes: frozenset[int] | None = None  # the train ids its masks hold, and IGNORE_INDEX (None: not read)
     class_names: tuple[str, ...] = ()
 
+    def note_unscored_classes(self, echo: Echo) -> None:
+        """Say which declared classes no mask of this split holds: a mean IoU over it leaves such a
+        class out, unless a network predicts it somewhere (its IoU is then 0, the usual definition)."""
+        if self.classes is None or not self.class_names:
+            return
+        missing = [f"{self.class_names[c]!r} ({c})" for c in range(len(self.class_names)) if c not in self.classes]
+        it = "it" if len(missing) == 1 else "them"
+        if missing:
+            echo(f"note: no {self.split} mask holds class(es) {', '.join(missing)}: mIoU leaves {it} out where no "
+                 f"pixel is predicted as {it}, and counts an IoU of 0 where some are")
+
 
 @dataclass
 class DataReport:
@@ -87,19 +98,6 @@ class DataReport:
             echo(f"note: no {cfg.train_split} mask holds class(es) {', '.join(missing)}: the network cannot learn "
                  f"{'it' if len(missing) == 1 else 'them'}")
 
-    def note_unscored_classes(self, cfg: DataConfig, echo: Echo | None = None) -> None:
-        """Say which declared classes no validation mask holds: the mean IoU leaves such a class out,
-        unless a network predicts it somewhere (its IoU is then 0, as in the usual definition)."""
-        report = self.splits.get(cfg.val_split) if cfg.val_split else None
-        if echo is None or report is None or report.classes is None or not report.class_names:
-            return
-        names = report.class_names
-        missing = [f"{names[c]!r} ({c})" for c in range(len(names)) if c not in report.classes]
-        if missing:
-            echo(f"note: no {cfg.val_split} mask holds class(es) {', '.join(missing)}: mIoU leaves "
-                 f"{'it' if len(missing) == 1 else 'them'} out where no pixel is predicted as "
-                 f"{'it' if len(missing) == 1 else 'them'}, and counts an IoU of 0 where some are")
-
     def check_whole_image_batches(self, cfg: DataConfig) -> None:
         """Refuse, before training, batches of whole training images (no crop or base size) whose
         images differ in size: they cannot be stacked into one batch."""
@@ -119,7 +117,8 @@ def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Echo | None =
     for split in dict.fromkeys(s for s in (cfg.train_split, cfg.val_split) if s):
         report.splits[split] = validate_split(cfg.name, cfg.root, split, cfg.options, progress, echo)
     report.check_training_classes(cfg, echo)
-    report.note_unscored_classes(cfg, echo)
+    if cfg.val_split and echo is not None:
+        report.splits[cfg.val_split].note_unscored_classes(echo)
     return report
 
 

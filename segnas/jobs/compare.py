@@ -160,7 +160,8 @@ def test_split(cfg: CompareSettings, echo: Echo) -> str | None:
     if not has_split(cfg.data, cfg.test_split):
         echo(f"data: {cfg.data.name} has no {cfg.test_split!r} split; the test mIoU column is left out")
         return None
-    validate_split(cfg.data.name, cfg.data.root, cfg.test_split, cfg.data.options, cfg.progress, echo)
+    validate_split(cfg.data.name, cfg.data.root, cfg.test_split, cfg.data.options, cfg.progress,
+                   echo).note_unscored_classes(echo)
     return cfg.test_split
 
 

@@ -78,6 +78,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     check_same_classes(classes, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",
                        "scores would be of other classes")
     if echo:
+        report.note_unscored_classes(echo)
         at = f"{size[0]}x{size[1]}" if size else "native size"
         against = ", against the labels at their own size" if label_size and size else ""
         echo(f"scoring the {weights} weights at {at} ({where}){against}")
