@@ -184,11 +184,20 @@ def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, mon
     result = run("export", ckpt, "--out", tmp_path / "m.onnx", "--size", "48x64")
     assert result.exit_code == 0, result.output
     assert "parity onnxruntime" in result.output and (tmp_path / "m.onnx").is_file()
+    assert "note: a static graph" not in result.output
+    # no --size, and a checkpoint scored at each image's own size: the default size, said
+    import segnas.jobs.bench as bench
+
+    monkeypatch.setattr(bench, "DEFAULT_EXPORT_SIZE", (48, 64))  # (small: the test stays quick)
+    result = run("export", ckpt, "--out", tmp_path / "d.onnx")
+    assert result.exit_code == 0, result.output
+    assert "note: a static graph at 48x64, the default (the checkpoint was scored at each image's own size)" \
+        in result.output
+    assert "note: a static graph" not in run("export", ckpt, "--out", tmp_path / "y.onnx", "--dynamic").output
     result = run("export", ckpt, "--out", tmp_path / "c.onnx", "--size", "48x64", "--classes", "99")
     assert result.exit_code == 2 and "--classes 99" in result.output and "was trained for" in result.output
     assert not (tmp_path / "c.onnx").exists()
 
-    import segnas.jobs.bench as bench
     from segnas.cost.export import ParityResult
 
     monkeypatch.setattr(bench, "check_parity", lambda m, p, s, tol: ParityResult("onnxruntime", s, 0.5, tol))

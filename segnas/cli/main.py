@@ -450,7 +450,7 @@ def export(
     from segnas.utils import parse_size
 
     path, results = export_job(model, out, parse_size(size, "--size") if size else None, fmt, dynamic, classes,
-                               tolerance)
+                               tolerance, echo=echo)
     for r in results:
         echo(f"parity {r.backend} at {'x'.join(map(str, r.input_shape))}: max |diff| {r.max_abs_diff:.2e} "
              f"(tolerance {r.tolerance:g}) ok")

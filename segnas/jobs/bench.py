@@ -185,11 +185,11 @@ DEFAULT_EXPORT_SIZE = (360, 480)
 
 def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None = None, fmt: str = "onnx",
                dynamic: bool = False, num_classes: int | None = None, tolerance: float = 1e-3,
-               progress: bool = True) -> tuple[Path, list]:
+               progress: bool = True, echo: Echo | None = None) -> tuple[Path, list]:
     """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic;
-    None: a checkpoint's ``data.base_size``, the size it was trained at, else DEFAULT_EXPORT_SIZE).
-    A file that fails the parity check is removed, never left behind as if it were good. The class
-    count is chosen as in ``bench_job``."""
+    None: a checkpoint's ``data.base_size``, the size it was trained at, else DEFAULT_EXPORT_SIZE,
+    said through ``echo`` for a static graph). A file that fails the parity check is removed, never
+    left behind as if it were good. The class count is chosen as in ``bench_job``."""
     size = parse_size(size, "--size") if size is not None else None
     if fmt not in ("onnx", "torchscript"):
         raise SegnasError(f"--format: expected onnx or torchscript, got {fmt!r}")
@@ -206,7 +206,13 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
     check_output_file(out, "--out")
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
     if size is None:
-        size = (checkpoint_base_size(trained[2])[0] if trained else None) or DEFAULT_EXPORT_SIZE
+        size = checkpoint_base_size(trained[2])[0] if trained else None
+        if size is None and not dynamic and echo is not None:
+            whose = ("the checkpoint was scored at each image's own size" if trained
+                     else "a zoo network or arch file has no size of its own")
+            echo(f"note: a static graph at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]}, the default ({whose}); "
+                 "give --size with your frames' size, or --dynamic for any size")
+        size = size or DEFAULT_EXPORT_SIZE
     if trained and num_classes is not None and num_classes != trained[1].num_classes:
         raise SegnasError(f"--classes {num_classes}: {source} was trained for {trained[1].num_classes} classes and "
                           "is exported with them; leave --classes out")
