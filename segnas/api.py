@@ -63,20 +63,27 @@ def leaves_the_process_as_it_was(job: F) -> F:
     return call  # type: ignore[return-value]
 
 
+#: How errors name the ``resume``, ``config`` and ``recipe`` arguments: the command line's options...
+OPTION_NAMES = {"resume": "--resume", "config": "--config", "recipe": "--recipe"}
+#: ... and this module's keyword arguments.
+ARGUMENT_NAMES = {name: name for name in OPTION_NAMES}
+
+
 def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, Any],
                  resume: str | Path | None = None, flags: Mapping[str, str] | None = None,
-                 recipe: str | Path | None = None, source: str = "options") -> S | None:
+                 recipe: str | Path | None = None, source: str = "options",
+                 names: Mapping[str, str] = OPTION_NAMES) -> S | None:
     """Settings of type ``cls``: ``values`` (dotted names or nested sections) over the settings file
     ``config`` (if given) over the training recipe ``recipe`` (if given). None when resuming: the
     run's own config.yaml holds its settings, and ``values`` may only change where it computes
     (``training.start.RESUMABLE``). ``flags`` (setting -> option) names the option that gave a bad
-    value; ``source`` names where the values came from in an error."""
+    value; ``source`` names where the values came from in an error, ``names`` the arguments above."""
     flags = dict(flags or {})
     if resume is not None:
         if config is not None or recipe is not None:
-            given = ", ".join(["--config"] * (config is not None) + ["--recipe"] * (recipe is not None))
-            raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {given}")
-        check_resumable(cls, values, resume, flags)
+            given = ", ".join([names["config"]] * (config is not None) + [names["recipe"]] * (recipe is not None))
+            raise SegnasError(f"{names['resume']} continues {resume} with its own config.yaml; drop {given}")
+        check_resumable(cls, values, resume, flags, names["resume"])
         return None
     under = load_recipe(recipe) if recipe is not None else {}
     if config is not None:
@@ -124,7 +131,7 @@ def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | Non
             values["model.name"] = None
         if "model.name" in values and "model.arch" not in values:
             values["model.arch"] = None
-    cfg = job_settings(TrainConfig, config, values, resume, recipe=recipe, source="settings")
+    cfg = job_settings(TrainConfig, config, values, resume, recipe=recipe, source="settings", names=ARGUMENT_NAMES)
     return train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
 
 
@@ -151,7 +158,7 @@ def search(method: str | None = None, settings: Mapping[str, Any] | None = None,
     if resume is None:
         check_method_of_file(config, method)
     cfg = job_settings(cls, config, values if resume else {"method": method, **values}, resume,
-                       source="settings")
+                       source="settings", names=ARGUMENT_NAMES)
     return search_job(cfg, resume, echo=echo, changes=values if resume else None)
 
 
@@ -171,7 +178,7 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     if isinstance(options.get("rerun"), str):
         options["rerun"] = [options["rerun"]]
     values = dotted(CompareSettings, settings)
-    cfg = job_settings(CompareSettings, config, values, resume, source="settings")
+    cfg = job_settings(CompareSettings, config, values, resume, source="settings", names=ARGUMENT_NAMES)
     return compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options)
 
 

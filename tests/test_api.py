@@ -156,8 +156,10 @@ def test_search_and_compare_take_the_settings_as_the_command_line_does(monkeypat
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("method: gas\n")
-    with pytest.raises(SegnasError, match="drop optim.lr"):
+    with pytest.raises(SegnasError, match="^resume continues .* drop optim.lr"):  # Python's names, not the CLI's
         api.train({"optim.lr": 0.1}, resume=run, echo=None)
+    with pytest.raises(SegnasError, match="^resume continues .*; drop recipe$"):
+        api.train(resume=run, recipe="cpu-short", echo=None)
     with pytest.raises(SegnasError, match="a gas search run; continue it with search\\('gas'"):
         api.search("saswot", resume=run, echo=None)
     api.search(resume=run, settings={"threads": 1})  # the run names its method; only where it computes changes

@@ -64,14 +64,14 @@ def settings_mapping(path: Path) -> dict[str, Any]:
 
 
 def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
-                    flags: Optional[Mapping[str, str]] = None) -> None:
+                    flags: Optional[Mapping[str, str]] = None, resume_name: str = "--resume") -> None:
     """SegnasError naming the settings among ``changes`` (dotted keys; ``flags``: the option that
     gave each) that a resumed run of settings class ``cls`` cannot take: those outside ``RESUMABLE``
-    or not among its settings."""
+    or not among its settings. ``resume_name``: how the caller's resume argument is named."""
     allowed = [k for k in RESUMABLE if has_setting(cls, k)]
     refused = sorted({(flags or {}).get(k, k) for k in changes if k not in allowed})
     if refused:
-        raise SegnasError(f"--resume continues {resume} with its own config.yaml; drop {', '.join(refused)} "
+        raise SegnasError(f"{resume_name} continues {resume} with its own config.yaml; drop {', '.join(refused)} "
                           f"(a resumed run takes anew only {', '.join(allowed)})")
 
 
