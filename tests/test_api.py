@@ -304,6 +304,8 @@ def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, 
         api.train({1: 2})
     with pytest.raises(SegnasError, match=r"settings: optim.lr given twice, dotted and nested \(0.1 and 0.2\)"):
         api.train({**TINY, "out_dir": str(tmp_path), "optim.lr": 0.1, "optim": {"lr": 0.2}})
+    with pytest.raises(SegnasError, match=r"settings: optim\.schedule\.x: unknown setting: optim\.schedule takes a value"):
+        api.train({**TINY, "out_dir": str(tmp_path), "optim": {"schedule.x": 1}})
     with pytest.raises(SegnasError, match="compare: unknown option 'foo'"):
         api.compare({}, foo=1)
     assert not list(tmp_path.iterdir())

@@ -41,6 +41,21 @@ def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
     return "unknown setting" + (f" (did you mean {'.'.join([*path[:-1], owners[0], path[-1]])}?)" if owners else "")
 
 
+def _takes_a_value(model: type[BaseModel] | None, path: list[str]) -> bool:
+    """Whether the setting at ``path`` of settings class ``model`` takes a plain value (a number,
+    text, a size...), not a section of settings or a mapping."""
+    field = None
+    for part in path:
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return False
+        model = settings_model(field.annotation)
+    if field is None or model is not None:
+        return False
+    args = [field.annotation, *typing.get_args(field.annotation)]
+    return not any(a is dict or typing.get_origin(a) is dict or a is Any for a in args)
+
+
 def validation_message(exc: ValidationError, source: str, flags: Optional[Mapping[str, str]] = None,
                        model: type[BaseModel] | None = None) -> str:
     """First pydantic error as 'source: field.path: message (got value)'; a field the user gave as
@@ -56,6 +71,10 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     field, sep, rest = msg.partition(": ")
     if sep and field.isidentifier() and field.islower():  # a section's check naming one of its fields
         loc, msg = f"{loc}.{field}" if loc else field, rest
+    elif isinstance(err.get("input"), dict) and err["input"] and _takes_a_value(model, path):
+        # settings under a setting that takes a value (``optim.schedule.x``): named, not the value's rule
+        key = str(next(iter(err["input"])))
+        loc, msg = f"{loc}.{key}", f"unknown setting: {loc} takes a value ({msg}), not settings under it"
     shown = "input" in err and not isinstance(err["input"], dict) and repr(err["input"]) not in msg
     got = f" (got {err['input']!r})" if shown else ""
     # (one value given to several fields, as --size is, fails each of them the same way: counted once)
