@@ -54,11 +54,12 @@ class JointArch:
     @classmethod
     def from_dict(cls, d: Any) -> JointArch:
         _CHECK.fields(d, "", {"channels", "stem_channels", "decoder_width", "slots"}, {"channels", "slots"})
-        channels = tuple(_int(v, f"channels[{i}]") for i, v in enumerate(_list(d["channels"], "channels")))
+        channels = tuple(_CHECK.integer(v, f"channels[{i}]")
+                         for i, v in enumerate(_CHECK.sequence(d["channels"], "channels")))
         stages = []
-        for s, st in enumerate(_list(d["slots"], "slots")):
+        for s, st in enumerate(_CHECK.sequence(d["slots"], "slots")):
             slots = []
-            for i, sd in enumerate(_list(st, f"slots[{s}]")):
+            for i, sd in enumerate(_CHECK.sequence(st, f"slots[{s}]")):
                 where = f"slots[{s}][{i}]"
                 if not isinstance(sd, dict) or "op" not in sd:
                     raise SegnasError(f"joint arch field {where}: expected a mapping with 'op'")
@@ -73,28 +74,18 @@ class JointArch:
                         raise SegnasError(f"joint arch field {where}.{key}: missing")
                 if not isinstance(sd["half"], bool):
                     raise SegnasError(f"joint arch field {where}.half: expected true or false, got {sd['half']!r}")
-                slots.append(Slot(str(sd["op"]), _int(sd["dilation"], f"{where}.dilation"), sd["half"],
-                                  _int(sd["mid"], f"{where}.mid"), _int(sd["out"], f"{where}.out")))
+                slots.append(Slot(str(sd["op"]), _CHECK.integer(sd["dilation"], f"{where}.dilation"), sd["half"],
+                                  _CHECK.integer(sd["mid"], f"{where}.mid"), _CHECK.integer(sd["out"], f"{where}.out")))
             stages.append(tuple(slots))
-        kwargs = {k: _int(d[k], k) for k in ("stem_channels", "decoder_width") if k in d}
+        kwargs = {k: _CHECK.integer(d[k], k) for k in ("stem_channels", "decoder_width") if k in d}
         return cls(channels, tuple(stages), **kwargs)
 
 
 _CHECK = ArchFields("joint")
 
 
-def _list(v: Any, where: str) -> list:
-    return _CHECK.typed(v, where, list)
-
-
-def _int(v: Any, where: str) -> int:
-    return _CHECK.typed(v, where, int)
-
-
 def _validate(a: JointArch) -> None:
-    def fail(where: str, msg: str) -> None:
-        raise SegnasError(f"joint arch field {where!r}: {msg}")
-
+    fail = _CHECK.fail
     if not a.channels:
         fail("channels", "at least one stage is needed")
     if len(a.slots) != len(a.channels):

@@ -123,25 +123,25 @@ class MobileArch:
             raise SegnasError(f"mobile arch: expected a mapping, got {type(d).__name__}")
         _fields(d, "", {"stem", "stages", "context", "fusion_width", "head_depth"}, {"stem", "stages"})
         stem = []
-        for i, ld in enumerate(_list(d["stem"], "stem")):
+        for i, ld in enumerate(_CHECK.sequence(d["stem"], "stem")):
             where = f"stem[{i}]"
             _fields(ld, where, {"op", "width"}, {"op", "width"})
-            stem.append(StemLayer(_str(ld["op"], f"{where}.op"), _int(ld["width"], f"{where}.width")))
+            stem.append(StemLayer(_CHECK.text(ld["op"], f"{where}.op"), _CHECK.integer(ld["width"], f"{where}.width")))
         stages = []
-        for s, sd in enumerate(_list(d["stages"], "stages")):
+        for s, sd in enumerate(_CHECK.sequence(d["stages"], "stages")):
             where = f"stages[{s}]"
             _fields(sd, where, {"stride", "width", "blocks"}, {"stride", "width", "blocks"})
             blocks = []
-            for b, bd in enumerate(_list(sd["blocks"], f"{where}.blocks")):
+            for b, bd in enumerate(_CHECK.sequence(sd["blocks"], f"{where}.blocks")):
                 bw = f"{where}.blocks[{b}]"
                 _fields(bd, bw, {"expansion", "kernel", "dilation"}, {"expansion"})
-                blocks.append(Block(_int(bd["expansion"], f"{bw}.expansion"),
-                                    *(_int(bd[k], f"{bw}.{k}") for k in ("kernel", "dilation") if k in bd)))
-            stages.append(Stage(_int(sd["stride"], f"{where}.stride"), _int(sd["width"], f"{where}.width"),
-                                tuple(blocks)))
-        kwargs: dict[str, Any] = {k: _int(d[k], k) for k in ("fusion_width", "head_depth") if k in d}
+                blocks.append(Block(_CHECK.integer(bd["expansion"], f"{bw}.expansion"),
+                                    *(_CHECK.integer(bd[k], f"{bw}.{k}") for k in ("kernel", "dilation") if k in bd)))
+            stages.append(Stage(_CHECK.integer(sd["stride"], f"{where}.stride"),
+                                _CHECK.integer(sd["width"], f"{where}.width"), tuple(blocks)))
+        kwargs: dict[str, Any] = {k: _CHECK.integer(d[k], k) for k in ("fusion_width", "head_depth") if k in d}
         if "context" in d:
-            kwargs["context"] = _str(d["context"], "context")
+            kwargs["context"] = _CHECK.text(d["context"], "context")
         return cls(tuple(stem), tuple(stages), **kwargs)
 
 
@@ -162,18 +162,6 @@ def fast_scnn(width: float = 1.0) -> MobileArch:
 # ---------------------------------------------------------------------------------- validation
 _CHECK = ArchFields("mobile")
 _fail, _fields = _CHECK.fail, _CHECK.fields
-
-
-def _list(v: Any, where: str) -> list:
-    return _CHECK.typed(v, where, list)
-
-
-def _int(v: Any, where: str) -> int:
-    return _CHECK.typed(v, where, int)
-
-
-def _str(v: Any, where: str) -> str:
-    return _CHECK.typed(v, where, str)
 
 
 def _validate(a: MobileArch) -> None:

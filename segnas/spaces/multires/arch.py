@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from segnas.spaces.fields import ArchFields
 
 #: Cell operators, in the order of FasterSeg's ``PRIMITIVES`` (index = position in α).
@@ -134,48 +132,23 @@ class MultiResArch:
         kwargs: dict[str, Any] = {}
         for name in ("layers", "num_scales", "base_width"):
             if name in d:
-                kwargs[name] = _int(d[name], name)
+                kwargs[name] = _CHECK.integer(d[name], name)
         for name in ("stem_width", "head_width"):
             if name in d:
-                kwargs[name] = _float(d[name], name)
+                kwargs[name] = _CHECK.number(d[name], name)
         if "width_ratios" in d:
-            ratios = _list(d["width_ratios"], "width_ratios")
-            kwargs["width_ratios"] = tuple(_float(v, f"width_ratios[{i}]") for i, v in enumerate(ratios))
+            ratios = _CHECK.sequence(d["width_ratios"], "width_ratios")
+            kwargs["width_ratios"] = tuple(_CHECK.number(v, f"width_ratios[{i}]") for i, v in enumerate(ratios))
         branches = []
-        for b, bd in enumerate(_list(d["branches"], "branches")):
+        for b, bd in enumerate(_CHECK.sequence(d["branches"], "branches")):
             where = f"branches[{b}]"
             _CHECK.fields(bd, where, set(BRANCH_FIELDS), set(BRANCH_FIELDS))
-            lists = {key: _list(bd[key], f"{where}.{key}") for key in BRANCH_FIELDS}
-            scales = tuple(_int(v, f"{where}.scales[{i}]") for i, v in enumerate(lists["scales"]))
-            ops = tuple(_str(v, f"{where}.ops[{i}]") for i, v in enumerate(lists["ops"]))
-            widths = tuple(_int(v, f"{where}.widths[{i}]") for i, v in enumerate(lists["widths"]))
+            lists = {key: _CHECK.sequence(bd[key], f"{where}.{key}") for key in BRANCH_FIELDS}
+            scales = tuple(_CHECK.integer(v, f"{where}.scales[{i}]") for i, v in enumerate(lists["scales"]))
+            ops = tuple(_CHECK.text(v, f"{where}.ops[{i}]", "an operator name") for i, v in enumerate(lists["ops"]))
+            widths = tuple(_CHECK.integer(v, f"{where}.widths[{i}]") for i, v in enumerate(lists["widths"]))
             branches.append(Branch(scales, ops, widths))
         return cls(branches=tuple(branches), **kwargs)
-
-
-def _list(v: Any, where: str) -> list:
-    if not isinstance(v, (list, tuple)):
-        _CHECK.fail(where, f"expected a list, got {v!r}")
-    return list(v)
-
-
-def _int(v: Any, where: str) -> int:
-    """An integer (numpy's too: a derived architecture's indices may be numpy integers)."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        _CHECK.fail(where, f"expected an integer, got {v!r}")
-    return int(v)
-
-
-def _float(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-        _CHECK.fail(where, f"expected a number, got {v!r}")
-    return float(v)
-
-
-def _str(v: Any, where: str) -> str:
-    if not isinstance(v, str):
-        _CHECK.fail(where, f"expected an operator name, got {v!r}")
-    return v
 
 
 def check_shape(fail: Callable[[str, str], None], layers: int, num_scales: int, base_width: int,
