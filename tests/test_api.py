@@ -200,7 +200,7 @@ def test_the_pages_settings_on_your_data_are_valid(monkeypatch):
 
 def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way_replaces_the_other(
         monkeypatch, tmp_path):
-    with pytest.raises(SegnasError, match="--rerun runs jobs of an existing comparison again"):
+    with pytest.raises(SegnasError, match=r"--rerun \(rerun\) runs jobs of an existing comparison again"):
         api.compare({"data.name": "synthetic", "data.crop_size": "64x96", "latency.target_ms": 20,
                      "methods": ["gas"], "out_dir": str(tmp_path)}, rerun="gas")
     for option, value in (("device", "gpu"), ("workers", 0)):

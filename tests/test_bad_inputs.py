@@ -391,7 +391,7 @@ CLI_CASES = [
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "final.overrides={swa_bn_batches: 16}",
                                       "--set", "device=cuda:99"], "swa_bn_batches: SWA's BatchNorm re-estimate"),
     (["compare", "--status", "{tmp}", "--workers", "2"], "--status only shows where a comparison stands"),
-    (["compare", "--resume", "{tmp}", "--measure-now", "--no-latency"], "--measure-now runs the latency session"),
+    (["compare", "--resume", "{tmp}", "--measure-now", "--no-latency"], "--measure-now (measure_now) runs the latency session"),
 ]
 
 def _folder_data(tmp_path, name, palette=False):

@@ -205,7 +205,7 @@ def test_rerun_runs_one_networks_jobs_again_and_keeps_the_others(tmp_path):
     jobs = run / "jobs.jsonl"
     before = {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()}
     old_search = sorted((run / "search" / "random").iterdir())
-    with pytest.raises(SegnasError, match="--rerun: gas: not a network of this comparison"):
+    with pytest.raises(SegnasError, match=r"--rerun \(rerun\): gas: not a network of this comparison"):
         compare_job(None, resume=run, rerun=["gas"], measure=False)
     assert {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()} == before
     lines: list[str] = []
@@ -337,6 +337,18 @@ def test_a_method_failing_on_its_input_is_refused_before_any_search_starts(tmp_p
     many = {"random": {**RANDOM["random"], "evaluator": {"proxy": {**SCORING, "images": 50}}}}
     with pytest.raises(SegnasError, match=r"methods\.random: random\.evaluator\.proxy\.images: 50 images.*holds 4"):
         run_compare(tiny(tmp_path / "runs", methods={"saswot": SASWOT, "random": many}, zoo=[]))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_defect_in_a_methods_checks_is_one_line_naming_the_method(tmp_path, monkeypatch):
+    from segnas.search.strategies.saswot import SasWOT
+
+    def broken(self, ctx):
+        raise RuntimeError("a bug in the method")
+
+    monkeypatch.setattr(SasWOT, "prepare", broken)
+    with pytest.raises(SegnasError, match=r"methods\.saswot: its search failed its checks: RuntimeError: a bug"):
+        run_compare(tiny(tmp_path / "runs", zoo=[]))
     assert not (tmp_path / "runs").exists()
 
 

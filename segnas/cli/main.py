@@ -84,9 +84,7 @@ def _comparable(value: Any) -> Any:
     """A size as text ("48x64") or as a pair ([48, 64]), a number as text ("1e-2", which YAML reads
     as text) or as a number, in one form; any other value as it is."""
     if isinstance(value, str) and SIZE_TEXT.fullmatch(value.strip()):
-        from segnas.utils import parse_size
-
-        return parse_size(value)
+        return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
     if isinstance(value, str):
         try:
             return float(value)

@@ -140,6 +140,8 @@ def check_searches(cfg: CompareSettings, methods: dict[str, dict[str, Any]], ech
             echo(f"{label}: {exc} (its row will say so; the other methods go on)")
         except SegnasError as exc:
             raise SegnasError(f"methods.{label}: {exc}") from None
+        except Exception as exc:  # a defect in the method: named in one line, as a job that breaks is
+            raise SegnasError(f"methods.{label}: its search failed its checks: {type(exc).__name__}: {exc}") from exc
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:
@@ -341,7 +343,7 @@ def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[
     from them, move to ``discarded/<stamp>/`` (nothing is deleted). Not while the comparison runs."""
     unknown = [n for n in names if n not in methods and n not in zoo]
     if unknown:
-        raise SegnasError(f"--rerun: {', '.join(unknown)}: not a network of this comparison (methods: "
+        raise SegnasError(f"--rerun (rerun): {', '.join(unknown)}: not a network of this comparison (methods: "
                           f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
     ended, failed = read_store(run_path / JOBS_FILE)  # keys: search:<name>, train:<name>:seed<N>
     forgotten = forget(run_path / JOBS_FILE, {k for k in [*ended, *failed] if k.split(":")[1] in names})
@@ -515,7 +517,7 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
     ended = read_store(path / JOBS_FILE)[0]
     waiting = [m for m in methods if f"search:{m}" not in ended]
     if waiting:
-        raise SegnasError(f"--measure-now: the search of {', '.join(waiting)} has not ended in {path}; "
+        raise SegnasError(f"--measure-now (measure_now): the search of {', '.join(waiting)} has not ended in {path}; "
                           f"measure once every search has ended")
     found = {m: ended[f"search:{m}"] for m in methods}
     found = {m: with_search_measurement(r, path) for m, r in found.items()}
@@ -829,12 +831,14 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     trainings under way continue with them too)."""
     echo = echo or (lambda m: None)
     if measure_now and not measure:
-        raise SegnasError("--measure-now runs the latency session, which --no-latency leaves out: give one of them")
+        raise SegnasError("--measure-now (measure_now) runs the latency session, which --no-latency (measure=False) "
+                          "leaves out: give one of them")
     if rerun and resume is None:
-        raise SegnasError("--rerun runs jobs of an existing comparison again: give its run directory with --resume")
+        raise SegnasError("--rerun (rerun) runs jobs of an existing comparison again: give its run directory with "
+                          "--resume (resume)")
     if measure_now and resume is None:
-        raise SegnasError("--measure-now measures the networks of a comparison whose searches have ended: "
-                          "give its run directory with --resume")
+        raise SegnasError("--measure-now (measure_now) measures the networks of a comparison whose searches have "
+                          "ended: give its run directory with --resume (resume)")
     cfg, run = start_job(CompareSettings, settings, resume, "comparison", changes)
     cfg = with_execution(cfg, device, workers)
     # everything that can fail on user input, before the run directory exists

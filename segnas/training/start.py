@@ -52,7 +52,8 @@ def check_unedited(run_dir: str | Path) -> None:
         was, is_now = (repr(d[key]) if key in d else "not set" for d in (started, now))
         raise SegnasError(f"{path / 'config.yaml'}: {key} was {was} when the run started and is {is_now} now; a "
                           "resumed run continues what it started computing: put it back, or start a new run with "
-                          f"the edited file as --config{f' ({len(edited)} settings edited)' if len(edited) > 1 else ''}")
+                          f"the edited file as its settings (--config; config= from Python)"
+                          f"{f' ({len(edited)} settings edited)' if len(edited) > 1 else ''}")
 
 
 def settings_mapping(path: Path) -> dict[str, Any]:

@@ -91,14 +91,12 @@ class OneShotStrategy(Strategy):
         """Time every table entry the supernet's latency terms look up, before the search starts
         (a line says how many, with a progress bar when progress is on; the table caches them)."""
         supernet = self.supernet
-        if not isinstance(supernet, TableCostedSupernet):
-            raise TypeError(f"{type(supernet).__name__}: a one-shot search's supernet lists its latency table "
-                            "entries (spaces.base.TableCostedSupernet)")
+        assert isinstance(supernet, TableCostedSupernet)  # (checked by ``prepare``)
         keys = [k for index in range(supernet.num_archs) for k in supernet.latency_keys(index)]
         missing = len(ctx.latency.table.missing(keys))
         if missing:
-            ctx.echo(f"latency table: timing {missing} operators on {ctx.latency.describe()} (kept for later "
-                     "searches on this machine)")
+            ctx.echo(f"latency table: timing {missing} operators on {ctx.latency.describe()} (saved for later "
+                     "searches on this machine unless other processes keep it busy)")
         ctx.latency.ensure(keys, progress=ctx.settings.progress)
 
     def schedule(self, ctx: SearchContext) -> SearchSchedule:
@@ -129,6 +127,9 @@ class OneShotStrategy(Strategy):
             raise SegnasError(f"data.train_split: a one-shot search needs at least 2 training images "
                               f"(weights and architecture halves), got {len(self.train_set)}")
         self.supernet = self.build_supernet(ctx)
+        if not isinstance(self.supernet, TableCostedSupernet):
+            raise TypeError(f"{type(self.supernet).__name__}: a one-shot search's supernet lists its latency table "
+                            "entries (spaces.base.TableCostedSupernet)")
         # a target no network of the space can meet is refused before the supernet trains
         if self.space is not None:
             refuse_unreachable_target(self.space, ctx)
