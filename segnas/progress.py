@@ -12,6 +12,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 Echo = Callable[[str], None]
 
 
+class NotesOnce:
+    """Wraps echoes so that each ``note:`` line passes once: a job whose steps check the same data
+    (a search, then each of its final trainings) says each of its notes once."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def wrap(self, echo: Echo) -> Echo:
+        def once(line: str) -> None:
+            if line.startswith("note: "):
+                if line in self.said:
+                    return
+                self.said.add(line)
+            echo(line)
+        return once
+
+
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
     """A rich Progress when ``enabled`` and stderr is a terminal, else None."""

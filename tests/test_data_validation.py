@@ -306,3 +306,23 @@ def test_training_and_eval_name_a_class_no_validation_mask_holds(tmp_path):
     eval_job(Path(result.run_dir) / "checkpoints" / "best.pt", "folder", str(root), "val",
              options={"classes": CLASSES}, progress=False, echo=lines.append)
     assert sum(x.startswith(note) for x in lines) == 1
+
+
+def test_a_search_says_each_data_note_once_though_its_final_training_checks_the_data_again(tmp_path):
+    from segnas.jobs.search import make_settings, search_job
+
+    root = tmp_path / "data"
+    make_folder(root, n=2)
+    for mask in (root / "masks" / "val").iterdir():  # 'car' (2) in no validation mask
+        Image.fromarray((np.arange(W)[None, :].repeat(H, 0) % 2).astype(np.uint8), "L").save(mask)
+    scoring = {"proxy": "nwot", "images": 2, "batch_size": 2, "size": [H, W]}
+    settings = {"data": {"name": "folder", "root": str(root), "options": {"classes": CLASSES}, "batch_size": 2,
+                         "eval_batch_size": 2, "crop_size": [H, W]},
+                "latency": {"backend": "eager", "target_ms": 1e9, "size": [H, W], "table_min_runs": 1,
+                            "table_min_time_s": 0.0, "calibration_networks": 0},
+                "random": {"space_options": {"layers": 6, "base_width": 4}, "candidates": 2, "top_k": 1,
+                           "evaluator": {"proxy": scoring}},
+                "final": {"steps": 1}, "threads": 1, "progress": False, "out_dir": str(tmp_path / "runs")}
+    lines: list[str] = []
+    search_job(make_settings("random", settings), echo=lines.append)
+    assert sum(x.startswith("note: no val mask holds class(es) 'car' (2)") for x in lines) == 1

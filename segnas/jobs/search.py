@@ -44,7 +44,7 @@ from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir, best_checkpoint
 from segnas.parallel import TaskResources, check_ray
-from segnas.progress import Echo
+from segnas.progress import Echo, NotesOnce
 from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy, get_strategy
@@ -211,7 +211,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     ``search_result.json`` plus ``run_dir``. ``latency`` replaces the latency model the settings
     describe (a calibrated or precomputed table; tests use a deterministic one). ``changes``: the
     ``training.start.RESUMABLE`` settings a resumed search takes anew."""
-    echo = echo or (lambda m: None)
+    notes, told = NotesOnce(), echo or (lambda m: None)
+    echo = notes.wrap(told)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
     cfg, run = start_job(cls, settings, resume, "search", changes)
     if run is not None and (run.path / "search_result.json").is_file():  # nothing left to do: not timed again
@@ -221,7 +222,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None)
     latency = ctx.latency
     ctx.run = open_run(cfg, run)
-    echo = ctx.echo = logged(echo, ctx.run)  # what the search prints, its log.txt keeps too
+    echo = ctx.echo = notes.wrap(logged(told, ctx.run))  # what the search prints, its log.txt keeps too
     done = ctx.run.path / "search_result.json"
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
     clock = SearchClock(ctx.run)
