@@ -179,6 +179,9 @@ def test_search_report(runs):
     assert {"candidates", "final training of arch", "architecture arch", "latency per operator type"} <= set(alts)
     assert sum(a.startswith("val image") for a in alts) == 1
     assert "random / multires" in section(html, "summary") and "method: random" in section(html, "settings")
+    # the answer first: the found network's measured latency against the target, in words
+    verdict = html.split('class="verdict', 1)[1].split("</p>", 1)[0]
+    assert "Found network arch:" in verdict and "ms measured against the" in verdict
     found = json.loads((runs["search"] / "arch.json").read_text())
     space = get_space("multires")
     predicted = runs["latency"].predict(space, space.arch_from_dict(found["arch"]), 11)
@@ -302,3 +305,46 @@ def test_report_renders_in_a_headless_browser(runs, tmp_path):
     inked = rgb.mean(axis=2) < 250
     assert inked.mean() > 0.05 and inked[:300].mean() > 0.03  # not blank; the title and summary table on top
     assert ((rgb.max(axis=2) - rgb.min(axis=2)) > 60).mean() > 0.002  # coloured plots, not only text
+
+
+def test_the_comparison_verdict_names_the_most_accurate_network_within_the_budget():
+    from segnas.report.html_report import compare_verdict
+
+    def row(name, kind, miou, ms, target=2.0):
+        return {"name": name, "kind": kind, "val_miou_mean": miou, "latency_ms": ms,
+                "latency_vs_target": None if ms is None else ms / target - 1}
+
+    rows = [row("saswot", "method", 0.33, 2.17), row("random", "method", 0.36, 2.5),
+            row("fast_scnn", "zoo", 0.3482, 1.01)]
+    text, met = compare_verdict({"target_ms": 2.0, "rows": rows})
+    assert met and text.startswith("Most accurate within the 2 ms budget") and "fast_scnn (zoo)" in text.split(".")[0]
+    assert "random" not in text  # 25% over the target: not within the budget, however accurate
+    assert "saswot (method): val mIoU 33.00% at 2.17 ms (+8.5%), is 1.82 points below" in text
+    rows[0]["val_miou_mean"] = 0.40  # a searched network ahead: the best zoo network is named below it
+    text, met = compare_verdict({"target_ms": 2.0, "rows": rows})
+    assert "saswot (method)" in text.split(". The")[0] and "hand-designed network within it, fast_scnn" in text
+    slow = [row("a", "method", 0.3, 2.0, 0.5), row("b", "zoo", 0.3, 1.0, 0.5), row("c", "zoo", 0.2, None)]
+    text, met = compare_verdict({"target_ms": 0.5, "rows": slow})
+    assert not met and text.startswith("No network runs within the 0.5 ms budget (+15%); the fastest is b (zoo)")
+
+
+def test_a_search_verdict_says_when_the_target_did_not_constrain_the_search_or_was_missed():
+    from segnas.report.html_report import search_verdict
+
+    net = {"measured_ms": 2.92, "latency_vs_target": 2.92 / 50 - 1, "training": {"best_val_miou": 0.061}}
+    text, met = search_verdict("arch", net, 50)
+    assert met and "2.92 ms measured against the 50 ms target (-94.2%), val mIoU 6.10%" in text
+    assert "It uses 6% of the target: the target hardly constrained this search" in text
+    text, met = search_verdict("arch", {**net, "latency_vs_target": 0.3}, 2.25)
+    assert not met and "It runs over the target" in text
+
+
+def test_a_runs_notes_from_its_log_are_shown_once_at_the_top(tmp_path):
+    from segnas.report.runfiles import log_notes
+
+    (tmp_path / "log.txt").write_text("2026-12-07 06:43:10 note: the warm-up is longer than the budget\n"
+                                      "2026-12-07 06:43:11 epoch 1 loss 3.6 val mIoU 6.10%\n"
+                                      "2026-12-07 06:43:12 note: the warm-up is longer than the budget\n"
+                                      "2026-12-07 06:43:13 warning: the host was busy\n")
+    assert log_notes(tmp_path / "log.txt") == ["note: the warm-up is longer than the budget",
+                                               "warning: the host was busy"]

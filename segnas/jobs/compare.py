@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from segnas.config.compare import SHARED_SEARCH_FIELDS, CompareSettings
+from segnas.config.compare import SHARED_SEARCH_FIELDS, TARGET_TOLERANCE, CompareSettings
 from segnas.config.io import build_config, load_config
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
@@ -65,8 +65,6 @@ from segnas.zoo import MODELS
 REFERENCE_ZOO = "fast_scnn"
 #: Results of finished jobs, one JSON line each, in the run directory.
 JOBS_FILE = "jobs.jsonl"
-#: How far from the target a found network may land and still count as on target.
-TARGET_TOLERANCE = 0.15
 
 
 # ---------------------------------------------------------------------------------- the plan

@@ -20,7 +20,10 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans
        max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.4; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
 h3 { font-size: 1.05em; margin-bottom: 0.3em; }
-nav a { margin-right: 1em; } .meta { color: #666; }
+nav { display: flex; flex-wrap: wrap; gap: 0.3em 1em; } .meta { color: #666; overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
+.verdict { background: #eef6ee; border-left: 4px solid #3a8a3a; padding: 0.5em 0.9em; margin: 0.6em 0 1em; }
+.verdict.missed { background: #fbeeee; border-left-color: #b03a3a; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -84,12 +87,18 @@ class HtmlDocument:
     def text(self, text: str) -> None:
         self._body.append(f"<p>{esc(text)}</p>")
 
+    def verdict(self, text: str, met: bool = True) -> None:
+        """The page's answer in one highlighted paragraph (``met``: green, else red)."""
+        self._body.append(f'<p class="verdict{"" if met else " missed"}">{esc(text)}</p>')
+
     def note(self, text: str) -> None:
         """A remark about missing or partial content (why a part is not shown)."""
         self._body.append(f'<p class="note">{esc(text)}</p>')
 
-    def pre(self, text: str) -> None:
-        self._body.append(f"<pre>{esc(text)}</pre>")
+    def pre(self, text: str, collapsed: str | bool = False) -> None:
+        """Preformatted text; ``collapsed``: a summary line under which it is folded."""
+        block = f"<pre>{esc(text)}</pre>"
+        self._body.append(f"<details><summary>{esc(collapsed)}</summary>{block}</details>" if collapsed else block)
 
     def table(self, header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] | None = None,
               collapsed: str | bool = False) -> None:
@@ -102,7 +111,7 @@ class HtmlDocument:
             cells = "".join(f'<td class="num">{esc(c)}</td>' if numeric[i] else f"<td>{esc(c)}</td>"
                             for i, c in enumerate(row))
             body.append(f"<tr>{cells}</tr>")
-        table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        table = f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
         if collapsed:
             table = f"<details><summary>{esc(collapsed)}</summary>{table}</details>"
         self._body.append(table)
@@ -123,9 +132,10 @@ class HtmlDocument:
         self.image(figure_png(fig), alt, caption)
 
     def render(self) -> str:
-        nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in self.sections)
+        nav = "\n".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in self.sections)
         parts = [f'<section id="{esc(a)}"><h2>{esc(t)}</h2>{"".join(body)}</section>' for a, t, body in self.sections]
         return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
                 f"<title>{esc(self.title)}</title><style>{STYLE}</style></head><body>"
                 f"<h1>{esc(self.title)}</h1><p class=\"meta\">{esc(self.subtitle)}</p><nav>{nav}</nav>"
                 f"{''.join(parts)}</body></html>\n")

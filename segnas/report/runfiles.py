@@ -4,6 +4,7 @@ compare), settings, per-epoch metrics, evaluated candidates, summary files and a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ class RunFiles:
     arch: dict[str, Any] | None = None
     candidates: list[Candidate] = field(default_factory=list)
     finals: dict[str, "RunFiles"] = field(default_factory=dict)
+    #: the ``note:`` and ``warning:`` lines of the run's log.txt, each once, in order
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -90,6 +93,7 @@ def read_run(path: str | Path) -> RunFiles:
     if not isinstance(config, dict):
         raise SegnasError(f"{cfg_path}: expected a mapping of settings, got {type(config).__name__}")
     run = RunFiles(path, run_kind(path, config), config, text, read_jsonl(path / "metrics.jsonl"))
+    run.notes = log_notes(path / "log.txt")
     arch = read_json(path / "arch.json")
     run.arch = arch if isinstance(arch, dict) and "space" in arch and "arch" in arch else None
     if run.kind == "search":
@@ -108,6 +112,19 @@ def read_run(path: str | Path) -> RunFiles:
         if not isinstance(run.compare, dict) or not isinstance(run.compare.get("rows"), list):
             raise SegnasError(f"{path / 'compare.json'}: expected an object with a 'rows' list")
     return run
+
+
+#: A log.txt line: its time stamp (``RunDir.log``), then the message.
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (.*)$")
+
+
+def log_notes(path: Path) -> list[str]:
+    """The ``note:`` and ``warning:`` lines of a run's log.txt (without time stamps), each once."""
+    if not path.is_file():
+        return []
+    lines = (_LOG_LINE.match(x) for x in path.read_text(errors="replace").splitlines())
+    said = [m.group(1) for m in lines if m and m.group(1).startswith(("note: ", "warning: "))]
+    return list(dict.fromkeys(said))
 
 
 def read_candidates(path: Path, result: dict[str, Any] | None) -> list[Candidate]:
