@@ -348,3 +348,29 @@ def test_a_runs_notes_from_its_log_are_shown_once_at_the_top(tmp_path):
                                       "2026-12-07 06:43:13 warning: the host was busy\n")
     assert log_notes(tmp_path / "log.txt") == ["note: the warm-up is longer than the budget",
                                                "warning: the host was busy"]
+
+
+def test_a_comparison_shows_every_networks_predictions_of_the_same_images_side_by_side():
+    import numpy as np
+
+    from segnas.jobs.report import merged_samples
+    from segnas.report.html import HtmlDocument
+    from segnas.report.html_report import ReportInputs, Sample, SampleSet, _samples
+
+    palette = np.array([[0, 0, 0], [255, 0, 0]], np.uint8)
+
+    def one(name: str, value: int, shape=(8, 10)) -> SampleSet:
+        img = np.zeros((*shape, 3), np.uint8)
+        pred = {name: np.full(shape, value, np.uint8)}
+        return SampleSet([Sample("val image 0", img, np.zeros(shape, np.uint8), pred)], palette, ["a", "b"],
+                         f"runs/{name}/best.pt (ema weights), synthetic val split")
+
+    merged = merged_samples([one("saswot", 1), one("fast_scnn", 0), one("other_size", 1, (16, 20))])
+    assert list(merged.samples[0].preds) == ["saswot", "fast_scnn"]  # the other size is left out
+    assert merged.source == "each network's best checkpoint (its first seed), synthetic val split"
+    doc = HtmlDocument("t")
+    doc.section("Samples", "samples")
+    _samples(doc, None, ReportInputs(samples=merged))
+    page = doc.render()
+    assert "image | ground truth | saswot | fast_scnn" in page
+    assert 'alt="val image 0"' in page

@@ -43,17 +43,23 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
         raise SegnasError(f"--out {out}: is a folder; give the report's file name (e.g. {out / 'report.html'})")
     check_output_file(out, "--out")  # a missing folder is made, as export and predict make theirs
     inputs = ReportInputs()
-    checkpoint = report_checkpoint(run)
+    checkpoints = report_checkpoints(run)
     state: dict[str, Any] | None = None
-    if checkpoint is None:
+    if not checkpoints:
         inputs.notes["samples"] = ["No trained network in this run (no checkpoints/best.pt or last.pt): "
                                    "no sample predictions."]
     else:
         try:
-            model, classes, state, weights = load_trained(checkpoint)
-            inputs.class_names = list(classes.names)
-            if samples:
-                inputs.samples = predict_samples(model, classes, state, samples, f"{checkpoint} ({weights} weights)")
+            sets = []
+            for name, checkpoint in checkpoints.items():
+                model, classes, loaded, weights = load_trained(checkpoint)
+                state = state or loaded  # the first (best) network's: class names, latency breakdowns
+                inputs.class_names = inputs.class_names or list(classes.names)
+                if samples:
+                    sets.append(predict_samples(model, classes, loaded, samples, f"{checkpoint} ({weights} weights)",
+                                                name))
+            if sets:
+                inputs.samples = merged_samples(sets)
             else:
                 inputs.notes["samples"] = ["Sample predictions left out (--samples 0)."]
         except SegnasError as exc:
@@ -73,32 +79,33 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
     return path
 
 
-def report_checkpoint(run: RunFiles) -> Path | None:
-    """The checkpoint whose predictions the report shows: a training run's best (else last)
-    checkpoint; a search's final training of its found network; a comparison's best-scoring network
-    (its first seed)."""
+def report_checkpoints(run: RunFiles) -> dict[str, Path]:
+    """The checkpoints whose predictions the report shows, by network: a training run's best (else
+    last) checkpoint; a search's final training of its found network; every compared network's
+    (its first seed with one), the best-scoring first."""
     def best_of(folder: Path) -> Path | None:
         return next((p for p in (best_checkpoint(folder), last_checkpoint(folder))
                      if p.is_file()), None)
 
     if run.kind == "train":
-        return best_of(run.path)
+        found_ckpt = best_of(run.path)
+        return {"prediction": found_ckpt} if found_ckpt else {}
     if run.kind == "search":
         networks = (run.search_result or {}).get("networks") or {}
         found = [n for n, net in networks.items() if (net or {}).get("role") == "found"]
         for name in found + [n for n in run.finals if n not in found]:
             if name in run.finals and best_of(run.finals[name].path):
-                return best_of(run.finals[name].path)
-        return None
-    rows = sorted((run.compare or {}).get("rows", []), key=lambda r: -(r.get("val_miou_mean") or -1.0))
-    for r in rows:
+                return {name: best_of(run.finals[name].path)}
+        return {}
+    out = {}
+    for r in sorted((run.compare or {}).get("rows", []), key=lambda r: -(r.get("val_miou_mean") or -1.0)):
         for seed in r.get("seeds") or []:
-            if seed.get("run_dir"):
-                folder = Path(seed["run_dir"])
-                found_ckpt = best_of(folder if folder.is_absolute() else run.path / folder)
-                if found_ckpt:
-                    return found_ckpt
-    return None
+            folder = Path(seed["run_dir"]) if seed.get("run_dir") else None
+            found_ckpt = best_of(folder if folder.is_absolute() else run.path / folder) if folder else None
+            if found_ckpt:
+                out[str(r.get("name"))] = found_ckpt
+                break
+    return out
 
 
 def dataset_class_names(config: dict[str, Any]) -> list[str] | None:
@@ -112,9 +119,10 @@ def dataset_class_names(config: dict[str, Any]) -> list[str] | None:
 
 
 def predict_samples(model: torch.nn.Module, classes: Any, state: dict[str, Any], count: int,
-                    source: str) -> SampleSet:
+                    source: str, name: str = "prediction") -> SampleSet:
     """The first ``count`` validation images of the checkpoint's dataset (at its evaluation size),
-    their ground truth and the network's predictions; a missing dataset raises SegnasError."""
+    their ground truth and the network's predictions (under ``name``); a missing dataset raises
+    SegnasError."""
     data = DataConfig.model_validate((state.get("config") or {}).get("data") or {})
     split = data.val_split or data.train_split
     dataset = open_data(data, split, eval_transforms(data.base_size), cache=False)
@@ -127,8 +135,21 @@ def predict_samples(model: torch.nn.Module, classes: Any, state: dict[str, Any],
             image, mask = dataset[i]
             pred = predict_logits(model, image[None]).argmax(1)[0].numpy().astype(np.uint8)
             rgb = (denormalize(image).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            out.append(Sample(f"{split} image {i}", rgb, mask.numpy().astype(np.uint8), pred))
+            out.append(Sample(f"{split} image {i}", rgb, mask.numpy().astype(np.uint8), {name: pred}))
     return SampleSet(out, classes.palette(), list(classes.names), f"{source}, {data.name} {split} split")
+
+
+def merged_samples(sets: list[SampleSet]) -> SampleSet:
+    """One set of samples holding every set's predictions of the same images (a comparison's
+    networks); a network scored on other images or classes (another size or dataset) is left out."""
+    first = sets[0]
+    same = [s for s in sets if len(s.samples) == len(first.samples) and s.class_names == first.class_names
+            and all(a.image.shape == b.image.shape for a, b in zip(s.samples, first.samples))]
+    samples = [Sample(a.name, a.image, a.truth, {k: v for s in same for k, v in s.samples[i].preds.items()})
+               for i, a in enumerate(first.samples)]
+    data = first.source.split(", ")[-1]  # "<dataset> <split> split"
+    source = first.source if len(same) == 1 else f"each network's best checkpoint (its first seed), {data}"
+    return SampleSet(samples, first.palette, first.class_names, source)
 
 
 def run_latency_model(run: RunFiles) -> LatencyModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -25,11 +26,12 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
-def prediction_strip(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, palette: np.ndarray,
-                     gap: int = 4) -> np.ndarray:
-    """image | ground truth (colourized; left out when None) | prediction (colourized), side by
-    side with white gaps, as one uint8 RGB array."""
-    parts = [image] + ([colorize(truth, palette)] if truth is not None else []) + [colorize(pred, palette)]
+def prediction_strip(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | Sequence[np.ndarray],
+                     palette: np.ndarray, gap: int = 4) -> np.ndarray:
+    """image | ground truth (colourized; left out when None) | prediction(s) (colourized: one, or one
+    per network compared), side by side with white gaps, as one uint8 RGB array."""
+    preds = [pred] if isinstance(pred, np.ndarray) else list(pred)
+    parts = [image] + ([colorize(truth, palette)] if truth is not None else []) + [colorize(p, palette) for p in preds]
     spacer = np.full((image.shape[0], gap, 3), 255, np.uint8)
     out = [parts[0]]
     for p in parts[1:]:

@@ -34,12 +34,13 @@ TOP_OPS = 25
 
 @dataclass
 class Sample:
-    """One validation image with its ground truth (None when unlabelled) and the predicted classes."""
+    """One validation image with its ground truth (None when unlabelled) and the predicted classes
+    (``preds``: by network; one entry for a training or a search, one per network compared)."""
 
     name: str
     image: np.ndarray
     truth: np.ndarray | None
-    pred: np.ndarray
+    preds: dict[str, np.ndarray]
 
 
 @dataclass
@@ -391,10 +392,12 @@ def _samples(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     s = inputs.samples
     if s is None:
         return
-    doc.text(f"image | ground truth | prediction — {s.source}")
+    names = list(s.samples[0].preds) if s.samples else []
+    columns = " | ".join(["image", "ground truth", *(names if len(names) > 1 else ["prediction"])])
+    doc.text(f"{columns} — {s.source}")
     for sample in s.samples:
-        doc.image(rgb_png(display_size(prediction_strip(sample.image, sample.truth, sample.pred, s.palette))),
-                  sample.name, sample.name)
+        strip = prediction_strip(sample.image, sample.truth, list(sample.preds.values()), s.palette)
+        doc.image(rgb_png(display_size(strip)), sample.name, f"{sample.name}: {columns}")
     doc.swatches([(n, tuple(int(v) for v in s.palette[i])) for i, n in enumerate(s.class_names)])
 
 
