@@ -29,7 +29,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.8em; overflow: auto; max-height: 32em;
       font-size: 0.85em; }
-img { max-width: 100%; height: auto; display: block; margin: 0.4em 0 1em; }
+img { max-width: 100%; height: auto; display: block; margin: 0.4em 0 1em; } img.native { max-width: none; }
 .note { color: #8a5a00; background: #fff7e6; border-left: 3px solid #e0a000; padding: 0.3em 0.7em; }
 .swatch { display: inline-block; margin: 0 1em 0.3em 0; font-size: 0.9em; }
 .swatch i { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em; vertical-align: -0.1em;
@@ -122,14 +122,17 @@ class HtmlDocument:
                         for name, rgb in items)
         self._body.append(f'<p class="legend">{spans}</p>')
 
-    def image(self, png: bytes, alt: str, caption: str = "") -> None:
-        """An embedded PNG (``png``: its bytes), with an optional caption."""
+    def image(self, png: bytes, alt: str, caption: str = "", native: bool = False) -> None:
+        """An embedded PNG (``png``: its bytes), with an optional caption; ``native``: shown at its own
+        size, scrolling sideways where the page is narrower (a wide diagram whose labels would
+        shrink past reading)."""
         cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-        self._body.append(f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt)}">{cap}</figure>')
+        img = f'<img src="{png_data_uri(png)}" alt="{esc(alt)}"' + (' class="native">' if native else ">")
+        self._body.append(f'<figure>{f"<div class=scroll>{img}</div>" if native else img}{cap}</figure>')
 
-    def figure(self, fig: Any, alt: str, caption: str = "") -> None:
+    def figure(self, fig: Any, alt: str, caption: str = "", native: bool = False) -> None:
         """An embedded matplotlib figure (closed afterwards)."""
-        self.image(figure_png(fig), alt, caption)
+        self.image(figure_png(fig), alt, caption, native)
 
     def render(self) -> str:
         nav = "\n".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in self.sections)

@@ -70,8 +70,8 @@ def _num(v: Any, fmt: str = ".2f") -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
 
 
-def _count(v: Any) -> str:
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "-"
+def _millions(v: Any) -> str:
+    return f"{v / 1e6:.3f} M" if is_number(v) else "-"
 
 
 def build_report(run: RunFiles, inputs: ReportInputs | None = None) -> HtmlDocument:
@@ -147,10 +147,11 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
         doc.table(("quantity", "value"), [("method", method), *progress])
         return
     size = "x".join(str(s) for s in res.get("size", []))
+    threads = f"{res.get('threads')} thread{'s' * (res.get('threads') != 1)}"
     doc.table(("quantity", "value"), [
         ("method / space", f"{res.get('method')} / {res.get('space')}"),
-        ("latency target", f"{_num(res.get('target_ms'), '.4g')} ms at {size} ({res.get('backend')}, "
-                           f"{res.get('threads')} threads)" if res.get("target_ms") else "none"),
+        ("latency target", f"{_num(res.get('target_ms'), '.4g')} ms at {size} ({res.get('backend')}, {threads})"
+                           if res.get("target_ms") else "none"),
         ("search time", f"{_num(res.get('search_wall_seconds'), '.1f')} s wall, "
                         f"{_num(res.get('search_cpu_seconds'), '.1f')} s CPU"
                         + (" (resumed)" if res.get("resumed") else "")),
@@ -164,7 +165,7 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
             predicted = f"{_num(net['predicted_table_ms'])} → {predicted}"
         rows.append((name, net.get("role"), predicted, _num(net.get("measured_ms")),
                      signed_pct(vs),
-                     _count(net.get("params")), _num(net.get("gflops"), ".3f"),
+                     _millions(net.get("params")), _num(net.get("gflops"), ".3f"),
                      pct(training.get("best_val_miou"), unit="%") if training else "not trained"))
     doc.heading("Found networks")
     doc.table(("network", "role", "predicted ms (table → corrected)", "measured ms (quietest round)", "vs target",
@@ -245,7 +246,7 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
         rows.append((r.get("name"), r.get("kind"), r.get("status"), val, pct(r.get("test_miou_mean"), unit="%"),
                      _num(r.get("latency_ms")), signed_pct(vs),
                      _num(at_search) if isinstance(at_search, (int, float)) else "-",
-                     _count(r.get("params")), _num(r.get("gflops"), ".3f"),
+                     _millions(r.get("params")), _num(r.get("gflops"), ".3f"),
                      " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu)
                      + (f" + {gpu / 3600:.3f} GPU-h" if isinstance(gpu := r.get("train_gpu_seconds"), (int, float))
                         else ""),
@@ -321,8 +322,12 @@ def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     if not shown and run.kind != "compare":
         doc.note("No per-epoch records yet (metrics.jsonl is empty or missing).")
     if run.kind == "compare":
-        doc.text("Per-network training curves are in each seed's run directory (see the summary's run_dir fields); "
-                 "run `segnas report` on one of them.")
+        folders = [(r.get("name"), seed.get("seed"), seed.get("run_dir")) for r in (run.compare or {}).get("rows", [])
+                   for seed in r.get("seeds") or [] if seed.get("run_dir")]
+        doc.text("Each training's curves are in its run folder (relative to the comparison's): "
+                 "`segnas report FOLDER` shows them.")
+        if folders:
+            doc.table(("network", "seed", "run folder"), folders)
 
 
 def _same_arch(arch: dict[str, Any], run: RunFiles) -> bool:
@@ -358,7 +363,7 @@ def _architecture(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> Non
             fig = None
             doc.note(f"The diagram of {name} could not be drawn ({type(exc).__name__}: {exc}).")
         if fig is not None:
-            doc.figure(fig, f"architecture {name}", f"{data['space']} architecture {name}")
+            doc.figure(fig, f"architecture {name}", f"{data['space']} architecture {name}", native=True)
         else:
             doc.text(f"No diagram for space {data.get('space')!r}; its decisions:")
         doc.table(("decision", "value"), arch_decisions(data.get("arch")), collapsed=fig is not None
@@ -425,15 +430,16 @@ def _latency(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     doc.figure(latency_by_op_figure({n: b.by_op() for n, b in inputs.latency.items()}),
                "latency per operator type", "predicted latency per operator type")
     for name, b in inputs.latency.items():
-        doc.heading(f"{name}: {b.total_ms:.4g} ms by the operator table (before the learned correction), {len(b.keys)} operators")
+        doc.heading(f"{name}: {b.total_ms:.3f} ms by the operator table (before the learned correction), "
+                    f"{len(b.keys)} operators")
         share = lambda ms: pct(ms / b.total_ms if b.total_ms else None, unit="%")  # noqa: E731
         ops = b.rows()
         rows = [(i, key.op, f"{key.cin}→{key.cout}", f"{key.h}x{key.w}", key.stride, key.dilation,
-                 ", ".join(f"{k}={v}" for k, v in key.extra), f"{ms:.4g}", share(ms)) for i, key, ms in ops[:TOP_OPS]]
+                 ", ".join(f"{k}={v}" for k, v in key.extra), f"{ms:.4f}", share(ms)) for i, key, ms in ops[:TOP_OPS]]
         if ops[TOP_OPS:]:
             ms = sum(r[2] for r in ops[TOP_OPS:])
-            rows.append(("", f"{len(ops) - TOP_OPS} more", "", "", "", "", "", f"{ms:.4g}", share(ms)))
-        rows.append(("", "call overhead", "", "", "", "", "", f"{b.overhead_ms:.4g}", share(b.overhead_ms)))
+            rows.append(("", f"{len(ops) - TOP_OPS} more", "", "", "", "", "", f"{ms:.4f}", share(ms)))
+        rows.append(("", "call overhead", "", "", "", "", "", f"{b.overhead_ms:.4f}", share(b.overhead_ms)))
         doc.table(("#", "operator", "channels", "input", "stride", "dilation", "settings", "ms", "share"), rows,
                   numeric=(True, False, False, False, True, True, False, True, True))
 
