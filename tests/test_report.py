@@ -130,7 +130,9 @@ def test_train_report(runs):
     html = path.read_text()
     assert sections(html) == ["summary", "settings", "curves", "architecture", "samples", "latency"]
     alts = check_self_contained(html)
-    assert {"training curve", "architecture cells_arch", "latency per operator type"} <= set(alts)
+    assert {"architecture cells_arch", "latency per operator type"} <= set(alts)
+    # (one epoch: its figures in words, not a one-point plot)
+    assert "training loss and val mIoU per epoch: one epoch" in section(html, "curves")
     assert sum(a.startswith("val image") for a in alts) == 3  # three validation images with their predictions
     assert "Building" in section(html, "summary")  # per-class IoU named by the checkpoint's classes
     assert "Building" in section(html, "samples")  # the colour legend
@@ -176,7 +178,8 @@ def test_search_report(runs):
     html = report_job(runs["search"], out, samples=1, latency_model=runs["latency"]).read_text()
     assert sections(html) == ["summary", "settings", "curves", "architecture", "samples", "latency"]
     alts = check_self_contained(html)
-    assert {"candidates", "final training of arch", "architecture arch", "latency per operator type"} <= set(alts)
+    assert {"candidates", "architecture arch", "latency per operator type"} <= set(alts)
+    assert "final training of arch: " in section(html, "curves")
     assert sum(a.startswith("val image") for a in alts) == 1
     assert "random / multires" in section(html, "summary") and "method: random" in section(html, "settings")
     # the answer first: the found network's measured latency against the target, in words
@@ -294,7 +297,7 @@ def test_report_renders_in_a_headless_browser(runs, tmp_path):
     dom, console = load(html, tmp_path, "report")
     assert console == []
     images = int(re.search(r'data-images="(\d+)"', dom).group(1))
-    assert images == len(IMG.findall(html)) >= 5 and 'data-broken="0"' in dom
+    assert images == len(IMG.findall(html)) >= 4 and 'data-broken="0"' in dom
     assert dom.count("<table>") >= 3 and '<section id="latency">' in dom
     shot = tmp_path / "shot.png"
     done = chromium(report, tmp_path / "profile", "--hide-scrollbars", "--window-size=1200,2400",
@@ -374,3 +377,18 @@ def test_a_comparison_shows_every_networks_predictions_of_the_same_images_side_b
     page = doc.render()
     assert "image | ground truth | saswot | fast_scnn" in page
     assert 'alt="val image 0"' in page
+
+
+def test_a_training_curve_is_a_plot_from_two_epochs_and_words_for_one():
+    from segnas.report.html import HtmlDocument
+    from segnas.report.html_report import _training_curve
+
+    records = [{"epoch": 1, "step": 10, "train_loss": 2.5, "val_miou": 0.1},
+               {"epoch": 2, "step": 20, "train_loss": 2.0, "val_miou": 0.2}]
+    for metrics, plotted in ((records, True), (records[:1], False)):
+        doc = HtmlDocument("t")
+        doc.section("Curves", "curves")
+        _training_curve(doc, metrics, "training curve", "training")
+        page = doc.render()
+        assert ('alt="training curve"' in page) == plotted
+        assert plotted or "training: one epoch (10 steps): train loss 2.5000, val mIoU 10.00%." in page

@@ -300,7 +300,7 @@ def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     shown = False
     if run.kind == "train":
         if run.metrics:
-            doc.figure(training_curve_figure(run.metrics), "training curve", "training loss and val mIoU per epoch")
+            _training_curve(doc, run.metrics, "training curve", "training loss and val mIoU per epoch")
             shown = True
     elif run.kind == "search":
         fig = search_curves_figure(run.metrics) if run.metrics else None
@@ -316,8 +316,8 @@ def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
             shown = True
         for name, final in run.finals.items():
             if final.metrics:
-                doc.figure(training_curve_figure(final.metrics, f"final training of {name}"),
-                           f"final training of {name}", f"final training of {name}: {final.name}")
+                _training_curve(doc, final.metrics, f"final training of {name}",
+                                f"final training of {name}: {final.name}")
                 shown = True
     if not shown and run.kind != "compare":
         doc.note("No per-epoch records yet (metrics.jsonl is empty or missing).")
@@ -328,6 +328,17 @@ def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
                  "`segnas report FOLDER` shows them.")
         if folders:
             doc.table(("network", "seed", "run folder"), folders)
+
+
+def _training_curve(doc: HtmlDocument, metrics: list[dict[str, Any]], name: str, caption: str) -> None:
+    """A training's loss and val mIoU per epoch: a plot, or its figures in words for a single epoch."""
+    if len(metrics) >= 2:
+        doc.figure(training_curve_figure(metrics, name), name, caption)
+        return
+    r = metrics[0]
+    figures = [f"train loss {_num(r.get('train_loss'), '.4f')}"] + (
+        [f"val mIoU {pct(r['val_miou'], unit='%')}"] if "val_miou" in r else [])
+    doc.text(f"{caption}: one epoch ({r.get('step', '?')} steps): {', '.join(figures)}.")
 
 
 def _same_arch(arch: dict[str, Any], run: RunFiles) -> bool:
