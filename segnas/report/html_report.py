@@ -175,7 +175,7 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
                if not isinstance(v, (list, dict)) and v is not None}
     if details:
         doc.heading(f"{res.get('method')} details")
-        doc.table(("field", "value"), [(k, _num(v, ".4g")) for k, v in details.items()])
+        doc.table(("figure", "value"), [(k.replace("_", " "), _num(v, ".4g")) for k, v in details.items()])
 
 
 def within_budget(row: dict[str, Any]) -> bool | None:
