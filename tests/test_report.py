@@ -135,6 +135,7 @@ def test_train_report(runs):
     assert "training loss and val mIoU per epoch: one epoch" in section(html, "curves")
     assert sum(a.startswith("val image") for a in alts) == 3  # three validation images with their predictions
     assert "Building" in section(html, "summary")  # per-class IoU named by the checkpoint's classes
+    assert re.search(r"parameters</td><td>\d+\.\d{3} M<", section(html, "summary"))
     assert "Building" in section(html, "samples")  # the colour legend
     assert "cells architecture" in section(html, "architecture")  # drawn from the run's arch file
     arch = json.loads(Path(yaml.safe_load((runs["train"] / "config.yaml").read_text())["model"]["arch"]).read_text())

@@ -13,7 +13,7 @@ import torch
 
 from segnas.config.search import LatencyTarget
 from segnas.config.train import DataConfig
-from segnas.cost import LatencyModel
+from segnas.cost import LatencyModel, count_parameters
 from segnas.data import dataset_classes, eval_transforms, open_data
 from segnas.data.transforms import denormalize
 from segnas.engine.evaluate import predict_logits
@@ -54,6 +54,7 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
             for name, checkpoint in checkpoints.items():
                 model, classes, loaded, weights = load_trained(checkpoint)
                 state = state or loaded  # the first (best) network's: class names, latency breakdowns
+                inputs.params = inputs.params or count_parameters(model)
                 inputs.class_names = inputs.class_names or list(classes.names)
                 if samples:
                     sets.append(predict_samples(model, classes, loaded, samples, f"{checkpoint} ({weights} weights)",

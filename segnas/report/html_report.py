@@ -62,6 +62,8 @@ class ReportInputs:
     latency: dict[str, LatencyBreakdown] = field(default_factory=dict)
     class_names: list[str] | None = None
     notes: dict[str, list[str]] = field(default_factory=dict)
+    #: the parameter count of the network whose checkpoint the page shows (a training's)
+    params: int | None = None
 
 
 def _num(v: Any, fmt: str = ".2f") -> str:
@@ -105,19 +107,22 @@ def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     for note in run.notes + [f"note: {n}" for n in (run.compare or {}).get("notes", [])]:
         doc.note(note)
     if run.kind == "train":
-        _train_summary(doc, run, inputs.class_names)
+        _train_summary(doc, run, inputs.class_names, inputs.params)
     elif run.kind == "search":
         _search_summary(doc, run)
     else:
         _compare_summary(doc, run)
 
 
-def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | None) -> None:
+def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | None, params: int | None) -> None:
     evals = [r for r in run.metrics if isinstance(r.get("val_miou"), (int, float))]
     model = run.config.get("model") or {}
     data = run.config.get("data") or {}
+    base = data.get("base_size")
+    scored_at = "at " + "x".join(map(str, base)) if base else "at each image's own size"
     rows = [("network", f"arch file {model['arch']}" if model.get("arch") else f"zoo: {model.get('name')}"),
-            ("dataset", f"{data.get('name')} ({data.get('val_split', 'val')} split scored)"),
+            ("parameters", _millions(params)),
+            ("dataset", f"{data.get('name')} ({data.get('val_split', 'val')} split scored {scored_at})"),
             ("epochs / steps", f"{run.metrics[-1].get('epoch', '-')} / {run.metrics[-1].get('step', '-')}"
              if run.metrics else "no epoch finished yet")]
     # the evaluation best.pt was saved at (the first of equals, as the trainer keeps it)
