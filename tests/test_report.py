@@ -312,7 +312,7 @@ def test_report_renders_in_a_headless_browser(runs, tmp_path):
 
 
 def test_the_comparison_verdict_names_the_most_accurate_network_within_the_budget():
-    from segnas.report.html_report import compare_verdict
+    from segnas.report.verdict import compare_verdict
 
     def row(name, kind, miou, ms, target=2.0):
         return {"name": name, "kind": kind, "val_miou_mean": miou, "latency_ms": ms,
@@ -323,7 +323,7 @@ def test_the_comparison_verdict_names_the_most_accurate_network_within_the_budge
     text, met = compare_verdict({"target_ms": 2.0, "rows": rows})
     assert met and text.startswith("Most accurate within the 2 ms budget") and "fast_scnn (zoo)" in text.split(".")[0]
     assert "random" not in text  # 25% over the target: not within the budget, however accurate
-    assert "saswot (method): val mIoU 33.00% at 2.17 ms (+8.5%), is 1.82 points below" in text
+    assert "saswot (method): val mIoU 33.00% at 2.17 ms (+8.5%), is 1.82 val mIoU points below" in text
     rows[0]["val_miou_mean"] = 0.40  # a searched network ahead: the best zoo network is named below it
     text, met = compare_verdict({"target_ms": 2.0, "rows": rows})
     assert "saswot (method)" in text.split(". The")[0] and "hand-designed network within it, fast_scnn" in text
@@ -333,7 +333,7 @@ def test_the_comparison_verdict_names_the_most_accurate_network_within_the_budge
 
 
 def test_a_search_verdict_says_when_the_target_did_not_constrain_the_search_or_was_missed():
-    from segnas.report.html_report import search_verdict
+    from segnas.report.verdict import search_verdict
 
     net = {"measured_ms": 2.92, "latency_vs_target": 2.92 / 50 - 1, "training": {"best_val_miou": 0.061}}
     text, met = search_verdict("arch", net, 50)

@@ -53,6 +53,7 @@ from segnas.parallel.store import forget, read_store
 from segnas.progress import Echo
 from segnas.report.format import pct, signed_pct
 from segnas.report.pareto import plot_pareto
+from segnas.report.verdict import compare_verdict
 from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
@@ -633,6 +634,7 @@ def compare_table(summary: dict[str, Any]) -> str:
     rows, test = summary["rows"], summary["test_split"] is not None
     s = summary["settings"]
     lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
+             f"**{compare_verdict(summary)[0]}**", "",
              f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
              f"search budget: {summary['search_budget']}",
              "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
