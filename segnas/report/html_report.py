@@ -80,8 +80,7 @@ def _millions(v: Any) -> str:
 def build_report(run: RunFiles, inputs: ReportInputs | None = None) -> HtmlDocument:
     """The report page of ``run``."""
     inputs = inputs or ReportInputs()
-    doc = HtmlDocument(f"segnas {run.kind} report: {run.name}",
-                       f"{run.path.resolve()} · written {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    doc = HtmlDocument(page_title(run), f"{run.path.resolve()} · written {time.strftime('%Y-%m-%d %H:%M:%S')}")
     for anchor, title in SECTIONS.items():
         if anchor == "pareto" and run.kind != "compare":
             continue
@@ -90,6 +89,26 @@ def build_report(run: RunFiles, inputs: ReportInputs | None = None) -> HtmlDocum
         for note in inputs.notes.get(anchor, []):
             doc.note(note)
     return doc
+
+
+def page_title(run: RunFiles) -> str:
+    """What the run is, in the page's title: the method and space, data and target; the run's folder."""
+    data = (run.config.get("data") or {}).get("name") or ((run.compare or {}).get("settings") or {}).get(
+        "data", {}).get("name", "?")
+    target = ((run.config.get("latency") or {}).get("target_ms") or (run.search_result or {}).get("target_ms")
+              or (run.compare or {}).get("target_ms"))
+    at = f", target {_num(target, '.4g')} ms" if is_number(target) else ""
+    if run.kind == "compare":
+        what = f"Comparison on {data}{at}"
+    elif run.kind == "search":
+        res = run.search_result or {}
+        space = f" / {res['space']}" if res.get("space") else ""
+        what = f"Search: {run.config.get('method', '?')}{space} on {data}{at}"
+    else:
+        model = run.config.get("model") or {}
+        net = Path(model["arch"]).stem if model.get("arch") else model.get("name") or "?"
+        what = f"Training: {net} on {data}"
+    return f"{what} ({run.name})"
 
 
 def write_report(run: RunFiles, out: str | Path, inputs: ReportInputs | None = None) -> Path:
