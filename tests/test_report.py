@@ -350,9 +350,10 @@ def test_a_runs_notes_from_its_log_are_shown_once_at_the_top(tmp_path):
     (tmp_path / "log.txt").write_text("2026-12-07 06:43:10 note: the warm-up is longer than the budget\n"
                                       "2026-12-07 06:43:11 epoch 1 loss 3.6 val mIoU 6.10%\n"
                                       "2026-12-07 06:43:12 note: the warm-up is longer than the budget\n"
-                                      "2026-12-07 06:43:13 warning: the host was busy\n")
-    assert log_notes(tmp_path / "log.txt") == ["note: the warm-up is longer than the budget",
-                                               "warning: the host was busy"]
+                                      "2026-12-07 06:43:13 warning: the host was busy\n"
+                                      "2026-12-07 06:43:14 latency: warning: calibrated on a busy host\n")
+    assert log_notes(tmp_path / "log.txt") == ["note: the warm-up is longer than the budget", "warning: the host was busy",
+                                               "latency: warning: calibrated on a busy host"]
 
 
 def test_a_comparison_shows_every_networks_predictions_of_the_same_images_side_by_side():
@@ -370,9 +371,9 @@ def test_a_comparison_shows_every_networks_predictions_of_the_same_images_side_b
         return SampleSet([Sample("val image 0", img, np.zeros(shape, np.uint8), pred)], palette, ["a", "b"],
                          f"runs/{name}/best.pt (ema weights), synthetic val split")
 
-    merged = merged_samples([one("saswot", 1), one("fast_scnn", 0), one("other_size", 1, (16, 20))])
-    assert list(merged.samples[0].preds) == ["saswot", "fast_scnn"]  # the other size is left out
-    assert merged.source == "each network's best checkpoint (its first seed), synthetic val split"
+    merged, left_out = merged_samples([one("saswot", 1), one("fast_scnn", 0), one("other_size", 1, (16, 20))])
+    assert list(merged.samples[0].preds) == ["saswot", "fast_scnn"] and left_out == ["other_size"]
+    assert merged.source == "each network's best (else last) checkpoint, synthetic val split"
     doc = HtmlDocument("t")
     doc.section("Samples", "samples")
     _samples(doc, None, ReportInputs(samples=merged))
@@ -394,3 +395,26 @@ def test_a_training_curve_is_a_plot_from_two_epochs_and_words_for_one():
         page = doc.render()
         assert ('alt="training curve"' in page) == plotted
         assert plotted or "training: one epoch (10 steps): train loss 2.5000, val mIoU 10.00%." in page
+
+
+def test_the_comparison_verdict_in_the_corner_cases():
+    from segnas.report.verdict import compare_verdict, search_verdict
+
+    def row(name, kind, miou, ms, std=None, seeds=("ok",)):
+        return {"name": name, "kind": kind, "val_miou_mean": miou, "val_miou_std": std, "latency_ms": ms,
+                "latency_vs_target": None if ms is None else ms / 10 - 1, "seeds": [{"status": s} for s in seeds]}
+
+    failed = [row("a", "method", None, None), row("z", "zoo", None, None)]
+    text, met = compare_verdict({"target_ms": 10, "rows": failed})  # every training failed: not "too slow"
+    assert not met and text == "No network was both trained and measured (2 failed or unmeasured): nothing to compare."
+    text, _ = compare_verdict({"target_ms": 10, "rows": [row("a", "method", 0.6, 20), row("z", "zoo", 0.5, 6)]})
+    assert text.endswith("No searched network runs within it; the most accurate, a (method): val mIoU 60.00% at "
+                         "20.00 ms (+100.0%).")
+    tie = [row("a", "method", 0.5, 9, 0.01), row("z", "zoo", 0.5, 6, 0.01)]
+    assert "ties with a." in compare_verdict({"target_ms": 10, "rows": tie})[0]
+    close = [row("a", "method", 0.51, 9, 0.02, ("ok", "failed: x")), row("z", "zoo", 0.50, 6, 0.01)]
+    text, _ = compare_verdict({"target_ms": 10, "rows": close})
+    assert "(-10.0%; 1 of 2 seeds trained)" in text
+    assert "is 1.00 val mIoU points below (within the seeds' spread)" in text
+    text, _ = search_verdict("arch", {"measured_ms": 4.0, "latency_vs_target": None}, None)
+    assert text == "Found network arch: 4.00 ms measured (no latency target)."

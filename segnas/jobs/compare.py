@@ -634,7 +634,7 @@ def compare_table(summary: dict[str, Any]) -> str:
     rows, test = summary["rows"], summary["test_split"] is not None
     s = summary["settings"]
     lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
-             f"**{compare_verdict(summary)[0]}**", "",
+             compare_verdict(summary)[0], "",
              f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
              f"search budget: {summary['search_budget']}",
              "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"

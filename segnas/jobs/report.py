@@ -49,9 +49,9 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
         inputs.notes["samples"] = ["No trained network in this run (no checkpoints/best.pt or last.pt): "
                                    "no sample predictions."]
     else:
-        try:
-            sets = []
-            for name, checkpoint in checkpoints.items():
+        sets, notes = [], inputs.notes.setdefault("samples", [])
+        for name, checkpoint in checkpoints.items():  # each network on its own: one that fails is named
+            try:
                 model, classes, loaded, weights = load_trained(checkpoint)
                 state = state or loaded  # the first (best) network's: class names, latency breakdowns
                 inputs.params = inputs.params or count_parameters(model)
@@ -59,12 +59,15 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
                 if samples:
                     sets.append(predict_samples(model, classes, loaded, samples, f"{checkpoint} ({weights} weights)",
                                                 name))
-            if sets:
-                inputs.samples = merged_samples(sets)
-            else:
-                inputs.notes["samples"] = ["Sample predictions left out (--samples 0)."]
-        except SegnasError as exc:
-            inputs.notes["samples"] = [f"No sample predictions: {exc}"]
+            except SegnasError as exc:
+                notes.append(f"No sample predictions{'' if len(checkpoints) == 1 else ' of ' + name}: {exc}")
+        if sets:
+            inputs.samples, left_out = merged_samples(sets)
+            if left_out:
+                notes.append(f"Left out of the side-by-side predictions (scored on other images or classes): "
+                             f"{', '.join(left_out)}.")
+        elif not samples:
+            notes.append("Sample predictions left out (--samples 0).")
     if inputs.class_names is None and run.kind == "train":  # no readable checkpoint: the run's dataset names them
         inputs.class_names = dataset_class_names(run.config)
     inputs.archs = architectures(run)
@@ -140,17 +143,20 @@ def predict_samples(model: torch.nn.Module, classes: Any, state: dict[str, Any],
     return SampleSet(out, classes.palette(), list(classes.names), f"{source}, {data.name} {split} split")
 
 
-def merged_samples(sets: list[SampleSet]) -> SampleSet:
+def merged_samples(sets: list[SampleSet]) -> tuple[SampleSet, list[str]]:
     """One set of samples holding every set's predictions of the same images (a comparison's
-    networks); a network scored on other images or classes (another size or dataset) is left out."""
+    networks, the first set's images), and the networks left out: scored on other images or classes
+    (another size or dataset)."""
     first = sets[0]
     same = [s for s in sets if len(s.samples) == len(first.samples) and s.class_names == first.class_names
             and all(a.image.shape == b.image.shape for a, b in zip(s.samples, first.samples))]
     samples = [Sample(a.name, a.image, a.truth, {k: v for s in same for k, v in s.samples[i].preds.items()})
                for i, a in enumerate(first.samples)]
     data = first.source.split(", ")[-1]  # "<dataset> <split> split"
-    source = first.source if len(same) == 1 else f"each network's best checkpoint (its first seed), {data}"
-    return SampleSet(samples, first.palette, first.class_names, source)
+    source = first.source if len(same) == 1 else f"each network's best (else last) checkpoint, {data}"
+    kept = {id(s) for s in same}
+    left_out = [name for s in sets if id(s) not in kept for name in (s.samples[0].preds if s.samples else ["?"])]
+    return SampleSet(samples, first.palette, first.class_names, source), left_out
 
 
 def run_latency_model(run: RunFiles) -> LatencyModel:

@@ -119,7 +119,7 @@ def write_report(run: RunFiles, out: str | Path, inputs: ReportInputs | None = N
 # ------------------------------------------------------------------------------------ summary
 def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     res = run.search_result or {}
-    found = next((n for n in (res.get("networks") or {}).items() if n[1].get("role") == "found"), None)
+    found = next((n for n in (res.get("networks") or {}).items() if (n[1] or {}).get("role") == "found"), None)
     if found is not None:
         doc.verdict(*search_verdict(*found, res.get("target_ms")))
     elif run.compare:

@@ -119,11 +119,12 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (.*)$")
 
 
 def log_notes(path: Path) -> list[str]:
-    """The ``note:`` and ``warning:`` lines of a run's log.txt (without time stamps), each once."""
+    """The ``note:`` and ``warning:`` lines of a run's log.txt (``latency: warning: ...`` too), without
+    their time stamps, each once."""
     if not path.is_file():
         return []
     lines = (_LOG_LINE.match(x) for x in path.read_text(errors="replace").splitlines())
-    said = [m.group(1) for m in lines if m and m.group(1).startswith(("note: ", "warning: "))]
+    said = [m.group(1) for m in lines if m and re.match(r"(\w+: )?(note|warning): ", m.group(1))]
     return list(dict.fromkeys(said))
 
 

@@ -23,34 +23,52 @@ def within_budget(row: dict[str, Any]) -> bool | None:
 
 def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
     """The comparison's answer in words: the most accurate network within the latency budget, and
-    how the best searched network stands against it (or that none runs within it); and whether one does."""
-    target, tol = cmp.get("target_ms"), f"{100 * TARGET_TOLERANCE:.0f}%"
-    scored = [r for r in cmp.get("rows", []) if is_number(r.get("val_miou_mean"))]
+    how the best network of the other kind (searched or hand-designed) stands against it, within the
+    budget or not; or that no network runs within it, or that none was both scored and measured.
+    Returns the sentence and whether a network runs within the budget."""
+    target, tol = _ms(cmp.get("target_ms"), ".4g"), f"{100 * TARGET_TOLERANCE:.0f}%"
+    rows = cmp.get("rows", [])
+    scored = [r for r in rows if is_number(r.get("val_miou_mean")) and is_number(r.get("latency_ms"))]
     fits = [r for r in scored if within_budget(r)]
-
+    sessions = cmp.get("latency_sessions") or 1
     test = cmp.get("test_split")
 
     def told(r: dict[str, Any]) -> str:
         unseen = f", {test} mIoU {pct(r['test_miou_mean'], unit='%')}" if test and is_number(r.get("test_miou_mean")) \
             else ""
+        seeds = r.get("seeds") or []
+        ok = sum(s.get("status", "ok") == "ok" for s in seeds)
+        partial = f"; {ok} of {len(seeds)} seeds trained" if ok < len(seeds) else ""
         return (f"{r.get('name')} ({r.get('kind')}): val mIoU {pct(r['val_miou_mean'], unit='%')}{unseen} at "
-                f"{_ms(r.get('latency_ms'))} ms ({signed_pct(r.get('latency_vs_target'))})")
+                f"{_ms(r.get('latency_ms'))} ms ({signed_pct(r.get('latency_vs_target'))}{partial})")
 
+    kept = {id(r) for r in scored}
+    missing = [str(r.get("name")) for r in rows if id(r) not in kept]
+    unscored = f" ({', '.join(missing)}: not both trained and measured)" if missing and scored else ""
+    if not scored:
+        return (f"No network was both trained and measured{f' ({len(rows)} failed or unmeasured)' if rows else ''}: "
+                "nothing to compare.", False)
     if not fits:
-        timed = [r for r in scored if is_number(r.get("latency_ms"))]
-        fastest = f"; the fastest is {told(min(timed, key=lambda r: r['latency_ms']))}" if timed else ""
-        return f"No network runs within the {_ms(target, '.4g')} ms budget (+{tol}){fastest}.", False
+        fastest = min(scored, key=lambda r: r["latency_ms"])
+        return (f"No network runs within the {target} ms budget (+{tol}); the fastest is {told(fastest)}{unscored}.",
+                False)
     best = max(fits, key=lambda r: r["val_miou_mean"])
-    text = (f"Most accurate within the {_ms(target, '.4g')} ms budget (measured at most {tol} over it, all in "
-            f"one session): {told(best)}.")
+    where = "in one session" if sessions == 1 else f"in {sessions} sessions on one machine"
+    text = f"Most accurate within the {target} ms budget (measured at most {tol} over it, {where}): {told(best)}."
     rival_kind = "zoo" if best.get("kind") == "method" else "method"
+    kind_name = "hand-designed" if rival_kind == "zoo" else "searched"
     rivals = [r for r in fits if r.get("kind") == rival_kind]
     if rivals:
         rival = max(rivals, key=lambda r: r["val_miou_mean"])
         gap = 100 * (best["val_miou_mean"] - rival["val_miou_mean"])
-        text += (f" The best {'hand-designed' if rival_kind == 'zoo' else 'searched'} network within it, "
-                 f"{told(rival)}, is {gap:.2f} val mIoU points below.")
-    return text, True
+        spread = max((100 * r["val_miou_std"] for r in (best, rival) if is_number(r.get("val_miou_std"))), default=0.0)
+        standing = (f"ties with {best.get('name')}" if round(gap, 2) == 0 else f"is {gap:.2f} val mIoU points below"
+                    + (" (within the seeds' spread)" if gap <= spread else ""))
+        text += f" The best {kind_name} network within it, {told(rival)}, {standing}."
+    elif over := [r for r in scored if r.get("kind") == rival_kind]:
+        rival = max(over, key=lambda r: r["val_miou_mean"])
+        text += f" No {kind_name} network runs within it; the most accurate, {told(rival)}."
+    return text + unscored, True
 
 
 def search_verdict(name: str, net: dict[str, Any], target_ms: Any) -> tuple[str, bool]:
@@ -59,6 +77,8 @@ def search_verdict(name: str, net: dict[str, Any], target_ms: Any) -> tuple[str,
     trained = (net.get("training") or {}).get("best_val_miou")
     accuracy = f", val mIoU {pct(trained, unit='%')} after its final training" if is_number(trained) else ""
     measured, vs = net.get("measured_ms"), net.get("latency_vs_target")
+    if is_number(measured) and not is_number(vs):
+        return f"Found network {name}: {_ms(measured)} ms measured (no latency target){accuracy}.", True
     if not is_number(measured) or not is_number(vs):
         return f"Found network {name}: predicted {_ms(net.get('predicted_ms'))} ms{accuracy}.", True
     text = f"Found network {name}: {_ms(measured)} ms measured against the {_ms(target_ms, '.4g')} ms target " \
