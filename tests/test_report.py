@@ -184,7 +184,7 @@ def test_search_report(runs):
     assert sum(a.startswith("val image") for a in alts) == 1
     assert "random / multires" in section(html, "summary") and "method: random" in section(html, "settings")
     assert re.search(r"<h1>Search: random / multires on synthetic(, target [\d.]+ ms)? \(", html)
-    assert re.search(r"final training of arch</td><td>\d+ s, 2 steps<", section(html, "summary"))
+    assert re.search(r"final training of arch</td><td>\d+ s, \d+ steps<", section(html, "summary"))
     # the answer first: the found network's measured latency against the target, in words
     verdict = html.split('class="verdict', 1)[1].split("</p>", 1)[0]
     assert "Found network arch:" in verdict and "ms measured against the" in verdict
