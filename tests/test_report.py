@@ -419,3 +419,17 @@ def test_the_comparison_verdict_in_the_corner_cases():
     assert "is 1.00 val mIoU points below (within the seeds' spread)" in text
     text, _ = search_verdict("arch", {"measured_ms": 4.0, "latency_vs_target": None}, None)
     assert text == "Found network arch: 4.00 ms measured (no latency target)."
+
+
+def test_classes_no_compared_network_segments_are_named(tmp_path):
+    from segnas.report.html import HtmlDocument
+    from segnas.report.html_report import _compare_summary
+    from segnas.report.runfiles import RunFiles
+
+    rows = [{"name": n, "kind": k, "val_miou_mean": 0.4, "latency_ms": 1.0, "latency_vs_target": -0.5,
+             "per_class_iou": {"Road": 0.9, "Pole": 0.0, "Sign": 0.0 if n == "a" else 0.1}}
+            for n, k in (("a", "method"), ("z", "zoo"))]
+    doc = HtmlDocument("t")
+    doc.section("Summary", "summary")
+    _compare_summary(doc, RunFiles(tmp_path, "compare", compare={"target_ms": 2.0, "rows": rows}))
+    assert "IoU 0 for every network: Pole (no network segments it under this training budget)." in doc.render()

@@ -247,6 +247,10 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
         nets = [n for n in means if means[n]]
         doc.table(["class", *nets], [[c, *(pct(means[n].get(c), unit="%") for n in nets)] for c in classes],
                   numeric=[False] + [True] * len(nets))
+        unlearned = [c for c in classes if nets and all(means[n].get(c) == 0 for n in nets)]
+        if unlearned:
+            doc.text(f"IoU 0 for every network: {', '.join(unlearned)} (no network segments "
+                     f"{'it' if len(unlearned) == 1 else 'them'} under this training budget).")
 
 
 def class_means(row: dict[str, Any]) -> dict[str, float | None]:
