@@ -433,3 +433,16 @@ def test_classes_no_compared_network_segments_are_named(tmp_path):
     doc.section("Summary", "summary")
     _compare_summary(doc, RunFiles(tmp_path, "compare", compare={"target_ms": 2.0, "rows": rows}))
     assert "IoU 0 for every network: Pole (no network segments it under this training budget)." in doc.render()
+
+
+def test_an_operator_has_one_colour_in_every_report():
+    from segnas.report.plots import latency_by_op_figure, op_colour
+
+    first = latency_by_op_figure({"a": {"conv": 1.0, "sep_conv": 0.5, "call overhead": 0.1}}, target_ms=2.0)
+    second = latency_by_op_figure({"b": {"sep_conv": 3.0, "conv": 0.2}})
+    for fig in (first, second):
+        bars = {c.get_label(): c.patches[0].get_facecolor() for c in fig.axes[0].containers}
+        assert bars["sep_conv"] == pytest.approx(op_colour("sep_conv"))
+        assert bars["conv"] == pytest.approx(op_colour("conv"))
+    assert op_colour("conv") != op_colour("sep_conv") and op_colour("call overhead") == "0.6"
+    assert [line.get_xdata()[0] for line in first.axes[0].lines] == [2.0]  # the target, within reach of the bars

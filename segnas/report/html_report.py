@@ -419,8 +419,11 @@ def _latency(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     first = next(iter(inputs.latency.values()))
     doc.text(f"Predicted from the operator latency table ({first.context}): each operator's entry plus one "
              "runtime call overhead, as every search predicts latency.")
-    doc.figure(latency_by_op_figure({n: b.by_op() for n, b in inputs.latency.items()}),
-               "latency per operator type", "predicted latency per operator type")
+    target = ((run.config.get("latency") or {}).get("target_ms") or (run.search_result or {}).get("target_ms")
+              or (run.compare or {}).get("target_ms"))
+    doc.figure(latency_by_op_figure({n: b.by_op() for n, b in inputs.latency.items()},
+                                    target_ms=target if is_number(target) else None),
+               "latency per operator type", "predicted latency per operator type (dashed: the target)")
     for name, b in inputs.latency.items():
         doc.heading(f"{name}: {b.total_ms:.3f} ms by the operator table (before the learned correction), "
                     f"{len(b.keys)} operators")

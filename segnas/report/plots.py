@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from segnas.nn.ops import OPS  # noqa: E402
+
 
 def training_curve_figure(history: list[dict[str, Any]], title: str = "") -> Figure:
     """Training loss and val mIoU against epoch."""
@@ -132,9 +134,19 @@ def candidates_figure(latency_ms: Sequence[float | None], scores: Sequence[float
     return fig
 
 
-def latency_by_op_figure(breakdowns: Mapping[str, Mapping[str, float]], title: str = "") -> Figure:
+def op_colour(op: str) -> Any:
+    """One colour per operator type in every report (its place among the registered operators; the
+    call overhead grey), so that a colour means the same operator from one page to the next."""
+    if op not in OPS:
+        return "0.6"
+    return plt.get_cmap("tab20")(sorted(OPS).index(op) % 20)
+
+
+def latency_by_op_figure(breakdowns: Mapping[str, Mapping[str, float]], title: str = "",
+                         target_ms: float | None = None) -> Figure:
     """Predicted latency per operator type: one horizontal bar per network, stacked by operator type
-    (the call overhead included as an entry when present), in ms."""
+    (the call overhead included as an entry when present), in ms; the target as a dashed line when
+    it is within twice the slowest bar."""
     ops: list[str] = []
     for parts in breakdowns.values():
         ops += [op for op in parts if op not in ops]
@@ -142,16 +154,17 @@ def latency_by_op_figure(breakdowns: Mapping[str, Mapping[str, float]], title: s
     ops.sort(key=lambda op: -totals[op])
     names = list(breakdowns)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(names) + 1.6))
-    cmap = plt.get_cmap("tab20")
     left = [0.0] * len(names)
-    for j, op in enumerate(ops):
+    for op in ops:
         widths = [breakdowns[n].get(op, 0.0) for n in names]
-        ax.barh(names, widths, left=left, color=cmap(j % 20), label=op, edgecolor="white", linewidth=0.5)
+        ax.barh(names, widths, left=left, color=op_colour(op), label=op, edgecolor="white", linewidth=0.5)
         left = [a + b for a, b in zip(left, widths)]
+    if target_ms and target_ms <= 2 * max(left, default=0.0):  # (a target far off the bars would squash them)
+        ax.axvline(target_ms, color="tab:red", linestyle="--", linewidth=1, label=f"target {target_ms:g} ms")
     ax.invert_yaxis()
     ax.set_xlabel("predicted latency (ms)")
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
