@@ -6,7 +6,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
 
 from segnas.errors import SegnasError
 
@@ -16,14 +15,14 @@ def _rounded(values: Sequence[float]) -> np.ndarray:
     return np.array([float(f"{v:.9g}") for v in values], dtype=np.float64)
 
 
-
 def tau_rho(values: Sequence[float], targets: Sequence[float]) -> tuple[float, float]:
     """(Kendall τ-b, Spearman ρ) of ``values`` against ``targets``; NaN when undefined."""
     v = _rounded(values)
     if not np.all(np.isfinite(v)) or np.ptp(v) == 0:
         return math.nan, math.nan
-    return float(kendalltau(v, targets).statistic), float(spearmanr(v, targets).statistic)
+    from scipy.stats import kendalltau, spearmanr  # (half a second to import: only when ranking)
 
+    return float(kendalltau(v, targets).statistic), float(spearmanr(v, targets).statistic)
 
 
 def rank_correlations(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
@@ -36,7 +35,6 @@ def rank_correlations(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     return {"kendall_tau": tau, "spearman_rho": rho, "n": len(a)}
 
 
-
 def split_indices(n: int, train_fraction: float = 0.5, seed: int = 0) -> tuple[list[int], list[int]]:
     """A seeded random split of ``range(n)`` into (train, held-out) positions, the training part
     ``round(train_fraction * n)`` long (at least 3)."""
@@ -45,7 +43,6 @@ def split_indices(n: int, train_fraction: float = 0.5, seed: int = 0) -> tuple[l
     order = np.random.default_rng(seed).permutation(n).tolist()
     n_train = max(3, int(round(train_fraction * n)))
     return order[:n_train], order[n_train:]
-
 
 
 def noise_ceiling_tau(seed_vs_seed_tau: float, runs: int = 1) -> float:

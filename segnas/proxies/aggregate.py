@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence, get_args
 
 import numpy as np
-from scipy.stats import rankdata
 from torch import nn
 
 from segnas.errors import SegnasError
@@ -52,6 +51,8 @@ def ranks(values: Sequence[float], *, lower_is_better: bool = False) -> np.ndarr
         raise SegnasError(f"ranks: expected a non-empty list of numbers, got shape {v.shape}")
     v = -v if lower_is_better else v.copy()
     v[np.isnan(v)] = -np.inf
+    from scipy.stats import rankdata  # (scipy.stats takes half a second to import: only when ranking)
+
     return rankdata(v, method="average")
 
 
