@@ -392,10 +392,10 @@ def _samples(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     names = list(s.samples[0].preds) if s.samples else []
     columns = " | ".join(["image", "ground truth", *(names if len(names) > 1 else ["prediction"])])
     doc.text(f"{columns} — {s.source}")
+    doc.swatches([(n, tuple(int(v) for v in s.palette[i])) for i, n in enumerate(s.class_names)])
     for sample in s.samples:
         strip = prediction_strip(sample.image, sample.truth, list(sample.preds.values()), s.palette)
         doc.image(rgb_png(display_size(strip)), sample.name, f"{sample.name}: {columns}")
-    doc.swatches([(n, tuple(int(v) for v in s.palette[i])) for i, n in enumerate(s.class_names)])
 
 
 def display_size(rgb: np.ndarray, min_height: int = 160, max_width: int = 1600) -> np.ndarray:
