@@ -44,14 +44,14 @@ def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
 
     kept = {id(r) for r in scored}
     missing = [str(r.get("name")) for r in rows if id(r) not in kept]
-    unscored = f" ({', '.join(missing)}: not both trained and measured)" if missing and scored else ""
+    unscored = f" Not both trained and measured: {', '.join(missing)}." if missing and scored else ""
     if not scored:
         return (f"No network was both trained and measured{f' ({len(rows)} failed or unmeasured)' if rows else ''}: "
                 "nothing to compare.", False)
     if not fits:
         fastest = min(scored, key=lambda r: r["latency_ms"])
-        return (f"No network runs within the {target} ms budget (+{tol}); the fastest is {told(fastest)}{unscored}.",
-                False)
+        return (f"No network runs within the {target} ms budget (+{tol}); the fastest is {told(fastest)}."
+                + unscored, False)
     best = max(fits, key=lambda r: r["val_miou_mean"])
     where = "in one session" if sessions == 1 else f"in {sessions} sessions on one machine"
     text = f"Most accurate within the {target} ms budget (measured at most {tol} over it, {where}): {told(best)}."
