@@ -446,3 +446,11 @@ def test_an_operator_has_one_colour_in_every_report():
         assert bars["conv"] == pytest.approx(op_colour("conv"))
     assert op_colour("conv") != op_colour("sep_conv") and op_colour("call overhead") == "0.6"
     assert [line.get_xdata()[0] for line in first.axes[0].lines] == [2.0]  # the target, within reach of the bars
+
+
+def test_a_predicted_latency_shows_the_tables_figure_then_the_corrected_one():
+    from segnas.report.html_report import predicted
+
+    assert predicted({"predicted_table_ms": 4.54, "predicted_ms": 3.53}) == "4.54 → 3.53"
+    assert predicted({"predicted_table_ms": 3.53, "predicted_ms": 3.53}) == "3.53"  # no correction applied
+    assert predicted({"predicted_ms": None}) == "-"

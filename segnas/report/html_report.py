@@ -190,10 +190,7 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
     for name, net in (res.get("networks") or {}).items():
         training = net.get("training") or {}
         vs = net.get("latency_vs_target")
-        predicted = _num(net.get("predicted_ms"))
-        if net.get("correction") and net.get("predicted_table_ms") is not None:
-            predicted = f"{_num(net['predicted_table_ms'])} → {predicted}"
-        rows.append((name, net.get("role"), predicted, _num(net.get("measured_ms")),
+        rows.append((name, net.get("role"), predicted(net), _num(net.get("measured_ms")),
                      signed_pct(vs),
                      _millions(net.get("params")), _num(net.get("gflops"), ".3f"),
                      pct(training.get("best_val_miou"), unit="%") if training else "not trained"))
@@ -206,6 +203,14 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
     if details:
         doc.heading(f"{res.get('method')} details")
         doc.table(("figure", "value"), [(k.replace("_", " "), _num(v, ".4g")) for k, v in details.items()])
+
+
+def predicted(net: dict[str, Any]) -> str:
+    """A found network's predicted latency: the table's, then the corrected one where a correction applied."""
+    table, best = net.get("predicted_table_ms"), net.get("predicted_ms")
+    if is_number(table) and is_number(best) and round(table, 2) != round(best, 2):
+        return f"{_num(table)} → {_num(best)}"
+    return _num(best) if is_number(best) else "-"
 
 
 def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
@@ -228,14 +233,15 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
                      + (f" + {gpu / 3600:.3f} GPU-h" if isinstance(gpu := r.get("train_gpu_seconds"), (int, float))
                         else ""),
                      len(r.get("seeds") or [])))
-    rows = [(*row[:7], {True: "yes", False: "no", None: "-"}[within_budget(r)], *row[7:])
+    rows = [(*row[:7], {True: "yes", False: "no", None: "-"}[within_budget(r)], predicted(r), *row[7:])
             for row, r in zip(rows, cmp.get("rows", []))]
     doc.table(("network", "kind", "status", "val mIoU (mean ± std)", "test mIoU", "latency ms", "vs target",
-               f"within budget (+{100 * TARGET_TOLERANCE:.0f}%)", "at its search ms", "params", "GFLOPs",
-               "search / train CPU-h", "seeds"), rows,
-              numeric=(False, False, False, True, True, True, True, False, True, True, True, True, True))
-    doc.text("latency ms: measured in the comparison's one interleaved session; at its search ms: a found "
-             "network measured at the end of its search, on the machine its latency table was made on (its "
+               f"within budget (+{100 * TARGET_TOLERANCE:.0f}%)", "predicted ms (table → corrected)",
+               "at its search ms", "params", "GFLOPs", "search / train CPU-h", "seeds"), rows,
+              numeric=(False, False, False, True, True, True, True, False, True, True, True, True, True, True))
+    doc.text("latency ms: measured in the comparison's one interleaved session; predicted ms: what the search "
+             "predicted for its network (the operator table, then its learned correction); at its search ms: a "
+             "found network measured at the end of its search, on the machine its latency table was made on (its "
              f"status says whether it landed within ±{100 * TARGET_TOLERANCE:.0f}% of the target there).")
     classes: list[str] = []
     means: dict[str, dict[str, float | None]] = {}
