@@ -49,14 +49,18 @@ class SplitReport:
     classes: frozenset[int] | None = None  # the train ids its masks hold, and IGNORE_INDEX (None: not read)
     class_names: tuple[str, ...] = ()
 
+    def absent_classes(self) -> list[str]:
+        """The declared classes no mask of this split holds, as ``'name' (id)`` (none when its masks
+        were not read)."""
+        if self.classes is None:
+            return []
+        return [f"{name!r} ({c})" for c, name in enumerate(self.class_names) if c not in self.classes]
+
     def note_unscored_classes(self, echo: Echo) -> None:
         """Say which declared classes no mask of this split holds: a mean IoU over it leaves such a
         class out, unless a network predicts it somewhere (its IoU is then 0, the usual definition)."""
-        if self.classes is None or not self.class_names:
-            return
-        missing = [f"{self.class_names[c]!r} ({c})" for c in range(len(self.class_names)) if c not in self.classes]
-        it = "it" if len(missing) == 1 else "them"
-        if missing:
+        if missing := self.absent_classes():
+            it = "it" if len(missing) == 1 else "them"
             echo(f"note: no {self.split} mask holds class(es) {', '.join(missing)}: mIoU leaves {it} out where no "
                  f"pixel is predicted as {it}, and counts an IoU of 0 where some are")
 
@@ -93,7 +97,7 @@ class DataReport:
                    if IGNORE_INDEX in report.classes else "there is nothing to tell apart")
             raise SegnasError(f"{report.name}: the {cfg.train_split} masks hold pixels of fewer than two classes "
                               f"(held: {held}); {why}")
-        missing = [f"{names[c]!r} ({c})" for c in range(len(names)) if c not in report.classes]
+        missing = report.absent_classes()
         if missing and echo is not None:
             echo(f"note: no {cfg.train_split} mask holds class(es) {', '.join(missing)}: the network cannot learn "
                  f"{'it' if len(missing) == 1 else 'them'}")

@@ -125,13 +125,12 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
     return settings
 
 
-def check_searches(cfg: CompareSettings, methods: dict[str, dict[str, Any]], echo: Echo) -> None:
-    """Every method's search checked as it will run (``prepare_search``: its space, proxy,
-    evaluator, supernet, Ray) before any of them starts, so that one failing on its input is refused
-    now, named, not after the others have searched. A target a method's space cannot meet is not
-    refused: that method's row will say so, and the others go on."""
-    for label, own in methods.items():
-        settings = search_settings(cfg, label, own, Path(cfg.out_dir))
+def check_searches(searches: dict[str, SearchSettings], echo: Echo) -> None:
+    """Every method's search (its settings by label) checked as it will run (``prepare_search``:
+    its space, proxy, evaluator, supernet, Ray) before any of them starts, so that one failing on
+    its input is refused now, named, not after the others have searched. A target a method's space
+    cannot meet is not refused: that method's row will say so, and the others go on."""
+    for label, settings in searches.items():
         try:
             prepare_search(settings, get_strategy(settings.method)(), lambda line, at=label: echo(f"{at}: {line}"),
                            check_data=False, calibrate=False)
@@ -849,8 +848,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         raise SegnasError("data.val_split: a comparison scores every network on the validation split; name it")
     validate_dataset(cfg.data, cfg.progress, echo)
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
-    for method, own in methods.items():
-        search_settings(cfg, method, own, Path(cfg.out_dir), new=resume is None)
+    checked = {m: search_settings(cfg, m, own, Path(cfg.out_dir), new=resume is None) for m, own in methods.items()}
     test = test_split(cfg, echo)
     num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                                 **cfg.data.options).num_classes
@@ -862,7 +860,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     if cfg.executor == "ray":
         check_ray(cfg.workers, cfg.ray_address, job_resources(cfg))
     if resume is None:
-        check_searches(cfg, methods, echo)
+        check_searches(checked, echo)
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")

@@ -50,7 +50,8 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
                                    "no sample predictions."]
     else:
         sets, notes = [], inputs.notes.setdefault("samples", [])
-        for name, checkpoint in checkpoints.items():  # each network on its own: one that fails is named
+        # each network on its own (one that fails is named); without samples, the best one only
+        for name, checkpoint in list(checkpoints.items())[:None if samples else 1]:
             try:
                 model, classes, loaded, weights = load_trained(checkpoint)
                 state = state or loaded  # the first (best) network's: class names, latency breakdowns

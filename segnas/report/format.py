@@ -12,6 +12,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def num(value: Any, fmt: str = ".2f") -> str:
+    """A number in ``fmt``; ``-`` for a missing or non-finite one."""
+    return format(value, fmt) if is_number(value) else "-"
+
+
 def pct(value: Any, std: Any = None, unit: str = "") -> str:
     """A fraction as a percentage with two decimals (``0.6123`` → ``61.23``), with ``± std`` when
     given, then ``unit``; ``-`` for a missing or non-finite value."""

@@ -6,7 +6,6 @@ latency table comes in through ``ReportInputs`` (``segnas.jobs.report`` builds i
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from segnas.report.breakdown import LatencyBreakdown
 from segnas.report.draw import prediction_strip
 from segnas.report.html import HtmlDocument, rgb_png
 from segnas.config.compare import TARGET_TOLERANCE
-from segnas.report.format import is_number, pct, signed_pct
+from segnas.report.format import is_number, num, pct, signed_pct
 from segnas.report.pareto import pareto_figure, pareto_front, plottable
 from segnas.report.plots import candidates_figure, latency_by_op_figure, search_curves_figure, training_curve_figure
 from segnas.report.runfiles import RunFiles
@@ -68,9 +67,8 @@ class ReportInputs:
 
 
 def _num(v: Any, fmt: str = ".2f") -> str:
-    if isinstance(v, bool) or v is None:
-        return "-" if v is None else str(v)
-    return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
+    """``format.num`` for numbers; any other value (a method's text figure, a flag) as its text."""
+    return num(v, fmt) if is_number(v) or v is None else str(v)
 
 
 def _millions(v: Any) -> str:
@@ -95,9 +93,7 @@ def page_title(run: RunFiles) -> str:
     """What the run is, in the page's title: the method and space, data and target; the run's folder."""
     data = (run.config.get("data") or {}).get("name") or ((run.compare or {}).get("settings") or {}).get(
         "data", {}).get("name", "?")
-    target = ((run.config.get("latency") or {}).get("target_ms") or (run.search_result or {}).get("target_ms")
-              or (run.compare or {}).get("target_ms"))
-    at = f", target {_num(target, '.4g')} ms" if is_number(target) else ""
+    at = f", target {_num(run.target_ms, '.4g')} ms" if is_number(run.target_ms) else ""
     if run.kind == "compare":
         what = f"Comparison on {data}{at}"
     elif run.kind == "search":
@@ -297,8 +293,7 @@ def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
         if run.candidates:
             scores = [c.score for c in run.candidates]
             found = next((i for i, c in enumerate(run.candidates) if c.arch and _same_arch(c.arch, run)), None)
-            target = (run.search_result or {}).get("target_ms") or ((run.config.get("latency") or {}).get("target_ms"))
-            doc.figure(candidates_figure([c.latency_ms for c in run.candidates], scores, target, found),
+            doc.figure(candidates_figure([c.latency_ms for c in run.candidates], scores, run.target_ms, found),
                        "candidates", f"{len(run.candidates)} evaluated candidates (candidates.jsonl)")
             shown = True
         for name, final in run.finals.items():
@@ -425,10 +420,8 @@ def _latency(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     first = next(iter(inputs.latency.values()))
     doc.text(f"Predicted from the operator latency table ({first.context}): each operator's entry plus one "
              "runtime call overhead, as every search predicts latency.")
-    target = ((run.config.get("latency") or {}).get("target_ms") or (run.search_result or {}).get("target_ms")
-              or (run.compare or {}).get("target_ms"))
     doc.figure(latency_by_op_figure({n: b.by_op() for n, b in inputs.latency.items()},
-                                    target_ms=target if is_number(target) else None),
+                                    target_ms=run.target_ms if is_number(run.target_ms) else None),
                "latency per operator type", "predicted latency per operator type (dashed: the target)")
     for name, b in inputs.latency.items():
         doc.heading(f"{name}: {b.total_ms:.3f} ms by the operator table (before the learned correction), "

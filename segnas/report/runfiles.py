@@ -50,6 +50,12 @@ class RunFiles:
         return self.path.name
 
     @property
+    def target_ms(self) -> Any:
+        """The latency target the run searched or compared for (its result's, else its settings'), if any."""
+        return ((self.search_result or {}).get("target_ms") or (self.compare or {}).get("target_ms")
+                or (self.config.get("latency") or {}).get("target_ms"))
+
+    @property
     def found_key(self) -> str | None:
         """The canonical key of the found architecture (``arch.json``), to mark it among candidates."""
         return arch_key(self.arch["arch"]) if self.arch and isinstance(self.arch.get("arch"), dict) else None

@@ -7,11 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from segnas.config.compare import TARGET_TOLERANCE
-from segnas.report.format import is_number, pct, signed_pct
-
-
-def _ms(value: Any, fmt: str = ".2f") -> str:
-    return format(value, fmt) if is_number(value) else "-"
+from segnas.report.format import is_number, num, pct, signed_pct
 
 
 def within_budget(row: dict[str, Any]) -> bool | None:
@@ -26,7 +22,7 @@ def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
     how the best network of the other kind (searched or hand-designed) stands against it, within the
     budget or not; or that no network runs within it, or that none was both scored and measured.
     Returns the sentence and whether a network runs within the budget."""
-    target, tol = _ms(cmp.get("target_ms"), ".4g"), f"{100 * TARGET_TOLERANCE:.0f}%"
+    target, tol = num(cmp.get("target_ms"), ".4g"), f"{100 * TARGET_TOLERANCE:.0f}%"
     rows = cmp.get("rows", [])
     scored = [r for r in rows if is_number(r.get("val_miou_mean")) and is_number(r.get("latency_ms"))]
     fits = [r for r in scored if within_budget(r)]
@@ -40,7 +36,7 @@ def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
         ok = sum(s.get("status", "ok") == "ok" for s in seeds)
         partial = f"; {ok} of {len(seeds)} seeds trained" if ok < len(seeds) else ""
         return (f"{r.get('name')} ({r.get('kind')}): val mIoU {pct(r['val_miou_mean'], unit='%')}{unseen} at "
-                f"{_ms(r.get('latency_ms'))} ms ({signed_pct(r.get('latency_vs_target'))}{partial})")
+                f"{num(r.get('latency_ms'))} ms ({signed_pct(r.get('latency_vs_target'))}{partial})")
 
     kept = {id(r) for r in scored}
     missing = [str(r.get("name")) for r in rows if id(r) not in kept]
@@ -78,10 +74,10 @@ def search_verdict(name: str, net: dict[str, Any], target_ms: Any) -> tuple[str,
     accuracy = f", val mIoU {pct(trained, unit='%')} after its final training" if is_number(trained) else ""
     measured, vs = net.get("measured_ms"), net.get("latency_vs_target")
     if is_number(measured) and not is_number(vs):
-        return f"Found network {name}: {_ms(measured)} ms measured (no latency target){accuracy}.", True
+        return f"Found network {name}: {num(measured)} ms measured (no latency target){accuracy}.", True
     if not is_number(measured) or not is_number(vs):
-        return f"Found network {name}: predicted {_ms(net.get('predicted_ms'))} ms{accuracy}.", True
-    text = f"Found network {name}: {_ms(measured)} ms measured against the {_ms(target_ms, '.4g')} ms target " \
+        return f"Found network {name}: predicted {num(net.get('predicted_ms'))} ms{accuracy}.", True
+    text = f"Found network {name}: {num(measured)} ms measured against the {num(target_ms, '.4g')} ms target " \
            f"({signed_pct(vs)}){accuracy}."
     if vs > TARGET_TOLERANCE:
         text += " It runs over the target: search again with a lower target (or check the host was quiet)."
