@@ -314,6 +314,7 @@ def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, 
         segment.colorize(np.zeros((4, 4), np.float32))
     with pytest.raises(SegnasError, match="mask: class id 200, but the network has 11 classes"):
         segment.colorize(np.full((4, 4), 200, np.uint8))
+    assert segment.colorize(np.full((4, 4), 255, np.uint8)).shape == (4, 4, 3)  # ignored pixels: drawn, not refused
     with pytest.raises(SegnasError, match="image: expected a uint8 HxWx3 RGB array"):
         segment(torch.rand(48, 64, 3, requires_grad=True))
 

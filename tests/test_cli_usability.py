@@ -459,3 +459,14 @@ def test_a_setting_that_holds_a_name_or_a_file_is_saved_absolute_only_when_it_is
                                               "latency": {"target_ms": 5, "size": [48, 64]},
                                               "measure_probe": "probe.json"})
     assert saved_form(compare)["measure_probe"] == str(tmp_path / "probe.json")
+
+
+def test_one_setting_given_twice_in_one_form_or_another_is_taken_and_two_values_are_refused():
+    from segnas.cli.main import parse_overrides
+    from segnas.errors import SegnasError
+
+    assert parse_overrides(["optim.lr=1e-2", "optim.lr=0.01"]) == {"optim.lr": 0.01}
+    assert parse_overrides(["data.crop_size=48x64", "data.crop_size=48 x 64"])["data.crop_size"] == "48 x 64"
+    assert parse_overrides(["loss.x=nan", "loss.x=nan"]) == {"loss.x": "nan"}  # (nan is not equal to itself)
+    with pytest.raises(SegnasError, match="--set optim.lr: given twice"):
+        parse_overrides(["optim.lr=0.1", "optim.lr=0.2"])

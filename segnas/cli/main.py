@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -87,9 +88,10 @@ def _comparable(value: Any) -> Any:
         return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return value
+        return number if math.isfinite(number) else value  # ("nan" equals "nan" as text, not as a number)
     return tuple(value) if isinstance(value, list) else value
 
 

@@ -46,7 +46,7 @@ from segnas.engine.rundir import best_checkpoint
 from segnas.errors import SegnasError, TargetOutOfReach
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
-from segnas.jobs.search import latency_probe, make_settings, prepare_search, search_job
+from segnas.jobs.search import finished_search, latency_probe, make_settings, prepare_search, search_job
 from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
@@ -202,9 +202,8 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
     folder = Path(item["folder"])
     run = latest_run(folder)
     try:
-        if run is not None and (run / "search_result.json").is_file():
-            summary = {**json.loads((run / "search_result.json").read_text()), "run_dir": str(run)}
-        else:
+        summary = finished_search(run) if run is not None else None
+        if summary is None:
             # a search continued takes the comparison's settings of where it computes (data.root, device, ...)
             summary = search_job(make_settings(item["method"], item["settings"]), resume=run)
     except SegnasError as exc:

@@ -14,8 +14,8 @@ from PIL import Image
 from segnas.config.train import options_data
 from segnas.data import build_dataset, eval_transforms, validate_split
 from segnas.cost.memory import check_inference_size
-from segnas.data.base import (IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb, list_images,
-                               read_image)
+from segnas.data.base import (IGNORE_INDEX, IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb,
+                               list_images, read_image)
 from segnas.data.transforms import Normalize
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
@@ -162,8 +162,10 @@ class Segmenter:
         mask = np.asarray(mask)
         if mask.ndim != 2 or mask.dtype.kind not in "ui":
             raise SegnasError(f"mask: expected an HxW array of class ids, got shape {mask.shape} and dtype {mask.dtype}")
-        if mask.size and int(mask.max()) >= len(self.classes.names):
-            raise SegnasError(f"mask: class id {int(mask.max())}, but the network has {len(self.classes.names)} classes")
+        ids = mask[mask != IGNORE_INDEX]  # (ignored pixels are drawn black, as colorize draws them)
+        if ids.size and int(ids.max()) >= len(self.classes.names):
+            raise SegnasError(f"mask: class id {int(ids.max())}, but the network has {len(self.classes.names)} "
+                              "classes")
         return colorize(mask, self.classes.palette())
 
     @staticmethod

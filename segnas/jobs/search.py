@@ -205,6 +205,16 @@ def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency:
     return ctx
 
 
+#: A finished search's summary, in its run directory (the schema: the module's docstring).
+RESULT_FILE = "search_result.json"
+
+
+def finished_search(run_path: Path) -> dict[str, Any] | None:
+    """A finished search's summary plus its ``run_dir``; None while the search has not finished."""
+    path = run_path / RESULT_FILE
+    return {**json.loads(path.read_text()), "run_dir": str(run_path)} if path.is_file() else None
+
+
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
                latency: LatencyModel | None = None, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; returns the summary written to
@@ -215,15 +225,15 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     echo = notes.wrap(told)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
     cfg, run = start_job(cls, settings, resume, "search", changes)
-    if run is not None and (run.path / "search_result.json").is_file():  # nothing left to do: not timed again
-        echo(f"{run.path}: this search has finished; its result: {run.path / 'search_result.json'}")
-        return {**json.loads((run.path / "search_result.json").read_text()), "run_dir": str(run.path)}
+    if run is not None and (finished := finished_search(run.path)) is not None:  # nothing left: not timed again
+        echo(f"{run.path}: this search has finished; its result: {run.path / RESULT_FILE}")
+        return finished
     strategy = get_strategy(cfg.method)()
     ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None)
     latency = ctx.latency
     ctx.run = open_run(cfg, run)
     echo = ctx.echo = notes.wrap(logged(told, ctx.run))  # what the search prints, its log.txt keeps too
-    done = ctx.run.path / "search_result.json"
+    done = ctx.run.path / RESULT_FILE
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
     clock = SearchClock(ctx.run)
     try:

@@ -236,6 +236,13 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
         path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
         ray.init(num_cpus=max(workers, math.ceil(workers * resources.cpus)), include_dashboard=False,
                  ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        # (a local Ray only: a cluster may grow, an autoscaler adds the nodes its tasks ask for)
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
+            ray.shutdown()
+            held = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "none"
+            raise SegnasError(f"task_cpus {resources.cpus:g}, task_gpus {resources.gpus:g}: the local Ray cannot hold "
+                              f"one evaluation (it has {held})")
     elif started:
         unreachable = no_answer(address)
         if unreachable:  # Ray itself would retry for minutes before it gives up
@@ -246,13 +253,6 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SegnasError(f"ray_address: cannot connect to a Ray cluster at {address!r} "
                               f"({' '.join(str(exc).split())[:200]})") from None
-    if address is None and started:  # (a cluster may grow: an autoscaler adds the nodes its tasks ask for)
-        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-        if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
-            ray.shutdown()
-            held = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "none"
-            raise SegnasError(f"task_cpus {resources.cpus:g}, task_gpus {resources.gpus:g}: the local Ray cannot hold "
-                              f"one evaluation (it has {held})")
     return started
 
 

@@ -54,8 +54,8 @@ def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str, ctx: SearchCont
     check_proxy_images(ps.proxy, images, ps.batch_size, f"{where}.images")
     if ctx is None:
         return
-    # (forward passes take at most 4 images: ProxyEvaluatorSettings.batch_size)
-    check_inference_size(proxy_size(ps, seen), ctx.num_classes, f"{where}.size", min(4, ps.batch_size, images))
+    # (a batch's statistics are frozen by one forward pass over it: proxies.common.freeze_batch_stats)
+    check_inference_size(proxy_size(ps, seen), ctx.num_classes, f"{where}.size", min(ps.batch_size, images))
     data = ctx.settings.data
     try:
         held = len(build_dataset(data.name, data.root, ps.split, None, cache=False, **data.options))

@@ -98,21 +98,19 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
         atomic_write_text(run.path / INIT_RECORD, json.dumps(init))
         run.log(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}")
     classes = {"names": list(train_set.classes.names), "colors": [list(c) for c in train_set.classes.colors]}
-    if weights is not None:
-        message = "loss.class_weights (median frequency): " + ", ".join(
-            f"{name} {w:.3g}" for name, w in zip(train_set.classes.names, weights))
-        if run.main:
-            run.log(message)
+
+    def tell(message: str) -> None:  # in the run's log (rank 0: ``RunDir.log``) and on the terminal
+        run.log(message)
         if echo:
             echo(message)
+
+    if weights is not None:
+        tell("loss.class_weights (median frequency): " + ", ".join(
+            f"{name} {w:.3g}" for name, w in zip(train_set.classes.names, weights)))
         cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
     if cfg.max_steps is not None and cfg.optim.warmup_iters >= cfg.max_steps:
-        note = (f"note: the {cfg.max_steps}-step budget ends within the learning rate's {cfg.optim.warmup_iters}-step "
-                "warm-up (optim.warmup_iters): the rate never reaches optim.lr; train longer or shorten the warm-up")
-        if run.main:
-            run.log(note)
-        if echo:
-            echo(note)
+        tell(f"note: the {cfg.max_steps}-step budget ends within the learning rate's {cfg.optim.warmup_iters}-step "
+             "warm-up (optim.warmup_iters): the rate never reaches optim.lr; train longer or shorten the warm-up")
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
     if not trainer.resume_if_possible():
         if resume is not None and echo is not None:
