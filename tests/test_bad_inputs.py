@@ -321,7 +321,7 @@ CLI_CASES = [
                                       "random.evaluator.proxy.images=9"],
      "random.evaluator.proxy.images: 9 images, but split 'train' holds 6; set random.evaluator.proxy.images to 6"),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "saswot.scoring.size=[100000, 100000]"],
-     "saswot.scoring.size: a forward pass of 4 × 100000x100000"),
+     "saswot.scoring.size: a forward pass of 8 × 100000x100000"),
     (["proxy", "score", "fast_scnn", "--data", "synthetic", "--images", "300"], "--images: 300 images, but the split holds 256"),
     (["export", "fast_scnn", "--out", "{tmp}/m.pt", "--format", "torchscript", "--dynamic", "--size", "32x48"],
      "--dynamic"),
