@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 from pydantic import BaseModel
 
-from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model
+from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model, with_sets
 from segnas.config.recipes import load_recipe
 from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import best_checkpoint, release_all
@@ -32,8 +32,6 @@ from segnas.progress import Echo
 from segnas.training import check_resumable
 from segnas.training.start import run_kind
 
-#: ``compare``'s options, passed on to ``compare_job``.
-COMPARE_OPTIONS = frozenset({"device", "workers", "measure", "measure_now", "rerun", "any_machine"})
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,14 +170,31 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     from segnas.config.compare import CompareSettings
     from segnas.jobs.compare import compare_job
 
-    unknown = sorted(set(options) - COMPARE_OPTIONS)
+    known = compare_options()
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are {', '.join(sorted(COMPARE_OPTIONS))}")
+        raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are {', '.join(sorted(known))}")
     if isinstance(options.get("rerun"), str):
         options["rerun"] = [options["rerun"]]
     values = dotted(CompareSettings, settings)
+    execution = {k: v for k, v in options.items() if k in EXECUTION_SETTINGS and v is not None}
+    with_sets(execution, {k: f"{k}={v!r}" for k, v in execution.items()}, values, given_as="settings")
     cfg = job_settings(CompareSettings, config, values, resume, source="settings", names=ARGUMENT_NAMES)
     return compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options)
+
+
+#: ``compare``'s options that are also settings of the comparison (the option wins: the two must agree).
+EXECUTION_SETTINGS = ("device", "workers")
+
+
+def compare_options() -> frozenset[str]:
+    """``compare``'s options: ``compare_job``'s keyword-only arguments, but the resumed settings."""
+    import inspect
+
+    from segnas.jobs.compare import compare_job
+
+    return frozenset(name for name, p in inspect.signature(compare_job).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "changes")
 
 
 def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECKPOINT, bf16: bool = False,

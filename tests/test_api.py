@@ -306,8 +306,13 @@ def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, 
         api.train({**TINY, "out_dir": str(tmp_path), "optim.lr": 0.1, "optim": {"lr": 0.2}})
     with pytest.raises(SegnasError, match=r"settings: optim\.schedule\.x: unknown setting: optim\.schedule takes a value"):
         api.train({**TINY, "out_dir": str(tmp_path), "optim": {"schedule.x": 1}})
-    with pytest.raises(SegnasError, match="compare: unknown option 'foo'"):
+    with pytest.raises(SegnasError, match="compare: unknown option 'foo'; the options are any_machine, device, "
+                                          "measure, measure_now, rerun, workers"):
         api.compare({}, foo=1)
+    with pytest.raises(SegnasError, match="device='cuda' and settings device='cpu': two values for device"):
+        api.compare({"device": "cpu", "out_dir": str(tmp_path)}, device="cuda")
+    with pytest.raises(SegnasError, match="workers=2 and settings workers=3: two values for workers"):
+        api.compare({"workers": 3, "out_dir": str(tmp_path)}, workers=2)
     assert not list(tmp_path.iterdir())
     segment = api.load(trained.run_dir)
     with pytest.raises(SegnasError, match="mask: expected an HxW array of class ids"):

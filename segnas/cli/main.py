@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import typer
 import yaml
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
 from segnas.errors import SegnasError
 
 def command_group(help: str, **options: Any) -> typer.Typer:
@@ -59,10 +59,6 @@ def echo(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
-#: An "HxW" size given to --set.
-SIZE_TEXT = re.compile(r"\d+\s*x\s*\d+", re.IGNORECASE)
-
-
 def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
     """``key.path=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
     out: dict[str, Any] = {}
@@ -75,35 +71,10 @@ def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
             parsed = value.strip() if SIZE_TEXT.fullmatch(value.strip()) else yaml.safe_load(value)
         except yaml.YAMLError:
             raise SegnasError(f"{option} {key}: cannot read the value {value!r} (YAML)") from None
-        if key in out and _comparable(out[key]) != _comparable(parsed):
+        if key in out and comparable_value(out[key]) != comparable_value(parsed):
             raise SegnasError(f"{option} {key}: given twice, {out[key]!r} and {parsed!r}; give it once")
         out[key] = parsed
     return out
-
-
-def _comparable(value: Any) -> Any:
-    """A size as text ("48x64") or as a pair ([48, 64]), a number as text ("1e-2", which YAML reads
-    as text) or as a number, in one form; any other value as it is."""
-    if isinstance(value, str) and SIZE_TEXT.fullmatch(value.strip()):
-        return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value  # ("nan" equals "nan" as text, not as a number)
-    return tuple(value) if isinstance(value, list) else value
-
-
-def with_sets(overrides: dict[str, Any], flags: Mapping[str, str], sets: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` (settings the options gave; ``flags``: setting -> the option that gave it alone)
-    with the ``--set`` values on top; a setting an option and ``--set`` give different values is
-    refused. (An option that sets several settings, such as a search's ``--size``, may be refined by
-    ``--set`` of one of them: leave those out of ``flags``.)"""
-    for key, value in sets.items():
-        if key in flags and key in overrides and _comparable(overrides[key]) != _comparable(value):
-            raise SegnasError(f"{flags[key]} and --set {key}={value}: two values for {key}; give one of them")
-    return {**overrides, **sets}
 
 
 def use_threads(threads: int | None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
@@ -198,6 +200,38 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for key, value in over.items():
         out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+#: An "HxW" size given as text (to --set, or in a settings file).
+SIZE_TEXT = re.compile(r"\d+\s*x\s*\d+", re.IGNORECASE)
+
+
+def comparable_value(value: Any) -> Any:
+    """A size as text ("48x64") or as a pair ([48, 64]), a number as text ("1e-2", which YAML reads
+    as text) or as a number, in one form; any other value as it is."""
+    if isinstance(value, str) and SIZE_TEXT.fullmatch(value.strip()):
+        return tuple(int(v) for v in re.split(r"\s*x\s*", value.strip().lower()))
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value  # ("nan" equals "nan" as text, not as a number)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def with_sets(overrides: dict[str, Any], flags: Mapping[str, str], sets: Mapping[str, Any],
+              given_as: str = "--set") -> dict[str, Any]:
+    """``overrides`` (settings the options gave; ``flags``: setting -> the option that gave it alone)
+    with the ``sets`` values (``--set``, or a Python caller's ``settings``: ``given_as``) on top; a
+    setting an option and ``sets`` give different values is refused. (An option that sets several
+    settings, such as a search's ``--size``, may be refined by ``--set`` of one of them: leave those
+    out of ``flags``.)"""
+    for key, value in sets.items():
+        if key in flags and key in overrides and comparable_value(overrides[key]) != comparable_value(value):
+            shown = value if given_as == "--set" else repr(value)  # (--set's values as typed)
+            raise SegnasError(f"{flags[key]} and {given_as} {key}={shown}: two values for {key}; give one of them")
+    return {**overrides, **sets}
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
