@@ -328,6 +328,10 @@ def test_a_budget_within_the_warm_up_is_noted(tmp_path):
     said: list[str] = []
     api.train({**TINY, "out_dir": str(tmp_path)}, recipe="cpu-short", echo=said.append)  # 2 steps, a 100-step warm-up
     assert any("the 2-step budget ends within the learning rate's 100-step warm-up" in line for line in said)
+    said.clear()  # an epoch budget: 8 images in batches of 4, 2 steps
+    api.train({**TINY, "max_steps": None, "epochs": 1, "data.batch_size": 4, "optim.warmup_iters": 5,
+               "out_dir": str(tmp_path)}, echo=said.append)
+    assert any("the 2-step budget ends within the learning rate's 5-step warm-up" in line for line in said)
     said.clear()
     api.train({**TINY, "out_dir": str(tmp_path)}, echo=said.append)  # no warm-up
     assert not any("warm-up" in line for line in said)

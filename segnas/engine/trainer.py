@@ -208,6 +208,13 @@ class Trainer:
         for images, masks in self._loader(torch.Generator().manual_seed(self.cfg.seed + 7919)):
             yield self.place.batch(images, masks)[0]
 
+    def planned_steps(self, loader: DataLoader | None = None) -> int | None:
+        """The optimizer steps the epoch and step budgets allow (the fewer); None: a time budget alone."""
+        cfg = self.cfg
+        steps_per_epoch = max(len(loader or self._loader()) // cfg.accumulate_batches, 1)  # (checked: it fits)
+        planned = [n for n in (cfg.epochs and cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
+        return min(planned) if planned else None
+
     def _progress(self, steps_total: int) -> float:
         p = self.loop.step / max(steps_total, 1)
         if self.cfg.time_budget_min:
@@ -287,9 +294,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.cfg
         loader = self._loader()
-        # cfg.epochs None: until the time or step budget (a time-only budget drives the LR by time)
-        steps_per_epoch = max(len(loader) // cfg.accumulate_batches, 1)  # (train_job checks that it fits)
-        steps_total = min(cfg.epochs * steps_per_epoch if cfg.epochs else 2**62, cfg.max_steps or 2**62)
+        steps_total = self.planned_steps(loader) or 2**62  # (a time-only budget drives the LR by time)
         loop = self.loop
         with progress_bar(cfg.progress and self.dist.is_main) as bar:
             while not self.finished and (cfg.epochs is None or loop.epoch < cfg.epochs):

@@ -108,10 +108,11 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
         tell("loss.class_weights (median frequency): " + ", ".join(
             f"{name} {w:.3g}" for name, w in zip(train_set.classes.names, weights)))
         cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"class_weights": weights})})
-    if cfg.max_steps is not None and cfg.optim.warmup_iters >= cfg.max_steps:
-        tell(f"note: the {cfg.max_steps}-step budget ends within the learning rate's {cfg.optim.warmup_iters}-step "
-             "warm-up (optim.warmup_iters): the rate never reaches optim.lr; train longer or shorten the warm-up")
     trainer = Trainer(model, train_set, val_set, cfg, run, spec, classes, teacher, echo)
+    steps = trainer.planned_steps()
+    if steps is not None and cfg.optim.warmup_iters >= steps:
+        tell(f"note: the {steps}-step budget ends within the learning rate's {cfg.optim.warmup_iters}-step "
+             "warm-up (optim.warmup_iters): the rate never reaches optim.lr; train longer or shorten the warm-up")
     if not trainer.resume_if_possible():
         if resume is not None and echo is not None:
             echo(f"{resume}: no checkpoint yet (the run was stopped before its first one): training from the start")
