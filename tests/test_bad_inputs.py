@@ -154,6 +154,11 @@ def _duplicate_key(tmp_path):
     (tmp_path / "dup.yaml").write_text("optim:\n  lr: 0.001\nepochs: 1\noptim:\n  momentum: 0.8\n")
 
 
+def _list_files(tmp_path):
+    for name in ("list.yaml", "list_recipe.yaml"):
+        (tmp_path / name).write_text("- optim.lr: 0.1\n")
+
+
 def _other_method_file(tmp_path):
     (tmp_path / "s1.yaml").write_text("method: saswot\n")
 
@@ -206,6 +211,10 @@ CLI_CASES = [
                                                         "loss.label_smoothing?)"),
     (["train"] + SYN + ["-c", "{tmp}/dup.yaml"], "dup.yaml: line 4 invalid YAML (key 'optim' given twice",
      _duplicate_key),
+    (["train"] + SYN + ["-c", "{tmp}/list.yaml"], "list.yaml: expected a mapping of settings (key: value lines) at "
+                                                  "the top level", _list_files),
+    (["train"] + SYN + ["--recipe", "{tmp}/list_recipe.yaml"], "list_recipe.yaml: expected a mapping of settings",
+     _list_files),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "-c", "{tmp}/s1.yaml"], "method: saswot, but this is",
      _other_method_file),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--set", "saswot.space_options={layers: 1}"],

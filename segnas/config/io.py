@@ -153,6 +153,17 @@ def parse_yaml(text: str, path: str | Path) -> Any:
         raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The settings a YAML file holds (a settings file, a recipe, a run's config.yaml): an empty
+    file holds none; SegnasError naming the file when its top level is not a mapping."""
+    data = read_yaml(Path(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SegnasError(f"{path}: expected a mapping of settings (key: value lines) at the top level")
+    return data
+
+
 def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None,
                 flags: Optional[Mapping[str, str]] = None, under: Optional[dict[str, Any]] = None,
                 saved: bool = False, new: bool = False) -> M:
@@ -162,9 +173,7 @@ def load_config(cls: type[M], path: str | Path, overrides: dict[str, Any] | None
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: config file not found")
-    data = read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise SegnasError(f"{path}: expected a mapping of settings at the top level")
+    data = read_settings(path)
     if under:
         data = merged(under, data)
     for key, value in (overrides or {}).items():

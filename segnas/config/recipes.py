@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segnas.config.io import build_config, merged, read_yaml
+from segnas.config.io import build_config, merged, read_settings
 from segnas.config.train import DataConfig, TrainConfig
 from segnas.errors import SegnasError
 
@@ -46,9 +46,7 @@ def recipe_path(name: str | Path) -> Path:
 def load_recipe(name: str | Path) -> dict[str, Any]:
     """The settings of a recipe (a shipped name or a YAML file), checked: only recipe fields, valid values."""
     path = recipe_path(name)
-    data = read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise SegnasError(f"{path}: expected a mapping of settings at the top level")
+    data = read_settings(path)
     check_recipe(data, str(path))
     return data
 

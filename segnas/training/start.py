@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, TypeVar
 import torch
 
 from segnas.config.base import Settings
-from segnas.config.io import flatten, has_setting, load_config, read_yaml, save_config, saved_form
+from segnas.config.io import flatten, has_setting, load_config, read_settings, read_yaml, save_config, saved_form
 from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
@@ -44,7 +44,7 @@ def check_unedited(run_dir: str | Path) -> None:
     if not (path / STARTED_FILE).is_file():
         return
     kept = set(RESUMABLE) | {"latency.threads"}  # (latency.threads: pinned by a resume that changes threads)
-    started, now = ({k: v for k, v in flatten(settings_mapping(path / name)).items() if k not in kept}
+    started, now = ({k: v for k, v in flatten(read_settings(path / name)).items() if k not in kept}
                     for name in (STARTED_FILE, "config.yaml"))
     edited = sorted(k for k in started.keys() | now.keys() if started.get(k, KeyError) != now.get(k, KeyError))
     if edited:
@@ -54,14 +54,6 @@ def check_unedited(run_dir: str | Path) -> None:
                           "resumed run continues what it started computing: put it back, or start a new run with "
                           f"the edited file as its settings (--config; config= from Python)"
                           f"{f' ({len(edited)} settings edited)' if len(edited) > 1 else ''}")
-
-
-def settings_mapping(path: Path) -> dict[str, Any]:
-    """The settings a run's YAML file holds; SegnasError naming it when they are not a mapping."""
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise SegnasError(f"{path}: not a settings mapping (key: value lines)")
-    return data
 
 
 def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
