@@ -141,7 +141,8 @@ class ProxyEvaluatorSettings(Settings):
     #: Images the proxy sees (None: a proxy file's own, else 8; swap needs 24 or more).
     images: Optional[int] = Field(None, ge=1)
     #: Images per batch: the proxies' statistical unit (each batch's BatchNorm statistics, NWOT's kernel,
-    #: jacob_cov's correlations), which changes the scores; forward passes take at most 4 images.
+    #: jacob_cov's correlations), which changes the scores; one pass over the whole batch
+    #: sets its statistics, and the scoring passes then take at most 4 images at a time.
     batch_size: int = Field(8, ge=1)
     #: The images' size (HxW); None: a proxy file's own, else 128x160.
     size: Optional[tuple[int, int]] = None
