@@ -10,7 +10,7 @@ from segnas.metrics.ranking import tau_rho as rank_correlations
 from segnas.proxies.discovery import DiscoveredProxy, discover, layer_stats
 from segnas.proxies.ensemble import (ProxyEnsemble, as_proxy, bagged_indices, check_bag_fraction, discover_ensemble,
                                      load_proxy, member_seeds, quantile_scale)
-from segnas.evaluate.proxy import proxy_scored_on, resolve_proxy
+from segnas.evaluate.proxy import proxy_scored_on, resolve_proxy, scoring_setup
 from proxy_helpers import data, fake_arch, tiny_net
 
 EXPRESSIONS = ("layer_sum(mean_w(abs_w(mul_w(W, G))))", "layer_mean(std_a(A))")
@@ -176,10 +176,14 @@ def test_proxy_score_takes_images_size_and_inits_from_the_proxy_files(tmp_path, 
                                      settings={"scored_on": {"images": 3, "size": [32, 48], "inits": 2}})
     ens.save(tmp_path / "ens.json")
     assert proxy_job.discovered_settings([str(tmp_path / "ens.json"), "nwot"]) == \
-        {"images": 3, "size": "32x48", "inits": 2}
+        {"images": 3, "size": [32, 48], "inits": 2}
     ens.settings["scored_on"] = {"images": 3, "size": None}  # discovered at the images' own size
     ens.save(tmp_path / "native.json")
-    assert proxy_job.discovered_settings([str(tmp_path / "native.json")]) == {"images": 3, "size": "native"}
+    native = proxy_job.discovered_settings([str(tmp_path / "native.json")])
+    assert native == {"images": 3, "size": None}
+    # one rule for a search and `proxy score`: as given, else as discovered (native included), else the defaults
+    assert scoring_setup(native) == (3, None, 1) and scoring_setup(native, 5, (32, 48), 2) == (5, (32, 48), 2)
+    assert scoring_setup({}) == (8, (128, 160), 1) and scoring_setup({}, size="native") == (8, None, 1)
     assert proxy_job.discovered_settings([str(tmp_path / "ens.json"), str(tmp_path / "native.json")]) == \
         {"images": 3}
     seen = {}

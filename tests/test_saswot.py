@@ -385,6 +385,15 @@ def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_noti
                                                   "size": size}, candidates=2, population=2, sample_size=1)
     assert not any(m.startswith("note:") for m in same)
     assert any(m.startswith("note:") and "size [32, 48]" in m and "size [48, 64]" in m for m in other)
+    found.settings["scored_on"]["size"] = None  # discovered at the images' own size (48x64 here)
+    found.save(tmp_path / "native.json")
+    for out, size, messages in ((tmp_path / "c", None, same), (tmp_path / "d", [32, 48], other)):
+        messages.clear()
+        run, _ = saswot_job(out, messages.append, scoring={"proxy": str(tmp_path / "native.json"), "images": 4,
+                                                           "batch_size": 2, **({"size": size} if size else {})},
+                            candidates=2, population=2, sample_size=1)
+    assert not any(m.startswith("note:") for m in same)  # scored as discovered: at the images' own size
+    assert any(m.startswith("note:") and "size native" in m and "size [32, 48]" in m for m in other)
 
 
 def test_scores_over_several_initializations_are_the_mean_of_each_one():

@@ -144,7 +144,8 @@ class ProxyEvaluatorSettings(Settings):
     #: jacob_cov's correlations), which changes the scores; one pass over the whole batch
     #: sets its statistics, and the scoring passes then take at most 4 images at a time.
     batch_size: int = Field(8, ge=1)
-    #: The images' size (HxW); None: a proxy file's own, else 128x160.
+    #: The images' size (HxW); None: a proxy file's own (the images' own size where it was
+    #: discovered at theirs), else 128x160.
     size: Optional[tuple[int, int]] = None
     #: Score each candidate as the mean over this many weight initializations (None: a proxy file's, else 1).
     inits: Optional[int] = Field(None, ge=1)

@@ -38,6 +38,23 @@ ProxyLike = str | Callable[[nn.Module], float]
 
 #: What a proxy scores on when neither its settings nor a discovered proxy file say.
 DEFAULT_IMAGES, DEFAULT_SIZE, DEFAULT_INITS = 8, (128, 160), 1
+#: A scoring size that stands for the images' own (``proxy score --size native``).
+NATIVE = "native"
+
+
+def scoring_setup(seen: Mapping[str, Any], images: int | None = None, size: Sequence[int] | str | None = None,
+                  inits: int | None = None) -> tuple[int, tuple[int, int] | None, int]:
+    """The images, size (None: the images' own) and weight initializations a proxy scores with: as
+    given (``size``: HxW, or ``NATIVE``), else what its proxy file was discovered on (``seen``:
+    ``proxy_scored_on``, where a recorded size None is the images' own), else the defaults. One rule
+    for a search's evaluator and ``segnas proxy score``."""
+    if size is None:
+        size = (seen["size"] or NATIVE) if "size" in seen else DEFAULT_SIZE
+    if images is None:
+        images = seen.get("images") or DEFAULT_IMAGES
+    if inits is None:
+        inits = seen.get("inits") or DEFAULT_INITS
+    return images, None if size == NATIVE else (int(size[0]), int(size[1])), inits
 
 
 def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0, field: str = "images") -> list[Batch]:
@@ -55,7 +72,8 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0, fie
     samples = [dataset[i] for i in idx]
     shapes = {tuple(im.shape) for im, _ in samples}
     if len(shapes) > 1:
-        raise SegnasError(f"score_size: images have different sizes {sorted(shapes)}; give a size to resize to")
+        raise SegnasError(f"the split's images have different sizes {sorted(shapes)}: give the proxy a size to resize "
+                          "them to (its size setting, or --size)")
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] == 1:  # a last batch of one image joins the one before it
         starts.pop()

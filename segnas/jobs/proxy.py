@@ -14,8 +14,8 @@ from segnas.config.train import options_data
 from segnas.cost.memory import check_inference_size
 from segnas.data import eval_transforms, open_data
 from segnas.errors import SegnasError
-from segnas.evaluate.proxy import (DEFAULT_IMAGES, DEFAULT_INITS, DEFAULT_SIZE, check_proxy, check_proxy_images,
-                                   fixed_batches, proxy_scored_on)
+from segnas.evaluate.proxy import (NATIVE, check_proxy, check_proxy_images, fixed_batches, proxy_scored_on,
+                                   scoring_setup)
 from segnas.evaluate.records import load_groundtruth_runs, untrained_net
 from segnas.metrics.ranking import split_indices
 from segnas.progress import Echo
@@ -60,23 +60,14 @@ def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed
     return stats[0] if inits == 1 else stats
 
 
-#: ``proxy_score_job``'s images, size and initializations when neither given nor kept by a proxy file.
-SCORE_DEFAULTS = {"images": DEFAULT_IMAGES, "size": "x".join(map(str, DEFAULT_SIZE)), "inits": DEFAULT_INITS}
-
-
 def discovered_settings(proxies: Sequence[str]) -> dict[str, Any]:
-    """The images, size and initializations that the proxy files among ``proxies`` were discovered
-    on, each where every file records the same value."""
-    seen = [proxy_scored_on(p) for p in proxies if Path(p).is_file()]
-    seen = [s for s in seen if s]
+    """What the proxy files among ``proxies`` were discovered on (as ``proxy_scored_on`` records
+    it: images, size, inits), each where every file records the same value."""
+    seen = [s for s in (proxy_scored_on(p) for p in proxies if Path(p).is_file()) if s]
     agreed = {}
-    for key in SCORE_DEFAULTS:
-        values = [s.get(key, "unrecorded") for s in seen]
-        if not values or values[0] == "unrecorded" or any(v != values[0] for v in values):
-            continue
-        if key == "size":  # recorded None: the images' own size
-            agreed[key] = "x".join(map(str, values[0])) if values[0] else "native"
-        elif values[0] is not None:
+    for key in ("images", "size", "inits"):
+        values = [s.get(key, KeyError) for s in seen]
+        if values and values[0] is not KeyError and all(v == values[0] for v in values):
             agreed[key] = values[0]
     return agreed
 
@@ -96,15 +87,12 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     least two); with ``inits`` > 1 each score is the mean over initializations
     ``seed .. seed + inits - 1`` (also the proxies' seeds). An aggregate's time is its components'.
     ``images``, ``size`` (HxW; "native": the images' own) and ``inits`` not given are what the proxy
-    files were discovered on, else ``SCORE_DEFAULTS``."""
+    files were discovered on, else the defaults (``evaluate.proxy.scoring_setup``)."""
     check_seed(seed)
     for p in proxies:
         check_proxy(p)
-    settings = {**SCORE_DEFAULTS, **discovered_settings(proxies)}
-    images = settings["images"] if images is None else images
-    size = settings["size"] if size is None else size
-    size = parse_size_or_native(size, "--size")
-    inits = settings["inits"] if inits is None else inits
+    given = None if size is None else parse_size_or_native(size, "--size") or NATIVE
+    images, size, inits = scoring_setup(discovered_settings(proxies), images, given, inits)
     check_inits(inits)
     for p in proxies:
         check_proxy_images(p, images, batch_size, "--images")

@@ -10,8 +10,8 @@ from segnas.cost.memory import check_inference_size
 from segnas.data import build_dataset
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
-from segnas.evaluate.proxy import (DEFAULT_IMAGES, DEFAULT_INITS, DEFAULT_SIZE, ProxyEvaluator, check_proxy,
-                                   check_proxy_images, proxy_scored_on)
+from segnas.evaluate.proxy import (ProxyEvaluator, check_proxy, check_proxy_images, proxy_scored_on,
+                                   scoring_setup)
 from segnas.evaluate.short_train import TrainEvaluator, check_training_recipe
 from segnas.evaluate.supernet import SupernetEvaluator
 from segnas.search.base import SearchContext
@@ -21,27 +21,22 @@ from segnas.spaces.base import SearchSpace, WeightSharingSupernet
 def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchContext,
                     init_seed: int | None = None) -> ProxyEvaluator:
     """Scoring by a proxy: images, size and initializations default to what a discovered proxy file
-    was discovered on (a notice when they differ), else 8 images at 128x160 and 1 initialization."""
+    was discovered on (a notice when they differ), else 8 images at 128x160 and 1 initialization
+    (``evaluate.proxy.scoring_setup``)."""
     seen = proxy_scored_on(ps.proxy)
-    images = proxy_images(ps, seen)
-    size = proxy_size(ps, seen)
-    inits = ps.inits or seen.get("inits") or DEFAULT_INITS
-    now = {"data": ctx.settings.data.name, "images": images, "size": list(size), "inits": inits}
+    images, size, inits = scoring_setup(seen, ps.images, ps.size, ps.inits)
+    now = {"data": ctx.settings.data.name, "images": images, "size": list(size) if size else None, "inits": inits}
     diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
     if diff:
-        ctx.echo(f"note: {ps.proxy} was discovered on " + ", ".join(f"{k} {a}" for k, (a, _) in diff.items())
-                 + "; this search scores on " + ", ".join(f"{k} {b}" for k, (_, b) in diff.items()))
+        def shown(key: str, value: Any) -> Any:
+            return "native" if key == "size" and value is None else value
+
+        ctx.echo(f"note: {ps.proxy} was discovered on " + ", ".join(f"{k} {shown(k, a)}" for k, (a, _) in diff.items())
+                 + "; this search scores on " + ", ".join(f"{k} {shown(k, b)}" for k, (_, b) in diff.items()))
     seed = ctx.settings.seed
     return ProxyEvaluator(space, ps.proxy, data=ctx.settings.data, split=ps.split, images=images,
                           batch_size=ps.batch_size, size=size, data_seed=seed, proxy_seed=ps.proxy_seed,
                           init_seed=seed if init_seed is None else init_seed, inits=inits)
-
-
-def proxy_images(ps: ProxyEvaluatorSettings, seen: dict[str, Any] | None = None) -> int:
-    """The images a proxy scores on: as set, else what its proxy file was discovered on (``seen``:
-    its ``proxy_scored_on``, read when not given), else ``DEFAULT_IMAGES``."""
-    seen = proxy_scored_on(ps.proxy) if seen is None else seen
-    return ps.images or seen.get("images") or DEFAULT_IMAGES
 
 
 def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str, ctx: SearchContext | None = None) -> None:
@@ -50,12 +45,12 @@ def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str, ctx: SearchCont
     size too large for memory."""
     check_proxy(ps.proxy, f"{where}.proxy (--proxy)")
     seen = proxy_scored_on(ps.proxy)
-    images = proxy_images(ps, seen)
+    images, size, _ = scoring_setup(seen, ps.images, ps.size, ps.inits)
     check_proxy_images(ps.proxy, images, ps.batch_size, f"{where}.images")
     if ctx is None:
         return
     # (a batch's statistics are frozen by one forward pass over it: proxies.common.freeze_batch_stats)
-    check_inference_size(proxy_size(ps, seen), ctx.num_classes, f"{where}.size", min(ps.batch_size, images))
+    check_inference_size(size, ctx.num_classes, f"{where}.size", min(ps.batch_size, images))
     data = ctx.settings.data
     try:
         held = len(build_dataset(data.name, data.root, ps.split, None, cache=False, **data.options))
@@ -94,11 +89,6 @@ def train_evaluator(space: SearchSpace, ctx: SearchContext, steps: int, recipe: 
                 "size": list(ctx.latency.size), "backend": ctx.latency.backend, "train": recipe,
                 "out_dir": str(ctx.run.path / "candidates"), "device": s.device}
     return TrainEvaluator(space.name, settings)
-
-
-def proxy_size(ps: ProxyEvaluatorSettings, seen: dict[str, Any]) -> tuple[int, int]:
-    """The size a proxy's images are scored at: as set, else its proxy file's (``seen``), else ``DEFAULT_SIZE``."""
-    return tuple(ps.size or seen.get("size") or DEFAULT_SIZE)
 
 
 def supernet_checkpoint(path: str | Path) -> Path:
