@@ -353,6 +353,23 @@ def test_a_defect_in_a_methods_checks_is_one_line_naming_the_method(tmp_path, mo
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_methods_check_failing_on_a_setting_the_comparison_fixes_names_that_setting(tmp_path, monkeypatch):
+    from segnas.errors import SegnasError as Refused
+    from segnas.jobs.compare import method_error
+    from segnas.search.strategies.saswot import SasWOT
+
+    def refuses(self, ctx):
+        raise Refused("latency.size: the space needs a multiple of 32, got 50x64")
+
+    monkeypatch.setattr(SasWOT, "prepare", refuses)
+    with pytest.raises(SegnasError, match=r"^latency\.size: the space needs .* \(the comparison's setting, for "
+                                          r"methods\.saswot\)$"):
+        run_compare(tiny(tmp_path / "runs", zoo=[]))
+    assert not (tmp_path / "runs").exists()
+    assert method_error("a", "minutes: too few") == "search_cpu_minutes: too few (the comparison's setting, for methods.a)"
+    assert method_error("a", "a.evaluator.images: 9") == "methods.a: a.evaluator.images: 9"
+
+
 def test_a_shared_setting_given_per_method_names_the_top_level_one_to_set(tmp_path):
     with pytest.raises(SegnasError, match=r"methods\.random\.minutes: .*top-level 'search_cpu_minutes'"):
         run_compare(tiny(tmp_path / "runs", methods={"random": {**RANDOM, "minutes": 3}}))

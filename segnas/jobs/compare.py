@@ -101,6 +101,10 @@ def method_of(label: str, own: dict[str, Any]) -> str:
     return str(own.get("method", label))
 
 
+#: The comparison's name of a search setting it fixes for every method, where the two differ.
+TOP_LEVEL_NAMES = {"minutes": "search_cpu_minutes", "final": "train"}
+
+
 def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folder: Path,
                     new: bool = False) -> SearchSettings:
     """The settings of entry ``label``'s search: its own settings with what the comparison fixes for
@@ -110,7 +114,7 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
     own = {k: v for k, v in own.items() if k != "method"}
     shared = sorted(set(own) & set(SHARED_SEARCH_FIELDS))
     if shared:
-        top = {"minutes": "search_cpu_minutes", "final": "train"}.get(shared[0], shared[0])
+        top = TOP_LEVEL_NAMES.get(shared[0], shared[0])
         raise SegnasError(f"methods.{label}.{shared[0]}: set by the comparison for every method alike (set the "
                           f"top-level {top!r}, not per method)")
     latency = {**cfg.latency.model_dump(mode="json"), "size": list(cfg.deployment_size()),
@@ -137,9 +141,20 @@ def check_searches(searches: dict[str, SearchSettings], echo: Echo) -> None:
         except TargetOutOfReach as exc:
             echo(f"{label}: {exc} (its row will say so; the other methods go on)")
         except SegnasError as exc:
-            raise SegnasError(f"methods.{label}: {exc}") from None
+            raise SegnasError(method_error(label, str(exc))) from None
         except Exception as exc:  # a defect in the method: named in one line, as a job that breaks is
             raise SegnasError(f"methods.{label}: its search failed its checks: {type(exc).__name__}: {exc}") from exc
+
+
+def method_error(label: str, message: str) -> str:
+    """``message``, an error of entry ``label``'s search, as the comparison's: one about a setting
+    the comparison fixes for every method (``data.*``, ``latency.*``, ...) names the top-level
+    setting and the method it failed for; any other is the method's own (``methods.LABEL: ...``)."""
+    first = message.split(":", 1)[0].split(" ")[0].split(".")[0]
+    if first not in SHARED_SEARCH_FIELDS:
+        return f"methods.{label}: {message}"
+    top = TOP_LEVEL_NAMES.get(first, first)
+    return f"{top}{message[len(first):]} (the comparison's setting, for methods.{label})"
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:
