@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model, with_sets
 from segnas.config.recipes import load_recipe
+from segnas.engine.device import exact_fp32
 from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import best_checkpoint, release_all
 from segnas.engine.trainer import TrainResult
@@ -39,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def leaves_the_process_as_it_was(job: F) -> F:
     """A job called from Python puts back what it changes in the caller's process for its run:
     torch's thread count, the random generators (Python's, NumPy's, torch's CPU and CUDA ones), the
-    TF32 switches (a job on a GPU turns TF32 off: ``resolve_device``), and the run
+    TF32 switches (a job on a GPU turns TF32 off: ``exact_fp32``), and the run
     folders it locked and logs it opened (also when it fails: an exception's traceback, which a REPL
     keeps, would otherwise keep its run folder locked)."""
 
@@ -49,13 +50,11 @@ def leaves_the_process_as_it_was(job: F) -> F:
         if echo is not None and not callable(echo):
             raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
         threads = torch.get_num_threads()
-        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         try:
-            with kept_rng():
+            with kept_rng(), exact_fp32():
                 return job(*args, **kwargs)
         finally:
             torch.set_num_threads(threads)
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
             release_all()
 
     return call  # type: ignore[return-value]
@@ -198,11 +197,12 @@ def compare_options() -> frozenset[str]:
 
 
 def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECKPOINT, bf16: bool = False,
-         device: str = "cpu") -> Segmenter:
+         device: str = "cpu", raw: bool = False) -> Segmenter:
     """A trained network ready to segment images: ``load(x)(image)`` is the class-id mask at the
     image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
-    ``best.pt``) or a search's run directory (its found network's final training)."""
-    return Segmenter(checkpoint_of(Path(trained)), base_size, bf16, device)
+    ``best.pt``) or a search's run directory (its found network's final training). ``raw``: the
+    raw weights of a checkpoint that also holds their EMA or SWA average (a ``last.pt``)."""
+    return Segmenter(checkpoint_of(Path(trained)), base_size, bf16, device, raw)
 
 
 @leaves_the_process_as_it_was

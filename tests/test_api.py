@@ -262,6 +262,29 @@ def test_a_job_on_a_gpu_leaves_tf32_as_the_caller_set_it(tmp_path, monkeypatch):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def test_a_loaded_network_computes_in_true_fp32_and_leaves_tf32_as_the_caller_set_it(trained, monkeypatch):
+    import segnas.jobs.evaluate as evaluate
+
+    inside = []
+
+    def predicting(model, x, bf16):
+        inside.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return model(x)
+
+    monkeypatch.setattr(evaluate, "predict_logits", predicting)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        segment = api.load(trained.run_dir)
+        segment(np.zeros((48, 64, 3), np.uint8))
+        assert inside == [(False, False)]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    last = Path(trained.run_dir) / "checkpoints" / "last.pt"  # EMA (the recipe's) and raw weights
+    assert api.load(last).weights == "EMA" and api.load(last, raw=True).weights == "raw"
+
+
 def test_a_call_leaves_the_process_as_it_was_even_when_it_fails(tmp_path):
     """Threads and random streams are the caller's again after a job; its run folder is unlocked and
     its log closed even while a caught exception's traceback keeps the job's frames alive (a REPL

@@ -303,7 +303,8 @@ CLI_CASES = [
     (["train"] + SYN + ["--out-dir", "{tmp}/taken"], "--out-dir", _other_runs),
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--out-dir", "{tmp}/taken/x"], "a file", _other_runs),
     (["search", "saswot", "--resume", "{tmp}/searchrun"], "segnas search random --resume", _other_runs),
-    (["train", "--resume", "{tmp}/searchrun"], "a search run, not a training run", _other_runs),
+    (["train", "--resume", "{tmp}/searchrun"], "a search run, not a training run; continue it with segnas search random "
+                                               "--resume", _other_runs),
     (["compare", "--resume", "{tmp}/searchrun"], "a search run, not a comparison run", _other_runs),
     (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
     (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),

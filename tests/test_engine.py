@@ -457,6 +457,7 @@ def test_a_run_another_process_runs_is_refused_and_a_refused_resume_touches_noth
     search.mkdir()
     (search / "config.yaml").write_text("method: saswot\n")
     (search / ".search_state.json.ab12cd34.tmp").write_text("{")
-    with pytest.raises(SegnasError, match="a search run, not a training run"):
+    with pytest.raises(SegnasError, match=r"a search run, not a training run; continue it with segnas search saswot "
+                                          r"--resume .*search \(search\(resume=...\) from Python\)"):
         train_job(None, resume=search)
     assert sorted(p.name for p in search.iterdir()) == [".search_state.json.ab12cd34.tmp", "config.yaml"]

@@ -62,7 +62,8 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
                        model: type[BaseModel] | None = None) -> str:
     """First pydantic error as 'source: field.path: message (got value)'; a field the user gave as
     a command-line option (``flags``: field path -> option, "" for one given by its own name) is
-    named by that option too, not by ``source``. A key no
+    named by that option too, not by ``source``; a flag that is not an option (a Python argument)
+    names the field alone. A key no
     settings class (``model``) has is an unknown setting, with the closest name when one is close."""
     err = exc.errors()[0]
     path = [str(p) for p in err["loc"] if "[" not in str(p)]  # without pydantic's union-member tags
@@ -82,8 +83,9 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
     # (one value given to several fields, as --size is, fails each of them the same way: counted once)
     others = len({(e["msg"], repr(e.get("input"))) for e in exc.errors()} - {(err["msg"], repr(err.get("input")))})
     more = f" [and {others} more error{'s' * (others > 1)}]" if others else ""
-    if flags and loc in flags:  # an option ("" for --set: the setting's own name says it)
-        return f"{flags[loc]} ({loc}): {msg}{got}{more}" if flags[loc] else f"{loc}: {msg}{got}{more}"
+    if flags and loc in flags:  # an option, or the caller's name of the field ("" for --set: its own name says it)
+        named = f"{flags[loc]} ({loc})" if flags[loc].startswith("-") else flags[loc] or loc
+        return f"{named}: {msg}{got}{more}"
     if not loc:  # a check of the whole settings: its message names the fields
         return f"{source}: {msg}{got}{more}"
     return f"{source}: {loc}: {msg}{got}{more}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -87,16 +87,20 @@ class DataConfig(Settings):
                                                                    "crop: it needs data.crop_size (--size)")})
         if self.root is not None and self.name == "synthetic" and new_settings(info):
             raise ValueError("root: the synthetic dataset (the default of data.name, --data) is generated in memory "
-                             "and reads no folder: name your dataset with --data (camvid, cityscapes, folder), or "
-                             "leave the folder out")
+                             "and reads no folder: name your dataset in data.name (--data): camvid, cityscapes or "
+                             "folder; or leave the folder out")
         return self
 
 
-def options_data(name: str, root: str | None) -> DataConfig:
-    """The data section that ``--data`` and ``--data-root`` name, checked as a new run's (a folder
+#: How the command line names a dataset and its folder (``options_data``'s default).
+DATA_OPTIONS = {"name": "--data", "root": "--data-root"}
+
+
+def options_data(name: str, root: str | None, names: Mapping[str, str] = DATA_OPTIONS) -> DataConfig:
+    """The data section that a dataset's name and folder make (given as ``names`` says: the command
+    line's ``--data`` and ``--data-root``, or a caller's arguments), checked as a new run's (a folder
     given with the synthetic scenes is refused, not ignored)."""
-    return build_config(DataConfig, {"name": name, "root": root}, "options", {"name": "--data", "root": "--data-root"},
-                        new=True)
+    return build_config(DataConfig, {"name": name, "root": root}, "options", names, new=True)
 
 
 class ModelConfig(Settings):

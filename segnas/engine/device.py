@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from segnas.errors import SegnasError
@@ -28,6 +31,18 @@ def resolve_device(name: str = "cpu") -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return device
+
+
+@contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Inside the block float32 on a GPU is true float32 (TF32 off, as ``resolve_device`` leaves a
+    job); after it the TF32 switches are as the caller had them."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

@@ -17,7 +17,7 @@ from segnas.cost.memory import check_inference_size
 from segnas.data.base import (IGNORE_INDEX, IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb,
                                list_images, read_image)
 from segnas.data.transforms import Normalize
-from segnas.engine.device import resolve_device
+from segnas.engine.device import exact_fp32, resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
@@ -129,12 +129,15 @@ class Segmenter:
     sees each image resized to it, and its logits are resized back, as ``segnas predict`` and
     ``segnas eval`` do; ``base_size`` chooses another size (None or "native": each image's own).
     ``classes`` names the mask's ids and their colours; ``colorize`` paints a mask in them.
-    ``device``: cpu, cuda, cuda:N or auto."""
+    ``device``: cpu, cuda, cuda:N or auto (on a GPU it computes in true float32, TF32 off, as
+    ``segnas eval`` does, and leaves the caller's TF32 switches as they were). ``raw``: the raw
+    weights of a checkpoint that also holds their EMA or SWA average."""
 
     def __init__(self, checkpoint: str | Path, base_size: tuple[int, int] | str | None = CHECKPOINT,
-                 bf16: bool = False, device: str = "cpu") -> None:
-        where = resolve_device(device)
-        self.model, self.classes, state, self.weights = load_trained(checkpoint)
+                 bf16: bool = False, device: str = "cpu", raw: bool = False) -> None:
+        with exact_fp32():
+            where = resolve_device(device)
+        self.model, self.classes, state, self.weights = load_trained(checkpoint, raw)
         self.model.to(where)
         self.size, self.size_from = checkpoint_base_size(state, base_size)
         check_inference_size(self.size, self.classes.num_classes, "base_size")
@@ -148,7 +151,8 @@ class Segmenter:
         x, _ = self._normalize(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0, torch.empty(0))
         x = x[None] if self.size is None else F.interpolate(x[None], size=self.size, mode="bilinear",
                                                              align_corners=False)
-        logits = predict_logits(self.model, x, self.bf16)
+        with exact_fp32():
+            logits = predict_logits(self.model, x, self.bf16)
         if logits.shape[-2:] != rgb.shape[:2]:
             logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
         return logits

@@ -63,7 +63,7 @@ def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, An
             return "raw"
         if not fresh:
             raise SegnasError(f"{checkpoint}: {STALE_SWA}: evaluate the run's best.pt, resume the training to its "
-                              "end, or use --raw")
+                              "end, or take its raw weights (--raw; raw=True from Python)")
         model.load_state_dict(weights)
         return kind
     config = state.get("config") or {}

@@ -19,9 +19,9 @@ from segnas.utils import atomic_write_text, seed_everything
 C = TypeVar("C")
 
 
-#: The command that continues each kind of run.
-CONTINUE = {"search": "segnas search METHOD --resume", "comparison": "segnas compare --resume",
-            "training": "segnas train --resume"}
+#: What continues each kind of run: the command, and the Python call.
+CONTINUE = {"search": ("segnas search {method} --resume", "search"),
+            "comparison": ("segnas compare --resume", "compare"), "training": ("segnas train --resume", "train")}
 
 
 #: Settings a resumed run may take anew (``--resume RUN --set KEY=VALUE``, or the option that sets
@@ -94,8 +94,11 @@ def run_kind(run_dir: str | Path) -> str:
 def refuse_other_run(run_dir: str | Path, found: str, wanted: str) -> None:
     """SegnasError when a ``found`` run is given to continue a ``wanted`` one."""
     if found != wanted:
-        raise SegnasError(f"{run_dir}: a {found} run, not a {wanted} run; continue it with "
-                          f"{CONTINUE[found].replace('METHOD', 'its method')} {run_dir}")
+        command, call = CONTINUE[found]
+        if found == "search":
+            command = command.format(method=read_yaml(Path(run_dir) / "config.yaml")["method"])
+        raise SegnasError(f"{run_dir}: a {found} run, not a {wanted} run; continue it with {command} {run_dir} "
+                          f"({call}(resume=...) from Python)")
 
 
 def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
