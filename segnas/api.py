@@ -167,9 +167,9 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     it stopped, before the latency session). ``options`` are ``compare_job``'s (``device``,
     ``workers``, ``measure``, ``measure_now``, ``rerun``, ``any_machine``)."""
     from segnas.config.compare import CompareSettings
-    from segnas.jobs.compare import compare_job
+    from segnas.jobs.compare import COMPARE_OPTIONS, compare_job
 
-    known = compare_options()
+    known = COMPARE_OPTIONS
     unknown = sorted(set(options) - known)
     if unknown:
         raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are {', '.join(sorted(known))}")
@@ -184,16 +184,6 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
 
 #: ``compare``'s options that are also settings of the comparison (the option wins: the two must agree).
 EXECUTION_SETTINGS = ("device", "workers")
-
-
-def compare_options() -> frozenset[str]:
-    """``compare``'s options: ``compare_job``'s keyword-only arguments, but the resumed settings."""
-    import inspect
-
-    from segnas.jobs.compare import compare_job
-
-    return frozenset(name for name, p in inspect.signature(compare_job).parameters.items()
-                     if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "changes")
 
 
 def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECKPOINT, bf16: bool = False,

@@ -106,7 +106,7 @@ def test_an_open_image_segments_as_its_file_and_sizes_past_the_memory_are_refuse
     checkpoint = Path(trained.run_dir) / "checkpoints" / "best.pt"
     with pytest.raises(SegnasError, match=r"base_size: a forward pass of 1 × 100000x100000 needs more than"):
         api.load(checkpoint, base_size="100000x100000")
-    with pytest.raises(SegnasError, match=r"--base-size: a forward pass of 4 × 100000x100000"):
+    with pytest.raises(SegnasError, match=r"^base_size \(--base-size\): a forward pass of 4 × 100000x100000"):
         api.evaluate(checkpoint, "synthetic", None, "val", base_size="100000x100000")
 
 
@@ -283,6 +283,15 @@ def test_a_loaded_network_computes_in_true_fp32_and_leaves_tf32_as_the_caller_se
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
     last = Path(trained.run_dir) / "checkpoints" / "last.pt"  # EMA (the recipe's) and raw weights
     assert api.load(last).weights == "EMA" and api.load(last, raw=True).weights == "raw"
+
+
+def test_a_resume_refused_for_its_new_data_folder_touches_nothing_in_the_run(tmp_path):
+    run = Path(api.train({**TINY, "out_dir": str(tmp_path / "runs")}).run_dir)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}, (run / "log.txt").read_text()
+    with pytest.raises(SegnasError, match=r"^data\.root \(--data-root\): the synthetic dataset .* name your dataset "
+                                          r"in data\.name"):
+        api.train({"data.root": str(tmp_path)}, resume=run)
+    assert ({p.name: p.stat().st_mtime_ns for p in run.iterdir()}, (run / "log.txt").read_text()) == before
 
 
 def test_a_call_leaves_the_process_as_it_was_even_when_it_fails(tmp_path):

@@ -308,7 +308,7 @@ CLI_CASES = [
     (["compare", "--resume", "{tmp}/searchrun"], "a search run, not a comparison run", _other_runs),
     (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
     (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
-    (["train", "--resume", "{tmp}/edited", "--data-root", "{tmp}"], "--data-root (root): the synthetic dataset",
+    (["train", "--resume", "{tmp}/edited", "--data-root", "{tmp}"], "data.root (--data-root): the synthetic dataset",
      _edited_run),
     (["eval", "{tmp}/m.pt", "--data", "synthetic", "--data-root", "{tmp}"], "--data-root (root): the synthetic dataset",
      _checkpoint),

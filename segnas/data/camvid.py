@@ -80,7 +80,7 @@ class CamVid(PairDataset):
         if options:
             raise SegnasError(f"camvid: unknown option(s) {', '.join(sorted(options))}; CamVid takes 'holdout'")
         if root is None:
-            raise SegnasError("camvid: a data root is required (--data-root)")
+            raise SegnasError("camvid: a data root is required (data.root; --data-root)")
         root = Path(root)
         if holdout is None and split == HOLDOUT_SPLIT:
             raise SegnasError(f"camvid: split {HOLDOUT_SPLIT!r} needs the option holdout (a {HOLDOUT_SOURCE} "

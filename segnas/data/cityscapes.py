@@ -102,7 +102,7 @@ class Cityscapes(PairDataset):
         if mode not in MODES:
             raise SegnasError(f"cityscapes: mode {mode!r} is not supported; choose one of {', '.join(MODES)}")
         if root is None:
-            raise SegnasError("cityscapes: a data root is required (--data-root)")
+            raise SegnasError("cityscapes: a data root is required (data.root; --data-root)")
         root = Path(root)
         pairs = cityscapes_pairs(root, split)
         super().__init__(pairs, cityscapes_classes(), LabelMapper(cityscapes_mapping()),

@@ -176,7 +176,7 @@ class FolderDataset(PairDataset):
             raise SegnasError(f"folder: unknown option(s) {', '.join(sorted(options))}; "
                               f"known: {', '.join(FIELDS)}")
         if root is None:
-            raise SegnasError("folder: a data root is required (--data-root)")
+            raise SegnasError("folder: a data root is required (data.root; --data-root)")
         root = Path(root)
         if not root.is_dir():
             raise SegnasError(f"{root}: dataset root folder not found")

@@ -109,8 +109,8 @@ class DataReport:
         if cfg.crop_size is None and cfg.base_size is None and cfg.batch_size > 1 and report and report.other_size:
             (h1, w1), (h2, w2) = report.max_size, report.other_size
             raise SegnasError(f"data.crop_size: the {cfg.train_split} images differ in size ({h1}x{w1}, {h2}x{w2}), "
-                              f"so whole images cannot form batches of {cfg.batch_size}: give --size (training "
-                              "crops) or data.base_size (every image resized to it)")
+                              f"so whole images cannot form batches of {cfg.batch_size}: give training crops "
+                              "(data.crop_size; --size) or data.base_size (every image resized to it)")
 
 
 def validate_dataset(cfg: DataConfig, progress: bool = True, echo: Echo | None = None

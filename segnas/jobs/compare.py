@@ -21,6 +21,7 @@ latency), ``latency.json`` (the interleaved session), ``compare.json`` (every fi
 from __future__ import annotations
 
 import glob
+import inspect
 import json
 import re
 import statistics
@@ -402,7 +403,7 @@ def check_deployment_machine(found: dict[str, dict[str, Any]], target_ms: float,
         name, there = next(iter(away.items()))
         raise SegnasError(f"{name} searched for {target_ms:g} ms on {there['cpu']} ({there['cores']} cores); this "
                           f"machine is {here['cpu']} ({here['cores']} cores): run the latency session on the "
-                          f"machine searched for, or pass --any-machine to measure here")
+                          f"machine searched for, or pass --any-machine (any_machine=True from Python) to measure here")
 
 
 def measure_latency_session(cfg: CompareSettings, run_path: Path, sources: dict[str, str], num_classes: int,
@@ -507,7 +508,7 @@ def session_spread_warning(latency: dict[str, Any]) -> str | None:
         return (f"its latency differed by {100 * (max(per_session) / min(per_session) - 1):.0f}% between "
                 f"{len(per_session)} latency sessions ({', '.join(f'{x:.2f}' for x in per_session)} ms): the host "
                 f"changed speed, and networks measured in different states compare unfairly; "
-                f"measure again (--measure-now) when it is steady")
+                f"measure again (--measure-now; measure_now=True from Python) when it is steady")
     return None
 
 
@@ -918,7 +919,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     sources = {n: s for n, s in network_sources(path, found, zoo).items() if any(x["status"] == "ok" for x in seeds[n])}
     if not measure:
         echo(f"every job has ended; measure and write the results on the deployment machine: "
-             f"segnas compare --resume {path}")
+             f"segnas compare --resume {path} (compare(resume=...) from Python)")
         return {"run_dir": str(path), "measured": False}
     measured = measure_latency_session(cfg, path, sources, num_classes, echo, found, any_machine) if sources else {}
 
@@ -958,3 +959,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     if html:
         echo(f"report: {html}")
     return {**summary, "run_dir": str(path)}
+
+
+#: ``compare_job``'s options (its keyword-only arguments, but the resumed settings ``changes``): what
+#: ``segnas.api.compare`` passes on.
+COMPARE_OPTIONS = frozenset(name for name, p in inspect.signature(compare_job).parameters.items()
+                            if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "changes")

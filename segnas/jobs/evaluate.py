@@ -39,7 +39,7 @@ def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> 
         return parse_size_or_native(base_size, "base_size"), "as given"
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
-        return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; --base-size native for native size"
+        return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; base_size native (--base-size native) for native size"
     return None, "native size: the checkpoint has no data.base_size"
 
 
@@ -73,7 +73,8 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     options_data(data, root)  # (a folder given with the synthetic scenes refused)
     report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
     check_inference_size(size or report.max_size, classes.num_classes,
-                         "--base-size" if size else f"the largest {split} image", batch_size)
+                         ("base_size (--base-size)" if where == "as given" else "the checkpoint's data.base_size")
+                         if size else f"the largest {split} image", batch_size)
     dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
     check_same_classes(classes, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",
                        "scores would be of other classes")

@@ -61,7 +61,8 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
                           f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
                           f"raise the target, or search a smaller space ({space.smaller} in the method's space "
                           "settings" + ("" if space.name == "mobile" else "; for saswot, random, rl and supernet, "
-                                        "--space mobile") + ")")
+                                        "the mobile space (<method>.space: mobile; --space mobile)") + "), or search "
+                          "anyway with latency.check_target false")
 
 
 def refuse_unreachable_target(space: SearchSpace, ctx: SearchContext) -> None:

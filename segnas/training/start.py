@@ -117,13 +117,14 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         refuse_other_run(resume, run_kind(resume), kind)  # before the folder is touched
         check_unedited(resume)
         check_resumable(cls, changes or {}, resume)
-        run = RunDir.existing(resume)
-        path = run.path / "config.yaml"
+        path = Path(resume) / "config.yaml"
         given = {**(resumable_values(saved_form(cfg)) if cfg is not None else {}), **(changes or {})}
         given = with_latency_threads_kept(read_yaml(path), given)
         cfg = load_config(cls, path, given, saved=True)
         if (changes or {}).get("data.root") is not None:  # (a folder given with the synthetic scenes refused)
-            options_data(cfg.data.name, changes["data.root"])
+            options_data(cfg.data.name, changes["data.root"],
+                         {"name": "data.name (--data)", "root": "data.root (--data-root)"})
+        run = RunDir.existing(resume)  # (its folder touched only once the settings are good)
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
