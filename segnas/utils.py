@@ -96,6 +96,18 @@ def json_float(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` (numbers, text, lists and mappings of them) with every non-finite float as None:
+    JSON has no NaN (a class no pixel holds has no IoU), and other readers refuse Python's."""
+    if isinstance(value, float):
+        return json_float(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file; a torn line (a run killed mid-write) is skipped."""
     path = Path(path)

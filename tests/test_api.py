@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,10 @@ def test_train_then_load_segments_as_segnas_predict_does(trained, tmp_path):
     assert np.array_equal(segment(tmp_path / "f.png"), mask)
     assert np.array_equal(segment(Image.open(tmp_path / "f.png")), mask)
     assert np.array_equal(segment(frame[..., ::-1].copy()[..., ::-1]), mask)
+    read_only = np.asarray(Image.open(tmp_path / "f.png"))  # (what np.asarray of a PIL image gives)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about a tensor over a read-only array
+        assert not read_only.flags.writeable and np.array_equal(segment(read_only), mask)
     from segnas.jobs.evaluate import predict_job
 
     predict_job(Path(trained.run_dir) / "checkpoints" / "best.pt", tmp_path / "f.png", tmp_path / "pred",

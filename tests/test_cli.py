@@ -65,10 +65,24 @@ def test_eval_takes_dataset_options(trained):
 
 def test_train_eval_predict(trained, tmp_path):
     ckpt, _ = trained
-    result = run("eval", ckpt, "--data", "synthetic", "--json", tmp_path / "scores.json")
+    result = run("eval", ckpt, "--data", "synthetic", "--json", tmp_path / "scores.json", "--data-option", "length=1")
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output and "Pole" in result.output
-    assert (tmp_path / "scores.json").is_file()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    scores = json.loads((tmp_path / "scores.json").read_text(), parse_constant=refuse)  # (NaN is not JSON)
+    absent = [name for name, iou in zip(scores["classes"], scores["iou"]) if iou is None]
+    assert absent and all(re.search(rf"{name}\s+│\s+-\s+│\s+-", result.output) for name in absent)  # no pixels
+    from segnas.engine.rundir import RunDir, release_all
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text((ckpt.parents[1] / "config.yaml").read_text())
+    RunDir.existing(tmp_path / "run").write_metrics({"epoch": 1, "val_iou": [0.5, float("nan")]})
+    release_all()
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text(), parse_constant=refuse) == \
+        {"epoch": 1, "val_iou": [0.5, None]}
 
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -217,7 +217,8 @@ def eval_cmd(
     """Score a checkpoint on a dataset split and print the per-class table."""
     use_threads(threads)
     from segnas.jobs.evaluate import eval_job
-    from segnas.utils import atomic_write_text, check_output_file
+    from segnas.report.format import pct
+    from segnas.utils import atomic_write_text, check_output_file, json_safe
 
     if json_out:
         check_output_file(json_out, "--json")
@@ -227,17 +228,19 @@ def eval_cmd(
     options = parse_overrides(data_option, "--data-option")
     metrics, names = eval_job(checkpoint, data, data_root, split, bs, batch_size, options=options, raw=raw, echo=echo,
                               label_size=label_size)
-    table = Table(title=f"{checkpoint} on {data}/{split}")
+    echo(f"{checkpoint} on {data}/{split}:")  # (a table's title wraps a long path mid-word)
+    table = Table()
     table.add_column("class")
     table.add_column("IoU %", justify="right")
     table.add_column("acc %", justify="right")
-    for name, iou, acc in zip(names, metrics.iou, metrics.acc):
-        table.add_row(name, f"{100 * iou:.2f}", f"{100 * acc:.2f}")
+    for name, iou, acc in zip(names, metrics.iou, metrics.acc):  # ("-": a class no pixel holds)
+        table.add_row(name, pct(iou), pct(acc))
     console.print(table)
     echo(f"mIoU {100 * metrics.miou:.2f}%  pixel acc {100 * metrics.pixel_acc:.2f}%  "
          f"mean acc {100 * metrics.mean_acc:.2f}%  fwIoU {100 * metrics.fwiou:.2f}%")
     if json_out:
-        atomic_write_text(json_out, json.dumps({"classes": names, **metrics.to_dict()}, indent=2))
+        atomic_write_text(json_out, json.dumps(json_safe({"classes": names, **metrics.to_dict()}), indent=2,
+                                               allow_nan=False))
 
 
 @app.command()

@@ -20,7 +20,7 @@ from typing import Any
 
 from segnas.engine import distributed
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text, read_jsonl, remove_stale_temps
+from segnas.utils import atomic_write_text, json_safe, read_jsonl, remove_stale_temps
 
 
 #: The file a process locks while it runs a job in a run directory (``RunDir._hold``).
@@ -168,7 +168,7 @@ class RunDir:
         if not self.main:
             return
         with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The metrics records (a line torn by a kill mid-write is dropped on resume)."""

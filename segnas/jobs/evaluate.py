@@ -188,7 +188,8 @@ class Segmenter:
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
             raise SegnasError(f"image: expected a uint8 HxWx3 RGB array, a PIL image or an image file, got an array "
                               f"of shape {array.shape} and dtype {array.dtype}")
-        return np.ascontiguousarray(array)  # a view such as BGR frame[..., ::-1] has negative strides
+        # a view such as BGR frame[..., ::-1] has negative strides; PIL's np.asarray is read-only (torch warns)
+        return np.ascontiguousarray(array) if array.flags.writeable else array.copy()
 
 
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,

@@ -36,6 +36,7 @@ from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator, fitness
 from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
+from segnas.report.format import num
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
 from segnas.search.target import refuse_unreachable_target
 from segnas.spaces.base import Architecture, SearchSpace, get_space
@@ -397,9 +398,11 @@ class AskTellLoop:
                                              "latency_ms": cand.latency_ms, "best_score": json_float(self.best.score),
                                              "seconds": round(time.perf_counter() - start, 3)})
                         if bar is not None:
-                            bar.update(task, advance=1, info=f"best {self.best.score} @ {self.best.latency_ms:.1f} ms")
+                            bar.update(task, advance=1, info=f"best {num(self.best.score, '.4g')} @ "
+                                                             f"{self.best.latency_ms:.1f} ms")
                         if cand.index % 100 == 0:
-                            self.echo(f"{cand.index} scored: best {self.best.score} at {self.best.latency_ms:.2f} ms")
+                            self.echo(f"{cand.index} scored: best {num(self.best.score, '.4g')} at "
+                                      f"{self.best.latency_ms:.2f} ms")
                     self.strategy.tell(new)
                     self.elapsed = time.perf_counter() - start
                     self.save()
