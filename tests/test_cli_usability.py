@@ -470,3 +470,30 @@ def test_one_setting_given_twice_in_one_form_or_another_is_taken_and_two_values_
     assert parse_overrides(["loss.x=nan", "loss.x=nan"]) == {"loss.x": "nan"}  # (nan is not equal to itself)
     with pytest.raises(SegnasError, match="--set optim.lr: given twice"):
         parse_overrides(["optim.lr=0.1", "optim.lr=0.2"])
+
+
+def test_an_interrupted_command_says_how_to_continue_the_run_it_was_in(tmp_path, monkeypatch):
+    import segnas.jobs as jobs
+    import segnas.jobs.bench as bench
+    from segnas.engine.rundir import RunDir, release_all
+
+    release_all()  # (runs earlier tests' runners kept)
+    folder = tmp_path / "runs" / "r1"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("method: random\n")  # a search run's settings
+
+    def interrupted(*args, **kwargs):
+        search = RunDir.existing(folder)  # noqa: F841  (held, as a job's run is, when Ctrl-C comes)
+        (folder / "train" / "t").mkdir(parents=True)
+        (folder / "train" / "t" / "config.yaml").write_text("epochs: 1\n")
+        final = RunDir.existing(folder / "train" / "t")  # noqa: F841  (its final training, inside it)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "train_job", interrupted)
+    result = CliRunner().invoke(app, ["train", "--data", "synthetic", "--steps", "1"])
+    assert result.exit_code == 130
+    assert f"interrupted; continue with segnas search random --resume {folder}" in result.output
+    release_all()  # (the runner keeps the traceback, and with it the runs)
+    monkeypatch.setattr(bench, "bench_job", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    result = CliRunner().invoke(app, ["bench", "-m", "fast_scnn", "--size", "32x48"])
+    assert result.exit_code == 130 and result.output.strip() == "interrupted"  # (bench makes no run to continue)

@@ -46,10 +46,20 @@ def user_errors(fn: Callable) -> Callable:
                               emoji=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted; resume with --resume RUN_DIR")
+            err_console.print(interrupted_line(), highlight=False, soft_wrap=True, markup=False, emoji=False)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def interrupted_line() -> str:
+    """What an interrupted command says: how to continue the run it was in (the outermost of those
+    it held: a search's, not its final training's), or that it had none to continue."""
+    from segnas.engine.rundir import held_runs
+    from segnas.training.start import continue_command
+
+    runs = sorted(held_runs(), key=lambda p: len(p.parts))
+    return f"interrupted; continue with {continue_command(runs[0])}" if runs else "interrupted"
 
 
 def echo(message: str) -> None:

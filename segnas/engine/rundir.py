@@ -38,6 +38,11 @@ class _Held:
 _HELD: "weakref.WeakValueDictionary[str, _Held]" = weakref.WeakValueDictionary()
 
 
+def held_runs() -> list[Path]:
+    """The run folders this process holds now (a job's, and the runs it started inside it)."""
+    return [Path(key) for key in _HELD]
+
+
 def release_all() -> None:
     """Unlock every run folder this process holds and close their logs: the end of a job called from
     Python, whose RunDirs an exception's traceback (kept by a REPL or a notebook) may keep alive."""

@@ -92,6 +92,8 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
             cfg = with_teacher(cfg, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.classes.names) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
+    if echo and run.main:
+        echo(f"training: run {run.path}")
     if teacher_model and run.main:
         run.log(f"loss.teacher_model {teacher_model}: distilling {cfg.loss.teacher} (trained once, cached)")
     if init is not None and run.main and not (run.path / INIT_RECORD).is_file():

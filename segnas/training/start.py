@@ -94,11 +94,17 @@ def run_kind(run_dir: str | Path) -> str:
 def refuse_other_run(run_dir: str | Path, found: str, wanted: str) -> None:
     """SegnasError when a ``found`` run is given to continue a ``wanted`` one."""
     if found != wanted:
-        command, call = CONTINUE[found]
-        if found == "search":
-            command = command.format(method=read_yaml(Path(run_dir) / "config.yaml")["method"])
-        raise SegnasError(f"{run_dir}: a {found} run, not a {wanted} run; continue it with {command} {run_dir} "
-                          f"({call}(resume=...) from Python)")
+        raise SegnasError(f"{run_dir}: a {found} run, not a {wanted} run; continue it with "
+                          f"{continue_command(run_dir, found)} ({CONTINUE[found][1]}(resume=...) from Python)")
+
+
+def continue_command(run_dir: str | Path, kind: str | None = None) -> str:
+    """The command that continues the run in ``run_dir`` (of kind ``kind``, else read from it)."""
+    kind = kind or run_kind(run_dir)
+    command = CONTINUE[kind][0]
+    if kind == "search":
+        command = command.format(method=read_yaml(Path(run_dir) / "config.yaml")["method"])
+    return f"{command} {run_dir}"
 
 
 def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
