@@ -12,7 +12,6 @@ check of the command line runs before any work and raises ``SegnasError`` naming
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -24,14 +23,13 @@ from segnas.config.io import build_config, load_config, merged, set_dotted, sett
 from segnas.config.recipes import load_recipe
 from segnas.engine.device import exact_fp32
 from segnas.engine.rng import kept_rng
-from segnas.engine.rundir import best_checkpoint, release_all
+from segnas.engine.rundir import release_all
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
 from segnas.metrics import SegMetrics
 from segnas.progress import Echo
 from segnas.training import check_resumable
-from segnas.training.start import run_kind
 
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -192,7 +190,7 @@ def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECK
     image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
     ``best.pt``) or a search's run directory (its found network's final training). ``raw``: the
     raw weights of a checkpoint that also holds their EMA or SWA average (a ``last.pt``)."""
-    return Segmenter(checkpoint_of(Path(trained)), base_size, bf16, device, raw)
+    return Segmenter(trained, base_size, bf16, device, raw)
 
 
 @leaves_the_process_as_it_was
@@ -204,37 +202,8 @@ def evaluate(trained: str | Path, data: str, root: str | Path | None = None, spl
     folder, synthetic) under ``root``; ``options`` as ``data.options``."""
     from segnas.jobs.evaluate import eval_job
 
-    return eval_job(checkpoint_of(Path(trained)), data, None if root is None else str(root), split, base_size,
+    return eval_job(trained, data, None if root is None else str(root), split, base_size,
                     options=dict(options or {}), raw=raw, echo=echo, progress=False, label_size=label_size)[0]
-
-
-def checkpoint_of(path: Path) -> Path:
-    """The checkpoint ``path`` stands for: itself, a training run's ``best.pt``, or the ``best.pt``
-    of the final training of the network a search run found."""
-    if not path.is_dir():
-        return path
-    result_file = path / "search_result.json"
-    kind = run_kind(path) if (path / "config.yaml").is_file() else None
-    if kind == "search" and not result_file.is_file():
-        raise SegnasError(f"{path}: a search that has not finished (no search_result.json); continue it with "
-                          "search(resume=...)")
-    if result_file.is_file():
-        from segnas.report.runfiles import training_folder
-
-        result = json.loads(result_file.read_text())
-        found = next((n for n in (result.get("networks") or {}).values() if n.get("role") == "found"), None)
-        recorded = (found or {}).get("training") or {}
-        folder = training_folder(path, recorded["run_dir"]) if "run_dir" in recorded else None
-        if folder is None:
-            arch = path / (found or {}).get("arch_file", "arch.json")
-            raise SegnasError(f"{path}: the search trained no found network (final.epochs 0, or its training "
-                              f"folder is gone); train it: train({{'model.arch': '{arch}', ...}})")
-        path = folder
-    best = best_checkpoint(path)
-    if not best.is_file():
-        raise SegnasError(f"{path}: no checkpoints/best.pt: give a checkpoint, a finished training's run "
-                          "directory or a search's")
-    return best
 
 
 __all__ = ["train", "search", "compare", "load", "evaluate", "Segmenter"]

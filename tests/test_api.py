@@ -13,6 +13,7 @@ from PIL import Image
 
 from segnas import SegnasError, api
 from segnas.config import TrainConfig
+from segnas.training.models import trained_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "python.md"
@@ -124,7 +125,7 @@ def test_load_finds_a_searchs_trained_network_or_says_why_not(trained, tmp_path)
                            "found": {"role": "found", "arch_file": "arch.json",
                                      "training": {"run_dir": f"train/{training.name}"}}}}
     (search / "search_result.json").write_text(json.dumps(result))
-    assert api.checkpoint_of(search) == search / "train" / training.name / "checkpoints" / "best.pt"
+    assert trained_checkpoint(search) == search / "train" / training.name / "checkpoints" / "best.pt"
     del result["networks"]["found"]["training"]
     (search / "search_result.json").write_text(json.dumps(result))
     with pytest.raises(SegnasError, match=r"trained no found network.*'model.arch': '.*arch.json'"):

@@ -289,7 +289,7 @@ CLI_CASES = [
     (["bench", "-m", "{tmp}/bad.onnx"], "bad.onnx", _onnx_files),
     (["bench", "-m", "nope_net", "--size", "32x48"], "nope_net"),
     (["bench", "-m", "{tmp}/m.ts.pt", "--size", "32x48"], "m.ts.pt: a TorchScript export", _torchscript_file),
-    (["export", "{tmp}/run", "--out", "{tmp}/m.onnx", "--size", "32x48"], "give its checkpoints/best.pt",
+    (["export", "{tmp}/run", "--out", "{tmp}/m.onnx", "--size", "32x48"], "run: no checkpoints/best.pt: give a checkpoint, a finished training",
      _torchscript_file),
     (["bench", "-m", "fast_scnn", "--size", "32by48"], "32by48"),
     (["bench", "-m", "fast_scnn", "--size", "32x48", "--classes", "0"], "--classes"),

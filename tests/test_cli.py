@@ -88,7 +88,7 @@ def test_train_eval_predict(trained, tmp_path):
     frames.mkdir()
     for i, size in enumerate([(37, 53), (64, 80)]):  # odd sizes, like arbitrary video frames
         Image.fromarray(np.random.randint(0, 255, (*size, 3), dtype=np.uint8)).save(frames / f"f{i}.png")
-    result = run("predict", ckpt, frames, "--out", tmp_path / "pred")
+    result = run("predict", ckpt.parents[1], frames, "--out", tmp_path / "pred")  # (a run folder: its best.pt)
     assert result.exit_code == 0, result.output
     mask = np.asarray(Image.open(tmp_path / "pred" / "f0_mask.png"))
     assert mask.shape == (37, 53, 3)
@@ -101,7 +101,8 @@ def test_a_training_without_a_validation_split_says_so_at_its_end(tmp_path):
                  "--set", "model.options.width=0.5", "--set", "data.val_split=null", "--set", "progress=false")
     assert result.exit_code == 0, result.output
     assert "no validation split: best.pt holds the last weights" in result.output and "-100" not in result.output
-    assert run("eval", tmp_path, "--data", "synthetic").output.count("a folder, not a checkpoint file") == 1
+    assert run("eval", tmp_path, "--data", "synthetic").output.count("no checkpoints/best.pt: give a checkpoint") == 1
+    assert run("eval", next(tmp_path.iterdir()), "--data", "synthetic").exit_code == 0  # a run folder: its best.pt
 
 
 def test_predict_runs_the_network_at_the_size_it_was_trained_at(trained, tmp_path):

@@ -207,7 +207,8 @@ def _checkpoint_base_size(value: str | None) -> Any:
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) from `segnas train`."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt), or a training's or search's run folder (its "
+                                      "trained best.pt)."),
     data: str = typer.Option(..., help="Dataset name."),
     data_root: Optional[str] = typer.Option(None, help="Dataset folder."),
     split: str = typer.Option("val", help="Split to score."),
@@ -256,7 +257,8 @@ def eval_cmd(
 @app.command()
 @user_errors
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) from `segnas train`."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt), or a training's or search's run folder (its "
+                                      "trained best.pt)."),
     inputs: Path = typer.Argument(..., help="An image, or a folder of images / video frames (subfolders too)."),
     out: Path = typer.Option(Path("predictions"), help="Output folder (a folder's subfolders mirrored in it)."),
     alpha: float = typer.Option(0.5, help="Overlay opacity, 0 (image only) to 1 (mask only)."),
@@ -415,7 +417,7 @@ def print_bench(rows: list[dict[str, Any]]) -> None:
 @app.command()
 @user_errors
 def export(
-    model: str = typer.Argument(..., help="Checkpoint (.pt), arch.json or zoo name."),
+    model: str = typer.Argument(..., help="Checkpoint (.pt) or a run folder holding one, arch.json, or a zoo name."),
     out: Path = typer.Option(..., help="Output file (.onnx or .pt for TorchScript)."),
     size: Optional[str] = typer.Option(None, help="Input HxW the file is exported and checked at (the only size "
                                                   "a static ONNX or TorchScript file takes).",

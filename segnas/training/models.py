@@ -3,6 +3,7 @@ checkpoint; starting a network from other weights (``model.init``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ from torch import nn
 
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
-from segnas.engine.checkpoint import STALE_SWA, kept_average, load_checkpoint, read_weights, refuse_folder
+from segnas.engine.checkpoint import STALE_SWA, kept_average, load_checkpoint, read_weights
+from segnas.engine.rundir import best_checkpoint
 from segnas.errors import SegnasError
+from segnas.report.runfiles import training_folder
 from segnas.spaces import build_from_arch, read_arch_file
+from segnas.training.start import continue_command, run_kind
 from segnas.zoo import build_model
 
 
@@ -30,10 +34,41 @@ def build_network(spec: dict[str, Any], num_classes: int) -> nn.Module:
     return build_model(spec["name"], num_classes, **spec.get("options", {}))
 
 
+def trained_checkpoint(path: str | Path) -> Path:
+    """The checkpoint ``path`` stands for: itself (a file), a training's run directory's
+    ``best.pt``, or the ``best.pt`` of the final training of the network a search run found."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    result_file = path / "search_result.json"
+    kind = run_kind(path) if (path / "config.yaml").is_file() else None
+    if kind == "search" and not result_file.is_file():
+        raise SegnasError(f"{path}: a search that has not finished (no search_result.json); continue it with "
+                          f"{continue_command(path, kind)} (search(resume=...) from Python)")
+    if result_file.is_file():
+        result = json.loads(result_file.read_text())
+        found = next((n for n in (result.get("networks") or {}).values() if n.get("role") == "found"), None)
+        recorded = (found or {}).get("training") or {}
+        folder = training_folder(path, recorded["run_dir"]) if "run_dir" in recorded else None
+        if folder is None:
+            arch = path / (found or {}).get("arch_file", "arch.json")
+            raise SegnasError(f"{path}: the search trained no found network (final.epochs 0, or its training "
+                              f"folder is gone); train it: segnas train --arch {arch} ... "
+                              f"(train({{'model.arch': '{arch}', ...}}) from Python)")
+        path = folder
+    best = best_checkpoint(path)
+    if not best.is_file():
+        raise SegnasError(f"{path}: no checkpoints/best.pt: give a checkpoint, a finished training's run "
+                          "directory or a search's")
+    return best
+
+
 def load_trained(checkpoint: str | Path, raw: bool = False) -> tuple[nn.Module, ClassInfo, dict[str, Any], str]:
-    """Rebuild a trained network from a checkpoint alone, holding the weights its training scored (its
-    EMA or SWA average where it has one; the raw ones with ``raw``: ``select_weights``); returns
-    (model in eval mode, classes, state, which weights: "EMA", "SWA" or "raw")."""
+    """Rebuild a trained network from a checkpoint alone (or a run directory: ``trained_checkpoint``),
+    holding the weights its training scored (its EMA or SWA average where it has one; the raw ones
+    with ``raw``: ``select_weights``); returns (model in eval mode, classes, state, which weights:
+    "EMA", "SWA" or "raw")."""
+    checkpoint = trained_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint)
     if state["model_spec"].get("kind") not in ("zoo", "arch") or "classes" not in state:
         raise SegnasError(f"{checkpoint}: not a trained-network checkpoint (a search state?); "
@@ -75,10 +110,12 @@ def select_weights(checkpoint: str | Path, model: nn.Module, state: dict[str, An
 
 
 def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
-    """A network from a checkpoint (``.pt``), an architecture file (``.json``) or a zoo name;
-    returns the network in eval mode and a display name."""
+    """A network from a checkpoint (``.pt``; or a training's or search's run directory: its trained
+    network), an architecture file (``.json``) or a zoo name; returns the network in eval mode and a
+    display name."""
     path = Path(source)
-    refuse_folder(path, str(source), "a checkpoint (.pt), an arch file (.json) or a zoo name")
+    if path.is_dir():
+        path = trained_checkpoint(path)
     if path.suffix == ".pt":
         model = load_trained(path)[0]
         return model, path.stem if path.stem not in ("best", "last") else path.parent.parent.name
