@@ -29,6 +29,25 @@ class NotesOnce:
         return once
 
 
+class SaidBeforeRun:
+    """An echo that keeps what a job says before its run folder exists (its data notes, its latency
+    calibration, its target check), for the run's log.txt once it does (``log_into``)."""
+
+    def __init__(self, echo: Echo | None) -> None:
+        self.echo, self.lines = echo, []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        if self.echo is not None:
+            self.echo(line)
+
+    def log_into(self, log: Callable[[str], None]) -> None:
+        """Write the lines kept so far with ``log`` (a run's ``RunDir.log``), once."""
+        for line in self.lines:
+            log(line)
+        self.lines.clear()
+
+
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
     """A rich Progress when ``enabled`` and stderr is a terminal, else None."""

@@ -357,6 +357,7 @@ def test_saswot_search_job_writes_the_best_arch(tmp_path, cache):
     result = json.loads((run / "search_result.json").read_text())
     details, best = result["details"], result["details"]["top"][0]
     assert result["method"] == "saswot" and result["space"] == "multires"
+    assert "checking the latency target" in (run / "log.txt").read_text()  # (said before the run folder existed)
     assert details["candidates_scored"] == 6 == len(details["history"]) and details["stopped"] == "candidates"
     assert np.isfinite(best["score"]) and best["score"] == max(h["score"] for h in details["history"])
     data = read_arch_file(run / "arch.json")

@@ -132,6 +132,21 @@ def test_a_class_no_validation_mask_holds_is_named_with_how_the_mean_counts_it(t
                      "as it, and counts an IoU of 0 where some are"]
 
 
+def test_a_trainings_data_notes_are_in_its_log_though_said_before_its_run_folder_existed(tmp_path):
+    from segnas import api
+
+    make_folder(tmp_path / "data", n=2)
+    for mask in (tmp_path / "data" / "masks" / "val").iterdir():  # 'car' (2) in no validation mask
+        Image.fromarray((np.arange(W)[None, :].repeat(H, 0) % 2).astype(np.uint8), "L").save(mask)
+    said: list[str] = []
+    result = api.train({"data.name": "folder", "data.root": str(tmp_path / "data"), "data.batch_size": 2,
+                        "data.options": {"classes": list(CLASSES)},
+                        "model.options.width": 0.5, "max_steps": 1, "threads": 1, "progress": False,
+                        "out_dir": str(tmp_path / "runs")}, echo=said.append)
+    note = next(line for line in said if line.startswith("note: no val mask holds class(es) 'car'"))
+    assert note in (Path(result.run_dir) / "log.txt").read_text()
+
+
 class _Halves(nn.Module):
     """Class 1 on the left half of the input, class 0 on the right (a fixed network)."""
 

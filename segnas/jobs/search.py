@@ -44,7 +44,7 @@ from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir, best_checkpoint
 from segnas.parallel import TaskResources, check_ray
-from segnas.progress import Echo, NotesOnce
+from segnas.progress import Echo, NotesOnce, SaidBeforeRun
 from segnas.report.runfiles import training_folder
 from segnas.errors import SegnasError
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy, get_strategy
@@ -222,7 +222,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     describe (a calibrated or precomputed table; tests use a deterministic one). ``changes``: the
     ``training.start.RESUMABLE`` settings a resumed search takes anew."""
     notes, told = NotesOnce(), echo or (lambda m: None)
-    echo = notes.wrap(told)
+    said = SaidBeforeRun(told)  # (its run's log.txt keeps what the search says before the run exists)
+    echo = notes.wrap(said)
     cls = settings_class(run_method(resume) if resume is not None else settings.method)
     cfg, run = start_job(cls, settings, resume, "search", changes)
     if run is not None and (finished := finished_search(run.path)) is not None:  # nothing left: not timed again
@@ -232,6 +233,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None)
     latency = ctx.latency
     ctx.run = open_run(cfg, run)
+    said.log_into(ctx.run.log)
     echo = ctx.echo = notes.wrap(logged(told, ctx.run))  # what the search prints, its log.txt keeps too
     done = ctx.run.path / RESULT_FILE
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")

@@ -20,7 +20,7 @@ from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult, check_placement
 from segnas.errors import SegnasError
-from segnas.progress import Echo
+from segnas.progress import Echo, SaidBeforeRun
 from segnas.training.start import open_run, start_job
 from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
 from segnas.utils import atomic_write_text
@@ -69,10 +69,11 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     ``changes`` give (``start_job``): a run may move between a GPU and the CPU.
     """
     cfg, run = start_job(TrainConfig, cfg, resume, "training", changes)
+    said = SaidBeforeRun(echo)  # (its run's log.txt keeps what the training says before the run exists)
 
     # Everything that can fail on user input is built before a new run directory is created.
     check_placement(cfg)
-    data = validate_dataset(cfg.data, cfg.progress, echo)
+    data = validate_dataset(cfg.data, cfg.progress, said)
     data.check_whole_image_batches(cfg.data)
     train_set, val_set = make_datasets(cfg)
     check_classes(cfg, train_set.classes.names)
@@ -92,6 +93,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
             cfg = with_teacher(cfg, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.classes.names) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
+    said.log_into(run.log)
     if echo and run.main:
         echo(f"training: run {run.path}")
     if teacher_model and run.main:
