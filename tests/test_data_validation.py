@@ -68,6 +68,11 @@ def undeclared_label(path: Path) -> None:
     Image.fromarray(np.full((H, W), 7, np.uint8), "L").save(path)
 
 
+def jpeg_mask(path: Path) -> None:
+    """The mask saved as JPEG (its values then differ along edges): refused by its content, whatever its name."""
+    Image.fromarray(((np.arange(W)[None, :].repeat(H, 0) // 8) % 3).astype(np.uint8), "L").save(path, format="JPEG")
+
+
 def foreign_colour(path: Path) -> None:
     Image.fromarray(np.full((H, W, 3), 9, np.uint8)).save(path)
 
@@ -78,6 +83,7 @@ BAD_DATA = [
     ("truncated jpeg", truncate, "images", False, ".jpg", ["img1.jpg", "cannot read image", "truncated"]),
     ("size mismatch", resize_mask, "masks", False, ".png", ["masks/train/img1.png", "48x32", "40x32"]),
     ("label out of range", undeclared_label, "masks", False, ".png", ["masks/train/img1.png", "[7]"]),
+    ("jpeg mask", jpeg_mask, "masks", False, ".png", ["masks/train/img1.png", "a JPEG mask", "save masks losslessly"]),
     ("palette colour missing", foreign_colour, "masks", True, ".png",
      ["masks/train/img1.png", "(9, 9, 9)", "not in the palette"]),
 ]

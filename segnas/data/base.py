@@ -179,6 +179,9 @@ def read_label(path: Path, mode: str = "index") -> np.ndarray:
     """Read a label map: ``index`` gives HxW integer values, ``rgb`` gives HxWx3 uint8 colours."""
     try:
         with Image.open(path) as im:
+            if im.format == "JPEG":
+                raise SegnasError(f"{path}: a JPEG mask: its lossy compression changes the class of pixels along "
+                                  "every edge; save masks losslessly (PNG)")
             if mode == "rgb":
                 return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
             if im.mode in ("RGB", "RGBA"):

@@ -183,7 +183,7 @@ def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
         cache.save()
     if errors:
         first = min(errors)
-        more = f" ({len(errors) - 1} more bad pair(s) found)" if len(errors) > 1 else ""
+        more = f" ({len(errors) - 1} more bad pair(s) found before the check stopped)" if len(errors) > 1 else ""
         raise SegnasError(f"{errors[first]}{more}")
     sizes = [check.size for check in checks.values()]
     max_size = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
