@@ -147,6 +147,20 @@ def test_a_trainings_data_notes_are_in_its_log_though_said_before_its_run_folder
     assert note in (Path(result.run_dir) / "log.txt").read_text()
 
 
+def test_a_crop_larger_than_every_image_even_at_the_largest_scale_is_noted(tmp_path):
+    from segnas import api
+
+    make_folder(tmp_path / "data", n=2)
+    settings = {"data.name": "folder", "data.root": str(tmp_path / "data"), "data.options": {"classes": list(CLASSES)},
+                "data.batch_size": 2, "model.options.width": 0.5, "max_steps": 1, "threads": 1, "progress": False,
+                "out_dir": str(tmp_path / "runs")}
+    for crop, scale, noted in ((f"{H}x{W}", [0.75, 1.5], False), (f"{2 * H}x{W}", [0.75, 2.0], False),
+                               (f"{2 * H}x{W}", [0.5, 1.25], True)):
+        said: list[str] = []
+        api.train({**settings, "data.crop_size": crop, "data.scale": scale}, echo=said.append)
+        assert any("training crop (data.crop_size) is larger than every train image" in line for line in said) == noted
+
+
 class _Halves(nn.Module):
     """Class 1 on the left half of the input, class 0 on the right (a fixed network)."""
 

@@ -81,6 +81,21 @@ class DataReport:
         report = self.splits.get(cfg.train_split)
         return (report.max_size if report else None), f"the largest {cfg.train_split} image"
 
+    def note_padded_crops(self, cfg: DataConfig, echo: Echo | None) -> None:
+        """Say so when the training crop is larger than every training image even at the largest
+        random scale: every crop is then padded with ignored pixels (time spent on nothing)."""
+        report = self.splits.get(cfg.train_split)
+        source = tuple(cfg.base_size) if cfg.base_size is not None else (report.max_size if report else None)
+        if echo is None or cfg.crop_size is None or source is None:
+            return
+        (ch, cw), (h, w), high = cfg.crop_size, source, cfg.scale[1]
+        if h * high < ch or w * high < cw:
+            images = f"data.base_size {h}x{w}" if cfg.base_size is not None else \
+                f"every {cfg.train_split} image (at most {h}x{w})"
+            echo(f"note: the {ch}x{cw} training crop (data.crop_size) is larger than {images}, even at the "
+                 f"largest random scale (x{high:g}): every crop is padded with ignored pixels, which costs time "
+                 f"and teaches nothing; give a crop within the images")
+
     def check_training_classes(self, cfg: DataConfig, echo: Echo | None = None) -> None:
         """Refuse training masks that hold fewer than two classes (nothing to tell apart: e.g. a
         two-class mask saved as 0/255, whose 255 is ignore), and say which declared classes no

@@ -75,6 +75,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     check_placement(cfg)
     data = validate_dataset(cfg.data, cfg.progress, said)
     data.check_whole_image_batches(cfg.data)
+    data.note_padded_crops(cfg.data, said)
     train_set, val_set = make_datasets(cfg)
     check_classes(cfg, train_set.classes.names)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
