@@ -181,7 +181,7 @@ def test_the_defaults_a_training_key_leaves_out_are_pinned() -> None:
 
     defaults = TrainConfig.model_construct().model_dump(mode="json")
     digest = hashlib.sha1(json.dumps(defaults, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    assert (KEY_FORMAT, digest) == (2, "69d992f65d10325c"), (
+    assert (KEY_FORMAT, digest) == (2, "d7a7c40423476ef7"), (
         "TrainConfig's defaults changed: if a changed default changes what a training learns, bump KEY_FORMAT in "
         "segnas/training/cached.py (cached teachers and encoders are then trained again); a new setting whose "
         f"default keeps the old training needs only this pin updated (to {digest!r})")
@@ -461,3 +461,22 @@ def test_a_run_another_process_runs_is_refused_and_a_refused_resume_touches_noth
                                           r"--resume .*search \(search\(resume=...\) from Python\)"):
         train_job(None, resume=search)
     assert sorted(p.name for p in search.iterdir()) == [".search_state.json.ab12cd34.tmp", "config.yaml"]
+
+
+def test_a_small_training_split_is_scored_about_a_hundred_times_not_every_epoch(tmp_path, monkeypatch):
+    """By default the validation split is scored every epoch, or, where an epoch is a step or a few
+    (a small split) and the budget holds more than DEFAULT_EVALUATIONS epochs, every k-th epoch."""
+    import segnas.engine.trainer as trainer
+    from segnas import api
+    from segnas.engine.trainer import eval_interval
+
+    assert eval_interval(None, 60) == 1 and eval_interval(None, 2700) == 27 and eval_interval(None, None) == 1
+    assert eval_interval(3, 2700) == 3
+    monkeypatch.setattr(trainer, "DEFAULT_EVALUATIONS", 2)
+    settings = {"model.name": "fast_scnn", "model.options.width": 0.5, "data.name": "synthetic",
+                "data.options": {"size": [32, 40], "length": 4}, "data.crop_size": "32x40", "data.batch_size": 4,
+                "max_steps": 8, "threads": 1, "progress": False, "out_dir": str(tmp_path)}
+    scored = [row["epoch"] for row in api.train(settings).history if "val_miou" in row]
+    assert scored == [4, 8]  # 8 one-step epochs, scored twice
+    scored = [row["epoch"] for row in api.train({**settings, "eval_every": 3}).history if "val_miou" in row]
+    assert scored == [3, 6, 8]

@@ -239,8 +239,9 @@ class TrainConfig(Settings):
     #: discounts a job that merely waits for its cores; threads that spin while oversubscribed
     #: still burn CPU time, so train one job per set of cores.
     budget_clock: Literal["wall", "cpu"] = "wall"
-    #: Score the validation split every this many epochs (and at the end).
-    eval_every: int = Field(1, ge=1)
+    #: Score the validation split every this many epochs (and at the end). None: every epoch, or
+    #: for a budget of more than 100 epochs (a small training split) every k-th, about 100 times.
+    eval_every: Optional[int] = Field(None, ge=1)
     #: Gradient accumulation: an optimizer step on the mean gradient of this many batches (about a
     #: ``accumulate_batches x data.batch_size`` batch in the memory of one: exactly for a network
     #: without batch statistics and a per-pixel mean loss); steps count optimizer steps, and an

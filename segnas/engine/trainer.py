@@ -84,6 +84,19 @@ def check_placement(cfg: TrainConfig) -> None:
                           "training on a GPU; use 'wall' (or a max_steps budget)")
 
 
+#: About how many times a training scores its validation split by default (``eval_every`` None).
+DEFAULT_EVALUATIONS = 100
+
+
+def eval_interval(eval_every: int | None, planned_epochs: int | None) -> int:
+    """Epochs between validation scores: ``eval_every`` as set; by default every epoch, or for a
+    budget of more than ``DEFAULT_EVALUATIONS`` epochs (a small training split, where an epoch is a
+    step or a few) every k-th, so that scoring takes no more of the training than on a large split."""
+    if eval_every is not None:
+        return eval_every
+    return max(1, -(-planned_epochs // DEFAULT_EVALUATIONS)) if planned_epochs else 1
+
+
 class Trainer:
     """Trains ``model`` on ``train_set`` and scores it on ``val_set`` each ``eval_every`` epochs.
 
@@ -208,11 +221,14 @@ class Trainer:
         for images, masks in self._loader(torch.Generator().manual_seed(self.cfg.seed + 7919)):
             yield self.place.batch(images, masks)[0]
 
+    def steps_per_epoch(self, loader: DataLoader | None = None) -> int:
+        """Optimizer steps in an epoch (``train_job`` checks that the accumulated batches fit one)."""
+        return max(len(loader or self._loader()) // self.cfg.accumulate_batches, 1)
+
     def planned_steps(self, loader: DataLoader | None = None) -> int | None:
         """The optimizer steps the epoch and step budgets allow (the fewer); None: a time budget alone."""
-        cfg = self.cfg
-        steps_per_epoch = max(len(loader or self._loader()) // cfg.accumulate_batches, 1)  # (checked: it fits)
-        planned = [n for n in (cfg.epochs and cfg.epochs * steps_per_epoch, cfg.max_steps) if n]
+        cfg, per_epoch = self.cfg, self.steps_per_epoch(loader)
+        planned = [n for n in (cfg.epochs and cfg.epochs * per_epoch, cfg.max_steps) if n]
         return min(planned) if planned else None
 
     def _progress(self, steps_total: int) -> float:
@@ -294,7 +310,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.cfg
         loader = self._loader()
-        steps_total = self.planned_steps(loader) or 2**62  # (a time-only budget drives the LR by time)
+        planned = self.planned_steps(loader)
+        steps_total = planned or 2**62  # (a time-only budget drives the LR by time)
+        every = eval_interval(cfg.eval_every, planned and -(-planned // self.steps_per_epoch(loader)))
         loop = self.loop
         with progress_bar(cfg.progress and self.dist.is_main) as bar:
             while not self.finished and (cfg.epochs is None or loop.epoch < cfg.epochs):
@@ -311,10 +329,10 @@ class Trainer:
                 distributed.average_buffers(self.model)  # BN statistics: the same network on every rank
                 if self.ema:
                     distributed.average_buffers(self.ema.module)
-                if self.swa and self.swa.count and (loop.epoch % cfg.eval_every == 0 or self.finished):
+                if self.swa and self.swa.count and (loop.epoch % every == 0 or self.finished):
                     # on every rank: under torchrun SyncBatchNorm gathers the statistics of each rank's batches
                     self.swa.ready(self._bn_batches)
-                if self.val_set is not None and (loop.epoch % cfg.eval_every == 0 or self.finished):
+                if self.val_set is not None and (loop.epoch % every == 0 or self.finished):
                     t0 = time.perf_counter()
                     metrics = distributed.broadcast_object(evaluate(
                         self.eval_model, self.val_set, self.num_classes, cfg.data.eval_batch_size, self.place.bf16,

@@ -75,7 +75,6 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     check_placement(cfg)
     data = validate_dataset(cfg.data, cfg.progress, said)
     data.check_whole_image_batches(cfg.data)
-    data.note_padded_crops(cfg.data, said)
     train_set, val_set = make_datasets(cfg)
     check_classes(cfg, train_set.classes.names)
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
@@ -86,6 +85,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     check_batch_statistics(model, batch, sample_size, len(train_set))
     weights = class_weights(cfg, train_set)
     check_accumulation(cfg, len(train_set))
+    data.note_padded_crops(cfg.data, said)  # (once the sizes have passed their checks)
     teacher_model = cfg.loss.teacher_model if run is None else None
     if teacher_model:  # after every check of the student's own settings
         from segnas.training.cached import with_teacher  # it trains through this module
