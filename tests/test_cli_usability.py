@@ -497,3 +497,13 @@ def test_an_interrupted_command_says_how_to_continue_the_run_it_was_in(tmp_path,
     monkeypatch.setattr(bench, "bench_job", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     result = CliRunner().invoke(app, ["bench", "-m", "fast_scnn", "--size", "32x48"])
     assert result.exit_code == 130 and result.output.strip() == "interrupted"  # (bench makes no run to continue)
+
+
+def test_a_searchs_training_record_given_as_an_architecture_is_named_for_what_it_is(tmp_path):
+    from segnas.errors import SegnasError
+    from segnas.spaces import read_arch_file
+
+    (tmp_path / "arch_train.json").write_text(json.dumps({"run_dir": "train/x", "best_val_miou": 0.5}))
+    with pytest.raises(SegnasError, match=r"arch_train.json: a search's record of a finished training, not an "
+                                          r"architecture; give the search's arch.json"):
+        read_arch_file(tmp_path / "arch_train.json")

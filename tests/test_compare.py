@@ -465,7 +465,11 @@ def test_a_dataset_without_a_test_split_has_no_test_column(tmp_path):
     assert summary["test_split"] is None and summary["rows"][0]["test_miou_mean"] is None
     md = (Path(summary["run_dir"]) / "compare.md").read_text()
     assert table_head(md) == [h for h in HEAD if h != "test mIoU %"]
+    assert "- no 'test' split in folder: test mIoU left out" in md
     assert list(summary["rows"][0]["per_class_iou"]) == ["a", "b", "c"]
+    summary, lines = run_compare(tiny(tmp_path / "none", data=data, methods={}, test_split=None))
+    assert not any("has no" in x and "split" in x for x in lines), lines
+    assert "- no test split scored (test_split: null)" in (Path(summary["run_dir"]) / "compare.md").read_text()
 
 
 def test_interleaved_latency_measures_every_network_in_rounds():

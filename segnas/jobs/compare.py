@@ -664,7 +664,8 @@ def compare_table(summary: dict[str, Any]) -> str:
     if (devices := summary.get("train_devices") or ["cpu"]) != ["cpu"]:
         lines.append(f"- final trainings ran on: {', '.join(devices)} (the same steps and recipe everywhere)")
     if not test:
-        lines.append(f"- no test split in {s['data']['name']}: test mIoU left out")
+        lines.append("- no test split scored (test_split: null)" if s.get("test_split", "test") is None else
+                     f"- no {s.get('test_split', 'test')!r} split in {s['data']['name']}: test mIoU left out")
     elif (held := (s["data"].get("options") or {}).get("holdout")) and summary["test_split"] == "holdout":
         lines.append(f"- holdout mIoU: training sequence {held}, left out of training (unseen streets)")
     lines += [""] + [f"> **Note:** {note}" for note in summary["notes"]] + ([""] if summary["notes"] else [])

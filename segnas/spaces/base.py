@@ -249,6 +249,9 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(read_text_file(path))
     except json.JSONDecodeError as exc:
         raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    if isinstance(data, dict) and "run_dir" in data and "best_val_miou" in data:
+        raise SegnasError(f"{path}: a search's record of a finished training, not an architecture; give the "
+                          f"search's {path.name.removesuffix('_train.json')}.json")
     for key in ("space", "arch"):
         if not isinstance(data, dict) or key not in data:
             raise SegnasError(f"{path}: missing field {key!r} (expected {{'space', 'version', 'arch'}})")
