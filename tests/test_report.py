@@ -454,3 +454,16 @@ def test_a_predicted_latency_shows_the_tables_figure_then_the_corrected_one():
     assert predicted({"predicted_table_ms": 4.54, "predicted_ms": 3.53}) == "4.54 → 3.53"
     assert predicted({"predicted_table_ms": 3.53, "predicted_ms": 3.53}) == "3.53"  # no correction applied
     assert predicted({"predicted_ms": None}) == "-"
+
+
+def test_a_mobile_architecture_is_drawn_with_its_stages_and_the_high_resolution_branch():
+    from matplotlib.figure import Figure
+
+    from segnas.report.arch_draw import _blocks_text, draw_architecture
+    from segnas.spaces.mobile.arch import Block, fast_scnn
+
+    fig = draw_architecture({"space": "mobile", "arch": fast_scnn().to_dict()})
+    assert isinstance(fig, Figure)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "1/16, 64 ch\n3× t6 k3" in texts and "1/8 branch, 64 ch" in texts and "fusion +\n128 ch" in texts
+    assert _blocks_text((Block(6), Block(6), Block(4, 5, 2))) == "2× t6 k3\n1× t4 k5 d2"

@@ -1,5 +1,6 @@
 """Architectures drawn as diagrams: one drawer per search space (``multires``: branches over scales;
-``joint``: stages of slots; ``cells``: the macro layout and each distinct cell's graph), registered
+``joint``: stages of slots; ``cells``: the macro layout and each distinct cell's graph;
+``mobile``: stem, stages, the two branches' fusion), registered
 with ``@arch_drawer("space")``, and for any space the decisions of its arch file as a table."""
 
 from __future__ import annotations
@@ -70,9 +71,10 @@ def _box(ax: Axes, x: float, y: float, text: str, color: str, w: float = 0.8, h:
 
 
 def _arrow(ax: Axes, a: tuple[float, float], b: tuple[float, float], color: str = "0.3", label: str = "",
-           fontsize: float = 6.5, rad: float = 0.0) -> None:
+           fontsize: float = 6.5, rad: float = 0.0, shrink: float = 12.0) -> None:
+    """An arrow from ``a`` to ``b``, each end ``shrink`` points short (from a box's centre: 12; from its edge: 2)."""
     ax.annotate("", xy=b, xytext=a, zorder=1, arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.0,
-                                                          "shrinkA": 12, "shrinkB": 12,
+                                                          "shrinkA": shrink, "shrinkB": shrink,
                                                           "connectionstyle": f"arc3,rad={rad}"})
     if label:
         ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.08 + rad * 0.5, label, fontsize=fontsize, ha="center",
@@ -225,3 +227,59 @@ def _draw_cell(ax: Axes, cell: Any, letter: str, color: str) -> None:
     ax.set_ylim(-1.6, 1.6)
     ax.axis("off")
     ax.set_title(f"cell {letter}", fontsize=9)
+
+
+# ------------------------------------------------------------------------------------ mobile
+def _blocks_text(blocks: Any) -> str:
+    """A stage's blocks: runs of equal blocks counted (``3× t6 k3``; ``d2`` where dilated)."""
+    runs: list[list[Any]] = []
+    for block in blocks:
+        if runs and runs[-1][0] == block:
+            runs[-1][1] += 1
+        else:
+            runs.append([block, 1])
+    return "\n".join(f"{n}× t{b.expansion} k{b.kernel}{f' d{b.dilation}' if b.dilation > 1 else ''}"
+                     for b, n in runs)
+
+
+#: Horizontal distance between the mobile diagram's boxes (each 1.15 wide: room for an arrow).
+STEP = 1.55
+
+
+@arch_drawer("mobile")
+def draw_mobile(arch: Any) -> Figure:
+    """Left to right: the learning-to-downsample stem, each inverted-residual stage (output stride,
+    width, its blocks), the global context; the 1/8 branch joins the deep one in the fusion, then
+    the head."""
+    from segnas.spaces.mobile.arch import HIGH_STRIDE
+
+    items = [(f"stem {layer.op}\n/2 → {layer.width} ch", "black") for layer in arch.stem]
+    high = len(items) - 1  # where the 1/8 branch leaves: the stem's end, or the last stage at 1/8
+    for s, stage in enumerate(arch.stages):
+        items.append((f"1/{stage.stride}, {stage.width} ch\n{_blocks_text(stage.blocks)}", COLORS[s % len(COLORS)]))
+        if stage.stride == HIGH_STRIDE:
+            high = len(items) - 1
+    if arch.context != "none":
+        items.append((f"context\n{arch.context}", "0.4"))
+    lines = max(text.count("\n") + 1 for text, _ in items)
+    h = 0.22 * lines + 0.2
+    fig, ax = plt.subplots(figsize=(max(6.0, STEP * (len(items) + 2)), 2.2 + 0.35 * lines))
+    for i, (text, color) in enumerate(items):
+        _box(ax, STEP * i, 0.0, text, color, w=1.15, h=h, fontsize=6.5)
+        if i:
+            _arrow(ax, (STEP * (i - 1) + 0.575, 0.0), (STEP * i - 0.575, 0.0), shrink=2)
+    fuse, head = (STEP * len(items), -1.3), (STEP * (len(items) + 1), -1.3)
+    _box(ax, *fuse, f"fusion +\n{arch.fusion_width} ch", "black", w=1.15, h=0.55, fontsize=6.5)
+    _box(ax, *head, f"head\n{arch.head_depth} dsconv", "black", w=1.15, h=0.55, fontsize=6.5)
+    _arrow(ax, (STEP * (len(items) - 1), -h / 2), (fuse[0] - 0.3, fuse[1] + 0.28), "0.3", label="↑ to 1/8",
+           shrink=2)
+    _arrow(ax, (STEP * high, -h / 2), (fuse[0] - 0.575, fuse[1]), "tab:red", label=f"1/8 branch, {arch.high_width} ch",
+           rad=0.12, shrink=2)
+    _arrow(ax, (fuse[0] + 0.575, fuse[1]), (head[0] - 0.575, head[1]), shrink=2)
+    ax.set_xlim(-0.8, head[0] + 0.8)
+    ax.set_ylim(-1.8, h / 2 + 0.3)
+    ax.axis("off")
+    ax.set_title(f"mobile: {len(arch.stages)} stages to 1/{arch.stride}, {sum(len(s.blocks) for s in arch.stages)} "
+                 f"blocks, context {arch.context}", fontsize=10)
+    fig.tight_layout()
+    return fig
