@@ -467,3 +467,20 @@ def test_a_mobile_architecture_is_drawn_with_its_stages_and_the_high_resolution_
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "1/16, 64 ch\n3× t6 k3" in texts and "1/8 branch, 64 ch" in texts and "fusion +\n128 ch" in texts
     assert _blocks_text((Block(6), Block(6), Block(4, 5, 2))) == "2× t6 k3\n1× t4 k5 d2"
+
+
+def test_the_pareto_plots_names_overlap_neither_each_other_nor_a_point():
+    """The README comparison's 13 networks, 6 of them within 5 ms of each other: every name placed
+    where no other name or marker is."""
+    from segnas.report.pareto import pareto_figure
+
+    rows = json.loads((Path(__file__).parents[1] / "benchmarks" / "compare" / "results" /
+                       "compare_camvid.json").read_text())["rows"]
+    fig = pareto_figure(rows, 15.0)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len([r for r in rows if r.get("latency_ms") is not None])
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    points = [ax.transData.transform((r["latency_ms"], 100 * r["val_miou_mean"])) for r in rows]
+    assert not any(box.contains(x, y) for box in boxes for x, y in points)
