@@ -243,6 +243,13 @@ def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, 
         export_job(checkpoint, tmp_path / "n.onnx", (64.5, 96), progress=False)
     with pytest.raises(SegnasError, match=r"--size: expected HxW .* got '64\*96'"):
         bench_job([checkpoint], "64*96", ["eager"], progress=False)
+    import onnx  # a run folder stands for its best.pt: its classes and trained size, not a zoo default's
+
+    path, _ = export_job(trained.run_dir, tmp_path / "r.onnx", "48x64", progress=False)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["num_classes"] == "11" and "Pole" in meta["classes"], meta
+    row = bench_job([trained.run_dir], "48x64", ["eager"], progress=False, min_time_s=0.0)[0]
+    assert row["classes"] == 11 and row["classes_from"] == "checkpoint" and row["model"] == Path(trained.run_dir).name
 
 
 def test_a_job_on_a_gpu_leaves_tf32_as_the_caller_set_it(tmp_path, monkeypatch):
@@ -293,11 +300,13 @@ def test_a_loaded_network_computes_in_true_fp32_and_leaves_tf32_as_the_caller_se
 
 def test_a_resume_refused_for_its_new_data_folder_touches_nothing_in_the_run(tmp_path):
     run = Path(api.train({**TINY, "out_dir": str(tmp_path / "runs")}).run_dir)
-    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}, (run / "log.txt").read_text()
+    (run / ".config.yaml.ab12cd34.tmp").write_text("x")  # a kill's leftover, which opening the run removes
+    (run / "checkpoints" / ".last.pt.ab12cd34.tmp").write_text("x")
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}, (run / "log.txt").read_text()
     with pytest.raises(SegnasError, match=r"^data\.root \(--data-root\): the synthetic dataset .* name your dataset "
                                           r"in data\.name"):
         api.train({"data.root": str(tmp_path)}, resume=run)
-    assert ({p.name: p.stat().st_mtime_ns for p in run.iterdir()}, (run / "log.txt").read_text()) == before
+    assert ({p.name: p.stat().st_mtime_ns for p in run.rglob("*")}, (run / "log.txt").read_text()) == before
 
 
 def test_a_call_leaves_the_process_as_it_was_even_when_it_fails(tmp_path):

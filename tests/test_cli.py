@@ -79,10 +79,15 @@ def test_train_eval_predict(trained, tmp_path):
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text((ckpt.parents[1] / "config.yaml").read_text())
-    RunDir.existing(tmp_path / "run").write_metrics({"epoch": 1, "val_iou": [0.5, float("nan")]})
-    release_all()
+    records = RunDir.existing(tmp_path / "run")
+    records.write_metrics({"epoch": 1, "val_iou": [0.5, float("nan")]})
+    records.write_metrics({"epoch": 2, "val_iou": [0.6, float("nan")]})
+    records.truncate_metrics(1)  # (a resume drops the records after its checkpoint, rewriting the file)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text(), parse_constant=refuse) == \
         {"epoch": 1, "val_iou": [0.5, None]}
+    (row,) = records.read_metrics()  # read back as the trainer had it, as SegMetrics has it: NaN
+    assert row["val_iou"][0] == 0.5 and np.isnan(row["val_iou"][1])
+    release_all()
 
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -492,8 +492,21 @@ def test_an_interrupted_command_says_how_to_continue_the_run_it_was_in(tmp_path,
     monkeypatch.setattr(jobs, "train_job", interrupted)
     result = CliRunner().invoke(app, ["train", "--data", "synthetic", "--steps", "1"])
     assert result.exit_code == 130
-    assert f"interrupted; continue with segnas search random --resume {folder}" in result.output
+    assert f"interrupted; continue with segnas search random --resume {folder.resolve()}" in result.output
     release_all()  # (the runner keeps the traceback, and with it the runs)
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    teacher = tmp_path / "cache" / "teachers" / "k1" / "r"
+    teacher.mkdir(parents=True)
+    (teacher / "config.yaml").write_text("epochs: 1\n")
+
+    def teaching(*args, **kwargs):
+        held = RunDir.existing(teacher)  # noqa: F841  (a teacher trained once, in the cache)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "train_job", teaching)
+    result = CliRunner().invoke(app, ["train", "--data", "synthetic", "--steps", "1"])
+    assert result.output.strip() == "interrupted; run the same command again to continue"
+    release_all()
     monkeypatch.setattr(bench, "bench_job", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     result = CliRunner().invoke(app, ["bench", "-m", "fast_scnn", "--size", "32x48"])
     assert result.exit_code == 130 and result.output.strip() == "interrupted"  # (bench makes no run to continue)

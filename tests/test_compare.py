@@ -368,6 +368,8 @@ def test_a_methods_check_failing_on_a_setting_the_comparison_fixes_names_that_se
     assert not (tmp_path / "runs").exists()
     assert method_error("a", "minutes: too few") == "search_cpu_minutes: too few (the comparison's setting, for methods.a)"
     assert method_error("a", "a.evaluator.images: 9") == "methods.a: a.evaluator.images: 9"
+    assert method_error("a", "latency.size (--size): too big") == \
+        "latency.size: too big (the comparison's setting, for methods.a)"
 
 
 def test_a_shared_setting_given_per_method_names_the_top_level_one_to_set(tmp_path):

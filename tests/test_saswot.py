@@ -397,6 +397,32 @@ def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_noti
     assert any(m.startswith("note:") and "size native" in m and "size [32, 48]" in m for m in other)
 
 
+def test_a_proxy_discovered_at_native_size_is_refused_on_images_of_several_sizes_before_the_search(tmp_path, cache):
+    from PIL import Image
+
+    from segnas.proxies.discovery import DiscoveredProxy
+    from test_data_validation import CLASSES, make_folder
+
+    found = DiscoveredProxy.from_expression("layer_sum(mean_w(abs_w(W)))")
+    found.settings["scored_on"] = {"data": "folder", "split": "train", "images": 2, "size": None, "seed": 0}
+    found.save(tmp_path / "native.json")
+    make_folder(tmp_path / "data", n=3)
+    for kind, mode in (("images", "RGB"), ("masks", "L")):  # one training pair of another size
+        Image.new(mode, (48, 40)).save(tmp_path / "data" / kind / "train" / "img2.png")
+    settings = make_settings("saswot", {
+        "data": {"name": "folder", "root": str(tmp_path / "data"), "options": {"classes": list(CLASSES)},
+                 "crop_size": [32, 40], "batch_size": 2},
+        "out_dir": str(tmp_path / "runs"),
+        "latency": {"target_ms": 1e9, "backend": "eager", "table_min_runs": 1, "table_min_time_s": 0.0},
+        "progress": False, "final": {"epochs": 0},
+        "saswot": {"space_options": SMALL_OPTIONS, "scoring": {"proxy": str(tmp_path / "native.json"), "images": 2,
+                                                               "batch_size": 2}}})
+    with pytest.raises(SegnasError, match=r"saswot\.scoring\.size: .*native.json was discovered at its images' own "
+                                          r"size, but the 'train' images differ in size"):
+        search_job(settings)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_scores_over_several_initializations_are_the_mean_of_each_one():
     batches = random_batches()
     arch = sample_archs(SMALL, 1, seed=4)[0]

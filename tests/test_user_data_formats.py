@@ -159,6 +159,16 @@ def test_a_crop_larger_than_every_image_even_at_the_largest_scale_is_noted(tmp_p
         said: list[str] = []
         api.train({**settings, "data.crop_size": crop, "data.scale": scale}, echo=said.append)
         assert any("training crop (data.crop_size) is larger than every train image" in line for line in said) == noted
+    from segnas.data.validate import DataReport, SplitReport
+
+    # a portrait 1000x500 (the largest area) and a landscape 600x800: a 512x768 crop fits the second
+    mixed = DataReport({"train": SplitReport("train", "folder", 2, (1000, 500), other_size=(600, 800),
+                                             tallest_widest=(1000, 800))})
+    said = []
+    mixed.note_padded_crops(DataConfig(name="folder", root=".", crop_size=(512, 768), scale=(1.0, 1.0)), said.append)
+    assert said == []
+    mixed.note_padded_crops(DataConfig(name="folder", root=".", crop_size=(512, 900), scale=(1.0, 1.0)), said.append)
+    assert len(said) == 1 and "(at most 1000 high, 800 wide)" in said[0]
 
 
 class _Halves(nn.Module):

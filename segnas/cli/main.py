@@ -53,13 +53,21 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def interrupted_line() -> str:
-    """What an interrupted command says: how to continue the run it was in (the outermost of those
-    it held: a search's, not its final training's), or that it had none to continue."""
+    """What an interrupted command says: how to continue the run it was in (the first it opened: a
+    search's, not its final training's), or, in a run of segnas's cache (a teacher or an encoder
+    trained once) or none, to run the command again."""
     from segnas.engine.rundir import held_runs
     from segnas.training.start import continue_command
+    from segnas.utils import cache_dir
 
-    runs = sorted(held_runs(), key=lambda p: len(p.parts))
-    return f"interrupted; continue with {continue_command(runs[0])}" if runs else "interrupted"
+    cache = cache_dir().resolve()
+    runs = [p for p in held_runs() if cache not in p.parents]
+    if not runs:
+        return "interrupted" + ("; run the same command again to continue" if held_runs() else "")
+    try:
+        return f"interrupted; continue with {continue_command(runs[0])}"
+    except SegnasError:  # (a run stopped before its config.yaml was written: nothing to continue)
+        return "interrupted"
 
 
 def echo(message: str) -> None:

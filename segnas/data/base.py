@@ -179,7 +179,7 @@ def read_label(path: Path, mode: str = "index") -> np.ndarray:
     """Read a label map: ``index`` gives HxW integer values, ``rgb`` gives HxWx3 uint8 colours."""
     try:
         with Image.open(path) as im:
-            if im.format == "JPEG":
+            if im.format in ("JPEG", "MPO"):  # (MPO: a camera's multi-picture JPEG)
                 raise SegnasError(f"{path}: a JPEG mask: its lossy compression changes the class of pixels along "
                                   "every edge; save masks losslessly (PNG)")
             if mode == "rgb":

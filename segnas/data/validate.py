@@ -30,7 +30,7 @@ from segnas.errors import SegnasError
 from segnas.progress import Echo, progress_bar
 from segnas.utils import atomic_write_text, cache_dir
 
-CACHE_VERSION = 3  # 2: with the classes each mask holds; 3: and whether it has ignored pixels
+CACHE_VERSION = 4  # 2: with the classes each mask holds; 3: and whether it has ignored pixels; 4: JPEG masks refused
 #: Datasets with at least this many pairs to read get a progress bar (on a terminal) and a notice.
 LARGE = 200
 
@@ -48,6 +48,7 @@ class SplitReport:
     other_size: tuple[int, int] | None = None
     classes: frozenset[int] | None = None  # the train ids its masks hold, and IGNORE_INDEX (None: not read)
     class_names: tuple[str, ...] = ()
+    tallest_widest: tuple[int, int] | None = None  # the largest height and the largest width (of any images)
 
     def absent_classes(self) -> list[str]:
         """The declared classes no mask of this split holds, as ``'name' (id)`` (none when its masks
@@ -84,14 +85,14 @@ class DataReport:
     def note_padded_crops(self, cfg: DataConfig, echo: Echo | None) -> None:
         """Say so when the training crop is larger than every training image even at the largest
         random scale: every crop is then padded with ignored pixels (time spent on nothing)."""
-        report = self.splits.get(cfg.train_split)
-        source = tuple(cfg.base_size) if cfg.base_size is not None else (report.max_size if report else None)
+        report = self.splits.get(cfg.train_split)  # (the tallest and the widest: of any images, so surely every one)
+        source = tuple(cfg.base_size) if cfg.base_size is not None else (report.tallest_widest if report else None)
         if echo is None or cfg.crop_size is None or source is None:
             return
         (ch, cw), (h, w), high = cfg.crop_size, source, cfg.scale[1]
         if h * high < ch or w * high < cw:
             images = f"data.base_size {h}x{w}" if cfg.base_size is not None else \
-                f"every {cfg.train_split} image (at most {h}x{w})"
+                f"every {cfg.train_split} image (at most {h} high, {w} wide)"
             echo(f"note: the {ch}x{cw} training crop (data.crop_size) is larger than {images}, even at the "
                  f"largest random scale (x{high:g}): every crop is padded with ignored pixels, which costs time "
                  f"and teaches nothing; give a crop within the images")
@@ -151,7 +152,8 @@ def validate_split(name: str, root: str | None, split: str, options: dict[str, A
     if isinstance(dataset, PairDataset):
         return check_pairs(dataset, split, progress, echo)
     size = getattr(dataset, "size", None)  # generated data (synthetic): nothing to read
-    return SplitReport(split, getattr(dataset, "name", name), len(dataset), tuple(size) if size is not None else None)
+    size = tuple(size) if size is not None else None
+    return SplitReport(split, getattr(dataset, "name", name), len(dataset), size, tallest_widest=size)
 
 
 def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
@@ -204,7 +206,9 @@ def check_pairs(dataset: PairDataset, split: str, progress: bool = True,
     max_size = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
     other = next((hw for hw in sizes if hw != max_size), None)
     held = frozenset().union(*(check.classes for check in checks.values()))
-    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo), other, held, dataset.classes.names)
+    extent = (max(h for h, _ in sizes), max(w for _, w in sizes)) if sizes else None
+    return SplitReport(split, dataset.name, len(dataset), max_size, len(todo), other, held, dataset.classes.names,
+                       extent)
 
 
 class _CheckCache:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 import weakref
@@ -39,7 +40,8 @@ _HELD: "weakref.WeakValueDictionary[str, _Held]" = weakref.WeakValueDictionary()
 
 
 def held_runs() -> list[Path]:
-    """The run folders this process holds now (a job's, and the runs it started inside it)."""
+    """The run folders this process holds now, in the order it opened them (a job's, then the runs
+    it started inside it)."""
     return [Path(key) for key in _HELD]
 
 
@@ -176,8 +178,13 @@ class RunDir:
             fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The metrics records (a line torn by a kill mid-write is dropped on resume)."""
-        return read_jsonl(self.path / "metrics.jsonl")
+        """The metrics records (a line torn by a kill mid-write is dropped on resume), per-class IoUs
+        as the trainer has them: NaN where the file holds null (a class with no pixels)."""
+        rows = read_jsonl(self.path / "metrics.jsonl")
+        for row in rows:
+            if isinstance(row.get("val_iou"), list):
+                row["val_iou"] = [math.nan if v is None else v for v in row["val_iou"]]
+        return rows
 
     def truncate_metrics(self, after_epoch: int, key: str = "epoch") -> None:
         """Drop records whose ``key`` exceeds ``after_epoch`` (written after the checkpoint we resume;
@@ -187,4 +194,5 @@ class RunDir:
         if not (self.path / "metrics.jsonl").is_file():
             return
         kept = [r for r in self.read_metrics() if r.get(key, 0) <= after_epoch]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path / "metrics.jsonl",
+                          "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in kept))

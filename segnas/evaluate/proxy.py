@@ -57,7 +57,8 @@ def scoring_setup(seen: Mapping[str, Any], images: int | None = None, size: Sequ
     return images, None if size == NATIVE else (int(size[0]), int(size[1])), inits
 
 
-def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0, field: str = "images") -> list[Batch]:
+def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0, field: str = "images",
+                  size_field: str = "the proxy's size") -> list[Batch]:
     """``images`` samples of ``dataset`` chosen by ``seed`` (no augmentation beyond the dataset's
     transform), stacked into batches of ``batch_size``; more images than ``dataset`` holds are
     refused, naming ``field``."""
@@ -72,8 +73,8 @@ def fixed_batches(dataset: Any, images: int, batch_size: int, seed: int = 0, fie
     samples = [dataset[i] for i in idx]
     shapes = {tuple(im.shape) for im, _ in samples}
     if len(shapes) > 1:
-        raise SegnasError(f"the split's images have different sizes {sorted(shapes)}: give the proxy a size to resize "
-                          "them to (its size setting, or --size)")
+        raise SegnasError(f"the split's images have different sizes {sorted(shapes)}: give a size to resize them to "
+                          f"({size_field})")
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] == 1:  # a last batch of one image joins the one before it
         starts.pop()

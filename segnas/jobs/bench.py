@@ -22,7 +22,7 @@ from segnas.errors import SegnasError
 from segnas.jobs.evaluate import checkpoint_base_size
 from segnas.progress import Echo, task_progress
 from segnas.spaces import read_arch_file
-from segnas.training.models import load_trained, resolve_model
+from segnas.training.models import load_trained, resolve_model, trained_checkpoint
 from segnas.utils import check_output_file, parse_size
 
 
@@ -30,10 +30,16 @@ from segnas.utils import check_output_file, parse_size
 DEFAULT_CLASSES = 19
 
 
+def network_source(source: str) -> str:
+    """``source`` as a file or zoo name: a training's or search's run folder stands for its trained
+    checkpoint (``trained_checkpoint``), so that it is measured and exported as that checkpoint."""
+    return str(trained_checkpoint(source)) if Path(source).is_dir() else source
+
+
 def network_classes(source: str, num_classes: int | None) -> tuple[int, str]:
     """The class count a benchmarked network is built with, and where it comes from: a
     checkpoint's classes, an architecture file's ``num_classes``, ``num_classes``, or the default."""
-    path = Path(source)
+    path = Path(network_source(source))
     if path.suffix == ".pt":
         classes = load_trained(path)[1]
         return classes.num_classes, "checkpoint"
@@ -112,7 +118,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str, backends: Seq
         raise SegnasError("--backend: openvino is measured on the CPU only here (leave out --device)")
     shape = (1, 3, *size)
     networks = []  # everything that can fail on user input, before anything is measured
-    for source in sources:
+    for given in sources:
+        source = network_source(given)
         if Path(source).suffix == ".onnx":
             read_onnx(Path(source), backends, size)
             networks.append((source, None, source, 0, ""))
@@ -120,7 +127,7 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str, backends: Seq
         classes, where = network_classes(source, num_classes)
         check_inference_size(size, classes)
         model, name = resolve_model(source, classes)
-        networks.append((source, model, name, classes, where))
+        networks.append((source, model, Path(given).name if source != given else name, classes, where))
     load_before = other_processes_cores()
     peak = matmul_peak_gflops(threads)
     rows = []
@@ -204,6 +211,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
     if out.suffix != suffix:  # the parity check and every reader go by the suffix
         raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
     check_output_file(out, "--out")
+    source = network_source(source)
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
     if size is None:
         size = checkpoint_base_size(trained[2])[0] if trained else None

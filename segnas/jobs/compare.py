@@ -155,7 +155,8 @@ def method_error(label: str, message: str) -> str:
     if first not in SHARED_SEARCH_FIELDS:
         return f"methods.{label}: {message}"
     top = TOP_LEVEL_NAMES.get(first, first)
-    return f"{top}{message[len(first):]} (the comparison's setting, for methods.{label})"
+    rest = re.sub(r" \(--[^)]*\)", "", message[len(first):])  # (a search's options, which compare does not have)
+    return f"{top}{rest} (the comparison's setting, for methods.{label})"
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:

@@ -40,7 +40,7 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
     check_inference_size(tuple(size) if size else None, 1, "--size", batch_size)
     dc = options_data(data, root)
     dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
-    return fixed_batches(dataset, images, batch_size, seed, "--images"), dataset.num_classes
+    return fixed_batches(dataset, images, batch_size, seed, "--images", "--size"), dataset.num_classes
 
 
 def scored_on(data: str, split: str, images: int, size: Sequence[int] | None, seed: int,

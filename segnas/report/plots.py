@@ -25,7 +25,7 @@ def training_curve_figure(history: list[dict[str, Any]], title: str = "") -> Fig
     ax.plot([e for e, _ in losses], [v for _, v in losses], ".-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="tab:blue")
-    evals = [r for r in history if "val_miou" in r]
+    evals = [r for r in history if r.get("val_miou") is not None]  # (null: no class had pixels)
     if evals:
         ax2 = ax.twinx()
         ax2.plot([r["epoch"] for r in evals], [100 * r["val_miou"] for r in evals], "o-", color="tab:red")

@@ -7,7 +7,7 @@ from typing import Any
 
 from segnas.config.search import EvaluatorSettings, ProxyEvaluatorSettings, SupernetEvaluatorSettings
 from segnas.cost.memory import check_inference_size
-from segnas.data import build_dataset
+from segnas.data import build_dataset, validate_split
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import (ProxyEvaluator, check_proxy, check_proxy_images, proxy_scored_on,
@@ -49,13 +49,20 @@ def check_proxy_settings(ps: ProxyEvaluatorSettings, where: str, ctx: SearchCont
     check_proxy_images(ps.proxy, images, ps.batch_size, f"{where}.images")
     if ctx is None:
         return
-    # (a batch's statistics are frozen by one forward pass over it: proxies.common.freeze_batch_stats)
-    check_inference_size(size, ctx.num_classes, f"{where}.size", min(ps.batch_size, images))
     data = ctx.settings.data
     try:
         held = len(build_dataset(data.name, data.root, ps.split, None, cache=False, **data.options))
     except SegnasError as exc:
         raise SegnasError(f"{where}.split: {exc}") from None
+    if size is None:  # the images' own (a proxy discovered at theirs): one size, checked for memory below
+        report = validate_split(data.name, data.root, ps.split, data.options, False)
+        if report.other_size is not None:
+            (h1, w1), (h2, w2) = report.max_size, report.other_size
+            raise SegnasError(f"{where}.size: {ps.proxy} was discovered at its images' own size, but the {ps.split!r} "
+                              f"images differ in size ({h1}x{w1}, {h2}x{w2}); set {where}.size to one size")
+        size = report.max_size
+    # (a batch's statistics are frozen by one forward pass over it: proxies.common.freeze_batch_stats)
+    check_inference_size(size, ctx.num_classes, f"{where}.size", min(ps.batch_size, images))
     if images > held:
         source = "" if ps.images else " (what its proxy file was discovered on)" if seen.get("images") else " (the default)"
         raise SegnasError(f"{where}.images: {images} images{source}, but split {ps.split!r} holds {held}; "
