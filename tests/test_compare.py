@@ -845,3 +845,16 @@ def test_a_setting_a_method_would_not_use_is_refused_when_a_comparison_starts_no
     assert search_settings(cfg, "fasterseg", {"workers": 2}, tmp_path).workers == 2  # one under way resumes
     with pytest.raises(SegnasError, match="inherit_weights: a comparison trains every network from scratch"):
         search_settings(cfg, "supernet", {"supernet": {"inherit_weights": True}}, tmp_path, new=True)
+
+
+def test_a_methods_files_are_kept_absolute_so_a_comparison_resumes_from_any_folder(tmp_path, monkeypatch):
+    from segnas.config.io import read_yaml
+    from segnas.proxies.discovery import DiscoveredProxy
+
+    monkeypatch.chdir(tmp_path)
+    DiscoveredProxy.from_expression("layer_sum(mean_w(abs_w(W)))").save(tmp_path / "p.json")
+    random = {"random": {**RANDOM["random"], "evaluator": {"proxy": {**SCORING, "proxy": "p.json"}}}}
+    summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": random}, zoo=[]))
+    saved = read_yaml(Path(summary["run_dir"]) / "config.yaml")
+    assert saved["methods"]["random"]["random"]["evaluator"]["proxy"]["proxy"] == str(tmp_path / "p.json")
+    assert saved["methods"]["random"]["random"]["candidates"] == 2  # (the rest as given)

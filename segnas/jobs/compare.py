@@ -20,6 +20,7 @@ latency), ``latency.json`` (the interleaved session), ``compare.json`` (every fi
 
 from __future__ import annotations
 
+import copy
 import glob
 import inspect
 import json
@@ -32,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from segnas.config.compare import SHARED_SEARCH_FIELDS, TARGET_TOLERANCE, CompareSettings
-from segnas.config.io import build_config, load_config
+from segnas.config.io import absolute_paths, build_config, load_config
 from segnas.config.recipes import recipe_data, recipe_with
 from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
@@ -878,6 +879,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         check_ray(cfg.workers, cfg.ray_address, job_resources(cfg))
     if resume is None:
         check_searches(checked, echo)
+        if cfg.methods is not None:  # their files absolute, as the comparison's own: a resume works from any folder
+            methods = {label: absolute_paths(checked[label], copy.deepcopy(own)) for label, own in methods.items()}
+            cfg = cfg.model_copy(update={"methods": methods})
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")
