@@ -154,6 +154,11 @@ def _duplicate_key(tmp_path):
     (tmp_path / "dup.yaml").write_text("optim:\n  lr: 0.001\nepochs: 1\noptim:\n  momentum: 0.8\n")
 
 
+def _comparison_run(tmp_path):
+    (tmp_path / "cmprun").mkdir()
+    (tmp_path / "cmprun" / "config.yaml").write_text("methods: {}\n")
+
+
 def _list_files(tmp_path):
     for name in ("list.yaml", "list_recipe.yaml"):
         (tmp_path / name).write_text("- optim.lr: 0.1\n")
@@ -306,6 +311,10 @@ CLI_CASES = [
     (["train", "--resume", "{tmp}/searchrun"], "a search run, not a training run; continue it with segnas search random "
                                                "--resume", _other_runs),
     (["compare", "--resume", "{tmp}/searchrun"], "a search run, not a comparison run", _other_runs),
+    (["compare", "--resume", "{tmp}/cmprun", "--set", "workers=2"], "drop workers (a resumed run takes anew only "
+     "data.root", _comparison_run),
+    (["compare", "--resume", "{tmp}/cmprun", "--set", "workers=2"], "how many jobs run at once is compare's --workers "
+     "option", _comparison_run),
     (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
     (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
     (["train", "--resume", "{tmp}/edited", "--data-root", "{tmp}"], "data.root (--data-root): the synthetic dataset",

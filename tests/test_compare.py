@@ -220,6 +220,9 @@ def test_rerun_runs_one_networks_jobs_again_and_keeps_the_others(tmp_path):
     (away,) = (run / "discarded").iterdir()
     assert sorted(p.name for p in (away / "search" / "random").iterdir()) == [p.name for p in old_search]
     assert (away / "train" / "random-seed0").is_dir() and (away / "compare.json").is_file()
+    from segnas.jobs.compare import read_store
+
+    assert rerun <= set(read_store(away / "jobs.jsonl")[0])  # the records the rerun replaced, kept
     assert not (run / "compare.json").exists() and any(line.startswith("run again: search:random") for line in lines)
 
 

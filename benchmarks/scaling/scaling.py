@@ -10,7 +10,8 @@ multires space on 8 fixed 128x160 images, ``segnas.evaluate.ProxyEvaluator``) th
 of as many CPUs as workers; the pool's start and each worker's set-up are excluded (a warm-up batch).
 Training = the shared ``Trainer`` on fixed tensors, ``data.batch_size`` the global batch split over
 the processes; throughput counted from the second epoch on.
-Writes ``benchmarks/scaling/results/scaling.json`` (``--smoke``: ``scaling_smoke.json``).
+Writes ``benchmarks/scaling/results/scaling.json`` (``--smoke``: ``scaling_smoke.json`` in a temporary
+folder, unless ``--results-dir`` says where).
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run that only checks every part works")
     ap.add_argument("--candidates", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved measurements of each setting (median kept)")
-    ap.add_argument("--results-dir", default=str(results_dir(__file__)), help="where the result file goes")
+    ap.add_argument("--results-dir", default=None, help="where the result file goes (default: the study's results "
+                    "folder; a smoke run's: a temporary folder)")
     args = ap.parse_args()
     if args.smoke:
         cand, csize, ddp = args.candidates or 4, (32, 48), dict(batch=4, images=8, epochs=2, size=(32, 48))
@@ -149,7 +151,8 @@ def main() -> None:
     print("candidate evaluation", out["candidate_scaling"], "| DDP training", out["ddp_scaling"])
     if args.smoke:
         print("(smoke run: the figures mean nothing on a busy machine)")
-    print(f"-> {save_result('scaling_smoke' if args.smoke else 'scaling', out, args.results_dir)}")
+    folder = args.results_dir or (tempfile.mkdtemp(prefix="scaling-smoke-") if args.smoke else str(results_dir(__file__)))
+    print(f"-> {save_result('scaling_smoke' if args.smoke else 'scaling', out, folder)}")
 
 
 if __name__ == "__main__":

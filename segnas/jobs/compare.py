@@ -25,6 +25,7 @@ import glob
 import inspect
 import json
 import re
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -135,11 +136,13 @@ def check_searches(searches: dict[str, SearchSettings], echo: Echo) -> None:
     """Every method's search (its settings by label) checked as it will run (``prepare_search``:
     its space, proxy, evaluator, supernet, Ray) before any of them starts, so that one failing on
     its input is refused now, named, not after the others have searched. A target a method's space
-    cannot meet is not refused: that method's row will say so, and the others go on."""
+    cannot meet is not refused: that method's row will say so, and the others go on. Each space's
+    latency correction is calibrated here, one at a time, before parallel jobs load the cores (they
+    read it from the cache: every method predicts with the same one)."""
     for label, settings in searches.items():
         try:
             prepare_search(settings, get_strategy(settings.method)(), lambda line, at=label: echo(f"{at}: {line}"),
-                           check_data=False, calibrate=False)
+                           check_data=False)
         except TargetOutOfReach as exc:
             echo(f"{label}: {exc} (its row will say so; the other methods go on)")
         except SegnasError as exc:
@@ -354,15 +357,20 @@ RESULT_FILES = ("compare.json", "compare.md", "pareto.png", "report.html")
 
 def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[str], echo: Echo) -> None:
     """Make this resume run again the jobs of ``names``: a method's search and its trainings, a zoo
-    network's trainings. Their records leave ``jobs.jsonl``; their folders, and the results written
-    from them, move to ``discarded/<stamp>/`` (nothing is deleted). Not while the comparison runs."""
+    network's trainings. Their records leave ``jobs.jsonl`` (which is copied as it was, with their
+    folders and the results written from them, to ``discarded/<stamp>/``: nothing is deleted). Not
+    while the comparison runs."""
     unknown = [n for n in names if n not in methods and n not in zoo]
     if unknown:
         raise SegnasError(f"--rerun (rerun): {', '.join(unknown)}: not a network of this comparison (methods: "
                           f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
     ended, failed = read_store(run_path / JOBS_FILE)  # keys: search:<name>, train:<name>:seed<N>
-    forgotten = forget(run_path / JOBS_FILE, {k for k in [*ended, *failed] if k.split(":")[1] in names})
     away = run_path / "discarded" / time.strftime("%Y%m%d-%H%M%S")
+    keys = {k for k in [*ended, *failed] if k.split(":")[1] in names}
+    if keys:  # (their records as they were)
+        away.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_path / JOBS_FILE, away / JOBS_FILE)
+    forgotten = forget(run_path / JOBS_FILE, keys)
     folders = [run_path / "search" / n for n in names if n in methods]
     folders += [f for n in names for f in sorted((run_path / "train").glob(f"{glob.escape(n)}-seed*"))]
     for item in [f for f in folders if f.exists()] + [run_path / f for f in RESULT_FILES if (run_path / f).exists()]:

@@ -64,8 +64,12 @@ def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
     allowed = [k for k in RESUMABLE if has_setting(cls, k)]
     refused = sorted({(flags or {}).get(k, k) for k in changes if k not in allowed})
     if refused:
+        from segnas.config.compare import CompareSettings
+
+        jobs = ("; how many jobs run at once is compare's --workers option (workers= from Python)"
+                if cls is CompareSettings and "workers" in changes else "")
         raise SegnasError(f"{resume_name} continues {resume} with its own config.yaml; drop {', '.join(refused)} "
-                          f"(a resumed run takes anew only {', '.join(allowed)})")
+                          f"(a resumed run takes anew only {', '.join(allowed)}){jobs}")
 
 
 def resumable_values(settings: Mapping[str, Any]) -> dict[str, Any]:
