@@ -413,6 +413,10 @@ def test_the_comparison_verdict_in_the_corner_cases():
                          "20.00 ms (+100.0%).")
     tie = [row("a", "method", 0.5, 9, 0.01), row("z", "zoo", 0.5, 6, 0.01)]
     assert "ties with a." in compare_verdict({"target_ms": 10, "rows": tie})[0]
+    two = [row("z", "zoo", 0.6, 6), row("s", "method", 0.5, 9), row("r", "method", 0.5, 8), row("q", "method", 0.4, 8)]
+    text, _ = compare_verdict({"target_ms": 10, "rows": two})  # two methods found equally accurate networks
+    assert "The best searched network within it, s (method): val mIoU 50.00% at 9.00 ms (-10.0%) (r ties with it), " \
+           "is 10.00 val mIoU points below." in text
     close = [row("a", "method", 0.51, 9, 0.02, ("ok", "failed: x")), row("z", "zoo", 0.50, 6, 0.01)]
     text, _ = compare_verdict({"target_ms": 10, "rows": close})
     assert "(-10.0%; 1 of 2 seeds trained)" in text

@@ -48,9 +48,16 @@ def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
         fastest = min(scored, key=lambda r: r["latency_ms"])
         return (f"No network runs within the {target} ms budget (+{tol}); the fastest is {told(fastest)}."
                 + unscored, False)
+    def tied(row: dict[str, Any], pool: list[dict[str, Any]]) -> str:
+        """`` (X ties with it)``: the others of ``pool`` of ``row``'s val mIoU, to two decimals of a point."""
+        same = [str(r.get("name")) for r in pool if r is not row
+                and round(100 * r["val_miou_mean"], 2) == round(100 * row["val_miou_mean"], 2)]
+        return f" ({', '.join(same)} tie{'s' * (len(same) == 1)} with it)" if same else ""
+
     best = max(fits, key=lambda r: r["val_miou_mean"])
     where = "in one session" if sessions == 1 else f"in {sessions} sessions on one machine"
-    text = f"Most accurate within the {target} ms budget (measured at most {tol} over it, {where}): {told(best)}."
+    text = (f"Most accurate within the {target} ms budget (measured at most {tol} over it, {where}): {told(best)}"
+            f"{tied(best, [r for r in fits if r.get('kind') == best.get('kind')])}.")
     rival_kind = "zoo" if best.get("kind") == "method" else "method"
     kind_name = "hand-designed" if rival_kind == "zoo" else "searched"
     rivals = [r for r in fits if r.get("kind") == rival_kind]
@@ -60,7 +67,7 @@ def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
         spread = max((100 * r["val_miou_std"] for r in (best, rival) if is_number(r.get("val_miou_std"))), default=0.0)
         standing = (f"ties with {best.get('name')}" if round(gap, 2) == 0 else f"is {gap:.2f} val mIoU points below"
                     + (" (within the seeds' spread)" if gap <= spread else ""))
-        text += f" The best {kind_name} network within it, {told(rival)}, {standing}."
+        text += f" The best {kind_name} network within it, {told(rival)}{tied(rival, rivals)}, {standing}."
     elif over := [r for r in scored if r.get("kind") == rival_kind]:
         rival = max(over, key=lambda r: r["val_miou_mean"])
         text += f" No {kind_name} network runs within it; the most accurate, {told(rival)}."
