@@ -247,6 +247,35 @@ def test_a_resumed_search_reports_the_time_of_every_process_that_worked_on_it(tm
     assert json.loads((tmp_path / SearchClock.FILE).read_text()) == total
 
 
+def test_the_search_clock_leaves_out_timing_the_latency_table_entries_a_search_meets_first(tmp_path):
+    """Entries timed on demand while predicting (a sample-based search's new operators) depend on
+    what earlier jobs left in the cache: the search's clock leaves their seconds out."""
+    from types import SimpleNamespace
+
+    from segnas.cost.latency_model import LatencyModel
+    from segnas.jobs.search import SearchClock
+
+    class SlowTable(SimpleNamespace):  # a table that times (busily) 0.3 s for each key it lacks
+        def ensure(self, keys, progress=True):
+            new = [k for k in keys if k not in self.entries]
+            deadline = time.perf_counter() + 0.3 * len(new)
+            while time.perf_counter() < deadline:
+                pass
+            self.entries.update(dict.fromkeys(new, 1.0))
+            return len(new)
+
+        def lookup(self, key, save=True):
+            return self.entries[key]
+
+    latency = LatencyModel.__new__(LatencyModel)
+    latency.table, latency.timing_seconds = SlowTable(entries={}), [0.0, 0.0]
+    clock = SearchClock(SimpleNamespace(path=tmp_path), latency, period_s=60)
+    assert latency.op_latencies(["a"]) == [1.0] and latency.op_latencies(["a"]) == [1.0]  # timed once
+    assert 0.3 <= latency.timing_seconds[0] < 0.45 and 0.25 <= latency.timing_seconds[1] < 0.45
+    total = clock.stop()
+    assert total["search_wall_seconds"] < 0.1 and total["search_cpu_seconds"] < 0.1
+
+
 @pytest.mark.parametrize("method, data, refused", [
     ("fasterseg", {"workers": 2}, "workers (--workers): not used by segnas search fasterseg"),
     ("ssr", {"task_retries": 0}, "task_retries (--task-retries): not used by segnas search ssr"),

@@ -51,6 +51,9 @@ class LatencyModel:
         self.table = table
         self.size = (int(size[0]), int(size[1]))
         self.target_ms = target_ms
+        #: wall and CPU seconds spent timing table entries met for the first time while predicting
+        #: (a search's clock leaves them out: they depend on what an earlier job left in the cache)
+        self.timing_seconds = [0.0, 0.0]
         #: the probe of probe-gated timing (``LatencySettings.probe``): the table's (``HostProbe``)
         #: and the calibration's networks use it; None: unprobed
         self.probe = probe
@@ -118,8 +121,12 @@ class LatencyModel:
 
     # ------------------------------------------------------------------ operators
     def op_latencies(self, keys: list[OpKey]) -> list[float]:
-        """Table entries (ms, call overhead excluded) of ``keys``, measuring the missing ones."""
-        self.table.ensure(keys, progress=False)
+        """Table entries (ms, call overhead excluded) of ``keys``, measuring the missing ones (their
+        seconds counted in ``timing_seconds``)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        if self.table.ensure(keys, progress=False):
+            self.timing_seconds[0] += time.perf_counter() - wall
+            self.timing_seconds[1] += time.process_time() - cpu
         return [self.table.lookup(k, save=False) for k in keys]
 
     def call_overhead(self) -> float:

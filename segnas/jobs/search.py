@@ -123,24 +123,29 @@ CLOCK_PERIOD_S = 30.0
 
 
 class SearchClock:
-    """Wall and CPU seconds a search has spent, over every process that worked on it: the totals
-    are saved in the run directory every ``CLOCK_PERIOD_S`` seconds, and a resumed search starts
-    from them (a killed process loses at most one period)."""
+    """Wall and CPU seconds a search has spent, over every process that worked on it, but those
+    ``latency`` spent timing table entries it met for the first time (what an earlier job left in
+    the cache would change them): the totals are saved in the run directory every
+    ``CLOCK_PERIOD_S`` seconds, and a resumed search starts from them (a killed process loses at
+    most one period)."""
 
     FILE = "search_clock.partial.json"
 
-    def __init__(self, run: RunDir, period_s: float = CLOCK_PERIOD_S) -> None:
+    def __init__(self, run: RunDir, latency: LatencyModel | None = None, period_s: float = CLOCK_PERIOD_S) -> None:
         self.path = run.path / self.FILE
         prior = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.prior = (float(prior.get("search_wall_seconds", 0.0)), float(prior.get("search_cpu_seconds", 0.0)))
+        self.timing = latency.timing_seconds if latency is not None else [0.0, 0.0]
+        self.timed0 = tuple(self.timing)
         self.wall0, self.cpu0 = time.perf_counter(), _cpu_seconds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._save_every, args=(period_s,), daemon=True)
         self._thread.start()
 
     def totals(self) -> dict[str, float]:
-        return {"search_wall_seconds": round(self.prior[0] + time.perf_counter() - self.wall0, 3),
-                "search_cpu_seconds": round(self.prior[1] + _cpu_seconds() - self.cpu0, 3)}
+        timed_wall, timed_cpu = (now - then for now, then in zip(self.timing, self.timed0))
+        return {"search_wall_seconds": round(self.prior[0] + time.perf_counter() - self.wall0 - timed_wall, 3),
+                "search_cpu_seconds": round(self.prior[1] + _cpu_seconds() - self.cpu0 - timed_cpu, 3)}
 
     def _save_every(self, period_s: float) -> None:
         while not self._stop.wait(period_s):
@@ -237,7 +242,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     echo = ctx.echo = notes.wrap(logged(told, ctx.run))  # what the search prints, its log.txt keeps too
     done = ctx.run.path / RESULT_FILE
     echo(f"{cfg.method}: latency {latency.describe()}, run {ctx.run.path}")
-    clock = SearchClock(ctx.run)
+    clock = SearchClock(ctx.run, latency)
     try:
         result = strategy.run(ctx)
     finally:
