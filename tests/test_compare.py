@@ -861,3 +861,13 @@ def test_a_methods_files_are_kept_absolute_so_a_comparison_resumes_from_any_fold
     saved = read_yaml(Path(summary["run_dir"]) / "config.yaml")
     assert saved["methods"]["random"]["random"]["evaluator"]["proxy"]["proxy"] == str(tmp_path / "p.json")
     assert saved["methods"]["random"]["random"]["candidates"] == 2  # (the rest as given)
+
+
+def test_compare_md_says_when_no_latency_session_ran():
+    from segnas.jobs.compare import compare_table
+
+    summary = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "compare" / "results" /
+                          "compare_camvid.json").read_text())
+    assert "rounds in all" in compare_table(summary)
+    md = compare_table({**summary, "latency_sessions": 0, "latency_machine": None, "latency_rounds": None})
+    assert "latency: no session ran (no network was trained);" in md and "rounds in all" not in md

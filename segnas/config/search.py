@@ -323,5 +323,6 @@ class SearchSettings(Settings):
         """The size latency is for: latency.size, else the training crop or base size."""
         size = self.latency.size or self.data.crop_size or self.data.base_size
         if size is None:
-            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or set data.crop_size)")
+            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or "
+                              "set data.crop_size)")
         return tuple(size)

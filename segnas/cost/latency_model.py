@@ -99,7 +99,8 @@ class LatencyModel:
         ``settings.probe`` names, built by the caller."""
         size = settings.size or default_size
         if size is None:
-            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or set data.crop_size)")
+            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or "
+                              "set data.crop_size)")
         return cls.create(settings.backend, size, settings.target, settings.threads or threads,
                           min_runs=settings.table_min_runs, min_time_s=settings.table_min_time_s, probe=probe,
                           probe_name=settings.probe)

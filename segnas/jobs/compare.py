@@ -661,13 +661,15 @@ def compare_table(summary: dict[str, Any]) -> str:
              compare_verdict(summary)[0], "",
              f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
              f"search budget: {summary['search_budget']}",
-             "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
-             + (f" ({n} sessions)" if (n := summary.get("latency_sessions") or 1) > 1 else "")
-             + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's figure from its blocks "
-             + ("in one state of the host, the fastest it spent a quarter of the session in (probe: "
-                + str(s.get("measure_probe")) + ")"
-                if s.get("measure_probe") else "of its quietest round")
-             + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";"),
+             ("- val mIoU: mean ± std over seeds; latency: no session ran (no network was trained);"
+              if summary.get("latency_sessions", 1) == 0 else
+              "- val mIoU: mean ± std over seeds; latency: every network in one interleaved session"
+              + (f" ({n} sessions)" if (n := summary.get("latency_sessions") or 1) > 1 else "")
+              + f", {summary.get('latency_rounds') or 'its'} rounds in all, each network's figure from its blocks "
+              + ("in one state of the host, the fastest it spent a quarter of the session in (probe: "
+                 + str(s.get("measure_probe")) + ")"
+                 if s.get("measure_probe") else "of its quietest round")
+              + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";")),
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
              f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
@@ -953,7 +955,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     session = json.loads((path / "latency.json").read_text()) if (path / "latency.json").is_file() else {}
     rounds = {len(m["latency"].get("round_medians_ms") or [0]) for m in session.get("networks", {}).values()}
     summary = {"settings": cfg.model_dump(mode="json"), "target_ms": target, "latency": latency_description(cfg),
-               "latency_machine": session.get("machine"), "latency_sessions": session.get("sessions", 1),
+               "latency_machine": session.get("machine"),
+               "latency_sessions": session.get("sessions", 1) if session else 0,
                "latency_rounds": max(rounds, default=None),
                "test_split": test, "train_budget": budget,
                "search_budget": f"{cfg.search_cpu_minutes:g} CPU-minutes" if cfg.search_cpu_minutes

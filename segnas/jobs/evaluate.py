@@ -39,7 +39,8 @@ def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> 
         return parse_size_or_native(base_size, "base_size"), "as given"
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
-        return (int(saved[0]), int(saved[1])), "the checkpoint's data.base_size; base_size native (--base-size native) for native size"
+        return ((int(saved[0]), int(saved[1])),
+                "the checkpoint's data.base_size; base_size native (--base-size native) for native size")
     return None, "native size: the checkpoint has no data.base_size"
 
 

@@ -184,7 +184,8 @@ def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency:
     resolve_device(cfg.device)  # where the supernet and the final training run: here, or refused now
     check_backend(cfg.latency.backend, "latency.backend (--backend)")
     if strategy.target_required(cfg) and cfg.latency.target is None:
-        raise SegnasError("latency.target_ms: give the latency target (or latency.target_fps; --target-ms or --target-fps)")
+        raise SegnasError("latency.target_ms: give the latency target (or latency.target_fps; --target-ms or "
+                          "--target-fps)")
     names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
                           **cfg.data.options).classes.names
     num_classes = len(names)
