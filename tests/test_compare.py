@@ -871,3 +871,17 @@ def test_compare_md_says_when_no_latency_session_ran():
     assert "rounds in all" in compare_table(summary)
     md = compare_table({**summary, "latency_sessions": 0, "latency_machine": None, "latency_rounds": None})
     assert "latency: no session ran (no network was trained);" in md and "rounds in all" not in md
+
+
+def test_a_diverged_training_names_the_comparisons_recipe_setting(tmp_path, monkeypatch):
+    import segnas.jobs.compare as compare_jobs
+    from segnas.errors import TrainingDiverged
+
+    def diverges(cfg, resume=None):
+        raise TrainingDiverged("optim.lr: the loss became nan at step 3; lower the learning rate (now 1e+06)")
+
+    monkeypatch.setattr(compare_jobs, "train_job", diverges)
+    summary, _ = run_compare(tiny(tmp_path / "runs", methods={}))
+    (status,) = {s["status"] for s in summary["rows"][0]["seeds"]}
+    assert status.startswith("failed: train.recipe.optim.lr: the loss became nan at step 3") and \
+        "start a new one with the recipe changed" in status
