@@ -119,7 +119,7 @@ def _cpu_seconds() -> float:
 
 
 #: Seconds between two saves of a running search's clock (a killed search loses at most this much).
-CLOCK_PERIOD_S = 30.0
+CLOCK_PERIOD_S = 5.0
 
 
 class SearchClock:
