@@ -644,6 +644,10 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
     run = Path(out["run_dir"])
     assert out["measured"] is False and "segnas compare --resume" in lines[-1]
     assert not (run / "latency.json").exists() and not (run / "compare.json").exists()
+    from segnas.jobs.compare import compare_status, status_table
+
+    assert "Every job has ended; the latency session and the results are still to come" in \
+        status_table(compare_status(run))
     jobs = (run / "jobs.jsonl").read_text()
     trainings = [json.loads(x)["result"] for x in jobs.splitlines() if json.loads(x)["key"].startswith("train:")]
     assert len(trainings) == 2 and {t["device"] for t in trainings} == {"cpu"}
@@ -653,6 +657,7 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
     assert [r["train_devices"] for r in summary["rows"]] == [["cpu"], ["cpu"]]
     assert summary["train_devices"] == ["cpu"] and summary["total_gpu_hours"] == 0.0
     assert "ran on" not in (run / "compare.md").read_text()  # said only where some trained elsewhere
+    assert "still to come" not in status_table(compare_status(run))
 
 
 def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_reuse_it(tmp_path):
@@ -678,6 +683,8 @@ def test_the_latency_session_can_run_before_the_trainings_end_and_the_results_re
     session = json.loads((run / "latency.json").read_text())
     assert set(session["networks"]) == {"random", "fast_scnn"} and not (run / "compare.json").exists()
     assert any(line.startswith("random: ") and line.endswith(" ms") for line in "\n".join(lines).splitlines())
+    assert any("compare.json, compare.md and the report take it when the comparison next resumes" in line
+               for line in lines)
     # again: a second session's rounds join the first's, the quietest of all is the figure
     compare_job(None, resume=run, measure_now=True)
     twice = json.loads((run / "latency.json").read_text())

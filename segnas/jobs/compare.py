@@ -553,6 +553,8 @@ def measure_before_trainings(cfg: CompareSettings, path: Path, methods: list[str
         for warning in latency_notes(m["latency"]):
             echo(f"warning: {name}: {warning}")
     echo("\n".join(f"{name}: {session_ms(m['latency']):.2f} ms" for name, m in networks.items()))
+    echo(f"kept in {path / 'latency.json'}; compare.json, compare.md and the report take it when the comparison "
+         f"next resumes with every training ended: segnas compare --resume {path} (compare(resume=...) from Python)")
     return {"run_dir": str(path), "measured": False, "latency_measured": True}
 
 
@@ -784,7 +786,7 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
             row["state"] = "pending"
         rows.append(row)
     return {"run_dir": str(run_dir), "test_split": cfg.test_split, "jobs": rows,
-            "remaining": remaining_time(rows, results, cfg)}
+            "remaining": remaining_time(rows, results, cfg), "results_written": (path / "compare.json").is_file()}
 
 
 def remaining_time(rows: list[dict[str, Any]], results: dict[str, Any], cfg: CompareSettings) -> dict[str, Any]:
@@ -828,7 +830,10 @@ def status_table(status: dict[str, Any]) -> str:
     again = (f"\nA failed job stays failed when the comparison resumes; `segnas compare --resume "
              f"{status.get('run_dir', 'RUN')} --rerun NAME` runs NAME's jobs again (e.g. after a fix; failed: "
              f"{', '.join(failed)}).\n") if failed else ""
-    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n{again}"
+    pending = (f"\nEvery job has ended; the latency session and the results are still to come: `segnas compare "
+               f"--resume {status.get('run_dir', 'RUN')}` on the deployment machine.\n"
+               if rows and done == len(rows) and status.get("results_written") is False else "")
+    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n{again}{pending}"
 
 
 # ---------------------------------------------------------------------------------- the job
