@@ -360,6 +360,14 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["train_archs"] + summary["held_out_archs"] == 8 and summary["parsimony"] == 0
     assert run("proxy", "score", "fast_scnn", "--proxy", out, "--images", "2", "--size", "32x48").exit_code == 0
+    assert re.search(r"held-out τ (-|-?\d\.\d{3}); saved", result.output), result.output  # (rounded)
+    scores = [run("proxy", "score", "fast_scnn", "--proxy", "nwot", "--images", "2", "--size", "32x48", *more).output
+              for more in ((), ("--data-option", "length=3"))]
+    assert all(s.startswith("fast_scnn: nwot ") for s in scores) and scores[0] != scores[1]  # other images drawn
+    result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
+                 "--population", "6", "--generations", "1", "--data-option", "length=3")
+    assert result.exit_code == 0 and json.loads(out.read_text())["settings"]["scored_on"]["data_options"] == \
+        {"length": 3}
     result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
                  "--population", "6", "--generations", "1", "--train-fraction", "0.75", "--cv-folds", "2")
     assert result.exit_code == 0, result.output

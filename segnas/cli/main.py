@@ -590,11 +590,13 @@ def proxy_score(
     inits: Optional[int] = typer.Option(None, min=1, help="Average each score over this many weight "
                                         "initializations.", show_default="a proxy file's own, else 1"),
     seed: int = typer.Option(0),
+    data_option: list[str] = typer.Option([], help="Dataset option key=value, as data.options (repeatable)."),
 ) -> None:
     """Score networks with zero-cost proxies (no training)."""
     from segnas.jobs.proxy import proxy_score_job
 
-    for row in proxy_score_job(models, proxy, data, data_root, images=images, size=size, seed=seed, inits=inits):
+    for row in proxy_score_job(models, proxy, data, data_root, images=images, size=size, seed=seed, inits=inits,
+                               data_options=parse_overrides(data_option, "--data-option")):
         echo(f"{row['model']}: " + ", ".join(f"{p} {row[p]:.5g} ({row[p + '_s']:.2f} s)" for p in proxy))
 
 
@@ -624,6 +626,7 @@ def proxy_discover(
                                                  "layers) with arithmetic."),
     bag_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="With --members > 1, each member evolves on "
                                        "its own random share of the training networks (bagging)."),
+    data_option: list[str] = typer.Option([], help="Dataset option key=value, as data.options (repeatable)."),
 ) -> None:
     """Evolve a proxy expression (DEAP genetic programming) maximizing Kendall τ with trained mIoU."""
     from segnas.jobs.proxy import proxy_discover_job
@@ -632,8 +635,13 @@ def proxy_discover(
                            train_fraction=train_fraction, population=population, generations=generations,
                            seed=seed, cv_folds=cv_folds, members=members, inits=inits, extra_terminals=extra_terminal,
                            network_ops=network_ops, bag_fraction=bag_fraction,
-                           echo=echo)
-    echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ {s['held_out_tau']}; saved {s['out']}")
+                           data_options=parse_overrides(data_option, "--data-option"), echo=echo)
+    held = s["held_out_tau"]
+    echo(f"{s['expression']}\ntrain τ {s['train_tau']:.3f}, held-out τ "
+         f"{'-' if held is None else format(held, '.3f')}; saved {s['out']}")
+    if held is not None and held <= 0:
+        echo(f"warning: held-out τ {held:.3f}: the expression ranks the networks it did not see no better than "
+             "chance; evolve on more ground truth, or check the data the ground truth was trained on")
 
 
 def main() -> int:

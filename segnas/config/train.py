@@ -96,11 +96,14 @@ class DataConfig(Settings):
 DATA_OPTIONS = {"name": "--data", "root": "--data-root"}
 
 
-def options_data(name: str, root: str | None, names: Mapping[str, str] = DATA_OPTIONS) -> DataConfig:
-    """The data section that a dataset's name and folder make (given as ``names`` says: the command
-    line's ``--data`` and ``--data-root``, or a caller's arguments), checked as a new run's (a folder
-    given with the synthetic scenes is refused, not ignored)."""
-    return build_config(DataConfig, {"name": name, "root": root}, "options", names, new=True)
+def options_data(name: str, root: str | None, names: Mapping[str, str] = DATA_OPTIONS,
+                 options: Mapping[str, Any] | None = None) -> DataConfig:
+    """The data section that a dataset's name, folder and ``options`` (``--data-option``) make (the
+    first two given as ``names`` says: the command line's ``--data`` and ``--data-root``, or a
+    caller's arguments), checked as a new run's (a folder given with the synthetic scenes is
+    refused, not ignored)."""
+    return build_config(DataConfig, {"name": name, "root": root, "options": dict(options or {})}, "options", names,
+                        new=True)
 
 
 class ModelConfig(Settings):

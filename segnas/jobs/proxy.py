@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -32,23 +32,26 @@ from segnas.utils import atomic_write_text, check_output_file, parse_size_or_nat
 
 
 def proxy_batches(data: str, root: str | None, split: str, images: int, batch_size: int,
-                  size: Sequence[int] | None, seed: int = 0) -> tuple[list, int]:
-    """A fixed, seeded choice of ``images`` images of a split (resized to ``size``), in batches;
-    returns (batches, number of classes)."""
+                  size: Sequence[int] | None, seed: int = 0,
+                  options: Mapping[str, Any] | None = None) -> tuple[list, int]:
+    """A fixed, seeded choice of ``images`` images of a split of dataset ``data`` (with its
+    ``options``, as ``data.options``), resized to ``size``, in batches; returns (batches, number of
+    classes)."""
     if images < 1:
         raise SegnasError(f"--images: must be >= 1, got {images}")
     check_inference_size(tuple(size) if size else None, 1, "--size", batch_size)
-    dc = options_data(data, root)
+    dc = options_data(data, root, options=options)
     dataset = open_data(dc, split, eval_transforms(tuple(size) if size else None))
     return fixed_batches(dataset, images, batch_size, seed, "--images", "--size"), dataset.num_classes
 
 
 def scored_on(data: str, split: str, images: int, size: Sequence[int] | None, seed: int,
-              inits: int = 1) -> dict[str, Any]:
+              inits: int = 1, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a discovered proxy's statistics were measured on (kept in its file, so that a search can
-    score candidates the same way): images, and ``inits`` weight initializations (seeds ``seed + j``)."""
+    score candidates the same way): images, and ``inits`` weight initializations (seeds ``seed + j``);
+    the dataset's options where some were given."""
     return {"data": data, "split": split, "images": int(images), "size": list(size) if size else None,
-            "seed": int(seed), "inits": int(inits)}
+            "seed": int(seed), "inits": int(inits), **({"data_options": dict(options)} if options else {})}
 
 
 def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed: int, inits: int = 1) -> Any:
@@ -80,14 +83,16 @@ def check_seed(seed: int) -> None:
 
 def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, root: str | None = None,
                     split: str = "train", images: int | None = None, batch_size: int = 8,
-                    size: str | None = None, seed: int = 0, inits: int | None = None) -> list[dict[str, Any]]:
+                    size: str | None = None, seed: int = 0, inits: int | None = None,
+                    data_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Score untrained networks (zoo names or arch.json files; weights initialized from ``seed``)
     with registered proxies, saved proxy expressions (``.json`` paths) or rank aggregates
     (``az_nas``, ``rank_log(a,b)``, ``rank_mean(a,b)``: the networks ranked among themselves, so at
     least two); with ``inits`` > 1 each score is the mean over initializations
     ``seed .. seed + inits - 1`` (also the proxies' seeds). An aggregate's time is its components'.
     ``images``, ``size`` (HxW; "native": the images' own) and ``inits`` not given are what the proxy
-    files were discovered on, else the defaults (``evaluate.proxy.scoring_setup``)."""
+    files were discovered on, else the defaults (``evaluate.proxy.scoring_setup``). ``data_options``:
+    the dataset's options, as ``data.options`` (a search's images are drawn with its own)."""
     check_seed(seed)
     for p in proxies:
         check_proxy(p)
@@ -103,7 +108,7 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     direct = [p for p in proxies if p not in aggregates]
     components = [c for agg in aggregates.values() for c in agg.components]
     measured = list(dict.fromkeys(direct + components))
-    batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed)
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed, data_options)
     for source in models:  # every network is found before any is scored
         resolve_model(source, num_classes)
     rows = []
@@ -135,6 +140,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
                        train_fraction: float = 0.5, population: int = 64, generations: int = 20, seed: int = 0,
                        cv_folds: int = 0, members: int = 1, inits: int = 1, extra_terminals: Sequence[str] = (),
                        network_ops: bool = False, bag_fraction: float = 1.0,
+                       data_options: Mapping[str, Any] | None = None,
                        echo: Echo | None = None) -> dict[str, Any]:
     """Evolve a proxy expression on a training split of a ground-truth file (architectures with their
     trained val mIoU; several files: repeats averaged per architecture), report Kendall τ on the
@@ -144,7 +150,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     own random ``bag_fraction`` of the training networks when that is below 1; ``inits`` > 1
     measures every network at that many initializations and evolves on the mean values (``init_stats``);
     ``extra_terminals`` lets expressions read those statistics too (``GA``, ``R``) and ``network_ops``
-    combine whole-network values."""
+    combine whole-network values. ``data_options``: the dataset's options (``data.options``), kept in
+    the file's ``scored_on``."""
     check_seed(seed)
     echo = echo or (lambda m: None)
     check_bag_fraction(bag_fraction, members)  # before the statistics, which take long
@@ -160,7 +167,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     if cv_folds:
         fold_indices(len(train), cv_folds, seed)  # enough training networks for the folds
     size = parse_size_or_native(size, "--size")
-    batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed)
+    batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed, data_options)
     stats = []
     for i, r in enumerate(records):
         stats.append(init_stats(r, num_classes, batches, seed, inits))
@@ -181,7 +188,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
             **options)
     else:
         found = run_discovery(train_stats, train_mious, **options)
-    found.settings["scored_on"] = scored_on(data, split, images, size, seed, inits)
+    found.settings["scored_on"] = scored_on(data, split, images, size, seed, inits, data_options)
     found.save(out)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
                "held_out_rho": found.val_rho, "parsimony": found.settings.get("parsimony"), "train_archs": len(train),
