@@ -188,7 +188,7 @@ def test_proxy_score_takes_images_size_and_inits_from_the_proxy_files(tmp_path, 
         {"images": 3}
     seen = {}
 
-    def batches(data_name, root, split, images, batch_size, size, seed):
+    def batches(data_name, root, split, images, batch_size, size, seed, options=None):
         seen.update(images=images, size=size)
         raise SegnasError("stop here")
 
