@@ -167,10 +167,10 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     from segnas.config.compare import CompareSettings
     from segnas.jobs.compare import COMPARE_OPTIONS, compare_job
 
-    known = COMPARE_OPTIONS
-    unknown = sorted(set(options) - known)
+    unknown = sorted(set(options) - COMPARE_OPTIONS)
     if unknown:
-        raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are {', '.join(sorted(known))}")
+        raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are "
+                          f"{', '.join(sorted(COMPARE_OPTIONS))}")
     if isinstance(options.get("rerun"), str):
         options["rerun"] = [options["rerun"]]
     values = dotted(CompareSettings, settings)

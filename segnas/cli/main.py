@@ -60,10 +60,10 @@ def interrupted_line() -> str:
     from segnas.training.start import continue_command
     from segnas.utils import cache_dir
 
-    cache = cache_dir().resolve()
-    runs = [p for p in held_runs() if cache not in p.parents]
+    cache, held = cache_dir().resolve(), held_runs()
+    runs = [p for p in held if cache not in p.parents]
     if not runs:
-        return "interrupted" + ("; run the same command again to continue" if held_runs() else "")
+        return "interrupted" + ("; run the same command again to continue" if held else "")
     try:
         return f"interrupted; continue with {continue_command(runs[0])}"
     except SegnasError:  # (a run stopped before its config.yaml was written: nothing to continue)

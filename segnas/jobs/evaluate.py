@@ -74,7 +74,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     options_data(data, root)  # (a folder given with the synthetic scenes refused)
     report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
     check_inference_size(size or report.max_size, classes.num_classes,
-                         ("base_size (--base-size)" if where == "as given" else "the checkpoint's data.base_size")
+                         ("base_size (--base-size)" if base_size != CHECKPOINT else "the checkpoint's data.base_size")
                          if size else f"the largest {split} image", batch_size)
     dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
     check_same_classes(classes, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, TypeVar
 import torch
 
 from segnas.config.base import Settings
+from segnas.config.compare import CompareSettings
 from segnas.config.io import flatten, has_setting, load_config, read_settings, read_yaml, save_config, saved_form
 from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
@@ -64,8 +65,6 @@ def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
     allowed = [k for k in RESUMABLE if has_setting(cls, k)]
     refused = sorted({(flags or {}).get(k, k) for k in changes if k not in allowed})
     if refused:
-        from segnas.config.compare import CompareSettings
-
         jobs = ("; how many jobs run at once is compare's --workers option (workers= from Python)"
                 if cls is CompareSettings and "workers" in changes else "")
         raise SegnasError(f"{resume_name} continues {resume} with its own config.yaml; drop {', '.join(refused)} "
