@@ -378,6 +378,8 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
                  "--population", "6", "--generations", "1", "--members", "2")
     assert result.exit_code == 0, result.output
     assert result.output.count("member ") == 2 and "mean_quantile(" in result.output
+    assert all(re.search(r"held-out τ -?\d\.\d{3};", line) for line in result.output.splitlines()
+               if line.startswith("member ")), result.output  # rounded
     saved = json.loads(out.read_text())
     assert saved["format"] == "segnas.proxy_ensemble" and saved["settings"]["scored_on"]["images"] == 2
     result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",

@@ -104,6 +104,8 @@ def test_a_searchs_final_training_uses_the_named_recipe_under_the_searchs_data_s
     assert cfg.loss.kind == recipe["loss"]["kind"] and cfg.ema_decay == recipe["ema_decay"] and cfg.bf16
     assert cfg.data.batch_size == 2 and cfg.data.jitter == recipe["data"]["jitter"]  # the search's data wins
     assert cfg.max_steps == 5 and cfg.model.arch == str(tmp_path / "arch.json")
+    # scored as often as `segnas train` scores (about 100 times at most), unless final.eval_every says
+    assert cfg.eval_every is None and _final_training(tmp_path, {"steps": 5, "eval_every": 3}).eval_every == 3
     swa = _final_training(tmp_path, {"steps": 5, "overrides": {"ema_decay": None, "swa_start": 0.75, "bf16": False}})
     assert swa.ema_decay is None and swa.swa_start == 0.75 and not swa.bf16
     distilled = _final_training(tmp_path, {"steps": 5}, teacher=tmp_path / "teacher.pt")

@@ -85,8 +85,9 @@ class FinalTraining(Settings):
     recipe: str = "cpu-short"
     #: Recipe settings on top of it (``TrainConfig`` fields, e.g. ``{ema_decay: null, swa_start: 0.75}``).
     overrides: dict[str, Any] = Field(default_factory=dict)
-    #: Score the validation split every this many epochs (and at the end).
-    eval_every: int = Field(5, ge=1)
+    #: Score the validation split every this many epochs (and at the end); None: as a training's
+    #: ``eval_every`` None, every epoch, or about 100 times for a budget of more epochs.
+    eval_every: Optional[int] = Field(None, ge=1)
 
     @field_validator("recipe")
     @classmethod

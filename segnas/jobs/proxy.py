@@ -184,7 +184,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     if members > 1:
         found = discover_ensemble(train_stats, train_mious, members=members, bag_fraction=bag_fraction,
                                   on_member=lambda j, m: echo(
-            f"member {j + 1}/{members}: train τ {m.train_tau:.3f}, held-out τ {m.val_tau}; {m.expression}"),
+            f"member {j + 1}/{members}: train τ {m.train_tau:.3f}"
+            + (f", held-out τ {m.val_tau:.3f}" if m.val_tau is not None else "") + f"; {m.expression}"),
             **options)
     else:
         found = run_discovery(train_stats, train_mious, **options)

@@ -17,6 +17,19 @@ def within_budget(row: dict[str, Any]) -> bool | None:
     return vs <= TARGET_TOLERANCE if is_number(vs) else None
 
 
+def unscored_reasons(rows: list[dict[str, Any]]) -> str:
+    """`` Why: <names>: <reason>; ...``: the rows of a comparison that nothing scored, grouped by
+    their status (a search refused for its target, a failed training), or by what is still to come."""
+    why: dict[str, list[str]] = {}
+    for r in rows:
+        status = str(r.get("status") or "ok").splitlines()[0]
+        if status == "ok" or status.startswith(("over target", "under target")):
+            status = "not measured yet" if is_number(r.get("val_miou_mean")) else "not trained yet"
+        why.setdefault(status.removeprefix("failed: "), []).append(str(r.get("name")))
+    return (" Why: " + "; ".join(f"{', '.join(names)}: {status}" for status, names in why.items()) + ".") \
+        if why else ""
+
+
 def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
     """The comparison's answer in words: the most accurate network within the latency budget, and
     how the best network of the other kind (searched or hand-designed) stands against it, within the
@@ -42,8 +55,7 @@ def compare_verdict(cmp: dict[str, Any]) -> tuple[str, bool]:
     missing = [str(r.get("name")) for r in rows if id(r) not in kept]
     unscored = f" Not both trained and measured: {', '.join(missing)}." if missing and scored else ""
     if not scored:
-        return (f"No network was both trained and measured{f' ({len(rows)} failed or unmeasured)' if rows else ''}: "
-                "nothing to compare.", False)
+        return "No network was both trained and measured: nothing to compare." + unscored_reasons(rows), False
     if not fits:
         fastest = min(scored, key=lambda r: r["latency_ms"])
         return (f"No network runs within the {target} ms budget (+{tol}); the fastest is {told(fastest)}."
