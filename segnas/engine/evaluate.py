@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Iterator
 
@@ -55,7 +56,8 @@ def usable_bf16(requested: bool, echo: Echo | None = None, device_type: str = "c
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, bf16: bool = False,
                    channels_last: bool = False) -> torch.Tensor:
-    """Eval-mode logits (float32, N×C×H×W at input size, on the model's device)."""
+    """Eval-mode logits (float32, N×C×H×W at input size, on the model's device; of a network that
+    returns a mapping of heads, its ``"out"``)."""
     model.eval()
     device = module_device(model)
     images = images.to(device, non_blocking=True)
@@ -63,7 +65,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, bf16: bool = False,
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast_context(bf16, device.type):
         out = model(images)
-    return out.float()
+    return (out["out"] if isinstance(out, Mapping) else out).float()
 
 
 def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int = 4,

@@ -16,9 +16,11 @@ import math
 import os
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from segnas.config.io import read_yaml
 from segnas.engine import distributed
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write_text, json_safe, read_jsonl, remove_stale_temps
@@ -68,6 +70,36 @@ def best_checkpoint(run_path: str | Path) -> Path:
 def last_checkpoint(run_path: str | Path) -> Path:
     """A training run's latest state, which ``--resume`` continues from."""
     return Path(run_path) / "checkpoints" / "last.pt"
+
+
+#: What a run directory holds.
+RunKind = Literal["comparison", "search", "training"]
+
+
+def run_kind(path: str | Path, config: Any = None) -> RunKind:
+    """What the run directory at ``path`` holds: a comparison (compare.json, or a ``methods``
+    setting), a search (search_result.json, or a ``method`` setting) or a training (a ``model``
+    setting). ``config``: its config.yaml already read (else read here). SegnasError when it tells none."""
+    path = Path(path)
+    if config is None:
+        config = read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
+    config = config if isinstance(config, Mapping) else {}
+    if (path / "compare.json").is_file() or "methods" in config:
+        return "comparison"
+    if (path / "search_result.json").is_file() or "method" in config:
+        return "search"
+    if "model" in config:
+        return "training"
+    raise SegnasError(f"{path}: cannot tell the kind of run (no compare.json, no search_result.json, and "
+                      "config.yaml has neither 'method' nor 'model')")
+
+
+def latest_run(folder: str | Path, job: str | None = None) -> Path | None:
+    """The newest run directory in ``folder`` (one holding a config.yaml; of ``job`` when given), if any."""
+    folder = Path(folder)
+    runs = sorted(p for p in folder.glob(f"*-{job}" if job else "*") if (p / "config.yaml").is_file()) \
+        if folder.is_dir() else []
+    return runs[-1] if runs else None
 
 
 class RunDir:

@@ -22,11 +22,10 @@ from torch.utils.data import Subset
 from segnas.config.train import DataConfig
 from segnas.data import eval_transforms, open_data
 from segnas.engine.checkpoint import load_checkpoint
-from segnas.engine.evaluate import iter_batches
+from segnas.engine.evaluate import evaluate
 from segnas.errors import SegnasError
 from segnas.evaluate.base import Evaluator
 from segnas.evaluate.proxy import fixed_batches
-from segnas.metrics import ConfusionMatrix
 from segnas.spaces.base import WeightSharingSupernet, get_space
 
 
@@ -40,18 +39,6 @@ def calibrate_bn(net: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) ->
     net.train()
     for images, _ in batches:
         net(images)
-
-
-@torch.no_grad()
-def subset_miou(net: nn.Module, dataset: Any, num_classes: int, batch_size: int = 4) -> tuple[float, float]:
-    """(mIoU, pixel accuracy) of ``net`` in eval mode on ``dataset``."""
-    net.eval()
-    cm = ConfusionMatrix(num_classes)
-    for images, masks in iter_batches(dataset, batch_size):
-        out = net(images)
-        cm.update((out["out"] if isinstance(out, dict) else out).argmax(1), masks)
-    metrics = cm.compute()
-    return metrics.miou, metrics.pixel_acc
 
 
 class SupernetEvaluator(Evaluator):
@@ -110,5 +97,5 @@ class SupernetEvaluator(Evaluator):
         net.select(self.space.arch_from_dict(arch))
         net.set_width_mode("argmax")
         calibrate_bn(net, self.calibration)
-        miou, pixel_acc = subset_miou(net, self.val, self.num_classes)
-        return {"score": float(miou), "pixel_acc": float(pixel_acc)}
+        metrics = evaluate(net, self.val, self.num_classes)
+        return {"score": float(metrics.miou), "pixel_acc": float(metrics.pixel_acc)}

@@ -45,7 +45,7 @@ from segnas.cost.latency import (LatencyResult, default_threads, measure_latency
 from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
-from segnas.engine.rundir import best_checkpoint
+from segnas.engine.rundir import best_checkpoint, latest_run, run_kind
 from segnas.errors import SegnasError, TargetOutOfReach, TrainingDiverged
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
@@ -61,7 +61,6 @@ from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
-from segnas.training.start import run_kind
 from segnas.utils import atomic_write_text, json_float, read_jsonl
 from segnas.zoo import MODELS
 
@@ -201,12 +200,6 @@ def train_config(cfg: CompareSettings, name: str, model: dict[str, Any], seed: i
 
 
 # ---------------------------------------------------------------------------------- the jobs
-def latest_run(folder: Path) -> Path | None:
-    """The newest run directory in ``folder`` (one holding a config.yaml), if any."""
-    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
-    return runs[-1] if runs else None
-
-
 def relative(path: str | Path, root: str | Path) -> str:
     """``path`` relative to the comparison's run directory ``root`` (results stay valid when it moves)."""
     return str(Path(path).resolve().relative_to(Path(root).resolve()))

@@ -69,11 +69,11 @@ def report_job(run_dir: str | Path, out: str | Path | None = None, samples: int 
                              f"{', '.join(left_out)}.")
         elif not samples:
             notes.append("Sample predictions left out (--samples 0).")
-    if inputs.class_names is None and run.kind == "train":  # no readable checkpoint: the run's dataset names them
+    if inputs.class_names is None and run.kind == "training":  # no readable checkpoint: the run's dataset names them
         inputs.class_names = dataset_class_names(run.config)
     inputs.archs = architectures(run)
     spec = (state or {}).get("model_spec") or {}
-    if run.kind == "train" and spec.get("kind") == "arch":  # the checkpoint holds the whole arch file
+    if run.kind == "training" and spec.get("kind") == "arch":  # the checkpoint holds the whole arch file
         inputs.archs = {Path((run.config.get("model") or {}).get("arch") or "network").stem: spec}
     if latency:
         inputs.latency, inputs.notes["latency"] = breakdowns(run, inputs.archs, state, latency_model, echo)
@@ -92,7 +92,7 @@ def report_checkpoints(run: RunFiles) -> dict[str, Path]:
         return next((p for p in (best_checkpoint(folder), last_checkpoint(folder))
                      if p.is_file()), None)
 
-    if run.kind == "train":
+    if run.kind == "training":
         found_ckpt = best_of(run.path)
         return {"prediction": found_ckpt} if found_ckpt else {}
     if run.kind == "search":
@@ -176,14 +176,14 @@ def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str,
                model: LatencyModel | None, echo: Echo) -> tuple[dict[str, LatencyBreakdown], list[str]]:
     """The latency breakdown of each architecture (by name) of the run; notes on what has none."""
     notes: list[str] = []
-    if run.kind == "train" and not archs:
+    if run.kind == "training" and not archs:
         model_cfg = run.config.get("model") or {}
         if model_cfg.get("arch"):
             return {}, [f"No latency breakdown: {model_cfg['arch']}: architecture file not found, and no "
                         "checkpoint holding it."]
         return {}, [f"{model_cfg.get('name')!r} is a zoo network, not built from a search space's operators: no "
                     "per-operator breakdown (measure it whole with `segnas bench`)."]
-    if run.kind == "compare":
+    if run.kind == "comparison":
         zoo = [str(r.get("name")) for r in (run.compare or {}).get("rows", []) if r.get("kind") == "zoo"]
         if zoo:
             notes.append(f"Zoo networks ({', '.join(zoo)}) are measured whole, not from the operator table.")

@@ -42,7 +42,7 @@ from segnas.cost.memory import check_inference_size
 from segnas.data import build_dataset, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
-from segnas.engine.rundir import RunDir, best_checkpoint
+from segnas.engine.rundir import RunDir, best_checkpoint, run_kind
 from segnas.parallel import TaskResources, check_ray
 from segnas.progress import Echo, NotesOnce, SaidBeforeRun
 from segnas.report.runfiles import training_folder
@@ -53,7 +53,7 @@ from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.training.job import check_classes
-from segnas.training.start import refuse_other_run, run_kind
+from segnas.training.start import refuse_other_run
 from segnas.utils import atomic_write_text
 
 _CLASSES: dict[str, type[SearchSettings]] = {}

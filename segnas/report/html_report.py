@@ -80,7 +80,7 @@ def build_report(run: RunFiles, inputs: ReportInputs | None = None) -> HtmlDocum
     inputs = inputs or ReportInputs()
     doc = HtmlDocument(page_title(run), f"{run.path.resolve()} · written {time.strftime('%Y-%m-%d %H:%M:%S')}")
     for anchor, title in SECTIONS.items():
-        if anchor == "pareto" and run.kind != "compare":
+        if anchor == "pareto" and run.kind != "comparison":
             continue
         doc.section(title, anchor)
         SECTION_WRITERS[anchor](doc, run, inputs)
@@ -94,7 +94,7 @@ def page_title(run: RunFiles) -> str:
     data = (run.config.get("data") or {}).get("name") or ((run.compare or {}).get("settings") or {}).get(
         "data", {}).get("name", "?")
     at = f", target {_num(run.target_ms, '.4g')} ms" if is_number(run.target_ms) else ""
-    if run.kind == "compare":
+    if run.kind == "comparison":
         what = f"Comparison on {data}{at}"
     elif run.kind == "search":
         res = run.search_result or {}
@@ -122,7 +122,7 @@ def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
         doc.verdict(*compare_verdict(run.compare))
     for note in run.notes + [f"note: {n}" for n in (run.compare or {}).get("notes", [])]:
         doc.note(note)
-    if run.kind == "train":
+    if run.kind == "training":
         _train_summary(doc, run, inputs.class_names, inputs.params)
     elif run.kind == "search":
         _search_summary(doc, run)
@@ -272,7 +272,7 @@ def class_means(row: dict[str, Any]) -> dict[str, float | None]:
 def _settings(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     if run.config_text:
         doc.pre(run.config_text, collapsed="config.yaml of the run")
-    elif run.kind == "compare" and (run.compare or {}).get("settings"):
+    elif run.kind == "comparison" and (run.compare or {}).get("settings"):
         doc.pre(yaml.safe_dump(run.compare["settings"], sort_keys=False), collapsed="settings recorded in compare.json")
     else:
         doc.note("No settings recorded (no config.yaml).")
@@ -281,7 +281,7 @@ def _settings(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
 # ------------------------------------------------------------------------------------ curves
 def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     shown = False
-    if run.kind == "train":
+    if run.kind == "training":
         if run.metrics:
             _training_curve(doc, run.metrics, "training curve", "training loss and val mIoU per epoch")
             shown = True
@@ -301,9 +301,9 @@ def _curves(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
                 _training_curve(doc, final.metrics, f"final training of {name}",
                                 f"final training of {name}: {final.name}")
                 shown = True
-    if not shown and run.kind != "compare":
+    if not shown and run.kind != "comparison":
         doc.note("No per-epoch records yet (metrics.jsonl is empty or missing).")
-    if run.kind == "compare":
+    if run.kind == "comparison":
         folders = [(r.get("name"), seed.get("seed"), seed.get("run_dir")) for r in (run.compare or {}).get("rows", [])
                    for seed in r.get("seeds") or [] if seed.get("run_dir")]
         doc.text("Each training's curves are in its run folder (relative to the comparison's): "
@@ -370,7 +370,7 @@ def architectures(run: RunFiles) -> dict[str, dict[str, Any]]:
 
     if run.kind == "search":
         return {"arch": run.arch} if run.arch else {}
-    if run.kind == "train":
+    if run.kind == "training":
         path = (run.config.get("model") or {}).get("arch")
         data = read_json(Path(path)) if path and Path(path).is_file() else None
         return {Path(path).stem: data} if isinstance(data, dict) and "space" in data else {}

@@ -1,5 +1,5 @@
-"""Reading a run directory for a report, without changing anything in it: its kind (train, search,
-compare), settings, per-epoch metrics, evaluated candidates, summary files and architecture."""
+"""Reading a run directory for a report, without changing anything in it: its kind (training, search,
+comparison), settings, per-epoch metrics, evaluated candidates, summary files and architecture."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from segnas.config.io import parse_yaml
+from segnas.engine.rundir import RunKind, run_kind
 from segnas.errors import SegnasError
 from segnas.spaces.base import arch_key
 from segnas.utils import read_jsonl, read_text_file
-
-KINDS = ("train", "search", "compare")
 
 
 @dataclass
@@ -33,7 +32,7 @@ class RunFiles:
     """What a run directory holds. ``finals``: the final-training runs of a search's networks."""
 
     path: Path
-    kind: str
+    kind: RunKind
     config: dict[str, Any] = field(default_factory=dict)
     config_text: str = ""
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -71,19 +70,6 @@ def read_json(path: Path) -> Any:
         raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
 
 
-def run_kind(path: Path, config: dict[str, Any]) -> str:
-    """``compare`` (compare.json or a ``methods`` setting), ``search`` (search_result.json or a ``method``
-    setting) or ``train``: ``training.start.run_kind``'s rule, with the result files of a run."""
-    if (path / "compare.json").is_file() or "methods" in config:
-        return "compare"
-    if (path / "search_result.json").is_file() or "method" in config:
-        return "search"
-    if "model" in config:
-        return "train"
-    raise SegnasError(f"{path}: cannot tell the kind of run (no compare.json, no search_result.json, and "
-                      "config.yaml has neither 'method' nor 'model')")
-
-
 def read_run(path: str | Path) -> RunFiles:
     """Read the run directory at ``path``; a folder that is not one is a one-line SegnasError."""
     path = Path(path)
@@ -109,7 +95,7 @@ def read_run(path: str | Path) -> RunFiles:
             raise SegnasError(f"{path / 'search_result.json'}: expected an object with a 'networks' mapping")
         run.candidates = read_candidates(path, run.search_result)
         run.finals = final_runs(path, run.search_result)
-    elif run.kind == "compare":
+    elif run.kind == "comparison":
         if not (path / "compare.json").is_file():
             raise SegnasError(f"{path}: a comparison without its table yet (no compare.json: under way, or waiting "
                               f"for its latency session, `segnas compare --resume` on the deployment machine); "

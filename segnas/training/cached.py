@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from segnas.config.io import load_config, saved_form
 from segnas.config.train import LossConfig, TrainConfig
-from segnas.engine.rundir import best_checkpoint
+from segnas.engine.rundir import best_checkpoint, latest_run
 from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.training.job import train_job
@@ -75,10 +75,9 @@ def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Echo | N
             if Path(info["checkpoint"]).is_file():
                 echo(f"{what}: reusing {info['checkpoint']}")
                 return Path(info["checkpoint"])
-        runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file())
-        echo(f"{what}: training it once into {folder}" + (" (continuing a killed run)" if runs else ""))
-        result = train_job(cfg.model_copy(update={"out_dir": str(folder)}), resume=runs[-1] if runs else None,
-                           echo=echo)
+        killed = latest_run(folder)
+        echo(f"{what}: training it once into {folder}" + (" (continuing a killed run)" if killed else ""))
+        result = train_job(cfg.model_copy(update={"out_dir": str(folder)}), resume=killed, echo=echo)
         checkpoint = best_checkpoint(result.run_dir)
         atomic_write_text(done, json.dumps({"checkpoint": str(checkpoint), "key": training_key(cfg),
                                             "final": {k: v for k, v in result.final.items() if k != "val_iou"},
@@ -130,14 +129,12 @@ def resumable_training(folder: str | Path, cfg: TrainConfig, job: str | None = N
     training ``cfg``: None when there is none, or when it trains something else (``same_training``:
     a changed recipe, or segnas updated between two sessions of a study): that run is left as it is,
     said through ``echo``, and ``cfg`` trains afresh."""
-    folder = Path(folder)
-    runs = sorted(p for p in folder.glob(f"*-{job}" if job else "*") if (p / "config.yaml").is_file()) \
-        if folder.is_dir() else []
-    if not runs:
+    run = latest_run(folder, job)
+    if run is None:
         return None
-    if same_training(load_config(TrainConfig, runs[-1] / "config.yaml", saved=True), cfg):
-        return runs[-1]
-    (echo or (lambda m: None))(f"{runs[-1]}: trained with other settings than this job's; training afresh")
+    if same_training(load_config(TrainConfig, run / "config.yaml", saved=True), cfg):
+        return run
+    (echo or (lambda m: None))(f"{run}: trained with other settings than this job's; training afresh")
     return None
 
 

@@ -13,11 +13,11 @@ from torch import nn
 from segnas.config.train import ModelConfig
 from segnas.data.base import ClassInfo
 from segnas.engine.checkpoint import STALE_SWA, kept_average, load_checkpoint, read_weights
-from segnas.engine.rundir import best_checkpoint
+from segnas.engine.rundir import best_checkpoint, run_kind
 from segnas.errors import SegnasError
 from segnas.report.runfiles import training_folder
 from segnas.spaces import build_from_arch, read_arch_file
-from segnas.training.start import continue_command, run_kind
+from segnas.training.start import continue_command
 from segnas.zoo import build_model
 
 

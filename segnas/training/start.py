@@ -13,7 +13,7 @@ from segnas.config.io import flatten, has_setting, load_config, read_settings, r
 from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
-from segnas.engine.rundir import RunDir
+from segnas.engine.rundir import RunDir, RunKind, run_kind
 from segnas.errors import SegnasError
 from segnas.utils import atomic_write_text, seed_everything
 
@@ -83,25 +83,14 @@ def resumable_values(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_kind(run_dir: str | Path) -> str:
-    """What a run directory holds, by its config.yaml: a search (``method``), a comparison
-    (``methods``) or a training. SegnasError when its config.yaml is not valid YAML."""
-    data = read_yaml(Path(run_dir) / "config.yaml")
-    if isinstance(data, dict) and "methods" in data:
-        return "comparison"
-    if isinstance(data, dict) and "method" in data:
-        return "search"
-    return "training"
-
-
-def refuse_other_run(run_dir: str | Path, found: str, wanted: str) -> None:
+def refuse_other_run(run_dir: str | Path, found: RunKind, wanted: RunKind) -> None:
     """SegnasError when a ``found`` run is given to continue a ``wanted`` one."""
     if found != wanted:
         raise SegnasError(f"{run_dir}: a {found} run, not a {wanted} run; continue it with "
                           f"{continue_command(run_dir, found)} ({CONTINUE[found][1]}(resume=...) from Python)")
 
 
-def continue_command(run_dir: str | Path, kind: str | None = None) -> str:
+def continue_command(run_dir: str | Path, kind: RunKind | None = None) -> str:
     """The command that continues the run in ``run_dir`` (of kind ``kind``, else read from it)."""
     kind = kind or run_kind(run_dir)
     command = CONTINUE[kind][0]

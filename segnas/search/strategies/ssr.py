@@ -23,10 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from segnas.config.base import Betas, NonNegative, Settings, refuse_idle
 from segnas.config.search import SearchSettings
 from segnas.cost.flops import count_flops
-from segnas.engine.evaluate import iter_batches
+from segnas.engine.evaluate import evaluate
 from segnas.engine.step import Placement
 from segnas.evaluate.supernet import calibrate_bn
-from segnas.metrics import ConfusionMatrix
 from segnas.nn.ops import OpKey
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
 from segnas.search.oneshot import OneShotEngine, OneShotSettings, OneShotStrategy, SearchSchedule
@@ -93,17 +92,13 @@ def joint_space(settings: JointSpaceSettings) -> JointSpace:
     return JointSpace(**settings.model_dump())
 
 
-@torch.no_grad()
-def supernet_miou(net: JointSupernet, dataset: Dataset, mode: str, num_classes: int, place: Placement) -> float:
+def supernet_miou(net: JointSupernet, dataset: Dataset, mode: str, num_classes: int) -> float:
     """Val mIoU of ``net`` in width mode ``mode`` (then back to the search's "gumbel" mode, training)."""
-    net.eval()
     net.set_width_mode(mode)
-    cm = ConfusionMatrix(num_classes)
-    for images, masks in iter_batches(dataset, 4):
-        cm.update(net(place.images(images)).argmax(1), masks)
+    miou = evaluate(net, dataset, num_classes).miou
     net.set_width_mode("gumbel")
     net.train()
-    return cm.compute().miou
+    return miou
 
 
 @strategy("ssr")
@@ -171,14 +166,14 @@ class SSRSearch(OneShotStrategy):
         """Val mIoU of the soft supernet and of its argmax network on the same weights (BatchNorm
         statistics re-estimated for the argmax network on a few training batches)."""
         s, n = self.ctx.settings, self.ctx.num_classes
-        soft = supernet_miou(self.supernet, self.val_set, "gumbel", n, place)
+        soft = supernet_miou(self.supernet, self.val_set, "gumbel", n)
         discrete = copy.deepcopy(self.supernet)
         discrete.set_width_mode("argmax")
         loader = DataLoader(self.train_set, batch_size=s.data.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(s.seed))
         batches = itertools.islice(loader, BN_CALIBRATION_BATCHES)
         calibrate_bn(discrete, ((place.images(images), masks) for images, masks in batches))
-        hard = supernet_miou(discrete, self.val_set, "argmax", n, place)
+        hard = supernet_miou(discrete, self.val_set, "argmax", n)
         return {"soft_miou": soft, "argmax_miou": hard, "gap": soft - hard}
 
     def on_epoch_end(self, engine: OneShotEngine, phase: str, epoch: int) -> dict[str, Any]:
