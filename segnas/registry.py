@@ -1,44 +1,146 @@
 """A registry of classes by name, filled by a class decorator as modules are imported; the
-built-in modules are imported on first lookup (spaces, strategies)."""
+built-in modules are imported on first lookup (spaces, strategies), then the plugins.
+
+A plugin is a module outside segnas that registers search methods (``@strategy``) or spaces
+(``@register_space``) when imported: an installed package names it under the entry-point group
+``segnas.plugins``, or ``SEGNAS_PLUGINS`` lists modules on the Python path (comma-separated). A
+plugin that fails to import, or whose class fails the registry's checks, is left out with a
+one-line warning naming it; the rest of segnas works without it."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import inspect
+import os
+import warnings
 from typing import Callable, Generic, TypeVar
 
 from segnas.errors import SegnasError
 
 C = TypeVar("C", bound=type)
 
+#: The entry-point group of installed plugins: each entry names a module to import.
+PLUGIN_GROUP = "segnas.plugins"
+#: Environment variable of plugin modules to import besides the installed ones (comma-separated).
+PLUGIN_ENV = "SEGNAS_PLUGINS"
+
+#: Plugins imported (or tried) in this process, each with what went wrong (None: loaded).
+PLUGINS: dict[str, str | None] = {}
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every plugin once (the installed entry points, then ``SEGNAS_PLUGINS``); one that
+    fails is left out with a warning naming it and why."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    sources: list[tuple[str, Callable[[], object]]] = [
+        (f"{ep.value} (entry point {ep.name!r} of {PLUGIN_GROUP})", ep.load)
+        for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
+    sources += [(f"{module} ({PLUGIN_ENV})", lambda module=module: importlib.import_module(module))
+                for module in (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",")) if module]
+    for where, load in sources:
+        try:
+            load()
+            PLUGINS[where] = None
+        except Exception as exc:  # (a plugin's own error of any kind: it must not stop segnas)
+            PLUGINS[where] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            warnings.warn(f"segnas plugin {where} not loaded: {PLUGINS[where]}", stacklevel=2)
+
+
+def plugin_hint() -> str:
+    """What an error about an unknown name adds: the plugins that failed to load, or how to load one."""
+    failed = [f"{where}: {why}" for where, why in PLUGINS.items() if why]
+    return (f"not loaded: {'; '.join(failed)}" if failed
+            else f"a plugin's: install its package, or name its module in {PLUGIN_ENV}")
+
+
+def qualified(cls: type) -> str:
+    """``module.Class``: where a class is defined."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def overrides_fit(cls: type, base: type) -> list[str]:
+    """The methods ``cls`` overrides with a signature that cannot take the positional arguments
+    of the definition in ``base`` (or a class between them), each as ``Owner.name(params)``."""
+    wrong = []
+    for name, attr in vars(cls).items():
+        if name.startswith("_") or not inspect.isfunction(attr):
+            continue
+        owner = next((k for k in cls.__mro__[1:] if issubclass(k, base) and name in vars(k)), None)
+        if owner is None or not inspect.isfunction(vars(owner)[name]):
+            continue
+        params = list(inspect.signature(vars(owner)[name]).parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        try:
+            inspect.signature(attr).bind(*range(len(positional)))
+        except TypeError:
+            wrong.append(f"{owner.__name__}.{name}({', '.join(p.name for p in positional)})")
+    return wrong
+
 
 class Registry(Generic[C]):
-    """``field`` is the setting that names a member (in errors), ``what`` the kind (``search space``)."""
+    """``field`` is the setting that names a member (in errors), ``what`` the kind (``search space``);
+    ``check(cls, name)``: more checks of a class (SegnasError), run when it registers."""
 
-    def __init__(self, field: str, what: str, base: type, builtin_modules: tuple[str, ...]) -> None:
+    def __init__(self, field: str, what: str, base: type, builtin_modules: tuple[str, ...],
+                 check: Callable[[C, str], None] | None = None) -> None:
         self.field, self.what, self.base, self.builtin_modules = field, what, base, builtin_modules
+        self.check = check
         self.classes: dict[str, C] = {}
+        self._builtins_imported = False
 
     def register(self, name: str) -> Callable[[C], C]:
-        """Class decorator: make a subclass of ``base`` available as ``name`` (sets ``cls.name``)."""
+        """Class decorator: make a subclass of ``base`` available as ``name`` (sets ``cls.name``).
+        A class that is abstract, overrides a method of ``base`` with a signature it is not called
+        with, fails ``check``, or takes a name already taken is refused (SegnasError naming it)."""
 
         def add(cls: C) -> C:
-            if not issubclass(cls, self.base):
-                raise TypeError(f"{cls.__name__}: a registered {self.what} must subclass {self.base.__name__}")
-            if name in self.classes and self.classes[name] is not cls:
-                raise ValueError(f"{self.what} {name!r} is registered twice")
+            where = f"{self.what} {name!r} ({qualified(cls)})"
+            if not isinstance(cls, type) or not issubclass(cls, self.base):
+                raise SegnasError(f"{where}: a registered {self.what} must subclass {self.base.__name__}")
+            if not cls.__module__.startswith("segnas."):
+                self._import_builtins()  # (a plugin's class meets the built-in names first)
+            taken = self.classes.get(name)
+            if taken is not None and qualified(taken) != qualified(cls):
+                raise SegnasError(f"{self.what} {name!r} is registered twice: by {qualified(taken)} and by "
+                                  f"{qualified(cls)}")
+            if inspect.isabstract(cls):
+                missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+                raise SegnasError(f"{where}: does not define {missing}, which every {self.what} has")
+            wrong = overrides_fit(cls, self.base)
+            if wrong:
+                raise SegnasError(f"{where}: overrides {', '.join(wrong)} with a signature that cannot take "
+                                  "those arguments")
+            if self.check is not None:
+                try:
+                    self.check(cls, name)
+                except SegnasError as exc:
+                    raise SegnasError(f"{where}: {exc}") from None
             cls.name = name
             self.classes[name] = cls
             return cls
 
         return add
 
+    def _import_builtins(self) -> None:
+        if not self._builtins_imported:
+            self._builtins_imported = True
+            for module in self.builtin_modules:
+                importlib.import_module(module)
+
     def names(self) -> list[str]:
-        for module in self.builtin_modules:
-            importlib.import_module(module)
+        """Every registered name: the built-in ones, then the plugins'."""
+        self._import_builtins()
+        load_plugins()
         return sorted(self.classes)
 
     def get(self, name: str) -> C:
         known = self.names()
         if name not in self.classes:
-            raise SegnasError(f"{self.field}: unknown {self.what} {name!r} (known: {', '.join(known)})")
+            raise SegnasError(f"{self.field}: unknown {self.what} {name!r} (known: {', '.join(known)}; "
+                              f"{plugin_hint()})")
         return self.classes[name]

@@ -892,3 +892,20 @@ def test_a_diverged_training_names_the_comparisons_recipe_setting(tmp_path, monk
     (status,) = {s["status"] for s in summary["rows"][0]["seeds"]}
     assert status.startswith("failed: train.recipe.optim.lr: the loss became nan at step 3") and \
         "start a new one with the recipe changed" in status
+
+
+def test_an_error_in_a_methods_code_fails_that_method_alone_with_its_traceback_kept(tmp_path, monkeypatch):
+    """A method whose code raises (a plugin's with a bug, say) is a failed result, as a refused target
+    is: the comparison's other methods go on; the traceback is kept beside its search."""
+    import segnas.jobs.compare as compare
+
+    def search_job(settings, resume=None, **_):
+        raise TypeError("Hill.tell() takes 1 positional argument but 2 were given\nmore")
+
+    monkeypatch.setattr(compare, "search_job", search_job)
+    item = {"method": "random", "folder": str(tmp_path / "search" / "hill"), "root": str(tmp_path),
+            "settings": {"latency": {"target_ms": 5.0}}}
+    status = compare.run_search(item)["status"]
+    assert status == ("failed: TypeError: Hill.tell() takes 1 positional argument but 2 were given (an error of the "
+                      "method's code; traceback in search/hill/error.txt)")
+    assert "in search_job" in (tmp_path / "search" / "hill" / "error.txt").read_text()

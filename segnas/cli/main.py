@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
 from segnas.errors import SegnasError
+from segnas.registry import qualified
 
 def command_group(help: str, **options: Any) -> typer.Typer:
     """A command group whose help paragraphs flow with the terminal (markdown markup: a docstring's
@@ -32,6 +34,22 @@ app = command_group("Neural architecture search for real-time semantic segmentat
                     pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
+
+
+def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` of the command: segnas's own warnings as one ``warning:`` line (no
+    source line); those of other packages as Python shows them."""
+    if not Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+        return SHOW_WARNING(message, category, filename, lineno, file, line)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True,
+                      emoji=False)
+
+
+#: The package's folder (its warnings are shown in one line) and Python's way of showing warnings.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+SHOW_WARNING = warnings.showwarning
+warnings.showwarning = one_line_warning  # (set on import: a plugin's warning comes as the commands are built)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -505,8 +523,8 @@ def _search_command(method: str) -> Callable[..., None]:
     cls = get_strategy(method)
     clash = sorted(set(cls.cli_options) & (set(SEARCH_OPTIONS) | {"config", "resume", "set"}))
     if clash:  # a method's flag would silently replace the shared option
-        raise TypeError(f"search method {method!r}: its flag --{clash[0]} is an option every method shares; "
-                        "name it otherwise")
+        raise SegnasError(f"search method {method!r} ({qualified(cls)}): its flag --{clash[0]} is an option every "
+                          "method shares; name it otherwise")
     flags = {name: (paths, kind, text) for name, (paths, kind, text) in SEARCH_OPTIONS.items()}
     flags.update({name: ((path,), kind, text) for name, (path, kind, text) in cls.cli_options.items()})
     params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
@@ -563,10 +581,17 @@ def _search_command(method: str) -> Callable[..., None]:
 
 
 def _register_search_commands() -> None:
+    """`segnas search METHOD` for every registered method; a plugin's method whose command cannot be
+    built is left out with a warning (every other command works)."""
     from segnas.search.base import list_strategies
 
     for method in list_strategies():
-        search_app.command(method)(user_errors(_search_command(method)))
+        try:
+            command = _search_command(method)
+        except SegnasError as exc:
+            warnings.warn(f"{exc}; `segnas search {method}` is left out", stacklevel=1)
+            continue
+        search_app.command(method)(user_errors(command))
 
 
 _register_search_commands()

@@ -28,6 +28,7 @@ import re
 import shutil
 import statistics
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -54,6 +55,7 @@ from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
 from segnas.progress import Echo
+from segnas.registry import plugin_hint
 from segnas.report.format import pct, signed_pct
 from segnas.report.pareto import plot_pareto
 from segnas.report.verdict import compare_verdict
@@ -94,7 +96,7 @@ def chosen_methods(cfg: CompareSettings) -> dict[str, dict[str, Any]]:
         method = method_of(label, own)
         if method not in known:
             raise SegnasError(f"methods.{label}: unknown method {method!r} (known: {', '.join(known)}; "
-                              f"another label names its method with 'method:')")
+                              f"another label names its method with 'method:'; {plugin_hint()})")
     return methods
 
 
@@ -212,7 +214,9 @@ def run_job(item: dict[str, Any]) -> dict[str, Any]:
 
 def run_search(item: dict[str, Any]) -> dict[str, Any]:
     """``item["method"]``'s search in its folder (continued when a killed one is there); the
-    network it found. A user-input failure (e.g. a target its space cannot meet) is a result."""
+    network it found. A user-input failure (e.g. a target its space cannot meet) is a result, and so
+    is an error of the method's code (a plugin's, say: the other methods go on; its traceback is
+    kept in the folder's ``error.txt``)."""
     folder = Path(item["folder"])
     run = latest_run(folder)
     try:
@@ -222,6 +226,13 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
             summary = search_job(make_settings(item["method"], item["settings"]), resume=run)
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
+    except Exception as exc:
+        kept = folder / "error.txt"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(kept, traceback.format_exc())
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return {"status": f"failed: {type(exc).__name__}: {first} (an error of the method's code; traceback in "
+                          f"{relative(kept, item['root'])})"}
     found = next(r for r in summary["networks"].values() if r["role"] == "found")
     run_dir = relative(summary["run_dir"], item["root"])
     return {"status": "ok", "method": item["method"], "run_dir": run_dir, "space": summary["space"],

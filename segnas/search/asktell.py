@@ -95,6 +95,7 @@ class AskTellStrategy(Strategy):
     then ``choose`` the winner among what was evaluated."""
 
     family: ClassVar[str] = "ask-tell"
+    section_fields: ClassVar[tuple[str, ...]] = ("space", "space_options", "candidates", "top_k")
 
     @classmethod
     def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:

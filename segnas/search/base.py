@@ -16,6 +16,7 @@ settings named after the strategy (``segnas.config.search.SearchSettings``).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
@@ -24,9 +25,11 @@ from segnas.config.base import Settings
 from segnas.config.search import SearchSettings
 from segnas.cost.latency_model import LatencyModel
 from segnas.engine.rundir import RunDir
+from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.registry import Registry
 from segnas.spaces.base import Architecture, SearchSpace
+from segnas.zoo import MODELS
 
 
 @dataclass
@@ -91,6 +94,29 @@ class Strategy(ABC):
     #: Whether a found network is distilled from another found one (``FoundNetwork.distill_from``) in
     #: its final training: the final training's settings are then checked with a teacher.
     hands_over_teacher: ClassVar[bool] = False
+    #: The fields of the settings section the family's loop reads (beside the strategy's own).
+    section_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_definition(cls, name: str) -> None:
+        """SegnasError when the class cannot run as method ``name``: a name that would clash with a
+        zoo network's or is no folder name, no settings section whose every field has a default, or
+        one without a field the family's loop reads (checked when it registers: a plugin's mistakes
+        are found before any search)."""
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in MODELS:
+            raise SegnasError("a method's name is lower-case letters, digits and '_' (it names a command, "
+                              "a settings section and folders), and not a zoo network's name")
+        section = getattr(cls, "settings_class", None)
+        if not (isinstance(section, type) and issubclass(section, Settings)):
+            raise SegnasError("settings_class: expected a Settings subclass (the method's section of the settings)")
+        required = [f for f, info in section.model_fields.items() if info.is_required()]
+        if required:
+            raise SegnasError(f"settings_class {section.__name__}: {', '.join(required)} has no default (a method "
+                              "runs with its section's defaults)")
+        missing = [f for f in cls.section_fields if f not in section.model_fields]
+        if missing:
+            raise SegnasError(f"settings_class {section.__name__}: no {', '.join(missing)}, which the {cls.family} "
+                              "family's loop reads from a method's section")
 
     def prepare(self, ctx: SearchContext) -> None:
         """Check and build what can fail on user input (data, space, supernet) before the run
@@ -130,7 +156,8 @@ BUILTIN_STRATEGY_MODULES: tuple[str, ...] = (
     "segnas.search.strategies.fasterseg", "segnas.search.strategies.ssr", "segnas.search.strategies.saswot",
     "segnas.search.strategies.random", "segnas.search.strategies.gas", "segnas.search.strategies.rl",
     "segnas.search.strategies.supernet")
-STRATEGIES: Registry[type[Strategy]] = Registry("method", "search method", Strategy, BUILTIN_STRATEGY_MODULES)
+STRATEGIES: Registry[type[Strategy]] = Registry("method", "search method", Strategy, BUILTIN_STRATEGY_MODULES,
+                                                check=lambda cls, name: cls.check_definition(name))
 
 
 def strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:

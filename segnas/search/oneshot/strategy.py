@@ -47,6 +47,7 @@ class OneShotStrategy(Strategy):
 
     family = "one-shot"
     settings_class: ClassVar[type[OneShotSettings]] = OneShotSettings
+    section_fields: ClassVar[tuple[str, ...]] = tuple(OneShotSettings.model_fields)
 
     @classmethod
     def unused_settings(cls, settings: SearchSettings) -> dict[str, str]:

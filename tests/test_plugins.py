@@ -1,0 +1,134 @@
+"""Methods from outside segnas (plugins): registered from a module named in SEGNAS_PLUGINS (or an
+installed entry point), run by `segnas search` and `segnas compare`; a plugin with a mistake is
+refused at registration with one line naming its class, and every other command still works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from segnas.errors import SegnasError
+from segnas.search.asktell import AskTellStrategy
+from segnas.search.base import strategy
+
+PLUGIN = '''
+from typing import ClassVar
+
+from pydantic import Field
+
+from segnas.config.base import Settings
+from segnas.config.search import EvaluatorSettings
+from segnas.search.asktell import AskTellStrategy
+from segnas.search.base import strategy
+from segnas.search.evaluation import build_evaluator
+
+
+class HillSettings(Settings):
+    space: str = "multires"
+    space_options: dict = Field(default_factory=dict)
+    candidates: int = Field(4, ge=1)
+    evaluator: EvaluatorSettings = Field(default_factory=EvaluatorSettings)
+    top_k: int = Field(2, ge=1)
+
+
+@strategy("hill")
+class Hill(AskTellStrategy):
+    settings_class: ClassVar[type[Settings]] = HillSettings
+
+    def make_evaluator(self, ctx):
+        return build_evaluator(ctx.section.evaluator, self.space, ctx, ctx.section.space_options)
+
+    def ask(self):
+        return self.space.sample(self.rng)
+'''
+
+
+def segnas(tmp_path: Path, plugin: str, *args: str) -> subprocess.CompletedProcess:
+    """`segnas ARGS` in a fresh process with module ``plugin_mod`` (text ``plugin``) as a plugin."""
+    (tmp_path / "plugin_mod.py").write_text(textwrap.dedent(plugin))
+    env = {**os.environ, "SEGNAS_PLUGINS": "plugin_mod", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "segnas", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+
+
+def test_a_plugins_method_runs_through_search(tmp_path):
+    result = segnas(tmp_path, PLUGIN, "search", "hill", "--data", "synthetic", "--size", "32x48", "--backend",
+                    "eager", "--target-ms", "1000", "--set", "progress=false", "--set", "final.epochs=0",
+                    "--set", "latency.check_target=false", "--set", "latency.calibration_networks=0",
+                    "--out-dir", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert json.loads((run / "search_result.json").read_text())["method"] == "hill"
+    assert len((run / "candidates.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("change, message", [
+    (("import plugin_mod_missing_dependency\n", ""), r"^warning: segnas plugin plugin_mod \(SEGNAS_PLUGINS\) "
+     r"not loaded: ModuleNotFoundError: No module named 'plugin_mod_missing_dependency'$"),
+    (('@strategy("hill")', '@strategy("random")'), r"^warning: segnas plugin plugin_mod \(SEGNAS_PLUGINS\) not "
+     r"loaded: SegnasError: search method 'random' is registered twice: by "
+     r"segnas\.search\.strategies\.random\.RandomSearch and by plugin_mod\.Hill$"),
+    (("    def ask(self):", "    def ask(self, rng):"), r"plugin_mod\.Hill\): overrides AskTellStrategy\.ask\(self\) "
+     r"with a signature that cannot take those arguments$"),
+    (('settings_class: ClassVar[type[Settings]] = HillSettings', 'cli_options = {"seed": ("hill.top_k", int, "")}\n'
+      '    settings_class: ClassVar[type[Settings]] = HillSettings'),
+     r"^warning: search method 'hill' \(plugin_mod\.Hill\): its flag --seed is an option every method shares; "
+     r"name it otherwise; `segnas search hill` is left out$"),
+])
+def test_a_plugin_with_a_mistake_is_left_out_in_one_line_and_segnas_works(tmp_path, change, message):
+    import re
+
+    old, new = change
+    plugin = PLUGIN.replace(old, new) if old in PLUGIN else old + PLUGIN
+    result = segnas(tmp_path, plugin, "search", "--help")
+    assert result.returncode == 0 and "random" in result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
+    result = segnas(tmp_path, plugin, "search", "hill", "--data", "synthetic")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+class _NotAStrategy:
+    pass
+
+
+def test_a_methods_class_is_checked_when_it_registers():
+    from segnas.config.base import Settings
+
+    class NoDefault(Settings):
+        space: str
+        space_options: dict = {}
+        candidates: int = 4
+        top_k: int = 2
+
+    class NoTopK(Settings):
+        space: str = "multires"
+        space_options: dict = {}
+        candidates: int = 4
+
+    def method(settings, abstract=False):
+        namespace = {"settings_class": settings, "make_evaluator": lambda self, ctx: None}
+        if not abstract:
+            namespace["ask"] = lambda self: None
+        return type("M", (AskTellStrategy,), namespace)
+
+    with pytest.raises(SegnasError, match=r"'m' \(.*M\): does not define ask, which every search method has"):
+        strategy("m")(method(NoTopK, abstract=True))
+    with pytest.raises(SegnasError, match=r"settings_class NoDefault: space has no default"):
+        strategy("m")(method(NoDefault))
+    with pytest.raises(SegnasError, match=r"settings_class NoTopK: no top_k, which the ask-tell family's loop reads"):
+        strategy("m")(method(NoTopK))
+    with pytest.raises(SegnasError, match=r"not a zoo network's name"):
+        strategy("fast_scnn")(method(NoTopK))
+    with pytest.raises(SegnasError, match=r"must subclass Strategy"):
+        strategy("m")(_NotAStrategy)
+    from segnas.search.base import list_strategies
+
+    assert "m" not in list_strategies() and "fast_scnn" not in list_strategies()
