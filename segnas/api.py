@@ -194,14 +194,21 @@ def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECK
 
 
 @leaves_the_process_as_it_was
-def evaluate(trained: str | Path, data: str, root: str | Path | None = None, split: str = "val", *,
+def evaluate(trained: str | Path | Segmenter, data: str, root: str | Path | None = None, split: str = "val", *,
              options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
              label_size: bool = False, raw: bool = False, echo: Echo | None = None) -> SegMetrics:
     """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained
-    network (as ``load`` takes it) on split ``split`` of dataset ``data`` (camvid, cityscapes,
-    folder, synthetic) under ``root``; ``options`` as ``data.options``."""
+    network (as ``load`` takes it, or what ``load`` returned: scored at its size, with its weights)
+    on split ``split`` of dataset ``data`` (camvid, cityscapes, folder, synthetic) under ``root``;
+    ``options`` as ``data.options``."""
     from segnas.jobs.evaluate import eval_job
 
+    if isinstance(trained, Segmenter):
+        base_size = ("native" if trained.size is None else trained.size) if base_size == CHECKPOINT else base_size
+        trained, raw = trained.checkpoint, raw or trained.raw
+    elif not isinstance(trained, (str, Path)):
+        raise SegnasError(f"trained: expected a checkpoint, a run folder or what load() returns, got "
+                          f"{type(trained).__name__}")
     return eval_job(trained, data, None if root is None else str(root), split, base_size,
                     options=dict(options or {}), raw=raw, echo=echo, progress=False, label_size=label_size)[0]
 

@@ -124,6 +124,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def read_json(path: str | Path, missing_ok: bool = False) -> Any:
+    """The JSON document in ``path`` (None when it is absent and ``missing_ok``); a one-line
+    SegnasError naming the file when it is missing, not text, or not valid JSON."""
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return None
+    if not path.exists():
+        raise SegnasError(f"{path}: file not found")
+    try:
+        return json.loads(read_text_file(path))
+    except json.JSONDecodeError as exc:
+        raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+
+
 def read_text_file(path: str | Path) -> str:
     """The text of a settings or architecture file; a SegnasError naming it when it cannot be read
     as UTF-8 text (a checkpoint given by mistake, a UTF-16 file written by a shell redirect)."""

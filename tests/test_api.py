@@ -231,6 +231,13 @@ def test_evaluate_scores_a_training_as_its_validation_did(trained):
     assert len(metrics.iou) == 11 and metrics.miou == pytest.approx(trained.best_miou, abs=0.01)
     with pytest.raises(SegnasError, match="base_size"):
         api.evaluate(trained.run_dir, "synthetic", base_size="48")
+    # what load() returned is scored as its checkpoint is, at the size it runs at
+    loaded = api.load(trained.run_dir, base_size="32x48")
+    assert api.evaluate(loaded, "synthetic", options={"size": [48, 64], "length": 8}).miou == \
+        api.evaluate(trained.run_dir, "synthetic", options={"size": [48, 64], "length": 8}, base_size="32x48").miou
+    with pytest.raises(SegnasError, match=r"^trained: expected a checkpoint, a run folder or what load\(\) returns, "
+                                          r"got int$"):
+        api.evaluate(3, "synthetic")
 
 
 def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, tmp_path):
@@ -249,7 +256,28 @@ def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, 
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["num_classes"] == "11" and "Pole" in meta["classes"], meta
     row = bench_job([trained.run_dir], "48x64", ["eager"], progress=False, min_time_s=0.0)[0]
-    assert row["classes"] == 11 and row["classes_from"] == "checkpoint" and row["model"] == Path(trained.run_dir).name
+    assert row["classes"] == 11 and row["classes_from"] == "checkpoint" and row["model"] == str(trained.run_dir)
+
+
+def test_bench_labels_each_network_as_given_and_measures_each_at_its_own_size(trained, tmp_path):
+    """Two checkpoints of one run are two rows, each named as given; without a size, a checkpoint
+    is measured at its training size, a static ONNX file at its input, with the backends an ONNX
+    file cannot run on left out for it (said); --classes does not rebuild a checkpoint."""
+    from segnas.jobs.bench import bench_job, export_job
+
+    resized = api.train({**TINY, "data.base_size": "40x56", "max_steps": 1, "out_dir": str(tmp_path)}, echo=None)
+    folder = Path(resized.run_dir) / "checkpoints"
+    onnx_file, _ = export_job(str(folder / "best.pt"), tmp_path / "m.onnx", "32x48", progress=False)
+    said = []
+    rows = bench_job([str(folder / "best.pt"), str(folder / "last.pt"), str(onnx_file)], None, ["eager", "onnxruntime"],
+                     progress=False, min_time_s=0.0, echo=said.append)
+    assert [(r["model"], r["backend"]) for r in rows] == [
+        (str(folder / "best.pt"), "eager"), (str(folder / "best.pt"), "onnxruntime"),
+        (str(folder / "last.pt"), "eager"), (str(folder / "last.pt"), "onnxruntime"), (str(onnx_file), "onnxruntime")]
+    assert [r["size"] for r in rows] == ["40x56"] * 4 + ["32x48"]
+    assert said == [f"note: {onnx_file}: an ONNX file is measured on onnxruntime only (eager left out for it)"]
+    with pytest.raises(SegnasError, match=r"--classes 3: .*best\.pt was trained for 11 classes"):
+        bench_job([str(folder / "best.pt")], "48x64", ["eager"], num_classes=3, progress=False)
 
 
 def test_a_job_on_a_gpu_leaves_tf32_as_the_caller_set_it(tmp_path, monkeypatch):

@@ -290,7 +290,14 @@ CLI_CASES = [
     (["demo", "--minutes", "0", "--out-dir", OUT], "--minutes"),
     (["demo", "--minutes", "-1", "--out-dir", OUT], "--minutes"),
     # bench / export
-    (["bench", "-m", "{tmp}/m.onnx", "--backend", "eager"], "m.onnx", _onnx_files),
+    (["bench", "-m", "{tmp}/m.onnx", "--backend", "eager"], "m.onnx: an ONNX file is measured on onnxruntime only, "
+     "not eager (add -b onnxruntime)", _onnx_files),
+    (["eval", "{tmp}/m.onnx", "--data", "synthetic"], "m.onnx: an ONNX export, not a segnas checkpoint", _onnx_files),
+    (["predict", "{tmp}/m.onnx", "{tmp}/m.onnx"], "m.onnx: an ONNX export, not a segnas checkpoint", _onnx_files),
+    (["export", "{tmp}/m.onnx", "--out", "{tmp}/y.onnx"], "m.onnx: an ONNX export: give the checkpoint", _onnx_files),
+    (["export", "{tmp}/bad.onnx", "--out", "{tmp}/y.pt", "--format", "torchscript", "--size", "32x48"],
+     "bad.onnx: an ONNX export", _onnx_files),
+    (["export", "{tmp}/m.onnx", "--out", "{tmp}/y.pt"], "--out: {tmp}/y.pt: an ONNX file must end in .onnx"),
     (["bench", "-m", "{tmp}/bad.onnx"], "bad.onnx", _onnx_files),
     (["bench", "-m", "nope_net", "--size", "32x48"], "nope_net"),
     (["bench", "-m", "{tmp}/m.ts.pt", "--size", "32x48"], "m.ts.pt: a TorchScript export", _torchscript_file),

@@ -197,6 +197,13 @@ def test_bench_prints_table_and_json(tmp_path, monkeypatch):
                  "--classes", "5", "--json", tmp_path / "rows.json")
     assert result.exit_code == 0 and "other processes kept 1.5 cores busy" in result.output
     assert json.loads((tmp_path / "rows.json").read_text())[0]["other_processes_cores"] == 1.5
+    # more threads than cores: said, and the peak is the cores' (the fraction stays one of what they reach)
+    monkeypatch.setattr("segnas.jobs.bench.default_threads", lambda: 1)
+    peaks = []
+    monkeypatch.setattr("segnas.jobs.bench.matmul_peak_gflops", lambda threads: peaks.append(threads) or 50.0)
+    result = run("bench", "--model", "fast_scnn", "--size", "64x96", "--backend", "eager", "--threads", "2",
+                 "--classes", "5")
+    assert result.exit_code == 0 and "note: 2 threads on 1 available cores" in result.output and peaks == [1]
 
 
 def test_export_onnx_with_parity_and_failure_removes_file(trained, tmp_path, monkeypatch):

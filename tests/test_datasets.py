@@ -461,10 +461,12 @@ def test_real_camvid():
 def test_a_list_file_names_paths_with_spaces_quoted_or_tab_separated(tmp_path):
     from segnas.data.base import read_pair_list
 
-    lines = ['"images/a b.jpg" "masks/a b.png"', "images/c d.jpg\tmasks/c d.png", "images/e.jpg masks/e.png"]
+    lines = ['"images/a b.jpg" "masks/a b.png"', "images/c d.jpg\tmasks/c d.png", "images/e.jpg masks/e.png",
+             "images/bob's.jpg masks/bob's.png", '"images/f g.jpg"\t"masks/f g.png"']
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     pairs = read_pair_list(tmp_path / "train.txt", tmp_path)
-    assert [(p.name, q.name) for p, q in pairs] == [("a b.jpg", "a b.png"), ("c d.jpg", "c d.png"), ("e.jpg", "e.png")]
+    assert [(p.name, q.name) for p, q in pairs] == [("a b.jpg", "a b.png"), ("c d.jpg", "c d.png"), ("e.jpg", "e.png"),
+                                                    ("bob's.jpg", "bob's.png"), ("f g.jpg", "f g.png")]
     (tmp_path / "bad.txt").write_text("images/a b.jpg masks/a b.png\n")
     with pytest.raises(SegnasError, match=r"bad.txt:1: expected 'image_path label_path' \(a path with spaces: quoted"):
         read_pair_list(tmp_path / "bad.txt", tmp_path)

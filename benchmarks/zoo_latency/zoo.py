@@ -30,8 +30,12 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for size in args.sizes:
-        rows += bench_job(args.models, parse_size(size), args.backends, args.threads, 19,
-                          min_time_s=args.min_time, echo=print)
+        measured = bench_job(args.models, parse_size(size), args.backends, args.threads, 19,
+                             min_time_s=args.min_time, echo=print)
+        for r in measured:
+            print(f"{r['model']:>16s} {r['backend']:>12s} {size} {r['median_ms']:8.2f} ms  {r['fps']:7.1f} FPS  "
+                  f"{r['gflops']:6.2f} GFLOPs  {100 * r['fraction_of_peak']:5.1f}% of peak")
+        rows += measured
     path = save_result("main", {"threads": args.threads, "classes": 19, "rows": rows}, results_dir(__file__))
     print(f"saved {path}")
 

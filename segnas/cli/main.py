@@ -389,7 +389,8 @@ def compare(
 def bench(
     model: list[str] = typer.Option(..., "--model", "-m",
                                     help="Zoo name, arch.json, checkpoint or exported .onnx (repeatable)."),
-    size: str = typer.Option("360x480", help="Input HxW."),
+    size: Optional[str] = typer.Option(None, help="Input HxW.", show_default="a checkpoint's data.base_size, a "
+                                       "static ONNX file's input size, else 360x480"),
     backend: list[str] = typer.Option(["onnxruntime"], "--backend", "-b",
                                       help="eager, eager-cl, torchscript, onnxruntime, openvino (repeatable)."),
     threads: Optional[int] = typer.Option(None, help="Threads (default: all cores available)."),
@@ -400,17 +401,17 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
     """Params, GFLOPs, latency (median/IQR), FPS and fraction of the machine's matmul peak."""
-    from segnas.cost.machine import is_busy
-    from segnas.jobs.bench import bench_job, busy_warning
+    from segnas.jobs.bench import bench_job
     from segnas.utils import atomic_write_text, check_output_file, parse_size
 
     if json_out:
         check_output_file(json_out, "--json")
-    rows = bench_job(model, parse_size(size, "--size"), backend, threads, classes, device)
-    echo(f"{size}, {rows[0]['threads']} threads, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
-    print_bench(rows)
-    if is_busy(rows[0]["other_processes_cores"]):
-        echo(busy_warning(rows[0]["other_processes_cores"]))
+    rows = bench_job(model, parse_size(size, "--size") if size else None, backend, threads, classes, device,
+                     echo=echo)
+    sizes = sorted({r["size"] for r in rows})
+    echo(f"{sizes[0] + ', ' if len(sizes) == 1 else ''}{rows[0]['threads']} threads, peak "
+         f"{rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
+    print_bench(rows, each_size=len(sizes) > 1)
     if json_out:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
 
@@ -419,9 +420,9 @@ def _num(value: Optional[float], fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def print_bench(rows: list[dict[str, Any]]) -> None:
-    """Per network, its name (whole) on a line, its class count, params and GFLOPs on the next,
-    then a table of its backends, so that long names fit an 80-column terminal."""
+def print_bench(rows: list[dict[str, Any]], each_size: bool = False) -> None:
+    """Per network, its name (whole) on a line, its class count, params and GFLOPs (and input size,
+    ``each_size``) on the next, then a table of its backends, so that long names fit an 80-column terminal."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r)
@@ -429,7 +430,8 @@ def print_bench(rows: list[dict[str, Any]]) -> None:
         r0 = group[0]
         where = f" ({r0['classes_from']})" if r0.get("classes_from") else ""
         console.print(f"[bold]{escape(name)}[/bold]", highlight=False, soft_wrap=True)
-        echo(f"  {r0['classes']} classes{where}, {r0['params_m']:.2f} M params, {_num(r0['gflops'], '.2f')} GFLOPs")
+        at = f" at {r0['size']}" if each_size else ""
+        echo(f"  {r0['classes']} classes{where}, {r0['params_m']:.2f} M params, {_num(r0['gflops'], '.2f')} GFLOPs{at}")
         table = Table(box=None, padding=(0, 1, 0, 2))
         for col in ("backend", "median ms", "IQR ms", "FPS", "GFLOP/s", "% peak"):
             table.add_column(col, justify="left" if col == "backend" else "right", no_wrap=True)

@@ -404,12 +404,30 @@ def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split("\t") if "\t" in line else shlex.split(line) if '"' in line or "'" in line else line.split()
+        parts = pair_of_paths(line)
         if len(parts) != 2:
             raise SegnasError(f"{list_file}:{lineno}: expected 'image_path label_path' (a path with spaces: quoted, "
                               f"or the two separated by a tab), got {line!r}")
         pairs.append((_resolve(root, parts[0]), _resolve(root, parts[1])))
     return pairs
+
+
+def pair_of_paths(line: str) -> list[str]:
+    """The paths of a list file's line: split at a tab when it has one, else at white space, where a
+    path with spaces is quoted (shell-style); an apostrophe inside an unquoted name is a character."""
+    if "\t" in line:
+        return [_unquoted(part.strip()) for part in line.split("\t") if part.strip()]
+    parts = line.split()
+    if len(parts) == 2 and not any(part[0] in "\"'" for part in parts):
+        return parts
+    try:
+        return shlex.split(line)
+    except ValueError:  # (an unclosed quote)
+        return parts
+
+
+def _unquoted(path: str) -> str:
+    return path[1:-1] if len(path) > 1 and path[0] == path[-1] and path[0] in "\"'" else path
 
 
 def _resolve(root: Path, rel: str) -> Path:

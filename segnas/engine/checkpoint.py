@@ -128,6 +128,10 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
     refuse_folder(path, where, "a checkpoint file")
     if not path.is_file():
         raise SegnasError(f"{where}: {missing}")
+    if path.suffix.lower() == ".onnx":
+        raise SegnasError(f"{where}: an ONNX export, not a segnas checkpoint: give the training checkpoint it was "
+                          "exported from (runs/RUN/checkpoints/best.pt); ONNX Runtime runs the file itself "
+                          "(docs/deployment.md)")
     if _is_torchscript(path):
         raise SegnasError(f"{where}: a TorchScript export, not a segnas checkpoint: give the training checkpoint it "
                           "was exported from (runs/RUN/checkpoints/best.pt)")

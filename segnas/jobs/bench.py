@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 import segnas
 
 from segnas.cost import (check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
@@ -52,56 +54,69 @@ def network_classes(source: str, num_classes: int | None) -> tuple[int, str]:
     return DEFAULT_CLASSES, "default; give --classes"
 
 
-def read_onnx(path: Path, backends: Sequence[str], size: tuple[int, int]) -> Any:
-    """The ONNX model in ``path``, checked to be measurable on ``backends`` at input ``size``."""
+def refuse_other_classes(source: str, own: int | None, num_classes: int | None) -> None:
+    """SegnasError when ``--classes`` asks a checkpoint (of ``own`` classes) for another class count."""
+    if own is not None and num_classes is not None and num_classes != own:
+        raise SegnasError(f"--classes {num_classes}: {source} was trained for {own} classes and is built with "
+                          "them; leave --classes out")
+
+
+def read_onnx(path: Path) -> Any:
+    """The ONNX model in ``path``; SegnasError when it is missing or not ONNX."""
     import onnx
 
     if not path.is_file():
         raise SegnasError(f"{path}: ONNX file not found")
-    wrong = [b for b in backends if b != "onnxruntime"]
-    if wrong:
-        raise SegnasError(f"{path}: an ONNX file is measured on onnxruntime only, not {', '.join(wrong)}")
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
         raise SegnasError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+
+
+def onnx_size(path: Path, model: Any, size: tuple[int, int] | None) -> tuple[int, int]:
+    """The input size an ONNX model is measured at: ``size``, which a static graph must take, or
+    for None a static graph's own (a dynamic one's DEFAULT_EXPORT_SIZE)."""
     dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or any(d is not None and d != s for d, s in zip(dims[1:], (3, *size))):
-        fixed = "x".join(str(d) for d in dims[2:])
-        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size {fixed} "
-                          "or export with --dynamic")
-    return model
+    if len(dims) != 4 or dims[1] not in (3, None):
+        raise SegnasError(f"{path}: input {dims} is not (batch, 3, H, W): not an image segmenter")
+    fixed = tuple(dims[2:]) if None not in dims[2:] else None
+    if size is not None and fixed is not None and fixed != tuple(size):
+        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size "
+                          f"{fixed[0]}x{fixed[1]} or export with --dynamic")
+    return tuple(size or fixed or DEFAULT_EXPORT_SIZE)
 
 
-def _onnx_row(path: Path, size: tuple[int, int], backends: Sequence[str], threads: int,
-              device: str, min_time_s: float) -> list[dict[str, Any]]:
-    """Rows of an exported ONNX file: parameters from its initializers, latency on ONNX Runtime
+def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, device: str,
+              min_time_s: float) -> dict[str, Any]:
+    """The row of an exported ONNX file: parameters from its initializers, latency on ONNX Runtime
     (FLOPs are not counted from ONNX graphs)."""
     import numpy as np
     from onnx import numpy_helper
 
-    graph = read_onnx(path, backends, size).graph
-    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in graph.initializer)
+    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in model.graph.initializer)
     shape = (1, 3, *size)
     run = _onnxruntime_runner(path, threads, device)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     classes = int(run(x).shape[1])
     lat = summarize(time_callable(lambda: run(x), 3, 10, min_time_s), "onnxruntime", shape, threads, device)
-    return [{"model": path.name, "backend": "onnxruntime", "size": f"{size[0]}x{size[1]}", "threads": threads,
-             "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6, "gflops": None,
-             "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
-             "achieved_gflops_s": None, "fraction_of_peak": None}]
+    return {"backend": "onnxruntime", "size": f"{size[0]}x{size[1]}", "threads": threads,
+            "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6, "gflops": None,
+            "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
+            "achieved_gflops_s": None, "fraction_of_peak": None}
 
 
-def bench_job(sources: Sequence[str], size: tuple[int, int] | str, backends: Sequence[str], threads: int | None = None,
-              num_classes: int | None = None, device: str = "cpu", min_time_s: float = 2.0,
-              echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
+def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backends: Sequence[str],
+              threads: int | None = None, num_classes: int | None = None, device: str = "cpu",
+              min_time_s: float = 2.0, echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
     achieved GFLOP/s and its fraction of this machine's fp32 matmul peak. Sources: zoo names,
-    architecture files, checkpoints and exported ``.onnx`` files. The class count is a
-    checkpoint's or ONNX file's own, else an architecture file's ``num_classes``, else
-    ``num_classes``, else DEFAULT_CLASSES (each row says which). ``size``: (H, W) or "HxW"."""
-    size = parse_size(size, "--size")
+    architecture files, checkpoints, run folders and exported ``.onnx`` files, each row labelled as
+    given (``model``). The class count is a checkpoint's or ONNX file's own, else an architecture
+    file's ``num_classes``, else ``num_classes``, else DEFAULT_CLASSES (each row says which).
+    ``size``: (H, W) or "HxW"; None: each network's own (a checkpoint's ``data.base_size``, a static
+    ONNX file's input), else DEFAULT_EXPORT_SIZE. An ONNX file runs on onnxruntime alone: its pairs
+    with other backends are left out, said through ``echo`` (with the other notes)."""
+    size = parse_size(size, "--size") if size is not None else None
     if num_classes is not None and num_classes < 1:
         raise SegnasError(f"--classes: must be >= 1, got {num_classes}")
     for backend in backends:
@@ -109,55 +124,62 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str, backends: Seq
     if threads is not None and threads < 1:
         raise SegnasError(f"--threads: must be >= 1, got {threads} (leave it out for all cores available)")
     cores = default_threads()
-    if threads is not None and threads > cores and echo is not None:
-        echo(f"note: {threads} threads on {cores} available cores: the threads share cores, and the "
-             "timings and the matmul peak are of an oversubscribed CPU")
+    say = echo or (lambda message: None)
+    if threads is not None and threads > cores:
+        say(f"note: {threads} threads on {cores} available cores: the threads share cores, and the timings are "
+            "of an oversubscribed CPU (the matmul peak is measured on the cores there are)")
     threads = threads or cores
     resolve_device(device)
     if device != "cpu" and "openvino" in backends:
         raise SegnasError("--backend: openvino is measured on the CPU only here (leave out --device)")
-    shape = (1, 3, *size)
     networks = []  # everything that can fail on user input, before anything is measured
-    for given in sources:
+    for given in map(str, sources):
         source = network_source(given)
-        if Path(source).suffix == ".onnx":
-            read_onnx(Path(source), backends, size)
-            networks.append((source, None, source, 0, ""))
+        if Path(source).suffix.lower() == ".onnx":
+            if "onnxruntime" not in backends:
+                raise SegnasError(f"{source}: an ONNX file is measured on onnxruntime only, not "
+                                  f"{', '.join(backends)} (add -b onnxruntime)")
+            onnx_model = read_onnx(Path(source))
+            if len(backends) > 1:
+                say(f"note: {given}: an ONNX file is measured on onnxruntime only "
+                    f"({', '.join(b for b in backends if b != 'onnxruntime')} left out for it)")
+            networks.append((given, source, onnx_model, onnx_size(Path(source), onnx_model, size), 0, ""))
             continue
-        classes, where = network_classes(source, num_classes)
-        check_inference_size(size, classes)
-        model, name = resolve_model(source, classes)
-        networks.append((source, model, Path(given).name if source != given else name, classes, where))
+        trained = load_trained(source) if Path(source).suffix == ".pt" else None
+        refuse_other_classes(given, trained[1].num_classes if trained else None, num_classes)
+        classes, where = (trained[1].num_classes, "checkpoint") if trained else network_classes(source, num_classes)
+        own = size or (checkpoint_base_size(trained[2])[0] if trained else None) or DEFAULT_EXPORT_SIZE
+        check_inference_size(own, classes)
+        model = trained[0] if trained else resolve_model(source, classes)[0]
+        networks.append((given, source, model, tuple(own), classes, where))
     load_before = other_processes_cores()
-    peak = matmul_peak_gflops(threads)
+    peak = matmul_peak_gflops(min(threads, cores))
     rows = []
-    with task_progress("bench", len(sources) * len(backends), progress) as ticker:
-        for source, model, name, classes, where in networks:
-            if model is None:
-                rows += [{**row, "peak_gflops_s": peak}
-                         for row in _onnx_row(Path(source), size, backends, threads, device, min_time_s)]
+    with task_progress("bench", len(networks) * len(backends), progress) as ticker:
+        for given, source, model, at, classes, where in networks:
+            if not isinstance(model, torch.nn.Module):
+                rows.append({"model": given, **_onnx_row(Path(source), model, at, threads, device, min_time_s),
+                             "peak_gflops_s": peak})
                 ticker.advance(len(backends))
                 continue
+            shape = (1, 3, *at)
             params = count_parameters(model)
             flops = count_flops(model, shape)
             for backend in backends:
                 lat = measure_latency(model, shape, backend, threads, device, min_time_s=min_time_s)
                 achieved = flops.gflops / (lat.median_ms / 1000.0)
-                row = {"model": name, "backend": backend, "size": f"{size[0]}x{size[1]}", "threads": threads,
-                       "classes": classes, "classes_from": where,
-                       "params_m": params / 1e6, "gflops": flops.gflops, "gmacs": flops.gmacs,
-                       "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
-                       "achieved_gflops_s": achieved, "peak_gflops_s": peak, "fraction_of_peak": achieved / peak}
-                rows.append(row)
-                ticker.advance(info=f"{name} {backend}")
-                if echo:
-                    echo(f"{name:>16s} {backend:>12s} {lat.median_ms:8.2f} ms  {lat.fps:7.1f} FPS  "
-                         f"{flops.gflops:6.2f} GFLOPs  {100 * achieved / peak:5.1f}% of peak")
+                rows.append({"model": given, "backend": backend, "size": f"{at[0]}x{at[1]}", "threads": threads,
+                             "classes": classes, "classes_from": where,
+                             "params_m": params / 1e6, "gflops": flops.gflops, "gmacs": flops.gmacs,
+                             "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
+                             "achieved_gflops_s": achieved, "peak_gflops_s": peak,
+                             "fraction_of_peak": achieved / peak})
+                ticker.advance(info=f"{given} {backend}")
     others = busiest(load_before, other_processes_cores())
     for row in rows:  # what the figures hold for: a busy host runs every network slower
         row["other_processes_cores"] = others
-    if echo and is_busy(others):
-        echo(busy_warning(others))
+    if is_busy(others):
+        say(busy_warning(others))
     return rows
 
 
@@ -209,10 +231,14 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
     out = Path(out)
     suffix = {"onnx": ".onnx", "torchscript": ".pt"}[fmt]
     if out.suffix != suffix:  # the parity check and every reader go by the suffix
-        raise SegnasError(f"--out: {out}: a {fmt} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
+        kind = {"onnx": "an ONNX", "torchscript": "a TorchScript"}[fmt]
+        raise SegnasError(f"--out: {out}: {kind} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
     check_output_file(out, "--out")
     source = network_source(source)
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
+    refuse_other_classes(source, trained[1].num_classes if trained else None, num_classes)
+    classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
+    model = trained[0] if trained else resolve_model(source, classes)[0]
     if size is None:
         size = checkpoint_base_size(trained[2])[0] if trained else None
         if size is None and not dynamic and echo is not None:
@@ -221,12 +247,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
             echo(f"note: a static graph at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]}, the default ({whose}); "
                  "give --size with your frames' size, or --dynamic for any size")
         size = size or DEFAULT_EXPORT_SIZE
-    if trained and num_classes is not None and num_classes != trained[1].num_classes:
-        raise SegnasError(f"--classes {num_classes}: {source} was trained for {trained[1].num_classes} classes and "
-                          "is exported with them; leave --classes out")
-    classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
     check_inference_size(size, classes)
-    model = trained[0] if trained else resolve_model(source, classes)[0]
     metadata = export_metadata(source, classes, size, dynamic, trained)
     shape = (1, 3, *size)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])

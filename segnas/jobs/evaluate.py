@@ -21,7 +21,7 @@ from segnas.engine.device import exact_fp32, resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
-from segnas.training.models import load_trained
+from segnas.training.models import load_trained, trained_checkpoint
 from segnas.metrics import SegMetrics
 from segnas.progress import Echo, task_progress
 from segnas.report.draw import colorize, overlay, save_png
@@ -40,7 +40,7 @@ def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> 
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
         return ((int(saved[0]), int(saved[1])),
-                "the checkpoint's data.base_size; base_size native (--base-size native) for native size")
+                "the checkpoint's data.base_size; --base-size native, or base_size='native', keeps each image's own size")
     return None, "native size: the checkpoint has no data.base_size"
 
 
@@ -139,6 +139,8 @@ class Segmenter:
                  bf16: bool = False, device: str = "cpu", raw: bool = False) -> None:
         with exact_fp32():
             where = resolve_device(device)
+        #: The checkpoint file the network came from, and whether its raw weights were taken.
+        self.checkpoint, self.raw = trained_checkpoint(checkpoint), raw
         self.model, self.classes, state, self.weights = load_trained(checkpoint, raw)
         self.model.to(where)
         self.size, self.size_from = checkpoint_base_size(state, base_size)

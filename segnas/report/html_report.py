@@ -24,6 +24,7 @@ from segnas.report.pareto import pareto_figure, pareto_front, plottable
 from segnas.report.plots import candidates_figure, latency_by_op_figure, search_curves_figure, training_curve_figure
 from segnas.report.runfiles import RunFiles
 from segnas.report.verdict import compare_verdict, search_verdict, within_budget
+from segnas.utils import read_json
 
 #: Sections in page order: anchor -> title.
 SECTIONS = {"summary": "Summary", "settings": "Settings", "curves": "Curves", "pareto": "Pareto front",
@@ -366,20 +367,18 @@ def _architecture(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> Non
 def architectures(run: RunFiles) -> dict[str, dict[str, Any]]:
     """The arch-file mappings a report draws, by name: a search's ``arch.json``; a train run's arch
     file (from its settings); a comparison's arch file of every method row."""
-    from segnas.report.runfiles import read_json
-
     if run.kind == "search":
         return {"arch": run.arch} if run.arch else {}
     if run.kind == "training":
         path = (run.config.get("model") or {}).get("arch")
-        data = read_json(Path(path)) if path and Path(path).is_file() else None
+        data = read_json(path, missing_ok=True) if path else None
         return {Path(path).stem: data} if isinstance(data, dict) and "space" in data else {}
     out = {}
     for r in (run.compare or {}).get("rows", []):
         if r.get("arch_file"):
             path = Path(r["arch_file"])
             path = path if path.is_absolute() else run.path / path
-            data = read_json(path) if path.is_file() else None
+            data = read_json(path, missing_ok=True)
             if isinstance(data, dict) and "space" in data and "arch" in data:
                 out[str(r.get("name"))] = data
     return out

@@ -3,7 +3,6 @@ comparison), settings, per-epoch metrics, evaluated candidates, summary files an
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from segnas.config.io import parse_yaml
 from segnas.engine.rundir import RunKind, run_kind
 from segnas.errors import SegnasError
 from segnas.spaces.base import arch_key
-from segnas.utils import read_jsonl, read_text_file
+from segnas.utils import read_json, read_jsonl, read_text_file
 
 
 @dataclass
@@ -60,16 +59,6 @@ class RunFiles:
         return arch_key(self.arch["arch"]) if self.arch and isinstance(self.arch.get("arch"), dict) else None
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is absent; unreadable JSON is an error naming the file."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
-
-
 def read_run(path: str | Path) -> RunFiles:
     """Read the run directory at ``path``; a folder that is not one is a one-line SegnasError."""
     path = Path(path)
@@ -86,10 +75,10 @@ def read_run(path: str | Path) -> RunFiles:
         raise SegnasError(f"{cfg_path}: expected a mapping of settings, got {type(config).__name__}")
     run = RunFiles(path, run_kind(path, config), config, text, read_jsonl(path / "metrics.jsonl"))
     run.notes = log_notes(path / "log.txt")
-    arch = read_json(path / "arch.json")
+    arch = read_json(path / "arch.json", missing_ok=True)
     run.arch = arch if isinstance(arch, dict) and "space" in arch and "arch" in arch else None
     if run.kind == "search":
-        run.search_result = read_json(path / "search_result.json")
+        run.search_result = read_json(path / "search_result.json", missing_ok=True)
         result = run.search_result
         if result is not None and not (isinstance(result, dict) and isinstance(result.get("networks", {}), dict)):
             raise SegnasError(f"{path / 'search_result.json'}: expected an object with a 'networks' mapping")
@@ -100,7 +89,7 @@ def read_run(path: str | Path) -> RunFiles:
             raise SegnasError(f"{path}: a comparison without its table yet (no compare.json: under way, or waiting "
                               f"for its latency session, `segnas compare --resume` on the deployment machine); "
                               f"`segnas compare --status {path}` shows its jobs")
-        run.compare = read_json(path / "compare.json")
+        run.compare = read_json(path / "compare.json", missing_ok=True)
         if not isinstance(run.compare, dict) or not isinstance(run.compare.get("rows"), list):
             raise SegnasError(f"{path / 'compare.json'}: expected an object with a 'rows' list")
     return run
@@ -129,7 +118,7 @@ def read_candidates(path: Path, result: dict[str, Any] | None) -> list[Candidate
             records[str(line["key"])] = line["result"]
     if not records:
         return []
-    state = read_json(path / "search_state.json")
+    state = read_json(path / "search_state.json", missing_ok=True)
     scored = state.get("scored") if isinstance(state, dict) else None  # (a damaged state: the store's order)
     pairs = [p for p in scored if isinstance(p, (list, tuple)) and len(p) == 2] if isinstance(scored, list) else []
     order = [(str(k), lat) for k, lat in pairs if str(k) in records]

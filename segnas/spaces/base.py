@@ -22,7 +22,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.registry import Registry
 from segnas.nn.ops import OpKey
-from segnas.utils import atomic_write_text, read_text_file
+from segnas.utils import atomic_write_text, read_json
 
 
 @runtime_checkable
@@ -245,10 +245,7 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SegnasError(f"{path}: architecture file not found")
-    try:
-        data = json.loads(read_text_file(path))
-    except json.JSONDecodeError as exc:
-        raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    data = read_json(path)
     if isinstance(data, dict) and "run_dir" in data and "best_val_miou" in data:
         raise SegnasError(f"{path}: a search's record of a finished training, not an architecture; give the "
                           f"search's {path.name.removesuffix('_train.json')}.json")

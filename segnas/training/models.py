@@ -3,7 +3,6 @@ checkpoint; starting a network from other weights (``model.init``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from segnas.report.runfiles import training_folder
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.training.start import continue_command
 from segnas.zoo import build_model
+from segnas.utils import read_json
 
 
 def model_spec_from_config(mc: ModelConfig) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def trained_checkpoint(path: str | Path) -> Path:
         raise SegnasError(f"{path}: a search that has not finished (no search_result.json); continue it with "
                           f"{continue_command(path, kind)} (search(resume=...) from Python)")
     if result_file.is_file():
-        result = json.loads(result_file.read_text())
+        result = read_json(result_file)
         found = next((n for n in (result.get("networks") or {}).values() if n.get("role") == "found"), None)
         recorded = (found or {}).get("training") or {}
         folder = training_folder(path, recorded["run_dir"]) if "run_dir" in recorded else None
@@ -122,6 +122,12 @@ def resolve_model(source: str, num_classes: int = 19) -> tuple[nn.Module, str]:
     if path.suffix == ".json":
         name = path.parent.name if path.stem == "arch" and path.parent.name else path.stem  # a run's arch.json
         return build_from_arch(read_arch_file(path), num_classes).eval(), name
+    if path.suffix.lower() == ".onnx":
+        raise SegnasError(f"{path}: an ONNX export: give the checkpoint it was exported from "
+                          "(runs/RUN/checkpoints/best.pt), an arch file or a zoo name")
+    if path.is_file():
+        raise SegnasError(f"{path}: not a network: give a checkpoint (.pt), an arch file (.json), a run folder "
+                          "or a zoo name")
     return build_model(source, num_classes).eval(), source
 
 
