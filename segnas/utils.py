@@ -83,12 +83,29 @@ def check_output_file(path: str | Path, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise SegnasError(f"{option} {path}: is a folder; give a file name")
-    parent = next((p for p in path.parents if p.exists()), Path("."))
-    if not parent.is_dir():
+    parent, problem = folder_to_write(path.parent)
+    if problem == "a file":
         raise SegnasError(f"{option} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if problem:
         raise SegnasError(f"{option} {path}: cannot write in {parent}")
     return path
+
+
+def folder_to_write(folder: str | Path) -> tuple[Path, str | None]:
+    """The nearest of ``folder`` and its parents that exists (where the missing ones would be made),
+    and what keeps anything from being made there: ``"a file"``, ``"not writable"``, or None."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return existing, "a file"
+    return existing, None if os.access(existing, os.W_OK | os.X_OK) else "not writable"
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` (its ``to_dict()`` when it has one) as compact JSON with sorted keys: one text for
+    equal values, for keys of caches and deduplication."""
+    data = value.to_dict() if hasattr(value, "to_dict") else value
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def json_float(x: float | None) -> float | None:

@@ -205,6 +205,8 @@ CLI_CASES = [
     (["train"] + SYN + ["--size", "32x40", "--set", "data.scale=[2.0, 0.5]", "--set", "optim.power=-2"],
      "got [2, 0.5] [and 1 more error]"),  # brackets in a message are printed, not read as markup
     (["train"] + SYN + ["--set", "model.options={width: -1}"], "model.options: width"),
+    (["train"] + SYN + ["--model", "ddrnet_23_slim", "--set", "model.options={variant: '39'}"],
+     "model.options: variant: DDRNet has 23, 23_slim, got '39'"),
     (["train"] + SYN + ["--recipe", "{tmp}/missing.yaml"], "missing.yaml: recipe file not found"),
     (["train"] + SYN + ["--set", "optim.lr=inf"], "optim.lr"),
     (["train"] + SYN + ["--size", "32x40", "--set", "data.scale=[2.0, 0.5]"], "data.scale"),

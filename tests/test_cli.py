@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segnas.cli.main import app
+from segnas.errors import SegnasError
 
 runner = CliRunner()
 
@@ -43,7 +44,7 @@ def test_a_method_flag_named_like_a_shared_option_is_refused(monkeypatch):
     real = base.get_strategy("random")
     clashing = type("Clashing", (real,), {"cli_options": {"target-ms": ("random.candidates", int, "x")}})
     monkeypatch.setattr(base, "get_strategy", lambda name: clashing)
-    with pytest.raises(TypeError, match="its flag --target-ms is an option every method shares"):
+    with pytest.raises(SegnasError, match="its flag --target-ms is an option every method shares"):
         _search_command("random")
 
 

@@ -437,6 +437,9 @@ def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(t
 
 
 def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkeypatch):
+    """A method's code that raises fails that method (its row says so, the others go on); a training
+    that raises (segnas's own defect) stops the comparison, after its end line."""
+    import segnas.jobs.compare as compare
     from segnas.search.strategies.saswot import SasWOT
 
     def broken(self, ctx):
@@ -444,9 +447,21 @@ def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkey
 
     monkeypatch.setattr(SasWOT, "run", broken)
     lines: list[str] = []
-    with pytest.raises(SegnasError, match="search:saswot failed: RuntimeError: a bug in the method"):
-        compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", zoo=[])), echo=lines.append)
-    assert "search:saswot: failed: RuntimeError: a bug in the method" in lines
+    summary = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", zoo=[])), echo=lines.append)
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert rows["saswot"]["status"] == ("failed: RuntimeError: a bug in the method (an error of the method's code; "
+                                        "traceback in search/saswot/error.txt)")
+    assert rows["random"]["val_miou_mean"] is not None
+    assert any(x.startswith("search:saswot: failed: RuntimeError: a bug in the method") for x in lines)
+
+    def broken_training(*args, **kwargs):
+        raise RuntimeError("a bug in the trainer")
+
+    monkeypatch.setattr(compare, "train_job", broken_training)
+    lines.clear()
+    with pytest.raises(SegnasError, match="train:random:seed0 failed: RuntimeError: a bug in the trainer"):
+        compare_job(build_config(CompareSettings, tiny(tmp_path / "again", zoo=[])), echo=lines.append)
+    assert "train:random:seed0: failed: RuntimeError: a bug in the trainer" in lines
 
 
 def _folder_dataset(root: Path) -> None:

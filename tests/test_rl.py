@@ -282,7 +282,7 @@ def test_a_duplicate_within_a_batch_learns_its_twins_reward_with_that_batch():
 @pytest.fixture(scope="module")
 def child_setup():
     data = DataConfig.model_validate(TINY_DATA)
-    num_classes = dataset_classes(data)
+    num_classes = dataset_classes(data).num_classes
     arch = get_space("encdec", **TINY_SPACE).sample(np.random.default_rng(0)).to_dict()
     return data, num_classes, arch
 

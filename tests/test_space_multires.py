@@ -13,7 +13,7 @@ import torch
 from segnas.cost.flops import count_flops
 from segnas.cost.params import count_parameters
 from segnas.errors import SegnasError
-from segnas.spaces import build_from_arch, get_space, read_arch_file, write_arch_file
+from segnas.spaces import build_from_arch, get_space, read_arch_file, save_arch
 from segnas.spaces.multires import (
     MULTIRES,
     Branch,
@@ -91,7 +91,7 @@ def test_dict_and_json_file_round_trip(tmp_path):
     d = arch.to_dict()
     assert MULTIRES.arch_from_dict(json.loads(json.dumps(d))) == arch
     path = tmp_path / "arch.json"
-    write_arch_file(path, "multires", MULTIRES.version, d)
+    save_arch(path, MULTIRES, arch)
     data = read_arch_file(path)
     assert data["space"] == "multires" and get_space("multires") is MULTIRES
     torch.manual_seed(0)

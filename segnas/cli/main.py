@@ -416,13 +416,11 @@ def bench(
         atomic_write_text(json_out, json.dumps(rows, indent=2))
 
 
-def _num(value: Optional[float], fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def print_bench(rows: list[dict[str, Any]], each_size: bool = False) -> None:
     """Per network, its name (whole) on a line, its class count, params and GFLOPs (and input size,
     ``each_size``) on the next, then a table of its backends, so that long names fit an 80-column terminal."""
+    from segnas.report.format import num
+
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r)
@@ -431,14 +429,14 @@ def print_bench(rows: list[dict[str, Any]], each_size: bool = False) -> None:
         where = f" ({r0['classes_from']})" if r0.get("classes_from") else ""
         console.print(f"[bold]{escape(name)}[/bold]", highlight=False, soft_wrap=True)
         at = f" at {r0['size']}" if each_size else ""
-        echo(f"  {r0['classes']} classes{where}, {r0['params_m']:.2f} M params, {_num(r0['gflops'], '.2f')} GFLOPs{at}")
+        echo(f"  {r0['classes']} classes{where}, {r0['params_m']:.2f} M params, {num(r0['gflops'], '.2f')} GFLOPs{at}")
         table = Table(box=None, padding=(0, 1, 0, 2))
         for col in ("backend", "median ms", "IQR ms", "FPS", "GFLOP/s", "% peak"):
             table.add_column(col, justify="left" if col == "backend" else "right", no_wrap=True)
         for r in group:
             peak = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
             table.add_row(r["backend"], f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}",
-                          _num(r["achieved_gflops_s"], ".1f"), _num(peak, ".1f"))
+                          num(r["achieved_gflops_s"], ".1f"), num(peak, ".1f"))
         console.print(table)
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from segnas.config.base import JobName, NAME_OR_FILE, PATH, Settings, refuse_idle
 from segnas.config.io import new_settings
 from segnas.config.recipes import recipe_with
-from segnas.config.search import LatencyTarget, refuse_idle_execution
+from segnas.config.search import LatencyTarget, deployment_size, refuse_idle_execution
 from segnas.config.train import DataConfig
 from segnas.errors import SegnasError
 
@@ -144,5 +144,4 @@ class CompareSettings(Settings):
         return self
 
     def deployment_size(self) -> tuple[int, int]:
-        """The size latency is for: latency.size, else the training crop or base size."""
-        return tuple(self.latency.size or self.data.crop_size or self.data.base_size)
+        return deployment_size(self.latency, self.data)

@@ -229,6 +229,16 @@ def refuse_idle_execution(settings: Any, info: ValidationInfo, flags: bool = Tru
                 named if flags else str)
 
 
+def deployment_size(latency: LatencyTarget, data: DataConfig) -> tuple[int, int]:
+    """The size latency is for: ``latency.size``, else the training crop or base size (SegnasError
+    when none is given)."""
+    size = latency.size or data.crop_size or data.base_size
+    if size is None:
+        raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or "
+                          "set data.crop_size)")
+    return tuple(size)
+
+
 class SearchSettings(Settings):
     """What every search shares; the method's own section is the field named ``method``."""
 
@@ -321,9 +331,4 @@ class SearchSettings(Settings):
         return self.job or f"search-{self.method}"
 
     def deployment_size(self) -> tuple[int, int]:
-        """The size latency is for: latency.size, else the training crop or base size."""
-        size = self.latency.size or self.data.crop_size or self.data.base_size
-        if size is None:
-            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or "
-                              "set data.crop_size)")
-        return tuple(size)
+        return deployment_size(self.latency, self.data)

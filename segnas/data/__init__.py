@@ -68,9 +68,9 @@ def has_split(cfg: DataConfig, split: str) -> bool:
     return bool(dataset_class(cfg.name).has_split(cfg.root, split, **cfg.options))
 
 
-def dataset_classes(cfg: DataConfig) -> int:
-    """Number of classes of the dataset a data settings section names (reads no image)."""
-    return int(build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).num_classes)
+def dataset_classes(cfg: DataConfig) -> ClassInfo:
+    """The classes (names, colours, count) of the dataset a data settings section names (reads no image)."""
+    return build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).classes
 
 
 __all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset",

@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import time
 import weakref
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from typing import Any, Literal
 from segnas.config.io import read_yaml
 from segnas.engine import distributed
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text, json_safe, read_jsonl, remove_stale_temps
+from segnas.utils import atomic_write_text, folder_to_write, json_safe, read_jsonl, remove_stale_temps
 
 
 #: The file a process locks while it runs a job in a run directory (``RunDir._hold``).
@@ -149,12 +148,11 @@ class RunDir:
     def check_parent(out_dir: str | Path, setting: str = "out_dir (--out-dir)") -> None:
         """SegnasError naming ``setting`` and ``out_dir`` when nothing can be made in it: it, or the
         nearest of its parents that exists, is a file or cannot be written."""
-        path = Path(out_dir)
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-        if not existing.is_dir():
-            what = "is a file" if existing == path else f"is under {existing}, a file"
+        existing, problem = folder_to_write(out_dir)
+        if problem == "a file":
+            what = "is a file" if existing == Path(out_dir) else f"is under {existing}, a file"
             raise SegnasError(f"{setting}: {out_dir}: {what}; give a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if problem:
             raise SegnasError(f"{setting}: {out_dir}: {existing} cannot be written")
 
     @classmethod

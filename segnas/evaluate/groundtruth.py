@@ -11,10 +11,10 @@ import numpy as np
 from segnas.errors import SegnasError
 from segnas.evaluate.short_train import evaluate_or_diverged, item_key, make_item
 from segnas.parallel import TaskResources, run_all
-from segnas.spaces.base import arch_key, resolve_space
+from segnas.spaces.base import Architecture, SearchSpace, arch_key, resolve_space
 
 
-def sample_archs(space: Any, n: int, seed: int = 0, max_tries: int | None = None) -> list[Any]:
+def sample_archs(space: str | SearchSpace, n: int, seed: int = 0, max_tries: int | None = None) -> list[Architecture]:
     """``n`` distinct architectures of ``space`` drawn with ``sample(rng, spread=True)`` (so they
     span the latency range), in draw order; deterministic for ``seed``."""
     space = resolve_space(space)
@@ -35,7 +35,7 @@ def sample_archs(space: Any, n: int, seed: int = 0, max_tries: int | None = None
     raise SegnasError(f"sample_archs: only {len(out)} distinct architectures in {max_tries} draws (asked for {n})")
 
 
-def run_groundtruth(space: Any, archs: Sequence[Any], settings: dict[str, Any], *, results_path: str | Path | None,
+def run_groundtruth(space: str | SearchSpace, archs: Sequence[Architecture | dict[str, Any]], settings: dict[str, Any], *, results_path: str | Path | None,
                     executor: str = "inline", workers: int = 1, progress: bool = False,
                     threads_per_worker: int | None = 1, ray_address: str | None = None,
                     resources: TaskResources | None = None) -> list[dict[str, Any]]:

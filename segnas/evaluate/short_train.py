@@ -39,7 +39,7 @@ from segnas.engine.device import describe_device
 from segnas.errors import SegnasError, TrainingDiverged
 from segnas.evaluate.base import Evaluator
 from segnas.parallel import default_key
-from segnas.spaces.base import resolve_space, save_arch
+from segnas.spaces.base import Architecture, SearchSpace, resolve_space, save_arch
 from segnas.training import train_job
 from segnas.training.cached import resumable_training
 
@@ -52,7 +52,7 @@ GROUNDTRUTH_RECIPE: dict[str, Any] = {**{k: v for k, v in load_recipe("cpu-short
 _NOT_IN_KEY = ("out_dir", "device", "record_latency")
 
 
-def make_item(space: Any, arch: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def make_item(space: str | SearchSpace, arch: Architecture | dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """The evaluator's input for one architecture (JSON-serializable)."""
     space = resolve_space(space)
     data = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)
@@ -124,7 +124,7 @@ def evaluate_arch(item: dict[str, Any]) -> dict[str, Any]:
     if size is None:
         raise SegnasError("groundtruth settings: give 'size' (H, W) for latency and FLOPs")
     h, w = int(size[0]), int(size[1])
-    num_classes = dataset_classes(DataConfig.model_validate(data))
+    num_classes = dataset_classes(DataConfig.model_validate(data)).num_classes
     net = space.build(arch, num_classes).eval()
     source = s.get("latency", "table")
     backend = s.get("backend", "onnxruntime")

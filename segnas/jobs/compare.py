@@ -44,7 +44,7 @@ from segnas.cost.backends import check_backend
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
                                  reference_probe, steady_median)
 from segnas.cost.machine import is_busy, machine_record
-from segnas.data import build_dataset, has_split, validate_dataset, validate_split
+from segnas.data import dataset_classes, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
 from segnas.engine.rundir import best_checkpoint, latest_run, run_kind
 from segnas.errors import SegnasError, TargetOutOfReach, TrainingDiverged
@@ -270,8 +270,7 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
         final = result.final
         if "val_miou" not in final:
             raise SegnasError(f"{result.run_dir}: the training ended without a validation score")
-        names = list(build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
-                                   **cfg.data.options).classes.names)
+        names = list(dataset_classes(cfg.data).names)
         out: dict[str, Any] = {"status": "ok", "seed": seed, "val_miou": json_float(final["val_miou"]),
                                "test_miou": None,
                                "per_class_iou": {c: json_float(v) for c, v in zip(names, final["val_iou"])},
@@ -719,11 +718,12 @@ def compare_table(summary: dict[str, Any]) -> str:
 
 
 def write_outputs(run_path: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(run_path / "compare.json", json.dumps(summary, indent=2))
+    """compare.md and pareto.png, then compare.json: its presence says the results are complete."""
     atomic_write_text(run_path / "compare.md", compare_table(summary))
     plot_pareto(summary["rows"], summary["target_ms"], run_path / "pareto.png",
                 title=f"{summary['settings']['data']['name']}: {summary['train_budget']}",
                 latency_label=f"measured latency (ms; {summary['latency']})")
+    atomic_write_text(run_path / "compare.json", json.dumps(summary, indent=2))
 
 
 # ---------------------------------------------------------------------------------- status
@@ -890,8 +890,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
     checked = {m: search_settings(cfg, m, own, Path(cfg.out_dir), new=resume is None) for m, own in methods.items()}
     test = test_split(cfg, echo)
-    num_classes = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
-                                **cfg.data.options).num_classes
+    num_classes = dataset_classes(cfg.data).num_classes
     if resolve_device(cfg.device).type == "cuda" and cfg.train.cpu_minutes:
         raise SegnasError(f"train.cpu_minutes: a CPU-time budget does not measure training on a GPU (device "
                           f"{cfg.device}); give the trainings a step budget, train.steps")

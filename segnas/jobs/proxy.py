@@ -154,6 +154,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     the file's ``scored_on``."""
     check_seed(seed)
     echo = echo or (lambda m: None)
+    if members < 1:
+        raise SegnasError(f"--members: expected ≥ 1, got {members}")
     check_bag_fraction(bag_fraction, members)  # before the statistics, which take long
     records = load_groundtruth_runs(groundtruth)
     if len(records) < 6:
@@ -161,6 +163,7 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     train, held = split_indices(len(records), train_fraction, seed)
     # the evolution's settings and the output, checked before the statistics (minutes)
     check_output_file(out, "--out")
+    summary_file = check_output_file(Path(out).with_suffix(".summary.json"), "--out (its summary)")
     canonical_extras(extra_terminals)
     if population < 2 or generations < 0:
         raise SegnasError(f"--population, --generations: expected ≥ 2 and ≥ 0, got {population} and {generations}")
@@ -190,9 +193,9 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
     else:
         found = run_discovery(train_stats, train_mious, **options)
     found.settings["scored_on"] = scored_on(data, split, images, size, seed, inits, data_options)
-    found.save(out)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
                "held_out_rho": found.val_rho, "parsimony": found.settings.get("parsimony"), "train_archs": len(train),
                "held_out_archs": len(held), "out": str(out)}
-    atomic_write_text(Path(out).with_suffix(".summary.json"), json.dumps(summary, indent=2))
+    atomic_write_text(summary_file, json.dumps(summary, indent=2))
+    found.save(out)  # (last: the proxy file is there only when the discovery is complete)
     return summary

@@ -217,4 +217,4 @@ def breakdowns(run: RunFiles, archs: dict[str, dict[str, Any]], state: dict[str,
 def _num_classes(run: RunFiles, state: dict[str, Any] | None) -> int:
     if state is not None and state.get("classes"):
         return len(state["classes"]["names"])
-    return dataset_classes(DataConfig.model_validate(run.config.get("data") or {}))
+    return dataset_classes(DataConfig.model_validate(run.config.get("data") or {})).num_classes

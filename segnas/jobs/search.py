@@ -39,7 +39,7 @@ from segnas.cost.backends import check_backend
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
 from segnas.cost.memory import check_inference_size
-from segnas.data import build_dataset, validate_dataset
+from segnas.data import dataset_classes, validate_dataset
 from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.rundir import RunDir, best_checkpoint, run_kind
@@ -186,8 +186,7 @@ def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency:
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (or latency.target_fps; --target-ms or "
                           "--target-fps)")
-    names = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split, None, cache=False,
-                          **cfg.data.options).classes.names
+    names = dataset_classes(cfg.data).names
     num_classes = len(names)
     size = latency.size if latency is not None else cfg.deployment_size()
     check_inference_size(size, num_classes, "latency.size (--size)")

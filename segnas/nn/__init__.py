@@ -12,10 +12,13 @@ from segnas.nn.blocks import (
     kaiming_init,
 )
 from segnas.nn.segnet import SegmentationNet, pad_to_multiple
+from segnas.nn.factorized import ErfDownsampler, FactorizedResidual  # (and registers its operators in OPS)
 
 __all__ = [
     "ConvBNReLU",
     "DepthwiseSeparableConv",
+    "ErfDownsampler",
+    "FactorizedResidual",
     "FeatureFusion",
     "GlobalPoolConv",
     "InvertedResidual",

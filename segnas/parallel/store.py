@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, canonical_json
 
 
 def default_key(item: Any) -> str:
     """A stable key for `item`: a hash of its JSON form (keys sorted); `to_dict()` is used if present."""
-    data = item.to_dict() if hasattr(item, "to_dict") else item
     try:
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        text = canonical_json(item)
     except (TypeError, ValueError) as exc:
         raise SegnasError(f"cannot derive a key for item {item!r} ({exc}); pass key=... to run_all") from None
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -7,8 +7,7 @@ search does) does not load matplotlib."""
 from importlib import import_module
 from typing import Any
 
-_HELPERS = {"colorize": "draw", "overlay": "draw", "prediction_strip": "draw", "save_png": "draw",
-            "plot_training_curve": "plots"}
+_HELPERS = {"colorize": "draw", "overlay": "draw", "prediction_strip": "draw", "save_png": "draw"}
 
 __all__ = list(_HELPERS)
 

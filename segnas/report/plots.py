@@ -5,7 +5,6 @@ curves, ask/tell candidates, latency breakdowns. The ``*_figure`` functions retu
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -34,13 +33,6 @@ def training_curve_figure(history: list[dict[str, Any]], title: str = "") -> Fig
         ax.set_title(title)
     fig.tight_layout()
     return fig
-
-
-def plot_training_curve(history: list[dict[str, Any]], path: str | Path) -> None:
-    """Training loss and val mIoU against epoch, saved as a PNG."""
-    fig = training_curve_figure(history)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 #: Panels of the one-shot search curves: title, y label, which metric keys go in it.

@@ -4,9 +4,7 @@ The contract every space implements, and the registry, are in ``segnas.spaces.ba
 """
 
 from segnas.spaces.base import (Architecture, DecisionSpace, SearchSpace, Supernet, arch_key, build_from_arch, get_space,
-                                list_spaces, load_arch, read_arch_file, register_space, resolve_space, save_arch,
-                                space_class, write_arch_file)
+                                list_spaces, read_arch_file, register_space, resolve_space, save_arch, space_class)
 
 __all__ = ["Architecture", "DecisionSpace", "SearchSpace", "Supernet", "arch_key", "build_from_arch", "get_space", "list_spaces",
-           "load_arch", "read_arch_file", "register_space", "resolve_space", "save_arch", "space_class",
-           "write_arch_file"]
+           "read_arch_file", "register_space", "resolve_space", "save_arch", "space_class"]

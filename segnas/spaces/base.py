@@ -22,7 +22,7 @@ from torch import nn
 from segnas.errors import SegnasError
 from segnas.registry import Registry
 from segnas.nn.ops import OpKey
-from segnas.utils import atomic_write_text, read_json
+from segnas.utils import atomic_write_text, canonical_json, read_json
 
 
 @runtime_checkable
@@ -42,8 +42,7 @@ class Supernet(Protocol):
     ``num_archs`` architectures are searched at once (FasterSeg's teacher and student: 2). Width
     modes: ``max``/``min``/``random`` (pre-training's sandwich rule), ``gumbel`` (search),
     ``argmax`` (the derived widths). A supernet searched by sampling its members rather than by
-    gradient (the ``mobile`` space's) has a class attribute ``differentiable = False``: no
-    architecture parameters, and ``gumbel`` is refused."""
+    gradient (the ``mobile`` space's) has no architecture parameters and refuses ``gumbel``."""
 
     num_archs: int
 
@@ -166,8 +165,7 @@ class SearchSpace(ABC, Generic[ArchT]):
 
 def arch_key(arch: Architecture | dict[str, Any]) -> str:
     """A canonical string of an architecture (its sorted JSON), for deduplication and caching."""
-    data = arch.to_dict() if hasattr(arch, "to_dict") else arch
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return canonical_json(arch)
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -267,23 +265,9 @@ def read_arch_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_arch_file(path: str | Path, space: str, version: int, arch: dict[str, Any], **extra: Any) -> None:
-    atomic_write_text(path, json.dumps({"space": space, "version": version, "arch": arch, **extra}, indent=2))
-
-
 def save_arch(path: str | Path, space: SearchSpace, arch: Architecture, **extra: Any) -> None:
     """Write ``arch`` of ``space`` as an arch file (atomically), with ``extra`` fields."""
     atomic_write_text(path, json.dumps(space.encode(arch, **extra), indent=2))
-
-
-def load_arch(path: str | Path) -> tuple[SearchSpace, Architecture]:
-    """The space and architecture of an arch file; errors name the file."""
-    data = read_arch_file(path)
-    space = get_space(data["space"])
-    try:
-        return space, space.arch_from_dict(data["arch"])
-    except SegnasError as exc:
-        raise SegnasError(f"{path}: {exc}") from None
 
 
 def build_from_arch(data: dict[str, Any], num_classes: int) -> nn.Module:

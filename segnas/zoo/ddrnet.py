@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segnas.errors import SegnasError
 from segnas.nn import ConvBNReLU, SegmentationNet, kaiming_init
 
 PUBLISHED_PARAMS = 5_700_000
@@ -142,7 +143,7 @@ class DDRNet(SegmentationNet):
     def __init__(self, num_classes: int, variant: str = "23_slim", aux: bool = True) -> None:
         super().__init__(num_classes)
         if variant not in DDRNET_VARIANTS:
-            raise ValueError(f"DDRNet variant must be one of {sorted(DDRNET_VARIANTS)}, got {variant!r}")
+            raise SegnasError(f"model.options: variant: DDRNet has {', '.join(sorted(DDRNET_VARIANTS))}, got {variant!r}")
         p, head = DDRNET_VARIANTS[variant]
         high = 2 * p  # channels of the high-resolution branch
         self.stem = nn.Sequential(ConvBNReLU(3, p, 3, 2), ConvBNReLU(p, p, 3, 2))

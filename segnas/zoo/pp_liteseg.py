@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segnas.errors import SegnasError
 from segnas.nn import ConvBNReLU, SegmentationNet, adaptive_avg_pool2d, kaiming_init
 from segnas.zoo.stdc import STDCNet
 
@@ -112,7 +113,7 @@ class PPLiteSeg(SegmentationNet):
     def __init__(self, num_classes: int, variant: str = "t", aux: bool = True) -> None:
         super().__init__(num_classes)
         if variant not in PPLITESEG_VARIANTS:
-            raise ValueError(f"PP-LiteSeg variant must be one of {sorted(PPLITESEG_VARIANTS)}, got {variant!r}")
+            raise SegnasError(f"model.options: variant: PP-LiteSeg has {', '.join(sorted(PPLITESEG_VARIANTS))}, got {variant!r}")
         backbone, widths, head_widths = PPLITESEG_VARIANTS[variant]
         self.backbone = STDCNet(backbone, count_include_pad=False)  # Paddle's AvgPool2D is exclusive
         c8, c16, c32 = STDCNet.channels[2:]

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segnas.errors import SegnasError
 from segnas.nn import ConvBNReLU, SegmentationNet
 
 PUBLISHED_PARAMS = 8_290_000
@@ -93,7 +94,7 @@ class STDCNet(nn.Module):
     def __init__(self, variant: str = "stdc1", count_include_pad: bool = True) -> None:
         super().__init__()
         if variant not in STDC_VARIANTS:
-            raise ValueError(f"STDC variant must be one of {sorted(STDC_VARIANTS)}, got {variant!r}")
+            raise SegnasError(f"model.options: variant: STDC has {', '.join(sorted(STDC_VARIANTS))}, got {variant!r}")
         self.x2 = ConvBNReLU(3, self.channels[0], 3, stride=2)
         self.x4 = ConvBNReLU(self.channels[0], self.channels[1], 3, stride=2)
         stages = []

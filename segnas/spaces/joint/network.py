@@ -9,7 +9,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-import segnas.nn.factorized  # noqa: F401  (registers fact_res, dw_fact_res, erf_down)
 from segnas.nn.ops import OpKey
 from segnas.nn.segnet import SegmentationNet
 from segnas.spaces.joint.arch import BLOCK_OPS, JointArch, Slot
