@@ -29,7 +29,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCHMARKS, ROOT, baselines  # noqa: E402
 
-from segnas.jobs.compare import compare_status, status_table  # noqa: E402
+from segnas.jobs.compare import compare_status  # noqa: E402
+from segnas.report.compare_md import status_table  # noqa: E402
 from segnas.report.verdict import compare_verdict as compare_verdict_text  # noqa: E402
 
 MANIFEST = BENCHMARKS / "studies.yaml"

@@ -113,7 +113,8 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
 
 def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_path):
     from segnas.cli.main import app
-    from segnas.jobs.compare import compare_status, status_table
+    from segnas.jobs.compare import compare_status
+    from segnas.report.compare_md import status_table
 
     summary, _ = run_compare(tiny(tmp_path / "runs", methods={"random": RANDOM}, train={"steps": 2, "seeds": 2}))
     run = Path(summary["run_dir"])
@@ -659,7 +660,8 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
     run = Path(out["run_dir"])
     assert out["measured"] is False and "segnas compare --resume" in lines[-1]
     assert not (run / "latency.json").exists() and not (run / "compare.json").exists()
-    from segnas.jobs.compare import compare_status, status_table
+    from segnas.jobs.compare import compare_status
+    from segnas.report.compare_md import status_table
 
     assert "Every job has ended; the latency session and the results are still to come" in \
         status_table(compare_status(run))
@@ -886,7 +888,7 @@ def test_a_methods_files_are_kept_absolute_so_a_comparison_resumes_from_any_fold
 
 
 def test_compare_md_says_when_no_latency_session_ran():
-    from segnas.jobs.compare import compare_table
+    from segnas.report.compare_md import compare_table
 
     summary = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "compare" / "results" /
                           "compare_camvid.json").read_text())

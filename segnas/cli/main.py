@@ -361,7 +361,8 @@ def compare(
     latency session (docs/compare.md)."""
     from segnas.api import job_settings
     from segnas.config.compare import CompareSettings
-    from segnas.jobs.compare import compare_job, compare_status, status_table
+    from segnas.jobs.compare import compare_job, compare_status
+    from segnas.report.compare_md import status_table
 
     if status is not None:
         others = [flag for flag, given in (("--config", config), ("--resume", resume), ("--set", set_),

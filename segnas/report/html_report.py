@@ -16,6 +16,7 @@ import yaml
 
 from segnas.report.arch_draw import arch_decisions, draw_architecture
 from segnas.report.breakdown import LatencyBreakdown
+from segnas.report.compare_md import hours, train_hours
 from segnas.report.draw import prediction_strip
 from segnas.report.html import HtmlDocument, rgb_png
 from segnas.config.compare import TARGET_TOLERANCE
@@ -221,14 +222,12 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
         std = r.get("val_miou_std")
         val = pct(r.get("val_miou_mean"), std, "%")
         vs, at_search = r.get("latency_vs_target"), r.get("search_measured_ms")
-        cpu = [r.get("search_cpu_seconds"), r.get("train_cpu_seconds")]
         rows.append((r.get("name"), r.get("kind"), r.get("status"), val, pct(r.get("test_miou_mean"), unit="%"),
                      _num(r.get("latency_ms")), signed_pct(vs),
                      _num(at_search) if isinstance(at_search, (int, float)) else "-",
                      _millions(r.get("params")), _num(r.get("gflops"), ".3f"),
-                     " / ".join(_num(c / 3600 if isinstance(c, (int, float)) else None, ".3f") for c in cpu)
-                     + (f" + {gpu / 3600:.3f} GPU-h" if isinstance(gpu := r.get("train_gpu_seconds"), (int, float))
-                        else ""),
+                     f"{hours(r.get('search_cpu_seconds'))} / "
+                     f"{train_hours(r.get('train_cpu_seconds'), r.get('train_gpu_seconds'))}",
                      len(r.get("seeds") or [])))
     rows = [(*row[:7], {True: "yes", False: "no", None: "-"}[within_budget(r)], predicted(r), *row[7:])
             for row, r in zip(rows, cmp.get("rows", []))]
