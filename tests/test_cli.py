@@ -178,6 +178,23 @@ def test_bad_yaml_names_file_and_line(tmp_path):
     assert "bad.yaml: line 2 invalid YAML" in result.output
 
 
+def test_predict_can_leave_out_unreadable_frames(trained, tmp_path):
+    ckpt, _ = trained
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("f0", "f1", "f2"):
+        Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(frames / f"{name}.png")
+    (frames / "f1.png").write_bytes((frames / "f1.png").read_bytes()[:60])  # a truncated frame
+    result = run("predict", ckpt, frames, "--out", tmp_path / "refused")
+    assert result.exit_code == 2 and "f1.png" in result.output and "--skip-unreadable" in result.output
+    assert not (tmp_path / "refused").exists()
+    result = run("predict", ckpt, frames, "--out", tmp_path / "pred", "--skip-unreadable")
+    assert result.exit_code == 0, result.output
+    assert "note: 1 unreadable image(s) left out; the first: " in result.output and "f1.png" in result.output
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [
+        "f0_mask.png", "f0_overlay.png", "f2_mask.png", "f2_overlay.png"]
+
+
 def test_predict_on_missing_checkpoint_input(trained, tmp_path):
     ckpt, _ = trained
     result = run("predict", ckpt, tmp_path / "missing.png")

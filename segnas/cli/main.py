@@ -292,12 +292,15 @@ def predict(
                                                        "written at the image's size); 'native' keeps its size.",
                                             show_default="the checkpoint's data.base_size, else native"),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
+    skip_unreadable: bool = typer.Option(False, help="Leave out images that cannot be read (said), instead of "
+                                                     "refusing the folder before writing anything."),
 ) -> None:
     """Write colourized masks and overlays for images or video frames."""
     use_threads(threads)
     from segnas.jobs.evaluate import predict_job
 
-    written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo)
+    written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo,
+                          skip_unreadable=skip_unreadable)
     echo(f"wrote {len(written)} mask{'s' if len(written) != 1 else ''} and overlays to {out}")
 
 

@@ -197,21 +197,37 @@ class Segmenter:
 
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
                 bf16: bool = False, progress: bool = True, base_size: tuple[int, int] | None | str = CHECKPOINT,
-                echo: Echo | None = None) -> list[Path]:
+                echo: Echo | None = None, skip_unreadable: bool = False) -> list[Path]:
     """Write ``<name>_mask.png`` (colourized classes) and ``<name>_overlay.png`` for each input
     image (``name``: its stem, its whole file name where stems repeat; in the subfolder it has in
     the input folder), at the image's own size.
     Each image is resized to the size the network was trained at (the checkpoint's
     ``data.base_size``, as ``eval_job`` scores it) unless ``base_size`` is given (None: native
-    size), and its logits resized back; any size works (the network pads to its stride)."""
+    size), and its logits resized back; any size works (the network pads to its stride).
+    Every frame is read before any output is written: an unreadable one is an error, or with
+    ``skip_unreadable`` left out (said through ``echo``: how many, and the first with why)."""
     if not 0.0 <= alpha <= 1.0:
         raise SegnasError(f"--alpha: the overlay opacity must be between 0 and 1, got {alpha:g}")
     out_dir = Path(out_dir)
     RunDir.check_parent(out_dir, "--out")  # a file, or a folder that cannot be written
     segmenter = Segmenter(checkpoint, base_size, bf16)
-    files = collect_inputs(inputs, out_dir)
+    files, unreadable = collect_inputs(inputs, out_dir), []
     for f in files:  # a damaged or too large frame is found before any output is written
-        check_inference_size(check_image_file(f), segmenter.classes.num_classes, str(f))
+        try:
+            shape = check_image_file(f)
+        except SegnasError as exc:
+            if not skip_unreadable:
+                raise SegnasError(f"{exc} (--skip-unreadable leaves such frames out)") from None
+            unreadable.append((f, str(exc)))
+            continue
+        check_inference_size(shape, segmenter.classes.num_classes, str(f))
+    if unreadable:
+        if len(unreadable) == len(files):
+            raise SegnasError(f"{inputs}: no readable image ({unreadable[0][1]})")
+        (echo or (lambda m: None))(f"note: {len(unreadable)} unreadable image(s) left out; the first: "
+                                   f"{unreadable[0][1]}")
+        skipped = {f for f, _ in unreadable}
+        files = [f for f in files if f not in skipped]
     names = output_names(files, Path(inputs) if Path(inputs).is_dir() else None)
     inputs_at = {f.resolve() for f in files}
     for name in names:

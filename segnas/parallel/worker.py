@@ -7,26 +7,40 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class WorkerSetUp(Protocol):
+    """An evaluation function with heavy state built once per process (``segnas.evaluate.Evaluator``):
+    equal ``worker_token``s share one set-up copy; ``batch_settings`` name the attributes a search
+    may change between batches, copied onto it."""
+
+    worker_token: str | None
+    batch_settings: tuple[str, ...]
+
+    def setup(self) -> None: ...
+
+    def __call__(self, item: Any) -> Any: ...
+
 
 #: worker_token -> the set-up copy of an evaluator in this process (the most recent few).
-_PREPARED: dict[str, Any] = {}
+_PREPARED: dict[str, WorkerSetUp] = {}
 _KEEP = 4
 
 
 def prepared(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """This process's set-up copy of ``fn`` (``fn`` itself when it needs no set-up)."""
-    token = getattr(fn, "worker_token", None)
-    if token is None:
+    if not isinstance(fn, WorkerSetUp) or fn.worker_token is None:
         return fn
-    ready = _PREPARED.get(token)
+    ready = _PREPARED.get(fn.worker_token)
     if ready is None:
         fn.setup()
-        ready = _PREPARED[token] = fn
+        ready = _PREPARED[fn.worker_token] = fn
         while len(_PREPARED) > _KEEP:
             _PREPARED.pop(next(iter(_PREPARED)))
     elif ready is not fn:  # settings a search may change between batches reach the set-up copy
-        for name in getattr(fn, "batch_settings", ()):
+        for name in fn.batch_settings:
             setattr(ready, name, getattr(fn, name))
     return ready
 
