@@ -198,7 +198,8 @@ def evaluate(trained: str | Path | Segmenter, data: str, root: str | Path | None
              options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
              label_size: bool = False, raw: bool = False, echo: Echo | None = None) -> SegMetrics:
     """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained
-    network (as ``load`` takes it, or what ``load`` returned: scored at its size, with its weights)
+    network (as ``load`` takes it, or what ``load`` returned: its checkpoint at its size, with its
+    weights, on the CPU)
     on split ``split`` of dataset ``data`` (camvid, cityscapes, folder, synthetic) under ``root``;
     ``options`` as ``data.options``."""
     from segnas.jobs.evaluate import eval_job

@@ -15,3 +15,8 @@ class TargetOutOfReach(SegnasError):
     """A latency target no network of a search's space can meet. For one search, a user's error
     (raise the target, or search a smaller space); in a comparison, that method's result (it fails,
     the other methods go on)."""
+
+
+class SegnasWarning(UserWarning):
+    """What segnas warns of (a busy host during a measurement, a rebuilt cache file, a plugin left
+    out): the command prints it as one ``warning:`` line."""

@@ -16,7 +16,7 @@ import os
 import warnings
 from typing import Callable, Generic, TypeVar
 
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 
 C = TypeVar("C", bound=type)
 
@@ -28,27 +28,35 @@ PLUGIN_ENV = "SEGNAS_PLUGINS"
 #: Plugins imported (or tried) in this process, each with what went wrong (None: loaded).
 PLUGINS: dict[str, str | None] = {}
 _plugins_loaded = False
+#: Every registry, so that a plugin that fails half-way leaves none of its classes registered.
+_REGISTRIES: list["Registry"] = []
 
 
 def load_plugins() -> None:
-    """Import every plugin once (the installed entry points, then ``SEGNAS_PLUGINS``); one that
-    fails is left out with a warning naming it and why."""
+    """Import every plugin once (the installed entry points, then ``SEGNAS_PLUGINS``; a module named
+    by both, once); one that fails is left out, none of its classes registered, with a warning
+    naming it and why."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    sources: list[tuple[str, Callable[[], object]]] = [
-        (f"{ep.value} (entry point {ep.name!r} of {PLUGIN_GROUP})", ep.load)
-        for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
-    sources += [(f"{module} ({PLUGIN_ENV})", lambda module=module: importlib.import_module(module))
-                for module in (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",")) if module]
-    for where, load in sources:
+    sources: dict[str, tuple[str, Callable[[], object]]] = {}
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        sources.setdefault(ep.value.split(":")[0].strip(), (f"{ep.value} (entry point {ep.name!r} of {PLUGIN_GROUP})",
+                                                            ep.load))
+    for module in (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",")):
+        if module:
+            sources.setdefault(module, (f"{module} ({PLUGIN_ENV})", lambda module=module: importlib.import_module(module)))
+    for where, load in sources.values():
+        before = [(registry, dict(registry.classes)) for registry in _REGISTRIES]
         try:
             load()
             PLUGINS[where] = None
         except Exception as exc:  # (a plugin's own error of any kind: it must not stop segnas)
+            for registry, classes in before:
+                registry.classes = classes
             PLUGINS[where] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-            warnings.warn(f"segnas plugin {where} not loaded: {PLUGINS[where]}", stacklevel=2)
+            warnings.warn(SegnasWarning(f"segnas plugin {where} not loaded: {PLUGINS[where]}"), stacklevel=2)
 
 
 def plugin_hint() -> str:
@@ -63,22 +71,41 @@ def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+#: The kinds of attribute whose overrides must keep their kind and call signature.
+_KINDS = {classmethod: "class method", staticmethod: "static method", property: "property"}
+
+
+def _kind(attr: object) -> str | None:
+    return "method" if inspect.isfunction(attr) else _KINDS.get(type(attr))
+
+
 def overrides_fit(cls: type, base: type) -> list[str]:
-    """The methods ``cls`` overrides with a signature that cannot take the positional arguments
-    of the definition in ``base`` (or a class between them), each as ``Owner.name(params)``."""
+    """The attributes ``cls`` overrides unlike their definition in ``base`` (or a class between
+    them): another kind (a method, class method, static method, property), or a signature that
+    cannot take the arguments the definition is called with (its required parameters by position,
+    the others by name); each as ``Owner.name(params)`` or ``Owner.name (a kind)``."""
     wrong = []
     for name, attr in vars(cls).items():
-        if name.startswith("_") or not inspect.isfunction(attr):
+        if name.startswith("_") or _kind(attr) is None:
             continue
         owner = next((k for k in cls.__mro__[1:] if issubclass(k, base) and name in vars(k)), None)
-        if owner is None or not inspect.isfunction(vars(owner)[name]):
+        if owner is None or _kind(vars(owner)[name]) is None:
             continue
-        params = list(inspect.signature(vars(owner)[name]).parameters.values())
+        defined = vars(owner)[name]
+        if _kind(defined) != _kind(attr):
+            wrong.append(f"{owner.__name__}.{name} (a {_kind(defined)}, not a {_kind(attr)})")
+            continue
+        if isinstance(defined, property):
+            continue
+        defined, attr = getattr(defined, "__func__", defined), getattr(attr, "__func__", attr)
+        params = list(inspect.signature(defined).parameters.values())
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        by_name = [p for p in params if p not in required and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         try:
-            inspect.signature(attr).bind(*range(len(positional)))
+            inspect.signature(attr).bind(*range(len(required)), **{p.name: 0 for p in by_name})
         except TypeError:
-            wrong.append(f"{owner.__name__}.{name}({', '.join(p.name for p in positional)})")
+            wrong.append(f"{owner.__name__}.{name}({', '.join(p.name for p in params)})")
     return wrong
 
 
@@ -92,6 +119,7 @@ class Registry(Generic[C]):
         self.check = check
         self.classes: dict[str, C] = {}
         self._builtins_imported = False
+        _REGISTRIES.append(self)
 
     def register(self, name: str) -> Callable[[C], C]:
         """Class decorator: make a subclass of ``base`` available as ``name`` (sets ``cls.name``).
@@ -113,8 +141,8 @@ class Registry(Generic[C]):
                 raise SegnasError(f"{where}: does not define {missing}, which every {self.what} has")
             wrong = overrides_fit(cls, self.base)
             if wrong:
-                raise SegnasError(f"{where}: overrides {', '.join(wrong)} with a signature that cannot take "
-                                  "those arguments")
+                raise SegnasError(f"{where}: overrides {', '.join(wrong)} unlike the original (another kind, or a "
+                                  "signature that cannot take its arguments)")
             if self.check is not None:
                 try:
                     self.check(cls, name)
@@ -128,9 +156,13 @@ class Registry(Generic[C]):
 
     def _import_builtins(self) -> None:
         if not self._builtins_imported:
-            self._builtins_imported = True
-            for module in self.builtin_modules:
-                importlib.import_module(module)
+            self._builtins_imported = True  # (first: a built-in module may look names up as it is imported)
+            try:
+                for module in self.builtin_modules:
+                    importlib.import_module(module)
+            except BaseException:
+                self._builtins_imported = False  # (tried again, and failing again, at the next lookup)
+                raise
 
     def names(self) -> list[str]:
         """Every registered name: the built-in ones, then the plugins'."""

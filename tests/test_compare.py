@@ -450,7 +450,7 @@ def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkey
     lines: list[str] = []
     summary = compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", zoo=[])), echo=lines.append)
     rows = {r["name"]: r for r in summary["rows"]}
-    assert rows["saswot"]["status"] == ("failed: RuntimeError: a bug in the method (an error of the method's code; "
+    assert rows["saswot"]["status"] == ("failed: RuntimeError: a bug in the method (raised while the method ran; "
                                         "traceback in search/saswot/error.txt)")
     assert rows["random"]["val_miou_mean"] is not None
     assert any(x.startswith("search:saswot: failed: RuntimeError: a bug in the method") for x in lines)
@@ -923,6 +923,13 @@ def test_an_error_in_a_methods_code_fails_that_method_alone_with_its_traceback_k
     item = {"method": "random", "folder": str(tmp_path / "search" / "hill"), "root": str(tmp_path),
             "settings": {"latency": {"target_ms": 5.0}}}
     status = compare.run_search(item)["status"]
-    assert status == ("failed: TypeError: Hill.tell() takes 1 positional argument but 2 were given (an error of the "
-                      "method's code; traceback in search/hill/error.txt)")
+    assert status == ("failed: TypeError: Hill.tell() takes 1 positional argument but 2 were given (raised while "
+                      "the method ran; traceback in search/hill/error.txt)")
     assert "in search_job" in (tmp_path / "search" / "hill" / "error.txt").read_text()
+
+    def disk_full(settings, resume=None, **_):  # the machine's failure: the comparison stops (a resume retries)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compare, "search_job", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        compare.run_search(item)

@@ -467,6 +467,7 @@ def test_a_list_file_names_paths_with_spaces_quoted_or_tab_separated(tmp_path):
     pairs = read_pair_list(tmp_path / "train.txt", tmp_path)
     assert [(p.name, q.name) for p, q in pairs] == [("a b.jpg", "a b.png"), ("c d.jpg", "c d.png"), ("e.jpg", "e.png"),
                                                     ("bob's.jpg", "bob's.png"), ("f g.jpg", "f g.png")]
-    (tmp_path / "bad.txt").write_text("images/a b.jpg masks/a b.png\n")
-    with pytest.raises(SegnasError, match=r"bad.txt:1: expected 'image_path label_path' \(a path with spaces: quoted"):
-        read_pair_list(tmp_path / "bad.txt", tmp_path)
+    for bad in ("images/a b.jpg masks/a b.png", "'x.png' it's.png", '"" b.png'):  # unquoted spaces, an unclosed
+        (tmp_path / "bad.txt").write_text(bad + "\n")                            # quote, an empty path
+        with pytest.raises(SegnasError, match=r"bad.txt:1: expected 'image_path label_path' \(a path with spaces: "):
+            read_pair_list(tmp_path / "bad.txt", tmp_path)

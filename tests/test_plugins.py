@@ -69,6 +69,15 @@ def test_a_plugins_method_runs_through_search(tmp_path):
     assert len((run / "candidates.jsonl").read_text().splitlines()) == 4
 
 
+def test_segnas_warnings_print_in_one_line_from_the_command(tmp_path):
+    """The command's warnings hook is installed when it starts: a segnas warning is one line."""
+    code = ("import warnings, segnas.cli.main; from segnas.errors import SegnasWarning; "
+            "warnings.warn(SegnasWarning('the host was busy')); warnings.warn(UserWarning('not ours'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = result.stderr.splitlines()
+    assert lines[0] == "warning: the host was busy" and any("UserWarning: not ours" in x for x in lines[1:]), lines
+
+
 @pytest.mark.parametrize("change, message", [
     (("import plugin_mod_missing_dependency\n", ""), r"^warning: segnas plugin plugin_mod \(SEGNAS_PLUGINS\) "
      r"not loaded: ModuleNotFoundError: No module named 'plugin_mod_missing_dependency'$"),
@@ -76,11 +85,20 @@ def test_a_plugins_method_runs_through_search(tmp_path):
      r"loaded: SegnasError: search method 'random' is registered twice: by "
      r"segnas\.search\.strategies\.random\.RandomSearch and by plugin_mod\.Hill$"),
     (("    def ask(self):", "    def ask(self, rng):"), r"plugin_mod\.Hill\): overrides AskTellStrategy\.ask\(self\) "
-     r"with a signature that cannot take those arguments$"),
+     r"unlike the original \(another kind, or a signature that cannot take its arguments\)$"),
     (('settings_class: ClassVar[type[Settings]] = HillSettings', 'cli_options = {"seed": ("hill.top_k", int, "")}\n'
       '    settings_class: ClassVar[type[Settings]] = HillSettings'),
      r"^warning: search method 'hill' \(plugin_mod\.Hill\): its flag --seed is an option every method shares; "
      r"name it otherwise; `segnas search hill` is left out$"),
+    (('settings_class: ClassVar[type[Settings]] = HillSettings', 'cli_options = {"top-k": ("hill.top_k", int)}\n'
+      '    settings_class: ClassVar[type[Settings]] = HillSettings'),
+     r"plugin_mod\.Hill\): cli_options\['top-k'\]: expected a lower-case flag name and \(settings path, type, help "
+     r"text\)$"),
+    (("    def ask(self):", "    @staticmethod\n    def ask():"),
+     r"overrides AskTellStrategy\.ask \(a method, not a static method\) unlike the original"),
+    (('@strategy("hill")', '@strategy("hill")\nclass Hill0(AskTellStrategy):\n    settings_class = HillSettings\n\n'
+      '    def make_evaluator(self, ctx):\n        pass\n\n    def ask(self):\n        pass\n\n\n@strategy("data")'),
+     r"'data' \(plugin_mod\.Hill\): a method's name is .* not a zoo network's name or a shared setting's"),
 ])
 def test_a_plugin_with_a_mistake_is_left_out_in_one_line_and_segnas_works(tmp_path, change, message):
     import re
@@ -93,6 +111,8 @@ def test_a_plugin_with_a_mistake_is_left_out_in_one_line_and_segnas_works(tmp_pa
     assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
     result = segnas(tmp_path, plugin, "search", "hill", "--data", "synthetic")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    # a plugin that fails half-way leaves none of its methods behind ('hill' registered before 'data' failed)
+    assert " hill " not in segnas(tmp_path, plugin, "search", "--help").stdout
 
 
 class _NotAStrategy:
@@ -129,6 +149,21 @@ def test_a_methods_class_is_checked_when_it_registers():
         strategy("fast_scnn")(method(NoTopK))
     with pytest.raises(SegnasError, match=r"must subclass Strategy"):
         strategy("m")(_NotAStrategy)
+
+    class Wide(Settings):
+        space: str = "multires"
+        space_options: dict = {}
+        candidates: int = 4
+        top_k: int = 2
+
+    def sample_like(**methods):
+        return type("S", (method(Wide),), methods)
+
+    # the arguments a method is called with: the required by position, the others by name
+    with pytest.raises(SegnasError, match=r"overrides AskTellStrategy\.choose\(self, top, ctx\)"):
+        strategy("m")(sample_like(choose=lambda self, top: top))
+    with pytest.raises(SegnasError, match=r"Strategy\.unused_settings \(a class method, not a method\)"):
+        strategy("m")(sample_like(unused_settings=lambda self, settings: {}))
     from segnas.search.base import list_strategies
 
     assert "m" not in list_strategies() and "fast_scnn" not in list_strategies()

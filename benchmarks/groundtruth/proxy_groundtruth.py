@@ -178,7 +178,7 @@ def main() -> None:
                         json.loads(args.data_options))
     lat_size = tuple(args.latency_size or args.base_size or args.size)
     archs = sample_archs(space, args.n, seed=args.seed)
-    num_classes = dataset_classes(DataConfig.model_validate(data))
+    num_classes = dataset_classes(DataConfig.model_validate(data)).num_classes
     table = LatencyTable(args.backend, threads=args.latency_threads, min_runs=args.table_min_runs,
                          min_time_s=args.table_min_time_s)
     settings = {"data": data, **budget, "size": list(lat_size), "latency": "table",

@@ -238,7 +238,7 @@ def main() -> None:
     size = tuple(int(x) for x in args.size.split("x"))
     space_options = SMOKE_SPACE if args.smoke else {}
     space = get_space("encdec", **space_options)
-    classes = dataset_classes(data)
+    classes = dataset_classes(data).num_classes
     latency = LatencyModel.create("onnxruntime", size, threads=2, min_runs=2 if args.smoke else 20,
                                   min_time_s=0.0 if args.smoke else 0.3)
     if args.target_ms is None:

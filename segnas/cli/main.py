@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.registry import qualified
 
 def command_group(help: str, **options: Any) -> typer.Typer:
@@ -38,16 +38,15 @@ err_console = Console(stderr=True)
 
 def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                      file: Any = None, line: str | None = None) -> None:
-    """``warnings.showwarning`` of the command: segnas's own warnings as one ``warning:`` line (no
-    source line); those of other packages as Python shows them."""
-    if not Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+    """``warnings.showwarning`` of the command: segnas's own warnings (``SegnasWarning``) as one
+    ``warning:`` line (no source line); any other as Python shows it."""
+    if not issubclass(category, SegnasWarning):
         return SHOW_WARNING(message, category, filename, lineno, file, line)
     err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True,
                       emoji=False)
 
 
-#: The package's folder (its warnings are shown in one line) and Python's way of showing warnings.
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Python's way of showing warnings (for those that are not segnas's).
 SHOW_WARNING = warnings.showwarning
 warnings.showwarning = one_line_warning  # (set on import: a plugin's warning comes as the commands are built)
 
@@ -592,8 +591,9 @@ def _register_search_commands() -> None:
     for method in list_strategies():
         try:
             command = _search_command(method)
-        except SegnasError as exc:
-            warnings.warn(f"{exc}; `segnas search {method}` is left out", stacklevel=1)
+        except Exception as exc:  # (a plugin's method: every other command must still work)
+            why = str(exc) if isinstance(exc, SegnasError) else f"search method {method!r}: {type(exc).__name__}: {exc}"
+            warnings.warn(f"{why}; `segnas search {method}` is left out", SegnasWarning, stacklevel=1)
             continue
         search_app.command(method)(user_errors(command))
 

@@ -42,7 +42,7 @@ from torch import nn
 from segnas.cost.latency import (measure_latency_gated, measure_latency_interleaved, reference_probe, steady_median,
                                  steady_rounds)
 from segnas.cost.predictor import Prediction
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
 
@@ -235,7 +235,7 @@ class CorrectionCache:
                 self.entries = {k: LatencyCorrection.from_dict(v) for k, v in data["entries"].items()}
                 self.measured = {k: dict(v) for k, v in data.get("measured", {}).items()}
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                warnings.warn(f"{self.path}: latency corrections unusable ({exc}); they will be refitted", stacklevel=2)
+                warnings.warn(f"{self.path}: latency corrections unusable ({exc}); they will be refitted", SegnasWarning, stacklevel=2)
                 self.entries, self.measured = {}, {}
 
     def get(self, key: str) -> LatencyCorrection | None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from segnas.cost.backends import pinned_threads
+from segnas.errors import SegnasWarning
 from segnas.utils import atomic_write_text, cache_dir
 
 __all__ = ["cache_dir", "cpu_model", "cpu_has_native_bf16", "machine_fingerprint", "machine_record", "measure_matmul_peak",
@@ -185,7 +186,7 @@ def _read_machine_file(path: Path) -> dict:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"matmul_peak_gflops[{k!r}] must be a positive number, got {v!r}")
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        warnings.warn(f"{path}: machine file unusable ({exc}); rebuilding it", stacklevel=3)
+        warnings.warn(f"{path}: machine file unusable ({exc}); rebuilding it", SegnasWarning, stacklevel=3)
         return empty
     return data
 

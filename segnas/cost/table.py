@@ -30,6 +30,7 @@ from torch import nn
 from segnas.cost.backends import pinned_threads, prepare
 from segnas.cost.latency import STEADY_TOLERANCE, HostProbe, default_threads, reference_probe, time_callable
 from segnas.cost.machine import cache_dir, is_busy, machine_fingerprint, other_processes_cores
+from segnas.errors import SegnasWarning
 from segnas.progress import progress_bar
 from segnas.nn.ops import OpKey
 from segnas.utils import atomic_write_text
@@ -120,7 +121,7 @@ class LatencyTable:
             if self.probe is not None:
                 self.use_probe(self.probe)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            warnings.warn(f"{self.path}: latency table unusable ({exc}); rebuilding it", stacklevel=2)
+            warnings.warn(f"{self.path}: latency table unusable ({exc}); rebuilding it", SegnasWarning, stacklevel=2)
             self.entries, self.overheads = {}, {}
 
     def save(self) -> None:
@@ -209,7 +210,7 @@ class LatencyTable:
             self._busy_reported = True
             warnings.warn(f"latency table: other processes keep {others:.1f} cores busy; the operators measured "
                           "now are used by this job only, not saved (measure on a quiet machine, or set "
-                          "SEGNAS_IGNORE_LOAD=1 to keep them anyway)", stacklevel=2)
+                          "SEGNAS_IGNORE_LOAD=1 to keep them anyway)", SegnasWarning, stacklevel=2)
         with progress_bar(progress and bool(todo)) as bar:
             task = bar.add_task(f"latency table ({self.backend})", total=len(todo), info="") if bar else None
             for i, key in enumerate(todo):

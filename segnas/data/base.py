@@ -405,7 +405,7 @@ def read_pair_list(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
         if not line or line.startswith("#"):
             continue
         parts = pair_of_paths(line)
-        if len(parts) != 2:
+        if len(parts) != 2 or not all(parts):
             raise SegnasError(f"{list_file}:{lineno}: expected 'image_path label_path' (a path with spaces: quoted, "
                               f"or the two separated by a tab), got {line!r}")
         pairs.append((_resolve(root, parts[0]), _resolve(root, parts[1])))
@@ -422,8 +422,8 @@ def pair_of_paths(line: str) -> list[str]:
         return parts
     try:
         return shlex.split(line)
-    except ValueError:  # (an unclosed quote)
-        return parts
+    except ValueError:  # an unclosed quote: said by the caller, with the line
+        return [line]
 
 
 def _unquoted(path: str) -> str:

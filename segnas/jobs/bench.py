@@ -79,11 +79,16 @@ def onnx_size(path: Path, model: Any, size: tuple[int, int] | None) -> tuple[int
     dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[1] not in (3, None):
         raise SegnasError(f"{path}: input {dims} is not (batch, 3, H, W): not an image segmenter")
-    fixed = tuple(dims[2:]) if None not in dims[2:] else None
-    if size is not None and fixed is not None and fixed != tuple(size):
-        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size "
-                          f"{fixed[0]}x{fixed[1]} or export with --dynamic")
-    return tuple(size or fixed or DEFAULT_EXPORT_SIZE)
+    static = dims[2:]
+    if all(d is None for d in static):
+        return tuple(size or DEFAULT_EXPORT_SIZE)
+    if size is None and None not in static:
+        return (static[0], static[1])
+    if size is None or any(d is not None and d != s for d, s in zip(static, size)):
+        fixed = "x".join(str(d) if d is not None else "?" for d in static)
+        raise SegnasError(f"{path}: exported for input {dims} (batch, channels, H, W); give --size {fixed}"
+                          f"{' (?: any)' if None in static else ''} or export with --dynamic")
+    return tuple(size)
 
 
 def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, device: str,

@@ -215,8 +215,9 @@ def run_job(item: dict[str, Any]) -> dict[str, Any]:
 def run_search(item: dict[str, Any]) -> dict[str, Any]:
     """``item["method"]``'s search in its folder (continued when a killed one is there); the
     network it found. A user-input failure (e.g. a target its space cannot meet) is a result, and so
-    is an error of the method's code (a plugin's, say: the other methods go on; its traceback is
-    kept in the folder's ``error.txt``)."""
+    is an error raised by the method's code (a plugin's, say: the other methods go on; its traceback
+    is kept in the folder's ``error.txt``); a failure of the machine (memory, disk) stops the
+    comparison, which a resume retries."""
     folder = Path(item["folder"])
     run = latest_run(folder)
     try:
@@ -226,12 +227,14 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
             summary = search_job(make_settings(item["method"], item["settings"]), resume=run)
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
+    except (OSError, MemoryError, torch.OutOfMemoryError):
+        raise
     except Exception as exc:
         kept = folder / "error.txt"
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(kept, traceback.format_exc())
         first = str(exc).splitlines()[0] if str(exc) else ""
-        return {"status": f"failed: {type(exc).__name__}: {first} (an error of the method's code; traceback in "
+        return {"status": f"failed: {type(exc).__name__}: {first} (raised while the method ran; traceback in "
                           f"{relative(kept, item['root'])})"}
     found = next(r for r in summary["networks"].values() if r["role"] == "found")
     run_dir = relative(summary["run_dir"], item["root"])

@@ -7,7 +7,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.parallel.executors import EXECUTORS, TaskResources, WorkerError
 from segnas.parallel.store import ResultStore, default_key
 from segnas.progress import task_progress
@@ -94,4 +94,4 @@ def _tell(callback: Callable[[str, Any], None] | None, key: str, value: Any) -> 
     try:
         callback(key, value)
     except Exception as exc:  # noqa: BLE001
-        warnings.warn(f"reporting {key} failed: {exc}", stacklevel=3)
+        warnings.warn(f"reporting {key} failed: {exc}", SegnasWarning, stacklevel=3)

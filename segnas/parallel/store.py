@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.utils import atomic_write_text, canonical_json
 
 
@@ -86,7 +86,7 @@ def _load(path: str | Path, repair: bool = True) -> tuple[dict[str, Any], dict[s
                                       f"got {line[:80]!r}") from None
                 if repair:
                     warnings.warn(f"{path}: ignoring a truncated last line ({len(line)} bytes), "
-                                  "left by a run that was stopped while writing", stacklevel=3)
+                                  "left by a run that was stopped while writing", SegnasWarning, stacklevel=3)
                     _truncate(path, offset)
                 break
         offset += len(line) + 1

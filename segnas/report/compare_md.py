@@ -6,20 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from segnas.config.compare import TARGET_TOLERANCE
-from segnas.report.format import pct, signed_pct
+from segnas.report.format import is_number, pct, signed_pct
 from segnas.report.verdict import compare_verdict
 
 
-def hours(seconds: float | None) -> str:
-    """Seconds as hours, three decimals (``-`` for none)."""
-    return "-" if seconds is None else f"{seconds / 3600:.3f}"
+def hours(seconds: Any) -> str:
+    """Seconds as hours, three decimals (``-`` for none, or for what is not a number)."""
+    return f"{seconds / 3600:.3f}" if is_number(seconds) else "-"
 
 
-def train_hours(cpu_seconds: float | None, gpu_seconds: float | None) -> str:
+def train_hours(cpu_seconds: Any, gpu_seconds: Any) -> str:
     """Training CPU-hours, and GPU-hours where some of it ran on a GPU."""
-    if gpu_seconds is None:
+    if not is_number(gpu_seconds):
         return hours(cpu_seconds)
-    cpu = "" if cpu_seconds is None else f"{hours(cpu_seconds)} + "
+    cpu = f"{hours(cpu_seconds)} + " if is_number(cpu_seconds) else ""
     return f"{cpu}{hours(gpu_seconds)} GPU-h"
 
 

@@ -103,9 +103,10 @@ class Strategy(ABC):
         zoo network's or is no folder name, no settings section whose every field has a default, or
         one without a field the family's loop reads (checked when it registers: a plugin's mistakes
         are found before any search)."""
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in MODELS:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in MODELS or name in SearchSettings.model_fields:
             raise SegnasError("a method's name is lower-case letters, digits and '_' (it names a command, "
-                              "a settings section and folders), and not a zoo network's name")
+                              "a settings section and folders), and not a zoo network's name or a shared "
+                              "setting's (data, latency, final, ...)")
         section = getattr(cls, "settings_class", None)
         if not (isinstance(section, type) and issubclass(section, Settings)):
             raise SegnasError("settings_class: expected a Settings subclass (the method's section of the settings)")
@@ -117,6 +118,20 @@ class Strategy(ABC):
         if missing:
             raise SegnasError(f"settings_class {section.__name__}: no {', '.join(missing)}, which the {cls.family} "
                               "family's loop reads from a method's section")
+        flags: set[str] = set()
+        for flag, spec in cls.cli_options.items():
+            path = spec[0] if isinstance(spec, tuple) and len(spec) == 3 else None
+            if not (re.fullmatch(r"[a-z][a-z0-9-]*", str(flag)) and isinstance(path, str) and isinstance(spec[1], type)
+                    and isinstance(spec[2], str)):
+                raise SegnasError(f"cli_options[{flag!r}]: expected a lower-case flag name and (settings path, "
+                                  "type, help text)")
+            if flag.replace("-", "_") in flags:
+                raise SegnasError(f"cli_options[{flag!r}]: two flags of one name")
+            flags.add(flag.replace("-", "_"))
+            head, _, field = path.partition(".")
+            if head != name or field.split(".")[0] not in section.model_fields:
+                raise SegnasError(f"cli_options[{flag!r}]: {path!r} is not a setting of the method's section "
+                                  f"({name}.FIELD)")
 
     def prepare(self, ctx: SearchContext) -> None:
         """Check and build what can fail on user input (data, space, supernet) before the run

@@ -42,7 +42,9 @@ class Supernet(Protocol):
     ``num_archs`` architectures are searched at once (FasterSeg's teacher and student: 2). Width
     modes: ``max``/``min``/``random`` (pre-training's sandwich rule), ``gumbel`` (search),
     ``argmax`` (the derived widths). A supernet searched by sampling its members rather than by
-    gradient (the ``mobile`` space's) has no architecture parameters and refuses ``gumbel``."""
+    gradient (the ``mobile`` space's) has a class attribute ``differentiable = False``: no
+    architecture parameters, and ``gumbel`` is refused (``tests/test_space_contract.py`` holds every
+    supernet to what it declares)."""
 
     num_archs: int
 

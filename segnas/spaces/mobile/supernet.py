@@ -77,6 +77,8 @@ class MobileSupernet(SegmentationNet):
 
     num_archs = 1
     width_search = (True,)
+    #: Searched by sampling members, not by gradient: no architecture parameters, no ``gumbel`` mode.
+    differentiable = False
 
     def __init__(self, space: Any, num_classes: int, input_size: tuple[int, int]) -> None:
         super().__init__(num_classes)
