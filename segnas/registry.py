@@ -30,12 +30,14 @@ PLUGINS: dict[str, str | None] = {}
 _plugins_loaded = False
 #: Every registry, so that a plugin that fails half-way leaves none of its classes registered.
 _REGISTRIES: list["Registry"] = []
+#: Set for the processes a command starts (its workers) once it has warned of a failed plugin.
+_WARNED_ENV = "SEGNAS_PLUGINS_WARNED"
 
 
 def load_plugins() -> None:
     """Import every plugin once (the installed entry points, then ``SEGNAS_PLUGINS``; a module named
-    by both, once); one that fails is left out, none of its classes registered, with a warning
-    naming it and why."""
+    by both, once); one that fails is left out, none of the classes of its module registered, with
+    one warning naming it and why (in the command's process, not again in its workers)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -47,16 +49,19 @@ def load_plugins() -> None:
     for module in (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",")):
         if module:
             sources.setdefault(module, (f"{module} ({PLUGIN_ENV})", lambda module=module: importlib.import_module(module)))
-    for where, load in sources.values():
-        before = [(registry, dict(registry.classes)) for registry in _REGISTRIES]
+    for module, (where, load) in sources.items():
         try:
             load()
             PLUGINS[where] = None
         except Exception as exc:  # (a plugin's own error of any kind: it must not stop segnas)
-            for registry, classes in before:
-                registry.classes = classes
+            for registry in _REGISTRIES:  # its module's classes registered before the failure
+                registry.classes = {name: cls for name, cls in registry.classes.items()
+                                    if not (cls.__module__ == module or cls.__module__.startswith(f"{module}."))}
             PLUGINS[where] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-            warnings.warn(SegnasWarning(f"segnas plugin {where} not loaded: {PLUGINS[where]}"), stacklevel=2)
+            if not os.environ.get(_WARNED_ENV):
+                warnings.warn(SegnasWarning(f"segnas plugin {where} not loaded: {PLUGINS[where]}"), stacklevel=2)
+    if any(PLUGINS.values()):
+        os.environ[_WARNED_ENV] = "1"
 
 
 def plugin_hint() -> str:

@@ -54,6 +54,7 @@ def segnas(tmp_path: Path, plugin: str, *args: str) -> subprocess.CompletedProce
     (tmp_path / "plugin_mod.py").write_text(textwrap.dedent(plugin))
     env = {**os.environ, "SEGNAS_PLUGINS": "plugin_mod", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env.pop("SEGNAS_PLUGINS_WARNED", None)
     return subprocess.run([sys.executable, "-m", "segnas", *args], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=600)
 
@@ -167,3 +168,42 @@ def test_a_methods_class_is_checked_when_it_registers():
     from segnas.search.base import list_strategies
 
     assert "m" not in list_strategies() and "fast_scnn" not in list_strategies()
+
+
+SPACE_PLUGIN = '''
+from segnas.spaces.base import register_space
+from segnas.spaces.encdec import EncDecSpace
+
+
+@register_space("tinyspace")
+class Tiny(EncDecSpace):
+    pass
+'''
+
+
+@pytest.mark.parametrize("change, message", [
+    (("", ""), None),  # (a good space: registered beside the built-in ones)
+    (("class Tiny(EncDecSpace):\n    pass", "class Tiny(EncDecSpace):\n    version = None"),
+     r"'tinyspace' \(plugin_mod\.Tiny\): version: expected an integer"),
+    (("class Tiny(EncDecSpace):\n    pass", "class Tiny(EncDecSpace):\n    def __init__(self, width):\n"
+      "        super().__init__()"), r"__init__: width has no default"),
+    (('@register_space("tinyspace")', '@register_space("../x")'), r"a space's name is lower-case letters"),
+    (('@register_space("tinyspace")', '@register_space("mobile")'), r"'mobile' is registered twice: by "
+     r"segnas\.spaces\.mobile\.space\.MobileSpace and by plugin_mod\.Tiny"),
+])
+def test_a_plugins_space_is_checked_and_a_bad_one_leaves_the_built_in_spaces(tmp_path, change, message):
+    """A space that fails its checks is left out alone: every built-in space stays (the space
+    registry's built-ins are imported before a plugin's class is checked against them)."""
+    import re
+
+    plugin = SPACE_PLUGIN.replace(*change)
+    code = ("from segnas.search.base import list_strategies; list_strategies(); "  # (plugins load with the methods)
+            "from segnas.spaces import list_spaces; print(','.join(list_spaces()))")
+    (tmp_path / "plugin_mod.py").write_text(plugin)
+    env = {**os.environ, "SEGNAS_PLUGINS": "plugin_mod", "PYTHONPATH": str(tmp_path)}
+    env.pop("SEGNAS_PLUGINS_WARNED", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    spaces = result.stdout.strip().split(",")
+    assert {"cells", "encdec", "joint", "mobile", "multires"} <= set(spaces), result.stderr
+    assert ("tinyspace" in spaces) == (message is None)
+    assert message is None or re.search(message, result.stderr), result.stderr

@@ -28,19 +28,19 @@ def settings_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
-    """'unknown setting', with the closest name of its section when one is close, else the
-    sub-section that has that name (``shrink_threshold`` -> ``ssr.shrink_threshold``)."""
+    """'unknown setting', with the sub-section that has that very name (``shrink_threshold`` ->
+    ``ssr.shrink_threshold``), else the closest name of its section when one is close."""
     for part in path[:-1]:
         field = model.model_fields.get(part) if model else None
         model = settings_model(field.annotation) if field else None
     if model is None:
         return "unknown setting"
-    close = difflib.get_close_matches(path[-1], list(model.model_fields), n=1, cutoff=0.6)
-    if close:
-        return f"unknown setting (did you mean {'.'.join([*path[:-1], close[0]])}?)"
     owners = [name for name, field in model.model_fields.items()
               if path[-1] in getattr(settings_model(field.annotation), "model_fields", {})]
-    return "unknown setting" + (f" (did you mean {'.'.join([*path[:-1], owners[0], path[-1]])}?)" if owners else "")
+    if owners:  # the very name, one section down (saswot.inits -> saswot.scoring.inits)
+        return f"unknown setting (did you mean {'.'.join([*path[:-1], owners[0], path[-1]])}?)"
+    close = difflib.get_close_matches(path[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return "unknown setting" + (f" (did you mean {'.'.join([*path[:-1], close[0]])}?)" if close else "")
 
 
 def _takes_a_value(model: type[BaseModel] | None, path: list[str]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Protocol, TypeVar, runtime_checkable
@@ -147,7 +148,8 @@ class SearchSpace(ABC, Generic[ArchT]):
 
     def supernet(self, num_classes: int, input_size: tuple[int, int], **options: Any) -> Supernet:
         """The space's weight-sharing supernet, for one-shot methods."""
-        raise SegnasError(f"space {self.name!r} has no supernet; use a sample-based method on it")
+        raise SegnasError(f"space {self.name!r} has no supernet; search it with a method that scores its networks "
+                          "one by one (random or saswot: a proxy or a short training)")
 
     # ------------------------------------------------------------------ serialization
     def encode(self, arch: ArchT, **extra: Any) -> dict[str, Any]:
@@ -174,7 +176,23 @@ def arch_key(arch: Architecture | dict[str, Any]) -> str:
 #: Modules that define the built-in spaces (imported on first lookup).
 BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint", "segnas.spaces.cells",
                                           "segnas.spaces.mobile", "segnas.spaces.encdec")
-SPACES: Registry[type[SearchSpace]] = Registry("space", "search space", SearchSpace, BUILTIN_SPACE_MODULES)
+def check_space_class(cls: type[SearchSpace], name: str) -> None:
+    """SegnasError when the class cannot serve as space ``name``: a name that is no folder name (it
+    names candidates' folders), no integer ``version`` (arch files carry it), or a constructor that
+    needs arguments (``get_space(name)`` makes the default instance, which reads arch files)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise SegnasError("a space's name is lower-case letters, digits and '_' (it names folders)")
+    if not _is_int(getattr(cls, "version", None)) or cls.version < 1:
+        raise SegnasError("version: expected an integer class attribute >= 1 (the arch-file format's version)")
+    required = [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if required:
+        raise SegnasError(f"__init__: {', '.join(required)} has no default (the space's options are keyword "
+                          "arguments with defaults: get_space(name) makes the default instance)")
+
+
+SPACES: Registry[type[SearchSpace]] = Registry("space", "search space", SearchSpace, BUILTIN_SPACE_MODULES,
+                                               check=check_space_class)
 _DEFAULTS: dict[str, SearchSpace] = {}
 
 

@@ -118,8 +118,8 @@ class RLSearch(AskTellStrategy):
                 raise SegnasError(f"rl.space_options.{key}: set by the search itself; use {instead}")
         space = self.search_space(ctx)
         if not isinstance(space, DecisionSpace):
-            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, to_decisions, "
-                              "from_decisions)")
+            raise SegnasError(f"rl.space: {space.name!r} is not a decision space (decision_sizes, decision_names, "
+                              "to_decisions, from_decisions)")
         if not isinstance(space, EncDecSpace):  # the children scored by rl.evaluator
             encdec_only = [f for f in ("child", "encoder", "termination")
                            if getattr(sec, f) != RLSettings.model_fields[f].default_factory()]
