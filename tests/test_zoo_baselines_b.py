@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from segnas.engine.losses import SegmentationLoss
+from segnas.errors import SegnasError
 
 from segnas.cost.params import count_parameters
 from segnas.zoo import ddrnet, pp_liteseg, stdc
@@ -40,7 +41,7 @@ def test_other_variants_match_their_published_sizes():
     assert abs(count_parameters(stdc.STDCSeg(19, "stdc2")) - 12_330_000) <= 0.05 * 12_330_000
     assert abs(count_parameters(ddrnet.DDRNet(19, "23")) - 20_100_000) <= 0.05 * 20_100_000
     for cls in (stdc.STDCSeg, ddrnet.DDRNet, pp_liteseg.PPLiteSeg):
-        with pytest.raises(ValueError):
+        with pytest.raises(SegnasError, match="model.options: variant: "):
             cls(19, variant="nope")
 
 
