@@ -229,6 +229,7 @@ def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way
 def test_evaluate_scores_a_training_as_its_validation_did(trained):
     metrics = api.evaluate(trained.run_dir, "synthetic", options={"size": [48, 64], "length": 8})
     assert len(metrics.iou) == 11 and metrics.miou == pytest.approx(trained.best_miou, abs=0.01)
+    assert api.evaluate(trained.run_dir, "synthetic").miou == metrics.miou  # its training's options by default
     with pytest.raises(SegnasError, match="base_size"):
         api.evaluate(trained.run_dir, "synthetic", base_size="48")
     # what load() returned is scored as its checkpoint is, at the size it runs at

@@ -58,6 +58,9 @@ def test_eval_takes_dataset_options(trained):
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output and torch.get_num_threads() == 1  # (--threads: torch's threads for the command)
     torch.set_num_threads(threads)
+    # an option other than its training's is said (a split it defines may hold images it trained on)
+    assert "note: data.options length=3, its training's 8: a split this option defines" in result.output
+    assert "note: data.options size" not in result.output
     bad = run("eval", ckpt, "--data", "synthetic", "--data-option", "length")
     assert bad.exit_code == 2 and "--data-option: expected key=value, got 'length'" in bad.output
     unknown = run("eval", ckpt, "--data", "camvid", "--data-root", ".", "--data-option", "nope=1")

@@ -491,6 +491,11 @@ def test_a_dataset_without_a_test_split_has_no_test_column(tmp_path):
     summary, lines = run_compare(tiny(tmp_path / "none", data=data, methods={}, test_split=None))
     assert not any("has no" in x and "split" in x for x in lines), lines
     assert "- no test split scored (test_split: null)" in (Path(summary["run_dir"]) / "compare.md").read_text()
+    # a split named by the user (misspelt, say) is refused before any work, not left out
+    with pytest.raises(SegnasError, match=r"^test_split: folder has no 'holdot' split .*; name one it has, or "
+                                          r"test_split: null for none$"):
+        run_compare(tiny(tmp_path / "misspelt", data=data, methods={}, test_split="holdot"))
+    assert not (tmp_path / "misspelt").exists()
 
 
 def test_interleaved_latency_measures_every_network_in_rounds():

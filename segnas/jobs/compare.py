@@ -44,7 +44,7 @@ from segnas.cost.backends import check_backend
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
                                  reference_probe, steady_median)
 from segnas.cost.machine import is_busy, machine_record
-from segnas.data import dataset_classes, has_split, validate_dataset, validate_split
+from segnas.data import build_dataset, dataset_classes, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
 from segnas.engine.rundir import best_checkpoint, latest_run, run_kind
 from segnas.errors import SegnasError, TargetOutOfReach, TrainingDiverged
@@ -176,12 +176,21 @@ def zoo_names(cfg: CompareSettings) -> list[str] | None:
 
 
 def test_split(cfg: CompareSettings, echo: Echo) -> str | None:
-    """The test split scored, when the dataset has one (said once when it has not)."""
+    """The test split scored, when the dataset has one: without the default one the column is left
+    out (said once); a split named otherwise that the dataset lacks is refused before any work."""
     if cfg.test_split is None:
         return None
     if not has_split(cfg.data, cfg.test_split):
-        echo(f"data: {cfg.data.name} has no {cfg.test_split!r} split; the test mIoU column is left out")
-        return None
+        if cfg.test_split == CompareSettings.model_fields["test_split"].default:
+            echo(f"data: {cfg.data.name} has no {cfg.test_split!r} split; the test mIoU column is left out")
+            return None
+        try:  # the dataset's own reason, where it has one (CamVid's holdout split needs its option)
+            build_dataset(cfg.data.name, cfg.data.root, cfg.test_split, None, cache=False, **cfg.data.options)
+            why = ""
+        except SegnasError as exc:
+            why = f" ({exc})"
+        raise SegnasError(f"test_split: {cfg.data.name} has no {cfg.test_split!r} split{why}; name one it has, or "
+                          "test_split: null for none")
     validate_split(cfg.data.name, cfg.data.root, cfg.test_split, cfg.data.options, cfg.progress,
                    echo).note_unscored_classes(echo)
     return cfg.test_split

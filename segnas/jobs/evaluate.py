@@ -71,6 +71,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     ignored (fp32) on CPUs without native bf16."""
     model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
+    options = with_training_options(data, options, state, echo)
     options_data(data, root)  # (a folder given with the synthetic scenes refused)
     report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
     check_inference_size(size or report.max_size, classes.num_classes,
@@ -87,6 +88,23 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     with task_progress(f"eval {data}/{split}", len(dataset), progress) as ticker:
         metrics = evaluate(model, _Ticking(dataset, ticker), classes.num_classes, batch_size, usable_bf16(bf16))
     return metrics, list(classes.names)
+
+
+def with_training_options(data: str, options: dict[str, Any] | None, state: dict[str, Any],
+                          echo: Echo | None = None) -> dict[str, Any]:
+    """The dataset options a checkpoint is scored with: those of its training (``data.options``)
+    when it trained on dataset ``data``, under the ones given. A given value other than its
+    training's is said: a split the option defines (CamVid's holdout street) may then hold images
+    the network trained on."""
+    trained = (state.get("config") or {}).get("data") or {}
+    same = trained.get("name") == data
+    own = dict(trained.get("options") or {}) if same else {}
+    given = dict(options or {})
+    for key, value in given.items():
+        if same and own.get(key) != value and echo is not None:
+            echo(f"note: data.options {key}={value!r}, its training's {own.get(key, 'not set')!r}: a split this "
+                 "option defines (e.g. CamVid's holdout street) may hold images the network trained on")
+    return {**own, **given}
 
 
 def collect_inputs(path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
