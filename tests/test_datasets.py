@@ -332,6 +332,9 @@ def test_camvid_list_form_segnet_paths(tmp_path):
     _, mask = check_sample(ds, 1)
     assert int(mask[0, 11]) == IGNORE_INDEX
     raises(["camvid", "classes"], build_dataset, "camvid", tmp_path, "val", classes=CLASSES)
+    # a misspelt split names the splits there are
+    raises(["camvid: no split 'vall' at", "(no vall.txt, no vall/ folder); its splits: val"],
+           build_dataset, "camvid", tmp_path, "vall")
 
 
 def test_camvid_holdout_sequence_is_a_second_validation_set(tmp_path):
@@ -360,7 +363,7 @@ def test_error_missing_root_and_split(tmp_path):
     (tmp_path / "images" / "val").mkdir()
     raises([tmp_path / "masks" / "val"], FolderDataset, tmp_path, "val", classes=CLASSES)
     make_camvid(tmp_path / "cv", "train")
-    raises([tmp_path / "cv" / "test"], CamVid, tmp_path / "cv", "test")
+    raises([f"no split 'test' at {tmp_path / 'cv'}", "its splits: train"], CamVid, tmp_path / "cv", "test")
 
 
 def test_error_missing_list_entry(tmp_path):

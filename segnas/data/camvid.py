@@ -34,11 +34,21 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     list_file = root / f"{split}.txt"
     if list_file.is_file():
         return read_pair_list(list_file, root)
+    if not (root / split).is_dir():
+        raise SegnasError(f"camvid: no split {split!r} at {root} (no {split}.txt, no {split}/ folder); its splits: "
+                          f"{', '.join(camvid_splits(root)) or 'none (is this the CamVid folder?)'}")
     images = list_images(root / split)
     annot = root / f"{split}annot"
     if not annot.is_dir():
         raise SegnasError(f"{annot}: label folder not found (expected {split}.txt or {split}annot/)")
     return [(p, annot / p.name) for p in images]
+
+
+def camvid_splits(root: Path) -> list[str]:
+    """The splits a CamVid folder has: its ``NAME.txt`` lists and ``NAME/`` folders beside ``NAMEannot/``."""
+    lists = {p.stem for p in root.glob("*.txt")}
+    folders = {p.name for p in root.iterdir() if p.is_dir() and (root / f"{p.name}annot").is_dir()}
+    return sorted(lists | folders)
 
 
 #: The split a ``holdout`` sequence is taken from, and the name of the split it becomes.
