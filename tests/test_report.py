@@ -493,3 +493,37 @@ def test_the_pareto_plots_names_overlap_neither_each_other_nor_a_point():
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     points = [ax.transData.transform((r["latency_ms"], 100 * r["val_miou_mean"])) for r in rows]
     assert not any(box.contains(x, y) for box in boxes for x, y in points)
+
+
+def test_a_training_page_says_when_the_training_has_not_ended_and_the_data_options_it_used(tmp_path):
+    from segnas.report.html import HtmlDocument
+    from segnas.report.html_report import _train_summary
+    from segnas.report.runfiles import RunFiles
+
+    def page(step: int) -> str:
+        config = {"max_steps": 400, "epochs": 100, "model": {"name": "fast_scnn"},
+                  "data": {"name": "camvid", "options": {"holdout": "0006R0"}}}
+        doc = HtmlDocument("t")
+        doc.section("Summary", "summary")
+        _train_summary(doc, RunFiles(tmp_path, "training", config, metrics=[{"epoch": 2, "step": step}]), None, None)
+        return doc.render()
+
+    killed = page(66)
+    assert "The training has not ended (66 steps of its budget done)" in killed
+    assert "camvid (holdout=0006R0) (val split scored" in killed and "400 steps or 100 epochs" in killed
+    assert "has not ended" not in page(400)
+
+
+def test_a_comparison_page_names_its_test_split_and_shows_its_per_class_iou(tmp_path):
+    from segnas.report.html import HtmlDocument
+    from segnas.report.html_report import _compare_summary
+    from segnas.report.runfiles import RunFiles
+
+    rows = [{"name": "a", "kind": "method", "val_miou_mean": 0.4, "test_miou_mean": 0.3, "latency_ms": 1.0,
+             "latency_vs_target": -0.5, "per_class_iou": {"Road": 0.9}, "test_per_class_iou": {"Road": 0.7}}]
+    doc = HtmlDocument("t")
+    doc.section("Summary", "summary")
+    _compare_summary(doc, RunFiles(tmp_path, "comparison", compare={"target_ms": 2.0, "rows": rows,
+                                                                    "test_split": "holdout"}))
+    html = doc.render()
+    assert "<th>holdout mIoU</th>" in html and "Per-class holdout IoU (mean over seeds)" in html and "70.00%" in html

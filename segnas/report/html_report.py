@@ -138,11 +138,20 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
     data = run.config.get("data") or {}
     base = data.get("base_size")
     scored_at = "at " + "x".join(map(str, base)) if base else "at each image's own size"
+    options = ", ".join(f"{k}={v}" for k, v in (data.get("options") or {}).items())
+    last = run.metrics[-1] if run.metrics else {}
+    planned = [f"{run.config['max_steps']} steps" if run.config.get("max_steps") else "",
+               f"{run.config['epochs']} epochs" if run.config.get("epochs") else "",
+               f"{run.config['time_budget_min']:g} min" if run.config.get("time_budget_min") else ""]
     rows = [("network", f"arch file {model['arch']}" if model.get("arch") else f"zoo: {model.get('name')}"),
             ("parameters", _millions(params)),
-            ("dataset", f"{data.get('name')} ({data.get('val_split', 'val')} split scored {scored_at})"),
-            ("epochs / steps", f"{run.metrics[-1].get('epoch', '-')} / {run.metrics[-1].get('step', '-')}"
-             if run.metrics else "no epoch finished yet")]
+            ("dataset", f"{data.get('name')}{f' ({options})' if options else ''} "
+                        f"({data.get('val_split', 'val')} split scored {scored_at})"),
+            ("epochs / steps", f"{last.get('epoch', '-')} / {last.get('step', '-')}" if last else "no epoch finished yet"),
+            ("budget", " or ".join(p for p in planned if p) + " (whichever ends first)" * (sum(map(bool, planned)) > 1))]
+    if not training_ended(run.config, last):
+        doc.note(f"The training has not ended ({last.get('step', 0)} steps of its budget done): it was stopped (its "
+                 "log.txt says why when it failed), or is still running; `segnas train --resume` continues it.")
     # the evaluation best.pt was saved at (the first of equals, as the trainer keeps it)
     best = max(evals, key=lambda r: r["val_miou"]) if evals else {}
     if evals:
@@ -158,6 +167,15 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
         names = class_names if class_names and len(class_names) == len(ious) else [str(i) for i in range(len(ious))]
         doc.heading(f"Per-class IoU (best evaluation, epoch {best.get('epoch')})")
         doc.table(("class", "IoU"), [(n, pct(v, unit="%")) for n, v in zip(names, ious)], numeric=(False, True))
+
+
+def training_ended(config: dict[str, Any], last: dict[str, Any]) -> bool:
+    """Whether a training's last metrics record reaches its budget (steps or epochs), or its budget is
+    one of time (not told from the record: taken as ended)."""
+    steps, epochs = config.get("max_steps"), config.get("epochs")
+    if config.get("time_budget_min") or (steps is None and epochs is None):
+        return True
+    return bool((steps and last.get("step", 0) >= steps) or (epochs and last.get("epoch", 0) >= epochs))
 
 
 def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
@@ -231,7 +249,8 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
                      len(r.get("seeds") or [])))
     rows = [(*row[:7], {True: "yes", False: "no", None: "-"}[within_budget(r)], predicted(r), *row[7:])
             for row, r in zip(rows, cmp.get("rows", []))]
-    doc.table(("network", "kind", "status", "val mIoU (mean ± std)", "test mIoU", "latency ms", "vs target",
+    doc.table(("network", "kind", "status", "val mIoU (mean ± std)", f"{cmp.get('test_split') or 'test'} mIoU",
+               "latency ms", "vs target",
                f"within budget (+{100 * TARGET_TOLERANCE:.0f}%)", "predicted ms (table → corrected)",
                "at its search ms", "params", "GFLOPs", "search / train CPU-h", "seeds"), rows,
               numeric=(False, False, False, True, True, True, True, False, True, True, True, True, True, True))
@@ -253,6 +272,13 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
         if unlearned:
             doc.text(f"IoU 0 for every network: {', '.join(unlearned)} (no network segments "
                      f"{'it' if len(unlearned) == 1 else 'them'} under this training budget).")
+    unseen = {str(r.get("name")): r["test_per_class_iou"] for r in cmp.get("rows", [])
+              if isinstance(r.get("test_per_class_iou"), dict) and r["test_per_class_iou"]}
+    if unseen:
+        doc.heading(f"Per-class {cmp.get('test_split') or 'test'} IoU (mean over seeds)")
+        names = list(dict.fromkeys(c for per in unseen.values() for c in per))
+        doc.table(["class", *unseen], [[c, *(pct(per.get(c), unit="%") for per in unseen.values())] for c in names],
+                  numeric=[False] + [True] * len(unseen))
 
 
 def class_means(row: dict[str, Any]) -> dict[str, float | None]:
