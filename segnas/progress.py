@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -37,14 +38,15 @@ class SaidBeforeRun:
         self.echo, self.lines = echo, []
 
     def __call__(self, line: str) -> None:
-        self.lines.append(line)
+        self.lines.append((time.time(), line))
         if self.echo is not None:
             self.echo(line)
 
-    def log_into(self, log: Callable[[str], None]) -> None:
-        """Write the lines kept so far with ``log`` (a run's ``RunDir.log``), once."""
-        for line in self.lines:
-            log(line)
+    def log_into(self, log: Callable[..., None]) -> None:
+        """Write the lines kept so far with ``log`` (a run's ``RunDir.log``), once, each stamped with
+        the time it was said."""
+        for at, line in self.lines:
+            log(line, at=at)
         self.lines.clear()
 
 

@@ -480,3 +480,21 @@ def test_a_small_training_split_is_scored_about_a_hundred_times_not_every_epoch(
     assert scored == [4, 8]  # 8 one-step epochs, scored twice
     scored = [row["epoch"] for row in api.train({**settings, "eval_every": 3}).history if "val_miou" in row]
     assert scored == [3, 6, 8]
+
+
+def test_lines_said_before_the_run_folder_existed_keep_their_time_in_its_log(tmp_path):
+    """A job's lines from before its run folder (data notes, a search's calibration) go into log.txt
+    stamped when they were said, not when the folder was made."""
+    from segnas.engine.rundir import RunDir, release_all
+    from segnas.progress import SaidBeforeRun
+
+    said = SaidBeforeRun(None)
+    said("calibrating the latency correction")
+    said.lines[0] = (time.mktime((2020, 1, 2, 3, 4, 5, 0, 0, -1)), said.lines[0][1])  # (said long ago)
+    run = RunDir.create(tmp_path, "job")
+    said.log_into(run.log)
+    run.log("started")
+    lines = (run.path / "log.txt").read_text().splitlines()
+    assert lines[0] == "2020-01-02 03:04:05 calibrating the latency correction"
+    assert lines[1].endswith(" started") and not lines[1].startswith("2020")
+    release_all()

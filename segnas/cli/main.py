@@ -300,7 +300,8 @@ def predict(
 
     written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo,
                           skip_unreadable=skip_unreadable)
-    echo(f"wrote {len(written)} mask{'s' if len(written) != 1 else ''} and overlays to {out}")
+    echo(f"wrote {len(written)} mask{'s' if len(written) != 1 else ''} and "
+         f"{'their overlays' if len(written) != 1 else 'its overlay'} to {out}")
 
 
 @app.command()

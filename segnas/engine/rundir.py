@@ -197,9 +197,17 @@ class RunDir:
     def best_checkpoint(self) -> Path:
         return best_checkpoint(self.path)
 
-    def log(self, message: str) -> None:
-        if self.main:
+    def log(self, message: str, at: float | None = None) -> None:
+        """A line of log.txt, stamped now (or at ``at``, a ``time.time()``: a line said before the run
+        folder existed)."""
+        if not self.main:
+            return
+        if at is None:
             self.logger.info(message)
+            return
+        record = self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, message, None, None)
+        record.created, record.msecs = at, (at % 1) * 1000
+        self.logger.handle(record)
 
     def write_metrics(self, record: dict[str, Any]) -> None:
         if not self.main:

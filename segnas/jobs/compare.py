@@ -841,7 +841,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell)
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
-        echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.0f} "
+        echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.3g} "
                          f"CPU-s" if r["status"] == "ok" else r["status"]))
     method_items = [it for m, r in found.items() if r["status"] == "ok"
                     for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
