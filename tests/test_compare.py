@@ -206,8 +206,10 @@ def test_rerun_runs_one_networks_jobs_again_and_keeps_the_others(tmp_path):
     jobs = run / "jobs.jsonl"
     before = {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()}
     old_search = sorted((run / "search" / "random").iterdir())
+    said: list[str] = []
     with pytest.raises(SegnasError, match=r"--rerun \(rerun\): gas: not a network of this comparison"):
-        compare_job(None, resume=run, rerun=["gas"], measure=False)
+        compare_job(None, resume=run, rerun=["gas"], measure=False, echo=said.append)
+    assert not any(x.startswith("compare: ") for x in said), said  # refused before the comparison's banner
     assert {json.loads(x)["key"]: x for x in jobs.read_text().splitlines()} == before
     lines: list[str] = []
     compare_job(None, resume=run, rerun=["random"], measure=False, echo=lines.append)

@@ -373,15 +373,30 @@ def training_items(cfg: CompareSettings, run_path: Path, name: str, model: dict[
 RESULT_FILES = ("compare.json", "compare.md", "pareto.png", "report.html")
 
 
+def check_rerun(names: Sequence[str], methods: Sequence[str], zoo: Sequence[str]) -> None:
+    """SegnasError naming what ``--rerun`` names that is no network of the comparison."""
+    unknown = [n for n in names if n not in methods and n not in zoo]
+    if unknown:
+        raise SegnasError(f"--rerun (rerun): {', '.join(unknown)}: not a network of this comparison (methods: "
+                          f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
+
+
+def chosen_zoo(cfg: CompareSettings, run_path: Path) -> list[str]:
+    """The zoo baselines of a comparison as far as known without measuring: as named, else the
+    selection it kept (none before it was made)."""
+    named = zoo_names(cfg)
+    if named is not None:
+        return named
+    kept = run_path / "zoo_selection.json"
+    return list(json.loads(kept.read_text())["selected"]) if kept.is_file() else []
+
+
 def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[str], echo: Echo) -> None:
     """Make this resume run again the jobs of ``names``: a method's search and its trainings, a zoo
     network's trainings. Their records leave ``jobs.jsonl`` (which is copied as it was, with their
     folders and the results written from them, to ``discarded/<stamp>/``: nothing is deleted). Not
     while the comparison runs."""
-    unknown = [n for n in names if n not in methods and n not in zoo]
-    if unknown:
-        raise SegnasError(f"--rerun (rerun): {', '.join(unknown)}: not a network of this comparison (methods: "
-                          f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
+    check_rerun(names, methods, zoo)
     ended, failed = read_store(run_path / JOBS_FILE)  # keys: search:<name>, train:<name>:seed<N>
     away = run_path / "discarded" / time.strftime("%Y%m%d-%H%M%S")
     keys = {k for k in [*ended, *failed] if k.split(":")[1] in names}
@@ -402,12 +417,10 @@ def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[
 def select_zoo(cfg: CompareSettings, run_path: Path, num_classes: int, echo: Echo) -> list[str]:
     """The zoo baselines: as named, else those measured within ``zoo_within`` times the target
     (one interleaved session, kept in ``zoo_selection.json``) and Fast-SCNN."""
-    named = zoo_names(cfg)
-    if named is not None:
-        return named
+    known = chosen_zoo(cfg, run_path)
+    if known or zoo_names(cfg) is not None:
+        return known
     path = run_path / "zoo_selection.json"
-    if path.is_file():
-        return json.loads(path.read_text())["selected"]
     target = cfg.latency.target
     echo(f"measuring the zoo ({', '.join(MODELS)}) to keep those within {cfg.zoo_within:g}x the target")
     models = {name: resolve_model(name, num_classes)[0] for name in MODELS}
@@ -816,6 +829,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     if cfg.train.cpu_minutes:
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")
+    if rerun:  # (before the run is opened and its banner said)
+        check_rerun(list(rerun), list(methods), chosen_zoo(cfg, Path(resume)))
     run = open_run(cfg, run)
     path = run.path
 
