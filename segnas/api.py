@@ -11,6 +11,7 @@ check of the command line runs before any work and raises ``SegnasError`` naming
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from segnas.config.io import build_config, load_config, merged, set_dotted, sett
 from segnas.config.recipes import load_recipe
 from segnas.engine.device import exact_fp32
 from segnas.engine.rng import kept_rng
-from segnas.engine.rundir import release_all
+from segnas.engine.rundir import held_runs, release_all
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
@@ -47,13 +48,13 @@ def leaves_the_process_as_it_was(job: F) -> F:
         echo = kwargs.get("echo")
         if echo is not None and not callable(echo):
             raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
-        threads = torch.get_num_threads()
+        threads, held = torch.get_num_threads(), held_runs()
         try:
             with kept_rng(), exact_fp32():
                 return job(*args, **kwargs)
         finally:
             torch.set_num_threads(threads)
-            release_all()
+            release_all(keep=held)  # (what it opened; a job it is called inside of keeps its own)
 
     return call  # type: ignore[return-value]
 
@@ -116,7 +117,7 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
 def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | None = None,
           config: str | Path | None = None, resume: str | Path | None = None, echo: Echo | None = None) -> TrainResult:
     """``segnas train``: trains a zoo network (``model.name``) or a found one (``model.arch``) and
-    returns its ``TrainResult`` (``run_dir``, ``best_miou``, ``history``, ...)."""
+    returns its ``TrainResult`` (``run_dir``, absolute; ``best_miou``, ``history``, ...)."""
     from segnas.config import TrainConfig
     from segnas.jobs import train_job
 
@@ -127,14 +128,17 @@ def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | Non
         if "model.name" in values and "model.arch" not in values:
             values["model.arch"] = None
     cfg = job_settings(TrainConfig, config, values, resume, recipe=recipe, source="settings", names=ARGUMENT_NAMES)
-    return train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
+    result = train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
+    return dataclasses.replace(result, run_dir=str(Path(result.run_dir).resolve())) \
+        if isinstance(result, TrainResult) else result
 
 
 @leaves_the_process_as_it_was
 def search(method: str | None = None, settings: Mapping[str, Any] | None = None, *,
            config: str | Path | None = None, resume: str | Path | None = None, echo: Echo | None = None) -> dict[str, Any]:
     """``segnas search METHOD``: searches, measures and trains the found network; returns the
-    content of the run's ``search_result.json`` plus ``run_dir``. The latency target is
+    content of the run's ``search_result.json`` (its paths relative to the run directory) plus
+    ``run_dir`` (absolute). The latency target is
     ``latency.target_ms``; the deployment size ``latency.size``, else ``data.crop_size``. With
     ``resume`` the method may be left out (the run names it)."""
     from segnas.jobs.search import check_method_of_file, run_method, search_job, settings_class
@@ -154,14 +158,15 @@ def search(method: str | None = None, settings: Mapping[str, Any] | None = None,
         check_method_of_file(config, method)
     cfg = job_settings(cls, config, values if resume else {"method": method, **values}, resume,
                        source="settings", names=ARGUMENT_NAMES)
-    return search_job(cfg, resume, echo=echo, changes=values if resume else None)
+    return absolute_run_dir(search_job(cfg, resume, echo=echo, changes=values if resume else None))
 
 
 @leaves_the_process_as_it_was
 def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | None = None,
             resume: str | Path | None = None, echo: Echo | None = None, **options: Any) -> dict[str, Any]:
     """``segnas compare``: every method's search, every network trained alike, one latency session;
-    returns the content of the run's ``compare.json`` plus ``run_dir`` (with ``measure=False``: where
+    returns the content of the run's ``compare.json`` (its paths relative to the run directory) plus
+    ``run_dir`` (absolute; with ``measure=False``: where
     it stopped, before the latency session). ``options`` are ``compare_job``'s (``device``,
     ``workers``, ``measure``, ``measure_now``, ``rerun``, ``any_machine``)."""
     from segnas.config.compare import CompareSettings
@@ -177,24 +182,45 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     execution = {k: v for k, v in options.items() if k in EXECUTION_SETTINGS and v is not None}
     with_sets(execution, {k: f"{k}={v!r}" for k, v in execution.items()}, values, given_as="settings")
     cfg = job_settings(CompareSettings, config, values, resume, source="settings", names=ARGUMENT_NAMES)
-    return compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options)
+    return absolute_run_dir(compare_job(cfg, resume, echo=echo, changes=values if resume else None, **options))
+
+
+def absolute_run_dir(summary: dict[str, Any]) -> dict[str, Any]:
+    """A job's summary with its ``run_dir`` absolute (it is returned to a caller that may change
+    folder); the paths inside it stay relative to the run directory, as in its files."""
+    if not isinstance(summary, dict) or "run_dir" not in summary:
+        return summary
+    return {**summary, "run_dir": str(Path(summary["run_dir"]).resolve())}
 
 
 #: ``compare``'s options that are also settings of the comparison (the option wins: the two must agree).
 EXECUTION_SETTINGS = ("device", "workers")
 
 
-def load(trained: str | Path, *, base_size: tuple[int, int] | str | None = CHECKPOINT, bf16: bool = False,
-         device: str = "cpu", raw: bool = False) -> Segmenter:
+def load(trained: str | Path | TrainResult, *, base_size: tuple[int, int] | str | None = CHECKPOINT,
+         bf16: bool = False, device: str = "cpu", raw: bool = False) -> Segmenter:
     """A trained network ready to segment images: ``load(x)(image)`` is the class-id mask at the
     image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
-    ``best.pt``) or a search's run directory (its found network's final training). ``raw``: the
-    raw weights of a checkpoint that also holds their EMA or SWA average (a ``last.pt``)."""
-    return Segmenter(trained, base_size, bf16, device, raw)
+    ``best.pt``; or what ``train`` returned) or a search's run directory (its found network's final
+    training). ``base_size``: the size images are resized to for the network (the checkpoint's
+    training size by default; None or "native": each image's own). ``bf16``: bf16 autocast where the
+    CPU has it natively. ``device``: cpu, cuda, cuda:N or auto. ``raw``: the raw weights of a
+    checkpoint that also holds their EMA or SWA average (a ``last.pt``)."""
+    return Segmenter(trained_source(trained), base_size, bf16, device, raw)
+
+
+def trained_source(trained: Any) -> str | Path:
+    """A trained network's checkpoint or run folder, given as a path or as what ``train`` returned."""
+    if isinstance(trained, TrainResult):
+        return trained.run_dir
+    if isinstance(trained, (str, Path)):
+        return trained
+    raise SegnasError(f"trained: expected a checkpoint, a run folder, what train() or load() returned, got "
+                      f"{type(trained).__name__}")
 
 
 @leaves_the_process_as_it_was
-def evaluate(trained: str | Path | Segmenter, data: str, root: str | Path | None = None, split: str = "val", *,
+def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str | Path | None = None, split: str = "val", *,
              options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
              label_size: bool = False, raw: bool = False, echo: Echo | None = None) -> SegMetrics:
     """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained
@@ -207,9 +233,10 @@ def evaluate(trained: str | Path | Segmenter, data: str, root: str | Path | None
     if isinstance(trained, Segmenter):
         base_size = ("native" if trained.size is None else trained.size) if base_size == CHECKPOINT else base_size
         trained, raw = trained.checkpoint, raw or trained.raw
-    elif not isinstance(trained, (str, Path)):
-        raise SegnasError(f"trained: expected a checkpoint, a run folder or what load() returns, got "
-                          f"{type(trained).__name__}")
+    trained = trained_source(trained)
+    if options is not None and not isinstance(options, Mapping):
+        raise SegnasError(f"options: expected a mapping of dataset options (data.options), got "
+                          f"{type(options).__name__}")
     return eval_job(trained, data, None if root is None else str(root), split, base_size,
                     options=dict(options or {}), raw=raw, echo=echo, progress=False, label_size=label_size)[0]
 

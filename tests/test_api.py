@@ -201,7 +201,7 @@ def test_the_pages_settings_on_your_data_are_valid(monkeypatch):
     assert [type(c).__name__ for c in calls[:1]] == ["TrainConfig"] and len(calls) == 4
     assert calls[0].data.crop_size == (360, 480) and calls[0].max_steps == 2700 and calls[0].optim.lr == 0.08
     assert calls[1].method == "gas" and calls[1].latency.target_ms == 25 and calls[1].final.steps == 2700
-    assert calls[2] == "r" and calls[3].train.steps == 1800 and calls[3].latency.target_ms == 15
+    assert calls[2] == str(Path("r").resolve()) and calls[3].train.steps == 1800 and calls[3].latency.target_ms == 15
 
 
 def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way_replaces_the_other(
@@ -236,9 +236,13 @@ def test_evaluate_scores_a_training_as_its_validation_did(trained):
     loaded = api.load(trained.run_dir, base_size="32x48")
     assert api.evaluate(loaded, "synthetic", options={"size": [48, 64], "length": 8}).miou == \
         api.evaluate(trained.run_dir, "synthetic", options={"size": [48, 64], "length": 8}, base_size="32x48").miou
-    with pytest.raises(SegnasError, match=r"^trained: expected a checkpoint, a run folder or what load\(\) returns, "
-                                          r"got int$"):
-        api.evaluate(3, "synthetic")
+    for call in (api.evaluate, api.load):  # what train() returned is taken; anything else is one line
+        with pytest.raises(SegnasError, match=r"^trained: expected a checkpoint, a run folder, what train\(\) or "
+                                              r"load\(\) returned, got int$"):
+            call(3, "synthetic") if call is api.evaluate else call(3)
+    assert api.load(trained).checkpoint == api.load(trained.run_dir).checkpoint
+    with pytest.raises(SegnasError, match=r"^options: expected a mapping of dataset options \(data.options\), got list"):
+        api.evaluate(trained, "synthetic", options=[1])
 
 
 def test_bench_and_export_take_a_size_as_text_as_the_command_line_does(trained, tmp_path):
@@ -411,3 +415,31 @@ def test_a_budget_within_the_warm_up_is_noted(tmp_path):
     said.clear()
     api.train({**TINY, "out_dir": str(tmp_path)}, echo=said.append)  # no warm-up
     assert not any("warm-up" in line for line in said)
+
+
+def test_a_call_closes_the_log_it_opened_and_leaves_the_runs_of_a_job_it_runs_inside_of(trained, tmp_path):
+    """After a call its run's log.txt is closed and its folder unlocked, also when it succeeded; a
+    call made inside a running job (from its echo, a thread, a notebook cell) leaves that job's run
+    folder locked and logging."""
+    import logging
+
+    from segnas.engine.rundir import RunDir, held_runs
+
+    done = api.train({**TINY, "max_steps": 1, "out_dir": str(tmp_path / "a")}, echo=None)
+    assert not logging.getLogger(f"segnas.run.{Path(done.run_dir).resolve()}").handlers
+    assert Path(done.run_dir).resolve() not in held_runs()
+    outer = RunDir.create(tmp_path / "outer", "job")  # a job under way in this process
+    api.evaluate(trained.run_dir, "synthetic")
+    assert outer.path.resolve() in held_runs()
+    outer.log("still logging")
+    assert "still logging" in (outer.path / "log.txt").read_text()
+    del outer
+    assert not held_runs()
+
+
+def test_the_run_dir_a_call_returns_holds_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = api.train({**TINY, "max_steps": 1, "out_dir": "relative"}, echo=None)
+    assert Path(result.run_dir).is_absolute() and Path(result.run_dir).parent == tmp_path / "relative"
+    monkeypatch.chdir("/")
+    assert api.load(result.run_dir).checkpoint.is_absolute()  # (a checkpoint of its folder, resumable from here)

@@ -61,6 +61,8 @@ def test_eval_takes_dataset_options(trained):
     # an option other than its training's is said (a split it defines may hold images it trained on)
     assert "note: data.options length=3, its training's 8: a split this option defines" in result.output
     assert "note: data.options size" not in result.output
+    same = run("eval", ckpt, "--data", "synthetic", "--data-option", "seed=0")  # its training's, by default
+    assert same.exit_code == 0 and "note: data.options" not in same.output, same.output
     bad = run("eval", ckpt, "--data", "synthetic", "--data-option", "length")
     assert bad.exit_code == 2 and "--data-option: expected key=value, got 'length'" in bad.output
     unknown = run("eval", ckpt, "--data", "camvid", "--data-root", ".", "--data-option", "nope=1")

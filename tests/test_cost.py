@@ -206,3 +206,22 @@ def test_a_backend_unknown_or_not_installed_is_refused_before_any_work(monkeypat
     with pytest.raises(SegnasError, match=r"--backend: openvino is not installed"):
         check_backend("openvino", "--backend")
     check_backend("onnxruntime")
+
+
+def test_the_activation_memory_probe_leaves_nothing_alive():
+    """The probe of a training's activation memory (run before every training) keeps no copy of the
+    network or its activations: a long-lived process (a notebook training in a loop) does not grow."""
+    import gc
+
+    from segnas.cost.memory import activation_bytes_per_pixel
+    from segnas.zoo import build_model
+
+    model = build_model("fast_scnn", 11, width=0.5)
+
+    def tensors() -> int:
+        gc.collect()
+        return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+    first = activation_bytes_per_pixel(model)
+    before = tensors()
+    assert [activation_bytes_per_pixel(model) for _ in range(3)] == [first] * 3 and tensors() == before

@@ -155,9 +155,20 @@ def test_cityscapes_errors(tmp_path):
     raises([lab, "200"], ds.validate)
 
     # empty split
-    (tmp_path / "leftImg8bit" / "test").mkdir()
-    (tmp_path / "gtFine" / "test").mkdir()
-    raises(["empty", "cityscapes[test]"], Cityscapes, tmp_path, "test")
+    (tmp_path / "leftImg8bit" / "extra").mkdir()
+    (tmp_path / "gtFine" / "extra").mkdir()
+    raises(["empty", "cityscapes[extra]"], Cityscapes, tmp_path, "extra")
+
+    # the public test split's labels are blank: refused, not scored as NaN
+    make_cityscapes(tmp_path, "test")
+    raises(["cityscapes: the test split's public labels are blank"], Cityscapes, tmp_path, "test")
+    # macOS's ._ files are not images; a train-ids map where the label-ids one belongs is named as such
+    save_rgb(tmp_path / "leftImg8bit" / "val" / "aachen" / "._aachen_000000_000019_leftImg8bit.png")
+    make_cityscapes(tmp_path, "val")
+    assert len(Cityscapes(tmp_path, "val")) == 3
+    label = tmp_path / "gtFine" / "val" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    label.rename(label.with_name("aachen_000000_000019_gtFine_labelTrainIds.png"))
+    raises(["label file not found", "(segnas reads the labelIds maps, not labelTrainIds)"], Cityscapes, tmp_path, "val")
 
 
 # --------------------------------------------------------------------------------- folder
@@ -474,3 +485,9 @@ def test_a_list_file_names_paths_with_spaces_quoted_or_tab_separated(tmp_path):
         (tmp_path / "bad.txt").write_text(bad + "\n")                            # quote, an empty path
         with pytest.raises(SegnasError, match=r"bad.txt:1: expected 'image_path label_path' \(a path with spaces: "):
             read_pair_list(tmp_path / "bad.txt", tmp_path)
+
+
+def test_a_dataset_option_it_does_not_take_is_named_with_those_it_takes():
+    with pytest.raises(SegnasError, match=r"^data.options: synthetic has no option 'sizes' \(its options: size, "
+                                          r"length, seed\)$"):
+        build_dataset("synthetic", None, "train", sizes=[48, 64])

@@ -59,19 +59,24 @@ def activation_bytes_per_pixel(model: nn.Module) -> float | None:
     own |= {t.untyped_storage().data_ptr() for t in [*probe.parameters(), *probe.buffers()]}
     for h, w in PROBE_SIZES:
         saved: dict[int, int] = {}
+        alive: list[torch.Tensor] = []  # (held until the pass ends: no storage is freed and reused meanwhile)
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor) -> None:
             storage = t.untyped_storage()
             if storage.data_ptr() not in own:
                 saved[storage.data_ptr()] = storage.nbytes()
-            return t
+            alive.append(t)
+            # (the graph keeps nothing: it would hold its own outputs, a cycle the garbage collector
+            # cannot see, and every probe's copy of the network with them)
 
         try:
             with torch.random.fork_rng(devices=[]), torch.enable_grad(), \
-                    torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    torch.autograd.graph.saved_tensors_hooks(pack, lambda nothing: nothing):
                 probe(torch.zeros(PROBE_BATCH, 3, h, w))
         except Exception:  # a network that needs a larger input: try the next size
             continue
+        finally:
+            alive.clear()
         return sum(saved.values()) / (PROBE_BATCH * h * w)
     return None
 

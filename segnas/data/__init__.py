@@ -4,6 +4,7 @@ mask int64 HW, 255 = ignore)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,16 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform: Tra
                   cache: bool = False, **options: Any) -> SegmentationDataset:
     """Instantiate dataset ``name`` for ``split`` (e.g. train/val) under ``root``."""
     cls = dataset_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        takes = [p for p in params if p not in ("self", "root", "split", "transform", "cache")]
+        unknown = sorted(set(options) - set(takes))
+        if unknown:
+            raise SegnasError(f"data.options: {name} has no option {unknown[0]!r} (its options: "
+                              f"{', '.join(takes) or 'none'})")
     try:
         return cls(root, split=split, transform=transform, cache=cache, **options)
-    except TypeError as exc:  # an option the dataset does not take
+    except TypeError as exc:  # an option of a value the dataset cannot take
         raise SegnasError(f"data.options: {name}: {exc}") from None
 
 

@@ -76,11 +76,15 @@ def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
         raise SegnasError(f"{label_dir}: label folder not found (expected gtFine/{split}/<city>/)")
     pairs = []
     for image in sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}")):
+        if image.name.startswith("."):  # (a hidden file: macOS's ._ copies among them)
+            continue
         city = image.parent.name
         name = image.name[: -len(IMAGE_SUFFIX)]
         label = label_dir / city / f"{name}{LABEL_SUFFIX}"
         if not label.is_file():
-            raise SegnasError(f"{label}: label file not found for image {image}")
+            train_ids = " (segnas reads the labelIds maps, not labelTrainIds)" \
+                if (label_dir / city / f"{name}_gtFine_labelTrainIds.png").is_file() else ""
+            raise SegnasError(f"{label}: label file not found for image {image}{train_ids}")
         pairs.append((image, label))
     return pairs
 
@@ -103,6 +107,9 @@ class Cityscapes(PairDataset):
             raise SegnasError(f"cityscapes: mode {mode!r} is not supported; choose one of {', '.join(MODES)}")
         if root is None:
             raise SegnasError("cityscapes: a data root is required (data.root; --data-root)")
+        if split == "test":
+            raise SegnasError("cityscapes: the test split's public labels are blank (every pixel ignored): nothing "
+                              "to score or learn; use train and val (or a split of your own labelled images)")
         root = Path(root)
         pairs = cityscapes_pairs(root, split)
         super().__init__(pairs, cityscapes_classes(), LabelMapper(cityscapes_mapping()),

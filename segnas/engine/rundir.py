@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,11 +29,27 @@ from segnas.utils import atomic_write_text, folder_to_write, json_safe, read_jso
 LOCK_FILE = ".lock"
 
 
-class _Held:
-    """An open, locked lock file: the lock lasts as long as this object (the RunDirs that share it)."""
+def _release(key: str, handle: Any) -> None:
+    """Unlock and close a run folder's lock file, and close its log."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    except (OSError, ValueError):  # (already closed)
+        pass
+    finally:
+        handle.close()
+    logger = logging.getLogger(f"segnas.run.{key}")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
 
-    def __init__(self, handle: Any) -> None:
+
+class _Held:
+    """An open, locked lock file: the lock (and the folder's log) lasts as long as this object (the
+    RunDirs that share it), or until ``release`` is called."""
+
+    def __init__(self, key: str, handle: Any) -> None:
         self.handle = handle
+        self.release = weakref.finalize(self, _release, key, handle)
 
 
 #: The run directories this process holds, while any of its RunDirs of them lives.
@@ -46,19 +62,16 @@ def held_runs() -> list[Path]:
     return [Path(key) for key in _HELD]
 
 
-def release_all() -> None:
-    """Unlock every run folder this process holds and close their logs: the end of a job called from
-    Python, whose RunDirs an exception's traceback (kept by a REPL or a notebook) may keep alive."""
+def release_all(keep: Collection[Path] = ()) -> None:
+    """Unlock every run folder this process holds but those of ``keep`` (``held_runs()`` before a
+    call: a job called from Python releases what it opened, not a job it runs inside of), and close
+    their logs: the end of a job, whose RunDirs an exception's traceback (kept by a REPL or a
+    notebook) may keep alive."""
+    kept = {str(p) for p in keep}
     for key, held in list(_HELD.items()):
-        try:
-            fcntl.flock(held.handle, fcntl.LOCK_UN)
-        finally:
-            held.handle.close()
-        _HELD.pop(key, None)
-        logger = logging.getLogger(f"segnas.run.{key}")
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
+        if key not in kept:
+            held.release()
+            _HELD.pop(key, None)
 
 
 def best_checkpoint(run_path: str | Path) -> Path:
@@ -141,7 +154,7 @@ class RunDir:
                 handle.close()
                 raise SegnasError(f"{self.path}: another process is running this job now; let it end (or stop "
                                   "it) before continuing it") from None
-            held = _HELD[key] = _Held(handle)
+            held = _HELD[key] = _Held(key, handle)
         self._held = held
 
     @staticmethod

@@ -121,6 +121,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
     ``size``: (H, W) or "HxW"; None: each network's own (a checkpoint's ``data.base_size``, a static
     ONNX file's input), else DEFAULT_EXPORT_SIZE. An ONNX file runs on onnxruntime alone: its pairs
     with other backends are left out, said through ``echo`` (with the other notes)."""
+    sources, backends = [sources] if isinstance(sources, str) else sources, \
+        [backends] if isinstance(backends, str) else backends  # (one given as a string, from Python)
     size = parse_size(size, "--size") if size is not None else None
     if num_classes is not None and num_classes < 1:
         raise SegnasError(f"--classes: must be >= 1, got {num_classes}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segnas.config.train import options_data
-from segnas.data import build_dataset, eval_transforms, validate_split
+from segnas.data import build_dataset, dataset_class, eval_transforms, validate_split
 from segnas.cost.memory import check_inference_size
 from segnas.data.base import (IGNORE_INDEX, IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb,
                                list_images, read_image)
@@ -100,10 +101,13 @@ def with_training_options(data: str, options: dict[str, Any] | None, state: dict
     same = trained.get("name") == data
     own = dict(trained.get("options") or {}) if same else {}
     given = dict(options or {})
-    for key, value in given.items():
-        if same and own.get(key) != value and echo is not None:
-            echo(f"note: data.options {key}={value!r}, its training's {own.get(key, 'not set')!r}: a split this "
-                 "option defines (e.g. CamVid's holdout street) may hold images the network trained on")
+    if same and echo is not None:
+        defaults = {name: p.default for name, p in inspect.signature(dataset_class(data).__init__).parameters.items()
+                    if p.default is not p.empty}
+        for key, value in given.items():
+            if own.get(key, defaults.get(key)) != value:
+                echo(f"note: data.options {key}={value!r}, its training's {own.get(key, defaults.get(key))!r}: a "
+                     "split this option defines (e.g. CamVid's holdout street) may hold images the network trained on")
     return {**own, **given}
 
 
@@ -158,7 +162,7 @@ class Segmenter:
         with exact_fp32():
             where = resolve_device(device)
         #: The checkpoint file the network came from, and whether its raw weights were taken.
-        self.checkpoint, self.raw = trained_checkpoint(checkpoint), raw
+        self.checkpoint, self.raw = trained_checkpoint(checkpoint).resolve(), raw
         self.model, self.classes, state, self.weights = load_trained(checkpoint, raw)
         self.model.to(where)
         self.size, self.size_from = checkpoint_base_size(state, base_size)
