@@ -220,7 +220,8 @@ def trained_source(trained: Any) -> str | Path:
 
 
 @leaves_the_process_as_it_was
-def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str | Path | None = None, split: str = "val", *,
+def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str | Path | None = None,
+             split: str = "val", *,
              options: Mapping[str, Any] | None = None, base_size: tuple[int, int] | str | None = CHECKPOINT,
              label_size: bool = False, raw: bool = False, echo: Echo | None = None) -> SegMetrics:
     """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained

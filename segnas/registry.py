@@ -48,7 +48,8 @@ def load_plugins() -> None:
                                                             ep.load))
     for module in (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",")):
         if module:
-            sources.setdefault(module, (f"{module} ({PLUGIN_ENV})", lambda module=module: importlib.import_module(module)))
+            sources.setdefault(module, (f"{module} ({PLUGIN_ENV})",
+                                        lambda module=module: importlib.import_module(module)))
     for module, (where, load) in sources.items():
         try:
             load()

@@ -241,7 +241,8 @@ def test_evaluate_scores_a_training_as_its_validation_did(trained):
                                               r"load\(\) returned, got int$"):
             call(3, "synthetic") if call is api.evaluate else call(3)
     assert api.load(trained).checkpoint == api.load(trained.run_dir).checkpoint
-    with pytest.raises(SegnasError, match=r"^options: expected a mapping of dataset options \(data.options\), got list"):
+    with pytest.raises(SegnasError, match=r"^options: expected a mapping of dataset options \(data.options\), "
+                                          r"got list"):
         api.evaluate(trained, "synthetic", options=[1])
 
 

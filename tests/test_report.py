@@ -407,12 +407,14 @@ def test_the_comparison_verdict_in_the_corner_cases():
 
     failed = [row("a", "method", None, None), row("z", "zoo", None, None)]
     text, met = compare_verdict({"target_ms": 10, "rows": failed})  # nothing trained yet: not "too slow"
-    assert not met and text == "No network was both trained and measured: nothing to compare. Why: a, z: not trained yet."
+    assert not met and text == ("No network was both trained and measured: nothing to compare. Why: a, z: not "
+                                "trained yet.")
     refused = "failed: target 1 ms: even the fastest candidate is predicted at 3 ms\n(details)"
     failed = [{**row(n, "method", None, None), "status": refused} for n in ("a", "b")] + \
         [{**row("z", "zoo", 0.5, None), "status": "ok"}]
     text, _ = compare_verdict({"target_ms": 10, "rows": failed})  # why, once per reason, on one line
-    assert text.endswith("Why: a, b: target 1 ms: even the fastest candidate is predicted at 3 ms; z: not measured yet.")
+    assert text.endswith("Why: a, b: target 1 ms: even the fastest candidate is predicted at 3 ms; z: not measured "
+                         "yet.")
     text, _ = compare_verdict({"target_ms": 10, "rows": [row("a", "method", 0.6, 20), row("z", "zoo", 0.5, 6)]})
     assert text.endswith("No searched network runs within it; the most accurate, a (method): val mIoU 60.00% at "
                          "20.00 ms (+100.0%).")

@@ -235,7 +235,8 @@ class CorrectionCache:
                 self.entries = {k: LatencyCorrection.from_dict(v) for k, v in data["entries"].items()}
                 self.measured = {k: dict(v) for k, v in data.get("measured", {}).items()}
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                warnings.warn(f"{self.path}: latency corrections unusable ({exc}); they will be refitted", SegnasWarning, stacklevel=2)
+                warnings.warn(f"{self.path}: latency corrections unusable ({exc}); they will be refitted",
+                              SegnasWarning, stacklevel=2)
                 self.entries, self.measured = {}, {}
 
     def get(self, key: str) -> LatencyCorrection | None:

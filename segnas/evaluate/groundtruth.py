@@ -35,7 +35,8 @@ def sample_archs(space: str | SearchSpace, n: int, seed: int = 0, max_tries: int
     raise SegnasError(f"sample_archs: only {len(out)} distinct architectures in {max_tries} draws (asked for {n})")
 
 
-def run_groundtruth(space: str | SearchSpace, archs: Sequence[Architecture | dict[str, Any]], settings: dict[str, Any], *, results_path: str | Path | None,
+def run_groundtruth(space: str | SearchSpace, archs: Sequence[Architecture | dict[str, Any]], settings: dict[str, Any],
+                    *, results_path: str | Path | None,
                     executor: str = "inline", workers: int = 1, progress: bool = False,
                     threads_per_worker: int | None = 1, ray_address: str | None = None,
                     resources: TaskResources | None = None) -> list[dict[str, Any]]:

@@ -52,7 +52,8 @@ GROUNDTRUTH_RECIPE: dict[str, Any] = {**{k: v for k, v in load_recipe("cpu-short
 _NOT_IN_KEY = ("out_dir", "device", "record_latency")
 
 
-def make_item(space: str | SearchSpace, arch: Architecture | dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+def make_item(space: str | SearchSpace, arch: Architecture | dict[str, Any],
+              settings: dict[str, Any]) -> dict[str, Any]:
     """The evaluator's input for one architecture (JSON-serializable)."""
     space = resolve_space(space)
     data = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)

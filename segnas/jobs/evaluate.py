@@ -41,7 +41,8 @@ def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> 
     saved = ((state.get("config") or {}).get("data") or {}).get("base_size")
     if saved:
         return ((int(saved[0]), int(saved[1])),
-                "the checkpoint's data.base_size; --base-size native, or base_size='native', keeps each image's own size")
+                "the checkpoint's data.base_size; --base-size native, or base_size='native', keeps each image's own "
+                "size")
     return None, "native size: the checkpoint has no data.base_size"
 
 

@@ -40,7 +40,8 @@ class LatencyBreakdown:
         return sorted(((i, k, ms) for i, (k, ms) in enumerate(zip(self.keys, self.op_ms))), key=lambda r: -r[2])
 
 
-def latency_breakdown(model: LatencyModel, space: str | SearchSpace, arch: Architecture | dict[str, Any], num_classes: int,
+def latency_breakdown(model: LatencyModel, space: str | SearchSpace, arch: Architecture | dict[str, Any],
+                      num_classes: int,
                       progress: bool = False) -> LatencyBreakdown:
     """The breakdown of ``arch`` of ``space`` with a ``num_classes`` head at the model's size; table
     entries missing on this machine are measured (and cached) first, with a progress bar."""

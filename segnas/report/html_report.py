@@ -147,8 +147,10 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
             ("parameters", _millions(params)),
             ("dataset", f"{data.get('name')}{f' ({options})' if options else ''} "
                         f"({data.get('val_split', 'val')} split scored {scored_at})"),
-            ("epochs / steps", f"{last.get('epoch', '-')} / {last.get('step', '-')}" if last else "no epoch finished yet"),
-            ("budget", " or ".join(p for p in planned if p) + " (whichever ends first)" * (sum(map(bool, planned)) > 1))]
+            ("epochs / steps", f"{last.get('epoch', '-')} / {last.get('step', '-')}" if last
+             else "no epoch finished yet"),
+            ("budget", " or ".join(p for p in planned if p)
+             + " (whichever ends first)" * (sum(map(bool, planned)) > 1))]
     if not training_ended(run.config, last):
         doc.note(f"The training has not ended ({last.get('step', 0)} steps of its budget done): it was stopped (its "
                  "log.txt says why when it failed), or is still running; `segnas train --resume` continues it.")

@@ -143,7 +143,8 @@ class DDRNet(SegmentationNet):
     def __init__(self, num_classes: int, variant: str = "23_slim", aux: bool = True) -> None:
         super().__init__(num_classes)
         if variant not in DDRNET_VARIANTS:
-            raise SegnasError(f"model.options: variant: DDRNet has {', '.join(sorted(DDRNET_VARIANTS))}, got {variant!r}")
+            raise SegnasError(f"model.options: variant: DDRNet has {', '.join(sorted(DDRNET_VARIANTS))}, "
+                              f"got {variant!r}")
         p, head = DDRNET_VARIANTS[variant]
         high = 2 * p  # channels of the high-resolution branch
         self.stem = nn.Sequential(ConvBNReLU(3, p, 3, 2), ConvBNReLU(p, p, 3, 2))

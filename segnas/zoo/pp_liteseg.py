@@ -113,7 +113,8 @@ class PPLiteSeg(SegmentationNet):
     def __init__(self, num_classes: int, variant: str = "t", aux: bool = True) -> None:
         super().__init__(num_classes)
         if variant not in PPLITESEG_VARIANTS:
-            raise SegnasError(f"model.options: variant: PP-LiteSeg has {', '.join(sorted(PPLITESEG_VARIANTS))}, got {variant!r}")
+            raise SegnasError(f"model.options: variant: PP-LiteSeg has {', '.join(sorted(PPLITESEG_VARIANTS))}, "
+                              f"got {variant!r}")
         backbone, widths, head_widths = PPLITESEG_VARIANTS[variant]
         self.backbone = STDCNet(backbone, count_include_pad=False)  # Paddle's AvgPool2D is exclusive
         c8, c16, c32 = STDCNet.channels[2:]

@@ -310,7 +310,8 @@ class TrainingFreeResult:
                 "history": self.history}
 
 
-def training_free_search(space: str | SearchSpace, proxy: Any, latency_fn: Callable[[Architecture], float], target_ms: float, *,
+def training_free_search(space: str | SearchSpace, proxy: Any, latency_fn: Callable[[Architecture], float],
+                         target_ms: float, *,
                          candidates: int = 1000, population: int = 50, sample_size: int = 10, seed: int = 0,
                          time_limit_s: float | None = None, batches: Sequence[Batch] | None = None,
                          num_classes: int | None = None,
