@@ -37,14 +37,23 @@ from segnas.progress import Echo, Progress, progress_bar
 
 @dataclass
 class TrainResult:
+    """What a training returns (``segnas.api.train``), read from its run directory's files."""
+
+    #: The run directory (absolute from ``segnas.api.train``).
     run_dir: str
+    #: The best validation mIoU (a fraction) and the epoch it was reached at (``best.pt``'s weights).
     best_miou: float
     best_epoch: int
+    #: The last metrics record with a validation score (else the last record): ``epoch``, ``step``,
+    #: ``loss``, ``val_miou``, ``val_iou`` (per class), ``val_pixel_acc``, ...
     final: dict[str, Any]
+    #: Epochs trained, and training time in seconds on the training's ``budget_clock``.
     epochs_done: int
     train_seconds: float
+    #: Every metrics record (``metrics.jsonl``), one per epoch.
     history: list[dict[str, Any]] = field(default_factory=list)
-    bf16: bool = False  # whether bf16 autocast was used (False where the CPU lacks native bf16)
+    #: Whether bf16 autocast was used (False where the CPU lacks native bf16).
+    bf16: bool = False
     #: What ``model.init`` loaded before training (weights file, tensors loaded / of the network), or None.
     init: dict[str, Any] | None = None
 
