@@ -24,7 +24,7 @@ from segnas.config.io import build_config, load_config, merged, set_dotted, sett
 from segnas.config.recipes import load_recipe
 from segnas.engine.device import exact_fp32
 from segnas.engine.rng import kept_rng
-from segnas.engine.rundir import held_runs, release_all
+from segnas.engine.rundir import releasing_what_it_opens
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
@@ -48,13 +48,12 @@ def leaves_the_process_as_it_was(job: F) -> F:
         echo = kwargs.get("echo")
         if echo is not None and not callable(echo):
             raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
-        threads, held = torch.get_num_threads(), held_runs()
+        threads = torch.get_num_threads()
         try:
-            with kept_rng(), exact_fp32():
+            with releasing_what_it_opens(), kept_rng(), exact_fp32():
                 return job(*args, **kwargs)
         finally:
             torch.set_num_threads(threads)
-            release_all(keep=held)  # (what it opened; a job it is called inside of keeps its own)
 
     return call  # type: ignore[return-value]
 
@@ -228,7 +227,7 @@ def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str
     network (as ``load`` takes it, or what ``load`` returned: its checkpoint at its size, with its
     weights, on the CPU)
     on split ``split`` of dataset ``data`` (camvid, cityscapes, folder, synthetic) under ``root``;
-    ``options`` as ``data.options``."""
+    ``options`` as ``data.options``, over those of its training on the same dataset."""
     from segnas.jobs.evaluate import eval_job
 
     if isinstance(trained, Segmenter):

@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import sys
 import warnings
 from typing import Callable, Generic, TypeVar
 
@@ -28,16 +29,16 @@ PLUGIN_ENV = "SEGNAS_PLUGINS"
 #: Plugins imported (or tried) in this process, each with what went wrong (None: loaded).
 PLUGINS: dict[str, str | None] = {}
 _plugins_loaded = False
-#: Every registry, so that a plugin that fails half-way leaves none of its classes registered.
+#: Every registry, so that a plugin that fails half-way leaves none of the classes it registered.
 _REGISTRIES: list["Registry"] = []
-#: Set for the processes a command starts (its workers) once it has warned of a failed plugin.
+#: ``PID:plugins`` of a process that has warned of a failed plugin, for the workers it starts.
 _WARNED_ENV = "SEGNAS_PLUGINS_WARNED"
 
 
 def load_plugins() -> None:
     """Import every plugin once (the installed entry points, then ``SEGNAS_PLUGINS``; a module named
-    by both, once); one that fails is left out, none of the classes of its module registered, with
-    one warning naming it and why (in the command's process, not again in its workers)."""
+    by both, once); one that fails is left out, none of the classes its import registered kept, with
+    one warning naming it and why (in the command's process, not again in the workers it starts)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -50,19 +51,23 @@ def load_plugins() -> None:
         if module:
             sources.setdefault(module, (f"{module} ({PLUGIN_ENV})",
                                         lambda module=module: importlib.import_module(module)))
-    for module, (where, load) in sources.items():
+    warned_by_parent = os.environ.get(_WARNED_ENV) == f"{os.getppid()}:{os.environ.get(PLUGIN_ENV, '')}"
+    for where, load in sources.values():
+        before = {id(cls) for registry in _REGISTRIES for cls in registry.classes.values()}
         try:
             load()
             PLUGINS[where] = None
         except Exception as exc:  # (a plugin's own error of any kind: it must not stop segnas)
-            for registry in _REGISTRIES:  # its module's classes registered before the failure
-                registry.classes = {name: cls for name, cls in registry.classes.items()
-                                    if not (cls.__module__ == module or cls.__module__.startswith(f"{module}."))}
+            for registry in _REGISTRIES:  # what its import registered before the failure (segnas's own aside),
+                for name, cls in list(registry.classes.items()):  # its modules imported anew by a later plugin
+                    if id(cls) not in before and not cls.__module__.startswith("segnas."):
+                        del registry.classes[name]
+                        sys.modules.pop(cls.__module__, None)
             PLUGINS[where] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-            if not os.environ.get(_WARNED_ENV):
+            if not warned_by_parent:
                 warnings.warn(SegnasWarning(f"segnas plugin {where} not loaded: {PLUGINS[where]}"), stacklevel=2)
-    if any(PLUGINS.values()):
-        os.environ[_WARNED_ENV] = "1"
+    if any(PLUGINS.values()):  # (the workers this process starts, with the same plugins, need not say it again)
+        os.environ[_WARNED_ENV] = f"{os.getpid()}:{os.environ.get(PLUGIN_ENV, '')}"
 
 
 def plugin_hint() -> str:

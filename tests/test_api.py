@@ -444,3 +444,32 @@ def test_the_run_dir_a_call_returns_holds_from_any_folder(tmp_path, monkeypatch)
     assert Path(result.run_dir).is_absolute() and Path(result.run_dir).parent == tmp_path / "relative"
     monkeypatch.chdir("/")
     assert api.load(result.run_dir).checkpoint.is_absolute()  # (a checkpoint of its folder, resumable from here)
+
+
+def test_a_call_leaves_the_run_another_thread_opened_while_it_ran(trained, tmp_path):
+    import threading
+
+    from segnas.engine.rundir import RunDir, held_runs, releasing_what_it_opens
+
+    go, opened, finish = threading.Event(), threading.Event(), threading.Event()
+
+    def job_in_a_thread() -> None:  # (a training a notebook starts in the background meanwhile)
+        go.wait(60)
+        with releasing_what_it_opens():
+            run = RunDir.create(tmp_path / "background", "job")
+            opened.set()
+            finish.wait(60)
+            run.log("still mine")
+
+    def echo(line: str) -> None:  # the other thread opens its run while this call runs
+        go.set()
+        opened.wait(60)
+
+    thread = threading.Thread(target=job_in_a_thread)
+    thread.start()
+    api.evaluate(trained.run_dir, "synthetic", echo=echo)
+    assert [p.parent for p in held_runs()] == [(tmp_path / "background").resolve()]
+    finish.set()
+    thread.join(60)
+    assert not held_runs()
+    assert "still mine" in next((tmp_path / "background").iterdir()).joinpath("log.txt").read_text()

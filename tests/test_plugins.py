@@ -207,3 +207,15 @@ def test_a_plugins_space_is_checked_and_a_bad_one_leaves_the_built_in_spaces(tmp
     assert {"cells", "encdec", "joint", "mobile", "multires"} <= set(spaces), result.stderr
     assert ("tinyspace" in spaces) == (message is None)
     assert message is None or re.search(message, result.stderr), result.stderr
+
+
+def test_a_failing_plugin_leaves_out_what_it_registered_and_a_good_plugin_it_imported_loads_on_its_own(tmp_path):
+    (tmp_path / "plugin_b.py").write_text(SPACE_PLUGIN)  # a good plugin: registers 'tinyspace'
+    (tmp_path / "plugin_a.py").write_text("import plugin_b\nraise RuntimeError('a broken plugin')\n")
+    code = "from segnas.spaces import list_spaces; print(','.join(list_spaces()))"
+    for order, kept in (("plugin_a", False), ("plugin_a,plugin_b", True)):
+        env = {**os.environ, "SEGNAS_PLUGINS": order, "PYTHONPATH": str(tmp_path)}
+        env.pop("SEGNAS_PLUGINS_WARNED", None)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert ("tinyspace" in result.stdout.strip().split(",")) == kept and "mobile" in result.stdout, result.stderr
+        assert "plugin_a (SEGNAS_PLUGINS) not loaded: RuntimeError: a broken plugin" in result.stderr

@@ -246,7 +246,8 @@ def eval_cmd(
                                     "are) rather than labels resized to the evaluation size (as training scores)."),
     batch_size: int = typer.Option(4, help="Evaluation batch size."),
     data_option: list[str] = typer.Option([], "--data-option", help="A dataset option as key=value (repeatable), "
-                                           "e.g. holdout=0006R0 for CamVid's held-out street."),
+                                           "e.g. holdout=0006R0 for CamVid's held-out street; over those of "
+                                           "its training on the same dataset."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
 ) -> None:

@@ -9,13 +9,15 @@ log and the metrics (``segnas.engine.distributed``).
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import json
 import logging
 import math
 import time
 import weakref
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +56,8 @@ class _Held:
 
 #: The run directories this process holds, while any of its RunDirs of them lives.
 _HELD: "weakref.WeakValueDictionary[str, _Held]" = weakref.WeakValueDictionary()
+#: The run directories opened within the current ``releasing_what_it_opens`` (per thread and call).
+_OPENED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("segnas_opened_runs", default=None)
 
 
 def held_runs() -> list[Path]:
@@ -62,16 +66,31 @@ def held_runs() -> list[Path]:
     return [Path(key) for key in _HELD]
 
 
-def release_all(keep: Collection[Path] = ()) -> None:
-    """Unlock every run folder this process holds but those of ``keep`` (``held_runs()`` before a
-    call: a job called from Python releases what it opened, not a job it runs inside of), and close
-    their logs: the end of a job, whose RunDirs an exception's traceback (kept by a REPL or a
-    notebook) may keep alive."""
-    kept = {str(p) for p in keep}
-    for key, held in list(_HELD.items()):
-        if key not in kept:
+def release(keys: Iterable[str]) -> None:
+    """Unlock the run folders ``keys`` (resolved paths) and close their logs, whatever RunDirs (kept
+    alive by an exception's traceback in a REPL or a notebook) still refer to them."""
+    for key in keys:
+        held = _HELD.pop(key, None)
+        if held is not None:
             held.release()
-            _HELD.pop(key, None)
+
+
+def release_all() -> None:
+    """Unlock every run folder this process holds and close their logs."""
+    release(list(_HELD))
+
+
+@contextmanager
+def releasing_what_it_opens() -> Iterator[None]:
+    """Release, when the block ends, the run folders opened inside it (in this thread; not those of
+    a job it runs inside of, nor those another thread opens meanwhile): a job called from Python."""
+    token = _OPENED.set([])
+    try:
+        yield
+    finally:
+        opened = _OPENED.get() or []
+        _OPENED.reset(token)
+        release(opened)
 
 
 def best_checkpoint(run_path: str | Path) -> Path:
@@ -128,13 +147,13 @@ class RunDir:
         self.logger = logging.getLogger(f"segnas.run.{self.path.resolve()}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
-        if not self.logger.handlers:
+        if not self.main:  # only rank 0 logs; it may be writing: its temporary files are not stale
+            return
+        self._hold()  # before anything is removed: another process's temporary files are not stale
+        if not self.logger.handlers:  # (after the hold: a released one's handler is gone by now)
             handler = logging.FileHandler(self.path / "log.txt")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.logger.addHandler(handler)
-        if not self.main:  # rank 0 may be writing: its temporary files are not stale
-            return
-        self._hold()  # before anything is removed: another process's temporary files are not stale
         stale = remove_stale_temps(self.path) + remove_stale_temps(self.path / "checkpoints")
         if stale:
             self.log(f"removed {len(stale)} temporary file(s) of interrupted writes: "
@@ -155,6 +174,9 @@ class RunDir:
                 raise SegnasError(f"{self.path}: another process is running this job now; let it end (or stop "
                                   "it) before continuing it") from None
             held = _HELD[key] = _Held(key, handle)
+            opened = _OPENED.get()
+            if opened is not None:
+                opened.append(key)
         self._held = held
 
     @staticmethod

@@ -175,13 +175,14 @@ def zoo_names(cfg: CompareSettings) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def test_split(cfg: CompareSettings, echo: Echo) -> str | None:
+def test_split(cfg: CompareSettings, echo: Echo, new: bool = True) -> str | None:
     """The test split scored, when the dataset has one: without the default one the column is left
-    out (said once); a split named otherwise that the dataset lacks is refused before any work."""
+    out (said once); a split named otherwise that the dataset lacks is refused before a ``new``
+    comparison starts (a resumed one leaves the column out, as it always did)."""
     if cfg.test_split is None:
         return None
     if not has_split(cfg.data, cfg.test_split):
-        if cfg.test_split == CompareSettings.model_fields["test_split"].default:
+        if cfg.test_split == CompareSettings.model_fields["test_split"].default or not new:
             echo(f"data: {cfg.data.name} has no {cfg.test_split!r} split; the test mIoU column is left out")
             return None
         try:  # the dataset's own reason, where it has one (CamVid's holdout split needs its option)
@@ -378,7 +379,7 @@ def check_rerun(names: Sequence[str], methods: Sequence[str], zoo: Sequence[str]
     unknown = [n for n in names if n not in methods and n not in zoo]
     if unknown:
         raise SegnasError(f"--rerun (rerun): {', '.join(unknown)}: not a network of this comparison (methods: "
-                          f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none'})")
+                          f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none (or not selected yet)'})")
 
 
 def chosen_zoo(cfg: CompareSettings, run_path: Path) -> list[str]:
@@ -812,7 +813,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     validate_dataset(cfg.data, cfg.progress, echo)
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
     checked = {m: search_settings(cfg, m, own, Path(cfg.out_dir), new=resume is None) for m, own in methods.items()}
-    test = test_split(cfg, echo)
+    test = test_split(cfg, echo, new=resume is None)
     num_classes = dataset_classes(cfg.data).num_classes
     if resolve_device(cfg.device).type == "cuda" and cfg.train.cpu_minutes:
         raise SegnasError(f"train.cpu_minutes: a CPU-time budget does not measure training on a GPU (device "
@@ -856,8 +857,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell)
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
-        echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in {r['search_cpu_seconds']:.3g} "
-                         f"CPU-s" if r["status"] == "ok" else r["status"]))
+        echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in "
+                         f"{r['search_cpu_seconds']:.{'3g' if r['search_cpu_seconds'] < 100 else '0f'}} CPU-s" if r["status"] == "ok" else r["status"]))
     method_items = [it for m, r in found.items() if r["status"] == "ok"
                     for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
     trainings = {it["key"]: it for it in (method_items if beside else method_items + zoo_items)}

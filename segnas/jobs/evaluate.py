@@ -104,9 +104,11 @@ def with_training_options(data: str, options: dict[str, Any] | None, state: dict
     given = dict(options or {})
     if same and echo is not None:
         defaults = {name: p.default for name, p in inspect.signature(dataset_class(data).__init__).parameters.items()
-                    if p.default is not p.empty}
+                    if p.default is not p.empty and name not in ("split", "transform", "cache")}
+        if own:
+            echo(f"data.options of its training: {', '.join(f'{k}={v!r}' for k, v in own.items())}")
         for key, value in given.items():
-            if own.get(key, defaults.get(key)) != value:
+            if (key in own or key in defaults) and own.get(key, defaults.get(key)) != value:
                 echo(f"note: data.options {key}={value!r}, its training's {own.get(key, defaults.get(key))!r}: a "
                      "split this option defines (e.g. CamVid's holdout street) may hold images the network trained on")
     return {**own, **given}

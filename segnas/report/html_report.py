@@ -153,7 +153,8 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
              + " (whichever ends first)" * (sum(map(bool, planned)) > 1))]
     if not training_ended(run.config, last):
         doc.note(f"The training has not ended ({last.get('step', 0)} steps of its budget done): it was stopped (its "
-                 "log.txt says why when it failed), or is still running; `segnas train --resume` continues it.")
+                 "log.txt says why when it failed), or is still running; the command that started it continues it "
+                 "with --resume.")
     # the evaluation best.pt was saved at (the first of equals, as the trainer keeps it)
     best = max(evals, key=lambda r: r["val_miou"]) if evals else {}
     if evals:
