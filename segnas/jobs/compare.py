@@ -857,8 +857,12 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell)
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
-        echo(f"{m}: " + (f"found a network predicted at {r['predicted_ms']:.2f} ms in "
-                         f"{r['search_cpu_seconds']:.{'3g' if r['search_cpu_seconds'] < 100 else '0f'}} CPU-s" if r["status"] == "ok" else r["status"]))
+        if r["status"] != "ok":
+            echo(f"{m}: {r['status']}")
+            continue
+        cpu = r["search_cpu_seconds"]
+        echo(f"{m}: found a network predicted at {r['predicted_ms']:.2f} ms in {cpu:.{'3g' if cpu < 100 else '0f'}} "
+             "CPU-s")
     method_items = [it for m, r in found.items() if r["status"] == "ok"
                     for it in training_items(cfg, path, m, {"name": None, "arch": str(path / r["arch_file"])}, test)]
     trainings = {it["key"]: it for it in (method_items if beside else method_items + zoo_items)}
