@@ -128,8 +128,7 @@ def train(settings: Mapping[str, Any] | None = None, *, recipe: str | Path | Non
             values["model.arch"] = None
     cfg = job_settings(TrainConfig, config, values, resume, recipe=recipe, source="settings", names=ARGUMENT_NAMES)
     result = train_job(cfg, resume=resume, echo=echo, changes=values if resume else None)
-    return dataclasses.replace(result, run_dir=str(Path(result.run_dir).resolve())) \
-        if isinstance(result, TrainResult) else result
+    return dataclasses.replace(result, run_dir=str(Path(result.run_dir).resolve()))
 
 
 @leaves_the_process_as_it_was
@@ -187,8 +186,6 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
 def absolute_run_dir(summary: dict[str, Any]) -> dict[str, Any]:
     """A job's summary with its ``run_dir`` absolute (it is returned to a caller that may change
     folder); the paths inside it stay relative to the run directory, as in its files."""
-    if not isinstance(summary, dict) or "run_dir" not in summary:
-        return summary
     return {**summary, "run_dir": str(Path(summary["run_dir"]).resolve())}
 
 
@@ -225,9 +222,9 @@ def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str
              label_size: bool = False, raw: bool = False, echo: Echo | None = None) -> SegMetrics:
     """``segnas eval``: per-class IoU, mIoU, pixel and mean accuracy (``SegMetrics``) of a trained
     network (as ``load`` takes it, or what ``load`` returned: its checkpoint at its size, with its
-    weights, on the CPU)
-    on split ``split`` of dataset ``data`` (camvid, cityscapes, folder, synthetic) under ``root``;
-    ``options`` as ``data.options``, over those of its training on the same dataset."""
+    weights, on the CPU) on split ``split`` of dataset ``data`` (camvid, cityscapes, folder,
+    synthetic) under ``root``; ``options`` as ``data.options``, over those of its training on the
+    same dataset."""
     from segnas.jobs.evaluate import eval_job
 
     if isinstance(trained, Segmenter):

@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import re
 import sys
 import warnings
 from typing import Callable, Generic, TypeVar
@@ -82,6 +83,9 @@ def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+#: What a registered name is made of (it names folders, settings sections and commands).
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+
 #: The kinds of attribute whose overrides must keep their kind and call signature.
 _KINDS = {classmethod: "class method", staticmethod: "static method", property: "property"}
 
@@ -135,12 +139,16 @@ class Registry(Generic[C]):
     def register(self, name: str) -> Callable[[C], C]:
         """Class decorator: make a subclass of ``base`` available as ``name`` (sets ``cls.name``).
         A class that is abstract, overrides a method of ``base`` with a signature it is not called
-        with, fails ``check``, or takes a name already taken is refused (SegnasError naming it)."""
+        with, fails ``check``, or takes a name already taken or not of ``NAME`` is refused
+        (SegnasError naming it)."""
 
         def add(cls: C) -> C:
             where = f"{self.what} {name!r} ({qualified(cls)})"
             if not isinstance(cls, type) or not issubclass(cls, self.base):
                 raise SegnasError(f"{where}: a registered {self.what} must subclass {self.base.__name__}")
+            if not NAME.fullmatch(name):
+                raise SegnasError(f"{where}: a {self.what}'s name is lower-case letters, digits and '_' (it names "
+                                  "folders, settings and commands)")
             if not cls.__module__.startswith("segnas."):
                 self._import_builtins()  # (a plugin's class meets the built-in names first)
             taken = self.classes.get(name)

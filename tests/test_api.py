@@ -13,6 +13,7 @@ from PIL import Image
 
 from segnas import SegnasError, api
 from segnas.config import TrainConfig
+from segnas.engine.trainer import TrainResult
 from segnas.training.models import trained_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +194,7 @@ def test_the_pages_settings_on_your_data_are_valid(monkeypatch):
     calls = []
     result = {"run_dir": "r", "networks": {"n": {"role": "found", "measured_ms": 1.0,
                                                  "training": {"best_val_miou": 0.5}}}}
-    monkeypatch.setattr(jobs, "train_job", lambda cfg, **kw: calls.append(cfg))
+    monkeypatch.setattr(jobs, "train_job", lambda cfg, **kw: calls.append(cfg) or TrainResult("r", 0.0, 0, {}, 0, 0.0))
     monkeypatch.setattr(search_jobs, "search_job", lambda cfg, resume, **kw: calls.append(cfg) or result)
     monkeypatch.setattr(compare_jobs, "compare_job", lambda cfg, resume, **kw: calls.append(cfg) or result)
     monkeypatch.setattr(api, "load", lambda path: calls.append(path))
@@ -217,7 +218,7 @@ def test_compare_options_are_checked_before_any_work_and_a_network_given_one_way
     import segnas.jobs as jobs
 
     got = []
-    monkeypatch.setattr(jobs, "train_job", lambda cfg, **kw: got.append(cfg))
+    monkeypatch.setattr(jobs, "train_job", lambda cfg, **kw: got.append(cfg) or TrainResult("r", 0.0, 0, {}, 0, 0.0))
     (tmp_path / "s.yaml").write_text("model: {name: fast_scnn}\n")
     api.train({"model.arch": str(tmp_path / "arch.json")}, config=tmp_path / "s.yaml")
     assert got[-1].model.name is None and got[-1].model.arch.endswith("arch.json")

@@ -99,7 +99,7 @@ def test_segnas_warnings_print_in_one_line_from_the_command(tmp_path):
      r"overrides AskTellStrategy\.ask \(a method, not a static method\) unlike the original"),
     (('@strategy("hill")', '@strategy("hill")\nclass Hill0(AskTellStrategy):\n    settings_class = HillSettings\n\n'
       '    def make_evaluator(self, ctx):\n        pass\n\n    def ask(self):\n        pass\n\n\n@strategy("data")'),
-     r"'data' \(plugin_mod\.Hill\): a method's name is .* not a zoo network's name or a shared setting's"),
+     r"'data' \(plugin_mod\.Hill\): a method's name is not a zoo network's name or a shared setting's"),
 ])
 def test_a_plugin_with_a_mistake_is_left_out_in_one_line_and_segnas_works(tmp_path, change, message):
     import re
@@ -148,6 +148,8 @@ def test_a_methods_class_is_checked_when_it_registers():
         strategy("m")(method(NoTopK))
     with pytest.raises(SegnasError, match=r"not a zoo network's name"):
         strategy("fast_scnn")(method(NoTopK))
+    with pytest.raises(SegnasError, match=r"'Hill-2' \(.*M\): a search method's name is lower-case letters"):
+        strategy("Hill-2")(method(NoTopK))
     with pytest.raises(SegnasError, match=r"must subclass Strategy"):
         strategy("m")(_NotAStrategy)
 
@@ -187,7 +189,7 @@ class Tiny(EncDecSpace):
      r"'tinyspace' \(plugin_mod\.Tiny\): version: expected an integer"),
     (("class Tiny(EncDecSpace):\n    pass", "class Tiny(EncDecSpace):\n    def __init__(self, width):\n"
       "        super().__init__()"), r"__init__: width has no default"),
-    (('@register_space("tinyspace")', '@register_space("../x")'), r"a space's name is lower-case letters"),
+    (('@register_space("tinyspace")', '@register_space("../x")'), r"a search space's name is lower-case letters"),
     (('@register_space("tinyspace")', '@register_space("mobile")'), r"'mobile' is registered twice: by "
      r"segnas\.spaces\.mobile\.space\.MobileSpace and by plugin_mod\.Tiny"),
 ])

@@ -30,17 +30,24 @@ def dataset_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
+def dataset_options(name: str) -> tuple[dict[str, Any], bool]:
+    """The options dataset ``name`` takes (``data.options``) with their defaults
+    (``inspect.Parameter.empty`` for none), and whether it takes others too (it checks them itself)."""
+    params = inspect.signature(dataset_class(name).__init__).parameters.values()
+    named = {p.name: p.default for p in params if p.name not in ("self", "root", "split", "transform", "cache")
+             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
 def build_dataset(name: str, root: str | Path | None, split: str, transform: Transform | None = None,
                   cache: bool = False, **options: Any) -> SegmentationDataset:
     """Instantiate dataset ``name`` for ``split`` (e.g. train/val) under ``root``."""
     cls = dataset_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        takes = [p for p in params if p not in ("self", "root", "split", "transform", "cache")]
-        unknown = sorted(set(options) - set(takes))
-        if unknown:
-            raise SegnasError(f"data.options: {name} has no option {unknown[0]!r} (its options: "
-                              f"{', '.join(takes) or 'none'})")
+    takes, others = dataset_options(name)
+    unknown = sorted(set(options) - set(takes))
+    if unknown and not others:
+        raise SegnasError(f"data.options: {name} has no option {unknown[0]!r} (its options: "
+                          f"{', '.join(takes) or 'none'})")
     try:
         return cls(root, split=split, transform=transform, cache=cache, **options)
     except TypeError as exc:  # an option of a value the dataset cannot take
@@ -81,6 +88,6 @@ def dataset_classes(cfg: DataConfig) -> ClassInfo:
     return build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).classes
 
 
-__all__ = ["open_data", "dataset_classes", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset",
+__all__ = ["open_data", "dataset_classes", "dataset_options", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset",
            "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms", "validate_dataset", "validate_split", "DataReport"]

@@ -89,13 +89,17 @@ def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
+#: The split whose public labels are blank (every pixel ignored): nothing to score or learn.
+BLANK_SPLIT = "test"
+
+
 class Cityscapes(PairDataset):
     """Cityscapes fine annotations mapped to the 19 train classes (255 = ignore)."""
 
     @staticmethod
     def has_split(root: str | Path | None, split: str, **options: Any) -> bool:
-        """Whether ``root`` holds labels of ``split``; never ``test``, whose public labels are blank."""
-        return root is not None and split != "test" and (Path(root) / "gtFine" / split).is_dir()
+        """Whether ``root`` holds labels of ``split``; never ``BLANK_SPLIT``."""
+        return root is not None and split != BLANK_SPLIT and (Path(root) / "gtFine" / split).is_dir()
 
     def __init__(self, root: str | Path | None, split: str = "train", transform: Compose | None = None,
                  cache: bool = False, mode: str = "fine", **options: Any) -> None:
@@ -107,9 +111,9 @@ class Cityscapes(PairDataset):
             raise SegnasError(f"cityscapes: mode {mode!r} is not supported; choose one of {', '.join(MODES)}")
         if root is None:
             raise SegnasError("cityscapes: a data root is required (data.root; --data-root)")
-        if split == "test":
-            raise SegnasError("cityscapes: the test split's public labels are blank (every pixel ignored): nothing "
-                              "to score or learn; use train and val (or a split of your own labelled images)")
+        if split == BLANK_SPLIT:
+            raise SegnasError(f"cityscapes: the {BLANK_SPLIT} split's public labels are blank (every pixel ignored): "
+                              "nothing to score or learn; use train and val (or a split of your own labelled images)")
         root = Path(root)
         pairs = cityscapes_pairs(root, split)
         super().__init__(pairs, cityscapes_classes(), LabelMapper(cityscapes_mapping()),

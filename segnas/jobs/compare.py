@@ -382,14 +382,14 @@ def check_rerun(names: Sequence[str], methods: Sequence[str], zoo: Sequence[str]
                           f"{', '.join(methods) or 'none'}; zoo: {', '.join(zoo) or 'none (or not selected yet)'})")
 
 
-def chosen_zoo(cfg: CompareSettings, run_path: Path) -> list[str]:
+def chosen_zoo(cfg: CompareSettings, run_path: Path) -> list[str] | None:
     """The zoo baselines of a comparison as far as known without measuring: as named, else the
-    selection it kept (none before it was made)."""
+    selection it kept; None before the selection is made."""
     named = zoo_names(cfg)
     if named is not None:
         return named
     kept = run_path / "zoo_selection.json"
-    return list(json.loads(kept.read_text())["selected"]) if kept.is_file() else []
+    return list(json.loads(kept.read_text())["selected"]) if kept.is_file() else None
 
 
 def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[str], echo: Echo) -> None:
@@ -419,7 +419,7 @@ def select_zoo(cfg: CompareSettings, run_path: Path, num_classes: int, echo: Ech
     """The zoo baselines: as named, else those measured within ``zoo_within`` times the target
     (one interleaved session, kept in ``zoo_selection.json``) and Fast-SCNN."""
     known = chosen_zoo(cfg, run_path)
-    if known or zoo_names(cfg) is not None:
+    if known is not None:
         return known
     path = run_path / "zoo_selection.json"
     target = cfg.latency.target
@@ -831,7 +831,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         echo(f"note: a final-training budget of {cfg.train.cpu_minutes:g} CPU-minutes is not reproducible: another "
              "or a busy machine trains each network for a different number of steps (train.steps is)")
     if rerun:  # (before the run is opened and its banner said)
-        check_rerun(list(rerun), list(methods), chosen_zoo(cfg, Path(resume)))
+        check_rerun(list(rerun), list(methods), chosen_zoo(cfg, Path(resume)) or [])
     run = open_run(cfg, run)
     path = run.path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segnas.config.train import options_data
-from segnas.data import build_dataset, dataset_class, eval_transforms, validate_split
+from segnas.data import build_dataset, dataset_options, eval_transforms, validate_split
 from segnas.cost.memory import check_inference_size
 from segnas.data.base import (IGNORE_INDEX, IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb,
                                list_images, read_image)
@@ -103,8 +102,7 @@ def with_training_options(data: str, options: dict[str, Any] | None, state: dict
     own = dict(trained.get("options") or {}) if same else {}
     given = dict(options or {})
     if same and echo is not None:
-        defaults = {name: p.default for name, p in inspect.signature(dataset_class(data).__init__).parameters.items()
-                    if p.default is not p.empty and name not in ("split", "transform", "cache")}
+        defaults = dataset_options(data)[0]
         if own:
             echo(f"data.options of its training: {', '.join(f'{k}={v!r}' for k, v in own.items())}")
         for key, value in given.items():
@@ -166,7 +164,7 @@ class Segmenter:
             where = resolve_device(device)
         #: The checkpoint file the network came from, and whether its raw weights were taken.
         self.checkpoint, self.raw = trained_checkpoint(checkpoint).resolve(), raw
-        self.model, self.classes, state, self.weights = load_trained(checkpoint, raw)
+        self.model, self.classes, state, self.weights = load_trained(self.checkpoint, raw)
         self.model.to(where)
         self.size, self.size_from = checkpoint_base_size(state, base_size)
         check_inference_size(self.size, self.classes.num_classes, "base_size")

@@ -261,27 +261,27 @@ def _compare_summary(doc: HtmlDocument, run: RunFiles) -> None:
              "predicted for its network (the operator table, then its learned correction); at its search ms: a "
              "found network measured at the end of its search, on the machine its latency table was made on (its "
              f"status says whether it landed within ±{100 * TARGET_TOLERANCE:.0f}% of the target there).")
-    classes: list[str] = []
-    means: dict[str, dict[str, float | None]] = {}
-    for r in cmp.get("rows", []):
-        means[str(r.get("name"))] = per_class = class_means(r)
-        classes += [c for c in per_class if c not in classes]
+    rows = cmp.get("rows", [])
+    val = _per_class_table(doc, "Per-class IoU (mean over seeds)", {str(r.get("name")): class_means(r) for r in rows})
+    unlearned = [c for c, ious in val.items() if ious and all(v == 0 for v in ious)]
+    if unlearned:
+        doc.text(f"IoU 0 for every network: {', '.join(unlearned)} (no network segments "
+                 f"{'it' if len(unlearned) == 1 else 'them'} under this training budget).")
+    _per_class_table(doc, f"Per-class {cmp.get('test_split') or 'test'} IoU (mean over seeds)",
+                     {str(r.get("name")): r.get("test_per_class_iou") for r in rows})
+
+
+def _per_class_table(doc: HtmlDocument, heading: str, per_network: dict[str, Any]) -> dict[str, list[Any]]:
+    """A table of classes by network (those with per-class IoUs, a mapping), under ``heading``;
+    returns each class's IoUs (nothing when no network has any)."""
+    nets = {n: ious for n, ious in per_network.items() if isinstance(ious, dict) and ious}
+    classes = {c: [ious.get(c) for ious in nets.values()] for c in dict.fromkeys(c for ious in nets.values()
+                                                                                     for c in ious)}
     if classes:
-        doc.heading("Per-class IoU (mean over seeds)")
-        nets = [n for n in means if means[n]]
-        doc.table(["class", *nets], [[c, *(pct(means[n].get(c), unit="%") for n in nets)] for c in classes],
+        doc.heading(heading)
+        doc.table(["class", *nets], [[c, *(pct(v, unit="%") for v in ious)] for c, ious in classes.items()],
                   numeric=[False] + [True] * len(nets))
-        unlearned = [c for c in classes if nets and all(means[n].get(c) == 0 for n in nets)]
-        if unlearned:
-            doc.text(f"IoU 0 for every network: {', '.join(unlearned)} (no network segments "
-                     f"{'it' if len(unlearned) == 1 else 'them'} under this training budget).")
-    unseen = {str(r.get("name")): r["test_per_class_iou"] for r in cmp.get("rows", [])
-              if isinstance(r.get("test_per_class_iou"), dict) and r["test_per_class_iou"]}
-    if unseen:
-        doc.heading(f"Per-class {cmp.get('test_split') or 'test'} IoU (mean over seeds)")
-        names = list(dict.fromkeys(c for per in unseen.values() for c in per))
-        doc.table(["class", *unseen], [[c, *(pct(per.get(c), unit="%") for per in unseen.values())] for c in names],
-                  numeric=[False] + [True] * len(unseen))
+    return classes
 
 
 def class_means(row: dict[str, Any]) -> dict[str, float | None]:

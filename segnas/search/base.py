@@ -100,13 +100,12 @@ class Strategy(ABC):
     @classmethod
     def check_definition(cls, name: str) -> None:
         """SegnasError when the class cannot run as method ``name``: a name that would clash with a
-        zoo network's or is no folder name, no settings section whose every field has a default, or
+        zoo network's or a shared setting's, no settings section whose every field has a default, or
         one without a field the family's loop reads (checked when it registers: a plugin's mistakes
         are found before any search)."""
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in MODELS or name in SearchSettings.model_fields:
-            raise SegnasError("a method's name is lower-case letters, digits and '_' (it names a command, "
-                              "a settings section and folders), and not a zoo network's name or a shared "
-                              "setting's (data, latency, final, ...)")
+        if name in MODELS or name in SearchSettings.model_fields:
+            raise SegnasError("a method's name is not a zoo network's name or a shared setting's (data, latency, "
+                              "final, ...): it names a settings section and a comparison's rows")
         section = getattr(cls, "settings_class", None)
         if not (isinstance(section, type) and issubclass(section, Settings)):
             raise SegnasError("settings_class: expected a Settings subclass (the method's section of the settings)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Protocol, TypeVar, runtime_checkable
@@ -177,11 +176,9 @@ def arch_key(arch: Architecture | dict[str, Any]) -> str:
 BUILTIN_SPACE_MODULES: tuple[str, ...] = ("segnas.spaces.multires", "segnas.spaces.joint", "segnas.spaces.cells",
                                           "segnas.spaces.mobile", "segnas.spaces.encdec")
 def check_space_class(cls: type[SearchSpace], name: str) -> None:
-    """SegnasError when the class cannot serve as space ``name``: a name that is no folder name (it
-    names candidates' folders), no integer ``version`` (arch files carry it), or a constructor that
-    needs arguments (``get_space(name)`` makes the default instance, which reads arch files)."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise SegnasError("a space's name is lower-case letters, digits and '_' (it names folders)")
+    """SegnasError when the class cannot serve as space ``name``: no integer ``version`` (arch files
+    carry it), or a constructor that needs arguments (``get_space(name)`` makes the default
+    instance, which reads arch files)."""
     if not _is_int(getattr(cls, "version", None)) or cls.version < 1:
         raise SegnasError("version: expected an integer class attribute >= 1 (the arch-file format's version)")
     required = [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
