@@ -575,6 +575,21 @@ def test_values_an_earlier_segnas_took_still_load_from_a_run_directory():
         build_config(TrainConfig, old, new=True)
 
 
+def test_true_or_false_is_refused_where_a_setting_is_not_a_switch():
+    """pydantic reads ``true`` as the number 1: ``max_steps: true`` trained one step. A user's settings
+    take true/false only in switches (``bf16``), at any depth; a run directory's load as saved."""
+    from segnas.config.io import build_config
+    from segnas.config.train import TrainConfig
+    from segnas.errors import SegnasError
+
+    with pytest.raises(SegnasError, match="max_steps: not an on/off setting, got true"):
+        build_config(TrainConfig, {"max_steps": True}, new=True)
+    with pytest.raises(SegnasError, match="optim.lr: not an on/off setting, got false"):
+        build_config(TrainConfig, {"optim": {"lr": False}}, new=True)
+    assert build_config(TrainConfig, {"bf16": True, "max_steps": 3}, new=True).bf16 is True
+    assert build_config(TrainConfig, {"max_steps": True}, saved=True).max_steps == 1
+
+
 def test_a_settings_file_may_share_settings_with_yaml_anchors(tmp_path):
     """A key given twice is refused, but a merge (``<<: *anchor``) whose keys the mapping overrides is not."""
     from segnas.config.io import read_yaml

@@ -502,18 +502,34 @@ def test_a_training_page_says_when_the_training_has_not_ended_and_the_data_optio
     from segnas.report.html_report import _train_summary
     from segnas.report.runfiles import RunFiles
 
-    def page(step: int) -> str:
-        config = {"max_steps": 400, "epochs": 100, "model": {"name": "fast_scnn"},
+    def page(step: int, budget: dict | None = None, **record) -> str:
+        config = {**(budget or {"max_steps": 400, "epochs": 100}), "model": {"name": "fast_scnn"},
                   "data": {"name": "camvid", "options": {"holdout": "0006R0"}}}
         doc = HtmlDocument("t")
         doc.section("Summary", "summary")
-        _train_summary(doc, RunFiles(tmp_path, "training", config, metrics=[{"epoch": 2, "step": step}]), None, None)
+        metrics = [{"epoch": 2, "step": step, **record}]
+        _train_summary(doc, RunFiles(tmp_path, "training", config, metrics=metrics), None, None)
         return doc.render()
 
     killed = page(66)
     assert "The training has not ended (66 steps of its budget done)" in killed
     assert "camvid (holdout=0006R0) (val split scored" in killed and "400 steps or 100 epochs" in killed
     assert "has not ended" not in page(400)
+    # a time budget is told by the trainer's record (a run of an earlier segnas without it: taken as ended)
+    assert "The training has not ended (66 steps" in page(66, {"time_budget_min": 10}, finished=False)
+    assert "has not ended" not in page(66, {"time_budget_min": 10}, finished=True)
+    assert "has not ended" not in page(66, {"time_budget_min": 10})
+
+
+def test_each_metrics_record_of_a_training_says_whether_it_ended(tmp_path):
+    """The training page tells a stopped time-budget training from an ended one by this field."""
+    from segnas.api import train
+
+    result = train({"model": {"name": "fast_scnn", "options": {"width": 0.25}}, "max_steps": 3, "threads": 1,
+                    "data": {"name": "synthetic", "batch_size": 2, "crop_size": [32, 32],
+                             "options": {"length": 4, "size": [32, 32]}},
+                    "progress": False, "out_dir": str(tmp_path)})
+    assert [r["finished"] for r in result.history] == [False, True]
 
 
 def test_a_comparison_page_names_its_test_split_and_shows_its_per_class_iou(tmp_path):

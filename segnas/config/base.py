@@ -97,8 +97,31 @@ def out_of_bounds(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> 
     return None
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of type ``annotation`` takes a true/false value (``Any``, ``bool`` or a union
+    holding one): elsewhere pydantic would read ``true`` as the number 1."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _admits_bool(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_admits_bool(a) for a in get_args(annotation))
+    return annotation in (bool, Any)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_true_for_a_number(cls, data: Any, info: ValidationInfo) -> Any:
+        """In a user's settings for a new run: ``true``/``false`` only where a setting is a switch
+        (``max_steps: true`` is not one step)."""
+        if new_settings(info) and isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+                    raise ValueError(f"{name}: not an on/off setting, got {str(value).lower()}")
+        return data
 
     @model_validator(mode="after")
     def _numbers_in_bounds(self, info: ValidationInfo) -> "Settings":

@@ -331,7 +331,7 @@ class Trainer:
                 epoch_s = time.perf_counter() - wall_start
                 loop.epoch += 1
                 self.finished = (cfg.epochs is not None and loop.epoch >= cfg.epochs) or self._budget_spent()
-                record: dict[str, Any] = {"epoch": loop.epoch, "step": loop.step,
+                record: dict[str, Any] = {"epoch": loop.epoch, "step": loop.step, "finished": self.finished,
                                           "lr": self.optimizer.param_groups[0]["lr"],
                                           "epoch_s": round(epoch_s, 3), "train_s": round(loop.elapsed, 3),
                                           **{f"train_{k}": round(v, 5) for k, v in losses.items()}}

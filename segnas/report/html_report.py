@@ -173,8 +173,10 @@ def _train_summary(doc: HtmlDocument, run: RunFiles, class_names: list[str] | No
 
 
 def training_ended(config: dict[str, Any], last: dict[str, Any]) -> bool:
-    """Whether a training's last metrics record reaches its budget (steps or epochs), or its budget is
-    one of time (not told from the record: taken as ended)."""
+    """Whether a training ended: its last metrics record says so (``finished``), or, in a run an earlier
+    segnas wrote, reaches its budget of steps or epochs (one of time was not told: taken as ended)."""
+    if "finished" in last:
+        return bool(last["finished"])
     steps, epochs = config.get("max_steps"), config.get("epochs")
     if config.get("time_budget_min") or (steps is None and epochs is None):
         return True
