@@ -39,23 +39,25 @@ from segnas.progress import Echo, Progress, progress_bar
 class TrainResult:
     """What a training returns (``segnas.api.train``), read from its run directory's files."""
 
-    #: The run directory (absolute from ``segnas.api.train``).
     run_dir: str
-    #: The best validation mIoU (a fraction) and the epoch it was reached at (``best.pt``'s weights).
+    """The run directory (absolute from ``segnas.api.train``)."""
     best_miou: float
+    """The best validation mIoU (a fraction): ``best.pt``'s weights."""
     best_epoch: int
-    #: The last metrics record with a validation score (else the last record): ``epoch``, ``step``,
-    #: ``loss``, ``val_miou``, ``val_iou`` (per class), ``val_pixel_acc``, ...
+    """The epoch ``best_miou`` was reached at."""
     final: dict[str, Any]
-    #: Epochs trained, and training time in seconds on the training's ``budget_clock``.
+    """The last metrics record with a validation score (else the last record): ``epoch``, ``step``,
+    ``loss``, ``val_miou``, ``val_iou`` (per class), ``val_pixel_acc``, ``finished``, ..."""
     epochs_done: int
+    """Epochs trained."""
     train_seconds: float
-    #: Every metrics record (``metrics.jsonl``), one per epoch.
+    """Training time in seconds on the training's ``budget_clock``."""
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: Whether bf16 autocast was used (False where the CPU lacks native bf16).
+    """Every metrics record (``metrics.jsonl``), one per epoch."""
     bf16: bool = False
-    #: What ``model.init`` loaded before training (weights file, tensors loaded / of the network), or None.
+    """Whether bf16 autocast was used (False where the CPU lacks native bf16)."""
     init: dict[str, Any] | None = None
+    """What ``model.init`` loaded before training (weights file, tensors loaded / of the network), or None."""
 
     @property
     def epochs_wall_seconds(self) -> float:

@@ -17,11 +17,11 @@ class Evaluator(ABC):
     """``evaluator(arch_dict) -> record``: a JSON-serializable mapping with at least ``"score"``
     (higher is better; ``None`` or non-finite ranks last)."""
 
-    #: Attributes that ``setup`` builds and pickling leaves out.
     worker_state: ClassVar[tuple[str, ...]] = ()
-    #: Attributes a search may change between batches (e.g. a termination threshold the strategy
-    #: keeps): each batch's value reaches every worker's set-up copy (``segnas.parallel.worker``).
+    """Attributes that ``setup`` builds and pickling leaves out."""
     batch_settings: ClassVar[tuple[str, ...]] = ()
+    """Attributes a search may change between batches (e.g. a termination threshold the strategy
+    keeps): each batch's value reaches every worker's set-up copy (``segnas.parallel.worker``)."""
 
     def __init__(self) -> None:
         self.worker_token = uuid.uuid4().hex  # names this evaluator's set-up copy in each worker

@@ -200,7 +200,7 @@ def _search_summary(doc: HtmlDocument, run: RunFiles) -> None:
                            if res.get("target_ms") else "none"),
         ("search time", f"{_num(res.get('search_wall_seconds'), '.1f')} s wall, "
                         f"{_num(res.get('search_cpu_seconds'), '.1f')} s CPU"
-                        + (" (resumed)" if res.get("resumed") else "")
+                        + (" (killed and resumed: summed over its processes)" if res.get("resumed") else "")
                         + "; not counted: timing this machine's latency table and correction (kept for later "
                           "searches) and the final training"),
         *[(f"final training of {n}", f"{_num(t['train_seconds'], '.0f')} s, {t.get('steps')} steps")

@@ -85,17 +85,17 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     family: ClassVar[Literal["one-shot", "ask-tell"]]
-    #: The strategy's settings section (a ``Settings`` subclass; fields with defaults).
     settings_class: ClassVar[type[Settings]]
-    #: Command-line flags of the strategy: flag name -> (settings path, type, help).
+    """The strategy's settings section (a ``Settings`` subclass; fields with defaults)."""
     cli_options: ClassVar[dict[str, tuple[str, type, str]]] = {}
-    #: Whether the search needs a latency target (a FLOPs-regularized SSR search does not).
+    """Command-line flags of the strategy: flag name -> (settings path, type, help)."""
     needs_target: ClassVar[bool] = True
-    #: Whether a found network is distilled from another found one (``FoundNetwork.distill_from``) in
-    #: its final training: the final training's settings are then checked with a teacher.
+    """Whether the search needs a latency target (a FLOPs-regularized SSR search does not)."""
     hands_over_teacher: ClassVar[bool] = False
-    #: The fields of the settings section the family's loop reads (beside the strategy's own).
+    """Whether a found network is distilled from another found one (``FoundNetwork.distill_from``) in
+    its final training: the final training's settings are then checked with a teacher."""
     section_fields: ClassVar[tuple[str, ...]] = ()
+    """The fields of the settings section the family's loop reads (beside the strategy's own)."""
 
     @classmethod
     def check_definition(cls, name: str) -> None:

@@ -116,8 +116,8 @@ class SearchSpace(ABC, Generic[ArchT]):
 
     name: ClassVar[str]
     version: ClassVar[int]
-    #: How to make the space's networks cheaper with its options (a latency target out of reach says it).
     smaller: ClassVar[str] = "smaller options of the method's space"
+    """How to make the space's networks cheaper with its options (a latency target out of reach says it)."""
 
     @abstractmethod
     def arch_from_dict(self, data: Any) -> ArchT:
