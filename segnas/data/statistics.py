@@ -3,22 +3,21 @@ them (median frequency balancing, Eigen & Fergus, ICCV 2015)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from torch.utils.data import Dataset
 
 from segnas.data.base import IGNORE_INDEX
 from segnas.errors import SegnasError
 
 
-def label_map(dataset: Any, index: int) -> np.ndarray:
+def label_map(dataset: Dataset, index: int) -> np.ndarray:
     """Sample ``index``'s train-id mask as stored (a ``PairDataset`` skips its augmentation)."""
     if hasattr(dataset, "load_arrays"):
         return np.asarray(dataset.load_arrays(index)[1])
     return np.asarray(dataset[index][1])
 
 
-def class_frequencies(dataset: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def class_frequencies(dataset: Dataset, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(pixels of each class, labelled pixels of the images each class appears in), over every
     sample of ``dataset``; ignored pixels count in neither."""
     pixels = np.zeros(num_classes, dtype=np.float64)
@@ -34,7 +33,7 @@ def class_frequencies(dataset: Any, num_classes: int) -> tuple[np.ndarray, np.nd
     return pixels, present_in
 
 
-def median_frequency_weights(dataset: Any, num_classes: int) -> list[float]:
+def median_frequency_weights(dataset: Dataset, num_classes: int) -> list[float]:
     """w_c = median_c(f_c) / f_c with f_c = pixels of class c / labelled pixels of the images that
     contain c; a class that never appears gets weight 1 (it contributes no pixels anyway)."""
     pixels, present_in = class_frequencies(dataset, num_classes)

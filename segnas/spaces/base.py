@@ -53,8 +53,8 @@ class Supernet(Protocol):
     def arch_parameters(self, arch_index: int) -> Iterable[nn.Parameter]:
         """Everything the architecture optimizer trains for ``arch_index``: the architecture logits,
         and the weights of modules that act on them during the search (GAS's GGM). The engine applies
-        ``arch_weight_decay`` to the logits only; a supernet with such modules lists their weights in
-        an optional ``arch_module_parameters(arch_index)``."""
+        ``arch_weight_decay`` to the logits only; a supernet with such modules lists their weights
+        too (``ArchModuleSupernet``)."""
         ...
 
     def set_width_mode(self, mode: str) -> None: ...
@@ -74,6 +74,16 @@ class TableCostedSupernet(Supernet, Protocol):
 
     def latency_keys(self, arch_index: int) -> list[OpKey]:
         """Every table entry the latency terms of architecture ``arch_index`` look up."""
+        ...
+
+
+@runtime_checkable
+class ArchModuleSupernet(Supernet, Protocol):
+    """A differentiable supernet whose architecture optimizer also trains modules acting on the
+    architecture logits (GAS's graph module): their weights take no ``arch_weight_decay``."""
+
+    def arch_module_parameters(self, arch_index: int = 0) -> list[nn.Parameter]:
+        """The weights among ``arch_parameters(arch_index)`` that are not architecture logits."""
         ...
 
 

@@ -46,6 +46,7 @@ from segnas.engine.rng import restore_rng, rng_state
 from segnas.engine.rundir import RunDir
 from segnas.engine.step import LoopState, Placement, optimizer_step, train_loader
 from segnas.errors import SegnasError
+from segnas.spaces.base import ArchModuleSupernet, Supernet
 
 COSINE = OptimConfig(schedule="cosine")  # the weights' LR follows a cosine over both phases
 PHASES = ("pretrain", "search")
@@ -119,15 +120,15 @@ def split_halves(dataset: Dataset, seed: int) -> tuple[Subset, Subset]:
     return Subset(dataset, order[:half]), Subset(dataset, order[half:])
 
 
-def arch_parameter_groups(supernet: Any, arch_index: int, weight_decay: float) -> list[dict[str, Any]]:
+def arch_parameter_groups(supernet: Supernet, arch_index: int, weight_decay: float) -> list[dict[str, Any]]:
     """The architecture optimizer's parameter groups: the architecture logits with ``weight_decay``
-    (DARTS's regularization of α), the weights of modules acting on them (``arch_module_parameters``,
+    (DARTS's regularization of α), the weights of modules acting on them (``ArchModuleSupernet``,
     e.g. GAS's GGM) without it. Under Adam an L2 term on weights whose loss gradient is small
     normalizes to a step of about the learning rate towards zero: it erased the GGM's correction
     within a CamVid search (mean |α' − α| from 6e-4 to 1e-12)."""
     params = list(supernet.arch_parameters(arch_index))
-    modules = getattr(supernet, "arch_module_parameters", None)
-    exempt = {id(p) for p in modules(arch_index)} if modules is not None else set()
+    exempt = ({id(p) for p in supernet.arch_module_parameters(arch_index)}
+              if isinstance(supernet, ArchModuleSupernet) else set())
     groups = [{"params": [p for p in params if id(p) not in exempt], "weight_decay": weight_decay}]
     if exempt:
         groups.append({"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0})
