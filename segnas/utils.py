@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+import resource
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -198,3 +199,9 @@ def parse_size_or_native(value: Any, field: str = "size") -> tuple[int, int] | N
     if not value or (isinstance(value, str) and value.strip().lower() == "native"):
         return None
     return parse_size(value, field)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (pool workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime

@@ -258,7 +258,7 @@ def _cli(*args: str) -> list[str]:
 #: Figures that depend on the machine's speed or on where the run lives, left out when comparing runs.
 TIMINGS = {"latency_ms", "latency_iqr_ms", "latency_vs_target", "search_measured_ms", "search_vs_target",
            "measured_ms", "on_target", "search_cpu_seconds", "latency_rounds",
-           "train_cpu_seconds", "total_cpu_hours", "run_dir", "arch_file", "notes", "out_dir"}
+           "train_cpu_seconds", "total_cpu_hours", "latency_setup_cpu_hours", "run_dir", "arch_file", "notes", "out_dir"}
 
 
 def _without_timings(data):
@@ -940,3 +940,30 @@ def test_an_error_in_a_methods_code_fails_that_method_alone_with_its_traceback_k
     monkeypatch.setattr(compare, "search_job", disk_full)
     with pytest.raises(OSError, match="No space left"):
         compare.run_search(item)
+
+
+@pytest.mark.calibration
+def test_every_method_of_a_comparison_predicts_with_one_correction_fitted_on_a_busy_host(tmp_path, monkeypatch):
+    """On a busy host a correction is not cached: each method's check and each search job fitted its
+    own (four calibrations for two methods of one space, the same network predicted 6.18 and 5.99 ms).
+    Now the checks fit one per space for every method, and the jobs hold it (``latency_setup.json``)."""
+    from segnas.cost import latency_model
+
+    measured: list[int] = []
+
+    def measure(space, archs, *args, **kwargs):
+        measured.append(len(archs))
+        return [1.0 + 0.1 * i for i in range(len(archs))]
+
+    monkeypatch.setattr(latency_model, "measure_networks", measure)
+    monkeypatch.setattr(latency_model, "other_processes_cores", lambda: 1.5)  # busy: not cached
+    cfg = tiny(tmp_path / "runs", latency={**tiny(tmp_path)["latency"], "calibration_networks": 8})
+    summary, lines = run_compare(cfg)
+    run = Path(summary["run_dir"])
+    assert measured == [8], lines  # one calibration, in the checks
+    setup = json.loads((run / "latency_setup.json").read_text())
+    assert len(setup["corrections"]) == 1 and setup["cpu_seconds"] > 0
+    assert summary["latency_setup_cpu_hours"] > 0 and "the checks before the searches" in (run / "compare.md").read_text()
+    predicted = {r["name"]: r["predicted_ms"] for r in summary["rows"] if r["kind"] == "method"}
+    jobs = {json.loads(x)["key"]: json.loads(x)["result"] for x in (run / "jobs.jsonl").read_text().splitlines()}
+    assert all(jobs[f"search:{m}"]["predicted_ms"] != jobs[f"search:{m}"]["predicted_table_ms"] for m in predicted)

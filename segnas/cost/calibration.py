@@ -289,6 +289,34 @@ class CorrectionCache:
         atomic_write_text(self.path, json.dumps(payload, indent=1))
 
 
+@dataclass(frozen=True)
+class HeldCorrections:
+    """Corrections one process fitted for its own jobs alone (on a busy host: not cached), to hand to
+    those jobs so that they all predict with the same ones: a comparison's, before its searches.
+    ``context`` is the measurement context they were fitted in; another one's model takes none."""
+
+    context: dict[str, Any]
+    corrections: dict[str, LatencyCorrection]
+
+    @classmethod
+    def of(cls, cache: CorrectionCache) -> "HeldCorrections":
+        """The corrections ``cache`` keeps for this process only."""
+        return cls(cache.context, dict(cache.transient))
+
+    def lend(self, cache: CorrectionCache) -> None:
+        """Let ``cache`` use these corrections, in memory only, when it is of the same context."""
+        if cache.context == self.context:
+            for key, correction in self.corrections.items():
+                cache.hold(key, correction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"context": self.context, "corrections": {k: c.to_dict() for k, c in self.corrections.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HeldCorrections":
+        return cls(data["context"], {k: LatencyCorrection.from_dict(c) for k, c in data["corrections"].items()})
+
+
 def calibration_archs(space: HasLatencyKeys, n: int, seed: int = 0) -> list[Any]:
     """``n`` distinct random architectures of ``space``: alternately spread over the latency range
     and uniform, so the correction sees both the extremes and the typical networks."""

@@ -29,6 +29,7 @@ import shutil
 import statistics
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +42,7 @@ from segnas.config.search import SearchSettings
 from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
 from segnas.cost.backends import check_backend
+from segnas.cost.calibration import HeldCorrections
 from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
                                  reference_probe, steady_median)
 from segnas.cost.machine import is_busy, machine_record
@@ -50,7 +52,8 @@ from segnas.engine.rundir import best_checkpoint, latest_run, run_kind
 from segnas.errors import SegnasError, TargetOutOfReach, TrainingDiverged
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
-from segnas.jobs.search import finished_search, latency_probe, make_settings, prepare_search, search_job
+from segnas.jobs.search import (finished_search, latency_probe, make_settings, prepare_search, search_job,
+                                search_latency_model)
 from segnas.parallel import TaskResources, check_ray, run_all
 from segnas.parallel.runner import failure_message
 from segnas.parallel.store import forget, read_store
@@ -63,7 +66,7 @@ from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
-from segnas.utils import atomic_write_text, json_float, read_jsonl
+from segnas.utils import atomic_write_text, cpu_seconds, json_float, read_json, read_jsonl
 from segnas.zoo import MODELS
 
 #: The zoo network every comparison trains (the reference of real-time segmentation on CPU).
@@ -133,23 +136,56 @@ def search_settings(cfg: CompareSettings, label: str, own: dict[str, Any], folde
     return settings
 
 
-def check_searches(searches: dict[str, SearchSettings], echo: Echo) -> None:
+#: What a comparison's checks spent on latency before its searches, and the corrections they fitted
+#: for it alone (on a busy host: not cached), which every search job holds (``LatencySetup``).
+LATENCY_SETUP_FILE = "latency_setup.json"
+
+
+@dataclass(frozen=True)
+class LatencySetup:
+    """The CPU seconds a comparison's checks spent before its searches (timing the latency table,
+    fitting each space's correction) and the corrections fitted for this comparison alone."""
+
+    cpu_seconds: float
+    held: HeldCorrections
+
+    def save(self, run_path: Path) -> None:
+        atomic_write_text(run_path / LATENCY_SETUP_FILE, json.dumps({"cpu_seconds": round(self.cpu_seconds, 3),
+                                                                     **self.held.to_dict()}, indent=1))
+
+    @classmethod
+    def read(cls, run_path: Path) -> "LatencySetup | None":
+        """The comparison's setup (None for one an earlier segnas started, which wrote none)."""
+        path = run_path / LATENCY_SETUP_FILE
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        return cls(float(data["cpu_seconds"]), HeldCorrections.from_dict(data))
+
+
+def check_searches(searches: dict[str, SearchSettings], echo: Echo) -> LatencySetup:
     """Every method's search (its settings by label) checked as it will run (``prepare_search``:
     its space, proxy, evaluator, supernet, Ray) before any of them starts, so that one failing on
     its input is refused now, named, not after the others have searched. A target a method's space
     cannot meet is not refused: that method's row will say so, and the others go on. Each space's
-    latency correction is calibrated here, one at a time, before parallel jobs load the cores (they
-    read it from the cache: every method predicts with the same one)."""
+    latency correction is calibrated here, once for every method, before parallel jobs load the
+    cores: the jobs read it from the cache or, fitted on a busy host, from the setup returned."""
+    cpu0 = cpu_seconds()
+    if not searches:
+        return LatencySetup(0.0, HeldCorrections({}, {}))
+    first = next(iter(searches.values()))
+    latency = search_latency_model(first, dataset_classes(first.data).num_classes)  # every method's alike
     for label, settings in searches.items():
         try:
             prepare_search(settings, get_strategy(settings.method)(), lambda line, at=label: echo(f"{at}: {line}"),
-                           check_data=False)
+                           latency, check_data=False)
         except TargetOutOfReach as exc:
             echo(f"{label}: {exc} (its row will say so; the other methods go on)")
         except SegnasError as exc:
             raise SegnasError(method_error(label, str(exc))) from None
         except Exception as exc:  # a defect in the method: named in one line, as a job that breaks is
             raise SegnasError(f"methods.{label}: its search failed its checks: {type(exc).__name__}: {exc}") from exc
+    return LatencySetup(cpu_seconds() - cpu0, HeldCorrections.of(latency.corrections))
 
 
 def method_error(label: str, message: str) -> str:
@@ -234,7 +270,9 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
         summary = finished_search(run) if run is not None else None
         if summary is None:
             # a search continued takes the comparison's settings of where it computes (data.root, device, ...)
-            summary = search_job(make_settings(item["method"], item["settings"]), resume=run)
+            setup = LatencySetup.read(Path(item["root"]))
+            summary = search_job(make_settings(item["method"], item["settings"]), resume=run,
+                                 held=setup.held if setup is not None else None)
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
     except (OSError, MemoryError, torch.OutOfMemoryError):
@@ -822,8 +860,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     latency_probe(cfg.measure_probe, num_classes, "measure_probe")
     if cfg.executor == "ray":
         check_ray(cfg.workers, cfg.ray_address, job_resources(cfg))
+    setup = None
     if resume is None:
-        check_searches(checked, echo)
+        setup = check_searches(checked, echo)
         if cfg.methods is not None:  # their files absolute, as the comparison's own: a resume works from any folder
             methods = {label: absolute_paths(checked[label], copy.deepcopy(own)) for label, own in methods.items()}
             cfg = cfg.model_copy(update={"methods": methods})
@@ -834,6 +873,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         check_rerun(list(rerun), list(methods), chosen_zoo(cfg, Path(resume)) or [])
     run = open_run(cfg, run)
     path = run.path
+    if setup is not None:
+        setup.save(path)
 
     def tell(line: str) -> None:  # a job's end, on the terminal and in the comparison's log.txt
         run.log(line)
@@ -891,6 +932,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
               f"{r['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"
               for r in rows if is_busy(r["search_measured_other_cores"])]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
+    setup = LatencySetup.read(path)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
               else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")
     session = json.loads((path / "latency.json").read_text()) if (path / "latency.json").is_file() else {}
@@ -903,6 +945,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                "search_budget": f"{cfg.search_cpu_minutes:g} CPU-minutes" if cfg.search_cpu_minutes
                else "each method's own end", "notes": notes, "rows": rows,
                "total_cpu_hours": round(cpu / 3600, 4),
+               "latency_setup_cpu_hours": round(setup.cpu_seconds / 3600, 4) if setup is not None else None,
                "train_devices": sorted({d for r in rows for d in r["train_devices"]}),
                "total_gpu_hours": round(sum(r["train_gpu_seconds"] or 0.0 for r in rows) / 3600, 4)}
     write_outputs(path, summary)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import threading
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from segnas.config.search import SearchSettings, named
 from segnas.config.train import TrainConfig
 from segnas.cost import LatencyModel, count_flops, count_parameters
 from segnas.cost.backends import check_backend
+from segnas.cost.calibration import HeldCorrections
 from segnas.cost.latency import LatencyResult, measure_latency_interleaved
 from segnas.cost.machine import busiest, machine_record, other_processes_cores
 from segnas.cost.memory import check_inference_size
@@ -54,7 +54,7 @@ from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.training.job import check_classes
 from segnas.training.start import refuse_other_run
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, cpu_seconds
 
 _CLASSES: dict[str, type[SearchSettings]] = {}
 
@@ -112,12 +112,6 @@ def run_method(run_dir: str | Path) -> str:
     return saved["method"]
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished child processes (pool workers)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 #: Seconds between two saves of a running search's clock (a killed search loses at most this much).
 CLOCK_PERIOD_S = 5.0
 
@@ -137,7 +131,7 @@ class SearchClock:
         self.prior = (float(prior.get("search_wall_seconds", 0.0)), float(prior.get("search_cpu_seconds", 0.0)))
         self.timing = latency.timing_seconds if latency is not None else [0.0, 0.0]
         self.timed0 = tuple(self.timing)
-        self.wall0, self.cpu0 = time.perf_counter(), _cpu_seconds()
+        self.wall0, self.cpu0 = time.perf_counter(), cpu_seconds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._save_every, args=(period_s,), daemon=True)
         self._thread.start()
@@ -145,7 +139,7 @@ class SearchClock:
     def totals(self) -> dict[str, float]:
         timed_wall, timed_cpu = (now - then for now, then in zip(self.timing, self.timed0))
         return {"search_wall_seconds": round(self.prior[0] + time.perf_counter() - self.wall0 - timed_wall, 3),
-                "search_cpu_seconds": round(self.prior[1] + _cpu_seconds() - self.cpu0 - timed_cpu, 3)}
+                "search_cpu_seconds": round(self.prior[1] + cpu_seconds() - self.cpu0 - timed_cpu, 3)}
 
     def _save_every(self, period_s: float) -> None:
         while not self._stop.wait(period_s):
@@ -171,12 +165,20 @@ def latency_probe(source: str | None, num_classes: int, field: str = "latency.pr
         raise SegnasError(f"{field}: {exc}") from None
 
 
+def search_latency_model(cfg: SearchSettings, num_classes: int) -> LatencyModel:
+    """The latency model a search's settings describe (its table on this machine, its probe)."""
+    return LatencyModel.from_settings(cfg.latency, cfg.deployment_size(), cfg.threads,
+                                      probe=latency_probe(cfg.latency.probe, num_classes))
+
+
 def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency: LatencyModel | None = None,
-                   new: bool = True, check_data: bool = True, calibrate: bool = True) -> SearchContext:
+                   new: bool = True, check_data: bool = True, calibrate: bool = True,
+                   held: HeldCorrections | None = None) -> SearchContext:
     """Everything a search does before its run directory exists: each check that can fail on user
     input (device, backend, target, data, final training, the strategy's ``prepare``, Ray), then the
     latency correction (``calibrate``). ``new``: the settings of a new search; ``check_data=False``:
-    the data was checked by the caller (a comparison checks it once for every method)."""
+    the data was checked by the caller (a comparison checks it once for every method); ``held``:
+    corrections fitted for the caller alone (a comparison's, on a busy host), used where they fit."""
     if distributed.context().enabled and strategy.family != "one-shot":
         raise SegnasError(f"segnas search {cfg.method}: a sample-based search runs its candidates in parallel with "
                           "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
@@ -194,8 +196,9 @@ def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency:
         validate_dataset(cfg.data, cfg.progress, echo)
     check_final_training(cfg, names, strategy.hands_over_teacher, new=new)
     if latency is None:
-        latency = LatencyModel.from_settings(cfg.latency, size, cfg.threads,
-                                             probe=latency_probe(cfg.latency.probe, num_classes))
+        latency = search_latency_model(cfg, num_classes)
+    if held is not None:
+        held.lend(latency.corrections)
     ctx = SearchContext(cfg, None, latency, num_classes, echo)
 
     def prepare() -> None:
@@ -221,11 +224,12 @@ def finished_search(run_path: Path) -> dict[str, Any] | None:
 
 
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
-               latency: LatencyModel | None = None, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               latency: LatencyModel | None = None, changes: Mapping[str, Any] | None = None,
+               held: HeldCorrections | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; returns the summary written to
     ``search_result.json`` plus ``run_dir``. ``latency`` replaces the latency model the settings
     describe (a calibrated or precomputed table; tests use a deterministic one). ``changes``: the
-    ``training.start.RESUMABLE`` settings a resumed search takes anew."""
+    ``training.start.RESUMABLE`` settings a resumed search takes anew; ``held``: as ``prepare_search``."""
     notes, told = NotesOnce(), echo or (lambda m: None)
     said = SaidBeforeRun(told)  # (its run's log.txt keeps what the search says before the run exists)
     echo = notes.wrap(said)
@@ -235,7 +239,7 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         echo(f"{run.path}: this search has finished; its result: {run.path / RESULT_FILE}")
         return finished
     strategy = get_strategy(cfg.method)()
-    ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None)
+    ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None, held=held)
     latency = ctx.latency
     ctx.run = open_run(cfg, run)
     said.log_into(ctx.run.log)

@@ -42,7 +42,9 @@ def compare_table(summary: dict[str, Any]) -> str:
               + (f" on {m['cpu']} ({m['cores']} cores);" if (m := summary.get("latency_machine")) else ";")),
              "  at search: the found network measured at the end of its search, on the machine its latency",
              f"  table was measured on (on target: within ±{100 * TARGET_TOLERANCE:.0f}% there)",
-             f"- total: {summary['total_cpu_hours']:.3f} CPU-hours"]
+             f"- total: {summary['total_cpu_hours']:.3f} CPU-hours (searches and final trainings)"
+             + (f"; the checks before the searches (mostly timing the latency table, fitting its corrections): "
+                f"{setup:.3f} CPU-hours" if (setup := summary.get("latency_setup_cpu_hours")) else "")]
     if (devices := summary.get("train_devices") or ["cpu"]) != ["cpu"]:
         lines.append(f"- final trainings ran on: {', '.join(devices)} (the same steps and recipe everywhere)")
     if not test:
