@@ -967,3 +967,17 @@ def test_every_method_of_a_comparison_predicts_with_one_correction_fitted_on_a_b
     predicted = {r["name"]: r["predicted_ms"] for r in summary["rows"] if r["kind"] == "method"}
     jobs = {json.loads(x)["key"]: json.loads(x)["result"] for x in (run / "jobs.jsonl").read_text().splitlines()}
     assert all(jobs[f"search:{m}"]["predicted_ms"] != jobs[f"search:{m}"]["predicted_table_ms"] for m in predicted)
+
+
+def test_a_found_networks_search_and_session_figures_far_apart_are_noted():
+    """One network, one session: 10.90 ms at its search (on target) and 7.48 in the session (under it)
+    gave two verdicts with nothing said; a busy search measurement is noted as before."""
+    from segnas.jobs.compare import search_measurement_notes
+
+    row = {"name": "random", "search_measured_ms": 10.90, "latency_ms": 7.48, "search_measured_other_cores": None}
+    (note,) = search_measurement_notes(row)
+    assert "random: measured at the end of its search at 10.90 ms, +46% from the session's 7.48 ms" in note
+    assert search_measurement_notes({**row, "search_measured_ms": 8.0}) == []
+    assert search_measurement_notes({**row, "latency_ms": None}) == []
+    (busy,) = search_measurement_notes({**row, "search_measured_other_cores": 1.5})
+    assert "while other processes kept 1.5 cores busy" in busy

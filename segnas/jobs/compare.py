@@ -73,6 +73,8 @@ from segnas.zoo import MODELS
 REFERENCE_ZOO = "fast_scnn"
 #: Results of finished jobs, one JSON line each, in the run directory.
 JOBS_FILE = "jobs.jsonl"
+#: A found network's figures at its search and in the session further apart than this are noted.
+SEARCH_SESSION_GAP = 0.25
 
 
 # ---------------------------------------------------------------------------------- the plan
@@ -653,6 +655,21 @@ def _std(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
+def search_measurement_notes(row: dict[str, Any]) -> list[str]:
+    """What a reader should know of a found network's measurement at the end of its search: taken
+    while other processes kept the cores busy (judged in the session instead), or far from its
+    figure in the session (the host's speed changed in between)."""
+    at_search, session = row.get("search_measured_ms"), row.get("latency_ms")
+    if is_busy(row.get("search_measured_other_cores")):
+        return [f"{row['name']}: measured at the end of its search while other processes kept "
+                f"{row['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"]
+    if at_search and session and abs(at_search / session - 1) > SEARCH_SESSION_GAP:
+        return [f"{row['name']}: measured at the end of its search at {at_search:.2f} ms, "
+                f"{100 * (at_search / session - 1):+.0f}% from the session's {session:.2f} ms (the host's speed "
+                "changed in between); on target or not is judged at the search"]
+    return []
+
+
 def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[dict[str, Any]],
              measured: dict[str, Any] | None, target_ms: float) -> dict[str, Any]:
     """One row of ``compare.json``: a network's figures over its seeds, latency and costs."""
@@ -928,9 +945,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         if row["arch_file"]:
             row["arch"] = read_arch_file(path / row["arch_file"])
     notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
-    notes += [f"{r['name']}: measured at the end of its search while other processes kept "
-              f"{r['search_measured_other_cores']:.1f} cores busy; on target or not is judged on the session"
-              for r in rows if is_busy(r["search_measured_other_cores"])]
+    notes += [note for r in rows for note in search_measurement_notes(r)]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     setup = LatencySetup.read(path)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
