@@ -911,12 +911,14 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     zoo_items = [it for name in zoo for it in training_items(cfg, path, name, {"name": name}, test)]
     # one job at a time: the searches, then the trainings (training_order); in parallel the zoo
     # trains beside the searches still to run, else with the other trainings
-    beside = zoo_beside_searches(cfg, list(methods), read_store(path / JOBS_FILE)[0])
+    ended_before = read_store(path / JOBS_FILE)[0]
+    beside = zoo_beside_searches(cfg, list(methods), ended_before)
     done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell)
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
         if r["status"] != "ok":
-            echo(f"{m}: {r['status']}")
+            if f"search:{m}" in ended_before:  # (a search that ended now was told as it ended)
+                echo(f"{m}: {r['status']}")
             continue
         cpu = r["search_cpu_seconds"]
         echo(f"{m}: found a network predicted at {r['predicted_ms']:.2f} ms in {cpu:.{'3g' if cpu < 100 else '0f'}} "
