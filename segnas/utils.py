@@ -99,7 +99,14 @@ def folder_to_write(folder: str | Path) -> tuple[Path, str | None]:
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         return existing, "a file"
-    return existing, None if os.access(existing, os.W_OK | os.X_OK) else "not writable"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return existing, "not writable"
+    try:  # what permissions do not tell: a read-only or virtual file system (/proc, /sys), root's access
+        with tempfile.TemporaryFile(dir=existing, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX):
+            pass
+    except OSError:
+        return existing, "not writable"
+    return existing, None
 
 
 def canonical_json(value: Any) -> str:

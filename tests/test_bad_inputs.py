@@ -11,6 +11,7 @@ machine's files.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -610,3 +611,16 @@ def test_distillation_settings_pass_where_a_teacher_comes():
     check_final_training(s, ["road", "car"], with_teacher=True)
     build_config(TrainConfig, {"loss": {"teacher": "t.pt", "kd_weight": 2.0}}, new=True)
     build_config(TrainConfig, {"loss": {"teacher_model": "fast_scnn", "teacher_steps": 5}}, new=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_in_a_folder_nothing_can_be_made_in_is_refused_before_the_work(tmp_path):
+    """Permissions alone said yes to root under /proc and /sys: export, report, eval --json and
+    bench --json then ran and died on a traceback as they wrote. A file is made and removed to know."""
+    from segnas.errors import SegnasError
+    from segnas.utils import check_output_file, folder_to_write
+
+    assert folder_to_write("/proc/segnas/x") == (Path("/proc"), "not writable")
+    with pytest.raises(SegnasError, match=r"^--out /proc/x/model.onnx: cannot write in /proc$"):
+        check_output_file("/proc/x/model.onnx", "--out")
+    assert folder_to_write(tmp_path / "a" / "b") == (tmp_path, None) and not list(tmp_path.iterdir())
