@@ -292,6 +292,8 @@ CLI_CASES = [
     # demo
     (["demo", "--minutes", "0", "--out-dir", OUT], "--minutes"),
     (["demo", "--minutes", "-1", "--out-dir", OUT], "--minutes"),
+    (["demo", "--target-fps", "0", "--out-dir", OUT], "--target-fps (latency.target_fps): Input should be greater"),
+    (["demo", "--target-fps", "30", "--target-ms", "5", "--out-dir", OUT], "give only one of latency.target_ms"),
     # bench / export
     (["bench", "-m", "{tmp}/m.onnx", "--backend", "eager"], "m.onnx: an ONNX file is measured on onnxruntime only, "
      "not eager (add -b onnxruntime)", _onnx_files),

@@ -321,7 +321,8 @@ def test_search_checkpoint_is_refused_by_predict(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "ssr.space.channels=[8,4]"], "each stage's channels"),
+    (["--set", "ssr.space.channels=[8,4]"], "more channels than the one before: channels[0]=8 is not above "
+                                            "stem_channels=16"),
     (["--resource", "flops"], "target_gflops"),
     (["--set", "ssr.shrink_threshold=1.5"], "ssr.shrink_threshold: Input should be less than 1"),
     (["--set", "shrink_threshold=0.5"], "shrink_threshold: unknown setting (did you mean ssr.shrink_threshold?)"),
@@ -443,3 +444,10 @@ def test_checkpoints_hold_absolute_paths(tmp_path, monkeypatch):
     run_dir = next((tmp_path / "runs").iterdir())
     saved = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)["config"]
     assert saved["out_dir"] == str(tmp_path / "runs")
+
+
+def test_the_demo_takes_its_target_in_frames_per_second_as_every_search_does():
+    from segnas.jobs.demo import demo_settings
+
+    assert demo_settings(target_fps=50).latency.target == pytest.approx(20.0)
+    assert demo_settings(target_ms=7).latency.target == 7

@@ -315,6 +315,7 @@ def demo(
     size: str = typer.Option("128x160", help="Synthetic image size HxW."),
     target_ms: Optional[float] = typer.Option(None, help="Latency target (ms, ONNX Runtime at --size).",
                                               show_default="what 30% of the space's networks meet here"),
+    target_fps: Optional[float] = typer.Option(None, help="...or as frames per second."),
     out_dir: str = typer.Option("runs", help="Parent folder of run directories."),
     threads: Optional[int] = typer.Option(None, help="Torch threads."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -326,7 +327,8 @@ def demo(
     from segnas.jobs.demo import demo_job
     from segnas.utils import parse_size
 
-    demo_job(steps, minutes, parse_size(size, "--size"), out_dir, threads, seed, target_ms, echo=echo)
+    demo_job(steps, minutes, parse_size(size, "--size"), out_dir, threads, seed, target_ms, echo=echo,
+             target_fps=target_fps)
 
 
 @app.command(no_args_is_help=True)

@@ -68,18 +68,20 @@ def demo_target(size: tuple[int, int], threads: int | None = None, seed: int = 0
 
 def demo_settings(steps: int | None = None, minutes: float | None = None, size: tuple[int, int] = (128, 160),
                   out_dir: str = "runs", threads: int | None = None, seed: int = 0,
-                  target_ms: float | None = None) -> CompareSettings:
+                  target_ms: float | None = None, target_fps: float | None = None) -> CompareSettings:
     """The demo's comparison settings; a bad argument is a one-line error naming its option.
-    ``target_ms`` None is filled in by ``demo_job`` (``demo_target``)."""
+    A target (``target_ms`` or ``target_fps``) not given is filled in by ``demo_job`` (``demo_target``)."""
     flags = {"train.cpu_minutes": "--minutes", "train.steps": "--steps", "data.crop_size": "--size",
              "latency.size": "--size", "threads": "--threads", "seed": "--seed", "out_dir": "--out-dir",
-             "latency.target_ms": "--target-ms"}
+             "latency.target_ms": "--target-ms", "latency.target_fps": "--target-fps"}
+    given = target_ms is not None or target_fps is not None
     scoring = {"proxy": DEMO_PROXY, "images": 8, "batch_size": 8, "size": list(size)}
     return build_config(CompareSettings, {
         "job": "demo",
         "data": {"name": "synthetic", "options": {"size": list(size)}, "crop_size": list(size), "cache": True,
                  "scale": [0.75, 1.5], "jitter": 0.2, "batch_size": 16, "eval_batch_size": 16},
-        "latency": {**DEMO_LATENCY, "target_ms": target_ms if target_ms is not None else 1.0, "size": list(size)},
+        "latency": {**DEMO_LATENCY, "target_ms": target_ms if given else 1.0, "target_fps": target_fps,
+                    "size": list(size)},
         "methods": {
             "saswot": {"saswot": {**DEMO_SPACE, "candidates": DEMO_CANDIDATES, "population": 8, "sample_size": 3,
                                   "final_inits": 0, "top_k": 3, "scoring": scoring}},
@@ -95,13 +97,13 @@ def demo_settings(steps: int | None = None, minutes: float | None = None, size: 
 
 def demo_job(steps: int | None = None, minutes: float | None = None, size: tuple[int, int] = (128, 160),
              out_dir: str = "runs", threads: int | None = None, seed: int = 0, target_ms: float | None = None,
-             echo: Echo | None = None) -> tuple[dict[str, Any], Path]:
+             echo: Echo | None = None, target_fps: float | None = None) -> tuple[dict[str, Any], Path]:
     """Run the demo comparison; returns the comparison summary and its ``compare.md``."""
     echo = echo or (lambda m: None)
-    cfg = demo_settings(steps, minutes, size, out_dir, threads, seed, target_ms)  # bad options fail first
+    cfg = demo_settings(steps, minutes, size, out_dir, threads, seed, target_ms, target_fps)  # bad options fail first
     RunDir.check_parent(cfg.out_dir)  # before the target's latency work
     check_inference_size(tuple(size), SYNTHETIC_CLASSES.num_classes, "--size")
-    if target_ms is None:
+    if target_ms is None and target_fps is None:
         echo(f"setting the latency target: the {TARGET_QUANTILE:.0%} quantile of {TARGET_DRAWS} networks of the "
              f"space, predicted on this machine ({DEMO_LATENCY['backend']}, {size[0]}x{size[1]})")
         target_ms = demo_target(size, threads, seed, echo)

@@ -52,10 +52,15 @@ class JointSpace(SearchSpace[JointArch]):
         if len(self.channels) != len(self.slots) or not self.channels or min(self.slots) < 1:
             raise SegnasError(f"joint space: one slot count >= 1 per stage, got channels {list(self.channels)} "
                               f"and slots {list(self.slots)}")
+        if self.stem_channels <= 3:
+            raise SegnasError(f"joint space: stem_channels must exceed 3 (the image's), got {self.stem_channels}")
         widths = (self.stem_channels,) + self.channels
-        if self.stem_channels <= 3 or any(b <= a for a, b in zip(widths, widths[1:])):
-            raise SegnasError(f"joint space: stem_channels ({self.stem_channels}) must exceed 3 and each stage's "
-                              f"channels the previous ones, got channels {list(self.channels)}")
+        narrower = next((i for i, (a, b) in enumerate(zip(widths, widths[1:])) if b <= a), None)
+        if narrower is not None:
+            before = f"channels[{narrower - 1}]" if narrower else "stem_channels"
+            raise SegnasError(f"joint space: each stage has more channels than the one before: channels[{narrower}]="
+                              f"{widths[narrower + 1]} is not above {before}={widths[narrower]} (channels "
+                              f"{list(self.channels)})")
         unknown = [o for o in self.ops if o not in BLOCK_OPS]
         if unknown or not self.ops:
             raise SegnasError(f"joint space: ops must be among {', '.join(BLOCK_OPS)}, got {list(self.ops)}")
