@@ -75,10 +75,8 @@ def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, A
     value; ``source`` names where the values came from in an error, ``names`` the arguments above."""
     flags = dict(flags or {})
     if resume is not None:
-        if config is not None or recipe is not None:
-            given = ", ".join([names["config"]] * (config is not None) + [names["recipe"]] * (recipe is not None))
-            raise SegnasError(f"{names['resume']} continues {resume} with its own config.yaml; drop {given}")
-        check_resumable(cls, values, resume, flags, names["resume"])
+        sources = [names["config"]] * (config is not None) + [names["recipe"]] * (recipe is not None)
+        check_resumable(cls, values, resume, flags, names["resume"], sources)
         return None
     under = load_recipe(recipe) if recipe is not None else {}
     if config is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, TypeVar
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 import torch
 
@@ -58,12 +58,14 @@ def check_unedited(run_dir: str | Path) -> None:
 
 
 def check_resumable(cls: type, changes: Mapping[str, Any], resume: str | Path,
-                    flags: Optional[Mapping[str, str]] = None, resume_name: str = "--resume") -> None:
+                    flags: Optional[Mapping[str, str]] = None, resume_name: str = "--resume",
+                    sources: Sequence[str] = ()) -> None:
     """SegnasError naming the settings among ``changes`` (dotted keys; ``flags``: the option that
     gave each) that a resumed run of settings class ``cls`` cannot take: those outside ``RESUMABLE``
-    or not among its settings. ``resume_name``: how the caller's resume argument is named."""
+    or not among its settings; and ``sources`` given (a settings file, a recipe: named as the caller
+    names them). ``resume_name``: how the caller's resume argument is named."""
     allowed = [k for k in RESUMABLE if has_setting(cls, k)]
-    refused = sorted({(flags or {}).get(k, k) for k in changes if k not in allowed})
+    refused = [*sources, *sorted({(flags or {}).get(k, k) for k in changes if k not in allowed})]
     if refused:
         jobs = ("; how many jobs run at once is compare's --workers option (workers= from Python)"
                 if cls is CompareSettings and "workers" in changes else "")
