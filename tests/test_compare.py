@@ -131,7 +131,7 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     shutil.rmtree(run / "train" / "random-seed1")
     states = {j["job"]: j for j in compare_status(run)["jobs"]}
     assert jobs.read_text().endswith('{"key": "train:fast')  # read only: a line being written is left alone
-    assert states["train:random:seed0"]["state"] == "started" and "step 2" in states["train:random:seed0"]["progress"]
+    assert states["train:random:seed0"]["state"] == "started" and "step 2 of 2" in states["train:random:seed0"]["progress"]
     assert states["train:random:seed1"]["state"] == "pending"
     result = CliRunner().invoke(app, ["compare", "--status", str(run)])
     assert result.exit_code == 0, result.output

@@ -797,8 +797,9 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
             row.update(state="skipped", why=f"its search {search.get('status')}")
         elif (record := _last_record(folder)) is not None:
             row["state"] = "started"
-            row["progress"] = ", ".join(f"{k} {record[k]}" for k in ("phase", "epoch", "step", "candidates scored")
-                                        if k in record)
+            of = {"step": cfg.train.steps} if kind == "train" and cfg.train.steps else {}  # (a step budget)
+            row["progress"] = ", ".join(f"{k} {record[k]}" + (f" of {of[k]}" if k in of else "")
+                                        for k in ("phase", "epoch", "step", "candidates scored") if k in record)
         else:
             row["state"] = "pending"
         rows.append(row)
