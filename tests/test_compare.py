@@ -983,3 +983,13 @@ def test_a_found_networks_search_and_session_figures_far_apart_are_noted():
     assert search_measurement_notes({**row, "latency_ms": None}) == []
     (busy,) = search_measurement_notes({**row, "search_measured_other_cores": 1.5})
     assert "while other processes kept 1.5 cores busy" in busy
+
+
+def test_a_search_stopped_by_the_time_limit_is_noted(tmp_path):
+    """What a search capped by time finds depends on the machine's speed and load: a rerun with the
+    same seed found another network, with nothing said."""
+    many = {"random": {**RANDOM["random"], "candidates": 100000}}
+    summary, lines = run_compare(tiny(tmp_path / "runs", methods={"random": many}, zoo=[], search_cpu_minutes=0.01))
+    (note,) = [n for n in summary["notes"] if "time limit" in n]
+    assert note.startswith("random: its search reached the time limit (search_cpu_minutes 0.01) after ")
+    assert f"warning: {note}" in lines

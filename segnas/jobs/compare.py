@@ -293,7 +293,8 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
             "predicted_table_ms": found.get("predicted_table_ms"), "measured_ms": found.get("measured_ms"),
             "measured_other_cores": found.get("measured_other_cores"), "machine": summary.get("machine"),
             "search_cpu_seconds": summary["search_cpu_seconds"], "search_wall_seconds": summary["search_wall_seconds"],
-            "resumed": summary["resumed"]}
+            "resumed": summary["resumed"], "stopped": summary["details"].get("stopped"),
+            "candidates_scored": summary["details"].get("candidates_scored")}
 
 
 def with_search_measurement(result: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -949,6 +950,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
             row["arch"] = read_arch_file(path / row["arch_file"])
     notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
     notes += [note for r in rows for note in search_measurement_notes(r)]
+    notes += [f"{m}: its search reached the time limit (search_cpu_minutes {cfg.search_cpu_minutes:g}) after "
+              f"{r['candidates_scored']} candidates: what it found depends on the machine's speed and load (size its "
+              "candidates to the budget to compare reproducibly)" for m, r in found.items() if r.get("stopped") == "time"]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     setup = LatencySetup.read(path)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
