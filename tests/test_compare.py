@@ -131,7 +131,8 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     shutil.rmtree(run / "train" / "random-seed1")
     states = {j["job"]: j for j in compare_status(run)["jobs"]}
     assert jobs.read_text().endswith('{"key": "train:fast')  # read only: a line being written is left alone
-    assert states["train:random:seed0"]["state"] == "started" and "step 2 of 2" in states["train:random:seed0"]["progress"]
+    started = states["train:random:seed0"]
+    assert started["state"] == "started" and "step 2 of 2" in started["progress"]
     assert states["train:random:seed1"]["state"] == "pending"
     result = CliRunner().invoke(app, ["compare", "--status", str(run)])
     assert result.exit_code == 0, result.output
@@ -258,7 +259,8 @@ def _cli(*args: str) -> list[str]:
 #: Figures that depend on the machine's speed or on where the run lives, left out when comparing runs.
 TIMINGS = {"latency_ms", "latency_iqr_ms", "latency_vs_target", "search_measured_ms", "search_vs_target",
            "measured_ms", "on_target", "search_cpu_seconds", "latency_rounds",
-           "train_cpu_seconds", "total_cpu_hours", "latency_setup_cpu_hours", "run_dir", "arch_file", "notes", "out_dir"}
+           "train_cpu_seconds", "total_cpu_hours", "latency_setup_cpu_hours", "run_dir", "arch_file", "notes",
+           "out_dir"}
 
 
 def _without_timings(data):
@@ -965,7 +967,8 @@ def test_every_method_of_a_comparison_predicts_with_one_correction_fitted_on_a_b
     assert measured == [8], lines  # one calibration, in the checks
     setup = json.loads((run / "latency_setup.json").read_text())
     assert len(setup["corrections"]) == 1 and setup["cpu_seconds"] > 0
-    assert summary["latency_setup_cpu_hours"] > 0 and "the checks before the searches" in (run / "compare.md").read_text()
+    assert summary["latency_setup_cpu_hours"] > 0
+    assert "the checks before the searches" in (run / "compare.md").read_text()
     predicted = {r["name"]: r["predicted_ms"] for r in summary["rows"] if r["kind"] == "method"}
     jobs = {json.loads(x)["key"]: json.loads(x)["result"] for x in (run / "jobs.jsonl").read_text().splitlines()}
     assert all(jobs[f"search:{m}"]["predicted_ms"] != jobs[f"search:{m}"]["predicted_table_ms"] for m in predicted)

@@ -952,7 +952,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     notes += [note for r in rows for note in search_measurement_notes(r)]
     notes += [f"{m}: its search reached the time limit (search_cpu_minutes {cfg.search_cpu_minutes:g}) after "
               f"{r['candidates_scored']} candidates: what it found depends on the machine's speed and load (size its "
-              "candidates to the budget to compare reproducibly)" for m, r in found.items() if r.get("stopped") == "time"]
+              "candidates to the budget to compare reproducibly)"
+              for m, r in found.items() if r.get("stopped") == "time"]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     setup = LatencySetup.read(path)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
