@@ -474,3 +474,32 @@ def test_a_call_leaves_the_run_another_thread_opened_while_it_ran(trained, tmp_p
     thread.join(60)
     assert not held_runs()
     assert "still mine" in next((tmp_path / "background").iterdir()).joinpath("log.txt").read_text()
+
+
+def test_a_run_another_thread_is_running_is_not_continued_beside_it(tmp_path):
+    """A resume from the main thread while a thread still trained the run was accepted: both wrote
+    its checkpoints and metrics (epochs 1, 2, 3, 4, 3, 5, 4, ...). Once that thread ends, it resumes."""
+    import threading
+
+    from segnas.engine.rundir import RunDir, releasing_what_it_opens
+
+    opened, finish = threading.Event(), threading.Event()
+    run: list[RunDir] = []
+
+    def job_in_a_thread() -> None:
+        with releasing_what_it_opens():
+            run.append(RunDir.create(tmp_path, "job"))
+            opened.set()
+            finish.wait(60)
+
+    thread = threading.Thread(target=job_in_a_thread, name="background")
+    thread.start()
+    assert opened.wait(60)
+    path = run[0].path
+    (path / "config.yaml").write_text("model: {name: fast_scnn}\n")
+    with pytest.raises(SegnasError, match=r"another thread of this process \(background\) is running this job now"):
+        RunDir.existing(path)
+    finish.set()
+    thread.join(60)
+    RunDir.existing(path).log("continued")  # the thread ended: a resume continues it
+    assert "continued" in (path / "log.txt").read_text()

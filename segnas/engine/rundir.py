@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import math
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,10 +48,11 @@ def _release(key: str, handle: Any) -> None:
 
 class _Held:
     """An open, locked lock file: the lock (and the folder's log) lasts as long as this object (the
-    RunDirs that share it), or until ``release`` is called."""
+    RunDirs that share it), or until ``release`` is called. ``thread``: the thread that opened it."""
 
     def __init__(self, key: str, handle: Any) -> None:
         self.handle = handle
+        self.thread = threading.current_thread()
         self.release = weakref.finalize(self, _release, key, handle)
 
 
@@ -160,11 +162,14 @@ class RunDir:
                      f"{', '.join(p.name for p in stale)}")
 
     def _hold(self) -> None:
-        """Hold the folder while this RunDir (or another of this process for it) lives, with a lock
-        file: another process opening it (a second ``--resume`` of a job still running) is refused
-        in one line."""
+        """Hold the folder while this RunDir (or another of this thread for it) lives, with a lock
+        file: another process opening it (a second ``--resume`` of a job still running), or another
+        thread of this one while the thread that opened it runs, is refused in one line."""
         key = str(self.path.resolve())
         held = _HELD.get(key)
+        if held is not None and held.thread is not threading.current_thread() and held.thread.is_alive():
+            raise SegnasError(f"{self.path}: another thread of this process ({held.thread.name}) is running this job "
+                              "now; let it end before continuing it")
         if held is None:
             handle = open(self.path / LOCK_FILE, "a")
             try:
