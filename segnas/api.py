@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -24,7 +27,7 @@ from segnas.config.io import build_config, load_config, merged, set_dotted, sett
 from segnas.config.recipes import load_recipe
 from segnas.engine.device import exact_fp32
 from segnas.engine.rng import kept_rng
-from segnas.engine.rundir import releasing_what_it_opens
+from segnas.engine.rundir import RunDir, releasing_what_it_opens
 from segnas.engine.trainer import TrainResult
 from segnas.errors import SegnasError
 from segnas.jobs.evaluate import CHECKPOINT, Segmenter
@@ -43,11 +46,18 @@ def leaves_the_process_as_it_was(job: F) -> F:
     folders it locked and logs it opened (also when it fails: an exception's traceback, which a REPL
     keeps, would otherwise keep its run folder locked)."""
 
+    hints = typing.get_type_hints(job)
+    signature = inspect.signature(job)
+
     @functools.wraps(job)
     def call(*args: Any, **kwargs: Any) -> Any:
-        echo = kwargs.get("echo")
-        if echo is not None and not callable(echo):
-            raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise SegnasError(f"{job.__name__}: {exc}") from None
+        for name, value in bound.arguments.items():
+            check_argument(name, value, hints.get(name))
+        check_echo(kwargs.get("echo"))
         threads = torch.get_num_threads()
         try:
             with releasing_what_it_opens(), kept_rng(), exact_fp32():
@@ -56,6 +66,41 @@ def leaves_the_process_as_it_was(job: F) -> F:
             torch.set_num_threads(threads)
 
     return call  # type: ignore[return-value]
+
+
+#: What an argument of these types is called in an error.
+_KINDS = {bool: "True or False", str: "text", Path: "a path", int: "a whole number", float: "a number",
+          type(None): "None"}
+
+
+def check_argument(name: str, value: Any, hint: Any) -> None:
+    """SegnasError naming argument ``name`` when ``value`` is not of type ``hint``, for arguments of
+    plain types (switches, names, paths, numbers; other arguments have checks of their own): a
+    switch given ``"no"`` would be on, a settings mapping given as ``config`` a traceback."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if not members or not all(m in _KINDS for m in members):
+        return
+    fits = {bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str),
+            Path: lambda v: isinstance(v, os.PathLike), type(None): lambda v: v is None,
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not any(fits[m](value) for m in members):
+        raise SegnasError(f"{name}: expected {' or '.join(_KINDS[m] for m in members)}, got "
+                          f"{type(value).__name__} {value!r:.60}")
+
+
+def check_echo(echo: Any) -> None:
+    """SegnasError unless ``echo`` is None or a function that takes a line of text."""
+    if echo is None:
+        return
+    if not callable(echo):
+        raise SegnasError(f"echo: a function that takes each line (such as print), or None; got {echo!r}")
+    try:
+        inspect.signature(echo).bind("line")
+    except TypeError:
+        raise SegnasError(f"echo: {echo!r} must take one argument, each line (as print does)") from None
+    except ValueError:  # (a builtin without a signature: taken as it is)
+        pass
 
 
 #: How errors name the ``resume``, ``config`` and ``recipe`` arguments: the command line's options...
@@ -75,6 +120,7 @@ def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, A
     value; ``source`` names where the values came from in an error, ``names`` the arguments above."""
     flags = dict(flags or {})
     if resume is not None:
+        RunDir.check_existing(resume)  # (a wrong folder named before the settings a resume would not take)
         sources = [names["config"]] * (config is not None) + [names["recipe"]] * (recipe is not None)
         check_resumable(cls, values, resume, flags, names["resume"], sources)
         return None
@@ -107,6 +153,9 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
             if name in out and out[name] != v:
                 raise SegnasError(f"settings: {name} given twice, dotted and nested ({out[name]!r} and {v!r}); give it once")
             out[name] = v
+    whole = next(((a, b) for a in out for b in out if b.startswith(a + ".")), None)
+    if whole:
+        raise SegnasError(f"settings: {whole[0]} given whole and {whole[1]} in part; give one of them")
     return out
 
 
@@ -172,6 +221,9 @@ def compare(settings: Mapping[str, Any] | None = None, *, config: str | Path | N
     if unknown:
         raise SegnasError(f"compare: unknown option {unknown[0]!r}; the options are "
                           f"{', '.join(sorted(COMPARE_OPTIONS))}")
+    hints = typing.get_type_hints(compare_job)
+    for name, value in options.items():
+        check_argument(name, value, hints.get(name))
     if isinstance(options.get("rerun"), str):
         options["rerun"] = [options["rerun"]]
     values = dotted(CompareSettings, settings)
@@ -191,11 +243,13 @@ def absolute_run_dir(summary: dict[str, Any]) -> dict[str, Any]:
 EXECUTION_SETTINGS = ("device", "workers")
 
 
-def load(trained: str | Path | TrainResult, *, base_size: tuple[int, int] | str | None = CHECKPOINT,
+@leaves_the_process_as_it_was
+def load(trained: str | Path | TrainResult | Segmenter, *, base_size: tuple[int, int] | str | None = CHECKPOINT,
          bf16: bool = False, device: str = "cpu", raw: bool = False) -> Segmenter:
     """A trained network ready to segment images: ``load(x)(image)`` is the class-id mask at the
     image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
-    ``best.pt``; or what ``train`` returned) or a search's run directory (its found network's final
+    ``best.pt``; or what ``train`` returned), what ``load`` returned (its checkpoint, with the options
+given here) or a search's run directory (its found network's final
     training). ``base_size``: the size images are resized to for the network (the checkpoint's
     training size by default; None or "native": each image's own). ``bf16``: bf16 autocast where the
     CPU has it natively. ``device``: cpu, cuda, cuda:N or auto. ``raw``: the raw weights of a
@@ -204,9 +258,12 @@ def load(trained: str | Path | TrainResult, *, base_size: tuple[int, int] | str 
 
 
 def trained_source(trained: Any) -> str | Path:
-    """A trained network's checkpoint or run folder, given as a path or as what ``train`` returned."""
+    """A trained network's checkpoint or run folder, given as a path or as what ``train`` or ``load``
+    returned."""
     if isinstance(trained, TrainResult):
         return trained.run_dir
+    if isinstance(trained, Segmenter):
+        return trained.checkpoint
     if isinstance(trained, (str, Path)):
         return trained
     raise SegnasError(f"trained: expected a checkpoint, a run folder, what train() or load() returned, got "

@@ -402,6 +402,8 @@ def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, 
     with pytest.raises(SegnasError, match="mask: class id 200, but the network has 11 classes"):
         segment.colorize(np.full((4, 4), 200, np.uint8))
     assert segment.colorize(np.full((4, 4), 255, np.uint8)).shape == (4, 4, 3)  # ignored pixels: drawn, not refused
+    with pytest.raises(SegnasError, match="mask: class id -1: class ids are 0 or more"):
+        segment.colorize(np.full((4, 4), -1, np.int64))
     with pytest.raises(SegnasError, match="image: expected a uint8 HxWx3 RGB array"):
         segment(torch.rand(48, 64, 3, requires_grad=True))
 
@@ -503,3 +505,36 @@ def test_a_run_another_thread_is_running_is_not_continued_beside_it(tmp_path):
     thread.join(60)
     RunDir.existing(path).log("continued")  # the thread ended: a resume continues it
     assert "continued" in (path / "log.txt").read_text()
+
+
+def test_arguments_of_the_wrong_type_are_named_before_any_work(trained, tmp_path):
+    """A settings mapping given as config, a dict as search's method, None as a split, "no" as a
+    switch (a comparison ran whole with measure="no"), an echo that takes no line: each was a
+    traceback from deep inside, or was taken."""
+    cases = [(lambda: api.search({"data.name": "synthetic"}), r"^method: expected text or None, got dict"),
+             (lambda: api.train(TINY, config={"optim": {"lr": 0.1}}), r"^config: expected text or a path or None"),
+             (lambda: api.train(TINY, recipe=["cpu-short"]), r"^recipe: expected text or a path or None, got list"),
+             (lambda: api.train(resume=123), r"^resume: expected text or a path or None, got int 123"),
+             (lambda: api.evaluate(trained.run_dir, "synthetic", None, None), r"^split: expected text, got NoneType"),
+             (lambda: api.evaluate(trained.run_dir, Path("synthetic")), r"^data: expected text, got PosixPath"),
+             (lambda: api.load(trained.run_dir, bf16="yes"), r"^bf16: expected True or False, got str 'yes'"),
+             (lambda: api.compare({"out_dir": str(tmp_path)}, measure="no"), r"^measure: expected True or False"),
+             (lambda: api.train(TINY, echo=lambda: None), r"^echo: .* must take one argument, each line"),
+             (lambda: api.train(TINY, 5), r"^train: too many positional arguments"),
+             (lambda: api.train({**TINY, "max_steps": 1}, resume=tmp_path / "nope"), r"nope: run directory not found"),
+             (lambda: api.train({**TINY, "data.options.length": 4}),
+              r"^settings: data.options given whole and data.options.length in part; give one of them")]
+    for call, message in cases:
+        with pytest.raises(SegnasError, match=message):
+            call()
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_keeps_the_random_generators_and_takes_what_load_returned(trained):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    segment = api.load(trained.run_dir)
+    assert torch.equal(torch.rand(3), expected)  # (building the network drew its initial weights)
+    again = api.load(segment, base_size="native")
+    assert again.checkpoint == segment.checkpoint and again.size is None

@@ -50,8 +50,10 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform: Tra
                           f"{', '.join(takes) or 'none'})")
     try:
         return cls(root, split=split, transform=transform, cache=cache, **options)
-    except TypeError as exc:  # an option of a value the dataset cannot take
-        raise SegnasError(f"data.options: {name}: {exc}") from None
+    except TypeError as exc:  # an option of a value the dataset cannot take (without options: a defect, raised)
+        if not options:
+            raise
+        raise SegnasError(f"data.options: {name}: {exc} (the options given: {options})") from None
 
 
 CACHE_LIMIT_BYTES = 2 * 1024**3

@@ -47,7 +47,7 @@ class TrainResult:
     """The epoch ``best_miou`` was reached at."""
     final: dict[str, Any]
     """The last metrics record with a validation score (else the last record): ``epoch``, ``step``,
-    ``loss``, ``val_miou``, ``val_iou`` (per class), ``val_pixel_acc``, ``finished``, ..."""
+    ``train_loss``, ``lr``, ``val_miou``, ``val_iou`` (per class), ``val_pixel_acc``, ``finished``, ..."""
     epochs_done: int
     """Epochs trained."""
     train_seconds: float

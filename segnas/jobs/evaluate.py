@@ -197,6 +197,8 @@ class Segmenter:
         if ids.size and int(ids.max()) >= len(self.classes.names):
             raise SegnasError(f"mask: class id {int(ids.max())}, but the network has {len(self.classes.names)} "
                               "classes")
+        if ids.size and int(ids.min()) < 0:
+            raise SegnasError(f"mask: class id {int(ids.min())}: class ids are 0 or more ({IGNORE_INDEX}: ignored)")
         return colorize(mask, self.classes.palette())
 
     @staticmethod
