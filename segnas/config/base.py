@@ -108,6 +108,19 @@ def _admits_bool(annotation: Any) -> bool:
     return annotation in (bool, Any)
 
 
+def _kind_of(annotation: Any) -> str:
+    """What a setting of type ``annotation`` holds, in words: a number, text, a list, or a value."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _kind_of(args[0])
+    members = args if origin in (Union, types.UnionType) else (annotation,)
+    if any(m in (int, float) for m in members):
+        return "a number"
+    if any(get_origin(m) in (list, tuple) for m in members):
+        return "a list"
+    return "text" if str in members else "a value of its type"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -120,7 +133,8 @@ class Settings(BaseModel):
             for name, value in data.items():
                 field = cls.model_fields.get(name)
                 if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
-                    raise ValueError(f"{name}: not an on/off setting, got {str(value).lower()}")
+                    raise ValueError(f"{name}: expected {_kind_of(field.annotation)}, got {str(value).lower()} (true and "
+                                     "false are for on/off settings)")
         return data
 
     @model_validator(mode="after")
