@@ -133,8 +133,8 @@ class Settings(BaseModel):
             for name, value in data.items():
                 field = cls.model_fields.get(name)
                 if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
-                    raise ValueError(f"{name}: expected {_kind_of(field.annotation)}, got {str(value).lower()} (true and "
-                                     "false are for on/off settings)")
+                    raise ValueError(f"{name}: expected {_kind_of(field.annotation)}, got {str(value).lower()} "
+                                     "(true and false are for on/off settings)")
         return data
 
     @model_validator(mode="after")
