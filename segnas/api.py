@@ -143,8 +143,9 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
                           f"to values, got {type(settings).__name__}")
     out: dict[str, Any] = {}
     for key, value in (settings or {}).items():
-        if not isinstance(key, str):
-            raise SegnasError(f"settings: {prefix}{key!r}: setting names are text, such as 'optim.lr'")
+        if not isinstance(key, str) or key != key.strip():
+            raise SegnasError(f"settings: {prefix}{key!r}: setting names are text without spaces around it, such as "
+                              "'optim.lr'")
         field = cls.model_fields.get(key) if "." not in key else None
         section = settings_model(field.annotation) if field is not None else None
         given = dotted(section, value, f"{prefix}{key}.") if section is not None and isinstance(value, Mapping) else \

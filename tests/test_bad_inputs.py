@@ -626,3 +626,14 @@ def test_an_output_in_a_folder_nothing_can_be_made_in_is_refused_before_the_work
     with pytest.raises(SegnasError, match=r"^--out /proc/x/model.onnx: cannot write in /proc$"):
         check_output_file("/proc/x/model.onnx", "--out")
     assert folder_to_write(tmp_path / "a" / "b") == (tmp_path, None) and not list(tmp_path.iterdir())
+
+
+def test_an_architecture_file_given_for_a_checkpoint_is_named_as_such(tmp_path):
+    from segnas.engine.checkpoint import load_checkpoint
+    from segnas.errors import SegnasError
+
+    arch = tmp_path / "arch.json"
+    arch.write_text("{}")
+    with pytest.raises(SegnasError, match=r"arch.json: a JSON file, not a segnas checkpoint: an architecture file is a "
+                                          r"network to train \(segnas train --arch; model.arch\)"):
+        load_checkpoint(arch)
