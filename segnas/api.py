@@ -120,8 +120,9 @@ def job_settings(cls: type[S], config: str | Path | None, values: Mapping[str, A
     value; ``source`` names where the values came from in an error, ``names`` the arguments above."""
     flags = dict(flags or {})
     if resume is not None:
-        RunDir.check_existing(resume)  # (a wrong folder named before the settings a resume would not take)
         sources = [names["config"]] * (config is not None) + [names["recipe"]] * (recipe is not None)
+        if values or sources:  # a wrong folder named before the settings a resume would not take
+            RunDir.check_existing(resume)
         check_resumable(cls, values, resume, flags, names["resume"], sources)
         return None
     under = load_recipe(recipe) if recipe is not None else {}

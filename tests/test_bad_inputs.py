@@ -82,6 +82,7 @@ def _arch_file(tmp_path):
 
 def _resume_dir(tmp_path):
     (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text("model: {name: fast_scnn}\n")
 
 
 def _broken_run(tmp_path):
