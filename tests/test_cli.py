@@ -300,7 +300,7 @@ def test_an_exported_onnx_file_says_what_it_expects_and_the_docs_example_runs_it
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["train", "--resume", "/tmp/x", "--epochs", "3"], "epochs"),
+    (["train", "--resume", "/nonexistent/segnas-run", "--epochs", "3"], "segnas-run: run directory not found"),
     (["train", "--set", "a=[1,"], "--set a"),
     (["train", "--set", "epochs=3", "--set", "epochs.x=1"], "epochs"),
     (["train", "--data", "synthetic", "--set", "data.options.bogus=1"], "data.options"),
