@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     {"train": train, "oneshot": oneshot, "search": search}[args.job](args)
+    distributed.end_rank(0)  # (as the segnas command ends a rank)
 
 
 if __name__ == "__main__":

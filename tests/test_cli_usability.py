@@ -540,3 +540,65 @@ def test_segnas_warnings_print_as_one_line_and_other_packages_warnings_as_python
     monkeypatch.setattr(cli, "SHOW_WARNING", lambda *args: shown.append(args))
     cli.one_line_warning(RuntimeWarning("divide by zero"), RuntimeWarning, table.__file__, 3)
     assert capsys.readouterr().err == "" and shown and shown[0][1] is RuntimeWarning
+
+
+def _segnas(*args: str, **popen) -> "subprocess.Popen":
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "segnas", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **popen)
+
+
+def _wait_for(paths, proc, seconds: float = 120.0) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while not any(paths()) and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.1)
+    assert any(paths()), proc.communicate(timeout=30)[0] if proc.poll() is not None else "timed out"
+
+
+def test_a_terminated_command_says_and_logs_how_to_continue(tmp_path):
+    """SIGTERM (a batch system's time limit) ended a job silently: its log never named the run to resume."""
+    import signal
+
+    proc = _segnas("train", "--data", "synthetic", "--set", "data.options={size: [32, 40], length: 4}",
+                   "--set", "progress=false", "--set", "model.options.width=0.25", "--steps", "100000",
+                   "--threads", "1", "--out-dir", str(tmp_path))
+    _wait_for(lambda: list(tmp_path.glob("*/metrics.jsonl")), proc)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    run = next(tmp_path.iterdir())
+    assert proc.returncode == 143, output
+    assert f"interrupted; continue with segnas train --resume {run.resolve()}" in output
+    assert "interrupted; continue with" in (run / "log.txt").read_text()
+
+
+def test_ctrl_c_on_a_search_with_worker_processes_prints_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group: each pool worker printed a KeyboardInterrupt traceback."""
+    import os
+    import signal
+
+    proc = _segnas("search", "random", "--data", "synthetic", "--size", "32x48", "--backend", "eager",
+                   "--set", "data.options={size: [32, 48], length: 8}", "--set", "progress=false",
+                   "--target-ms", "1000", "--candidates", "100000", "--workers", "2", "--threads", "1",
+                   "--set", "latency.calibration_networks=0", "--final-steps", "1", "--out-dir", str(tmp_path),
+                   start_new_session=True)
+    _wait_for(lambda: [p for p in tmp_path.glob("*/candidates.jsonl") if p.stat().st_size], proc, 300)
+    os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "interrupted; continue with segnas search random --resume" in output
+
+
+def test_a_home_folder_in_a_path_setting_is_where_the_run_goes(tmp_path, monkeypatch):
+    """``out_dir: ~/runs`` made a folder named ``~`` here and saved the home folder's path in config.yaml."""
+    from segnas.config import TrainConfig
+    from segnas.config.io import build_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = build_config(TrainConfig, {"out_dir": "~/runs", "data": {"name": "folder", "root": "~/data"}})
+    assert cfg.out_dir == str(tmp_path / "runs") and cfg.data.root == str(tmp_path / "data")

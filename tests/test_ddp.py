@@ -147,3 +147,35 @@ def test_a_sample_based_search_under_torchrun_is_refused_before_it_starts(tmp_pa
     with pytest.raises(SegnasError, match=f"segnas search {method}: a sample-based search .* not under torchrun"):
         search_job(settings)
     assert not list(tmp_path.iterdir())
+
+
+def test_under_torchrun_the_continue_line_repeats_the_launch_and_another_world_size_is_said(tmp_path, monkeypatch):
+    """The hint lacked torchrun: run as it said, a 2-process search continued in 1 process and found
+    another architecture, without a word."""
+    from segnas.engine.step import LoopState
+    from segnas.errors import SegnasWarning
+    from segnas.training.start import continue_command
+
+    (tmp_path / "config.yaml").write_text("model: {name: fast_scnn}\n")
+    assert continue_command(tmp_path) == f"segnas train --resume {tmp_path}"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert continue_command(tmp_path) == f"torchrun --standalone --nproc-per-node 2 -m segnas train --resume {tmp_path}"
+    monkeypatch.delenv("WORLD_SIZE")
+    saved = LoopState(0).state_dict()
+    saved["rng_ranks"] = [saved["rng"], saved["rng"]]
+    with pytest.warns(SegnasWarning, match="computed by 2 process.es. and continues with 1: .* torchrun --nproc-per-node 2"):
+        LoopState(0).load_state_dict(saved)
+
+
+def test_a_batch_that_cannot_be_split_over_the_processes_is_refused_before_the_run_directory(tmp_path, monkeypatch):
+    from segnas.config import TrainConfig
+    from segnas.config.io import build_config
+    from segnas.errors import SegnasError
+    from segnas.training.start import start_job
+
+    cfg = build_config(TrainConfig, {"data": {"name": "synthetic", "batch_size": 3}, "out_dir": str(tmp_path / "r")})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SegnasError, match="data.batch_size: 3 is not divisible by the 2 data-parallel processes"):
+        start_job(TrainConfig, cfg, None, "training")
+    assert not (tmp_path / "r").exists()

@@ -193,3 +193,42 @@ def test_label_size_scores_the_upsampled_output_against_the_labels_at_their_own_
         label = torch.from_numpy(np.asarray(Image.open(root / "masks" / "val" / f"img{k}.png")).astype(np.int64))
         expected.update((torch.arange(W) < W / 2).long().expand(H, W)[None], label[None])
     assert np.allclose(np.nan_to_num(metrics.iou), np.nan_to_num(expected.compute().iou))
+
+
+def test_a_split_reads_its_linked_subfolders_and_matches_names_in_one_unicode_form(tmp_path):
+    """A sequence linked into a split (kept elsewhere) was left out without a word (6 pairs of 9);
+    a mask named ``città`` in another unicode form (as macOS archives write it) was "no mask"."""
+    import unicodedata
+
+    from segnas.data.folder import FolderDataset
+
+    root = tmp_path / "data"
+    (root / "dataset.yaml").parent.mkdir(parents=True)
+    (root / "dataset.yaml").write_text("classes: [a, b]\n")
+    elsewhere = tmp_path / "kept"
+    for kind, ext in (("images", ".png"), ("masks", ".png")):
+        (root / kind / "train").mkdir(parents=True)
+        (elsewhere / kind).mkdir(parents=True)
+        for name, folder in (("0001", root / kind / "train"), ("0002", elsewhere / kind)):
+            array = np.zeros((4, 6, 3) if kind == "images" else (4, 6), np.uint8)
+            Image.fromarray(array).save(folder / f"{name}{ext}")
+        (root / kind / "train" / "seqA").symlink_to(elsewhere / kind, target_is_directory=True)
+        (elsewhere / kind / "loop").symlink_to(elsewhere / kind, target_is_directory=True)  # a loop ends
+        form = "NFD" if kind == "images" else "NFC"
+        name = unicodedata.normalize(form, "città")
+        Image.fromarray(np.zeros((4, 6, 3) if kind == "images" else (4, 6), np.uint8)).save(
+            root / kind / "train" / f"{name}{ext}")
+    dataset = FolderDataset(root, "train")
+    stems = sorted(unicodedata.normalize("NFC", p.relative_to(root / "images" / "train").with_suffix("").as_posix())
+                   for p, _ in dataset.pairs)
+    assert stems == ["0001", "città", "seqA/0002"]
+
+
+def test_a_missing_validation_split_says_how_to_train_without_one(tmp_path):
+    from segnas.data.folder import folder_pairs
+    from segnas.errors import SegnasError
+
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    with pytest.raises(SegnasError, match="images/val: image folder not found .*; to train without a validation "
+                                          "split: data.val_split null"):
+        folder_pairs(tmp_path, "val")

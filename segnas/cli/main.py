@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -62,11 +64,32 @@ def user_errors(fn: Callable) -> Callable:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True,
                               emoji=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print(interrupted_line(), highlight=False, soft_wrap=True, markup=False, emoji=False)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            line = interrupted_line()
+            if os.environ.get("RANK", "0") == "0":  # (under torchrun every rank is interrupted: one says it)
+                err_console.print(line, highlight=False, soft_wrap=True, markup=False, emoji=False)
+            log_in_first_run(line)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system ending a job at its time limit, ``kill``): stopped as Ctrl-C stops a
+    command, saying how to continue; exit status 143."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def log_in_first_run(line: str) -> None:
+    """``line`` in the log of the first run folder the command holds (a batch job's output may be lost)."""
+    from segnas.engine.rundir import held_runs
+
+    runs = held_runs()
+    if runs:
+        logging.getLogger(f"segnas.run.{runs[0]}").info(line)
 
 
 def interrupted_line() -> str:
@@ -679,12 +702,22 @@ def proxy_discover(
 
 def main() -> int:
     """The ``segnas`` command: a usage mistake the parser finds (an option's value of the wrong
-    type, an unknown option or command) is one line naming it, exit status 2, as user errors are."""
+    type, an unknown option or command) is one line naming it, exit status 2, as user errors are.
+    Under torchrun the rank's process ends as the command returns (``distributed.end_rank``)."""
+    from segnas.engine import distributed
+
+    code = _command()
+    distributed.end_rank(code)
+    return code
+
+
+def _command() -> int:
     try:  # typer >= 0.20 carries its own copy of click
         from typer._click.exceptions import NoArgsIsHelpError, UsageError
     except ImportError:
         from click.exceptions import NoArgsIsHelpError, UsageError
 
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(prog_name="segnas", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # a bare group or command: its help, as --help gives

@@ -5,6 +5,7 @@ the rule that refuses settings a run would not use."""
 from __future__ import annotations
 
 import math
+import os
 import types
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Optional, Sequence, Union, get_args, get_origin
@@ -123,6 +124,21 @@ def _kind_of(annotation: Any) -> str:
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _home_folder_in_paths(cls, data: Any) -> Any:
+        """``~`` at the start of a file or folder setting is the home folder, wherever the setting
+        is used (it was expanded only in the saved config.yaml: a run went to a folder named ``~``)."""
+        if not isinstance(data, dict):
+            return data
+        expanded = {}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            value = data.get(name)
+            if extra.get("path") and isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
+                expanded[name] = os.path.expanduser(os.fspath(value))
+        return {**data, **expanded} if expanded else data
 
     @model_validator(mode="before")
     @classmethod

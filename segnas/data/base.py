@@ -6,10 +6,11 @@ A dataset yields ``(image, mask)``: image float32 CHW normalized, mask int64 HW 
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -451,6 +452,20 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     files and folders (``.name``, such as macOS's ``._x.jpg``); a SegnasError if the folder is missing."""
     if not folder.is_dir():
         raise SegnasError(f"{folder}: folder not found")
-    found = folder.rglob("*") if recursive else folder.iterdir()
+    found = _files_below(folder) if recursive else folder.iterdir()
     return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _files_below(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder``, through linked subfolders too (a split gathered from sequences
+    kept elsewhere; ``Path.rglob`` leaves them out), each real folder once (a link loop ends)."""
+    seen: set[tuple[int, int]] = set()
+    for here, subfolders, files in os.walk(folder, followlinks=True):
+        info = os.stat(here)
+        if (info.st_dev, info.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        yield from (Path(here) / name for name in files)

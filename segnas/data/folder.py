@@ -23,6 +23,7 @@ ignore value is an error naming the file and the values.
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list[
     mask_dir = root / "masks" / split
     if not image_dir.is_dir():
         raise SegnasError(f"{image_dir}: image folder not found (expected images/{split}/ and "
-                          f"masks/{split}/, or a list file {split}.txt)")
+                          f"masks/{split}/, or a list file {split}.txt)"
+                          + ("; to train without a validation split: data.val_split null" if split != "train" else ""))
     if not mask_dir.is_dir():
         raise SegnasError(f"{mask_dir}: mask folder not found (expected masks/{split}/ next to images/{split}/)")
     masks = by_relative_stem(mask_dir, "masks")
@@ -149,10 +151,11 @@ def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list[
 
 def by_relative_stem(folder: Path, kind: str) -> dict[str, Path]:
     """The image files under ``folder`` and its subfolders by their path inside it without the
-    extension (``seqA/0001``), which pairs an image with its mask; two files of one stem are refused."""
+    extension (``seqA/0001``), which pairs an image with its mask; two files of one stem are refused.
+    Stems compare in one unicode form (NFC): an archive made on macOS names ``città`` in another."""
     found: dict[str, Path] = {}
     for path in list_images(folder, recursive=True):
-        stem = path.relative_to(folder).with_suffix("").as_posix()
+        stem = unicodedata.normalize("NFC", path.relative_to(folder).with_suffix("").as_posix())
         if stem in found:
             raise SegnasError(f"{path}: two {kind} for stem {stem!r} ({found[stem].name} and {path.name})")
         found[stem] = path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -21,7 +22,7 @@ from segnas.engine import distributed
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import autocast_context, usable_bf16
 from segnas.engine.rng import restore_rng, rng_state
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.progress import Echo
 
 
@@ -180,5 +181,11 @@ class LoopState:
         self.epoch, self.step, self.clock.elapsed = state["epoch"], state["step"], state["elapsed_s"]
         ctx = distributed.context()
         ranks = state.get("rng_ranks")
-        own = ranks[ctx.rank] if ctx.enabled and ranks is not None and len(ranks) == ctx.world_size else state["rng"]
+        then = len(ranks) if ranks is not None else 1
+        if then != ctx.world_size and distributed.is_main():
+            warnings.warn(f"this run was computed by {then} process(es) and continues with {ctx.world_size}: its "
+                          f"result will differ from an uninterrupted run's (continue it with the launch it started "
+                          f"with{f': torchrun --nproc-per-node {then}' if then > 1 else ', outside torchrun'})",
+                          SegnasWarning, stacklevel=2)
+        own = ranks[ctx.rank] if ctx.enabled and ranks is not None and then == ctx.world_size else state["rng"]
         restore_rng(own, self.generator)

@@ -184,6 +184,9 @@ def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency:
                           "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
                           "fasterseg, ssr and gas data-parallel)")
     resolve_device(cfg.device)  # where the supernet and the final training run: here, or refused now
+    section = getattr(cfg, cfg.method, None)
+    if strategy.family == "one-shot" and isinstance(getattr(section, "batch_size", None), int):
+        distributed.check_batch_split(section.batch_size, f"{cfg.method}.batch_size")
     check_backend(cfg.latency.backend, "latency.backend (--backend)")
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (or latency.target_fps; --target-ms or "

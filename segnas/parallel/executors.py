@@ -16,12 +16,13 @@ import os
 import pickle
 import socket
 import sys
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.parallel.worker import exit_with_parent, prepared
 
 Outcome = tuple[str, bool, Any]
@@ -172,6 +173,9 @@ class ProcessRunner:
                 for future in list(pending):
                     wait([future])
                     suspects.append(pending.pop(future))
+                again = f"; the {len(suspects)} item(s) in flight run again one at a time" if suspects else ""
+                warnings.warn(f"a worker process died (killed, or out of memory: then run fewer workers){again}",
+                              SegnasWarning, stacklevel=2)
                 pool = self._fresh_pool()
         for key, _ in suspects:  # stopped before they could run again
             yield key, False, WorkerError("its worker process died and the run stopped before it was run again")

@@ -5,6 +5,7 @@ later item, whatever the executor (in-process, process pool, Ray)."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -57,5 +58,8 @@ def exit_with_parent(parent_pid: int, period_s: float = 1.0) -> None:
         while os.getppid() == parent_pid:
             time.sleep(period_s)
         os._exit(1)
+
+    # Ctrl-C reaches the whole process group: the parent says how to continue; a worker ends quietly
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
     threading.Thread(target=watch, name="segnas-exit-with-parent", daemon=True).start()

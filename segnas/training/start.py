@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
@@ -98,7 +99,15 @@ def continue_command(run_dir: str | Path, kind: RunKind | None = None) -> str:
     command = CONTINUE[kind][0]
     if kind == "search":
         command = command.format(method=read_yaml(Path(run_dir) / "config.yaml")["method"])
-    return f"{command} {run_dir}"
+    world = distributed.env_world_size()
+    if world <= 1:
+        return f"{command} {run_dir}"
+    # under torchrun: the same launch (another number of processes continues it otherwise)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = world // local if local else 1
+    launch = f"torchrun --standalone --nproc-per-node {local}" if nodes <= 1 else \
+        f"torchrun --nnodes {nodes} --nproc-per-node {local} (and the rendezvous options it started with)"
+    return f"{launch} -m {command} {run_dir}"
 
 
 def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
@@ -128,6 +137,9 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
+    data = getattr(cfg, "data", None)
+    if data is not None:
+        distributed.check_batch_split(data.batch_size)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
