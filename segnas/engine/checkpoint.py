@@ -133,7 +133,8 @@ def _safe_load(path: Path, where: str, missing: str, readable: str) -> Any:
                           "exported from (runs/RUN/checkpoints/best.pt); ONNX Runtime runs the file itself "
                           "(docs/deployment.md)")
     if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        raise SegnasError(f"{where}: a {path.suffix.lower()[1:].upper()} file, not a segnas checkpoint: an architecture "
+        kind = path.suffix.lower()[1:].upper()
+        raise SegnasError(f"{where}: a {kind} file, not a segnas checkpoint: an architecture "
                           "file is a network to train (segnas train --arch; model.arch), a checkpoint is what "
                           "training writes (runs/RUN/checkpoints/best.pt)")
     if _is_torchscript(path):
