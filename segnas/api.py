@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import numbers
 import os
 import types
 import typing
@@ -82,8 +83,8 @@ def check_argument(name: str, value: Any, hint: Any) -> None:
         return
     fits = {bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str),
             Path: lambda v: isinstance(v, os.PathLike), type(None): lambda v: v is None,
-            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+            int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),  # (numpy's too)
+            float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)}
     if not any(fits[m](value) for m in members):
         raise SegnasError(f"{name}: expected {' or '.join(_KINDS[m] for m in members)}, got "
                           f"{type(value).__name__} {value!r:.60}")
@@ -145,7 +146,7 @@ def dotted(cls: type[BaseModel], settings: Mapping[str, Any] | None, prefix: str
     out: dict[str, Any] = {}
     for key, value in (settings or {}).items():
         if not isinstance(key, str) or key != key.strip():
-            raise SegnasError(f"settings: {prefix}{key!r}: setting names are text without spaces around it, such as "
+            raise SegnasError(f"settings: {prefix}{key!r}: setting names are text without spaces around them, such as "
                               "'optim.lr'")
         field = cls.model_fields.get(key) if "." not in key else None
         section = settings_model(field.annotation) if field is not None else None
@@ -251,7 +252,7 @@ def load(trained: str | Path | TrainResult | Segmenter, *, base_size: tuple[int,
     """A trained network ready to segment images: ``load(x)(image)`` is the class-id mask at the
     image's size. ``trained``: a checkpoint (``.pt``), a training's run directory (its
     ``best.pt``; or what ``train`` returned), what ``load`` returned (its checkpoint, with the options
-given here) or a search's run directory (its found network's final
+    given here) or a search's run directory (its found network's final
     training). ``base_size``: the size images are resized to for the network (the checkpoint's
     training size by default; None or "native": each image's own). ``bf16``: bf16 autocast where the
     CPU has it natively. ``device``: cpu, cuda, cuda:N or auto. ``raw``: the raw weights of a

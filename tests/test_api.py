@@ -384,7 +384,7 @@ def test_mistakes_made_from_python_are_one_line_errors_before_any_work(trained, 
         api.train([("max_steps", 2)])
     with pytest.raises(SegnasError, match="settings: 1: setting names are text"):
         api.train({1: 2})
-    with pytest.raises(SegnasError, match="settings: ' optim.lr': setting names are text without spaces around it"):
+    with pytest.raises(SegnasError, match="settings: ' optim.lr': setting names are text without spaces around them"):
         api.train({" optim.lr": 0.1})
     with pytest.raises(SegnasError, match=r"settings: optim.lr given twice, dotted and nested \(0.1 and 0.2\)"):
         api.train({**TINY, "out_dir": str(tmp_path), "optim.lr": 0.1, "optim": {"lr": 0.2}})

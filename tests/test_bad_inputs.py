@@ -617,11 +617,15 @@ def test_distillation_settings_pass_where_a_teacher_comes():
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_an_output_in_a_folder_nothing_can_be_made_in_is_refused_before_the_work(tmp_path):
+def test_an_output_in_a_folder_nothing_can_be_made_in_is_refused_before_the_work(tmp_path, monkeypatch):
     """Permissions alone said yes to root under /proc and /sys: export, report, eval --json and
     bench --json then ran and died on a traceback as they wrote. A file is made and removed to know."""
+    import os
+
     from segnas.errors import SegnasError
     from segnas.utils import check_output_file, folder_to_write
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: True)  # (as root: permissions say yes)
 
     assert folder_to_write("/proc/segnas/x") == (Path("/proc"), "not writable")
     with pytest.raises(SegnasError, match=r"^--out /proc/x/model.onnx: cannot write in /proc$"):

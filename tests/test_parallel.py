@@ -221,3 +221,28 @@ def test_ray_executor_problems_are_found_before_any_work():
         port = s.getsockname()[1]
     with pytest.raises(SegnasError, match=f"ray_address: nothing answers at '127.0.0.1:{port}'"):
         check_ray(2, f"127.0.0.1:{port}")
+
+
+def test_a_pool_worker_keeps_ignoring_ctrl_c_where_its_parent_does_and_ray_keeps_the_sigterm_handler():
+    """A job a script runs in the background ignores Ctrl-C; its workers, which inherit that, died
+    of it (the pool broke and reran their items). ``ray.init`` replaced the command's SIGTERM handler."""
+    import os
+    import signal
+
+    from segnas.parallel.executors import sigterm_kept
+    from segnas.parallel.worker import exit_with_parent
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        exit_with_parent(os.getppid())
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        exit_with_parent(os.getppid())
+        assert signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.default_int_handler)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    mine = signal.getsignal(signal.SIGTERM)
+    with sigterm_kept():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (as ray.init does)
+    assert signal.getsignal(signal.SIGTERM) is mine

@@ -53,6 +53,11 @@ SHOW_WARNING = warnings.showwarning
 warnings.showwarning = one_line_warning  # (set on import: a plugin's warning comes as the commands are built)
 
 
+def rank_zero() -> bool:
+    """Whether this process prints: any outside torchrun, rank 0 under it (read before its group starts)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn SegnasError into a one-line message and exit code 2."""
 
@@ -66,9 +71,9 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             line = interrupted_line()
-            if os.environ.get("RANK", "0") == "0":  # (under torchrun every rank is interrupted: one says it)
+            if rank_zero():  # (under torchrun every rank is interrupted: one says it)
                 err_console.print(line, highlight=False, soft_wrap=True, markup=False, emoji=False)
-            log_in_first_run(line)
+            log_in_run_to_continue(line)
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper
@@ -83,29 +88,34 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def log_in_first_run(line: str) -> None:
-    """``line`` in the log of the first run folder the command holds (a batch job's output may be lost)."""
+def run_to_continue() -> tuple[Path | None, bool]:
+    """The run an interrupted command continues (the first it opened: a search's, not its final
+    training's; not one of segnas's cache, a teacher or an encoder trained once), and whether it
+    held any run at all."""
     from segnas.engine.rundir import held_runs
-
-    runs = held_runs()
-    if runs:
-        logging.getLogger(f"segnas.run.{runs[0]}").info(line)
-
-
-def interrupted_line() -> str:
-    """What an interrupted command says: how to continue the run it was in (the first it opened: a
-    search's, not its final training's), or, in a run of segnas's cache (a teacher or an encoder
-    trained once) or none, to run the command again."""
-    from segnas.engine.rundir import held_runs
-    from segnas.training.start import continue_command
     from segnas.utils import cache_dir
 
     cache, held = cache_dir().resolve(), held_runs()
-    runs = [p for p in held if cache not in p.parents]
-    if not runs:
+    return next((p for p in held if cache not in p.parents), None), bool(held)
+
+
+def log_in_run_to_continue(line: str) -> None:
+    """``line`` in the log of the run an interrupted command continues (a batch job's output may be lost)."""
+    run, _ = run_to_continue()
+    if run is not None:
+        logging.getLogger(f"segnas.run.{run}").info(line)
+
+
+def interrupted_line() -> str:
+    """What an interrupted command says: how to continue its run (``run_to_continue``), or, in a
+    run of segnas's cache or none, to run the command again."""
+    from segnas.training.start import continue_command
+
+    run, held = run_to_continue()
+    if run is None:
         return "interrupted" + ("; run the same command again to continue" if held else "")
     try:
-        return f"interrupted; continue with {continue_command(runs[0])}"
+        return f"interrupted; continue with {continue_command(run)}"
     except SegnasError:  # (a run stopped before its config.yaml was written: nothing to continue)
         return "interrupted"
 
@@ -113,7 +123,7 @@ def interrupted_line() -> str:
 def echo(message: str) -> None:
     """Print a line as it is (brackets and colons are not markup or emoji codes); under torchrun only
     rank 0 prints (the others would repeat it)."""
-    if os.environ.get("RANK", "0") == "0":
+    if rank_zero():
         console.print(message, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 

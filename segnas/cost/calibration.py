@@ -240,7 +240,9 @@ class CorrectionCache:
                 self.entries, self.measured = {}, {}
 
     def get(self, key: str) -> LatencyCorrection | None:
-        return self.entries.get(key) or self.transient.get(key)
+        """The correction of ``key``: this process's own or held one first (a comparison's jobs keep
+        predicting with the one its checks fitted, whatever another process caches meanwhile)."""
+        return self.transient.get(key) or self.entries.get(key)
 
     def hold(self, key: str, correction: LatencyCorrection) -> None:
         """Use a correction another process fitted, in memory only: nothing is written."""

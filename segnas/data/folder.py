@@ -135,7 +135,7 @@ def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list[
     if not image_dir.is_dir():
         raise SegnasError(f"{image_dir}: image folder not found (expected images/{split}/ and "
                           f"masks/{split}/, or a list file {split}.txt)"
-                          + ("; to train without a validation split: data.val_split null" if split != "train" else ""))
+                          + ("; to train without a validation split: data.val_split null" if split == "val" else ""))
     if not mask_dir.is_dir():
         raise SegnasError(f"{mask_dir}: mask folder not found (expected masks/{split}/ next to images/{split}/)")
     masks = by_relative_stem(mask_dir, "masks")

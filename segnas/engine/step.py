@@ -185,7 +185,7 @@ class LoopState:
         if then != ctx.world_size and distributed.is_main():
             warnings.warn(f"this run was computed by {then} process(es) and continues with {ctx.world_size}: its "
                           f"result will differ from an uninterrupted run's (continue it with the launch it started "
-                          f"with{f': torchrun --nproc-per-node {then}' if then > 1 else ', outside torchrun'})",
+                          f"with{f', {then} processes in all' if then > 1 else ', outside torchrun'})",
                           SegnasWarning, stacklevel=2)
         own = ranks[ctx.rank] if ctx.enabled and ranks is not None and then == ctx.world_size else state["rng"]
         restore_rng(own, self.generator)

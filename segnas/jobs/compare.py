@@ -950,10 +950,12 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
             row["arch"] = read_arch_file(path / row["arch_file"])
     notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
     notes += [note for r in rows for note in search_measurement_notes(r)]
-    notes += [f"{m}: its search reached the time limit (search_cpu_minutes {cfg.search_cpu_minutes:g}) after "
-              f"{r['candidates_scored']} candidates: what it found depends on the machine's speed and load (size its "
-              "candidates to the budget to compare reproducibly)"
-              for m, r in found.items() if r.get("stopped") == "time"]
+    # (a sample-based search's stop reason is "time"; a one-shot one's "time budget of N min spent")
+    notes += [f"{m}: its search reached the time limit (search_cpu_minutes {cfg.search_cpu_minutes:g})"
+              + (f" after {r['candidates_scored']} candidates" if r.get("candidates_scored") is not None else "")
+              + ": what it found depends on the machine's speed and load (size its candidates or epochs to the "
+              "budget to compare reproducibly)"
+              for m, r in found.items() if str(r.get("stopped") or "").startswith("time")]
     cpu = sum((r["search_cpu_seconds"] or 0.0) + (r["train_cpu_seconds"] or 0.0) for r in rows)
     setup = LatencySetup.read(path)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps

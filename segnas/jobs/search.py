@@ -184,9 +184,7 @@ def prepare_search(cfg: SearchSettings, strategy: Strategy, echo: Echo, latency:
                           "--workers (executor process or ray), not under torchrun (which runs the one-shot searches "
                           "fasterseg, ssr and gas data-parallel)")
     resolve_device(cfg.device)  # where the supernet and the final training run: here, or refused now
-    section = getattr(cfg, cfg.method, None)
-    if strategy.family == "one-shot" and isinstance(getattr(section, "batch_size", None), int):
-        distributed.check_batch_split(section.batch_size, f"{cfg.method}.batch_size")
+    distributed.check_batch_split(cfg.data.batch_size)  # (the supernet's batch, under torchrun)
     check_backend(cfg.latency.backend, "latency.backend (--backend)")
     if strategy.target_required(cfg) and cfg.latency.target is None:
         raise SegnasError("latency.target_ms: give the latency target (or latency.target_fps; --target-ms or "
@@ -338,6 +336,7 @@ def check_final_training(s: SearchSettings, names: Sequence[str], with_teacher: 
         recipe = recipe_with(f.recipe, merged(distillation(teacher), f.overrides), "final.overrides")
         cfg = build_config(TrainConfig, {**recipe, "data": recipe_data(recipe, s.data)}, "final")
         check_classes(cfg, names, "final.overrides: ")
+        distributed.check_batch_split(cfg.data.batch_size, "final: the training's data.batch_size")
         idle = None if with_teacher or not new else first_idle(cfg.loss, cfg.loss.idle_distillation())
         if idle:
             raise SegnasError(f"final.overrides: loss.{idle[0]}: {idle[1]}, and segnas search {s.method} hands its "

@@ -14,11 +14,14 @@ import math
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import sys
+import threading
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -113,6 +116,18 @@ def refill(pending: dict[Any, str], queue: Iterator[tuple[str, Any]], workers: i
         if nxt is None:
             return
         pending[submit(nxt[1])] = nxt[0]
+
+
+@contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across the block (``ray.init`` installs one that exits at
+    once: the command then said nothing of how to continue its run)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
 
 
 class ProcessRunner:
@@ -238,8 +253,9 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
     if started and address is None:
         # like spawned processes, local workers see this process's sys.path, so they import what it imports
         path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
-        ray.init(num_cpus=max(workers, math.ceil(workers * resources.cpus)), include_dashboard=False,
-                 ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        with sigterm_kept():
+            ray.init(num_cpus=max(workers, math.ceil(workers * resources.cpus)), include_dashboard=False,
+                     ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
         # (a local Ray only: a cluster may grow, an autoscaler adds the nodes its tasks ask for)
         nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
         if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
@@ -253,7 +269,8 @@ def start_ray(workers: int, address: str | None = None, resources: TaskResources
             raise SegnasError(f"ray_address: nothing answers at {address!r} ({unreachable}); is the cluster's head "
                               "started (ray start --head) and the address its host:port?")
         try:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            with sigterm_kept():
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SegnasError(f"ray_address: cannot connect to a Ray cluster at {address!r} "
                               f"({' '.join(str(exc).split())[:200]})") from None

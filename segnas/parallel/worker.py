@@ -60,6 +60,8 @@ def exit_with_parent(parent_pid: int, period_s: float = 1.0) -> None:
         os._exit(1)
 
     # Ctrl-C reaches the whole process group: the parent says how to continue; a worker ends quietly
-    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    # (unless it ignores Ctrl-C, as the parent it inherited that from does: a job a script runs in the background)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
     threading.Thread(target=watch, name="segnas-exit-with-parent", daemon=True).start()

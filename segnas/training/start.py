@@ -11,7 +11,7 @@ import torch
 from segnas.config.base import Settings
 from segnas.config.compare import CompareSettings
 from segnas.config.io import flatten, has_setting, load_config, read_settings, read_yaml, save_config, saved_form
-from segnas.config.train import options_data
+from segnas.config.train import TrainConfig, options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir, RunKind, run_kind
@@ -105,9 +105,10 @@ def continue_command(run_dir: str | Path, kind: RunKind | None = None) -> str:
     # under torchrun: the same launch (another number of processes continues it otherwise)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     nodes = world // local if local else 1
-    launch = f"torchrun --standalone --nproc-per-node {local}" if nodes <= 1 else \
-        f"torchrun --nnodes {nodes} --nproc-per-node {local} (and the rendezvous options it started with)"
-    return f"{launch} -m {command} {run_dir}"
+    if nodes <= 1:
+        return f"torchrun --standalone --nproc-per-node {local} -m {command} {run_dir}"
+    return (f"torchrun --nnodes {nodes} --nproc-per-node {local} -m {command} {run_dir} (with the rendezvous "
+            "options it started with)")
 
 
 def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
@@ -137,9 +138,8 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
-    data = getattr(cfg, "data", None)
-    if data is not None:
-        distributed.check_batch_split(data.batch_size)
+    if cls is TrainConfig:  # (a search checks its batches after refusing what torchrun cannot run)
+        distributed.check_batch_split(cfg.data.batch_size)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
