@@ -16,7 +16,6 @@ import functools
 import inspect
 import numbers
 import os
-import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -24,6 +23,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 from pydantic import BaseModel
 
+from segnas.config.base import union_members
 from segnas.config.io import build_config, load_config, merged, set_dotted, settings_model, with_sets
 from segnas.config.recipes import load_recipe
 from segnas.engine.device import exact_fp32
@@ -58,7 +58,7 @@ def leaves_the_process_as_it_was(job: F) -> F:
             raise SegnasError(f"{job.__name__}: {exc}") from None
         for name, value in bound.arguments.items():
             check_argument(name, value, hints.get(name))
-        check_echo(kwargs.get("echo"))
+        check_echo(bound.arguments.get("echo"))
         threads = torch.get_num_threads()
         try:
             with releasing_what_it_opens(), kept_rng(), exact_fp32():
@@ -69,24 +69,26 @@ def leaves_the_process_as_it_was(job: F) -> F:
     return call  # type: ignore[return-value]
 
 
-#: What an argument of these types is called in an error.
-_KINDS = {bool: "True or False", str: "text", Path: "a path", int: "a whole number", float: "a number",
-          type(None): "None"}
+#: Arguments of plain types: what one is called in an error, and whether a value is one (numpy's
+#: numbers among numbers, a bool not among them).
+_PLAIN: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    bool: ("True or False", lambda v: isinstance(v, bool)),
+    str: ("text", lambda v: isinstance(v, str)),
+    Path: ("a path", lambda v: isinstance(v, os.PathLike)),
+    int: ("a whole number", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    type(None): ("None", lambda v: v is None)}
 
 
 def check_argument(name: str, value: Any, hint: Any) -> None:
     """SegnasError naming argument ``name`` when ``value`` is not of type ``hint``, for arguments of
     plain types (switches, names, paths, numbers; other arguments have checks of their own): a
     switch given ``"no"`` would be on, a settings mapping given as ``config`` a traceback."""
-    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if not members or not all(m in _KINDS for m in members):
+    members = union_members(hint)
+    if not all(m in _PLAIN for m in members):
         return
-    fits = {bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str),
-            Path: lambda v: isinstance(v, os.PathLike), type(None): lambda v: v is None,
-            int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),  # (numpy's too)
-            float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)}
-    if not any(fits[m](value) for m in members):
-        raise SegnasError(f"{name}: expected {' or '.join(_KINDS[m] for m in members)}, got "
+    if not any(_PLAIN[m][1](value) for m in members):
+        raise SegnasError(f"{name}: expected {' or '.join(_PLAIN[m][0] for m in members)}, got "
                           f"{type(value).__name__} {value!r:.60}")
 
 

@@ -172,10 +172,10 @@ def test_a_batch_that_cannot_be_split_over_the_processes_is_refused_before_the_r
     from segnas.config import TrainConfig
     from segnas.config.io import build_config
     from segnas.errors import SegnasError
-    from segnas.training.start import start_job
+    from segnas.training import train_job
 
     cfg = build_config(TrainConfig, {"data": {"name": "synthetic", "batch_size": 3}, "out_dir": str(tmp_path / "r")})
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SegnasError, match="data.batch_size: 3 is not divisible by the 2 data-parallel processes"):
-        start_job(TrainConfig, cfg, None, "training")
+        train_job(cfg)
     assert not (tmp_path / "r").exists()

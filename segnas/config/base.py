@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional, Sequence, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, model_validator
 
-from segnas.config.io import new_settings
+from segnas.config.io import new_settings, path_marker
 from segnas.errors import SegnasError
 from segnas.utils import parse_size
 
@@ -98,23 +98,26 @@ def out_of_bounds(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> 
     return None
 
 
+def union_members(annotation: Any) -> list[Any]:
+    """The types a value of type ``annotation`` may have: a union's members (nested ones too), each
+    without its ``Annotated`` metadata; a plain type alone."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return union_members(args[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in args for m in union_members(a)]
+    return [annotation]
+
+
 def _admits_bool(annotation: Any) -> bool:
     """Whether a field of type ``annotation`` takes a true/false value (``Any``, ``bool`` or a union
     holding one): elsewhere pydantic would read ``true`` as the number 1."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _admits_bool(get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        return any(_admits_bool(a) for a in get_args(annotation))
-    return annotation in (bool, Any)
+    return any(m in (bool, Any) for m in union_members(annotation))
 
 
 def _kind_of(annotation: Any) -> str:
     """What a setting of type ``annotation`` holds, in words: a number, text, a list, or a value."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return _kind_of(args[0])
-    members = args if origin in (Union, types.UnionType) else (annotation,)
+    members = union_members(annotation)
     if any(m in (int, float) for m in members):
         return "a number"
     if any(get_origin(m) in (list, tuple) for m in members):
@@ -134,9 +137,8 @@ class Settings(BaseModel):
             return data
         expanded = {}
         for name, field in cls.model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             value = data.get(name)
-            if extra.get("path") and isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
+            if path_marker(field) and isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
                 expanded[name] = os.path.expanduser(os.fspath(value))
         return {**data, **expanded} if expanded else data
 

@@ -261,16 +261,21 @@ SAVED_HEADER = ("# File and folder settings are stored as absolute paths (resolv
                 "was started in), so that --resume works from any folder.\n")
 
 
+def path_marker(field: Any) -> Any:
+    """A field's ``PATH``/``NAME_OR_FILE`` mark (``json_schema_extra["path"]``: True, "file"), or None."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get("path")
+
+
 def absolute_paths(config: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (``config`` dumped) with every setting marked as a path (``json_schema_extra``
     ``{"path": True}``) made absolute against the current folder."""
     for name, field in type(config).model_fields.items():
-        value = getattr(config, name, None)
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        value, marker = getattr(config, name, None), path_marker(field)
         if isinstance(value, BaseModel) and isinstance(data.get(name), dict):
             absolute_paths(value, data[name])
-        elif extra.get("path") and isinstance(data.get(name), str) and data[name] and (
-                extra["path"] is True or names_a_file(data[name])):
+        elif marker and isinstance(data.get(name), str) and data[name] and (
+                marker is True or names_a_file(data[name])):
             data[name] = os.path.abspath(os.path.expanduser(data[name]))
     return data
 

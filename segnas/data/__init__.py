@@ -90,6 +90,7 @@ def dataset_classes(cfg: DataConfig) -> ClassInfo:
     return build_dataset(cfg.name, cfg.root, cfg.train_split, None, cache=False, **cfg.options).classes
 
 
-__all__ = ["open_data", "dataset_classes", "dataset_options", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo", "PairDataset",
+__all__ = ["open_data", "dataset_classes", "dataset_options", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo",
+           "PairDataset",
            "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
            "train_transforms", "eval_transforms", "validate_dataset", "validate_split", "DataReport"]

@@ -182,7 +182,7 @@ class LoopState:
         ctx = distributed.context()
         ranks = state.get("rng_ranks")
         then = len(ranks) if ranks is not None else 1
-        if then != ctx.world_size and distributed.is_main():
+        if then != ctx.world_size and ctx.is_main:
             warnings.warn(f"this run was computed by {then} process(es) and continues with {ctx.world_size}: its "
                           f"result will differ from an uninterrupted run's (continue it with the launch it started "
                           f"with{f', {then} processes in all' if then > 1 else ', outside torchrun'})",

@@ -15,6 +15,7 @@ from segnas.cost.memory import check_training_memory
 from segnas.data import SegmentationDataset, eval_transforms, open_data, train_transforms, validate_dataset
 from segnas.data.base import check_same_classes
 from segnas.data.statistics import median_frequency_weights
+from segnas.engine import distributed
 from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
 from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import RunDir
@@ -72,6 +73,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     said = SaidBeforeRun(echo)  # (its run's log.txt keeps what the training says before the run exists)
 
     # Everything that can fail on user input is built before a new run directory is created.
+    distributed.check_batch_split(cfg.data.batch_size)
     check_placement(cfg)
     data = validate_dataset(cfg.data, cfg.progress, said)
     data.check_whole_image_batches(cfg.data)

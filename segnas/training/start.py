@@ -11,7 +11,7 @@ import torch
 from segnas.config.base import Settings
 from segnas.config.compare import CompareSettings
 from segnas.config.io import flatten, has_setting, load_config, read_settings, read_yaml, save_config, saved_form
-from segnas.config.train import TrainConfig, options_data
+from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir, RunKind, run_kind
@@ -138,8 +138,6 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
-    if cls is TrainConfig:  # (a search checks its batches after refusing what torchrun cannot run)
-        distributed.check_batch_split(cfg.data.batch_size)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
