@@ -35,6 +35,7 @@ from segnas.jobs.evaluate import CHECKPOINT, Segmenter
 from segnas.metrics import SegMetrics
 from segnas.progress import Echo
 from segnas.training import check_resumable
+from segnas.utils import home_folder
 
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,11 +59,13 @@ def leaves_the_process_as_it_was(job: F) -> F:
             raise SegnasError(f"{job.__name__}: {exc}") from None
         for name, value in bound.arguments.items():
             check_argument(name, value, hints.get(name))
+            if Path in union_members(hints.get(name)) and isinstance(value, (str, os.PathLike)):
+                bound.arguments[name] = home_folder(value)
         check_echo(bound.arguments.get("echo"))
         threads = torch.get_num_threads()
         try:
             with releasing_what_it_opens(), kept_rng(), exact_fp32():
-                return job(*args, **kwargs)
+                return job(*bound.args, **bound.kwargs)
         finally:
             torch.set_num_threads(threads)
 

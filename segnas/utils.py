@@ -31,6 +31,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SEGNAS_CACHE", Path.home() / ".cache" / "segnas"))
 
 
+def home_folder(path: str | os.PathLike) -> str | os.PathLike:
+    """A file or folder given with ``~`` at its start, as the home folder (as a shell would give it)."""
+    return os.path.expanduser(path) if os.fspath(path).startswith("~") else path
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Write `path` via a temporary file in the same folder and an atomic rename.
 

@@ -218,6 +218,7 @@ CLI_CASES = [
                                                               "or median_frequency (got 'median')"),
     (["train"] + SYN + ["--set", "loss.smoothing=0.1"], "loss.smoothing: unknown setting (did you mean "
                                                         "loss.label_smoothing?)"),
+    (["train"] + SYN + ["--set", "minutes=5"], "minutes: unknown setting (did you mean time_budget_min?)"),
     (["train"] + SYN + ["-c", "{tmp}/dup.yaml"], "dup.yaml: line 4 invalid YAML (key 'optim' given twice",
      _duplicate_key),
     (["train"] + SYN + ["-c", "{tmp}/list.yaml"], "list.yaml: expected a mapping of settings (key: value lines) at "

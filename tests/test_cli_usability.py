@@ -5,6 +5,7 @@ progress lines, the demo's latency warning, the search's target check."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segnas.cli.main import app
+from segnas.config.recipes import RECIPES_DIR
+from segnas.errors import SegnasError
 
 runner = CliRunner()
 TINY = ["--data", "synthetic", "--size", "32x40", "--set", "data.options={size: [48, 64], length: 4}",
@@ -602,3 +605,11 @@ def test_a_home_folder_in_a_path_setting_is_where_the_run_goes(tmp_path, monkeyp
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = build_config(TrainConfig, {"out_dir": "~/runs", "data": {"name": "folder", "root": "~/data"}})
     assert cfg.out_dir == str(tmp_path / "runs") and cfg.data.root == str(tmp_path / "data")
+    # a search's final-training recipe file, and the Python API's file and folder arguments
+    from segnas import api
+    from segnas.config.search import FinalTraining
+
+    shutil.copy(RECIPES_DIR / "cpu-short.yaml", tmp_path / "mine.yaml")
+    assert FinalTraining(recipe="~/mine.yaml").recipe == str(tmp_path / "mine.yaml")
+    with pytest.raises(SegnasError, match=f"^{tmp_path / 'nowhere'}: run directory not found"):
+        api.train(resume="~/nowhere")

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from segnas.config.compare import CompareSettings
 from segnas.config.io import build_config
 from segnas.errors import SegnasError, TargetOutOfReach
-from segnas.jobs.compare import compare_job
+from segnas.jobs.compare import compare_job, failed_rows
 from segnas.spaces.base import arch_key, build_from_arch, get_space
 
 SIZE = [32, 48]
@@ -432,6 +432,7 @@ def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(t
 
     monkeypatch.setattr(SasWOT, "prepare", out_of_reach)
     summary, lines = run_compare(tiny(tmp_path / "runs", zoo=[]))
+    assert failed_rows(summary) == ["saswot"]
     rows = {r["name"]: r for r in summary["rows"]}
     assert rows["saswot"]["status"].startswith("failed: latency.target_ms") and not rows["saswot"]["seeds"]
     assert rows["saswot"]["val_miou_mean"] is None and rows["saswot"]["latency_ms"] is None
@@ -441,6 +442,22 @@ def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(t
     assert not [x for x in lines if x.startswith("saswot: failed")]
     md = (Path(summary["run_dir"]) / "compare.md").read_text()
     assert "| saswot | method | - |" in md and "out of reach" in md
+
+
+def test_a_comparison_with_a_failed_network_exits_with_status_1(tmp_path, monkeypatch):
+    """A script that publishes a comparison's table learns that a row has no result."""
+    import segnas.cli.main as cli
+
+    run = tmp_path / "runs" / "x"
+    rows = [{"name": "saswot", "status": "failed: latency.target_ms: out of reach"}, {"name": "random", "status": "ok"}]
+    monkeypatch.setattr("segnas.jobs.compare.compare_job", lambda *a, **k: {"run_dir": str(run), "rows": rows})
+    monkeypatch.setattr("segnas.api.job_settings", lambda *a, **k: None)
+    result = CliRunner().invoke(cli.app, ["compare", "--set", "latency.target_ms=5"])
+    assert result.exit_code == 1, result.output
+    assert f"1 of 2 networks failed: saswot (their rows say why; after a fix, segnas compare --resume {run} " \
+           "--rerun NAME runs one again)" in " ".join(result.output.split())
+    rows[0]["status"] = "under target (-20%)"
+    assert CliRunner().invoke(cli.app, ["compare", "--set", "latency.target_ms=5"]).exit_code == 0
 
 
 def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkeypatch):

@@ -360,8 +360,9 @@ def demo(
     from segnas.jobs.demo import demo_job
     from segnas.utils import parse_size
 
-    demo_job(steps, minutes, parse_size(size, "--size"), out_dir, threads, seed, target_ms, echo=echo,
-             target_fps=target_fps)
+    summary, _ = demo_job(steps, minutes, parse_size(size, "--size"), out_dir, threads, seed, target_ms, echo=echo,
+                          target_fps=target_fps)
+    exit_if_rows_failed(summary)
 
 
 @app.command(no_args_is_help=True)
@@ -422,6 +423,20 @@ def compare(
     state = ("latency measured" if summary.get("latency_measured") else
              "done" if summary.get("measured", True) else "trained")
     echo(f"{state}: {summary['run_dir']}")
+    exit_if_rows_failed(summary)
+
+
+def exit_if_rows_failed(summary: dict[str, Any]) -> None:
+    """Exit status 1 where a network of a finished comparison has no result (a script that goes on
+    to publish the table learns it is incomplete); its row says why."""
+    from segnas.jobs.compare import failed_rows
+
+    failed = failed_rows(summary)
+    if failed:
+        err_console.print(f"{len(failed)} of {len(summary['rows'])} networks failed: {', '.join(failed)} (their rows "
+                          f"say why; after a fix, segnas compare --resume {summary['run_dir']} --rerun NAME runs "
+                          "one again)", highlight=False, soft_wrap=True, markup=False, emoji=False)
+        raise typer.Exit(1)
 
 
 @app.command()

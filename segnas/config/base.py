@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, mode
 
 from segnas.config.io import new_settings, path_marker
 from segnas.errors import SegnasError
-from segnas.utils import parse_size
+from segnas.utils import home_folder, parse_size
 
 
 def plain_name(value: str) -> str:
@@ -138,8 +138,8 @@ class Settings(BaseModel):
         expanded = {}
         for name, field in cls.model_fields.items():
             value = data.get(name)
-            if path_marker(field) and isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
-                expanded[name] = os.path.expanduser(os.fspath(value))
+            if path_marker(field) and isinstance(value, (str, os.PathLike)) and home_folder(value) != value:
+                expanded[name] = home_folder(value)
         return {**data, **expanded} if expanded else data
 
     @model_validator(mode="before")

@@ -35,6 +35,9 @@ def _unknown_setting(model: type[BaseModel] | None, path: list[str]) -> str:
         model = settings_model(field.annotation) if field else None
     if model is None:
         return "unknown setting"
+    known_as = [name for name, field in model.model_fields.items() if path[-1] == _extra(field).get("also_called")]
+    if known_as:  # (minutes -> time_budget_min: what `segnas train --minutes` sets)
+        return f"unknown setting (did you mean {'.'.join([*path[:-1], known_as[0]])}?)"
     owners = [name for name, field in model.model_fields.items()
               if path[-1] in getattr(settings_model(field.annotation), "model_fields", {})]
     if owners:  # the very name, one section down (saswot.inits -> saswot.scoring.inits)
@@ -261,10 +264,14 @@ SAVED_HEADER = ("# File and folder settings are stored as absolute paths (resolv
                 "was started in), so that --resume works from any folder.\n")
 
 
+def _extra(field: Any) -> dict[str, Any]:
+    """A field's marks (``json_schema_extra``: ``path``, ``also_called``)."""
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
 def path_marker(field: Any) -> Any:
     """A field's ``PATH``/``NAME_OR_FILE`` mark (``json_schema_extra["path"]``: True, "file"), or None."""
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    return extra.get("path")
+    return _extra(field).get("path")
 
 
 def absolute_paths(config: BaseModel, data: dict[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,7 @@ class FinalTraining(Settings):
     #: How ``minutes`` is counted: wall clock, or process CPU time / threads.
     budget_clock: Literal["wall", "cpu"] = "wall"
     #: The training recipe: a shipped name (``segnas/recipes``) or a YAML file (``segnas.config.recipes``).
-    recipe: str = "cpu-short"
+    recipe: str = Field("cpu-short", json_schema_extra=NAME_OR_FILE)
     #: Recipe settings on top of it (``TrainConfig`` fields, e.g. ``{ema_decay: null, swa_start: 0.75}``).
     overrides: dict[str, Any] = Field(default_factory=dict)
     #: Score the validation split every this many epochs (and at the end); None: as a training's

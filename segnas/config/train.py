@@ -234,7 +234,7 @@ class TrainConfig(Settings):
     epochs: Optional[int] = Field(None, ge=1)
     #: Stop after this many minutes of training (evaluation excluded); the LR schedule then runs
     #: on whichever of iterations or time is further along. None: no time limit (0 is refused).
-    time_budget_min: Optional[float] = Field(None, gt=0)
+    time_budget_min: Optional[float] = Field(None, gt=0, json_schema_extra={"also_called": "minutes"})
     #: Stop after this many optimizer steps (a budget that means the same on every machine); the
     #: LR schedule then runs over them.
     max_steps: Optional[int] = Field(None, ge=1)

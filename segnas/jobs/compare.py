@@ -725,6 +725,11 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
     return row
 
 
+def failed_rows(summary: dict[str, Any]) -> list[str]:
+    """The networks of a comparison's table without a result: their search or a training failed."""
+    return [r["name"] for r in summary.get("rows", []) if str(r["status"]).startswith("failed")]
+
+
 def _total(seeds: list[dict[str, Any]], key: str) -> float | None:
     """``key`` summed over the seeds that have it (trainings on a GPU have no CPU time and vice versa)."""
     values = [s[key] for s in seeds if s.get(key) is not None]
