@@ -179,3 +179,19 @@ def test_a_batch_that_cannot_be_split_over_the_processes_is_refused_before_the_r
     with pytest.raises(SegnasError, match="data.batch_size: 3 is not divisible by the 2 data-parallel processes"):
         train_job(cfg)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_mistake_every_rank_meets_is_said_once_and_one_a_rank_alone_meets_is_said(tmp_path, monkeypatch):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    done = subprocess.run([*TORCHRUN, "-m", "segnas", "train", "--data", "synthetic", "--steps", "1", "--set",
+                           "optim.lr=-1", "--out-dir", str(tmp_path)], env={**env, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert [x for x in done.stderr.splitlines() if x.startswith("error:")] == [
+        "error: optim.lr: Input should be greater than 0 (got -1)"], done.stderr
+    from segnas.cli.main import first_to_say
+
+    (tmp_path / "attempt_0" / "1").mkdir(parents=True)
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "attempt_0" / "1" / "error.json"))
+    assert first_to_say("data: a.png: unreadable") and not first_to_say("data: a.png: unreadable")
+    assert first_to_say("data: b.png: unreadable")

@@ -6,6 +6,7 @@ User mistakes (SegnasError) are printed as one line on stderr with exit status 2
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -66,8 +67,9 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SegnasError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True,
-                              emoji=False)
+            if first_to_say(str(exc)):
+                err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True,
+                                  emoji=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             line = interrupted_line()
@@ -77,6 +79,24 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper
+
+
+def first_to_say(message: str) -> bool:
+    """Whether this process says an error ``message``: any outside torchrun; under it, the first of a
+    node's processes to meet it (every rank checks the same settings: one line, not one a process;
+    an error one rank alone meets, a file of its share of the data, is still said). The mark lies in
+    torchrun's own folder for this launch, which it removes as it ends."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not error_file:
+        return True
+    digest = hashlib.sha256(message.encode("utf-8", "replace")).hexdigest()[:16]
+    try:
+        os.close(os.open(Path(error_file).parents[1] / f"segnas-said-{digest}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:  # (no mark can be made: say it)
+        pass
+    return True
 
 
 class Terminated(KeyboardInterrupt):
