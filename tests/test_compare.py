@@ -597,6 +597,27 @@ def tiny_demo(monkeypatch):
     monkeypatch.setattr(demo, "DEMO_LATENCY", {"backend": "eager", "table_min_runs": 1, "table_min_time_s": 0.0})
 
 
+@pytest.mark.calibration
+def test_the_demos_searches_predict_with_the_correction_its_target_was_set_with(tmp_path, tiny_demo, monkeypatch):
+    """On a busy host the demo fitted one correction for its target and its searches another (not
+    cached): both searches refused the target (cheapest network 16.97 ms, target 10.92 ms)."""
+    import segnas.jobs.demo as demo
+    from segnas.cost import latency_model
+
+    measured: list[int] = []
+
+    def measure(space, archs, *args, **kwargs):
+        measured.append(len(archs))
+        return [(1.0 + 0.1 * i) * (len(measured) if len(measured) > 1 else 0.01) for i in range(len(archs))]
+
+    monkeypatch.setattr(latency_model, "measure_networks", measure)
+    monkeypatch.setattr(latency_model, "other_processes_cores", lambda: 1.5)  # busy: not cached
+    monkeypatch.setattr(demo, "DEMO_LATENCY", {**demo.DEMO_LATENCY, "calibration_networks": 8})
+    summary, _ = demo.demo_job(steps=1, size=(32, 48), out_dir=str(tmp_path), threads=1)
+    assert measured == [8]  # one fit, for the target and the searches
+    assert [r["status"].startswith("failed") for r in summary["rows"]] == [False, False, False]
+
+
 def test_demo_runs_a_small_comparison(tmp_path, tiny_demo):
     from segnas.cli.main import app
 
@@ -693,6 +714,17 @@ def test_trainings_end_on_one_machine_and_the_latency_session_runs_on_another(tm
 
     assert "Every job has ended; the latency session and the results are still to come" in \
         status_table(compare_status(run))
+    # while a process runs it (its latency session, here), --status says so rather than how to continue it
+    from segnas.engine.rundir import RunDir
+
+    held = RunDir.existing(run)
+    assert "Every job has ended; the comparison is measuring the networks" in status_table(compare_status(run))
+    del held
+    jobs = (run / "jobs.jsonl").read_text()
+    (run / "jobs.jsonl").write_text("".join(x + "\n" for x in jobs.splitlines()[:-1]))  # (a training left)
+    assert f"No process is running the comparison now: `segnas compare --resume {run}` continues it" in \
+        status_table(compare_status(run))
+    (run / "jobs.jsonl").write_text(jobs)
     jobs = (run / "jobs.jsonl").read_text()
     trainings = [json.loads(x)["result"] for x in jobs.splitlines() if json.loads(x)["key"].startswith("train:")]
     assert len(trainings) == 2 and {t["device"] for t in trainings} == {"cpu"}

@@ -185,6 +185,24 @@ class RunDir:
         self._held = held
 
     @staticmethod
+    def in_use(path: str | Path) -> bool:
+        """Whether a process holds the run folder ``path`` now (its job runs), read without holding it."""
+        key = str(Path(path).resolve())
+        if key in _HELD:
+            return True
+        try:
+            handle = open(Path(path) / LOCK_FILE)
+        except OSError:  # (no lock file: never opened by a job, or not readable)
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+    @staticmethod
     def check_parent(out_dir: str | Path, setting: str = "out_dir (--out-dir)") -> None:
         """SegnasError naming ``setting`` and ``out_dir`` when nothing can be made in it: it, or the
         nearest of its parents that exists, is a file or cannot be written."""

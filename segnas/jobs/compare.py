@@ -48,7 +48,7 @@ from segnas.cost.latency import (LatencyResult, default_threads, measure_latency
 from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, dataset_classes, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
-from segnas.engine.rundir import best_checkpoint, latest_run, run_kind
+from segnas.engine.rundir import RunDir, best_checkpoint, latest_run, run_kind
 from segnas.errors import SegnasError, TargetOutOfReach, TrainingDiverged
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
@@ -165,18 +165,21 @@ class LatencySetup:
         return cls(float(data["cpu_seconds"]), HeldCorrections.from_dict(data))
 
 
-def check_searches(searches: dict[str, SearchSettings], echo: Echo) -> LatencySetup:
+def check_searches(searches: dict[str, SearchSettings], echo: Echo, held: HeldCorrections | None = None) -> LatencySetup:
     """Every method's search (its settings by label) checked as it will run (``prepare_search``:
     its space, proxy, evaluator, supernet, Ray) before any of them starts, so that one failing on
     its input is refused now, named, not after the others have searched. A target a method's space
     cannot meet is not refused: that method's row will say so, and the others go on. Each space's
     latency correction is calibrated here, once for every method, before parallel jobs load the
-    cores: the jobs read it from the cache or, fitted on a busy host, from the setup returned."""
+    cores: the jobs read it from the cache or, fitted on a busy host, from the setup returned.
+    ``held``: corrections the caller fitted in this process (the demo's, for its target)."""
     cpu0 = cpu_seconds()
     if not searches:
         return LatencySetup(0.0, HeldCorrections({}, {}))
     first = next(iter(searches.values()))
     latency = search_latency_model(first, dataset_classes(first.data).num_classes)  # every method's alike
+    if held is not None:
+        held.lend(latency.corrections)
     for label, settings in searches.items():
         try:
             prepare_search(settings, get_strategy(settings.method)(), lambda line, at=label: echo(f"{at}: {line}"),
@@ -761,7 +764,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
     """Every job a comparison plans (``jobs``, in the order they run) with its state: ``done`` (and
     its figures), ``failed`` (and why), ``skipped`` (its search failed), ``started`` (a run directory
     with its progress: running now, or waiting for ``--resume``) or ``pending``; and the scored
-    ``test_split``. Reads the run directory only: safe beside the comparison writing it."""
+    ``test_split``; whether a process runs it now (``running``). Reads the run directory only: safe
+    beside the comparison writing it."""
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise SegnasError(f"{run_dir}: not a comparison run directory (no config.yaml)")
@@ -810,7 +814,8 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
             row["state"] = "pending"
         rows.append(row)
     return {"run_dir": str(run_dir), "test_split": cfg.test_split, "jobs": rows,
-            "remaining": remaining_time(rows, results, cfg), "results_written": (path / "compare.json").is_file()}
+            "remaining": remaining_time(rows, results, cfg), "results_written": (path / "compare.json").is_file(),
+            "running": RunDir.in_use(path)}
 
 
 def remaining_time(rows: list[dict[str, Any]], results: dict[str, Any], cfg: CompareSettings) -> dict[str, Any]:
@@ -842,7 +847,8 @@ def with_execution(cfg: CompareSettings, device: str | None, workers: int | None
 def compare_job(settings: CompareSettings | None, resume: str | Path | None = None,
                 echo: Echo | None = None, *, device: str | None = None, workers: int | None = None,
                 measure: bool = True, measure_now: bool = False, any_machine: bool = False,
-                rerun: Sequence[str] = (), changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                rerun: Sequence[str] = (), changes: Mapping[str, Any] | None = None,
+                held: HeldCorrections | None = None) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a comparison; returns ``compare.json``'s content plus ``run_dir``.
 
     ``device``/``workers`` override where and how many jobs run at once (``with_execution``);
@@ -853,7 +859,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     latency session runs on the machine the searches targeted unless ``any_machine``. ``rerun``
     (with ``resume``): networks whose ended jobs run again (``forget_jobs``). ``changes``: the
     ``training.start.RESUMABLE`` settings a resumed comparison takes anew (its searches and
-    trainings under way continue with them too)."""
+    trainings under way continue with them too). ``held``: latency corrections fitted in this
+    process for this comparison (``check_searches``)."""
     echo = echo or (lambda m: None)
     if measure_now and not measure:
         raise SegnasError("--measure-now (measure_now) runs the latency session, which --no-latency (measure=False) "
@@ -886,7 +893,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         check_ray(cfg.workers, cfg.ray_address, job_resources(cfg))
     setup = None
     if resume is None:
-        setup = check_searches(checked, echo)
+        setup = check_searches(checked, echo, held)
         if cfg.methods is not None:  # their files absolute, as the comparison's own: a resume works from any folder
             methods = {label: absolute_paths(checked[label], copy.deepcopy(own)) for label, own in methods.items()}
             cfg = cfg.model_copy(update={"methods": methods})
@@ -992,7 +999,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     return {**summary, "run_dir": str(path)}
 
 
-#: ``compare_job``'s options (its keyword-only arguments, but the resumed settings ``changes``): what
-#: ``segnas.api.compare`` passes on.
+#: ``compare_job``'s options (its keyword-only arguments, but the resumed settings ``changes`` and
+#: the corrections ``held`` a caller in segnas fitted): what ``segnas.api.compare`` passes on.
 COMPARE_OPTIONS = frozenset(name for name, p in inspect.signature(compare_job).parameters.items()
-                            if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "changes")
+                            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("changes", "held"))

@@ -109,7 +109,15 @@ def status_table(status: dict[str, Any]) -> str:
     again = (f"\nA failed job stays failed when the comparison resumes; `segnas compare --resume "
              f"{status.get('run_dir', 'RUN')} --rerun NAME` runs NAME's jobs again (e.g. after a fix; failed: "
              f"{', '.join(failed)}).\n") if failed else ""
-    pending = (f"\nEvery job has ended; the latency session and the results are still to come: `segnas compare "
-               f"--resume {status.get('run_dir', 'RUN')}` on the deployment machine.\n"
-               if rows and done == len(rows) and status.get("results_written") is False else "")
-    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n{again}{pending}"
+    run, ended = status.get("run_dir", "RUN"), bool(rows) and done == len(rows)
+    if status.get("results_written") is not False:
+        state = ""
+    elif status.get("running"):
+        state = ("\nEvery job has ended; the comparison is measuring the networks (one latency session), then "
+                 "writes the results.\n" if ended else "\nA process is running the comparison now.\n")
+    elif ended:
+        state = (f"\nEvery job has ended; the latency session and the results are still to come: `segnas compare "
+                 f"--resume {run}` on the deployment machine.\n")
+    else:
+        state = f"\nNo process is running the comparison now: `segnas compare --resume {run}` continues it.\n"
+    return "\n".join(lines) + f"\n\n{done} of {len(rows)} jobs ended{pace}\n{again}{state}"
