@@ -17,6 +17,12 @@ class TargetOutOfReach(SegnasError):
     the other methods go on)."""
 
 
+class CannotWrite(SegnasError):
+    """A file a job could not write (a full disk, a quota, a file-size limit): the job stops, what it
+    wrote before stays, and it continues once there is room. Not a result of what it computed: a
+    comparison stops rather than recording the job as failed."""
+
+
 class SegnasWarning(UserWarning):
     """What segnas warns of (a busy host during a measurement, a rebuilt cache file, a plugin left
     out): the command prints it as one ``warning:`` line."""

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from segnas.errors import SegnasError
+from segnas.errors import CannotWrite, SegnasError
 
 
 _UMASK = os.umask(0)
@@ -43,8 +44,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     file (or nothing) in place, never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise CannotWrite(f"{path}: cannot be written: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -53,9 +57,32 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename not in (None, str(tmp_path), tmp_path):  # (another file the writer read)
+            raise
+        raise CannotWrite(f"{path}: cannot be written: {exc.strerror or exc}") from exc
+    except RuntimeError as exc:  # (torch.save's writer says "unexpected pos" where the OS said no room)
+        reason = _no_room(tmp_path)
+        if reason is None:
+            raise
+        raise CannotWrite(f"{path}: cannot be written: {reason}") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _no_room(tmp: Path) -> str | None:
+    """Why a partly written ``tmp`` could not grow, if the reason is room: a full file system, or
+    the process's file-size limit; None when neither."""
+    try:
+        if shutil.disk_usage(tmp.parent).free < 1 << 20:
+            return "no space left on the device"
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit - (1 << 16):
+            return f"the file-size limit of this process ({limit} bytes; ulimit -f)"
+    except OSError:
+        return None
+    return None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

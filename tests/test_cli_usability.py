@@ -613,3 +613,24 @@ def test_a_home_folder_in_a_path_setting_is_where_the_run_goes(tmp_path, monkeyp
     assert FinalTraining(recipe="~/mine.yaml").recipe == str(tmp_path / "mine.yaml")
     with pytest.raises(SegnasError, match=f"^{tmp_path / 'nowhere'}: run directory not found"):
         api.train(resume="~/nowhere")
+
+
+def test_a_write_that_finds_no_room_is_one_line_with_how_to_continue(tmp_path):
+    """A full disk (here the file-size limit, `ulimit -f`) while a checkpoint was written: a torch
+    traceback ("unexpected pos"), no continue line. Now one line naming the file, why, and how to
+    continue once there is room; the resume, with room, ends the training."""
+    import resource
+
+    args = ["train", *TINY, "--steps", "2", "--out-dir", str(tmp_path)]
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))  # noqa: E731
+    proc = _segnas(*args, preexec_fn=limit)
+    output = proc.communicate(timeout=300)[0]
+    run = next(tmp_path.iterdir())
+    assert proc.returncode == 2 and "Traceback" not in output, output
+    assert (f"error: {run / 'checkpoints'}" in output and "cannot be written: the file-size limit of this process "
+            f"(200000 bytes; ulimit -f); once there is room, continue with segnas train --resume {run}") \
+        in " ".join(output.split()), output
+    assert not [p for p in run.rglob("*.tmp")]
+    resumed = _segnas("train", "--resume", str(run))
+    assert resumed.communicate(timeout=300)[0] and resumed.returncode == 0
+    assert (run / "checkpoints" / "last.pt").is_file()

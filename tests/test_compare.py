@@ -488,6 +488,21 @@ def test_a_job_that_breaks_unexpectedly_still_gets_its_end_line(tmp_path, monkey
     assert "train:random:seed0: failed: RuntimeError: a bug in the trainer" in lines
 
 
+def test_a_job_that_finds_no_room_to_write_stops_the_comparison_rather_than_failing_its_row(tmp_path, monkeypatch):
+    """A full disk is not a network's result: recorded as a failed row, it stayed failed on resume."""
+    import segnas.jobs.compare as compare
+    from segnas.errors import CannotWrite
+
+    def full(*args, **kwargs):
+        raise CannotWrite("best.pt: cannot be written: no space left on the device")
+
+    monkeypatch.setattr(compare, "train_job", full)
+    with pytest.raises(CannotWrite, match="train:saswot:seed0 failed: best.pt: cannot be written: no space left"):
+        compare_job(build_config(CompareSettings, tiny(tmp_path / "runs", zoo=[])))
+    run = next((tmp_path / "runs").iterdir())
+    assert not [x for x in (run / "jobs.jsonl").read_text().splitlines() if x.startswith('{"key": "train:')]
+
+
 def _folder_dataset(root: Path) -> None:
     """A folder dataset with train and val splits only (no test split)."""
     rng = np.random.default_rng(0)

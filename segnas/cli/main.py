@@ -5,6 +5,7 @@ User mistakes (SegnasError) are printed as one line on stderr with exit status 2
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -24,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
-from segnas.errors import SegnasError, SegnasWarning
+from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.registry import qualified
 
 def command_group(help: str, **options: Any) -> typer.Typer:
@@ -67,8 +68,17 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SegnasError as exc:
-            if first_to_say(str(exc)):
-                err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True,
+            message = str(exc) + (room_to_continue() if isinstance(exc, CannotWrite) else "")
+            if first_to_say(message):
+                err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
+                                  emoji=False)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # a write outside atomic_write (a log line, a metrics record) with no room
+            if exc.errno not in NO_ROOM:
+                raise
+            message = f"{exc.filename or 'a file'}: cannot be written: {exc.strerror}{room_to_continue()}"
+            if first_to_say(message):
+                err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
                                   emoji=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
@@ -79,6 +89,21 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper
+
+
+#: The errors of a write that found no room: a full file system, a quota, the file-size limit.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def room_to_continue() -> str:
+    """What follows an error of a write that found no room: how to continue the run once there is."""
+    from segnas.training.start import continue_command
+
+    run, _ = run_to_continue()
+    try:
+        return f"; once there is room, continue with {continue_command(run)}" if run is not None else ""
+    except SegnasError:  # (a run stopped before its config.yaml was written: nothing to continue)
+        return ""
 
 
 def first_to_say(message: str) -> bool:

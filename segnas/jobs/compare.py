@@ -49,7 +49,7 @@ from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, dataset_classes, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
 from segnas.engine.rundir import RunDir, best_checkpoint, latest_run, run_kind
-from segnas.errors import SegnasError, TargetOutOfReach, TrainingDiverged
+from segnas.errors import CannotWrite, SegnasError, TargetOutOfReach, TrainingDiverged
 from segnas.jobs.evaluate import eval_job
 from segnas.jobs.report import report_job
 from segnas.jobs.search import (finished_search, latency_probe, make_settings, prepare_search, search_job,
@@ -278,6 +278,8 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
             setup = LatencySetup.read(Path(item["root"]))
             summary = search_job(make_settings(item["method"], item["settings"]), resume=run,
                                  held=setup.held if setup is not None else None)
+    except CannotWrite:  # (the machine's failure, as below)
+        raise
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
     except (OSError, MemoryError, torch.OutOfMemoryError):
@@ -342,6 +344,8 @@ def run_training(item: dict[str, Any]) -> dict[str, Any]:
                                            bf16=cfg.bf16, options=cfg.data.options, progress=False)
             out["test_miou"] = json_float(metrics.miou)
             out["test_per_class_iou"] = {c: json_float(v) for c, v in zip(test_names, metrics.iou)}
+    except CannotWrite:  # (a full disk: the comparison stops, and a resume continues the training)
+        raise
     except TrainingDiverged as exc:  # its fix is a setting of the comparison's recipe, fixed once it started
         return {"status": f"failed: train.recipe.{exc} (a comparison keeps its train settings once started: "
                           "start a new one with the recipe changed)", "seed": seed}

@@ -7,7 +7,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from segnas.errors import SegnasError, SegnasWarning
+from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.parallel.executors import EXECUTORS, TaskResources, WorkerError
 from segnas.parallel.store import ResultStore, default_key
 from segnas.progress import task_progress
@@ -77,13 +77,15 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
         k, exc = failures[0]
         more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
         saved = f"; finished results are saved in {results_path}, rerun to resume" if results_path else ""
-        raise SegnasError(f"item {k} failed: {failure_message(exc)}{more}{saved}") from exc
+        kind = CannotWrite if isinstance(exc, CannotWrite) else SegnasError  # (no room: continued once there is)
+        raise kind(f"item {k} failed: {failure_message(exc)}{more}{saved}") from exc
     return [store[k] for k in keys]
 
 
 def failure_message(exc: BaseException) -> str:
-    """Why an item failed, on one line: the error's type and message."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split()).rstrip(":")
+    """Why an item failed, on one line: the error's type and message (segnas's own: its message)."""
+    said = str(exc) if isinstance(exc, SegnasError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(said.split()).rstrip(":")
 
 
 def _tell(callback: Callable[[str, Any], None] | None, key: str, value: Any) -> None:
