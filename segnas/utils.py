@@ -11,13 +11,14 @@ import re
 import resource
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from segnas.errors import CannotWrite, SegnasError
+from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 
 
 _UMASK = os.umask(0)
@@ -166,15 +167,20 @@ def json_safe(value: Any) -> Any:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; a torn line (a run killed mid-write) is skipped."""
+    """The JSON objects of a JSONL file; a torn last line (a run killed mid-write, or one being
+    written now) is skipped, a damaged line before it too, with a warning naming it."""
     path = Path(path)
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    lines = path.read_text(errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
+            if number < len(lines) and line.strip():
+                warnings.warn(f"{path}: line {number} is not a JSON record (damaged): left out", SegnasWarning,
+                              stacklevel=2)
             continue
         if isinstance(record, dict):
             out.append(record)
@@ -193,6 +199,17 @@ def read_json(path: str | Path, missing_ok: bool = False) -> Any:
         return json.loads(read_text_file(path))
     except json.JSONDecodeError as exc:
         raise SegnasError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+
+
+def read_record(path: str | Path, otherwise: str) -> Any:
+    """A record a job wrote of its work and can compute again (None when it is absent); a damaged
+    one (a garbled disk, a hand edit) warns, naming it and ``otherwise`` (what is done instead), and
+    reads as absent."""
+    try:
+        return read_json(path, missing_ok=True)
+    except SegnasError as exc:
+        warnings.warn(f"{exc}; {otherwise}", SegnasWarning, stacklevel=2)
+        return None
 
 
 def read_text_file(path: str | Path) -> str:

@@ -103,6 +103,18 @@ def _edited_run(tmp_path):
     return path
 
 
+def test_a_run_without_its_started_settings_says_that_edits_cannot_be_told(tmp_path):
+    """Removing the hidden .started.yaml (rsync without dotfiles) silently turned the check off: a
+    resume trained on with an edited learning rate."""
+    from segnas.errors import SegnasWarning
+    from segnas.training.start import check_unedited
+
+    path = _edited_run(tmp_path)
+    (path.parent / ".started.yaml").unlink()
+    with pytest.warns(SegnasWarning, match=r"\.started\.yaml: missing .* a config.yaml edited since cannot be told"):
+        check_unedited(path.parent)
+
+
 def _edited_lr(tmp_path):
     path = _edited_run(tmp_path)
     path.write_text(path.read_text().replace("lr: 0.05", "lr: 0.1"))

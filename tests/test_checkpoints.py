@@ -287,3 +287,36 @@ def test_a_matmul_peak_measured_on_a_busy_host_is_not_cached(tmp_path, monkeypat
     monkeypatch.setattr(machine, "measure_matmul_peak", lambda threads: 120.0)
     monkeypatch.setattr(machine, "other_processes_cores", lambda *a, **k: 0.0)
     assert machine.matmul_peak_gflops(1) == 120.0 and (tmp_path / "machine.json").exists()
+
+
+def test_a_damaged_record_of_finished_work_is_named_and_the_work_done_again(tmp_path):
+    """A garbled search_result.json, search_clock.json, arch_train.json or a comparison's
+    latency.json was a JSONDecodeError traceback on resume; each is a record segnas can compute
+    again: a warning names the file and what is done instead, and the resume goes on."""
+    from segnas.errors import SegnasWarning
+    from segnas.jobs.search import finished_search
+    from segnas.utils import read_record
+
+    (tmp_path / "search_result.json").write_text("{")
+    with pytest.warns(SegnasWarning, match=r"search_result.json: invalid JSON at line 1 .*; the search's end runs again"):
+        assert finished_search(tmp_path) is None
+    (tmp_path / "r.json").write_text('{"a": 1}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_record(tmp_path / "r.json", "x") == {"a": 1} and read_record(tmp_path / "none.json", "x") is None
+
+
+def test_a_damaged_metrics_line_before_the_last_is_named(tmp_path):
+    """A garbled middle line of metrics.jsonl was dropped without a word (and gone once a resume
+    rewrote the file); a torn last line (a kill mid-write, or one being written) is skipped quietly."""
+    from segnas.errors import SegnasWarning
+    from segnas.utils import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\nGARBAGE{{\n{"epoch": 3}\n{"epo')
+    with pytest.warns(SegnasWarning, match=r"metrics.jsonl: line 2 is not a JSON record \(damaged\): left out"):
+        assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 3}]
+    path.write_text('{"epoch": 1}\n{"epo')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_jsonl(path) == [{"epoch": 1}]

@@ -66,7 +66,7 @@ from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
-from segnas.utils import atomic_write_text, cpu_seconds, json_float, read_json, read_jsonl
+from segnas.utils import atomic_write_text, cpu_seconds, json_float, read_json, read_jsonl, read_record
 from segnas.zoo import MODELS
 
 #: The zoo network every comparison trains (the reference of real-time segmentation on CPU).
@@ -310,7 +310,7 @@ def with_search_measurement(result: dict[str, Any], root: Path) -> dict[str, Any
     if result.get("status") != "ok" or not missing:
         return result
     path = root / result["run_dir"] / "search_result.json"
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = read_json(path, missing_ok=True) or {}
     found = next((r for r in saved.get("networks", {}).values() if r.get("role") == "found"), {})
     recorded = {"measured_ms": found.get("measured_ms"), "measured_other_cores": found.get("measured_other_cores"),
                 "machine": saved.get("machine")}
@@ -437,7 +437,7 @@ def chosen_zoo(cfg: CompareSettings, run_path: Path) -> list[str] | None:
     if named is not None:
         return named
     kept = run_path / "zoo_selection.json"
-    return list(json.loads(kept.read_text())["selected"]) if kept.is_file() else None
+    return list(read_json(kept)["selected"]) if kept.is_file() else None
 
 
 def forget_jobs(run_path: Path, names: list[str], methods: list[str], zoo: list[str], echo: Echo) -> None:
@@ -505,7 +505,7 @@ def measure_latency_session(cfg: CompareSettings, run_path: Path, sources: dict[
     ``again``: one more session; of the same networks, machine and settings it adds up with the
     saved ones (``add_session``), for a host whose slow spells outlast a session."""
     path = run_path / "latency.json"
-    saved = json.loads(path.read_text()) if path.is_file() else None
+    saved = read_record(path, "the networks are measured again")
     identities = network_identities(sources)
     if saved is not None and saved.get("identities") == identities and not again:
         return saved["networks"]
@@ -781,7 +781,7 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
     zoo = zoo_names(cfg)
     if zoo is None:
         selection = path / "zoo_selection.json"
-        zoo = json.loads(selection.read_text())["selected"] if selection.is_file() else []
+        zoo = read_json(selection)["selected"] if selection.is_file() else []
     plan = [("search", label, None) for label in methods]
     beside = zoo_beside_searches(cfg, methods, results)
     plan += [("train", name, seed) for name, seed in training_order(cfg, methods, zoo, beside)]
@@ -976,7 +976,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     setup = LatencySetup.read(path)
     budget = (f"{cfg.train.steps} optimizer steps" if cfg.train.steps
               else f"{cfg.train.cpu_minutes:g} CPU-minutes (not reproducible)")
-    session = json.loads((path / "latency.json").read_text()) if (path / "latency.json").is_file() else {}
+    session = read_json(path / "latency.json", missing_ok=True) or {}
     rounds = {len(m["latency"].get("round_medians_ms") or [0]) for m in session.get("networks", {}).values()}
     summary = {"settings": cfg.model_dump(mode="json"), "target_ms": target, "latency": latency_description(cfg),
                "latency_machine": session.get("machine"),

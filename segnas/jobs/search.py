@@ -54,7 +54,7 @@ from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.training.job import check_classes
 from segnas.training.start import refuse_other_run
-from segnas.utils import atomic_write_text, cpu_seconds
+from segnas.utils import atomic_write_text, cpu_seconds, read_record
 
 _CLASSES: dict[str, type[SearchSettings]] = {}
 
@@ -127,7 +127,7 @@ class SearchClock:
 
     def __init__(self, run: RunDir, latency: LatencyModel | None = None, period_s: float = CLOCK_PERIOD_S) -> None:
         self.path = run.path / self.FILE
-        prior = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        prior = read_record(self.path, "the search's time so far is not counted") or {}
         self.prior = (float(prior.get("search_wall_seconds", 0.0)), float(prior.get("search_cpu_seconds", 0.0)))
         self.timing = latency.timing_seconds if latency is not None else [0.0, 0.0]
         self.timed0 = tuple(self.timing)
@@ -221,7 +221,8 @@ RESULT_FILE = "search_result.json"
 def finished_search(run_path: Path) -> dict[str, Any] | None:
     """A finished search's summary plus its ``run_dir``; None while the search has not finished."""
     path = run_path / RESULT_FILE
-    return {**json.loads(path.read_text()), "run_dir": str(run_path)} if path.is_file() else None
+    summary = read_record(path, "the search's end runs again")
+    return {**summary, "run_dir": str(run_path)} if summary is not None else None
 
 
 def search_job(settings: SearchSettings | None, resume: str | Path | None = None, echo: Echo | None = None,
@@ -276,8 +277,9 @@ def _search_clock(run: RunDir, clock: dict[str, Any]) -> dict[str, Any]:
     """The search's time, kept from the first completion (a job resumed only to train reports the
     time its search took then)."""
     path = run.path / "search_clock.json"
-    if path.is_file():
-        clock = json.loads(path.read_text())
+    kept = read_record(path, "the search's time is taken from this process's count")
+    if kept is not None:
+        clock = kept
     else:
         atomic_write_text(path, json.dumps(clock))
     (run.path / SearchClock.FILE).unlink(missing_ok=True)  # the running totals, superseded
@@ -380,8 +382,9 @@ def train_found(result: SearchResult, ctx: SearchContext, summary: dict[str, Any
 def train_stage(run_path: Path, name: str, train_cfg: TrainConfig, echo: Echo) -> dict[str, Any]:
     """Train one found network; skipped when its summary exists, resumed when its run directory does."""
     done = run_path / f"{name}_train.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    recorded = read_record(done, "the training is continued from its folder")
+    if recorded is not None:
+        return recorded
     r = train_job(train_cfg, resume=resumable_training(run_path / "train", train_cfg, train_cfg.job, echo), echo=echo)
     # the training's folder relative to the search's run directory: found again when that is moved
     result = {"run_dir": os.path.relpath(Path(r.run_dir).resolve(), run_path.resolve()),

@@ -18,7 +18,7 @@ from segnas.engine.rundir import best_checkpoint, latest_run
 from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.training.job import train_job
-from segnas.utils import atomic_write_text, cache_dir
+from segnas.utils import atomic_write_text, cache_dir, read_record
 from segnas.zoo import MODELS
 
 #: Settings that change where or how fast a training runs, or what it reports, not its weights
@@ -70,8 +70,8 @@ def trained_once(cfg: TrainConfig, folder: str | Path, what: str, echo: Echo | N
     folder = Path(folder)
     with _exclusive(folder):
         done = folder / DONE_FILE
-        if done.is_file():
-            info: dict[str, Any] = json.loads(done.read_text())
+        info: dict[str, Any] | None = read_record(done, "the network is trained (or its training continued)")
+        if info is not None and isinstance(info.get("checkpoint"), str):
             if Path(info["checkpoint"]).is_file():
                 echo(f"{what}: reusing {info['checkpoint']}")
                 return Path(info["checkpoint"])

@@ -24,7 +24,7 @@ from segnas.errors import SegnasError
 from segnas.progress import Echo, SaidBeforeRun
 from segnas.training.start import open_run, start_job
 from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
-from segnas.utils import atomic_write_text
+from segnas.utils import atomic_write_text, read_record
 
 
 def make_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset | None]:
@@ -192,7 +192,7 @@ def _init_weights(model, cfg: TrainConfig, run: RunDir | None, echo: Echo | None
         return None
     if run is not None and (run.last_checkpoint.is_file() or previous_path(run.last_checkpoint).is_file()):
         record = run.path / INIT_RECORD
-        return json.loads(record.read_text()) if record.is_file() else None
+        return read_record(record, "the run's report leaves out what model.init loaded")
     init = load_init_weights(model, cfg.model.init)
     if echo:
         echo(f"model.init: loaded {init['loaded']} of {init['of']} tensors from {init['weights']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
@@ -15,7 +16,7 @@ from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir, RunKind, run_kind
-from segnas.errors import SegnasError
+from segnas.errors import SegnasError, SegnasWarning
 from segnas.utils import atomic_write_text, seed_everything
 
 C = TypeVar("C")
@@ -40,10 +41,13 @@ STARTED_FILE = ".started.yaml"
 def check_unedited(run_dir: str | Path) -> None:
     """SegnasError when a run's config.yaml was edited, since the run started, in a setting that a
     resume cannot take anew (what it computes: its checkpoints and results were made with the old
-    value, which the resumed job would mix with the new). Runs made before ``STARTED_FILE``
-    existed are not checked."""
+    value, which the resumed job would mix with the new). A run without ``STARTED_FILE`` (removed
+    with the hidden files, or made before it existed) is not checked, and says so."""
     path = Path(run_dir)
     if not (path / STARTED_FILE).is_file():
+        warnings.warn(f"{path / STARTED_FILE}: missing (the settings the run started with): a config.yaml edited "
+                      "since cannot be told; the resume continues with config.yaml as it is", SegnasWarning,
+                      stacklevel=2)
         return
     kept = set(RESUMABLE) | {"latency.threads"}  # (latency.threads: pinned by a resume that changes threads)
     started, now = ({k: v for k, v in flatten(read_settings(path / name)).items() if k not in kept}
