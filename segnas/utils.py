@@ -3,17 +3,18 @@ seeding, input-size parsing."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import random
 import re
 import resource
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,45 +46,51 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     file (or nothing) in place, never a half-written one.
     """
     path = Path(path)
-    try:
+    with no_room_said(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as exc:
-        raise CannotWrite(f"{path}: cannot be written: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if exc.filename not in (None, str(tmp_path), tmp_path):  # (another file the writer read)
-            raise
-        raise CannotWrite(f"{path}: cannot be written: {exc.strerror or exc}") from exc
-    except RuntimeError as exc:  # (torch.save's writer says "unexpected pos" where the OS said no room)
-        reason = _no_room(tmp_path)
-        if reason is None:
-            raise
-        raise CannotWrite(f"{path}: cannot be written: {reason}") from exc
+        with no_room_said(path):
+            try:
+                write(tmp_path)
+            except RuntimeError:  # (torch.save's writer says "unexpected pos" where the OS said no room)
+                _probe_room(tmp_path)
+                raise
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def _no_room(tmp: Path) -> str | None:
-    """Why a partly written ``tmp`` could not grow, if the reason is room: a full file system, or
-    the process's file-size limit; None when neither."""
+#: The errors of a write that found no room (a full file system, a quota, the file-size limit), as said.
+NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+           errno.EFBIG: "the file-size limit of this process (ulimit -f)"}
+
+
+@contextlib.contextmanager
+def no_room_said(path: str | Path) -> Iterator[None]:
+    """A write to ``path`` that finds no room (``NO_ROOM``) raises CannotWrite naming ``path``; any
+    other OSError goes on as it is."""
     try:
-        if shutil.disk_usage(tmp.parent).free < 1 << 20:
-            return "no space left on the device"
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit - (1 << 16):
-            return f"the file-size limit of this process ({limit} bytes; ulimit -f)"
-    except OSError:
-        return None
-    return None
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        raise CannotWrite(f"{path}: cannot be written: {NO_ROOM[exc.errno]}") from exc
+
+
+def _probe_room(tmp: Path) -> None:
+    """After a writer failed without saying why: OSError (the system's own) when ``tmp`` cannot
+    grow by a few KiB; nothing when it can."""
+    with open(tmp, "ab") as fh:
+        fh.write(b"\0" * (1 << 16))
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -206,7 +213,10 @@ def read_record(path: str | Path, otherwise: str) -> Any:
     one (a garbled disk, a hand edit) warns, naming it and ``otherwise`` (what is done instead), and
     reads as absent."""
     try:
-        return read_json(path, missing_ok=True)
+        record = read_json(path, missing_ok=True)
+        if record is not None and not isinstance(record, dict):
+            raise SegnasError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        return record
     except SegnasError as exc:
         warnings.warn(f"{exc}; {otherwise}", SegnasWarning, stacklevel=2)
         return None

@@ -399,7 +399,7 @@ def test_proxy_discover_on_repeated_groundtruth(tmp_path):
                  "--population", "6", "--generations", "1", "--data-option", "length=3")
     assert result.exit_code == 0 and json.loads(out.read_text())["settings"]["scored_on"]["data_options"] == \
         {"length": 3}
-    assert json.loads(out.read_text())["settings"]["scored_on"]["space"] == "multires"  # (its ground truth's)
+    assert json.loads(out.read_text())["settings"]["scored_on"]["spaces"] == ["multires"]  # (its ground truth's)
     result = run("proxy", "discover", *files, "--out", out, "--data", "synthetic", "--images", "2", "--size", "32x48",
                  "--population", "6", "--generations", "1", "--train-fraction", "0.75", "--cv-folds", "2")
     assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -445,13 +446,20 @@ def test_a_loss_that_becomes_nan_stops_the_training_as_diverged(tiny_cfg):
 def test_a_run_another_process_runs_is_refused_and_a_refused_resume_touches_nothing(tiny_cfg, tmp_path):
     import fcntl
 
-    from segnas.engine.rundir import LOCK_FILE
+    from segnas.engine.rundir import LOCK_FILE, RunDir
 
     run = Path(train_job(TrainConfig.model_validate(tiny_cfg(epochs=1))).run_dir)
+    assert not RunDir.in_use(run)
     with open(run / LOCK_FILE, "a") as other:  # another process's resume, still running
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert RunDir.in_use(run)  # (what compare --status reads)
         with pytest.raises(SegnasError, match="another process is running this job now"):
             train_job(None, resume=run)
+    # a reader's brief probe (compare --status beside a resume that starts) does not refuse the resume
+    with open(run / LOCK_FILE) as reader:
+        fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.2, fcntl.flock, (reader, fcntl.LOCK_UN)).start()
+        train_job(None, resume=run)
     # a search run given to a training's resume: refused before its folder is touched
     search = tmp_path / "search"
     search.mkdir()

@@ -395,12 +395,19 @@ def test_a_proxy_file_used_on_other_images_than_it_was_discovered_on_gets_a_noti
                             candidates=2, population=2, sample_size=1)
     assert not any(m.startswith("note:") for m in same)  # scored as discovered: at the images' own size
     assert any(m.startswith("note:") and "size native" in m and "size [32, 48]" in m for m in other)
-    found.settings["scored_on"]["space"] = "mobile"  # its ground truth's networks were of another space
+    found.settings["scored_on"]["spaces"] = ["mobile", "encdec"]  # its ground truth's networks: of other spaces
     found.save(tmp_path / "mobile.json")
     other.clear()
     saswot_job(tmp_path / "e", other.append, scoring={"proxy": str(tmp_path / "mobile.json"), "images": 4,
                                                       "batch_size": 2}, candidates=2, population=2, sample_size=1)
-    assert any(m.startswith("note:") and "on space mobile" in m and "scores on space multires" in m for m in other)
+    assert any(m.startswith("note:") and "on space mobile, encdec" in m and "scores on space multires" in m
+               for m in other)
+    found.settings["scored_on"]["spaces"] = ["mobile", "multires"]  # (one of them)
+    found.save(tmp_path / "both.json")
+    other.clear()
+    saswot_job(tmp_path / "f", other.append, scoring={"proxy": str(tmp_path / "both.json"), "images": 4,
+                                                      "batch_size": 2}, candidates=2, population=2, sample_size=1)
+    assert not any("space" in m for m in other if m.startswith("note:"))
 
 
 def test_a_proxy_discovered_at_native_size_is_refused_on_images_of_several_sizes_before_the_search(tmp_path, cache):

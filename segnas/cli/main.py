@@ -5,7 +5,6 @@ User mistakes (SegnasError) are printed as one line on stderr with exit status 2
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
@@ -27,6 +26,7 @@ from rich.table import Table
 from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
 from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.registry import qualified
+from segnas.utils import NO_ROOM
 
 def command_group(help: str, **options: Any) -> typer.Typer:
     """A command group whose help paragraphs flow with the terminal (markdown markup: a docstring's
@@ -73,10 +73,10 @@ def user_errors(fn: Callable) -> Callable:
                 err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
                                   emoji=False)
             raise typer.Exit(2) from None
-        except OSError as exc:  # a write outside atomic_write (a log line, a metrics record) with no room
+        except OSError as exc:  # a write outside atomic_write that found no room
             if exc.errno not in NO_ROOM:
                 raise
-            message = f"{exc.filename or 'a file'}: cannot be written: {exc.strerror}{room_to_continue()}"
+            message = f"{exc.filename or 'a file'}: cannot be written: {NO_ROOM[exc.errno]}{room_to_continue()}"
             if first_to_say(message):
                 err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
                                   emoji=False)
@@ -89,10 +89,6 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper
-
-
-#: The errors of a write that found no room: a full file system, a quota, the file-size limit.
-NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def room_to_continue() -> str:
@@ -110,7 +106,7 @@ def first_to_say(message: str) -> bool:
     """Whether this process says an error ``message``: any outside torchrun; under it, the first of a
     node's processes to meet it (every rank checks the same settings: one line, not one a process;
     an error one rank alone meets, a file of its share of the data, is still said). The mark lies in
-    torchrun's own folder for this launch, which it removes as it ends."""
+    torchrun's own temporary folder for this launch attempt."""
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not error_file:
         return True
@@ -119,7 +115,7 @@ def first_to_say(message: str) -> bool:
         os.close(os.open(Path(error_file).parents[1] / f"segnas-said-{digest}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
-    except OSError:  # (no mark can be made: say it)
+    except (OSError, IndexError):  # (no mark can be made: say it)
         pass
     return True
 
@@ -478,9 +474,9 @@ def exit_if_rows_failed(summary: dict[str, Any]) -> None:
 
     failed = failed_rows(summary)
     if failed:
-        err_console.print(f"{len(failed)} of {len(summary['rows'])} networks failed: {', '.join(failed)} (their rows "
-                          f"say why; after a fix, segnas compare --resume {summary['run_dir']} --rerun NAME runs "
-                          "one again)", highlight=False, soft_wrap=True, markup=False, emoji=False)
+        err_console.print(f"{len(failed)} network{'s' * (len(failed) > 1)} without a result: {', '.join(failed)} "
+                          f"(their rows say why; after a fix, segnas compare --resume {summary['run_dir']} --rerun "
+                          "NAME runs one again)", highlight=False, soft_wrap=True, markup=False, emoji=False)
         raise typer.Exit(1)
 
 

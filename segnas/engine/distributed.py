@@ -62,6 +62,11 @@ class DistContext:
 _SINGLE = DistContext()
 
 
+def env_rank() -> int:
+    """RANK as torchrun sets it (0 outside torchrun): known before the process group starts."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def env_world_size() -> int:
     """WORLD_SIZE as torchrun sets it (1 outside torchrun)."""
     try:

@@ -25,11 +25,14 @@ from typing import Any, Literal
 from segnas.config.io import read_yaml
 from segnas.engine import distributed
 from segnas.errors import SegnasError
-from segnas.utils import atomic_write_text, folder_to_write, json_safe, read_jsonl, remove_stale_temps
+from segnas.utils import (atomic_write_text, folder_to_write, json_safe, no_room_said, read_jsonl,
+                          remove_stale_temps)
 
 
 #: The file a process locks while it runs a job in a run directory (``RunDir._hold``).
 LOCK_FILE = ".lock"
+#: Tries a job makes at 0.1 s intervals to take its run folder's lock before refusing it.
+LOCK_TRIES = 5
 
 
 def _release(key: str, handle: Any) -> None:
@@ -172,12 +175,16 @@ class RunDir:
                               "now; let it end before continuing it")
         if held is None:
             handle = open(self.path / LOCK_FILE, "a")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise SegnasError(f"{self.path}: another process is running this job now; let it end (or stop "
-                                  "it) before continuing it") from None
+            for attempt in range(LOCK_TRIES):  # (a reader's brief probe, ``in_use``, is waited out)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if not isinstance(exc, BlockingIOError) or attempt == LOCK_TRIES - 1:
+                        handle.close()
+                        raise SegnasError(f"{self.path}: another process is running this job now; let it end (or "
+                                          "stop it) before continuing it") from None
+                    time.sleep(0.1)
             held = _HELD[key] = _Held(key, handle)
             opened = _OPENED.get()
             if opened is not None:
@@ -197,8 +204,10 @@ class RunDir:
         with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 return True
+            except OSError:  # (a file system without locks: nothing can be told)
+                return False
             fcntl.flock(handle, fcntl.LOCK_UN)
         return False
 
@@ -270,7 +279,7 @@ class RunDir:
     def write_metrics(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
-        with open(self.path / "metrics.jsonl", "a") as fh:
+        with no_room_said(self.path / "metrics.jsonl"), open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:

@@ -103,7 +103,7 @@ class OneLineErrorLoader(DataLoader):
             except StopIteration:
                 return
             except SegnasError as exc:
-                raise SegnasError(worker_error_line(str(exc))) from None
+                raise type(exc)(worker_error_line(str(exc))) from None
             yield batch
 
 
@@ -113,7 +113,7 @@ def worker_error_line(message: str) -> str:
     if not message.startswith("Caught ") or "DataLoader worker" not in message.split("\n", 1)[0]:
         return message
     last = message.strip().splitlines()[-1]
-    match = re.match(r"[\w.]*Error: (.*)", last)
+    match = re.match(r"(?:\w+\.)*[A-Z]\w*: (.*)", last)  # (module.)Type: message
     return match.group(1) if match else last
 
 

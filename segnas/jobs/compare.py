@@ -186,6 +186,8 @@ def check_searches(searches: dict[str, SearchSettings], echo: Echo, held: HeldCo
                            latency, check_data=False)
         except TargetOutOfReach as exc:
             echo(f"{label}: {exc} (its row will say so; the other methods go on)")
+        except CannotWrite:  # (the machine's, not the method's)
+            raise
         except SegnasError as exc:
             raise SegnasError(method_error(label, str(exc))) from None
         except Exception as exc:  # a defect in the method: named in one line, as a job that breaks is
@@ -733,7 +735,10 @@ def make_row(name: str, kind: str, searched: dict[str, Any] | None, seeds: list[
 
 
 def failed_rows(summary: dict[str, Any]) -> list[str]:
-    """The networks of a comparison's table without a result: their search or a training failed."""
+    """The networks of a comparison (``compare_job``'s summary) without a result: their search or a
+    training failed."""
+    if "failed" in summary:  # (stopped before the latency session: no table yet)
+        return list(summary["failed"])
     return [r["name"] for r in summary.get("rows", []) if str(r["status"]).startswith("failed")]
 
 
@@ -955,7 +960,9 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     if not measure:
         echo(f"every job has ended; measure and write the results on the deployment machine: "
              f"segnas compare --resume {path} (compare(resume=...) from Python)")
-        return {"run_dir": str(path), "measured": False}
+        failed = [m for m in methods if found[m]["status"] != "ok"]
+        failed += [n for n, ss in seeds.items() if n not in failed and any(s["status"] != "ok" for s in ss)]
+        return {"run_dir": str(path), "measured": False, "failed": failed}
     measured = measure_latency_session(cfg, path, sources, num_classes, echo, found, any_machine) if sources else {}
 
     target = cfg.latency.target

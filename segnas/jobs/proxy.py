@@ -47,13 +47,14 @@ def proxy_batches(data: str, root: str | None, split: str, images: int, batch_si
 
 
 def scored_on(data: str, split: str, images: int, size: Sequence[int] | None, seed: int,
-              inits: int = 1, options: Mapping[str, Any] | None = None, space: str | None = None) -> dict[str, Any]:
+              inits: int = 1, options: Mapping[str, Any] | None = None,
+              spaces: Sequence[str] = ()) -> dict[str, Any]:
     """What a discovered proxy's statistics were measured on (kept in its file, so that a search can
     score candidates the same way): images, and ``inits`` weight initializations (seeds ``seed + j``);
-    the dataset's options where some were given; the space of its ground truth's networks."""
+    the dataset's options where some were given; the spaces of its ground truth's networks."""
     return {"data": data, "split": split, "images": int(images), "size": list(size) if size else None,
             "seed": int(seed), "inits": int(inits), **({"data_options": dict(options)} if options else {}),
-            **({"space": space} if space else {})}
+            **({"spaces": sorted(spaces)} if spaces else {})}
 
 
 def init_stats(record: dict[str, Any], num_classes: int, batches: Sequence, seed: int, inits: int = 1) -> Any:
@@ -194,8 +195,8 @@ def proxy_discover_job(groundtruth: str | Path | list[str | Path], out: str | Pa
             **options)
     else:
         found = run_discovery(train_stats, train_mious, **options)
-    spaces = sorted({resolve_space(r["space"]).name for r in records})
-    found.settings["scored_on"] = scored_on(data, split, images, size, seed, inits, data_options, ", ".join(spaces))
+    spaces = {resolve_space(r["space"]).name for r in records}
+    found.settings["scored_on"] = scored_on(data, split, images, size, seed, inits, data_options, spaces)
     summary = {"expression": found.expression, "train_tau": found.train_tau, "held_out_tau": found.val_tau,
                "held_out_rho": found.val_rho, "parsimony": found.settings.get("parsimony"), "train_archs": len(train),
                "held_out_archs": len(held), "out": str(out)}

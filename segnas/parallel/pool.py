@@ -6,9 +6,10 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable, Sequence
 
-from segnas.errors import SegnasError
+from segnas.errors import CannotWrite, SegnasError
 from segnas.parallel.executors import (EXECUTORS, ProcessRunner, TaskResources, call_with_threads, ray_failure,
                                        start_ray)
+from segnas.parallel.runner import failure_message
 
 #: ``on_result(index, result)``: called in this process as each item of a batch finishes.
 OnResult = Callable[[int, Any], None]
@@ -90,9 +91,9 @@ class WorkerPool:
                         finished(i, value)
         failed = [(i, e) for i, e in enumerate(errors) if e is not None]
         if failed:
-            i, exc = failed[0]
-            raise SegnasError(f"evaluation of item {i} of the batch failed: {type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())}") from exc
+            i, exc = next(((i, e) for i, e in failed if isinstance(e, CannotWrite)), failed[0])
+            kind = CannotWrite if isinstance(exc, CannotWrite) else SegnasError  # (no room: not the item's failure)
+            raise kind(f"evaluation of item {i} of the batch failed: {failure_message(exc)}") from exc
         return results
 
     def close(self) -> None:

@@ -74,7 +74,7 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
     finally:
         store.close()
     if failures:
-        k, exc = failures[0]
+        k, exc = next(((k, e) for k, e in failures if isinstance(e, CannotWrite)), failures[0])
         more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
         saved = f"; finished results are saved in {results_path}, rerun to resume" if results_path else ""
         kind = CannotWrite if isinstance(exc, CannotWrite) else SegnasError  # (no room: continued once there is)

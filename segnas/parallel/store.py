@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segnas.errors import SegnasError, SegnasWarning
-from segnas.utils import atomic_write_text, canonical_json
+from segnas.utils import atomic_write_text, canonical_json, no_room_said
 
 
 def default_key(item: Any) -> str:
@@ -131,14 +131,15 @@ class ResultStore:
     def _append(self, text: str) -> None:
         if self.path is None:
             return
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "ab")
-            if self._fh.tell() > 0 and not _ends_with_newline(self.path):
-                self._fh.write(b"\n")
-        self._fh.write(text.encode() + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with no_room_said(self.path):
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "ab")
+                if self._fh.tell() > 0 and not _ends_with_newline(self.path):
+                    self._fh.write(b"\n")
+            self._fh.write(text.encode() + b"\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if self._fh is not None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from segnas.config.search import EvaluatorSettings, SearchSettings
 from segnas.progress import Echo, progress_bar
-from segnas.errors import SegnasError
+from segnas.errors import CannotWrite, SegnasError
 from segnas.evaluate.base import Evaluator, fitness
 from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
@@ -339,6 +339,8 @@ class AskTellLoop:
             self.draws += 1
             try:
                 arch = self.strategy.ask()
+            except CannotWrite:  # (no room to write: not a proposal's failure)
+                raise
             except SegnasError:  # a proposal that found nothing valid: draw again
                 continue
             key = default_key(arch)

@@ -25,9 +25,10 @@ def proxy_evaluator(ps: ProxyEvaluatorSettings, space: SearchSpace, ctx: SearchC
     (``evaluate.proxy.scoring_setup``)."""
     seen = proxy_scored_on(ps.proxy)
     images, size, inits = scoring_setup(seen, ps.images, ps.size, ps.inits)
-    now = {"space": space.name, "data": ctx.settings.data.name, "images": images, "size": list(size) if size else None,
-           "inits": inits}
+    now = {"data": ctx.settings.data.name, "images": images, "size": list(size) if size else None, "inits": inits}
     diff = {k: (seen[k], v) for k, v in now.items() if k in seen and seen[k] != v}
+    if seen.get("spaces") and space.name not in seen["spaces"]:
+        diff = {"space": (", ".join(seen["spaces"]), space.name), **diff}
     if diff:
         def shown(key: str, value: Any) -> Any:
             return "native" if key == "size" and value is None else value

@@ -45,9 +45,10 @@ def check_unedited(run_dir: str | Path) -> None:
     with the hidden files, or made before it existed) is not checked, and says so."""
     path = Path(run_dir)
     if not (path / STARTED_FILE).is_file():
-        warnings.warn(f"{path / STARTED_FILE}: missing (the settings the run started with): a config.yaml edited "
-                      "since cannot be told; the resume continues with config.yaml as it is", SegnasWarning,
-                      stacklevel=2)
+        if distributed.env_rank() == 0:  # (every rank checks; one says it)
+            warnings.warn(f"{path / STARTED_FILE}: missing (the settings the run started with): a config.yaml edited "
+                          "since cannot be told; the resume continues with config.yaml as it is", SegnasWarning,
+                          stacklevel=2)
         return
     kept = set(RESUMABLE) | {"latency.threads"}  # (latency.threads: pinned by a resume that changes threads)
     started, now = ({k: v for k, v in flatten(read_settings(path / name)).items() if k not in kept}
@@ -184,5 +185,5 @@ def save_settings(cfg: Settings, run_path: Path) -> None:
     rank 0, which removes those as it opens the folder)."""
     if not distributed.is_main():
         return
-    save_config(cfg, run_path / "config.yaml")
-    atomic_write_text(run_path / STARTED_FILE, (run_path / "config.yaml").read_text(encoding="utf-8"))
+    save_config(cfg, run_path / STARTED_FILE)  # (first: a run with a config.yaml has its started copy)
+    atomic_write_text(run_path / "config.yaml", (run_path / STARTED_FILE).read_text(encoding="utf-8"))
