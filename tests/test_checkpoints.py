@@ -320,3 +320,27 @@ def test_a_damaged_metrics_line_before_the_last_is_named(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_jsonl(path) == [{"epoch": 1}]
+
+
+def test_a_log_line_that_finds_no_room_is_left_out_quietly(tmp_path, capsys):
+    """On a full disk logging printed "--- Logging error ---" and a traceback for every line; the
+    job says it once, as it next writes a file of its work (CannotWrite)."""
+    import errno
+    import logging
+
+    run = RunDir.create(tmp_path, "t")
+    handler = next(h for h in run.logger.handlers if isinstance(h, logging.FileHandler))
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    handler.stream = Full()
+    run.log("a line")
+    assert capsys.readouterr().err == ""
+    handler.stream = None  # (reopened for the next line)
+    run.log("another line")
+    assert "another line" in (run.path / "log.txt").read_text()

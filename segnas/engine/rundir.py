@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import math
+import sys
 import threading
 import time
 import weakref
@@ -25,7 +26,7 @@ from typing import Any, Literal
 from segnas.config.io import read_yaml
 from segnas.engine import distributed
 from segnas.errors import SegnasError
-from segnas.utils import (atomic_write_text, folder_to_write, json_safe, no_room_said, read_jsonl,
+from segnas.utils import (NO_ROOM, atomic_write_text, folder_to_write, json_safe, no_room_said, read_jsonl,
                           remove_stale_temps)
 
 
@@ -138,6 +139,17 @@ def latest_run(folder: str | Path, job: str | None = None) -> Path | None:
     return runs[-1] if runs else None
 
 
+class RunLogHandler(logging.FileHandler):
+    """A run's log.txt. A line that finds no room is left out quietly (logging would print a
+    traceback for each): the job stops with one line when it next writes a file of its work."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and error.errno in NO_ROOM:
+            return
+        super().handleError(record)
+
+
 class RunDir:
     """A job's folder. Opening an existing folder (resume) appends to its log and metrics; opening
     any removes the temporary files that killed writes left in it and in ``checkpoints/``."""
@@ -156,7 +168,7 @@ class RunDir:
             return
         self._hold()  # before anything is removed: another process's temporary files are not stale
         if not self.logger.handlers:  # (after the hold: a released one's handler is gone by now)
-            handler = logging.FileHandler(self.path / "log.txt")
+            handler = RunLogHandler(self.path / "log.txt")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.logger.addHandler(handler)
         stale = remove_stale_temps(self.path) + remove_stale_temps(self.path / "checkpoints")
