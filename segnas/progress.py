@@ -7,6 +7,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 #: Where a job writes its lines (``print``, a logger, a list's ``append``).
@@ -52,18 +53,22 @@ class SaidBeforeRun:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
-    """A rich Progress when ``enabled`` and stderr is a terminal, else None."""
+    """A rich Progress on stderr when ``enabled`` and stderr is a terminal, else None (a command's
+    output redirected to a file keeps only its lines)."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  TextColumn("{task.fields[info]}"), transient=True) as bar:
+                  TextColumn("{task.fields[info]}"), transient=True, console=Console(stderr=True),
+                  redirect_stdout=sys.stdout.isatty()) as bar:  # (lines to a file go there, not above the bar)
         yield bar
 
 
-#: Seconds between plain progress lines when stderr is not a terminal.
+#: Seconds before the first plain progress line when stderr is not a terminal; the wait doubles
+#: after each line, up to PLAIN_MAX_FACTOR times this (a day-long job writes some hundred lines).
 PLAIN_EVERY_S = 30.0
+PLAIN_MAX_FACTOR = 20
 
 
 class Ticker:
@@ -90,16 +95,25 @@ class Ticker:
             self.bar.update(self._task, advance=steps, info=info)
 
     def line(self) -> str:
-        return f"{self.description}: {self.done}/{self.total} after {self._time() - self._start:.0f} s"
+        return f"{self.description}: {self.done}/{self.total} after {elapsed(self._time() - self._start)}"
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.every_s):
+        wait = self.every_s
+        while not self._stop.wait(wait):
             print(self.line(), file=sys.stderr, flush=True)
+            wait = min(2 * wait, PLAIN_MAX_FACTOR * self.every_s)
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def elapsed(seconds: float) -> str:
+    """A duration as a progress line says it: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 @contextmanager

@@ -298,7 +298,8 @@ def test_a_damaged_record_of_finished_work_is_named_and_the_work_done_again(tmp_
     from segnas.utils import read_record
 
     (tmp_path / "search_result.json").write_text("{")
-    with pytest.warns(SegnasWarning, match=r"search_result.json: invalid JSON at line 1 .*; the search's end runs again"):
+    with pytest.warns(SegnasWarning, match=r"search_result.json: invalid JSON at line 1 .*; the search's end runs "
+                                           r"again"):
         assert finished_search(tmp_path) is None
     (tmp_path / "r.json").write_text('{"a": 1}')
     with warnings.catch_warnings():

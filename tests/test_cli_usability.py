@@ -273,6 +273,7 @@ def test_task_progress_prints_periodic_lines(capsys, monkeypatch):
         time.sleep(0.1)
     lines = capsys.readouterr().err.splitlines()
     assert lines and lines[0].startswith("bench: 0/2 after") and any("1/2" in line for line in lines)
+    assert len(lines) <= 4  # the wait doubles after each line (0.02, 0.06, 0.14 s): not one every 0.02 s
     with task_progress("quiet", 1, enabled=False):
         time.sleep(0.05)
     assert capsys.readouterr().err == ""
@@ -627,10 +628,22 @@ def test_a_write_that_finds_no_room_is_one_line_with_how_to_continue(tmp_path):
     output = proc.communicate(timeout=300)[0]
     run = next(tmp_path.iterdir())
     assert proc.returncode == 2 and "Traceback" not in output, output
-    assert (f"error: {run / 'checkpoints'}" in output and "cannot be written: the file-size limit of this process "
-            f"(ulimit -f); once there is room, continue with segnas train --resume {run}") in " ".join(output.split()), \
-        output
+    said = " ".join(output.split())
+    assert f"error: {run / 'checkpoints'}" in output, output
+    assert ("cannot be written: the file-size limit of this process (ulimit -f); once there is room, continue with "
+            f"segnas train --resume {run}") in said, output
     assert not [p for p in run.rglob("*.tmp")]
     resumed = _segnas("train", "--resume", str(run))
     assert resumed.communicate(timeout=300)[0] and resumed.returncode == 0
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_job_whose_output_pipe_closes_goes_on(tmp_path):
+    """`segnas train ... | head -1`, or a tee that died with its ssh session: rich stopped the job at
+    its next line with exit status 1 and no word. The job goes on; its run's log keeps its lines."""
+    proc = _segnas("train", *TINY, "--steps", "6", "--out-dir", str(tmp_path))
+    assert proc.stdout.readline().startswith("training: run ")
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    log = next(tmp_path.iterdir()).joinpath("log.txt").read_text()
+    assert "epoch 6 " in log or "step 6" in log, log[-500:]

@@ -36,8 +36,22 @@ def command_group(help: str, **options: Any) -> typer.Typer:
 
 app = command_group("Neural architecture search for real-time semantic segmentation.", add_completion=False,
                     pretty_exceptions_enable=False)
-console = Console()
-err_console = Console(stderr=True)
+
+
+class GoingOnConsole(Console):
+    """A console whose reader may go (``| head``, a ``tee`` that died with its ssh session) while
+    the job goes on, its lines going nowhere from then on (its run's log.txt keeps them): rich's
+    own stopped the job with exit status 1 and no word."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.file.fileno())
+        os.close(devnull)
+
+
+console = GoingOnConsole()
+err_console = GoingOnConsole(stderr=True)
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

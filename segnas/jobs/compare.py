@@ -165,7 +165,8 @@ class LatencySetup:
         return cls(float(data["cpu_seconds"]), HeldCorrections.from_dict(data))
 
 
-def check_searches(searches: dict[str, SearchSettings], echo: Echo, held: HeldCorrections | None = None) -> LatencySetup:
+def check_searches(searches: dict[str, SearchSettings], echo: Echo,
+                   held: HeldCorrections | None = None) -> LatencySetup:
     """Every method's search (its settings by label) checked as it will run (``prepare_search``:
     its space, proxy, evaluator, supernet, Ray) before any of them starts, so that one failing on
     its input is refused now, named, not after the others have searched. A target a method's space
@@ -514,7 +515,8 @@ def measure_latency_session(cfg: CompareSettings, run_path: Path, sources: dict[
     check_deployment_machine(found, cfg.latency.target, any_machine)
     models = {name: resolve_model(source, num_classes)[0] for name, source in sources.items()}
     shape = (1, 3, *cfg.deployment_size())
-    echo(f"measuring {len(models)} networks in one interleaved session ({latency_description(cfg)})")
+    echo(f"measuring {len(models)} network{'s' * (len(models) != 1)} in one interleaved session "
+         f"({latency_description(cfg)})")
     if cfg.measure_probe:
         # the first measure_rounds rounds time at least measure_min_runs runs and measure_min_time_s
         # seconds of every network, as an unprobed session does; later rounds as many blocks again
