@@ -43,9 +43,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Write `path` via a temporary file in the same folder and an atomic rename.
 
     `write` receives the temporary path and must create the file there; a crash leaves the old
-    file (or nothing) in place, never a half-written one.
+    file (or nothing) in place, never a half-written one. A symbolic link is kept (its file is
+    replaced); what is not a file (/dev/stdout, a named pipe) is written in place, not replaced.
     """
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        if path.resolve().is_file():
+            path = path.resolve()
+        else:
+            with no_room_said(path):
+                write(path)
+            return
     with no_room_said(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)

@@ -345,3 +345,19 @@ def test_a_log_line_that_finds_no_room_is_left_out_quietly(tmp_path, capsys):
     handler.stream = None  # (reopened for the next line)
     run.log("another line")
     assert "another line" in (run.path / "log.txt").read_text()
+
+
+def test_an_output_that_is_not_a_file_is_written_through_not_replaced(tmp_path):
+    """`--json /dev/stdout` replaced the machine's /dev/stdout link with a file (and a named pipe's
+    reader got nothing): a link keeps pointing where it did, what is not a file is written in place."""
+    import os
+
+    from segnas.utils import atomic_write_text
+
+    (tmp_path / "real.json").write_text("old")
+    os.symlink(tmp_path / "real.json", tmp_path / "link.json")
+    os.symlink("/dev/null", tmp_path / "null.json")
+    atomic_write_text(tmp_path / "link.json", "new")
+    atomic_write_text(tmp_path / "null.json", "{}")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "new"
+    assert (tmp_path / "null.json").is_symlink() and Path("/dev/null").is_char_device()
