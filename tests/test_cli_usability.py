@@ -529,7 +529,8 @@ def test_a_searchs_training_record_given_as_an_architecture_is_named_for_what_it
         read_arch_file(tmp_path / "arch_train.json")
 
 
-def test_segnas_warnings_print_as_one_line_and_other_packages_warnings_as_python_shows_them(capsys, monkeypatch):
+def test_segnas_warnings_print_as_one_line_and_other_packages_warnings_as_python_shows_them(capsys, monkeypatch,
+                                                                                           tmp_path):
     """The command shows segnas's own warnings (a busy host, a rebuilt cache file) as one
     ``warning:`` line, not Python's two lines with the source line that raised them
     (tests/test_plugins.py checks the hook is installed when the command starts)."""
@@ -544,6 +545,14 @@ def test_segnas_warnings_print_as_one_line_and_other_packages_warnings_as_python
     monkeypatch.setattr(cli, "SHOW_WARNING", lambda *args: shown.append(args))
     cli.one_line_warning(RuntimeWarning("divide by zero"), RuntimeWarning, table.__file__, 3)
     assert capsys.readouterr().err == "" and shown and shown[0][1] is RuntimeWarning
+    # in the log of the run the command holds (a refitted correction's only explanation was on stderr)
+    from segnas.engine.rundir import RunDir, release_all
+
+    run = RunDir.create(tmp_path, "t")
+    cli.one_line_warning(SegnasWarning("corrections.json: unusable; they will be refitted"), SegnasWarning,
+                         table.__file__, 210)
+    release_all()
+    assert "warning: corrections.json: unusable; they will be refitted" in (run.path / "log.txt").read_text()
 
 
 def _segnas(*args: str, **popen) -> "subprocess.Popen":

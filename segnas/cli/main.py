@@ -57,11 +57,13 @@ err_console = GoingOnConsole(stderr=True)
 def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                      file: Any = None, line: str | None = None) -> None:
     """``warnings.showwarning`` of the command: segnas's own warnings (``SegnasWarning``) as one
-    ``warning:`` line (no source line); any other as Python shows it."""
+    ``warning:`` line (no source line), also in the log.txt of the run the command holds; any other
+    as Python shows it."""
     if not issubclass(category, SegnasWarning):
         return SHOW_WARNING(message, category, filename, lineno, file, line)
     err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True,
                       emoji=False)
+    log_in_run_to_continue(f"warning: {message}")
 
 
 #: Python's way of showing warnings (for those that are not segnas's).

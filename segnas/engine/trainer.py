@@ -249,7 +249,10 @@ class Trainer:
         return p
 
     def _epoch_text(self, epoch: int) -> str:
-        return f"{epoch}/{self.cfg.epochs}" if self.cfg.epochs else str(epoch)
+        """``epoch``, out of the epochs where they end the training (with a step or time budget they
+        are a cap: a comparison's training said "epoch 1/10000")."""
+        ends = self.cfg.epochs and not (self.cfg.max_steps or self.cfg.time_budget_min)
+        return f"{epoch}/{self.cfg.epochs}" if ends else str(epoch)
 
     def _budget_spent(self) -> bool:
         if self.cfg.max_steps and self.loop.step >= self.cfg.max_steps:
