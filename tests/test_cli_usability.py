@@ -306,6 +306,9 @@ def test_bench_class_count_from_arch_file_and_names_whole_in_80_columns(tmp_path
 
     result = run("bench", "-m", "fast_scnn", "--size", "32x48", "-b", "eager", "--classes", "7", "--threads", "1")
     assert result.exit_code == 0 and "7 classes (--classes)" in result.output
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow window: the table at its own width, numbers whole ("661…" before)
+    result = run("bench", "-m", "fast_scnn", "--size", "32x48", "-b", "onnxruntime", "--threads", "1")
+    assert result.exit_code == 0 and "…" not in result.output and " 500.0 " in result.output, result.output
 
 
 def test_bench_takes_a_checkpoints_classes_and_an_exported_onnx_file(ema_run, tmp_path, monkeypatch):

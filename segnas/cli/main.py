@@ -21,12 +21,14 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
 from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.registry import qualified
 from segnas.utils import NO_ROOM
+
 
 def command_group(help: str, **options: Any) -> typer.Typer:
     """A command group whose help paragraphs flow with the terminal (markdown markup: a docstring's
@@ -175,6 +177,14 @@ def interrupted_line() -> str:
         return f"interrupted; continue with {continue_command(run)}"
     except SegnasError:  # (a run stopped before its config.yaml was written: nothing to continue)
         return "interrupted"
+
+
+def print_table(table: Table) -> None:
+    """A table at its own width where the console is narrower (``COLUMNS=60``, a narrow window):
+    numbers cut to "661…" told nothing."""
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    target = console if natural <= console.width else GoingOnConsole(width=natural)  # (print clamps to its own)
+    target.print(table)
 
 
 def echo(message: str) -> None:
@@ -362,7 +372,7 @@ def eval_cmd(
     table.add_column("acc %", justify="right")
     for name, iou, acc in zip(names, metrics.iou, metrics.acc):  # ("-": a class no pixel holds)
         table.add_row(name, pct(iou), pct(acc))
-    console.print(table)
+    print_table(table)
     echo(f"mIoU {100 * metrics.miou:.2f}%  pixel acc {100 * metrics.pixel_acc:.2f}%  "
          f"mean acc {100 * metrics.mean_acc:.2f}%  fwIoU {100 * metrics.fwiou:.2f}%")
     if json_out:
@@ -549,7 +559,7 @@ def print_bench(rows: list[dict[str, Any]], each_size: bool = False) -> None:
             peak = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
             table.add_row(r["backend"], f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}",
                           num(r["achieved_gflops_s"], ".1f"), num(peak, ".1f"))
-        console.print(table)
+        print_table(table)
 
 
 @app.command()
