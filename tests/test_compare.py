@@ -76,6 +76,8 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     ended = [x for x in lines if x.startswith(("search:", "train:"))]
     assert len(ended) == 2 + 3 * 2 and any(x.startswith("train:fast_scnn:seed1: done, val mIoU") for x in ended)
     assert all(x in (run / "log.txt").read_text() for x in ended)
+    log = (run / "log.txt").read_text()
+    assert " compare: saswot, random for " in log and " measuring 3 networks in one interleaved session" in log
     data = json.loads((run / "compare.json").read_text())
     assert [(r["name"], r["kind"]) for r in data["rows"]] == [("saswot", "method"), ("random", "method"),
                                                                ("fast_scnn", "zoo")]

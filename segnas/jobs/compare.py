@@ -918,11 +918,11 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     if setup is not None:
         setup.save(path)
 
-    def tell(line: str) -> None:  # a job's end, on the terminal and in the comparison's log.txt
+    def tell(line: str) -> None:  # its course (a job's end, ...), on the terminal and in the comparison's log.txt
         run.log(line)
         echo(line)
 
-    echo(f"compare: {', '.join(methods) or 'no method'} for {cfg.latency.target:g} ms "
+    tell(f"compare: {', '.join(methods) or 'no method'} for {cfg.latency.target:g} ms "
          f"({latency_description(cfg)}); run {path}")
     zoo = select_zoo(cfg, path, num_classes, echo)
     if rerun:
@@ -965,7 +965,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
         failed = [m for m in methods if found[m]["status"] != "ok"]
         failed += [n for n, ss in seeds.items() if n not in failed and any(s["status"] != "ok" for s in ss)]
         return {"run_dir": str(path), "measured": False, "failed": failed}
-    measured = measure_latency_session(cfg, path, sources, num_classes, echo, found, any_machine) if sources else {}
+    measured = measure_latency_session(cfg, path, sources, num_classes, tell, found, any_machine) if sources else {}
 
     target = cfg.latency.target
     rows = [make_row(m, "method", found[m], seeds.get(m, []), measured.get(m), target) for m in methods]
@@ -1000,7 +1000,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
                "total_gpu_hours": round(sum(r["train_gpu_seconds"] or 0.0 for r in rows) / 3600, 4)}
     write_outputs(path, summary)
     for note in notes:
-        echo(f"warning: {note}")
+        tell(f"warning: {note}")
     echo(compare_table(summary).split("\n\n## ")[0])
     try:
         html = report_job(path) if cfg.report else None
