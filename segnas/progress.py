@@ -1,4 +1,4 @@
-"""Progress bars with ETA on a terminal; silent (log lines only) otherwise."""
+"""Progress bars with ETA on a terminal's stderr; elsewhere a plain line now and then."""
 
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def elapsed(seconds: float) -> str:
 @contextmanager
 def task_progress(description: str, total: int, enabled: bool = True) -> Iterator[Ticker]:
     """A task's progress: a rich bar with ETA when stderr is a terminal, else a plain line on
-    stderr every ``PLAIN_EVERY_S`` seconds while it runs (none when ``enabled`` is False)."""
+    stderr after ``PLAIN_EVERY_S`` seconds, then at doubling waits while it runs (none when
+    ``enabled`` is False)."""
     with progress_bar(enabled) as bar:
         ticker = Ticker(description, total, bar, PLAIN_EVERY_S if enabled else None)
         try:
