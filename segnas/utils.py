@@ -48,8 +48,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        if path.resolve().is_file():
-            path = path.resolve()
+        if (target := path.resolve()).is_file():
+            path = target
         else:
             with no_room_said(path):
                 write(path)

@@ -25,6 +25,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from segnas.config.io import SIZE_TEXT, comparable_value, with_sets
+from segnas.engine.distributed import env_rank
 from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.registry import qualified
 from segnas.utils import NO_ROOM
@@ -65,7 +66,7 @@ def one_line_warning(message: Warning | str, category: type[Warning], filename: 
         return SHOW_WARNING(message, category, filename, lineno, file, line)
     err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True,
                       emoji=False)
-    log_in_run_to_continue(f"warning: {message}")
+    log_in_held_run(f"warning: {message}")
 
 
 #: Python's way of showing warnings (for those that are not segnas's).
@@ -75,7 +76,7 @@ warnings.showwarning = one_line_warning  # (set on import: a plugin's warning co
 
 def rank_zero() -> bool:
     """Whether this process prints: any outside torchrun, rank 0 under it (read before its group starts)."""
-    return os.environ.get("RANK", "0") == "0"
+    return env_rank() == 0
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -85,16 +86,13 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except SegnasError as exc:
-            message = str(exc) + (room_to_continue() if isinstance(exc, CannotWrite) else "")
-            if first_to_say(message):
-                err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
-                                  emoji=False)
-            raise typer.Exit(2) from None
-        except OSError as exc:  # a write outside atomic_write that found no room
-            if exc.errno not in NO_ROOM:
+        except (SegnasError, OSError) as exc:
+            if isinstance(exc, SegnasError):
+                message = str(exc) + (room_to_continue() if isinstance(exc, CannotWrite) else "")
+            elif exc.errno in NO_ROOM:  # a write outside atomic_write that found no room
+                message = f"{exc.filename or 'a file'}: cannot be written: {NO_ROOM[exc.errno]}{room_to_continue()}"
+            else:
                 raise
-            message = f"{exc.filename or 'a file'}: cannot be written: {NO_ROOM[exc.errno]}{room_to_continue()}"
             if first_to_say(message):
                 err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
                                   emoji=False)
@@ -103,7 +101,7 @@ def user_errors(fn: Callable) -> Callable:
             line = interrupted_line()
             if rank_zero():  # (under torchrun every rank is interrupted: one says it)
                 err_console.print(line, highlight=False, soft_wrap=True, markup=False, emoji=False)
-            log_in_run_to_continue(line)
+            log_in_held_run(line)
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper
@@ -158,8 +156,9 @@ def run_to_continue() -> tuple[Path | None, bool]:
     return next((p for p in held if cache not in p.parents), None), bool(held)
 
 
-def log_in_run_to_continue(line: str) -> None:
-    """``line`` in the log of the run an interrupted command continues (a batch job's output may be lost)."""
+def log_in_held_run(line: str) -> None:
+    """``line`` in the log of the run the command holds, the one an interrupted command continues
+    (a batch job's output may be lost)."""
     run, _ = run_to_continue()
     if run is not None:
         logging.getLogger(f"segnas.run.{run}").info(line)

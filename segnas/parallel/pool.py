@@ -6,10 +6,10 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable, Sequence
 
-from segnas.errors import CannotWrite, SegnasError
+from segnas.errors import SegnasError
 from segnas.parallel.executors import (EXECUTORS, ProcessRunner, TaskResources, call_with_threads, ray_failure,
                                        start_ray)
-from segnas.parallel.runner import failure_message
+from segnas.parallel.runner import failure_message, first_failure
 
 #: ``on_result(index, result)``: called in this process as each item of a batch finishes.
 OnResult = Callable[[int, Any], None]
@@ -91,8 +91,7 @@ class WorkerPool:
                         finished(i, value)
         failed = [(i, e) for i, e in enumerate(errors) if e is not None]
         if failed:
-            i, exc = next(((i, e) for i, e in failed if isinstance(e, CannotWrite)), failed[0])
-            kind = CannotWrite if isinstance(exc, CannotWrite) else SegnasError  # (no room: not the item's failure)
+            i, exc, kind = first_failure(failed)
             raise kind(f"evaluation of item {i} of the batch failed: {failure_message(exc)}") from exc
         return results
 

@@ -74,12 +74,19 @@ def run_all(fn: Callable[[Any], Any], items: Sequence[Any], *, executor: str = "
     finally:
         store.close()
     if failures:
-        k, exc = next(((k, e) for k, e in failures if isinstance(e, CannotWrite)), failures[0])
+        k, exc, kind = first_failure(failures)
         more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
         saved = f"; finished results are saved in {results_path}, rerun to resume" if results_path else ""
-        kind = CannotWrite if isinstance(exc, CannotWrite) else SegnasError  # (no room: continued once there is)
         raise kind(f"item {k} failed: {failure_message(exc)}{more}{saved}") from exc
     return [store[k] for k in keys]
+
+
+def first_failure(failures: Sequence[tuple[Any, BaseException]]) -> tuple[Any, BaseException, type[SegnasError]]:
+    """The failure to report, of ``(key, error)`` pairs: one that found no room to write (the
+    machine's: a rerun continues once there is room), else the first; and the error type to report
+    it as (CannotWrite keeps its kind)."""
+    k, exc = next(((k, e) for k, e in failures if isinstance(e, CannotWrite)), failures[0])
+    return k, exc, CannotWrite if isinstance(exc, CannotWrite) else SegnasError
 
 
 def failure_message(exc: BaseException) -> str:
