@@ -112,6 +112,8 @@ def test_a_training_without_a_validation_split_says_so_at_its_end(tmp_path):
                  "--set", "model.options.width=0.5", "--set", "data.val_split=null", "--set", "progress=false")
     assert result.exit_code == 0, result.output
     assert "no validation split: best.pt holds the last weights" in result.output and "-100" not in result.output
+    log = (next(tmp_path.iterdir()) / "log.txt").read_text().splitlines()
+    assert log[-1].endswith("finished: no validation split: best.pt holds the last weights")  # (the run keeps it)
     assert run("eval", tmp_path, "--data", "synthetic").output.count("no checkpoints/best.pt: give a checkpoint") == 1
     assert run("eval", next(tmp_path.iterdir()), "--data", "synthetic").exit_code == 0  # a run folder: its best.pt
 

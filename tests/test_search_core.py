@@ -336,9 +336,9 @@ def test_settings_that_errors_name_by_a_flag_have_that_flag():
 def test_a_search_logs_what_it_prints_and_a_damaged_run_is_refused_in_one_line(tmp_path):
     args = ["search", "random", "--data", "synthetic", "--size", "48x64", "--target-ms", "1e9", "--backend", "eager",
             "--threads", "1", "--candidates", "4", "--set", "data.options={size: [48, 64], length: 8}",
-            "--set", "random.space_options={layers: 6, base_width: 4}",
-            "--set", "latency.calibration_networks=0", "--set", "final.epochs=0", "--set", "progress=false",
-            "--out-dir", str(tmp_path / "runs")]
+            "--set", "random.space_options={layers: 6, base_width: 4}", "--set", "latency.table_min_runs=1",
+            "--set", "latency.table_min_time_s=0", "--set", "latency.calibration_networks=0",
+            "--set", "final.epochs=0", "--set", "progress=false", "--out-dir", str(tmp_path / "runs")]
     env = {**os.environ, "SEGNAS_CACHE": str(tmp_path / "cache")}
     done = subprocess.run(_cli(*args), capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr

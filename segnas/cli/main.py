@@ -314,10 +314,7 @@ def train(
         flags.update({key: "" for key in sets})
     cfg = job_settings(TrainConfig, config, overrides, resume, flags, recipe)
     result = train_job(cfg, resume=resume, echo=echo, changes=overrides if resume else None)
-    if result.best_miou < 0:  # nothing was scored
-        echo(f"no validation split: best.pt holds the last weights; run: {result.run_dir}")
-    else:
-        echo(f"best val mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; run: {result.run_dir}")
+    echo(f"{result.closing_line()}; run: {result.run_dir}")
 
 
 def _checkpoint_base_size(value: str | None) -> Any:

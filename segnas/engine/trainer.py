@@ -65,6 +65,12 @@ class TrainResult:
         ``train_seconds`` on the CPU clock does not measure."""
         return sum(r.get("epoch_s", 0.0) for r in self.history)
 
+    def closing_line(self) -> str:
+        """What the training ended with: its best val mIoU and epoch (or that it scored nothing)."""
+        if self.best_miou < 0:
+            return "no validation split: best.pt holds the last weights"
+        return f"best val mIoU {100 * self.best_miou:.2f}% at epoch {self.best_epoch}"
+
 
 def build_loss(cfg: TrainConfig) -> SegmentationLoss:
     """The training loss of ``cfg`` (``loss.class_weights`` must be numbers by now: a job resolves
@@ -373,8 +379,10 @@ class Trainer:
         distributed.barrier()  # rank 0's metrics and checkpoints are written
         history = self.run.read_metrics()
         final = next((r for r in reversed(history) if "val_miou" in r), history[-1] if history else {})
-        return TrainResult(str(self.run.path), self.best_miou, self.best_epoch, final, loop.epoch,
-                           loop.elapsed, history, self.place.bf16)
+        result = TrainResult(str(self.run.path), self.best_miou, self.best_epoch, final, loop.epoch,
+                             loop.elapsed, history, self.place.bf16)
+        self.run.log(f"finished: {result.closing_line()}")
+        return result
 
     def _save_best(self, metrics: SegMetrics | None) -> None:
         if not self.dist.is_main:
