@@ -483,12 +483,12 @@ def _palette_colour_missing(tmp_path):
 def _corrupt_last_checkpoint(tmp_path):
     """A run directory at {tmp}/run whose only checkpoint (last.pt, no last.prev.pt) is damaged."""
     from segnas.config import TrainConfig
-    from segnas.config.io import save_config
+    from segnas.training.start import save_settings
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    save_config(TrainConfig.model_validate({"data": {"options": {"size": [32, 40], "length": 4}}, "progress": False,
-                                            "out_dir": str(tmp_path / "runs")}), run / "config.yaml")
+    save_settings(TrainConfig.model_validate({"data": {"options": {"size": [32, 40], "length": 4}}, "progress": False,
+                                              "out_dir": str(tmp_path / "runs")}), run)  # (as a run has them)
     (run / "checkpoints" / "last.pt").write_bytes(b"\x00" * 64)
 
 

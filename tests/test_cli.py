@@ -288,17 +288,97 @@ def test_an_exported_onnx_file_says_what_it_expects_and_the_docs_example_runs_it
     for value in (proto.graph.input[0], proto.graph.output[0]):
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
         assert dims[:1] + dims[2:] == ["batch", "height", "width"]
-    # the deployment page's example, run as written on a frame of the exported size: segnas predict's mask
+    # the deployment page's example, run as written, gives segnas predict's mask: a network trained on
+    # images resized to 40x56, a frame of another size (resized to it and the logits back, as segnas does)
+    result = run("train", "--data", "synthetic", "--base-size", "40x56", "--steps", "30", "--batch-size", "4",
+                 "--threads", "1", "--out-dir", tmp_path / "runs", "--set", "data.options={size: [48, 64], length: 8}",
+                 "--set", "model.options.width=0.5", "--set", "progress=false", "--set", "data.val_split=null")
+    assert result.exit_code == 0, result.output
+    resized = next((tmp_path / "runs").iterdir())
     page = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
     example = next(b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "InferenceSession" in b)
-    frame = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    frame = np.random.default_rng(1).integers(0, 255, (61, 83, 3), dtype=np.uint8)
     Image.fromarray(frame).save(tmp_path / "frame.png")
     monkeypatch.chdir(tmp_path)
-    exec(compile(example, "deployment.md", "exec"), {})
-    assert run("predict", ckpt, tmp_path / "frame.png", "--out", tmp_path / "pred").exit_code == 0
-    ours = np.asarray(Image.open(tmp_path / "frame_mask.png"))
+    assert run("predict", resized, tmp_path / "frame.png", "--out", tmp_path / "pred").exit_code == 0
     theirs = np.asarray(Image.open(tmp_path / "pred" / "frame_mask.png"))
-    assert ours.shape == theirs.shape and (ours == theirs).all(-1).mean() > 0.99
+    for dynamic in ([], ["--dynamic"]):
+        assert run("export", resized, "--out", tmp_path / "model.onnx", *dynamic).exit_code == 0
+        exec(compile(example, "deployment.md", "exec"), {})
+        ours = np.asarray(Image.open(tmp_path / "frame_mask.png"))
+        assert ours.shape == theirs.shape and (ours == theirs).all(-1).mean() > 0.999, dynamic
+
+
+def test_an_export_replaces_only_an_earlier_export_and_says_what_it_holds(trained, tmp_path):
+    """`export --out` over the checkpoint being exported, or over a file that is not an export,
+    replaced it without a word; a TorchScript file carried no metadata."""
+    import shutil
+
+    from segnas.cost.export import TORCHSCRIPT_METADATA
+
+    ckpt, _ = trained
+    copy = tmp_path / "best.pt"
+    shutil.copy(ckpt, copy)
+    result = run("export", copy, "--out", copy, "--format", "torchscript", "--size", "48x64")
+    assert result.exit_code == 2 and "is the network being exported" in result.output, result.output
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("important")
+    result = run("export", copy, "--out", notes, "--size", "48x64")
+    assert result.exit_code == 2 and "exists and is not an ONNX file" in result.output and notes.read_text() == "important"
+    other = tmp_path / "other.pt"
+    shutil.copy(ckpt, other)  # a checkpoint is not a TorchScript export
+    assert "is not a TorchScript file" in run("export", copy, "--out", other, "--format", "torchscript").output
+    assert torch.load(copy, weights_only=False) and torch.load(other, weights_only=False)  # both as they were
+    for _ in range(2):  # an earlier export is replaced
+        result = run("export", copy, "--out", tmp_path / "m.ts.pt", "--format", "torchscript", "--size", "48x64")
+        assert result.exit_code == 0, result.output
+    extra = {TORCHSCRIPT_METADATA: ""}
+    torch.jit.load(tmp_path / "m.ts.pt", _extra_files=extra)
+    meta = json.loads(extra[TORCHSCRIPT_METADATA])
+    assert meta["exported_size"] == "48x64" and len(json.loads(meta["classes"])) == 11 and "resize" in meta
+
+
+def test_a_checkpoint_with_damaged_weights_is_refused(trained, tmp_path):
+    ckpt, _ = trained
+    state = torch.load(ckpt, weights_only=False)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name].view(-1)[0] = float("nan")
+    state.pop("ema", None)
+    torch.save(state, tmp_path / "nan.pt")
+    result = run("predict", tmp_path / "nan.pt", tmp_path)
+    assert result.exit_code == 2 and "damaged" in result.output and "NaN" in result.output, result.output
+
+
+def test_predict_refuses_a_video_and_an_animation_with_how_to_extract_frames(trained, tmp_path):
+    ckpt, _ = trained
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 64)
+    result = run("predict", ckpt, tmp_path / "clip.mp4", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "a video" in result.output and "ffmpeg -i" in result.output
+    result = run("predict", ckpt, tmp_path, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "clip.mp4 is a video" in result.output
+    frames = [Image.fromarray(np.full((20, 30, 3), v, np.uint8)) for v in (0, 128, 255)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    result = run("predict", ckpt, tmp_path / "anim.gif", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "an image of 3 frames" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_found_network_is_measured_and_exported_at_the_size_it_was_searched_for(tmp_path):
+    from segnas.jobs.bench import bench_job, export_job
+    from segnas.spaces import get_space, save_arch
+
+    space = get_space("multires")
+    arch = space.sample(np.random.default_rng(0))
+    save_arch(tmp_path / "found.json", space, arch, num_classes=5, size=[32, 48])
+    rows = bench_job([str(tmp_path / "found.json")], None, ["eager"], threads=1, min_time_s=0.0, progress=False)
+    assert rows[0]["size"] == "32x48"
+    said = []
+    export_job(str(tmp_path / "found.json"), tmp_path / "f.onnx", progress=False, echo=said.append)
+    assert not said, said  # (no note of a default size)
+    import onnx
+
+    dims = onnx.load(str(tmp_path / "f.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][2:] == [32, 48]
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -507,8 +507,8 @@ def exit_if_rows_failed(summary: dict[str, Any]) -> None:
 def bench(
     model: list[str] = typer.Option(..., "--model", "-m",
                                     help="Zoo name, arch.json, checkpoint or exported .onnx (repeatable)."),
-    size: Optional[str] = typer.Option(None, help="Input HxW.", show_default="a checkpoint's data.base_size, a "
-                                       "static ONNX file's input size, else 360x480"),
+    size: Optional[str] = typer.Option(None, help="Input HxW.", show_default="a checkpoint's data.base_size, the "
+                                       "size a found network was searched for, an ONNX file's, else 360x480"),
     backend: list[str] = typer.Option(["onnxruntime"], "--backend", "-b",
                                       help="eager, eager-cl, torchscript, onnxruntime, openvino (repeatable)."),
     threads: Optional[int] = typer.Option(None, help="Threads (default: all cores available)."),
@@ -565,7 +565,8 @@ def export(
     out: Path = typer.Option(..., help="Output file (.onnx or .pt for TorchScript)."),
     size: Optional[str] = typer.Option(None, help="Input HxW the file is exported and checked at (the only size "
                                                   "a static ONNX or TorchScript file takes).",
-                                       show_default="the checkpoint's data.base_size, else 360x480"),
+                                       show_default="a checkpoint's data.base_size, the "
+                                       "size a found network was searched for, else 360x480"),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     dynamic: bool = typer.Option(False, help="Symbolic batch/H/W (ONNX only); parity is checked at a second size."),
     classes: Optional[int] = typer.Option(None, help="Class count for zoo names and arch files (a checkpoint "

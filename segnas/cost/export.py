@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import warnings
@@ -130,13 +131,26 @@ class FixedInputSize(nn.Module):
         return self.net(x)
 
 
-def export_torchscript(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int]) -> Path:
-    """Trace ``model`` at ``input_shape``, guard its input size (``FixedInputSize``), freeze and save."""
+#: The file in a TorchScript export that holds its ``metadata`` (JSON; ``torch.jit.load(path,
+#: _extra_files={TORCHSCRIPT_METADATA: ""})`` reads it).
+TORCHSCRIPT_METADATA = "segnas.json"
+
+
+def export_torchscript(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int],
+                       metadata: Mapping[str, str] | None = None) -> Path:
+    """Trace ``model`` at ``input_shape``, guard its input size (``FixedInputSize``), freeze and save,
+    with ``metadata`` as the archive's ``TORCHSCRIPT_METADATA`` file."""
     path = Path(path)
     with torch.no_grad(), _quiet_export():
         traced = torch.jit.trace(model.eval(), torch.randn(*input_shape))
         guarded = torch.jit.freeze(torch.jit.script(FixedInputSize(traced, *input_shape[2:]).eval()))
-    atomic_write(path, lambda tmp: torch.jit.save(guarded, str(tmp)))
+
+    def save(tmp: Path) -> None:  # (through memory: the archive's folder is then "archive", not the temporary name)
+        buffer = io.BytesIO()
+        torch.jit.save(guarded, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(dict(metadata or {}))})
+        tmp.write_bytes(buffer.getvalue())
+
+    atomic_write(path, save)
     return path
 
 

@@ -61,6 +61,26 @@ def refuse_other_classes(source: str, own: int | None, num_classes: int | None) 
                           "them; leave --classes out")
 
 
+def own_size(source: str, trained: tuple | None) -> tuple[int, int] | None:
+    """The size a network is measured and exported at when none is given: a checkpoint's training
+    size (``data.base_size``), else the size its search targeted (an arch file's ``size``, kept in a
+    checkpoint trained from one); None when it has neither (a zoo network, a hand-written arch file,
+    a checkpoint trained at each image's own size)."""
+    if trained:
+        base = checkpoint_base_size(trained[2])[0]
+        if base:
+            return base
+        spec = trained[2].get("model_spec") or {}
+    elif Path(source).suffix.lower() == ".json":
+        spec = read_arch_file(source)
+    else:
+        return None
+    size = spec.get("size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return (size[0], size[1])
+    return None
+
+
 def read_onnx(path: Path) -> Any:
     """The ONNX model in ``path``; SegnasError when it is missing or not ONNX."""
     import onnx
@@ -75,13 +95,14 @@ def read_onnx(path: Path) -> Any:
 
 def onnx_size(path: Path, model: Any, size: tuple[int, int] | None) -> tuple[int, int]:
     """The input size an ONNX model is measured at: ``size``, which a static graph must take, or
-    for None a static graph's own (a dynamic one's DEFAULT_EXPORT_SIZE)."""
+    for None a static graph's own (a dynamic one's ``trained_size``, else DEFAULT_EXPORT_SIZE)."""
     dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[1] not in (3, None):
         raise SegnasError(f"{path}: input {dims} is not (batch, 3, H, W): not an image segmenter")
     static = dims[2:]
     if all(d is None for d in static):
-        return tuple(size or DEFAULT_EXPORT_SIZE)
+        trained = next((p.value for p in model.metadata_props if p.key == "trained_size"), "native")
+        return tuple(size or (parse_size(trained, f"{path}: metadata trained_size") if trained != "native" else DEFAULT_EXPORT_SIZE))
     if size is None and None not in static:
         return (static[0], static[1])
     if size is None or any(d is not None and d != s for d, s in zip(static, size)):
@@ -118,8 +139,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
     architecture files, checkpoints, run folders and exported ``.onnx`` files, each row labelled as
     given (``model``). The class count is a checkpoint's or ONNX file's own, else an architecture
     file's ``num_classes``, else ``num_classes``, else DEFAULT_CLASSES (each row says which).
-    ``size``: (H, W) or "HxW"; None: each network's own (a checkpoint's ``data.base_size``, a static
-    ONNX file's input), else DEFAULT_EXPORT_SIZE. An ONNX file runs on onnxruntime alone: its pairs
+    ``size``: (H, W) or "HxW"; None: each network's own (``own_size``; a static ONNX file's input, a
+    dynamic one's ``trained_size``), else DEFAULT_EXPORT_SIZE. An ONNX file runs on onnxruntime alone: its pairs
     with other backends are left out, said through ``echo`` (with the other notes)."""
     sources, backends = [sources] if isinstance(sources, str) else sources, \
         [backends] if isinstance(backends, str) else backends  # (one given as a string, from Python)
@@ -155,7 +176,7 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
         trained = load_trained(source) if Path(source).suffix == ".pt" else None
         refuse_other_classes(given, trained[1].num_classes if trained else None, num_classes)
         classes, where = (trained[1].num_classes, "checkpoint") if trained else network_classes(source, num_classes)
-        own = size or (checkpoint_base_size(trained[2])[0] if trained else None) or DEFAULT_EXPORT_SIZE
+        own = size or own_size(source, trained) or DEFAULT_EXPORT_SIZE
         check_inference_size(own, classes)
         model = trained[0] if trained else resolve_model(source, classes)[0]
         networks.append((given, source, model, tuple(own), classes, where))
@@ -198,13 +219,16 @@ def busy_warning(others: float) -> str:
 
 def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynamic: bool,
                     trained: tuple | None = None) -> dict[str, str]:
-    """What an exported ONNX file tells whoever runs it (its metadata properties): the input it
-    expects (RGB in [0, 1], normalized by ``mean`` and ``std``; the size it was exported at), where
-    it came from, and for a checkpoint (``trained``: what ``load_trained`` returned for it) the
-    classes of its output channels, their colours and the size it was trained at."""
+    """What an exported file tells whoever runs it (an ONNX file's metadata properties, a TorchScript
+    archive's ``segnas.json``): the input it expects (RGB in [0, 1], normalized by ``mean`` and
+    ``std``; the size it was exported at; how a frame is resized to it), where it came from, and for
+    a checkpoint (``trained``: what ``load_trained`` returned for it) the classes of its output
+    channels, their colours and the size it was trained at."""
     meta = {"segnas_version": segnas.__version__, "source": str(source), "num_classes": str(num_classes),
             "input": "image: float32 NCHW, RGB scaled to [0, 1], then (x - mean) / std per channel",
             "output": "logits: float32 NCHW at the input size, one channel per class; argmax over C gives the mask",
+            "resize": "bilinear with half-pixel centres and no antialiasing (torch's interpolate, align_corners=False): "
+                      "a frame to the size the network takes, and its logits back to the frame's size before the argmax",
             "mean": json.dumps(list(IMAGENET_MEAN)), "std": json.dumps(list(IMAGENET_STD)),
             "exported_size": "any (dynamic batch, height, width)" if dynamic else f"{size[0]}x{size[1]}"}
     if trained:
@@ -219,12 +243,45 @@ def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynami
 DEFAULT_EXPORT_SIZE = (360, 480)
 
 
+def check_replaceable(out: Path, source: str, fmt: str) -> None:
+    """Refuse an ``out`` that an export would replace and should not: the network being exported, or
+    an existing file that is not an earlier export of ``fmt`` (a checkpoint, a file of the user's)."""
+    if not out.is_file():
+        return
+    if Path(source).is_file() and out.resolve() == Path(source).resolve():
+        raise SegnasError(f"--out {out}: is the network being exported; give another file")
+    if not is_export(out, fmt):
+        kind = {"onnx": "an ONNX", "torchscript": "a TorchScript"}[fmt]
+        raise SegnasError(f"--out {out}: exists and is not {kind} file (an export replaces an earlier export, "
+                          "nothing else); remove it or give another file")
+
+
+def is_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` holds an exported network of ``fmt``: an ONNX graph, or a TorchScript archive
+    (a zip with code, which a checkpoint saved by torch.save lacks)."""
+    import zipfile
+
+    if fmt == "torchscript":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any("/code/" in name for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # (onnx raises DecodeError and others for a file that is not ONNX)
+        return False
+    return proto.ir_version > 0 and len(proto.graph.node) > 0
+
+
 def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None = None, fmt: str = "onnx",
                dynamic: bool = False, num_classes: int | None = None, tolerance: float = 1e-3,
                progress: bool = True, echo: Echo | None = None) -> tuple[Path, list]:
     """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic;
-    None: a checkpoint's ``data.base_size``, the size it was trained at, else DEFAULT_EXPORT_SIZE,
-    said through ``echo`` for a static graph). A file that fails the parity check is removed, never
+    None: the network's own, ``own_size``, else DEFAULT_EXPORT_SIZE, said through ``echo`` for a
+    static graph). A file that fails the parity check is removed, never
     left behind as if it were good. The class count is chosen as in ``bench_job``."""
     size = parse_size(size, "--size") if size is not None else None
     if fmt not in ("onnx", "torchscript"):
@@ -242,15 +299,16 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
         raise SegnasError(f"--out: {out}: {kind} file must end in {suffix} (--format onnx: .onnx, torchscript: .pt)")
     check_output_file(out, "--out")
     source = network_source(source)
+    check_replaceable(out, source, fmt)
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
     refuse_other_classes(source, trained[1].num_classes if trained else None, num_classes)
     classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
     model = trained[0] if trained else resolve_model(source, classes)[0]
     if size is None:
-        size = checkpoint_base_size(trained[2])[0] if trained else None
+        size = own_size(source, trained)
         if size is None and not dynamic and echo is not None:
             whose = ("the checkpoint was scored at each image's own size" if trained
-                     else "a zoo network or arch file has no size of its own")
+                     else "a zoo network or an arch file without a search's size has no size of its own")
             echo(f"note: a static graph at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]}, the default ({whose}); "
                  "give --size with your frames' size, or --dynamic for any size")
         size = size or DEFAULT_EXPORT_SIZE
@@ -267,7 +325,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
             if fmt == "onnx":
                 export_onnx(model, trial, shape, dynamic=dynamic, metadata=metadata)
             else:
-                export_torchscript(model, trial, shape)
+                export_torchscript(model, trial, shape, metadata)
             ticker.advance(info="parity")
             results = []
             for s in shapes:
@@ -279,7 +337,10 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
             kept = " (the earlier file there is kept)" if out.exists() else ""
             raise SegnasError(f"{out}: parity check failed at input {r.input_shape}: max |diff| "
                               f"{r.max_abs_diff:.3g} > tolerance {tolerance:g}; not written{kept}")
-        os.replace(trial, out)
+        try:
+            os.replace(trial, out)
+        except PermissionError as exc:  # (an immutable file, another user's in a sticky folder)
+            raise SegnasError(f"--out {out}: cannot be replaced ({exc.strerror}); it is left as it was") from None
     finally:
         trial.unlink(missing_ok=True)
     return out, results

@@ -125,12 +125,34 @@ def collect_inputs(path: str | Path, out_dir: str | Path | None = None) -> list[
         inside = out is not None and out.is_relative_to(path.resolve())  # frames/pred: not read as input
         files = [f for f in list_images(path, recursive=True) if not (inside and f.resolve().is_relative_to(out))]
         if not files:
+            video = next((f for f in sorted(path.rglob("*")) if f.suffix.lower() in VIDEO_EXTENSIONS), None)
             raise SegnasError(f"{path}: no images in folder or its subfolders (looked for "
-                              f"{', '.join(IMAGE_EXTENSIONS)})")
+                              f"{', '.join(IMAGE_EXTENSIONS)})" + (f"; {video.name} is a video: " + frames_hint(video)
+                                                                   if video is not None else ""))
         return files
     if not path.is_file():
         raise SegnasError(f"{path}: input image or folder not found")
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        raise SegnasError(f"{path}: a video; {frames_hint(path)}")
     return [path]
+
+
+#: Files predict reads as videos, not images (an animated GIF is an image of several frames).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
+def frames_hint(video: Path) -> str:
+    """How to predict a video's (or an animation's) frames."""
+    return f"predict reads still images: extract its frames (e.g. ffmpeg -i {video} frames/%05d.png) and give the folder"
+
+
+def check_still_image(path: Path) -> None:
+    """A SegnasError for an image file of several frames (an animated GIF, PNG or WebP, a multi-page
+    TIFF), of which predict would read only the first."""
+    with Image.open(path) as im:
+        frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise SegnasError(f"{path}: an image of {frames} frames (an animation); {frames_hint(path)}")
 
 
 def output_names(files: list[Path], root: Path | None = None) -> list[Path]:
@@ -240,6 +262,7 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     for f in files:  # a damaged or too large frame is found before any output is written
         try:
             shape = check_image_file(f)
+            check_still_image(f)
         except SegnasError as exc:
             if not skip_unreadable:
                 raise SegnasError(f"{exc} (--skip-unreadable leaves such frames out)") from None

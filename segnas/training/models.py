@@ -84,6 +84,11 @@ def load_trained(checkpoint: str | Path, raw: bool = False) -> tuple[nn.Module, 
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)[:200]
         raise SegnasError(f"{checkpoint}: weights do not fit the network it describes ({first})") from None
     weights = select_weights(checkpoint, model, state, raw)
+    damaged = next((name for name, t in model.state_dict().items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if damaged is not None:
+        raise SegnasError(f"{checkpoint}: damaged: its {weights} weights hold NaN or infinite values (tensor "
+                          f"{damaged}); use another checkpoint")
     return model.eval(), classes, state, weights
 
 
