@@ -32,6 +32,8 @@ PLUGINS: dict[str, str | None] = {}
 _plugins_loaded = False
 #: Every registry, so that a plugin that fails half-way leaves none of the classes it registered.
 _REGISTRIES: list["Registry"] = []
+#: Registries kept as plain name -> function tables (the proxies), rolled back alike.
+_TABLES: list[dict] = []
 #: ``PID:plugins`` of a process that has warned of a failed plugin, for the workers it starts.
 _WARNED_ENV = "SEGNAS_PLUGINS_WARNED"
 
@@ -54,21 +56,30 @@ def load_plugins() -> None:
                                         lambda module=module: importlib.import_module(module)))
     warned_by_parent = os.environ.get(_WARNED_ENV) == f"{os.getppid()}:{os.environ.get(PLUGIN_ENV, '')}"
     for where, load in sources.values():
-        before = {id(cls) for registry in _REGISTRIES for cls in registry.classes.values()}
+        tables = [registry.classes for registry in _REGISTRIES] + _TABLES
+        before = {id(entry) for table in tables for entry in table.values()}
         try:
             load()
             PLUGINS[where] = None
         except Exception as exc:  # (a plugin's own error of any kind: it must not stop segnas)
-            for registry in _REGISTRIES:  # what its import registered before the failure (segnas's own aside),
-                for name, cls in list(registry.classes.items()):  # its modules imported anew by a later plugin
-                    if id(cls) not in before and not cls.__module__.startswith("segnas."):
-                        del registry.classes[name]
-                        sys.modules.pop(cls.__module__, None)
+            for table in tables:  # what its import registered before the failure (segnas's own aside),
+                for name, entry in list(table.items()):  # its modules imported anew by a later plugin
+                    module = getattr(entry, "__module__", "") or ""
+                    if id(entry) not in before and not module.startswith("segnas."):
+                        del table[name]
+                        sys.modules.pop(module, None)
             PLUGINS[where] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
             if not warned_by_parent:
                 warnings.warn(SegnasWarning(f"segnas plugin {where} not loaded: {PLUGINS[where]}"), stacklevel=2)
     if any(PLUGINS.values()):  # (the workers this process starts, with the same plugins, need not say it again)
         os.environ[_WARNED_ENV] = f"{os.getpid()}:{os.environ.get(PLUGIN_ENV, '')}"
+
+
+def plugin_table(table: dict) -> dict:
+    """Have ``table`` (name -> a registered function) rolled back as registries are when a plugin
+    that added to it fails to load; returns it."""
+    _TABLES.append(table)
+    return table
 
 
 def plugin_hint() -> str:

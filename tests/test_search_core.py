@@ -350,3 +350,79 @@ def test_a_search_logs_what_it_prints_and_a_damaged_run_is_refused_in_one_line(t
     resumed = subprocess.run(_cli("search", "random", "--resume", str(run)), capture_output=True, text=True, env=env)
     assert resumed.returncode == 2 and "search_state.json: names candidate" in resumed.stderr
     assert len(resumed.stderr.strip().splitlines()) == 1, resumed.stderr
+
+
+class _Plain(Evaluator):
+    """A test evaluator that does not call ``Evaluator.__init__`` (a plugin's may not)."""
+
+    def __init__(self, record=None):
+        self.record = record
+
+    def evaluate(self, arch):
+        return self.record if self.record is not None else {"score": float(arch["base_width"])}
+
+
+def _loop(tmp_path, ask, evaluator=None, state=None, candidates=3):
+    """An ask/tell loop over the multires space whose strategy proposes with ``ask(strategy)`` and
+    keeps ``state`` (a function of the strategy) beside its RNG's."""
+    import numpy as np
+
+    from segnas.search.asktell import AskTellLoop, AskTellStrategy
+    from segnas.spaces import get_space
+
+    class Probe(AskTellStrategy):
+        def make_evaluator(self, ctx):
+            return None
+
+        def ask(self):
+            return ask(self)
+
+        def state_dict(self):
+            return {**super().state_dict(), **(state(self) if state else {})}
+
+    strategy = Probe()
+    strategy.begin(get_space("multires", layers=6, base_width=4), 0, None)
+    strategy.rng = np.random.default_rng(0)
+    return AskTellLoop(strategy, evaluator or _Plain(), lambda arch: 1.0, None, candidates=candidates,
+                       run_dir=tmp_path, max_draws=20)
+
+
+def test_the_loop_names_a_strategy_or_evaluator_that_breaks_its_contract(tmp_path):
+    """A plugin's mistakes were a traceback deep in segnas, a state that could not resume, or a
+    run that blamed the latency target."""
+    import dataclasses
+    import warnings
+
+    from segnas.errors import SegnasWarning
+    from segnas.spaces import get_space
+
+    space = get_space("multires", layers=6, base_width=4)
+    with pytest.raises(SegnasError, match=r"Probe\.ask\(\) returned dict: expected an architecture of space multires"):
+        _loop(tmp_path / "a", lambda s: s.space.sample(s.rng).to_dict()).run()
+    with pytest.raises(SegnasError, match=r"Probe\.ask\(\) returned MobileArch"):
+        _loop(tmp_path / "b", lambda s: get_space("mobile").sample(s.rng)).run()
+
+    def invalid(s):  # (a proposal the space's checks refuse: a SegnasError from ask means "draw again")
+        return dataclasses.replace(s.space.sample(s.rng), base_width=-5)
+
+    with pytest.raises(SegnasError, match=r"no architecture to evaluate in 20 draws: 20 found nothing valid .*"
+                                          r"the last: .*base_width"):
+        _loop(tmp_path / "c", invalid).run()
+    with pytest.raises(SegnasError, match=r"state_dict\(\): state\['population'\], key 3 \(not a str\)"):
+        _loop(tmp_path / "d", lambda s: s.space.sample(s.rng), state=lambda s: {"population": {3: [1.0]}}).run()
+    with pytest.raises(SegnasError, match=r"state_dict\(\): state\['best'\] \(tuple\)"):
+        _loop(tmp_path / "e", lambda s: s.space.sample(s.rng), state=lambda s: {"best": (1, 2)}).run()
+    with pytest.raises(SegnasError, match=r"state_dict\(\): not JSON"):
+        _loop(tmp_path / "f", lambda s: s.space.sample(s.rng), state=lambda s: {"seen": {1, 2}}).run()
+    with pytest.raises(SegnasError, match=r"_Plain returned \{'value': 1\.0\}: an evaluation is a dict with 'score'"):
+        _loop(tmp_path / "g", lambda s: s.space.sample(s.rng), _Plain({"value": 1.0})).run()
+    assert not (tmp_path / "g" / "candidates.jsonl").is_file() or not (tmp_path / "g" / "candidates.jsonl").read_text()
+    with pytest.raises(SegnasError, match=r"returned \{'score': 'high'\}"):
+        _loop(tmp_path / "h", lambda s: s.space.sample(s.rng), _Plain({"score": "high"})).run()
+    same = space.sample(__import__("numpy").random.default_rng(1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = _loop(tmp_path / "i", lambda s: same, _Plain({"score": float("nan")})).run()
+    said = [str(w.message) for w in caught if issubclass(w.category, SegnasWarning)]
+    assert outcome.evaluated == 1 and any("ended after 1 of 3 candidates" in m and "19 duplicates" in m for m in said)
+    assert any("no candidate of the 1 evaluated has a finite score" in m for m in said), said

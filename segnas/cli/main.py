@@ -684,8 +684,12 @@ def _search_command(method: str) -> Callable[..., None]:
         if resume is not None:
             started = run_method(resume)
             if started != method:
+                from segnas.registry import plugin_hint
+                from segnas.search.base import STRATEGIES
+
+                missing = "" if started in STRATEGIES.names() else f" ({started} is {plugin_hint()})"
                 raise SegnasError(f"{resume}: a {started} search run; continue it with "
-                                  f"segnas search {started} --resume {resume}")
+                                  f"segnas search {started} --resume {resume}{missing}")
         else:
             check_method_of_file(kwargs["config"], method)
         cfg = job_settings(settings_class(method), kwargs["config"], overrides, resume, given)
@@ -814,6 +818,10 @@ def _command() -> int:
         return 0
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "segnas"
+        if where == "segnas search" and exc.format_message().startswith("No such command"):
+            from segnas.registry import plugin_hint
+
+            exc.message = f"{exc.format_message().rstrip('.')}: not a built-in method; a plugin's is {plugin_hint()}"
         err_console.print(f"[red]error:[/red] {escape(exc.format_message())} (see {where} --help)", highlight=False,
                           soft_wrap=True, emoji=False)
         return 2

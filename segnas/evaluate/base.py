@@ -23,8 +23,15 @@ class Evaluator(ABC):
     """Attributes a search may change between batches (e.g. a termination threshold the strategy
     keeps): each batch's value reaches every worker's set-up copy (``segnas.parallel.worker``)."""
 
+    is_setup: bool = False
+    """Whether ``setup`` has run in this process (class default: a subclass's ``__init__`` need not
+    call this one's)."""
+    worker_token: str | None = None
+    """Names this evaluator's set-up copy in each worker (given when first pickled if ``__init__``
+    did not)."""
+
     def __init__(self) -> None:
-        self.worker_token = uuid.uuid4().hex  # names this evaluator's set-up copy in each worker
+        self.worker_token = uuid.uuid4().hex
         self.is_setup = False
 
     def setup(self) -> None:
@@ -47,6 +54,8 @@ class Evaluator(ABC):
         return self.evaluate(arch)
 
     def __getstate__(self) -> dict[str, Any]:
+        if self.worker_token is None:
+            self.worker_token = uuid.uuid4().hex
         state = {k: v for k, v in self.__dict__.items() if k not in self.worker_state}
         state["is_setup"] = False
         return state

@@ -13,6 +13,7 @@ are not per-network proxies: ``segnas.proxies.aggregate`` scores them, by name, 
 from __future__ import annotations
 
 import copy
+import numbers
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -81,8 +82,14 @@ def score(name: str, net: nn.Module, batches: Sequence[Batch], *, seed: int = 0,
     Works on a deep copy; seeds torch's RNG locally (the global state is restored); processes at most
     ``chunk_size`` images per forward/backward."""
     _check_names([name])
-    return float(run_isolated(PROXIES[name], net, batches, seed=seed, ignore_index=ignore_index,
-                              chunk_size=chunk_size))
+    value = run_isolated(PROXIES[name], net, batches, seed=seed, ignore_index=ignore_index, chunk_size=chunk_size)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.detach().item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fn = PROXIES[name]
+        raise SegnasError(f"proxy {name} ({fn.__module__}.{fn.__qualname__}) returned {type(value).__name__}: a proxy "
+                          "returns its score as a number")
+    return float(value)
 
 
 def run_isolated(fn: Callable[[nn.Module, list[Batch], ProxySettings], Any], net: nn.Module,

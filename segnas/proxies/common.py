@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnas.errors import SegnasError
+from segnas.registry import plugin_table
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -36,8 +37,9 @@ class ProxySettings:
 
 ProxyFn = Callable[[nn.Module, list[Batch], ProxySettings], float]
 
-#: Registered proxies by name; a proxy receives its own deep copy of the network, free to mutate.
-PROXIES: dict[str, ProxyFn] = {}
+#: Registered proxies by name; a proxy receives its own deep copy of the network, free to mutate
+#: (a plugin's, registered with ``@proxy``, is left out with the rest of a plugin that fails to load).
+PROXIES: dict[str, ProxyFn] = plugin_table({})
 
 
 @dataclass(frozen=True)

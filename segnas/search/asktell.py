@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 
 from segnas.config.search import EvaluatorSettings, SearchSettings
 from segnas.progress import Echo, progress_bar
-from segnas.errors import CannotWrite, SegnasError
+from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.evaluate.base import Evaluator, fitness
 from segnas.parallel import TaskResources, WorkerPool, default_key
 from segnas.parallel.store import ResultStore
@@ -80,6 +81,31 @@ class Skipped:
     reason: Literal["duplicate", "infeasible", "degenerate"]
     latency_ms: float | None = None
     earlier: Candidate | None = None
+
+
+def json_difference(value: Any, back: Any, where: str = "state") -> str | None:
+    """Where ``back`` (``value`` through JSON) first differs from ``value``; None when nowhere."""
+    if isinstance(value, dict):
+        if not isinstance(back, dict) or list(value) != list(back):
+            bad = next((k for k in value if not isinstance(k, str)), None)
+            return f"{where}, key {bad!r} (not a str)" if bad is not None else where
+        return next((d for k in value if (d := json_difference(value[k], back[k], f"{where}[{k!r}]"))), None)
+    if isinstance(value, list):
+        return next((d for i, (v, b) in enumerate(zip(value, back))
+                     if (d := json_difference(v, b, f"{where}[{i}]"))), None)
+    if isinstance(value, float) and isinstance(back, float) and math.isnan(value) and math.isnan(back):
+        return None
+    same = type(value) is type(back) or (isinstance(value, float) and isinstance(back, float))  # (numpy's float64)
+    return None if same and value == back else f"{where} ({type(value).__name__})"
+
+
+def check_record(record: Any, evaluator: Any) -> None:
+    """A SegnasError naming the evaluator when what it returned is not a record the loop keeps: a
+    dict whose ``score`` is a number or None (checked before it is stored, so a resume never reads it)."""
+    score = record.get("score", ...) if isinstance(record, dict) else ...
+    if score is ... or not (score is None or (isinstance(score, (int, float)) and not isinstance(score, bool))):
+        raise SegnasError(f"{type(evaluator).__qualname__} returned {str(record)[:120]}: an evaluation is a dict "
+                          "with 'score', a number (higher is better) or None")
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -270,7 +296,8 @@ class AskTellLoop:
         self.latencies: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
         self.best: Candidate | None = None
-        self.draws = self.rejected = self.duplicates = self.degenerate = 0
+        self.draws = self.rejected = self.duplicates = self.degenerate = self.refused = 0
+        self.last_refusal = ""  # (why the strategy's ask last found nothing valid)
         self.elapsed = 0.0
         self.fastest = math.inf
 
@@ -282,10 +309,28 @@ class AskTellLoop:
     def save(self) -> None:
         if self.state_path is None:
             return
-        state = {"strategy": self.strategy.state_dict(), "draws": self.draws, "rejected": self.rejected,
-                 "duplicates": self.duplicates, "degenerate": self.degenerate, "elapsed_s": self.elapsed, "history": self.history,
+        state = {"strategy": self.strategy_state(), "draws": self.draws, "rejected": self.rejected,
+                 "duplicates": self.duplicates, "degenerate": self.degenerate, "refused": self.refused,
+                 "elapsed_s": self.elapsed, "history": self.history,
                  "scored": [[c.key, c.latency_ms] for c in self.scored]}
         atomic_write_text(self.state_path, json.dumps(state))
+
+    def strategy_state(self) -> dict[str, Any]:
+        """The strategy's ``state_dict``, checked to come back the same from JSON (the form it is
+        saved in): a SegnasError naming the first part that does not (a tuple, an int key, an array)."""
+        state = self.strategy.state_dict()
+        name = type(self.strategy).__qualname__
+        try:
+            back = json.loads(json.dumps(state))
+        except (TypeError, ValueError) as exc:
+            raise SegnasError(f"{name}.state_dict(): not JSON ({exc}); a strategy's state is saved as JSON: "
+                              "dicts with str keys, lists, numbers, strings, None") from None
+        where = json_difference(state, back)
+        if where is not None:
+            raise SegnasError(f"{name}.state_dict(): {where} does not come back the same from JSON, the form the "
+                              "state is saved in (str keys, lists rather than tuples or arrays); a resumed search "
+                              "would differ")
+        return state
 
     def resume(self) -> bool:
         if self.state_path is None or not self.state_path.is_file():
@@ -298,6 +343,7 @@ class AskTellLoop:
         self.strategy.load_state_dict(state["strategy"])
         self.draws, self.rejected, self.duplicates = state["draws"], state["rejected"], state["duplicates"]
         self.degenerate = state.get("degenerate", 0)  # (absent from a checkpoint written before it was counted)
+        self.refused = state.get("refused", 0)
         self.elapsed, self.history = state["elapsed_s"], state["history"]
         space = self.strategy.space
         for key, latency in state["scored"]:
@@ -313,6 +359,29 @@ class AskTellLoop:
         return True
 
     # ------------------------------------------------------------------ loop
+    def _skips(self) -> str:
+        """What became of the proposals not evaluated, in words."""
+        parts = [f"{n} {what}" for n, what in ((self.duplicates, "duplicates"), (self.rejected, "over the target"),
+                                               (self.degenerate, "degenerate")) if n]
+        if self.refused:
+            parts.append(f"{self.refused} found nothing valid (the strategy's ask raised; the last: {self.last_refusal})")
+        return "; ".join(parts) or "none drawn"
+
+    def _say_shortfall(self, stopped: str) -> None:
+        """A warning when the search ends short of its candidates, or without a finite score: what
+        ``search_result.json`` records in its details, said where the user looks."""
+        short = len(self.scored) < self.candidates
+        if stopped == "time" and short:
+            warnings.warn(f"the search's time limit ended it after {len(self.scored)} of {self.candidates} candidates",
+                          SegnasWarning, stacklevel=3)
+        elif stopped == "exhausted" and short:
+            warnings.warn(f"the search ended after {len(self.scored)} of {self.candidates} candidates: "
+                          f"{self.draws} proposals drawn found nothing more to evaluate ({self._skips()})",
+                          SegnasWarning, stacklevel=3)
+        if not any(math.isfinite(c.fitness) for c in self.scored):
+            warnings.warn(f"no candidate of the {len(self.scored)} evaluated has a finite score: the winner is the "
+                          "first evaluated, not a choice (see candidates.jsonl)", SegnasWarning, stacklevel=3)
+
     def _add(self, cand: Candidate) -> None:
         self.scored.append(cand)
         self.by_key[cand.key] = cand
@@ -341,8 +410,11 @@ class AskTellLoop:
                 arch = self.strategy.ask()
             except CannotWrite:  # (no room to write: not a proposal's failure)
                 raise
-            except SegnasError:  # a proposal that found nothing valid: draw again
+            except SegnasError as exc:  # a proposal that found nothing valid: draw again
+                self.refused += 1
+                self.last_refusal = str(exc)
                 continue
+            self._check_proposal(arch)
             key = default_key(arch)
             same = next((b for b in batch if b[0] == key), None)
             if key in self.by_key or same is not None:
@@ -365,10 +437,24 @@ class AskTellLoop:
             batch.append((key, arch, self.latencies[key]))
         return batch
 
+    def _check_proposal(self, arch: Any) -> None:
+        """A SegnasError naming the strategy's ``ask`` when it returned something other than an
+        architecture of the space searched (a dict, None, another space's)."""
+        space = self.strategy.space
+        try:
+            same = space.arch_from_dict(arch.to_dict()) == arch
+        except (AttributeError, TypeError, SegnasError):
+            same = False
+        if not same:
+            raise SegnasError(f"{type(self.strategy).__qualname__}.ask() returned {type(arch).__name__}: expected an "
+                              f"architecture of space {space.name} (space.sample, space.mutate or space.arch_from_dict "
+                              "make one)")
+
     def _evaluate(self, batch: list[tuple[str, Any, float]]) -> list[dict[str, Any]]:
         todo = [(k, a) for k, a, _ in batch if k not in self.store]
 
         def save(i: int, record: dict[str, Any]) -> None:  # as each evaluation finishes
+            check_record(record, self.evaluator)
             self.store.add(todo[i][0], {"arch": todo[i][1].to_dict(), **record})
 
         self.pool.map(self.evaluator, [a.to_dict() for _, a in todo], on_result=save)
@@ -418,6 +504,9 @@ class AskTellLoop:
         self.elapsed = time.perf_counter() - start
         self.save()
         if self.best is None:
+            if not math.isfinite(self.fastest):  # no proposal reached the latency check
+                raise SegnasError(f"{type(self.strategy).__qualname__}: no architecture to evaluate in {self.draws} "
+                                  f"draws: {self._skips()}")
             raise SegnasError(f"target_ms: no sampled network runs within {self.target_ms} ms "
                               f"(fastest of {self.draws} drawn: {self.fastest:.2f} ms); raise the target")
         if not math.isfinite(self.best.fitness):
@@ -425,6 +514,7 @@ class AskTellLoop:
             if diverged is not None:  # a short-training evaluator none of whose candidates trained
                 raise SegnasError(f"evaluator.train: no candidate's short training gave a score ({len(self.scored)} "
                                   f"scored; {diverged}); change evaluator.train.recipe")
+        self._say_shortfall(stopped)
         top = sorted(self.scored, key=lambda c: (-c.fitness, c.index))[:self.top_k]
         return LoopOutcome(self.best, top, len(self.scored), self.elapsed, self.rejected, self.duplicates, stopped,
                            self.history, self.degenerate)
