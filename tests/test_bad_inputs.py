@@ -342,14 +342,14 @@ CLI_CASES = [
     (["compare", "--resume", "{tmp}/cmprun", "--set", "workers=2"], "how many jobs run at once is compare's --workers "
      "option", _comparison_run),
     (["search", "saswot", "--resume", "{tmp}/nowhere"], "not found"),
-    (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
+    (["search", "random", "--resume", "{tmp}/broken"], "broken/config.yaml: line 2 invalid YAML", _broken_run),
     (["train", "--resume", "{tmp}/edited", "--data-root", "{tmp}"], "data.root (--data-root): the synthetic dataset",
      _edited_run),
     (["eval", "{tmp}/m.pt", "--data", "synthetic", "--data-root", "{tmp}"], "--data-root (root): the synthetic dataset",
      _checkpoint),
     (["train", "--resume", "{tmp}/edited"], "edited/config.yaml: optim.lr was 0.05 when the run started and is 0.1 now",
      _edited_lr),
-    (["train", "--resume", "{tmp}/broken"], "broken/config.yaml: line 3 invalid YAML", _broken_run),
+    (["train", "--resume", "{tmp}/broken"], "broken/config.yaml: line 2 invalid YAML", _broken_run),
     # proxies found unknown before any latency work
     (["search", "saswot"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "saswot.scoring.proxy (--proxy)"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--proxy", "nosuch"], "random.evaluator.proxy.proxy"),

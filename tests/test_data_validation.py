@@ -332,3 +332,47 @@ def test_a_search_says_each_data_note_once_though_its_final_training_checks_the_
     lines: list[str] = []
     search_job(make_settings("random", settings), echo=lines.append)
     assert sum(x.startswith("note: no val mask holds class(es) 'car' (2)") for x in lines) == 1
+
+
+def test_a_run_resumed_on_a_dataset_that_names_other_classes_is_refused_before_any_work(tmp_path):
+    """Another class count was a size-mismatch traceback; a reorder or rename resumed silently and
+    gave the trained outputs the new names."""
+    import json
+
+    import yaml
+
+    root = tmp_path / "data"
+    make_folder(root)
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": CLASSES}))
+    cfg = TrainConfig.model_validate({**folder_cfg(tmp_path, root).model_dump(), "data": {
+        "name": "folder", "root": str(root), "batch_size": 2, "eval_batch_size": 2}})
+    run = Path(train_job(cfg).run_dir)
+    assert json.loads((run / "classes.json").read_text()) == {"names": CLASSES}
+    for names in (["background", "car", "road"], ["background", "road", "vehicle"], [*CLASSES, "bicycle"]):
+        (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": names}))
+        with pytest.raises(SegnasError, match=rf"started on classes background, road, car; the dataset \(data.root "
+                                              rf".*\) now names {', '.join(names)}"):
+            train_job(None, resume=run)
+    (run / "classes.json").unlink()  # a run from before the record: its checkpoint's classes are checked
+    with pytest.raises(SegnasError, match="started on classes background, road, car"):
+        train_job(None, resume=run)
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": CLASSES}))
+    said = []
+    train_job(None, resume=run, echo=said.append)  # the same classes: it resumes (finished: nothing to do)
+    assert any("already finished" in line for line in said), said
+
+
+@pytest.mark.parametrize("text, message", [
+    ("classes: [background, yes, no]\n", r"classes\[1\] must be a name, got the bool True: quote the name"),
+    ("classes: [0, 1, 2]\n", r"classes\[0\] must be a name, got the int 0"),
+    ("classes: [a, b, c]\npalette: [#000000, #804080, #00008e]\nx: 1\n",
+     r"line 2 invalid YAML .*; line 2: # starts a comment in YAML: quote a hex colour"),
+])
+def test_what_yaml_reads_otherwise_in_dataset_yaml_is_said(tmp_path, text, message):
+    root = tmp_path / "data"
+    make_folder(root)
+    (root / "dataset.yaml").write_text(text)
+    with pytest.raises(SegnasError, match=message):
+        validate_dataset(DataConfig(name="folder", root=str(root)))
+    with pytest.raises(SegnasError, match="a file, not a folder: give the dataset root folder"):
+        validate_dataset(DataConfig(name="folder", root=str(root / "dataset.yaml")))

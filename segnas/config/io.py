@@ -154,8 +154,14 @@ def parse_yaml(text: str, path: str | Path) -> Any:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        if mark is not None and not text[mark.index:].strip():  # at the end: where the unclosed part opened
+            mark = getattr(exc, "context_mark", None) or mark
         where = f" line {mark.line + 1}" if mark else ""
-        raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        comment = next((i + 1 for i, line in enumerate(text.splitlines()) if re.search(r"[\[,:-]\s*#[0-9a-fA-F]{3}", line)),
+                       None)
+        hint = (f"; line {comment}: # starts a comment in YAML: quote a hex colour ('#804080')"
+                if comment is not None else "")
+        raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}){hint}") from None
 
 
 def read_settings(path: str | Path) -> dict[str, Any]:

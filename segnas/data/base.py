@@ -83,6 +83,16 @@ def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
 IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+def root_folder(root: Path, what: str, holds: str) -> Path:
+    """``root``, a dataset's folder; a SegnasError naming it when it is missing or a file (``holds``:
+    what the folder holds, for the hint)."""
+    if root.is_file():
+        raise SegnasError(f"{root}: a file, not a folder: give the {what} root folder (the one that holds {holds})")
+    if not root.is_dir():
+        raise SegnasError(f"{root}: {what} root folder not found")
+    return root
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as uint8 HxWx3 RGB, turned as its EXIF orientation says (as viewers and
     annotation tools show it); 16-bit greyscale is scaled to 8 bits (the top byte, as OpenCV reads

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset, list_images, read_pair_list
+from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset, list_images, read_pair_list, root_folder
 from segnas.data.transforms import Compose
 from segnas.errors import SegnasError
 
@@ -29,8 +29,7 @@ CAMVID_MAPPING = {**{i: i for i in range(11)}, 11: IGNORE_INDEX}
 
 def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     """Find a split's pairs from ``{split}.txt`` if present, else from the two folders."""
-    if not root.is_dir():
-        raise SegnasError(f"{root}: CamVid root folder not found")
+    root_folder(root, "CamVid", "train/, trainannot/, ...")
     list_file = root / f"{split}.txt"
     if list_file.is_file():
         return read_pair_list(list_file, root)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset
+from segnas.data.base import IGNORE_INDEX, ClassInfo, LabelMapper, PairDataset, root_folder
 from segnas.data.transforms import Compose
 from segnas.errors import SegnasError
 
@@ -66,8 +66,7 @@ def cityscapes_classes() -> ClassInfo:
 
 def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     """Every (image, labelIds) pair of ``split``, sorted by city then name."""
-    if not root.is_dir():
-        raise SegnasError(f"{root}: Cityscapes root folder not found")
+    root_folder(root, "Cityscapes", "leftImg8bit/ and gtFine/")
     image_dir = root / "leftImg8bit" / split
     label_dir = root / "gtFine" / split
     if not image_dir.is_dir():

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from segnas.data.base import (IGNORE_INDEX, ClassInfo, ColorMapper, LabelMapper, PairDataset,
-                              list_images, read_pair_list)
+                              list_images, read_pair_list, root_folder)
 from segnas.data.transforms import Compose
 from segnas.config.io import parse_yaml
 from segnas.errors import SegnasError
@@ -79,6 +79,9 @@ def _check_classes(value: Any, where: str) -> tuple[str, ...]:
                           "(e.g. [background, object])")
     names = []
     for i, name in enumerate(value):
+        if isinstance(name, (bool, int, float)) or name is None:  # (YAML reads yes/no/on/off as booleans)
+            raise SegnasError(f"{where}: classes[{i}] must be a name, got the {type(name).__name__} {name!r}: "
+                              "quote the name in the file (e.g. '1', 'yes', 'off': YAML reads them otherwise)")
         if not isinstance(name, str) or not name.strip():
             raise SegnasError(f"{where}: classes[{i}] must be a non-empty name, got {name!r}")
         names.append(name.strip())
@@ -180,9 +183,7 @@ class FolderDataset(PairDataset):
                               f"known: {', '.join(FIELDS)}")
         if root is None:
             raise SegnasError("folder: a data root is required (data.root; --data-root)")
-        root = Path(root)
-        if not root.is_dir():
-            raise SegnasError(f"{root}: dataset root folder not found")
+        root = root_folder(Path(root), "dataset", "dataset.yaml and images/")
         described, desc_path = read_description(root)
         given = {"classes": classes, "palette": palette, "ignore_colors": ignore_colors,
                  "ignore_index_values": ignore_index_values}

@@ -53,7 +53,7 @@ from segnas.spaces.base import save_arch
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.training.job import check_classes
-from segnas.training.start import refuse_other_run
+from segnas.training.start import check_resumed_classes, keep_classes, refuse_other_run
 from segnas.utils import atomic_write_text, cpu_seconds, read_record
 
 _CLASSES: dict[str, type[SearchSettings]] = {}
@@ -241,9 +241,13 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
         echo(f"{run.path}: this search has finished; its result: {run.path / RESULT_FILE}")
         return finished
     strategy = get_strategy(cfg.method)()
+    names = dataset_classes(cfg.data).names
+    if run is not None:
+        check_resumed_classes(run.path, names, cfg.data.root)
     ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None, held=held)
     latency = ctx.latency
     ctx.run = open_run(cfg, run)
+    keep_classes(ctx.run, names)
     said.log_into(ctx.run.log)
     echo = ctx.echo = notes.wrap(logged(told, ctx.run))  # what the search prints, its log.txt keeps too
     done = ctx.run.path / RESULT_FILE

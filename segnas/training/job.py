@@ -16,13 +16,13 @@ from segnas.data import SegmentationDataset, eval_transforms, open_data, train_t
 from segnas.data.base import check_same_classes
 from segnas.data.statistics import median_frequency_weights
 from segnas.engine import distributed
-from segnas.engine.checkpoint import load_latest_checkpoint, previous_path
+from segnas.engine.checkpoint import load_checkpoint, load_latest_checkpoint, previous_path
 from segnas.engine.rng import kept_rng
 from segnas.engine.rundir import RunDir
 from segnas.engine.trainer import Trainer, TrainResult, check_placement
 from segnas.errors import SegnasError
 from segnas.progress import Echo, SaidBeforeRun
-from segnas.training.start import open_run, start_job
+from segnas.training.start import CLASSES_FILE, check_resumed_classes, keep_classes, open_run, start_job
 from segnas.training.models import build_network, load_init_weights, load_trained, model_spec_from_config
 from segnas.utils import atomic_write_text, read_record
 
@@ -79,6 +79,8 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     data.check_whole_image_batches(cfg.data)
     train_set, val_set = make_datasets(cfg)
     check_classes(cfg, train_set.classes.names)
+    if run is not None:
+        check_resumed_classes(run.path, train_set.classes.names, cfg.data.root, _checkpoint_classes(run))
     spec = model_spec_from_config(cfg.model) if resume is None else _spec_of_run(run, cfg, echo)
     model = build_network(spec, train_set.num_classes)
     init = _init_weights(model, cfg, run, echo)
@@ -96,6 +98,7 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
             cfg = with_teacher(cfg, echo)
     teacher = load_teacher(cfg.loss.teacher, train_set.classes.names) if cfg.loss.teacher else None
     run = open_run(cfg, run)  # its config.yaml keeps the rule (median_frequency), not the numbers
+    keep_classes(run, train_set.classes.names)
     said.log_into(run.log)
     if echo and run.main:
         echo(f"training: run {run.path}")
@@ -127,6 +130,17 @@ def train_job(cfg: TrainConfig, resume: str | Path | None = None,
     result = trainer.fit()
     result.init = init
     return result
+
+
+def _checkpoint_classes(run: RunDir) -> list[str] | None:
+    """The class names in a resumed run's last checkpoint (a run from before ``CLASSES_FILE`` was
+    kept), None where it has none or cannot be read (the resume then says why)."""
+    if (run.path / CLASSES_FILE).is_file() or not run.last_checkpoint.is_file():
+        return None
+    try:
+        return list(load_checkpoint(run.last_checkpoint)["classes"]["names"])
+    except (SegnasError, KeyError, TypeError):
+        return None
 
 
 def check_batch_statistics(model: nn.Module, batch: int, size: tuple[int, int] | None, train_images: int) -> None:

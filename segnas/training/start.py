@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from segnas.cost.latency import default_threads
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir, RunKind, run_kind
 from segnas.errors import SegnasError, SegnasWarning
-from segnas.utils import atomic_write_text, seed_everything
+from segnas.utils import atomic_write_text, read_record, seed_everything
 
 C = TypeVar("C")
 
@@ -177,6 +178,30 @@ def open_run(cfg: Settings, run: RunDir | None) -> RunDir:
     run = RunDir.create(cfg.out_dir, cfg.job)
     save_settings(cfg, run.path)
     return run
+
+
+#: The classes a run started with (their names in the network's channel order), which a resume checks.
+CLASSES_FILE = "classes.json"
+
+
+def keep_classes(run: RunDir, names: Sequence[str]) -> None:
+    """Record the classes a run starts with (rank 0, once: a resume keeps the first record)."""
+    path = run.path / CLASSES_FILE
+    if run.main and not path.is_file():
+        atomic_write_text(path, json.dumps({"names": list(names)}))
+
+
+def check_resumed_classes(run_path: Path, names: Sequence[str], root: Any,
+                          started: Optional[Sequence[str]] = None) -> None:
+    """Refuse, before any work, to resume a run on other classes than it started with (``CLASSES_FILE``,
+    else ``started``: a run from before it was kept): another count, order or name would load
+    weights that do not fit, or give a class the outputs another learned."""
+    kept = read_record(run_path / CLASSES_FILE, "the dataset's classes are not checked against the run's")
+    kept = kept.get("names") if kept is not None else started
+    if kept is not None and list(kept) != list(names):
+        raise SegnasError(f"{run_path}: started on classes {', '.join(map(str, kept))}; the dataset (data.root {root}) "
+                          f"now names {', '.join(names)}: a resumed run keeps the classes it started with, in their "
+                          "order; give the dataset as it was, or start a new run")
 
 
 def save_settings(cfg: Settings, run_path: Path) -> None:
