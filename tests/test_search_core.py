@@ -362,7 +362,12 @@ class _Plain(Evaluator):
         return self.record if self.record is not None else {"score": float(arch["base_width"])}
 
 
-def _loop(tmp_path, ask, evaluator=None, state=None, candidates=3):
+class _Raising(Evaluator):
+    def evaluate(self, arch):
+        raise ValueError("the evaluator's own defect")
+
+
+def _loop(tmp_path, ask, evaluator=None, state=None, candidates=3, **options):
     """An ask/tell loop over the multires space whose strategy proposes with ``ask(strategy)`` and
     keeps ``state`` (a function of the strategy) beside its RNG's."""
     import numpy as np
@@ -384,7 +389,7 @@ def _loop(tmp_path, ask, evaluator=None, state=None, candidates=3):
     strategy.begin(get_space("multires", layers=6, base_width=4), 0, None)
     strategy.rng = np.random.default_rng(0)
     return AskTellLoop(strategy, evaluator or _Plain(), lambda arch: 1.0, None, candidates=candidates,
-                       run_dir=tmp_path, max_draws=20)
+                       run_dir=tmp_path, max_draws=20, **options)
 
 
 def test_the_loop_names_a_strategy_or_evaluator_that_breaks_its_contract(tmp_path):
@@ -419,6 +424,10 @@ def test_the_loop_names_a_strategy_or_evaluator_that_breaks_its_contract(tmp_pat
     assert not (tmp_path / "g" / "candidates.jsonl").is_file() or not (tmp_path / "g" / "candidates.jsonl").read_text()
     with pytest.raises(SegnasError, match=r"returned \{'score': 'high'\}"):
         _loop(tmp_path / "h", lambda s: s.space.sample(s.rng), _Plain({"score": "high"})).run()
+    with pytest.raises(SegnasError, match=r"_Raising: evaluation of item 0 .* ValueError: the evaluator's own defect "
+                                          r"\(traceback in .*error.txt"):  # (in a worker: its traceback kept)
+        _loop(tmp_path / "w", lambda s: s.space.sample(s.rng), _Raising(), workers=2, executor="process").run()
+    assert 'raise ValueError("the evaluator' in (tmp_path / "w" / "error.txt").read_text()
     same = space.sample(__import__("numpy").random.default_rng(1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

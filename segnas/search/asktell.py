@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import traceback
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -457,7 +458,18 @@ class AskTellLoop:
             check_record(record, self.evaluator)
             self.store.add(todo[i][0], {"arch": todo[i][1].to_dict(), **record})
 
-        self.pool.map(self.evaluator, [a.to_dict() for _, a in todo], on_result=save)
+        try:
+            self.pool.map(self.evaluator, [a.to_dict() for _, a in todo], on_result=save)
+        except SegnasError as exc:
+            defect = exc.__cause__
+            if self.run_dir is None or defect is None or isinstance(defect, (SegnasError, OSError)):
+                raise
+            # an error in the evaluator's code, raised in a worker process: its traceback (the
+            # worker's, which the one line leaves out) kept in the run folder
+            kept = self.run_dir / "error.txt"
+            atomic_write_text(kept, "".join(traceback.format_exception(defect)))
+            raise SegnasError(f"{type(self.evaluator).__qualname__}: {exc} (traceback in {kept}; --resume continues "
+                              "the search once it is fixed)") from defect
         return [self.store[k] for k, _, _ in batch]
 
     def run(self) -> LoopOutcome:
