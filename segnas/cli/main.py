@@ -527,8 +527,9 @@ def bench(
     rows = bench_job(model, parse_size(size, "--size") if size else None, backend, threads, classes, device,
                      echo=echo)
     sizes = sorted({r["size"] for r in rows})
-    echo(f"{sizes[0] + ', ' if len(sizes) == 1 else ''}{rows[0]['threads']} threads, peak "
-         f"{rows[0]['peak_gflops_s']:.0f} GFLOP/s fp32")
+    machine = rows[0]["machine"]
+    echo(f"{sizes[0] + ', ' if len(sizes) == 1 else ''}{rows[0]['threads']} threads on {machine['cpu']} "
+         f"({machine['cores']} cores), fp32, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s")
     print_bench(rows, each_size=len(sizes) > 1)
     if json_out:
         atomic_write_text(json_out, json.dumps(rows, indent=2))

@@ -16,7 +16,7 @@ from segnas.cost import (check_parity, count_flops, count_parameters, export_onn
 from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
 from segnas.cost.backends import check_backend
 from segnas.cost.latency import default_threads, summarize, time_callable
-from segnas.cost.machine import busiest, is_busy, matmul_peak_gflops, other_processes_cores
+from segnas.cost.machine import busiest, is_busy, machine_record, matmul_peak_gflops, other_processes_cores
 from segnas.cost.memory import check_inference_size
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
@@ -135,7 +135,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
               threads: int | None = None, num_classes: int | None = None, device: str = "cpu",
               min_time_s: float = 2.0, echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
-    achieved GFLOP/s and its fraction of this machine's fp32 matmul peak. Sources: zoo names,
+    achieved GFLOP/s and its fraction of this machine's fp32 matmul peak (every backend computes in
+    fp32), the machine (``machine_record``) and the load around the measurement. Sources: zoo names,
     architecture files, checkpoints, run folders and exported ``.onnx`` files, each row labelled as
     given (``model``). The class count is a checkpoint's or ONNX file's own, else an architecture
     file's ``num_classes``, else ``num_classes``, else DEFAULT_CLASSES (each row says which).
@@ -204,8 +205,10 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
                              "fraction_of_peak": achieved / peak})
                 ticker.advance(info=f"{given} {backend}")
     others = busiest(load_before, other_processes_cores())
-    for row in rows:  # what the figures hold for: a busy host runs every network slower
+    machine = machine_record(device)
+    for row in rows:  # what the figures hold for: the machine, and a busy host runs every network slower
         row["other_processes_cores"] = others
+        row["machine"] = machine
     if is_busy(others):
         say(busy_warning(others))
     return rows
