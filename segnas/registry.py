@@ -56,12 +56,12 @@ def load_plugins() -> None:
                                         lambda module=module: importlib.import_module(module)))
     warned_by_parent = os.environ.get(_WARNED_ENV) == f"{os.getppid()}:{os.environ.get(PLUGIN_ENV, '')}"
     for where, load in sources.values():
-        tables = [registry.classes for registry in _REGISTRIES] + _TABLES
-        before = {id(entry) for table in tables for entry in table.values()}
+        before = {id(entry) for table in [r.classes for r in _REGISTRIES] + _TABLES for entry in table.values()}
         try:
             load()
             PLUGINS[where] = None
         except Exception as exc:  # (a plugin's own error of any kind: it must not stop segnas)
+            tables = [registry.classes for registry in _REGISTRIES] + _TABLES  # (with those its import made)
             for table in tables:  # what its import registered before the failure (segnas's own aside),
                 for name, entry in list(table.items()):  # its modules imported anew by a later plugin
                     module = getattr(entry, "__module__", "") or ""
@@ -75,7 +75,7 @@ def load_plugins() -> None:
         os.environ[_WARNED_ENV] = f"{os.getpid()}:{os.environ.get(PLUGIN_ENV, '')}"
 
 
-def plugin_table(table: dict) -> dict:
+def plugin_table(table: dict[str, Callable]) -> dict[str, Callable]:
     """Have ``table`` (name -> a registered function) rolled back as registries are when a plugin
     that added to it fails to load; returns it."""
     _TABLES.append(table)

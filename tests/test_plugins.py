@@ -212,6 +212,20 @@ def test_a_plugins_space_is_checked_and_a_bad_one_leaves_the_built_in_spaces(tmp
     assert message is None or re.search(message, result.stderr), result.stderr
 
 
+def test_a_failing_plugin_leaves_out_the_proxies_it_registered(tmp_path):
+    """Its proxy stayed usable, also when its import was the first of segnas's proxies."""
+    (tmp_path / "plugin_p.py").write_text(
+        "from segnas.proxies.common import proxy\n\n\n@proxy('myproxy')\ndef myproxy(net, batches, settings):\n"
+        "    return 1.0\n\n\nraise RuntimeError('a broken plugin')\n")
+    code = ("from segnas.spaces import list_spaces; list_spaces(); from segnas.proxies.common import PROXIES; "
+            "print('myproxy' in PROXIES, 'synflow' in PROXIES)")
+    env = {**os.environ, "SEGNAS_PLUGINS": "plugin_p", "PYTHONPATH": str(tmp_path)}
+    env.pop("SEGNAS_PLUGINS_WARNED", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.split() == ["False", "True"], result.stdout + result.stderr
+    assert "plugin_p (SEGNAS_PLUGINS) not loaded: RuntimeError: a broken plugin" in result.stderr
+
+
 def test_a_failing_plugin_leaves_out_what_it_registered_and_a_good_plugin_it_imported_loads_on_its_own(tmp_path):
     (tmp_path / "plugin_b.py").write_text(SPACE_PLUGIN)  # a good plugin: registers 'tinyspace'
     (tmp_path / "plugin_a.py").write_text("import plugin_b\nraise RuntimeError('a broken plugin')\n")

@@ -435,3 +435,18 @@ def test_the_loop_names_a_strategy_or_evaluator_that_breaks_its_contract(tmp_pat
     said = [str(w.message) for w in caught if issubclass(w.category, SegnasWarning)]
     assert outcome.evaluated == 1 and any("ended after 1 of 3 candidates" in m and "19 duplicates" in m for m in said)
     assert any("no candidate of the 1 evaluated has a finite score" in m for m in said), said
+
+
+def test_a_strategys_choice_and_description_are_checked_at_its_end(tmp_path):
+    """choose() returning no finalist was an IndexError; a describe() that is not JSON failed as the
+    result was written, with a traceback."""
+    from segnas.search.strategies.random import RandomSearch
+
+    with pytest.MonkeyPatch.context() as patch:  # (its own: undoing it leaves conftest's patches)
+        patch.setattr(RandomSearch, "choose", lambda self, top, ctx: [])
+        with pytest.raises(SegnasError, match=r"RandomSearch\.choose\(\) returned \[\]: expected the finalists"):
+            search_job(random_settings(tmp_path / "a", candidates=2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RandomSearch, "describe", lambda self: {"seen": {1, 2}})
+        with pytest.raises(SegnasError, match=r"RandomSearch\.describe\(\): not JSON"):
+            search_job(random_settings(tmp_path / "b", candidates=2))

@@ -688,7 +688,7 @@ def _search_command(method: str) -> Callable[..., None]:
                 from segnas.registry import plugin_hint
                 from segnas.search.base import STRATEGIES
 
-                missing = "" if started in STRATEGIES.names() else f" ({started} is {plugin_hint()})"
+                missing = "" if started in STRATEGIES.names() else f" (not a built-in method: {plugin_hint()})"
                 raise SegnasError(f"{resume}: a {started} search run; continue it with "
                                   f"segnas search {started} --resume {resume}{missing}")
         else:
@@ -822,7 +822,7 @@ def _command() -> int:
         if where == "segnas search" and exc.format_message().startswith("No such command"):
             from segnas.registry import plugin_hint
 
-            exc.message = f"{exc.format_message().rstrip('.')}: not a built-in method; a plugin's is {plugin_hint()}"
+            exc.message = f"{exc.format_message().rstrip('.')}: not a built-in method ({plugin_hint()})"
         err_console.print(f"[red]error:[/red] {escape(exc.format_message())} (see {where} --help)", highlight=False,
                           soft_wrap=True, emoji=False)
         return 2

@@ -148,6 +148,10 @@ def read_yaml(path: Path) -> Any:
     return parse_yaml(read_text_file(path), path)
 
 
+#: A hex colour YAML reads as a comment: unquoted, after a list's opening, a comma, a key or a dash.
+UNQUOTED_HEX = re.compile(r"[\[,:-]\s*#(?:[0-9a-fA-F]{3}){1,2}\s*(?:[,\]]|$)")
+
+
 def parse_yaml(text: str, path: str | Path) -> Any:
     """The YAML document ``text`` read from ``path`` (``read_yaml`` for text already read)."""
     try:
@@ -157,8 +161,7 @@ def parse_yaml(text: str, path: str | Path) -> Any:
         if mark is not None and not text[mark.index:].strip():  # at the end: where the unclosed part opened
             mark = getattr(exc, "context_mark", None) or mark
         where = f" line {mark.line + 1}" if mark else ""
-        comment = next((i + 1 for i, line in enumerate(text.splitlines()) if re.search(r"[\[,:-]\s*#[0-9a-fA-F]{3}", line)),
-                       None)
+        comment = next((i + 1 for i, line in enumerate(text.splitlines()) if UNQUOTED_HEX.search(line)), None)
         hint = (f"; line {comment}: # starts a comment in YAML: quote a hex colour ('#804080')"
                 if comment is not None else "")
         raise SegnasError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}){hint}") from None

@@ -52,14 +52,17 @@ class ClassInfo:
         return np.array(list(self.colors) + [(0, 0, 0)], dtype=np.uint8)
 
 
-def check_same_classes(trained: ClassInfo, names: Sequence[str], what: str, dataset: str, consequence: str) -> None:
-    """SegnasError naming ``what`` (a trained network) unless it predicts the classes ``names`` of
-    ``dataset``, in the same order; ``consequence`` says what using it anyway would do."""
-    if trained.num_classes != len(names):
-        raise SegnasError(f"{what} predicts {trained.num_classes} classes, {dataset} has {len(names)}")
-    if tuple(trained.names) != tuple(names):
-        differ = next((a, b) for a, b in zip(trained.names, names) if a != b)
-        raise SegnasError(f"{what} was trained on classes {', '.join(trained.names)}, {dataset} names them "
+def check_same_classes(trained: Sequence[str], names: Sequence[str], what: str, dataset: str,
+                       consequence: str) -> None:
+    """SegnasError naming ``what`` (a trained network, a run) unless the classes it was trained on,
+    ``trained``, are ``names`` of ``dataset``, in the same order; ``consequence`` says what using it
+    anyway would do."""
+    if len(trained) != len(names):
+        raise SegnasError(f"{what} predicts {len(trained)} classes ({', '.join(trained)}), {dataset} has "
+                          f"{len(names)} ({', '.join(names)}): {consequence}")
+    if tuple(trained) != tuple(names):
+        differ = next((a, b) for a, b in zip(trained, names) if a != b)
+        raise SegnasError(f"{what} was trained on classes {', '.join(trained)}, {dataset} names them "
                           f"{', '.join(names)} (first difference: {differ[0]!r} vs {differ[1]!r}): {consequence}")
 
 

@@ -106,7 +106,8 @@ def _check_color(value: Any, field: str, where: str) -> tuple[int, int, int]:
     elif (isinstance(value, (list, tuple)) and len(value) == 3
           and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
         return (int(value[0]), int(value[1]), int(value[2]))
-    raise SegnasError(f"{where}: {field} must be [r, g, b] with values 0..255 (or '#rrggbb'), got {value!r}")
+    unquoted = " (an unquoted #rrggbb is a YAML comment: quote it, '#804080')" if value is None else ""
+    raise SegnasError(f"{where}: {field} must be [r, g, b] with values 0..255 (or '#rrggbb'), got {value!r}{unquoted}")
 
 
 def _check_colors(value: Any, field: str, where: str) -> tuple[tuple[int, int, int], ...]:

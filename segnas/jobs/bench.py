@@ -61,11 +61,12 @@ def refuse_other_classes(source: str, own: int | None, num_classes: int | None) 
                           "them; leave --classes out")
 
 
-def own_size(source: str, trained: tuple | None) -> tuple[int, int] | None:
+def own_size(source: str, trained: tuple[Any, ...] | None) -> tuple[int, int] | None:
     """The size a network is measured and exported at when none is given: a checkpoint's training
     size (``data.base_size``), else the size its search targeted (an arch file's ``size``, kept in a
-    checkpoint trained from one); None when it has neither (a zoo network, a hand-written arch file,
-    a checkpoint trained at each image's own size)."""
+    checkpoint trained from one, at each image's own size too: the size its latency target holds
+    for); None when it has neither (a zoo network, a hand-written arch file or a checkpoint of one
+    trained at each image's own size). ``trained``: what ``load_trained`` returned for ``source``."""
     if trained:
         base = checkpoint_base_size(trained[2])[0]
         if base:
@@ -102,7 +103,8 @@ def onnx_size(path: Path, model: Any, size: tuple[int, int] | None) -> tuple[int
     static = dims[2:]
     if all(d is None for d in static):
         trained = next((p.value for p in model.metadata_props if p.key == "trained_size"), "native")
-        return tuple(size or (parse_size(trained, f"{path}: metadata trained_size") if trained != "native" else DEFAULT_EXPORT_SIZE))
+        own = parse_size(trained, f"{path}: metadata trained_size") if trained != "native" else DEFAULT_EXPORT_SIZE
+        return tuple(size or own)
     if size is None and None not in static:
         return (static[0], static[1])
     if size is None or any(d is not None and d != s for d, s in zip(static, size)):
@@ -230,8 +232,9 @@ def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynami
     meta = {"segnas_version": segnas.__version__, "source": str(source), "num_classes": str(num_classes),
             "input": "image: float32 NCHW, RGB scaled to [0, 1], then (x - mean) / std per channel",
             "output": "logits: float32 NCHW at the input size, one channel per class; argmax over C gives the mask",
-            "resize": "bilinear with half-pixel centres and no antialiasing (torch's interpolate, align_corners=False): "
-                      "a frame to the size the network takes, and its logits back to the frame's size before the argmax",
+            "resize": "bilinear with half-pixel centres and no antialiasing (torch's interpolate, "
+                      "align_corners=False): a frame to the size the network takes, and its logits back to the "
+                      "frame's size before the argmax",
             "mean": json.dumps(list(IMAGENET_MEAN)), "std": json.dumps(list(IMAGENET_STD)),
             "exported_size": "any (dynamic batch, height, width)" if dynamic else f"{size[0]}x{size[1]}"}
     if trained:

@@ -79,7 +79,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
                          ("base_size (--base-size)" if base_size != CHECKPOINT else "the checkpoint's data.base_size")
                          if size else f"the largest {split} image", batch_size)
     dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
-    check_same_classes(classes, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",
+    check_same_classes(classes.names, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",
                        "scores would be of other classes")
     if echo:
         report.note_unscored_classes(echo)
@@ -143,14 +143,20 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 def frames_hint(video: Path) -> str:
     """How to predict a video's (or an animation's) frames."""
-    return f"predict reads still images: extract its frames (e.g. ffmpeg -i {video} frames/%05d.png) and give the folder"
+    return (f"predict reads still images: extract its frames (e.g. ffmpeg -i {video} frames/%05d.png) and give "
+            "the folder")
+
+
+#: Formats whose images of several frames are animations (a JPEG's second image, MPO, is a
+#: phone's gain map or depth map: a still photo).
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 
 
 def check_still_image(path: Path) -> None:
-    """A SegnasError for an image file of several frames (an animated GIF, PNG or WebP, a multi-page
-    TIFF), of which predict would read only the first."""
+    """A SegnasError for an animation (a GIF, PNG or WebP of several frames), of which predict
+    would read only the first frame."""
     with Image.open(path) as im:
-        frames = getattr(im, "n_frames", 1)
+        frames = getattr(im, "n_frames", 1) if im.format in ANIMATED_FORMATS else 1
     if frames > 1:
         raise SegnasError(f"{path}: an image of {frames} frames (an animation); {frames_hint(path)}")
 

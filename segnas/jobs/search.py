@@ -247,7 +247,8 @@ def search_job(settings: SearchSettings | None, resume: str | Path | None = None
     ctx = prepare_search(cfg, strategy, echo, latency, new=resume is None, held=held)
     latency = ctx.latency
     ctx.run = open_run(cfg, run)
-    keep_classes(ctx.run, names)
+    if run is None:  # (a resumed search from before the record was checked against nothing: none written)
+        keep_classes(ctx.run, names)
     said.log_into(ctx.run.log)
     echo = ctx.echo = notes.wrap(logged(told, ctx.run))  # what the search prints, its log.txt keeps too
     done = ctx.run.path / RESULT_FILE

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 import traceback
 import warnings
@@ -31,12 +32,14 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
+import torch
 
 from segnas.config.search import EvaluatorSettings, SearchSettings
 from segnas.progress import Echo, progress_bar
 from segnas.errors import CannotWrite, SegnasError, SegnasWarning
 from segnas.evaluate.base import Evaluator, fitness
 from segnas.parallel import TaskResources, WorkerPool, default_key
+from segnas.parallel.executors import WorkerError
 from segnas.parallel.store import ResultStore
 from segnas.report.format import num
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, Strategy
@@ -104,7 +107,7 @@ def check_record(record: Any, evaluator: Any) -> None:
     """A SegnasError naming the evaluator when what it returned is not a record the loop keeps: a
     dict whose ``score`` is a number or None (checked before it is stored, so a resume never reads it)."""
     score = record.get("score", ...) if isinstance(record, dict) else ...
-    if score is ... or not (score is None or (isinstance(score, (int, float)) and not isinstance(score, bool))):
+    if score is ... or not (score is None or (isinstance(score, numbers.Real) and not isinstance(score, bool))):
         raise SegnasError(f"{type(evaluator).__qualname__} returned {str(record)[:120]}: an evaluation is a dict "
                           "with 'score', a number (higher is better) or None")
 
@@ -209,13 +212,22 @@ class AskTellStrategy(Strategy):
                            resources=TaskResources.from_settings(s))
         outcome = loop.run()
         top = self.choose(outcome.top, ctx)
+        name = type(self).__qualname__
+        if not isinstance(top, list) or not top or not all(isinstance(c, Candidate) for c in top):
+            raise SegnasError(f"{name}.choose() returned {str(top)[:80]}: expected the finalists (a non-empty list of "
+                              "the Candidates it was given), the winner first; --resume chooses again once fixed")
+        described = self.describe()
+        try:
+            json.dumps(described)
+        except (TypeError, ValueError) as exc:
+            raise SegnasError(f"{name}.describe(): not JSON ({exc}); --resume writes the result once fixed") from None
         best = top[0]
-        details = {**outcome.summary(), **self.describe(), "top": [c.to_dict() for c in top],
+        details = {**outcome.summary(), **described, "top": [c.to_dict() for c in top],
                    "score": json_float(best.score)}
         if best.final_score is not None:
             details["final_score"] = json_float(best.final_score)
         info = {"score": json_float(best.score), "candidates_scored": outcome.evaluated,
-                **{k: v for k, v in self.describe().items() if k == "scoring"}}
+                **{k: v for k, v in described.items() if k == "scoring"}}
         return SearchResult([FoundNetwork("arch", space, best.arch, best.latency_ms, info=info)], details)
 
 
@@ -312,6 +324,7 @@ class AskTellLoop:
             return
         state = {"strategy": self.strategy_state(), "draws": self.draws, "rejected": self.rejected,
                  "duplicates": self.duplicates, "degenerate": self.degenerate, "refused": self.refused,
+                 "last_refusal": self.last_refusal,
                  "elapsed_s": self.elapsed, "history": self.history,
                  "scored": [[c.key, c.latency_ms] for c in self.scored]}
         atomic_write_text(self.state_path, json.dumps(state))
@@ -344,7 +357,7 @@ class AskTellLoop:
         self.strategy.load_state_dict(state["strategy"])
         self.draws, self.rejected, self.duplicates = state["draws"], state["rejected"], state["duplicates"]
         self.degenerate = state.get("degenerate", 0)  # (absent from a checkpoint written before it was counted)
-        self.refused = state.get("refused", 0)
+        self.refused, self.last_refusal = state.get("refused", 0), state.get("last_refusal", "")
         self.elapsed, self.history = state["elapsed_s"], state["history"]
         space = self.strategy.space
         for key, latency in state["scored"]:
@@ -365,7 +378,8 @@ class AskTellLoop:
         parts = [f"{n} {what}" for n, what in ((self.duplicates, "duplicates"), (self.rejected, "over the target"),
                                                (self.degenerate, "degenerate")) if n]
         if self.refused:
-            parts.append(f"{self.refused} found nothing valid (the strategy's ask raised; the last: {self.last_refusal})")
+            last = f"; the last: {self.last_refusal}" if self.last_refusal else ""
+            parts.append(f"{self.refused} found nothing valid (the strategy's ask raised{last})")
         return "; ".join(parts) or "none drawn"
 
     def _say_shortfall(self, stopped: str) -> None:
@@ -373,8 +387,8 @@ class AskTellLoop:
         ``search_result.json`` records in its details, said where the user looks."""
         short = len(self.scored) < self.candidates
         if stopped == "time" and short:
-            warnings.warn(f"the search's time limit ended it after {len(self.scored)} of {self.candidates} candidates",
-                          SegnasWarning, stacklevel=3)
+            self.echo(f"note: the search's time limit ended it after {len(self.scored)} of {self.candidates} "
+                      "candidates")
         elif stopped == "exhausted" and short:
             warnings.warn(f"the search ended after {len(self.scored)} of {self.candidates} candidates: "
                           f"{self.draws} proposals drawn found nothing more to evaluate ({self._skips()})",
@@ -462,7 +476,8 @@ class AskTellLoop:
             self.pool.map(self.evaluator, [a.to_dict() for _, a in todo], on_result=save)
         except SegnasError as exc:
             defect = exc.__cause__
-            if self.run_dir is None or defect is None or isinstance(defect, (SegnasError, OSError)):
+            machine = (SegnasError, OSError, MemoryError, torch.OutOfMemoryError, WorkerError)  # (not its code's)
+            if self.run_dir is None or defect is None or isinstance(defect, machine):
                 raise
             # an error in the evaluator's code, raised in a worker process: its traceback (the
             # worker's, which the one line leaves out) kept in the run folder
@@ -474,6 +489,7 @@ class AskTellLoop:
 
     def run(self) -> LoopOutcome:
         self.resume()
+        self.strategy_state()  # (its JSON form checked before any evaluation, as at every save)
         start = time.perf_counter() - self.elapsed
         stopped = "candidates"
         try:

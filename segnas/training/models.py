@@ -87,8 +87,8 @@ def load_trained(checkpoint: str | Path, raw: bool = False) -> tuple[nn.Module, 
     damaged = next((name for name, t in model.state_dict().items()
                     if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
     if damaged is not None:
-        raise SegnasError(f"{checkpoint}: damaged: its {weights} weights hold NaN or infinite values (tensor "
-                          f"{damaged}); use another checkpoint")
+        raise SegnasError(f"{checkpoint}: its {weights} weights hold NaN or infinite values (tensor {damaged}): a "
+                          "diverged training or a damaged file; use another checkpoint")
     return model.eval(), classes, state, weights
 
 

@@ -15,6 +15,7 @@ from segnas.config.compare import CompareSettings
 from segnas.config.io import flatten, has_setting, load_config, read_settings, read_yaml, save_config, saved_form
 from segnas.config.train import options_data
 from segnas.cost.latency import default_threads
+from segnas.data.base import check_same_classes
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir, RunKind, run_kind
 from segnas.errors import SegnasError, SegnasWarning
@@ -198,10 +199,10 @@ def check_resumed_classes(run_path: Path, names: Sequence[str], root: Any,
     weights that do not fit, or give a class the outputs another learned."""
     kept = read_record(run_path / CLASSES_FILE, "the dataset's classes are not checked against the run's")
     kept = kept.get("names") if kept is not None else started
-    if kept is not None and list(kept) != list(names):
-        raise SegnasError(f"{run_path}: started on classes {', '.join(map(str, kept))}; the dataset (data.root {root}) "
-                          f"now names {', '.join(names)}: a resumed run keeps the classes it started with, in their "
-                          "order; give the dataset as it was, or start a new run")
+    if kept is not None:
+        check_same_classes([str(name) for name in kept], names, f"{run_path}:", f"the dataset (data.root {root})",
+                           "a resumed run keeps the classes it started with, in their order; give the dataset as "
+                           "it was, or start a new run")
 
 
 def save_settings(cfg: Settings, run_path: Path) -> None:
