@@ -221,7 +221,8 @@ def test_teacher_class_count_mismatch_is_a_user_error(tiny_cfg, tmp_path):
     cfg = tiny_cfg(**{"loss.teacher": str(Path(teacher.run_dir) / "checkpoints" / "best.pt")})
     cfg["data"] = {"name": "folder", "root": str(root), "options": {"classes": ["a", "b"]}, "crop_size": [48, 64],
                    "batch_size": 2, "eval_batch_size": 2}
-    with pytest.raises(SegnasError, match=r"loss\.teacher: .*best\.pt predicts \d+ classes \(.*\), the dataset has 2 \(a, b\)"):
+    with pytest.raises(SegnasError, match=r"loss\.teacher: .*best\.pt predicts \d+ classes \(.*\), the dataset "
+                                          r"has 2 \(a, b\)"):
         train_job(TrainConfig.model_validate(cfg))
     # the same number of classes in another order: it would teach other classes
     best = Path(teacher.run_dir) / "checkpoints" / "best.pt"

@@ -221,7 +221,8 @@ def load_teacher(checkpoint: str, names: Sequence[str]) -> nn.Module:
         teacher, classes, _, _ = load_trained(checkpoint)  # the weights its training scored
     except SegnasError as exc:
         raise SegnasError(f"loss.teacher (--teacher): {exc}") from None
-    check_same_classes(classes.names, names, f"loss.teacher: {checkpoint}", "the dataset", "it would teach other classes")
+    check_same_classes(classes.names, names, f"loss.teacher: {checkpoint}", "the dataset",
+                       "it would teach other classes")
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
