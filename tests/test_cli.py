@@ -369,6 +369,20 @@ def test_predict_refuses_a_video_and_an_animation_with_how_to_extract_frames(tra
     assert run("predict", ckpt, tmp_path / "photo.jpg", "--out", tmp_path / "out").exit_code == 0  # gain map: a still)
 
 
+def test_predict_writes_class_ids_in_the_classes_colours_with_ids(trained, tmp_path):
+    """Masks a folder dataset reads back as labels (they were colour images only)."""
+    from segnas.api import load
+
+    ckpt, _ = trained
+    frame = np.random.default_rng(2).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    Image.fromarray(frame).save(tmp_path / "f.png")
+    assert run("predict", ckpt, tmp_path / "f.png", "--out", tmp_path / "rgb").exit_code == 0
+    assert run("predict", ckpt, tmp_path / "f.png", "--out", tmp_path / "ids", "--ids").exit_code == 0
+    written = Image.open(tmp_path / "ids" / "f_mask.png")
+    assert written.mode == "P" and (np.asarray(written) == load(ckpt)(frame)).all()
+    assert (np.asarray(written.convert("RGB")) == np.asarray(Image.open(tmp_path / "rgb" / "f_mask.png"))).all()
+
+
 def test_a_found_network_is_measured_and_exported_at_the_size_it_was_searched_for(tmp_path):
     from segnas.jobs.bench import bench_job, export_job
     from segnas.spaces import get_space, save_arch

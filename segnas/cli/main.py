@@ -390,13 +390,15 @@ def predict(
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
     skip_unreadable: bool = typer.Option(False, help="Leave out images that cannot be read (said), instead of "
                                                      "refusing the folder before writing anything."),
+    ids: bool = typer.Option(False, "--ids", help="Masks as class ids: palette-mode PNGs in the classes' colours "
+                                                  "(viewers show the colours; read as labels they are the ids)."),
 ) -> None:
     """Write colourized masks and overlays for images or video frames."""
     use_threads(threads)
     from segnas.jobs.evaluate import predict_job
 
     written = predict_job(checkpoint, inputs, out, alpha, base_size=_checkpoint_base_size(base_size), echo=echo,
-                          skip_unreadable=skip_unreadable)
+                          skip_unreadable=skip_unreadable, ids=ids)
     echo(f"wrote {len(written)} mask{'s' if len(written) != 1 else ''} and "
          f"{'their overlays' if len(written) != 1 else 'its overlay'} to {out}")
 

@@ -250,8 +250,10 @@ class Segmenter:
 
 def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path, alpha: float = 0.5,
                 bf16: bool = False, progress: bool = True, base_size: tuple[int, int] | None | str = CHECKPOINT,
-                echo: Echo | None = None, skip_unreadable: bool = False) -> list[Path]:
-    """Write ``<name>_mask.png`` (colourized classes) and ``<name>_overlay.png`` for each input
+                echo: Echo | None = None, skip_unreadable: bool = False, ids: bool = False) -> list[Path]:
+    """Write ``<name>_mask.png`` (colourized classes; with ``ids`` a palette-mode PNG whose pixels
+    are the class ids and whose palette the classes' colours: viewers show the same colours, and a
+    folder dataset reads it as labels) and ``<name>_overlay.png`` for each input
     image (``name``: its stem, its whole file name where stems repeat; in the subfolder it has in
     the input folder), at the image's own size.
     Each image is resized to the size the network was trained at (the checkpoint's
@@ -300,9 +302,13 @@ def predict_job(checkpoint: str | Path, inputs: str | Path, out_dir: str | Path,
     with task_progress("predict", len(files), progress) as ticker:
         for f, name in zip(files, names):
             image = read_image(f)
-            colors = segmenter.colorize(segmenter(image))
+            mask = segmenter(image)
+            colors = segmenter.colorize(mask)
             mask_file, overlay_file = prediction_files(out_dir, name)
-            save_png(mask_file, colors)  # (atomic_write makes the subfolder)
+            if ids:
+                save_png(mask_file, mask, palette=segmenter.classes.palette()[:-1])
+            else:
+                save_png(mask_file, colors)  # (atomic_write makes the subfolder)
             save_png(overlay_file, overlay(image, colors, alpha))
             written.append(mask_file)
             ticker.advance()

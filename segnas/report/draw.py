@@ -22,8 +22,15 @@ def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.nda
     return (image.astype(np.float32) * (1 - alpha) + colors.astype(np.float32) * alpha).round().astype(np.uint8)
 
 
-def save_png(path: str | Path, rgb: np.ndarray) -> None:
-    atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+def save_png(path: str | Path, pixels: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """An RGB image (HxWx3 uint8) as a PNG; with ``palette`` (one RGB row per value) an HxW uint8
+    array of indices as a palette-mode PNG."""
+    if palette is None:
+        image = Image.fromarray(pixels)
+    else:
+        image = Image.fromarray(pixels.astype(np.uint8), mode="P")
+        image.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def prediction_strip(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | Sequence[np.ndarray],
