@@ -274,10 +274,12 @@ class LoopOutcome:
     stopped: str
     history: list[dict[str, Any]]
     degenerate: int = 0
+    refused: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"candidates_scored": self.evaluated, "seconds": round(self.seconds, 3),
                 "rejected_infeasible": self.rejected, "rejected_degenerate": self.degenerate,
+                "refused_by_ask": self.refused,
                 "duplicates": self.duplicates, "stopped": self.stopped, "history": self.history}
 
 
@@ -545,4 +547,4 @@ class AskTellLoop:
         self._say_shortfall(stopped)
         top = sorted(self.scored, key=lambda c: (-c.fitness, c.index))[:self.top_k]
         return LoopOutcome(self.best, top, len(self.scored), self.elapsed, self.rejected, self.duplicates, stopped,
-                           self.history, self.degenerate)
+                           self.history, self.degenerate, self.refused)
