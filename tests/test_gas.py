@@ -457,6 +457,33 @@ def test_killed_search_resumes_to_the_same_architecture(gas_search, tmp_path, mo
     assert arch_of(killed) == arch_of(full)
 
 
+def test_a_search_from_another_runs_supernet_resumes_exactly(gas_search, tmp_path, monkeypatch):
+    """It adopts that run's pre-training epochs; a resume took the settings' instead: its epochs
+    and its weights' learning-rate schedule differed from an uninterrupted run's."""
+    import segnas.search.oneshot.engine as engine
+
+    pretrained = gas_search(tiny(tmp_path, ggm=False))  # (1 pre-training epoch)
+    data = tiny(tmp_path, pretrained=str(pretrained), pretrain_epochs=5)
+    full = gas_search({**data, "out_dir": str(tmp_path / "full")})
+    real, calls = engine.save_checkpoint, []
+
+    def dying(path, state):
+        real(path, state)
+        calls.append(Path(path).name)
+        if calls.count("search_last.pt") == 1:  # search epoch 1
+            raise Killed
+
+    monkeypatch.setattr(engine, "save_checkpoint", dying)
+    with pytest.raises(Killed):
+        gas_search({**data, "out_dir": str(tmp_path / "killed")})
+    monkeypatch.setattr(engine, "save_checkpoint", real)
+    killed = next((tmp_path / "killed").iterdir())
+    gas_search(None, resume=killed)
+    keep = ("epochs_done", "weight_loss", "lambda", "derived_latency_ms")
+    assert [{k: r.get(k) for k in keep} for r in records_of(killed)] == [{k: r.get(k) for k in keep}
+                                                                          for r in records_of(full)]
+
+
 def test_ggm_on_and_off_from_the_same_pretrained_supernet(gas_search, tmp_path):
     """The ablation's setup: a GGM-off run pre-trains; a GGM-on run starts its search from that
     supernet (the GGM's parameters are not part of it) and vice versa. The GGM is silent while α is

@@ -189,6 +189,7 @@ class OneShotEngine:
         return {"supernet": self.net.state_dict(), "weight_opt": self.weight_opt.state_dict(),
                 "arch_opts": [o.state_dict() for o in self.arch_opts], "phase": self.phase,
                 **self.loop.state_dict(), "stopped": self.stopped, "strategy_state": self.hooks.state_dict(),
+                "pretrain_epochs": self.s.pretrain_epochs,  # (a search from another's supernet adopted its count)
                 # load_checkpoint() expects these two keys in every segnas checkpoint
                 "model": {}, "model_spec": {"kind": "supernet"}}
 
@@ -200,6 +201,15 @@ class OneShotEngine:
         self.phase, self.stopped = st["phase"], st["stopped"]
         self.loop.load_state_dict(st)
         self.hooks.load_state_dict(st["strategy_state"])
+        self.s.pretrain_epochs = st.get("pretrain_epochs", self._pretrain_epochs_kept())
+
+    def _pretrain_epochs_kept(self) -> int:
+        """The pre-training epochs of a checkpoint from before they were kept in it: those of the
+        run's own pretrained.pt (a search started from another run's adopted that run's count), else
+        the settings'."""
+        if self.pretrained_path.is_file():
+            return int(load_checkpoint(self.pretrained_path)["pretrain_epochs"])
+        return self.s.pretrain_epochs
 
     @property
     def checkpoint_path(self) -> Path:
