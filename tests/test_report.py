@@ -355,6 +355,13 @@ def test_a_runs_notes_from_its_log_are_shown_once_at_the_top(tmp_path):
                                       "2026-12-07 06:43:14 latency: warning: calibrated on a busy host\n")
     assert log_notes(tmp_path / "log.txt") == ["note: the warm-up is longer than the budget", "warning: the host was busy",
                                                "latency: warning: calibrated on a busy host"]
+    from segnas.report.html_report import summary_notes
+    from segnas.report.runfiles import RunFiles
+
+    run = RunFiles(tmp_path, "comparison")
+    run.notes = log_notes(tmp_path / "log.txt")
+    run.compare = {"notes": ["the host was busy", "saswot: its search reached the time limit"]}
+    assert summary_notes(run)[3:] == ["note: saswot: its search reached the time limit"]  # (the first: logged)
 
 
 def test_a_comparison_shows_every_networks_predictions_of_the_same_images_side_by_side():

@@ -6,6 +6,7 @@ latency table comes in through ``ReportInputs`` (``segnas.jobs.report`` builds i
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,13 @@ def write_report(run: RunFiles, out: str | Path, inputs: ReportInputs | None = N
 
 
 # ------------------------------------------------------------------------------------ summary
+def summary_notes(run: RunFiles) -> list[str]:
+    """The notes and warnings of a run's log, then a comparison's notes its log does not hold (it
+    logs most of them as it says them), each once."""
+    logged = {re.sub(r"^(\w+: )?(note|warning): ", "", n) for n in run.notes}
+    return run.notes + [f"note: {n}" for n in (run.compare or {}).get("notes", []) if n not in logged]
+
+
 def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     res = run.search_result or {}
     found = next((n for n in (res.get("networks") or {}).items() if (n[1] or {}).get("role") == "found"), None)
@@ -122,7 +130,7 @@ def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
         doc.verdict(*search_verdict(*found, res.get("target_ms")))
     elif run.compare:
         doc.verdict(*compare_verdict(run.compare))
-    for note in run.notes + [f"note: {n}" for n in (run.compare or {}).get("notes", [])]:
+    for note in summary_notes(run):
         doc.note(note)
     if run.kind == "training":
         _train_summary(doc, run, inputs.class_names, inputs.params)
