@@ -284,6 +284,8 @@ CLI_CASES = [
     (["search", "rl"] + SEARCH + ["--target-ms", "5", "--set", "rl.child.polyak_decay=[0.9, 1.5]"],
      "polyak_decay"),
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
+    (["search", "fasterseg"] + SEARCH + ["--target-ms", "5", "--set", "fasterseg.adapt=false", "--set",
+                                         "fasterseg.tolerance=0.2"], "fasterseg.tolerance: the band of λ's adaptation"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=supernet", "--set",
                                       "random.evaluator.supernet.checkpoint={tmp}/p.json"],
      "random.evaluator.kind: the supernet of space 'multires' cannot run a chosen architecture", _not_utf8),

@@ -146,6 +146,7 @@ class OneShotStrategy(Strategy):
         pretrained = ctx.section.pretrained
         if not self.engine.resume_if_possible() and pretrained:
             n = self.engine.start_from_pretrained(pretrained_checkpoint(pretrained))
-            ctx.echo(f"search starts from the supernet pre-trained for {n} epochs in {pretrained}")
+            ctx.echo(f"search starts from the supernet pre-trained for {n} epoch{'s' if n != 1 else ''} in "
+                     f"{pretrained}")
         self.engine.fit()
         return self.derive(ctx)

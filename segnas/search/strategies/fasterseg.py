@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
-from segnas.config.base import NonNegative, Settings
+from segnas.config.base import NonNegative, Settings, refuse_idle
 from segnas.engine.evaluate import iter_batches
 from segnas.metrics import ConfusionMatrix
 from segnas.search.base import FoundNetwork, SearchContext, SearchResult, strategy
@@ -59,6 +59,12 @@ class FasterSegSettings(OneShotSettings):
     #: Each search step also trains the student at its widest and narrowest widths, weights and α/β
     #: alike (the official search step); off: the sampled widths only, a third of the work.
     search_extremes: bool = True
+
+    @model_validator(mode="after")
+    def _used(self, info: ValidationInfo) -> "FasterSegSettings":
+        refuse_idle(self, info, {"tolerance": (not self.adapt, "the band of λ's adaptation, which adapt false "
+                                                               "turns off")})
+        return self
 
 
 def adapt_lambda(lam: float, latency_ms: float, target_ms: float, tolerance: float) -> float:
