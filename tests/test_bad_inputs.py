@@ -285,7 +285,7 @@ CLI_CASES = [
      "polyak_decay"),
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "0.0001"], "below the runtime's call overhead"),
     (["search", "fasterseg"] + SEARCH + ["--target-ms", "5", "--set", "fasterseg.adapt=false", "--set",
-                                         "fasterseg.tolerance=0.2"], "fasterseg.tolerance: the band of λ's adaptation"),
+                                         "fasterseg.tolerance=0.2"], "fasterseg.tolerance: the band of λ's"),
     (["search", "random"] + SEARCH + ["--target-ms", "5", "--set", "random.evaluator.kind=supernet", "--set",
                                       "random.evaluator.supernet.checkpoint={tmp}/p.json"],
      "random.evaluator.kind: the supernet of space 'multires' cannot run a chosen architecture", _not_utf8),
