@@ -234,7 +234,8 @@ def pick_from_front(front: list[Candidate], target_ms: float | None, ns: NSGA2Se
     if echo:
         failed = [i + 1 for i, c in enumerate(chosen) if not math.isfinite(miou[c.index])]
         echo(f"{len(chosen)} front member{'s' if len(chosen) != 1 else ''} trained briefly; the winner was "
-             f"#{chosen.index(ranked[0]) + 1} by the {ns.winner} rule" + (f"; #{', #'.join(map(str, failed))} did not train (diverged)" if failed else ""))
+             f"#{chosen.index(ranked[0]) + 1} by the {ns.winner} rule"
+             + (f"; #{', #'.join(map(str, failed))} did not train (diverged)" if failed else ""))
     trained = [{"index": c.index, "arch": c.arch.to_dict(), "score": json_float(c.score),
                 "latency_ms": c.latency_ms, "val_miou": json_float(r["score"]), "steps": r.get("steps"),
                 **({"diverged": r["diverged"]} if "diverged" in r else {})}
