@@ -426,28 +426,33 @@ class Killed(Exception):
     pass
 
 
-def test_killed_search_resumes_to_the_same_architecture(gas_search, tmp_path, monkeypatch):
-    """A search killed right after its checkpoint of search epoch 2 (of 4), resumed from its run
-    directory, ends with the same λ trajectory and network as an uninterrupted one (GGM on:
-    its parameters and Adam state come back from the checkpoint)."""
+def killed_after(gas_search, data: dict, out: Path, saves: int, monkeypatch) -> Path:
+    """The run directory of a search of ``data`` in ``out`` killed right after its ``saves``-th
+    search checkpoint."""
     import segnas.search.oneshot.engine as engine
 
-    data = tiny(tmp_path, search_epochs=4)
-    full = gas_search(data)
     real, calls = engine.save_checkpoint, []
 
     def dying(path, state):
         real(path, state)
-        if Path(path).name == "search_last.pt":
-            calls.append(path)
-        if len(calls) == 3:  # pre-training, search epochs 1 and 2
+        calls.append(Path(path).name)
+        if calls.count("search_last.pt") == saves:
             raise Killed
 
     monkeypatch.setattr(engine, "save_checkpoint", dying)
     with pytest.raises(Killed):
-        gas_search({**data, "out_dir": str(tmp_path / "killed")})
+        gas_search({**data, "out_dir": str(out)})
     monkeypatch.setattr(engine, "save_checkpoint", real)
-    killed = next((tmp_path / "killed").iterdir())
+    return next(out.iterdir())
+
+
+def test_killed_search_resumes_to_the_same_architecture(gas_search, tmp_path, monkeypatch):
+    """A search killed right after its checkpoint of search epoch 2 (of 4), resumed from its run
+    directory, ends with the same λ trajectory and network as an uninterrupted one (GGM on:
+    its parameters and Adam state come back from the checkpoint)."""
+    data = tiny(tmp_path, search_epochs=4)
+    full = gas_search(data)
+    killed = killed_after(gas_search, data, tmp_path / "killed", 3, monkeypatch)  # pre-training, epochs 1, 2
     assert not (killed / "search_result.json").is_file() and len(records_of(killed)) == 3
     gas_search(None, resume=killed)
     assert [r["epochs_done"] for r in records_of(killed)] == [1, 2, 3, 4, 5]
@@ -460,24 +465,10 @@ def test_killed_search_resumes_to_the_same_architecture(gas_search, tmp_path, mo
 def test_a_search_from_another_runs_supernet_resumes_exactly(gas_search, tmp_path, monkeypatch):
     """It adopts that run's pre-training epochs; a resume took the settings' instead: its epochs
     and its weights' learning-rate schedule differed from an uninterrupted run's."""
-    import segnas.search.oneshot.engine as engine
-
     pretrained = gas_search(tiny(tmp_path, ggm=False))  # (1 pre-training epoch)
     data = tiny(tmp_path, pretrained=str(pretrained), pretrain_epochs=5)
     full = gas_search({**data, "out_dir": str(tmp_path / "full")})
-    real, calls = engine.save_checkpoint, []
-
-    def dying(path, state):
-        real(path, state)
-        calls.append(Path(path).name)
-        if calls.count("search_last.pt") == 1:  # search epoch 1
-            raise Killed
-
-    monkeypatch.setattr(engine, "save_checkpoint", dying)
-    with pytest.raises(Killed):
-        gas_search({**data, "out_dir": str(tmp_path / "killed")})
-    monkeypatch.setattr(engine, "save_checkpoint", real)
-    killed = next((tmp_path / "killed").iterdir())
+    killed = killed_after(gas_search, data, tmp_path / "killed", 1, monkeypatch)  # search epoch 1
     gas_search(None, resume=killed)
     keep = ("epochs_done", "weight_loss", "lambda", "derived_latency_ms")
     assert [{k: r.get(k) for k in keep} for r in records_of(killed)] == [{k: r.get(k) for k in keep}
