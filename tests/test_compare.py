@@ -1062,3 +1062,15 @@ def test_a_search_stopped_by_the_time_limit_is_noted(tmp_path):
     (note,) = [n for n in summary["notes"] if "time limit" in n]
     assert note.startswith("random: its search reached the time limit (search_cpu_minutes 0.01) after ")
     assert f"warning: {note}" in lines
+
+
+def test_methods_that_found_the_same_network_are_named_together():
+    """Two methods returning one network got other latencies and statuses from measurement noise,
+    with nothing saying they were the same network."""
+    from segnas.jobs.compare import same_network_notes
+
+    arch = {"space": "mobile", "version": 1, "arch": {"stages": [1, 2]}, "method": "saswot"}
+    rows = [{"name": "saswot", "arch": arch}, {"name": "random", "arch": {**arch, "method": "random"}},
+            {"name": "gas", "arch": {**arch, "arch": {"stages": [2, 2]}}}, {"name": "fast_scnn", "arch": None}]
+    assert same_network_notes(rows) == ["saswot and random found the same network: their latencies differ by "
+                                        "measurement alone, their scores by training alone"]

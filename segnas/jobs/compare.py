@@ -208,6 +208,18 @@ def method_error(label: str, message: str) -> str:
     return f"{top}{rest} (the comparison's setting, for methods.{label})"
 
 
+def same_network_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A note for each network that several methods found (their ``arch``: the same space and
+    architecture): their latencies differ by measurement alone, their scores by training alone."""
+    by_network: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("arch"):
+            key = json.dumps({"space": row["arch"].get("space"), "arch": row["arch"].get("arch")}, sort_keys=True)
+            by_network.setdefault(key, []).append(row["name"])
+    return [f"{', '.join(names[:-1])} and {names[-1]} found the same network: their latencies differ by "
+            "measurement alone, their scores by training alone" for names in by_network.values() if len(names) > 1]
+
+
 def zoo_names(cfg: CompareSettings) -> list[str] | None:
     """The zoo networks named in the settings (checked), or None when they are chosen by latency."""
     if cfg.zoo is None:
@@ -975,6 +987,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
             row["arch"] = read_arch_file(path / row["arch_file"])
     notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
     notes += [note for r in rows for note in search_measurement_notes(r)]
+    notes += same_network_notes(rows)
     # (a sample-based search's stop reason is "time"; a one-shot one's "time budget of N min spent")
     notes += [f"{m}: its search reached the time limit (search_cpu_minutes {cfg.search_cpu_minutes:g})"
               + (f" after {r['candidates_scored']} candidates" if r.get("candidates_scored") is not None else "")
