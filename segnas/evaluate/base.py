@@ -32,7 +32,6 @@ class Evaluator(ABC):
 
     def __init__(self) -> None:
         self.worker_token = uuid.uuid4().hex
-        self.is_setup = False
 
     def setup(self) -> None:
         """Build the per-process state; called once per process before the first evaluation."""

@@ -6,7 +6,6 @@ latency table comes in through ``ReportInputs`` (``segnas.jobs.report`` builds i
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from segnas.config.compare import TARGET_TOLERANCE
 from segnas.report.format import is_number, num, pct, signed_pct
 from segnas.report.pareto import pareto_figure, pareto_front, plottable
 from segnas.report.plots import candidates_figure, latency_by_op_figure, search_curves_figure, training_curve_figure
-from segnas.report.runfiles import RunFiles
+from segnas.report.runfiles import NOTE_PREFIX, RunFiles
 from segnas.report.verdict import compare_verdict, search_verdict, within_budget
 from segnas.utils import read_json
 
@@ -119,7 +118,7 @@ def write_report(run: RunFiles, out: str | Path, inputs: ReportInputs | None = N
 def summary_notes(run: RunFiles) -> list[str]:
     """The notes and warnings of a run's log, then a comparison's notes its log does not hold (it
     logs most of them as it says them), each once."""
-    logged = {re.sub(r"^(\w+: )?(note|warning): ", "", n) for n in run.notes}
+    logged = {NOTE_PREFIX.sub("", n) for n in run.notes}
     return run.notes + [f"note: {n}" for n in (run.compare or {}).get("notes", []) if n not in logged]
 
 

@@ -97,6 +97,8 @@ def read_run(path: str | Path) -> RunFiles:
 
 #: A log.txt line: its time stamp (``RunDir.log``), then the message.
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (.*)$")
+#: What opens a note or warning line of a log (``latency: warning: ...`` too).
+NOTE_PREFIX = re.compile(r"^(\w+: )?(note|warning): ")
 
 
 def log_notes(path: Path) -> list[str]:
@@ -105,7 +107,7 @@ def log_notes(path: Path) -> list[str]:
     if not path.is_file():
         return []
     lines = (_LOG_LINE.match(x) for x in path.read_text(errors="replace").splitlines())
-    said = [m.group(1) for m in lines if m and re.match(r"(\w+: )?(note|warning): ", m.group(1))]
+    said = [m.group(1) for m in lines if m and NOTE_PREFIX.match(m.group(1))]
     return list(dict.fromkeys(said))
 
 
