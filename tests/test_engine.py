@@ -131,8 +131,11 @@ def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(t
     assert recorded["teacher"] == str(teacher_run / "checkpoints" / "best.pt") and recorded["teacher_model"] is None
     assert first.history[-1]["train_kd"] > 0
     # training the teacher left the student's random streams alone: with the teacher cached, the same run
-    again = train_job(TrainConfig.model_validate({**cfg, "out_dir": str(tmp_path / "again")}))
+    # (the teacher named as the zoo accepts any name: the same cached teacher)
+    again = train_job(TrainConfig.model_validate({**cfg, "loss": {**cfg["loss"], "teacher_model": "ENet"},
+                                                  "out_dir": str(tmp_path / "again")}))
     assert again.history[-1]["train_loss"] == first.history[-1]["train_loss"]
+    assert list((tmp_path / "cache" / "teachers").iterdir()) == teachers
     assert "loss.teacher_model enet" in (Path(first.run_dir) / "log.txt").read_text()
     assert load_checkpoint(recorded["teacher"])["model_spec"]["name"] == "enet"
     # the student's run resumes (and reads back) with the teacher it recorded
@@ -151,7 +154,7 @@ def test_a_teacher_model_is_trained_once_cached_and_distilled_by_every_student(t
     assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 2
     with pytest.raises(ValueError, match="not both"):
         TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "enet", "loss.teacher": recorded["teacher"]}))
-    with pytest.raises(SegnasError, match="loss.teacher_model: unknown network 'nosuch'"):
+    with pytest.raises(SegnasError, match="loss.teacher_model: unknown name 'nosuch'"):
         train_job(TrainConfig.model_validate(tiny_cfg(**{"loss.teacher_model": "nosuch"})))
 
 

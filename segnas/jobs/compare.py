@@ -67,7 +67,7 @@ from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
 from segnas.utils import atomic_write_text, cpu_seconds, json_float, read_json, read_jsonl, read_record
-from segnas.zoo import MODELS
+from segnas.zoo import MODELS, zoo_name
 
 #: The zoo network every comparison trains (the reference of real-time segmentation on CPU).
 REFERENCE_ZOO = "fast_scnn"
@@ -224,11 +224,7 @@ def zoo_names(cfg: CompareSettings) -> list[str] | None:
     """The zoo networks named in the settings (checked), or None when they are chosen by latency."""
     if cfg.zoo is None:
         return None
-    names = [name.lower().replace("-", "_") for name in cfg.zoo]
-    for given, name in zip(cfg.zoo, names):
-        if name not in MODELS:
-            raise SegnasError(f"zoo: unknown network {given!r} (known: {', '.join(sorted(MODELS))})")
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(zoo_name(name, "zoo") for name in cfg.zoo))
 
 
 def test_split(cfg: CompareSettings, echo: Echo, new: bool = True) -> str | None:

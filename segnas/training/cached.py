@@ -19,7 +19,7 @@ from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.training.job import train_job
 from segnas.utils import atomic_write_text, cache_dir, read_record
-from segnas.zoo import MODELS
+from segnas.zoo import zoo_name
 
 #: Settings that change where or how fast a training runs, or what it reports, not its weights
 #: (left out of its key): top-level fields, and fields of its data section.
@@ -151,8 +151,8 @@ def with_teacher(cfg: TrainConfig, echo: Echo | None = None) -> TrainConfig:
         return cfg
     if name.endswith(".json") and not Path(name).is_file():
         raise SegnasError(f"loss.teacher_model: {name}: file not found")
-    if not name.endswith(".json") and name not in MODELS:
-        raise SegnasError(f"loss.teacher_model: unknown network {name!r} (a zoo name: {', '.join(sorted(MODELS))}; "
-                          "or an arch file)")
+    if not name.endswith(".json"):  # (one cached teacher for "Fast-SCNN" and "fast_scnn")
+        cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"teacher_model": zoo_name(
+            name, "loss.teacher_model")})})
     checkpoint = trained_once(teacher_training(cfg), teacher_folder(cfg), f"loss.teacher_model {name}", echo)
     return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"teacher": str(checkpoint), "teacher_model": None})})

@@ -31,11 +31,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build zoo network ``name`` for ``num_classes`` classes."""
+def zoo_name(name: str, setting: str = "model") -> str:
+    """``name`` as ``MODELS`` keys it (any case, ``-`` for ``_``); SegnasError naming ``setting`` when
+    no zoo network has it."""
     key = name.lower().replace("-", "_")
     if key not in MODELS:
-        raise SegnasError(f"model: unknown name {name!r}; choose one of {', '.join(sorted(MODELS))}")
+        raise SegnasError(f"{setting}: unknown name {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    return key
+
+
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build zoo network ``name`` for ``num_classes`` classes."""
+    key = zoo_name(name)
     for option, value in kwargs.items():  # a size that a network would clamp or fail on later
         positive = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         if option == "width" and not positive:
