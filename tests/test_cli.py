@@ -453,13 +453,19 @@ def test_proxy_score_and_saswot_search(tmp_path):
     assert "fast_scnn: rank_mean(params,flops) 0.75" in ranked.output and "enet: rank_mean(params,flops) 0.75" in ranked.output
     alone = run("proxy", "score", "fast_scnn", "-p", "az_nas")
     assert alone.exit_code == 2 and "give at least two" in alone.output
+    (tmp_path / "run").mkdir()
+    torch.save({}, tmp_path / "run" / "best.pt")  # (trained weights: refused before a file is read)
+    for trained in (tmp_path / "run" / "best.pt", tmp_path / "run"):
+        refused = run("proxy", "score", "fast_scnn", str(trained), "-p", "params")
+        assert refused.exit_code == 2 and f"{trained}: trained weights; a proxy scores a network untrained" \
+            in refused.output.replace("\n", ""), refused.output
     result = run("search", "saswot", "--size", "32x48", "--target-ms", "1000", "--proxy", "params",
                  "--candidates", "6", "--backend", "eager", "--workers", "2", "--executor", "process",
                  "--set", "saswot.scoring.size=[32,48]", "--set", "saswot.scoring.images=2", "--set", "final.epochs=0",
                  "--set", "progress=false", "--set", "latency.table_min_runs=1", "--set", "latency.table_min_time_s=0",
-                 "--out-dir", tmp_path)
+                 "--out-dir", tmp_path / "searches")
     assert result.exit_code == 0, result.output
-    run_dir = next(tmp_path.iterdir())
+    run_dir = next((tmp_path / "searches").iterdir())
     assert (run_dir / "arch.json").is_file() and (run_dir / "config.yaml").is_file()
     summary = json.loads((run_dir / "search_result.json").read_text())
     assert summary["method"] == "saswot" and summary["details"]["candidates_scored"] == 6

@@ -113,6 +113,9 @@ def proxy_score_job(models: Sequence[str], proxies: Sequence[str], data: str, ro
     measured = list(dict.fromkeys(direct + components))
     batches, num_classes = proxy_batches(data, root, split, images, batch_size, size, seed, data_options)
     for source in models:  # every network is found before any is scored
+        if Path(source).is_dir() or Path(source).suffix.lower() == ".pt":
+            raise SegnasError(f"{source}: trained weights; a proxy scores a network untrained, at its initialization "
+                              "(give its zoo name or architecture file, e.g. the arch.json of a search's run)")
         resolve_model(source, num_classes)
     rows = []
     for source in models:
