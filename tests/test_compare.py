@@ -146,6 +146,13 @@ def test_status_shows_every_planned_job_and_what_the_finished_ones_scored(tmp_pa
     jobs.write_text("".join(x + "\n" for x in lines[:-1]) + json.dumps(gpu) + "\n")
     shown = status_table(compare_status(run))
     assert f"| {gpu['key']} | done |" in shown and "| 0.500 GPU-h |" in shown
+    # ... and the trainings left are timed by the GPU's when the finished ones ran on one
+    on_gpu = [json.loads(x) for x in lines]
+    for job in on_gpu:
+        if job["key"].startswith("train:"):
+            job["result"].update(train_cpu_seconds=None, train_gpu_seconds=1800.0)
+    jobs.write_text("".join(json.dumps(j) + "\n" for j in on_gpu if j["key"] != "train:random:seed1"))
+    assert compare_status(run)["remaining"]["hours"]["train"] == pytest.approx(0.5)
     # the trainings of a method whose search failed are skipped
     failed = json.dumps({"key": "search:random", "result": {"status": "failed: latency.target_ms: too low"}})
     jobs.write_text("".join(x + "\n" for x in lines if "random" not in x) + failed + "\n")

@@ -839,12 +839,17 @@ def compare_status(run_dir: str | Path) -> dict[str, Any]:
 
 def remaining_time(rows: list[dict[str, Any]], results: dict[str, Any], cfg: CompareSettings) -> dict[str, Any]:
     """Hours left at the pace so far: each unfinished search or training costs the mean of the
-    finished ones of its kind (a training's wall time ~ its CPU time / threads on quiet cores)."""
+    finished ones of its kind (a training's wall time: its GPU's, or on a CPU ~ its CPU time /
+    threads on quiet cores)."""
     threads = cfg.threads or default_threads()
+
+    def train_wall(r: dict[str, Any]) -> float | None:
+        return r.get("train_gpu_seconds") or (r["train_cpu_seconds"] / threads if r.get("train_cpu_seconds") else None)
+
     spent = {"search": [r["search_wall_seconds"] for k, r in results.items()
                         if k.startswith("search:") and r.get("status") == "ok" and r.get("search_wall_seconds")],
-             "train": [r["train_cpu_seconds"] / threads for k, r in results.items()
-                       if k.startswith("train:") and r.get("status") == "ok" and r.get("train_cpu_seconds")]}
+             "train": [w for k, r in results.items()
+                       if k.startswith("train:") and r.get("status") == "ok" and (w := train_wall(r))]}
     left = {kind: sum(r["state"] in ("pending", "started") for r in rows if r["kind"] == kind) for kind in spent}
     hours = {kind: (left[kind] * statistics.mean(spent[kind]) / 3600 if spent[kind] else None) for kind in spent}
     return {"jobs_left": left, "hours": hours}
