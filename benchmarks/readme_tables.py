@@ -830,6 +830,35 @@ def page_zoo(study: Study, studies: dict[str, Study]) -> list[str]:
     return [line for r in study.current().values() for line in zoo(r)]
 
 
+def int8(r: dict) -> list[str]:
+    """int8_camvid.py: a trained network's mIoU in float and int8, then the zoo's latency in both."""
+    lines = []
+    if acc := r.get("accuracy"):
+        s, size = acc["scores"], "x".join(map(str, acc["size"]))
+        splits = [k.removesuffix("_fp32") for k in s if k.endswith("_fp32")]
+        named = {"val": "val", "holdout": f"unseen street ({acc['holdout']})"}
+        lines += [f"{acc['model'].get('name') or 'found network'} trained on CamVid ({acc['steps']} steps, "
+                  f"`cpu-short`), exported at {size}; int8 calibrated on 64 of its training images:", "",
+                  "| split | images | float mIoU | int8 mIoU | change (points) |", "|---|---|---|---|---|"]
+        lines += [f"| {named.get(k, k)} | {s[k + '_fp32']['images']} | {100 * s[k + '_fp32']['miou']:.1f}% | "
+                  f"{100 * s[k + '_int8']['miou']:.1f}% | {100 * (s[k + '_int8']['miou'] - s[k + '_fp32']['miou']):+.1f} |"
+                  for k in splits]
+        worst = max(((c, s['val_fp32']['iou'][i] - s['val_int8']['iou'][i]) for i, c in enumerate(acc["classes"])),
+                    key=lambda item: item[1])
+        lines += ["", f"The class that loses most on val: {worst[0]} ({-100 * worst[1]:+.1f} IoU points).", ""]
+    size = "x".join(map(str, r["size"]))
+    lines += [f"Latency at {size}, {r['threads']} threads, batch 1, {r['classes']} classes (weights as built), "
+              "float and int8 graphs timed in turns:", "",
+              "| model | float ms | int8 ms | speed-up |", "|---|---|---|---|"]
+    lines += [f"| {row['model']} | {row['fp32_ms']:.1f} | {row['int8_ms']:.1f} | {row['speedup']:.2f}x |"
+              for row in r["latency"]]
+    return lines + ["", machine_line(r), ""]
+
+
+def page_int8(study: Study, studies: dict[str, Study]) -> list[str]:
+    return [line for r in study.current().values() for line in int8(r)]
+
+
 def page_latency_model(study: Study, studies: dict[str, Study]) -> list[str]:
     res = study.results()
     lines: list[str] = []
@@ -1586,7 +1615,8 @@ def progress_compare(study: Study) -> list[str]:
 PROGRESS: dict[str, Callable[[Study], list[str]]] = {"compare": progress_compare}
 
 RENDERERS: dict[str, Callable[[Study, dict[str, Study]], list[str]]] = {
-    "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "latency_model": page_latency_model,
+    "gas": page_gas, "demo": page_demo, "synthetic": page_synthetic, "zoo": page_zoo, "int8": page_int8,
+    "latency_model": page_latency_model,
     "training": page_training, "fasterseg": page_fasterseg, "ssr": page_ssr, "groundtruth": page_groundtruth,
     "proxy_discovery": page_proxy_discovery, "saswot": page_saswot, "compare": page_compare, "mobile": page_mobile,
     "rl": page_rl,

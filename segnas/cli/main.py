@@ -530,8 +530,9 @@ def bench(
                      echo=echo)
     sizes = sorted({r["size"] for r in rows})
     machine = rows[0]["machine"]
+    precision = "fp32" if all(r["precision"] == "fp32" for r in rows) else "fp32 (int8: where a backend says so)"
     echo(f"{sizes[0] + ', ' if len(sizes) == 1 else ''}{rows[0]['threads']} threads on {machine['cpu']} "
-         f"({machine['cores']} cores), fp32, peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s")
+         f"({machine['cores']} cores), {precision}, fp32 matmul peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s")
     print_bench(rows, each_size=len(sizes) > 1)
     if json_out:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
@@ -556,7 +557,8 @@ def print_bench(rows: list[dict[str, Any]], each_size: bool = False) -> None:
             table.add_column(col, justify="left" if col == "backend" else "right", no_wrap=True)
         for r in group:
             peak = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
-            table.add_row(r["backend"], f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}",
+            backend = r["backend"] if r.get("precision", "fp32") == "fp32" else f"{r['backend']} {r['precision']}"
+            table.add_row(backend, f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['fps']:.1f}",
                           num(r["achieved_gflops_s"], ".1f"), num(peak, ".1f"))
         print_table(table)
 
@@ -577,17 +579,35 @@ def export(
                                           show_default="the arch file's num_classes, else 19"),
     tolerance: float = typer.Option(1e-3, help="Largest accepted |PyTorch − exported| difference."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads.", show_default="the machine's cores"),
+    int8: bool = typer.Option(False, "--int8", help="Quantize the ONNX graph to int8 (ONNX Runtime, static), "
+                                                    "calibrated on the training data and checked on its val split."),
+    data: Optional[str] = typer.Option(None, help="--int8: dataset to calibrate on (train) and check on (val).",
+                                       show_default="the checkpoint's"),
+    data_root: Optional[str] = typer.Option(None, help="--int8: its folder."),
+    data_option: list[str] = typer.Option([], help="--int8: a dataset option key=value (repeatable), over those "
+                                                   "of its training."),
+    calibration_images: int = typer.Option(64, help="--int8: train images the activation ranges are observed on."),
+    max_drop: float = typer.Option(1.0, help="--int8: largest val mIoU loss (points) against the float graph; "
+                                             "more and the file is not written."),
 ) -> None:
-    """Export to ONNX or TorchScript and check parity with PyTorch."""
+    """Export to ONNX or TorchScript and check parity with PyTorch (and an int8 graph's mIoU)."""
     use_threads(threads)
-    from segnas.jobs.bench import export_job
+    from segnas.jobs.bench import Int8Settings, export_job
     from segnas.utils import parse_size
 
-    path, results = export_job(model, out, parse_size(size, "--size") if size else None, fmt, dynamic, classes,
-                               tolerance, echo=echo)
-    for r in results:
-        echo(f"parity {r.backend} at {'x'.join(map(str, r.input_shape))}: max |diff| {r.max_abs_diff:.2e} "
-             f"(tolerance {r.tolerance:g}) ok")
+    quantize = None
+    if int8:
+        quantize = Int8Settings(data, data_root, parse_overrides(data_option, "--data-option"), calibration_images,
+                                max_drop)
+    else:
+        given = [name for name, value, default in (("--data", data, None), ("--data-root", data_root, None),
+                                                   ("--data-option", data_option, []),
+                                                   ("--calibration-images", calibration_images, 64),
+                                                   ("--max-drop", max_drop, 1.0)) if value != default]
+        if given:
+            raise SegnasError(f"{', '.join(given)}: settings of an int8 export; add --int8")
+    path, _ = export_job(model, out, parse_size(size, "--size") if size else None, fmt, dynamic, classes,
+                         tolerance, echo=echo, int8=quantize)
     echo(f"wrote {path}")
 
 

@@ -67,7 +67,9 @@ def onnx_providers(device: str) -> list[str]:
     return available + ["CPUExecutionProvider"]
 
 
-def _onnxruntime_runner(onnx_path: Path, threads: int, device: str) -> Runner:
+def onnxruntime_runner(onnx_path: Path, threads: int, device: str) -> Runner:
+    """A function running the ONNX file on ONNX Runtime as segnas measures it (all graph optimizations,
+    ``threads`` intra-op threads, sequential): its one input in, its first output back."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -124,7 +126,7 @@ def prepare(backend: str, model: nn.Module, input_shape: tuple[int, int, int, in
     with tempfile.TemporaryDirectory(prefix="segnas-onnx-") as tmp:  # the runtimes load the file fully
         onnx_path = export_onnx(model, Path(workdir or tmp) / "model.onnx", input_shape)
         if backend == "onnxruntime":
-            return _onnxruntime_runner(onnx_path, threads, device)
+            return onnxruntime_runner(onnx_path, threads, device)
         return _openvino_runner(onnx_path, threads)
 
 

@@ -10,7 +10,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -108,10 +108,26 @@ def _finish_onnx(file: Path, dynamic: bool, metadata: Mapping[str, str] | None) 
         if len(dims) == 4:
             for i, name in DYNAMIC_DIMS.items():
                 dims[i].dim_param = name
-    for key, value in (metadata or {}).items():
+    set_metadata(proto, metadata or {})
+    onnx.save(proto, str(file))
+
+
+def set_metadata(proto: Any, metadata: Mapping[str, str]) -> None:
+    """Set ``metadata`` as metadata properties of ``proto`` (an ONNX ModelProto), replacing those of
+    the same keys."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(file))
+
+
+def set_onnx_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    """``set_metadata`` on the ONNX file ``path``, rewritten in place atomically."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    atomic_write(path, lambda tmp: (set_metadata(proto, metadata), onnx.save(proto, str(tmp))))
 
 
 class FixedInputSize(nn.Module):

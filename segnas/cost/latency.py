@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segnas.cost.backends import pinned_threads, prepare
+from segnas.cost.backends import Runner, pinned_threads, prepare
 
 
 @dataclass
@@ -127,18 +127,27 @@ def measure_latency_interleaved(models: Mapping[str, nn.Module], input_shape: tu
     competes with them — alternating single runs of 4 networks on 2 cores measured each about 3x
     slower than alone, a block after 3 warm-up runs within the session-to-session noise."""
     threads = threads or default_threads()
+    with pinned_threads(threads), torch.random.fork_rng():
+        runners = {name: prepare(backend, model, input_shape, threads, device) for name, model in models.items()}
+        return runners_interleaved(runners, input_shape, backend, threads, device, warmup, min_runs, min_time_s,
+                                   rounds, max_runs)
+
+
+def runners_interleaved(runners: Mapping[str, Runner], input_shape: tuple[int, int, int, int], backend: str,
+                        threads: int, device: str = "cpu", warmup: int = 3, min_runs: int = 10,
+                        min_time_s: float = 1.0, rounds: int = 3, max_runs: int = 10_000) -> dict[str, LatencyResult]:
+    """``measure_latency_interleaved`` of prepared runners (e.g. ``onnxruntime_runner`` of exported
+    files), ``backend``, ``threads`` and ``device`` being what they run on."""
     rounds = max(int(rounds), 1)
     x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
-    names = list(models)
+    names = list(runners)
     times: dict[str, list[list[float]]] = {name: [] for name in names}
     per_block_runs = max(-(-min_runs // rounds), 1)
-    with pinned_threads(threads), torch.random.fork_rng():
-        runners = {name: prepare(backend, models[name], input_shape, threads, device) for name in names}
-        for r in range(rounds):
-            shift = r % max(len(names), 1)
-            for name in names[shift:] + names[:shift]:
-                times[name].append(time_callable(lambda: runners[name](x), warmup, per_block_runs,
-                                                 min_time_s / rounds, max(max_runs // rounds, 1)))
+    for r in range(rounds):
+        shift = r % max(len(names), 1)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(time_callable(lambda: runners[name](x), warmup, per_block_runs,
+                                             min_time_s / rounds, max(max_runs // rounds, 1)))
     out = {}
     for name in names:
         result = summarize([t for block in times[name] for t in block], backend, input_shape, threads, device)

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 import segnas
 
 from segnas.cost import (check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
                          measure_latency)
-from segnas.cost.backends import _onnxruntime_runner  # an exported file is run as it is, not re-exported
-from segnas.cost.backends import check_backend
-from segnas.cost.latency import default_threads, summarize, time_callable
+from segnas.config.train import options_data
+from segnas.cost.backends import check_backend, onnxruntime_runner
+from segnas.cost.export import set_onnx_metadata
+from segnas.cost.quantize import INT8_PRECISION, OnnxNetwork, onnx_precision, quantize_onnx
+from segnas.cost.latency import default_threads, runners_interleaved, summarize, time_callable
 from segnas.cost.machine import busiest, is_busy, machine_record, matmul_peak_gflops, other_processes_cores
 from segnas.cost.memory import check_inference_size
+from segnas.data import build_dataset, eval_transforms, validate_split
+from segnas.data.base import check_same_classes
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
+from segnas.engine.evaluate import evaluate
 from segnas.errors import SegnasError
-from segnas.jobs.evaluate import checkpoint_base_size
+from segnas.jobs.evaluate import TickingDataset, checkpoint_base_size, with_training_options
 from segnas.progress import Echo, task_progress
 from segnas.spaces import read_arch_file
 from segnas.training.models import load_trained, resolve_model, trained_checkpoint
@@ -121,14 +128,16 @@ def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, devic
     import numpy as np
     from onnx import numpy_helper
 
-    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in model.graph.initializer)
+    scales = {name for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+              for name in node.input[1:]}  # a quantized graph's scales and zero points: not weights
+    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in model.graph.initializer if t.name not in scales)
     shape = (1, 3, *size)
-    run = _onnxruntime_runner(path, threads, device)
+    run = onnxruntime_runner(path, threads, device)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     classes = int(run(x).shape[1])
     lat = summarize(time_callable(lambda: run(x), 3, 10, min_time_s), "onnxruntime", shape, threads, device)
-    return {"backend": "onnxruntime", "size": f"{size[0]}x{size[1]}", "threads": threads,
-            "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6, "gflops": None,
+    return {"backend": "onnxruntime", "precision": onnx_precision(model), "size": f"{size[0]}x{size[1]}",
+            "threads": threads, "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6, "gflops": None,
             "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
             "achieved_gflops_s": None, "fraction_of_peak": None}
 
@@ -137,8 +146,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
               threads: int | None = None, num_classes: int | None = None, device: str = "cpu",
               min_time_s: float = 2.0, echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
-    achieved GFLOP/s and its fraction of this machine's fp32 matmul peak (every backend computes in
-    fp32), the machine (``machine_record``) and the load around the measurement. Sources: zoo names,
+    achieved GFLOP/s and its fraction of this machine's fp32 matmul peak, the ``precision`` it
+    computes in (fp32 on every backend; an ONNX file's own: int8 when quantized), the machine (``machine_record``) and the load around the measurement. Sources: zoo names,
     architecture files, checkpoints, run folders and exported ``.onnx`` files, each row labelled as
     given (``model``). The class count is a checkpoint's or ONNX file's own, else an architecture
     file's ``num_classes``, else ``num_classes``, else DEFAULT_CLASSES (each row says which).
@@ -199,7 +208,8 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
             for backend in backends:
                 lat = measure_latency(model, shape, backend, threads, device, min_time_s=min_time_s)
                 achieved = flops.gflops / (lat.median_ms / 1000.0)
-                rows.append({"model": given, "backend": backend, "size": f"{at[0]}x{at[1]}", "threads": threads,
+                rows.append({"model": given, "backend": backend, "precision": "fp32", "size": f"{at[0]}x{at[1]}",
+                             "threads": threads,
                              "classes": classes, "classes_from": where,
                              "params_m": params / 1e6, "gflops": flops.gflops, "gmacs": flops.gmacs,
                              "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
@@ -236,7 +246,8 @@ def export_metadata(source: str, num_classes: int, size: tuple[int, int], dynami
                       "align_corners=False): a frame to the size the network takes, and its logits back to the "
                       "frame's size before the argmax",
             "mean": json.dumps(list(IMAGENET_MEAN)), "std": json.dumps(list(IMAGENET_STD)),
-            "exported_size": "any (dynamic batch, height, width)" if dynamic else f"{size[0]}x{size[1]}"}
+            "exported_size": "any (dynamic batch, height, width)" if dynamic else f"{size[0]}x{size[1]}",
+            "precision": "fp32"}
     if trained:
         _, info, state, weights = trained
         base = checkpoint_base_size(state)[0]
@@ -282,16 +293,133 @@ def is_export(path: Path, fmt: str) -> bool:
     return proto.ir_version > 0 and len(proto.graph.node) > 0
 
 
+@dataclass(frozen=True)
+class Int8Settings:
+    """What ``export_job`` quantizes with: images of dataset ``data`` (None: the checkpoint's own
+    training data) to calibrate on, from its train split, and the largest loss of val mIoU (points)
+    accepted against the float graph."""
+
+    data: str | None = None
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    calibration_images: int = 64
+    max_drop: float = 1.0
+
+
+@dataclass(frozen=True)
+class Int8Check:
+    """A quantized graph scored against its float graph on the same images."""
+
+    data: str
+    split: str
+    images: int
+    calibration_images: int
+    float_miou: float
+    int8_miou: float
+    float_ms: float
+    int8_ms: float
+    threads: int
+
+    @property
+    def drop(self) -> float:
+        """mIoU points lost to quantization."""
+        return 100 * (self.float_miou - self.int8_miou)
+
+    def describe(self) -> str:
+        return (f"int8 on {self.data} {self.split} ({self.images} images): mIoU {100 * self.int8_miou:.1f}%, float "
+                f"graph {100 * self.float_miou:.1f}% ({round(-self.drop, 1) + 0.0:+.1f} points); calibrated on "
+                f"{self.calibration_images} {self.data} train images")
+
+    def speed(self) -> str:
+        """The two graphs' latency here, and a warning when the int8 one is not the faster."""
+        line = (f"int8 {self.int8_ms:.2f} ms, float graph {self.float_ms:.2f} ms on ONNX Runtime here ({self.threads} "
+                f"threads): {self.float_ms / self.int8_ms:.2f}x")
+        if self.int8_ms < self.float_ms:
+            return line
+        return (f"warning: {line}: the int8 graph is not faster on this CPU (integer kernels pay off on CPUs with "
+                "VNNI and on wide layers); measure it on the deployment CPU with segnas bench")
+
+
+def _int8_data(settings: Int8Settings, trained: tuple, source: str, size: tuple[int, int],
+               progress: bool, echo: Echo | None) -> tuple[str, Any, Any]:
+    """The dataset an int8 export calibrates on (train split) and is checked on (val), at ``size``,
+    checked before any work: (its name, the train split, the val split)."""
+    if settings.calibration_images < 1:
+        raise SegnasError(f"--calibration-images: must be >= 1, got {settings.calibration_images}")
+    if not settings.max_drop >= 0:
+        raise SegnasError(f"--max-drop: points of mIoU >= 0, got {settings.max_drop:g}")
+    _, classes, state, _ = trained
+    own = (state.get("config") or {}).get("data") or {}
+    name = settings.data or own.get("name")
+    if not name:
+        raise SegnasError(f"--int8: {source} does not name the data it trained on; give --data (and --data-root)")
+    root = settings.root if settings.data else own.get("root")
+    options = with_training_options(name, settings.options, state, echo)
+    options_data(name, root)
+    splits = []
+    for split in ("train", "val"):
+        validate_split(name, root, split, options, progress, echo)
+        dataset = build_dataset(name, root, split, eval_transforms(size), **options)
+        check_same_classes(classes.names, dataset.classes.names, f"{source}:", f"dataset {name!r}",
+                           "the int8 check would score other classes")
+        splits.append(dataset)
+    return name, splits[0], splits[1]
+
+
+def _quantize_checked(trial: Path, out: Path, classes: int, name: str, train: Any, val: Any,
+                      settings: Int8Settings, metadata: dict[str, str], progress: bool) -> Int8Check:
+    """``trial`` (a checked float ONNX graph) quantized to ``out``, calibrated on evenly spaced images
+    of ``train``, and both scored on ``val``; SegnasError (``out`` removed) when it loses more than
+    ``settings.max_drop`` points of mIoU."""
+    count = min(settings.calibration_images, len(train))
+    picked = sorted({int(i) for i in np.linspace(0, len(train) - 1, count).round()})
+    threads = torch.get_num_threads()
+    with task_progress("int8 calibration", len(picked), progress) as ticker:
+        def images() -> Any:
+            for i in picked:
+                yield train[i][0][None].numpy()
+                ticker.advance()
+
+        quantize_onnx(trial, out, images(), {**metadata, "precision": INT8_PRECISION})
+    scores = []
+    for path, label in ((trial, "float"), (out, "int8")):
+        with task_progress(f"{label} graph on val", len(val), progress) as ticker:
+            scores.append(evaluate(OnnxNetwork(path, threads), TickingDataset(val, ticker), classes, batch_size=1).miou)
+    size = tuple(val[0][0].shape[-2:])
+    timed = runners_interleaved({"float": onnxruntime_runner(trial, threads, "cpu"),
+                                 "int8": onnxruntime_runner(out, threads, "cpu")}, (1, 3, *size), "onnxruntime",
+                                threads, min_runs=15, min_time_s=1.0)
+    check = Int8Check(name, "val", len(val), len(picked), scores[0], scores[1], timed["float"].median_ms,
+                      timed["int8"].median_ms, threads)
+    if check.drop > settings.max_drop:
+        out.unlink(missing_ok=True)
+        raise SegnasError(f"{check.describe()}: loses more than --max-drop {settings.max_drop:g} points; not written "
+                          "(calibrate on more images with --calibration-images, or deploy the float export)")
+    set_onnx_metadata(out, {"int8_check": json.dumps({"data": name, "split": "val", "images": len(val),
+                                                      "calibration_images": len(picked),
+                                                      "float_miou": round(scores[0], 4),
+                                                      "int8_miou": round(scores[1], 4)})})
+    return check
+
+
 def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None = None, fmt: str = "onnx",
                dynamic: bool = False, num_classes: int | None = None, tolerance: float = 1e-3,
-               progress: bool = True, echo: Echo | None = None) -> tuple[Path, list]:
+               progress: bool = True, echo: Echo | None = None,
+               int8: Int8Settings | None = None) -> tuple[Path, list]:
     """Export a network and check parity with PyTorch at ``size`` (and a second size when dynamic;
     None: the network's own, ``own_size``, else DEFAULT_EXPORT_SIZE, said through ``echo`` for a
-    static graph). A file that fails the parity check is removed, never
-    left behind as if it were good. The class count is chosen as in ``bench_job``."""
+    static graph), saying each check through ``echo``. A file that fails a check is removed, never
+    left behind as if it were good. The class count is chosen as in ``bench_job``.
+
+    ``int8``: the checked float graph is quantized (``segnas.cost.quantize``), calibrated on the
+    checkpoint's data (or ``int8.data``), and written only when its val mIoU is within
+    ``int8.max_drop`` points of the float graph's; the figures are said, and kept in the file's
+    metadata (``int8_check``, JSON)."""
     size = parse_size(size, "--size") if size is not None else None
     if fmt not in ("onnx", "torchscript"):
         raise SegnasError(f"--format: expected onnx or torchscript, got {fmt!r}")
+    if int8 is not None and fmt != "onnx":
+        raise SegnasError("--int8: ONNX Runtime quantizes ONNX graphs; use --format onnx")
     if dynamic and fmt == "torchscript":
         raise SegnasError("--dynamic: TorchScript traces one input size; use --format onnx")
     if num_classes is not None and num_classes < 1:
@@ -307,6 +435,10 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
     source = network_source(source)
     check_replaceable(out, source, fmt)
     trained = load_trained(source) if Path(source).suffix == ".pt" else None
+    if int8 is not None and trained is None:
+        raise SegnasError(f"--int8: {source} is not a trained checkpoint: quantization is calibrated on a trained "
+                          "network's data and checked against its float graph's mIoU (export a checkpoint or a "
+                          "training's run folder)")
     refuse_other_classes(source, trained[1].num_classes if trained else None, num_classes)
     classes = trained[1].num_classes if trained else network_classes(source, num_classes)[0]
     model = trained[0] if trained else resolve_model(source, classes)[0]
@@ -319,6 +451,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
                  "give --size with your frames' size, or --dynamic for any size")
         size = size or DEFAULT_EXPORT_SIZE
     check_inference_size(size, classes)
+    quantized = _int8_data(int8, trained, source, size, progress, echo) if int8 is not None else None
     metadata = export_metadata(source, classes, size, dynamic, trained)
     shape = (1, 3, *size)
     shapes = [shape] + ([(2, 3, size[0] + 13, size[1] + 29)] if dynamic else [])
@@ -326,6 +459,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
     # written and checked beside ``out`` under another name: ``out`` (a file of an earlier export
     # included) is replaced only by a file that passed the parity check
     trial = out.with_name(f".{out.stem}.unchecked{suffix}")
+    trial8 = out.with_name(f".{out.stem}.unchecked-int8{suffix}")
     try:
         with task_progress(f"export {out.name}", 1 + len(shapes), progress) as ticker:
             if fmt == "onnx":
@@ -338,15 +472,30 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
                 results.append(check_parity(model, trial, s, tolerance))
                 ticker.advance()
         bad = [r for r in results if not r.ok]
+        kept = " (the earlier file there is kept)" if out.exists() else ""
         if bad:
             r = bad[0]
-            kept = " (the earlier file there is kept)" if out.exists() else ""
             raise SegnasError(f"{out}: parity check failed at input {r.input_shape}: max |diff| "
                               f"{r.max_abs_diff:.3g} > tolerance {tolerance:g}; not written{kept}")
+        say = echo or (lambda line: None)
+        for r in results:
+            say(f"parity {r.backend} at {'x'.join(map(str, r.input_shape))}: max |diff| {r.max_abs_diff:.2e} "
+                f"(tolerance {r.tolerance:g}) ok")
+        if quantized is not None:
+            name, train, val = quantized
+            try:
+                check = _quantize_checked(trial, trial8, classes, name, train, val, int8, metadata, progress)
+            except SegnasError as exc:
+                raise SegnasError(f"{out}: {exc}{kept}") from None
+            say(check.describe())
+            say(check.speed())
+            trial.unlink()
+            os.rename(trial8, trial)
         try:
             os.replace(trial, out)
         except PermissionError as exc:  # (an immutable file, another user's in a sticky folder)
             raise SegnasError(f"--out {out}: cannot be replaced ({exc.strerror}); it is left as it was") from None
     finally:
         trial.unlink(missing_ok=True)
+        trial8.unlink(missing_ok=True)
     return out, results

@@ -45,7 +45,7 @@ def checkpoint_base_size(state: dict[str, Any], base_size: Any = CHECKPOINT) -> 
     return None, "native size: the checkpoint has no data.base_size"
 
 
-class _Ticking:
+class TickingDataset:
     """A dataset that advances a progress ticker as its samples are read."""
 
     def __init__(self, dataset: Any, ticker: Any) -> None:
@@ -87,7 +87,7 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
         against = ", against the labels at their own size" if label_size and size else ""
         echo(f"scoring the {weights} weights at {at} ({where}){against}")
     with task_progress(f"eval {data}/{split}", len(dataset), progress) as ticker:
-        metrics = evaluate(model, _Ticking(dataset, ticker), classes.num_classes, batch_size, usable_bf16(bf16))
+        metrics = evaluate(model, TickingDataset(dataset, ticker), classes.num_classes, batch_size, usable_bf16(bf16))
     return metrics, list(classes.names)
 
 
