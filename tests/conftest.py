@@ -7,6 +7,7 @@ import yaml
 from segnas.cost import LatencyModel
 
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # (the threads of a job whose settings leave them unset: job_threads)
 # Latency tables and corrections measured in tests are trusted whatever else runs on the machine
 # (a busy machine would otherwise keep them from the cache); tests of that check unset it.
 os.environ["SEGNAS_IGNORE_LOAD"] = "1"

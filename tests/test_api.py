@@ -287,6 +287,24 @@ def test_bench_labels_each_network_as_given_and_measures_each_at_its_own_size(tr
         bench_job([str(folder / "best.pt")], "48x64", ["eager"], num_classes=3, progress=False)
 
 
+def test_a_job_without_threads_computes_on_the_cores_not_on_the_callers_torch_setting(tmp_path, monkeypatch):
+    """``threads`` unset: OMP_NUM_THREADS where set, else the cores the process may use, as on the
+    command line (the caller's torch setting made the same settings train differently); the
+    caller's setting is put back."""
+    import segnas.cost.latency as latency
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(latency, "default_threads", lambda: 3)
+    seen = []
+    settings = {**TINY, "threads": None, "max_steps": 1, "out_dir": str(tmp_path)}
+    api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))
+    assert set(seen) == {3} and torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    seen.clear()
+    api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))
+    assert set(seen) == {2} and torch.get_num_threads() == 1
+
+
 def test_a_job_on_a_gpu_leaves_tf32_as_the_caller_set_it(tmp_path, monkeypatch):
     """A job on a GPU turns TF32 off for its fp32 arithmetic (``resolve_device``); the caller's
     switches are put back when it returns."""

@@ -105,7 +105,8 @@ class CompareSettings(Settings):
     executor: Literal["inline", "process", "ray"] = "process"
     #: The Ray cluster to run on (``host:port`` of its head, or ``auto``); None: a local Ray.
     ray_address: Optional[str] = None
-    #: torch threads of each job (and of latency timing without latency.threads); None: torch's default.
+    #: torch threads of each job (and of latency timing without latency.threads); None: OMP_NUM_THREADS where set,
+    #: else the cores this process may use.
     threads: Optional[int] = Field(None, ge=1)
     #: Where searches and trainings run: cpu, cuda, cuda:N, or auto.
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")

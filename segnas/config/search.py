@@ -273,7 +273,7 @@ class SearchSettings(Settings):
     bf16: bool = False
     #: One-shot searches under torchrun: BatchNorm statistics over every process's batch.
     sync_bn: bool = False
-    #: torch threads; None: torch's default (the machine's cores).
+    #: torch threads; None: OMP_NUM_THREADS where set, else the cores this process may use.
     threads: Optional[int] = Field(None, ge=1)
     #: Seed of the search (sampling, initialization, data order) and of the final training.
     seed: int = Field(0, ge=0)

@@ -270,7 +270,7 @@ class TrainConfig(Settings):
     #: Under torchrun (data-parallel): BatchNorm statistics over the global batch of every process
     #: (SyncBatchNorm); no effect in one process.
     sync_bn: bool = False
-    #: torch threads; None: torch's default (the machine's cores).
+    #: torch threads; None: OMP_NUM_THREADS where set, else the cores this process may use.
     threads: Optional[int] = Field(None, ge=1)
     #: Where to train: cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else the CPU).
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")

@@ -73,6 +73,16 @@ def summarize(times_ms: list[float], backend: str, shape: tuple[int, ...], threa
                          threads, device)
 
 
+def job_threads(threads: int | None = None) -> int:
+    """The torch threads a job computes on: ``threads``, else ``OMP_NUM_THREADS`` where it is set
+    (torchrun sets 1 per rank), else the cores this process may use (``default_threads``); not the
+    caller's torch setting, so that the same settings run alike from the command line and Python."""
+    if threads:
+        return threads
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else default_threads()
+
+
 def default_threads() -> int:
     """The cores this process may use: its CPU affinity, capped by a container's CPU quota (cgroup
     v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), so a 2-CPU container on a 64-core host times 2 threads."""

@@ -14,7 +14,7 @@ from segnas.config.base import Settings
 from segnas.config.compare import CompareSettings
 from segnas.config.io import flatten, has_setting, load_config, read_settings, read_yaml, save_config, saved_form
 from segnas.config.train import options_data
-from segnas.cost.latency import default_threads
+from segnas.cost.latency import default_threads, job_threads
 from segnas.data.base import check_same_classes
 from segnas.engine import distributed
 from segnas.engine.rundir import RunDir, RunKind, run_kind
@@ -145,8 +145,7 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(job_threads(cfg.threads))
     seed_everything(cfg.seed)
     return cfg, run
 
