@@ -100,6 +100,11 @@ def test_train_then_load_segments_as_segnas_predict_does(trained, tmp_path):
     with pytest.raises(SegnasError, match=r"uint8 HxWx3 RGB array.*shape \(0, 0, 3\)"):
         segment(np.zeros((0, 0, 3), np.uint8))
     assert api.load(trained.run_dir, base_size="native").size is None
+    # a network being fine-tuned stays in training mode (BatchNorm learning) when a frame is checked
+    segment.model.train()
+    assert np.array_equal(segment(frame), mask) and segment.model.training
+    assert repr(segment) == (f"Segmenter({str(segment.checkpoint)!r}, 11 classes, EMA weights, at each image's own "
+                             "size, on cpu)")
 
 
 def test_an_open_image_segments_as_its_file_and_sizes_past_the_memory_are_refused(trained, tmp_path):

@@ -57,14 +57,18 @@ def usable_bf16(requested: bool, echo: Echo | None = None, device_type: str = "c
 def predict_logits(model: nn.Module, images: torch.Tensor, bf16: bool = False,
                    channels_last: bool = False) -> torch.Tensor:
     """Eval-mode logits (float32, N×C×H×W at input size, on the model's device; of a network that
-    returns a mapping of heads, its ``"out"``)."""
+    returns a mapping of heads, its ``"out"``); the model's mode (training or eval) is put back."""
+    was_training = model.training
     model.eval()
     device = module_device(model)
     images = images.to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast_context(bf16, device.type):
-        out = model(images)
+    try:
+        with autocast_context(bf16, device.type):
+            out = model(images)
+    finally:
+        model.train(was_training)
     return (out["out"] if isinstance(out, Mapping) else out).float()
 
 
@@ -73,11 +77,9 @@ def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: i
     """Score ``model`` on every sample of ``dataset``; where a mask is larger or smaller than its image
     (``eval_transforms(label_size=True)``), against the logits resized bilinearly to the mask."""
     cm = ConfusionMatrix(num_classes)
-    was_training = model.training
     for images, masks in iter_batches(dataset, batch_size):
         logits = predict_logits(model, images, bf16, channels_last)
         if logits.shape[-2:] != masks.shape[-2:]:
             logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
         cm.update(logits.argmax(1), masks)
-    model.train(was_training)
     return cm.compute()

@@ -199,8 +199,14 @@ class Segmenter:
         self.bf16 = usable_bf16(bf16, device_type=where.type)  # fp32 where the CPU would only emulate bf16
         self._normalize = Normalize()
 
+    def __repr__(self) -> str:
+        at = "each image's own size" if self.size is None else f"{self.size[0]}x{self.size[1]}"
+        return (f"Segmenter({str(self.checkpoint)!r}, {self.classes.num_classes} classes, {self.weights} weights, "
+                f"at {at}, on {next(self.model.parameters()).device})")
+
     def logits(self, image: Any) -> torch.Tensor:
-        """Float32 1xCxHxW class scores of ``image`` at its own size."""
+        """Float32 1xCxHxW class scores of ``image`` at its own size, computed without gradients (an
+        inference tensor); the network's mode, training or eval, is left as it was."""
         rgb = self.rgb(image)
         check_inference_size(rgb.shape[:2], self.classes.num_classes, "image")  # its logits are of its size
         x, _ = self._normalize(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0, torch.empty(0))
