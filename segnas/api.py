@@ -265,17 +265,17 @@ def load(trained: str | Path | TrainResult | Segmenter, *, base_size: tuple[int,
     return Segmenter(trained_source(trained), base_size, bf16, device, raw)
 
 
-def trained_source(trained: Any) -> str | Path:
+def trained_source(trained: Any, argument: str = "trained") -> str | Path:
     """A trained network's checkpoint or run folder, given as a path or as what ``train`` or ``load``
-    returned."""
+    returned; SegnasError naming ``argument`` for anything else."""
     if isinstance(trained, TrainResult):
         return trained.run_dir
     if isinstance(trained, Segmenter):
         return trained.checkpoint
     if isinstance(trained, (str, Path)):
         return trained
-    raise SegnasError(f"trained: expected a checkpoint, a run folder, what train() or load() returned, got "
-                      f"{type(trained).__name__}")
+    raise SegnasError(f"{argument}: expected a checkpoint, a run folder, what train() or load() returned"
+                      f"{', a zoo name or an arch file' if argument != 'trained' else ''}, got {type(trained).__name__}")
 
 
 @leaves_the_process_as_it_was
@@ -301,4 +301,44 @@ def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str
                     options=dict(options or {}), raw=raw, echo=echo, progress=False, label_size=label_size)[0]
 
 
-__all__ = ["train", "search", "compare", "load", "evaluate", "Segmenter"]
+@leaves_the_process_as_it_was
+def export(network: str | Path | TrainResult | Segmenter, out: str | Path, *,
+           size: tuple[int, int] | str | None = None, fmt: str = "onnx", dynamic: bool = False,
+           num_classes: int | None = None, tolerance: float = 1e-3, int8: bool = False, data: str | None = None,
+           root: str | Path | None = None, options: Mapping[str, Any] | None = None, calibration_images: int = 64,
+           max_drop: float = 1.0, echo: Echo | None = None) -> Path:
+    """``segnas export``: ``network`` (a trained network as ``load`` takes it, what ``train`` or
+    ``load`` returned, an arch file or a zoo name) written to ``out`` as ONNX or TorchScript
+    (``fmt``), checked against PyTorch; returns ``out``. ``size``: (H, W) or "HxW" (None: the
+    network's own, else 360x480, said through ``echo``). ``int8``: an ONNX graph quantized to int8,
+    calibrated on ``calibration_images`` images of the checkpoint's training data (or ``data``,
+    ``root``, ``options``) and kept only within ``max_drop`` val mIoU points of the float graph."""
+    from segnas.jobs.bench import export_job, int8_settings
+
+    quantize = int8_settings(int8, {**{k: k for k in ("data", "root", "options", "calibration_images", "max_drop")},
+                                    "int8": "int8=True"},
+                             data=data, root=None if root is None else str(root), options=dict(options or {}),
+                             calibration_images=calibration_images, max_drop=max_drop)
+    return export_job(str(trained_source(network, "network")), out, size, fmt, dynamic, num_classes, tolerance, progress=False,
+                      echo=echo, int8=quantize)[0]
+
+
+@leaves_the_process_as_it_was
+def bench(networks: typing.Sequence[str | Path | TrainResult | Segmenter], *,
+          size: tuple[int, int] | str | None = None, backends: typing.Sequence[str] = ("onnxruntime",),
+          threads: int | None = None, num_classes: int | None = None, device: str = "cpu",
+          echo: Echo | None = None) -> list[dict[str, Any]]:
+    """``segnas bench``: one row per network and backend (params, GFLOPs, median and IQR latency,
+    FPS, fraction of the machine's matmul peak, precision, the machine). ``networks``: trained
+    networks as ``export`` takes them, arch files, zoo names or exported ``.onnx`` files; ``size``:
+    (H, W) or "HxW" (None: each network's own); ``backends``: eager, eager-cl, torchscript,
+    onnxruntime, openvino."""
+    from segnas.jobs.bench import bench_job
+
+    if isinstance(networks, (str, Path, TrainResult, Segmenter)):
+        networks = [networks]
+    return bench_job([str(trained_source(n, "networks")) for n in networks], size, list(backends), threads, num_classes, device,
+                     echo=echo, progress=False)
+
+
+__all__ = ["train", "search", "compare", "load", "evaluate", "export", "bench", "Segmenter"]

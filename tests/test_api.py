@@ -563,3 +563,13 @@ def test_load_keeps_the_random_generators_and_takes_what_load_returned(trained):
     assert torch.equal(torch.rand(3), expected)  # (building the network drew its initial weights)
     again = api.load(segment, base_size="native")
     assert again.checkpoint == segment.checkpoint and again.size is None
+
+
+def test_import_segnas_alone_reaches_the_api_and_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, segnas; assert 'torch' not in sys.modules; "
+            "assert callable(segnas.api.train) and 'api' in segnas.__all__")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -112,3 +112,31 @@ def test_int8_export_settings_are_refused_in_one_line_before_any_work(checkpoint
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
     assert re.search(message, result.output), result.output
     assert not out.exists()
+
+
+def test_the_pages_export_and_bench_run_from_python_as_the_commands_do(checkpoint, tmp_path, monkeypatch):
+    """docs/python.md's export and bench block, on what load() returns: the files written, int8
+    rows labelled so; bench's errors name the API's arguments; the caller's random state kept."""
+    import functools
+    import re as regex
+
+    import segnas.jobs.bench as bench
+
+    monkeypatch.setattr(bench, "bench_job", functools.partial(bench.bench_job, min_time_s=0.0))
+    monkeypatch.chdir(tmp_path)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "python.md").read_text()
+    block = regex.findall(r"```python\n(.*?)```", page, regex.S)[2]
+    assert "api.export(" in block and "api.bench(" in block
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    scope = {"api": api, "trained": api.load(checkpoint)}
+    exec(compile(block, "docs/python.md", "exec"), scope)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert scope["path"] == Path("model.onnx") and onnx_precision(onnx.load("model.onnx")) == "fp32"
+    assert onnx_precision(onnx.load(str(scope["int8"]))) == "int8"
+    assert [(r["precision"], r["size"]) for r in scope["rows"]] == [("fp32", "48x64"), ("int8", "48x64"),
+                                                                    ("fp32", "360x480")]
+    with pytest.raises(SegnasError, match=r"^networks: expected a checkpoint, .* got int$"):
+        api.bench([3])
+    with pytest.raises(SegnasError, match=r"^calibration_images: settings of an int8 export; add int8=True$"):
+        api.export(checkpoint, "x.onnx", calibration_images=3)

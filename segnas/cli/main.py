@@ -593,20 +593,11 @@ def export(
 ) -> None:
     """Export to ONNX or TorchScript and check parity with PyTorch (and an int8 graph's mIoU)."""
     use_threads(threads)
-    from segnas.jobs.bench import Int8Settings, export_job
+    from segnas.jobs.bench import export_job, int8_settings
     from segnas.utils import parse_size
 
-    quantize = None
-    if int8:
-        quantize = Int8Settings(data, data_root, parse_overrides(data_option, "--data-option"), calibration_images,
-                                max_drop)
-    else:
-        given = [name for name, value, default in (("--data", data, None), ("--data-root", data_root, None),
-                                                   ("--data-option", data_option, []),
-                                                   ("--calibration-images", calibration_images, 64),
-                                                   ("--max-drop", max_drop, 1.0)) if value != default]
-        if given:
-            raise SegnasError(f"{', '.join(given)}: settings of an int8 export; add --int8")
+    quantize = int8_settings(int8, data=data, root=data_root, options=parse_overrides(data_option, "--data-option"),
+                             calibration_images=calibration_images, max_drop=max_drop)
     path, _ = export_job(model, out, parse_size(size, "--size") if size else None, fmt, dynamic, classes,
                          tolerance, echo=echo, int8=quantize)
     echo(f"wrote {path}")

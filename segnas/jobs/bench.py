@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -304,6 +304,23 @@ class Int8Settings:
     options: dict[str, Any] = field(default_factory=dict)
     calibration_images: int = 64
     max_drop: float = 1.0
+
+
+#: ``int8_settings``'s arguments as the command line names them.
+INT8_OPTIONS = {"data": "--data", "root": "--data-root", "options": "--data-option",
+                "calibration_images": "--calibration-images", "max_drop": "--max-drop"}
+
+
+def int8_settings(int8: bool, names: Mapping[str, str] = INT8_OPTIONS, **given: Any) -> Int8Settings | None:
+    """The ``Int8Settings`` of an export (None without ``int8``) from ``given`` (``Int8Settings``'s
+    fields); one given away from its default without ``int8`` is refused, named as ``names`` says."""
+    defaults = Int8Settings()
+    if not int8:
+        changed = [names[k] for k, v in given.items() if v not in (None, getattr(defaults, k))]
+        if changed:
+            raise SegnasError(f"{', '.join(changed)}: settings of an int8 export; add {names.get('int8', '--int8')}")
+        return None
+    return Int8Settings(**{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
