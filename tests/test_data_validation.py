@@ -377,3 +377,33 @@ def test_what_yaml_reads_otherwise_in_dataset_yaml_is_said(tmp_path, text, messa
         validate_dataset(DataConfig(name="folder", root=str(root)))
     with pytest.raises(SegnasError, match="a file, not a folder: give the dataset root folder"):
         validate_dataset(DataConfig(name="folder", root=str(root / "dataset.yaml")))
+
+
+def test_a_comparison_resumed_on_a_dataset_that_names_other_classes_is_refused_before_any_work(tmp_path, monkeypatch):
+    """It resumed, and its rows then held trainings of two class lists side by side."""
+    import json
+
+    import yaml
+
+    from segnas.config.compare import CompareSettings
+    from segnas.config.io import build_config
+    from segnas.jobs.compare import compare_job
+
+    monkeypatch.setenv("SEGNAS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    make_folder(root)
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": CLASSES}))
+    cfg = {"data": {"name": "folder", "root": str(root), "batch_size": 2, "eval_batch_size": 2, "crop_size": [H, W]},
+           "latency": {"target_ms": 1e9, "size": [H, W], "backend": "eager", "table_min_runs": 1,
+                       "table_min_time_s": 0.0, "calibration_networks": 0},
+           "methods": {}, "zoo": ["fast_scnn"], "train": {"steps": 1, "seeds": 1}, "measure_min_runs": 2,
+           "measure_min_time_s": 0.0, "threads": 1, "progress": False, "report": False,
+           "out_dir": str(tmp_path / "runs")}
+    run = Path(compare_job(build_config(CompareSettings, cfg))["run_dir"])
+    assert json.loads((run / "classes.json").read_text()) == {"names": CLASSES}
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": ["background", "road", "vehicle"]}))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(SegnasError, match=r"trained on classes background, road, car, the dataset .* names them "
+                                          r"background, road, vehicle.*a resumed run keeps the classes"):
+        compare_job(None, resume=run)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before

@@ -66,6 +66,7 @@ from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
 from segnas.training.cached import resumable_training
+from segnas.training.start import check_resumed_classes, keep_classes
 from segnas.utils import atomic_write_text, cpu_seconds, json_float, read_json, read_jsonl, read_record
 from segnas.zoo import MODELS, zoo_name
 
@@ -907,7 +908,10 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     train_config(cfg, REFERENCE_ZOO, {"name": REFERENCE_ZOO}, cfg.seed, Path(cfg.out_dir))
     checked = {m: search_settings(cfg, m, own, Path(cfg.out_dir), new=resume is None) for m, own in methods.items()}
     test = test_split(cfg, echo, new=resume is None)
-    num_classes = dataset_classes(cfg.data).num_classes
+    classes = dataset_classes(cfg.data)
+    num_classes = classes.num_classes
+    if run is not None:  # (its searches and trainings would each refuse it, after the comparison had begun)
+        check_resumed_classes(run.path, classes.names, cfg.data.root)
     if resolve_device(cfg.device).type == "cuda" and cfg.train.cpu_minutes:
         raise SegnasError(f"train.cpu_minutes: a CPU-time budget does not measure training on a GPU (device "
                           f"{cfg.device}); give the trainings a step budget, train.steps")
@@ -930,6 +934,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     path = run.path
     if setup is not None:
         setup.save(path)
+    if resume is None:  # (a comparison from before the record is checked against nothing: none written)
+        keep_classes(run, classes.names)
 
     def tell(line: str) -> None:  # its course (a job's end, ...), on the terminal and in the comparison's log.txt
         run.log(line)
