@@ -51,9 +51,6 @@ class LatencyModel:
         self.table = table
         self.size = (int(size[0]), int(size[1]))
         self.target_ms = target_ms
-        #: wall and CPU seconds spent timing table entries met for the first time while predicting
-        #: (a search's clock leaves them out: they depend on what an earlier job left in the cache)
-        self.timing_seconds = [0.0, 0.0]
         #: the probe of probe-gated timing (``LatencySettings.probe``): the table's (``HostProbe``)
         #: and the calibration's networks use it; None: unprobed
         self.probe = probe
@@ -124,10 +121,7 @@ class LatencyModel:
     def op_latencies(self, keys: list[OpKey]) -> list[float]:
         """Table entries (ms, call overhead excluded) of ``keys``, measuring the missing ones (their
         seconds counted in ``timing_seconds``)."""
-        wall, cpu = time.perf_counter(), time.process_time()
-        if self.table.ensure(keys, progress=False):
-            self.timing_seconds[0] += time.perf_counter() - wall
-            self.timing_seconds[1] += time.process_time() - cpu
+        self.ensure(keys, progress=False)
         return [self.table.lookup(k, save=False) for k in keys]
 
     def call_overhead(self) -> float:
@@ -137,6 +131,13 @@ class LatencyModel:
     def ensure(self, keys: list[OpKey], progress: bool = True) -> int:
         """Measure every missing table entry up front (with a progress bar); returns how many."""
         return self.table.ensure(keys, progress=progress)
+
+    @property
+    def timing_seconds(self) -> list[float]:
+        """Wall and CPU seconds its table spent timing entries met for the first time (a search's
+        clock leaves them out: they depend on what an earlier job left in the cache); a list the
+        table updates in place."""
+        return self.table.timing_seconds if isinstance(self.table, LatencyTable) else [0.0, 0.0]
 
     # ------------------------------------------------------------------ networks
     def explain(self, space: HasLatencyKeys, arch: Any, num_classes: int) -> Prediction:

@@ -18,11 +18,12 @@ timing of the faster state, so that the entries add up in one state of the machi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -94,7 +95,24 @@ class LatencyTable:
         self._busy_reported = False
         #: the probe name and figures the cache file holds (read back by ``use_probe``)
         self._stored_probes: tuple[str | None, dict[str, float]] = (None, {})
+        #: wall and CPU seconds this instance spent timing entries and call overheads (a search's
+        #: clock leaves them out: they depend on what an earlier job left in the cache)
+        self.timing_seconds = [0.0, 0.0]
+        self._timing_depth = 0
         self._load()
+
+    @contextlib.contextmanager
+    def _timing(self) -> Iterator[None]:
+        """Count the block's seconds in ``timing_seconds`` (once where timings nest)."""
+        self._timing_depth += 1
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self._timing_depth -= 1
+            if self._timing_depth == 0:
+                self.timing_seconds[0] += time.perf_counter() - wall
+                self.timing_seconds[1] += time.process_time() - cpu
 
     def use_probe(self, probe: HostProbe) -> None:
         """Gate the timing of new entries by ``probe`` from now on; the probe figures stored with the
@@ -147,11 +165,12 @@ class LatencyTable:
         host: for this job only, as busy table entries are; it is taken off every entry)."""
         key = "x".join(map(str, shape))
         if key not in self.overheads:
-            if is_busy(self.host_load()):
-                self.volatile.add(key)
-            with torch.random.fork_rng():
-                self.overheads[key] = self._time_module(_CallOverhead(), shape)
-            self.save()
+            with self._timing():
+                if is_busy(self.host_load()):
+                    self.volatile.add(key)
+                with torch.random.fork_rng():
+                    self.overheads[key] = self._time_module(_CallOverhead(), shape)
+                self.save()
         return self.overheads[key]
 
     def _measure(self, key: OpKey) -> float:
@@ -165,12 +184,13 @@ class LatencyTable:
         """Latency (ms, call overhead excluded) of one operator, measured now if not in the table."""
         name = key.to_str()
         if name not in self.entries:
-            if self.probe is not None:
-                self.probes[name] = self.probe()
-            self.entries[name] = self._measure(key)
-            self.measured += 1
-            if save:
-                self.save()
+            with self._timing():
+                if self.probe is not None:
+                    self.probes[name] = self.probe()
+                self.entries[name] = self._measure(key)
+                self.measured += 1
+                if save:
+                    self.save()
         return self.entries[name]
 
     def unsteady(self, keys: Iterable[OpKey]) -> list[OpKey]:
@@ -187,8 +207,9 @@ class LatencyTable:
         keys = list(keys)
         for _ in range(self.probe_passes if self.probe is not None else 0):
             for key in self.unsteady(keys):
-                name, probe = key.to_str(), self.probe()
-                value = self._measure(key)
+                with self._timing():
+                    name, probe = key.to_str(), self.probe()
+                    value = self._measure(key)
                 if probe < self.probes[name]:
                     self.entries[name], self.probes[name] = value, probe
 
