@@ -78,6 +78,9 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     assert all(x in (run / "log.txt").read_text() for x in ended)
     log = (run / "log.txt").read_text()
     assert " compare: saswot, random for " in log and " measuring 3 networks in one interleaved session" in log
+    # what every training's log notes is said once for all (a 2-step budget inside the warm-up)
+    warm = [n for n in summary["notes"] if "ends within the learning rate's" in n]
+    assert len(warm) == 1 and warm[0].startswith("every final training: the 2-step budget ends within"), warm
     data = json.loads((run / "compare.json").read_text())
     assert [(r["name"], r["kind"]) for r in data["rows"]] == [("saswot", "method"), ("random", "method"),
                                                                ("fast_scnn", "zoo")]

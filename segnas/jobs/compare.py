@@ -62,6 +62,7 @@ from segnas.registry import plugin_hint
 from segnas.report.compare_md import compare_table
 from segnas.report.format import pct
 from segnas.report.pareto import plot_pareto
+from segnas.report.runfiles import NOTE_PREFIX, log_notes
 from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
@@ -219,6 +220,20 @@ def same_network_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             by_network.setdefault(key, []).append(row["name"])
     return [f"{', '.join(names[:-1])} and {names[-1]} found the same network: their latencies differ by "
             "measurement alone, their scores by training alone" for names in by_network.values() if len(names) > 1]
+
+
+def training_notes(path: Path, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The notes and warnings of the final trainings' logs (a budget that ends in the warm-up, a
+    class no mask holds, ...), each once, with the trainings that gave it."""
+    by_note: dict[str, list[str]] = {}
+    for row in rows:
+        for seed in row["seeds"]:
+            if seed.get("run_dir"):
+                for note in log_notes(path / seed["run_dir"] / "log.txt"):
+                    by_note.setdefault(NOTE_PREFIX.sub("", note), []).append(f"{row['name']} seed {seed['seed']}")
+    total = sum(len(row["seeds"]) for row in rows)
+    return [f"{'every final training' if len(names) == total else ', '.join(names)}: {note}"
+            for note, names in by_note.items()]
 
 
 def zoo_names(cfg: CompareSettings) -> list[str] | None:
@@ -995,6 +1010,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     notes = [f"{name}: {w}" for name, m in measured.items() for w in latency_notes(m["latency"])]
     notes += [note for r in rows for note in search_measurement_notes(r)]
     notes += same_network_notes(rows)
+    notes += training_notes(path, rows)
     # (a sample-based search's stop reason is "time"; a one-shot one's "time budget of N min spent")
     notes += [f"{m}: its search reached the time limit (search_cpu_minutes {cfg.search_cpu_minutes:g})"
               + (f" after {r['candidates_scored']} candidates" if r.get("candidates_scored") is not None else "")
