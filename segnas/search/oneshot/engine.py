@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from segnas.config.train import OptimConfig
 from segnas.engine import distributed
-from segnas.engine.checkpoint import keep_previous, load_checkpoint, load_latest_checkpoint, save_checkpoint
+from segnas.engine.checkpoint import (keep_previous, load_checkpoint, load_latest_checkpoint, previous_path,
+                                     save_checkpoint)
 from segnas.engine.losses import SegmentationLoss, kd_loss
 from segnas.engine.optim import lr_factor, parameter_groups, set_lr
 from segnas.progress import Echo, Progress, progress_bar
@@ -405,5 +406,7 @@ class OneShotEngine:
             stopped_pretraining = self.stopped and self.phase == "pretrain" and self.s.pretrain_epochs
             if stopped_pretraining and not self.pretrained_path.is_file():
                 self._save_pretrained()  # what there is, for the next phase or another search
+        if self.dist.is_main:  # its last checkpoint is whole: the one it replaced is no longer a fallback
+            previous_path(self.checkpoint_path).unlink(missing_ok=True)
         distributed.barrier()  # rank 0's checkpoints are written
         return record
