@@ -399,7 +399,7 @@ def job_resources(cfg: CompareSettings) -> TaskResources:
 
 
 def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
-             tell: Echo | None = None) -> dict[str, dict[str, Any]]:
+             tell: Echo | None = None, label: str = "comparison jobs") -> dict[str, dict[str, Any]]:
     """Results of ``items`` by key: finished ones read from ``jobs.jsonl``, the others run, each
     told to ``tell`` when it ends (``job_ended``; also a job that raised or whose worker died). On
     Ray each job reserves its ``threads`` CPUs (1 when unset) and, on a GPU, a ``1/workers`` share
@@ -412,7 +412,7 @@ def run_jobs(cfg: CompareSettings, run_path: Path, items: list[dict[str, Any]],
     results = run_all(run_job, items, executor=executor, workers=cfg.workers, results_path=run_path / JOBS_FILE,
                       key=lambda item: item["key"], progress=cfg.progress, threads_per_worker=cfg.threads,
                       ray_address=cfg.ray_address, resources=resources if executor == "ray" else None,
-                      label="comparison jobs", on_result=lambda key, result: tell(job_ended(key, result)),
+                      label=label, on_result=lambda key, result: tell(job_ended(key, result)),
                       on_failure=lambda key, exc: tell(f"{key}: failed: {failure_message(exc)}"))
     return {item["key"]: result for item, result in zip(items, results)}
 
@@ -972,7 +972,8 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     # trains beside the searches still to run, else with the other trainings
     ended_before = read_store(path / JOBS_FILE)[0]
     beside = zoo_beside_searches(cfg, list(methods), ended_before)
-    done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell)
+    done = run_jobs(cfg, path, searches + (zoo_items if beside else []), tell,
+                    "searches and the zoo's trainings" if beside and zoo_items else "searches")
     found = {m: with_search_measurement(done[f"search:{m}"], path) for m in methods}
     for m, r in found.items():
         if r["status"] != "ok":
@@ -987,7 +988,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     trainings = {it["key"]: it for it in (method_items if beside else method_items + zoo_items)}
     ordered = [trainings[key] for name, seed in training_order(cfg, list(methods), zoo, beside)
                if (key := f"train:{name}:seed{seed}") in trainings]
-    done.update(run_jobs(cfg, path, ordered, tell))
+    done.update(run_jobs(cfg, path, ordered, tell, "final trainings"))
 
     seeds = {it["name"]: [] for it in zoo_items + method_items}
     for it in zoo_items + method_items:
