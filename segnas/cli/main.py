@@ -482,7 +482,8 @@ def compare(
     overrides = parse_overrides(set_)
     execution = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
     with_sets(execution, {"device": "--device", "workers": "--workers"}, overrides)  # (the options win in compare_job)
-    cfg = job_settings(CompareSettings, config, overrides, resume)
+    flags = {key: "" for key in overrides} if resume is None else {}  # an error names --set's key, not the file
+    cfg = job_settings(CompareSettings, config, overrides, resume, flags)
     summary = compare_job(cfg, resume, echo=echo, device=device, workers=workers, measure=latency,
                           measure_now=measure_now, any_machine=any_machine, rerun=rerun,
                           changes=overrides if resume else None)
@@ -707,6 +708,7 @@ def _search_command(method: str) -> Callable[..., None]:
                                   f"segnas search {started} --resume {resume}{missing}")
         else:
             check_method_of_file(kwargs["config"], method)
+            given = {**{key: "" for key in overrides}, **given}  # an error names --set's key, not the file
         cfg = job_settings(settings_class(method), kwargs["config"], overrides, resume, given)
         summary = search_job(cfg, resume, echo=echo, changes=overrides if resume else None)
         echo(f"done: {summary['run_dir']}")

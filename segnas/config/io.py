@@ -81,7 +81,9 @@ def validation_message(exc: ValidationError, source: str, flags: Optional[Mappin
         # settings under a setting that takes a value (``optim.schedule.x``): named, not the value's rule
         key = str(next(iter(err["input"])))
         loc, msg = f"{loc}.{key}", f"unknown setting: {loc} takes a value ({msg}), not settings under it"
-    shown = "input" in err and not isinstance(err["input"], dict) and repr(err["input"]) not in msg
+    value = err.get("input")  # said unless the message says it (a number's bound, "greater than 0", does not)
+    shown = ("input" in err and not isinstance(value, dict) and not re.search(r"\bgot\b", msg)
+             and (isinstance(value, (int, float)) or repr(value) not in msg))
     got = f" (got {err['input']!r})" if shown else ""
     # (one value given to several fields, as --size is, fails each of them the same way: counted once)
     others = len({(e["msg"], repr(e.get("input"))) for e in exc.errors()} - {(err["msg"], repr(err.get("input")))})

@@ -916,7 +916,7 @@ def compare_job(settings: CompareSettings | None, resume: str | Path | None = No
     # everything that can fail on user input, before the run directory exists
     methods = chosen_methods(cfg)
     zoo_names(cfg)
-    check_backend(cfg.latency.backend, "latency.backend (--backend)")
+    check_backend(cfg.latency.backend, "latency.backend")
     if not cfg.data.val_split:
         raise SegnasError("data.val_split: a comparison scores every network on the validation split; name it")
     validate_dataset(cfg.data, cfg.progress, echo)
