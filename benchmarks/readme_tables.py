@@ -837,8 +837,9 @@ def int8(r: dict) -> list[str]:
         s, size = acc["scores"], "x".join(map(str, acc["size"]))
         splits = [k.removesuffix("_fp32") for k in s if k.endswith("_fp32")]
         named = {"val": "val", "holdout": f"unseen street ({acc['holdout']})"}
-        lines += [f"{acc['model'].get('name') or 'found network'} trained on CamVid ({acc['steps']} steps, "
-                  f"`cpu-short`), exported at {size}; int8 calibrated on 64 of its training images:", "",
+        lines += [f"{acc['model'].get('name') or 'found network'} trained on CamVid without {acc['holdout']} "
+                  f"({acc['steps']} steps of `cpu-short`; its best val epoch, {acc['epoch']}), exported at {size}; "
+                  "int8 calibrated on 64 of its training images:", "",
                   "| split | images | float mIoU | int8 mIoU | change (points) |", "|---|---|---|---|---|"]
         lines += [f"| {named.get(k, k)} | {s[k + '_fp32']['images']} | {100 * s[k + '_fp32']['miou']:.1f}% | "
                   f"{100 * s[k + '_int8']['miou']:.1f}% | {100 * (s[k + '_int8']['miou'] - s[k + '_fp32']['miou']):+.1f} |"

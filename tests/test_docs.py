@@ -44,7 +44,8 @@ def commands_in(text: str) -> list[str]:
                 if part.startswith("segnas "):
                     found.append(part.split(" #")[0])
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    found += [" ".join(c.split()) for c in re.findall(r"`(segnas [^`]+)`", prose)]
+    found += [" ".join(part.split()) for c in re.findall(r"`(segnas [^`]+)`", prose)
+              for part in c.split("&&") if part.strip().startswith("segnas ")]
     return found
 
 

@@ -48,6 +48,17 @@ class Hill(AskTellStrategy):
         return self.space.sample(self.rng)
 '''
 
+#: A plugin's dataset: the synthetic scenes under another name.
+DATASET_PLUGIN = '''
+from segnas.data import register_dataset
+from segnas.data.synthetic import SyntheticStreets
+
+
+@register_dataset("tiles")
+class Tiles(SyntheticStreets):
+    pass
+'''
+
 
 def segnas(tmp_path: Path, plugin: str, *args: str) -> subprocess.CompletedProcess:
     """`segnas ARGS` in a fresh process with module ``plugin_mod`` (text ``plugin``) as a plugin."""
@@ -59,9 +70,10 @@ def segnas(tmp_path: Path, plugin: str, *args: str) -> subprocess.CompletedProce
                           cwd=tmp_path, timeout=600)
 
 
-def test_a_plugins_method_runs_through_search(tmp_path):
-    result = segnas(tmp_path, PLUGIN, "search", "hill", "--data", "synthetic", "--size", "32x48", "--backend",
-                    "eager", "--target-ms", "1000", "--set", "progress=false", "--set", "final.epochs=0",
+def test_a_plugins_method_runs_through_search_on_a_plugins_dataset_in_worker_processes(tmp_path):
+    result = segnas(tmp_path, PLUGIN + DATASET_PLUGIN, "search", "hill", "--data", "tiles", "--size", "32x48",
+                    "--backend", "eager", "--target-ms", "1000", "--workers", "2", "--executor", "process",
+                    "--set", "progress=false", "--set", "final.epochs=0",
                     "--set", "latency.check_target=false", "--set", "latency.calibration_networks=0",
                     "--set", "latency.table_min_runs=1", "--set", "latency.table_min_time_s=0",
                     "--set", "hill.space_options={layers: 6, base_width: 4}", "--out-dir", str(tmp_path / "runs"))
@@ -69,6 +81,25 @@ def test_a_plugins_method_runs_through_search(tmp_path):
     run = next((tmp_path / "runs").iterdir())
     assert json.loads((run / "search_result.json").read_text())["method"] == "hill"
     assert len((run / "candidates.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_dataset_is_checked_when_it_registers():
+    from segnas.data import DATASETS, register_dataset
+    from segnas.data.synthetic import SyntheticStreets
+
+    with pytest.raises(SegnasError, match=r"register_dataset\('bad'\): .*NoArrays lacks load_arrays, has_split"):
+        @register_dataset("bad")
+        class NoArrays:
+            def __len__(self):
+                return 0
+
+            def __getitem__(self, i):
+                raise IndexError
+    with pytest.raises(SegnasError, match=r"register_dataset: 'camvid' is already segnas.data.camvid:CamVid"):
+        register_dataset("camvid")(type("Mine", (SyntheticStreets,), {}))
+    with pytest.raises(SegnasError, match=r"register_dataset: 'My-Data' is not a name"):
+        register_dataset("My-Data")(SyntheticStreets)
+    assert "bad" not in DATASETS and "My-Data" not in DATASETS
 
 
 def test_segnas_warnings_print_in_one_line_from_the_command(tmp_path):

@@ -64,7 +64,7 @@ def accuracy(checkpoint: str, threads: int, out_dir: Path) -> dict:
     state = load_trained(source)[2]
     data = state["config"]["data"]
     options = dict(data.get("options") or {})
-    size = tuple(data["base_size"])
+    size = tuple(data["base_size"] or data["crop_size"])  # (CamVid's images are all 360x480: crops of their size)
     fp32, int8 = out_dir / "model.onnx", out_dir / "model.int8.onnx"
     export_job(source, fp32, size, progress=False, echo=print)
     export_job(source, int8, size, progress=False, echo=print, int8=Int8Settings())
@@ -76,7 +76,8 @@ def accuracy(checkpoint: str, threads: int, out_dir: Path) -> dict:
             metrics = evaluate(OnnxNetwork(path, threads), dataset, len(dataset.classes.names), batch_size=1)
             scores[f"{split}_{label}"] = {"miou": metrics.miou, "iou": metrics.iou, "images": len(dataset)}
             print(f"{split} {label}: mIoU {100 * metrics.miou:.1f}% ({len(dataset)} images)")
-    return {"checkpoint": source, "model": state["config"]["model"], "size": list(size), "steps": state.get("step"),
+    return {"checkpoint": source, "model": state["config"]["model"], "size": list(size),
+            "steps": state["config"].get("max_steps"), "epoch": state.get("epoch"),
             "classes": list(dataset.classes.names), "holdout": options.get("holdout"), "scores": scores}
 
 

@@ -10,9 +10,11 @@ is scored against its float graph before it is kept (``segnas export --int8``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -59,7 +61,7 @@ def quantize_onnx(source: Path, out: Path, calibration: Iterable[np.ndarray],
             return None if x is None else {name: np.ascontiguousarray(x, dtype=np.float32)}
 
     def write(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="segnas-quantize-") as work:
+        with tempfile.TemporaryDirectory(prefix="segnas-quantize-") as work, _quiet_root_logger():
             prepared = Path(work) / "prepared.onnx"  # shapes inferred and the graph optimized, as ORT advises
             quant_pre_process(str(source), str(prepared))
             quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -73,6 +75,17 @@ def quantize_onnx(source: Path, out: Path, calibration: Iterable[np.ndarray],
         atomic_write(out, write)
     except StopIteration:
         raise SegnasError("int8 calibration: no calibration images") from None
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs its notes through the root logger (``WARNING:root:Axis 1 is
+    out-of-range ...`` for a weight it quantizes per tensor instead): kept off the user's terminal."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 class OnnxNetwork(nn.Module):

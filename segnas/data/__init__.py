@@ -6,27 +6,62 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from segnas.config.train import DataConfig
 from segnas.data.base import IGNORE_INDEX, ClassInfo, PairDataset, SegmentationDataset, Transform, meta_split
 from segnas.data.transforms import eval_transforms, train_transforms
 from segnas.data.validate import DataReport, validate_dataset, validate_split
 from segnas.errors import SegnasError
+from segnas.registry import NAME, load_plugins, plugin_hint, plugin_table, qualified
 
-DATASETS: dict[str, str] = {
+#: Datasets by name (``data.name``): segnas's own as ``module:Class`` (imported when used), a
+#: plugin's as the class it registered (``register_dataset``).
+DATASETS: dict[str, str | type] = plugin_table({
     "camvid": "segnas.data.camvid:CamVid",
     "cityscapes": "segnas.data.cityscapes:Cityscapes",
     "folder": "segnas.data.folder:FolderDataset",
     "synthetic": "segnas.data.synthetic:SyntheticStreets",
-}
+})
+
+#: What every dataset class answers (``SegmentationDataset``): checked as a plugin registers one.
+DATASET_MEMBERS = ("__len__", "__getitem__", "load_arrays", "has_split")
+
+
+def register_dataset(name: str) -> Callable[[type], type]:
+    """Class decorator: make a dataset of your own a ``data.name``, as segnas's are (a plugin's
+    module registers it when imported, in every process that looks it up: ``registry``). The class
+    follows ``SegmentationDataset``: built as ``cls(root, split=..., transform=..., cache=...,
+    **options)`` (its other arguments are its ``data.options``), with ``classes``, samples, decoded
+    arrays and a static ``has_split``."""
+    def register(cls: type) -> type:
+        if not isinstance(cls, type):
+            raise SegnasError(f"register_dataset({name!r}): decorates a class, got {cls!r}")
+        if not NAME.fullmatch(name):
+            raise SegnasError(f"register_dataset: {name!r} is not a name of lower-case letters, digits and _")
+        if name in DATASETS and DATASETS[name] is not cls:
+            raise SegnasError(f"register_dataset: {name!r} is already {DATASETS[name]}")
+        missing = [m for m in DATASET_MEMBERS if not callable(getattr(cls, m, None))]
+        if missing:
+            raise SegnasError(f"register_dataset({name!r}): {qualified(cls)} lacks {', '.join(missing)} (a dataset "
+                              "follows segnas.data.SegmentationDataset)")
+        DATASETS[name] = cls
+        return cls
+
+    return register
 
 
 def dataset_class(name: str) -> type:
-    """Look a dataset class up by registry name."""
+    """Look a dataset class up by registry name (a plugin's too)."""
     if name not in DATASETS:
-        raise SegnasError(f"dataset: unknown name {name!r}; choose one of {', '.join(sorted(DATASETS))}")
-    module, attr = DATASETS[name].split(":")
+        load_plugins()
+    if name not in DATASETS:
+        raise SegnasError(f"dataset: unknown name {name!r}; choose one of {', '.join(sorted(DATASETS))} "
+                          f"(or {plugin_hint()})")
+    target = DATASETS[name]
+    if isinstance(target, type):
+        return target
+    module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -92,5 +127,5 @@ def dataset_classes(cfg: DataConfig) -> ClassInfo:
 
 __all__ = ["open_data", "dataset_classes", "dataset_options", "has_split", "open_split", "IGNORE_INDEX", "ClassInfo",
            "PairDataset",
-           "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class",
+           "SegmentationDataset", "meta_split", "DATASETS", "build_dataset", "dataset_class", "register_dataset",
            "train_transforms", "eval_transforms", "validate_dataset", "validate_split", "DataReport"]
