@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import multiprocessing
 import numbers
 import os
 import typing
@@ -53,6 +54,7 @@ def leaves_the_process_as_it_was(job: F) -> F:
 
     @functools.wraps(job)
     def call(*args: Any, **kwargs: Any) -> Any:
+        refuse_in_a_starting_worker(job.__name__)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -70,6 +72,16 @@ def leaves_the_process_as_it_was(job: F) -> F:
             torch.set_num_threads(threads)
 
     return call  # type: ignore[return-value]
+
+
+def refuse_in_a_starting_worker(name: str) -> None:
+    """SegnasError when called while a spawned worker process imports the caller's script (a
+    script that calls segnas outside ``if __name__ == "__main__":``): its job would run again in
+    every worker of the pool, each starting workers of its own."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SegnasError(f"{name}: called while a worker process of a segnas job starts: it imports your script, "
+                          "and the script calls segnas at its top level; put those calls under "
+                          "if __name__ == \"__main__\": (workers run them again otherwise)")
 
 
 #: Arguments of plain types: what one is called in an error, and whether a value is one (numpy's

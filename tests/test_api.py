@@ -455,7 +455,7 @@ def test_a_call_closes_the_log_it_opened_and_leaves_the_runs_of_a_job_it_runs_in
     from segnas.engine.rundir import RunDir, held_runs
 
     done = api.train({**TINY, "max_steps": 1, "out_dir": str(tmp_path / "a")}, echo=None)
-    assert not logging.getLogger(f"segnas.run.{Path(done.run_dir).resolve()}").handlers
+    assert f"segnas.run.{Path(done.run_dir).resolve()}" not in logging.Logger.manager.loggerDict  # (none kept)
     assert Path(done.run_dir).resolve() not in held_runs()
     outer = RunDir.create(tmp_path / "outer", "job")  # a job under way in this process
     api.evaluate(trained.run_dir, "synthetic")
@@ -573,3 +573,24 @@ def test_import_segnas_alone_reaches_the_api_and_stays_light():
             "assert callable(segnas.api.train) and 'api' in segnas.__all__")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_script_without_the_main_guard_fails_at_once_in_its_workers_not_after_running_them(tmp_path):
+    """Each spawned worker imports the script; unguarded, it ran the whole search again in every
+    worker (retried three times: 16 stray run folders and minutes) before a WorkerError."""
+    import subprocess
+    import sys
+
+    settings = {"data.name": "synthetic", "data.crop_size": "32x48", "latency.target_ms": 1e9, "latency.size": "32x48",
+                "latency.backend": "eager", "latency.table_min_runs": 1, "latency.table_min_time_s": 0,
+                "latency.calibration_networks": 0, "random.space_options": {"layers": 6, "base_width": 4},
+                "random.candidates": 2, "random.top_k": 1,
+                "random.evaluator": {"proxy": {"proxy": "params", "images": 2, "batch_size": 2, "size": [32, 48]}},
+                "final.epochs": 0, "workers": 2, "executor": "process", "task_retries": 0, "progress": False,
+                "out_dir": str(tmp_path / "runs")}
+    (tmp_path / "unguarded.py").write_text(f"from segnas import api\n\napi.search('random', {settings!r})\n")
+    done = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "search: called while a worker process of a segnas job starts" in done.stderr, done.stderr[-3000:]
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the script's own run, none of a worker's

@@ -530,6 +530,9 @@ def test_a_searchs_training_record_given_as_an_architecture_is_named_for_what_it
     with pytest.raises(SegnasError, match=r"arch_train.json: a search's record of a finished training, not an "
                                           r"architecture; give the search's arch.json"):
         read_arch_file(tmp_path / "arch_train.json")
+    (tmp_path / "arch.json").write_text("{}")  # a search's run folder given for its architecture
+    with pytest.raises(SegnasError, match=r"^.*: a folder; its found network is .*arch\.json$"):
+        read_arch_file(tmp_path)
 
 
 def test_segnas_warnings_print_as_one_line_and_other_packages_warnings_as_python_shows_them(capsys, monkeypatch,

@@ -141,7 +141,7 @@ class CompareSettings(Settings):
         if self.methods is not None and not self.methods and not self.zoo:
             raise ValueError("methods: empty, and no zoo network either; nothing to compare")
         if (self.latency.size or self.data.crop_size or self.data.base_size) is None:
-            raise ValueError("latency.size: give the deployment input size (HxW), or data.crop_size")
+            raise ValueError("latency.size: give the deployment input size (HxW), e.g. 360x480, or data.crop_size")
         return self
 
     def deployment_size(self) -> tuple[int, int]:

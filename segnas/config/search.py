@@ -229,13 +229,16 @@ def refuse_idle_execution(settings: Any, info: ValidationInfo, flags: bool = Tru
                 named if flags else str)
 
 
+#: What a job told no deployment input size hears (latency.size, nor a training crop or base size).
+NO_LATENCY_SIZE = "latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or set data.crop_size)"
+
+
 def deployment_size(latency: LatencyTarget, data: DataConfig) -> tuple[int, int]:
     """The size latency is for: ``latency.size``, else the training crop or base size (SegnasError
     when none is given)."""
     size = latency.size or data.crop_size or data.base_size
     if size is None:
-        raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or "
-                          "set data.crop_size)")
+        raise SegnasError(NO_LATENCY_SIZE)
     return tuple(size)
 
 

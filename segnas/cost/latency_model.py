@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from segnas.config.search import LatencyTarget
+from segnas.config.search import NO_LATENCY_SIZE, LatencyTarget
 from segnas.cost.calibration import (CorrectionCache, HasLatencyKeys, LatencyCorrection, calibration_archs,
                                      correction_key, fit_correction, measure_networks)
 from segnas.cost.latency import HostProbe
@@ -96,8 +96,7 @@ class LatencyModel:
         ``settings.probe`` names, built by the caller."""
         size = settings.size or default_size
         if size is None:
-            raise SegnasError("latency.size: give the deployment input size (HxW), e.g. 360x480 (--size; or "
-                              "set data.crop_size)")
+            raise SegnasError(NO_LATENCY_SIZE)
         return cls.create(settings.backend, size, settings.target, settings.threads or threads,
                           min_runs=settings.table_min_runs, min_time_s=settings.table_min_time_s, probe=probe,
                           probe_name=settings.probe)

@@ -48,6 +48,7 @@ def _release(key: str, handle: Any) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+    logging.Logger.manager.loggerDict.pop(logger.name, None)  # (a process that runs many jobs keeps no logger of each)
 
 
 class _Held:

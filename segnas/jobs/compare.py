@@ -62,7 +62,7 @@ from segnas.registry import plugin_hint
 from segnas.report.compare_md import compare_table
 from segnas.report.format import pct
 from segnas.report.pareto import plot_pareto
-from segnas.report.runfiles import NOTE_PREFIX, log_notes
+from segnas.report.runfiles import NOTE_PREFIX, found_network, log_notes
 from segnas.search.base import get_strategy, list_strategies
 from segnas.spaces.base import arch_key, read_arch_file
 from segnas.training import open_run, resolve_model, start_job, train_job
@@ -318,7 +318,7 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
         first = str(exc).splitlines()[0] if str(exc) else ""
         return {"status": f"failed: {type(exc).__name__}: {first} (raised while the method ran; traceback in "
                           f"{relative(kept, item['root'])})"}
-    found = next(r for r in summary["networks"].values() if r["role"] == "found")
+    found = found_network(summary)[1]
     run_dir = relative(summary["run_dir"], item["root"])
     return {"status": "ok", "method": item["method"], "run_dir": run_dir, "space": summary["space"],
             "arch_file": str(Path(run_dir) / found["arch_file"]), "predicted_ms": found["predicted_ms"],
@@ -338,7 +338,7 @@ def with_search_measurement(result: dict[str, Any], root: Path) -> dict[str, Any
         return result
     path = root / result["run_dir"] / "search_result.json"
     saved = read_json(path, missing_ok=True) or {}
-    found = next((r for r in saved.get("networks", {}).values() if r.get("role") == "found"), {})
+    found = (found_network(saved) or ("", {}))[1]
     recorded = {"measured_ms": found.get("measured_ms"), "measured_other_cores": found.get("measured_other_cores"),
                 "machine": saved.get("machine")}
     return {**result, **{k: recorded[k] for k in missing}}
@@ -614,9 +614,25 @@ def add_session(earlier: dict[str, dict[str, Any]], latest: dict[str, dict[str, 
 SESSION_SPREAD = 0.15
 
 
+#: A network whose round medians within one session differ by more than this (max / min − 1) ran
+#: unsteadily itself, whatever the probe saw of the host: a note says its figure is uncertain.
+ROUND_SPREAD = 0.5
+
+
 def latency_notes(latency: dict[str, Any]) -> list[str]:
-    """What a network's session figures need said: a noisy session, sessions that disagree."""
-    return [w for w in (latency_warning(latency), session_spread_warning(latency)) if w]
+    """What a network's session figures need said: a noisy session, rounds or sessions that disagree."""
+    return [w for w in (latency_warning(latency), round_spread_warning(latency), session_spread_warning(latency))
+            if w]
+
+
+def round_spread_warning(latency: dict[str, Any]) -> str | None:
+    """A note when a network's rounds of one session disagree by more than ``ROUND_SPREAD``."""
+    rounds = latency.get("round_medians_ms") or []
+    if len(rounds) > 1 and min(rounds) > 0 and max(rounds) / min(rounds) - 1 > ROUND_SPREAD:
+        return (f"its rounds in the latency session disagreed by {100 * (max(rounds) / min(rounds) - 1):.0f}% "
+                f"({', '.join(f'{x:.2f}' for x in rounds)} ms): its figure is uncertain; measure again "
+                "(--measure-now; measure_now=True from Python) on a quiet machine")
+    return None
 
 
 def session_spread_warning(latency: dict[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from segnas.errors import SegnasError
 from segnas.progress import Echo
 from segnas.report.breakdown import LatencyBreakdown, latency_breakdown
 from segnas.report.html_report import ReportInputs, Sample, SampleSet, architectures, write_report
-from segnas.report.runfiles import RunFiles, read_run
+from segnas.report.runfiles import RunFiles, found_network, read_run
 from segnas.spaces import get_space
 from segnas.training.models import load_trained
 from segnas.utils import check_output_file
@@ -96,8 +96,7 @@ def report_checkpoints(run: RunFiles) -> dict[str, Path]:
         found_ckpt = best_of(run.path)
         return {"prediction": found_ckpt} if found_ckpt else {}
     if run.kind == "search":
-        networks = (run.search_result or {}).get("networks") or {}
-        found = [n for n, net in networks.items() if (net or {}).get("role") == "found"]
+        found = [named[0]] if (named := found_network(run.search_result)) else []
         for name in found + [n for n in run.finals if n not in found]:
             if name in run.finals and best_of(run.finals[name].path):
                 return {name: best_of(run.finals[name].path)}

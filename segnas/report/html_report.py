@@ -23,7 +23,7 @@ from segnas.config.compare import TARGET_TOLERANCE
 from segnas.report.format import is_number, num, pct, signed_pct
 from segnas.report.pareto import pareto_figure, pareto_front, plottable
 from segnas.report.plots import candidates_figure, latency_by_op_figure, search_curves_figure, training_curve_figure
-from segnas.report.runfiles import NOTE_PREFIX, RunFiles
+from segnas.report.runfiles import NOTE_PREFIX, RunFiles, found_network
 from segnas.report.verdict import compare_verdict, search_verdict, within_budget
 from segnas.utils import read_json
 
@@ -124,7 +124,7 @@ def summary_notes(run: RunFiles) -> list[str]:
 
 def _summary(doc: HtmlDocument, run: RunFiles, inputs: ReportInputs) -> None:
     res = run.search_result or {}
-    found = next((n for n in (res.get("networks") or {}).items() if (n[1] or {}).get("role") == "found"), None)
+    found = found_network(res)
     if found is not None:
         doc.verdict(*search_verdict(*found, res.get("target_ms")))
     elif run.compare:

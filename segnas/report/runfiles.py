@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from segnas.config.io import parse_yaml
 from segnas.engine.rundir import RunKind, run_kind
@@ -134,6 +134,15 @@ def read_candidates(path: Path, result: dict[str, Any] | None) -> list[Candidate
                              float(latency) if isinstance(latency, (int, float)) else None,
                              r.get("arch") if isinstance(r.get("arch"), dict) else None))
     return out
+
+
+def found_network(result: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """The found network of a search's result (``search_result.json``): its name and record (its
+    ``arch_file``, latencies and ``training``); None when the result names none."""
+    for name, network in ((result or {}).get("networks") or {}).items():
+        if (network or {}).get("role") == "found":
+            return name, network
+    return None
 
 
 def training_folder(path: Path, recorded: str) -> Path | None:

@@ -268,6 +268,8 @@ def _is_int(x: Any) -> bool:
 def read_arch_file(path: str | Path) -> dict[str, Any]:
     """Read and check an arch.json; returns the raw ``{"space", "version", "arch"}`` mapping."""
     path = Path(path)
+    if path.is_dir() and (path / "arch.json").is_file():
+        raise SegnasError(f"{path}: a folder; its found network is {path / 'arch.json'}")
     if not path.is_file():
         raise SegnasError(f"{path}: architecture file not found")
     data = read_json(path)

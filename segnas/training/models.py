@@ -14,7 +14,7 @@ from segnas.data.base import ClassInfo
 from segnas.engine.checkpoint import STALE_SWA, kept_average, load_checkpoint, read_weights
 from segnas.engine.rundir import best_checkpoint, run_kind
 from segnas.errors import SegnasError
-from segnas.report.runfiles import training_folder
+from segnas.report.runfiles import found_network, training_folder
 from segnas.spaces import build_from_arch, read_arch_file
 from segnas.training.start import continue_command
 from segnas.zoo import build_model
@@ -47,7 +47,7 @@ def trained_checkpoint(path: str | Path) -> Path:
                           f"{continue_command(path, kind)} (search(resume=...) from Python)")
     if result_file.is_file():
         result = read_json(result_file)
-        found = next((n for n in (result.get("networks") or {}).values() if n.get("role") == "found"), None)
+        found = (found_network(result) or ("", None))[1]
         recorded = (found or {}).get("training") or {}
         folder = training_folder(path, recorded["run_dir"]) if "run_dir" in recorded else None
         if folder is None:
