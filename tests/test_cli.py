@@ -218,7 +218,7 @@ def test_bench_prints_table_and_json(tmp_path, monkeypatch):
     assert all(r["median_ms"] > 0 and 0 < r["fraction_of_peak"] for r in rows)
     from segnas.cost.machine import cpu_model
 
-    assert rows[0]["machine"]["cpu"] == cpu_model() and f"1 threads on {cpu_model()}" in result.output  # (where)
+    assert rows[0]["machine"]["cpu"] == cpu_model() and f"1 thread on {cpu_model()}" in result.output  # (where)
     # measured beside other work: said, and kept in the rows
     monkeypatch.setattr("segnas.jobs.bench.other_processes_cores", lambda *a, **k: 1.5)
     result = run("bench", "--model", "fast_scnn", "--size", "64x96", "--backend", "eager", "--threads", "1",

@@ -533,7 +533,8 @@ def bench(
     sizes = sorted({r["size"] for r in rows})
     machine = rows[0]["machine"]
     precision = "fp32" if all(r["precision"] == "fp32" for r in rows) else "fp32 (int8: where a backend says so)"
-    echo(f"{sizes[0] + ', ' if len(sizes) == 1 else ''}{rows[0]['threads']} threads on {machine['cpu']} "
+    threads = rows[0]["threads"]
+    echo(f"{sizes[0] + ', ' if len(sizes) == 1 else ''}{threads} thread{'s' * (threads != 1)} on {machine['cpu']} "
          f"({machine['cores']} cores), {precision}, fp32 matmul peak {rows[0]['peak_gflops_s']:.0f} GFLOP/s")
     print_bench(rows, each_size=len(sizes) > 1)
     if json_out:

@@ -114,7 +114,7 @@ class LatencyModel:
         return (1, 3, *self.size)
 
     def describe(self) -> str:
-        return f"{self.backend}, {self.threads} threads, input {self.size[0]}x{self.size[1]}"
+        return f"{self.backend}, {self.threads} thread{'s' * (self.threads != 1)}, input {self.size[0]}x{self.size[1]}"
 
     # ------------------------------------------------------------------ operators
     def op_latencies(self, keys: list[OpKey]) -> list[float]:

@@ -87,7 +87,8 @@ def latency_threads(cfg: CompareSettings) -> int:
 
 def latency_description(cfg: CompareSettings) -> str:
     h, w = cfg.deployment_size()
-    return f"{cfg.latency.backend}, {latency_threads(cfg)} threads, {h}x{w}"
+    threads = latency_threads(cfg)
+    return f"{cfg.latency.backend}, {threads} thread{'s' * (threads != 1)}, {h}x{w}"
 
 
 def chosen_methods(cfg: CompareSettings) -> dict[str, dict[str, Any]]:

@@ -29,7 +29,9 @@ def compare_table(summary: dict[str, Any]) -> str:
     s = summary["settings"]
     lines = [f"# Comparison: {s['data']['name']}, target {summary['target_ms']:g} ms ({summary['latency']})", "",
              compare_verdict(summary)[0], "",
-             f"- final training: {summary['train_budget']}, {s['train']['seeds']} seed(s) from {s['seed']}; "
+             f"- final training: {summary['train_budget']}, "
+             + (f"{s['train']['seeds']} seeds from {s['seed']}" if s['train']['seeds'] != 1
+                else f"1 seed ({s['seed']}: no spread, a gap of 1-2 points may be a seed's)") + "; "
              f"search budget: {summary['search_budget']}",
              ("- val mIoU: mean ± std over seeds; latency: no session ran (no network was trained);"
               if summary.get("latency_sessions", 1) == 0 else
