@@ -84,7 +84,7 @@ def test_two_methods_and_a_zoo_network_end_to_end(tmp_path):
     data = json.loads((run / "compare.json").read_text())
     assert [(r["name"], r["kind"]) for r in data["rows"]] == [("saswot", "method"), ("random", "method"),
                                                                ("fast_scnn", "zoo")]
-    assert data["latency"] == "eager, 1 threads, 32x48" and data["test_split"] == "test"
+    assert data["latency"] == "eager, 1 thread, 32x48" and data["test_split"] == "test"
     for row in data["rows"]:  # the target is out of the way: found networks land far under it
         method = row["kind"] == "method"
         assert row["status"] == ("under target (-100%)" if method else "ok") and [s["seed"] for s in row["seeds"]] == [0, 1]
