@@ -841,9 +841,10 @@ def int8(r: dict) -> list[str]:
                   f"({acc['steps']} steps of `cpu-short`; its best val epoch, {acc['epoch']}), exported at {size}; "
                   "int8 calibrated on 64 of its training images:", "",
                   "| split | images | float mIoU | int8 mIoU | change (points) |", "|---|---|---|---|---|"]
-        lines += [f"| {named.get(k, k)} | {s[k + '_fp32']['images']} | {100 * s[k + '_fp32']['miou']:.1f}% | "
-                  f"{100 * s[k + '_int8']['miou']:.1f}% | {100 * (s[k + '_int8']['miou'] - s[k + '_fp32']['miou']):+.1f} |"
-                  for k in splits]
+        for k in splits:
+            fp32, int8_ = s[k + "_fp32"]["miou"], s[k + "_int8"]["miou"]
+            lines.append(f"| {named.get(k, k)} | {s[k + '_fp32']['images']} | {100 * fp32:.1f}% | {100 * int8_:.1f}% | "
+                         f"{100 * (int8_ - fp32):+.1f} |")
         worst = max(((c, s['val_fp32']['iou'][i] - s['val_int8']['iou'][i]) for i, c in enumerate(acc["classes"])),
                     key=lambda item: item[1])
         lines += ["", f"The class that loses most on val: {worst[0]} ({-100 * worst[1]:+.1f} IoU points).", ""]

@@ -286,8 +286,9 @@ def trained_source(trained: Any, argument: str = "trained") -> str | Path:
         return trained.checkpoint
     if isinstance(trained, (str, Path)):
         return trained
-    raise SegnasError(f"{argument}: expected a checkpoint, a run folder, what train() or load() returned"
-                      f"{', a zoo name or an arch file' if argument != 'trained' else ''}, got {type(trained).__name__}")
+    others = ", a zoo name or an arch file" if argument != "trained" else ""
+    raise SegnasError(f"{argument}: expected a checkpoint, a run folder, what train() or load() returned{others}, "
+                      f"got {type(trained).__name__}")
 
 
 @leaves_the_process_as_it_was
@@ -317,22 +318,21 @@ def evaluate(trained: str | Path | TrainResult | Segmenter, data: str, root: str
 def export(network: str | Path | TrainResult | Segmenter, out: str | Path, *,
            size: tuple[int, int] | str | None = None, fmt: str = "onnx", dynamic: bool = False,
            num_classes: int | None = None, tolerance: float = 1e-3, int8: bool = False, data: str | None = None,
-           root: str | Path | None = None, options: Mapping[str, Any] | None = None, calibration_images: int = 64,
-           max_drop: float = 1.0, echo: Echo | None = None) -> Path:
+           root: str | Path | None = None, options: Mapping[str, Any] | None = None,
+           calibration_images: int | None = None, max_drop: float | None = None, echo: Echo | None = None) -> Path:
     """``segnas export``: ``network`` (a trained network as ``load`` takes it, what ``train`` or
     ``load`` returned, an arch file or a zoo name) written to ``out`` as ONNX or TorchScript
     (``fmt``), checked against PyTorch; returns ``out``. ``size``: (H, W) or "HxW" (None: the
     network's own, else 360x480, said through ``echo``). ``int8``: an ONNX graph quantized to int8,
-    calibrated on ``calibration_images`` images of the checkpoint's training data (or ``data``,
-    ``root``, ``options``) and kept only within ``max_drop`` val mIoU points of the float graph."""
-    from segnas.jobs.bench import export_job, int8_settings
+    calibrated on ``calibration_images`` (64) images of the checkpoint's training data (or ``data``,
+    ``root``, ``options``) and kept only within ``max_drop`` (1.0) val mIoU points of the float graph."""
+    from segnas.jobs.bench import INT8_OPTIONS, export_job, int8_settings
 
-    quantize = int8_settings(int8, {**{k: k for k in ("data", "root", "options", "calibration_images", "max_drop")},
-                                    "int8": "int8=True"},
+    quantize = int8_settings(int8, {**{k: k for k in INT8_OPTIONS}, "int8": "int8=True"},
                              data=data, root=None if root is None else str(root), options=dict(options or {}),
                              calibration_images=calibration_images, max_drop=max_drop)
-    return export_job(str(trained_source(network, "network")), out, size, fmt, dynamic, num_classes, tolerance, progress=False,
-                      echo=echo, int8=quantize)[0]
+    return export_job(str(trained_source(network, "network")), out, size, fmt, dynamic, num_classes, tolerance,
+                      progress=False, echo=echo, int8=quantize)[0]
 
 
 @leaves_the_process_as_it_was
@@ -349,8 +349,8 @@ def bench(networks: typing.Sequence[str | Path | TrainResult | Segmenter], *,
 
     if isinstance(networks, (str, Path, TrainResult, Segmenter)):
         networks = [networks]
-    return bench_job([str(trained_source(n, "networks")) for n in networks], size, list(backends), threads, num_classes, device,
-                     echo=echo, progress=False)
+    return bench_job([str(trained_source(n, "networks")) for n in networks], size, list(backends), threads,
+                     num_classes, device, echo=echo, progress=False)
 
 
 __all__ = ["train", "search", "compare", "load", "evaluate", "export", "bench", "Segmenter"]

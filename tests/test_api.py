@@ -308,6 +308,18 @@ def test_a_job_without_threads_computes_on_the_cores_not_on_the_callers_torch_se
     seen.clear()
     api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))
     assert set(seen) == {2} and torch.get_num_threads() == 1
+    # a job run inside another of this process (a search's candidate training) keeps the process's
+    # threads; a pool worker limited to 1 thread has the jobs it starts keep 1 (OMP_NUM_THREADS)
+    from segnas.engine.rundir import RunDir
+    from segnas.parallel.executors import call_with_threads
+
+    outer = RunDir.create(tmp_path / "outer", "job")
+    seen.clear()
+    api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))
+    assert set(seen) == {1}
+    del outer
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert call_with_threads(lambda item: (latency.job_threads(), torch.get_num_threads()), None, 1) == (1, 1)
 
 
 def test_a_job_on_a_gpu_leaves_tf32_as_the_caller_set_it(tmp_path, monkeypatch):

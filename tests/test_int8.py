@@ -140,3 +140,13 @@ def test_the_pages_export_and_bench_run_from_python_as_the_commands_do(checkpoin
         api.bench([3])
     with pytest.raises(SegnasError, match=r"^calibration_images: settings of an int8 export; add int8=True$"):
         api.export(checkpoint, "x.onnx", calibration_images=3)
+
+
+def test_quantizing_without_calibration_images_is_one_line_and_leaves_no_file(tmp_path):
+    from segnas.cost.quantize import quantize_onnx
+    from segnas.zoo import build_model
+
+    export_onnx(build_model("fast_scnn", 3, width=0.5), tmp_path / "m.onnx", (1, 3, 32, 48))
+    with pytest.raises(SegnasError, match=r"^int8 calibration: no calibration images$"):
+        quantize_onnx(tmp_path / "m.onnx", tmp_path / "m8.onnx", [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

@@ -95,7 +95,7 @@ def test_a_dataset_is_checked_when_it_registers():
 
             def __getitem__(self, i):
                 raise IndexError
-    with pytest.raises(SegnasError, match=r"register_dataset: 'camvid' is already segnas.data.camvid:CamVid"):
+    with pytest.raises(SegnasError, match=r"register_dataset: 'camvid' is already segnas.data.camvid.CamVid"):
         register_dataset("camvid")(type("Mine", (SyntheticStreets,), {}))
     with pytest.raises(SegnasError, match=r"register_dataset: 'My-Data' is not a name"):
         register_dataset("My-Data")(SyntheticStreets)

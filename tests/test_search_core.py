@@ -312,7 +312,7 @@ def test_short_trainings_inline_keep_the_search_process_threads(tmp_path, monkey
     thread (the evaluator's trainings once set 1 thread for good)."""
     import torch
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # (the search's threads: job_threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # (the search's threads: job_threads)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -320,7 +320,7 @@ def test_short_trainings_inline_keep_the_search_process_threads(tmp_path, monkey
         data = settings.model_dump(mode="json")
         data["random"]["evaluator"] = {"kind": "train", "train": {"steps": 1}}
         summary = search_job(make_settings("random", data))
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 3
         configs = list((Path(summary["run_dir"]) / "candidates").rglob("config.yaml"))
         assert configs and all("threads: null" in c.read_text() for c in configs)
     finally:

@@ -589,9 +589,11 @@ def export(
     data_root: Optional[str] = typer.Option(None, help="--int8: its folder."),
     data_option: list[str] = typer.Option([], help="--int8: a dataset option key=value (repeatable), over those "
                                                    "of its training."),
-    calibration_images: int = typer.Option(64, help="--int8: train images the activation ranges are observed on."),
-    max_drop: float = typer.Option(1.0, help="--int8: largest val mIoU loss (points) against the float graph; "
-                                             "more and the file is not written."),
+    calibration_images: Optional[int] = typer.Option(None, help="--int8: train images the activation ranges are "
+                                                                "observed on.", show_default="64"),
+    max_drop: Optional[float] = typer.Option(None, help="--int8: largest val mIoU loss (points) against the float "
+                                                        "graph; more and the file is not written.",
+                                             show_default="1.0"),
 ) -> None:
     """Export to ONNX or TorchScript and check parity with PyTorch (and an int8 graph's mIoU)."""
     use_threads(threads)

@@ -11,6 +11,7 @@ is scored against its float graph before it is kept (``segnas export --int8``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import tempfile
 from pathlib import Path
@@ -39,6 +40,13 @@ def onnx_precision(model: Any) -> str:
     return "int8" if any(node.op_type in QUANTIZED_OPS for node in model.graph.node) else "fp32"
 
 
+def quantization_parameters(model: Any) -> set[str]:
+    """The names of an ONNX model's quantization scales and zero points (inputs of its QDQ pairs):
+    initializers that are not weights."""
+    return {name for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+            for name in node.input[1:]}
+
+
 def quantize_onnx(source: Path, out: Path, calibration: Iterable[np.ndarray],
                   metadata: Mapping[str, str] | None = None) -> None:
     """Write ``source`` (a float ONNX graph with one input) statically quantized to ``out``, its
@@ -51,10 +59,14 @@ def quantize_onnx(source: Path, out: Path, calibration: Iterable[np.ndarray],
     proto = onnx.load(str(source), load_external_data=False)
     name = proto.graph.input[0].name
     kept = {p.key: p.value for p in proto.metadata_props}
+    inputs = iter(calibration)
+    first = next(inputs, None)
+    if first is None:
+        raise SegnasError("int8 calibration: no calibration images")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.inputs = iter(calibration)
+            self.inputs = itertools.chain([first], inputs)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self.inputs, None)
@@ -71,21 +83,24 @@ def quantize_onnx(source: Path, out: Path, calibration: Iterable[np.ndarray],
         set_metadata(quantized, {**kept, **(metadata or {})})
         onnx.save(quantized, str(tmp))
 
-    try:
-        atomic_write(out, write)
-    except StopIteration:
-        raise SegnasError("int8 calibration: no calibration images") from None
+    atomic_write(out, write)
 
 
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer logs its notes through the root logger (``WARNING:root:Axis 1 is
-    out-of-range ...`` for a weight it quantizes per tensor instead): kept off the user's terminal."""
-    logging.disable(logging.WARNING)
+    out-of-range ...`` for a weight it quantizes per tensor instead): kept off the user's terminal,
+    and the root logger left as it was (a handler there, none added: ``logging.warning`` would add
+    one to a root logger without)."""
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(quiet)
+    root.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        root.setLevel(level)
+        root.removeHandler(quiet)
 
 
 class OnnxNetwork(nn.Module):

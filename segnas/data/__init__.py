@@ -39,8 +39,10 @@ def register_dataset(name: str) -> Callable[[type], type]:
             raise SegnasError(f"register_dataset({name!r}): decorates a class, got {cls!r}")
         if not NAME.fullmatch(name):
             raise SegnasError(f"register_dataset: {name!r} is not a name of lower-case letters, digits and _")
-        if name in DATASETS and DATASETS[name] is not cls:
-            raise SegnasError(f"register_dataset: {name!r} is already {DATASETS[name]}")
+        taken = DATASETS.get(name)
+        taken = qualified(taken) if isinstance(taken, type) else str(taken).replace(":", ".") if taken else None
+        if taken is not None and taken != qualified(cls):  # (a plugin module imported twice registers once)
+            raise SegnasError(f"register_dataset: {name!r} is already {taken}")
         missing = [m for m in DATASET_MEMBERS if not callable(getattr(cls, m, None))]
         if missing:
             raise SegnasError(f"register_dataset({name!r}): {qualified(cls)} lacks {', '.join(missing)} (a dataset "

@@ -10,7 +10,7 @@ epoch. ``settings`` holds:
 - ``minutes``: training budget counted on the CPU clock, which buys different training on another CPU;
   ``max_steps``: a budget in optimizer steps, the same on every machine (either, both, or neither:
   then ``epochs`` alone ends training);
-- ``epochs`` (default 10000), ``seed`` (0), ``threads`` (training threads, None: torch's);
+- ``epochs`` (default 10000), ``seed`` (0), ``threads`` (training threads, None: the process's);
 - ``size``: [H, W] the latency and FLOPs are for (default: the data's crop or base size);
 - ``latency``: ``"table"`` (predicted from the operator latency table, default) or ``"measured"``;
   ``backend`` (onnxruntime), ``latency_threads``, ``table_min_runs``, ``table_min_time_s``;

@@ -15,20 +15,18 @@ import segnas
 
 from segnas.cost import (check_parity, count_flops, count_parameters, export_onnx, export_torchscript,
                          measure_latency)
-from segnas.config.train import options_data
 from segnas.cost.backends import check_backend, onnxruntime_runner
 from segnas.cost.export import set_onnx_metadata
-from segnas.cost.quantize import INT8_PRECISION, OnnxNetwork, onnx_precision, quantize_onnx
+from segnas.cost.quantize import INT8_PRECISION, OnnxNetwork, onnx_precision, quantization_parameters, quantize_onnx
 from segnas.cost.latency import default_threads, runners_interleaved, summarize, time_callable
 from segnas.cost.machine import busiest, is_busy, machine_record, matmul_peak_gflops, other_processes_cores
 from segnas.cost.memory import check_inference_size
-from segnas.data import build_dataset, eval_transforms, validate_split
-from segnas.data.base import check_same_classes
+from segnas.data import eval_transforms
 from segnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segnas.engine.device import resolve_device
 from segnas.engine.evaluate import evaluate
 from segnas.errors import SegnasError
-from segnas.jobs.evaluate import TickingDataset, checkpoint_base_size, with_training_options
+from segnas.jobs.evaluate import TickingDataset, checked_split, checkpoint_base_size, with_training_options
 from segnas.progress import Echo, task_progress
 from segnas.spaces import read_arch_file
 from segnas.training.models import load_trained, resolve_model, trained_checkpoint
@@ -125,11 +123,9 @@ def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, devic
               min_time_s: float) -> dict[str, Any]:
     """The row of an exported ONNX file: parameters from its initializers, latency on ONNX Runtime
     (FLOPs are not counted from ONNX graphs)."""
-    import numpy as np
     from onnx import numpy_helper
 
-    scales = {name for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
-              for name in node.input[1:]}  # a quantized graph's scales and zero points: not weights
+    scales = quantization_parameters(model)
     params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in model.graph.initializer if t.name not in scales)
     shape = (1, 3, *size)
     run = onnxruntime_runner(path, threads, device)
@@ -137,7 +133,8 @@ def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, devic
     classes = int(run(x).shape[1])
     lat = summarize(time_callable(lambda: run(x), 3, 10, min_time_s), "onnxruntime", shape, threads, device)
     return {"backend": "onnxruntime", "precision": onnx_precision(model), "size": f"{size[0]}x{size[1]}",
-            "threads": threads, "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6, "gflops": None,
+            "threads": threads, "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6,
+            "gflops": None,
             "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
             "achieved_gflops_s": None, "fraction_of_peak": None}
 
@@ -147,9 +144,10 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
               min_time_s: float = 2.0, echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
     achieved GFLOP/s and its fraction of this machine's fp32 matmul peak, the ``precision`` it
-    computes in (fp32 on every backend; an ONNX file's own: int8 when quantized), the machine (``machine_record``) and the load around the measurement. Sources: zoo names,
-    architecture files, checkpoints, run folders and exported ``.onnx`` files, each row labelled as
-    given (``model``). The class count is a checkpoint's or ONNX file's own, else an architecture
+    computes in (fp32 on every backend; an ONNX file's own: int8 when quantized), the machine
+    (``machine_record``) and the load around the measurement. Sources: zoo names, architecture
+    files, checkpoints, run folders and exported ``.onnx`` files, each row labelled as given
+    (``model``). The class count is a checkpoint's or ONNX file's own, else an architecture
     file's ``num_classes``, else ``num_classes``, else DEFAULT_CLASSES (each row says which).
     ``size``: (H, W) or "HxW"; None: each network's own (``own_size``; a static ONNX file's input, a
     dynamic one's ``trained_size``), else DEFAULT_EXPORT_SIZE. An ONNX file runs on onnxruntime alone: its pairs
@@ -296,8 +294,9 @@ def is_export(path: Path, fmt: str) -> bool:
 @dataclass(frozen=True)
 class Int8Settings:
     """What ``export_job`` quantizes with: images of dataset ``data`` (None: the checkpoint's own
-    training data) to calibrate on, from its train split, and the largest loss of val mIoU (points)
-    accepted against the float graph."""
+    training data; ``root``: its folder, else the checkpoint's when the dataset is its own) to
+    calibrate on, from its train split, and the largest loss of val mIoU (points) accepted against
+    the float graph."""
 
     data: str | None = None
     root: str | None = None
@@ -306,21 +305,26 @@ class Int8Settings:
     max_drop: float = 1.0
 
 
-#: ``int8_settings``'s arguments as the command line names them.
-INT8_OPTIONS = {"data": "--data", "root": "--data-root", "options": "--data-option",
+#: ``int8_settings``'s arguments (``Int8Settings``'s fields and the switch) as the command line names them.
+INT8_OPTIONS = {"int8": "--int8", "data": "--data", "root": "--data-root", "options": "--data-option",
                 "calibration_images": "--calibration-images", "max_drop": "--max-drop"}
 
 
 def int8_settings(int8: bool, names: Mapping[str, str] = INT8_OPTIONS, **given: Any) -> Int8Settings | None:
     """The ``Int8Settings`` of an export (None without ``int8``) from ``given`` (``Int8Settings``'s
-    fields); one given away from its default without ``int8`` is refused, named as ``names`` says."""
-    defaults = Int8Settings()
+    fields, None for a default), checked; one given without ``int8`` is refused. Errors name them as
+    ``names`` says."""
+    given = {k: v for k, v in given.items() if v not in (None, {})}
     if not int8:
-        changed = [names[k] for k, v in given.items() if v not in (None, getattr(defaults, k))]
-        if changed:
-            raise SegnasError(f"{', '.join(changed)}: settings of an int8 export; add {names.get('int8', '--int8')}")
+        if given:
+            raise SegnasError(f"{', '.join(names[k] for k in given)}: settings of an int8 export; add {names['int8']}")
         return None
-    return Int8Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = Int8Settings(**given)
+    if settings.calibration_images < 1:
+        raise SegnasError(f"{names['calibration_images']}: must be >= 1, got {settings.calibration_images}")
+    if not settings.max_drop >= 0:
+        raise SegnasError(f"{names['max_drop']}: points of mIoU >= 0, got {settings.max_drop:g}")
+    return settings
 
 
 @dataclass(frozen=True)
@@ -349,8 +353,9 @@ class Int8Check:
 
     def speed(self) -> str:
         """The two graphs' latency here, and a warning when the int8 one is not the faster."""
-        line = (f"int8 {self.int8_ms:.2f} ms, float graph {self.float_ms:.2f} ms on ONNX Runtime here ({self.threads} "
-                f"threads): {self.float_ms / self.int8_ms:.2f}x")
+        threads = f"{self.threads} thread{'s' * (self.threads != 1)}"
+        line = (f"int8 {self.int8_ms:.2f} ms, float graph {self.float_ms:.2f} ms on ONNX Runtime here ({threads}): "
+                f"{self.float_ms / self.int8_ms:.2f}x")
         if self.int8_ms < self.float_ms:
             return line
         return (f"warning: {line}: the int8 graph is not faster on this CPU (integer kernels pay off on CPUs with "
@@ -361,26 +366,17 @@ def _int8_data(settings: Int8Settings, trained: tuple, source: str, size: tuple[
                progress: bool, echo: Echo | None) -> tuple[str, Any, Any]:
     """The dataset an int8 export calibrates on (train split) and is checked on (val), at ``size``,
     checked before any work: (its name, the train split, the val split)."""
-    if settings.calibration_images < 1:
-        raise SegnasError(f"--calibration-images: must be >= 1, got {settings.calibration_images}")
-    if not settings.max_drop >= 0:
-        raise SegnasError(f"--max-drop: points of mIoU >= 0, got {settings.max_drop:g}")
     _, classes, state, _ = trained
     own = (state.get("config") or {}).get("data") or {}
     name = settings.data or own.get("name")
     if not name:
         raise SegnasError(f"--int8: {source} does not name the data it trained on; give --data (and --data-root)")
-    root = settings.root if settings.data else own.get("root")
+    root = settings.root if settings.root is not None else own.get("root") if name == own.get("name") else None
     options = with_training_options(name, settings.options, state, echo)
-    options_data(name, root)
-    splits = []
-    for split in ("train", "val"):
-        validate_split(name, root, split, options, progress, echo)
-        dataset = build_dataset(name, root, split, eval_transforms(size), **options)
-        check_same_classes(classes.names, dataset.classes.names, f"{source}:", f"dataset {name!r}",
-                           "the int8 check would score other classes")
-        splits.append(dataset)
-    return name, splits[0], splits[1]
+    train, val = (checked_split(name, root, split, options, eval_transforms(size), classes.names, f"{source}:",
+                                "the int8 check would score other classes", progress, echo)[0]
+                  for split in ("train", "val"))
+    return name, train, val
 
 
 def _quantize_checked(trial: Path, out: Path, classes: int, name: str, train: Any, val: Any,

@@ -43,8 +43,8 @@ from segnas.config.train import TrainConfig
 from segnas.cost import count_flops, count_parameters
 from segnas.cost.backends import check_backend
 from segnas.cost.calibration import HeldCorrections
-from segnas.cost.latency import (LatencyResult, default_threads, measure_latency_gated, measure_latency_interleaved,
-                                 reference_probe, steady_median)
+from segnas.cost.latency import (LatencyResult, default_threads, job_threads, measure_latency_gated,
+                                 measure_latency_interleaved, reference_probe, steady_median)
 from segnas.cost.machine import is_busy, machine_record
 from segnas.data import build_dataset, dataset_classes, has_split, validate_dataset, validate_split
 from segnas.engine.device import describe_device, resolve_device
@@ -627,9 +627,11 @@ def latency_notes(latency: dict[str, Any]) -> list[str]:
 
 
 def round_spread_warning(latency: dict[str, Any]) -> str | None:
-    """A note when a network's rounds of one session disagree by more than ``ROUND_SPREAD``."""
+    """A note when a network's rounds of one session disagree by more than ``ROUND_SPREAD`` (the
+    rounds of several sessions, which ``add_session`` pools, are ``session_spread_warning``'s)."""
     rounds = latency.get("round_medians_ms") or []
-    if len(rounds) > 1 and min(rounds) > 0 and max(rounds) / min(rounds) - 1 > ROUND_SPREAD:
+    one_session = len(latency.get("session_latency_ms") or []) <= 1
+    if one_session and len(rounds) > 1 and min(rounds) > 0 and max(rounds) / min(rounds) - 1 > ROUND_SPREAD:
         return (f"its rounds in the latency session disagreed by {100 * (max(rounds) / min(rounds) - 1):.0f}% "
                 f"({', '.join(f'{x:.2f}' for x in rounds)} ms): its figure is uncertain; measure again "
                 "(--measure-now; measure_now=True from Python) on a quiet machine")
@@ -874,7 +876,7 @@ def remaining_time(rows: list[dict[str, Any]], results: dict[str, Any], cfg: Com
     """Hours left at the pace so far: each unfinished search or training costs the mean of the
     finished ones of its kind (a training's wall time: its GPU's, or on a CPU ~ its CPU time /
     threads on quiet cores)."""
-    threads = cfg.threads or default_threads()
+    threads = job_threads(cfg.threads)
 
     def train_wall(r: dict[str, Any]) -> float | None:
         return r.get("train_gpu_seconds") or (r["train_cpu_seconds"] / threads if r.get("train_cpu_seconds") else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from segnas.cost.memory import check_inference_size
 from segnas.data.base import (IGNORE_INDEX, IMAGE_EXTENSIONS, check_image_file, check_same_classes, image_rgb,
                                list_images, read_image)
 from segnas.data.transforms import Normalize
-from segnas.engine.device import exact_fp32, resolve_device
+from segnas.engine.device import exact_fp32, module_device, resolve_device
 from segnas.engine.evaluate import evaluate, predict_logits, usable_bf16
 from segnas.engine.rundir import RunDir
 from segnas.errors import SegnasError
@@ -73,14 +73,11 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     model, classes, state, weights = load_trained(checkpoint, raw)
     size, where = checkpoint_base_size(state, base_size)
     options = with_training_options(data, options, state, echo)
-    options_data(data, root)  # (a folder given with the synthetic scenes refused)
-    report = validate_split(data, root, split, options, progress, echo)  # a bad file named now, not part-way
+    dataset, report = checked_split(data, root, split, options, eval_transforms(size, label_size), classes.names,
+                                    f"{checkpoint}:", "scores would be of other classes", progress, echo)
     check_inference_size(size or report.max_size, classes.num_classes,
                          ("base_size (--base-size)" if base_size != CHECKPOINT else "the checkpoint's data.base_size")
                          if size else f"the largest {split} image", batch_size)
-    dataset = build_dataset(data, root, split, eval_transforms(size, label_size), **(options or {}))
-    check_same_classes(classes.names, dataset.classes.names, f"{checkpoint}:", f"dataset {data!r}",
-                       "scores would be of other classes")
     if echo:
         report.note_unscored_classes(echo)
         at = f"{size[0]}x{size[1]}" if size else "native size"
@@ -89,6 +86,19 @@ def eval_job(checkpoint: str | Path, data: str, root: str | None, split: str = "
     with task_progress(f"eval {data}/{split}", len(dataset), progress) as ticker:
         metrics = evaluate(model, TickingDataset(dataset, ticker), classes.num_classes, batch_size, usable_bf16(bf16))
     return metrics, list(classes.names)
+
+
+def checked_split(data: str, root: str | None, split: str, options: dict[str, Any], transform: Any,
+                  trained: Sequence[str], what: str, consequence: str, progress: bool = True,
+                  echo: Echo | None = None) -> tuple[Any, Any]:
+    """Split ``split`` of dataset ``data`` with ``transform``, checked before a network trained on
+    classes ``trained`` (``what``: the network, in errors) is scored on it: every file read (a bad one
+    named now, not part-way), its classes those of the network; with the split's report."""
+    options_data(data, root)  # (a folder given with the synthetic scenes refused)
+    report = validate_split(data, root, split, options, progress, echo)
+    dataset = build_dataset(data, root, split, transform, **options)
+    check_same_classes(trained, dataset.classes.names, what, f"dataset {data!r}", consequence)
+    return dataset, report
 
 
 def with_training_options(data: str, options: dict[str, Any] | None, state: dict[str, Any],
@@ -202,7 +212,7 @@ class Segmenter:
     def __repr__(self) -> str:
         at = "each image's own size" if self.size is None else f"{self.size[0]}x{self.size[1]}"
         return (f"Segmenter({str(self.checkpoint)!r}, {self.classes.num_classes} classes, {self.weights} weights, "
-                f"at {at}, on {next(self.model.parameters()).device})")
+                f"at {at}, on {module_device(self.model)})")
 
     def logits(self, image: Any) -> torch.Tensor:
         """Float32 1xCxHxW class scores of ``image`` at its own size, computed without gradients (an

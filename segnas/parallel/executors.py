@@ -84,11 +84,13 @@ def ray_failure(exc: BaseException) -> BaseException:
 
 
 def call_with_threads(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
-    """Run `fn(item)` in a worker after limiting torch to `threads` threads (None: leave as is); an
+    """Run `fn(item)` in a worker after limiting torch to `threads` threads (None: leave as is), and
+    the jobs it starts that leave theirs unset too (``OMP_NUM_THREADS``: ``job_threads``); an
     evaluator is set up once per worker (``segnas.parallel.worker.prepared``)."""
     if threads is not None:
         import torch
 
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # (a worker process of segnas's own)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
     return prepared(fn)(item)

@@ -17,7 +17,7 @@ from segnas.config.train import options_data
 from segnas.cost.latency import default_threads, job_threads
 from segnas.data.base import check_same_classes
 from segnas.engine import distributed
-from segnas.engine.rundir import RunDir, RunKind, run_kind
+from segnas.engine.rundir import RunDir, RunKind, held_runs, run_kind
 from segnas.errors import SegnasError, SegnasWarning
 from segnas.utils import atomic_write_text, read_record, seed_everything
 
@@ -145,7 +145,8 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
-    torch.set_num_threads(job_threads(cfg.threads))
+    if cfg.threads or not held_runs():  # (a job run inside another of this process keeps its threads)
+        torch.set_num_threads(job_threads(cfg.threads))
     seed_everything(cfg.seed)
     return cfg, run
 
