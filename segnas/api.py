@@ -338,19 +338,19 @@ def export(network: str | Path | TrainResult | Segmenter, out: str | Path, *,
 @leaves_the_process_as_it_was
 def bench(networks: typing.Sequence[str | Path | TrainResult | Segmenter], *,
           size: tuple[int, int] | str | None = None, backends: typing.Sequence[str] = ("onnxruntime",),
-          threads: int | None = None, num_classes: int | None = None, device: str = "cpu",
+          threads: int | None = None, num_classes: int | None = None, device: str = "cpu", int8: bool = False,
           echo: Echo | None = None) -> list[dict[str, Any]]:
     """``segnas bench``: one row per network and backend (params, GFLOPs, median and IQR latency,
     FPS, fraction of the machine's matmul peak, precision, the machine). ``networks``: trained
     networks as ``export`` takes them, arch files, zoo names or exported ``.onnx`` files; ``size``:
     (H, W) or "HxW" (None: each network's own); ``backends``: eager, eager-cl, torchscript,
-    onnxruntime, openvino."""
+    onnxruntime, openvino; ``int8``: each network timed as an int8 ONNX graph too (latency only)."""
     from segnas.jobs.bench import bench_job
 
     if isinstance(networks, (str, Path, TrainResult, Segmenter)):
         networks = [networks]
     return bench_job([str(trained_source(n, "networks")) for n in networks], size, list(backends), threads,
-                     num_classes, device, echo=echo, progress=False)
+                     num_classes, device, echo=echo, progress=False, int8=int8)
 
 
 __all__ = ["train", "search", "compare", "load", "evaluate", "export", "bench", "Segmenter"]

@@ -150,3 +150,15 @@ def test_quantizing_without_calibration_images_is_one_line_and_leaves_no_file(tm
     with pytest.raises(SegnasError, match=r"^int8 calibration: no calibration images$"):
         quantize_onnx(tmp_path / "m.onnx", tmp_path / "m8.onnx", [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_bench_times_a_networks_int8_graph_beside_its_float_one(tmp_path):
+    said = []
+    rows = bench_job(["fast_scnn"], "32x48", ["onnxruntime"], num_classes=3, min_time_s=0.0, progress=False,
+                     echo=said.append, int8=True)
+    assert [(r["backend"], r["precision"]) for r in rows] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert rows[1]["calibration"] == "random inputs: latency only" and rows[1]["classes"] == 3
+    assert rows[1]["gflops"] == rows[0]["gflops"] and rows[1]["params_m"] == pytest.approx(rows[0]["params_m"], 0.05)
+    assert any("int8 rows time each network's int8 graph calibrated on random inputs" in line for line in said)
+    with pytest.raises(SegnasError, match=r"^--int8: times ONNX Runtime's int8 graph on the CPU; add -b onnxruntime"):
+        bench_job(["fast_scnn"], "32x48", ["eager"], int8=True, progress=False)

@@ -521,6 +521,8 @@ def bench(
                                           show_default="the arch file's num_classes, else 19"),
     device: str = typer.Option("cpu", help="cpu, or cuda for eager/torchscript/onnxruntime on a GPU."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    int8: bool = typer.Option(False, "--int8", help="Also time each network as an int8 ONNX graph (ONNX Runtime; "
+                                                    "calibrated on random inputs: latency only)."),
 ) -> None:
     """Params, GFLOPs, latency (median/IQR), FPS and fraction of the machine's matmul peak."""
     from segnas.jobs.bench import bench_job
@@ -529,7 +531,7 @@ def bench(
     if json_out:
         check_output_file(json_out, "--json")
     rows = bench_job(model, parse_size(size, "--size") if size else None, backend, threads, classes, device,
-                     echo=echo)
+                     echo=echo, int8=int8)
     sizes = sorted({r["size"] for r in rows})
     machine = rows[0]["machine"]
     precision = "fp32" if all(r["precision"] == "fp32" for r in rows) else "fp32 (int8: where a backend says so)"

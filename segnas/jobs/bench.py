@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -139,9 +140,29 @@ def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, devic
             "achieved_gflops_s": None, "fraction_of_peak": None}
 
 
+#: Random inputs an int8 graph is calibrated on when ``bench`` times it (its speed, not its accuracy).
+BENCH_CALIBRATION_INPUTS = 4
+
+
+def _int8_row(model: torch.nn.Module, size: tuple[int, int], threads: int, min_time_s: float) -> dict[str, Any]:
+    """The row of ``model`` as an int8 ONNX graph calibrated on random inputs (``_onnx_row``)."""
+    import onnx
+
+    shape = (1, 3, *size)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="segnas-bench-int8-") as work:
+        fp32, quantized = Path(work) / "float.onnx", Path(work) / "int8.onnx"
+        export_onnx(model, fp32, shape)
+        quantize_onnx(fp32, quantized, (rng.standard_normal(shape, dtype=np.float32)
+                                        for _ in range(BENCH_CALIBRATION_INPUTS)))
+        return {**_onnx_row(quantized, onnx.load(str(quantized)), size, threads, "cpu", min_time_s),
+                "calibration": "random inputs: latency only"}
+
+
 def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backends: Sequence[str],
               threads: int | None = None, num_classes: int | None = None, device: str = "cpu",
-              min_time_s: float = 2.0, echo: Echo | None = None, progress: bool = True) -> list[dict[str, Any]]:
+              min_time_s: float = 2.0, echo: Echo | None = None, progress: bool = True,
+              int8: bool = False) -> list[dict[str, Any]]:
     """One row per (network, backend): class count, params, GFLOPs/GMACs, median/IQR latency, FPS,
     achieved GFLOP/s and its fraction of this machine's fp32 matmul peak, the ``precision`` it
     computes in (fp32 on every backend; an ONNX file's own: int8 when quantized), the machine
@@ -151,7 +172,9 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
     file's ``num_classes``, else ``num_classes``, else DEFAULT_CLASSES (each row says which).
     ``size``: (H, W) or "HxW"; None: each network's own (``own_size``; a static ONNX file's input, a
     dynamic one's ``trained_size``), else DEFAULT_EXPORT_SIZE. An ONNX file runs on onnxruntime alone: its pairs
-    with other backends are left out, said through ``echo`` (with the other notes)."""
+    with other backends are left out, said through ``echo`` (with the other notes). ``int8``: each
+    network (not an ONNX file) is also timed as an int8 ONNX graph on ONNX Runtime, quantized as
+    ``segnas export --int8`` quantizes but calibrated on random inputs: its speed, not its accuracy."""
     sources, backends = [sources] if isinstance(sources, str) else sources, \
         [backends] if isinstance(backends, str) else backends  # (one given as a string, from Python)
     size = parse_size(size, "--size") if size is not None else None
@@ -168,6 +191,9 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
             "of an oversubscribed CPU (the matmul peak is measured on the cores there are)")
     threads = threads or cores
     resolve_device(device)
+    if int8 and (device != "cpu" or "onnxruntime" not in backends):
+        raise SegnasError("--int8: times ONNX Runtime's int8 graph on the CPU; add -b onnxruntime (and leave out "
+                          "--device)")
     if device != "cpu" and "openvino" in backends:
         raise SegnasError("--backend: openvino is measured on the CPU only here (leave out --device)")
     networks = []  # everything that can fail on user input, before anything is measured
@@ -190,10 +216,13 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
         check_inference_size(own, classes)
         model = trained[0] if trained else resolve_model(source, classes)[0]
         networks.append((given, source, model, tuple(own), classes, where))
+    if int8 and any(isinstance(n[2], torch.nn.Module) for n in networks):
+        say("note: the int8 rows time each network's int8 graph calibrated on random inputs: its latency, not its "
+            "accuracy (segnas export --int8 quantizes a trained checkpoint on its data and scores it)")
     load_before = other_processes_cores()
     peak = matmul_peak_gflops(min(threads, cores))
     rows = []
-    with task_progress("bench", len(networks) * len(backends), progress) as ticker:
+    with task_progress("bench", len(networks) * (len(backends) + int8), progress) as ticker:
         for given, source, model, at, classes, where in networks:
             if not isinstance(model, torch.nn.Module):
                 rows.append({"model": given, **_onnx_row(Path(source), model, at, threads, device, min_time_s),
@@ -214,6 +243,10 @@ def bench_job(sources: Sequence[str], size: tuple[int, int] | str | None, backen
                              "achieved_gflops_s": achieved, "peak_gflops_s": peak,
                              "fraction_of_peak": achieved / peak})
                 ticker.advance(info=f"{given} {backend}")
+            if int8:
+                rows.append({"model": given, **_int8_row(model, at, threads, min_time_s), "classes_from": where,
+                             "gflops": flops.gflops, "gmacs": flops.gmacs, "peak_gflops_s": peak})
+                ticker.advance(info=f"{given} int8")
     others = busiest(load_before, other_processes_cores())
     machine = machine_record(device)
     for row in rows:  # what the figures hold for: the machine, and a busy host runs every network slower
