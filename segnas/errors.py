@@ -14,7 +14,16 @@ class TrainingDiverged(SegnasError):
 class TargetOutOfReach(SegnasError):
     """A latency target no network of a search's space can meet. For one search, a user's error
     (raise the target, or search a smaller space); in a comparison, that method's result (it fails,
-    the other methods go on)."""
+    the other methods go on). ``reach``: why; ``remedies``: what a search's user can do, and
+    ``comparison_remedies`` what a comparison's can (its settings are named otherwise)."""
+
+    def __init__(self, reach: str, remedies: str, comparison_remedies: str | None = None) -> None:
+        super().__init__(f"{reach}; {remedies}")
+        self.reach, self.comparison_remedies = reach, comparison_remedies or remedies
+
+    def in_comparison(self) -> str:
+        """The error as a comparison's method meets it."""
+        return f"{self.reach}; {self.comparison_remedies}"
 
 
 class CannotWrite(SegnasError):

@@ -377,8 +377,10 @@ def test_an_unreachable_target_is_refused_before_the_search():
                   for s in range(50))
     latency = _Latency(fastest / 3)
     with pytest.raises(SegnasError, match="latency.target_ms: .* out of reach of space 'multires'.*fewer layers or a "
-                                          "smaller base_width in the method's space settings; for saswot"):
+                                          "smaller base_width in the method's space settings; for saswot") as refused:
         check_target_reachable(space, latency, 19)
+    assert "--space mobile" not in refused.value.in_comparison()  # (compare has no such option)
+    assert "give this method a smaller space in its methods entry" in refused.value.in_comparison()
     assert latency.predicted == 1  # one prediction, not a search
     for name, hint in (("cells", r"smaller channels or fewer cells in layout in the method's space settings; for"),
                        ("mobile", r"shallower stage_depths in the method's space settings\)")):  # its own options

@@ -440,13 +440,15 @@ def test_a_method_that_cannot_meet_the_target_is_reported_and_the_others_go_on(t
     from segnas.search.strategies.saswot import SasWOT
 
     def out_of_reach(self, ctx):
-        raise TargetOutOfReach("latency.target_ms: 1 ms is out of reach of space 'multires': raise the target")
+        raise TargetOutOfReach("latency.target_ms: 1 ms is out of reach of space 'multires'",
+                               "raise the target (--target-ms)", "raise the target in a new comparison")
 
     monkeypatch.setattr(SasWOT, "prepare", out_of_reach)
     summary, lines = run_compare(tiny(tmp_path / "runs", zoo=[]))
     assert failed_rows(summary) == ["saswot"]
     rows = {r["name"]: r for r in summary["rows"]}
     assert rows["saswot"]["status"].startswith("failed: latency.target_ms") and not rows["saswot"]["seeds"]
+    assert rows["saswot"]["status"].endswith("raise the target in a new comparison")  # (no option compare lacks)
     assert rows["saswot"]["val_miou_mean"] is None and rows["saswot"]["latency_ms"] is None
     assert rows["random"]["status"] == "under target (-100%)" and rows["random"]["val_miou_mean"] is not None
     # said when the checks find it, and as its job ends; not a third time

@@ -189,7 +189,7 @@ def check_searches(searches: dict[str, SearchSettings], echo: Echo,
             prepare_search(settings, get_strategy(settings.method)(), lambda line, at=label: echo(f"{at}: {line}"),
                            latency, check_data=False)
         except TargetOutOfReach as exc:
-            echo(f"{label}: {exc} (its row will say so; the other methods go on)")
+            echo(f"{label}: {exc.in_comparison()} (its row will say so; the other methods go on)")
         except CannotWrite:  # (the machine's, not the method's)
             raise
         except SegnasError as exc:
@@ -308,6 +308,8 @@ def run_search(item: dict[str, Any]) -> dict[str, Any]:
                                  held=setup.held if setup is not None else None)
     except CannotWrite:  # (the machine's failure, as below)
         raise
+    except TargetOutOfReach as exc:
+        return {"status": f"failed: {exc.in_comparison()}"}
     except SegnasError as exc:
         return {"status": f"failed: {exc}"}
     except (OSError, MemoryError, torch.OutOfMemoryError):

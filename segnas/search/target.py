@@ -36,7 +36,7 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
     overhead = latency.call_overhead()
     if target <= overhead:
         raise TargetOutOfReach(f"latency.target_ms: {target:g} ms is below the runtime's call overhead alone "
-                          f"({overhead:.3f} ms on {latency.describe()}); no network can meet it, raise the target")
+                               f"({overhead:.3f} ms on {latency.describe()})", "no network can meet it, raise the target")
     rng = np.random.default_rng(seed)
     archs: dict[str, Any] = {}
     for _ in range(TARGET_CHECK_DRAWS):
@@ -57,12 +57,16 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
     with torch.random.fork_rng():
         fastest = float(latency.predict(space, cheapest, num_classes))
     if fastest > TARGET_CHECK_MARGIN * target:
-        raise TargetOutOfReach(f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest "
-                          f"of {len(archs)} networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}; "
-                          f"raise the target, or search a smaller space ({space.smaller} in the method's space "
-                          "settings" + ("" if space.name == "mobile" else "; for saswot, random, rl and supernet, "
-                                        "the mobile space (<method>.space: mobile; --space mobile)") + "), or search "
-                          "anyway with latency.check_target false")
+        mobile = "" if space.name == "mobile" else "; for saswot, random, rl and supernet, the mobile space ({})"
+        raise TargetOutOfReach(
+            f"latency.target_ms: {target:g} ms is out of reach of space {space.name!r}: the cheapest of {len(archs)} "
+            f"networks drawn is predicted at {fastest:.2f} ms on {latency.describe()}",
+            f"raise the target, or search a smaller space ({space.smaller} in the method's space settings"
+            + mobile.format("<method>.space: mobile; --space mobile") + "), or search anyway with "
+            "latency.check_target false",
+            f"raise the target in a new comparison, or give this method a smaller space in its methods entry "
+            f"({space.smaller} in its space settings" + mobile.format("its space: mobile") + "), or search "
+            "anyway with latency.check_target false")
 
 
 def refuse_unreachable_target(space: SearchSpace, ctx: SearchContext) -> None:
