@@ -36,7 +36,8 @@ def check_target_reachable(space: SearchSpace, latency: LatencyModel, num_classe
     overhead = latency.call_overhead()
     if target <= overhead:
         raise TargetOutOfReach(f"latency.target_ms: {target:g} ms is below the runtime's call overhead alone "
-                               f"({overhead:.3f} ms on {latency.describe()})", "no network can meet it, raise the target")
+                               f"({overhead:.3f} ms on {latency.describe()})",
+                               "no network can meet it, raise the target")
     rng = np.random.default_rng(seed)
     archs: dict[str, Any] = {}
     for _ in range(TARGET_CHECK_DRAWS):
