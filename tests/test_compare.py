@@ -836,13 +836,7 @@ def test_sessions_that_disagree_are_said_to():
     assert "differed by 90% between 2 latency sessions (20.10, 10.60 ms)" in session_spread_warning(changed)
     steady = add_session(add_session({"a": session(10.2, 11.0)}, {"a": session(10.6, 10.9)}), {"a": session(11.4)})["a"]
     assert steady["session_latency_ms"] == [10.2, 10.6, 11.4] and session_spread_warning(steady) is None
-    assert session_spread_warning(session(10.0, 30.0)) is None  # one session: its rounds' own note says it
-    from segnas.jobs.compare import round_spread_warning
-
-    assert "its rounds in the latency session disagreed by 190% (4.03, 2.09, 6.07 ms)" in round_spread_warning(
-        session(4.03, 2.09, 6.07))
-    assert round_spread_warning(session(4.03, 4.5, 5.0)) is None
-    assert round_spread_warning(changed) is None  # (two steady sessions apart: the sessions' note says it)
+    assert session_spread_warning(session(10.0, 30.0)) is None  # one session: rounds may differ
     # probed: network b's own fastest probe (15) was the slow state; a's rounds show the fast one (9)
     probed = add_session({"a": session(20.0, 21.0, probes=(15.0, 15.2)), "b": session(30.0, 31.0, probes=(15.1, 15.0))},
                          {"a": session(10.0, 10.4, probes=(9.0, 9.1)), "b": session(29.0, probes=(14.9,))})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -412,10 +413,10 @@ def _int8_data(settings: Int8Settings, trained: tuple, source: str, size: tuple[
     return name, train, val
 
 
-def _quantize_checked(trial: Path, out: Path, classes: int, name: str, train: Any, val: Any,
+def _quantize_checked(trial: Path, out: Path, classes: int, size: tuple[int, int], name: str, train: Any, val: Any,
                       settings: Int8Settings, metadata: dict[str, str], progress: bool) -> Int8Check:
     """``trial`` (a checked float ONNX graph) quantized to ``out``, calibrated on evenly spaced images
-    of ``train``, and both scored on ``val``; SegnasError (``out`` removed) when it loses more than
+    of ``train``, both scored on ``val`` and timed at ``size``; SegnasError (``out`` removed) when it loses more than
     ``settings.max_drop`` points of mIoU."""
     count = min(settings.calibration_images, len(train))
     picked = sorted({int(i) for i in np.linspace(0, len(train) - 1, count).round()})
@@ -431,16 +432,15 @@ def _quantize_checked(trial: Path, out: Path, classes: int, name: str, train: An
     for path, label in ((trial, "float"), (out, "int8")):
         with task_progress(f"{label} graph on val", len(val), progress) as ticker:
             scores.append(evaluate(OnnxNetwork(path, threads), TickingDataset(val, ticker), classes, batch_size=1).miou)
-    size = tuple(val[0][0].shape[-2:])
-    timed = runners_interleaved({"float": onnxruntime_runner(trial, threads, "cpu"),
-                                 "int8": onnxruntime_runner(out, threads, "cpu")}, (1, 3, *size), "onnxruntime",
-                                threads, min_runs=15, min_time_s=1.0)
-    check = Int8Check(name, "val", len(val), len(picked), scores[0], scores[1], timed["float"].median_ms,
-                      timed["int8"].median_ms, threads)
-    if check.drop > settings.max_drop:
+    check = Int8Check(name, "val", len(val), len(picked), scores[0], scores[1], float("nan"), float("nan"), threads)
+    if check.drop > settings.max_drop:  # (refused before it is timed)
         out.unlink(missing_ok=True)
         raise SegnasError(f"{check.describe()}: loses more than --max-drop {settings.max_drop:g} points; not written "
                           "(calibrate on more images with --calibration-images, or deploy the float export)")
+    timed = runners_interleaved({"float": onnxruntime_runner(trial, threads, "cpu"),
+                                 "int8": onnxruntime_runner(out, threads, "cpu")}, (1, 3, *size), "onnxruntime",
+                                threads, min_runs=15, min_time_s=1.0)
+    check = dataclasses.replace(check, float_ms=timed["float"].median_ms, int8_ms=timed["int8"].median_ms)
     set_onnx_metadata(out, {"int8_check": json.dumps({"data": name, "split": "val", "images": len(val),
                                                       "calibration_images": len(picked),
                                                       "float_miou": round(scores[0], 4),
@@ -530,7 +530,7 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
         if quantized is not None:
             name, train, val = quantized
             try:
-                check = _quantize_checked(trial, trial8, classes, name, train, val, int8, metadata, progress)
+                check = _quantize_checked(trial, trial8, classes, size, name, train, val, int8, metadata, progress)
             except SegnasError as exc:
                 raise SegnasError(f"{out}: {exc}{kept}") from None
             say(check.describe())

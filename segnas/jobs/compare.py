@@ -617,27 +617,9 @@ def add_session(earlier: dict[str, dict[str, Any]], latest: dict[str, dict[str, 
 SESSION_SPREAD = 0.15
 
 
-#: A network whose round medians within one session differ by more than this (max / min − 1) ran
-#: unsteadily itself, whatever the probe saw of the host: a note says its figure is uncertain.
-ROUND_SPREAD = 0.5
-
-
 def latency_notes(latency: dict[str, Any]) -> list[str]:
-    """What a network's session figures need said: a noisy session, rounds or sessions that disagree."""
-    return [w for w in (latency_warning(latency), round_spread_warning(latency), session_spread_warning(latency))
-            if w]
-
-
-def round_spread_warning(latency: dict[str, Any]) -> str | None:
-    """A note when a network's rounds of one session disagree by more than ``ROUND_SPREAD`` (the
-    rounds of several sessions, which ``add_session`` pools, are ``session_spread_warning``'s)."""
-    rounds = latency.get("round_medians_ms") or []
-    one_session = len(latency.get("session_latency_ms") or []) <= 1
-    if one_session and len(rounds) > 1 and min(rounds) > 0 and max(rounds) / min(rounds) - 1 > ROUND_SPREAD:
-        return (f"its rounds in the latency session disagreed by {100 * (max(rounds) / min(rounds) - 1):.0f}% "
-                f"({', '.join(f'{x:.2f}' for x in rounds)} ms): its figure is uncertain; measure again "
-                "(--measure-now; measure_now=True from Python) on a quiet machine")
-    return None
+    """What a network's session figures need said: a noisy session, sessions that disagree."""
+    return [w for w in (latency_warning(latency), session_spread_warning(latency)) if w]
 
 
 def session_spread_warning(latency: dict[str, Any]) -> str | None:
