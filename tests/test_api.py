@@ -302,8 +302,11 @@ def test_a_job_without_threads_computes_on_the_cores_not_on_the_callers_torch_se
     monkeypatch.setattr(latency, "default_threads", lambda: 3)
     seen = []
     settings = {**TINY, "threads": None, "max_steps": 1, "out_dir": str(tmp_path)}
-    api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))
+    done = api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))
     assert set(seen) == {3} and torch.get_num_threads() == 1
+    seen.clear()  # resumed alike (its own folder, opened first, is not another job's)
+    api.train(resume=done.run_dir, echo=lambda line: seen.append(torch.get_num_threads()))
+    assert set(seen) == {3}
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     seen.clear()
     api.train(settings, echo=lambda line: seen.append(torch.get_num_threads()))

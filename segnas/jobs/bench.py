@@ -136,8 +136,8 @@ def _onnx_row(path: Path, model: Any, size: tuple[int, int], threads: int, devic
     lat = summarize(time_callable(lambda: run(x), 3, 10, min_time_s), "onnxruntime", shape, threads, device)
     return {"backend": "onnxruntime", "precision": onnx_precision(model), "size": f"{size[0]}x{size[1]}",
             "threads": threads, "classes": classes, "classes_from": "ONNX file", "params_m": params / 1e6,
-            "gflops": None,
-            "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps, "runs": lat.runs,
+            "gflops": None, "gmacs": None, "median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "fps": lat.fps,
+            "runs": lat.runs,
             "achieved_gflops_s": None, "fraction_of_peak": None}
 
 
@@ -371,9 +371,10 @@ class Int8Check:
     calibration_images: int
     float_miou: float
     int8_miou: float
-    float_ms: float
-    int8_ms: float
     threads: int
+    #: Both graphs' median latency here (timed once the check has passed).
+    float_ms: float | None = None
+    int8_ms: float | None = None
 
     @property
     def drop(self) -> float:
@@ -432,7 +433,7 @@ def _quantize_checked(trial: Path, out: Path, classes: int, size: tuple[int, int
     for path, label in ((trial, "float"), (out, "int8")):
         with task_progress(f"{label} graph on val", len(val), progress) as ticker:
             scores.append(evaluate(OnnxNetwork(path, threads), TickingDataset(val, ticker), classes, batch_size=1).miou)
-    check = Int8Check(name, "val", len(val), len(picked), scores[0], scores[1], float("nan"), float("nan"), threads)
+    check = Int8Check(name, "val", len(val), len(picked), scores[0], scores[1], threads)
     if check.drop > settings.max_drop:  # (refused before it is timed)
         out.unlink(missing_ok=True)
         raise SegnasError(f"{check.describe()}: loses more than --max-drop {settings.max_drop:g} points; not written "
@@ -535,10 +536,8 @@ def export_job(source: str, out: str | Path, size: tuple[int, int] | str | None 
                 raise SegnasError(f"{out}: {exc}{kept}") from None
             say(check.describe())
             say(check.speed())
-            trial.unlink()
-            os.rename(trial8, trial)
         try:
-            os.replace(trial, out)
+            os.replace(trial8 if quantized is not None else trial, out)
         except PermissionError as exc:  # (an immutable file, another user's in a sticky folder)
             raise SegnasError(f"--out {out}: cannot be replaced ({exc.strerror}); it is left as it was") from None
     finally:

@@ -127,7 +127,10 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
     A resumed run's own config.yaml wins, except for the ``RESUMABLE`` settings given as ``changes``
     (dotted keys; any other is refused) or held by ``cfg`` (a caller continuing its own job where
     it computes now): those apply, and ``open_run`` keeps them in config.yaml once the job's
-    checks have passed. A new ``threads`` leaves the latency measurements at the threads they had."""
+    checks have passed. A new ``threads`` leaves the latency measurements at the threads they had.
+    Threads left unset: ``job_threads``, but a job run inside another of this process (a search's
+    candidate training) keeps the process's."""
+    nested = bool(held_runs())  # (before this job's own folder is held)
     run = None
     if resume is not None:
         RunDir.check_existing(resume)
@@ -145,7 +148,7 @@ def start_job(cls: type[C], cfg: C | None, resume: str | Path | None, kind: str,
         run.changed_settings = cfg if given else None
     else:
         RunDir.check_parent(cfg.out_dir)  # before any work: the run directory goes there at the end
-    if cfg.threads or not held_runs():  # (a job run inside another of this process keeps its threads)
+    if cfg.threads or not nested:
         torch.set_num_threads(job_threads(cfg.threads))
     seed_everything(cfg.seed)
     return cfg, run
